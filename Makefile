@@ -1,0 +1,48 @@
+# The verbs a person types. Everything installs itself: a fresh clone with python3 is enough.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8000
+
+.PHONY: help local stop test test-fast image-test bench lint clean
+
+help:
+	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
+	@echo "make stop        stop the service 'make local' started"
+	@echo "make test        the test suite (unit, service, journey end to end)"
+	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
+	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
+	@echo "make lint        ruff"
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+local: $(STAMP)
+	$(PY) -m scripts.local_journey --port $(PORT)
+
+stop: $(STAMP)
+	$(PY) -m scripts.local_journey stop
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+test: $(STAMP) lint
+	$(PY) -m pytest -m "not container" -q
+
+image-test: $(STAMP)
+	bash scripts/install_container_tools.sh
+	$(PY) -m pytest -m container -q -s
+
+bench: $(STAMP)
+	bash scripts/install_bench_tools.sh
+	$(PY) -m bench.serving
+
+clean: stop
+	rm -rf .local

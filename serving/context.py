@@ -1,0 +1,253 @@
+"""Assemble the docker build context for one registered model version.
+
+This is the one implementation used by `make local`, by the Pulumi program's docker Image, and
+by CI. Given `models:/<name>@<alias>` or `models:/<name>/<version>`, it writes:
+
+    <out>/Dockerfile           serving/Dockerfile
+    <out>/requirements.txt     pinned serving runtime (plus scikit-learn & co. for the fallback runtime)
+    <out>/wheels/              every wheel the image installs: the build needs no network
+    <out>/scoring/             the FastAPI app
+    <out>/model/manifest.json  name, version, run id, source URI, runtime, input schema, content hash
+    <out>/model/model.onnx     the compiled pipeline (onnx runtime only)
+    <out>/model/mlflow/        the MLflow model directory (MLmodel, model.skops, drift baseline, ...)
+
+    python -m serving.context models:/credit-default@champion .local/context
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.models import Model
+from mlflow.tracking import MlflowClient
+
+from serving import compile as compiler
+from serving.scoring.model import MANIFEST_FILE, ONNX_FILE, Manifest
+
+SERVING_DIR = Path(__file__).resolve().parent
+APP_PACKAGE = SERVING_DIR / "scoring"
+RUNTIME_REQUIREMENTS = SERVING_DIR / "requirements.txt"
+DOCKERFILE = SERVING_DIR / "Dockerfile"
+MLFLOW_SUBDIR = "mlflow"
+HOLDOUT_ARTIFACT = "extra_files/holdout.parquet"  # evaluation data: used here, never shipped
+FALLBACK_PACKAGES = ("scikit-learn", "pandas", "skops")
+MANIFEST_FORMAT_VERSION = 1
+DEFAULT_THRESHOLD = 0.5
+
+# The image is CPython 3.11 on x86-64 Linux, whatever machine assembles the context.
+WHEEL_PLATFORM_ARGS = ("--only-binary=:all:", "--implementation", "cp", "--python-version", "3.11",
+                       "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
+                       "--platform", "manylinux2014_x86_64", "--platform", "any")
+DEFAULT_WHEEL_CACHE = Path(os.environ.get("WHEEL_CACHE", Path.home() / ".cache" / "mlops-wheelhouse"))
+
+
+class PackagingError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    version: str
+    run_id: str
+    source_uri: str
+
+    @property
+    def version_uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    path: Path
+    manifest: dict
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model"]["version"])
+
+
+MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+(?:\.[^@/]+)*)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+
+
+def resolve_model(model_uri: str, client: MlflowClient | None = None) -> ResolvedModel:
+    """`models:/name@alias` or `models:/name/version` -> a concrete registered version."""
+    match = MODEL_URI.match(model_uri)
+    if not match:
+        raise PackagingError(f"model URI must look like models:/<name>@<alias> or models:/<name>/<version>, "
+                             f"got {model_uri!r}")
+    client = client or MlflowClient()
+    name = match["name"]
+    version = (client.get_model_version_by_alias(name, match["alias"]) if match["alias"]
+               else client.get_model_version(name, match["version"]))
+    return ResolvedModel(name=name, version=str(version.version), run_id=version.run_id, source_uri=model_uri)
+
+
+def assemble_build_context(model_uri: str, out_dir: Path, *, client: MlflowClient | None = None,
+                           wheelhouse: bool = True, wheel_cache: Path = DEFAULT_WHEEL_CACHE,
+                           progress: Callable[[str], None] = print) -> BuildContext:
+    client = client or MlflowClient()
+    resolved = resolve_model(model_uri, client)
+    progress(f"context: {model_uri} is {resolved.name} version {resolved.version} (run {resolved.run_id})")
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    model_dir = out_dir / "model"
+    with tempfile.TemporaryDirectory() as tmp:
+        downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
+        holdout = _read_holdout(downloaded)
+        shutil.copytree(downloaded, model_dir / MLFLOW_SUBDIR,
+                        ignore=lambda d, names: [n for n in names if Path(d, n) == downloaded / HOLDOUT_ARTIFACT])
+    mlflow_model = Model.load(str(model_dir / MLFLOW_SUBDIR))
+    manifest = _manifest(resolved, mlflow_model, model_dir / MLFLOW_SUBDIR, client)
+
+    pipeline = mlflow.sklearn.load_model(str(model_dir / MLFLOW_SUBDIR))
+    manifest.update(_compile(pipeline, manifest, holdout, model_dir, progress))
+
+    shutil.copytree(APP_PACKAGE, out_dir / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(DOCKERFILE, out_dir / "Dockerfile")
+    requirements = _requirements(manifest["runtime"], model_dir / MLFLOW_SUBDIR)
+    (out_dir / "requirements.txt").write_text(requirements)
+    (out_dir / "wheels").mkdir()
+    if wheelhouse:
+        _fill_wheelhouse(requirements, out_dir / "wheels", wheel_cache, progress)
+
+    manifest["content_sha256"] = content_hash(out_dir)
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    progress(f"context: ready at {out_dir} (runtime {manifest['runtime']}, content {manifest['content_sha256'][:12]})")
+    return BuildContext(out_dir, manifest)
+
+
+def _read_holdout(model_dir: Path) -> pd.DataFrame | None:
+    path = model_dir / HOLDOUT_ARTIFACT
+    return pd.read_parquet(path) if path.exists() else None
+
+
+def _manifest(resolved: ResolvedModel, mlflow_model: Model, mlflow_dir: Path, client: MlflowClient) -> dict:
+    if mlflow_model.signature is None or mlflow_model.signature.inputs is None:
+        raise PackagingError(f"{resolved.version_uri} has no signature: the API schema is generated from it")
+    inputs = [{"name": spec.name, "type": spec.type.name} for spec in mlflow_model.signature.inputs.inputs]
+    example = mlflow_model.load_input_example(str(mlflow_dir))
+    if example is None:
+        raise PackagingError(f"{resolved.version_uri} has no input example: the smoke test and /docs use it")
+    example_records = json.loads(pd.DataFrame(example).to_json(orient="records"))
+    sklearn_flavor = mlflow_model.flavors.get("sklearn", {})
+    tags = client.get_model_version(resolved.name, resolved.version).tags
+    return {
+        "format_version": MANIFEST_FORMAT_VERSION,
+        "model": {"name": resolved.name, "version": resolved.version, "run_id": resolved.run_id,
+                  "source_uri": resolved.source_uri, "version_uri": resolved.version_uri},
+        "decision_threshold": float(tags.get("decision_threshold", DEFAULT_THRESHOLD)),
+        "inputs": inputs,
+        "input_example": example_records,
+        "sklearn": {"path": f"{MLFLOW_SUBDIR}/{sklearn_flavor.get('pickled_model', 'model.skops')}",
+                    "format": sklearn_flavor.get("serialization_format", "skops"),
+                    "trusted_types": sklearn_flavor.get("skops_trusted_types") or []},
+        "drift_baseline": f"{MLFLOW_SUBDIR}/extra_files/drift_baseline.json",
+    }
+
+
+def _compile(pipeline, manifest: dict, holdout: pd.DataFrame | None, model_dir: Path,
+             progress: Callable[[str], None]) -> dict:
+    provisional = Manifest.from_dict({**manifest, "runtime": "sklearn", "missing_category": None})
+    try:
+        compiled = compiler.compile_pipeline(pipeline, provisional.inputs)
+    except compiler.CompileError as error:
+        progress(f"context: WARNING {error}; serving with the sklearn runtime (slower)")
+        return {"runtime": "sklearn", "missing_category": None, "equivalence": None}
+    sample = holdout if holdout is not None else pd.DataFrame(manifest["input_example"])
+    checked = Manifest.from_dict({**manifest, "runtime": "onnx", "missing_category": compiled.missing_category})
+    difference = compiler.check_equivalence(pipeline, compiled, checked, sample)
+    (model_dir / ONNX_FILE).write_bytes(compiled.onnx_bytes)
+    progress(f"context: compiled to ONNX; max |dp| {difference:.2e} on {len(sample)} held-out rows")
+    return {"runtime": "onnx", "missing_category": compiled.missing_category,
+            "equivalence": {"max_abs_probability_difference": difference, "rows": len(sample),
+                            "tolerance": compiler.EQUIVALENCE_TOLERANCE}}
+
+
+def _package_name(requirement: str) -> str:
+    return re.split(r"[=<>!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
+
+
+def _requirements(runtime: str, mlflow_dir: Path) -> str:
+    """The pinned serving runtime, plus the model's own pins of what the fallback runtime loads."""
+    lines = [line for line in RUNTIME_REQUIREMENTS.read_text().splitlines() if line and not line.startswith("#")]
+    if runtime == "sklearn":
+        present = {_package_name(line) for line in lines}
+        model_pins = (mlflow_dir / "requirements.txt").read_text().splitlines()
+        lines += [pin for pin in model_pins
+                  if _package_name(pin) in FALLBACK_PACKAGES and _package_name(pin) not in present]
+    return f"# generated by serving.context for the {runtime} runtime\n" + "\n".join(lines) + "\n"
+
+
+def _fill_wheelhouse(requirements: str, wheels: Path, cache: Path, progress: Callable[[str], None]) -> None:
+    """pip download once per requirements set into a cache, then copy into the context."""
+    key = hashlib.sha256((requirements + " ".join(WHEEL_PLATFORM_ARGS)).encode()).hexdigest()[:16]
+    cached = cache / key
+    if not (cached / ".complete").exists():
+        progress(f"context: downloading wheels for linux/cp311 into {cached} (once per requirements set)")
+        cached.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as handle:
+            handle.write(requirements + "pip\n")
+        try:
+            subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
+                            *WHEEL_PLATFORM_ARGS, "--dest", str(cached), "-r", handle.name], check=True)
+        except subprocess.CalledProcessError as error:
+            raise PackagingError(f"downloading the image's wheels failed (exit {error.returncode})") from error
+        finally:
+            os.unlink(handle.name)
+        (cached / ".complete").touch()
+    for wheel in sorted(cached.glob("*.whl")):
+        shutil.copy2(wheel, wheels / wheel.name)
+    progress(f"context: wheelhouse has {len(list(wheels.glob('*.whl')))} wheels")
+
+
+def content_hash(root: Path) -> str:
+    """sha256 over every file's path and bytes, except the manifest that records it."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        relative = path.relative_to(root).as_posix()
+        if relative == f"model/{MANIFEST_FILE}":
+            continue
+        digest.update(relative.encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model_uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
+    parser.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"))
+    parser.add_argument("--no-wheels", action="store_true", help="skip the wheelhouse (local process only)")
+    args = parser.parse_args(argv)
+    if args.tracking_uri:
+        mlflow.set_tracking_uri(args.tracking_uri)
+    if args.registry_uri:
+        mlflow.set_registry_uri(args.registry_uri)
+    try:
+        context = assemble_build_context(args.model_uri, args.out_dir, wheelhouse=not args.no_wheels)
+    except (PackagingError, compiler.EquivalenceError) as error:
+        print(f"packaging failed: {error}", file=sys.stderr)
+        return 1
+    print(json.dumps({"path": str(context.path), "model_version": context.model_version,
+                      "content_sha256": context.manifest["content_sha256"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

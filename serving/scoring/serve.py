@@ -1,0 +1,35 @@
+"""Start the scoring service: `python -m scoring.serve`.
+
+HOST (default 0.0.0.0 in the image; 127.0.0.1 for local runs), PORT (8000), WEB_CONCURRENCY
+(uvicorn workers, 1). With several workers, Prometheus metrics are aggregated through a
+multiprocess directory under /tmp (writable even with a read-only root filesystem and an
+emptyDir on /tmp).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import uvicorn
+
+from .settings import ServerSettings, Settings, SettingsError
+
+
+def main() -> int:
+    try:
+        server = ServerSettings.from_env()
+        Settings.from_env()  # fail fast, before forking workers, on a bad value
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    if server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+    uvicorn.run(f"{__package__}.app:create_app", factory=True, host=server.host, port=server.port,
+                workers=server.workers, access_log=False, log_level="info", server_header=False)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,60 @@
+"""Runtime settings, from environment variables. A bad value stops start-up with a message that
+names the variable and what it accepts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class SettingsError(ValueError):
+    pass
+
+
+def _int(name: str, default: int, low: int, high: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer between {low} and {high}, got {raw!r}") from None
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be an integer between {low} and {high}, got {value}")
+    return value
+
+
+def _flag(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "true" if default else "false").strip().lower()
+    if raw not in {"true", "false", "1", "0"}:
+        raise SettingsError(f"{name} must be one of true, false, 1, 0; got {raw!r}")
+    return raw in {"true", "1"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model_dir: Path
+    max_records: int
+    request_log: bool
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            model_dir=Path(os.environ.get("MODEL_DIR", "/opt/model")),
+            max_records=_int("MAX_RECORDS", 1000, 1, 100_000),
+            request_log=_flag("REQUEST_LOG", True),
+        )
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    host: str
+    port: int
+    workers: int
+
+    @classmethod
+    def from_env(cls) -> ServerSettings:
+        return cls(
+            host=os.environ.get("HOST", "0.0.0.0"),
+            port=_int("PORT", 8000, 1, 65535),
+            workers=_int("WEB_CONCURRENCY", 1, 1, 64),
+        )

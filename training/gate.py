@@ -1,0 +1,166 @@
+"""The validation gate: a new version becomes `challenger`; it becomes `champion` only if it is good
+enough on its own (ROC-AUC floor) and not worse than the current champion by more than a tolerance,
+both scored on the same held-out rows.
+
+    python -m training.gate --model-name credit-default --version 3
+
+The training entry point calls `run_gate` directly; this CLI is the second task of the
+Databricks job (train -> gate) and re-gates any version by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from sklearn.metrics import roc_auc_score
+
+from training import schema
+from training.loader import validate_frame
+from training.pipeline import positive_proba
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+HOLDOUT_FILE = "holdout.parquet"
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    floor: float = 0.70
+    tolerance: float = 0.01
+
+    def __post_init__(self) -> None:
+        if not 0.5 <= self.floor <= 1.0:
+            raise ValueError(f"gate floor must be between 0.5 and 1.0, got {self.floor}")
+        if not 0.0 <= self.tolerance <= 0.5:
+            raise ValueError(f"gate tolerance must be between 0 and 0.5, got {self.tolerance}")
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    version: str
+    promoted: bool
+    reason: str
+    challenger_roc_auc: float
+    champion_version: str | None
+    champion_roc_auc: float | None
+
+    def summary(self) -> str:
+        verdict = "PROMOTED to @champion" if self.promoted else "REJECTED (champion unchanged)"
+        against = (f"champion v{self.champion_version} ROC-AUC {self.champion_roc_auc:.4f}"
+                   if self.champion_version else "no champion yet")
+        return (f"gate: v{self.version} {verdict}: challenger ROC-AUC {self.challenger_roc_auc:.4f}, "
+                f"{against}; {self.reason}")
+
+
+def decide(challenger_auc: float, champion_auc: float | None, policy: GatePolicy) -> tuple[bool, str]:
+    if challenger_auc < policy.floor:
+        return False, f"ROC-AUC {challenger_auc:.4f} is below the floor {policy.floor:.4f}"
+    if champion_auc is None:
+        return True, f"first model to clear the floor {policy.floor:.4f}"
+    if challenger_auc < champion_auc - policy.tolerance:
+        return False, (f"ROC-AUC {challenger_auc:.4f} is worse than the champion's {champion_auc:.4f} "
+                       f"by more than the tolerance {policy.tolerance:.4f}")
+    return True, f"within tolerance {policy.tolerance:.4f} of the champion or better"
+
+
+def current_champion(client: MlflowClient, model_name: str) -> str | None:
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION).version
+    except MlflowException:
+        return None
+
+
+def holdout_auc(model_uri: str, holdout: pd.DataFrame) -> float:
+    model = mlflow.sklearn.load_model(model_uri)
+    return float(roc_auc_score(holdout[schema.TARGET], positive_proba(model, holdout)))
+
+
+def run_gate(client: MlflowClient, model_name: str, version: str, holdout: pd.DataFrame,
+             policy: GatePolicy) -> GateDecision:
+    version = str(version)
+    client.set_registered_model_alias(model_name, CHALLENGER, version)
+    challenger_auc = holdout_auc(f"models:/{model_name}/{version}", holdout)
+    champion_version = current_champion(client, model_name)
+    if champion_version == version:
+        champion_version = None  # re-gating the champion itself: judge it on the floor alone
+    champion_auc = (holdout_auc(f"models:/{model_name}/{champion_version}", holdout)
+                    if champion_version else None)
+    promoted, reason = decide(challenger_auc, champion_auc, policy)
+    if promoted:
+        client.set_registered_model_alias(model_name, CHAMPION, version)
+    decision = GateDecision(version, promoted, reason, challenger_auc, champion_version, champion_auc)
+    _record(client, model_name, decision, policy)
+    return decision
+
+
+def _record(client: MlflowClient, model_name: str, decision: GateDecision, policy: GatePolicy) -> None:
+    """Log the decision and both scores on the challenger's run and on the model version."""
+    run_id = client.get_model_version(model_name, decision.version).run_id
+    outcome = "promoted" if decision.promoted else "rejected"
+    client.log_metric(run_id, "gate_challenger_roc_auc", decision.challenger_roc_auc)
+    if decision.champion_roc_auc is not None:
+        client.log_metric(run_id, "gate_champion_roc_auc", decision.champion_roc_auc)
+    for key, value in {
+        "gate.decision": outcome,
+        "gate.reason": decision.reason,
+        "gate.champion_version": decision.champion_version or "none",
+        "gate.floor": str(policy.floor),
+        "gate.tolerance": str(policy.tolerance),
+    }.items():
+        client.set_tag(run_id, key, value)
+    client.set_model_version_tag(model_name, decision.version, "gate.decision", outcome)
+
+
+def load_holdout(model_name: str, version: str) -> pd.DataFrame:
+    local = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}/extra_files/{HOLDOUT_FILE}")
+    return validate_frame(pd.read_parquet(Path(local)))  # same normalisation (None for missing) as training
+
+
+def add_tracking_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"),
+                        help="sqlite:///path.db locally, 'databricks' on Databricks (default: $MLFLOW_TRACKING_URI)")
+    parser.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"),
+                        help="'databricks-uc' for Unity Catalog (default: the tracking URI)")
+    parser.add_argument("--model-name", required=True,
+                        help="registered model name (catalog.schema.name with Unity Catalog)")
+
+
+def add_gate_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gate-floor", type=float, default=GatePolicy.floor,
+                        help="minimum held-out ROC-AUC to become champion")
+    parser.add_argument("--gate-tolerance", type=float, default=GatePolicy.tolerance,
+                        help="how much worse than the champion a challenger may be and still win")
+
+
+def configure_tracking(tracking_uri: str | None, registry_uri: str | None) -> MlflowClient:
+    if tracking_uri:
+        mlflow.set_tracking_uri(tracking_uri)
+    if registry_uri:
+        mlflow.set_registry_uri(registry_uri)
+    return MlflowClient()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_tracking_args(parser)
+    add_gate_args(parser)
+    parser.add_argument("--version", help="version to gate (default: the newest)")
+    args = parser.parse_args(argv)
+    client = configure_tracking(args.tracking_uri, args.registry_uri)
+    version = args.version or max(
+        (mv.version for mv in client.search_model_versions(f"name='{args.model_name}'")), key=int)
+    decision = run_gate(client, args.model_name, version, load_holdout(args.model_name, version),
+                        GatePolicy(args.gate_floor, args.gate_tolerance))
+    print(decision.summary())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Load the training table from a CSV or Parquet path, or a Databricks table, and validate it.
+
+Validation is strict because a silently mis-typed column trains a silently wrong model: every
+problem is a `SchemaError` that names the column.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pandas.api import types as ptypes
+
+from training import schema
+
+FILE_SUFFIXES = {".csv", ".parquet", ".pq"}
+
+
+class SchemaError(ValueError):
+    """The table does not follow the data contract."""
+
+
+def load_table(source: str, require_target: bool = True) -> pd.DataFrame:
+    """Read `source` (a .csv/.parquet path or a `catalog.schema.table` name) and validate it."""
+    return validate_frame(_read(source), require_target=require_target)
+
+
+def _read(source: str) -> pd.DataFrame:
+    path = Path(source)
+    if path.suffix in FILE_SUFFIXES or path.is_dir():
+        if not path.exists():
+            raise FileNotFoundError(f"data file not found: {source}")
+        if path.suffix == ".csv":
+            return pd.read_csv(path)
+        return pd.read_parquet(path)
+    return _read_spark_table(source)
+
+
+def _read_spark_table(table: str) -> pd.DataFrame:
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError:
+        spark = None
+    else:
+        spark = SparkSession.getActiveSession()
+    if spark is None:
+        raise SchemaError(
+            f"'{table}' is not a .csv or .parquet path, and no Spark session is active to read it "
+            "as a table (table names work inside a Databricks job)"
+        )
+    return spark.read.table(table).toPandas()
+
+
+def validate_frame(frame: pd.DataFrame, require_target: bool = True) -> pd.DataFrame:
+    """Check the contract and return the contract's columns with normalised dtypes."""
+    wanted = [*schema.FEATURES, schema.TARGET] if require_target else list(schema.FEATURES)
+    missing = [column for column in wanted if column not in frame.columns]
+    if missing:
+        raise SchemaError(f"missing column(s): {', '.join(missing)}")
+    if frame.empty:
+        raise SchemaError("the table is empty: no rows to train on")
+
+    out = pd.DataFrame(index=frame.index)
+    for column in schema.CATEGORICAL:
+        out[column] = _categorical(frame[column], column)
+    for column in schema.NUMERIC:
+        out[column] = _numeric(frame[column], column)
+    _check_ranges(out)
+    if require_target:
+        out[schema.TARGET] = _target(frame[schema.TARGET])
+    return out.reset_index(drop=True)
+
+
+def _categorical(values: pd.Series, column: str) -> pd.Series:
+    present = values.dropna()
+    bad = present[[not isinstance(v, str) for v in present]]
+    if len(bad):
+        raise SchemaError(
+            f"column '{column}' must hold strings; found {type(bad.iloc[0]).__name__} "
+            f"value {bad.iloc[0]!r} (row {bad.index[0]})"
+        )
+    return values.astype(object).where(values.notna(), None)
+
+
+def _numeric(values: pd.Series, column: str) -> pd.Series:
+    if ptypes.is_bool_dtype(values) or not ptypes.is_numeric_dtype(values):
+        if ptypes.is_bool_dtype(values):
+            raise SchemaError(f"column '{column}' must be numeric; found booleans")
+        coerced = pd.to_numeric(values, errors="coerce")
+        bad = values[coerced.isna() & values.notna()]
+        if len(bad):
+            raise SchemaError(
+                f"column '{column}' must be numeric; found {bad.iloc[0]!r} (row {bad.index[0]})"
+            )
+        values = coerced
+    return values.astype(np.float64)
+
+
+def _check_ranges(frame: pd.DataFrame) -> None:
+    low, high = schema.AGE_RANGE
+    out_of_range = frame["age"].notna() & ~frame["age"].between(low, high)
+    if out_of_range.any():
+        row = int(np.flatnonzero(out_of_range)[0])
+        raise SchemaError(
+            f"column 'age' must be between {low} and {high} years; found {frame['age'].iloc[row]} (row {row})"
+        )
+    if (frame["credit_limit"] <= 0).any():
+        row = int(np.flatnonzero(frame["credit_limit"] <= 0)[0])
+        raise SchemaError(f"column 'credit_limit' must be positive; found {frame['credit_limit'].iloc[row]} (row {row})")
+
+
+def _target(values: pd.Series) -> pd.Series:
+    column = schema.TARGET
+    if values.isna().any():
+        raise SchemaError(f"column '{column}' has {int(values.isna().sum())} missing value(s); the target must be 0 or 1")
+    numeric = pd.to_numeric(values, errors="coerce")
+    bad = values[~numeric.isin([0, 1])]
+    if len(bad):
+        raise SchemaError(f"column '{column}' must be 0 or 1; found {bad.iloc[0]!r} (row {bad.index[0]})")
+    if numeric.nunique() < 2:
+        raise SchemaError(f"column '{column}' holds a single class; training needs both 0 and 1")
+    return numeric.astype(np.int64)

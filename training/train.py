@@ -1,0 +1,173 @@
+"""Training entry point: load -> search -> evaluate -> MLflow run -> register -> gate.
+
+The same command runs on a laptop and as a Databricks job task:
+
+    # local: sqlite tracking + registry
+    python -m training.train --data .local/data/credit.parquet \
+        --tracking-uri sqlite:///.local/mlflow.db --model-name credit-default
+
+    # Databricks (spark_python_task parameters)
+    python -m training.train --data main.credit.card_holders --tracking-uri databricks \
+        --registry-uri databricks-uc --model-name main.credit.credit_default \
+        --experiment /Shared/credit-default --environment staging
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import sklearn
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, Schema, TensorSpec
+
+from training import gate, schema
+from training.baseline import build_baseline
+from training.loader import load_table
+from training.pipeline import FIXED_PARAMS, choose_threshold, evaluate, features_of, positive_proba, search, split
+
+BASELINE_FILE = "drift_baseline.json"
+INPUT_EXAMPLE_ROWS = 3
+
+
+def signature() -> ModelSignature:
+    """Explicit, from the data contract (Unity Catalog requires one; inference would guess types)."""
+    inputs = Schema([ColSpec("string", c) for c in schema.CATEGORICAL] + [ColSpec("double", c) for c in schema.NUMERIC])
+    outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2), "probabilities")])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def pip_requirements() -> list[str]:
+    """What loading the model needs, pinned to what trained it; never the test tools of this venv."""
+    import skops
+
+    return [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}",
+            f"pandas=={pd.__version__}", f"skops=={skops.__version__}", f"mlflow=={mlflow.__version__}"]
+
+
+def data_fingerprint(frame: pd.DataFrame) -> str:
+    return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def git_sha() -> str:
+    if os.environ.get("GIT_SHA"):
+        return os.environ["GIT_SHA"]
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def input_example(holdout: pd.DataFrame) -> pd.DataFrame:
+    complete = holdout.dropna()
+    return features_of(complete if len(complete) >= INPUT_EXAMPLE_ROWS else holdout).head(INPUT_EXAMPLE_ROWS)
+
+
+def trusted_types(model) -> list[str]:
+    """The types skops must trust to load this pipeline: exactly the ones we just built."""
+    import skops.io
+
+    return skops.io.get_untrusted_types(data=skops.io.dumps(model))
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="a .csv/.parquet path, or a table name on Databricks")
+    gate.add_tracking_args(parser)
+    gate.add_gate_args(parser)
+    parser.add_argument("--experiment", default="credit-default", help="MLflow experiment name or path")
+    parser.add_argument("--artifact-root", help="artifact location for a new experiment (e.g. file:///abs/path)")
+    parser.add_argument("--environment", default=os.environ.get("MLOPS_ENVIRONMENT", "local"))
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--skip-gate", action="store_true", help="register only; gate in a separate task")
+    parser.add_argument("--summary-out", type=Path, help="write the run summary as JSON here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    policy = gate.GatePolicy(args.gate_floor, args.gate_tolerance)
+    client = gate.configure_tracking(args.tracking_uri, args.registry_uri)
+
+    step = _Steps()
+    step("loading data", args.data)
+    frame = load_table(args.data)
+    splits = split(frame)
+    step("searching", f"{len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test rows")
+    result = search(splits, args.seed)
+    threshold = choose_threshold(splits.valid[schema.TARGET].to_numpy(), positive_proba(result.model, splits.valid))
+    metrics = evaluate(splits.test[schema.TARGET].to_numpy(), positive_proba(result.model, splits.test), threshold)
+    step("evaluated on held-out test", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+
+    step("logging to MLflow", mlflow.get_tracking_uri())
+    if args.artifact_root and mlflow.get_experiment_by_name(args.experiment) is None:
+        mlflow.create_experiment(args.experiment, artifact_location=args.artifact_root)
+    mlflow.set_experiment(args.experiment)
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"train-{args.environment}") as run:
+        baseline_path, holdout_path = Path(tmp, BASELINE_FILE), Path(tmp, gate.HOLDOUT_FILE)
+        baseline_path.write_text(json.dumps(build_baseline(features_of(splits.train),
+                                                           positive_proba(result.model, splits.train))))
+        splits.test.to_parquet(holdout_path, index=False)
+        mlflow.log_params({**result.params, **FIXED_PARAMS, "seed": args.seed, "rows": len(frame),
+                           "decision_threshold": threshold, "model_family": "HistGradientBoostingClassifier"})
+        mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
+        mlflow.log_metric("valid_roc_auc", max(c["valid_roc_auc"] for c in result.candidates))
+        mlflow.set_tags({"git_sha": git_sha(), "data_fingerprint": data_fingerprint(frame),
+                         "data_source": args.data, "environment": args.environment})
+        mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
+        info = mlflow.sklearn.log_model(
+            result.model, name="model", signature=signature(), input_example=input_example(splits.test),
+            pip_requirements=pip_requirements(), serialization_format="skops",
+            skops_trusted_types=trusted_types(result.model), pyfunc_predict_fn="predict_proba",
+            registered_model_name=args.model_name, extra_files=[str(baseline_path), str(holdout_path)],
+        )
+    version = str(info.registered_model_version)
+    for key, value in {"decision_threshold": threshold, "roc_auc": metrics["roc_auc"],
+                       "git_sha": git_sha(), "data_fingerprint": data_fingerprint(frame)}.items():
+        client.set_model_version_tag(args.model_name, version, key, str(value))
+    step("registered", f"{args.model_name} version {version} (run {run.info.run_id})")
+
+    summary = {"model_name": args.model_name, "version": version, "run_id": run.info.run_id, "metrics": metrics}
+    if not args.skip_gate:
+        decision = gate.run_gate(client, args.model_name, version, splits.test, policy)
+        print(decision.summary(), flush=True)
+        summary["gate"] = asdict(decision)
+    if args.summary_out:
+        args.summary_out.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_out.write_text(json.dumps(summary, indent=2))
+    _set_databricks_task_values(summary)
+    return summary
+
+
+class _Steps:
+    """Prints numbered progress lines with the time since start, so long runs show where they are."""
+
+    def __init__(self) -> None:
+        self.started, self.count = time.perf_counter(), 0
+
+    def __call__(self, what: str, detail: str = "") -> None:
+        self.count += 1
+        print(f"[train {time.perf_counter() - self.started:5.1f}s] {self.count}. {what}: {detail}", flush=True)
+
+
+def _set_databricks_task_values(summary: dict) -> None:
+    """Hand the registered version to the next task of a Databricks job (no-op elsewhere)."""
+    dbutils = getattr(sys.modules.get("__main__"), "dbutils", None)
+    if dbutils is not None:
+        dbutils.jobs.taskValues.set(key="model_version", value=summary["version"])
+
+
+if __name__ == "__main__":
+    main()
