@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from pathlib import Path
 
 from serving import smoke
 from serving.context import assemble_build_context
+from serving.localrun import start_service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -106,11 +106,8 @@ def stop_service(layout: Layout) -> bool:
 def start_process(layout: Layout, port: int) -> int:
     """The context's own app and model, as a local uvicorn process bound to 127.0.0.1 only."""
     layout.request_log.parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONPATH": str(layout.context), "MODEL_DIR": str(layout.context / "model"),
-           "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": "1"}
     with layout.request_log.open("ab") as out, layout.server_log.open("ab") as err:
-        process = subprocess.Popen([sys.executable, "-m", "scoring.serve"], cwd=layout.context, env=env,
-                                   stdout=out, stderr=err, start_new_session=True)
+        process = start_service(layout.context, port, stdout=out, stderr=err)
     layout.pid_file.write_text(str(process.pid))
     return process.pid
 

@@ -99,12 +99,26 @@ def resolve_model(model_uri: str, client: MlflowClient | None = None) -> Resolve
 def assemble_build_context(model_uri: str, out_dir: Path, *, client: MlflowClient | None = None,
                            wheelhouse: bool = True, wheel_cache: Path = DEFAULT_WHEEL_CACHE,
                            progress: Callable[[str], None] = print) -> BuildContext:
+    """Build into a sibling folder and swap it in at the end: a refused model leaves no context."""
     client = client or MlflowClient()
     resolved = resolve_model(model_uri, client)
     progress(f"context: {model_uri} is {resolved.name} version {resolved.version} (run {resolved.run_id})")
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        manifest = _assemble(resolved, partial, client, wheelhouse, wheel_cache, progress)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    partial.rename(out_dir)
+    progress(f"context: ready at {out_dir} (runtime {manifest['runtime']}, content {manifest['content_sha256'][:12]})")
+    return BuildContext(out_dir, manifest)
+
+
+def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, wheelhouse: bool, wheel_cache: Path,
+              progress: Callable[[str], None]) -> dict:
     model_dir = out_dir / "model"
     with tempfile.TemporaryDirectory() as tmp:
         downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
@@ -127,8 +141,7 @@ def assemble_build_context(model_uri: str, out_dir: Path, *, client: MlflowClien
 
     manifest["content_sha256"] = content_hash(out_dir)
     (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    progress(f"context: ready at {out_dir} (runtime {manifest['runtime']}, content {manifest['content_sha256'][:12]})")
-    return BuildContext(out_dir, manifest)
+    return manifest
 
 
 def _read_holdout(model_dir: Path) -> pd.DataFrame | None:

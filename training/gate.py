@@ -72,7 +72,7 @@ def decide(challenger_auc: float, champion_auc: float | None, policy: GatePolicy
 
 def current_champion(client: MlflowClient, model_name: str) -> str | None:
     try:
-        return client.get_model_version_by_alias(model_name, CHAMPION).version
+        return str(client.get_model_version_by_alias(model_name, CHAMPION).version)
     except MlflowException:
         return None
 

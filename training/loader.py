@@ -78,7 +78,7 @@ def _categorical(values: pd.Series, column: str) -> pd.Series:
     if len(bad):
         raise SchemaError(
             f"column '{column}' must hold strings; found {type(bad.iloc[0]).__name__} "
-            f"value {bad.iloc[0]!r} (row {bad.index[0]})"
+            f"value {_show(bad.iloc[0])} (row {bad.index[0]})"
         )
     return values.astype(object).where(values.notna(), None)
 
@@ -91,7 +91,7 @@ def _numeric(values: pd.Series, column: str) -> pd.Series:
         bad = values[coerced.isna() & values.notna()]
         if len(bad):
             raise SchemaError(
-                f"column '{column}' must be numeric; found {bad.iloc[0]!r} (row {bad.index[0]})"
+                f"column '{column}' must be numeric; found {_show(bad.iloc[0])} (row {bad.index[0]})"
             )
         values = coerced
     return values.astype(np.float64)
@@ -103,11 +103,16 @@ def _check_ranges(frame: pd.DataFrame) -> None:
     if out_of_range.any():
         row = int(np.flatnonzero(out_of_range)[0])
         raise SchemaError(
-            f"column 'age' must be between {low} and {high} years; found {frame['age'].iloc[row]} (row {row})"
+            f"column 'age' must be between {low} and {high} years; found {_show(frame['age'].iloc[row])} (row {row})"
         )
     if (frame["credit_limit"] <= 0).any():
         row = int(np.flatnonzero(frame["credit_limit"] <= 0)[0])
-        raise SchemaError(f"column 'credit_limit' must be positive; found {frame['credit_limit'].iloc[row]} (row {row})")
+        raise SchemaError(f"column 'credit_limit' must be positive; found {_show(frame['credit_limit'].iloc[row])} (row {row})")
+
+
+def _show(value: object) -> str:
+    """A cell as a person would write it (numpy scalars print as plain numbers)."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _target(values: pd.Series) -> pd.Series:
@@ -117,7 +122,7 @@ def _target(values: pd.Series) -> pd.Series:
     numeric = pd.to_numeric(values, errors="coerce")
     bad = values[~numeric.isin([0, 1])]
     if len(bad):
-        raise SchemaError(f"column '{column}' must be 0 or 1; found {bad.iloc[0]!r} (row {bad.index[0]})")
+        raise SchemaError(f"column '{column}' must be 0 or 1; found {_show(bad.iloc[0])} (row {bad.index[0]})")
     if numeric.nunique() < 2:
         raise SchemaError(f"column '{column}' holds a single class; training needs both 0 and 1")
     return numeric.astype(np.int64)

@@ -1,0 +1,29 @@
+"""Run a build context's scoring service as a local process on 127.0.0.1 (no container engine).
+
+Used by `make local`, the end-to-end tests and the benchmark, so all three start the service
+the same way: the context's own copy of the app, the context's model, loopback only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import IO
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_service(context: Path, port: int, stdout: IO | int | None = subprocess.DEVNULL,
+                  stderr: IO | int | None = subprocess.DEVNULL, workers: int = 1,
+                  extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(context), "MODEL_DIR": str(context / "model"),
+           "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers), **(extra_env or {})}
+    return subprocess.Popen([sys.executable, "-m", "scoring.serve"], cwd=context, env=env,
+                            stdout=stdout, stderr=stderr, start_new_session=True)

@@ -1,0 +1,49 @@
+"""Shared fixtures: one small real model, trained and registered once per test session in a
+sqlite MLflow registry, and a build context assembled from it by the real packaging code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from serving.context import BuildContext, assemble_build_context
+from training import data
+from training import train as training
+
+MODEL_NAME = "credit-default-test"
+TRAIN_ROWS = 4000
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory) -> dict:
+    """A sqlite registry holding one champion version trained on generated data."""
+    root = tmp_path_factory.mktemp("registry")
+    data_path = root / "credit.parquet"
+    data.write_table(data.generate(TRAIN_ROWS, seed=11), data_path)
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(tracking_uri)
+    summary = training.main(["--data", str(data_path), "--tracking-uri", tracking_uri, "--model-name", MODEL_NAME,
+                             "--artifact-root", (root / "artifacts").as_uri(), "--environment", "test"])
+    return {"root": root, "tracking_uri": tracking_uri, "data": data_path, "model_name": MODEL_NAME,
+            "version": summary["version"], "summary": summary}
+
+
+@pytest.fixture(scope="session")
+def context(registry, tmp_path_factory) -> BuildContext:
+    """A build context (no wheelhouse) for the registry's champion."""
+    mlflow.set_tracking_uri(registry["tracking_uri"])
+    out = tmp_path_factory.mktemp("context") / "ctx"
+    return assemble_build_context(f"models:/{registry['model_name']}@champion", out, wheelhouse=False)
+
+
+@pytest.fixture(autouse=True)
+def _tracking_uri(request) -> None:
+    """Tests that use the registry see it as the current tracking store."""
+    if "registry" in request.fixturenames:
+        mlflow.set_tracking_uri(request.getfixturevalue("registry")["tracking_uri"])
+
+
+def model_dir(context: BuildContext) -> Path:
+    return context.path / "model"

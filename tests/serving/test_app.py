@@ -1,0 +1,208 @@
+"""The scoring app, in-process through HTTP (FastAPI's TestClient), on a real packaged model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+
+from serving.compile import frame_to_columns
+from serving.scoring.app import create_app
+from serving.scoring.model import InputField, Manifest
+from serving.scoring.settings import Settings, SettingsError
+
+
+@pytest.fixture(scope="module")
+def manifest(context) -> Manifest:
+    return Manifest.read(context.path / "model")
+
+
+@pytest.fixture(scope="module")
+def client(context):
+    settings = Settings(model_dir=context.path / "model", max_records=5, request_log=True)
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+@pytest.fixture
+def example(manifest) -> list[dict]:
+    return [dict(record) for record in manifest.input_example]
+
+
+def problems(response) -> list[tuple]:
+    return [(p["record"], p["field"], p["type"]) for p in response.json()["problems"]]
+
+
+def test_health_and_ready(client, manifest):
+    assert client.get("/health").json() == {"status": "alive"}
+    ready = client.get("/ready")
+    assert ready.status_code == 200
+    assert ready.json()["model"] == {"name": manifest.model_name, "version": manifest.model_version}
+    assert ready.json()["runtime"] == "onnx"
+
+
+def test_predict_matches_the_registered_pipeline(client, manifest, registry, example):
+    response = client.post("/predict", json={"records": example})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["model"] == {"name": manifest.model_name, "version": manifest.model_version}
+    assert len(body["request_id"]) == 32 and response.headers["x-request-id"] == body["request_id"]
+    pipeline = mlflow.sklearn.load_model(f"models:/{manifest.model_name}/{manifest.model_version}")
+    expected = pipeline.predict_proba(pd.DataFrame(example)[list(manifest.input_names)])[:, 1]
+    got = np.array([p["probability"] for p in body["predictions"]])
+    assert np.max(np.abs(got - expected)) <= 1e-5
+    assert [p["label"] for p in body["predictions"]] == [int(p >= manifest.decision_threshold) for p in got]
+
+
+def test_missing_values_are_accepted_as_null(client, example):
+    record = {**example[0], "education": None, "age": None, "bill_amount_3": None}
+    response = client.post("/predict", json={"records": [record]})
+    assert response.status_code == 200 and 0 <= response.json()["predictions"][0]["probability"] <= 1
+
+
+def test_request_id_header_is_echoed(client, example):
+    response = client.post("/predict", json={"records": example[:1]}, headers={"x-request-id": "abc-123"})
+    assert response.json()["request_id"] == "abc-123" and response.headers["x-request-id"] == "abc-123"
+
+
+@pytest.mark.parametrize(("mutate", "expected"), [
+    (lambda r: r.pop("age"), (1, "age", "missing")),
+    (lambda r: r.update(age="forty"), (1, "age", "float_type")),
+    (lambda r: r.update(sex=1), (1, "sex", "string_type")),
+    (lambda r: r.update(credit_limit=True), (1, "credit_limit", "float_type")),
+    (lambda r: r.update(nickname="bob"), (1, "nickname", "extra_forbidden")),
+])
+def test_bad_record_names_index_and_field(client, example, mutate, expected):
+    bad = dict(example[0])
+    mutate(bad)
+    response = client.post("/predict", json={"records": [example[0], bad]})
+    assert response.status_code == 422
+    assert expected in problems(response)
+    assert all(p["problem"] for p in response.json()["problems"])
+
+
+def test_every_problem_in_a_record_is_reported(client, example):
+    bad = {k: v for k, v in example[0].items() if k != "sex"} | {"age": "x", "extra": 1}
+    response = client.post("/predict", json={"records": [bad]})
+    assert {(0, "sex", "missing"), (0, "age", "float_type"), (0, "extra", "extra_forbidden")} <= set(problems(response))
+
+
+@pytest.mark.parametrize(("body", "expected"), [
+    ({"records": []}, (None, "records", "too_short")),
+    ({"records": [{}] * 6}, (None, "records", "too_long")),
+    ({}, (None, "records", "missing")),
+    ([1, 2], (None, None, "model_attributes_type")),
+    ({"records": [{}], "extra": 1}, (None, "extra", "extra_forbidden")),
+])
+def test_bad_request_shapes(client, body, expected):
+    response = client.post("/predict", json=body)
+    assert response.status_code == 422
+    assert expected in problems(response)
+
+
+def test_too_many_records_names_the_limit(client, example):
+    response = client.post("/predict", json={"records": example * 6})
+    assert response.status_code == 422
+    assert "at most 5" in response.json()["problems"][0]["problem"]
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"records": [{"age": NaN}]}', b""])
+def test_malformed_json_is_a_4xx_not_a_500(client, raw):
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert 400 <= response.status_code < 500
+    assert response.json()["error"] == "invalid request"
+
+
+def test_non_finite_numbers_are_rejected(client, example):
+    raw = json.dumps({"records": [{**example[0], "age": float("inf")}]}).encode()  # Python writes Infinity
+    response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert response.status_code == 422 and (0, "age", "finite_number") in problems(response)
+
+
+def test_service_keeps_serving_after_bad_input(client, example):
+    for _ in range(3):
+        client.post("/predict", content=b"garbage", headers={"content-type": "application/json"})
+        client.post("/predict", json={"records": [{"age": "x"}]})
+    assert client.post("/predict", json={"records": example}).status_code == 200
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_move_with_traffic(client, manifest, example):
+    before = client.get("/metrics").text
+    client.post("/predict", json={"records": example})
+    client.post("/predict", json={"records": []})
+    after = client.get("/metrics").text
+    ok = {"route": "/predict", "method": "POST", "status": "200"}
+    bad = {"route": "/predict", "method": "POST", "status": "422"}
+    assert _metric(after, "scoring_http_requests_total", **ok) == _metric(before, "scoring_http_requests_total", **ok) + 1
+    assert _metric(after, "scoring_http_requests_total", **bad) == _metric(before, "scoring_http_requests_total", **bad) + 1
+    version = {"model_version": manifest.model_version}
+    assert (_metric(after, "scoring_predicted_probability_count", **version)
+            == _metric(before, "scoring_predicted_probability_count", **version) + len(example))
+    assert _metric(after, "scoring_http_request_duration_seconds_count", route="/predict") > 0
+    assert _metric(after, "scoring_model_info", model_version=manifest.model_version, runtime="onnx") == 1.0
+
+
+def test_unknown_paths_share_one_metrics_label(client):
+    client.get("/wp-admin/setup.php")
+    assert 'route="other"' in client.get("/metrics").text
+    assert "wp-admin" not in client.get("/metrics").text
+
+
+def test_one_json_log_line_per_scored_request(client, manifest, example, capfd):
+    capfd.readouterr()
+    client.post("/predict", json={"records": example}, headers={"x-request-id": "log-me"})
+    client.post("/predict", json={"records": []})  # rejected: not a scored request
+    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    assert len(lines) == 1
+    line = lines[0]
+    assert line["log_type"] == "prediction" and line["schema_version"] == 1
+    assert line["request_id"] == "log-me"
+    assert (line["model_name"], line["model_version"]) == (manifest.model_name, manifest.model_version)
+    assert line["inputs"] == example and len(line["outputs"]) == len(example)
+    assert line["latency_ms"] > 0 and line["ts"].endswith("Z") and line["n_records"] == len(example)
+
+
+def test_docs_carry_the_generated_schema_and_example(client, manifest):
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert set(schema["Record"]["properties"]) == set(manifest.input_names)
+    assert schema["Record"]["additionalProperties"] is False
+    assert schema["PredictRequest"]["examples"][0]["records"] == manifest.input_example
+
+
+def test_a_model_that_fails_warm_up_is_not_ready_but_alive(context, tmp_path, example):
+    broken = tmp_path / "model"
+    shutil.copytree(context.path / "model", broken)
+    (broken / "model.onnx").write_bytes(b"not an onnx graph")
+    with TestClient(create_app(Settings(model_dir=broken, max_records=5, request_log=False))) as broken_client:
+        assert broken_client.get("/health").status_code == 200
+        ready = broken_client.get("/ready")
+        assert ready.status_code == 503 and "warm-up failed" in ready.json()["problem"]
+        assert broken_client.post("/predict", json={"records": example}).status_code == 503
+
+
+def test_settings_errors_name_the_variable(monkeypatch):
+    monkeypatch.setenv("MAX_RECORDS", "lots")
+    with pytest.raises(SettingsError, match="MAX_RECORDS must be an integer between 1 and 100000, got 'lots'"):
+        Settings.from_env()
+    monkeypatch.setenv("MAX_RECORDS", "10")
+    monkeypatch.setenv("REQUEST_LOG", "maybe")
+    with pytest.raises(SettingsError, match="REQUEST_LOG must be one of true, false"):
+        Settings.from_env()
+
+
+def test_frame_to_columns_turns_missing_into_none():
+    frame = pd.DataFrame({"a": [1.0, np.nan], "s": ["x", None]})
+    assert frame_to_columns(frame, (InputField("a", "double"), InputField("s", "string"))) == {"a": [1.0, None], "s": ["x", None]}

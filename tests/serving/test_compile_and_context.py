@@ -1,0 +1,162 @@
+"""Packaging: the build context's contents and manifest, the compiled model's equivalence (and the
+refusal when it does not hold), and the sklearn fallback for pipelines ONNX cannot express."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from serving import compile as compiler
+from serving.context import PackagingError, assemble_build_context, content_hash, resolve_model
+from serving.scoring.app import create_app
+from serving.scoring.model import Manifest
+from serving.scoring.settings import Settings
+from training import data, schema
+from training import train as training
+from training.loader import validate_frame
+from training.pipeline import build_pipeline, features_of
+
+
+def test_context_holds_everything_the_image_needs(context, registry):
+    root = context.path
+    for relative in ("Dockerfile", "requirements.txt", "wheels", "scoring/app.py", "scoring/serve.py",
+                     "model/manifest.json", "model/model.onnx", "model/mlflow/MLmodel", "model/mlflow/model.skops",
+                     "model/mlflow/extra_files/drift_baseline.json"):
+        assert (root / relative).exists(), relative
+    assert not (root / "model/mlflow/extra_files/holdout.parquet").exists()  # evaluation data is not shipped
+    assert not list(root.rglob("__pycache__"))
+    assert (root / "Dockerfile").read_text() == (Path("serving/Dockerfile")).read_text()
+
+
+def test_manifest_names_the_model_and_its_lineage(context, registry):
+    manifest = json.loads((context.path / "model/manifest.json").read_text())
+    version = MlflowClient().get_model_version(registry["model_name"], registry["version"])
+    assert manifest["model"] == {"name": registry["model_name"], "version": registry["version"], "run_id": version.run_id,
+                                 "source_uri": f"models:/{registry['model_name']}@champion",
+                                 "version_uri": f"models:/{registry['model_name']}/{registry['version']}"}
+    assert manifest["runtime"] == "onnx" and manifest["missing_category"] == "missing"
+    assert [f["name"] for f in manifest["inputs"]] == list(schema.FEATURES)
+    assert manifest["content_sha256"] == content_hash(context.path)
+    assert manifest["equivalence"]["max_abs_probability_difference"] <= 1e-5
+    assert manifest["equivalence"]["rows"] > 500
+
+
+def test_content_hash_changes_with_any_file(context, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(context.path, copy)
+    before = content_hash(copy)
+    (copy / "scoring" / "app.py").write_text((copy / "scoring" / "app.py").read_text() + "\n# changed\n")
+    assert content_hash(copy) != before
+
+
+def test_runtime_requirements_carry_no_training_or_mlflow_stack(context):
+    lines = [line for line in (context.path / "requirements.txt").read_text().splitlines() if line and not line.startswith("#")]
+    names = {line.split("==")[0].lower() for line in lines}
+    assert {"fastapi", "uvicorn", "onnxruntime", "numpy"} <= names
+    assert not names & {"mlflow", "mlflow-skinny", "scikit-learn", "pandas", "skl2onnx", "pytest"}
+    assert all("==" in line for line in lines)
+
+
+def test_compiled_model_matches_pipeline_on_holdout(registry, context):
+    uri = f"models:/{registry['model_name']}/{registry['version']}"
+    pipeline = mlflow.sklearn.load_model(uri)
+    holdout = validate_frame(pd.read_parquet(mlflow.artifacts.download_artifacts(f"{uri}/extra_files/holdout.parquet")))
+    manifest = Manifest.read(context.path / "model")
+    compiled = compiler.Compiled((context.path / "model/model.onnx").read_bytes(), manifest.missing_category)
+    assert compiler.max_probability_difference(pipeline, compiled, manifest, holdout) <= 1e-5
+
+
+def test_a_disagreeing_compiled_model_is_refused(registry, context):
+    uri = f"models:/{registry['model_name']}/{registry['version']}"
+    pipeline = mlflow.sklearn.load_model(uri)
+    other_data = validate_frame(data.generate(1500, seed=99))
+    other = build_pipeline({"learning_rate": 0.3, "max_leaf_nodes": 7}).fit(features_of(other_data), other_data[schema.TARGET])
+    manifest = Manifest.read(context.path / "model")
+    wrong = compiler.compile_pipeline(other, manifest.inputs)
+    with pytest.raises(compiler.EquivalenceError, match="refusing to package"):
+        compiler.check_equivalence(pipeline, wrong, manifest, other_data.head(300))
+
+
+def _register(pipeline: Pipeline, frame: pd.DataFrame, name: str, holdout: pd.DataFrame) -> str:
+    """Register a pipeline the way training does (signature, example, skops, holdout)."""
+    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
+        holdout_path = Path(tmp, "holdout.parquet")
+        holdout.to_parquet(holdout_path)
+        info = mlflow.sklearn.log_model(
+            pipeline, name="model", signature=training.signature(), input_example=training.input_example(holdout),
+            pip_requirements=training.pip_requirements(), serialization_format="skops",
+            skops_trusted_types=training.trusted_types(pipeline), pyfunc_predict_fn="predict_proba",
+            registered_model_name=name, extra_files=[str(holdout_path)])
+    version = str(info.registered_model_version)
+    MlflowClient().set_model_version_tag(name, version, "decision_threshold", "0.4")
+    return version
+
+
+@pytest.fixture(scope="module")
+def small_frame() -> pd.DataFrame:
+    return validate_frame(data.generate(1500, seed=21))
+
+
+def test_float32_precision_loss_is_caught_at_packaging(registry, small_frame, tmp_path):
+    """Money beyond float32's 24-bit mantissa: the compiled graph would misroute records, so packaging refuses."""
+    frame = small_frame.copy()
+    frame["credit_limit"] = np.where(np.arange(len(frame)) % 2 == 0, 16_777_216.0, 16_777_217.0)
+    frame[schema.TARGET] = (np.arange(len(frame)) % 2).astype(int)
+    pipeline = build_pipeline({"learning_rate": 0.1, "max_leaf_nodes": 7}).fit(features_of(frame), frame[schema.TARGET])
+    version = _register(pipeline, frame, "precision-trap", frame)
+    with pytest.raises(compiler.EquivalenceError, match=r"differs from the registered pipeline by 0?\.?\d+ in probability"):
+        assemble_build_context(f"models:/precision-trap/{version}", tmp_path / "ctx", wheelhouse=False)
+    assert not (tmp_path / "ctx").exists() and not (tmp_path / "ctx.partial").exists()  # nothing half-built
+
+
+def test_uncompilable_pipeline_is_served_by_the_sklearn_fallback(registry, small_frame, tmp_path):
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("cube_root", FunctionTransformer(np.cbrt))])
+    features = ColumnTransformer([("numeric", numeric, list(schema.NUMERIC))])
+    pipeline = Pipeline([("features", features), ("classifier", HistGradientBoostingClassifier(max_iter=30))])
+    pipeline.fit(features_of(small_frame), small_frame[schema.TARGET])
+    version = _register(pipeline, small_frame, "uncompilable", small_frame)
+
+    context = assemble_build_context(f"models:/uncompilable/{version}", tmp_path / "ctx", wheelhouse=False)
+    assert context.manifest["runtime"] == "sklearn" and not (context.path / "model/model.onnx").exists()
+    pins = (context.path / "requirements.txt").read_text()
+    assert "scikit-learn==" in pins and "skops==" in pins and "pandas==" in pins and "mlflow" not in pins
+
+    records = context.manifest["input_example"]
+    with TestClient(create_app(Settings(context.path / "model", max_records=10, request_log=False))) as client:
+        assert client.get("/ready").json()["runtime"] == "sklearn"
+        got = [p["probability"] for p in client.post("/predict", json={"records": records}).json()["predictions"]]
+    expected = pipeline.predict_proba(pd.DataFrame(records)[list(schema.FEATURES)])[:, 1]
+    assert np.allclose(got, expected, atol=1e-12)
+
+
+def test_resolve_by_alias_and_by_version(registry):
+    by_alias = resolve_model(f"models:/{registry['model_name']}@champion")
+    by_version = resolve_model(f"models:/{registry['model_name']}/{registry['version']}")
+    assert by_alias.version == by_version.version == registry["version"]
+    assert by_alias.run_id == by_version.run_id == registry["summary"]["run_id"]
+
+
+@pytest.mark.parametrize("uri", ["runs:/abc/model", "models:/name", "models:/name@", "s3://bucket/model"])
+def test_bad_model_uri_is_explained(uri):
+    with pytest.raises(PackagingError, match="models:/<name>@<alias> or models:/<name>/<version>"):
+        resolve_model(uri)
+
+
+def test_unknown_alias_is_an_error(registry, tmp_path):
+    with pytest.raises(mlflow.exceptions.MlflowException):
+        assemble_build_context(f"models:/{registry['model_name']}@nonexistent", tmp_path / "ctx", wheelhouse=False)
