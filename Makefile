@@ -38,6 +38,7 @@ test: $(STAMP) lint
 
 image-test: $(STAMP)
 	bash scripts/install_container_tools.sh
+	$(PY) -m serving.container base-image
 	$(PY) -m pytest -m container -q -s
 
 bench: $(STAMP)

@@ -6,7 +6,8 @@
     python -m scripts.local_journey stop       # stop the service it started
 
 State lives in .local/ (data, mlflow.db, artifacts, context, logs). The service runs in a container
-when a working container engine and a base image are present, else as a local process.
+(buildah build, podman run on the host network, 127.0.0.1) when those tools work here and the base
+image exists (`make image-test` builds it), else as a local process; --mode forces either.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from serving.context import assemble_build_context
 from serving.localrun import start_service
 
 ROOT = Path(__file__).resolve().parent.parent
+CONTAINER_NAME = "credit-default-local"
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,8 @@ class Layout:
         return self.state / "logs" / "server.log"
 
     @property
-    def pid_file(self) -> Path:
-        return self.state / "service.pid"
+    def service_file(self) -> Path:
+        return self.state / "service.json"
 
 
 def banner(text: str) -> None:
@@ -85,10 +87,18 @@ def train(layout: Layout, model_name: str, seed: int) -> dict:
 
 
 def stop_service(layout: Layout) -> bool:
-    if not layout.pid_file.exists():
+    """Stop what the last run started: a local process group or a container."""
+    if not layout.service_file.exists():
         return False
-    pid = int(layout.pid_file.read_text())
-    layout.pid_file.unlink()
+    service = json.loads(layout.service_file.read_text())
+    layout.service_file.unlink()
+    if service["kind"] == "container":
+        from serving import container
+
+        container.stop_container(service["name"])
+        print(f"stopped the scoring container {service['name']}")
+        return True
+    pid = service["pid"]
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -103,13 +113,37 @@ def stop_service(layout: Layout) -> bool:
     return True
 
 
-def start_process(layout: Layout, port: int) -> int:
+def start_process(layout: Layout, port: int) -> str:
     """The context's own app and model, as a local uvicorn process bound to 127.0.0.1 only."""
     layout.request_log.parent.mkdir(parents=True, exist_ok=True)
     with layout.request_log.open("ab") as out, layout.server_log.open("ab") as err:
         process = start_service(layout.context, port, stdout=out, stderr=err)
-    layout.pid_file.write_text(str(process.pid))
-    return process.pid
+    layout.service_file.write_text(json.dumps({"kind": "process", "pid": process.pid}))
+    return f"as a local process (pid {process.pid}); request log {layout.request_log}"
+
+
+def start_container(layout: Layout, port: int, model_version: str) -> str:
+    """Build the context into an image (buildah) and run it (podman, host network, 127.0.0.1)."""
+    from serving import container
+
+    container.ensure_base_image()
+    tag = f"localhost/credit-default-scoring:v{model_version}"
+    container.build_image(layout.context, tag)
+    container.run_container(tag, port, CONTAINER_NAME)
+    layout.service_file.write_text(json.dumps({"kind": "container", "name": CONTAINER_NAME, "image": tag}))
+    return f"in container {CONTAINER_NAME} from image {tag}; request log: podman logs {CONTAINER_NAME}"
+
+
+def container_mode(requested: str) -> bool:
+    """auto: a container when an engine works here and the base image is already built."""
+    if requested == "process":
+        return False
+    from serving import container
+
+    usable = container.engine_available() and (requested == "container" or container.image_exists(container.BASE_IMAGE))
+    if requested == "container" and not usable:
+        raise SystemExit("--mode container: buildah/podman are not usable here (run `make image-test` to set them up)")
+    return usable
 
 
 def run(args: argparse.Namespace) -> int:
@@ -121,13 +155,13 @@ def run(args: argparse.Namespace) -> int:
     ensure_data(layout, args.rows, args.seed)
     banner("2/5 train, register and gate")
     summary = train(layout, args.model_name, args.seed)
+    in_container = container_mode(args.mode)
     banner(f"3/5 build context from models:/{args.model_name}@champion")
-    context = assemble_build_context(f"models:/{args.model_name}@champion", layout.context,
-                                     wheelhouse=args.wheels)
+    context = assemble_build_context(f"models:/{args.model_name}@champion", layout.context, wheelhouse=in_container)
     banner(f"4/5 serve on 127.0.0.1:{args.port}")
     stop_service(layout)
-    pid = start_process(layout, args.port)
-    print(f"started the scoring service as a local process (pid {pid}); logs in {layout.state / 'logs'}")
+    where = start_container(layout, args.port, context.model_version) if in_container else start_process(layout, args.port)
+    print(f"started the scoring service {where}")
     banner("5/5 smoke test")
     url = f"http://127.0.0.1:{args.port}"
     try:
@@ -145,7 +179,7 @@ gate {'promoted it' if gate.get('promoted') else 'kept the champion'}
   docs        {url}/docs
   try         curl -s -X POST {url}/predict -H 'content-type: application/json' \\
                 -d @{layout.state / 'example_request.json'}
-  request log {layout.request_log}
+  runs        {where}
   MLflow UI   .venv/bin/mlflow ui --backend-store-uri {layout.tracking_uri} --host 127.0.0.1
   stop        make stop
 """)
@@ -161,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--model-name", default="credit-default")
-    parser.add_argument("--wheels", action="store_true", help="also fill the context's wheelhouse")
+    parser.add_argument("--mode", choices=["auto", "process", "container"], default=os.environ.get("SERVE_MODE", "auto"),
+                        help="auto: a container when buildah/podman work and the base image exists, else a process")
     args = parser.parse_args(argv)
     if args.command == "stop":
         if not stop_service(Layout(args.state.resolve())):

@@ -17,7 +17,8 @@ What works here (Debian bookworm's buildah 1.28 and podman 4.3, as root, no syst
 - Storage: the default of /etc/containers/storage.conf (overlay: native kernel overlayfs on the ext4
   disk here; the fastest and smallest). Where /var/lib/containers is itself on overlayfs (inside another
   container) overlay cannot nest: set CONTAINER_STORAGE_DRIVER=vfs and both buildah and podman get
-  `--storage-driver vfs` (they share /var/lib/containers, so they must agree).
+  `--storage-driver vfs` (they share /var/lib/containers, so they must agree). Choose it on a fresh
+  machine: podman refuses a storage that was first used with another driver.
 - Without systemd, `podman run` logs "unable to get systemd connection to add healthchecks": the image's
   HEALTHCHECK is then not scheduled by a timer, but `podman healthcheck run NAME` runs it on demand
   (see healthcheck()). It is harmless and filtered out of our error messages.

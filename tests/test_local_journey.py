@@ -15,7 +15,7 @@ from serving.localrun import free_port
 @pytest.mark.slow
 def test_the_whole_journey_twice(tmp_path, capsys):
     state, port = tmp_path / "state", free_port()
-    args = ["--state", str(state), "--port", str(port), "--rows", "3000"]
+    args = ["--state", str(state), "--port", str(port), "--rows", "3000", "--mode", "process"]
     try:
         assert local_journey.main(args) == 0
         first = capsys.readouterr().out
@@ -35,4 +35,4 @@ def test_the_whole_journey_twice(tmp_path, capsys):
         assert json.loads((state / "example_request.json").read_text())["records"]
     finally:
         local_journey.main(["stop", "--state", str(state)])
-    assert not (state / "service.pid").exists()
+    assert not (state / "service.json").exists()
