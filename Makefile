@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop test test-fast image-test bench lint clean
+.PHONY: help local stop test test-fast image-test bench lint clean plan
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -14,6 +14,7 @@ help:
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
+	@echo "make plan STACK=dev [TARGET=aks]  what a stack declares, from the real program under mocks (no cloud)"
 	@echo "make lint        ruff"
 
 $(STAMP): requirements.txt
@@ -29,6 +30,10 @@ local: $(STAMP)
 
 stop: $(STAMP)
 	$(PY) -m scripts.local_journey stop
+
+STACK ?= dev
+plan: $(STAMP)
+	$(PY) -m scripts.plan --stack $(STACK) $(if $(TARGET),--target $(TARGET))
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,12 +1,11 @@
-"""The Pulumi program's table of contents: read the stack's settings, declare the components,
-export the outputs CI and promotion use.
-
-The Azure, Databricks and serving components are declared by infra/ (next milestone); today the
-program only reads and exports which registered model the stack serves.
-"""
+"""The Pulumi program's table of contents: read the stack's settings (infra/settings.py), declare
+the components (observability, registry, Databricks, the scoring image, the serving target) and
+export the outputs CI and promotion use. The body lives in infra/program.py so that tests and
+`make plan` can evaluate it under mocks, once per stack."""
 
 import pulumi
 
-config = pulumi.Config()
-pulumi.export("environment", config.require("environment"))
-pulumi.export("model_uri", f"models:/{config.require('modelName')}@{config.get('modelAlias') or 'champion'}")
+from infra import program
+
+for name, value in program.run().items():
+    pulumi.export(name, value)

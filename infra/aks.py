@@ -1,0 +1,96 @@
+"""Serving on AKS: the cluster (Container Insights to the stack's workspace), AcrPull for the
+kubelet identity, and the scoring objects from infra.k8s_manifests through a provider bound to it.
+
+Note: the Service is plain HTTP on port 80; TLS on AKS needs an ingress controller and a certificate,
+which this stack does not declare (Container Apps is the HTTPS-only target).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_azure_native.containerregistry as containerregistry
+import pulumi_azure_native.containerservice as containerservice
+import pulumi_kubernetes as k8s
+
+from infra import k8s_manifests
+from infra.registry import grant_acr_pull
+from infra.settings import ServingSettings
+
+
+@dataclass(frozen=True)
+class AksArgs:
+    resource_group_name: pulumi.Input[str]
+    location: str
+    cluster_name: str
+    serving: ServingSettings
+    log_analytics_workspace_id: pulumi.Input[str]
+    registry: containerregistry.Registry
+    image: pulumi.Input[str]  # repo digest
+    env: dict[str, str]
+    tags: dict[str, str]
+
+
+def kubeconfig(credentials: containerservice.ListManagedClusterUserCredentialsResult) -> str:
+    return base64.b64decode(credentials.kubeconfigs[0].value).decode()
+
+
+class AksService(pulumi.ComponentResource):
+    endpoint_url: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AksArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlops:infra:AksService", name, None, opts)
+        s = args.serving.aks
+        autoscale = s.max_node_count > s.node_count
+        self.cluster = containerservice.ManagedCluster(
+            f"{name}-cluster", resource_name_=args.cluster_name, resource_group_name=args.resource_group_name,
+            location=args.location, dns_prefix=args.cluster_name, kubernetes_version=s.kubernetes_version,
+            identity=containerservice.ManagedClusterIdentityArgs(type="SystemAssigned"), enable_rbac=True,
+            sku=containerservice.ManagedClusterSKUArgs(name="Base", tier=s.sku_tier),
+            agent_pool_profiles=[containerservice.ManagedClusterAgentPoolProfileArgs(
+                name="system", mode="System", os_type="Linux", type="VirtualMachineScaleSets", vm_size=s.node_vm_size,
+                count=s.node_count, enable_auto_scaling=autoscale, min_count=s.node_count if autoscale else None,
+                max_count=s.max_node_count if autoscale else None, availability_zones=list(s.zones) or None)],
+            # Container Insights: stdout (the request log) lands in ContainerLogV2 of the stack's workspace.
+            addon_profiles={"omsagent": containerservice.ManagedClusterAddonProfileArgs(
+                enabled=True, config={"logAnalyticsWorkspaceResourceID": args.log_analytics_workspace_id,
+                                      "useAADAuth": "true"})},
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+        # Nodes pull with the kubelet identity, not the cluster identity.
+        kubelet_object_id = self.cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id)
+        self.acr_pull = grant_acr_pull(f"{name}-kubelet-acr-pull", args.registry, kubelet_object_id, self)
+        credentials = containerservice.list_managed_cluster_user_credentials_output(
+            resource_group_name=args.resource_group_name, resource_name=self.cluster.name,
+            opts=pulumi.InvokeOutputOptions(parent=self))
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(credentials.apply(kubeconfig)),
+                                     opts=pulumi.ResourceOptions(parent=self))
+        self.objects = self._objects(name, args)
+        service = self.objects["Service"]
+        self.endpoint_url = (service.status.apply(_load_balancer_url) if s.service_type == "LoadBalancer"
+                             else pulumi.Output.from_input(f"http://{k8s_manifests.APP}.{s.namespace}.svc.cluster.local"))
+        self.register_outputs({"endpoint_url": self.endpoint_url})
+
+    def _objects(self, name: str, args: AksArgs) -> dict[str, pulumi.CustomResource]:
+        manifests = k8s_manifests.build(k8s_manifests.ManifestArgs(
+            namespace=args.serving.aks.namespace, image=args.image, port=args.serving.port, settings=args.serving.aks,
+            env=args.env, labels={"app.kubernetes.io/part-of": "mlops-credit-default", "environment": args.tags["environment"]}))
+        on_cluster = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata=manifests["Namespace"]["metadata"], opts=on_cluster)
+        in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
+        deployment = k8s.apps.v1.Deployment(
+            f"{name}-deployment", metadata=manifests["Deployment"]["metadata"], spec=manifests["Deployment"]["spec"],
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.acr_pull])))
+        objects: dict[str, pulumi.CustomResource] = {"Namespace": namespace, "Deployment": deployment}
+        kinds = {"Service": k8s.core.v1.Service, "HorizontalPodAutoscaler": k8s.autoscaling.v2.HorizontalPodAutoscaler,
+                 "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget}
+        for kind, resource in kinds.items():
+            objects[kind] = resource(f"{name}-{kind.lower()}", metadata=manifests[kind]["metadata"], spec=manifests[kind]["spec"],
+                                     opts=in_namespace)
+        return objects
+
+
+def _load_balancer_url(status) -> str:
+    ingress = (status.load_balancer.ingress or []) if status and status.load_balancer else []
+    return f"http://{ingress[0].ip or ingress[0].hostname}" if ingress else ""

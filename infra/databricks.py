@@ -1,0 +1,139 @@
+"""Databricks: the workspace (new or existing), the training code, the experiment, the registered
+model and the train -> gate job that runs training/ unchanged."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_azure_native.databricks as azure_databricks
+import pulumi_databricks as databricks
+
+from infra.settings import DatabricksSettings, ModelSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINING_DIR = ROOT / "training"
+ENTRY_FILE = Path(__file__).resolve().parent / "databricks_entry.py"
+# What the job installs on top of the ML runtime: the versions the code was tested with.
+JOB_PACKAGES = ("mlflow", "scikit-learn", "skops")
+
+
+@dataclass(frozen=True)
+class DatabricksArgs:
+    resource_group_name: pulumi.Input[str]
+    resource_group_id: pulumi.Input[str]
+    location: str
+    workspace_name: str
+    settings: DatabricksSettings
+    model: ModelSettings
+    environment: str
+    tags: dict[str, str]
+
+
+def pinned_packages(requirements: Path = ROOT / "requirements.txt", names: tuple[str, ...] = JOB_PACKAGES) -> list[str]:
+    pins = {line.split("==")[0].strip().lower(): line.strip() for line in requirements.read_text().splitlines()
+            if "==" in line and not line.startswith("#")}
+    missing = [name for name in names if name not in pins]
+    if missing:
+        raise ValueError(f"{requirements} pins none of {missing}: the Databricks job installs exactly these")
+    return [pins[name] for name in names]
+
+
+def training_files() -> dict[str, Path]:
+    """Workspace-relative path -> local file: the training package and the entry file."""
+    files = {f"training/{path.name}": path for path in sorted(TRAINING_DIR.glob("*.py"))}
+    files["run_module.py"] = ENTRY_FILE
+    return files
+
+
+class Databricks(pulumi.ComponentResource):
+    workspace_url: pulumi.Output[str]
+    job_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlops:infra:Databricks", name, None, opts)
+        s = args.settings
+        host = self._workspace(name, args)
+        self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
+                                            opts=pulumi.ResourceOptions(parent=self))
+        on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        self.files = [databricks.WorkspaceFile(
+            f"{name}-file-{relative.replace('/', '-').removesuffix('.py')}", path=f"{s.files_root}/{relative}",
+            content_base64=base64.b64encode(local.read_bytes()).decode(), opts=on_workspace)
+            for relative, local in training_files().items()]
+        self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=s.experiment,
+                                                      description=f"credit-default training ({args.environment})",
+                                                      opts=on_workspace)
+        self.registered_model = self._registered_model(name, args, on_workspace)
+        self.job = self._job(name, args, on_workspace)
+        self.job_id = self.job.id
+        self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id})
+
+    def _workspace(self, name: str, args: DatabricksArgs) -> pulumi.Output[str]:
+        s = args.settings
+        if s.existing_workspace_url:
+            self.workspace = None
+            self.workspace_resource_id = s.existing_workspace_resource_id
+            self.workspace_url = pulumi.Output.from_input(s.existing_workspace_url)
+            return self.workspace_url
+        # Premium: Unity Catalog and cluster policies need it. The managed resource group sits beside ours.
+        self.workspace = azure_databricks.Workspace(
+            f"{name}-workspace", workspace_name=args.workspace_name, resource_group_name=args.resource_group_name,
+            location=args.location, sku=azure_databricks.SkuArgs(name="premium"),
+            managed_resource_group_id=pulumi.Output.from_input(args.resource_group_id).apply(lambda rg: f"{rg}-databricks"),
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+        self.workspace_resource_id = self.workspace.id
+        self.workspace_url = self.workspace.workspace_url.apply(lambda url: url if url.startswith("https://") else f"https://{url}")
+        return self.workspace_url
+
+    def _registered_model(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+        s, model = args.settings, args.model
+        if s.unity_catalog:
+            return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
+                                              schema_name=s.schema, comment="credit-default scoring model", opts=opts)
+        return databricks.MlflowModel(f"{name}-model", name=model.short_name, description="credit-default scoring model",
+                                      tags=[databricks.MlflowModelTagArgs(key=k, value=v) for k, v in args.tags.items()],
+                                      opts=opts)
+
+    def _job(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job:
+        s, job, model = args.settings, args.settings.job, args.model
+        entry = f"{s.files_root}/run_module.py"
+        tracking = ["--tracking-uri", "databricks", "--registry-uri", "databricks-uc" if s.unity_catalog else "databricks",
+                    "--model-name", model.full_name]
+        gate = ["--gate-floor", f"{job.gate_floor:g}", "--gate-tolerance", f"{job.gate_tolerance:g}"]
+        libraries = [databricks.JobTaskLibraryArgs(pypi=databricks.JobTaskLibraryPypiArgs(package=p)) for p in pinned_packages()]
+        train = databricks.JobTaskArgs(
+            task_key="train", job_cluster_key="training", libraries=libraries, timeout_seconds=job.timeout_seconds,
+            spark_python_task=databricks.JobTaskSparkPythonTaskArgs(
+                python_file=entry, source="WORKSPACE",
+                parameters=["training.train", "--data", job.data_table, *tracking, *gate, "--experiment", s.experiment,
+                            "--environment", args.environment, "--skip-gate"]))
+        # The gate judges exactly the version the train task registered (a task value it sets).
+        gate_task = databricks.JobTaskArgs(
+            task_key="gate", job_cluster_key="training", libraries=libraries, timeout_seconds=job.timeout_seconds,
+            depends_ons=[databricks.JobTaskDependsOnArgs(task_key="train")],
+            spark_python_task=databricks.JobTaskSparkPythonTaskArgs(
+                python_file=entry, source="WORKSPACE",
+                parameters=["training.gate", *tracking, *gate, "--version", "{{tasks.train.values.model_version}}"]))
+        return databricks.Job(
+            f"{name}-job", name=f"credit-default-train-{args.environment}", max_concurrent_runs=1,
+            timeout_seconds=job.timeout_seconds, tags=args.tags, tasks=[train, gate_task],
+            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="training", new_cluster=self._cluster(args))],
+            schedule=(databricks.JobScheduleArgs(quartz_cron_expression=job.schedule, timezone_id=job.timezone)
+                      if job.schedule else None),
+            email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(job.failure_emails))
+                                 if job.failure_emails else None),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[*self.files, self.experiment])))
+
+    @staticmethod
+    def _cluster(args: DatabricksArgs) -> databricks.JobJobClusterNewClusterArgs:
+        job = args.settings.job
+        single_node = job.workers == 0
+        return databricks.JobJobClusterNewClusterArgs(
+            spark_version=job.spark_version, node_type_id=job.node_type, num_workers=job.workers, policy_id=job.policy_id,
+            # Unity Catalog needs an access mode; single-user is the one that runs arbitrary Python.
+            data_security_mode="SINGLE_USER" if args.settings.unity_catalog else None,
+            spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"} if single_node else None,
+            custom_tags={**args.tags, **({"ResourceClass": "SingleNode"} if single_node else {})})

@@ -1,0 +1,130 @@
+"""The scoring image: registered model alias -> concrete version -> build context -> pushed image.
+
+Resolution and context assembly run for real while the program is evaluated (they decide what the
+stack declares); the build and push are the docker provider's. Downstream uses `repo_digest` only.
+
+Bootstrap: before the training job has ever registered a version, there is nothing to build. With
+`model.allowBootstrap` true the stack then declares no image (and the program no workload) and says
+so; with it false (prod) the missing version is an error, so prod can never lose its workload.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pulumi
+import pulumi_docker as docker
+
+from infra import acr_auth
+from infra.settings import ImageSettings, ModelSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+PLATFORM = "linux/amd64"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    name: str
+    version: str
+    run_id: str
+    content_sha256: str
+
+
+@dataclass(frozen=True)
+class Resolution:
+    model: ModelRef | None
+    context_dir: Path | None
+    bootstrap_message: str  # "" when a version was found
+
+
+@dataclass(frozen=True)
+class ImageArgs:
+    login_server: pulumi.Input[str]
+    settings: ImageSettings
+    resolution: Resolution
+    git_sha: str
+    token: Callable[[str], str] = acr_auth.refresh_token
+
+
+def bootstrap_message(model: ModelSettings) -> str:
+    return (f"BOOTSTRAP: {model.uri} has no registered version yet, so this stack declares no image and no serving "
+            f"workload. Run the Databricks training job (see the databricks_job_id output), then `pulumi up` again.")
+
+
+def resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str], None] = pulumi.log.info) -> Resolution:
+    """Alias -> version -> assembled build context; a missing model or alias is the bootstrap case."""
+    import mlflow  # imported here: its import costs ~1 s and only this step needs it
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from serving.context import assemble_build_context, resolve_model
+
+    # assemble_build_context downloads through the global URIs, so set them, not only the client's.
+    mlflow.set_tracking_uri(model.tracking_uri)
+    if model.registry_uri:
+        mlflow.set_registry_uri(model.registry_uri)
+    client = MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri)
+    try:
+        resolved = resolve_model(model.uri, client)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(error).lower():
+            raise  # an outage or a permission problem must not look like "no model yet"
+        if not model.allow_bootstrap:
+            raise RuntimeError(f"{model.uri} has no version and model.allowBootstrap is false for this stack: "
+                               f"deploy a model to it first ({error.message})") from error
+        return Resolution(None, None, bootstrap_message(model))
+    context_dir = Path(image.context_dir)
+    if not context_dir.is_absolute():
+        context_dir = ROOT / context_dir
+    context = assemble_build_context(resolved.version_uri, context_dir, client=client, wheelhouse=image.wheelhouse,
+                                     progress=progress)
+    ref = ModelRef(resolved.name, resolved.version, resolved.run_id, context.manifest["content_sha256"])
+    return Resolution(ref, context.path, "")
+
+
+def git_sha(env: dict[str, str] | os._Environ = os.environ) -> str:
+    if env.get("GITHUB_SHA"):
+        return env["GITHUB_SHA"][:12]
+    try:
+        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip() or "nogit"
+    except (OSError, subprocess.SubprocessError):
+        return "nogit"
+
+
+def image_tag(model: ModelRef, sha: str) -> str:
+    return f"{model.version}-{sha}"
+
+
+def _stable(path: Path) -> Path:
+    """Relative to the project (Pulumi runs there): the same inputs on a laptop and in CI, no spurious diff."""
+    try:
+        return path.resolve().relative_to(ROOT)
+    except ValueError:
+        return path
+
+
+class ScoringImage(pulumi.ComponentResource):
+    repo_digest: pulumi.Output[str]  # <login server>/<repository>@sha256:<digest>
+
+    def __init__(self, name: str, args: ImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlops:infra:ScoringImage", name, None, opts)
+        model, context = args.resolution.model, args.resolution.context_dir
+        if model is None or context is None:
+            raise ValueError("ScoringImage needs a resolved model; the program skips it in the bootstrap case")
+        context = _stable(context)
+        server = pulumi.Output.from_input(args.login_server)
+        password = pulumi.Output.secret(server.apply(args.token))  # never in state in plain text
+        self.image = docker.Image(
+            f"{name}-image",
+            image_name=server.apply(lambda s: f"{s}/{args.settings.repository}:{image_tag(model, args.git_sha)}"),
+            build=docker.DockerBuildArgs(context=str(context), dockerfile=str(context / "Dockerfile"), platform=PLATFORM,
+                                         args={"BASE_IMAGE": args.settings.base_image}),
+            registry=docker.RegistryArgs(server=server, username=acr_auth.TOKEN_USERNAME, password=password),
+            opts=pulumi.ResourceOptions(parent=self))
+        self.repo_digest = self.image.repo_digest
+        self.register_outputs({"repo_digest": self.repo_digest})

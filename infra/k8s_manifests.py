@@ -1,0 +1,84 @@
+"""The AKS serving objects as plain Kubernetes manifests (dicts), built by one pure function.
+
+Pure so that tests can validate them against the Kubernetes schema offline (kubernetes-validate
+--strict) and the AKS component hands the very same dicts to pulumi_kubernetes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from infra.settings import CONTAINER_UID, AksSettings
+
+APP = "scoring"
+SERVICE_PORT = 80
+
+
+@dataclass(frozen=True)
+class ManifestArgs:
+    namespace: str
+    image: Any  # a string, or a pulumi Output of one inside the program
+    port: int
+    settings: AksSettings
+    env: dict[str, str]
+    labels: dict[str, str]
+
+
+def build(args: ManifestArgs) -> dict[str, dict]:
+    """kind -> manifest for Namespace, Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget."""
+    selector = {"app.kubernetes.io/name": APP}
+    labels = {**selector, **args.labels}
+    meta = {"name": APP, "namespace": args.namespace, "labels": labels}
+    return {
+        "Namespace": {"apiVersion": "v1", "kind": "Namespace",
+                      "metadata": {"name": args.namespace, "labels": {**args.labels,
+                                                                      "pod-security.kubernetes.io/enforce": "restricted"}}},
+        "Deployment": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
+            "replicas": args.settings.replicas, "selector": {"matchLabels": selector},
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": labels}, "spec": _pod(args)}}},
+        "Service": {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+            "type": args.settings.service_type, "selector": selector,
+            "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]}},
+        "HorizontalPodAutoscaler": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": APP},
+            "minReplicas": args.settings.replicas, "maxReplicas": args.settings.max_replicas,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                "type": "Utilization", "averageUtilization": args.settings.target_cpu_percent}}}]}},
+        "PodDisruptionBudget": {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta, "spec": {
+            # At most one pod away during a drain or upgrade, whatever the replica count (0 would block drains).
+            "maxUnavailable": 1, "selector": {"matchLabels": selector}}},
+    }
+
+
+def _pod(args: ManifestArgs) -> dict:
+    port = args.port
+    http = {"path": "/health", "port": "http"}
+    container = {
+        "name": APP, "image": args.image, "imagePullPolicy": "IfNotPresent",
+        "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
+        "env": [{"name": k, "value": v} for k, v in args.env.items()],
+        "resources": {"requests": {"cpu": args.settings.cpu_request, "memory": args.settings.memory_request},
+                      "limits": {"cpu": args.settings.cpu_limit, "memory": args.settings.memory_limit}},
+        "startupProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 30, "timeoutSeconds": 3},
+        "livenessProbe": {"httpGet": http, "periodSeconds": 10, "failureThreshold": 3, "timeoutSeconds": 3},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": "http"}, "periodSeconds": 5, "failureThreshold": 3,
+                           "timeoutSeconds": 3},
+        "securityContext": {"runAsNonRoot": True, "runAsUser": CONTAINER_UID, "runAsGroup": CONTAINER_UID,
+                            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                            "capabilities": {"drop": ["ALL"]}},
+        # Several uvicorn workers keep prometheus files under /tmp: the only writable place.
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": CONTAINER_UID, "fsGroup": CONTAINER_UID,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "terminationGracePeriodSeconds": 30,
+        "topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+                                       "whenUnsatisfiable": "ScheduleAnyway",
+                                       "labelSelector": {"matchLabels": {"app.kubernetes.io/name": APP}}}],
+        "containers": [container],
+        "volumes": [{"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}}],
+    }

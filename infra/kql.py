@@ -1,0 +1,123 @@
+"""KQL over the scoring service's request log (serving/scoring/requestlog.py), for both targets.
+
+The service writes one JSON line per scored request on stdout ({"log_type": "prediction", "ts",
+"request_id", "model_name", "model_version", "n_records", "latency_ms", "inputs", "outputs":
+[{"probability", "label"}]}). Where that line lands depends on the target:
+
+  Container Apps  ContainerAppConsoleLogs_CL, line in `Log_s`, app in `ContainerAppName_s`
+  AKS             ContainerLogV2 (Container Insights), line in `LogMessage`, container in `ContainerName`
+
+so every query is a function of a `LogSource`. `latency_ms` is the in-process scoring time, not
+the end-to-end time a client sees.
+
+5xx: the service writes no JSON line for a failed request; an unexpected error logs "unexpected
+error on <path>" (a traceback) and a future `log_type: "error"` line is counted too. The error rate
+is errors / (errors + predictions) over the window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LogSource:
+    table: str           # where stdout lines land
+    message_column: str  # the column holding one stdout line
+    app_column: str      # the column naming the app/container
+    app_name: str        # its value for the scoring service
+    restarts: str        # a query with one `restarts` column over the window, for the restart alert
+
+    @property
+    def lines(self) -> str:
+        return f"{self.table}\n| where {self.app_column} == '{self.app_name}'"
+
+
+def container_apps(app_name: str) -> LogSource:
+    restarts = ("ContainerAppSystemLogs_CL\n"
+                f"| where ContainerAppName_s == '{app_name}'\n"
+                "| where Reason_s in ('ContainerCrashing', 'ContainerTerminated', 'BackOff', 'ProbeFailed')\n"
+                "| summarize restarts = count()")
+    return LogSource("ContainerAppConsoleLogs_CL", "Log_s", "ContainerAppName_s", app_name, restarts)
+
+
+def aks(container_name: str, namespace: str) -> LogSource:
+    # KubePodInventory carries a cumulative restart count per container: the increase is the restarts.
+    restarts = ("KubePodInventory\n"
+                f"| where Namespace == '{namespace}' and ContainerName endswith '{container_name}'\n"
+                "| summarize first = min(ContainerRestartCount), last = max(ContainerRestartCount) by ContainerID\n"
+                "| summarize restarts = sum(last - first)")
+    return LogSource("ContainerLogV2", "LogMessage", "ContainerName", container_name, restarts)
+
+
+def predictions(source: LogSource) -> str:
+    """One row per scored request, typed."""
+    return (f"{source.lines}\n"
+            f"| extend entry = parse_json(tostring({source.message_column}))\n"
+            "| where tostring(entry.log_type) == 'prediction'\n"
+            "| project TimeGenerated, request_id = tostring(entry.request_id), model_name = tostring(entry.model_name),\n"
+            "    model_version = tostring(entry.model_version), n_records = toint(entry.n_records),\n"
+            "    latency_ms = todouble(entry.latency_ms), outputs = entry.outputs")
+
+
+def errors(source: LogSource) -> str:
+    """One row per failed request the service logged."""
+    return (f"{source.lines}\n"
+            f"| extend line = tostring({source.message_column})\n"
+            "| extend entry = parse_json(line)\n"
+            "| where tostring(entry.log_type) == 'error' or line has 'unexpected error on'\n"
+            "| project TimeGenerated, line")
+
+
+def latency(source: LogSource, bin_minutes: int = 5) -> str:
+    """Saved query: request count and latency percentiles per model version over time."""
+    return (f"{predictions(source)}\n"
+            f"| summarize requests = count(), p50_ms = percentile(latency_ms, 50), p95_ms = percentile(latency_ms, 95),\n"
+            f"    p99_ms = percentile(latency_ms, 99) by bin(TimeGenerated, {bin_minutes}m), model_version\n"
+            "| order by TimeGenerated asc")
+
+
+def error_rate(source: LogSource, bin_minutes: int = 5) -> str:
+    """Saved query: errors, requests and the error percentage over time."""
+    return (f"let ok = {_inline(predictions(source))} | summarize ok = count() by bin(TimeGenerated, {bin_minutes}m);\n"
+            f"let failed = {_inline(errors(source))} | summarize failed = count() by bin(TimeGenerated, {bin_minutes}m);\n"
+            "ok\n| join kind=fullouter failed on TimeGenerated\n"
+            "| extend TimeGenerated = coalesce(TimeGenerated, TimeGenerated1),\n"
+            "    ok = coalesce(ok, 0), failed = coalesce(failed, 0)\n"
+            "| project TimeGenerated, requests = ok + failed, failed,\n"
+            "    error_rate_percent = iff(ok + failed == 0, 0.0, 100.0 * failed / (ok + failed))\n"
+            "| order by TimeGenerated asc")
+
+
+def probability_distribution(source: LogSource, bucket: float = 0.05) -> str:
+    """Saved query: histogram of predicted default probabilities per model version (drift at a glance)."""
+    return (f"{predictions(source)}\n"
+            "| mv-expand output = outputs\n"
+            "| extend probability = todouble(output.probability), label = toint(output.label)\n"
+            "| summarize records = count(), positives = countif(label == 1)\n"
+            f"    by bucket = bin(probability, {bucket}), model_version\n"
+            "| order by model_version asc, bucket asc")
+
+
+# Alert queries: each returns one row with the measured column the rule compares to its threshold.
+
+def alert_error_rate(source: LogSource) -> str:
+    return (f"let ok = toscalar({_inline(predictions(source))} | count);\n"
+            f"let failed = toscalar({_inline(errors(source))} | count);\n"
+            "print error_rate_percent = iff(ok + failed == 0, 0.0, 100.0 * failed / (ok + failed))")
+
+
+def alert_p95_latency(source: LogSource) -> str:
+    return f"{predictions(source)}\n| summarize p95_ms = percentile(latency_ms, 95)"
+
+
+def alert_restarts(source: LogSource) -> str:
+    return source.restarts
+
+
+def alert_traffic(source: LogSource) -> str:
+    return f"{predictions(source)}\n| summarize requests = count()"
+
+
+def _inline(query: str) -> str:
+    return "(" + query.replace("\n", " ") + ")"

@@ -1,0 +1,280 @@
+"""Evaluate the Pulumi program for one stack with the cloud replaced by Pulumi's mocks.
+
+Shared by tests/infra and `make plan`. Only the cloud APIs are mocked: the config validation, the
+MLflow alias resolution and the build-context assembly run for real. Each `evaluate` call starts a
+fresh mock runtime, so one process can evaluate several stacks.
+
+    evaluation = evaluate("prod", overrides={"model.trackingUri": "sqlite:///...", "image.wheelhouse": False})
+    evaluation.of_type("azure-native:app:ContainerApp")[0].inputs["configuration"]["ingress"]["allowInsecure"]
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+
+ROOT = Path(__file__).resolve().parent.parent
+SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
+TENANT = "99999999-8888-7777-6666-555555555555"
+FAKE_ACR_TOKEN = "fake-acr-refresh-token"
+
+
+def project_name() -> str:
+    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
+
+
+def stack_values(stack: str) -> dict[str, Any]:
+    """Pulumi.<stack>.yaml as {top-level key (without the project prefix): value}."""
+    path = ROOT / f"Pulumi.{stack}.yaml"
+    if not path.exists():
+        raise FileNotFoundError(f"no stack file {path.name}; stacks: {', '.join(sorted(stacks()))}")
+    prefix = project_name() + ":"
+    config = yaml.safe_load(path.read_text()).get("config") or {}
+    return {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
+
+
+def stacks() -> list[str]:
+    return sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
+
+
+def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """`{"serving.target": "aks"}` sets a nested value; a value of `DELETE` removes the key."""
+    values = copy.deepcopy(values)
+    for path, value in overrides.items():
+        *parents, leaf = path.split(".")
+        node = values
+        for part in parents:
+            node = node.setdefault(part, {})
+        if value is DELETE:
+            node.pop(leaf, None)
+        else:
+            node[leaf] = value
+    return values
+
+
+DELETE = object()
+
+
+def to_pulumi_config(project: str, values: Mapping[str, Any]) -> dict[str, str]:
+    """What the engine hands a program: `<project>:<key>` -> string (objects as JSON)."""
+    return {f"{project}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+
+
+SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
+SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def unwrap(value: Any, path: str = "", secrets: list[str] | None = None) -> Any:
+    """Wire form -> plain values; the paths of secret values go to `secrets`."""
+    if isinstance(value, dict):
+        if value.get(SECRET_SIG) == SECRET_SIG_VALUE:
+            if secrets is not None:
+                secrets.append(path)
+            return unwrap(value.get("value"), path, secrets)
+        return {k: unwrap(v, f"{path}.{k}" if path else k, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unwrap(v, f"{path}[{i}]", secrets) for i, v in enumerate(value)]
+    return value
+
+
+@dataclass
+class Captured:
+    typ: str
+    name: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any]
+    custom: bool
+    provider: str = ""
+    parent: str = ""
+    dependencies: list[str] = field(default_factory=list)
+    urn: str = ""
+    secrets: list[str] = field(default_factory=list)  # input paths that were secret
+
+    @property
+    def id(self) -> str:
+        return self.outputs.get("id", "")
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()
+
+
+class CloudMocks(pulumi.runtime.Mocks):
+    """Realistic outputs per resource type: ARM ids, login servers, principal ids, digests, URLs."""
+
+    def __init__(self) -> None:
+        self.resources: list[Captured] = []
+        self.calls: list[tuple[str, dict]] = []
+
+    def arm_id(self, provider: str, kind: str, name: str, group: str = "rg-mock") -> str:
+        return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{provider}/{kind}/{name}"
+
+    def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str, dict]:
+        secrets: list[str] = []
+        inputs = unwrap(dict(args.inputs), secrets=secrets)
+        outputs = {**inputs, **self._outputs(args.typ, args.name, inputs)}
+        resource_id = outputs.pop("id", None) or f"{args.name}-id"
+        self.resources.append(Captured(args.typ, args.name, inputs, {**outputs, "id": resource_id}, args.custom,
+                                       provider=args.provider or "", secrets=secrets))
+        return resource_id, outputs
+
+    def _outputs(self, typ: str, name: str, inputs: dict) -> dict:
+        group = inputs.get("resourceGroupName", "rg-mock")
+        if typ == "azure-native:resources:ResourceGroup":
+            rg = inputs.get("resourceGroupName", name)
+            return {"id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{rg}", "name": rg}
+        if typ == "azure-native:operationalinsights:Workspace":
+            ws = inputs.get("workspaceName", name)
+            return {"id": self.arm_id("Microsoft.OperationalInsights", "workspaces", ws, group), "name": ws,
+                    "customerId": _uuid(ws)}
+        if typ == "azure-native:containerregistry:Registry":
+            acr = inputs.get("registryName", name)
+            return {"id": self.arm_id("Microsoft.ContainerRegistry", "registries", acr, group), "name": acr,
+                    "loginServer": f"{acr}.azurecr.io"}
+        if typ == "azure-native:managedidentity:UserAssignedIdentity":
+            uai = inputs.get("resourceName", name)
+            return {"id": self.arm_id("Microsoft.ManagedIdentity", "userAssignedIdentities", uai, group), "name": uai,
+                    "principalId": _uuid("principal", uai), "clientId": _uuid("client", uai), "tenantId": TENANT}
+        if typ == "azure-native:authorization:RoleAssignment":
+            return {"id": f"{inputs.get('scope', '')}/providers/Microsoft.Authorization/roleAssignments/{_uuid(name)}"}
+        if typ == "azure-native:databricks:Workspace":
+            dbw = inputs.get("workspaceName", name)
+            return {"id": self.arm_id("Microsoft.Databricks", "workspaces", dbw, group), "name": dbw,
+                    "workspaceUrl": f"adb-{int(_digest(dbw)[:12], 16)}.1.azuredatabricks.net", "workspaceId": "1234567890"}
+        if typ == "docker:index/image:Image":
+            image_name = inputs.get("imageName", "")
+            repository = image_name.rsplit(":", 1)[0]
+            return {"repoDigest": f"{repository}@sha256:{_digest(image_name)}", "baseImageName": image_name}
+        if typ == "azure-native:app:ManagedEnvironment":
+            env = inputs.get("environmentName", name)
+            return {"id": self.arm_id("Microsoft.App", "managedEnvironments", env, group), "name": env,
+                    "defaultDomain": f"{_digest(env)[:10]}.westeurope.azurecontainerapps.io"}
+        if typ == "azure-native:app:ContainerApp":
+            return self._container_app(name, inputs, group)
+        if typ == "azure-native:containerservice:ManagedCluster":
+            aks = inputs.get("resourceName", name)
+            return {"id": self.arm_id("Microsoft.ContainerService", "managedClusters", aks, group), "name": aks,
+                    "fqdn": f"{aks}.hcp.westeurope.azmk8s.io",
+                    "identityProfile": {"kubeletidentity": {"objectId": _uuid("kubelet", aks), "clientId": _uuid("kc", aks),
+                                                            "resourceId": self.arm_id("Microsoft.ManagedIdentity",
+                                                                                      "userAssignedIdentities",
+                                                                                      f"{aks}-agentpool", f"MC_{aks}")}},
+                    "identity": {"type": "SystemAssigned", "principalId": _uuid("cluster", aks), "tenantId": TENANT}}
+        if typ == "kubernetes:core/v1:Service":
+            return {"status": {"loadBalancer": {"ingress": [{"ip": "20.50.60.70"}]}}}
+        if typ.startswith("databricks:index/"):
+            return {"id": str(int(_digest(typ, name)[:8], 16))}
+        if typ.startswith("azure-native:"):
+            kind = typ.rsplit(":", 1)[-1]
+            return {"id": self.arm_id(f"Microsoft.{typ.split(':')[1]}", kind, name, group), "name": name}
+        return {}
+
+    def _container_app(self, name: str, inputs: dict, group: str) -> dict:
+        app_name = inputs.get("containerAppName", name)
+        configuration = copy.deepcopy(inputs.get("configuration") or {})
+        fqdn = f"{app_name}.{_digest(app_name)[:10]}.westeurope.azurecontainerapps.io"
+        configuration.setdefault("ingress", {})["fqdn"] = fqdn
+        suffix = (inputs.get("template") or {}).get("revisionSuffix", "0000001")
+        identity = copy.deepcopy(inputs.get("identity") or {})
+        # ARM answers with a map id -> {principalId, clientId} where the request had a list of ids.
+        identity["userAssignedIdentities"] = {uai: {"principalId": _uuid("principal", uai.rsplit("/", 1)[-1]),
+                                                    "clientId": _uuid("client", uai.rsplit("/", 1)[-1])}
+                                              for uai in identity.get("userAssignedIdentities") or []}
+        return {"identity": identity,"id": self.arm_id("Microsoft.App", "containerApps", app_name, group), "name": app_name,
+                "configuration": configuration, "latestRevisionName": f"{app_name}--{suffix}",
+                "latestRevisionFqdn": f"{app_name}--{suffix}.{fqdn.split('.', 1)[1]}"}
+
+    def call(self, args: pulumi_mocks.MockCallArgs) -> dict:
+        self.calls.append((args.token, dict(args.args)))
+        if args.token == "azure-native:operationalinsights:getSharedKeys":
+            return {"primarySharedKey": "bW9jay1wcmltYXJ5LWtleQ==", "secondarySharedKey": "bW9jay1zZWNvbmRhcnk="}
+        if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
+            import base64
+
+            kubeconfig = ("apiVersion: v1\nkind: Config\nclusters: [{name: aks, cluster: {server: 'https://aks.example'}}]\n"
+                          "contexts: [{name: aks, context: {cluster: aks, user: user}}]\ncurrent-context: aks\n"
+                          "users: [{name: user, user: {token: mock}}]\n")
+            return {"kubeconfigs": [{"name": "clusterUser", "value": base64.b64encode(kubeconfig.encode()).decode()}]}
+        return {}
+
+
+class CapturingMonitor(pulumi_mocks.MockMonitor):
+    """Records what the mock hides from `new_resource`: parent, provider and explicit dependencies."""
+
+    def __init__(self, mocks: CloudMocks) -> None:
+        super().__init__(mocks)
+        self.cloud = mocks
+
+    def RegisterResource(self, request):  # noqa: N802 (gRPC method name)
+        response = super().RegisterResource(request)
+        # Registrations run on several threads: find this one by type and name, not by position.
+        for captured in self.cloud.resources:
+            if captured.typ == request.type and captured.name == request.name and not captured.urn:
+                captured.urn, captured.parent = response.urn, request.parent
+                captured.dependencies = list(request.dependencies)
+                break
+        return response
+
+
+def _uuid(*parts: str) -> str:
+    h = _digest(*parts)
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:32]}"
+
+
+@dataclass
+class Evaluation:
+    stack: str
+    resources: list[Captured]
+    outputs: dict[str, Any]
+    calls: list[tuple[str, dict]]
+    seconds: float
+
+    def of_type(self, typ: str) -> list[Captured]:
+        return [r for r in self.resources if r.typ == typ]
+
+    def one(self, typ: str) -> Captured:
+        found = self.of_type(typ)
+        if len(found) != 1:
+            raise AssertionError(f"expected one {typ}, found {len(found)}: {[r.name for r in found]}")
+        return found[0]
+
+    def by_urn(self, urn: str) -> Captured | None:
+        return next((r for r in self.resources if r.urn == urn), None)
+
+    @property
+    def custom(self) -> list[Captured]:
+        return [r for r in self.resources if r.custom and not r.typ.startswith("pulumi:providers:")]
+
+
+def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
+             acr_token: Callable[[str], str] = lambda server: FAKE_ACR_TOKEN) -> Evaluation:
+    """Run infra.program.run() for `stack` (its real Pulumi.<stack>.yaml plus overrides) under fresh mocks."""
+    from infra import program
+
+    project = project_name()
+    values = apply_overrides(stack_values(stack), overrides or {})
+    started = time.perf_counter()
+    pulumi.runtime.set_all_config(to_pulumi_config(project, values))
+    cloud = CloudMocks()
+    pulumi.runtime.settings.reset_options(project=project, stack=stack, preview=False)
+    pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=CapturingMonitor(cloud))
+    outputs: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def body() -> pulumi.Output:
+        declared = program.run(acr_token=acr_token, env=env)
+        return pulumi.Output.all(**declared).apply(outputs.update)
+
+    body()
+    return Evaluation(stack, cloud.resources, outputs, cloud.calls, time.perf_counter() - started)
+

@@ -1,0 +1,116 @@
+"""Log Analytics, Application Insights, the action group, alert rules and saved queries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_azure_native.applicationinsights as appinsights
+import pulumi_azure_native.monitor as monitor
+import pulumi_azure_native.operationalinsights as operationalinsights
+
+from infra import kql
+from infra.settings import ObservabilitySettings
+
+
+@dataclass(frozen=True)
+class ObservabilityArgs:
+    resource_group_name: pulumi.Input[str]
+    location: str
+    name: str  # base name, e.g. log-credit-dev
+    settings: ObservabilitySettings
+    log_source: kql.LogSource
+    serving_deployed: bool  # no workload yet (bootstrap): the no-traffic alert would fire forever
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True)
+class AlertRule:
+    key: str
+    display: str
+    query: str
+    measure: str
+    operator: str
+    threshold: float
+    aggregation: str
+    window_minutes: int
+
+
+class Observability(pulumi.ComponentResource):
+    workspace: operationalinsights.Workspace
+    workspace_id: pulumi.Output[str]
+    customer_id: pulumi.Output[str]
+
+    def __init__(self, name: str, args: ObservabilityArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("mlops:infra:Observability", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        s = args.settings
+        self.workspace = operationalinsights.Workspace(
+            f"{name}-workspace", workspace_name=args.name, resource_group_name=args.resource_group_name,
+            location=args.location, sku=operationalinsights.WorkspaceSkuArgs(name="PerGB2018"),
+            retention_in_days=s.retention_days,
+            workspace_capping=(operationalinsights.WorkspaceCappingArgs(daily_quota_gb=s.daily_cap_gb)
+                               if s.daily_cap_gb is not None else None),
+            tags=args.tags, opts=child)
+        self.workspace_id, self.customer_id = self.workspace.id, self.workspace.customer_id
+        self.app_insights = appinsights.Component(
+            f"{name}-appinsights", resource_name_=args.name.replace("log-", "appi-", 1),
+            resource_group_name=args.resource_group_name, location=args.location, kind="web", application_type="web",
+            ingestion_mode="LogAnalytics", workspace_resource_id=self.workspace.id, tags=args.tags, opts=child)
+        self.action_group = monitor.ActionGroup(
+            f"{name}-actions", resource_group_name=args.resource_group_name, location="global", enabled=True,
+            group_short_name=f"mlops{args.name[-7:]}"[-12:],  # at most 12 characters
+            email_receivers=[monitor.MicrosoftCommonEmailReceiverArgs(name=f"email-{i}", email_address=address,
+                                                                      use_common_alert_schema=True)
+                             for i, address in enumerate(s.alert_emails)],
+            webhook_receivers=[monitor.WebhookReceiverArgs(name=f"webhook-{i}", service_uri=url, use_common_alert_schema=True)
+                               for i, url in enumerate(s.alert_webhooks)],
+            tags=args.tags, opts=child)
+        self.alerts = {rule.key: self._alert(name, rule, args) for rule in alert_rules(args)}
+        self.saved_queries = self._saved_queries(name, args, child)
+        self.register_outputs({"workspace_id": self.workspace_id})
+
+    def _alert(self, name: str, rule: AlertRule, args: ObservabilityArgs) -> monitor.ScheduledQueryRule:
+        s = args.settings
+        window = f"PT{rule.window_minutes}M"
+        enabled = args.serving_deployed or rule.key != "no-traffic"
+        return monitor.ScheduledQueryRule(
+            f"{name}-alert-{rule.key}", resource_group_name=args.resource_group_name, location=args.location,
+            display_name=f"{args.name} {rule.display}", description=rule.display, kind="LogAlert",
+            severity=s.alert_severity, enabled=enabled, scopes=[self.workspace.id],
+            evaluation_frequency="PT5M", window_size=window, auto_mitigate=True,
+            criteria=monitor.ScheduledQueryRuleCriteriaArgs(all_of=[monitor.ConditionArgs(
+                query=rule.query, time_aggregation=rule.aggregation, metric_measure_column=rule.measure,
+                operator=rule.operator, threshold=rule.threshold,
+                failing_periods=monitor.ConditionFailingPeriodsArgs(number_of_evaluation_periods=1,
+                                                                    min_failing_periods_to_alert=1))]),
+            actions=monitor.ActionsArgs(action_groups=[self.action_group.id]),
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+
+    def _saved_queries(self, name: str, args: ObservabilityArgs,
+                       child: pulumi.ResourceOptions) -> dict[str, operationalinsights.SavedSearch]:
+        queries = {"latency": ("Scoring latency percentiles", kql.latency(args.log_source)),
+                   "errors": ("Scoring error rate", kql.error_rate(args.log_source)),
+                   "probabilities": ("Predicted probability distribution", kql.probability_distribution(args.log_source))}
+        return {key: operationalinsights.SavedSearch(
+            f"{name}-query-{key}", saved_search_id=f"scoring-{key}", resource_group_name=args.resource_group_name,
+            workspace_name=self.workspace.name, category="Scoring service", display_name=display, query=query,
+            tags=[operationalinsights.TagArgs(name=k, value=v) for k, v in args.tags.items()], opts=child)
+            for key, (display, query) in queries.items()}
+
+
+def alert_rules(args: ObservabilityArgs) -> list[AlertRule]:
+    """The rules the stack's values ask for; no-traffic only where noTrafficMinutes > 0."""
+    s, source, window = args.settings, args.log_source, args.settings.window_minutes
+    rules = [
+        AlertRule("error-rate", f"5xx rate above {s.error_rate_percent:g}%", kql.alert_error_rate(source),
+                  "error_rate_percent", "GreaterThan", s.error_rate_percent, "Maximum", window),
+        AlertRule("p95-latency", f"p95 latency above {s.p95_latency_ms:g} ms", kql.alert_p95_latency(source),
+                  "p95_ms", "GreaterThan", s.p95_latency_ms, "Maximum", window),
+        AlertRule("restarts", f"{s.restart_threshold}+ container restarts", kql.alert_restarts(source),
+                  "restarts", "GreaterThanOrEqual", s.restart_threshold, "Maximum", window),
+    ]
+    if s.no_traffic_minutes:  # the rule's window is the silence that counts as "no traffic"
+        rules.append(AlertRule("no-traffic", f"no requests for {s.no_traffic_minutes} min", kql.alert_traffic(source),
+                               "requests", "LessThan", 1, "Maximum", s.no_traffic_minutes))
+    return rules

@@ -1,0 +1,82 @@
+"""The program body, as a function: __main__.py calls it once; tests and `make plan` call it once
+per stack under mocks. Returns the stack outputs (stable names used by CI and promotion)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pulumi
+import pulumi_azure_native.resources as resources
+
+from infra import acr_auth, kql, settings
+from infra.databricks import Databricks, DatabricksArgs
+from infra.image import ImageArgs, ScoringImage, git_sha, resolve
+from infra.observability import Observability, ObservabilityArgs
+from infra.registry import Registry, RegistryArgs
+from infra.settings import StackSettings
+
+CONTAINER_NAME = "scoring"
+
+
+def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    s = settings.load(env)
+    group = resources.ResourceGroup("resource-group", resource_group_name=s.name("rg"), location=s.location, tags=s.tags)
+    resolution = resolve(s.model, s.image)
+    observability = Observability("observability", ObservabilityArgs(
+        resource_group_name=group.name, location=s.location, name=s.name("log"), settings=s.observability,
+        log_source=log_source(s), serving_deployed=resolution.model is not None, tags=s.tags))
+    registry = Registry("registry", RegistryArgs(
+        resource_group_name=group.name, location=s.location, identity_name=s.name("id-pull"), settings=s.registry,
+        log_analytics_workspace_id=observability.workspace_id, tags=s.tags))
+    databricks = Databricks("databricks", DatabricksArgs(
+        resource_group_name=group.name, resource_group_id=group.id, location=s.location, workspace_name=s.name("dbw"),
+        settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags))
+
+    outputs: dict[str, Any] = {
+        "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,
+        "registry_login_server": registry.login_server, "model_uri": s.model.uri, "model_name": s.model.full_name,
+        "databricks_workspace_url": databricks.workspace_url, "databricks_job_id": databricks.job_id,
+        "log_analytics_workspace_id": observability.workspace_id,
+    }
+    if resolution.model is None:
+        pulumi.log.warn(resolution.bootstrap_message)
+        return {**outputs, "endpoint_url": "", "image_ref": "", "model_version": "", "model_run_id": "",
+                "bootstrap": resolution.bootstrap_message}
+
+    image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
+                                                    resolution=resolution, git_sha=git_sha(s.env), token=acr_token))
+    endpoint = serve(s, image.repo_digest, resolution.model.version, group, observability, registry)
+    return {**outputs, "endpoint_url": endpoint, "image_ref": image.repo_digest, "model_version": resolution.model.version,
+            "model_run_id": resolution.model.run_id, "bootstrap": ""}
+
+
+def log_source(s: StackSettings) -> kql.LogSource:
+    if s.serving.target == "aks":
+        return kql.aks(CONTAINER_NAME, s.serving.aks.namespace)
+    return kql.container_apps(s.name("ca"))
+
+
+def container_env(s: StackSettings) -> dict[str, str]:
+    return {"PORT": str(s.serving.port), "WEB_CONCURRENCY": str(s.serving.web_concurrency),
+            "MAX_RECORDS": str(s.serving.max_records), "REQUEST_LOG": "true", "MLOPS_ENVIRONMENT": s.environment}
+
+
+def serve(s: StackSettings, image: pulumi.Output[str], model_version: str, group: resources.ResourceGroup,
+          observability: Observability, registry: Registry) -> pulumi.Output[str]:
+    """The serving workload on the configured target; each target's SDK is imported only when used."""
+    if s.serving.target == "aks":
+        from infra.aks import AksArgs, AksService
+
+        return AksService("aks", AksArgs(
+            resource_group_name=group.name, location=s.location, cluster_name=s.name("aks"), serving=s.serving,
+            log_analytics_workspace_id=observability.workspace_id, registry=registry.registry, image=image,
+            env=container_env(s), tags=s.tags)).endpoint_url
+    from infra.containerapp import ContainerAppArgs, ContainerAppService
+
+    return ContainerAppService("containerapp", ContainerAppArgs(
+        resource_group_name=group.name, location=s.location, environment_name=s.name("cae"), app_name=s.name("ca"),
+        serving=s.serving, log_analytics_workspace_name=observability.workspace.name,
+        log_analytics_customer_id=observability.customer_id, image=image, model_version=model_version,
+        registry_server=registry.login_server, pull_identity_id=registry.pull_identity.id,
+        acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), tags=s.tags)).endpoint_url

@@ -1,0 +1,48 @@
+"""The AKS objects against the Kubernetes schema (kubernetes-validate --strict)."""
+
+from __future__ import annotations
+
+import kubernetes_validate
+import pytest
+from kubernetes_validate.utils import all_versions, major_minor
+
+from infra import k8s_manifests, mockcloud, settings
+
+K8S_VERSION = "1.33"
+
+
+def manifests(stack: str) -> dict[str, dict]:
+    s = settings.from_values("mlops-credit-default", stack, mockcloud.stack_values(stack), {})
+    return k8s_manifests.build(k8s_manifests.ManifestArgs(
+        namespace=s.serving.aks.namespace, image=f"cr.azurecr.io/scoring@sha256:{'a' * 64}", port=s.serving.port,
+        settings=s.serving.aks, env={"PORT": "8000"}, labels={"environment": stack}))
+
+
+def test_schema_version_is_available():
+    assert K8S_VERSION in {major_minor(v) for v in all_versions()}
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_objects_validate_strictly(stack):
+    objects = manifests(stack)
+    assert set(objects) == {"Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    for manifest in objects.values():
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+
+
+def test_a_typo_fails_strict_validation():
+    deployment = manifests("dev")["Deployment"]
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbes"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def test_pod_is_restricted():
+    pod = manifests("prod")["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"] == {"runAsNonRoot": True, "runAsUser": 10001, "runAsGroup": 10001,
+                                            "readOnlyRootFilesystem": True, "allowPrivilegeEscalation": False,
+                                            "capabilities": {"drop": ["ALL"]}}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert pod["volumes"][0]["emptyDir"]

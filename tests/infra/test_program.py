@@ -1,0 +1,247 @@
+"""The Pulumi program per stack and target, under mocks; MLflow resolution and context assembly are real."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import mockcloud, settings
+from infra.registry import ACR_PULL_ROLE_ID
+from policy.rules import TAGGABLE
+
+STACKS = ("dev", "staging", "prod")
+APP = "azure-native:app:ContainerApp"
+ROLE = "azure-native:authorization:RoleAssignment"
+OUTPUTS = ("endpoint_url", "image_ref", "model_name", "model_version", "model_run_id", "databricks_workspace_url",
+           "databricks_job_id", "log_analytics_workspace_id", "bootstrap")
+
+
+@pytest.fixture(scope="module", params=STACKS)
+def stack(request, evaluate) -> mockcloud.Evaluation:
+    return evaluate(request.param)
+
+
+@pytest.fixture(scope="module")
+def aks(evaluate) -> mockcloud.Evaluation:
+    return evaluate("prod", {"serving.target": "aks"})
+
+
+def test_resources_per_stack(stack):
+    types = {r.typ for r in stack.custom}
+    for expected in ("azure-native:resources:ResourceGroup", "azure-native:operationalinsights:Workspace",
+                     "azure-native:applicationinsights:Component", "azure-native:monitor:ActionGroup",
+                     "azure-native:monitor:ScheduledQueryRule", "azure-native:operationalinsights:SavedSearch",
+                     "azure-native:containerregistry:Registry", "azure-native:managedidentity:UserAssignedIdentity",
+                     ROLE, "azure-native:monitor:DiagnosticSetting", "azure-native:databricks:Workspace",
+                     "databricks:index/workspaceFile:WorkspaceFile", "databricks:index/mlflowExperiment:MlflowExperiment",
+                     "databricks:index/registeredModel:RegisteredModel", "databricks:index/job:Job",
+                     "docker:index/image:Image", "azure-native:app:ManagedEnvironment", APP):
+        assert expected in types, expected
+    assert not any(t.startswith("azure-native:containerservice") or t.startswith("kubernetes:") for t in types)
+    assert stack.one("azure-native:resources:ResourceGroup").inputs["resourceGroupName"] == f"rg-credit-{stack.stack}"
+
+
+def test_outputs_have_stable_names(stack):
+    assert set(OUTPUTS) <= set(stack.outputs)
+    assert stack.outputs["bootstrap"] == ""
+    assert stack.outputs["endpoint_url"].startswith("https://")
+    assert stack.outputs["model_name"] == f"{stack.stack}.credit.credit_default"
+    assert stack.outputs["model_version"] == "1" and stack.outputs["model_run_id"]
+    assert stack.outputs["databricks_workspace_url"].startswith("https://adb-")
+    assert stack.outputs["log_analytics_workspace_id"].endswith(f"/workspaces/log-credit-{stack.stack}")
+
+
+def test_registry_admin_off_and_acr_pull_to_the_identity(stack):
+    acr = stack.one("azure-native:containerregistry:Registry")
+    assert acr.inputs["adminUserEnabled"] is False
+    identity = stack.one("azure-native:managedidentity:UserAssignedIdentity")
+    role = stack.one(ROLE)
+    assert role.inputs["roleDefinitionId"].endswith(f"/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL_ROLE_ID}")
+    assert role.inputs["roleDefinitionId"].startswith(f"/subscriptions/{mockcloud.SUBSCRIPTION}/")
+    assert role.inputs["principalId"] == identity.outputs["principalId"]
+    assert role.inputs["principalType"] == "ServicePrincipal"
+    assert role.inputs["scope"] == acr.id
+    diagnostics = stack.one("azure-native:monitor:DiagnosticSetting")
+    assert diagnostics.inputs["resourceUri"] == acr.id
+    assert diagnostics.inputs["workspaceId"] == stack.outputs["log_analytics_workspace_id"]
+
+
+def test_image_pushed_with_a_secret_token_and_used_by_digest(stack):
+    image = stack.one("docker:index/image:Image")
+    server = stack.one("azure-native:containerregistry:Registry").outputs["loginServer"]
+    assert image.inputs["imageName"].startswith(f"{server}/credit-default-scoring:1-")
+    assert image.inputs["registry"]["username"] == "00000000-0000-0000-0000-000000000000"
+    assert image.inputs["registry"]["password"] == mockcloud.FAKE_ACR_TOKEN
+    assert image.inputs["build"]["platform"] == "linux/amd64"
+    app = stack.one(APP)
+    container = app.inputs["template"]["containers"][0]
+    assert "@sha256:" in container["image"] and container["image"] == stack.outputs["image_ref"]
+    assert app.inputs["template"]["revisionSuffix"].startswith("v1-")
+
+
+def test_registry_credentials_and_shared_key_are_secrets(evaluate):
+    ev = evaluate("dev")
+    assert "registry" in ev.one("docker:index/image:Image").secrets
+    assert "appLogsConfiguration" in ev.one("azure-native:app:ManagedEnvironment").secrets
+    assert "kubeconfig" in next(r for r in evaluate("prod", {"serving.target": "aks"}).resources
+                            if r.typ == "pulumi:providers:kubernetes").secrets
+
+
+def test_container_app_https_identity_probes_and_logs(stack):
+    app = stack.one(APP)
+    config = app.inputs["configuration"]
+    assert config["ingress"]["allowInsecure"] is False and config["ingress"]["external"] is True
+    assert config["ingress"]["targetPort"] == settings.CONTAINER_PORT
+    assert config["activeRevisionsMode"] == "Multiple"
+    identity = stack.one("azure-native:managedidentity:UserAssignedIdentity")
+    assert app.inputs["identity"] == {"type": "UserAssigned", "userAssignedIdentities": [identity.id]}
+    assert config["registries"] == [{"server": stack.outputs["registry_login_server"], "identity": identity.id}]
+    probes = {p["type"]: p["httpGet"]["path"] for p in app.inputs["template"]["containers"][0]["probes"]}
+    assert probes == {"Startup": "/health", "Liveness": "/health", "Readiness": "/ready"}
+    role = stack.one(ROLE)
+    assert role.urn in app.dependencies, "the app must wait for its AcrPull assignment"
+    environment = stack.one("azure-native:app:ManagedEnvironment")
+    logs = environment.inputs["appLogsConfiguration"]
+    workspace = stack.one("azure-native:operationalinsights:Workspace")
+    assert logs["destination"] == "log-analytics"
+    assert logs["logAnalyticsConfiguration"]["customerId"] == workspace.outputs["customerId"]
+    assert logs["logAnalyticsConfiguration"]["sharedKey"]
+    assert ("azure-native:operationalinsights:getSharedKeys", {"resourceGroupName": f"rg-credit-{stack.stack}",
+                                                                "workspaceName": f"log-credit-{stack.stack}"}) in stack.calls
+
+
+def test_replicas_scale_rule_and_traffic(evaluate):
+    prod, dev = evaluate("prod").one(APP), evaluate("dev").one(APP)
+    assert prod.inputs["template"]["scale"]["minReplicas"] >= 2
+    assert dev.inputs["template"]["scale"]["minReplicas"] == 0
+    rule = prod.inputs["template"]["scale"]["rules"][0]
+    assert rule["http"]["metadata"] == {"concurrentRequests": "30"}
+    assert prod.inputs["configuration"]["ingress"]["traffic"] == [{"latestRevision": True, "weight": 100}]
+    canary = evaluate("prod", {"serving.containerApp.latestWeight": 10, "serving.containerApp.pinnedRevisions":
+                               [{"revision": "ca-credit-prod--v1-aaaaaaaa", "weight": 90}]}).one(APP)
+    assert canary.inputs["configuration"]["ingress"]["traffic"] == [
+        {"latestRevision": True, "weight": 10},
+        {"revisionName": "ca-credit-prod--v1-aaaaaaaa", "latestRevision": False, "weight": 90}]
+
+
+def test_tags_on_every_taggable_resource(stack):
+    taggable = [r for r in stack.custom if r.typ in TAGGABLE]
+    assert len(taggable) >= 10
+    for resource in taggable:
+        tags = resource.inputs.get("tags") or {}
+        assert tags.get("environment") == stack.stack, resource.name
+        assert tags.get("project") == "mlops-credit-default" and tags.get("cost-centre"), resource.name
+    job = stack.one("databricks:index/job:Job")
+    assert job.inputs["tags"]["environment"] == stack.stack
+
+
+def test_observability_alerts_and_queries(evaluate):
+    prod, dev = evaluate("prod"), evaluate("dev")
+    workspace = prod.one("azure-native:operationalinsights:Workspace")
+    assert workspace.inputs["retentionInDays"] == 90 and "workspaceCapping" not in workspace.inputs
+    assert dev.one("azure-native:operationalinsights:Workspace").inputs["workspaceCapping"] == {"dailyQuotaGb": 1}
+    insights = prod.one("azure-native:applicationinsights:Component")
+    assert insights.inputs["workspaceResourceId"] == workspace.id and insights.inputs["ingestionMode"] == "LogAnalytics"
+    rules = {r.name.rsplit("alert-", 1)[1]: r for r in prod.of_type("azure-native:monitor:ScheduledQueryRule")}
+    assert set(rules) == {"error-rate", "p95-latency", "restarts", "no-traffic"}
+    assert {r.name for r in dev.of_type("azure-native:monitor:ScheduledQueryRule")} == {
+        "observability-alert-error-rate", "observability-alert-p95-latency", "observability-alert-restarts"}
+    group = prod.one("azure-native:monitor:ActionGroup")
+    assert group.inputs["emailReceivers"][0]["emailAddress"] == "ml-platform-oncall@example.com"
+    for rule in rules.values():
+        assert rule.inputs["scopes"] == [workspace.id]
+        assert rule.inputs["actions"]["actionGroups"] == [group.id]
+        assert "ContainerAppConsoleLogs_CL" in rule.inputs["criteria"]["allOf"][0]["query"] or rule.name.endswith("restarts")
+    assert rules["no-traffic"].inputs["windowSize"] == "PT30M"
+    queries = {q.inputs["savedSearchId"]: q.inputs["query"] for q in prod.of_type("azure-native:operationalinsights:SavedSearch")}
+    assert set(queries) == {"scoring-latency", "scoring-errors", "scoring-probabilities"}
+    assert "Log_s" in queries["scoring-latency"] and "percentile(latency_ms, 95)" in queries["scoring-latency"]
+    assert "output.probability" in queries["scoring-probabilities"]
+
+
+def test_databricks_job_runs_training_then_gate(evaluate):
+    prod = evaluate("prod")
+    job = prod.one("databricks:index/job:Job")
+    train, gate = job.inputs["tasks"]
+    assert (train["taskKey"], gate["taskKey"]) == ("train", "gate")
+    assert gate["dependsOns"] == [{"taskKey": "train"}]
+    params = train["sparkPythonTask"]["parameters"]
+    assert params[0] == "training.train" and "--skip-gate" in params
+    assert params[params.index("--model-name") + 1] == "prod.credit.credit_default"
+    assert params[params.index("--registry-uri") + 1] == "databricks-uc"
+    assert gate["sparkPythonTask"]["parameters"][0] == "training.gate"
+    assert train["sparkPythonTask"]["pythonFile"] == "/Shared/mlops/prod/run_module.py"
+    cluster = job.inputs["jobClusters"][0]["newCluster"]
+    assert (cluster["nodeTypeId"], cluster["numWorkers"]) == ("Standard_DS4_v2", 2)
+    assert job.inputs["schedule"]["quartzCronExpression"] == "0 0 2 ? * MON"
+    assert job.inputs["emailNotifications"]["onFailures"] == ["ml-platform-oncall@example.com"]
+    assert job.inputs["timeoutSeconds"] == 7200
+    files = {f.inputs["path"] for f in prod.of_type("databricks:index/workspaceFile:WorkspaceFile")}
+    assert {"/Shared/mlops/prod/training/train.py", "/Shared/mlops/prod/training/gate.py",
+            "/Shared/mlops/prod/run_module.py"} <= files
+    provider = next(r for r in prod.resources if r.typ == "pulumi:providers:databricks")
+    assert provider.inputs["host"] == prod.outputs["databricks_workspace_url"]
+    workspace = prod.one("azure-native:databricks:Workspace")
+    assert workspace.inputs["sku"] == {"name": "premium"}
+    assert workspace.inputs["managedResourceGroupId"].endswith("/resourceGroups/rg-credit-prod-databricks")
+
+
+def test_existing_workspace_and_workspace_registry(evaluate):
+    ev = evaluate("dev", {"databricks.existingWorkspaceUrl": "https://adb-1.2.azuredatabricks.net",
+                          "databricks.modelRegistry": "workspace", "databricks.catalog": mockcloud.DELETE,
+                          "databricks.schema": mockcloud.DELETE, "model.name": "credit-default-test"})
+    assert not ev.of_type("azure-native:databricks:Workspace")
+    assert ev.outputs["databricks_workspace_url"] == "https://adb-1.2.azuredatabricks.net"
+    assert ev.one("databricks:index/mlflowModel:MlflowModel").inputs["name"] == "credit-default-test"
+    assert ev.outputs["model_name"] == "credit-default-test" and ev.outputs["model_version"]
+    assert not ev.of_type("databricks:index/registeredModel:RegisteredModel")
+
+
+def test_aks_target(aks):
+    types = {r.typ for r in aks.custom}
+    assert APP not in types and "azure-native:app:ManagedEnvironment" not in types
+    cluster = aks.one("azure-native:containerservice:ManagedCluster")
+    workspace = aks.one("azure-native:operationalinsights:Workspace")
+    assert cluster.inputs["addonProfiles"]["omsagent"] == {
+        "enabled": True, "config": {"logAnalyticsWorkspaceResourceID": workspace.id, "useAADAuth": "true"}}
+    pool = cluster.inputs["agentPoolProfiles"][0]
+    assert (pool["vmSize"], pool["count"], pool["maxCount"]) == ("Standard_D4s_v5", 3, 6)
+    assert pool["availabilityZones"] == ["1", "2", "3"] and pool["enableAutoScaling"] is True
+    acr = aks.one("azure-native:containerregistry:Registry")
+    kubelet = next(r for r in aks.of_type(ROLE) if r.name == "aks-kubelet-acr-pull")
+    assert kubelet.inputs["principalId"] == cluster.outputs["identityProfile"]["kubeletidentity"]["objectId"]
+    assert kubelet.inputs["principalId"] != cluster.outputs["identity"]["principalId"]
+    assert kubelet.inputs["scope"] == acr.id and kubelet.inputs["roleDefinitionId"].endswith(ACR_PULL_ROLE_ID)
+    for kind in ("core/v1:Namespace", "apps/v1:Deployment", "core/v1:Service", "autoscaling/v2:HorizontalPodAutoscaler",
+                 "policy/v1:PodDisruptionBudget"):
+        resource = aks.one(f"kubernetes:{kind}")
+        assert resource.provider.startswith("urn:") and "pulumi:providers:kubernetes" in resource.provider
+    deployment = aks.one("kubernetes:apps/v1:Deployment")
+    container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
+    assert "@sha256:" in container["image"] and container["image"] == aks.outputs["image_ref"]
+    assert deployment.inputs["spec"]["replicas"] >= 2
+    assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert kubelet.urn in deployment.dependencies
+    assert aks.outputs["endpoint_url"] == "http://20.50.60.70"
+    assert any(t == "azure-native:containerservice:listManagedClusterUserCredentials" for t, _ in aks.calls)
+    rule = next(r for r in aks.of_type("azure-native:monitor:ScheduledQueryRule") if r.name.endswith("p95-latency"))
+    assert "ContainerLogV2" in rule.inputs["criteria"]["allOf"][0]["query"]
+
+
+def test_bootstrap_without_a_version(evaluate, empty_registry):
+    ev = evaluate("dev", {"model.trackingUri": empty_registry, "model.registryUri": empty_registry})
+    types = {r.typ for r in ev.resources}
+    assert "docker:index/image:Image" not in types and APP not in types
+    assert "azure-native:containerregistry:Registry" in types and "databricks:index/job:Job" in types
+    assert ev.outputs["bootstrap"].startswith("BOOTSTRAP: models:/dev.credit.credit_default@champion has no registered version")
+    assert ev.outputs["image_ref"] == "" and ev.outputs["endpoint_url"] == ""
+
+
+def test_prod_refuses_to_bootstrap(evaluate, empty_registry):
+    with pytest.raises(RuntimeError, match="allowBootstrap is false"):
+        evaluate("prod", {"model.trackingUri": empty_registry, "model.registryUri": empty_registry})
+
+
+def test_bad_config_fails_the_program_with_the_key(evaluate):
+    with pytest.raises(settings.ConfigError, match=r"mlops-credit-default:serving\.target .*containerapps, aks"):
+        evaluate("dev", {"serving.target": "lambda"})

@@ -1,0 +1,80 @@
+"""Config validation: every stack file is valid, and bad values fail naming the full key."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import mockcloud, settings
+from infra.settings import ConfigError
+
+PROJECT = "mlops-credit-default"
+
+
+def load(stack: str, overrides: dict | None = None, env: dict | None = None) -> settings.StackSettings:
+    values = mockcloud.apply_overrides(mockcloud.stack_values(stack), overrides or {})
+    return settings.from_values(PROJECT, stack, values, env or {})
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_stack_file_is_valid(stack):
+    s = load(stack)
+    assert s.environment == stack
+    assert s.tags["environment"] == stack and s.tags["project"] == PROJECT and s.tags["cost-centre"]
+
+
+def test_prod_differs_by_values_only():
+    dev, prod = load("dev"), load("prod")
+    assert prod.serving.container_app.min_replicas >= 2 > dev.serving.container_app.min_replicas
+    assert prod.serving.aks.replicas >= 2
+    assert prod.registry.sku == "Premium" and prod.registry.zone_redundancy
+    assert prod.observability.no_traffic_minutes > 0 and dev.observability.no_traffic_minutes == 0
+    assert prod.model.allow_bootstrap is False and dev.model.allow_bootstrap is True
+
+
+def test_unity_catalog_model_name_and_uris():
+    s = load("staging")
+    assert s.model.full_name == "staging.credit.credit_default"
+    assert s.model.uri == "models:/staging.credit.credit_default@champion"
+    assert (s.model.tracking_uri, s.model.registry_uri) == ("databricks", "databricks-uc")
+    env = load("staging", env={"MLFLOW_TRACKING_URI": "sqlite:///x.db"})
+    assert env.model.tracking_uri == "sqlite:///x.db" and env.model.registry_uri is None
+
+
+@pytest.mark.parametrize(("overrides", "key", "allowed"), [
+    ({"serving.target": "vm"}, f"{PROJECT}:serving.target", "containerapps, aks"),
+    ({"registry.sku": "Gold"}, f"{PROJECT}:registry.sku", "Basic, Standard, Premium"),
+    ({"observability.retentionDays": 7}, f"{PROJECT}:observability.retentionDays", "30..730"),
+    ({"serving.containerApp.cpu": 0.3}, f"{PROJECT}:serving.containerApp.cpu", "multiple of 0.25"),
+    ({"serving.containerApp.memoryGi": 3}, f"{PROJECT}:serving.containerApp.memoryGi", "2 x cpu"),
+    ({"serving.containerApp.latestWeight": 90}, f"{PROJECT}:serving.containerApp.latestWeight", "sum to 100"),
+    ({"serving.containerApp.minReplicas": 3, "serving.containerApp.maxReplicas": 2},
+     f"{PROJECT}:serving.containerApp.maxReplicas", "3..300"),
+    ({"serving.aks.serviceType": "NodePort"}, f"{PROJECT}:serving.aks.serviceType", "LoadBalancer, ClusterIP"),
+    ({"databricks.catalog": mockcloud.DELETE}, f"{PROJECT}:databricks.catalog", "is required"),
+    ({"databricks.modelRegistry": "mlflow"}, f"{PROJECT}:databricks.modelRegistry", "unityCatalog, workspace"),
+    ({"registry.name": "Bad-Name"}, f"{PROJECT}:registry.name", "lowercase letters and digits"),
+    ({"registry.zoneRedundancy": True, "registry.sku": "Basic"}, f"{PROJECT}:registry.zoneRedundancy", "Premium"),
+    ({"observability.alertEmails": ["not-an-address"]}, f"{PROJECT}:observability.alertEmails", "e-mail"),
+    ({"serving.containerApp.minReplica": 2}, f"{PROJECT}:serving.containerApp", "minReplica"),
+    ({"location": mockcloud.DELETE}, f"{PROJECT}:location", "is required"),
+    ({"serving.containerApp.pinnedRevisions": [{"revision": "ca--v1"}]},
+     f"{PROJECT}:serving.containerApp.pinnedRevisions[0]", "weight"),
+    ({"serving.containerApp.zoneRedundant": True}, f"{PROJECT}:serving.containerApp.zoneRedundant", "infrastructureSubnetId"),
+])
+def test_bad_values_name_the_key_and_what_is_allowed(overrides, key, allowed):
+    with pytest.raises(ConfigError) as raised:
+        load("dev", overrides)
+    assert key in str(raised.value)
+    assert allowed in str(raised.value)
+
+
+def test_numbers_from_cli_strings_are_accepted():
+    s = load("dev", {"observability.retentionDays": "60", "image.wheelhouse": "false"})
+    assert s.observability.retention_days == 60 and s.image.wheelhouse is False
+
+
+def test_keys_table_documents_every_nested_key_read():
+    documented = set(settings.KEYS)
+    for key in ("serving.target", "serving.containerApp.minReplicas", "databricks.schedule", "model.alias",
+                "registry.sku", "observability.noTrafficMinutes", "serving.aks.nodeVmSize"):
+        assert key in documented
