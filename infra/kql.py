@@ -10,9 +10,9 @@ The service writes one JSON line per scored request on stdout ({"log_type": "pre
 so every query is a function of a `LogSource`. `latency_ms` is the in-process scoring time, not
 the end-to-end time a client sees.
 
-5xx: the service writes no JSON line for a failed request; an unexpected error logs "unexpected
-error on <path>" (a traceback) and a future `log_type: "error"` line is counted too. The error rate
-is errors / (errors + predictions) over the window.
+5xx: the service writes a `log_type: "error"` JSON line for every request it fails to answer (500
+or 503), so each failed request is counted once (its traceback on stderr is not counted). The
+error rate is errors / (errors + predictions) over the window.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def errors(source: LogSource) -> str:
     return (f"{source.lines}\n"
             f"| extend line = tostring({source.message_column})\n"
             "| extend entry = parse_json(line)\n"
-            "| where tostring(entry.log_type) == 'error' or line has 'unexpected error on'\n"
+            "| where tostring(entry.log_type) == 'error'\n"
             "| project TimeGenerated, line")
 
 

@@ -10,6 +10,7 @@ Run it with `python -m scoring.serve` (reads HOST, PORT, WEB_CONCURRENCY, MODEL_
 """
 
 
+import functools
 import logging
 import time
 import uuid
@@ -71,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.model = state
+    app.state.log_failure = functools.partial(requestlog.error_line, model_name=manifest.model_name,
+                                              model_version=manifest.model_version)
     app.add_middleware(MetricsMiddleware)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
@@ -83,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def predict(body: PredictRequest, request: Request) -> Response:  # type: ignore[valid-type]
         started = time.perf_counter()
         if state.scorer is None:
+            log_failure(request, 503, f"not ready: {state.problem}")
             return JSONResponse({"error": "not ready", "problem": state.problem}, status_code=503)
         records = body.records
         columns = {name: [getattr(record, name) for record in records] for name in names}
@@ -183,7 +187,15 @@ async def validation_error_handler(request: Request, error: RequestValidationErr
                          "problems": problems}, status_code=422)
 
 
+def log_failure(request: Request, status: int, error: str) -> None:
+    """One JSON error line per 5xx, next to the prediction lines: what the error-rate alert counts."""
+    line = request.app.state.log_failure(request_id=request.scope.get("request_id"), route=request.url.path,
+                                         status=status, error=error)
+    requestlog.write_line(line)
+
+
 async def unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:
     log.exception("unexpected error on %s", request.url.path)
+    log_failure(request, 500, f"{type(error).__name__}: {error}")
     return JSONResponse({"error": "internal error", "request_id": request.scope.get("request_id")},
                         status_code=500)

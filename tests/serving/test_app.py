@@ -182,7 +182,7 @@ def test_docs_carry_the_generated_schema_and_example(client, manifest):
     assert schema["PredictRequest"]["examples"][0]["records"] == manifest.input_example
 
 
-def test_a_model_that_fails_warm_up_is_not_ready_but_alive(context, tmp_path, example):
+def test_a_model_that_fails_warm_up_is_not_ready_but_alive(context, tmp_path, example, capfd):
     broken = tmp_path / "model"
     shutil.copytree(context.path / "model", broken)
     (broken / "model.onnx").write_bytes(b"not an onnx graph")
@@ -190,7 +190,11 @@ def test_a_model_that_fails_warm_up_is_not_ready_but_alive(context, tmp_path, ex
         assert broken_client.get("/health").status_code == 200
         ready = broken_client.get("/ready")
         assert ready.status_code == 503 and "warm-up failed" in ready.json()["problem"]
-        assert broken_client.post("/predict", json={"records": example}).status_code == 503
+        capfd.readouterr()
+        assert broken_client.post("/predict", json={"records": example}, headers={"x-request-id": "r-503"}).status_code == 503
+    errors = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(e["log_type"], e["status"], e["route"], e["request_id"]) for e in errors] == [("error", 503, "/predict", "r-503")]
+    assert errors[0]["error"].startswith("not ready: warm-up failed")
 
 
 def test_settings_errors_name_the_variable(monkeypatch):
