@@ -20,11 +20,13 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
+from pydantic import ValidationError
 
 from . import metrics, requestlog
 from .model import Manifest, Scorer, load_scorer, records_to_columns
-from .schemas import PredictResponse, request_model
+from .schemas import PredictResponse, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
@@ -58,7 +60,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     manifest = Manifest.read(settings.model_dir)
     state = ModelState(settings, manifest)
-    PredictRequest = request_model(manifest, settings.max_records)  # noqa: N806 (a class)
+    adapter = request_adapter(manifest, settings.max_records)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -82,14 +84,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     model_ref = {"name": manifest.model_name, "version": manifest.model_version}
     names, threshold = manifest.input_names, manifest.decision_threshold
 
-    @app.post("/predict", response_model=PredictResponse, responses={422: {"description": "invalid input"}})
-    async def predict(body: PredictRequest, request: Request) -> Response:  # type: ignore[valid-type]
+    @app.post("/predict", response_model=PredictResponse, openapi_extra=REQUEST_BODY,
+              responses={422: {"description": "invalid input: each problem names the record and field"}})
+    async def predict(request: Request) -> Response:
+        # The raw body is parsed and validated in one pass by pydantic-core (not json.loads and then
+        # per-record models): for 100-record requests it is the difference between ~7x and >10x mlflow.
         started = time.perf_counter()
+        try:
+            records = adapter.validate_json(await request.body())["records"]
+        except ValidationError as error:
+            return invalid_request(request, error.errors())
         if state.scorer is None:
             log_failure(request, 503, f"not ready: {state.problem}")
             return JSONResponse({"error": "not ready", "problem": state.problem}, status_code=503)
-        records = body.records
-        columns = {name: [getattr(record, name) for record in records] for name in names}
+        columns = {name: [record[name] for record in records] for name in names}
         probabilities = state.scorer.predict_proba(columns).tolist()
         outputs = [{"probability": p, "label": int(p >= threshold)} for p in probabilities]
         request_id = request.scope["request_id"]
@@ -120,7 +128,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body, content_type = metrics.exposition()
         return Response(body, media_type=content_type)
 
+    app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(adapter))
     return app
+
+
+REQUEST_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}}
+
+
+def openapi_with_request_schemas(app: FastAPI, schemas: dict[str, dict]) -> dict:
+    """FastAPI's document plus the request schemas generated from the signature (the body is
+    validated by a TypeAdapter, so FastAPI does not see the model by itself)."""
+    if app.openapi_schema is None:
+        document = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        document.setdefault("components", {}).setdefault("schemas", {}).update(schemas)
+        app.openapi_schema = document
+    return app.openapi_schema
 
 
 class MetricsMiddleware:
@@ -166,12 +189,15 @@ def describe_error(error: dict) -> dict:
     """One pydantic error as {record, field, problem}: enough to fix the request without guessing."""
     location = [part for part in error.get("loc", ()) if part != "body"]
     record = location[1] if len(location) > 1 and location[0] == "records" and isinstance(location[1], int) else None
-    field = location[2] if record is not None and len(location) > 2 else (location[0] if location else None)
+    field_at = 2 if record is not None else 0  # ("records", i, field) or (field,)
+    field = location[field_at] if len(location) > field_at else None
     kind = error.get("type", "")
     if kind == "extra_forbidden":
         problem = "unknown field"
     elif kind == "missing":
         problem = "field required"
+    elif not location and kind in {"dict_type", "model_attributes_type"}:
+        problem = 'the body must be a JSON object: {"records": [...]}'
     elif kind == "json_invalid":
         field, problem = None, f"body is not valid JSON: {error.get('ctx', {}).get('error', '')}".rstrip(": ")
     else:
@@ -181,10 +207,14 @@ def describe_error(error: dict) -> dict:
     return {"record": record, "field": field, "problem": problem, "type": kind}
 
 
-async def validation_error_handler(request: Request, error: RequestValidationError) -> JSONResponse:
-    problems = [describe_error(e) for e in error.errors()]
+def invalid_request(request: Request, errors: list[dict]) -> JSONResponse:
+    problems = [describe_error(e) for e in errors]
     return JSONResponse({"error": "invalid request", "request_id": request.scope.get("request_id"),
                          "problems": problems}, status_code=422)
+
+
+async def validation_error_handler(request: Request, error: RequestValidationError) -> JSONResponse:
+    return invalid_request(request, list(error.errors()))
 
 
 def log_failure(request: Request, status: int, error: str) -> None:

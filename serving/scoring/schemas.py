@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from typing_extensions import TypedDict
 
 from .model import Manifest
 
@@ -40,21 +41,32 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def record_model(manifest: Manifest) -> type[BaseModel]:
+def record_type(manifest: Manifest) -> type:
+    """A TypedDict per the signature: validated records stay plain dicts (no per-record objects to build)."""
     fields: dict[str, Any] = {}
     for field in manifest.inputs:
         if field.type not in PYTHON_TYPES:
             raise ValueError(f"input '{field.name}' has unsupported type {field.type!r}; "
                              f"supported: {', '.join(PYTHON_TYPES)}")
-        fields[field.name] = (PYTHON_TYPES[field.type] | None, Field(..., description=f"{field.type}, or null if unknown"))
-    return create_model("Record", __config__=RECORD_CONFIG, **fields)
+        fields[field.name] = Annotated[PYTHON_TYPES[field.type] | None, Field(description=f"{field.type}, or null if unknown")]
+    record = TypedDict("Record", fields)  # type: ignore[misc]  (functional form: names come from the signature)
+    record.__pydantic_config__ = RECORD_CONFIG  # type: ignore[attr-defined]
+    return record
 
 
-def request_model(manifest: Manifest, max_records: int) -> type[BaseModel]:
-    record = record_model(manifest)
-    records_type = Annotated[list[record], Field(min_length=1, max_length=max_records)]
-    return create_model(
-        "PredictRequest",
-        __config__=ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": manifest.input_example}]}),
-        records=(records_type, Field(..., description=f"1 to {max_records} records")),
-    )
+def request_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
+    """Validates the raw JSON body in one pass (pydantic-core parses and checks together)."""
+    records = Annotated[list[record_type(manifest)], Field(min_length=1, max_length=max_records,
+                                                           description=f"1 to {max_records} records")]
+    class PredictRequest(TypedDict):
+        __pydantic_config__ = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": manifest.input_example}]})
+        records: records  # type: ignore[valid-type]
+
+    return TypeAdapter(PredictRequest)
+
+
+def request_schemas(adapter: TypeAdapter, ref_prefix: str = "#/components/schemas/") -> dict[str, dict]:
+    """The request's JSON schemas (PredictRequest, Record) for the OpenAPI document."""
+    schema = adapter.json_schema(ref_template=ref_prefix + "{model}")
+    definitions = schema.pop("$defs", {})
+    return {**definitions, schema.get("title", "PredictRequest"): schema}

@@ -96,7 +96,8 @@ def test_every_problem_in_a_record_is_reported(client, example):
     ({"records": []}, (None, "records", "too_short")),
     ({"records": [{}] * 6}, (None, "records", "too_long")),
     ({}, (None, "records", "missing")),
-    ([1, 2], (None, None, "model_attributes_type")),
+    ([1, 2], (None, None, "dict_type")),
+    ({"records": [1]}, (0, None, "dict_type")),
     ({"records": [{}], "extra": 1}, (None, "extra", "extra_forbidden")),
 ])
 def test_bad_request_shapes(client, body, expected):
