@@ -1,0 +1,723 @@
+"""Benchmark: our scoring service vs `mlflow models serve`, same registered model version, one worker each.
+
+    make bench                                   # = bash scripts/install_bench_tools.sh; python -m bench.serving
+    python -m bench.serving --quick              # a short smoke of the benchmark itself
+    python -m bench.serving --duration 8 --rounds 3 --state .local/bench
+
+What it does, all on 127.0.0.1:
+1. prepares (or reuses) a sqlite registry under --state: 20000 generated rows, `credit-default` trained,
+   registered and promoted to @champion; assembles a build context from models:/credit-default@champion
+   afresh every run, so what is measured is the current serving/scoring;
+2. cold start of each server (launch -> first 200 on /ready, or /ping for mlflow), median of --launches;
+3. checks one request of every body it will send gets a 200 with one prediction per record;
+4. loads each server with wrk (-t1, keep-alive) for {1, 100} records x {1, 8} connections, interleaved
+   (ours, mlflow, mlflow, ours, ...) for --rounds rounds, and reports medians;
+5. RSS of each server's process tree after the load (from /proc), and the targets, PASS/FAIL.
+
+Our service runs with REQUEST_LOG=true and stdout going to a regular file: it writes its JSON line per
+request as in production, and the benchmark checks the file has a line per answered request. MLflow's
+uvicorn writes its access log line per request to a file as well.
+
+By default the server is pinned to one CPU and wrk to another (a worker is one core in the cluster
+too, and the load generator then does not steal the server's CPU); --no-pin turns that off.
+
+Results: bench/results/serving.json (everything, per round) and bench/results/serving.md (tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import http.client
+import json
+import os
+import random
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MODEL_NAME = "credit-default"
+TRAIN_ROWS, TRAIN_SEED = 20_000, 7
+BATCH_SIZES = (1, 100)
+CONCURRENCY = (1, 8)
+VARIANTS = {1: 16, 100: 4}  # distinct request bodies per batch size, cycled by wrk
+WRK_MARKER = "WRK_JSON "
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+# Targets: (key, description). Checked by check_targets().
+TARGET_SINGLE_RATIO = 20.0
+TARGET_BATCH_RATIO = 10.0
+TARGET_P99_MS = 3.0
+TARGET_COLD_START_S = 1.5
+TARGET_RSS_MB = 150.0
+
+
+def say(text: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers: request bodies, wrk output, aggregation, report. Tested in tests/test_bench_report.py.
+# --------------------------------------------------------------------------------------------------
+
+def make_records(example: list[dict], count: int, seed: int) -> list[dict]:
+    """`count` records cycling the example rows, each number nudged by up to +-5% (rounded, kept a float)."""
+    if not example:
+        raise ValueError("the manifest has no input example to build requests from")
+    rng = random.Random(seed)
+    records = []
+    for index in range(count):
+        record = {}
+        for name, value in example[index % len(example)].items():
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                record[name] = value
+            else:
+                record[name] = float(round(value * (1 + rng.uniform(-0.05, 0.05)), 1))
+        records.append(record)
+    return records
+
+
+def lua_script(path: str, bodies_file: Path | None, method: str = "POST") -> str:
+    """wrk script: send the bodies (one JSON document per line) in turn, or one bodiless request when there is no
+    bodies file; print the summary as one JSON line (exact percentiles, error counts)."""
+    if bodies_file is None:
+        load = f"requests[1] = wrk.format({json.dumps(method)}, {json.dumps(path)})"
+    else:
+        load = f"""for line in io.lines({json.dumps(str(bodies_file))}) do
+    if #line > 0 then
+      requests[#requests + 1] = wrk.format({json.dumps(method)}, {json.dumps(path)},
+        {{["Content-Type"] = "application/json"}}, line)
+    end
+  end"""
+    return f"""
+local requests = {{}}
+local index = 0
+
+init = function(args)
+  {load}
+end
+
+request = function()
+  index = index % #requests + 1
+  return requests[index]
+end
+
+done = function(summary, latency, requests_)
+  local e = summary.errors
+  io.write(string.format(
+    '{WRK_MARKER}{{"requests":%d,"duration_us":%d,"bytes":%d,"connect":%d,"read":%d,"write":%d,"status":%d,' ..
+    '"timeout":%d,"p50_us":%d,"p90_us":%d,"p99_us":%d,"max_us":%d,"mean_us":%.1f}}\\n',
+    summary.requests, summary.duration, summary.bytes, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max, latency.mean))
+end
+"""
+
+
+@dataclass(frozen=True)
+class WrkResult:
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    max_ms: float
+    non_2xx: int
+    socket_errors: int
+    server_cores: float = 0.0  # CPU the server's process tree used during the run, in cores
+    background_cores: float = 0.0  # CPU used by everything else but the server and wrk: the machine's noise
+
+    @property
+    def errors(self) -> int:
+        return self.non_2xx + self.socket_errors
+
+
+def parse_wrk(output: str) -> WrkResult:
+    """The JSON line our Lua done() prints; cross-checked against wrk's own 'Non-2xx' / 'Socket errors' lines."""
+    line = next((ln for ln in output.splitlines() if ln.startswith(WRK_MARKER)), None)
+    if line is None:
+        raise ValueError(f"no {WRK_MARKER.strip()} line in wrk output:\n{output[-2000:]}")
+    raw = json.loads(line[len(WRK_MARKER):])
+    seconds = raw["duration_us"] / 1e6
+    non_2xx = raw["status"]
+    socket_errors = raw["connect"] + raw["read"] + raw["write"] + raw["timeout"]
+    for text_line in output.splitlines():  # wrk's text report, when present, must agree
+        text_line = text_line.strip()
+        if text_line.startswith("Non-2xx or 3xx responses:"):
+            non_2xx = max(non_2xx, int(text_line.split(":")[1]))
+        elif text_line.startswith("Socket errors:"):
+            counts = [int(part.split()[-1]) for part in text_line.split(":", 1)[1].split(",")]
+            socket_errors = max(socket_errors, sum(counts))
+    return WrkResult(requests=raw["requests"], seconds=seconds, rps=raw["requests"] / seconds if seconds else 0.0,
+                     p50_ms=raw["p50_us"] / 1000, p90_ms=raw["p90_us"] / 1000, p99_ms=raw["p99_us"] / 1000,
+                     max_ms=raw["max_us"] / 1000, non_2xx=non_2xx, socket_errors=socket_errors)
+
+
+def load_key(records: int, connections: int) -> str:
+    return f"{records}rec_c{connections}"
+
+
+def summarize(runs: dict[str, dict[str, list[WrkResult]]]) -> dict[str, dict[str, dict]]:
+    """server -> load key -> per-round results  =>  server -> load key -> medians (errors summed)."""
+    summary: dict[str, dict[str, dict]] = {}
+    for server, by_load in runs.items():
+        summary[server] = {}
+        for key, results in by_load.items():
+            summary[server][key] = {
+                "rounds": len(results),
+                "rps": statistics.median(r.rps for r in results),
+                "p50_ms": statistics.median(r.p50_ms for r in results),
+                "p99_ms": statistics.median(r.p99_ms for r in results),
+                "rps_min": min(r.rps for r in results),
+                "rps_max": max(r.rps for r in results),
+                "requests": sum(r.requests for r in results),
+                "errors": sum(r.errors for r in results),
+                "server_cores": statistics.median(r.server_cores for r in results),
+                "background_cores_max": max(r.background_cores for r in results),
+                "quietest": quietest(results),
+            }
+    return summary
+
+
+def quietest(results: list[WrkResult]) -> dict:
+    """The round with the least background load: what the service does when the neighbours are quiet."""
+    best = min(results, key=lambda r: r.background_cores)
+    return {"rps": best.rps, "p50_ms": best.p50_ms, "p99_ms": best.p99_ms, "background_cores": best.background_cores}
+
+
+def ratio(ours: float, theirs: float) -> float:
+    return ours / theirs if theirs > 0 else float("inf")
+
+
+@dataclass
+class Check:
+    name: str
+    target: str
+    measured: str
+    passed: bool
+
+
+def check_targets(summary: dict[str, dict[str, dict]], cold_start_s: float, rss_mb_per_worker: float,
+                  total_errors: int) -> list[Check]:
+    ours, mlflow = summary["ours"], summary["mlflow"]
+    checks = []
+    for records, target in ((1, TARGET_SINGLE_RATIO), (100, TARGET_BATCH_RATIO)):
+        worst = min(ratio(ours[load_key(records, c)]["rps"], mlflow[load_key(records, c)]["rps"]) for c in CONCURRENCY)
+        per_c = ", ".join(f"c{c} {ratio(ours[load_key(records, c)]['rps'], mlflow[load_key(records, c)]['rps']):.1f}x"
+                          for c in CONCURRENCY)
+        label = "single-record" if records == 1 else f"{records}-record"
+        checks.append(Check(f"{label} throughput vs mlflow", f">= {target:g}x", per_c, worst >= target))
+    single = ours[load_key(1, 1)]
+    p99, quiet = single["p99_ms"], single["quietest"]
+    checks.append(Check("p99 latency, 1 record, 1 connection", f"<= {TARGET_P99_MS:g} ms",
+                        f"{p99:.2f} ms (median; {quiet['p99_ms']:.2f} ms in the quietest round, "
+                        f"others using {quiet['background_cores']:.2f} cores)", p99 <= TARGET_P99_MS))
+    checks.append(Check("cold start (launch to /ready 200)", f"<= {TARGET_COLD_START_S:g} s", f"{cold_start_s:.2f} s",
+                        cold_start_s <= TARGET_COLD_START_S))
+    checks.append(Check("RSS per worker after load", f"<= {TARGET_RSS_MB:g} MB", f"{rss_mb_per_worker:.0f} MB",
+                        rss_mb_per_worker <= TARGET_RSS_MB))
+    checks.append(Check("errors (non-2xx + socket) under load", "0", str(total_errors), total_errors == 0))
+    return checks
+
+
+def background(summary: dict[str, dict[str, dict]]) -> float:
+    """The worst background load (cores used by other processes) seen during any measured run."""
+    return max((v["background_cores_max"] for by_load in summary.values() for v in by_load.values()), default=0.0)
+
+
+def render_markdown(summary: dict[str, dict[str, dict]], cold: dict[str, float], rss: dict[str, dict],
+                    checks: list[Check], meta: dict, control: dict | None = None) -> str:
+    ours, mlflow = summary["ours"], summary["mlflow"]
+    lines = [
+        f"Model `{meta['model']}` v{meta['version']} ({meta['runtime']} runtime in ours), one worker each, "
+        f"127.0.0.1, wrk -t1, {meta['duration']:g}s x {meta['rounds']} interleaved rounds, medians; "
+        f"{meta['pinning']}; {meta['cpus']} CPUs, {meta['date']}. Other processes used up to "
+        f"{background(summary):.2f} cores during the measured runs (the machine is shared).",
+        "",
+        "| load | ours req/s | mlflow req/s | ours / mlflow | ours p50 / p99 ms | mlflow p50 / p99 ms | errors (ours, mlflow) |",
+        "|---|--:|--:|--:|--:|--:|--:|",
+    ]
+    for records in BATCH_SIZES:
+        for connections in CONCURRENCY:
+            key = load_key(records, connections)
+            a, b = ours[key], mlflow[key]
+            lines.append(
+                f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {a['rps']:,.0f} | {b['rps']:,.0f} | "
+                f"**{ratio(a['rps'], b['rps']):.1f}x** | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
+                f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {a['errors']}, {b['errors']} |")
+    if control:
+        lines.append(f"| control: ours `GET /health`, 1 conn | {control['rps']:,.0f} | | | "
+                     f"{control['p50_ms']:.2f} / {control['p99_ms']:.2f} | | {control['errors']} |")
+    lines += [
+        "",
+        "| | ours | mlflow models serve |",
+        "|---|--:|--:|",
+        f"| cold start, launch to first ready 200 (median of {meta['launches']}) | {cold['ours']:.2f} s | "
+        f"{cold['mlflow']:.2f} s |",
+        f"| RSS after load, serving process | {rss['ours']['worker_mb']:.0f} MB | {rss['mlflow']['worker_mb']:.0f} MB |",
+        f"| RSS after load, whole process tree | {rss['ours']['tree_mb']:.0f} MB ({rss['ours']['processes']} proc) | "
+        f"{rss['mlflow']['tree_mb']:.0f} MB ({rss['mlflow']['processes']} proc) |",
+        "",
+        "| target | goal | measured | |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {c.name} | {c.target} | {c.measured} | {'PASS' if c.passed else '**FAIL**'} |" for c in checks]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------
+# Processes: launch, readiness, RSS, stop.
+# --------------------------------------------------------------------------------------------------
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants, from /proc/<n>/stat parent ids."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        parents.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo.extend(parents.get(current, []))
+    return tree
+
+
+def status_kb(pid: int, field_name: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field_name + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def process_name(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()[:120]
+    except OSError:
+        return "?"
+
+
+def rss_report(root_pid: int, worker_pid: int) -> dict:
+    tree = process_tree(root_pid)
+    processes = [{"pid": p, "cmd": process_name(p), "rss_mb": status_kb(p, "VmRSS") / 1024,
+                  "hwm_mb": status_kb(p, "VmHWM") / 1024} for p in tree]
+    return {"tree_mb": sum(p["rss_mb"] for p in processes), "worker_mb": status_kb(worker_pid, "VmRSS") / 1024,
+            "worker_hwm_mb": status_kb(worker_pid, "VmHWM") / 1024, "processes": len(processes), "detail": processes}
+
+
+def busy_seconds() -> float:
+    """CPU time the whole machine spent busy (not idle, not iowait), from /proc/stat."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    busy = sum(fields) - fields[3] - fields[4]
+    return busy / CLOCK_TICKS
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    total = 0
+    for member in process_tree(pid):
+        try:
+            stat = Path(f"/proc/{member}/stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / CLOCK_TICKS
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def http_get(port: int, path: str, timeout: float = 2.0) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("GET", path)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def http_post(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple[int, bytes]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request("POST", path, body=body, headers={"content-type": "application/json"})
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def stop(process: subprocess.Popen) -> None:
+    """SIGTERM the process group (start_new_session made the leader's pid its id), then SIGKILL."""
+    if process.poll() is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(timeout=wait)
+            # the group may outlive its leader for a moment
+            for _ in range(50):
+                os.killpg(process.pid, 0)
+                time.sleep(0.1)
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
+
+
+@dataclass
+class Server:
+    name: str
+    ready_path: str
+    predict_path: str
+    envelope: str  # the JSON key the records go under
+    launcher: Callable[[int, Path], subprocess.Popen]
+    log: Path
+    cpus: set[int] | None
+    process: subprocess.Popen | None = None
+    port: int = 0
+
+    def launch(self, timeout: float = 120.0) -> float:
+        """Start on a free port; seconds from launch to the first 200 on the readiness route."""
+        from serving.localrun import free_port
+
+        self.port = free_port()
+        started = time.perf_counter()
+        self.process = self.launcher(self.port, self.log)
+        if self.cpus:
+            os.sched_setaffinity(self.process.pid, self.cpus)  # inherited by what it starts later
+        deadline = started + timeout
+        while time.perf_counter() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.process.returncode} before it was ready; "
+                                   f"log tail:\n{tail(self.log)}")
+            try:
+                if http_get(self.port, self.ready_path, timeout=1.0) == 200:
+                    return time.perf_counter() - started
+            except (ConnectionError, OSError, http.client.HTTPException):
+                pass
+            time.sleep(0.01)
+        raise RuntimeError(f"{self.name}: no 200 on {self.ready_path} within {timeout:.0f}s; log tail:\n{tail(self.log)}")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            stop(self.process)
+            self.process = None
+
+    def worker_pid(self) -> int:
+        """The process that serves: the last leaf of the tree (ours: the only process; mlflow: uvicorn under the CLI)."""
+        assert self.process is not None
+        tree = process_tree(self.process.pid)
+        leaves = [p for p in tree if process_tree(p) == [p]]
+        return leaves[-1] if leaves else tree[0]
+
+    def body(self, records: list[dict]) -> bytes:
+        return json.dumps({self.envelope: records}, separators=(",", ":")).encode()
+
+
+def tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def check_response(server: Server, status: int, raw: bytes, count: int) -> str | None:
+    """None when the reply is a 200 with `count` probabilities, else what is wrong."""
+    if status != 200:
+        return f"status {status}: {raw[:300]!r}"
+    try:
+        payload = json.loads(raw)
+        predictions = payload["predictions"]
+        if server.envelope == "records":  # ours: [{"probability": p, "label": 0|1}, ...]
+            probabilities = [p["probability"] for p in predictions]
+        else:  # pyfunc predict_fn=predict_proba: [[p0, p1], ...]
+            probabilities = [row[1] if isinstance(row, list) else row for row in predictions]
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        return f"unexpected reply shape ({type(error).__name__}): {raw[:300]!r}"
+    if len(probabilities) != count or not all(isinstance(p, float) and 0.0 <= p <= 1.0 for p in probabilities):
+        return f"expected {count} probabilities in [0, 1], got {raw[:300]!r}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Preparation: registry + context, reused across runs.
+# --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Prepared:
+    tracking_uri: str
+    version: str
+    context: Path
+    manifest: dict = field(repr=False)
+
+
+def prepare(state: Path) -> Prepared:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    state.mkdir(parents=True, exist_ok=True)
+    data_path = state / "data" / "credit.parquet"
+    tracking_uri = f"sqlite:///{state / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    mlflow.set_tracking_uri(tracking_uri)
+    client = MlflowClient()
+
+    if not data_path.exists():
+        say(f"prepare: generating {TRAIN_ROWS} rows into {data_path}")
+        from training import data
+
+        data.main(["--rows", str(TRAIN_ROWS), "--seed", str(TRAIN_SEED), "--out", str(data_path)])
+    try:
+        version = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
+        say(f"prepare: reusing {MODEL_NAME} v{version} (@champion) in {tracking_uri}")
+    except MlflowException:
+        say(f"prepare: training and registering {MODEL_NAME} into {tracking_uri} (about a minute, once)")
+        from training import train as training
+
+        training.main(["--data", str(data_path), "--tracking-uri", tracking_uri, "--model-name", MODEL_NAME,
+                       "--artifact-root", (state / "mlartifacts").as_uri(), "--environment", "bench",
+                       "--seed", str(TRAIN_SEED)])
+        version = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
+
+    # Assembled afresh every run (a few seconds): a reused context would keep an old copy of the app.
+    from serving.context import assemble_build_context
+
+    context = state / "context"
+    say(f"prepare: assembling the build context from models:/{MODEL_NAME}@champion (current serving/scoring)")
+    manifest = assemble_build_context(f"models:/{MODEL_NAME}@champion", context, wheelhouse=False,
+                                      progress=lambda text: say(f"prepare: {text}")).manifest
+    return Prepared(tracking_uri, version, context, manifest)
+
+
+def servers(prepared: Prepared, logs: Path, cpus: set[int] | None) -> dict[str, Server]:
+    from serving.localrun import start_service
+
+    bin_dir = Path(sys.executable).parent
+    logs.mkdir(parents=True, exist_ok=True)
+
+    def ours(port: int, log: Path) -> subprocess.Popen:
+        with log.open("wb") as out, log.with_suffix(".stderr.log").open("wb") as err:
+            return start_service(prepared.context, port, stdout=out, stderr=err, workers=1,
+                                 extra_env={"REQUEST_LOG": "true"})
+
+    def mlflow(port: int, log: Path) -> subprocess.Popen:
+        env = {**os.environ, "MLFLOW_TRACKING_URI": prepared.tracking_uri,
+               "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # it execs `uvicorn` from PATH
+        command = [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}/{prepared.version}",
+                   "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+        with log.open("wb") as out:
+            return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+
+    return {
+        "ours": Server("ours", "/ready", "/predict", "records", ours, logs / "ours-requests.jsonl", cpus),
+        "mlflow": Server("mlflow", "/ping", "/invocations", "dataframe_records", mlflow, logs / "mlflow-server.log", cpus),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Load.
+# --------------------------------------------------------------------------------------------------
+
+def run_wrk(server: Server, script: Path, connections: int, duration: float, cpus: set[int] | None,
+            raw_dir: Path, label: str) -> WrkResult:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s", "--timeout", "5s", "--latency",
+               "-s", str(script), f"http://127.0.0.1:{server.port}{server.predict_path}"]
+    preexec = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    assert server.process is not None
+    before = (time.perf_counter(), busy_seconds(), tree_cpu_seconds(server.process.pid), children_cpu_seconds())
+    done = subprocess.run(command, capture_output=True, text=True, timeout=duration + 30, preexec_fn=preexec)
+    after = (time.perf_counter(), busy_seconds(), tree_cpu_seconds(server.process.pid), children_cpu_seconds())
+    (raw_dir / f"{label}.txt").write_text(done.stdout + done.stderr)
+    if done.returncode != 0:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
+    elapsed, busy, served, wrk_cpu = (b - a for a, b in zip(before, after, strict=True))
+    return dataclasses.replace(parse_wrk(done.stdout), server_cores=served / elapsed,
+                               background_cores=max(0.0, busy - served - wrk_cpu) / elapsed)
+
+
+def write_bodies(server: Server, records_per_request: int, example: list[dict], work: Path) -> tuple[Path, list[bytes]]:
+    bodies = [server.body(make_records(example, records_per_request, seed=1000 * records_per_request + i))
+              for i in range(VARIANTS[records_per_request])]
+    path = work / f"{server.name}-{records_per_request}.bodies"
+    path.write_bytes(b"\n".join(bodies) + b"\n")
+    script = work / f"{server.name}-{records_per_request}.lua"
+    script.write_text(lua_script(server.predict_path, path))
+    return script, bodies
+
+
+def progress(round_index: int, rounds: int, server: str, load: str, result: WrkResult) -> None:
+    say(f"round {round_index + 1}/{rounds} {server:6} {load:14} {result.rps:7.0f} req/s  p50 {result.p50_ms:6.2f} ms  "
+        f"p99 {result.p99_ms:6.2f} ms  errors {result.errors}  server {result.server_cores:.2f} cores, "
+        f"others {result.background_cores:.2f}")
+
+
+def count_lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for _ in handle)
+
+
+def pick_cpus(pin: bool) -> tuple[set[int] | None, set[int] | None, str]:
+    allowed = sorted(os.sched_getaffinity(0))
+    if not pin or len(allowed) < 2:
+        return None, None, "not pinned"
+    return {allowed[-1]}, {allowed[0]}, f"server pinned to CPU {allowed[-1]}, wrk to CPU {allowed[0]}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state", type=Path, default=ROOT / ".local" / "bench", help="registry, context, logs")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per load")
+    parser.add_argument("--launches", type=int, default=3, help="cold starts per server")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of unmeasured load per server and body")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin the server and wrk to separate CPUs")
+    parser.add_argument("--quick", action="store_true", help="short run: 2s, 1 round, 1 launch, 1s warm-up")
+    parser.add_argument("--context", type=Path, help="serve this build context (same model version) instead of the one "
+                        "under --state: to measure a change to the scoring app on a copy")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.rounds, args.launches, args.warmup = 2.0, 1, 1, 1.0
+    if shutil.which("wrk") is None:
+        print("wrk is not installed: run bash scripts/install_bench_tools.sh", file=sys.stderr)
+        return 2
+
+    started = time.perf_counter()
+    state = args.state.resolve()
+    out = args.out.resolve()
+    raw_dir = out / "raw"
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    server_cpus, wrk_cpus, pinning = pick_cpus(not args.no_pin)
+    say(f"{pinning}; {args.duration:g}s x {args.rounds} rounds; state {state}")
+
+    prepared = prepare(state)
+    if args.context:
+        manifest = json.loads((args.context / "model" / "manifest.json").read_text())
+        if str(manifest["model"]["version"]) != prepared.version:
+            print(f"--context serves v{manifest['model']['version']}, the registry's champion is v{prepared.version}",
+                  file=sys.stderr)
+            return 2
+        prepared = Prepared(prepared.tracking_uri, prepared.version, args.context.resolve(), manifest)
+        say(f"serving the build context {prepared.context}")
+    example = prepared.manifest["input_example"]
+    all_servers = servers(prepared, state / "logs", server_cpus)
+    order = list(all_servers.values())
+    cold: dict[str, list[float]] = {name: [] for name in all_servers}
+    runs: dict[str, dict[str, list[WrkResult]]] = {name: {} for name in all_servers}
+    control: list[WrkResult] = []
+    try:
+        # Cold starts, interleaved; the last launch of each is the one that gets loaded.
+        for launch in range(args.launches):
+            for server in order:
+                seconds = server.launch()
+                cold[server.name].append(seconds)
+                say(f"cold start {launch + 1}/{args.launches}: {server.name} ready in {seconds:.2f}s (port {server.port})")
+                if launch < args.launches - 1:
+                    server.stop()
+        idle_rss = {s.name: rss_report(s.process.pid, s.worker_pid()) for s in order}
+
+        scripts: dict[tuple[str, int], Path] = {}
+        for server in order:
+            for records in BATCH_SIZES:
+                script, bodies = write_bodies(server, records, example, raw_dir)
+                for body in bodies:
+                    problem = check_response(server, *http_post(server.port, server.predict_path, body), records)
+                    if problem:
+                        raise RuntimeError(f"{server.name} {server.predict_path} with {records} record(s): {problem}")
+                scripts[(server.name, records)] = script
+            say(f"verified: {server.name} answers every body with a 200 and one probability per record")
+            for records in BATCH_SIZES:
+                run_wrk(server, scripts[(server.name, records)], max(CONCURRENCY), args.warmup, wrk_cpus, raw_dir,
+                        f"warmup-{server.name}-{records}")
+        ours = all_servers["ours"]
+        control_script = raw_dir / "ours-health.lua"  # the framework and the machine, no model: the floor of p99
+        control_script.write_text(lua_script("/health", None, "GET"))
+        log_lines_before = count_lines(ours.log)
+
+        for round_index in range(args.rounds):
+            sequence = order if round_index % 2 == 0 else order[::-1]
+            for records in BATCH_SIZES:
+                for connections in CONCURRENCY:
+                    key = load_key(records, connections)
+                    for server in sequence:
+                        result = run_wrk(server, scripts[(server.name, records)], connections, args.duration, wrk_cpus,
+                                         raw_dir, f"r{round_index + 1}-{server.name}-{key}")
+                        runs[server.name].setdefault(key, []).append(result)
+                        progress(round_index, args.rounds, server.name, key, result)
+            result = run_wrk(ours, control_script, 1, args.duration, wrk_cpus, raw_dir, f"r{round_index + 1}-ours-health_c1")
+            control.append(result)
+            progress(round_index, args.rounds, "ours", "GET /health c1", result)
+
+        rss = {s.name: rss_report(s.process.pid, s.worker_pid()) for s in order}
+        log_lines = count_lines(all_servers["ours"].log) - log_lines_before
+    finally:
+        for server in order:
+            server.stop()
+
+    answered = sum(r.requests for r in _flatten(runs["ours"].values()))
+    if log_lines < answered:
+        say(f"WARNING: our request log has {log_lines} lines for {answered} answered requests")
+    else:
+        say(f"request log: {log_lines} JSON lines for {answered} answered requests (in-flight ones at each run end too)")
+
+    summary = summarize(runs)
+    control_summary = summarize({"ours": {"health_c1": control}})["ours"]["health_c1"]
+    cold_median = {name: statistics.median(values) for name, values in cold.items()}
+    total_errors = sum(v["errors"] for by_load in summary.values() for v in by_load.values()) + control_summary["errors"]
+    checks = check_targets(summary, cold_median["ours"], rss["ours"]["worker_mb"], total_errors)
+    import mlflow
+
+    meta = {"model": MODEL_NAME, "version": prepared.version, "runtime": prepared.manifest.get("runtime"),
+            "duration": args.duration, "rounds": args.rounds, "launches": args.launches, "pinning": pinning,
+            "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "mlflow": mlflow.__version__,
+            "python": sys.version.split()[0], "request_log": "REQUEST_LOG=true, stdout to a regular file",
+            "context": str(prepared.context)}
+    markdown = render_markdown(summary, cold_median, rss, checks, meta, control_summary)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "serving.md").write_text(markdown)
+    (out / "serving.json").write_text(json.dumps({
+        "meta": meta, "summary": summary, "cold_start_s": cold, "cold_start_median_s": cold_median,
+        "rss_after_load": rss, "rss_after_ready": idle_rss,
+        "runs": {name: {key: [vars(r) for r in results] for key, results in by_load.items()}
+                 for name, by_load in runs.items()},
+        "control_ours_health_c1": {"summary": control_summary, "runs": [vars(r) for r in control]},
+        "request_log": {"lines": log_lines, "answered": answered},
+        "checks": [vars(c) for c in checks],
+    }, indent=2))
+    print("\n" + markdown, flush=True)
+    say(f"wrote {out / 'serving.md'} and {out / 'serving.json'} in {time.perf_counter() - started:.0f}s")
+    return 1 if args.strict and not all(c.passed for c in checks) else 0
+
+
+def _flatten(items: Iterable[Iterable]) -> list:
+    return [x for group in items for x in group]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,175 @@
+"""The benchmark's pure parts: request bodies, wrk output parsing, aggregation, targets and the report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import serving as bench
+from bench.serving import WrkResult
+
+EXAMPLE = [
+    {"sex": "male", "age": 43.0, "credit_limit": 100000.0, "flag": True},
+    {"sex": "female", "age": 29.0, "credit_limit": 50000.0, "flag": False},
+]
+
+WRK_OUTPUT = """Running 8s test @ http://127.0.0.1:57691/predict
+  1 threads and 8 connections
+  Latency Distribution
+     50%  397.00us
+     99%    4.82ms
+  16692 requests in 8.01s, 5.02MB read
+  Socket errors: connect 0, read 2, write 1, timeout 3
+  Non-2xx or 3xx responses: 7
+Requests/sec:   2083.03
+WRK_JSON {"requests":16692,"duration_us":8013338,"bytes":5265281,"connect":0,"read":2,"write":1,"status":7,\
+"timeout":3,"p50_us":397,"p90_us":1253,"p99_us":4820,"max_us":9293,"mean_us":697.0}
+"""
+
+
+def result(rps: float, p99_ms: float = 1.0, errors: int = 0, background: float = 0.0, p50_ms: float = 0.5) -> WrkResult:
+    return WrkResult(requests=int(rps * 8), seconds=8.0, rps=rps, p50_ms=p50_ms, p90_ms=p99_ms / 2, p99_ms=p99_ms,
+                     max_ms=p99_ms * 2, non_2xx=errors, socket_errors=0, server_cores=0.9, background_cores=background)
+
+
+def summary_with(single_ratio: float, batch_ratio: float, p99_ms: float = 1.0, errors: int = 0) -> dict:
+    runs: dict[str, dict[str, list[WrkResult]]] = {"ours": {}, "mlflow": {}}
+    for records, ratio in ((1, single_ratio), (100, batch_ratio)):
+        for connections in bench.CONCURRENCY:
+            key = bench.load_key(records, connections)
+            runs["mlflow"][key] = [result(50.0)]
+            runs["ours"][key] = [result(50.0 * ratio, p99_ms=p99_ms, errors=errors)]
+    return bench.summarize(runs)
+
+
+def test_make_records_cycles_the_example_and_nudges_only_numbers():
+    records = bench.make_records(EXAMPLE, 5, seed=3)
+    assert len(records) == 5
+    assert [r["sex"] for r in records] == ["male", "female", "male", "female", "male"]
+    assert [r["flag"] for r in records] == [True, False, True, False, True]  # booleans are not numbers here
+    for index, record in enumerate(records):
+        source = EXAMPLE[index % 2]
+        for name in ("age", "credit_limit"):
+            assert isinstance(record[name], float)
+            assert abs(record[name] - source[name]) <= 0.05 * source[name] + 0.05
+    assert records[0]["credit_limit"] != records[2]["credit_limit"]  # varied, not copies
+    assert bench.make_records(EXAMPLE, 5, seed=3) == records
+    assert bench.make_records(EXAMPLE, 5, seed=4) != records
+
+
+def test_make_records_needs_an_example():
+    with pytest.raises(ValueError, match="no input example"):
+        bench.make_records([], 1, seed=0)
+
+
+def test_parse_wrk_reads_the_json_summary():
+    parsed = bench.parse_wrk(WRK_OUTPUT)
+    assert parsed.requests == 16692
+    assert parsed.seconds == pytest.approx(8.013338)
+    assert parsed.rps == pytest.approx(16692 / 8.013338)
+    assert (parsed.p50_ms, parsed.p90_ms, parsed.p99_ms, parsed.max_ms) == (0.397, 1.253, 4.82, 9.293)
+    assert parsed.non_2xx == 7 and parsed.socket_errors == 6 and parsed.errors == 13
+
+
+def test_parse_wrk_takes_errors_from_the_text_report_when_it_says_more():
+    quiet_json = WRK_OUTPUT.replace('"read":2,"write":1,"status":7,', '"read":0,"write":0,"status":0,').replace(
+        '"timeout":3,', '"timeout":0,')
+    parsed = bench.parse_wrk(quiet_json)
+    assert (parsed.non_2xx, parsed.socket_errors) == (7, 6)
+
+
+def test_parse_wrk_without_the_summary_line_fails_loudly():
+    with pytest.raises(ValueError, match="WRK_JSON"):
+        bench.parse_wrk("Running 8s test @ http://127.0.0.1:1/\nRequests/sec: 10\n")
+
+
+def test_summarize_takes_medians_sums_errors_and_finds_the_quietest_round():
+    runs = {"ours": {"1rec_c1": [result(100, p99_ms=9.0, background=1.2), result(300, p99_ms=1.0, background=0.1),
+                                 result(200, p99_ms=5.0, errors=2, background=0.8)]}}
+    summary = bench.summarize(runs)["ours"]["1rec_c1"]
+    assert summary["rps"] == 200 and summary["p99_ms"] == 5.0
+    assert (summary["rps_min"], summary["rps_max"], summary["rounds"]) == (100, 300, 3)
+    assert summary["errors"] == 2
+    assert summary["quietest"] == {"rps": 300, "p50_ms": 0.5, "p99_ms": 1.0, "background_cores": 0.1}
+    assert summary["background_cores_max"] == 1.2
+
+
+def test_ratio():
+    assert bench.ratio(1000, 50) == 20
+    assert bench.ratio(1, 0) == float("inf")
+
+
+def test_targets_pass_at_their_limits():
+    checks = bench.check_targets(summary_with(20.0, 10.0, p99_ms=3.0), cold_start_s=1.5, rss_mb_per_worker=150,
+                                 total_errors=0)
+    assert [c.passed for c in checks] == [True] * 6
+    assert checks[0].measured == "c1 20.0x, c8 20.0x"
+
+
+def test_targets_fail_just_past_their_limits():
+    checks = bench.check_targets(summary_with(19.9, 9.9, p99_ms=3.01), cold_start_s=1.51, rss_mb_per_worker=151,
+                                 total_errors=1)
+    assert [c.passed for c in checks] == [False] * 6
+    assert "3.01 ms" in checks[2].measured
+
+
+def test_the_worst_concurrency_decides_a_ratio_target():
+    summary = summary_with(25.0, 12.0)
+    summary["ours"][bench.load_key(100, 8)]["rps"] = 50.0 * 9.0
+    checks = {c.name: c for c in bench.check_targets(summary, 0.5, 90, 0)}
+    assert checks["100-record throughput vs mlflow"].passed is False
+    assert checks["100-record throughput vs mlflow"].measured == "c1 12.0x, c8 9.0x"
+    assert checks["single-record throughput vs mlflow"].passed is True
+
+
+def test_render_markdown_has_every_load_the_ratios_and_the_verdicts():
+    summary = summary_with(30.0, 8.0)
+    checks = bench.check_targets(summary, 0.6, 97, 0)
+    rss = {"ours": {"worker_mb": 97.0, "tree_mb": 97.0, "processes": 1},
+           "mlflow": {"worker_mb": 280.0, "tree_mb": 520.0, "processes": 2}}
+    meta = {"model": "credit-default", "version": "1", "runtime": "onnx", "duration": 8.0, "rounds": 3, "launches": 3,
+            "pinning": "not pinned", "cpus": 2, "date": "2026-11-23"}
+    control = {"rps": 5000.0, "p50_ms": 0.15, "p99_ms": 0.4, "errors": 0}
+    markdown = bench.render_markdown(summary, {"ours": 0.6, "mlflow": 6.0}, rss, checks, meta, control)
+    rows = [line for line in markdown.splitlines() if line.startswith("| 1") and "conn" in line]
+    assert len(rows) == 4
+    assert rows[0].startswith("| 1 record, 1 conn | 1,500 | 50 | **30.0x** |")
+    assert "| 100 records, 8 conn | 400 | 50 | **8.0x** |" in markdown
+    assert "| control: ours `GET /health`, 1 conn | 5,000 |" in markdown
+    assert "| 0.60 s | 6.00 s |" in markdown and "| 97 MB | 280 MB |" in markdown
+    assert "| 100-record throughput vs mlflow | >= 10x | c1 8.0x, c8 8.0x | **FAIL** |" in markdown
+    assert "| single-record throughput vs mlflow | >= 20x | c1 30.0x, c8 30.0x | PASS |" in markdown
+
+
+def test_lua_script_posts_each_body_or_sends_one_bodiless_request():
+    post = bench.lua_script("/invocations", Path("/tmp/x.bodies"))
+    assert 'io.lines("/tmp/x.bodies")' in post
+    assert 'wrk.format("POST", "/invocations",' in post and '"application/json"' in post
+    assert bench.WRK_MARKER in post and "latency:percentile(99)" in post
+    get = bench.lua_script("/health", None, "GET")
+    assert 'requests[1] = wrk.format("GET", "/health")' in get and "io.lines" not in get
+
+
+@pytest.mark.parametrize(("envelope", "status", "payload", "count", "ok"), [
+    ("records", 200, {"predictions": [{"probability": 0.2, "label": 0}, {"probability": 0.9, "label": 1}]}, 2, True),
+    ("records", 200, {"predictions": [{"probability": 0.2, "label": 0}]}, 2, False),
+    ("records", 200, {"predictions": [{"probability": 1.5, "label": 1}]}, 1, False),
+    ("records", 503, {"error": "not ready"}, 1, False),
+    ("dataframe_records", 200, {"predictions": [[0.8, 0.2], [0.1, 0.9]]}, 2, True),
+    ("dataframe_records", 200, {"predictions": [[0.8, 0.2]]}, 2, False),
+    ("dataframe_records", 200, {"something": "else"}, 1, False),
+])
+def test_check_response_wants_a_200_with_one_probability_per_record(envelope, status, payload, count, ok):
+    server = bench.Server("x", "/ready", "/predict", envelope, launcher=None, log=Path("/dev/null"), cpus=None)
+    problem = bench.check_response(server, status, json.dumps(payload).encode(), count)
+    assert (problem is None) == ok
+    if status != 200:
+        assert problem.startswith(f"status {status}")
+
+
+def test_server_body_uses_its_envelope():
+    server = bench.Server("mlflow", "/ping", "/invocations", "dataframe_records", launcher=None, log=Path("/dev/null"),
+                          cpus=None)
+    assert json.loads(server.body(EXAMPLE[:1])) == {"dataframe_records": EXAMPLE[:1]}
