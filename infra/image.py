@@ -58,16 +58,26 @@ def bootstrap_message(model: ModelSettings) -> str:
 def resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str], None] = pulumi.log.info) -> Resolution:
     """Alias -> version -> assembled build context; a missing model or alias is the bootstrap case."""
     import mlflow  # imported here: its import costs ~1 s and only this step needs it
-    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    from serving.context import assemble_build_context, resolve_model
-
-    # assemble_build_context downloads through the global URIs, so set them, not only the client's.
+    # assemble_build_context downloads through the global URIs, so set them (not only the client's)
+    # for this step, and put back what the caller had.
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(model.tracking_uri)
     if model.registry_uri:
         mlflow.set_registry_uri(model.registry_uri)
-    client = MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri)
+    try:
+        return _resolve(model, image, progress, MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri))
+    finally:
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
+
+
+def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str], None], client) -> Resolution:
+    from mlflow.exceptions import MlflowException
+
+    from serving.context import assemble_build_context, resolve_model
+
     try:
         resolved = resolve_model(model.uri, client)
     except MlflowException as error:

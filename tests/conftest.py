@@ -33,7 +33,7 @@ def registry(tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def context(registry, tmp_path_factory) -> BuildContext:
     """A build context (no wheelhouse) for the registry's champion."""
-    mlflow.set_tracking_uri(registry["tracking_uri"])
+    use_registry(registry)
     out = tmp_path_factory.mktemp("context") / "ctx"
     return assemble_build_context(f"models:/{registry['model_name']}@champion", out, wheelhouse=False)
 
@@ -42,7 +42,13 @@ def context(registry, tmp_path_factory) -> BuildContext:
 def _tracking_uri(request) -> None:
     """Tests that use the registry see it as the current tracking store."""
     if "registry" in request.fixturenames:
-        mlflow.set_tracking_uri(request.getfixturevalue("registry")["tracking_uri"])
+        use_registry(request.getfixturevalue("registry"))
+
+
+def use_registry(registry: dict) -> None:
+    """Point both global URIs at the test registry (other tests may have moved either)."""
+    mlflow.set_tracking_uri(registry["tracking_uri"])
+    mlflow.set_registry_uri(registry["tracking_uri"])
 
 
 def model_dir(context: BuildContext) -> Path:

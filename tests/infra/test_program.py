@@ -172,7 +172,7 @@ def test_databricks_job_runs_training_then_gate(evaluate):
     assert train["sparkPythonTask"]["pythonFile"] == "/Shared/mlops/prod/run_module.py"
     cluster = job.inputs["jobClusters"][0]["newCluster"]
     assert (cluster["nodeTypeId"], cluster["numWorkers"]) == ("Standard_DS4_v2", 2)
-    assert job.inputs["schedule"]["quartzCronExpression"] == "0 0 2 ? * MON"
+    assert "schedule" not in job.inputs  # prod never retrains on a schedule
     assert job.inputs["emailNotifications"]["onFailures"] == ["ml-platform-oncall@example.com"]
     assert job.inputs["timeoutSeconds"] == 7200
     files = {f.inputs["path"] for f in prod.of_type("databricks:index/workspaceFile:WorkspaceFile")}
