@@ -22,22 +22,6 @@ if [ "${#missing[@]}" -eq 0 ]; then
     exit 0
 fi
 
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1; then
-        SUDO="sudo"
-    else
-        echo "missing ${missing[*]}, and installing them needs root (apt-get install ${PACKAGES[*]})" >&2
-        exit 1
-    fi
-fi
-if ! command -v apt-get >/dev/null 2>&1; then
-    echo "missing ${missing[*]}, and there is no apt-get here: install ${PACKAGES[*]} with your package manager" >&2
-    exit 1
-fi
-
-echo "installing container tools with apt-get (missing: ${missing[*]})"
-$SUDO apt-get update -qq
 # With recommends: podman's (conmon, catatonit, containers-common config) are what it runs with here.
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${PACKAGES[@]}" >/dev/null
+bash "$(dirname "$0")/apt_install.sh" "make image-test" "${PACKAGES[@]}"
 echo "container tools: $(buildah --version | cut -d' ' -f1-3), $(podman --version), $(skopeo --version | cut -d' ' -f1-3)"
