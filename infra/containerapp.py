@@ -34,7 +34,7 @@ class ContainerAppArgs:
     log_analytics_workspace_name: pulumi.Input[str]
     log_analytics_customer_id: pulumi.Input[str]
     image: pulumi.Input[str]             # repo digest: <server>/<repo>@sha256:...
-    model_version: str
+    model_version: pulumi.Input[str]   # known at deploy time when prod promotes staging's version
     registry_server: pulumi.Input[str]
     pull_identity_id: pulumi.Input[str]  # user-assigned identity holding AcrPull
     acr_pull_role_assignment: pulumi.Resource
@@ -95,7 +95,7 @@ class ContainerAppService(pulumi.ComponentResource):
                 # Pull by identity: no password, no secret in the app.
                 registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)]),
             template=app.TemplateArgs(
-                revision_suffix=image.apply(lambda ref: revision_suffix(args.model_version, ref)),
+                revision_suffix=pulumi.Output.all(args.model_version, image).apply(lambda v: revision_suffix(*v)),
                 containers=[app.ContainerArgs(
                     name=CONTAINER_NAME, image=image, probes=probes(args.serving.port),
                     resources=app.ContainerResourcesArgs(cpu=s.cpu, memory=f"{s.memory_gi:g}Gi"),

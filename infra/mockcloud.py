@@ -109,12 +109,21 @@ def _digest(*parts: str) -> str:
     return hashlib.sha256("/".join(parts).encode()).hexdigest()
 
 
-class CloudMocks(pulumi.runtime.Mocks):
-    """Realistic outputs per resource type: ARM ids, login servers, principal ids, digests, URLs."""
+STACK_REFERENCE = "pulumi:pulumi:StackReference"
+IMAGE_IMPORT = "pulumi-python:dynamic/mlops:ImageImport"
+MODEL_PROMOTION = "pulumi-python:dynamic/mlops:ModelPromotion"
 
-    def __init__(self) -> None:
+
+class CloudMocks(pulumi.runtime.Mocks):
+    """Realistic outputs per resource type: ARM ids, login servers, principal ids, digests, URLs.
+
+    `stack_outputs` maps a referenced stack's name (as the program passes it to StackReference) to its
+    outputs; a stack not in it reads as one with no outputs, like a stack that was never deployed."""
+
+    def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.resources: list[Captured] = []
         self.calls: list[tuple[str, dict]] = []
+        self.stack_outputs = {name: dict(outputs) for name, outputs in (stack_outputs or {}).items()}
 
     def arm_id(self, provider: str, kind: str, name: str, group: str = "rg-mock") -> str:
         return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{provider}/{kind}/{name}"
@@ -130,6 +139,16 @@ class CloudMocks(pulumi.runtime.Mocks):
 
     def _outputs(self, typ: str, name: str, inputs: dict) -> dict:
         group = inputs.get("resourceGroupName", "rg-mock")
+        if typ == STACK_REFERENCE:  # read, not created: its state is the referenced stack's outputs
+            stack = inputs.get("name", name)
+            return {"id": stack, "name": stack, "outputs": copy.deepcopy(self.stack_outputs.get(stack, {})),
+                    "secretOutputNames": []}
+        if typ == IMAGE_IMPORT:
+            return {"id": inputs.get("image_ref", name)}
+        if typ == MODEL_PROMOTION:  # the first version of the model in the target registry
+            return {"id": f"{inputs.get('target_model')}/1", "version": "1",
+                    "content_sha256": _digest(str(inputs.get("source_model")), str(inputs.get("source_version"))),
+                    "reused": False}
         if typ == "azure-native:resources:ResourceGroup":
             rg = inputs.get("resourceGroupName", name)
             return {"id": f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{rg}", "name": rg}
@@ -256,16 +275,39 @@ class Evaluation:
         return [r for r in self.resources if r.custom and not r.typ.startswith("pulumi:providers:")]
 
 
+def source_outputs(values: Mapping[str, Any], overrides: Mapping[str, Any], env: Mapping[str, str] | None,
+                   acr_token: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+    """A promotion target's StackReference, answered by evaluating the source stack of this project under
+    mocks with the same overrides (minus promotion.*): prod then imports what staging's mocks exported."""
+    source = (values.get("promotion") or {}).get("sourceStack")
+    if not source or source.rsplit("/", 1)[-1] not in stacks():
+        return {}
+    own = {k: v for k, v in overrides.items() if not k.startswith("promotion.") and k != "promotion"}
+    key = json.dumps([source, own, dict(env or {})], sort_keys=True, default=str)
+    if key not in _SOURCE_OUTPUTS:
+        _SOURCE_OUTPUTS[key] = evaluate(source.rsplit("/", 1)[-1], own, env=env, acr_token=acr_token).outputs
+    return {source: copy.deepcopy(_SOURCE_OUTPUTS[key])}
+
+
+_SOURCE_OUTPUTS: dict[str, dict[str, Any]] = {}
+
+
 def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
-             acr_token: Callable[[str], str] = lambda server: FAKE_ACR_TOKEN) -> Evaluation:
-    """Run infra.program.run() for `stack` (its real Pulumi.<stack>.yaml plus overrides) under fresh mocks."""
+             acr_token: Callable[[str], str] = lambda server: FAKE_ACR_TOKEN,
+             stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> Evaluation:
+    """Run infra.program.run() for `stack` (its real Pulumi.<stack>.yaml plus overrides) under fresh mocks.
+
+    `stack_outputs`: what StackReferences read ({stack name: outputs}); by default a promotion target's
+    source stack is evaluated first (see `source_outputs`)."""
     from infra import program
 
     project = project_name()
     values = apply_overrides(stack_values(stack), overrides or {})
+    if stack_outputs is None:
+        stack_outputs = source_outputs(values, overrides or {}, env, acr_token)
     started = time.perf_counter()
     pulumi.runtime.set_all_config(to_pulumi_config(project, values))
-    cloud = CloudMocks()
+    cloud = CloudMocks(stack_outputs)
     pulumi.runtime.settings.reset_options(project=project, stack=stack, preview=False)
     pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=CapturingMonitor(cloud))
     outputs: dict[str, Any] = {}

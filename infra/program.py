@@ -13,6 +13,7 @@ from infra import acr_auth, kql, settings
 from infra.databricks import Databricks, DatabricksArgs
 from infra.image import ImageArgs, ScoringImage, git_sha, resolve
 from infra.observability import Observability, ObservabilityArgs
+from infra.promotion import Promotion, PromotionArgs, ServingDatabricks
 from infra.registry import Registry, RegistryArgs
 from infra.settings import StackSettings
 
@@ -22,14 +23,15 @@ CONTAINER_NAME = "scoring"
 def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     s = settings.load(env)
     group = resources.ResourceGroup("resource-group", resource_group_name=s.name("rg"), location=s.location, tags=s.tags)
-    resolution = resolve(s.model, s.image)
+    promoting = s.promotion.enabled  # a promotion target (prod) neither resolves nor builds: it imports
+    resolution = None if promoting else resolve(s.model, s.image)
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, name=s.name("log"), settings=s.observability,
-        log_source=log_source(s), serving_deployed=resolution.model is not None, tags=s.tags))
+        log_source=log_source(s), serving_deployed=promoting or resolution.model is not None, tags=s.tags))
     registry = Registry("registry", RegistryArgs(
         resource_group_name=group.name, location=s.location, identity_name=s.name("id-pull"), settings=s.registry,
         log_analytics_workspace_id=observability.workspace_id, tags=s.tags))
-    databricks = Databricks("databricks", DatabricksArgs(
+    databricks = (ServingDatabricks if promoting else Databricks)("databricks", DatabricksArgs(
         resource_group_name=group.name, resource_group_id=group.id, location=s.location, workspace_name=s.name("dbw"),
         settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags))
 
@@ -37,18 +39,35 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,
         "registry_login_server": registry.login_server, "model_uri": s.model.uri, "model_name": s.model.full_name,
         "databricks_workspace_url": databricks.workspace_url, "databricks_job_id": databricks.job_id,
-        "log_analytics_workspace_id": observability.workspace_id,
+        "log_analytics_workspace_id": observability.workspace_id, "registry_id": registry.registry.id,
     }
+    if resolution is None:
+        return {**outputs, **promoted(s, group, observability, registry, databricks)}
     if resolution.model is None:
         pulumi.log.warn(resolution.bootstrap_message)
         return {**outputs, "endpoint_url": "", "image_ref": "", "model_version": "", "model_run_id": "",
-                "bootstrap": resolution.bootstrap_message}
+                "bootstrap": resolution.bootstrap_message, "promoted_from": ""}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, git_sha=git_sha(s.env), token=acr_token))
     endpoint = serve(s, image.repo_digest, resolution.model.version, group, observability, registry)
     return {**outputs, "endpoint_url": endpoint, "image_ref": image.repo_digest, "model_version": resolution.model.version,
-            "model_run_id": resolution.model.run_id, "bootstrap": ""}
+            "model_run_id": resolution.model.run_id, "bootstrap": "", "promoted_from": ""}
+
+
+def promoted(s: StackSettings, group: resources.ResourceGroup, observability: Observability, registry: Registry,
+             databricks: Databricks) -> dict[str, Any]:
+    """The promotion target's workload: the source stack's digest, imported; its model version, registered here."""
+    promotion = Promotion("promotion", PromotionArgs(
+        settings=s.promotion, model=s.model, image=s.image, experiment=s.databricks.experiment,
+        registry_id=registry.registry.id, login_server=registry.login_server,
+        registered_model=databricks.registered_model))
+    # Revision names carry the version where it is known while the program runs (a pinned rollback).
+    endpoint = serve(s, promotion.deployable_image, promotion.model_version, group, observability, registry)
+    return {"endpoint_url": endpoint, "image_ref": promotion.image_ref, "image_digest": promotion.digest,
+            "model_name": promotion.model_name, "model_version": promotion.model_version,
+            "model_run_id": promotion.model_run_id, "registry_model_version": promotion.registry_model_version,
+            "source_image_ref": promotion.source_image_ref, "promoted_from": s.promotion.source_stack, "bootstrap": ""}
 
 
 def log_source(s: StackSettings) -> kql.LogSource:
@@ -62,7 +81,7 @@ def container_env(s: StackSettings) -> dict[str, str]:
             "MAX_RECORDS": str(s.serving.max_records), "REQUEST_LOG": "true", "MLOPS_ENVIRONMENT": s.environment}
 
 
-def serve(s: StackSettings, image: pulumi.Output[str], model_version: str, group: resources.ResourceGroup,
+def serve(s: StackSettings, image: pulumi.Output[str], model_version: pulumi.Input[str], group: resources.ResourceGroup,
           observability: Observability, registry: Registry) -> pulumi.Output[str]:
     """The serving workload on the configured target; each target's SDK is imported only when used."""
     if s.serving.target == "aks":

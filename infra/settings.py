@@ -90,6 +90,14 @@ KEYS: dict[str, tuple[str, str]] = {
     "serving.aks.memoryRequest": ("container memory request", "512Mi"),
     "serving.aks.memoryLimit": ("container memory limit", "1Gi"),
     "serving.aks.targetCpuPercent": ("HPA target CPU utilisation, 10..95", "70"),
+    "promotion.sourceStack": ("stack (org/project/stack) whose tested image digest and model version this stack deploys; "
+                              "set = this stack never builds or trains", "none"),
+    "promotion.sourceTrackingUri": ("MLflow tracking URI the source model version is read from", "model.trackingUri"),
+    "promotion.sourceRegistryUri": ("MLflow registry URI the source model version is read from", "model.registryUri"),
+    "promotion.pinnedDigest": ("rollback: deploy this digest (sha256:...) from this stack's registry instead of the "
+                               "source's current image", "none"),
+    "promotion.pinnedModelVersion": ("rollback: the source model version the pinned digest serves (set with pinnedDigest)",
+                                     "none"),
 }
 
 TARGETS = ("containerapps", "aks")
@@ -325,6 +333,24 @@ class ServingSettings:
 
 
 @dataclass(frozen=True)
+class PromotionSettings:
+    """Where a promotion target (prod) takes its artifact from; `source_stack` None = this stack builds itself."""
+    source_stack: str | None
+    source_tracking_uri: str | None
+    source_registry_uri: str | None
+    pinned_digest: str | None
+    pinned_model_version: str | None
+
+    @property
+    def enabled(self) -> bool:
+        return self.source_stack is not None
+
+    @property
+    def pinned(self) -> bool:
+        return self.pinned_digest is not None
+
+
+@dataclass(frozen=True)
 class StackSettings:
     project: str
     stack: str
@@ -336,6 +362,7 @@ class StackSettings:
     model: ModelSettings
     image: ImageSettings
     serving: ServingSettings
+    promotion: PromotionSettings
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -351,7 +378,7 @@ class StackSettings:
         return f"{kind}-credit-{self.environment}"
 
 
-TOP_LEVEL_OBJECTS = ("observability", "registry", "databricks", "model", "image", "serving")
+TOP_LEVEL_OBJECTS = ("observability", "registry", "databricks", "model", "image", "serving", "promotion")
 TOP_LEVEL_SCALARS = ("environment", "location", "costCentre", "tags")
 QUANTITY = r"\d+(\.\d+)?(m|Mi|Gi|Ki)?"
 
@@ -377,6 +404,7 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
         raise ConfigError(f"{project}:tags must be a map of strings, got {extra!r}")
     tagging = Tagging(project, environment, top.string("costCentre"), tuple(sorted(extra.items())))
     databricks = _databricks(top.child("databricks"), environment)
+    model = _model(top.child("model"), databricks, env)
     settings = StackSettings(
         project=project, stack=stack,
         location=top.string("location", pattern=r"[a-z0-9]+", hint="an Azure region name such as westeurope"),
@@ -384,9 +412,10 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
         observability=_observability(top.child("observability")),
         registry=_registry(top.child("registry")),
         databricks=databricks,
-        model=_model(top.child("model"), databricks, env),
+        model=model,
         image=_image(top.child("image"), stack),
         serving=_serving(top.child("serving")),
+        promotion=_promotion(top.child("promotion"), model),
         env=dict(env),
     )
     return settings
@@ -471,6 +500,28 @@ def _model(r: _Reader, databricks: DatabricksSettings, env: Mapping[str, str]) -
         registry_uri=r.string("registryUri", default_registry),
         allow_bootstrap=r.boolean("allowBootstrap", True),
     )
+    r.done()
+    return result
+
+
+def _promotion(r: _Reader, model: ModelSettings) -> PromotionSettings:
+    version = r.values.get("pinnedModelVersion")
+    if isinstance(version, int) and not isinstance(version, bool):  # YAML `3` is as good as "3"
+        r.values["pinnedModelVersion"] = str(version)
+    result = PromotionSettings(
+        source_stack=r.string("sourceStack", None, pattern=r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}",
+                              hint="a stack name, fully qualified as <organization>/<project>/<stack>"),
+        # One Unity Catalog metastore usually holds both stacks' models: read the source where this stack registers.
+        source_tracking_uri=r.string("sourceTrackingUri", model.tracking_uri),
+        source_registry_uri=r.string("sourceRegistryUri", model.registry_uri),
+        pinned_digest=r.string("pinnedDigest", None, pattern=r"sha256:[0-9a-f]{64}", hint="sha256:<64 hex digits>"),
+        pinned_model_version=r.string("pinnedModelVersion", None, pattern=r"[1-9][0-9]*", hint="a model version number"),
+    )
+    if (result.pinned_digest is None) != (result.pinned_model_version is None):
+        raise ConfigError(f"{r._key('pinnedDigest')} and {r._key('pinnedModelVersion')} go together: a rollback names "
+                          "the image and the model version it serves")
+    if result.pinned and not result.enabled:
+        raise ConfigError(f"{r._key('pinnedDigest')} needs {r._key('sourceStack')}: only a promotion target can pin")
     r.done()
     return result
 

@@ -15,9 +15,13 @@ OUTPUTS = ("endpoint_url", "image_ref", "model_name", "model_version", "model_ru
            "databricks_job_id", "log_analytics_workspace_id", "bootstrap")
 
 
+# prod is a promotion target (tests/infra/test_promotion.py); here it runs the build path at prod's sizes.
+BUILDS = {"promotion": mockcloud.DELETE}
+
+
 @pytest.fixture(scope="module", params=STACKS)
 def stack(request, evaluate) -> mockcloud.Evaluation:
-    return evaluate(request.param)
+    return evaluate(request.param, BUILDS if request.param == "prod" else None)
 
 
 @pytest.fixture(scope="module")
@@ -159,7 +163,7 @@ def test_observability_alerts_and_queries(evaluate):
 
 
 def test_databricks_job_runs_training_then_gate(evaluate):
-    prod = evaluate("prod")
+    prod = evaluate("prod", BUILDS)
     job = prod.one("databricks:index/job:Job")
     train, gate = job.inputs["tasks"]
     assert (train["taskKey"], gate["taskKey"]) == ("train", "gate")
@@ -239,7 +243,7 @@ def test_bootstrap_without_a_version(evaluate, empty_registry):
 
 def test_prod_refuses_to_bootstrap(evaluate, empty_registry):
     with pytest.raises(RuntimeError, match="allowBootstrap is false"):
-        evaluate("prod", {"model.trackingUri": empty_registry, "model.registryUri": empty_registry})
+        evaluate("prod", {**BUILDS, "model.trackingUri": empty_registry, "model.registryUri": empty_registry})
 
 
 def test_bad_config_fails_the_program_with_the_key(evaluate):

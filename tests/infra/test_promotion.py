@@ -1,0 +1,243 @@
+"""Promotion under Pulumi's mocks: prod deploys the digest its (mocked) staging StackReference exported,
+never builds or trains, rolls back to a pinned artifact, and fails clearly when staging has no image.
+The two cloud steps run for real against local stand-ins: two sqlite MLflow registries, a fake ARM."""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import ClassVar
+
+import pytest
+from pulumi.dynamic.dynamic import serialize_provider
+
+from infra import mockcloud, promote
+from infra.promote import PromotionError
+from infra.promotion import ImageImportProvider, ModelPromotionProvider
+from infra.settings import ConfigError
+
+STAGING = "organization/mlops-credit-default/staging"
+DIGEST = "sha256:" + "ab" * 32
+OLD_DIGEST = "sha256:" + "0f" * 32
+STAGING_ACR = f"/subscriptions/{mockcloud.SUBSCRIPTION}/resourceGroups/rg-credit-staging/providers/" \
+              "Microsoft.ContainerRegistry/registries/crcreditdefaultstg"
+APP = "azure-native:app:ContainerApp"
+
+
+def staging_outputs(**changes) -> dict:
+    outputs = {"image_ref": f"crcreditdefaultstg.azurecr.io/credit-default-scoring@{DIGEST}",
+               "model_name": "staging.credit.credit_default", "model_version": "7", "model_run_id": "run-of-v7",
+               "registry_id": STAGING_ACR, "databricks_workspace_url": "https://adb-111.1.azuredatabricks.net",
+               "bootstrap": "", "endpoint_url": "https://ca-credit-staging.example"}
+    return {**outputs, **changes}
+
+
+@pytest.fixture(scope="module")
+def prod(base_overrides):
+    """prod against a mocked staging (digest, version 7, run id) instead of staging's own evaluation."""
+    def run(outputs: dict | None = None, **overrides) -> mockcloud.Evaluation:
+        merged = {**base_overrides("prod"), **overrides}
+        return mockcloud.evaluate("prod", merged, env={}, stack_outputs={STAGING: staging_outputs() if outputs is None
+                                                                         else outputs})
+    return run
+
+
+@pytest.fixture(scope="module")
+def promoted(prod) -> mockcloud.Evaluation:
+    return prod()
+
+
+def test_prod_deploys_exactly_the_digest_staging_exported(promoted):
+    acr = promoted.one("azure-native:containerregistry:Registry")
+    expected = f"{acr.outputs['loginServer']}/credit-default-scoring@{DIGEST}"
+    container = promoted.one(APP).inputs["template"]["containers"][0]
+    assert container["image"] == expected
+    assert promoted.outputs["image_ref"] == expected and promoted.outputs["image_digest"] == DIGEST
+    assert promoted.outputs["source_image_ref"] == staging_outputs()["image_ref"]
+    assert promoted.outputs["promoted_from"] == STAGING
+    assert promoted.outputs["model_version"] == "7" and promoted.outputs["model_run_id"] == "run-of-v7"
+    assert promoted.outputs["model_name"] == "prod.credit.credit_default"
+
+
+def test_prod_imports_by_digest_server_side(promoted):
+    copy = promoted.one(mockcloud.IMAGE_IMPORT)
+    acr = promoted.one("azure-native:containerregistry:Registry")
+    assert copy.inputs["source_registry_id"] == STAGING_ACR and copy.inputs["target_registry_id"] == acr.id
+    assert copy.inputs["source_image"] == f"credit-default-scoring@{DIGEST}"
+    assert copy.inputs["target_tags"] == [f"credit-default-scoring:v7-{DIGEST[7:19]}"]
+
+
+def test_prod_never_builds_and_never_trains(promoted):
+    types = {r.typ for r in promoted.resources}
+    assert "docker:index/image:Image" not in types
+    assert "databricks:index/job:Job" not in types and "databricks:index/workspaceFile:WorkspaceFile" not in types
+    # kept: the workspace, the experiment (promotion runs) and the registered model the copy goes into
+    assert {"azure-native:databricks:Workspace", "databricks:index/mlflowExperiment:MlflowExperiment",
+            "databricks:index/registeredModel:RegisteredModel"} <= types
+    assert promoted.outputs["databricks_job_id"] == ""
+
+
+def test_prod_registers_the_same_version_with_lineage_before_serving(promoted):
+    registration = promoted.one(mockcloud.MODEL_PROMOTION)
+    assert {k: registration.inputs[k] for k in ("source_model", "source_version", "source_run_id", "source_workspace",
+                                                "target_model", "alias", "image_digest")} == {
+        "source_model": "staging.credit.credit_default", "source_version": "7", "source_run_id": "run-of-v7",
+        "source_workspace": "https://adb-111.1.azuredatabricks.net", "target_model": "prod.credit.credit_default",
+        "alias": "champion", "image_digest": DIGEST}
+    assert registration.inputs["experiment"] == "/Shared/credit-default-prod"
+    copy, app = promoted.one(mockcloud.IMAGE_IMPORT), promoted.one(APP)
+    assert copy.urn in registration.dependencies
+    assert registration.urn in app.dependencies and copy.urn in app.dependencies
+    model = promoted.one("databricks:index/registeredModel:RegisteredModel")
+    assert model.urn in registration.dependencies
+    assert promoted.outputs["registry_model_version"] == "1"
+
+
+def test_prod_follows_the_real_staging_evaluation(evaluate):
+    """Without mocked outputs, the mock layer evaluates staging first: prod serves staging's own digest."""
+    staging, prod = evaluate("staging"), evaluate("prod")
+    assert "@sha256:" in staging.outputs["image_ref"]
+    assert prod.outputs["image_digest"] == staging.outputs["image_ref"].split("@", 1)[1]
+    assert prod.outputs["model_version"] == staging.outputs["model_version"]
+    suffix = prod.one(APP).inputs["template"]["revisionSuffix"]
+    assert suffix == f"v{staging.outputs['model_version']}-{prod.outputs['image_digest'][7:15]}"
+
+
+def test_pinned_rollback_deploys_the_pinned_artifact(prod):
+    ev = prod(**{"promotion.pinnedDigest": OLD_DIGEST, "promotion.pinnedModelVersion": 5})
+    acr = ev.one("azure-native:containerregistry:Registry")
+    app = ev.one(APP)
+    assert app.inputs["template"]["containers"][0]["image"] == f"{acr.outputs['loginServer']}/credit-default-scoring@{OLD_DIGEST}"
+    assert app.inputs["template"]["revisionSuffix"] == f"v5-{OLD_DIGEST[7:15]}"
+    assert ev.outputs["image_digest"] == OLD_DIGEST and ev.outputs["model_version"] == "5"
+    assert not ev.of_type(mockcloud.IMAGE_IMPORT), "a rollback deploys what prod already holds"
+    registration = ev.one(mockcloud.MODEL_PROMOTION)
+    assert registration.inputs["source_version"] == "5" and registration.inputs["image_digest"] == OLD_DIGEST
+
+
+def test_pinned_rollback_works_while_staging_is_in_bootstrap(prod):
+    outputs = staging_outputs(image_ref="", bootstrap="BOOTSTRAP: no version yet")
+    ev = prod(outputs, **{"promotion.pinnedDigest": OLD_DIGEST, "promotion.pinnedModelVersion": "5"})
+    assert ev.outputs["image_digest"] == OLD_DIGEST
+
+
+def test_staging_without_an_image_fails_prod_clearly(prod):
+    outputs = staging_outputs(image_ref="", model_version="", model_run_id="",
+                              bootstrap="BOOTSTRAP: models:/staging.credit.credit_default@champion has no registered version")
+    with pytest.raises(PromotionError, match=rf"source stack {STAGING} has no image to promote.*bootstrap"):
+        prod(outputs)
+
+
+def test_a_never_deployed_or_outdated_staging_fails_naming_what_is_missing(prod):
+    with pytest.raises(PromotionError, match=rf"{STAGING} has no image"):
+        prod({})
+    with pytest.raises(PromotionError, match=r"lacks the output.*registry_id"):
+        prod({k: v for k, v in staging_outputs().items() if k != "registry_id"})
+    with pytest.raises(PromotionError, match="not an image reference by digest"):
+        prod(staging_outputs(image_ref="crcreditdefaultstg.azurecr.io/credit-default-scoring:latest"))
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"promotion.pinnedDigest": OLD_DIGEST}, "go together"),
+    ({"promotion.pinnedDigest": "sha256:abc", "promotion.pinnedModelVersion": 1}, "sha256:<64 hex digits>"),
+    ({"promotion.sourceStack": mockcloud.DELETE, "promotion.pinnedDigest": OLD_DIGEST,
+      "promotion.pinnedModelVersion": 1}, "only a promotion target can pin"),
+])
+def test_promotion_config_is_validated(prod, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        prod(**overrides)
+
+
+# ---- the dynamic providers' real work, against local stand-ins ----
+
+def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tmp_path):
+    prod_uri = f"sqlite:///{tmp_path / 'prod.db'}"
+    props = {"source_tracking_uri": registry["tracking_uri"], "source_registry_uri": "",
+             "source_model": registry["model_name"], "source_version": registry["version"], "source_workspace": "staging-ws",
+             "source_run_id": registry["summary"]["run_id"], "target_tracking_uri": prod_uri, "target_registry_uri": "",
+             "target_model": "credit-default-prod", "alias": "champion", "experiment": "promotions",
+             "image_digest": DIGEST}
+    provider = ModelPromotionProvider()
+    created = provider.create(dict(props))
+    assert created.outs["version"] == "1" and created.outs["reused"] is False
+    client = promote.Registry(prod_uri).client()
+    copy = client.get_model_version_by_alias("credit-default-prod", "champion")
+    assert copy.tags["source_run_id"] == registry["summary"]["run_id"] and copy.tags["image_digest"] == DIGEST
+    again = provider.update(created.id, created.outs, dict(props))
+    assert again.outs["version"] == "1" and again.outs["reused"] is True, "re-running must not copy twice"
+    with pytest.raises(PromotionError, match="outputs are stale"):
+        provider.create({**props, "source_run_id": "some-other-run"})
+
+
+class FakeArm(BaseHTTPRequestHandler):
+    """ARM's importImage: 202 + Azure-AsyncOperation, then the operation's status."""
+    requests: ClassVar[list[tuple[str, str, dict | None]]] = []
+    outcome: ClassVar[str] = "Succeeded"
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeArm.requests.append(("POST", self.path, body))
+        self.send_response(202)
+        self.send_header("Azure-AsyncOperation", f"http://127.0.0.1:{self.server.server_port}/operations/1")
+        self.end_headers()
+
+    def do_GET(self):
+        FakeArm.requests.append(("GET", self.path, None))
+        payload = json.dumps({"status": FakeArm.outcome, "error": {"message": "source manifest unknown"}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def arm():
+    FakeArm.requests, FakeArm.outcome = [], "Succeeded"
+    server = HTTPServer(("127.0.0.1", 0), FakeArm)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_import_image_calls_acr_import_and_waits(arm):
+    target = STAGING_ACR.replace("crcreditdefaultstg", "crcreditdefaultprod")
+    promote.import_image(target, STAGING_ACR, f"credit-default-scoring@{DIGEST}", ["credit-default-scoring:v7"],
+                         token=lambda: "entra-token", endpoint=arm, poll_s=0.01)
+    method, path, body = FakeArm.requests[0]
+    assert (method, path) == ("POST", f"{target}/importImage?api-version={promote.ACR_API_VERSION}")
+    assert body == {"source": {"resourceId": STAGING_ACR, "sourceImage": f"credit-default-scoring@{DIGEST}"},
+                    "targetTags": ["credit-default-scoring:v7"], "mode": "Force"}
+    assert FakeArm.requests[-1][:2] == ("GET", "/operations/1")
+
+
+def test_import_image_failure_is_an_error(arm):
+    FakeArm.outcome = "Failed"
+    with pytest.raises(PromotionError, match=r"operation Failed.*source manifest unknown"):
+        promote.import_image(STAGING_ACR, STAGING_ACR, f"r@{DIGEST}", ["r:v1"], token=lambda: "t", endpoint=arm, poll_s=0.01)
+
+
+def test_image_import_diff_replaces_on_a_new_digest():
+    olds = {"target_registry_id": "a", "source_registry_id": "b", "source_image": f"r@{OLD_DIGEST}", "target_tags": ["r:v1"]}
+    diff = ImageImportProvider().diff("id", olds, {**olds, "source_image": f"r@{DIGEST}"})
+    assert diff.changes and diff.replaces == ["source_image"]
+    assert not ImageImportProvider().diff("id", olds, dict(olds)).changes
+
+
+@pytest.mark.parametrize("provider", [ImageImportProvider(), ModelPromotionProvider()])
+def test_providers_load_in_a_fresh_process(provider):
+    """The dynamic provider host unpickles the provider in another process started in the project root."""
+    serialized = serialize_provider(provider)
+    code = ("import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
+            "print(type(p).__module__, type(p).__name__)")
+    result = subprocess.run([sys.executable, "-c", code], input=serialized, capture_output=True, text=True,
+                            cwd=mockcloud.ROOT, timeout=120, check=True)
+    assert result.stdout.split() == ["infra.promotion", type(provider).__name__]
+    assert base64.b64decode(serialized)

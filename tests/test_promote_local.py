@@ -1,0 +1,75 @@
+"""`make promote-local`: a version of the session's trained registry copied into a separate local
+"prod" registry with lineage, re-aliased, and checked; the check fails when the copy differs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infra import promote
+from scripts import promote_local
+
+
+@pytest.fixture(scope="module")
+def promoted(registry, tmp_path_factory) -> dict:
+    target = tmp_path_factory.mktemp("prod")
+    source_db = Path(registry["tracking_uri"].removeprefix("sqlite:///"))
+    code = promote_local.main(["--source", str(source_db), "--model", registry["model_name"], "--target", str(target),
+                               "--target-model", "credit-default-prod", "--image-digest", "sha256:" + "cd" * 32])
+    return {"code": code, "target": target, "source_db": source_db,
+            "client": promote.Registry(promote_local.sqlite_uri(target / "mlflow.db")).client()}
+
+
+def test_copies_the_champion_with_lineage_into_its_own_registry(registry, promoted, capsys):
+    assert promoted["code"] == 0
+    copy = promoted["client"].get_model_version_by_alias("credit-default-prod", "champion")
+    assert copy.tags["source_version"] == registry["version"]
+    assert copy.tags["source_model"] == registry["model_name"]
+    assert copy.tags["source_run_id"] == registry["summary"]["run_id"]
+    assert copy.tags["source_workspace"] == f"local:{promoted['source_db'].resolve()}"
+    assert copy.tags["image_digest"] == "sha256:" + "cd" * 32
+    assert copy.tags["decision_threshold"], "the source version's own tags travel with it (serving reads this one)"
+    # its files live under the prod registry's own artifact root, not the source's
+    assert str(promoted["target"] / "mlartifacts") in promoted["client"].get_model_version_download_uri(
+        "credit-default-prod", copy.version)
+
+
+def test_the_copy_has_the_same_files_and_signature(registry, promoted):
+    source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"], registry["version"], "s")
+    target = promote.Registry(promote_local.sqlite_uri(promoted["target"] / "mlflow.db"))
+    check = promote.verify_copy(source, target, "credit-default-prod", "1")
+    assert check.problems == [] and check.signature_equal
+    assert check.source_sha256 == check.target_sha256
+
+
+def test_promoting_again_reuses_the_copy(registry, promoted):
+    code = promote_local.main(["--source", str(promoted["source_db"]), "--model", registry["model_name"],
+                               "--target", str(promoted["target"]), "--target-model", "credit-default-prod"])
+    assert code == 0
+    versions = promoted["client"].search_model_versions("name='credit-default-prod'")
+    assert [str(v.version) for v in versions] == ["1"]
+
+
+def test_a_tampered_copy_fails_the_check(registry, promoted):
+    uri = promoted["client"].get_model_version_download_uri("credit-default-prod", "1")
+    mlmodel = Path(uri.removeprefix("file://")) / "MLmodel"
+    original = mlmodel.read_text()
+    try:
+        mlmodel.write_text(original + "\n# edited\n")
+        source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"],
+                                     registry["version"], "s")
+        check = promote.verify_copy(source, promote.Registry(promote_local.sqlite_uri(promoted["target"] / "mlflow.db")),
+                                    "credit-default-prod", "1")
+        assert any("content sha256" in problem for problem in check.problems)
+    finally:
+        mlmodel.write_text(original)
+
+
+def test_missing_source_or_version_is_a_clear_error(registry, tmp_path, capsys):
+    assert promote_local.main(["--source", str(tmp_path / "none.db"), "--target", str(tmp_path / "p")]) == 2
+    assert "run `make local` first" in capsys.readouterr().err
+    source_db = registry["tracking_uri"].removeprefix("sqlite:///")
+    assert promote_local.main(["--source", source_db, "--model", registry["model_name"], "--version", "99",
+                               "--target", str(tmp_path / "p")]) == 2
+    assert "version 99 is not in" in capsys.readouterr().err
