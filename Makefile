@@ -6,11 +6,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop test test-fast image-test bench lint clean plan actionlint promote-local
+.PHONY: help local stop traffic drift test test-fast image-test bench lint clean plan actionlint promote-local
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
 	@echo "make stop        stop the service 'make local' started"
+	@echo "make traffic     send realistic requests to the local service (SHIFT='credit_limit=3 education=graduate_school' shifts features)"
+	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
@@ -32,6 +34,18 @@ local: $(STAMP)
 
 stop: $(STAMP)
 	$(PY) -m scripts.local_journey stop
+
+REQUESTS ?= 300
+RATE ?= 50
+traffic: $(STAMP)
+	$(PY) -m monitoring.traffic --url http://127.0.0.1:$(PORT) --requests $(REQUESTS) --rate $(RATE) \
+		$(foreach s,$(SHIFT),--shift $(s))
+
+# Exit code 3 means drift; make reports it as an error on purpose.
+drift: $(STAMP)
+	$(PY) -m monitoring.drift --log .local/logs/requests.jsonl --context .local/context --out .local/drift \
+		$(if $(WINDOW_HOURS),--window-hours $(WINDOW_HOURS)) $(if $(PSI),--psi-threshold $(PSI)) \
+		$(if $(MIN_RECORDS),--min-records $(MIN_RECORDS))
 
 STACK ?= dev
 plan: $(STAMP)

@@ -121,3 +121,20 @@ def alert_traffic(source: LogSource) -> str:
 
 def _inline(query: str) -> str:
     return "(" + query.replace("\n", " ") + ")"
+
+
+def prediction_lines(source: LogSource) -> str:
+    """The raw prediction lines (column `line`), for the drift job (monitoring/drift.py): it needs the inputs."""
+    return (f"{source.lines}\n"
+            f"| extend line = tostring({source.message_column})\n"
+            "| extend entry = parse_json(line)\n"
+            "| where tostring(entry.log_type) == 'prediction'\n"
+            "| project TimeGenerated, line")
+
+
+def alert_drift(table: str = "AppTraces") -> str:
+    """The drift job's record (monitoring/drift.py sends it as an Application Insights trace): drifted versions."""
+    return (f"{table}\n"
+            "| extend entry = parse_json(Message)\n"
+            "| where tostring(entry.log_type) == 'drift' and tostring(entry.status) == 'drift'\n"
+            "| summarize drifted_versions = dcount(tostring(entry.model_version))")

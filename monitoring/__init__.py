@@ -1,0 +1,1 @@
+"""Watching the model in production: the drift job and the local traffic generator."""

@@ -1,0 +1,478 @@
+"""The drift job: compare a window of scored requests with the model version's training baseline.
+
+    python -m monitoring.drift                                  # .local/logs/requests.jsonl vs .local/context
+    python -m monitoring.drift --log FILE --baseline drift_baseline.json --out report/
+    python -m monitoring.drift --workspace-id <LA workspace GUID> --target containerapps --app-name ca-credit-prod \\
+        --window-hours 24 --tracking-uri databricks --registry-uri databricks-uc --model-name prod.credit.credit_default
+
+Input: the request log (serving/scoring/requestlog.py), from a JSON-lines file or from Log Analytics
+(azure-monitor-query, DefaultAzureCredential; the KQL is infra/kql.py's `prediction_lines`). Lines
+that are not JSON, lack fields, or are not `log_type: "prediction"` are counted and skipped.
+
+Per model version in the window, per feature and for the predicted probability:
+  PSI = sum((window - baseline) * ln(window / baseline)) over buckets; numeric buckets are the
+  baseline's quantile bins plus a "missing" bucket, categorical buckets are the baseline's
+  categories plus "unseen" and "missing". Empty buckets count as EPSILON.
+  Test: chi-square goodness of fit of the window's bucket counts against the baseline's bucket
+  shares (buckets expected to hold fewer than 5 records are pooled). KS is not possible: the
+  baseline keeps bins, not the raw training values.
+A column is drifted when PSI > --psi-threshold AND the chi-square p-value < --p-value (the test
+keeps small windows' sampling noise from being called drift; with a few hundred records and more,
+any PSI above 0.2 is also significant). Fewer than --min-records records: "not enough data".
+
+Outputs: drift_report.json + drift_report.html (summary table, one chart per drifted column) in
+--out; one `{"log_type": "drift", ...}` JSON line per model version on stdout; with
+--tracking-uri, an MLflow run per model version (experiment --experiment) with psi_<column> metrics;
+with $APPLICATIONINSIGHTS_CONNECTION_STRING, the same drift record as an Application Insights
+trace (AppTraces in the stack's Log Analytics workspace, where the stack's drift alert looks).
+
+Exit codes: 0 no drift (or not enough data), 3 drift in at least one column, 2 bad input
+(no baseline, unreadable log source, bad arguments).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import itertools
+import json
+import math
+import os
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parent.parent
+EPSILON = 1e-4
+EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 2, 3
+PREDICTION = "prediction"
+MISSING, UNSEEN = "missing", "unseen"
+REQUIRED_FIELDS = ("ts", "model_version", "inputs", "outputs")
+
+
+class DriftInputError(Exception):
+    """No baseline, or a log source that cannot be read: exit code 2."""
+
+
+# ---------------------------------------------------------------- reading the request log
+
+@dataclass
+class Window:
+    """Records per model version read from one window of the request log, and what was skipped."""
+    records: dict[tuple[str, str], list[dict]] = field(default_factory=dict)      # (name, version) -> inputs
+    probabilities: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    counts: Counter = field(default_factory=Counter)
+    start: datetime | None = None
+    end: datetime | None = None
+
+
+def _parse_ts(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_window(lines, start: datetime | None = None, end: datetime | None = None) -> Window:
+    """Parse request-log lines; never raises on a bad line (it is counted under counts["malformed"])."""
+    window = Window(start=start, end=end)
+    counts = window.counts
+    for raw in lines:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", errors="replace")
+        if not raw.strip():
+            continue
+        counts["lines"] += 1
+        try:
+            entry = json.loads(raw)
+        except ValueError:
+            counts["malformed"] += 1
+            continue
+        if not isinstance(entry, dict):
+            counts["malformed"] += 1
+            continue
+        log_type = entry.get("log_type")
+        if log_type == "error":
+            counts["error_lines"] += 1
+            continue
+        if log_type != "prediction":
+            counts["other_log_type"] += 1
+            continue
+        ts = _parse_ts(entry.get("ts"))
+        inputs, outputs = entry.get("inputs"), entry.get("outputs")
+        if (ts is None or any(f not in entry for f in REQUIRED_FIELDS) or not isinstance(inputs, list)
+                or not isinstance(outputs, list) or len(inputs) != len(outputs)
+                or not all(isinstance(r, dict) for r in inputs) or not all(isinstance(o, dict) for o in outputs)):
+            counts["malformed"] += 1
+            continue
+        if (start and ts < start) or (end and ts > end):
+            counts["outside_window"] += 1
+            continue
+        key = (str(entry.get("model_name") or ""), str(entry["model_version"]))
+        window.records.setdefault(key, []).extend(inputs)
+        window.probabilities.setdefault(key, []).extend(
+            float(o["probability"]) if isinstance(o.get("probability"), int | float) else math.nan for o in outputs)
+        counts["predictions"] += 1
+        counts["records"] += len(inputs)
+    return window
+
+
+def file_lines(path: Path):
+    if not path.exists():
+        raise DriftInputError(f"request log {path} does not exist (run `make local` and `make traffic` first)")
+    with path.open("rb") as handle:
+        yield from handle
+
+
+def log_analytics_lines(workspace_id: str, source, hours: float):  # pragma: no cover - needs Azure
+    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call)."""
+    from azure.identity import DefaultAzureCredential
+    from azure.monitor.query import LogsQueryClient, LogsQueryStatus
+
+    from infra import kql
+
+    client = LogsQueryClient(DefaultAzureCredential())
+    response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=timedelta(hours=hours))
+    if response.status != LogsQueryStatus.SUCCESS:
+        raise DriftInputError(f"Log Analytics query failed or was partial: {getattr(response, 'partial_error', response)}")
+    for table in response.tables:
+        column = list(table.columns).index("line")
+        for row in table.rows:
+            yield row[column]
+
+
+# ---------------------------------------------------------------- baselines
+
+def load_baseline(args: argparse.Namespace, model_name: str, version: str) -> dict:
+    if args.baseline:
+        return json.loads(Path(args.baseline).read_text())
+    if args.context:
+        context = Path(args.context)
+        manifest_path = context / "model" / "manifest.json"
+        if manifest_path.exists():
+            served = str(json.loads(manifest_path.read_text()).get("model_version", version))
+            if served != version:
+                raise DriftInputError(f"{context} holds model version {served}, not {version}")
+        path = context / "model" / "mlflow" / "extra_files" / "drift_baseline.json"
+        if not path.exists():
+            raise DriftInputError(f"no drift baseline at {path}")
+        return json.loads(path.read_text())
+    if args.tracking_uri:
+        import mlflow
+
+        mlflow.set_tracking_uri(args.tracking_uri)
+        if args.registry_uri:
+            mlflow.set_registry_uri(args.registry_uri)
+        name = args.model_name or model_name
+        try:
+            local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/extra_files/drift_baseline.json")
+        except Exception as error:
+            raise DriftInputError(f"no drift baseline for models:/{name}/{version}: {error}") from error
+        return json.loads(Path(local).read_text())
+    raise DriftInputError("no baseline source: give --baseline, --context or --tracking-uri")
+
+
+# ---------------------------------------------------------------- statistics
+
+def psi(expected: np.ndarray, actual: np.ndarray) -> float:
+    e, a = np.clip(expected, EPSILON, None), np.clip(actual, EPSILON, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def chi_square(expected: np.ndarray, counts: np.ndarray) -> float:
+    """p-value of the window's counts against the baseline's shares; cells expected < 5 are pooled."""
+    n = counts.sum()
+    shares = np.clip(expected, EPSILON, None)
+    exp_counts = shares / shares.sum() * n
+    small = exp_counts < 5
+    if small.any():
+        exp_counts = np.append(exp_counts[~small], exp_counts[small].sum())
+        counts = np.append(counts[~small], counts[small].sum())
+    if len(counts) < 2:
+        return 1.0
+    return float(stats.chisquare(counts, exp_counts).pvalue)
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4g}" if abs(value) < 10_000 else f"{value:.0f}"
+
+
+def numeric_buckets(profile: dict, values: list) -> tuple[list[str], np.ndarray, np.ndarray]:
+    edges = np.asarray(profile["edges"], dtype=float)
+    present_share = 1 - profile["missing_fraction"]
+    expected = np.append(np.asarray(profile["fractions"], dtype=float) * present_share, profile["missing_fraction"])
+    floats = np.array([_to_float(v) for v in values], dtype=float)
+    present = floats[~np.isnan(floats)]
+    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1).astype(float)
+    counts = np.append(counts, float(np.isnan(floats).sum()))
+    labels = ([f"< {_fmt(edges[0])}"] if len(edges) else ["all"])
+    labels += [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in itertools.pairwise(edges)]
+    labels += ([f">= {_fmt(edges[-1])}"] if len(edges) else []) + [MISSING]
+    return labels, expected, counts
+
+
+def categorical_buckets(profile: dict, values: list) -> tuple[list[str], np.ndarray, np.ndarray]:
+    categories = list(profile["frequencies"])
+    present_share = 1 - profile["missing_fraction"]
+    expected = np.array([profile["frequencies"][c] * present_share for c in categories] + [0.0, profile["missing_fraction"]])
+    index = {c: i for i, c in enumerate(categories)}
+    counts = np.zeros(len(categories) + 2)
+    for value in values:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            counts[-1] += 1
+        else:
+            counts[index.get(str(value), len(categories))] += 1
+    return [*categories, UNSEEN, MISSING], expected, counts
+
+
+def _to_float(value: object) -> float:
+    if isinstance(value, bool) or value is None:
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def compare_column(name: str, profile: dict, values: list, psi_threshold: float, alpha: float) -> dict:
+    kind = profile.get("type", "numeric")
+    labels, expected, counts = (categorical_buckets if kind == "categorical" else numeric_buckets)(profile, values)
+    n = counts.sum()
+    actual = counts / max(n, 1)
+    value, p_value = psi(expected, actual), chi_square(expected, counts)
+    return {
+        "type": kind, "psi": round(value, 6), "p_value": p_value, "test": "chi-square",
+        "drifted": bool(value > psi_threshold and p_value < alpha),
+        "missing_fraction_baseline": round(float(profile["missing_fraction"]), 6),
+        "missing_fraction_window": round(float(counts[-1] / max(n, 1)), 6),
+        "buckets": [{"label": label, "baseline": round(float(e), 6), "window": round(float(a), 6), "count": int(c)}
+                    for label, e, a, c in zip(labels, expected, actual, counts, strict=True)],
+    }
+
+
+def compare(baseline: dict, records: list[dict], probabilities: list[float], *, psi_threshold: float, alpha: float,
+            min_records: int) -> dict:
+    """One model version's result: status, drifted columns and per-column statistics."""
+    result = {"records": len(records), "features": {}, "drifted": [], "drifted_features": []}
+    if len(records) < min_records:
+        return {**result, "status": "not enough data"}
+    for column, profile in baseline["features"].items():
+        result["features"][column] = compare_column(column, profile, [r.get(column) for r in records], psi_threshold, alpha)
+    result["features"][PREDICTION] = compare_column(
+        PREDICTION, baseline["prediction"], [None if math.isnan(p) else p for p in probabilities], psi_threshold, alpha)
+    result["drifted"] = [c for c, stat in result["features"].items() if stat["drifted"]]
+    result["drifted_features"] = [c for c in result["drifted"] if c != PREDICTION]
+    result["max_psi"] = max(stat["psi"] for stat in result["features"].values())
+    result["status"] = "drift" if result["drifted"] else "no drift"
+    return result
+
+
+# ---------------------------------------------------------------- reports
+
+def chart_png(column: str, stat: dict) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [b["label"] for b in stat["buckets"]]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.65 * len(labels) + 2), 3.4), dpi=100)
+    ax.bar(x - 0.2, [b["baseline"] for b in stat["buckets"]], 0.4, label="training baseline", color="#7f8c9a")
+    ax.bar(x + 0.2, [b["window"] for b in stat["buckets"]], 0.4, label="this window", color="#d9534f")
+    ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)
+    ax.set_ylabel("share of records")
+    ax.set_title(f"{column}: PSI {stat['psi']:.3f}, chi-square p = {stat['p_value']:.2g}", fontsize=10)
+    ax.legend(fontsize=8, frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def render_html(report: dict) -> str:
+    parts = ["<!doctype html><html><head><meta charset='utf-8'><title>Drift report</title><style>"
+             "body{font-family:sans-serif;margin:24px;color:#222;max-width:1100px}"
+             "table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+             "td:first-child,th:first-child{text-align:left}.drift{background:#f8d7da}.status{font-size:18px}"
+             "</style></head><body><h1>Drift report</h1>"]
+    window = report["window"]
+    parts.append(f"<p>Window {html.escape(str(window['start']))} to {html.escape(str(window['end']))}; "
+                 f"source {html.escape(report['source'])}; PSI threshold {report['thresholds']['psi']}, "
+                 f"p-value {report['thresholds']['p_value']}, min records {report['thresholds']['min_records']}. "
+                 f"Lines: {html.escape(json.dumps(report['lines']))}</p>")
+    for version in report["versions"]:
+        title = f"{version['model_name']} version {version['model_version']}"
+        parts.append(f"<h2>{html.escape(title)}</h2><p class='status'>Status: <b>{html.escape(version['status'])}</b>"
+                     f" ({version['records']} records)</p>")
+        if not version["features"]:
+            continue
+        parts.append("<table><tr><th>column</th><th>type</th><th>PSI</th><th>chi-square p</th>"
+                     "<th>missing (baseline)</th><th>missing (window)</th><th>drifted</th></tr>")
+        for column, stat in sorted(version["features"].items(), key=lambda item: -item[1]["psi"]):
+            css = " class='drift'" if stat["drifted"] else ""
+            parts.append(f"<tr{css}><td>{html.escape(column)}</td><td>{stat['type']}</td><td>{stat['psi']:.4f}</td>"
+                         f"<td>{stat['p_value']:.3g}</td><td>{stat['missing_fraction_baseline']:.3f}</td>"
+                         f"<td>{stat['missing_fraction_window']:.3f}</td><td>{'yes' if stat['drifted'] else ''}</td></tr>")
+        parts.append("</table>")
+        for column in version["drifted"]:
+            encoded = base64.b64encode(chart_png(column, version["features"][column])).decode()
+            parts.append(f"<h3>{html.escape(column)}</h3><img alt='{html.escape(column)}' "
+                         f"src='data:image/png;base64,{encoded}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def drift_record(report: dict, version: dict) -> dict:
+    return {"log_type": "drift", "ts": report["generated_at"], "model_name": version["model_name"],
+            "model_version": version["model_version"], "status": version["status"], "records": version["records"],
+            "drifted": version["drifted"], "max_psi": version.get("max_psi"),
+            "psi_threshold": report["thresholds"]["psi"]}
+
+
+def log_to_mlflow(args: argparse.Namespace, report: dict, out: Path) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(args.tracking_uri)
+    mlflow.set_experiment(args.experiment)
+    for version in report["versions"]:
+        tags = {"model_name": version["model_name"], "model_version": version["model_version"],
+                "drift_status": version["status"]}
+        with mlflow.start_run(run_name=f"drift {version['model_name']} v{version['model_version']}", tags=tags):
+            mlflow.log_params({"psi_threshold": args.psi_threshold, "p_value": args.p_value,
+                               "min_records": args.min_records, "window_hours": args.window_hours})
+            metrics = {"records": version["records"], "drifted_features": len(version["drifted_features"]),
+                       "prediction_drifted": float(PREDICTION in version["drifted"])}
+            metrics.update({f"psi_{column}": stat["psi"] for column, stat in version["features"].items()})
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(out), artifact_path="drift_report")
+
+
+def send_to_app_insights(connection_string: str, record: dict) -> None:  # pragma: no cover - needs Azure
+    """One trace (AppTraces.Message = the drift record) through Application Insights' track endpoint."""
+    import urllib.request
+
+    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
+    endpoint = parts.get("IngestionEndpoint", "https://dc.services.visualstudio.com").rstrip("/")
+    envelope = {"name": "Microsoft.ApplicationInsights.Message", "time": record["ts"], "iKey": parts["InstrumentationKey"],
+                "data": {"baseType": "MessageData", "baseData": {"ver": 2, "message": json.dumps(record),
+                                                                  "severityLevel": 2 if record["status"] == "drift" else 1,
+                                                                  "properties": {"log_type": "drift"}}}}
+    request = urllib.request.Request(f"{endpoint}/v2/track", data=json.dumps([envelope]).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        response.read()
+
+
+# ---------------------------------------------------------------- the job
+
+def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
+    now = datetime.now(UTC)
+    start = now - timedelta(hours=args.window_hours) if args.window_hours else None
+    if lines is None:
+        if args.workspace_id:
+            from infra import kql
+
+            source = (kql.container_apps(args.app_name) if args.target == "containerapps"
+                      else kql.aks(args.app_name, args.namespace))
+            lines = log_analytics_lines(args.workspace_id, source, args.window_hours or 24)
+            where = f"Log Analytics workspace {args.workspace_id} ({args.target})"
+        else:
+            lines, where = file_lines(Path(args.log)), str(args.log)
+    else:
+        where = "lines"
+    window = read_window(lines, start=start, end=None)
+    keys = sorted(window.records, key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else 0))
+    if args.model_version:
+        keys = [k for k in keys if k[1] == str(args.model_version)] or [(args.model_name or "", str(args.model_version))]
+    report = {
+        "generated_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "source": where,
+        "window": {"start": start.isoformat(timespec="seconds") if start else "start of log",
+                   "end": now.isoformat(timespec="seconds"), "hours": args.window_hours},
+        "thresholds": {"psi": args.psi_threshold, "p_value": args.p_value, "min_records": args.min_records},
+        "lines": dict(window.counts),
+        "versions": [],
+    }
+    for name, version in keys:
+        records = window.records.get((name, version), [])
+        baseline = load_baseline(args, name, version) if len(records) >= args.min_records else {"features": {}, "prediction": {}}
+        result = compare(baseline, records, window.probabilities.get((name, version), []), psi_threshold=args.psi_threshold,
+                         alpha=args.p_value, min_records=args.min_records)
+        report["versions"].append({"model_name": args.model_name or name, "model_version": version, **result})
+    if not report["versions"]:
+        report["versions"].append({"model_name": args.model_name or "", "model_version": str(args.model_version or ""),
+                                   "records": 0, "features": {}, "drifted": [], "drifted_features": [],
+                                   "status": "not enough data"})
+    report["status"] = ("drift" if any(v["status"] == "drift" for v in report["versions"])
+                        else "no drift" if any(v["status"] == "no drift" for v in report["versions"]) else "not enough data")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "drift_report.json").write_text(json.dumps(report, indent=2, default=str))
+    (out / "drift_report.html").write_text(render_html(report))
+    connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    for version in report["versions"]:
+        record = drift_record(report, version)
+        print(json.dumps(record), flush=True)
+        if connection:
+            send_to_app_insights(connection, record)
+    if args.tracking_uri:
+        log_to_mlflow(args, report, out)
+    return (EXIT_DRIFT if report["status"] == "drift" else EXIT_OK), report
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m monitoring.drift", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = p.add_argument_group("request log (a file, or Log Analytics with --workspace-id)")
+    src.add_argument("--log", default=str(ROOT / ".local" / "logs" / "requests.jsonl"))
+    src.add_argument("--workspace-id", help="Log Analytics workspace (customer) id: read the stack's tables instead")
+    src.add_argument("--target", choices=("containerapps", "aks"), default="containerapps")
+    src.add_argument("--app-name", default="ca-credit", help="Container App name, or the container name on AKS")
+    src.add_argument("--namespace", default="scoring", help="AKS namespace")
+    src.add_argument("--window-hours", type=float, default=None,
+                     help="only requests of the last N hours (file default: the whole log; Log Analytics default: 24)")
+    base = p.add_argument_group("baseline (first given wins)")
+    base.add_argument("--baseline", help="a drift_baseline.json file")
+    base.add_argument("--context", help="a build context (model/mlflow/extra_files/drift_baseline.json)")
+    base.add_argument("--tracking-uri", help="MLflow: download models:/<name>/<version>/extra_files/drift_baseline.json, "
+                                             "and log the drift metrics there")
+    base.add_argument("--registry-uri")
+    base.add_argument("--model-name", help="registered model name (default: model_name in the log lines)")
+    base.add_argument("--model-version", help="only this version (default: every version in the window)")
+    p.add_argument("--psi-threshold", type=float, default=0.2)
+    p.add_argument("--p-value", type=float, default=0.01)
+    p.add_argument("--min-records", type=int, default=200)
+    p.add_argument("--experiment", default="drift-monitoring", help="MLflow experiment of the drift runs")
+    p.add_argument("--out", default=str(ROOT / ".local" / "drift"))
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if not args.baseline and not args.context and not args.tracking_uri and not args.workspace_id:
+        default_context = ROOT / ".local" / "context"
+        args.context = str(default_context) if default_context.exists() else None
+    try:
+        code, report = run(args)
+    except DriftInputError as error:
+        print(f"drift: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"drift: {report['status']}; report {Path(args.out) / 'drift_report.html'}", file=sys.stderr)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""A real scoring service (the session's build context) and windows of its request log.
+
+The service writes its request log to a file; each traffic run is cut out of that file by byte
+offsets, so every window below holds exactly the lines one run of monitoring.traffic produced."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from monitoring import traffic
+from serving import smoke
+from serving.localrun import free_port, start_service
+
+RECORDS = 1000  # per window: 200 requests x 5 records
+REQUESTS, BATCH = 200, 5
+
+
+@pytest.fixture(scope="session")
+def service(context, tmp_path_factory):
+    root = tmp_path_factory.mktemp("monitoring")
+    log = root / "requests.jsonl"
+    port = free_port()
+    with log.open("ab") as out:
+        process = start_service(context.path, port, stdout=out, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        smoke.wait_for(url, "/ready", 60)
+        yield {"url": url, "log": log, "root": root}
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def window(service):
+    """window(name, *shifts) -> a log file holding the lines of one traffic run (cached per name)."""
+    cache: dict[str, Path] = {}
+
+    def make(name: str, *shifts: str, seed: int = 101) -> Path:
+        if name not in cache:
+            before = service["log"].stat().st_size
+            summary = traffic.send(service["url"], REQUESTS, rate=0, batch=BATCH, seed=seed,
+                                   shifts=[traffic.Shift.parse(s) for s in shifts], progress=lambda _: None)
+            assert summary["statuses"] == {200: REQUESTS}
+            path = service["root"] / f"{name}.jsonl"
+            for _ in range(50):  # the service writes the last line just after answering
+                data = service["log"].read_bytes()[before:]
+                if data.count(b"\n") >= REQUESTS:
+                    break
+                import time
+                time.sleep(0.1)
+            path.write_bytes(data)
+            cache[name] = path
+        return cache[name]
+    return make

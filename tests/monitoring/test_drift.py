@@ -1,0 +1,151 @@
+"""The drift job against request logs written by the real scoring service fed by the traffic generator."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from monitoring import drift
+from training import schema
+
+NUMERIC_SHIFT, CATEGORICAL_SHIFT = "credit_limit=3", "education=graduate_school"
+
+
+def run(log, out, *extra) -> tuple[int, dict]:
+    code = drift.main(["--log", str(log), "--out", str(out), *extra])
+    report = json.loads((out / "drift_report.json").read_text())
+    return code, report
+
+
+def only_version(report: dict) -> dict:
+    assert len(report["versions"]) == 1
+    return report["versions"][0]
+
+
+def psi_table(version: dict) -> dict:
+    return {column: stat["psi"] for column, stat in version["features"].items()}
+
+
+def test_training_distribution_is_not_flagged(window, context, tmp_path, capsys):
+    code, report = run(window("clean"), tmp_path, "--context", str(context.path))
+    version = only_version(report)
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    print("PSI", json.dumps(psi_table(version)))  # shown with -s: the figures quoted in the README
+    assert code == drift.EXIT_OK
+    assert version["status"] == "no drift" and version["drifted"] == []
+    assert version["records"] == 1000 and version["model_version"] == context.model_version
+    assert set(version["features"]) == {*schema.FEATURES, "prediction"}
+    assert max(psi_table(version).values()) < 0.1
+    assert report["lines"].get("malformed", 0) == 0 and report["lines"]["predictions"] == 200
+    assert record["log_type"] == "drift" and record["status"] == "no drift" and record["drifted"] == []
+
+
+@pytest.mark.parametrize(("shift", "feature"), [(NUMERIC_SHIFT, "credit_limit"), (CATEGORICAL_SHIFT, "education")])
+def test_shifted_feature_is_flagged_and_no_other(window, context, tmp_path, shift, feature, capsys):
+    code, report = run(window(shift, shift), tmp_path, "--context", str(context.path))
+    version = only_version(report)
+    assert code == drift.EXIT_DRIFT and version["status"] == "drift"
+    # Shifting an input shifts the model's outputs too: "prediction" may drift as well, so the
+    # assertion is on the input features only.
+    assert version["drifted_features"] == [feature]
+    assert version["features"][feature]["psi"] > 0.5 and version["features"][feature]["p_value"] < 1e-6
+    others = {c: s["psi"] for c, s in version["features"].items() if c not in (feature, "prediction")}
+    assert max(others.values()) < 0.1, others
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    print("PSI", shift, json.dumps(psi_table(version)))
+    assert record["status"] == "drift" and feature in record["drifted"]
+    # HTML: the summary table lists every column, and there is one chart per drifted column.
+    page = (tmp_path / "drift_report.html").read_text()
+    assert len(re.findall(r"<img ", page)) == len(version["drifted"])
+    assert all(f"<td>{column}</td>" in page for column in version["features"])
+    assert f"alt='{feature}' src='data:image/png;base64," in page
+
+
+def test_too_few_records_is_not_enough_data(window, context, tmp_path):
+    lines = window("clean").read_text().splitlines()[:30]  # 150 records < 200
+    log = tmp_path / "few.jsonl"
+    log.write_text("\n".join(lines) + "\n")
+    code, report = run(log, tmp_path / "out", "--context", str(context.path))
+    version = only_version(report)
+    assert code == drift.EXIT_OK
+    assert version["status"] == "not enough data" and version["records"] == 150 and version["drifted"] == []
+    assert report["status"] == "not enough data"
+    assert "<img " not in (tmp_path / "out" / "drift_report.html").read_text()
+    # The threshold is configurable.
+    code, report = run(log, tmp_path / "out", "--context", str(context.path), "--min-records", "100")
+    assert only_version(report)["status"] == "no drift"
+
+
+def test_empty_log_is_not_enough_data(tmp_path, context):
+    log = tmp_path / "empty.jsonl"
+    log.write_text("")
+    code, report = run(log, tmp_path / "out", "--context", str(context.path))
+    assert code == drift.EXIT_OK and report["status"] == "not enough data"
+
+
+def test_malformed_lines_are_counted_and_skipped(window, context, tmp_path):
+    clean = window("clean").read_text().splitlines()
+    good = json.loads(clean[0])
+    bad = ["{not json", "[1, 2]", json.dumps({"log_type": "startup", "msg": "hello"}),
+           json.dumps({k: v for k, v in good.items() if k != "inputs"}),
+           json.dumps({**good, "ts": "yesterday"}),
+           json.dumps({**good, "outputs": []}),
+           "INFO:     127.0.0.1:5555 - \"POST /predict HTTP/1.1\" 200 OK",
+           json.dumps({"log_type": "error", "ts": good["ts"], "status": 503, "error": "not ready"})]
+    log = tmp_path / "messy.jsonl"
+    log.write_text("\n".join(clean[:100] + bad + clean[100:]) + "\n")
+    code, report = run(log, tmp_path / "out", "--context", str(context.path))
+    assert code == drift.EXIT_OK and only_version(report)["records"] == 1000
+    assert report["lines"]["malformed"] == 6 and report["lines"]["other_log_type"] == 1
+    assert report["lines"]["error_lines"] == 1 and report["lines"]["predictions"] == 200
+
+
+def test_thresholds_and_version_filter(window, context, tmp_path):
+    log = window(CATEGORICAL_SHIFT, CATEGORICAL_SHIFT)
+    code, report = run(log, tmp_path, "--context", str(context.path), "--psi-threshold", "50")
+    assert code == drift.EXIT_OK and only_version(report)["status"] == "no drift"
+    code, report = run(log, tmp_path, "--context", str(context.path), "--model-version", "999")
+    assert only_version(report)["status"] == "not enough data" and code == drift.EXIT_OK
+
+
+def test_baseline_from_mlflow_and_metrics_logged(window, registry, tmp_path):
+    code, report = run(window(NUMERIC_SHIFT, NUMERIC_SHIFT), tmp_path, "--tracking-uri", registry["tracking_uri"],
+                       "--experiment", "drift-monitoring-test")
+    assert code == drift.EXIT_DRIFT
+    client = MlflowClient(tracking_uri=registry["tracking_uri"])
+    experiment = client.get_experiment_by_name("drift-monitoring-test")
+    [run_] = client.search_runs([experiment.experiment_id])
+    assert run_.data.tags["model_name"] == registry["model_name"]
+    assert run_.data.tags["model_version"] == str(registry["version"]) and run_.data.tags["drift_status"] == "drift"
+    assert run_.data.metrics["drifted_features"] == 1
+    assert run_.data.metrics["psi_credit_limit"] == pytest.approx(only_version(report)["features"]["credit_limit"]["psi"])
+    assert {f"psi_{c}" for c in schema.FEATURES} <= set(run_.data.metrics)
+    assert {a.path for a in client.list_artifacts(run_.info.run_id, "drift_report")} == {
+        "drift_report/drift_report.json", "drift_report/drift_report.html"}
+
+
+def test_missing_baseline_or_log_is_exit_2(window, tmp_path, capsys):
+    assert drift.main(["--log", str(tmp_path / "absent.jsonl"), "--out", str(tmp_path), "--context", str(tmp_path)]) \
+        == drift.EXIT_ERROR
+    assert drift.main(["--log", str(window("clean")), "--out", str(tmp_path), "--context", str(tmp_path)]) \
+        == drift.EXIT_ERROR
+    assert "no drift baseline" in capsys.readouterr().err
+
+
+def test_psi_and_chi_square_units():
+    import numpy as np
+
+    same = np.array([0.25, 0.25, 0.5])
+    assert drift.psi(same, same) == 0
+    assert drift.psi(same, np.array([0.5, 0.25, 0.25])) == pytest.approx(2 * 0.25 * np.log(2))
+    assert drift.chi_square(same, np.array([250.0, 250, 500])) == pytest.approx(1.0)
+    assert drift.chi_square(same, np.array([500.0, 250, 250])) < 1e-10
+    labels, expected, counts = drift.categorical_buckets(
+        {"frequencies": {"a": 0.5, "b": 0.5}, "missing_fraction": 0.0}, ["a", "c", None, "b"])
+    assert labels == ["a", "b", "unseen", "missing"] and list(counts) == [1, 1, 1, 1]
+    labels, expected, counts = drift.numeric_buckets(
+        {"edges": [1.0, 2.0], "fractions": [0.2, 0.3, 0.5], "missing_fraction": 0.1}, [0.5, 1.0, 2.5, None, "x"])
+    assert list(counts) == [1, 1, 1, 2] and expected == pytest.approx([0.18, 0.27, 0.45, 0.1])

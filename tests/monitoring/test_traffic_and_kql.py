@@ -1,0 +1,113 @@
+"""The traffic generator, and the KQL queries evaluated on lines written by the real service.
+
+The KQL check is a tiny evaluator of exactly the forms infra/kql.py uses: `parse_json(tostring(
+<message column>))`, `where tostring(entry.log_type) == '...'`, and `name = toX(entry.field)`
+projections. Each query is taken from infra/kql.py itself, so renaming a field in the log format or
+in a query breaks this test."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+from infra import kql
+from monitoring import traffic
+from serving.scoring import requestlog
+from training import schema
+
+CASTS = {"tostring": lambda v: None if v is None else str(v), "toint": lambda v: None if v is None else int(v),
+         "todouble": lambda v: None if v is None else float(v), "": lambda v: v}
+
+
+def evaluate(query: str, row: dict) -> dict | None:
+    """Run the where/project steps of one of kql.py's queries on one table row; None when filtered out."""
+    parse = re.search(r"extend (\w+) = parse_json\((\w+)\)|extend entry = parse_json\(tostring\((\w+)\)\)", query)
+    if parse.group(3):
+        entry = json.loads(str(row[parse.group(3)]))
+    else:
+        line_column = re.search(r"extend line = tostring\((\w+)\)", query)
+        row = {**row, "line": str(row[line_column.group(1)])} if line_column else row
+        entry = json.loads(row[parse.group(2)])
+    for field, value in re.findall(r"tostring\(entry\.(\w+)\) == '(\w+)'", query):
+        if str(entry.get(field)) != value:
+            return None
+    projection = re.search(r"\| project (.+?)(\n\||$)", query, re.S)
+    if projection is None:  # a summarize follows: the row passed the filters
+        return entry
+    project = projection.group(1)
+    out = {}
+    for name, cast, field in re.findall(r"(\w+) = (tostring|toint|todouble|)\(?entry\.(\w+)\)?", project):
+        assert field in entry, f"the query reads entry.{field}, which the log line lacks"
+        out[name] = CASTS[cast](entry[field])
+    if "line" in [p.strip() for p in project.split(",")]:
+        out["line"] = row["line"]
+    return out
+
+
+@pytest.fixture(scope="module")
+def real_lines(window):
+    lines = window("clean").read_text().splitlines()
+    error = requestlog.error_line(request_id="r-1", model_name="m", model_version="1", route="/predict", status=503,
+                                  error="not ready: loading").decode().strip()
+    return [json.loads(line) for line in lines[:3]], error, lines[:3]
+
+
+@pytest.mark.parametrize("source", [kql.container_apps("ca-credit-dev"), kql.aks("scoring", "scoring")])
+def test_prediction_queries_read_real_lines(real_lines, source):
+    parsed, error, raw = real_lines
+    for entry, line in zip(parsed, raw, strict=True):
+        row = {source.message_column: line, source.app_column: source.app_name}
+        got = evaluate(kql.predictions(source), row)
+        assert got == {"request_id": entry["request_id"], "model_name": entry["model_name"],
+                       "model_version": entry["model_version"], "n_records": 5, "latency_ms": entry["latency_ms"],
+                       "outputs": entry["outputs"]}
+        assert all(0 <= o["probability"] <= 1 and o["label"] in (0, 1) for o in got["outputs"])
+        assert "todouble(output.probability)" in kql.probability_distribution(source)
+        assert evaluate(kql.errors(source), row) is None
+        lines = evaluate(kql.prediction_lines(source), row)
+        assert json.loads(lines["line"])["inputs"][0].keys() == set(schema.FEATURES)
+    error_row = {source.message_column: error, source.app_column: source.app_name}
+    assert evaluate(kql.predictions(source), error_row) is None
+    assert evaluate(kql.prediction_lines(source), error_row) is None
+    assert evaluate(kql.errors(source), error_row) == {"line": error}
+
+
+def test_drift_alert_query_reads_the_drift_record():
+    record = {"log_type": "drift", "status": "drift", "model_version": "3", "drifted": ["education"]}
+    assert evaluate(kql.alert_drift(), {"Message": json.dumps(record)}) is not None
+    assert evaluate(kql.alert_drift(), {"Message": json.dumps({**record, "status": "no drift"})}) is None
+    assert "Message" in kql.alert_drift() and "drifted_versions" in kql.alert_drift()
+
+
+def test_traffic_refuses_other_hosts():
+    for url in ("http://10.0.0.1:8000", "https://127.0.0.1:8000", "http://example.com", "http://127.0.0.1.nip.io"):
+        with pytest.raises(ValueError, match="only to the local service"):
+            traffic.check_url(url)
+    assert traffic.check_url("http://localhost:8000/") == "http://localhost:8000"
+    assert traffic.main(["--url", "http://192.168.1.1:8000", "--requests", "1"]) == 2
+
+
+def test_shifts_parse_and_apply():
+    assert traffic.Shift.parse("credit_limit=3") == traffic.Shift("credit_limit", factor=3.0)
+    assert traffic.Shift.parse("age=x1.5").factor == 1.5
+    assert traffic.Shift.parse("education=other:0.5") == traffic.Shift("education", value="other", share=0.5)
+    for bad in ("credit_limit=lots", "nickname=3", "education", "education=other:2"):
+        with pytest.raises(ValueError):
+            traffic.Shift.parse(bad)
+    plain = traffic.records(400, 5, [])
+    shifted = traffic.records(400, 5, [traffic.Shift.parse("credit_limit=3"), traffic.Shift.parse("education=other:0.5")])
+    assert all(set(r) == set(schema.FEATURES) for r in shifted)
+    assert all(s["credit_limit"] == 3 * p["credit_limit"] for p, s in zip(plain, shifted, strict=True))
+    share = sum(r["education"] == "other" for r in shifted) / 400
+    assert 0.4 < share < 0.6
+    assert any(r["age"] is None for r in plain)  # missing values travel as null
+
+
+def test_traffic_reaches_the_service_and_is_bounded(service):
+    messages = []
+    summary = traffic.send(service["url"], 5, rate=100, seed=3, progress=messages.append)
+    assert summary["statuses"] == {200: 5} and summary["records"] == 5 and messages
+    summary = traffic.send(service["url"], 1000, rate=1, seed=3, max_seconds=1.5, progress=messages.append)
+    assert summary["requests"] <= 3 and "max-seconds" in messages[-1]
