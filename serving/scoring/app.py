@@ -105,10 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             probability_histogram.observe(p)
         records_counter.inc(len(outputs))
         if settings.request_log:
-            inputs = [dict(zip(names, row, strict=False)) for row in zip(*columns.values(), strict=False)]
+            # The validated records are already plain dicts holding exactly the signature's fields.
             requestlog.write_line(requestlog.prediction_line(
                 request_id=request_id, model_name=manifest.model_name, model_version=manifest.model_version,
-                runtime=manifest.runtime, inputs=inputs, outputs=outputs,
+                runtime=manifest.runtime, inputs=records, outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000))
         payload = {"request_id": request_id, "model": model_ref, "predictions": outputs}
         return Response(orjson.dumps(payload), media_type="application/json")
