@@ -1,5 +1,6 @@
 """Databricks: the workspace (new or existing), the training code, the experiment, the registered
-model and the train -> gate job that runs training/ unchanged."""
+model, the train -> gate job that runs training/ unchanged, and the scheduled drift job that runs
+monitoring/drift.py unchanged against the stack's Log Analytics workspace."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ import pulumi
 import pulumi_azure_native.databricks as azure_databricks
 import pulumi_databricks as databricks
 
-from infra.settings import DatabricksSettings, ModelSettings
+from infra.settings import DatabricksSettings, DriftSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 TRAINING_DIR = ROOT / "training"
 ENTRY_FILE = Path(__file__).resolve().parent / "databricks_entry.py"
 # What the job installs on top of the ML runtime: the versions the code was tested with.
 JOB_PACKAGES = ("mlflow", "scikit-learn", "skops")
+# The drift job's: the ML runtime has numpy, scipy and matplotlib; reading Log Analytics needs these.
+DRIFT_PACKAGES = ("mlflow", "azure-identity", "azure-monitor-query")
+MONITORING_DIR = ROOT / "monitoring"
+KQL_FILE = Path(__file__).resolve().parent / "kql.py"
+# monitoring.drift imports `infra.kql` only. The real infra/__init__.py imports skops and the Pulumi
+# program's packages, none of which the drift cluster has or needs: the upload gets this one instead.
+DRIFT_INFRA_INIT = b'"""Only infra/kql.py, the KQL monitoring.drift reads Log Analytics with (see infra/databricks.py)."""\n'
+DRIFT_TIMEOUT_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -30,6 +39,20 @@ class DatabricksArgs:
     model: ModelSettings
     environment: str
     tags: dict[str, str]
+    drift: DriftJobArgs | None = None  # None: no drift job
+
+
+@dataclass(frozen=True)
+class DriftJobArgs:
+    """What the drift job reads (the stack's request log in Log Analytics) and where its results go."""
+    settings: DriftSettings
+    log_analytics_customer_id: pulumi.Input[str]
+    app_insights_connection_string: pulumi.Input[str]  # the drift record becomes an AppTraces row the alert reads
+    target: str  # containerapps|aks
+    app_name: str  # Container App name, or the container name on AKS
+    namespace: str
+    notify: tuple[str, ...]  # e-mails told when a run fails: exit 3 (drift) fails the run on purpose
+    registry_uri: str  # where the model versions named in the request log (and their baselines) are registered
 
 
 def pinned_packages(requirements: Path = ROOT / "requirements.txt", names: tuple[str, ...] = JOB_PACKAGES) -> list[str]:
@@ -48,6 +71,22 @@ def training_files() -> dict[str, Path]:
     return files
 
 
+def drift_files() -> dict[str, bytes]:
+    """Workspace-relative path -> content: the monitoring package, infra/kql.py (with a minimal package
+    __init__) and the entry file."""
+    files = {f"monitoring/{path.name}": path.read_bytes() for path in sorted(MONITORING_DIR.glob("*.py"))}
+    files["infra/__init__.py"] = DRIFT_INFRA_INIT
+    files["infra/kql.py"] = KQL_FILE.read_bytes()
+    files["run_module.py"] = ENTRY_FILE.read_bytes()
+    return files
+
+
+def upload(name: str, root: str, files: dict[str, bytes], opts: pulumi.ResourceOptions) -> list[databricks.WorkspaceFile]:
+    return [databricks.WorkspaceFile(f"{name}-file-{relative.replace('/', '-').removesuffix('.py')}",
+                                     path=f"{root}/{relative}", content_base64=base64.b64encode(content).decode(), opts=opts)
+            for relative, content in files.items()]
+
+
 class Databricks(pulumi.ComponentResource):
     workspace_url: pulumi.Output[str]
     job_id: pulumi.Output[str]
@@ -59,17 +98,19 @@ class Databricks(pulumi.ComponentResource):
         self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
                                             opts=pulumi.ResourceOptions(parent=self))
         on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        self.files = [databricks.WorkspaceFile(
-            f"{name}-file-{relative.replace('/', '-').removesuffix('.py')}", path=f"{s.files_root}/{relative}",
-            content_base64=base64.b64encode(local.read_bytes()).decode(), opts=on_workspace)
-            for relative, local in training_files().items()]
+        code = {relative: local.read_bytes() for relative, local in training_files().items()}
+        if args.drift:
+            code.update(drift_files())
+        self.files = upload(name, s.files_root, code, on_workspace)
         self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=s.experiment,
                                                       description=f"credit-default training ({args.environment})",
                                                       opts=on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
         self.job = self._job(name, args, on_workspace)
         self.job_id = self.job.id
-        self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id})
+        self.drift_job = self._drift_job(name, args, on_workspace)
+        self.drift_job_id = self.drift_job.id if self.drift_job else pulumi.Output.from_input("")
+        self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id, "drift_job_id": self.drift_job_id})
 
     def _workspace(self, name: str, args: DatabricksArgs) -> pulumi.Output[str]:
         s = args.settings
@@ -127,13 +168,50 @@ class Databricks(pulumi.ComponentResource):
                                  if job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[*self.files, self.experiment])))
 
+    def _drift_job(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job | None:
+        """monitoring/drift.py on a schedule: exit 3 (drift) or 2 (no baseline, no log) fails the run, which
+        e-mails `notify`; the drift record also goes to Application Insights, where the drift alert rule reads it."""
+        if args.drift is None:
+            return None
+        s, d, drift = args.settings, args.drift, args.drift.settings
+        # No --model-name: the request log names the model and version the image was built from (staging's,
+        # in a promotion target), and that registered version holds the training baseline.
+        parameters = [
+            "monitoring.drift", "--workspace-id", d.log_analytics_customer_id, "--target", d.target,
+            "--app-name", d.app_name, "--namespace", d.namespace, "--window-hours", f"{drift.window_hours:g}",
+            "--tracking-uri", "databricks", "--registry-uri", d.registry_uri, "--experiment", f"{s.experiment}-drift",
+            "--psi-threshold", f"{drift.psi_threshold:g}", "--p-value", f"{drift.p_value:g}",
+            "--min-records", str(drift.min_records), "--out", "/tmp/drift"]
+        env: dict[str, pulumi.Input[str]] = {"APPLICATIONINSIGHTS_CONNECTION_STRING": d.app_insights_connection_string}
+        if drift.secret_scope:  # DefaultAzureCredential reads these: the service principal that reads Log Analytics
+            env.update({f"AZURE_{key}": f"{{{{secrets/{drift.secret_scope}/azure-{key.lower().replace('_', '-')}}}}}"
+                        for key in ("TENANT_ID", "CLIENT_ID", "CLIENT_SECRET")})
+        libraries = [databricks.JobTaskLibraryArgs(pypi=databricks.JobTaskLibraryPypiArgs(package=p))
+                     for p in pinned_packages(names=DRIFT_PACKAGES)]
+        task = databricks.JobTaskArgs(
+            task_key="drift", job_cluster_key="drift", libraries=libraries, timeout_seconds=DRIFT_TIMEOUT_SECONDS,
+            spark_python_task=databricks.JobTaskSparkPythonTaskArgs(python_file=f"{s.files_root}/run_module.py",
+                                                                    source="WORKSPACE", parameters=parameters))
+        return databricks.Job(
+            f"{name}-drift-job", name=f"credit-default-drift-{args.environment}", max_concurrent_runs=1,
+            timeout_seconds=DRIFT_TIMEOUT_SECONDS, tags=args.tags, tasks=[task],
+            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="drift",
+                                                       new_cluster=self._cluster(args, workers=0, env=env))],
+            schedule=databricks.JobScheduleArgs(quartz_cron_expression=drift.schedule, timezone_id=s.job.timezone,
+                                                pause_status="PAUSED" if drift.paused else "UNPAUSED"),
+            email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(d.notify)) if d.notify else None),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[*self.files, self.experiment])))
+
     @staticmethod
-    def _cluster(args: DatabricksArgs) -> databricks.JobJobClusterNewClusterArgs:
+    def _cluster(args: DatabricksArgs, workers: int | None = None,
+                 env: dict[str, pulumi.Input[str]] | None = None) -> databricks.JobJobClusterNewClusterArgs:
         job = args.settings.job
-        single_node = job.workers == 0
+        workers = job.workers if workers is None else workers
+        single_node = workers == 0
         return databricks.JobJobClusterNewClusterArgs(
-            spark_version=job.spark_version, node_type_id=job.node_type, num_workers=job.workers, policy_id=job.policy_id,
+            spark_version=job.spark_version, node_type_id=job.node_type, num_workers=workers, policy_id=job.policy_id,
             # Unity Catalog needs an access mode; single-user is the one that runs arbitrary Python.
             data_security_mode="SINGLE_USER" if args.settings.unity_catalog else None,
             spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"} if single_node else None,
+            spark_env_vars=env or None,
             custom_tags={**args.tags, **({"ResourceClass": "SingleNode"} if single_node else {})})

@@ -156,6 +156,11 @@ class CloudMocks(pulumi.runtime.Mocks):
             ws = inputs.get("workspaceName", name)
             return {"id": self.arm_id("Microsoft.OperationalInsights", "workspaces", ws, group), "name": ws,
                     "customerId": _uuid(ws)}
+        if typ == "azure-native:applicationinsights:Component":
+            appi = inputs.get("resourceName", name)
+            return {"id": self.arm_id("Microsoft.Insights", "components", appi, group), "name": appi,
+                    "connectionString": f"InstrumentationKey={_uuid('ikey', appi)};"
+                                        "IngestionEndpoint=https://westeurope-5.in.applicationinsights.azure.com/"}
         if typ == "azure-native:containerregistry:Registry":
             acr = inputs.get("registryName", name)
             return {"id": self.arm_id("Microsoft.ContainerRegistry", "registries", acr, group), "name": acr,
@@ -265,6 +270,13 @@ class Evaluation:
         found = self.of_type(typ)
         if len(found) != 1:
             raise AssertionError(f"expected one {typ}, found {len(found)}: {[r.name for r in found]}")
+        return found[0]
+
+    def named(self, typ: str, name: str) -> Captured:
+        """The resource of this type with this (logical) name, where a stack holds several of the type."""
+        found = [r for r in self.of_type(typ) if r.name == name]
+        if len(found) != 1:
+            raise AssertionError(f"expected one {typ} named {name}, found {[r.name for r in self.of_type(typ)]}")
         return found[0]
 
     def by_urn(self, urn: str) -> Captured | None:

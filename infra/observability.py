@@ -12,6 +12,8 @@ import pulumi_azure_native.operationalinsights as operationalinsights
 from infra import kql
 from infra.settings import ObservabilitySettings
 
+DRIFT_WINDOW_MINUTES = 60
+
 
 @dataclass(frozen=True)
 class ObservabilityArgs:
@@ -57,6 +59,8 @@ class Observability(pulumi.ComponentResource):
             f"{name}-appinsights", resource_name_=args.name.replace("log-", "appi-", 1),
             resource_group_name=args.resource_group_name, location=args.location, kind="web", application_type="web",
             ingestion_mode="LogAnalytics", workspace_resource_id=self.workspace.id, tags=args.tags, opts=child)
+        # What the drift job sends its record with (AppTraces in this workspace): it can write telemetry, so a secret.
+        self.connection_string = pulumi.Output.secret(self.app_insights.connection_string)
         self.action_group = monitor.ActionGroup(
             f"{name}-actions", resource_group_name=args.resource_group_name, location="global", enabled=True,
             group_short_name=f"mlops{args.name[-7:]}"[-12:],  # at most 12 characters
@@ -100,7 +104,7 @@ class Observability(pulumi.ComponentResource):
 
 
 def alert_rules(args: ObservabilityArgs) -> list[AlertRule]:
-    """The rules the stack's values ask for; no-traffic only where noTrafficMinutes > 0."""
+    """The rules the stack's values ask for: errors, latency, restarts, drift; no-traffic only where noTrafficMinutes > 0."""
     s, source, window = args.settings, args.log_source, args.settings.window_minutes
     rules = [
         AlertRule("error-rate", f"5xx rate above {s.error_rate_percent:g}%", kql.alert_error_rate(source),
@@ -110,6 +114,10 @@ def alert_rules(args: ObservabilityArgs) -> list[AlertRule]:
         AlertRule("restarts", f"{s.restart_threshold}+ container restarts", kql.alert_restarts(source),
                   "restarts", "GreaterThanOrEqual", s.restart_threshold, "Maximum", window),
     ]
+    # The scheduled drift job (infra/databricks.py) sends one record per model version and run to Application
+    # Insights; a drifted one alerts once: the window is shorter than any sensible schedule.
+    rules.append(AlertRule("drift", "input or prediction drift (drift job)", kql.alert_drift(),
+                           "drifted_versions", "GreaterThan", 0, "Maximum", DRIFT_WINDOW_MINUTES))
     if s.no_traffic_minutes:  # the rule's window is the silence that counts as "no traffic"
         rules.append(AlertRule("no-traffic", f"no requests for {s.no_traffic_minutes} min", kql.alert_traffic(source),
                                "requests", "LessThan", 1, "Maximum", s.no_traffic_minutes))

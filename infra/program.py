@@ -10,7 +10,7 @@ import pulumi
 import pulumi_azure_native.resources as resources
 
 from infra import acr_auth, kql, settings
-from infra.databricks import Databricks, DatabricksArgs
+from infra.databricks import Databricks, DatabricksArgs, DriftJobArgs
 from infra.image import ImageArgs, ScoringImage, git_sha, resolve
 from infra.observability import Observability, ObservabilityArgs
 from infra.promotion import Promotion, PromotionArgs, ServingDatabricks
@@ -33,12 +33,13 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         log_analytics_workspace_id=observability.workspace_id, tags=s.tags))
     databricks = (ServingDatabricks if promoting else Databricks)("databricks", DatabricksArgs(
         resource_group_name=group.name, resource_group_id=group.id, location=s.location, workspace_name=s.name("dbw"),
-        settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags))
+        settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability)))
 
     outputs: dict[str, Any] = {
         "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,
         "registry_login_server": registry.login_server, "model_uri": s.model.uri, "model_name": s.model.full_name,
         "databricks_workspace_url": databricks.workspace_url, "databricks_job_id": databricks.job_id,
+        "databricks_drift_job_id": databricks.drift_job_id,
         "log_analytics_workspace_id": observability.workspace_id, "registry_id": registry.registry.id,
     }
     if resolution is None:
@@ -74,6 +75,18 @@ def log_source(s: StackSettings) -> kql.LogSource:
     if s.serving.target == "aks":
         return kql.aks(CONTAINER_NAME, s.serving.aks.namespace)
     return kql.container_apps(s.name("ca"))
+
+
+def drift_job(s: StackSettings, observability: Observability) -> DriftJobArgs:
+    """The drift job reads this stack's request log where log_source(s) says it lands."""
+    source = log_source(s)
+    # Inside the workspace the registry is the workspace's own; a promotion target's request log names the
+    # source (staging) model version, which one Unity Catalog metastore holds for both stacks.
+    registry = "databricks-uc" if s.databricks.unity_catalog else "databricks"
+    notify = tuple(dict.fromkeys((*s.observability.alert_emails, *s.databricks.job.failure_emails)))
+    return DriftJobArgs(settings=s.drift, log_analytics_customer_id=observability.customer_id,
+                        app_insights_connection_string=observability.connection_string, target=s.serving.target,
+                        app_name=source.app_name, namespace=s.serving.aks.namespace, notify=notify, registry_uri=registry)
 
 
 def container_env(s: StackSettings) -> dict[str, str]:

@@ -54,6 +54,16 @@ KEYS: dict[str, tuple[str, str]] = {
     "databricks.timeoutSeconds": ("job timeout in seconds, 300..86400", "7200"),
     "databricks.gateFloor": ("minimum held-out ROC-AUC for the gate, 0.5..1", "0.70"),
     "databricks.gateTolerance": ("how much worse than the champion a challenger may be, 0..0.2", "0.005"),
+    "drift.schedule": ("Quartz cron of the stack's Databricks drift job", "0 0 0/6 * * ? (every 6 hours)"),
+    "drift.paused": ("declare the drift job with its schedule paused (runs only when started by hand)", "false"),
+    "drift.windowHours": ("the drift job compares the requests of the last N hours with the training baseline, 1..720",
+                          "24"),
+    "drift.psiThreshold": ("a column drifts when its PSI exceeds this, 0.01..10", "0.2"),
+    "drift.pValue": ("... and its chi-square p-value is below this, 0.0001..0.5", "0.01"),
+    "drift.minRecords": ("fewer records of a model version in the window = not enough data, 1..1000000", "200"),
+    "drift.secretScope": ("Databricks secret scope holding azure-tenant-id, azure-client-id, azure-client-secret of the "
+                          "service principal that reads Log Analytics (omit: whatever DefaultAzureCredential finds on the "
+                          "cluster)", "none"),
     "model.name": ("registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default"),
     "model.alias": ("alias the stack serves", "champion"),
     "model.trackingUri": ("MLflow tracking URI the program resolves the alias with", "$MLFLOW_TRACKING_URI or databricks"),
@@ -196,6 +206,7 @@ class _Reader:
 
 EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 HTTPS_URL = r"https://[^\s]+"
+QUARTZ = r"\S+( \S+){5,6}"
 
 
 @dataclass(frozen=True)
@@ -260,6 +271,18 @@ class DatabricksSettings:
     @property
     def unity_catalog(self) -> bool:
         return self.model_registry == "unityCatalog"
+
+
+@dataclass(frozen=True)
+class DriftSettings:
+    """The scheduled drift job (monitoring/drift.py on Databricks) of every stack."""
+    schedule: str
+    paused: bool
+    window_hours: float
+    psi_threshold: float
+    p_value: float
+    min_records: int
+    secret_scope: str | None
 
 
 @dataclass(frozen=True)
@@ -363,6 +386,7 @@ class StackSettings:
     image: ImageSettings
     serving: ServingSettings
     promotion: PromotionSettings
+    drift: DriftSettings
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -378,7 +402,7 @@ class StackSettings:
         return f"{kind}-credit-{self.environment}"
 
 
-TOP_LEVEL_OBJECTS = ("observability", "registry", "databricks", "model", "image", "serving", "promotion")
+TOP_LEVEL_OBJECTS = ("observability", "registry", "databricks", "model", "image", "serving", "promotion", "drift")
 TOP_LEVEL_SCALARS = ("environment", "location", "costCentre", "tags")
 QUANTITY = r"\d+(\.\d+)?(m|Mi|Gi|Ki)?"
 
@@ -416,6 +440,7 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
         image=_image(top.child("image"), stack),
         serving=_serving(top.child("serving")),
         promotion=_promotion(top.child("promotion"), model),
+        drift=_drift(top.child("drift")),
         env=dict(env),
     )
     return settings
@@ -472,7 +497,7 @@ def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
             spark_version=r.string("sparkVersion", "15.4.x-cpu-ml-scala2.12"),
             workers=r.integer("workers", 0, low=0, high=100),
             policy_id=r.string("policyId", None),
-            schedule=r.string("schedule", None, pattern=r"\S+( \S+){5,6}", hint="a Quartz cron expression (6-7 fields)"),
+            schedule=r.string("schedule", None, pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
             timezone=r.string("timezone", "UTC"),
             failure_emails=r.strings("failureEmails", pattern=EMAIL, hint="an e-mail address"),
             timeout_seconds=r.integer("timeoutSeconds", 7200, low=300, high=86400),
@@ -482,6 +507,20 @@ def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
     )
     if result.existing_workspace_resource_id and not result.existing_workspace_url:
         raise ConfigError(f"{r._key('existingWorkspaceResourceId')} needs {r._key('existingWorkspaceUrl')} too")
+    r.done()
+    return result
+
+
+def _drift(r: _Reader) -> DriftSettings:
+    result = DriftSettings(
+        schedule=r.string("schedule", "0 0 0/6 * * ?", pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
+        paused=r.boolean("paused", False),
+        window_hours=r.number("windowHours", 24, low=1, high=720),
+        psi_threshold=r.number("psiThreshold", 0.2, low=0.01, high=10),
+        p_value=r.number("pValue", 0.01, low=0.0001, high=0.5),
+        min_records=r.integer("minRecords", 200, low=1, high=1_000_000),
+        secret_scope=r.string("secretScope", None, pattern=r"[A-Za-z0-9_.@-]{1,128}", hint="a Databricks secret scope name"),
+    )
     r.done()
     return result
 

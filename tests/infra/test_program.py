@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import re
+
 import pytest
 
 from infra import mockcloud, settings
@@ -10,6 +13,7 @@ from policy.rules import TAGGABLE
 
 STACKS = ("dev", "staging", "prod")
 APP = "azure-native:app:ContainerApp"
+JOB = "databricks:index/job:Job"
 ROLE = "azure-native:authorization:RoleAssignment"
 OUTPUTS = ("endpoint_url", "image_ref", "model_name", "model_version", "model_run_id", "databricks_workspace_url",
            "databricks_job_id", "log_analytics_workspace_id", "bootstrap")
@@ -134,8 +138,8 @@ def test_tags_on_every_taggable_resource(stack):
         tags = resource.inputs.get("tags") or {}
         assert tags.get("environment") == stack.stack, resource.name
         assert tags.get("project") == "mlops-credit-default" and tags.get("cost-centre"), resource.name
-    job = stack.one("databricks:index/job:Job")
-    assert job.inputs["tags"]["environment"] == stack.stack
+    for job in stack.of_type(JOB):
+        assert job.inputs["tags"]["environment"] == stack.stack, job.name
 
 
 def test_observability_alerts_and_queries(evaluate):
@@ -146,16 +150,26 @@ def test_observability_alerts_and_queries(evaluate):
     insights = prod.one("azure-native:applicationinsights:Component")
     assert insights.inputs["workspaceResourceId"] == workspace.id and insights.inputs["ingestionMode"] == "LogAnalytics"
     rules = {r.name.rsplit("alert-", 1)[1]: r for r in prod.of_type("azure-native:monitor:ScheduledQueryRule")}
-    assert set(rules) == {"error-rate", "p95-latency", "restarts", "no-traffic"}
+    assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "no-traffic"}
     assert {r.name for r in dev.of_type("azure-native:monitor:ScheduledQueryRule")} == {
-        "observability-alert-error-rate", "observability-alert-p95-latency", "observability-alert-restarts"}
+        "observability-alert-error-rate", "observability-alert-p95-latency", "observability-alert-restarts",
+        "observability-alert-drift"}
     group = prod.one("azure-native:monitor:ActionGroup")
     assert group.inputs["emailReceivers"][0]["emailAddress"] == "ml-platform-oncall@example.com"
-    for rule in rules.values():
+    for key, rule in rules.items():
         assert rule.inputs["scopes"] == [workspace.id]
         assert rule.inputs["actions"]["actionGroups"] == [group.id]
-        assert "ContainerAppConsoleLogs_CL" in rule.inputs["criteria"]["allOf"][0]["query"] or rule.name.endswith("restarts")
+        query = rule.inputs["criteria"]["allOf"][0]["query"]
+        if key == "drift":  # the drift job's record, sent through Application Insights
+            assert query.startswith("AppTraces") and "'drift'" in query
+        else:
+            assert "ContainerAppConsoleLogs_CL" in query or key == "restarts"
     assert rules["no-traffic"].inputs["windowSize"] == "PT30M"
+    drift = rules["drift"].inputs
+    assert drift["enabled"] is True and drift["windowSize"] == "PT60M"
+    condition = drift["criteria"]["allOf"][0]
+    assert (condition["metricMeasureColumn"], condition["operator"], condition["threshold"]) == (
+        "drifted_versions", "GreaterThan", 0)
     queries = {q.inputs["savedSearchId"]: q.inputs["query"] for q in prod.of_type("azure-native:operationalinsights:SavedSearch")}
     assert set(queries) == {"scoring-latency", "scoring-errors", "scoring-probabilities"}
     assert "Log_s" in queries["scoring-latency"] and "percentile(latency_ms, 95)" in queries["scoring-latency"]
@@ -164,7 +178,7 @@ def test_observability_alerts_and_queries(evaluate):
 
 def test_databricks_job_runs_training_then_gate(evaluate):
     prod = evaluate("prod", BUILDS)
-    job = prod.one("databricks:index/job:Job")
+    job = prod.named(JOB, "databricks-job")
     train, gate = job.inputs["tasks"]
     assert (train["taskKey"], gate["taskKey"]) == ("train", "gate")
     assert gate["dependsOns"] == [{"taskKey": "train"}]
@@ -187,6 +201,79 @@ def test_databricks_job_runs_training_then_gate(evaluate):
     workspace = prod.one("azure-native:databricks:Workspace")
     assert workspace.inputs["sku"] == {"name": "premium"}
     assert workspace.inputs["managedResourceGroupId"].endswith("/resourceGroups/rg-credit-prod-databricks")
+
+
+def drift_parameters(job) -> dict[str, str]:
+    task = job.inputs["tasks"][0]
+    params = task["sparkPythonTask"]["parameters"]
+    assert params[0] == "monitoring.drift"
+    return dict(zip(params[1::2], params[2::2], strict=True))
+
+
+def test_every_stack_declares_the_scheduled_drift_job(stack):
+    config = mockcloud.stack_values(stack.stack)
+    drift, timezone = config["drift"], config["databricks"].get("timezone", "UTC")
+    job = stack.named(JOB, "databricks-drift-job")
+    assert job.inputs["name"] == f"credit-default-drift-{stack.stack}"
+    assert job.inputs["schedule"] == {"quartzCronExpression": drift["schedule"], "timezoneId": timezone,
+                                      "pauseStatus": "UNPAUSED"}
+    workspace = stack.one("azure-native:operationalinsights:Workspace")
+    params = drift_parameters(job)
+    assert params == {
+        "--workspace-id": workspace.outputs["customerId"], "--target": "containerapps", "--app-name": f"ca-credit-{stack.stack}",
+        "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}", "--tracking-uri": "databricks",
+        "--registry-uri": "databricks-uc", "--experiment": f"/Shared/credit-default-{stack.stack}-drift",
+        "--psi-threshold": f"{drift['psiThreshold']:g}", "--p-value": f"{drift['pValue']:g}",
+        "--min-records": str(drift["minRecords"]), "--out": "/tmp/drift"}
+    task = job.inputs["tasks"][0]
+    assert task["sparkPythonTask"]["pythonFile"] == f"/Shared/mlops/{stack.stack}/run_module.py"
+    assert {lib["pypi"]["package"].split("==")[0] for lib in task["libraries"]} == {"mlflow", "azure-identity",
+                                                                                     "azure-monitor-query"}
+    cluster = job.inputs["jobClusters"][0]["newCluster"]
+    assert cluster["numWorkers"] == 0 and cluster["sparkConf"]["spark.databricks.cluster.profile"] == "singleNode"
+    insights = stack.one("azure-native:applicationinsights:Component")
+    assert cluster["sparkEnvVars"] == {"APPLICATIONINSIGHTS_CONNECTION_STRING": insights.outputs["connectionString"]}
+    assert "jobClusters" in job.secrets  # the connection string can write telemetry
+    # exit 3 (drift) fails the run, so the e-mail fires: to the alert e-mails and the job failure e-mails
+    expected = [*config["observability"].get("alertEmails", []), *config["databricks"].get("failureEmails", [])]
+    assert job.inputs["emailNotifications"]["onFailures"] == list(dict.fromkeys(expected))
+    files = {f.inputs["path"] for f in stack.of_type("databricks:index/workspaceFile:WorkspaceFile")}
+    root = f"/Shared/mlops/{stack.stack}"
+    assert {f"{root}/monitoring/drift.py", f"{root}/infra/kql.py", f"{root}/infra/__init__.py"} <= files
+    init = next(f for f in stack.of_type("databricks:index/workspaceFile:WorkspaceFile")
+                if f.inputs["path"] == f"{root}/infra/__init__.py")
+    assert b"import" not in base64.b64decode(init.inputs["contentBase64"])  # not the Pulumi program's package init
+    assert stack.outputs["databricks_drift_job_id"] == job.id
+
+
+def test_drift_job_takes_its_schedule_and_thresholds_from_config(evaluate):
+    ev = evaluate("dev", {"drift": {"schedule": "0 30 2 * * ?", "paused": True, "windowHours": 12, "psiThreshold": 0.3,
+                                    "pValue": 0.05, "minRecords": 500, "secretScope": "drift-sp"},
+                          "databricks.timezone": "Europe/Amsterdam", "serving.target": "aks"})
+    job = ev.named(JOB, "databricks-drift-job")
+    assert job.inputs["schedule"] == {"quartzCronExpression": "0 30 2 * * ?", "timezoneId": "Europe/Amsterdam",
+                                      "pauseStatus": "PAUSED"}
+    params = drift_parameters(job)
+    assert {k: params[k] for k in ("--window-hours", "--psi-threshold", "--p-value", "--min-records", "--target",
+                                   "--app-name", "--namespace")} == {
+        "--window-hours": "12", "--psi-threshold": "0.3", "--p-value": "0.05", "--min-records": "500", "--target": "aks",
+        "--app-name": "scoring", "--namespace": "scoring"}
+    env = job.inputs["jobClusters"][0]["newCluster"]["sparkEnvVars"]
+    assert env["AZURE_CLIENT_SECRET"] == "{{secrets/drift-sp/azure-client-secret}}"
+    assert env["AZURE_TENANT_ID"] == "{{secrets/drift-sp/azure-tenant-id}}"
+
+
+@pytest.mark.parametrize(("overrides", "key"), [
+    ({"drift.schedule": "hourly"}, "drift.schedule"),
+    ({"drift.windowHours": 0}, "drift.windowHours"),
+    ({"drift.psiThreshold": "high"}, "drift.psiThreshold"),
+    ({"drift.pValue": 0.9}, "drift.pValue"),
+    ({"drift.minRecords": 2.5}, "drift.minRecords"),
+    ({"drift.threshold": 0.2}, "drift: unknown key"),
+])
+def test_bad_drift_config_names_the_key(evaluate, overrides, key):
+    with pytest.raises(settings.ConfigError, match=rf"mlops-credit-default:{re.escape(key)}"):
+        evaluate("dev", overrides)
 
 
 def test_existing_workspace_and_workspace_registry(evaluate):

@@ -74,11 +74,31 @@ def test_prod_imports_by_digest_server_side(promoted):
 def test_prod_never_builds_and_never_trains(promoted):
     types = {r.typ for r in promoted.resources}
     assert "docker:index/image:Image" not in types
-    assert "databricks:index/job:Job" not in types and "databricks:index/workspaceFile:WorkspaceFile" not in types
+    # the only job is the drift job (prod is where the traffic is), and no training code is uploaded
+    assert [job.inputs["name"] for job in promoted.of_type("databricks:index/job:Job")] == ["credit-default-drift-prod"]
+    files = {f.inputs["path"].removeprefix("/Shared/mlops/prod/")
+             for f in promoted.of_type("databricks:index/workspaceFile:WorkspaceFile")}
+    assert files and not any(path.startswith("training/") for path in files)
+    assert files == {"run_module.py", "infra/__init__.py", "infra/kql.py", "monitoring/__init__.py", "monitoring/drift.py",
+                     "monitoring/traffic.py"}
     # kept: the workspace, the experiment (promotion runs) and the registered model the copy goes into
     assert {"azure-native:databricks:Workspace", "databricks:index/mlflowExperiment:MlflowExperiment",
             "databricks:index/registeredModel:RegisteredModel"} <= types
     assert promoted.outputs["databricks_job_id"] == ""
+
+
+def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
+    job = promoted.one("databricks:index/job:Job")
+    assert job.inputs["schedule"]["quartzCronExpression"] == mockcloud.stack_values("prod")["drift"]["schedule"]
+    params = job.inputs["tasks"][0]["sparkPythonTask"]["parameters"]
+    assert params[0] == "monitoring.drift" and "--model-name" not in params  # the log names staging's version
+    workspace = promoted.one("azure-native:operationalinsights:Workspace")
+    assert params[params.index("--workspace-id") + 1] == workspace.outputs["customerId"]
+    assert params[params.index("--app-name") + 1] == "ca-credit-prod"
+    assert job.inputs["emailNotifications"]["onFailures"] == ["ml-platform-oncall@example.com"]
+    assert promoted.outputs["databricks_drift_job_id"] == job.id
+    rule = next(r for r in promoted.of_type("azure-native:monitor:ScheduledQueryRule") if r.name.endswith("alert-drift"))
+    assert rule.inputs["criteria"]["allOf"][0]["query"].startswith("AppTraces")
 
 
 def test_prod_registers_the_same_version_with_lineage_before_serving(promoted):
