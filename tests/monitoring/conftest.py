@@ -6,6 +6,7 @@ offsets, so every window below holds exactly the lines one run of monitoring.tra
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,9 @@ def service(context, tmp_path_factory):
         process = start_service(context.path, port, stdout=out, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
-        smoke.wait_for(url, "/ready", 60)
+        smoke.wait_for(url, "/ready", 120)
+        # free_port() can race with another process taking the port: then /ready answered for someone else.
+        assert process.poll() is None, f"the scoring service exited (port {port} taken?)"
         yield {"url": url, "log": log, "root": root}
     finally:
         process.terminate()
@@ -50,8 +53,9 @@ def window(service):
                 data = service["log"].read_bytes()[before:]
                 if data.count(b"\n") >= REQUESTS:
                     break
-                import time
                 time.sleep(0.1)
+            lines = data.count(b"\n")
+            assert lines >= REQUESTS, f"only {lines} of {REQUESTS} log lines reached {service['log']}"
             path.write_bytes(data)
             cache[name] = path
         return cache[name]
