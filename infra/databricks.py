@@ -27,6 +27,8 @@ KQL_FILE = Path(__file__).resolve().parent / "kql.py"
 # program's packages, none of which the drift cluster has or needs: the upload gets this one instead.
 DRIFT_INFRA_INIT = b'"""Only infra/kql.py, the KQL monitoring.drift reads Log Analytics with (see infra/databricks.py)."""\n'
 DRIFT_TIMEOUT_SECONDS = 3600
+# monitoring.drift bins with training.baseline (so windows and baseline share one binning).
+BASELINE_MODULES = ("__init__.py", "schema.py", "baseline.py")
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class DatabricksArgs:
     environment: str
     tags: dict[str, str]
     drift: DriftJobArgs | None = None  # None: no drift job
+    trains: bool = True  # False in a promotion target (prod): no training code, no training job
 
 
 @dataclass(frozen=True)
@@ -72,9 +75,11 @@ def training_files() -> dict[str, Path]:
 
 
 def drift_files() -> dict[str, bytes]:
-    """Workspace-relative path -> content: the monitoring package, infra/kql.py (with a minimal package
+    """Workspace-relative path -> content: the monitoring package, the baseline format it reads
+    (training/baseline.py and the data contract, no training code), infra/kql.py (with a minimal package
     __init__) and the entry file."""
     files = {f"monitoring/{path.name}": path.read_bytes() for path in sorted(MONITORING_DIR.glob("*.py"))}
+    files.update({f"training/{module}": (TRAINING_DIR / module).read_bytes() for module in BASELINE_MODULES})
     files["infra/__init__.py"] = DRIFT_INFRA_INIT
     files["infra/kql.py"] = KQL_FILE.read_bytes()
     files["run_module.py"] = ENTRY_FILE.read_bytes()
@@ -98,16 +103,17 @@ class Databricks(pulumi.ComponentResource):
         self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
                                             opts=pulumi.ResourceOptions(parent=self))
         on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        code = {relative: local.read_bytes() for relative, local in training_files().items()}
+        code = {relative: local.read_bytes() for relative, local in training_files().items()} if args.trains else {}
         if args.drift:
             code.update(drift_files())
         self.files = upload(name, s.files_root, code, on_workspace)
+        purpose = "training" if args.trains else "promotions"
         self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=s.experiment,
-                                                      description=f"credit-default training ({args.environment})",
+                                                      description=f"credit-default {purpose} ({args.environment})",
                                                       opts=on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
-        self.job = self._job(name, args, on_workspace)
-        self.job_id = self.job.id
+        self.job = self._job(name, args, on_workspace) if args.trains else None
+        self.job_id = self.job.id if self.job else pulumi.Output.from_input("")
         self.drift_job = self._drift_job(name, args, on_workspace)
         self.drift_job_id = self.drift_job.id if self.drift_job else pulumi.Output.from_input("")
         self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id, "drift_job_id": self.drift_job_id})

@@ -13,7 +13,7 @@ from infra import acr_auth, kql, settings
 from infra.databricks import Databricks, DatabricksArgs, DriftJobArgs
 from infra.image import ImageArgs, ScoringImage, git_sha, resolve
 from infra.observability import Observability, ObservabilityArgs
-from infra.promotion import Promotion, PromotionArgs, ServingDatabricks
+from infra.promotion import Promotion, PromotionArgs
 from infra.registry import Registry, RegistryArgs
 from infra.settings import StackSettings
 
@@ -31,9 +31,10 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
     registry = Registry("registry", RegistryArgs(
         resource_group_name=group.name, location=s.location, identity_name=s.name("id-pull"), settings=s.registry,
         log_analytics_workspace_id=observability.workspace_id, tags=s.tags))
-    databricks = (ServingDatabricks if promoting else Databricks)("databricks", DatabricksArgs(
+    databricks = Databricks("databricks", DatabricksArgs(
         resource_group_name=group.name, resource_group_id=group.id, location=s.location, workspace_name=s.name("dbw"),
-        settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability)))
+        settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability),
+        trains=not promoting))
 
     outputs: dict[str, Any] = {
         "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,

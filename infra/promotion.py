@@ -24,10 +24,8 @@ from typing import Any
 
 import pulumi
 import pulumi.dynamic as dynamic
-import pulumi_databricks as databricks
 
 from infra import promote
-from infra.databricks import Databricks, DatabricksArgs, drift_files, upload
 from infra.promote import PromotionError
 from infra.settings import ImageSettings, ModelSettings, PromotionSettings
 
@@ -198,25 +196,3 @@ class Promotion(pulumi.ComponentResource):
         self.deployable_image = pulumi.Output.all(self.image_ref, self.registration.version).apply(lambda v: v[0])
         self.register_outputs({"image_ref": self.image_ref, "digest": self.digest,
                                "registry_model_version": self.registry_model_version})
-
-
-class ServingDatabricks(Databricks):
-    """A promotion target's Databricks: the workspace, the experiment (promotion runs), the registered model and
-    the drift job (prod is where the traffic is), but no training code and no training job: this stack never trains."""
-
-    def __init__(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions | None = None) -> None:
-        pulumi.ComponentResource.__init__(self, "mlops:infra:Databricks", name, None, opts)
-        host = self._workspace(name, args)
-        self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
-                                            opts=pulumi.ResourceOptions(parent=self))
-        on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        self.files = upload(name, args.settings.files_root, drift_files(), on_workspace) if args.drift else []
-        self.job = None
-        self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=args.settings.experiment,
-                                                      description=f"credit-default promotions ({args.environment})",
-                                                      opts=on_workspace)
-        self.registered_model = self._registered_model(name, args, on_workspace)
-        self.job_id = pulumi.Output.from_input("")
-        self.drift_job = self._drift_job(name, args, on_workspace)
-        self.drift_job_id = self.drift_job.id if self.drift_job else pulumi.Output.from_input("")
-        self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id, "drift_job_id": self.drift_job_id})

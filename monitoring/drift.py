@@ -49,6 +49,8 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from training.baseline import bin_counts
+
 ROOT = Path(__file__).resolve().parent.parent
 EPSILON = 1e-4
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 2, 3
@@ -213,7 +215,7 @@ def numeric_buckets(profile: dict, values: list) -> tuple[list[str], np.ndarray,
     expected = np.append(np.asarray(profile["fractions"], dtype=float) * present_share, profile["missing_fraction"])
     floats = np.array([_to_float(v) for v in values], dtype=float)
     present = floats[~np.isnan(floats)]
-    counts = np.bincount(np.searchsorted(edges, present, side="right"), minlength=len(edges) + 1).astype(float)
+    counts = bin_counts(present, edges).astype(float)  # the very bins the baseline was built with
     counts = np.append(counts, float(np.isnan(floats).sum()))
     labels = ([f"< {_fmt(edges[0])}"] if len(edges) else ["all"])
     labels += [f"[{_fmt(lo)}, {_fmt(hi)})" for lo, hi in itertools.pairwise(edges)]

@@ -31,10 +31,14 @@ def numeric_profile(values: np.ndarray, bins: int = QUANTILE_BINS) -> dict:
     }
 
 
+def bin_counts(present: np.ndarray, inner_edges) -> np.ndarray:
+    """Values per bin: (-inf, e0), [e0, e1), ..., [e_last, inf). The drift job bins with this too."""
+    return np.bincount(np.searchsorted(inner_edges, present, side="right"), minlength=len(inner_edges) + 1)
+
+
 def bin_fractions(present: np.ndarray, inner_edges) -> list[float]:
-    """Share of values per bin: (-inf, e0), [e0, e1), ..., [e_last, inf)."""
-    counts = np.bincount(np.searchsorted(inner_edges, present, side="right"), minlength=len(inner_edges) + 1)
-    return [float(c) for c in counts / max(len(present), 1)]
+    """Share of values per bin (see bin_counts)."""
+    return [float(c) for c in bin_counts(present, inner_edges) / max(len(present), 1)]
 
 
 def categorical_profile(values: pd.Series) -> dict:

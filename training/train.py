@@ -111,6 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     metrics = evaluate(splits.test[schema.TARGET].to_numpy(), positive_proba(result.model, splits.test), threshold)
     step("evaluated on held-out test", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
+    lineage = {"git_sha": git_sha(), "data_fingerprint": data_fingerprint(frame)}
     step("logging to MLflow", mlflow.get_tracking_uri())
     if args.artifact_root and mlflow.get_experiment_by_name(args.experiment) is None:
         mlflow.create_experiment(args.experiment, artifact_location=args.artifact_root)
@@ -124,8 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
                            "decision_threshold": threshold, "model_family": "HistGradientBoostingClassifier"})
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         mlflow.log_metric("valid_roc_auc", max(c["valid_roc_auc"] for c in result.candidates))
-        mlflow.set_tags({"git_sha": git_sha(), "data_fingerprint": data_fingerprint(frame),
-                         "data_source": args.data, "environment": args.environment})
+        mlflow.set_tags({**lineage, "data_source": args.data, "environment": args.environment})
         mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
         info = mlflow.sklearn.log_model(
             result.model, name="model", signature=signature(), input_example=input_example(splits.test),
@@ -134,8 +134,7 @@ def main(argv: list[str] | None = None) -> dict:
             registered_model_name=args.model_name, extra_files=[str(baseline_path), str(holdout_path)],
         )
     version = str(info.registered_model_version)
-    for key, value in {"decision_threshold": threshold, "roc_auc": metrics["roc_auc"],
-                       "git_sha": git_sha(), "data_fingerprint": data_fingerprint(frame)}.items():
+    for key, value in {"decision_threshold": threshold, "roc_auc": metrics["roc_auc"], **lineage}.items():
         client.set_model_version_tag(args.model_name, version, key, str(value))
     step("registered", f"{args.model_name} version {version} (run {run.info.run_id})")
 
