@@ -34,7 +34,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from serving.localrun import free_port, stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -367,24 +368,9 @@ def http_post(port: int, path: str, body: bytes, timeout: float = 30.0) -> tuple
 
 
 def stop(process: subprocess.Popen) -> None:
-    """SIGTERM the process group (start_new_session made the leader's pid its id), then SIGKILL."""
-    if process.poll() is not None:
-        return
-    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(process.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            process.wait(timeout=wait)
-            # the group may outlive its leader for a moment
-            for _ in range(50):
-                os.killpg(process.pid, 0)
-                time.sleep(0.1)
-        except subprocess.TimeoutExpired:
-            continue
-        except ProcessLookupError:
-            return
+    if process.poll() is None:
+        stop_service(process.pid)
+    process.wait(timeout=5)
 
 
 @dataclass
@@ -401,8 +387,6 @@ class Server:
 
     def launch(self, timeout: float = 120.0) -> float:
         """Start on a free port; seconds from launch to the first 200 on the readiness route."""
-        from serving.localrun import free_port
-
         self.port = free_port()
         started = time.perf_counter()
         self.process = self.launcher(self.port, self.log)
@@ -476,32 +460,13 @@ class Prepared:
 
 def prepare(state: Path) -> Prepared:
     import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
-    state.mkdir(parents=True, exist_ok=True)
-    data_path = state / "data" / "credit.parquet"
-    tracking_uri = f"sqlite:///{state / 'mlflow.db'}"
-    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri
+    from training.local_registry import ensure_champion
+
+    tracking_uri, version = ensure_champion(state, MODEL_NAME, rows=TRAIN_ROWS, seed=TRAIN_SEED, environment="bench",
+                                            say=lambda text: say(f"prepare: {text}"))
+    os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the mlflow server it launches resolves the model here
     mlflow.set_tracking_uri(tracking_uri)
-    client = MlflowClient()
-
-    if not data_path.exists():
-        say(f"prepare: generating {TRAIN_ROWS} rows into {data_path}")
-        from training import data
-
-        data.main(["--rows", str(TRAIN_ROWS), "--seed", str(TRAIN_SEED), "--out", str(data_path)])
-    try:
-        version = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
-        say(f"prepare: reusing {MODEL_NAME} v{version} (@champion) in {tracking_uri}")
-    except MlflowException:
-        say(f"prepare: training and registering {MODEL_NAME} into {tracking_uri} (about a minute, once)")
-        from training import train as training
-
-        training.main(["--data", str(data_path), "--tracking-uri", tracking_uri, "--model-name", MODEL_NAME,
-                       "--artifact-root", (state / "mlartifacts").as_uri(), "--environment", "bench",
-                       "--seed", str(TRAIN_SEED)])
-        version = str(client.get_model_version_by_alias(MODEL_NAME, "champion").version)
 
     # Assembled afresh every run (a few seconds): a reused context would keep an old copy of the app.
     from serving.context import assemble_build_context

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from serving import smoke
 from serving.context import assemble_build_context
-from serving.localrun import start_service
+from serving.localrun import start_service, stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_NAME = "credit-default-local"
@@ -86,7 +85,7 @@ def train(layout: Layout, model_name: str, seed: int) -> dict:
     ])
 
 
-def stop_service(layout: Layout) -> bool:
+def stop_recorded_service(layout: Layout) -> bool:
     """Stop what the last run started: a local process group or a container."""
     if not layout.service_file.exists():
         return False
@@ -98,18 +97,9 @@ def stop_service(layout: Layout) -> bool:
         container.stop_container(service["name"])
         print(f"stopped the scoring container {service['name']}")
         return True
-    pid = service["pid"]
-    try:
-        os.killpg(pid, signal.SIGTERM)
-    except ProcessLookupError:
+    if not stop_service(service["pid"]):
         return False
-    for _ in range(50):
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            break
-        time.sleep(0.1)
-    print(f"stopped the scoring service (pid {pid})")
+    print(f"stopped the scoring service (pid {service['pid']})")
     return True
 
 
@@ -159,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
     banner(f"3/5 build context from models:/{args.model_name}@champion")
     context = assemble_build_context(f"models:/{args.model_name}@champion", layout.context, wheelhouse=in_container)
     banner(f"4/5 serve on 127.0.0.1:{args.port}")
-    stop_service(layout)
+    stop_recorded_service(layout)
     where = start_container(layout, args.port, context.model_version) if in_container else start_process(layout, args.port)
     print(f"started the scoring service {where}")
     banner("5/5 smoke test")
@@ -168,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         smoke.run(url, layout.context / "model" / "manifest.json", expect_version=context.model_version)
     except smoke.SmokeFailure as failure:
         print(f"FAIL {failure}\nserver log: {layout.server_log}", file=sys.stderr)
-        stop_service(layout)
+        stop_recorded_service(layout)
         return 1
     gate = summary.get("gate", {})
     print(f"""
@@ -199,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="auto: a container when buildah/podman work and the base image exists, else a process")
     args = parser.parse_args(argv)
     if args.command == "stop":
-        if not stop_service(Layout(args.state.resolve())):
+        if not stop_recorded_service(Layout(args.state.resolve())):
             print("no scoring service was running")
         return 0
     return run(args)

@@ -72,29 +72,11 @@ def pick(value: Any, path: str) -> Any:
 def local_registry(stack: str) -> str:
     """A sqlite registry holding a champion under the stack's model name (trained once, then reused)."""
     from infra import mockcloud, settings
+    from training.local_registry import ensure_champion
 
     s = settings.from_values(mockcloud.project_name(), stack, mockcloud.stack_values(stack), {})
-    uri = f"sqlite:///{STATE / 'mlflow.db'}"
-    import mlflow
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    STATE.mkdir(parents=True, exist_ok=True)
-    try:
-        client.get_model_version_by_alias(s.model.full_name, s.model.alias)
-        return uri
-    except mlflow.exceptions.MlflowException:
-        pass
-    from training import data
-    from training import train as training
-
-    table = STATE / "credit.parquet"
-    if not table.exists():
-        data.write_table(data.generate(4000, seed=11), table)
-    print(f"plan: training a small model as {s.model.full_name} in {uri} (once)", file=sys.stderr)
-    with contextlib.redirect_stdout(io.StringIO()):
-        training.main(["--data", str(table), "--tracking-uri", uri, "--model-name", s.model.full_name,
-                       "--artifact-root", (STATE / "artifacts").as_uri(), "--environment", "plan"])
+    uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan",
+                             say=lambda text: print(f"plan: {text}", file=sys.stderr))
     return uri
 
 

@@ -6,10 +6,13 @@ the same way: the context's own copy of the app, the context's model, loopback o
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import IO
 
@@ -27,3 +30,28 @@ def start_service(context: Path, port: int, stdout: IO | int | None = subprocess
            "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers), **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-m", "scoring.serve"], cwd=context, env=env,
                             stdout=stdout, stderr=stderr, start_new_session=True)
+
+
+def stop_service(pid: int, grace_s: float = 10.0) -> bool:
+    """SIGTERM the service's process group (start_new_session made its pid the group id), SIGKILL what
+    outlives the grace period. False when nothing was running."""
+    for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(pid, sig)
+        except ProcessLookupError:
+            return sig == signal.SIGKILL  # already gone: stopped by the SIGTERM, or never running
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            _reap(pid)
+            try:
+                os.killpg(pid, 0)
+            except ProcessLookupError:
+                return True
+            time.sleep(0.1)
+    return True
+
+
+def _reap(pid: int) -> None:
+    """Collect our own child's exit status, so it does not linger as a zombie the group check still sees."""
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, os.WNOHANG)

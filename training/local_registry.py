@@ -1,0 +1,35 @@
+"""A local sqlite MLflow registry holding a champion trained on generated data: what `make plan`
+and `make bench` need before they can resolve `models:/<name>@champion` (trained once, then reused)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from pathlib import Path
+
+
+def ensure_champion(state: Path, model_name: str, *, rows: int, seed: int, environment: str,
+                    say: Callable[[str], None] = print) -> tuple[str, str]:
+    """(tracking URI, champion version) of the registry under `state`, training the model if it has none."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    state.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        return uri, str(client.get_model_version_by_alias(model_name, "champion").version)
+    except MlflowException:
+        pass
+    from training import data
+    from training import train as training
+
+    table = state / "data" / "credit.parquet"
+    if not table.exists():
+        data.write_table(data.generate(rows, seed), table)
+    say(f"training {model_name} on {rows} generated rows into {uri} (once)")
+    with contextlib.redirect_stdout(io.StringIO()):  # the training log is not this caller's output
+        training.main(["--data", str(table), "--tracking-uri", uri, "--model-name", model_name, "--seed", str(seed),
+                       "--artifact-root", (state / "mlartifacts").as_uri(), "--environment", environment])
+    return uri, str(client.get_model_version_by_alias(model_name, "champion").version)
