@@ -1,14 +1,23 @@
-"""Serving on Azure Container Apps: a managed environment logging to Log Analytics and the scoring app.
+"""Serving on Azure Container Apps: a managed environment whose logs reach the stack's Log Analytics
+workspace through a diagnostic setting (the `azure-monitor` destination: no shared key is read, so a
+Reader can preview), and the scoring app.
 
-Revisions and traffic (activeRevisionsMode Multiple). Each `pulumi up` that changes the image makes
-a new revision named `<app>--v<model version>-<digest[:8]>`; `serving.containerApp.latestWeight`
-is its share and `pinnedRevisions` keep older revisions serving the rest.
+Revisions. Any change to the template (image, CPU, memory, replicas, probes, environment) makes a new
+revision; anything else (ingress, traffic) does not. The template sets no revision suffix: Azure gives
+each new revision a unique one, because a suffix can never be reused in an app (a rollback to an
+earlier image, or a CPU change without a new image, would otherwise send an old suffix again and be
+refused). An unchanged template sends nothing, so a no-op `up` makes no revision. The stack output
+`latest_revision_name` names the revision serving now.
 
-  canary     latestWeight: 10, pinnedRevisions: [{revision: ca-credit-prod--v6-1a2b3c4d, weight: 90}]
+Lifecycle. Single revision mode: the new revision takes all traffic once it is ready and Azure
+deactivates the one before, so superseded revisions stop running (and billing). Only while a traffic
+split is configured does the app run in Multiple mode:
+
+  canary     latestWeight: 10, pinnedRevisions: [{revision: <latest_revision_name before the deploy>, weight: 90}]
   shift      raise latestWeight step by step (lowering the pinned weight) and `pulumi up` each time
-  complete   latestWeight: 100, pinnedRevisions: []
-  roll back  latestWeight: 0, pinnedRevisions: [{revision: <the previous revision>, weight: 100}], then
-             `pulumi up`; the bad revision stays deployed with no traffic until the next image replaces it.
+  complete   latestWeight: 100, pinnedRevisions: [] -> back to Single mode: every other revision is deactivated
+  roll back  set the image back by config (prod: promotion.pinnedDigest), or during a canary pin the
+             previous revision at 100 and latestWeight: 0
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_azure_native.app as app
-import pulumi_azure_native.operationalinsights as operationalinsights
+import pulumi_azure_native.monitor as monitor
 
 from infra.settings import ContainerAppSettings, ServingSettings
 
@@ -31,10 +40,8 @@ class ContainerAppArgs:
     environment_name: str
     app_name: str
     serving: ServingSettings
-    log_analytics_workspace_name: pulumi.Input[str]
-    log_analytics_customer_id: pulumi.Input[str]
+    log_analytics_workspace_id: pulumi.Input[str]
     image: pulumi.Input[str]             # repo digest: <server>/<repo>@sha256:...
-    model_version: pulumi.Input[str]   # known at deploy time when prod promotes staging's version
     registry_server: pulumi.Input[str]
     pull_identity_id: pulumi.Input[str]  # user-assigned identity holding AcrPull
     acr_pull_role_assignment: pulumi.Resource
@@ -42,10 +49,13 @@ class ContainerAppArgs:
     tags: dict[str, str]
 
 
-def revision_suffix(model_version: str, digest_ref: str) -> str:
-    """v<version>-<first 8 hex of the digest>: readable, and new whenever the image changes."""
-    digest = digest_ref.rsplit("sha256:", 1)[-1]
-    return f"v{model_version}-{digest[:8]}".lower()
+# The managed environment's log categories (resource-specific tables ContainerAppConsoleLogs / ContainerAppSystemLogs).
+LOG_CATEGORIES = ("ContainerAppConsoleLogs", "ContainerAppSystemLogs")
+
+
+def revisions_mode(settings: ContainerAppSettings) -> str:
+    """Single unless a traffic split is configured: Single deactivates superseded revisions, Multiple does not."""
+    return "Multiple" if settings.pinned_revisions else "Single"
 
 
 def traffic(settings: ContainerAppSettings) -> list[app.TrafficWeightArgs]:
@@ -69,33 +79,31 @@ class ContainerAppService(pulumi.ComponentResource):
     def __init__(self, name: str, args: ContainerAppArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlops:infra:ContainerAppService", name, None, opts)
         s = args.serving.container_app
-        keys = operationalinsights.get_shared_keys_output(resource_group_name=args.resource_group_name,
-                                                          workspace_name=args.log_analytics_workspace_name,
-                                                          opts=pulumi.InvokeOutputOptions(parent=self))
         self.environment = app.ManagedEnvironment(
             f"{name}-environment", environment_name=args.environment_name, resource_group_name=args.resource_group_name,
             location=args.location, zone_redundant=s.zone_redundant,
             vnet_configuration=(app.VnetConfigurationArgs(infrastructure_subnet_id=s.infrastructure_subnet_id)
                                 if s.infrastructure_subnet_id else None),
-            app_logs_configuration=app.AppLogsConfigurationArgs(
-                destination="log-analytics",
-                log_analytics_configuration=app.LogAnalyticsConfigurationArgs(
-                    customer_id=args.log_analytics_customer_id,
-                    shared_key=pulumi.Output.secret(keys.apply(lambda k: k.primary_shared_key)))),
+            app_logs_configuration=app.AppLogsConfigurationArgs(destination="azure-monitor"),
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+        # azure-monitor destination: the diagnostic setting decides where the logs go (dedicated tables).
+        self.diagnostics = monitor.DiagnosticSetting(
+            f"{name}-diagnostics", name="logs-to-log-analytics", resource_uri=self.environment.id,
+            workspace_id=args.log_analytics_workspace_id, log_analytics_destination_type="Dedicated",
+            logs=[monitor.DiagnosticsLogSettingsArgs(category=category, enabled=True) for category in LOG_CATEGORIES],
+            opts=pulumi.ResourceOptions(parent=self))
         image = pulumi.Output.from_input(args.image)
         self.app = app.ContainerApp(
             f"{name}-app", container_app_name=args.app_name, resource_group_name=args.resource_group_name,
             location=args.location, managed_environment_id=self.environment.id,
             identity=app.ManagedServiceIdentityArgs(type="UserAssigned", user_assigned_identities=[args.pull_identity_id]),
             configuration=app.ConfigurationArgs(
-                active_revisions_mode="Multiple",
+                active_revisions_mode=revisions_mode(s),
                 ingress=app.IngressArgs(external=True, target_port=args.serving.port, allow_insecure=False, transport="auto",
                                         traffic=traffic(s)),
                 # Pull by identity: no password, no secret in the app.
                 registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)]),
             template=app.TemplateArgs(
-                revision_suffix=pulumi.Output.all(args.model_version, image).apply(lambda v: revision_suffix(*v)),
                 containers=[app.ContainerArgs(
                     name=CONTAINER_NAME, image=image, probes=probes(args.serving.port),
                     resources=app.ContainerResourcesArgs(cpu=s.cpu, memory=f"{s.memory_gi:g}Gi"),
@@ -103,7 +111,9 @@ class ContainerAppService(pulumi.ComponentResource):
                 scale=app.ScaleArgs(min_replicas=s.min_replicas, max_replicas=s.max_replicas, rules=[app.ScaleRuleArgs(
                     name="http-concurrency", http=app.HttpScaleRuleArgs(metadata={"concurrentRequests": str(s.concurrency)}))])),
             tags=args.tags,
-            # The identity must hold AcrPull before the first revision pulls its image.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.acr_pull_role_assignment]))
+            # The identity must hold AcrPull before the first revision pulls its image, and the logs have a
+            # destination before the first revision writes any.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.acr_pull_role_assignment, self.diagnostics]))
         self.endpoint_url = self.app.configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
-        self.register_outputs({"endpoint_url": self.endpoint_url})
+        self.latest_revision_name = self.app.latest_revision_name
+        self.register_outputs({"endpoint_url": self.endpoint_url, "latest_revision_name": self.latest_revision_name})

@@ -20,6 +20,7 @@ import pulumi
 import pulumi_docker as docker
 
 from infra import acr_auth
+from infra.model_source import ModelSourceError, Workspace, pinned_to
 from infra.settings import ImageSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,13 +51,31 @@ class ImageArgs:
     token: Callable[[str], str] = acr_auth.refresh_token
 
 
-def bootstrap_message(model: ModelSettings) -> str:
-    return (f"BOOTSTRAP: {model.uri} has no registered version yet, so this stack declares no image and no serving "
-            f"workload. Run the Databricks training job (see the databricks_job_id output), then `pulumi up` again.")
+def bootstrap_message(model: ModelSettings, reason: str) -> str:
+    return (f"BOOTSTRAP: {model.uri} has no registered version yet ({reason}), so this stack declares no image and "
+            "no serving workload. Run the Databricks training job (see the databricks_job_id output), then "
+            "`pulumi up` again.")
 
 
-def resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str], None] = pulumi.log.info) -> Resolution:
-    """Alias -> version -> assembled build context; a missing model or alias is the bootstrap case."""
+def no_model(model: ModelSettings, reason: str) -> Resolution:
+    """Nothing to serve yet: the bootstrap plan where the stack allows it, a clear error where it does not (prod)."""
+    if model.allow_bootstrap:
+        return Resolution(None, None, bootstrap_message(model, reason))
+    raise ModelSourceError(
+        f"{model.uri} has no version to serve ({reason}), and this stack never bootstraps (model.allowBootstrap: false). "
+        "Deploy and train staging first, then set promotion.sourceStack to staging's stack name so this stack serves "
+        "what staging tested; or set model.allowBootstrap: true to create the infrastructure without a workload.")
+
+
+def resolve(model: ModelSettings, image: ImageSettings, locate: Callable[[], Workspace | None] = lambda: None,
+            progress: Callable[[str], None] = pulumi.log.info) -> Resolution:
+    """Alias -> version -> assembled build context, read from the stack's own registry (see infra/model_source.py);
+    no workspace yet, or no version in it, is the bootstrap case."""
+    workspace = None
+    if model.in_stack_workspace:
+        workspace = locate()
+        if workspace is None:
+            return no_model(model, "the stack's Databricks workspace does not exist yet; this `up` creates it")
     import mlflow  # imported here: its import costs ~1 s and only this step needs it
     from mlflow.tracking import MlflowClient
 
@@ -67,13 +86,15 @@ def resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str]
     if model.registry_uri:
         mlflow.set_registry_uri(model.registry_uri)
     try:
-        return _resolve(model, image, progress, MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri))
+        with pinned_to(workspace):
+            client = MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri)
+            return _resolve(model, image, progress, client, where=str(workspace or model.tracking_uri))
     finally:
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
 
 
-def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str], None], client) -> Resolution:
+def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str], None], client, where: str) -> Resolution:
     from mlflow.exceptions import MlflowException
 
     from serving.context import assemble_build_context, resolve_model
@@ -82,11 +103,10 @@ def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str
         resolved = resolve_model(model.uri, client)
     except MlflowException as error:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(error).lower():
-            raise  # an outage or a permission problem must not look like "no model yet"
-        if not model.allow_bootstrap:
-            raise RuntimeError(f"{model.uri} has no version and model.allowBootstrap is false for this stack: "
-                               f"deploy a model to it first ({error.message})") from error
-        return Resolution(None, None, bootstrap_message(model))
+            raise unreachable(model, where, error) from None  # an outage or no permission is not "no model yet"
+        return no_model(model, f"{where} holds none: {error.message}")
+    except (OSError, ValueError) as error:  # connection refused, no credentials for the host (Databricks SDK)
+        raise unreachable(model, where, error) from None
     context_dir = Path(image.context_dir)
     if not context_dir.is_absolute():
         context_dir = ROOT / context_dir
@@ -94,6 +114,11 @@ def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str
                                      progress=progress)
     ref = ModelRef(resolved.name, resolved.version, resolved.run_id, context.manifest["content_sha256"])
     return Resolution(ref, context.path, "")
+
+
+def unreachable(model: ModelSettings, where: str, error: Exception) -> ModelSourceError:
+    return ModelSourceError(f"cannot read {model.uri} from {where}: {type(error).__name__}: {error}. The deploying "
+                            "identity needs to reach that workspace (az login, or ARM_* / OIDC in CI) and read the model.")
 
 
 def git_sha(env: dict[str, str] | os._Environ = os.environ) -> str:

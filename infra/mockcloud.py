@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 TENANT = "99999999-8888-7777-6666-555555555555"
 FAKE_ACR_TOKEN = "fake-acr-refresh-token"
+ORGANIZATION = "contoso-ml"  # the Pulumi Cloud organization the mock engine runs the stacks in
 
 
 def project_name() -> str:
@@ -120,10 +121,14 @@ class CloudMocks(pulumi.runtime.Mocks):
     `stack_outputs` maps a referenced stack's name (as the program passes it to StackReference) to its
     outputs; a stack not in it reads as one with no outputs, like a stack that was never deployed."""
 
-    def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+    def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+                 existing: Mapping[str, Mapping[str, Any]] | None = None) -> None:
         self.resources: list[Captured] = []
         self.calls: list[tuple[str, dict]] = []
         self.stack_outputs = {name: dict(outputs) for name, outputs in (stack_outputs or {}).items()}
+        # What already exists in the subscription before this run (name -> properties), for the program's lookups;
+        # empty: a greenfield subscription, where every lookup answers 404 as ARM does.
+        self.existing = {name: dict(props) for name, props in (existing or {}).items()}
 
     def arm_id(self, provider: str, kind: str, name: str, group: str = "rg-mock") -> str:
         return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{provider}/{kind}/{name}"
@@ -218,8 +223,10 @@ class CloudMocks(pulumi.runtime.Mocks):
                 "configuration": configuration, "latestRevisionName": f"{app_name}--{suffix}",
                 "latestRevisionFqdn": f"{app_name}--{suffix}.{fqdn.split('.', 1)[1]}"}
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> dict:
+    def call(self, args: pulumi_mocks.MockCallArgs) -> dict | tuple[dict, list[tuple[str, str]]]:
         self.calls.append((args.token, dict(args.args)))
+        if args.token == "azure-native:databricks:getWorkspace":
+            return self._lookup(args.args, "Microsoft.Databricks/workspaces", args.args.get("workspaceName", ""))
         if args.token == "azure-native:operationalinsights:getSharedKeys":
             return {"primarySharedKey": "bW9jay1wcmltYXJ5LWtleQ==", "secondarySharedKey": "bW9jay1zZWNvbmRhcnk="}
         if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
@@ -230,6 +237,17 @@ class CloudMocks(pulumi.runtime.Mocks):
                           "users: [{name: user, user: {token: mock}}]\n")
             return {"kubeconfigs": [{"name": "clusterUser", "value": base64.b64encode(kubeconfig.encode()).decode()}]}
         return {}
+
+
+    def _lookup(self, args: dict, kind: str, name: str) -> dict | tuple[dict, list[tuple[str, str]]]:
+        """An ARM GET: the existing resource's properties, or the 404 ARM answers on an empty subscription."""
+        if name in self.existing:
+            group = args.get("resourceGroupName", "rg-mock")
+            namespace, kind_name = kind.split("/")
+            return {"id": self.arm_id(namespace, kind_name, name, group), "name": name, **self.existing[name]}
+        return {}, [("", f"GET https://management.azure.com/subscriptions/{SUBSCRIPTION}/resourceGroups/"
+                         f"{args.get('resourceGroupName')}/providers/{kind}/{name}\nRESPONSE 404: 404 Not Found\n"
+                         "ERROR CODE: ResourceGroupNotFound")]
 
 
 class CapturingMonitor(pulumi_mocks.MockMonitor):
@@ -291,13 +309,14 @@ def source_outputs(values: Mapping[str, Any], overrides: Mapping[str, Any], env:
                    acr_token: Callable[[str], str]) -> dict[str, dict[str, Any]]:
     """A promotion target's StackReference, answered by evaluating the source stack of this project under
     mocks with the same overrides (minus promotion.*): prod then imports what staging's mocks exported."""
-    source = (values.get("promotion") or {}).get("sourceStack")
-    if not source or source.rsplit("/", 1)[-1] not in stacks():
+    name = (values.get("promotion") or {}).get("sourceStack")
+    if not name or name not in stacks():
         return {}
+    source = f"{ORGANIZATION}/{project_name()}/{name}"
     own = {k: v for k, v in overrides.items() if not k.startswith("promotion.") and k != "promotion"}
     key = json.dumps([source, own, dict(env or {})], sort_keys=True, default=str)
     if key not in _SOURCE_OUTPUTS:
-        _SOURCE_OUTPUTS[key] = evaluate(source.rsplit("/", 1)[-1], own, env=env, acr_token=acr_token).outputs
+        _SOURCE_OUTPUTS[key] = evaluate(name, own, env=env, acr_token=acr_token).outputs
     return {source: copy.deepcopy(_SOURCE_OUTPUTS[key])}
 
 
@@ -306,7 +325,8 @@ _SOURCE_OUTPUTS: dict[str, dict[str, Any]] = {}
 
 def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
              acr_token: Callable[[str], str] = lambda server: FAKE_ACR_TOKEN,
-             stack_outputs: Mapping[str, Mapping[str, Any]] | None = None) -> Evaluation:
+             stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
+             existing: Mapping[str, Mapping[str, Any]] | None = None, preview: bool = False) -> Evaluation:
     """Run infra.program.run() for `stack` (its real Pulumi.<stack>.yaml plus overrides) under fresh mocks.
 
     `stack_outputs`: what StackReferences read ({stack name: outputs}); by default a promotion target's
@@ -319,9 +339,10 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Map
         stack_outputs = source_outputs(values, overrides or {}, env, acr_token)
     started = time.perf_counter()
     pulumi.runtime.set_all_config(to_pulumi_config(project, values))
-    cloud = CloudMocks(stack_outputs)
-    pulumi.runtime.settings.reset_options(project=project, stack=stack, preview=False)
-    pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=False, monitor=CapturingMonitor(cloud))
+    cloud = CloudMocks(stack_outputs, existing)
+    pulumi.runtime.settings.reset_options(project=project, stack=stack, preview=preview, organization=ORGANIZATION)
+    pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=preview, organization=ORGANIZATION,
+                             monitor=CapturingMonitor(cloud))
     outputs: dict[str, Any] = {}
 
     @pulumi.runtime.test

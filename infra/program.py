@@ -9,7 +9,7 @@ from typing import Any
 import pulumi
 import pulumi_azure_native.resources as resources
 
-from infra import acr_auth, kql, settings
+from infra import acr_auth, kql, model_source, settings
 from infra.databricks import Databricks, DatabricksArgs, DriftJobArgs
 from infra.image import ImageArgs, ScoringImage, git_sha, resolve
 from infra.observability import Observability, ObservabilityArgs
@@ -24,7 +24,8 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
     s = settings.load(env)
     group = resources.ResourceGroup("resource-group", resource_group_name=s.name("rg"), location=s.location, tags=s.tags)
     promoting = s.promotion.enabled  # a promotion target (prod) neither resolves nor builds: it imports
-    resolution = None if promoting else resolve(s.model, s.image)
+    resolution = None if promoting else resolve(s.model, s.image, locate=lambda: model_source.locate(
+        s.name("rg"), s.name("dbw"), s.databricks.existing_workspace_url, s.databricks.existing_workspace_resource_id))
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, name=s.name("log"), settings=s.observability,
         log_source=log_source(s), serving_deployed=promoting or resolution.model is not None, tags=s.tags))
@@ -47,13 +48,13 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         return {**outputs, **promoted(s, group, observability, registry, databricks)}
     if resolution.model is None:
         pulumi.log.warn(resolution.bootstrap_message)
-        return {**outputs, "endpoint_url": "", "image_ref": "", "model_version": "", "model_run_id": "",
-                "bootstrap": resolution.bootstrap_message, "promoted_from": ""}
+        empty = ("endpoint_url", "latest_revision_name", "image_ref", "model_version", "model_run_id", "promoted_from")
+        return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, git_sha=git_sha(s.env), token=acr_token))
-    endpoint = serve(s, image.repo_digest, resolution.model.version, group, observability, registry)
-    return {**outputs, "endpoint_url": endpoint, "image_ref": image.repo_digest, "model_version": resolution.model.version,
+    served = serve(s, image.repo_digest, group, observability, registry)
+    return {**outputs, **served, "image_ref": image.repo_digest, "model_version": resolution.model.version,
             "model_run_id": resolution.model.run_id, "bootstrap": "", "promoted_from": ""}
 
 
@@ -62,14 +63,13 @@ def promoted(s: StackSettings, group: resources.ResourceGroup, observability: Ob
     """The promotion target's workload: the source stack's digest, imported; its model version, registered here."""
     promotion = Promotion("promotion", PromotionArgs(
         settings=s.promotion, model=s.model, image=s.image, experiment=s.databricks.experiment,
-        registry_id=registry.registry.id, login_server=registry.login_server,
+        registry_id=registry.registry.id, login_server=registry.login_server, workspace_url=databricks.workspace_url,
         registered_model=databricks.registered_model))
-    # Revision names carry the version where it is known while the program runs (a pinned rollback).
-    endpoint = serve(s, promotion.deployable_image, promotion.model_version, group, observability, registry)
-    return {"endpoint_url": endpoint, "image_ref": promotion.image_ref, "image_digest": promotion.digest,
+    served = serve(s, promotion.deployable_image, group, observability, registry)
+    return {**served, "image_ref": promotion.image_ref, "image_digest": promotion.digest,
             "model_name": promotion.model_name, "model_version": promotion.model_version,
             "model_run_id": promotion.model_run_id, "registry_model_version": promotion.registry_model_version,
-            "source_image_ref": promotion.source_image_ref, "promoted_from": s.promotion.source_stack, "bootstrap": ""}
+            "source_image_ref": promotion.source_image_ref, "promoted_from": promotion.source_stack, "bootstrap": ""}
 
 
 def log_source(s: StackSettings) -> kql.LogSource:
@@ -95,21 +95,23 @@ def container_env(s: StackSettings) -> dict[str, str]:
             "MAX_RECORDS": str(s.serving.max_records), "REQUEST_LOG": "true", "MLOPS_ENVIRONMENT": s.environment}
 
 
-def serve(s: StackSettings, image: pulumi.Output[str], model_version: pulumi.Input[str], group: resources.ResourceGroup,
-          observability: Observability, registry: Registry) -> pulumi.Output[str]:
-    """The serving workload on the configured target; each target's SDK is imported only when used."""
+def serve(s: StackSettings, image: pulumi.Output[str], group: resources.ResourceGroup, observability: Observability,
+          registry: Registry) -> dict[str, pulumi.Output[str]]:
+    """The serving workload on the configured target (its endpoint_url and latest_revision_name outputs); each
+    target's SDK is imported only when used."""
     if s.serving.target == "aks":
         from infra.aks import AksArgs, AksService
 
-        return AksService("aks", AksArgs(
+        aks = AksService("aks", AksArgs(
             resource_group_name=group.name, location=s.location, cluster_name=s.name("aks"), serving=s.serving,
             log_analytics_workspace_id=observability.workspace_id, registry=registry.registry, image=image,
-            env=container_env(s), tags=s.tags)).endpoint_url
+            env=container_env(s), tags=s.tags))
+        return {"endpoint_url": aks.endpoint_url, "latest_revision_name": pulumi.Output.from_input("")}
     from infra.containerapp import ContainerAppArgs, ContainerAppService
 
-    return ContainerAppService("containerapp", ContainerAppArgs(
+    service = ContainerAppService("containerapp", ContainerAppArgs(
         resource_group_name=group.name, location=s.location, environment_name=s.name("cae"), app_name=s.name("ca"),
-        serving=s.serving, log_analytics_workspace_name=observability.workspace.name,
-        log_analytics_customer_id=observability.customer_id, image=image, model_version=model_version,
+        serving=s.serving, log_analytics_workspace_id=observability.workspace_id, image=image,
         registry_server=registry.login_server, pull_identity_id=registry.pull_identity.id,
-        acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), tags=s.tags)).endpoint_url
+        acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), tags=s.tags))
+    return {"endpoint_url": service.endpoint_url, "latest_revision_name": service.latest_revision_name}

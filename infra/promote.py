@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pulumi.errors import RunError
+
+from infra.model_source import Workspace, pinned_to
+
 LINEAGE = ("source_workspace", "source_model", "source_version", "source_run_id")
 IMAGE_DIGEST_TAG = "image_digest"
 ARM_ENDPOINT = "https://management.azure.com"
@@ -28,8 +32,9 @@ ARM_SCOPE = "https://management.azure.com/.default"
 ACR_API_VERSION = "2023-07-01"
 
 
-class PromotionError(RuntimeError):
-    """A promotion cannot go ahead or did not copy what it should have; the message says which part."""
+class PromotionError(RunError):
+    """A promotion cannot go ahead or did not copy what it should have; the message says which part. A RunError
+    (a plain exception class, no runtime): the engine prints the message, not a traceback."""
 
 
 @dataclass(frozen=True)
@@ -37,16 +42,41 @@ class Registry:
     """An MLflow tracking server + model registry (a Databricks workspace, or a local sqlite file)."""
     tracking_uri: str
     registry_uri: str | None = None
+    # With databricks URIs: the workspace they mean (https://adb-...). Staging's and prod's registries are two
+    # workspaces in one promotion, so neither may come from the caller's DATABRICKS_HOST (infra/model_source.py).
+    host: str | None = None
 
     def client(self):
         from mlflow.tracking import MlflowClient  # imported here: ~1 s, and only the deploy step needs it
 
         # Explicit registry URI: left None, MLflow would take a process-wide set_registry_uri() over this tracking URI.
-        return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
+        client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri or self.tracking_uri)
+        return PinnedClient(client, self.host) if self.host else client
+
+    def pinned(self):
+        """A context in which MLflow's databricks URIs reach this registry's workspace."""
+        return pinned_to(Workspace(self.host, None) if self.host else None)
 
     @property
     def unity_catalog(self) -> bool:
         return (self.registry_uri or "").startswith("databricks-uc")
+
+
+class PinnedClient:
+    """An MlflowClient whose every call runs pinned to one workspace: MLflow looks the host up per request."""
+
+    def __init__(self, client: Any, host: str) -> None:
+        self._client, self._host = client, host
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if not callable(attribute):
+            return attribute
+
+        def pinned(*args: Any, **kwargs: Any) -> Any:
+            with pinned_to(Workspace(self._host, None)):
+                return attribute(*args, **kwargs)
+        return pinned
 
 
 @dataclass(frozen=True)
@@ -95,7 +125,8 @@ def download_version(registry: Registry, name: str, version: str, dst: Path) -> 
         uri = registry.client().get_model_version_download_uri(name, version)
         repo = get_artifact_repository(uri, tracking_uri=registry.tracking_uri)
     dst.mkdir(parents=True, exist_ok=True)
-    return Path(repo.download_artifacts("", dst_path=str(dst)))
+    with registry.pinned():
+        return Path(repo.download_artifacts("", dst_path=str(dst)))
 
 
 def files_hash(root: Path) -> str:

@@ -99,13 +99,22 @@ class ImageImport(dynamic.Resource, module="mlops", name="ImageImport"):
 
 class ModelPromotionProvider(dynamic.ResourceProvider):
     KEYS = ("source_tracking_uri", "source_registry_uri", "source_model", "source_version", "source_workspace",
-            "target_tracking_uri", "target_registry_uri", "target_model", "alias", "experiment", "image_digest")
+            "target_tracking_uri", "target_registry_uri", "target_workspace", "target_model", "alias", "experiment",
+            "image_digest")
 
     @staticmethod
-    def promote(props: Mapping[str, Any]) -> dict[str, Any]:
-        source = promote.ModelSource(promote.Registry(props["source_tracking_uri"], props["source_registry_uri"] or None),
+    def registry(tracking_uri: str, registry_uri: str, workspace: str) -> promote.Registry:
+        """databricks URIs read the named workspace (staging's for the source, this stack's for the target)."""
+        host = workspace if tracking_uri == "databricks" and workspace.startswith("https://") else None
+        return promote.Registry(tracking_uri, registry_uri or None, host)
+
+    @classmethod
+    def promote(cls, props: Mapping[str, Any]) -> dict[str, Any]:
+        source = promote.ModelSource(cls.registry(props["source_tracking_uri"], props["source_registry_uri"],
+                                                  props["source_workspace"]),
                                      props["source_model"], str(props["source_version"]), props["source_workspace"])
-        target = promote.ModelTarget(promote.Registry(props["target_tracking_uri"], props["target_registry_uri"] or None),
+        target = promote.ModelTarget(cls.registry(props["target_tracking_uri"], props["target_registry_uri"],
+                                                  props.get("target_workspace") or ""),
                                      props["target_model"], props["experiment"], props["alias"])
         result = promote.promote_model_version(source, target, image_digest=props["image_digest"])
         expected_run = props.get("source_run_id")
@@ -147,6 +156,7 @@ class PromotionArgs:
     experiment: str  # this stack's experiment: holds the promotion runs
     registry_id: pulumi.Input[str]
     login_server: pulumi.Input[str]
+    workspace_url: pulumi.Input[str]  # this stack's Databricks workspace: the target registry of the model copy
     registered_model: pulumi.Resource | None = None  # the copy registers into it, so it must exist first
 
 
@@ -163,7 +173,8 @@ class Promotion(pulumi.ComponentResource):
         super().__init__("mlops:infra:Promotion", name, None, opts)
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        stack = str(s.source_stack)
+        stack = s.qualified_source(pulumi.get_organization(), pulumi.get_project())
+        self.source_stack = stack
         self.reference = pulumi.StackReference(f"{name}-source", stack_name=stack, opts=child)
         source = self.reference.outputs.apply(lambda outputs: source_artifact(stack, outputs or {}, s))
         self.digest = source.apply(lambda a: a.image.digest if a.image else str(s.pinned_digest))
@@ -186,6 +197,7 @@ class Promotion(pulumi.ComponentResource):
             "source_model": source.apply(lambda a: a.model_name), "source_version": source.apply(lambda a: a.model_version),
             "source_workspace": source.apply(lambda a: a.workspace), "source_run_id": source.apply(lambda a: a.run_id),
             "target_tracking_uri": m.tracking_uri, "target_registry_uri": m.registry_uri or "",
+            "target_workspace": args.workspace_url,
             "target_model": m.full_name, "alias": m.alias, "experiment": args.experiment, "image_digest": self.digest,
         }, opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in (self.import_, args.registered_model) if r]))
         self.model_name = pulumi.Output.from_input(m.full_name)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pulumi.errors import RunError
+
 REQUIRED = object()  # sentinel: no default, the key must be set
 
 # key -> (meaning, default). Nested keys are written with dots, as `pulumi config set --path` takes them.
@@ -66,8 +68,9 @@ KEYS: dict[str, tuple[str, str]] = {
                           "cluster)", "none"),
     "model.name": ("registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default"),
     "model.alias": ("alias the stack serves", "champion"),
-    "model.trackingUri": ("MLflow tracking URI the program resolves the alias with", "$MLFLOW_TRACKING_URI or databricks"),
-    "model.registryUri": ("MLflow registry URI", "$MLFLOW_REGISTRY_URI, or databricks-uc for unityCatalog"),
+    "model.trackingUri": ("MLflow tracking URI the program resolves the alias with; `databricks` is always the stack's own "
+                          "workspace (never $DATABRICKS_HOST)", "databricks"),
+    "model.registryUri": ("MLflow registry URI", "databricks-uc for unityCatalog, else the tracking URI"),
     "model.allowBootstrap": ("with no version yet, deploy without image and workload instead of failing", "true"),
     "image.repository": ("repository inside the registry", "credit-default-scoring"),
     "image.baseImage": ("BASE_IMAGE build argument of serving/Dockerfile", "python:3.11-slim"),
@@ -100,7 +103,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "serving.aks.memoryRequest": ("container memory request", "512Mi"),
     "serving.aks.memoryLimit": ("container memory limit", "1Gi"),
     "serving.aks.targetCpuPercent": ("HPA target CPU utilisation, 10..95", "70"),
-    "promotion.sourceStack": ("stack (org/project/stack) whose tested image digest and model version this stack deploys; "
+    "promotion.sourceStack": ("name of the stack of this project (e.g. staging; the organization and project are this "
+                              "stack's own) whose tested image digest and model version this stack deploys; "
                               "set = this stack never builds or trains", "none"),
     "promotion.sourceTrackingUri": ("MLflow tracking URI the source model version is read from", "model.trackingUri"),
     "promotion.sourceRegistryUri": ("MLflow registry URI the source model version is read from", "model.registryUri"),
@@ -119,8 +123,9 @@ CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
 CONTAINER_UID = 10001  # serving/Dockerfile: USER 10001
 
 
-class ConfigError(ValueError):
-    """A stack config value is missing or invalid; the message names the full key."""
+class ConfigError(RunError, ValueError):
+    """A stack config value is missing or invalid; the message names the full key. A RunError: the engine
+    prints the message without a traceback."""
 
 
 class _Reader:
@@ -298,6 +303,11 @@ class ModelSettings:
     def uri(self) -> str:
         return f"models:/{self.full_name}@{self.alias}"
 
+    @property
+    def in_stack_workspace(self) -> bool:
+        """`databricks` URIs: the registry of the stack's own workspace (located by infra.model_source)."""
+        return self.tracking_uri == "databricks"
+
 
 @dataclass(frozen=True)
 class ImageSettings:
@@ -368,6 +378,10 @@ class PromotionSettings:
     def enabled(self) -> bool:
         return self.source_stack is not None
 
+    def qualified_source(self, organization: str, project: str) -> str:
+        """<organization>/<project>/<stack>, the form a StackReference takes on every backend."""
+        return f"{organization}/{project}/{self.source_stack}"
+
     @property
     def pinned(self) -> bool:
         return self.pinned_digest is not None
@@ -428,7 +442,7 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
         raise ConfigError(f"{project}:tags must be a map of strings, got {extra!r}")
     tagging = Tagging(project, environment, top.string("costCentre"), tuple(sorted(extra.items())))
     databricks = _databricks(top.child("databricks"), environment)
-    model = _model(top.child("model"), databricks, env)
+    model = _model(top.child("model"), databricks)
     settings = StackSettings(
         project=project, stack=stack,
         location=top.string("location", pattern=r"[a-z0-9]+", hint="an Azure region name such as westeurope"),
@@ -525,18 +539,18 @@ def _drift(r: _Reader) -> DriftSettings:
     return result
 
 
-def _model(r: _Reader, databricks: DatabricksSettings, env: Mapping[str, str]) -> ModelSettings:
+def _model(r: _Reader, databricks: DatabricksSettings) -> ModelSettings:
     short = r.string("name", "credit_default", pattern=r"[A-Za-z0-9_][A-Za-z0-9_-]*",
                      hint="letters, digits, '_' or '-' (no dots: the catalog and schema come from databricks.*)")
     uc = databricks.unity_catalog
     full = f"{databricks.catalog}.{databricks.schema}.{short}" if uc else short
-    tracking = r.string("trackingUri", env.get("MLFLOW_TRACKING_URI") or "databricks")
-    default_registry = env.get("MLFLOW_REGISTRY_URI") or ("databricks-uc" if uc and tracking == "databricks" else None)
+    # No fallback to $MLFLOW_TRACKING_URI: what a stack deploys must not depend on the deployer's shell.
+    tracking = r.string("trackingUri", "databricks")
     result = ModelSettings(
         short_name=short, full_name=full,
         alias=r.string("alias", "champion", pattern=r"[A-Za-z0-9_-]+", hint="an MLflow alias (letters, digits, _ -)"),
         tracking_uri=tracking,
-        registry_uri=r.string("registryUri", default_registry),
+        registry_uri=r.string("registryUri", "databricks-uc" if uc and tracking == "databricks" else None),
         allow_bootstrap=r.boolean("allowBootstrap", True),
     )
     r.done()
@@ -548,8 +562,11 @@ def _promotion(r: _Reader, model: ModelSettings) -> PromotionSettings:
     if isinstance(version, int) and not isinstance(version, bool):  # YAML `3` is as good as "3"
         r.values["pinnedModelVersion"] = str(version)
     result = PromotionSettings(
-        source_stack=r.string("sourceStack", None, pattern=r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}",
-                              hint="a stack name, fully qualified as <organization>/<project>/<stack>"),
+        # Only the name: the organization is the engine's (pulumi.get_organization(), the one the stack was selected
+        # with), so no placeholder organization can reach a StackReference that would only work on one backend.
+        source_stack=r.string("sourceStack", None, pattern=r"[A-Za-z0-9_.-]+",
+                              hint="the source stack's name only, such as staging (the organization and project are "
+                                   "this stack's own)"),
         # One Unity Catalog metastore usually holds both stacks' models: read the source where this stack registers.
         source_tracking_uri=r.string("sourceTrackingUri", model.tracking_uri),
         source_registry_uri=r.string("sourceRegistryUri", model.registry_uri),

@@ -1,11 +1,13 @@
 """Print what a stack declares, without any cloud: the real program under Pulumi's mocks.
 
-    python -m scripts.plan --stack prod [--target aks] [--bootstrap] [--json]
+    python -m scripts.plan --stack prod [--target aks] [--bootstrap | --greenfield] [--json]
     python -m scripts.plan --bench          # evaluation time of every stack and target (target: <= 5 s)
 
 The model is resolved for real from a local sqlite registry: `.local/plan/mlflow.db`, where a small
 model is trained once under the stack's model name (or pass --tracking-uri). --bootstrap shows the
-first-deploy path instead (no version yet). Also prints the program's evaluation time.
+first-deploy path instead (no version yet); --greenfield the very first `up` on an empty subscription
+(no workspace, no registry: the program's own lookups answer 404, as ARM does). Also prints the
+program's evaluation time. A stack the program refuses prints the error and exits 1.
 """
 
 from __future__ import annotations
@@ -105,28 +107,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target", choices=("containerapps", "aks"), help="override serving.target")
     parser.add_argument("--tracking-uri", help="resolve the model here instead of .local/plan/mlflow.db")
     parser.add_argument("--bootstrap", action="store_true", help="show the first deploy: no model version yet")
+    parser.add_argument("--greenfield", action="store_true",
+                        help="an empty subscription: no workspace, the model resolved where the stack file says")
     parser.add_argument("--json", action="store_true", help="every resource with all its inputs, as JSON")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
+    from pulumi import RunError
+
     from infra import mockcloud
 
     imported = time.perf_counter() - started
     if args.bench:
         return bench(imported)
-    if args.bootstrap:
-        uri = f"sqlite:///{STATE / 'empty.db'}"
-        STATE.mkdir(parents=True, exist_ok=True)
+    overrides: dict[str, Any] = {"image.wheelhouse": False, "image.contextDir": str(STATE / args.stack / "context")}
+    if args.greenfield:
+        uri = "the stack's own Databricks workspace"
     else:
-        uri = args.tracking_uri or local_registry(args.stack)
-    overrides: dict[str, Any] = {"model.trackingUri": uri, "model.registryUri": uri, "image.wheelhouse": False,
-                                 "image.contextDir": str(STATE / args.stack / "context")}
+        if args.bootstrap:
+            uri = f"sqlite:///{STATE / 'empty.db'}"
+            STATE.mkdir(parents=True, exist_ok=True)
+        else:
+            uri = args.tracking_uri or local_registry(args.stack)
+        overrides.update({"model.trackingUri": uri, "model.registryUri": uri})
     if args.target:
         overrides["serving.target"] = args.target
     if args.bootstrap:
         overrides["model.allowBootstrap"] = True
-    with contextlib.redirect_stdout(io.StringIO()):
-        evaluation = mockcloud.evaluate(args.stack, overrides)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            evaluation = mockcloud.evaluate(args.stack, overrides)
+    except RunError as error:  # what `pulumi up` would print, without a traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps({"resources": [{"type": r.typ, "name": r.name, "inputs": r.inputs} for r in evaluation.custom],
                           "outputs": evaluation.outputs}, indent=2, default=str))

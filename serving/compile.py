@@ -49,7 +49,18 @@ def compile_pipeline(pipeline: Pipeline, inputs: tuple[InputField, ...]) -> Comp
         model = to_onnx(graph_pipeline, initial_types=initial_types, options=options, target_opset=ONNX_OPSETS)
     except Exception as error:  # skl2onnx raises many types for "no converter"
         raise CompileError(f"cannot compile {type(pipeline).__name__} to ONNX: {error}") from error
-    return Compiled(model.SerializeToString(), missing_category)
+    return Compiled(canonical_bytes(model), missing_category)
+
+
+def canonical_bytes(model) -> bytes:
+    """The same bytes for the same pipeline in every process. skl2onnx writes opset_import in set order, which
+    follows PYTHONHASHSEED: unsorted, about one `pulumi up` in ten saw a new model.onnx, a new build context, a
+    rebuilt image and a new revision with nothing changed."""
+    imports = sorted(((o.domain, o.version) for o in model.opset_import))
+    del model.opset_import[:]
+    for domain, version in imports:
+        model.opset_import.add(domain=domain, version=version)
+    return model.SerializeToString(deterministic=True)
 
 
 def _fold_string_imputers(pipeline):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import re
 
+import pulumi
 import pytest
 
 from infra import mockcloud, settings
@@ -329,7 +330,7 @@ def test_bootstrap_without_a_version(evaluate, empty_registry):
 
 
 def test_prod_refuses_to_bootstrap(evaluate, empty_registry):
-    with pytest.raises(RuntimeError, match="allowBootstrap is false"):
+    with pytest.raises(pulumi.RunError, match=r"allowBootstrap: false\). .*set promotion\.sourceStack"):
         evaluate("prod", {**BUILDS, "model.trackingUri": empty_registry, "model.registryUri": empty_registry})
 
 

@@ -20,7 +20,7 @@ from infra.promote import PromotionError
 from infra.promotion import ImageImportProvider, ModelPromotionProvider
 from infra.settings import ConfigError
 
-STAGING = "organization/mlops-credit-default/staging"
+STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
 DIGEST = "sha256:" + "ab" * 32
 OLD_DIGEST = "sha256:" + "0f" * 32
 STAGING_ACR = f"/subscriptions/{mockcloud.SUBSCRIPTION}/resourceGroups/rg-credit-staging/providers/" \
@@ -167,6 +167,9 @@ def test_a_never_deployed_or_outdated_staging_fails_naming_what_is_missing(prod)
     ({"promotion.pinnedDigest": "sha256:abc", "promotion.pinnedModelVersion": 1}, "sha256:<64 hex digits>"),
     ({"promotion.sourceStack": mockcloud.DELETE, "promotion.pinnedDigest": OLD_DIGEST,
       "promotion.pinnedModelVersion": 1}, "only a promotion target can pin"),
+    # The organization is the engine's: a placeholder one would only work on a self-managed backend.
+    ({"promotion.sourceStack": "organization/mlops-credit-default/staging"},
+     r"mlops-credit-default:promotion\.sourceStack .*the source stack's name only"),
 ])
 def test_promotion_config_is_validated(prod, overrides, message):
     with pytest.raises(ConfigError, match=message):

@@ -160,3 +160,37 @@ def test_bad_model_uri_is_explained(uri):
 def test_unknown_alias_is_an_error(registry, tmp_path):
     with pytest.raises(mlflow.exceptions.MlflowException):
         assemble_build_context(f"models:/{registry['model_name']}@nonexistent", tmp_path / "ctx", wheelhouse=False)
+
+
+
+COMPILE_IN_A_FRESH_PROCESS = """
+import hashlib, pickle, sys
+from serving import compile as compiler
+pipeline, inputs = pickle.load(open(sys.argv[1], "rb"))
+print(hashlib.sha256(compiler.compile_pipeline(pipeline, inputs).onnx_bytes).hexdigest())
+"""
+
+
+def test_compiled_model_is_byte_identical_whatever_the_hash_seed(registry, context, tmp_path):
+    """Same pipeline, same bytes, in every process. skl2onnx writes opset_import in set order, which follows
+    PYTHONHASHSEED: before, some `pulumi up`s saw a new model.onnx, rebuilt the image and made a revision for
+    nothing. Seeds 0..11 include orders both ways on CPython 3.11."""
+    import os
+    import pickle
+    import subprocess
+    import sys
+    from concurrent.futures import ThreadPoolExecutor
+
+    pipeline = mlflow.sklearn.load_model(f"models:/{registry['model_name']}/{registry['version']}")
+    manifest = Manifest.read(context.path / "model")
+    path = tmp_path / "pipeline.pkl"
+    path.write_bytes(pickle.dumps((pipeline, manifest.inputs)))
+
+    def compile_with(seed: int) -> str:
+        return subprocess.run([sys.executable, "-c", COMPILE_IN_A_FRESH_PROCESS, str(path)], check=True, text=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True, timeout=300,
+                              cwd=Path(__file__).resolve().parents[2]).stdout.strip()
+
+    with ThreadPoolExecutor(2) as pool:
+        digests = dict(zip(range(12), pool.map(compile_with, range(12)), strict=True))
+    assert len(set(digests.values())) == 1, digests

@@ -1,0 +1,95 @@
+"""Where the stack's model registry is: the stack's own Databricks workspace, never the caller's.
+
+MLflow's `databricks` / `databricks-uc` URIs mean "whatever DATABRICKS_HOST or ~/.databrickscfg says",
+which on a deployer's laptop or CI runner is some other workspace, or nothing at all on an empty
+subscription. So the program finds the workspace this stack declares (or the configured existing one)
+with a read-only ARM lookup, and pins MLflow to that host while it resolves the alias:
+
+  configured model.trackingUri   resolve there (local runs, tests, `make plan`)
+  existing workspace configured  its URL
+  the stack's workspace exists   its URL (ARM GET: a Reader can do it, so previews work)
+  it does not exist yet          no registry: the first `up` creates the workspace (bootstrap)
+
+Errors a deployer can act on are `ModelSourceError`, a `pulumi.RunError`: the engine prints the
+message, not a traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pulumi
+
+# ARM's codes for "there is no such thing (yet)": the workspace, or its resource group, on a first up.
+NOT_FOUND_MARKERS = ("ResourceNotFound", "ResourceGroupNotFound", "NotFound", "404")
+
+
+class ModelSourceError(pulumi.RunError):
+    """The stack's model registry cannot be read; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    host: str  # https://adb-....azuredatabricks.net
+    resource_id: str | None  # ARM id, for Azure auth to the workspace
+
+    def __str__(self) -> str:
+        return self.host
+
+
+def https(url: str) -> str:
+    return url if url.startswith("https://") else f"https://{url}"
+
+
+def locate(resource_group_name: str, workspace_name: str, existing_url: str | None = None,
+           existing_resource_id: str | None = None) -> Workspace | None:
+    """The workspace the stack's registry lives in, or None when the stack has not created it yet."""
+    if existing_url:
+        return Workspace(https(existing_url), existing_resource_id)
+    import pulumi_azure_native.databricks as azure_databricks
+
+    try:
+        found = azure_databricks.get_workspace(resource_group_name=resource_group_name, workspace_name=workspace_name)
+    except Exception as error:  # the engine raises a plain Exception naming the ARM error code
+        if any(marker in str(error) for marker in NOT_FOUND_MARKERS):
+            return None
+        raise ModelSourceError(f"looking up the Databricks workspace {workspace_name} in {resource_group_name} failed: "
+                               f"{error}. The deploying identity needs read access to the resource group "
+                               "(Reader is enough).") from None
+    if not found.workspace_url:  # still provisioning: no API to resolve against yet
+        return None
+    return Workspace(https(found.workspace_url), found.id)
+
+
+# The environment the Databricks SDK (and so MLflow's databricks URIs) reads its target from.
+HOST_VARIABLES = ("DATABRICKS_HOST", "DATABRICKS_AZURE_RESOURCE_ID", "DATABRICKS_CONFIG_PROFILE", "DATABRICKS_CONFIG_FILE")
+
+
+@contextlib.contextmanager
+def pinned_to(workspace: Workspace | None) -> Iterator[None]:
+    """Inside: MLflow's databricks URIs reach `workspace`, whatever the caller's environment or
+    ~/.databrickscfg say; credentials (a token, ARM_* / az login) still come from the caller."""
+    if workspace is None:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in HOST_VARIABLES}
+    with tempfile.TemporaryDirectory() as empty:
+        os.environ["DATABRICKS_HOST"] = workspace.host
+        os.environ["DATABRICKS_CONFIG_FILE"] = os.path.join(empty, "none")  # no stray profile of another host
+        os.environ.pop("DATABRICKS_CONFIG_PROFILE", None)
+        if workspace.resource_id:
+            os.environ["DATABRICKS_AZURE_RESOURCE_ID"] = workspace.resource_id
+        else:
+            os.environ.pop("DATABRICKS_AZURE_RESOURCE_ID", None)
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value

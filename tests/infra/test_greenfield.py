@@ -1,0 +1,81 @@
+"""A first `pulumi up` on an empty subscription: no Databricks workspace, no DATABRICKS_HOST, no MLflow URI.
+
+The program must resolve the model in the stack's own workspace (not wherever the deployer's shell points),
+take the bootstrap path in dev and staging with a message that says why, and fail prod with a message that
+names what to set, as a `pulumi.RunError` (the engine prints it without a traceback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pulumi
+import pytest
+
+from infra import mockcloud
+from infra.promote import PromotionError
+
+GREENFIELD_ENV = {"DATABRICKS_HOST": "https://adb-someone-elses.azuredatabricks.net", "MLFLOW_TRACKING_URI": "databricks"}
+
+
+@pytest.fixture(scope="module")
+def greenfield(tmp_path_factory):
+    root = tmp_path_factory.mktemp("greenfield")
+
+    def run(stack: str, overrides: dict | None = None, existing: dict | None = None) -> mockcloud.Evaluation:
+        # No model.trackingUri override: the stack files' defaults, as on a real first `up`.
+        return mockcloud.evaluate(stack, {"image.wheelhouse": False, "image.contextDir": str(root / stack),
+                                          **(overrides or {})}, env=dict(GREENFIELD_ENV), existing=existing)
+    return run
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_dev_and_staging_bootstrap_when_their_workspace_does_not_exist(greenfield, stack):
+    ev = greenfield(stack)
+    lookups = [args for token, args in ev.calls if token == "azure-native:databricks:getWorkspace"]
+    assert lookups == [{"resourceGroupName": f"rg-credit-{stack}", "workspaceName": f"dbw-credit-{stack}"}]
+    assert ev.outputs["bootstrap"].startswith(f"BOOTSTRAP: models:/{stack}.credit.credit_default@champion has no "
+                                              "registered version yet (the stack's Databricks workspace does not exist yet")
+    types = {r.typ for r in ev.custom}
+    assert "azure-native:databricks:Workspace" in types and "databricks:index/job:Job" in types
+    assert "docker:index/image:Image" not in types and "azure-native:app:ContainerApp" not in types
+    assert ev.outputs["image_ref"] == "" and ev.outputs["endpoint_url"] == ""
+
+
+def test_prod_with_staging_in_bootstrap_fails_naming_what_to_set(greenfield):
+    with pytest.raises(PromotionError, match=r"has no image to promote .*bootstrap.*promotion\.pinnedDigest") as error:
+        greenfield("prod")
+    assert isinstance(error.value, pulumi.RunError)
+
+
+def test_prod_building_itself_never_bootstraps_and_says_what_to_set(greenfield):
+    with pytest.raises(pulumi.RunError, match=r"workspace does not exist yet.*allowBootstrap: false.*promotion\.sourceStack"):
+        greenfield("prod", {"promotion": mockcloud.DELETE})
+
+
+def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(greenfield):
+    """The workspace exists (a second `up`) but this machine cannot reach it: a clear error naming the stack's
+    workspace, not a traceback, and not the DATABRICKS_HOST of the deployer's shell."""
+    existing = {"dbw-credit-dev": {"workspaceUrl": "127.0.0.1:9"}}  # nothing listens on port 9
+    with pytest.raises(pulumi.RunError, match=r"cannot read models:/dev\.credit\.credit_default@champion from "
+                                              r"https://127\.0\.0\.1:9") as error:
+        greenfield("dev", existing=existing)
+    assert "someone-elses" not in str(error.value)
+    assert os.environ.get("DATABRICKS_HOST") != "https://127.0.0.1:9", "the pin must not leak out of resolution"
+
+
+def test_make_plan_on_a_greenfield_machine(tmp_path):
+    """What CI runs: no Databricks host, no MLflow URI, a fresh HOME; dev and staging print the bootstrap plan,
+    prod prints the error and exits 1, without a traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "MLFLOW_", "ARM_", "AZURE_"))}
+    env["HOME"] = str(tmp_path)
+    for stack in ("dev", "staging", "prod"):
+        result = subprocess.run([sys.executable, "-m", "scripts.plan", "--stack", stack, "--greenfield"], env=env,
+                                capture_output=True, text=True, timeout=300, cwd=mockcloud.ROOT)
+        assert "Traceback" not in result.stderr + result.stdout, result.stderr
+        if stack == "prod":
+            assert result.returncode == 1 and "error: promotion source stack" in result.stderr, result.stderr
+        else:
+            assert result.returncode == 0, result.stderr
+            assert "BOOTSTRAP:" in result.stdout and "does not exist yet" in result.stdout
