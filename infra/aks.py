@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_azure_native.containerregistry as containerregistry
 import pulumi_azure_native.containerservice as containerservice
+import pulumi_azure_native.monitor as monitor
 import pulumi_kubernetes as k8s
 
 from infra import k8s_manifests
@@ -31,6 +32,9 @@ class AksArgs:
     image: pulumi.Input[str]  # repo digest
     env: dict[str, str]
     tags: dict[str, str]
+
+
+INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # ContainerLogV2, KubePodInventory, KubeEvents, ...
 
 
 def kubeconfig(credentials: containerservice.ListManagedClusterUserCredentialsResult) -> str:
@@ -58,6 +62,7 @@ class AksService(pulumi.ComponentResource):
                 enabled=True, config={"logAnalyticsWorkspaceResourceID": args.log_analytics_workspace_id,
                                       "useAADAuth": "true"})},
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+        self.data_collection = self._container_insights(name, args)
         # Nodes pull with the kubelet identity, not the cluster identity.
         kubelet_object_id = self.cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id)
         self.acr_pull = grant_acr_pull(f"{name}-kubelet-acr-pull", args.registry, kubelet_object_id, self)
@@ -71,6 +76,28 @@ class AksService(pulumi.ComponentResource):
         self.endpoint_url = (service.status.apply(_load_balancer_url) if s.service_type == "LoadBalancer"
                              else pulumi.Output.from_input(f"http://{k8s_manifests.APP}.{s.namespace}.svc.cluster.local"))
         self.register_outputs({"endpoint_url": self.endpoint_url})
+
+    def _container_insights(self, name: str, args: AksArgs) -> monitor.DataCollectionRuleAssociation:
+        """With managed-identity auth (useAADAuth) the monitoring agent sends only what a data collection rule
+        associated with the cluster asks for: without it, ContainerLogV2 and KubePodInventory stay empty and the
+        alerts and the drift job read nothing."""
+        rule = monitor.DataCollectionRule(
+            f"{name}-container-insights", data_collection_rule_name=f"MSCI-{args.location}-{args.cluster_name}",
+            resource_group_name=args.resource_group_name, location=args.location, kind="Linux",
+            description="Container Insights: ContainerLogV2, KubePodInventory, ... to the stack's workspace",
+            data_sources=monitor.DataCollectionRuleDataSourcesArgs(extensions=[monitor.ExtensionDataSourceArgs(
+                name="ContainerInsightsExtension", extension_name="ContainerInsights", streams=[INSIGHTS_STREAM],
+                extension_settings={"dataCollectionSettings": {"interval": "1m", "namespaceFilteringMode": "Off",
+                                                               "enableContainerLogV2": True}})]),
+            destinations=monitor.DataCollectionRuleDestinationsArgs(log_analytics=[monitor.LogAnalyticsDestinationArgs(
+                name="workspace", workspace_resource_id=args.log_analytics_workspace_id)]),
+            data_flows=[monitor.DataFlowArgs(streams=[INSIGHTS_STREAM], destinations=["workspace"])],
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+        return monitor.DataCollectionRuleAssociation(
+            f"{name}-container-insights-association", association_name="ContainerInsightsExtension",
+            resource_uri=self.cluster.id, data_collection_rule_id=rule.id,
+            description="the cluster's Container Insights data goes where the rule says",
+            opts=pulumi.ResourceOptions(parent=self))
 
     def _objects(self, name: str, args: AksArgs) -> dict[str, pulumi.CustomResource]:
         manifests = k8s_manifests.build(k8s_manifests.ManifestArgs(

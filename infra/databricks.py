@@ -43,6 +43,7 @@ class DatabricksArgs:
     tags: dict[str, str]
     drift: DriftJobArgs | None = None  # None: no drift job
     trains: bool = True  # False in a promotion target (prod): no training code, no training job
+    protect: bool = False  # the workspace and the registered model (its versions) survive destroy and replacement
 
 
 @dataclass(frozen=True)
@@ -130,13 +131,16 @@ class Databricks(pulumi.ComponentResource):
             f"{name}-workspace", workspace_name=args.workspace_name, resource_group_name=args.resource_group_name,
             location=args.location, sku=azure_databricks.SkuArgs(name="premium"),
             managed_resource_group_id=pulumi.Output.from_input(args.resource_group_id).apply(lambda rg: f"{rg}-databricks"),
-            tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
         self.workspace_resource_id = self.workspace.id
         self.workspace_url = self.workspace.workspace_url.apply(lambda url: url if url.startswith("https://") else f"https://{url}")
         return self.workspace_url
 
     def _registered_model(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
         s, model = args.settings, args.model
+        # A renamed model (model.name) replaces this resource: retained, the old model and its versions stay in the
+        # registry instead of being deleted with it. Protected stacks refuse the replacement outright.
+        opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True, protect=args.protect))
         if s.unity_catalog:
             return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
                                               schema_name=s.schema, comment="credit-default scoring model", opts=opts)

@@ -10,8 +10,6 @@ so; with it false (prod) the missing version is an error, so prod can never lose
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +45,6 @@ class ImageArgs:
     login_server: pulumi.Input[str]
     settings: ImageSettings
     resolution: Resolution
-    git_sha: str
     token: Callable[[str], str] = acr_auth.refresh_token
 
 
@@ -121,18 +118,10 @@ def unreachable(model: ModelSettings, where: str, error: Exception) -> ModelSour
                             "identity needs to reach that workspace (az login, or ARM_* / OIDC in CI) and read the model.")
 
 
-def git_sha(env: dict[str, str] | os._Environ = os.environ) -> str:
-    if env.get("GITHUB_SHA"):
-        return env["GITHUB_SHA"][:12]
-    try:
-        return subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True, timeout=10).stdout.strip() or "nogit"
-    except (OSError, subprocess.SubprocessError):
-        return "nogit"
-
-
-def image_tag(model: ModelRef, sha: str) -> str:
-    return f"{model.version}-{sha}"
+def image_tag(model: ModelRef) -> str:
+    """<version>-<build context hash>: a function of what is built. A git sha would change the image on every
+    commit, even one that touches no file of the context, and so rebuild, push and roll a revision for nothing."""
+    return f"{model.version}-{model.content_sha256[:12]}"
 
 
 def _stable(path: Path) -> Path:
@@ -153,10 +142,11 @@ class ScoringImage(pulumi.ComponentResource):
             raise ValueError("ScoringImage needs a resolved model; the program skips it in the bootstrap case")
         context = _stable(context)
         server = pulumi.Output.from_input(args.login_server)
-        password = pulumi.Output.secret(server.apply(args.token))  # never in state in plain text
+        # Never in state in plain text; and never fetched by a preview, which pushes nothing and may run as a Reader.
+        password = pulumi.Output.secret(server.apply(lambda s: "" if pulumi.runtime.is_dry_run() else args.token(s)))
         self.image = docker.Image(
             f"{name}-image",
-            image_name=server.apply(lambda s: f"{s}/{args.settings.repository}:{image_tag(model, args.git_sha)}"),
+            image_name=server.apply(lambda s: f"{s}/{args.settings.repository}:{image_tag(model)}"),
             build=docker.DockerBuildArgs(context=str(context), dockerfile=str(context / "Dockerfile"), platform=PLATFORM,
                                          args={"BASE_IMAGE": args.settings.base_image}),
             registry=docker.RegistryArgs(server=server, username=acr_auth.TOKEN_USERNAME, password=password),

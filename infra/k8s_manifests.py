@@ -35,7 +35,9 @@ def build(args: ManifestArgs) -> dict[str, dict]:
                       "metadata": {"name": args.namespace, "labels": {**args.labels,
                                                                       "pod-security.kubernetes.io/enforce": "restricted"}}},
         "Deployment": {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta, "spec": {
-            "replicas": args.settings.replicas, "selector": {"matchLabels": selector},
+            # No `replicas`: the HPA owns the count. Declaring it too makes every `up` reset what the HPA scaled to
+            # (server-side apply: two managers of one field).
+            "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {"metadata": {"labels": labels}, "spec": _pod(args)}}},
         "Service": {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {

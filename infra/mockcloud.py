@@ -100,6 +100,8 @@ class Captured:
     dependencies: list[str] = field(default_factory=list)
     urn: str = ""
     secrets: list[str] = field(default_factory=list)  # input paths that were secret
+    protect: bool = False  # the engine refuses to delete it (and so to replace it)
+    retain_on_delete: bool = False  # deleting it from the stack leaves it in the cloud
 
     @property
     def id(self) -> str:
@@ -264,6 +266,7 @@ class CapturingMonitor(pulumi_mocks.MockMonitor):
             if captured.typ == request.type and captured.name == request.name and not captured.urn:
                 captured.urn, captured.parent = response.urn, request.parent
                 captured.dependencies = list(request.dependencies)
+                captured.protect, captured.retain_on_delete = bool(request.protect), bool(request.retainOnDelete)
                 break
         return response
 
@@ -280,6 +283,7 @@ class Evaluation:
     outputs: dict[str, Any]
     calls: list[tuple[str, dict]]
     seconds: float
+    config: dict[str, Any] = field(default_factory=dict)  # the stack's config values as evaluated (overrides applied)
 
     def of_type(self, typ: str) -> list[Captured]:
         return [r for r in self.resources if r.typ == typ]
@@ -351,5 +355,5 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Map
         return pulumi.Output.all(**declared).apply(outputs.update)
 
     body()
-    return Evaluation(stack, cloud.resources, outputs, cloud.calls, time.perf_counter() - started)
+    return Evaluation(stack, cloud.resources, outputs, cloud.calls, time.perf_counter() - started, values)
 

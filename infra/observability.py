@@ -24,6 +24,7 @@ class ObservabilityArgs:
     log_source: kql.LogSource
     serving_deployed: bool  # no workload yet (bootstrap): the no-traffic alert would fire forever
     tags: dict[str, str]
+    protect: bool = False  # the workspace holds the request log history
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ class Observability(pulumi.ComponentResource):
             retention_in_days=s.retention_days,
             workspace_capping=(operationalinsights.WorkspaceCappingArgs(daily_quota_gb=s.daily_cap_gb)
                                if s.daily_cap_gb is not None else None),
-            tags=args.tags, opts=child)
+            tags=args.tags, opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
         self.workspace_id, self.customer_id = self.workspace.id, self.workspace.customer_id
         self.app_insights = appinsights.Component(
             f"{name}-appinsights", resource_name_=args.name.replace("log-", "appi-", 1),
@@ -83,6 +84,9 @@ class Observability(pulumi.ComponentResource):
             display_name=f"{args.name} {rule.display}", description=rule.display, kind="LogAlert",
             severity=s.alert_severity, enabled=enabled, scopes=[self.workspace.id],
             evaluation_frequency="PT5M", window_size=window, auto_mitigate=True,
+            # ARM checks the query at create time, and the tables it reads appear only with their first log line
+            # ("Failed to resolve table" on a first up). The queries are bound offline instead (tests/infra).
+            skip_query_validation=True,
             criteria=monitor.ScheduledQueryRuleCriteriaArgs(all_of=[monitor.ConditionArgs(
                 query=rule.query, time_aggregation=rule.aggregation, metric_measure_column=rule.measure,
                 operator=rule.operator, threshold=rule.threshold,

@@ -11,7 +11,7 @@ import pulumi_azure_native.resources as resources
 
 from infra import acr_auth, kql, model_source, settings
 from infra.databricks import Databricks, DatabricksArgs, DriftJobArgs
-from infra.image import ImageArgs, ScoringImage, git_sha, resolve
+from infra.image import ImageArgs, ScoringImage, resolve
 from infra.observability import Observability, ObservabilityArgs
 from infra.promotion import Promotion, PromotionArgs
 from infra.registry import Registry, RegistryArgs
@@ -22,20 +22,22 @@ CONTAINER_NAME = "scoring"
 
 def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     s = settings.load(env)
-    group = resources.ResourceGroup("resource-group", resource_group_name=s.name("rg"), location=s.location, tags=s.tags)
+    group = resources.ResourceGroup("resource-group", resource_group_name=s.name("rg"), location=s.location, tags=s.tags,
+                                    opts=pulumi.ResourceOptions(protect=s.protect))
     promoting = s.promotion.enabled  # a promotion target (prod) neither resolves nor builds: it imports
     resolution = None if promoting else resolve(s.model, s.image, locate=lambda: model_source.locate(
         s.name("rg"), s.name("dbw"), s.databricks.existing_workspace_url, s.databricks.existing_workspace_resource_id))
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, name=s.name("log"), settings=s.observability,
-        log_source=log_source(s), serving_deployed=promoting or resolution.model is not None, tags=s.tags))
+        log_source=log_source(s), serving_deployed=promoting or resolution.model is not None, tags=s.tags,
+        protect=s.protect))
     registry = Registry("registry", RegistryArgs(
         resource_group_name=group.name, location=s.location, identity_name=s.name("id-pull"), settings=s.registry,
-        log_analytics_workspace_id=observability.workspace_id, tags=s.tags))
+        log_analytics_workspace_id=observability.workspace_id, tags=s.tags, protect=s.protect))
     databricks = Databricks("databricks", DatabricksArgs(
         resource_group_name=group.name, resource_group_id=group.id, location=s.location, workspace_name=s.name("dbw"),
         settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability),
-        trains=not promoting))
+        trains=not promoting, protect=s.protect))
 
     outputs: dict[str, Any] = {
         "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,
@@ -52,7 +54,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
-                                                    resolution=resolution, git_sha=git_sha(s.env), token=acr_token))
+                                                    resolution=resolution, token=acr_token))
     served = serve(s, image.repo_digest, group, observability, registry)
     return {**outputs, **served, "image_ref": image.repo_digest, "model_version": resolution.model.version,
             "model_run_id": resolution.model.run_id, "bootstrap": "", "promoted_from": ""}

@@ -23,6 +23,7 @@ class RegistryArgs:
     settings: RegistrySettings
     log_analytics_workspace_id: pulumi.Input[str]
     tags: dict[str, str]
+    protect: bool = False  # the registry holds every image a rollback can pin
 
 
 def role_definition_id(scope_id: str, role_id: str = ACR_PULL_ROLE_ID) -> str:
@@ -55,7 +56,8 @@ class Registry(pulumi.ComponentResource):
         self.registry = containerregistry.Registry(
             f"{name}-acr", registry_name=s.name, resource_group_name=args.resource_group_name, location=args.location,
             sku=containerregistry.SkuArgs(name=s.sku), admin_user_enabled=False, anonymous_pull_enabled=False,
-            zone_redundancy="Enabled" if s.zone_redundancy else "Disabled", tags=args.tags, opts=child)
+            zone_redundancy="Enabled" if s.zone_redundancy else "Disabled", tags=args.tags,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
         self.login_server = self.registry.login_server
         # User-assigned, so it exists (and holds AcrPull) before the first container app revision pulls.
         self.pull_identity = managedidentity.UserAssignedIdentity(

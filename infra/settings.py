@@ -25,6 +25,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "location": ("Azure region of the stack's resource group and resources", "required"),
     "costCentre": ("cost-centre tag on every taggable resource", "required"),
     "tags": ("extra tags (map) added to every taggable resource", "{}"),
+    "protect": ("protect the stateful resources (resource group, registry, Log Analytics and Databricks workspaces, "
+                "registered model): `pulumi destroy` or a replacing change stops instead of deleting them", "false"),
     "observability.retentionDays": ("Log Analytics retention, 30..730 days", "30"),
     "observability.dailyCapGb": ("Log Analytics daily ingestion cap in GB (omit for none)", "none"),
     "observability.alertEmails": ("e-mail addresses the action group notifies", "[]"),
@@ -401,6 +403,7 @@ class StackSettings:
     serving: ServingSettings
     promotion: PromotionSettings
     drift: DriftSettings
+    protect: bool = False
     env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -417,7 +420,7 @@ class StackSettings:
 
 
 TOP_LEVEL_OBJECTS = ("observability", "registry", "databricks", "model", "image", "serving", "promotion", "drift")
-TOP_LEVEL_SCALARS = ("environment", "location", "costCentre", "tags")
+TOP_LEVEL_SCALARS = ("environment", "location", "costCentre", "tags", "protect")
 QUANTITY = r"\d+(\.\d+)?(m|Mi|Gi|Ki)?"
 
 
@@ -455,6 +458,7 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
         serving=_serving(top.child("serving")),
         promotion=_promotion(top.child("promotion"), model),
         drift=_drift(top.child("drift")),
+        protect=top.boolean("protect", False),
         env=dict(env),
     )
     return settings

@@ -17,6 +17,7 @@ REQUIRED_TAGS = ("environment", "project", "cost-centre")
 PROD = "prod"
 CONTAINER_APP = "azure-native:app:ContainerApp"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 # Azure resources of this stack that take a tag map (SavedSearch tags are a list; role assignments and
 # diagnostic settings take none).
 TAGGABLE = {
@@ -94,8 +95,8 @@ def prod_min_replicas(args: ResourceValidationArgs, report: ReportViolation) -> 
         return
     if args.resource_type == CONTAINER_APP:
         replicas = _get(args.props, "template", "scale", "minReplicas") or 0
-    elif args.resource_type == DEPLOYMENT:
-        replicas = _get(args.props, "spec", "replicas") or 0
+    elif args.resource_type == HPA:  # the Deployment leaves its replica count to the autoscaler
+        replicas = _get(args.props, "spec", "minReplicas") or 0
     else:
         return
     if replicas < 2:
@@ -146,7 +147,8 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("images-by-digest", "Workloads reference images by digest, never by a mutable tag.", images_by_digest),
     _policy("acr-pull-only-role-assignments", "Role assignments grant AcrPull on the registry, nothing broader.",
             only_acr_pull_roles),
-    _policy("prod-min-two-replicas", "Prod serving keeps at least two replicas.", prod_min_replicas),
+    _policy("prod-min-two-replicas", "Prod serving keeps at least two replicas (AKS: the autoscaler's minimum).",
+            prod_min_replicas),
     _policy("probes-present", "Serving containers have liveness and readiness probes.", probes_present),
     _policy("restricted-pods", "Pods run non-root, without privilege escalation, on a read-only root filesystem.",
             restricted_pods),

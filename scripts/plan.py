@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     from pulumi import RunError
 
-    from infra import mockcloud
+    from infra import mockcloud, platform_rules
 
     imported = time.perf_counter() - started
     if args.bench:
@@ -153,8 +153,11 @@ def main(argv: list[str] | None = None) -> int:
     print("\noutputs:")
     for key, value in sorted(evaluation.outputs.items()):
         print(f"  {key:28} {value}")
+    results = platform_rules.check(evaluation)
+    print(f"\nplatform rules (infra/platform_rules.py): {sum(r.ok for r in results)} of {len(results)} hold")
+    print(platform_rules.report(results))
     print(f"\nevaluation: {evaluation.seconds:.2f} s under mocks (plus {imported:.2f} s importing the mock layer)")
-    return 0
+    return 0 if all(r.ok for r in results) else 2
 
 
 if __name__ == "__main__":

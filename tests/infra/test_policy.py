@@ -71,7 +71,7 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
     ("acr-pull-only-role-assignments", "azure-native:authorization:RoleAssignment", ["scope"], "/subscriptions/x",
      "containerapps"),
     ("prod-min-two-replicas", APP, ["template", "scale", "minReplicas"], 1, "containerapps"),
-    ("prod-min-two-replicas", DEPLOYMENT, ["spec", "replicas"], 1, "aks"),
+    ("prod-min-two-replicas", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler", ["spec", "minReplicas"], 1, "aks"),
     ("probes-present", APP, ["template", "containers", 0, "probes"], [], "containerapps"),
     ("probes-present", DEPLOYMENT, ["spec", "template", "spec", "containers", 0, "readinessProbe"], None, "aks"),
     ("restricted-pods", DEPLOYMENT, ["spec", "template", "spec", "containers", 0, "securityContext", "runAsNonRoot"],

@@ -69,7 +69,7 @@ def test_registry_admin_off_and_acr_pull_to_the_identity(stack):
     assert role.inputs["principalId"] == identity.outputs["principalId"]
     assert role.inputs["principalType"] == "ServicePrincipal"
     assert role.inputs["scope"] == acr.id
-    diagnostics = stack.one("azure-native:monitor:DiagnosticSetting")
+    diagnostics = stack.named("azure-native:monitor:DiagnosticSetting", "registry-diagnostics")
     assert diagnostics.inputs["resourceUri"] == acr.id
     assert diagnostics.inputs["workspaceId"] == stack.outputs["log_analytics_workspace_id"]
 
@@ -84,13 +84,15 @@ def test_image_pushed_with_a_secret_token_and_used_by_digest(stack):
     app = stack.one(APP)
     container = app.inputs["template"]["containers"][0]
     assert "@sha256:" in container["image"] and container["image"] == stack.outputs["image_ref"]
-    assert app.inputs["template"]["revisionSuffix"].startswith("v1-")
+    # No fixed suffix: Azure names each new revision uniquely (tests/infra/test_stateful.py shows why).
+    assert "revisionSuffix" not in app.inputs["template"]
 
 
-def test_registry_credentials_and_shared_key_are_secrets(evaluate):
+def test_registry_credentials_are_secrets_and_no_shared_key_is_read(evaluate):
     ev = evaluate("dev")
     assert "registry" in ev.one("docker:index/image:Image").secrets
-    assert "appLogsConfiguration" in ev.one("azure-native:app:ManagedEnvironment").secrets
+    assert not [token for token, _ in ev.calls if token.endswith(":getSharedKeys")]
+    assert "sharedKey" not in str(ev.one("azure-native:app:ManagedEnvironment").inputs)
     assert "kubeconfig" in next(r for r in evaluate("prod", {"serving.target": "aks"}).resources
                             if r.typ == "pulumi:providers:kubernetes").secrets
 
@@ -100,7 +102,7 @@ def test_container_app_https_identity_probes_and_logs(stack):
     config = app.inputs["configuration"]
     assert config["ingress"]["allowInsecure"] is False and config["ingress"]["external"] is True
     assert config["ingress"]["targetPort"] == settings.CONTAINER_PORT
-    assert config["activeRevisionsMode"] == "Multiple"
+    assert config["activeRevisionsMode"] == "Single"  # superseded revisions are deactivated by Azure
     identity = stack.one("azure-native:managedidentity:UserAssignedIdentity")
     assert app.inputs["identity"] == {"type": "UserAssigned", "userAssignedIdentities": [identity.id]}
     assert config["registries"] == [{"server": stack.outputs["registry_login_server"], "identity": identity.id}]
@@ -109,13 +111,13 @@ def test_container_app_https_identity_probes_and_logs(stack):
     role = stack.one(ROLE)
     assert role.urn in app.dependencies, "the app must wait for its AcrPull assignment"
     environment = stack.one("azure-native:app:ManagedEnvironment")
-    logs = environment.inputs["appLogsConfiguration"]
+    assert environment.inputs["appLogsConfiguration"] == {"destination": "azure-monitor"}
     workspace = stack.one("azure-native:operationalinsights:Workspace")
-    assert logs["destination"] == "log-analytics"
-    assert logs["logAnalyticsConfiguration"]["customerId"] == workspace.outputs["customerId"]
-    assert logs["logAnalyticsConfiguration"]["sharedKey"]
-    assert ("azure-native:operationalinsights:getSharedKeys", {"resourceGroupName": f"rg-credit-{stack.stack}",
-                                                                "workspaceName": f"log-credit-{stack.stack}"}) in stack.calls
+    diagnostics = stack.named("azure-native:monitor:DiagnosticSetting", "containerapp-diagnostics")
+    assert diagnostics.inputs["resourceUri"] == environment.id and diagnostics.inputs["workspaceId"] == workspace.id
+    assert diagnostics.inputs["logAnalyticsDestinationType"] == "Dedicated"
+    assert {log["category"] for log in diagnostics.inputs["logs"]} == {"ContainerAppConsoleLogs", "ContainerAppSystemLogs"}
+    assert diagnostics.urn in app.dependencies, "the first revision's logs need their destination"
 
 
 def test_replicas_scale_rule_and_traffic(evaluate):
@@ -127,6 +129,7 @@ def test_replicas_scale_rule_and_traffic(evaluate):
     assert prod.inputs["configuration"]["ingress"]["traffic"] == [{"latestRevision": True, "weight": 100}]
     canary = evaluate("prod", {"serving.containerApp.latestWeight": 10, "serving.containerApp.pinnedRevisions":
                                [{"revision": "ca-credit-prod--v1-aaaaaaaa", "weight": 90}]}).one(APP)
+    assert canary.inputs["configuration"]["activeRevisionsMode"] == "Multiple"  # only while traffic is split
     assert canary.inputs["configuration"]["ingress"]["traffic"] == [
         {"latestRevision": True, "weight": 10},
         {"revisionName": "ca-credit-prod--v1-aaaaaaaa", "latestRevision": False, "weight": 90}]
@@ -310,7 +313,14 @@ def test_aks_target(aks):
     deployment = aks.one("kubernetes:apps/v1:Deployment")
     container = deployment.inputs["spec"]["template"]["spec"]["containers"][0]
     assert "@sha256:" in container["image"] and container["image"] == aks.outputs["image_ref"]
-    assert deployment.inputs["spec"]["replicas"] >= 2
+    assert "replicas" not in deployment.inputs["spec"], "the HPA owns the replica count"
+    assert aks.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]["minReplicas"] >= 2
+    rule = aks.one("azure-native:monitor:DataCollectionRule")
+    streams = rule.inputs["dataSources"]["extensions"][0]["streams"]
+    assert streams == ["Microsoft-ContainerInsights-Group-Default"]
+    assert rule.inputs["destinations"]["logAnalytics"][0]["workspaceResourceId"] == workspace.id
+    association = aks.one("azure-native:monitor:DataCollectionRuleAssociation")
+    assert association.inputs["resourceUri"] == cluster.id and association.inputs["dataCollectionRuleId"] == rule.id
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert kubelet.urn in deployment.dependencies

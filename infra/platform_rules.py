@@ -1,0 +1,493 @@
+"""What Azure, Databricks, Kubernetes and the Pulumi engine refuse or do differently, as checks.
+
+A mock accepts anything; the platform does not. Every rule we rely on or have learned is one entry of
+`RULES`, with a link to where it is documented, and is checked against what the program declared
+under mocks (`infra/mockcloud.py`), for every stack and both serving targets (tests/infra/test_platform_rules.py;
+`make plan` prints the results). Add a rule whenever we learn one.
+
+Some behaviour needs two `up`s to show: `changes` is Pulumi's diff between two evaluations, and
+`RevisionHistory` is Container Apps' revision bookkeeping (tests/infra/test_stateful.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from infra.mockcloud import Evaluation
+
+APP = "azure-native:app:ContainerApp"
+ENVIRONMENT = "azure-native:app:ManagedEnvironment"
+QUERY_RULE = "azure-native:monitor:ScheduledQueryRule"
+DIAGNOSTICS = "azure-native:monitor:DiagnosticSetting"
+ROLE = "azure-native:authorization:RoleAssignment"
+CLUSTER = "azure-native:containerservice:ManagedCluster"
+DEPLOYMENT = "kubernetes:apps/v1:Deployment"
+HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+JOB = "databricks:index/job:Job"
+
+
+@dataclass(frozen=True)
+class Rule:
+    key: str
+    says: str  # the platform's rule, in one line
+    doc: str  # where it is documented
+    check: Callable[[Evaluation], list[str]]  # violations, each naming the resource
+
+
+def _get(value: Any, *path: str | int) -> Any:
+    for key in path:
+        if isinstance(key, int):
+            value = value[key] if isinstance(value, list) and len(value) > key else None
+        else:
+            value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+# ---- Azure Monitor ----
+
+def skip_query_validation(ev: Evaluation) -> list[str]:
+    return [f"{r.name}: skipQueryValidation must be true" for r in ev.of_type(QUERY_RULE)
+            if r.inputs.get("kind") == "LogAlert" and r.inputs.get("skipQueryValidation") is not True]
+
+
+ALLOWED_WINDOWS = {"PT1M", "PT5M", "PT10M", "PT15M", "PT30M", "PT45M", "PT60M", "PT120M", "PT180M", "PT240M",
+                   "PT300M", "PT360M", "PT1440M", "PT2880M", "PT1H", "PT2H", "PT3H", "PT4H", "PT5H", "PT6H",
+                   "PT24H", "PT48H", "P1D", "P2D"}
+
+
+def _minutes(duration: str) -> int:
+    match = re.fullmatch(r"P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?)?", duration or "")
+    if not match:
+        return -1
+    days, hours, minutes = (int(g or 0) for g in match.groups())
+    return days * 1440 + hours * 60 + minutes
+
+
+def query_rule_windows(ev: Evaluation) -> list[str]:
+    problems = []
+    for rule in ev.of_type(QUERY_RULE):
+        window, frequency = rule.inputs.get("windowSize", ""), rule.inputs.get("evaluationFrequency", "")
+        if _minutes(window) not in {_minutes(w) for w in ALLOWED_WINDOWS}:
+            problems.append(f"{rule.name}: windowSize {window} is not one Azure accepts")
+        elif _minutes(window) < _minutes(frequency):
+            problems.append(f"{rule.name}: windowSize {window} is shorter than evaluationFrequency {frequency}")
+    return problems
+
+
+def action_group_short_name(ev: Evaluation) -> list[str]:
+    return [f"{r.name}: groupShortName {r.inputs.get('groupShortName')!r} is longer than 12 characters"
+            for r in ev.of_type("azure-native:monitor:ActionGroup") if len(r.inputs.get("groupShortName", "")) > 12]
+
+
+# ---- Container Apps ----
+
+def logs_have_a_destination(ev: Evaluation) -> list[str]:
+    """azure-monitor sends the logs where a diagnostic setting says; log-analytics needs the workspace's shared key."""
+    problems = []
+    for env in ev.of_type(ENVIRONMENT):
+        destination = _get(env.inputs, "appLogsConfiguration", "destination")
+        settings = [d for d in ev.of_type(DIAGNOSTICS) if d.inputs.get("resourceUri") == env.id]
+        if destination == "azure-monitor" and not any(d.inputs.get("workspaceId") for d in settings):
+            problems.append(f"{env.name}: azure-monitor destination without a diagnostic setting to a workspace")
+        if destination == "log-analytics" and not _get(env.inputs, "appLogsConfiguration", "logAnalyticsConfiguration",
+                                                       "sharedKey"):
+            problems.append(f"{env.name}: log-analytics destination without a shared key")
+        tables = " ".join(_get(q.inputs, "criteria", "allOf", 0, "query") or "" for q in ev.of_type(QUERY_RULE))
+        if destination == "azure-monitor" and "ContainerApp" in tables and "_CL" in tables:
+            problems.append(f"{env.name}: alert queries read ..._CL tables, which only the log-analytics destination fills")
+    return problems
+
+
+def single_revision_unless_split(ev: Evaluation) -> list[str]:
+    """In Multiple mode Azure keeps every earlier revision active (running minReplicas, billed) until deactivated."""
+    problems = []
+    for app in ev.of_type(APP):
+        mode = _get(app.inputs, "configuration", "activeRevisionsMode")
+        traffic = _get(app.inputs, "configuration", "ingress", "traffic") or []
+        split = any(not t.get("latestRevision") for t in traffic)
+        if mode == "Multiple" and not split:
+            problems.append(f"{app.name}: Multiple revision mode with no traffic split keeps superseded revisions running")
+        if mode != "Multiple" and split:
+            problems.append(f"{app.name}: revision weights need Multiple revision mode")
+    return problems
+
+
+def consumption_allocation(ev: Evaluation) -> list[str]:
+    problems = []
+    for app in ev.of_type(APP):
+        for container in _get(app.inputs, "template", "containers") or []:
+            cpu = float(_get(container, "resources", "cpu") or 0)
+            memory = str(_get(container, "resources", "memory") or "")
+            if cpu * 4 != int(cpu * 4) or not 0.25 <= cpu <= 4 or memory != f"{cpu * 2:g}Gi":
+                problems.append(f"{app.name}: {cpu} vCPU / {memory} is not a Consumption allocation (cpu 0.25..4, "
+                                "memory 2 x cpu Gi)")
+    return problems
+
+
+def pull_identity_ready_before_first_revision(ev: Evaluation) -> list[str]:
+    problems = []
+    for app in ev.of_type(APP):
+        for registry in _get(app.inputs, "configuration", "registries") or []:
+            grants = [r for r in ev.of_type(ROLE) if r.urn in app.dependencies]
+            if registry.get("identity") and not grants:
+                problems.append(f"{app.name}: pulls with an identity but does not wait for its AcrPull assignment")
+    return problems
+
+
+# ---- names ----
+
+NAME_RULES: dict[tuple[str, str], tuple[str, str]] = {
+    ("azure-native:containerregistry:Registry", "registryName"): (r"[a-zA-Z0-9]{5,50}", "5-50 letters and digits"),
+    ("azure-native:operationalinsights:Workspace", "workspaceName"): (r"[a-zA-Z0-9][a-zA-Z0-9-]{2,61}[a-zA-Z0-9]",
+                                                                     "4-63 letters, digits, hyphens"),
+    (APP, "containerAppName"): (r"(?!.*--)[a-z][a-z0-9-]{0,30}[a-z0-9]", "2-32 lowercase letters, digits, single hyphens"),
+    (ENVIRONMENT, "environmentName"): (r"(?!.*--)[a-z][a-z0-9-]{0,58}[a-z0-9]", "2-60 lowercase letters, digits, hyphens"),
+    ("azure-native:databricks:Workspace", "workspaceName"): (r"[a-zA-Z0-9_-]{3,64}", "3-64 letters, digits, _ -"),
+    ("azure-native:managedidentity:UserAssignedIdentity", "resourceName"): (r"[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}",
+                                                                            "3-128 letters, digits, _ -"),
+    (CLUSTER, "resourceName"): (r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,61}[a-zA-Z0-9]", "1-63 letters, digits, _ -"),
+}
+
+
+def resource_names(ev: Evaluation) -> list[str]:
+    problems = []
+    for (typ, key), (pattern, hint) in NAME_RULES.items():
+        for resource in ev.of_type(typ):
+            value = str(resource.inputs.get(key, ""))
+            if not re.fullmatch(pattern, value):
+                problems.append(f"{resource.name}: {key} {value!r} must be {hint}")
+    return problems
+
+
+# ---- identities ----
+
+def managed_identity_principal_type(ev: Evaluation) -> list[str]:
+    """A new identity may not have replicated yet: without principalType the assignment fails (PrincipalNotFound)."""
+    return [f"{r.name}: principalType must be ServicePrincipal for a managed identity"
+            for r in ev.of_type(ROLE) if r.inputs.get("principalType") != "ServicePrincipal"]
+
+
+# ---- Databricks ----
+
+def databricks_managed_resource_group(ev: Evaluation) -> list[str]:
+    problems = []
+    for ws in ev.of_type("azure-native:databricks:Workspace"):
+        managed = str(ws.inputs.get("managedResourceGroupId", ""))
+        if managed.rsplit("/", 1)[-1].lower() == str(ws.inputs.get("resourceGroupName", "")).lower():
+            problems.append(f"{ws.name}: the managed resource group must be a new one, not the workspace's own")
+    return problems
+
+
+TASK_VALUE = re.compile(r"\{\{\s*tasks\.([A-Za-z0-9_-]+)\.values\.[A-Za-z0-9_-]+\s*\}\}")
+
+
+def task_values_from_notebooks_only(ev: Evaluation) -> list[str]:
+    """dbutils.jobs.taskValues exists only in notebooks: from any other task the reference stays a literal string."""
+    problems = []
+    for job in ev.of_type(JOB):
+        tasks = {t.get("taskKey"): t for t in job.inputs.get("tasks") or []}
+        for task in tasks.values():
+            for producer in TASK_VALUE.findall(json.dumps(task)):
+                if "notebookTask" not in tasks.get(producer, {}):
+                    problems.append(f"{job.name}: task {task.get('taskKey')} reads a task value of {producer}, which "
+                                    "is not a notebook task and so cannot set one")
+    return problems
+
+
+# ---- Kubernetes on AKS ----
+
+def hpa_owns_replicas(ev: Evaluation) -> list[str]:
+    scaled = {_get(h.inputs, "spec", "scaleTargetRef", "name") for h in ev.of_type(HPA)}
+    return [f"{d.name}: sets spec.replicas while an HPA scales it" for d in ev.of_type(DEPLOYMENT)
+            if _get(d.inputs, "metadata", "name") in scaled and _get(d.inputs, "spec", "replicas") is not None]
+
+
+def container_insights_collects(ev: Evaluation) -> list[str]:
+    problems = []
+    for cluster in ev.of_type(CLUSTER):
+        oms = _get(cluster.inputs, "addonProfiles", "omsagent") or {}
+        if not oms.get("enabled") or _get(oms, "config", "useAADAuth") != "true":
+            continue
+        rules = {r.id: r for r in ev.of_type("azure-native:monitor:DataCollectionRule")
+                 if "Microsoft-ContainerInsights-Group-Default" in json.dumps(r.inputs.get("dataSources"))}
+        associated = [a for a in ev.of_type("azure-native:monitor:DataCollectionRuleAssociation")
+                      if a.inputs.get("resourceUri") == cluster.id and a.inputs.get("dataCollectionRuleId") in rules]
+        if not associated:
+            problems.append(f"{cluster.name}: Container Insights with managed identity needs a data collection rule "
+                            "associated with the cluster")
+    return problems
+
+
+# ---- the Pulumi engine ----
+
+def stack_references_qualified(ev: Evaluation) -> list[str]:
+    return [f"{r.name}: StackReference {r.inputs.get('name')!r} must be <organization>/<project>/<stack>"
+            for r in ev.of_type("pulumi:pulumi:StackReference") if str(r.inputs.get("name", "")).count("/") != 2]
+
+
+STATEFUL = ("azure-native:resources:ResourceGroup", "azure-native:containerregistry:Registry",
+            "azure-native:operationalinsights:Workspace", "azure-native:databricks:Workspace",
+            "databricks:index/registeredModel:RegisteredModel", "databricks:index/mlflowModel:MlflowModel")
+REGISTERED_MODELS = STATEFUL[-2:]
+
+
+def stateful_resources_kept(ev: Evaluation) -> list[str]:
+    """A registered model is always retained (a rename must not delete its versions); where the stack says
+    `protect`, every stateful resource is protected."""
+    problems = [f"{r.name}: a registered model must be retainOnDelete" for typ in REGISTERED_MODELS
+                for r in ev.of_type(typ) if not r.retain_on_delete]
+    if ev.config.get("protect") in (True, "true"):
+        problems += [f"{r.name}: not protected in a stack with protect: true" for typ in STATEFUL
+                     for r in ev.of_type(typ) if not r.protect]
+    return problems
+
+
+# ---- the subscription: resource providers and API versions ----
+
+# Namespaces a first `up` needs registered (a new subscription registers only a few by default), and why.
+PROVIDERS: dict[str, str] = {
+    "Microsoft.Resources": "resource group (registered by default)",
+    "Microsoft.Authorization": "role assignments (registered by default)",
+    "Microsoft.OperationalInsights": "Log Analytics workspace, saved searches",
+    "Microsoft.Insights": "Application Insights, action group, alert rules, diagnostic settings, data collection rules",
+    "Microsoft.ContainerRegistry": "the registry",
+    "Microsoft.ManagedIdentity": "the pull identity",
+    "Microsoft.Databricks": "the Databricks workspace",
+    "Microsoft.App": "Container Apps environment and app (serving.target containerapps)",
+    "Microsoft.ContainerService": "AKS cluster (serving.target aks)",
+}
+# azure-native module -> the namespace its resources live in, where the two names differ.
+MODULE_NAMESPACE = {"resources": "Microsoft.Resources", "operationalinsights": "Microsoft.OperationalInsights",
+                    "applicationinsights": "Microsoft.Insights", "monitor": "Microsoft.Insights",
+                    "containerregistry": "Microsoft.ContainerRegistry", "managedidentity": "Microsoft.ManagedIdentity",
+                    "authorization": "Microsoft.Authorization", "databricks": "Microsoft.Databricks",
+                    "app": "Microsoft.App", "containerservice": "Microsoft.ContainerService"}
+
+
+def namespaces(ev: Evaluation) -> set[str]:
+    modules = {r.typ.split(":")[1] for r in ev.custom if r.typ.startswith("azure-native:")}
+    return {MODULE_NAMESPACE.get(m, f"unmapped:{m}") for m in modules}
+
+
+def providers_documented(ev: Evaluation) -> list[str]:
+    return [f"{namespace} is not in PROVIDERS (README's first-time steps register those)"
+            for namespace in sorted(namespaces(ev) - set(PROVIDERS))]
+
+
+SDK = Path(__import__("pulumi_azure_native").__file__).parent
+# type -> (API version the installed SDK uses, why we accept it). A preview version is accepted only with a reason;
+# azure-native v3 offers other versions only through `pulumi package add azure-native <module> <version>`, a
+# local SDK generated by the Pulumi CLI from the provider's schema (see README, "API versions").
+API_VERSIONS: dict[str, tuple[str, str]] = {
+    "azure-native:resources:ResourceGroup": ("2024-03-01", "GA"),
+    "azure-native:operationalinsights:Workspace": ("2023-09-01", "GA"),
+    "azure-native:operationalinsights:SavedSearch": ("2023-09-01", "GA"),
+    "azure-native:applicationinsights:Component": ("2020-02-02", "GA"),
+    "azure-native:managedidentity:UserAssignedIdentity": ("2023-01-31", "GA"),
+    "azure-native:authorization:RoleAssignment": ("2022-04-01", "GA"),
+    "azure-native:databricks:Workspace": ("2026-01-01", "GA"),
+    "azure-native:containerservice:ManagedCluster": ("2025-09-01", "GA"),
+    "azure-native:monitor:DataCollectionRule": ("2022-06-01", "GA"),
+    "azure-native:monitor:DataCollectionRuleAssociation": ("2022-06-01", "GA"),
+    "azure-native:monitor:DiagnosticSetting": ("2021-05-01-preview", "preview only: ARM publishes no GA version of "
+                                                                     "Microsoft.Insights/diagnosticSettings"),
+    "azure-native:monitor:ActionGroup": ("2024-10-01-preview", "preview default of the SDK; GA 2023-01-01 needs a "
+                                                             "generated local SDK"),
+    "azure-native:monitor:ScheduledQueryRule": ("2025-01-01-preview", "preview default of the SDK; skipQueryValidation "
+                                                                     "is GA since 2021-08-01; GA 2026-03-01 needs a "
+                                                                     "generated local SDK"),
+    "azure-native:containerregistry:Registry": ("2023-01-01-preview", "preview default of the SDK; GA 2025-11-01 "
+                                                                      "needs a generated local SDK"),
+    "azure-native:app:ManagedEnvironment": ("2025-02-02-preview", "preview default of the SDK; GA 2026-01-01 needs a "
+                                                                  "generated local SDK"),
+    "azure-native:app:ContainerApp": ("2025-02-02-preview", "preview default of the SDK; GA 2026-01-01 needs a "
+                                                            "generated local SDK"),
+}
+
+
+def sdk_api_version(typ: str) -> str:
+    """`Uses Azure REST API version X` from the installed SDK's class docstring: what `up` really sends."""
+    _, module, kind = typ.split(":")
+    snake = re.sub(r"(?<!^)(?=[A-Z])", "_", kind).lower()
+    text = (SDK / module / f"{snake}.py").read_text()
+    match = re.search(r"Uses Azure REST API version ([0-9a-z-]+)", text)
+    return match.group(1) if match else ""
+
+
+def api_versions_reviewed(ev: Evaluation) -> list[str]:
+    problems = []
+    for typ in sorted({r.typ for r in ev.custom if r.typ.startswith("azure-native:")}):
+        if typ not in API_VERSIONS:
+            problems.append(f"{typ}: API version {sdk_api_version(typ)} was never reviewed (add it to API_VERSIONS)")
+            continue
+        reviewed, why = API_VERSIONS[typ]
+        actual = sdk_api_version(typ)
+        if actual != reviewed:
+            problems.append(f"{typ}: the SDK now sends {actual}, reviewed was {reviewed}: review it again")
+        elif "preview" in actual and why == "GA":
+            problems.append(f"{typ}: {actual} is a preview version; say why it is accepted")
+    return problems
+
+
+# ---- preview: what a Reader may run ----
+
+# Invoke token -> the ARM action it needs. Reader holds every */read action and no POST (list*/action) one.
+INVOKE_ACTIONS = {
+    "azure-native:databricks:getWorkspace": "Microsoft.Databricks/workspaces/read",
+    "azure-native:containerservice:listManagedClusterUserCredentials":
+        "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+    "azure-native:operationalinsights:getSharedKeys": "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
+}
+# The preview identity's roles, per serving target: Reader, and on AKS the built-in role that lets a principal
+# fetch the user kubeconfig (the Kubernetes provider needs it even to diff).
+PREVIEW_ROLES = {
+    "containerapps": {"Reader": "*/read"},
+    "aks": {"Reader": "*/read",
+            "Azure Kubernetes Service Cluster User Role":
+                "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action"},
+}
+
+
+def preview_allows(target: str, action: str) -> bool:
+    grants = PREVIEW_ROLES[target].values()
+    return any(action == grant or (grant == "*/read" and action.endswith("/read")) for grant in grants)
+
+
+def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
+    target = ev.outputs.get("serving_target", "containerapps")
+    problems = []
+    for token, _ in ev.calls:
+        action = INVOKE_ACTIONS.get(token)
+        if action is None:
+            problems.append(f"invoke {token} has no known ARM action: add it to INVOKE_ACTIONS")
+        elif not preview_allows(target, action):
+            problems.append(f"invoke {token} needs {action}, which the preview roles "
+                            f"({', '.join(PREVIEW_ROLES[target])}) do not grant")
+    return problems
+
+
+RULES: tuple[Rule, ...] = (
+    Rule("log-alert-skip-query-validation", "ARM validates a log alert's query at creation; tables without data "
+         "yet fail it", "https://learn.microsoft.com/rest/api/monitor/scheduled-query-rules/create-or-update",
+         skip_query_validation),
+    Rule("log-alert-window", "windowSize is one of Azure's fixed durations and not shorter than evaluationFrequency",
+         "https://learn.microsoft.com/azure/azure-monitor/alerts/alerts-create-log-alert-rule", query_rule_windows),
+    Rule("action-group-short-name", "an action group's short name has at most 12 characters",
+         "https://learn.microsoft.com/azure/azure-monitor/alerts/action-groups", action_group_short_name),
+    Rule("container-apps-log-destination", "azure-monitor logs go where a diagnostic setting says (dedicated tables "
+         "without suffixes); log-analytics needs the shared key and fills ..._CL tables",
+         "https://learn.microsoft.com/azure/container-apps/log-options", logs_have_a_destination),
+    Rule("container-apps-revision-mode", "Single mode deactivates superseded revisions; Multiple keeps them active "
+         "until deactivated; weights need Multiple", "https://learn.microsoft.com/azure/container-apps/revisions",
+         single_revision_unless_split),
+    Rule("container-apps-allocation", "Consumption: 0.25..4 vCPU in 0.25 steps with 2 GiB per vCPU",
+         "https://learn.microsoft.com/azure/container-apps/containers#allocations", consumption_allocation),
+    Rule("container-apps-identity-pull", "a revision pulling with a managed identity needs its AcrPull assignment "
+         "first", "https://learn.microsoft.com/azure/container-apps/managed-identity-image-pull",
+         pull_identity_ready_before_first_revision),
+    Rule("resource-names", "each resource type has its own name length and characters",
+         "https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules", resource_names),
+    Rule("role-assignment-principal-type", "assignments to a new managed identity set principalType, or fail "
+         "before the identity has replicated",
+         "https://learn.microsoft.com/azure/role-based-access-control/role-assignments-template#new-service-principal",
+         managed_identity_principal_type),
+    Rule("databricks-managed-resource-group", "a workspace's managed resource group is created by Databricks and "
+         "cannot be an existing one", "https://learn.microsoft.com/azure/databricks/getting-started/",
+         databricks_managed_resource_group),
+    Rule("databricks-task-values", "task values can be set only from notebooks; an unset reference is passed on as "
+         "literal text", "https://docs.databricks.com/aws/en/jobs/task-values", task_values_from_notebooks_only),
+    Rule("kubernetes-hpa-replicas", "a Deployment scaled by an HPA leaves spec.replicas unset",
+         "https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/"
+         "#migrating-deployments-and-statefulsets-to-horizontal-autoscaling", hpa_owns_replicas),
+    Rule("aks-container-insights-dcr", "Container Insights with managed-identity auth collects what an associated "
+         "data collection rule asks for", "https://learn.microsoft.com/azure/azure-monitor/containers/"
+         "kubernetes-monitoring-enable", container_insights_collects),
+    Rule("pulumi-stack-reference", "a StackReference is <organization>/<project>/<stack> on every backend",
+         "https://www.pulumi.com/docs/iac/concepts/stacks/#stackreferences", stack_references_qualified),
+    Rule("stateful-resources-kept", "protected resources are never deleted or replaced; retained ones outlive "
+         "their removal from the program", "https://www.pulumi.com/docs/iac/concepts/options/protect/",
+         stateful_resources_kept),
+    Rule("resource-providers", "a subscription must register a resource provider before its first resource",
+         "https://learn.microsoft.com/azure/azure-resource-manager/management/resource-providers-and-types",
+         providers_documented),
+    Rule("api-versions", "each resource is sent with one ARM API version; preview versions can change or go",
+         "https://www.pulumi.com/registry/packages/azure-native/version-guide/", api_versions_reviewed),
+    Rule("preview-permissions", "a Reader can run reads, not POST actions such as listing keys or credentials",
+         "https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/general#reader",
+         preview_needs_only_its_roles),
+)
+
+
+@dataclass
+class Result:
+    rule: Rule
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def check(ev: Evaluation, rules: Iterable[Rule] = RULES) -> list[Result]:
+    return [Result(rule, rule.check(ev)) for rule in rules]
+
+
+def report(results: list[Result]) -> str:
+    lines = []
+    for result in results:
+        lines.append(f"  {'ok  ' if result.ok else 'FAIL'} {result.rule.key:34} {result.rule.says}")
+        lines += [f"         - {problem}" for problem in result.problems]
+        if not result.ok:
+            lines.append(f"         see {result.rule.doc}")
+    return "\n".join(lines)
+
+
+# ---- two `up`s: the engine's diff and Container Apps' revisions ----
+
+def changes(before: Evaluation, after: Evaluation) -> dict[str, str]:
+    """(type, name) -> create / update / delete, as `pulumi preview` would list them: the engine diffs inputs."""
+    old = {(r.typ, r.name): r for r in before.custom}
+    new = {(r.typ, r.name): r for r in after.custom}
+    plan = {f"{t} {n}": "create" for t, n in new.keys() - old.keys()}
+    plan |= {f"{t} {n}": "delete" for t, n in old.keys() - new.keys()}
+    plan |= {f"{t} {n}": "update" for (t, n) in new.keys() & old.keys() if new[(t, n)].inputs != old[(t, n)].inputs}
+    return plan
+
+
+class RevisionRefused(RuntimeError):
+    """What ARM answers: the update is refused and nothing changes."""
+
+
+@dataclass
+class RevisionHistory:
+    """One Container App's revisions, as Azure keeps them. Any change under `template` makes a new revision
+    (application-scope changes do not); a suffix, given or generated, can never be used twice in an app."""
+    app: str
+    revisions: list[tuple[str, str]] = field(default_factory=list)  # (name, template as JSON)
+    active: set[str] = field(default_factory=set)
+    generated: int = 0
+
+    def apply(self, inputs: dict[str, Any]) -> str | None:
+        """PUT the app; returns the new revision's name, or None when no revision was made."""
+        template = json.dumps(inputs.get("template") or {}, sort_keys=True)
+        single = (_get(inputs, "configuration", "activeRevisionsMode") or "Single") == "Single"
+        if self.revisions and self.revisions[-1][1] == template:
+            if single:  # switching to Single mode leaves only the latest revision active
+                self.active = {self.revisions[-1][0]}
+            return None
+        suffix = (inputs.get("template") or {}).get("revisionSuffix")
+        if suffix is None:
+            self.generated += 1
+            suffix = f"gen{self.generated:04d}"  # Azure makes a random unique one
+        name = f"{self.app}--{suffix}"
+        if any(existing == name for existing, _ in self.revisions):
+            raise RevisionRefused(f"a revision with the suffix {suffix!r} already exists in {self.app}")
+        self.revisions.append((name, template))
+        self.active = {name} if single else {*self.active, name}
+        return name
+

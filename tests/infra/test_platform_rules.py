@@ -1,0 +1,161 @@
+"""The platform's rules (infra/platform_rules.py) hold for what every stack declares on both serving targets,
+and each rule catches the mistake it is there for (a rule that cannot fail proves nothing)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from infra import mockcloud, platform_rules
+from infra.mockcloud import Captured, Evaluation
+
+TARGETS = ("containerapps", "aks")
+
+
+@pytest.mark.parametrize("target", TARGETS)
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_rule_holds_for_every_stack(evaluate, stack, target):
+    results = platform_rules.check(evaluate(stack, {"serving.target": target}))
+    assert [r.rule.key for r in results] == [rule.key for rule in platform_rules.RULES]
+    failed = {r.rule.key: r.problems for r in results if not r.ok}
+    assert failed == {}, platform_rules.report(results)
+
+
+def test_prod_building_itself_holds_too(evaluate):
+    results = platform_rules.check(evaluate("prod", {"promotion": mockcloud.DELETE}))
+    assert all(r.ok for r in results), platform_rules.report(results)
+
+
+def fake(*resources: Captured, config: dict | None = None, calls: list | None = None,
+         target: str = "containerapps") -> Evaluation:
+    return Evaluation("test", list(resources), {"serving_target": target}, calls or [], 0.0, config or {})
+
+
+def resource(typ: str, name: str, inputs: dict, **extra) -> Captured:
+    return Captured(typ, name, copy.deepcopy(inputs), {"id": f"/id/{name}"}, True, urn=f"urn:{name}", **extra)
+
+
+def problems(rule_key: str, ev: Evaluation) -> list[str]:
+    rule = next(r for r in platform_rules.RULES if r.key == rule_key)
+    return rule.check(ev)
+
+
+def test_a_log_alert_validated_at_creation_is_caught():
+    rule = {"kind": "LogAlert", "windowSize": "PT15M", "evaluationFrequency": "PT5M"}
+    assert problems("log-alert-skip-query-validation", fake(resource(platform_rules.QUERY_RULE, "r", rule)))
+    ok = resource(platform_rules.QUERY_RULE, "r", {**rule, "skipQueryValidation": True})
+    assert not problems("log-alert-skip-query-validation", fake(ok))
+    assert problems("log-alert-window", fake(resource(platform_rules.QUERY_RULE, "r", {**rule, "windowSize": "PT7M"})))
+
+
+def test_multiple_revision_mode_without_a_split_is_caught():
+    app = {"configuration": {"activeRevisionsMode": "Multiple", "ingress": {"traffic": [{"latestRevision": True,
+                                                                                         "weight": 100}]}}}
+    assert "superseded revisions running" in problems("container-apps-revision-mode",
+                                                      fake(resource(platform_rules.APP, "a", app)))[0]
+    app["configuration"]["activeRevisionsMode"] = "Single"
+    assert not problems("container-apps-revision-mode", fake(resource(platform_rules.APP, "a", app)))
+
+
+def test_azure_monitor_logs_without_a_diagnostic_setting_are_caught():
+    env = resource(platform_rules.ENVIRONMENT, "env", {"appLogsConfiguration": {"destination": "azure-monitor"}})
+    assert problems("container-apps-log-destination", fake(env))
+    setting = resource(platform_rules.DIAGNOSTICS, "d", {"resourceUri": env.id, "workspaceId": "/ws"})
+    assert not problems("container-apps-log-destination", fake(env, setting))
+    old_query = resource(platform_rules.QUERY_RULE, "q", {"criteria": {"allOf": [{"query": "ContainerAppConsoleLogs_CL"}]}})
+    assert problems("container-apps-log-destination", fake(env, setting, old_query))
+
+
+def test_an_hpa_scaled_deployment_with_replicas_is_caught():
+    hpa = resource(platform_rules.HPA, "h", {"spec": {"scaleTargetRef": {"name": "scoring"}}})
+    deployment = {"metadata": {"name": "scoring"}, "spec": {"replicas": 2}}
+    assert problems("kubernetes-hpa-replicas", fake(hpa, resource(platform_rules.DEPLOYMENT, "d", deployment)))
+    del deployment["spec"]["replicas"]
+    assert not problems("kubernetes-hpa-replicas", fake(hpa, resource(platform_rules.DEPLOYMENT, "d", deployment)))
+
+
+def test_container_insights_without_a_data_collection_rule_is_caught():
+    cluster = resource(platform_rules.CLUSTER, "aks", {"addonProfiles": {"omsagent": {
+        "enabled": True, "config": {"useAADAuth": "true"}}}})
+    assert problems("aks-container-insights-dcr", fake(cluster))
+
+
+def test_a_task_value_read_from_a_script_task_is_caught():
+    tasks = [{"taskKey": "train", "sparkPythonTask": {}},
+             {"taskKey": "gate", "sparkPythonTask": {"parameters": ["--version", "{{tasks.train.values.model_version}}"]}}]
+    assert problems("databricks-task-values", fake(resource(platform_rules.JOB, "job", {"tasks": tasks})))
+    tasks[0] = {"taskKey": "train", "notebookTask": {"notebookPath": "/x"}}
+    assert not problems("databricks-task-values", fake(resource(platform_rules.JOB, "job", {"tasks": tasks})))
+
+
+def test_an_unqualified_stack_reference_is_caught():
+    ref = Captured("pulumi:pulumi:StackReference", "source", {"name": "staging"}, {}, True)
+    assert problems("pulumi-stack-reference", fake(ref))
+
+
+def test_unprotected_state_in_a_protected_stack_is_caught():
+    registry = resource("azure-native:containerregistry:Registry", "acr", {})
+    assert problems("stateful-resources-kept", fake(registry, config={"protect": True}))
+    assert not problems("stateful-resources-kept", fake(registry, config={}))
+    model = resource("databricks:index/registeredModel:RegisteredModel", "model", {})
+    assert "retainOnDelete" in problems("stateful-resources-kept", fake(model))[0]
+
+
+def test_an_unreviewed_or_changed_api_version_is_caught(monkeypatch):
+    registry = resource("azure-native:containerregistry:Registry", "acr", {"registryName": "crtest01"})
+    assert not problems("api-versions", fake(registry))
+    monkeypatch.setitem(platform_rules.API_VERSIONS, registry.typ, ("2019-05-01", "GA"))
+    assert "review it again" in problems("api-versions", fake(registry))[0]
+    monkeypatch.delitem(platform_rules.API_VERSIONS, registry.typ)
+    assert "never reviewed" in problems("api-versions", fake(registry))[0]
+
+
+def test_a_resource_provider_nobody_registers_is_caught(monkeypatch):
+    registry = resource("azure-native:containerregistry:Registry", "acr", {})
+    monkeypatch.delitem(platform_rules.PROVIDERS, "Microsoft.ContainerRegistry")
+    assert problems("resource-providers", fake(registry)) == [
+        "Microsoft.ContainerRegistry is not in PROVIDERS (README's first-time steps register those)"]
+
+
+def test_a_post_action_in_preview_is_caught():
+    """What the program did before: read the workspace's shared key, which a Reader cannot."""
+    calls = [("azure-native:operationalinsights:getSharedKeys", {})]
+    assert "sharedKeys/action" in problems("preview-permissions", fake(calls=calls))[0]
+    aks_credentials = [("azure-native:containerservice:listManagedClusterUserCredentials", {})]
+    assert problems("preview-permissions", fake(calls=aks_credentials, target="containerapps"))
+    assert not problems("preview-permissions", fake(calls=aks_credentials, target="aks"))
+
+
+def test_bad_names_are_caught():
+    registry = resource("azure-native:containerregistry:Registry", "acr", {"registryName": "cr-credit"})
+    assert problems("resource-names", fake(registry))
+    app = resource(platform_rules.APP, "app", {"containerAppName": "ca--credit"})
+    assert problems("resource-names", fake(app))
+
+
+def test_the_report_names_failures_and_their_documentation():
+    ev = fake(resource("azure-native:containerregistry:Registry", "acr", {"registryName": "cr-x"}))
+    text = platform_rules.report(platform_rules.check(ev))
+    assert "FAIL resource-names" in text and "resource-name-rules" in text
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
+    """`pulumi preview` on a pull request runs as a Reader (plus, on AKS, the cluster-user role): every invoke the
+    program makes must be one those roles allow, and the ACR token exchange (a POST) must not run at all."""
+    exchanged: list[str] = []
+
+    def token(server: str) -> str:
+        exchanged.append(server)
+        return mockcloud.FAKE_ACR_TOKEN
+
+    ev = mockcloud.evaluate("dev", {**base_overrides("dev"), "serving.target": target}, env={}, acr_token=token,
+                            preview=True)
+    assert ev.of_type("docker:index/image:Image"), "the preview still shows the image"
+    assert exchanged == []
+    assert platform_rules.preview_needs_only_its_roles(ev) == []
+    tokens = {call for call, _ in ev.calls}
+    assert tokens <= set(platform_rules.INVOKE_ACTIONS)
+    if target == "aks":  # the one POST a preview needs, granted by the role README asks for
+        assert tokens == {"azure-native:containerservice:listManagedClusterUserCredentials"}

@@ -1,0 +1,85 @@
+"""Two `up`s in a row: evaluate a stack, keep what it declared as the current state, change one setting (or
+nothing), evaluate again, and check what the engine would change and what Container Apps would do with it.
+
+Container Apps refuses a revision suffix it has seen before, so a template must never send one twice, and an
+unchanged template must send nothing (a no-op `up` makes no revision)."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import mockcloud
+from infra.platform_rules import APP, RevisionHistory, changes
+
+STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
+DIGEST_A, DIGEST_B = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
+
+
+@pytest.fixture(scope="module")
+def run(base_overrides):
+    """A fresh evaluation every call (no cache): two calls are two `up`s of the same program."""
+    def evaluate(stack: str, overrides: dict | None = None, **kwargs) -> mockcloud.Evaluation:
+        return mockcloud.evaluate(stack, {**base_overrides(stack), **(overrides or {})}, env={}, **kwargs)
+    return evaluate
+
+
+def test_a_no_op_up_changes_nothing_and_makes_no_revision(run):
+    first, second = run("staging"), run("staging")
+    assert changes(first, second) == {}
+    history = RevisionHistory("ca-credit-staging")
+    assert history.apply(first.one(APP).inputs) is not None
+    assert history.apply(second.one(APP).inputs) is None
+
+
+def test_a_cpu_change_without_a_new_image_makes_a_new_uniquely_named_revision(run):
+    before = run("staging")
+    after = run("staging", {"serving.containerApp.cpu": 2, "serving.containerApp.memoryGi": 4})
+    assert changes(before, after) == {f"{APP} containerapp-app": "update"}
+    history = RevisionHistory("ca-credit-staging")
+    first = history.apply(before.one(APP).inputs)
+    second = history.apply(after.one(APP).inputs)  # before: the same suffix again, refused by Azure
+    assert second and second != first
+    assert history.active == {second}, "Single mode: the superseded revision is deactivated"
+
+
+def staging(digest: str, version: str) -> dict:
+    return {STAGING: {"image_ref": f"crcreditdefaultstg.azurecr.io/credit-default-scoring@{digest}",
+                      "model_name": "staging.credit.credit_default", "model_version": version,
+                      "model_run_id": f"run-of-v{version}", "databricks_workspace_url": "https://adb-1.1.azuredatabricks.net",
+                      "registry_id": f"/subscriptions/{mockcloud.SUBSCRIPTION}/resourceGroups/rg-credit-staging/providers/"
+                                     "Microsoft.ContainerRegistry/registries/crcreditdefaultstg", "bootstrap": ""}}
+
+
+def test_prod_promotes_a_new_digest_then_rolls_back_by_pin(run):
+    """prod serves staging's digest A, then B, then a pinned rollback to A: three revisions, none refused (the
+    rollback's template equals the first one's, so a suffix derived from it would have been refused)."""
+    history = RevisionHistory("ca-credit-prod")
+    promoted_a = run("prod", stack_outputs=staging(DIGEST_A, "7"))
+    promoted_b = run("prod", stack_outputs=staging(DIGEST_B, "8"))
+    pinned_a = run("prod", {"promotion.pinnedDigest": DIGEST_A, "promotion.pinnedModelVersion": "7"},
+                   stack_outputs=staging(DIGEST_B, "8"))
+    assert changes(promoted_a, run("prod", stack_outputs=staging(DIGEST_A, "7"))) == {}
+    plan = changes(promoted_a, promoted_b)
+    assert plan[f"{APP} containerapp-app"] == "update"
+    assert plan[f"{mockcloud.IMAGE_IMPORT} promotion-image-import"] == "update"  # another digest, another import
+    rollback = changes(promoted_b, pinned_a)
+    assert rollback[f"{mockcloud.IMAGE_IMPORT} promotion-image-import"] == "delete"  # the pin imports nothing
+    names = [history.apply(ev.one(APP).inputs) for ev in (promoted_a, promoted_b, pinned_a)]
+    assert None not in names and len(set(names)) == 3
+    images = [ev.one(APP).inputs["template"]["containers"][0]["image"] for ev in (promoted_a, promoted_b, pinned_a)]
+    assert images[0] == images[2] and images[0].endswith(DIGEST_A) and images[1].endswith(DIGEST_B)
+    assert history.active == {names[2]}
+
+
+def test_a_canary_runs_two_revisions_and_completing_it_deactivates_the_old_one(run):
+    history = RevisionHistory("ca-credit-staging")
+    old = history.apply(run("staging").one(APP).inputs)
+    canary = run("staging", {"serving.containerApp.cpu": 2, "serving.containerApp.memoryGi": 4,
+                             "serving.containerApp.latestWeight": 10,
+                             "serving.containerApp.pinnedRevisions": [{"revision": old, "weight": 90}]})
+    new = history.apply(canary.one(APP).inputs)
+    assert history.active == {old, new}
+    done = run("staging", {"serving.containerApp.cpu": 2, "serving.containerApp.memoryGi": 4})
+    assert changes(canary, done) == {f"{APP} containerapp-app": "update"}
+    assert history.apply(done.one(APP).inputs) is None  # the template did not change: no revision ...
+    assert history.active == {new}  # ... and back in Single mode only the latest stays active
