@@ -151,6 +151,8 @@ NAME_RULES: dict[tuple[str, str], tuple[str, str]] = {
     ("azure-native:managedidentity:UserAssignedIdentity", "resourceName"): (r"[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}",
                                                                             "3-128 letters, digits, _ -"),
     (CLUSTER, "resourceName"): (r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,61}[a-zA-Z0-9]", "1-63 letters, digits, _ -"),
+    ("azure-native:monitor:DataCollectionRule", "dataCollectionRuleName"): (r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}",
+                                                                           "1-64 letters, digits, _ . -"),
 }
 
 
