@@ -37,7 +37,14 @@ function globals(tables) {
       if (!TYPES.has(type)) throw new Error(`${table}.${column}: unknown type ${JSON.stringify(type)}`);
       return `${column}: ${type}`;
     });
-    return new symbols.TableSymbol.$ctor7(table, `(${schema.join(", ")})`, null);
+    const symbol = new symbols.TableSymbol.$ctor7(table, `(${schema.join(", ")})`, null);
+    // The schema parser silently drops a column it cannot read (a keyword such as `first`): refuse instead.
+    const got = Bridge.toArray(symbol.Columns).map((c) => `${c.Name}: ${c.Type.Name}`);
+    if (got.join(", ") !== schema.join(", ")) {
+      const lost = schema.filter((c) => !got.includes(c));
+      throw new Error(`${table}: the parser did not take column(s) ${lost.join(", ")}`);
+    }
+    return symbol;
   });
   // isOpen=false: a name that is not declared is an error, not an unknown open-schema table.
   const database = new symbols.DatabaseSymbol.$ctor1("workspace", members, false);
