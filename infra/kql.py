@@ -4,11 +4,15 @@ The service writes one JSON line per scored request on stdout ({"log_type": "pre
 "request_id", "model_name", "model_version", "n_records", "latency_ms", "inputs", "outputs":
 [{"probability", "label"}]}). Where that line lands depends on the target:
 
-  Container Apps  ContainerAppConsoleLogs_CL, line in `Log_s`, app in `ContainerAppName_s`
+  Container Apps  the environment's log destination decides:
+                  azure-monitor  ContainerAppConsoleLogs, line in `Log`, app in `ContainerAppName`
+                  log-analytics  ContainerAppConsoleLogs_CL, line in `Log_s`, app in `ContainerAppName_s`
   AKS             ContainerLogV2 (Container Insights), line in `LogMessage`, container in `ContainerName`
 
-so every query is a function of a `LogSource`. `latency_ms` is the in-process scoring time, not
-the end-to-end time a client sees.
+so every query is a function of a `LogSource`. infra/log_tables.py holds the documented columns of
+every table read here; tests/infra/test_kql_bind.py binds each query against them with Microsoft's
+Kusto parser (an unknown table, column or function, or a keyword used as a name, fails it).
+`latency_ms` is the in-process scoring time, not the end-to-end time a client sees.
 
 5xx: the service writes a `log_type: "error"` JSON line for every request it fails to answer (500
 or 503), so each failed request is counted once (its traceback on stderr is not counted). The
@@ -33,20 +37,31 @@ class LogSource:
         return f"{self.table}\n| where {self.app_column} == '{self.app_name}'"
 
 
-def container_apps(app_name: str) -> LogSource:
-    restarts = ("ContainerAppSystemLogs_CL\n"
-                f"| where ContainerAppName_s == '{app_name}'\n"
-                "| where Reason_s in ('ContainerCrashing', 'ContainerTerminated', 'BackOff', 'ProbeFailed')\n"
+# The managed environment's appLogsConfiguration.destination. `azure-monitor` (a diagnostic setting sends the
+# logs; no shared key is read) lands in Azure tables with plain column names; `log-analytics` (the environment
+# writes with the workspace's shared key) in custom-log tables whose columns carry a type suffix.
+DESTINATIONS = ("azure-monitor", "log-analytics")
+
+
+def container_apps(app_name: str, destination: str = "azure-monitor") -> LogSource:
+    if destination not in DESTINATIONS:
+        raise ValueError(f"Container Apps log destination {destination!r}: expected one of {', '.join(DESTINATIONS)}")
+    table, column = ("_CL", "_s") if destination == "log-analytics" else ("", "")
+    restarts = (f"ContainerAppSystemLogs{table}\n"
+                f"| where ContainerAppName{column} == '{app_name}'\n"
+                f"| where Reason{column} in ('ContainerCrashing', 'ContainerTerminated', 'BackOff', 'ProbeFailed')\n"
                 "| summarize restarts = count()")
-    return LogSource("ContainerAppConsoleLogs_CL", "Log_s", "ContainerAppName_s", app_name, restarts)
+    return LogSource(f"ContainerAppConsoleLogs{table}", f"Log{column}", f"ContainerAppName{column}", app_name, restarts)
 
 
 def aks(container_name: str, namespace: str) -> LogSource:
     # KubePodInventory carries a cumulative restart count per container: the increase is the restarts.
+    # Not `first`/`last` as names: they are KQL keywords, and the parser rejects them unbracketed.
     restarts = ("KubePodInventory\n"
                 f"| where Namespace == '{namespace}' and ContainerName endswith '{container_name}'\n"
-                "| summarize first = min(ContainerRestartCount), last = max(ContainerRestartCount) by ContainerID\n"
-                "| summarize restarts = sum(last - first)")
+                "| summarize first_count = min(ContainerRestartCount), last_count = max(ContainerRestartCount)"
+                " by ContainerID\n"
+                "| summarize restarts = sum(last_count - first_count)")
     return LogSource("ContainerLogV2", "LogMessage", "ContainerName", container_name, restarts)
 
 

@@ -167,7 +167,8 @@ def test_observability_alerts_and_queries(evaluate):
         if key == "drift":  # the drift job's record, sent through Application Insights
             assert query.startswith("AppTraces") and "'drift'" in query
         else:
-            assert "ContainerAppConsoleLogs_CL" in query or key == "restarts"
+            # the azure-monitor destination's table (not ContainerAppConsoleLogs_CL): see tests/infra/test_kql_bind.py
+            assert re.search(r"\bContainerAppConsoleLogs\b", query) or key == "restarts"
     assert rules["no-traffic"].inputs["windowSize"] == "PT30M"
     drift = rules["drift"].inputs
     assert drift["enabled"] is True and drift["windowSize"] == "PT60M"
@@ -176,7 +177,7 @@ def test_observability_alerts_and_queries(evaluate):
         "drifted_versions", "GreaterThan", 0)
     queries = {q.inputs["savedSearchId"]: q.inputs["query"] for q in prod.of_type("azure-native:operationalinsights:SavedSearch")}
     assert set(queries) == {"scoring-latency", "scoring-errors", "scoring-probabilities"}
-    assert "Log_s" in queries["scoring-latency"] and "percentile(latency_ms, 95)" in queries["scoring-latency"]
+    assert "tostring(Log)" in queries["scoring-latency"] and "percentile(latency_ms, 95)" in queries["scoring-latency"]
     assert "output.probability" in queries["scoring-probabilities"]
 
 

@@ -54,7 +54,9 @@ def real_lines(window):
     return [json.loads(line) for line in lines[:3]], error, lines[:3]
 
 
-@pytest.mark.parametrize("source", [kql.container_apps("ca-credit-dev"), kql.aks("scoring", "scoring")])
+@pytest.mark.parametrize("source", [kql.container_apps("ca-credit-dev", "azure-monitor"),
+                                    kql.container_apps("ca-credit-dev", "log-analytics"), kql.aks("scoring", "scoring")],
+                         ids=["containerapps-azure-monitor", "containerapps-log-analytics", "aks"])
 def test_prediction_queries_read_real_lines(real_lines, source):
     parsed, error, raw = real_lines
     for entry, line in zip(parsed, raw, strict=True):
