@@ -28,6 +28,7 @@ import pulumi
 import pulumi_azure_native.app as app
 import pulumi_azure_native.monitor as monitor
 
+from infra import kql
 from infra.settings import ContainerAppSettings, ServingSettings
 
 CONTAINER_NAME = "scoring"
@@ -84,7 +85,7 @@ class ContainerAppService(pulumi.ComponentResource):
             location=args.location, zone_redundant=s.zone_redundant,
             vnet_configuration=(app.VnetConfigurationArgs(infrastructure_subnet_id=s.infrastructure_subnet_id)
                                 if s.infrastructure_subnet_id else None),
-            app_logs_configuration=app.AppLogsConfigurationArgs(destination="azure-monitor"),
+            app_logs_configuration=app.AppLogsConfigurationArgs(destination=kql.CONTAINER_APPS_DESTINATION),
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
         # azure-monitor destination: the diagnostic setting decides where the logs go (dedicated tables).
         self.diagnostics = monitor.DiagnosticSetting(

@@ -41,9 +41,11 @@ class LogSource:
 # logs; no shared key is read) lands in Azure tables with plain column names; `log-analytics` (the environment
 # writes with the workspace's shared key) in custom-log tables whose columns carry a type suffix.
 DESTINATIONS = ("azure-monitor", "log-analytics")
+# The one the stacks' managed environments use (infra/containerapp.py), and so the one every query reads.
+CONTAINER_APPS_DESTINATION = "azure-monitor"
 
 
-def container_apps(app_name: str, destination: str = "azure-monitor") -> LogSource:
+def container_apps(app_name: str, destination: str = CONTAINER_APPS_DESTINATION) -> LogSource:
     if destination not in DESTINATIONS:
         raise ValueError(f"Container Apps log destination {destination!r}: expected one of {', '.join(DESTINATIONS)}")
     table, column = ("_CL", "_s") if destination == "log-analytics" else ("", "")
