@@ -196,6 +196,8 @@ class CloudMocks(pulumi.runtime.Mocks):
                     "identity": {"type": "SystemAssigned", "principalId": _uuid("cluster", aks), "tenantId": TENANT}}
         if typ == "kubernetes:core/v1:Service":
             return {"status": {"loadBalancer": {"ingress": [{"ip": "20.50.60.70"}]}}}
+        if typ == "databricks:index/servicePrincipal:ServicePrincipal":  # Databricks assigns the application id
+            return {"id": str(int(_digest(typ, name)[:8], 16)), "applicationId": _uuid("application", name)}
         if typ.startswith("databricks:index/"):
             return {"id": str(int(_digest(typ, name)[:8], 16))}
         if typ.startswith("azure-native:"):

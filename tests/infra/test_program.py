@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
+import zipfile
 
 import pytest
 
-from infra import mockcloud, settings
+from infra import jobwheel, mockcloud, settings
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
 
@@ -40,7 +42,7 @@ def test_resources_per_stack(stack):
                      "azure-native:monitor:ScheduledQueryRule", "azure-native:operationalinsights:SavedSearch",
                      "azure-native:containerregistry:Registry", "azure-native:managedidentity:UserAssignedIdentity",
                      ROLE, "azure-native:monitor:DiagnosticSetting", "azure-native:databricks:Workspace",
-                     "databricks:index/workspaceFile:WorkspaceFile", "databricks:index/mlflowExperiment:MlflowExperiment",
+                     "databricks:index/file:File", "databricks:index/mlflowExperiment:MlflowExperiment",
                      "databricks:index/registeredModel:RegisteredModel", "databricks:index/job:Job",
                      "docker:index/image:Image", "azure-native:app:ManagedEnvironment", APP):
         assert expected in types, expected
@@ -176,26 +178,32 @@ def test_observability_alerts_and_queries(evaluate):
     assert "output.probability" in queries["scoring-probabilities"]
 
 
-def test_databricks_job_runs_training_then_gate(evaluate):
+def wheel_task(task: dict) -> tuple[str, list[str]]:
+    wheel = task["pythonWheelTask"]
+    assert wheel["packageName"] == jobwheel.DISTRIBUTION
+    return wheel["entryPoint"], wheel["parameters"]
+
+
+def test_databricks_job_runs_train_then_gate_from_the_wheel(evaluate):
     prod = evaluate("prod", BUILDS)
     job = prod.named(JOB, "databricks-job")
     train, gate = job.inputs["tasks"]
     assert (train["taskKey"], gate["taskKey"]) == ("train", "gate")
     assert gate["dependsOns"] == [{"taskKey": "train"}]
-    params = train["sparkPythonTask"]["parameters"]
-    assert params[0] == "training.train" and "--skip-gate" in params
-    assert params[params.index("--model-name") + 1] == "prod.credit.credit_default"
-    assert params[params.index("--registry-uri") + 1] == "databricks-uc"
-    assert gate["sparkPythonTask"]["parameters"][0] == "training.gate"
-    assert train["sparkPythonTask"]["pythonFile"] == "/Shared/mlops/prod/run_module.py"
+    (train_entry, train_params), (gate_entry, gate_params) = wheel_task(train), wheel_task(gate)
+    assert (train_entry, gate_entry) == ("credit-train", "credit-gate")
+    assert set(jobwheel.ENTRY_POINTS) >= {train_entry, gate_entry}
+    assert "--skip-gate" in train_params
+    for params in (train_params, gate_params):
+        assert params[params.index("--model-name") + 1] == "prod.credit.credit_default"
+        assert params[params.index("--experiment") + 1] == "/Shared/credit-default-prod"
+        assert "--tracking-uri" not in params and "--registry-uri" not in params  # the cluster's environment says
     cluster = job.inputs["jobClusters"][0]["newCluster"]
+    assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc"}
     assert (cluster["nodeTypeId"], cluster["numWorkers"]) == ("Standard_DS4_v2", 2)
     assert "schedule" not in job.inputs  # prod never retrains on a schedule
     assert job.inputs["emailNotifications"]["onFailures"] == ["ml-platform-oncall@example.com"]
     assert job.inputs["timeoutSeconds"] == 7200
-    files = {f.inputs["path"] for f in prod.of_type("databricks:index/workspaceFile:WorkspaceFile")}
-    assert {"/Shared/mlops/prod/training/train.py", "/Shared/mlops/prod/training/gate.py",
-            "/Shared/mlops/prod/run_module.py"} <= files
     provider = next(r for r in prod.resources if r.typ == "pulumi:providers:databricks")
     assert provider.inputs["host"] == prod.outputs["databricks_workspace_url"]
     workspace = prod.one("azure-native:databricks:Workspace")
@@ -203,11 +211,42 @@ def test_databricks_job_runs_training_then_gate(evaluate):
     assert workspace.inputs["managedResourceGroupId"].endswith("/resourceGroups/rg-credit-prod-databricks")
 
 
+def test_gate_finds_the_version_by_the_job_run_id_not_by_task_values(stack):
+    """Task values can be set only from notebooks: a wheel task's `{{tasks.train.values.x}}` would reach the gate
+    as the literal string. Both tasks get `{{job.run_id}}`, a value Databricks resolves for every task."""
+    for job in stack.of_type(JOB):
+        for task in job.inputs["tasks"]:
+            _, params = wheel_task(task)
+            assert not any("{{tasks." in p and ".values." in p for p in params), task["taskKey"]
+            assert not any("{{" in p and p != "{{job.run_id}}" for p in params), params
+    if stack.stack == "prod":
+        return
+    train, gate = stack.named(JOB, "databricks-job").inputs["tasks"]
+    for _, params in (wheel_task(train), wheel_task(gate)):
+        assert params[params.index("--job-run-id") + 1] == "{{job.run_id}}"
+
+
+def test_one_wheel_holds_every_task_and_is_uploaded_to_the_stack_volume(stack):
+    files = stack.of_type("databricks:index/file:File")
+    assert len(files) == 1 and not stack.of_type("databricks:index/workspaceFile:WorkspaceFile")
+    path = files[0].inputs["path"]
+    catalog, schema = mockcloud.stack_values(stack.stack)["databricks"]["catalog"], "credit"
+    wheel_name = r"credit_default_jobs-1\.0\.0\+[0-9a-f]{12}-py3-none-any\.whl"
+    assert re.fullmatch(rf"/Volumes/{catalog}/{schema}/job_code/{wheel_name}", path)
+    volume = stack.one("databricks:index/volume:Volume")
+    assert [volume.inputs[k] for k in ("catalogName", "schemaName", "name")] == [catalog, schema, "job_code"]
+    wheel = zipfile.ZipFile(io.BytesIO(base64.b64decode(files[0].inputs["contentBase64"])))
+    assert "monitoring/drift.py" in wheel.namelist() and "training/train.py" in wheel.namelist()
+    for job in stack.of_type(JOB):
+        for task in job.inputs["tasks"]:
+            assert task["libraries"] == [{"whl": path}], "the declared tasks run the uploaded wheel and nothing else"
+            assert "sparkPythonTask" not in task
+
+
 def drift_parameters(job) -> dict[str, str]:
-    task = job.inputs["tasks"][0]
-    params = task["sparkPythonTask"]["parameters"]
-    assert params[0] == "monitoring.drift"
-    return dict(zip(params[1::2], params[2::2], strict=True))
+    entry, params = wheel_task(job.inputs["tasks"][0])
+    assert entry == "credit-drift"
+    return dict(zip(params[0::2], params[1::2], strict=True))
 
 
 def test_every_stack_declares_the_scheduled_drift_job(stack):
@@ -221,34 +260,33 @@ def test_every_stack_declares_the_scheduled_drift_job(stack):
     params = drift_parameters(job)
     assert params == {
         "--workspace-id": workspace.outputs["customerId"], "--target": "containerapps", "--app-name": f"ca-credit-{stack.stack}",
-        "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}", "--tracking-uri": "databricks",
-        "--registry-uri": "databricks-uc", "--experiment": f"/Shared/credit-default-{stack.stack}-drift",
+        "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}",
+        "--experiment": f"/Shared/credit-default-{stack.stack}-drift",
         "--psi-threshold": f"{drift['psiThreshold']:g}", "--p-value": f"{drift['pValue']:g}",
         "--min-records": str(drift["minRecords"]), "--out": "/tmp/drift"}
-    task = job.inputs["tasks"][0]
-    assert task["sparkPythonTask"]["pythonFile"] == f"/Shared/mlops/{stack.stack}/run_module.py"
-    assert {lib["pypi"]["package"].split("==")[0] for lib in task["libraries"]} == {"mlflow", "azure-identity",
-                                                                                     "azure-monitor-query"}
     cluster = job.inputs["jobClusters"][0]["newCluster"]
     assert cluster["numWorkers"] == 0 and cluster["sparkConf"]["spark.databricks.cluster.profile"] == "singleNode"
+    # the connection string is a secret of the stack's scope, resolved by the cluster: never a plain value
+    scope = f"credit-default-{stack.stack}"
+    reference = f"{{{{secrets/{scope}/appinsights-connection-string}}}}"
+    assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc",
+                                       "APPLICATIONINSIGHTS_CONNECTION_STRING": reference}
     insights = stack.one("azure-native:applicationinsights:Component")
-    assert cluster["sparkEnvVars"] == {"APPLICATIONINSIGHTS_CONNECTION_STRING": insights.outputs["connectionString"]}
-    assert "jobClusters" in job.secrets  # the connection string can write telemetry
+    secret = stack.one("databricks:index/secret:Secret")
+    assert (secret.inputs["scope"], secret.inputs["key"]) == (scope, "appinsights-connection-string")
+    assert secret.inputs["stringValue"] == insights.outputs["connectionString"] and "stringValue" in secret.secrets
+    acl = stack.one("databricks:index/secretAcl:SecretAcl")
+    assert (acl.inputs["scope"], acl.inputs["permission"]) == (scope, "READ")
+    assert acl.inputs["principal"] == job.inputs["runAs"]["servicePrincipalName"]
     # exit 3 (drift) fails the run, so the e-mail fires: to the alert e-mails and the job failure e-mails
     expected = [*config["observability"].get("alertEmails", []), *config["databricks"].get("failureEmails", [])]
     assert job.inputs["emailNotifications"]["onFailures"] == list(dict.fromkeys(expected))
-    files = {f.inputs["path"] for f in stack.of_type("databricks:index/workspaceFile:WorkspaceFile")}
-    root = f"/Shared/mlops/{stack.stack}"
-    assert {f"{root}/monitoring/drift.py", f"{root}/infra/kql.py", f"{root}/infra/__init__.py"} <= files
-    init = next(f for f in stack.of_type("databricks:index/workspaceFile:WorkspaceFile")
-                if f.inputs["path"] == f"{root}/infra/__init__.py")
-    assert b"import" not in base64.b64decode(init.inputs["contentBase64"])  # not the Pulumi program's package init
     assert stack.outputs["databricks_drift_job_id"] == job.id
 
 
 def test_drift_job_takes_its_schedule_and_thresholds_from_config(evaluate):
     ev = evaluate("dev", {"drift": {"schedule": "0 30 2 * * ?", "paused": True, "windowHours": 12, "psiThreshold": 0.3,
-                                    "pValue": 0.05, "minRecords": 500, "secretScope": "drift-sp"},
+                                    "pValue": 0.05, "minRecords": 500, "secretScope": "drift-dev"},
                           "databricks.timezone": "Europe/Amsterdam", "serving.target": "aks"})
     job = ev.named(JOB, "databricks-drift-job")
     assert job.inputs["schedule"] == {"quartzCronExpression": "0 30 2 * * ?", "timezoneId": "Europe/Amsterdam",
@@ -259,8 +297,8 @@ def test_drift_job_takes_its_schedule_and_thresholds_from_config(evaluate):
         "--window-hours": "12", "--psi-threshold": "0.3", "--p-value": "0.05", "--min-records": "500", "--target": "aks",
         "--app-name": "scoring", "--namespace": "scoring"}
     env = job.inputs["jobClusters"][0]["newCluster"]["sparkEnvVars"]
-    assert env["AZURE_CLIENT_SECRET"] == "{{secrets/drift-sp/azure-client-secret}}"
-    assert env["AZURE_TENANT_ID"] == "{{secrets/drift-sp/azure-tenant-id}}"
+    assert env["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "{{secrets/drift-dev/appinsights-connection-string}}"
+    assert not any(key.startswith("AZURE_") for key in env)  # no client secret anywhere
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
