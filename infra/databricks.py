@@ -16,10 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
+import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.databricks as azure_databricks
 import pulumi_databricks as databricks
 
-from infra import jobwheel
+from infra import jobwheel, runtime
+from infra.registry import role_definition_id
 from infra.settings import DatabricksSettings, DriftSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +29,7 @@ WHEEL_DIR = ROOT / ".local" / "jobwheel"
 DRIFT_TIMEOUT_SECONDS = 3600
 JOB_RUN_ID = "{{job.run_id}}"  # a dynamic value reference Databricks resolves in task parameters
 CONNECTION_STRING_KEY = "appinsights-connection-string"
+LOG_ANALYTICS_READER_ROLE_ID = "73c42c96-874c-492b-b04d-ab87d138a893"  # built-in Log Analytics Reader
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class DriftJobArgs:
     namespace: str
     notify: tuple[str, ...]  # e-mails told when a run fails: exit 3 (drift) fails the run on purpose
     registry_uri: str  # where the model versions named in the request log (and their baselines) are registered
+    log_analytics_workspace_id: pulumi.Input[str] = ""  # ARM id: the one scope the drift identity may read
 
 
 def mlflow_env(registry_uri: str) -> dict[str, str]:
@@ -80,6 +84,9 @@ class Databricks(pulumi.ComponentResource):
                                                       opts=on_workspace)
         self.catalog = self._catalog(name, args, on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
+        conflicts = runtime.conflicts(jobwheel.pins(jobwheel.REQUIRES), s.job.spark_version)
+        if conflicts:  # installing them would replace the runtime's libraries underneath it
+            raise ValueError(f"the jobs' requirements conflict with {s.job.spark_version}: {'; '.join(conflicts)}")
         self.wheel = jobwheel.build(args.wheel_dir)
         self.wheel_path, self.code = self._upload_wheel(name, args, on_workspace)
         self.grants = self._grants(name, args, on_workspace)
@@ -236,6 +243,30 @@ class Databricks(pulumi.ComponentResource):
         self.secrets = [scope, secret, acl]
         return f"{{{{secrets/{scope_name}/{CONNECTION_STRING_KEY}}}}}"
 
+    def _log_reader(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> str:
+        """How the drift job reads Log Analytics without a client secret: an access connector's managed identity,
+        Log Analytics Reader on this stack's workspace only, wrapped in a Unity Catalog service credential that
+        only the jobs' principal may use. Returns the credential's name (the drift task's --service-credential)."""
+        credential_name = f"credit-default-logs-{args.environment}"
+        connector = azure_databricks.AccessConnector(
+            f"{name}-log-reader", connector_name=f"dbac-credit-{args.environment}-logs", location=args.location,
+            resource_group_name=args.resource_group_name, tags=args.tags,
+            identity=azure_databricks.ManagedServiceIdentityArgs(type="SystemAssigned"), opts=pulumi.ResourceOptions(parent=self))
+        workspace = pulumi.Output.from_input(args.drift.log_analytics_workspace_id)
+        role = authorization.RoleAssignment(
+            f"{name}-log-reader-role", principal_id=connector.identity.apply(lambda i: i.principal_id),
+            principal_type="ServicePrincipal", scope=workspace,
+            role_definition_id=workspace.apply(lambda scope: role_definition_id(scope, LOG_ANALYTICS_READER_ROLE_ID)),
+            description="the drift job reads this stack's request log", opts=pulumi.ResourceOptions(parent=self))
+        credential = databricks.Credential(
+            f"{name}-log-reader-credential", name=credential_name, purpose="SERVICE", comment="drift job: Log Analytics",
+            azure_managed_identity=databricks.CredentialAzureManagedIdentityArgs(access_connector_id=connector.id),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
+        access = databricks.Grant(f"{name}-grant-jobs-log-reader", credential=credential.name, principal=self.job_principal,
+                                  privileges=["ACCESS"], opts=opts)
+        self.secrets += [credential, access]
+        return credential_name
+
     def _drift_job(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job | None:
         """monitoring/drift.py on a schedule: exit 3 (drift) or 2 (no baseline, no log) fails the run, which
         e-mails `notify`; the drift record also goes to Application Insights, where the drift alert rule reads it."""
@@ -252,6 +283,8 @@ class Databricks(pulumi.ComponentResource):
             "--psi-threshold", f"{drift.psi_threshold:g}", "--p-value", f"{drift.p_value:g}",
             "--min-records", str(drift.min_records), "--out", "/tmp/drift"]
         connection_string = self._connection_string_secret(name, args, opts)
+        credential = self._log_reader(name, args, opts)
+        parameters += ["--service-credential", credential]
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}
         task = self._wheel_task("drift", "credit-drift", parameters, DRIFT_TIMEOUT_SECONDS, "drift")

@@ -171,6 +171,10 @@ class CloudMocks(pulumi.runtime.Mocks):
                     "principalId": _uuid("principal", uai), "clientId": _uuid("client", uai), "tenantId": TENANT}
         if typ == "azure-native:authorization:RoleAssignment":
             return {"id": f"{inputs.get('scope', '')}/providers/Microsoft.Authorization/roleAssignments/{_uuid(name)}"}
+        if typ == "azure-native:databricks:AccessConnector":
+            connector = inputs.get("connectorName", name)
+            return {"id": self.arm_id("Microsoft.Databricks", "accessConnectors", connector, group), "name": connector,
+                    "identity": {"type": "SystemAssigned", "principalId": _uuid("principal", connector), "tenantId": TENANT}}
         if typ == "azure-native:databricks:Workspace":
             dbw = inputs.get("workspaceName", name)
             return {"id": self.arm_id("Microsoft.Databricks", "workspaces", dbw, group), "name": dbw,

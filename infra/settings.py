@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from infra import runtime
+
 REQUIRED = object()  # sentinel: no default, the key must be set
 
 # key -> (meaning, default). Nested keys are written with dots, as `pulumi config set --path` takes them.
@@ -53,7 +55,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "databricks.filesRoot": ("workspace folder of the jobs' wheel (workspace registry only)", "/Shared/mlops/<environment>"),
     "databricks.dataTable": ("training table (catalog.schema.table) or a path", "required"),
     "databricks.nodeType": ("job cluster node type", "Standard_DS3_v2"),
-    "databricks.sparkVersion": ("job cluster Databricks runtime", "15.4.x-cpu-ml-scala2.12"),
+    "databricks.sparkVersion": ("job cluster Databricks Runtime ML, one whose bundled libraries infra/runtime.py records",
+                                "18.0.x-cpu-ml-scala2.13"),
     "databricks.workers": ("job cluster workers, 0 (single node) .. 100", "0"),
     "databricks.policyId": ("cluster policy id for the job cluster", "none"),
     "databricks.schedule": ("Quartz cron for scheduled training (omit for manual runs)", "none"),
@@ -506,7 +509,7 @@ def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
         job=JobSettings(
             data_table=r.string("dataTable"),
             node_type=r.string("nodeType", "Standard_DS3_v2"),
-            spark_version=r.string("sparkVersion", "15.4.x-cpu-ml-scala2.12"),
+            spark_version=r.string("sparkVersion", runtime.DEFAULT, choices=tuple(runtime.BUNDLED)),
             workers=r.integer("workers", 0, low=0, high=100),
             policy_id=r.string("policyId", None),
             schedule=r.string("schedule", None, pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),

@@ -139,14 +139,24 @@ def file_lines(path: Path):
         yield from handle
 
 
-def log_analytics_lines(workspace_id: str, source, hours: float):  # pragma: no cover - needs Azure
-    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call)."""
-    from azure.identity import DefaultAzureCredential
+def log_analytics_lines(workspace_id: str, source, hours: float,
+                        service_credential: str | None = None):  # pragma: no cover - needs Azure
+    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call). On Databricks the
+    identity is a Unity Catalog service credential (a managed identity: no client secret); elsewhere whatever
+    DefaultAzureCredential finds (`az login`, a workload identity)."""
     from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
     from infra import kql
 
-    client = LogsQueryClient(DefaultAzureCredential())
+    if service_credential:
+        from databricks.service_credentials import getServiceCredentialsProvider  # Databricks Runtime 15.4+
+
+        credential = getServiceCredentialsProvider(service_credential)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    client = LogsQueryClient(credential)
     response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=timedelta(hours=hours))
     if response.status != LogsQueryStatus.SUCCESS:
         raise DriftInputError(f"Log Analytics query failed or was partial: {getattr(response, 'partial_error', response)}")
@@ -394,7 +404,7 @@ def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
                       else kql.aks(args.app_name, args.namespace))
             local = os.environ.get(LOCAL_LOG_ANALYTICS)
             lines = (file_lines(Path(local)) if local
-                     else log_analytics_lines(args.workspace_id, source, args.window_hours or 24))
+                     else log_analytics_lines(args.workspace_id, source, args.window_hours or 24, args.service_credential))
             where = f"Log Analytics workspace {args.workspace_id} ({args.target}{', local file ' + local if local else ''})"
         else:
             lines, where = file_lines(Path(args.log)), str(args.log)
@@ -449,6 +459,7 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--target", choices=("containerapps", "aks"), default="containerapps")
     src.add_argument("--app-name", default="ca-credit", help="Container App name, or the container name on AKS")
     src.add_argument("--namespace", default="scoring", help="AKS namespace")
+    src.add_argument("--service-credential", help="Databricks: the Unity Catalog service credential that reads Log Analytics")
     src.add_argument("--window-hours", type=float, default=None,
                      help="only requests of the last N hours (file default: the whole log; Log Analytics default: 24)")
     base = p.add_argument_group("baseline (first given wins)")

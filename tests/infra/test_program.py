@@ -10,6 +10,7 @@ import zipfile
 import pytest
 
 from infra import jobwheel, mockcloud, settings
+from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
 
@@ -60,11 +61,16 @@ def test_outputs_have_stable_names(stack):
     assert stack.outputs["log_analytics_workspace_id"].endswith(f"/workspaces/log-credit-{stack.stack}")
 
 
+def acr_pull_role(stack: mockcloud.Evaluation) -> mockcloud.Captured:
+    [role] = [r for r in stack.of_type(ROLE) if r.inputs["roleDefinitionId"].endswith(ACR_PULL_ROLE_ID)]
+    return role
+
+
 def test_registry_admin_off_and_acr_pull_to_the_identity(stack):
     acr = stack.one("azure-native:containerregistry:Registry")
     assert acr.inputs["adminUserEnabled"] is False
     identity = stack.one("azure-native:managedidentity:UserAssignedIdentity")
-    role = stack.one(ROLE)
+    role = acr_pull_role(stack)
     assert role.inputs["roleDefinitionId"].endswith(f"/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL_ROLE_ID}")
     assert role.inputs["roleDefinitionId"].startswith(f"/subscriptions/{mockcloud.SUBSCRIPTION}/")
     assert role.inputs["principalId"] == identity.outputs["principalId"]
@@ -107,7 +113,7 @@ def test_container_app_https_identity_probes_and_logs(stack):
     assert config["registries"] == [{"server": stack.outputs["registry_login_server"], "identity": identity.id}]
     probes = {p["type"]: p["httpGet"]["path"] for p in app.inputs["template"]["containers"][0]["probes"]}
     assert probes == {"Startup": "/health", "Liveness": "/health", "Readiness": "/ready"}
-    role = stack.one(ROLE)
+    role = acr_pull_role(stack)
     assert role.urn in app.dependencies, "the app must wait for its AcrPull assignment"
     environment = stack.one("azure-native:app:ManagedEnvironment")
     logs = environment.inputs["appLogsConfiguration"]
@@ -263,7 +269,8 @@ def test_every_stack_declares_the_scheduled_drift_job(stack):
         "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}",
         "--experiment": f"/Shared/credit-default-{stack.stack}-drift",
         "--psi-threshold": f"{drift['psiThreshold']:g}", "--p-value": f"{drift['pValue']:g}",
-        "--min-records": str(drift["minRecords"]), "--out": "/tmp/drift"}
+        "--min-records": str(drift["minRecords"]), "--out": "/tmp/drift",
+        "--service-credential": f"credit-default-logs-{stack.stack}"}
     cluster = job.inputs["jobClusters"][0]["newCluster"]
     assert cluster["numWorkers"] == 0 and cluster["sparkConf"]["spark.databricks.cluster.profile"] == "singleNode"
     # the connection string is a secret of the stack's scope, resolved by the cluster: never a plain value
@@ -299,6 +306,22 @@ def test_drift_job_takes_its_schedule_and_thresholds_from_config(evaluate):
     env = job.inputs["jobClusters"][0]["newCluster"]["sparkEnvVars"]
     assert env["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "{{secrets/drift-dev/appinsights-connection-string}}"
     assert not any(key.startswith("AZURE_") for key in env)  # no client secret anywhere
+
+
+def test_drift_job_reads_log_analytics_as_a_managed_identity_on_this_workspace_only(stack):
+    job = stack.named(JOB, "databricks-drift-job")
+    credential = stack.one("databricks:index/credential:Credential")
+    assert drift_parameters(job)["--service-credential"] == credential.inputs["name"]
+    connector = stack.one("azure-native:databricks:AccessConnector")
+    assert credential.inputs["purpose"] == "SERVICE"
+    assert credential.inputs["azureManagedIdentity"] == {"accessConnectorId": connector.id}
+    [reader] = [r for r in stack.of_type(ROLE) if r.inputs["roleDefinitionId"].endswith(LOG_ANALYTICS_READER_ROLE_ID)]
+    workspace = stack.one("azure-native:operationalinsights:Workspace")
+    assert reader.inputs["scope"] == workspace.id  # this stack's workspace, not the group or the subscription
+    assert reader.inputs["principalId"] == connector.outputs["identity"]["principalId"]
+    [access] = [g for g in stack.of_type("databricks:index/grant:Grant") if g.inputs.get("credential")]
+    assert (access.inputs["credential"], access.inputs["privileges"]) == (credential.inputs["name"], ["ACCESS"])
+    assert access.inputs["principal"] == job.inputs["runAs"]["servicePrincipalName"]
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
