@@ -249,6 +249,73 @@ def test_one_wheel_holds_every_task_and_is_uploaded_to_the_stack_volume(stack):
             assert "sparkPythonTask" not in task
 
 
+def grants_of(stack: mockcloud.Evaluation, principal: str) -> dict[str, list[str]]:
+    """securable kind + name -> privileges granted to `principal`."""
+    found: dict[str, list[str]] = {}
+    for grant in stack.of_type("databricks:index/grant:Grant"):
+        if grant.inputs["principal"] == principal:
+            [(kind, name)] = [(k, v) for k, v in grant.inputs.items() if k not in ("principal", "privileges")]
+            found.setdefault(f"{kind} {name}", []).extend(grant.inputs["privileges"])
+    return found
+
+
+def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
+    dev = evaluate("dev")
+    principal = dev.one("databricks:index/servicePrincipal:ServicePrincipal")
+    assert principal.inputs["displayName"] == "credit-default-jobs-dev" and principal.inputs["allowClusterCreate"] is False
+    app_id = principal.outputs["applicationId"]
+    for job in dev.of_type(JOB):
+        assert job.inputs["runAs"] == {"servicePrincipalName": app_id}, job.name
+    assert grants_of(dev, app_id) == {
+        "catalog dev": ["USE_CATALOG"], "schema dev.credit": ["USE_SCHEMA", "CREATE_MODEL"],
+        "volume dev.credit.job_code": ["READ_VOLUME"], "table dev.credit.card_holders": ["SELECT"],
+        "credential credit-default-logs-dev": ["ACCESS"]}
+    model = dev.one("databricks:index/registeredModel:RegisteredModel")
+    assert model.inputs["owner"] == app_id  # registers versions and moves aliases; nobody else needs to
+    # job definitions and the experiment: not editable by every workspace user
+    acls = {r.name: r.inputs["accessControls"] for r in dev.of_type("databricks:index/permissions:Permissions")}
+    assert acls["databricks-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
+    assert acls["databricks-drift-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
+    assert acls["databricks-experiment-permissions"] == [
+        {"servicePrincipalName": app_id, "permissionLevel": "CAN_MANAGE"}, {"groupName": "users", "permissionLevel": "CAN_READ"}]
+    assert not dev.of_type("databricks:index/catalog:Catalog")  # existing catalog and schema by default
+
+
+DEPLOYER, JOBS_SP = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
+
+
+def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(evaluate):
+    ev = evaluate("staging", {"databricks.createCatalog": True, "databricks.jobPrincipal": JOBS_SP,
+                              "databricks.deployer": DEPLOYER})
+    assert not ev.of_type("databricks:index/servicePrincipal:ServicePrincipal")
+    assert {job.inputs["runAs"]["servicePrincipalName"] for job in ev.of_type(JOB)} == {JOBS_SP}
+    catalog = ev.one("databricks:index/catalog:Catalog")
+    assert (catalog.inputs["name"], catalog.inputs["isolationMode"]) == ("staging", "ISOLATED")
+    schema = ev.one("databricks:index/schema:Schema")
+    assert (schema.inputs["catalogName"], schema.inputs["name"]) == ("staging", "credit")
+    binding = ev.one("databricks:index/workspaceBinding:WorkspaceBinding")
+    workspace = ev.one("azure-native:databricks:Workspace")
+    assert binding.inputs == {"securableName": "staging", "securableType": "catalog", "bindingType": "BINDING_TYPE_READ_WRITE",
+                              "workspaceId": int(workspace.outputs["workspaceId"])}
+    volume = ev.one("databricks:index/volume:Volume")
+    assert catalog.urn in volume.dependencies and schema.urn in volume.dependencies
+    assert grants_of(ev, DEPLOYER) == {"catalog staging": ["USE_CATALOG"], "schema staging.credit": ["USE_SCHEMA"],
+                                       "model staging.credit.credit_default": ["EXECUTE"]}
+    job_acl = next(r for r in ev.of_type("databricks:index/permissions:Permissions") if r.name == "databricks-job-permissions")
+    assert {"servicePrincipalName": DEPLOYER, "permissionLevel": "CAN_MANAGE"} in job_acl.inputs["accessControls"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"databricks.jobPrincipal": "jobs-sp"}, r"databricks\.jobPrincipal is 'jobs-sp'; it must be a service principal's "),
+    ({"databricks.createCatalog": True, "databricks.modelRegistry": "workspace", "databricks.catalog": mockcloud.DELETE,
+      "databricks.schema": mockcloud.DELETE}, r"databricks\.createCatalog needs mlops-credit-default:databricks\.modelRegistry"),
+    ({"databricks.codeVolume": "job code"}, r"databricks\.codeVolume is 'job code'; it must be a volume identifier"),
+])
+def test_bad_unity_catalog_config_names_the_key(evaluate, overrides, message):
+    with pytest.raises(settings.ConfigError, match=rf"mlops-credit-default:{message}"):
+        evaluate("dev", overrides)
+
+
 def drift_parameters(job) -> dict[str, str]:
     entry, params = wheel_task(job.inputs["tasks"][0])
     assert entry == "credit-drift"
