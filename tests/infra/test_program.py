@@ -250,13 +250,13 @@ def test_one_wheel_holds_every_task_and_is_uploaded_to_the_stack_volume(stack):
 
 
 def grants_of(stack: mockcloud.Evaluation, principal: str) -> dict[str, list[str]]:
-    """securable kind + name -> privileges granted to `principal`."""
+    """securable kind + name -> privileges granted to `principal`, sorted (grants register in any order)."""
     found: dict[str, list[str]] = {}
     for grant in stack.of_type("databricks:index/grant:Grant"):
         if grant.inputs["principal"] == principal:
             [(kind, name)] = [(k, v) for k, v in grant.inputs.items() if k not in ("principal", "privileges")]
             found.setdefault(f"{kind} {name}", []).extend(grant.inputs["privileges"])
-    return found
+    return {securable: sorted(privileges) for securable, privileges in found.items()}
 
 
 def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
@@ -267,7 +267,7 @@ def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
     for job in dev.of_type(JOB):
         assert job.inputs["runAs"] == {"servicePrincipalName": app_id}, job.name
     assert grants_of(dev, app_id) == {
-        "catalog dev": ["USE_CATALOG"], "schema dev.credit": ["USE_SCHEMA", "CREATE_MODEL"],
+        "catalog dev": ["USE_CATALOG"], "schema dev.credit": ["CREATE_MODEL", "USE_SCHEMA"],
         "volume dev.credit.job_code": ["READ_VOLUME"], "table dev.credit.card_holders": ["SELECT"],
         "credential credit-default-logs-dev": ["ACCESS"]}
     model = dev.one("databricks:index/registeredModel:RegisteredModel")
