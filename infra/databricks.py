@@ -1,6 +1,13 @@
-"""Databricks: the workspace (new or existing), the training code, the experiment, the registered
-model, the train -> gate job that runs training/ unchanged, and the scheduled drift job that runs
-monitoring/drift.py unchanged against the stack's Log Analytics workspace."""
+"""Databricks: the workspace (new or existing), Unity Catalog objects and grants, the jobs' code as one
+wheel, the experiment, the registered model, the train -> gate job and the scheduled drift job.
+
+Both jobs are python_wheel_task entry points of the wheel infra/jobwheel.py builds (credit-train,
+credit-gate, credit-drift), run as a dedicated service principal. The tasks hand nothing over through
+task values (only notebooks can set them): both receive the job run id (`{{job.run_id}}`), train tags
+the version it registers with it, and the gate looks the version up by it. Where MLflow lives is the
+cluster's environment (MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI), not a task parameter, so the very
+parameters declared here also run locally against a local store (tests/databricks).
+"""
 
 from __future__ import annotations
 
@@ -9,26 +16,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pulumi
+import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.databricks as azure_databricks
 import pulumi_databricks as databricks
 
+from infra import jobwheel, runtime
+from infra.registry import role_definition_id
 from infra.settings import DatabricksSettings, DriftSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
-TRAINING_DIR = ROOT / "training"
-ENTRY_FILE = Path(__file__).resolve().parent / "databricks_entry.py"
-# What the job installs on top of the ML runtime: the versions the code was tested with.
-JOB_PACKAGES = ("mlflow", "scikit-learn", "skops")
-# The drift job's: the ML runtime has numpy, scipy and matplotlib; reading Log Analytics needs these.
-DRIFT_PACKAGES = ("mlflow", "azure-identity", "azure-monitor-query")
-MONITORING_DIR = ROOT / "monitoring"
-KQL_FILE = Path(__file__).resolve().parent / "kql.py"
-# monitoring.drift imports `infra.kql` only. The real infra/__init__.py imports skops and the Pulumi
-# program's packages, none of which the drift cluster has or needs: the upload gets this one instead.
-DRIFT_INFRA_INIT = b'"""Only infra/kql.py, the KQL monitoring.drift reads Log Analytics with (see infra/databricks.py)."""\n'
+WHEEL_DIR = ROOT / ".local" / "jobwheel"
 DRIFT_TIMEOUT_SECONDS = 3600
-# monitoring.drift bins with training.baseline (so windows and baseline share one binning).
-BASELINE_MODULES = ("__init__.py", "schema.py", "baseline.py")
+JOB_RUN_ID = "{{job.run_id}}"  # a dynamic value reference Databricks resolves in task parameters
+CONNECTION_STRING_KEY = "appinsights-connection-string"
+LOG_ANALYTICS_READER_ROLE_ID = "73c42c96-874c-492b-b04d-ab87d138a893"  # built-in Log Analytics Reader
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,8 @@ class DatabricksArgs:
     environment: str
     tags: dict[str, str]
     drift: DriftJobArgs | None = None  # None: no drift job
-    trains: bool = True  # False in a promotion target (prod): no training code, no training job
+    trains: bool = True  # False in a promotion target (prod): no training job
+    wheel_dir: Path = WHEEL_DIR
     protect: bool = False  # the workspace and the registered model (its versions) survive destroy and replacement
 
 
@@ -57,40 +59,12 @@ class DriftJobArgs:
     namespace: str
     notify: tuple[str, ...]  # e-mails told when a run fails: exit 3 (drift) fails the run on purpose
     registry_uri: str  # where the model versions named in the request log (and their baselines) are registered
+    log_analytics_workspace_id: pulumi.Input[str] = ""  # ARM id: the one scope the drift identity may read
 
 
-def pinned_packages(requirements: Path = ROOT / "requirements.txt", names: tuple[str, ...] = JOB_PACKAGES) -> list[str]:
-    pins = {line.split("==")[0].strip().lower(): line.strip() for line in requirements.read_text().splitlines()
-            if "==" in line and not line.startswith("#")}
-    missing = [name for name in names if name not in pins]
-    if missing:
-        raise ValueError(f"{requirements} pins none of {missing}: the Databricks job installs exactly these")
-    return [pins[name] for name in names]
-
-
-def training_files() -> dict[str, Path]:
-    """Workspace-relative path -> local file: the training package and the entry file."""
-    files = {f"training/{path.name}": path for path in sorted(TRAINING_DIR.glob("*.py"))}
-    files["run_module.py"] = ENTRY_FILE
-    return files
-
-
-def drift_files() -> dict[str, bytes]:
-    """Workspace-relative path -> content: the monitoring package, the baseline format it reads
-    (training/baseline.py and the data contract, no training code), infra/kql.py (with a minimal package
-    __init__) and the entry file."""
-    files = {f"monitoring/{path.name}": path.read_bytes() for path in sorted(MONITORING_DIR.glob("*.py"))}
-    files.update({f"training/{module}": (TRAINING_DIR / module).read_bytes() for module in BASELINE_MODULES})
-    files["infra/__init__.py"] = DRIFT_INFRA_INIT
-    files["infra/kql.py"] = KQL_FILE.read_bytes()
-    files["run_module.py"] = ENTRY_FILE.read_bytes()
-    return files
-
-
-def upload(name: str, root: str, files: dict[str, bytes], opts: pulumi.ResourceOptions) -> list[databricks.WorkspaceFile]:
-    return [databricks.WorkspaceFile(f"{name}-file-{relative.replace('/', '-').removesuffix('.py')}",
-                                     path=f"{root}/{relative}", content_base64=base64.b64encode(content).decode(), opts=opts)
-            for relative, content in files.items()]
+def mlflow_env(registry_uri: str) -> dict[str, str]:
+    """The cluster environment that points MLflow at the workspace's tracking server and registry."""
+    return {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": registry_uri}
 
 
 class Databricks(pulumi.ComponentResource):
@@ -104,19 +78,24 @@ class Databricks(pulumi.ComponentResource):
         self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
                                             opts=pulumi.ResourceOptions(parent=self))
         on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
-        code = {relative: local.read_bytes() for relative, local in training_files().items()} if args.trains else {}
-        if args.drift:
-            code.update(drift_files())
-        self.files = upload(name, s.files_root, code, on_workspace)
+        self.job_principal = self._job_principal(name, args, on_workspace)
         purpose = "training" if args.trains else "promotions"
         self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=s.experiment,
                                                       description=f"credit-default {purpose} ({args.environment})",
                                                       opts=on_workspace)
+        self.catalog = self._catalog(name, args, on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
+        conflicts = runtime.conflicts(jobwheel.pins(jobwheel.REQUIRES), s.job.spark_version)
+        if conflicts:  # installing them would replace the runtime's libraries underneath it
+            raise ValueError(f"the jobs' requirements conflict with {s.job.spark_version}: {'; '.join(conflicts)}")
+        self.wheel = jobwheel.build(args.wheel_dir)
+        self.wheel_path, self.code = self._upload_wheel(name, args, on_workspace)
+        self.grants = self._grants(name, args, on_workspace)
         self.job = self._job(name, args, on_workspace) if args.trains else None
         self.job_id = self.job.id if self.job else pulumi.Output.from_input("")
         self.drift_job = self._drift_job(name, args, on_workspace)
         self.drift_job_id = self.drift_job.id if self.drift_job else pulumi.Output.from_input("")
+        self.permissions = self._permissions(name, args, on_workspace)
         self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id, "drift_job_id": self.drift_job_id})
 
     def _workspace(self, name: str, args: DatabricksArgs) -> pulumi.Output[str]:
@@ -136,81 +115,212 @@ class Databricks(pulumi.ComponentResource):
         self.workspace_url = self.workspace.workspace_url.apply(lambda url: url if url.startswith("https://") else f"https://{url}")
         return self.workspace_url
 
+    def _job_principal(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> pulumi.Output[str]:
+        """The application id the jobs run as: configured, or a service principal of their own (no workspace
+        admin, no cluster creation: job clusters are created by the job, not by the principal)."""
+        if args.settings.job_principal:
+            self.service_principal = None
+            return pulumi.Output.from_input(args.settings.job_principal)
+        self.service_principal = databricks.ServicePrincipal(
+            f"{name}-job-principal", display_name=f"credit-default-jobs-{args.environment}", allow_cluster_create=False,
+            databricks_sql_access=False, workspace_access=True, opts=opts)
+        return self.service_principal.application_id
+
+    def _catalog(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+        """With databricks.createCatalog: the catalog, isolated (only bound workspaces reach it, so another stack's
+        workspace cannot write it), bound read-write to this stack's workspace, and the schema."""
+        s = args.settings
+        if not s.create_catalog:
+            return []
+        catalog = databricks.Catalog(f"{name}-catalog", name=s.catalog, isolation_mode="ISOLATED",
+                                     comment=f"credit-default ({args.environment})", properties=args.tags, opts=opts)
+        schema = databricks.Schema(f"{name}-schema", catalog_name=catalog.name, name=s.schema,
+                                   comment="credit-default data, model and job code", properties=args.tags, opts=opts)
+        created: list[pulumi.CustomResource] = [catalog, schema]
+        if self.workspace is not None:  # an existing workspace: ISOLATED binds the creating workspace itself
+            created.append(databricks.WorkspaceBinding(
+                f"{name}-catalog-binding", securable_name=catalog.name, securable_type="catalog",
+                workspace_id=self.workspace.workspace_id.apply(int), binding_type="BINDING_TYPE_READ_WRITE", opts=opts))
+        return created
+
+    def _in_schema(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=self.catalog))
+
     def _registered_model(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
         s, model = args.settings, args.model
         # A renamed model (model.name) replaces this resource: retained, the old model and its versions stay in the
         # registry instead of being deleted with it. Protected stacks refuse the replacement outright.
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True, protect=args.protect))
         if s.unity_catalog:
+            # Owned by the jobs' principal: the owner registers versions and moves aliases, nobody else needs to.
             return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
-                                              schema_name=s.schema, comment="credit-default scoring model", opts=opts)
+                                              schema_name=s.schema, owner=self.job_principal,
+                                              comment="credit-default scoring model", opts=self._in_schema(opts))
         return databricks.MlflowModel(f"{name}-model", name=model.short_name, description="credit-default scoring model",
                                       tags=[databricks.MlflowModelTagArgs(key=k, value=v) for k, v in args.tags.items()],
                                       opts=opts)
 
+    def _upload_wheel(self, name: str, args: DatabricksArgs,
+                      opts: pulumi.ResourceOptions) -> tuple[str, list[pulumi.CustomResource]]:
+        """The wheel goes to a Unity Catalog volume (readable by grant, writable only by its owner, the deployer),
+        or with the workspace registry to a workspace folder."""
+        s = args.settings
+        content = base64.b64encode(self.wheel.path.read_bytes()).decode()
+        if s.unity_catalog:
+            volume = databricks.Volume(f"{name}-code-volume", catalog_name=s.catalog, schema_name=s.schema,
+                                       name=s.code_volume, volume_type="MANAGED", comment="the Databricks jobs' wheel",
+                                       opts=self._in_schema(opts))
+            path = f"/Volumes/{s.catalog}/{s.schema}/{s.code_volume}/{self.wheel.name}"
+            file = databricks.File(f"{name}-wheel", path=path, content_base64=content,
+                                   opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])))
+            return path, [volume, file]
+        path = f"{s.files_root}/{self.wheel.name}"
+        file = databricks.WorkspaceFile(f"{name}-wheel", path=path, content_base64=content, opts=opts)
+        return f"/Workspace{path}", [file]
+
+    def _grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+        """Least privilege in Unity Catalog. Each Grant adds one principal's privileges on one securable and leaves
+        other principals' grants alone (the catalog and the training table are usually shared)."""
+        s, model = args.settings, args.model
+        if not s.unity_catalog:
+            return []
+        jobs, grants = self.job_principal, []
+        wanted: list[tuple[str, dict[str, str], pulumi.Input[str], list[str]]] = [
+            ("jobs-catalog", {"catalog": s.catalog}, jobs, ["USE_CATALOG"]),
+            ("jobs-schema", {"schema": f"{s.catalog}.{s.schema}"}, jobs, ["USE_SCHEMA"]),
+            ("jobs-code", {"volume": f"{s.catalog}.{s.schema}.{s.code_volume}"}, jobs, ["READ_VOLUME"]),
+        ]
+        if args.trains:
+            # A three-part table name: the training table (read only); CREATE MODEL for the model if it is ever recreated.
+            wanted.append(("jobs-schema-model", {"schema": f"{s.catalog}.{s.schema}"}, jobs, ["CREATE_MODEL"]))
+            if len(s.job.data_table.split(".")) == 3:
+                wanted.append(("jobs-table", {"table": s.job.data_table}, jobs, ["SELECT"]))
+        if s.deployer:  # the deployer reads the model it packages (EXECUTE = read a model's versions and files)
+            wanted += [("deployer-catalog", {"catalog": s.catalog}, s.deployer, ["USE_CATALOG"]),
+                       ("deployer-schema", {"schema": f"{s.catalog}.{s.schema}"}, s.deployer, ["USE_SCHEMA"]),
+                       ("deployer-model", {"model": model.full_name}, s.deployer, ["EXECUTE"])]
+        for key, securable, principal, privileges in wanted:
+            depends = [*self.catalog, self.registered_model] if key.endswith("model") else [*self.catalog, *self.code]
+            grants.append(databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,
+                                           opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends))))
+        return grants
+
+    def _wheel_task(self, key: str, entry_point: str, parameters: list[str], timeout: int, cluster: str,
+                    depends_on: list[str] | None = None) -> databricks.JobTaskArgs:
+        return databricks.JobTaskArgs(
+            task_key=key, job_cluster_key=cluster, timeout_seconds=timeout,
+            libraries=[databricks.JobTaskLibraryArgs(whl=self.wheel_path)],  # its Requires-Dist come with it
+            depends_ons=[databricks.JobTaskDependsOnArgs(task_key=k) for k in depends_on or []] or None,
+            python_wheel_task=databricks.JobTaskPythonWheelTaskArgs(package_name=jobwheel.DISTRIBUTION,
+                                                                    entry_point=entry_point, parameters=parameters))
+
     def _job(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job:
         s, job, model = args.settings, args.settings.job, args.model
-        entry = f"{s.files_root}/run_module.py"
-        tracking = ["--tracking-uri", "databricks", "--registry-uri", "databricks-uc" if s.unity_catalog else "databricks",
-                    "--model-name", model.full_name]
-        gate = ["--gate-floor", f"{job.gate_floor:g}", "--gate-tolerance", f"{job.gate_tolerance:g}"]
-        libraries = [databricks.JobTaskLibraryArgs(pypi=databricks.JobTaskLibraryPypiArgs(package=p)) for p in pinned_packages()]
-        train = databricks.JobTaskArgs(
-            task_key="train", job_cluster_key="training", libraries=libraries, timeout_seconds=job.timeout_seconds,
-            spark_python_task=databricks.JobTaskSparkPythonTaskArgs(
-                python_file=entry, source="WORKSPACE",
-                parameters=["training.train", "--data", job.data_table, *tracking, *gate, "--experiment", s.experiment,
-                            "--environment", args.environment, "--skip-gate"]))
-        # The gate judges exactly the version the train task registered (a task value it sets).
-        gate_task = databricks.JobTaskArgs(
-            task_key="gate", job_cluster_key="training", libraries=libraries, timeout_seconds=job.timeout_seconds,
-            depends_ons=[databricks.JobTaskDependsOnArgs(task_key="train")],
-            spark_python_task=databricks.JobTaskSparkPythonTaskArgs(
-                python_file=entry, source="WORKSPACE",
-                parameters=["training.gate", *tracking, *gate, "--version", "{{tasks.train.values.model_version}}"]))
+        common = ["--model-name", model.full_name, "--experiment", s.experiment, "--job-run-id", JOB_RUN_ID,
+                  "--gate-floor", f"{job.gate_floor:g}", "--gate-tolerance", f"{job.gate_tolerance:g}"]
+        train = self._wheel_task("train", "credit-train", ["--data", job.data_table, *common, "--environment",
+                                                           args.environment, "--skip-gate"], job.timeout_seconds, "training")
+        # The gate judges exactly the version this run's train task registered: it finds it by the job run id.
+        gate = self._wheel_task("gate", "credit-gate", common, job.timeout_seconds, "training", depends_on=["train"])
         return databricks.Job(
             f"{name}-job", name=f"credit-default-train-{args.environment}", max_concurrent_runs=1,
-            timeout_seconds=job.timeout_seconds, tags=args.tags, tasks=[train, gate_task],
-            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="training", new_cluster=self._cluster(args))],
+            timeout_seconds=job.timeout_seconds, tags=args.tags, tasks=[train, gate],
+            run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
+            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="training", new_cluster=self._cluster(
+                args, env=mlflow_env("databricks-uc" if s.unity_catalog else "databricks")))],
             schedule=(databricks.JobScheduleArgs(quartz_cron_expression=job.schedule, timezone_id=job.timezone)
                       if job.schedule else None),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(job.failure_emails))
                                  if job.failure_emails else None),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[*self.files, self.experiment])))
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[*self.code, *self.grants, self.experiment, self.registered_model])))
+
+    def _connection_string_secret(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> str:
+        """A secret scope of this stack holding the Application Insights connection string; only the jobs'
+        principal may read it. Returns the `{{secrets/...}}` reference the cluster resolves."""
+        scope_name = args.drift.settings.secret_scope
+        scope = databricks.SecretScope(f"{name}-secret-scope", name=scope_name, opts=opts)
+        secret = databricks.Secret(f"{name}-secret-appinsights", scope=scope.name, key=CONNECTION_STRING_KEY,
+                                   string_value=pulumi.Output.secret(args.drift.app_insights_connection_string), opts=opts)
+        acl = databricks.SecretAcl(f"{name}-secret-acl-jobs", scope=scope.name, principal=self.job_principal,
+                                   permission="READ", opts=opts)
+        self.secrets = [scope, secret, acl]
+        return f"{{{{secrets/{scope_name}/{CONNECTION_STRING_KEY}}}}}"
+
+    def _log_reader(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> str:
+        """How the drift job reads Log Analytics without a client secret: an access connector's managed identity,
+        Log Analytics Reader on this stack's workspace only, wrapped in a Unity Catalog service credential that
+        only the jobs' principal may use. Returns the credential's name (the drift task's --service-credential)."""
+        credential_name = f"credit-default-logs-{args.environment}"
+        connector = azure_databricks.AccessConnector(
+            f"{name}-log-reader", connector_name=f"dbac-credit-{args.environment}-logs", location=args.location,
+            resource_group_name=args.resource_group_name, tags=args.tags,
+            identity=azure_databricks.ManagedServiceIdentityArgs(type="SystemAssigned"), opts=pulumi.ResourceOptions(parent=self))
+        workspace = pulumi.Output.from_input(args.drift.log_analytics_workspace_id)
+        role = authorization.RoleAssignment(
+            f"{name}-log-reader-role", principal_id=connector.identity.apply(lambda i: i.principal_id),
+            principal_type="ServicePrincipal", scope=workspace,
+            role_definition_id=workspace.apply(lambda scope: role_definition_id(scope, LOG_ANALYTICS_READER_ROLE_ID)),
+            description="the drift job reads this stack's request log", opts=pulumi.ResourceOptions(parent=self))
+        credential = databricks.Credential(
+            f"{name}-log-reader-credential", name=credential_name, purpose="SERVICE", comment="drift job: Log Analytics",
+            azure_managed_identity=databricks.CredentialAzureManagedIdentityArgs(access_connector_id=connector.id),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
+        access = databricks.Grant(f"{name}-grant-jobs-log-reader", credential=credential.name, principal=self.job_principal,
+                                  privileges=["ACCESS"], opts=opts)
+        self.secrets += [credential, access]
+        return credential_name
 
     def _drift_job(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job | None:
         """monitoring/drift.py on a schedule: exit 3 (drift) or 2 (no baseline, no log) fails the run, which
         e-mails `notify`; the drift record also goes to Application Insights, where the drift alert rule reads it."""
+        self.secrets: list[pulumi.CustomResource] = []
         if args.drift is None:
             return None
         s, d, drift = args.settings, args.drift, args.drift.settings
         # No --model-name: the request log names the model and version the image was built from (staging's,
         # in a promotion target), and that registered version holds the training baseline.
         parameters = [
-            "monitoring.drift", "--workspace-id", d.log_analytics_customer_id, "--target", d.target,
+            "--workspace-id", d.log_analytics_customer_id, "--target", d.target,
             "--app-name", d.app_name, "--namespace", d.namespace, "--window-hours", f"{drift.window_hours:g}",
-            "--tracking-uri", "databricks", "--registry-uri", d.registry_uri, "--experiment", f"{s.experiment}-drift",
+            "--experiment", f"{s.experiment}-drift",
             "--psi-threshold", f"{drift.psi_threshold:g}", "--p-value", f"{drift.p_value:g}",
             "--min-records", str(drift.min_records), "--out", "/tmp/drift"]
-        env: dict[str, pulumi.Input[str]] = {"APPLICATIONINSIGHTS_CONNECTION_STRING": d.app_insights_connection_string}
-        if drift.secret_scope:  # DefaultAzureCredential reads these: the service principal that reads Log Analytics
-            env.update({f"AZURE_{key}": f"{{{{secrets/{drift.secret_scope}/azure-{key.lower().replace('_', '-')}}}}}"
-                        for key in ("TENANT_ID", "CLIENT_ID", "CLIENT_SECRET")})
-        libraries = [databricks.JobTaskLibraryArgs(pypi=databricks.JobTaskLibraryPypiArgs(package=p))
-                     for p in pinned_packages(names=DRIFT_PACKAGES)]
-        task = databricks.JobTaskArgs(
-            task_key="drift", job_cluster_key="drift", libraries=libraries, timeout_seconds=DRIFT_TIMEOUT_SECONDS,
-            spark_python_task=databricks.JobTaskSparkPythonTaskArgs(python_file=f"{s.files_root}/run_module.py",
-                                                                    source="WORKSPACE", parameters=parameters))
+        connection_string = self._connection_string_secret(name, args, opts)
+        credential = self._log_reader(name, args, opts)
+        parameters += ["--service-credential", credential]
+        env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
+                                             "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}
+        task = self._wheel_task("drift", "credit-drift", parameters, DRIFT_TIMEOUT_SECONDS, "drift")
         return databricks.Job(
             f"{name}-drift-job", name=f"credit-default-drift-{args.environment}", max_concurrent_runs=1,
             timeout_seconds=DRIFT_TIMEOUT_SECONDS, tags=args.tags, tasks=[task],
+            run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
             job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="drift",
                                                        new_cluster=self._cluster(args, workers=0, env=env))],
             schedule=databricks.JobScheduleArgs(quartz_cron_expression=drift.schedule, timezone_id=s.job.timezone,
                                                 pause_status="PAUSED" if drift.paused else "UNPAUSED"),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(d.notify)) if d.notify else None),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[*self.files, self.experiment])))
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[*self.code, *self.grants, *self.secrets, self.experiment])))
+
+    def _permissions(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[databricks.Permissions]:
+        """Authoritative ACLs: the job definitions and the experiment are not editable by every workspace user.
+        The jobs' principal logs to the experiment; the deployer (if configured) manages the jobs; workspace
+        admins keep their implicit rights."""
+        jobs = databricks.PermissionsAccessControlArgs(service_principal_name=self.job_principal, permission_level="CAN_MANAGE")
+        deployer = ([databricks.PermissionsAccessControlArgs(service_principal_name=args.settings.deployer,
+                                                             permission_level="CAN_MANAGE")]
+                    if args.settings.deployer else [])
+        readers = databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_READ")
+        viewers = databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_VIEW")
+        created = [databricks.Permissions(f"{name}-experiment-permissions", experiment_id=self.experiment.id,
+                                          access_controls=[jobs, *deployer, readers], opts=opts)]
+        for key, job in (("job", self.job), ("drift-job", self.drift_job)):
+            if job is not None:
+                created.append(databricks.Permissions(f"{name}-{key}-permissions", job_id=job.id,
+                                                      access_controls=[*deployer, viewers], opts=opts))
+        return created
 
     @staticmethod
     def _cluster(args: DatabricksArgs, workers: int | None = None,
@@ -220,7 +330,7 @@ class Databricks(pulumi.ComponentResource):
         single_node = workers == 0
         return databricks.JobJobClusterNewClusterArgs(
             spark_version=job.spark_version, node_type_id=job.node_type, num_workers=workers, policy_id=job.policy_id,
-            # Unity Catalog needs an access mode; single-user is the one that runs arbitrary Python.
+            # Unity Catalog needs an access mode; dedicated (single user) runs arbitrary Python, as the run-as principal.
             data_security_mode="SINGLE_USER" if args.settings.unity_catalog else None,
             spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"} if single_node else None,
             spark_env_vars=env or None,

@@ -178,6 +178,10 @@ class CloudMocks(pulumi.runtime.Mocks):
                     "principalId": _uuid("principal", uai), "clientId": _uuid("client", uai), "tenantId": TENANT}
         if typ == "azure-native:authorization:RoleAssignment":
             return {"id": f"{inputs.get('scope', '')}/providers/Microsoft.Authorization/roleAssignments/{_uuid(name)}"}
+        if typ == "azure-native:databricks:AccessConnector":
+            connector = inputs.get("connectorName", name)
+            return {"id": self.arm_id("Microsoft.Databricks", "accessConnectors", connector, group), "name": connector,
+                    "identity": {"type": "SystemAssigned", "principalId": _uuid("principal", connector), "tenantId": TENANT}}
         if typ == "azure-native:databricks:Workspace":
             dbw = inputs.get("workspaceName", name)
             return {"id": self.arm_id("Microsoft.Databricks", "workspaces", dbw, group), "name": dbw,
@@ -203,6 +207,8 @@ class CloudMocks(pulumi.runtime.Mocks):
                     "identity": {"type": "SystemAssigned", "principalId": _uuid("cluster", aks), "tenantId": TENANT}}
         if typ == "kubernetes:core/v1:Service":
             return {"status": {"loadBalancer": {"ingress": [{"ip": "20.50.60.70"}]}}}
+        if typ == "databricks:index/servicePrincipal:ServicePrincipal":  # Databricks assigns the application id
+            return {"id": str(int(_digest(typ, name)[:8], 16)), "applicationId": _uuid("application", name)}
         if typ.startswith("databricks:index/"):
             return {"id": str(int(_digest(typ, name)[:8], 16))}
         if typ.startswith("azure-native:"):

@@ -89,7 +89,8 @@ def drift_job(s: StackSettings, observability: Observability) -> DriftJobArgs:
     notify = tuple(dict.fromkeys((*s.observability.alert_emails, *s.databricks.job.failure_emails)))
     return DriftJobArgs(settings=s.drift, log_analytics_customer_id=observability.customer_id,
                         app_insights_connection_string=observability.connection_string, target=s.serving.target,
-                        app_name=source.app_name, namespace=s.serving.aks.namespace, notify=notify, registry_uri=registry)
+                        app_name=source.app_name, namespace=s.serving.aks.namespace, notify=notify, registry_uri=registry,
+                        log_analytics_workspace_id=observability.workspace_id)
 
 
 def container_env(s: StackSettings) -> dict[str, str]:

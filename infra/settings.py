@@ -17,6 +17,8 @@ from typing import Any
 
 from pulumi.errors import RunError
 
+from infra import runtime
+
 REQUIRED = object()  # sentinel: no default, the key must be set
 
 # key -> (meaning, default). Nested keys are written with dots, as `pulumi config set --path` takes them.
@@ -45,11 +47,20 @@ KEYS: dict[str, tuple[str, str]] = {
     "databricks.modelRegistry": ("where models are registered: unityCatalog|workspace", "unityCatalog"),
     "databricks.catalog": ("Unity Catalog catalog of the registered model (unityCatalog only)", "required for unityCatalog"),
     "databricks.schema": ("Unity Catalog schema of the registered model (unityCatalog only)", "required for unityCatalog"),
+    "databricks.createCatalog": ("declare the catalog (isolated, bound to this stack's workspace) and the schema; false: use "
+                                 "existing ones by name (unityCatalog only)", "false"),
+    "databricks.codeVolume": ("Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)",
+                              "job_code"),
+    "databricks.jobPrincipal": ("application id of an existing service principal the jobs run as (omit: the stack "
+                                "declares credit-default-jobs-<environment>)", "none"),
+    "databricks.deployer": ("application id of the service principal that runs `pulumi up` (CI): it may read the "
+                            "model and manage the jobs; omit when a person deploys", "none"),
     "databricks.experiment": ("MLflow experiment path", "/Shared/credit-default-<environment>"),
-    "databricks.filesRoot": ("workspace folder the training code is uploaded to", "/Shared/mlops/<environment>"),
+    "databricks.filesRoot": ("workspace folder of the jobs' wheel (workspace registry only)", "/Shared/mlops/<environment>"),
     "databricks.dataTable": ("training table (catalog.schema.table) or a path", "required"),
     "databricks.nodeType": ("job cluster node type", "Standard_DS3_v2"),
-    "databricks.sparkVersion": ("job cluster Databricks runtime", "15.4.x-cpu-ml-scala2.12"),
+    "databricks.sparkVersion": ("job cluster Databricks Runtime ML, one whose bundled libraries infra/runtime.py records",
+                                "18.0.x-cpu-ml-scala2.13"),
     "databricks.workers": ("job cluster workers, 0 (single node) .. 100", "0"),
     "databricks.policyId": ("cluster policy id for the job cluster", "none"),
     "databricks.schedule": ("Quartz cron for scheduled training (omit for manual runs)", "none"),
@@ -65,9 +76,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "drift.psiThreshold": ("a column drifts when its PSI exceeds this, 0.01..10", "0.2"),
     "drift.pValue": ("... and its chi-square p-value is below this, 0.0001..0.5", "0.01"),
     "drift.minRecords": ("fewer records of a model version in the window = not enough data, 1..1000000", "200"),
-    "drift.secretScope": ("Databricks secret scope holding azure-tenant-id, azure-client-id, azure-client-secret of the "
-                          "service principal that reads Log Analytics (omit: whatever DefaultAzureCredential finds on the "
-                          "cluster)", "none"),
+    "drift.secretScope": ("Databricks secret scope the stack declares for the drift job's Application Insights "
+                          "connection string (only the jobs' principal may read it)", "credit-default-<environment>"),
     "model.name": ("registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default"),
     "model.alias": ("alias the stack serves", "champion"),
     "model.trackingUri": ("MLflow tracking URI the program resolves the alias with; `databricks` is always the stack's own "
@@ -214,6 +224,7 @@ class _Reader:
 EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 HTTPS_URL = r"https://[^\s]+"
 QUARTZ = r"\S+( \S+){5,6}"
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
 @dataclass(frozen=True)
@@ -274,6 +285,10 @@ class DatabricksSettings:
     experiment: str
     files_root: str
     job: JobSettings
+    create_catalog: bool = False
+    code_volume: str = "job_code"
+    job_principal: str | None = None  # None: the stack declares the service principal
+    deployer: str | None = None
 
     @property
     def unity_catalog(self) -> bool:
@@ -289,7 +304,7 @@ class DriftSettings:
     psi_threshold: float
     p_value: float
     min_records: int
-    secret_scope: str | None
+    secret_scope: str  # declared by the stack; holds the connection string the drift record is written with
 
 
 @dataclass(frozen=True)
@@ -457,7 +472,7 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
         image=_image(top.child("image"), stack),
         serving=_serving(top.child("serving")),
         promotion=_promotion(top.child("promotion"), model),
-        drift=_drift(top.child("drift")),
+        drift=_drift(top.child("drift"), environment),
         protect=top.boolean("protect", False),
         env=dict(env),
     )
@@ -512,7 +527,7 @@ def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
         job=JobSettings(
             data_table=r.string("dataTable"),
             node_type=r.string("nodeType", "Standard_DS3_v2"),
-            spark_version=r.string("sparkVersion", "15.4.x-cpu-ml-scala2.12"),
+            spark_version=r.string("sparkVersion", runtime.DEFAULT, choices=tuple(runtime.BUNDLED)),
             workers=r.integer("workers", 0, low=0, high=100),
             policy_id=r.string("policyId", None),
             schedule=r.string("schedule", None, pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
@@ -522,14 +537,20 @@ def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
             gate_floor=r.number("gateFloor", 0.70, low=0.5, high=1.0),
             gate_tolerance=r.number("gateTolerance", 0.005, low=0.0, high=0.2),
         ),
+        create_catalog=r.boolean("createCatalog", False),
+        code_volume=r.string("codeVolume", "job_code", pattern=ident, hint="a volume identifier"),
+        job_principal=r.string("jobPrincipal", None, pattern=UUID, hint="a service principal's application id (a UUID)"),
+        deployer=r.string("deployer", None, pattern=UUID, hint="a service principal's application id (a UUID)"),
     )
     if result.existing_workspace_resource_id and not result.existing_workspace_url:
         raise ConfigError(f"{r._key('existingWorkspaceResourceId')} needs {r._key('existingWorkspaceUrl')} too")
+    if result.create_catalog and not uc:
+        raise ConfigError(f"{r._key('createCatalog')} needs {r._key('modelRegistry')} unityCatalog, got {registry}")
     r.done()
     return result
 
 
-def _drift(r: _Reader) -> DriftSettings:
+def _drift(r: _Reader, environment: str) -> DriftSettings:
     result = DriftSettings(
         schedule=r.string("schedule", "0 0 0/6 * * ?", pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
         paused=r.boolean("paused", False),
@@ -537,7 +558,8 @@ def _drift(r: _Reader) -> DriftSettings:
         psi_threshold=r.number("psiThreshold", 0.2, low=0.01, high=10),
         p_value=r.number("pValue", 0.01, low=0.0001, high=0.5),
         min_records=r.integer("minRecords", 200, low=1, high=1_000_000),
-        secret_scope=r.string("secretScope", None, pattern=r"[A-Za-z0-9_.@-]{1,128}", hint="a Databricks secret scope name"),
+        secret_scope=r.string("secretScope", f"credit-default-{environment}", pattern=r"[A-Za-z0-9_.@-]{1,128}",
+                              hint="a Databricks secret scope name"),
     )
     r.done()
     return result

@@ -57,6 +57,9 @@ EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 2, 3
 PREDICTION = "prediction"
 MISSING, UNSEEN = "missing", "unseen"
 REQUIRED_FIELDS = ("ts", "model_version", "inputs", "outputs")
+# A JSON-lines file that stands in for the stack's Log Analytics where there is none (the local run of the
+# declared Databricks job, tests/databricks): the job's parameters stay exactly as declared.
+LOCAL_LOG_ANALYTICS = "DRIFT_LOCAL_LOG_ANALYTICS"
 
 
 class DriftInputError(Exception):
@@ -136,14 +139,24 @@ def file_lines(path: Path):
         yield from handle
 
 
-def log_analytics_lines(workspace_id: str, source, hours: float):  # pragma: no cover - needs Azure
-    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call)."""
-    from azure.identity import DefaultAzureCredential
+def log_analytics_lines(workspace_id: str, source, hours: float,
+                        service_credential: str | None = None):  # pragma: no cover - needs Azure
+    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call). On Databricks the
+    identity is a Unity Catalog service credential (a managed identity: no client secret); elsewhere whatever
+    DefaultAzureCredential finds (`az login`, a workload identity)."""
     from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
     from infra import kql
 
-    client = LogsQueryClient(DefaultAzureCredential())
+    if service_credential:
+        from databricks.service_credentials import getServiceCredentialsProvider  # Databricks Runtime 15.4+
+
+        credential = getServiceCredentialsProvider(service_credential)
+    else:
+        from azure.identity import DefaultAzureCredential
+
+        credential = DefaultAzureCredential()
+    client = LogsQueryClient(credential)
     response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=timedelta(hours=hours))
     if response.status != LogsQueryStatus.SUCCESS:
         raise DriftInputError(f"Log Analytics query failed or was partial: {getattr(response, 'partial_error', response)}")
@@ -389,8 +402,10 @@ def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
 
             source = (kql.container_apps(args.app_name) if args.target == "containerapps"
                       else kql.aks(args.app_name, args.namespace))
-            lines = log_analytics_lines(args.workspace_id, source, args.window_hours or 24)
-            where = f"Log Analytics workspace {args.workspace_id} ({args.target})"
+            local = os.environ.get(LOCAL_LOG_ANALYTICS)
+            lines = (file_lines(Path(local)) if local
+                     else log_analytics_lines(args.workspace_id, source, args.window_hours or 24, args.service_credential))
+            where = f"Log Analytics workspace {args.workspace_id} ({args.target}{', local file ' + local if local else ''})"
         else:
             lines, where = file_lines(Path(args.log)), str(args.log)
     else:
@@ -444,14 +459,15 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--target", choices=("containerapps", "aks"), default="containerapps")
     src.add_argument("--app-name", default="ca-credit", help="Container App name, or the container name on AKS")
     src.add_argument("--namespace", default="scoring", help="AKS namespace")
+    src.add_argument("--service-credential", help="Databricks: the Unity Catalog service credential that reads Log Analytics")
     src.add_argument("--window-hours", type=float, default=None,
                      help="only requests of the last N hours (file default: the whole log; Log Analytics default: 24)")
     base = p.add_argument_group("baseline (first given wins)")
     base.add_argument("--baseline", help="a drift_baseline.json file")
     base.add_argument("--context", help="a build context (model/mlflow/extra_files/drift_baseline.json)")
     base.add_argument("--tracking-uri", help="MLflow: download models:/<name>/<version>/extra_files/drift_baseline.json, "
-                                             "and log the drift metrics there")
-    base.add_argument("--registry-uri")
+                                             "and log the drift metrics there (with --workspace-id: $MLFLOW_TRACKING_URI)")
+    base.add_argument("--registry-uri", help="(with --workspace-id: $MLFLOW_REGISTRY_URI)")
     base.add_argument("--model-name", help="registered model name (default: model_name in the log lines)")
     base.add_argument("--model-version", help="only this version (default: every version in the window)")
     p.add_argument("--psi-threshold", type=float, default=0.2)
@@ -464,6 +480,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.workspace_id:  # the Databricks job: the cluster's environment names the workspace's MLflow
+        args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        args.registry_uri = args.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
     if not args.baseline and not args.context and not args.tracking_uri and not args.workspace_id:
         default_context = ROOT / ".local" / "context"
         args.context = str(default_context) if default_context.exists() else None
@@ -474,6 +493,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_ERROR
     print(f"drift: {report['status']}; report {Path(args.out) / 'drift_report.html'}", file=sys.stderr)
     return code
+
+
+def cli() -> None:
+    """The `credit-drift` entry point (python_wheel_task): exit 3 (drift) or 2 fails the task, and so the run."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ from typing import Any
 from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
 
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
+LOG_ANALYTICS_READER = "73c42c96-874c-492b-b04d-ab87d138a893"
+# The only roles this stack grants, each on the only kind of scope it may have.
+ALLOWED_ROLES = {ACR_PULL: ("AcrPull", "/providers/microsoft.containerregistry/registries/"),
+                 LOG_ANALYTICS_READER: ("Log Analytics Reader", "/providers/microsoft.operationalinsights/workspaces/")}
 REQUIRED_TAGS = ("environment", "project", "cost-centre")
 PROD = "prod"
 CONTAINER_APP = "azure-native:app:ContainerApp"
@@ -83,11 +87,17 @@ def only_acr_pull_roles(args: ResourceValidationArgs, report: ReportViolation) -
     if args.resource_type != "azure-native:authorization:RoleAssignment":
         return
     role = str(args.props.get("roleDefinitionId", ""))
-    if not role.lower().endswith(f"/roledefinitions/{ACR_PULL}"):
-        report(f"role assignments in this stack grant AcrPull only; got {role!r} (Owner, Contributor and other broad "
-               "roles are not allowed)", None)
-    elif "/providers/microsoft.containerregistry/registries/" not in str(args.props.get("scope", "")).lower():
-        report(f"AcrPull must be scoped to the registry, not {args.props.get('scope')!r}", None)
+    allowed = ALLOWED_ROLES.get(role.lower().rsplit("/roledefinitions/", 1)[-1]) if "/roledefinitions/" in role.lower() else None
+    if allowed is None:
+        report(f"role assignments in this stack grant AcrPull (on the registry) or Log Analytics Reader (on the stack's "
+               f"workspace, for the drift job) only; got {role!r} (Owner, Contributor and other broad roles are not "
+               "allowed)", None)
+        return
+    label, scope = allowed
+    target = str(args.props.get("scope", "")).lower()
+    if scope not in target or not target.rstrip("/").split(scope, 1)[1] or "/" in target.rstrip("/").split(scope, 1)[1]:
+        report(f"{label} must be scoped to exactly one resource of its kind ({scope.strip('/')}), "
+               f"not {args.props.get('scope')!r}", None)
 
 
 def prod_min_replicas(args: ResourceValidationArgs, report: ReportViolation) -> None:
@@ -145,7 +155,8 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("no-registry-passwords", "Container apps pull by managed identity, never with a password.", no_registry_passwords),
     _policy("containerapp-https-only", "Container app ingress is HTTPS only.", https_only),
     _policy("images-by-digest", "Workloads reference images by digest, never by a mutable tag.", images_by_digest),
-    _policy("acr-pull-only-role-assignments", "Role assignments grant AcrPull on the registry, nothing broader.",
+    _policy("acr-pull-only-role-assignments", "Role assignments grant AcrPull on the registry or Log Analytics Reader "
+            "on the stack's workspace, nothing broader.",
             only_acr_pull_roles),
     _policy("prod-min-two-replicas", "Prod serving keeps at least two replicas (AKS: the autoscaler's minimum).",
             prod_min_replicas),

@@ -3,9 +3,12 @@ enough on its own (ROC-AUC floor) and not worse than the current champion by mor
 both scored on the same held-out rows.
 
     python -m training.gate --model-name credit-default --version 3
+    credit-gate --model-name main.credit.credit_default --experiment /Shared/credit-default --job-run-id 123
 
-The training entry point calls `run_gate` directly; this CLI is the second task of the
-Databricks job (train -> gate) and re-gates any version by hand.
+The training entry point calls `run_gate` directly; this CLI (the job wheel's `credit-gate`) is the
+second task of the Databricks job (train -> gate) and re-gates any version by hand. In the job it finds
+the version by the job run id that both tasks receive (`{{job.run_id}}`): task values cannot carry it,
+because only notebooks can set them, and the newest version may be another run's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from training.pipeline import positive_proba
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HOLDOUT_FILE = "holdout.parquet"
+JOB_RUN_TAG = "databricks_job_run_id"  # on the training run and the model version: which job run made it
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,35 @@ def add_tracking_args(parser: argparse.ArgumentParser) -> None:
                         help="registered model name (catalog.schema.name with Unity Catalog)")
 
 
+def add_job_run_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--job-run-id", type=job_run_id,
+                        help="the Databricks job run ({{job.run_id}}): train tags its version with it, the gate finds it by it")
+
+
+def job_run_id(value: str) -> str:
+    """A reference the job did not resolve arrives as the literal `{{...}}`: refuse it rather than match nothing."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"a job run id is a number, got {value!r} (an unresolved dynamic value reference?)")
+    return value
+
+
+class VersionNotFound(LookupError):
+    """No version, or more than one, of the model was registered by the given job run."""
+
+
+def version_of_job_run(client: MlflowClient, model_name: str, experiment: str, run_id: str) -> str:
+    """The version the train task of job run `run_id` registered: its MLflow run carries the tag, and a
+    version is looked up by run id (the one filter besides the name that Unity Catalog's registry supports)."""
+    found = mlflow.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], f"tags.{JOB_RUN_TAG} = '{run_id}'") if found else []
+    versions = [mv for run in runs for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'")
+                if mv.name == model_name]
+    if len(versions) != 1:
+        raise VersionNotFound(f"job run {run_id} registered {len(versions)} version(s) of {model_name} in experiment "
+                              f"{experiment} (expected exactly 1): did its train task succeed?")
+    return str(versions[0].version)
+
+
 def add_gate_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gate-floor", type=float, default=GatePolicy.floor,
                         help="minimum held-out ROC-AUC to become champion")
@@ -151,15 +184,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_tracking_args(parser)
     add_gate_args(parser)
-    parser.add_argument("--version", help="version to gate (default: the newest)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", help="version to gate (default: the newest)")
+    add_job_run_arg(which)
+    parser.add_argument("--experiment", default="credit-default", help="where --job-run-id's training run is logged")
     args = parser.parse_args(argv)
     client = configure_tracking(args.tracking_uri, args.registry_uri)
-    version = args.version or max(
-        (mv.version for mv in client.search_model_versions(f"name='{args.model_name}'")), key=int)
+    if args.job_run_id:
+        version = version_of_job_run(client, args.model_name, args.experiment, args.job_run_id)
+    else:
+        version = args.version or max(
+            (mv.version for mv in client.search_model_versions(f"name='{args.model_name}'")), key=int)
     decision = run_gate(client, args.model_name, version, load_holdout(args.model_name, version),
                         GatePolicy(args.gate_floor, args.gate_tolerance))
     print(decision.summary())
     return 0
+
+
+def cli() -> None:
+    """The `credit-gate` entry point (python_wheel_task): argv holds the declared parameters."""
+    raise SystemExit(main())
 
 
 if __name__ == "__main__":

@@ -41,15 +41,25 @@ def _read_spark_table(table: str) -> pd.DataFrame:
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        spark = None
-    else:
-        spark = SparkSession.getActiveSession()
-    if spark is None:
-        raise SchemaError(
-            f"'{table}' is not a .csv or .parquet path, and no Spark session is active to read it "
-            "as a table (table names work inside a Databricks job)"
-        )
-    return spark.read.table(table).toPandas()
+        raise SchemaError(f"'{table}' is not a .csv or .parquet path, and pyspark is not installed to read it as a "
+                          "table (table names work in a Databricks job, or locally with `make databricks-test`)") from None
+    # A wheel or script task has no `spark` global and no guaranteed active session: get or create it.
+    spark = SparkSession.builder.getOrCreate()
+    return spark.read.table(spark_table_name(spark.conf.get(CATALOG_AS_DATABASE, "false"), table)).toPandas()
+
+
+# Set only in a local Spark's spark-defaults.conf (tests/databricks), never on a cluster.
+CATALOG_AS_DATABASE = "spark.mlops.catalogAsDatabase"
+
+
+def spark_table_name(catalog_as_database: str, table: str) -> str:
+    """The name to read `table` by. Unity Catalog names tables catalog.schema.table; Spark's local catalog has
+    one catalog (spark_catalog) holding databases, so there, with `spark.mlops.catalogAsDatabase=true`, the
+    table lives in the database `<catalog>_<schema>`. Everywhere else the name is used as given."""
+    parts = table.split(".")
+    if catalog_as_database == "true" and len(parts) == 3:
+        return f"{parts[0]}_{parts[1]}.{parts[2]}"
+    return table
 
 
 def validate_frame(frame: pd.DataFrame, require_target: bool = True) -> pd.DataFrame:

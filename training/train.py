@@ -6,10 +6,10 @@ The same command runs on a laptop and as a Databricks job task:
     python -m training.train --data .local/data/credit.parquet \
         --tracking-uri sqlite:///.local/mlflow.db --model-name credit-default
 
-    # Databricks (spark_python_task parameters)
-    python -m training.train --data main.credit.card_holders --tracking-uri databricks \
-        --registry-uri databricks-uc --model-name main.credit.credit_default \
-        --experiment /Shared/credit-default --environment staging
+    # Databricks: the `credit-train` entry point of the job wheel (python_wheel_task), with the job run id
+    # so the gate task finds exactly this run's version (infra/databricks.py declares the parameters)
+    credit-train --data main.credit.card_holders --model-name main.credit.credit_default \
+        --experiment /Shared/credit-default --environment staging --skip-gate --job-run-id 123
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -93,6 +92,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-gate", action="store_true", help="register only; gate in a separate task")
     parser.add_argument("--summary-out", type=Path, help="write the run summary as JSON here")
+    gate.add_job_run_arg(parser)
     return parser.parse_args(argv)
 
 
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> dict:
                            "decision_threshold": threshold, "model_family": "HistGradientBoostingClassifier"})
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
         mlflow.log_metric("valid_roc_auc", max(c["valid_roc_auc"] for c in result.candidates))
-        mlflow.set_tags({**lineage, "data_source": args.data, "environment": args.environment})
+        mlflow.set_tags({**lineage, "data_source": args.data, "environment": args.environment,
+                         **({gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {})})
         mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
         info = mlflow.sklearn.log_model(
             result.model, name="model", signature=signature(), input_example=input_example(splits.test),
@@ -134,8 +135,11 @@ def main(argv: list[str] | None = None) -> dict:
             registered_model_name=args.model_name, extra_files=[str(baseline_path), str(holdout_path)],
         )
     version = str(info.registered_model_version)
-    for key, value in {"decision_threshold": threshold, "roc_auc": metrics["roc_auc"], **lineage}.items():
+    run_tag = {gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {}
+    for key, value in {"decision_threshold": threshold, "roc_auc": metrics["roc_auc"], **lineage, **run_tag}.items():
         client.set_model_version_tag(args.model_name, version, key, str(value))
+    if args.skip_gate:  # the gate task judges it; until then it is the newest challenger
+        client.set_registered_model_alias(args.model_name, gate.CHALLENGER, version)
     step("registered", f"{args.model_name} version {version} (run {run.info.run_id})")
 
     summary = {"model_name": args.model_name, "version": version, "run_id": run.info.run_id, "metrics": metrics}
@@ -146,8 +150,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.summary_out:
         args.summary_out.parent.mkdir(parents=True, exist_ok=True)
         args.summary_out.write_text(json.dumps(summary, indent=2))
-    _set_databricks_task_values(summary)
     return summary
+
+
+def cli() -> None:
+    """The `credit-train` entry point (a python_wheel_task calls it with no arguments; argv holds the parameters)."""
+    main()
 
 
 class _Steps:
@@ -159,13 +167,6 @@ class _Steps:
     def __call__(self, what: str, detail: str = "") -> None:
         self.count += 1
         print(f"[train {time.perf_counter() - self.started:5.1f}s] {self.count}. {what}: {detail}", flush=True)
-
-
-def _set_databricks_task_values(summary: dict) -> None:
-    """Hand the registered version to the next task of a Databricks job (no-op elsewhere)."""
-    dbutils = getattr(sys.modules.get("__main__"), "dbutils", None)
-    if dbutils is not None:
-        dbutils.jobs.taskValues.set(key="model_version", value=summary["version"])
 
 
 if __name__ == "__main__":

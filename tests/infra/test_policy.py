@@ -55,6 +55,7 @@ def _mutate(props: dict, path: list, value) -> dict:
 
 
 OWNER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
+LOG_READER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/73c42c96-874c-492b-b04d-ab87d138a893"
 APP = "azure-native:app:ContainerApp"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -69,6 +70,9 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
     ("acr-pull-only-role-assignments", "azure-native:authorization:RoleAssignment", ["roleDefinitionId"], OWNER,
      "containerapps"),
     ("acr-pull-only-role-assignments", "azure-native:authorization:RoleAssignment", ["scope"], "/subscriptions/x",
+     "containerapps"),
+    # Log Analytics Reader is allowed on a Log Analytics workspace only, not on the registry the first assignment targets
+    ("acr-pull-only-role-assignments", "azure-native:authorization:RoleAssignment", ["roleDefinitionId"], LOG_READER,
      "containerapps"),
     ("prod-min-two-replicas", APP, ["template", "scale", "minReplicas"], 1, "containerapps"),
     ("prod-min-two-replicas", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler", ["spec", "minReplicas"], 1, "aks"),

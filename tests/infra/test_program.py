@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import io
 import re
+import zipfile
 
 import pulumi
 import pytest
 
-from infra import mockcloud, settings
+from infra import jobwheel, mockcloud, settings
+from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
 
@@ -41,7 +44,7 @@ def test_resources_per_stack(stack):
                      "azure-native:monitor:ScheduledQueryRule", "azure-native:operationalinsights:SavedSearch",
                      "azure-native:containerregistry:Registry", "azure-native:managedidentity:UserAssignedIdentity",
                      ROLE, "azure-native:monitor:DiagnosticSetting", "azure-native:databricks:Workspace",
-                     "databricks:index/workspaceFile:WorkspaceFile", "databricks:index/mlflowExperiment:MlflowExperiment",
+                     "databricks:index/file:File", "databricks:index/mlflowExperiment:MlflowExperiment",
                      "databricks:index/registeredModel:RegisteredModel", "databricks:index/job:Job",
                      "docker:index/image:Image", "azure-native:app:ManagedEnvironment", APP):
         assert expected in types, expected
@@ -59,11 +62,16 @@ def test_outputs_have_stable_names(stack):
     assert stack.outputs["log_analytics_workspace_id"].endswith(f"/workspaces/log-credit-{stack.stack}")
 
 
+def acr_pull_role(stack: mockcloud.Evaluation) -> mockcloud.Captured:
+    [role] = [r for r in stack.of_type(ROLE) if r.inputs["roleDefinitionId"].endswith(ACR_PULL_ROLE_ID)]
+    return role
+
+
 def test_registry_admin_off_and_acr_pull_to_the_identity(stack):
     acr = stack.one("azure-native:containerregistry:Registry")
     assert acr.inputs["adminUserEnabled"] is False
     identity = stack.one("azure-native:managedidentity:UserAssignedIdentity")
-    role = stack.one(ROLE)
+    role = acr_pull_role(stack)
     assert role.inputs["roleDefinitionId"].endswith(f"/providers/Microsoft.Authorization/roleDefinitions/{ACR_PULL_ROLE_ID}")
     assert role.inputs["roleDefinitionId"].startswith(f"/subscriptions/{mockcloud.SUBSCRIPTION}/")
     assert role.inputs["principalId"] == identity.outputs["principalId"]
@@ -108,7 +116,7 @@ def test_container_app_https_identity_probes_and_logs(stack):
     assert config["registries"] == [{"server": stack.outputs["registry_login_server"], "identity": identity.id}]
     probes = {p["type"]: p["httpGet"]["path"] for p in app.inputs["template"]["containers"][0]["probes"]}
     assert probes == {"Startup": "/health", "Liveness": "/health", "Readiness": "/ready"}
-    role = stack.one(ROLE)
+    role = acr_pull_role(stack)
     assert role.urn in app.dependencies, "the app must wait for its AcrPull assignment"
     environment = stack.one("azure-native:app:ManagedEnvironment")
     assert environment.inputs["appLogsConfiguration"] == {"destination": "azure-monitor"}
@@ -181,26 +189,32 @@ def test_observability_alerts_and_queries(evaluate):
     assert "output.probability" in queries["scoring-probabilities"]
 
 
-def test_databricks_job_runs_training_then_gate(evaluate):
+def wheel_task(task: dict) -> tuple[str, list[str]]:
+    wheel = task["pythonWheelTask"]
+    assert wheel["packageName"] == jobwheel.DISTRIBUTION
+    return wheel["entryPoint"], wheel["parameters"]
+
+
+def test_databricks_job_runs_train_then_gate_from_the_wheel(evaluate):
     prod = evaluate("prod", BUILDS)
     job = prod.named(JOB, "databricks-job")
     train, gate = job.inputs["tasks"]
     assert (train["taskKey"], gate["taskKey"]) == ("train", "gate")
     assert gate["dependsOns"] == [{"taskKey": "train"}]
-    params = train["sparkPythonTask"]["parameters"]
-    assert params[0] == "training.train" and "--skip-gate" in params
-    assert params[params.index("--model-name") + 1] == "prod.credit.credit_default"
-    assert params[params.index("--registry-uri") + 1] == "databricks-uc"
-    assert gate["sparkPythonTask"]["parameters"][0] == "training.gate"
-    assert train["sparkPythonTask"]["pythonFile"] == "/Shared/mlops/prod/run_module.py"
+    (train_entry, train_params), (gate_entry, gate_params) = wheel_task(train), wheel_task(gate)
+    assert (train_entry, gate_entry) == ("credit-train", "credit-gate")
+    assert set(jobwheel.ENTRY_POINTS) >= {train_entry, gate_entry}
+    assert "--skip-gate" in train_params
+    for params in (train_params, gate_params):
+        assert params[params.index("--model-name") + 1] == "prod.credit.credit_default"
+        assert params[params.index("--experiment") + 1] == "/Shared/credit-default-prod"
+        assert "--tracking-uri" not in params and "--registry-uri" not in params  # the cluster's environment says
     cluster = job.inputs["jobClusters"][0]["newCluster"]
+    assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc"}
     assert (cluster["nodeTypeId"], cluster["numWorkers"]) == ("Standard_DS4_v2", 2)
     assert "schedule" not in job.inputs  # prod never retrains on a schedule
     assert job.inputs["emailNotifications"]["onFailures"] == ["ml-platform-oncall@example.com"]
     assert job.inputs["timeoutSeconds"] == 7200
-    files = {f.inputs["path"] for f in prod.of_type("databricks:index/workspaceFile:WorkspaceFile")}
-    assert {"/Shared/mlops/prod/training/train.py", "/Shared/mlops/prod/training/gate.py",
-            "/Shared/mlops/prod/run_module.py"} <= files
     provider = next(r for r in prod.resources if r.typ == "pulumi:providers:databricks")
     assert provider.inputs["host"] == prod.outputs["databricks_workspace_url"]
     workspace = prod.one("azure-native:databricks:Workspace")
@@ -208,11 +222,109 @@ def test_databricks_job_runs_training_then_gate(evaluate):
     assert workspace.inputs["managedResourceGroupId"].endswith("/resourceGroups/rg-credit-prod-databricks")
 
 
+def test_gate_finds_the_version_by_the_job_run_id_not_by_task_values(stack):
+    """Task values can be set only from notebooks: a wheel task's `{{tasks.train.values.x}}` would reach the gate
+    as the literal string. Both tasks get `{{job.run_id}}`, a value Databricks resolves for every task."""
+    for job in stack.of_type(JOB):
+        for task in job.inputs["tasks"]:
+            _, params = wheel_task(task)
+            assert not any("{{tasks." in p and ".values." in p for p in params), task["taskKey"]
+            assert not any("{{" in p and p != "{{job.run_id}}" for p in params), params
+    if stack.stack == "prod":
+        return
+    train, gate = stack.named(JOB, "databricks-job").inputs["tasks"]
+    for _, params in (wheel_task(train), wheel_task(gate)):
+        assert params[params.index("--job-run-id") + 1] == "{{job.run_id}}"
+
+
+def test_one_wheel_holds_every_task_and_is_uploaded_to_the_stack_volume(stack):
+    files = stack.of_type("databricks:index/file:File")
+    assert len(files) == 1 and not stack.of_type("databricks:index/workspaceFile:WorkspaceFile")
+    path = files[0].inputs["path"]
+    catalog, schema = mockcloud.stack_values(stack.stack)["databricks"]["catalog"], "credit"
+    wheel_name = r"credit_default_jobs-1\.0\.0\+[0-9a-f]{12}-py3-none-any\.whl"
+    assert re.fullmatch(rf"/Volumes/{catalog}/{schema}/job_code/{wheel_name}", path)
+    volume = stack.one("databricks:index/volume:Volume")
+    assert [volume.inputs[k] for k in ("catalogName", "schemaName", "name")] == [catalog, schema, "job_code"]
+    wheel = zipfile.ZipFile(io.BytesIO(base64.b64decode(files[0].inputs["contentBase64"])))
+    assert "monitoring/drift.py" in wheel.namelist() and "training/train.py" in wheel.namelist()
+    for job in stack.of_type(JOB):
+        for task in job.inputs["tasks"]:
+            assert task["libraries"] == [{"whl": path}], "the declared tasks run the uploaded wheel and nothing else"
+            assert "sparkPythonTask" not in task
+
+
+def grants_of(stack: mockcloud.Evaluation, principal: str) -> dict[str, list[str]]:
+    """securable kind + name -> privileges granted to `principal`, sorted (grants register in any order)."""
+    found: dict[str, list[str]] = {}
+    for grant in stack.of_type("databricks:index/grant:Grant"):
+        if grant.inputs["principal"] == principal:
+            [(kind, name)] = [(k, v) for k, v in grant.inputs.items() if k not in ("principal", "privileges")]
+            found.setdefault(f"{kind} {name}", []).extend(grant.inputs["privileges"])
+    return {securable: sorted(privileges) for securable, privileges in found.items()}
+
+
+def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
+    dev = evaluate("dev")
+    principal = dev.one("databricks:index/servicePrincipal:ServicePrincipal")
+    assert principal.inputs["displayName"] == "credit-default-jobs-dev" and principal.inputs["allowClusterCreate"] is False
+    app_id = principal.outputs["applicationId"]
+    for job in dev.of_type(JOB):
+        assert job.inputs["runAs"] == {"servicePrincipalName": app_id}, job.name
+    assert grants_of(dev, app_id) == {
+        "catalog dev": ["USE_CATALOG"], "schema dev.credit": ["CREATE_MODEL", "USE_SCHEMA"],
+        "volume dev.credit.job_code": ["READ_VOLUME"], "table dev.credit.card_holders": ["SELECT"],
+        "credential credit-default-logs-dev": ["ACCESS"]}
+    model = dev.one("databricks:index/registeredModel:RegisteredModel")
+    assert model.inputs["owner"] == app_id  # registers versions and moves aliases; nobody else needs to
+    # job definitions and the experiment: not editable by every workspace user
+    acls = {r.name: r.inputs["accessControls"] for r in dev.of_type("databricks:index/permissions:Permissions")}
+    assert acls["databricks-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
+    assert acls["databricks-drift-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
+    assert acls["databricks-experiment-permissions"] == [
+        {"servicePrincipalName": app_id, "permissionLevel": "CAN_MANAGE"}, {"groupName": "users", "permissionLevel": "CAN_READ"}]
+    assert not dev.of_type("databricks:index/catalog:Catalog")  # existing catalog and schema by default
+
+
+DEPLOYER, JOBS_SP = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
+
+
+def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(evaluate):
+    ev = evaluate("staging", {"databricks.createCatalog": True, "databricks.jobPrincipal": JOBS_SP,
+                              "databricks.deployer": DEPLOYER})
+    assert not ev.of_type("databricks:index/servicePrincipal:ServicePrincipal")
+    assert {job.inputs["runAs"]["servicePrincipalName"] for job in ev.of_type(JOB)} == {JOBS_SP}
+    catalog = ev.one("databricks:index/catalog:Catalog")
+    assert (catalog.inputs["name"], catalog.inputs["isolationMode"]) == ("staging", "ISOLATED")
+    schema = ev.one("databricks:index/schema:Schema")
+    assert (schema.inputs["catalogName"], schema.inputs["name"]) == ("staging", "credit")
+    binding = ev.one("databricks:index/workspaceBinding:WorkspaceBinding")
+    workspace = ev.one("azure-native:databricks:Workspace")
+    assert binding.inputs == {"securableName": "staging", "securableType": "catalog", "bindingType": "BINDING_TYPE_READ_WRITE",
+                              "workspaceId": int(workspace.outputs["workspaceId"])}
+    volume = ev.one("databricks:index/volume:Volume")
+    assert catalog.urn in volume.dependencies and schema.urn in volume.dependencies
+    assert grants_of(ev, DEPLOYER) == {"catalog staging": ["USE_CATALOG"], "schema staging.credit": ["USE_SCHEMA"],
+                                       "model staging.credit.credit_default": ["EXECUTE"]}
+    job_acl = next(r for r in ev.of_type("databricks:index/permissions:Permissions") if r.name == "databricks-job-permissions")
+    assert {"servicePrincipalName": DEPLOYER, "permissionLevel": "CAN_MANAGE"} in job_acl.inputs["accessControls"]
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"databricks.jobPrincipal": "jobs-sp"}, r"databricks\.jobPrincipal is 'jobs-sp'; it must be a service principal's "),
+    ({"databricks.createCatalog": True, "databricks.modelRegistry": "workspace", "databricks.catalog": mockcloud.DELETE,
+      "databricks.schema": mockcloud.DELETE}, r"databricks\.createCatalog needs mlops-credit-default:databricks\.modelRegistry"),
+    ({"databricks.codeVolume": "job code"}, r"databricks\.codeVolume is 'job code'; it must be a volume identifier"),
+])
+def test_bad_unity_catalog_config_names_the_key(evaluate, overrides, message):
+    with pytest.raises(settings.ConfigError, match=rf"mlops-credit-default:{message}"):
+        evaluate("dev", overrides)
+
+
 def drift_parameters(job) -> dict[str, str]:
-    task = job.inputs["tasks"][0]
-    params = task["sparkPythonTask"]["parameters"]
-    assert params[0] == "monitoring.drift"
-    return dict(zip(params[1::2], params[2::2], strict=True))
+    entry, params = wheel_task(job.inputs["tasks"][0])
+    assert entry == "credit-drift"
+    return dict(zip(params[0::2], params[1::2], strict=True))
 
 
 def test_every_stack_declares_the_scheduled_drift_job(stack):
@@ -226,34 +338,34 @@ def test_every_stack_declares_the_scheduled_drift_job(stack):
     params = drift_parameters(job)
     assert params == {
         "--workspace-id": workspace.outputs["customerId"], "--target": "containerapps", "--app-name": f"ca-credit-{stack.stack}",
-        "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}", "--tracking-uri": "databricks",
-        "--registry-uri": "databricks-uc", "--experiment": f"/Shared/credit-default-{stack.stack}-drift",
+        "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}",
+        "--experiment": f"/Shared/credit-default-{stack.stack}-drift",
         "--psi-threshold": f"{drift['psiThreshold']:g}", "--p-value": f"{drift['pValue']:g}",
-        "--min-records": str(drift["minRecords"]), "--out": "/tmp/drift"}
-    task = job.inputs["tasks"][0]
-    assert task["sparkPythonTask"]["pythonFile"] == f"/Shared/mlops/{stack.stack}/run_module.py"
-    assert {lib["pypi"]["package"].split("==")[0] for lib in task["libraries"]} == {"mlflow", "azure-identity",
-                                                                                     "azure-monitor-query"}
+        "--min-records": str(drift["minRecords"]), "--out": "/tmp/drift",
+        "--service-credential": f"credit-default-logs-{stack.stack}"}
     cluster = job.inputs["jobClusters"][0]["newCluster"]
     assert cluster["numWorkers"] == 0 and cluster["sparkConf"]["spark.databricks.cluster.profile"] == "singleNode"
+    # the connection string is a secret of the stack's scope, resolved by the cluster: never a plain value
+    scope = f"credit-default-{stack.stack}"
+    reference = f"{{{{secrets/{scope}/appinsights-connection-string}}}}"
+    assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc",
+                                       "APPLICATIONINSIGHTS_CONNECTION_STRING": reference}
     insights = stack.one("azure-native:applicationinsights:Component")
-    assert cluster["sparkEnvVars"] == {"APPLICATIONINSIGHTS_CONNECTION_STRING": insights.outputs["connectionString"]}
-    assert "jobClusters" in job.secrets  # the connection string can write telemetry
+    secret = stack.one("databricks:index/secret:Secret")
+    assert (secret.inputs["scope"], secret.inputs["key"]) == (scope, "appinsights-connection-string")
+    assert secret.inputs["stringValue"] == insights.outputs["connectionString"] and "stringValue" in secret.secrets
+    acl = stack.one("databricks:index/secretAcl:SecretAcl")
+    assert (acl.inputs["scope"], acl.inputs["permission"]) == (scope, "READ")
+    assert acl.inputs["principal"] == job.inputs["runAs"]["servicePrincipalName"]
     # exit 3 (drift) fails the run, so the e-mail fires: to the alert e-mails and the job failure e-mails
     expected = [*config["observability"].get("alertEmails", []), *config["databricks"].get("failureEmails", [])]
     assert job.inputs["emailNotifications"]["onFailures"] == list(dict.fromkeys(expected))
-    files = {f.inputs["path"] for f in stack.of_type("databricks:index/workspaceFile:WorkspaceFile")}
-    root = f"/Shared/mlops/{stack.stack}"
-    assert {f"{root}/monitoring/drift.py", f"{root}/infra/kql.py", f"{root}/infra/__init__.py"} <= files
-    init = next(f for f in stack.of_type("databricks:index/workspaceFile:WorkspaceFile")
-                if f.inputs["path"] == f"{root}/infra/__init__.py")
-    assert b"import" not in base64.b64decode(init.inputs["contentBase64"])  # not the Pulumi program's package init
     assert stack.outputs["databricks_drift_job_id"] == job.id
 
 
 def test_drift_job_takes_its_schedule_and_thresholds_from_config(evaluate):
     ev = evaluate("dev", {"drift": {"schedule": "0 30 2 * * ?", "paused": True, "windowHours": 12, "psiThreshold": 0.3,
-                                    "pValue": 0.05, "minRecords": 500, "secretScope": "drift-sp"},
+                                    "pValue": 0.05, "minRecords": 500, "secretScope": "drift-dev"},
                           "databricks.timezone": "Europe/Amsterdam", "serving.target": "aks"})
     job = ev.named(JOB, "databricks-drift-job")
     assert job.inputs["schedule"] == {"quartzCronExpression": "0 30 2 * * ?", "timezoneId": "Europe/Amsterdam",
@@ -264,8 +376,24 @@ def test_drift_job_takes_its_schedule_and_thresholds_from_config(evaluate):
         "--window-hours": "12", "--psi-threshold": "0.3", "--p-value": "0.05", "--min-records": "500", "--target": "aks",
         "--app-name": "scoring", "--namespace": "scoring"}
     env = job.inputs["jobClusters"][0]["newCluster"]["sparkEnvVars"]
-    assert env["AZURE_CLIENT_SECRET"] == "{{secrets/drift-sp/azure-client-secret}}"
-    assert env["AZURE_TENANT_ID"] == "{{secrets/drift-sp/azure-tenant-id}}"
+    assert env["APPLICATIONINSIGHTS_CONNECTION_STRING"] == "{{secrets/drift-dev/appinsights-connection-string}}"
+    assert not any(key.startswith("AZURE_") for key in env)  # no client secret anywhere
+
+
+def test_drift_job_reads_log_analytics_as_a_managed_identity_on_this_workspace_only(stack):
+    job = stack.named(JOB, "databricks-drift-job")
+    credential = stack.one("databricks:index/credential:Credential")
+    assert drift_parameters(job)["--service-credential"] == credential.inputs["name"]
+    connector = stack.one("azure-native:databricks:AccessConnector")
+    assert credential.inputs["purpose"] == "SERVICE"
+    assert credential.inputs["azureManagedIdentity"] == {"accessConnectorId": connector.id}
+    [reader] = [r for r in stack.of_type(ROLE) if r.inputs["roleDefinitionId"].endswith(LOG_ANALYTICS_READER_ROLE_ID)]
+    workspace = stack.one("azure-native:operationalinsights:Workspace")
+    assert reader.inputs["scope"] == workspace.id  # this stack's workspace, not the group or the subscription
+    assert reader.inputs["principalId"] == connector.outputs["identity"]["principalId"]
+    [access] = [g for g in stack.of_type("databricks:index/grant:Grant") if g.inputs.get("credential")]
+    assert (access.inputs["credential"], access.inputs["privileges"]) == (credential.inputs["name"], ["ACCESS"])
+    assert access.inputs["principal"] == job.inputs["runAs"]["servicePrincipalName"]
 
 
 @pytest.mark.parametrize(("overrides", "key"), [

@@ -74,14 +74,10 @@ def test_prod_imports_by_digest_server_side(promoted):
 def test_prod_never_builds_and_never_trains(promoted):
     types = {r.typ for r in promoted.resources}
     assert "docker:index/image:Image" not in types
-    # the only job is the drift job (prod is where the traffic is), and no training code is uploaded
-    assert [job.inputs["name"] for job in promoted.of_type("databricks:index/job:Job")] == ["credit-default-drift-prod"]
-    files = {f.inputs["path"].removeprefix("/Shared/mlops/prod/")
-             for f in promoted.of_type("databricks:index/workspaceFile:WorkspaceFile")}
-    # no code that trains: only the baseline format the drift job reads comes from training/
-    assert not {"training/train.py", "training/gate.py", "training/pipeline.py", "training/loader.py"} & files
-    assert files == {"run_module.py", "infra/__init__.py", "infra/kql.py", "monitoring/__init__.py", "monitoring/drift.py",
-                     "monitoring/traffic.py", "training/__init__.py", "training/schema.py", "training/baseline.py"}
+    # the only job is the drift job (prod is where the traffic is): no task of prod runs an entry point that trains
+    jobs = promoted.of_type("databricks:index/job:Job")
+    assert [job.inputs["name"] for job in jobs] == ["credit-default-drift-prod"]
+    assert [t["pythonWheelTask"]["entryPoint"] for t in jobs[0].inputs["tasks"]] == ["credit-drift"]
     # kept: the workspace, the experiment (promotion runs) and the registered model the copy goes into
     assert {"azure-native:databricks:Workspace", "databricks:index/mlflowExperiment:MlflowExperiment",
             "databricks:index/registeredModel:RegisteredModel"} <= types
@@ -91,8 +87,8 @@ def test_prod_never_builds_and_never_trains(promoted):
 def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
     job = promoted.one("databricks:index/job:Job")
     assert job.inputs["schedule"]["quartzCronExpression"] == mockcloud.stack_values("prod")["drift"]["schedule"]
-    params = job.inputs["tasks"][0]["sparkPythonTask"]["parameters"]
-    assert params[0] == "monitoring.drift" and "--model-name" not in params  # the log names staging's version
+    params = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
+    assert "--model-name" not in params  # the log names staging's version
     workspace = promoted.one("azure-native:operationalinsights:Workspace")
     assert params[params.index("--workspace-id") + 1] == workspace.outputs["customerId"]
     assert params[params.index("--app-name") + 1] == "ca-credit-prod"

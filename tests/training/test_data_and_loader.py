@@ -3,12 +3,14 @@ tables that do not, naming the column."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from training import data, schema
-from training.loader import SchemaError, load_table, validate_frame
+from training.loader import SchemaError, load_table, spark_table_name, validate_frame
 
 
 @pytest.fixture(scope="module")
@@ -98,9 +100,17 @@ def test_csv_with_a_non_numeric_cell_names_the_column(tmp_path, table):
         load_table(str(path))
 
 
-def test_table_name_without_spark_explains_itself():
-    with pytest.raises(SchemaError, match="no Spark session is active"):
+def test_table_name_without_spark_explains_itself(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyspark", None)  # as on a laptop without `make databricks-test`
+    monkeypatch.setitem(sys.modules, "pyspark.sql", None)
+    with pytest.raises(SchemaError, match="pyspark is not installed"):
         load_table("main.credit.card_holders")
+
+
+def test_three_part_names_map_to_a_local_database_only_when_configured():
+    assert spark_table_name("true", "dev.credit.card_holders") == "dev_credit.card_holders"
+    assert spark_table_name("false", "dev.credit.card_holders") == "dev.credit.card_holders"
+    assert spark_table_name("true", "credit.card_holders") == "credit.card_holders"
 
 
 def test_missing_file_is_named(tmp_path):

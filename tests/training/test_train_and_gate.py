@@ -142,3 +142,40 @@ def test_gate_cli_regates_a_version_from_its_own_holdout(gated_registry, capsys)
     out = capsys.readouterr().out
     assert f"gate: v{newest}" in out
     assert gate.current_champion(client, "gated") == champion_before
+
+
+def _job_run_version(client: MlflowClient, experiment_id: str, job_run: str, source_version: str) -> str:
+    """What a train task of job run `job_run` leaves: a tagged MLflow run and a version registered from it."""
+    run = client.create_run(experiment_id, tags={gate.JOB_RUN_TAG: job_run})
+    client.set_terminated(run.info.run_id)
+    source = client.get_model_version("gated", source_version)
+    return str(client.create_model_version("handover", source.source, run_id=run.info.run_id).version)
+
+
+def test_gate_judges_the_version_of_its_own_job_run(gated_registry, capsys):
+    """Two job runs registered versions before either gate ran (a manual run during a scheduled one): each gate
+    finds its own run's version by the job run id, not the newest version and not a task value."""
+    client = MlflowClient(tracking_uri=gated_registry["uri"])
+    good = gate.current_champion(client, "gated")
+    noisy = str(client.get_model_version_by_alias("gated", "challenger").version)
+    experiment = client.create_experiment("handover", artifact_location=gated_registry["artifacts"])
+    client.create_registered_model("handover")
+    first = _job_run_version(client, experiment, "111", good)
+    second = _job_run_version(client, experiment, "222", noisy)
+    args = ["--tracking-uri", gated_registry["uri"], "--model-name", "handover", "--experiment", "handover",
+            "--gate-floor", "0.5"]
+
+    assert gate.main([*args, "--job-run-id", "111"]) == 0  # the older version, although "222" registered the newest
+    assert f"gate: v{first} PROMOTED" in capsys.readouterr().out
+    assert gate.current_champion(client, "handover") == first
+    assert "gate.decision" not in client.get_model_version("handover", second).tags  # not judged by run 111's gate
+
+    assert gate.main([*args, "--job-run-id", "222"]) == 0
+    assert f"gate: v{second} REJECTED" in capsys.readouterr().out
+    assert gate.current_champion(client, "handover") == first
+
+    with pytest.raises(gate.VersionNotFound, match="job run 333 registered 0 version"):
+        gate.main([*args, "--job-run-id", "333"])
+    with pytest.raises(SystemExit):  # a reference Databricks did not resolve is refused, not looked up
+        gate.main([*args, "--job-run-id", "{{tasks.train.values.model_version}}"])
+    assert "unresolved dynamic value reference" in capsys.readouterr().err

@@ -1,0 +1,144 @@
+"""The Databricks jobs' code as one wheel, which python_wheel_task entry points run.
+
+What goes in is found, not listed: the modules of the entry points below and every first-party module
+they import (at any depth, including imports inside functions), with their packages' `__init__.py`.
+So a module that training/ or monitoring/ starts to import is packaged by the next build, and one that
+cannot be found fails the build (and the tests) here instead of a cluster at 3 a.m.
+
+The build is deterministic (fixed timestamps, sorted entries): the same code gives the same bytes and
+the same file name, so an unchanged wheel is no diff for Pulumi, and a changed one gets a new name
+(its version carries the content hash), which keeps a cluster from reusing a cached older wheel.
+
+This module imports no Pulumi package: the local job run (tests/databricks) builds with it too.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import hashlib
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DISTRIBUTION = "credit_default_jobs"
+BASE_VERSION = "1.0.0"
+ENTRY_POINTS = {
+    "credit-train": "training.train:cli",
+    "credit-gate": "training.gate:cli",
+    "credit-drift": "monitoring.drift:cli",
+}
+FIRST_PARTY = ("training", "monitoring", "infra", "serving", "scripts")
+# Installed with the wheel (its Requires-Dist) because the runtime does not bundle them; everything else
+# the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark) is the runtime's own,
+# and infra/runtime.py checks that our pins agree with it.
+REQUIRES = ("skops", "azure-identity", "azure-monitor-query")
+REQUIREMENTS = ROOT / "requirements.txt"
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class Wheel:
+    path: Path
+    modules: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def pins(names: tuple[str, ...], requirements: Path = REQUIREMENTS) -> list[str]:
+    """`name==version` from requirements.txt for each name; a name it does not pin is an error."""
+    found = {line.split("==")[0].strip().lower(): line.strip() for line in requirements.read_text().splitlines()
+             if "==" in line and not line.lstrip().startswith("#")}
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ValueError(f"{requirements} pins none of {missing}: the Databricks jobs install exactly these")
+    return [found[name] for name in names]
+
+
+def module_file(name: str, root: Path = ROOT) -> Path | None:
+    base = root / name.replace(".", "/")
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    return base / "__init__.py" if (base / "__init__.py").is_file() else None
+
+
+def first_party_imports(path: Path, root: Path = ROOT) -> set[str]:
+    """Modules of ours that `path` imports anywhere in its body (`from a import b` may name module a.b)."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                raise ValueError(f"{path}: relative imports are not used in this project; write the absolute module")
+            names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found.update(n for n in names if n.split(".")[0] in FIRST_PARTY and module_file(n, root))
+        missing = [n for n in names[:1] if n.split(".")[0] in FIRST_PARTY and not module_file(n, root)]
+        if missing:
+            raise ImportError(f"{path} imports {missing[0]}, which is not a module of this project")
+    return found
+
+
+def modules(entry_points: dict[str, str] = ENTRY_POINTS, root: Path = ROOT) -> dict[str, Path]:
+    """Module name -> file: the entry points' modules, what they import, and their parent packages."""
+    todo = [target.split(":")[0] for target in entry_points.values()]
+    found: dict[str, Path] = {}
+    while todo:
+        name = todo.pop()
+        if name in found:
+            continue
+        path = module_file(name, root)
+        if path is None:
+            raise ImportError(f"entry point module {name} is not a module of this project")
+        found[name] = path
+        parts = name.split(".")
+        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # importing a.b runs a/__init__.py
+        todo.extend(first_party_imports(path, root))
+    return dict(sorted(found.items()))
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def _metadata(version: str) -> dict[str, bytes]:
+    requires = "".join(f"Requires-Dist: {pin}\n" for pin in pins(REQUIRES))
+    entry_points = "[console_scripts]\n" + "".join(f"{name} = {target}\n" for name, target in ENTRY_POINTS.items())
+    return {
+        "METADATA": (f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {version}\n"
+                     f"Summary: credit-default training, gate and drift jobs\nRequires-Python: >=3.11\n{requires}").encode(),
+        "WHEEL": b"Wheel-Version: 1.0\nGenerator: infra.jobwheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "entry_points.txt": entry_points.encode(),
+    }
+
+
+def build(out_dir: Path, root: Path = ROOT) -> Wheel:
+    """Write the wheel into `out_dir` and return it."""
+    found = modules(root=root)
+    files = {path.relative_to(root).as_posix(): path.read_bytes() for path in found.values()}
+    digest = hashlib.sha256()
+    for relative, data in sorted(files.items()):
+        digest.update(relative.encode() + b"\0" + data + b"\0")
+    digest.update("".join(pins(REQUIRES)).encode())
+    version = f"{BASE_VERSION}+{digest.hexdigest()[:12]}"
+    dist_info = f"{DISTRIBUTION}-{version}.dist-info"
+    files.update({f"{dist_info}/{name}": data for name, data in _metadata(version).items()})
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in sorted(files.items()))
+    files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in sorted(files.items()):
+            info = zipfile.ZipInfo(name, ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{DISTRIBUTION}-{version}-py3-none-any.whl"
+    path.write_bytes(buffer.getvalue())
+    return Wheel(path, tuple(found))

@@ -1,0 +1,252 @@
+"""Run the Databricks jobs a stack declares, here, under the conditions of a python_wheel_task.
+
+What runs is taken from the program, not restated: the stack is evaluated under mocks
+(infra.mockcloud), and each declared task's wheel entry point runs with its exact declared parameters,
+in dependency order, each in a fresh process that imports only the declared wheel (installed into its
+own folder; the repository is not on the path) and has no `dbutils`. Stand-ins for the workspace, and
+nothing else:
+
+  Databricks                          here
+  the job cluster's Spark             local PySpark (`local[2]`, Debian's OpenJDK 17), Hive catalog in Derby
+  Unity Catalog table c.s.t           Parquet table s.t in database `c_s` of Spark's local catalog (Delta's
+                                      jars come from Maven, unreachable here); spark.mlops.catalogAsDatabase
+                                      tells training.loader to read c.s.t there
+  workspace MLflow (databricks,       a local sqlite tracking/registry store: the cluster's MLFLOW_* env values
+    databricks-uc)                    are replaced, the task parameters are not
+  {{job.run_id}}                      a run id chosen here, resolved as Databricks resolves it
+  {{secrets/...}} env values          left out (no secret store here; the drift record is not sent)
+  Log Analytics (drift job)           a JSON-lines file (monitoring.drift's DRIFT_LOCAL_LOG_ANALYTICS)
+
+    python -m scripts.databricks_local --stack dev                        # the training job: train -> gate
+    python -m scripts.databricks_local --stack dev --task train           # one task
+    python -m scripts.databricks_local --stack dev --job drift --log requests.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+JOB = "databricks:index/job:Job"
+JOB_RUN_ID = "{{job.run_id}}"
+WORKSPACE_MLFLOW = {"databricks", "databricks-uc"}
+JOBS = {"train": "databricks-job", "drift": "databricks-drift-job"}
+
+# Databricks imports the entry point named in the wheel's metadata and calls it with the task parameters as argv.
+RUNNER = """
+import sys
+from importlib.metadata import distribution
+dist, entry, *params = sys.argv[1:]
+[point] = [e for e in distribution(dist).entry_points if e.name == entry]
+sys.argv = [entry, *params]
+function = point.load()
+print(f"[local job] {entry} = {point.value} from {sys.modules[point.module].__file__}", flush=True)
+function()
+"""
+
+CREATE_TABLE = """
+import sys
+from pyspark.sql import SparkSession
+parquet, database, table = sys.argv[1:]
+spark = SparkSession.builder.getOrCreate()
+spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+spark.read.parquet(parquet).write.format("parquet").mode("overwrite").saveAsTable(f"{database}.{table}")
+print(f"[local job] table {database}.{table}: {spark.read.table(f'{database}.{table}').count()} rows", flush=True)
+"""
+
+
+@dataclass(frozen=True)
+class Task:
+    key: str
+    entry_point: str
+    parameters: tuple[str, ...]
+    depends_on: tuple[str, ...]
+    package: str
+
+
+@dataclass(frozen=True)
+class DeclaredJob:
+    name: str
+    tasks: tuple[Task, ...]  # in dependency order
+    cluster_env: dict[str, str]
+    libraries: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Declared:
+    jobs: dict[str, DeclaredJob]  # logical resource name -> job
+    wheel_path: str  # where the program uploads it
+    wheel: bytes  # exactly the declared content
+
+
+def declared(stack: str, overrides: dict | None = None) -> Declared:
+    """The jobs and the wheel the program declares for `stack` (under mocks)."""
+    from infra import mockcloud
+
+    evaluation = mockcloud.evaluate(stack, overrides or {}, env={})
+    files = evaluation.of_type("databricks:index/file:File") + evaluation.of_type("databricks:index/workspaceFile:WorkspaceFile")
+    [wheel] = [f for f in files if f.inputs["path"].endswith(".whl")]
+    jobs = {job.name: _job(job.inputs) for job in evaluation.of_type(JOB)}
+    return Declared(jobs, wheel.inputs["path"], base64.b64decode(wheel.inputs["contentBase64"]))
+
+
+def _job(inputs: dict) -> DeclaredJob:
+    tasks = [Task(t["taskKey"], t["pythonWheelTask"]["entryPoint"], tuple(t["pythonWheelTask"]["parameters"]),
+                  tuple(d["taskKey"] for d in t.get("dependsOns") or []), t["pythonWheelTask"]["packageName"])
+             for t in inputs["tasks"]]
+    clusters = inputs.get("jobClusters") or []
+    env = dict((clusters[0]["newCluster"].get("sparkEnvVars") or {}) if clusters else {})
+    libraries = tuple(lib["whl"] for t in inputs["tasks"] for lib in t.get("libraries") or [] if "whl" in lib)
+    return DeclaredJob(inputs["name"], tuple(in_dependency_order(tasks)), env, libraries)
+
+
+def in_dependency_order(tasks: list[Task]) -> list[Task]:
+    """Each task after the tasks it depends on (Kahn's algorithm, stable); a cycle is an error, as in Databricks."""
+    done: list[Task] = []
+    pending = list(tasks)
+    while pending:
+        ready = [t for t in pending if set(t.depends_on) <= {d.key for d in done}]
+        if not ready:
+            raise ValueError(f"tasks {[t.key for t in pending]} depend on each other or on an undeclared task")
+        done.append(ready[0])
+        pending.remove(ready[0])
+    return done
+
+
+@dataclass
+class LocalWorkspace:
+    """A folder standing in for the workspace: the installed wheel, Spark's catalog, the MLflow store."""
+    root: Path
+    runs: list[dict] = field(default_factory=list)
+
+    @property
+    def site(self) -> Path:
+        return self.root / "site"
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def install(self, wheel_name: str, wheel: bytes) -> None:
+        """Install the declared wheel (its dependencies are this venv's, as the runtime's are on a cluster)."""
+        path = self.root / "wheels" / Path(wheel_name).name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(wheel)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                        "--no-index", "--target", str(self.site), str(path)], check=True)
+        self._spark_conf()
+
+    def _spark_conf(self) -> None:
+        conf = self.root / "spark-conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        # Hive support keeps the catalog in Derby on disk, so a table outlives the process that created it.
+        settings = {
+            "spark.master": "local[2]",
+            "spark.sql.catalogImplementation": "hive",
+            "spark.sql.warehouse.dir": str(self.root / "warehouse"),
+            "spark.hadoop.javax.jdo.option.ConnectionURL": f"jdbc:derby:;databaseName={self.root / 'metastore_db'};create=true",
+            "spark.driver.extraJavaOptions": f"-Dderby.system.home={self.root}",
+            "spark.ui.enabled": "false",
+            "spark.ui.showConsoleProgress": "false",
+            "spark.mlops.catalogAsDatabase": "true",
+        }
+        (conf / "spark-defaults.conf").write_text("".join(f"{key} {value}\n" for key, value in settings.items()))
+        (conf / "log4j2.properties").write_text("rootLogger.level = error\nrootLogger.appenderRef.stdout.ref = console\n"
+                                                "appender.console.type = Console\nappender.console.name = console\n"
+                                                "appender.console.layout.type = PatternLayout\n")
+
+    def env(self, cluster_env: dict[str, str], extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "PYTHONPATH", "SPARK_", "DATABRICKS_"))}
+        for key, value in cluster_env.items():
+            if value in WORKSPACE_MLFLOW:
+                env[key] = self.tracking_uri  # the workspace's MLflow -> the local store
+            elif not value.startswith("{{secrets/"):
+                env[key] = value
+        # One OpenMP thread: on two shared cores, scikit-learn's OpenMP threads spinning beside Spark's JVM
+        # made one model fit take minutes instead of seconds.
+        env.update({"PYTHONPATH": str(self.site), "SPARK_CONF_DIR": str(self.root / "spark-conf"),
+                    "PYSPARK_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **(extra or {})})
+        return env
+
+    def create_table(self, table: str, parquet: Path) -> None:
+        """The training table under its configured name (what a data pipeline would have written)."""
+        from training.loader import spark_table_name
+
+        database, name = spark_table_name("true", table).split(".")
+        work = self.root / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-c", CREATE_TABLE, str(parquet), database, name], check=True, cwd=work,
+                       env=self.env({}))
+
+    def run_task(self, task: Task, job: DeclaredJob, job_run_id: str,
+                 extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        parameters = [p.replace(JOB_RUN_ID, job_run_id) for p in task.parameters]
+        unresolved = [p for p in parameters if "{{" in p]
+        if unresolved:
+            raise ValueError(f"task {task.key}: {unresolved} would reach the task unresolved (only {JOB_RUN_ID} is known here)")
+        work = self.root / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        result = subprocess.run([sys.executable, "-c", RUNNER, task.package, task.entry_point, *parameters], cwd=work,
+                                env=self.env(job.cluster_env, extra_env), capture_output=True, text=True)
+        self.runs.append({"task": task.key, "job_run_id": job_run_id, "returncode": result.returncode})
+        return result
+
+    def run_job(self, job: DeclaredJob, job_run_id: str, extra_env: dict[str, str] | None = None,
+                say=print) -> list[subprocess.CompletedProcess]:
+        """Every task in dependency order; a failed task stops the run, as it fails a Databricks job run."""
+        results = []
+        for task in job.tasks:
+            say(f"[local job] {job.name} run {job_run_id}: task {task.key} ({task.entry_point})")
+            result = self.run_task(task, job, job_run_id, extra_env)
+            results.append(result)
+            if result.returncode != 0:
+                break
+        return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--stack", default="dev")
+    parser.add_argument("--job", choices=sorted(JOBS), default="train")
+    parser.add_argument("--task", help="run only this task of the job")
+    parser.add_argument("--job-run-id", default="1", help="what {{job.run_id}} resolves to")
+    parser.add_argument("--root", type=Path, default=ROOT / ".local" / "databricks")
+    parser.add_argument("--rows", type=int, default=4000, help="rows of the generated training table")
+    parser.add_argument("--log", type=Path, help="drift job: the request log standing in for Log Analytics")
+    args = parser.parse_args(argv)
+    workspace = LocalWorkspace(args.root)
+    jobs = declared(args.stack, {"model.trackingUri": workspace.tracking_uri, "model.registryUri": workspace.tracking_uri,
+                                 "image.wheelhouse": False, "image.contextDir": str(args.root / "context")})
+    job = jobs.jobs[JOBS[args.job]]
+    workspace.install(jobs.wheel_path, jobs.wheel)
+    if args.job == "train":
+        table = job.tasks[0].parameters[job.tasks[0].parameters.index("--data") + 1]
+        parquet = args.root / "data" / "card_holders.parquet"
+        if not parquet.exists():
+            from training import data
+
+            data.write_table(data.generate(args.rows, seed=11), parquet)
+        workspace.create_table(table, parquet)
+    extra = {"DRIFT_LOCAL_LOG_ANALYTICS": str(args.log.resolve())} if args.log else None
+    selected = [t for t in job.tasks if t.key == args.task] if args.task else list(job.tasks)
+    if not selected:
+        parser.error(f"{job.name} has no task {args.task}; tasks: {', '.join(t.key for t in job.tasks)}")
+    for task in selected:
+        result = workspace.run_task(task, job, args.job_run_id, extra)
+        print(result.stdout, end="")
+        print(result.stderr, end="", file=sys.stderr)
+        if result.returncode:
+            return result.returncode
+    print(json.dumps(workspace.runs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

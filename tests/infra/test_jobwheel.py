@@ -1,0 +1,106 @@
+"""The jobs' wheel: built from the entry points' imports, installable, and self-sufficient (run from
+its install folder with the repository off the path, as a cluster runs it)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from infra import jobwheel
+
+CHECK = """
+import importlib, sys
+from importlib.metadata import distribution
+dist = distribution(sys.argv[1])
+site = sys.argv[2]
+for name in sys.argv[3:]:
+    module = importlib.import_module(name)
+    assert module.__file__.startswith(site), (name, module.__file__)
+for point in dist.entry_points:
+    assert callable(point.load()), point
+print(sorted(p.name for p in dist.entry_points))
+"""
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> jobwheel.Wheel:
+    return jobwheel.build(tmp_path_factory.mktemp("wheel"))
+
+
+def test_the_wheel_holds_exactly_what_the_entry_points_import(wheel):
+    names = set(zipfile.ZipFile(wheel.path).namelist())
+    code = {n for n in names if not n.startswith(f"{jobwheel.DISTRIBUTION}-")}
+    assert {"training/train.py", "training/gate.py", "training/loader.py", "monitoring/drift.py", "infra/kql.py",
+            "training/baseline.py", "training/schema.py", "infra/__init__.py"} <= code
+    # nothing the tasks do not import: no serving code, no Pulumi program, no data generator
+    assert not {n for n in code if n.startswith(("serving/", "scripts/"))}
+    assert not {"infra/databricks.py", "infra/program.py", "training/data.py", "monitoring/traffic.py"} & code
+    assert not any(b"dbutils" in zipfile.ZipFile(wheel.path).read(n) for n in code), "no task may need dbutils"
+    dist_info = f"{jobwheel.DISTRIBUTION}-{wheel.path.name.split('-')[1]}.dist-info"
+    entry_points = zipfile.ZipFile(wheel.path).read(f"{dist_info}/entry_points.txt").decode()
+    assert "credit-train = training.train:cli" in entry_points and "credit-drift = monitoring.drift:cli" in entry_points
+    metadata = zipfile.ZipFile(wheel.path).read(f"{dist_info}/METADATA").decode()
+    assert "Requires-Dist: skops==" in metadata and "Requires-Dist: mlflow" not in metadata  # the runtime's own
+
+
+def test_installed_wheel_imports_and_loads_every_entry_point_without_the_repository(wheel, tmp_path):
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+                    "--no-index", "--target", str(site), str(wheel.path)], check=True)
+    result = subprocess.run([sys.executable, "-c", CHECK, jobwheel.DISTRIBUTION, str(site), *wheel.modules],
+                            cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == str(sorted(jobwheel.ENTRY_POINTS))
+
+
+def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path):
+    project = tmp_path / "project"
+    for relative in ("training/__init__.py", "training/train.py", "training/gate.py", "monitoring/__init__.py",
+                     "monitoring/drift.py"):
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text("def cli():\n    pass\n")
+    first, again = jobwheel.build(tmp_path / "a", root=project), jobwheel.build(tmp_path / "b", root=project)
+    assert first.name == again.name and first.path.read_bytes() == again.path.read_bytes()
+    (project / "training" / "gate.py").write_text("def cli():\n    return 1\n")
+    assert jobwheel.build(tmp_path / "c", root=project).name != first.name
+
+
+def test_an_import_that_is_not_a_module_fails_the_build(tmp_path):
+    project = tmp_path / "project"
+    for relative in ("training/__init__.py", "training/gate.py", "monitoring/__init__.py", "monitoring/drift.py"):
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text("")
+    (project / "training" / "train.py").write_text("def cli():\n    from training.helpers import thing\n")
+    with pytest.raises(ImportError, match=r"training/train\.py imports training\.helpers"):
+        jobwheel.build(tmp_path / "out", root=project)
+
+
+def test_a_module_imported_anywhere_is_packaged(tmp_path):
+    project = tmp_path / "project"
+    files = {"training/__init__.py": "", "training/gate.py": "", "training/extra.py": "", "monitoring/__init__.py": "",
+             "monitoring/drift.py": "", "infra/__init__.py": "", "infra/kql.py": "",
+             "training/train.py": "def cli():\n    import training.extra\n    from infra import kql\n"}
+    for relative, text in files.items():
+        (project / relative).parent.mkdir(parents=True, exist_ok=True)
+        (project / relative).write_text(text)
+    assert set(jobwheel.modules(root=project)) == {"training", "training.train", "training.gate", "training.extra",
+                                                   "monitoring", "monitoring.drift", "infra", "infra.kql"}
+
+
+def test_pins_come_from_requirements(tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# comment==1\nskops==0.16.0\n")
+    assert jobwheel.pins(("skops",), requirements) == ["skops==0.16.0"]
+    with pytest.raises(ValueError, match="pins none of"):
+        jobwheel.pins(("azure-identity",), requirements)
+
+
+def test_wheel_paths_are_what_the_module_finder_sees():
+    assert jobwheel.module_file("training.train") == Path(jobwheel.ROOT, "training", "train.py")
+    assert jobwheel.module_file("training") == Path(jobwheel.ROOT, "training", "__init__.py")
+    assert jobwheel.module_file("training.nothing") is None

@@ -1,0 +1,34 @@
+"""The job clusters' runtime: the jobs install nothing that replaces a library the runtime bundles."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import jobwheel, mockcloud, runtime, settings
+from tests.infra.test_settings import load
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_each_stack_runtime_takes_the_jobs_requirements_without_conflict(stack):
+    spark_version = load(stack).databricks.job.spark_version
+    assert spark_version in runtime.BUNDLED
+    assert runtime.conflicts(jobwheel.pins(jobwheel.REQUIRES), spark_version) == []
+
+
+def test_a_pin_of_a_bundled_library_conflicts():
+    found = runtime.conflicts(["mlflow==3.17.2"], "18.0.x-cpu-ml-scala2.13", installed=lambda name: [])
+    assert found == ["mlflow==3.17.2 replaces the runtime's mlflow==3.8.1"]
+
+
+def test_a_requirement_whose_dependencies_exclude_the_bundled_version_conflicts():
+    requires = {"some-plugin": ["mlflow>=3.10", "requests", "pytest; extra == 'test'"]}
+    found = runtime.conflicts(["some-plugin==1.0"], "18.0.x-cpu-ml-scala2.13", installed=requires.get)
+    assert found == ["some-plugin==1.0 needs mlflow>=3.10, the runtime bundles mlflow==3.8.1"]
+    assert runtime.conflicts(["some-plugin==1.0"], "17.3.x-cpu-ml-scala2.13", installed={"some-plugin": ["mlflow<3.1"]}.get) == []
+
+
+def test_a_runtime_without_recorded_versions_is_a_config_error_naming_the_key():
+    with pytest.raises(settings.ConfigError, match=r"mlops-credit-default:databricks\.sparkVersion .*18\.0\.x-cpu-ml"):
+        load("dev", {"databricks.sparkVersion": "13.3.x-cpu-ml-scala2.12"})
+    assert mockcloud.stack_values("dev")["databricks"].get("sparkVersion") is None  # the default: runtime.DEFAULT
+    assert load("dev").databricks.job.spark_version == runtime.DEFAULT
