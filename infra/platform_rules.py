@@ -293,6 +293,7 @@ API_VERSIONS: dict[str, tuple[str, str]] = {
     "azure-native:managedidentity:UserAssignedIdentity": ("2023-01-31", "GA"),
     "azure-native:authorization:RoleAssignment": ("2022-04-01", "GA"),
     "azure-native:databricks:Workspace": ("2026-01-01", "GA"),
+    "azure-native:databricks:AccessConnector": ("2026-01-01", "GA"),
     "azure-native:containerservice:ManagedCluster": ("2025-09-01", "GA"),
     "azure-native:monitor:DataCollectionRule": ("2022-06-01", "GA"),
     "azure-native:monitor:DataCollectionRuleAssociation": ("2022-06-01", "GA"),
