@@ -10,7 +10,9 @@ so; with it false (prod) the missing version is an error, so prod can never lose
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,19 +78,36 @@ def resolve(model: ModelSettings, image: ImageSettings, locate: Callable[[], Wor
     import mlflow  # imported here: its import costs ~1 s and only this step needs it
     from mlflow.tracking import MlflowClient
 
-    # assemble_build_context downloads through the global URIs, so set them (not only the client's)
-    # for this step, and put back what the caller had.
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(model.tracking_uri)
-    if model.registry_uri:
-        mlflow.set_registry_uri(model.registry_uri)
+    with global_uris(mlflow, model.tracking_uri, model.registry_uri), pinned_to(workspace):
+        client = MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri)
+        return _resolve(model, image, progress, client, where=str(workspace or model.tracking_uri))
+
+
+URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+@contextlib.contextmanager
+def global_uris(mlflow, tracking_uri: str, registry_uri: str | None) -> Iterator[None]:
+    """assemble_build_context downloads through MLflow's global URIs, so set them for this step and put back
+    exactly what the caller had, "never set" included: restoring the value get_tracking_uri() reports instead
+    would pin later callers to MLflow's default store (./mlflow.db) and their variables in os.environ."""
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    saved = tracking_utils._tracking_uri, registry_utils._registry_uri, {v: os.environ.get(v) for v in URI_VARIABLES}
+    mlflow.set_tracking_uri(tracking_uri)
+    if registry_uri:
+        mlflow.set_registry_uri(registry_uri)
     try:
-        with pinned_to(workspace):
-            client = MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri)
-            return _resolve(model, image, progress, client, where=str(workspace or model.tracking_uri))
+        yield
     finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+        mlflow.set_tracking_uri(saved[0])
+        mlflow.set_registry_uri(saved[1])
+        for name, value in saved[2].items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str], None], client, where: str) -> Resolution:

@@ -32,7 +32,7 @@ def registered_names() -> list[str]:
 @pytest.fixture(scope="session")
 def stack_registry(registry) -> dict:
     """The trained test model, registered again under every stack's model name with @champion."""
-    client = MlflowClient(tracking_uri=registry["tracking_uri"])
+    client = MlflowClient(tracking_uri=registry["tracking_uri"], registry_uri=registry["tracking_uri"])
     source = client.get_model_version(registry["model_name"], registry["version"])
     for name in registered_names():
         if not client.search_registered_models(f"name = '{name}'"):

@@ -54,9 +54,11 @@ def test_prod_building_itself_never_bootstraps_and_says_what_to_set(greenfield):
         greenfield("prod", {"promotion": mockcloud.DELETE})
 
 
-def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(greenfield):
+def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(greenfield, monkeypatch):
     """The workspace exists (a second `up`) but this machine cannot reach it: a clear error naming the stack's
     workspace, not a traceback, and not the DATABRICKS_HOST of the deployer's shell."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's backoff would wait minutes for port 9
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     existing = {"dbw-credit-dev": {"workspaceUrl": "127.0.0.1:9"}}  # nothing listens on port 9
     with pytest.raises(pulumi.RunError, match=r"cannot read models:/dev\.credit\.credit_default@champion from "
                                               r"https://127\.0\.0\.1:9") as error:

@@ -68,8 +68,10 @@ def failures(results: dict[str, dict], queries: dict[str, str]) -> str:
 def drift_source(evaluation: mockcloud.Evaluation) -> kql.LogSource:
     """The source monitoring/drift.py builds from the drift job's parameters (its --target, --app-name, --namespace)."""
     job = evaluation.named("databricks:index/job:Job", DRIFT_JOB)
-    params = job.inputs["tasks"][0]["sparkPythonTask"]["parameters"]
-    args = dict(zip(params[1::2], params[2::2], strict=True))
+    task = job.inputs["tasks"][0]["pythonWheelTask"]  # the credit-drift entry point of the jobs' wheel
+    assert task["entryPoint"] == "credit-drift"
+    params = task["parameters"]
+    args = dict(zip(params[0::2], params[1::2], strict=True))
     if args["--target"] == "containerapps":
         return kql.container_apps(args["--app-name"])
     return kql.aks(args["--app-name"], args["--namespace"])
