@@ -6,7 +6,7 @@ missing one are all rejected rather than coerced. Values may be null: the pipeli
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
@@ -23,6 +23,7 @@ PYTHON_TYPES: dict[str, Any] = {
 }
 
 RECORD_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+Extra = Literal["forbid", "ignore"]
 
 
 class ModelRef(BaseModel):
@@ -41,7 +42,7 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def record_type(manifest: Manifest) -> type:
+def record_type(manifest: Manifest, extra: Extra = "forbid") -> type:
     """A TypedDict per the signature: validated records stay plain dicts (no per-record objects to build)."""
     fields: dict[str, Any] = {}
     for field in manifest.inputs:
@@ -50,7 +51,7 @@ def record_type(manifest: Manifest) -> type:
                              f"supported: {', '.join(PYTHON_TYPES)}")
         fields[field.name] = Annotated[PYTHON_TYPES[field.type] | None, Field(description=f"{field.type}, or null if unknown")]
     record = TypedDict("Record", fields)  # type: ignore[misc]  (functional form: names come from the signature)
-    record.__pydantic_config__ = RECORD_CONFIG  # type: ignore[attr-defined]
+    record.__pydantic_config__ = {**RECORD_CONFIG, "extra": extra}  # type: ignore[attr-defined]
     return record
 
 
@@ -63,6 +64,12 @@ def request_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
         records: records  # type: ignore[valid-type]
 
     return TypeAdapter(PredictRequest)
+
+
+def records_adapter(manifest: Manifest, max_records: int, extra: Extra = "forbid") -> TypeAdapter:
+    """A bare list of records (what the other protocols decode to), with /predict's rules. MLflow's
+    protocol ignores columns outside the signature (extra="ignore"), as `mlflow models serve` does."""
+    return TypeAdapter(Annotated[list[record_type(manifest, extra)], Field(min_length=1, max_length=max_records)])
 
 
 def request_schemas(adapter: TypeAdapter, ref_prefix: str = "#/components/schemas/") -> dict[str, dict]:
