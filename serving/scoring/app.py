@@ -83,7 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     add_predict(app, path, envelope)
-    add_mlflow(app, path, records_adapter(manifest, settings.max_records, extra="ignore"))
+    add_mlflow(app, path, records_adapter(manifest, settings.max_records, mlflow_compatible=True))
     add_v2(app, path)
     add_service_routes(app, path)
     app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))

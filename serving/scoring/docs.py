@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from .model import Manifest
 
 JSON = "application/json"
-PROMETHEUS = "text/plain; version=0.0.4; charset=utf-8"
+PROMETHEUS = CONTENT_TYPE_LATEST
 METRICS_EXAMPLE = (
     "# HELP scoring_http_requests_total HTTP requests by route, method, status and protocol\n"
     "# TYPE scoring_http_requests_total counter\n"

@@ -9,8 +9,8 @@ Accepted like MLflow's scoring server does for a model with a column-based signa
   text/csv          a header row and one row per record; an empty cell is a missing value
 Answered like MLflow answers for this model's pyfunc (logged with predict_fn="predict_proba"):
   {"predictions": [[P(no default), P(default)], ...]}
-Columns that are not in the signature are ignored, as MLflow ignores them; a missing column or a value
-of the wrong type is refused.
+Columns that are not in the signature are ignored and a number in a string column is taken as its text,
+as MLflow does; a missing column or text in a numeric column is refused.
 Errors in MLflow's shape: {"error_code": "BAD_REQUEST", "message": "..."} with status 400.
 """
 
