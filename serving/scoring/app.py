@@ -18,7 +18,6 @@ from __future__ import annotations
 import functools
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,12 +30,12 @@ from pydantic import ValidationError
 
 from . import docs, metrics, mlflow_protocol, requestlog, v2
 from .core import InputError, NotReady, ScoringPath, describe_error
+from .front import Handler, Reply, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, load_scorer, records_to_columns
 from .schemas import PredictResponse, records_adapter, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
-REQUEST_ID_HEADER = b"x-request-id"
 JSON = "application/json"
 
 
@@ -77,62 +76,80 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.model = path
-    app.state.log_failure = functools.partial(requestlog.error_line, model_name=manifest.model_name,
-                                              model_version=manifest.model_version)
-    app.add_middleware(MetricsMiddleware)
+    log_failure = functools.partial(requestlog.error_line, model_name=manifest.model_name,
+                                    model_version=manifest.model_version)
+    app.state.log_failure = log_failure
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
-    add_predict(app, path, envelope)
-    add_mlflow(app, path, records_adapter(manifest, settings.max_records, mlflow_compatible=True))
-    add_v2(app, path)
+    routes = [*predict_routes(app, path, envelope, log_failure),
+              *mlflow_routes(app, path, records_adapter(manifest, settings.max_records, mlflow_compatible=True), log_failure),
+              *v2_routes(app, path, log_failure)]
     add_service_routes(app, path)
+    app.add_middleware(ScoringFront, routes=routes, log_failure=log_failure)
     app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))
     return app
 
 
-def add_predict(app: FastAPI, path: ScoringPath, envelope: Any) -> None:
+def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any) -> ScoringRoute:
+    """A scoring route: answered by ScoringFront; declared on FastAPI too, for OpenAPI (and, should a
+    request ever reach the router, answered by the same handler)."""
+    async def endpoint(request: Request) -> Response:
+        reply = handler(request.scope, await request.body())
+        return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+
+    endpoint.__name__ = handler.__name__
+    app.post(template, **documentation)(endpoint)
+    return scoring_route(template, handler)
+
+
+def not_ready(scope: dict, log_failure: Any, error: NotReady, body: dict) -> Reply:
+    requestlog.write_line(log_failure(request_id=scope["request_id"], route=scope["path"], status=503,
+                                      error=f"not ready: {error}"))
+    return Reply(503, orjson.dumps(body))
+
+
+def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: Any) -> list[ScoringRoute]:
     manifest = path.manifest
     model_ref = {"name": manifest.model_name, "version": manifest.model_version}
 
-    @app.post("/predict", response_model=PredictResponse, openapi_extra=docs.predict_body(),
-              responses={422: {"description": "invalid input: each problem names the record and field"},
-                         503: {"description": "the model is not ready"}})
-    async def predict(request: Request) -> Response:
+    def predict(scope: dict, body: bytes) -> Reply:
         # The raw body is parsed and validated in one pass by pydantic-core (no json.loads, then
         # per-record models): the same record rules as the other protocols' validate_python.
-        started, request_id = time.perf_counter(), request.scope["request_id"]
+        started, request_id = time.perf_counter(), scope["request_id"]
         try:
-            records = envelope.validate_json(await request.body())["records"]
+            records = envelope.validate_json(body)["records"]
             scored = path.score(records, request_id, "predict", started)
         except ValidationError as error:
             return invalid_request(request_id, InputError.from_pydantic(error))
         except NotReady as error:
-            return not_ready(request, error, {"error": "not ready", "problem": str(error)})
+            return not_ready(scope, log_failure, error, {"error": "not ready", "problem": str(error)})
         predictions = [{"probability": p, "label": label} for p, label in zip(scored.probabilities, scored.labels, strict=True)]
-        return Response(orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": predictions}),
-                        media_type=JSON)
+        return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": predictions}))
+
+    return [declare(app, "/predict", predict, response_model=PredictResponse, openapi_extra=docs.predict_body(),
+                    responses={422: {"description": "invalid input: each problem names the record and field"},
+                               503: {"description": "the model is not ready"}})]
 
 
-def add_mlflow(app: FastAPI, path: ScoringPath, records: Any) -> None:
+def mlflow_routes(app: FastAPI, path: ScoringPath, records: Any, log_failure: Any) -> list[ScoringRoute]:
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
     mlflow_version = docs.mlflow_version(path.settings.model_dir)
 
-    @app.post("/invocations", openapi_extra=docs.invocations_body(path.manifest),
-              responses=docs.invocations_responses())
-    async def invocations(request: Request) -> Response:
-        started, request_id = time.perf_counter(), request.scope["request_id"]
-        content_type = request.headers.get("content-type", "")
+    def invocations(scope: dict, body: bytes) -> Reply:
+        started, request_id = time.perf_counter(), scope["request_id"]
+        content_type = header(scope, b"content-type") or ""
         refused = mlflow_protocol.refused_content_type(content_type)
         if refused:
-            return Response(refused, status_code=415, media_type="text/plain")
+            return Reply(415, refused.encode(), "text/plain")
         try:
-            candidates = mlflow_protocol.decode(await request.body(), content_type, numeric)
+            candidates = mlflow_protocol.decode(body, content_type, numeric)
             scored = path.score(path.validate(candidates, records), request_id, "mlflow", started)
         except InputError as error:
-            return Response(mlflow_protocol.error_body(error), status_code=400, media_type=JSON)
+            return Reply(400, mlflow_protocol.error_body(error))
         except NotReady as error:
-            return not_ready(request, error, {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"not ready: {error}"})
-        return Response(mlflow_protocol.encode(scored), media_type=JSON)
+            return not_ready(scope, log_failure, error,
+                             {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"not ready: {error}"})
+        return Reply(200, mlflow_protocol.encode(scored))
 
     @app.get("/ping", responses=docs.text_response("\n", "200 once the model is loaded, 404 before (as MLflow)"))
     async def ping() -> Response:
@@ -142,43 +159,50 @@ def add_mlflow(app: FastAPI, path: ScoringPath, records: Any) -> None:
     async def version() -> Response:
         return Response(mlflow_version, media_type=JSON)
 
+    return [declare(app, "/invocations", invocations, openapi_extra=docs.invocations_body(path.manifest),
+                    responses=docs.invocations_responses())]
 
-def add_v2(app: FastAPI, path: ScoringPath) -> None:
+
+def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[ScoringRoute]:
     manifest = path.manifest
     meta = v2.metadata(manifest)
 
-    def unknown(name: str, version: str | None) -> Response | None:
+    def unknown(name: str, version: str | None) -> Reply | None:
         if name != manifest.model_name or version not in (None, manifest.model_version):
             found = f"model '{name}'" + (f" version '{version}'" if version is not None else "")
-            return Response(v2.error_body(f"unknown {found}: this server serves '{manifest.model_name}' "
-                                          f"version '{manifest.model_version}'"), status_code=404, media_type=JSON)
+            return Reply(404, v2.error_body(f"unknown {found}: this server serves '{manifest.model_name}' "
+                                            f"version '{manifest.model_version}'"))
         return None
 
-    async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        started, request_id = time.perf_counter(), request.scope["request_id"]
-        if (missing := unknown(name, version)) is not None:
+    def infer(scope: dict, body: bytes) -> Reply:
+        started, request_id = time.perf_counter(), scope["request_id"]
+        params = scope.get("path_params", {})
+        if (missing := unknown(params.get("name", ""), params.get("version"))) is not None:
             return missing
-        if v2.BINARY_HEADER in request.headers:
-            return Response(v2.error_body("the binary tensor extension is not supported: send JSON tensors "
-                                          "(tritonclient: binary_data=False)"), status_code=400, media_type=JSON)
+        if header(scope, v2.BINARY_HEADER.encode()) is not None:
+            return Reply(400, v2.error_body("the binary tensor extension is not supported: send JSON tensors "
+                                            "(tritonclient: binary_data=False)"))
         try:
-            candidates, inference_id, requested = v2.decode(await request.body(), manifest)
+            candidates, inference_id, requested = v2.decode(body, manifest)
             scored = path.score(path.validate(candidates), request_id, "v2", started)
         except InputError as error:
-            return Response(v2.error_body(str(error)), status_code=400, media_type=JSON)
+            return Reply(400, v2.error_body(str(error)))
         except NotReady as error:
-            return not_ready(request, error, {"error": f"not ready: {error}"})
-        return Response(v2.encode(scored, manifest, inference_id, requested), media_type=JSON)
+            return not_ready(scope, log_failure, error, {"error": f"not ready: {error}"})
+        return Reply(200, v2.encode(scored, manifest, inference_id, requested))
 
     infer_docs = {"openapi_extra": docs.v2_infer_body(manifest), "responses": docs.v2_infer_responses(manifest)}
-    app.post("/v2/models/{name}/infer", **infer_docs)(infer)
-    app.post("/v2/models/{name}/versions/{version}/infer", **infer_docs)(infer)
+    routes = [declare(app, "/v2/models/{name}/infer", infer, **infer_docs),
+              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, **infer_docs)]
+
+    def as_response(reply: Reply | None) -> Response | None:
+        return None if reply is None else Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
     async def model_metadata(name: str, version: str | None = None) -> Response:
-        return unknown(name, version) or JSONResponse(meta)
+        return as_response(unknown(name, version)) or JSONResponse(meta)
 
     async def model_ready(name: str, version: str | None = None) -> Response:
-        if (missing := unknown(name, version)) is not None:
+        if (missing := as_response(unknown(name, version))) is not None:
             return missing
         ready = path.scorer is not None
         return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
@@ -202,6 +226,8 @@ def add_v2(app: FastAPI, path: ScoringPath) -> None:
     async def v2_ready() -> Response:
         ready = path.scorer is not None
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    return routes
 
 
 def add_service_routes(app: FastAPI, path: ScoringPath) -> None:
@@ -236,53 +262,14 @@ def openapi_with_request_schemas(app: FastAPI, schemas: dict[str, dict]) -> dict
     return app.openapi_schema
 
 
-class MetricsMiddleware:
-    """Plain ASGI (no BaseHTTPMiddleware overhead): request id, status counts and latency by route and protocol."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _request_id(scope)
-        scope["request_id"] = request_id
-        status = 500
-
-        async def send_with_id(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            route = metrics.route_label(scope)  # set by the router once it matched
-            protocol = metrics.protocol_of(route)
-            metrics.REQUESTS.labels(route, scope["method"], str(status), protocol).inc()
-            metrics.LATENCY.labels(route, protocol).observe(time.perf_counter() - started)
+def invalid_request(request_id: str | None, error: InputError) -> Reply:
+    return Reply(422, orjson.dumps({"error": "invalid request", "request_id": request_id,
+                                    "problems": [p.as_dict() for p in error.problems]}))
 
 
-def _request_id(scope: dict) -> str:
-    for name, value in scope["headers"]:
-        if name == REQUEST_ID_HEADER:
-            candidate = value.decode("latin-1")[:128]
-            if candidate.isprintable():
-                return candidate
-    return uuid.uuid4().hex
-
-
-def invalid_request(request_id: str | None, error: InputError) -> JSONResponse:
-    return JSONResponse({"error": "invalid request", "request_id": request_id,
-                         "problems": [p.as_dict() for p in error.problems]}, status_code=422)
-
-
-async def validation_error_handler(request: Request, error: RequestValidationError) -> JSONResponse:
-    return invalid_request(request.scope.get("request_id"), InputError([describe_error(e) for e in error.errors()]))
+async def validation_error_handler(request: Request, error: RequestValidationError) -> Response:
+    reply = invalid_request(request.scope.get("request_id"), InputError([describe_error(e) for e in error.errors()]))
+    return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
 
 def log_failure(request: Request, status: int, error: str) -> None:
@@ -290,11 +277,6 @@ def log_failure(request: Request, status: int, error: str) -> None:
     line = request.app.state.log_failure(request_id=request.scope.get("request_id"), route=request.url.path,
                                          status=status, error=error)
     requestlog.write_line(line)
-
-
-def not_ready(request: Request, error: NotReady, body: dict) -> JSONResponse:
-    log_failure(request, 503, f"not ready: {error}")
-    return JSONResponse(body, status_code=503)
 
 
 async def unexpected_error_handler(request: Request, error: Exception) -> JSONResponse:
