@@ -530,7 +530,7 @@ def check_response(server: Server, status: int, raw: bytes, count: int) -> str |
     try:
         payload = json.loads(raw)
         if server.envelope == V2:
-            predictions = next(o["data"] for o in payload["outputs"] if o["name"] == "probability")
+            predictions = next((o["data"] for o in payload["outputs"] if o["name"] == "probability"), [])
         else:
             predictions = payload["predictions"]
         if server.envelope in ("records", V2):  # ours: [{"probability": p, "label": 0|1}, ...] or an FP64 tensor
