@@ -31,8 +31,8 @@ LOG_TYPE = "prediction"
 ERROR_LOG_TYPE = "error"
 SCHEMA_VERSION = 1
 MAX_LINE_BYTES = 16 * 1024
-# Room left in a part for the header fields (ids, numbers, the JSON punctuation around the slices).
-HEADER_RESERVE = 1024
+# Room for what a part adds to the header: "part", "parts", "first_record", the slices' keys and brackets.
+HEADER_RESERVE = 256
 MAX_LOGGED_STRING = 256  # a longer string value is cut in the log (never in scoring): one record must fit a line
 
 
@@ -60,6 +60,7 @@ def prediction_lines(*, request_id: str, model_name: str, model_version: str, ru
 
 def _split(header: dict, inputs: list[dict], outputs: list[dict]) -> bytes:
     budget = MAX_LINE_BYTES - HEADER_RESERVE - len(orjson.dumps(header))
+    inputs = list(inputs)  # a record cut for the log is replaced in this copy, never in the caller's list
     slices: list[tuple[int, int]] = []
     start, size = 0, 0
     for index, (record, output) in enumerate(zip(inputs, outputs, strict=True)):
