@@ -133,7 +133,7 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
 
 def mlflow_routes(app: FastAPI, path: ScoringPath, records: Any, log_failure: Any) -> list[ScoringRoute]:
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
-    mlflow_version = docs.mlflow_version(path.settings.model_dir)
+    mlflow_version = docs.mlflow_version(path.manifest)
 
     def invocations(scope: dict, body: bytes) -> Reply:
         started, request_id = time.perf_counter(), scope["request_id"]

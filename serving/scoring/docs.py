@@ -6,8 +6,6 @@ pydantic model per record), so FastAPI cannot infer these documents by itself.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from .model import Manifest
@@ -22,14 +20,9 @@ METRICS_EXAMPLE = (
 )
 
 
-def mlflow_version(model_dir: Path) -> str:
-    """The MLflow version that logged the model (from its MLmodel file): what /version answers."""
-    mlmodel = Path(model_dir) / "mlflow" / "MLmodel"
-    if mlmodel.exists():
-        for line in mlmodel.read_text().splitlines():
-            if line.startswith("mlflow_version:"):
-                return line.split(":", 1)[1].strip()
-    return "unknown"
+def mlflow_version(manifest: Manifest) -> str:
+    """The MLflow version that logged the model (recorded in the manifest at packaging): what /version answers."""
+    return str(manifest.raw.get("mlflow_version") or "unknown")
 
 
 def json_response(example: object, description: str) -> dict:
