@@ -100,6 +100,8 @@ class ScoringPath:
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         self.probability = metrics.PROBABILITY.labels(manifest.model_name, manifest.model_version)
+        self.records_scored = {protocol: metrics.RECORDS.labels(manifest.model_name, manifest.model_version, protocol)
+                               for protocol in set(metrics.PROTOCOLS.values())}
 
     def validate(self, candidates: object, records: TypeAdapter | None = None) -> list[dict]:
         """Strict validation of decoded records (Python objects) against the signature; `records` is
@@ -118,7 +120,7 @@ class ScoringPath:
         probabilities = array.tolist()
         labels = (array >= self.threshold).astype(np.int64).tolist()
         metrics.observe_probabilities(self.probability, array)
-        metrics.RECORDS.labels(self.manifest.model_name, self.manifest.model_version, protocol).inc(len(labels))
+        self.records_scored[protocol].inc(len(labels))
         if self.settings.request_log:
             outputs = [{"probability": p, "label": label} for p, label in zip(probabilities, labels, strict=True)]
             requestlog.write_line(requestlog.prediction_lines(

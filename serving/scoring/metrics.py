@@ -26,13 +26,15 @@ PROTOCOLS = {
     "/v2/models/{name}/versions/{version}/infer": "v2",
 }
 NO_PROTOCOL = "none"
+SMALL_BATCH = 8
 
 REQUESTS = Counter("scoring_http_requests", "HTTP requests by route, method, status and protocol",
                    ["route", "method", "status", "protocol"])
 LATENCY = Histogram("scoring_http_request_duration_seconds", "Request latency by route and protocol", ["route", "protocol"],
                     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5))
+PROBABILITY_BUCKETS = tuple(i / 10 for i in range(1, 11))
 PROBABILITY = Histogram("scoring_predicted_probability", "Predicted probability of default",
-                        ["model_name", "model_version"], buckets=tuple(i / 10 for i in range(1, 11)))
+                        ["model_name", "model_version"], buckets=PROBABILITY_BUCKETS)
 RECORDS = Counter("scoring_records", "Records scored", ["model_name", "model_version", "protocol"])
 MODEL_INFO = Gauge("scoring_model_info", "The model this process serves (value 1)",
                    ["model_name", "model_version", "runtime"], multiprocess_mode="max")
@@ -52,7 +54,9 @@ def observe_probabilities(histogram: Histogram, values: np.ndarray) -> None:
     """Same result as histogram.observe(v) for each v, in one numpy pass (100 observe() calls cost ~10 %
     of a 100-record request). prometheus_client keeps per-bucket (not cumulative) counts: each value
     lands in the first bucket whose upper bound is >= the value."""
-    if len(values) == 0:
+    if len(values) <= SMALL_BATCH:  # numpy's fixed cost is larger than a few observe() calls
+        for value in values.tolist():
+            histogram.observe(value)
         return
     bounds = histogram._upper_bounds  # pinned prometheus-client; tests/serving compare with observe()
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))

@@ -1,11 +1,15 @@
-"""The request log's split into lines the container runtime keeps whole."""
+"""The request log's split into lines the container runtime keeps whole, and the bulk metrics update."""
 
 from __future__ import annotations
 
 import json
 import random
 
-from serving.scoring import requestlog
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from serving.scoring import metrics, requestlog
 
 
 def lines_for(records: list[dict], request_id: str = "r" * 128) -> list[bytes]:
@@ -40,3 +44,20 @@ def test_a_record_too_big_for_any_line_has_its_long_texts_cut_in_the_log():
     assert logged[1]["sex"] == "é" * requestlog.MAX_LOGGED_STRING + "…" and logged[1]["age"] == 40.0
     assert logged[0] == records[0] and logged[2] == records[2]
     assert records[1]["sex"] == "é" * 50_000  # the caller's records (what was scored) are untouched
+
+
+@pytest.mark.parametrize("count", [1, 5, 300])
+def test_bulk_probability_observation_equals_one_observe_per_value(count):
+    """metrics.observe_probabilities (numpy for large batches) must leave the histogram exactly as observe() does."""
+    values = np.random.default_rng(count).random(count)
+    values[0] = 0.3  # a value on a bucket's upper bound lands in that bucket
+    registry = CollectorRegistry()
+    one_by_one = Histogram("a", "a", buckets=metrics.PROBABILITY_BUCKETS, registry=registry)
+    bulk = Histogram("b", "b", buckets=metrics.PROBABILITY_BUCKETS, registry=registry)
+    for value in values:
+        one_by_one.observe(value)
+    metrics.observe_probabilities(bulk, values)
+    expected, got = ([(s.name[1:], s.labels, s.value) for s in h.collect()[0].samples if not s.name.endswith("_created")]
+                     for h in (one_by_one, bulk))
+    assert [(name, labels) for name, labels, _ in got] == [(name, labels) for name, labels, _ in expected]
+    assert [value for *_, value in got] == pytest.approx([value for *_, value in expected])
