@@ -1,4 +1,4 @@
-"""Benchmark: our scoring service vs `mlflow models serve`, same registered model version, one worker each.
+"""Benchmark: our scoring service vs `mlflow models serve` and a bare FastAPI endpoint, one worker each.
 
     make bench                                   # = bash scripts/install_bench_tools.sh; python -m bench.serving
     python -m bench.serving --quick              # a short smoke of the benchmark itself
@@ -10,9 +10,13 @@ What it does, all on 127.0.0.1:
    afresh every run, so what is measured is the current serving/scoring;
 2. cold start of each server (launch -> first 200 on /ready, or /ping for mlflow), median of --launches;
 3. checks one request of every body it will send gets a 200 with one prediction per record;
-4. loads each server with wrk (-t1, keep-alive) for {1, 100} records x {1, 8} connections, interleaved
-   (ours, mlflow, mlflow, ours, ...) for --rounds rounds, and reports medians;
-5. RSS of each server's process tree after the load (from /proc), and the targets, PASS/FAIL.
+4. loads, with wrk (-t1, keep-alive) for {1, 100} records x {1, 8} connections, interleaved (and reversed
+   every other round) for --rounds rounds, medians: our /predict, our /invocations and our V2 infer (the
+   same process, the same records), `mlflow models serve`, and the bare endpoint (bench/bare_app.py:
+   FastAPI + uvicorn reading the body and returning a constant: the framework's speed limit);
+5. RSS of each server's process tree after the load (from /proc), every ratio, and the targets, PASS/FAIL;
+6. a profile of one /predict request (parse + validate, score, log, metrics, respond), timed in-process
+   with the service's own code; the rest of 1 / req/s at one connection is the framework's.
 
 Our service runs with REQUEST_LOG=true and stdout going to a regular file: it writes its JSON line per
 request as in production, and the benchmark checks the file has a line per answered request. MLflow's
