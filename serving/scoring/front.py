@@ -11,9 +11,9 @@ and serves every other route. One layer, no BaseHTTPMiddleware.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -149,7 +149,7 @@ def _request_id(scope: dict) -> str:
             candidate = value.decode("latin-1")[:128]
             if candidate.isprintable():
                 return candidate
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a fraction of its cost
 
 
 def header(scope: dict, name: bytes) -> str | None:
