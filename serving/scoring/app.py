@@ -82,7 +82,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
     routes = [*predict_routes(app, path, envelope, log_failure),
-              *mlflow_routes(app, path, records_adapter(manifest, settings.max_records, mlflow_compatible=True), log_failure),
+              *mlflow_routes(app, path, (records_adapter(manifest, settings.max_records, extra="ignore"),
+                                         records_adapter(manifest, settings.max_records, "ignore", mlflow_lax=True)),
+                             log_failure),
               *v2_routes(app, path, log_failure)]
     add_service_routes(app, path)
     app.add_middleware(ScoringFront, routes=routes, log_failure=log_failure)
@@ -131,7 +133,7 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
                                503: {"description": "the model is not ready"}})]
 
 
-def mlflow_routes(app: FastAPI, path: ScoringPath, records: Any, log_failure: Any) -> list[ScoringRoute]:
+def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any) -> list[ScoringRoute]:
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
     mlflow_version = docs.mlflow_version(path.manifest)
 
@@ -143,7 +145,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: Any, log_failure: An
             return Reply(415, refused.encode(), "text/plain")
         try:
             candidates = mlflow_protocol.decode(body, content_type, numeric)
-            scored = path.score(path.validate(candidates, records), request_id, "mlflow", started)
+            scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started)
         except InputError as error:
             return Reply(400, mlflow_protocol.error_body(error))
         except NotReady as error:

@@ -103,11 +103,18 @@ class ScoringPath:
         self.records_scored = {protocol: metrics.RECORDS.labels(manifest.model_name, manifest.model_version, protocol)
                                for protocol in set(metrics.PROTOCOLS.values())}
 
-    def validate(self, candidates: object, records: TypeAdapter | None = None) -> list[dict]:
-        """Strict validation of decoded records (Python objects) against the signature; `records` is
-        a variant of the same record rules (MLflow's protocol ignores unknown columns)."""
+    def validate(self, candidates: object, records: TypeAdapter | None = None,
+                 lenient: TypeAdapter | None = None) -> list[dict]:
+        """Strict validation of decoded records (Python objects) against the signature. `records` is a
+        variant of the same rules (MLflow's protocol ignores unknown columns); `lenient`, when the strict
+        rules refuse, is tried before giving up (MLflow's conversions, too slow to run on every value)."""
         try:
             return (records or self.records).validate_python(candidates)
+        except ValidationError as error:
+            if lenient is None:
+                raise InputError.from_pydantic(error, records_key=None) from None
+        try:
+            return lenient.validate_python(candidates)
         except ValidationError as error:
             raise InputError.from_pydantic(error, records_key=None) from None
 

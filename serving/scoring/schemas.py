@@ -79,11 +79,12 @@ def request_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
     return TypeAdapter(PredictRequest)
 
 
-def records_adapter(manifest: Manifest, max_records: int, mlflow_compatible: bool = False) -> TypeAdapter:
+def records_adapter(manifest: Manifest, max_records: int, extra: Extra = "forbid", mlflow_lax: bool = False) -> TypeAdapter:
     """A bare list of records (what the other protocols decode to), with /predict's rules. For MLflow's
     protocol, what `mlflow models serve` accepts is accepted: columns outside the signature are
-    ignored, a number for a string column is taken as its text, a boolean for a number as 1.0/0.0."""
-    record = record_type(manifest, "ignore" if mlflow_compatible else "forbid", mlflow_lax=mlflow_compatible)
+    ignored (extra="ignore"); with mlflow_lax, a number for a string column is taken as its text and a
+    boolean for a number as 1.0/0.0 (a Python call per value: used only when the strict rules refuse)."""
+    record = record_type(manifest, extra, mlflow_lax=mlflow_lax)
     return TypeAdapter(Annotated[list[record], Field(min_length=1, max_length=max_records)])
 
 
