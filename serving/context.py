@@ -164,6 +164,7 @@ def _manifest(resolved: ResolvedModel, mlflow_model: Model, mlflow_dir: Path, cl
         "model": {"name": resolved.name, "version": resolved.version, "run_id": resolved.run_id,
                   "source_uri": resolved.source_uri, "version_uri": resolved.version_uri},
         "decision_threshold": float(tags.get("decision_threshold", DEFAULT_THRESHOLD)),
+        "mlflow_version": mlflow_model.mlflow_version,  # what /version answers, as `mlflow models serve` does
         "inputs": inputs,
         "input_example": example_records,
         "sklearn": {"path": f"{MLFLOW_SUBDIR}/{sklearn_flavor.get('pickled_model', 'model.skops')}",

@@ -160,6 +160,11 @@ def test_lua_script_posts_each_body_or_sends_one_bodiless_request():
     ("dataframe_records", 200, {"predictions": [[0.8, 0.2], [0.1, 0.9]]}, 2, True),
     ("dataframe_records", 200, {"predictions": [[0.8, 0.2]]}, 2, False),
     ("dataframe_records", 200, {"something": "else"}, 1, False),
+    ("v2", 200, {"outputs": [{"name": "probability", "datatype": "FP64", "shape": [2], "data": [0.2, 0.9]},
+                             {"name": "label", "datatype": "INT64", "shape": [2], "data": [0, 1]}]}, 2, True),
+    ("v2", 200, {"outputs": [{"name": "label", "datatype": "INT64", "shape": [1], "data": [0]}]}, 1, False),
+    ("bare", 200, {"predictions": [{"probability": 0.5, "label": 0}]}, 100, True),
+    ("bare", 500, {}, 1, False),
 ])
 def test_check_response_wants_a_200_with_one_probability_per_record(envelope, status, payload, count, ok):
     server = bench.Server("x", "/ready", "/predict", envelope, launcher=None, log=Path("/dev/null"), cpus=None)
@@ -173,3 +178,50 @@ def test_server_body_uses_its_envelope():
     server = bench.Server("mlflow", "/ping", "/invocations", "dataframe_records", launcher=None, log=Path("/dev/null"),
                           cpus=None)
     assert json.loads(server.body(EXAMPLE[:1])) == {"dataframe_records": EXAMPLE[:1]}
+
+
+def test_v2_body_has_one_typed_tensor_per_column():
+    server = bench.Server("ours-v2", "/ready", "/v2/models/m/infer", bench.V2, launcher=None, log=Path("/dev/null"),
+                          cpus=None)
+    body = json.loads(server.body(EXAMPLE))
+    assert [(t["name"], t["datatype"], t["shape"]) for t in body["inputs"]] == [
+        ("sex", "BYTES", [2]), ("age", "FP64", [2]), ("credit_limit", "FP64", [2]), ("flag", "FP64", [2])]
+    assert body["inputs"][0]["data"] == ["male", "female"]
+
+
+def with_protocols(summary: dict, predict_of_bare: float, invocations_of_predict: float, v2_of_predict: float) -> dict:
+    """Add the bare endpoint and our other two protocols to a summary, at the given shares of /predict."""
+    summary = json.loads(json.dumps(summary))
+    for name, share in ((bench.BARE, 1 / predict_of_bare), (bench.OURS_MLFLOW, invocations_of_predict),
+                        (bench.OURS_V2, v2_of_predict)):
+        summary[name] = {key: {**value, "rps": value["rps"] * share} for key, value in summary["ours"].items()}
+    return summary
+
+
+def test_framework_targets_pass_at_their_limits_and_fail_past_them():
+    passing = with_protocols(summary_with(30.0, 12.0), predict_of_bare=0.70, invocations_of_predict=0.90,
+                             v2_of_predict=0.85)
+    checks = {c.name: c for c in bench.framework_checks(passing)}
+    assert len(checks) == 5 and all(c.passed for c in checks.values()), checks
+    assert checks["/predict vs bare FastAPI endpoint, 1 record, 8 conn"].measured.startswith("70% (1,500 vs 2,143 req/s)")
+    assert checks["/invocations vs mlflow models serve, 1 record, 8 conn"].measured == "27.0x"
+    failing = with_protocols(summary_with(21.0, 12.0), predict_of_bare=0.29, invocations_of_predict=0.89,
+                             v2_of_predict=0.84)
+    assert [c.passed for c in bench.framework_checks(failing)] == [False] * 5
+    assert bench.framework_checks(summary_with(30.0, 12.0)) == []  # a run without those servers has no such checks
+
+
+def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
+    summary = with_protocols(summary_with(30.0, 12.0), predict_of_bare=0.5, invocations_of_predict=0.95,
+                             v2_of_predict=0.9)
+    profile = {1: {"score (onnxruntime)": 100.0, "metrics": 50.0}, 100: {"score (onnxruntime)": 500.0, "metrics": 100.0}}
+    rss = {"ours": {"worker_mb": 97.0, "tree_mb": 97.0, "processes": 1},
+           "mlflow": {"worker_mb": 280.0, "tree_mb": 520.0, "processes": 2}}
+    meta = {"model": "credit-default", "version": "1", "runtime": "onnx", "duration": 8.0, "rounds": 3, "launches": 3,
+            "pinning": "not pinned", "cpus": 2, "date": "2026-11-23"}
+    markdown = bench.render_markdown(summary, {"ours": 0.6, "mlflow": 6.0}, rss, bench.check_targets(summary, 0.6, 97, 0),
+                                     meta, None, profile)
+    assert "| 1 record, 8 conn | 1,500 | 1,425 | 1,350 | 3,000 | **50%** | 95% | 90% | 28.5x |" in markdown
+    # 1,500 req/s at 1 connection = 667 µs per request: score 100 µs (15%), metrics 50 (7.5%), the rest the framework.
+    assert "| score (onnxruntime) | 100 (15%) | 500 (" in markdown
+    assert "| framework: HTTP, uvicorn, routing, middleware | 517 (78%) |" in markdown

@@ -1,19 +1,23 @@
-"""The FastAPI scoring app.
+"""The FastAPI scoring app: three protocols around one scoring path (scoring/core.py).
 
-    POST /predict   score 1..MAX_RECORDS records
-    GET  /health    the process is alive
-    GET  /ready     the model is loaded and a warm-up prediction passed
-    GET  /metrics   Prometheus metrics
-    GET  /docs      OpenAPI UI with the generated schema and the model's input example
+    POST /predict                       our protocol: {"records": [...]} -> probability and label per record
+    POST /invocations                   MLflow's scoring protocol (`mlflow models serve`, Databricks Model Serving)
+    GET  /ping, /version                as `mlflow models serve` has them
+    POST /v2/models/{name}[/versions/{version}]/infer   Open Inference Protocol (KServe V2)
+    GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{version}][/ready]
+    GET  /health                        the process is alive
+    GET  /ready                         the model is loaded and a warm-up prediction passed
+    GET  /metrics                       Prometheus metrics (text exposition format)
+    GET  /docs                          OpenAPI UI: every route, with examples
 
 Run it with `python -m scoring.serve` (reads HOST, PORT, WEB_CONCURRENCY, MODEL_DIR).
 """
 
+from __future__ import annotations
 
 import functools
 import logging
 import time
-import uuid
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,116 +28,230 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from . import metrics, requestlog
-from .model import Manifest, Scorer, load_scorer, records_to_columns
-from .schemas import PredictResponse, request_adapter, request_schemas
+from . import docs, metrics, mlflow_protocol, requestlog, v2
+from .core import InputError, NotReady, ScoringPath, describe_error
+from .front import Handler, Reply, ScoringFront, ScoringRoute, header, scoring_route
+from .model import Manifest, load_scorer, records_to_columns
+from .schemas import PredictResponse, records_adapter, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
-REQUEST_ID_HEADER = "x-request-id"
+JSON = "application/json"
 
 
-class ModelState:
-    """What /ready reports and /predict needs: the scorer once it passed its warm-up."""
-
-    def __init__(self, settings: Settings, manifest: Manifest) -> None:
-        self.settings, self.manifest = settings, manifest
-        self.scorer: Scorer | None = None
-        self.problem: str | None = "model not loaded yet"
-
-    def load(self) -> None:
-        try:
-            scorer = load_scorer(self.settings.model_dir, self.manifest)
-            example = records_to_columns(self.manifest.input_example, self.manifest.input_names)
-            probabilities = scorer.predict_proba(example)
-            if len(probabilities) != len(self.manifest.input_example) or not ((probabilities >= 0) & (probabilities <= 1)).all():
-                raise ValueError(f"warm-up returned invalid probabilities {probabilities!r}")
-        except Exception as error:  # keep serving /health so the failure can be seen and probed
-            self.problem = f"warm-up failed: {type(error).__name__}: {error}"
-            log.exception("model warm-up failed")
-            return
-        self.scorer, self.problem = scorer, None
-        metrics.MODEL_INFO.labels(self.manifest.model_name, self.manifest.model_version, self.manifest.runtime).set(1)
+def load_model(path: ScoringPath, model_dir: Any) -> None:
+    """Load the scorer and prove it with a warm-up prediction; on failure keep serving /health."""
+    manifest = path.manifest
+    try:
+        scorer = load_scorer(model_dir, manifest)
+        example = records_to_columns(manifest.input_example, manifest.input_names)
+        probabilities = scorer.predict_proba(example)
+        if len(probabilities) != len(manifest.input_example) or not ((probabilities >= 0) & (probabilities <= 1)).all():
+            raise ValueError(f"warm-up returned invalid probabilities {probabilities!r}")
+    except Exception as error:  # keep serving /health so the failure can be seen and probed
+        path.problem = f"warm-up failed: {type(error).__name__}: {error}"
+        log.exception("model warm-up failed")
+        return
+    path.scorer, path.problem = scorer, None
+    metrics.MODEL_INFO.labels(manifest.model_name, manifest.model_version, manifest.runtime).set(1)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     manifest = Manifest.read(settings.model_dir)
-    state = ModelState(settings, manifest)
-    adapter = request_adapter(manifest, settings.max_records)
+    envelope = request_adapter(manifest, settings.max_records)
+    path = ScoringPath(settings, manifest, records_adapter(manifest, settings.max_records))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
-        state.load()
+        load_model(path, settings.model_dir)
         yield
 
     app = FastAPI(
         title=f"{manifest.model_name} scoring API",
         version=manifest.model_version,
-        description=f"Model `{manifest.model_name}` version {manifest.model_version} ({manifest.runtime} runtime).",
+        description=f"Model `{manifest.model_name}` version {manifest.model_version} ({manifest.runtime} runtime). "
+                    "Three protocols share one validation and scoring path: `/predict`, MLflow's `/invocations` "
+                    "and the Open Inference Protocol (`/v2/...`).",
         lifespan=lifespan,
     )
-    app.state.model = state
-    app.state.log_failure = functools.partial(requestlog.error_line, model_name=manifest.model_name,
-                                              model_version=manifest.model_version)
-    app.add_middleware(MetricsMiddleware)
+    app.state.model = path
+    log_failure = functools.partial(requestlog.error_line, model_name=manifest.model_name,
+                                    model_version=manifest.model_version)
+    app.state.log_failure = log_failure
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
-    probability_histogram = metrics.PROBABILITY.labels(manifest.model_name, manifest.model_version)
-    records_counter = metrics.RECORDS.labels(manifest.model_name, manifest.model_version)
-    model_ref = {"name": manifest.model_name, "version": manifest.model_version}
-    names, threshold = manifest.input_names, manifest.decision_threshold
-
-    @app.post("/predict", response_model=PredictResponse, openapi_extra=REQUEST_BODY,
-              responses={422: {"description": "invalid input: each problem names the record and field"}})
-    async def predict(request: Request) -> Response:
-        # The raw body is parsed and validated in one pass by pydantic-core (not json.loads and then
-        # per-record models): for 100-record requests it is the difference between ~7x and >10x mlflow.
-        started = time.perf_counter()
-        try:
-            records = adapter.validate_json(await request.body())["records"]
-        except ValidationError as error:
-            return invalid_request(request, error.errors())
-        if state.scorer is None:
-            log_failure(request, 503, f"not ready: {state.problem}")
-            return JSONResponse({"error": "not ready", "problem": state.problem}, status_code=503)
-        columns = {name: [record[name] for record in records] for name in names}
-        probabilities = state.scorer.predict_proba(columns).tolist()
-        outputs = [{"probability": p, "label": int(p >= threshold)} for p in probabilities]
-        request_id = request.scope["request_id"]
-        for p in probabilities:
-            probability_histogram.observe(p)
-        records_counter.inc(len(outputs))
-        if settings.request_log:
-            # The validated records are already plain dicts holding exactly the signature's fields.
-            requestlog.write_line(requestlog.prediction_line(
-                request_id=request_id, model_name=manifest.model_name, model_version=manifest.model_version,
-                runtime=manifest.runtime, inputs=records, outputs=outputs,
-                latency_ms=(time.perf_counter() - started) * 1000))
-        payload = {"request_id": request_id, "model": model_ref, "predictions": outputs}
-        return Response(orjson.dumps(payload), media_type="application/json")
-
-    @app.get("/health")
-    async def health() -> dict:
-        return {"status": "alive"}
-
-    @app.get("/ready", responses={503: {"description": "model not loaded or warm-up failed"}})
-    async def ready() -> Response:
-        if state.scorer is None:
-            return JSONResponse({"status": "not ready", "problem": state.problem}, status_code=503)
-        return JSONResponse({"status": "ready", "model": model_ref, "runtime": manifest.runtime})
-
-    @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
-        body, content_type = metrics.exposition()
-        return Response(body, media_type=content_type)
-
-    app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(adapter))
+    routes = [*predict_routes(app, path, envelope, log_failure),
+              *mlflow_routes(app, path, (records_adapter(manifest, settings.max_records, extra="ignore"),
+                                         records_adapter(manifest, settings.max_records, "ignore", mlflow_lax=True)),
+                             log_failure),
+              *v2_routes(app, path, log_failure)]
+    add_service_routes(app, path)
+    app.add_middleware(ScoringFront, routes=routes, log_failure=log_failure)
+    app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))
     return app
 
 
-REQUEST_BODY = {"requestBody": {"required": True, "content": {
-    "application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}}}}
+def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any) -> ScoringRoute:
+    """A scoring route: answered by ScoringFront; declared on FastAPI too, for OpenAPI (and, should a
+    request ever reach the router, answered by the same handler)."""
+    async def endpoint(request: Request) -> Response:
+        reply = handler(request.scope, await request.body())
+        return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+
+    endpoint.__name__ = handler.__name__
+    app.post(template, **documentation)(endpoint)
+    return scoring_route(template, handler)
+
+
+def not_ready(scope: dict, log_failure: Any, error: NotReady, body: dict) -> Reply:
+    requestlog.write_line(log_failure(request_id=scope["request_id"], route=scope["path"], status=503,
+                                      error=f"not ready: {error}"))
+    return Reply(503, orjson.dumps(body))
+
+
+def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: Any) -> list[ScoringRoute]:
+    manifest = path.manifest
+    model_ref = {"name": manifest.model_name, "version": manifest.model_version}
+
+    def predict(scope: dict, body: bytes) -> Reply:
+        # The raw body is parsed and validated in one pass by pydantic-core (no json.loads, then
+        # per-record models): the same record rules as the other protocols' validate_python.
+        started, request_id = time.perf_counter(), scope["request_id"]
+        try:
+            records = envelope.validate_json(body)["records"]
+            scored = path.score(records, request_id, "predict", started)
+        except ValidationError as error:
+            return invalid_request(request_id, InputError.from_pydantic(error))
+        except NotReady as error:
+            return not_ready(scope, log_failure, error, {"error": "not ready", "problem": str(error)})
+        predictions = [{"probability": p, "label": label} for p, label in zip(scored.probabilities, scored.labels, strict=True)]
+        return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": predictions}))
+
+    return [declare(app, "/predict", predict, response_model=PredictResponse, openapi_extra=docs.predict_body(),
+                    responses={422: {"description": "invalid input: each problem names the record and field"},
+                               503: {"description": "the model is not ready"}})]
+
+
+def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any) -> list[ScoringRoute]:
+    numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
+    mlflow_version = docs.mlflow_version(path.manifest)
+
+    def invocations(scope: dict, body: bytes) -> Reply:
+        started, request_id = time.perf_counter(), scope["request_id"]
+        content_type = header(scope, b"content-type") or ""
+        refused = mlflow_protocol.refused_content_type(content_type)
+        if refused:
+            return Reply(415, refused.encode(), "text/plain")
+        try:
+            candidates = mlflow_protocol.decode(body, content_type, numeric)
+            scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started)
+        except InputError as error:
+            return Reply(400, mlflow_protocol.error_body(error))
+        except NotReady as error:
+            return not_ready(scope, log_failure, error,
+                             {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"not ready: {error}"})
+        return Reply(200, mlflow_protocol.encode(scored))
+
+    @app.get("/ping", responses=docs.text_response("\n", "200 once the model is loaded, 404 before (as MLflow)"))
+    async def ping() -> Response:
+        return Response("\n", status_code=200 if path.scorer is not None else 404, media_type=JSON)
+
+    @app.get("/version", responses=docs.text_response(mlflow_version, "the MLflow version that logged the model"))
+    async def version() -> Response:
+        return Response(mlflow_version, media_type=JSON)
+
+    return [declare(app, "/invocations", invocations, openapi_extra=docs.invocations_body(path.manifest),
+                    responses=docs.invocations_responses())]
+
+
+def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[ScoringRoute]:
+    manifest = path.manifest
+    meta = v2.metadata(manifest)
+
+    def unknown(name: str, version: str | None) -> Reply | None:
+        if name != manifest.model_name or version not in (None, manifest.model_version):
+            found = f"model '{name}'" + (f" version '{version}'" if version is not None else "")
+            return Reply(404, v2.error_body(f"unknown {found}: this server serves '{manifest.model_name}' "
+                                            f"version '{manifest.model_version}'"))
+        return None
+
+    def infer(scope: dict, body: bytes) -> Reply:
+        started, request_id = time.perf_counter(), scope["request_id"]
+        params = scope.get("path_params", {})
+        if (missing := unknown(params.get("name", ""), params.get("version"))) is not None:
+            return missing
+        if header(scope, v2.BINARY_HEADER.encode()) is not None:
+            return Reply(400, v2.error_body("the binary tensor extension is not supported: send JSON tensors "
+                                            "(tritonclient: binary_data=False)"))
+        try:
+            candidates, inference_id, requested = v2.decode(body, manifest)
+            scored = path.score(path.validate(candidates), request_id, "v2", started)
+        except InputError as error:
+            return Reply(400, v2.error_body(str(error)))
+        except NotReady as error:
+            return not_ready(scope, log_failure, error, {"error": f"not ready: {error}"})
+        return Reply(200, v2.encode(scored, manifest, inference_id, requested))
+
+    infer_docs = {"openapi_extra": docs.v2_infer_body(manifest), "responses": docs.v2_infer_responses(manifest)}
+    routes = [declare(app, "/v2/models/{name}/infer", infer, **infer_docs),
+              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, **infer_docs)]
+
+    def as_response(reply: Reply | None) -> Response | None:
+        return None if reply is None else Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+
+    async def model_metadata(name: str, version: str | None = None) -> Response:
+        return as_response(unknown(name, version)) or JSONResponse(meta)
+
+    async def model_ready(name: str, version: str | None = None) -> Response:
+        if (missing := as_response(unknown(name, version))) is not None:
+            return missing
+        ready = path.scorer is not None
+        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+
+    meta_docs = docs.json_response(meta, "model metadata: inputs (one tensor per column) and outputs")
+    app.get("/v2/models/{name}", responses=meta_docs)(model_metadata)
+    app.get("/v2/models/{name}/versions/{version}", responses=meta_docs)(model_metadata)
+    ready_docs = docs.json_response({"name": manifest.model_name, "ready": True}, "200 ready, 503 not yet")
+    app.get("/v2/models/{name}/ready", responses=ready_docs)(model_ready)
+    app.get("/v2/models/{name}/versions/{version}/ready", responses=ready_docs)(model_ready)
+
+    @app.get("/v2", responses=docs.json_response(v2.server_metadata(), "server metadata"))
+    async def server_metadata() -> Response:
+        return JSONResponse(v2.server_metadata())
+
+    @app.get("/v2/health/live", responses=docs.json_response({"live": True}, "the process is alive"))
+    async def live() -> Response:
+        return JSONResponse({"live": True})
+
+    @app.get("/v2/health/ready", responses=docs.json_response({"ready": True}, "200 ready, 503 not yet"))
+    async def v2_ready() -> Response:
+        ready = path.scorer is not None
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    return routes
+
+
+def add_service_routes(app: FastAPI, path: ScoringPath) -> None:
+    manifest = path.manifest
+    model_ref = {"name": manifest.model_name, "version": manifest.model_version}
+    ready_example = {"status": "ready", "model": model_ref, "runtime": manifest.runtime}
+
+    @app.get("/health", responses=docs.json_response({"status": "alive"}, "the process is alive"))
+    async def health() -> dict:
+        return {"status": "alive"}
+
+    @app.get("/ready", responses={**docs.json_response(ready_example, "the model is loaded and warmed up"),
+                                  503: {"description": "model not loaded or warm-up failed"}})
+    async def ready() -> Response:
+        if path.scorer is None:
+            return JSONResponse({"status": "not ready", "problem": path.problem}, status_code=503)
+        return JSONResponse(ready_example)
+
+    @app.get("/metrics", response_class=Response, responses=docs.metrics_response())
+    async def prometheus_metrics() -> Response:
+        body, content_type = metrics.exposition()
+        return Response(body, media_type=content_type)
 
 
 def openapi_with_request_schemas(app: FastAPI, schemas: dict[str, dict]) -> dict:
@@ -146,75 +264,14 @@ def openapi_with_request_schemas(app: FastAPI, schemas: dict[str, dict]) -> dict
     return app.openapi_schema
 
 
-class MetricsMiddleware:
-    """Plain ASGI (no BaseHTTPMiddleware overhead): request id, status counts and latency."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        request_id = _request_id(scope)
-        scope["request_id"] = request_id
-        status = 500
-
-        async def send_with_id(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            route = metrics.route_label(scope["path"])
-            metrics.REQUESTS.labels(route, scope["method"], str(status)).inc()
-            metrics.LATENCY.labels(route).observe(time.perf_counter() - started)
+def invalid_request(request_id: str | None, error: InputError) -> Reply:
+    return Reply(422, orjson.dumps({"error": "invalid request", "request_id": request_id,
+                                    "problems": [p.as_dict() for p in error.problems]}))
 
 
-def _request_id(scope: dict) -> str:
-    for name, value in scope["headers"]:
-        if name == REQUEST_ID_HEADER.encode():
-            candidate = value.decode("latin-1")[:128]
-            if candidate.isprintable():
-                return candidate
-    return uuid.uuid4().hex
-
-
-def describe_error(error: dict) -> dict:
-    """One pydantic error as {record, field, problem}: enough to fix the request without guessing."""
-    location = [part for part in error.get("loc", ()) if part != "body"]
-    record = location[1] if len(location) > 1 and location[0] == "records" and isinstance(location[1], int) else None
-    field_at = 2 if record is not None else 0  # ("records", i, field) or (field,)
-    field = location[field_at] if len(location) > field_at else None
-    kind = error.get("type", "")
-    if kind == "extra_forbidden":
-        problem = "unknown field"
-    elif kind == "missing":
-        problem = "field required"
-    elif not location and kind in {"dict_type", "model_attributes_type"}:
-        problem = 'the body must be a JSON object: {"records": [...]}'
-    elif kind == "json_invalid":
-        field, problem = None, f"body is not valid JSON: {error.get('ctx', {}).get('error', '')}".rstrip(": ")
-    else:
-        problem = error.get("msg", "invalid value")
-        if "input" in error and kind not in {"too_short", "too_long"} and not isinstance(error["input"], dict | list):
-            problem += f" (got {error['input']!r})"
-    return {"record": record, "field": field, "problem": problem, "type": kind}
-
-
-def invalid_request(request: Request, errors: list[dict]) -> JSONResponse:
-    problems = [describe_error(e) for e in errors]
-    return JSONResponse({"error": "invalid request", "request_id": request.scope.get("request_id"),
-                         "problems": problems}, status_code=422)
-
-
-async def validation_error_handler(request: Request, error: RequestValidationError) -> JSONResponse:
-    return invalid_request(request, list(error.errors()))
+async def validation_error_handler(request: Request, error: RequestValidationError) -> Response:
+    reply = invalid_request(request.scope.get("request_id"), InputError([describe_error(e) for e in error.errors()]))
+    return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
 
 def log_failure(request: Request, status: int, error: str) -> None:

@@ -89,19 +89,25 @@ class OnnxScorer:
         source = str(onnx_model) if isinstance(onnx_model, Path) else onnx_model
         self.session = onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
         self.fields = manifest.inputs
+        self.text = [f.name for f in manifest.inputs if f.is_string]
+        self.numbers = [f.name for f in manifest.inputs if not f.is_string]
         # The pipeline's constant imputer for strings was folded into this substitution at compile time.
         self.missing_category = manifest.missing_category or ""
 
     def feeds(self, columns: Columns) -> dict[str, np.ndarray]:
+        """One array per type, [columns, n] (each row contiguous), then one [n, 1] view per column: two
+        numpy conversions instead of one per column (23 here), a measurable share of a 1-record request."""
         feeds = {}
-        for field in self.fields:
-            values = columns[field.name]
-            if field.is_string:
-                filled = [self.missing_category if v is None else v for v in values]
-                feeds[field.name] = np.array(filled, dtype=object).reshape(-1, 1)
-            else:  # None becomes NaN, which the compiled imputer fills
-                feeds[field.name] = np.array(values, dtype=np.float32).reshape(-1, 1)
+        if self.numbers:  # None becomes NaN, which the compiled imputer fills
+            block = np.array([columns[name] for name in self.numbers], dtype=np.float32)
+            feeds.update((name, block[i].reshape(-1, 1)) for i, name in enumerate(self.numbers))
+        if self.text:
+            block = np.array([self._filled(columns[name]) for name in self.text], dtype=object)
+            feeds.update((name, block[i].reshape(-1, 1)) for i, name in enumerate(self.text))
         return feeds
+
+    def _filled(self, values: list) -> list:
+        return [self.missing_category if v is None else v for v in values] if None in values else values
 
     def predict_proba(self, columns: Columns) -> np.ndarray:
         return self.session.run([PROBABILITY_OUTPUT], self.feeds(columns))[0][:, 1].astype(np.float64)

@@ -6,9 +6,9 @@ missing one are all rejected rather than coerced. Values may be null: the pipeli
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
 from typing_extensions import TypedDict
 
 from .model import Manifest
@@ -23,6 +23,7 @@ PYTHON_TYPES: dict[str, Any] = {
 }
 
 RECORD_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
+Extra = Literal["forbid", "ignore"]
 
 
 class ModelRef(BaseModel):
@@ -41,16 +42,29 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def record_type(manifest: Manifest) -> type:
-    """A TypedDict per the signature: validated records stay plain dicts (no per-record objects to build)."""
+def _number_as_text(value: object) -> object:
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+def _boolean_as_number(value: object) -> object:
+    return float(value) if isinstance(value, bool) else value
+
+
+def record_type(manifest: Manifest, extra: Extra = "forbid", mlflow_lax: bool = False) -> type:
+    """A TypedDict per the signature: validated records stay plain dicts (no per-record objects to build).
+    `mlflow_lax` accepts what MLflow's schema enforcement lets through: a number where a string belongs
+    (as its text: the model sees an unknown category) and a boolean where a number belongs (as 1.0/0.0)."""
     fields: dict[str, Any] = {}
     for field in manifest.inputs:
         if field.type not in PYTHON_TYPES:
             raise ValueError(f"input '{field.name}' has unsupported type {field.type!r}; "
                              f"supported: {', '.join(PYTHON_TYPES)}")
-        fields[field.name] = Annotated[PYTHON_TYPES[field.type] | None, Field(description=f"{field.type}, or null if unknown")]
+        kind = PYTHON_TYPES[field.type]
+        converter = _number_as_text if kind is str else _boolean_as_number
+        converters = [BeforeValidator(converter)] if mlflow_lax else []
+        fields[field.name] = Annotated[kind | None, *converters, Field(description=f"{field.type}, or null if unknown")]
     record = TypedDict("Record", fields)  # type: ignore[misc]  (functional form: names come from the signature)
-    record.__pydantic_config__ = RECORD_CONFIG  # type: ignore[attr-defined]
+    record.__pydantic_config__ = {**RECORD_CONFIG, "extra": extra}  # type: ignore[attr-defined]
     return record
 
 
@@ -63,6 +77,15 @@ def request_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
         records: records  # type: ignore[valid-type]
 
     return TypeAdapter(PredictRequest)
+
+
+def records_adapter(manifest: Manifest, max_records: int, extra: Extra = "forbid", mlflow_lax: bool = False) -> TypeAdapter:
+    """A bare list of records (what the other protocols decode to), with /predict's rules. For MLflow's
+    protocol, what `mlflow models serve` accepts is accepted: columns outside the signature are
+    ignored (extra="ignore"); with mlflow_lax, a number for a string column is taken as its text and a
+    boolean for a number as 1.0/0.0 (a Python call per value: used only when the strict rules refuse)."""
+    record = record_type(manifest, extra, mlflow_lax=mlflow_lax)
+    return TypeAdapter(Annotated[list[record], Field(min_length=1, max_length=max_records)])
 
 
 def request_schemas(adapter: TypeAdapter, ref_prefix: str = "#/components/schemas/") -> dict[str, dict]:

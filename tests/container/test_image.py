@@ -229,3 +229,34 @@ def test_make_local_serves_from_a_container(tmp_path):
         local_journey.main(["stop", "--state", str(state)])
     gone = subprocess.run(container.podman_cmd("container", "exists", service["name"]), check=False)
     assert gone.returncode == 1  # stopped and removed
+
+
+def test_a_1000_record_request_is_logged_in_whole_lines_under_16_kib(image: Image, running: Running) -> None:
+    """Container runtimes split stdout lines over 16 KiB: the service must never write one, and the drift
+    job must get the whole request back from the container's log."""
+    from monitoring import drift
+
+    request_id = f"image-test-large-{uuid.uuid4().hex}"
+    example = json.loads(image.manifest_path.read_text())["input_example"]
+    records = [dict(example[i % len(example)], credit_limit=float(1000 + i)) for i in range(1000)]
+    request = urllib.request.Request(f"{running.url}/predict", data=json.dumps({"records": records}).encode(),
+                                     headers={"content-type": "application/json", "x-request-id": request_id})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        assert response.status == 200
+        probabilities = [p["probability"] for p in json.loads(response.read())["predictions"]]
+    deadline, lines = time.monotonic() + 10, []
+    while time.monotonic() < deadline:
+        lines = [text for text in running.logs().stdout.splitlines() if request_id in text]
+        if lines and len(lines) == json.loads(lines[0])["parts"]:
+            break
+        time.sleep(0.2)
+    assert len(lines) > 1, f"expected the request in several parts, got {len(lines)} lines{running.diagnosis()}"
+    assert max(len(text.encode()) + 1 for text in lines) <= 16 * 1024
+    parts = [json.loads(text) for text in lines]
+    assert sorted(p["part"] for p in parts) == list(range(1, len(parts) + 1))
+    window = drift.read_window(lines)
+    assert window.counts["predictions"] == 1 and window.counts.get("malformed", 0) == 0
+    [key] = window.records
+    assert key[1] == image.context.model_version
+    assert [r["credit_limit"] for r in window.records[key]] == [float(1000 + i) for i in range(1000)]
+    assert window.probabilities[key] == probabilities

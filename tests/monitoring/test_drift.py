@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 import re
+import time
 
 import pytest
 from mlflow.tracking import MlflowClient
 
-from monitoring import drift
+from monitoring import drift, traffic
 from training import schema
 
 NUMERIC_SHIFT, CATEGORICAL_SHIFT = "credit_limit=3", "education=graduate_school"
@@ -149,3 +151,45 @@ def test_psi_and_chi_square_units():
     labels, expected, counts = drift.numeric_buckets(
         {"edges": [1.0, 2.0], "fractions": [0.2, 0.3, 0.5], "missing_fraction": 0.1}, [0.5, 1.0, 2.5, None, "x"])
     assert list(counts) == [1, 1, 1, 2] and expected == pytest.approx([0.18, 0.27, 0.45, 0.1])
+
+
+@pytest.fixture(scope="module")
+def large_requests(service, tmp_path_factory) -> list[bytes]:
+    """The log lines of two 1000-record requests through the real service: each logged in parts."""
+    before = service["log"].stat().st_size
+    summary = traffic.send(service["url"], 2, rate=0, batch=1000, seed=303, progress=lambda _: None)
+    assert summary["statuses"] == {200: 2}
+    for _ in range(50):  # the service writes the last line just after answering
+        lines = service["log"].read_bytes()[before:].splitlines(keepends=True)
+        parts = [json.loads(line) for line in lines if line.startswith(b"{")]
+        if parts and sum(p["part"] == p["parts"] for p in parts) == 2:
+            return lines
+        time.sleep(0.1)
+    raise AssertionError(f"the parts of two large requests never reached {service['log']}")
+
+
+def test_large_requests_are_logged_in_parts_and_reassembled(large_requests, context, tmp_path):
+    assert max(len(line) for line in large_requests) <= 16 * 1024
+    parts = [json.loads(line) for line in large_requests]
+    assert len(parts) > 2 and {p["n_records"] for p in parts} == {1000}
+    log = tmp_path / "large.jsonl"
+    log.write_bytes(b"".join(large_requests))
+    code, report = run(log, tmp_path / "out", "--context", str(context.path))
+    assert code == drift.EXIT_OK and only_version(report)["records"] == 2000
+    assert report["lines"]["predictions"] == 2 and report["lines"]["part_lines"] == len(parts)
+    assert "malformed" not in report["lines"] and "incomplete" not in report["lines"]
+
+
+def test_a_request_with_a_lost_part_is_incomplete_not_malformed(large_requests, context, tmp_path):
+    lines = list(large_requests)
+    first_request = json.loads(lines[0])["request_id"]
+    lost = next(i for i, line in enumerate(lines) if json.loads(line)["request_id"] == first_request
+                and json.loads(line)["part"] == 2)
+    kept = lines[:lost] + lines[lost + 1:]
+    random.Random(5).shuffle(kept)  # parts may reach Log Analytics in any order
+    log = tmp_path / "lossy.jsonl"
+    log.write_bytes(b"".join(kept))
+    code, report = run(log, tmp_path / "out", "--context", str(context.path), "--min-records", "100")
+    assert code == drift.EXIT_OK and only_version(report)["records"] == 1000
+    assert report["lines"]["incomplete"] == 1 and report["lines"]["predictions"] == 1
+    assert "malformed" not in report["lines"]

@@ -1,20 +1,22 @@
-"""The scoring app, in-process through HTTP (FastAPI's TestClient), on a real packaged model."""
+"""The scoring app's /predict protocol and service routes, against a real uvicorn process serving a real
+packaged model (MAX_RECORDS=5)."""
 
 from __future__ import annotations
 
 import json
 import shutil
 
+import httpx
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from fastapi.testclient import TestClient
 
 from serving.compile import frame_to_columns
-from serving.scoring.app import create_app
+from serving.localrun import stop_service
 from serving.scoring.model import InputField, Manifest
 from serving.scoring.settings import Settings, SettingsError
+from tests.serving.conftest import launch
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +25,16 @@ def manifest(context) -> Manifest:
 
 
 @pytest.fixture(scope="module")
-def client(context):
-    settings = Settings(model_dir=context.path / "model", max_records=5, request_log=True)
-    with TestClient(create_app(settings)) as test_client:
-        yield test_client
+def service(context, tmp_path_factory):
+    live = launch(context.path, tmp_path_factory.mktemp("app") / "requests.jsonl", {"MAX_RECORDS": "5"})
+    yield live
+    stop_service(live.process.pid)
+
+
+@pytest.fixture(scope="module")
+def client(service):
+    with httpx.Client(base_url=service.url, timeout=30) as http_client:
+        yield http_client
 
 
 @pytest.fixture
@@ -161,11 +169,11 @@ def test_unknown_paths_share_one_metrics_label(client):
     assert "wp-admin" not in client.get("/metrics").text
 
 
-def test_one_json_log_line_per_scored_request(client, manifest, example, capfd):
-    capfd.readouterr()
-    client.post("/predict", json={"records": example}, headers={"x-request-id": "log-me"})
+def test_one_json_log_line_per_scored_request(client, service, manifest, example):
+    since = service.log_offset()
     client.post("/predict", json={"records": []})  # rejected: not a scored request
-    lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+    client.post("/predict", json={"records": example}, headers={"x-request-id": "log-me"})
+    lines = service.log_entries(since, 1)
     assert len(lines) == 1
     line = lines[0]
     assert line["log_type"] == "prediction" and line["schema_version"] == 1
@@ -173,6 +181,7 @@ def test_one_json_log_line_per_scored_request(client, manifest, example, capfd):
     assert (line["model_name"], line["model_version"]) == (manifest.model_name, manifest.model_version)
     assert line["inputs"] == example and len(line["outputs"]) == len(example)
     assert line["latency_ms"] > 0 and line["ts"].endswith("Z") and line["n_records"] == len(example)
+    assert (line["protocol"], line["part"], line["parts"], line["first_record"]) == ("predict", 1, 1, 0)
 
 
 def test_docs_carry_the_generated_schema_and_example(client, manifest):
@@ -183,18 +192,28 @@ def test_docs_carry_the_generated_schema_and_example(client, manifest):
     assert schema["PredictRequest"]["examples"][0]["records"] == manifest.input_example
 
 
-def test_a_model_that_fails_warm_up_is_not_ready_but_alive(context, tmp_path, example, capfd):
+def test_a_model_that_fails_warm_up_is_not_ready_but_alive(context, tmp_path, example):
     broken = tmp_path / "model"
     shutil.copytree(context.path / "model", broken)
     (broken / "model.onnx").write_bytes(b"not an onnx graph")
-    with TestClient(create_app(Settings(model_dir=broken, max_records=5, request_log=False))) as broken_client:
-        assert broken_client.get("/health").status_code == 200
-        ready = broken_client.get("/ready")
-        assert ready.status_code == 503 and "warm-up failed" in ready.json()["problem"]
-        capfd.readouterr()
-        assert broken_client.post("/predict", json={"records": example}, headers={"x-request-id": "r-503"}).status_code == 503
-    errors = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
-    assert [(e["log_type"], e["status"], e["route"], e["request_id"]) for e in errors] == [("error", 503, "/predict", "r-503")]
+    service = launch(context.path, tmp_path / "requests.jsonl", {"MODEL_DIR": str(broken)}, ready=False)
+    try:
+        with httpx.Client(base_url=service.url, timeout=30) as broken_client:
+            ready = broken_client.get("/ready")
+            assert ready.status_code == 503 and "warm-up failed" in ready.json()["problem"]
+            since = service.log_offset()
+            refused = {route: broken_client.post(route, json=body, headers={"x-request-id": f"r-{index}"}).status_code
+                       for index, (route, body) in enumerate([("/predict", {"records": example}),
+                                                              ("/invocations", {"dataframe_records": example})])}
+            assert refused == {"/predict": 503, "/invocations": 503}
+            assert broken_client.get("/ping").status_code == 404  # as `mlflow models serve` without a model
+            assert broken_client.get("/v2/health/ready").status_code == 503
+            assert broken_client.get("/v2/health/live").status_code == 200
+            errors = service.log_entries(since, 2)
+    finally:
+        stop_service(service.process.pid)
+    assert [(e["log_type"], e["status"], e["route"], e["request_id"]) for e in errors] == [
+        ("error", 503, "/predict", "r-0"), ("error", 503, "/invocations", "r-1")]
     assert errors[0]["error"].startswith("not ready: warm-up failed")
 
 

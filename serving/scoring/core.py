@@ -1,0 +1,137 @@
+"""The one scoring path every protocol shares.
+
+A protocol (/predict, MLflow's /invocations, Open Inference Protocol V2) is a decoder that turns its
+body into candidate records and an encoder that turns `Scored` into its answer. Between them, this
+module validates the records against the model's signature (one set of rules, one error format:
+record, field, problem), scores them, observes the metrics and writes the request log.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pydantic import TypeAdapter, ValidationError
+
+from . import metrics, requestlog
+from .model import Manifest, Scorer
+from .settings import Settings
+
+
+@dataclass(frozen=True)
+class Problem:
+    record: int | None
+    field: str | None
+    problem: str
+    type: str
+
+    def as_dict(self) -> dict:
+        return {"record": self.record, "field": self.field, "problem": self.problem, "type": self.type}
+
+    def sentence(self) -> str:
+        where = [f"column '{self.field}'" if self.field is not None else "",
+                 f"record {self.record}" if self.record is not None else ""]
+        place = ", ".join(part for part in where if part)
+        return f"{place}: {self.problem}" if place else self.problem
+
+
+class InputError(Exception):
+    """The request cannot be scored; each problem names the record and field."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        super().__init__("; ".join(p.sentence() for p in problems))
+        self.problems = problems
+
+    @classmethod
+    def one(cls, problem: str, field: str | None = None, kind: str = "invalid", record: int | None = None) -> InputError:
+        return cls([Problem(record, field, problem, kind)])
+
+    @classmethod
+    def from_pydantic(cls, error: ValidationError, records_key: str | None = "records") -> InputError:
+        return cls([describe_error(e, records_key) for e in error.errors()])
+
+
+class NotReady(Exception):
+    """The model is not loaded (or its warm-up failed): a 503."""
+
+
+def describe_error(error: Any, records_key: str | None = "records") -> Problem:
+    """One pydantic error as a Problem: enough to fix the request without guessing.
+    `records_key` is the envelope key of the record list ("records" for /predict), None for a bare list."""
+    location = [part for part in error.get("loc", ()) if part != "body"]
+    if records_key is not None and location[:1] == [records_key] and len(location) > 1 and isinstance(location[1], int):
+        record, field_at = location[1], 2
+    elif records_key is None and location and isinstance(location[0], int):
+        record, field_at = location[0], 1
+    else:
+        record, field_at = None, 0
+    field = location[field_at] if len(location) > field_at else None
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        problem = "unknown field"
+    elif kind == "missing":
+        problem = "field required"
+    elif not location and kind in {"dict_type", "model_attributes_type"}:
+        problem = 'the body must be a JSON object: {"records": [...]}'
+    elif kind == "json_invalid":
+        field, problem = None, f"body is not valid JSON: {error.get('ctx', {}).get('error', '')}".rstrip(": ")
+    else:
+        problem = error.get("msg", "invalid value")
+        if "input" in error and kind not in {"too_short", "too_long"} and not isinstance(error["input"], dict | list):
+            problem += f" (got {error['input']!r})"
+    return Problem(record, None if field is None else str(field), problem, kind)
+
+
+@dataclass(frozen=True)
+class Scored:
+    request_id: str
+    probabilities: list[float]  # P(default) per record
+    labels: list[int]  # 1 when the probability reaches the model's decision threshold
+
+
+class ScoringPath:
+    """Validate -> score -> metrics -> request log, for records decoded by any protocol."""
+
+    def __init__(self, settings: Settings, manifest: Manifest, records: TypeAdapter) -> None:
+        self.settings, self.manifest, self.records = settings, manifest, records
+        self.names, self.threshold = manifest.input_names, manifest.decision_threshold
+        self.scorer: Scorer | None = None
+        self.problem: str | None = "model not loaded yet"
+        self.probability = metrics.PROBABILITY.labels(manifest.model_name, manifest.model_version)
+        self.records_scored = {protocol: metrics.RECORDS.labels(manifest.model_name, manifest.model_version, protocol)
+                               for protocol in set(metrics.PROTOCOLS.values())}
+
+    def validate(self, candidates: object, records: TypeAdapter | None = None,
+                 lenient: TypeAdapter | None = None) -> list[dict]:
+        """Strict validation of decoded records (Python objects) against the signature. `records` is a
+        variant of the same rules (MLflow's protocol ignores unknown columns); `lenient`, when the strict
+        rules refuse, is tried before giving up (MLflow's conversions, too slow to run on every value)."""
+        try:
+            return (records or self.records).validate_python(candidates)
+        except ValidationError as error:
+            if lenient is None:
+                raise InputError.from_pydantic(error, records_key=None) from None
+        try:
+            return lenient.validate_python(candidates)
+        except ValidationError as error:
+            raise InputError.from_pydantic(error, records_key=None) from None
+
+    def score(self, records: list[dict], request_id: str, protocol: str, started: float) -> Scored:
+        """Score validated records (plain dicts holding exactly the signature's fields)."""
+        if self.scorer is None:
+            raise NotReady(self.problem)
+        columns = {name: [record[name] for record in records] for name in self.names}
+        array = self.scorer.predict_proba(columns)
+        probabilities = array.tolist()
+        labels = (array >= self.threshold).astype(np.int64).tolist()
+        metrics.observe_probabilities(self.probability, array)
+        self.records_scored[protocol].inc(len(labels))
+        if self.settings.request_log:
+            outputs = [{"probability": p, "label": label} for p, label in zip(probabilities, labels, strict=True)]
+            requestlog.write_line(requestlog.prediction_lines(
+                request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
+                runtime=self.manifest.runtime, protocol=protocol, inputs=records, outputs=outputs,
+                latency_ms=(time.perf_counter() - started) * 1000))
+        return Scored(request_id, probabilities, labels)

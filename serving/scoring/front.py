@@ -1,0 +1,159 @@
+"""The ASGI layer in front of FastAPI: request id, metrics, and the three scoring routes.
+
+The scoring routes (POST /predict, /invocations, /v2/models/{name}[/versions/{version}]/infer) are
+answered here, straight from ASGI messages: FastAPI's router, dependency solving and Request object
+cost about as much per request as scoring one record does (measured: bench/serving.py's profile),
+and these routes need none of it — their handlers take the raw body and return bytes. FastAPI
+still declares the same routes (OpenAPI documents them, with examples, from those declarations)
+and serves every other route. One layer, no BaseHTTPMiddleware.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import metrics, requestlog
+
+log = logging.getLogger("scoring")
+REQUEST_ID_HEADER = b"x-request-id"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = JSON
+
+
+Handler = Callable[[dict, bytes], Reply]  # (ASGI scope with request_id and path_params, raw body) -> reply
+
+
+@dataclass(frozen=True)
+class ScoringRoute:
+    template: str  # the route as OpenAPI and the metrics name it
+    pattern: re.Pattern
+    handler: Handler
+
+
+def scoring_route(template: str, handler: Handler) -> ScoringRoute:
+    pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$")
+    return ScoringRoute(template, pattern, handler)
+
+
+class ScoringFront:
+    """Pure ASGI: scoring routes answered directly, the rest passed to FastAPI; metrics for both."""
+
+    def __init__(self, app: Any, routes: list[ScoringRoute], log_failure: Callable[..., bytes]) -> None:
+        self.app, self.log_failure = app, log_failure
+        self.exact = {r.template: r for r in routes if "{" not in r.template}
+        self.patterns = [r for r in routes if "{" in r.template]
+        self.counters: dict[tuple, Any] = {}
+        self.timers: dict[tuple, Any] = {}
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        scope["request_id"] = request_id = _request_id(scope)
+        route = self.match(scope) if scope["method"] == "POST" else None
+        if route is not None:
+            status = await self.answer(route, scope, receive, send)
+            self.observe(route.template, scope["method"], status, started)
+            return
+        status = 500
+
+        async def send_with_id(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self.observe(metrics.route_label(scope), scope["method"], status, started)
+
+    def match(self, scope: dict) -> ScoringRoute | None:
+        path = scope["path"]
+        route = self.exact.get(path)
+        if route is not None:
+            scope["path_params"] = {}
+            return route
+        if path.startswith("/v2/"):
+            for route in self.patterns:
+                found = route.pattern.match(path)
+                if found:
+                    scope["path_params"] = found.groupdict()
+                    return route
+        return None
+
+    async def answer(self, route: ScoringRoute, scope: dict, receive: Any, send: Any) -> int:
+        body = await read_body(receive)
+        if body is None:  # the client went away: nothing to answer
+            return 499
+        try:
+            reply = route.handler(scope, body)
+        except Exception as error:  # a bug, not bad input: a 500 with an error line, and keep serving
+            log.exception("unexpected error on %s", scope["path"])
+            requestlog.write_line(self.log_failure(request_id=scope["request_id"], route=scope["path"], status=500,
+                                                   error=f"{type(error).__name__}: {error}"))
+            reply = Reply(500, orjson.dumps({"error": "internal error", "request_id": scope["request_id"]}))
+        await send({"type": "http.response.start", "status": reply.status, "headers": [
+            (b"content-type", reply.content_type.encode()), (b"content-length", str(len(reply.body)).encode()),
+            (REQUEST_ID_HEADER, scope["request_id"].encode())]})
+        await send({"type": "http.response.body", "body": reply.body})
+        return reply.status
+
+    def observe(self, route: str, method: str, status: int, started: float) -> None:
+        """Counter and histogram children are cached: labels() costs a lock and a dict lookup per call."""
+        key = (route, method, status)
+        counter = self.counters.get(key)
+        if counter is None:
+            protocol = metrics.protocol_of(route)
+            counter = self.counters[key] = metrics.REQUESTS.labels(route, method, str(status), protocol)
+            self.timers.setdefault(route, metrics.LATENCY.labels(route, protocol))
+        counter.inc()
+        self.timers[route].observe(time.perf_counter() - started)
+
+
+async def read_body(receive: Any) -> bytes | None:
+    message = await receive()
+    if message["type"] == "http.disconnect":
+        return None
+    body = message.get("body", b"")
+    if not message.get("more_body", False):
+        return body  # the common case: the whole body in one message
+    chunks = [body]
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+    return b"".join(chunks)
+
+
+def _request_id(scope: dict) -> str:
+    for name, value in scope["headers"]:
+        if name == REQUEST_ID_HEADER:
+            candidate = value.decode("latin-1")[:128]
+            if candidate.isprintable():
+                return candidate
+    return os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a fraction of its cost
+
+
+def header(scope: dict, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None

@@ -1,0 +1,118 @@
+"""Open Inference Protocol (KServe V2, spoken by KServe, MLServer, Triton): decoder and encoder.
+
+Request: one tensor per signature column, named after it, shape [n] or [n, 1]:
+  {"id": "optional", "inputs": [{"name": "sex", "datatype": "BYTES", "shape": [2], "data": ["female", "male"]},
+                                {"name": "age", "datatype": "FP64", "shape": [2, 1], "data": [31, null]}, ...],
+   "outputs": [{"name": "probability"}]}           # optional: which outputs to return (default both)
+BYTES for string columns, FP64 for numeric ones; `null` is a missing value (the pipeline imputes it).
+Response: {"model_name", "model_version", "id", "outputs": [
+  {"name": "probability", "datatype": "FP64", "shape": [n], "data": [...]},
+  {"name": "label", "datatype": "INT64", "shape": [n], "data": [...]}]}
+Errors: {"error": "..."} with 400 (an unknown model or version: 404), naming the input.
+Only the JSON encoding is spoken: the binary tensor extension is refused with a 400 that says so.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from .core import InputError, Scored
+from .model import Manifest
+
+BINARY_HEADER = "inference-header-content-length"
+OUTPUTS = {"probability": "FP64", "label": "INT64"}
+PLATFORM = "onnxruntime_onnx"
+
+
+def datatype(field_type: str) -> str:
+    return "BYTES" if field_type == "string" else "FP64"
+
+
+def server_metadata() -> dict:
+    return {"name": "credit-default-scoring", "version": "2", "extensions": []}
+
+
+def metadata(manifest: Manifest) -> dict:
+    return {
+        "name": manifest.model_name,
+        "versions": [manifest.model_version],
+        "platform": PLATFORM if manifest.runtime == "onnx" else "sklearn",
+        "inputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [-1]} for f in manifest.inputs],
+        "outputs": [{"name": name, "datatype": kind, "shape": [-1]} for name, kind in OUTPUTS.items()],
+    }
+
+
+def decode(body: bytes, manifest: Manifest) -> tuple[list[dict], str | None, list[str]]:
+    """(candidate records, request id or None, requested output names)."""
+    try:
+        document = orjson.loads(body)
+    except orjson.JSONDecodeError as error:
+        raise InputError.one(f"body is not valid JSON: {error}", kind="json_invalid") from None
+    if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
+        raise InputError.one('the body must be an inference request: {"inputs": [{"name", "datatype", "shape", "data"}]}',
+                             field="inputs", kind="format")
+    expected = {f.name: datatype(f.type) for f in manifest.inputs}
+    columns: dict[str, list] = {}
+    for tensor in document["inputs"]:
+        name, values = _tensor(tensor, expected)
+        if name in columns:
+            raise InputError.one(f"input '{name}' is given twice", field=name, kind="duplicate")
+        columns[name] = values
+    missing = [name for name in expected if name not in columns]
+    if missing:
+        raise InputError([InputError.one(f"input '{name}' is missing", field=name, kind="missing").problems[0]
+                          for name in missing])
+    lengths = {len(values) for values in columns.values()}
+    if len(lengths) > 1:
+        raise InputError.one(f"every input must hold the same number of records, got {sorted(lengths)}", kind="shape")
+    records = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+    request_id = document.get("id")
+    return records, request_id if isinstance(request_id, str) else None, _requested(document.get("outputs"))
+
+
+def _tensor(tensor: object, expected: dict[str, str]) -> tuple[str, list]:
+    if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+        raise InputError.one("each input must be an object with a name, datatype, shape and data", field="inputs",
+                             kind="format")
+    name = tensor["name"]
+    if name not in expected:
+        raise InputError.one(f"input '{name}' is not an input of this model", field=name, kind="unknown_input")
+    if tensor.get("datatype") != expected[name]:
+        raise InputError.one(f"input '{name}' must have datatype {expected[name]}, got {tensor.get('datatype')!r}",
+                             field=name, kind="datatype")
+    shape, data = tensor.get("shape"), tensor.get("data")
+    if (not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) for d in shape)
+            or len(shape) not in (1, 2) or (len(shape) == 2 and shape[1] != 1)):
+        raise InputError.one(f"input '{name}' must have shape [n] or [n, 1], got {shape!r}", field=name, kind="shape")
+    if not isinstance(data, list):
+        raise InputError.one(f"input '{name}' has no data list", field=name, kind="format")
+    if data and all(isinstance(row, list) and len(row) == 1 for row in data):
+        data = [row[0] for row in data]  # row-major nested form of an [n, 1] tensor
+    if len(data) != shape[0]:
+        raise InputError.one(f"input '{name}' has shape {shape} but {len(data)} values", field=name, kind="shape")
+    return name, data
+
+
+def _requested(outputs: object) -> list[str]:
+    if outputs is None:
+        return list(OUTPUTS)
+    names = [o.get("name") for o in outputs] if isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs) else None
+    if names is None or any(name not in OUTPUTS for name in names):
+        raise InputError.one(f"requested outputs must be among {list(OUTPUTS)}, got {outputs!r}", field="outputs",
+                             kind="unknown_output")
+    return names
+
+
+def encode(scored: Scored, manifest: Manifest, request_id: str | None, requested: list[str]) -> bytes:
+    data = {"probability": scored.probabilities, "label": scored.labels}
+    n = len(scored.labels)
+    answer: dict = {"model_name": manifest.model_name, "model_version": manifest.model_version,
+                    "outputs": [{"name": name, "datatype": OUTPUTS[name], "shape": [n], "data": data[name]}
+                                for name in requested]}
+    if request_id is not None:
+        answer["id"] = request_id
+    return orjson.dumps(answer)
+
+
+def error_body(message: str) -> bytes:
+    return orjson.dumps({"error": message})

@@ -1,0 +1,63 @@
+"""The request log's split into lines the container runtime keeps whole, and the bulk metrics update."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Histogram
+
+from serving.scoring import metrics, requestlog
+
+
+def lines_for(records: list[dict], request_id: str = "r" * 128) -> list[bytes]:
+    outputs = [{"probability": random.random(), "label": random.randint(0, 1)} for _ in records]
+    raw = requestlog.prediction_lines(request_id=request_id, model_name="credit-default", model_version="12",
+                                      runtime="onnx", protocol="mlflow", inputs=records, outputs=outputs,
+                                      latency_ms=1.5)
+    return raw.splitlines(keepends=True)
+
+
+def test_a_small_request_is_one_line_and_a_large_one_parts_under_the_limit():
+    rng = random.Random(3)
+    records = [{"sex": rng.choice(["female", "male"]), "age": rng.uniform(18, 100), "note": "x" * rng.randint(0, 200)}
+               for _ in range(3000)]
+    [single] = lines_for(records[:5])
+    assert json.loads(single)["parts"] == 1
+    lines = lines_for(records)
+    parts = [json.loads(line) for line in lines]
+    assert max(len(line) for line in lines) <= requestlog.MAX_LINE_BYTES and len(lines) > 10
+    assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
+    assert [p["part"] for p in parts] == list(range(1, len(parts) + 1)) and {p["parts"] for p in parts} == {len(parts)}
+    assert [r for p in parts for r in p["inputs"]] == records and {p["n_records"] for p in parts} == {3000}
+    # Parts are filled: the next record would not have fitted (so lines are not needlessly many).
+    assert min(len(line) for line in lines[:-1]) > requestlog.MAX_LINE_BYTES - 2000
+
+
+def test_a_record_too_big_for_any_line_has_its_long_texts_cut_in_the_log():
+    records = [{"sex": "female", "age": 30.0}, {"sex": "é" * 50_000, "age": 40.0}, {"sex": "male", "age": 50.0}]
+    lines = lines_for(records)
+    assert max(len(line) for line in lines) <= requestlog.MAX_LINE_BYTES
+    logged = [r for line in lines for r in json.loads(line)["inputs"]]
+    assert logged[1]["sex"] == "é" * requestlog.MAX_LOGGED_STRING + "…" and logged[1]["age"] == 40.0
+    assert logged[0] == records[0] and logged[2] == records[2]
+    assert records[1]["sex"] == "é" * 50_000  # the caller's records (what was scored) are untouched
+
+
+@pytest.mark.parametrize("count", [1, 5, 300])
+def test_bulk_probability_observation_equals_one_observe_per_value(count):
+    """metrics.observe_probabilities (numpy for large batches) must leave the histogram exactly as observe() does."""
+    values = np.random.default_rng(count).random(count)
+    values[0] = 0.3  # a value on a bucket's upper bound lands in that bucket
+    registry = CollectorRegistry()
+    one_by_one = Histogram("a", "a", buckets=metrics.PROBABILITY_BUCKETS, registry=registry)
+    bulk = Histogram("b", "b", buckets=metrics.PROBABILITY_BUCKETS, registry=registry)
+    for value in values:
+        one_by_one.observe(value)
+    metrics.observe_probabilities(bulk, values)
+    expected, got = ([(s.name[1:], s.labels, s.value) for s in h.collect()[0].samples if not s.name.endswith("_created")]
+                     for h in (one_by_one, bulk))
+    assert [(name, labels) for name, labels, _ in got] == [(name, labels) for name, labels, _ in expected]
+    assert [value for *_, value in got] == pytest.approx([value for *_, value in expected])
