@@ -67,11 +67,15 @@ def aks(container_name: str, namespace: str) -> LogSource:
     return LogSource("ContainerLogV2", "LogMessage", "ContainerName", container_name, restarts)
 
 
-def predictions(source: LogSource) -> str:
-    """One row per scored request, typed."""
+def predictions(source: LogSource, every_part: bool = False) -> str:
+    """One row per scored request, typed. A request of more than ~16 KiB is logged in `parts` lines that each
+    carry the whole header and a slice of the outputs: counts and latencies take part 1 only (lines older than
+    the split have no part); `every_part` keeps every slice, for what sums over records."""
+    parts = "" if every_part else "| where tostring(entry.part) in ('', '1')\n"
     return (f"{source.lines}\n"
             f"| extend entry = parse_json(tostring({source.message_column}))\n"
             "| where tostring(entry.log_type) == 'prediction'\n"
+            f"{parts}"
             "| project TimeGenerated, request_id = tostring(entry.request_id), model_name = tostring(entry.model_name),\n"
             "    model_version = tostring(entry.model_version), n_records = toint(entry.n_records),\n"
             "    latency_ms = todouble(entry.latency_ms), outputs = entry.outputs")
@@ -108,7 +112,7 @@ def error_rate(source: LogSource, bin_minutes: int = 5) -> str:
 
 def probability_distribution(source: LogSource, bucket: float = 0.05) -> str:
     """Saved query: histogram of predicted default probabilities per model version (drift at a glance)."""
-    return (f"{predictions(source)}\n"
+    return (f"{predictions(source, every_part=True)}\n"
             "| mv-expand output = outputs\n"
             "| extend probability = todouble(output.probability), label = toint(output.label)\n"
             "| summarize records = count(), positives = countif(label == 1)\n"

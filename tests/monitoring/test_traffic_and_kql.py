@@ -33,6 +33,9 @@ def evaluate(query: str, row: dict) -> dict | None:
     for field, value in re.findall(r"tostring\(entry\.(\w+)\) == '(\w+)'", query):
         if str(entry.get(field)) != value:
             return None
+    for field, values in re.findall(r"tostring\(entry\.(\w+)\) in \(([^)]*)\)", query):
+        if ("" if entry.get(field) is None else str(entry[field])) not in re.findall(r"'([^']*)'", values):
+            return None
     projection = re.search(r"\| project (.+?)(\n\||$)", query, re.S)
     if projection is None:  # a summarize follows: the row passed the filters
         return entry
@@ -113,3 +116,22 @@ def test_traffic_reaches_the_service_and_is_bounded(service):
     assert summary["statuses"] == {200: 5} and summary["records"] == 5 and messages
     summary = traffic.send(service["url"], 1000, rate=1, seed=3, max_seconds=1.5, progress=messages.append)
     assert summary["requests"] <= 3 and "max-seconds" in messages[-1]
+
+
+@pytest.mark.parametrize("source", [kql.container_apps("ca-credit-dev"), kql.aks("scoring", "scoring")],
+                         ids=["containerapps", "aks"])
+def test_a_request_logged_in_parts_counts_once_and_keeps_every_output(real_lines, source):
+    """The 5xx-rate, latency and traffic queries count a 1000-record request once, not once per 16 KiB part;
+    the probability histogram and the drift job's query see every part's records."""
+    record = real_lines[0][0]["inputs"][0]
+    lines = requestlog.prediction_lines(request_id="big", model_name="m", model_version="3", runtime="onnx",
+                                        protocol="predict", inputs=[record] * 1000,
+                                        outputs=[{"probability": 0.25, "label": 0}] * 1000, latency_ms=12.5)
+    rows = [{source.message_column: line, source.app_column: source.app_name} for line in lines.decode().splitlines()]
+    assert len(rows) > 10
+    counted = [got for row in rows if (got := evaluate(kql.predictions(source), row)) is not None]
+    assert len(counted) == 1 and counted[0]["n_records"] == 1000 and counted[0]["latency_ms"] == 12.5
+    every = [got for row in rows if (got := evaluate(kql.predictions(source, every_part=True), row)) is not None]
+    assert sum(len(got["outputs"]) for got in every) == 1000
+    assert "entry.part" in kql.predictions(source) and "entry.part" not in kql.probability_distribution(source)
+    assert all(evaluate(kql.prediction_lines(source), row) is not None for row in rows)
