@@ -59,6 +59,12 @@ def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(g
     workspace, not a traceback, and not the DATABRICKS_HOST of the deployer's shell."""
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's backoff would wait minutes for port 9
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+
+    def no_host_metadata(host: str, client=None):  # the SDK's best-effort probe retries for 300 s, then goes on
+        raise ValueError(f"no metadata at {host}")
+    import databricks.sdk.config
+
+    monkeypatch.setattr(databricks.sdk.config, "get_host_metadata", no_host_metadata)
     existing = {"dbw-credit-dev": {"workspaceUrl": "127.0.0.1:9"}}  # nothing listens on port 9
     with pytest.raises(pulumi.RunError, match=r"cannot read models:/dev\.credit\.credit_default@champion from "
                                               r"https://127\.0\.0\.1:9") as error:
