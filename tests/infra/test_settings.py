@@ -36,8 +36,10 @@ def test_unity_catalog_model_name_and_uris():
     assert s.model.full_name == "staging.credit.credit_default"
     assert s.model.uri == "models:/staging.credit.credit_default@champion"
     assert (s.model.tracking_uri, s.model.registry_uri) == ("databricks", "databricks-uc")
-    env = load("staging", env={"MLFLOW_TRACKING_URI": "sqlite:///x.db"})
-    assert env.model.tracking_uri == "sqlite:///x.db" and env.model.registry_uri is None
+    # The deployer's shell does not steer what a stack deploys: `databricks` is the stack's own workspace.
+    env = load("staging", env={"MLFLOW_TRACKING_URI": "sqlite:///x.db", "MLFLOW_REGISTRY_URI": "sqlite:///x.db"})
+    assert (env.model.tracking_uri, env.model.registry_uri) == ("databricks", "databricks-uc")
+    assert env.model.in_stack_workspace
 
 
 @pytest.mark.parametrize(("overrides", "key", "allowed"), [
