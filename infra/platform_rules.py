@@ -106,6 +106,18 @@ def logs_have_a_destination(ev: Evaluation) -> list[str]:
     return problems
 
 
+def one_diagnostic_setting_per_destination(ev: Evaluation) -> list[str]:
+    """A second setting on one resource to the same workspace is refused ("Data sink ... is already used")."""
+    seen: dict[tuple[str, str], str] = {}
+    problems = []
+    for setting in ev.of_type(DIAGNOSTICS):
+        key = (str(setting.inputs.get("resourceUri")), str(setting.inputs.get("workspaceId")))
+        if key in seen:
+            problems.append(f"{setting.name}: {seen[key]} already sends this resource's logs to that workspace")
+        seen[key] = setting.name
+    return problems
+
+
 def single_revision_unless_split(ev: Evaluation) -> list[str]:
     """In Multiple mode Azure keeps every earlier revision active (running minReplicas, billed) until deactivated."""
     problems = []
@@ -204,6 +216,12 @@ def task_values_from_notebooks_only(ev: Evaluation) -> list[str]:
     return problems
 
 
+def jobs_run_as_a_service_principal(ev: Evaluation) -> list[str]:
+    """Without run_as a job runs as whoever deployed it last: a person's rights, and gone when they leave."""
+    return [f"{job.name}: declares no run_as service principal" for job in ev.of_type(JOB)
+            if not _get(job.inputs, "runAs", "servicePrincipalName")]
+
+
 # ---- Kubernetes on AKS ----
 
 def hpa_owns_replicas(ev: Evaluation) -> list[str]:
@@ -220,8 +238,10 @@ def container_insights_collects(ev: Evaluation) -> list[str]:
             continue
         rules = {r.id: r for r in ev.of_type("azure-native:monitor:DataCollectionRule")
                  if "Microsoft-ContainerInsights-Group-Default" in json.dumps(r.inputs.get("dataSources"))}
+        # The agent looks for the association by this exact name.
         associated = [a for a in ev.of_type("azure-native:monitor:DataCollectionRuleAssociation")
-                      if a.inputs.get("resourceUri") == cluster.id and a.inputs.get("dataCollectionRuleId") in rules]
+                      if a.inputs.get("resourceUri") == cluster.id and a.inputs.get("dataCollectionRuleId") in rules
+                      and a.inputs.get("associationName") == "ContainerInsightsExtension"]
         if not associated:
             problems.append(f"{cluster.name}: Container Insights with managed identity needs a data collection rule "
                             "associated with the cluster")
@@ -388,6 +408,9 @@ RULES: tuple[Rule, ...] = (
     Rule("container-apps-log-destination", "azure-monitor logs go where a diagnostic setting says (dedicated tables "
          "without suffixes); log-analytics needs the shared key and fills ..._CL tables",
          "https://learn.microsoft.com/azure/container-apps/log-options", logs_have_a_destination),
+    Rule("diagnostic-settings-one-per-destination", "one resource may send its logs to a workspace through one "
+         "diagnostic setting only", "https://learn.microsoft.com/azure/azure-monitor/essentials/diagnostic-settings",
+         one_diagnostic_setting_per_destination),
     Rule("container-apps-revision-mode", "Single mode deactivates superseded revisions; Multiple keeps them active "
          "until deactivated; weights need Multiple", "https://learn.microsoft.com/azure/container-apps/revisions",
          single_revision_unless_split),
@@ -407,6 +430,9 @@ RULES: tuple[Rule, ...] = (
          databricks_managed_resource_group),
     Rule("databricks-task-values", "task values can be set only from notebooks; an unset reference is passed on as "
          "literal text", "https://docs.databricks.com/aws/en/jobs/task-values", task_values_from_notebooks_only),
+    Rule("databricks-jobs-run-as", "a job runs as its owner unless run_as names a service principal (the deployer "
+         "needs the Service Principal User role on it)", "https://docs.databricks.com/jobs/privileges.html",
+         jobs_run_as_a_service_principal),
     Rule("kubernetes-hpa-replicas", "a Deployment scaled by an HPA leaves spec.replicas unset",
          "https://kubernetes.io/docs/tasks/run-application/horizontal-pod-autoscale/"
          "#migrating-deployments-and-statefulsets-to-horizontal-autoscaling", hpa_owns_replicas),

@@ -79,6 +79,28 @@ def test_container_insights_without_a_data_collection_rule_is_caught():
     cluster = resource(platform_rules.CLUSTER, "aks", {"addonProfiles": {"omsagent": {
         "enabled": True, "config": {"useAADAuth": "true"}}}})
     assert problems("aks-container-insights-dcr", fake(cluster))
+    rule = resource("azure-native:monitor:DataCollectionRule", "dcr", {"dataSources": {"extensions": [{
+        "streams": ["Microsoft-ContainerInsights-Group-Default"]}]}})
+    association = {"resourceUri": cluster.id, "dataCollectionRuleId": rule.id, "associationName": "other"}
+    wrong_name = resource("azure-native:monitor:DataCollectionRuleAssociation", "a", association)
+    assert problems("aks-container-insights-dcr", fake(cluster, rule, wrong_name))
+    right = resource("azure-native:monitor:DataCollectionRuleAssociation", "a",
+                     {**association, "associationName": "ContainerInsightsExtension"})
+    assert not problems("aks-container-insights-dcr", fake(cluster, rule, right))
+
+
+def test_two_diagnostic_settings_to_one_workspace_are_caught():
+    settings = [resource(platform_rules.DIAGNOSTICS, name, {"resourceUri": "/acr", "workspaceId": "/ws"})
+                for name in ("a", "b")]
+    assert problems("diagnostic-settings-one-per-destination", fake(*settings))
+    assert not problems("diagnostic-settings-one-per-destination", fake(settings[0]))
+
+
+def test_a_job_without_run_as_is_caught():
+    job = {"tasks": [], "runAs": {"servicePrincipalName": "app-id"}}
+    assert not problems("databricks-jobs-run-as", fake(resource(platform_rules.JOB, "job", job)))
+    del job["runAs"]
+    assert problems("databricks-jobs-run-as", fake(resource(platform_rules.JOB, "job", job)))
 
 
 def test_a_task_value_read_from_a_script_task_is_caught():
