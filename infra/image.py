@@ -75,10 +75,9 @@ def resolve(model: ModelSettings, image: ImageSettings, locate: Callable[[], Wor
         workspace = locate()
         if workspace is None:
             return no_model(model, "the stack's Databricks workspace does not exist yet; this `up` creates it")
-    import mlflow  # imported here: its import costs ~1 s and only this step needs it
-    from mlflow.tracking import MlflowClient
+    from mlflow.tracking import MlflowClient  # imported here: ~1 s, and only this step needs it
 
-    with global_uris(mlflow, model.tracking_uri, model.registry_uri), pinned_to(workspace):
+    with global_uris(model.tracking_uri, model.registry_uri), pinned_to(workspace):
         client = MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri)
         return _resolve(model, image, progress, client, where=str(workspace or model.tracking_uri))
 
@@ -87,10 +86,11 @@ URI_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
 
 
 @contextlib.contextmanager
-def global_uris(mlflow, tracking_uri: str, registry_uri: str | None) -> Iterator[None]:
+def global_uris(tracking_uri: str, registry_uri: str | None) -> Iterator[None]:
     """assemble_build_context downloads through MLflow's global URIs, so set them for this step and put back
     exactly what the caller had, "never set" included: restoring the value get_tracking_uri() reports instead
     would pin later callers to MLflow's default store (./mlflow.db) and their variables in os.environ."""
+    import mlflow
     from mlflow.tracking._model_registry import utils as registry_utils
     from mlflow.tracking._tracking_service import utils as tracking_utils
 

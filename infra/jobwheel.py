@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import hashlib
 import io
+import threading
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +68,23 @@ def module_file(name: str, root: Path = ROOT) -> Path | None:
     return base / "__init__.py" if (base / "__init__.py").is_file() else None
 
 
+_PARSING = threading.Lock()
+
+
+@functools.lru_cache(maxsize=512)
+def _import_nodes(source: str, filename: str) -> tuple[ast.AST, ...]:
+    """The import statements of one source text, parsed once per process: every stack evaluation builds the wheel.
+    Parsed under a lock: CPython 3.11's AST constructor keeps its recursion depth in shared state, and two threads
+    parsing at once fail with "AST constructor recursion depth mismatch" (python/cpython#106905)."""
+    with _PARSING:
+        tree = ast.parse(source, filename=filename)
+    return tuple(node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom))
+
+
 def first_party_imports(path: Path, root: Path = ROOT) -> set[str]:
     """Modules of ours that `path` imports anywhere in its body (`from a import b` may name module a.b)."""
     found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+    for node in _import_nodes(path.read_text(), str(path)):
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom):

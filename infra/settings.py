@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pulumi.errors import RunError
@@ -419,7 +419,6 @@ class StackSettings:
     promotion: PromotionSettings
     drift: DriftSettings
     protect: bool = False
-    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def tags(self) -> dict[str, str]:
@@ -452,7 +451,8 @@ def load(env: Mapping[str, str] | None = None) -> StackSettings:
 
 
 def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -> StackSettings:
-    """Validate already-parsed config values (top-level key -> scalar or object) into settings."""
+    """Validate already-parsed config values (top-level key -> scalar or object) into settings. `env` is the
+    deployer's environment, which on purpose no longer steers what a stack deploys (see model.trackingUri)."""
     top = _Reader(values, f"{project}:")
     environment = top.string("environment", pattern=r"[a-z][a-z0-9]{1,11}", hint="2..12 lowercase letters/digits")
     extra = top.raw("tags", {})
@@ -474,7 +474,6 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
         promotion=_promotion(top.child("promotion"), model),
         drift=_drift(top.child("drift"), environment),
         protect=top.boolean("protect", False),
-        env=dict(env),
     )
     return settings
 
