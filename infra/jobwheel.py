@@ -14,12 +14,12 @@ This module imports no Pulumi package: the local job run (tests/databricks) buil
 
 from __future__ import annotations
 
-import ast
 import base64
+import dis
 import functools
 import hashlib
 import io
-import threading
+import types
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,35 +68,44 @@ def module_file(name: str, root: Path = ROOT) -> Path | None:
     return base / "__init__.py" if (base / "__init__.py").is_file() else None
 
 
-_PARSING = threading.Lock()
-
-
 @functools.lru_cache(maxsize=512)
-def _import_nodes(source: str, filename: str) -> tuple[ast.AST, ...]:
-    """The import statements of one source text, parsed once per process: every stack evaluation builds the wheel.
-    Parsed under a lock: CPython 3.11's AST constructor keeps its recursion depth in shared state, and two threads
-    parsing at once fail with "AST constructor recursion depth mismatch" (python/cpython#106905)."""
-    with _PARSING:
-        tree = ast.parse(source, filename=filename)
-    return tuple(node for node in ast.walk(tree) if isinstance(node, ast.Import | ast.ImportFrom))
+def _imports(source: str, filename: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
+    """(level, module, names imported from it) for every import statement, nested functions included, read from
+    the compiled bytecode. Not `ast.parse`: CPython 3.11 keeps the AST constructor's recursion depth in state shared
+    by all threads, so a parse while another thread formats a traceback (3.11's traceback module parses source for
+    its ^^^ carets) fails with "AST constructor recursion depth mismatch" (python/cpython#106905). `compile` to
+    bytecode never builds Python AST objects. Cached: every stack evaluation builds the wheel."""
+    found: list[tuple[int, str, tuple[str, ...]]] = []
+    codes = [compile(source, filename, "exec", dont_inherit=True)]
+    while codes:
+        code = codes.pop()
+        codes.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
+        instructions = list(dis.get_instructions(code))
+        for i, ins in enumerate(instructions):
+            if ins.opname != "IMPORT_NAME":
+                continue
+            level = instructions[i - 2].argval  # LOAD_CONST level, LOAD_CONST fromlist, IMPORT_NAME module
+            names = []
+            for after in instructions[i + 1:]:
+                if after.opname == "IMPORT_FROM":
+                    names.append(after.argval)
+                elif after.opname not in ("STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF", "COPY",
+                                          "SWAP", "POP_TOP", "IMPORT_STAR"):
+                    break
+            found.append((level, ins.argval, tuple(names)))
+    return tuple(found)
 
 
 def first_party_imports(path: Path, root: Path = ROOT) -> set[str]:
     """Modules of ours that `path` imports anywhere in its body (`from a import b` may name module a.b)."""
     found: set[str] = set()
-    for node in _import_nodes(path.read_text(), str(path)):
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                raise ValueError(f"{path}: relative imports are not used in this project; write the absolute module")
-            names = [node.module or "", *(f"{node.module}.{alias.name}" for alias in node.names)]
-        else:
-            continue
+    for level, module, imported in _imports(path.read_text(), str(path)):
+        if level:
+            raise ValueError(f"{path}: relative imports are not used in this project; write the absolute module")
+        names = [module, *(f"{module}.{name}" for name in imported)]
         found.update(n for n in names if n.split(".")[0] in FIRST_PARTY and module_file(n, root))
-        missing = [n for n in names[:1] if n.split(".")[0] in FIRST_PARTY and not module_file(n, root)]
-        if missing:
-            raise ImportError(f"{path} imports {missing[0]}, which is not a module of this project")
+        if module.split(".")[0] in FIRST_PARTY and not module_file(module, root):
+            raise ImportError(f"{path} imports {module}, which is not a module of this project")
     return found
 
 
