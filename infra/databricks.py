@@ -29,6 +29,8 @@ WHEEL_DIR = ROOT / ".local" / "jobwheel"
 DRIFT_TIMEOUT_SECONDS = 3600
 JOB_RUN_ID = "{{job.run_id}}"  # a dynamic value reference Databricks resolves in task parameters
 CONNECTION_STRING_KEY = "appinsights-connection-string"
+SERVICE_PRINCIPAL_USER = "roles/servicePrincipal.user"  # may set the principal as a job's run_as
+SERVICE_PRINCIPAL_MANAGER = "roles/servicePrincipal.manager"  # may change the principal's rule set
 LOG_ANALYTICS_READER_ROLE_ID = "73c42c96-874c-492b-b04d-ab87d138a893"  # built-in Log Analytics Reader
 
 
@@ -124,7 +126,22 @@ class Databricks(pulumi.ComponentResource):
         self.service_principal = databricks.ServicePrincipal(
             f"{name}-job-principal", display_name=f"credit-default-jobs-{args.environment}", allow_cluster_create=False,
             databricks_sql_access=False, workspace_access=True, opts=opts)
+        self.run_as_rules = self._run_as_rules(name, args, self.service_principal.application_id, opts)
         return self.service_principal.application_id
+
+    def _run_as_rules(self, name: str, args: DatabricksArgs, principal: pulumi.Output[str],
+                      opts: pulumi.ResourceOptions) -> databricks.AccessControlRuleSet:
+        """Setting a job's run_as to a service principal needs the Service Principal User role on it, which its
+        creator does not inherit from the Manager role creating gives. The rule set is authoritative, so it keeps
+        the deployer's Manager role too: without it the next `up` could not update these rules."""
+        deployer = (pulumi.Output.from_input(f"servicePrincipals/{args.settings.deployer}") if args.settings.deployer
+                    else databricks.get_current_user_output(opts=pulumi.InvokeOutputOptions(
+                        provider=self.provider, depends_on=[self.workspace] if self.workspace else None)).acl_principal_id)
+        rule_set = principal.apply(lambda app_id: f"accounts/{args.settings.account_id}/servicePrincipals/{app_id}/ruleSets/default")
+        return databricks.AccessControlRuleSet(
+            f"{name}-job-principal-rules", name=rule_set, grant_rules=[
+                databricks.AccessControlRuleSetGrantRuleArgs(role=role, principals=[deployer])
+                for role in (SERVICE_PRINCIPAL_USER, SERVICE_PRINCIPAL_MANAGER)], opts=opts)
 
     def _catalog(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
         """With databricks.createCatalog: the catalog, isolated (only bound workspaces reach it, so another stack's
@@ -199,6 +216,10 @@ class Databricks(pulumi.ComponentResource):
             wanted += [("deployer-catalog", {"catalog": s.catalog}, s.deployer, ["USE_CATALOG"]),
                        ("deployer-schema", {"schema": f"{s.catalog}.{s.schema}"}, s.deployer, ["USE_SCHEMA"]),
                        ("deployer-model", {"model": model.full_name}, s.deployer, ["EXECUTE"])]
+        for number, reader in enumerate(s.promotion_readers):  # another stack's deployer copies versions out
+            wanted += [(f"reader{number}-catalog", {"catalog": s.catalog}, reader, ["USE_CATALOG"]),
+                       (f"reader{number}-schema", {"schema": f"{s.catalog}.{s.schema}"}, reader, ["USE_SCHEMA"]),
+                       (f"reader{number}-model", {"model": model.full_name}, reader, ["EXECUTE"])]
         for key, securable, principal, privileges in wanted:
             depends = [*self.catalog, self.registered_model] if key.endswith("model") else [*self.catalog, *self.code]
             grants.append(databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,

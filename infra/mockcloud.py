@@ -28,6 +28,7 @@ SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 TENANT = "99999999-8888-7777-6666-555555555555"
 FAKE_ACR_TOKEN = "fake-acr-refresh-token"
 ORGANIZATION = "contoso-ml"  # the Pulumi Cloud organization the mock engine runs the stacks in
+DEPLOYER_APPLICATION_ID = "5e1f0c2a-7b3d-4e8f-9a10-2b3c4d5e6f70"  # the identity `pulumi up` runs as, seen by Databricks
 
 
 def project_name() -> str:
@@ -244,6 +245,9 @@ class CloudMocks(pulumi.runtime.Mocks):
                           "contexts: [{name: aks, context: {cluster: aks, user: user}}]\ncurrent-context: aks\n"
                           "users: [{name: user, user: {token: mock}}]\n")
             return {"kubeconfigs": [{"name": "clusterUser", "value": base64.b64encode(kubeconfig.encode()).decode()}]}
+        if args.token == "databricks:index/getCurrentUser:getCurrentUser":  # SCIM Me, for a service principal
+            return {"id": "4711", "userName": DEPLOYER_APPLICATION_ID,
+                    "aclPrincipalId": f"servicePrincipals/{DEPLOYER_APPLICATION_ID}"}
         return {}
 
 

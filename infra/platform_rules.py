@@ -32,6 +32,7 @@ CLUSTER = "azure-native:containerservice:ManagedCluster"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
 JOB = "databricks:index/job:Job"
+RULE_SET = "databricks:index/accessControlRuleSet:AccessControlRuleSet"
 
 
 @dataclass(frozen=True)
@@ -217,9 +218,28 @@ def task_values_from_notebooks_only(ev: Evaluation) -> list[str]:
 
 
 def jobs_run_as_a_service_principal(ev: Evaluation) -> list[str]:
-    """Without run_as a job runs as whoever deployed it last: a person's rights, and gone when they leave."""
-    return [f"{job.name}: declares no run_as service principal" for job in ev.of_type(JOB)
-            if not _get(job.inputs, "runAs", "servicePrincipalName")]
+    """Without run_as a job runs as whoever deployed it last: a person's rights, and gone when they leave. With it,
+    Databricks refuses the job unless the deployer holds Service Principal User on that principal, a role the
+    principal's creator does not inherit from Manager. The stack's rule set is authoritative: it must keep the
+    deployer's Manager role too, or the next `up` cannot change it."""
+    problems = [f"{job.name}: declares no run_as service principal" for job in ev.of_type(JOB)
+                if not _get(job.inputs, "runAs", "servicePrincipalName")]
+    declared = {sp.outputs.get("applicationId") for sp in ev.of_type("databricks:index/servicePrincipal:ServicePrincipal")}
+    rules = {r.inputs.get("name", ""): r.inputs.get("grantRules") or [] for r in ev.of_type(RULE_SET)}
+    for job in ev.of_type(JOB):
+        principal = _get(job.inputs, "runAs", "servicePrincipalName")
+        if principal not in declared:
+            continue  # configured (databricks.jobPrincipal): its roles are managed where it was created
+        grants = next((g for name, g in rules.items() if name.endswith(f"/servicePrincipals/{principal}/ruleSets/default")), None)
+        if grants is None:
+            problems.append(f"{job.name}: no rule set gives the deployer Service Principal User on {principal}")
+            continue
+        holders = {role: {p for g in grants if g.get("role") == role for p in g.get("principals") or []}
+                   for role in ("roles/servicePrincipal.user", "roles/servicePrincipal.manager")}
+        if not holders["roles/servicePrincipal.user"] & holders["roles/servicePrincipal.manager"]:
+            problems.append(f"{job.name}: the rule set on {principal} must give one deployer both the user and the "
+                            f"manager role (an authoritative set without manager locks the next `up` out)")
+    return problems
 
 
 # ---- Kubernetes on AKS ----
@@ -384,10 +404,18 @@ def preview_allows(target: str, action: str) -> bool:
     return any(action == grant or (grant == "*/read" and action.endswith("/read")) for grant in grants)
 
 
+# Invokes that call the Databricks workspace, not ARM: what each asks, and why any workspace identity may.
+WORKSPACE_READS = {
+    "databricks:index/getCurrentUser:getCurrentUser": "GET /api/2.0/preview/scim/v2/Me: every identity may read itself",
+}
+
+
 def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
     target = ev.outputs.get("serving_target", "containerapps")
     problems = []
     for token, _ in ev.calls:
+        if token in WORKSPACE_READS:
+            continue
         action = INVOKE_ACTIONS.get(token)
         if action is None:
             problems.append(f"invoke {token} has no known ARM action: add it to INVOKE_ACTIONS")

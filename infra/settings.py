@@ -55,6 +55,10 @@ KEYS: dict[str, tuple[str, str]] = {
                                 "declares credit-default-jobs-<environment>)", "none"),
     "databricks.deployer": ("application id of the service principal that runs `pulumi up` (CI): it may read the "
                             "model and manage the jobs; omit when a person deploys", "none"),
+    "databricks.accountId": ("Azure Databricks account id (account console): names the rule set that lets the deployer "
+                             "run jobs as the jobs' principal (Service Principal User)", "required unless jobPrincipal"),
+    "databricks.promotionReaders": ("application ids of the deployers of stacks that promote this stack's model versions "
+                                    "(prod's CI): each may read the registered model, nothing else", "[]"),
     "databricks.experiment": ("MLflow experiment path", "/Shared/credit-default-<environment>"),
     "databricks.filesRoot": ("workspace folder of the jobs' wheel (workspace registry only)", "/Shared/mlops/<environment>"),
     "databricks.dataTable": ("training table (catalog.schema.table) or a path", "required"),
@@ -289,6 +293,8 @@ class DatabricksSettings:
     code_volume: str = "job_code"
     job_principal: str | None = None  # None: the stack declares the service principal
     deployer: str | None = None
+    account_id: str | None = None  # required when the stack declares the jobs' principal
+    promotion_readers: tuple[str, ...] = ()
 
     @property
     def unity_catalog(self) -> bool:
@@ -540,7 +546,14 @@ def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
         code_volume=r.string("codeVolume", "job_code", pattern=ident, hint="a volume identifier"),
         job_principal=r.string("jobPrincipal", None, pattern=UUID, hint="a service principal's application id (a UUID)"),
         deployer=r.string("deployer", None, pattern=UUID, hint="a service principal's application id (a UUID)"),
+        account_id=r.string("accountId", None, pattern=UUID, hint="an account id (a UUID)"),
+        promotion_readers=r.strings("promotionReaders", pattern=UUID, hint="a service principal's application id (a UUID)"),
     )
+    if not result.job_principal and not result.account_id:
+        raise ConfigError(f"{r._key('accountId')} is required when the stack declares the jobs' service principal (no "
+                          f"{r._key('jobPrincipal')}): the deployer's Service Principal User role on it lives in the account")
+    if result.promotion_readers and not uc:
+        raise ConfigError(f"{r._key('promotionReaders')} needs {r._key('modelRegistry')} unityCatalog, got {registry}")
     if result.existing_workspace_resource_id and not result.existing_workspace_url:
         raise ConfigError(f"{r._key('existingWorkspaceResourceId')} needs {r._key('existingWorkspaceUrl')} too")
     if result.create_catalog and not uc:

@@ -103,6 +103,20 @@ def test_a_job_without_run_as_is_caught():
     assert problems("databricks-jobs-run-as", fake(resource(platform_rules.JOB, "job", job)))
 
 
+def test_a_declared_run_as_principal_without_the_deployers_roles_is_caught():
+    principal = resource("databricks:index/servicePrincipal:ServicePrincipal", "sp", {})
+    principal.outputs["applicationId"] = "app-id"
+    job = resource(platform_rules.JOB, "job", {"tasks": [], "runAs": {"servicePrincipalName": "app-id"}})
+    both = [{"role": "roles/servicePrincipal.user", "principals": ["servicePrincipals/ci"]},
+            {"role": "roles/servicePrincipal.manager", "principals": ["servicePrincipals/ci"]}]
+    rules = resource(platform_rules.RULE_SET, "rules", {"name": "accounts/a/servicePrincipals/app-id/ruleSets/default",
+                                                        "grantRules": both})
+    assert not problems("databricks-jobs-run-as", fake(principal, job, rules))
+    assert "no rule set" in problems("databricks-jobs-run-as", fake(principal, job))[0]
+    rules.inputs["grantRules"] = both[:1]  # authoritative, without manager: the next `up` is locked out
+    assert "manager role" in problems("databricks-jobs-run-as", fake(principal, job, rules))[0]
+
+
 def test_a_task_value_read_from_a_script_task_is_caught():
     tasks = [{"taskKey": "train", "sparkPythonTask": {}},
              {"taskKey": "gate", "sparkPythonTask": {"parameters": ["--version", "{{tasks.train.values.model_version}}"]}}]
@@ -177,7 +191,7 @@ def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
     assert ev.of_type("docker:index/image:Image"), "the preview still shows the image"
     assert exchanged == []
     assert platform_rules.preview_needs_only_its_roles(ev) == []
-    tokens = {call for call, _ in ev.calls}
+    tokens = {call for call, _ in ev.calls} - set(platform_rules.WORKSPACE_READS)  # Databricks' own reads of itself
     assert tokens <= set(platform_rules.INVOKE_ACTIONS)
     if target == "aks":  # the one POST a preview needs, granted by the role README asks for
         assert tokens == {"azure-native:containerservice:listManagedClusterUserCredentials"}

@@ -286,7 +286,31 @@ def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
     assert not dev.of_type("databricks:index/catalog:Catalog")  # existing catalog and schema by default
 
 
+def test_the_deployer_may_run_jobs_as_the_principal_it_declares(evaluate):
+    """run_as a service principal needs Service Principal User on it; the creator holds only Manager."""
+    dev = evaluate("dev")
+    app_id = dev.one("databricks:index/servicePrincipal:ServicePrincipal").outputs["applicationId"]
+    rules = dev.one("databricks:index/accessControlRuleSet:AccessControlRuleSet")
+    assert rules.inputs["name"] == f"accounts/00000000-0000-0000-0000-000000000000/servicePrincipals/{app_id}/ruleSets/default"
+    deployer = f"servicePrincipals/{mockcloud.DEPLOYER_APPLICATION_ID}"  # who runs `up`, as Databricks sees it
+    assert {(g["role"], tuple(g["principals"])) for g in rules.inputs["grantRules"]} == {
+        ("roles/servicePrincipal.user", (deployer,)), ("roles/servicePrincipal.manager", (deployer,))}
+    configured = evaluate("dev", {"databricks.deployer": DEPLOYER})
+    rules = configured.one("databricks:index/accessControlRuleSet:AccessControlRuleSet")
+    assert {p for g in rules.inputs["grantRules"] for p in g["principals"]} == {f"servicePrincipals/{DEPLOYER}"}
+    # a configured principal's roles are managed where it was created: no authoritative rule set over them
+    assert not evaluate("dev", {"databricks.jobPrincipal": JOBS_SP}).of_type(
+        "databricks:index/accessControlRuleSet:AccessControlRuleSet")
+
+
+def test_prods_deployer_may_read_stagings_model_and_nothing_else(evaluate):
+    ev = evaluate("staging", {"databricks.promotionReaders": [PROD_DEPLOYER]})
+    assert grants_of(ev, PROD_DEPLOYER) == {"catalog staging": ["USE_CATALOG"], "schema staging.credit": ["USE_SCHEMA"],
+                                            "model staging.credit.credit_default": ["EXECUTE"]}
+
+
 DEPLOYER, JOBS_SP = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
+PROD_DEPLOYER = "77777777-8888-9999-aaaa-bbbbbbbbbbbb"
 
 
 def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(evaluate):
@@ -315,6 +339,8 @@ def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(eva
     ({"databricks.createCatalog": True, "databricks.modelRegistry": "workspace", "databricks.catalog": mockcloud.DELETE,
       "databricks.schema": mockcloud.DELETE}, r"databricks\.createCatalog needs mlops-credit-default:databricks\.modelRegistry"),
     ({"databricks.codeVolume": "job code"}, r"databricks\.codeVolume is 'job code'; it must be a volume identifier"),
+    ({"databricks.accountId": mockcloud.DELETE}, r"databricks\.accountId is required when the stack declares the jobs'"),
+    ({"databricks.promotionReaders": ["prod-ci"]}, r"databricks\.promotionReaders holds 'prod-ci'; each item must be a "),
 ])
 def test_bad_unity_catalog_config_names_the_key(evaluate, overrides, message):
     with pytest.raises(settings.ConfigError, match=rf"mlops-credit-default:{message}"):
