@@ -137,7 +137,8 @@ class Databricks(pulumi.ComponentResource):
         deployer = (pulumi.Output.from_input(f"servicePrincipals/{args.settings.deployer}") if args.settings.deployer
                     else databricks.get_current_user_output(opts=pulumi.InvokeOutputOptions(
                         provider=self.provider, depends_on=[self.workspace] if self.workspace else None)).acl_principal_id)
-        rule_set = principal.apply(lambda app_id: f"accounts/{args.settings.account_id}/servicePrincipals/{app_id}/ruleSets/default")
+        account = args.settings.account_id
+        rule_set = principal.apply(lambda app_id: f"accounts/{account}/servicePrincipals/{app_id}/ruleSets/default")
         return databricks.AccessControlRuleSet(
             f"{name}-job-principal-rules", name=rule_set, grant_rules=[
                 databricks.AccessControlRuleSetGrantRuleArgs(role=role, principals=[deployer])
