@@ -43,7 +43,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,
         "registry_login_server": registry.login_server, "model_uri": s.model.uri, "model_name": s.model.full_name,
         "databricks_workspace_url": databricks.workspace_url, "databricks_job_id": databricks.job_id,
-        "databricks_drift_job_id": databricks.drift_job_id,
+        "databricks_experiment": s.databricks.experiment, "databricks_drift_job_id": databricks.drift_job_id,
         "log_analytics_workspace_id": observability.workspace_id, "registry_id": registry.registry.id,
     }
     if resolution is None:

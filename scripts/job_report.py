@@ -2,10 +2,12 @@
 moved @champion. Used by .github/workflows/model-build.yml.
 
     python -m scripts.job_report --job-id 123 --model-name staging.credit.credit_default \\
-        [--tracking-uri databricks --registry-uri databricks-uc] [--timeout-minutes 120]
+        --experiment /Shared/credit-default-staging [--tracking-uri databricks --registry-uri databricks-uc]
 
-Exit 1 when the run does not succeed. The verdict comes from the registry, not from logs: @champion
-before and after the run, and the newest version's `gate.decision` tag (set by training/gate.py).
+Exit 1 when the run does not succeed, or when it registered no version. The verdict comes from the registry,
+not from logs: @champion before and after the run, and the `gate.decision` tag of exactly the version this
+job run registered (found by its job run id, as the gate task finds it: not the newest version, which a
+manual run beside this one may have made).
 Written to $GITHUB_STEP_SUMMARY when that is set.
 """
 
@@ -34,8 +36,8 @@ class JobRun:
 class GateReport:
     champion_before: str | None
     champion_after: str | None
-    newest_version: str | None
-    newest_decision: str
+    version: str  # the version this job run registered
+    decision: str
 
     @property
     def moved(self) -> bool:
@@ -46,7 +48,7 @@ class GateReport:
             return (f"gate PROMOTED {model_name} v{self.champion_after} to @champion "
                     f"(was {'v' + self.champion_before if self.champion_before else 'none'})")
         return (f"gate kept @champion at {'v' + self.champion_before if self.champion_before else 'none'}: "
-                f"newest version v{self.newest_version} was {self.newest_decision}")
+                f"this run's v{self.version} was {self.decision}")
 
 
 def run_job(job_id: int, timeout: timedelta) -> JobRun:
@@ -71,17 +73,20 @@ def champion(client, model_name: str) -> str | None:
         return None
 
 
-def gate_report(client, model_name: str, champion_before: str | None) -> GateReport:
-    versions = client.search_model_versions(f"name='{model_name}'")
-    newest = max(versions, key=lambda v: int(v.version), default=None)
-    decision = (newest.tags or {}).get("gate.decision", "not gated") if newest else "absent"
-    return GateReport(champion_before, champion(client, model_name), str(newest.version) if newest else None, decision)
+def gate_report(client, model_name: str, experiment: str, job_run_id: int, champion_before: str | None) -> GateReport:
+    """Raises training.gate.VersionNotFound when the run registered no version (or, impossibly, several)."""
+    from training.gate import version_of_job_run
+
+    version = version_of_job_run(client, model_name, experiment, str(job_run_id))
+    decision = (client.get_model_version(model_name, version).tags or {}).get("gate.decision", "not gated")
+    return GateReport(champion_before, champion(client, model_name), version, decision)
 
 
 def main(argv: list[str] | None = None, runner=run_job) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job-id", type=int, required=True)
     parser.add_argument("--model-name", required=True, help="registered model (catalog.schema.name with Unity Catalog)")
+    parser.add_argument("--experiment", required=True, help="the job's MLflow experiment (stack output databricks_experiment)")
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "databricks"))
     parser.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI", "databricks-uc"))
     parser.add_argument("--timeout-minutes", type=float, default=120)
@@ -93,9 +98,14 @@ def main(argv: list[str] | None = None, runner=run_job) -> int:
         report = f"training job {args.job_id} run {run.run_id} did not succeed: {run.state} {run.url}"
         exit_code = 1
     else:
-        report = f"training job run {run.run_id} {run.state}; " + gate_report(client, args.model_name, before).summary(
-            args.model_name)
-        exit_code = 0
+        from training.gate import VersionNotFound
+
+        try:
+            verdict = gate_report(client, args.model_name, args.experiment, run.run_id, before).summary(args.model_name)
+            exit_code = 0
+        except VersionNotFound as error:
+            verdict, exit_code = str(error), 1
+        report = f"training job run {run.run_id} {run.state}; {verdict}"
     print(report, file=sys.stderr if exit_code else sys.stdout)
     if os.environ.get("GITHUB_STEP_SUMMARY"):
         with open(os.environ["GITHUB_STEP_SUMMARY"], "a", encoding="utf-8") as summary:

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from scripts import job_report
+from training.gate import JOB_RUN_TAG
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -161,42 +162,61 @@ def test_model_build_runs_the_staging_job_and_reports_the_gate():
 
 # ---- scripts/job_report.py: the model-build verdict ----
 
-class FakeRegistry:
-    """Champion before/after and version tags, as MLflow's client returns them."""
+@pytest.fixture
+def job_registry(tmp_path):
+    """A real MLflow store: versions registered by training runs tagged with the job run that made them."""
+    from mlflow.tracking import MlflowClient
 
-    def __init__(self, champion: str | None, versions: dict[str, str]) -> None:
-        self.champion, self.versions = champion, versions
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("/Shared/credit-default-staging", artifact_location=str(tmp_path / "artifacts"))
+    client.create_registered_model("m")
 
-    def get_model_version_by_alias(self, name, alias):
-        from mlflow.exceptions import MlflowException
-
-        if self.champion is None:
-            raise MlflowException("no alias")
-        return SimpleNamespace(version=self.champion)
-
-    def search_model_versions(self, query):
-        return [SimpleNamespace(version=v, tags={"gate.decision": d}) for v, d in self.versions.items()]
-
-
-@pytest.mark.parametrize(("after", "versions", "moved", "text"), [
-    ("4", {"3": "promoted", "4": "promoted"}, True, "gate PROMOTED m v4 to @champion (was v3)"),
-    ("3", {"3": "promoted", "4": "rejected"}, False, "gate kept @champion at v3: newest version v4 was rejected"),
-])
-def test_job_report_says_whether_the_gate_moved_champion(after, versions, moved, text):
-    report = job_report.gate_report(FakeRegistry(after, versions), "m", "3")
-    assert report.moved is moved and report.summary("m") == text
+    def register(job_run: str | None, decision: str, champion: bool = False) -> str:
+        run = client.create_run(experiment, tags={JOB_RUN_TAG: job_run} if job_run else {})
+        version = client.create_model_version("m", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version
+        client.set_model_version_tag("m", version, "gate.decision", decision)
+        if champion:
+            client.set_registered_model_alias("m", "champion", version)
+        return str(version)
+    return client, register
 
 
-def test_job_report_fails_on_a_failed_run(monkeypatch, tmp_path, capsys):
+def test_job_report_judges_the_version_its_job_run_registered_not_the_newest(job_registry):
+    client, register = job_registry
+    register("1000", "promoted", champion=True)  # v1
+    register("1001", "rejected")  # v2: this job run's
+    register(None, "not gated")  # v3: someone's manual run, registered after it
+    report = job_report.gate_report(client, "m", "/Shared/credit-default-staging", 1001, "1")
+    assert (report.version, report.decision, report.moved) == ("2", "rejected", False)
+    assert report.summary("m") == "gate kept @champion at v1: this run's v2 was rejected"
+    register("1002", "promoted", champion=True)  # v4
+    report = job_report.gate_report(client, "m", "/Shared/credit-default-staging", 1002, "1")
+    assert report.moved and report.summary("m") == "gate PROMOTED m v4 to @champion (was v1)"
+
+
+def test_job_report_fails_when_its_run_registered_no_version(job_registry, monkeypatch, capsys):
+    client, register = job_registry
+    register("1000", "promoted", champion=True)
+    monkeypatch.setattr(job_report, "Registry", lambda *a: SimpleNamespace(client=lambda: client))
+
+    def succeeded(job_id: int, timeout: timedelta) -> job_report.JobRun:
+        return job_report.JobRun(1003, True, "TERMINATED/SUCCESS", "https://adb/run/1003")
+    assert job_report.main(["--job-id", "12", "--model-name", "m", "--experiment", "/Shared/credit-default-staging"],
+                           runner=succeeded) == 1
+    assert "job run 1003 registered 0 version(s) of m" in capsys.readouterr().err
+
+
+def test_job_report_fails_on_a_failed_run(job_registry, monkeypatch, tmp_path, capsys):
     summary = tmp_path / "summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
-    monkeypatch.setattr(job_report, "Registry", lambda *a: SimpleNamespace(client=lambda: FakeRegistry("3", {"3": "x"})))
+    monkeypatch.setattr(job_report, "Registry", lambda *a: SimpleNamespace(client=lambda: job_registry[0]))
     seen = []
 
     def failed(job_id: int, timeout: timedelta) -> job_report.JobRun:
         seen.append((job_id, timeout))
         return job_report.JobRun(77, False, "TERMINATED/FAILED", "https://adb/run/77")
-    assert job_report.main(["--job-id", "12", "--model-name", "m"], runner=failed) == 1
+    assert job_report.main(["--job-id", "12", "--model-name", "m", "--experiment", "e"], runner=failed) == 1
     assert seen == [(12, timedelta(minutes=120))]
     assert "did not succeed: TERMINATED/FAILED" in capsys.readouterr().err
     assert "run 77 did not succeed" in summary.read_text()

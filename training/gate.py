@@ -155,7 +155,7 @@ class VersionNotFound(LookupError):
 def version_of_job_run(client: MlflowClient, model_name: str, experiment: str, run_id: str) -> str:
     """The version the train task of job run `run_id` registered: its MLflow run carries the tag, and a
     version is looked up by run id (the one filter besides the name that Unity Catalog's registry supports)."""
-    found = mlflow.get_experiment_by_name(experiment)
+    found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], f"tags.{JOB_RUN_TAG} = '{run_id}'") if found else []
     versions = [mv for run in runs for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'")
                 if mv.name == model_name]
