@@ -32,6 +32,7 @@ CONNECTION_STRING_KEY = "appinsights-connection-string"
 SERVICE_PRINCIPAL_USER = "roles/servicePrincipal.user"  # may set the principal as a job's run_as
 SERVICE_PRINCIPAL_MANAGER = "roles/servicePrincipal.manager"  # may change the principal's rule set
 LOG_ANALYTICS_READER_ROLE_ID = "73c42c96-874c-492b-b04d-ab87d138a893"  # built-in Log Analytics Reader
+METRICS_PUBLISHER_ROLE_ID = "3913510d-42f4-4e42-8a64-420c390055eb"  # built-in Monitoring Metrics Publisher
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class DriftJobArgs:
     notify: tuple[str, ...]  # e-mails told when a run fails: exit 3 (drift) fails the run on purpose
     registry_uri: str  # where the model versions named in the request log (and their baselines) are registered
     log_analytics_workspace_id: pulumi.Input[str] = ""  # ARM id: the one scope the drift identity may read
+    app_insights_id: pulumi.Input[str] = ""  # ARM id: the one component the drift identity may publish to
 
 
 def mlflow_env(registry_uri: str) -> dict[str, str]:
@@ -284,10 +286,18 @@ class Databricks(pulumi.ComponentResource):
             principal_type="ServicePrincipal", scope=workspace,
             role_definition_id=workspace.apply(lambda scope: role_definition_id(scope, LOG_ANALYTICS_READER_ROLE_ID)),
             description="the drift job reads this stack's request log", opts=pulumi.ResourceOptions(parent=self))
+        component = pulumi.Output.from_input(args.drift.app_insights_id)
+        publisher = authorization.RoleAssignment(
+            f"{name}-drift-publisher-role", principal_id=connector.identity.apply(lambda i: i.principal_id),
+            principal_type="ServicePrincipal", scope=component,
+            role_definition_id=component.apply(lambda scope: role_definition_id(scope, METRICS_PUBLISHER_ROLE_ID)),
+            description="the drift job sends its record with Entra ID (local auth is off)",
+            opts=pulumi.ResourceOptions(parent=self))
         credential = databricks.Credential(
-            f"{name}-log-reader-credential", name=credential_name, purpose="SERVICE", comment="drift job: Log Analytics",
+            f"{name}-log-reader-credential", name=credential_name, purpose="SERVICE",
+            comment="drift job: reads Log Analytics, publishes to Application Insights",
             azure_managed_identity=databricks.CredentialAzureManagedIdentityArgs(access_connector_id=connector.id),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role])))
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role, publisher])))
         access = databricks.Grant(f"{name}-grant-jobs-log-reader", credential=credential.name, principal=self.job_principal,
                                   privileges=["ACCESS"], opts=opts)
         self.secrets += [credential, access]

@@ -36,7 +36,7 @@ FIRST_PARTY = ("training", "monitoring", "infra", "serving", "scripts")
 # Installed with the wheel (its Requires-Dist) because the runtime does not bundle them; everything else
 # the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark) is the runtime's own,
 # and infra/runtime.py checks that our pins agree with it.
-REQUIRES = ("skops", "azure-identity", "azure-monitor-query")
+REQUIRES = ("skops", "azure-identity", "azure-monitor-query", "azure-monitor-opentelemetry-exporter")
 REQUIREMENTS = ROOT / "requirements.txt"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -53,8 +53,8 @@ class Wheel:
 
 def pins(names: tuple[str, ...], requirements: Path = REQUIREMENTS) -> list[str]:
     """`name==version` from requirements.txt for each name; a name it does not pin is an error."""
-    found = {line.split("==")[0].strip().lower(): line.strip() for line in requirements.read_text().splitlines()
-             if "==" in line and not line.lstrip().startswith("#")}
+    lines = (line.split("#", 1)[0].strip() for line in requirements.read_text().splitlines())
+    found = {line.split("==")[0].strip().lower(): line for line in lines if "==" in line}
     missing = [name for name in names if name not in found]
     if missing:
         raise ValueError(f"{requirements} pins none of {missing}: the Databricks jobs install exactly these")

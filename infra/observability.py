@@ -59,8 +59,12 @@ class Observability(pulumi.ComponentResource):
         self.app_insights = appinsights.Component(
             f"{name}-appinsights", resource_name_=args.name.replace("log-", "appi-", 1),
             resource_group_name=args.resource_group_name, location=args.location, kind="web", application_type="web",
-            ingestion_mode="LogAnalytics", workspace_resource_id=self.workspace.id, tags=args.tags, opts=child)
-        # What the drift job sends its record with (AppTraces in this workspace): it can write telemetry, so a secret.
+            ingestion_mode="LogAnalytics", workspace_resource_id=self.workspace.id,
+            # Entra ID only: telemetry needs a token of an identity with Monitoring Metrics Publisher on this
+            # component (the drift job's), not just the instrumentation key in the connection string.
+            disable_local_auth=True, tags=args.tags, opts=child)
+        self.app_insights_id = self.app_insights.id
+        # Where the drift job sends its record (AppTraces in this workspace); kept secret all the same.
         self.connection_string = pulumi.Output.secret(self.app_insights.connection_string)
         self.action_group = monitor.ActionGroup(
             f"{name}-actions", resource_group_name=args.resource_group_name, location="global", enabled=True,

@@ -242,6 +242,23 @@ def jobs_run_as_a_service_principal(ev: Evaluation) -> list[str]:
     return problems
 
 
+def entra_only_ingestion_has_a_publisher(ev: Evaluation) -> list[str]:
+    """With local auth off, Application Insights accepts telemetry only with a token of an identity holding
+    Monitoring Metrics Publisher on the component: the drift job's record would be refused without it."""
+    if not ev.of_type(JOB) or not any("credit-drift" in str(job.inputs) for job in ev.of_type(JOB)):
+        return []
+    problems = []
+    for component in ev.of_type("azure-native:applicationinsights:Component"):
+        if not component.inputs.get("disableLocalAuth"):
+            continue
+        publishers = [r for r in ev.of_type(ROLE) if r.inputs.get("scope") == component.id
+                      and str(r.inputs.get("roleDefinitionId", "")).endswith("3913510d-42f4-4e42-8a64-420c390055eb")]
+        if not publishers:
+            problems.append(f"{component.name}: local auth is off and no identity may publish to it (Monitoring "
+                            "Metrics Publisher): the drift record would be refused")
+    return problems
+
+
 # ---- Kubernetes on AKS ----
 
 def hpa_owns_replicas(ev: Evaluation) -> list[str]:
@@ -458,6 +475,9 @@ RULES: tuple[Rule, ...] = (
          databricks_managed_resource_group),
     Rule("databricks-task-values", "task values can be set only from notebooks; an unset reference is passed on as "
          "literal text", "https://docs.databricks.com/aws/en/jobs/task-values", task_values_from_notebooks_only),
+    Rule("app-insights-entra-ingestion", "with local auth disabled, telemetry needs an Entra token of an identity with "
+         "Monitoring Metrics Publisher on the component",
+         "https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication", entra_only_ingestion_has_a_publisher),
     Rule("databricks-jobs-run-as", "a job runs as its owner unless run_as names a service principal (the deployer "
          "needs the Service Principal User role on it)", "https://docs.databricks.com/jobs/privileges.html",
          jobs_run_as_a_service_principal),

@@ -90,7 +90,7 @@ def drift_job(s: StackSettings, observability: Observability) -> DriftJobArgs:
     return DriftJobArgs(settings=s.drift, log_analytics_customer_id=observability.customer_id,
                         app_insights_connection_string=observability.connection_string, target=s.serving.target,
                         app_name=source.app_name, namespace=s.serving.aks.namespace, notify=notify, registry_uri=registry,
-                        log_analytics_workspace_id=observability.workspace_id)
+                        log_analytics_workspace_id=observability.workspace_id, app_insights_id=observability.app_insights_id)
 
 
 def container_env(s: StackSettings) -> dict[str, str]:

@@ -68,6 +68,10 @@ class DriftInputError(Exception):
     """No baseline, or a log source that cannot be read: exit code 2."""
 
 
+class DriftDeliveryError(DriftInputError):
+    """The drift record did not reach Application Insights (the run fails: exit 2, and the failure e-mail)."""
+
+
 # ---------------------------------------------------------------- reading the request log
 
 @dataclass
@@ -182,15 +186,7 @@ def log_analytics_lines(workspace_id: str, source, hours: float,
 
     from infra import kql
 
-    if service_credential:
-        from databricks.service_credentials import getServiceCredentialsProvider  # Databricks Runtime 15.4+
-
-        credential = getServiceCredentialsProvider(service_credential)
-    else:
-        from azure.identity import DefaultAzureCredential
-
-        credential = DefaultAzureCredential()
-    client = LogsQueryClient(credential)
+    client = LogsQueryClient(job_credential(service_credential))
     response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=timedelta(hours=hours))
     if response.status != LogsQueryStatus.SUCCESS:
         raise DriftInputError(f"Log Analytics query failed or was partial: {getattr(response, 'partial_error', response)}")
@@ -409,20 +405,66 @@ def log_to_mlflow(args: argparse.Namespace, report: dict, out: Path) -> None:
             mlflow.log_artifacts(str(out), artifact_path="drift_report")
 
 
-def send_to_app_insights(connection_string: str, record: dict) -> None:  # pragma: no cover - needs Azure
-    """One trace (AppTraces.Message = the drift record) through Application Insights' track endpoint."""
-    import urllib.request
+def send_to_app_insights(connection_string: str, record: dict, credential=None) -> None:
+    """One trace (AppTraces.Message = the drift record) through Azure Monitor's exporter, authenticated with Entra ID
+    (`credential`, a TokenCredential: the job's service credential on Databricks), so it keeps working when the
+    Application Insights resource disables local (instrumentation-key) auth. Sent synchronously, then flushed."""
+    import logging
 
-    parts = dict(p.split("=", 1) for p in connection_string.split(";") if "=" in p)
-    endpoint = parts.get("IngestionEndpoint", "https://dc.services.visualstudio.com").rstrip("/")
-    envelope = {"name": "Microsoft.ApplicationInsights.Message", "time": record["ts"], "iKey": parts["InstrumentationKey"],
-                "data": {"baseType": "MessageData", "baseData": {"ver": 2, "message": json.dumps(record),
-                                                                  "severityLevel": 2 if record["status"] == "drift" else 1,
-                                                                  "properties": {"log_type": "drift"}}}}
-    request = urllib.request.Request(f"{endpoint}/v2/track", data=json.dumps([envelope]).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        response.read()
+    from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
+    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+
+    # The exporter's own usage telemetry ("statsbeat") would go to Microsoft's endpoints: nothing but the record leaves.
+    os.environ.setdefault("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
+    exporter = _Checked(AzureMonitorLogExporter(connection_string=connection_string, credential=credential,
+                                                disable_offline_storage=True))
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logging.getLogger("credit-drift.app-insights")
+    logger.propagate = False
+    handler = LoggingHandler(logger_provider=provider)
+    logger.addHandler(handler)
+    try:
+        level = logging.WARNING if record["status"] == "drift" else logging.INFO
+        logger.log(level, json.dumps(record), extra={"log_type": "drift"})
+        provider.force_flush()
+    finally:
+        logger.removeHandler(handler)
+        provider.shutdown()
+    if exporter.failures:  # the processor drops a failed export silently; a lost record must fail the job instead
+        raise DriftDeliveryError(f"Application Insights did not accept the drift record: {exporter.failures}")
+
+
+class _Checked:
+    """The exporter, remembering every export that did not succeed."""
+
+    def __init__(self, exporter) -> None:
+        self.exporter, self.failures = exporter, []
+
+    def export(self, batch):
+        result = self.exporter.export(batch)
+        if result.name != "SUCCESS":
+            self.failures.append(result.name)
+        return result
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return True
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+
+def job_credential(service_credential: str | None):  # pragma: no cover - the Databricks branch needs a cluster
+    """The identity the job reads Log Analytics and writes Application Insights with: the Unity Catalog service
+    credential on Databricks (a managed identity, no client secret), DefaultAzureCredential elsewhere."""
+    if service_credential:
+        from databricks.service_credentials import getServiceCredentialsProvider  # Databricks Runtime 15.4+
+
+        return getServiceCredentialsProvider(service_credential)
+    from azure.identity import DefaultAzureCredential
+
+    return DefaultAzureCredential()
 
 
 # ---------------------------------------------------------------- the job
@@ -478,7 +520,7 @@ def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
         record = drift_record(report, version)
         print(json.dumps(record), flush=True)
         if connection:
-            send_to_app_insights(connection, record)
+            send_to_app_insights(connection, record, job_credential(args.service_credential))
     if args.tracking_uri:
         log_to_mlflow(args, report, out)
     return (EXIT_DRIFT if report["status"] == "drift" else EXIT_OK), report

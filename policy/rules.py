@@ -14,9 +14,11 @@ from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationA
 
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 LOG_ANALYTICS_READER = "73c42c96-874c-492b-b04d-ab87d138a893"
+METRICS_PUBLISHER = "3913510d-42f4-4e42-8a64-420c390055eb"
 # The only roles this stack grants, each on the only kind of scope it may have.
 ALLOWED_ROLES = {ACR_PULL: ("AcrPull", "/providers/microsoft.containerregistry/registries/"),
-                 LOG_ANALYTICS_READER: ("Log Analytics Reader", "/providers/microsoft.operationalinsights/workspaces/")}
+                 LOG_ANALYTICS_READER: ("Log Analytics Reader", "/providers/microsoft.operationalinsights/workspaces/"),
+                 METRICS_PUBLISHER: ("Monitoring Metrics Publisher", "/providers/microsoft.insights/components/")}
 REQUIRED_TAGS = ("environment", "project", "cost-centre")
 PROD = "prod"
 CONTAINER_APP = "azure-native:app:ContainerApp"
@@ -89,9 +91,9 @@ def only_acr_pull_roles(args: ResourceValidationArgs, report: ReportViolation) -
     role = str(args.props.get("roleDefinitionId", ""))
     allowed = ALLOWED_ROLES.get(role.lower().rsplit("/roledefinitions/", 1)[-1]) if "/roledefinitions/" in role.lower() else None
     if allowed is None:
-        report(f"role assignments in this stack grant AcrPull (on the registry) or Log Analytics Reader (on the stack's "
-               f"workspace, for the drift job) only; got {role!r} (Owner, Contributor and other broad roles are not "
-               "allowed)", None)
+        report(f"role assignments in this stack grant AcrPull (on the registry), or for the drift job Log Analytics Reader "
+               f"(on the stack's workspace) and Monitoring Metrics Publisher (on its Application Insights) only; got "
+               f"{role!r} (Owner, Contributor and other broad roles are not allowed)", None)
         return
     label, scope = allowed
     target = str(args.props.get("scope", "")).lower()
@@ -155,8 +157,8 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("no-registry-passwords", "Container apps pull by managed identity, never with a password.", no_registry_passwords),
     _policy("containerapp-https-only", "Container app ingress is HTTPS only.", https_only),
     _policy("images-by-digest", "Workloads reference images by digest, never by a mutable tag.", images_by_digest),
-    _policy("acr-pull-only-role-assignments", "Role assignments grant AcrPull on the registry or Log Analytics Reader "
-            "on the stack's workspace, nothing broader.",
+    _policy("acr-pull-only-role-assignments", "Role assignments grant AcrPull on the registry, Log Analytics Reader "
+            "on the stack's workspace or Monitoring Metrics Publisher on its Application Insights, nothing broader.",
             only_acr_pull_roles),
     _policy("prod-min-two-replicas", "Prod serving keeps at least two replicas (AKS: the autoscaler's minimum).",
             prod_min_replicas),

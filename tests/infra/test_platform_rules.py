@@ -117,6 +117,15 @@ def test_a_declared_run_as_principal_without_the_deployers_roles_is_caught():
     assert "manager role" in problems("databricks-jobs-run-as", fake(principal, job, rules))[0]
 
 
+def test_entra_only_app_insights_without_a_publisher_is_caught():
+    job = resource(platform_rules.JOB, "drift", {"tasks": [{"pythonWheelTask": {"entryPoint": "credit-drift"}}]})
+    component = resource("azure-native:applicationinsights:Component", "appi", {"disableLocalAuth": True})
+    publisher = resource(platform_rules.ROLE, "pub", {"scope": "/id/appi", "roleDefinitionId":
+                         "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/3913510d-42f4-4e42-8a64-420c390055eb"})
+    assert not problems("app-insights-entra-ingestion", fake(job, component, publisher))
+    assert "no identity may publish" in problems("app-insights-entra-ingestion", fake(job, component))[0]
+
+
 def test_a_task_value_read_from_a_script_task_is_caught():
     tasks = [{"taskKey": "train", "sparkPythonTask": {}},
              {"taskKey": "gate", "sparkPythonTask": {"parameters": ["--version", "{{tasks.train.values.model_version}}"]}}]

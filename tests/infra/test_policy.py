@@ -56,6 +56,7 @@ def _mutate(props: dict, path: list, value) -> dict:
 
 OWNER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 LOG_READER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/73c42c96-874c-492b-b04d-ab87d138a893"
+PUBLISHER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/3913510d-42f4-4e42-8a64-420c390055eb"
 APP = "azure-native:app:ContainerApp"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 
@@ -73,6 +74,9 @@ DEPLOYMENT = "kubernetes:apps/v1:Deployment"
      "containerapps"),
     # Log Analytics Reader is allowed on a Log Analytics workspace only, not on the registry the first assignment targets
     ("acr-pull-only-role-assignments", "azure-native:authorization:RoleAssignment", ["roleDefinitionId"], LOG_READER,
+     "containerapps"),
+    # and Monitoring Metrics Publisher on an Application Insights component only
+    ("acr-pull-only-role-assignments", "azure-native:authorization:RoleAssignment", ["roleDefinitionId"], PUBLISHER,
      "containerapps"),
     ("prod-min-two-replicas", APP, ["template", "scale", "minReplicas"], 1, "containerapps"),
     ("prod-min-two-replicas", "kubernetes:autoscaling/v2:HorizontalPodAutoscaler", ["spec", "minReplicas"], 1, "aks"),

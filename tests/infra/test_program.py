@@ -11,7 +11,7 @@ import pulumi
 import pytest
 
 from infra import jobwheel, mockcloud, settings
-from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID
+from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID, METRICS_PUBLISHER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
 
@@ -420,6 +420,17 @@ def test_drift_job_reads_log_analytics_as_a_managed_identity_on_this_workspace_o
     [access] = [g for g in stack.of_type("databricks:index/grant:Grant") if g.inputs.get("credential")]
     assert (access.inputs["credential"], access.inputs["privileges"]) == (credential.inputs["name"], ["ACCESS"])
     assert access.inputs["principal"] == job.inputs["runAs"]["servicePrincipalName"]
+
+
+def test_drift_job_publishes_its_record_with_entra_id_to_this_stacks_app_insights_only(stack):
+    component = stack.one("azure-native:applicationinsights:Component")
+    assert component.inputs["disableLocalAuth"] is True  # the instrumentation key alone writes nothing
+    connector = stack.one("azure-native:databricks:AccessConnector")
+    [publisher] = [r for r in stack.of_type(ROLE) if r.inputs["roleDefinitionId"].endswith(METRICS_PUBLISHER_ROLE_ID)]
+    assert publisher.inputs["scope"] == component.id
+    assert publisher.inputs["principalId"] == connector.outputs["identity"]["principalId"]
+    credential = stack.one("databricks:index/credential:Credential")
+    assert publisher.urn in credential.dependencies  # the job's credential is usable only once it may publish
 
 
 @pytest.mark.parametrize(("overrides", "key"), [
