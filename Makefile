@@ -58,11 +58,14 @@ lint: $(STAMP)
 test: $(STAMP) lint actionlint kusto
 	$(PY) -m pytest -m "not container and not databricks" -q
 
-# The declared Databricks jobs on local PySpark: Java from apt (Debian's OpenJDK 17) and pyspark when missing.
-SPARK_STAMP := $(VENV)/.installed-databricks
-$(SPARK_STAMP): $(STAMP) requirements-databricks.txt
+# The declared Databricks jobs on local PySpark, in a second venv standing in for the job cluster's Python (the
+# runtime's MLflow and Spark, requirements-runtime.txt); Java from apt (Debian's OpenJDK 17) when missing.
+RUNTIME_VENV := .venv-runtime
+SPARK_STAMP := $(RUNTIME_VENV)/.installed
+$(SPARK_STAMP): $(STAMP) requirements-runtime.txt
 	@command -v java >/dev/null 2>&1 || bash scripts/apt_install.sh "make databricks-test" openjdk-17-jre-headless
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-databricks.txt
+	@test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
+	$(RUNTIME_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-runtime.txt
 	@touch $(SPARK_STAMP)
 
 databricks-test: $(SPARK_STAMP)

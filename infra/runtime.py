@@ -6,9 +6,11 @@ jobs install only what the runtime lacks (infra.jobwheel.REQUIRES, the wheel's R
 `conflicts` names any job requirement that would replace a bundled library.
 
 BUNDLED holds, per runtime, only versions read from Databricks' documentation (the MLflow-Databricks
-Runtime compatibility matrix, https://docs.databricks.com/aws/en/release-notes/runtime/ ). Add a
-runtime's numpy/pandas/scikit-learn versions from its "Python libraries" release-notes table before
-relying on them: a package missing here is not checked.
+Runtime compatibility matrix and the supported-releases table, https://docs.databricks.com/aws/en/release-notes/runtime/ ).
+A runtime's numpy/pandas/scikit-learn versions are in its "Python libraries" release-notes table, which was
+not reachable when this was written: add them from there before relying on them (a package missing here is
+not checked). The local job run (requirements-runtime.txt, make databricks-test) runs the jobs on the
+default runtime's MLflow and Spark, so code that needs a newer MLflow fails there, not on a cluster.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ from packaging.version import Version
 RELEASE_NOTES = "https://docs.databricks.com/aws/en/release-notes/runtime/"
 DEFAULT = "18.0.x-cpu-ml-scala2.13"  # 18 LTS ML (Apache Spark 4.1): the newest LTS, MLflow 3.8.1
 BUNDLED: dict[str, dict[str, str]] = {
-    "18.0.x-cpu-ml-scala2.13": {"mlflow": "3.8.1"},
-    "17.3.x-cpu-ml-scala2.13": {"mlflow": "3.0.1"},
-    "16.4.x-cpu-ml-scala2.12": {"mlflow": "2.21.3"},
-    "15.4.x-cpu-ml-scala2.12": {"mlflow": "2.13.1"},
+    # MLflow: the MLflow-Databricks Runtime compatibility matrix; pyspark: the runtime's Apache Spark version (the
+    # supported-releases table). A job requirement naming either would replace the runtime's own.
+    "18.0.x-cpu-ml-scala2.13": {"mlflow": "3.8.1", "pyspark": "4.1.0"},
+    "17.3.x-cpu-ml-scala2.13": {"mlflow": "3.0.1", "pyspark": "4.0.0"},
+    "16.4.x-cpu-ml-scala2.12": {"mlflow": "2.21.3", "pyspark": "3.5.2"},
+    "15.4.x-cpu-ml-scala2.12": {"mlflow": "2.13.1", "pyspark": "3.5.0"},
 }
 
 

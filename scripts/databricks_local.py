@@ -7,12 +7,14 @@ own folder; the repository is not on the path) and has no `dbutils`. Stand-ins f
 nothing else:
 
   Databricks                          here
+  the runtime's Python libraries      .venv-runtime (requirements-runtime.txt): the runtime's MLflow 3.8.1 and
+                                      Spark 4.1.0, pandas 2 (not the repository's MLflow and pandas 3)
   the job cluster's Spark             local PySpark (`local[2]`, Debian's OpenJDK 17), Hive catalog in Derby
   Unity Catalog table c.s.t           Parquet table s.t in database `c_s` of Spark's local catalog (Delta's
                                       jars come from Maven, unreachable here); spark.mlops.catalogAsDatabase
                                       tells training.loader to read c.s.t there
-  workspace MLflow (databricks,       a local sqlite tracking/registry store: the cluster's MLFLOW_* env values
-    databricks-uc)                    are replaced, the task parameters are not
+  workspace MLflow (databricks,       an MLflow server on 127.0.0.1 run by the runtime's MLflow over sqlite: the
+    databricks-uc)                    cluster's MLFLOW_* env values are replaced, the task parameters are not
   {{job.run_id}}                      a run id chosen here, resolved as Databricks resolves it
   {{secrets/...}} env values          left out (no secret store here; the drift record is not sent)
   Log Analytics (drift job)           a JSON-lines file (monitoring.drift's DRIFT_LOCAL_LOG_ANALYTICS)
@@ -28,12 +30,16 @@ import argparse
 import base64
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
 JOB = "databricks:index/job:Job"
 JOB_RUN_ID = "{{job.run_id}}"
 WORKSPACE_MLFLOW = {"databricks", "databricks-uc"}
@@ -47,7 +53,9 @@ dist, entry, *params = sys.argv[1:]
 [point] = [e for e in distribution(dist).entry_points if e.name == entry]
 sys.argv = [entry, *params]
 function = point.load()
-print(f"[local job] {entry} = {point.value} from {sys.modules[point.module].__file__}", flush=True)
+from importlib.metadata import version
+libraries = ", ".join(f"{name} {version(name)}" for name in ("mlflow", "pyspark", "pandas"))
+print(f"[local job] {entry} = {point.value} from {sys.modules[point.module].__file__} on {libraries}", flush=True)
 function()
 """
 
@@ -120,26 +128,78 @@ def in_dependency_order(tasks: list[Task]) -> list[Task]:
     return done
 
 
+class MlflowServer:
+    """The workspace's MLflow as a REST server on 127.0.0.1, run by the runtime's own MLflow (`python` of
+    .venv-runtime): tasks log and register with the runtime's client, tests read with this repository's, and
+    neither touches the other's database schema, just as a cluster and a laptop share Databricks' MLflow."""
+
+    def __init__(self, root: Path, python: str) -> None:
+        self.root, self.python = root, python
+        self.process: subprocess.Popen | None = None
+        self.uri = ""
+
+    def __enter__(self) -> MlflowServer:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = (self.root / "mlflow-server.log").open("w")
+        self.process = subprocess.Popen(
+            [self.python, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+             "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
+             "--artifacts-destination", str(self.root / "artifacts")],
+            stdout=self.log, stderr=subprocess.STDOUT, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+        self.uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the MLflow server exited: {(self.root / 'mlflow-server.log').read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.5)
+        self.__exit__()
+        raise RuntimeError(f"the MLflow server did not answer /health in 120 s (log: {self.root / 'mlflow-server.log'})")
+
+    def __exit__(self, *exc) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self.log.close()
+
+
+def runtime_python() -> str:
+    """The stand-in for the job cluster's Python: .venv-runtime (make databricks-test builds it from
+    requirements-runtime.txt, the runtime's MLflow and Spark), else this interpreter."""
+    return str(RUNTIME_PYTHON) if RUNTIME_PYTHON.exists() else sys.executable
+
+
 @dataclass
 class LocalWorkspace:
     """A folder standing in for the workspace: the installed wheel, Spark's catalog, the MLflow store."""
     root: Path
+    python: str = sys.executable  # the job cluster's Python
+    tracking_uri: str = ""  # the workspace's MLflow; default: a sqlite store in root
     runs: list[dict] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.tracking_uri = self.tracking_uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
     @property
     def site(self) -> Path:
         return self.root / "site"
-
-    @property
-    def tracking_uri(self) -> str:
-        return f"sqlite:///{self.root / 'mlflow.db'}"
 
     def install(self, wheel_name: str, wheel: bytes) -> None:
         """Install the declared wheel (its dependencies are this venv's, as the runtime's are on a cluster)."""
         path = self.root / "wheels" / Path(wheel_name).name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(wheel)
-        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
+        subprocess.run([self.python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                         "--no-index", "--target", str(self.site), str(path)], check=True)
         self._spark_conf()
 
@@ -172,7 +232,7 @@ class LocalWorkspace:
         # One OpenMP thread: on two shared cores, scikit-learn's OpenMP threads spinning beside Spark's JVM
         # made one model fit take minutes instead of seconds.
         env.update({"PYTHONPATH": str(self.site), "SPARK_CONF_DIR": str(self.root / "spark-conf"),
-                    "PYSPARK_PYTHON": sys.executable, "OMP_NUM_THREADS": "1", **(extra or {})})
+                    "PYSPARK_PYTHON": self.python, "OMP_NUM_THREADS": "1", **(extra or {})})
         return env
 
     def create_table(self, table: str, parquet: Path) -> None:
@@ -182,7 +242,7 @@ class LocalWorkspace:
         database, name = spark_table_name("true", table).split(".")
         work = self.root / "work"
         work.mkdir(parents=True, exist_ok=True)
-        subprocess.run([sys.executable, "-c", CREATE_TABLE, str(parquet), database, name], check=True, cwd=work,
+        subprocess.run([self.python, "-c", CREATE_TABLE, str(parquet), database, name], check=True, cwd=work,
                        env=self.env({}))
 
     def run_task(self, task: Task, job: DeclaredJob, job_run_id: str,
@@ -193,7 +253,7 @@ class LocalWorkspace:
             raise ValueError(f"task {task.key}: {unresolved} would reach the task unresolved (only {JOB_RUN_ID} is known here)")
         work = self.root / "work"
         work.mkdir(parents=True, exist_ok=True)
-        result = subprocess.run([sys.executable, "-c", RUNNER, task.package, task.entry_point, *parameters], cwd=work,
+        result = subprocess.run([self.python, "-c", RUNNER, task.package, task.entry_point, *parameters], cwd=work,
                                 env=self.env(job.cluster_env, extra_env), capture_output=True, text=True)
         self.runs.append({"task": task.key, "job_run_id": job_run_id, "returncode": result.returncode})
         return result
@@ -221,7 +281,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=4000, help="rows of the generated training table")
     parser.add_argument("--log", type=Path, help="drift job: the request log standing in for Log Analytics")
     args = parser.parse_args(argv)
-    workspace = LocalWorkspace(args.root)
+    python = runtime_python()
+    with MlflowServer(args.root / "mlflow", python) as server:
+        return run_locally(args, parser, LocalWorkspace(args.root, python, server.uri))
+
+
+def run_locally(args: argparse.Namespace, parser: argparse.ArgumentParser, workspace: LocalWorkspace) -> int:
     jobs = declared(args.stack, {"model.trackingUri": workspace.tracking_uri, "model.registryUri": workspace.tracking_uri,
                                  "image.wheelhouse": False, "image.contextDir": str(args.root / "context")})
     job = jobs.jobs[JOBS[args.job]]

@@ -42,6 +42,7 @@ APP_PACKAGE = SERVING_DIR / "scoring"
 RUNTIME_REQUIREMENTS = SERVING_DIR / "requirements.txt"
 DOCKERFILE = SERVING_DIR / "Dockerfile"
 MLFLOW_SUBDIR = "mlflow"
+SKOPS_FILE = "pipeline.skops"  # a pickled version, re-saved for the fallback runtime
 HOLDOUT_ARTIFACT = "extra_files/holdout.parquet"  # evaluation data: used here, never shipped
 FALLBACK_PACKAGES = ("scikit-learn", "pandas", "skops")
 MANIFEST_FORMAT_VERSION = 1
@@ -129,6 +130,8 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
     manifest = _manifest(resolved, mlflow_model, model_dir / MLFLOW_SUBDIR, client)
 
     pipeline = mlflow.sklearn.load_model(str(model_dir / MLFLOW_SUBDIR))
+    if manifest["sklearn"]["format"] != "skops":
+        manifest["sklearn"] = _resave_with_skops(pipeline, manifest["sklearn"], model_dir, progress)
     manifest.update(_compile(pipeline, manifest, holdout, model_dir, progress))
 
     shutil.copytree(APP_PACKAGE, out_dir / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -142,6 +145,18 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
     manifest["content_sha256"] = content_hash(out_dir)
     (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
+
+
+def _resave_with_skops(pipeline, sklearn: dict, model_dir: Path, progress: Callable[[str], None]) -> dict:
+    """A (cloud)pickled version (what the Databricks runtime's MLflow writes) goes into the image as skops, and
+    its pickle not at all: the image's fallback runtime loads only the types listed, never arbitrary code."""
+    import skops.io
+
+    pickled = model_dir / sklearn["path"]
+    skops.io.dump(pipeline, model_dir / SKOPS_FILE)
+    pickled.unlink(missing_ok=True)
+    progress(f"context: the version is {sklearn['format']}-serialized; the image gets it re-saved with skops")
+    return {"path": SKOPS_FILE, "format": "skops", "trusted_types": skops.io.get_untrusted_types(file=model_dir / SKOPS_FILE)}
 
 
 def _read_holdout(model_dir: Path) -> pd.DataFrame | None:

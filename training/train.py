@@ -81,6 +81,16 @@ def trusted_types(model) -> list[str]:
     return skops.io.get_untrusted_types(data=skops.io.dumps(model))
 
 
+def serialization(model) -> dict:
+    """skops where this MLflow's sklearn flavor has it (no pickle to unpickle). The Databricks runtime's MLflow
+    (3.8.1 on 18 LTS ML) has only pickle and cloudpickle, and installing a newer MLflow would replace the
+    runtime's own: there the model is cloudpickled, read back only by this project's packaging, which serves
+    it compiled to ONNX or re-saved with skops (serving/context.py), so no image ever unpickles it."""
+    if hasattr(mlflow.sklearn, "SERIALIZATION_FORMAT_SKOPS"):
+        return {"serialization_format": "skops", "skops_trusted_types": trusted_types(model)}
+    return {"serialization_format": "cloudpickle"}
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a .csv/.parquet path, or a table name on Databricks")
@@ -117,7 +127,9 @@ def main(argv: list[str] | None = None) -> dict:
         mlflow.create_experiment(args.experiment, artifact_location=args.artifact_root)
     mlflow.set_experiment(args.experiment)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"train-{args.environment}") as run:
-        baseline_path, holdout_path = Path(tmp, BASELINE_FILE), Path(tmp, gate.HOLDOUT_FILE)
+        extra = Path(tmp, "extra_files")
+        extra.mkdir()
+        baseline_path, holdout_path = extra / BASELINE_FILE, extra / gate.HOLDOUT_FILE
         baseline_path.write_text(json.dumps(build_baseline(features_of(splits.train),
                                                            positive_proba(result.model, splits.train))))
         splits.test.to_parquet(holdout_path, index=False)
@@ -130,11 +142,12 @@ def main(argv: list[str] | None = None) -> dict:
         mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
         info = mlflow.sklearn.log_model(
             result.model, name="model", signature=signature(), input_example=input_example(splits.test),
-            pip_requirements=pip_requirements(), serialization_format="skops",
-            skops_trusted_types=trusted_types(result.model), pyfunc_predict_fn="predict_proba",
-            registered_model_name=args.model_name, extra_files=[str(baseline_path), str(holdout_path)],
-        )
-    version = str(info.registered_model_version)
+            pip_requirements=pip_requirements(), **serialization(result.model), pyfunc_predict_fn="predict_proba")
+        # The baseline and holdout go into the model's own artifacts (models:/<name>/<version>/extra_files/...)
+        # before it is registered, since Unity Catalog copies a version's files when it is created. Not through
+        # log_model(extra_files=...): the runtime's MLflow 3.8.1 sklearn flavor has no such argument.
+        client.log_model_artifacts(info.model_id, tmp)
+        version = str(mlflow.register_model(info.model_uri, args.model_name).version)
     run_tag = {gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {}
     for key, value in {"decision_threshold": threshold, "roc_auc": metrics["roc_auc"], **lineage, **run_tag}.items():
         client.set_model_version_tag(args.model_name, version, key, str(value))

@@ -37,17 +37,22 @@ def succeeded(results) -> None:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
+    """The cluster's Python is .venv-runtime (the runtime's MLflow 3.8.1 and Spark 4.1), the workspace's MLflow a
+    server run by that MLflow; this process (the repository's newer MLflow) reads it over REST, as a laptop would."""
+    python = databricks_local.runtime_python()
+    assert python == str(databricks_local.RUNTIME_PYTHON), "run `make databricks-test`: it builds .venv-runtime"
     root = tmp_path_factory.mktemp("databricks")
-    local = databricks_local.LocalWorkspace(root)
-    declared = databricks_local.declared(STACK, {"model.trackingUri": local.tracking_uri,
-                                                 "model.registryUri": local.tracking_uri, "image.wheelhouse": False,
-                                                 "image.contextDir": str(root / "context")})
-    local.install(declared.wheel_path, declared.wheel)
-    train = declared.jobs["databricks-job"].tasks[0]
-    parquet = root / "data" / "card_holders.parquet"
-    data.write_table(data.generate(ROWS, seed=11), parquet)
-    local.create_table(parameter(train, "--data"), parquet)  # dev.credit.card_holders, as the stack configures
-    return local, declared
+    with databricks_local.MlflowServer(root / "mlflow", python) as server:
+        local = databricks_local.LocalWorkspace(root, python, server.uri)
+        declared = databricks_local.declared(STACK, {"model.trackingUri": local.tracking_uri,
+                                                     "model.registryUri": local.tracking_uri, "image.wheelhouse": False,
+                                                     "image.contextDir": str(root / "context")})
+        local.install(declared.wheel_path, declared.wheel)
+        train = declared.jobs["databricks-job"].tasks[0]
+        parquet = root / "data" / "card_holders.parquet"
+        data.write_table(data.generate(ROWS, seed=11), parquet)
+        local.create_table(parameter(train, "--data"), parquet)  # dev.credit.card_holders, as the stack configures
+        yield local, declared
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +72,7 @@ def test_declared_tasks_run_from_the_wheel_in_dependency_order(workspace, first_
     for task, result in zip(job.tasks, first_run, strict=True):
         module = task.entry_point.removeprefix("credit-")
         assert f"from {local.site}/training/{module}.py" in result.stdout, "the task ran the installed wheel"
+        assert "on mlflow 3.8.1, pyspark 4.1.0, pandas 2." in result.stdout, "the runtime's libraries, not ours"
 
 
 def test_train_then_gate_moves_the_champion(workspace, first_run):

@@ -32,3 +32,13 @@ def test_a_runtime_without_recorded_versions_is_a_config_error_naming_the_key():
         load("dev", {"databricks.sparkVersion": "13.3.x-cpu-ml-scala2.12"})
     assert mockcloud.stack_values("dev")["databricks"].get("sparkVersion") is None  # the default: runtime.DEFAULT
     assert load("dev").databricks.job.spark_version == runtime.DEFAULT
+
+
+def test_the_local_job_run_uses_the_default_runtimes_mlflow_and_spark_and_the_wheels_requirements():
+    """requirements-runtime.txt (the job cluster's stand-in, make databricks-test) pins what infra/runtime.py records
+    for the default runtime, and installs the wheel's Requires-Dist at exactly the pins the wheel declares."""
+    lines = (line.split("#", 1)[0].strip() for line in (jobwheel.ROOT / "requirements-runtime.txt").read_text().splitlines())
+    pinned = dict(line.split("==", 1) for line in lines if line)
+    assert {name: pinned.get(name) for name in runtime.BUNDLED[runtime.DEFAULT]} == runtime.BUNDLED[runtime.DEFAULT]
+    wheel_requires = dict(pin.split("==", 1) for pin in jobwheel.pins(jobwheel.REQUIRES))
+    assert {name: pinned.get(name) for name in wheel_requires} == wheel_requires

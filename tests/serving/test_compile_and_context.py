@@ -144,6 +144,35 @@ def test_uncompilable_pipeline_is_served_by_the_sklearn_fallback(registry, small
     assert np.allclose(got, expected, atol=1e-12)
 
 
+def test_a_cloudpickled_version_reaches_the_image_as_skops_never_as_a_pickle(registry, small_frame, tmp_path):
+    """What the Databricks runtime's MLflow (no skops flavor) registers: the image must not unpickle it."""
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("cube_root", FunctionTransformer(np.cbrt))])
+    pipeline = Pipeline([("features", ColumnTransformer([("numeric", numeric, list(schema.NUMERIC))])),
+                         ("classifier", HistGradientBoostingClassifier(max_iter=30))])
+    pipeline.fit(features_of(small_frame), small_frame[schema.TARGET])  # uncompilable: the fallback runtime serves it
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(pipeline, name="model", signature=training.signature(),
+                                        input_example=training.input_example(small_frame),
+                                        serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
+                                        registered_model_name="pickled")
+    context = assemble_build_context(f"models:/pickled/{info.registered_model_version}", tmp_path / "ctx",
+                                     wheelhouse=False)
+    assert context.manifest["sklearn"]["format"] == "skops" and context.manifest["sklearn"]["path"] == "pipeline.skops"
+    assert not [p for p in context.path.rglob("*") if p.suffix in (".pkl", ".pickle")]
+    records = context.manifest["input_example"]
+    with TestClient(create_app(Settings(context.path / "model", max_records=10, request_log=False))) as client:
+        got = [p["probability"] for p in client.post("/predict", json={"records": records}).json()["predictions"]]
+    expected = pipeline.predict_proba(pd.DataFrame(records)[list(schema.FEATURES)])[:, 1]
+    assert np.allclose(got, expected, atol=1e-12)
+
+
+def test_training_logs_skops_where_mlflow_has_it_and_cloudpickle_on_the_runtimes_mlflow(monkeypatch):
+    model = build_pipeline({"learning_rate": 0.1, "max_leaf_nodes": 7})
+    assert training.serialization(model)["serialization_format"] == "skops"
+    monkeypatch.delattr(mlflow.sklearn, "SERIALIZATION_FORMAT_SKOPS")  # as MLflow 3.8.1 (Databricks 18 LTS ML)
+    assert training.serialization(model) == {"serialization_format": "cloudpickle"}
+
+
 def test_resolve_by_alias_and_by_version(registry):
     by_alias = resolve_model(f"models:/{registry['model_name']}@champion")
     by_version = resolve_model(f"models:/{registry['model_name']}/{registry['version']}")
