@@ -199,6 +199,17 @@ def test_the_schema_is_what_decides(node):
     assert [(e["excerpt"], e["code"]) for e in errors] == [("Reason_s", "KS142")]
 
 
+def test_the_http_log_schema_is_what_decides(node):
+    """The platform-5xx count reads ContainerAppHTTPLogs' StatusCode and ResponseCodeDetails as documented; without
+    the column the same query fails."""
+    query = {"errors": kql.alert_error_rate(SOURCES["azure-monitor"])}
+    assert bind(node, query)["errors"]["errors"] == []
+    tables = log_tables.schemas()
+    del tables["ContainerAppHTTPLogs"]["ResponseCodeDetails"]
+    errors = bind(node, query, tables)["errors"]["errors"]
+    assert errors and {(e["excerpt"], e["code"]) for e in errors} == {("ResponseCodeDetails", "KS142")}
+
+
 def test_the_documented_tables():
     """Every table names where its columns come from, and has the columns every query filters on time with."""
     for name, table in log_tables.TABLES.items():
