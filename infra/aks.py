@@ -1,5 +1,6 @@
-"""Serving on AKS: the cluster (Container Insights to the stack's workspace), AcrPull for the
-kubelet identity, and the scoring objects from infra.k8s_manifests through a provider bound to it.
+"""Serving on AKS: the cluster (Container Insights to the stack's workspace, managed Prometheus to an
+Azure Monitor workspace: infra/prometheus.py), AcrPull for the kubelet identity, and the scoring objects
+from infra.k8s_manifests through a provider bound to it.
 
 Note: the Service is plain HTTP on port 80; TLS on AKS needs an ingress controller and a certificate,
 which this stack does not declare (Container Apps is the HTTPS-only target).
@@ -17,8 +18,9 @@ import pulumi_azure_native.monitor as monitor
 import pulumi_kubernetes as k8s
 
 from infra import k8s_manifests
+from infra.prometheus import ManagedPrometheus, PrometheusArgs
 from infra.registry import grant_acr_pull
-from infra.settings import ServingSettings
+from infra.settings import ObservabilitySettings, ServingSettings
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,9 @@ class AksArgs:
     image: pulumi.Input[str]  # repo digest
     env: dict[str, str]
     tags: dict[str, str]
+    alerts: ObservabilitySettings  # thresholds of the Prometheus alerts (the log alerts' own)
+    action_group_id: pulumi.Input[str]
+    monitor_workspace_name: str  # the Azure Monitor workspace managed Prometheus writes to
 
 
 INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # ContainerLogV2, KubePodInventory, KubeEvents, ...
@@ -61,8 +66,16 @@ class AksService(pulumi.ComponentResource):
             addon_profiles={"omsagent": containerservice.ManagedClusterAddonProfileArgs(
                 enabled=True, config={"logAnalyticsWorkspaceResourceID": args.log_analytics_workspace_id,
                                       "useAADAuth": "true"})},
+            # Managed Prometheus (the ama-metrics add-on, with kube-state-metrics): scrapes the scoring pods' /metrics.
+            azure_monitor_profile=containerservice.ManagedClusterAzureMonitorProfileArgs(
+                metrics=containerservice.ManagedClusterAzureMonitorProfileMetricsArgs(enabled=True)),
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
         self.data_collection = self._container_insights(name, args)
+        self.prometheus = ManagedPrometheus(f"{name}-prometheus", PrometheusArgs(
+            resource_group_name=args.resource_group_name, location=args.location,
+            workspace_name=args.monitor_workspace_name, cluster_name=args.cluster_name, cluster_id=self.cluster.id,
+            namespace=s.namespace, deployment=k8s_manifests.APP, settings=args.alerts,
+            action_group_id=args.action_group_id, tags=args.tags), pulumi.ResourceOptions(parent=self))
         # Nodes pull with the kubelet identity, not the cluster identity.
         kubelet_object_id = self.cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id)
         self.acr_pull = grant_acr_pull(f"{name}-kubelet-acr-pull", args.registry, kubelet_object_id, self)
@@ -115,6 +128,10 @@ class AksService(pulumi.ComponentResource):
         for kind, resource in kinds.items():
             objects[kind] = resource(f"{name}-{kind.lower()}", metadata=manifests[kind]["metadata"], spec=manifests[kind]["spec"],
                                      opts=in_namespace)
+        # In kube-system, where the metrics add-on reads it; it exists only once declared (the add-on makes none).
+        settings = manifests["ConfigMap"]
+        objects["ConfigMap"] = k8s.core.v1.ConfigMap(f"{name}-metrics-settings", metadata=settings["metadata"],
+                                                     data=settings["data"], opts=on_cluster)
         return objects
 
 

@@ -50,8 +50,9 @@ class ContainerAppArgs:
     tags: dict[str, str]
 
 
-# The managed environment's log categories (resource-specific tables ContainerAppConsoleLogs / ContainerAppSystemLogs).
-LOG_CATEGORIES = ("ContainerAppConsoleLogs", "ContainerAppSystemLogs")
+# The managed environment's log categories, each its own table: console (the request log), system (restarts) and
+# HTTP (the ingress's record of every request it answered: the error-rate alert counts the 5xx it returned itself).
+LOG_CATEGORIES = ("ContainerAppConsoleLogs", "ContainerAppSystemLogs", kql.HTTP_LOGS)
 
 
 def revisions_mode(settings: ContainerAppSettings) -> str:

@@ -13,6 +13,9 @@ from infra.settings import CONTAINER_UID, AksSettings
 
 APP = "scoring"
 SERVICE_PORT = 80
+# Managed Prometheus (infra/prometheus.py) scrapes annotated pods only in the namespaces this add-on setting names.
+METRICS_SETTINGS = "ama-metrics-settings-configmap"
+METRICS_SETTINGS_NAMESPACE = "kube-system"
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,8 @@ class ManifestArgs:
 
 
 def build(args: ManifestArgs) -> dict[str, dict]:
-    """kind -> manifest for Namespace, Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget."""
+    """kind -> manifest for Namespace, Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, and the
+    ConfigMap that turns on the metrics add-on's scraping of the annotated pods in this namespace."""
     selector = {"app.kubernetes.io/name": APP}
     labels = {**selector, **args.labels}
     meta = {"name": APP, "namespace": args.namespace, "labels": labels}
@@ -39,7 +43,8 @@ def build(args: ManifestArgs) -> dict[str, dict]:
             # (server-side apply: two managers of one field).
             "selector": {"matchLabels": selector},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": {"metadata": {"labels": labels}, "spec": _pod(args)}}},
+            "template": {"metadata": {"labels": labels, "annotations": scrape_annotations(args.port)},
+                         "spec": _pod(args)}}},
         "Service": {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
             "type": args.settings.service_type, "selector": selector,
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]}},
@@ -51,7 +56,22 @@ def build(args: ManifestArgs) -> dict[str, dict]:
         "PodDisruptionBudget": {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta, "spec": {
             # At most one pod away during a drain or upgrade, whatever the replica count (0 would block drains).
             "maxUnavailable": 1, "selector": {"matchLabels": selector}}},
+        "ConfigMap": metrics_settings(args.namespace),
     }
+
+
+def scrape_annotations(port: int) -> dict[str, str]:
+    """What the metrics add-on's pod-annotation job reads: scrape this pod's /metrics on the app's port."""
+    return {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics", "prometheus.io/port": str(port)}
+
+
+def metrics_settings(namespace: str) -> dict:
+    """The add-on's settings ConfigMap (absent by default; a section left out keeps its default). Pod-annotation
+    scraping is off until `podannotationnamespaceregex` names a namespace; the regex is anchored by Prometheus."""
+    return {"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": METRICS_SETTINGS, "namespace": METRICS_SETTINGS_NAMESPACE},
+            "data": {"schema-version": "v1", "config-version": "ver1",
+                     "pod-annotation-based-scraping": f'podannotationnamespaceregex = "{namespace}"'}}
 
 
 def _pod(args: ManifestArgs) -> dict:

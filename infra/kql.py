@@ -15,8 +15,23 @@ Kusto parser (an unknown table, column or function, or a keyword used as a name,
 `latency_ms` is the in-process scoring time, not the end-to-end time a client sees.
 
 5xx: the service writes a `log_type: "error"` JSON line for every request it fails to answer (500
-or 503), so each failed request is counted once (its traceback on stderr is not counted). The
-error rate is errors / (errors + predictions) over the window.
+or 503), so each failed request is counted once (its traceback on stderr is not counted). A request
+the app never answered leaves no such line: a replica that crashed, restarted or is not ready, an
+upstream timeout. Where the platform logs every request it answers (Container Apps' ingress, the
+`ContainerAppHTTPLogs` table: `LogSource.ingress`), those 5xx are counted too:
+
+  platform_failed  ingress 5xx whose status the ingress set itself (ResponseCodeDetails != 'via_upstream':
+                   502/503/504 for no healthy replica, a reset or crashed one, an upstream timeout)
+  app_failed       the larger of the app's error lines and the ingress's 5xx the app answered ('via_upstream'):
+                   both count the same failures (every error line is a 5xx answered through the ingress), and
+                   the larger still counts when the HTTP log is late or the app died before writing its line
+  error rate       (platform_failed + app_failed) / requests, requests = every request the ingress answered
+                   (at least predictions + failures)
+
+Without an ingress log (AKS behind a plain LoadBalancer Service has no L7 proxy: a request that finds no
+ready pod gets no HTTP status at all; Container Apps' log-analytics destination emits no HTTP logs) the
+error rate is errors / (errors + predictions), and AKS watches replicas and the app's own 5xx counter in
+managed Prometheus instead (infra/prometheus.py).
 """
 
 from __future__ import annotations
@@ -31,6 +46,7 @@ class LogSource:
     app_column: str      # the column naming the app/container
     app_name: str        # its value for the scoring service
     restarts: str        # a query with one `restarts` column over the window, for the restart alert
+    ingress: str | None = None  # the platform's log of every request it answered for the app, where there is one
 
     @property
     def lines(self) -> str:
@@ -43,17 +59,24 @@ class LogSource:
 DESTINATIONS = ("azure-monitor", "log-analytics")
 # The one the stacks' managed environments use (infra/containerapp.py), and so the one every query reads.
 CONTAINER_APPS_DESTINATION = "azure-monitor"
+# Container Apps' ingress (Envoy) log: one row per request it answered, with the status and who set it.
+HTTP_LOGS = "ContainerAppHTTPLogs"
+# Envoy's response code detail when the status came from the app; any other detail means the ingress answered itself.
+FROM_APP = "via_upstream"
 
 
 def container_apps(app_name: str, destination: str = CONTAINER_APPS_DESTINATION) -> LogSource:
     if destination not in DESTINATIONS:
         raise ValueError(f"Container Apps log destination {destination!r}: expected one of {', '.join(DESTINATIONS)}")
     table, column = ("_CL", "_s") if destination == "log-analytics" else ("", "")
+    # HTTP logs come only through a diagnostic setting (the azure-monitor destination); log-analytics has none.
+    ingress = None if destination == "log-analytics" else f"{HTTP_LOGS}\n| where ContainerAppName == '{app_name}'"
     restarts = (f"ContainerAppSystemLogs{table}\n"
                 f"| where ContainerAppName{column} == '{app_name}'\n"
                 f"| where Reason{column} in ('ContainerCrashing', 'ContainerTerminated', 'BackOff', 'ProbeFailed')\n"
                 "| summarize restarts = count()")
-    return LogSource(f"ContainerAppConsoleLogs{table}", f"Log{column}", f"ContainerAppName{column}", app_name, restarts)
+    return LogSource(f"ContainerAppConsoleLogs{table}", f"Log{column}", f"ContainerAppName{column}", app_name, restarts,
+                     ingress)
 
 
 def aks(container_name: str, namespace: str) -> LogSource:
@@ -99,15 +122,40 @@ def latency(source: LogSource, bin_minutes: int = 5) -> str:
 
 
 def error_rate(source: LogSource, bin_minutes: int = 5) -> str:
-    """Saved query: errors, requests and the error percentage over time."""
-    return (f"let ok = {_inline(predictions(source))} | summarize ok = count() by bin(TimeGenerated, {bin_minutes}m);\n"
-            f"let failed = {_inline(errors(source))} | summarize failed = count() by bin(TimeGenerated, {bin_minutes}m);\n"
-            "ok\n| join kind=fullouter failed on TimeGenerated\n"
-            "| extend TimeGenerated = coalesce(TimeGenerated, TimeGenerated1),\n"
-            "    ok = coalesce(ok, 0), failed = coalesce(failed, 0)\n"
-            "| project TimeGenerated, requests = ok + failed, failed,\n"
-            "    error_rate_percent = iff(ok + failed == 0, 0.0, 100.0 * failed / (ok + failed))\n"
-            "| order by TimeGenerated asc")
+    """Saved query: requests, failures (and those the platform answered itself) and the error percentage over time."""
+    return f"{_error_counts(source, f'bin(TimeGenerated, {bin_minutes}m)')}\n| order by TimeGenerated asc"
+
+
+def platform_errors(source: LogSource) -> str:
+    """One row per 5xx the platform answered without the app (needs an ingress log)."""
+    if source.ingress is None:
+        raise ValueError(f"{source.table}: no ingress log to find platform 5xx in")
+    return (f"{source.ingress}\n| where StatusCode >= 500 and ResponseCodeDetails != '{FROM_APP}'\n"
+            "| project TimeGenerated, StatusCode, ResponseCodeDetails, ResponseFlags")
+
+
+def _error_counts(source: LogSource, time_bin: str | None) -> str:
+    """requests, failed, platform_failed and error_rate_percent, over the whole window or per `time_bin`. Each
+    source is summarized alone and the union summed: a union, not joins, so a source without rows counts 0."""
+    by = f" by TimeGenerated = {time_bin}" if time_bin else ""
+    parts = [f"({_flat(predictions(source))} | summarize ok = count(){by})",
+             f"({_flat(errors(source))} | summarize app_lines = count(){by})"]
+    columns = ["ok", "app_lines"]
+    if source.ingress is not None:
+        parts.append(f"({_flat(source.ingress)} | summarize answered = count(),"
+                     f" platform_failed = countif(StatusCode >= 500 and ResponseCodeDetails != '{FROM_APP}'),"
+                     f" app_answered_5xx = countif(StatusCode >= 500 and ResponseCodeDetails == '{FROM_APP}'){by})")
+        columns += ["answered", "platform_failed", "app_answered_5xx"]
+    sums = ", ".join(f"{c} = coalesce(sum({c}), 0)" for c in columns)
+    if source.ingress is None:
+        counted = "| extend platform_failed = 0, failed = app_lines\n| extend requests = ok + failed\n"
+    else:
+        counted = ("| extend failed = platform_failed + max_of(app_lines, app_answered_5xx)\n"
+                   "| extend requests = max_of(answered, ok + failed)\n")
+    return ("union " + ",\n    ".join(parts) + "\n"
+            f"| summarize {sums}{' by TimeGenerated' if time_bin else ''}\n{counted}"
+            f"| project {'TimeGenerated, ' if time_bin else ''}requests, failed, platform_failed,\n"
+            "    error_rate_percent = iff(requests == 0, 0.0, 100.0 * failed / requests)")
 
 
 def probability_distribution(source: LogSource, bucket: float = 0.05) -> str:
@@ -123,9 +171,9 @@ def probability_distribution(source: LogSource, bucket: float = 0.05) -> str:
 # Alert queries: each returns one row with the measured column the rule compares to its threshold.
 
 def alert_error_rate(source: LogSource) -> str:
-    return (f"let ok = toscalar({_inline(predictions(source))} | count);\n"
-            f"let failed = toscalar({_inline(errors(source))} | count);\n"
-            "print error_rate_percent = iff(ok + failed == 0, 0.0, 100.0 * failed / (ok + failed))")
+    """The 5xx share of requests over the window: the app's error lines and, where the platform logs its answers,
+    the 5xx it returned without the app (see the module docstring)."""
+    return _error_counts(source, None)
 
 
 def alert_p95_latency(source: LogSource) -> str:
@@ -140,8 +188,8 @@ def alert_traffic(source: LogSource) -> str:
     return f"{predictions(source)}\n| summarize requests = count()"
 
 
-def _inline(query: str) -> str:
-    return "(" + query.replace("\n", " ") + ")"
+def _flat(query: str) -> str:
+    return query.replace("\n", " ")
 
 
 def prediction_lines(source: LogSource) -> str:

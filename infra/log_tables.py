@@ -65,6 +65,15 @@ _CONTAINER_APP_SYSTEM_LOGS = _azure("ContainerAppSystemLogs", {
     "ComponentName": "string", "ComponentType": "string", "ContainerAppName": "string", "ContainerName": "string",
     "Count": "int", "EnvironmentName": "string", "EventSource": "string", "JobName": "string", "Location": "string",
     "Log": "string", "OperationName": "string", "Reason": "string", "ReplicaName": "string", "RevisionName": "string"})
+# The ingress's request log: only with a diagnostic setting enabling the category ContainerAppHTTPLogs
+# (learn.microsoft.com/azure/container-apps/log-monitoring#http-logs); the log-analytics destination has none.
+_CONTAINER_APP_HTTP_LOGS = _azure("ContainerAppHTTPLogs", {
+    "Authority": "string", "BytesReceived": "long", "BytesSent": "long", "ConnectionId": "string",
+    "ContainerAppName": "string", "EnvironmentName": "string", "EnvoyContainerId": "string", "EnvoyPodName": "string",
+    "Location": "string", "Method": "string", "OperationName": "string", "Path": "string", "Protocol": "string",
+    "ReplicaName": "string", "RequestDuration": "long", "RequestId": "string", "ResponseCodeDetails": "string",
+    "ResponseFlags": "string", "RevisionName": "string", "StartTime": "datetime", "StatusCode": "int",
+    "UpstreamHost": "string", "UpstreamRequestAttemptCount": "int", "UserAgent": "string", "XForwardedFor": "string"})
 
 # Container Apps, `log-analytics` destination (the environment writes with the workspace's shared key).
 # The logging doc lists "the most used" columns only.
@@ -113,7 +122,7 @@ _APP_TRACES = _azure("AppTraces", {
     "UserId": "string"})
 
 TABLES: dict[str, Table] = {t.name: t for t in (
-    _CONTAINER_APP_CONSOLE_LOGS, _CONTAINER_APP_SYSTEM_LOGS, _CONTAINER_APP_CONSOLE_LOGS_CL,
+    _CONTAINER_APP_CONSOLE_LOGS, _CONTAINER_APP_SYSTEM_LOGS, _CONTAINER_APP_HTTP_LOGS, _CONTAINER_APP_CONSOLE_LOGS_CL,
     _CONTAINER_APP_SYSTEM_LOGS_CL, _CONTAINER_LOG_V2, _KUBE_POD_INVENTORY, _APP_TRACES)}
 
 

@@ -206,6 +206,16 @@ class CloudMocks(pulumi.runtime.Mocks):
                                                                                       "userAssignedIdentities",
                                                                                       f"{aks}-agentpool", f"MC_{aks}")}},
                     "identity": {"type": "SystemAssigned", "principalId": _uuid("cluster", aks), "tenantId": TENANT}}
+        if typ == "azure-native:monitor:AzureMonitorWorkspace":
+            amw = inputs.get("azureMonitorWorkspaceName", name)
+            return {"id": self.arm_id("Microsoft.Monitor", "accounts", amw, group), "name": amw,
+                    "accountId": _uuid("amw", amw)}
+        if typ == "azure-native:monitor:DataCollectionEndpoint":
+            dce = inputs.get("dataCollectionEndpointName", name)
+            return {"id": self.arm_id("Microsoft.Insights", "dataCollectionEndpoints", dce, group), "name": dce}
+        if typ == "azure-native:monitor:DataCollectionRule":
+            dcr = inputs.get("dataCollectionRuleName", name)
+            return {"id": self.arm_id("Microsoft.Insights", "dataCollectionRules", dcr, group), "name": dcr}
         if typ == "kubernetes:core/v1:Service":
             return {"status": {"loadBalancer": {"ingress": [{"ip": "20.50.60.70"}]}}}
         if typ == "databricks:index/servicePrincipal:ServicePrincipal":  # Databricks assigns the application id

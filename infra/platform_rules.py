@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from infra import kql
 from infra.mockcloud import Evaluation
 
 APP = "azure-native:app:ContainerApp"
@@ -31,8 +32,14 @@ ROLE = "azure-native:authorization:RoleAssignment"
 CLUSTER = "azure-native:containerservice:ManagedCluster"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+CONFIG_MAP = "kubernetes:core/v1:ConfigMap"
 JOB = "databricks:index/job:Job"
 RULE_SET = "databricks:index/accessControlRuleSet:AccessControlRuleSet"
+DCR = "azure-native:monitor:DataCollectionRule"
+DCRA = "azure-native:monitor:DataCollectionRuleAssociation"
+MONITOR_WORKSPACE = "azure-native:monitor:AzureMonitorWorkspace"
+PROM_RULES = "azure-native:alertsmanagement:PrometheusRuleGroup"
+ERROR_RATE_ALERT = "-alert-error-rate"  # infra/observability.py names each log alert <component>-alert-<key>
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,28 @@ def logs_have_a_destination(ev: Evaluation) -> list[str]:
         tables = " ".join(_get(q.inputs, "criteria", "allOf", 0, "query") or "" for q in ev.of_type(QUERY_RULE))
         if destination == "azure-monitor" and "ContainerApp" in tables and "_CL" in tables:
             problems.append(f"{env.name}: alert queries read ..._CL tables, which only the log-analytics destination fills")
+    return problems
+
+
+def platform_5xx_counted(ev: Evaluation) -> list[str]:
+    """Container Apps: the ingress's 5xx (no healthy replica, a crashed one, a timeout) never reach the app's log. Only
+    the environment's HTTP logs (a diagnostic-setting category; the log-analytics destination has none) record them,
+    so the error-rate alert must read ContainerAppHTTPLogs and a setting must send that category to its workspace."""
+    problems = []
+    error_queries = [q for q in ev.of_type(QUERY_RULE) if q.name.endswith(ERROR_RATE_ALERT)]
+    for env in ev.of_type(ENVIRONMENT):
+        destination = _get(env.inputs, "appLogsConfiguration", "destination")
+        sent = {(log.get("category"), d.inputs.get("workspaceId")) for d in ev.of_type(DIAGNOSTICS)
+                if d.inputs.get("resourceUri") == env.id for log in d.inputs.get("logs") or [] if log.get("enabled")}
+        for rule in error_queries:
+            query = _get(rule.inputs, "criteria", "allOf", 0, "query") or ""
+            scope = (rule.inputs.get("scopes") or [""])[0]
+            if kql.HTTP_LOGS not in query or f"'{kql.FROM_APP}'" not in query:
+                problems.append(f"{rule.name}: does not count the 5xx the ingress returned itself ({kql.HTTP_LOGS} "
+                                f"rows whose ResponseCodeDetails is not {kql.FROM_APP})")
+            elif destination != "azure-monitor" or (kql.HTTP_LOGS, scope) not in sent:
+                problems.append(f"{rule.name}: reads {kql.HTTP_LOGS}, but {env.name} sends no such logs to the rule's "
+                                "workspace (a diagnostic setting with that category, azure-monitor destination)")
     return problems
 
 
@@ -285,6 +314,88 @@ def container_insights_collects(ev: Evaluation) -> list[str]:
     return problems
 
 
+def managed_prometheus_collects(ev: Evaluation) -> list[str]:
+    """The metrics add-on sends what a data collection rule associated with the cluster asks for: Prometheus metrics
+    (prometheusForwarder) through a data collection endpoint to an Azure Monitor workspace (monitoringAccounts)."""
+    problems = []
+    workspaces = {w.id for w in ev.of_type(MONITOR_WORKSPACE)}
+    for cluster in ev.of_type(CLUSTER):
+        if not _get(cluster.inputs, "azureMonitorProfile", "metrics", "enabled"):
+            continue
+        if _get(cluster.inputs, "identity", "type") not in ("SystemAssigned", "UserAssigned"):
+            problems.append(f"{cluster.name}: managed Prometheus needs a cluster with a managed identity")
+        rules = {r.id: r for r in ev.of_type(DCR)
+                 if "Microsoft-PrometheusMetrics" in json.dumps(_get(r.inputs, "dataSources", "prometheusForwarder"))
+                 and r.inputs.get("dataCollectionEndpointId")
+                 and {d.get("accountResourceId") for d in _get(r.inputs, "destinations", "monitoringAccounts") or []}
+                 & workspaces}
+        if not any(a.inputs.get("resourceUri") == cluster.id and a.inputs.get("dataCollectionRuleId") in rules
+                   for a in ev.of_type(DCRA)):
+            problems.append(f"{cluster.name}: managed Prometheus is enabled but no rule associated with the cluster "
+                            "forwards Microsoft-PrometheusMetrics through an endpoint to an Azure Monitor workspace")
+    return problems
+
+
+def annotated_pods_scraped(ev: Evaluation) -> list[str]:
+    """Pod annotations are honoured only in namespaces matching podannotationnamespaceregex of the add-on's settings
+    ConfigMap (kube-system/ama-metrics-settings-configmap), on a cluster with the add-on enabled."""
+    settings = [c for c in ev.of_type(CONFIG_MAP) if _get(c.inputs, "metadata", "name") == "ama-metrics-settings-configmap"
+                and _get(c.inputs, "metadata", "namespace") == "kube-system"]
+    regexes = [re.search(r'podannotationnamespaceregex\s*=\s*"([^"]*)"',
+                         str(_get(c.inputs, "data", "pod-annotation-based-scraping") or "")) for c in settings]
+    enabled = any(_get(c.inputs, "azureMonitorProfile", "metrics", "enabled") for c in ev.of_type(CLUSTER))
+    problems = []
+    for deployment in ev.of_type(DEPLOYMENT):
+        annotations = _get(deployment.inputs, "spec", "template", "metadata", "annotations") or {}
+        if annotations.get("prometheus.io/scrape") != "true":
+            continue
+        namespace = _get(deployment.inputs, "metadata", "namespace") or "default"
+        if not enabled:
+            problems.append(f"{deployment.name}: asks to be scraped, but no cluster has managed Prometheus enabled")
+        elif not any(m and m.group(1) and re.fullmatch(m.group(1), namespace) for m in regexes):
+            problems.append(f"{deployment.name}: asks to be scraped, but podannotationnamespaceregex of "
+                            f"kube-system/ama-metrics-settings-configmap does not match namespace {namespace!r}")
+        if not str(annotations.get("prometheus.io/port", "")).isdigit():
+            problems.append(f"{deployment.name}: prometheus.io/port must be the port number")
+    return problems
+
+
+PROM_INTERVAL_MINUTES = range(1, 16)  # a rule group's interval, and an alert's time to resolve: 1..15 minutes
+
+
+def prometheus_rule_groups(ev: Evaluation) -> list[str]:
+    """A rule group queries one Azure Monitor workspace (its only scope in this API version), every 1..15 minutes;
+    durations are ISO 8601; severity 0..4; an alert rule has an alert name and no `record`."""
+    workspaces = {w.id for w in ev.of_type(MONITOR_WORKSPACE)}
+    clusters = {str(c.inputs.get("resourceName")) for c in ev.of_type(CLUSTER)}
+    problems = []
+    for group in ev.of_type(PROM_RULES):
+        scopes = group.inputs.get("scopes") or []
+        if len(scopes) != 1 or scopes[0] not in workspaces:
+            problems.append(f"{group.name}: scopes must be exactly one declared Azure Monitor workspace, not {scopes}")
+        if _minutes(str(group.inputs.get("interval", ""))) not in PROM_INTERVAL_MINUTES:
+            problems.append(f"{group.name}: interval {group.inputs.get('interval')} is not 1..15 minutes (ISO 8601)")
+        if group.inputs.get("clusterName") and group.inputs["clusterName"] not in clusters:
+            problems.append(f"{group.name}: clusterName {group.inputs['clusterName']!r} is not a declared cluster")
+        for rule in group.inputs.get("rules") or []:
+            problems += [f"{group.name}: {problem}" for problem in _prometheus_rule(rule)]
+    return problems
+
+
+def _prometheus_rule(rule: dict) -> list[str]:
+    name, problems = rule.get("alert") or rule.get("record"), []
+    if bool(rule.get("alert")) == bool(rule.get("record")):
+        problems.append(f"rule {name!r} must have either an alert or a record name")
+    if "for" in rule and _minutes(str(rule["for"])) < 0:
+        problems.append(f"rule {name}: for {rule['for']!r} is not an ISO 8601 duration")
+    resolve = _get(rule, "resolveConfiguration", "timeToResolve")
+    if resolve is not None and _minutes(str(resolve)) not in PROM_INTERVAL_MINUTES:
+        problems.append(f"rule {name}: timeToResolve {resolve} is not 1..15 minutes")
+    if rule.get("alert") and rule.get("severity") not in range(5):
+        problems.append(f"rule {name}: severity {rule.get('severity')} is not 0..4")
+    return problems
+
+
 # ---- the Pulumi engine ----
 
 def stack_references_qualified(ev: Evaluation) -> list[str]:
@@ -322,18 +433,23 @@ PROVIDERS: dict[str, str] = {
     "Microsoft.Databricks": "the Databricks workspace",
     "Microsoft.App": "Container Apps environment and app (serving.target containerapps)",
     "Microsoft.ContainerService": "AKS cluster (serving.target aks)",
+    "Microsoft.Monitor": "Azure Monitor workspace, managed Prometheus (serving.target aks)",
+    "Microsoft.AlertsManagement": "Prometheus rule groups (serving.target aks)",
 }
 # azure-native module -> the namespace its resources live in, where the two names differ.
 MODULE_NAMESPACE = {"resources": "Microsoft.Resources", "operationalinsights": "Microsoft.OperationalInsights",
                     "applicationinsights": "Microsoft.Insights", "monitor": "Microsoft.Insights",
                     "containerregistry": "Microsoft.ContainerRegistry", "managedidentity": "Microsoft.ManagedIdentity",
                     "authorization": "Microsoft.Authorization", "databricks": "Microsoft.Databricks",
-                    "app": "Microsoft.App", "containerservice": "Microsoft.ContainerService"}
+                    "app": "Microsoft.App", "containerservice": "Microsoft.ContainerService",
+                    "alertsmanagement": "Microsoft.AlertsManagement"}
+# Types whose namespace is not their module's (azure-native files the Azure Monitor workspace under `monitor`).
+TYPE_NAMESPACE = {MONITOR_WORKSPACE: "Microsoft.Monitor"}
 
 
 def namespaces(ev: Evaluation) -> set[str]:
-    modules = {r.typ.split(":")[1] for r in ev.custom if r.typ.startswith("azure-native:")}
-    return {MODULE_NAMESPACE.get(m, f"unmapped:{m}") for m in modules}
+    return {TYPE_NAMESPACE.get(r.typ) or MODULE_NAMESPACE.get(r.typ.split(":")[1], f"unmapped:{r.typ.split(':')[1]}")
+            for r in ev.custom if r.typ.startswith("azure-native:")}
 
 
 def providers_documented(ev: Evaluation) -> list[str]:
@@ -357,6 +473,9 @@ API_VERSIONS: dict[str, tuple[str, str]] = {
     "azure-native:containerservice:ManagedCluster": ("2025-09-01", "GA"),
     "azure-native:monitor:DataCollectionRule": ("2022-06-01", "GA"),
     "azure-native:monitor:DataCollectionRuleAssociation": ("2022-06-01", "GA"),
+    "azure-native:monitor:DataCollectionEndpoint": ("2022-06-01", "GA"),
+    MONITOR_WORKSPACE: ("2023-04-03", "GA"),
+    PROM_RULES: ("2023-03-01", "GA"),
     "azure-native:monitor:DiagnosticSetting": ("2021-05-01-preview", "preview only: ARM publishes no GA version of "
                                                                      "Microsoft.Insights/diagnosticSettings"),
     "azure-native:monitor:ActionGroup": ("2024-10-01-preview", "preview default of the SDK; GA 2023-01-01 needs a "
@@ -453,6 +572,9 @@ RULES: tuple[Rule, ...] = (
     Rule("container-apps-log-destination", "azure-monitor logs go where a diagnostic setting says (dedicated tables "
          "without suffixes); log-analytics needs the shared key and fills ..._CL tables",
          "https://learn.microsoft.com/azure/container-apps/log-options", logs_have_a_destination),
+    Rule("container-apps-platform-5xx", "the ingress's own 5xx (no healthy replica, crashes, timeouts) are logged only "
+         "in ContainerAppHTTPLogs, sent by a diagnostic setting with that category (azure-monitor destination)",
+         "https://learn.microsoft.com/azure/container-apps/log-monitoring#http-logs", platform_5xx_counted),
     Rule("diagnostic-settings-one-per-destination", "one resource may send its logs to a workspace through one "
          "diagnostic setting only", "https://learn.microsoft.com/azure/azure-monitor/essentials/diagnostic-settings",
          one_diagnostic_setting_per_destination),
@@ -487,6 +609,15 @@ RULES: tuple[Rule, ...] = (
     Rule("aks-container-insights-dcr", "Container Insights with managed-identity auth collects what an associated "
          "data collection rule asks for", "https://learn.microsoft.com/azure/azure-monitor/containers/"
          "kubernetes-monitoring-enable", container_insights_collects),
+    Rule("aks-managed-prometheus-dcr", "the metrics add-on sends Prometheus metrics where an associated data collection "
+         "rule says: prometheusForwarder through an endpoint to an Azure Monitor workspace",
+         "https://learn.microsoft.com/azure/azure-monitor/containers/kubernetes-monitoring-enable", managed_prometheus_collects),
+    Rule("aks-pod-annotation-scraping", "annotated pods are scraped only in namespaces matching podannotationnamespaceregex "
+         "of kube-system/ama-metrics-settings-configmap", "https://learn.microsoft.com/azure/azure-monitor/containers/"
+         "prometheus-metrics-scrape-configuration#enable-pod-annotation-based-scraping", annotated_pods_scraped),
+    Rule("prometheus-rule-group", "a Prometheus rule group has one scope, an Azure Monitor workspace; interval and time "
+         "to resolve 1..15 minutes (ISO 8601); severity 0..4",
+         "https://learn.microsoft.com/azure/azure-monitor/essentials/prometheus-rule-groups", prometheus_rule_groups),
     Rule("pulumi-stack-reference", "a StackReference is <organization>/<project>/<stack> on every backend",
          "https://www.pulumi.com/docs/iac/concepts/stacks/#stackreferences", stack_references_qualified),
     Rule("stateful-resources-kept", "protected resources are never deleted or replaced; retained ones outlive "

@@ -108,7 +108,8 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
         aks = AksService("aks", AksArgs(
             resource_group_name=group.name, location=s.location, cluster_name=s.name("aks"), serving=s.serving,
             log_analytics_workspace_id=observability.workspace_id, registry=registry.registry, image=image,
-            env=container_env(s), tags=s.tags))
+            env=container_env(s), tags=s.tags, alerts=s.observability, action_group_id=observability.action_group.id,
+            monitor_workspace_name=s.name("amw")))
         return {"endpoint_url": aks.endpoint_url, "latest_revision_name": pulumi.Output.from_input("")}
     from infra.containerapp import ContainerAppArgs, ContainerAppService
 

@@ -36,7 +36,7 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "azure-native:containerregistry:Registry": ("registryName", "sku.name", "adminUserEnabled", "zoneRedundancy"),
     "azure-native:managedidentity:UserAssignedIdentity": ("resourceName",),
     "azure-native:authorization:RoleAssignment": ("roleDefinitionId", "principalId", "scope"),
-    "azure-native:monitor:DiagnosticSetting": ("resourceUri", "workspaceId"),
+    "azure-native:monitor:DiagnosticSetting": ("resourceUri", "workspaceId", "logs"),
     "azure-native:databricks:Workspace": ("workspaceName", "sku.name", "managedResourceGroupId"),
     "databricks:index/workspaceFile:WorkspaceFile": ("path",),
     "databricks:index/mlflowExperiment:MlflowExperiment": ("name",),
@@ -57,6 +57,9 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "kubernetes:core/v1:Service": ("spec.type",),
     "kubernetes:autoscaling/v2:HorizontalPodAutoscaler": ("spec.minReplicas", "spec.maxReplicas"),
     "kubernetes:policy/v1:PodDisruptionBudget": ("spec.maxUnavailable",),
+    "kubernetes:core/v1:ConfigMap": ("metadata.namespace", "metadata.name", "data.pod-annotation-based-scraping"),
+    "azure-native:monitor:AzureMonitorWorkspace": ("azureMonitorWorkspaceName",),
+    "azure-native:alertsmanagement:PrometheusRuleGroup": ("ruleGroupName", "clusterName", "interval"),
 }
 
 

@@ -7,7 +7,7 @@
     GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{version}][/ready]
     GET  /health                        the process is alive
     GET  /ready                         the model is loaded and a warm-up prediction passed
-    GET  /metrics                       Prometheus metrics (text exposition format)
+    GET  /metrics                       Prometheus metrics (text exposition format; scraped on AKS only: infra/prometheus.py)
     GET  /docs                          OpenAPI UI: every route, with examples
 
 Run it with `python -m scoring.serve` (reads HOST, PORT, WEB_CONCURRENCY, MODEL_DIR).

@@ -35,7 +35,8 @@ def text_response(example: str, description: str) -> dict:
 
 def metrics_response() -> dict:
     return {200: {"description": "Prometheus text exposition format: requests, latency and records by protocol, "
-                                 "predicted-probability histogram, model info",
+                                 "predicted-probability histogram, model info. Scraped on AKS by Azure Monitor "
+                                 "managed Prometheus (pod annotations); on Container Apps nothing collects it",
                   "content": {PROMETHEUS: {"schema": {"type": "string"}, "example": METRICS_EXAMPLE}}}}
 
 

@@ -25,7 +25,8 @@ def test_schema_version_is_available():
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_objects_validate_strictly(stack):
     objects = manifests(stack)
-    assert set(objects) == {"Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    assert set(objects) == {"Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
+                            "ConfigMap"}
     for manifest in objects.values():
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
@@ -46,3 +47,19 @@ def test_pod_is_restricted():
                                             "capabilities": {"drop": ["ALL"]}}
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
     assert pod["volumes"][0]["emptyDir"]
+
+
+@pytest.mark.parametrize("stack", ["dev", "prod"])
+def test_the_pods_ask_to_be_scraped_where_the_metrics_add_on_looks(stack):
+    """Managed Prometheus scrapes an annotated pod only if its namespace matches the add-on's settings regex, on the
+    port and path the app serves /metrics on."""
+    objects = manifests(stack)
+    pod = objects["Deployment"]["spec"]["template"]
+    port = pod["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert pod["metadata"]["annotations"] == {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                                              "prometheus.io/port": str(port)}
+    settings = objects["ConfigMap"]
+    assert settings["metadata"] == {"name": "ama-metrics-settings-configmap", "namespace": "kube-system"}
+    regex = settings["data"]["pod-annotation-based-scraping"].split("=", 1)[1].strip().strip('"')
+    namespace = objects["Namespace"]["metadata"]["name"]
+    assert regex == namespace and settings["data"]["schema-version"] == "v1"

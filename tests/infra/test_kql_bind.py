@@ -10,6 +10,7 @@ error or a keyword used as a name is an error. One node process binds all the qu
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -30,7 +31,7 @@ SAVED = "azure-native:operationalinsights:SavedSearch"
 DRIFT_JOB = "databricks-drift-job"
 
 # What each log source may read. AppTraces is the drift job's record (Application Insights), in every stack.
-READS = {"azure-monitor": {"ContainerAppConsoleLogs", "ContainerAppSystemLogs", "AppTraces"},
+READS = {"azure-monitor": {"ContainerAppConsoleLogs", "ContainerAppSystemLogs", "ContainerAppHTTPLogs", "AppTraces"},
          "log-analytics": {"ContainerAppConsoleLogs_CL", "ContainerAppSystemLogs_CL", "AppTraces"},
          "aks": {"ContainerLogV2", "KubePodInventory", "AppTraces"}}
 
@@ -118,7 +119,8 @@ def source_queries(source: kql.LogSource) -> dict[str, str]:
             "error_rate": kql.error_rate(source), "probability_distribution": kql.probability_distribution(source),
             "alert_error_rate": kql.alert_error_rate(source), "alert_p95_latency": kql.alert_p95_latency(source),
             "alert_restarts": kql.alert_restarts(source), "alert_traffic": kql.alert_traffic(source),
-            "prediction_lines": kql.prediction_lines(source)}
+            "prediction_lines": kql.prediction_lines(source),
+            **({"platform_errors": kql.platform_errors(source)} if source.ingress else {})}
 
 
 SOURCES = {"azure-monitor": kql.container_apps("ca-credit-dev", "azure-monitor"),
@@ -133,11 +135,16 @@ def test_both_container_apps_destinations_and_aks_bind_and_read_only_their_table
     assert not any(r["errors"] for r in results.values()), failures(results, queries)
     for kind in SOURCES:
         read = set().union(*(results[n]["tables"] for n in queries if n.startswith(f"{kind} ")))
-        # console logs for every query, system logs (or the pod inventory) for the restart alert
+        # console logs for every query, system logs (or the pod inventory) for the restart alert, the ingress's HTTP
+        # logs (azure-monitor only) for the error rate
         assert read == READS[kind] - {"AppTraces"}, (kind, read)
     assert results["alert_drift"]["tables"] == ["AppTraces"]
-    # The destinations differ in table and column names only: the same query text otherwise.
-    plain, custom = source_queries(SOURCES["azure-monitor"]), source_queries(SOURCES["log-analytics"])
+    for name in ("alert_error_rate", "error_rate"):
+        assert "ContainerAppHTTPLogs" in results[f"azure-monitor {name}"]["tables"], name
+    # The destinations differ in table and column names only (and log-analytics has no HTTP logs): the same query
+    # text otherwise.
+    plain = source_queries(dataclasses.replace(SOURCES["azure-monitor"], ingress=None))
+    custom = source_queries(SOURCES["log-analytics"])
     for name in plain:
         assert "_CL" not in plain[name] and "_s " not in plain[name] and "_s)" not in plain[name], name
         renamed = custom[name].replace("_CL", "").replace("Log_s", "Log").replace("Name_s", "Name").replace("Reason_s", "Reason")
@@ -190,6 +197,17 @@ def test_the_schema_is_what_decides(node):
     del tables["ContainerAppSystemLogs_CL"]["Reason_s"]
     errors = bind(node, query, tables)["restarts"]["errors"]
     assert [(e["excerpt"], e["code"]) for e in errors] == [("Reason_s", "KS142")]
+
+
+def test_the_http_log_schema_is_what_decides(node):
+    """The platform-5xx count reads ContainerAppHTTPLogs' StatusCode and ResponseCodeDetails as documented; without
+    the column the same query fails."""
+    query = {"errors": kql.alert_error_rate(SOURCES["azure-monitor"])}
+    assert bind(node, query)["errors"]["errors"] == []
+    tables = log_tables.schemas()
+    del tables["ContainerAppHTTPLogs"]["ResponseCodeDetails"]
+    errors = bind(node, query, tables)["errors"]["errors"]
+    assert errors and {(e["excerpt"], e["code"]) for e in errors} == {("ResponseCodeDetails", "KS142")}
 
 
 def test_the_documented_tables():

@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from infra import mockcloud, platform_rules
+from infra import k8s_manifests, kql, mockcloud, platform_rules
 from infra.mockcloud import Captured, Evaluation
 
 TARGETS = ("containerapps", "aks")
@@ -204,3 +204,71 @@ def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
     assert tokens <= set(platform_rules.INVOKE_ACTIONS)
     if target == "aks":  # the one POST a preview needs, granted by the role README asks for
         assert tokens == {"azure-native:containerservice:listManagedClusterUserCredentials"}
+
+
+def test_a_container_apps_error_rate_blind_to_the_ingress_is_caught():
+    """The app's error lines alone miss every 5xx the ingress answered itself; HTTP logs need their category."""
+    env = resource(platform_rules.ENVIRONMENT, "env", {"appLogsConfiguration": {"destination": "azure-monitor"}})
+    logs = [{"category": c, "enabled": True} for c in ("ContainerAppConsoleLogs", "ContainerAppSystemLogs")]
+    setting = resource(platform_rules.DIAGNOSTICS, "d", {"resourceUri": env.id, "workspaceId": "/ws", "logs": logs})
+
+    def alert(query: str) -> Captured:
+        return resource(platform_rules.QUERY_RULE, "observability-alert-error-rate",
+                        {"scopes": ["/ws"], "criteria": {"allOf": [{"query": query}]}})
+
+    app_only = alert(kql.alert_error_rate(kql.aks("scoring", "scoring")))
+    assert "does not count the 5xx the ingress returned" in problems("container-apps-platform-5xx",
+                                                                     fake(env, setting, app_only))[0]
+    full = alert(kql.alert_error_rate(kql.container_apps("ca-x")))
+    assert "sends no such logs" in problems("container-apps-platform-5xx", fake(env, setting, full))[0]
+    setting.inputs["logs"].append({"category": "ContainerAppHTTPLogs", "enabled": True})
+    assert not problems("container-apps-platform-5xx", fake(env, setting, full))
+    env.inputs["appLogsConfiguration"]["destination"] = "log-analytics"  # no HTTP logs with that destination
+    assert problems("container-apps-platform-5xx", fake(env, setting, full))
+
+
+def test_managed_prometheus_without_its_collection_rule_is_caught():
+    cluster = resource(platform_rules.CLUSTER, "aks", {"identity": {"type": "SystemAssigned"},
+                                                       "azureMonitorProfile": {"metrics": {"enabled": True}}})
+    workspace = resource(platform_rules.MONITOR_WORKSPACE, "amw", {})
+    assert problems("aks-managed-prometheus-dcr", fake(cluster, workspace))
+    rule = {"dataCollectionEndpointId": "/dce",
+            "dataSources": {"prometheusForwarder": [{"streams": ["Microsoft-PrometheusMetrics"]}]},
+            "destinations": {"monitoringAccounts": [{"accountResourceId": workspace.id, "name": "m"}]}}
+    dcr = resource(platform_rules.DCR, "dcr", rule)
+    association = resource(platform_rules.DCRA, "a", {"resourceUri": cluster.id, "dataCollectionRuleId": dcr.id})
+    assert not problems("aks-managed-prometheus-dcr", fake(cluster, workspace, dcr, association))
+    to_logs = resource(platform_rules.DCR, "dcr", {**rule, "destinations": {"logAnalytics": [{"name": "w"}]}})
+    assert problems("aks-managed-prometheus-dcr", fake(cluster, workspace, to_logs, association))
+    no_endpoint = resource(platform_rules.DCR, "dcr", {k: v for k, v in rule.items() if k != "dataCollectionEndpointId"})
+    assert problems("aks-managed-prometheus-dcr", fake(cluster, workspace, no_endpoint, association))
+
+
+def test_annotated_pods_in_a_namespace_the_add_on_ignores_are_caught():
+    cluster = resource(platform_rules.CLUSTER, "aks", {"azureMonitorProfile": {"metrics": {"enabled": True}}})
+    deployment = resource(platform_rules.DEPLOYMENT, "d", {
+        "metadata": {"name": "scoring", "namespace": "scoring"},
+        "spec": {"template": {"metadata": {"annotations": k8s_manifests.scrape_annotations(8000)}}}})
+    assert "no cluster has managed Prometheus" in problems("aks-pod-annotation-scraping", fake(deployment))[0]
+    assert "does not match" in problems("aks-pod-annotation-scraping", fake(cluster, deployment))[0]
+    settings = resource(platform_rules.CONFIG_MAP, "cm", k8s_manifests.metrics_settings("scoring"))
+    assert not problems("aks-pod-annotation-scraping", fake(cluster, deployment, settings))
+    elsewhere = resource(platform_rules.CONFIG_MAP, "cm", k8s_manifests.metrics_settings("monitoring"))
+    assert problems("aks-pod-annotation-scraping", fake(cluster, deployment, elsewhere))
+
+
+def test_a_prometheus_rule_group_scoped_elsewhere_or_badly_timed_is_caught():
+    workspace = resource(platform_rules.MONITOR_WORKSPACE, "amw", {})
+    cluster = resource(platform_rules.CLUSTER, "aks", {"resourceName": "aks-x"})
+    alert = {"alert": "A", "expression": "up < 1", "severity": 2, "for": "PT5M",
+             "resolveConfiguration": {"autoResolved": True, "timeToResolve": "PT10M"}}
+    group = {"scopes": [workspace.id], "interval": "PT1M", "clusterName": "aks-x", "rules": [alert]}
+    assert not problems("prometheus-rule-group", fake(workspace, cluster, resource(platform_rules.PROM_RULES, "g", group)))
+    for bad, says in (({"scopes": [workspace.id, cluster.id]}, "exactly one"), ({"scopes": [cluster.id]}, "exactly one"),
+                      ({"interval": "PT30M"}, "interval"), ({"clusterName": "other"}, "not a declared cluster"),
+                      ({"rules": [{**alert, "severity": 7}]}, "severity"),
+                      ({"rules": [{**alert, "for": "5m"}]}, "ISO 8601"),
+                      ({"rules": [{**alert, "record": "r"}]}, "either an alert or a record")):
+        found = problems("prometheus-rule-group", fake(workspace, cluster,
+                                                       resource(platform_rules.PROM_RULES, "g", {**group, **bad})))
+        assert found and says in found[0], (bad, found)

@@ -124,7 +124,8 @@ def test_container_app_https_identity_probes_and_logs(stack):
     diagnostics = stack.named("azure-native:monitor:DiagnosticSetting", "containerapp-diagnostics")
     assert diagnostics.inputs["resourceUri"] == environment.id and diagnostics.inputs["workspaceId"] == workspace.id
     assert diagnostics.inputs["logAnalyticsDestinationType"] == "Dedicated"
-    assert {log["category"] for log in diagnostics.inputs["logs"]} == {"ContainerAppConsoleLogs", "ContainerAppSystemLogs"}
+    assert {log["category"] for log in diagnostics.inputs["logs"]} == {"ContainerAppConsoleLogs", "ContainerAppSystemLogs",
+                                                                     "ContainerAppHTTPLogs"}
     assert diagnostics.urn in app.dependencies, "the first revision's logs need their destination"
 
 
@@ -481,11 +482,11 @@ def test_aks_target(aks):
     assert "@sha256:" in container["image"] and container["image"] == aks.outputs["image_ref"]
     assert "replicas" not in deployment.inputs["spec"], "the HPA owns the replica count"
     assert aks.one("kubernetes:autoscaling/v2:HorizontalPodAutoscaler").inputs["spec"]["minReplicas"] >= 2
-    rule = aks.one("azure-native:monitor:DataCollectionRule")
+    rule = aks.named("azure-native:monitor:DataCollectionRule", "aks-container-insights")
     streams = rule.inputs["dataSources"]["extensions"][0]["streams"]
     assert streams == ["Microsoft-ContainerInsights-Group-Default"]
     assert rule.inputs["destinations"]["logAnalytics"][0]["workspaceResourceId"] == workspace.id
-    association = aks.one("azure-native:monitor:DataCollectionRuleAssociation")
+    association = aks.named("azure-native:monitor:DataCollectionRuleAssociation", "aks-container-insights-association")
     assert association.inputs["resourceUri"] == cluster.id and association.inputs["dataCollectionRuleId"] == rule.id
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
