@@ -42,7 +42,10 @@ def test_every_stack_passes(evaluate, stack, overrides):
 
 
 def _resource(evaluation: mockcloud.Evaluation, typ: str, name: str | None = None) -> tuple[str, dict]:
-    found = next(r for r in evaluation.of_type(typ) if name is None or r.name == name)
+    candidates = [r for r in evaluation.of_type(typ) if name is None or r.name == name]
+    if typ == "azure-native:authorization:RoleAssignment":  # the registry's AcrPull: registration order varies
+        candidates = [r for r in candidates if r.inputs["roleDefinitionId"].endswith(ACR_PULL_ROLE_ID)]
+    found = candidates[0]
     return found.typ, copy.deepcopy(found.inputs)
 
 
@@ -54,6 +57,7 @@ def _mutate(props: dict, path: list, value) -> dict:
     return props
 
 
+ACR_PULL_ROLE_ID = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 OWNER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/8e3af657-a8ff-443c-a75c-2fe8c4bcb635"
 LOG_READER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/73c42c96-874c-492b-b04d-ab87d138a893"
 PUBLISHER = "/subscriptions/x/providers/Microsoft.Authorization/roleDefinitions/3913510d-42f4-4e42-8a64-420c390055eb"
