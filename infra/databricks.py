@@ -245,7 +245,9 @@ class Databricks(pulumi.ComponentResource):
         train = self._wheel_task("train", "credit-train", ["--data", job.data_table, *common, "--environment",
                                                            args.environment, "--skip-gate"], job.timeout_seconds, "training")
         # The gate judges exactly the version this run's train task registered: it finds it by the job run id.
-        gate = self._wheel_task("gate", "credit-gate", common, job.timeout_seconds, "training", depends_on=["train"])
+        # and scores it on the table's held-out split, read from the table itself: no version carries rows of people.
+        gate = self._wheel_task("gate", "credit-gate", ["--data", job.data_table, *common], job.timeout_seconds,
+                                "training", depends_on=["train"])
         return databricks.Job(
             f"{name}-job", name=f"credit-default-train-{args.environment}", max_concurrent_runs=1,
             timeout_seconds=job.timeout_seconds, tags=args.tags, tasks=[train, gate],

@@ -2,8 +2,10 @@
 
 The pandas conversion dominates the pipeline's per-record cost; the compiled graph skips it.
 Compilation happens once, at packaging time. Equivalence is checked with the serving code
-itself (scoring.model.OnnxScorer against SklearnScorer) on held-out rows, and packaging refuses a
-compiled model whose probabilities differ by more than the tolerance.
+itself (scoring.model.OnnxScorer against SklearnScorer) on records training drew from the drift
+baseline (random draws, every quantile edge and the float below it, each category, unseen and missing
+values; no row of a real person), and packaging refuses a compiled model whose probabilities differ by
+more than the tolerance.
 """
 
 from __future__ import annotations
@@ -91,18 +93,18 @@ def frame_to_columns(frame: pd.DataFrame, inputs: tuple[InputField, ...]) -> Col
 
 
 def max_probability_difference(pipeline: Pipeline, compiled: Compiled, manifest: Manifest,
-                               holdout: pd.DataFrame) -> float:
-    columns = frame_to_columns(holdout, manifest.inputs)
+                               records: pd.DataFrame) -> float:
+    columns = frame_to_columns(records, manifest.inputs)
     expected = SklearnScorer(pipeline, manifest).predict_proba(columns)
     actual = OnnxScorer(compiled.onnx_bytes, manifest).predict_proba(columns)
     return float(np.max(np.abs(expected - actual)))
 
 
-def check_equivalence(pipeline: Pipeline, compiled: Compiled, manifest: Manifest, holdout: pd.DataFrame,
+def check_equivalence(pipeline: Pipeline, compiled: Compiled, manifest: Manifest, records: pd.DataFrame,
                       tolerance: float = EQUIVALENCE_TOLERANCE) -> float:
-    difference = max_probability_difference(pipeline, compiled, manifest, holdout)
+    difference = max_probability_difference(pipeline, compiled, manifest, records)
     if not difference <= tolerance:
         raise EquivalenceError(
             f"compiled model differs from the registered pipeline by {difference:.3g} in probability on "
-            f"{len(holdout)} held-out rows (tolerance {tolerance:g}); refusing to package it")
+            f"{len(records)} records (tolerance {tolerance:g}); refusing to package it")
     return difference

@@ -43,7 +43,9 @@ RUNTIME_REQUIREMENTS = SERVING_DIR / "requirements.txt"
 DOCKERFILE = SERVING_DIR / "Dockerfile"
 MLFLOW_SUBDIR = "mlflow"
 SKOPS_FILE = "pipeline.skops"  # a pickled version, re-saved for the fallback runtime
-HOLDOUT_ARTIFACT = "extra_files/holdout.parquet"  # evaluation data: used here, never shipped
+# Records drawn by training from the drift baseline's aggregates (training/baseline.py equivalence_records), which
+# the compiled model is checked on: used here, never shipped. A version carries no row of a real person.
+EQUIVALENCE_ARTIFACT = "extra_files/equivalence_records.parquet"
 FALLBACK_PACKAGES = ("scikit-learn", "pandas", "skops")
 MANIFEST_FORMAT_VERSION = 1
 DEFAULT_THRESHOLD = 0.5
@@ -123,16 +125,16 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
     model_dir = out_dir / "model"
     with tempfile.TemporaryDirectory() as tmp:
         downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
-        holdout = _read_holdout(downloaded)
+        probe = _read_equivalence_records(downloaded)
         shutil.copytree(downloaded, model_dir / MLFLOW_SUBDIR,
-                        ignore=lambda d, names: [n for n in names if Path(d, n) == downloaded / HOLDOUT_ARTIFACT])
+                        ignore=lambda d, names: [n for n in names if Path(d, n) == downloaded / EQUIVALENCE_ARTIFACT])
     mlflow_model = Model.load(str(model_dir / MLFLOW_SUBDIR))
     manifest = _manifest(resolved, mlflow_model, model_dir / MLFLOW_SUBDIR, client)
 
     pipeline = mlflow.sklearn.load_model(str(model_dir / MLFLOW_SUBDIR))
     if manifest["sklearn"]["format"] != "skops":
         manifest["sklearn"] = _resave_with_skops(pipeline, manifest["sklearn"], model_dir, progress)
-    manifest.update(_compile(pipeline, manifest, holdout, model_dir, progress))
+    manifest.update(_compile(pipeline, manifest, probe, model_dir, progress))
 
     shutil.copytree(APP_PACKAGE, out_dir / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(DOCKERFILE, out_dir / "Dockerfile")
@@ -159,8 +161,8 @@ def _resave_with_skops(pipeline, sklearn: dict, model_dir: Path, progress: Calla
     return {"path": SKOPS_FILE, "format": "skops", "trusted_types": skops.io.get_untrusted_types(file=model_dir / SKOPS_FILE)}
 
 
-def _read_holdout(model_dir: Path) -> pd.DataFrame | None:
-    path = model_dir / HOLDOUT_ARTIFACT
+def _read_equivalence_records(model_dir: Path) -> pd.DataFrame | None:
+    path = model_dir / EQUIVALENCE_ARTIFACT
     return pd.read_parquet(path) if path.exists() else None
 
 
@@ -189,7 +191,7 @@ def _manifest(resolved: ResolvedModel, mlflow_model: Model, mlflow_dir: Path, cl
     }
 
 
-def _compile(pipeline, manifest: dict, holdout: pd.DataFrame | None, model_dir: Path,
+def _compile(pipeline, manifest: dict, probe: pd.DataFrame | None, model_dir: Path,
              progress: Callable[[str], None]) -> dict:
     provisional = Manifest.from_dict({**manifest, "runtime": "sklearn", "missing_category": None})
     try:
@@ -197,11 +199,11 @@ def _compile(pipeline, manifest: dict, holdout: pd.DataFrame | None, model_dir: 
     except compiler.CompileError as error:
         progress(f"context: WARNING {error}; serving with the sklearn runtime (slower)")
         return {"runtime": "sklearn", "missing_category": None, "equivalence": None}
-    sample = holdout if holdout is not None else pd.DataFrame(manifest["input_example"])
+    sample = probe if probe is not None else pd.DataFrame(manifest["input_example"])
     checked = Manifest.from_dict({**manifest, "runtime": "onnx", "missing_category": compiled.missing_category})
     difference = compiler.check_equivalence(pipeline, compiled, checked, sample)
     (model_dir / ONNX_FILE).write_bytes(compiled.onnx_bytes)
-    progress(f"context: compiled to ONNX; max |dp| {difference:.2e} on {len(sample)} held-out rows")
+    progress(f"context: compiled to ONNX; max |dp| {difference:.2e} on {len(sample)} records drawn from the baseline")
     return {"runtime": "onnx", "missing_category": compiled.missing_category,
             "equivalence": {"max_abs_probability_difference": difference, "rows": len(sample),
                             "tolerance": compiler.EQUIVALENCE_TOLERANCE}}

@@ -61,3 +61,89 @@ def build_baseline(features: pd.DataFrame, predicted_proba: np.ndarray) -> dict:
         "features": profiles,
         "prediction": numeric_profile(predicted_proba),
     }
+
+
+# ---- synthetic records: what checks need instead of rows of real people ----
+#
+# A model version carries no training or held-out row (personal data: sex, age, finances). The checks that
+# used such rows draw records from the baseline's per-feature aggregates instead: every value is a quantile
+# edge, a draw inside a quantile bin, or a category's name, and no row is any person's (features are drawn
+# independently, so no record reproduces a person's combination of values).
+
+def _numeric_span(edges: list[float]) -> float:
+    """A finite width for the open outer bins: the mean inner-bin width (or a unit on the edge's scale)."""
+    if len(edges) >= 2:
+        return (edges[-1] - edges[0]) / (len(edges) - 1)
+    return max(abs(edges[0]), 1.0) * 0.5 if edges else 1.0
+
+
+def _numeric_draws(profile: dict, rows: int, rng: np.random.Generator) -> np.ndarray:
+    edges = profile["edges"]
+    if not edges:
+        return np.full(rows, profile["mean"] if profile["mean"] is not None else 0.0)
+    span = _numeric_span(edges)
+    lows = np.array([edges[0] - span, *edges])
+    highs = np.array([*edges, edges[-1] + span])
+    fractions = np.asarray(profile["fractions"], dtype=np.float64)
+    bins = rng.choice(len(fractions), size=rows, p=fractions / fractions.sum())
+    return lows[bins] + rng.random(rows) * (highs[bins] - lows[bins])
+
+
+def _categorical_draws(profile: dict, rows: int, rng: np.random.Generator) -> np.ndarray:
+    categories = list(profile["frequencies"])
+    if not categories:
+        return np.full(rows, None, dtype=object)
+    weights = np.asarray(list(profile["frequencies"].values()), dtype=np.float64)
+    return rng.choice(np.asarray(categories, dtype=object), size=rows, p=weights / weights.sum())
+
+
+def synthetic_records(baseline: dict, rows: int, seed: int = 0) -> pd.DataFrame:
+    """`rows` records drawn feature by feature from the baseline's bins, categories and missing fractions."""
+    rng = np.random.default_rng(seed)
+    columns = {}
+    for name in schema.FEATURES:
+        profile = baseline["features"][name]
+        numeric = profile["type"] == "numeric"
+        values = (_numeric_draws if numeric else _categorical_draws)(profile, rows, rng).astype(np.float64 if numeric else object)
+        values[rng.random(rows) < profile["missing_fraction"]] = np.nan if numeric else None
+        columns[name] = values
+    return pd.DataFrame(columns)
+
+
+def typical_records(baseline: dict, rows: int = 3) -> pd.DataFrame:
+    """Complete, plausible records for examples (docs, smoke test): the i-th quartile edge of every number and
+    the i-th most frequent category, so each value lies inside the training data's range."""
+    records = []
+    for i in range(rows):
+        record: dict[str, object] = {}
+        for name in schema.FEATURES:
+            profile = baseline["features"][name]
+            if profile["type"] == "numeric":
+                edges = profile["edges"] or [profile["mean"] or 0.0]
+                record[name] = float(edges[min(len(edges) - 1, (i + 1) * len(edges) // (rows + 1))])
+            else:
+                ranked = sorted(profile["frequencies"], key=lambda c: -profile["frequencies"][c])
+                record[name] = ranked[i % len(ranked)] if ranked else None
+        records.append(record)
+    return pd.DataFrame(records, columns=list(schema.FEATURES))
+
+
+def equivalence_records(baseline: dict, rows: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """What the compiled model is checked against: random synthetic records, plus, from a typical record,
+    every quantile edge of each number and the float just below it (where a tree's thresholds sit and where
+    float32 rounding misroutes a record), each category, an unseen category and a missing value per feature."""
+    base = typical_records(baseline, 1).iloc[0].to_dict()
+    probes = []
+    for name in schema.FEATURES:
+        profile = baseline["features"][name]
+        if profile["type"] == "numeric":
+            values: list[object] = [v for edge in profile["edges"] for v in (edge, float(np.nextafter(edge, -np.inf)))]
+            values.append(np.nan)
+        else:
+            values = [*profile["frequencies"], "__unseen__", None]
+        probes += [{**base, name: value} for value in values]
+    frame = pd.concat([synthetic_records(baseline, rows, seed), pd.DataFrame(probes, columns=list(schema.FEATURES))],
+                      ignore_index=True)
+    for name in schema.NUMERIC:
+        frame[name] = frame[name].astype(np.float64)
+    return frame

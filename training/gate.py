@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -25,12 +24,11 @@ from mlflow.tracking import MlflowClient
 from sklearn.metrics import roc_auc_score
 
 from training import schema
-from training.loader import validate_frame
-from training.pipeline import positive_proba
+from training.loader import load_table
+from training.pipeline import positive_proba, split
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-HOLDOUT_FILE = "holdout.parquet"
 JOB_RUN_TAG = "databricks_job_run_id"  # on the training run and the model version: which job run made it
 
 
@@ -122,9 +120,19 @@ def _record(client: MlflowClient, model_name: str, decision: GateDecision, polic
     client.set_model_version_tag(model_name, decision.version, "gate.decision", outcome)
 
 
-def load_holdout(model_name: str, version: str) -> pd.DataFrame:
-    local = mlflow.artifacts.download_artifacts(f"models:/{model_name}/{version}/extra_files/{HOLDOUT_FILE}")
-    return validate_frame(pd.read_parquet(Path(local)))  # same normalisation (None for missing) as training
+def load_holdout(data: str) -> pd.DataFrame:
+    """The held-out rows of the training table, read where they live (behind the table's grants): the test split
+    of training/pipeline.py, which puts a row in the same split in every run, so no version carries them."""
+    return split(load_table(data)).test
+
+
+def data_of(client: MlflowClient, model_name: str, version: str) -> str:
+    """The table (or file) the version was trained on: its training run's `data_source` tag."""
+    run_id = client.get_model_version(model_name, version).run_id
+    source = client.get_run(run_id).data.tags.get("data_source") if run_id else None
+    if not source:
+        raise VersionNotFound(f"{model_name} v{version}: its run records no data_source; give --data")
+    return source
 
 
 def add_tracking_args(parser: argparse.ArgumentParser) -> None:
@@ -188,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     which.add_argument("--version", help="version to gate (default: the newest)")
     add_job_run_arg(which)
     parser.add_argument("--experiment", default="credit-default", help="where --job-run-id's training run is logged")
+    parser.add_argument("--data", help="the training table (default: the version's data_source tag); the gate scores "
+                                       "its held-out split")
     args = parser.parse_args(argv)
     client = configure_tracking(args.tracking_uri, args.registry_uri)
     if args.job_run_id:
@@ -195,8 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         version = args.version or max(
             (mv.version for mv in client.search_model_versions(f"name='{args.model_name}'")), key=int)
-    decision = run_gate(client, args.model_name, version, load_holdout(args.model_name, version),
-                        GatePolicy(args.gate_floor, args.gate_tolerance))
+    holdout = load_holdout(args.data or data_of(client, args.model_name, version))
+    decision = run_gate(client, args.model_name, version, holdout, GatePolicy(args.gate_floor, args.gate_tolerance))
     print(decision.summary())
     return 0
 

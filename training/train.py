@@ -32,12 +32,13 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from training import gate, schema
-from training.baseline import build_baseline
+from training.baseline import build_baseline, equivalence_records, typical_records
 from training.loader import load_table
 from training.pipeline import FIXED_PARAMS, choose_threshold, evaluate, features_of, positive_proba, search, split
 
 BASELINE_FILE = "drift_baseline.json"
 INPUT_EXAMPLE_ROWS = 3
+EQUIVALENCE_FILE = "equivalence_records.parquet"  # serving/context.py EQUIVALENCE_ARTIFACT
 
 
 def signature() -> ModelSignature:
@@ -69,9 +70,9 @@ def git_sha() -> str:
         return "unknown"
 
 
-def input_example(holdout: pd.DataFrame) -> pd.DataFrame:
-    complete = holdout.dropna()
-    return features_of(complete if len(complete) >= INPUT_EXAMPLE_ROWS else holdout).head(INPUT_EXAMPLE_ROWS)
+def input_example(baseline: dict) -> pd.DataFrame:
+    """Typical records from the baseline's aggregates (docs, smoke test): never rows of real people."""
+    return typical_records(baseline, INPUT_EXAMPLE_ROWS)
 
 
 def trusted_types(model) -> list[str]:
@@ -127,12 +128,13 @@ def main(argv: list[str] | None = None) -> dict:
         mlflow.create_experiment(args.experiment, artifact_location=args.artifact_root)
     mlflow.set_experiment(args.experiment)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"train-{args.environment}") as run:
+        # The version carries aggregates only: the gate re-reads its held-out rows from the table (behind its grants),
+        # packaging checks the compiled model on records drawn from the baseline (training/baseline.py).
         extra = Path(tmp, "extra_files")
         extra.mkdir()
-        baseline_path, holdout_path = extra / BASELINE_FILE, extra / gate.HOLDOUT_FILE
-        baseline_path.write_text(json.dumps(build_baseline(features_of(splits.train),
-                                                           positive_proba(result.model, splits.train))))
-        splits.test.to_parquet(holdout_path, index=False)
+        baseline = build_baseline(features_of(splits.train), positive_proba(result.model, splits.train))
+        (extra / BASELINE_FILE).write_text(json.dumps(baseline))
+        equivalence_records(baseline).to_parquet(extra / EQUIVALENCE_FILE, index=False)
         mlflow.log_params({**result.params, **FIXED_PARAMS, "seed": args.seed, "rows": len(frame),
                            "decision_threshold": threshold, "model_family": "HistGradientBoostingClassifier"})
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
@@ -141,9 +143,9 @@ def main(argv: list[str] | None = None) -> dict:
                          **({gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {})})
         mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
         info = mlflow.sklearn.log_model(
-            result.model, name="model", signature=signature(), input_example=input_example(splits.test),
+            result.model, name="model", signature=signature(), input_example=input_example(baseline),
             pip_requirements=pip_requirements(), **serialization(result.model), pyfunc_predict_fn="predict_proba")
-        # The baseline and holdout go into the model's own artifacts (models:/<name>/<version>/extra_files/...)
+        # The baseline goes into the model's own artifacts (models:/<name>/<version>/extra_files/...)
         # before it is registered, since Unity Catalog copies a version's files when it is created. Not through
         # log_model(extra_files=...): the runtime's MLflow 3.8.1 sklearn flavor has no such argument.
         client.log_model_artifacts(info.model_id, tmp)

@@ -26,6 +26,7 @@ from serving.scoring.model import Manifest
 from serving.scoring.settings import Settings
 from training import data, schema
 from training import train as training
+from training.baseline import build_baseline, equivalence_records
 from training.loader import validate_frame
 from training.pipeline import build_pipeline, features_of
 
@@ -36,7 +37,7 @@ def test_context_holds_everything_the_image_needs(context, registry):
                      "model/manifest.json", "model/model.onnx", "model/mlflow/MLmodel", "model/mlflow/model.skops",
                      "model/mlflow/extra_files/drift_baseline.json"):
         assert (root / relative).exists(), relative
-    assert not (root / "model/mlflow/extra_files/holdout.parquet").exists()  # evaluation data is not shipped
+    assert not (root / "model/mlflow/extra_files/equivalence_records.parquet").exists()  # used for packaging only
     assert not list(root.rglob("__pycache__"))
     assert (root / "Dockerfile").read_text() == (Path("serving/Dockerfile")).read_text()
 
@@ -72,10 +73,11 @@ def test_runtime_requirements_carry_no_training_or_mlflow_stack(context):
     assert all("==" in line for line in lines)
 
 
-def test_compiled_model_matches_pipeline_on_holdout(registry, context):
+def test_compiled_model_matches_pipeline_on_records_it_never_saw(registry, context):
+    """Checked at packaging on records drawn from the baseline; here on fresh people-like rows as well."""
     uri = f"models:/{registry['model_name']}/{registry['version']}"
     pipeline = mlflow.sklearn.load_model(uri)
-    holdout = validate_frame(pd.read_parquet(mlflow.artifacts.download_artifacts(f"{uri}/extra_files/holdout.parquet")))
+    holdout = validate_frame(data.generate(800, seed=5))
     manifest = Manifest.read(context.path / "model")
     compiled = compiler.Compiled((context.path / "model/model.onnx").read_bytes(), manifest.missing_category)
     assert compiler.max_probability_difference(pipeline, compiled, manifest, holdout) <= 1e-5
@@ -92,16 +94,18 @@ def test_a_disagreeing_compiled_model_is_refused(registry, context):
         compiler.check_equivalence(pipeline, wrong, manifest, other_data.head(300))
 
 
-def _register(pipeline: Pipeline, frame: pd.DataFrame, name: str, holdout: pd.DataFrame) -> str:
-    """Register a pipeline the way training does (signature, example, skops, holdout)."""
+def _register(pipeline: Pipeline, frame: pd.DataFrame, name: str, training_rows: pd.DataFrame) -> str:
+    """Register a pipeline the way training does (signature, example, skops, the baseline of `training_rows` and
+    the records drawn from it)."""
+    baseline = build_baseline(features_of(training_rows), pipeline.predict_proba(features_of(training_rows))[:, 1])
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
-        holdout_path = Path(tmp, "holdout.parquet")
-        holdout.to_parquet(holdout_path)
+        equivalence = Path(tmp, training.EQUIVALENCE_FILE)
+        equivalence_records(baseline).to_parquet(equivalence, index=False)
         info = mlflow.sklearn.log_model(
-            pipeline, name="model", signature=training.signature(), input_example=training.input_example(holdout),
+            pipeline, name="model", signature=training.signature(), input_example=training.input_example(baseline),
             pip_requirements=training.pip_requirements(), serialization_format="skops",
             skops_trusted_types=training.trusted_types(pipeline), pyfunc_predict_fn="predict_proba",
-            registered_model_name=name, extra_files=[str(holdout_path)])
+            registered_model_name=name, extra_files=[str(equivalence)])
     version = str(info.registered_model_version)
     MlflowClient().set_model_version_tag(name, version, "decision_threshold", "0.4")
     return version
@@ -152,7 +156,7 @@ def test_a_cloudpickled_version_reaches_the_image_as_skops_never_as_a_pickle(reg
     pipeline.fit(features_of(small_frame), small_frame[schema.TARGET])  # uncompilable: the fallback runtime serves it
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(pipeline, name="model", signature=training.signature(),
-                                        input_example=training.input_example(small_frame),
+                                        input_example=features_of(small_frame).dropna().head(3),
                                         serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
                                         registered_model_name="pickled")
     context = assemble_build_context(f"models:/pickled/{info.registered_model_version}", tmp_path / "ctx",

@@ -15,6 +15,7 @@ from training import data, gate, schema
 from training import train as training
 from training.gate import GatePolicy, decide
 from training.loader import validate_frame
+from training.pipeline import features_of
 
 
 def test_held_out_roc_auc_shows_real_signal(registry):
@@ -49,6 +50,33 @@ def test_registered_version_has_signature_example_and_explicit_requirements(regi
     assert all("==" in line for line in requirements if line and not line.startswith("#"))
     example = json.loads(Path(mlflow.artifacts.download_artifacts(f"{uri}/input_example.json")).read_text())
     assert example["columns"] == list(schema.FEATURES)
+
+
+def test_a_version_carries_no_row_of_a_real_person(registry):
+    """Only aggregates and records drawn from them: the table's rows stay behind its grants, and promotion copies
+    nothing personal into prod's registry."""
+    uri = f"models:/{registry['model_name']}/{registry['version']}"
+    root = Path(mlflow.artifacts.download_artifacts(uri))
+    files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
+    assert {p for p in files if p.endswith((".parquet", ".csv"))} == {"extra_files/equivalence_records.parquet"}
+    table = features_of(validate_frame(pd.read_parquet(registry["data"])))
+    people = set(map(tuple, table.astype(str).to_numpy()))
+    example = json.loads((root / "input_example.json").read_text())
+    drawn = [pd.DataFrame(example["data"], columns=example["columns"]),
+             pd.read_parquet(root / "extra_files/equivalence_records.parquet")]
+    for frame in drawn:
+        rows = set(map(tuple, validate_frame(frame, require_target=False)[list(schema.FEATURES)].astype(str).to_numpy()))
+        assert not rows & people
+    assert len(drawn[1]) > 1000  # random draws plus the edge, category and missing-value probes
+
+
+def test_the_gate_reads_its_held_out_rows_from_the_table_not_from_the_version(registry):
+    """The held-out split is a function of each row, so the gate re-derives exactly training's test rows."""
+    client = MlflowClient()
+    assert gate.data_of(client, registry["model_name"], registry["version"]) == str(registry["data"])
+    holdout = gate.load_holdout(str(registry["data"]))
+    roc_auc = gate.holdout_auc(f"models:/{registry['model_name']}/{registry['version']}", holdout)
+    assert roc_auc == pytest.approx(registry["summary"]["metrics"]["roc_auc"])  # training scored these very rows
 
 
 def test_drift_baseline_is_an_artifact_of_the_version(registry):
@@ -163,7 +191,7 @@ def test_gate_judges_the_version_of_its_own_job_run(gated_registry, capsys):
     first = _job_run_version(client, experiment, "111", good)
     second = _job_run_version(client, experiment, "222", noisy)
     args = ["--tracking-uri", gated_registry["uri"], "--model-name", "handover", "--experiment", "handover",
-            "--gate-floor", "0.5"]
+            "--gate-floor", "0.5", "--data", str(gated_registry["good"])]
 
     assert gate.main([*args, "--job-run-id", "111"]) == 0  # the older version, although "222" registered the newest
     assert f"gate: v{first} PROMOTED" in capsys.readouterr().out
