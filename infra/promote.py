@@ -287,9 +287,18 @@ def import_image(target_registry_id: str, source_registry_id: str, source_image:
     status, headers, payload = _arm("POST", url, bearer, body)
     if status in (200, 204):
         return
+    if status == 404 or _unknown_image(payload):
+        raise PromotionError(f"{source_image} is not in the source registry {source_registry_id}: only an image the "
+                             f"source stack pushed and tested can be promoted (HTTP {status} {payload})")
     if status != 202:
         raise PromotionError(f"importing {source_image} into {target_registry_id} failed: HTTP {status} {payload}")
     _wait(headers, bearer, source_image, timeout_s, poll_s)
+
+
+def _unknown_image(error: Any) -> bool:
+    """ACR's answer when the source has no such manifest (the import API reports it in the error text)."""
+    text = str(error).lower()
+    return "manifestunknown" in text or "manifest unknown" in text or "not found" in text
 
 
 def _wait(headers: dict[str, str], bearer: str, what: str, timeout_s: float, poll_s: float) -> None:
@@ -306,7 +315,10 @@ def _wait(headers: dict[str, str], bearer: str, what: str, timeout_s: float, pol
             if state == "Succeeded":
                 return
             if state in ("Failed", "Canceled"):
-                raise PromotionError(f"importing {what}: operation {state}: {payload.get('error', payload)}")
+                error = payload.get("error", payload)
+                hint = (": the source registry does not hold it, and only an image the source stack pushed and tested can "
+                        "be promoted" if _unknown_image(error) else "")
+                raise PromotionError(f"importing {what}: operation {state}: {error}{hint}")
         elif status in (200, 204):
             return
         elif status != 202:

@@ -62,9 +62,16 @@ def source_artifact(stack: str, outputs: Mapping[str, Any], settings: PromotionS
     if missing:
         raise PromotionError(f"promotion source stack {stack} lacks the output(s) {', '.join(missing)}: "
                              "run `pulumi up` on it with this version of the program first")
-    return SourceArtifact(stack, promote.parse_image_ref(str(outputs["image_ref"])), str(outputs["registry_id"]),
-                          str(outputs["model_name"]), str(outputs["model_version"]), str(outputs["model_run_id"]),
-                          workspace)
+    image = promote.parse_image_ref(str(outputs["image_ref"]))
+    if settings.tested_digest and (image.digest, str(outputs["model_version"])) != (settings.tested_digest,
+                                                                                  settings.tested_model_version):
+        raise PromotionError(
+            f"promotion source stack {stack} now serves {image.digest} (model version {outputs['model_version']}), not "
+            f"what this run's staging job tested: {settings.tested_digest} (model version "
+            f"{settings.tested_model_version}). A later deploy replaced it while this promotion waited: nothing is "
+            "promoted; promote the newer run once its smoke test passed.")
+    return SourceArtifact(stack, image, str(outputs["registry_id"]), str(outputs["model_name"]),
+                          str(outputs["model_version"]), str(outputs["model_run_id"]), workspace)
 
 
 # ---- dynamic resources: the two cloud steps ----

@@ -126,6 +126,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "promotion.sourceRegistryUri": ("MLflow registry URI the source model version is read from", "model.registryUri"),
     "promotion.pinnedDigest": ("rollback: deploy this digest (sha256:...) from this stack's registry instead of the "
                                "source's current image", "none"),
+    "promotion.testedDigest": ("the image digest (sha256:...) the same workflow run's staging job deployed and "
+                               "smoke-tested; the program refuses when staging now serves another (set by CI)", "none"),
+    "promotion.testedModelVersion": ("the model version staging tested with testedDigest (set with it, by CI)", "none"),
     "promotion.pinnedModelVersion": ("rollback: the source model version the pinned digest serves (set with pinnedDigest)",
                                      "none"),
 }
@@ -396,6 +399,8 @@ class PromotionSettings:
     source_registry_uri: str | None
     pinned_digest: str | None
     pinned_model_version: str | None
+    tested_digest: str | None = None  # what the same workflow run's staging job deployed and smoke-tested
+    tested_model_version: str | None = None
 
     @property
     def enabled(self) -> bool:
@@ -596,9 +601,10 @@ def _model(r: _Reader, databricks: DatabricksSettings) -> ModelSettings:
 
 
 def _promotion(r: _Reader, model: ModelSettings) -> PromotionSettings:
-    version = r.values.get("pinnedModelVersion")
-    if isinstance(version, int) and not isinstance(version, bool):  # YAML `3` is as good as "3"
-        r.values["pinnedModelVersion"] = str(version)
+    for key in ("pinnedModelVersion", "testedModelVersion"):
+        version = r.values.get(key)
+        if isinstance(version, int) and not isinstance(version, bool):  # YAML `3` is as good as "3"
+            r.values[key] = str(version)
     result = PromotionSettings(
         # Only the name: the organization is the engine's (pulumi.get_organization(), the one the stack was selected
         # with), so no placeholder organization can reach a StackReference that would only work on one backend.
@@ -610,7 +616,15 @@ def _promotion(r: _Reader, model: ModelSettings) -> PromotionSettings:
         source_registry_uri=r.string("sourceRegistryUri", model.registry_uri),
         pinned_digest=r.string("pinnedDigest", None, pattern=r"sha256:[0-9a-f]{64}", hint="sha256:<64 hex digits>"),
         pinned_model_version=r.string("pinnedModelVersion", None, pattern=r"[1-9][0-9]*", hint="a model version number"),
+        tested_digest=r.string("testedDigest", None, pattern=r"sha256:[0-9a-f]{64}", hint="sha256:<64 hex digits>"),
+        tested_model_version=r.string("testedModelVersion", None, pattern=r"[1-9][0-9]*", hint="a model version number"),
     )
+    if (result.tested_digest is None) != (result.tested_model_version is None):
+        raise ConfigError(f"{r._key('testedDigest')} and {r._key('testedModelVersion')} go together: staging tested "
+                          "one image serving one model version")
+    if result.tested_digest and result.pinned:
+        raise ConfigError(f"{r._key('testedDigest')} and {r._key('pinnedDigest')} exclude each other: a rollback "
+                          "deploys what this stack already served, not what staging tested")
     if (result.pinned_digest is None) != (result.pinned_model_version is None):
         raise ConfigError(f"{r._key('pinnedDigest')} and {r._key('pinnedModelVersion')} go together: a rollback names "
                           "the image and the model version it serves")

@@ -157,8 +157,40 @@ def test_a_never_deployed_or_outdated_staging_fails_naming_what_is_missing(prod)
         prod(staging_outputs(image_ref="crcreditdefaultstg.azurecr.io/credit-default-scoring:latest"))
 
 
+def test_prod_refuses_when_staging_no_longer_serves_what_this_run_tested(prod):
+    """A later push redeployed staging while this run waited for approval: prod must not promote the newer image."""
+    tested = {"promotion.testedDigest": OLD_DIGEST, "promotion.testedModelVersion": "6"}
+    with pytest.raises(PromotionError, match=rf"now serves {DIGEST} \(model version 7\), not what this run's staging "
+                                             rf"job tested: {OLD_DIGEST} \(model version 6\)"):
+        prod(**tested)
+    with pytest.raises(PromotionError, match="not what this run's staging job tested"):  # same image, other version
+        prod(**{"promotion.testedDigest": DIGEST, "promotion.testedModelVersion": "6"})
+    ev = prod(**{"promotion.testedDigest": DIGEST, "promotion.testedModelVersion": 7})
+    assert ev.outputs["image_digest"] == DIGEST and ev.outputs["model_version"] == "7"
+
+
+def test_an_image_missing_from_the_source_registry_is_refused(arm):
+    class Missing(FakeArm):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(404)
+            self.end_headers()
+            self.wfile.write(b'{"error": {"code": "ManifestUnknown"}}')
+    server = HTTPServer(("127.0.0.1", 0), Missing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(PromotionError, match=rf"r@{DIGEST} is not in the source registry {STAGING_ACR}"):
+            promote.import_image(STAGING_ACR, STAGING_ACR, f"r@{DIGEST}", ["r:v1"], token=lambda: "t",
+                                 endpoint=f"http://127.0.0.1:{server.server_port}", poll_s=0.01)
+    finally:
+        server.shutdown()
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"promotion.pinnedDigest": OLD_DIGEST}, "go together"),
+    ({"promotion.testedDigest": DIGEST}, "testedDigest and .*testedModelVersion go together"),
+    ({"promotion.testedDigest": DIGEST, "promotion.testedModelVersion": 7, "promotion.pinnedDigest": OLD_DIGEST,
+      "promotion.pinnedModelVersion": 5}, "exclude each other"),
     ({"promotion.pinnedDigest": "sha256:abc", "promotion.pinnedModelVersion": 1}, "sha256:<64 hex digits>"),
     ({"promotion.sourceStack": mockcloud.DELETE, "promotion.pinnedDigest": OLD_DIGEST,
       "promotion.pinnedModelVersion": 1}, "only a promotion target can pin"),
@@ -239,7 +271,7 @@ def test_import_image_calls_acr_import_and_waits(arm):
 
 def test_import_image_failure_is_an_error(arm):
     FakeArm.outcome = "Failed"
-    with pytest.raises(PromotionError, match=r"operation Failed.*source manifest unknown"):
+    with pytest.raises(PromotionError, match=r"operation Failed.*source manifest unknown.*does not hold it"):
         promote.import_image(STAGING_ACR, STAGING_ACR, f"r@{DIGEST}", ["r:v1"], token=lambda: "t", endpoint=arm, poll_s=0.01)
 
 
