@@ -1,6 +1,12 @@
 """`make local`: the model's whole journey on this machine, with the same code the cloud path runs.
 
-    data -> train + register (MLflow, sqlite) -> gate -> build context -> serve on 127.0.0.1 -> smoke
+    data -> train + register (MLflow, sqlite) -> gate -> build the candidate -> serve it beside the champion
+         -> smoke-test the candidate -> switch 127.0.0.1:<port> to it
+
+The release goes as it goes on Container Apps: the candidate is served on a port of its own (a revision
+with 0 % traffic and a label URL) while the champion keeps serving the main port; only a candidate that
+passed the smoke test takes the main port (here a restart on it; Container Apps moves the traffic), and
+a failed one leaves the champion serving.
 
     python -m scripts.local_journey            # run (again: a new version is gated against the champion)
     python -m scripts.local_journey stop       # stop the service it started
@@ -15,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -22,7 +29,7 @@ from pathlib import Path
 
 from serving import smoke
 from serving.context import assemble_build_context
-from serving.localrun import start_service, stop_service
+from serving.localrun import free_port, start_service, stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
 CONTAINER_NAME = "credit-default-local"
@@ -47,6 +54,10 @@ class Layout:
     @property
     def context(self) -> Path:
         return self.state / "context"
+
+    @property
+    def candidate(self) -> Path:
+        return self.state / "candidate"
 
     @property
     def request_log(self) -> Path:
@@ -103,25 +114,41 @@ def stop_recorded_service(layout: Layout) -> bool:
     return True
 
 
-def start_process(layout: Layout, port: int) -> str:
+def start_process(layout: Layout, context: Path, port: int, log: Path) -> dict:
     """The context's own app and model, as a local uvicorn process bound to 127.0.0.1 only."""
-    layout.request_log.parent.mkdir(parents=True, exist_ok=True)
-    with layout.request_log.open("ab") as out, layout.server_log.open("ab") as err:
-        process = start_service(layout.context, port, stdout=out, stderr=err)
-    layout.service_file.write_text(json.dumps({"kind": "process", "pid": process.pid}))
-    return f"as a local process (pid {process.pid}); request log {layout.request_log}"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out, layout.server_log.open("ab") as err:
+        process = start_service(context, port, stdout=out, stderr=err)
+    return {"kind": "process", "pid": process.pid, "where": f"as a local process (pid {process.pid}); request log {log}"}
 
 
-def start_container(layout: Layout, port: int, model_version: str) -> str:
+def start_container(context: Path, port: int, model_version: str, name: str, build: bool) -> dict:
     """Build the context into an image (buildah) and run it (podman, host network, 127.0.0.1)."""
     from serving import container
 
-    container.ensure_base_image()
     tag = f"localhost/credit-default-scoring:v{model_version}"
-    container.build_image(layout.context, tag)
-    container.run_container(tag, port, CONTAINER_NAME)
-    layout.service_file.write_text(json.dumps({"kind": "container", "name": CONTAINER_NAME, "image": tag}))
-    return f"in container {CONTAINER_NAME} from image {tag}; request log: podman logs {CONTAINER_NAME}"
+    if build:
+        container.ensure_base_image()
+        container.build_image(context, tag)
+    container.run_container(tag, port, name)
+    return {"kind": "container", "name": name, "image": tag,
+            "where": f"in container {name} from image {tag}; request log: podman logs {name}"}
+
+
+def stop(service: dict) -> None:
+    if service["kind"] == "container":
+        from serving import container
+
+        container.stop_container(service["name"])
+    else:
+        stop_service(service["pid"])
+
+
+def serve(layout: Layout, context: Path, port: int, version: str, in_container: bool, name: str, log: Path,
+          build: bool = True) -> dict:
+    """The context on `port`: its image (built unless `build` is False: the switch runs the image it tested)."""
+    return (start_container(context, port, version, name, build) if in_container
+            else start_process(layout, context, port, log))
 
 
 def container_mode(requested: str) -> bool:
@@ -141,25 +168,37 @@ def run(args: argparse.Namespace) -> int:
     layout.state.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    banner("1/5 data")
+    banner("1/6 data")
     ensure_data(layout, args.rows, args.seed)
-    banner("2/5 train, register and gate")
+    banner("2/6 train, register and gate")
     summary = train(layout, args.model_name, args.seed)
     in_container = container_mode(args.mode)
-    banner(f"3/5 build context from models:/{args.model_name}@champion")
-    context = assemble_build_context(f"models:/{args.model_name}@champion", layout.context, wheelhouse=in_container)
-    banner(f"4/5 serve on 127.0.0.1:{args.port}")
-    stop_recorded_service(layout)
-    where = start_container(layout, args.port, context.model_version) if in_container else start_process(layout, args.port)
-    print(f"started the scoring service {where}")
-    banner("5/5 smoke test")
-    url = f"http://127.0.0.1:{args.port}"
+    banner(f"3/6 build the candidate from models:/{args.model_name}@champion")
+    context = assemble_build_context(f"models:/{args.model_name}@champion", layout.candidate, wheelhouse=in_container)
+    version, url = context.model_version, f"http://127.0.0.1:{args.port}"
+    candidate_url = f"http://127.0.0.1:{(candidate_port := free_port())}"
+    banner(f"4/6 serve the candidate v{version} at {candidate_url}, beside the champion")
+    candidate = serve(layout, layout.candidate, candidate_port, version, in_container, f"{CONTAINER_NAME}-candidate",
+                      layout.request_log.with_name("candidate.jsonl"))
+    banner("5/6 smoke-test the candidate")
     try:
-        smoke.run(url, layout.context / "model" / "manifest.json", expect_version=context.model_version)
+        smoke.run(candidate_url, layout.candidate / "model" / "manifest.json", expect_version=version)
     except smoke.SmokeFailure as failure:
-        print(f"FAIL {failure}\nserver log: {layout.server_log}", file=sys.stderr)
-        stop_recorded_service(layout)
+        stop(candidate)
+        serving = "the champion keeps serving " + url if layout.service_file.exists() else "nothing was serving"
+        print(f"FAIL {failure}\nthe candidate is stopped and {serving}; server log: {layout.server_log}", file=sys.stderr)
         return 1
+    banner(f"6/6 switch {url} to the candidate v{version}")
+    stop(candidate)
+    stop_recorded_service(layout)
+    shutil.rmtree(layout.context, ignore_errors=True)
+    layout.candidate.rename(layout.context)
+    service = serve(layout, layout.context, args.port, version, in_container, CONTAINER_NAME, layout.request_log,
+                    build=False)
+    where = service.pop("where")
+    layout.service_file.write_text(json.dumps(service))
+    print(f"the scoring service runs {where}")
+    smoke.run(url, layout.context / "model" / "manifest.json", expect_version=version)
     gate = summary.get("gate", {})
     print(f"""
 journey complete in {time.perf_counter() - started:.0f}s

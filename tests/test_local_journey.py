@@ -20,12 +20,14 @@ def test_the_whole_journey_twice(tmp_path, capsys):
         assert local_journey.main(args) == 0
         first = capsys.readouterr().out
         assert "gate: v1 PROMOTED" in first and f"at http://127.0.0.1:{port}" in first
-        assert "smoke test" in first and "journey complete" in first
+        assert "smoke-test the candidate" in first and "journey complete" in first
+        assert f"switch http://127.0.0.1:{port} to the candidate v1" in first
 
         # a second run registers a new version and gates it against the champion, then serves @champion
         assert local_journey.main(args) == 0
         second = capsys.readouterr().out
         assert "gate: v2" in second and "champion v1 ROC-AUC" in second
+        assert "beside the champion" in second and not (state / "candidate").exists()
         client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
         champion = str(client.get_model_version_by_alias("credit-default", "champion").version)
         smoke.run(f"http://127.0.0.1:{port}", expect_version=champion, say=lambda _: None)
@@ -36,3 +38,26 @@ def test_the_whole_journey_twice(tmp_path, capsys):
     finally:
         local_journey.main(["stop", "--state", str(state)])
     assert not (state / "service.json").exists()
+
+
+@pytest.mark.slow
+def test_a_candidate_that_fails_its_smoke_test_leaves_the_champion_serving(tmp_path, capsys, monkeypatch):
+    state, port = tmp_path / "state", free_port()
+    args = ["--state", str(state), "--port", str(port), "--rows", "3000", "--mode", "process"]
+    try:
+        assert local_journey.main(args) == 0
+        champion = json.loads((state / "service.json").read_text())
+        real_run = smoke.run
+
+        def failing(url, *a, **kw):
+            if url != f"http://127.0.0.1:{port}":  # the candidate's own port
+                raise smoke.SmokeFailure("candidate answered 500")
+            return real_run(url, *a, **kw)
+        monkeypatch.setattr(local_journey.smoke, "run", failing)
+        assert local_journey.main(args) == 1
+        err = capsys.readouterr().err
+        assert "candidate answered 500" in err and f"the champion keeps serving http://127.0.0.1:{port}" in err
+        assert json.loads((state / "service.json").read_text()) == champion  # untouched
+        smoke.run(f"http://127.0.0.1:{port}", expect_version="1", say=lambda _: None)  # v1 still answers
+    finally:
+        local_journey.main(["stop", "--state", str(state)])
