@@ -60,10 +60,24 @@ def revisions_mode(settings: ContainerAppSettings) -> str:
     return "Multiple" if settings.pinned_revisions else "Single"
 
 
+CANDIDATE_LABEL, STABLE_LABEL = "candidate", "stable"
+
+
 def traffic(settings: ContainerAppSettings) -> list[app.TrafficWeightArgs]:
-    weights = [app.TrafficWeightArgs(latest_revision=True, weight=settings.latest_weight)]
-    weights += [app.TrafficWeightArgs(revision_name=p.revision, weight=p.weight) for p in settings.pinned_revisions]
+    """During a release (stableRevision) the new revision is labelled `candidate`, reachable at its label URL
+    whatever its weight, and the one it replaces `stable`."""
+    releasing = settings.stable_revision is not None
+    weights = [app.TrafficWeightArgs(latest_revision=True, weight=settings.latest_weight,
+                                     label=CANDIDATE_LABEL if releasing else None)]
+    weights += [app.TrafficWeightArgs(revision_name=p.revision, weight=p.weight, label=STABLE_LABEL if releasing else None)
+                for p in settings.pinned_revisions]
     return weights
+
+
+def label_url(app_fqdn: str, label: str) -> str:
+    """A label's own URL: <app>---<label>.<environment domain> (Container Apps' revision labels)."""
+    name, domain = app_fqdn.split(".", 1)
+    return f"https://{name}---{label}.{domain}"
 
 
 def probes(port: int) -> list[app.ContainerAppProbeArgs]:
@@ -118,4 +132,8 @@ class ContainerAppService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.acr_pull_role_assignment, self.diagnostics]))
         self.endpoint_url = self.app.configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
         self.latest_revision_name = self.app.latest_revision_name
-        self.register_outputs({"endpoint_url": self.endpoint_url, "latest_revision_name": self.latest_revision_name})
+        releasing = s.stable_revision is not None
+        self.candidate_url = self.app.configuration.apply(
+            lambda c: label_url(c.ingress.fqdn, CANDIDATE_LABEL) if releasing and c and c.ingress else "")
+        self.register_outputs({"endpoint_url": self.endpoint_url, "latest_revision_name": self.latest_revision_name,
+                               "candidate_url": self.candidate_url})

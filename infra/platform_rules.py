@@ -682,9 +682,16 @@ class RevisionHistory:
     revisions: list[tuple[str, str]] = field(default_factory=list)  # (name, template as JSON)
     active: set[str] = field(default_factory=set)
     generated: int = 0
+    weights: dict[str, int] = field(default_factory=dict)  # revision -> % of the app's traffic
+    labels: dict[str, str] = field(default_factory=dict)  # label -> revision (its URL reaches it at any weight)
 
     def apply(self, inputs: dict[str, Any]) -> str | None:
         """PUT the app; returns the new revision's name, or None when no revision was made."""
+        made = self._revision(inputs)
+        self._route(inputs)
+        return made
+
+    def _revision(self, inputs: dict[str, Any]) -> str | None:
         template = json.dumps(inputs.get("template") or {}, sort_keys=True)
         single = (_get(inputs, "configuration", "activeRevisionsMode") or "Single") == "Single"
         if self.revisions and self.revisions[-1][1] == template:
@@ -701,4 +708,28 @@ class RevisionHistory:
         self.revisions.append((name, template))
         self.active = {name} if single else {*self.active, name}
         return name
+
+    def _route(self, inputs: dict[str, Any]) -> None:
+        """The ingress traffic list replaces the routing (labels not listed are dropped); Single mode sends all
+        traffic to the latest revision. A named revision must exist and be active."""
+        latest = self.revisions[-1][0]
+        if (_get(inputs, "configuration", "activeRevisionsMode") or "Single") == "Single":
+            self.weights, self.labels = {latest: 100}, {}
+            return
+        weights: dict[str, int] = {}
+        labels: dict[str, str] = {}
+        for entry in _get(inputs, "configuration", "ingress", "traffic") or []:
+            revision = latest if entry.get("latestRevision") else entry.get("revisionName")
+            if revision not in self.active:
+                raise RevisionRefused(f"traffic names {revision!r}, which is not an active revision of {self.app}")
+            weights[revision] = weights.get(revision, 0) + int(entry.get("weight") or 0)
+            if entry.get("label"):
+                labels[entry["label"]] = revision
+        if sum(weights.values()) != 100:
+            raise RevisionRefused(f"traffic weights of {self.app} sum to {sum(weights.values())}, not 100")
+        self.weights, self.labels = weights, labels
+
+    def serving(self) -> set[str]:
+        """The revisions that receive any of the app's traffic."""
+        return {revision for revision, weight in self.weights.items() if weight > 0}
 

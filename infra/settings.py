@@ -10,6 +10,7 @@ Config keys (namespace `mlops-credit-default:`). `KEYS` below is the same table 
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -104,6 +105,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "serving.containerApp.infrastructureSubnetId": ("subnet (ARM id, /23 or larger) of the managed environment", "none"),
     "serving.containerApp.latestWeight": ("traffic % to the newest revision", "100"),
     "serving.containerApp.pinnedRevisions": ("[{revision, weight}] older revisions keeping traffic; weights sum to 100", "[]"),
+    "serving.containerApp.stableRevision": ("a release in progress (set by CI from latest_revision_name before deploying): "
+                                            "this revision, labelled stable, keeps 100 - latestWeight %; the new one is "
+                                            "labelled candidate (URL: candidate_url)", "none"),
     "serving.aks.nodeVmSize": ("node pool VM size", "Standard_D2s_v5"),
     "serving.aks.nodeCount": ("node pool size (minimum with autoscaling), 1..100", "1"),
     "serving.aks.maxNodeCount": ("autoscaler maximum; equal to nodeCount = no autoscaling", "nodeCount"),
@@ -231,6 +235,7 @@ class _Reader:
 EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
 HTTPS_URL = r"https://[^\s]+"
 QUARTZ = r"\S+( \S+){5,6}"
+REVISION = r"[a-z0-9][a-z0-9-]{0,62}"  # a Container Apps revision name
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
@@ -360,6 +365,7 @@ class ContainerAppSettings:
     infrastructure_subnet_id: str | None
     latest_weight: int
     pinned_revisions: tuple[RevisionWeight, ...]
+    stable_revision: str | None = None  # a release in progress: this revision keeps 100 - latestWeight %
 
 
 @dataclass(frozen=True)
@@ -676,7 +682,14 @@ def _container_app(r: _Reader) -> ContainerAppSettings:
                                           hint="a subnet ARM id"),
         latest_weight=r.integer("latestWeight", 100, low=0, high=100),
         pinned_revisions=_pinned(r),
+        stable_revision=r.string("stableRevision", None, pattern=REVISION, hint="a revision name"),
     )
+    if result.stable_revision:
+        if result.pinned_revisions:
+            raise ConfigError(f"{r._key('stableRevision')} and {r._key('pinnedRevisions')} exclude each other: a release "
+                              "keeps one stable revision beside the candidate")
+        result = dataclasses.replace(result, pinned_revisions=(
+            RevisionWeight(result.stable_revision, 100 - result.latest_weight),))
     if result.zone_redundant and not result.infrastructure_subnet_id:
         raise ConfigError(f"{r._key('zoneRedundant')} needs {r._key('infrastructureSubnetId')} (Azure requires a VNet)")
     total = result.latest_weight + sum(p.weight for p in result.pinned_revisions)
@@ -696,7 +709,7 @@ def _pinned(r: _Reader) -> tuple[RevisionWeight, ...]:
         if not isinstance(item, Mapping) or set(item) != {"revision", "weight"}:
             raise ConfigError(f"{key}[{index}] must be {{revision: <revision name>, weight: 0..100}}, got {item!r}")
         entry = _Reader(item, f"{key}[{index}]")
-        pinned.append(RevisionWeight(entry.string("revision", pattern=r"[a-z0-9][a-z0-9-]{0,62}", hint="a revision name"),
+        pinned.append(RevisionWeight(entry.string("revision", pattern=REVISION, hint="a revision name"),
                                      entry.integer("weight", low=0, high=100)))
     return tuple(pinned)
 

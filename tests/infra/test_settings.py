@@ -62,6 +62,10 @@ def test_unity_catalog_model_name_and_uris():
     ({"serving.containerApp.pinnedRevisions": [{"revision": "ca--v1"}]},
      f"{PROJECT}:serving.containerApp.pinnedRevisions[0]", "weight"),
     ({"serving.containerApp.zoneRedundant": True}, f"{PROJECT}:serving.containerApp.zoneRedundant", "infrastructureSubnetId"),
+    ({"serving.containerApp.stableRevision": "ca--v1", "serving.containerApp.latestWeight": 10,
+      "serving.containerApp.pinnedRevisions": [{"revision": "ca--v0", "weight": 90}]},
+     f"{PROJECT}:serving.containerApp.stableRevision", "exclude each other"),
+    ({"serving.containerApp.stableRevision": "CA v1"}, f"{PROJECT}:serving.containerApp.stableRevision", "a revision name"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key, allowed):
     with pytest.raises(ConfigError) as raised:

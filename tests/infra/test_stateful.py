@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import mockcloud
+from infra import mockcloud, platform_rules
 from infra.platform_rules import APP, RevisionHistory, changes
 
 STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
@@ -83,3 +83,47 @@ def test_a_canary_runs_two_revisions_and_completing_it_deactivates_the_old_one(r
     assert changes(canary, done) == {f"{APP} containerapp-app": "update"}
     assert history.apply(done.one(APP).inputs) is None  # the template did not change: no revision ...
     assert history.active == {new}  # ... and back in Single mode only the latest stays active
+
+
+NEW_IMAGE = {"serving.containerApp.cpu": 2, "serving.containerApp.memoryGi": 4}  # any template change: a new revision
+
+
+def test_a_release_serves_the_candidate_at_0_percent_then_moves_traffic_only_after_its_smoke_test(run):
+    """deploy (candidate at 0 %, label URL) -> smoke test -> shift 10 % -> complete; every step a real `up`."""
+    history = RevisionHistory("ca-credit-staging")
+    stable = history.apply(run("staging").one(APP).inputs)
+    release = {**NEW_IMAGE, "serving.containerApp.stableRevision": stable, "serving.containerApp.latestWeight": 0}
+    deployed = run("staging", release)
+    candidate = history.apply(deployed.one(APP).inputs)
+    assert candidate and candidate != stable
+    assert history.weights == {stable: 100, candidate: 0} and history.serving() == {stable}
+    assert history.labels == {"candidate": candidate, "stable": stable}
+    assert deployed.outputs["candidate_url"] == "https://ca-credit-staging---candidate." + \
+        deployed.outputs["endpoint_url"].split(".", 1)[1]  # where the smoke test goes before any user does
+    shifted = run("staging", {**release, "serving.containerApp.latestWeight": 10})
+    assert changes(deployed, shifted) == {f"{APP} containerapp-app": "update"}
+    assert history.apply(shifted.one(APP).inputs) is None  # traffic is application-scope: no new revision
+    assert history.weights == {stable: 90, candidate: 10}
+    history.apply(run("staging", NEW_IMAGE).one(APP).inputs)  # complete: Single mode again
+    assert history.weights == {candidate: 100} and history.active == {candidate}
+
+
+def test_a_candidate_that_fails_its_smoke_test_never_takes_traffic_and_the_next_release_replaces_it(run):
+    history = RevisionHistory("ca-credit-staging")
+    stable = history.apply(run("staging").one(APP).inputs)
+    failed = history.apply(run("staging", {**NEW_IMAGE, "serving.containerApp.stableRevision": stable,
+                                           "serving.containerApp.latestWeight": 0}).one(APP).inputs)
+    # the workflow stops here: no further `up`, so the stable revision keeps every request
+    assert history.serving() == {stable} and history.labels["candidate"] == failed
+    fixed = {"serving.containerApp.cpu": 1.5, "serving.containerApp.memoryGi": 3}
+    retry = history.apply(run("staging", {**fixed, "serving.containerApp.stableRevision": stable,
+                                          "serving.containerApp.latestWeight": 0}).one(APP).inputs)
+    assert history.labels == {"candidate": retry, "stable": stable} and history.serving() == {stable}
+
+
+def test_traffic_to_a_revision_that_is_not_active_is_refused(run):
+    history = RevisionHistory("ca-credit-staging")
+    history.apply(run("staging").one(APP).inputs)
+    with pytest.raises(platform_rules.RevisionRefused, match="not an active revision"):
+        history.apply(run("staging", {**NEW_IMAGE, "serving.containerApp.stableRevision": "ca-credit-staging--gone",
+                                      "serving.containerApp.latestWeight": 0}).one(APP).inputs)
