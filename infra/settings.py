@@ -90,7 +90,8 @@ KEYS: dict[str, tuple[str, str]] = {
     "model.registryUri": ("MLflow registry URI", "databricks-uc for unityCatalog, else the tracking URI"),
     "model.allowBootstrap": ("with no version yet, deploy without image and workload instead of failing", "true"),
     "image.repository": ("repository inside the registry", "credit-default-scoring"),
-    "image.baseImage": ("BASE_IMAGE build argument of serving/Dockerfile", "python:3.11-slim"),
+    "image.baseImage": ("BASE_IMAGE build argument of serving/Dockerfile, pinned by digest (name@sha256:...)",
+                        "serving/Dockerfile's default, python:3.11-slim@sha256:90744cff..."),
     "image.wheelhouse": ("ship every wheel in the build context (hermetic build)", "true"),
     "image.contextDir": ("where the build context is assembled", ".local/pulumi/<stack>/context"),
     "serving.target": ("serving platform: containerapps|aks", "containerapps"),
@@ -640,11 +641,16 @@ def _promotion(r: _Reader, model: ModelSettings) -> PromotionSettings:
     return result
 
 
+# serving/Dockerfile's BASE_IMAGE default (tests/test_supply_chain.py keeps the two equal).
+DEFAULT_BASE_IMAGE = "python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff"
+
+
 def _image(r: _Reader, stack: str) -> ImageSettings:
     result = ImageSettings(
         repository=r.string("repository", "credit-default-scoring", pattern=r"[a-z0-9]+([._/-][a-z0-9]+)*",
                             hint="a lowercase repository path"),
-        base_image=r.string("baseImage", "python:3.11-slim"),
+        base_image=r.string("baseImage", DEFAULT_BASE_IMAGE, pattern=r"[^\s@]+@sha256:[0-9a-f]{64}",
+                            hint="pinned by digest, name@sha256:<64 hex> (a tag can be moved)"),
         wheelhouse=r.boolean("wheelhouse", True),
         context_dir=r.string("contextDir", f".local/pulumi/{stack}/context"),
     )

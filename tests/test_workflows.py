@@ -145,10 +145,12 @@ def test_least_privilege_permissions_everywhere(path):
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_actions_are_pinned(path):
+    """To a full commit SHA, never a movable tag, the release in a comment (more in tests/test_supply_chain.py)."""
     for line in path.read_text().splitlines():
-        match = re.search(r"uses:\s*(\S+)", line)
+        match = re.search(r"uses:\s*(\S+)(.*)$", line)
         if match:
-            assert re.search(r"@(v\d+(\.\d+)*|[0-9a-f]{40})$", match.group(1)), f"unpinned action {match.group(1)}"
+            assert re.fullmatch(r"[\w.-]+/[\w./-]+@[0-9a-f]{40}", match.group(1)), f"unpinned action {match.group(1)}"
+            assert re.fullmatch(r"\s+# v\d+\.\d+\.\d+", match.group(2)), f"{match.group(1)}: no `# vX.Y.Z` comment"
 
 
 def test_model_build_runs_the_staging_job_and_reports_the_gate():
