@@ -301,7 +301,7 @@ def render_profile(profile: dict[int, dict[str, float]], summary: dict[str, dict
         lines.append(f"| {stage} | " + " | ".join(f"{profile[n][stage]:.0f} ({profile[n][stage] / totals[n]:.0%})"
                                                   for n in profile) + " |")
     rest = {n: totals[n] - sum(profile[n].values()) for n in profile}
-    lines.append("| framework: HTTP, uvicorn, routing, middleware | "
+    lines.append("| framework: HTTP, uvicorn, ScoringFront | "
                  + " | ".join(f"{rest[n]:.0f} ({rest[n] / totals[n]:.0%})" for n in profile) + " |")
     lines.append("| whole request (1 / req/s, 1 conn) | " + " | ".join(f"{totals[n]:.0f}" for n in profile) + " |")
     return lines
@@ -601,8 +601,7 @@ def servers(prepared: Prepared, logs: Path, cpus: set[int] | None) -> dict[str, 
                                     start_new_session=True)
 
     def bare(port: int, log: Path) -> subprocess.Popen:
-        command = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", "1", "--no-access-log", "--no-server-header"]
+        command = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]  # our service's uvicorn flags
         with log.open("wb") as out:
             return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -801,17 +800,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile_request(model_dir: Path, example: list[dict], records: int, iterations: int = 300) -> dict[str, float]:
-    """Median microseconds of each stage of one /predict request, run with the service's own code."""
+    """Median microseconds of each stage of one /predict request, run with the service's own code (the steps
+    of ScoringPath.score, each timed on its own)."""
     import orjson
 
     from serving.scoring import metrics, requestlog
+    from serving.scoring.core import ScoringPath
     from serving.scoring.model import Manifest, load_scorer
-    from serving.scoring.schemas import request_adapter
+    from serving.scoring.schemas import records_adapter, request_adapter
+    from serving.scoring.settings import Settings
 
     manifest = Manifest.read(model_dir)
     envelope, scorer = request_adapter(manifest, 1000), load_scorer(model_dir, manifest)
+    path = ScoringPath(Settings(model_dir, 1000, True), manifest, records_adapter(manifest, 1000))
     body = json.dumps({"records": make_records(example, records, seed=records)}).encode()
-    histogram = metrics.PROBABILITY.labels("profile", "0")
+    histogram, counter = metrics.PROBABILITY.labels("profile", "0"), metrics.RECORDS.labels("profile", "0", "predict")
     sink = os.open(os.devnull, os.O_WRONLY)
     timings: dict[str, list[float]] = {}
 
@@ -821,15 +824,16 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
         timings.setdefault(stage, []).append((time.perf_counter() - started) * 1e6)
         return value
 
-    def columns_of(records: list[dict]) -> dict[str, list]:
-        return {n: [r[n] for r in records] for n in manifest.input_names}
+    def columns_of(records: list[dict]) -> dict[str, tuple]:
+        return dict(zip(path.names, zip(*map(path.row, records), strict=True), strict=True))
 
     def outputs_of(array: Any) -> list[dict]:
-        return [{"probability": p, "label": int(p >= manifest.decision_threshold)} for p in array.tolist()]
+        threshold = manifest.decision_threshold
+        return [{"probability": p, "label": 1 if p >= threshold else 0} for p in array.tolist()]
 
     def observe(array: Any, outputs: list[dict]) -> None:
         metrics.observe_probabilities(histogram, array)
-        metrics.RECORDS.labels("profile", "0", "predict").inc(len(outputs))
+        counter.inc(len(outputs))
 
     def log(records: list[dict], outputs: list[dict]) -> None:
         requestlog.write_line(requestlog.prediction_lines(
@@ -841,7 +845,8 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
             timed("parse (orjson alone, for reference)", orjson.loads, body)
             parsed = timed("parse + validate (pydantic-core, one pass)", envelope.validate_json, body)["records"]
             columns = timed("records to columns", columns_of, parsed)
-            array = timed("score (onnxruntime)", scorer.predict_proba, columns)
+            feeds = timed("features (one float32 matrix)", scorer.feeds, columns)
+            array = timed("score (onnxruntime)", scorer.run, feeds)
             outputs = timed("outputs (probability, label)", outputs_of, array)
             timed("metrics", observe, array, outputs)
             timed("request log (serialise + write)", log, parsed, outputs)

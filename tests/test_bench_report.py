@@ -224,4 +224,4 @@ def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
     assert "| 1 record, 8 conn | 1,500 | 1,425 | 1,350 | 3,000 | **50%** | 95% | 90% | 28.5x |" in markdown
     # 1,500 req/s at 1 connection = 667 µs per request: score 100 µs (15%), metrics 50 (7.5%), the rest the framework.
     assert "| score (onnxruntime) | 100 (15%) | 500 (" in markdown
-    assert "| framework: HTTP, uvicorn, routing, middleware | 517 (78%) |" in markdown
+    assert "| framework: HTTP, uvicorn, ScoringFront | 517 (78%) |" in markdown

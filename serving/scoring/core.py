@@ -13,7 +13,6 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from . import metrics, requestlog
@@ -128,7 +127,8 @@ class ScoringPath:
         columns = dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
         array = self.scorer.predict_proba(columns)
         probabilities = array.tolist()
-        labels = (array >= self.threshold).astype(np.int64).tolist()
+        threshold = self.threshold
+        labels = [1 if p >= threshold else 0 for p in probabilities]  # float64 compared either way; no numpy call
         outputs = [{"probability": p, "label": label} for p, label in zip(probabilities, labels, strict=True)]
         metrics.observe_probabilities(self.probability, array)
         self.records_scored[protocol].inc(len(labels))
