@@ -32,7 +32,7 @@ from . import docs, metrics, mlflow_protocol, requestlog, v2
 from .core import InputError, NotReady, ScoringPath, describe_error
 from .front import Handler, Reply, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, load_scorer, records_to_columns
-from .schemas import PredictResponse, records_adapter, request_adapter, request_schemas
+from .schemas import PredictResponse, columns_adapter, records_adapter, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
@@ -63,7 +63,8 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
     settings = settings or Settings.from_env()
     manifest = Manifest.read(settings.model_dir)
     envelope = request_adapter(manifest, settings.max_records)
-    path = ScoringPath(settings, manifest, records_adapter(manifest, settings.max_records))
+    path = ScoringPath(settings, manifest, records_adapter(manifest, settings.max_records),
+                       columns_adapter(manifest, settings.max_records))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -187,7 +188,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
                                             "(tritonclient: binary_data=False)"))
         try:
             candidates, inference_id, requested = v2.decode(body, expected)
-            scored = path.score(path.validate(candidates), request_id, "v2", started)
+            columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
+            records = v2.records(columns) if columns is not None else path.validate(v2.records(candidates))
+            scored = path.score(records, request_id, "v2", started, columns)
         except InputError as error:
             return Reply(400, v2.error_body(str(error)))
         except NotReady as error:

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 from pydantic import TypeAdapter, ValidationError
 
 from . import metrics, requestlog
-from .model import Manifest, Scorer
+from .model import Columns, Manifest, Scorer
 from .settings import Settings
 
 
@@ -94,8 +94,9 @@ class Scored(NamedTuple):  # built on every request: a NamedTuple is cheaper to 
 class ScoringPath:
     """Validate -> score -> metrics -> request log, for records decoded by any protocol."""
 
-    def __init__(self, settings: Settings, manifest: Manifest, records: TypeAdapter) -> None:
-        self.settings, self.manifest, self.records = settings, manifest, records
+    def __init__(self, settings: Settings, manifest: Manifest, records: TypeAdapter,
+                 columns: TypeAdapter | None = None) -> None:
+        self.settings, self.manifest, self.records, self.columns = settings, manifest, records, columns
         self.names, self.threshold = manifest.input_names, manifest.decision_threshold
         # A record's values in signature order, in C (itemgetter of one name returns the bare value).
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
@@ -120,11 +121,24 @@ class ScoringPath:
         except ValidationError as error:
             raise InputError.from_pydantic(error, records_key=None) from None
 
-    def score(self, records: list[dict], request_id: str, protocol: str, started: float) -> Scored:
-        """Score validated records (plain dicts holding exactly the signature's fields)."""
+    def valid_columns(self, columns: dict[str, list]) -> dict[str, list] | None:
+        """The columns, validated by the record rules in one call per request, or None when some value breaks
+        them: then validate() on the records says which record and field, in the one error format."""
+        if self.columns is None:
+            return None
+        try:
+            return self.columns.validate_python(columns)
+        except ValidationError:
+            return None
+
+    def score(self, records: list[dict], request_id: str, protocol: str, started: float,
+              columns: Columns | None = None) -> Scored:
+        """Score validated records (plain dicts holding exactly the signature's fields); `columns`, the same
+        values by column, when the protocol has them already."""
         if self.scorer is None:
             raise NotReady(self.problem)
-        columns = dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
+        if columns is None:
+            columns = dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
         array = self.scorer.predict_proba(columns)
         probabilities = array.tolist()
         threshold = self.threshold

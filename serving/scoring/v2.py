@@ -47,8 +47,8 @@ def input_types(manifest: Manifest) -> dict[str, str]:
     return {f.name: datatype(f.type) for f in manifest.inputs}
 
 
-def decode(body: bytes, expected: dict[str, str]) -> tuple[list[dict], str | None, list[str]]:
-    """(candidate records, request id or None, requested output names); `expected` from input_types()."""
+def decode(body: bytes, expected: dict[str, str]) -> tuple[dict[str, list], str | None, list[str]]:
+    """(candidate columns, request id or None, requested output names); `expected` from input_types()."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -73,9 +73,13 @@ def decode(body: bytes, expected: dict[str, str]) -> tuple[list[dict], str | Non
     lengths = {len(values) for values in columns.values()}
     if len(lengths) > 1:
         raise InputError.one(f"every input must hold the same number of records, got {sorted(lengths)}", kind="shape")
-    records = [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
     request_id = document.get("id")
-    return records, request_id if isinstance(request_id, str) else None, _requested(document.get("outputs"))
+    return columns, request_id if isinstance(request_id, str) else None, _requested(document.get("outputs"))
+
+
+def records(columns: dict[str, list]) -> list[dict]:
+    """Columns of equal length as records (what the request log holds and record validation names)."""
+    return [dict(zip(columns, row, strict=True)) for row in zip(*columns.values(), strict=True)]
 
 
 def _plain_tensor(tensor: object, expected: dict[str, str]) -> str | None:
