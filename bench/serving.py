@@ -196,10 +196,17 @@ def summarize(runs: dict[str, dict[str, list[WrkResult]]]) -> dict[str, dict[str
                 "requests": sum(r.requests for r in results),
                 "errors": sum(r.errors for r in results),
                 "server_cores": statistics.median(r.server_cores for r in results),
+                "cpu_us": statistics.median(cpu_us_per_request(r) for r in results),
                 "background_cores_max": max(r.background_cores for r in results),
                 "quietest": quietest(results),
             }
     return summary
+
+
+def cpu_us_per_request(result: WrkResult) -> float:
+    """The server's CPU time per answered request. On a shared machine a neighbour's load lowers req/s (and
+    the load generator's share) from run to run; the CPU a request costs the server moves much less."""
+    return result.server_cores / result.rps * 1e6 if result.rps else 0.0
 
 
 def quietest(results: list[WrkResult]) -> dict:
@@ -283,6 +290,25 @@ def render_protocols(summary: dict[str, dict[str, dict]]) -> list[str]:
             lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours:,.0f} | {inv:,.0f} | "
                          f"{v2:,.0f} | {bare:,.0f} | **{ratio(ours, bare):.0%}** | {ratio(inv, ours):.0%} | "
                          f"{ratio(v2, ours):.0%} | {ratio(inv, summary['mlflow'][key]['rps']):.1f}x |")
+    return lines + render_cpu(summary)
+
+
+def render_cpu(summary: dict[str, dict[str, dict]]) -> list[str]:
+    """The same comparisons by the server's CPU time per request (median over rounds): what a request costs,
+    whatever share of the machine the neighbours left to the server and to wrk during each run."""
+    if not all("cpu_us" in v for n in ("ours", OURS_MLFLOW, OURS_V2, BARE) for v in summary[n].values()):
+        return []
+    lines = ["", "Server CPU per request (µs; ratios are requests per CPU-second: less moved by the neighbours' load than "
+                 "req/s, not unmoved (they share caches and cores)):", "",
+             "| load | /predict | /invocations | V2 infer | bare FastAPI | /predict / bare | /invocations / /predict "
+             "| V2 / /predict |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for records in BATCH_SIZES:
+        for connections in CONCURRENCY:
+            key = load_key(records, connections)
+            ours, inv, v2, bare = (summary[n][key]["cpu_us"] for n in ("ours", OURS_MLFLOW, OURS_V2, BARE))
+            lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours:,.0f} | {inv:,.0f} | "
+                         f"{v2:,.0f} | {bare:,.0f} | **{ratio(bare, ours):.0%}** | {ratio(ours, inv):.0%} | "
+                         f"{ratio(ours, v2):.0%} |")
     return lines
 
 
