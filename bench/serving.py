@@ -196,10 +196,17 @@ def summarize(runs: dict[str, dict[str, list[WrkResult]]]) -> dict[str, dict[str
                 "requests": sum(r.requests for r in results),
                 "errors": sum(r.errors for r in results),
                 "server_cores": statistics.median(r.server_cores for r in results),
+                "cpu_us": statistics.median(cpu_us_per_request(r) for r in results),
                 "background_cores_max": max(r.background_cores for r in results),
                 "quietest": quietest(results),
             }
     return summary
+
+
+def cpu_us_per_request(result: WrkResult) -> float:
+    """The server's CPU time per answered request. On a shared machine a neighbour's load lowers req/s (and
+    the load generator's share) from run to run; the CPU a request costs the server moves much less."""
+    return result.server_cores / result.rps * 1e6 if result.rps else 0.0
 
 
 def quietest(results: list[WrkResult]) -> dict:
@@ -283,6 +290,25 @@ def render_protocols(summary: dict[str, dict[str, dict]]) -> list[str]:
             lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours:,.0f} | {inv:,.0f} | "
                          f"{v2:,.0f} | {bare:,.0f} | **{ratio(ours, bare):.0%}** | {ratio(inv, ours):.0%} | "
                          f"{ratio(v2, ours):.0%} | {ratio(inv, summary['mlflow'][key]['rps']):.1f}x |")
+    return lines + render_cpu(summary)
+
+
+def render_cpu(summary: dict[str, dict[str, dict]]) -> list[str]:
+    """The same comparisons by the server's CPU time per request (median over rounds): what a request costs,
+    whatever share of the machine the neighbours left to the server and to wrk during each run."""
+    if not all("cpu_us" in v for n in ("ours", OURS_MLFLOW, OURS_V2, BARE) for v in summary[n].values()):
+        return []
+    lines = ["", "Server CPU per request (µs; ratios are requests per CPU-second: less moved by the neighbours' load than "
+                 "req/s, not unmoved (they share caches and cores)):", "",
+             "| load | /predict | /invocations | V2 infer | bare FastAPI | /predict / bare | /invocations / /predict "
+             "| V2 / /predict |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
+    for records in BATCH_SIZES:
+        for connections in CONCURRENCY:
+            key = load_key(records, connections)
+            ours, inv, v2, bare = (summary[n][key]["cpu_us"] for n in ("ours", OURS_MLFLOW, OURS_V2, BARE))
+            lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours:,.0f} | {inv:,.0f} | "
+                         f"{v2:,.0f} | {bare:,.0f} | **{ratio(bare, ours):.0%}** | {ratio(ours, inv):.0%} | "
+                         f"{ratio(ours, v2):.0%} |")
     return lines
 
 
@@ -301,7 +327,7 @@ def render_profile(profile: dict[int, dict[str, float]], summary: dict[str, dict
         lines.append(f"| {stage} | " + " | ".join(f"{profile[n][stage]:.0f} ({profile[n][stage] / totals[n]:.0%})"
                                                   for n in profile) + " |")
     rest = {n: totals[n] - sum(profile[n].values()) for n in profile}
-    lines.append("| framework: HTTP, uvicorn, routing, middleware | "
+    lines.append("| framework: HTTP, uvicorn, ScoringFront | "
                  + " | ".join(f"{rest[n]:.0f} ({rest[n] / totals[n]:.0%})" for n in profile) + " |")
     lines.append("| whole request (1 / req/s, 1 conn) | " + " | ".join(f"{totals[n]:.0f}" for n in profile) + " |")
     return lines
@@ -601,8 +627,7 @@ def servers(prepared: Prepared, logs: Path, cpus: set[int] | None) -> dict[str, 
                                     start_new_session=True)
 
     def bare(port: int, log: Path) -> subprocess.Popen:
-        command = [sys.executable, "-m", "uvicorn", "bench.bare_app:app", "--host", "127.0.0.1", "--port", str(port),
-                   "--workers", "1", "--no-access-log", "--no-server-header"]
+        command = [sys.executable, "-m", "bench.bare_app", "--port", str(port)]  # our service's uvicorn flags
         with log.open("wb") as out:
             return subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -801,17 +826,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def profile_request(model_dir: Path, example: list[dict], records: int, iterations: int = 300) -> dict[str, float]:
-    """Median microseconds of each stage of one /predict request, run with the service's own code."""
+    """Median microseconds of each stage of one /predict request, run with the service's own code (the steps
+    of ScoringPath.score, each timed on its own)."""
     import orjson
 
     from serving.scoring import metrics, requestlog
+    from serving.scoring.core import ScoringPath
     from serving.scoring.model import Manifest, load_scorer
-    from serving.scoring.schemas import request_adapter
+    from serving.scoring.schemas import records_adapter, request_adapter
+    from serving.scoring.settings import Settings
 
     manifest = Manifest.read(model_dir)
     envelope, scorer = request_adapter(manifest, 1000), load_scorer(model_dir, manifest)
+    path = ScoringPath(Settings(model_dir, 1000, True), manifest, records_adapter(manifest, 1000))
     body = json.dumps({"records": make_records(example, records, seed=records)}).encode()
-    histogram = metrics.PROBABILITY.labels("profile", "0")
+    histogram, counter = metrics.PROBABILITY.labels("profile", "0"), metrics.RECORDS.labels("profile", "0", "predict")
     sink = os.open(os.devnull, os.O_WRONLY)
     timings: dict[str, list[float]] = {}
 
@@ -821,15 +850,16 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
         timings.setdefault(stage, []).append((time.perf_counter() - started) * 1e6)
         return value
 
-    def columns_of(records: list[dict]) -> dict[str, list]:
-        return {n: [r[n] for r in records] for n in manifest.input_names}
+    def columns_of(records: list[dict]) -> dict[str, tuple]:
+        return dict(zip(path.names, zip(*map(path.row, records), strict=True), strict=True))
 
     def outputs_of(array: Any) -> list[dict]:
-        return [{"probability": p, "label": int(p >= manifest.decision_threshold)} for p in array.tolist()]
+        threshold = manifest.decision_threshold
+        return [{"probability": p, "label": 1 if p >= threshold else 0} for p in array.tolist()]
 
     def observe(array: Any, outputs: list[dict]) -> None:
         metrics.observe_probabilities(histogram, array)
-        metrics.RECORDS.labels("profile", "0", "predict").inc(len(outputs))
+        counter.inc(len(outputs))
 
     def log(records: list[dict], outputs: list[dict]) -> None:
         requestlog.write_line(requestlog.prediction_lines(
@@ -841,7 +871,8 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
             timed("parse (orjson alone, for reference)", orjson.loads, body)
             parsed = timed("parse + validate (pydantic-core, one pass)", envelope.validate_json, body)["records"]
             columns = timed("records to columns", columns_of, parsed)
-            array = timed("score (onnxruntime)", scorer.predict_proba, columns)
+            feeds = timed("features (one float32 matrix)", scorer.feeds, columns)
+            array = timed("score (onnxruntime)", scorer.run, feeds)
             outputs = timed("outputs (probability, label)", outputs_of, array)
             timed("metrics", observe, array, outputs)
             timed("request log (serialise + write)", log, parsed, outputs)

@@ -11,6 +11,7 @@ more than the tolerance.
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,8 +19,9 @@ import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
 
-from serving.scoring.model import Columns, InputField, Manifest, OnnxScorer, SklearnScorer
+from serving.scoring.model import ENCODING_KEY, FEATURES_INPUT, Columns, InputField, Manifest, OnnxScorer, SklearnScorer
 
 EQUIVALENCE_TOLERANCE = 1e-5
 ONNX_OPSETS = {"": 18, "ai.onnx.ml": 3}
@@ -40,18 +42,90 @@ class Compiled:
 
 
 def compile_pipeline(pipeline: Pipeline, inputs: tuple[InputField, ...]) -> Compiled:
-    from skl2onnx import to_onnx
-    from skl2onnx.common.data_types import FloatTensorType, StringTensorType
-
+    """The estimator alone on one encoded float matrix when the preprocessing is imputers and one-hot
+    encoders (the Encoding travels in the model's metadata); otherwise the whole pipeline, one input per column."""
     graph_pipeline, missing_category = _fold_string_imputers(pipeline)
-    initial_types = [(f.name, StringTensorType([None, 1]) if f.is_string else FloatTensorType([None, 1]))
-                     for f in inputs]
-    options = {id(graph_pipeline.steps[-1][1]): {"zipmap": False}} if isinstance(graph_pipeline, Pipeline) else {}
+    encoded = encoding_of(pipeline, inputs)
+    if encoded is not None:
+        blocks, estimator = encoded
+        model = _to_onnx(estimator, [(FEATURES_INPUT, _float_type([None, estimator.n_features_in_]))], pipeline)
+        model.metadata_props.add(key=ENCODING_KEY, value=json.dumps({"blocks": blocks}, sort_keys=True,
+                                                                    separators=(",", ":")))
+        return Compiled(canonical_bytes(model), missing_category)
+    from skl2onnx.common.data_types import StringTensorType
+
+    initial_types = [(f.name, StringTensorType([None, 1]) if f.is_string else _float_type([None, 1])) for f in inputs]
+    return Compiled(canonical_bytes(_to_onnx(graph_pipeline, initial_types, pipeline)), missing_category)
+
+
+def _float_type(shape: list):
+    from skl2onnx.common.data_types import FloatTensorType
+
+    return FloatTensorType(shape)
+
+
+def _to_onnx(model, initial_types: list, pipeline: Pipeline):
+    from skl2onnx import to_onnx
+
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
     try:
-        model = to_onnx(graph_pipeline, initial_types=initial_types, options=options, target_opset=ONNX_OPSETS)
+        return to_onnx(model, initial_types=initial_types, options={id(final): {"zipmap": False}},
+                       target_opset=ONNX_OPSETS)
     except Exception as error:  # skl2onnx raises many types for "no converter"
         raise CompileError(f"cannot compile {type(pipeline).__name__} to ONNX: {error}") from error
-    return Compiled(canonical_bytes(model), missing_category)
+
+
+def encoding_of(pipeline: Pipeline, inputs: tuple[InputField, ...]) -> tuple[list[dict], object] | None:
+    """(the Encoding's blocks, the final estimator) for Pipeline([ColumnTransformer of numeric SimpleImputers
+    and (imputed) OneHotEncoder(handle_unknown="ignore")s, estimator]); None for anything else."""
+    if not (isinstance(pipeline, Pipeline) and len(pipeline.steps) == 2
+            and isinstance(pipeline.steps[0][1], ColumnTransformer)):
+        return None
+    features, estimator = pipeline.steps[0][1], pipeline.steps[1][1]
+    text = {f.name for f in inputs if f.is_string}
+    blocks: list[dict] = []
+    for _, transformer, columns in features.transformers_:
+        if transformer == "drop":
+            continue
+        found = _blocks(transformer, columns, text)
+        if found is None:
+            return None
+        blocks += found
+    width = sum(len(b["categories"]) if "categories" in b else 1 for b in blocks)
+    covered = {b["column"] for b in blocks}
+    if getattr(features, "sparse_output_", False) or width != getattr(estimator, "n_features_in_", None) \
+            or covered != {f.name for f in inputs}:
+        return None
+    return blocks, estimator
+
+
+def _blocks(transformer, columns, text: set[str]) -> list[dict] | None:
+    if not (isinstance(columns, list) and all(isinstance(c, str) for c in columns)):
+        return None
+    if isinstance(transformer, SimpleImputer) and not set(columns) & text:
+        fills = [float(v) for v in transformer.statistics_]
+        if transformer.add_indicator or not _is_nan(transformer.missing_values) or len(fills) != len(columns) \
+                or any(np.isnan(fills)):
+            return None
+        return [{"column": c, "fill": fill} for c, fill in zip(columns, fills, strict=True)]
+    missing, encoder = None, transformer
+    if isinstance(transformer, Pipeline) and len(transformer.steps) == 2:
+        imputer, encoder = transformer.steps[0][1], transformer.steps[1][1]
+        if not (isinstance(imputer, SimpleImputer) and imputer.strategy == "constant"
+                and isinstance(imputer.fill_value, str) and not imputer.add_indicator):
+            return None
+        missing = imputer.fill_value
+    if not (isinstance(encoder, OneHotEncoder) and set(columns) <= text and encoder.handle_unknown == "ignore"
+            and encoder.drop_idx_ is None and not getattr(encoder, "_infrequent_enabled", False)):
+        return None
+    categories = [[c for c in values] for values in encoder.categories_]
+    if not all(isinstance(c, str) for values in categories for c in values):
+        return None
+    return [{"column": c, "categories": values, "missing": missing} for c, values in zip(columns, categories, strict=True)]
+
+
+def _is_nan(value: object) -> bool:
+    return isinstance(value, float) and np.isnan(value)
 
 
 def canonical_bytes(model) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -211,6 +212,18 @@ def test_framework_targets_pass_at_their_limits_and_fail_past_them():
     assert bench.framework_checks(summary_with(30.0, 12.0)) == []  # a run without those servers has no such checks
 
 
+def test_cpu_per_request_compares_protocols_by_what_a_request_costs_the_server():
+    runs = {name: {bench.load_key(n, c): [dataclasses.replace(result(rps), server_cores=cores)]
+                   for n in bench.BATCH_SIZES for c in bench.CONCURRENCY}
+            for name, rps, cores in (("ours", 1000.0, 0.5), (bench.OURS_MLFLOW, 1000.0, 0.55),
+                                     (bench.OURS_V2, 500.0, 0.3), (bench.BARE, 2000.0, 0.6), ("mlflow", 50.0, 1.0))}
+    summary = bench.summarize(runs)
+    assert summary["ours"]["1rec_c8"]["cpu_us"] == pytest.approx(500.0)  # 0.5 cores / 1000 req/s
+    rows = [line for line in bench.render_cpu(summary) if line.startswith("| 1 record, 8 conn")]
+    # bare 300 µs vs ours 500: 60 %; /invocations 550 µs: 91 %; V2 600 µs: 83 %.
+    assert rows == ["| 1 record, 8 conn | 500 | 550 | 600 | 300 | **60%** | 91% | 83% |"]
+
+
 def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
     summary = with_protocols(summary_with(30.0, 12.0), predict_of_bare=0.5, invocations_of_predict=0.95,
                              v2_of_predict=0.9)
@@ -224,4 +237,4 @@ def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
     assert "| 1 record, 8 conn | 1,500 | 1,425 | 1,350 | 3,000 | **50%** | 95% | 90% | 28.5x |" in markdown
     # 1,500 req/s at 1 connection = 667 µs per request: score 100 µs (15%), metrics 50 (7.5%), the rest the framework.
     assert "| score (onnxruntime) | 100 (15%) | 500 (" in markdown
-    assert "| framework: HTTP, uvicorn, routing, middleware | 517 (78%) |" in markdown
+    assert "| framework: HTTP, uvicorn, ScoringFront | 517 (78%) |" in markdown

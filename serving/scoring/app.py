@@ -32,7 +32,7 @@ from . import docs, metrics, mlflow_protocol, requestlog, v2
 from .core import InputError, NotReady, ScoringPath, describe_error
 from .front import Handler, Reply, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, load_scorer, records_to_columns
-from .schemas import PredictResponse, records_adapter, request_adapter, request_schemas
+from .schemas import PredictResponse, columns_adapter, records_adapter, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
@@ -56,11 +56,15 @@ def load_model(path: ScoringPath, model_dir: Any) -> None:
     metrics.MODEL_INFO.labels(manifest.model_name, manifest.model_version, manifest.runtime).set(1)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ScoringFront:
+    """The ASGI app uvicorn serves: ScoringFront answers the scoring routes and hands every other request to
+    FastAPI. It is the outermost layer on purpose: FastAPI's own stack (telemetry check, body-limit and
+    error middleware) cost a single-record request more than its validation and request log together."""
     settings = settings or Settings.from_env()
     manifest = Manifest.read(settings.model_dir)
     envelope = request_adapter(manifest, settings.max_records)
-    path = ScoringPath(settings, manifest, records_adapter(manifest, settings.max_records))
+    path = ScoringPath(settings, manifest, records_adapter(manifest, settings.max_records),
+                       columns_adapter(manifest, settings.max_records))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
@@ -87,9 +91,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                              log_failure),
               *v2_routes(app, path, log_failure)]
     add_service_routes(app, path)
-    app.add_middleware(ScoringFront, routes=routes, log_failure=log_failure)
     app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))
-    return app
+    return ScoringFront(app, routes=routes, log_failure=log_failure)
 
 
 def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any) -> ScoringRoute:
@@ -125,8 +128,7 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
             return invalid_request(request_id, InputError.from_pydantic(error))
         except NotReady as error:
             return not_ready(scope, log_failure, error, {"error": "not ready", "problem": str(error)})
-        predictions = [{"probability": p, "label": label} for p, label in zip(scored.probabilities, scored.labels, strict=True)]
-        return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": predictions}))
+        return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": scored.outputs}))
 
     return [declare(app, "/predict", predict, response_model=PredictResponse, openapi_extra=docs.predict_body(),
                     responses={422: {"description": "invalid input: each problem names the record and field"},
@@ -167,7 +169,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
 
 def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[ScoringRoute]:
     manifest = path.manifest
-    meta = v2.metadata(manifest)
+    meta, expected = v2.metadata(manifest), v2.input_types(manifest)
 
     def unknown(name: str, version: str | None) -> Reply | None:
         if name != manifest.model_name or version not in (None, manifest.model_version):
@@ -185,8 +187,10 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             return Reply(400, v2.error_body("the binary tensor extension is not supported: send JSON tensors "
                                             "(tritonclient: binary_data=False)"))
         try:
-            candidates, inference_id, requested = v2.decode(body, manifest)
-            scored = path.score(path.validate(candidates), request_id, "v2", started)
+            candidates, inference_id, requested = v2.decode(body, expected)
+            columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
+            records = v2.records(columns) if columns is not None else path.validate(v2.records(candidates))
+            scored = path.score(records, request_id, "v2", started, columns)
         except InputError as error:
             return Reply(400, v2.error_body(str(error)))
         except NotReady as error:

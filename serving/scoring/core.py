@@ -8,15 +8,15 @@ record, field, problem), scores them, observes the metrics and writes the reques
 
 from __future__ import annotations
 
+import operator
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from . import metrics, requestlog
-from .model import Manifest, Scorer
+from .model import Columns, Manifest, Scorer
 from .settings import Settings
 
 
@@ -84,19 +84,22 @@ def describe_error(error: Any, records_key: str | None = "records") -> Problem:
     return Problem(record, None if field is None else str(field), problem, kind)
 
 
-@dataclass(frozen=True)
-class Scored:
+class Scored(NamedTuple):  # built on every request: a NamedTuple is cheaper to make than a frozen dataclass
     request_id: str
     probabilities: list[float]  # P(default) per record
     labels: list[int]  # 1 when the probability reaches the model's decision threshold
+    outputs: list[dict]  # {"probability", "label"} per record: /predict's answer and the request log's, built once
 
 
 class ScoringPath:
     """Validate -> score -> metrics -> request log, for records decoded by any protocol."""
 
-    def __init__(self, settings: Settings, manifest: Manifest, records: TypeAdapter) -> None:
-        self.settings, self.manifest, self.records = settings, manifest, records
+    def __init__(self, settings: Settings, manifest: Manifest, records: TypeAdapter,
+                 columns: TypeAdapter | None = None) -> None:
+        self.settings, self.manifest, self.records, self.columns = settings, manifest, records, columns
         self.names, self.threshold = manifest.input_names, manifest.decision_threshold
+        # A record's values in signature order, in C (itemgetter of one name returns the bare value).
+        self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         self.probability = metrics.PROBABILITY.labels(manifest.model_name, manifest.model_version)
@@ -118,20 +121,34 @@ class ScoringPath:
         except ValidationError as error:
             raise InputError.from_pydantic(error, records_key=None) from None
 
-    def score(self, records: list[dict], request_id: str, protocol: str, started: float) -> Scored:
-        """Score validated records (plain dicts holding exactly the signature's fields)."""
+    def valid_columns(self, columns: dict[str, list]) -> dict[str, list] | None:
+        """The columns, validated by the record rules in one call per request, or None when some value breaks
+        them: then validate() on the records says which record and field, in the one error format."""
+        if self.columns is None:
+            return None
+        try:
+            return self.columns.validate_python(columns)
+        except ValidationError:
+            return None
+
+    def score(self, records: list[dict], request_id: str, protocol: str, started: float,
+              columns: Columns | None = None) -> Scored:
+        """Score validated records (plain dicts holding exactly the signature's fields); `columns`, the same
+        values by column, when the protocol has them already."""
         if self.scorer is None:
             raise NotReady(self.problem)
-        columns = {name: [record[name] for record in records] for name in self.names}
+        if columns is None:
+            columns = dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
         array = self.scorer.predict_proba(columns)
         probabilities = array.tolist()
-        labels = (array >= self.threshold).astype(np.int64).tolist()
+        threshold = self.threshold
+        labels = [1 if p >= threshold else 0 for p in probabilities]  # float64 compared either way; no numpy call
+        outputs = [{"probability": p, "label": label} for p, label in zip(probabilities, labels, strict=True)]
         metrics.observe_probabilities(self.probability, array)
         self.records_scored[protocol].inc(len(labels))
         if self.settings.request_log:
-            outputs = [{"probability": p, "label": label} for p, label in zip(probabilities, labels, strict=True)]
             requestlog.write_line(requestlog.prediction_lines(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
                 runtime=self.manifest.runtime, protocol=protocol, inputs=records, outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000))
-        return Scored(request_id, probabilities, labels)
+        return Scored(request_id, probabilities, labels, outputs)

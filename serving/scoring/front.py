@@ -5,7 +5,8 @@ answered here, straight from ASGI messages: FastAPI's router, dependency solving
 cost about as much per request as scoring one record does (measured: bench/serving.py's profile),
 and these routes need none of it — their handlers take the raw body and return bytes. FastAPI
 still declares the same routes (OpenAPI documents them, with examples, from those declarations)
-and serves every other route. One layer, no BaseHTTPMiddleware.
+and serves every other route. One layer, no BaseHTTPMiddleware, and the outermost one (create_app returns
+it): a scoring request meets uvicorn and this class, nothing else.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -25,10 +26,12 @@ from . import metrics, requestlog
 log = logging.getLogger("scoring")
 REQUEST_ID_HEADER = b"x-request-id"
 JSON = "application/json"
+CONTENT_TYPES = {JSON: JSON.encode()}  # encoded once
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: built on every request, and a frozen dataclass's __init__
+    (object.__setattr__ per field) showed in the profile."""
     status: int
     body: bytes
     content_type: str = JSON
@@ -110,8 +113,8 @@ class ScoringFront:
                                                    error=f"{type(error).__name__}: {error}"))
             reply = Reply(500, orjson.dumps({"error": "internal error", "request_id": scope["request_id"]}))
         await send({"type": "http.response.start", "status": reply.status, "headers": [
-            (b"content-type", reply.content_type.encode()), (b"content-length", str(len(reply.body)).encode()),
-            (REQUEST_ID_HEADER, scope["request_id"].encode())]})
+            (b"content-type", CONTENT_TYPES.get(reply.content_type) or reply.content_type.encode()),
+            (b"content-length", b"%d" % len(reply.body)), (REQUEST_ID_HEADER, scope["request_id"].encode())]})
         await send({"type": "http.response.body", "body": reply.body})
         return reply.status
 

@@ -23,6 +23,7 @@ within one process.
 from __future__ import annotations
 
 import os
+import time
 from datetime import UTC, datetime
 
 import orjson
@@ -38,7 +39,9 @@ MAX_LOGGED_STRING = 256  # a longer string value is cut in the log (never in sco
 
 def prediction_lines(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
                      inputs: list[dict], outputs: list[dict], latency_ms: float) -> bytes:
-    """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (joined, each ending in \\n)."""
+    """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (joined, each ending in \\n).
+    The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "outputs"}), but
+    inputs and outputs are serialised once, whether the request makes one line or several."""
     header = {
         "log_type": LOG_TYPE,
         "schema_version": SCHEMA_VERSION,
@@ -51,28 +54,68 @@ def prediction_lines(*, request_id: str, model_name: str, model_version: str, ru
         "n_records": len(inputs),
         "latency_ms": round(latency_ms, 3),
     }
-    line = orjson.dumps({**header, "part": 1, "parts": 1, "first_record": 0, "inputs": inputs,
-                         "outputs": outputs}) + b"\n"
-    if len(line) <= MAX_LINE_BYTES:
-        return line  # the common case: one serialisation, nothing else
-    return _split(header, inputs, outputs)
+    head = orjson.dumps(header)
+    records, results = orjson.dumps(inputs), orjson.dumps(outputs)
+    if len(head) + len(records) + len(results) + PART_KEYS_BYTES <= MAX_LINE_BYTES:
+        return _line(head, 1, 1, 0, records, results)  # the common case
+    budget = MAX_LINE_BYTES - HEADER_RESERVE - len(head)
+    pieces, answers = _objects(records), _objects(results)
+    if len(pieces) != len(inputs) or len(answers) != len(outputs):
+        return _split(header, inputs, outputs)  # a string ending in `},{`: see SEPARATOR
+    costs = [len(a) + len(b) + 2 * OBJECT_OVERHEAD + 2 for a, b in zip(pieces, answers, strict=True)]  # as _split's
+    if max(costs) > budget:
+        return _split(header, inputs, outputs)  # a record too big for a line (huge strings): cut, slowly
+    return b"".join(_line(head, number, len(slices), lo, _array(pieces[lo:hi]), _array(answers[lo:hi]))
+                    for slices in [_slices(costs, budget)] for number, (lo, hi) in enumerate(slices, start=1))
+
+
+# What _line adds to the header's bytes, the numbers aside: "part", "parts", "first_record", the keys and "\n".
+PART_KEYS_BYTES = len(b',"part":,"parts":,"first_record":,"inputs":,"outputs":}\n') + 3 * 20
+# Between two objects of a JSON array of non-empty flat objects: `},{"`. Inside an object it occurs only in a
+# string ending in `},{`; then the split yields more pieces than objects and _split's way is taken instead.
+SEPARATOR = b'},{"'
+OBJECT_OVERHEAD = len(b'{"}')  # what _objects strips from each object's bytes
+
+
+def _line(head: bytes, part: int, parts: int, first: int, records: bytes, results: bytes) -> bytes:
+    """orjson.dumps({**header, "part": part, ...}) + b"\\n", from the header's and the arrays' bytes."""
+    return b"%s,\"part\":%d,\"parts\":%d,\"first_record\":%d,\"inputs\":%s,\"outputs\":%s}\n" % (
+        head[:-1], part, parts, first, records, results)
+
+
+def _objects(array: bytes) -> list[bytes]:
+    """A JSON array of flat objects as each object's bytes without its leading `{"` and closing `}`."""
+    return array[3:-2].split(SEPARATOR) if len(array) > 2 else []
+
+
+def _array(pieces: list[bytes]) -> bytes:
+    return b'[{"' + SEPARATOR.join(pieces) + b"}]"
+
+
+def _slices(costs: list[int], budget: int) -> list[tuple[int, int]]:
+    """Consecutive records per line, each line filled until the next record would exceed the budget."""
+    slices: list[tuple[int, int]] = []
+    start, size = 0, 0
+    for index, cost in enumerate(costs):
+        if size + cost > budget and index > start:
+            slices.append((start, index))
+            start, size = index, 0
+        size += cost
+    slices.append((start, len(costs)))
+    return slices
 
 
 def _split(header: dict, inputs: list[dict], outputs: list[dict]) -> bytes:
     budget = MAX_LINE_BYTES - HEADER_RESERVE - len(orjson.dumps(header))
     inputs = list(inputs)  # a record cut for the log is replaced in this copy, never in the caller's list
-    slices: list[tuple[int, int]] = []
-    start, size = 0, 0
+    costs = []
     for index, (record, output) in enumerate(zip(inputs, outputs, strict=True)):
         cost = len(orjson.dumps(record)) + len(orjson.dumps(output)) + 2  # two commas
         if cost > budget:  # a record too big for any line: only possible with huge strings
             inputs[index] = record = {k: _cut(v) for k, v in record.items()}
             cost = len(orjson.dumps(record)) + len(orjson.dumps(output)) + 2
-        if size + cost > budget and index > start:
-            slices.append((start, index))
-            start, size = index, 0
-        size += cost
-    slices.append((start, len(inputs)))
+        costs.append(cost)
+    slices = _slices(costs, budget)
     return b"".join(
         orjson.dumps({**header, "part": number, "parts": len(slices), "first_record": lo,
                       "inputs": inputs[lo:hi], "outputs": outputs[lo:hi]}) + b"\n"
@@ -100,8 +143,16 @@ def error_line(*, request_id: str | None, model_name: str, model_version: str, r
     }) + b"\n"
 
 
+_second: list = [-1, ""]  # the last whole second formatted, and its text up to the seconds
+
+
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """datetime.now(UTC).isoformat(timespec="microseconds") with a Z, formatting the date once per second."""
+    now = time.time()
+    second = int(now)
+    if second != _second[0]:
+        _second[:] = second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
 
 
 def write_line(line: bytes, fd: int = 1) -> None:

@@ -88,6 +88,18 @@ def records_adapter(manifest: Manifest, max_records: int, extra: Extra = "forbid
     return TypeAdapter(Annotated[list[record], Field(min_length=1, max_length=max_records)])
 
 
+def columns_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
+    """The signature's columns (name -> one value per record), each value under the record rules above and
+    as many records as they allow: for protocols that decode to columns (V2), with no records to build."""
+    def column(kind: Any) -> Any:
+        return Annotated[list[kind | None], Field(min_length=1, max_length=max_records)]
+
+    fields = {f.name: column(PYTHON_TYPES[f.type]) for f in manifest.inputs}
+    columns = TypedDict("Columns", fields)  # type: ignore[misc]  (functional form: names come from the signature)
+    columns.__pydantic_config__ = RECORD_CONFIG  # type: ignore[attr-defined]
+    return TypeAdapter(columns)
+
+
 def request_schemas(adapter: TypeAdapter, ref_prefix: str = "#/components/schemas/") -> dict[str, dict]:
     """The request's JSON schemas (PredictRequest, Record) for the OpenAPI document."""
     schema = adapter.json_schema(ref_template=ref_prefix + "{model}")

@@ -16,6 +16,12 @@ import uvicorn
 
 from .settings import ServerSettings, Settings, SettingsError
 
+# Named, not left to uvicorn's "auto" (which silently falls back to asyncio and h11 when uvloop or httptools
+# is missing: slower). No access log: the request log (scoring/requestlog.py) is ours.
+# bench/serving.py runs its bare FastAPI endpoint with these same flags.
+UVICORN_FLAGS = {"http": "httptools", "loop": "uvloop", "lifespan": "on", "access_log": False,
+                 "server_header": False, "log_level": "info"}
+
 
 def main() -> int:
     try:
@@ -27,7 +33,7 @@ def main() -> int:
     if server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
     uvicorn.run(f"{__package__}.app:create_app", factory=True, host=server.host, port=server.port,
-                workers=server.workers, access_log=False, log_level="info", server_header=False)
+                workers=server.workers, **UVICORN_FLAGS)
     return 0
 
 

@@ -17,12 +17,12 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import FunctionTransformer
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 
 from serving import compile as compiler
 from serving.context import PackagingError, assemble_build_context, content_hash, resolve_model
 from serving.scoring.app import create_app
-from serving.scoring.model import Manifest
+from serving.scoring.model import FEATURES_INPUT, Manifest, OnnxScorer, SklearnScorer, records_to_columns
 from serving.scoring.settings import Settings
 from training import data, schema
 from training import train as training
@@ -81,6 +81,51 @@ def test_compiled_model_matches_pipeline_on_records_it_never_saw(registry, conte
     manifest = Manifest.read(context.path / "model")
     compiled = compiler.Compiled((context.path / "model/model.onnx").read_bytes(), manifest.missing_category)
     assert compiler.max_probability_difference(pipeline, compiled, manifest, holdout) <= 1e-5
+
+
+def test_the_compiled_graph_takes_one_feature_matrix_its_metadata_describes(context):
+    """Imputers and one-hot encoders become an Encoding in the model's metadata; the graph is the estimator
+    alone, fed one float matrix (one onnxruntime input instead of one per column)."""
+    manifest = Manifest.read(context.path / "model")
+    scorer = OnnxScorer(context.path / "model/model.onnx", manifest)
+    assert [i.name for i in scorer.session.get_inputs()] == [FEATURES_INPUT]
+    encoding = scorer.encoding
+    assert encoding is not None and encoding.width == scorer.session.get_inputs()[0].shape[1]
+    encoded = [name for name, _, _ in encoding.numbers] + [name for name, _ in encoding.one_hot]
+    assert sorted(encoded) == sorted(manifest.input_names)
+
+
+def test_missing_and_unknown_values_score_as_the_pipeline_scores_them(registry, context):
+    """None in a number (the imputer's median) or a text (the "missing" category), a category never seen
+    (no one-hot column set): the one-record path and the many-record path agree with scikit-learn."""
+    pipeline = mlflow.sklearn.load_model(f"models:/{registry['model_name']}/{registry['version']}")
+    manifest = Manifest.read(context.path / "model")
+    records = [dict(record) for record in manifest.input_example] * 3
+    records[0].update(age=None, sex=None, education="martian")
+    records[1].update({name: None for name in manifest.input_names})
+    records[2].update(marriage="", repayment_status_1="no such status")
+    compiled, reference = OnnxScorer(context.path / "model/model.onnx", manifest), SklearnScorer(pipeline, manifest)
+    together = compiled.predict_proba(records_to_columns(records, manifest.input_names))
+    one_by_one = [compiled.predict_proba(records_to_columns([r], manifest.input_names))[0] for r in records]
+    expected = reference.predict_proba(records_to_columns(records, manifest.input_names))
+    assert np.max(np.abs(together - expected)) <= 1e-5 and np.array_equal(together, one_by_one)
+
+
+def test_other_preprocessing_compiles_to_one_input_per_column(context, small_frame):
+    """Preprocessing compile_pipeline does not recognise as imputers and one-hot encoders (here a numeric step
+    wrapped in a Pipeline of its own) keeps the whole-pipeline graph, one input per column."""
+    manifest = Manifest.read(context.path / "model")
+    numeric = Pipeline([("impute", SimpleImputer(strategy="median"))])
+    categorical = Pipeline([("impute", SimpleImputer(missing_values=None, strategy="constant", fill_value="missing")),
+                            ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))])
+    features = ColumnTransformer([("numeric", numeric, list(schema.NUMERIC)),
+                                  ("categorical", categorical, list(schema.CATEGORICAL))])
+    pipeline = Pipeline([("features", features), ("classifier", HistGradientBoostingClassifier(max_iter=30))])
+    pipeline.fit(features_of(small_frame), small_frame[schema.TARGET])
+    compiled = compiler.compile_pipeline(pipeline, manifest.inputs)
+    scorer = OnnxScorer(compiled.onnx_bytes, manifest)
+    assert scorer.encoding is None and [i.name for i in scorer.session.get_inputs()] == manifest.input_names
+    assert compiler.check_equivalence(pipeline, compiled, manifest, small_frame.head(300)) <= 1e-5
 
 
 def test_a_disagreeing_compiled_model_is_refused(registry, context):

@@ -235,6 +235,9 @@ def _mutate(body: dict, name: str, **changes) -> dict:
     ("missing input", lambda b: {"inputs": [t for t in b["inputs"] if t["name"] != "marriage"]}, "marriage"),
     ("wrong value type", lambda b: _mutate(b, "age", data=["forty"]), "age"),
     ("unknown output", lambda b: {**b, "outputs": [{"name": "score"}]}, "outputs"),
+    ("boolean in the shape", lambda b: _mutate(b, "age", shape=[True]), "age"),
+    ("input given twice", lambda b: {"inputs": [*b["inputs"], next(t for t in b["inputs"] if t["name"] == "sex")]},
+     "sex"),
 ])
 def test_bad_v2_requests_are_400_naming_the_input(http, triton_client, manifest, frame, case, change, named):
     body = change(_v2_body(frame.iloc[:1], manifest))

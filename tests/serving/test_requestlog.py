@@ -6,6 +6,7 @@ import json
 import random
 
 import numpy as np
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
@@ -44,6 +45,20 @@ def test_a_record_too_big_for_any_line_has_its_long_texts_cut_in_the_log():
     assert logged[1]["sex"] == "é" * requestlog.MAX_LOGGED_STRING + "…" and logged[1]["age"] == 40.0
     assert logged[0] == records[0] and logged[2] == records[2]
     assert records[1]["sex"] == "é" * 50_000  # the caller's records (what was scored) are untouched
+
+
+@pytest.mark.parametrize("count", [1, 2, 30, 100, 400])
+def test_lines_are_the_bytes_of_one_dict_per_part(count):
+    """Inputs and outputs are serialised once and the parts assembled from those bytes: the result must be the
+    bytes orjson gives for each part's dict, strings that look like record boundaries included."""
+    rng = random.Random(count)
+    texts = ["female", "},{", 'a"},{"b', "é", "x" * 300]
+    records = [{"sex": rng.choice(texts), "age": rng.choice([None, rng.uniform(0, 1e6), 1e-5])} for _ in range(count)]
+    lines = lines_for(records)
+    for line in lines:
+        part = json.loads(line)
+        assert line == orjson.dumps(part) + b"\n"
+    assert [r for line in lines for r in json.loads(line)["inputs"]] == records
 
 
 @pytest.mark.parametrize("count", [1, 5, 300])
