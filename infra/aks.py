@@ -2,8 +2,11 @@
 Azure Monitor workspace: infra/prometheus.py), AcrPull for the kubelet identity, and the scoring objects
 from infra.k8s_manifests through a provider bound to it.
 
-Note: the Service is plain HTTP on port 80; TLS on AKS needs an ingress controller and a certificate,
-which this stack does not declare (Container Apps is the HTTPS-only target).
+Who may call it: nobody outside the VNet. The Service is an internal load balancer (a private IP; or ClusterIP), plain
+HTTP on port 80 inside the VNet; AKS has no built-in token check and a public TLS ingress would need a controller, a
+certificate and an authenticating proxy, which this stack does not declare (Container Apps is the target for callers
+on the internet, with Entra tokens). The cluster enforces NetworkPolicy (Azure CNI Powered by Cilium), and the
+namespace's policy admits only the app's port and no egress.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ class AksArgs:
 
 
 INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # ContainerLogV2, KubePodInventory, KubeEvents, ...
+# Azure CNI Powered by Cilium: Cilium enforces NetworkPolicy, no separate engine (Azure NPM, Calico) to install. Chosen
+# at creation: changing the plugin or engine later is a migration, not an update (README "Security").
+NETWORK_PROFILE = containerservice.ContainerServiceNetworkProfileArgs(
+    network_plugin="azure", network_plugin_mode="overlay", network_dataplane="cilium", network_policy="cilium")
 
 
 def kubeconfig(credentials: containerservice.ListManagedClusterUserCredentialsResult) -> str:
@@ -57,6 +64,7 @@ class AksService(pulumi.ComponentResource):
             f"{name}-cluster", resource_name_=args.cluster_name, resource_group_name=args.resource_group_name,
             location=args.location, dns_prefix=args.cluster_name, kubernetes_version=s.kubernetes_version,
             identity=containerservice.ManagedClusterIdentityArgs(type="SystemAssigned"), enable_rbac=True,
+            network_profile=NETWORK_PROFILE,
             sku=containerservice.ManagedClusterSKUArgs(name="Base", tier=s.sku_tier),
             agent_pool_profiles=[containerservice.ManagedClusterAgentPoolProfileArgs(
                 name="system", mode="System", os_type="Linux", type="VirtualMachineScaleSets", vm_size=s.node_vm_size,
@@ -124,7 +132,7 @@ class AksService(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.acr_pull])))
         objects: dict[str, pulumi.CustomResource] = {"Namespace": namespace, "Deployment": deployment}
         kinds = {"Service": k8s.core.v1.Service, "HorizontalPodAutoscaler": k8s.autoscaling.v2.HorizontalPodAutoscaler,
-                 "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget}
+                 "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget, "NetworkPolicy": k8s.networking.v1.NetworkPolicy}
         for kind, resource in kinds.items():
             objects[kind] = resource(f"{name}-{kind.lower()}", metadata=manifests[kind]["metadata"], spec=manifests[kind]["spec"],
                                      opts=in_namespace)

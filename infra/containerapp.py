@@ -18,6 +18,16 @@ split is configured does the app run in Multiple mode:
   complete   latestWeight: 100, pinnedRevisions: [] -> back to Single mode: every other revision is deactivated
   roll back  set the image back by config (prod: promotion.pinnedDigest), or during a canary pin the
              previous revision at 100 and latestWeight: 0
+
+Who may call it (serving.auth.mode):
+
+  entra      built-in authentication (an auth config named "current"): the platform's auth sidecar answers 401 to
+             any request without a valid Entra token for the API's audience from one of allowedClientApplications,
+             before the request reaches the app. Health probes are not requests through the ingress: the platform
+             sends them to the container's port on the replica, so /health and /ready need no token.
+  internal   the environment has only a VNet-internal load balancer (no public IP) in the configured subnet.
+  anonymous  public and unauthenticated; needs serving.auth.anonymousReason, and the mandatory policy pack still
+             refuses it (an exception takes a reviewed reason and the pack's owner).
 """
 
 from __future__ import annotations
@@ -29,7 +39,7 @@ import pulumi_azure_native.app as app
 import pulumi_azure_native.monitor as monitor
 
 from infra import kql
-from infra.settings import ContainerAppSettings, ServingSettings
+from infra.settings import AuthSettings, ContainerAppSettings, ServingSettings
 
 CONTAINER_NAME = "scoring"
 
@@ -53,6 +63,37 @@ class ContainerAppArgs:
 # The managed environment's log categories, each its own table: console (the request log), system (restarts) and
 # HTTP (the ingress's record of every request it answered: the error-rate alert counts the 5xx it returned itself).
 LOG_CATEGORIES = ("ContainerAppConsoleLogs", "ContainerAppSystemLogs", kql.HTTP_LOGS)
+AUTH_CONFIG_NAME = "current"  # the only name Azure accepts for an app's auth config
+
+
+def vnet(settings: ServingSettings) -> app.VnetConfigurationArgs | None:
+    """internal mode: no public IP on the environment, only a load balancer inside the subnet's VNet."""
+    subnet = settings.container_app.infrastructure_subnet_id
+    if not subnet:
+        return None
+    return app.VnetConfigurationArgs(infrastructure_subnet_id=subnet, internal=settings.auth.mode == "internal")
+
+
+def entra_auth(auth: AuthSettings) -> dict:
+    """The auth config's arguments: Microsoft Entra only, 401 to anyone without a token of a listed client application
+    for the API's audience (no login redirect: callers are programs), HTTPS only, no token store (the API keeps no
+    sessions, so nothing needs a storage account or a secret)."""
+    return dict(
+        platform=app.AuthPlatformArgs(enabled=True),
+        global_validation=app.GlobalValidationArgs(unauthenticated_client_action="Return401"),
+        http_settings=app.HttpSettingsArgs(require_https=True),
+        login=app.LoginArgs(token_store=app.TokenStoreArgs(enabled=False)),
+        identity_providers=app.IdentityProvidersArgs(azure_active_directory=app.AzureActiveDirectoryArgs(
+            enabled=True,
+            # No client secret: the API only validates tokens, it never signs anyone in.
+            registration=app.AzureActiveDirectoryRegistrationArgs(client_id=auth.client_id, open_id_issuer=auth.issuer),
+            validation=app.AzureActiveDirectoryValidationArgs(
+                # v1 tokens carry the Application ID URI, v2 tokens the client id: accept both spellings of this API.
+                allowed_audiences=list(dict.fromkeys([auth.audience, auth.client_id])),
+                # The token's appid/azp claim: only these client applications get past the sidecar.
+                default_authorization_policy=app.DefaultAuthorizationPolicyArgs(
+                    allowed_applications=list(auth.allowed_client_applications))))),
+    )
 
 
 def revisions_mode(settings: ContainerAppSettings) -> str:
@@ -98,8 +139,7 @@ class ContainerAppService(pulumi.ComponentResource):
         self.environment = app.ManagedEnvironment(
             f"{name}-environment", environment_name=args.environment_name, resource_group_name=args.resource_group_name,
             location=args.location, zone_redundant=s.zone_redundant,
-            vnet_configuration=(app.VnetConfigurationArgs(infrastructure_subnet_id=s.infrastructure_subnet_id)
-                                if s.infrastructure_subnet_id else None),
+            vnet_configuration=vnet(args.serving),
             app_logs_configuration=app.AppLogsConfigurationArgs(destination=kql.CONTAINER_APPS_DESTINATION),
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
         # azure-monitor destination: the diagnostic setting decides where the logs go (dedicated tables).
@@ -130,6 +170,7 @@ class ContainerAppService(pulumi.ComponentResource):
             # The identity must hold AcrPull before the first revision pulls its image, and the logs have a
             # destination before the first revision writes any.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[args.acr_pull_role_assignment, self.diagnostics]))
+        self.auth_config = self._auth_config(name, args)
         self.endpoint_url = self.app.configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
         self.latest_revision_name = self.app.latest_revision_name
         releasing = s.stable_revision is not None
@@ -137,3 +178,12 @@ class ContainerAppService(pulumi.ComponentResource):
             lambda c: label_url(c.ingress.fqdn, CANDIDATE_LABEL) if releasing and c and c.ingress else "")
         self.register_outputs({"endpoint_url": self.endpoint_url, "latest_revision_name": self.latest_revision_name,
                                "candidate_url": self.candidate_url})
+
+    def _auth_config(self, name: str, args: ContainerAppArgs) -> app.ContainerAppsAuthConfig | None:
+        if not args.serving.auth.entra:
+            return None
+        # container_app_name from the app's output: the auth config is created after the app, on that app.
+        return app.ContainerAppsAuthConfig(
+            f"{name}-auth", auth_config_name=AUTH_CONFIG_NAME, container_app_name=self.app.name,
+            resource_group_name=args.resource_group_name, **entra_auth(args.serving.auth),
+            opts=pulumi.ResourceOptions(parent=self))

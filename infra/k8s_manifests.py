@@ -16,6 +16,9 @@ SERVICE_PORT = 80
 # Managed Prometheus (infra/prometheus.py) scrapes annotated pods only in the namespaces this add-on setting names.
 METRICS_SETTINGS = "ama-metrics-settings-configmap"
 METRICS_SETTINGS_NAMESPACE = "kube-system"
+# Azure's cloud provider gives a LoadBalancer Service a private frontend IP in the cluster's VNet with this annotation:
+# the scoring endpoint is never on a public IP (plain HTTP inside the VNet; callers reach it by peering or VPN).
+INTERNAL_LB = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}
 
 
 @dataclass(frozen=True)
@@ -29,8 +32,9 @@ class ManifestArgs:
 
 
 def build(args: ManifestArgs) -> dict[str, dict]:
-    """kind -> manifest for Namespace, Deployment, Service, HorizontalPodAutoscaler, PodDisruptionBudget, and the
-    ConfigMap that turns on the metrics add-on's scraping of the annotated pods in this namespace."""
+    """kind -> manifest for Namespace, Deployment, Service (internal), HorizontalPodAutoscaler, PodDisruptionBudget,
+    NetworkPolicy, and the ConfigMap that turns on the metrics add-on's scraping of the annotated pods in this
+    namespace."""
     selector = {"app.kubernetes.io/name": APP}
     labels = {**selector, **args.labels}
     meta = {"name": APP, "namespace": args.namespace, "labels": labels}
@@ -45,7 +49,8 @@ def build(args: ManifestArgs) -> dict[str, dict]:
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {"metadata": {"labels": labels, "annotations": scrape_annotations(args.port)},
                          "spec": _pod(args)}}},
-        "Service": {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+        "Service": {"apiVersion": "v1", "kind": "Service", "metadata": service_metadata(meta, args.settings.service_type),
+                    "spec": {
             "type": args.settings.service_type, "selector": selector,
             "ports": [{"name": "http", "port": SERVICE_PORT, "targetPort": "http", "protocol": "TCP"}]}},
         "HorizontalPodAutoscaler": {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": meta, "spec": {
@@ -56,8 +61,23 @@ def build(args: ManifestArgs) -> dict[str, dict]:
         "PodDisruptionBudget": {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": meta, "spec": {
             # At most one pod away during a drain or upgrade, whatever the replica count (0 would block drains).
             "maxUnavailable": 1, "selector": {"matchLabels": selector}}},
+        "NetworkPolicy": network_policy(args.namespace, args.port, args.labels),
         "ConfigMap": metrics_settings(args.namespace),
     }
+
+
+def service_metadata(meta: dict, service_type: str) -> dict:
+    return {**meta, "annotations": dict(INTERNAL_LB)} if service_type == "LoadBalancer" else meta
+
+
+def network_policy(namespace: str, port: int, labels: dict[str, str]) -> dict:
+    """Every pod of the namespace: ingress only on the app's port (clients through the Service, kubelet probes and the
+    metrics add-on's scrape all use it), no egress at all. The app needs none: the model is baked into the image and
+    the request log goes to stdout, which the node's agent reads; so not even DNS is allowed."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": f"{APP}-ingress-port-only-no-egress", "namespace": namespace, "labels": labels},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"],
+                     "ingress": [{"ports": [{"protocol": "TCP", "port": port}]}], "egress": []}}
 
 
 def scrape_annotations(port: int) -> dict[str, str]:

@@ -39,6 +39,9 @@ DCR = "azure-native:monitor:DataCollectionRule"
 DCRA = "azure-native:monitor:DataCollectionRuleAssociation"
 MONITOR_WORKSPACE = "azure-native:monitor:AzureMonitorWorkspace"
 PROM_RULES = "azure-native:alertsmanagement:PrometheusRuleGroup"
+AUTH_CONFIG = "azure-native:app:ContainerAppsAuthConfig"
+NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
+GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 ERROR_RATE_ALERT = "-alert-error-rate"  # infra/observability.py names each log alert <component>-alert-<key>
 
 
@@ -182,6 +185,35 @@ def pull_identity_ready_before_first_revision(ev: Evaluation) -> list[str]:
             if registry.get("identity") and not grants:
                 problems.append(f"{app.name}: pulls with an identity but does not wait for its AcrPull assignment")
     return problems
+
+
+def auth_configs(ev: Evaluation) -> list[str]:
+    """An app has one auth config, named `current`; Entra's allowed applications and client id are application (client)
+    ids, GUIDs (a display name or an object id is accepted by ARM and matches no token); the auth sidecar only sees
+    requests that come through the app's ingress."""
+    problems = []
+    apps = {app.urn: app for app in ev.of_type(APP)}
+    for auth in ev.of_type(AUTH_CONFIG):
+        if auth.inputs.get("authConfigName") != "current":
+            problems.append(f"{auth.name}: authConfigName {auth.inputs.get('authConfigName')!r} must be 'current'")
+        aad = _get(auth.inputs, "identityProviders", "azureActiveDirectory") or {}
+        ids = [_get(aad, "registration", "clientId"),
+               *(_get(aad, "validation", "defaultAuthorizationPolicy", "allowedApplications") or [])]
+        problems += [f"{auth.name}: {value!r} is not an application (client) id (a GUID)" for value in ids
+                     if not GUID.fullmatch(str(value))]
+        guarded = [apps[d] for d in auth.dependencies if d in apps]
+        if not guarded:
+            problems.append(f"{auth.name}: belongs to no container app of this stack")
+        problems += [f"{auth.name}: {app.name} has no ingress, so no request passes the auth sidecar" for app in guarded
+                     if not _get(app.inputs, "configuration", "ingress")]
+    return problems
+
+
+def internal_environment_subnet(ev: Evaluation) -> list[str]:
+    """An internal environment has no public IP: it must be given the subnet its internal load balancer lives in."""
+    return [f"{env.name}: vnetConfiguration.internal needs infrastructureSubnetId" for env in ev.of_type(ENVIRONMENT)
+            if _get(env.inputs, "vnetConfiguration", "internal") and not _get(env.inputs, "vnetConfiguration",
+                                                                              "infrastructureSubnetId")]
 
 
 # ---- names ----
@@ -489,6 +521,8 @@ API_VERSIONS: dict[str, tuple[str, str]] = {
                                                                   "generated local SDK"),
     "azure-native:app:ContainerApp": ("2025-02-02-preview", "preview default of the SDK; GA 2026-01-01 needs a "
                                                             "generated local SDK"),
+    AUTH_CONFIG: ("2025-02-02-preview", "preview default of the SDK, the same as the app's; GA 2026-01-01 needs a "
+                                        "generated local SDK"),
 }
 
 
@@ -561,6 +595,31 @@ def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
     return problems
 
 
+# ---- AKS networking ----
+
+POLICY_ENGINES = {"azure", "calico", "cilium"}
+
+
+def network_policy_engine(ev: Evaluation) -> list[str]:
+    """Without an engine the API server stores NetworkPolicy objects and nothing enforces them. Cilium's policy comes
+    with the Cilium dataplane of Azure CNI (both or neither); the engine is chosen at creation."""
+    if not ev.of_type(NETWORK_POLICY):
+        return []
+    problems = []
+    for cluster in ev.of_type(CLUSTER):
+        profile = cluster.inputs.get("networkProfile") or {}
+        engine, dataplane, plugin = (profile.get(k) for k in ("networkPolicy", "networkDataplane", "networkPlugin"))
+        if engine not in POLICY_ENGINES:
+            problems.append(f"{cluster.name}: networkPolicy {engine!r} enforces no NetworkPolicy (the stack declares "
+                            f"some); use one of {', '.join(sorted(POLICY_ENGINES))}")
+        if (engine == "cilium") != (dataplane == "cilium"):
+            problems.append(f"{cluster.name}: networkPolicy cilium and networkDataplane cilium go together, got "
+                            f"{engine!r} / {dataplane!r}")
+        if dataplane == "cilium" and plugin != "azure":
+            problems.append(f"{cluster.name}: the Cilium dataplane needs networkPlugin azure, got {plugin!r}")
+    return problems
+
+
 RULES: tuple[Rule, ...] = (
     Rule("log-alert-skip-query-validation", "ARM validates a log alert's query at creation; tables without data "
          "yet fail it", "https://learn.microsoft.com/rest/api/monitor/scheduled-query-rules/create-or-update",
@@ -586,6 +645,14 @@ RULES: tuple[Rule, ...] = (
     Rule("container-apps-identity-pull", "a revision pulling with a managed identity needs its AcrPull assignment "
          "first", "https://learn.microsoft.com/azure/container-apps/managed-identity-image-pull",
          pull_identity_ready_before_first_revision),
+    Rule("container-apps-auth-config", "an app's auth config is named 'current'; Entra's client id and allowed "
+         "applications are application (client) ids; the auth sidecar sees only requests through the app's ingress",
+         "https://learn.microsoft.com/azure/templates/microsoft.app/containerapps/authconfigs", auth_configs),
+    Rule("container-apps-internal-environment", "an internal environment (no public IP) needs infrastructureSubnetId",
+         "https://learn.microsoft.com/azure/container-apps/networking#accessibility-level", internal_environment_subnet),
+    Rule("aks-network-policy-engine", "NetworkPolicy is enforced only by a network policy engine (none: accepted and "
+         "ignored); Cilium's needs the Cilium dataplane on Azure CNI; chosen at creation, changed later only by "
+         "Azure's migration steps", "https://learn.microsoft.com/azure/aks/use-network-policies", network_policy_engine),
     Rule("resource-names", "each resource type has its own name length and characters",
          "https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules", resource_names),
     Rule("role-assignment-principal-type", "assignments to a new managed identity set principalType, or fail "

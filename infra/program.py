@@ -45,6 +45,8 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         "databricks_workspace_url": databricks.workspace_url, "databricks_job_id": databricks.job_id,
         "databricks_experiment": s.databricks.experiment, "databricks_drift_job_id": databricks.drift_job_id,
         "log_analytics_workspace_id": observability.workspace_id, "registry_id": registry.registry.id,
+        # What a client (and CI's smoke test) needs to call the endpoint: the mode, and the audience to ask a token for.
+        "auth_mode": s.serving.auth.mode, "auth_audience": s.serving.auth.audience if s.serving.auth.entra else "",
     }
     if resolution is None:
         return {**outputs, **promoted(s, group, observability, registry, databricks)}

@@ -97,6 +97,20 @@ KEYS: dict[str, tuple[str, str]] = {
     "serving.target": ("serving platform: containerapps|aks", "containerapps"),
     "serving.webConcurrency": ("uvicorn workers per container, 1..16", "1"),
     "serving.maxRecords": ("largest /predict batch, 1..10000", "1000"),
+    "serving.auth.mode": ("who may call the scoring endpoint. containerapps: entra (Container Apps built-in "
+                          "authentication: only a token of a listed client application for the API's app registration), "
+                          "internal (the environment has no public endpoint: a VNet-internal load balancer in "
+                          "containerApp.infrastructureSubnetId) or anonymous (needs anonymousReason); aks: internal only "
+                          "(an internal load balancer or ClusterIP, never a public one)",
+                          "entra on containerapps, internal on aks"),
+    "serving.auth.tenantId": ("Entra tenant (directory) id that issues the tokens (entra)", "required for entra"),
+    "serving.auth.clientId": ("application (client) id of the API's app registration, created outside the stack "
+                              "(entra)", "required for entra"),
+    "serving.auth.audience": ("token audience the API accepts (its Application ID URI)", "api://<clientId>"),
+    "serving.auth.allowedClientApplications": ("application (client) ids whose tokens are accepted, CI's smoke-test "
+                                               "identity included; nobody else gets in (entra)", "required for entra"),
+    "serving.auth.anonymousReason": ("why this stack serves without authentication (anonymous only; the policy pack "
+                                     "still refuses an anonymous public endpoint)", "none"),
     "serving.containerApp.cpu": ("vCPU per replica, 0.25..4 in steps of 0.25", "0.5"),
     "serving.containerApp.memoryGi": ("memory per replica in Gi, 2 x cpu", "1.0"),
     "serving.containerApp.minReplicas": ("minimum replicas, 0..30", "1"),
@@ -142,6 +156,7 @@ TARGETS = ("containerapps", "aks")
 ACR_SKUS = ("Basic", "Standard", "Premium")
 MODEL_REGISTRIES = ("unityCatalog", "workspace")
 SERVICE_TYPES = ("LoadBalancer", "ClusterIP")
+AUTH_MODES = {"containerapps": ("entra", "internal", "anonymous"), "aks": ("internal",)}
 AKS_TIERS = ("Free", "Standard")
 CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
 CONTAINER_UID = 10001  # serving/Dockerfile: USER 10001
@@ -389,6 +404,26 @@ class AksSettings:
 
 
 @dataclass(frozen=True)
+class AuthSettings:
+    """Who may call the scoring endpoint. The API's app registration lives outside the stack (pulumi-azuread is not a
+    dependency): its ids come from config."""
+    mode: str  # entra | internal | anonymous
+    tenant_id: str | None = None
+    client_id: str | None = None
+    audience: str | None = None
+    allowed_client_applications: tuple[str, ...] = ()
+    anonymous_reason: str | None = None
+
+    @property
+    def entra(self) -> bool:
+        return self.mode == "entra"
+
+    @property
+    def issuer(self) -> str:
+        return f"https://login.microsoftonline.com/{self.tenant_id}/v2.0"
+
+
+@dataclass(frozen=True)
 class ServingSettings:
     target: str
     port: int
@@ -396,6 +431,7 @@ class ServingSettings:
     max_records: int
     container_app: ContainerAppSettings
     aks: AksSettings
+    auth: AuthSettings = AuthSettings("entra")
 
 
 @dataclass(frozen=True)
@@ -659,14 +695,50 @@ def _image(r: _Reader, stack: str) -> ImageSettings:
 
 
 def _serving(r: _Reader) -> ServingSettings:
+    target = r.string("target", "containerapps", choices=TARGETS)
+    container_app = _container_app(r.child("containerApp"))
     result = ServingSettings(
-        target=r.string("target", "containerapps", choices=TARGETS),
+        target=target,
         port=CONTAINER_PORT,
         web_concurrency=r.integer("webConcurrency", 1, low=1, high=16),
         max_records=r.integer("maxRecords", 1000, low=1, high=10000),
-        container_app=_container_app(r.child("containerApp")),
+        container_app=container_app,
         aks=_aks(r.child("aks")),
+        auth=_auth(r.child("auth"), target, container_app),
     )
+    r.done()
+    return result
+
+
+def _auth(r: _Reader, target: str, container_app: ContainerAppSettings) -> AuthSettings:
+    """Never anonymous by default: entra on Container Apps, an internal load balancer on AKS (which has no built-in
+    token check). The ids of an app registration are read whatever the mode, so one stack file serves both targets."""
+    mode = r.string("mode", AUTH_MODES[target][0], choices=AUTH_MODES[target])
+    entra = mode == "entra"
+    required = REQUIRED if entra else None
+    client_id = r.string("clientId", required, pattern=UUID, hint="the API app registration's application id (a UUID)")
+    result = AuthSettings(
+        mode=mode,
+        tenant_id=r.string("tenantId", required, pattern=UUID, hint="an Entra tenant id (a UUID)"),
+        client_id=client_id,
+        audience=r.string("audience", f"api://{client_id}" if client_id else None, pattern=r"(api|https)://\S+",
+                          hint="an Application ID URI such as api://<clientId>"),
+        allowed_client_applications=r.strings("allowedClientApplications", pattern=UUID,
+                                              hint="a client application's application (client) id (a UUID)"),
+        anonymous_reason=r.string("anonymousReason", None),
+    )
+    if entra and not result.allowed_client_applications:
+        raise ConfigError(f"{r._key('allowedClientApplications')} must list at least one client application id with "
+                          f"{r._key('mode')} entra (CI's smoke-test identity at least): an empty list would let any "
+                          "application of the tenant in")
+    if mode == "anonymous" and not result.anonymous_reason:
+        raise ConfigError(f"{r._key('mode')} anonymous needs {r._key('anonymousReason')}: say why this endpoint may "
+                          "serve credit decisions to anyone")
+    if result.anonymous_reason and mode != "anonymous":
+        raise ConfigError(f"{r._key('anonymousReason')} is only for {r._key('mode')} anonymous, got {mode}")
+    if mode == "internal" and target == "containerapps" and not container_app.infrastructure_subnet_id:
+        raise ConfigError(f"{r._key('mode')} internal needs serving.containerApp.infrastructureSubnetId: an internal "
+                          "environment lives in a VNet subnet (Azure refuses it without one)")
     r.done()
     return result
 

@@ -8,6 +8,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the pack runs
 
 from pulumi_policy import EnforcementLevel, PolicyPack
 
-from policy.rules import POLICIES
+from policy.rules import POLICIES, STACK_POLICIES
 
-PolicyPack(name="mlops-credit-default", enforcement_level=EnforcementLevel.MANDATORY, policies=POLICIES)
+PolicyPack(name="mlops-credit-default", enforcement_level=EnforcementLevel.MANDATORY, policies=[*POLICIES, *STACK_POLICIES])

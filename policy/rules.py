@@ -1,4 +1,5 @@
-"""Security and reliability rules as code: pulumi_policy ResourceValidationPolicy objects, all mandatory.
+"""Security and reliability rules as code: pulumi_policy ResourceValidationPolicy objects (POLICIES) and one
+StackValidationPolicy (STACK_POLICIES: an app's auth config and environment are resources of their own), all mandatory.
 
 Properties are read in the engine's (camelCase) names, as a policy pack receives them. Kept apart
 from policy/__main__.py (which constructs the PolicyPack and so starts a server) so tests can call
@@ -10,7 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pulumi_policy import EnforcementLevel, ReportViolation, ResourceValidationArgs, ResourceValidationPolicy
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyResource,
+    ReportViolation,
+    ResourceValidationArgs,
+    ResourceValidationPolicy,
+    StackValidationArgs,
+    StackValidationPolicy,
+)
 
 ACR_PULL = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 LOG_ANALYTICS_READER = "73c42c96-874c-492b-b04d-ab87d138a893"
@@ -24,6 +33,10 @@ PROD = "prod"
 CONTAINER_APP = "azure-native:app:ContainerApp"
 DEPLOYMENT = "kubernetes:apps/v1:Deployment"
 HPA = "kubernetes:autoscaling/v2:HorizontalPodAutoscaler"
+SERVICE = "kubernetes:core/v1:Service"
+AUTH_CONFIG = "azure-native:app:ContainerAppsAuthConfig"
+MANAGED_ENVIRONMENT = "azure-native:app:ManagedEnvironment"
+INTERNAL_LB = "service.beta.kubernetes.io/azure-load-balancer-internal"
 # Azure resources of this stack that take a tag map (SavedSearch tags are a list; role assignments and
 # diagnostic settings take none).
 TAGGABLE = {
@@ -166,4 +179,58 @@ POLICIES: list[ResourceValidationPolicy] = [
     _policy("restricted-pods", "Pods run non-root, without privilege escalation, on a read-only root filesystem.",
             restricted_pods),
     _policy("required-tags", "Taggable resources carry environment, project and cost-centre tags.", required_tags),
+]
+
+
+# ---- no anonymous public scoring endpoint (a stack policy: the auth config and the environment are separate) ----
+
+def _depends_on(resource: PolicyResource, other: PolicyResource) -> bool:
+    """Linked by the engine's dependencies: known in a preview too, unlike the ids the links are made of."""
+    direct = [*resource.dependencies, *(d for deps in resource.property_dependencies.values() for d in deps)]
+    return any(d.urn == other.urn for d in direct)
+
+
+def requires_entra_token(auth: PolicyResource) -> bool:
+    props = auth.props
+    aad = _get(props, "identityProviders", "azureActiveDirectory") or {}
+    return (_get(props, "platform", "enabled") is True
+            and _get(props, "globalValidation", "unauthenticatedClientAction") in ("Return401", "Return403")
+            and aad.get("enabled") is not False and bool(_get(aad, "registration", "clientId"))
+            and bool(_get(aad, "validation", "defaultAuthorizationPolicy", "allowedApplications")))
+
+
+def _internal_environment(container_app: PolicyResource, resources: list[PolicyResource]) -> bool:
+    environments = [r for r in resources if r.resource_type == MANAGED_ENVIRONMENT and _depends_on(container_app, r)]
+    return bool(environments) and all(_get(e.props, "vnetConfiguration", "internal") is True for e in environments)
+
+
+def _public_container_apps(resources: list[PolicyResource]) -> list[PolicyResource]:
+    return [r for r in resources if r.resource_type == CONTAINER_APP
+            and _get(r.props, "configuration", "ingress", "external") is True
+            and not _internal_environment(r, resources)]
+
+
+def no_anonymous_public_endpoint(args: StackValidationArgs, report: ReportViolation) -> None:
+    """A Container App reachable from the internet needs an auth config that turns away callers without a token of a
+    listed client application; an AKS Service of type LoadBalancer gets only a private IP."""
+    auth_configs = [r for r in args.resources if r.resource_type == AUTH_CONFIG]
+    for container_app in _public_container_apps(args.resources):
+        guarding = [a for a in auth_configs if _depends_on(a, container_app) and requires_entra_token(a)]
+        if not guarding:
+            report(f"container app {container_app.name!r} has public (external) ingress in a non-internal environment "
+                   "but no auth config requiring an Entra token of listed client applications (platform enabled, "
+                   "unauthenticatedClientAction Return401, allowedApplications set)", container_app.urn)
+    for service in args.resources:
+        if service.resource_type == SERVICE and _get(service.props, "spec", "type") == "LoadBalancer" \
+                and str(_get(service.props, "metadata", "annotations", INTERNAL_LB)).lower() != "true":
+            report(f"service {service.name!r} is a public load balancer (plain HTTP): annotate it "
+                   f"{INTERNAL_LB}: \"true\" or use ClusterIP", service.urn)
+
+
+STACK_POLICIES: list[StackValidationPolicy] = [
+    StackValidationPolicy(name="no-anonymous-public-scoring-endpoint",
+                          description="No anonymous public scoring endpoint: a Container App with external ingress in "
+                                      "a public environment requires Entra authentication of listed client "
+                                      "applications; an AKS LoadBalancer Service is internal.",
+                          validate=no_anonymous_public_endpoint, enforcement_level=EnforcementLevel.MANDATORY),
 ]

@@ -211,6 +211,8 @@ gate {'promoted it' if gate.get('promoted') else 'kept the champion'}
   runs        {where}
   MLflow UI   .venv/bin/mlflow ui --backend-store-uri {layout.tracking_uri} --host 127.0.0.1
   stop        make stop
+  cloud       a deployed endpoint wants an Entra token (README "Security"):
+                python -m serving.smoke <endpoint_url> --token-from-azure-cli <auth_audience>
 """)
     (layout.state / "example_request.json").write_text(json.dumps({"records": context.manifest["input_example"][:1]}))
     return 0

@@ -1,16 +1,25 @@
 """Smoke test of a running scoring service: the same program locally, in CI and against staging.
 
     python -m serving.smoke http://127.0.0.1:8000 [--example model/manifest.json] [--expect-version 3]
+    python -m serving.smoke https://<app>.azurecontainerapps.io --token-from-azure-cli api://<API client id>
 
 Checks /health, /ready (waiting up to --wait seconds), /predict with the model's input example
 (taken from the service's own OpenAPI schema unless a manifest is given), and one bad request
 that must get a 4xx naming the field. Exits non-zero naming the first check that failed.
+
+Against an endpoint behind Entra authentication every request carries a bearer token: from the
+environment variable SMOKE_BEARER_TOKEN (never an argument: arguments show in process lists and
+logs), or from the logged-in Azure CLI for the API's audience (--token-from-azure-cli; in CI the
+OIDC-logged-in smoke identity). With a token the test also checks that a request without one is
+turned away with 401, so a deployment that lost its authentication fails the smoke test.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -29,9 +38,14 @@ class Reply:
     body: dict | list | str
 
 
-def call(url: str, method: str = "GET", payload: object | None = None, timeout: float = 10.0) -> Reply:
+TOKEN_ENV = "SMOKE_BEARER_TOKEN"
+
+
+def call(url: str, method: str = "GET", payload: object | None = None, timeout: float = 10.0,
+         token: str | None = None) -> Reply:
     data = json.dumps(payload).encode() if payload is not None else None
-    request = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    headers = {"content-type": "application/json", **({"authorization": f"Bearer {token}"} if token else {})}
+    request = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = response.status, response.read()
@@ -43,12 +57,24 @@ def call(url: str, method: str = "GET", payload: object | None = None, timeout: 
         return Reply(status, raw.decode(errors="replace"))
 
 
-def wait_for(base: str, route: str, wait: float) -> Reply:
+def azure_cli_token(audience: str) -> str:
+    """An access token for the API's audience from the logged-in Azure CLI (az login, or CI's OIDC login)."""
+    try:
+        result = subprocess.run(["az", "account", "get-access-token", "--resource", audience, "--query", "accessToken",
+                                 "--output", "tsv"], capture_output=True, text=True, timeout=60, check=False)
+    except FileNotFoundError:
+        raise SmokeFailure("--token-from-azure-cli: the Azure CLI (az) is not installed") from None
+    if result.returncode != 0 or not result.stdout.strip():
+        raise SmokeFailure(f"--token-from-azure-cli: no token for {audience}: {result.stderr.strip()}")
+    return result.stdout.strip()
+
+
+def wait_for(base: str, route: str, wait: float, token: str | None = None) -> Reply:
     """Poll until `route` answers 200: a service that is starting refuses connections at first."""
     deadline, last = time.monotonic() + wait, None
     while True:
         try:
-            last = call(f"{base}{route}", timeout=2)
+            last = call(f"{base}{route}", timeout=2, token=token)
             if last.status == 200:
                 return last
         except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
@@ -58,10 +84,10 @@ def wait_for(base: str, route: str, wait: float) -> Reply:
         time.sleep(0.2)
 
 
-def example_records(base: str, manifest: Path | None) -> list[dict]:
+def example_records(base: str, manifest: Path | None, token: str | None = None) -> list[dict]:
     if manifest is not None:
         return json.loads(manifest.read_text())["input_example"]
-    schema = call(f"{base}/openapi.json")
+    schema = call(f"{base}/openapi.json", token=token)
     if schema.status != 200:
         raise SmokeFailure(f"/openapi.json: expected 200, got {schema.status}")
     try:
@@ -71,18 +97,18 @@ def example_records(base: str, manifest: Path | None) -> list[dict]:
 
 
 def run(base: str, manifest: Path | None = None, expect_version: str | None = None, wait: float = 30.0,
-        say=print) -> None:
+        say=print, token: str | None = None) -> None:
     base = base.rstrip("/")
-    wait_for(base, "/health", wait)
+    wait_for(base, "/health", wait, token)
     say("ok   /health")
-    ready = wait_for(base, "/ready", wait)
+    ready = wait_for(base, "/ready", wait, token)
     version = ready.body.get("model", {}).get("version") if isinstance(ready.body, dict) else None
     if expect_version is not None and str(version) != str(expect_version):
         raise SmokeFailure(f"/ready: serving model version {version}, expected {expect_version}")
     say(f"ok   /ready (model version {version})")
 
-    records = example_records(base, manifest)
-    scored = call(f"{base}/predict", "POST", {"records": records})
+    records = example_records(base, manifest, token)
+    scored = call(f"{base}/predict", "POST", {"records": records}, token=token)
     if scored.status != 200:
         raise SmokeFailure(f"/predict: expected 200 for the input example, got {scored.status}: {scored.body}")
     predictions = scored.body.get("predictions", []) if isinstance(scored.body, dict) else []
@@ -93,11 +119,22 @@ def run(base: str, manifest: Path | None = None, expect_version: str | None = No
 
     field = next(iter(records[0]))
     bad = {"records": [{**records[0], field: {"not": "a value"}}]}
-    rejected = call(f"{base}/predict", "POST", bad)
+    rejected = call(f"{base}/predict", "POST", bad, token=token)
     named = isinstance(rejected.body, dict) and any(p.get("field") == field for p in rejected.body.get("problems", []))
     if not 400 <= rejected.status < 500 or not named:
         raise SmokeFailure(f"/predict: a bad '{field}' must get a 4xx naming the field, got {rejected.status}: {rejected.body}")
     say(f"ok   /predict rejects a bad '{field}' with {rejected.status}")
+    if token:
+        check_anonymous_refused(base, records, say)
+
+
+def check_anonymous_refused(base: str, records: list[dict], say=print) -> None:
+    """The same request without a token must not be scored: the endpoint's authentication is still in place."""
+    anonymous = call(f"{base}/predict", "POST", {"records": records})
+    if anonymous.status != 401:
+        raise SmokeFailure(f"/predict without a token: expected 401, got {anonymous.status}: the endpoint is not "
+                           "authenticated")
+    say("ok   /predict without a token is refused with 401")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,9 +143,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--manifest", type=Path, help="build-context manifest.json whose input example to send")
     parser.add_argument("--expect-version", help="fail unless /ready reports this model version")
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for /ready")
+    parser.add_argument("--token-from-azure-cli", metavar="AUDIENCE",
+                        help=f"send a bearer token for this audience (api://<API client id>) from the logged-in Azure "
+                             f"CLI; ${TOKEN_ENV} is used when set and this is not given")
     args = parser.parse_args(argv)
     try:
-        run(args.url, args.manifest, args.expect_version, args.wait)
+        token = azure_cli_token(args.token_from_azure_cli) if args.token_from_azure_cli else os.environ.get(TOKEN_ENV)
+        run(args.url, args.manifest, args.expect_version, args.wait, token=token or None)
     except SmokeFailure as failure:
         print(f"FAIL {failure}", file=sys.stderr)
         return 1

@@ -222,3 +222,20 @@ def test_job_report_fails_on_a_failed_run(job_registry, monkeypatch, tmp_path, c
     assert seen == [(12, timedelta(minutes=120))]
     assert "did not succeed: TERMINATED/FAILED" in capsys.readouterr().err
     assert "run 77 did not succeed" in summary.read_text()
+
+
+def test_the_smoke_tests_authenticate_as_the_smoke_identity():
+    """Each smoke job logs in with GitHub OIDC as the smoke-test identity (no secret, no environment: it holds no Azure
+    role) when the stack reports an Entra audience, and the smoke test asks the Azure CLI for that audience's token."""
+    jobs = load("deploy.yml")["jobs"]
+    for deploy, smoke in (("staging", "smoke-staging"), ("prod", "smoke-prod")):
+        assert "auth_audience" in jobs[deploy]["outputs"]
+        assert "auth_audience" in next(s["run"] for s in steps(jobs[deploy]) if s.get("id") == "outputs")
+        job = jobs[smoke]
+        assert job["permissions"] == {"contents": "read", "id-token": "write"} and "environment" not in job
+        step = next(s for s in steps(job) if "serving.smoke" in s.get("run", ""))
+        assert step["env"]["AUDIENCE"] == f"${{{{ needs.{deploy}.outputs.auth_audience }}}}"
+        assert step["env"]["SMOKE_CLIENT_ID"] == "${{ vars.SMOKE_CLIENT_ID }}"
+        run = step["run"]
+        assert "--federated-token" in run and "--allow-no-subscriptions" in run
+        assert '--token-from-azure-cli "$AUDIENCE"' in run and '"${auth[@]}"' in run

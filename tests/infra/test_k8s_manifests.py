@@ -26,7 +26,7 @@ def test_schema_version_is_available():
 def test_objects_validate_strictly(stack):
     objects = manifests(stack)
     assert set(objects) == {"Namespace", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
-                            "ConfigMap"}
+                            "NetworkPolicy", "ConfigMap"}
     for manifest in objects.values():
         kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
 
@@ -63,3 +63,40 @@ def test_the_pods_ask_to_be_scraped_where_the_metrics_add_on_looks(stack):
     regex = settings["data"]["pod-annotation-based-scraping"].split("=", 1)[1].strip().strip('"')
     namespace = objects["Namespace"]["metadata"]["name"]
     assert regex == namespace and settings["data"]["schema-version"] == "v1"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_the_load_balancer_is_internal(stack):
+    """Azure's cloud provider gives the Service a private IP only with this annotation (a string, not a YAML bool)."""
+    service = manifests(stack)["Service"]
+    assert service["spec"]["type"] == "LoadBalancer"
+    assert service["metadata"]["annotations"] == {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}
+
+
+def test_a_cluster_ip_service_needs_no_annotation():
+    s = settings.from_values("mlops-credit-default", "dev", mockcloud.apply_overrides(
+        mockcloud.stack_values("dev"), {"serving.aks.serviceType": "ClusterIP"}), {})
+    objects = k8s_manifests.build(k8s_manifests.ManifestArgs(namespace="scoring", image="x@sha256:" + "a" * 64, port=8000,
+                                                             settings=s.serving.aks, env={}, labels={}))
+    assert "annotations" not in objects["Service"]["metadata"]
+
+
+def test_the_network_policy_admits_the_service_port_only_and_no_egress():
+    objects = manifests("prod")
+    policy = objects["NetworkPolicy"]
+    container_port = objects["Deployment"]["spec"]["template"]["spec"]["containers"][0]["ports"][0]["containerPort"]
+    assert policy["metadata"]["namespace"] == objects["Namespace"]["metadata"]["name"]
+    assert policy["spec"]["podSelector"] == {}, "every pod of the namespace"
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["ingress"] == [{"ports": [{"protocol": "TCP", "port": container_port}]}]
+    assert policy["spec"]["egress"] == [], "Egress listed with no rule: nothing leaves the pods, not even DNS"
+    # what reaches the port: the Service's target, and the probes and the scrape on the same port
+    assert objects["Service"]["spec"]["ports"][0]["targetPort"] == "http"
+    assert objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == str(container_port)
+
+
+def test_a_network_policy_typo_fails_strict_validation():
+    policy = manifests("dev")["NetworkPolicy"]
+    policy["spec"]["egres"] = []
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(policy, K8S_VERSION, strict=True)

@@ -272,3 +272,64 @@ def test_a_prometheus_rule_group_scoped_elsewhere_or_badly_timed_is_caught():
         found = problems("prometheus-rule-group", fake(workspace, cluster,
                                                        resource(platform_rules.PROM_RULES, "g", {**group, **bad})))
         assert found and says in found[0], (bad, found)
+
+
+# ---- who may call the endpoint ----
+
+GOOD_AUTH = {"authConfigName": "current", "identityProviders": {"azureActiveDirectory": {
+    "registration": {"clientId": "00000000-0000-0000-0000-0000000000a1"},
+    "validation": {"defaultAuthorizationPolicy": {"allowedApplications": ["00000000-0000-0000-0000-0000000000c1"]}}}}}
+
+
+def _app_and_auth(auth_inputs: dict, ingress: dict | None = None) -> tuple[Captured, Captured]:
+    app = resource(platform_rules.APP, "app", {"configuration": {"ingress": {"external": True} if ingress is None
+                                                                 else ingress}})
+    return app, resource(platform_rules.AUTH_CONFIG, "auth", auth_inputs, dependencies=[app.urn])
+
+
+def test_the_declared_auth_config_is_one_azure_accepts(evaluate):
+    ev = evaluate("prod")
+    assert len(ev.of_type(platform_rules.AUTH_CONFIG)) == 1
+    assert not problems("container-apps-auth-config", ev)
+
+
+def test_a_misnamed_auth_config_is_caught():
+    assert not problems("container-apps-auth-config", fake(*_app_and_auth(GOOD_AUTH)))
+    assert "must be 'current'" in problems("container-apps-auth-config",
+                                           fake(*_app_and_auth({**GOOD_AUTH, "authConfigName": "entra"})))[0]
+
+
+def test_an_allowed_application_that_is_not_a_client_id_is_caught():
+    bad = copy.deepcopy(GOOD_AUTH)
+    bad["identityProviders"]["azureActiveDirectory"]["validation"]["defaultAuthorizationPolicy"]["allowedApplications"] = [
+        "github-smoke-test"]
+    assert "'github-smoke-test' is not an application (client) id" in problems("container-apps-auth-config",
+                                                                              fake(*_app_and_auth(bad)))[0]
+
+
+def test_an_auth_config_on_an_app_without_ingress_is_caught():
+    assert "has no ingress" in problems("container-apps-auth-config", fake(*_app_and_auth(GOOD_AUTH, ingress={})))[0]
+    orphan = resource(platform_rules.AUTH_CONFIG, "auth", GOOD_AUTH)
+    assert "belongs to no container app" in problems("container-apps-auth-config", fake(orphan))[0]
+
+
+def test_an_internal_environment_without_a_subnet_is_caught():
+    env = resource(platform_rules.ENVIRONMENT, "env", {"vnetConfiguration": {"internal": True}})
+    assert problems("container-apps-internal-environment", fake(env))
+    env.inputs["vnetConfiguration"]["infrastructureSubnetId"] = "/subscriptions/s/.../subnets/aca"
+    assert not problems("container-apps-internal-environment", fake(env))
+
+
+def test_network_policies_without_an_engine_are_caught(evaluate):
+    declared = evaluate("prod", {"serving.target": "aks"})
+    cluster = declared.of_type(platform_rules.CLUSTER)[0]
+    policy = declared.of_type(platform_rules.NETWORK_POLICY)[0]
+    assert cluster.inputs["networkProfile"]["networkPolicy"] == "cilium" and not problems("aks-network-policy-engine",
+                                                                                          declared)
+    for profile, says in (({}, "enforces no NetworkPolicy"),
+                          ({"networkPlugin": "azure", "networkPolicy": "none"}, "enforces no NetworkPolicy"),
+                          ({"networkPlugin": "azure", "networkPolicy": "cilium"}, "go together"),
+                          ({"networkPlugin": "kubenet", "networkPolicy": "cilium", "networkDataplane": "cilium"},
+                           "needs networkPlugin azure")):
+        bare = resource(platform_rules.CLUSTER, "aks", {**cluster.inputs, "networkProfile": profile})
+        assert says in problems("aks-network-policy-engine", fake(bare, policy))[0], profile

@@ -5,10 +5,16 @@ from __future__ import annotations
 import copy
 
 import pytest
-from pulumi_policy import EnforcementLevel, PolicyResourceOptions, ResourceValidationArgs
+from pulumi_policy import (
+    EnforcementLevel,
+    PolicyResource,
+    PolicyResourceOptions,
+    ResourceValidationArgs,
+    StackValidationArgs,
+)
 
 from infra import mockcloud
-from policy.rules import POLICIES
+from policy.rules import POLICIES, STACK_POLICIES
 
 BY_NAME = {policy.name: policy for policy in POLICIES}
 
@@ -96,3 +102,83 @@ def test_each_bad_resource_is_caught(evaluate, policy, typ, path, value, target)
     assert violations(resource_type, props) == {}
     found = violations(resource_type, _mutate(props, path, value))
     assert list(found) == [policy], found
+
+
+# ---- the stack policy: no anonymous public scoring endpoint ----
+
+def stack_violations(evaluation: mockcloud.Evaluation, change=None) -> list[str]:
+    """The stack policy over every captured resource (inputs as props: the mocks echo them), linked by the
+    dependencies the engine recorded; `change(resources by type)` edits them first."""
+    resources = {r.urn: PolicyResource(r.typ, copy.deepcopy(r.inputs), r.urn, r.name, _OPTS, None, None, [], {})
+                 for r in evaluation.custom}
+    for captured in evaluation.custom:
+        resources[captured.urn].dependencies = [resources[d] for d in captured.dependencies if d in resources]
+    if change:
+        change(resources)
+    found: list[str] = []
+    for policy in STACK_POLICIES:
+        policy.validate(StackValidationArgs(list(resources.values())), lambda message, urn=None: found.append(message))
+    return found
+
+
+_OPTS = PolicyResourceOptions(protect=False, ignore_changes=[], delete_before_replace=None, aliases=[],
+                              custom_timeouts=None, additional_secret_outputs=[], parent=None)
+AUTH_CONFIG = "azure-native:app:ContainerAppsAuthConfig"
+SERVICE = "kubernetes:core/v1:Service"
+
+
+def _of(resources: dict, typ: str) -> list[PolicyResource]:
+    return [r for r in resources.values() if r.resource_type == typ]
+
+
+def test_the_stack_policy_is_mandatory():
+    assert [p.name for p in STACK_POLICIES] == ["no-anonymous-public-scoring-endpoint"]
+    assert all(p.enforcement_level == EnforcementLevel.MANDATORY for p in STACK_POLICIES)
+
+
+@pytest.mark.parametrize(("stack", "target"), [("dev", "containerapps"), ("staging", "containerapps"),
+                                               ("prod", "containerapps"), ("prod", "aks")])
+def test_every_stack_has_no_anonymous_public_endpoint(evaluate, stack, target):
+    evaluation = evaluate(stack, {"serving.target": target})
+    assert stack_violations(evaluation) == []
+    kinds = {r.typ for r in evaluation.custom}
+    assert (AUTH_CONFIG in kinds) == (target == "containerapps") and (SERVICE in kinds) == (target == "aks")
+
+
+def test_a_public_container_app_without_its_auth_config_is_caught(evaluate):
+    evaluation = evaluate("prod")
+
+    def drop_auth(resources: dict) -> None:
+        for auth in _of(resources, AUTH_CONFIG):
+            del resources[auth.urn]
+    assert "no auth config requiring an Entra token" in stack_violations(evaluation, drop_auth)[0]
+
+
+@pytest.mark.parametrize(("path", "value"), [(["globalValidation", "unauthenticatedClientAction"], "AllowAnonymous"),
+                                             (["platform", "enabled"], False),
+                                             (["identityProviders", "azureActiveDirectory", "validation",
+                                               "defaultAuthorizationPolicy", "allowedApplications"], [])])
+def test_an_auth_config_that_lets_anyone_in_is_caught(evaluate, path, value):
+    def weaken(resources: dict) -> None:
+        _mutate(_of(resources, AUTH_CONFIG)[0].props, path, value)
+    assert len(stack_violations(evaluate("prod"), weaken)) == 1
+
+
+def test_anonymous_mode_is_refused_unless_the_environment_is_internal(evaluate):
+    subnet = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aca"
+    anonymous = evaluate("dev", {"serving.auth.mode": "anonymous", "serving.auth.anonymousReason": "demo data only"})
+    assert "no auth config" in stack_violations(anonymous)[0]
+    internal = evaluate("dev", {"serving.auth.mode": "internal", "serving.containerApp.infrastructureSubnetId": subnet})
+    assert stack_violations(internal) == []
+    assert not internal.of_type(AUTH_CONFIG)
+
+
+def test_a_public_load_balancer_on_aks_is_caught(evaluate):
+    def public(resources: dict) -> None:
+        del _of(resources, SERVICE)[0].props["metadata"]["annotations"]
+    assert "is a public load balancer" in stack_violations(evaluate("prod", {"serving.target": "aks"}), public)[0]
+
+    def cluster_ip(resources: dict) -> None:
+        service = _of(resources, SERVICE)[0].props
+        service["spec"]["type"], service["metadata"]["annotations"] = "ClusterIP", {}
+    assert stack_violations(evaluate("prod", {"serving.target": "aks"}), cluster_ip) == []

@@ -84,3 +84,42 @@ def test_keys_table_documents_every_nested_key_read():
     for key in ("serving.target", "serving.containerApp.minReplicas", "databricks.schedule", "model.alias",
                 "registry.sku", "observability.noTrafficMinutes", "serving.aks.nodeVmSize"):
         assert key in documented
+
+
+# ---- serving.auth: never anonymous by default ----
+
+SUBNET = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aca"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_stack_authenticates_by_default(stack):
+    auth = load(stack).serving.auth
+    assert auth.mode == "entra" and auth.allowed_client_applications
+    assert auth.audience == f"api://{auth.client_id}"
+    assert load(stack, {"serving.target": "aks"}).serving.auth.mode == "internal"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"serving.auth.mode": "open"}, "serving.auth.mode is 'open'; allowed values: entra, internal, anonymous"),
+    ({"serving.target": "aks", "serving.auth.mode": "entra"}, "serving.auth.mode is 'entra'; allowed values: internal"),
+    ({"serving.target": "aks", "serving.auth.mode": "anonymous"}, "allowed values: internal"),
+    ({"serving.auth.mode": "anonymous"}, "serving.auth.anonymousReason"),
+    ({"serving.auth.anonymousReason": "demo"}, "anonymousReason is only for"),
+    ({"serving.auth.mode": "internal"}, "needs serving.containerApp.infrastructureSubnetId"),
+    ({"serving.auth.allowedClientApplications": []}, "must list at least one client application id"),
+    ({"serving.auth.allowedClientApplications": ["smoke-test"]}, "application (client) id (a UUID)"),
+    ({"serving.auth.clientId": mockcloud.DELETE}, "serving.auth.clientId is required"),
+    ({"serving.auth.tenantId": "contoso.onmicrosoft.com"}, "serving.auth.tenantId is 'contoso.onmicrosoft.com'"),
+    ({"serving.auth.audiences": "api://x"}, "unknown key(s) audiences"),
+])
+def test_bad_auth_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load("dev", overrides)
+    assert message in str(error.value)
+
+
+def test_other_modes_are_explicit_choices():
+    internal = load("dev", {"serving.auth.mode": "internal", "serving.containerApp.infrastructureSubnetId": SUBNET})
+    assert internal.serving.auth.mode == "internal"
+    anonymous = load("dev", {"serving.auth.mode": "anonymous", "serving.auth.anonymousReason": "synthetic demo data"})
+    assert anonymous.serving.auth.anonymous_reason == "synthetic demo data"

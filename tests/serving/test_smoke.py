@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import pytest
@@ -38,3 +39,90 @@ def test_smoke_fails_naming_the_check(service, capsys):
 def test_smoke_fails_when_nothing_listens(capsys):
     assert smoke.main([f"http://127.0.0.1:{free_port()}", "--wait", "1"]) == 1
     assert "/health: no 200 after 1s" in capsys.readouterr().err
+
+
+# ---- behind authentication: a stand-in for Container Apps' auth sidecar in front of the real service ----
+
+TOKEN = "eyJ.test-token.sig"
+
+
+@pytest.fixture(scope="module")
+def guarded(service):
+    """401 without `Authorization: Bearer TOKEN` (as the sidecar answers with Return401), else forwarded; `open[0]`
+    False turns the guard off, as a deployment that lost its auth config would be."""
+    import http.server
+    import threading
+    import urllib.error
+    import urllib.request
+
+    open_door = [False]
+
+    class Sidecar(http.server.BaseHTTPRequestHandler):
+        def _forward(self) -> None:
+            if not open_door[0] and self.headers.get("authorization") != f"Bearer {TOKEN}":
+                self.send_response(401)
+                self.send_header("content-length", "0")
+                self.end_headers()
+                return
+            body = self.rfile.read(int(self.headers.get("content-length") or 0)) or None
+            request = urllib.request.Request(f"{service}{self.path}", data=body, method=self.command,
+                                             headers={"content-type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=10) as response:
+                    status, payload = response.status, response.read()
+            except urllib.error.HTTPError as error:
+                status, payload = error.code, error.read()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        do_GET = do_POST = _forward  # noqa: N815 (http.server's method names)
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Sidecar)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}", open_door
+    server.shutdown()
+
+
+def test_smoke_sends_the_token_from_the_environment(guarded, monkeypatch, capsys):
+    url, _ = guarded
+    monkeypatch.delenv(smoke.TOKEN_ENV, raising=False)
+    assert smoke.main([url, "--wait", "1"]) == 1, "without a token the guarded service refuses the smoke test"
+    monkeypatch.setenv(smoke.TOKEN_ENV, TOKEN)
+    assert smoke.main([url]) == 0
+    out = capsys.readouterr().out
+    assert "/predict without a token is refused with 401" in out and TOKEN not in out
+
+
+def test_smoke_fails_when_the_endpoint_lets_anyone_in(guarded, monkeypatch, capsys):
+    url, open_door = guarded
+    monkeypatch.setenv(smoke.TOKEN_ENV, TOKEN)
+    open_door[0] = True
+    try:
+        assert smoke.main([url]) == 1
+    finally:
+        open_door[0] = False
+    assert "without a token: expected 401, got 200" in capsys.readouterr().err
+
+
+def test_smoke_takes_the_token_from_the_azure_cli(guarded, monkeypatch, tmp_path, capsys):
+    """A stand-in `az` on PATH: the smoke test asks it for the audience's token exactly as CI's step does."""
+    url, _ = guarded
+    calls = tmp_path / "az-calls"
+    az = tmp_path / "az"
+    az.write_text(f'#!/bin/sh\necho "$@" >> {calls}\necho {TOKEN}\n')
+    az.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv(smoke.TOKEN_ENV, raising=False)
+    assert smoke.main([url, "--token-from-azure-cli", "api://00000000-0000-0000-0000-0000000000a2"]) == 0
+    assert calls.read_text().split() == ["account", "get-access-token", "--resource",
+                                         "api://00000000-0000-0000-0000-0000000000a2", "--query", "accessToken",
+                                         "--output", "tsv"]
+    az.write_text("#!/bin/sh\necho 'Please run az login' >&2\nexit 1\n")
+    assert smoke.main([url, "--token-from-azure-cli", "api://x"]) == 1
+    assert "no token for api://x: Please run az login" in capsys.readouterr().err
