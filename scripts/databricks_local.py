@@ -38,6 +38,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.localrun import stop_service
+
 ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
 JOB = "databricks:index/job:Job"
@@ -148,7 +150,8 @@ class MlflowServer:
             [self.python, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
              "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
              "--artifacts-destination", str(self.root / "artifacts")],
-            stdout=self.log, stderr=subprocess.STDOUT, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")})
+            stdout=self.log, stderr=subprocess.STDOUT, env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")},
+            start_new_session=True)  # its own process group: `mlflow server` runs uvicorn as a child process
         self.uri = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -164,12 +167,9 @@ class MlflowServer:
         raise RuntimeError(f"the MLflow server did not answer /health in 120 s (log: {self.root / 'mlflow-server.log'})")
 
     def __exit__(self, *exc) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
+        """Stop the whole group: terminating `mlflow server` alone leaves its uvicorn child serving."""
+        if self.process:
+            stop_service(self.process.pid, grace_s=20)
         self.log.close()
 
 
