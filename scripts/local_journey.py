@@ -85,12 +85,23 @@ def ensure_data(layout: Layout, rows: int, seed: int) -> None:
     data.main(["--rows", str(rows), "--seed", str(seed), "--out", str(layout.data)])
 
 
+def use_local_registry(layout: Layout) -> None:
+    """Both of MLflow's global URIs at .local's store: a registry URI set earlier in the process (a test, a
+    notebook) would otherwise register and resolve the model somewhere else."""
+    import mlflow
+
+    mlflow.set_tracking_uri(layout.tracking_uri)
+    mlflow.set_registry_uri(layout.tracking_uri)
+
+
 def train(layout: Layout, model_name: str, seed: int) -> dict:
     from training import train as training
 
     os.environ["MLFLOW_TRACKING_URI"] = layout.tracking_uri
+    use_local_registry(layout)
     return training.main([
-        "--data", str(layout.data), "--tracking-uri", layout.tracking_uri, "--model-name", model_name,
+        "--data", str(layout.data), "--tracking-uri", layout.tracking_uri, "--registry-uri", layout.tracking_uri,
+        "--model-name", model_name,
         "--artifact-root", layout.artifact_root, "--environment", "local", "--seed", str(seed),
         "--summary-out", str(layout.state / "last_training.json"),
     ])
@@ -174,6 +185,7 @@ def run(args: argparse.Namespace) -> int:
     summary = train(layout, args.model_name, args.seed)
     in_container = container_mode(args.mode)
     banner(f"3/6 build the candidate from models:/{args.model_name}@champion")
+    use_local_registry(layout)
     context = assemble_build_context(f"models:/{args.model_name}@champion", layout.candidate, wheelhouse=in_container)
     version, url = context.model_version, f"http://127.0.0.1:{args.port}"
     candidate_url = f"http://127.0.0.1:{(candidate_port := free_port())}"
