@@ -165,6 +165,30 @@ def single_revision_unless_split(ev: Evaluation) -> list[str]:
     return problems
 
 
+LABEL = re.compile(r"[a-z][a-z0-9-]*[a-z0-9]")
+
+
+def traffic_labels_and_weights(ev: Evaluation) -> list[str]:
+    """Azure refuses a traffic list whose weights do not sum to 100 or that repeats a label; a label is a DNS name
+    part (its URL is <app>---<label>.<domain>, one DNS label of at most 63 characters) and needs Multiple mode."""
+    problems = []
+    for app in ev.of_type(APP):
+        traffic = _get(app.inputs, "configuration", "ingress", "traffic") or []
+        labels = [t["label"] for t in traffic if t.get("label")]
+        if traffic and sum(int(t.get("weight") or 0) for t in traffic) != 100:
+            problems.append(f"{app.name}: traffic weights sum to {sum(int(t.get('weight') or 0) for t in traffic)}, not 100")
+        if len(labels) != len(set(labels)):
+            problems.append(f"{app.name}: a traffic label is given twice: {labels}")
+        name = str(app.inputs.get("containerAppName") or app.name)
+        for label in labels:
+            if not LABEL.fullmatch(label) or len(f"{name}---{label}") > 63:
+                problems.append(f"{app.name}: label {label!r} must be lowercase letters, digits and '-', and "
+                                f"{name}---{label} one DNS label of at most 63 characters")
+        if labels and _get(app.inputs, "configuration", "activeRevisionsMode") != "Multiple":
+            problems.append(f"{app.name}: traffic labels need Multiple revision mode")
+    return problems
+
+
 def consumption_allocation(ev: Evaluation) -> list[str]:
     problems = []
     for app in ev.of_type(APP):
@@ -640,6 +664,9 @@ RULES: tuple[Rule, ...] = (
     Rule("container-apps-revision-mode", "Single mode deactivates superseded revisions; Multiple keeps them active "
          "until deactivated; weights need Multiple", "https://learn.microsoft.com/azure/container-apps/revisions",
          single_revision_unless_split),
+    Rule("container-apps-traffic-labels", "traffic weights sum to 100; labels are unique DNS name parts, reached at "
+         "<app>---<label>.<domain>, and need Multiple mode",
+         "https://learn.microsoft.com/azure/container-apps/traffic-splitting", traffic_labels_and_weights),
     Rule("container-apps-allocation", "Consumption: 0.25..4 vCPU in 0.25 steps with 2 GiB per vCPU",
          "https://learn.microsoft.com/azure/container-apps/containers#allocations", consumption_allocation),
     Rule("container-apps-identity-pull", "a revision pulling with a managed identity needs its AcrPull assignment "

@@ -333,3 +333,18 @@ def test_network_policies_without_an_engine_are_caught(evaluate):
                            "needs networkPlugin azure")):
         bare = resource(platform_rules.CLUSTER, "aks", {**cluster.inputs, "networkProfile": profile})
         assert says in problems("aks-network-policy-engine", fake(bare, policy))[0], profile
+
+
+def test_bad_traffic_labels_and_weights_are_caught():
+    app = {"containerAppName": "ca-credit-staging", "configuration": {"activeRevisionsMode": "Multiple", "ingress": {
+        "traffic": [{"latestRevision": True, "weight": 0, "label": "candidate"},
+                    {"revisionName": "ca-credit-staging--abc", "weight": 100, "label": "stable"}]}}}
+    assert not problems("container-apps-traffic-labels", fake(resource(platform_rules.APP, "a", app)))
+    broken = copy.deepcopy(app)
+    broken["configuration"]["ingress"]["traffic"][0].update(weight=10, label="stable")
+    found = problems("container-apps-traffic-labels", fake(resource(platform_rules.APP, "a", broken)))
+    assert any("sum to 110" in p for p in found) and any("given twice" in p for p in found)
+    app["configuration"]["activeRevisionsMode"] = "Single"
+    app["configuration"]["ingress"]["traffic"][0]["label"] = "Candidate_1"
+    found = problems("container-apps-traffic-labels", fake(resource(platform_rules.APP, "a", app)))
+    assert any("lowercase" in p for p in found) and any("need Multiple" in p for p in found)
