@@ -283,14 +283,19 @@ def render_protocols(summary: dict[str, dict[str, dict]]) -> list[str]:
         return []
     lines = ["", "| load | /predict | /invocations | V2 infer | bare FastAPI | /predict / bare | /invocations / /predict "
                  "| V2 / /predict | /invocations / mlflow |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    for load, key, (ours, inv, v2, bare) in _protocol_rows(summary, "rps"):
+        lines.append(f"| {load} | {ours:,.0f} | {inv:,.0f} | {v2:,.0f} | {bare:,.0f} | **{ratio(ours, bare):.0%}** | "
+                     f"{ratio(inv, ours):.0%} | {ratio(v2, ours):.0%} | {ratio(inv, summary['mlflow'][key]['rps']):.1f}x |")
+    return lines + render_cpu(summary)
+
+
+def _protocol_rows(summary: dict[str, dict[str, dict]], metric: str):
+    """(load label, load key, (ours, /invocations, V2, bare)) of `metric`, for every load in report order."""
     for records in BATCH_SIZES:
         for connections in CONCURRENCY:
             key = load_key(records, connections)
-            ours, inv, v2, bare = (summary[n][key]["rps"] for n in ("ours", OURS_MLFLOW, OURS_V2, BARE))
-            lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours:,.0f} | {inv:,.0f} | "
-                         f"{v2:,.0f} | {bare:,.0f} | **{ratio(ours, bare):.0%}** | {ratio(inv, ours):.0%} | "
-                         f"{ratio(v2, ours):.0%} | {ratio(inv, summary['mlflow'][key]['rps']):.1f}x |")
-    return lines + render_cpu(summary)
+            yield (f"{records} record{'s' if records > 1 else ''}, {connections} conn", key,
+                   tuple(summary[n][key][metric] for n in ("ours", OURS_MLFLOW, OURS_V2, BARE)))
 
 
 def render_cpu(summary: dict[str, dict[str, dict]]) -> list[str]:
@@ -302,13 +307,9 @@ def render_cpu(summary: dict[str, dict[str, dict]]) -> list[str]:
                  "req/s, not unmoved (they share caches and cores)):", "",
              "| load | /predict | /invocations | V2 infer | bare FastAPI | /predict / bare | /invocations / /predict "
              "| V2 / /predict |", "|---|--:|--:|--:|--:|--:|--:|--:|"]
-    for records in BATCH_SIZES:
-        for connections in CONCURRENCY:
-            key = load_key(records, connections)
-            ours, inv, v2, bare = (summary[n][key]["cpu_us"] for n in ("ours", OURS_MLFLOW, OURS_V2, BARE))
-            lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours:,.0f} | {inv:,.0f} | "
-                         f"{v2:,.0f} | {bare:,.0f} | **{ratio(bare, ours):.0%}** | {ratio(ours, inv):.0%} | "
-                         f"{ratio(ours, v2):.0%} |")
+    for load, _key, (ours, inv, v2, bare) in _protocol_rows(summary, "cpu_us"):
+        lines.append(f"| {load} | {ours:,.0f} | {inv:,.0f} | {v2:,.0f} | {bare:,.0f} | **{ratio(bare, ours):.0%}** | "
+                     f"{ratio(ours, inv):.0%} | {ratio(ours, v2):.0%} |")
     return lines
 
 
