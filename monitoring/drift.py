@@ -405,8 +405,8 @@ def log_to_mlflow(args: argparse.Namespace, report: dict, out: Path) -> None:
             mlflow.log_artifacts(str(out), artifact_path="drift_report")
 
 
-def send_to_app_insights(connection_string: str, record: dict, credential=None) -> None:
-    """One trace (AppTraces.Message = the drift record) through Azure Monitor's exporter, authenticated with Entra ID
+def send_to_app_insights(connection_string: str, records: list[dict], credential=None) -> None:
+    """One trace per drift record (AppTraces.Message = the record) through Azure Monitor's exporter, authenticated with Entra ID
     (`credential`, a TokenCredential: the job's service credential on Databricks), so it keeps working when the
     Application Insights resource disables local (instrumentation-key) auth. Sent synchronously, then flushed."""
     import logging
@@ -423,11 +423,13 @@ def send_to_app_insights(connection_string: str, record: dict, credential=None) 
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = logging.getLogger("credit-drift.app-insights")
     logger.propagate = False
+    logger.setLevel(logging.INFO)  # else the root's WARNING drops every "no drift" record before it is exported
     handler = LoggingHandler(logger_provider=provider)
     logger.addHandler(handler)
     try:
-        level = logging.WARNING if record["status"] == "drift" else logging.INFO
-        logger.log(level, json.dumps(record), extra={"log_type": "drift"})
+        for record in records:
+            level = logging.WARNING if record["status"] == "drift" else logging.INFO
+            logger.log(level, json.dumps(record), extra={"log_type": "drift"})
         provider.force_flush()
     finally:
         logger.removeHandler(handler)
@@ -516,11 +518,11 @@ def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
     (out / "drift_report.json").write_text(json.dumps(report, indent=2, default=str))
     (out / "drift_report.html").write_text(render_html(report))
     connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
-    for version in report["versions"]:
-        record = drift_record(report, version)
+    records = [drift_record(report, version) for version in report["versions"]]
+    for record in records:
         print(json.dumps(record), flush=True)
-        if connection:
-            send_to_app_insights(connection, record, job_credential(args.service_credential))
+    if connection and records:  # one credential and one exporter for the run's records
+        send_to_app_insights(connection, records, job_credential(args.service_credential))
     if args.tracking_uri:
         log_to_mlflow(args, report, out)
     return (EXIT_DRIFT if report["status"] == "drift" else EXIT_OK), report

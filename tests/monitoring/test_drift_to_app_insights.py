@@ -94,12 +94,15 @@ def test_the_drift_record_goes_as_a_trace_with_an_entra_token(collector, monkeyp
     monkeypatch.delenv("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", raising=False)
     url, received, _ = collector
     credential = Credential()
-    send_to_app_insights(f"InstrumentationKey={KEY};IngestionEndpoint={url}/", RECORD, credential)
-    [request] = received  # one record, nothing else (no usage telemetry of the exporter's own)
-    assert request["authorization"] == "Bearer entra-token-for-test"
+    calm_record = {**RECORD, "status": "no drift", "drifted": []}
+    send_to_app_insights(f"InstrumentationKey={KEY};IngestionEndpoint={url}/", [RECORD, calm_record], credential)
+    # the two records and nothing else (no usage telemetry of the exporter's own), each with the Entra token
+    assert all(r["authorization"] == "Bearer entra-token-for-test" for r in received)
     assert credential.scopes and all(s == ("https://monitor.azure.com//.default",) for s in credential.scopes)
-    assert request["path"].startswith("/v2") and request["path"].endswith("/track")
-    [item] = request["items"]
+    assert all(r["path"].startswith("/v2") and r["path"].endswith("/track") for r in received)
+    item, calm = [i for r in received for i in r["items"]]
+    assert json.loads(calm["data"]["baseData"]["message"])["status"] == "no drift"  # INFO records are sent too
+    assert calm["data"]["baseData"]["severityLevel"] == 1
     assert item["iKey"] == KEY and item["data"]["baseType"] == "MessageData"
     data = item["data"]["baseData"]
     assert json.loads(data["message"]) == RECORD  # AppTraces.Message: what infra/kql.alert_drift parses
@@ -110,5 +113,5 @@ def test_a_record_the_service_refuses_fails_the_run(collector):
     url, received, status = collector
     status["code"] = 400  # e.g. a resource that rejects the identity: the record is lost, so the run must fail
     with pytest.raises(DriftDeliveryError, match="did not accept the drift record"):
-        send_to_app_insights(f"InstrumentationKey={KEY};IngestionEndpoint={url}/", RECORD, Credential())
+        send_to_app_insights(f"InstrumentationKey={KEY};IngestionEndpoint={url}/", [RECORD], Credential())
     assert len(received) == 1
