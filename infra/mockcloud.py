@@ -10,7 +10,9 @@ fresh mock runtime, so one process can evaluate several stacks.
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import gc
 import hashlib
 import json
 import time
@@ -347,6 +349,25 @@ def source_outputs(values: Mapping[str, Any], overrides: Mapping[str, Any], env:
 _SOURCE_OUTPUTS: dict[str, dict[str, Any]] = {}
 
 
+def retire_abandoned_futures() -> None:
+    """After a program failed: cancel Pulumi's pending tasks and mark every failed future as retrieved.
+
+    A failed program leaves hundreds of output futures holding its exception, never awaited. Freed later, each
+    logs "exception was never retrieved" with a formatted traceback, and CPython 3.11 formats a traceback with
+    `ast.parse` (for its ^^^ carets). When the garbage collector frees one in the middle of another `ast.parse`,
+    the nested parse corrupts the AST constructor's recursion depth and the outer one fails with "AST
+    constructor recursion depth mismatch" in an unrelated test. The failure itself is reported by the caller."""
+    loop = asyncio.get_event_loop()
+    pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+    for task in pending:
+        task.cancel()
+    if pending and not loop.is_running():
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+    for obj in gc.get_objects():
+        if isinstance(obj, asyncio.Future) and obj.done() and not obj.cancelled():
+            obj.exception()
+
+
 def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
              acr_token: Callable[[str], str] = lambda server: FAKE_ACR_TOKEN,
              stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
@@ -374,6 +395,10 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Map
         declared = program.run(acr_token=acr_token, env=env)
         return pulumi.Output.all(**declared).apply(outputs.update)
 
-    body()
+    try:
+        body()
+    except BaseException:
+        retire_abandoned_futures()
+        raise
     return Evaluation(stack, cloud.resources, outputs, cloud.calls, time.perf_counter() - started, values)
 

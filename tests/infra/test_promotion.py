@@ -4,7 +4,9 @@ The two cloud steps run for real against local stand-ins: two sqlite MLflow regi
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import gc
 import json
 import subprocess
 import sys
@@ -167,6 +169,18 @@ def test_prod_refuses_when_staging_no_longer_serves_what_this_run_tested(prod):
         prod(**{"promotion.testedDigest": DIGEST, "promotion.testedModelVersion": "6"})
     ev = prod(**{"promotion.testedDigest": DIGEST, "promotion.testedModelVersion": 7})
     assert ev.outputs["image_digest"] == DIGEST and ev.outputs["model_version"] == "7"
+
+
+def test_a_refused_promotion_leaves_no_failed_future_behind(prod):
+    """The refused program's output futures must not log their exception later, from inside the garbage
+    collector: CPython 3.11 formats that traceback with ast.parse, and a collection during another parse then
+    fails an unrelated test with "AST constructor recursion depth mismatch" (seen in CI)."""
+    with pytest.raises(PromotionError):
+        prod(**{"promotion.testedDigest": OLD_DIGEST, "promotion.testedModelVersion": "6"})
+    # _log_traceback: asyncio's own flag for "will log 'exception was never retrieved' when freed"
+    unretrieved = [f for f in gc.get_objects() if isinstance(f, asyncio.Future) and f.done() and not f.cancelled()
+                   and f._log_traceback]
+    assert unretrieved == []
 
 
 def test_an_image_missing_from_the_source_registry_is_refused(arm):
