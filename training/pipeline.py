@@ -6,6 +6,7 @@ converter, so packaging can compile it (see serving/compile.py).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import time
 from collections.abc import Callable
@@ -73,20 +74,57 @@ def features_of(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[list(schema.FEATURES)]
 
 
-def search(splits: Splits, seed: int, progress: Callable[[str], None] = print) -> SearchResult:
-    grid = [dict(zip(SEARCH_SPACE, values, strict=False)) for values in itertools.product(*SEARCH_SPACE.values())]
-    candidates, best, best_auc = [], None, -np.inf
-    for index, params in enumerate(grid, start=1):
-        started = time.perf_counter()
-        model = build_pipeline(params, seed).fit(features_of(splits.train), splits.train[schema.TARGET])
-        auc = roc_auc_score(splits.valid[schema.TARGET], positive_proba(model, splits.valid))
-        seconds = time.perf_counter() - started
-        candidates.append({**params, "valid_roc_auc": auc, "fit_seconds": seconds})
-        progress(f"  [{index}/{len(grid)}] {params} valid ROC-AUC {auc:.4f} ({seconds:.1f}s)")
-        if auc > best_auc:
-            best, best_auc = (model, params), auc
-    assert best is not None
-    return SearchResult(model=best[0], params=best[1], candidates=candidates)
+Runner = Callable[[Callable[[dict], dict], list[dict]], list[dict]]
+
+
+def grid() -> list[dict]:
+    """The candidates, in one fixed order: ties are broken by it, whoever runs them."""
+    return [dict(zip(SEARCH_SPACE, values, strict=True)) for values in itertools.product(*SEARCH_SPACE.values())]
+
+
+def sequential(fit: Callable[[dict], dict], candidates: list[dict]) -> list[dict]:
+    """One candidate after another in this process (a laptop, `make local`)."""
+    return [fit(params) for params in candidates]
+
+
+def fit_candidate(params: dict, splits: Splits, seed: int) -> dict:
+    """Fit one candidate and score it on the validation split: the unit of work a Spark task runs."""
+    started = time.perf_counter()
+    model = build_pipeline(params, seed).fit(features_of(splits.train), splits.train[schema.TARGET])
+    auc = float(roc_auc_score(splits.valid[schema.TARGET], positive_proba(model, splits.valid)))
+    return {"params": params, "model": model, "valid_roc_auc": auc, "fit_seconds": time.perf_counter() - started,
+            **where_it_ran()}
+
+
+def where_it_ran() -> dict:
+    """The Spark stage and task that ran this candidate (none when it ran outside a Spark task)."""
+    try:
+        from pyspark import TaskContext
+    except ImportError:
+        return {}
+    task = TaskContext.get()
+    return {"spark_stage_id": task.stageId(), "spark_task_attempt_id": task.taskAttemptId()} if task else {}
+
+
+def search(splits: Splits, seed: int, progress: Callable[[str], None] = print, runner: Runner = sequential,
+           fit: Callable[[dict], dict] | None = None) -> SearchResult:
+    """Every candidate of the grid, fitted by `runner` (sequential, or as Spark tasks: training/tuning.py); the
+    best validation ROC-AUC wins, the first in grid order on a tie, so the choice never depends on the runner."""
+    candidates = grid()
+    fitted = runner(fit or functools.partial(fit_candidate, splits=splits, seed=seed), candidates)
+    for index, result in enumerate(fitted, start=1):
+        progress(f"  [{index}/{len(fitted)}] {result['params']} valid ROC-AUC {result['valid_roc_auc']:.4f} "
+                 f"({result['fit_seconds']:.1f}s)")
+    best = choose(fitted)
+    summaries = [{**r["params"], **{k: v for k, v in r.items() if k not in ("params", "model")}} for r in fitted]
+    return SearchResult(model=best["model"], params=best["params"], candidates=summaries)
+
+
+def choose(fitted: list[dict]) -> dict:
+    """The highest validation ROC-AUC; the earliest candidate among equals."""
+    if not fitted:
+        raise ValueError("the search fitted no candidate")
+    return max(enumerate(fitted), key=lambda item: (item[1]["valid_roc_auc"], -item[0]))[1]
 
 
 def positive_proba(model, frame: pd.DataFrame) -> np.ndarray:

@@ -31,10 +31,21 @@ import sklearn
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from training import gate, schema
+from training import gate, schema, tuning
 from training.baseline import build_baseline, equivalence_records, typical_records
 from training.loader import load_table
-from training.pipeline import FIXED_PARAMS, choose_threshold, evaluate, features_of, positive_proba, search, split
+from training.pipeline import (
+    FIXED_PARAMS,
+    SearchResult,
+    Splits,
+    choose_threshold,
+    evaluate,
+    features_of,
+    positive_proba,
+    search,
+    sequential,
+    split,
+)
 
 BASELINE_FILE = "drift_baseline.json"
 INPUT_EXAMPLE_ROWS = 3
@@ -102,6 +113,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--environment", default=os.environ.get("MLOPS_ENVIRONMENT", "local"))
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--skip-gate", action="store_true", help="register only; gate in a separate task")
+    parser.add_argument("--search", choices=tuning.RUNNERS, default="sequential",
+                        help="fit the hyper-parameter candidates one after another here, or as Spark tasks on the cluster")
+    parser.add_argument("--search-jobs", type=int, help="with --search spark: candidates at a time (default: all)")
     parser.add_argument("--summary-out", type=Path, help="write the run summary as JSON here")
     gate.add_job_run_arg(parser)
     return parser.parse_args(argv)
@@ -117,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
     frame = load_table(args.data)
     splits = split(frame)
     step("searching", f"{len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test rows")
-    result = search(splits, args.seed)
+    result, spark_stats = run_search(args, splits)
     threshold = choose_threshold(splits.valid[schema.TARGET].to_numpy(), positive_proba(result.model, splits.valid))
     metrics = evaluate(splits.test[schema.TARGET].to_numpy(), positive_proba(result.model, splits.test), threshold)
     step("evaluated on held-out test", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -142,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
         mlflow.set_tags({**lineage, "data_source": args.data, "environment": args.environment,
                          **({gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {})})
         mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
+        mlflow.log_metrics({f"search_{k}": v for k, v in spark_stats.items()})
+        log_candidates(result)
         info = mlflow.sklearn.log_model(
             result.model, name="model", signature=signature(), input_example=input_example(baseline),
             pip_requirements=pip_requirements(), **serialization(result.model), pyfunc_predict_fn="predict_proba")
@@ -166,6 +182,30 @@ def main(argv: list[str] | None = None) -> dict:
         args.summary_out.parent.mkdir(parents=True, exist_ok=True)
         args.summary_out.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def run_search(args: argparse.Namespace, splits: Splits) -> tuple[SearchResult, dict[str, int]]:
+    """The search, sequential or on the cluster's workers; with Spark, how many stages and tasks ran it."""
+    if args.search == "sequential":
+        return search(splits, args.seed, runner=sequential), {}
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.getOrCreate()  # a wheel task has no `spark` global
+    result = search(splits, args.seed, runner=tuning.spark_runner(spark, args.search_jobs),
+                    fit=tuning.broadcast_fit(spark, splits, args.seed))
+    return result, tuning.spark_tasks(spark, result.candidates)
+
+
+def log_candidates(result: SearchResult) -> None:
+    """Each candidate as a child run of the training run: its parameters, validation ROC-AUC, fit time and the
+    Spark task that fitted it; the chosen one tagged."""
+    for index, candidate in enumerate(result.candidates, start=1):
+        params = {k: candidate[k] for k in result.params}
+        with mlflow.start_run(run_name=f"candidate-{index}", nested=True):
+            mlflow.log_params(params)
+            mlflow.log_metrics({"valid_roc_auc": candidate["valid_roc_auc"], "fit_seconds": candidate["fit_seconds"]})
+            mlflow.set_tags({"chosen": str(params == result.params).lower(),
+                             **{k: str(v) for k, v in candidate.items() if k.startswith("spark_")}})
 
 
 def cli() -> None:
