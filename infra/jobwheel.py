@@ -31,12 +31,15 @@ ENTRY_POINTS = {
     "credit-train": "training.train:cli",
     "credit-gate": "training.gate:cli",
     "credit-drift": "monitoring.drift:cli",
+    "credit-batch": "serving.batch:cli",
 }
 FIRST_PARTY = ("training", "monitoring", "infra", "serving", "scripts")
 # Installed with the wheel (its Requires-Dist) because the runtime does not bundle them; everything else
-# the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark) is the runtime's own,
-# and infra/runtime.py checks that our pins agree with it.
-REQUIRES = ("skops", "azure-identity", "azure-monitor-query", "azure-monitor-opentelemetry-exporter")
+# the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark, joblib) is the runtime's own,
+# and infra/runtime.py checks that our pins agree with it. The batch job compiles and runs the image's ONNX model
+# (skl2onnx, onnx, onnxruntime); the search runs its candidates as Spark tasks through joblibspark.
+REQUIRES = ("skops", "azure-identity", "azure-monitor-query", "azure-monitor-opentelemetry-exporter", "skl2onnx", "onnx",
+            "onnxruntime", "joblibspark")
 REQUIREMENTS = ROOT / "requirements.txt"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -136,7 +139,7 @@ def _metadata(version: str) -> dict[str, bytes]:
     entry_points = "[console_scripts]\n" + "".join(f"{name} = {target}\n" for name, target in ENTRY_POINTS.items())
     return {
         "METADATA": (f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {version}\n"
-                     f"Summary: credit-default training, gate and drift jobs\nRequires-Python: >=3.11\n{requires}").encode(),
+                     f"Summary: credit-default training, gate, drift and batch scoring jobs\nRequires-Python: >=3.11\n{requires}").encode(),
         "WHEEL": b"Wheel-Version: 1.0\nGenerator: infra.jobwheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         "entry_points.txt": entry_points.encode(),
     }

@@ -124,6 +124,26 @@ def assemble_build_context(model_uri: str, out_dir: Path, *, client: MlflowClien
 def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, wheelhouse: bool, wheel_cache: Path,
               progress: Callable[[str], None]) -> dict:
     model_dir = out_dir / "model"
+    manifest = prepare_model(resolved, model_dir, client, progress)
+    shutil.copytree(APP_PACKAGE, out_dir / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copy2(DOCKERFILE, out_dir / "Dockerfile")
+    locked, extras = _requirements(manifest["runtime"], model_dir / MLFLOW_SUBDIR)
+    (out_dir / "wheels").mkdir()
+    if wheelhouse:
+        extras = _fill_wheelhouse(locked, extras, out_dir / "wheels", wheel_cache, progress)
+    (out_dir / "requirements.txt").write_text(_render(manifest["runtime"], locked, extras))
+    (out_dir / "pip.sha256").write_text("".join(f"{pin.hashes[0]}  {pin.wheel}\n" for pin in lock.pins(lock.PIP_LOCK)))
+
+    manifest["content_sha256"] = content_hash(out_dir)
+    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return manifest
+
+
+def prepare_model(resolved: ResolvedModel, model_dir: Path, client: MlflowClient,
+                  progress: Callable[[str], None] = print) -> dict:
+    """The version's files in `model_dir` (the MLflow model, model.onnx when it compiles) and its manifest (without
+    the content hash): the image's model, and the batch job's (serving/batch.py), from this one function, so both
+    score with the same compiled graph after the same equivalence check."""
     with tempfile.TemporaryDirectory() as tmp:
         downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
         probe = _read_equivalence_records(downloaded)
@@ -136,18 +156,6 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
     if manifest["sklearn"]["format"] != "skops":
         manifest["sklearn"] = _resave_with_skops(pipeline, manifest["sklearn"], model_dir, progress)
     manifest.update(_compile(pipeline, manifest, probe, model_dir, progress))
-
-    shutil.copytree(APP_PACKAGE, out_dir / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    shutil.copy2(DOCKERFILE, out_dir / "Dockerfile")
-    locked, extras = _requirements(manifest["runtime"], model_dir / MLFLOW_SUBDIR)
-    (out_dir / "wheels").mkdir()
-    if wheelhouse:
-        extras = _fill_wheelhouse(locked, extras, out_dir / "wheels", wheel_cache, progress)
-    (out_dir / "requirements.txt").write_text(_render(manifest["runtime"], locked, extras))
-    (out_dir / "pip.sha256").write_text("".join(f"{pin.hashes[0]}  {pin.wheel}\n" for pin in lock.pins(lock.PIP_LOCK)))
-
-    manifest["content_sha256"] = content_hash(out_dir)
-    (model_dir / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return manifest
 
 

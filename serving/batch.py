@@ -1,0 +1,277 @@
+"""Batch scoring: a whole table, on the job cluster's Spark, with the model the stack serves.
+
+The `credit-batch` entry point of the job wheel (infra/databricks.py declares the scheduled job):
+
+    credit-batch --input-table prod.credit.card_holders --output-table prod.credit.predictions \
+        --rejects-table prod.credit.prediction_rejects --key customer_id \
+        --model-uri models:/prod.credit.credit_default/3 --job-run-id 123
+
+The model is prepared by serving/context.py's `prepare_model`, the function that prepares the scoring
+image's model: the registered pipeline compiled to ONNX and checked against it on the version's
+equivalence records (a version that fails the check is refused here as it is there). Executors score
+with serving.scoring.model's scorer, the image's, in `mapInPandas`: batch and online answers agree.
+
+Rows are checked with the scoring service's rules before scoring: a value must have its column's type
+(text for a text column, a finite number for a number column; a number column stored as text is read
+as a number where the text is one), any feature may be null (the pipeline imputes it), a key may not.
+A row that breaks a rule goes to the rejects table with every reason, and the run goes on; a run in
+which no row could be scored fails (exit 4), so its failure e-mail is sent. A column the model needs
+missing from the table is a failure of the whole run before anything is written (exit 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from serving.scoring.model import ONNX_FILE, InputField, Manifest, OnnxScorer, Scorer, SklearnScorer
+
+REASON = "reject_reason"
+RECORD = "record"
+PROBABILITY, LABEL = "probability", "label"
+PROVENANCE = ("model_name", "model_version", "scoring_run_id", "scored_at")
+NUMERIC_TYPES = ("byte", "short", "int", "bigint", "long", "integer", "float", "double", "decimal")
+NOTHING_SCORED = 4
+MISSING_COLUMN = 2
+
+
+class BatchError(RuntimeError):
+    """The table cannot be scored at all (a column the model needs is missing): the run fails, naming it."""
+
+
+@dataclass(frozen=True)
+class BatchModel:
+    """What the executors need to score: the manifest, and the compiled graph (or, for a model that does not
+    compile, the pipeline the image's sklearn runtime would load)."""
+    manifest_raw: dict
+    onnx_bytes: bytes | None
+    pipeline: object | None = None
+
+    @property
+    def manifest(self) -> Manifest:
+        return Manifest.from_dict(self.manifest_raw)
+
+    def scorer(self) -> Scorer:
+        if self.onnx_bytes is not None:
+            return OnnxScorer(self.onnx_bytes, self.manifest)
+        return SklearnScorer(self.pipeline, self.manifest)
+
+
+def load_model(model_uri: str, progress: Callable[[str], None] = print) -> BatchModel:
+    """The registered version, prepared exactly as the scoring image's model is (serving/context.py)."""
+    from mlflow.tracking import MlflowClient
+
+    from serving.context import prepare_model, resolve_model
+
+    client = MlflowClient()
+    resolved = resolve_model(model_uri, client)
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = Path(tmp) / "model"
+        manifest = prepare_model(resolved, model_dir, client, progress)
+        if manifest["runtime"] == "onnx":
+            return BatchModel(manifest, (model_dir / ONNX_FILE).read_bytes())
+        parsed = Manifest.from_dict(manifest)
+        return BatchModel(manifest, None, SklearnScorer.load(model_dir, parsed).model)
+
+
+# ---- the rules a row must meet (the scoring service's, serving/scoring/schemas.py) ----
+
+def problems(source, fields: tuple[InputField, ...], keys: list[str]) -> list:
+    """One Spark expression per possible problem: a sentence naming the column, or null."""
+    from pyspark.sql import functions as F
+
+    types = dict(source.dtypes)
+    missing = [name for name in [*keys, *(f.name for f in fields)] if name not in types]
+    if missing:
+        raise BatchError(f"the input table has no column(s) {', '.join(missing)}; the model needs "
+                         f"{', '.join(f.name for f in fields)} and the keys {', '.join(keys)}")
+    found = [F.when(F.col(k).isNull(), F.lit(f"column '{k}': the key is missing")) for k in keys]
+    for field in fields:
+        found.append(_field_problem(field, types[field.name]))
+    return [p for p in found if p is not None]
+
+
+def _field_problem(field: InputField, spark_type: str):
+    from pyspark.sql import functions as F
+
+    column, name = F.col(field.name), field.name
+    numeric = spark_type.split("(")[0] in NUMERIC_TYPES
+    if field.is_string:
+        if spark_type == "string":
+            return None
+        return F.when(column.isNotNull(), F.format_string(f"column '{name}': %s is a {spark_type}, text expected",
+                                                          column.cast("string")))
+    if numeric:
+        value = column.cast("double")
+        return F.when(F.isnan(value) | (F.abs(value) == float("inf")),
+                      F.format_string(f"column '{name}': %s is not a finite number", value.cast("string")))
+    if spark_type == "string":
+        value = as_number(field.name, spark_type)
+        return F.when(column.isNotNull() & (value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))),
+                      F.format_string(f"column '{name}': '%s' is not a number", column))
+    return F.when(column.isNotNull(), F.format_string(f"column '{name}': %s is a {spark_type}, a number expected",
+                                                      column.cast("string")))
+
+
+def as_number(name: str, spark_type: str):
+    """A number column as double; stored as text, its text read as a number (null where it is none)."""
+    from pyspark.sql import functions as F
+
+    if spark_type == "string":  # try_cast: with ANSI mode (Spark 4's default) a plain cast fails the query
+        return F.expr(f"try_cast(`{name}` AS DOUBLE)")
+    return F.col(name).cast("double")
+
+
+def checked(source, fields: tuple[InputField, ...], keys: list[str]):
+    """The input with a reject_reason column: every problem of the row, '; '-separated, or null."""
+    from pyspark.sql import functions as F
+
+    found = problems(source, fields, keys)
+    joined = F.concat_ws("; ", *found) if found else F.lit("")
+    return source.withColumn(REASON, F.when(joined == "", F.lit(None).cast("string")).otherwise(joined))
+
+
+# ---- scoring ----
+
+def score_partition(model, fields: tuple[InputField, ...], keys: list[str],
+                    threshold: float) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """The function mapInPandas runs on each executor: one scorer per partition, one call per Arrow batch.
+    `model` is a Spark broadcast of a BatchModel (or a BatchModel)."""
+    def score(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        scorer = (model.value if hasattr(model, "value") else model).scorer()
+        for batch in batches:
+            probability = scorer.predict_proba(columns_of(batch, fields))
+            out = batch[keys].copy()
+            out[PROBABILITY] = probability
+            out[LABEL] = (probability >= threshold).astype(np.int32)  # as the service labels: >= the threshold
+            yield out
+    return score
+
+
+def columns_of(batch: pd.DataFrame, fields: tuple[InputField, ...]) -> dict[str, np.ndarray]:
+    """The scorer's column-major input, as the service builds it: text with None for missing, numbers as float64
+    with NaN for missing."""
+    columns = {}
+    for field in fields:
+        values = batch[field.name]
+        if field.is_string:
+            columns[field.name] = values.astype(object).where(values.notna(), None).to_numpy(dtype=object)
+        else:
+            columns[field.name] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return columns
+
+
+def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime):
+    """Valid rows -> keys, probability, label, model name and version, scoring run id, scored_at."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+
+    fields = manifest.inputs
+    typed = valid.select(*keys, *(F.col(f.name) if f.is_string else as_number(f.name, dict(valid.dtypes)[f.name])
+                                  .alias(f.name) for f in fields))
+    schema = StructType([*(typed.schema[k] for k in keys), StructField(PROBABILITY, DoubleType(), False),
+                         StructField(LABEL, IntegerType(), False)])
+    scored = typed.mapInPandas(score_partition(model, fields, keys, manifest.decision_threshold), schema)
+    return with_provenance(scored, manifest, run_id, scored_at)
+
+
+def with_provenance(frame, manifest: Manifest, run_id: str, scored_at: datetime):
+    from pyspark.sql import functions as F
+
+    return (frame.withColumn("model_name", F.lit(manifest.model_name))
+            .withColumn("model_version", F.lit(manifest.model_version))
+            .withColumn("scoring_run_id", F.lit(run_id))
+            .withColumn("scored_at", F.lit(scored_at).cast("timestamp")))
+
+
+def rejects(frame, keys: list[str], manifest: Manifest, run_id: str, scored_at: datetime):
+    """Rejected rows: keys, every reason, the whole input row as JSON (to fix it and score it again), provenance."""
+    from pyspark.sql import functions as F
+
+    columns = [c for c in frame.columns if c != REASON]
+    bad = frame.where(F.col(REASON).isNotNull())
+    return with_provenance(bad.select(*keys, REASON, F.to_json(F.struct(*columns)).alias(RECORD)), manifest, run_id,
+                           scored_at)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rows: int
+    scored: int
+    rejected: int
+    seconds: float
+
+    def summary(self, manifest: Manifest, run_id: str) -> dict:
+        return {"log_type": "batch", "rows": self.rows, "scored": self.scored, "rejected": self.rejected,
+                "model_name": manifest.model_name, "model_version": manifest.model_version, "scoring_run_id": run_id,
+                "seconds": round(self.seconds, 1)}
+
+
+def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str],
+        run_id: str) -> Outcome:
+    """Score `input_table` into `output_table` (appended), its bad rows into `rejects_table` (appended)."""
+    from pyspark.sql import functions as F
+
+    from training.loader import CATALOG_AS_DATABASE, spark_table_name
+
+    started = time.perf_counter()
+    name = lambda table: spark_table_name(spark.conf.get(CATALOG_AS_DATABASE, "false"), table)  # noqa: E731
+    manifest, scored_at = model.manifest, datetime.now(UTC)
+    frame = checked(spark.read.table(name(input_table)), manifest.inputs, keys)
+    counts = frame.agg(F.count(F.lit(1)).alias("rows"), F.count(REASON).alias("rejected")).first()
+    shared = spark.sparkContext.broadcast(model)
+    valid = frame.where(F.col(REASON).isNull()).drop(REASON)
+    predictions(valid, shared, manifest, keys, run_id, scored_at).write.mode("append").saveAsTable(name(output_table))
+    if counts["rejected"]:
+        rejects(frame, keys, manifest, run_id, scored_at).write.mode("append").saveAsTable(name(rejects_table))
+    return Outcome(counts["rows"], counts["rows"] - counts["rejected"], counts["rejected"], time.perf_counter() - started)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input-table", required=True, help="the table to score (catalog.schema.table)")
+    parser.add_argument("--output-table", required=True, help="predictions are appended here")
+    parser.add_argument("--rejects-table", required=True, help="rows that cannot be scored are appended here, with why")
+    parser.add_argument("--key", action="append", required=True, help="a key column, copied to both outputs (repeat)")
+    parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (the version the stack serves)")
+    parser.add_argument("--job-run-id", required=True, help="the scoring run id written with every row")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pyspark.sql import SparkSession
+
+    model = load_model(args.model_uri)
+    spark = SparkSession.builder.getOrCreate()  # a wheel task has no `spark` global
+    try:
+        outcome = run(spark, model, args.input_table, args.output_table, args.rejects_table, args.key, args.job_run_id)
+    except BatchError as error:
+        print(f"batch scoring failed: {error}", file=sys.stderr)
+        return MISSING_COLUMN
+    print(json.dumps(outcome.summary(model.manifest, args.job_run_id)), flush=True)
+    if outcome.rejected:
+        print(f"batch: rejected {outcome.rejected} of {outcome.rows} rows (reasons in {args.rejects_table})", flush=True)
+    if outcome.rows and not outcome.scored:
+        print("batch scoring failed: every row was rejected", file=sys.stderr)
+        return NOTHING_SCORED
+    return 0
+
+
+def cli() -> None:
+    """The `credit-batch` entry point (a python_wheel_task calls it with no arguments; argv holds the parameters)."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    cli()
