@@ -22,7 +22,7 @@ import pulumi_databricks as databricks
 
 from infra import jobwheel, runtime
 from infra.registry import role_definition_id
-from infra.settings import DatabricksSettings, DriftSettings, ModelSettings
+from infra.settings import BatchSettings, DatabricksSettings, DriftSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEEL_DIR = ROOT / ".local" / "jobwheel"
@@ -71,6 +71,45 @@ def mlflow_env(registry_uri: str) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": registry_uri}
 
 
+Wanted = tuple[str, dict[str, str], pulumi.Input[str], list[str]]  # key, securable, principal, privileges
+
+
+def batch_grants(batch: BatchSettings, catalog: str, schema: str, principal: pulumi.Input[str]) -> list[Wanted]:
+    """The batch job reads its input (SELECT) and creates and appends to its outputs (CREATE_TABLE on their schemas:
+    a grant on a table that does not exist yet fails the `up`, and the creator owns the table it creates). Each
+    catalog and schema on the way needs USE_CATALOG / USE_SCHEMA; the stack's own already has them."""
+    wanted: list[Wanted] = []
+    reads = batch.input_table.split(".")
+    if len(reads) != 3:  # the workspace registry: tables of the workspace's Hive metastore, no Unity Catalog grants
+        return wanted
+    for table, privileges in ((batch.input_table, []), (batch.output_table, ["CREATE_TABLE"]),
+                              (batch.rejects_table, ["CREATE_TABLE"])):
+        table_catalog, table_schema, _ = table.split(".")
+        slug = f"{table_catalog}-{table_schema}".replace("_", "-")
+        if table_catalog != catalog:
+            wanted.append((f"batch-catalog-{table_catalog}", {"catalog": table_catalog}, principal, ["USE_CATALOG"]))
+        if (table_catalog, table_schema) != (catalog, schema) or privileges:
+            same = (table_catalog, table_schema) == (catalog, schema)
+            wanted.append(("jobs-schema" if same else f"batch-schema-{slug}", {"schema": f"{table_catalog}.{table_schema}"},
+                           principal, ["USE_SCHEMA", *privileges]))
+    wanted.append(("batch-input", {"table": batch.input_table}, principal, ["SELECT"]))
+    return wanted
+
+
+def merged(wanted: list[Wanted]) -> list[Wanted]:
+    """One Grant per principal and securable, holding all its privileges: a databricks Grant is authoritative for its
+    principal on its securable, so two of them for the same pair overwrite each other on every `up`."""
+    found: dict[tuple[str, str], Wanted] = {}
+    for key, securable, principal, privileges in wanted:
+        pair = (repr(sorted(securable.items())), str(principal) if isinstance(principal, str) else id(principal))
+        if pair in found:
+            first = found[pair]
+            found[pair] = (first[0], first[1], first[2], sorted({*first[3], *privileges}))
+        else:
+            found[pair] = (key, securable, principal, sorted(set(privileges)))
+    return list(found.values())
+
+
 class Databricks(pulumi.ComponentResource):
     workspace_url: pulumi.Output[str]
     job_id: pulumi.Output[str]
@@ -82,6 +121,8 @@ class Databricks(pulumi.ComponentResource):
         self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
                                             opts=pulumi.ResourceOptions(parent=self))
         on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
+        self._name, self._args, self._on_workspace = name, args, on_workspace
+        self.batch_job: databricks.Job | None = None
         self.job_principal = self._job_principal(name, args, on_workspace)
         purpose = "training" if args.trains else "promotions"
         self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=s.experiment,
@@ -223,7 +264,9 @@ class Databricks(pulumi.ComponentResource):
             wanted += [(f"reader{number}-catalog", {"catalog": s.catalog}, reader, ["USE_CATALOG"]),
                        (f"reader{number}-schema", {"schema": f"{s.catalog}.{s.schema}"}, reader, ["USE_SCHEMA"]),
                        (f"reader{number}-model", {"model": model.full_name}, reader, ["EXECUTE"])]
-        for key, securable, principal, privileges in wanted:
+        if s.batch is not None:
+            wanted += batch_grants(s.batch, s.catalog, s.schema, jobs)
+        for key, securable, principal, privileges in merged(wanted):
             depends = [*self.catalog, self.registered_model] if key.endswith("model") else [*self.catalog, *self.code]
             grants.append(databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,
                                            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends))))
@@ -242,8 +285,10 @@ class Databricks(pulumi.ComponentResource):
         s, job, model = args.settings, args.settings.job, args.model
         common = ["--model-name", model.full_name, "--experiment", s.experiment, "--job-run-id", JOB_RUN_ID,
                   "--gate-floor", f"{job.gate_floor:g}", "--gate-tolerance", f"{job.gate_tolerance:g}"]
+        # --search spark: the hyper-parameter candidates run as Spark tasks on the cluster's workers (training/tuning.py)
         train = self._wheel_task("train", "credit-train", ["--data", job.data_table, *common, "--environment",
-                                                           args.environment, "--skip-gate"], job.timeout_seconds, "training")
+                                                           args.environment, "--skip-gate", "--search", "spark"],
+                                 job.timeout_seconds, "training")
         # The gate judges exactly the version this run's train task registered: it finds it by the job run id.
         # and scores it on the table's held-out split, read from the table itself: no version carries rows of people.
         gate = self._wheel_task("gate", "credit-gate", ["--data", job.data_table, *common], job.timeout_seconds,
@@ -338,6 +383,35 @@ class Databricks(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[*self.code, *self.grants, *self.secrets, self.experiment])))
 
+    def declare_batch_job(self, model_version: pulumi.Input[str]) -> databricks.Job | None:
+        """The scheduled batch scoring job (serving/batch.py), scoring with `model_version` of the stack's registered
+        model: the version the stack serves, so batch and online answers come from one model. Declared after the
+        serving workload resolves it (a promotion target learns it from its promotion); None without databricks.batch."""
+        name, args, opts = self._name, self._args, self._on_workspace
+        s, b = args.settings, args.settings.batch
+        if b is None:
+            return None
+        uri = pulumi.Output.concat("models:/", args.model.full_name, "/", model_version)
+        keys = [part for key in b.keys for part in ("--key", key)]
+        task = self._wheel_task("batch", "credit-batch", [
+            "--input-table", b.input_table, "--output-table", b.output_table, "--rejects-table", b.rejects_table, *keys,
+            "--model-uri", uri, "--job-run-id", JOB_RUN_ID], b.timeout_seconds, "batch")
+        self.batch_job = databricks.Job(
+            f"{name}-batch-job", name=f"credit-default-batch-{args.environment}", max_concurrent_runs=1,
+            timeout_seconds=b.timeout_seconds, tags=args.tags, tasks=[task],
+            run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
+            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="batch", new_cluster=self._cluster(
+                args, env=mlflow_env("databricks-uc" if s.unity_catalog else "databricks")))],
+            schedule=databricks.JobScheduleArgs(quartz_cron_expression=b.schedule, timezone_id=b.timezone,
+                                                pause_status="PAUSED" if b.paused else "UNPAUSED"),
+            email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(s.job.failure_emails))
+                                 if s.job.failure_emails else None),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[*self.code, *self.grants, self.registered_model])))
+        self.permissions.append(databricks.Permissions(f"{name}-batch-job-permissions", job_id=self.batch_job.id,
+                                                       access_controls=self._job_acls(args), opts=opts))
+        return self.batch_job
+
     def _permissions(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[databricks.Permissions]:
         """Authoritative ACLs: the job definitions and the experiment are not editable by every workspace user.
         The jobs' principal logs to the experiment; the deployer (if configured) manages the jobs; workspace
@@ -347,14 +421,21 @@ class Databricks(pulumi.ComponentResource):
                                                              permission_level="CAN_MANAGE")]
                     if args.settings.deployer else [])
         readers = databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_READ")
-        viewers = databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_VIEW")
         created = [databricks.Permissions(f"{name}-experiment-permissions", experiment_id=self.experiment.id,
                                           access_controls=[jobs, *deployer, readers], opts=opts)]
         for key, job in (("job", self.job), ("drift-job", self.drift_job)):
             if job is not None:
                 created.append(databricks.Permissions(f"{name}-{key}-permissions", job_id=job.id,
-                                                      access_controls=[*deployer, viewers], opts=opts))
+                                                      access_controls=self._job_acls(args), opts=opts))
         return created
+
+    @staticmethod
+    def _job_acls(args: DatabricksArgs) -> list[databricks.PermissionsAccessControlArgs]:
+        """A job's ACL: the deployer (if configured) manages it, workspace users see it."""
+        deployer = ([databricks.PermissionsAccessControlArgs(service_principal_name=args.settings.deployer,
+                                                             permission_level="CAN_MANAGE")]
+                    if args.settings.deployer else [])
+        return [*deployer, databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_VIEW")]
 
     @staticmethod
     def _cluster(args: DatabricksArgs, workers: int | None = None,

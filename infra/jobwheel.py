@@ -139,7 +139,8 @@ def _metadata(version: str) -> dict[str, bytes]:
     entry_points = "[console_scripts]\n" + "".join(f"{name} = {target}\n" for name, target in ENTRY_POINTS.items())
     return {
         "METADATA": (f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {version}\n"
-                     f"Summary: credit-default training, gate, drift and batch scoring jobs\nRequires-Python: >=3.11\n{requires}").encode(),
+                     f"Summary: credit-default training, gate, drift and batch scoring jobs\n"
+                     f"Requires-Python: >=3.11\n{requires}").encode(),
         "WHEEL": b"Wheel-Version: 1.0\nGenerator: infra.jobwheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         "entry_points.txt": entry_points.encode(),
     }

@@ -327,6 +327,94 @@ def jobs_run_as_a_service_principal(ev: Evaluation) -> list[str]:
     return problems
 
 
+GRANT = "databricks:index/grant:Grant"
+SECURABLES = ("catalog", "schema", "table", "volume", "model", "credential", "function", "metastore", "externalLocation",
+              "storageCredential", "share", "foreignConnection")
+
+
+def _securable(grant: dict) -> tuple[str, str]:
+    [(kind, name)] = [(k, grant[k]) for k in SECURABLES if grant.get(k)] or [("?", "?")]
+    return kind, name
+
+
+def one_grant_per_principal_and_securable(ev: Evaluation) -> list[str]:
+    """databricks_grant is authoritative for one principal on one securable: a second Grant for the same pair
+    replaces the first's privileges, and on the next `up` the first puts them back: the two never settle."""
+    seen: dict[tuple[str, str, str], str] = {}
+    problems = []
+    for grant in ev.of_type(GRANT):
+        pair = (str(grant.inputs.get("principal")), *_securable(grant.inputs))
+        if pair in seen:
+            problems.append(f"{grant.name} and {seen[pair]} both grant {pair[0]} privileges on {pair[1]} {pair[2]}")
+        seen[pair] = grant.name
+    return problems
+
+
+QUARTZ_FIELDS = ("second", "minute", "hour", "day-of-month", "month", "day-of-week", "year")
+
+
+def job_schedules(ev: Evaluation) -> list[str]:
+    """Databricks schedules are Quartz cron: 6 or 7 fields, and '?' in exactly one of day-of-month and day-of-week
+    (Quartz does not support both); the time zone is a Java time zone id (the IANA database's)."""
+    import zoneinfo
+
+    problems = []
+    zones = zoneinfo.available_timezones()
+    for job in ev.of_type(JOB):
+        schedule = job.inputs.get("schedule") or {}
+        cron = str(schedule.get("quartzCronExpression") or "")
+        if not schedule:
+            continue
+        fields = cron.split()
+        if len(fields) not in (6, 7):
+            problems.append(f"{job.name}: '{cron}' has {len(fields)} fields; Quartz has 6 or 7 "
+                            f"({', '.join(QUARTZ_FIELDS)})")
+        elif (fields[3] == "?") == (fields[5] == "?"):
+            problems.append(f"{job.name}: '{cron}' needs '?' in exactly one of day-of-month and day-of-week")
+        zone = schedule.get("timezoneId")
+        if zones and zone not in zones:
+            problems.append(f"{job.name}: time zone {zone!r} is not a Java/IANA time zone id")
+    return problems
+
+
+TABLE_FLAGS = {"--data": "read", "--input-table": "read", "--output-table": "write", "--rejects-table": "write"}
+
+
+def job_tables_granted(ev: Evaluation) -> list[str]:
+    """Unity Catalog: a job's identity reads a table with SELECT on it (or its schema or catalog) and creates one
+    with CREATE_TABLE on its schema (or catalog), and reaches either only with USE_CATALOG and USE_SCHEMA on the way."""
+    held: dict[tuple[str, str, str], set[str]] = {}
+    for grant in ev.of_type(GRANT):
+        kind, name = _securable(grant.inputs)
+        held.setdefault((str(grant.inputs.get("principal")), kind, name), set()).update(grant.inputs.get("privileges") or [])
+    if not held:
+        return []  # the workspace registry: no Unity Catalog grants to check
+    problems = []
+    for job in ev.of_type(JOB):
+        principal = str(_get(job.inputs, "runAs", "servicePrincipalName"))
+        for task in job.inputs.get("tasks") or []:
+            params = [str(p) for p in _get(task, "pythonWheelTask", "parameters") or []]
+            for flag, use in TABLE_FLAGS.items():
+                if flag in params and len(table := params[params.index(flag) + 1].split(".")) == 3:
+                    problems += _table_access(job.name, principal, table, use, held)
+    return problems
+
+
+def _table_access(job: str, principal: str, table: list[str], use: str, held: dict) -> list[str]:
+    catalog, schema, _ = table
+    has = lambda kind, name: held.get((principal, kind, name), set())  # noqa: E731
+    missing = []
+    if not {"USE_CATALOG", "ALL_PRIVILEGES"} & has("catalog", catalog):
+        missing.append(f"USE_CATALOG on {catalog}")
+    if not {"USE_SCHEMA", "ALL_PRIVILEGES"} & (has("schema", f"{catalog}.{schema}") | has("catalog", catalog)):
+        missing.append(f"USE_SCHEMA on {catalog}.{schema}")
+    wanted, where = ("SELECT", [("table", ".".join(table)), ("schema", f"{catalog}.{schema}"), ("catalog", catalog)]) \
+        if use == "read" else ("CREATE_TABLE", [("schema", f"{catalog}.{schema}"), ("catalog", catalog)])
+    if not any({wanted, "ALL_PRIVILEGES"} & has(kind, name) for kind, name in where):
+        missing.append(f"{wanted} on {'.'.join(table) if use == 'read' else f'{catalog}.{schema}'}")
+    return [f"{job}: its principal needs {m} to {use} {'.'.join(table)}" for m in missing]
+
+
 def entra_only_ingestion_has_a_publisher(ev: Evaluation) -> list[str]:
     """With local auth off, Application Insights accepts telemetry only with a token of an identity holding
     Monitoring Metrics Publisher on the component: the drift job's record would be refused without it."""
@@ -691,6 +779,16 @@ RULES: tuple[Rule, ...] = (
          databricks_managed_resource_group),
     Rule("databricks-task-values", "task values can be set only from notebooks; an unset reference is passed on as "
          "literal text", "https://docs.databricks.com/aws/en/jobs/task-values", task_values_from_notebooks_only),
+    Rule("databricks-grant-per-principal", "a Grant is authoritative for its principal on its securable: two for the same "
+         "pair overwrite each other on every `up`",
+         "https://registry.terraform.io/providers/databricks/databricks/latest/docs/resources/grant",
+         one_grant_per_principal_and_securable),
+    Rule("databricks-job-schedule", "a job schedule is Quartz cron (6-7 fields, '?' in exactly one of day-of-month and "
+         "day-of-week) in a Java time zone", "https://docs.databricks.com/aws/en/jobs/scheduled", job_schedules),
+    Rule("unity-catalog-table-access", "a job reads a table with SELECT and creates one with CREATE_TABLE on its schema, "
+         "with USE_CATALOG and USE_SCHEMA on the way",
+         "https://docs.databricks.com/aws/en/data-governance/unity-catalog/manage-privileges/privileges",
+         job_tables_granted),
     Rule("app-insights-entra-ingestion", "with local auth disabled, telemetry needs an Entra token of an identity with "
          "Monitoring Metrics Publisher on the component",
          "https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication", entra_only_ingestion_has_a_publisher),

@@ -54,12 +54,14 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         pulumi.log.warn(resolution.bootstrap_message)
         empty = ("endpoint_url", "latest_revision_name", "candidate_url", "image_ref", "model_version", "model_run_id",
                  "promoted_from")
-        return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
+        return {**outputs, **dict.fromkeys((*empty, "databricks_batch_job_id"), ""), "bootstrap": resolution.bootstrap_message}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, token=acr_token))
     served = serve(s, image.repo_digest, group, observability, registry)
-    return {**outputs, **served, "image_ref": image.repo_digest, "model_version": resolution.model.version,
+    batch = databricks.declare_batch_job(resolution.model.version)  # the version the image serves
+    return {**outputs, **served, **batch_output(batch), "image_ref": image.repo_digest,
+            "model_version": resolution.model.version,
             "model_run_id": resolution.model.run_id, "bootstrap": "", "promoted_from": ""}
 
 
@@ -71,10 +73,15 @@ def promoted(s: StackSettings, group: resources.ResourceGroup, observability: Ob
         registry_id=registry.registry.id, login_server=registry.login_server, workspace_url=databricks.workspace_url,
         registered_model=databricks.registered_model))
     served = serve(s, promotion.deployable_image, group, observability, registry)
-    return {**served, "image_ref": promotion.image_ref, "image_digest": promotion.digest,
+    batch = databricks.declare_batch_job(promotion.registry_model_version)  # the promoted copy in this stack's registry
+    return {**served, **batch_output(batch), "image_ref": promotion.image_ref, "image_digest": promotion.digest,
             "model_name": promotion.model_name, "model_version": promotion.model_version,
             "model_run_id": promotion.model_run_id, "registry_model_version": promotion.registry_model_version,
             "source_image_ref": promotion.source_image_ref, "promoted_from": promotion.source_stack, "bootstrap": ""}
+
+
+def batch_output(job) -> dict[str, Any]:
+    return {"databricks_batch_job_id": job.id if job is not None else ""}
 
 
 def log_source(s: StackSettings) -> kql.LogSource:

@@ -74,6 +74,19 @@ KEYS: dict[str, tuple[str, str]] = {
     "databricks.timeoutSeconds": ("job timeout in seconds, 300..86400", "7200"),
     "databricks.gateFloor": ("minimum held-out ROC-AUC for the gate, 0.5..1", "0.70"),
     "databricks.gateTolerance": ("how much worse than the champion a challenger may be, 0..0.2", "0.005"),
+    "databricks.batch.inputTable": ("the batch scoring job's input (catalog.schema.table with unityCatalog): scored with the "
+                                    "model version this stack serves; omit databricks.batch for no batch job", "none"),
+    "databricks.batch.outputTable": ("where the job appends predictions: keys, probability, label, model name and version, "
+                                     "scoring run id, scored_at (the job creates it and owns it)",
+                                     "<catalog>.<schema>.predictions"),
+    "databricks.batch.rejectsTable": ("where the job appends rows it could not score, with every reason and the row as JSON",
+                                      "<catalog>.<schema>.prediction_rejects"),
+    "databricks.batch.keys": ("the input's key column(s), copied to both outputs; a row without its key is rejected",
+                              "required"),
+    "databricks.batch.schedule": ("Quartz cron of the batch job", "0 0 2 * * ? (02:00 every day)"),
+    "databricks.batch.timezone": ("Java/IANA time zone of the schedule", "databricks.timezone"),
+    "databricks.batch.paused": ("declare the batch job with its schedule paused", "false"),
+    "databricks.batch.timeoutSeconds": ("batch job timeout in seconds, 300..86400", "7200"),
     "drift.schedule": ("Quartz cron of the stack's Databricks drift job", "0 0 0/6 * * ? (every 6 hours)"),
     "drift.paused": ("declare the drift job with its schedule paused (runs only when started by hand)", "false"),
     "drift.windowHours": ("the drift job compares the requests of the last N hours with the training baseline, 1..720",
@@ -304,6 +317,23 @@ class JobSettings:
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """The scheduled batch scoring job (serving/batch.py on the job cluster)."""
+    input_table: str
+    output_table: str
+    rejects_table: str
+    keys: tuple[str, ...]
+    schedule: str
+    timezone: str
+    paused: bool
+    timeout_seconds: int
+
+    @property
+    def tables(self) -> tuple[str, str, str]:
+        return self.input_table, self.output_table, self.rejects_table
+
+
+@dataclass(frozen=True)
 class DatabricksSettings:
     existing_workspace_url: str | None
     existing_workspace_resource_id: str | None
@@ -319,6 +349,7 @@ class DatabricksSettings:
     deployer: str | None = None
     account_id: str | None = None  # required when the stack declares the jobs' principal
     promotion_readers: tuple[str, ...] = ()
+    batch: BatchSettings | None = None  # None: no batch scoring job
 
     @property
     def unity_catalog(self) -> bool:
@@ -606,8 +637,54 @@ def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
         raise ConfigError(f"{r._key('existingWorkspaceResourceId')} needs {r._key('existingWorkspaceUrl')} too")
     if result.create_catalog and not uc:
         raise ConfigError(f"{r._key('createCatalog')} needs {r._key('modelRegistry')} unityCatalog, got {registry}")
+    if "batch" in r.values:
+        result = dataclasses.replace(result, batch=_batch(r.child("batch"), result))
     r.done()
     return result
+
+
+TABLE = r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*"
+# Columns the batch job writes beside the keys (serving/batch.py): a key of the same name would collide.
+BATCH_COLUMNS = ("probability", "label", "model_name", "model_version", "scoring_run_id", "scored_at", "reject_reason",
+                 "record")
+
+
+def _batch(r: _Reader, databricks: DatabricksSettings) -> BatchSettings:
+    uc = databricks.unity_catalog
+    table = {"pattern": TABLE, "hint": "catalog.schema.table (Unity Catalog names tables in three parts)"} if uc else {}
+    where = f"{databricks.catalog}.{databricks.schema}" if uc else "default"
+    result = BatchSettings(
+        input_table=r.string("inputTable", **table),
+        output_table=r.string("outputTable", f"{where}.predictions", **table),
+        rejects_table=r.string("rejectsTable", f"{where}.prediction_rejects", **table),
+        keys=r.strings("keys", pattern=r"[A-Za-z_][A-Za-z0-9_]*", hint="a column name"),
+        schedule=r.string("schedule", "0 0 2 * * ?", pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
+        timezone=_timezone(r, "timezone", databricks.job.timezone),
+        paused=r.boolean("paused", False),
+        timeout_seconds=r.integer("timeoutSeconds", 7200, low=300, high=86400),
+    )
+    if not result.keys:
+        raise ConfigError(f"{r._key('keys')} must name at least one key column: a prediction nobody can join back is lost")
+    clashing = sorted(set(result.keys) & set(BATCH_COLUMNS))
+    if clashing or len(set(result.keys)) != len(result.keys):
+        raise ConfigError(f"{r._key('keys')} must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes "
+                          f"those), got {list(result.keys)}")
+    if len({t.lower() for t in result.tables}) != 3:
+        raise ConfigError(f"{r._key('inputTable')}, {r._key('outputTable')} and {r._key('rejectsTable')} must be three "
+                          f"different tables, got {', '.join(result.tables)}")
+    r.done()
+    return result
+
+
+def _timezone(r: _Reader, key: str, default: str) -> str:
+    """A time zone Databricks' scheduler knows (Java's ids: the IANA database)."""
+    import zoneinfo
+
+    value = r.string(key, default)
+    known = zoneinfo.available_timezones()
+    if known and value not in known:
+        raise ConfigError(f"{r._key(key)} is {value!r}; it must be an IANA time zone such as UTC or Europe/Amsterdam")
+    return value
 
 
 def _drift(r: _Reader, environment: str) -> DriftSettings:

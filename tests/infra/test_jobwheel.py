@@ -36,13 +36,18 @@ def test_the_wheel_holds_exactly_what_the_entry_points_import(wheel):
     code = {n for n in names if not n.startswith(f"{jobwheel.DISTRIBUTION}-")}
     assert {"training/train.py", "training/gate.py", "training/loader.py", "monitoring/drift.py", "infra/kql.py",
             "training/baseline.py", "training/schema.py", "infra/__init__.py"} <= code
-    # nothing the tasks do not import: no serving code, no Pulumi program, no data generator
-    assert not {n for n in code if n.startswith(("serving/", "scripts/"))}
+    # nothing the tasks do not import: of serving, only what the batch job scores with (the image's model preparation
+    # and scorer, not the app), no Pulumi program, no data generator
+    assert {n for n in code if n.startswith("serving/")} == {
+        "serving/__init__.py", "serving/batch.py", "serving/compile.py", "serving/context.py", "serving/lock.py",
+        "serving/scoring/__init__.py", "serving/scoring/model.py"}
+    assert not {n for n in code if n.startswith("scripts/")}
     assert not {"infra/databricks.py", "infra/program.py", "training/data.py", "monitoring/traffic.py"} & code
     assert not any(b"dbutils" in zipfile.ZipFile(wheel.path).read(n) for n in code), "no task may need dbutils"
     dist_info = f"{jobwheel.DISTRIBUTION}-{wheel.path.name.split('-')[1]}.dist-info"
     entry_points = zipfile.ZipFile(wheel.path).read(f"{dist_info}/entry_points.txt").decode()
     assert "credit-train = training.train:cli" in entry_points and "credit-drift = monitoring.drift:cli" in entry_points
+    assert "credit-batch = serving.batch:cli" in entry_points
     metadata = zipfile.ZipFile(wheel.path).read(f"{dist_info}/METADATA").decode()
     assert "Requires-Dist: skops==" in metadata and "Requires-Dist: mlflow" not in metadata  # the runtime's own
 
@@ -61,7 +66,7 @@ def test_installed_wheel_imports_and_loads_every_entry_point_without_the_reposit
 def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path):
     project = tmp_path / "project"
     for relative in ("training/__init__.py", "training/train.py", "training/gate.py", "monitoring/__init__.py",
-                     "monitoring/drift.py"):
+                     "monitoring/drift.py", "serving/__init__.py", "serving/batch.py"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text("def cli():\n    pass\n")
     first, again = jobwheel.build(tmp_path / "a", root=project), jobwheel.build(tmp_path / "b", root=project)
@@ -72,7 +77,8 @@ def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path):
 
 def test_an_import_that_is_not_a_module_fails_the_build(tmp_path):
     project = tmp_path / "project"
-    for relative in ("training/__init__.py", "training/gate.py", "monitoring/__init__.py", "monitoring/drift.py"):
+    for relative in ("training/__init__.py", "training/gate.py", "monitoring/__init__.py", "monitoring/drift.py",
+                     "serving/__init__.py", "serving/batch.py"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text("")
     (project / "training" / "train.py").write_text("def cli():\n    from training.helpers import thing\n")
@@ -83,13 +89,15 @@ def test_an_import_that_is_not_a_module_fails_the_build(tmp_path):
 def test_a_module_imported_anywhere_is_packaged(tmp_path):
     project = tmp_path / "project"
     files = {"training/__init__.py": "", "training/gate.py": "", "training/extra.py": "", "monitoring/__init__.py": "",
-             "monitoring/drift.py": "", "infra/__init__.py": "", "infra/kql.py": "",
+             "monitoring/drift.py": "", "infra/__init__.py": "", "infra/kql.py": "", "serving/__init__.py": "",
+             "serving/batch.py": "",
              "training/train.py": "def cli():\n    import training.extra\n    from infra import kql\n"}
     for relative, text in files.items():
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text(text)
     assert set(jobwheel.modules(root=project)) == {"training", "training.train", "training.gate", "training.extra",
-                                                   "monitoring", "monitoring.drift", "infra", "infra.kql"}
+                                                   "monitoring", "monitoring.drift", "infra", "infra.kql", "serving",
+                                                   "serving.batch"}
 
 
 def test_pins_come_from_requirements(tmp_path):

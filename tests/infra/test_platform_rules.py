@@ -348,3 +348,43 @@ def test_bad_traffic_labels_and_weights_are_caught():
     app["configuration"]["ingress"]["traffic"][0]["label"] = "Candidate_1"
     found = problems("container-apps-traffic-labels", fake(resource(platform_rules.APP, "a", app)))
     assert any("lowercase" in p for p in found) and any("need Multiple" in p for p in found)
+
+
+def grant(name: str, principal: str, privileges: list[str], **securable: str) -> Captured:
+    return resource(platform_rules.GRANT, name, {"principal": principal, "privileges": privileges, **securable})
+
+
+def test_two_grants_for_one_principal_on_one_securable_are_caught():
+    first, second = grant("a", "sp", ["USE_SCHEMA"], schema="c.s"), grant("b", "sp", ["CREATE_TABLE"], schema="c.s")
+    assert "b and a both grant sp privileges on schema c.s" in problems("databricks-grant-per-principal", fake(first, second))
+    other = grant("b", "someone-else", ["CREATE_TABLE"], schema="c.s")
+    assert not problems("databricks-grant-per-principal", fake(first, other))
+
+
+@pytest.mark.parametrize(("cron", "zone", "found"), [
+    ("0 30 1 * * ?", "Europe/Amsterdam", ""),
+    ("0 30 1 * * ? 2030", "UTC", ""),
+    ("30 1 * * *", "UTC", "has 5 fields"),  # Unix cron: Databricks wants Quartz
+    ("0 30 1 * * MON", "UTC", "exactly one of day-of-month and day-of-week"),
+    ("0 30 1 ? * ?", "UTC", "exactly one of day-of-month and day-of-week"),
+    ("0 30 1 * * ?", "CEST", "not a Java/IANA time zone"),
+])
+def test_a_schedule_databricks_refuses_is_caught(cron, zone, found):
+    job = resource(platform_rules.JOB, "batch", {"tasks": [], "schedule": {"quartzCronExpression": cron, "timezoneId": zone}})
+    result = problems("databricks-job-schedule", fake(job))
+    assert (found in result[0]) if found else result == []
+
+
+def test_a_job_table_without_its_privileges_is_caught():
+    params = ["--input-table", "c.s.portfolio", "--output-table", "c.out.predictions", "--rejects-table", "c.out.rejects"]
+    job = resource(platform_rules.JOB, "batch", {"runAs": {"servicePrincipalName": "sp"},
+                                                 "tasks": [{"pythonWheelTask": {"parameters": params}}]})
+    enough = [grant("cat", "sp", ["USE_CATALOG"], catalog="c"), grant("s", "sp", ["USE_SCHEMA"], schema="c.s"),
+              grant("in", "sp", ["SELECT"], table="c.s.portfolio"),
+              grant("out", "sp", ["CREATE_TABLE", "USE_SCHEMA"], schema="c.out")]
+    assert not problems("unity-catalog-table-access", fake(job, *enough))
+    found = problems("unity-catalog-table-access", fake(job, *enough[:3]))  # no CREATE_TABLE, no USE_SCHEMA on c.out
+    assert "batch: its principal needs USE_SCHEMA on c.out to write c.out.predictions" in found
+    assert "batch: its principal needs CREATE_TABLE on c.out to write c.out.rejects" in found
+    assert problems("unity-catalog-table-access", fake(job, enough[0], enough[1], enough[3])) == [
+        "batch: its principal needs SELECT on c.s.portfolio to read c.s.portfolio"]

@@ -206,6 +206,7 @@ def test_databricks_job_runs_train_then_gate_from_the_wheel(evaluate):
     assert (train_entry, gate_entry) == ("credit-train", "credit-gate")
     assert set(jobwheel.ENTRY_POINTS) >= {train_entry, gate_entry}
     assert "--skip-gate" in train_params
+    assert train_params[train_params.index("--search") + 1] == "spark"  # candidates as Spark tasks on the workers
     for params in (train_params, gate_params):
         assert params[params.index("--model-name") + 1] == "prod.credit.credit_default"
         assert params[params.index("--experiment") + 1] == "/Shared/credit-default-prod"
@@ -272,16 +273,18 @@ def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
     app_id = principal.outputs["applicationId"]
     for job in dev.of_type(JOB):
         assert job.inputs["runAs"] == {"servicePrincipalName": app_id}, job.name
+    # CREATE_TABLE: the batch job creates (and so owns) its predictions and rejects tables in the schema
     assert grants_of(dev, app_id) == {
-        "catalog dev": ["USE_CATALOG"], "schema dev.credit": ["CREATE_MODEL", "USE_SCHEMA"],
+        "catalog dev": ["USE_CATALOG"], "schema dev.credit": ["CREATE_MODEL", "CREATE_TABLE", "USE_SCHEMA"],
         "volume dev.credit.job_code": ["READ_VOLUME"], "table dev.credit.card_holders": ["SELECT"],
-        "credential credit-default-logs-dev": ["ACCESS"]}
+        "table dev.credit.portfolio": ["SELECT"], "credential credit-default-logs-dev": ["ACCESS"]}
     model = dev.one("databricks:index/registeredModel:RegisteredModel")
     assert model.inputs["owner"] == app_id  # registers versions and moves aliases; nobody else needs to
     # job definitions and the experiment: not editable by every workspace user
     acls = {r.name: r.inputs["accessControls"] for r in dev.of_type("databricks:index/permissions:Permissions")}
     assert acls["databricks-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
     assert acls["databricks-drift-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
+    assert acls["databricks-batch-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
     assert acls["databricks-experiment-permissions"] == [
         {"servicePrincipalName": app_id, "permissionLevel": "CAN_MANAGE"}, {"groupName": "users", "permissionLevel": "CAN_READ"}]
     assert not dev.of_type("databricks:index/catalog:Catalog")  # existing catalog and schema by default
@@ -514,3 +517,64 @@ def test_prod_refuses_to_bootstrap(evaluate, empty_registry):
 def test_bad_config_fails_the_program_with_the_key(evaluate):
     with pytest.raises(settings.ConfigError, match=r"mlops-credit-default:serving\.target .*containerapps, aks"):
         evaluate("dev", {"serving.target": "lambda"})
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging"])
+def test_the_batch_job_scores_with_the_version_the_stack_serves(evaluate, stack):
+    ev = evaluate(stack)
+    job = ev.named(JOB, "databricks-batch-job")
+    [task] = job.inputs["tasks"]
+    entry, params = wheel_task(task)
+    assert entry == "credit-batch" and entry in jobwheel.ENTRY_POINTS
+    batch = mockcloud.stack_values(stack)["databricks"]["batch"]
+    assert params[params.index("--model-uri") + 1] == f"models:/{ev.outputs['model_name']}/{ev.outputs['model_version']}"
+    assert [params[params.index(flag) + 1] for flag in ("--input-table", "--output-table", "--rejects-table")] == [
+        batch["inputTable"], batch["outputTable"], batch["rejectsTable"]]
+    assert [params[i + 1] for i, p in enumerate(params) if p == "--key"] == batch["keys"]
+    assert params[params.index("--job-run-id") + 1] == "{{job.run_id}}"
+    assert job.inputs["schedule"] == {"quartzCronExpression": batch["schedule"], "timezoneId": batch["timezone"],
+                                      "pauseStatus": "PAUSED" if batch.get("paused") else "UNPAUSED"}
+    assert ev.outputs["databricks_batch_job_id"] == job.id
+    cluster = job.inputs["jobClusters"][0]["newCluster"]
+    assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc"}
+    app_id = ev.one("databricks:index/servicePrincipal:ServicePrincipal").outputs["applicationId"]
+    assert job.inputs["runAs"] == {"servicePrincipalName": app_id}
+    granted = grants_of(ev, app_id)
+    assert granted[f"table {batch['inputTable']}"] == ["SELECT"]
+    for table in (batch["outputTable"], batch["rejectsTable"]):
+        assert "CREATE_TABLE" in granted["schema " + table.rsplit(".", 1)[0]]
+
+
+def test_one_grant_per_principal_and_securable(evaluate):
+    """A databricks Grant is authoritative for its principal on its securable: two would undo each other every `up`."""
+    ev = evaluate("staging")
+    pairs = [(g.inputs["principal"], tuple(sorted((k, v) for k, v in g.inputs.items() if k not in ("principal", "privileges"))))
+             for g in ev.of_type("databricks:index/grant:Grant")]
+    assert len(pairs) == len(set(pairs))
+
+
+def test_a_stack_that_serves_nothing_yet_declares_no_batch_job(evaluate, empty_registry):
+    ev = evaluate("dev", {"model.trackingUri": empty_registry, "model.registryUri": empty_registry})
+    assert not [j for j in ev.of_type(JOB) if j.name == "databricks-batch-job"]
+    assert ev.outputs["databricks_batch_job_id"] == ""
+
+
+def test_batch_settings_errors_name_the_key():
+    from tests.infra.test_settings import load
+
+    ConfigError = settings.ConfigError  # noqa: N806
+    key = "mlops-credit-default:databricks.batch"
+    with pytest.raises(ConfigError, match=rf"{key}\.inputTable is 'portfolio'; it must be catalog\.schema\.table"):
+        load("staging", {"databricks.batch.inputTable": "portfolio"})
+    with pytest.raises(ConfigError, match=rf"{key}\.keys must name at least one key column"):
+        load("staging", {"databricks.batch.keys": []})
+    with pytest.raises(ConfigError, match=rf"{key}\.keys must be distinct and not named probability"):
+        load("staging", {"databricks.batch.keys": ["probability"]})
+    with pytest.raises(ConfigError, match=rf"{key}\.timezone is 'Mars/Olympus'; it must be an IANA time zone"):
+        load("staging", {"databricks.batch.timezone": "Mars/Olympus"})
+    with pytest.raises(ConfigError, match=rf"{key}\.schedule is 'nightly'; it must be a Quartz cron"):
+        load("staging", {"databricks.batch.schedule": "nightly"})
+    with pytest.raises(ConfigError, match=rf"{key}\.outputTable and .* must be three different tables"):
+        load("staging", {"databricks.batch.outputTable": "staging.credit.portfolio"})
+    with pytest.raises(ConfigError, match=rf"{key}: unknown key\(s\) outputTabel"):
+        load("staging", {"databricks.batch.outputTabel": "staging.credit.x"})

@@ -76,10 +76,12 @@ def test_prod_imports_by_digest_server_side(promoted):
 def test_prod_never_builds_and_never_trains(promoted):
     types = {r.typ for r in promoted.resources}
     assert "docker:index/image:Image" not in types
-    # the only job is the drift job (prod is where the traffic is): no task of prod runs an entry point that trains
-    jobs = promoted.of_type("databricks:index/job:Job")
-    assert [job.inputs["name"] for job in jobs] == ["credit-default-drift-prod"]
-    assert [t["pythonWheelTask"]["entryPoint"] for t in jobs[0].inputs["tasks"]] == ["credit-drift"]
+    # the drift job (prod is where the traffic is) and the batch scoring job: no task of prod runs an entry point that
+    # trains
+    jobs = {job.inputs["name"]: job for job in promoted.of_type("databricks:index/job:Job")}
+    assert set(jobs) == {"credit-default-drift-prod", "credit-default-batch-prod"}
+    assert {t["pythonWheelTask"]["entryPoint"] for job in jobs.values() for t in job.inputs["tasks"]} == {
+        "credit-drift", "credit-batch"}
     # kept: the workspace, the experiment (promotion runs) and the registered model the copy goes into
     assert {"azure-native:databricks:Workspace", "databricks:index/mlflowExperiment:MlflowExperiment",
             "databricks:index/registeredModel:RegisteredModel"} <= types
@@ -87,7 +89,7 @@ def test_prod_never_builds_and_never_trains(promoted):
 
 
 def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
-    job = promoted.one("databricks:index/job:Job")
+    [job] = [j for j in promoted.of_type("databricks:index/job:Job") if j.name == "databricks-drift-job"]
     assert job.inputs["schedule"]["quartzCronExpression"] == mockcloud.stack_values("prod")["drift"]["schedule"]
     params = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
     assert "--model-name" not in params  # the log names staging's version
@@ -114,6 +116,16 @@ def test_prod_registers_the_same_version_with_lineage_before_serving(promoted):
     model = promoted.one("databricks:index/registeredModel:RegisteredModel")
     assert model.urn in registration.dependencies
     assert promoted.outputs["registry_model_version"] == "1"
+
+
+def test_prod_batch_scores_with_the_promoted_copy_prod_serves(promoted):
+    """Prod's batch job names prod's own copy of the version staging tested (registry_model_version), not an alias
+    that a later promotion could move under a night's run."""
+    [job] = [j for j in promoted.of_type("databricks:index/job:Job") if j.name == "databricks-batch-job"]
+    params = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
+    copy = promoted.outputs["registry_model_version"]
+    assert params[params.index("--model-uri") + 1] == f"models:/prod.credit.credit_default/{copy}"
+    assert promoted.outputs["databricks_batch_job_id"] == job.id
 
 
 def test_prod_follows_the_real_staging_evaluation(evaluate):
