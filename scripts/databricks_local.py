@@ -22,6 +22,8 @@ nothing else:
     python -m scripts.databricks_local --stack dev                        # the training job: train -> gate
     python -m scripts.databricks_local --stack dev --task train           # one task
     python -m scripts.databricks_local --stack dev --job drift --log requests.jsonl
+    python -m scripts.databricks_local --stack dev --job batch --rows 100000   # after --job train: scores the
+                                                   # generated portfolio with the version the stack then serves
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
 from serving.localrun import stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +50,7 @@ RUNTIME_PYTHON = ROOT / ".venv-runtime" / "bin" / "python"
 JOB = "databricks:index/job:Job"
 JOB_RUN_ID = "{{job.run_id}}"
 WORKSPACE_MLFLOW = {"databricks", "databricks-uc"}
-JOBS = {"train": "databricks-job", "drift": "databricks-drift-job"}
+JOBS = {"train": "databricks-job", "drift": "databricks-drift-job", "batch": "databricks-batch-job"}
 
 # Databricks imports the entry point named in the wheel's metadata and calls it with the task parameters as argv.
 RUNNER = """
@@ -59,6 +64,13 @@ from importlib.metadata import version
 libraries = ", ".join(f"{name} {version(name)}" for name in ("mlflow", "pyspark", "pandas"))
 print(f"[local job] {entry} = {point.value} from {sys.modules[point.module].__file__} on {libraries}", flush=True)
 function()
+"""
+
+READ_TABLE = """
+import sys
+from pyspark.sql import SparkSession
+table, out = sys.argv[1:]
+SparkSession.builder.getOrCreate().read.table(table).toPandas().to_parquet(out, index=False)
 """
 
 CREATE_TABLE = """
@@ -245,6 +257,16 @@ class LocalWorkspace:
         subprocess.run([self.python, "-c", CREATE_TABLE, str(parquet), database, name], check=True, cwd=work,
                        env=self.env({}))
 
+    def read_table(self, table: str) -> pd.DataFrame:
+        """A table of Spark's local catalog under its configured name (what a job wrote), read by the cluster's Spark."""
+        from training.loader import spark_table_name
+
+        out = self.root / "work" / f"{table}.parquet"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([self.python, "-c", READ_TABLE, spark_table_name("true", table), str(out)], check=True,
+                       cwd=out.parent, env=self.env({}))
+        return pd.read_parquet(out)
+
     def run_task(self, task: Task, job: DeclaredJob, job_run_id: str,
                  extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
         parameters = [p.replace(JOB_RUN_ID, job_run_id) for p in task.parameters]
@@ -271,6 +293,19 @@ class LocalWorkspace:
         return results
 
 
+def portfolio(rows: int, seed: int, path: Path) -> Path:
+    """The batch job's input as a data pipeline might deliver it: card holders with a customer_id key, the age column
+    stored as text (the job reads it as a number), and no target."""
+    from training import data, schema
+
+    frame = data.generate(rows, seed=seed).drop(columns=[schema.TARGET])
+    frame.insert(0, "customer_id", np.arange(1, rows + 1, dtype=np.int64))
+    frame["age"] = frame["age"].map(lambda age: None if pd.isna(age) else f"{age:g}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", default="dev")
@@ -289,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
 def run_locally(args: argparse.Namespace, parser: argparse.ArgumentParser, workspace: LocalWorkspace) -> int:
     jobs = declared(args.stack, {"model.trackingUri": workspace.tracking_uri, "model.registryUri": workspace.tracking_uri,
                                  "image.wheelhouse": False, "image.contextDir": str(args.root / "context")})
+    if JOBS[args.job] not in jobs.jobs:
+        parser.error(f"the {args.stack} stack declares no {args.job} job here (the batch job needs a served version: "
+                     f"run --job train first with the same --root)")
     job = jobs.jobs[JOBS[args.job]]
     workspace.install(jobs.wheel_path, jobs.wheel)
     if args.job == "train":
@@ -299,6 +337,10 @@ def run_locally(args: argparse.Namespace, parser: argparse.ArgumentParser, works
 
             data.write_table(data.generate(args.rows, seed=11), parquet)
         workspace.create_table(table, parquet)
+    if args.job == "batch":
+        task = job.tasks[0]
+        table = task.parameters[task.parameters.index("--input-table") + 1]
+        workspace.create_table(table, portfolio(args.rows, 12, args.root / "data" / f"portfolio-{args.rows}.parquet"))
     extra = {"DRIFT_LOCAL_LOG_ANALYTICS": str(args.log.resolve())} if args.log else None
     selected = [t for t in job.tasks if t.key == args.task] if args.task else list(job.tasks)
     if not selected:

@@ -88,57 +88,57 @@ def load_model(model_uri: str, progress: Callable[[str], None] = print) -> Batch
 
 def problems(source, fields: tuple[InputField, ...], keys: list[str]) -> list:
     """One Spark expression per possible problem: a sentence naming the column, or null."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
 
     types = dict(source.dtypes)
     missing = [name for name in [*keys, *(f.name for f in fields)] if name not in types]
     if missing:
         raise BatchError(f"the input table has no column(s) {', '.join(missing)}; the model needs "
                          f"{', '.join(f.name for f in fields)} and the keys {', '.join(keys)}")
-    found = [F.when(F.col(k).isNull(), F.lit(f"column '{k}': the key is missing")) for k in keys]
+    found = [fn.when(fn.col(k).isNull(), fn.lit(f"column '{k}': the key is missing")) for k in keys]
     for field in fields:
         found.append(_field_problem(field, types[field.name]))
     return [p for p in found if p is not None]
 
 
 def _field_problem(field: InputField, spark_type: str):
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
 
-    column, name = F.col(field.name), field.name
+    column, name = fn.col(field.name), field.name
     numeric = spark_type.split("(")[0] in NUMERIC_TYPES
     if field.is_string:
         if spark_type == "string":
             return None
-        return F.when(column.isNotNull(), F.format_string(f"column '{name}': %s is a {spark_type}, text expected",
+        return fn.when(column.isNotNull(), fn.format_string(f"column '{name}': %s is a {spark_type}, text expected",
                                                           column.cast("string")))
     if numeric:
         value = column.cast("double")
-        return F.when(F.isnan(value) | (F.abs(value) == float("inf")),
-                      F.format_string(f"column '{name}': %s is not a finite number", value.cast("string")))
+        return fn.when(fn.isnan(value) | (fn.abs(value) == float("inf")),
+                      fn.format_string(f"column '{name}': %s is not a finite number", value.cast("string")))
     if spark_type == "string":
         value = as_number(field.name, spark_type)
-        return F.when(column.isNotNull() & (value.isNull() | F.isnan(value) | (F.abs(value) == float("inf"))),
-                      F.format_string(f"column '{name}': '%s' is not a number", column))
-    return F.when(column.isNotNull(), F.format_string(f"column '{name}': %s is a {spark_type}, a number expected",
+        return fn.when(column.isNotNull() & (value.isNull() | fn.isnan(value) | (fn.abs(value) == float("inf"))),
+                      fn.format_string(f"column '{name}': '%s' is not a number", column))
+    return fn.when(column.isNotNull(), fn.format_string(f"column '{name}': %s is a {spark_type}, a number expected",
                                                       column.cast("string")))
 
 
 def as_number(name: str, spark_type: str):
     """A number column as double; stored as text, its text read as a number (null where it is none)."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
 
     if spark_type == "string":  # try_cast: with ANSI mode (Spark 4's default) a plain cast fails the query
-        return F.expr(f"try_cast(`{name}` AS DOUBLE)")
-    return F.col(name).cast("double")
+        return fn.expr(f"try_cast(`{name}` AS DOUBLE)")
+    return fn.col(name).cast("double")
 
 
 def checked(source, fields: tuple[InputField, ...], keys: list[str]):
     """The input with a reject_reason column: every problem of the row, '; '-separated, or null."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
 
     found = problems(source, fields, keys)
-    joined = F.concat_ws("; ", *found) if found else F.lit("")
-    return source.withColumn(REASON, F.when(joined == "", F.lit(None).cast("string")).otherwise(joined))
+    joined = fn.concat_ws("; ", *found) if found else fn.lit("")
+    return source.withColumn(REASON, fn.when(joined == "", fn.lit(None).cast("string")).otherwise(joined))
 
 
 # ---- scoring ----
@@ -173,11 +173,11 @@ def columns_of(batch: pd.DataFrame, fields: tuple[InputField, ...]) -> dict[str,
 
 def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime):
     """Valid rows -> keys, probability, label, model name and version, scoring run id, scored_at."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
     from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
     fields = manifest.inputs
-    typed = valid.select(*keys, *(F.col(f.name) if f.is_string else as_number(f.name, dict(valid.dtypes)[f.name])
+    typed = valid.select(*keys, *(fn.col(f.name) if f.is_string else as_number(f.name, dict(valid.dtypes)[f.name])
                                   .alias(f.name) for f in fields))
     schema = StructType([*(typed.schema[k] for k in keys), StructField(PROBABILITY, DoubleType(), False),
                          StructField(LABEL, IntegerType(), False)])
@@ -186,21 +186,21 @@ def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, 
 
 
 def with_provenance(frame, manifest: Manifest, run_id: str, scored_at: datetime):
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
 
-    return (frame.withColumn("model_name", F.lit(manifest.model_name))
-            .withColumn("model_version", F.lit(manifest.model_version))
-            .withColumn("scoring_run_id", F.lit(run_id))
-            .withColumn("scored_at", F.lit(scored_at).cast("timestamp")))
+    return (frame.withColumn("model_name", fn.lit(manifest.model_name))
+            .withColumn("model_version", fn.lit(manifest.model_version))
+            .withColumn("scoring_run_id", fn.lit(run_id))
+            .withColumn("scored_at", fn.lit(scored_at).cast("timestamp")))
 
 
 def rejects(frame, keys: list[str], manifest: Manifest, run_id: str, scored_at: datetime):
     """Rejected rows: keys, every reason, the whole input row as JSON (to fix it and score it again), provenance."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
 
     columns = [c for c in frame.columns if c != REASON]
-    bad = frame.where(F.col(REASON).isNotNull())
-    return with_provenance(bad.select(*keys, REASON, F.to_json(F.struct(*columns)).alias(RECORD)), manifest, run_id,
+    bad = frame.where(fn.col(REASON).isNotNull())
+    return with_provenance(bad.select(*keys, REASON, fn.to_json(fn.struct(*columns)).alias(RECORD)), manifest, run_id,
                            scored_at)
 
 
@@ -220,7 +220,7 @@ class Outcome:
 def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str],
         run_id: str) -> Outcome:
     """Score `input_table` into `output_table` (appended), its bad rows into `rejects_table` (appended)."""
-    from pyspark.sql import functions as F
+    from pyspark.sql import functions as fn
 
     from training.loader import CATALOG_AS_DATABASE, spark_table_name
 
@@ -228,9 +228,9 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     name = lambda table: spark_table_name(spark.conf.get(CATALOG_AS_DATABASE, "false"), table)  # noqa: E731
     manifest, scored_at = model.manifest, datetime.now(UTC)
     frame = checked(spark.read.table(name(input_table)), manifest.inputs, keys)
-    counts = frame.agg(F.count(F.lit(1)).alias("rows"), F.count(REASON).alias("rejected")).first()
+    counts = frame.agg(fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected")).first()
     shared = spark.sparkContext.broadcast(model)
-    valid = frame.where(F.col(REASON).isNull()).drop(REASON)
+    valid = frame.where(fn.col(REASON).isNull()).drop(REASON)
     predictions(valid, shared, manifest, keys, run_id, scored_at).write.mode("append").saveAsTable(name(output_table))
     if counts["rejected"]:
         rejects(frame, keys, manifest, run_id, scored_at).write.mode("append").saveAsTable(name(rejects_table))

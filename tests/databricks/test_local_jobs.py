@@ -8,16 +8,23 @@ place of the workspace's, and no dbutils (scripts/databricks_local.py lists ever
 from __future__ import annotations
 
 import json
+import subprocess
 from datetime import UTC, datetime
+from pathlib import Path
 
+import httpx
 import mlflow
+import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from scripts import databricks_local
-from training import data
+from serving import smoke
+from serving.localrun import free_port, start_service, stop_service
+from training import data, pipeline
 from training.gate import JOB_RUN_TAG
-from training.loader import validate_frame
+from training.loader import load_table, validate_frame
 
 pytestmark = pytest.mark.databricks
 
@@ -35,6 +42,12 @@ def succeeded(results) -> None:
         assert result.returncode == 0, f"{result.args[3:5]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
 
 
+def overrides(local: databricks_local.LocalWorkspace) -> dict:
+    """The stack as the local workspace sees it: its MLflow, and the image's build context in the workspace folder."""
+    return {"model.trackingUri": local.tracking_uri, "model.registryUri": local.tracking_uri, "image.wheelhouse": False,
+            "image.contextDir": str(local.root / "context")}
+
+
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """The cluster's Python is .venv-runtime (the runtime's MLflow 3.8.1 and Spark 4.1), the workspace's MLflow a
@@ -44,9 +57,7 @@ def workspace(tmp_path_factory):
     root = tmp_path_factory.mktemp("databricks")
     with databricks_local.MlflowServer(root / "mlflow", python) as server:
         local = databricks_local.LocalWorkspace(root, python, server.uri)
-        declared = databricks_local.declared(STACK, {"model.trackingUri": local.tracking_uri,
-                                                     "model.registryUri": local.tracking_uri, "image.wheelhouse": False,
-                                                     "image.contextDir": str(root / "context")})
+        declared = databricks_local.declared(STACK, overrides(local))
         local.install(declared.wheel_path, declared.wheel)
         train = declared.jobs["databricks-job"].tasks[0]
         parquet = root / "data" / "card_holders.parquet"
@@ -140,3 +151,117 @@ def test_drift_job_runs_against_a_local_log_source(workspace, first_run, tmp_pat
     experiment = parameter(job.tasks[0], "--experiment")
     runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     assert {r.data.tags["drift_status"] for r in runs} == {"no drift", "drift"}  # logged in the local MLflow
+
+
+# ---- the batch scoring job and the search on Spark ----
+
+BATCH_ROWS = 3000
+SAMPLE = 300
+
+
+@pytest.fixture(scope="module")
+def batch_run(workspace, first_run):
+    """The stack evaluated again now that it serves the champion (the program declares the batch job with that
+    version and assembles the image's build context for it), a portfolio table with three bad rows, the job run."""
+    local, declared = workspace
+    serving_now = databricks_local.declared(STACK, overrides(local))
+    assert serving_now.wheel == declared.wheel  # the wheel installed in the workspace
+    job = serving_now.jobs["databricks-batch-job"]
+    parquet = databricks_local.portfolio(BATCH_ROWS, 12, local.root / "data" / "portfolio.parquet")
+    frame = pd.read_parquet(parquet)
+    frame["customer_id"] = frame["customer_id"].astype("Int64")
+    frame.loc[10, "customer_id"] = pd.NA  # no key
+    frame.loc[11, "age"] = "forty"  # text that is no number, in the number column stored as text
+    frame.loc[12, "credit_limit"] = float("inf")  # JSON could not even carry it; the service refuses it too
+    frame.to_parquet(parquet, index=False)
+    local.create_table(parameter(job.tasks[0], "--input-table"), parquet)
+    [result] = local.run_job(job, "3001", say=lambda _: None)
+    succeeded([result])
+    return job, result, frame
+
+
+def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_service(workspace, batch_run):
+    local, _ = workspace
+    job, result, frame = batch_run
+    task = job.tasks[0]
+    model_uri = parameter(task, "--model-uri")
+    client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
+    model, version = model_uri.removeprefix("models:/").rsplit("/", 1)
+    assert version == client.get_model_version_by_alias(model, "champion").version  # what dev serves
+    assert f"from {local.site}/serving/batch.py" in result.stdout
+    assert "context: compiled to ONNX; max |dp|" in result.stdout  # the image's equivalence check, on the cluster
+    predictions = local.read_table(parameter(task, "--output-table"))
+    assert len(predictions) == BATCH_ROWS - 3
+    assert list(predictions.columns) == ["customer_id", "probability", "label", "model_name", "model_version",
+                                         "scoring_run_id", "scored_at"]
+    assert set(predictions["model_name"]) == {model} and set(predictions["model_version"]) == {version}
+    assert set(predictions["scoring_run_id"]) == {"3001"}
+    sample = frame.dropna(subset=["customer_id"]).drop(index=[11, 12]).sample(SAMPLE, random_state=5)
+    served = service_answers(local.root / "context", sample)
+    assert served["model"] == {"name": model, "version": version}
+    batch = predictions.set_index("customer_id").loc[sample["customer_id"].astype(int)]
+    probabilities = np.array([p["probability"] for p in served["predictions"]])
+    assert np.max(np.abs(batch["probability"].to_numpy() - probabilities)) <= 1e-6
+    assert batch["label"].tolist() == [p["label"] for p in served["predictions"]]
+
+
+def service_answers(context: Path, sample: pd.DataFrame) -> dict:
+    """/predict of the scoring service, run from the build context the program assembled for the served version."""
+    records = sample.drop(columns=["customer_id"]).assign(age=pd.to_numeric(sample["age"]))
+    records = json.loads(records.to_json(orient="records"))  # NaN -> null, as a client sends a missing value
+    port = free_port()
+    process = start_service(context, port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        smoke.wait_for(f"http://127.0.0.1:{port}", "/ready", 120)
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json={"records": records}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        return answer.json()
+    finally:
+        stop_service(process.pid)
+
+
+def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(workspace, batch_run):
+    local, _ = workspace
+    job, result, frame = batch_run
+    summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"log_type": "batch"')))
+    assert (summary["rows"], summary["scored"], summary["rejected"]) == (BATCH_ROWS, BATCH_ROWS - 3, 3)
+    assert "rejected 3 of 3000 rows" in result.stdout
+    rejects = local.read_table(parameter(job.tasks[0], "--rejects-table"))
+    reasons = dict(zip(rejects["customer_id"].astype("Int64").astype(str), rejects["reject_reason"], strict=True))
+    assert reasons == {"<NA>": "column 'customer_id': the key is missing",
+                       str(frame.loc[11, "customer_id"]): "column 'age': 'forty' is not a number",
+                       str(frame.loc[12, "customer_id"]): "column 'credit_limit': Infinity is not a finite number"}
+    assert json.loads(rejects["record"].iloc[0])["sex"] in data.schema.SEX_VALUES  # the whole row, to fix and re-score
+    assert set(rejects["scoring_run_id"]) == {"3001"}
+
+
+def test_the_search_ran_as_spark_tasks_each_candidate_a_child_run(workspace, first_run):
+    local, declared = workspace
+    train = declared.jobs["databricks-job"].tasks[0]
+    assert parameter(train, "--search") == "spark"
+    client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
+    version = client.get_model_version_by_alias(parameter(train, "--model-name"), "champion")
+    parent = client.get_run(version.run_id)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == len(pipeline.grid())
+    assert all("spark_stage_id" in c.data.tags and "spark_task_attempt_id" in c.data.tags for c in children)
+    # Spark's status tracker, read by the task: the stages that fitted the candidates completed one task each
+    assert parent.data.metrics["search_spark_tasks"] == len(pipeline.grid())
+    assert [c.data.tags["chosen"] for c in children].count("true") == 1
+
+
+def test_the_parallel_search_chooses_what_the_sequential_one_does(workspace, first_run):
+    """The same table and seed, searched here one candidate after another: the same winner, the same scores."""
+    local, declared = workspace
+    train = declared.jobs["databricks-job"].tasks[0]
+    client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
+    run = client.get_run(client.get_model_version_by_alias(parameter(train, "--model-name"), "champion").run_id)
+    sequential = pipeline.search(pipeline.split(load_table(str(local.root / "data" / "card_holders.parquet"))),
+                                 int(run.data.params["seed"]), progress=lambda _: None)
+    assert {k: run.data.params[k] for k in sequential.params} == {k: str(v) for k, v in sequential.params.items()}
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
+    on_spark = {(c.data.params["learning_rate"], c.data.params["max_leaf_nodes"]): c.data.metrics["valid_roc_auc"]
+                for c in children}
+    for candidate in sequential.candidates:
+        key = (str(candidate["learning_rate"]), str(candidate["max_leaf_nodes"]))
+        assert on_spark[key] == pytest.approx(candidate["valid_roc_auc"], abs=1e-12)

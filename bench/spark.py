@@ -1,0 +1,290 @@
+"""Benchmark: batch scoring and the hyper-parameter search on local Spark with 2 cores (a benchmark, not a test).
+
+    make bench-spark                      # = .venv-runtime/bin/python -m bench.spark
+    python -m bench.spark --quick         # a short smoke of the benchmark itself (small tables, one round)
+
+It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1 and Spark 4.1), on
+`local[2]`, one Python thread per Spark task (OMP_NUM_THREADS=1, onnxruntime's one thread):
+
+1. trains (or reuses) `credit-default` on 20,000 generated rows in a sqlite registry under --state;
+2. batch scoring of 10⁵ and 10⁶ generated rows (Parquet, 4 files = 4 input partitions for both methods):
+   serving/batch.py's path (the service's row checks, the image's ONNX model in mapInPandas) against
+   `mlflow.pyfunc.spark_udf` of the same registered version on the same rows, both written to Spark's
+   `noop` sink; rows/s as the median of --rounds; probabilities compared on the 10⁵ table;
+3. the search (every candidate of training/pipeline.py's grid fitted and scored) on 2·10⁴, 2·10⁵ and
+   10⁶ rows: sequential in the driver (scikit-learn's OpenMP on both cores, as a one-machine training
+   job runs) against the candidates as Spark tasks (training/tuning.py); the grid and max_iter are the
+   training job's own (4 candidates, 200 iterations), bounded by --max-train-rows;
+4. the machine's load (os.getloadavg) before, every 5 s during, and after the run;
+5. bench/results/spark.json, bench/results/spark.md and the chart docs/spark_scaling.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/sklearn load: Spark's Python workers inherit it
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+CHART = ROOT / "docs" / "spark_scaling.png"
+MODEL_NAME = "credit-default"
+TRAIN_ROWS, SEED = 20_000, 7
+BATCH_SIZES = (100_000, 1_000_000)
+SEARCH_SIZES = (20_000, 200_000, 1_000_000)
+PARTITIONS = 4
+TARGET_SPEEDUP = 3.0
+TOLERANCE = 1e-5
+
+
+@dataclass
+class LoadSampler:
+    """os.getloadavg() every `every` seconds while the benchmark runs (the machine is shared)."""
+    every: float = 5.0
+    samples: list[tuple[float, float, float, float]] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __enter__(self) -> LoadSampler:
+        self.started = time.monotonic()
+        threading.Thread(target=self._run, daemon=True).start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((round(time.monotonic() - self.started, 1), *os.getloadavg()))
+            self._stop.wait(self.every)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self.samples.append((round(time.monotonic() - self.started, 1), *os.getloadavg()))
+
+    def summary(self) -> dict:
+        one = [s[1] for s in self.samples]
+        return {"samples": len(one), "load1_min": min(one), "load1_median": statistics.median(one), "load1_max": max(one),
+                "cores": os.cpu_count()}
+
+
+def spark_session(state: Path):
+    from pyspark.sql import SparkSession
+
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # the workers import our code
+    return (SparkSession.builder.master("local[2]").appName("bench-spark")
+            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+            .config("spark.sql.warehouse.dir", str(state / "warehouse")).config("spark.driver.memory", "6g")
+            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000").getOrCreate())
+
+
+def registered_model(state: Path) -> str:
+    """models:/credit-default/<version>, trained once per --state (the training job's own code, sequential)."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from training import data, train
+
+    uri = f"sqlite:///{state / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    versions = MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'") if (state / "mlflow.db").exists() else []
+    if not versions:
+        table = data.write_table(data.generate(TRAIN_ROWS, seed=SEED), state / "train.parquet")
+        train.main(["--data", str(table), "--model-name", MODEL_NAME, "--experiment", "bench-spark",
+                    "--artifact-root", (state / "artifacts").as_uri(), "--skip-gate"])
+        versions = MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'")
+    return f"models:/{MODEL_NAME}/{max(int(v.version) for v in versions)}"
+
+
+def portfolio_table(spark, state: Path, rows: int) -> str:
+    """`rows` generated card holders with a customer_id, as PARTITIONS Parquet files (both methods read the same)."""
+    import numpy as np
+
+    from training import data, schema
+
+    path = state / f"portfolio-{rows}"
+    if not (path / "_SUCCESS").exists():
+        frame = data.generate(rows, seed=12).drop(columns=[schema.TARGET])
+        frame.insert(0, "customer_id", np.arange(1, rows + 1, dtype=np.int64))
+        spark.createDataFrame(frame).repartition(PARTITIONS).write.mode("overwrite").parquet(str(path))
+    return str(path)
+
+
+def timed(action) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def ours(spark, model, path: str):
+    """serving/batch.py's path: the service's row checks, then the image's ONNX model in mapInPandas."""
+    from pyspark.sql import functions as fn
+
+    from serving import batch
+
+    frame = batch.checked(spark.read.parquet(path), model.manifest.inputs, ["customer_id"])
+    valid = frame.where(fn.col(batch.REASON).isNull()).drop(batch.REASON)
+    return batch.predictions(valid, spark.sparkContext.broadcast(model), model.manifest, ["customer_id"], "bench",
+                             datetime.now(UTC))
+
+
+def mlflow_udf(spark, model_uri: str, path: str):
+    """The same rows through mlflow.pyfunc.spark_udf of the same registered version (its predict_proba)."""
+    import mlflow
+    from pyspark.sql import functions as fn
+
+    from training import schema
+
+    udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="array<double>", env_manager="local")
+    frame = spark.read.parquet(path)
+    return frame.select("customer_id", udf(*[fn.col(c) for c in schema.FEATURES])[1].alias("probability"))
+
+
+def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], rounds: int) -> dict:
+    from serving import batch
+
+    model = batch.load_model(model_uri, progress=lambda line: print(f"  {line}", flush=True))
+    results: dict = {}
+    for rows in sizes:
+        path = portfolio_table(spark, state, rows)
+        runs: dict[str, list[float]] = {"onnx_mapInPandas": [], "mlflow_spark_udf": []}
+        for round_ in range(rounds):  # interleaved, so a busy minute of the shared machine hits both
+            for method, frame in (("onnx_mapInPandas", ours(spark, model, path)),
+                                  ("mlflow_spark_udf", mlflow_udf(spark, model_uri, path))):
+                seconds = timed(lambda f=frame: f.write.format("noop").mode("overwrite").save())
+                runs[method].append(seconds)
+                print(f"  batch {rows:>9,} rows  {method:17} round {round_ + 1}: {seconds:6.1f} s "
+                      f"({rows / seconds:,.0f} rows/s)  load {os.getloadavg()[0]:.2f}", flush=True)
+        medians = {m: statistics.median(s) for m, s in runs.items()}
+        results[str(rows)] = {"seconds": runs, "median_seconds": medians,
+                              "rows_per_second": {m: rows / s for m, s in medians.items()},
+                              "speedup": medians["mlflow_spark_udf"] / medians["onnx_mapInPandas"]}
+    smallest = portfolio_table(spark, state, sizes[0])
+    results["max_abs_probability_difference"] = probability_difference(spark, model, model_uri, smallest)
+    return results
+
+
+def probability_difference(spark, model, model_uri: str, path: str) -> float:
+    from pyspark.sql import functions as fn
+
+    joined = ours(spark, model, path).select("customer_id", fn.col("probability").alias("p_ours")).join(
+        mlflow_udf(spark, model_uri, path).withColumnRenamed("probability", "p_mlflow"), "customer_id")
+    row = joined.agg(fn.max(fn.abs(fn.col("p_ours") - fn.col("p_mlflow"))).alias("d"), fn.count(fn.lit(1)).alias("n")).first()
+    print(f"  probabilities: max |dp| {row['d']:.2e} over {row['n']:,} rows (tolerance {TOLERANCE:g})", flush=True)
+    return float(row["d"])
+
+
+def bench_search(spark, state: Path, sizes: tuple[int, ...], rounds: int) -> dict:
+    from threadpoolctl import threadpool_limits
+
+    from training import data, pipeline, tuning
+
+    results: dict = {}
+    for rows in sizes:
+        splits = pipeline.split(data.generate(rows, seed=SEED))
+        runs: dict[str, list[float]] = {"sequential": [], "spark_tasks": []}
+        chosen = {}
+        for round_ in range(rounds if rows <= 200_000 else 1):  # 10⁶ rows: one round (minutes each)
+            with threadpool_limits(limits=os.cpu_count(), user_api="openmp"):  # the driver alone: all its cores
+                started = time.perf_counter()
+                chosen["sequential"] = pipeline.search(splits, SEED, progress=lambda _: None).params
+                runs["sequential"].append(time.perf_counter() - started)
+            started = time.perf_counter()
+            chosen["spark_tasks"] = pipeline.search(splits, SEED, progress=lambda _: None,
+                                                    runner=tuning.spark_runner(spark),
+                                                    fit=tuning.broadcast_fit(spark, splits, SEED)).params
+            runs["spark_tasks"].append(time.perf_counter() - started)
+            print(f"  search {rows:>9,} rows  round {round_ + 1}: sequential {runs['sequential'][-1]:6.1f} s, "
+                  f"spark tasks {runs['spark_tasks'][-1]:6.1f} s  load {os.getloadavg()[0]:.2f}", flush=True)
+        medians = {m: statistics.median(s) for m, s in runs.items()}
+        results[str(rows)] = {"seconds": runs, "median_seconds": medians, "chosen": chosen["spark_tasks"],
+                              "same_choice": chosen["sequential"] == chosen["spark_tasks"],
+                              "speedup": medians["sequential"] / medians["spark_tasks"]}
+    return results
+
+
+def report(results: dict) -> str:
+    load = results["load"]
+    lines = ["# Spark benchmark (local[2], one thread per task)", "",
+             f"Machine: {load['cores']} cores, shared; 1-minute load during the run: median {load['load1_median']:.2f} "
+             f"(min {load['load1_min']:.2f}, max {load['load1_max']:.2f}, {load['samples']} samples).", "",
+             "| batch rows | ONNX mapInPandas rows/s | mlflow spark_udf rows/s | speedup (target ≥ 3×) |", "|---|---|---|---|"]
+    batch = results["batch"]
+    for rows in (k for k in batch if k.isdigit()):
+        r = batch[rows]["rows_per_second"]
+        lines.append(f"| {int(rows):,} | {r['onnx_mapInPandas']:,.0f} | {r['mlflow_spark_udf']:,.0f} | "
+                     f"{batch[rows]['speedup']:.1f}× {'PASS' if batch[rows]['speedup'] >= TARGET_SPEEDUP else 'FAIL'} |")
+    d = batch["max_abs_probability_difference"]
+    lines += ["", f"Probabilities, ours vs spark_udf: max |dp| {d:.2e} ({'PASS' if d <= TOLERANCE else 'FAIL'}, "
+              f"tolerance {TOLERANCE:g}).", "",
+              "| search rows | sequential s | Spark tasks s | speedup | same choice |", "|---|---|---|---|---|"]
+    for rows, r in results["search"].items():
+        m = r["median_seconds"]
+        lines.append(f"| {int(rows):,} | {m['sequential']:.1f} | {m['spark_tasks']:.1f} | {r['speedup']:.2f}× | "
+                     f"{r['same_choice']} |")
+    return "\n".join(lines) + "\n"
+
+
+def chart(results: dict, out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    batch = {int(k): v for k, v in results["batch"].items() if k.isdigit()}
+    for method, label in (("onnx_mapInPandas", "ONNX in mapInPandas (ours)"), ("mlflow_spark_udf", "mlflow spark_udf")):
+        left.plot(list(batch), [batch[n]["median_seconds"][method] for n in batch], marker="o", label=label)
+    left.set(xscale="log", yscale="log", xlabel="rows", ylabel="seconds (median)", title="Batch scoring, local[2]")
+    search = {int(k): v for k, v in results["search"].items()}
+    for method, label in (("sequential", "sequential (OpenMP, 2 cores)"), ("spark_tasks", "candidates as Spark tasks")):
+        right.plot(list(search), [search[n]["median_seconds"][method] for n in search], marker="o", label=label)
+    right.set(xscale="log", yscale="log", xlabel="rows", ylabel="seconds", title="Search: 4 candidates x 200 iterations")
+    for axis in (left, right):
+        axis.grid(True, which="both", alpha=0.3)
+        axis.legend()
+    load = results["load"]
+    figure.suptitle(f"2 shared cores; 1-min load median {load['load1_median']:.2f} (max {load['load1_max']:.2f})")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--state", type=Path, default=ROOT / ".local" / "bench-spark")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--max-train-rows", type=int, default=max(SEARCH_SIZES))
+    parser.add_argument("--quick", action="store_true", help="10⁴/2·10⁴ rows, one round: does the benchmark run?")
+    args = parser.parse_args(argv)
+    args.state.mkdir(parents=True, exist_ok=True)
+    batch_sizes, search_sizes = ((10_000, 20_000), (5_000, 10_000)) if args.quick else (
+        BATCH_SIZES, tuple(n for n in SEARCH_SIZES if n <= args.max_train_rows))
+    rounds = 1 if args.quick else args.rounds
+    results: dict = {"load_before": os.getloadavg()}
+    with LoadSampler() as load:
+        model_uri = registered_model(args.state)
+        spark = spark_session(args.state)
+        print(f"bench-spark: {model_uri}, Spark {spark.version} local[2], load {os.getloadavg()}", flush=True)
+        results["batch"] = bench_batch(spark, model_uri, args.state, batch_sizes, rounds)
+        results["search"] = bench_search(spark, args.state, search_sizes, rounds)
+        spark.stop()
+    results.update(load=load.summary(), load_samples=load.samples, load_after=os.getloadavg(), quick=args.quick)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    name = "spark-quick" if args.quick else "spark"
+    (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
+    (RESULTS / f"{name}.md").write_text(report(results))
+    chart(results, RESULTS / "spark-quick.png" if args.quick else CHART)
+    print(report(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
