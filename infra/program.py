@@ -44,6 +44,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         "registry_login_server": registry.login_server, "model_uri": s.model.uri, "model_name": s.model.full_name,
         "databricks_workspace_url": databricks.workspace_url, "databricks_job_id": databricks.job_id,
         "databricks_experiment": s.databricks.experiment, "databricks_drift_job_id": databricks.drift_job_id,
+        "databricks_batch_job_id": "",  # declared once the stack serves a version (below)
         "log_analytics_workspace_id": observability.workspace_id, "registry_id": registry.registry.id,
         # What a client (and CI's smoke test) needs to call the endpoint: the mode, and the audience to ask a token for.
         "auth_mode": s.serving.auth.mode, "auth_audience": s.serving.auth.audience if s.serving.auth.entra else "",
@@ -54,7 +55,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         pulumi.log.warn(resolution.bootstrap_message)
         empty = ("endpoint_url", "latest_revision_name", "candidate_url", "image_ref", "model_version", "model_run_id",
                  "promoted_from")
-        return {**outputs, **dict.fromkeys((*empty, "databricks_batch_job_id"), ""), "bootstrap": resolution.bootstrap_message}
+        return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, token=acr_token))
