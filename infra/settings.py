@@ -123,6 +123,9 @@ KEYS: dict[str, tuple[str, str]] = {
     "serving.containerApp.stableRevision": ("a release in progress (set by CI from latest_revision_name before deploying): "
                                             "this revision, labelled stable, keeps 100 - latestWeight %; the new one is "
                                             "labelled candidate (URL: candidate_url)", "none"),
+    "serving.containerApp.releaseSteps": ("traffic % the candidate takes in turn after its smoke test passed, each "
+                                          "step smoke-tested before the next, then 100 (scripts/release.py); "
+                                          "[] moves all traffic at once", "[]"),
     "serving.aks.nodeVmSize": ("node pool VM size", "Standard_D2s_v5"),
     "serving.aks.nodeCount": ("node pool size (minimum with autoscaling), 1..100", "1"),
     "serving.aks.maxNodeCount": ("autoscaler maximum; equal to nodeCount = no autoscaling", "nodeCount"),
@@ -382,6 +385,7 @@ class ContainerAppSettings:
     latest_weight: int
     pinned_revisions: tuple[RevisionWeight, ...]
     stable_revision: str | None = None  # a release in progress: this revision keeps 100 - latestWeight %
+    release_steps: tuple[int, ...] = ()  # the candidate's traffic % in turn before 100 (read by scripts/release.py)
 
 
 @dataclass(frozen=True)
@@ -761,6 +765,7 @@ def _container_app(r: _Reader) -> ContainerAppSettings:
         latest_weight=r.integer("latestWeight", 100, low=0, high=100),
         pinned_revisions=_pinned(r),
         stable_revision=r.string("stableRevision", None, pattern=REVISION, hint="a revision name"),
+        release_steps=_release_steps(r),
     )
     if result.stable_revision:
         if result.pinned_revisions:
@@ -775,6 +780,15 @@ def _container_app(r: _Reader) -> ContainerAppSettings:
         raise ConfigError(f"{r._key('latestWeight')} + {r._key('pinnedRevisions')} weights must sum to 100, got {total}")
     r.done()
     return result
+
+
+def _release_steps(r: _Reader) -> tuple[int, ...]:
+    value, key = r.raw("releaseSteps", []), r._key("releaseSteps")
+    if (not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 100 for v in value)
+            or sorted(set(value)) != value):
+        raise ConfigError(f"{key} must be increasing traffic percentages between 1 and 99 (e.g. [10, 50]; 100 comes "
+                          f"last by itself), got {value!r}")
+    return tuple(value)
 
 
 def _pinned(r: _Reader) -> tuple[RevisionWeight, ...]:
