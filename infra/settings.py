@@ -120,7 +120,7 @@ KEYS: dict[str, tuple[str, str]] = {
     "serving.containerApp.infrastructureSubnetId": ("subnet (ARM id, /23 or larger) of the managed environment", "none"),
     "serving.containerApp.latestWeight": ("traffic % to the newest revision", "100"),
     "serving.containerApp.pinnedRevisions": ("[{revision, weight}] older revisions keeping traffic; weights sum to 100", "[]"),
-    "serving.containerApp.stableRevision": ("a release in progress (set by CI from latest_revision_name before deploying): "
+    "serving.containerApp.stableRevision": ("a release in progress (set by scripts/release.py from serving_revision): "
                                             "this revision, labelled stable, keeps 100 - latestWeight %; the new one is "
                                             "labelled candidate (URL: candidate_url)", "none"),
     "serving.containerApp.releaseSteps": ("traffic % the candidate takes in turn after its smoke test passed, each "

@@ -37,6 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from infra import settings
+from infra.settings import PromotionSettings, StackSettings
+
 ROOT = Path(__file__).resolve().parent.parent
 APP_TYPE = "azure-native:app:ContainerApp"
 STABLE, WEIGHT = "serving.containerApp.stableRevision", "serving.containerApp.latestWeight"
@@ -58,8 +61,8 @@ class Stack(Protocol):
     def up(self, config: Mapping[str, Any]) -> dict[str, str]:
         """Deploy with these config values set (on top of the stack file and the run's own values); the outputs."""
 
-    def release_steps(self) -> tuple[int, ...]:
-        """serving.containerApp.releaseSteps of this stack."""
+    def settings(self) -> StackSettings:
+        """The stack's settings for this run (its stack file and this run's config), validated as the program does."""
 
 
 Smoke = Callable[[str, Mapping[str, str]], None]  # (base URL, the stack outputs it must serve); raises on failure
@@ -114,7 +117,7 @@ class Release:
             raise ReleaseFailed(f"candidate {revision} failed its smoke test ({error}); it never took a request: "
                                 f"{stable} still serves 100 %. Fix and push again: the next release replaces the "
                                 "candidate.") from error
-        for weight in self.stack.release_steps():
+        for weight in self.stack.settings().serving.container_app.release_steps:
             shifted = self.up({STABLE: stable, WEIGHT: weight}, stable)
             self.note(f"shift: {revision} {weight} %, {stable} {100 - weight} %")
             try:
@@ -138,15 +141,19 @@ def refused(error: Exception, serving: str) -> ReleaseFailed:
                          f"{serving + ' still serves 100 %' if serving else 'nothing was serving'}")
 
 
-def release_steps(project: str, stack: str, values: Mapping[str, Any]) -> tuple[int, ...]:
-    """serving.containerApp.releaseSteps, validated as the program validates it."""
-    from infra import settings
-
-    return settings.from_values(project, stack, values, {}).serving.container_app.release_steps
-
-
 def image_digest(outputs: Mapping[str, str]) -> str:
     return outputs.get("image_digest") or outputs.get("image_ref", "").rpartition("@")[2]
+
+
+def expected_artifact(promotion: PromotionSettings, digest: str | None, version: str | None,
+                      say: Callable[[str], None]) -> tuple[str | None, str | None]:
+    """What the stack must serve after the release: what staging tested, or, while the stack is pinned (a
+    rollback by config), the pinned digest and version."""
+    if not promotion.pinned:
+        return digest, version
+    say(f"pinned to {promotion.pinned_digest} (model version {promotion.pinned_model_version}): a rollback by "
+        "config; what staging tested is not promoted until the pin is removed")
+    return promotion.pinned_digest, promotion.pinned_model_version
 
 
 def check_promoted(outputs: Mapping[str, str], expect_digest: str | None, expect_version: str | None) -> None:
@@ -173,13 +180,15 @@ class PulumiStack:
         self._auto = automation
         self._stack = automation.select_stack(self.name, work_dir=str(ROOT))
         self._project = self._stack.workspace.project_settings().name
+        self._file = ROOT / f"Pulumi.{self.name.rsplit('/', 1)[-1]}.yaml"
+        self._committed = self._file.read_text()
 
     def _set(self, config: Mapping[str, Any]) -> None:
+        """The stack file as committed plus this step's values: a step never inherits the one before's."""
+        self._file.write_text(self._committed)
         for key, value in {**self.config, **config}.items():
             self._stack.set_config(f"{self._project}:{key}", self._auto.ConfigValue(json.dumps(value) if not
                                    isinstance(value, str) else value), path=True)
-        if STABLE not in config:
-            self._stack.remove_config(f"{self._project}:{STABLE}", path=True)
 
     def outputs(self) -> dict[str, str]:
         return {key: str(value.value) for key, value in self._stack.outputs().items()}
@@ -200,11 +209,12 @@ class PulumiStack:
         result = self._stack.up(on_output=print, policy_packs=list(self.policy_packs))
         return {key: str(value.value) for key, value in result.outputs.items()}
 
-    def release_steps(self) -> tuple[int, ...]:
+    def settings(self) -> StackSettings:
         from infra import mockcloud
 
         stack = self.name.rsplit("/", 1)[-1]
-        return release_steps(self._project, stack, mockcloud.apply_overrides(mockcloud.stack_values(stack), self.config))
+        return settings.from_values(self._project, stack, mockcloud.apply_overrides(mockcloud.stack_values(stack),
+                                                                                    self.config), {})
 
 
 def github_oidc_token(audience: str) -> str:
@@ -267,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     release = Release(stack, smoke_with_entra(os.environ.get("SMOKE_CLIENT_ID", ""), os.environ.get("AZURE_TENANT_ID", "")))
     outputs: dict[str, str] = {}
     try:
+        digest, version = expected_artifact(stack.settings().promotion, args.expect_digest, args.expect_model_version,
+                                            release.note)
         outputs = release.run()
-        check_promoted(outputs, args.expect_digest, args.expect_model_version)
+        check_promoted(outputs, digest, version)
     except Exception as failure:  # a refused `up` included: say what serves, fail the job
         release.note(f"FAILED: {failure}")
         write_github(outputs, release.log, ok=False)

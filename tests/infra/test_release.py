@@ -14,6 +14,7 @@ import pytest
 
 from infra import mockcloud
 from infra.platform_rules import APP, RevisionHistory
+from infra.settings import StackSettings, from_values
 from scripts import release
 from scripts.release import Release, ReleaseFailed
 
@@ -58,9 +59,9 @@ class CloudStack:
         self.weights.append(dict(self.history.weights))
         return self.outputs()
 
-    def release_steps(self) -> tuple[int, ...]:
-        return release.release_steps(mockcloud.project_name(), self.stack, self.state.config if self.state else
-                                     mockcloud.apply_overrides(mockcloud.stack_values(self.stack), self.config))
+    def settings(self) -> StackSettings:
+        values = mockcloud.apply_overrides(mockcloud.stack_values(self.stack), self.config)
+        return from_values(mockcloud.project_name(), self.stack, values, {})
 
 
 @dataclass
@@ -167,10 +168,22 @@ def test_a_promotion_fails_unless_it_deployed_what_staging_tested():
     tested = "sha256:" + "ab" * 32
     outputs = {"image_ref": f"cr.azurecr.io/credit-default-scoring@{tested}", "model_version": "7"}
     release.check_promoted(outputs, tested, "7")
-    with pytest.raises(ReleaseFailed, match="deployed digest sha256:abab.* is not the tested sha256:0f0f"):
+    with pytest.raises(ReleaseFailed, match=r"deployed digest sha256:abab.* is not the tested sha256:0f0f"):
         release.check_promoted(outputs, "sha256:" + "0f" * 32, "7")
     with pytest.raises(ReleaseFailed, match="deployed model version 7 is not the tested 6"):
         release.check_promoted(outputs, tested, "6")
+
+
+def test_a_pinned_prod_must_serve_its_pin_not_what_staging_tested():
+    """A rollback by config (promotion.pinnedDigest) goes through the same release: the check follows the pin."""
+    values = mockcloud.apply_overrides(mockcloud.stack_values("prod"), {
+        "promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6"})
+    pinned = from_values(mockcloud.project_name(), "prod", values, {}).promotion
+    said: list[str] = []
+    assert release.expected_artifact(pinned, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "0f" * 32, "6")
+    assert said and "a rollback by config" in said[0]
+    following = from_values(mockcloud.project_name(), "prod", mockcloud.stack_values("prod"), {}).promotion
+    assert release.expected_artifact(following, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "ab" * 32, "7")
 
 
 def test_config_values_for_one_run_must_be_key_value():
