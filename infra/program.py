@@ -52,8 +52,8 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         return {**outputs, **promoted(s, group, observability, registry, databricks)}
     if resolution.model is None:
         pulumi.log.warn(resolution.bootstrap_message)
-        empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "image_ref", "model_version", "model_run_id",
-                 "promoted_from")
+        empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "image_ref", "model_version",
+                 "model_run_id", "promoted_from")
         return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,

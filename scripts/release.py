@@ -265,7 +265,9 @@ def parse_config(pairs: list[str]) -> dict[str, str]:
     return config
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, stack_for: Callable[[str, dict[str, str]], Stack] = PulumiStack,
+         smoke: Smoke | None = None) -> int:
+    """`stack_for` and `smoke` are the real cloud's unless a test gives the mocked cloud's."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", required=True, help="<org>/<project>/<stack>")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
@@ -273,8 +275,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--expect-digest", help="fail unless the stack then serves this image digest")
     parser.add_argument("--expect-model-version", help="fail unless the stack then serves this model version")
     args = parser.parse_args(argv)
-    stack = PulumiStack(args.stack, parse_config(args.config))
-    release = Release(stack, smoke_with_entra(os.environ.get("SMOKE_CLIENT_ID", ""), os.environ.get("AZURE_TENANT_ID", "")))
+    stack = stack_for(args.stack, parse_config(args.config))
+    release = Release(stack, smoke or smoke_with_entra(os.environ.get("SMOKE_CLIENT_ID", ""),
+                                                       os.environ.get("AZURE_TENANT_ID", "")))
     outputs: dict[str, str] = {}
     try:
         digest, version = expected_artifact(stack.settings().promotion, args.expect_digest, args.expect_model_version,

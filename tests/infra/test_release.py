@@ -186,6 +186,26 @@ def test_a_pinned_prod_must_serve_its_pin_not_what_staging_tested():
     assert release.expected_artifact(following, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "ab" * 32, "7")
 
 
+def test_the_job_fails_and_its_summary_says_what_serves(cloud, tmp_path, monkeypatch):
+    """What CI runs (scripts/release.py main): exit 1 and the summary on a failed smoke test; the digest and model
+    version for the prod job as outputs of a passed one."""
+    for name in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY"):
+        monkeypatch.setenv(name, str(tmp_path / name))
+    stack = cloud()
+    stable = deployed(stack)
+    stack.config.update(CPU_1_5)
+    platform = Platform(stack, broken_cpu=1.5)
+    assert release.main(["--stack", STAGING], stack_for=lambda name, config: stack, smoke=platform.smoke) == 1
+    summary = (tmp_path / "GITHUB_STEP_SUMMARY").read_text()
+    assert "### Release FAILED" in summary and f"{stable} still serves 100 %" in summary
+    assert "image_digest=\n" in (tmp_path / "GITHUB_OUTPUT").read_text(), "a failed release hands prod nothing"
+    stack.config.update(CPU_2)
+    assert release.main(["--stack", STAGING], stack_for=lambda name, config: stack, smoke=platform.smoke) == 0
+    handed = dict(line.split("=", 1) for line in (tmp_path / "GITHUB_OUTPUT").read_text().splitlines()[-6:])
+    assert handed["image_digest"].startswith("sha256:") and handed["model_version"] == stack.outputs()["model_version"]
+    assert "### Release done" in (tmp_path / "GITHUB_STEP_SUMMARY").read_text()
+
+
 def test_config_values_for_one_run_must_be_key_value():
     assert release.parse_config(["promotion.testedModelVersion=7", "a.b=x=y"]) == {
         "promotion.testedModelVersion": "7", "a.b": "x=y"}
