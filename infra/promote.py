@@ -191,11 +191,33 @@ def _copy(source: ModelSource, target: ModelTarget, image_digest: str) -> tuple[
     return created, digest
 
 
+def _copy_in_registry(source: ModelSource, target: ModelTarget, image_digest: str) -> Any:
+    """One registry holds both models: MLflow's own copy_model_version (no files through this process)."""
+    client = target.registry.client()
+    _ensure_registered_model(client, target.name)
+    source_version = source.registry.client().get_model_version(source.name, source.version)
+    copied = client.copy_model_version(f"models:/{source.name}/{source.version}", target.name)
+    for key, value in lineage_tags(source, source_version.run_id, image_digest).items():
+        client.set_model_version_tag(target.name, copied.version, key, value)
+    return copied
+
+
+def shares_registry(a: Registry, b: Registry) -> bool:
+    return (a.tracking_uri, a.registry_uri or a.tracking_uri, a.host) == (b.tracking_uri, b.registry_uri or b.tracking_uri,
+                                                                          b.host)
+
+
 def promote_model_version(source: ModelSource, target: ModelTarget, image_digest: str = "") -> PromotedModel:
-    """Copy (or find the earlier copy of) `source` in the target registry, verify it, and move the alias to it."""
+    """Copy (or find the earlier copy of) `source` in the target registry, verify it, and move the alias to it.
+
+    Staging and prod are two workspaces, and each stack's catalog is ISOLATED to its own: prod's workspace cannot
+    read staging's model by name, so MLflow's copy_model_version (which runs in the target) cannot reach the source
+    and the files travel through this process (`_copy`). Where one registry holds both, MLflow copies."""
     client = target.registry.client()
     existing = find_promoted(target, source)
-    if existing is None:
+    if existing is None and shares_registry(source.registry, target.registry):
+        version = _copy_in_registry(source, target, image_digest)
+    elif existing is None:
         version, _ = _copy(source, target, image_digest)
     else:
         version = existing
@@ -205,6 +227,7 @@ def promote_model_version(source: ModelSource, target: ModelTarget, image_digest
     if check.problems:
         raise PromotionError(f"the copy {target.name} v{version.version} of {source.name} v{source.version} differs: "
                              + "; ".join(check.problems))
+    client.set_model_version_tag(target.name, str(version.version), "content_sha256", check.target_sha256)
     client.set_registered_model_alias(target.name, target.alias, str(version.version))
     return PromotedModel(target.name, str(version.version), str(source.version), check.target_sha256,
                          reused=existing is not None, tags=check.tags)
