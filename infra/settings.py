@@ -6,6 +6,9 @@ value raises `ConfigError` naming the full key (`<project>:<key>.<nested.path>`)
 Unknown nested keys are errors too, so a typo cannot silently fall back to a default.
 
 Config keys (namespace `mlops-credit-default:`). `KEYS` below is the same table as data (README).
+
+Why one module: no other module reads config, so every key and rule is here; most of its length is a
+hand-written reader that issue 13 replaces with pydantic models.
 """
 
 from __future__ import annotations
