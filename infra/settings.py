@@ -9,6 +9,9 @@ table (`readme_table`; tests/infra/test_readme.py keeps the README equal to it).
 A rule that relates two keys is a model validator; its message names them as `@key`, which `ConfigError` turns
 into the full key. Defaults that depend on another section (the environment, the catalog, the target) come from
 the validation context that `from_values` fills from the raw values.
+
+Why one module: no other module reads config, so every key and rule is here; each key's description is its README
+row, and those ~110 documented keys are most of its length.
 """
 
 from __future__ import annotations
