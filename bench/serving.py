@@ -26,6 +26,9 @@ By default the server is pinned to one CPU and wrk to another (a worker is one c
 too, and the load generator then does not steal the server's CPU); --no-pin turns that off.
 
 Results: bench/results/serving.json (everything, per round) and bench/results/serving.md (tables).
+
+Why one module: one run read top to bottom (prepare, launch, load, profile, report), each step a section; the
+report's tables are plain functions, tested by tests/test_bench_report.py.
 """
 
 from __future__ import annotations

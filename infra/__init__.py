@@ -1,8 +1,16 @@
 """Where each part runs: one Pulumi component per Azure concern (settings, observability, registry,
-Databricks, image, Container Apps, AKS, promotion)."""
+Databricks, image, Container Apps, AKS, promotion), the offline checks of what the platform refuses, and the
+mocked cloud that evaluates the program without one (tests and `make plan`).
+
+Owns: everything the Pulumi program declares. May import: serving (serving.context assembles the image's build
+context; promotion hashes a model the same way). The jobs' code (training, monitoring) is packaged by name
+(infra/jobwheel.py), never imported.
+"""
 
 # Import order matters for speed. Packaging loads the registered model with skops, and importing
 # skops.io scans every loaded module once (getattr on each, to name numpy/scipy ufuncs).
 # pulumi_azure_native registers ~300 lazily loaded submodules, and each one loads itself when
 # scanned: importing skops after azure-native costs ~20 s instead of ~2 s. So skops comes first.
 import skops.io  # noqa: F401
+
+MAY_IMPORT: tuple[str, ...] = ("serving",)

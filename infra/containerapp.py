@@ -176,8 +176,11 @@ class ContainerAppService(pulumi.ComponentResource):
         releasing = s.stable_revision is not None
         self.candidate_url = self.app.configuration.apply(
             lambda c: label_url(c.ingress.fqdn, CANDIDATE_LABEL) if releasing and c and c.ingress else "")
+        # What serves if the release in progress fails: the stable revision until the release completes.
+        self.serving_revision = (pulumi.Output.from_input(s.stable_revision) if releasing
+                                 else self.latest_revision_name)
         self.register_outputs({"endpoint_url": self.endpoint_url, "latest_revision_name": self.latest_revision_name,
-                               "candidate_url": self.candidate_url})
+                               "candidate_url": self.candidate_url, "serving_revision": self.serving_revision})
 
     def _auth_config(self, name: str, args: ContainerAppArgs) -> app.ContainerAppsAuthConfig | None:
         if not args.serving.auth.entra:

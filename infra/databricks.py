@@ -6,7 +6,11 @@ credit-gate, credit-drift), run as a dedicated service principal. The tasks hand
 task values (only notebooks can set them): both receive the job run id (`{{job.run_id}}`), train tags
 the version it registers with it, and the gate looks the version up by it. Where MLflow lives is the
 cluster's environment (MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI), not a task parameter, so the very
-parameters declared here also run locally against a local store (tests/databricks).
+parameters declared here also run locally against a local store (tests/databricks). The batch scoring job
+(credit-batch) is declared once the program knows the version the stack serves (`declare_batch_job`).
+
+Why one module: every resource here lives in the one workspace behind one provider and shares the jobs'
+principal, the wheel and the grants; split up, each part would take all of them as arguments.
 """
 
 from __future__ import annotations

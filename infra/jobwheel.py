@@ -99,11 +99,16 @@ def _imports(source: str, filename: str) -> tuple[tuple[int, str, tuple[str, ...
     return tuple(found)
 
 
-def first_party_imports(path: Path, root: Path = ROOT) -> set[str]:
-    """Modules of ours that `path` imports anywhere in its body (`from a import b` may name module a.b)."""
+def first_party_imports(path: Path, root: Path = ROOT, *, relative: bool = False) -> set[str]:
+    """Modules of ours that `path` imports anywhere in its body (`from a import b` may name module a.b).
+    `relative`: resolve relative imports (serving/scoring uses them: it is a top-level package in the image)
+    instead of refusing them, as the wheel must."""
     found: set[str] = set()
     for level, module, imported in _imports(path.read_text(), str(path)):
-        if level:
+        if level and relative:
+            package = path.relative_to(root).parent.parts
+            module = ".".join([*package[:len(package) - (level - 1)], *([module] if module else [])])
+        elif level:
             raise ValueError(f"{path}: relative imports are not used in this project; write the absolute module")
         names = [module, *(f"{module}.{name}" for name in imported)]
         found.update(n for n in names if n.split(".")[0] in FIRST_PARTY and module_file(n, root))

@@ -8,8 +8,8 @@ under mocks (`infra/mockcloud.py`), for every stack and both serving targets (te
 Some behaviour needs two `up`s to show: `changes` is Pulumi's diff between two evaluations, and
 `RevisionHistory` is Container Apps' revision bookkeeping (tests/infra/test_stateful.py).
 
-One module on purpose, though longer than most: the rules are one table a reviewer reads top to bottom,
-each check next to the link that justifies it.
+Why one module: the rules are one table a reviewer reads top to bottom, each check next to the link that
+justifies it.
 """
 
 from __future__ import annotations

@@ -53,8 +53,8 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         return {**outputs, **promoted(s, group, observability, registry, databricks)}
     if resolution.model is None:
         pulumi.log.warn(resolution.bootstrap_message)
-        empty = ("endpoint_url", "latest_revision_name", "candidate_url", "image_ref", "model_version", "model_run_id",
-                 "promoted_from")
+        empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "image_ref", "model_version",
+                 "model_run_id", "promoted_from")
         return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
@@ -121,8 +121,9 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
             log_analytics_workspace_id=observability.workspace_id, registry=registry.registry, image=image,
             env=container_env(s), tags=s.tags, alerts=s.observability, action_group_id=observability.action_group.id,
             monitor_workspace_name=s.name("amw")))
-        return {"endpoint_url": aks.endpoint_url, "latest_revision_name": pulumi.Output.from_input(""),
-                "candidate_url": pulumi.Output.from_input("")}
+        none = pulumi.Output.from_input("")
+        return {"endpoint_url": aks.endpoint_url, "latest_revision_name": none, "candidate_url": none,
+                "serving_revision": none}
     from infra.containerapp import ContainerAppArgs, ContainerAppService
 
     service = ContainerAppService("containerapp", ContainerAppArgs(
@@ -131,4 +132,4 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
         registry_server=registry.login_server, pull_identity_id=registry.pull_identity.id,
         acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), tags=s.tags))
     return {"endpoint_url": service.endpoint_url, "latest_revision_name": service.latest_revision_name,
-            "candidate_url": service.candidate_url}
+            "candidate_url": service.candidate_url, "serving_revision": service.serving_revision}

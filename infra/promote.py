@@ -11,12 +11,7 @@ calls `promote_model_version` with two local sqlite registries: one implementati
 
 from __future__ import annotations
 
-import json
 import tempfile
-import time
-import urllib.error
-import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +24,7 @@ LINEAGE = ("source_workspace", "source_model", "source_version", "source_run_id"
 IMAGE_DIGEST_TAG = "image_digest"
 ARM_ENDPOINT = "https://management.azure.com"
 ARM_SCOPE = "https://management.azure.com/.default"
-ACR_API_VERSION = "2023-07-01"
+ACR_API_VERSION = "2025-11-01"  # azure-mgmt-containerregistry 15's own
 
 
 class PromotionError(RunError):
@@ -196,11 +191,33 @@ def _copy(source: ModelSource, target: ModelTarget, image_digest: str) -> tuple[
     return created, digest
 
 
+def _copy_in_registry(source: ModelSource, target: ModelTarget, image_digest: str) -> Any:
+    """One registry holds both models: MLflow's own copy_model_version (no files through this process)."""
+    client = target.registry.client()
+    _ensure_registered_model(client, target.name)
+    source_version = source.registry.client().get_model_version(source.name, source.version)
+    copied = client.copy_model_version(f"models:/{source.name}/{source.version}", target.name)
+    for key, value in lineage_tags(source, source_version.run_id, image_digest).items():
+        client.set_model_version_tag(target.name, copied.version, key, value)
+    return copied
+
+
+def shares_registry(a: Registry, b: Registry) -> bool:
+    return (a.tracking_uri, a.registry_uri or a.tracking_uri, a.host) == (b.tracking_uri, b.registry_uri or b.tracking_uri,
+                                                                          b.host)
+
+
 def promote_model_version(source: ModelSource, target: ModelTarget, image_digest: str = "") -> PromotedModel:
-    """Copy (or find the earlier copy of) `source` in the target registry, verify it, and move the alias to it."""
+    """Copy (or find the earlier copy of) `source` in the target registry, verify it, and move the alias to it.
+
+    Staging and prod are two workspaces, and each stack's catalog is ISOLATED to its own: prod's workspace cannot
+    read staging's model by name, so MLflow's copy_model_version (which runs in the target) cannot reach the source
+    and the files travel through this process (`_copy`). Where one registry holds both, MLflow copies."""
     client = target.registry.client()
     existing = find_promoted(target, source)
-    if existing is None:
+    if existing is None and shares_registry(source.registry, target.registry):
+        version = _copy_in_registry(source, target, image_digest)
+    elif existing is None:
         version, _ = _copy(source, target, image_digest)
     else:
         version = existing
@@ -210,6 +227,7 @@ def promote_model_version(source: ModelSource, target: ModelTarget, image_digest
     if check.problems:
         raise PromotionError(f"the copy {target.name} v{version.version} of {source.name} v{source.version} differs: "
                              + "; ".join(check.problems))
+    client.set_model_version_tag(target.name, str(version.version), "content_sha256", check.target_sha256)
     client.set_registered_model_alias(target.name, target.alias, str(version.version))
     return PromotedModel(target.name, str(version.version), str(source.version), check.target_sha256,
                          reused=existing is not None, tags=check.tags)
@@ -267,76 +285,63 @@ def parse_image_ref(ref: str) -> ImageRef:
     return ImageRef(match["server"], match["repo"], match["digest"])
 
 
-def arm_token() -> str:
+def arm_credential() -> Any:
     from azure.identity import DefaultAzureCredential  # CI: the federated identity (OIDC); a laptop: az login
 
-    return DefaultAzureCredential().get_token(ARM_SCOPE).token
+    return DefaultAzureCredential()
 
 
 def import_image(target_registry_id: str, source_registry_id: str, source_image: str, target_tags: list[str], *,
-                 token: Callable[[], str] = arm_token, endpoint: str = ARM_ENDPOINT, timeout_s: float = 900,
-                 poll_s: float = 5.0) -> None:
-    """POST .../registries/<target>/importImage and wait for the long-running operation to succeed.
+                 credential: Any = None, endpoint: str = ARM_ENDPOINT, timeout_s: float = 900,
+                 poll_s: float | None = None, ca_bundle: str | None = None) -> None:
+    """ACR's importImage through azure-mgmt-containerregistry's long-running-operation poller (Azure-AsyncOperation
+    or Location, Retry-After, retries on throttling and token refresh: the SDK's, not ours).
 
     The source is named by its ARM resource id, so ARM authorises the copy with the caller's Entra
     identity (it needs pull rights on the source, import rights on the target): no registry password."""
-    url = f"{endpoint}{target_registry_id}/importImage?api-version={ACR_API_VERSION}"
-    body = {"source": {"resourceId": source_registry_id, "sourceImage": source_image}, "targetTags": target_tags,
-            "mode": "Force"}  # Force: re-running a promotion (same tag, same digest) is not an error
-    bearer = token()
-    status, headers, payload = _arm("POST", url, bearer, body)
-    if status in (200, 204):
-        return
-    if status == 404 or _unknown_image(payload):
+    from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
+    from azure.mgmt.containerregistry import ContainerRegistryManagementClient
+    from azure.mgmt.containerregistry.models import ImportImageParameters, ImportMode, ImportSource
+
+    target = _registry_id(target_registry_id)
+    client = ContainerRegistryManagementClient(
+        credential or arm_credential(), target["subscriptions"], base_url=endpoint, api_version=ACR_API_VERSION,
+        **({"connection_verify": ca_bundle} if ca_bundle else {}))  # a TLS-inspecting proxy's CA, or a test's
+    parameters = ImportImageParameters(
+        source=ImportSource(resource_id=source_registry_id, source_image=source_image), target_tags=target_tags,
+        mode=ImportMode.FORCE)  # Force: re-running a promotion (same tag, same digest) is not an error
+    try:
+        poller = client.registries.begin_import_image(target["resourceGroups"], target["registries"], parameters,
+                                                      **({"polling_interval": poll_s} if poll_s is not None else {}))
+        poller.result(timeout=timeout_s)
+    except ResourceNotFoundError as error:
         raise PromotionError(f"{source_image} is not in the source registry {source_registry_id}: only an image the "
-                             f"source stack pushed and tested can be promoted (HTTP {status} {payload})")
-    if status != 202:
-        raise PromotionError(f"importing {source_image} into {target_registry_id} failed: HTTP {status} {payload}")
-    _wait(headers, bearer, source_image, timeout_s, poll_s)
+                             f"source stack pushed and tested can be promoted ({_detail(error)})") from None
+    except HttpResponseError as error:
+        hint = (": the source registry does not hold it, and only an image the source stack pushed and tested can be "
+                "promoted" if _unknown_image(_detail(error)) else "")
+        raise PromotionError(f"importing {source_image} into {target_registry_id} failed: {_detail(error)}{hint}") from None
+    if not poller.done():
+        raise PromotionError(f"importing {source_image}: not finished after {timeout_s:.0f}s")
+
+
+def _registry_id(registry_id: str) -> dict[str, str]:
+    """/subscriptions/<s>/resourceGroups/<g>/providers/Microsoft.ContainerRegistry/registries/<name> by segment."""
+    parts = registry_id.strip("/").split("/")
+    segments = dict(zip(parts[::2], parts[1::2], strict=False))
+    if not {"subscriptions", "resourceGroups", "registries"} <= set(segments):
+        raise PromotionError(f"{registry_id!r} is not a container registry's ARM resource id")
+    return segments
+
+
+def _detail(error: Any) -> str:
+    """ARM's own error code and message, without the SDK's multi-line rendering."""
+    body = getattr(error, "error", None)
+    code, message = getattr(body, "code", None), getattr(body, "message", None)
+    return f"{code + ': ' if code else ''}{message or error.reason or error}"
 
 
 def _unknown_image(error: Any) -> bool:
     """ACR's answer when the source has no such manifest (the import API reports it in the error text)."""
     text = str(error).lower()
     return "manifestunknown" in text or "manifest unknown" in text or "not found" in text
-
-
-def _wait(headers: dict[str, str], bearer: str, what: str, timeout_s: float, poll_s: float) -> None:
-    """ARM long-running operation: poll Azure-AsyncOperation (a status body) or Location (202 until done)."""
-    async_url, location = headers.get("azure-asyncoperation"), headers.get("location")
-    if not async_url and not location:
-        raise PromotionError(f"importing {what}: ARM accepted the request but gave no operation to follow")
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        time.sleep(poll_s)
-        status, _, payload = _arm("GET", async_url or location, bearer)
-        if async_url:
-            state = (payload or {}).get("status", "") if isinstance(payload, dict) else ""
-            if state == "Succeeded":
-                return
-            if state in ("Failed", "Canceled"):
-                error = payload.get("error", payload)
-                hint = (": the source registry does not hold it, and only an image the source stack pushed and tested can "
-                        "be promoted" if _unknown_image(error) else "")
-                raise PromotionError(f"importing {what}: operation {state}: {error}{hint}")
-        elif status in (200, 204):
-            return
-        elif status != 202:
-            raise PromotionError(f"importing {what}: HTTP {status} {payload}")
-    raise PromotionError(f"importing {what}: not finished after {timeout_s:.0f}s")
-
-
-def _arm(method: str, url: str, bearer: str, body: dict | None = None) -> tuple[int, dict[str, str], Any]:
-    data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            status, headers, raw = response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        status, headers, raw = error.code, error.headers, error.read()
-    try:
-        payload = json.loads(raw) if raw else None
-    except ValueError:
-        payload = raw.decode(errors="replace")
-    return status, {k.lower(): v for k, v in headers.items()}, payload

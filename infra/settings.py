@@ -1,178 +1,43 @@
 """The one place that reads and validates stack configuration.
 
-Every per-environment difference is a value in Pulumi.<stack>.yaml, read here into frozen, typed
-dataclasses; no other module reads `pulumi.Config` or compares the stack name. A missing or bad
-value raises `ConfigError` naming the full key (`<project>:<key>.<nested.path>`) and what is allowed.
-Unknown nested keys are errors too, so a typo cannot silently fall back to a default.
+Every per-environment difference is a value in Pulumi.<stack>.yaml, read here into frozen pydantic models, one
+per config section, with the stack files' camelCase names; no other module reads `pulumi.Config` or compares the
+stack name. A missing, unknown or bad value raises `ConfigError` naming the full key
+(`<project>:<key>.<nested.path>`) and what is allowed. A field's description is its row of README's config-key
+table (`readme_table`; tests/infra/test_readme.py keeps the README equal to it).
 
-Config keys (namespace `mlops-credit-default:`). `KEYS` below is the same table as data (README).
+A rule that relates two keys is a model validator; its message names them as `@key`, which `ConfigError` turns
+into the full key. Defaults that depend on another section (the environment, the catalog, the target) come from
+the validation context that `from_values` fills from the raw values.
+
+Why one module: no other module reads config, so every key and rule is here; each key's description is its README
+row, and those ~110 documented keys are most of its length.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
 from pulumi.errors import RunError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
+from pydantic.alias_generators import to_camel
 
 from infra import runtime
 
-REQUIRED = object()  # sentinel: no default, the key must be set
-
-# key -> (meaning, default). Nested keys are written with dots, as `pulumi config set --path` takes them.
-KEYS: dict[str, tuple[str, str]] = {
-    "environment": ("environment name, used in tags and resource names (dev|staging|prod|...)", "required"),
-    "location": ("Azure region of the stack's resource group and resources", "required"),
-    "costCentre": ("cost-centre tag on every taggable resource", "required"),
-    "tags": ("extra tags (map) added to every taggable resource", "{}"),
-    "protect": ("protect the stateful resources (resource group, registry, Log Analytics and Databricks workspaces, "
-                "registered model): `pulumi destroy` or a replacing change stops instead of deleting them", "false"),
-    "observability.retentionDays": ("Log Analytics retention, 30..730 days", "30"),
-    "observability.dailyCapGb": ("Log Analytics daily ingestion cap in GB (omit for none)", "none"),
-    "observability.alertEmails": ("e-mail addresses the action group notifies", "[]"),
-    "observability.alertWebhooks": ("webhook URLs the action group calls", "[]"),
-    "observability.errorRatePercent": ("alert when the 5xx share of requests exceeds this, 0..100", "5"),
-    "observability.p95LatencyMs": ("alert when the p95 scoring latency (ms, from the request log) exceeds this", "250"),
-    "observability.restartThreshold": ("alert when containers restart at least this often in the window", "3"),
-    "observability.windowMinutes": ("alert evaluation window in minutes, 5..1440", "15"),
-    "observability.noTrafficMinutes": ("alert when no request is logged for this many minutes; 0 = no alert", "0"),
-    "observability.alertSeverity": ("severity of the alert rules, 0 (critical) .. 4 (verbose)", "2"),
-    "registry.name": ("globally unique ACR name, 5..50 lowercase letters and digits", "required"),
-    "registry.sku": ("ACR SKU: Basic|Standard|Premium", "Basic"),
-    "registry.zoneRedundancy": ("zone-redundant registry (Premium only)", "false"),
-    "databricks.existingWorkspaceUrl": ("use this workspace (https://adb-...) instead of creating one", "none"),
-    "databricks.existingWorkspaceResourceId": ("ARM id of the existing workspace (for Azure auth)", "none"),
-    "databricks.modelRegistry": ("where models are registered: unityCatalog|workspace", "unityCatalog"),
-    "databricks.catalog": ("Unity Catalog catalog of the registered model (unityCatalog only)", "required for unityCatalog"),
-    "databricks.schema": ("Unity Catalog schema of the registered model (unityCatalog only)", "required for unityCatalog"),
-    "databricks.createCatalog": ("declare the catalog (isolated, bound to this stack's workspace) and the schema; false: use "
-                                 "existing ones by name (unityCatalog only)", "false"),
-    "databricks.codeVolume": ("Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)",
-                              "job_code"),
-    "databricks.jobPrincipal": ("application id of an existing service principal the jobs run as (omit: the stack "
-                                "declares credit-default-jobs-<environment>)", "none"),
-    "databricks.deployer": ("application id of the service principal that runs `pulumi up` (CI): it may read the "
-                            "model and manage the jobs; omit when a person deploys", "none"),
-    "databricks.accountId": ("Azure Databricks account id (account console): names the rule set that lets the deployer "
-                             "run jobs as the jobs' principal (Service Principal User)", "required unless jobPrincipal"),
-    "databricks.promotionReaders": ("application ids of the deployers of stacks that promote this stack's model versions "
-                                    "(prod's CI): each may read the registered model, nothing else", "[]"),
-    "databricks.experiment": ("MLflow experiment path", "/Shared/credit-default-<environment>"),
-    "databricks.filesRoot": ("workspace folder of the jobs' wheel (workspace registry only)", "/Shared/mlops/<environment>"),
-    "databricks.dataTable": ("training table (catalog.schema.table) or a path", "required"),
-    "databricks.nodeType": ("job cluster node type", "Standard_DS3_v2"),
-    "databricks.sparkVersion": ("job cluster Databricks Runtime ML, one whose bundled libraries infra/runtime.py records",
-                                "18.0.x-cpu-ml-scala2.13"),
-    "databricks.workers": ("job cluster workers, 0 (single node) .. 100", "0"),
-    "databricks.policyId": ("cluster policy id for the job cluster", "none"),
-    "databricks.schedule": ("Quartz cron for scheduled training (omit for manual runs)", "none"),
-    "databricks.timezone": ("time zone of the schedule", "UTC"),
-    "databricks.failureEmails": ("e-mail addresses notified when the job fails", "[]"),
-    "databricks.timeoutSeconds": ("job timeout in seconds, 300..86400", "7200"),
-    "databricks.gateFloor": ("minimum held-out ROC-AUC for the gate, 0.5..1", "0.70"),
-    "databricks.gateTolerance": ("how much worse than the champion a challenger may be, 0..0.2", "0.005"),
-    "databricks.batch.inputTable": ("the batch scoring job's input (catalog.schema.table with unityCatalog): scored with the "
-                                    "model version this stack serves; omit databricks.batch for no batch job", "none"),
-    "databricks.batch.outputTable": ("where the job appends predictions: keys, probability, label, model name and version, "
-                                     "scoring run id, scored_at (the job creates it and owns it)",
-                                     "<catalog>.<schema>.predictions"),
-    "databricks.batch.rejectsTable": ("where the job appends rows it could not score, with every reason and the row as JSON",
-                                      "<catalog>.<schema>.prediction_rejects"),
-    "databricks.batch.keys": ("the input's key column(s), copied to both outputs; a row without its key is rejected",
-                              "required"),
-    "databricks.batch.schedule": ("Quartz cron of the batch job", "0 0 2 * * ? (02:00 every day)"),
-    "databricks.batch.timezone": ("Java/IANA time zone of the schedule", "databricks.timezone"),
-    "databricks.batch.paused": ("declare the batch job with its schedule paused", "false"),
-    "databricks.batch.timeoutSeconds": ("batch job timeout in seconds, 300..86400", "7200"),
-    "drift.schedule": ("Quartz cron of the stack's Databricks drift job", "0 0 0/6 * * ? (every 6 hours)"),
-    "drift.paused": ("declare the drift job with its schedule paused (runs only when started by hand)", "false"),
-    "drift.windowHours": ("the drift job compares the requests of the last N hours with the training baseline, 1..720",
-                          "24"),
-    "drift.psiThreshold": ("a column drifts when its PSI exceeds this, 0.01..10", "0.2"),
-    "drift.pValue": ("... and its chi-square p-value is below this, 0.0001..0.5", "0.01"),
-    "drift.minRecords": ("fewer records of a model version in the window = not enough data, 1..1000000", "200"),
-    "drift.secretScope": ("Databricks secret scope the stack declares for the drift job's Application Insights "
-                          "connection string (only the jobs' principal may read it)", "credit-default-<environment>"),
-    "model.name": ("registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default"),
-    "model.alias": ("alias the stack serves", "champion"),
-    "model.trackingUri": ("MLflow tracking URI the program resolves the alias with; `databricks` is always the stack's own "
-                          "workspace (never $DATABRICKS_HOST)", "databricks"),
-    "model.registryUri": ("MLflow registry URI", "databricks-uc for unityCatalog, else the tracking URI"),
-    "model.allowBootstrap": ("with no version yet, deploy without image and workload instead of failing", "true"),
-    "image.repository": ("repository inside the registry", "credit-default-scoring"),
-    "image.baseImage": ("BASE_IMAGE build argument of serving/Dockerfile, pinned by digest (name@sha256:...)",
-                        "serving/Dockerfile's default, python:3.11-slim@sha256:90744cff..."),
-    "image.wheelhouse": ("ship every wheel in the build context (hermetic build)", "true"),
-    "image.contextDir": ("where the build context is assembled", ".local/pulumi/<stack>/context"),
-    "serving.target": ("serving platform: containerapps|aks", "containerapps"),
-    "serving.webConcurrency": ("uvicorn workers per container, 1..16", "1"),
-    "serving.maxRecords": ("largest /predict batch, 1..10000", "1000"),
-    "serving.auth.mode": ("who may call the scoring endpoint. containerapps: entra (Container Apps built-in "
-                          "authentication: only a token of a listed client application for the API's app registration), "
-                          "internal (the environment has no public endpoint: a VNet-internal load balancer in "
-                          "containerApp.infrastructureSubnetId) or anonymous (needs anonymousReason); aks: internal only "
-                          "(an internal load balancer or ClusterIP, never a public one)",
-                          "entra on containerapps, internal on aks"),
-    "serving.auth.tenantId": ("Entra tenant (directory) id that issues the tokens (entra)", "required for entra"),
-    "serving.auth.clientId": ("application (client) id of the API's app registration, created outside the stack "
-                              "(entra)", "required for entra"),
-    "serving.auth.audience": ("token audience the API accepts (its Application ID URI)", "api://<clientId>"),
-    "serving.auth.allowedClientApplications": ("application (client) ids whose tokens are accepted, CI's smoke-test "
-                                               "identity included; nobody else gets in (entra)", "required for entra"),
-    "serving.auth.anonymousReason": ("why this stack serves without authentication (anonymous only; the policy pack "
-                                     "still refuses an anonymous public endpoint)", "none"),
-    "serving.containerApp.cpu": ("vCPU per replica, 0.25..4 in steps of 0.25", "0.5"),
-    "serving.containerApp.memoryGi": ("memory per replica in Gi, 2 x cpu", "1.0"),
-    "serving.containerApp.minReplicas": ("minimum replicas, 0..30", "1"),
-    "serving.containerApp.maxReplicas": ("maximum replicas, minReplicas..300", "3"),
-    "serving.containerApp.concurrency": ("concurrent requests per replica before scaling out", "20"),
-    "serving.containerApp.zoneRedundant": ("zone-redundant managed environment (needs infrastructureSubnetId)", "false"),
-    "serving.containerApp.infrastructureSubnetId": ("subnet (ARM id, /23 or larger) of the managed environment", "none"),
-    "serving.containerApp.latestWeight": ("traffic % to the newest revision", "100"),
-    "serving.containerApp.pinnedRevisions": ("[{revision, weight}] older revisions keeping traffic; weights sum to 100", "[]"),
-    "serving.containerApp.stableRevision": ("a release in progress (set by CI from latest_revision_name before deploying): "
-                                            "this revision, labelled stable, keeps 100 - latestWeight %; the new one is "
-                                            "labelled candidate (URL: candidate_url)", "none"),
-    "serving.aks.nodeVmSize": ("node pool VM size", "Standard_D2s_v5"),
-    "serving.aks.nodeCount": ("node pool size (minimum with autoscaling), 1..100", "1"),
-    "serving.aks.maxNodeCount": ("autoscaler maximum; equal to nodeCount = no autoscaling", "nodeCount"),
-    "serving.aks.zones": ("availability zones of the node pool", "[]"),
-    "serving.aks.skuTier": ("AKS control plane tier: Free|Standard", "Free"),
-    "serving.aks.kubernetesVersion": ("Kubernetes version (omit for the region default)", "none"),
-    "serving.aks.namespace": ("namespace of the scoring service", "scoring"),
-    "serving.aks.serviceType": ("LoadBalancer|ClusterIP", "LoadBalancer"),
-    "serving.aks.replicas": ("Deployment replicas (HPA minimum), 1..50", "1"),
-    "serving.aks.maxReplicas": ("HPA maximum, replicas..100", "3"),
-    "serving.aks.cpuRequest": ("container CPU request", "250m"),
-    "serving.aks.cpuLimit": ("container CPU limit", "1"),
-    "serving.aks.memoryRequest": ("container memory request", "512Mi"),
-    "serving.aks.memoryLimit": ("container memory limit", "1Gi"),
-    "serving.aks.targetCpuPercent": ("HPA target CPU utilisation, 10..95", "70"),
-    "promotion.sourceStack": ("name of the stack of this project (e.g. staging; the organization and project are this "
-                              "stack's own) whose tested image digest and model version this stack deploys; "
-                              "set = this stack never builds or trains", "none"),
-    "promotion.sourceTrackingUri": ("MLflow tracking URI the source model version is read from", "model.trackingUri"),
-    "promotion.sourceRegistryUri": ("MLflow registry URI the source model version is read from", "model.registryUri"),
-    "promotion.pinnedDigest": ("rollback: deploy this digest (sha256:...) from this stack's registry instead of the "
-                               "source's current image", "none"),
-    "promotion.testedDigest": ("the image digest (sha256:...) the same workflow run's staging job deployed and "
-                               "smoke-tested; the program refuses when staging now serves another (set by CI)", "none"),
-    "promotion.testedModelVersion": ("the model version staging tested with testedDigest (set with it, by CI)", "none"),
-    "promotion.pinnedModelVersion": ("rollback: the source model version the pinned digest serves (set with pinnedDigest)",
-                                     "none"),
-}
-
-TARGETS = ("containerapps", "aks")
-ACR_SKUS = ("Basic", "Standard", "Premium")
-MODEL_REGISTRIES = ("unityCatalog", "workspace")
-SERVICE_TYPES = ("LoadBalancer", "ClusterIP")
-AUTH_MODES = {"containerapps": ("entra", "internal", "anonymous"), "aks": ("internal",)}
-AKS_TIERS = ("Free", "Standard")
 CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
 CONTAINER_UID = 10001  # serving/Dockerfile: USER 10001
+AUTH_MODES = {"containerapps": ("entra", "internal", "anonymous"), "aks": ("internal",)}
+# serving/Dockerfile's BASE_IMAGE default (tests/test_supply_chain.py keeps the two equal).
+DEFAULT_BASE_IMAGE = "python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff"
+EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
+QUARTZ = r"\S+( \S+){5,6}"
+REVISION = r"[a-z0-9][a-z0-9-]{0,62}"  # a Container Apps revision name
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+QUANTITY = r"\d+(\.\d+)?(m|Mi|Gi|Ki)?"
+SPARK_VERSIONS = Literal[tuple(runtime.BUNDLED)]  # type: ignore[valid-type]  # the runtimes infra/runtime.py records
 
 
 class ConfigError(RunError, ValueError):
@@ -180,202 +45,268 @@ class ConfigError(RunError, ValueError):
     prints the message without a traceback."""
 
 
-class _Reader:
-    """Reads one config object, remembering its path so errors can name `<project>:<key>.<path>`."""
+def whole(pattern: str) -> str:
+    return f"^(?:{pattern})$"
 
-    def __init__(self, values: Mapping[str, Any] | None, path: str) -> None:
-        if values is not None and not isinstance(values, Mapping):
-            raise ConfigError(f"{path}: expected an object, got {values!r}")
-        self.values, self.path, self.seen = dict(values or {}), path, set()
 
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}" if ":" in self.path and not self.path.endswith(":") else f"{self.path}{key}"
+def Matching(pattern: str) -> Any:  # noqa: N802 (a type, as it reads in a field)
+    return Annotated[str, StringConstraints(pattern=whole(pattern))]
 
-    def raw(self, key: str, default: Any) -> Any:
-        self.seen.add(key)
-        value = self.values.get(key)
-        if value is None:
-            if default is REQUIRED:
-                raise ConfigError(f"{self._key(key)} is required (set it in Pulumi.<stack>.yaml or with "
-                                  f"`pulumi config set --path {self._key(key).split(':', 1)[1]} <value>`)")
-            return default
-        return value
 
-    def string(self, key: str, default: Any = REQUIRED, *, choices: tuple[str, ...] = (), pattern: str = "",
-               hint: str = "") -> str | None:
-        value = self.raw(key, default)
-        if value is None:
-            return None
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{self._key(key)} must be a non-empty string, got {value!r}")
-        if choices and value not in choices:
-            raise ConfigError(f"{self._key(key)} is {value!r}; allowed values: {', '.join(choices)}")
-        if pattern and not re.fullmatch(pattern, value):
-            raise ConfigError(f"{self._key(key)} is {value!r}; it must be {hint or 'match ' + pattern}")
-        return value
+def key(doc: str, default: Any = ..., *, shown: str | None = None, hint: str = "", pattern: str = "",
+        **checks: Any) -> Any:
+    """One config key: its README row (`doc`, and the default as `shown` where it is computed), its checks, and
+    `hint`: what a matching value is, in words, for the error message."""
+    if pattern:
+        checks["pattern"] = whole(pattern)
+    shown = shown if shown is not None else ("required" if default is ... else "none" if default is None else
+                                             str(default).lower() if isinstance(default, bool) else
+                                             "[]" if default == () else str(default))
+    return Field(default, description=doc, json_schema_extra={"shown": shown, "hint": hint}, **checks)
 
-    def number(self, key: str, default: Any = REQUIRED, *, low: float, high: float, integer: bool = False) -> Any:
-        value = self.raw(key, default)
-        if value is None:
-            return None
-        if isinstance(value, str):  # `pulumi config set` stores scalars as strings
-            try:
-                value = float(value)
-            except ValueError:
-                raise ConfigError(f"{self._key(key)} must be a number in {low}..{high}, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            raise ConfigError(f"{self._key(key)} must be a number in {low}..{high}, got {value!r}")
-        if integer:
-            if value != int(value):
-                raise ConfigError(f"{self._key(key)} must be a whole number in {low}..{high}, got {value!r}")
-            return int(value)
+
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              str_min_length=1)
+
+
+# An omitted section is an empty one: its keys' defaults (or "is required"), validated with the stack's context.
+SECTION: Any = Field(default_factory=dict, validate_default=True)
+
+
+def _number(value: Any) -> float | None:
+    try:
         return float(value)
-
-    def integer(self, key: str, default: Any = REQUIRED, *, low: int, high: int) -> Any:
-        return self.number(key, default, low=low, high=high, integer=True)
-
-    def boolean(self, key: str, default: bool) -> bool:
-        value = self.raw(key, default)
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            return value.lower() == "true"
-        if not isinstance(value, bool):
-            raise ConfigError(f"{self._key(key)} must be true or false, got {value!r}")
-        return value
-
-    def strings(self, key: str, *, pattern: str = "", hint: str = "") -> tuple[str, ...]:
-        value = self.raw(key, [])
-        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-            raise ConfigError(f"{self._key(key)} must be a list of strings, got {value!r}")
-        for item in value:
-            if pattern and not re.fullmatch(pattern, item):
-                raise ConfigError(f"{self._key(key)} holds {item!r}; each item must be {hint or 'match ' + pattern}")
-        return tuple(value)
-
-    def child(self, key: str) -> _Reader:
-        return _Reader(self.raw(key, {}), self._key(key))
-
-    def done(self) -> None:
-        """Unknown keys are typos: name them and the known ones."""
-        unknown = sorted(set(self.values) - self.seen)
-        if unknown:
-            raise ConfigError(f"{self.path}: unknown key(s) {', '.join(unknown)}; known keys: {', '.join(sorted(self.seen))}")
+    except (TypeError, ValueError):
+        return None
 
 
-EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
-HTTPS_URL = r"https://[^\s]+"
-QUARTZ = r"\S+( \S+){5,6}"
-REVISION = r"[a-z0-9][a-z0-9-]{0,62}"  # a Container Apps revision name
-UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+class ObservabilitySettings(Section):
+    retention_days: int = key("Log Analytics retention, 30..730 days", 30, ge=30, le=730)
+    daily_cap_gb: float | None = key("Log Analytics daily ingestion cap in GB (omit for none)", None, ge=0.023, le=10000)
+    alert_emails: tuple[Matching(EMAIL), ...] = key("e-mail addresses the action group notifies", (),  # type: ignore[valid-type]
+                                                    hint="an e-mail address")
+    alert_webhooks: tuple[Matching(r"https://[^\s]+"), ...] = key("webhook URLs the action group calls", (),  # type: ignore[valid-type]
+                                                                  hint="an https:// URL")
+    error_rate_percent: float = key("alert when the 5xx share of requests exceeds this, 0..100: the app's 5xx and, on "
+                                    "Container Apps, those the ingress returned itself; on AKS also the threshold of the "
+                                    "Prometheus 5xx-share alert", 5, ge=0.1, le=100)
+    p95_latency_ms: float = key("alert when the p95 scoring latency (ms, from the request log) exceeds this", 250,
+                                ge=1, le=60000)
+    restart_threshold: int = key("alert when containers restart at least this often in the window", 3, ge=1, le=1000)
+    window_minutes: int = key("alert evaluation window in minutes, 5..1440", 15, ge=5, le=1440)
+    no_traffic_minutes: int = key("alert when no request is logged for this many minutes; 0 = no alert", 0, ge=0,
+                                  le=1440)
+    alert_severity: int = key("severity of the alert rules, 0 (critical) .. 4 (verbose)", 2, ge=0, le=4)
+
+    @model_validator(mode="after")
+    def _no_traffic(self) -> ObservabilitySettings:
+        if 0 < self.no_traffic_minutes < 5:
+            raise ValueError(f"@noTrafficMinutes must be 0 (no alert) or 5..1440, got {self.no_traffic_minutes}")
+        return self
 
 
-@dataclass(frozen=True)
-class Tagging:
-    project: str
-    environment: str
-    cost_centre: str
-    extra: tuple[tuple[str, str], ...] = ()
+class RegistrySettings(Section):
+    name: str = key("globally unique ACR name, 5..50 lowercase letters and digits", pattern=r"[a-z0-9]{5,50}",
+                    hint="5..50 lowercase letters and digits (globally unique)")
+    sku: Literal["Basic", "Standard", "Premium"] = key("ACR SKU: Basic|Standard|Premium", "Basic")
+    zone_redundancy: bool = key("zone-redundant registry (Premium only)", False)
 
-    @property
-    def tags(self) -> dict[str, str]:
-        return {**dict(self.extra), "environment": self.environment, "project": self.project, "cost-centre": self.cost_centre}
-
-
-@dataclass(frozen=True)
-class ObservabilitySettings:
-    retention_days: int
-    daily_cap_gb: float | None
-    alert_emails: tuple[str, ...]
-    alert_webhooks: tuple[str, ...]
-    error_rate_percent: float
-    p95_latency_ms: float
-    restart_threshold: int
-    window_minutes: int
-    no_traffic_minutes: int  # 0 = no alert
-    alert_severity: int
+    @model_validator(mode="after")
+    def _zones(self) -> RegistrySettings:
+        if self.zone_redundancy and self.sku != "Premium":
+            raise ValueError(f"@zoneRedundancy needs @sku Premium, got {self.sku}")
+        return self
 
 
-@dataclass(frozen=True)
-class RegistrySettings:
-    name: str
-    sku: str
-    zone_redundancy: bool
+class JobSettings(Section):
+    """The training job's cluster and schedule: keys of the `databricks` section (`DatabricksSettings.job`)."""
+    data_table: str = key("training table (catalog.schema.table) or a path")
+    node_type: str = key("job cluster node type", "Standard_DS3_v2")
+    spark_version: SPARK_VERSIONS = key("job cluster Databricks Runtime ML, one whose bundled libraries infra/runtime.py "
+                                        "records", runtime.DEFAULT)
+    workers: int = key("job cluster workers, 0 (single node) .. 100", 0, ge=0, le=100)
+    policy_id: str | None = key("cluster policy id for the job cluster", None)
+    schedule: str | None = key("Quartz cron for scheduled training (omit for manual runs)", None, pattern=QUARTZ,
+                               hint="a Quartz cron expression (6-7 fields)")
+    timezone: str = key("time zone of the schedule", "UTC")
+    failure_emails: tuple[Matching(EMAIL), ...] = key("e-mail addresses notified when the job fails", (),  # type: ignore[valid-type]
+                                                      hint="an e-mail address")
+    timeout_seconds: int = key("job timeout in seconds, 300..86400", 7200, ge=300, le=86400)
+    gate_floor: float = key("minimum held-out ROC-AUC for the gate, 0.5..1", 0.70, ge=0.5, le=1.0)
+    gate_tolerance: float = key("how much worse than the champion a challenger may be, 0..0.2", 0.005, ge=0.0, le=0.2)
 
 
-@dataclass(frozen=True)
-class JobSettings:
-    data_table: str
-    node_type: str
-    spark_version: str
-    workers: int
-    policy_id: str | None
-    schedule: str | None
-    timezone: str
-    failure_emails: tuple[str, ...]
-    timeout_seconds: int
-    gate_floor: float
-    gate_tolerance: float
+APP_ID = "a service principal's application id (a UUID)"
+TABLE = r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*"
+# Columns the batch job writes beside the keys (serving/batch.py): a key of the same name would collide.
+BATCH_COLUMNS = ("probability", "label", "model_name", "model_version", "scoring_run_id", "scored_at", "reject_reason",
+                 "record")
+THREE_PARTS = "catalog.schema.table (Unity Catalog names tables in three parts)"
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    """The scheduled batch scoring job (serving/batch.py on the job cluster)."""
-    input_table: str
-    output_table: str
-    rejects_table: str
-    keys: tuple[str, ...]
-    schedule: str
-    timezone: str
-    paused: bool
-    timeout_seconds: int
+class BatchSettings(Section):
+    """The scheduled batch scoring job (serving/batch.py on the job cluster): `databricks.batch`."""
+    input_table: str = key("the batch scoring job's input: scored with the model version this stack serves (omit "
+                           "databricks.batch for no batch job)", pattern=TABLE, hint=THREE_PARTS)
+    output_table: str = key("where the job appends predictions: keys, probability, label, model name and version, "
+                            "scoring run id, scored_at (the job creates it and owns it)", pattern=TABLE, hint=THREE_PARTS)
+    rejects_table: str = key("where the job appends rows it could not score, with every reason and the row as JSON",
+                             pattern=TABLE, hint=THREE_PARTS)
+    keys: tuple[Matching(IDENT), ...] = key("the input's key column(s), copied to both outputs; a row without its key "  # type: ignore[valid-type]
+                                            "is rejected", hint="a column name")
+    schedule: str = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)",
+                        pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)")
+    timezone: str = key("Java/IANA time zone of the schedule", "UTC")
+    paused: bool = key("declare the batch job with its schedule paused", False)
+    timeout_seconds: int = key("batch job timeout in seconds, 300..86400", 7200, ge=300, le=86400)
+
+    @model_validator(mode="after")
+    def _rules(self) -> BatchSettings:
+        import zoneinfo
+
+        if not self.keys:
+            raise ValueError("@keys must name at least one key column: a prediction nobody can join back is lost")
+        if set(self.keys) & set(BATCH_COLUMNS) or len(set(self.keys)) != len(self.keys):
+            raise ValueError(f"@keys must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes those), "
+                             f"got {list(self.keys)}")
+        if len({t.lower() for t in self.tables}) != 3:
+            raise ValueError(f"@inputTable, @outputTable and @rejectsTable must be three different tables, got "
+                             f"{', '.join(self.tables)}")
+        zones = zoneinfo.available_timezones()
+        if zones and self.timezone not in zones:
+            raise ValueError(f"@timezone is {self.timezone!r}; it must be an IANA time zone such as UTC or "
+                             "Europe/Amsterdam")
+        return self
 
     @property
     def tables(self) -> tuple[str, str, str]:
         return self.input_table, self.output_table, self.rejects_table
 
 
-@dataclass(frozen=True)
-class DatabricksSettings:
-    existing_workspace_url: str | None
-    existing_workspace_resource_id: str | None
-    model_registry: str
-    catalog: str | None
-    schema: str | None
-    experiment: str
-    files_root: str
-    job: JobSettings
-    create_catalog: bool = False
-    code_volume: str = "job_code"
-    job_principal: str | None = None  # None: the stack declares the service principal
-    deployer: str | None = None
-    account_id: str | None = None  # required when the stack declares the jobs' principal
-    promotion_readers: tuple[str, ...] = ()
-    batch: BatchSettings | None = None  # None: no batch scoring job
+class DatabricksSettings(JobSettings):
+    existing_workspace_url: str | None = key("use this workspace (https://adb-...) instead of creating one", None,
+                                             pattern=r"https://[a-z0-9.-]+", hint="https://<host> of the workspace")
+    existing_workspace_resource_id: str | None = key("ARM id of the existing workspace (for Azure auth)", None,
+                                                     pattern=r"/subscriptions/.+", hint="an ARM resource id")
+    model_registry: Literal["unityCatalog", "workspace"] = key("where models are registered: unityCatalog|workspace",
+                                                               "unityCatalog")
+    catalog: str | None = key("Unity Catalog catalog of the registered model (unityCatalog only)", None,
+                              shown="required for unityCatalog", pattern=IDENT, hint="a catalog identifier")
+    schema_: str | None = key("Unity Catalog schema of the registered model (unityCatalog only)", None, alias="schema",
+                              shown="required for unityCatalog", pattern=IDENT, hint="a schema identifier")
+    create_catalog: bool = key("declare the catalog (isolated, bound to this stack's workspace) and the schema; false: "
+                               "use existing ones by name (unityCatalog only)", False)
+    code_volume: str = key("Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)",
+                           "job_code", pattern=IDENT, hint="a volume identifier")
+    job_principal: str | None = key("application id of an existing service principal the jobs run as (omit: the stack "
+                                    "declares credit-default-jobs-<environment>)", None, pattern=UUID, hint=APP_ID)
+    deployer: str | None = key("application id of the service principal that runs `pulumi up` (CI): it may read the "
+                               "model and manage the jobs; omit when a person deploys", None, pattern=UUID, hint=APP_ID)
+    account_id: str | None = key("Azure Databricks account id (account console): names the rule set that lets the "
+                                 "deployer run jobs as the jobs' principal (Service Principal User)", None,
+                                 shown="required unless jobPrincipal", pattern=UUID, hint="an account id (a UUID)")
+    promotion_readers: tuple[Matching(UUID), ...] = key(  # type: ignore[valid-type]
+        "application ids of the deployers of stacks that promote this stack's model versions (prod's CI): each may "
+        "read the registered model, nothing else", (), hint=APP_ID)
+    experiment: str = key("MLflow experiment path", shown="/Shared/credit-default-<environment>", pattern=r"/.+",
+                          hint="a workspace path")
+    files_root: str = key("workspace folder of the jobs' wheel (workspace registry only)",
+                          shown="/Shared/mlops/<environment>", pattern=r"/[^\s]+", hint="a workspace path")
+    batch: BatchSettings | None = None  # the batch scoring job's keys (databricks.batch.*); None: no batch job
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any, info: Any) -> Any:
+        environment = info.context["environment"]
+        return {"experiment": f"/Shared/credit-default-{environment}", "filesRoot": f"/Shared/mlops/{environment}",
+                **data} if isinstance(data, Mapping) else data
+
+    @model_validator(mode="after")
+    def _rules(self) -> DatabricksSettings:
+        if self.unity_catalog and (self.catalog is None or self.schema_ is None):
+            raise ValueError(f"@{'catalog' if self.catalog is None else 'schema'} is required with @modelRegistry "
+                             "unityCatalog (the registered model's catalog and schema)")
+        if not self.job_principal and not self.account_id:
+            raise ValueError("@accountId is required when the stack declares the jobs' service principal (no "
+                             "@jobPrincipal): the deployer's Service Principal User role on it lives in the account")
+        for name, value in (("promotionReaders", self.promotion_readers), ("createCatalog", self.create_catalog)):
+            if value and not self.unity_catalog:
+                raise ValueError(f"@{name} needs @modelRegistry unityCatalog, got {self.model_registry}")
+        if self.existing_workspace_resource_id and not self.existing_workspace_url:
+            raise ValueError("@existingWorkspaceResourceId needs @existingWorkspaceUrl too")
+        return self
+
+    @property
+    def schema(self) -> str | None:  # type: ignore[override]  # BaseModel.schema is pydantic v1's, deprecated
+        return self.schema_
 
     @property
     def unity_catalog(self) -> bool:
         return self.model_registry == "unityCatalog"
 
+    @property
+    def job(self) -> JobSettings:
+        return JobSettings.model_construct(**{name: getattr(self, name) for name in JobSettings.model_fields})
 
-@dataclass(frozen=True)
-class DriftSettings:
+
+class DriftSettings(Section):
     """The scheduled drift job (monitoring/drift.py on Databricks) of every stack."""
-    schedule: str
-    paused: bool
-    window_hours: float
-    psi_threshold: float
-    p_value: float
-    min_records: int
-    secret_scope: str  # declared by the stack; holds the connection string the drift record is written with
+    schedule: str = key("Quartz cron of the stack's Databricks drift job", "0 0 0/6 * * ?",
+                        shown="0 0 0/6 * * ? (every 6 hours)", pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)")
+    paused: bool = key("declare the drift job with its schedule paused (runs only when started by hand)", False)
+    window_hours: float = key("the drift job compares the requests of the last N hours with the training baseline, "
+                              "1..720", 24, ge=1, le=720)
+    psi_threshold: float = key("a column drifts when its PSI exceeds this, 0.01..10", 0.2, ge=0.01, le=10)
+    p_value: float = key("... and its chi-square p-value is below this, 0.0001..0.5", 0.01, ge=0.0001, le=0.5)
+    min_records: int = key("fewer records of a model version in the window = not enough data, 1..1000000", 200, ge=1,
+                           le=1_000_000)
+    secret_scope: str = key("Databricks secret scope the stack declares for the drift job's Application Insights "
+                            "connection string (only the jobs' principal may read it)",
+                            shown="credit-default-<environment>", pattern=r"[A-Za-z0-9_.@-]{1,128}",
+                            hint="a Databricks secret scope name")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any, info: Any) -> Any:
+        return {"secretScope": f"credit-default-{info.context['environment']}", **data} if isinstance(data, Mapping) \
+            else data
 
 
-@dataclass(frozen=True)
-class ModelSettings:
-    short_name: str
-    full_name: str  # the name MLflow knows: catalog.schema.name with Unity Catalog
-    alias: str
-    tracking_uri: str
-    registry_uri: str | None
-    allow_bootstrap: bool
+def default_registry_uri(unity_catalog: bool, tracking_uri: Any) -> str | None:
+    return "databricks-uc" if unity_catalog and tracking_uri == "databricks" else None
+
+
+class ModelSettings(Section):
+    short_name: str = key("registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default",
+                          alias="name", pattern=r"[A-Za-z0-9_][A-Za-z0-9_-]*",
+                          hint="letters, digits, '_' or '-' (no dots: the catalog and schema come from databricks.*)")
+    alias: str = key("alias the stack serves", "champion", pattern=r"[A-Za-z0-9_-]+",
+                     hint="an MLflow alias (letters, digits, _ -)")
+    # No fallback to $MLFLOW_TRACKING_URI: what a stack deploys must not depend on the deployer's shell.
+    tracking_uri: str = key("MLflow tracking URI the program resolves the alias with; `databricks` is always the "
+                            "stack's own workspace (never $DATABRICKS_HOST)", "databricks")
+    registry_uri: str | None = key("MLflow registry URI", None,
+                                   shown="databricks-uc for unityCatalog, else the tracking URI")
+    allow_bootstrap: bool = key("with no version yet, deploy without image and workload instead of failing", True)
+    _full_name: str = PrivateAttr("")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any, info: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        return {"registryUri": default_registry_uri(info.context["unity_catalog"], data.get("trackingUri", "databricks")),
+                **data}
+
+    def model_post_init(self, context: Any) -> None:
+        catalog_schema = context.get("catalog_schema") if context else None
+        self._full_name = f"{catalog_schema}.{self.short_name}" if catalog_schema else self.short_name
+
+    @property
+    def full_name(self) -> str:
+        """The name MLflow knows: catalog.schema.name with Unity Catalog."""
+        return self._full_name
 
     @property
     def uri(self) -> str:
@@ -387,63 +318,173 @@ class ModelSettings:
         return self.tracking_uri == "databricks"
 
 
-@dataclass(frozen=True)
-class ImageSettings:
-    repository: str
-    base_image: str
-    wheelhouse: bool
-    context_dir: str
+class ImageSettings(Section):
+    repository: str = key("repository inside the registry", "credit-default-scoring", pattern=r"[a-z0-9]+([._/-][a-z0-9]+)*",
+                          hint="a lowercase repository path")
+    base_image: str = key("BASE_IMAGE build argument of serving/Dockerfile, pinned by digest (name@sha256:...)",
+                          DEFAULT_BASE_IMAGE, shown="serving/Dockerfile's default, python:3.11-slim@sha256:90744cff...",
+                          pattern=r"[^\s@]+@sha256:[0-9a-f]{64}",
+                          hint="pinned by digest, name@sha256:<64 hex> (a tag can be moved)")
+    wheelhouse: bool = key("ship every wheel in the build context (hermetic build)", True)
+    context_dir: str = key("where the build context is assembled", shown=".local/pulumi/<stack>/context")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any, info: Any) -> Any:
+        return {"contextDir": f".local/pulumi/{info.context['stack']}/context", **data} if isinstance(data, Mapping) \
+            else data
 
 
-@dataclass(frozen=True)
-class RevisionWeight:
-    revision: str
-    weight: int
+class RevisionWeight(Section):
+    revision: str = key("revision name", pattern=REVISION, hint="a revision name")
+    weight: int = key("% of the app's traffic", ge=0, le=100)
 
 
-@dataclass(frozen=True)
-class ContainerAppSettings:
-    cpu: float
-    memory_gi: float
-    min_replicas: int
-    max_replicas: int
-    concurrency: int
-    zone_redundant: bool
-    infrastructure_subnet_id: str | None
-    latest_weight: int
-    pinned_revisions: tuple[RevisionWeight, ...]
-    stable_revision: str | None = None  # a release in progress: this revision keeps 100 - latestWeight %
+class ContainerAppSettings(Section):
+    cpu: float = key("vCPU per replica, 0.25..4 in steps of 0.25", 0.5, ge=0.25, le=4)
+    memory_gi: float = key("memory per replica in Gi, 2 x cpu", shown="1.0", ge=0.5, le=8)
+    min_replicas: int = key("minimum replicas, 0..30", 1, ge=0, le=30)
+    max_replicas: int = key("maximum replicas, minReplicas..300", shown="3", ge=1, le=300)
+    concurrency: int = key("concurrent requests per replica before scaling out", 20, ge=1, le=1000)
+    zone_redundant: bool = key("zone-redundant managed environment (needs infrastructureSubnetId)", False)
+    infrastructure_subnet_id: str | None = key("subnet (ARM id, /23 or larger) of the managed environment", None,
+                                               pattern=r"/subscriptions/.+/subnets/[^/]+", hint="a subnet ARM id")
+    latest_weight: int = key("traffic % to the newest revision", 100, ge=0, le=100)
+    pinned_revisions: tuple[RevisionWeight, ...] = key("[{revision, weight}] older revisions keeping traffic; weights "
+                                                       "sum to 100", ())
+    stable_revision: str | None = key(
+        "a release in progress (set by scripts/release.py from serving_revision): this revision, labelled stable, keeps "
+        "100 - latestWeight %; the new one is labelled candidate (URL: candidate_url)", None, pattern=REVISION,
+        hint="a revision name")
+    release_steps: tuple[int, ...] = key("traffic % the candidate takes in turn after its smoke test passed, each step "
+                                         "smoke-tested before the next, then 100 (scripts/release.py); [] moves all "
+                                         "traffic at once", ())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """memoryGi 2 x cpu, maxReplicas max(3, minReplicas); during a release the stable revision keeps the rest."""
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        cpu, min_replicas, latest = (_number(data.get(k, d)) for k, d in (("cpu", 0.5), ("minReplicas", 1),
+                                                                          ("latestWeight", 100)))
+        if cpu is not None:
+            data.setdefault("memoryGi", cpu * 2)
+        if min_replicas is not None:
+            data.setdefault("maxReplicas", max(3, int(min_replicas)))
+        if data.get("stableRevision"):
+            if data.get("pinnedRevisions"):
+                raise ValueError("@stableRevision and @pinnedRevisions exclude each other: a release keeps one stable "
+                                 "revision beside the candidate")
+            if latest is not None:
+                data["pinnedRevisions"] = [{"revision": data["stableRevision"], "weight": int(100 - latest)}]
+        return data
+
+    @model_validator(mode="after")
+    def _rules(self) -> ContainerAppSettings:
+        if self.cpu * 4 != int(self.cpu * 4):
+            raise ValueError(f"@cpu must be a multiple of 0.25 in 0.25..4, got {self.cpu}")
+        if self.memory_gi != self.cpu * 2:  # Consumption profile: fixed 1 vCPU : 2 Gi combinations
+            raise ValueError(f"@memoryGi must be 2 x cpu ({self.cpu * 2}) on the Consumption profile, got {self.memory_gi}")
+        if self.max_replicas < max(1, self.min_replicas):
+            raise ValueError(f"@maxReplicas must be a number in {max(1, self.min_replicas)}..300, got {self.max_replicas}")
+        if self.zone_redundant and not self.infrastructure_subnet_id:
+            raise ValueError("@zoneRedundant needs @infrastructureSubnetId (Azure requires a VNet)")
+        total = self.latest_weight + sum(p.weight for p in self.pinned_revisions)
+        if total != 100:
+            raise ValueError(f"@latestWeight + @pinnedRevisions weights must sum to 100, got {total}")
+        steps = list(self.release_steps)
+        if not all(0 < step < 100 for step in steps) or sorted(set(steps)) != steps:
+            raise ValueError(f"@releaseSteps must be increasing traffic percentages between 1 and 99 (e.g. [10, 50]; "
+                             f"100 comes last by itself), got {steps}")
+        return self
 
 
-@dataclass(frozen=True)
-class AksSettings:
-    node_vm_size: str
-    node_count: int
-    max_node_count: int
-    zones: tuple[str, ...]
-    sku_tier: str
-    kubernetes_version: str | None
-    namespace: str
-    service_type: str
-    replicas: int
-    max_replicas: int
-    cpu_request: str
-    cpu_limit: str
-    memory_request: str
-    memory_limit: str
-    target_cpu_percent: int
+class AksSettings(Section):
+    node_vm_size: str = key("node pool VM size", "Standard_D2s_v5")
+    node_count: int = key("node pool size (minimum with autoscaling), 1..100", 1, ge=1, le=100)
+    max_node_count: int = key("autoscaler maximum; equal to nodeCount = no autoscaling", shown="nodeCount", ge=1, le=1000)
+    zones: tuple[Matching(r"[1-3]"), ...] = key("availability zones of the node pool", (),  # type: ignore[valid-type]
+                                                hint="an availability zone 1, 2 or 3")
+    sku_tier: Literal["Free", "Standard"] = key("AKS control plane tier: Free|Standard", "Free")
+    kubernetes_version: str | None = key("Kubernetes version (omit for the region default)", None,
+                                         pattern=r"\d+\.\d+(\.\d+)?", hint="like 1.33")
+    namespace: str = key("namespace of the scoring service", "scoring", pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?",
+                         hint="a DNS label")
+    service_type: Literal["LoadBalancer", "ClusterIP"] = key("LoadBalancer|ClusterIP", "LoadBalancer")
+    replicas: int = key("Deployment replicas (HPA minimum), 1..50", 1, ge=1, le=50)
+    max_replicas: int = key("HPA maximum, replicas..100", shown="3", ge=1, le=100)
+    cpu_request: str = key("container CPU request", "250m", pattern=QUANTITY, hint="a Kubernetes quantity")
+    cpu_limit: str = key("container CPU limit", "1", pattern=QUANTITY, hint="a Kubernetes quantity")
+    memory_request: str = key("container memory request", "512Mi", pattern=QUANTITY, hint="a Kubernetes quantity")
+    memory_limit: str = key("container memory limit", "1Gi", pattern=QUANTITY, hint="a Kubernetes quantity")
+    target_cpu_percent: int = key("HPA target CPU utilisation, 10..95", 70, ge=10, le=95)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        nodes, replicas = _number(data.get("nodeCount", 1)), _number(data.get("replicas", 1))
+        return {**({"maxNodeCount": int(nodes)} if nodes is not None else {}),
+                **({"maxReplicas": max(3, int(replicas))} if replicas is not None else {}), **data}
+
+    @model_validator(mode="after")
+    def _rules(self) -> AksSettings:
+        for name, value, low in (("maxNodeCount", self.max_node_count, self.node_count),
+                                 ("maxReplicas", self.max_replicas, self.replicas)):
+            if value < low:
+                raise ValueError(f"@{name} must be a number in {low}..{1000 if name == 'maxNodeCount' else 100}, "
+                                 f"got {value}")
+        return self
 
 
-@dataclass(frozen=True)
-class AuthSettings:
+class AuthSettings(Section):
     """Who may call the scoring endpoint. The API's app registration lives outside the stack (pulumi-azuread is not a
     dependency): its ids come from config."""
-    mode: str  # entra | internal | anonymous
-    tenant_id: str | None = None
-    client_id: str | None = None
-    audience: str | None = None
-    allowed_client_applications: tuple[str, ...] = ()
-    anonymous_reason: str | None = None
+    mode: Literal["entra", "internal", "anonymous"] = key(
+        "who may call the scoring endpoint. containerapps: entra (Container Apps built-in authentication: only a token "
+        "of a listed client application for the API's app registration), internal (the environment has no public "
+        "endpoint: a VNet-internal load balancer in containerApp.infrastructureSubnetId) or anonymous (needs "
+        "anonymousReason); aks: internal only (an internal load balancer or ClusterIP, never a public one)", "entra",
+        shown="entra on containerapps, internal on aks")
+    tenant_id: str | None = key("Entra tenant (directory) id that issues the tokens (entra)", None,
+                                shown="required for entra", pattern=UUID, hint="an Entra tenant id (a UUID)")
+    client_id: str | None = key("application (client) id of the API's app registration, created outside the stack "
+                                "(entra)", None, shown="required for entra", pattern=UUID,
+                                hint="the API app registration's application id (a UUID)")
+    audience: str | None = key("token audience the API accepts (its Application ID URI)", None, shown="api://<clientId>",
+                               pattern=r"(api|https)://\S+", hint="an Application ID URI such as api://<clientId>")
+    allowed_client_applications: tuple[Matching(UUID), ...] = key(  # type: ignore[valid-type]
+        "application (client) ids whose tokens are accepted, CI's smoke-test identity included; nobody else gets in "
+        "(entra)", (), shown="required for entra", hint="a client application's application (client) id (a UUID)")
+    anonymous_reason: str | None = key("why this stack serves without authentication (anonymous only; the policy pack "
+                                       "still refuses an anonymous public endpoint)", None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and data.get("clientId") and "audience" not in data:
+            return {**data, "audience": f"api://{data['clientId']}"}
+        return data
+
+    @model_validator(mode="after")
+    def _rules(self) -> AuthSettings:
+        if self.entra:
+            for name, value in (("tenantId", self.tenant_id), ("clientId", self.client_id)):
+                if value is None:
+                    raise ValueError(f"@{name} is required with @mode entra (set it in Pulumi.<stack>.yaml)")
+            if not self.allowed_client_applications:
+                raise ValueError("@allowedClientApplications must list at least one client application id with @mode "
+                                 "entra (CI's smoke-test identity at least): an empty list would let any application "
+                                 "of the tenant in")
+        if self.mode == "anonymous" and not self.anonymous_reason:
+            raise ValueError("@mode anonymous needs @anonymousReason: say why this endpoint may serve credit decisions "
+                             "to anyone")
+        if self.anonymous_reason and self.mode != "anonymous":
+            raise ValueError(f"@anonymousReason is only for @mode anonymous, got {self.mode}")
+        return self
 
     @property
     def entra(self) -> bool:
@@ -454,27 +495,91 @@ class AuthSettings:
         return f"https://login.microsoftonline.com/{self.tenant_id}/v2.0"
 
 
-@dataclass(frozen=True)
-class ServingSettings:
-    target: str
-    port: int
-    web_concurrency: int
-    max_records: int
-    container_app: ContainerAppSettings
-    aks: AksSettings
-    auth: AuthSettings = AuthSettings("entra")
+class ServingSettings(Section):
+    target: Literal["containerapps", "aks"] = key("serving platform: containerapps|aks", "containerapps")
+    web_concurrency: int = key("uvicorn workers per container, 1..16", 1, ge=1, le=16)
+    max_records: int = key("largest /predict batch, 1..10000", 1000, ge=1, le=10000)
+    container_app: ContainerAppSettings = SECTION
+    aks: AksSettings = SECTION
+    auth: AuthSettings = SECTION
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """Never anonymous by default: entra on Container Apps, an internal load balancer on AKS."""
+        if not isinstance(data, Mapping) or data.get("target", "containerapps") not in AUTH_MODES:
+            return data
+        auth, allowed = data.get("auth") or {}, AUTH_MODES[data.get("target", "containerapps")]
+        if not isinstance(auth, Mapping):
+            return data
+        if auth.get("mode", allowed[0]) not in allowed:
+            raise ValueError(f"@auth.mode is {auth['mode']!r}; allowed values: {', '.join(allowed)}")
+        return {**data, "auth": {"mode": allowed[0], **auth}}
+
+    @model_validator(mode="after")
+    def _rules(self) -> ServingSettings:
+        if self.auth.mode == "internal" and self.target == "containerapps" and \
+                not self.container_app.infrastructure_subnet_id:
+            raise ValueError("@auth.mode internal needs serving.containerApp.infrastructureSubnetId: an internal "
+                             "environment lives in a VNet subnet (Azure refuses it without one)")
+        return self
+
+    @property
+    def port(self) -> int:
+        return CONTAINER_PORT
 
 
-@dataclass(frozen=True)
-class PromotionSettings:
+DIGEST, VERSION = r"sha256:[0-9a-f]{64}", r"[1-9][0-9]*"
+
+
+class PromotionSettings(Section):
     """Where a promotion target (prod) takes its artifact from; `source_stack` None = this stack builds itself."""
-    source_stack: str | None
-    source_tracking_uri: str | None
-    source_registry_uri: str | None
-    pinned_digest: str | None
-    pinned_model_version: str | None
-    tested_digest: str | None = None  # what the same workflow run's staging job deployed and smoke-tested
-    tested_model_version: str | None = None
+    # Only the name: the organization is the engine's (pulumi.get_organization()), so no placeholder organization
+    # can reach a StackReference that would only work on one backend.
+    source_stack: str | None = key(
+        "name of the stack of this project (e.g. staging; the organization and project are this stack's own) whose "
+        "tested image digest and model version this stack deploys; set = this stack never builds or trains", None,
+        pattern=r"[A-Za-z0-9_.-]+",
+        hint="the source stack's name only, such as staging (the organization and project are this stack's own)")
+    # One Unity Catalog metastore usually holds both stacks' models: read the source where this stack registers.
+    source_tracking_uri: str | None = key("MLflow tracking URI the source model version is read from", None,
+                                          shown="model.trackingUri")
+    source_registry_uri: str | None = key("MLflow registry URI the source model version is read from", None,
+                                          shown="model.registryUri")
+    pinned_digest: str | None = key("rollback: deploy this digest (sha256:...) from this stack's registry instead of the "
+                                    "source's current image", None, pattern=DIGEST, hint="sha256:<64 hex digits>")
+    tested_digest: str | None = key("the image digest (sha256:...) the same workflow run's staging job deployed and "
+                                    "smoke-tested; the program refuses when staging now serves another (set by CI)", None,
+                                    pattern=DIGEST, hint="sha256:<64 hex digits>")
+    tested_model_version: str | None = key("the model version staging tested with testedDigest (set with it, by CI)",
+                                           None, pattern=VERSION, hint="a model version number")
+    pinned_model_version: str | None = key("rollback: the source model version the pinned digest serves (set with "
+                                           "pinnedDigest)", None, pattern=VERSION, hint="a model version number")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any, info: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        versions = {k: str(v) for k in ("pinnedModelVersion", "testedModelVersion")  # YAML `3` is as good as "3"
+                    if isinstance(v := data.get(k), int) and not isinstance(v, bool)}
+        return {"sourceTrackingUri": info.context["tracking_uri"], "sourceRegistryUri": info.context["registry_uri"],
+                **data, **versions}
+
+    @model_validator(mode="after")
+    def _rules(self) -> PromotionSettings:
+        if (self.tested_digest is None) != (self.tested_model_version is None):
+            raise ValueError("@testedDigest and @testedModelVersion go together: staging tested one image serving one "
+                             "model version")
+        if self.tested_digest and self.pinned:
+            raise ValueError("@testedDigest and @pinnedDigest exclude each other: a rollback deploys what this stack "
+                             "already served, not what staging tested")
+        if (self.pinned_digest is None) != (self.pinned_model_version is None):
+            raise ValueError("@pinnedDigest and @pinnedModelVersion go together: a rollback names the image and the "
+                             "model version it serves")
+        if self.pinned and not self.enabled:
+            raise ValueError("@pinnedDigest needs @sourceStack: only a promotion target can pin")
+        return self
 
     @property
     def enabled(self) -> bool:
@@ -489,29 +594,44 @@ class PromotionSettings:
         return self.pinned_digest is not None
 
 
-@dataclass(frozen=True)
-class StackSettings:
-    project: str
-    stack: str
-    location: str
-    tagging: Tagging
-    observability: ObservabilitySettings
-    registry: RegistrySettings
-    databricks: DatabricksSettings
-    model: ModelSettings
-    image: ImageSettings
-    serving: ServingSettings
-    promotion: PromotionSettings
-    drift: DriftSettings
-    protect: bool = False
+
+
+class StackSettings(Section):
+    environment: str = key("environment name, used in tags and resource names (dev|staging|prod|...)",
+                           pattern=r"[a-z][a-z0-9]{1,11}", hint="2..12 lowercase letters/digits")
+    location: str = key("Azure region of the stack's resource group and resources", pattern=r"[a-z0-9]+",
+                        hint="an Azure region name such as westeurope")
+    cost_centre: str = key("cost-centre tag on every taggable resource")
+    extra_tags: dict[str, str] = key("extra tags (map) added to every taggable resource", {}, shown="{}", alias="tags")
+    protect: bool = key("protect the stateful resources (resource group, registry, Log Analytics and Databricks "
+                        "workspaces, registered model): `pulumi destroy` or a replacing change stops instead of "
+                        "deleting them", False)
+    observability: ObservabilitySettings = SECTION
+    registry: RegistrySettings = SECTION
+    databricks: DatabricksSettings = SECTION
+    model: ModelSettings = SECTION
+    image: ImageSettings = SECTION
+    serving: ServingSettings = SECTION
+    promotion: PromotionSettings = SECTION
+    drift: DriftSettings = SECTION
+    _project: str = PrivateAttr("")
+    _stack: str = PrivateAttr("")
+
+    def model_post_init(self, context: Any) -> None:
+        self._project, self._stack = context["project"], context["stack"]
+
+    @property
+    def project(self) -> str:
+        return self._project
+
+    @property
+    def stack(self) -> str:
+        return self._stack
 
     @property
     def tags(self) -> dict[str, str]:
-        return self.tagging.tags
-
-    @property
-    def environment(self) -> str:
-        return self.tagging.environment
+        return {**self.extra_tags, "environment": self.environment, "project": self.project,
+                "cost-centre": self.cost_centre}
 
     def name(self, kind: str) -> str:
         """A readable resource name: <kind>-<project short>-<environment>."""
@@ -520,7 +640,6 @@ class StackSettings:
 
 TOP_LEVEL_OBJECTS = ("observability", "registry", "databricks", "model", "image", "serving", "promotion", "drift")
 TOP_LEVEL_SCALARS = ("environment", "location", "costCentre", "tags", "protect")
-QUANTITY = r"\d+(\.\d+)?(m|Mi|Gi|Ki)?"
 
 
 def load(env: Mapping[str, str] | None = None) -> StackSettings:
@@ -538,356 +657,105 @@ def load(env: Mapping[str, str] | None = None) -> StackSettings:
 def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -> StackSettings:
     """Validate already-parsed config values (top-level key -> scalar or object) into settings. `env` is the
     deployer's environment, which on purpose no longer steers what a stack deploys (see model.trackingUri)."""
-    top = _Reader(values, f"{project}:")
-    environment = top.string("environment", pattern=r"[a-z][a-z0-9]{1,11}", hint="2..12 lowercase letters/digits")
-    extra = top.raw("tags", {})
-    if not isinstance(extra, Mapping) or not all(isinstance(v, str) for v in extra.values()):
-        raise ConfigError(f"{project}:tags must be a map of strings, got {extra!r}")
-    tagging = Tagging(project, environment, top.string("costCentre"), tuple(sorted(extra.items())))
-    databricks = _databricks(top.child("databricks"), environment)
-    model = _model(top.child("model"), databricks)
-    settings = StackSettings(
-        project=project, stack=stack,
-        location=top.string("location", pattern=r"[a-z0-9]+", hint="an Azure region name such as westeurope"),
-        tagging=tagging,
-        observability=_observability(top.child("observability")),
-        registry=_registry(top.child("registry")),
-        databricks=databricks,
-        model=model,
-        image=_image(top.child("image"), stack),
-        serving=_serving(top.child("serving")),
-        promotion=_promotion(top.child("promotion"), model),
-        drift=_drift(top.child("drift"), environment),
-        protect=top.boolean("protect", False),
-    )
-    return settings
+    raw = {k: v for k, v in values.items() if v is not None}
+    section = {name: raw.get(name) if isinstance(raw.get(name), Mapping) else {} for name in ("databricks", "model")}
+    unity_catalog = section["databricks"].get("modelRegistry", "unityCatalog") == "unityCatalog"
+    tracking = section["model"].get("trackingUri", "databricks")
+    context = {"project": project, "stack": stack, "environment": raw.get("environment"), "unity_catalog": unity_catalog,
+               "catalog_schema": (f"{section['databricks'].get('catalog')}.{section['databricks'].get('schema')}"
+                                  if unity_catalog else None),
+               "tracking_uri": tracking,
+               "registry_uri": section["model"].get("registryUri", default_registry_uri(unity_catalog, tracking))}
+    try:
+        return StackSettings.model_validate(raw, context=context)
+    except ValidationError as error:
+        raise ConfigError("\n".join(explain(e, project) for e in error.errors(include_url=False))) from None
 
 
-def _observability(r: _Reader) -> ObservabilitySettings:
-    result = ObservabilitySettings(
-        retention_days=r.integer("retentionDays", 30, low=30, high=730),
-        daily_cap_gb=r.number("dailyCapGb", None, low=0.023, high=10000),
-        alert_emails=r.strings("alertEmails", pattern=EMAIL, hint="an e-mail address"),
-        alert_webhooks=r.strings("alertWebhooks", pattern=HTTPS_URL, hint="an https:// URL"),
-        error_rate_percent=r.number("errorRatePercent", 5, low=0.1, high=100),
-        p95_latency_ms=r.number("p95LatencyMs", 250, low=1, high=60000),
-        restart_threshold=r.integer("restartThreshold", 3, low=1, high=1000),
-        window_minutes=r.integer("windowMinutes", 15, low=5, high=1440),
-        no_traffic_minutes=r.integer("noTrafficMinutes", 0, low=0, high=1440),
-        alert_severity=r.integer("alertSeverity", 2, low=0, high=4),
-    )
-    if 0 < result.no_traffic_minutes < 5:
-        raise ConfigError(f"{r._key('noTrafficMinutes')} must be 0 (no alert) or 5..1440, got {result.no_traffic_minutes}")
-    r.done()
-    return result
+# ---- errors that name the key and what is allowed ----
+
+def _path(loc: tuple) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
-def _registry(r: _Reader) -> RegistrySettings:
-    result = RegistrySettings(
-        name=r.string("name", pattern=r"[a-z0-9]{5,50}", hint="5..50 lowercase letters and digits (globally unique)"),
-        sku=r.string("sku", "Basic", choices=ACR_SKUS),
-        zone_redundancy=r.boolean("zoneRedundancy", False),
-    )
-    if result.zone_redundancy and result.sku != "Premium":
-        raise ConfigError(f"{r._key('zoneRedundancy')} needs {r._key('sku')} Premium, got {result.sku}")
-    r.done()
-    return result
+def _field(loc: tuple) -> Any:
+    """The FieldInfo at `loc` (aliases, list indices skipped), or None."""
+    model: Any = StackSettings
+    found = None
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        fields = {f.alias or name: f for name, f in model.model_fields.items()} if model else {}
+        found = fields.get(part)
+        if found is None:
+            return None
+        model = next((t for t in (found.annotation, *get_args(found.annotation))
+                      if isinstance(t, type) and issubclass(t, BaseModel)), None)
+    return found
 
 
-def _databricks(r: _Reader, environment: str) -> DatabricksSettings:
-    registry = r.string("modelRegistry", "unityCatalog", choices=MODEL_REGISTRIES)
-    uc = registry == "unityCatalog"
-    ident = r"[A-Za-z_][A-Za-z0-9_]*"
-    result = DatabricksSettings(
-        existing_workspace_url=r.string("existingWorkspaceUrl", None, pattern=r"https://[a-z0-9.-]+",
-                                        hint="https://<host> of the workspace"),
-        existing_workspace_resource_id=r.string("existingWorkspaceResourceId", None, pattern=r"/subscriptions/.+",
-                                                hint="an ARM resource id"),
-        model_registry=registry,
-        catalog=r.string("catalog", REQUIRED if uc else None, pattern=ident, hint="a catalog identifier"),
-        schema=r.string("schema", REQUIRED if uc else None, pattern=ident, hint="a schema identifier"),
-        experiment=r.string("experiment", f"/Shared/credit-default-{environment}", pattern=r"/.+", hint="a workspace path"),
-        files_root=r.string("filesRoot", f"/Shared/mlops/{environment}", pattern=r"/[^\s]+", hint="a workspace path"),
-        job=JobSettings(
-            data_table=r.string("dataTable"),
-            node_type=r.string("nodeType", "Standard_DS3_v2"),
-            spark_version=r.string("sparkVersion", runtime.DEFAULT, choices=tuple(runtime.BUNDLED)),
-            workers=r.integer("workers", 0, low=0, high=100),
-            policy_id=r.string("policyId", None),
-            schedule=r.string("schedule", None, pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
-            timezone=r.string("timezone", "UTC"),
-            failure_emails=r.strings("failureEmails", pattern=EMAIL, hint="an e-mail address"),
-            timeout_seconds=r.integer("timeoutSeconds", 7200, low=300, high=86400),
-            gate_floor=r.number("gateFloor", 0.70, low=0.5, high=1.0),
-            gate_tolerance=r.number("gateTolerance", 0.005, low=0.0, high=0.2),
-        ),
-        create_catalog=r.boolean("createCatalog", False),
-        code_volume=r.string("codeVolume", "job_code", pattern=ident, hint="a volume identifier"),
-        job_principal=r.string("jobPrincipal", None, pattern=UUID, hint="a service principal's application id (a UUID)"),
-        deployer=r.string("deployer", None, pattern=UUID, hint="a service principal's application id (a UUID)"),
-        account_id=r.string("accountId", None, pattern=UUID, hint="an account id (a UUID)"),
-        promotion_readers=r.strings("promotionReaders", pattern=UUID, hint="a service principal's application id (a UUID)"),
-    )
-    if not result.job_principal and not result.account_id:
-        raise ConfigError(f"{r._key('accountId')} is required when the stack declares the jobs' service principal (no "
-                          f"{r._key('jobPrincipal')}): the deployer's Service Principal User role on it lives in the account")
-    if result.promotion_readers and not uc:
-        raise ConfigError(f"{r._key('promotionReaders')} needs {r._key('modelRegistry')} unityCatalog, got {registry}")
-    if result.existing_workspace_resource_id and not result.existing_workspace_url:
-        raise ConfigError(f"{r._key('existingWorkspaceResourceId')} needs {r._key('existingWorkspaceUrl')} too")
-    if result.create_catalog and not uc:
-        raise ConfigError(f"{r._key('createCatalog')} needs {r._key('modelRegistry')} unityCatalog, got {registry}")
-    if "batch" in r.values:
-        result = dataclasses.replace(result, batch=_batch(r.child("batch"), result))
-    r.done()
-    return result
+def explain(error: Mapping[str, Any], project: str) -> str:
+    """One pydantic error as this project says it: the full key first, then what is allowed."""
+    loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
+    item = bool(loc) and isinstance(loc[-1], int)
+    name = f"{project}:{_path(loc[:-1] if item else loc)}"
+    info = _field(loc)
+    extra = (info.json_schema_extra or {}) if info is not None else {}
+    hint = extra.get("hint", "") if isinstance(extra, dict) else ""
+    if kind == "value_error":  # a rule of ours: @key names a key of the section it was raised in
+        section = _path(loc)
+        message = str(error["ctx"]["error"])
+        return re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{project}:{section + '.' if section else ''}{m[1]}", message)
+    if kind == "missing":
+        return f"{name} is required (set it in Pulumi.<stack>.yaml or with `pulumi config set --path {_path(loc)} <value>`)"
+    if kind == "extra_forbidden":
+        parent = _field(loc[:-1])
+        model = next((t for t in (parent.annotation, *get_args(parent.annotation)) if isinstance(t, type)
+                      and issubclass(t, BaseModel)), None) if parent is not None else StackSettings
+        known = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
+        where = f"{project}:{_path(loc[:-1])}" if loc[:-1] else project
+        return f"{where}: unknown key(s) {loc[-1]}; known keys: {', '.join(known)}"
+    if kind == "literal_error":
+        choices = next((get_args(t) for t in (info.annotation, *get_args(info.annotation)) if get_args(t)), ())
+        return f"{name} is {value!r}; allowed values: {', '.join(map(str, choices))}"
+    if kind == "string_pattern_mismatch":
+        return f"{name} holds {value!r}; each item must be {hint}" if item else f"{name} is {value!r}; it must be {hint}"
+    if kind.startswith(("greater_than", "less_than", "int_", "float_")):
+        bounds = {type(m).__name__: getattr(m, "ge", getattr(m, "le", None)) for m in info.metadata} if info else {}
+        integer = "int" in str(info.annotation) if info else False
+        return (f"{name} must be a {'whole ' if integer else ''}number in {bounds.get('Ge', '')}..{bounds.get('Le', '')}, "
+                f"got {value!r}")
+    if kind.startswith("bool"):
+        return f"{name} must be true or false, got {value!r}"
+    if kind in ("string_type", "string_too_short"):
+        return f"{name} must be a non-empty string, got {value!r}"
+    return f"{name}: {error['msg']}, got {value!r}"
 
 
-TABLE = r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*"
-# Columns the batch job writes beside the keys (serving/batch.py): a key of the same name would collide.
-BATCH_COLUMNS = ("probability", "label", "model_name", "model_version", "scoring_run_id", "scored_at", "reject_reason",
-                 "record")
+# ---- the README's config-key table ----
+
+def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
+    rows = []
+    for name, info in model.model_fields.items():
+        alias = info.alias or name
+        sub = next((t for t in (info.annotation, *get_args(info.annotation))  # BatchSettings | None too
+                    if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if sub is not None:
+            rows += _rows(sub, f"{prefix}{alias}.")
+        else:
+            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+            rows.append((f"{prefix}{alias}", info.description or "", str(extra.get("shown", ""))))
+    return rows
 
 
-def _batch(r: _Reader, databricks: DatabricksSettings) -> BatchSettings:
-    uc = databricks.unity_catalog
-    table = {"pattern": TABLE, "hint": "catalog.schema.table (Unity Catalog names tables in three parts)"} if uc else {}
-    where = f"{databricks.catalog}.{databricks.schema}" if uc else "default"
-    result = BatchSettings(
-        input_table=r.string("inputTable", **table),
-        output_table=r.string("outputTable", f"{where}.predictions", **table),
-        rejects_table=r.string("rejectsTable", f"{where}.prediction_rejects", **table),
-        keys=r.strings("keys", pattern=r"[A-Za-z_][A-Za-z0-9_]*", hint="a column name"),
-        schedule=r.string("schedule", "0 0 2 * * ?", pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
-        timezone=_timezone(r, "timezone", databricks.job.timezone),
-        paused=r.boolean("paused", False),
-        timeout_seconds=r.integer("timeoutSeconds", 7200, low=300, high=86400),
-    )
-    if not result.keys:
-        raise ConfigError(f"{r._key('keys')} must name at least one key column: a prediction nobody can join back is lost")
-    clashing = sorted(set(result.keys) & set(BATCH_COLUMNS))
-    if clashing or len(set(result.keys)) != len(result.keys):
-        raise ConfigError(f"{r._key('keys')} must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes "
-                          f"those), got {list(result.keys)}")
-    if len({t.lower() for t in result.tables}) != 3:
-        raise ConfigError(f"{r._key('inputTable')}, {r._key('outputTable')} and {r._key('rejectsTable')} must be three "
-                          f"different tables, got {', '.join(result.tables)}")
-    r.done()
-    return result
+KEYS: dict[str, tuple[str, str]] = {key: (doc, shown) for key, doc, shown in _rows(StackSettings, "")}
 
 
-def _timezone(r: _Reader, key: str, default: str) -> str:
-    """A time zone Databricks' scheduler knows (Java's ids: the IANA database)."""
-    import zoneinfo
-
-    value = r.string(key, default)
-    known = zoneinfo.available_timezones()
-    if known and value not in known:
-        raise ConfigError(f"{r._key(key)} is {value!r}; it must be an IANA time zone such as UTC or Europe/Amsterdam")
-    return value
+MAIN_TABLE = ("", "observability", "registry", "databricks", "model", "image", "serving", "drift")
+PROMOTION_TABLE = ("promotion",)  # README's "Delivery" section
 
 
-def _drift(r: _Reader, environment: str) -> DriftSettings:
-    result = DriftSettings(
-        schedule=r.string("schedule", "0 0 0/6 * * ?", pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)"),
-        paused=r.boolean("paused", False),
-        window_hours=r.number("windowHours", 24, low=1, high=720),
-        psi_threshold=r.number("psiThreshold", 0.2, low=0.01, high=10),
-        p_value=r.number("pValue", 0.01, low=0.0001, high=0.5),
-        min_records=r.integer("minRecords", 200, low=1, high=1_000_000),
-        secret_scope=r.string("secretScope", f"credit-default-{environment}", pattern=r"[A-Za-z0-9_.@-]{1,128}",
-                              hint="a Databricks secret scope name"),
-    )
-    r.done()
-    return result
-
-
-def _model(r: _Reader, databricks: DatabricksSettings) -> ModelSettings:
-    short = r.string("name", "credit_default", pattern=r"[A-Za-z0-9_][A-Za-z0-9_-]*",
-                     hint="letters, digits, '_' or '-' (no dots: the catalog and schema come from databricks.*)")
-    uc = databricks.unity_catalog
-    full = f"{databricks.catalog}.{databricks.schema}.{short}" if uc else short
-    # No fallback to $MLFLOW_TRACKING_URI: what a stack deploys must not depend on the deployer's shell.
-    tracking = r.string("trackingUri", "databricks")
-    result = ModelSettings(
-        short_name=short, full_name=full,
-        alias=r.string("alias", "champion", pattern=r"[A-Za-z0-9_-]+", hint="an MLflow alias (letters, digits, _ -)"),
-        tracking_uri=tracking,
-        registry_uri=r.string("registryUri", "databricks-uc" if uc and tracking == "databricks" else None),
-        allow_bootstrap=r.boolean("allowBootstrap", True),
-    )
-    r.done()
-    return result
-
-
-def _promotion(r: _Reader, model: ModelSettings) -> PromotionSettings:
-    for key in ("pinnedModelVersion", "testedModelVersion"):
-        version = r.values.get(key)
-        if isinstance(version, int) and not isinstance(version, bool):  # YAML `3` is as good as "3"
-            r.values[key] = str(version)
-    result = PromotionSettings(
-        # Only the name: the organization is the engine's (pulumi.get_organization(), the one the stack was selected
-        # with), so no placeholder organization can reach a StackReference that would only work on one backend.
-        source_stack=r.string("sourceStack", None, pattern=r"[A-Za-z0-9_.-]+",
-                              hint="the source stack's name only, such as staging (the organization and project are "
-                                   "this stack's own)"),
-        # One Unity Catalog metastore usually holds both stacks' models: read the source where this stack registers.
-        source_tracking_uri=r.string("sourceTrackingUri", model.tracking_uri),
-        source_registry_uri=r.string("sourceRegistryUri", model.registry_uri),
-        pinned_digest=r.string("pinnedDigest", None, pattern=r"sha256:[0-9a-f]{64}", hint="sha256:<64 hex digits>"),
-        pinned_model_version=r.string("pinnedModelVersion", None, pattern=r"[1-9][0-9]*", hint="a model version number"),
-        tested_digest=r.string("testedDigest", None, pattern=r"sha256:[0-9a-f]{64}", hint="sha256:<64 hex digits>"),
-        tested_model_version=r.string("testedModelVersion", None, pattern=r"[1-9][0-9]*", hint="a model version number"),
-    )
-    if (result.tested_digest is None) != (result.tested_model_version is None):
-        raise ConfigError(f"{r._key('testedDigest')} and {r._key('testedModelVersion')} go together: staging tested "
-                          "one image serving one model version")
-    if result.tested_digest and result.pinned:
-        raise ConfigError(f"{r._key('testedDigest')} and {r._key('pinnedDigest')} exclude each other: a rollback "
-                          "deploys what this stack already served, not what staging tested")
-    if (result.pinned_digest is None) != (result.pinned_model_version is None):
-        raise ConfigError(f"{r._key('pinnedDigest')} and {r._key('pinnedModelVersion')} go together: a rollback names "
-                          "the image and the model version it serves")
-    if result.pinned and not result.enabled:
-        raise ConfigError(f"{r._key('pinnedDigest')} needs {r._key('sourceStack')}: only a promotion target can pin")
-    r.done()
-    return result
-
-
-# serving/Dockerfile's BASE_IMAGE default (tests/test_supply_chain.py keeps the two equal).
-DEFAULT_BASE_IMAGE = "python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff"
-
-
-def _image(r: _Reader, stack: str) -> ImageSettings:
-    result = ImageSettings(
-        repository=r.string("repository", "credit-default-scoring", pattern=r"[a-z0-9]+([._/-][a-z0-9]+)*",
-                            hint="a lowercase repository path"),
-        base_image=r.string("baseImage", DEFAULT_BASE_IMAGE, pattern=r"[^\s@]+@sha256:[0-9a-f]{64}",
-                            hint="pinned by digest, name@sha256:<64 hex> (a tag can be moved)"),
-        wheelhouse=r.boolean("wheelhouse", True),
-        context_dir=r.string("contextDir", f".local/pulumi/{stack}/context"),
-    )
-    r.done()
-    return result
-
-
-def _serving(r: _Reader) -> ServingSettings:
-    target = r.string("target", "containerapps", choices=TARGETS)
-    container_app = _container_app(r.child("containerApp"))
-    result = ServingSettings(
-        target=target,
-        port=CONTAINER_PORT,
-        web_concurrency=r.integer("webConcurrency", 1, low=1, high=16),
-        max_records=r.integer("maxRecords", 1000, low=1, high=10000),
-        container_app=container_app,
-        aks=_aks(r.child("aks")),
-        auth=_auth(r.child("auth"), target, container_app),
-    )
-    r.done()
-    return result
-
-
-def _auth(r: _Reader, target: str, container_app: ContainerAppSettings) -> AuthSettings:
-    """Never anonymous by default: entra on Container Apps, an internal load balancer on AKS (which has no built-in
-    token check). The ids of an app registration are read whatever the mode, so one stack file serves both targets."""
-    mode = r.string("mode", AUTH_MODES[target][0], choices=AUTH_MODES[target])
-    entra = mode == "entra"
-    required = REQUIRED if entra else None
-    client_id = r.string("clientId", required, pattern=UUID, hint="the API app registration's application id (a UUID)")
-    result = AuthSettings(
-        mode=mode,
-        tenant_id=r.string("tenantId", required, pattern=UUID, hint="an Entra tenant id (a UUID)"),
-        client_id=client_id,
-        audience=r.string("audience", f"api://{client_id}" if client_id else None, pattern=r"(api|https)://\S+",
-                          hint="an Application ID URI such as api://<clientId>"),
-        allowed_client_applications=r.strings("allowedClientApplications", pattern=UUID,
-                                              hint="a client application's application (client) id (a UUID)"),
-        anonymous_reason=r.string("anonymousReason", None),
-    )
-    if entra and not result.allowed_client_applications:
-        raise ConfigError(f"{r._key('allowedClientApplications')} must list at least one client application id with "
-                          f"{r._key('mode')} entra (CI's smoke-test identity at least): an empty list would let any "
-                          "application of the tenant in")
-    if mode == "anonymous" and not result.anonymous_reason:
-        raise ConfigError(f"{r._key('mode')} anonymous needs {r._key('anonymousReason')}: say why this endpoint may "
-                          "serve credit decisions to anyone")
-    if result.anonymous_reason and mode != "anonymous":
-        raise ConfigError(f"{r._key('anonymousReason')} is only for {r._key('mode')} anonymous, got {mode}")
-    if mode == "internal" and target == "containerapps" and not container_app.infrastructure_subnet_id:
-        raise ConfigError(f"{r._key('mode')} internal needs serving.containerApp.infrastructureSubnetId: an internal "
-                          "environment lives in a VNet subnet (Azure refuses it without one)")
-    r.done()
-    return result
-
-
-def _container_app(r: _Reader) -> ContainerAppSettings:
-    cpu = r.number("cpu", 0.5, low=0.25, high=4)
-    if cpu * 4 != int(cpu * 4):
-        raise ConfigError(f"{r._key('cpu')} must be a multiple of 0.25 in 0.25..4, got {cpu}")
-    memory = r.number("memoryGi", cpu * 2, low=0.5, high=8)
-    if memory != cpu * 2:  # Consumption profile: fixed 1 vCPU : 2 Gi combinations
-        raise ConfigError(f"{r._key('memoryGi')} must be 2 x cpu ({cpu * 2}) on the Consumption profile, got {memory}")
-    min_replicas = r.integer("minReplicas", 1, low=0, high=30)
-    result = ContainerAppSettings(
-        cpu=cpu, memory_gi=memory, min_replicas=min_replicas,
-        max_replicas=r.integer("maxReplicas", max(3, min_replicas), low=max(1, min_replicas), high=300),
-        concurrency=r.integer("concurrency", 20, low=1, high=1000),
-        zone_redundant=r.boolean("zoneRedundant", False),
-        infrastructure_subnet_id=r.string("infrastructureSubnetId", None, pattern=r"/subscriptions/.+/subnets/[^/]+",
-                                          hint="a subnet ARM id"),
-        latest_weight=r.integer("latestWeight", 100, low=0, high=100),
-        pinned_revisions=_pinned(r),
-        stable_revision=r.string("stableRevision", None, pattern=REVISION, hint="a revision name"),
-    )
-    if result.stable_revision:
-        if result.pinned_revisions:
-            raise ConfigError(f"{r._key('stableRevision')} and {r._key('pinnedRevisions')} exclude each other: a release "
-                              "keeps one stable revision beside the candidate")
-        result = dataclasses.replace(result, pinned_revisions=(
-            RevisionWeight(result.stable_revision, 100 - result.latest_weight),))
-    if result.zone_redundant and not result.infrastructure_subnet_id:
-        raise ConfigError(f"{r._key('zoneRedundant')} needs {r._key('infrastructureSubnetId')} (Azure requires a VNet)")
-    total = result.latest_weight + sum(p.weight for p in result.pinned_revisions)
-    if total != 100:
-        raise ConfigError(f"{r._key('latestWeight')} + {r._key('pinnedRevisions')} weights must sum to 100, got {total}")
-    r.done()
-    return result
-
-
-def _pinned(r: _Reader) -> tuple[RevisionWeight, ...]:
-    value = r.raw("pinnedRevisions", [])
-    key = r._key("pinnedRevisions")
-    if not isinstance(value, list):
-        raise ConfigError(f"{key} must be a list of {{revision, weight}}, got {value!r}")
-    pinned = []
-    for index, item in enumerate(value):
-        if not isinstance(item, Mapping) or set(item) != {"revision", "weight"}:
-            raise ConfigError(f"{key}[{index}] must be {{revision: <revision name>, weight: 0..100}}, got {item!r}")
-        entry = _Reader(item, f"{key}[{index}]")
-        pinned.append(RevisionWeight(entry.string("revision", pattern=REVISION, hint="a revision name"),
-                                     entry.integer("weight", low=0, high=100)))
-    return tuple(pinned)
-
-
-def _aks(r: _Reader) -> AksSettings:
-    node_count = r.integer("nodeCount", 1, low=1, high=100)
-    replicas = r.integer("replicas", 1, low=1, high=50)
-    result = AksSettings(
-        node_vm_size=r.string("nodeVmSize", "Standard_D2s_v5"),
-        node_count=node_count,
-        max_node_count=r.integer("maxNodeCount", node_count, low=node_count, high=1000),
-        zones=r.strings("zones", pattern=r"[1-3]", hint="an availability zone 1, 2 or 3"),
-        sku_tier=r.string("skuTier", "Free", choices=AKS_TIERS),
-        kubernetes_version=r.string("kubernetesVersion", None, pattern=r"\d+\.\d+(\.\d+)?", hint="like 1.33"),
-        namespace=r.string("namespace", "scoring", pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", hint="a DNS label"),
-        service_type=r.string("serviceType", "LoadBalancer", choices=SERVICE_TYPES),
-        replicas=replicas,
-        max_replicas=r.integer("maxReplicas", max(3, replicas), low=replicas, high=100),
-        cpu_request=r.string("cpuRequest", "250m", pattern=QUANTITY, hint="a Kubernetes quantity"),
-        cpu_limit=r.string("cpuLimit", "1", pattern=QUANTITY, hint="a Kubernetes quantity"),
-        memory_request=r.string("memoryRequest", "512Mi", pattern=QUANTITY, hint="a Kubernetes quantity"),
-        memory_limit=r.string("memoryLimit", "1Gi", pattern=QUANTITY, hint="a Kubernetes quantity"),
-        target_cpu_percent=r.integer("targetCpuPercent", 70, low=10, high=95),
-    )
-    r.done()
-    return result
+def readme_table(sections: tuple[str, ...]) -> str:
+    """The markdown rows of the keys under these top-level names ("" = the top-level scalars)."""
+    rows = [(k, d, s) for k, (d, s) in KEYS.items() if (k.split(".")[0] if "." in k else "") in sections]
+    return "\n".join(f"| `{k}` | {d.replace('|', ' or ')} | {s} |" for k, d, s in rows)

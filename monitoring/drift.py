@@ -30,6 +30,9 @@ trace (AppTraces in the stack's Log Analytics workspace, where the stack's drift
 
 Exit codes: 0 no drift (or not enough data), 3 drift in at least one column, 2 bad input
 (no baseline, unreadable log source, bad arguments).
+
+Why one module: the drift job is one wheel entry point; reading the log, the statistics and the report share
+its record types, and each is a section of this file.
 """
 
 from __future__ import annotations

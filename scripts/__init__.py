@@ -1,0 +1,5 @@
+"""Entry points a person or CI runs (`make local`, `make plan`, releases, the model-build report): they compose
+the other packages and own no logic those need. May import: everything of ours.
+"""
+
+MAY_IMPORT: tuple[str, ...] = ("infra", "serving", "training", "monitoring")

@@ -1,2 +1,9 @@
-"""Serving side of the data path: the scoring app (scoring/), its image, and the tools that
-package a registered model into a build context and smoke-test a running service."""
+"""Serving side of the data path: the scoring app (scoring/), its image, and the tools that package a
+registered model into a build context, run it in a container, and smoke-test a running service.
+
+Owns: serving/scoring (copied alone into the image, where it is the top-level package `scoring`: it imports
+nothing outside itself, hence its relative imports), the build context, the container tooling, the smoke test.
+May import: nothing else of ours. The model arrives through MLflow, never through training code.
+"""
+
+MAY_IMPORT: tuple[str, ...] = ()

@@ -222,10 +222,8 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     """Score `input_table` into `output_table` (appended), its bad rows into `rejects_table` (appended)."""
     from pyspark.sql import functions as fn
 
-    from training.loader import CATALOG_AS_DATABASE, spark_table_name
-
     started = time.perf_counter()
-    name = lambda table: spark_table_name(spark.conf.get(CATALOG_AS_DATABASE, "false"), table)  # noqa: E731
+    name = lambda table: table_name(spark, table)  # noqa: E731
     manifest, scored_at = model.manifest, datetime.now(UTC)
     frame = checked(spark.read.table(name(input_table)), manifest.inputs, keys)
     counts = frame.agg(fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected")).first()
@@ -235,6 +233,20 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     if counts["rejected"]:
         rejects(frame, keys, manifest, run_id, scored_at).write.mode("append").saveAsTable(name(rejects_table))
     return Outcome(counts["rows"], counts["rows"] - counts["rejected"], counts["rejected"], time.perf_counter() - started)
+
+
+CATALOG_AS_DATABASE = "spark.mlops.catalogAsDatabase"  # set only in a local Spark's spark-defaults.conf
+
+
+def table_name(spark, table: str) -> str:
+    """The name Spark knows `table` by. On Databricks, the Unity Catalog name as given; on a local Spark that sets
+    spark.mlops.catalogAsDatabase (scripts/databricks_local.py), catalog.schema.table lives in the database
+    catalog_schema, its one-level catalog (training/loader.py reads the training table the same way: serving may
+    not import training, so the rule is written twice, and tests/databricks runs both)."""
+    parts = table.split(".")
+    if spark.conf.get(CATALOG_AS_DATABASE, "false") == "true" and len(parts) == 3:
+        return f"{parts[0]}_{parts[1]}.{parts[2]}"
+    return table
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

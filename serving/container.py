@@ -1,6 +1,7 @@
 """Build and run the scoring image without a docker engine: buildah builds, podman runs.
 
 Used by the image tests (`make image-test`) and by `make local` when an engine is usable here.
+Why one module: what buildah and podman do on this machine is written down once, next to the calls it shapes.
 
     python -m serving.container base-image [--rebuild]      # localhost/mlops-python-base:bookworm, once
     python -m serving.container build CONTEXT_DIR TAG       # buildah bud of a serving.context build context

@@ -73,3 +73,25 @@ def test_missing_source_or_version_is_a_clear_error(registry, tmp_path, capsys):
     assert promote_local.main(["--source", source_db, "--model", registry["model_name"], "--version", "99",
                                "--target", str(tmp_path / "p")]) == 2
     assert "version 99 is not in" in capsys.readouterr().err
+
+
+def test_within_one_registry_mlflow_copies_the_version(registry, tmp_path):
+    """Source and target in one registry: copy_model_version, no promotion run; the same checks and lineage."""
+    import shutil
+
+    db = tmp_path / "shared.db"
+    shutil.copy(Path(registry["tracking_uri"].removeprefix("sqlite:///")), db)
+    shared = promote.Registry(promote_local.sqlite_uri(db))
+    source = promote.ModelSource(shared, registry["model_name"], registry["version"], "local:shared")
+    target = promote.ModelTarget(shared, "credit-default-prod", experiment="promotions")
+    promoted = promote.promote_model_version(source, target, image_digest="sha256:" + "cd" * 32)
+    client = shared.client()
+    copy = client.get_model_version("credit-default-prod", promoted.version)
+    assert copy.source == f"models:/{registry['model_name']}/{registry['version']}"
+    assert copy.run_id == registry["summary"]["run_id"], "no promotion run: the copy points at the training run"
+    assert client.get_experiment_by_name("promotions") is None
+    assert copy.tags["source_version"] == registry["version"] and copy.tags["image_digest"] == "sha256:" + "cd" * 32
+    assert copy.tags["content_sha256"] == promoted.content_sha256
+    assert str(client.get_model_version_by_alias("credit-default-prod", "champion").version) == promoted.version
+    again = promote.promote_model_version(source, target)
+    assert again.reused and again.version == promoted.version

@@ -73,11 +73,15 @@ def test_the_base_image_is_pinned_by_digest_wherever_the_build_gets_it():
 
 
 def test_a_stack_cannot_configure_a_base_image_by_tag():
-    reader = settings._Reader({"baseImage": "python:3.11-slim"}, "image")
-    with pytest.raises(settings.ConfigError, match="pinned by digest"):
-        settings._image(reader, "dev")
+    from infra import mockcloud
+
+    def image(base: str) -> settings.ImageSettings:
+        values = mockcloud.apply_overrides(mockcloud.stack_values("dev"), {"image.baseImage": base})
+        return settings.from_values(mockcloud.project_name(), "dev", values, {}).image
+    with pytest.raises(settings.ConfigError, match=r"image\.baseImage is 'python:3.11-slim'; it must be pinned by digest"):
+        image("python:3.11-slim")
     pinned = f"example.azurecr.io/base/python@sha256:{'c' * 64}"
-    assert settings._image(settings._Reader({"baseImage": pinned}, "image"), "dev").base_image == pinned
+    assert image(pinned).base_image == pinned
 
 
 def test_the_image_installs_only_hash_locked_wheels_from_its_context():

@@ -39,8 +39,10 @@ def uses(job: dict, action: str) -> list[dict]:
 
 
 def runs_pulumi(job: dict, command: str) -> bool:
+    """`up` includes a release (scripts/release.py drives `pulumi up` through the Automation API)."""
     return any(s.get("with", {}).get("command") == command for s in uses(job, "pulumi/actions")) or any(
-        re.search(rf"\bpulumi {command}\b", s.get("run", "")) for s in steps(job))
+        re.search(rf"\bpulumi {command}\b", s.get("run", "")) or (command == "up" and "scripts.release" in s.get("run", ""))
+        for s in steps(job))
 
 
 @pytest.fixture(scope="module")
@@ -69,35 +71,45 @@ def test_actionlint_does_fail_on_a_broken_workflow(actionlint, tmp_path):
     assert result.returncode == 1 and 'undefined variable "nope"' in result.stdout
 
 
-def test_prod_needs_the_smoke_test_and_the_protected_environment():
+def release_step(job: dict) -> dict:
+    found = [s for s in steps(job) if "-m scripts.release" in s.get("run", "")]
+    assert len(found) == 1, "each deploy job runs one release (scripts/release.py)"
+    return found[0]
+
+
+def test_each_deploy_is_a_release_and_prod_needs_staging_and_the_protected_environment():
     jobs = load("deploy.yml")["jobs"]
-    assert runs_pulumi(jobs["staging"], "up") and runs_pulumi(jobs["prod"], "up")
-    for job, stack in ((jobs["staging"], "staging"), (jobs["prod"], "prod")):
-        assert job["env"]["STACK"].endswith(f"/mlops-credit-default/{stack}")
-        assert uses(job, "pulumi/actions")[0]["with"]["stack-name"] == "${{ env.STACK }}"
-    smoke = jobs["smoke-staging"]
-    assert smoke["needs"] == "staging"
-    assert any("serving.smoke" in s.get("run", "") and "--expect-version" in s.get("run", "") for s in steps(smoke))
-    needs = jobs["prod"]["needs"]
-    assert "smoke-staging" in (needs if isinstance(needs, list) else [needs])
-    assert jobs["prod"]["environment"] == "production"
-    assert jobs["smoke-prod"]["needs"] == "prod"
-    assert any("serving.smoke" in s.get("run", "") for s in steps(jobs["smoke-prod"]))
+    for name, stack in (("staging", "staging"), ("prod", "prod")):
+        assert jobs[name]["env"]["STACK"].endswith(f"/mlops-credit-default/{stack}")
+        assert '--stack "$STACK"' in release_step(jobs[name])["run"]  # candidate, smoke test, traffic: one program
+        assert not uses(jobs[name], "pulumi/actions")[0].get("with"), "the action only installs the CLI"
+    assert jobs["prod"]["needs"] == "staging" and jobs["prod"]["environment"] == "production"
     # only the prod job may deploy prod, and it is the only one in `production`
     assert [name for name, job in jobs.items() if job.get("environment") == "production"] == ["prod"]
 
 
-def test_deploys_of_one_stack_never_overlap():
-    groups = {}
-    for name in ("deploy.yml", "model-build.yml"):
-        for job_name, job in load(name)["jobs"].items():
-            if runs_pulumi(job, "up") or job_name == "train":
-                concurrency = job.get("concurrency")
-                assert concurrency, f"{name}:{job_name} changes a stack without a concurrency group"
-                assert concurrency["cancel-in-progress"] is False, "a deploy must not be killed half way"
-                groups[f"{name}:{job_name}"] = concurrency["group"]
-    assert groups["deploy.yml:staging"] != groups["deploy.yml:prod"]
-    assert "staging" in groups["deploy.yml:staging"] and "prod" in groups["deploy.yml:prod"]
+def test_prod_deploys_exactly_what_the_staging_job_tested_and_fails_otherwise():
+    jobs = load("deploy.yml")["jobs"]
+    release = release_step(jobs["staging"])
+    assert jobs["staging"]["outputs"] == {"image_digest": f"${{{{ steps.{release['id']}.outputs.image_digest }}}}",
+                                          "model_version": f"${{{{ steps.{release['id']}.outputs.model_version }}}}"}
+    env, run = jobs["prod"]["env"], release_step(jobs["prod"])["run"]
+    assert env["TESTED_DIGEST"] == "${{ needs.staging.outputs.image_digest }}"
+    assert env["TESTED_MODEL_VERSION"] == "${{ needs.staging.outputs.model_version }}"
+    for flag in ('--config "promotion.testedDigest=$TESTED_DIGEST"',
+                 '--config "promotion.testedModelVersion=$TESTED_MODEL_VERSION"',
+                 '--expect-digest "$TESTED_DIGEST"', '--expect-model-version "$TESTED_MODEL_VERSION"'):
+        assert flag in run, f"prod's release lacks {flag}"
+    first = steps(jobs["prod"])[0]["run"]
+    assert "exit 1" in first and "$TESTED_DIGEST" in first, "no tested digest (staging bootstrapped): prod fails"
+
+
+def test_deploy_runs_never_interleave_and_nothing_is_killed_half_way():
+    """Workflow-level: a later push waits until this run (its prod approval included) is over, so staging cannot
+    change under a prod job that waits for approval."""
+    assert load("deploy.yml")["concurrency"] == {"group": "deploy", "cancel-in-progress": False}
+    train = load("model-build.yml")["jobs"]["train"]["concurrency"]
+    assert train["cancel-in-progress"] is False and "staging" in train["group"]
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -114,21 +126,69 @@ def test_no_long_lived_azure_secret_or_registry_password(path):
             assert job["env"]["ARM_USE_OIDC"] == "true" and "ARM_CLIENT_ID" in job["env"], job_name
 
 
-def test_pull_requests_cannot_deploy_and_preview_both_stacks():
+def test_pull_requests_cannot_deploy_and_preview_staging_only():
     pr = load("pr.yml")
     assert set(pr["on"]) == {"pull_request"} and pr["on"]["pull_request"]["branches"] == ["main"]
     text = (WORKFLOWS / "pr.yml").read_text()
-    assert not re.search(r"\bpulumi up\b|command:\s*up\b|command:\s*destroy\b", text)
+    assert not re.search(r"\bpulumi up\b|command:\s*up\b|command:\s*destroy\b|scripts\.release", text)
     assert all("environment" not in job for job in pr["jobs"].values()), "no environment: no deploy identity"
     test = pr["jobs"]["test"]
     assert any(s.get("run") == "make lint" for s in steps(test)) and any(s.get("run") == "make test" for s in steps(test))
     preview = pr["jobs"]["preview"]
-    assert set(preview["strategy"]["matrix"]["stack"]) == {"staging", "prod"}
     step = uses(preview, "pulumi/actions")[0]["with"]
     assert step["command"] == "preview" and step["comment-on-pr"] is True and step["policyPacks"] == "policy"
-    assert "${{ matrix.stack }}" in step["stack-name"]
+    assert step["stack-name"].endswith("/mlops-credit-default/staging"), "a PR never reads prod's state"
+    assert any(s.get("run") == "make plan STACK=prod" for s in steps(preview)), "prod: the mocked cloud, no state"
     assert preview["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
     assert "PREVIEW" in preview["env"]["ARM_CLIENT_ID"], "PRs federate as the read-only preview identity"
+
+
+# ---- credentials per environment (.github/identities.yaml) ----
+
+IDENTITIES = yaml.safe_load((ROOT / ".github" / "identities.yaml").read_text())["subjects"]
+
+
+def subject(path: Path, job: dict) -> str:
+    """The OIDC subject GitHub gives this job: its environment's, or pull_request's."""
+    if job.get("environment"):
+        return f"environment:{job['environment']}"
+    assert "pull_request" in load(path.name)["on"], f"{path.name}: a job with cloud rights needs an environment"
+    return "pull_request"
+
+
+def cloud_jobs() -> list[tuple[Path, str, dict]]:
+    return [(path, name, job) for path in FILES for name, job in load(path.name)["jobs"].items()
+            if uses(job, "pulumi/auth-actions") or uses(job, "azure/login") or "DATABRICKS_AUTH_TYPE" in job.get("env", {})]
+
+
+@pytest.mark.parametrize("path,name,job", cloud_jobs(), ids=lambda v: v if isinstance(v, str) else "")
+def test_every_job_uses_the_identities_of_its_own_subject(path, name, job):
+    row = IDENTITIES[subject(path, job)]
+    for auth in uses(job, "pulumi/auth-actions"):
+        assert auth["with"]["requested-token-type"] == "urn:pulumi:token-type:access_token:team"
+        assert auth["with"]["scope"] == f"team:{row['pulumi_team']}", f"{path.name}:{name}"
+    env = job.get("env", {})
+    if "ARM_CLIENT_ID" in env:
+        assert env["ARM_CLIENT_ID"] == f"${{{{ vars.{row['azure_identity']} }}}}", f"{path.name}:{name}"
+    for login in uses(job, "azure/login"):
+        assert login["with"]["client-id"] == f"${{{{ vars.{row['azure_identity']} }}}}", f"{path.name}:{name}"
+    if "DATABRICKS_AUTH_TYPE" in env:  # Databricks' own OIDC exchange: renewed, unlike the Azure CLI's token
+        assert env["DATABRICKS_AUTH_TYPE"] == "github-oidc"
+        assert env["DATABRICKS_CLIENT_ID"] == f"${{{{ vars.{row['databricks_client']} }}}}", f"{path.name}:{name}"
+    if "SMOKE_CLIENT_ID" in env:
+        assert env["SMOKE_CLIENT_ID"] == f"${{{{ vars.{row['smoke_identity']} }}}}"
+
+
+def test_only_production_reaches_prods_state_and_previews_only_read():
+    """Pulumi's Stack Read includes decrypt: who must not decrypt prod's state must not read it at all."""
+    assert {s for s, row in IDENTITIES.items() if "prod" in row["pulumi_stacks"]} == {"environment:production"}
+    assert IDENTITIES["environment:staging"]["pulumi_stacks"] == {"staging": "write"}
+    assert set(IDENTITIES["pull_request"]["pulumi_stacks"].values()) == {"read"}
+    assert IDENTITIES["environment:production"]["pulumi_stacks"]["staging"] == "read", "prod reads staging's outputs"
+    teams = [row["pulumi_team"] for row in IDENTITIES.values()]
+    assert len(set(teams)) == len(teams), "one team per subject: a token's rights are its team's"
+    for path in FILES:
+        assert "PULUMI_ACCESS_TOKEN" not in path.read_text(), f"{path.name}: no long-lived Pulumi token"
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
@@ -225,17 +285,39 @@ def test_job_report_fails_on_a_failed_run(job_registry, monkeypatch, tmp_path, c
 
 
 def test_the_smoke_tests_authenticate_as_the_smoke_identity():
-    """Each smoke job logs in with GitHub OIDC as the smoke-test identity (no secret, no environment: it holds no Azure
-    role) when the stack reports an Entra audience, and the smoke test asks the Azure CLI for that audience's token."""
-    jobs = load("deploy.yml")["jobs"]
-    for deploy, smoke in (("staging", "smoke-staging"), ("prod", "smoke-prod")):
-        assert "auth_audience" in jobs[deploy]["outputs"]
-        assert "auth_audience" in next(s["run"] for s in steps(jobs[deploy]) if s.get("id") == "outputs")
-        job = jobs[smoke]
-        assert job["permissions"] == {"contents": "read", "id-token": "write"} and "environment" not in job
-        step = next(s for s in steps(job) if "serving.smoke" in s.get("run", ""))
-        assert step["env"]["AUDIENCE"] == f"${{{{ needs.{deploy}.outputs.auth_audience }}}}"
-        assert step["env"]["SMOKE_CLIENT_ID"] == "${{ vars.SMOKE_CLIENT_ID }}"
-        run = step["run"]
-        assert "--federated-token" in run and "--allow-no-subscriptions" in run
-        assert '--token-from-azure-cli "$AUDIENCE"' in run and '"${auth[@]}"' in run
+    """The release's smoke test gets its Entra token as the smoke-test identity (no Azure role) from the job's own
+    GitHub OIDC token, fresh for each exchange: no secret, no Azure CLI login that expires mid-release."""
+    for name, job in load("deploy.yml")["jobs"].items():
+        assert job["permissions"] == {"contents": "read", "id-token": "write"}, name
+        assert job["env"]["SMOKE_CLIENT_ID"] == "${{ vars.SMOKE_CLIENT_ID }}", name
+        assert job["env"]["AZURE_TENANT_ID"] == "${{ vars.AZURE_TENANT_ID }}", name
+
+
+def test_the_github_oidc_token_is_requested_with_the_jobs_bearer_for_the_audience(monkeypatch):
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from scripts import release
+    seen = []
+
+    class Actions(BaseHTTPRequestHandler):
+        def do_GET(self):
+            seen.append((self.path, self.headers["Authorization"]))
+            body = json.dumps({"value": "github-jwt"}).encode()
+            self.send_response(200)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+    server = HTTPServer(("127.0.0.1", 0), Actions)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", f"http://127.0.0.1:{server.server_port}/token?api-version=2.0")
+        monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "job-bearer")
+        assert release.github_oidc_token("api://AzureADTokenExchange") == "github-jwt"
+    finally:
+        server.shutdown()
+    assert seen == [("/token?api-version=2.0&audience=api://AzureADTokenExchange", "bearer job-bearer")]

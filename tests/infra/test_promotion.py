@@ -8,13 +8,16 @@ import asyncio
 import base64
 import gc
 import json
+import ssl
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import ClassVar
 
 import pytest
+from azure.core.credentials import AccessToken
 from pulumi.dynamic.dynamic import serialize_provider
 
 from infra import mockcloud, promote
@@ -195,19 +198,18 @@ def test_a_refused_promotion_leaves_no_failed_future_behind(prod):
     assert unretrieved == []
 
 
-def test_an_image_missing_from_the_source_registry_is_refused(arm):
+def test_an_image_missing_from_the_source_registry_is_refused(tls):
     class Missing(FakeArm):
         def do_POST(self):
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(404)
             self.end_headers()
             self.wfile.write(b'{"error": {"code": "ManifestUnknown"}}')
-    server = HTTPServer(("127.0.0.1", 0), Missing)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    server = serve_arm(Missing, tls)
     try:
         with pytest.raises(PromotionError, match=rf"r@{DIGEST} is not in the source registry {STAGING_ACR}"):
-            promote.import_image(STAGING_ACR, STAGING_ACR, f"r@{DIGEST}", ["r:v1"], token=lambda: "t",
-                                 endpoint=f"http://127.0.0.1:{server.server_port}", poll_s=0.01)
+            promote.import_image(STAGING_ACR, STAGING_ACR, f"r@{DIGEST}", ["r:v1"], credential=Entra(),
+                                 endpoint=f"https://127.0.0.1:{server.server_port}", poll_s=0.01, ca_bundle=tls[0])
     finally:
         server.shutdown()
 
@@ -250,16 +252,25 @@ def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tm
         provider.create({**props, "source_run_id": "some-other-run"})
 
 
+class Entra:
+    """Stands in for Entra ID (azure-identity): the token the ARM client sends."""
+    def get_token(self, *scopes, **kwargs) -> AccessToken:
+        assert scopes == (promote.ARM_SCOPE,)
+        return AccessToken("entra-token", int(time.time()) + 3600)
+
+
 class FakeArm(BaseHTTPRequestHandler):
     """ARM's importImage: 202 + Azure-AsyncOperation, then the operation's status."""
     requests: ClassVar[list[tuple[str, str, dict | None]]] = []
+    bearers: ClassVar[list[str]] = []
     outcome: ClassVar[str] = "Succeeded"
 
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeArm.requests.append(("POST", self.path, body))
+        FakeArm.bearers.append(self.headers["Authorization"])
         self.send_response(202)
-        self.send_header("Azure-AsyncOperation", f"http://127.0.0.1:{self.server.server_port}/operations/1")
+        self.send_header("Azure-AsyncOperation", f"https://127.0.0.1:{self.server.server_port}/operations/1")
         self.end_headers()
 
     def do_GET(self):
@@ -274,31 +285,51 @@ class FakeArm(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory) -> tuple[str, str]:
+    """A certificate for 127.0.0.1: the ARM client sends a bearer token over HTTPS only, as it should."""
+    root = tmp_path_factory.mktemp("tls")
+    cert, key = str(root / "cert.pem"), str(root / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, capture_output=True, timeout=60)
+    return cert, key
+
+
+def serve_arm(handler: type, tls: tuple[str, str]) -> HTTPServer:
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(*tls)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
 @pytest.fixture
-def arm():
-    FakeArm.requests, FakeArm.outcome = [], "Succeeded"
-    server = HTTPServer(("127.0.0.1", 0), FakeArm)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
+def arm(tls):
+    FakeArm.requests, FakeArm.bearers, FakeArm.outcome = [], [], "Succeeded"
+    server = serve_arm(FakeArm, tls)
+    yield f"https://127.0.0.1:{server.server_port}"
     server.shutdown()
 
 
-def test_import_image_calls_acr_import_and_waits(arm):
+def test_import_image_calls_acr_import_and_waits(arm, tls):
     target = STAGING_ACR.replace("crcreditdefaultstg", "crcreditdefaultprod")
     promote.import_image(target, STAGING_ACR, f"credit-default-scoring@{DIGEST}", ["credit-default-scoring:v7"],
-                         token=lambda: "entra-token", endpoint=arm, poll_s=0.01)
+                         credential=Entra(), endpoint=arm, poll_s=0.01, ca_bundle=tls[0])
     method, path, body = FakeArm.requests[0]
     assert (method, path) == ("POST", f"{target}/importImage?api-version={promote.ACR_API_VERSION}")
     assert body == {"source": {"resourceId": STAGING_ACR, "sourceImage": f"credit-default-scoring@{DIGEST}"},
                     "targetTags": ["credit-default-scoring:v7"], "mode": "Force"}
     assert FakeArm.requests[-1][:2] == ("GET", "/operations/1")
+    assert FakeArm.bearers == ["Bearer entra-token"]
 
 
-def test_import_image_failure_is_an_error(arm):
+def test_import_image_failure_is_an_error(arm, tls):
     FakeArm.outcome = "Failed"
-    with pytest.raises(PromotionError, match=r"operation Failed.*source manifest unknown.*does not hold it"):
-        promote.import_image(STAGING_ACR, STAGING_ACR, f"r@{DIGEST}", ["r:v1"], token=lambda: "t", endpoint=arm, poll_s=0.01)
+    with pytest.raises(PromotionError, match=r"failed: source manifest unknown: the source registry does not hold it"):
+        promote.import_image(STAGING_ACR, STAGING_ACR, f"r@{DIGEST}", ["r:v1"], credential=Entra(), endpoint=arm,
+                             poll_s=0.01, ca_bundle=tls[0])
 
 
 def test_image_import_diff_replaces_on_a_new_digest():

@@ -1,0 +1,68 @@
+"""The house rules, read from the code itself: each top-level package says what it may import (`MAY_IMPORT` in
+its __init__, with the reason in its docstring) and imports nothing else of ours; the scoring app imports nothing
+outside itself (it is copied alone into the image); a module longer than ~400 lines says why in its opening
+comment."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+
+from infra import jobwheel
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("infra", "serving", "training", "monitoring", "policy", "scripts", "bench")
+LONG = 420  # lines
+
+
+def imports_of(files: list[Path]) -> dict[str, set[str]]:
+    """{top-level package of ours: the files that import it}"""
+    found: dict[str, set[str]] = {}
+    for path in files:
+        for module in jobwheel.first_party_imports(path, ROOT, relative=True):
+            found.setdefault(module.split(".")[0], set()).add(str(path.relative_to(ROOT)))
+    return found
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_each_package_imports_only_what_it_declares(package):
+    declared = importlib.import_module(package).MAY_IMPORT
+    assert importlib.import_module(package).__doc__, f"{package}/__init__.py says what it owns"
+    used = imports_of(sorted((ROOT / package).rglob("*.py")))
+    used.pop(package, None)
+    undeclared = {other: files for other, files in used.items() if other not in declared}
+    assert undeclared == {}, f"{package} imports what its MAY_IMPORT does not list"
+
+
+def test_serving_never_imports_training_and_the_scoring_app_is_self_contained():
+    assert "training" not in importlib.import_module("serving").MAY_IMPORT
+    scoring = sorted((ROOT / "serving" / "scoring").rglob("*.py"))
+    outside = {m for path in scoring for m in jobwheel.first_party_imports(path, ROOT, relative=True)
+               if not m.startswith("serving.scoring")}
+    assert outside == set(), "serving/scoring is the image's top-level package: it can import nothing else of ours"
+
+
+def test_the_rule_reader_resolves_relative_imports(tmp_path):
+    scoring = tmp_path / "serving" / "scoring"
+    scoring.mkdir(parents=True)
+    for name in ("serving/__init__.py", "serving/context.py", "serving/scoring/__init__.py", "serving/scoring/b.py"):
+        (tmp_path / name).write_text("")
+    (scoring / "a.py").write_text("from . import b\nfrom .. import context\n")
+    assert jobwheel.first_party_imports(scoring / "a.py", tmp_path, relative=True) == {
+        "serving.scoring", "serving.scoring.b", "serving", "serving.context"}
+    with pytest.raises(ValueError, match="relative imports are not used"):  # what the jobs' wheel still refuses
+        jobwheel.first_party_imports(scoring / "a.py", tmp_path)
+
+
+def test_long_modules_say_why_in_their_opening_comment():
+    long = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            lines = path.read_text().splitlines()
+            if len(lines) > LONG:
+                doc = importlib.import_module(".".join(path.relative_to(ROOT).with_suffix("").parts)).__doc__ or ""
+                if "Why one module:" not in doc:
+                    long[str(path.relative_to(ROOT))] = len(lines)
+    assert long == {}, "each module over ~400 lines needs `Why one module: ...` in its docstring"
