@@ -1,5 +1,6 @@
-"""`make bench`: the serving benchmark and its report. May import: serving (what is measured) and training (the
-local registry it trains its model into).
+"""`make bench`: the serving benchmark and its report; `make bench-spark`: batch scoring and the search on local
+Spark (spark.py). May import: serving (what is measured) and training (the local registry it trains its model
+into; the search the Spark benchmark times).
 """
 
 MAY_IMPORT: tuple[str, ...] = ("serving", "training")
