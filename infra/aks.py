@@ -146,8 +146,8 @@ class AksService(pulumi.ComponentResource):
         return objects
 
 
-def _kubelet_object_id(profile: Mapping[str, containerservice.outputs.UserAssignedIdentityManagedClusterResponse] | None,
-                       ) -> str:
+def _kubelet_object_id(
+        profile: Mapping[str, containerservice.outputs.UserAssignedIdentityManagedClusterResponse] | None) -> str:
     """The kubelet identity (it pulls the images), which AKS reports for a cluster with a managed identity."""
     object_id = profile["kubeletidentity"].object_id if profile else None
     if object_id is None:
