@@ -12,7 +12,9 @@ namespace's policy admits only the app's port and no egress.
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import cast
 
 import pulumi
 import pulumi_azure_native.containerregistry as containerregistry
@@ -63,7 +65,8 @@ class AksService(pulumi.ComponentResource):
         self.cluster = containerservice.ManagedCluster(
             f"{name}-cluster", resource_name_=args.cluster_name, resource_group_name=args.resource_group_name,
             location=args.location, dns_prefix=args.cluster_name, kubernetes_version=s.kubernetes_version,
-            identity=containerservice.ManagedClusterIdentityArgs(type="SystemAssigned"), enable_rbac=True,
+            identity=containerservice.ManagedClusterIdentityArgs(type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED),
+            enable_rbac=True,
             network_profile=NETWORK_PROFILE,
             sku=containerservice.ManagedClusterSKUArgs(name="Base", tier=s.sku_tier),
             agent_pool_profiles=[containerservice.ManagedClusterAgentPoolProfileArgs(
@@ -85,15 +88,15 @@ class AksService(pulumi.ComponentResource):
             namespace=s.namespace, deployment=k8s_manifests.APP, settings=args.alerts,
             action_group_id=args.action_group_id, tags=args.tags), pulumi.ResourceOptions(parent=self))
         # Nodes pull with the kubelet identity, not the cluster identity.
-        kubelet_object_id = self.cluster.identity_profile.apply(lambda p: p["kubeletidentity"].object_id)
+        kubelet_object_id = self.cluster.identity_profile.apply(_kubelet_object_id)
         self.acr_pull = grant_acr_pull(f"{name}-kubelet-acr-pull", args.registry, kubelet_object_id, self)
         credentials = containerservice.list_managed_cluster_user_credentials_output(
             resource_group_name=args.resource_group_name, resource_name=self.cluster.name,
             opts=pulumi.InvokeOutputOptions(parent=self))
-        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=pulumi.Output.secret(credentials.apply(kubeconfig)),
-                                     opts=pulumi.ResourceOptions(parent=self))
+        user_kubeconfig: pulumi.Output[str] = pulumi.Output.secret(credentials.apply(kubeconfig))
+        self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=user_kubeconfig, opts=pulumi.ResourceOptions(parent=self))
         self.objects = self._objects(name, args)
-        service = self.objects["Service"]
+        service = cast(k8s.core.v1.Service, self.objects["Service"])  # _objects makes it from that class
         self.endpoint_url = (service.status.apply(_load_balancer_url) if s.service_type == "LoadBalancer"
                              else pulumi.Output.from_input(f"http://{k8s_manifests.APP}.{s.namespace}.svc.cluster.local"))
         self.register_outputs({"endpoint_url": self.endpoint_url})
@@ -141,6 +144,15 @@ class AksService(pulumi.ComponentResource):
         objects["ConfigMap"] = k8s.core.v1.ConfigMap(f"{name}-metrics-settings", metadata=settings["metadata"],
                                                      data=settings["data"], opts=on_cluster)
         return objects
+
+
+def _kubelet_object_id(
+        profile: Mapping[str, containerservice.outputs.UserAssignedIdentityManagedClusterResponse] | None) -> str:
+    """The kubelet identity (it pulls the images), which AKS reports for a cluster with a managed identity."""
+    object_id = profile["kubeletidentity"].object_id if profile else None
+    if object_id is None:
+        raise ValueError("the cluster reports no kubelet identity (identityProfile.kubeletidentity.objectId)")
+    return object_id
 
 
 def _load_balancer_url(status) -> str:

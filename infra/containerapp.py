@@ -78,9 +78,11 @@ def entra_auth(auth: AuthSettings) -> dict:
     """The auth config's arguments: Microsoft Entra only, 401 to anyone without a token of a listed client application
     for the API's audience (no login redirect: callers are programs), HTTPS only, no token store (the API keeps no
     sessions, so nothing needs a storage account or a secret)."""
+    if auth.client_id is None or auth.audience is None:  # the settings require both for entra
+        raise ValueError("Entra auth needs serving.auth.clientId and serving.auth.audience")
     return dict(
         platform=app.AuthPlatformArgs(enabled=True),
-        global_validation=app.GlobalValidationArgs(unauthenticated_client_action="Return401"),
+        global_validation=app.GlobalValidationArgs(unauthenticated_client_action=app.UnauthenticatedClientActionV2.RETURN401),
         http_settings=app.HttpSettingsArgs(require_https=True),
         login=app.LoginArgs(token_store=app.TokenStoreArgs(enabled=False)),
         identity_providers=app.IdentityProvidersArgs(azure_active_directory=app.AzureActiveDirectoryArgs(
@@ -177,7 +179,7 @@ class ContainerAppService(pulumi.ComponentResource):
         self.candidate_url = self.app.configuration.apply(
             lambda c: label_url(c.ingress.fqdn, CANDIDATE_LABEL) if releasing and c and c.ingress else "")
         # What serves if the release in progress fails: the stable revision until the release completes.
-        self.serving_revision = (pulumi.Output.from_input(s.stable_revision) if releasing
+        self.serving_revision = (pulumi.Output.from_input(s.stable_revision) if s.stable_revision is not None
                                  else self.latest_revision_name)
         self.register_outputs({"endpoint_url": self.endpoint_url, "latest_revision_name": self.latest_revision_name,
                                "candidate_url": self.candidate_url, "serving_revision": self.serving_revision})

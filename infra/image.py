@@ -31,7 +31,7 @@ PLATFORM = "linux/amd64"
 class ModelRef:
     name: str
     version: str
-    run_id: str
+    run_id: str | None  # None for a version registered from a path rather than a run
     content_sha256: str
 
 
@@ -101,8 +101,9 @@ def global_uris(tracking_uri: str, registry_uri: str | None) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved[0])
-        mlflow.set_registry_uri(saved[1])
+        # None ("never set") is what mlflow itself resets to; its annotations leave None out.
+        mlflow.set_tracking_uri(saved[0])  # type: ignore[arg-type]
+        mlflow.set_registry_uri(saved[1])  # type: ignore[arg-type]
         for name, value in saved[2].items():
             if value is None:
                 os.environ.pop(name, None)
@@ -162,7 +163,8 @@ class ScoringImage(pulumi.ComponentResource):
         context = _stable(context)
         server = pulumi.Output.from_input(args.login_server)
         # Never in state in plain text; and never fetched by a preview, which pushes nothing and may run as a Reader.
-        password = pulumi.Output.secret(server.apply(lambda s: "" if pulumi.runtime.is_dry_run() else args.token(s)))
+        password: pulumi.Output[str] = pulumi.Output.secret(
+            server.apply(lambda s: "" if pulumi.runtime.is_dry_run() else args.token(s)))
         self.image = docker.Image(
             f"{name}-image",
             image_name=server.apply(lambda s: f"{s}/{args.settings.repository}:{image_tag(model)}"),

@@ -143,7 +143,7 @@ class CloudMocks(pulumi.runtime.Mocks):
         inputs = unwrap(dict(args.inputs), secrets=secrets)
         outputs = {**inputs, **self._outputs(args.typ, args.name, inputs)}
         resource_id = outputs.pop("id", None) or f"{args.name}-id"
-        self.resources.append(Captured(args.typ, args.name, inputs, {**outputs, "id": resource_id}, args.custom,
+        self.resources.append(Captured(args.typ, args.name, inputs, {**outputs, "id": resource_id}, bool(args.custom),
                                        provider=args.provider or "", secrets=secrets))
         return resource_id, outputs
 
@@ -244,31 +244,32 @@ class CloudMocks(pulumi.runtime.Mocks):
                 "configuration": configuration, "latestRevisionName": f"{app_name}--{suffix}",
                 "latestRevisionFqdn": f"{app_name}--{suffix}.{fqdn.split('.', 1)[1]}"}
 
-    def call(self, args: pulumi_mocks.MockCallArgs) -> dict | tuple[dict, list[tuple[str, str]]]:
+    def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict, list[tuple[str, str]]]:
+        """(the function's result, its failures as (property, reason): none but a lookup's 404)."""
         self.calls.append((args.token, dict(args.args)))
         if args.token == "azure-native:databricks:getWorkspace":
             return self._lookup(args.args, "Microsoft.Databricks/workspaces", args.args.get("workspaceName", ""))
         if args.token == "azure-native:operationalinsights:getSharedKeys":
-            return {"primarySharedKey": "bW9jay1wcmltYXJ5LWtleQ==", "secondarySharedKey": "bW9jay1zZWNvbmRhcnk="}
+            return {"primarySharedKey": "bW9jay1wcmltYXJ5LWtleQ==", "secondarySharedKey": "bW9jay1zZWNvbmRhcnk="}, []
         if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":
             import base64
 
             kubeconfig = ("apiVersion: v1\nkind: Config\nclusters: [{name: aks, cluster: {server: 'https://aks.example'}}]\n"
                           "contexts: [{name: aks, context: {cluster: aks, user: user}}]\ncurrent-context: aks\n"
                           "users: [{name: user, user: {token: mock}}]\n")
-            return {"kubeconfigs": [{"name": "clusterUser", "value": base64.b64encode(kubeconfig.encode()).decode()}]}
+            return {"kubeconfigs": [{"name": "clusterUser", "value": base64.b64encode(kubeconfig.encode()).decode()}]}, []
         if args.token == "databricks:index/getCurrentUser:getCurrentUser":  # SCIM Me, for a service principal
             return {"id": "4711", "userName": DEPLOYER_APPLICATION_ID,
-                    "aclPrincipalId": f"servicePrincipals/{DEPLOYER_APPLICATION_ID}"}
-        return {}
+                    "aclPrincipalId": f"servicePrincipals/{DEPLOYER_APPLICATION_ID}"}, []
+        return {}, []
 
 
-    def _lookup(self, args: dict, kind: str, name: str) -> dict | tuple[dict, list[tuple[str, str]]]:
+    def _lookup(self, args: dict, kind: str, name: str) -> tuple[dict, list[tuple[str, str]]]:
         """An ARM GET: the existing resource's properties, or the 404 ARM answers on an empty subscription."""
         if name in self.existing:
             group = args.get("resourceGroupName", "rg-mock")
             namespace, kind_name = kind.split("/")
-            return {"id": self.arm_id(namespace, kind_name, name, group), "name": name, **self.existing[name]}
+            return {"id": self.arm_id(namespace, kind_name, name, group), "name": name, **self.existing[name]}, []
         return {}, [("", f"GET https://management.azure.com/subscriptions/{SUBSCRIPTION}/resourceGroups/"
                          f"{args.get('resourceGroupName')}/providers/{kind}/{name}\nRESPONSE 404: 404 Not Found\n"
                          "ERROR CODE: ResourceGroupNotFound")]

@@ -65,7 +65,7 @@ class Observability(pulumi.ComponentResource):
             disable_local_auth=True, tags=args.tags, opts=child)
         self.app_insights_id = self.app_insights.id
         # Where the drift job sends its record (AppTraces in this workspace); kept secret all the same.
-        self.connection_string = pulumi.Output.secret(self.app_insights.connection_string)
+        self.connection_string: pulumi.Output[str] = pulumi.Output.secret(self.app_insights.connection_string)
         self.action_group = monitor.ActionGroup(
             f"{name}-actions", resource_group_name=args.resource_group_name, location="global", enabled=True,
             group_short_name=f"mlops{args.name[-7:]}"[-12:],  # at most 12 characters

@@ -29,7 +29,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         s.name("rg"), s.name("dbw"), s.databricks.existing_workspace_url, s.databricks.existing_workspace_resource_id))
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, name=s.name("log"), settings=s.observability,
-        log_source=log_source(s), serving_deployed=promoting or resolution.model is not None, tags=s.tags,
+        log_source=log_source(s), serving_deployed=resolution is None or resolution.model is not None, tags=s.tags,
         protect=s.protect))
     registry = Registry("registry", RegistryArgs(
         resource_group_name=group.name, location=s.location, identity_name=s.name("id-pull"), settings=s.registry,

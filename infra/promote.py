@@ -14,11 +14,14 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pulumi.errors import RunError
 
 from infra.model_source import Workspace, pinned_to
+
+if TYPE_CHECKING:
+    from mlflow.store.artifact.artifact_repo import ArtifactRepository
 
 LINEAGE = ("source_workspace", "source_model", "source_version", "source_run_id")
 IMAGE_DIGEST_TAG = "image_digest"
@@ -109,11 +112,14 @@ def lineage_tags(source: ModelSource, run_id: str, image_digest: str = "") -> di
 
 def download_version(registry: Registry, name: str, version: str, dst: Path) -> Path:
     """The version's files, exactly as stored (no `registered_model_meta` added, unlike a models:/ download)."""
+    repo: ArtifactRepository
     if registry.unity_catalog:
         from mlflow.store.artifact.unity_catalog_models_artifact_repo import UnityCatalogModelsArtifactRepository
 
-        repo = UnityCatalogModelsArtifactRepository(f"models:/{name}/{version}", registry_uri=registry.registry_uri,
-                                                    tracking_uri=registry.tracking_uri)
+        # mlflow marks ArtifactRepository._download_file abstract but never enforces it (a Python 2 __metaclass__);
+        # this repository overrides download_artifacts instead.
+        repo = UnityCatalogModelsArtifactRepository(  # type: ignore[abstract]
+            f"models:/{name}/{version}", registry_uri=registry.registry_uri, tracking_uri=registry.tracking_uri)
     else:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -304,15 +310,15 @@ def import_image(target_registry_id: str, source_registry_id: str, source_image:
     from azure.mgmt.containerregistry.models import ImportImageParameters, ImportMode, ImportSource
 
     target = _registry_id(target_registry_id)
+    transport: dict[str, Any] = {"connection_verify": ca_bundle} if ca_bundle else {}  # a TLS-inspecting proxy's CA, or a test's
+    polling: dict[str, Any] = {"polling_interval": poll_s} if poll_s is not None else {}
     client = ContainerRegistryManagementClient(
-        credential or arm_credential(), target["subscriptions"], base_url=endpoint, api_version=ACR_API_VERSION,
-        **({"connection_verify": ca_bundle} if ca_bundle else {}))  # a TLS-inspecting proxy's CA, or a test's
+        credential or arm_credential(), target["subscriptions"], base_url=endpoint, api_version=ACR_API_VERSION, **transport)
     parameters = ImportImageParameters(
         source=ImportSource(resource_id=source_registry_id, source_image=source_image), target_tags=target_tags,
         mode=ImportMode.FORCE)  # Force: re-running a promotion (same tag, same digest) is not an error
     try:
-        poller = client.registries.begin_import_image(target["resourceGroups"], target["registries"], parameters,
-                                                      **({"polling_interval": poll_s} if poll_s is not None else {}))
+        poller = client.registries.begin_import_image(target["resourceGroups"], target["registries"], parameters, **polling)
         poller.result(timeout=timeout_s)
     except ResourceNotFoundError as error:
         raise PromotionError(f"{source_image} is not in the source registry {source_registry_id}: only an image the "

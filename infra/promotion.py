@@ -43,6 +43,12 @@ class SourceArtifact:
     run_id: str  # "" when pinned: the registry knows the pinned version's run
     workspace: str
 
+    def image_to_import(self) -> promote.ImageRef:
+        """The source's image: every promotion but a pinned one (a rollback) imports it."""
+        if self.image is None:
+            raise PromotionError(f"a pinned promotion from {self.stack} imports no image")
+        return self.image
+
 
 def source_artifact(stack: str, outputs: Mapping[str, Any], settings: PromotionSettings) -> SourceArtifact:
     """Staging's outputs -> what to promote; a bootstrap (no image yet) or missing output fails naming both."""
@@ -194,8 +200,9 @@ class Promotion(pulumi.ComponentResource):
             self.source_image_ref = source.apply(lambda a: str(a.image))
             self.import_ = ImageImport(f"{name}-image-import", {
                 "target_registry_id": args.registry_id, "source_registry_id": source.apply(lambda a: a.registry_id),
-                "source_image": source.apply(lambda a: f"{a.image.repository}@{a.image.digest}"),
-                "target_tags": source.apply(lambda a: [f"{args.image.repository}:v{a.model_version}-{a.image.digest[7:19]}"]),
+                "source_image": source.apply(lambda a: f"{a.image_to_import().repository}@{a.image_to_import().digest}"),
+                "target_tags": source.apply(
+                    lambda a: [f"{args.image.repository}:v{a.model_version}-{a.image_to_import().digest[7:19]}"]),
                 "image_ref": target_ref, "digest": self.digest}, opts=child)
             self.image_ref = self.import_.image_ref
         m = args.model

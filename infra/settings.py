@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, get_args
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pulumi.errors import RunError
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
@@ -37,7 +37,10 @@ REVISION = r"[a-z0-9][a-z0-9-]{0,62}"  # a Container Apps revision name
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 QUANTITY = r"\d+(\.\d+)?(m|Mi|Gi|Ki)?"
-SPARK_VERSIONS = Literal[tuple(runtime.BUNDLED)]  # type: ignore[valid-type]  # the runtimes infra/runtime.py records
+if TYPE_CHECKING:
+    SPARK_VERSIONS = str
+else:  # the runtimes infra/runtime.py records, as choices (built at run time, so the type checker sees a str)
+    SPARK_VERSIONS = Literal[tuple(runtime.BUNDLED)]
 
 
 class ConfigError(RunError, ValueError):
@@ -658,7 +661,8 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
     """Validate already-parsed config values (top-level key -> scalar or object) into settings. `env` is the
     deployer's environment, which on purpose no longer steers what a stack deploys (see model.trackingUri)."""
     raw = {k: v for k, v in values.items() if v is not None}
-    section = {name: raw.get(name) if isinstance(raw.get(name), Mapping) else {} for name in ("databricks", "model")}
+    section: dict[str, Mapping[str, Any]] = {name: value if isinstance(value := raw.get(name), Mapping) else {}
+                                             for name in ("databricks", "model")}
     unity_catalog = section["databricks"].get("modelRegistry", "unityCatalog") == "unityCatalog"
     tracking = section["model"].get("trackingUri", "databricks")
     context = {"project": project, "stack": stack, "environment": raw.get("environment"), "unity_catalog": unity_catalog,

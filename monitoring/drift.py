@@ -50,6 +50,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -161,6 +162,7 @@ def _reassemble(received: dict[int, dict]) -> dict:
 
 def _add(window: Window, entry: dict) -> None:
     ts, counts = _parse_ts(entry["ts"]), window.counts
+    assert ts is not None, "_prediction_entry admits only entries whose ts parses"
     if (window.start and ts < window.start) or (window.end and ts > window.end):
         counts["outside_window"] += 1
         return
@@ -283,7 +285,8 @@ def categorical_buckets(profile: dict, values: list) -> tuple[list[str], np.ndar
     return [*categories, UNSEEN, MISSING], expected, counts
 
 
-def _to_float(value: object) -> float:
+def _to_float(value: Any) -> float:
+    """A JSON value as a number; NaN for anything else."""
     if isinstance(value, bool) or value is None:
         return math.nan
     try:
@@ -311,7 +314,7 @@ def compare_column(name: str, profile: dict, values: list, psi_threshold: float,
 def compare(baseline: dict, records: list[dict], probabilities: list[float], *, psi_threshold: float, alpha: float,
             min_records: int) -> dict:
     """One model version's result: status, drifted columns and per-column statistics."""
-    result = {"records": len(records), "features": {}, "drifted": [], "drifted_features": []}
+    result: dict[str, Any] = {"records": len(records), "features": {}, "drifted": [], "drifted_features": []}
     if len(records) < min_records:
         return {**result, "status": "not enough data"}
     for column, profile in baseline["features"].items():
@@ -416,12 +419,31 @@ def send_to_app_insights(connection_string: str, records: list[dict], credential
 
     from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
+
+    class Checked(LogRecordExporter):
+        """The exporter, remembering every export that did not succeed."""
+
+        def __init__(self, exporter: LogRecordExporter) -> None:
+            self.exporter = exporter
+            self.failures: list[str] = []
+
+        def export(self, batch):
+            result = self.exporter.export(batch)
+            if result.name != "SUCCESS":
+                self.failures.append(result.name)
+            return result
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
+        def shutdown(self) -> None:
+            self.exporter.shutdown()
 
     # The exporter's own usage telemetry ("statsbeat") would go to Microsoft's endpoints: nothing but the record leaves.
     os.environ.setdefault("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
-    exporter = _Checked(AzureMonitorLogExporter(connection_string=connection_string, credential=credential,
-                                                disable_offline_storage=True))
+    exporter = Checked(AzureMonitorLogExporter(connection_string=connection_string, credential=credential,
+                                               disable_offline_storage=True))
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
     logger = logging.getLogger("credit-drift.app-insights")
@@ -439,25 +461,6 @@ def send_to_app_insights(connection_string: str, records: list[dict], credential
         provider.shutdown()
     if exporter.failures:  # the processor drops a failed export silently; a lost record must fail the job instead
         raise DriftDeliveryError(f"Application Insights did not accept the drift record: {exporter.failures}")
-
-
-class _Checked:
-    """The exporter, remembering every export that did not succeed."""
-
-    def __init__(self, exporter) -> None:
-        self.exporter, self.failures = exporter, []
-
-    def export(self, batch):
-        result = self.exporter.export(batch)
-        if result.name != "SUCCESS":
-            self.failures.append(result.name)
-        return result
-
-    def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return True
-
-    def shutdown(self) -> None:
-        self.exporter.shutdown()
 
 
 def job_credential(service_credential: str | None):  # pragma: no cover - the Databricks branch needs a cluster
@@ -495,7 +498,7 @@ def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
     keys = sorted(window.records, key=lambda k: (k[0], int(k[1]) if k[1].isdigit() else 0))
     if args.model_version:
         keys = [k for k in keys if k[1] == str(args.model_version)] or [(args.model_name or "", str(args.model_version))]
-    report = {
+    report: dict[str, Any] = {
         "generated_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "source": where,
         "window": {"start": start.isoformat(timespec="seconds") if start else "start of log",

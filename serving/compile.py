@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -75,7 +76,7 @@ def _to_onnx(model, initial_types: list, pipeline: Pipeline):
         raise CompileError(f"cannot compile {type(pipeline).__name__} to ONNX: {error}") from error
 
 
-def encoding_of(pipeline: Pipeline, inputs: tuple[InputField, ...]) -> tuple[list[dict], object] | None:
+def encoding_of(pipeline: Pipeline, inputs: tuple[InputField, ...]) -> tuple[list[dict], Any] | None:
     """(the Encoding's blocks, the final estimator) for Pipeline([ColumnTransformer of numeric SimpleImputers
     and (imputed) OneHotEncoder(handle_unknown="ignore")s, estimator]); None for anything else."""
     if not (isinstance(pipeline, Pipeline) and len(pipeline.steps) == 2

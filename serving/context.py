@@ -26,7 +26,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +66,7 @@ class PackagingError(RuntimeError):
 class ResolvedModel:
     name: str
     version: str
-    run_id: str
+    run_id: str | None  # None for a version registered from a path rather than a run
     source_uri: str
 
     @property
@@ -245,7 +245,7 @@ def _render(runtime: str, locked: list[str], extras: list[str]) -> str:
     return text
 
 
-def _download(requirements: list[str], dest: Path, constraints: list[str] = ()) -> None:
+def _download(requirements: list[str], dest: Path, constraints: Sequence[str] = ()) -> None:
     try:
         lock.download(requirements, dest, constraints=constraints)
     except lock.LockError as error:

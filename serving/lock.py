@@ -24,6 +24,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,7 +144,8 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download(requirements: list[str], dest: Path, *, constraints: list[str] = (), python_version: str = "3.11") -> None:
+def download(requirements: list[str], dest: Path, *, constraints: Sequence[str] = (),
+             python_version: str = "3.11") -> None:
     """pip download the image's wheels (and their dependencies) for linux/cp311 into dest."""
     platform_args = [python_version if previous == "--python-version" else arg
                      for previous, arg in zip(("", *WHEEL_PLATFORM_ARGS), WHEEL_PLATFORM_ARGS, strict=False)]

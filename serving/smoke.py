@@ -90,8 +90,9 @@ def example_records(base: str, manifest: Path | None, token: str | None = None) 
     schema = call(f"{base}/openapi.json", token=token)
     if schema.status != 200:
         raise SmokeFailure(f"/openapi.json: expected 200, got {schema.status}")
+    body = schema.body if isinstance(schema.body, dict) else {}
     try:
-        return schema.body["components"]["schemas"]["PredictRequest"]["examples"][0]["records"]
+        return body["components"]["schemas"]["PredictRequest"]["examples"][0]["records"]
     except (KeyError, IndexError, TypeError):
         raise SmokeFailure("/openapi.json: PredictRequest has no example to send") from None
 

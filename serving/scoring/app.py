@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from . import docs, metrics, mlflow_protocol, requestlog, v2
 from .core import InputError, NotReady, ScoringPath, describe_error
-from .front import Handler, Reply, ScoringFront, ScoringRoute, header, scoring_route
+from .front import Handler, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, load_scorer, records_to_columns
 from .schemas import PredictResponse, columns_adapter, records_adapter, request_adapter, request_schemas
 from .settings import Settings
@@ -83,7 +83,8 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
     log_failure = functools.partial(requestlog.error_line, model_name=manifest.model_name,
                                     model_version=manifest.model_version)
     app.state.log_failure = log_failure
-    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    # Starlette types every handler as taking any Exception, though it calls this one with its class only.
+    app.add_exception_handler(RequestValidationError, validation_error_handler)  # type: ignore[arg-type]
     app.add_exception_handler(Exception, unexpected_error_handler)
     routes = [*predict_routes(app, path, envelope, log_failure),
               *mlflow_routes(app, path, (records_adapter(manifest, settings.max_records, extra="ignore"),
@@ -91,7 +92,8 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
                              log_failure),
               *v2_routes(app, path, log_failure)]
     add_service_routes(app, path)
-    app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))
+    # FastAPI's documented way to extend the document; mypy refuses any assignment to a method.
+    app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))  # type: ignore[method-assign]
     return ScoringFront(app, routes=routes, log_failure=log_failure)
 
 
@@ -107,7 +109,7 @@ def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any)
     return scoring_route(template, handler)
 
 
-def not_ready(scope: dict, log_failure: Any, error: NotReady, body: dict) -> Reply:
+def not_ready(scope: Scope, log_failure: Any, error: NotReady, body: dict) -> Reply:
     requestlog.write_line(log_failure(request_id=scope["request_id"], route=scope["path"], status=503,
                                       error=f"not ready: {error}"))
     return Reply(503, orjson.dumps(body))
@@ -117,7 +119,7 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
     manifest = path.manifest
     model_ref = {"name": manifest.model_name, "version": manifest.model_version}
 
-    def predict(scope: dict, body: bytes) -> Reply:
+    def predict(scope: Scope, body: bytes) -> Reply:
         # The raw body is parsed and validated in one pass by pydantic-core (no json.loads, then
         # per-record models): the same record rules as the other protocols' validate_python.
         started, request_id = time.perf_counter(), scope["request_id"]
@@ -139,7 +141,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
     mlflow_version = docs.mlflow_version(path.manifest)
 
-    def invocations(scope: dict, body: bytes) -> Reply:
+    def invocations(scope: Scope, body: bytes) -> Reply:
         started, request_id = time.perf_counter(), scope["request_id"]
         content_type = header(scope, b"content-type") or ""
         refused = mlflow_protocol.refused_content_type(content_type)
@@ -178,7 +180,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
                                             f"version '{manifest.model_version}'"))
         return None
 
-    def infer(scope: dict, body: bytes) -> Reply:
+    def infer(scope: Scope, body: bytes) -> Reply:
         started, request_id = time.perf_counter(), scope["request_id"]
         params = scope.get("path_params", {})
         if (missing := unknown(params.get("name", ""), params.get("version"))) is not None:

@@ -15,7 +15,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -37,7 +37,8 @@ class Reply(NamedTuple):
     content_type: str = JSON
 
 
-Handler = Callable[[dict, bytes], Reply]  # (ASGI scope with request_id and path_params, raw body) -> reply
+Scope = MutableMapping[str, Any]  # an ASGI connection scope (as starlette.types.Scope)
+Handler = Callable[[Scope, bytes], Reply]  # (ASGI scope with request_id and path_params, raw body) -> reply
 
 
 @dataclass(frozen=True)
@@ -59,10 +60,10 @@ class ScoringFront:
         self.app, self.log_failure = app, log_failure
         self.exact = {r.template: r for r in routes if "{" not in r.template}
         self.patterns = [r for r in routes if "{" in r.template]
-        self.counters: dict[tuple, Any] = {}
-        self.timers: dict[tuple, Any] = {}
+        self.counters: dict[tuple[str, str, int], Any] = {}  # (route, method, status) -> counter child
+        self.timers: dict[str, Any] = {}  # route -> histogram child
 
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -87,7 +88,7 @@ class ScoringFront:
         finally:
             self.observe(metrics.route_label(scope), scope["method"], status, started)
 
-    def match(self, scope: dict) -> ScoringRoute | None:
+    def match(self, scope: Scope) -> ScoringRoute | None:
         path = scope["path"]
         route = self.exact.get(path)
         if route is not None:
@@ -101,7 +102,7 @@ class ScoringFront:
                     return route
         return None
 
-    async def answer(self, route: ScoringRoute, scope: dict, receive: Any, send: Any) -> int:
+    async def answer(self, route: ScoringRoute, scope: Scope, receive: Any, send: Any) -> int:
         body = await read_body(receive)
         if body is None:  # the client went away: nothing to answer
             return 499
@@ -146,7 +147,7 @@ async def read_body(receive: Any) -> bytes | None:
     return b"".join(chunks)
 
 
-def _request_id(scope: dict) -> str:
+def _request_id(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == REQUEST_ID_HEADER:
             candidate = value.decode("latin-1")[:128]
@@ -155,7 +156,7 @@ def _request_id(scope: dict) -> str:
     return os.urandom(16).hex()  # 32 hex digits like uuid4().hex, at a fraction of its cost
 
 
-def header(scope: dict, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")

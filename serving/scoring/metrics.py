@@ -5,6 +5,8 @@ the service's own routes). With several uvicorn workers, prometheus_client's mul
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
+from typing import Any
 
 import numpy as np
 from prometheus_client import (
@@ -40,7 +42,7 @@ MODEL_INFO = Gauge("scoring_model_info", "The model this process serves (value 1
                    ["model_name", "model_version", "runtime"], multiprocess_mode="max")
 
 
-def route_label(scope: dict) -> str:
+def route_label(scope: MutableMapping[str, Any]) -> str:
     """The matched route's template (after routing), else "other": scanners must not explode cardinality."""
     route = scope.get("route")
     return getattr(route, "path_format", None) or getattr(route, "path", None) or "other"

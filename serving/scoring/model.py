@@ -124,9 +124,9 @@ class Encoding:
             value = columns[name][0]
             row[position] = fill if value is None else value
         for name, lookup in self.one_hot:
-            position = lookup.get(columns[name][0])
-            if position is not None:
-                row[position] = 1.0
+            slot = lookup.get(columns[name][0])
+            if slot is not None:
+                row[slot] = 1.0
         return np.frombuffer(row, dtype=np.float32).reshape(1, self.width)
 
     def _rows(self, columns: Columns, n: int) -> np.ndarray:
@@ -182,7 +182,7 @@ class OnnxScorer:
     def column_feeds(self, columns: Columns) -> dict[str, np.ndarray]:
         """One array per type, [columns, n] (each row contiguous), then one [n, 1] view per column: two
         numpy conversions instead of one per column."""
-        feeds = {}
+        feeds: dict[str, np.ndarray] = {}
         if self.numbers:  # None becomes NaN, which the compiled imputer fills
             block = np.array([columns[name] for name in self.numbers], dtype=np.float32)
             feeds.update((name, block[i].reshape(-1, 1)) for i, name in enumerate(self.numbers))

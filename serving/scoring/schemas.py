@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter
 from typing_extensions import TypedDict
 
 from .model import Manifest
@@ -50,6 +50,20 @@ def _boolean_as_number(value: object) -> object:
     return float(value) if isinstance(value, bool) else value
 
 
+def _typed_dict(name: str, fields: dict[str, Any], config: ConfigDict) -> Any:
+    """TypedDict's functional form with field names known only at run time (from the signature): a type no
+    static checker can see, hence Any."""
+    factory: Any = TypedDict  # mypy accepts the functional form only with a literal dict of fields
+    typed_dict = factory(name, fields)
+    typed_dict.__pydantic_config__ = config
+    return typed_dict
+
+
+def _bounded_list(item: Any, max_records: int, **field: Any) -> Any:
+    """list[item] of 1 to max_records items (built at run time, so Any to a static checker)."""
+    return Annotated[list[item], Field(min_length=1, max_length=max_records, **field)]
+
+
 def record_type(manifest: Manifest, extra: Extra = "forbid", mlflow_lax: bool = False) -> type:
     """A TypedDict per the signature: validated records stay plain dicts (no per-record objects to build).
     `mlflow_lax` accepts what MLflow's schema enforcement lets through: a number where a string belongs
@@ -63,20 +77,16 @@ def record_type(manifest: Manifest, extra: Extra = "forbid", mlflow_lax: bool = 
         converter = _number_as_text if kind is str else _boolean_as_number
         converters = [BeforeValidator(converter)] if mlflow_lax else []
         fields[field.name] = Annotated[kind | None, *converters, Field(description=f"{field.type}, or null if unknown")]
-    record = TypedDict("Record", fields)  # type: ignore[misc]  (functional form: names come from the signature)
-    record.__pydantic_config__ = {**RECORD_CONFIG, "extra": extra}  # type: ignore[attr-defined]
-    return record
+    config: ConfigDict = {**RECORD_CONFIG, "extra": extra}
+    return _typed_dict("Record", fields, config)
 
 
 def request_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
     """Validates the raw JSON body in one pass (pydantic-core parses and checks together)."""
-    records = Annotated[list[record_type(manifest)], Field(min_length=1, max_length=max_records,
-                                                           description=f"1 to {max_records} records")]
-    class PredictRequest(TypedDict):
-        __pydantic_config__ = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"records": manifest.input_example}]})
-        records: records  # type: ignore[valid-type]
-
-    return TypeAdapter(PredictRequest)
+    records = _bounded_list(record_type(manifest), max_records, description=f"1 to {max_records} records")
+    example: list[JsonValue] = list(manifest.input_example)
+    return TypeAdapter(_typed_dict("PredictRequest", {"records": records}, ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"records": example}]})))
 
 
 def records_adapter(manifest: Manifest, max_records: int, extra: Extra = "forbid", mlflow_lax: bool = False) -> TypeAdapter:
@@ -85,19 +95,14 @@ def records_adapter(manifest: Manifest, max_records: int, extra: Extra = "forbid
     ignored (extra="ignore"); with mlflow_lax, a number for a string column is taken as its text and a
     boolean for a number as 1.0/0.0 (a Python call per value: used only when the strict rules refuse)."""
     record = record_type(manifest, extra, mlflow_lax=mlflow_lax)
-    return TypeAdapter(Annotated[list[record], Field(min_length=1, max_length=max_records)])
+    return TypeAdapter(_bounded_list(record, max_records))
 
 
 def columns_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
     """The signature's columns (name -> one value per record), each value under the record rules above and
     as many records as they allow: for protocols that decode to columns (V2), with no records to build."""
-    def column(kind: Any) -> Any:
-        return Annotated[list[kind | None], Field(min_length=1, max_length=max_records)]
-
-    fields = {f.name: column(PYTHON_TYPES[f.type]) for f in manifest.inputs}
-    columns = TypedDict("Columns", fields)  # type: ignore[misc]  (functional form: names come from the signature)
-    columns.__pydantic_config__ = RECORD_CONFIG  # type: ignore[attr-defined]
-    return TypeAdapter(columns)
+    fields = {f.name: _bounded_list(PYTHON_TYPES[f.type] | None, max_records) for f in manifest.inputs}
+    return TypeAdapter(_typed_dict("Columns", fields, RECORD_CONFIG))
 
 
 def request_schemas(adapter: TypeAdapter, ref_prefix: str = "#/components/schemas/") -> dict[str, dict]:

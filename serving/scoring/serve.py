@@ -11,16 +11,27 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+from typing import Literal, TypedDict
 
 import uvicorn
 
 from .settings import ServerSettings, Settings, SettingsError
 
+
+class UvicornFlags(TypedDict):
+    http: str
+    loop: str
+    lifespan: Literal["auto", "on", "off"]
+    access_log: bool
+    server_header: bool
+    log_level: str
+
+
 # Named, not left to uvicorn's "auto" (which silently falls back to asyncio and h11 when uvloop or httptools
 # is missing: slower). No access log: the request log (scoring/requestlog.py) is ours.
 # bench/serving.py runs its bare FastAPI endpoint with these same flags.
-UVICORN_FLAGS = {"http": "httptools", "loop": "uvloop", "lifespan": "on", "access_log": False,
-                 "server_header": False, "log_level": "info"}
+UVICORN_FLAGS: UvicornFlags = {"http": "httptools", "loop": "uvloop", "lifespan": "on", "access_log": False,
+                               "server_header": False, "log_level": "info"}
 
 
 def main() -> int:
