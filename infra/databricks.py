@@ -16,8 +16,10 @@ principal, the wheel and the grants; split up, each part would take all of them 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pulumi
 import pulumi_azure_native.authorization as authorization
@@ -75,7 +77,7 @@ def mlflow_env(registry_uri: str) -> dict[str, str]:
     return {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": registry_uri}
 
 
-Wanted = tuple[str, dict[str, str], pulumi.Input[str], list[str]]  # key, securable, principal, privileges
+Wanted = tuple[str, dict[str, Any], pulumi.Input[str], list[str]]  # key, securable, principal, privileges
 
 
 def batch_grants(batch: BatchSettings, catalog: str, schema: str, principal: pulumi.Input[str]) -> list[Wanted]:
@@ -100,10 +102,17 @@ def batch_grants(batch: BatchSettings, catalog: str, schema: str, principal: pul
     return wanted
 
 
+def principal_of(identity: Any) -> str:
+    """The principal id of a system-assigned identity (Azure sets it on create)."""
+    if identity is None or not identity.principal_id:
+        raise ValueError("the access connector has no system-assigned identity yet")
+    return identity.principal_id
+
+
 def merged(wanted: list[Wanted]) -> list[Wanted]:
     """One Grant per principal and securable, holding all its privileges: a databricks Grant is authoritative for its
     principal on its securable, so two of them for the same pair overwrite each other on every `up`."""
-    found: dict[tuple[str, str], Wanted] = {}
+    found: dict[tuple[str, str | int], Wanted] = {}
     for key, securable, principal, privileges in wanted:
         pair = (repr(sorted(securable.items())), str(principal) if isinstance(principal, str) else id(principal))
         if pair in found:
@@ -116,6 +125,7 @@ def merged(wanted: list[Wanted]) -> list[Wanted]:
 
 class Databricks(pulumi.ComponentResource):
     workspace_url: pulumi.Output[str]
+    secrets: list[pulumi.CustomResource]
     job_id: pulumi.Output[str]
 
     def __init__(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions | None = None) -> None:
@@ -151,7 +161,7 @@ class Databricks(pulumi.ComponentResource):
         s = args.settings
         if s.existing_workspace_url:
             self.workspace = None
-            self.workspace_resource_id = s.existing_workspace_resource_id
+            self.workspace_resource_id: pulumi.Input[str] | None = s.existing_workspace_resource_id
             self.workspace_url = pulumi.Output.from_input(s.existing_workspace_url)
             return self.workspace_url
         # Premium: Unity Catalog and cluster policies need it. The managed resource group sits beside ours.
@@ -205,7 +215,8 @@ class Databricks(pulumi.ComponentResource):
         if self.workspace is not None:  # an existing workspace: ISOLATED binds the creating workspace itself
             created.append(databricks.WorkspaceBinding(
                 f"{name}-catalog-binding", securable_name=catalog.name, securable_type="catalog",
-                workspace_id=self.workspace.workspace_id.apply(int), binding_type="BINDING_TYPE_READ_WRITE", opts=opts))
+                workspace_id=self.workspace.workspace_id,  # a string, as the SDK types it
+                binding_type="BINDING_TYPE_READ_WRITE", opts=opts))
         return created
 
     def _in_schema(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
@@ -236,7 +247,7 @@ class Databricks(pulumi.ComponentResource):
                                        name=s.code_volume, volume_type="MANAGED", comment="the Databricks jobs' wheel",
                                        opts=self._in_schema(opts))
             path = f"/Volumes/{s.catalog}/{s.schema}/{s.code_volume}/{self.wheel.name}"
-            file = databricks.File(f"{name}-wheel", path=path, content_base64=content,
+            file: pulumi.CustomResource = databricks.File(f"{name}-wheel", path=path, content_base64=content,
                                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])))
             return path, [volume, file]
         path = f"{s.files_root}/{self.wheel.name}"
@@ -247,9 +258,10 @@ class Databricks(pulumi.ComponentResource):
         """Least privilege in Unity Catalog. Each Grant adds one principal's privileges on one securable and leaves
         other principals' grants alone (the catalog and the training table are usually shared)."""
         s, model = args.settings, args.model
-        if not s.unity_catalog:
+        if not s.unity_catalog or s.catalog is None or s.schema is None:  # settings require both with unityCatalog
             return []
-        jobs, grants = self.job_principal, []
+        jobs = self.job_principal
+        grants: list[pulumi.CustomResource] = []
         wanted: list[tuple[str, dict[str, str], pulumi.Input[str], list[str]]] = [
             ("jobs-catalog", {"catalog": s.catalog}, jobs, ["USE_CATALOG"]),
             ("jobs-schema", {"schema": f"{s.catalog}.{s.schema}"}, jobs, ["USE_SCHEMA"]),
@@ -276,7 +288,7 @@ class Databricks(pulumi.ComponentResource):
                                            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends))))
         return grants
 
-    def _wheel_task(self, key: str, entry_point: str, parameters: list[str], timeout: int, cluster: str,
+    def _wheel_task(self, key: str, entry_point: str, parameters: list[pulumi.Input[str]], timeout: int, cluster: str,
                     depends_on: list[str] | None = None) -> databricks.JobTaskArgs:
         return databricks.JobTaskArgs(
             task_key=key, job_cluster_key=cluster, timeout_seconds=timeout,
@@ -310,19 +322,19 @@ class Databricks(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[*self.code, *self.grants, self.experiment, self.registered_model])))
 
-    def _connection_string_secret(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> str:
+    def _connection_string_secret(self, name: str, drift: DriftJobArgs, opts: pulumi.ResourceOptions) -> str:
         """A secret scope of this stack holding the Application Insights connection string; only the jobs'
         principal may read it. Returns the `{{secrets/...}}` reference the cluster resolves."""
-        scope_name = args.drift.settings.secret_scope
+        scope_name = drift.settings.secret_scope
         scope = databricks.SecretScope(f"{name}-secret-scope", name=scope_name, opts=opts)
         secret = databricks.Secret(f"{name}-secret-appinsights", scope=scope.name, key=CONNECTION_STRING_KEY,
-                                   string_value=pulumi.Output.secret(args.drift.app_insights_connection_string), opts=opts)
+                                   string_value=pulumi.Output.secret(drift.app_insights_connection_string), opts=opts)
         acl = databricks.SecretAcl(f"{name}-secret-acl-jobs", scope=scope.name, principal=self.job_principal,
                                    permission="READ", opts=opts)
         self.secrets = [scope, secret, acl]
         return f"{{{{secrets/{scope_name}/{CONNECTION_STRING_KEY}}}}}"
 
-    def _log_reader(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> str:
+    def _log_reader(self, name: str, args: DatabricksArgs, drift: DriftJobArgs, opts: pulumi.ResourceOptions) -> str:
         """How the drift job reads Log Analytics without a client secret: an access connector's managed identity,
         Log Analytics Reader on this stack's workspace only, wrapped in a Unity Catalog service credential that
         only the jobs' principal may use. Returns the credential's name (the drift task's --service-credential)."""
@@ -331,15 +343,15 @@ class Databricks(pulumi.ComponentResource):
             f"{name}-log-reader", connector_name=f"dbac-credit-{args.environment}-logs", location=args.location,
             resource_group_name=args.resource_group_name, tags=args.tags,
             identity=azure_databricks.ManagedServiceIdentityArgs(type="SystemAssigned"), opts=pulumi.ResourceOptions(parent=self))
-        workspace = pulumi.Output.from_input(args.drift.log_analytics_workspace_id)
+        workspace = pulumi.Output.from_input(drift.log_analytics_workspace_id)
         role = authorization.RoleAssignment(
-            f"{name}-log-reader-role", principal_id=connector.identity.apply(lambda i: i.principal_id),
+            f"{name}-log-reader-role", principal_id=connector.identity.apply(principal_of),
             principal_type="ServicePrincipal", scope=workspace,
             role_definition_id=workspace.apply(lambda scope: role_definition_id(scope, LOG_ANALYTICS_READER_ROLE_ID)),
             description="the drift job reads this stack's request log", opts=pulumi.ResourceOptions(parent=self))
-        component = pulumi.Output.from_input(args.drift.app_insights_id)
+        component = pulumi.Output.from_input(drift.app_insights_id)
         publisher = authorization.RoleAssignment(
-            f"{name}-drift-publisher-role", principal_id=connector.identity.apply(lambda i: i.principal_id),
+            f"{name}-drift-publisher-role", principal_id=connector.identity.apply(principal_of),
             principal_type="ServicePrincipal", scope=component,
             role_definition_id=component.apply(lambda scope: role_definition_id(scope, METRICS_PUBLISHER_ROLE_ID)),
             description="the drift job sends its record with Entra ID (local auth is off)",
@@ -357,20 +369,20 @@ class Databricks(pulumi.ComponentResource):
     def _drift_job(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job | None:
         """monitoring/drift.py on a schedule: exit 3 (drift) or 2 (no baseline, no log) fails the run, which
         e-mails `notify`; the drift record also goes to Application Insights, where the drift alert rule reads it."""
-        self.secrets: list[pulumi.CustomResource] = []
+        self.secrets = []
         if args.drift is None:
             return None
         s, d, drift = args.settings, args.drift, args.drift.settings
         # No --model-name: the request log names the model and version the image was built from (staging's,
         # in a promotion target), and that registered version holds the training baseline.
-        parameters = [
+        parameters: list[pulumi.Input[str]] = [
             "--workspace-id", d.log_analytics_customer_id, "--target", d.target,
             "--app-name", d.app_name, "--namespace", d.namespace, "--window-hours", f"{drift.window_hours:g}",
             "--experiment", f"{s.experiment}-drift",
             "--psi-threshold", f"{drift.psi_threshold:g}", "--p-value", f"{drift.p_value:g}",
             "--min-records", str(drift.min_records), "--out", "/tmp/drift"]
-        connection_string = self._connection_string_secret(name, args, opts)
-        credential = self._log_reader(name, args, opts)
+        connection_string = self._connection_string_secret(name, d, opts)
+        credential = self._log_reader(name, args, d, opts)
         parameters += ["--service-credential", credential]
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}
@@ -443,7 +455,7 @@ class Databricks(pulumi.ComponentResource):
 
     @staticmethod
     def _cluster(args: DatabricksArgs, workers: int | None = None,
-                 env: dict[str, pulumi.Input[str]] | None = None) -> databricks.JobJobClusterNewClusterArgs:
+                 env: Mapping[str, pulumi.Input[str]] | None = None) -> databricks.JobJobClusterNewClusterArgs:
         job = args.settings.job
         workers = job.workers if workers is None else workers
         single_node = workers == 0

@@ -20,7 +20,8 @@ QUANTILE_BINS = 10
 def numeric_profile(values: np.ndarray, bins: int = QUANTILE_BINS) -> dict:
     values = np.asarray(values, dtype=np.float64)
     present = values[~np.isnan(values)]
-    inner_edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])) if len(present) else []
+    inner_edges: np.ndarray | list[float] = (np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
+                                             if len(present) else [])
     return {
         "type": "numeric",
         "edges": [float(edge) for edge in inner_edges],

@@ -14,6 +14,7 @@ because only notebooks can set them, and the newest version may be another run's
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from dataclasses import dataclass
 
@@ -106,6 +107,9 @@ def _record(client: MlflowClient, model_name: str, decision: GateDecision, polic
     """Log the decision and both scores on the challenger's run and on the model version."""
     run_id = client.get_model_version(model_name, decision.version).run_id
     outcome = "promoted" if decision.promoted else "rejected"
+    client.set_model_version_tag(model_name, decision.version, "gate.decision", outcome)
+    if run_id is None:  # a version registered from outside a run: the version's tag is the whole record
+        return
     client.log_metric(run_id, "gate_challenger_roc_auc", decision.challenger_roc_auc)
     if decision.champion_roc_auc is not None:
         client.log_metric(run_id, "gate_champion_roc_auc", decision.champion_roc_auc)
@@ -117,7 +121,6 @@ def _record(client: MlflowClient, model_name: str, decision: GateDecision, polic
         "gate.tolerance": str(policy.tolerance),
     }.items():
         client.set_tag(run_id, key, value)
-    client.set_model_version_tag(model_name, decision.version, "gate.decision", outcome)
 
 
 def load_holdout(data: str) -> pd.DataFrame:
@@ -127,9 +130,16 @@ def load_holdout(data: str) -> pd.DataFrame:
 
 
 def data_of(client: MlflowClient, model_name: str, version: str) -> str:
-    """The table (or file) the version was trained on: its training run's `data_source` tag."""
+    """The table (or file) the version was trained on: its training run's dataset input (mlflow.log_input), or its
+    `data_source` tag (runs logged before datasets were)."""
     run_id = client.get_model_version(model_name, version).run_id
-    source = client.get_run(run_id).data.tags.get("data_source") if run_id else None
+    run = client.get_run(run_id) if run_id else None
+    source = None
+    for item in run.inputs.dataset_inputs if run and run.inputs else []:
+        if any(tag.key == "mlflow.data.context" and tag.value == "training" for tag in item.tags):
+            origin = json.loads(item.dataset.source)
+            source = origin.get("delta_table_name") or origin.get("uri")
+    source = source or (run.data.tags.get("data_source") if run else None)
     if not source:
         raise VersionNotFound(f"{model_name} v{version}: its run records no data_source; give --data")
     return source
@@ -144,7 +154,7 @@ def add_tracking_args(parser: argparse.ArgumentParser) -> None:
                         help="registered model name (catalog.schema.name with Unity Catalog)")
 
 
-def add_job_run_arg(parser: argparse.ArgumentParser) -> None:
+def add_job_run_arg(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
     parser.add_argument("--job-run-id", type=job_run_id,
                         help="the Databricks job run ({{job.run_id}}): train tags its version with it, the gate finds it by it")
 

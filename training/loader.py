@@ -28,7 +28,7 @@ def load_table(source: str, require_target: bool = True) -> pd.DataFrame:
 
 def _read(source: str) -> pd.DataFrame:
     path = Path(source)
-    if path.suffix in FILE_SUFFIXES or path.is_dir():
+    if is_file(source):
         if not path.exists():
             raise FileNotFoundError(f"data file not found: {source}")
         if path.suffix == ".csv":
@@ -45,7 +45,24 @@ def _read_spark_table(table: str) -> pd.DataFrame:
                           "table (table names work in a Databricks job, or locally with `make databricks-test`)") from None
     # A wheel or script task has no `spark` global and no guaranteed active session: get or create it.
     spark = SparkSession.builder.getOrCreate()
-    return spark.read.table(spark_table_name(spark.conf.get(CATALOG_AS_DATABASE, "false"), table)).toPandas()
+    return spark.read.table(spark_table_name(spark.conf.get(CATALOG_AS_DATABASE, "false") or "false", table)).toPandas()
+
+
+def is_file(source: str) -> bool:
+    path = Path(source)
+    return path.suffix in FILE_SUFFIXES or path.is_dir()
+
+
+def table_version(table: str) -> int | None:
+    """The Delta version of `table` as read now (Unity Catalog tables are Delta), or None where there is none to
+    tell (Spark's local catalog in the tests, or no Spark session)."""
+    try:
+        from pyspark.sql import SparkSession
+
+        spark = SparkSession.getActiveSession()
+        return int(spark.sql(f"DESCRIBE HISTORY {table} LIMIT 1").collect()[0]["version"]) if spark else None
+    except Exception:  # lineage is best effort: not a Delta table, no history rights
+        return None
 
 
 # Set only in a local Spark's spark-defaults.conf (tests/databricks), never on a cluster.

@@ -23,6 +23,7 @@ import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import numpy as np
@@ -33,7 +34,7 @@ from mlflow.types import ColSpec, Schema, TensorSpec
 
 from training import gate, schema, tuning
 from training.baseline import build_baseline, equivalence_records, typical_records
-from training.loader import load_table
+from training.loader import is_file, load_table, table_version
 from training.pipeline import (
     FIXED_PARAMS,
     SearchResult,
@@ -54,7 +55,8 @@ EQUIVALENCE_FILE = "equivalence_records.parquet"  # serving/context.py EQUIVALEN
 
 def signature() -> ModelSignature:
     """Explicit, from the data contract (Unity Catalog requires one; inference would guess types)."""
-    inputs = Schema([ColSpec("string", c) for c in schema.CATEGORICAL] + [ColSpec("double", c) for c in schema.NUMERIC])
+    columns: list[ColSpec | TensorSpec] = [ColSpec("string", c) for c in schema.CATEGORICAL]
+    inputs = Schema(columns + [ColSpec("double", c) for c in schema.NUMERIC])
     outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2), "probabilities")])
     return ModelSignature(inputs=inputs, outputs=outputs)
 
@@ -69,6 +71,17 @@ def pip_requirements() -> list[str]:
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
+
+
+def training_dataset(frame: pd.DataFrame, source: str) -> Any:
+    """The training data as an MLflow dataset on the run's inputs: where it came from (a Unity Catalog table by name,
+    with its Delta version where the runtime can tell, or a file) and MLflow's digest of the rows trained on."""
+    from mlflow.data.delta_dataset_source import DeltaDatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
+
+    origin = source if is_file(source) else DeltaDatasetSource(delta_table_name=source,
+                                                                delta_table_version=table_version(source))
+    return from_pandas(frame, source=origin, targets=schema.TARGET, name=Path(source).name)
 
 
 def git_sha() -> str:
@@ -155,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
         mlflow.log_metric("valid_roc_auc", max(c["valid_roc_auc"] for c in result.candidates))
         mlflow.set_tags({**lineage, "data_source": args.data, "environment": args.environment,
                          **({gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {})})
+        mlflow.log_input(training_dataset(frame, args.data), context="training")
         mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
         mlflow.log_metrics({f"search_{k}": v for k, v in spark_stats.items()})
         log_candidates(result)

@@ -329,7 +329,7 @@ def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(eva
     binding = ev.one("databricks:index/workspaceBinding:WorkspaceBinding")
     workspace = ev.one("azure-native:databricks:Workspace")
     assert binding.inputs == {"securableName": "staging", "securableType": "catalog", "bindingType": "BINDING_TYPE_READ_WRITE",
-                              "workspaceId": int(workspace.outputs["workspaceId"])}
+                              "workspaceId": workspace.outputs["workspaceId"]}  # a string, as the SDK types it
     volume = ev.one("databricks:index/volume:Volume")
     assert catalog.urn in volume.dependencies and schema.urn in volume.dependencies
     assert grants_of(ev, DEPLOYER) == {"catalog staging": ["USE_CATALOG"], "schema staging.credit": ["USE_SCHEMA"],

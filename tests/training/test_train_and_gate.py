@@ -70,6 +70,18 @@ def test_a_version_carries_no_row_of_a_real_person(registry):
     assert len(drawn[1]) > 1000  # random draws plus the edge, category and missing-value probes
 
 
+def test_the_run_names_its_training_data_as_an_mlflow_dataset(registry):
+    """Lineage through mlflow.log_input: the file (or table) and MLflow's digest of the rows, on the run's inputs."""
+    run = MlflowClient().get_run(registry["summary"]["run_id"])
+    [used] = [d for d in run.inputs.dataset_inputs if {(t.key, t.value) for t in d.tags} >= {("mlflow.data.context", "training")}]
+    assert json.loads(used.dataset.source) == {"uri": str(registry["data"])}
+    frame = validate_frame(pd.read_parquet(registry["data"]))
+    assert used.dataset.digest == training.training_dataset(frame, str(registry["data"])).digest
+    table = training.training_dataset(frame, "staging.credit.card_holders")  # a Unity Catalog table, by name
+    assert json.loads(table.source.to_json())["delta_table_name"] == "staging.credit.card_holders"
+    assert table.digest == used.dataset.digest, "the same rows, the same digest, wherever they were read from"
+
+
 def test_the_gate_reads_its_held_out_rows_from_the_table_not_from_the_version(registry):
     """The held-out split is a function of each row, so the gate re-derives exactly training's test rows."""
     client = MlflowClient()
