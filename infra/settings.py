@@ -682,6 +682,12 @@ def _path(loc: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
+def _section_of(info: Any) -> Any:
+    """The section model a field holds (`BatchSettings | None` too), or None for a plain value."""
+    return next((t for t in (info.annotation, *get_args(info.annotation))
+                 if isinstance(t, type) and issubclass(t, BaseModel)), None)
+
+
 def _field(loc: tuple) -> Any:
     """The FieldInfo at `loc` (aliases, list indices skipped), or None."""
     model: Any = StackSettings
@@ -693,8 +699,7 @@ def _field(loc: tuple) -> Any:
         found = fields.get(part)
         if found is None:
             return None
-        model = next((t for t in (found.annotation, *get_args(found.annotation))
-                      if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        model = _section_of(found)
     return found
 
 
@@ -714,8 +719,7 @@ def explain(error: Mapping[str, Any], project: str) -> str:
         return f"{name} is required (set it in Pulumi.<stack>.yaml or with `pulumi config set --path {_path(loc)} <value>`)"
     if kind == "extra_forbidden":
         parent = _field(loc[:-1])
-        model = next((t for t in (parent.annotation, *get_args(parent.annotation)) if isinstance(t, type)
-                      and issubclass(t, BaseModel)), None) if parent is not None else StackSettings
+        model = _section_of(parent) if parent is not None else StackSettings
         known = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
         where = f"{project}:{_path(loc[:-1])}" if loc[:-1] else project
         return f"{where}: unknown key(s) {loc[-1]}; known keys: {', '.join(known)}"
@@ -742,8 +746,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
     rows = []
     for name, info in model.model_fields.items():
         alias = info.alias or name
-        sub = next((t for t in (info.annotation, *get_args(info.annotation))  # BatchSettings | None too
-                    if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        sub = _section_of(info)
         if sub is not None:
             rows += _rows(sub, f"{prefix}{alias}.")
         else:
