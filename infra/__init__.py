@@ -1,6 +1,6 @@
 """Where each part runs: one Pulumi component per Azure concern (settings, observability, registry,
-Databricks, image, Container Apps, AKS, promotion), the offline checks of what the platform refuses, and the
-mocked cloud that evaluates the program without one (tests and `make plan`).
+Databricks, image, Container Apps, AKS, promotion). The mocked cloud that evaluates the program without one, and
+the checks of what the platform refuses, are test tooling (testing/).
 
 Owns: everything the Pulumi program declares. May import: serving (serving.context assembles the image's build
 context; promotion hashes a model the same way). The jobs' code (training, monitoring) is packaged by name

@@ -2,4 +2,4 @@
 the other packages and own no logic those need. May import: everything of ours.
 """
 
-MAY_IMPORT: tuple[str, ...] = ("infra", "serving", "training", "monitoring")
+MAY_IMPORT: tuple[str, ...] = ("infra", "serving", "training", "monitoring", "testing")

@@ -1,7 +1,7 @@
 """Run the Databricks jobs a stack declares, here, under the conditions of a python_wheel_task.
 
 What runs is taken from the program, not restated: the stack is evaluated under mocks
-(infra.mockcloud), and each declared task's wheel entry point runs with its exact declared parameters,
+(testing.mockcloud), and each declared task's wheel entry point runs with its exact declared parameters,
 in dependency order, each in a fresh process that imports only the declared wheel (installed into its
 own folder; the repository is not on the path) and has no `dbutils`. Stand-ins for the workspace, and
 nothing else:
@@ -110,7 +110,7 @@ class Declared:
 
 def declared(stack: str, overrides: dict | None = None) -> Declared:
     """The jobs and the wheel the program declares for `stack` (under mocks)."""
-    from infra import mockcloud
+    from testing import mockcloud
 
     evaluation = mockcloud.evaluate(stack, overrides or {}, env={})
     files = evaluation.of_type("databricks:index/file:File") + evaluation.of_type("databricks:index/workspaceFile:WorkspaceFile")

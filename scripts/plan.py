@@ -76,10 +76,10 @@ def pick(value: Any, path: str) -> Any:
 
 def local_registry(stack: str) -> str:
     """A sqlite registry holding a champion under the stack's model name (trained once, then reused)."""
-    from infra import mockcloud, settings
+    from infra import settings, stack_files
     from training.local_registry import ensure_champion
 
-    s = settings.from_values(mockcloud.project_name(), stack, mockcloud.stack_values(stack), {})
+    s = settings.from_values(stack_files.project_name(), stack, stack_files.stack_values(stack), {})
     uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan",
                              say=lambda text: print(f"plan: {text}", file=sys.stderr))
     return uri
@@ -87,7 +87,7 @@ def local_registry(stack: str) -> str:
 
 def bench(imported: float, repeats: int = 3) -> int:
     """Per stack and target: the first evaluation (SDK imports, context assembly) and the best of the rest."""
-    from infra import mockcloud
+    from testing import mockcloud
 
     print(f"mock layer import: {imported:.2f} s")
     for stack in mockcloud.stacks():
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     from pulumi import RunError
 
-    from infra import mockcloud, platform_rules
+    from testing import mockcloud, platform_rules
 
     imported = time.perf_counter() - started
     if args.bench:
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in sorted(evaluation.outputs.items()):
         print(f"  {key:28} {value}")
     results = platform_rules.check(evaluation)
-    print(f"\nplatform rules (infra/platform_rules.py): {sum(r.ok for r in results)} of {len(results)} hold")
+    print(f"\nplatform rules (testing/platform_rules.py): {sum(r.ok for r in results)} of {len(results)} hold")
     print(platform_rules.report(results))
     print(f"\nevaluation: {evaluation.seconds:.2f} s under mocks (plus {imported:.2f} s importing the mock layer)")
     return 0 if all(r.ok for r in results) else 2

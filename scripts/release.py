@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from infra import settings
+from infra import settings, stack_files
 from infra.settings import PromotionSettings, StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,11 +210,9 @@ class PulumiStack:
         return {key: str(value.value) for key, value in result.outputs.items()}
 
     def settings(self) -> StackSettings:
-        from infra import mockcloud
-
         stack = self.name.rsplit("/", 1)[-1]
-        return settings.from_values(self._project, stack, mockcloud.apply_overrides(mockcloud.stack_values(stack),
-                                                                                    self.config), {})
+        return settings.from_values(self._project, stack, stack_files.apply_overrides(stack_files.stack_values(stack),
+                                                                                      self.config), {})
 
 
 def github_oidc_token(audience: str) -> str:

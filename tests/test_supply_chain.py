@@ -73,7 +73,7 @@ def test_the_base_image_is_pinned_by_digest_wherever_the_build_gets_it():
 
 
 def test_a_stack_cannot_configure_a_base_image_by_tag():
-    from infra import mockcloud
+    from testing import mockcloud
 
     def image(base: str) -> settings.ImageSettings:
         values = mockcloud.apply_overrides(mockcloud.stack_values("dev"), {"image.baseImage": base})

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from infra import mockcloud
+from testing import mockcloud
 
 STACKS = ("dev", "staging", "prod")
 

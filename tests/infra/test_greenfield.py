@@ -13,8 +13,8 @@ import sys
 import pulumi
 import pytest
 
-from infra import mockcloud
 from infra.promote import PromotionError
+from testing import mockcloud
 
 GREENFIELD_ENV = {"DATABRICKS_HOST": "https://adb-someone-elses.azuredatabricks.net", "MLFLOW_TRACKING_URI": "databricks"}
 

@@ -6,7 +6,8 @@ import kubernetes_validate
 import pytest
 from kubernetes_validate.utils import all_versions, major_minor
 
-from infra import k8s_manifests, mockcloud, settings
+from infra import k8s_manifests, settings
+from testing import mockcloud
 
 K8S_VERSION = "1.33"
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from infra import kql, log_tables, mockcloud
+from infra import kql, log_tables
+from testing import mockcloud
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTO = ROOT / ".tools" / "node_modules" / "@kusto" / "language-service-next" / "Kusto.Language.Bridge.js"

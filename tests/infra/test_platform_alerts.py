@@ -13,7 +13,8 @@ import re
 
 import pytest
 
-from infra import k8s_manifests, kql, mockcloud, prometheus
+from infra import k8s_manifests, kql, prometheus
+from testing import mockcloud
 
 STACKS = ("dev", "staging", "prod")
 BUILDS = {"promotion": mockcloud.DELETE}

@@ -1,4 +1,4 @@
-"""The platform's rules (infra/platform_rules.py) hold for what every stack declares on both serving targets,
+"""The platform's rules (testing/platform_rules.py) hold for what every stack declares on both serving targets,
 and each rule catches the mistake it is there for (a rule that cannot fail proves nothing)."""
 
 from __future__ import annotations
@@ -7,8 +7,9 @@ import copy
 
 import pytest
 
-from infra import k8s_manifests, kql, mockcloud, platform_rules
-from infra.mockcloud import Captured, Evaluation
+from infra import k8s_manifests, kql
+from testing import mockcloud, platform_rules
+from testing.mockcloud import Captured, Evaluation
 
 TARGETS = ("containerapps", "aks")
 

@@ -13,8 +13,8 @@ from pulumi_policy import (
     StackValidationArgs,
 )
 
-from infra import mockcloud
 from policy.rules import POLICIES, STACK_POLICIES
+from testing import mockcloud
 
 BY_NAME = {policy.name: policy for policy in POLICIES}
 

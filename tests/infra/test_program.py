@@ -10,10 +10,11 @@ import zipfile
 import pulumi
 import pytest
 
-from infra import jobwheel, mockcloud, settings
+from infra import jobwheel, settings
 from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID, METRICS_PUBLISHER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
+from testing import mockcloud
 
 STACKS = ("dev", "staging", "prod")
 APP = "azure-native:app:ContainerApp"

@@ -20,10 +20,11 @@ import pytest
 from azure.core.credentials import AccessToken
 from pulumi.dynamic.dynamic import serialize_provider
 
-from infra import mockcloud, promote
+from infra import promote
 from infra.promote import PromotionError
 from infra.promotion import ImageImportProvider, ModelPromotionProvider
 from infra.settings import ConfigError
+from testing import mockcloud
 
 STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
 DIGEST = "sha256:" + "ab" * 32

@@ -13,8 +13,9 @@ from __future__ import annotations
 import promql_parser
 import pytest
 
-from infra import mockcloud, prometheus, settings
+from infra import prometheus, settings
 from serving.scoring import metrics
+from testing import mockcloud
 
 POD_JOB_LABELS = {"job", "kubernetes_namespace", "kubernetes_pod_name", "instance"}
 # series -> the labels it carries (the ones a rule may match on)

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from infra import mockcloud
-from infra.platform_rules import APP, RevisionHistory
 from infra.settings import StackSettings, from_values
 from scripts import release
 from scripts.release import Release, ReleaseFailed
+from testing import mockcloud
+from testing.platform_rules import APP, RevisionHistory
 
 STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
 CPU_1, CPU_2, CPU_1_5 = ({"serving.containerApp.cpu": c, "serving.containerApp.memoryGi": c * 2} for c in (1, 2, 1.5))

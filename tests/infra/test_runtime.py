@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra import jobwheel, mockcloud, runtime, settings
+from infra import jobwheel, runtime, settings
+from testing import mockcloud
 from tests.infra.test_settings import load
 
 

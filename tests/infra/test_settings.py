@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from infra import mockcloud, settings
+from infra import settings
 from infra.settings import ConfigError
+from testing import mockcloud
 
 PROJECT = "mlops-credit-default"
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from infra import mockcloud, platform_rules
-from infra.platform_rules import APP, RevisionHistory, changes
+from testing import mockcloud, platform_rules
+from testing.platform_rules import APP, RevisionHistory, changes
 
 STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
 DIGEST_A, DIGEST_B = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32

@@ -2,7 +2,7 @@
 
 A mock accepts anything; the platform does not. Every rule we rely on or have learned is one entry of
 `RULES`, with a link to where it is documented, and is checked against what the program declared
-under mocks (`infra/mockcloud.py`), for every stack and both serving targets (tests/infra/test_platform_rules.py;
+under mocks (`testing/mockcloud.py`), for every stack and both serving targets (tests/infra/test_platform_rules.py;
 `make plan` prints the results). Add a rule whenever we learn one.
 
 Some behaviour needs two `up`s to show: `changes` is Pulumi's diff between two evaluations, and
@@ -24,7 +24,7 @@ from typing import Any
 import pulumi_azure_native
 
 from infra import kql
-from infra.mockcloud import Evaluation
+from testing.mockcloud import Evaluation
 
 APP = "azure-native:app:ContainerApp"
 ENVIRONMENT = "azure-native:app:ManagedEnvironment"

@@ -1,6 +1,6 @@
 """Evaluate the Pulumi program for one stack with the cloud replaced by Pulumi's mocks.
 
-Shared by tests/infra and `make plan`. Only the cloud APIs are mocked: the config validation, the
+Shared by the tests, `make plan` and `make databricks-test`. Only the cloud APIs are mocked: the config validation, the
 MLflow alias resolution and the build-context assembly run for real. Each `evaluate` call starts a
 fresh mock runtime, so one process can evaluate several stacks.
 
@@ -18,55 +18,19 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pulumi
-import yaml
 from pulumi.runtime import mocks as pulumi_mocks
 
-ROOT = Path(__file__).resolve().parent.parent
+# The stack files as the engine reads them (here for the tests: mockcloud.stack_values, mockcloud.DELETE, ...).
+from infra.stack_files import DELETE, ROOT, apply_overrides, project_name, stack_values, stacks  # noqa: F401
+
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 TENANT = "99999999-8888-7777-6666-555555555555"
 FAKE_ACR_TOKEN = "fake-acr-refresh-token"
 ORGANIZATION = "contoso-ml"  # the Pulumi Cloud organization the mock engine runs the stacks in
 DEPLOYER_APPLICATION_ID = "5e1f0c2a-7b3d-4e8f-9a10-2b3c4d5e6f70"  # the identity `pulumi up` runs as, seen by Databricks
-
-
-def project_name() -> str:
-    return yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["name"]
-
-
-def stack_values(stack: str) -> dict[str, Any]:
-    """Pulumi.<stack>.yaml as {top-level key (without the project prefix): value}."""
-    path = ROOT / f"Pulumi.{stack}.yaml"
-    if not path.exists():
-        raise FileNotFoundError(f"no stack file {path.name}; stacks: {', '.join(sorted(stacks()))}")
-    prefix = project_name() + ":"
-    config = yaml.safe_load(path.read_text()).get("config") or {}
-    return {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
-
-
-def stacks() -> list[str]:
-    return sorted(p.name.split(".")[1] for p in ROOT.glob("Pulumi.*.yaml"))
-
-
-def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """`{"serving.target": "aks"}` sets a nested value; a value of `DELETE` removes the key."""
-    values = copy.deepcopy(values)
-    for path, value in overrides.items():
-        *parents, leaf = path.split(".")
-        node = values
-        for part in parents:
-            node = node.setdefault(part, {})
-        if value is DELETE:
-            node.pop(leaf, None)
-        else:
-            node[leaf] = value
-    return values
-
-
-DELETE = object()
 
 
 def to_pulumi_config(project: str, values: Mapping[str, Any]) -> dict[str, str]:
