@@ -241,6 +241,8 @@ def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tm
              "source_run_id": registry["summary"]["run_id"], "target_tracking_uri": prod_uri, "target_registry_uri": "",
              "target_model": "credit-default-prod", "alias": "champion", "experiment": "promotions",
              "image_digest": DIGEST}
+    # The experiment exists with its own artifact store (Databricks picks one); else MLflow's is ./mlruns in the cwd.
+    promote.Registry(prod_uri).client().create_experiment("promotions", artifact_location=(tmp_path / "art").as_uri())
     provider = ModelPromotionProvider()
     created = provider.create(dict(props))
     assert created.outs["version"] == "1" and created.outs["reused"] is False
