@@ -57,11 +57,15 @@ def Matching(pattern: str) -> Any:  # noqa: N802 (a type, as it reads in a field
 
 
 def key(doc: str, default: Any = ..., *, shown: str | None = None, hint: str = "", pattern: str = "",
-        **checks: Any) -> Any:
+        factory: Any = None, **checks: Any) -> Any:
     """One config key: its README row (`doc`, and the default as `shown` where it is computed), its checks, and
-    `hint`: what a matching value is, in words, for the error message."""
+    `hint`: what a matching value is, in words, for the error message. `factory(fields validated so far)` computes a
+    default from the keys declared above it."""
     if pattern:
         checks["pattern"] = whole(pattern)
+    if factory is not None:
+        return Field(default_factory=factory, description=doc, json_schema_extra={"shown": shown, "hint": hint},
+                     validate_default=True, **checks)
     shown = shown if shown is not None else ("required" if default is ... else "none" if default is None else
                                              str(default).lower() if isinstance(default, bool) else
                                              "[]" if default == () else str(default))
@@ -75,13 +79,6 @@ class Section(BaseModel):
 
 # An omitted section is an empty one: its keys' defaults (or "is required"), validated with the stack's context.
 SECTION: Any = Field(default_factory=dict, validate_default=True)
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class ObservabilitySettings(Section):
@@ -345,9 +342,11 @@ class RevisionWeight(Section):
 
 class ContainerAppSettings(Section):
     cpu: float = key("vCPU per replica, 0.25..4 in steps of 0.25", 0.5, ge=0.25, le=4)
-    memory_gi: float = key("memory per replica in Gi, 2 x cpu", shown="1.0", ge=0.5, le=8)
+    memory_gi: float = key("memory per replica in Gi, 2 x cpu", shown="1.0", ge=0.5, le=8,
+                           factory=lambda above: above.get("cpu", 0.5) * 2)
     min_replicas: int = key("minimum replicas, 0..30", 1, ge=0, le=30)
-    max_replicas: int = key("maximum replicas, minReplicas..300", shown="3", ge=1, le=300)
+    max_replicas: int = key("maximum replicas, minReplicas..300", shown="3", ge=1, le=300,
+                            factory=lambda above: max(3, above.get("min_replicas", 1)))
     concurrency: int = key("concurrent requests per replica before scaling out", 20, ge=1, le=1000)
     zone_redundant: bool = key("zone-redundant managed environment (needs infrastructureSubnetId)", False)
     infrastructure_subnet_id: str | None = key("subnet (ARM id, /23 or larger) of the managed environment", None,
@@ -365,24 +364,17 @@ class ContainerAppSettings(Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _defaults(cls, data: Any) -> Any:
-        """memoryGi 2 x cpu, maxReplicas max(3, minReplicas); during a release the stable revision keeps the rest."""
-        if not isinstance(data, Mapping):
+    def _release(cls, data: Any) -> Any:
+        """During a release the stable revision keeps what the candidate does not take."""
+        if not isinstance(data, Mapping) or not data.get("stableRevision"):
             return data
-        data = dict(data)
-        cpu, min_replicas, latest = (_number(data.get(k, d)) for k, d in (("cpu", 0.5), ("minReplicas", 1),
-                                                                          ("latestWeight", 100)))
-        if cpu is not None:
-            data.setdefault("memoryGi", cpu * 2)
-        if min_replicas is not None:
-            data.setdefault("maxReplicas", max(3, int(min_replicas)))
-        if data.get("stableRevision"):
-            if data.get("pinnedRevisions"):
-                raise ValueError("@stableRevision and @pinnedRevisions exclude each other: a release keeps one stable "
-                                 "revision beside the candidate")
-            if latest is not None:
-                data["pinnedRevisions"] = [{"revision": data["stableRevision"], "weight": int(100 - latest)}]
-        return data
+        if data.get("pinnedRevisions"):
+            raise ValueError("@stableRevision and @pinnedRevisions exclude each other: a release keeps one stable "
+                             "revision beside the candidate")
+        latest = data.get("latestWeight", 100)
+        if not isinstance(latest, int | float) or isinstance(latest, bool):
+            return data  # the latestWeight error says what is wrong
+        return {**data, "pinnedRevisions": [{"revision": data["stableRevision"], "weight": int(100 - latest)}]}
 
     @model_validator(mode="after")
     def _rules(self) -> ContainerAppSettings:
@@ -407,7 +399,8 @@ class ContainerAppSettings(Section):
 class AksSettings(Section):
     node_vm_size: str = key("node pool VM size", "Standard_D2s_v5")
     node_count: int = key("node pool size (minimum with autoscaling), 1..100", 1, ge=1, le=100)
-    max_node_count: int = key("autoscaler maximum; equal to nodeCount = no autoscaling", shown="nodeCount", ge=1, le=1000)
+    max_node_count: int = key("autoscaler maximum; equal to nodeCount = no autoscaling", shown="nodeCount", ge=1, le=1000,
+                              factory=lambda above: above.get("node_count", 1))
     zones: tuple[Matching(r"[1-3]"), ...] = key("availability zones of the node pool", (),  # type: ignore[valid-type]
                                                 hint="an availability zone 1, 2 or 3")
     sku_tier: Literal["Free", "Standard"] = key("AKS control plane tier: Free|Standard", "Free")
@@ -417,21 +410,13 @@ class AksSettings(Section):
                          hint="a DNS label")
     service_type: Literal["LoadBalancer", "ClusterIP"] = key("LoadBalancer|ClusterIP", "LoadBalancer")
     replicas: int = key("Deployment replicas (HPA minimum), 1..50", 1, ge=1, le=50)
-    max_replicas: int = key("HPA maximum, replicas..100", shown="3", ge=1, le=100)
+    max_replicas: int = key("HPA maximum, replicas..100", shown="3", ge=1, le=100,
+                            factory=lambda above: max(3, above.get("replicas", 1)))
     cpu_request: str = key("container CPU request", "250m", pattern=QUANTITY, hint="a Kubernetes quantity")
     cpu_limit: str = key("container CPU limit", "1", pattern=QUANTITY, hint="a Kubernetes quantity")
     memory_request: str = key("container memory request", "512Mi", pattern=QUANTITY, hint="a Kubernetes quantity")
     memory_limit: str = key("container memory limit", "1Gi", pattern=QUANTITY, hint="a Kubernetes quantity")
     target_cpu_percent: int = key("HPA target CPU utilisation, 10..95", 70, ge=10, le=95)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        nodes, replicas = _number(data.get("nodeCount", 1)), _number(data.get("replicas", 1))
-        return {**({"maxNodeCount": int(nodes)} if nodes is not None else {}),
-                **({"maxReplicas": max(3, int(replicas))} if replicas is not None else {}), **data}
 
     @model_validator(mode="after")
     def _rules(self) -> AksSettings:
@@ -457,20 +442,14 @@ class AuthSettings(Section):
     client_id: str | None = key("application (client) id of the API's app registration, created outside the stack "
                                 "(entra)", None, shown="required for entra", pattern=UUID,
                                 hint="the API app registration's application id (a UUID)")
-    audience: str | None = key("token audience the API accepts (its Application ID URI)", None, shown="api://<clientId>",
-                               pattern=r"(api|https)://\S+", hint="an Application ID URI such as api://<clientId>")
+    audience: str | None = key("token audience the API accepts (its Application ID URI)", shown="api://<clientId>",
+                               pattern=r"(api|https)://\S+", hint="an Application ID URI such as api://<clientId>",
+                               factory=lambda above: f"api://{above['client_id']}" if above.get("client_id") else None)
     allowed_client_applications: tuple[Matching(UUID), ...] = key(  # type: ignore[valid-type]
         "application (client) ids whose tokens are accepted, CI's smoke-test identity included; nobody else gets in "
         "(entra)", (), shown="required for entra", hint="a client application's application (client) id (a UUID)")
     anonymous_reason: str | None = key("why this stack serves without authentication (anonymous only; the policy pack "
                                        "still refuses an anonymous public endpoint)", None)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any) -> Any:
-        if isinstance(data, Mapping) and data.get("clientId") and "audience" not in data:
-            return {**data, "audience": f"api://{data['clientId']}"}
-        return data
 
     @model_validator(mode="after")
     def _rules(self) -> AuthSettings:
