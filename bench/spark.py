@@ -77,15 +77,21 @@ class LoadSampler:
 
 
 def spark_session(state: Path):
+    """One session for both methods: the batch job's own settings (serving.batch.SESSION_CONF) apply to spark_udf too."""
     from pyspark.sql import SparkSession
+
+    from serving.batch import SESSION_CONF
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # the workers import our code
-    return (SparkSession.builder.master("local[2]").appName("bench-spark")
-            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.warehouse.dir", str(state / "warehouse")).config("spark.driver.memory", "6g")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    builder = (SparkSession.builder.master("local[2]").appName("bench-spark")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.warehouse.dir", str(state / "warehouse")).config("spark.driver.memory", "6g")
+               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 def registered_model(state: Path) -> str:
@@ -192,7 +198,48 @@ def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], roun
                               "speedup": medians["mlflow_spark_udf"] / medians["onnx_mapInArrow"]}
     smallest = portfolio_table(spark, state, sizes[0])
     results["max_abs_probability_difference"] = probability_difference(spark, model, model_uri, smallest)
+    results["profile_ms"] = profile_batch(model, smallest)
     return results
+
+
+def profile_batch(model, path: str, rows: int = 10_000, repeats: int = 30) -> dict[str, float]:
+    """One executor's work on one Arrow batch of `rows`, in this process on one core (no Spark): median ms per
+    stage of serving/batch.py's path, and the service's own column path (pandas, columns_of, Encoding.matrix) it
+    replaced, for comparison. The batch is the Parquet's first rows as Spark hands them over (numbers as double)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from serving import batch
+
+    fields, keys = model.manifest.inputs, ["customer_id"]
+    first = sorted(Path(path).glob("*.parquet"))[0]
+    arrow = pq.read_table(first, columns=[*keys, *(f.name for f in fields)]).slice(0, rows).combine_chunks().to_batches()[0]
+    scorer = batch.worker_scorer(model)
+    matrix = batch.encoded(scorer.encoding, arrow)
+    probability = scorer.run({batch.FEATURES_INPUT: matrix})
+    stages = {
+        "encode (Arrow -> float matrix)": lambda: batch.encoded(scorer.encoding, arrow),
+        "onnxruntime (the trees)": lambda: scorer.run({batch.FEATURES_INPUT: matrix}),
+        "output (Arrow batch)": lambda: next(batch.score_partition(model, fields, keys, 0.5)(iter([arrow]))),
+        "was: Arrow -> pandas": lambda: arrow.to_pandas(),
+        "was: columns_of + Encoding.matrix": lambda: scorer.encoding.matrix(batch.columns_of(arrow.to_pandas(), fields)),
+    }
+    profile = {name: _median_ms(action, repeats) for name, action in stages.items()}
+    profile["output (Arrow batch)"] -= profile["encode (Arrow -> float matrix)"] + profile["onnxruntime (the trees)"]
+    assert np.array_equal(scorer.encoding.matrix(batch.columns_of(arrow.to_pandas(), fields)), matrix)
+    assert len(probability) == rows
+    print("  per 10,000-row batch: " + ", ".join(f"{k} {v:.1f} ms" for k, v in profile.items()), flush=True)
+    return profile
+
+
+def _median_ms(action, repeats: int) -> float:
+    action()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
 
 
 def probability_difference(spark, model, model_uri: str, path: str) -> float:
@@ -252,6 +299,9 @@ def batch_report(batch: dict | None) -> list[str]:
     d = batch["max_abs_probability_difference"]
     lines += ["", f"Probabilities, ours vs spark_udf: max |dp| {d:.2e} ({'PASS' if d <= TOLERANCE else 'FAIL'}, "
               f"tolerance {TOLERANCE:g}).", ""]
+    if batch.get("profile_ms"):
+        lines += ["One executor's work per 10,000-row batch (one core, no Spark): "
+                  + ", ".join(f"{k} {v:.1f} ms" for k, v in batch["profile_ms"].items()) + ".", ""]
     return lines
 
 
