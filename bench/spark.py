@@ -8,10 +8,13 @@ It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1
 `local[2]`, one Python thread per Spark task (OMP_NUM_THREADS=1, onnxruntime's one thread):
 
 1. trains (or reuses) `credit-default` on 20,000 generated rows in a sqlite registry under --state;
-2. batch scoring of 10⁵ and 10⁶ generated rows (Parquet, 4 files = 4 input partitions for both methods):
+2. batch scoring of 10⁵ and 10⁶ generated rows (Parquet, 4 files, 2 input partitions for both methods):
    serving/batch.py's path (the service's row checks, the image's ONNX model in mapInArrow) against
    `mlflow.pyfunc.spark_udf` of the same registered version on the same rows, both written to Spark's
-   `noop` sink; rows/s as the median of --rounds; probabilities compared on the 10⁵ table;
+   `noop` sink, in one session (serving.batch.SESSION_CONF, the job's own settings, applies to both); rows/s as
+   the median of --rounds, and the CPU seconds of the JVM and the Python workers per round (psutil, which the
+   runtime's requirements bring); probabilities compared on the 10⁵ table; one executor's work per
+   10,000-row batch, stage by stage, without Spark (profile_batch);
 3. the search (every candidate of training/pipeline.py's grid fitted and scored) on 2·10⁴, 2·10⁵ and
    10⁶ rows: one candidate after another in the driver against the candidates as Spark tasks
    (training/tuning.py), one thread each (scikit-learn's OpenMP threads on 2 shared cores beside Spark's
@@ -205,15 +208,15 @@ def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], roun
 def profile_batch(model, path: str, rows: int = 10_000, repeats: int = 30) -> dict[str, float]:
     """One executor's work on one Arrow batch of `rows`, in this process on one core (no Spark): median ms per
     stage of serving/batch.py's path, and the service's own column path (pandas, columns_of, Encoding.matrix) it
-    replaced, for comparison. The batch is the Parquet's first rows as Spark hands them over (numbers as double)."""
+    replaced, for comparison. The batch is the table's first rows as Spark hands them over (numbers as double)."""
     import numpy as np
     import pyarrow.parquet as pq
 
     from serving import batch
 
     fields, keys = model.manifest.inputs, ["customer_id"]
-    first = sorted(Path(path).glob("*.parquet"))[0]
-    arrow = pq.read_table(first, columns=[*keys, *(f.name for f in fields)]).slice(0, rows).combine_chunks().to_batches()[0]
+    table = pq.read_table(path, columns=[*keys, *(f.name for f in fields)])  # a --quick table may hold fewer rows
+    arrow = table.slice(0, rows).combine_chunks().to_batches()[0]
     scorer = batch.worker_scorer(model)
     matrix = batch.encoded(scorer.encoding, arrow)
     probability = scorer.run({batch.FEATURES_INPUT: matrix})
@@ -227,8 +230,8 @@ def profile_batch(model, path: str, rows: int = 10_000, repeats: int = 30) -> di
     profile = {name: _median_ms(action, repeats) for name, action in stages.items()}
     profile["output (Arrow batch)"] -= profile["encode (Arrow -> float matrix)"] + profile["onnxruntime (the trees)"]
     assert np.array_equal(scorer.encoding.matrix(batch.columns_of(arrow.to_pandas(), fields)), matrix)
-    assert len(probability) == rows
-    print("  per 10,000-row batch: " + ", ".join(f"{k} {v:.1f} ms" for k, v in profile.items()), flush=True)
+    assert len(probability) == arrow.num_rows
+    print(f"  per {arrow.num_rows:,}-row batch: " + ", ".join(f"{k} {v:.1f} ms" for k, v in profile.items()), flush=True)
     return profile
 
 
