@@ -2,22 +2,27 @@
 
     make bench-spark                      # = .venv-runtime/bin/python -m bench.spark
     python -m bench.spark --quick         # a short smoke of the benchmark itself (small tables, one round)
+    python -m bench.spark --only batch    # the batch comparison alone (skips the minutes-long search)
 
 It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1 and Spark 4.1), on
 `local[2]`, one Python thread per Spark task (OMP_NUM_THREADS=1, onnxruntime's one thread):
 
 1. trains (or reuses) `credit-default` on 20,000 generated rows in a sqlite registry under --state;
-2. batch scoring of 10⁵ and 10⁶ generated rows (Parquet, 4 files = 4 input partitions for both methods):
-   serving/batch.py's path (the service's row checks, the image's ONNX model in mapInPandas) against
+2. batch scoring of 10⁵ and 10⁶ generated rows (Parquet, 4 files, 2 input partitions for both methods):
+   serving/batch.py's path (the service's row checks, the image's ONNX model in mapInArrow) against
    `mlflow.pyfunc.spark_udf` of the same registered version on the same rows, both written to Spark's
-   `noop` sink; rows/s as the median of --rounds; probabilities compared on the 10⁵ table;
+   `noop` sink, in one session (serving.batch.SESSION_CONF, the job's own settings, applies to both); rows/s as
+   the median of --rounds, and the CPU seconds of the JVM and the Python workers per round (psutil, which the
+   runtime's requirements bring); probabilities compared on the 10⁵ table; one executor's work per
+   10,000-row batch, stage by stage, without Spark (profile_batch);
 3. the search (every candidate of training/pipeline.py's grid fitted and scored) on 2·10⁴, 2·10⁵ and
    10⁶ rows: one candidate after another in the driver against the candidates as Spark tasks
    (training/tuning.py), one thread each (scikit-learn's OpenMP threads on 2 shared cores beside Spark's
    JVM spin: 10x slower in a trial run); the grid and max_iter are the training job's own (4 candidates,
    200 iterations); --rounds rounds up to 2·10⁵ rows, one at 10⁶, bounded by --max-train-rows;
 4. the machine's load (os.getloadavg) before, every 5 s during, and after the run;
-5. bench/results/spark.json, bench/results/spark.md and the chart docs/spark_scaling.png.
+5. bench/results/spark.json, bench/results/spark.md and the chart docs/spark_scaling.png (with --only, one
+   part's results in bench/results/spark-<part>.json and .md, and no chart: it draws both parts).
 """
 
 from __future__ import annotations
@@ -75,15 +80,21 @@ class LoadSampler:
 
 
 def spark_session(state: Path):
+    """One session for both methods: the batch job's own settings (serving.batch.SESSION_CONF) apply to spark_udf too."""
     from pyspark.sql import SparkSession
+
+    from serving.batch import SESSION_CONF
 
     os.environ["PYSPARK_PYTHON"] = sys.executable
     os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])  # the workers import our code
-    return (SparkSession.builder.master("local[2]").appName("bench-spark")
-            .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
-            .config("spark.sql.warehouse.dir", str(state / "warehouse")).config("spark.driver.memory", "6g")
-            .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
-            .config("spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate())
+    builder = (SparkSession.builder.master("local[2]").appName("bench-spark")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.warehouse.dir", str(state / "warehouse")).config("spark.driver.memory", "6g")
+               .config("spark.sql.execution.arrow.maxRecordsPerBatch", "10000")
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true"))
+    for key, value in SESSION_CONF.items():
+        builder = builder.config(key, value)
+    return builder.getOrCreate()
 
 
 def registered_model(state: Path) -> str:
@@ -126,8 +137,23 @@ def timed(action) -> float:
     return time.perf_counter() - started
 
 
+def spark_cpu_seconds() -> float:
+    """CPU seconds used so far by Spark's JVM and its Python workers (this process's descendants, alive: the
+    workers are reused): on shared cores, the work a method needs is steadier than its wall time."""
+    import psutil
+
+    total = 0.0
+    for process in psutil.Process().children(recursive=True):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:  # a worker that ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
 def ours(spark, model, path: str):
-    """serving/batch.py's path: the service's row checks, then the image's ONNX model in mapInPandas."""
+    """serving/batch.py's path: the service's row checks, then the image's ONNX model in mapInArrow."""
     from pyspark.sql import functions as fn
 
     from serving import batch
@@ -157,21 +183,66 @@ def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], roun
     results: dict = {}
     for rows in sizes:
         path = portfolio_table(spark, state, rows)
-        runs: dict[str, list[float]] = {"onnx_mapInPandas": [], "mlflow_spark_udf": []}
+        runs: dict[str, list[float]] = {"onnx_mapInArrow": [], "mlflow_spark_udf": []}
+        cpu: dict[str, list[float]] = {method: [] for method in runs}
         for round_ in range(rounds):  # interleaved, so a busy minute of the shared machine hits both
-            for method, frame in (("onnx_mapInPandas", ours(spark, model, path)),
+            for method, frame in (("onnx_mapInArrow", ours(spark, model, path)),
                                   ("mlflow_spark_udf", mlflow_udf(spark, model_uri, path))):
+                before = spark_cpu_seconds()
                 seconds = timed(lambda f=frame: f.write.format("noop").mode("overwrite").save())
                 runs[method].append(seconds)
+                cpu[method].append(spark_cpu_seconds() - before)
                 print(f"  batch {rows:>9,} rows  {method:17} round {round_ + 1}: {seconds:6.1f} s "
-                      f"({rows / seconds:,.0f} rows/s)  load {os.getloadavg()[0]:.2f}", flush=True)
+                      f"({rows / seconds:,.0f} rows/s, {cpu[method][-1]:.1f} CPU s)  load {os.getloadavg()[0]:.2f}",
+                      flush=True)
         medians = {m: statistics.median(s) for m, s in runs.items()}
-        results[str(rows)] = {"seconds": runs, "median_seconds": medians,
+        results[str(rows)] = {"seconds": runs, "median_seconds": medians, "cpu_seconds": cpu,
                               "rows_per_second": {m: rows / s for m, s in medians.items()},
-                              "speedup": medians["mlflow_spark_udf"] / medians["onnx_mapInPandas"]}
+                              "speedup": medians["mlflow_spark_udf"] / medians["onnx_mapInArrow"]}
     smallest = portfolio_table(spark, state, sizes[0])
     results["max_abs_probability_difference"] = probability_difference(spark, model, model_uri, smallest)
+    results["profile_ms"] = profile_batch(model, smallest)
     return results
+
+
+def profile_batch(model, path: str, rows: int = 10_000, repeats: int = 30) -> dict[str, float]:
+    """One executor's work on one Arrow batch of `rows`, in this process on one core (no Spark): median ms per
+    stage of serving/batch.py's path, and the service's own column path (pandas, columns_of, Encoding.matrix) it
+    replaced, for comparison. The batch is the table's first rows as Spark hands them over (numbers as double)."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from serving import batch
+
+    fields, keys = model.manifest.inputs, ["customer_id"]
+    table = pq.read_table(path, columns=[*keys, *(f.name for f in fields)])  # a --quick table may hold fewer rows
+    arrow = table.slice(0, rows).combine_chunks().to_batches()[0]
+    scorer = batch.worker_scorer(model)
+    matrix = batch.encoded(scorer.encoding, arrow)
+    probability = scorer.run({batch.FEATURES_INPUT: matrix})
+    stages = {
+        "encode (Arrow -> float matrix)": lambda: batch.encoded(scorer.encoding, arrow),
+        "onnxruntime (the trees)": lambda: scorer.run({batch.FEATURES_INPUT: matrix}),
+        "output (Arrow batch)": lambda: next(batch.score_partition(model, fields, keys, 0.5)(iter([arrow]))),
+        "was: Arrow -> pandas": lambda: arrow.to_pandas(),
+        "was: columns_of + Encoding.matrix": lambda: scorer.encoding.matrix(batch.columns_of(arrow.to_pandas(), fields)),
+    }
+    profile = {name: _median_ms(action, repeats) for name, action in stages.items()}
+    profile["output (Arrow batch)"] -= profile["encode (Arrow -> float matrix)"] + profile["onnxruntime (the trees)"]
+    assert np.array_equal(scorer.encoding.matrix(batch.columns_of(arrow.to_pandas(), fields)), matrix)
+    assert len(probability) == arrow.num_rows
+    print(f"  per {arrow.num_rows:,}-row batch: " + ", ".join(f"{k} {v:.1f} ms" for k, v in profile.items()), flush=True)
+    return profile
+
+
+def _median_ms(action, repeats: int) -> float:
+    action()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        action()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1e3
 
 
 def probability_difference(spark, model, model_uri: str, path: str) -> float:
@@ -216,21 +287,36 @@ def report(results: dict) -> str:
     lines = ["# Spark benchmark (local[2], one thread per task)", "",
              f"Machine: {load['cores']} cores, shared; 1-minute load during the run: median {load['load1_median']:.2f} "
              f"(min {load['load1_min']:.2f}, max {load['load1_max']:.2f}, {load['samples']} samples).", "",
-             "| batch rows | ONNX mapInPandas rows/s | mlflow spark_udf rows/s | speedup (target ≥ 3×) |", "|---|---|---|---|"]
-    batch = results["batch"]
+             *batch_report(results.get("batch")), *search_report(results.get("search"))]
+    return "\n".join(lines) + "\n"
+
+
+def batch_report(batch: dict | None) -> list[str]:
+    if batch is None:
+        return []
+    lines = ["| batch rows | ONNX mapInArrow rows/s | mlflow spark_udf rows/s | speedup (target ≥ 3×) |", "|---|---|---|---|"]
     for rows in (k for k in batch if k.isdigit()):
         r = batch[rows]["rows_per_second"]
-        lines.append(f"| {int(rows):,} | {r['onnx_mapInPandas']:,.0f} | {r['mlflow_spark_udf']:,.0f} | "
+        lines.append(f"| {int(rows):,} | {r['onnx_mapInArrow']:,.0f} | {r['mlflow_spark_udf']:,.0f} | "
                      f"{batch[rows]['speedup']:.1f}× {'PASS' if batch[rows]['speedup'] >= TARGET_SPEEDUP else 'FAIL'} |")
     d = batch["max_abs_probability_difference"]
     lines += ["", f"Probabilities, ours vs spark_udf: max |dp| {d:.2e} ({'PASS' if d <= TOLERANCE else 'FAIL'}, "
-              f"tolerance {TOLERANCE:g}).", "",
-              "| search rows | sequential s | Spark tasks s | speedup | same choice |", "|---|---|---|---|---|"]
-    for rows, r in results["search"].items():
+              f"tolerance {TOLERANCE:g}).", ""]
+    if batch.get("profile_ms"):
+        lines += ["One executor's work per 10,000-row batch (one core, no Spark): "
+                  + ", ".join(f"{k} {v:.1f} ms" for k, v in batch["profile_ms"].items()) + ".", ""]
+    return lines
+
+
+def search_report(search: dict | None) -> list[str]:
+    if search is None:
+        return []
+    lines = ["| search rows | sequential s | Spark tasks s | speedup | same choice |", "|---|---|---|---|---|"]
+    for rows, r in search.items():
         m = r["median_seconds"]
         lines.append(f"| {int(rows):,} | {m['sequential']:.1f} | {m['spark_tasks']:.1f} | {r['speedup']:.2f}× | "
                      f"{r['same_choice']} |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def chart(results: dict, out: Path) -> None:
@@ -241,7 +327,7 @@ def chart(results: dict, out: Path) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     batch = {int(k): v for k, v in results["batch"].items() if k.isdigit()}
-    for method, label in (("onnx_mapInPandas", "ONNX in mapInPandas (ours)"), ("mlflow_spark_udf", "mlflow spark_udf")):
+    for method, label in (("onnx_mapInArrow", "ONNX in mapInArrow (ours)"), ("mlflow_spark_udf", "mlflow spark_udf")):
         left.plot(list(batch), [batch[n]["median_seconds"][method] for n in batch], marker="o", label=label)
     left.set(xscale="log", yscale="log", xlabel="rows", ylabel="seconds (median)", title="Batch scoring, local[2]")
     search = {int(k): v for k, v in results["search"].items()}
@@ -264,6 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--max-train-rows", type=int, default=max(SEARCH_SIZES))
     parser.add_argument("--quick", action="store_true", help="10⁴/2·10⁴ rows, one round: does the benchmark run?")
+    parser.add_argument("--only", choices=("batch", "search"), help="run one part (default: both)")
     args = parser.parse_args(argv)
     args.state.mkdir(parents=True, exist_ok=True)
     batch_sizes, search_sizes = ((10_000, 20_000), (5_000, 10_000)) if args.quick else (
@@ -274,15 +361,18 @@ def main(argv: list[str] | None = None) -> int:
         model_uri = registered_model(args.state)
         spark = spark_session(args.state)
         print(f"bench-spark: {model_uri}, Spark {spark.version} local[2], load {os.getloadavg()}", flush=True)
-        results["batch"] = bench_batch(spark, model_uri, args.state, batch_sizes, rounds)
-        results["search"] = bench_search(spark, args.state, search_sizes, rounds)
+        if args.only in (None, "batch"):
+            results["batch"] = bench_batch(spark, model_uri, args.state, batch_sizes, rounds)
+        if args.only in (None, "search"):
+            results["search"] = bench_search(spark, args.state, search_sizes, rounds)
         spark.stop()
     results.update(load=load.summary(), load_samples=load.samples, load_after=os.getloadavg(), quick=args.quick)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "spark-quick" if args.quick else "spark"
+    name = "spark" + ("-quick" if args.quick else "") + (f"-{args.only}" if args.only else "")
     (RESULTS / f"{name}.json").write_text(json.dumps(results, indent=2))
     (RESULTS / f"{name}.md").write_text(report(results))
-    chart(results, RESULTS / "spark-quick.png" if args.quick else CHART)
+    if not args.only:  # the chart draws both parts
+        chart(results, RESULTS / "spark-quick.png" if args.quick else CHART)
     print(report(results))
     return 0
 
