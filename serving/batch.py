@@ -196,9 +196,8 @@ def worker_scorer(model: BatchModel) -> Scorer:
 def probabilities(scorer: Scorer, batch: pa.RecordBatch, fields: tuple[InputField, ...]) -> np.ndarray:
     """P(default) per row of an Arrow batch. A compiled model with an Encoding gets its float matrix straight from
     the Arrow columns; any other scorer gets the service's column-major input."""
-    encoding = getattr(scorer, "encoding", None)
-    if isinstance(scorer, OnnxScorer) and encoding is not None:
-        return scorer.run({FEATURES_INPUT: encoded(encoding, batch)})
+    if isinstance(scorer, OnnxScorer) and scorer.encoding is not None:
+        return scorer.run({FEATURES_INPUT: encoded(scorer.encoding, batch)})
     return scorer.predict_proba(columns_of(batch.to_pandas(), fields))
 
 
