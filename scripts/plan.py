@@ -87,10 +87,11 @@ def local_registry(stack: str) -> str:
 
 def bench(imported: float, repeats: int = 3) -> int:
     """Per stack and target: the first evaluation (SDK imports, context assembly) and the best of the rest."""
+    from infra import stack_files
     from testing import mockcloud
 
     print(f"mock layer import: {imported:.2f} s")
-    for stack in mockcloud.stacks():
+    for stack in stack_files.stacks():
         uri = local_registry(stack)
         for target in ("containerapps", "aks"):
             overrides = {"model.trackingUri": uri, "model.registryUri": uri, "image.wheelhouse": False,

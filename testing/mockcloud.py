@@ -23,8 +23,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
-# The stack files as the engine reads them (here for the tests: mockcloud.stack_values, mockcloud.DELETE, ...).
-from infra.stack_files import DELETE, ROOT, apply_overrides, project_name, stack_values, stacks  # noqa: F401
+from infra.stack_files import apply_overrides, project_name, stack_values, stacks
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 TENANT = "99999999-8888-7777-6666-555555555555"

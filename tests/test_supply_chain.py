@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from infra import settings
+from infra import settings, stack_files
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
@@ -73,11 +73,10 @@ def test_the_base_image_is_pinned_by_digest_wherever_the_build_gets_it():
 
 
 def test_a_stack_cannot_configure_a_base_image_by_tag():
-    from testing import mockcloud
 
     def image(base: str) -> settings.ImageSettings:
-        values = mockcloud.apply_overrides(mockcloud.stack_values("dev"), {"image.baseImage": base})
-        return settings.from_values(mockcloud.project_name(), "dev", values, {}).image
+        values = stack_files.apply_overrides(stack_files.stack_values("dev"), {"image.baseImage": base})
+        return settings.from_values(stack_files.project_name(), "dev", values, {}).image
     with pytest.raises(settings.ConfigError, match=r"image\.baseImage is 'python:3.11-slim'; it must be pinned by digest"):
         image("python:3.11-slim")
     pinned = f"example.azurecr.io/base/python@sha256:{'c' * 64}"

@@ -12,6 +12,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from infra import stack_files
 from testing import mockcloud
 
 STACKS = ("dev", "staging", "prod")
@@ -21,7 +22,7 @@ def registered_names() -> list[str]:
     """The model name each stack resolves (catalog.schema.name with Unity Catalog)."""
     names = []
     for stack in STACKS:
-        values = mockcloud.stack_values(stack)
+        values = stack_files.stack_values(stack)
         dbx, model = values["databricks"], values.get("model", {})
         short = model.get("name", "credit_default")
         names.append(f"{dbx['catalog']}.{dbx['schema']}.{short}" if dbx.get("modelRegistry", "unityCatalog") == "unityCatalog"

@@ -13,6 +13,7 @@ import sys
 import pulumi
 import pytest
 
+from infra import stack_files
 from infra.promote import PromotionError
 from testing import mockcloud
 
@@ -51,7 +52,7 @@ def test_prod_with_staging_in_bootstrap_fails_naming_what_to_set(greenfield):
 
 def test_prod_building_itself_never_bootstraps_and_says_what_to_set(greenfield):
     with pytest.raises(pulumi.RunError, match=r"workspace does not exist yet.*allowBootstrap: false.*promotion\.sourceStack"):
-        greenfield("prod", {"promotion": mockcloud.DELETE})
+        greenfield("prod", {"promotion": stack_files.DELETE})
 
 
 def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(greenfield, monkeypatch):
@@ -80,7 +81,7 @@ def test_make_plan_on_a_greenfield_machine(tmp_path):
     env["HOME"] = str(tmp_path)
     for stack in ("dev", "staging", "prod"):
         result = subprocess.run([sys.executable, "-m", "scripts.plan", "--stack", stack, "--greenfield"], env=env,
-                                capture_output=True, text=True, timeout=300, cwd=mockcloud.ROOT)
+                                capture_output=True, text=True, timeout=300, cwd=stack_files.ROOT)
         assert "Traceback" not in result.stderr + result.stdout, result.stderr
         if stack == "prod":
             assert result.returncode == 1 and "error: promotion source stack" in result.stderr, result.stderr

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from infra import kql, log_tables
+from infra import kql, log_tables, stack_files
 from testing import mockcloud
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ KUSTO = ROOT / ".tools" / "node_modules" / "@kusto" / "language-service-next" / 
 SCRIPT = ROOT / "scripts" / "kusto_bind.cjs"
 STACKS = ("dev", "staging", "prod")
 TARGETS = ("containerapps", "aks")
-BUILDS = {"promotion": mockcloud.DELETE}  # prod is a promotion target; as in test_program.py, build it here
+BUILDS = {"promotion": stack_files.DELETE}  # prod is a promotion target; as in test_program.py, build it here
 RULE = "azure-native:monitor:ScheduledQueryRule"
 SAVED = "azure-native:operationalinsights:SavedSearch"
 DRIFT_JOB = "databricks-drift-job"

@@ -13,11 +13,11 @@ import re
 
 import pytest
 
-from infra import k8s_manifests, kql, prometheus
+from infra import k8s_manifests, kql, prometheus, stack_files
 from testing import mockcloud
 
 STACKS = ("dev", "staging", "prod")
-BUILDS = {"promotion": mockcloud.DELETE}
+BUILDS = {"promotion": stack_files.DELETE}
 QUERY_RULE = "azure-native:monitor:ScheduledQueryRule"
 PROM_RULES = "azure-native:alertsmanagement:PrometheusRuleGroup"
 
@@ -36,7 +36,7 @@ def test_container_apps_error_rate_counts_the_ingress_5xx_and_the_app_error_line
     rule = error_rate_rule(ev)
     condition = rule["criteria"]["allOf"][0]
     query = condition["query"]
-    threshold = mockcloud.stack_values(stack).get("observability", {}).get("errorRatePercent", 5)
+    threshold = stack_files.stack_values(stack).get("observability", {}).get("errorRatePercent", 5)
     assert (condition["metricMeasureColumn"], condition["operator"], condition["threshold"]) == (
         "error_rate_percent", "GreaterThan", threshold)
     app = ev.one("azure-native:app:ContainerApp").inputs["containerAppName"]
@@ -101,7 +101,7 @@ def test_aks_alerts_on_the_app_5xx_share_and_on_no_ready_replica(aks):
     workspace = aks.one("azure-native:monitor:AzureMonitorWorkspace")
     cluster = aks.one("azure-native:containerservice:ManagedCluster")
     assert group["scopes"] == [workspace.id] and group["clusterName"] == cluster.inputs["resourceName"]
-    observability = mockcloud.stack_values(aks.stack).get("observability", {})
+    observability = stack_files.stack_values(aks.stack).get("observability", {})
     threshold, window = observability.get("errorRatePercent", 5), observability.get("windowMinutes", 15)
     actions = [{"actionGroupId": aks.one("azure-native:monitor:ActionGroup").id}]
     alerts = {r["alert"]: r for r in group["rules"]}
@@ -131,5 +131,5 @@ def test_the_metric_the_alert_reads_is_the_one_the_app_serves():
 def _settings():
     from infra import settings
 
-    values = mockcloud.stack_values("dev")
-    return settings.from_values(mockcloud.project_name(), "dev", values, {}).observability
+    values = stack_files.stack_values("dev")
+    return settings.from_values(stack_files.project_name(), "dev", values, {}).observability

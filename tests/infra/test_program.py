@@ -10,7 +10,7 @@ import zipfile
 import pulumi
 import pytest
 
-from infra import jobwheel, settings
+from infra import jobwheel, settings, stack_files
 from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID, METRICS_PUBLISHER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
@@ -25,7 +25,7 @@ OUTPUTS = ("endpoint_url", "image_ref", "model_name", "model_version", "model_ru
 
 
 # prod is a promotion target (tests/infra/test_promotion.py); here it runs the build path at prod's sizes.
-BUILDS = {"promotion": mockcloud.DELETE}
+BUILDS = {"promotion": stack_files.DELETE}
 
 
 @pytest.fixture(scope="module", params=STACKS)
@@ -244,7 +244,7 @@ def test_one_wheel_holds_every_task_and_is_uploaded_to_the_stack_volume(stack):
     files = stack.of_type("databricks:index/file:File")
     assert len(files) == 1 and not stack.of_type("databricks:index/workspaceFile:WorkspaceFile")
     path = files[0].inputs["path"]
-    catalog, schema = mockcloud.stack_values(stack.stack)["databricks"]["catalog"], "credit"
+    catalog, schema = stack_files.stack_values(stack.stack)["databricks"]["catalog"], "credit"
     wheel_name = r"credit_default_jobs-1\.0\.0\+[0-9a-f]{12}-py3-none-any\.whl"
     assert re.fullmatch(rf"/Volumes/{catalog}/{schema}/job_code/{wheel_name}", path)
     volume = stack.one("databricks:index/volume:Volume")
@@ -341,10 +341,11 @@ def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(eva
 
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"databricks.jobPrincipal": "jobs-sp"}, r"databricks\.jobPrincipal is 'jobs-sp'; it must be a service principal's "),
-    ({"databricks.createCatalog": True, "databricks.modelRegistry": "workspace", "databricks.catalog": mockcloud.DELETE,
-      "databricks.schema": mockcloud.DELETE}, r"databricks\.createCatalog needs mlops-credit-default:databricks\.modelRegistry"),
+    ({"databricks.createCatalog": True, "databricks.modelRegistry": "workspace",
+      "databricks.catalog": stack_files.DELETE, "databricks.schema": stack_files.DELETE},
+     r"databricks\.createCatalog needs mlops-credit-default:databricks\.modelRegistry"),
     ({"databricks.codeVolume": "job code"}, r"databricks\.codeVolume is 'job code'; it must be a volume identifier"),
-    ({"databricks.accountId": mockcloud.DELETE}, r"databricks\.accountId is required when the stack declares the jobs'"),
+    ({"databricks.accountId": stack_files.DELETE}, r"databricks\.accountId is required when the stack declares the jobs'"),
     ({"databricks.promotionReaders": ["prod-ci"]}, r"databricks\.promotionReaders holds 'prod-ci'; each item must be a "),
 ])
 def test_bad_unity_catalog_config_names_the_key(evaluate, overrides, message):
@@ -359,7 +360,7 @@ def drift_parameters(job) -> dict[str, str]:
 
 
 def test_every_stack_declares_the_scheduled_drift_job(stack):
-    config = mockcloud.stack_values(stack.stack)
+    config = stack_files.stack_values(stack.stack)
     drift, timezone = config["drift"], config["databricks"].get("timezone", "UTC")
     job = stack.named(JOB, "databricks-drift-job")
     assert job.inputs["name"] == f"credit-default-drift-{stack.stack}"
@@ -453,8 +454,8 @@ def test_bad_drift_config_names_the_key(evaluate, overrides, key):
 
 def test_existing_workspace_and_workspace_registry(evaluate):
     ev = evaluate("dev", {"databricks.existingWorkspaceUrl": "https://adb-1.2.azuredatabricks.net",
-                          "databricks.modelRegistry": "workspace", "databricks.catalog": mockcloud.DELETE,
-                          "databricks.schema": mockcloud.DELETE, "model.name": "credit-default-test"})
+                          "databricks.modelRegistry": "workspace", "databricks.catalog": stack_files.DELETE,
+                          "databricks.schema": stack_files.DELETE, "model.name": "credit-default-test"})
     assert not ev.of_type("azure-native:databricks:Workspace")
     assert ev.outputs["databricks_workspace_url"] == "https://adb-1.2.azuredatabricks.net"
     assert ev.one("databricks:index/mlflowModel:MlflowModel").inputs["name"] == "credit-default-test"
@@ -527,7 +528,7 @@ def test_the_batch_job_scores_with_the_version_the_stack_serves(evaluate, stack)
     [task] = job.inputs["tasks"]
     entry, params = wheel_task(task)
     assert entry == "credit-batch" and entry in jobwheel.ENTRY_POINTS
-    batch = mockcloud.stack_values(stack)["databricks"]["batch"]
+    batch = stack_files.stack_values(stack)["databricks"]["batch"]
     assert params[params.index("--model-uri") + 1] == f"models:/{ev.outputs['model_name']}/{ev.outputs['model_version']}"
     assert [params[params.index(flag) + 1] for flag in ("--input-table", "--output-table", "--rejects-table")] == [
         batch["inputTable"], batch["outputTable"], batch["rejectsTable"]]

@@ -20,7 +20,7 @@ import pytest
 from azure.core.credentials import AccessToken
 from pulumi.dynamic.dynamic import serialize_provider
 
-from infra import promote
+from infra import promote, stack_files
 from infra.promote import PromotionError
 from infra.promotion import ImageImportProvider, ModelPromotionProvider
 from infra.settings import ConfigError
@@ -94,7 +94,7 @@ def test_prod_never_builds_and_never_trains(promoted):
 
 def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
     [job] = [j for j in promoted.of_type("databricks:index/job:Job") if j.name == "databricks-drift-job"]
-    assert job.inputs["schedule"]["quartzCronExpression"] == mockcloud.stack_values("prod")["drift"]["schedule"]
+    assert job.inputs["schedule"]["quartzCronExpression"] == stack_files.stack_values("prod")["drift"]["schedule"]
     params = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
     assert "--model-name" not in params  # the log names staging's version
     workspace = promoted.one("azure-native:operationalinsights:Workspace")
@@ -221,7 +221,7 @@ def test_an_image_missing_from_the_source_registry_is_refused(tls):
     ({"promotion.testedDigest": DIGEST, "promotion.testedModelVersion": 7, "promotion.pinnedDigest": OLD_DIGEST,
       "promotion.pinnedModelVersion": 5}, "exclude each other"),
     ({"promotion.pinnedDigest": "sha256:abc", "promotion.pinnedModelVersion": 1}, "sha256:<64 hex digits>"),
-    ({"promotion.sourceStack": mockcloud.DELETE, "promotion.pinnedDigest": OLD_DIGEST,
+    ({"promotion.sourceStack": stack_files.DELETE, "promotion.pinnedDigest": OLD_DIGEST,
       "promotion.pinnedModelVersion": 1}, "only a promotion target can pin"),
     # The organization is the engine's: a placeholder one would only work on a self-managed backend.
     ({"promotion.sourceStack": "organization/mlops-credit-default/staging"},
@@ -349,6 +349,6 @@ def test_providers_load_in_a_fresh_process(provider):
     code = ("import base64, sys, dill; p = dill.loads(base64.b64decode(sys.stdin.read())); "
             "print(type(p).__module__, type(p).__name__)")
     result = subprocess.run([sys.executable, "-c", code], input=serialized, capture_output=True, text=True,
-                            cwd=mockcloud.ROOT, timeout=120, check=True)
+                            cwd=stack_files.ROOT, timeout=120, check=True)
     assert result.stdout.split() == ["infra.promotion", type(provider).__name__]
     assert base64.b64decode(serialized)

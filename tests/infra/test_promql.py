@@ -13,9 +13,8 @@ from __future__ import annotations
 import promql_parser
 import pytest
 
-from infra import prometheus, settings
+from infra import prometheus, settings, stack_files
 from serving.scoring import metrics
-from testing import mockcloud
 
 POD_JOB_LABELS = {"job", "kubernetes_namespace", "kubernetes_pod_name", "instance"}
 # series -> the labels it carries (the ones a rule may match on)
@@ -43,7 +42,7 @@ def selectors(expression: str) -> list[tuple[str, set[str]]]:
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_every_declared_expression_parses_and_reads_collected_series(evaluate, stack):
-    ev = evaluate(stack, {"serving.target": "aks", **({"promotion": mockcloud.DELETE} if stack == "prod" else {})})
+    ev = evaluate(stack, {"serving.target": "aks", **({"promotion": stack_files.DELETE} if stack == "prod" else {})})
     group = ev.one("azure-native:alertsmanagement:PrometheusRuleGroup")
     assert group.inputs["rules"]
     for rule in group.inputs["rules"]:
@@ -55,7 +54,7 @@ def test_every_declared_expression_parses_and_reads_collected_series(evaluate, s
 
 
 def test_the_check_refuses_what_prometheus_would():
-    s = settings.from_values(mockcloud.project_name(), "dev", mockcloud.stack_values("dev"), {}).observability
+    s = settings.from_values(stack_files.project_name(), "dev", stack_files.stack_values("dev"), {}).observability
     good = prometheus.rules("scoring", "scoring", s)[0].expression
     assert selectors(good)
     for broken in (good.replace("sum(increase(", "sum(increase((", 1),   # unbalanced

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from infra import stack_files
 from infra.settings import StackSettings, from_values
 from scripts import release
 from scripts.release import Release, ReleaseFailed
@@ -60,8 +61,8 @@ class CloudStack:
         return self.outputs()
 
     def settings(self) -> StackSettings:
-        values = mockcloud.apply_overrides(mockcloud.stack_values(self.stack), self.config)
-        return from_values(mockcloud.project_name(), self.stack, values, {})
+        values = stack_files.apply_overrides(stack_files.stack_values(self.stack), self.config)
+        return from_values(stack_files.project_name(), self.stack, values, {})
 
 
 @dataclass
@@ -176,13 +177,13 @@ def test_a_promotion_fails_unless_it_deployed_what_staging_tested():
 
 def test_a_pinned_prod_must_serve_its_pin_not_what_staging_tested():
     """A rollback by config (promotion.pinnedDigest) goes through the same release: the check follows the pin."""
-    values = mockcloud.apply_overrides(mockcloud.stack_values("prod"), {
+    values = stack_files.apply_overrides(stack_files.stack_values("prod"), {
         "promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6"})
-    pinned = from_values(mockcloud.project_name(), "prod", values, {}).promotion
+    pinned = from_values(stack_files.project_name(), "prod", values, {}).promotion
     said: list[str] = []
     assert release.expected_artifact(pinned, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "0f" * 32, "6")
     assert said and "a rollback by config" in said[0]
-    following = from_values(mockcloud.project_name(), "prod", mockcloud.stack_values("prod"), {}).promotion
+    following = from_values(stack_files.project_name(), "prod", stack_files.stack_values("prod"), {}).promotion
     assert release.expected_artifact(following, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "ab" * 32, "7")
 
 

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from infra import settings
+from infra import settings, stack_files
 from infra.settings import ConfigError
-from testing import mockcloud
 
 PROJECT = "mlops-credit-default"
 
 
 def load(stack: str, overrides: dict | None = None, env: dict | None = None) -> settings.StackSettings:
-    values = mockcloud.apply_overrides(mockcloud.stack_values(stack), overrides or {})
+    values = stack_files.apply_overrides(stack_files.stack_values(stack), overrides or {})
     return settings.from_values(PROJECT, stack, values, env or {})
 
 
@@ -53,13 +52,13 @@ def test_unity_catalog_model_name_and_uris():
     ({"serving.containerApp.minReplicas": 3, "serving.containerApp.maxReplicas": 2},
      f"{PROJECT}:serving.containerApp.maxReplicas", "3..300"),
     ({"serving.aks.serviceType": "NodePort"}, f"{PROJECT}:serving.aks.serviceType", "LoadBalancer, ClusterIP"),
-    ({"databricks.catalog": mockcloud.DELETE}, f"{PROJECT}:databricks.catalog", "is required"),
+    ({"databricks.catalog": stack_files.DELETE}, f"{PROJECT}:databricks.catalog", "is required"),
     ({"databricks.modelRegistry": "mlflow"}, f"{PROJECT}:databricks.modelRegistry", "unityCatalog, workspace"),
     ({"registry.name": "Bad-Name"}, f"{PROJECT}:registry.name", "lowercase letters and digits"),
     ({"registry.zoneRedundancy": True, "registry.sku": "Basic"}, f"{PROJECT}:registry.zoneRedundancy", "Premium"),
     ({"observability.alertEmails": ["not-an-address"]}, f"{PROJECT}:observability.alertEmails", "e-mail"),
     ({"serving.containerApp.minReplica": 2}, f"{PROJECT}:serving.containerApp", "minReplica"),
-    ({"location": mockcloud.DELETE}, f"{PROJECT}:location", "is required"),
+    ({"location": stack_files.DELETE}, f"{PROJECT}:location", "is required"),
     ({"serving.containerApp.pinnedRevisions": [{"revision": "ca--v1"}]},
      f"{PROJECT}:serving.containerApp.pinnedRevisions[0]", "weight"),
     ({"serving.containerApp.zoneRedundant": True}, f"{PROJECT}:serving.containerApp.zoneRedundant", "infrastructureSubnetId"),
@@ -109,7 +108,7 @@ def test_every_stack_authenticates_by_default(stack):
     ({"serving.auth.mode": "internal"}, "needs serving.containerApp.infrastructureSubnetId"),
     ({"serving.auth.allowedClientApplications": []}, "must list at least one client application id"),
     ({"serving.auth.allowedClientApplications": ["smoke-test"]}, "application (client) id (a UUID)"),
-    ({"serving.auth.clientId": mockcloud.DELETE}, "serving.auth.clientId is required"),
+    ({"serving.auth.clientId": stack_files.DELETE}, "serving.auth.clientId is required"),
     ({"serving.auth.tenantId": "contoso.onmicrosoft.com"}, "serving.auth.tenantId is 'contoso.onmicrosoft.com'"),
     ({"serving.auth.audiences": "api://x"}, "unknown key(s) audiences"),
 ])
