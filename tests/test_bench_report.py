@@ -238,3 +238,25 @@ def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
     # 1,500 req/s at 1 connection = 667 µs per request: score 100 µs (15%), metrics 50 (7.5%), the rest the framework.
     assert "| score (onnxruntime) | 100 (15%) | 500 (" in markdown
     assert "| framework: HTTP, uvicorn, ScoringFront | 517 (78%) |" in markdown
+
+
+def test_the_bare_endpoint_checks_say_the_ceiling_any_server_could_reach_here():
+    """The ceiling: the bare endpoint's CPU per request + parsing the body + the model, nothing else."""
+    runs = {name: {bench.load_key(n, c): [dataclasses.replace(result(rps), server_cores=cores)]
+                   for n in bench.BATCH_SIZES for c in bench.CONCURRENCY}
+            for name, rps, cores in (("ours", 1000.0, 0.5), (bench.OURS_MLFLOW, 1000.0, 0.5),
+                                     (bench.OURS_V2, 1000.0, 0.5), (bench.BARE, 5000.0, 0.5), ("mlflow", 50.0, 1.0))}
+    summary = bench.summarize(runs)  # bare: 0.5 cores / 5000 req/s = 100 µs of CPU per request
+    profile = {1: {bench.PARSE_ONLY: 5.0, bench.SCORE: 20.0, "metrics": 3.0},
+               100: {bench.PARSE_ONLY: 120.0, bench.SCORE: 230.0, "metrics": 30.0}}
+    checks = {c.name: c for c in bench.framework_checks(summary, profile)}
+    batch = checks["/predict vs bare FastAPI endpoint, 100 records, 8 conn"]
+    # 100 / (100 + 120 + 230) = 22 %: below a 30 % target whatever the server does besides.
+    assert batch.measured == ("20% (1,000 vs 5,000 req/s); ceiling here 22%: the bare endpoint's 100 µs of CPU + "
+                              "parsing the body 120 + the model 230, nothing else")
+    assert "ceiling here 80%" in checks["/predict vs bare FastAPI endpoint, 1 record, 8 conn"].measured
+    assert "ceiling" not in bench.framework_checks(summary)[0].measured  # no profile, no ceiling
+    # The parse-only reference is part of parse + validate: not a row of the profile, not in its sum.
+    profile_rows = bench.render_profile(profile, summary)
+    assert not any(bench.PARSE_ONLY in line for line in profile_rows)
+    assert "| framework: HTTP, uvicorn, ScoringFront | 977 (98%) | 740 (74%) |" in profile_rows
