@@ -238,8 +238,10 @@ def columns_of(batch: pd.DataFrame, fields: tuple[InputField, ...]) -> Columns:
     return columns
 
 
-def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime):
-    """Valid rows -> keys, probability, label, model name and version, scoring run id, scored_at."""
+def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime,
+                partition: Callable[..., Any] | None = None):
+    """Valid rows -> keys, probability, label, model name and version, scoring run id, scored_at. `partition`
+    stands in for score_partition (bench/spark.py times the same query with a model that takes no time)."""
     from pyspark.sql import functions as fn
     from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
@@ -248,7 +250,7 @@ def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, 
                                   .alias(f.name) for f in fields))
     schema = StructType([*(typed.schema[k] for k in keys), StructField(PROBABILITY, DoubleType(), False),
                          StructField(LABEL, IntegerType(), False)])
-    scored = typed.mapInArrow(score_partition(model, fields, keys, manifest.decision_threshold), schema)
+    scored = typed.mapInArrow((partition or score_partition)(model, fields, keys, manifest.decision_threshold), schema)
     return with_provenance(scored, manifest, run_id, scored_at)
 
 
