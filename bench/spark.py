@@ -24,6 +24,9 @@ It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1
 4. the machine's load (os.getloadavg) before, every 5 s during, and after the run;
 5. bench/results/spark.json, bench/results/spark.md and the chart docs/spark_scaling.png (with --only, one
    part's results in bench/results/spark-<part>.json and .md, and no chart: it draws both parts).
+
+Why one module: one run read top to bottom (the model, the session, batch scoring and its bounds, the search,
+the report and the chart), each a section, as bench/serving.py is for the scoring service.
 """
 
 from __future__ import annotations
