@@ -159,8 +159,9 @@ def spark_cpu_seconds() -> float:
     return total
 
 
-def ours(spark, model, path: str):
-    """serving/batch.py's path: the service's row checks, then the image's ONNX model in mapInArrow."""
+def ours(spark, model, path: str, partition=None):
+    """serving/batch.py's path: the service's row checks, then the image's ONNX model in mapInArrow (or, with
+    `partition`, another function in its place: no_model)."""
     from pyspark.sql import functions as fn
 
     from serving import batch
@@ -168,24 +169,20 @@ def ours(spark, model, path: str):
     frame = batch.checked(spark.read.parquet(path), model.manifest.inputs, ["customer_id"])
     valid = frame.where(fn.col(batch.REASON).isNull()).drop(batch.REASON)
     return batch.predictions(valid, spark.sparkContext.broadcast(model), model.manifest, ["customer_id"], "bench",
-                             datetime.now(UTC))
+                             datetime.now(UTC), partition=partition)
 
 
 def no_model(spark, model, path: str):
     """ours() with a model that takes no time: the same query (read, the row checks, the columns handed to Python
     as Arrow batches, a batch back for each) answering a constant. What ours() adds to it is the encoding and
-    onnxruntime's trees, which the issue prescribes (the image's compiled model): the ceiling's two terms."""
-    from pyspark.sql import functions as fn
-
-    from serving import batch
-
-    frame = batch.checked(spark.read.parquet(path), model.manifest.inputs, ["customer_id"])
-    valid = frame.where(fn.col(batch.REASON).isNull()).drop(batch.REASON)
-    return batch.predictions(valid, spark.sparkContext.broadcast(model), model.manifest, ["customer_id"], "bench",
-                             datetime.now(UTC), partition=constant_partition)
+    onnxruntime's trees, which the issue prescribes (the image's compiled model)."""
+    return ours(spark, model, path, partition=constant_partition)
 
 
 def constant_partition(model, fields, keys: list[str], threshold: float):
+    """score_partition's shape, answering probability 0 and label 0 for every row without looking at it."""
+    from serving.batch import LABEL, PROBABILITY
+
     def answer(batches):
         import numpy as np
         import pyarrow as pa
@@ -194,7 +191,7 @@ def constant_partition(model, fields, keys: list[str], threshold: float):
             if arrow.num_rows:
                 zeros = np.zeros(arrow.num_rows)
                 yield pa.RecordBatch.from_arrays([*(arrow.column(k) for k in keys), pa.array(zeros),
-                                                  pa.array(zeros.astype(np.int32))], names=[*keys, "probability", "label"])
+                                                  pa.array(zeros.astype(np.int32))], names=[*keys, PROBABILITY, LABEL])
     return answer
 
 
