@@ -258,10 +258,10 @@ def check_targets(summary: dict[str, dict[str, dict]], cold_start_s: float, rss_
 
 def ceiling(summary: dict[str, dict[str, dict]], profile: dict[int, dict[str, float]], records: int,
             connections: int) -> str:
-    """The most of the bare endpoint's throughput any server answering these records could reach on this machine,
-    by CPU per request: the bare endpoint's own cost plus the two steps no scoring server can skip, parsing the body
-    (orjson, the fastest JSON parser for Python) and running the model (onnxruntime), with nothing validated,
-    encoded, logged or counted. "" without a profile of that many records."""
+    """The most of the bare endpoint's throughput a server answering these records could reach on this machine if
+    it did nothing but the two steps no scoring server can skip, by CPU per request: the bare endpoint's own cost,
+    parsing the body (orjson, the fastest JSON parser for Python) and running the model (onnxruntime), with nothing
+    validated, encoded, logged or counted. "" without a profile of that many records."""
     stages = profile.get(records, {})
     if PARSE_ONLY not in stages or SCORE not in stages or "cpu_us" not in summary[BARE][load_key(records, connections)]:
         return ""
@@ -273,8 +273,8 @@ def ceiling(summary: dict[str, dict[str, dict]], profile: dict[int, dict[str, fl
 
 def framework_checks(summary: dict[str, dict[str, dict]], profile: dict[int, dict[str, float]] | None = None
                      ) -> list[Check]:
-    """Issue 11's targets: /predict against the bare FastAPI endpoint at 8 connections (with the ceiling any
-    server could reach, given the profile), and each other protocol against /predict on the same records (and
+    """Issue 11's targets: /predict against the bare FastAPI endpoint at 8 connections (with the ceiling, given
+    the profile), and each other protocol against /predict on the same records (and
     /invocations against `mlflow models serve`)."""
     if not {BARE, OURS_MLFLOW, OURS_V2} <= set(summary):
         return []
