@@ -240,7 +240,7 @@ def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
     assert "| framework: HTTP, uvicorn, ScoringFront | 517 (78%) |" in markdown
 
 
-def test_the_bare_endpoint_checks_say_the_ceiling_any_server_could_reach_here():
+def test_the_bare_endpoint_checks_say_the_ceiling_a_server_could_reach_here():
     """The ceiling: the bare endpoint's CPU per request + parsing the body + the model, nothing else."""
     runs = {name: {bench.load_key(n, c): [dataclasses.replace(result(rps), server_cores=cores)]
                    for n in bench.BATCH_SIZES for c in bench.CONCURRENCY}
