@@ -379,6 +379,40 @@ def job_schedules(ev: Evaluation) -> list[str]:
     return problems
 
 
+WHEEL_NAME = re.compile(r"(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+\+[0-9a-f]{8,})-py3-none-any\.whl")
+FILES = ("databricks:index/file:File", "databricks:index/workspaceFile:WorkspaceFile")
+
+
+def job_wheels_versioned_by_content(ev: Evaluation) -> list[str]:
+    """A cluster installs a wheel as pip does and cannot swap a library's version in place: a changed wheel must be a
+    new file with a new version. Each task's wheel is a file the stack uploads, named by PEP 427 with a local
+    version label of hex digits (the content hash), and the version inside (METADATA) is the one in the name."""
+    import base64
+    import io
+    import zipfile
+
+    uploaded = {str(f.inputs.get("path")): f for typ in FILES for f in ev.of_type(typ)}
+    problems = []
+    for job in ev.of_type(JOB):
+        for task in job.inputs.get("tasks") or []:
+            for library in task.get("libraries") or []:
+                path = str(library.get("whl") or "")
+                if not path:
+                    continue
+                found = WHEEL_NAME.fullmatch(path.rsplit("/", 1)[-1])
+                if found is None:
+                    problems.append(f"{job.name}: {path} is not <name>-<version>+<content hash>-py3-none-any.whl")
+                elif path not in uploaded:
+                    problems.append(f"{job.name}: {path} is not a file this stack uploads")
+                else:
+                    archive = zipfile.ZipFile(io.BytesIO(base64.b64decode(uploaded[path].inputs["contentBase64"])))
+                    metadata = next(archive.read(n).decode() for n in archive.namelist()
+                                    if n.endswith(".dist-info/METADATA"))
+                    if f"\nVersion: {found['version']}\n" not in metadata:
+                        problems.append(f"{job.name}: {path} holds another version than its name says")
+    return problems
+
+
 TABLE_FLAGS = {"--data": "read", "--input-table": "read", "--output-table": "write", "--rejects-table": "write"}
 
 
@@ -787,6 +821,9 @@ RULES: tuple[Rule, ...] = (
          one_grant_per_principal_and_securable),
     Rule("databricks-job-schedule", "a job schedule is Quartz cron (6-7 fields, '?' in exactly one of day-of-month and "
          "day-of-week) in a Java time zone", "https://docs.databricks.com/aws/en/jobs/scheduled", job_schedules),
+    Rule("databricks-job-wheel-versioned", "a cluster installs a wheel library as pip does and cannot change a "
+         "library's version in place: a changed wheel is a new file with a new version",
+         "https://www.pulumi.com/registry/packages/databricks/api-docs/library/", job_wheels_versioned_by_content),
     Rule("unity-catalog-table-access", "a job reads a table with SELECT and creates one with CREATE_TABLE on its schema, "
          "with USE_CATALOG and USE_SCHEMA on the way",
          "https://docs.databricks.com/aws/en/data-governance/unity-catalog/manage-privileges/privileges",

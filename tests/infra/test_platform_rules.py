@@ -118,6 +118,31 @@ def test_a_declared_run_as_principal_without_the_deployers_roles_is_caught():
     assert "manager role" in problems("databricks-jobs-run-as", fake(principal, job, rules))[0]
 
 
+def wheel_file(path: str, version: str) -> Captured:
+    import base64
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(f"pkg-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: pkg\nVersion: {version}\n")
+    return resource("databricks:index/file:File", "wheel", {"path": path,
+                                                            "contentBase64": base64.b64encode(buffer.getvalue()).decode()})
+
+
+def test_a_job_wheel_whose_version_does_not_follow_its_content_is_caught():
+    """A cluster installs a wheel as pip does: the same name and version again would keep the old code."""
+    path = "/Volumes/c/s/job_code/pkg-1.0.0+0123456789ab-py3-none-any.whl"
+    job = resource(platform_rules.JOB, "job", {"tasks": [{"libraries": [{"whl": path}]}]})
+    assert not problems("databricks-job-wheel-versioned", fake(job, wheel_file(path, "1.0.0+0123456789ab")))
+    assert "holds another version" in problems("databricks-job-wheel-versioned",
+                                               fake(job, wheel_file(path, "1.0.0+ffffffffffff")))[0]
+    assert "not a file this stack uploads" in problems("databricks-job-wheel-versioned", fake(job))[0]
+    fixed = "/Volumes/c/s/job_code/pkg-1.0.0-py3-none-any.whl"  # no content hash: a new build keeps the name
+    job.inputs["tasks"][0]["libraries"] = [{"whl": fixed}]
+    assert "content hash" in problems("databricks-job-wheel-versioned", fake(job, wheel_file(fixed, "1.0.0")))[0]
+
+
 def test_entra_only_app_insights_without_a_publisher_is_caught():
     job = resource(platform_rules.JOB, "drift", {"tasks": [{"pythonWheelTask": {"entryPoint": "credit-drift"}}]})
     component = resource("azure-native:applicationinsights:Component", "appi", {"disableLocalAuth": True})
