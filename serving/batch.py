@@ -288,17 +288,22 @@ class Outcome:
 
 def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str],
         run_id: str) -> Outcome:
-    """Score `input_table` into `output_table` (appended), its bad rows into `rejects_table` (appended)."""
+    """Score `input_table` into `output_table` (appended), its bad rows into `rejects_table` (appended). The rows
+    and rejects are counted while the predictions are written (a Spark Observation), not in a pass of their own: the
+    table is read once on a night without bad rows, twice with some."""
+    from pyspark.sql import Observation
     from pyspark.sql import functions as fn
 
     started = time.perf_counter()
     name = lambda table: table_name(spark, table)  # noqa: E731
     manifest, scored_at = model.manifest, datetime.now(UTC)
     frame = checked(spark.read.table(name(input_table)), manifest.inputs, keys)
-    counts = frame.agg(fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected")).first()
+    observed = Observation("batch_counts")
+    counted = frame.observe(observed, fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected"))
     shared = spark.sparkContext.broadcast(model)
-    valid = frame.where(fn.col(REASON).isNull()).drop(REASON)
+    valid = counted.where(fn.col(REASON).isNull()).drop(REASON)
     predictions(valid, shared, manifest, keys, run_id, scored_at).write.mode("append").saveAsTable(name(output_table))
+    counts = observed.get
     if counts["rejected"]:
         rejects(frame, keys, manifest, run_id, scored_at).write.mode("append").saveAsTable(name(rejects_table))
     return Outcome(counts["rows"], counts["rows"] - counts["rejected"], counts["rejected"], time.perf_counter() - started)
