@@ -14,8 +14,9 @@ It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1
    `noop` sink, in one session (serving.batch.SESSION_CONF, the job's own settings, applies to both); rows/s as
    the median of --rounds, and the CPU seconds of the JVM and the Python workers per round (psutil, which the
    runtime's requirements bring); probabilities compared on the 10⁵ table; one executor's work per
-   10,000-row batch, stage by stage, without Spark (profile_batch); and the ceiling of the ratio here: the same
-   query with a model that takes no time (no_model), plus the trees' time on 2 cores, against spark_udf;
+   10,000-row batch, stage by stage, without Spark (profile_batch); and how far the ratio could go here (bounds):
+   spark_udf against the same query with a model that takes no time (no_model), and against that query's CPU
+   seconds plus the trees' spread over the 2 cores;
 3. the search (every candidate of training/pipeline.py's grid fitted and scored) on 2·10⁴, 2·10⁵ and
    10⁶ rows: one candidate after another in the driver against the candidates as Spark tasks
    (training/tuning.py), one thread each (scikit-learn's OpenMP threads on 2 shared cores beside Spark's
@@ -211,7 +212,8 @@ def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], roun
     from serving import batch
 
     model = batch.load_model(model_uri, progress=lambda line: print(f"  {line}", flush=True))
-    profile = profile_batch(model, portfolio_table(spark, state, sizes[0]))
+    smallest = portfolio_table(spark, state, sizes[0])
+    profile = profile_batch(model, smallest)
     results: dict = {}
     for rows in sizes:
         path = portfolio_table(spark, state, rows)
@@ -233,7 +235,6 @@ def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], roun
                               "rows_per_second": {m: rows / s for m, s in medians.items()},
                               "speedup": medians["mlflow_spark_udf"] / medians["onnx_mapInArrow"],
                               **bounds(medians, cpu, profile["onnxruntime (the trees)"] / 1e3 * rows / PROFILE_ROWS)}
-    smallest = portfolio_table(spark, state, sizes[0])
     results["max_abs_probability_difference"] = probability_difference(spark, model, model_uri, smallest)
     results["profile_ms"] = profile
     return results
