@@ -153,8 +153,9 @@ class BatchSettings(Section):
                             "scoring run id, scored_at (the job creates it and owns it)", pattern=TABLE, hint=THREE_PARTS)
     rejects_table: str = key("where the job appends rows it could not score, with every reason and the row as JSON",
                              pattern=TABLE, hint=THREE_PARTS)
-    keys: tuple[Matching(IDENT), ...] = key("the input's key column(s), copied to both outputs; a row without its key "  # type: ignore[valid-type]
-                                            "is rejected", hint="a column name")
+    # keyColumns, not keys: in a Pulumi stack file `keys:` reads as credentials, to people and to secret scanners.
+    key_columns: tuple[Matching(IDENT), ...] = key(  # type: ignore[valid-type]
+        "the input's key column(s), copied to both outputs; a row without its key is rejected", hint="a column name")
     schedule: str = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)",
                         pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)")
     timezone: str = key("Java/IANA time zone of the schedule", "UTC")
@@ -165,11 +166,12 @@ class BatchSettings(Section):
     def _rules(self) -> BatchSettings:
         import zoneinfo
 
-        if not self.keys:
-            raise ValueError("@keys must name at least one key column: a prediction nobody can join back is lost")
-        if set(self.keys) & set(BATCH_COLUMNS) or len(set(self.keys)) != len(self.keys):
-            raise ValueError(f"@keys must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes those), "
-                             f"got {list(self.keys)}")
+        keys = self.key_columns
+        if not keys:
+            raise ValueError("@keyColumns must name at least one key column: a prediction nobody can join back is lost")
+        if set(keys) & set(BATCH_COLUMNS) or len(set(keys)) != len(keys):
+            raise ValueError(f"@keyColumns must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes "
+                             f"those), got {list(keys)}")
         if len({t.lower() for t in self.tables}) != 3:
             raise ValueError(f"@inputTable, @outputTable and @rejectsTable must be three different tables, got "
                              f"{', '.join(self.tables)}")
