@@ -186,7 +186,8 @@ class Promotion(pulumi.ComponentResource):
         super().__init__("mlops:infra:Promotion", name, None, opts)
         s = args.settings
         child = pulumi.ResourceOptions(parent=self)
-        stack = s.qualified_source(pulumi.get_organization(), pulumi.get_project())
+        # <organization>/<project>/<stack>: the form a StackReference takes on every backend.
+        stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{s.source_stack}"
         self.source_stack = stack
         self.reference = pulumi.StackReference(f"{name}-source", stack_name=stack, opts=child)
         source = self.reference.outputs.apply(lambda outputs: source_artifact(stack, outputs or {}, s))

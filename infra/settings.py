@@ -1,14 +1,11 @@
 """The one place that reads and validates stack configuration.
 
-Every per-environment difference is a value in Pulumi.<stack>.yaml, read here into frozen pydantic models, one
-per config section, with the stack files' camelCase names; no other module reads `pulumi.Config` or compares the
-stack name. A missing, unknown or bad value raises `ConfigError` naming the full key
-(`<project>:<key>.<nested.path>`) and what is allowed. A field's description is its row of README's config-key
-table (`readme_table`; tests/infra/test_readme.py keeps the README equal to it).
-
-A rule that relates two keys is a model validator; its message names them as `@key`, which `ConfigError` turns
-into the full key. Defaults that depend on another section (the environment, the catalog, the target) come from
-the validation context that `from_values` fills from the raw values.
+Every per-environment difference is a value in Pulumi.<stack>.yaml, read here into frozen pydantic models, one per
+config section, with the stack files' camelCase names; no other module reads `pulumi.Config` or compares the stack
+name. A field's description is its row of README's config-key table (`readme_table`; tests/infra/test_readme.py
+keeps the two equal), so adding a key is adding one field. A missing, unknown or bad value raises `ConfigError`
+naming the full key (`<project>:<key>.<nested.path>`) and what is allowed: a rule that relates two keys is a model
+validator whose message names them as `@key`. Defaults that depend on another section are filled in `from_values`.
 
 Why one module: no other module reads config, so every key and rule is here; each key's description is its README
 row, and those ~110 documented keys are most of its length.
@@ -17,12 +14,14 @@ row, and those ~110 documented keys are most of its length.
 from __future__ import annotations
 
 import re
+import zoneinfo
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pulumi.errors import RunError
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, StringConstraints, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
 from infra import runtime
 
@@ -31,16 +30,13 @@ CONTAINER_UID = 10001  # serving/Dockerfile: USER 10001
 AUTH_MODES = {"containerapps": ("entra", "internal", "anonymous"), "aks": ("internal",)}
 # serving/Dockerfile's BASE_IMAGE default (tests/test_supply_chain.py keeps the two equal).
 DEFAULT_BASE_IMAGE = "python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff"
-EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s]+"
-QUARTZ = r"\S+( \S+){5,6}"
-REVISION = r"[a-z0-9][a-z0-9-]{0,62}"  # a Container Apps revision name
-UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
-QUANTITY = r"\d+(\.\d+)?(m|Mi|Gi|Ki)?"
+# Columns the batch job writes beside the keys (serving/batch.py): a key of the same name would collide.
+BATCH_COLUMNS = ("probability", "label", "model_name", "model_version", "scoring_run_id", "scored_at", "reject_reason",
+                 "record")
 if TYPE_CHECKING:
-    SPARK_VERSIONS = str
+    SparkVersion = str
 else:  # the runtimes infra/runtime.py records, as choices (built at run time, so the type checker sees a str)
-    SPARK_VERSIONS = Literal[tuple(runtime.BUNDLED)]
+    SparkVersion = Literal[tuple(runtime.BUNDLED)]
 
 
 class ConfigError(RunError, ValueError):
@@ -48,33 +44,60 @@ class ConfigError(RunError, ValueError):
     prints the message without a traceback."""
 
 
-def whole(pattern: str) -> str:
-    return f"^(?:{pattern})$"
+def matching(pattern: str, hint: str) -> AfterValidator:
+    """A string must match `pattern` in full; `hint` says in words what matches, for the error message."""
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise PydanticCustomError("config", "must be {hint}", {"hint": hint})
+        return value
+    return AfterValidator(check)
 
 
-def Matching(pattern: str) -> Any:  # noqa: N802 (a type, as it reads in a field)
-    return Annotated[str, StringConstraints(pattern=whole(pattern))]
+Cron = Annotated[str, matching(r"\S+( \S+){5,6}", "a Quartz cron expression (6-7 fields)")]
+Email = Annotated[str, matching(r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address")]
+UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+AppId = Annotated[str, matching(UUID, "a service principal's application id (a UUID)")]
+Identifier = r"[A-Za-z_][A-Za-z0-9_]*"
+Table = Annotated[str, matching(rf"{Identifier}\.{Identifier}\.{Identifier}",
+                                "catalog.schema.table (Unity Catalog names tables in three parts)")]
+Revision = Annotated[str, matching(r"[a-z0-9][a-z0-9-]{0,62}", "a revision name")]  # a Container Apps revision
+Quantity = Annotated[str, matching(r"\d+(\.\d+)?(m|Mi|Gi|Ki)?", "a Kubernetes quantity")]
+Digest = Annotated[str, matching(r"sha256:[0-9a-f]{64}", "sha256:<64 hex digits>")]
+ModelVersion = Annotated[str, Field(coerce_numbers_to_str=True),  # YAML `3` is as good as "3"
+                         matching(r"[1-9][0-9]*", "a model version number")]
+WorkspacePath = Annotated[str, matching(r"/[^\s]+", "a workspace path")]
+WorkspaceUrl = Annotated[str, matching(r"https://[a-z0-9.-]+", "https://<host> of the workspace")]
+SubnetId = Annotated[str, matching(r"/subscriptions/.+/subnets/[^/]+", "a subnet ARM id")]
+ApplicationIdUri = Annotated[str, matching(r"(api|https)://\S+", "an Application ID URI such as api://<clientId>")]
 
 
-def key(doc: str, default: Any = ..., *, shown: str | None = None, hint: str = "", pattern: str = "",
-        factory: Any = None, **checks: Any) -> Any:
-    """One config key: its README row (`doc`, and the default as `shown` where it is computed), its checks, and
-    `hint`: what a matching value is, in words, for the error message. `factory(fields validated so far)` computes a
-    default from the keys declared above it."""
-    if pattern:
-        checks["pattern"] = whole(pattern)
-    if factory is not None:
-        return Field(default_factory=factory, description=doc, json_schema_extra={"shown": shown, "hint": hint},
-                     validate_default=True, **checks)
+def key(doc: str, default: Any = ..., *, shown: str | None = None, factory: Any = None, **checks: Any) -> Any:
+    """One config key: its README row (`doc`, and the default as `shown` where it is computed) and its checks.
+    `factory(fields validated so far)` computes a default from the keys declared above it."""
     shown = shown if shown is not None else ("required" if default is ... else "none" if default is None else
                                              str(default).lower() if isinstance(default, bool) else
                                              "[]" if default == () else str(default))
-    return Field(default, description=doc, json_schema_extra={"shown": shown, "hint": hint}, **checks)
+    given = {"default_factory": factory, "validate_default": True} if factory else {"default": default}
+    return Field(**given, description=doc, json_schema_extra={"shown": shown}, **checks)
+
+
+def rule(holds: bool, message: str) -> None:
+    """A rule relating keys of one section; `message` names them as @key."""
+    if not holds:
+        raise ValueError(message)
 
 
 class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", alias_generator=to_camel, populate_by_name=True,
                               str_min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Any:
+        self.rules()
+        return self
+
+    def rules(self) -> None:
+        """The section's rules that relate its keys, each a `rule(...)`; checked once its keys are valid."""
 
 
 # An omitted section is an empty one: its keys' defaults (or "is required"), validated with the stack's context.
@@ -84,10 +107,9 @@ SECTION: Any = Field(default_factory=dict, validate_default=True)
 class ObservabilitySettings(Section):
     retention_days: int = key("Log Analytics retention, 30..730 days", 30, ge=30, le=730)
     daily_cap_gb: float | None = key("Log Analytics daily ingestion cap in GB (omit for none)", None, ge=0.023, le=10000)
-    alert_emails: tuple[Matching(EMAIL), ...] = key("e-mail addresses the action group notifies", (),  # type: ignore[valid-type]
-                                                    hint="an e-mail address")
-    alert_webhooks: tuple[Matching(r"https://[^\s]+"), ...] = key("webhook URLs the action group calls", (),  # type: ignore[valid-type]
-                                                                  hint="an https:// URL")
+    alert_emails: tuple[Email, ...] = key("e-mail addresses the action group notifies", ())
+    alert_webhooks: tuple[Annotated[str, matching(r"https://[^\s]+", "an https:// URL")], ...] = key(
+        "webhook URLs the action group calls", ())
     error_rate_percent: float = key("alert when the 5xx share of requests exceeds this, 0..100: the app's 5xx and, on "
                                     "Container Apps, those the ingress returned itself; on AKS also the threshold of the "
                                     "Prometheus 5xx-share alert", 5, ge=0.1, le=100)
@@ -99,87 +121,63 @@ class ObservabilitySettings(Section):
                                   le=1440)
     alert_severity: int = key("severity of the alert rules, 0 (critical) .. 4 (verbose)", 2, ge=0, le=4)
 
-    @model_validator(mode="after")
-    def _no_traffic(self) -> ObservabilitySettings:
-        if 0 < self.no_traffic_minutes < 5:
-            raise ValueError(f"@noTrafficMinutes must be 0 (no alert) or 5..1440, got {self.no_traffic_minutes}")
-        return self
+    def rules(self) -> None:
+        rule(not 0 < self.no_traffic_minutes < 5,
+             f"@noTrafficMinutes must be 0 (no alert) or 5..1440, got {self.no_traffic_minutes}")
 
 
 class RegistrySettings(Section):
-    name: str = key("globally unique ACR name, 5..50 lowercase letters and digits", pattern=r"[a-z0-9]{5,50}",
-                    hint="5..50 lowercase letters and digits (globally unique)")
+    name: Annotated[str, matching(r"[a-z0-9]{5,50}", "5..50 lowercase letters and digits (globally unique)")] = key(
+        "globally unique ACR name, 5..50 lowercase letters and digits")
     sku: Literal["Basic", "Standard", "Premium"] = key("ACR SKU: Basic|Standard|Premium", "Basic")
     zone_redundancy: bool = key("zone-redundant registry (Premium only)", False)
 
-    @model_validator(mode="after")
-    def _zones(self) -> RegistrySettings:
-        if self.zone_redundancy and self.sku != "Premium":
-            raise ValueError(f"@zoneRedundancy needs @sku Premium, got {self.sku}")
-        return self
+    def rules(self) -> None:
+        rule(not self.zone_redundancy or self.sku == "Premium", f"@zoneRedundancy needs @sku Premium, got {self.sku}")
 
 
 class JobSettings(Section):
     """The training job's cluster and schedule: keys of the `databricks` section (`DatabricksSettings.job`)."""
     data_table: str = key("training table (catalog.schema.table) or a path")
     node_type: str = key("job cluster node type", "Standard_DS3_v2")
-    spark_version: SPARK_VERSIONS = key("job cluster Databricks Runtime ML, one whose bundled libraries infra/runtime.py "
-                                        "records", runtime.DEFAULT)
+    spark_version: SparkVersion = key("job cluster Databricks Runtime ML, one whose bundled libraries infra/runtime.py "
+                                      "records", runtime.DEFAULT)
     workers: int = key("job cluster workers, 0 (single node) .. 100", 0, ge=0, le=100)
     policy_id: str | None = key("cluster policy id for the job cluster", None)
-    schedule: str | None = key("Quartz cron for scheduled training (omit for manual runs)", None, pattern=QUARTZ,
-                               hint="a Quartz cron expression (6-7 fields)")
+    schedule: Cron | None = key("Quartz cron for scheduled training (omit for manual runs)", None)
     timezone: str = key("time zone of the schedule", "UTC")
-    failure_emails: tuple[Matching(EMAIL), ...] = key("e-mail addresses notified when the job fails", (),  # type: ignore[valid-type]
-                                                      hint="an e-mail address")
+    failure_emails: tuple[Email, ...] = key("e-mail addresses notified when the job fails", ())
     timeout_seconds: int = key("job timeout in seconds, 300..86400", 7200, ge=300, le=86400)
     gate_floor: float = key("minimum held-out ROC-AUC for the gate, 0.5..1", 0.70, ge=0.5, le=1.0)
     gate_tolerance: float = key("how much worse than the champion a challenger may be, 0..0.2", 0.005, ge=0.0, le=0.2)
 
 
-APP_ID = "a service principal's application id (a UUID)"
-TABLE = r"[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*"
-# Columns the batch job writes beside the keys (serving/batch.py): a key of the same name would collide.
-BATCH_COLUMNS = ("probability", "label", "model_name", "model_version", "scoring_run_id", "scored_at", "reject_reason",
-                 "record")
-THREE_PARTS = "catalog.schema.table (Unity Catalog names tables in three parts)"
-
-
 class BatchSettings(Section):
     """The scheduled batch scoring job (serving/batch.py on the job cluster): `databricks.batch`."""
-    input_table: str = key("the batch scoring job's input: scored with the model version this stack serves (omit "
-                           "databricks.batch for no batch job)", pattern=TABLE, hint=THREE_PARTS)
-    output_table: str = key("where the job appends predictions: keys, probability, label, model name and version, "
-                            "scoring run id, scored_at (the job creates it and owns it)", pattern=TABLE, hint=THREE_PARTS)
-    rejects_table: str = key("where the job appends rows it could not score, with every reason and the row as JSON",
-                             pattern=TABLE, hint=THREE_PARTS)
+    input_table: Table = key("the batch scoring job's input: scored with the model version this stack serves (omit "
+                             "databricks.batch for no batch job)")
+    output_table: Table = key("where the job appends predictions: keys, probability, label, model name and version, "
+                              "scoring run id, scored_at (the job creates it and owns it)")
+    rejects_table: Table = key("where the job appends rows it could not score, with every reason and the row as JSON")
     # keyColumns, not keys: in a Pulumi stack file `keys:` reads as credentials, to people and to secret scanners.
-    key_columns: tuple[Matching(IDENT), ...] = key(  # type: ignore[valid-type]
-        "the input's key column(s), copied to both outputs; a row without its key is rejected", hint="a column name")
-    schedule: str = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)",
-                        pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)")
+    key_columns: tuple[Annotated[str, matching(Identifier, "a column name")], ...] = key(
+        "the input's key column(s), copied to both outputs; a row without its key is rejected")
+    schedule: Cron = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)")
     timezone: str = key("Java/IANA time zone of the schedule", "UTC")
     paused: bool = key("declare the batch job with its schedule paused", False)
     timeout_seconds: int = key("batch job timeout in seconds, 300..86400", 7200, ge=300, le=86400)
 
-    @model_validator(mode="after")
-    def _rules(self) -> BatchSettings:
-        import zoneinfo
-
+    def rules(self) -> None:
         keys = self.key_columns
-        if not keys:
-            raise ValueError("@keyColumns must name at least one key column: a prediction nobody can join back is lost")
-        if set(keys) & set(BATCH_COLUMNS) or len(set(keys)) != len(keys):
-            raise ValueError(f"@keyColumns must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes "
-                             f"those), got {list(keys)}")
-        if len({t.lower() for t in self.tables}) != 3:
-            raise ValueError(f"@inputTable, @outputTable and @rejectsTable must be three different tables, got "
-                             f"{', '.join(self.tables)}")
+        rule(bool(keys), "@keyColumns must name at least one key column: a prediction nobody can join back is lost")
+        rule(not set(keys) & set(BATCH_COLUMNS) and len(set(keys)) == len(keys),
+             f"@keyColumns must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes those), got "
+             f"{list(keys)}")
+        rule(len({t.lower() for t in self.tables}) == 3, "@inputTable, @outputTable and @rejectsTable must be three "
+             f"different tables, got {', '.join(self.tables)}")
         zones = zoneinfo.available_timezones()
-        if zones and self.timezone not in zones:
-            raise ValueError(f"@timezone is {self.timezone!r}; it must be an IANA time zone such as UTC or "
-                             "Europe/Amsterdam")
-        return self
+        rule(not zones or self.timezone in zones,
+             f"@timezone is {self.timezone!r}; it must be an IANA time zone such as UTC or Europe/Amsterdam")
 
     @property
     def tables(self) -> tuple[str, str, str]:
@@ -187,57 +185,46 @@ class BatchSettings(Section):
 
 
 class DatabricksSettings(JobSettings):
-    existing_workspace_url: str | None = key("use this workspace (https://adb-...) instead of creating one", None,
-                                             pattern=r"https://[a-z0-9.-]+", hint="https://<host> of the workspace")
-    existing_workspace_resource_id: str | None = key("ARM id of the existing workspace (for Azure auth)", None,
-                                                     pattern=r"/subscriptions/.+", hint="an ARM resource id")
+    existing_workspace_url: WorkspaceUrl | None = key("use this workspace (https://adb-...) instead of creating one", None)
+    existing_workspace_resource_id: Annotated[str, matching(r"/subscriptions/.+", "an ARM resource id")] | None = key(
+        "ARM id of the existing workspace (for Azure auth)", None)
     model_registry: Literal["unityCatalog", "workspace"] = key("where models are registered: unityCatalog|workspace",
                                                                "unityCatalog")
-    catalog: str | None = key("Unity Catalog catalog of the registered model (unityCatalog only)", None,
-                              shown="required for unityCatalog", pattern=IDENT, hint="a catalog identifier")
-    schema_: str | None = key("Unity Catalog schema of the registered model (unityCatalog only)", None, alias="schema",
-                              shown="required for unityCatalog", pattern=IDENT, hint="a schema identifier")
+    catalog: Annotated[str, matching(Identifier, "a catalog identifier")] | None = key(
+        "Unity Catalog catalog of the registered model (unityCatalog only)", None, shown="required for unityCatalog")
+    schema_: Annotated[str, matching(Identifier, "a schema identifier")] | None = key(
+        "Unity Catalog schema of the registered model (unityCatalog only)", None, alias="schema",
+        shown="required for unityCatalog")
     create_catalog: bool = key("declare the catalog (isolated, bound to this stack's workspace) and the schema; false: "
                                "use existing ones by name (unityCatalog only)", False)
-    code_volume: str = key("Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)",
-                           "job_code", pattern=IDENT, hint="a volume identifier")
-    job_principal: str | None = key("application id of an existing service principal the jobs run as (omit: the stack "
-                                    "declares credit-default-jobs-<environment>)", None, pattern=UUID, hint=APP_ID)
-    deployer: str | None = key("application id of the service principal that runs `pulumi up` (CI): it may read the "
-                               "model and manage the jobs; omit when a person deploys", None, pattern=UUID, hint=APP_ID)
-    account_id: str | None = key("Azure Databricks account id (account console): names the rule set that lets the "
-                                 "deployer run jobs as the jobs' principal (Service Principal User)", None,
-                                 shown="required unless jobPrincipal", pattern=UUID, hint="an account id (a UUID)")
-    promotion_readers: tuple[Matching(UUID), ...] = key(  # type: ignore[valid-type]
+    code_volume: Annotated[str, matching(Identifier, "a volume identifier")] = key(
+        "Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)", "job_code")
+    job_principal: AppId | None = key("application id of an existing service principal the jobs run as (omit: the "
+                                      "stack declares credit-default-jobs-<environment>)", None)
+    deployer: AppId | None = key("application id of the service principal that runs `pulumi up` (CI): it may read the "
+                                 "model and manage the jobs; omit when a person deploys", None)
+    account_id: Annotated[str, matching(UUID, "an account id (a UUID)")] | None = key(
+        "Azure Databricks account id (account console): names the rule set that lets the deployer run jobs as the "
+        "jobs' principal (Service Principal User)", None, shown="required unless jobPrincipal")
+    promotion_readers: tuple[AppId, ...] = key(
         "application ids of the deployers of stacks that promote this stack's model versions (prod's CI): each may "
-        "read the registered model, nothing else", (), hint=APP_ID)
-    experiment: str = key("MLflow experiment path", shown="/Shared/credit-default-<environment>", pattern=r"/.+",
-                          hint="a workspace path")
-    files_root: str = key("workspace folder of the jobs' wheel (workspace registry only)",
-                          shown="/Shared/mlops/<environment>", pattern=r"/[^\s]+", hint="a workspace path")
+        "read the registered model, nothing else", ())
+    experiment: Annotated[str, matching(r"/.+", "a workspace path")] = key("MLflow experiment path",
+                                                                            shown="/Shared/credit-default-<environment>")
+    files_root: WorkspacePath = key("workspace folder of the jobs' wheel (workspace registry only)",
+                                    shown="/Shared/mlops/<environment>")
     batch: BatchSettings | None = None  # the batch scoring job's keys (databricks.batch.*); None: no batch job
 
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any, info: Any) -> Any:
-        environment = info.context["environment"]
-        return {"experiment": f"/Shared/credit-default-{environment}", "filesRoot": f"/Shared/mlops/{environment}",
-                **data} if isinstance(data, Mapping) else data
-
-    @model_validator(mode="after")
-    def _rules(self) -> DatabricksSettings:
-        if self.unity_catalog and (self.catalog is None or self.schema_ is None):
-            raise ValueError(f"@{'catalog' if self.catalog is None else 'schema'} is required with @modelRegistry "
-                             "unityCatalog (the registered model's catalog and schema)")
-        if not self.job_principal and not self.account_id:
-            raise ValueError("@accountId is required when the stack declares the jobs' service principal (no "
-                             "@jobPrincipal): the deployer's Service Principal User role on it lives in the account")
+    def rules(self) -> None:
+        rule(not self.unity_catalog or None not in (self.catalog, self.schema_),
+             f"@{'catalog' if self.catalog is None else 'schema'} is required with @modelRegistry unityCatalog (the "
+             "registered model's catalog and schema)")
+        rule(bool(self.job_principal or self.account_id), "@accountId is required when the stack declares the jobs' "
+             "service principal (no @jobPrincipal): the deployer's Service Principal User role on it lives in the account")
         for name, value in (("promotionReaders", self.promotion_readers), ("createCatalog", self.create_catalog)):
-            if value and not self.unity_catalog:
-                raise ValueError(f"@{name} needs @modelRegistry unityCatalog, got {self.model_registry}")
-        if self.existing_workspace_resource_id and not self.existing_workspace_url:
-            raise ValueError("@existingWorkspaceResourceId needs @existingWorkspaceUrl too")
-        return self
+            rule(not value or self.unity_catalog, f"@{name} needs @modelRegistry unityCatalog, got {self.model_registry}")
+        rule(not self.existing_workspace_resource_id or bool(self.existing_workspace_url),
+             "@existingWorkspaceResourceId needs @existingWorkspaceUrl too")
 
     @property
     def schema(self) -> str | None:  # type: ignore[override]  # BaseModel.schema is pydantic v1's, deprecated
@@ -249,13 +236,14 @@ class DatabricksSettings(JobSettings):
 
     @property
     def job(self) -> JobSettings:
-        return JobSettings.model_construct(**{name: getattr(self, name) for name in JobSettings.model_fields})
+        """The training job's keys (these settings extend them)."""
+        return self
 
 
 class DriftSettings(Section):
     """The scheduled drift job (monitoring/drift.py on Databricks) of every stack."""
-    schedule: str = key("Quartz cron of the stack's Databricks drift job", "0 0 0/6 * * ?",
-                        shown="0 0 0/6 * * ? (every 6 hours)", pattern=QUARTZ, hint="a Quartz cron expression (6-7 fields)")
+    schedule: Cron = key("Quartz cron of the stack's Databricks drift job", "0 0 0/6 * * ?",
+                         shown="0 0 0/6 * * ? (every 6 hours)")
     paused: bool = key("declare the drift job with its schedule paused (runs only when started by hand)", False)
     window_hours: float = key("the drift job compares the requests of the last N hours with the training baseline, "
                               "1..720", 24, ge=1, le=720)
@@ -263,28 +251,17 @@ class DriftSettings(Section):
     p_value: float = key("... and its chi-square p-value is below this, 0.0001..0.5", 0.01, ge=0.0001, le=0.5)
     min_records: int = key("fewer records of a model version in the window = not enough data, 1..1000000", 200, ge=1,
                            le=1_000_000)
-    secret_scope: str = key("Databricks secret scope the stack declares for the drift job's Application Insights "
-                            "connection string (only the jobs' principal may read it)",
-                            shown="credit-default-<environment>", pattern=r"[A-Za-z0-9_.@-]{1,128}",
-                            hint="a Databricks secret scope name")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any, info: Any) -> Any:
-        return {"secretScope": f"credit-default-{info.context['environment']}", **data} if isinstance(data, Mapping) \
-            else data
-
-
-def default_registry_uri(unity_catalog: bool, tracking_uri: Any) -> str | None:
-    return "databricks-uc" if unity_catalog and tracking_uri == "databricks" else None
+    secret_scope: Annotated[str, matching(r"[A-Za-z0-9_.@-]{1,128}", "a Databricks secret scope name")] = key(
+        "Databricks secret scope the stack declares for the drift job's Application Insights connection string (only "
+        "the jobs' principal may read it)", shown="credit-default-<environment>")
 
 
 class ModelSettings(Section):
-    short_name: str = key("registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default",
-                          alias="name", pattern=r"[A-Za-z0-9_][A-Za-z0-9_-]*",
-                          hint="letters, digits, '_' or '-' (no dots: the catalog and schema come from databricks.*)")
-    alias: str = key("alias the stack serves", "champion", pattern=r"[A-Za-z0-9_-]+",
-                     hint="an MLflow alias (letters, digits, _ -)")
+    short_name: Annotated[str, matching(r"[A-Za-z0-9_][A-Za-z0-9_-]*", "letters, digits, '_' or '-' (no dots: the "
+                                        "catalog and schema come from databricks.*)")] = key(
+        "registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default", alias="name")
+    alias: Annotated[str, matching(r"[A-Za-z0-9_-]+", "an MLflow alias (letters, digits, _ -)")] = key(
+        "alias the stack serves", "champion")
     # No fallback to $MLFLOW_TRACKING_URI: what a stack deploys must not depend on the deployer's shell.
     tracking_uri: str = key("MLflow tracking URI the program resolves the alias with; `databricks` is always the "
                             "stack's own workspace (never $DATABRICKS_HOST)", "databricks")
@@ -292,14 +269,6 @@ class ModelSettings(Section):
                                    shown="databricks-uc for unityCatalog, else the tracking URI")
     allow_bootstrap: bool = key("with no version yet, deploy without image and workload instead of failing", True)
     _full_name: str = PrivateAttr("")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any, info: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        return {"registryUri": default_registry_uri(info.context["unity_catalog"], data.get("trackingUri", "databricks")),
-                **data}
 
     def model_post_init(self, context: Any) -> None:
         catalog_schema = context.get("catalog_schema") if context else None
@@ -321,24 +290,18 @@ class ModelSettings(Section):
 
 
 class ImageSettings(Section):
-    repository: str = key("repository inside the registry", "credit-default-scoring", pattern=r"[a-z0-9]+([._/-][a-z0-9]+)*",
-                          hint="a lowercase repository path")
-    base_image: str = key("BASE_IMAGE build argument of serving/Dockerfile, pinned by digest (name@sha256:...)",
-                          DEFAULT_BASE_IMAGE, shown="serving/Dockerfile's default, python:3.11-slim@sha256:90744cff...",
-                          pattern=r"[^\s@]+@sha256:[0-9a-f]{64}",
-                          hint="pinned by digest, name@sha256:<64 hex> (a tag can be moved)")
+    repository: Annotated[str, matching(r"[a-z0-9]+([._/-][a-z0-9]+)*", "a lowercase repository path")] = key(
+        "repository inside the registry", "credit-default-scoring")
+    base_image: Annotated[str, matching(r"[^\s@]+@sha256:[0-9a-f]{64}", "pinned by digest, name@sha256:<64 hex> (a "
+                                        "tag can be moved)")] = key(
+        "BASE_IMAGE build argument of serving/Dockerfile, pinned by digest (name@sha256:...)", DEFAULT_BASE_IMAGE,
+        shown="serving/Dockerfile's default, python:3.11-slim@sha256:90744cff...")
     wheelhouse: bool = key("ship every wheel in the build context (hermetic build)", True)
     context_dir: str = key("where the build context is assembled", shown=".local/pulumi/<stack>/context")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any, info: Any) -> Any:
-        return {"contextDir": f".local/pulumi/{info.context['stack']}/context", **data} if isinstance(data, Mapping) \
-            else data
-
 
 class RevisionWeight(Section):
-    revision: str = key("revision name", pattern=REVISION, hint="a revision name")
+    revision: Revision = key("revision name")
     weight: int = key("% of the app's traffic", ge=0, le=100)
 
 
@@ -351,15 +314,13 @@ class ContainerAppSettings(Section):
                             factory=lambda above: max(3, above.get("min_replicas", 1)))
     concurrency: int = key("concurrent requests per replica before scaling out", 20, ge=1, le=1000)
     zone_redundant: bool = key("zone-redundant managed environment (needs infrastructureSubnetId)", False)
-    infrastructure_subnet_id: str | None = key("subnet (ARM id, /23 or larger) of the managed environment", None,
-                                               pattern=r"/subscriptions/.+/subnets/[^/]+", hint="a subnet ARM id")
+    infrastructure_subnet_id: SubnetId | None = key("subnet (ARM id, /23 or larger) of the managed environment", None)
     latest_weight: int = key("traffic % to the newest revision", 100, ge=0, le=100)
     pinned_revisions: tuple[RevisionWeight, ...] = key("[{revision, weight}] older revisions keeping traffic; weights "
                                                        "sum to 100", ())
-    stable_revision: str | None = key(
+    stable_revision: Revision | None = key(
         "a release in progress (set by scripts/release.py from serving_revision): this revision, labelled stable, keeps "
-        "100 - latestWeight %; the new one is labelled candidate (URL: candidate_url)", None, pattern=REVISION,
-        hint="a revision name")
+        "100 - latestWeight %; the new one is labelled candidate (URL: candidate_url)", None)
     release_steps: tuple[int, ...] = key("traffic % the candidate takes in turn after its smoke test passed, each step "
                                          "smoke-tested before the next, then 100 (scripts/release.py); [] moves all "
                                          "traffic at once", ())
@@ -370,32 +331,26 @@ class ContainerAppSettings(Section):
         """During a release the stable revision keeps what the candidate does not take."""
         if not isinstance(data, Mapping) or not data.get("stableRevision"):
             return data
-        if data.get("pinnedRevisions"):
-            raise ValueError("@stableRevision and @pinnedRevisions exclude each other: a release keeps one stable "
-                             "revision beside the candidate")
+        rule(not data.get("pinnedRevisions"), "@stableRevision and @pinnedRevisions exclude each other: a release "
+             "keeps one stable revision beside the candidate")
         latest = data.get("latestWeight", 100)
         if not isinstance(latest, int | float) or isinstance(latest, bool):
             return data  # the latestWeight error says what is wrong
         return {**data, "pinnedRevisions": [{"revision": data["stableRevision"], "weight": int(100 - latest)}]}
 
-    @model_validator(mode="after")
-    def _rules(self) -> ContainerAppSettings:
-        if self.cpu * 4 != int(self.cpu * 4):
-            raise ValueError(f"@cpu must be a multiple of 0.25 in 0.25..4, got {self.cpu}")
-        if self.memory_gi != self.cpu * 2:  # Consumption profile: fixed 1 vCPU : 2 Gi combinations
-            raise ValueError(f"@memoryGi must be 2 x cpu ({self.cpu * 2}) on the Consumption profile, got {self.memory_gi}")
-        if self.max_replicas < max(1, self.min_replicas):
-            raise ValueError(f"@maxReplicas must be a number in {max(1, self.min_replicas)}..300, got {self.max_replicas}")
-        if self.zone_redundant and not self.infrastructure_subnet_id:
-            raise ValueError("@zoneRedundant needs @infrastructureSubnetId (Azure requires a VNet)")
+    def rules(self) -> None:
+        rule(self.cpu * 4 == int(self.cpu * 4), f"@cpu must be a multiple of 0.25 in 0.25..4, got {self.cpu}")
+        rule(self.memory_gi == self.cpu * 2,  # Consumption profile: fixed 1 vCPU : 2 Gi combinations
+             f"@memoryGi must be 2 x cpu ({self.cpu * 2}) on the Consumption profile, got {self.memory_gi}")
+        rule(self.max_replicas >= max(1, self.min_replicas),
+             f"@maxReplicas must be a number in {max(1, self.min_replicas)}..300, got {self.max_replicas}")
+        rule(not self.zone_redundant or bool(self.infrastructure_subnet_id),
+             "@zoneRedundant needs @infrastructureSubnetId (Azure requires a VNet)")
         total = self.latest_weight + sum(p.weight for p in self.pinned_revisions)
-        if total != 100:
-            raise ValueError(f"@latestWeight + @pinnedRevisions weights must sum to 100, got {total}")
+        rule(total == 100, f"@latestWeight + @pinnedRevisions weights must sum to 100, got {total}")
         steps = list(self.release_steps)
-        if not all(0 < step < 100 for step in steps) or sorted(set(steps)) != steps:
-            raise ValueError(f"@releaseSteps must be increasing traffic percentages between 1 and 99 (e.g. [10, 50]; "
-                             f"100 comes last by itself), got {steps}")
-        return self
+        rule(all(0 < step < 100 for step in steps) and sorted(set(steps)) == steps, "@releaseSteps must be increasing "
+             f"traffic percentages between 1 and 99 (e.g. [10, 50]; 100 comes last by itself), got {steps}")
 
 
 class AksSettings(Section):
@@ -403,31 +358,27 @@ class AksSettings(Section):
     node_count: int = key("node pool size (minimum with autoscaling), 1..100", 1, ge=1, le=100)
     max_node_count: int = key("autoscaler maximum; equal to nodeCount = no autoscaling", shown="nodeCount", ge=1, le=1000,
                               factory=lambda above: above.get("node_count", 1))
-    zones: tuple[Matching(r"[1-3]"), ...] = key("availability zones of the node pool", (),  # type: ignore[valid-type]
-                                                hint="an availability zone 1, 2 or 3")
+    zones: tuple[Annotated[str, matching(r"[1-3]", "an availability zone 1, 2 or 3")], ...] = key(
+        "availability zones of the node pool", ())
     sku_tier: Literal["Free", "Standard"] = key("AKS control plane tier: Free|Standard", "Free")
-    kubernetes_version: str | None = key("Kubernetes version (omit for the region default)", None,
-                                         pattern=r"\d+\.\d+(\.\d+)?", hint="like 1.33")
-    namespace: str = key("namespace of the scoring service", "scoring", pattern=r"[a-z0-9]([-a-z0-9]*[a-z0-9])?",
-                         hint="a DNS label")
+    kubernetes_version: Annotated[str, matching(r"\d+\.\d+(\.\d+)?", "like 1.33")] | None = key(
+        "Kubernetes version (omit for the region default)", None)
+    namespace: Annotated[str, matching(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", "a DNS label")] = key(
+        "namespace of the scoring service", "scoring")
     service_type: Literal["LoadBalancer", "ClusterIP"] = key("LoadBalancer|ClusterIP", "LoadBalancer")
     replicas: int = key("Deployment replicas (HPA minimum), 1..50", 1, ge=1, le=50)
     max_replicas: int = key("HPA maximum, replicas..100", shown="3", ge=1, le=100,
                             factory=lambda above: max(3, above.get("replicas", 1)))
-    cpu_request: str = key("container CPU request", "250m", pattern=QUANTITY, hint="a Kubernetes quantity")
-    cpu_limit: str = key("container CPU limit", "1", pattern=QUANTITY, hint="a Kubernetes quantity")
-    memory_request: str = key("container memory request", "512Mi", pattern=QUANTITY, hint="a Kubernetes quantity")
-    memory_limit: str = key("container memory limit", "1Gi", pattern=QUANTITY, hint="a Kubernetes quantity")
+    cpu_request: Quantity = key("container CPU request", "250m")
+    cpu_limit: Quantity = key("container CPU limit", "1")
+    memory_request: Quantity = key("container memory request", "512Mi")
+    memory_limit: Quantity = key("container memory limit", "1Gi")
     target_cpu_percent: int = key("HPA target CPU utilisation, 10..95", 70, ge=10, le=95)
 
-    @model_validator(mode="after")
-    def _rules(self) -> AksSettings:
-        for name, value, low in (("maxNodeCount", self.max_node_count, self.node_count),
-                                 ("maxReplicas", self.max_replicas, self.replicas)):
-            if value < low:
-                raise ValueError(f"@{name} must be a number in {low}..{1000 if name == 'maxNodeCount' else 100}, "
-                                 f"got {value}")
-        return self
+    def rules(self) -> None:
+        for name, value, low, high in (("maxNodeCount", self.max_node_count, self.node_count, 1000),
+                                       ("maxReplicas", self.max_replicas, self.replicas, 100)):
+            rule(value >= low, f"@{name} must be a number in {low}..{high}, got {value}")
 
 
 class AuthSettings(Section):
@@ -439,36 +390,33 @@ class AuthSettings(Section):
         "endpoint: a VNet-internal load balancer in containerApp.infrastructureSubnetId) or anonymous (needs "
         "anonymousReason); aks: internal only (an internal load balancer or ClusterIP, never a public one)", "entra",
         shown="entra on containerapps, internal on aks")
-    tenant_id: str | None = key("Entra tenant (directory) id that issues the tokens (entra)", None,
-                                shown="required for entra", pattern=UUID, hint="an Entra tenant id (a UUID)")
-    client_id: str | None = key("application (client) id of the API's app registration, created outside the stack "
-                                "(entra)", None, shown="required for entra", pattern=UUID,
-                                hint="the API app registration's application id (a UUID)")
-    audience: str | None = key("token audience the API accepts (its Application ID URI)", shown="api://<clientId>",
-                               pattern=r"(api|https)://\S+", hint="an Application ID URI such as api://<clientId>",
-                               factory=lambda above: f"api://{above['client_id']}" if above.get("client_id") else None)
-    allowed_client_applications: tuple[Matching(UUID), ...] = key(  # type: ignore[valid-type]
+    tenant_id: Annotated[str, matching(UUID, "an Entra tenant id (a UUID)")] | None = key(
+        "Entra tenant (directory) id that issues the tokens (entra)", None, shown="required for entra")
+    client_id: Annotated[str, matching(UUID, "the API app registration's application id (a UUID)")] | None = key(
+        "application (client) id of the API's app registration, created outside the stack (entra)", None,
+        shown="required for entra")
+    audience: ApplicationIdUri | None = key("token audience the API accepts (its Application ID URI)",
+                                            shown="api://<clientId>",
+                                            factory=lambda above: f"api://{above['client_id']}" if above.get("client_id")
+                                            else None)
+    allowed_client_applications: tuple[Annotated[str, matching(UUID, "a client application's application (client) id "
+                                                                     "(a UUID)")], ...] = key(
         "application (client) ids whose tokens are accepted, CI's smoke-test identity included; nobody else gets in "
-        "(entra)", (), shown="required for entra", hint="a client application's application (client) id (a UUID)")
+        "(entra)", (), shown="required for entra")
     anonymous_reason: str | None = key("why this stack serves without authentication (anonymous only; the policy pack "
                                        "still refuses an anonymous public endpoint)", None)
 
-    @model_validator(mode="after")
-    def _rules(self) -> AuthSettings:
+    def rules(self) -> None:
         if self.entra:
             for name, value in (("tenantId", self.tenant_id), ("clientId", self.client_id)):
-                if value is None:
-                    raise ValueError(f"@{name} is required with @mode entra (set it in Pulumi.<stack>.yaml)")
-            if not self.allowed_client_applications:
-                raise ValueError("@allowedClientApplications must list at least one client application id with @mode "
-                                 "entra (CI's smoke-test identity at least): an empty list would let any application "
-                                 "of the tenant in")
-        if self.mode == "anonymous" and not self.anonymous_reason:
-            raise ValueError("@mode anonymous needs @anonymousReason: say why this endpoint may serve credit decisions "
-                             "to anyone")
-        if self.anonymous_reason and self.mode != "anonymous":
-            raise ValueError(f"@anonymousReason is only for @mode anonymous, got {self.mode}")
-        return self
+                rule(value is not None, f"@{name} is required with @mode entra (set it in Pulumi.<stack>.yaml)")
+            rule(bool(self.allowed_client_applications), "@allowedClientApplications must list at least one client "
+                 "application id with @mode entra (CI's smoke-test identity at least): an empty list would let any "
+                 "application of the tenant in")
+        rule(self.mode != "anonymous" or bool(self.anonymous_reason), "@mode anonymous needs @anonymousReason: say why "
+             "this endpoint may serve credit decisions to anyone")
+        rule(not self.anonymous_reason or self.mode == "anonymous",
+             f"@anonymousReason is only for @mode anonymous, got {self.mode}")
 
     @property
     def entra(self) -> bool:
@@ -491,100 +439,70 @@ class ServingSettings(Section):
     @classmethod
     def _defaults(cls, data: Any) -> Any:
         """Never anonymous by default: entra on Container Apps, an internal load balancer on AKS."""
-        if not isinstance(data, Mapping) or data.get("target", "containerapps") not in AUTH_MODES:
-            return data
-        auth, allowed = data.get("auth") or {}, AUTH_MODES[data.get("target", "containerapps")]
-        if not isinstance(auth, Mapping):
-            return data
-        if auth.get("mode", allowed[0]) not in allowed:
-            raise ValueError(f"@auth.mode is {auth['mode']!r}; allowed values: {', '.join(allowed)}")
+        if not isinstance(data, Mapping) or not isinstance(auth := data.get("auth") or {}, Mapping) or \
+                not (allowed := AUTH_MODES.get(str(data.get("target", "containerapps"))) or ()):
+            return data  # not an object, or a target that is not a choice: its own error says so
+        rule(auth.get("mode", allowed[0]) in allowed, f"@auth.mode is {auth.get('mode')!r}; allowed values: "
+             f"{', '.join(allowed)}")
         return {**data, "auth": {"mode": allowed[0], **auth}}
 
-    @model_validator(mode="after")
-    def _rules(self) -> ServingSettings:
-        if self.auth.mode == "internal" and self.target == "containerapps" and \
-                not self.container_app.infrastructure_subnet_id:
-            raise ValueError("@auth.mode internal needs serving.containerApp.infrastructureSubnetId: an internal "
-                             "environment lives in a VNet subnet (Azure refuses it without one)")
-        return self
+    def rules(self) -> None:
+        rule(self.auth.mode != "internal" or self.target != "containerapps" or
+             bool(self.container_app.infrastructure_subnet_id), "@auth.mode internal needs "
+             "serving.containerApp.infrastructureSubnetId: an internal environment lives in a VNet subnet (Azure "
+             "refuses it without one)")
 
     @property
     def port(self) -> int:
         return CONTAINER_PORT
 
 
-DIGEST, VERSION = r"sha256:[0-9a-f]{64}", r"[1-9][0-9]*"
-
-
 class PromotionSettings(Section):
     """Where a promotion target (prod) takes its artifact from; `source_stack` None = this stack builds itself."""
     # Only the name: the organization is the engine's (pulumi.get_organization()), so no placeholder organization
     # can reach a StackReference that would only work on one backend.
-    source_stack: str | None = key(
+    source_stack: Annotated[str, matching(r"[A-Za-z0-9_.-]+", "the source stack's name only, such as staging (the "
+                                          "organization and project are this stack's own)")] | None = key(
         "name of the stack of this project (e.g. staging; the organization and project are this stack's own) whose "
-        "tested image digest and model version this stack deploys; set = this stack never builds or trains", None,
-        pattern=r"[A-Za-z0-9_.-]+",
-        hint="the source stack's name only, such as staging (the organization and project are this stack's own)")
+        "tested image digest and model version this stack deploys; set = this stack never builds or trains", None)
     # One Unity Catalog metastore usually holds both stacks' models: read the source where this stack registers.
     source_tracking_uri: str | None = key("MLflow tracking URI the source model version is read from", None,
                                           shown="model.trackingUri")
     source_registry_uri: str | None = key("MLflow registry URI the source model version is read from", None,
                                           shown="model.registryUri")
-    pinned_digest: str | None = key("rollback: deploy this digest (sha256:...) from this stack's registry instead of the "
-                                    "source's current image", None, pattern=DIGEST, hint="sha256:<64 hex digits>")
-    tested_digest: str | None = key("the image digest (sha256:...) the same workflow run's staging job deployed and "
-                                    "smoke-tested; the program refuses when staging now serves another (set by CI)", None,
-                                    pattern=DIGEST, hint="sha256:<64 hex digits>")
-    tested_model_version: str | None = key("the model version staging tested with testedDigest (set with it, by CI)",
-                                           None, pattern=VERSION, hint="a model version number")
-    pinned_model_version: str | None = key("rollback: the source model version the pinned digest serves (set with "
-                                           "pinnedDigest)", None, pattern=VERSION, hint="a model version number")
+    pinned_digest: Digest | None = key("rollback: deploy this digest (sha256:...) from this stack's registry instead of "
+                                       "the source's current image", None)
+    tested_digest: Digest | None = key("the image digest (sha256:...) the same workflow run's staging job deployed and "
+                                       "smoke-tested; the program refuses when staging now serves another (set by CI)",
+                                       None)
+    tested_model_version: ModelVersion | None = key("the model version staging tested with testedDigest (set with it, "
+                                                    "by CI)", None)
+    pinned_model_version: ModelVersion | None = key("rollback: the source model version the pinned digest serves (set "
+                                                    "with pinnedDigest)", None)
 
-    @model_validator(mode="before")
-    @classmethod
-    def _defaults(cls, data: Any, info: Any) -> Any:
-        if not isinstance(data, Mapping):
-            return data
-        versions = {k: str(v) for k in ("pinnedModelVersion", "testedModelVersion")  # YAML `3` is as good as "3"
-                    if isinstance(v := data.get(k), int) and not isinstance(v, bool)}
-        return {"sourceTrackingUri": info.context["tracking_uri"], "sourceRegistryUri": info.context["registry_uri"],
-                **data, **versions}
-
-    @model_validator(mode="after")
-    def _rules(self) -> PromotionSettings:
-        if (self.tested_digest is None) != (self.tested_model_version is None):
-            raise ValueError("@testedDigest and @testedModelVersion go together: staging tested one image serving one "
-                             "model version")
-        if self.tested_digest and self.pinned:
-            raise ValueError("@testedDigest and @pinnedDigest exclude each other: a rollback deploys what this stack "
-                             "already served, not what staging tested")
-        if (self.pinned_digest is None) != (self.pinned_model_version is None):
-            raise ValueError("@pinnedDigest and @pinnedModelVersion go together: a rollback names the image and the "
-                             "model version it serves")
-        if self.pinned and not self.enabled:
-            raise ValueError("@pinnedDigest needs @sourceStack: only a promotion target can pin")
-        return self
+    def rules(self) -> None:
+        rule((self.tested_digest is None) == (self.tested_model_version is None), "@testedDigest and "
+             "@testedModelVersion go together: staging tested one image serving one model version")
+        rule(not (self.tested_digest and self.pinned), "@testedDigest and @pinnedDigest exclude each other: a rollback "
+             "deploys what this stack already served, not what staging tested")
+        rule((self.pinned_digest is None) == (self.pinned_model_version is None), "@pinnedDigest and "
+             "@pinnedModelVersion go together: a rollback names the image and the model version it serves")
+        rule(not self.pinned or self.enabled, "@pinnedDigest needs @sourceStack: only a promotion target can pin")
 
     @property
     def enabled(self) -> bool:
         return self.source_stack is not None
-
-    def qualified_source(self, organization: str, project: str) -> str:
-        """<organization>/<project>/<stack>, the form a StackReference takes on every backend."""
-        return f"{organization}/{project}/{self.source_stack}"
 
     @property
     def pinned(self) -> bool:
         return self.pinned_digest is not None
 
 
-
-
 class StackSettings(Section):
-    environment: str = key("environment name, used in tags and resource names (dev|staging|prod|...)",
-                           pattern=r"[a-z][a-z0-9]{1,11}", hint="2..12 lowercase letters/digits")
-    location: str = key("Azure region of the stack's resource group and resources", pattern=r"[a-z0-9]+",
-                        hint="an Azure region name such as westeurope")
+    environment: Annotated[str, matching(r"[a-z][a-z0-9]{1,11}", "2..12 lowercase letters/digits")] = key(
+        "environment name, used in tags and resource names (dev|staging|prod|...)")
+    location: Annotated[str, matching(r"[a-z0-9]+", "an Azure region name such as westeurope")] = key(
+        "Azure region of the stack's resource group and resources")
     cost_centre: str = key("cost-centre tag on every taggable resource")
     extra_tags: dict[str, str] = key("extra tags (map) added to every taggable resource", {}, shown="{}", alias="tags")
     protect: bool = key("protect the stateful resources (resource group, registry, Log Analytics and Databricks "
@@ -622,10 +540,6 @@ class StackSettings(Section):
         return f"{kind}-credit-{self.environment}"
 
 
-TOP_LEVEL_OBJECTS = ("observability", "registry", "databricks", "model", "image", "serving", "promotion", "drift")
-TOP_LEVEL_SCALARS = ("environment", "location", "costCentre", "tags", "protect")
-
-
 def load(env: Mapping[str, str] | None = None) -> StackSettings:
     """Read the current stack's pulumi.Config (inside a Pulumi program or under mocks)."""
     import os
@@ -633,8 +547,8 @@ def load(env: Mapping[str, str] | None = None) -> StackSettings:
     import pulumi
 
     config = pulumi.Config()
-    values = {key: config.get_object(key) if key in (*TOP_LEVEL_OBJECTS, "tags") else config.get(key)
-              for key in (*TOP_LEVEL_SCALARS, *TOP_LEVEL_OBJECTS)}
+    fields = {info.alias or name: info for name, info in StackSettings.model_fields.items()}
+    values = {k: config.get_object(k) if k == "tags" or _section_of(f) else config.get(k) for k, f in fields.items()}
     return from_values(pulumi.get_project(), pulumi.get_stack(), values, os.environ if env is None else env)
 
 
@@ -642,17 +556,21 @@ def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mappin
     """Validate already-parsed config values (top-level key -> scalar or object) into settings. `env` is the
     deployer's environment, which on purpose no longer steers what a stack deploys (see model.trackingUri)."""
     raw = {k: v for k, v in values.items() if v is not None}
-    section: dict[str, Mapping[str, Any]] = {name: value if isinstance(value := raw.get(name), Mapping) else {}
-                                             for name in ("databricks", "model")}
-    unity_catalog = section["databricks"].get("modelRegistry", "unityCatalog") == "unityCatalog"
-    tracking = section["model"].get("trackingUri", "databricks")
-    context = {"project": project, "stack": stack, "environment": raw.get("environment"), "unity_catalog": unity_catalog,
-               "catalog_schema": (f"{section['databricks'].get('catalog')}.{section['databricks'].get('schema')}"
-                                  if unity_catalog else None),
-               "tracking_uri": tracking,
-               "registry_uri": section["model"].get("registryUri", default_registry_uri(unity_catalog, tracking))}
+    databricks, model = ({} if not isinstance(v := raw.get(name), Mapping) else v for name in ("databricks", "model"))
+    environment, unity_catalog = raw.get("environment"), databricks.get("modelRegistry", "unityCatalog") == "unityCatalog"
+    tracking = model.get("trackingUri", "databricks")
+    registry = model.get("registryUri", "databricks-uc" if unity_catalog and tracking == "databricks" else None)
+    computed = {"databricks": {"experiment": f"/Shared/credit-default-{environment}",  # README shows these defaults
+                               "filesRoot": f"/Shared/mlops/{environment}"},
+                "drift": {"secretScope": f"credit-default-{environment}"},
+                "image": {"contextDir": f".local/pulumi/{stack}/context"}, "model": {"registryUri": registry},
+                "promotion": {"sourceTrackingUri": tracking, "sourceRegistryUri": registry}}
+    raw.update({name: {**defaults, **raw.get(name, {})} for name, defaults in computed.items()
+                if isinstance(raw.get(name, {}), Mapping)})
+    catalog_schema = f"{databricks.get('catalog')}.{databricks.get('schema')}" if unity_catalog else None
     try:
-        return StackSettings.model_validate(raw, context=context)
+        return StackSettings.model_validate(raw, context={"project": project, "stack": stack,
+                                                          "catalog_schema": catalog_schema})
     except ValidationError as error:
         raise ConfigError("\n".join(explain(e, project) for e in error.errors(include_url=False))) from None
 
@@ -673,11 +591,8 @@ def _field(loc: tuple) -> Any:
     """The FieldInfo at `loc` (aliases, list indices skipped), or None."""
     model: Any = StackSettings
     found = None
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = {f.alias or name: f for name, f in model.model_fields.items()} if model else {}
-        found = fields.get(part)
+    for part in (p for p in loc if not isinstance(p, int)):
+        found = {f.alias or name: f for name, f in model.model_fields.items()}.get(part) if model else None
         if found is None:
             return None
         model = _section_of(found)
@@ -689,31 +604,27 @@ def explain(error: Mapping[str, Any], project: str) -> str:
     loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
     item = bool(loc) and isinstance(loc[-1], int)
     name = f"{project}:{_path(loc[:-1] if item else loc)}"
-    info = _field(loc)
-    extra = (info.json_schema_extra or {}) if info is not None else {}
-    hint = extra.get("hint", "") if isinstance(extra, dict) else ""
     if kind == "value_error":  # a rule of ours: @key names a key of the section it was raised in
-        section = _path(loc)
-        message = str(error["ctx"]["error"])
-        return re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{project}:{section + '.' if section else ''}{m[1]}", message)
+        return re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{project}:{_path((*loc, m[1]))}", str(error["ctx"]["error"]))
+    if kind == "config":
+        return f"{name} holds {value!r}; each item {error['msg']}" if item else f"{name} is {value!r}; it {error['msg']}"
     if kind == "missing":
         return f"{name} is required (set it in Pulumi.<stack>.yaml or with `pulumi config set --path {_path(loc)} <value>`)"
     if kind == "extra_forbidden":
-        parent = _field(loc[:-1])
-        model = _section_of(parent) if parent is not None else StackSettings
-        known = sorted(f.alias or n for n, f in model.model_fields.items()) if model else []
-        where = f"{project}:{_path(loc[:-1])}" if loc[:-1] else project
-        return f"{where}: unknown key(s) {loc[-1]}; known keys: {', '.join(known)}"
+        model = _section_of(_field(loc[:-1])) if loc[:-1] else StackSettings
+        known = sorted(f.alias or n for n, f in model.model_fields.items())
+        return f"{project}{':' if loc[:-1] else ''}{_path(loc[:-1])}: unknown key(s) {loc[-1]}; known keys: " \
+               f"{', '.join(known)}"
     if kind == "literal_error":
-        choices = next((get_args(t) for t in (info.annotation, *get_args(info.annotation)) if get_args(t)), ())
-        return f"{name} is {value!r}; allowed values: {', '.join(map(str, choices))}"
-    if kind == "string_pattern_mismatch":
-        return f"{name} holds {value!r}; each item must be {hint}" if item else f"{name} is {value!r}; it must be {hint}"
+        choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])  # pydantic's "'a', 'b' or 'c'"
+        return f"{name} is {value!r}; allowed values: {', '.join(choices)}"
     if kind.startswith(("greater_than", "less_than", "int_", "float_")):
-        bounds = {type(m).__name__: getattr(m, "ge", getattr(m, "le", None)) for m in info.metadata} if info else {}
-        integer = "int" in str(info.annotation) if info else False
-        return (f"{name} must be a {'whole ' if integer else ''}number in {bounds.get('Ge', '')}..{bounds.get('Le', '')}, "
-                f"got {value!r}")
+        info = _field(loc)
+        bounds = [getattr(m, "ge", getattr(m, "le", None)) for m in info.metadata]
+        return f"{name} must be a {'whole ' if 'int' in str(info.annotation) else ''}number" \
+               f"{' in {}..{}'.format(*bounds) if len(bounds) == 2 else ''}, got {value!r}"
+    if kind in ("model_type", "dict_type", "tuple_type"):
+        return f"{name} must be {'a list' if kind == 'tuple_type' else 'an object (a map of keys)'}, got {value!r}"
     if kind.startswith("bool"):
         return f"{name} must be true or false, got {value!r}"
     if kind in ("string_type", "string_too_short"):
@@ -726,19 +637,14 @@ def explain(error: Mapping[str, Any], project: str) -> str:
 def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
     rows = []
     for name, info in model.model_fields.items():
-        alias = info.alias or name
-        sub = _section_of(info)
-        if sub is not None:
-            rows += _rows(sub, f"{prefix}{alias}.")
-        else:
-            extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-            rows.append((f"{prefix}{alias}", info.description or "", str(extra.get("shown", ""))))
+        alias, sub = info.alias or name, _section_of(info)
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        rows += _rows(sub, f"{prefix}{alias}.") if sub else [(f"{prefix}{alias}", info.description or "",
+                                                              str(extra.get("shown", "")))]
     return rows
 
 
 KEYS: dict[str, tuple[str, str]] = {key: (doc, shown) for key, doc, shown in _rows(StackSettings, "")}
-
-
 MAIN_TABLE = ("", "observability", "registry", "databricks", "model", "image", "serving", "drift")
 PROMOTION_TABLE = ("promotion",)  # README's "Delivery" section
 

@@ -123,3 +123,26 @@ def test_other_modes_are_explicit_choices():
     assert internal.serving.auth.mode == "internal"
     anonymous = load("dev", {"serving.auth.mode": "anonymous", "serving.auth.anonymousReason": "synthetic demo data"})
     assert anonymous.serving.auth.anonymous_reason == "synthetic demo data"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    # A list or map where a choice belongs named the key instead of failing with a TypeError.
+    ({"serving.target": ["aks"]}, f"{PROJECT}:serving.target is ['aks']; allowed values: containerapps, aks"),
+    ({"serving": "aks"}, f"{PROJECT}:serving must be an object (a map of keys), got 'aks'"),
+    ({"observability.alertEmails": "ops@example.com"},
+     f"{PROJECT}:observability.alertEmails must be a list, got 'ops@example.com'"),
+    ({"serving.containerApp.releaseSteps": ["half"]},
+     f"{PROJECT}:serving.containerApp.releaseSteps must be a whole number, got 'half'"),
+    ({"promotion.testedModelVersion": 1.5, "promotion.testedDigest": "sha256:" + "a" * 64},
+     f"{PROJECT}:promotion.testedModelVersion is 1.5; it must be a model version number"),
+])
+def test_a_value_of_the_wrong_shape_names_the_key_and_the_shape(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load("dev", overrides)
+    assert message in str(error.value)
+
+
+def test_a_model_version_written_as_a_yaml_number_is_a_version():
+    promotion = load("dev", {"promotion.pinnedModelVersion": 3, "promotion.pinnedDigest": "sha256:" + "a" * 64,
+                             "promotion.sourceStack": "staging"}).promotion
+    assert promotion.pinned_model_version == "3"
