@@ -57,8 +57,8 @@ Cron = Annotated[str, matching(r"\S+( \S+){5,6}", "a Quartz cron expression (6-7
 Email = Annotated[str, matching(r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address")]
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 AppId = Annotated[str, matching(UUID, "a service principal's application id (a UUID)")]
-Identifier = r"[A-Za-z_][A-Za-z0-9_]*"
-Table = Annotated[str, matching(rf"{Identifier}\.{Identifier}\.{Identifier}",
+IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
+Table = Annotated[str, matching(rf"{IDENT}\.{IDENT}\.{IDENT}",
                                 "catalog.schema.table (Unity Catalog names tables in three parts)")]
 Revision = Annotated[str, matching(r"[a-z0-9][a-z0-9-]{0,62}", "a revision name")]  # a Container Apps revision
 Quantity = Annotated[str, matching(r"\d+(\.\d+)?(m|Mi|Gi|Ki)?", "a Kubernetes quantity")]
@@ -110,7 +110,7 @@ class ObservabilitySettings(Section):
     alert_emails: tuple[Email, ...] = key("e-mail addresses the action group notifies", ())
     alert_webhooks: tuple[Annotated[str, matching(r"https://[^\s]+", "an https:// URL")], ...] = key(
         "webhook URLs the action group calls", ())
-    error_rate_percent: float = key("alert when the 5xx share of requests exceeds this, 0..100: the app's 5xx and, on "
+    error_rate_percent: float = key("alert when the 5xx share of requests exceeds this, 0.1..100: the app's 5xx and, on "
                                     "Container Apps, those the ingress returned itself; on AKS also the threshold of the "
                                     "Prometheus 5xx-share alert", 5, ge=0.1, le=100)
     p95_latency_ms: float = key("alert when the p95 scoring latency (ms, from the request log) exceeds this", 250,
@@ -160,7 +160,7 @@ class BatchSettings(Section):
                               "scoring run id, scored_at (the job creates it and owns it)")
     rejects_table: Table = key("where the job appends rows it could not score, with every reason and the row as JSON")
     # keyColumns, not keys: in a Pulumi stack file `keys:` reads as credentials, to people and to secret scanners.
-    key_columns: tuple[Annotated[str, matching(Identifier, "a column name")], ...] = key(
+    key_columns: tuple[Annotated[str, matching(IDENT, "a column name")], ...] = key(
         "the input's key column(s), copied to both outputs; a row without its key is rejected")
     schedule: Cron = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)")
     timezone: str = key("Java/IANA time zone of the schedule", "UTC")
@@ -190,14 +190,14 @@ class DatabricksSettings(JobSettings):
         "ARM id of the existing workspace (for Azure auth)", None)
     model_registry: Literal["unityCatalog", "workspace"] = key("where models are registered: unityCatalog|workspace",
                                                                "unityCatalog")
-    catalog: Annotated[str, matching(Identifier, "a catalog identifier")] | None = key(
+    catalog: Annotated[str, matching(IDENT, "a catalog identifier")] | None = key(
         "Unity Catalog catalog of the registered model (unityCatalog only)", None, shown="required for unityCatalog")
-    schema_: Annotated[str, matching(Identifier, "a schema identifier")] | None = key(
+    schema_: Annotated[str, matching(IDENT, "a schema identifier")] | None = key(
         "Unity Catalog schema of the registered model (unityCatalog only)", None, alias="schema",
         shown="required for unityCatalog")
     create_catalog: bool = key("declare the catalog (isolated, bound to this stack's workspace) and the schema; false: "
                                "use existing ones by name (unityCatalog only)", False)
-    code_volume: Annotated[str, matching(Identifier, "a volume identifier")] = key(
+    code_volume: Annotated[str, matching(IDENT, "a volume identifier")] = key(
         "Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)", "job_code")
     job_principal: AppId | None = key("application id of an existing service principal the jobs run as (omit: the "
                                       "stack declares credit-default-jobs-<environment>)", None)
@@ -620,7 +620,7 @@ def explain(error: Mapping[str, Any], project: str) -> str:
         return f"{name} is {value!r}; allowed values: {', '.join(choices)}"
     if kind.startswith(("greater_than", "less_than", "int_", "float_")):
         info = _field(loc)
-        bounds = [getattr(m, "ge", getattr(m, "le", None)) for m in info.metadata]
+        bounds = [b for m in info.metadata if (b := getattr(m, "ge", getattr(m, "le", None))) is not None]
         return f"{name} must be a {'whole ' if 'int' in str(info.annotation) else ''}number" \
                f"{' in {}..{}'.format(*bounds) if len(bounds) == 2 else ''}, got {value!r}"
     if kind in ("model_type", "dict_type", "tuple_type"):
