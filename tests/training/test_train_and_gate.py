@@ -82,6 +82,20 @@ def test_the_run_names_its_training_data_as_an_mlflow_dataset(registry):
     assert table.digest == used.dataset.digest, "the same rows, the same digest, wherever they were read from"
 
 
+def test_the_fingerprint_tells_apart_tables_that_mlflows_digest_calls_the_same():
+    """Why the fingerprint tag stays beside mlflow.log_input: a change past row 10,000, or in a text column with a
+    missing value somewhere (education has some), leaves MLflow's digest as it was."""
+    frame = validate_frame(data.generate(12_000, seed=1))
+    later_row = frame.copy()
+    later_row.loc[11_000, "age"] += 1
+    education = frame.copy()
+    assert education["education"].isna().any()
+    education.loc[0, "education"] = "graduate_school" if frame.loc[0, "education"] != "graduate_school" else "university"
+    for changed in (later_row, education):
+        assert training.training_dataset(changed, "t.csv").digest == training.training_dataset(frame, "t.csv").digest
+        assert training.data_fingerprint(changed) != training.data_fingerprint(frame)
+
+
 def test_the_gate_reads_its_held_out_rows_from_the_table_not_from_the_version(registry):
     """The held-out split is a function of each row, so the gate re-derives exactly training's test rows."""
     client = MlflowClient()
