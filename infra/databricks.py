@@ -408,7 +408,7 @@ class Databricks(pulumi.ComponentResource):
         if b is None:
             return None
         uri = pulumi.Output.concat("models:/", args.model.full_name, "/", model_version)
-        keys = [part for key in b.key_columns for part in ("--key", key)]
+        keys = [part for key in b.id_columns for part in ("--key", key)]
         task = self._wheel_task("batch", "credit-batch", [
             "--input-table", b.input_table, "--output-table", b.output_table, "--rejects-table", b.rejects_table, *keys,
             "--model-uri", uri, "--job-run-id", JOB_RUN_ID], b.timeout_seconds, "batch")

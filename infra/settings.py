@@ -159,20 +159,20 @@ class BatchSettings(Section):
     output_table: Table = key("where the job appends predictions: keys, probability, label, model name and version, "
                               "scoring run id, scored_at (the job creates it and owns it)")
     rejects_table: Table = key("where the job appends rows it could not score, with every reason and the row as JSON")
-    # keyColumns, not keys: in a Pulumi stack file `keys:` reads as credentials, to people and to secret scanners.
-    key_columns: tuple[Annotated[str, matching(IDENT, "a column name")], ...] = key(
-        "the input's key column(s), copied to both outputs; a row without its key is rejected")
+    # idColumns: any name with "key" in it (keys, keyColumns) reads as a credential to secret scanners.
+    id_columns: tuple[Annotated[str, matching(IDENT, "a column name")], ...] = key(
+        "the input's id column(s) (what identifies a row), copied to both outputs; a row without its id is rejected")
     schedule: Cron = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)")
     timezone: str = key("Java/IANA time zone of the schedule", "UTC")
     paused: bool = key("declare the batch job with its schedule paused", False)
     timeout_seconds: int = key("batch job timeout in seconds, 300..86400", 7200, ge=300, le=86400)
 
     def rules(self) -> None:
-        keys = self.key_columns
-        rule(bool(keys), "@keyColumns must name at least one key column: a prediction nobody can join back is lost")
-        rule(not set(keys) & set(BATCH_COLUMNS) and len(set(keys)) == len(keys),
-             f"@keyColumns must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes those), got "
-             f"{list(keys)}")
+        ids = self.id_columns
+        rule(bool(ids), "@idColumns must name at least one id column: a prediction nobody can join back is lost")
+        rule(not set(ids) & set(BATCH_COLUMNS) and len(set(ids)) == len(ids),
+             f"@idColumns must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes those), got "
+             f"{list(ids)}")
         rule(len({t.lower() for t in self.tables}) == 3, "@inputTable, @outputTable and @rejectsTable must be three "
              f"different tables, got {', '.join(self.tables)}")
         zones = zoneinfo.available_timezones()

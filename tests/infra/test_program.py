@@ -532,7 +532,7 @@ def test_the_batch_job_scores_with_the_version_the_stack_serves(evaluate, stack)
     assert params[params.index("--model-uri") + 1] == f"models:/{ev.outputs['model_name']}/{ev.outputs['model_version']}"
     assert [params[params.index(flag) + 1] for flag in ("--input-table", "--output-table", "--rejects-table")] == [
         batch["inputTable"], batch["outputTable"], batch["rejectsTable"]]
-    assert [params[i + 1] for i, p in enumerate(params) if p == "--key"] == batch["keyColumns"]
+    assert [params[i + 1] for i, p in enumerate(params) if p == "--key"] == batch["idColumns"]
     assert params[params.index("--job-run-id") + 1] == "{{job.run_id}}"
     assert job.inputs["schedule"] == {"quartzCronExpression": batch["schedule"], "timezoneId": batch["timezone"],
                                       "pauseStatus": "PAUSED" if batch.get("paused") else "UNPAUSED"}
@@ -568,10 +568,10 @@ def test_batch_settings_errors_name_the_key():
     key = "mlops-credit-default:databricks.batch"
     with pytest.raises(ConfigError, match=rf"{key}\.inputTable is 'portfolio'; it must be catalog\.schema\.table"):
         load("staging", {"databricks.batch.inputTable": "portfolio"})
-    with pytest.raises(ConfigError, match=rf"{key}\.keyColumns must name at least one key column"):
-        load("staging", {"databricks.batch.keyColumns": []})
-    with pytest.raises(ConfigError, match=rf"{key}\.keyColumns must be distinct and not named probability"):
-        load("staging", {"databricks.batch.keyColumns": ["probability"]})
+    with pytest.raises(ConfigError, match=rf"{key}\.idColumns must name at least one id column"):
+        load("staging", {"databricks.batch.idColumns": []})
+    with pytest.raises(ConfigError, match=rf"{key}\.idColumns must be distinct and not named probability"):
+        load("staging", {"databricks.batch.idColumns": ["probability"]})
     with pytest.raises(ConfigError, match=rf"{key}\.timezone is 'Mars/Olympus'; it must be an IANA time zone"):
         load("staging", {"databricks.batch.timezone": "Mars/Olympus"})
     with pytest.raises(ConfigError, match=rf"{key}\.schedule is 'nightly'; it must be a Quartz cron"):
