@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import re
 import zoneinfo
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pulumi.errors import RunError
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from infra import runtime
@@ -547,8 +548,8 @@ def load(env: Mapping[str, str] | None = None) -> StackSettings:
     import pulumi
 
     config = pulumi.Config()
-    fields = {info.alias or name: info for name, info in StackSettings.model_fields.items()}
-    values = {k: config.get_object(k) if k == "tags" or _section_of(f) else config.get(k) for k, f in fields.items()}
+    values = {k: config.get_object(k) if k == "tags" or _section_of(f) else config.get(k)
+              for k, f in keys_of(StackSettings).items()}
     return from_values(pulumi.get_project(), pulumi.get_stack(), values, os.environ if env is None else env)
 
 
@@ -581,6 +582,11 @@ def _path(loc: tuple) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
 
 
+def keys_of(model: type[BaseModel]) -> dict[str, FieldInfo]:
+    """A section's fields by the names the stack files use."""
+    return {info.alias or name: info for name, info in model.model_fields.items()}
+
+
 def _section_of(info: Any) -> Any:
     """The section model a field holds (`BatchSettings | None` too), or None for a plain value."""
     return next((t for t in (info.annotation, *get_args(info.annotation))
@@ -592,7 +598,7 @@ def _field(loc: tuple) -> Any:
     model: Any = StackSettings
     found = None
     for part in (p for p in loc if not isinstance(p, int)):
-        found = {f.alias or name: f for name, f in model.model_fields.items()}.get(part) if model else None
+        found = keys_of(model).get(part) if model else None
         if found is None:
             return None
         model = _section_of(found)
@@ -612,7 +618,7 @@ def explain(error: Mapping[str, Any], project: str) -> str:
         return f"{name} is required (set it in Pulumi.<stack>.yaml or with `pulumi config set --path {_path(loc)} <value>`)"
     if kind == "extra_forbidden":
         model = _section_of(_field(loc[:-1])) if loc[:-1] else StackSettings
-        known = sorted(f.alias or n for n, f in model.model_fields.items())
+        known = sorted(keys_of(model))
         return f"{project}{':' if loc[:-1] else ''}{_path(loc[:-1])}: unknown key(s) {loc[-1]}; known keys: " \
                f"{', '.join(known)}"
     if kind == "literal_error":
@@ -620,7 +626,7 @@ def explain(error: Mapping[str, Any], project: str) -> str:
         return f"{name} is {value!r}; allowed values: {', '.join(choices)}"
     if kind.startswith(("greater_than", "less_than", "int_", "float_")):
         info = _field(loc)
-        bounds = [b for m in info.metadata if (b := getattr(m, "ge", getattr(m, "le", None))) is not None]
+        bounds = bounds_of(info)
         return f"{name} must be a {'whole ' if 'int' in str(info.annotation) else ''}number" \
                f"{' in {}..{}'.format(*bounds) if len(bounds) == 2 else ''}, got {value!r}"
     if kind in ("model_type", "dict_type", "tuple_type"):
@@ -634,17 +640,23 @@ def explain(error: Mapping[str, Any], project: str) -> str:
 
 # ---- the README's config-key table ----
 
-def _rows(model: type[BaseModel], prefix: str) -> list[tuple[str, str, str]]:
-    rows = []
-    for name, info in model.model_fields.items():
-        alias, sub = info.alias or name, _section_of(info)
-        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
-        rows += _rows(sub, f"{prefix}{alias}.") if sub else [(f"{prefix}{alias}", info.description or "",
-                                                              str(extra.get("shown", "")))]
-    return rows
+def bounds_of(info: FieldInfo) -> list[Any]:
+    """A number's [lowest, highest] allowed (ge, le), or [] for a field without bounds."""
+    return [b for m in info.metadata if (b := getattr(m, "ge", getattr(m, "le", None))) is not None]
 
 
-KEYS: dict[str, tuple[str, str]] = {key: (doc, shown) for key, doc, shown in _rows(StackSettings, "")}
+def fields(model: type[BaseModel] = StackSettings, prefix: str = "") -> Iterator[tuple[str, FieldInfo]]:
+    """Every key under `model` as its dotted path (`serving.containerApp.cpu`) with its field."""
+    for name, info in keys_of(model).items():
+        section = _section_of(info)
+        yield from fields(section, f"{prefix}{name}.") if section else [(f"{prefix}{name}", info)]
+
+
+def _shown(info: FieldInfo) -> str:
+    return str(info.json_schema_extra.get("shown", "")) if isinstance(info.json_schema_extra, dict) else ""
+
+
+KEYS: dict[str, tuple[str, str]] = {key: (info.description or "", _shown(info)) for key, info in fields()}
 MAIN_TABLE = ("", "observability", "registry", "databricks", "model", "image", "serving", "drift")
 PROMOTION_TABLE = ("promotion",)  # README's "Delivery" section
 

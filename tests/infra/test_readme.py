@@ -20,17 +20,11 @@ def test_every_key_is_in_one_table():
     assert "dev or staging or prod" in tables, "a | inside a description would break the markdown table"
 
 
-def fields(model, prefix=""):
-    for name, info in model.model_fields.items():
-        section = settings._section_of(info)
-        yield from fields(section, f"{prefix}{info.alias or name}.") if section else [(f"{prefix}{info.alias or name}", info)]
-
-
 def test_a_range_the_readme_states_is_the_range_the_settings_accept():
     """errorRatePercent's row said 0..100 while 0 was refused: a stated range must be the field's bounds."""
     stated = {}
-    for key, info in fields(settings.StackSettings):
-        bounds = [b for m in info.metadata if (b := getattr(m, "ge", getattr(m, "le", None))) is not None]
+    for key, info in settings.fields():
+        bounds = settings.bounds_of(info)
         if len(bounds) == 2 and (found := re.search(r"(\d[\d.]*)\.\.(\d[\d.]*)", info.description or "")):
             stated[key] = ([float(x) for x in found.groups()], [float(b) for b in bounds])
     assert len(stated) >= 15, "the ranges written in the descriptions were not found"
