@@ -500,6 +500,10 @@ class PromotionSettings(Section):
 
 
 class StackSettings(Section):
+    project_name: Annotated[str, matching(r"[a-z][a-z0-9-]{0,22}[a-z0-9]", "2..24 lowercase letters, digits and '-', "
+                                          "starting with a letter")] = key(
+        "the project's one name (e.g. credit-default): the model module models/<name>.py (with '_' for '-') and every "
+        "resource, job, experiment, registered model and repository name derive from it", alias="name")
     environment: Annotated[str, matching(r"[a-z][a-z0-9]{1,11}", "2..12 lowercase letters/digits")] = key(
         "environment name, used in tags and resource names (dev|staging|prod|...)")
     location: Annotated[str, matching(r"[a-z0-9]+", "an Azure region name such as westeurope")] = key(
@@ -533,7 +537,7 @@ class StackSettings(Section):
 
     @property
     def tags(self) -> dict[str, str]:
-        return {**self.extra_tags, "environment": self.environment, "project": self.project,
+        return {**self.extra_tags, "environment": self.environment, "project": self.project_name,
                 "cost-centre": self.cost_centre}
 
     def name(self, kind: str) -> str:

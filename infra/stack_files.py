@@ -33,6 +33,11 @@ def stack_values(stack: str) -> dict[str, Any]:
     return {key.removeprefix(prefix): value for key, value in config.items() if key.startswith(prefix)}
 
 
+def project(stack: str = "dev") -> str:
+    """The project's one name (`name` in the stack file): the model it trains and serves (models/<name>.py)."""
+    return str(stack_values(stack)["name"])
+
+
 def apply_overrides(values: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """`{"serving.target": "aks"}` sets a nested value; a value of `DELETE` removes the key."""
     values = copy.deepcopy(values)

@@ -1,13 +1,14 @@
 """`make traffic`: send realistic records to the local scoring service, optionally shifted, to have something to watch.
 
     python -m monitoring.traffic --requests 500 --rate 50
-    python -m monitoring.traffic --requests 500 --shift credit_limit=3              # numeric: multiply by 3
-    python -m monitoring.traffic --requests 500 --shift education=graduate_school   # categorical: every record
-    python -m monitoring.traffic --requests 500 --shift education=other:0.5         # categorical: half the records
+    python -m monitoring.traffic --requests 500 --shift <number column>=3            # multiply by 3
+    python -m monitoring.traffic --requests 500 --shift <category column>=<value>    # in every record
+    python -m monitoring.traffic --requests 500 --shift <category column>=<value>:0.5  # in half the records
 
-Records come from training.data.generate (the training distribution) with their own seed. Only
-loopback URLs (127.0.0.1, localhost, ::1) are accepted; the run is bounded by --requests and
---max-seconds. Prints progress, and a summary line at the end.
+Records come from the model module's example_data (the training distribution, --model: the dev stack's model by
+default) with their own seed; the contract says which columns are numbers and which categories. Only loopback URLs
+(127.0.0.1, localhost, ::1) are accepted; the run is bounded by --requests and --max-seconds. Prints progress, and a
+summary line at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from urllib.parse import urlsplit
 import numpy as np
 import pandas as pd
 
-from training import data, schema
+from infra import stack_files
+from training import contract as contracts
+from training import data
+from training.contract import Category, Contract, ModelModule, Number
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_REQUESTS = 100_000
@@ -39,23 +43,24 @@ class Shift:
     share: float = 1.0           # categorical: in this share of the records
 
     @classmethod
-    def parse(cls, text: str) -> Shift:
+    def parse(cls, text: str, contract: Contract) -> Shift:
         feature, sep, spec = text.partition("=")
         if not sep or not spec:
             raise ValueError(f"--shift {text!r}: expected feature=factor (numeric) or feature=value[:share] (categorical)")
-        if feature in schema.NUMERIC:
+        kinds = {f.name: f for f in contract.features}
+        if isinstance(kinds.get(feature), Number):
             try:
                 factor = float(spec.lstrip("x*"))
             except ValueError:
                 raise ValueError(f"--shift {text!r}: {feature} is numeric, give a factor like {feature}=3") from None
             return cls(feature, factor=factor)
-        if feature in schema.CATEGORICAL:
+        if isinstance(kinds.get(feature), Category):
             value, _, share = spec.partition(":")
             share_value = float(share) if share else 1.0
             if not 0 < share_value <= 1:
                 raise ValueError(f"--shift {text!r}: the share must be in (0, 1]")
             return cls(feature, value=value, share=share_value)
-        raise ValueError(f"--shift {text!r}: unknown feature {feature!r}; features: {', '.join(schema.FEATURES)}")
+        raise ValueError(f"--shift {text!r}: unknown feature {feature!r}; features: {', '.join(contract.feature_names)}")
 
 
 def apply_shifts(frame: pd.DataFrame, shifts: list[Shift], seed: int) -> pd.DataFrame:
@@ -70,13 +75,15 @@ def apply_shifts(frame: pd.DataFrame, shifts: list[Shift], seed: int) -> pd.Data
     return frame
 
 
-def records(count: int, seed: int, shifts: list[Shift]) -> list[dict]:
+def records(model: ModelModule, count: int, seed: int, shifts: list[Shift]) -> list[dict]:
     """`count` records of the training distribution (nulls for missing values), shifted as asked."""
-    frame = apply_shifts(data.generate(count, seed)[list(schema.FEATURES)], shifts, seed)
+    contract = model.contract
+    frame = apply_shifts(data.example_table(model, count, seed)[contract.feature_names], shifts, seed)
+    numbers = {f.name for f in contract.numbers}
     out = []
     for row in frame.to_dict(orient="records"):
         out.append({k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else
-                        float(v) if k in schema.NUMERIC else str(v)) for k, v in row.items()})
+                        float(v) if k in numbers else str(v)) for k, v in row.items()})
     return out
 
 
@@ -98,12 +105,12 @@ def post(url: str, batch: list[dict], timeout: float) -> int:
         return error.code
 
 
-def send(url: str, requests: int, rate: float, batch: int = 1, seed: int = 2024, shifts: list[Shift] | None = None,
-         max_seconds: float = 300, timeout: float = 10, progress=print) -> dict:
+def send(model: ModelModule, url: str, requests: int, rate: float, batch: int = 1, seed: int = 2024,
+         shifts: list[Shift] | None = None, max_seconds: float = 300, timeout: float = 10, progress=print) -> dict:
     url = check_url(url)
     if not 1 <= requests <= MAX_REQUESTS:
         raise ValueError(f"--requests must be in 1..{MAX_REQUESTS}")
-    pool = records(requests * batch, seed, shifts or [])
+    pool = records(model, requests * batch, seed, shifts or [])
     started = time.monotonic()
     statuses: dict[int, int] = {}
     sent = 0
@@ -133,6 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m monitoring.traffic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--model", help="the served model's project name or module (default: the dev stack's name)")
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--rate", type=float, default=50, help="requests per second (0 = as fast as possible)")
     p.add_argument("--batch", type=int, default=1, help="records per request")
@@ -142,8 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=300)
     args = p.parse_args(argv)
     try:
-        shifts = [Shift.parse(text) for text in args.shift]
-        summary = send(args.url, args.requests, args.rate, args.batch, args.seed, shifts, args.max_seconds)
+        model = contracts.load(args.model or stack_files.project("dev"))
+        shifts = [Shift.parse(text, model.contract) for text in args.shift]
+        summary = send(model, args.url, args.requests, args.rate, args.batch, args.seed, shifts, args.max_seconds)
     except (ValueError, ConnectionError) as error:
         print(f"traffic: {error}", file=sys.stderr)
         return 2

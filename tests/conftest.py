@@ -1,5 +1,6 @@
-"""Shared fixtures: one small real model, trained and registered once per test session in a
-sqlite MLflow registry, and a build context assembled from it by the real packaging code."""
+"""Shared fixtures: one small real model (the credit-default example, through its model module), trained and
+registered once per test session in a sqlite MLflow registry, and a build context assembled from it by the real
+packaging code. Tests take columns and examples from `model.contract`, never from credit's names."""
 
 from __future__ import annotations
 
@@ -9,25 +10,33 @@ import mlflow
 import pytest
 
 from serving.context import BuildContext, assemble_build_context
-from training import data
+from training import contract, data
 from training import train as training
+from training.contract import ModelModule
 
+MODEL = "credit-default"  # the example the session trains; tests read its columns from model.contract
 MODEL_NAME = "credit-default-test"
 TRAIN_ROWS = 4000
 
 
 @pytest.fixture(scope="session")
-def registry(tmp_path_factory) -> dict:
-    """A sqlite registry holding one champion version trained on generated data."""
+def model() -> ModelModule:
+    return contract.load(MODEL)
+
+
+@pytest.fixture(scope="session")
+def registry(model, tmp_path_factory) -> dict:
+    """A sqlite registry holding one champion version trained on the model module's example data."""
     root = tmp_path_factory.mktemp("registry")
-    data_path = root / "credit.parquet"
-    data.write_table(data.generate(TRAIN_ROWS, seed=11), data_path)
+    data_path = root / "table.parquet"
+    data.write_table(data.example_table(model, TRAIN_ROWS, seed=11), data_path)
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
-    summary = training.main(["--data", str(data_path), "--tracking-uri", tracking_uri, "--model-name", MODEL_NAME,
-                             "--artifact-root", (root / "artifacts").as_uri(), "--environment", "test"])
+    summary = training.main(["--model-module", model.module, "--data", str(data_path), "--tracking-uri", tracking_uri,
+                             "--model-name", MODEL_NAME, "--artifact-root", (root / "artifacts").as_uri(),
+                             "--environment", "test"])
     return {"root": root, "tracking_uri": tracking_uri, "data": data_path, "model_name": MODEL_NAME,
-            "version": summary["version"], "summary": summary}
+            "version": summary["version"], "summary": summary, "model": model}
 
 
 @pytest.fixture(scope="session")

@@ -1,9 +1,11 @@
 """The drift baseline: what the training data and the model's outputs looked like.
 
 Numbers get quantile bins (edges from the training data, outer bins open-ended), categories get
-frequencies, and every feature records its missing fraction. The predicted probability gets the
-same treatment as a number. The drift job compares request-log windows against this file, so its
-format is versioned.
+frequencies, and every feature records its missing fraction, in the contract's column order. The
+model's output gets the same treatment: a binary model's probability and a regressor's value as a
+number, a multiclass model's label as a category; `prediction.output` names the request log's output
+field it was made from. The drift job compares request-log windows against this file, so its format
+is versioned.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from training import schema
+from training.contract import Category, Contract
 
 BASELINE_FORMAT_VERSION = 1
 QUANTILE_BINS = 10
@@ -53,14 +55,21 @@ def categorical_profile(values: pd.Series) -> dict:
     }
 
 
-def build_baseline(features: pd.DataFrame, predicted_proba: np.ndarray) -> dict:
-    profiles = {column: categorical_profile(features[column]) for column in schema.CATEGORICAL}
-    profiles.update({column: numeric_profile(features[column].to_numpy()) for column in schema.NUMERIC})
+# The request log's output field each kind of model's baseline profiles (serving/scoring: the /predict outputs).
+PREDICTION_OUTPUT = {"binary": "probability", "multiclass": "label", "regression": "prediction"}
+
+
+def build_baseline(features: pd.DataFrame, predicted: np.ndarray, contract: Contract) -> dict:
+    profiles = {f.name: categorical_profile(features[f.name]) if isinstance(f, Category)
+                else numeric_profile(features[f.name].to_numpy()) for f in contract.features}
+    output = PREDICTION_OUTPUT[contract.task]
+    prediction = (categorical_profile(pd.Series(predicted, dtype=object).map(str)) if contract.task == "multiclass"
+                  else numeric_profile(np.asarray(predicted, dtype=np.float64)))
     return {
         "format_version": BASELINE_FORMAT_VERSION,
         "rows": len(features),
         "features": profiles,
-        "prediction": numeric_profile(predicted_proba),
+        "prediction": {**prediction, "output": output},
     }
 
 
@@ -102,8 +111,7 @@ def synthetic_records(baseline: dict, rows: int, seed: int = 0) -> pd.DataFrame:
     """`rows` records drawn feature by feature from the baseline's bins, categories and missing fractions."""
     rng = np.random.default_rng(seed)
     columns = {}
-    for name in schema.FEATURES:
-        profile = baseline["features"][name]
+    for name, profile in baseline["features"].items():
         numeric = profile["type"] == "numeric"
         values = (_numeric_draws if numeric else _categorical_draws)(profile, rows, rng).astype(np.float64 if numeric else object)
         values[rng.random(rows) < profile["missing_fraction"]] = np.nan if numeric else None
@@ -117,8 +125,7 @@ def typical_records(baseline: dict, rows: int = 3) -> pd.DataFrame:
     records = []
     for i in range(rows):
         record: dict[str, object] = {}
-        for name in schema.FEATURES:
-            profile = baseline["features"][name]
+        for name, profile in baseline["features"].items():
             if profile["type"] == "numeric":
                 edges = profile["edges"] or [profile["mean"] or 0.0]
                 record[name] = float(edges[min(len(edges) - 1, (i + 1) * len(edges) // (rows + 1))])
@@ -126,7 +133,7 @@ def typical_records(baseline: dict, rows: int = 3) -> pd.DataFrame:
                 ranked = sorted(profile["frequencies"], key=lambda c: -profile["frequencies"][c])
                 record[name] = ranked[i % len(ranked)] if ranked else None
         records.append(record)
-    return pd.DataFrame(records, columns=list(schema.FEATURES))
+    return pd.DataFrame(records, columns=list(baseline["features"]))
 
 
 def equivalence_records(baseline: dict, rows: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -135,16 +142,16 @@ def equivalence_records(baseline: dict, rows: int = 1000, seed: int = 0) -> pd.D
     float32 rounding misroutes a record), each category, an unseen category and a missing value per feature."""
     base = typical_records(baseline, 1).iloc[0].to_dict()
     probes = []
-    for name in schema.FEATURES:
-        profile = baseline["features"][name]
+    for name, profile in baseline["features"].items():
         if profile["type"] == "numeric":
             values: list[object] = [v for edge in profile["edges"] for v in (edge, float(np.nextafter(edge, -np.inf)))]
             values.append(np.nan)
         else:
             values = [*profile["frequencies"], "__unseen__", None]
         probes += [{**base, name: value} for value in values]
-    frame = pd.concat([synthetic_records(baseline, rows, seed), pd.DataFrame(probes, columns=list(schema.FEATURES))],
-                      ignore_index=True)
-    for name in schema.NUMERIC:
-        frame[name] = frame[name].astype(np.float64)
+    columns = list(baseline["features"])
+    frame = pd.concat([synthetic_records(baseline, rows, seed), pd.DataFrame(probes, columns=columns)], ignore_index=True)
+    for name, profile in baseline["features"].items():
+        if profile["type"] == "numeric":
+            frame[name] = frame[name].astype(np.float64)
     return frame

@@ -1,7 +1,9 @@
-"""Load the training table from a CSV or Parquet path, or a Databricks table, and validate it.
+"""Load the training table from a CSV or Parquet path, or a Databricks table, and validate it against the model's
+contract (training/contract.py).
 
-Validation is strict because a silently mis-typed column trains a silently wrong model: every
-problem is a `SchemaError` that names the column.
+Validation is strict because a silently mis-typed column trains a silently wrong model: a column missing, of the
+wrong type, a number out of its bounds, a category the contract does not allow, a target that is not one of its
+classes. Every problem is a `SchemaError` that names the column (and the first row at fault).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from training import schema
+from training.contract import Category, Contract, Number, Target
 
 FILE_SUFFIXES = {".csv", ".parquet", ".pq"}
 
@@ -21,9 +23,9 @@ class SchemaError(ValueError):
     """The table does not follow the data contract."""
 
 
-def load_table(source: str, require_target: bool = True) -> pd.DataFrame:
+def load_table(source: str, contract: Contract, require_target: bool = True) -> pd.DataFrame:
     """Read `source` (a .csv/.parquet path or a `catalog.schema.table` name) and validate it."""
-    return validate_frame(_read(source), require_target=require_target)
+    return validate_frame(_read(source), contract, require_target=require_target)
 
 
 def _read(source: str) -> pd.DataFrame:
@@ -79,9 +81,10 @@ def spark_table_name(catalog_as_database: str, table: str) -> str:
     return table
 
 
-def validate_frame(frame: pd.DataFrame, require_target: bool = True) -> pd.DataFrame:
-    """Check the contract and return the contract's columns with normalised dtypes."""
-    wanted = [*schema.FEATURES, schema.TARGET] if require_target else list(schema.FEATURES)
+def validate_frame(frame: pd.DataFrame, contract: Contract, require_target: bool = True) -> pd.DataFrame:
+    """Check `frame` against the contract and return its features (and target) with normalised dtypes: text as
+    Python strings with None for missing, numbers as float64 with NaN for missing."""
+    wanted = [*contract.feature_names, contract.target.name] if require_target else contract.feature_names
     missing = [column for column in wanted if column not in frame.columns]
     if missing:
         raise SchemaError(f"missing column(s): {', '.join(missing)}")
@@ -89,24 +92,29 @@ def validate_frame(frame: pd.DataFrame, require_target: bool = True) -> pd.DataF
         raise SchemaError("the table is empty: no rows to train on")
 
     out = pd.DataFrame(index=frame.index)
-    for column in schema.CATEGORICAL:
-        out[column] = _categorical(frame[column], column)
-    for column in schema.NUMERIC:
-        out[column] = _numeric(frame[column], column)
-    _check_ranges(out)
+    for feature in contract.features:
+        if isinstance(feature, Number):
+            out[feature.name] = _within_bounds(_numeric(frame[feature.name], feature.name), feature)
+        else:
+            out[feature.name] = _categorical(frame[feature.name], feature)
     if require_target:
-        out[schema.TARGET] = _target(frame[schema.TARGET])
+        out[contract.target.name] = _target(frame[contract.target.name], contract.target)
     return out.reset_index(drop=True)
 
 
-def _categorical(values: pd.Series, column: str) -> pd.Series:
-    present = values.dropna()
+def _categorical(values: pd.Series, category: Category) -> pd.Series:
+    column, present = category.name, values.dropna()
     bad = present[[not isinstance(v, str) for v in present]]
     if len(bad):
         raise SchemaError(
             f"column '{column}' must hold strings; found {type(bad.iloc[0]).__name__} "
             f"value {_show(bad.iloc[0])} (row {bad.index[0]})"
         )
+    if category.values is not None:
+        unknown = present[~present.isin(category.values)]
+        if len(unknown):
+            raise SchemaError(f"column '{column}' holds {_show(unknown.iloc[0])} (row {unknown.index[0]}), which its "
+                              f"contract does not allow; allowed: {', '.join(category.values)}")
     return values.astype(object).where(values.notna(), None)
 
 
@@ -124,17 +132,21 @@ def _numeric(values: pd.Series, column: str) -> pd.Series:
     return values.astype(np.float64)
 
 
-def _check_ranges(frame: pd.DataFrame) -> None:
-    low, high = schema.AGE_RANGE
-    out_of_range = frame["age"].notna() & ~frame["age"].between(low, high)
-    if out_of_range.any():
-        row = int(np.flatnonzero(out_of_range)[0])
-        raise SchemaError(
-            f"column 'age' must be between {low} and {high} years; found {_show(frame['age'].iloc[row])} (row {row})"
-        )
-    if (frame["credit_limit"] <= 0).any():
-        row = int(np.flatnonzero(frame["credit_limit"] <= 0)[0])
-        raise SchemaError(f"column 'credit_limit' must be positive; found {_show(frame['credit_limit'].iloc[row])} (row {row})")
+def _within_bounds(values: pd.Series, number: Number) -> pd.Series:
+    """`values` (float64, NaN for missing) unchanged when every present one is finite and within the bounds."""
+    present = values.notna().to_numpy()
+    array = values.to_numpy()
+    broken = present & ~np.isfinite(array)
+    for bound, outside in ((number.minimum, np.less), (number.maximum, np.greater),
+                           (number.greater_than, np.less_equal), (number.less_than, np.greater_equal)):
+        if bound is not None:
+            broken |= present & outside(array, bound)
+    if broken.any():
+        row = int(np.flatnonzero(broken)[0])
+        value = float(array[row])
+        problem = number.problem(value) if np.isfinite(value) else "must be a finite number"
+        raise SchemaError(f"column '{number.name}' {problem}; found {_show(value)} (row {row})")
+    return values
 
 
 def _show(value: object) -> str:
@@ -142,14 +154,32 @@ def _show(value: object) -> str:
     return repr(value.item() if isinstance(value, np.generic) else value)
 
 
-def _target(values: pd.Series) -> pd.Series:
-    column = schema.TARGET
+def _target(values: pd.Series, target: Target) -> pd.Series:
+    column = target.name
     if values.isna().any():
-        raise SchemaError(f"column '{column}' has {int(values.isna().sum())} missing value(s); the target must be 0 or 1")
-    numeric = pd.to_numeric(values, errors="coerce")
-    bad = values[~numeric.isin([0, 1])]
+        raise SchemaError(f"column '{column}' has {int(values.isna().sum())} missing value(s); every training row "
+                          "needs its target")
+    if target.task == "regression":
+        numeric = _numeric(values, column)
+        if not np.isfinite(numeric).all():
+            raise SchemaError(f"column '{column}' must hold finite numbers")
+        return numeric
+    classes = list(target.classes or ())
+    normalised = values.map(lambda v: _as_class(v, classes))
+    bad = values[normalised.isna()]
     if len(bad):
-        raise SchemaError(f"column '{column}' must be 0 or 1; found {_show(bad.iloc[0])} (row {bad.index[0]})")
-    if numeric.nunique() < 2:
-        raise SchemaError(f"column '{column}' holds a single class; training needs both 0 and 1")
-    return numeric.astype(np.int64)
+        raise SchemaError(f"column '{column}' must be one of {', '.join(map(str, classes))}; found "
+                          f"{_show(bad.iloc[0])} (row {bad.index[0]})")
+    if normalised.nunique() < 2:
+        raise SchemaError(f"column '{column}' holds a single class; training needs at least two of "
+                          f"{', '.join(map(str, classes))}")
+    kinds = {type(c) for c in classes}
+    return normalised.astype(np.int64) if kinds <= {int} else normalised.astype(object)
+
+
+def _as_class(value: object, classes: list) -> object:
+    """`value` as the contract's class it equals (a 1.0 read from a CSV is the class 1), or None."""
+    for known in classes:
+        if value == known and isinstance(value, str) == isinstance(known, str):
+            return known
+    return None

@@ -9,9 +9,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def ensure_champion(state: Path, model_name: str, *, rows: int, seed: int, environment: str,
+def ensure_champion(state: Path, model_name: str, *, rows: int, seed: int, environment: str, module: str,
                     say: Callable[[str], None] = print) -> tuple[str, str]:
-    """(tracking URI, champion version) of the registry under `state`, training the model if it has none."""
+    """(tracking URI, champion version) of the registry under `state`, training `module`'s model on its example data
+    if the registry has none."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -22,14 +23,16 @@ def ensure_champion(state: Path, model_name: str, *, rows: int, seed: int, envir
         return uri, str(client.get_model_version_by_alias(model_name, "champion").version)
     except MlflowException:
         pass
-    from training import data
+    from training import contract, data
     from training import train as training
 
-    table = state / "data" / "credit.parquet"
+    model = contract.load(module)
+    table = state / "data" / f"{model.module.split('.')[-1]}.parquet"
     if not table.exists():
-        data.write_table(data.generate(rows, seed), table)
+        data.write_table(data.example_table(model, rows, seed), table)
     say(f"training {model_name} on {rows} generated rows into {uri} (once)")
     with contextlib.redirect_stdout(io.StringIO()):  # the training log is not this caller's output
         training.main(["--data", str(table), "--tracking-uri", uri, "--model-name", model_name, "--seed", str(seed),
+                       "--model-module", model.module,
                        "--artifact-root", (state / "mlartifacts").as_uri(), "--environment", environment])
     return uri, str(client.get_model_version_by_alias(model_name, "champion").version)

@@ -1,15 +1,16 @@
-"""Training entry point: load -> search -> evaluate -> MLflow run -> register -> gate.
+"""Training entry point: load -> search -> evaluate -> MLflow run -> register -> gate, for any model module.
 
 The same command runs on a laptop and as a Databricks job task:
 
     # local: sqlite tracking + registry
-    python -m training.train --data .local/data/credit.parquet \
+    python -m training.train --model-module models.credit_default --data .local/data/credit-default.parquet \
         --tracking-uri sqlite:///.local/mlflow.db --model-name credit-default
 
-    # Databricks: the `credit-train` entry point of the job wheel (python_wheel_task), with the job run id
+    # Databricks: the `mlops-train` entry point of the job wheel (python_wheel_task), with the job run id
     # so the gate task finds exactly this run's version (infra/databricks.py declares the parameters)
-    credit-train --data main.credit.card_holders --model-name main.credit.credit_default \
-        --experiment /Shared/credit-default --environment staging --skip-gate --job-run-id 123
+    mlops-train --model-module models.credit_default --data main.credit.card_holders \
+        --model-name main.credit.credit_default --experiment /Shared/credit-default --environment staging \
+        --skip-gate --job-run-id 123
 """
 
 from __future__ import annotations
@@ -32,33 +33,38 @@ import sklearn
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from training import gate, schema, tuning
+from training import gate, tuning
 from training.baseline import build_baseline, equivalence_records, typical_records
+from training.contract import CONTRACT_FILE, Contract, ModelModule
+from training.evaluation import decision_threshold, evaluate, predictions
 from training.loader import is_file, load_table, table_version
-from training.pipeline import (
-    FIXED_PARAMS,
-    SearchResult,
-    Splits,
-    choose_threshold,
-    evaluate,
-    features_of,
-    positive_proba,
-    search,
-    sequential,
-    split,
-)
+from training.search import SearchResult, Splits, features_of, search, sequential, split, target_of, valid_key
 
 BASELINE_FILE = "drift_baseline.json"
 INPUT_EXAMPLE_ROWS = 3
 EQUIVALENCE_FILE = "equivalence_records.parquet"  # serving/context.py EQUIVALENCE_ARTIFACT
 
 
-def signature() -> ModelSignature:
-    """Explicit, from the data contract (Unity Catalog requires one; inference would guess types)."""
-    columns: list[ColSpec | TensorSpec] = [ColSpec("string", c) for c in schema.CATEGORICAL]
-    inputs = Schema(columns + [ColSpec("double", c) for c in schema.NUMERIC])
-    outputs = Schema([TensorSpec(np.dtype("float64"), (-1, 2), "probabilities")])
-    return ModelSignature(inputs=inputs, outputs=outputs)
+def signature(model: Any, contract: Contract) -> ModelSignature:
+    """Explicit, from the data contract (Unity Catalog requires one; inference would guess types). A classifier's
+    pyfunc answers its probabilities, one column per class; a regressor's its values."""
+    inputs = Schema([ColSpec("string" if f.kind == "category" else "double", f.name) for f in contract.features])
+    if contract.task == "regression":
+        return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double")]))
+    classes = len(model.classes_)
+    return ModelSignature(inputs=inputs, outputs=Schema([TensorSpec(np.dtype("float64"), (-1, classes), "probabilities")]))
+
+
+def pyfunc_predict_fn(contract: Contract) -> str:
+    """What the version's MLflow pyfunc (and so `/invocations`) answers: a classifier's probabilities, a regressor's
+    values."""
+    return "predict" if contract.task == "regression" else "predict_proba"
+
+
+def estimator_params(model: Any) -> dict[str, Any]:
+    """The final estimator's own parameters that are plain values (what the search fixed and what it chose)."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return {k: v for k, v in final.get_params(deep=False).items() if isinstance(v, str | int | float | bool | None)}
 
 
 def pip_requirements() -> list[str]:
@@ -75,7 +81,7 @@ def data_fingerprint(frame: pd.DataFrame) -> str:
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()[:16]
 
 
-def training_dataset(frame: pd.DataFrame, source: str) -> Any:
+def training_dataset(frame: pd.DataFrame, source: str, contract: Contract) -> Any:
     """The training data as an MLflow dataset on the run's inputs: where it came from (a Unity Catalog table by name,
     with its Delta version where the runtime can tell, or a file) and MLflow's digest of the rows trained on."""
     from mlflow.data.delta_dataset_source import DeltaDatasetSource
@@ -83,7 +89,7 @@ def training_dataset(frame: pd.DataFrame, source: str) -> Any:
 
     origin = source if is_file(source) else DeltaDatasetSource(delta_table_name=source,
                                                                 delta_table_version=table_version(source))
-    return from_pandas(frame, source=origin, targets=schema.TARGET, name=Path(source).name)
+    return from_pandas(frame, source=origin, targets=contract.target.name, name=Path(source).name)
 
 
 def git_sha() -> str:
@@ -121,9 +127,9 @@ def serialization(model) -> dict:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="a .csv/.parquet path, or a table name on Databricks")
-    gate.add_tracking_args(parser)
+    gate.add_model_args(parser)
     gate.add_gate_args(parser)
-    parser.add_argument("--experiment", default="credit-default", help="MLflow experiment name or path")
+    parser.add_argument("--experiment", help="MLflow experiment name or path (default: the registered model's name)")
     parser.add_argument("--artifact-root", help="artifact location for a new experiment (e.g. file:///abs/path)")
     parser.add_argument("--environment", default=os.environ.get("MLOPS_ENVIRONMENT", "local"))
     parser.add_argument("--seed", type=int, default=7)
@@ -133,26 +139,60 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--search-jobs", type=int, help="with --search spark: candidates at a time (default: all)")
     parser.add_argument("--summary-out", type=Path, help="write the run summary as JSON here")
     gate.add_job_run_arg(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    args.experiment = args.experiment or args.model_name.split(".")[-1]
+    return args
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
-    policy = gate.GatePolicy(args.gate_floor, args.gate_tolerance)
+    model, judge = args.model_module, gate.gate_of(args)
+    contract = model.contract
     client = gate.configure_tracking(args.tracking_uri, args.registry_uri)
 
     step = _Steps()
-    step("loading data", args.data)
-    frame = load_table(args.data)
-    splits = split(frame)
+    step("loading data", f"{args.data} ({model.module}: {len(contract.features)} features, {contract.task} "
+                         f"target {contract.target.name})")
+    frame = load_table(args.data, contract)
+    splits = split(frame, contract)
     step("searching", f"{len(splits.train)} train / {len(splits.valid)} valid / {len(splits.test)} test rows")
-    result, spark_stats = run_search(args, splits)
-    threshold = choose_threshold(splits.valid[schema.TARGET].to_numpy(), positive_proba(result.model, splits.valid))
-    metrics = evaluate(splits.test[schema.TARGET].to_numpy(), positive_proba(result.model, splits.test), threshold)
+    result, spark_stats = run_search(args, model, splits)
+    threshold = decision_threshold(result.model, features_of(splits.valid, contract), target_of(splits.valid, contract),
+                                   contract)
+    test_features, test_target = features_of(splits.test, contract), target_of(splits.test, contract)
+    metrics = evaluate(result.model, test_features, test_target, contract, threshold)
+    metrics[judge.name] = judge.measure.score(result.model, test_features, test_target)
     step("evaluated on held-out test", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
     lineage = {"git_sha": git_sha(), "data_fingerprint": data_fingerprint(frame)}
     step("logging to MLflow", mlflow.get_tracking_uri())
+    run, version = log_and_register(args, model, frame, splits, result, metrics, threshold, spark_stats, lineage, client)
+    run_tag = {gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {}
+    threshold_tag = {"decision_threshold": threshold} if threshold is not None else {}
+    for key, value in {**threshold_tag, judge.name: metrics[judge.name], **lineage, **run_tag}.items():
+        client.set_model_version_tag(args.model_name, version, key, str(value))
+    if args.skip_gate:  # the gate task judges it; until then it is the newest challenger
+        client.set_registered_model_alias(args.model_name, gate.CHALLENGER, version)
+    step("registered", f"{args.model_name} version {version} (run {run})")
+
+    summary = {"model_name": args.model_name, "version": version, "run_id": run, "metric": judge.name,
+               "metrics": metrics}
+    if not args.skip_gate:
+        decision = gate.run_gate(client, args.model_name, version, splits.test, model, judge)
+        print(decision.summary(), flush=True)
+        summary["gate"] = asdict(decision)
+    if args.summary_out:
+        args.summary_out.parent.mkdir(parents=True, exist_ok=True)
+        args.summary_out.write_text(json.dumps(summary, indent=2, default=str))
+    return summary
+
+
+def log_and_register(args: argparse.Namespace, model: ModelModule, frame: pd.DataFrame, splits: Splits,
+                     result: SearchResult, metrics: dict[str, float], threshold: float | None,
+                     spark_stats: dict[str, int], lineage: dict[str, str], client: Any) -> tuple[str, str]:
+    """The training run (params, metrics, lineage, the candidates) and the registered version, which carries the
+    contract, the drift baseline and the equivalence records: (run id, version)."""
+    contract = model.contract
     if args.artifact_root and mlflow.get_experiment_by_name(args.experiment) is None:
         mlflow.create_experiment(args.experiment, artifact_location=args.artifact_root)
     mlflow.set_experiment(args.experiment)
@@ -161,71 +201,62 @@ def main(argv: list[str] | None = None) -> dict:
         # packaging checks the compiled model on records drawn from the baseline (training/baseline.py).
         extra = Path(tmp, "extra_files")
         extra.mkdir()
-        baseline = build_baseline(features_of(splits.train), positive_proba(result.model, splits.train))
+        train_features = features_of(splits.train, contract)
+        baseline = build_baseline(train_features, predictions(result.model, train_features, contract), contract)
         (extra / BASELINE_FILE).write_text(json.dumps(baseline))
+        (extra / CONTRACT_FILE).write_text(json.dumps(contract.to_dict(model.gate), indent=2, default=str))
         equivalence_records(baseline).to_parquet(extra / EQUIVALENCE_FILE, index=False)
-        mlflow.log_params({**result.params, **FIXED_PARAMS, "seed": args.seed, "rows": len(frame),
-                           "decision_threshold": threshold, "model_family": "HistGradientBoostingClassifier"})
+        final = result.model.steps[-1][1] if hasattr(result.model, "steps") else result.model
+        mlflow.log_params({**estimator_params(result.model), **result.params, "seed": args.seed, "rows": len(frame),
+                           "model_module": model.module, "model_family": type(final).__name__,
+                           **({"decision_threshold": threshold} if threshold is not None else {})})
         mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-        mlflow.log_metric("valid_roc_auc", max(c["valid_roc_auc"] for c in result.candidates))
+        chosen = next(c for c in result.candidates if {k: c[k] for k in result.params} == result.params)
+        mlflow.log_metric(valid_key(model), chosen[valid_key(model)])
         mlflow.set_tags({**lineage, "data_source": args.data, "environment": args.environment,
-                         **({gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {})})
-        mlflow.log_input(training_dataset(frame, args.data), context="training")
+                         "model_module": model.module, **({gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {})})
+        mlflow.log_input(training_dataset(frame, args.data, contract), context="training")
         mlflow.log_dict({"candidates": result.candidates}, "search/candidates.json")
         mlflow.log_metrics({f"search_{k}": v for k, v in spark_stats.items()})
-        log_candidates(result)
+        log_candidates(result, valid_key(model))
         info = mlflow.sklearn.log_model(
-            result.model, name="model", signature=signature(), input_example=input_example(baseline),
-            pip_requirements=pip_requirements(), **serialization(result.model), pyfunc_predict_fn="predict_proba")
-        # The baseline goes into the model's own artifacts (models:/<name>/<version>/extra_files/...)
+            result.model, name="model", signature=signature(result.model, contract), input_example=input_example(baseline),
+            pip_requirements=pip_requirements(), **serialization(result.model),
+            pyfunc_predict_fn=pyfunc_predict_fn(contract))
+        # The contract and the baseline go into the model's own artifacts (models:/<name>/<version>/extra_files/...)
         # before it is registered, since Unity Catalog copies a version's files when it is created. Not through
         # log_model(extra_files=...): the runtime's MLflow 3.8.1 sklearn flavor has no such argument.
         client.log_model_artifacts(info.model_id, tmp)
         version = str(mlflow.register_model(info.model_uri, args.model_name).version)
-    run_tag = {gate.JOB_RUN_TAG: args.job_run_id} if args.job_run_id else {}
-    for key, value in {"decision_threshold": threshold, "roc_auc": metrics["roc_auc"], **lineage, **run_tag}.items():
-        client.set_model_version_tag(args.model_name, version, key, str(value))
-    if args.skip_gate:  # the gate task judges it; until then it is the newest challenger
-        client.set_registered_model_alias(args.model_name, gate.CHALLENGER, version)
-    step("registered", f"{args.model_name} version {version} (run {run.info.run_id})")
-
-    summary = {"model_name": args.model_name, "version": version, "run_id": run.info.run_id, "metrics": metrics}
-    if not args.skip_gate:
-        decision = gate.run_gate(client, args.model_name, version, splits.test, policy)
-        print(decision.summary(), flush=True)
-        summary["gate"] = asdict(decision)
-    if args.summary_out:
-        args.summary_out.parent.mkdir(parents=True, exist_ok=True)
-        args.summary_out.write_text(json.dumps(summary, indent=2))
-    return summary
+    return run.info.run_id, version
 
 
-def run_search(args: argparse.Namespace, splits: Splits) -> tuple[SearchResult, dict[str, int]]:
+def run_search(args: argparse.Namespace, model: ModelModule, splits: Splits) -> tuple[SearchResult, dict[str, int]]:
     """The search, sequential or on the cluster's workers; with Spark, how many stages and tasks ran it."""
     if args.search == "sequential":
-        return search(splits, args.seed, runner=sequential), {}
+        return search(model, splits, args.seed, runner=sequential), {}
     from pyspark.sql import SparkSession
 
     spark = SparkSession.builder.getOrCreate()  # a wheel task has no `spark` global
-    result = search(splits, args.seed, runner=tuning.spark_runner(spark, args.search_jobs),
-                    fit=tuning.broadcast_fit(spark, splits, args.seed))
+    result = search(model, splits, args.seed, runner=tuning.spark_runner(spark, args.search_jobs),
+                    fit=tuning.broadcast_fit(spark, splits, args.seed, model.module))
     return result, tuning.spark_tasks(spark, result.candidates)
 
 
-def log_candidates(result: SearchResult) -> None:
-    """Each candidate as a child run of the training run: its parameters, validation ROC-AUC, fit time and the
+def log_candidates(result: SearchResult, score: str) -> None:
+    """Each candidate as a child run of the training run: its parameters, validation score, fit time and the
     Spark task that fitted it; the chosen one tagged."""
     for index, candidate in enumerate(result.candidates, start=1):
         params = {k: candidate[k] for k in result.params}
         with mlflow.start_run(run_name=f"candidate-{index}", nested=True):
             mlflow.log_params(params)
-            mlflow.log_metrics({"valid_roc_auc": candidate["valid_roc_auc"], "fit_seconds": candidate["fit_seconds"]})
+            mlflow.log_metrics({score: candidate[score], "fit_seconds": candidate["fit_seconds"]})
             mlflow.set_tags({"chosen": str(params == result.params).lower(),
                              **{k: str(v) for k, v in candidate.items() if k.startswith("spark_")}})
 
 
 def cli() -> None:
-    """The `credit-train` entry point (a python_wheel_task calls it with no arguments; argv holds the parameters)."""
+    """The `mlops-train` entry point (a python_wheel_task calls it with no arguments; argv holds the parameters)."""
     main()
 
 

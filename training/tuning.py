@@ -2,7 +2,7 @@
 
 joblib's Spark backend (joblibspark, maintained by Databricks' joblib-spark project) runs each
 `delayed` call as a Spark task; the training splits travel once per executor as a Spark broadcast,
-not once per candidate. What is fitted and how the winner is chosen is training/pipeline.py's, so
+not once per candidate. What is fitted and how the winner is chosen is training/search.py's, so
 the parallel search chooses exactly what the sequential one does on the same data and seed.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from training.pipeline import Runner, Splits, fit_candidate
+from training.search import Runner, Splits, fit_candidate
 
 RUNNERS = ("sequential", "spark")
 
@@ -28,12 +28,13 @@ def spark_runner(spark, n_jobs: int | None = None) -> Runner:
     return run
 
 
-def broadcast_fit(spark, splits: Splits, seed: int) -> Callable[[dict], dict]:
-    """fit_candidate over splits the executors read from one broadcast (a 10⁶-row table pickled once, not per task)."""
+def broadcast_fit(spark, splits: Splits, seed: int, module: str) -> Callable[[dict], dict]:
+    """fit_candidate over splits the executors read from one broadcast (a 10⁶-row table pickled once, not per task);
+    the model module by name, which each executor imports from the jobs' wheel."""
     shared = spark.sparkContext.broadcast(splits)
 
     def fit(params: dict) -> dict:
-        return fit_candidate(params, shared.value, seed)
+        return fit_candidate(params, shared.value, seed, module)
     return fit
 
 
