@@ -10,8 +10,9 @@ PORT ?= 8000
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
+	@echo "                 (MODEL=house-prices: another model module, default the dev stack's name; DATA=table.parquet: your table)"
 	@echo "make stop        stop the service 'make local' started"
-	@echo "make traffic     send realistic requests to the local service (SHIFT='credit_limit=3 education=graduate_school' shifts features)"
+	@echo "make traffic     send realistic requests to the local service (SHIFT='<number>=3 <category>=<value>' shifts features)"
 	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
@@ -35,7 +36,7 @@ $(STAMP): requirements.txt
 venv: $(STAMP)
 
 local: $(STAMP)
-	$(PY) -m scripts.local_journey --port $(PORT)
+	$(PY) -m scripts.local_journey --port $(PORT) $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA))
 
 stop: $(STAMP)
 	$(PY) -m scripts.local_journey stop
@@ -43,7 +44,7 @@ stop: $(STAMP)
 REQUESTS ?= 300
 RATE ?= 50
 traffic: $(STAMP)
-	$(PY) -m monitoring.traffic --url http://127.0.0.1:$(PORT) --requests $(REQUESTS) --rate $(RATE) \
+	$(PY) -m monitoring.traffic --url http://127.0.0.1:$(PORT) --requests $(REQUESTS) --rate $(RATE) $(if $(MODEL),--model $(MODEL)) \
 		$(foreach s,$(SHIFT),--shift $(s))
 
 # Exit code 3 means drift; make reports it as an error on purpose.

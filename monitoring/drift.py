@@ -2,8 +2,8 @@
 
     python -m monitoring.drift                                  # .local/logs/requests.jsonl vs .local/context
     python -m monitoring.drift --log FILE --baseline drift_baseline.json --out report/
-    python -m monitoring.drift --workspace-id <LA workspace GUID> --target containerapps --app-name ca-credit-prod \\
-        --window-hours 24 --tracking-uri databricks --registry-uri databricks-uc --model-name prod.credit.credit_default
+    python -m monitoring.drift --workspace-id <LA workspace GUID> --target containerapps --app-name <container app> \\
+        --window-hours 24 --tracking-uri databricks --registry-uri databricks-uc --model-name <catalog.schema.model>
 
 Input: the request log (serving/scoring/requestlog.py), from a JSON-lines file or from Log Analytics
 (azure-monitor-query, DefaultAzureCredential; the KQL is infra/kql.py's `prediction_lines`). Lines
@@ -11,7 +11,8 @@ that are not JSON, lack fields, or are not `log_type: "prediction"` are counted 
 logged in several parts (lines over 16 KiB are split by the service, see serving/scoring/requestlog.py)
 is reassembled from its parts; if some part never arrived, the request is counted as "incomplete".
 
-Per model version in the window, per feature and for the predicted probability:
+Per model version in the window, per feature of its contract and for its prediction (the output the baseline
+profiled: a binary model's probability, a multiclass model's label, a regressor's value):
   PSI = sum((window - baseline) * ln(window / baseline)) over buckets; numeric buckets are the
   baseline's quantile bins plus a "missing" bucket, categorical buckets are the baseline's
   categories plus "unseen" and "missing". Empty buckets count as EPSILON.
@@ -55,7 +56,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from training.baseline import bin_counts
+from training.baseline import BASELINE_FILE, bin_counts
+from training.contract import CONTRACT_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 EPSILON = 1e-4
@@ -82,7 +84,7 @@ class DriftDeliveryError(DriftInputError):
 class Window:
     """Records per model version read from one window of the request log, and what was skipped."""
     records: dict[tuple[str, str], list[dict]] = field(default_factory=dict)      # (name, version) -> inputs
-    probabilities: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    outputs: dict[tuple[str, str], list[dict]] = field(default_factory=dict)  # (name, version) -> outputs
     counts: Counter = field(default_factory=Counter)
     start: datetime | None = None
     end: datetime | None = None
@@ -169,8 +171,7 @@ def _add(window: Window, entry: dict) -> None:
     inputs, outputs = entry["inputs"], entry["outputs"]
     key = (str(entry.get("model_name") or ""), str(entry["model_version"]))
     window.records.setdefault(key, []).extend(inputs)
-    window.probabilities.setdefault(key, []).extend(
-        float(o["probability"]) if isinstance(o.get("probability"), int | float) else math.nan for o in outputs)
+    window.outputs.setdefault(key, []).extend(outputs)
     counts["predictions"] += 1
     counts["records"] += len(inputs)
 
@@ -204,32 +205,53 @@ def log_analytics_lines(workspace_id: str, source, hours: float,
 # ---------------------------------------------------------------- baselines
 
 def load_baseline(args: argparse.Namespace, model_name: str, version: str) -> dict:
+    """The version's drift baseline, with its contract under "contract" where the version carries one (a version
+    trained by this project does: extra_files/contract.json beside the baseline)."""
+    files = model_files(args, model_name, version)
+    baseline = json.loads(files(BASELINE_FILE).read_text())
+    try:
+        baseline["contract"] = json.loads(files(CONTRACT_FILE).read_text())
+    except DriftInputError:
+        baseline["contract"] = None
+    return baseline
+
+
+def model_files(args: argparse.Namespace, model_name: str, version: str):
+    """A function from a file name in the version's extra_files/ to its local path, from wherever --baseline,
+    --context or --tracking-uri says the version lives."""
     if args.baseline:
-        return json.loads(Path(args.baseline).read_text())
+        folder = Path(args.baseline).parent
+        return lambda name: _existing(Path(args.baseline) if name == BASELINE_FILE else folder / name)
     if args.context:
         context = Path(args.context)
         manifest_path = context / "model" / "manifest.json"
         if manifest_path.exists():
-            served = str(json.loads(manifest_path.read_text()).get("model_version", version))
+            manifest = json.loads(manifest_path.read_text())
+            served = str(manifest.get("model", {}).get("version", manifest.get("model_version", version)))
             if served != version:
                 raise DriftInputError(f"{context} holds model version {served}, not {version}")
-        path = context / "model" / "mlflow" / "extra_files" / "drift_baseline.json"
-        if not path.exists():
-            raise DriftInputError(f"no drift baseline at {path}")
-        return json.loads(path.read_text())
+        return lambda name: _existing(context / "model" / "mlflow" / "extra_files" / name)
     if args.tracking_uri:
         import mlflow
 
         mlflow.set_tracking_uri(args.tracking_uri)
         if args.registry_uri:
             mlflow.set_registry_uri(args.registry_uri)
-        name = args.model_name or model_name
-        try:
-            local = mlflow.artifacts.download_artifacts(f"models:/{name}/{version}/extra_files/drift_baseline.json")
-        except Exception as error:
-            raise DriftInputError(f"no drift baseline for models:/{name}/{version}: {error}") from error
-        return json.loads(Path(local).read_text())
+        uri = f"models:/{args.model_name or model_name}/{version}"
+
+        def download(name: str) -> Path:
+            try:
+                return Path(mlflow.artifacts.download_artifacts(f"{uri}/extra_files/{name}"))
+            except Exception as error:
+                raise DriftInputError(f"no {name} for {uri}: {error}") from error
+        return download
     raise DriftInputError("no baseline source: give --baseline, --context or --tracking-uri")
+
+
+def _existing(path: Path) -> Path:
+    if not path.exists():
+        raise DriftInputError(f"no {path.name} at {path}")
+    return path
 
 
 # ---------------------------------------------------------------- statistics
@@ -311,16 +333,33 @@ def compare_column(name: str, profile: dict, values: list, psi_threshold: float,
     }
 
 
-def compare(baseline: dict, records: list[dict], probabilities: list[float], *, psi_threshold: float, alpha: float,
+def prediction_output(baseline: dict) -> str:
+    """The request log's output field the baseline's prediction profile describes (format 1 baselines made before
+    any model but a binary one: the probability)."""
+    return str(baseline["prediction"].get("output", "probability"))
+
+
+def compared_columns(baseline: dict) -> list[str]:
+    """The features to compare: the contract's, in its order, where the version carries one; else the baseline's."""
+    contract = baseline.get("contract")
+    if contract:
+        return [f["name"] for f in contract["features"] if f["name"] in baseline["features"]]
+    return list(baseline["features"])
+
+
+def compare(baseline: dict, records: list[dict], outputs: list[dict], *, psi_threshold: float, alpha: float,
             min_records: int) -> dict:
     """One model version's result: status, drifted columns and per-column statistics."""
     result: dict[str, Any] = {"records": len(records), "features": {}, "drifted": [], "drifted_features": []}
     if len(records) < min_records:
         return {**result, "status": "not enough data"}
-    for column, profile in baseline["features"].items():
-        result["features"][column] = compare_column(column, profile, [r.get(column) for r in records], psi_threshold, alpha)
-    result["features"][PREDICTION] = compare_column(
-        PREDICTION, baseline["prediction"], [None if math.isnan(p) else p for p in probabilities], psi_threshold, alpha)
+    for column in compared_columns(baseline):
+        result["features"][column] = compare_column(column, baseline["features"][column], [r.get(column) for r in records],
+                                                    psi_threshold, alpha)
+    output = prediction_output(baseline)
+    result["prediction_output"] = output
+    result["features"][PREDICTION] = compare_column(PREDICTION, baseline["prediction"], [o.get(output) for o in outputs],
+                                                    psi_threshold, alpha)
     result["drifted"] = [c for c, stat in result["features"].items() if stat["drifted"]]
     result["drifted_features"] = [c for c in result["drifted"] if c != PREDICTION]
     result["max_psi"] = max(stat["psi"] for stat in result["features"].values())
@@ -368,6 +407,12 @@ def render_html(report: dict) -> str:
         title = f"{version['model_name']} version {version['model_version']}"
         parts.append(f"<h2>{html.escape(title)}</h2><p class='status'>Status: <b>{html.escape(version['status'])}</b>"
                      f" ({version['records']} records)</p>")
+        if version.get("target"):
+            target = version["target"]
+            parts.append(f"<p>A {html.escape(target['task'])} model of <code>{html.escape(target['name'])}</code>"
+                         f"{': ' + html.escape(target['description']) if target.get('description') else ''}; the row "
+                         f"<code>{PREDICTION}</code> compares its output <code>{html.escape(version['prediction_output'])}"
+                         "</code>.</p>")
         if not version["features"]:
             continue
         parts.append("<table><tr><th>column</th><th>type</th><th>PSI</th><th>chi-square p</th>"
@@ -446,7 +491,7 @@ def send_to_app_insights(connection_string: str, records: list[dict], credential
                                                disable_offline_storage=True))
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    logger = logging.getLogger("credit-drift.app-insights")
+    logger = logging.getLogger("mlops-drift.app-insights")
     logger.propagate = False
     logger.setLevel(logging.INFO)  # else the root's WARNING drops every "no drift" record before it is exported
     handler = LoggingHandler(logger_provider=provider)
@@ -510,9 +555,11 @@ def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
     for name, version in keys:
         records = window.records.get((name, version), [])
         baseline = load_baseline(args, name, version) if len(records) >= args.min_records else {"features": {}, "prediction": {}}
-        result = compare(baseline, records, window.probabilities.get((name, version), []), psi_threshold=args.psi_threshold,
+        result = compare(baseline, records, window.outputs.get((name, version), []), psi_threshold=args.psi_threshold,
                          alpha=args.p_value, min_records=args.min_records)
-        report["versions"].append({"model_name": args.model_name or name, "model_version": version, **result})
+        target = (baseline.get("contract") or {}).get("target")
+        report["versions"].append({"model_name": args.model_name or name, "model_version": version, "target": target,
+                                   **result})
     if not report["versions"]:
         report["versions"].append({"model_name": args.model_name or "", "model_version": str(args.model_version or ""),
                                    "records": 0, "features": {}, "drifted": [], "drifted_features": [],
@@ -541,7 +588,7 @@ def parser() -> argparse.ArgumentParser:
     src.add_argument("--log", default=str(ROOT / ".local" / "logs" / "requests.jsonl"))
     src.add_argument("--workspace-id", help="Log Analytics workspace (customer) id: read the stack's tables instead")
     src.add_argument("--target", choices=("containerapps", "aks"), default="containerapps")
-    src.add_argument("--app-name", default="ca-credit", help="Container App name, or the container name on AKS")
+    src.add_argument("--app-name", help="with --workspace-id: the Container App's name, or the container's on AKS")
     src.add_argument("--namespace", default="scoring", help="AKS namespace")
     src.add_argument("--service-credential", help="Databricks: the Unity Catalog service credential that reads Log Analytics")
     src.add_argument("--window-hours", type=float, default=None,
@@ -564,6 +611,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.workspace_id and not args.app_name:
+        print("drift: --workspace-id needs --app-name (whose request log to read)", file=sys.stderr)
+        return EXIT_ERROR
     if args.workspace_id:  # the Databricks job: the cluster's environment names the workspace's MLflow
         args.tracking_uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
         args.registry_uri = args.registry_uri or os.environ.get("MLFLOW_REGISTRY_URI")
@@ -580,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """The `credit-drift` entry point (python_wheel_task): exit 3 (drift) or 2 fails the task, and so the run."""
+    """The `mlops-drift` entry point (python_wheel_task): exit 3 (drift) or 2 fails the task, and so the run."""
     sys.exit(main())
 
 

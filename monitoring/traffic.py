@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -31,6 +32,7 @@ from training import contract as contracts
 from training import data
 from training.contract import Category, Contract, ModelModule, Number
 
+ROOT = Path(__file__).resolve().parent.parent
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 MAX_REQUESTS = 100_000
 
@@ -87,6 +89,14 @@ def records(model: ModelModule, count: int, seed: int, shifts: list[Shift]) -> l
     return out
 
 
+def served_model(state: Path = ROOT / ".local") -> str | None:
+    """The model module `make local` serves now (.local/service.json), if it serves one."""
+    try:
+        return json.loads((state / "service.json").read_text()).get("model")
+    except (OSError, ValueError):
+        return None
+
+
 def check_url(url: str) -> str:
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in LOOPBACK:
@@ -140,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m monitoring.traffic", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--model", help="the served model's project name or module (default: the dev stack's name)")
+    p.add_argument("--model", help="the served model's project name or module (default: what `make local` serves, else "
+                                   "the dev stack's name)")
     p.add_argument("--requests", type=int, default=300)
     p.add_argument("--rate", type=float, default=50, help="requests per second (0 = as fast as possible)")
     p.add_argument("--batch", type=int, default=1, help="records per request")
@@ -150,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=300)
     args = p.parse_args(argv)
     try:
-        model = contracts.load(args.model or stack_files.project("dev"))
+        model = contracts.load(args.model or served_model() or stack_files.project("dev"))
         shifts = [Shift.parse(text, model.contract) for text in args.shift]
         summary = send(model, args.url, args.requests, args.rate, args.batch, args.seed, shifts, args.max_seconds)
     except (ValueError, ConnectionError) as error:

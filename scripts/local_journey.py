@@ -9,6 +9,8 @@ passed the smoke test takes the main port (here a restart on it; Container Apps 
 a failed one leaves the champion serving.
 
     python -m scripts.local_journey            # run (again: a new version is gated against the champion)
+    python -m scripts.local_journey --model house-prices     # another model module (default: the dev stack's name)
+    python -m scripts.local_journey --data my_table.parquet  # train on your own table (default: the module's example)
     python -m scripts.local_journey stop       # stop the service it started
 
 State lives in .local/ (data, mlflow.db, artifacts, context, logs). The service runs in a container
@@ -32,16 +34,20 @@ from serving.context import assemble_build_context
 from serving.localrun import free_port, start_service, stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
-CONTAINER_NAME = "credit-default-local"
 
 
 @dataclass(frozen=True)
 class Layout:
     state: Path
+    name: str  # the project's name: the registered model's locally, and the generated table's
 
     @property
     def data(self) -> Path:
-        return self.state / "data" / "credit.parquet"
+        return self.state / "data" / f"{self.name}.parquet"
+
+    @property
+    def container(self) -> str:
+        return f"{self.name}-local"
 
     @property
     def tracking_uri(self) -> str:
@@ -76,13 +82,18 @@ def banner(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def ensure_data(layout: Layout, rows: int, seed: int) -> None:
+def ensure_data(layout: Layout, module: str, given: Path | None, rows: int, seed: int) -> Path:
+    """The table to train on: the one given, else the model module's example data (generated once)."""
+    if given is not None:
+        print(f"training on {given}")
+        return given
     if layout.data.exists():
         print(f"using existing data {layout.data} (delete it to regenerate)")
-        return
+        return layout.data
     from training import data
 
-    data.main(["--rows", str(rows), "--seed", str(seed), "--out", str(layout.data)])
+    data.main(["--model", module, "--rows", str(rows), "--seed", str(seed), "--out", str(layout.data)])
+    return layout.data
 
 
 def use_local_registry(layout: Layout) -> None:
@@ -94,14 +105,14 @@ def use_local_registry(layout: Layout) -> None:
     mlflow.set_registry_uri(layout.tracking_uri)
 
 
-def train(layout: Layout, model_name: str, seed: int) -> dict:
+def train(layout: Layout, module: str, table: Path, seed: int) -> dict:
     from training import train as training
 
     os.environ["MLFLOW_TRACKING_URI"] = layout.tracking_uri
     use_local_registry(layout)
     return training.main([
-        "--data", str(layout.data), "--tracking-uri", layout.tracking_uri, "--registry-uri", layout.tracking_uri,
-        "--model-name", model_name,
+        "--model-module", module, "--data", str(table), "--tracking-uri", layout.tracking_uri,
+        "--registry-uri", layout.tracking_uri, "--model-name", layout.name,
         "--artifact-root", layout.artifact_root, "--environment", "local", "--seed", str(seed),
         "--summary-out", str(layout.state / "last_training.json"),
     ])
@@ -133,11 +144,11 @@ def start_process(layout: Layout, context: Path, port: int, log: Path) -> dict:
     return {"kind": "process", "pid": process.pid, "where": f"as a local process (pid {process.pid}); request log {log}"}
 
 
-def start_container(context: Path, port: int, model_version: str, name: str, build: bool) -> dict:
+def start_container(context: Path, port: int, model_version: str, name: str, build: bool, project: str) -> dict:
     """Build the context into an image (buildah) and run it (podman, host network, 127.0.0.1)."""
     from serving import container
 
-    tag = f"localhost/credit-default-scoring:v{model_version}"
+    tag = f"localhost/{project}-scoring:v{model_version}"
     if build:
         container.ensure_base_image()
         container.build_image(context, tag)
@@ -158,7 +169,7 @@ def stop(service: dict) -> None:
 def serve(layout: Layout, context: Path, port: int, version: str, in_container: bool, name: str, log: Path,
           build: bool = True) -> dict:
     """The context on `port`: its image (built unless `build` is False: the switch runs the image it tested)."""
-    return (start_container(context, port, version, name, build) if in_container
+    return (start_container(context, port, version, name, build, layout.name) if in_container
             else start_process(layout, context, port, log))
 
 
@@ -175,22 +186,25 @@ def container_mode(requested: str) -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    layout = Layout(args.state.resolve())
+    from training import contract
+
+    model = contract.load(args.model)
+    layout = Layout(args.state.resolve(), model.module.split(".")[-1].replace("_", "-"))
     layout.state.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
-    banner("1/6 data")
-    ensure_data(layout, args.rows, args.seed)
+    banner(f"1/6 data for {model.module} ({model.contract.task}: {model.contract.target.name})")
+    table = ensure_data(layout, model.module, args.data, args.rows, args.seed)
     banner("2/6 train, register and gate")
-    summary = train(layout, args.model_name, args.seed)
+    summary = train(layout, model.module, table, args.seed)
     in_container = container_mode(args.mode)
-    banner(f"3/6 build the candidate from models:/{args.model_name}@champion")
+    banner(f"3/6 build the candidate from models:/{layout.name}@champion")
     use_local_registry(layout)
-    context = assemble_build_context(f"models:/{args.model_name}@champion", layout.candidate, wheelhouse=in_container)
+    context = assemble_build_context(f"models:/{layout.name}@champion", layout.candidate, wheelhouse=in_container)
     version, url = context.model_version, f"http://127.0.0.1:{args.port}"
     candidate_url = f"http://127.0.0.1:{(candidate_port := free_port())}"
     banner(f"4/6 serve the candidate v{version} at {candidate_url}, beside the champion")
-    candidate = serve(layout, layout.candidate, candidate_port, version, in_container, f"{CONTAINER_NAME}-candidate",
+    candidate = serve(layout, layout.candidate, candidate_port, version, in_container, f"{layout.container}-candidate",
                       layout.request_log.with_name("candidate.jsonl"))
     banner("5/6 smoke-test the candidate")
     try:
@@ -205,18 +219,18 @@ def run(args: argparse.Namespace) -> int:
     stop_recorded_service(layout)
     shutil.rmtree(layout.context, ignore_errors=True)
     layout.candidate.rename(layout.context)
-    service = serve(layout, layout.context, args.port, version, in_container, CONTAINER_NAME, layout.request_log,
+    service = serve(layout, layout.context, args.port, version, in_container, layout.container, layout.request_log,
                     build=False)
     where = service.pop("where")
-    layout.service_file.write_text(json.dumps(service))
+    layout.service_file.write_text(json.dumps({**service, "model": model.module}))
     print(f"the scoring service runs {where}")
     smoke.run(url, layout.context / "model" / "manifest.json", expect_version=version)
-    gate = summary.get("gate", {})
+    gate, metric = summary.get("gate", {}), summary["metric"]
     print(f"""
 journey complete in {time.perf_counter() - started:.0f}s
-  trained     {args.model_name} v{summary['version']} (test ROC-AUC {summary['metrics']['roc_auc']:.4f}); \
+  trained     {layout.name} v{summary['version']} (test {metric} {summary['metrics'][metric]:.4f}); \
 gate {'promoted it' if gate.get('promoted') else 'kept the champion'}
-  serving     {args.model_name} v{context.model_version} (@champion, {context.manifest['runtime']} runtime) at {url}
+  serving     {layout.name} v{context.model_version} (@champion, {context.manifest['runtime']} runtime) at {url}
   docs        {url}/docs
   try         curl -s -X POST {url}/predict -H 'content-type: application/json' \\
                 -d @{layout.state / 'example_request.json'}
@@ -237,14 +251,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--model-name", default="credit-default")
+    parser.add_argument("--model", help="the project name or model module (default: the dev stack's name)")
+    parser.add_argument("--data", type=Path, help="your own training table, .csv or .parquet (default: the module's "
+                                                  "example_data)")
     parser.add_argument("--mode", choices=["auto", "process", "container"], default=os.environ.get("SERVE_MODE", "auto"),
                         help="auto: a container when buildah/podman work and the base image exists, else a process")
     args = parser.parse_args(argv)
     if args.command == "stop":
-        if not stop_recorded_service(Layout(args.state.resolve())):
+        if not stop_recorded_service(Layout(args.state.resolve(), "")):
             print("no scoring service was running")
         return 0
+    if args.model is None:
+        from infra import stack_files
+
+        args.model = stack_files.project("dev")
     return run(args)
 
 

@@ -1,9 +1,11 @@
-"""`make local` end to end, twice, against a real uvicorn process on a free port."""
+"""`make local` end to end, twice, against a real uvicorn process on a free port; and the second example through the
+same journey by its one switch (`--model`, `make local MODEL=...`)."""
 
 from __future__ import annotations
 
 import json
 
+import httpx
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -13,9 +15,9 @@ from serving.localrun import free_port
 
 
 @pytest.mark.slow
-def test_the_whole_journey_twice(tmp_path, capsys):
+def test_the_whole_journey_twice(tmp_path, capsys, model):
     state, port = tmp_path / "state", free_port()
-    args = ["--state", str(state), "--port", str(port), "--rows", "3000", "--mode", "process"]
+    args = ["--state", str(state), "--port", str(port), "--rows", "3000", "--mode", "process", "--model", model.module]
     try:
         assert local_journey.main(args) == 0
         first = capsys.readouterr().out
@@ -26,10 +28,11 @@ def test_the_whole_journey_twice(tmp_path, capsys):
         # a second run registers a new version and gates it against the champion, then serves @champion
         assert local_journey.main(args) == 0
         second = capsys.readouterr().out
-        assert "gate: v2" in second and "champion v1 ROC-AUC" in second
+        assert "gate: v2" in second and f"champion v1 {model.gate.name}" in second
         assert "beside the champion" in second and not (state / "candidate").exists()
         client = MlflowClient(tracking_uri=f"sqlite:///{state / 'mlflow.db'}")
-        champion = str(client.get_model_version_by_alias("credit-default", "champion").version)
+        name = model.module.split(".")[-1].replace("_", "-")
+        champion = str(client.get_model_version_by_alias(name, "champion").version)
         smoke.run(f"http://127.0.0.1:{port}", expect_version=champion, say=lambda _: None)
 
         lines = [json.loads(line) for line in (state / "logs/requests.jsonl").read_text().splitlines()]
@@ -43,7 +46,7 @@ def test_the_whole_journey_twice(tmp_path, capsys):
 @pytest.mark.slow
 def test_a_candidate_that_fails_its_smoke_test_leaves_the_champion_serving(tmp_path, capsys, monkeypatch):
     state, port = tmp_path / "state", free_port()
-    args = ["--state", str(state), "--port", str(port), "--rows", "3000", "--mode", "process"]
+    args = ["--state", str(state), "--port", str(port), "--rows", "3000", "--mode", "process", "--model", "house-prices"]
     try:
         assert local_journey.main(args) == 0
         champion = json.loads((state / "service.json").read_text())
@@ -59,5 +62,22 @@ def test_a_candidate_that_fails_its_smoke_test_leaves_the_champion_serving(tmp_p
         assert "candidate answered 500" in err and f"the champion keeps serving http://127.0.0.1:{port}" in err
         assert json.loads((state / "service.json").read_text()) == champion  # untouched
         smoke.run(f"http://127.0.0.1:{port}", expect_version="1", say=lambda _: None)  # v1 still answers
+    finally:
+        local_journey.main(["stop", "--state", str(state)])
+
+
+@pytest.mark.slow
+def test_the_regression_example_runs_the_same_journey(tmp_path, capsys):
+    """models/house_prices.py, a regressor gated on a metric where lower is better, by the one switch."""
+    state, port = tmp_path / "state", free_port()
+    try:
+        assert local_journey.main(["--state", str(state), "--port", str(port), "--rows", "3000", "--mode", "process",
+                                   "--model", "house-prices"]) == 0
+        out = capsys.readouterr().out
+        assert "gate: v1 PROMOTED" in out and "test mape" in out and "journey complete" in out
+        assert json.loads((state / "service.json").read_text())["model"] == "models.house_prices"
+        request = json.loads((state / "example_request.json").read_text())
+        answer = httpx.post(f"http://127.0.0.1:{port}/predict", json=request).json()
+        assert [set(p) for p in answer["predictions"]] == [{"prediction"}] and answer["predictions"][0]["prediction"] > 0
     finally:
         local_journey.main(["stop", "--state", str(state)])

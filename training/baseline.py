@@ -16,6 +16,7 @@ import pandas as pd
 from training.contract import Category, Contract
 
 BASELINE_FORMAT_VERSION = 1
+BASELINE_FILE = "drift_baseline.json"  # in each version's extra_files/
 QUANTILE_BINS = 10
 
 

@@ -34,13 +34,12 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
 from training import gate, tuning
-from training.baseline import build_baseline, equivalence_records, typical_records
+from training.baseline import BASELINE_FILE, build_baseline, equivalence_records, typical_records
 from training.contract import CONTRACT_FILE, Contract, ModelModule
 from training.evaluation import decision_threshold, evaluate, predictions
 from training.loader import is_file, load_table, table_version
 from training.search import SearchResult, Splits, features_of, search, sequential, split, target_of, valid_key
 
-BASELINE_FILE = "drift_baseline.json"
 INPUT_EXAMPLE_ROWS = 3
 EQUIVALENCE_FILE = "equivalence_records.parquet"  # serving/context.py EQUIVALENCE_ARTIFACT
 

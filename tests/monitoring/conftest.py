@@ -38,15 +38,24 @@ def service(context, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def window(service):
+def shifts(model) -> dict[str, tuple[str, str]]:
+    """A shift of the contract's first number (x3) and of its first category (every record its first value): (the
+    --shift text, the column it moves)."""
+    number, category = model.contract.numbers[0], next(c for c in model.contract.categories if c.values)
+    return {"numeric": (f"{number.name}=3", number.name), "categorical": (f"{category.name}={category.values[0]}",
+                                                                          category.name)}
+
+
+@pytest.fixture(scope="session")
+def window(service, model):
     """window(name, *shifts) -> a log file holding the lines of one traffic run (cached per name)."""
     cache: dict[str, Path] = {}
 
     def make(name: str, *shifts: str, seed: int = 101) -> Path:
         if name not in cache:
             before = service["log"].stat().st_size
-            summary = traffic.send(service["url"], REQUESTS, rate=0, batch=BATCH, seed=seed,
-                                   shifts=[traffic.Shift.parse(s) for s in shifts], progress=lambda _: None)
+            summary = traffic.send(model, service["url"], REQUESTS, rate=0, batch=BATCH, seed=seed,
+                                   shifts=[traffic.Shift.parse(s, model.contract) for s in shifts], progress=lambda _: None)
             assert summary["statuses"] == {200: REQUESTS}
             path = service["root"] / f"{name}.jsonl"
             for _ in range(50):  # the service writes the last line just after answering

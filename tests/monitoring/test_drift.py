@@ -11,9 +11,6 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from monitoring import drift, traffic
-from training import schema
-
-NUMERIC_SHIFT, CATEGORICAL_SHIFT = "credit_limit=3", "education=graduate_school"
 
 
 def run(log, out, *extra) -> tuple[int, dict]:
@@ -31,7 +28,7 @@ def psi_table(version: dict) -> dict:
     return {column: stat["psi"] for column, stat in version["features"].items()}
 
 
-def test_training_distribution_is_not_flagged(window, context, tmp_path, capsys):
+def test_training_distribution_is_not_flagged(window, context, model, tmp_path, capsys):
     code, report = run(window("clean"), tmp_path, "--context", str(context.path))
     version = only_version(report)
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -39,14 +36,16 @@ def test_training_distribution_is_not_flagged(window, context, tmp_path, capsys)
     assert code == drift.EXIT_OK
     assert version["status"] == "no drift" and version["drifted"] == []
     assert version["records"] == 1000 and version["model_version"] == context.model_version
-    assert set(version["features"]) == {*schema.FEATURES, "prediction"}
+    assert list(version["features"]) == [*model.contract.feature_names, "prediction"]
+    assert version["target"]["name"] == model.contract.target.name  # read from the version's contract.json
     assert max(psi_table(version).values()) < 0.1
     assert report["lines"].get("malformed", 0) == 0 and report["lines"]["predictions"] == 200
     assert record["log_type"] == "drift" and record["status"] == "no drift" and record["drifted"] == []
 
 
-@pytest.mark.parametrize(("shift", "feature"), [(NUMERIC_SHIFT, "credit_limit"), (CATEGORICAL_SHIFT, "education")])
-def test_shifted_feature_is_flagged_and_no_other(window, context, tmp_path, shift, feature, capsys):
+@pytest.mark.parametrize("kind", ["numeric", "categorical"])
+def test_shifted_feature_is_flagged_and_no_other(window, context, shifts, tmp_path, kind, capsys):
+    shift, feature = shifts[kind]
     code, report = run(window(shift, shift), tmp_path, "--context", str(context.path))
     version = only_version(report)
     assert code == drift.EXIT_DRIFT and version["status"] == "drift"
@@ -105,16 +104,18 @@ def test_malformed_lines_are_counted_and_skipped(window, context, tmp_path):
     assert report["lines"]["error_lines"] == 1 and report["lines"]["predictions"] == 200
 
 
-def test_thresholds_and_version_filter(window, context, tmp_path):
-    log = window(CATEGORICAL_SHIFT, CATEGORICAL_SHIFT)
+def test_thresholds_and_version_filter(window, context, shifts, tmp_path):
+    shift, _ = shifts["categorical"]
+    log = window(shift, shift)
     code, report = run(log, tmp_path, "--context", str(context.path), "--psi-threshold", "50")
     assert code == drift.EXIT_OK and only_version(report)["status"] == "no drift"
     code, report = run(log, tmp_path, "--context", str(context.path), "--model-version", "999")
     assert only_version(report)["status"] == "not enough data" and code == drift.EXIT_OK
 
 
-def test_baseline_from_mlflow_and_metrics_logged(window, registry, tmp_path):
-    code, report = run(window(NUMERIC_SHIFT, NUMERIC_SHIFT), tmp_path, "--tracking-uri", registry["tracking_uri"],
+def test_baseline_from_mlflow_and_metrics_logged(window, registry, model, shifts, tmp_path):
+    shift, feature = shifts["numeric"]
+    code, report = run(window(shift, shift), tmp_path, "--tracking-uri", registry["tracking_uri"],
                        "--experiment", "drift-monitoring-test")
     assert code == drift.EXIT_DRIFT
     client = MlflowClient(tracking_uri=registry["tracking_uri"])
@@ -123,8 +124,8 @@ def test_baseline_from_mlflow_and_metrics_logged(window, registry, tmp_path):
     assert run_.data.tags["model_name"] == registry["model_name"]
     assert run_.data.tags["model_version"] == str(registry["version"]) and run_.data.tags["drift_status"] == "drift"
     assert run_.data.metrics["drifted_features"] == 1
-    assert run_.data.metrics["psi_credit_limit"] == pytest.approx(only_version(report)["features"]["credit_limit"]["psi"])
-    assert {f"psi_{c}" for c in schema.FEATURES} <= set(run_.data.metrics)
+    assert run_.data.metrics[f"psi_{feature}"] == pytest.approx(only_version(report)["features"][feature]["psi"])
+    assert {f"psi_{c}" for c in model.contract.feature_names} <= set(run_.data.metrics)
     assert {a.path for a in client.list_artifacts(run_.info.run_id, "drift_report")} == {
         "drift_report/drift_report.json", "drift_report/drift_report.html"}
 
@@ -134,7 +135,7 @@ def test_missing_baseline_or_log_is_exit_2(window, tmp_path, capsys):
         == drift.EXIT_ERROR
     assert drift.main(["--log", str(window("clean")), "--out", str(tmp_path), "--context", str(tmp_path)]) \
         == drift.EXIT_ERROR
-    assert "no drift baseline" in capsys.readouterr().err
+    assert "no drift_baseline.json" in capsys.readouterr().err
 
 
 def test_psi_and_chi_square_units():
@@ -154,10 +155,10 @@ def test_psi_and_chi_square_units():
 
 
 @pytest.fixture(scope="module")
-def large_requests(service, tmp_path_factory) -> list[bytes]:
+def large_requests(service, model, tmp_path_factory) -> list[bytes]:
     """The log lines of two 1000-record requests through the real service: each logged in parts."""
     before = service["log"].stat().st_size
-    summary = traffic.send(service["url"], 2, rate=0, batch=1000, seed=303, progress=lambda _: None)
+    summary = traffic.send(model, service["url"], 2, rate=0, batch=1000, seed=303, progress=lambda _: None)
     assert summary["statuses"] == {200: 2}
     for _ in range(50):  # the service writes the last line just after answering
         lines = service["log"].read_bytes()[before:].splitlines(keepends=True)

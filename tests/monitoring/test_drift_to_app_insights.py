@@ -17,8 +17,8 @@ from azure.core.credentials import AccessToken
 from monitoring.drift import DriftDeliveryError, send_to_app_insights
 
 KEY = "00000000-0000-0000-0000-00000000abcd"  # an instrumentation key: it names the resource, it authenticates nothing
-RECORD = {"log_type": "drift", "ts": "2026-11-24T06:00:00+00:00", "model_name": "staging.credit.credit_default",
-          "model_version": "7", "status": "drift", "records": 812, "drifted": ["credit_limit"], "max_psi": 0.41,
+RECORD = {"log_type": "drift", "ts": "2026-11-24T06:00:00+00:00", "model_name": "staging.sales.scoring_model",
+          "model_version": "7", "status": "drift", "records": 812, "drifted": ["some_feature"], "max_psi": 0.41,
           "psi_threshold": 0.2}
 
 

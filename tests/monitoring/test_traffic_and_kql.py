@@ -15,7 +15,6 @@ import pytest
 from infra import kql
 from monitoring import traffic
 from serving.scoring import requestlog
-from training import schema
 
 CASTS = {"tostring": lambda v: None if v is None else str(v), "toint": lambda v: None if v is None else int(v),
          "todouble": lambda v: None if v is None else float(v), "": lambda v: v}
@@ -57,10 +56,10 @@ def real_lines(window):
     return [json.loads(line) for line in lines[:3]], error, lines[:3]
 
 
-@pytest.mark.parametrize("source", [kql.container_apps("ca-credit-dev", "azure-monitor"),
-                                    kql.container_apps("ca-credit-dev", "log-analytics"), kql.aks("scoring", "scoring")],
+@pytest.mark.parametrize("source", [kql.container_apps("ca-scoring-dev", "azure-monitor"),
+                                    kql.container_apps("ca-scoring-dev", "log-analytics"), kql.aks("scoring", "scoring")],
                          ids=["containerapps-azure-monitor", "containerapps-log-analytics", "aks"])
-def test_prediction_queries_read_real_lines(real_lines, source):
+def test_prediction_queries_read_real_lines(real_lines, source, model):
     parsed, error, raw = real_lines
     for entry, line in zip(parsed, raw, strict=True):
         row = {source.message_column: line, source.app_column: source.app_name}
@@ -72,7 +71,7 @@ def test_prediction_queries_read_real_lines(real_lines, source):
         assert "todouble(output.probability)" in kql.probability_distribution(source)
         assert evaluate(kql.errors(source), row) is None
         lines = evaluate(kql.prediction_lines(source), row)
-        assert json.loads(lines["line"])["inputs"][0].keys() == set(schema.FEATURES)
+        assert json.loads(lines["line"])["inputs"][0].keys() == set(model.contract.feature_names)
     error_row = {source.message_column: error, source.app_column: source.app_name}
     assert evaluate(kql.predictions(source), error_row) is None
     assert evaluate(kql.prediction_lines(source), error_row) is None
@@ -80,7 +79,7 @@ def test_prediction_queries_read_real_lines(real_lines, source):
 
 
 def test_drift_alert_query_reads_the_drift_record():
-    record = {"log_type": "drift", "status": "drift", "model_version": "3", "drifted": ["education"]}
+    record = {"log_type": "drift", "status": "drift", "model_version": "3", "drifted": ["some_feature"]}
     assert evaluate(kql.alert_drift(), {"Message": json.dumps(record)}) is not None
     assert evaluate(kql.alert_drift(), {"Message": json.dumps({**record, "status": "no drift"})}) is None
     assert "Message" in kql.alert_drift() and "drifted_versions" in kql.alert_drift()
@@ -94,31 +93,34 @@ def test_traffic_refuses_other_hosts():
     assert traffic.main(["--url", "http://192.168.1.1:8000", "--requests", "1"]) == 2
 
 
-def test_shifts_parse_and_apply():
-    assert traffic.Shift.parse("credit_limit=3") == traffic.Shift("credit_limit", factor=3.0)
-    assert traffic.Shift.parse("age=x1.5").factor == 1.5
-    assert traffic.Shift.parse("education=other:0.5") == traffic.Shift("education", value="other", share=0.5)
-    for bad in ("credit_limit=lots", "nickname=3", "education", "education=other:2"):
+def test_shifts_parse_and_apply(model, shifts):
+    c = model.contract
+    (numeric, number), (categorical, category) = shifts["numeric"], shifts["categorical"]
+    value = categorical.split("=")[1]
+    assert traffic.Shift.parse(numeric, c) == traffic.Shift(number, factor=3.0)
+    assert traffic.Shift.parse(f"{number}=x1.5", c).factor == 1.5
+    assert traffic.Shift.parse(f"{categorical}:0.5", c) == traffic.Shift(category, value=value, share=0.5)
+    for bad in (f"{number}=lots", "nickname=3", category, f"{categorical}:2"):
         with pytest.raises(ValueError):
-            traffic.Shift.parse(bad)
-    plain = traffic.records(400, 5, [])
-    shifted = traffic.records(400, 5, [traffic.Shift.parse("credit_limit=3"), traffic.Shift.parse("education=other:0.5")])
-    assert all(set(r) == set(schema.FEATURES) for r in shifted)
-    assert all(s["credit_limit"] == 3 * p["credit_limit"] for p, s in zip(plain, shifted, strict=True))
-    share = sum(r["education"] == "other" for r in shifted) / 400
-    assert 0.4 < share < 0.6
-    assert any(r["age"] is None for r in plain)  # missing values travel as null
+            traffic.Shift.parse(bad, c)
+    plain = traffic.records(model, 400, 5, [])
+    shifted = traffic.records(model, 400, 5, [traffic.Shift.parse(numeric, c), traffic.Shift.parse(f"{categorical}:0.5", c)])
+    assert all(set(r) == set(c.feature_names) for r in shifted)
+    assert all(s[number] == (None if p[number] is None else 3 * p[number]) for p, s in zip(plain, shifted, strict=True))
+    native, share = (sum(r[category] == value for r in records) / 400 for records in (plain, shifted))
+    assert abs(share - (0.5 + 0.5 * native)) < 0.08  # half the records set to the value, the rest as they were
+    assert any(v is None for r in plain for v in r.values())  # missing values travel as null
 
 
-def test_traffic_reaches_the_service_and_is_bounded(service):
+def test_traffic_reaches_the_service_and_is_bounded(service, model):
     messages = []
-    summary = traffic.send(service["url"], 5, rate=100, seed=3, progress=messages.append)
+    summary = traffic.send(model, service["url"], 5, rate=100, seed=3, progress=messages.append)
     assert summary["statuses"] == {200: 5} and summary["records"] == 5 and messages
-    summary = traffic.send(service["url"], 1000, rate=1, seed=3, max_seconds=1.5, progress=messages.append)
+    summary = traffic.send(model, service["url"], 1000, rate=1, seed=3, max_seconds=1.5, progress=messages.append)
     assert summary["requests"] <= 3 and "max-seconds" in messages[-1]
 
 
-@pytest.mark.parametrize("source", [kql.container_apps("ca-credit-dev"), kql.aks("scoring", "scoring")],
+@pytest.mark.parametrize("source", [kql.container_apps("ca-scoring-dev"), kql.aks("scoring", "scoring")],
                          ids=["containerapps", "aks"])
 def test_a_request_logged_in_parts_counts_once_and_keeps_every_output(real_lines, source):
     """The 5xx-rate, latency and traffic queries count a 1000-record request once, not once per 16 KiB part;

@@ -1,170 +1,259 @@
-"""The training entry point against a real sqlite MLflow registry: what a run records, what a
-version carries, and the gate deciding both ways."""
+"""The training entry point against a real sqlite MLflow registry, for each example model: what a run records, what
+a version carries, and the gate deciding both ways by the model module's own metric and direction. Columns, the
+metric and the task come from the model module, so a new module is checked by the same tests."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from sklearn.metrics import mean_absolute_error
 
-from training import data, gate, schema
+from training import contract, data, gate, search
 from training import train as training
-from training.gate import GatePolicy, decide
+from training.baseline import PREDICTION_OUTPUT
+from training.contract import ContractError, Gate, Metric
+from training.gate import decide
 from training.loader import validate_frame
-from training.pipeline import features_of
+from training.search import features_of
 
 
-def test_held_out_roc_auc_shows_real_signal(registry):
-    metrics = registry["summary"]["metrics"]
-    assert 0.70 <= metrics["roc_auc"] <= 0.95
-    assert 0 < metrics["log_loss"] < 0.69  # better than a coin
-    assert 0 < metrics["f1"] <= 1 and 0.05 <= metrics["threshold"] <= 0.95
+@pytest.fixture(scope="module")
+def regression_registry(tmp_path_factory) -> dict:
+    """The regression example (models/house_prices.py) trained into a registry of its own."""
+    model = contract.load("house-prices")
+    root = tmp_path_factory.mktemp("house-prices")
+    table = root / "table.parquet"
+    data.write_table(data.example_table(model, 3000, seed=11), table)
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    summary = training.main(["--model-module", model.module, "--data", str(table), "--tracking-uri", uri,
+                             "--registry-uri", uri, "--model-name", "houses", "--artifact-root", (root / "a").as_uri(),
+                             "--environment", "test"])
+    return {"root": root, "tracking_uri": uri, "data": table, "model_name": "houses", "version": summary["version"],
+            "summary": summary, "model": model}
 
 
-def test_run_records_params_metrics_and_lineage_tags(registry):
-    client = MlflowClient()
-    run = client.get_run(registry["summary"]["run_id"])
-    for key in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_f1", "valid_roc_auc"):
-        assert key in run.data.metrics
-    assert {"learning_rate", "max_leaf_nodes", "seed", "decision_threshold"} <= set(run.data.params)
+@pytest.fixture(params=["credit-default", "house-prices"])
+def trained(request) -> dict:
+    """Each example's registry as the current MLflow store: the session's (credit-default) or the regressor's."""
+    found = request.getfixturevalue("registry" if request.param == "credit-default" else "regression_registry")
+    mlflow.set_tracking_uri(found["tracking_uri"])
+    mlflow.set_registry_uri(found["tracking_uri"])
+    return found
+
+
+def version_files(trained: dict) -> Path:
+    return Path(mlflow.artifacts.download_artifacts(f"models:/{trained['model_name']}/{trained['version']}"))
+
+
+def test_held_out_metric_reaches_the_gate_and_shows_real_signal(trained):
+    model, metrics = trained["model"], trained["summary"]["metrics"]
+    assert trained["summary"]["metric"] == model.gate.name
+    assert model.gate.reaches_floor(metrics[model.gate.name])
+    assert trained["summary"]["gate"]["promoted"] is True
+    if model.contract.task == "binary":
+        assert 0 < metrics["log_loss"] < 0.69  # better than a coin
+        assert 0 < metrics["f1"] <= 1 and 0.05 <= metrics["threshold"] <= 0.95
+    if model.contract.task == "regression":
+        assert metrics["r2"] > 0.5 and abs(metrics["bias"]) < 0.25 * metrics["mae"]
+
+
+def test_run_records_params_metrics_and_lineage_tags(trained):
+    model = trained["model"]
+    run = MlflowClient().get_run(trained["summary"]["run_id"])
+    expected = {"binary": ("roc_auc", "pr_auc", "log_loss", "f1"), "multiclass": ("accuracy", "f1_macro", "log_loss"),
+                "regression": ("rmse", "mae", "r2", "bias")}[model.contract.task]
+    assert {f"test_{k}" for k in (*expected, model.gate.name)} <= set(run.data.metrics)
+    assert f"valid_{model.gate.name}" in run.data.metrics
+    assert {*model.search, "seed", "model_module", "model_family"} <= set(run.data.params)
+    assert ("decision_threshold" in run.data.params) == (model.contract.task == "binary")
     tags = run.data.tags
-    assert tags["environment"] == "test"
+    assert tags["environment"] == "test" and tags["model_module"] == model.module
     assert len(tags["data_fingerprint"]) == 16 and tags["git_sha"]
-    expected = training.data_fingerprint(validate_frame(pd.read_parquet(registry["data"])))
-    assert tags["data_fingerprint"] == expected
+    expected_fingerprint = training.data_fingerprint(validate_frame(pd.read_parquet(trained["data"]), model.contract))
+    assert tags["data_fingerprint"] == expected_fingerprint
 
 
-def test_registered_version_has_signature_example_and_explicit_requirements(registry):
-    uri = f"models:/{registry['model_name']}/{registry['version']}"
+def test_registered_version_has_signature_example_and_explicit_requirements(trained):
+    contract_ = trained["model"].contract
+    uri = f"models:/{trained['model_name']}/{trained['version']}"
     info = mlflow.models.get_model_info(uri)
     columns = {spec.name: spec.type.name for spec in info.signature.inputs.inputs}
-    assert columns == {**{c: "string" for c in schema.CATEGORICAL}, **{c: "double" for c in schema.NUMERIC}}
-    requirements = Path(mlflow.artifacts.download_artifacts(f"{uri}/requirements.txt")).read_text().splitlines()
+    assert columns == {f.name: "string" if f.kind == "category" else "double" for f in contract_.features}
+    flavor = info.flavors["python_function"]
+    assert flavor["predict_fn"] == ("predict" if contract_.task == "regression" else "predict_proba")
+    root = version_files(trained)
+    requirements = (root / "requirements.txt").read_text().splitlines()
     names = {line.split("==")[0] for line in requirements if line and not line.startswith("#")}
     assert {"scikit-learn", "numpy", "pandas", "skops"} <= names
     assert not names & {"pytest", "ruff", "httpx", "pulumi", "fastapi"}
     assert all("==" in line for line in requirements if line and not line.startswith("#"))
-    example = json.loads(Path(mlflow.artifacts.download_artifacts(f"{uri}/input_example.json")).read_text())
-    assert example["columns"] == list(schema.FEATURES)
+    example = json.loads((root / "input_example.json").read_text())
+    assert example["columns"] == contract_.feature_names
 
 
-def test_a_version_carries_no_row_of_a_real_person(registry):
+def test_the_version_carries_its_contract_for_serving_and_the_jobs(trained):
+    model = trained["model"]
+    carried = json.loads((version_files(trained) / "extra_files" / contract.CONTRACT_FILE).read_text())
+    assert contract.Contract.from_dict(carried) == model.contract
+    assert carried["ids"] == list(model.contract.ids) and carried["personal"] == list(model.contract.personal)
+    assert carried["gate"]["metric"]["name"] == model.gate.name and carried["gate"]["floor"] == model.gate.floor
+
+
+def test_a_version_carries_no_row_of_a_real_person(trained):
     """Only aggregates and records drawn from them: the table's rows stay behind its grants, and promotion copies
     nothing personal into prod's registry."""
-    uri = f"models:/{registry['model_name']}/{registry['version']}"
-    root = Path(mlflow.artifacts.download_artifacts(uri))
+    contract_ = trained["model"].contract
+    root = version_files(trained)
     files = {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
     assert {p for p in files if p.endswith((".parquet", ".csv"))} == {"extra_files/equivalence_records.parquet"}
-    table = features_of(validate_frame(pd.read_parquet(registry["data"])))
+    table = features_of(validate_frame(pd.read_parquet(trained["data"]), contract_), contract_)
     people = set(map(tuple, table.astype(str).to_numpy()))
     example = json.loads((root / "input_example.json").read_text())
     drawn = [pd.DataFrame(example["data"], columns=example["columns"]),
              pd.read_parquet(root / "extra_files/equivalence_records.parquet")]
     for frame in drawn:
-        rows = set(map(tuple, validate_frame(frame, require_target=False)[list(schema.FEATURES)].astype(str).to_numpy()))
+        rows = set(map(tuple, frame[contract_.feature_names].astype(str).to_numpy()))
         assert not rows & people
     assert len(drawn[1]) > 1000  # random draws plus the edge, category and missing-value probes
 
 
-def test_the_run_names_its_training_data_as_an_mlflow_dataset(registry):
+def test_the_run_names_its_training_data_as_an_mlflow_dataset(trained):
     """Lineage through mlflow.log_input: the file (or table) and MLflow's digest of the rows, on the run's inputs."""
-    run = MlflowClient().get_run(registry["summary"]["run_id"])
+    contract_ = trained["model"].contract
+    run = MlflowClient().get_run(trained["summary"]["run_id"])
     [used] = [d for d in run.inputs.dataset_inputs if {(t.key, t.value) for t in d.tags} >= {("mlflow.data.context", "training")}]
-    assert json.loads(used.dataset.source) == {"uri": str(registry["data"])}
-    frame = validate_frame(pd.read_parquet(registry["data"]))
-    assert used.dataset.digest == training.training_dataset(frame, str(registry["data"])).digest
-    table = training.training_dataset(frame, "staging.credit.card_holders")  # a Unity Catalog table, by name
-    assert json.loads(table.source.to_json())["delta_table_name"] == "staging.credit.card_holders"
+    assert json.loads(used.dataset.source) == {"uri": str(trained["data"])}
+    frame = validate_frame(pd.read_parquet(trained["data"]), contract_)
+    assert used.dataset.digest == training.training_dataset(frame, str(trained["data"]), contract_).digest
+    table = training.training_dataset(frame, "staging.sales.rows", contract_)  # a Unity Catalog table, by name
+    assert json.loads(table.source.to_json())["delta_table_name"] == "staging.sales.rows"
     assert table.digest == used.dataset.digest, "the same rows, the same digest, wherever they were read from"
 
 
-def test_the_fingerprint_tells_apart_tables_that_mlflows_digest_calls_the_same():
+def test_the_fingerprint_tells_apart_tables_that_mlflows_digest_calls_the_same(model):
     """Why the fingerprint tag stays beside mlflow.log_input: a change past row 10,000, or in a text column with a
-    missing value somewhere (education has some), leaves MLflow's digest as it was."""
-    frame = validate_frame(data.generate(12_000, seed=1))
+    missing value somewhere, leaves MLflow's digest as it was."""
+    c = model.contract
+    frame = validate_frame(data.example_table(model, 12_000, seed=1), c)
+    number = c.numbers[0].name
     later_row = frame.copy()
-    later_row.loc[11_000, "age"] += 1
-    education = frame.copy()
-    assert education["education"].isna().any()
-    education.loc[0, "education"] = "graduate_school" if frame.loc[0, "education"] != "graduate_school" else "university"
-    for changed in (later_row, education):
-        assert training.training_dataset(changed, "t.csv").digest == training.training_dataset(frame, "t.csv").digest
+    later_row.loc[11_000, number] = later_row[number].dropna().iloc[0] + 1
+    text = next(f.name for f in c.categories if frame[f.name].isna().any())
+    changed_text = frame.copy()
+    present = frame[text].dropna()
+    changed_text.loc[present.index[0], text] = next(v for v in present.unique() if v != present.iloc[0])
+    for changed in (later_row, changed_text):
+        assert training.training_dataset(changed, "t.csv", c).digest == training.training_dataset(frame, "t.csv", c).digest
         assert training.data_fingerprint(changed) != training.data_fingerprint(frame)
 
 
-def test_the_gate_reads_its_held_out_rows_from_the_table_not_from_the_version(registry):
+def test_the_gate_reads_its_held_out_rows_from_the_table_not_from_the_version(trained):
     """The held-out split is a function of each row, so the gate re-derives exactly training's test rows."""
-    client = MlflowClient()
-    assert gate.data_of(client, registry["model_name"], registry["version"]) == str(registry["data"])
-    holdout = gate.load_holdout(str(registry["data"]))
-    roc_auc = gate.holdout_auc(f"models:/{registry['model_name']}/{registry['version']}", holdout)
-    assert roc_auc == pytest.approx(registry["summary"]["metrics"]["roc_auc"])  # training scored these very rows
+    model, client = trained["model"], MlflowClient()
+    assert gate.data_of(client, trained["model_name"], trained["version"]) == str(trained["data"])
+    holdout = gate.load_holdout(str(trained["data"]), model)
+    score = gate.holdout_score(f"models:/{trained['model_name']}/{trained['version']}", holdout, model)
+    assert score == pytest.approx(trained["summary"]["metrics"][model.gate.name])  # training scored these very rows
 
 
-def test_drift_baseline_is_an_artifact_of_the_version(registry):
-    uri = f"models:/{registry['model_name']}/{registry['version']}/extra_files/drift_baseline.json"
-    baseline = json.loads(Path(mlflow.artifacts.download_artifacts(uri)).read_text())
-    assert set(baseline["features"]) == set(schema.FEATURES)
-    age = baseline["features"]["age"]
-    assert age["type"] == "numeric" and len(age["fractions"]) == len(age["edges"]) + 1
-    assert sum(age["fractions"]) == pytest.approx(1.0) and 0 < age["missing_fraction"] < 0.1
-    sex = baseline["features"]["sex"]
-    assert set(sex["frequencies"]) == {"female", "male"} and sum(sex["frequencies"].values()) == pytest.approx(1.0)
-    assert baseline["prediction"]["type"] == "numeric" and baseline["prediction"]["edges"]
+def test_drift_baseline_is_an_artifact_of_the_version(trained):
+    contract_ = trained["model"].contract
+    baseline = json.loads((version_files(trained) / "extra_files" / training.BASELINE_FILE).read_text())
+    assert list(baseline["features"]) == contract_.feature_names
+    number = baseline["features"][contract_.numbers[0].name]
+    assert number["type"] == "numeric" and len(number["fractions"]) == len(number["edges"]) + 1
+    assert sum(number["fractions"]) == pytest.approx(1.0)
+    category = contract_.categories[0]
+    frequencies = baseline["features"][category.name]["frequencies"]
+    assert set(frequencies) <= set(category.values or frequencies) and sum(frequencies.values()) == pytest.approx(1.0)
+    prediction = baseline["prediction"]
+    assert prediction["output"] == PREDICTION_OUTPUT[contract_.task]
+    assert prediction["type"] == ("categorical" if contract_.task == "multiclass" else "numeric")
 
 
-def test_version_tags_carry_threshold_and_metrics(registry):
-    tags = MlflowClient().get_model_version(registry["model_name"], registry["version"]).tags
-    assert float(tags["decision_threshold"]) == pytest.approx(registry["summary"]["metrics"]["threshold"])
-    assert float(tags["roc_auc"]) == pytest.approx(registry["summary"]["metrics"]["roc_auc"])
+def test_version_tags_carry_threshold_and_metrics(trained):
+    model, summary = trained["model"], trained["summary"]
+    tags = MlflowClient().get_model_version(trained["model_name"], trained["version"]).tags
+    assert float(tags[model.gate.name]) == pytest.approx(summary["metrics"][model.gate.name])
+    if model.contract.task == "binary":
+        assert float(tags["decision_threshold"]) == pytest.approx(summary["metrics"]["threshold"])
+    else:
+        assert "decision_threshold" not in tags
 
 
-@pytest.mark.parametrize(("challenger", "champion", "promoted", "words"), [
-    (0.65, None, False, "below the floor"),
-    (0.80, None, True, "first model"),
-    (0.80, 0.805, True, "within tolerance"),
-    (0.80, 0.85, False, "worse than the champion"),
-    (0.90, 0.85, True, "within tolerance"),
+HIGHER = Gate("roc_auc", floor=0.7, tolerance=0.01)
+LOWER = Gate(Metric("mae", mean_absolute_error, greater_is_better=False, bounds=(0, math.inf)), floor=10, tolerance=1)
+
+
+@pytest.mark.parametrize(("judge", "challenger", "champion", "promoted", "words"), [
+    (HIGHER, 0.65, None, False, "below the floor"),
+    (HIGHER, 0.80, None, True, "first model"),
+    (HIGHER, 0.80, 0.805, True, "within tolerance"),
+    (HIGHER, 0.80, 0.85, False, "worse than the champion"),
+    (HIGHER, 0.90, 0.85, True, "within tolerance"),
+    (LOWER, 12.0, None, False, "above the ceiling"),
+    (LOWER, 8.0, None, True, "first model"),
+    (LOWER, 8.0, 7.5, True, "within tolerance"),
+    (LOWER, 8.0, 6.0, False, "worse than the champion"),
+    (LOWER, 5.0, 6.0, True, "within tolerance"),
 ])
-def test_decide(challenger, champion, promoted, words):
-    decided, reason = decide(challenger, champion, GatePolicy(floor=0.7, tolerance=0.01))
+def test_decide_follows_the_metrics_direction(judge, challenger, champion, promoted, words):
+    decided, reason = decide(challenger, champion, judge)
     assert decided is promoted and words in reason
 
 
-def test_gate_policy_rejects_nonsense():
-    with pytest.raises(ValueError, match="floor"):
-        GatePolicy(floor=1.5)
-    with pytest.raises(ValueError, match="tolerance"):
-        GatePolicy(tolerance=-0.1)
+def test_a_gate_refuses_a_floor_outside_its_metrics_range():
+    with pytest.raises(ContractError, match=r"outside roc_auc's range 0\.\.1"):
+        Gate("roc_auc", floor=1.5)
+    with pytest.raises(ContractError, match=r"outside neg_mean_absolute_error's range -inf\.\.0"):
+        Gate("neg_mean_absolute_error", floor=3)
+    with pytest.raises(ContractError, match="tolerance"):
+        Gate("average_precision", floor=0.3, tolerance=-0.1)
+    with pytest.raises(ContractError, match="not a scikit-learn scorer name"):
+        Gate("pr_auc", floor=0.3)
+    assert Gate("average_precision", floor=0.3).floor == 0.3  # a PR-AUC gate at 0.3: a rare-event model's floor
+    assert Gate("r2", floor=-0.5).measure.bounds == (-math.inf, 1.0)
 
 
 @pytest.fixture(scope="module")
 def gated_registry(tmp_path_factory) -> dict:
-    """A registry of its own: these tests move aliases."""
+    """A registry of its own (these tests move aliases), trained with the session's model module."""
+    model = contract.load("credit-default")
     root = tmp_path_factory.mktemp("gated")
     good = root / "good.parquet"
-    data.write_table(data.generate(3000, seed=5), good)
-    noise = data.generate(3000, seed=6)
-    noise[schema.TARGET] = noise[schema.TARGET].sample(frac=1.0, random_state=1).to_numpy()  # no signal left
+    data.write_table(data.example_table(model, 3000, seed=5), good)
+    noise = data.example_table(model, 3000, seed=6)
+    target = model.contract.target.name
+    noise[target] = noise[target].sample(frac=1.0, random_state=1).to_numpy()  # no signal left
     noisy = root / "noise.parquet"
     data.write_table(noise, noisy)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    return {"uri": uri, "good": good, "noise": noisy, "artifacts": (root / "artifacts").as_uri()}
+    return {"uri": uri, "good": good, "noise": noisy, "artifacts": (root / "artifacts").as_uri(), "model": model}
 
 
 def _train(reg: dict, data_path: Path, *extra: str) -> dict:
     mlflow.set_tracking_uri(reg["uri"])
-    return training.main(["--data", str(data_path), "--tracking-uri", reg["uri"], "--model-name", "gated",
-                          "--artifact-root", reg["artifacts"], *extra])
+    return training.main(["--model-module", reg["model"].module, "--data", str(data_path), "--tracking-uri", reg["uri"],
+                          "--model-name", "gated", "--artifact-root", reg["artifacts"], *extra])
+
+
+def _unreachable_and_lenient(judge: Gate) -> tuple[str, str]:
+    low, high = judge.measure.bounds
+    return (str(high), str(low)) if judge.measure.greater_is_better else (str(low), str(high))
 
 
 def test_gate_both_ways_on_a_real_registry(gated_registry, capsys):
-    client = MlflowClient(tracking_uri=gated_registry["uri"])
-    below_floor = _train(gated_registry, gated_registry["good"], "--gate-floor", "0.99")
+    client, judge = MlflowClient(tracking_uri=gated_registry["uri"]), gated_registry["model"].gate
+    unreachable, lenient = _unreachable_and_lenient(judge)
+    below_floor = _train(gated_registry, gated_registry["good"], "--gate-floor", unreachable)
     assert below_floor["gate"]["promoted"] is False
     assert gate.current_champion(client, "gated") is None  # a rejected model never becomes champion
 
@@ -172,27 +261,33 @@ def test_gate_both_ways_on_a_real_registry(gated_registry, capsys):
     assert first["gate"]["promoted"] is True and first["gate"]["champion_version"] is None
     assert gate.current_champion(client, "gated") == first["version"]
 
-    worse = _train(gated_registry, gated_registry["noise"], "--gate-floor", "0.5")
+    worse = _train(gated_registry, gated_registry["noise"], "--gate-floor", lenient)
     decision = worse["gate"]
     assert decision["promoted"] is False and decision["champion_version"] == first["version"]
-    assert decision["challenger_roc_auc"] < decision["champion_roc_auc"] - 0.01
+    assert not judge.within_tolerance(decision["challenger_score"], decision["champion_score"])
     assert gate.current_champion(client, "gated") == first["version"]
     assert str(client.get_model_version_by_alias("gated", "challenger").version) == worse["version"]
 
     run = client.get_run(worse["run_id"])
-    assert run.data.tags["gate.decision"] == "rejected"
-    assert run.data.metrics["gate_champion_roc_auc"] == pytest.approx(decision["champion_roc_auc"])
-    assert run.data.metrics["gate_challenger_roc_auc"] == pytest.approx(decision["challenger_roc_auc"])
+    assert run.data.tags["gate.decision"] == "rejected" and run.data.tags["gate.metric"] == judge.name
+    assert run.data.metrics[f"gate_champion_{judge.name}"] == pytest.approx(decision["champion_score"])
+    assert run.data.metrics[f"gate_challenger_{judge.name}"] == pytest.approx(decision["challenger_score"])
     assert client.get_model_version("gated", worse["version"]).tags["gate.decision"] == "rejected"
     assert "REJECTED" in capsys.readouterr().out
+
+
+def test_a_floor_override_outside_the_metrics_range_is_refused_before_training(gated_registry):
+    with pytest.raises(SystemExit, match="outside"):
+        _train(gated_registry, gated_registry["good"], "--gate-floor", "7")
 
 
 def test_gate_cli_regates_a_version_from_its_own_holdout(gated_registry, capsys):
     client = MlflowClient(tracking_uri=gated_registry["uri"])
     newest = max(int(v.version) for v in client.search_model_versions("name='gated'"))
     champion_before = gate.current_champion(client, "gated")
-    assert gate.main(["--tracking-uri", gated_registry["uri"], "--model-name", "gated", "--version", str(newest),
-                      "--gate-floor", "0.5"]) == 0
+    _, lenient = _unreachable_and_lenient(gated_registry["model"].gate)
+    assert gate.main(["--tracking-uri", gated_registry["uri"], "--model-module", gated_registry["model"].module,
+                      "--model-name", "gated", "--version", str(newest), "--gate-floor", lenient]) == 0
     out = capsys.readouterr().out
     assert f"gate: v{newest}" in out
     assert gate.current_champion(client, "gated") == champion_before
@@ -216,8 +311,9 @@ def test_gate_judges_the_version_of_its_own_job_run(gated_registry, capsys):
     client.create_registered_model("handover")
     first = _job_run_version(client, experiment, "111", good)
     second = _job_run_version(client, experiment, "222", noisy)
-    args = ["--tracking-uri", gated_registry["uri"], "--model-name", "handover", "--experiment", "handover",
-            "--gate-floor", "0.5", "--data", str(gated_registry["good"])]
+    _, lenient = _unreachable_and_lenient(gated_registry["model"].gate)
+    args = ["--tracking-uri", gated_registry["uri"], "--model-module", gated_registry["model"].module, "--model-name",
+            "handover", "--experiment", "handover", "--gate-floor", lenient, "--data", str(gated_registry["good"])]
 
     assert gate.main([*args, "--job-run-id", "111"]) == 0  # the older version, although "222" registered the newest
     assert f"gate: v{first} PROMOTED" in capsys.readouterr().out
@@ -233,3 +329,41 @@ def test_gate_judges_the_version_of_its_own_job_run(gated_registry, capsys):
     with pytest.raises(SystemExit):  # a reference Databricks did not resolve is refused, not looked up
         gate.main([*args, "--job-run-id", "{{tasks.train.values.model_version}}"])
     assert "unresolved dynamic value reference" in capsys.readouterr().err
+
+
+def test_the_regressor_is_gated_by_its_own_lower_is_better_metric(regression_registry, tmp_path):
+    """house-prices' GATE is a function of its own (MAPE, lower is better). A version trained on rows whose prices
+    were shuffled (the held-out rows kept theirs) is worse than the champion on the same held-out rows: refused; and
+    a ceiling nobody reaches refuses even a good one."""
+    model = regression_registry["model"]
+    assert not model.gate.measure.greater_is_better and model.gate.measure.function is not None
+    table = data.example_table(model, 3000, seed=11)
+    c = model.contract
+    held_out = search.split(table.assign(row=range(len(table))), c).test["row"]
+    learned = ~table.index.isin(held_out)
+    table.loc[learned, c.target.name] = table.loc[learned, c.target.name].sample(frac=1.0, random_state=1).to_numpy()
+    path = tmp_path / "noise.parquet"
+    data.write_table(table, path)
+    uri = regression_registry["tracking_uri"]
+    mlflow.set_tracking_uri(uri)
+    args = ["--model-module", model.module, "--tracking-uri", uri, "--registry-uri", uri, "--model-name", "houses",
+            "--artifact-root", (regression_registry["root"] / "a").as_uri()]
+    worse = training.main([*args, "--data", str(path), "--gate-floor", "inf"])
+    assert worse["gate"]["promoted"] is False and "worse than the champion" in worse["gate"]["reason"]
+    assert worse["gate"]["challenger_score"] > worse["gate"]["champion_score"] + model.gate.tolerance
+    strict = training.main([*args, "--data", str(regression_registry["data"]), "--gate-floor", "0"])
+    assert strict["gate"]["promoted"] is False and "above the ceiling 0.0000" in strict["gate"]["reason"]
+
+
+def test_a_model_module_that_misses_a_declaration_is_named(tmp_path, monkeypatch):
+    package = tmp_path / "models_elsewhere"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "half.py").write_text("from models.credit_default import CONTRACT, build\nSEARCH = {}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ContractError, match=r"models_elsewhere\.half: GATE must be a Gate"):
+        contract.load("models_elsewhere.half")
+    with pytest.raises(ContractError, match=r"no model module models\.fraud \(models/fraud\.py\)"):
+        contract.load("fraud")
+    broken = dataclasses.replace(contract.load("credit-default"), search={})
+    assert broken.grid() == [{}]  # an empty search fits build({}, seed) once
