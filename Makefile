@@ -124,7 +124,7 @@ lock: $(STAMP)
 	$(PY) -m serving.lock
 
 promote-local: $(STAMP)
-	$(PY) -m scripts.promote_local $(if $(SOURCE),--source $(SOURCE)) $(if $(VERSION),--version $(VERSION))
+	$(PY) -m scripts.promote_local $(if $(SOURCE),--source $(SOURCE)) $(if $(VERSION),--version $(VERSION)) $(if $(MODEL),--model $(MODEL))
 
 image-test: $(STAMP)
 	bash scripts/install_container_tools.sh

@@ -293,14 +293,31 @@ class LocalWorkspace:
         return results
 
 
-def portfolio(rows: int, seed: int, path: Path) -> Path:
-    """The batch job's input as a data pipeline might deliver it: card holders with a customer_id key, the age column
-    stored as text (the job reads it as a number), and no target."""
-    from training import data, schema
+def model_of(stack: str) -> str:
+    """The model module the stack's jobs train and score: its project name (`name` in the stack file)."""
+    from infra import stack_files
 
-    frame = data.generate(rows, seed=seed).drop(columns=[schema.TARGET])
-    frame.insert(0, "customer_id", np.arange(1, rows + 1, dtype=np.int64))
-    frame["age"] = frame["age"].map(lambda age: None if pd.isna(age) else f"{age:g}")
+    return stack_files.project(stack)
+
+
+def training_table(module: str, rows: int, seed: int, path: Path) -> Path:
+    """The training table as the data pipeline delivers it: the model module's example data."""
+    from training import contract, data
+
+    if not path.exists():
+        data.write_table(data.example_table(contract.load(module), rows, seed), path)
+    return path
+
+
+def portfolio(module: str, rows: int, seed: int, path: Path) -> Path:
+    """The batch job's input as a data pipeline might deliver it: the model module's example rows with their ids and
+    no target, the contract's first number column stored as text (the job reads it as a number)."""
+    from training import contract, data
+
+    model = contract.load(module)
+    frame = data.example_table(model, rows, seed).drop(columns=[model.contract.target.name])
+    number = model.contract.numbers[0].name
+    frame[number] = frame[number].map(lambda value: None if pd.isna(value) else f"{value:g}")
     path.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(path, index=False)
     return path
@@ -329,18 +346,14 @@ def run_locally(args: argparse.Namespace, parser: argparse.ArgumentParser, works
                      f"run --job train first with the same --root)")
     job = jobs.jobs[JOBS[args.job]]
     workspace.install(jobs.wheel_path, jobs.wheel)
+    module = model_of(args.stack)
     if args.job == "train":
         table = job.tasks[0].parameters[job.tasks[0].parameters.index("--data") + 1]
-        parquet = args.root / "data" / "card_holders.parquet"
-        if not parquet.exists():
-            from training import data
-
-            data.write_table(data.generate(args.rows, seed=11), parquet)
-        workspace.create_table(table, parquet)
+        workspace.create_table(table, training_table(module, args.rows, 11, args.root / "data" / "training.parquet"))
     if args.job == "batch":
         task = job.tasks[0]
         table = task.parameters[task.parameters.index("--input-table") + 1]
-        workspace.create_table(table, portfolio(args.rows, 12, args.root / "data" / f"portfolio-{args.rows}.parquet"))
+        workspace.create_table(table, portfolio(module, args.rows, 12, args.root / "data" / f"portfolio-{args.rows}.parquet"))
     extra = {"DRIFT_LOCAL_LOG_ANALYTICS": str(args.log.resolve())} if args.log else None
     selected = [t for t in job.tasks if t.key == args.task] if args.task else list(job.tasks)
     if not selected:

@@ -70,13 +70,19 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, default=ROOT / ".local" / "mlflow.db", help="the staging registry (sqlite)")
-    parser.add_argument("--model", default="credit-default", help="registered model name in the source registry")
+    parser.add_argument("--model", help="registered model name in the source registry (default: the dev stack's name, "
+                                        "which `make local` registers)")
     parser.add_argument("--version", help="version to promote (default: the one --alias points at)")
     parser.add_argument("--alias", default="champion")
     parser.add_argument("--target", type=Path, default=ROOT / ".local" / "prod", help="folder of the prod registry")
     parser.add_argument("--target-model", help="registered model name in the prod registry (default: --model)")
     parser.add_argument("--image-digest", help="record this image digest (sha256:...) on the prod version")
-    return run(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.model is None:
+        from infra import stack_files
+
+        args.model = stack_files.project("dev")
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -16,14 +16,14 @@ def promoted(registry, tmp_path_factory) -> dict:
     target = tmp_path_factory.mktemp("prod")
     source_db = Path(registry["tracking_uri"].removeprefix("sqlite:///"))
     code = promote_local.main(["--source", str(source_db), "--model", registry["model_name"], "--target", str(target),
-                               "--target-model", "credit-default-prod", "--image-digest", "sha256:" + "cd" * 32])
+                               "--target-model", "scoring-model-prod", "--image-digest", "sha256:" + "cd" * 32])
     return {"code": code, "target": target, "source_db": source_db,
             "client": promote.Registry(promote_local.sqlite_uri(target / "mlflow.db")).client()}
 
 
 def test_copies_the_champion_with_lineage_into_its_own_registry(registry, promoted, capsys):
     assert promoted["code"] == 0
-    copy = promoted["client"].get_model_version_by_alias("credit-default-prod", "champion")
+    copy = promoted["client"].get_model_version_by_alias("scoring-model-prod", "champion")
     assert copy.tags["source_version"] == registry["version"]
     assert copy.tags["source_model"] == registry["model_name"]
     assert copy.tags["source_run_id"] == registry["summary"]["run_id"]
@@ -32,27 +32,27 @@ def test_copies_the_champion_with_lineage_into_its_own_registry(registry, promot
     assert copy.tags["decision_threshold"], "the source version's own tags travel with it (serving reads this one)"
     # its files live under the prod registry's own artifact root, not the source's
     assert str(promoted["target"] / "mlartifacts") in promoted["client"].get_model_version_download_uri(
-        "credit-default-prod", copy.version)
+        "scoring-model-prod", copy.version)
 
 
 def test_the_copy_has_the_same_files_and_signature(registry, promoted):
     source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"], registry["version"], "s")
     target = promote.Registry(promote_local.sqlite_uri(promoted["target"] / "mlflow.db"))
-    check = promote.verify_copy(source, target, "credit-default-prod", "1")
+    check = promote.verify_copy(source, target, "scoring-model-prod", "1")
     assert check.problems == [] and check.signature_equal
     assert check.source_sha256 == check.target_sha256
 
 
 def test_promoting_again_reuses_the_copy(registry, promoted):
     code = promote_local.main(["--source", str(promoted["source_db"]), "--model", registry["model_name"],
-                               "--target", str(promoted["target"]), "--target-model", "credit-default-prod"])
+                               "--target", str(promoted["target"]), "--target-model", "scoring-model-prod"])
     assert code == 0
-    versions = promoted["client"].search_model_versions("name='credit-default-prod'")
+    versions = promoted["client"].search_model_versions("name='scoring-model-prod'")
     assert [str(v.version) for v in versions] == ["1"]
 
 
 def test_a_tampered_copy_fails_the_check(registry, promoted):
-    uri = promoted["client"].get_model_version_download_uri("credit-default-prod", "1")
+    uri = promoted["client"].get_model_version_download_uri("scoring-model-prod", "1")
     mlmodel = Path(uri.removeprefix("file://")) / "MLmodel"
     original = mlmodel.read_text()
     try:
@@ -60,7 +60,7 @@ def test_a_tampered_copy_fails_the_check(registry, promoted):
         source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"],
                                      registry["version"], "s")
         check = promote.verify_copy(source, promote.Registry(promote_local.sqlite_uri(promoted["target"] / "mlflow.db")),
-                                    "credit-default-prod", "1")
+                                    "scoring-model-prod", "1")
         assert any("content sha256" in problem for problem in check.problems)
     finally:
         mlmodel.write_text(original)
@@ -83,15 +83,15 @@ def test_within_one_registry_mlflow_copies_the_version(registry, tmp_path):
     shutil.copy(Path(registry["tracking_uri"].removeprefix("sqlite:///")), db)
     shared = promote.Registry(promote_local.sqlite_uri(db))
     source = promote.ModelSource(shared, registry["model_name"], registry["version"], "local:shared")
-    target = promote.ModelTarget(shared, "credit-default-prod", experiment="promotions")
+    target = promote.ModelTarget(shared, "scoring-model-prod", experiment="promotions")
     promoted = promote.promote_model_version(source, target, image_digest="sha256:" + "cd" * 32)
     client = shared.client()
-    copy = client.get_model_version("credit-default-prod", promoted.version)
+    copy = client.get_model_version("scoring-model-prod", promoted.version)
     assert copy.source == f"models:/{registry['model_name']}/{registry['version']}"
     assert copy.run_id == registry["summary"]["run_id"], "no promotion run: the copy points at the training run"
     assert client.get_experiment_by_name("promotions") is None
     assert copy.tags["source_version"] == registry["version"] and copy.tags["image_digest"] == "sha256:" + "cd" * 32
     assert copy.tags["content_sha256"] == promoted.content_sha256
-    assert str(client.get_model_version_by_alias("credit-default-prod", "champion").version) == promoted.version
+    assert str(client.get_model_version_by_alias("scoring-model-prod", "champion").version) == promoted.version
     again = promote.promote_model_version(source, target)
     assert again.reused and again.version == promoted.version
