@@ -19,6 +19,9 @@ from training.contract import Category, Contract, Gate, Number, Target
 from training.features import standard_features
 
 MONTHS = range(1, 7)
+SEX = ("female", "male")
+EDUCATION = ("graduate_school", "university", "high_school", "other")
+MARRIAGE = ("married", "single", "other")
 # Repayment status, as in the public credit-default data: -2 no consumption, -1 paid in full,
 # 0 revolving credit (minimum paid, no delay), 1..9 months of delay.
 REPAYMENT_VALUES = ("no_consumption", "duly_paid", "no_delay",
@@ -32,9 +35,9 @@ CONTRACT = Contract(
     target=Target("default_payment_next_month", task="binary", classes=(0, 1),
                   description="1 when the card holder misses next month's payment"),
     features=(
-        Category("sex", ("female", "male")),
-        Category("education", ("graduate_school", "university", "high_school", "other")),
-        Category("marriage", ("married", "single", "other")),
+        Category("sex", SEX),
+        Category("education", EDUCATION),
+        Category("marriage", MARRIAGE),
         *(Category(f"repayment_status_{m}", REPAYMENT_VALUES, description=f"repayment status {m} month(s) ago")
           for m in MONTHS),
         Number("credit_limit", greater_than=0, description="credit limit of the card"),
@@ -83,11 +86,9 @@ def example_data(rows: int, seed: int) -> pd.DataFrame:
     if rows <= 0:
         raise ValueError(f"rows must be positive, got {rows}")
     rng = np.random.default_rng(seed)
-    categories = {c.name: c.values for c in CONTRACT.categories}
-
-    sex = rng.choice(categories["sex"], size=rows, p=[0.6, 0.4])
-    education = rng.choice(categories["education"], size=rows, p=[0.35, 0.47, 0.16, 0.02])
-    marriage = rng.choice(categories["marriage"], size=rows, p=[0.45, 0.53, 0.02])
+    sex = rng.choice(SEX, size=rows, p=[0.6, 0.4])
+    education = rng.choice(EDUCATION, size=rows, p=[0.35, 0.47, 0.16, 0.02])
+    marriage = rng.choice(MARRIAGE, size=rows, p=[0.45, 0.53, 0.02])
     married = marriage == "married"
     age = np.where(married, rng.normal(41, 9, rows), rng.normal(31, 8, rows))
     age = np.clip(np.round(age), 21, 79)

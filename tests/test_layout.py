@@ -13,7 +13,7 @@ import pytest
 from infra import jobwheel
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("infra", "serving", "training", "monitoring", "policy", "scripts", "bench", "testing")
+PACKAGES = ("infra", "serving", "training", "models", "monitoring", "policy", "scripts", "bench", "testing")
 LONG = 420  # lines
 
 

@@ -1,7 +1,10 @@
-"""Training side of the data path: data contract, pipeline, MLflow run, gate, drift baseline.
+"""Training side of the data path, around a model module (models/<name>.py, which declares what the model is:
+training/contract.py): load and validate its table, search, evaluate, log the MLflow run, register, gate, and the
+drift baseline every version carries.
 
 Everything here runs unchanged as a Databricks job task (from the jobs' wheel) and on a laptop.
-Owns: what a model is made of and how one is judged. May import: nothing else of ours.
+Owns: how any model is made and judged. May import: nothing else of ours (the model module is imported by name,
+at run time, by training.contract.load).
 """
 
 MAY_IMPORT: tuple[str, ...] = ()
