@@ -11,7 +11,7 @@ PORT ?= 8000
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
 	@echo "make stop        stop the service 'make local' started"
-	@echo "make traffic     send realistic requests to the local service (SHIFT='credit_limit=3 education=graduate_school' shifts features)"
+	@echo "make traffic     send realistic requests to the local service (SHIFT='<number column>=<factor> <category column>=<value>' shifts features)"
 	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"

@@ -79,7 +79,7 @@ def local_registry(stack: str) -> str:
     from infra import settings, stack_files
     from training.local_registry import ensure_champion
 
-    s = settings.from_values(stack_files.project_name(), stack, stack_files.stack_values(stack), {})
+    s = settings.from_values(stack, stack_files.stack_values(stack), {})
     uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan",
                              say=lambda text: print(f"plan: {text}", file=sys.stderr))
     return uri

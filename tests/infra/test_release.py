@@ -62,7 +62,7 @@ class CloudStack:
 
     def settings(self) -> StackSettings:
         values = stack_files.apply_overrides(stack_files.stack_values(self.stack), self.config)
-        return from_values(stack_files.project_name(), self.stack, values, {})
+        return from_values(self.stack, values, {})
 
 
 @dataclass
@@ -179,11 +179,11 @@ def test_a_pinned_prod_must_serve_its_pin_not_what_staging_tested():
     """A rollback by config (promotion.pinnedDigest) goes through the same release: the check follows the pin."""
     values = stack_files.apply_overrides(stack_files.stack_values("prod"), {
         "promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6"})
-    pinned = from_values(stack_files.project_name(), "prod", values, {}).promotion
+    pinned = from_values("prod", values, {}).promotion
     said: list[str] = []
     assert release.expected_artifact(pinned, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "0f" * 32, "6")
     assert said and "a rollback by config" in said[0]
-    following = from_values(stack_files.project_name(), "prod", stack_files.stack_values("prod"), {}).promotion
+    following = from_values("prod", stack_files.stack_values("prod"), {}).promotion
     assert release.expected_artifact(following, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "ab" * 32, "7")
 
 
