@@ -1,4 +1,4 @@
-"""Every name a stack gives something, derived from the project's one name (config key `name`, e.g. credit-default)
+"""Every name a stack gives something, derived from the project's one name (config key `name`, e.g. churn-risk)
 and the environment; and each service's naming rule those names must meet, with where it is documented.
 
 So two projects (two `name`s) share no name when they share a subscription, a Databricks workspace or a Unity
@@ -173,13 +173,13 @@ class Derived:
 class Names:
     """The names of one stack: `<kind>-<name>-<environment>` for Azure resources, `<name>-<what>-<environment>` for
     Databricks objects, `<name with _>` where only identifiers go (Unity Catalog, Python)."""
-    project: str  # the config key `name`: credit-default
+    project: str  # the config key `name`: churn-risk
     environment: str
     location: str
 
     @property
     def slug(self) -> str:
-        """The name as an identifier: credit_default."""
+        """The name as an identifier: churn_risk."""
         return self.project.replace("-", "_")
 
     def azure(self, kind: str) -> str:

@@ -186,8 +186,9 @@ class CloudMocks(pulumi.runtime.Mocks):
         if typ == "databricks:index/servicePrincipal:ServicePrincipal":  # Databricks assigns the application id
             principal = inputs.get("displayName", name)  # one per principal, whatever the program calls it
             return {"id": str(int(_digest(typ, principal)[:8], 16)), "applicationId": _uuid("application", principal)}
-        if typ.startswith("databricks:index/"):
-            return {"id": str(int(_digest(typ, name)[:8], 16))}
+        if typ.startswith("databricks:index/"):  # an id per object: by the name it has in the workspace where it has one
+            physical = next((str(inputs[k]) for k in ("name", "path", "displayName") if inputs.get(k)), name)
+            return {"id": str(int(_digest(typ, physical)[:8], 16))}
         if typ.startswith("azure-native:"):
             kind = typ.rsplit(":", 1)[-1]
             return {"id": self.arm_id(f"Microsoft.{typ.split(':')[1]}", kind, name, group), "name": name}
