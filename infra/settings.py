@@ -587,9 +587,10 @@ def from_values(stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -
     except ValidationError as error:
         raise ConfigError("\n".join(explain(e) for e in error.errors(include_url=False))) from None
     names = identity.names
-    sections = {name: raw.get(name) if isinstance(raw.get(name), Mapping) else {} for name in keys_of(StackSettings)}
+    sections: dict[str, Mapping[str, Any]] = {name: section if isinstance(section := raw.get(name), Mapping) else {}
+                                               for name in keys_of(StackSettings)}
     overridden = {f"{section}.{key}" for section, given in sections.items() for key in given}
-    aks = (sections["serving"] or {}).get("target") == "aks"
+    aks = sections["serving"].get("target") == "aks"
     problems = names.problems(aks=aks, overridden=overridden, key=f"{NAMESPACE}:name")
     if "model.module" not in overridden and module_path(names.model_module) is None:
         problems.append(f"{NAMESPACE}:name is {names.project!r}: its model module {names.model_module} "
@@ -609,7 +610,7 @@ def from_values(stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -
         "image": {"repository": names.repository, "contextDir": f".local/pulumi/{stack}/context"},
         "model": {"name": names.registered_model, "module": names.model_module, "registryUri": registry},
         "promotion": {"sourceTrackingUri": tracking, "sourceRegistryUri": registry}}
-    raw.update({name: {**defaults, **raw.get(name, {})} for name, defaults in computed.items()
+    raw.update({name: {**defaults, **sections[name]} for name, defaults in computed.items()
                 if isinstance(raw.get(name, {}), Mapping)})
     catalog_schema = f"{databricks.get('catalog')}.{databricks.get('schema')}" if unity_catalog else None
     try:
