@@ -197,3 +197,24 @@ def test_a_key_in_the_pulumi_projects_namespace_is_refused():
     assert stack_files.misplaced(["mlops-house:name", "mlops:environment", "azure-native:location"], "mlops-house") == [
         "mlops-house:name"]
     assert stack_files.misplaced(["mlops:name"], "mlops") == []
+
+
+def test_the_program_reads_the_mlops_namespace_whatever_pulumi_yaml_names_the_project():
+    """A team sharing a Pulumi organization renames the project (stack names are unique per organization and
+    project); the keys stay `mlops:<key>`, and one written in the project's namespace is refused, not ignored."""
+    import pulumi
+
+    from testing.mockcloud import to_pulumi_config
+
+    values = stack_files.stack_values("dev")
+    try:
+        pulumi.runtime.settings.reset_options(project="mlops-house", stack="dev")
+        pulumi.runtime.set_all_config(to_pulumi_config(values))
+        assert settings.load({}).names == load("dev").names
+        pulumi.runtime.set_all_config({**to_pulumi_config(values), "mlops-house:name": "house-prices"})
+        with pytest.raises(ConfigError, match=r"mlops-house:name: this program reads mlops:<key>, not the Pulumi "
+                                              r"project's namespace \(mlops-house\)"):
+            settings.load({})
+    finally:
+        pulumi.runtime.set_all_config({})
+        pulumi.runtime.settings.reset_options(project=stack_files.pulumi_project(), stack="dev")
