@@ -81,6 +81,11 @@ AKS_CLUSTER = NameRule(
     "AKS cluster name", r"[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?", "1-63 letters, digits, '_' and '-', "
     "starting and ending with a letter or digit", 63, _azure("microsoftcontainerservice"),
     (("azure-native:containerservice:ManagedCluster", "resourceName"),))
+AKS_NODE_RESOURCE_GROUP = NameRule(
+    "AKS node resource group name (AKS makes it: MC_<resource group>_<cluster>_<location>)", r"[-\w.()]{1,80}",
+    "at most 80 characters (AKS refuses the cluster: \"The length of the node resource group name is too long\")",
+    80, "https://learn.microsoft.com/azure/aks/faq#why-are-two-resource-groups-created-with-aks and "
+    "https://aka.ms/aks-naming-rules (the error's own link)")
 AKS_DNS_PREFIX = NameRule(
     "AKS DNS prefix", r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,52}[A-Za-z0-9])?", "1-54 letters, digits and '-', starting and "
     "ending with a letter or digit", 54,
@@ -148,10 +153,15 @@ MODULE = NameRule(
 
 RULES: tuple[NameRule, ...] = (
     RESOURCE_GROUP, LOG_ANALYTICS, APP_INSIGHTS, ACTION_GROUP, ACTION_GROUP_SHORT, ALERT_RULE, IDENTITY, REGISTRY,
-    CONTAINER_APP_ENVIRONMENT, CONTAINER_APP, AKS_CLUSTER, AKS_DNS_PREFIX, MONITOR_WORKSPACE, DATA_COLLECTION_ENDPOINT,
+    CONTAINER_APP_ENVIRONMENT, CONTAINER_APP, AKS_CLUSTER, AKS_NODE_RESOURCE_GROUP, AKS_DNS_PREFIX, MONITOR_WORKSPACE,
+    DATA_COLLECTION_ENDPOINT,
     DATA_COLLECTION_RULE, PROMETHEUS_RULE_GROUP, DATABRICKS_WORKSPACE, ACCESS_CONNECTOR, SECRET_SCOPE, UNITY_CATALOG,
     UNITY_CATALOG_IDENTIFIER, JOB_NAME, REPOSITORY, LABEL_VALUE, DISTRIBUTION, MODULE)
 ALERT_KEYS = ("error-rate", "p95-latency", "restarts", "drift", "no-traffic")  # infra/observability.py's alert rules
+
+
+def _article(words: str) -> str:
+    return "an" if words[:1].lower() in "aeio" else "a"  # an AKS..., an Azure..., a Unity Catalog...
 
 
 def _cut(name: str, length: int) -> str:
@@ -236,6 +246,11 @@ class Names:
     @property
     def aks_cluster(self) -> str:
         return self.azure("aks")
+
+    @property
+    def aks_node_resource_group(self) -> str:
+        """The resource group AKS creates for the cluster's nodes (not declared here: AKS names it so)."""
+        return f"MC_{self.resource_group}_{self.aks_cluster}_{self.location}"
 
     @property
     def monitor_workspace(self) -> str:
@@ -333,6 +348,7 @@ class Names:
             Derived("Container App", self.container_app, CONTAINER_APP),
             Derived("AKS cluster", self.aks_cluster, AKS_CLUSTER, aks_only=True),
             Derived("AKS DNS prefix", self.aks_cluster, AKS_DNS_PREFIX, aks_only=True),
+            Derived("AKS node resource group", self.aks_node_resource_group, AKS_NODE_RESOURCE_GROUP, aks_only=True),
             Derived("Azure Monitor workspace", self.monitor_workspace, MONITOR_WORKSPACE, aks_only=True),
             Derived("Container Insights data collection rule", self.container_insights_rule, DATA_COLLECTION_RULE,
                     aks_only=True),
@@ -364,7 +380,8 @@ class Names:
             where = f"environment {self.environment}" + (f", location {self.location}" if self.location in d.value
                                                          else "")
             message = (f"{key} is {self.project!r}: the {d.what} name it makes ({where}) is {d.value!r} "
-                       f"({len(d.value)} characters); a {d.rule.what} must be {d.rule.says} ({d.rule.doc})")
+                       f"({len(d.value)} characters); {_article(d.rule.what)} {d.rule.what} must be {d.rule.says} "
+                       f"({d.rule.doc})")
             remedies = []
             if len(d.value) > d.rule.max_length and (room := len(self.project) - (len(d.value) - d.rule.max_length)) > 1:
                 remedies.append(f"shorten {key} to at most {room} characters")

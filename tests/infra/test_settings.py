@@ -173,6 +173,11 @@ def test_names_derive_from_the_one_name_and_settable_ones_default_to_it():
     ({"name": "house--prices"}, "'ca-house--prices-dev' (20 characters); a Container App name must be 2-32 lowercase "
                                 "letters, digits and single '-'"),
     ({"name": "weather"}, "its model module models.weather (models/weather.py) does not exist"),
+    # AKS names its node resource group MC_<group>_<cluster>_<location> and refuses one over 80 characters
+    ({"name": "house-prices-forecasts", "location": "australiasoutheast", "serving.target": "aks",
+      "model.module": "models.house_prices"},
+     "the AKS node resource group name it makes (environment dev, location australiasoutheast) is "
+     "'MC_rg-house-prices-forecasts-dev_aks-house-prices-forecasts-dev_australiasoutheast' (82 characters)"),
 ])
 def test_a_derived_name_that_breaks_its_rule_names_the_name_key_and_the_rule(overrides, message):
     with pytest.raises(ConfigError) as error:
