@@ -80,7 +80,7 @@ def local_registry(stack: str) -> str:
     from training.local_registry import ensure_champion
 
     s = settings.from_values(stack, stack_files.stack_values(stack), {})
-    uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan",
+    uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan", module=s.model.module,
                              say=lambda text: print(f"plan: {text}", file=sys.stderr))
     return uri
 
