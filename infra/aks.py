@@ -23,6 +23,7 @@ import pulumi_azure_native.monitor as monitor
 import pulumi_kubernetes as k8s
 
 from infra import k8s_manifests
+from infra.naming import Names
 from infra.prometheus import ManagedPrometheus, PrometheusArgs
 from infra.registry import grant_acr_pull
 from infra.settings import ObservabilitySettings, ServingSettings
@@ -32,7 +33,7 @@ from infra.settings import ObservabilitySettings, ServingSettings
 class AksArgs:
     resource_group_name: pulumi.Input[str]
     location: str
-    cluster_name: str
+    names: Names  # the cluster's, its data collection rules', the Azure Monitor workspace's and the part-of label
     serving: ServingSettings
     log_analytics_workspace_id: pulumi.Input[str]
     registry: containerregistry.Registry
@@ -41,7 +42,6 @@ class AksArgs:
     tags: dict[str, str]
     alerts: ObservabilitySettings  # thresholds of the Prometheus alerts (the log alerts' own)
     action_group_id: pulumi.Input[str]
-    monitor_workspace_name: str  # the Azure Monitor workspace managed Prometheus writes to
 
 
 INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # ContainerLogV2, KubePodInventory, KubeEvents, ...
@@ -62,9 +62,10 @@ class AksService(pulumi.ComponentResource):
         super().__init__("mlops:infra:AksService", name, None, opts)
         s = args.serving.aks
         autoscale = s.max_node_count > s.node_count
+        cluster_name = args.names.aks_cluster
         self.cluster = containerservice.ManagedCluster(
-            f"{name}-cluster", resource_name_=args.cluster_name, resource_group_name=args.resource_group_name,
-            location=args.location, dns_prefix=args.cluster_name, kubernetes_version=s.kubernetes_version,
+            f"{name}-cluster", resource_name_=cluster_name, resource_group_name=args.resource_group_name,
+            location=args.location, dns_prefix=cluster_name, kubernetes_version=s.kubernetes_version,
             identity=containerservice.ManagedClusterIdentityArgs(type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED),
             enable_rbac=True,
             network_profile=NETWORK_PROFILE,
@@ -83,8 +84,8 @@ class AksService(pulumi.ComponentResource):
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self))
         self.data_collection = self._container_insights(name, args)
         self.prometheus = ManagedPrometheus(f"{name}-prometheus", PrometheusArgs(
-            resource_group_name=args.resource_group_name, location=args.location,
-            workspace_name=args.monitor_workspace_name, cluster_name=args.cluster_name, cluster_id=self.cluster.id,
+            resource_group_name=args.resource_group_name, location=args.location, names=args.names,
+            cluster_id=self.cluster.id,
             namespace=s.namespace, deployment=k8s_manifests.APP, settings=args.alerts,
             action_group_id=args.action_group_id, tags=args.tags), pulumi.ResourceOptions(parent=self))
         # Nodes pull with the kubelet identity, not the cluster identity.
@@ -106,7 +107,7 @@ class AksService(pulumi.ComponentResource):
         associated with the cluster asks for: without it, ContainerLogV2 and KubePodInventory stay empty and the
         alerts and the drift job read nothing."""
         rule = monitor.DataCollectionRule(
-            f"{name}-container-insights", data_collection_rule_name=f"MSCI-{args.location}-{args.cluster_name}",
+            f"{name}-container-insights", data_collection_rule_name=args.names.container_insights_rule,
             resource_group_name=args.resource_group_name, location=args.location, kind="Linux",
             description="Container Insights: ContainerLogV2, KubePodInventory, ... to the stack's workspace",
             data_sources=monitor.DataCollectionRuleDataSourcesArgs(extensions=[monitor.ExtensionDataSourceArgs(
@@ -126,7 +127,7 @@ class AksService(pulumi.ComponentResource):
     def _objects(self, name: str, args: AksArgs) -> dict[str, pulumi.CustomResource]:
         manifests = k8s_manifests.build(k8s_manifests.ManifestArgs(
             namespace=args.serving.aks.namespace, image=args.image, port=args.serving.port, settings=args.serving.aks,
-            env=args.env, labels={"app.kubernetes.io/part-of": "mlops-credit-default", "environment": args.tags["environment"]}))
+            env=args.env, labels={"app.kubernetes.io/part-of": args.names.part_of, "environment": args.tags["environment"]}))
         on_cluster = pulumi.ResourceOptions(parent=self, provider=self.provider)
         namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata=manifests["Namespace"]["metadata"], opts=on_cluster)
         in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))

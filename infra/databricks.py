@@ -1,13 +1,18 @@
 """Databricks: the workspace (new or existing), Unity Catalog objects and grants, the jobs' code as one
 wheel, the experiment, the registered model, the train -> gate job and the scheduled drift job.
 
-Both jobs are python_wheel_task entry points of the wheel infra/jobwheel.py builds (credit-train,
-credit-gate, credit-drift), run as a dedicated service principal. The tasks hand nothing over through
+Both jobs are python_wheel_task entry points of the wheel infra/jobwheel.py builds (mlops-train,
+mlops-gate, mlops-drift), run as a dedicated service principal. The tasks hand nothing over through
 task values (only notebooks can set them): both receive the job run id (`{{job.run_id}}`), train tags
 the version it registers with it, and the gate looks the version up by it. Where MLflow lives is the
 cluster's environment (MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI), not a task parameter, so the very
 parameters declared here also run locally against a local store (tests/databricks). The batch scoring job
-(credit-batch) is declared once the program knows the version the stack serves (`declare_batch_job`).
+(mlops-batch) is declared once the program knows the version the stack serves (`declare_batch_job`).
+
+Train and gate name the model's module (`--model-module`, model.module): its contract, how it is built and its
+gate (metric, floor, tolerance) are the module's, not the stack's. The drift and batch jobs read the contract (the
+columns, the ids) from the registered version they judge or score. Every name here derives from the config key
+`name` (infra/naming.py), so two projects share one workspace and one metastore without meeting.
 
 Why one module: every resource here lives in the one workspace behind one provider and shares the jobs'
 principal, the wheel and the grants; split up, each part would take all of them as arguments.
@@ -27,6 +32,7 @@ import pulumi_azure_native.databricks as azure_databricks
 import pulumi_databricks as databricks
 
 from infra import jobwheel, runtime
+from infra.naming import Names
 from infra.registry import role_definition_id
 from infra.settings import BatchSettings, DatabricksSettings, DriftSettings, ModelSettings
 
@@ -46,7 +52,7 @@ class DatabricksArgs:
     resource_group_name: pulumi.Input[str]
     resource_group_id: pulumi.Input[str]
     location: str
-    workspace_name: str
+    names: Names  # the workspace's, the jobs', the principal's, the connector's, the credential's (infra/naming.py)
     settings: DatabricksSettings
     model: ModelSettings
     environment: str
@@ -140,14 +146,15 @@ class Databricks(pulumi.ComponentResource):
         self.job_principal = self._job_principal(name, args, on_workspace)
         purpose = "training" if args.trains else "promotions"
         self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=s.experiment,
-                                                      description=f"credit-default {purpose} ({args.environment})",
+                                                      description=f"{args.names.project} {purpose} ({args.environment})",
                                                       opts=on_workspace)
         self.catalog = self._catalog(name, args, on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
         conflicts = runtime.conflicts(jobwheel.pins(jobwheel.REQUIRES), s.job.spark_version)
         if conflicts:  # installing them would replace the runtime's libraries underneath it
             raise ValueError(f"the jobs' requirements conflict with {s.job.spark_version}: {'; '.join(conflicts)}")
-        self.wheel = jobwheel.build(args.wheel_dir)
+        self.wheel = jobwheel.build(args.wheel_dir, distribution=args.names.wheel_distribution,
+                                    model_module=args.model.module)
         self.wheel_path, self.code = self._upload_wheel(name, args, on_workspace)
         self.grants = self._grants(name, args, on_workspace)
         self.job = self._job(name, args, on_workspace) if args.trains else None
@@ -166,7 +173,8 @@ class Databricks(pulumi.ComponentResource):
             return self.workspace_url
         # Premium: Unity Catalog and cluster policies need it. The managed resource group sits beside ours.
         self.workspace = azure_databricks.Workspace(
-            f"{name}-workspace", workspace_name=args.workspace_name, resource_group_name=args.resource_group_name,
+            f"{name}-workspace", workspace_name=args.names.databricks_workspace,
+            resource_group_name=args.resource_group_name,
             location=args.location, sku=azure_databricks.SkuArgs(name="premium"),
             managed_resource_group_id=pulumi.Output.from_input(args.resource_group_id).apply(lambda rg: f"{rg}-databricks"),
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
@@ -181,7 +189,7 @@ class Databricks(pulumi.ComponentResource):
             self.service_principal = None
             return pulumi.Output.from_input(args.settings.job_principal)
         self.service_principal = databricks.ServicePrincipal(
-            f"{name}-job-principal", display_name=f"credit-default-jobs-{args.environment}", allow_cluster_create=False,
+            f"{name}-job-principal", display_name=args.names.jobs_principal, allow_cluster_create=False,
             databricks_sql_access=False, workspace_access=True, opts=opts)
         self.run_as_rules = self._run_as_rules(name, args, self.service_principal.application_id, opts)
         return self.service_principal.application_id
@@ -208,9 +216,11 @@ class Databricks(pulumi.ComponentResource):
         if not s.create_catalog:
             return []
         catalog = databricks.Catalog(f"{name}-catalog", name=s.catalog, isolation_mode="ISOLATED",
-                                     comment=f"credit-default ({args.environment})", properties=args.tags, opts=opts)
+                                     comment=f"{args.names.project} ({args.environment})", properties=args.tags,
+                                     opts=opts)
         schema = databricks.Schema(f"{name}-schema", catalog_name=catalog.name, name=s.schema,
-                                   comment="credit-default data, model and job code", properties=args.tags, opts=opts)
+                                   comment=f"{args.names.project} data, model and job code", properties=args.tags,
+                                   opts=opts)
         created: list[pulumi.CustomResource] = [catalog, schema]
         if self.workspace is not None:  # an existing workspace: ISOLATED binds the creating workspace itself
             created.append(databricks.WorkspaceBinding(
@@ -231,8 +241,8 @@ class Databricks(pulumi.ComponentResource):
             # Owned by the jobs' principal: the owner registers versions and moves aliases, nobody else needs to.
             return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
                                               schema_name=s.schema, owner=self.job_principal,
-                                              comment="credit-default scoring model", opts=self._in_schema(opts))
-        return databricks.MlflowModel(f"{name}-model", name=model.short_name, description="credit-default scoring model",
+                                              comment=f"{args.names.project} model", opts=self._in_schema(opts))
+        return databricks.MlflowModel(f"{name}-model", name=model.short_name, description=f"{args.names.project} model",
                                       tags=[databricks.MlflowModelTagArgs(key=k, value=v) for k, v in args.tags.items()],
                                       opts=opts)
 
@@ -294,23 +304,25 @@ class Databricks(pulumi.ComponentResource):
             task_key=key, job_cluster_key=cluster, timeout_seconds=timeout,
             libraries=[databricks.JobTaskLibraryArgs(whl=self.wheel_path)],  # its Requires-Dist come with it
             depends_ons=[databricks.JobTaskDependsOnArgs(task_key=k) for k in depends_on or []] or None,
-            python_wheel_task=databricks.JobTaskPythonWheelTaskArgs(package_name=jobwheel.DISTRIBUTION,
+            python_wheel_task=databricks.JobTaskPythonWheelTaskArgs(package_name=self.wheel.distribution,
                                                                     entry_point=entry_point, parameters=parameters))
 
     def _job(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job:
         s, job, model = args.settings, args.settings.job, args.model
-        common = ["--model-name", model.full_name, "--experiment", s.experiment, "--job-run-id", JOB_RUN_ID,
-                  "--gate-floor", f"{job.gate_floor:g}", "--gate-tolerance", f"{job.gate_tolerance:g}"]
+        # The model's module brings its contract, how it is built and its gate (metric, floor, tolerance): no
+        # --gate-floor/--gate-tolerance here, the gate is the model's.
+        common = ["--model-module", model.module, "--model-name", model.full_name, "--experiment", s.experiment,
+                  "--job-run-id", JOB_RUN_ID]
         # --search spark: the hyper-parameter candidates run as Spark tasks on the cluster's workers (training/tuning.py)
-        train = self._wheel_task("train", "credit-train", ["--data", job.data_table, *common, "--environment",
-                                                           args.environment, "--skip-gate", "--search", "spark"],
+        train = self._wheel_task("train", "mlops-train", ["--data", job.data_table, *common, "--environment",
+                                                          args.environment, "--skip-gate", "--search", "spark"],
                                  job.timeout_seconds, "training")
         # The gate judges exactly the version this run's train task registered: it finds it by the job run id.
         # and scores it on the table's held-out split, read from the table itself: no version carries rows of people.
-        gate = self._wheel_task("gate", "credit-gate", ["--data", job.data_table, *common], job.timeout_seconds,
+        gate = self._wheel_task("gate", "mlops-gate", ["--data", job.data_table, *common], job.timeout_seconds,
                                 "training", depends_on=["train"])
         return databricks.Job(
-            f"{name}-job", name=f"credit-default-train-{args.environment}", max_concurrent_runs=1,
+            f"{name}-job", name=args.names.job("train"), max_concurrent_runs=1,
             timeout_seconds=job.timeout_seconds, tags=args.tags, tasks=[train, gate],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
             job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="training", new_cluster=self._cluster(
@@ -338,9 +350,9 @@ class Databricks(pulumi.ComponentResource):
         """How the drift job reads Log Analytics without a client secret: an access connector's managed identity,
         Log Analytics Reader on this stack's workspace only, wrapped in a Unity Catalog service credential that
         only the jobs' principal may use. Returns the credential's name (the drift task's --service-credential)."""
-        credential_name = f"credit-default-logs-{args.environment}"
+        credential_name = args.names.logs_credential
         connector = azure_databricks.AccessConnector(
-            f"{name}-log-reader", connector_name=f"dbac-credit-{args.environment}-logs", location=args.location,
+            f"{name}-log-reader", connector_name=args.names.access_connector, location=args.location,
             resource_group_name=args.resource_group_name, tags=args.tags,
             identity=azure_databricks.ManagedServiceIdentityArgs(type="SystemAssigned"), opts=pulumi.ResourceOptions(parent=self))
         workspace = pulumi.Output.from_input(drift.log_analytics_workspace_id)
@@ -386,9 +398,9 @@ class Databricks(pulumi.ComponentResource):
         parameters += ["--service-credential", credential]
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}
-        task = self._wheel_task("drift", "credit-drift", parameters, DRIFT_TIMEOUT_SECONDS, "drift")
+        task = self._wheel_task("drift", "mlops-drift", parameters, DRIFT_TIMEOUT_SECONDS, "drift")
         return databricks.Job(
-            f"{name}-drift-job", name=f"credit-default-drift-{args.environment}", max_concurrent_runs=1,
+            f"{name}-drift-job", name=args.names.job("drift"), max_concurrent_runs=1,
             timeout_seconds=DRIFT_TIMEOUT_SECONDS, tags=args.tags, tasks=[task],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
             job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="drift",
@@ -408,12 +420,12 @@ class Databricks(pulumi.ComponentResource):
         if b is None:
             return None
         uri = pulumi.Output.concat("models:/", args.model.full_name, "/", model_version)
-        keys = [part for key in b.id_columns for part in ("--key", key)]
-        task = self._wheel_task("batch", "credit-batch", [
-            "--input-table", b.input_table, "--output-table", b.output_table, "--rejects-table", b.rejects_table, *keys,
+        # No --key: the ids copied beside each prediction are the contract's, which the scored version carries.
+        task = self._wheel_task("batch", "mlops-batch", [
+            "--input-table", b.input_table, "--output-table", b.output_table, "--rejects-table", b.rejects_table,
             "--model-uri", uri, "--job-run-id", JOB_RUN_ID], b.timeout_seconds, "batch")
         self.batch_job = databricks.Job(
-            f"{name}-batch-job", name=f"credit-default-batch-{args.environment}", max_concurrent_runs=1,
+            f"{name}-batch-job", name=args.names.job("batch"), max_concurrent_runs=1,
             timeout_seconds=b.timeout_seconds, tags=args.tags, tasks=[task],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
             job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="batch", new_cluster=self._cluster(

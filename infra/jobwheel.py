@@ -3,11 +3,17 @@
 What goes in is found, not listed: the modules of the entry points below and every first-party module
 they import (at any depth, including imports inside functions), with their packages' `__init__.py`.
 So a module that training/ or monitoring/ starts to import is packaged by the next build, and one that
-cannot be found fails the build (and the tests) here instead of a cluster at 3 a.m.
+cannot be found fails the build (and the tests) here instead of a cluster at 3 a.m. The one exception is the
+model's module (models/<name>.py): train and gate import it by name at run time (`--model-module`), which no
+import statement shows, so it is added by name, and its own imports are found like the others'.
+
+The distribution is the project's (`<name with _>_jobs`, infra/naming.py), so two projects' wheels never meet in
+one workspace; the entry points are generic (mlops-train, mlops-gate, mlops-drift, mlops-batch).
 
 The build is deterministic (fixed timestamps, sorted entries): the same code gives the same bytes and
 the same file name, so an unchanged wheel is no diff for Pulumi, and a changed one gets a new name
-(its version carries the content hash), which keeps a cluster from reusing a cached older wheel.
+(its version carries a hash of the code, the pins and the metadata), which keeps a cluster from reusing a cached
+older wheel: renamed entry points with unchanged code make a new name too.
 
 This module imports no Pulumi package: the local job run (tests/databricks) builds with it too.
 """
@@ -25,15 +31,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DISTRIBUTION = "credit_default_jobs"
 BASE_VERSION = "1.0.0"
 ENTRY_POINTS = {
-    "credit-train": "training.train:cli",
-    "credit-gate": "training.gate:cli",
-    "credit-drift": "monitoring.drift:cli",
-    "credit-batch": "serving.batch:cli",
+    "mlops-train": "training.train:cli",
+    "mlops-gate": "training.gate:cli",
+    "mlops-drift": "monitoring.drift:cli",
+    "mlops-batch": "serving.batch:cli",
 }
-FIRST_PARTY = ("training", "monitoring", "infra", "serving", "scripts")
+FIRST_PARTY = ("training", "monitoring", "infra", "serving", "scripts", "models")
 # Installed with the wheel (its Requires-Dist) because the runtime does not bundle them; everything else
 # the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark, joblib) is the runtime's own,
 # and infra/runtime.py checks that our pins agree with it. The batch job compiles and runs the image's ONNX model
@@ -48,6 +53,7 @@ ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 class Wheel:
     path: Path
     modules: tuple[str, ...]
+    distribution: str  # what a python_wheel_task names as its package_name
 
     @property
     def name(self) -> str:
@@ -117,9 +123,11 @@ def first_party_imports(path: Path, root: Path = ROOT, *, relative: bool = False
     return found
 
 
-def modules(entry_points: dict[str, str] = ENTRY_POINTS, root: Path = ROOT) -> dict[str, Path]:
-    """Module name -> file: the entry points' modules, what they import, and their parent packages."""
-    todo = [target.split(":")[0] for target in entry_points.values()]
+def modules(entry_points: dict[str, str] = ENTRY_POINTS, root: Path = ROOT,
+            imported_by_name: tuple[str, ...] = ()) -> dict[str, Path]:
+    """Module name -> file: the entry points' modules, the modules the tasks import by name at run time
+    (`imported_by_name`: the model's module), what they import, and their parent packages."""
+    todo = [*(target.split(":")[0] for target in entry_points.values()), *imported_by_name]
     found: dict[str, Path] = {}
     while todo:
         name = todo.pop()
@@ -127,7 +135,8 @@ def modules(entry_points: dict[str, str] = ENTRY_POINTS, root: Path = ROOT) -> d
             continue
         path = module_file(name, root)
         if path is None:
-            raise ImportError(f"entry point module {name} is not a module of this project")
+            what = "the model's module" if name in imported_by_name else "entry point module"
+            raise ImportError(f"{what} {name} is not a module of this project")
         found[name] = path
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # importing a.b runs a/__init__.py
@@ -139,29 +148,32 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
-def _metadata(version: str) -> dict[str, bytes]:
+def _metadata(distribution: str, version: str, model_module: str) -> dict[str, bytes]:
     requires = "".join(f"Requires-Dist: {pin}\n" for pin in pins(REQUIRES))
     entry_points = "[console_scripts]\n" + "".join(f"{name} = {target}\n" for name, target in ENTRY_POINTS.items())
     return {
-        "METADATA": (f"Metadata-Version: 2.1\nName: {DISTRIBUTION}\nVersion: {version}\n"
-                     f"Summary: credit-default training, gate, drift and batch scoring jobs\n"
+        "METADATA": (f"Metadata-Version: 2.1\nName: {distribution}\nVersion: {version}\n"
+                     f"Summary: training, gate, drift and batch scoring jobs of {model_module}\n"
                      f"Requires-Python: >=3.11\n{requires}").encode(),
         "WHEEL": b"Wheel-Version: 1.0\nGenerator: infra.jobwheel\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
         "entry_points.txt": entry_points.encode(),
     }
 
 
-def build(out_dir: Path, root: Path = ROOT) -> Wheel:
-    """Write the wheel into `out_dir` and return it."""
-    found = modules(root=root)
+def build(out_dir: Path, distribution: str, model_module: str, root: Path = ROOT) -> Wheel:
+    """Write the wheel of `distribution` (the project's, infra/naming.py), holding the jobs' code and the model's
+    module, into `out_dir` and return it."""
+    found = modules(root=root, imported_by_name=(model_module,))
     files = {path.relative_to(root).as_posix(): path.read_bytes() for path in found.values()}
     digest = hashlib.sha256()
     for relative, data in sorted(files.items()):
         digest.update(relative.encode() + b"\0" + data + b"\0")
     digest.update("".join(pins(REQUIRES)).encode())
+    # The metadata too: the same code under other entry points or another name is another wheel for a cluster.
+    digest.update("\0".join([distribution, model_module, *(f"{k}={v}" for k, v in sorted(ENTRY_POINTS.items()))]).encode())
     version = f"{BASE_VERSION}+{digest.hexdigest()[:12]}"
-    dist_info = f"{DISTRIBUTION}-{version}.dist-info"
-    files.update({f"{dist_info}/{name}": data for name, data in _metadata(version).items()})
+    dist_info = f"{distribution}-{version}.dist-info"
+    files.update({f"{dist_info}/{name}": data for name, data in _metadata(distribution, version, model_module).items()})
     record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in sorted(files.items()))
     files[f"{dist_info}/RECORD"] = (record + f"{dist_info}/RECORD,,\n").encode()
     buffer = io.BytesIO()
@@ -172,6 +184,6 @@ def build(out_dir: Path, root: Path = ROOT) -> Wheel:
             info.compress_type = zipfile.ZIP_DEFLATED
             archive.writestr(info, data)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{DISTRIBUTION}-{version}-py3-none-any.whl"
+    path = out_dir / f"{distribution}-{version}-py3-none-any.whl"
     path.write_bytes(buffer.getvalue())
-    return Wheel(path, tuple(found))
+    return Wheel(path, tuple(found), distribution)

@@ -10,6 +10,7 @@ import pulumi_azure_native.monitor as monitor
 import pulumi_azure_native.operationalinsights as operationalinsights
 
 from infra import kql
+from infra.naming import Names
 from infra.settings import ObservabilitySettings
 
 DRIFT_WINDOW_MINUTES = 60
@@ -19,7 +20,7 @@ DRIFT_WINDOW_MINUTES = 60
 class ObservabilityArgs:
     resource_group_name: pulumi.Input[str]
     location: str
-    name: str  # base name, e.g. log-credit-dev
+    names: Names  # the stack's names (infra/naming.py): workspace, component, action group, alert rules
     settings: ObservabilitySettings
     log_source: kql.LogSource
     serving_deployed: bool  # no workload yet (bootstrap): the no-traffic alert would fire forever
@@ -49,7 +50,7 @@ class Observability(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         s = args.settings
         self.workspace = operationalinsights.Workspace(
-            f"{name}-workspace", workspace_name=args.name, resource_group_name=args.resource_group_name,
+            f"{name}-workspace", workspace_name=args.names.log_analytics, resource_group_name=args.resource_group_name,
             location=args.location, sku=operationalinsights.WorkspaceSkuArgs(name="PerGB2018"),
             retention_in_days=s.retention_days,
             workspace_capping=(operationalinsights.WorkspaceCappingArgs(daily_quota_gb=s.daily_cap_gb)
@@ -57,7 +58,7 @@ class Observability(pulumi.ComponentResource):
             tags=args.tags, opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
         self.workspace_id, self.customer_id = self.workspace.id, self.workspace.customer_id
         self.app_insights = appinsights.Component(
-            f"{name}-appinsights", resource_name_=args.name.replace("log-", "appi-", 1),
+            f"{name}-appinsights", resource_name_=args.names.app_insights,
             resource_group_name=args.resource_group_name, location=args.location, kind="web", application_type="web",
             ingestion_mode="LogAnalytics", workspace_resource_id=self.workspace.id,
             # Entra ID only: telemetry needs a token of an identity with Monitoring Metrics Publisher on this
@@ -67,8 +68,8 @@ class Observability(pulumi.ComponentResource):
         # Where the drift job sends its record (AppTraces in this workspace); kept secret all the same.
         self.connection_string: pulumi.Output[str] = pulumi.Output.secret(self.app_insights.connection_string)
         self.action_group = monitor.ActionGroup(
-            f"{name}-actions", resource_group_name=args.resource_group_name, location="global", enabled=True,
-            group_short_name=f"mlops{args.name[-7:]}"[-12:],  # at most 12 characters
+            f"{name}-actions", action_group_name=args.names.action_group, resource_group_name=args.resource_group_name,
+            location="global", enabled=True, group_short_name=args.names.action_group_short,  # at most 12 characters
             email_receivers=[monitor.MicrosoftCommonEmailReceiverArgs(name=f"email-{i}", email_address=address,
                                                                       use_common_alert_schema=True)
                              for i, address in enumerate(s.alert_emails)],
@@ -84,8 +85,10 @@ class Observability(pulumi.ComponentResource):
         window = f"PT{rule.window_minutes}M"
         enabled = args.serving_deployed or rule.key != "no-traffic"
         return monitor.ScheduledQueryRule(
-            f"{name}-alert-{rule.key}", resource_group_name=args.resource_group_name, location=args.location,
-            display_name=f"{args.name} {rule.display}", description=rule.display, kind="LogAlert",
+            f"{name}-alert-{rule.key}", rule_name=args.names.alert_rule(rule.key),
+            resource_group_name=args.resource_group_name, location=args.location,
+            display_name=f"{args.names.project} ({args.names.environment}) {rule.display}", description=rule.display,
+            kind="LogAlert",
             severity=s.alert_severity, enabled=enabled, scopes=[self.workspace.id],
             evaluation_frequency="PT5M", window_size=window, auto_mitigate=True,
             # ARM checks the query at create time, and the tables it reads appear only with their first log line

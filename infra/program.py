@@ -22,20 +22,22 @@ CONTAINER_NAME = "scoring"
 
 def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     s = settings.load(env)
-    group = resources.ResourceGroup("resource-group", resource_group_name=s.name("rg"), location=s.location, tags=s.tags,
-                                    opts=pulumi.ResourceOptions(protect=s.protect))
+    names = s.names  # every name below derives from the config key `name` (infra/naming.py)
+    group = resources.ResourceGroup("resource-group", resource_group_name=names.resource_group, location=s.location,
+                                    tags=s.tags, opts=pulumi.ResourceOptions(protect=s.protect))
     promoting = s.promotion.enabled  # a promotion target (prod) neither resolves nor builds: it imports
     resolution = None if promoting else resolve(s.model, s.image, locate=lambda: model_source.locate(
-        s.name("rg"), s.name("dbw"), s.databricks.existing_workspace_url, s.databricks.existing_workspace_resource_id))
+        names.resource_group, names.databricks_workspace, s.databricks.existing_workspace_url,
+        s.databricks.existing_workspace_resource_id))
     observability = Observability("observability", ObservabilityArgs(
-        resource_group_name=group.name, location=s.location, name=s.name("log"), settings=s.observability,
+        resource_group_name=group.name, location=s.location, names=names, settings=s.observability,
         log_source=log_source(s), serving_deployed=resolution is None or resolution.model is not None, tags=s.tags,
         protect=s.protect))
     registry = Registry("registry", RegistryArgs(
-        resource_group_name=group.name, location=s.location, identity_name=s.name("id-pull"), settings=s.registry,
+        resource_group_name=group.name, location=s.location, identity_name=names.pull_identity, settings=s.registry,
         log_analytics_workspace_id=observability.workspace_id, tags=s.tags, protect=s.protect))
     databricks = Databricks("databricks", DatabricksArgs(
-        resource_group_name=group.name, resource_group_id=group.id, location=s.location, workspace_name=s.name("dbw"),
+        resource_group_name=group.name, resource_group_id=group.id, location=s.location, names=names,
         settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability),
         trains=not promoting, protect=s.protect))
 
@@ -88,7 +90,7 @@ def batch_output(job) -> dict[str, Any]:
 def log_source(s: StackSettings) -> kql.LogSource:
     if s.serving.target == "aks":
         return kql.aks(CONTAINER_NAME, s.serving.aks.namespace)
-    return kql.container_apps(s.name("ca"))
+    return kql.container_apps(s.names.container_app)
 
 
 def drift_job(s: StackSettings, observability: Observability) -> DriftJobArgs:
@@ -117,17 +119,17 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
         from infra.aks import AksArgs, AksService
 
         aks = AksService("aks", AksArgs(
-            resource_group_name=group.name, location=s.location, cluster_name=s.name("aks"), serving=s.serving,
+            resource_group_name=group.name, location=s.location, names=s.names, serving=s.serving,
             log_analytics_workspace_id=observability.workspace_id, registry=registry.registry, image=image,
-            env=container_env(s), tags=s.tags, alerts=s.observability, action_group_id=observability.action_group.id,
-            monitor_workspace_name=s.name("amw")))
+            env=container_env(s), tags=s.tags, alerts=s.observability, action_group_id=observability.action_group.id))
         none = pulumi.Output.from_input("")
         return {"endpoint_url": aks.endpoint_url, "latest_revision_name": none, "candidate_url": none,
                 "serving_revision": none}
     from infra.containerapp import ContainerAppArgs, ContainerAppService
 
     service = ContainerAppService("containerapp", ContainerAppArgs(
-        resource_group_name=group.name, location=s.location, environment_name=s.name("cae"), app_name=s.name("ca"),
+        resource_group_name=group.name, location=s.location, environment_name=s.names.container_app_environment,
+        app_name=s.names.container_app,
         serving=s.serving, log_analytics_workspace_id=observability.workspace_id, image=image,
         registry_server=registry.login_server, pull_identity_id=registry.pull_identity.id,
         acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), tags=s.tags))

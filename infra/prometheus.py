@@ -28,6 +28,7 @@ import pulumi
 import pulumi_azure_native.alertsmanagement as alertsmanagement
 import pulumi_azure_native.monitor as monitor
 
+from infra.naming import Names
 from infra.settings import ObservabilitySettings
 
 STREAM = "Microsoft-PrometheusMetrics"
@@ -40,8 +41,7 @@ METRIC = "scoring_http_requests_total"  # serving/scoring/metrics.py REQUESTS (a
 class PrometheusArgs:
     resource_group_name: pulumi.Input[str]
     location: str
-    workspace_name: str  # the Azure Monitor workspace
-    cluster_name: str
+    names: Names  # the Azure Monitor workspace's, the collection's, the rule group's and the cluster's
     cluster_id: pulumi.Input[str]
     namespace: str
     deployment: str
@@ -86,7 +86,7 @@ class ManagedPrometheus(pulumi.ComponentResource):
         super().__init__("mlops:infra:ManagedPrometheus", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         self.workspace = monitor.AzureMonitorWorkspace(
-            f"{name}-workspace", azure_monitor_workspace_name=args.workspace_name,
+            f"{name}-workspace", azure_monitor_workspace_name=args.names.monitor_workspace,
             resource_group_name=args.resource_group_name, location=args.location, tags=args.tags, opts=child)
         self.association = self._collection(name, args, child)
         self.rule_group = self._alerts(name, args, child)
@@ -95,7 +95,7 @@ class ManagedPrometheus(pulumi.ComponentResource):
     def _collection(self, name: str, args: PrometheusArgs,
                     child: pulumi.ResourceOptions) -> monitor.DataCollectionRuleAssociation:
         """The add-on sends what the rule associated with the cluster asks for, to the Azure Monitor workspace."""
-        prefix = f"MSProm-{args.location}-{args.cluster_name}"
+        prefix = args.names.prometheus_collection
         endpoint = monitor.DataCollectionEndpoint(
             f"{name}-endpoint", data_collection_endpoint_name=prefix, resource_group_name=args.resource_group_name,
             location=args.location, kind="Linux", tags=args.tags, opts=child)
@@ -118,8 +118,9 @@ class ManagedPrometheus(pulumi.ComponentResource):
                 child: pulumi.ResourceOptions) -> alertsmanagement.PrometheusRuleGroup:
         s = args.settings
         return alertsmanagement.PrometheusRuleGroup(
-            f"{name}-alerts", rule_group_name=f"scoring-{args.cluster_name}", resource_group_name=args.resource_group_name,
-            location=args.location, cluster_name=args.cluster_name, interval="PT1M", enabled=True,
+            f"{name}-alerts", rule_group_name=args.names.prometheus_rule_group,
+            resource_group_name=args.resource_group_name, location=args.location, cluster_name=args.names.aks_cluster,
+            interval="PT1M", enabled=True,
             description="Scoring service on AKS: 5xx share, ready replicas, /metrics scraped",
             # One scope, the Azure Monitor workspace (the API allows one); cluster_name narrows it to this cluster.
             scopes=[self.workspace.id],

@@ -4,8 +4,13 @@ Every per-environment difference is a value in Pulumi.<stack>.yaml, read here in
 config section, with the stack files' camelCase names; no other module reads `pulumi.Config` or compares the stack
 name. A field's description is its row of README's config-key table (`readme_table`; tests/infra/test_readme.py
 keeps the two equal), so adding a key is adding one field. A missing, unknown or bad value raises `ConfigError`
-naming the full key (`<project>:<key>.<nested.path>`) and what is allowed: a rule that relates two keys is a model
+naming the full key (`mlops:<key>.<nested.path>`) and what is allowed: a rule that relates two keys is a model
 validator whose message names them as `@key`. Defaults that depend on another section are filled in `from_values`.
+
+The keys live in the `mlops` namespace, whatever Pulumi.yaml names the Pulumi project (infra/stack_files.py says
+why). Every name the stack gives something derives from the key `name` (infra/naming.py): `from_values` checks
+`name`, `environment` and `location` first, then every name they make against its service's rule, and only then
+the rest, so an error about a derived name always names `name` and the rule it broke.
 
 Why one module: no other module reads config, so every key and rule is here; each key's description is its README
 row, and those ~110 documented keys are most of its length.
@@ -16,6 +21,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pulumi.errors import RunError
@@ -24,16 +30,14 @@ from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
-from infra import runtime
+from infra import naming, runtime, stack_files
+from infra.stack_files import NAMESPACE, ROOT
 
 CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
 CONTAINER_UID = 10001  # serving/Dockerfile: USER 10001
 AUTH_MODES = {"containerapps": ("entra", "internal", "anonymous"), "aks": ("internal",)}
 # serving/Dockerfile's BASE_IMAGE default (tests/test_supply_chain.py keeps the two equal).
 DEFAULT_BASE_IMAGE = "python:3.11-slim@sha256:90744cff8f32887f075c47d747a173ff333e9e98801667af93c357fa9f5e28ff"
-# Columns the batch job writes beside the keys (serving/batch.py): a key of the same name would collide.
-BATCH_COLUMNS = ("probability", "label", "model_name", "model_version", "scoring_run_id", "scored_at", "reject_reason",
-                 "record")
 if TYPE_CHECKING:
     SparkVersion = str
 else:  # the runtimes infra/runtime.py records, as choices (built at run time, so the type checker sees a str)
@@ -129,7 +133,8 @@ class ObservabilitySettings(Section):
 
 class RegistrySettings(Section):
     name: Annotated[str, matching(r"[a-z0-9]{5,50}", "5..50 lowercase letters and digits (globally unique)")] = key(
-        "globally unique ACR name, 5..50 lowercase letters and digits")
+        "globally unique ACR name, 5..50 lowercase letters and digits (set it when the default is taken)",
+        shown="cr<name without '-'><environment>")
     sku: Literal["Basic", "Standard", "Premium"] = key("ACR SKU: Basic|Standard|Premium", "Basic")
     zone_redundancy: bool = key("zone-redundant registry (Premium only)", False)
 
@@ -149,31 +154,22 @@ class JobSettings(Section):
     timezone: str = key("time zone of the schedule", "UTC")
     failure_emails: tuple[Email, ...] = key("e-mail addresses notified when the job fails", ())
     timeout_seconds: int = key("job timeout in seconds, 300..86400", 7200, ge=300, le=86400)
-    gate_floor: float = key("minimum held-out ROC-AUC for the gate, 0.5..1", 0.70, ge=0.5, le=1.0)
-    gate_tolerance: float = key("how much worse than the champion a challenger may be, 0..0.2", 0.005, ge=0.0, le=0.2)
 
 
 class BatchSettings(Section):
     """The scheduled batch scoring job (serving/batch.py on the job cluster): `databricks.batch`."""
     input_table: Table = key("the batch scoring job's input: scored with the model version this stack serves (omit "
                              "databricks.batch for no batch job)")
-    output_table: Table = key("where the job appends predictions: keys, probability, label, model name and version, "
-                              "scoring run id, scored_at (the job creates it and owns it)")
+    output_table: Table = key("where the job appends predictions: the row's ids (those of the contract the model "
+                              "version carries), the prediction, model name and version, scoring run id, scored_at (the "
+                              "job creates it and owns it)")
     rejects_table: Table = key("where the job appends rows it could not score, with every reason and the row as JSON")
-    # idColumns: any name with "key" in it (keys, keyColumns) reads as a credential to secret scanners.
-    id_columns: tuple[Annotated[str, matching(IDENT, "a column name")], ...] = key(
-        "the input's id column(s) (what identifies a row), copied to both outputs; a row without its id is rejected")
     schedule: Cron = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)")
     timezone: str = key("Java/IANA time zone of the schedule", "UTC")
     paused: bool = key("declare the batch job with its schedule paused", False)
     timeout_seconds: int = key("batch job timeout in seconds, 300..86400", 7200, ge=300, le=86400)
 
     def rules(self) -> None:
-        ids = self.id_columns
-        rule(bool(ids), "@idColumns must name at least one id column: a prediction nobody can join back is lost")
-        rule(not set(ids) & set(BATCH_COLUMNS) and len(set(ids)) == len(ids),
-             f"@idColumns must be distinct and not named {', '.join(BATCH_COLUMNS)} (the job writes those), got "
-             f"{list(ids)}")
         rule(len({t.lower() for t in self.tables}) == 3, "@inputTable, @outputTable and @rejectsTable must be three "
              f"different tables, got {', '.join(self.tables)}")
         zones = zoneinfo.available_timezones()
@@ -199,9 +195,10 @@ class DatabricksSettings(JobSettings):
     create_catalog: bool = key("declare the catalog (isolated, bound to this stack's workspace) and the schema; false: "
                                "use existing ones by name (unityCatalog only)", False)
     code_volume: Annotated[str, matching(IDENT, "a volume identifier")] = key(
-        "Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)", "job_code")
+        "Unity Catalog volume in catalog.schema that holds the jobs' wheel (unityCatalog only)",
+        shown="<name with '_' for '-'>_job_code")
     job_principal: AppId | None = key("application id of an existing service principal the jobs run as (omit: the "
-                                      "stack declares credit-default-jobs-<environment>)", None)
+                                      "stack declares <name>-jobs-<environment>)", None)
     deployer: AppId | None = key("application id of the service principal that runs `pulumi up` (CI): it may read the "
                                  "model and manage the jobs; omit when a person deploys", None)
     account_id: Annotated[str, matching(UUID, "an account id (a UUID)")] | None = key(
@@ -210,10 +207,10 @@ class DatabricksSettings(JobSettings):
     promotion_readers: tuple[AppId, ...] = key(
         "application ids of the deployers of stacks that promote this stack's model versions (prod's CI): each may "
         "read the registered model, nothing else", ())
-    experiment: Annotated[str, matching(r"/.+", "a workspace path")] = key("MLflow experiment path",
-                                                                            shown="/Shared/credit-default-<environment>")
+    experiment: Annotated[str, matching(r"/.+", "a workspace path")] = key(
+        "MLflow experiment path (the drift job's runs go to <experiment>-drift)", shown="/Shared/<name>-<environment>")
     files_root: WorkspacePath = key("workspace folder of the jobs' wheel (workspace registry only)",
-                                    shown="/Shared/mlops/<environment>")
+                                    shown="/Shared/<name>/<environment>")
     batch: BatchSettings | None = None  # the batch scoring job's keys (databricks.batch.*); None: no batch job
 
     def rules(self) -> None:
@@ -254,13 +251,17 @@ class DriftSettings(Section):
                            le=1_000_000)
     secret_scope: Annotated[str, matching(r"[A-Za-z0-9_.@-]{1,128}", "a Databricks secret scope name")] = key(
         "Databricks secret scope the stack declares for the drift job's Application Insights connection string (only "
-        "the jobs' principal may read it)", shown="credit-default-<environment>")
+        "the jobs' principal may read it)", shown="<name>-<environment>")
 
 
 class ModelSettings(Section):
     short_name: Annotated[str, matching(r"[A-Za-z0-9_][A-Za-z0-9_-]*", "letters, digits, '_' or '-' (no dots: the "
                                         "catalog and schema come from databricks.*)")] = key(
-        "registered model name (unityCatalog: <name> inside catalog.schema)", "credit_default", alias="name")
+        "registered model name (unityCatalog: <name> inside catalog.schema)", alias="name",
+        shown="<name> with '_' for '-'")
+    module: Annotated[str, matching(naming.MODULE.pattern, "models.<module> (a module of the models package)")] = key(
+        "the model's module, imported by the jobs (--model-module): its contract, how it is built and its gate",
+        shown="models.<name with '_' for '-'>")
     alias: Annotated[str, matching(r"[A-Za-z0-9_-]+", "an MLflow alias (letters, digits, _ -)")] = key(
         "alias the stack serves", "champion")
     # No fallback to $MLFLOW_TRACKING_URI: what a stack deploys must not depend on the deployer's shell.
@@ -274,6 +275,11 @@ class ModelSettings(Section):
     def model_post_init(self, context: Any) -> None:
         catalog_schema = context.get("catalog_schema") if context else None
         self._full_name = f"{catalog_schema}.{self.short_name}" if catalog_schema else self.short_name
+
+    def rules(self) -> None:
+        rule(module_path(self.module) is not None, f"@module is {self.module!r}: no such module in this repository "
+             f"({'/'.join(self.module.split('.'))}.py); a model module declares the contract, build and gate "
+             "(training/contract.py)")
 
     @property
     def full_name(self) -> str:
@@ -292,7 +298,7 @@ class ModelSettings(Section):
 
 class ImageSettings(Section):
     repository: Annotated[str, matching(r"[a-z0-9]+([._/-][a-z0-9]+)*", "a lowercase repository path")] = key(
-        "repository inside the registry", "credit-default-scoring")
+        "repository inside the registry", shown="<name>-scoring")
     base_image: Annotated[str, matching(r"[^\s@]+@sha256:[0-9a-f]{64}", "pinned by digest, name@sha256:<64 hex> (a "
                                         "tag can be moved)")] = key(
         "BASE_IMAGE build argument of serving/Dockerfile, pinned by digest (name@sha256:...)", DEFAULT_BASE_IMAGE,
@@ -415,7 +421,7 @@ class AuthSettings(Section):
                  "application id with @mode entra (CI's smoke-test identity at least): an empty list would let any "
                  "application of the tenant in")
         rule(self.mode != "anonymous" or bool(self.anonymous_reason), "@mode anonymous needs @anonymousReason: say why "
-             "this endpoint may serve credit decisions to anyone")
+             "this endpoint may serve the model's predictions to anyone")
         rule(not self.anonymous_reason or self.mode == "anonymous",
              f"@anonymousReason is only for @mode anonymous, got {self.mode}")
 
@@ -499,15 +505,24 @@ class PromotionSettings(Section):
         return self.pinned_digest is not None
 
 
-class StackSettings(Section):
+class Identity(Section):
+    """What every name derives from (infra/naming.py): checked before the rest of the stack's keys."""
     project_name: Annotated[str, matching(r"[a-z][a-z0-9-]{0,22}[a-z0-9]", "2..24 lowercase letters, digits and '-', "
                                           "starting with a letter")] = key(
-        "the project's one name (e.g. credit-default): the model module models/<name>.py (with '_' for '-') and every "
-        "resource, job, experiment, registered model and repository name derive from it", alias="name")
+        "the project's one name (e.g. churn-risk): the model module models/<name>.py (with '_' for '-') and every "
+        "resource, job, experiment, registered model and repository name derive from it (infra/naming.py)",
+        alias="name")
     environment: Annotated[str, matching(r"[a-z][a-z0-9]{1,11}", "2..12 lowercase letters/digits")] = key(
         "environment name, used in tags and resource names (dev|staging|prod|...)")
     location: Annotated[str, matching(r"[a-z0-9]+", "an Azure region name such as westeurope")] = key(
         "Azure region of the stack's resource group and resources")
+
+    @property
+    def names(self) -> naming.Names:
+        return naming.Names(self.project_name, self.environment, self.location)
+
+
+class StackSettings(Identity):
     cost_centre: str = key("cost-centre tag on every taggable resource")
     extra_tags: dict[str, str] = key("extra tags (map) added to every taggable resource", {}, shown="{}", alias="tags")
     protect: bool = key("protect the stateful resources (resource group, registry, Log Analytics and Databricks "
@@ -521,15 +536,10 @@ class StackSettings(Section):
     serving: ServingSettings = SECTION
     promotion: PromotionSettings = SECTION
     drift: DriftSettings = SECTION
-    _project: str = PrivateAttr("")
     _stack: str = PrivateAttr("")
 
     def model_post_init(self, context: Any) -> None:
-        self._project, self._stack = context["project"], context["stack"]
-
-    @property
-    def project(self) -> str:
-        return self._project
+        self._stack = context["stack"]
 
     @property
     def stack(self) -> str:
@@ -540,44 +550,73 @@ class StackSettings(Section):
         return {**self.extra_tags, "environment": self.environment, "project": self.project_name,
                 "cost-centre": self.cost_centre}
 
-    def name(self, kind: str) -> str:
-        """A readable resource name: <kind>-<project short>-<environment>."""
-        return f"{kind}-credit-{self.environment}"
+
+def module_path(module: str) -> Path | None:
+    """The file of a module of this repository (models.churn_risk -> models/churn_risk.py), or None."""
+    base = ROOT.joinpath(*module.split("."))
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
 
 
 def load(env: Mapping[str, str] | None = None) -> StackSettings:
-    """Read the current stack's pulumi.Config (inside a Pulumi program or under mocks)."""
+    """Read the current stack's config, the `mlops` namespace (inside a Pulumi program or under mocks)."""
     import os
 
     import pulumi
+    from pulumi.runtime import config as runtime_config
 
-    config = pulumi.Config()
+    given = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    if stray := stack_files.misplaced(given, pulumi.get_project()):
+        raise ConfigError(f"{', '.join(stray)}: this program reads {NAMESPACE}:<key>, not the Pulumi project's "
+                          f"namespace ({pulumi.get_project()}); set them as `pulumi config set {NAMESPACE}:<key>` "
+                          "(the stack files spell every key that way)")
+    config = pulumi.Config(NAMESPACE)
     values = {k: config.get_object(k) if k == "tags" or _section_of(f) else config.get(k)
               for k, f in keys_of(StackSettings).items()}
-    return from_values(pulumi.get_project(), pulumi.get_stack(), values, os.environ if env is None else env)
+    return from_values(pulumi.get_stack(), values, os.environ if env is None else env)
 
 
-def from_values(project: str, stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -> StackSettings:
+def from_values(stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -> StackSettings:
     """Validate already-parsed config values (top-level key -> scalar or object) into settings. `env` is the
-    deployer's environment, which on purpose no longer steers what a stack deploys (see model.trackingUri)."""
+    deployer's environment, which on purpose no longer steers what a stack deploys (see model.trackingUri).
+
+    First `name`, `environment` and `location`, then every name they derive (infra/naming.py, each against its
+    service's rule; the ones another key sets are that key's to check), then everything else."""
     raw = {k: v for k, v in values.items() if v is not None}
-    databricks, model = ({} if not isinstance(v := raw.get(name), Mapping) else v for name in ("databricks", "model"))
-    environment, unity_catalog = raw.get("environment"), databricks.get("modelRegistry", "unityCatalog") == "unityCatalog"
+    try:
+        identity = Identity.model_validate({k: raw[k] for k in keys_of(Identity) if k in raw})
+    except ValidationError as error:
+        raise ConfigError("\n".join(explain(e) for e in error.errors(include_url=False))) from None
+    names = identity.names
+    sections: dict[str, Mapping[str, Any]] = {name: section if isinstance(section := raw.get(name), Mapping) else {}
+                                               for name in keys_of(StackSettings)}
+    overridden = {f"{section}.{key}" for section, given in sections.items() for key in given}
+    aks = sections["serving"].get("target") == "aks"
+    problems = names.problems(aks=aks, overridden=overridden, key=f"{NAMESPACE}:name")
+    if "model.module" not in overridden and module_path(names.model_module) is None:
+        problems.append(f"{NAMESPACE}:name is {names.project!r}: its model module {names.model_module} "
+                        f"(models/{names.slug}.py) does not exist; write it (docs/bring-your-own-model.md) or set "
+                        f"{NAMESPACE}:model.module")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+    databricks, model = sections["databricks"], sections["model"]
+    unity_catalog = databricks.get("modelRegistry", "unityCatalog") == "unityCatalog"
     tracking = model.get("trackingUri", "databricks")
     registry = model.get("registryUri", "databricks-uc" if unity_catalog and tracking == "databricks" else None)
-    computed = {"databricks": {"experiment": f"/Shared/credit-default-{environment}",  # README shows these defaults
-                               "filesRoot": f"/Shared/mlops/{environment}"},
-                "drift": {"secretScope": f"credit-default-{environment}"},
-                "image": {"contextDir": f".local/pulumi/{stack}/context"}, "model": {"registryUri": registry},
-                "promotion": {"sourceTrackingUri": tracking, "sourceRegistryUri": registry}}
-    raw.update({name: {**defaults, **raw.get(name, {})} for name, defaults in computed.items()
+    computed = {  # the README shows these defaults as the `shown` of their keys
+        "registry": {"name": names.registry},
+        "databricks": {"experiment": names.experiment, "filesRoot": names.files_root, "codeVolume": names.code_volume},
+        "drift": {"secretScope": names.secret_scope},
+        "image": {"repository": names.repository, "contextDir": f".local/pulumi/{stack}/context"},
+        "model": {"name": names.registered_model, "module": names.model_module, "registryUri": registry},
+        "promotion": {"sourceTrackingUri": tracking, "sourceRegistryUri": registry}}
+    raw.update({name: {**defaults, **sections[name]} for name, defaults in computed.items()
                 if isinstance(raw.get(name, {}), Mapping)})
     catalog_schema = f"{databricks.get('catalog')}.{databricks.get('schema')}" if unity_catalog else None
     try:
-        return StackSettings.model_validate(raw, context={"project": project, "stack": stack,
-                                                          "catalog_schema": catalog_schema})
+        return StackSettings.model_validate(raw, context={"stack": stack, "catalog_schema": catalog_schema})
     except ValidationError as error:
-        raise ConfigError("\n".join(explain(e, project) for e in error.errors(include_url=False))) from None
+        raise ConfigError("\n".join(explain(e) for e in error.errors(include_url=False))) from None
 
 
 # ---- errors that name the key and what is allowed ----
@@ -609,13 +648,13 @@ def _field(loc: tuple) -> Any:
     return found
 
 
-def explain(error: Mapping[str, Any], project: str) -> str:
+def explain(error: Mapping[str, Any], namespace: str = NAMESPACE) -> str:
     """One pydantic error as this project says it: the full key first, then what is allowed."""
     loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
     item = bool(loc) and isinstance(loc[-1], int)
-    name = f"{project}:{_path(loc[:-1] if item else loc)}"
+    name = f"{namespace}:{_path(loc[:-1] if item else loc)}"
     if kind == "value_error":  # a rule of ours: @key names a key of the section it was raised in
-        return re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{project}:{_path((*loc, m[1]))}", str(error["ctx"]["error"]))
+        return re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{namespace}:{_path((*loc, m[1]))}", str(error["ctx"]["error"]))
     if kind == "config":
         return f"{name} holds {value!r}; each item {error['msg']}" if item else f"{name} is {value!r}; it {error['msg']}"
     if kind == "missing":
@@ -623,7 +662,7 @@ def explain(error: Mapping[str, Any], project: str) -> str:
     if kind == "extra_forbidden":
         model = _section_of(_field(loc[:-1])) if loc[:-1] else StackSettings
         known = sorted(keys_of(model))
-        return f"{project}{':' if loc[:-1] else ''}{_path(loc[:-1])}: unknown key(s) {loc[-1]}; known keys: " \
+        return f"{namespace}{':' if loc[:-1] else ''}{_path(loc[:-1])}: unknown key(s) {loc[-1]}; known keys: " \
                f"{', '.join(known)}"
     if kind == "literal_error":
         choices = re.findall(r"'([^']*)'", error["ctx"]["expected"])  # pydantic's "'a', 'b' or 'c'"

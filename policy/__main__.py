@@ -10,4 +10,4 @@ from pulumi_policy import EnforcementLevel, PolicyPack
 
 from policy.rules import POLICIES, STACK_POLICIES
 
-PolicyPack(name="mlops-credit-default", enforcement_level=EnforcementLevel.MANDATORY, policies=[*POLICIES, *STACK_POLICIES])
+PolicyPack(name="mlops", enforcement_level=EnforcementLevel.MANDATORY, policies=[*POLICIES, *STACK_POLICIES])

@@ -29,8 +29,8 @@ KEY_FIELDS: dict[str, tuple[str, ...]] = {
     "azure-native:resources:ResourceGroup": ("resourceGroupName", "location"),
     "azure-native:operationalinsights:Workspace": ("workspaceName", "retentionInDays", "workspaceCapping.dailyQuotaGb"),
     "azure-native:applicationinsights:Component": ("resourceName", "ingestionMode"),
-    "azure-native:monitor:ActionGroup": ("groupShortName", "emailReceivers", "webhookReceivers"),
-    "azure-native:monitor:ScheduledQueryRule": ("displayName", "enabled", "severity", "windowSize",
+    "azure-native:monitor:ActionGroup": ("actionGroupName", "groupShortName", "emailReceivers", "webhookReceivers"),
+    "azure-native:monitor:ScheduledQueryRule": ("ruleName", "displayName", "enabled", "severity", "windowSize",
                                                 "criteria.allOf[0].operator", "criteria.allOf[0].threshold"),
     "azure-native:operationalinsights:SavedSearch": ("displayName",),
     "azure-native:containerregistry:Registry": ("registryName", "sku.name", "adminUserEnabled", "zoneRedundancy"),
@@ -79,8 +79,8 @@ def local_registry(stack: str) -> str:
     from infra import settings, stack_files
     from training.local_registry import ensure_champion
 
-    s = settings.from_values(stack_files.project_name(), stack, stack_files.stack_values(stack), {})
-    uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan",
+    s = settings.from_values(stack, stack_files.stack_values(stack), {})
+    uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan", module=s.model.module,
                              say=lambda text: print(f"plan: {text}", file=sys.stderr))
     return uri
 

@@ -1,7 +1,7 @@
 """One release of one stack, in steps that can be undone: what CI's staging and prod jobs run.
 
-    python -m scripts.release --stack <org>/mlops-credit-default/staging
-    python -m scripts.release --stack <org>/mlops-credit-default/prod \\
+    python -m scripts.release --stack <org>/staging
+    python -m scripts.release --stack <org>/prod \\
         --config promotion.testedDigest=sha256:... --config promotion.testedModelVersion=7 --expect-digest sha256:...
 
 On Container Apps, when the update makes a new revision (a new image, CPU, environment...):
@@ -179,7 +179,6 @@ class PulumiStack:
 
         self._auto = automation
         self._stack = automation.select_stack(self.name, work_dir=str(ROOT))
-        self._project = self._stack.workspace.project_settings().name
         self._file = ROOT / f"Pulumi.{self.name.rsplit('/', 1)[-1]}.yaml"
         self._committed = self._file.read_text()
 
@@ -187,7 +186,7 @@ class PulumiStack:
         """The stack file as committed plus this step's values: a step never inherits the one before's."""
         self._file.write_text(self._committed)
         for key, value in {**self.config, **config}.items():
-            self._stack.set_config(f"{self._project}:{key}", self._auto.ConfigValue(json.dumps(value) if not
+            self._stack.set_config(f"{stack_files.NAMESPACE}:{key}", self._auto.ConfigValue(json.dumps(value) if not
                                    isinstance(value, str) else value), path=True)
 
     def outputs(self) -> dict[str, str]:
@@ -211,8 +210,7 @@ class PulumiStack:
 
     def settings(self) -> StackSettings:
         stack = self.name.rsplit("/", 1)[-1]
-        return settings.from_values(self._project, stack, stack_files.apply_overrides(stack_files.stack_values(stack),
-                                                                                      self.config), {})
+        return settings.from_values(stack, stack_files.apply_overrides(stack_files.stack_values(stack), self.config), {})
 
 
 def github_oidc_token(audience: str) -> str:
@@ -267,7 +265,7 @@ def main(argv: list[str] | None = None, stack_for: Callable[[str, dict[str, str]
          smoke: Smoke | None = None) -> int:
     """`stack_for` and `smoke` are the real cloud's unless a test gives the mocked cloud's."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stack", required=True, help="<org>/<project>/<stack>")
+    parser.add_argument("--stack", required=True, help="<org>/<stack> (the project is Pulumi.yaml's), or <org>/<project>/<stack>")
     parser.add_argument("--config", action="append", default=[], metavar="KEY=VALUE",
                         help="a config value for this run only (e.g. promotion.testedDigest=sha256:...)")
     parser.add_argument("--expect-digest", help="fail unless the stack then serves this image digest")

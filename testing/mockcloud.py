@@ -23,7 +23,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
-from infra.stack_files import apply_overrides, project_name, stack_values, stacks
+from infra.stack_files import NAMESPACE, apply_overrides, pulumi_project, stack_values, stacks
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
 TENANT = "99999999-8888-7777-6666-555555555555"
@@ -32,9 +32,9 @@ ORGANIZATION = "contoso-ml"  # the Pulumi Cloud organization the mock engine run
 DEPLOYER_APPLICATION_ID = "5e1f0c2a-7b3d-4e8f-9a10-2b3c4d5e6f70"  # the identity `pulumi up` runs as, seen by Databricks
 
 
-def to_pulumi_config(project: str, values: Mapping[str, Any]) -> dict[str, str]:
-    """What the engine hands a program: `<project>:<key>` -> string (objects as JSON)."""
-    return {f"{project}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
+def to_pulumi_config(values: Mapping[str, Any], namespace: str = NAMESPACE) -> dict[str, str]:
+    """What the engine hands a program: `mlops:<key>` -> string (objects as JSON)."""
+    return {f"{namespace}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
@@ -184,9 +184,11 @@ class CloudMocks(pulumi.runtime.Mocks):
         if typ == "kubernetes:core/v1:Service":
             return {"status": {"loadBalancer": {"ingress": [{"ip": "20.50.60.70"}]}}}
         if typ == "databricks:index/servicePrincipal:ServicePrincipal":  # Databricks assigns the application id
-            return {"id": str(int(_digest(typ, name)[:8], 16)), "applicationId": _uuid("application", name)}
-        if typ.startswith("databricks:index/"):
-            return {"id": str(int(_digest(typ, name)[:8], 16))}
+            principal = inputs.get("displayName", name)  # one per principal, whatever the program calls it
+            return {"id": str(int(_digest(typ, principal)[:8], 16)), "applicationId": _uuid("application", principal)}
+        if typ.startswith("databricks:index/"):  # an id per object: by the name it has in the workspace where it has one
+            physical = next((str(inputs[k]) for k in ("name", "path", "displayName") if inputs.get(k)), name)
+            return {"id": str(int(_digest(typ, physical)[:8], 16))}
         if typ.startswith("azure-native:"):
             kind = typ.rsplit(":", 1)[-1]
             return {"id": self.arm_id(f"Microsoft.{typ.split(':')[1]}", kind, name, group), "name": name}
@@ -302,7 +304,7 @@ def source_outputs(values: Mapping[str, Any], overrides: Mapping[str, Any], env:
     name = (values.get("promotion") or {}).get("sourceStack")
     if not name or name not in stacks():
         return {}
-    source = f"{ORGANIZATION}/{project_name()}/{name}"
+    source = f"{ORGANIZATION}/{pulumi_project()}/{name}"
     own = {k: v for k, v in overrides.items() if not k.startswith("promotion.") and k != "promotion"}
     key = json.dumps([source, own, dict(env or {})], sort_keys=True, default=str)
     if key not in _SOURCE_OUTPUTS:
@@ -342,12 +344,12 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Map
     source stack is evaluated first (see `source_outputs`)."""
     from infra import program
 
-    project = project_name()
+    project = pulumi_project()
     values = apply_overrides(stack_values(stack), overrides or {})
     if stack_outputs is None:
         stack_outputs = source_outputs(values, overrides or {}, env, acr_token)
     started = time.perf_counter()
-    pulumi.runtime.set_all_config(to_pulumi_config(project, values))
+    pulumi.runtime.set_all_config(to_pulumi_config(values))
     cloud = CloudMocks(stack_outputs, existing)
     pulumi.runtime.settings.reset_options(project=project, stack=stack, preview=preview, organization=ORGANIZATION)
     pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=preview, organization=ORGANIZATION,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pulumi_azure_native
 
-from infra import kql
+from infra import jobwheel, kql, naming
 from testing.mockcloud import Evaluation
 
 APP = "azure-native:app:ContainerApp"
@@ -244,28 +244,21 @@ def internal_environment_subnet(ev: Evaluation) -> list[str]:
 
 # ---- names ----
 
-NAME_RULES: dict[tuple[str, str], tuple[str, str]] = {
-    ("azure-native:containerregistry:Registry", "registryName"): (r"[a-zA-Z0-9]{5,50}", "5-50 letters and digits"),
-    ("azure-native:operationalinsights:Workspace", "workspaceName"): (r"[a-zA-Z0-9][a-zA-Z0-9-]{2,61}[a-zA-Z0-9]",
-                                                                     "4-63 letters, digits, hyphens"),
-    (APP, "containerAppName"): (r"(?!.*--)[a-z][a-z0-9-]{0,30}[a-z0-9]", "2-32 lowercase letters, digits, single hyphens"),
-    (ENVIRONMENT, "environmentName"): (r"(?!.*--)[a-z][a-z0-9-]{0,58}[a-z0-9]", "2-60 lowercase letters, digits, hyphens"),
-    ("azure-native:databricks:Workspace", "workspaceName"): (r"[a-zA-Z0-9_-]{3,64}", "3-64 letters, digits, _ -"),
-    ("azure-native:managedidentity:UserAssignedIdentity", "resourceName"): (r"[a-zA-Z0-9][a-zA-Z0-9_-]{2,127}",
-                                                                            "3-128 letters, digits, _ -"),
-    (CLUSTER, "resourceName"): (r"[a-zA-Z0-9][a-zA-Z0-9_-]{0,61}[a-zA-Z0-9]", "1-63 letters, digits, _ -"),
-    ("azure-native:monitor:DataCollectionRule", "dataCollectionRuleName"): (r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}",
-                                                                           "1-64 letters, digits, _ . -"),
-}
+# Each service's naming rule, with where it is documented: infra/naming.py, the table the settings check the names
+# they derive with before anything is declared. Here the same rules meet what the program did declare.
+NAME_RULES: dict[tuple[str, str], naming.NameRule] = {
+    declared: rule for rule in naming.RULES for declared in rule.declared}
 
 
 def resource_names(ev: Evaluation) -> list[str]:
     problems = []
-    for (typ, key), (pattern, hint) in NAME_RULES.items():
+    for (typ, key), rule in NAME_RULES.items():
         for resource in ev.of_type(typ):
-            value = str(resource.inputs.get(key, ""))
-            if not re.fullmatch(pattern, value):
-                problems.append(f"{resource.name}: {key} {value!r} must be {hint}")
+            if key not in resource.inputs:  # optional (an auto-named resource): nothing to check
+                continue
+            value = str(resource.inputs[key])
+            if not rule.holds(value):
+                problems.append(f"{resource.name}: {key} {value!r} must be {rule.says} ({rule.doc})")
     return problems
 
 
@@ -454,7 +447,9 @@ def _table_access(job: str, principal: str, table: list[str], use: str, held: di
 def entra_only_ingestion_has_a_publisher(ev: Evaluation) -> list[str]:
     """With local auth off, Application Insights accepts telemetry only with a token of an identity holding
     Monitoring Metrics Publisher on the component: the drift job's record would be refused without it."""
-    if not ev.of_type(JOB) or not any("credit-drift" in str(job.inputs) for job in ev.of_type(JOB)):
+    drift = next(name for name, target in jobwheel.ENTRY_POINTS.items() if target == "monitoring.drift:cli")
+    if not any(_get(task, "pythonWheelTask", "entryPoint") == drift for job in ev.of_type(JOB)
+               for task in job.inputs.get("tasks") or []):
         return []
     problems = []
     for component in ev.of_type("azure-native:applicationinsights:Component"):
@@ -804,7 +799,8 @@ RULES: tuple[Rule, ...] = (
     Rule("aks-network-policy-engine", "NetworkPolicy is enforced only by a network policy engine (none: accepted and "
          "ignored); Cilium's needs the Cilium dataplane on Azure CNI; chosen at creation, changed later only by "
          "Azure's migration steps", "https://learn.microsoft.com/azure/aks/use-network-policies", network_policy_engine),
-    Rule("resource-names", "each resource type has its own name length and characters",
+    Rule("resource-names", "each resource type has its own name length and characters (infra/naming.py: each rule "
+         "with its own source; a violation names it)",
          "https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules", resource_names),
     Rule("role-assignment-principal-type", "assignments to a new managed identity set principalType, or fail "
          "before the identity has replicated",

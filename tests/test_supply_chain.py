@@ -76,7 +76,7 @@ def test_a_stack_cannot_configure_a_base_image_by_tag():
 
     def image(base: str) -> settings.ImageSettings:
         values = stack_files.apply_overrides(stack_files.stack_values("dev"), {"image.baseImage": base})
-        return settings.from_values(stack_files.project_name(), "dev", values, {}).image
+        return settings.from_values("dev", values, {}).image
     with pytest.raises(settings.ConfigError, match=r"image\.baseImage is 'python:3.11-slim'; it must be pinned by digest"):
         image("python:3.11-slim")
     pinned = f"example.azurecr.io/base/python@sha256:{'c' * 64}"

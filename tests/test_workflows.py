@@ -15,6 +15,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from infra import settings, stack_files
 from scripts import job_report
 from training.gate import JOB_RUN_TAG
 
@@ -22,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOWS = ROOT / ".github" / "workflows"
 FILES = sorted(WORKFLOWS.glob("*.yml"))
 ACTIONLINT = ROOT / ".tools" / "node_modules" / "@tktco" / "node-actionlint" / "build" / "index.js"
+EXPERIMENT = settings.from_values("staging", stack_files.stack_values("staging"), {}).databricks.experiment
 
 
 def load(name: str) -> dict:
@@ -80,7 +82,7 @@ def release_step(job: dict) -> dict:
 def test_each_deploy_is_a_release_and_prod_needs_staging_and_the_protected_environment():
     jobs = load("deploy.yml")["jobs"]
     for name, stack in (("staging", "staging"), ("prod", "prod")):
-        assert jobs[name]["env"]["STACK"].endswith(f"/mlops-credit-default/{stack}")
+        assert jobs[name]["env"]["STACK"] == f"${{{{ vars.PULUMI_ORG }}}}/{stack}"  # the project: Pulumi.yaml's
         assert '--stack "$STACK"' in release_step(jobs[name])["run"]  # candidate, smoke test, traffic: one program
         assert not uses(jobs[name], "pulumi/actions")[0].get("with"), "the action only installs the CLI"
     assert jobs["prod"]["needs"] == "staging" and jobs["prod"]["environment"] == "production"
@@ -137,7 +139,7 @@ def test_pull_requests_cannot_deploy_and_preview_staging_only():
     preview = pr["jobs"]["preview"]
     step = uses(preview, "pulumi/actions")[0]["with"]
     assert step["command"] == "preview" and step["comment-on-pr"] is True and step["policyPacks"] == "policy"
-    assert step["stack-name"].endswith("/mlops-credit-default/staging"), "a PR never reads prod's state"
+    assert step["stack-name"] == "${{ vars.PULUMI_ORG }}/staging", "a PR never reads prod's state"
     assert any(s.get("run") == "make plan STACK=prod" for s in steps(preview)), "prod: the mocked cloud, no state"
     assert preview["permissions"] == {"contents": "read", "id-token": "write", "pull-requests": "write"}
     assert "PREVIEW" in preview["env"]["ARM_CLIENT_ID"], "PRs federate as the read-only preview identity"
@@ -192,6 +194,18 @@ def test_only_production_reaches_prods_state_and_previews_only_read():
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
+def test_stacks_and_teams_name_no_project(path):
+    """Stacks are <org>/<stack>: the project is Pulumi.yaml's, so a project renamed there (two projects in one Pulumi
+    organization) needs no workflow change; the teams derive from a repository variable, one set per project."""
+    text = path.read_text()
+    assert "mlops-" not in text and "credit" not in text.lower()
+    for stack in re.findall(r"(?:STACK|stack-name): (.+)", text):
+        assert re.fullmatch(r"\$\{\{ vars\.PULUMI_ORG \}\}/(staging|prod)", stack), stack
+    for scope in re.findall(r"scope: (.+)", text):
+        assert re.fullmatch(r"team:\$\{\{ vars\.PULUMI_TEAM_PREFIX \}\}-(preview|staging|prod)", scope), scope
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_least_privilege_permissions_everywhere(path):
     doc = load(path.name)
     assert doc.get("permissions") in ({}, {"contents": "read"}), "top-level permissions must grant nothing extra"
@@ -231,7 +245,7 @@ def job_registry(tmp_path):
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    experiment = client.create_experiment("/Shared/credit-default-staging", artifact_location=str(tmp_path / "artifacts"))
+    experiment = client.create_experiment(EXPERIMENT, artifact_location=str(tmp_path / "artifacts"))
     client.create_registered_model("m")
 
     def register(job_run: str | None, decision: str, champion: bool = False) -> str:
@@ -249,11 +263,11 @@ def test_job_report_judges_the_version_its_job_run_registered_not_the_newest(job
     register("1000", "promoted", champion=True)  # v1
     register("1001", "rejected")  # v2: this job run's
     register(None, "not gated")  # v3: someone's manual run, registered after it
-    report = job_report.gate_report(client, "m", "/Shared/credit-default-staging", 1001, "1")
+    report = job_report.gate_report(client, "m", EXPERIMENT, 1001, "1")
     assert (report.version, report.decision, report.moved) == ("2", "rejected", False)
     assert report.summary("m") == "gate kept @champion at v1: this run's v2 was rejected"
     register("1002", "promoted", champion=True)  # v4
-    report = job_report.gate_report(client, "m", "/Shared/credit-default-staging", 1002, "1")
+    report = job_report.gate_report(client, "m", EXPERIMENT, 1002, "1")
     assert report.moved and report.summary("m") == "gate PROMOTED m v4 to @champion (was v1)"
 
 
@@ -264,7 +278,7 @@ def test_job_report_fails_when_its_run_registered_no_version(job_registry, monke
 
     def succeeded(job_id: int, timeout: timedelta) -> job_report.JobRun:
         return job_report.JobRun(1003, True, "TERMINATED/SUCCESS", "https://adb/run/1003")
-    assert job_report.main(["--job-id", "12", "--model-name", "m", "--experiment", "/Shared/credit-default-staging"],
+    assert job_report.main(["--job-id", "12", "--model-name", "m", "--experiment", EXPERIMENT],
                            runner=succeeded) == 1
     assert "job run 1003 registered 0 version(s) of m" in capsys.readouterr().err
 

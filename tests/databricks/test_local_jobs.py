@@ -81,7 +81,7 @@ def test_declared_tasks_run_from_the_wheel_in_dependency_order(workspace, first_
     assert [t.key for t in job.tasks] == ["train", "gate"] and job.tasks[1].depends_on == ("train",)
     assert set(job.libraries) == {declared.wheel_path}
     for task, result in zip(job.tasks, first_run, strict=True):
-        module = task.entry_point.removeprefix("credit-")
+        module = task.entry_point.removeprefix("mlops-")
         assert f"from {local.site}/training/{module}.py" in result.stdout, "the task ran the installed wheel"
         assert "on mlflow 3.8.1, pyspark 4.1.0, pandas 2." in result.stdout, "the runtime's libraries, not ours"
 
@@ -133,7 +133,7 @@ def request_log(path, model: str, version: str, tracking_uri: str, *, seed: int,
 def test_drift_job_runs_against_a_local_log_source(workspace, first_run, tmp_path):
     local, declared = workspace
     job = declared.jobs["databricks-drift-job"]
-    assert [t.entry_point for t in job.tasks] == ["credit-drift"]
+    assert [t.entry_point for t in job.tasks] == ["mlops-drift"]
     model = parameter(declared.jobs["databricks-job"].tasks[0], "--model-name")
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
     version = str(client.get_model_version_by_alias(model, "champion").version)

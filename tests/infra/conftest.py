@@ -12,22 +12,21 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
-from infra import stack_files
+from infra import settings, stack_files
 from testing import mockcloud
 
 STACKS = ("dev", "staging", "prod")
 
 
+def settings_of(stack: str, overrides: dict | None = None) -> settings.StackSettings:
+    """The stack's settings as the program reads them: tests take expected names from here (`.names`, the model's
+    full name, the experiment...), never from a literal, so they hold for any project `name`."""
+    return settings.from_values(stack, stack_files.apply_overrides(stack_files.stack_values(stack), overrides or {}), {})
+
+
 def registered_names() -> list[str]:
     """The model name each stack resolves (catalog.schema.name with Unity Catalog)."""
-    names = []
-    for stack in STACKS:
-        values = stack_files.stack_values(stack)
-        dbx, model = values["databricks"], values.get("model", {})
-        short = model.get("name", "credit_default")
-        names.append(f"{dbx['catalog']}.{dbx['schema']}.{short}" if dbx.get("modelRegistry", "unityCatalog") == "unityCatalog"
-                     else short)
-    return names
+    return [settings_of(stack).model.full_name for stack in STACKS]
 
 
 @pytest.fixture(scope="session")

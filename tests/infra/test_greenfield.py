@@ -7,6 +7,7 @@ names what to set, as a `pulumi.RunError` (the engine prints it without a traceb
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -16,6 +17,7 @@ import pytest
 from infra import stack_files
 from infra.promote import PromotionError
 from testing import mockcloud
+from tests.infra.conftest import settings_of
 
 GREENFIELD_ENV = {"DATABRICKS_HOST": "https://adb-someone-elses.azuredatabricks.net", "MLFLOW_TRACKING_URI": "databricks"}
 
@@ -35,8 +37,9 @@ def greenfield(tmp_path_factory):
 def test_dev_and_staging_bootstrap_when_their_workspace_does_not_exist(greenfield, stack):
     ev = greenfield(stack)
     lookups = [args for token, args in ev.calls if token == "azure-native:databricks:getWorkspace"]
-    assert lookups == [{"resourceGroupName": f"rg-credit-{stack}", "workspaceName": f"dbw-credit-{stack}"}]
-    assert ev.outputs["bootstrap"].startswith(f"BOOTSTRAP: models:/{stack}.credit.credit_default@champion has no "
+    s = settings_of(stack)
+    assert lookups == [{"resourceGroupName": s.names.resource_group, "workspaceName": s.names.databricks_workspace}]
+    assert ev.outputs["bootstrap"].startswith(f"BOOTSTRAP: {s.model.uri} has no "
                                               "registered version yet (the stack's Databricks workspace does not exist yet")
     types = {r.typ for r in ev.custom}
     assert "azure-native:databricks:Workspace" in types and "databricks:index/job:Job" in types
@@ -66,8 +69,9 @@ def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(g
     import databricks.sdk.config
 
     monkeypatch.setattr(databricks.sdk.config, "get_host_metadata", no_host_metadata)
-    existing = {"dbw-credit-dev": {"workspaceUrl": "127.0.0.1:9"}}  # nothing listens on port 9
-    with pytest.raises(pulumi.RunError, match=r"cannot read models:/dev\.credit\.credit_default@champion from "
+    s = settings_of("dev")
+    existing = {s.names.databricks_workspace: {"workspaceUrl": "127.0.0.1:9"}}  # nothing listens on port 9
+    with pytest.raises(pulumi.RunError, match=rf"cannot read {re.escape(s.model.uri)} from "
                                               r"https://127\.0\.0\.1:9") as error:
         greenfield("dev", existing=existing)
     assert "someone-elses" not in str(error.value)

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from infra import jobwheel
+from infra import jobwheel, settings, stack_files
+
+NAMES = settings.from_values("dev", stack_files.stack_values("dev"), {}).names  # the dev stack's project
 
 CHECK = """
 import importlib, sys
@@ -28,14 +30,23 @@ print(sorted(p.name for p in dist.entry_points))
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> jobwheel.Wheel:
-    return jobwheel.build(tmp_path_factory.mktemp("wheel"))
+    return jobwheel.build(tmp_path_factory.mktemp("wheel"), NAMES.wheel_distribution, NAMES.model_module)
+
+
+def build(out: Path, project: Path, distribution: str = "p_jobs") -> jobwheel.Wheel:
+    return jobwheel.build(out, distribution, "models.p", root=project)
 
 
 def test_the_wheel_holds_exactly_what_the_entry_points_import(wheel):
     names = set(zipfile.ZipFile(wheel.path).namelist())
-    code = {n for n in names if not n.startswith(f"{jobwheel.DISTRIBUTION}-")}
+    assert wheel.distribution == NAMES.wheel_distribution and wheel.name.startswith(f"{NAMES.wheel_distribution}-")
+    code = {n for n in names if not n.startswith(f"{wheel.distribution}-")}
     assert {"training/train.py", "training/gate.py", "training/loader.py", "monitoring/drift.py", "infra/kql.py",
-            "training/baseline.py", "training/schema.py", "infra/__init__.py"} <= code
+            "training/baseline.py", "training/contract.py", "infra/__init__.py"} <= code
+    # the model's module, which train and gate import by name (--model-module), with what it imports
+    model = f"{NAMES.model_module.replace('.', '/')}.py"
+    assert {"models/__init__.py", model, "training/contract.py", "training/features.py"} <= code
+    assert not {n for n in code if n.startswith("models/")} - {"models/__init__.py", model}, "only this project's"
     # nothing the tasks do not import: of serving, only what the batch job scores with (the image's model preparation
     # and scorer, not the app), no Pulumi program, no data generator
     assert {n for n in code if n.startswith("serving/")} == {
@@ -44,10 +55,10 @@ def test_the_wheel_holds_exactly_what_the_entry_points_import(wheel):
     assert not {n for n in code if n.startswith("scripts/")}
     assert not {"infra/databricks.py", "infra/program.py", "training/data.py", "monitoring/traffic.py"} & code
     assert not any(b"dbutils" in zipfile.ZipFile(wheel.path).read(n) for n in code), "no task may need dbutils"
-    dist_info = f"{jobwheel.DISTRIBUTION}-{wheel.path.name.split('-')[1]}.dist-info"
+    dist_info = f"{wheel.distribution}-{wheel.path.name.split('-')[1]}.dist-info"
     entry_points = zipfile.ZipFile(wheel.path).read(f"{dist_info}/entry_points.txt").decode()
-    assert "credit-train = training.train:cli" in entry_points and "credit-drift = monitoring.drift:cli" in entry_points
-    assert "credit-batch = serving.batch:cli" in entry_points
+    assert "mlops-train = training.train:cli" in entry_points and "mlops-drift = monitoring.drift:cli" in entry_points
+    assert "mlops-gate = training.gate:cli" in entry_points and "mlops-batch = serving.batch:cli" in entry_points
     metadata = zipfile.ZipFile(wheel.path).read(f"{dist_info}/METADATA").decode()
     assert "Requires-Dist: skops==" in metadata and "Requires-Dist: mlflow" not in metadata  # the runtime's own
 
@@ -56,34 +67,46 @@ def test_installed_wheel_imports_and_loads_every_entry_point_without_the_reposit
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
                     "--no-index", "--target", str(site), str(wheel.path)], check=True)
-    result = subprocess.run([sys.executable, "-c", CHECK, jobwheel.DISTRIBUTION, str(site), *wheel.modules],
+    result = subprocess.run([sys.executable, "-c", CHECK, wheel.distribution, str(site), *wheel.modules],
                             cwd=tmp_path, env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"},
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(sorted(jobwheel.ENTRY_POINTS))
 
 
-def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path):
+def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path, monkeypatch):
     project = tmp_path / "project"
     for relative in ("training/__init__.py", "training/train.py", "training/gate.py", "monitoring/__init__.py",
-                     "monitoring/drift.py", "serving/__init__.py", "serving/batch.py"):
+                     "monitoring/drift.py", "serving/__init__.py", "serving/batch.py", "models/__init__.py",
+                     "models/p.py"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text("def cli():\n    pass\n")
-    first, again = jobwheel.build(tmp_path / "a", root=project), jobwheel.build(tmp_path / "b", root=project)
+    first, again = build(tmp_path / "a", project), build(tmp_path / "b", project)
     assert first.name == again.name and first.path.read_bytes() == again.path.read_bytes()
+    assert build(tmp_path / "d", project, "q_jobs").name.startswith("q_jobs-1.0.0+"), "the project's distribution"
+    # renamed entry points with the same code: a new name, or a cluster keeps the cached wheel that lacks them
+    monkeypatch.setattr(jobwheel, "ENTRY_POINTS", {**jobwheel.ENTRY_POINTS, "other-train": "training.train:cli"})
+    assert build(tmp_path / "e", project).name != first.name
+    monkeypatch.undo()
+    (project / "models" / "p.py").write_text("GATE = 1\n")  # the model changed: the jobs' code changed
+    assert build(tmp_path / "f", project).name != first.name
     (project / "training" / "gate.py").write_text("def cli():\n    return 1\n")
-    assert jobwheel.build(tmp_path / "c", root=project).name != first.name
+    assert build(tmp_path / "c", project).name != first.name
 
 
 def test_an_import_that_is_not_a_module_fails_the_build(tmp_path):
     project = tmp_path / "project"
     for relative in ("training/__init__.py", "training/gate.py", "monitoring/__init__.py", "monitoring/drift.py",
-                     "serving/__init__.py", "serving/batch.py"):
+                     "serving/__init__.py", "serving/batch.py", "models/__init__.py", "models/p.py"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text("")
     (project / "training" / "train.py").write_text("def cli():\n    from training.helpers import thing\n")
     with pytest.raises(ImportError, match=r"training/train\.py imports training\.helpers"):
-        jobwheel.build(tmp_path / "out", root=project)
+        build(tmp_path / "out", project)
+    (project / "training" / "train.py").write_text("")
+    (project / "models" / "p.py").unlink()
+    with pytest.raises(ImportError, match=r"the model's module models\.p is not a module of this project"):
+        build(tmp_path / "out", project)
 
 
 def test_a_module_imported_anywhere_is_packaged(tmp_path):
@@ -98,6 +121,12 @@ def test_a_module_imported_anywhere_is_packaged(tmp_path):
     assert set(jobwheel.modules(root=project)) == {"training", "training.train", "training.gate", "training.extra",
                                                    "monitoring", "monitoring.drift", "infra", "infra.kql", "serving",
                                                    "serving.batch"}
+    # a module the tasks import by name (the model's), and what it imports
+    (project / "models").mkdir()
+    (project / "models" / "__init__.py").write_text("")
+    (project / "models" / "p.py").write_text("from training import extra\n")
+    assert set(jobwheel.modules(root=project, imported_by_name=("models.p",))) - set(jobwheel.modules(root=project)) == {
+        "models", "models.p"}
 
 
 def test_pins_come_from_requirements(tmp_path):

@@ -12,7 +12,7 @@ K8S_VERSION = "1.33"
 
 
 def manifests(stack: str) -> dict[str, dict]:
-    s = settings.from_values("mlops-credit-default", stack, stack_files.stack_values(stack), {})
+    s = settings.from_values(stack, stack_files.stack_values(stack), {})
     return k8s_manifests.build(k8s_manifests.ManifestArgs(
         namespace=s.serving.aks.namespace, image=f"cr.azurecr.io/scoring@sha256:{'a' * 64}", port=s.serving.port,
         settings=s.serving.aks, env={"PORT": "8000"}, labels={"environment": stack}))
@@ -74,7 +74,7 @@ def test_the_load_balancer_is_internal(stack):
 
 
 def test_a_cluster_ip_service_needs_no_annotation():
-    s = settings.from_values("mlops-credit-default", "dev", stack_files.apply_overrides(
+    s = settings.from_values("dev", stack_files.apply_overrides(
         stack_files.stack_values("dev"), {"serving.aks.serviceType": "ClusterIP"}), {})
     objects = k8s_manifests.build(k8s_manifests.ManifestArgs(namespace="scoring", image="x@sha256:" + "a" * 64, port=8000,
                                                              settings=s.serving.aks, env={}, labels={}))

@@ -20,6 +20,7 @@ import pytest
 
 from infra import kql, log_tables, stack_files
 from testing import mockcloud
+from tests.infra.conftest import settings_of
 
 ROOT = Path(__file__).resolve().parents[2]
 KUSTO = ROOT / ".tools" / "node_modules" / "@kusto" / "language-service-next" / "Kusto.Language.Bridge.js"
@@ -70,8 +71,8 @@ def failures(results: dict[str, dict], queries: dict[str, str]) -> str:
 def drift_source(evaluation: mockcloud.Evaluation) -> kql.LogSource:
     """The source monitoring/drift.py builds from the drift job's parameters (its --target, --app-name, --namespace)."""
     job = evaluation.named("databricks:index/job:Job", DRIFT_JOB)
-    task = job.inputs["tasks"][0]["pythonWheelTask"]  # the credit-drift entry point of the jobs' wheel
-    assert task["entryPoint"] == "credit-drift"
+    task = job.inputs["tasks"][0]["pythonWheelTask"]  # the mlops-drift entry point of the jobs' wheel
+    assert task["entryPoint"] == "mlops-drift"
     params = task["parameters"]
     args = dict(zip(params[0::2], params[1::2], strict=True))
     if args["--target"] == "containerapps":
@@ -124,8 +125,9 @@ def source_queries(source: kql.LogSource) -> dict[str, str]:
             **({"platform_errors": kql.platform_errors(source)} if source.ingress else {})}
 
 
-SOURCES = {"azure-monitor": kql.container_apps("ca-credit-dev", "azure-monitor"),
-           "log-analytics": kql.container_apps("ca-credit-dev", "log-analytics"),
+APP_NAME = settings_of("dev").names.container_app
+SOURCES = {"azure-monitor": kql.container_apps(APP_NAME, "azure-monitor"),
+           "log-analytics": kql.container_apps(APP_NAME, "log-analytics"),
            "aks": kql.aks("scoring", "scoring")}
 
 

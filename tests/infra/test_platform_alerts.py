@@ -132,4 +132,4 @@ def _settings():
     from infra import settings
 
     values = stack_files.stack_values("dev")
-    return settings.from_values(stack_files.project_name(), "dev", values, {}).observability
+    return settings.from_values("dev", values, {}).observability

@@ -144,7 +144,7 @@ def test_a_job_wheel_whose_version_does_not_follow_its_content_is_caught():
 
 
 def test_entra_only_app_insights_without_a_publisher_is_caught():
-    job = resource(platform_rules.JOB, "drift", {"tasks": [{"pythonWheelTask": {"entryPoint": "credit-drift"}}]})
+    job = resource(platform_rules.JOB, "drift", {"tasks": [{"pythonWheelTask": {"entryPoint": "mlops-drift"}}]})
     component = resource("azure-native:applicationinsights:Component", "appi", {"disableLocalAuth": True})
     publisher = resource(platform_rules.ROLE, "pub", {"scope": "/id/appi", "roleDefinitionId":
                          "/subscriptions/s/providers/Microsoft.Authorization/roleDefinitions/3913510d-42f4-4e42-8a64-420c390055eb"})
@@ -199,10 +199,13 @@ def test_a_post_action_in_preview_is_caught():
 
 
 def test_bad_names_are_caught():
-    registry = resource("azure-native:containerregistry:Registry", "acr", {"registryName": "cr-credit"})
+    registry = resource("azure-native:containerregistry:Registry", "acr", {"registryName": "cr-house"})
     assert problems("resource-names", fake(registry))
-    app = resource(platform_rules.APP, "app", {"containerAppName": "ca--credit"})
-    assert problems("resource-names", fake(app))
+    app = resource(platform_rules.APP, "app", {"containerAppName": "ca--house"})
+    assert "resource-name-rules#microsoftapp" in problems("resource-names", fake(app))[0], "each names its source"
+    endpoint = resource("azure-native:monitor:DataCollectionEndpoint", "dce",
+                        {"dataCollectionEndpointName": "MSProm-northeurope-aks-credit-default-staging"})
+    assert "3-44 letters" in problems("resource-names", fake(endpoint))[0]
 
 
 def test_the_report_names_failures_and_their_documentation():
@@ -362,9 +365,9 @@ def test_network_policies_without_an_engine_are_caught(evaluate):
 
 
 def test_bad_traffic_labels_and_weights_are_caught():
-    app = {"containerAppName": "ca-credit-staging", "configuration": {"activeRevisionsMode": "Multiple", "ingress": {
+    app = {"containerAppName": "ca-house-prices-staging", "configuration": {"activeRevisionsMode": "Multiple", "ingress": {
         "traffic": [{"latestRevision": True, "weight": 0, "label": "candidate"},
-                    {"revisionName": "ca-credit-staging--abc", "weight": 100, "label": "stable"}]}}}
+                    {"revisionName": "ca-house-prices-staging--abc", "weight": 100, "label": "stable"}]}}}
     assert not problems("container-apps-traffic-labels", fake(resource(platform_rules.APP, "a", app)))
     broken = copy.deepcopy(app)
     broken["configuration"]["ingress"]["traffic"][0].update(weight=10, label="stable")

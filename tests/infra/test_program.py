@@ -10,11 +10,12 @@ import zipfile
 import pulumi
 import pytest
 
-from infra import jobwheel, settings, stack_files
+from infra import jobwheel, naming, settings, stack_files
 from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID, METRICS_PUBLISHER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
 from testing import mockcloud
+from tests.infra.conftest import settings_of
 
 STACKS = ("dev", "staging", "prod")
 APP = "azure-native:app:ContainerApp"
@@ -50,17 +51,19 @@ def test_resources_per_stack(stack):
                      "docker:index/image:Image", "azure-native:app:ManagedEnvironment", APP):
         assert expected in types, expected
     assert not any(t.startswith("azure-native:containerservice") or t.startswith("kubernetes:") for t in types)
-    assert stack.one("azure-native:resources:ResourceGroup").inputs["resourceGroupName"] == f"rg-credit-{stack.stack}"
+    names = settings_of(stack.stack).names
+    assert stack.one("azure-native:resources:ResourceGroup").inputs["resourceGroupName"] == names.resource_group
 
 
 def test_outputs_have_stable_names(stack):
     assert set(OUTPUTS) <= set(stack.outputs)
     assert stack.outputs["bootstrap"] == ""
     assert stack.outputs["endpoint_url"].startswith("https://")
-    assert stack.outputs["model_name"] == f"{stack.stack}.credit.credit_default"
+    s = settings_of(stack.stack)
+    assert stack.outputs["model_name"] == s.model.full_name
     assert stack.outputs["model_version"] == "1" and stack.outputs["model_run_id"]
     assert stack.outputs["databricks_workspace_url"].startswith("https://adb-")
-    assert stack.outputs["log_analytics_workspace_id"].endswith(f"/workspaces/log-credit-{stack.stack}")
+    assert stack.outputs["log_analytics_workspace_id"].endswith(f"/workspaces/{s.names.log_analytics}")
 
 
 def acr_pull_role(stack: mockcloud.Evaluation) -> mockcloud.Captured:
@@ -86,7 +89,7 @@ def test_registry_admin_off_and_acr_pull_to_the_identity(stack):
 def test_image_pushed_with_a_secret_token_and_used_by_digest(stack):
     image = stack.one("docker:index/image:Image")
     server = stack.one("azure-native:containerregistry:Registry").outputs["loginServer"]
-    assert image.inputs["imageName"].startswith(f"{server}/credit-default-scoring:1-")
+    assert image.inputs["imageName"].startswith(f"{server}/{settings_of(stack.stack).image.repository}:1-")
     assert image.inputs["registry"]["username"] == "00000000-0000-0000-0000-000000000000"
     assert image.inputs["registry"]["password"] == mockcloud.FAKE_ACR_TOKEN
     assert image.inputs["build"]["platform"] == "linux/amd64"
@@ -137,12 +140,13 @@ def test_replicas_scale_rule_and_traffic(evaluate):
     rule = prod.inputs["template"]["scale"]["rules"][0]
     assert rule["http"]["metadata"] == {"concurrentRequests": "30"}
     assert prod.inputs["configuration"]["ingress"]["traffic"] == [{"latestRevision": True, "weight": 100}]
+    revision = f"{settings_of('prod').names.container_app}--v1-aaaaaaaa"
     canary = evaluate("prod", {"serving.containerApp.latestWeight": 10, "serving.containerApp.pinnedRevisions":
-                               [{"revision": "ca-credit-prod--v1-aaaaaaaa", "weight": 90}]}).one(APP)
+                               [{"revision": revision, "weight": 90}]}).one(APP)
     assert canary.inputs["configuration"]["activeRevisionsMode"] == "Multiple"  # only while traffic is split
     assert canary.inputs["configuration"]["ingress"]["traffic"] == [
         {"latestRevision": True, "weight": 10},
-        {"revisionName": "ca-credit-prod--v1-aaaaaaaa", "latestRevision": False, "weight": 90}]
+        {"revisionName": revision, "latestRevision": False, "weight": 90}]
 
 
 def test_tags_on_every_taggable_resource(stack):
@@ -151,7 +155,7 @@ def test_tags_on_every_taggable_resource(stack):
     for resource in taggable:
         tags = resource.inputs.get("tags") or {}
         assert tags.get("environment") == stack.stack, resource.name
-        assert tags.get("project") == "mlops-credit-default" and tags.get("cost-centre"), resource.name
+        assert tags.get("project") == stack_files.project(stack.stack) and tags.get("cost-centre"), resource.name
     for job in stack.of_type(JOB):
         assert job.inputs["tags"]["environment"] == stack.stack, job.name
 
@@ -164,11 +168,15 @@ def test_observability_alerts_and_queries(evaluate):
     insights = prod.one("azure-native:applicationinsights:Component")
     assert insights.inputs["workspaceResourceId"] == workspace.id and insights.inputs["ingestionMode"] == "LogAnalytics"
     rules = {r.name.rsplit("alert-", 1)[1]: r for r in prod.of_type("azure-native:monitor:ScheduledQueryRule")}
-    assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "no-traffic"}
+    assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "no-traffic"} == set(naming.ALERT_KEYS)
     assert {r.name for r in dev.of_type("azure-native:monitor:ScheduledQueryRule")} == {
         "observability-alert-error-rate", "observability-alert-p95-latency", "observability-alert-restarts",
         "observability-alert-drift"}
+    names = settings_of("prod").names
+    assert {r.inputs["ruleName"] for r in rules.values()} == {names.alert_rule(key) for key in rules}
     group = prod.one("azure-native:monitor:ActionGroup")
+    assert (group.inputs["actionGroupName"], group.inputs["groupShortName"]) == (names.action_group,
+                                                                                  names.action_group_short)
     assert group.inputs["emailReceivers"][0]["emailAddress"] == "ml-platform-oncall@example.com"
     for key, rule in rules.items():
         assert rule.inputs["scopes"] == [workspace.id]
@@ -193,7 +201,7 @@ def test_observability_alerts_and_queries(evaluate):
 
 def wheel_task(task: dict) -> tuple[str, list[str]]:
     wheel = task["pythonWheelTask"]
-    assert wheel["packageName"] == jobwheel.DISTRIBUTION
+    assert wheel["packageName"] == settings_of("dev").names.wheel_distribution  # the project's (every stack's)
     return wheel["entryPoint"], wheel["parameters"]
 
 
@@ -204,14 +212,18 @@ def test_databricks_job_runs_train_then_gate_from_the_wheel(evaluate):
     assert (train["taskKey"], gate["taskKey"]) == ("train", "gate")
     assert gate["dependsOns"] == [{"taskKey": "train"}]
     (train_entry, train_params), (gate_entry, gate_params) = wheel_task(train), wheel_task(gate)
-    assert (train_entry, gate_entry) == ("credit-train", "credit-gate")
+    assert (train_entry, gate_entry) == ("mlops-train", "mlops-gate")
     assert set(jobwheel.ENTRY_POINTS) >= {train_entry, gate_entry}
     assert "--skip-gate" in train_params
     assert train_params[train_params.index("--search") + 1] == "spark"  # candidates as Spark tasks on the workers
+    s = settings_of("prod")
+    assert job.inputs["name"] == s.names.job("train")
     for params in (train_params, gate_params):
-        assert params[params.index("--model-name") + 1] == "prod.credit.credit_default"
-        assert params[params.index("--experiment") + 1] == "/Shared/credit-default-prod"
+        assert params[params.index("--model-module") + 1] == s.model.module == s.names.model_module
+        assert params[params.index("--model-name") + 1] == s.model.full_name
+        assert params[params.index("--experiment") + 1] == s.databricks.experiment
         assert "--tracking-uri" not in params and "--registry-uri" not in params  # the cluster's environment says
+        assert not {"--gate-floor", "--gate-tolerance"} & set(params), "the gate is the model module's"
     cluster = job.inputs["jobClusters"][0]["newCluster"]
     assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc"}
     assert (cluster["nodeTypeId"], cluster["numWorkers"]) == ("Standard_DS4_v2", 2)
@@ -222,7 +234,9 @@ def test_databricks_job_runs_train_then_gate_from_the_wheel(evaluate):
     assert provider.inputs["host"] == prod.outputs["databricks_workspace_url"]
     workspace = prod.one("azure-native:databricks:Workspace")
     assert workspace.inputs["sku"] == {"name": "premium"}
-    assert workspace.inputs["managedResourceGroupId"].endswith("/resourceGroups/rg-credit-prod-databricks")
+    assert workspace.inputs["workspaceName"] == s.names.databricks_workspace
+    assert workspace.inputs["managedResourceGroupId"].endswith(
+        f"/resourceGroups/{s.names.databricks_managed_resource_group}")
 
 
 def test_gate_finds_the_version_by_the_job_run_id_not_by_task_values(stack):
@@ -244,13 +258,16 @@ def test_one_wheel_holds_every_task_and_is_uploaded_to_the_stack_volume(stack):
     files = stack.of_type("databricks:index/file:File")
     assert len(files) == 1 and not stack.of_type("databricks:index/workspaceFile:WorkspaceFile")
     path = files[0].inputs["path"]
-    catalog, schema = stack_files.stack_values(stack.stack)["databricks"]["catalog"], "credit"
-    wheel_name = r"credit_default_jobs-1\.0\.0\+[0-9a-f]{12}-py3-none-any\.whl"
-    assert re.fullmatch(rf"/Volumes/{catalog}/{schema}/job_code/{wheel_name}", path)
+    s = settings_of(stack.stack)
+    catalog, schema, volume_name = s.databricks.catalog, s.databricks.schema, s.databricks.code_volume
+    assert volume_name == s.names.code_volume
+    wheel_name = rf"{s.names.wheel_distribution}-1\.0\.0\+[0-9a-f]{{12}}-py3-none-any\.whl"
+    assert re.fullmatch(rf"/Volumes/{catalog}/{schema}/{volume_name}/{wheel_name}", path)
     volume = stack.one("databricks:index/volume:Volume")
-    assert [volume.inputs[k] for k in ("catalogName", "schemaName", "name")] == [catalog, schema, "job_code"]
+    assert [volume.inputs[k] for k in ("catalogName", "schemaName", "name")] == [catalog, schema, volume_name]
     wheel = zipfile.ZipFile(io.BytesIO(base64.b64decode(files[0].inputs["contentBase64"])))
     assert "monitoring/drift.py" in wheel.namelist() and "training/train.py" in wheel.namelist()
+    assert f"{s.model.module.replace('.', '/')}.py" in wheel.namelist(), "the model's module, imported by name"
     for job in stack.of_type(JOB):
         for task in job.inputs["tasks"]:
             assert task["libraries"] == [{"whl": path}], "the declared tasks run the uploaded wheel and nothing else"
@@ -270,15 +287,18 @@ def grants_of(stack: mockcloud.Evaluation, principal: str) -> dict[str, list[str
 def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
     dev = evaluate("dev")
     principal = dev.one("databricks:index/servicePrincipal:ServicePrincipal")
-    assert principal.inputs["displayName"] == "credit-default-jobs-dev" and principal.inputs["allowClusterCreate"] is False
+    s = settings_of("dev")
+    assert principal.inputs["displayName"] == s.names.jobs_principal and principal.inputs["allowClusterCreate"] is False
     app_id = principal.outputs["applicationId"]
     for job in dev.of_type(JOB):
         assert job.inputs["runAs"] == {"servicePrincipalName": app_id}, job.name
     # CREATE_TABLE: the batch job creates (and so owns) its predictions and rejects tables in the schema
+    catalog, schema = s.databricks.catalog, f"{s.databricks.catalog}.{s.databricks.schema}"
+    assert s.databricks.batch is not None
     assert grants_of(dev, app_id) == {
-        "catalog dev": ["USE_CATALOG"], "schema dev.credit": ["CREATE_MODEL", "CREATE_TABLE", "USE_SCHEMA"],
-        "volume dev.credit.job_code": ["READ_VOLUME"], "table dev.credit.card_holders": ["SELECT"],
-        "table dev.credit.portfolio": ["SELECT"], "credential credit-default-logs-dev": ["ACCESS"]}
+        f"catalog {catalog}": ["USE_CATALOG"], f"schema {schema}": ["CREATE_MODEL", "CREATE_TABLE", "USE_SCHEMA"],
+        f"volume {schema}.{s.databricks.code_volume}": ["READ_VOLUME"], f"table {s.databricks.data_table}": ["SELECT"],
+        f"table {s.databricks.batch.input_table}": ["SELECT"], f"credential {s.names.logs_credential}": ["ACCESS"]}
     model = dev.one("databricks:index/registeredModel:RegisteredModel")
     assert model.inputs["owner"] == app_id  # registers versions and moves aliases; nobody else needs to
     # job definitions and the experiment: not editable by every workspace user
@@ -310,8 +330,15 @@ def test_the_deployer_may_run_jobs_as_the_principal_it_declares(evaluate):
 
 def test_prods_deployer_may_read_stagings_model_and_nothing_else(evaluate):
     ev = evaluate("staging", {"databricks.promotionReaders": [PROD_DEPLOYER]})
-    assert grants_of(ev, PROD_DEPLOYER) == {"catalog staging": ["USE_CATALOG"], "schema staging.credit": ["USE_SCHEMA"],
-                                            "model staging.credit.credit_default": ["EXECUTE"]}
+    assert grants_of(ev, PROD_DEPLOYER) == model_readers_grants("staging")
+
+
+def model_readers_grants(stack: str) -> dict[str, list[str]]:
+    """What a reader of the stack's model holds: its catalog, its schema, EXECUTE on the model."""
+    s = settings_of(stack)
+    return {f"catalog {s.databricks.catalog}": ["USE_CATALOG"],
+            f"schema {s.databricks.catalog}.{s.databricks.schema}": ["USE_SCHEMA"],
+            f"model {s.model.full_name}": ["EXECUTE"]}
 
 
 DEPLOYER, JOBS_SP = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
@@ -323,18 +350,19 @@ def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(eva
                               "databricks.deployer": DEPLOYER})
     assert not ev.of_type("databricks:index/servicePrincipal:ServicePrincipal")
     assert {job.inputs["runAs"]["servicePrincipalName"] for job in ev.of_type(JOB)} == {JOBS_SP}
+    s = settings_of("staging")
     catalog = ev.one("databricks:index/catalog:Catalog")
-    assert (catalog.inputs["name"], catalog.inputs["isolationMode"]) == ("staging", "ISOLATED")
+    assert (catalog.inputs["name"], catalog.inputs["isolationMode"]) == (s.databricks.catalog, "ISOLATED")
     schema = ev.one("databricks:index/schema:Schema")
-    assert (schema.inputs["catalogName"], schema.inputs["name"]) == ("staging", "credit")
+    assert (schema.inputs["catalogName"], schema.inputs["name"]) == (s.databricks.catalog, s.databricks.schema)
     binding = ev.one("databricks:index/workspaceBinding:WorkspaceBinding")
     workspace = ev.one("azure-native:databricks:Workspace")
-    assert binding.inputs == {"securableName": "staging", "securableType": "catalog", "bindingType": "BINDING_TYPE_READ_WRITE",
+    assert binding.inputs == {"securableName": s.databricks.catalog, "securableType": "catalog",
+                              "bindingType": "BINDING_TYPE_READ_WRITE",
                               "workspaceId": workspace.outputs["workspaceId"]}  # a string, as the SDK types it
     volume = ev.one("databricks:index/volume:Volume")
     assert catalog.urn in volume.dependencies and schema.urn in volume.dependencies
-    assert grants_of(ev, DEPLOYER) == {"catalog staging": ["USE_CATALOG"], "schema staging.credit": ["USE_SCHEMA"],
-                                       "model staging.credit.credit_default": ["EXECUTE"]}
+    assert grants_of(ev, DEPLOYER) == model_readers_grants("staging")
     job_acl = next(r for r in ev.of_type("databricks:index/permissions:Permissions") if r.name == "databricks-job-permissions")
     assert {"servicePrincipalName": DEPLOYER, "permissionLevel": "CAN_MANAGE"} in job_acl.inputs["accessControls"]
 
@@ -343,19 +371,19 @@ def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(eva
     ({"databricks.jobPrincipal": "jobs-sp"}, r"databricks\.jobPrincipal is 'jobs-sp'; it must be a service principal's "),
     ({"databricks.createCatalog": True, "databricks.modelRegistry": "workspace",
       "databricks.catalog": stack_files.DELETE, "databricks.schema": stack_files.DELETE},
-     r"databricks\.createCatalog needs mlops-credit-default:databricks\.modelRegistry"),
+     r"databricks\.createCatalog needs mlops:databricks\.modelRegistry"),
     ({"databricks.codeVolume": "job code"}, r"databricks\.codeVolume is 'job code'; it must be a volume identifier"),
     ({"databricks.accountId": stack_files.DELETE}, r"databricks\.accountId is required when the stack declares the jobs'"),
     ({"databricks.promotionReaders": ["prod-ci"]}, r"databricks\.promotionReaders holds 'prod-ci'; each item must be a "),
 ])
 def test_bad_unity_catalog_config_names_the_key(evaluate, overrides, message):
-    with pytest.raises(settings.ConfigError, match=rf"mlops-credit-default:{message}"):
+    with pytest.raises(settings.ConfigError, match=rf"mlops:{message}"):
         evaluate("dev", overrides)
 
 
 def drift_parameters(job) -> dict[str, str]:
     entry, params = wheel_task(job.inputs["tasks"][0])
-    assert entry == "credit-drift"
+    assert entry == "mlops-drift"
     return dict(zip(params[0::2], params[1::2], strict=True))
 
 
@@ -363,22 +391,24 @@ def test_every_stack_declares_the_scheduled_drift_job(stack):
     config = stack_files.stack_values(stack.stack)
     drift, timezone = config["drift"], config["databricks"].get("timezone", "UTC")
     job = stack.named(JOB, "databricks-drift-job")
-    assert job.inputs["name"] == f"credit-default-drift-{stack.stack}"
+    s = settings_of(stack.stack)
+    assert job.inputs["name"] == s.names.job("drift")
     assert job.inputs["schedule"] == {"quartzCronExpression": drift["schedule"], "timezoneId": timezone,
                                       "pauseStatus": "UNPAUSED"}
     workspace = stack.one("azure-native:operationalinsights:Workspace")
     params = drift_parameters(job)
     assert params == {
-        "--workspace-id": workspace.outputs["customerId"], "--target": "containerapps", "--app-name": f"ca-credit-{stack.stack}",
-        "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}",
-        "--experiment": f"/Shared/credit-default-{stack.stack}-drift",
+        "--workspace-id": workspace.outputs["customerId"], "--target": "containerapps",
+        "--app-name": s.names.container_app, "--namespace": "scoring", "--window-hours": f"{drift['windowHours']:g}",
+        "--experiment": f"{s.databricks.experiment}-drift",
         "--psi-threshold": f"{drift['psiThreshold']:g}", "--p-value": f"{drift['pValue']:g}",
         "--min-records": str(drift["minRecords"]), "--out": "/tmp/drift",
-        "--service-credential": f"credit-default-logs-{stack.stack}"}
+        "--service-credential": s.names.logs_credential}
     cluster = job.inputs["jobClusters"][0]["newCluster"]
     assert cluster["numWorkers"] == 0 and cluster["sparkConf"]["spark.databricks.cluster.profile"] == "singleNode"
     # the connection string is a secret of the stack's scope, resolved by the cluster: never a plain value
-    scope = f"credit-default-{stack.stack}"
+    scope = s.drift.secret_scope
+    assert scope == s.names.secret_scope
     reference = f"{{{{secrets/{scope}/appinsights-connection-string}}}}"
     assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc",
                                        "APPLICATIONINSIGHTS_CONNECTION_STRING": reference}
@@ -448,19 +478,21 @@ def test_drift_job_publishes_its_record_with_entra_id_to_this_stacks_app_insight
     ({"drift.threshold": 0.2}, "drift: unknown key"),
 ])
 def test_bad_drift_config_names_the_key(evaluate, overrides, key):
-    with pytest.raises(settings.ConfigError, match=rf"mlops-credit-default:{re.escape(key)}"):
+    with pytest.raises(settings.ConfigError, match=rf"mlops:{re.escape(key)}"):
         evaluate("dev", overrides)
 
 
-def test_existing_workspace_and_workspace_registry(evaluate):
+def test_existing_workspace_and_workspace_registry(evaluate, registry):
     ev = evaluate("dev", {"databricks.existingWorkspaceUrl": "https://adb-1.2.azuredatabricks.net",
                           "databricks.modelRegistry": "workspace", "databricks.catalog": stack_files.DELETE,
-                          "databricks.schema": stack_files.DELETE, "model.name": "credit-default-test"})
+                          "databricks.schema": stack_files.DELETE, "model.name": registry["model_name"]})
     assert not ev.of_type("azure-native:databricks:Workspace")
     assert ev.outputs["databricks_workspace_url"] == "https://adb-1.2.azuredatabricks.net"
-    assert ev.one("databricks:index/mlflowModel:MlflowModel").inputs["name"] == "credit-default-test"
-    assert ev.outputs["model_name"] == "credit-default-test" and ev.outputs["model_version"]
+    assert ev.one("databricks:index/mlflowModel:MlflowModel").inputs["name"] == registry["model_name"]
+    assert ev.outputs["model_name"] == registry["model_name"] and ev.outputs["model_version"]
     assert not ev.of_type("databricks:index/registeredModel:RegisteredModel")
+    wheel = ev.one("databricks:index/workspaceFile:WorkspaceFile").inputs["path"]
+    assert wheel.startswith(f"{settings_of('dev').names.files_root}/{settings_of('dev').names.wheel_distribution}-")
 
 
 def test_aks_target(aks):
@@ -507,7 +539,7 @@ def test_bootstrap_without_a_version(evaluate, empty_registry):
     types = {r.typ for r in ev.resources}
     assert "docker:index/image:Image" not in types and APP not in types
     assert "azure-native:containerregistry:Registry" in types and "databricks:index/job:Job" in types
-    assert ev.outputs["bootstrap"].startswith("BOOTSTRAP: models:/dev.credit.credit_default@champion has no registered version")
+    assert ev.outputs["bootstrap"].startswith(f"BOOTSTRAP: {settings_of('dev').model.uri} has no registered version")
     assert ev.outputs["image_ref"] == "" and ev.outputs["endpoint_url"] == ""
 
 
@@ -517,7 +549,7 @@ def test_prod_refuses_to_bootstrap(evaluate, empty_registry):
 
 
 def test_bad_config_fails_the_program_with_the_key(evaluate):
-    with pytest.raises(settings.ConfigError, match=r"mlops-credit-default:serving\.target .*containerapps, aks"):
+    with pytest.raises(settings.ConfigError, match=r"mlops:serving\.target .*containerapps, aks"):
         evaluate("dev", {"serving.target": "lambda"})
 
 
@@ -527,12 +559,13 @@ def test_the_batch_job_scores_with_the_version_the_stack_serves(evaluate, stack)
     job = ev.named(JOB, "databricks-batch-job")
     [task] = job.inputs["tasks"]
     entry, params = wheel_task(task)
-    assert entry == "credit-batch" and entry in jobwheel.ENTRY_POINTS
+    assert entry == "mlops-batch" and entry in jobwheel.ENTRY_POINTS
+    assert job.inputs["name"] == settings_of(stack).names.job("batch")
     batch = stack_files.stack_values(stack)["databricks"]["batch"]
     assert params[params.index("--model-uri") + 1] == f"models:/{ev.outputs['model_name']}/{ev.outputs['model_version']}"
     assert [params[params.index(flag) + 1] for flag in ("--input-table", "--output-table", "--rejects-table")] == [
         batch["inputTable"], batch["outputTable"], batch["rejectsTable"]]
-    assert [params[i + 1] for i, p in enumerate(params) if p == "--key"] == batch["idColumns"]
+    assert "--key" not in params, "the ids are the contract's, which the scored version carries"
     assert params[params.index("--job-run-id") + 1] == "{{job.run_id}}"
     assert job.inputs["schedule"] == {"quartzCronExpression": batch["schedule"], "timezoneId": batch["timezone"],
                                       "pauseStatus": "PAUSED" if batch.get("paused") else "UNPAUSED"}
@@ -565,18 +598,18 @@ def test_batch_settings_errors_name_the_key():
     from tests.infra.test_settings import load
 
     ConfigError = settings.ConfigError  # noqa: N806
-    key = "mlops-credit-default:databricks.batch"
+    key = "mlops:databricks.batch"
     with pytest.raises(ConfigError, match=rf"{key}\.inputTable is 'portfolio'; it must be catalog\.schema\.table"):
         load("staging", {"databricks.batch.inputTable": "portfolio"})
-    with pytest.raises(ConfigError, match=rf"{key}\.idColumns must name at least one id column"):
-        load("staging", {"databricks.batch.idColumns": []})
-    with pytest.raises(ConfigError, match=rf"{key}\.idColumns must be distinct and not named probability"):
-        load("staging", {"databricks.batch.idColumns": ["probability"]})
+    with pytest.raises(ConfigError, match=rf"{key}: unknown key\(s\) idColumns"):  # the contract's ids, not config
+        load("staging", {"databricks.batch.idColumns": ["customer_id"]})
     with pytest.raises(ConfigError, match=rf"{key}\.timezone is 'Mars/Olympus'; it must be an IANA time zone"):
         load("staging", {"databricks.batch.timezone": "Mars/Olympus"})
     with pytest.raises(ConfigError, match=rf"{key}\.schedule is 'nightly'; it must be a Quartz cron"):
         load("staging", {"databricks.batch.schedule": "nightly"})
+    batch = settings_of("staging").databricks.batch
+    assert batch is not None
     with pytest.raises(ConfigError, match=rf"{key}\.outputTable and .* must be three different tables"):
-        load("staging", {"databricks.batch.outputTable": "staging.credit.portfolio"})
+        load("staging", {"databricks.batch.outputTable": batch.input_table})
     with pytest.raises(ConfigError, match=rf"{key}: unknown key\(s\) outputTabel"):
-        load("staging", {"databricks.batch.outputTabel": "staging.credit.x"})
+        load("staging", {"databricks.batch.outputTabel": batch.output_table})

@@ -25,20 +25,25 @@ from infra.promote import PromotionError
 from infra.promotion import ImageImportProvider, ModelPromotionProvider
 from infra.settings import ConfigError
 from testing import mockcloud
+from tests.infra.conftest import settings_of
 
-STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
+# Every name from the stacks' settings: these tests hold for any project `name`.
+STAGING_SETTINGS, PROD_SETTINGS = settings_of("staging"), settings_of("prod")
+STAGING = f"{mockcloud.ORGANIZATION}/{stack_files.pulumi_project()}/staging"
 DIGEST = "sha256:" + "ab" * 32
 OLD_DIGEST = "sha256:" + "0f" * 32
-STAGING_ACR = f"/subscriptions/{mockcloud.SUBSCRIPTION}/resourceGroups/rg-credit-staging/providers/" \
-              "Microsoft.ContainerRegistry/registries/crcreditdefaultstg"
+STAGING_ACR = f"/subscriptions/{mockcloud.SUBSCRIPTION}/resourceGroups/{STAGING_SETTINGS.names.resource_group}/" \
+              f"providers/Microsoft.ContainerRegistry/registries/{STAGING_SETTINGS.registry.name}"
+REPOSITORY = PROD_SETTINGS.image.repository
+assert STAGING_SETTINGS.image.repository == REPOSITORY, "prod imports into the repository staging pushed to"
 APP = "azure-native:app:ContainerApp"
 
 
 def staging_outputs(**changes) -> dict:
-    outputs = {"image_ref": f"crcreditdefaultstg.azurecr.io/credit-default-scoring@{DIGEST}",
-               "model_name": "staging.credit.credit_default", "model_version": "7", "model_run_id": "run-of-v7",
+    outputs = {"image_ref": f"{STAGING_SETTINGS.registry.name}.azurecr.io/{REPOSITORY}@{DIGEST}",
+               "model_name": STAGING_SETTINGS.model.full_name, "model_version": "7", "model_run_id": "run-of-v7",
                "registry_id": STAGING_ACR, "databricks_workspace_url": "https://adb-111.1.azuredatabricks.net",
-               "bootstrap": "", "endpoint_url": "https://ca-credit-staging.example"}
+               "bootstrap": "", "endpoint_url": f"https://{STAGING_SETTINGS.names.container_app}.example"}
     return {**outputs, **changes}
 
 
@@ -59,22 +64,22 @@ def promoted(prod) -> mockcloud.Evaluation:
 
 def test_prod_deploys_exactly_the_digest_staging_exported(promoted):
     acr = promoted.one("azure-native:containerregistry:Registry")
-    expected = f"{acr.outputs['loginServer']}/credit-default-scoring@{DIGEST}"
+    expected = f"{acr.outputs['loginServer']}/{REPOSITORY}@{DIGEST}"
     container = promoted.one(APP).inputs["template"]["containers"][0]
     assert container["image"] == expected
     assert promoted.outputs["image_ref"] == expected and promoted.outputs["image_digest"] == DIGEST
     assert promoted.outputs["source_image_ref"] == staging_outputs()["image_ref"]
     assert promoted.outputs["promoted_from"] == STAGING
     assert promoted.outputs["model_version"] == "7" and promoted.outputs["model_run_id"] == "run-of-v7"
-    assert promoted.outputs["model_name"] == "prod.credit.credit_default"
+    assert promoted.outputs["model_name"] == PROD_SETTINGS.model.full_name
 
 
 def test_prod_imports_by_digest_server_side(promoted):
     copy = promoted.one(mockcloud.IMAGE_IMPORT)
     acr = promoted.one("azure-native:containerregistry:Registry")
     assert copy.inputs["source_registry_id"] == STAGING_ACR and copy.inputs["target_registry_id"] == acr.id
-    assert copy.inputs["source_image"] == f"credit-default-scoring@{DIGEST}"
-    assert copy.inputs["target_tags"] == [f"credit-default-scoring:v7-{DIGEST[7:19]}"]
+    assert copy.inputs["source_image"] == f"{REPOSITORY}@{DIGEST}"
+    assert copy.inputs["target_tags"] == [f"{REPOSITORY}:v7-{DIGEST[7:19]}"]
 
 
 def test_prod_never_builds_and_never_trains(promoted):
@@ -83,9 +88,9 @@ def test_prod_never_builds_and_never_trains(promoted):
     # the drift job (prod is where the traffic is) and the batch scoring job: no task of prod runs an entry point that
     # trains
     jobs = {job.inputs["name"]: job for job in promoted.of_type("databricks:index/job:Job")}
-    assert set(jobs) == {"credit-default-drift-prod", "credit-default-batch-prod"}
+    assert set(jobs) == {PROD_SETTINGS.names.job("drift"), PROD_SETTINGS.names.job("batch")}
     assert {t["pythonWheelTask"]["entryPoint"] for job in jobs.values() for t in job.inputs["tasks"]} == {
-        "credit-drift", "credit-batch"}
+        "mlops-drift", "mlops-batch"}
     # kept: the workspace, the experiment (promotion runs) and the registered model the copy goes into
     assert {"azure-native:databricks:Workspace", "databricks:index/mlflowExperiment:MlflowExperiment",
             "databricks:index/registeredModel:RegisteredModel"} <= types
@@ -99,7 +104,7 @@ def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
     assert "--model-name" not in params  # the log names staging's version
     workspace = promoted.one("azure-native:operationalinsights:Workspace")
     assert params[params.index("--workspace-id") + 1] == workspace.outputs["customerId"]
-    assert params[params.index("--app-name") + 1] == "ca-credit-prod"
+    assert params[params.index("--app-name") + 1] == PROD_SETTINGS.names.container_app
     assert job.inputs["emailNotifications"]["onFailures"] == ["ml-platform-oncall@example.com"]
     assert promoted.outputs["databricks_drift_job_id"] == job.id
     rule = next(r for r in promoted.of_type("azure-native:monitor:ScheduledQueryRule") if r.name.endswith("alert-drift"))
@@ -110,10 +115,10 @@ def test_prod_registers_the_same_version_with_lineage_before_serving(promoted):
     registration = promoted.one(mockcloud.MODEL_PROMOTION)
     assert {k: registration.inputs[k] for k in ("source_model", "source_version", "source_run_id", "source_workspace",
                                                 "target_model", "alias", "image_digest")} == {
-        "source_model": "staging.credit.credit_default", "source_version": "7", "source_run_id": "run-of-v7",
-        "source_workspace": "https://adb-111.1.azuredatabricks.net", "target_model": "prod.credit.credit_default",
+        "source_model": STAGING_SETTINGS.model.full_name, "source_version": "7", "source_run_id": "run-of-v7",
+        "source_workspace": "https://adb-111.1.azuredatabricks.net", "target_model": PROD_SETTINGS.model.full_name,
         "alias": "champion", "image_digest": DIGEST}
-    assert registration.inputs["experiment"] == "/Shared/credit-default-prod"
+    assert registration.inputs["experiment"] == PROD_SETTINGS.databricks.experiment
     copy, app = promoted.one(mockcloud.IMAGE_IMPORT), promoted.one(APP)
     assert copy.urn in registration.dependencies
     assert registration.urn in app.dependencies and copy.urn in app.dependencies
@@ -128,7 +133,7 @@ def test_prod_batch_scores_with_the_promoted_copy_prod_serves(promoted):
     [job] = [j for j in promoted.of_type("databricks:index/job:Job") if j.name == "databricks-batch-job"]
     params = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
     copy = promoted.outputs["registry_model_version"]
-    assert params[params.index("--model-uri") + 1] == f"models:/prod.credit.credit_default/{copy}"
+    assert params[params.index("--model-uri") + 1] == f"models:/{PROD_SETTINGS.model.full_name}/{copy}"
     assert promoted.outputs["databricks_batch_job_id"] == job.id
 
 
@@ -145,7 +150,7 @@ def test_pinned_rollback_deploys_the_pinned_artifact(prod):
     ev = prod(**{"promotion.pinnedDigest": OLD_DIGEST, "promotion.pinnedModelVersion": 5})
     acr = ev.one("azure-native:containerregistry:Registry")
     app = ev.one(APP)
-    assert app.inputs["template"]["containers"][0]["image"] == f"{acr.outputs['loginServer']}/credit-default-scoring@{OLD_DIGEST}"
+    assert app.inputs["template"]["containers"][0]["image"] == f"{acr.outputs['loginServer']}/{REPOSITORY}@{OLD_DIGEST}"
     assert "revisionSuffix" not in app.inputs["template"]  # Azure names it: an old suffix again would be refused
     assert ev.outputs["image_digest"] == OLD_DIGEST and ev.outputs["model_version"] == "5"
     assert not ev.of_type(mockcloud.IMAGE_IMPORT), "a rollback deploys what prod already holds"
@@ -161,7 +166,7 @@ def test_pinned_rollback_works_while_staging_is_in_bootstrap(prod):
 
 def test_staging_without_an_image_fails_prod_clearly(prod):
     outputs = staging_outputs(image_ref="", model_version="", model_run_id="",
-                              bootstrap="BOOTSTRAP: models:/staging.credit.credit_default@champion has no registered version")
+                              bootstrap=f"BOOTSTRAP: {STAGING_SETTINGS.model.uri} has no registered version")
     with pytest.raises(PromotionError, match=rf"source stack {STAGING} has no image to promote.*bootstrap"):
         prod(outputs)
 
@@ -172,7 +177,7 @@ def test_a_never_deployed_or_outdated_staging_fails_naming_what_is_missing(prod)
     with pytest.raises(PromotionError, match=r"lacks the output.*registry_id"):
         prod({k: v for k, v in staging_outputs().items() if k != "registry_id"})
     with pytest.raises(PromotionError, match="not an image reference by digest"):
-        prod(staging_outputs(image_ref="crcreditdefaultstg.azurecr.io/credit-default-scoring:latest"))
+        prod(staging_outputs(image_ref=f"{STAGING_SETTINGS.registry.name}.azurecr.io/{REPOSITORY}:latest"))
 
 
 def test_prod_refuses_when_staging_no_longer_serves_what_this_run_tested(prod):
@@ -224,8 +229,8 @@ def test_an_image_missing_from_the_source_registry_is_refused(tls):
     ({"promotion.sourceStack": stack_files.DELETE, "promotion.pinnedDigest": OLD_DIGEST,
       "promotion.pinnedModelVersion": 1}, "only a promotion target can pin"),
     # The organization is the engine's: a placeholder one would only work on a self-managed backend.
-    ({"promotion.sourceStack": "organization/mlops-credit-default/staging"},
-     r"mlops-credit-default:promotion\.sourceStack .*the source stack's name only"),
+    ({"promotion.sourceStack": f"organization/{stack_files.pulumi_project()}/staging"},
+     r"mlops:promotion\.sourceStack .*the source stack's name only"),
 ])
 def test_promotion_config_is_validated(prod, overrides, message):
     with pytest.raises(ConfigError, match=message):
@@ -239,7 +244,7 @@ def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tm
     props = {"source_tracking_uri": registry["tracking_uri"], "source_registry_uri": "",
              "source_model": registry["model_name"], "source_version": registry["version"], "source_workspace": "staging-ws",
              "source_run_id": registry["summary"]["run_id"], "target_tracking_uri": prod_uri, "target_registry_uri": "",
-             "target_model": "credit-default-prod", "alias": "champion", "experiment": "promotions",
+             "target_model": "promoted-copy", "alias": "champion", "experiment": "promotions",
              "image_digest": DIGEST}
     # The experiment exists with its own artifact store (Databricks picks one); else MLflow's is ./mlruns in the cwd.
     promote.Registry(prod_uri).client().create_experiment("promotions", artifact_location=(tmp_path / "art").as_uri())
@@ -247,7 +252,7 @@ def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tm
     created = provider.create(dict(props))
     assert created.outs["version"] == "1" and created.outs["reused"] is False
     client = promote.Registry(prod_uri).client()
-    copy = client.get_model_version_by_alias("credit-default-prod", "champion")
+    copy = client.get_model_version_by_alias("promoted-copy", "champion")
     assert copy.tags["source_run_id"] == registry["summary"]["run_id"] and copy.tags["image_digest"] == DIGEST
     again = provider.update(created.id, created.outs, dict(props))
     assert again.outs["version"] == "1" and again.outs["reused"] is True, "re-running must not copy twice"
@@ -317,13 +322,13 @@ def arm(tls):
 
 
 def test_import_image_calls_acr_import_and_waits(arm, tls):
-    target = STAGING_ACR.replace("crcreditdefaultstg", "crcreditdefaultprod")
-    promote.import_image(target, STAGING_ACR, f"credit-default-scoring@{DIGEST}", ["credit-default-scoring:v7"],
+    target = STAGING_ACR.replace(STAGING_SETTINGS.registry.name, PROD_SETTINGS.registry.name)
+    promote.import_image(target, STAGING_ACR, f"{REPOSITORY}@{DIGEST}", [f"{REPOSITORY}:v7"],
                          credential=Entra(), endpoint=arm, poll_s=0.01, ca_bundle=tls[0])
     method, path, body = FakeArm.requests[0]
     assert (method, path) == ("POST", f"{target}/importImage?api-version={promote.ACR_API_VERSION}")
-    assert body == {"source": {"resourceId": STAGING_ACR, "sourceImage": f"credit-default-scoring@{DIGEST}"},
-                    "targetTags": ["credit-default-scoring:v7"], "mode": "Force"}
+    assert body == {"source": {"resourceId": STAGING_ACR, "sourceImage": f"{REPOSITORY}@{DIGEST}"},
+                    "targetTags": [f"{REPOSITORY}:v7"], "mode": "Force"}
     assert FakeArm.requests[-1][:2] == ("GET", "/operations/1")
     assert FakeArm.bearers == ["Bearer entra-token"]
 

@@ -54,7 +54,7 @@ def test_every_declared_expression_parses_and_reads_collected_series(evaluate, s
 
 
 def test_the_check_refuses_what_prometheus_would():
-    s = settings.from_values(stack_files.project_name(), "dev", stack_files.stack_values("dev"), {}).observability
+    s = settings.from_values("dev", stack_files.stack_values("dev"), {}).observability
     good = prometheus.rules("scoring", "scoring", s)[0].expression
     assert selectors(good)
     for broken in (good.replace("sum(increase(", "sum(increase((", 1),   # unbalanced

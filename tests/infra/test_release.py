@@ -18,8 +18,9 @@ from scripts import release
 from scripts.release import Release, ReleaseFailed
 from testing import mockcloud
 from testing.platform_rules import APP, RevisionHistory
+from tests.infra.conftest import settings_of
 
-STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
+STAGING = f"{mockcloud.ORGANIZATION}/{stack_files.pulumi_project()}/staging"
 CPU_1, CPU_2, CPU_1_5 = ({"serving.containerApp.cpu": c, "serving.containerApp.memoryGi": c * 2} for c in (1, 2, 1.5))
 
 
@@ -62,7 +63,7 @@ class CloudStack:
 
     def settings(self) -> StackSettings:
         values = stack_files.apply_overrides(stack_files.stack_values(self.stack), self.config)
-        return from_values(stack_files.project_name(), self.stack, values, {})
+        return from_values(self.stack, values, {})
 
 
 @dataclass
@@ -91,7 +92,7 @@ def cloud(base_overrides):
     def make(**config) -> CloudStack:
         def evaluate(stack: str, overrides: dict) -> mockcloud.Evaluation:
             return mockcloud.evaluate(stack, {**base_overrides(stack), **overrides}, env={})
-        return CloudStack(evaluate, "staging", dict(config), RevisionHistory("ca-credit-staging"))
+        return CloudStack(evaluate, "staging", dict(config), RevisionHistory(settings_of("staging").names.container_app))
     return make
 
 
@@ -167,7 +168,7 @@ def test_a_refused_update_says_what_still_serves(cloud):
 
 def test_a_promotion_fails_unless_it_deployed_what_staging_tested():
     tested = "sha256:" + "ab" * 32
-    outputs = {"image_ref": f"cr.azurecr.io/credit-default-scoring@{tested}", "model_version": "7"}
+    outputs = {"image_ref": f"cr.azurecr.io/{settings_of('prod').image.repository}@{tested}", "model_version": "7"}
     release.check_promoted(outputs, tested, "7")
     with pytest.raises(ReleaseFailed, match=r"deployed digest sha256:abab.* is not the tested sha256:0f0f"):
         release.check_promoted(outputs, "sha256:" + "0f" * 32, "7")
@@ -179,11 +180,11 @@ def test_a_pinned_prod_must_serve_its_pin_not_what_staging_tested():
     """A rollback by config (promotion.pinnedDigest) goes through the same release: the check follows the pin."""
     values = stack_files.apply_overrides(stack_files.stack_values("prod"), {
         "promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6"})
-    pinned = from_values(stack_files.project_name(), "prod", values, {}).promotion
+    pinned = from_values("prod", values, {}).promotion
     said: list[str] = []
     assert release.expected_artifact(pinned, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "0f" * 32, "6")
     assert said and "a rollback by config" in said[0]
-    following = from_values(stack_files.project_name(), "prod", stack_files.stack_values("prod"), {}).promotion
+    following = from_values("prod", stack_files.stack_values("prod"), {}).promotion
     assert release.expected_artifact(following, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "ab" * 32, "7")
 
 

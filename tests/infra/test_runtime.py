@@ -28,7 +28,7 @@ def test_a_requirement_whose_dependencies_exclude_the_bundled_version_conflicts(
 
 
 def test_a_runtime_without_recorded_versions_is_a_config_error_naming_the_key():
-    with pytest.raises(settings.ConfigError, match=r"mlops-credit-default:databricks\.sparkVersion .*18\.0\.x-cpu-ml"):
+    with pytest.raises(settings.ConfigError, match=r"mlops:databricks\.sparkVersion .*18\.0\.x-cpu-ml"):
         load("dev", {"databricks.sparkVersion": "13.3.x-cpu-ml-scala2.12"})
     assert stack_files.stack_values("dev")["databricks"].get("sparkVersion") is None  # the default: runtime.DEFAULT
     assert load("dev").databricks.job.spark_version == runtime.DEFAULT

@@ -7,19 +7,19 @@ import pytest
 from infra import settings, stack_files
 from infra.settings import ConfigError
 
-PROJECT = "mlops-credit-default"
+PROJECT = settings.NAMESPACE  # every key is mlops:<key>, whatever Pulumi.yaml names the Pulumi project
 
 
 def load(stack: str, overrides: dict | None = None, env: dict | None = None) -> settings.StackSettings:
     values = stack_files.apply_overrides(stack_files.stack_values(stack), overrides or {})
-    return settings.from_values(PROJECT, stack, values, env or {})
+    return settings.from_values(stack, values, env or {})
 
 
 @pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
 def test_every_stack_file_is_valid(stack):
     s = load(stack)
     assert s.environment == stack
-    assert s.tags["environment"] == stack and s.tags["project"] == PROJECT and s.tags["cost-centre"]
+    assert s.tags["environment"] == stack and s.tags["project"] == stack_files.project(stack) and s.tags["cost-centre"]
 
 
 def test_prod_differs_by_values_only():
@@ -33,8 +33,9 @@ def test_prod_differs_by_values_only():
 
 def test_unity_catalog_model_name_and_uris():
     s = load("staging")
-    assert s.model.full_name == "staging.credit.credit_default"
-    assert s.model.uri == "models:/staging.credit.credit_default@champion"
+    dbx, model = stack_files.stack_values("staging")["databricks"], s.names.registered_model
+    assert s.model.full_name == f"{dbx['catalog']}.{dbx['schema']}.{model}"
+    assert s.model.uri == f"models:/{s.model.full_name}@champion"
     assert (s.model.tracking_uri, s.model.registry_uri) == ("databricks", "databricks-uc")
     # The deployer's shell does not steer what a stack deploys: `databricks` is the stack's own workspace.
     env = load("staging", env={"MLFLOW_TRACKING_URI": "sqlite:///x.db", "MLFLOW_REGISTRY_URI": "sqlite:///x.db"})
@@ -146,3 +147,79 @@ def test_a_model_version_written_as_a_yaml_number_is_a_version():
     promotion = load("dev", {"promotion.pinnedModelVersion": 3, "promotion.pinnedDigest": "sha256:" + "a" * 64,
                              "promotion.sourceStack": "staging"}).promotion
     assert promotion.pinned_model_version == "3"
+
+
+# ---- one name: every name derives from `name`, and each is checked against its service's rule ----
+
+def test_names_derive_from_the_one_name_and_settable_ones_default_to_it():
+    s = load("dev", {"name": "house-prices"})
+    names = s.names
+    assert (names.resource_group, names.container_app, names.registry) == (
+        "rg-house-prices-dev", "ca-house-prices-dev", "crhousepricesdev")
+    assert (s.registry.name, s.model.short_name, s.model.module, s.image.repository) == (
+        "crhousepricesdev", "house_prices", "models.house_prices", "house-prices-scoring")
+    assert (s.databricks.experiment, s.databricks.files_root, s.databricks.code_volume, s.drift.secret_scope) == (
+        "/Shared/house-prices-dev", "/Shared/house-prices/dev", "house_prices_job_code", "house-prices-dev")
+    assert load("staging").registry.name == stack_files.stack_values("staging")["registry"]["name"], "an override wins"
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    # ca-<name>-<environment> is at most 32 characters
+    ({"name": "a-very-long-project-name", "environment": "staging"},
+     "mlops:name is 'a-very-long-project-name': the Container App name it makes (environment staging) is "
+     "'ca-a-very-long-project-name-staging' (35 characters); a Container App name must be 2-32 lowercase letters"),
+    ({"name": "a-very-long-project-name", "environment": "staging"}, "shorten mlops:name to at most 21 characters"),
+    ({"name": "a-very-long-project-name", "environment": "staging"}, "resource-name-rules#microsoftapp"),
+    ({"name": "house--prices"}, "'ca-house--prices-dev' (20 characters); a Container App name must be 2-32 lowercase "
+                                "letters, digits and single '-'"),
+    ({"name": "weather"}, "its model module models.weather (models/weather.py) does not exist"),
+    # AKS names its node resource group MC_<group>_<cluster>_<location> and refuses one over 80 characters
+    ({"name": "house-prices-forecasts", "location": "australiasoutheast", "serving.target": "aks",
+      "model.module": "models.house_prices"},
+     "the AKS node resource group name it makes (environment dev, location australiasoutheast) is "
+     "'MC_rg-house-prices-forecasts-dev_aks-house-prices-forecasts-dev_australiasoutheast' (82 characters)"),
+])
+def test_a_derived_name_that_breaks_its_rule_names_the_name_key_and_the_rule(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load("dev", overrides)
+    assert message in str(error.value)
+
+
+def test_names_only_aks_declares_are_checked_on_aks_and_names_set_by_a_key_are_that_keys():
+    long = {"name": "credit-default", "environment": "staging", "location": "southafricanorth"}
+    load("dev", long)  # Container Apps: no data collection endpoint
+    s = load("dev", {**long, "serving.target": "aks"})  # cut as Microsoft's templates cut it: 44 characters
+    assert s.names.prometheus_collection == "MSProm-southafricanorth-aks-credit-default-s"
+    # No models/weather.py: model.module names the module instead, and that key is then checked itself.
+    assert load("dev", {"name": "weather", "model.module": "models.house_prices"}).model.module == "models.house_prices"
+    with pytest.raises(ConfigError, match=r"mlops:model.module is 'models.nope': no such module"):
+        load("dev", {"name": "weather", "model.module": "models.nope"})
+    with pytest.raises(ConfigError, match=r"mlops:registry.name is 'cr-x'"):
+        load("dev", {"registry.name": "cr-x"})
+
+
+def test_a_key_in_the_pulumi_projects_namespace_is_refused():
+    assert stack_files.misplaced(["mlops-house:name", "mlops:environment", "azure-native:location"], "mlops-house") == [
+        "mlops-house:name"]
+    assert stack_files.misplaced(["mlops:name"], "mlops") == []
+
+
+def test_the_program_reads_the_mlops_namespace_whatever_pulumi_yaml_names_the_project():
+    """A team sharing a Pulumi organization renames the project (stack names are unique per organization and
+    project); the keys stay `mlops:<key>`, and one written in the project's namespace is refused, not ignored."""
+    import pulumi
+
+    from testing.mockcloud import to_pulumi_config
+
+    values = stack_files.stack_values("dev")
+    try:
+        pulumi.runtime.settings.reset_options(project="mlops-house", stack="dev")
+        pulumi.runtime.set_all_config(to_pulumi_config(values))
+        assert settings.load({}).names == load("dev").names
+        pulumi.runtime.set_all_config({**to_pulumi_config(values), "mlops-house:name": "house-prices"})
+        with pytest.raises(ConfigError, match=r"mlops-house:name: this program reads mlops:<key>, not the Pulumi "
+                                              r"project's namespace \(mlops-house\)"):
+            settings.load({})
+    finally:
+        pulumi.runtime.set_all_config({})
+        pulumi.runtime.settings.reset_options(project=stack_files.pulumi_project(), stack="dev")

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import pytest
 
+from infra import stack_files
 from testing import mockcloud, platform_rules
 from testing.platform_rules import APP, RevisionHistory, changes
+from tests.infra.conftest import settings_of
 
-STAGING = f"{mockcloud.ORGANIZATION}/mlops-credit-default/staging"
+STAGING = f"{mockcloud.ORGANIZATION}/{stack_files.pulumi_project()}/staging"
+STAGING_SETTINGS, PROD_SETTINGS = settings_of("staging"), settings_of("prod")
+STAGING_APP, PROD_APP = STAGING_SETTINGS.names.container_app, PROD_SETTINGS.names.container_app
 DIGEST_A, DIGEST_B = "sha256:" + "a1" * 32, "sha256:" + "b2" * 32
 
 
@@ -26,7 +30,7 @@ def run(base_overrides):
 def test_a_no_op_up_changes_nothing_and_makes_no_revision(run):
     first, second = run("staging"), run("staging")
     assert changes(first, second) == {}
-    history = RevisionHistory("ca-credit-staging")
+    history = RevisionHistory(STAGING_APP)
     assert history.apply(first.one(APP).inputs) is not None
     assert history.apply(second.one(APP).inputs) is None
 
@@ -35,7 +39,7 @@ def test_a_cpu_change_without_a_new_image_makes_a_new_uniquely_named_revision(ru
     before = run("staging")
     after = run("staging", {"serving.containerApp.cpu": 2, "serving.containerApp.memoryGi": 4})
     assert changes(before, after) == {f"{APP} containerapp-app": "update"}
-    history = RevisionHistory("ca-credit-staging")
+    history = RevisionHistory(STAGING_APP)
     first = history.apply(before.one(APP).inputs)
     second = history.apply(after.one(APP).inputs)  # before: the same suffix again, refused by Azure
     assert second and second != first
@@ -43,17 +47,19 @@ def test_a_cpu_change_without_a_new_image_makes_a_new_uniquely_named_revision(ru
 
 
 def staging(digest: str, version: str) -> dict:
-    return {STAGING: {"image_ref": f"crcreditdefaultstg.azurecr.io/credit-default-scoring@{digest}",
-                      "model_name": "staging.credit.credit_default", "model_version": version,
+    registry = STAGING_SETTINGS.registry.name
+    return {STAGING: {"image_ref": f"{registry}.azurecr.io/{STAGING_SETTINGS.image.repository}@{digest}",
+                      "model_name": STAGING_SETTINGS.model.full_name, "model_version": version,
                       "model_run_id": f"run-of-v{version}", "databricks_workspace_url": "https://adb-1.1.azuredatabricks.net",
-                      "registry_id": f"/subscriptions/{mockcloud.SUBSCRIPTION}/resourceGroups/rg-credit-staging/providers/"
-                                     "Microsoft.ContainerRegistry/registries/crcreditdefaultstg", "bootstrap": ""}}
+                      "registry_id": f"/subscriptions/{mockcloud.SUBSCRIPTION}/resourceGroups/"
+                                     f"{STAGING_SETTINGS.names.resource_group}/providers/"
+                                     f"Microsoft.ContainerRegistry/registries/{registry}", "bootstrap": ""}}
 
 
 def test_prod_promotes_a_new_digest_then_rolls_back_by_pin(run):
     """prod serves staging's digest A, then B, then a pinned rollback to A: three revisions, none refused (the
     rollback's template equals the first one's, so a suffix derived from it would have been refused)."""
-    history = RevisionHistory("ca-credit-prod")
+    history = RevisionHistory(PROD_APP)
     promoted_a = run("prod", stack_outputs=staging(DIGEST_A, "7"))
     promoted_b = run("prod", stack_outputs=staging(DIGEST_B, "8"))
     pinned_a = run("prod", {"promotion.pinnedDigest": DIGEST_A, "promotion.pinnedModelVersion": "7"},
@@ -72,7 +78,7 @@ def test_prod_promotes_a_new_digest_then_rolls_back_by_pin(run):
 
 
 def test_a_canary_runs_two_revisions_and_completing_it_deactivates_the_old_one(run):
-    history = RevisionHistory("ca-credit-staging")
+    history = RevisionHistory(STAGING_APP)
     old = history.apply(run("staging").one(APP).inputs)
     canary = run("staging", {"serving.containerApp.cpu": 2, "serving.containerApp.memoryGi": 4,
                              "serving.containerApp.latestWeight": 10,
@@ -90,7 +96,7 @@ NEW_IMAGE = {"serving.containerApp.cpu": 2, "serving.containerApp.memoryGi": 4} 
 
 def test_a_release_serves_the_candidate_at_0_percent_then_moves_traffic_only_after_its_smoke_test(run):
     """deploy (candidate at 0 %, label URL) -> smoke test -> shift 10 % -> complete; every step a real `up`."""
-    history = RevisionHistory("ca-credit-staging")
+    history = RevisionHistory(STAGING_APP)
     stable = history.apply(run("staging").one(APP).inputs)
     release = {**NEW_IMAGE, "serving.containerApp.stableRevision": stable, "serving.containerApp.latestWeight": 0}
     deployed = run("staging", release)
@@ -98,7 +104,7 @@ def test_a_release_serves_the_candidate_at_0_percent_then_moves_traffic_only_aft
     assert candidate and candidate != stable
     assert history.weights == {stable: 100, candidate: 0} and history.serving() == {stable}
     assert history.labels == {"candidate": candidate, "stable": stable}
-    assert deployed.outputs["candidate_url"] == "https://ca-credit-staging---candidate." + \
+    assert deployed.outputs["candidate_url"] == f"https://{STAGING_APP}---candidate." + \
         deployed.outputs["endpoint_url"].split(".", 1)[1]  # where the smoke test goes before any user does
     shifted = run("staging", {**release, "serving.containerApp.latestWeight": 10})
     assert changes(deployed, shifted) == {f"{APP} containerapp-app": "update"}
@@ -109,7 +115,7 @@ def test_a_release_serves_the_candidate_at_0_percent_then_moves_traffic_only_aft
 
 
 def test_a_candidate_that_fails_its_smoke_test_never_takes_traffic_and_the_next_release_replaces_it(run):
-    history = RevisionHistory("ca-credit-staging")
+    history = RevisionHistory(STAGING_APP)
     stable = history.apply(run("staging").one(APP).inputs)
     failed = history.apply(run("staging", {**NEW_IMAGE, "serving.containerApp.stableRevision": stable,
                                            "serving.containerApp.latestWeight": 0}).one(APP).inputs)
@@ -122,8 +128,8 @@ def test_a_candidate_that_fails_its_smoke_test_never_takes_traffic_and_the_next_
 
 
 def test_traffic_to_a_revision_that_is_not_active_is_refused(run):
-    history = RevisionHistory("ca-credit-staging")
+    history = RevisionHistory(STAGING_APP)
     history.apply(run("staging").one(APP).inputs)
     with pytest.raises(platform_rules.RevisionRefused, match="not an active revision"):
-        history.apply(run("staging", {**NEW_IMAGE, "serving.containerApp.stableRevision": "ca-credit-staging--gone",
+        history.apply(run("staging", {**NEW_IMAGE, "serving.containerApp.stableRevision": f"{STAGING_APP}--gone",
                                       "serving.containerApp.latestWeight": 0}).one(APP).inputs)
