@@ -22,7 +22,8 @@ from mlflow.tracking import MlflowClient
 from scripts import databricks_local
 from serving import smoke
 from serving.localrun import free_port, start_service, stop_service
-from training import data, pipeline
+from training import contract, data, search
+from training.contract import ModelModule
 from training.gate import JOB_RUN_TAG
 from training.loader import load_table, validate_frame
 
@@ -31,6 +32,12 @@ pytestmark = pytest.mark.databricks
 STACK = "dev"
 ROWS = 2500
 LOG_RECORDS = 400
+
+
+@pytest.fixture(scope="module")
+def model() -> ModelModule:
+    """The model module the stack's jobs train (its `name`): every column below comes from its contract."""
+    return contract.load(databricks_local.model_of(STACK))
 
 
 def parameter(task: databricks_local.Task, name: str) -> str:
@@ -60,9 +67,9 @@ def workspace(tmp_path_factory):
         declared = databricks_local.declared(STACK, overrides(local))
         local.install(declared.wheel_path, declared.wheel)
         train = declared.jobs["databricks-job"].tasks[0]
-        parquet = root / "data" / "card_holders.parquet"
-        data.write_table(data.generate(ROWS, seed=11), parquet)
-        local.create_table(parameter(train, "--data"), parquet)  # dev.credit.card_holders, as the stack configures
+        parquet = databricks_local.training_table(databricks_local.model_of(STACK), ROWS, 11,
+                                                  root / "data" / "training.parquet")
+        local.create_table(parameter(train, "--data"), parquet)  # the table the stack configures
         yield local, declared
 
 
@@ -75,10 +82,13 @@ def first_run(workspace):
     return results
 
 
-def test_declared_tasks_run_from_the_wheel_in_dependency_order(workspace, first_run):
+def test_declared_tasks_run_from_the_wheel_in_dependency_order(workspace, first_run, model):
     local, declared = workspace
     job = declared.jobs["databricks-job"]
     assert [t.key for t in job.tasks] == ["train", "gate"] and job.tasks[1].depends_on == ("train",)
+    assert {parameter(t, "--model-module") for t in job.tasks} == {model.module}  # from the wheel, not the repository
+    assert (local.site / (model.module.replace(".", "/") + ".py")).exists()  # the wheel carries the model module
+    assert f"({model.module}: {len(model.contract.features)} features" in first_run[0].stdout
     assert set(job.libraries) == {declared.wheel_path}
     for task, result in zip(job.tasks, first_run, strict=True):
         module = task.entry_point.removeprefix("mlops-")
@@ -96,7 +106,7 @@ def test_train_then_gate_moves_the_champion(workspace, first_run):
     assert "PROMOTED to @champion" in first_run[1].stdout
 
 
-def test_a_second_run_gates_against_the_champion(workspace, first_run):
+def test_a_second_run_gates_against_the_champion(workspace, first_run, model):
     local, declared = workspace
     job = declared.jobs["databricks-job"]
     model = parameter(job.tasks[0], "--model-name")
@@ -107,47 +117,54 @@ def test_a_second_run_gates_against_the_champion(workspace, first_run):
     assert second.version != before
     run = client.get_run(second.run_id).data
     assert run.tags["gate.champion_version"] == str(before)  # judged against the champion, on the same holdout
-    assert "gate_champion_roc_auc" in run.metrics and "gate_challenger_roc_auc" in run.metrics
+    metric = model.gate.name
+    assert f"gate_champion_{metric}" in run.metrics and f"gate_challenger_{metric}" in run.metrics
     assert second.tags["gate.decision"] in ("promoted", "rejected")
 
 
-def request_log(path, model: str, version: str, tracking_uri: str, *, seed: int, credit_limit_factor: float = 1.0) -> None:
-    """Request-log lines (serving/scoring/requestlog.py's format) for generated holders scored by the version."""
+def request_log(path, name: str, version: str, tracking_uri: str, model: ModelModule, *, seed: int,
+                factor: float = 1.0) -> None:
+    """Request-log lines (serving/scoring/requestlog.py's format) for example rows scored by the version, the contract's
+    first number multiplied by `factor`; the output the version's baseline profiled (its `prediction.output`)."""
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    scorer = mlflow.sklearn.load_model(f"models:/{model}/{version}")
-    frame = validate_frame(data.generate(LOG_RECORDS, seed=seed), require_target=False)  # as the service reads it
-    frame["credit_limit"] = frame["credit_limit"] * credit_limit_factor
-    probabilities = scorer.predict_proba(frame)[:, 1]
+    scorer = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    c = model.contract
+    frame = validate_frame(data.example_table(model, LOG_RECORDS, seed=seed), c, require_target=False)
+    number = c.numbers[0].name
+    frame[number] = frame[number] * factor
+    outputs = ([{"probability": float(p)} for p in scorer.predict_proba(frame)[:, 1]] if c.task == "binary"
+               else [{"label": v} for v in scorer.predict(frame).tolist()] if c.task == "multiclass"
+               else [{"prediction": float(v)} for v in scorer.predict(frame)])
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
     now = datetime.now(UTC).isoformat()
     with path.open("w") as out:
         for start in range(0, LOG_RECORDS, 5):
             batch = slice(start, start + 5)
             out.write(json.dumps({
-                "log_type": "prediction", "ts": now, "request_id": f"r{start}", "model_name": model,
+                "log_type": "prediction", "ts": now, "request_id": f"r{start}", "model_name": name,
                 "model_version": version, "n_records": 5, "latency_ms": 1.0, "inputs": records[batch],
-                "outputs": [{"probability": float(p), "label": int(p >= 0.5)} for p in probabilities[batch]]}) + "\n")
+                "outputs": outputs[batch]}) + "\n")
 
 
-def test_drift_job_runs_against_a_local_log_source(workspace, first_run, tmp_path):
+def test_drift_job_runs_against_a_local_log_source(workspace, first_run, model, tmp_path):
     local, declared = workspace
     job = declared.jobs["databricks-drift-job"]
     assert [t.entry_point for t in job.tasks] == ["mlops-drift"]
-    model = parameter(declared.jobs["databricks-job"].tasks[0], "--model-name")
+    name = parameter(declared.jobs["databricks-job"].tasks[0], "--model-name")
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
-    version = str(client.get_model_version_by_alias(model, "champion").version)
+    version = str(client.get_model_version_by_alias(name, "champion").version)
     outcomes = {}
     for name, factor, seed in (("clean", 1.0, 101), ("shifted", 3.0, 102)):
         log = tmp_path / f"{name}.jsonl"
-        request_log(log, model, version, local.tracking_uri, seed=seed, credit_limit_factor=factor)
+        request_log(log, name, version, local.tracking_uri, model, seed=seed, factor=factor)
         [result] = local.run_job(job, "2001", extra_env={"DRIFT_LOCAL_LOG_ANALYTICS": str(log)}, say=lambda _: None)
         records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"log_type": "drift"')]
         assert [r["model_version"] for r in records] == [version], result.stderr[-3000:]
         outcomes[name] = (result.returncode, records[0])
     assert outcomes["clean"][0] == 0 and outcomes["clean"][1]["status"] == "no drift"
     # exit 3 fails the task, and so the job run: that is what e-mails the stack's failure addresses
-    assert outcomes["shifted"][0] == 3 and "credit_limit" in outcomes["shifted"][1]["drifted"]
+    assert outcomes["shifted"][0] == 3 and model.contract.numbers[0].name in outcomes["shifted"][1]["drifted"]
     experiment = parameter(job.tasks[0], "--experiment")
     runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
     assert {r.data.tags["drift_status"] for r in runs} == {"no drift", "drift"}  # logged in the local MLflow
@@ -160,19 +177,22 @@ SAMPLE = 300
 
 
 @pytest.fixture(scope="module")
-def batch_run(workspace, first_run):
+def batch_run(workspace, first_run, model):
     """The stack evaluated again now that it serves the champion (the program declares the batch job with that
     version and assembles the image's build context for it), a portfolio table with three bad rows, the job run."""
     local, declared = workspace
     serving_now = databricks_local.declared(STACK, overrides(local))
     assert serving_now.wheel == declared.wheel  # the wheel installed in the workspace
     job = serving_now.jobs["databricks-batch-job"]
-    parquet = databricks_local.portfolio(BATCH_ROWS, 12, local.root / "data" / "portfolio.parquet")
+    assert "--key" not in job.tasks[0].parameters  # the ids are the version's contract's
+    parquet = databricks_local.portfolio(model.module, BATCH_ROWS, 12, local.root / "data" / "portfolio.parquet")
     frame = pd.read_parquet(parquet)
-    frame["customer_id"] = frame["customer_id"].astype("Int64")
-    frame.loc[10, "customer_id"] = pd.NA  # no key
-    frame.loc[11, "age"] = "forty"  # text that is no number, in the number column stored as text
-    frame.loc[12, "credit_limit"] = float("inf")  # JSON could not even carry it; the service refuses it too
+    c = model.contract
+    key, as_text, other = c.ids[0], c.numbers[0].name, c.numbers[1].name
+    frame[key] = frame[key].astype("Int64")
+    frame.loc[10, key] = pd.NA  # no id
+    frame.loc[11, as_text] = "forty"  # text that is no number, in the number column stored as text
+    frame.loc[12, other] = float("inf")  # JSON could not even carry it; the service refuses it too
     frame.to_parquet(parquet, index=False)
     local.create_table(parameter(job.tasks[0], "--input-table"), parquet)
     [result] = local.run_job(job, "3001", say=lambda _: None)
@@ -180,34 +200,41 @@ def batch_run(workspace, first_run):
     return job, result, frame
 
 
-def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_service(workspace, batch_run):
+OUTPUTS = {"binary": ["probability", "label"], "regression": ["prediction"]}
+
+
+def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_service(workspace, batch_run, model):
     local, _ = workspace
     job, result, frame = batch_run
-    task = job.tasks[0]
+    task, c = job.tasks[0], model.contract
     model_uri = parameter(task, "--model-uri")
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
-    model, version = model_uri.removeprefix("models:/").rsplit("/", 1)
-    assert version == client.get_model_version_by_alias(model, "champion").version  # what dev serves
+    name, version = model_uri.removeprefix("models:/").rsplit("/", 1)
+    assert version == client.get_model_version_by_alias(name, "champion").version  # what dev serves
     assert f"from {local.site}/serving/batch.py" in result.stdout
-    assert "context: compiled to ONNX; max |dp|" in result.stdout  # the image's equivalence check, on the cluster
+    assert "runtime onnx" in result.stdout  # the image's runtime and equivalence check, on the cluster
     predictions = local.read_table(parameter(task, "--output-table"))
     assert len(predictions) == BATCH_ROWS - 3
-    assert list(predictions.columns) == ["customer_id", "probability", "label", "model_name", "model_version",
-                                         "scoring_run_id", "scored_at"]
-    assert set(predictions["model_name"]) == {model} and set(predictions["model_version"]) == {version}
+    outputs = OUTPUTS[c.task]
+    assert list(predictions.columns) == [*c.ids, *outputs, "model_name", "model_version", "scoring_run_id", "scored_at"]
+    assert set(predictions["model_name"]) == {name} and set(predictions["model_version"]) == {version}
     assert set(predictions["scoring_run_id"]) == {"3001"}
-    sample = frame.dropna(subset=["customer_id"]).drop(index=[11, 12]).sample(SAMPLE, random_state=5)
-    served = service_answers(local.root / "context", sample)
-    assert served["model"] == {"name": model, "version": version}
-    batch = predictions.set_index("customer_id").loc[sample["customer_id"].astype(int)]
-    probabilities = np.array([p["probability"] for p in served["predictions"]])
-    assert np.max(np.abs(batch["probability"].to_numpy() - probabilities)) <= 1e-6
-    assert batch["label"].tolist() == [p["label"] for p in served["predictions"]]
+    key = c.ids[0]
+    sample = frame.dropna(subset=[key]).drop(index=[11, 12]).sample(SAMPLE, random_state=5)
+    served = service_answers(local.root / "context", sample, c)
+    assert served["model"] == {"name": name, "version": version}
+    batch = predictions.set_index(key).loc[sample[key].astype(int)]
+    number = outputs[0]  # probability, or prediction: compared with a tolerance, the labels exactly
+    answers = np.array([p[number] for p in served["predictions"]])
+    assert np.max(np.abs(batch[number].to_numpy() - answers) / np.maximum(1.0, np.abs(answers))) <= 1e-6
+    if "label" in outputs:
+        assert batch["label"].tolist() == [p["label"] for p in served["predictions"]]
 
 
-def service_answers(context: Path, sample: pd.DataFrame) -> dict:
+def service_answers(context: Path, sample: pd.DataFrame, c: contract.Contract) -> dict:
     """/predict of the scoring service, run from the build context the program assembled for the served version."""
-    records = sample.drop(columns=["customer_id"]).assign(age=pd.to_numeric(sample["age"]))
+    as_text = c.numbers[0].name
+    records = sample[c.feature_names].assign(**{as_text: pd.to_numeric(sample[as_text])})
     records = json.loads(records.to_json(orient="records"))  # NaN -> null, as a client sends a missing value
     port = free_port()
     process = start_service(context, port, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -220,23 +247,26 @@ def service_answers(context: Path, sample: pd.DataFrame) -> dict:
         stop_service(process.pid)
 
 
-def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(workspace, batch_run):
+def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(workspace, batch_run, model):
     local, _ = workspace
     job, result, frame = batch_run
+    c = model.contract
+    key, as_text, other = c.ids[0], c.numbers[0].name, c.numbers[1].name
     summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"log_type": "batch"')))
     assert (summary["rows"], summary["scored"], summary["rejected"]) == (BATCH_ROWS, BATCH_ROWS - 3, 3)
     assert "rejected 3 of 3000 rows" in result.stdout
     rejects = local.read_table(parameter(job.tasks[0], "--rejects-table"))
-    keys = [None if pd.isna(key) else int(key) for key in rejects["customer_id"]]
+    keys = [None if pd.isna(k) else int(k) for k in rejects[key]]
     assert dict(zip(keys, rejects["reject_reason"], strict=True)) == {
-        None: "column 'customer_id': the key is missing",
-        int(frame.loc[11, "customer_id"]): "column 'age': 'forty' is not a number",
-        int(frame.loc[12, "customer_id"]): "column 'credit_limit': Infinity is not a finite number"}
-    assert json.loads(rejects["record"].iloc[0])["sex"] in data.schema.SEX_VALUES  # the whole row, to fix and re-score
+        None: f"column '{key}': the key is missing",
+        int(frame.loc[11, key]): f"column '{as_text}': 'forty' is not a number",
+        int(frame.loc[12, key]): f"column '{other}': Infinity is not a finite number"}
+    first = c.categories[0]
+    assert json.loads(rejects["record"].iloc[0])[first.name] in (*(first.values or ()), None)  # the whole row
     assert set(rejects["scoring_run_id"]) == {"3001"}
 
 
-def test_the_search_ran_as_spark_tasks_each_candidate_a_child_run(workspace, first_run):
+def test_the_search_ran_as_spark_tasks_each_candidate_a_child_run(workspace, first_run, model):
     local, declared = workspace
     train = declared.jobs["databricks-job"].tasks[0]
     assert parameter(train, "--search") == "spark"
@@ -244,25 +274,25 @@ def test_the_search_ran_as_spark_tasks_each_candidate_a_child_run(workspace, fir
     version = client.get_model_version_by_alias(parameter(train, "--model-name"), "champion")
     parent = client.get_run(version.run_id)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-    assert len(children) == len(pipeline.grid())
+    assert len(children) == len(model.grid())
     assert all("spark_stage_id" in c.data.tags and "spark_task_attempt_id" in c.data.tags for c in children)
     # Spark's status tracker, read by the task: the stages that fitted the candidates completed one task each
-    assert parent.data.metrics["search_spark_tasks"] == len(pipeline.grid())
+    assert parent.data.metrics["search_spark_tasks"] == len(model.grid())
     assert [c.data.tags["chosen"] for c in children].count("true") == 1
 
 
-def test_the_parallel_search_chooses_what_the_sequential_one_does(workspace, first_run):
+def test_the_parallel_search_chooses_what_the_sequential_one_does(workspace, first_run, model):
     """The same table and seed, searched here one candidate after another: the same winner, the same scores."""
     local, declared = workspace
     train = declared.jobs["databricks-job"].tasks[0]
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
     run = client.get_run(client.get_model_version_by_alias(parameter(train, "--model-name"), "champion").run_id)
-    sequential = pipeline.search(pipeline.split(load_table(str(local.root / "data" / "card_holders.parquet"))),
-                                 int(run.data.params["seed"]), progress=lambda _: None)
+    table = load_table(str(local.root / "data" / "training.parquet"), model.contract)
+    sequential = search.search(model, search.split(table, model.contract), int(run.data.params["seed"]),
+                               progress=lambda _: None)
     assert {k: run.data.params[k] for k in sequential.params} == {k: str(v) for k, v in sequential.params.items()}
     children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'")
-    on_spark = {(c.data.params["learning_rate"], c.data.params["max_leaf_nodes"]): c.data.metrics["valid_roc_auc"]
-                for c in children}
+    score = search.valid_key(model)
+    on_spark = {tuple(c.data.params[k] for k in model.search): c.data.metrics[score] for c in children}
     for candidate in sequential.candidates:
-        key = (str(candidate["learning_rate"]), str(candidate["max_leaf_nodes"]))
-        assert on_spark[key] == pytest.approx(candidate["valid_roc_auc"], abs=1e-12)
+        assert on_spark[tuple(str(candidate[k]) for k in model.search)] == pytest.approx(candidate[score], abs=1e-12)
