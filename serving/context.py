@@ -1,19 +1,33 @@
-"""Assemble the docker build context for one registered model version.
+"""Assemble the docker build context for one MLflow model version: any tabular model, from its MLflow files alone.
 
-This is the one implementation used by `make local`, by the Pulumi program's docker Image, and
-by CI. Given `models:/<name>@<alias>` or `models:/<name>/<version>`, it writes:
+This is the one implementation used by `make local`, `make serve`, the Pulumi program's docker Image, the batch
+job and CI. Given `models:/<name>@<alias>`, `models:/<name>/<version>`, `runs:/<run id>/<path>` or a local MLflow
+model directory, it writes:
 
     <out>/Dockerfile           serving/Dockerfile
-    <out>/requirements.txt     the hash-locked serving runtime, serving/requirements.txt (plus scikit-learn & co.
-                               for the fallback runtime, hashed when their wheels are downloaded)
+    <out>/requirements.txt     the hash-locked serving runtime, serving/requirements.txt, plus the runtime's own
+                               packages at the model's pins (sklearn: scikit-learn, pandas, skops; pyfunc:
+                               mlflow-skinny and the model's requirements), hashed when their wheels are downloaded
     <out>/pip.sha256           the hash of the pip wheel the build runs from (serving/pip.txt), for sha256sum
     <out>/wheels/              every wheel the image installs: the build needs no network
     <out>/scoring/             the FastAPI app
-    <out>/model/manifest.json  name, version, run id, source URI, runtime, input schema, content hash
-    <out>/model/model.onnx     the compiled pipeline (onnx runtime only)
-    <out>/model/mlflow/        the MLflow model directory (MLmodel, model.skops, drift baseline, ...)
+    <out>/model/manifest.json  what the app serves and how (format: serving/scoring/model.py)
+    <out>/model/model.onnx     the compiled model (onnx runtime only)
+    <out>/model/pipeline.skops the estimator re-saved with skops (sklearn runtime, when the version's is a pickle)
+    <out>/model/mlflow/        the MLflow model directory (MLmodel, contract, drift baseline, ...)
 
-    python -m serving.context models:/credit-default@champion .local/context
+    python -m serving.context models:/my-model@champion .local/context
+
+The runtime is chosen here, and the reason printed ("context: runtime <name>: <why>"):
+  onnx     the scikit-learn estimator or pipeline (XGBoost and LightGBM through onnxmltools) compiles and its graph
+           gives the registered model's labels and probabilities (or values) on the equivalence records
+  sklearn  otherwise, when the estimator holds only scikit-learn's (numpy's, scipy's) types, so the image loads it
+           with skops and nothing else; re-saved, loaded back and checked the same way
+  pyfunc   anything else (a custom class, a model skops cannot save or load, a flavor other than scikit-learn):
+           MLflow loads it in the scoring process; the pickle, if any, ships and is unpickled there
+The task: the version's contract.json when it has one; else a scikit-learn estimator's is_classifier and
+len(classes_); else (a pyfunc-only model) a classifier when its raw model has classes_ and predict_proba, and a
+regressor otherwise.
 """
 
 from __future__ import annotations
@@ -29,28 +43,35 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
+import numpy as np
 import pandas as pd
 from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from serving import compile as compiler
 from serving import lock
-from serving.scoring.model import MANIFEST_FILE, ONNX_FILE, Manifest
+from serving.scoring.model import MANIFEST_FILE, ONNX_FILE, FrameScorer, Manifest, OnnxScorer, SklearnScorer
 
 SERVING_DIR = Path(__file__).resolve().parent
 APP_PACKAGE = SERVING_DIR / "scoring"
 RUNTIME_REQUIREMENTS = SERVING_DIR / "requirements.txt"
 DOCKERFILE = SERVING_DIR / "Dockerfile"
 MLFLOW_SUBDIR = "mlflow"
-SKOPS_FILE = "pipeline.skops"  # a pickled version, re-saved for the fallback runtime
+SKOPS_FILE = "pipeline.skops"  # a pickled version, re-saved for the sklearn runtime
+CONTRACT_ARTIFACT = "extra_files/contract.json"
+BASELINE_ARTIFACT = "extra_files/drift_baseline.json"
 # Records drawn by training from the drift baseline's aggregates (training/baseline.py equivalence_records), which
 # the compiled model is checked on: used here, never shipped. A version carries no row of a real person.
 EQUIVALENCE_ARTIFACT = "extra_files/equivalence_records.parquet"
 FALLBACK_PACKAGES = ("scikit-learn", "pandas", "skops")
-MANIFEST_FORMAT_VERSION = 1
-DEFAULT_THRESHOLD = 0.5
+# The modules whose types the sklearn runtime's image can load (scikit-learn and what it is made of).
+SKLEARN_MODULES = ("sklearn", "numpy", "scipy", "builtins", "collections", "functools", "operator", "skops", "joblib",
+                   "_operator", "pandas")
+MANIFEST_FORMAT_VERSION = 2
+UNSEEN = "__unseen__"
 
 # The image is CPython 3.11 on x86-64 Linux, whatever machine assembles the context (serving/lock.py hashes the
 # same wheels).
@@ -68,10 +89,12 @@ class ResolvedModel:
     version: str
     run_id: str | None  # None for a version registered from a path rather than a run
     source_uri: str
+    artifact_uri: str | None = None  # what to download: the registered version's URI unless given
+    registered: bool = True
 
     @property
     def version_uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return self.artifact_uri or f"models:/{self.name}/{self.version}"
 
 
 @dataclass(frozen=True)
@@ -85,14 +108,25 @@ class BuildContext:
 
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+(?:\.[^@/]+)*)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+RUN_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/(?P<path>.+)$")
+URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or a local model directory"
 
 
 def resolve_model(model_uri: str, client: MlflowClient | None = None) -> ResolvedModel:
-    """`models:/name@alias` or `models:/name/version` -> a concrete registered version."""
+    """A model URI -> a concrete model: a registered version (by alias or number), a run's model (named after its
+    artifact path, versioned by the run id) or a local MLflow model directory (named after it, version "local")."""
+    run = RUN_URI.match(model_uri)
+    if run:
+        path = run["path"].strip("/")
+        return ResolvedModel(name=path.split("/")[-1], version=run["run"], run_id=run["run"], source_uri=model_uri,
+                             artifact_uri=model_uri, registered=False)
+    local = Path(model_uri.removeprefix("file://"))
+    if not model_uri.startswith(("models:/", "runs:/")) and (local / "MLmodel").is_file():
+        return ResolvedModel(name=local.resolve().name, version="local", run_id=None, source_uri=model_uri,
+                             artifact_uri=str(local.resolve()), registered=False)
     match = MODEL_URI.match(model_uri)
     if not match:
-        raise PackagingError(f"model URI must look like models:/<name>@<alias> or models:/<name>/<version>, "
-                             f"got {model_uri!r}")
+        raise PackagingError(f"model URI must be one of {URI_FORMS}, got {model_uri!r}")
     client = client or MlflowClient()
     name = match["name"]
     version = (client.get_model_version_by_alias(name, match["alias"]) if match["alias"]
@@ -127,11 +161,11 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
     manifest = prepare_model(resolved, model_dir, client, progress)
     shutil.copytree(APP_PACKAGE, out_dir / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(DOCKERFILE, out_dir / "Dockerfile")
-    locked, extras = _requirements(manifest["runtime"], model_dir / MLFLOW_SUBDIR)
+    locked, extras = _requirements(manifest, model_dir / MLFLOW_SUBDIR)
     (out_dir / "wheels").mkdir()
     if wheelhouse:
         extras = _fill_wheelhouse(locked, extras, out_dir / "wheels", wheel_cache, progress)
-    (out_dir / "requirements.txt").write_text(_render(manifest["runtime"], locked, extras))
+    (out_dir / "requirements.txt").write_text(_render(manifest["runtime"], locked, extras, hashed=wheelhouse))
     (out_dir / "pip.sha256").write_text("".join(f"{pin.hashes[0]}  {pin.wheel}\n" for pin in lock.pins(lock.PIP_LOCK)))
 
     manifest["content_sha256"] = content_hash(out_dir)
@@ -141,34 +175,34 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
 
 def prepare_model(resolved: ResolvedModel, model_dir: Path, client: MlflowClient,
                   progress: Callable[[str], None] = print) -> dict:
-    """The version's files in `model_dir` (the MLflow model, model.onnx when it compiles) and its manifest (without
-    the content hash): the image's model, and the batch job's (serving/batch.py), from this one function, so both
-    score with the same compiled graph after the same equivalence check."""
+    """The version's files in `model_dir` (the MLflow model; model.onnx or pipeline.skops by runtime) and its manifest
+    (without the content hash): the image's model, and the batch job's (serving/batch.py), from this one function, so
+    both score with the same runtime after the same equivalence check."""
+    mlflow_dir = model_dir / MLFLOW_SUBDIR
     with tempfile.TemporaryDirectory() as tmp:
-        downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
+        if resolved.registered or resolved.artifact_uri is None or not Path(resolved.artifact_uri).is_dir():
+            downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
+        else:
+            downloaded = Path(resolved.artifact_uri)
         probe = _read_equivalence_records(downloaded)
-        shutil.copytree(downloaded, model_dir / MLFLOW_SUBDIR,
+        shutil.copytree(downloaded, mlflow_dir,
                         ignore=lambda d, names: [n for n in names if Path(d, n) == downloaded / EQUIVALENCE_ARTIFACT])
-    mlflow_model = Model.load(str(model_dir / MLFLOW_SUBDIR))
-    manifest = _manifest(resolved, mlflow_model, model_dir / MLFLOW_SUBDIR, client)
-
-    pipeline = mlflow.sklearn.load_model(str(model_dir / MLFLOW_SUBDIR))
-    if manifest["sklearn"]["format"] != "skops":
-        manifest["sklearn"] = _resave_with_skops(pipeline, manifest["sklearn"], model_dir, progress)
-    manifest.update(_compile(pipeline, manifest, probe, model_dir, progress))
+    mlflow_model = Model.load(str(mlflow_dir))
+    contract_path = mlflow_dir / CONTRACT_ARTIFACT
+    contract = json.loads(contract_path.read_text()) if contract_path.is_file() else None
+    estimator = mlflow.sklearn.load_model(str(mlflow_dir)) if "sklearn" in mlflow_model.flavors else None
+    pyfunc = None if estimator is not None else _load_pyfunc(mlflow_dir)
+    manifest = _manifest(resolved, mlflow_model, mlflow_dir, client, contract, estimator, pyfunc)
+    manifest.update(choose_runtime(estimator, manifest, probe, model_dir, mlflow_model, progress))
     return manifest
 
 
-def _resave_with_skops(pipeline, sklearn: dict, model_dir: Path, progress: Callable[[str], None]) -> dict:
-    """A (cloud)pickled version (what the Databricks runtime's MLflow writes) goes into the image as skops, and
-    its pickle not at all: the image's fallback runtime loads only the types listed, never arbitrary code."""
-    import skops.io
-
-    pickled = model_dir / sklearn["path"]
-    skops.io.dump(pipeline, model_dir / SKOPS_FILE)
-    pickled.unlink(missing_ok=True)
-    progress(f"context: the version is {sklearn['format']}-serialized; the image gets it re-saved with skops")
-    return {"path": SKOPS_FILE, "format": "skops", "trusted_types": skops.io.get_untrusted_types(file=model_dir / SKOPS_FILE)}
+def _load_pyfunc(mlflow_dir: Path) -> Any:
+    try:
+        return mlflow.pyfunc.load_model(str(mlflow_dir))
+    except Exception as error:
+        raise PackagingError(f"MLflow cannot load the model here ({type(error).__name__}: {error}), so neither can "
+                             "the image") from error
 
 
 def _read_equivalence_records(model_dir: Path) -> pd.DataFrame | None:
@@ -176,71 +210,332 @@ def _read_equivalence_records(model_dir: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def _manifest(resolved: ResolvedModel, mlflow_model: Model, mlflow_dir: Path, client: MlflowClient) -> dict:
-    if mlflow_model.signature is None or mlflow_model.signature.inputs is None:
+# ---- the manifest: what the model is, from its MLflow files ----
+
+def _manifest(resolved: ResolvedModel, mlflow_model: Model, mlflow_dir: Path, client: MlflowClient,
+              contract: dict | None, estimator: Any, pyfunc: Any) -> dict:
+    signature = mlflow_model.signature
+    if signature is None or signature.inputs is None:
         raise PackagingError(f"{resolved.version_uri} has no signature: the API schema is generated from it")
-    inputs = [{"name": spec.name, "type": spec.type.name} for spec in mlflow_model.signature.inputs.inputs]
-    example = mlflow_model.load_input_example(str(mlflow_dir))
-    if example is None:
-        raise PackagingError(f"{resolved.version_uri} has no input example: the smoke test and /docs use it")
-    example_records = json.loads(pd.DataFrame(example).to_json(orient="records"))
-    sklearn_flavor = mlflow_model.flavors.get("sklearn", {})
-    tags = client.get_model_version(resolved.name, resolved.version).tags
+    if signature.inputs.is_tensor_spec():
+        raise PackagingError(f"{resolved.version_uri} takes tensors; this service serves tabular models (a "
+                             "column-based signature)")
+    described = {f["name"]: f for f in (contract or {}).get("features", [])}
+    inputs = [_input(spec.name, spec.type.name, described.get(spec.name)) for spec in signature.inputs.inputs]
+    predict_fn = mlflow_model.flavors.get("python_function", {}).get("predict_fn") or "predict"
+    task, classes = model_task(estimator, pyfunc, contract, predict_fn)
+    tags, description = _registry_facts(resolved, client)
+    threshold = tags.get("decision_threshold") if task == "binary" else None
+    example, source = _input_example(mlflow_model, mlflow_dir, inputs)
     return {
         "format_version": MANIFEST_FORMAT_VERSION,
         "model": {"name": resolved.name, "version": resolved.version, "run_id": resolved.run_id,
-                  "source_uri": resolved.source_uri, "version_uri": resolved.version_uri},
-        "decision_threshold": float(tags.get("decision_threshold", DEFAULT_THRESHOLD)),
+                  "source_uri": resolved.source_uri, "version_uri": resolved.version_uri, "description": description},
+        "task": task,
+        "classes": classes,
+        "decision_threshold": float(threshold) if threshold is not None else None,
+        "predict_fn": predict_fn,
         "mlflow_version": mlflow_model.mlflow_version,  # what /version answers, as `mlflow models serve` does
         "inputs": inputs,
-        "input_example": example_records,
-        "sklearn": {"path": f"{MLFLOW_SUBDIR}/{sklearn_flavor.get('pickled_model', 'model.skops')}",
-                    "format": sklearn_flavor.get("serialization_format", "skops"),
-                    "trusted_types": sklearn_flavor.get("skops_trusted_types") or []},
-        "drift_baseline": f"{MLFLOW_SUBDIR}/extra_files/drift_baseline.json",
+        "input_example": example,
+        "input_example_source": source,
+        "contract": contract,
+        "drift_baseline": f"{MLFLOW_SUBDIR}/{BASELINE_ARTIFACT}" if (mlflow_dir / BASELINE_ARTIFACT).is_file() else None,
+        "sklearn": None,
+        "pyfunc": None,
+        "missing_category": None,
+        "equivalence": None,
     }
 
 
-def _compile(pipeline, manifest: dict, probe: pd.DataFrame | None, model_dir: Path,
-             progress: Callable[[str], None]) -> dict:
-    provisional = Manifest.from_dict({**manifest, "runtime": "sklearn", "missing_category": None})
+def _input(name: str, kind: str, described: dict | None) -> dict:
+    field: dict[str, Any] = {"name": name, "type": kind}
+    if described:
+        field["description"] = described.get("description") or ""
+        for key in ("minimum", "maximum", "greater_than", "less_than", "values"):
+            if described.get(key) is not None:
+                field[key] = described[key]
+    return field
+
+
+def _registry_facts(resolved: ResolvedModel, client: MlflowClient) -> tuple[dict[str, str], str]:
+    """(the version's tags, the registered model's and the version's descriptions); nothing for an unregistered model.
+    A Unity Catalog client gives tags as a list of objects, a local store as a dict: both are read."""
+    if not resolved.registered:
+        return {}, ""
+    version = client.get_model_version(resolved.name, resolved.version)
+    raw_tags = version.tags
+    tags = dict(raw_tags) if isinstance(raw_tags, dict) else {t.key: t.value for t in raw_tags or []}
     try:
-        compiled = compiler.compile_pipeline(pipeline, provisional.inputs)
-    except compiler.CompileError as error:
-        progress(f"context: WARNING {error}; serving with the sklearn runtime (slower)")
-        return {"runtime": "sklearn", "missing_category": None, "equivalence": None}
-    sample = probe if probe is not None else pd.DataFrame(manifest["input_example"])
+        model_description = client.get_registered_model(resolved.name).description or ""
+    except Exception:  # reading the model's own entry may need a right the version's does not
+        model_description = ""
+    parts = [text for text in (model_description, version.description or "") if text]
+    return tags, "\n\n".join(dict.fromkeys(parts))
+
+
+def model_task(estimator: Any, pyfunc: Any, contract: dict | None, predict_fn: str) -> tuple[str, list | None]:
+    """(task, classes in the order of the model's probabilities): see the module's docstring for the rule."""
+    declared = (contract or {}).get("target") or {}
+    raw = estimator
+    if raw is None and pyfunc is not None:
+        try:
+            raw = pyfunc.get_raw_model()
+        except Exception:
+            raw = None
+    classes = _classes_of(raw, estimator is not None)
+    if classes is not None:
+        if len(classes) < 2:
+            raise PackagingError(f"the classifier knows {len(classes)} class: nothing to predict")
+        task = "binary" if len(classes) == 2 else "multiclass"
+        if declared.get("task") and declared["task"] != task:
+            raise PackagingError(f"the contract says {declared['task']}, the estimator is {task} ({classes})")
+        return task, classes
+    if declared.get("task") in ("binary", "multiclass"):
+        if estimator is not None or predict_fn != "predict_proba":
+            raise PackagingError(f"the contract says {declared['task']}, but the model answers no probabilities "
+                                 "(no predict_proba, and its pyfunc's predict_fn is not predict_proba)")
+        return declared["task"], list(declared.get("classes") or [])
+    return "regression", None
+
+
+def _classes_of(raw: Any, sklearn_flavor: bool) -> list | None:
+    if raw is None or not callable(getattr(raw, "predict_proba", None)) or getattr(raw, "classes_", None) is None:
+        return None
+    if sklearn_flavor:
+        from sklearn.base import is_classifier
+
+        try:
+            if not is_classifier(raw):
+                return None
+        except Exception:  # an estimator scikit-learn cannot tag: it has classes_ and predict_proba
+            pass
+    return np.asarray(raw.classes_).tolist()
+
+
+def _input_example(mlflow_model: Model, mlflow_dir: Path, inputs: list[dict]) -> tuple[list[dict], str]:
+    """(records, where they came from): the version's input example, or one record built from the signature (the
+    middle of a number's contract bounds, or 1; a category's first allowed value, or "a") for /docs and smoke tests."""
+    example = mlflow_model.load_input_example(str(mlflow_dir))
+    if example is not None:
+        records = json.loads(pd.DataFrame(example).to_json(orient="records"))
+        names = [f["name"] for f in inputs]
+        if records and all(set(names) <= set(r) for r in records):
+            return [{name: r[name] for name in names} for r in records], "version"
+    record: dict[str, Any] = {}
+    for field in inputs:
+        record[field["name"]] = _example_value(field)
+    return [record], "signature"
+
+
+def _example_value(field: dict) -> Any:
+    kind = field["type"]
+    if kind == "string":
+        return (field.get("values") or ["a"])[0]
+    if kind == "boolean":
+        return False
+    low = field.get("minimum", field.get("greater_than"))
+    high = field.get("maximum", field.get("less_than"))
+    value = (low + high) / 2 if low is not None and high is not None else (
+        low + 1 if low is not None else high - 1 if high is not None else 1.0)
+    return int(value) if kind in ("long", "integer") else float(value)
+
+
+# ---- the runtime: onnx, else sklearn, else pyfunc ----
+
+def choose_runtime(estimator: Any, manifest: dict, probe: pd.DataFrame | None, model_dir: Path, mlflow_model: Model,
+                   progress: Callable[[str], None]) -> dict:
+    """The manifest's runtime fields, the first runtime that can serve the model as the registered version does."""
+    if estimator is None:
+        flavors = ", ".join(sorted(mlflow_model.flavors))
+        return _pyfunc(manifest, model_dir, f"the model has no scikit-learn flavor (flavors: {flavors})", progress)
+    parsed = Manifest.from_dict({**manifest, "runtime": "sklearn"})
+    reference = FrameScorer(estimator, parsed)
+    records = equivalence_records(reference, parsed, probe)
+    try:
+        return _onnx(estimator, manifest, reference, records, model_dir, progress)
+    except (compiler.CompileError, compiler.EquivalenceError) as error:
+        why_not_onnx = f"cannot compile: {error}" if isinstance(error, compiler.CompileError) else \
+            f"the compiled model {error}"
+    try:
+        return _sklearn(estimator, manifest, reference, records, model_dir, why_not_onnx, progress)
+    except (PackagingError, compiler.EquivalenceError) as error:
+        why = f"the estimator loaded with skops {error}" if isinstance(error, compiler.EquivalenceError) else str(error)
+        return _pyfunc(manifest, model_dir, f"{why_not_onnx}; and the sklearn runtime cannot serve it: {why}", progress)
+
+
+def _onnx(estimator: Any, manifest: dict, reference: FrameScorer, records: pd.DataFrame, model_dir: Path,
+          progress: Callable[[str], None]) -> dict:
+    if manifest["predict_fn"] not in ("predict", "predict_proba"):
+        raise compiler.CompileError(f"its pyfunc answers {manifest['predict_fn']}, which the graph has no output for")
+    provisional = Manifest.from_dict({**manifest, "runtime": "onnx"})
+    compiled = compiler.compile_pipeline(estimator, provisional.inputs, classifier=provisional.is_classifier)
     checked = Manifest.from_dict({**manifest, "runtime": "onnx", "missing_category": compiled.missing_category})
-    difference = compiler.check_equivalence(pipeline, compiled, checked, sample)
+    found = compiler.check_equivalence(reference, OnnxScorer(compiled.onnx_bytes, checked), checked, records)
     (model_dir / ONNX_FILE).write_bytes(compiled.onnx_bytes)
-    progress(f"context: compiled to ONNX; max |dp| {difference:.2e} on {len(sample)} records drawn from the baseline")
-    return {"runtime": "onnx", "missing_category": compiled.missing_category,
-            "equivalence": {"max_abs_probability_difference": difference, "rows": len(sample),
-                            "tolerance": compiler.EQUIVALENCE_TOLERANCE}}
+    _drop_pickles(model_dir / MLFLOW_SUBDIR)
+    reason = f"compiled to ONNX, equal to the registered model on {len(records)} records ({_measure(found)})"
+    progress(f"context: runtime onnx: {reason}")
+    return {"runtime": "onnx", "runtime_reason": reason, "missing_category": compiled.missing_category,
+            "equivalence": found}
+
+
+def _sklearn(estimator: Any, manifest: dict, reference: FrameScorer, records: pd.DataFrame, model_dir: Path,
+             why_not_onnx: str, progress: Callable[[str], None]) -> dict:
+    """The estimator re-saved with skops (the image never unpickles), loaded back trusting exactly its types, which
+    must all be scikit-learn's (or numpy's, scipy's): nothing else is installed in that image."""
+    import skops.io
+
+    path = model_dir / SKOPS_FILE
+    try:
+        skops.io.dump(estimator, path)
+        trusted = skops.io.get_untrusted_types(file=path)
+    except Exception as error:
+        path.unlink(missing_ok=True)
+        raise PackagingError(f"skops cannot save it ({type(error).__name__}: {error})") from error
+    foreign = sorted(t for t in trusted if t.split(".")[0] not in SKLEARN_MODULES)
+    if foreign:
+        path.unlink()
+        raise PackagingError(f"it holds types from outside scikit-learn ({', '.join(foreign[:3])})")
+    sklearn = {"path": SKOPS_FILE, "format": "skops", "trusted_types": trusted}
+    checked = Manifest.from_dict({**manifest, "runtime": "sklearn", "sklearn": sklearn})
+    try:
+        found = compiler.check_equivalence(reference, SklearnScorer.load(model_dir, checked), checked, records)
+    except compiler.EquivalenceError:
+        path.unlink()
+        raise
+    _drop_pickles(model_dir / MLFLOW_SUBDIR)
+    reason = why_not_onnx
+    progress(f"context: runtime sklearn: {reason}")
+    return {"runtime": "sklearn", "runtime_reason": reason, "sklearn": sklearn, "equivalence": found}
+
+
+def _drop_pickles(mlflow_dir: Path) -> None:
+    """A (cloud)pickled version (what the Databricks runtime's MLflow writes) leaves the image: the onnx and sklearn
+    runtimes never unpickle, so no image holds a pickle to unpickle."""
+    flavor = Model.load(str(mlflow_dir)).flavors.get("sklearn", {})
+    if flavor.get("pickled_model") and flavor.get("serialization_format", "pickle") != "skops":
+        (mlflow_dir / flavor["pickled_model"]).unlink(missing_ok=True)
+
+
+def _pyfunc(manifest: dict, model_dir: Path, why: str, progress: Callable[[str], None]) -> dict:
+    """MLflow loads the model in the scoring process; proven here by a warm-up prediction of the input example."""
+    from serving.scoring.model import PyfuncScorer, check_outputs, records_to_columns
+
+    checked = Manifest.from_dict({**manifest, "runtime": "pyfunc", "pyfunc": {"path": MLFLOW_SUBDIR}})
+    try:
+        scorer = PyfuncScorer.load(model_dir, checked)
+        check_outputs(scorer.predict(records_to_columns(checked.input_example, checked.input_names)), checked,
+                      len(checked.input_example))
+    except Exception as error:
+        raise PackagingError(f"the pyfunc runtime cannot serve it either: {type(error).__name__}: {error}") from error
+    progress(f"context: runtime pyfunc: {why}")
+    return {"runtime": "pyfunc", "runtime_reason": why, "pyfunc": {"path": MLFLOW_SUBDIR}}
+
+
+def _measure(found: dict) -> str:
+    if "max_abs_probability_difference" in found:
+        return f"max |dp| {found['max_abs_probability_difference']:.2e}, labels equal"
+    return f"max relative difference {found['max_relative_difference']:.2e}"
+
+
+def equivalence_records(reference: FrameScorer, manifest: Manifest, probe: pd.DataFrame | None) -> pd.DataFrame:
+    """What a runtime is checked on: the version's equivalence records when the registered model scores them, else
+    probes built from the input example (probe_groups), each group kept where the registered model scores it."""
+    names = manifest.input_names
+    if probe is not None and set(names) <= set(probe.columns) and _scores(reference, manifest, probe[names]):
+        return probe[names].reset_index(drop=True)
+    kept = [group for group in probe_groups(manifest) if _scores(reference, manifest, group)]
+    if not kept:
+        raise PackagingError("the registered model scores none of the probes built from its input example")
+    return pd.concat(kept, ignore_index=True)
+
+
+def _scores(reference: FrameScorer, manifest: Manifest, records: pd.DataFrame) -> bool:
+    try:
+        reference.predict(compiler.frame_to_columns(records, manifest.inputs))
+    except Exception:  # e.g. a model that refuses missing values: it is not checked on them
+        return False
+    return True
+
+
+def probe_groups(manifest: Manifest) -> list[pd.DataFrame]:
+    """From each input example row: the row; each number times 0, 0.5, 2 and -1; each text value swapped for the
+    others seen (and the contract's) and an unseen one; then each value missing (a group of its own, so a model
+    that refuses missing values is still checked on the rest)."""
+    names = manifest.input_names
+    rows = [dict(r) for r in manifest.input_example]
+    groups: list[list[dict]] = [rows]
+    for field in manifest.inputs:
+        name, variants = field.name, []
+        if field.is_string:
+            seen = list(dict.fromkeys([*(r[name] for r in rows if r.get(name) is not None), *(field.values or ())]))
+            for row in rows:
+                variants += [{**row, name: value} for value in [*seen, UNSEEN] if value != row.get(name)]
+        elif field.type != "boolean":
+            integer = field.type in ("long", "integer")
+            for row in rows:
+                if row.get(name) is None:
+                    continue
+                for factor in (0.0, 0.5, 2.0, -1.0):
+                    value = row[name] * factor
+                    variants.append({**row, name: int(value) if integer else float(value)})
+        groups += [variants, [{**row, name: None} for row in rows]]
+    frames = []
+    for group in groups:
+        if group:
+            frame = pd.DataFrame(group, columns=names)
+            for field in manifest.inputs:
+                frame[field.name] = frame[field.name].astype(object if field.is_string or field.type == "boolean"
+                                                             else np.float64)
+            frames.append(frame)
+    return frames
 
 
 def _package_name(requirement: str) -> str:
     return re.split(r"[=<>!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
 
 
-def _requirements(runtime: str, mlflow_dir: Path) -> tuple[list[str], list[str]]:
-    """(the hash-locked serving runtime's lines, the model's own pins of what the fallback runtime loads)."""
+def _requirements(manifest: dict, mlflow_dir: Path) -> tuple[list[str], list[str]]:
+    """(the hash-locked serving runtime's lines, the runtime's own packages at the model's pins): nothing for onnx;
+    scikit-learn, pandas and skops for sklearn; mlflow-skinny at the model's MLflow version and the model's own
+    requirements for pyfunc. A package the lock pins keeps the lock's version (the app runs on it)."""
     locked = [line for line in RUNTIME_REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    extras: list[str] = []
+    present = {_package_name(line) for line in locked}
+    runtime = manifest["runtime"]
+    if runtime == "onnx":
+        return locked, []
+    model_pins = _model_requirements(mlflow_dir)
     if runtime == "sklearn":
-        present = {_package_name(line) for line in locked}
-        model_pins = (mlflow_dir / "requirements.txt").read_text().splitlines()
-        extras = [pin for pin in model_pins
-                  if _package_name(pin) in FALLBACK_PACKAGES and _package_name(pin) not in present]
-    return locked, extras
+        import sklearn
+        import skops
+
+        installed = {"scikit-learn": sklearn.__version__, "pandas": pd.__version__, "skops": skops.__version__}
+        pinned = {_package_name(pin): pin for pin in model_pins if _package_name(pin) in FALLBACK_PACKAGES}
+        # skops loads what this process saved: at this process's version unless the model pins its own.
+        extras = [pinned.get(name, f"{name}=={installed[name]}") for name in FALLBACK_PACKAGES]
+        return locked, [pin for pin in extras if _package_name(pin) not in present]
+    skinny = f"mlflow-skinny=={manifest['mlflow_version']}" if manifest.get("mlflow_version") else "mlflow-skinny"
+    extras = [skinny, *(pin for pin in model_pins if _package_name(pin) not in ("mlflow", "mlflow-skinny"))]
+    return locked, [pin for pin in dict.fromkeys(extras) if _package_name(pin) not in present]
 
 
-def _render(runtime: str, locked: list[str], extras: list[str]) -> str:
+def _model_requirements(mlflow_dir: Path) -> list[str]:
+    """The model's requirements.txt, requirement lines only (no options, comments or includes)."""
+    path = mlflow_dir / "requirements.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.split("#")[0].strip() for line in lines
+            if line.split("#")[0].strip() and not line.strip().startswith(("-", "#"))]
+
+
+def _render(runtime: str, locked: list[str], extras: list[str], hashed: bool = True) -> str:
     text = f"# generated by serving.context for the {runtime} runtime from serving/requirements.txt (hash-locked)\n"
     text += "\n".join(locked) + "\n"
     if extras:
-        text += ("# The fallback runtime's packages, at the model's pins: not in the lock, so hashed when their wheels were\n"
-                 "# downloaded for this context (the image build still installs them with --require-hashes).\n")
+        text += (f"# The {runtime} runtime's packages, at the model's pins: not in the lock, so hashed when their wheels "
+                 "were\n# downloaded for this context (the image build still installs them with --require-hashes).\n"
+                 if hashed else f"# The {runtime} runtime's packages, at the model's pins (no wheelhouse: not hashed, "
+                 "a local run only).\n")
         text += "\n".join(extras) + "\n"
     return text
 
@@ -299,7 +594,7 @@ def content_hash(root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    parser.add_argument("model_uri", help=URI_FORMS)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"))

@@ -7,8 +7,11 @@ Accepted like MLflow's scoring server does for a model with a column-based signa
                     {"inputs": [{...}, ...] or {"col": [...], ...}}
                     exactly one of these keys (other keys, "params" included, are ignored as MLflow does)
   text/csv          a header row and one row per record; an empty cell is a missing value
-Answered like MLflow answers for this model's pyfunc (logged with predict_fn="predict_proba"):
-  {"predictions": [[P(no default), P(default)], ...]}
+Answered as MLflow's scoring server answers for the version's pyfunc (`mlflow.pyfunc.load_model(uri).predict`,
+written as {"predictions": <its array as nested lists>}), by the MLmodel's predict_fn:
+  predict_proba   a classifier's probabilities, one list per record in the classes' order (binary: [1 - p, p])
+  predict         a classifier's labels (their own JSON type), a regressor's values
+  anything else   what the runtime's model answers to that method (scoring/model.py Scorer.answer)
 Columns that are not in the signature are ignored and a number in a string column is taken as its text,
 as MLflow does; a missing column or text in a numeric column is refused.
 Errors in MLflow's shape: {"error_code": "BAD_REQUEST", "message": "..."} with status 400.
@@ -155,8 +158,13 @@ def _csv_value(name: str, cell: str, is_number: bool, record: int) -> object:
     return None if math.isnan(value) else value
 
 
-def encode(scored: Scored) -> bytes:
-    return orjson.dumps({"predictions": [[1.0 - p, p] for p in scored.probabilities]})
+def encode(scored: Scored, task: str) -> bytes:
+    """`scored.answer` when the path computed the pyfunc's own answer (scoring/core.py), else the scores."""
+    if scored.answer is not None:
+        return orjson.dumps({"predictions": scored.answer})
+    if task == "binary":
+        return orjson.dumps({"predictions": [[1.0 - p, p] for p in scored.values]})
+    return orjson.dumps({"predictions": scored.values})
 
 
 def error_body(error: InputError) -> bytes:
