@@ -28,7 +28,7 @@ pytestmark = pytest.mark.container
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / ".local" / "image-report.json"
-IMAGE_TAG = "localhost/credit-default-scoring:image-test"
+IMAGE_TAG = "localhost/mlops-scoring:image-test"
 IMAGE_SIZE_BUDGET_MB = 400  # 314 MB measured: 121 MB Debian base + onnxruntime, numpy, fastapi & co.
 UID = 10001
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
@@ -138,7 +138,7 @@ def test_image_builds_from_the_dockerfile_on_the_local_base(image: Image) -> Non
     assert inspected["Id"].removeprefix("sha256:") == image.image_id
     base_layers = container.image_inspect(image.base.tag)["RootFS"]["Layers"]
     assert inspected["RootFS"]["Layers"][:len(base_layers)] == base_layers, "the image is not built on the local base"
-    assert inspected["Labels"].get("org.opencontainers.image.title") == "credit-default scoring API"
+    assert inspected["Labels"].get("org.opencontainers.image.title") == "MLflow model scoring API"
 
 
 def test_container_on_host_network_passes_the_smoke_test(image: Image, running: Running) -> None:
@@ -238,7 +238,8 @@ def test_a_1000_record_request_is_logged_in_whole_lines_under_16_kib(image: Imag
 
     request_id = f"image-test-large-{uuid.uuid4().hex}"
     example = json.loads(image.manifest_path.read_text())["input_example"]
-    records = [dict(example[i % len(example)], credit_limit=float(1000 + i)) for i in range(1000)]
+    number = next(f["name"] for f in json.loads(image.manifest_path.read_text())["inputs"] if f["type"] != "string")
+    records = [dict(example[i % len(example)], **{number: float(1000 + i)}) for i in range(1000)]
     request = urllib.request.Request(f"{running.url}/predict", data=json.dumps({"records": records}).encode(),
                                      headers={"content-type": "application/json", "x-request-id": request_id})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -258,5 +259,5 @@ def test_a_1000_record_request_is_logged_in_whole_lines_under_16_kib(image: Imag
     assert window.counts["predictions"] == 1 and window.counts.get("malformed", 0) == 0
     [key] = window.records
     assert key[1] == image.context.model_version
-    assert [r["credit_limit"] for r in window.records[key]] == [float(1000 + i) for i in range(1000)]
+    assert [r[number] for r in window.records[key]] == [float(1000 + i) for i in range(1000)]
     assert window.probabilities[key] == probabilities

@@ -10,16 +10,16 @@ from serving.batch import encoded
 from serving.scoring.model import Encoding
 
 ENCODING = Encoding([
-    {"column": "age", "fill": 40.0},
-    {"column": "education", "categories": ["graduate", "high_school", "missing", "university"], "missing": "missing"},
-    {"column": "credit_limit", "fill": 50000.0},
-    {"column": "sex", "categories": ["female", "male"]},  # no imputer: a missing value sets no column
+    {"column": "height", "fill": 40.0},
+    {"column": "colour", "categories": ["blue", "green", "missing", "red"], "missing": "missing"},
+    {"column": "weight", "fill": 50000.0},
+    {"column": "shape", "categories": ["round", "square"]},  # no imputer: a missing value sets no column
 ])
 COLUMNS = {  # missing numbers, missing text, a category the model never saw, repeats
-    "age": [34.0, None, 51.0, 22.0, None],
-    "education": ["university", None, "doctorate", "graduate", "university"],
-    "credit_limit": [20000.0, 150000.0, None, 1e6, 5.5],
-    "sex": ["female", "male", None, "other", "male"],
+    "height": [34.0, None, 51.0, 22.0, None],
+    "colour": ["red", None, "purple", "blue", "red"],
+    "weight": [20000.0, 150000.0, None, 1e6, 5.5],
+    "shape": ["round", "square", None, "oval", "square"],
 }
 
 
@@ -33,7 +33,7 @@ def test_the_batch_encoding_is_the_services_matrix_bit_for_bit():
     batch = encoded(ENCODING, arrow_batch(COLUMNS))
     assert batch.dtype == service.dtype == np.float32 and batch.shape == service.shape == (5, 8)
     assert np.array_equal(batch, service)
-    assert batch[1, 1 + 2] == 1.0, "a missing education takes the imputer's category"
+    assert batch[1, 1 + 2] == 1.0, "a missing colour takes the imputer's category"
     assert batch[2, 1:5].sum() == 0 and batch[3, 6:8].sum() == 0, "an unknown value sets no column"
     assert batch[2, 6:8].sum() == 0, "a missing value of a column without an imputer sets none either"
 
