@@ -216,7 +216,8 @@ def test_docs_carry_the_generated_schema_and_example(client, manifest, model):
     assert contract.target.description in document["info"]["description"]
     assert contract.description in document["info"]["description"]
     prediction = schema["Prediction"]["properties"]
-    assert list(prediction) == ["probability", "label"] and contract.target.description in prediction["probability"]["description"]
+    assert list(prediction) == ["probability", "label"]
+    assert contract.target.description in prediction["probability"]["description"]
     assert prediction["label"]["enum"] == list(contract.target.classes)
 
 

@@ -23,7 +23,7 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 from serving import compile as compiler
 from serving.context import PackagingError, assemble_build_context, content_hash, resolve_model
 from serving.scoring.app import create_app
-from serving.scoring.model import FEATURES_INPUT, FrameScorer, Manifest, OnnxScorer, SklearnScorer, records_to_columns
+from serving.scoring.model import FEATURES_INPUT, FrameScorer, Manifest, OnnxScorer, records_to_columns
 from serving.scoring.settings import Settings
 from training import data
 from training import train as training
