@@ -139,13 +139,27 @@ def _float_type(shape: list):
 def _to_onnx(model, initial_types: list, pipeline: Any, classifier: bool = True):
     from skl2onnx import to_onnx
 
+    model = _booster_without_feature_names(model)
     final = model.steps[-1][1] if isinstance(model, Pipeline) else model
     try:
         return to_onnx(model, initial_types=initial_types, options={id(final): {"zipmap": False}} if classifier else None,
                        target_opset=ONNX_OPSETS)
     except Exception as error:  # skl2onnx raises many types for "no converter"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CompileError(f"cannot compile {type(pipeline).__name__} to ONNX: {reason[:300]}") from error
+        raise CompileError(f"{type(pipeline).__name__}: {reason[:300]}") from error
+
+
+def _booster_without_feature_names(model: Any) -> Any:
+    """onnxmltools reads an XGBoost booster's splits by feature index (f0, f1, ...): a copy whose booster forgot the
+    column names it was fitted with (the graph's input is positional anyway)."""
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    booster = getattr(final, "get_booster", None)
+    if booster is None or booster().feature_names is None:
+        return model
+    model = copy.deepcopy(model)
+    final = model.steps[-1][1] if isinstance(model, Pipeline) else model
+    final.get_booster().feature_names = None
+    return model
 
 
 def encoding_of(pipeline: Pipeline, inputs: tuple[InputField, ...]) -> tuple[list[dict], Any] | None:
@@ -273,7 +287,7 @@ def check_equivalence(reference: Scorer, candidate: Scorer, manifest: Manifest, 
     if not within(found, tolerance):
         measures = ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in found.items()
                              if k not in ("rows", "tolerance"))
-        raise EquivalenceError(f"it differs from the registered model on {len(records)} records ({measures}; "
+        raise EquivalenceError(f"differs from the registered model on {len(records)} records ({measures}; "
                                f"tolerance {tolerance:g})")
     return found
 

@@ -205,7 +205,7 @@ def test_float32_precision_loss_falls_back_to_the_sklearn_runtime(registry, smal
     context = assemble_build_context(f"models:/precision-trap/{version}", tmp_path / "ctx", wheelhouse=False,
                                      progress=said.append)
     assert context.manifest["runtime"] == "sklearn" and not (context.path / "model/model.onnx").exists()
-    assert context.manifest["runtime_reason"].startswith("the compiled model it differs from the registered model")
+    assert context.manifest["runtime_reason"].startswith("the compiled model differs from the registered model")
     assert f"context: runtime sklearn: {context.manifest['runtime_reason']}" in said
     assert not (tmp_path / "ctx.partial").exists()
 

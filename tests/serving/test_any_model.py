@@ -1,0 +1,323 @@
+"""Any tabular MLflow model is served: models logged outside this project with a plain
+`mlflow.sklearn.log_model(model, name="model", input_example=df.head())` into a registry of their own, packaged and
+served by `python -m serving.serve_model` (what `make serve` runs: a real uvicorn process on 127.0.0.1), and their
+answers compared with `mlflow.pyfunc.load_model(uri).predict` on the same DataFrame: /invocations answers what the
+pyfunc answers, /predict and V2 agree with it. The house-prices example (a regressor trained by training.train) is
+served the same way. Each case asserts the runtime packaging chose, and prints the reason it gave."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import cloudpickle
+import httpx
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import RandomForestClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from serving import smoke
+from serving.localrun import free_port, stop_service
+
+ROOT = Path(__file__).resolve().parents[2]
+TOLERANCE = 1e-5
+ROWS = 240
+
+
+class MedianVote(ClassifierMixin, BaseEstimator):
+    """A team's own estimator: no ONNX converter knows it, and it is not scikit-learn's, so skops-saved it would not
+    load in an image without this module: the pyfunc runtime serves it."""
+
+    def fit(self, features: pd.DataFrame, target: pd.Series) -> MedianVote:
+        self.classes_ = np.unique(target)
+        self.medians_ = features.median().to_numpy()
+        self.columns_ = list(features.columns)
+        return self
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        above = (features[self.columns_].to_numpy(dtype=np.float64) > self.medians_).mean(axis=1)
+        return np.column_stack([1 - above, above])
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        return self.classes_[self.predict_proba(features).argmax(axis=1)]
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the class travels inside the model, as a team's would
+
+
+def numbers(rows: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x1": rng.normal(0, 1, rows), "x2": rng.normal(5, 2, rows), "x3": rng.uniform(-1, 1, rows)})
+
+
+def multiclass_with_text() -> tuple[object, pd.DataFrame, dict]:
+    frame = numbers(ROWS, 1)
+    frame["colour"] = np.random.default_rng(2).choice(["red", "green", "blue"], ROWS)
+    score = frame["x1"] + (frame["colour"] == "red") * 1.5 - (frame["colour"] == "blue")
+    target = np.where(score > 0.7, "high", np.where(score < -0.5, "low", "mid"))
+    features = ColumnTransformer([("numbers", StandardScaler(), ["x1", "x2", "x3"]),
+                                  ("text", OneHotEncoder(handle_unknown="ignore"), ["colour"])])
+    model = Pipeline([("features", features), ("classifier", LogisticRegression(max_iter=500))]).fit(frame, target)
+    return model, frame, {}
+
+
+def pickled_regressor() -> tuple[object, pd.DataFrame, dict]:
+    frame = numbers(ROWS, 3)
+    frame["rooms"] = np.random.default_rng(4).integers(1, 8, ROWS)
+    target = 3 * frame["x1"] - 2 * frame["x2"] + 10 * frame["rooms"] + 100
+    missing = frame.copy()
+    missing.loc[::7, "x2"] = np.nan
+    model = Pipeline([("impute", SimpleImputer()), ("ridge", Ridge(alpha=0.5))]).fit(missing, target)
+    return model, frame, {"serialization_format": "cloudpickle"}
+
+
+def random_forest() -> tuple[object, pd.DataFrame, dict]:
+    frame = numbers(ROWS, 5)
+    target = (frame["x1"] + frame["x3"] > 0).astype(int)
+    model = RandomForestClassifier(n_estimators=15, max_depth=5, random_state=0).fit(frame, target)
+    return model, frame, {"skops_trusted_types": ["sklearn.tree._tree.Tree"]}
+
+
+def custom_class() -> tuple[object, pd.DataFrame, dict]:
+    frame = numbers(ROWS, 6)
+    target = np.where(frame["x1"] > 0, "yes", "no")
+    return MedianVote().fit(frame, target), frame, {"serialization_format": "cloudpickle"}
+
+
+def lightgbm_classifier() -> tuple[object, pd.DataFrame, dict]:
+    from lightgbm import LGBMClassifier
+
+    frame = numbers(ROWS, 7)
+    target = np.digitize(frame["x1"] + 0.5 * frame["x3"], [-0.5, 0.5])  # three classes, 0, 1, 2
+    model = LGBMClassifier(n_estimators=20, num_leaves=7, min_child_samples=5, verbose=-1, random_state=0)
+    return model.fit(frame, target), frame, {"serialization_format": "cloudpickle"}
+
+
+def xgboost_regressor() -> tuple[object, pd.DataFrame, dict]:
+    from xgboost import XGBRegressor
+
+    frame = numbers(ROWS, 8)
+    target = 2 * frame["x1"] + frame["x2"] ** 2 + 10
+    model = XGBRegressor(n_estimators=20, max_depth=3, random_state=0).fit(frame, target)
+    return model, frame, {"serialization_format": "cloudpickle"}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    build: Callable[[], tuple[object, pd.DataFrame, dict]]
+    task: str
+    runtime: str
+
+
+CASES = [
+    Case("multiclass-text", multiclass_with_text, "multiclass", "onnx"),
+    Case("pickled-regressor", pickled_regressor, "regression", "onnx"),
+    # The compiled trees route a missing value otherwise than scikit-learn's (which sends it where most training rows
+    # went): the equivalence check's missing-value probes catch it, and the estimator itself serves.
+    Case("random-forest", random_forest, "binary", "sklearn"),
+    Case("custom-class", custom_class, "binary", "pyfunc"),
+    Case("lightgbm", lightgbm_classifier, "multiclass", "onnx"),
+    Case("xgboost", xgboost_regressor, "regression", "onnx"),
+]
+
+
+@dataclass
+class Served:
+    url: str
+    uri: str
+    manifest: dict
+    stderr: str
+    process: subprocess.Popen
+    frame: pd.DataFrame  # what the pyfunc and the service are both asked about
+
+
+@pytest.fixture(scope="module")
+def outside_registry(tmp_path_factory) -> str:
+    """A registry of its own, as a team outside this project would have."""
+    root = tmp_path_factory.mktemp("outside")
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def serve(uri: str, tracking_uri: str, out: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`python -m serving.serve_model <uri>` (what `make serve` runs), waiting until the service is ready."""
+    port = free_port()
+    out.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = (out / "requests.jsonl").open("wb"), (out / "stderr.log").open("wb")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_REGISTRY_URI": tracking_uri}
+    process = subprocess.Popen([sys.executable, "-m", "serving.serve_model", uri, "--port", str(port),
+                                "--out", str(out / "serve")], cwd=ROOT, env=env, stdout=stdout, stderr=stderr,
+                               start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return process, url, out
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    stop_service(process.pid)
+    raise AssertionError(f"{uri} never became ready:\n{(out / 'stderr.log').read_text()[-3000:]}")
+
+
+def started(uri: str, tracking_uri: str, out: Path, frame: pd.DataFrame) -> Served:
+    process, url, out = serve(uri, tracking_uri, out)
+    [context] = list((out / "serve").iterdir())
+    manifest = json.loads((context / "model" / "manifest.json").read_text())
+    return Served(url, uri, manifest, (out / "stderr.log").read_text(), process, frame)
+
+
+@pytest.fixture(scope="module", params=CASES, ids=lambda case: case.name)
+def served(request, outside_registry, tmp_path_factory):
+    case: Case = request.param
+    mlflow.set_tracking_uri(outside_registry)
+    mlflow.set_registry_uri(outside_registry)
+    model, frame, options = case.build()
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", input_example=frame.head(), registered_model_name=case.name,
+                                        **options)
+    uri = f"models:/{case.name}/{info.registered_model_version}"
+    asked = numbers(12, 99)
+    for column in frame.columns.difference(asked.columns):
+        asked[column] = frame[column].iloc[:12].to_numpy()
+    service = started(uri, outside_registry, tmp_path_factory.mktemp(case.name), asked[list(frame.columns)])
+    yield case, service
+    stop_service(service.process.pid)
+
+
+def test_packaging_chose_the_runtime_and_said_why(served):
+    case, service = served
+    manifest = service.manifest
+    reason = manifest["runtime_reason"]
+    print(f"\n{case.name}: runtime {manifest['runtime']}: {reason}")
+    assert (manifest["task"], manifest["runtime"]) == (case.task, case.runtime)
+    assert f"context: runtime {manifest['runtime']}: {reason}" in service.stderr
+    assert manifest["contract"] is None and manifest["input_example_source"] == "version"
+    assert manifest["decision_threshold"] is None and manifest["predict_fn"] == "predict"
+
+
+def _invoke(client: httpx.Client, frame: pd.DataFrame) -> list:
+    body = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+    answer = client.post("/invocations", json=body)
+    assert answer.status_code == 200, answer.text
+    return answer.json()["predictions"]
+
+
+def _v2(client: httpx.Client, service: Served) -> dict:
+    records = json.loads(service.frame.to_json(orient="records"))
+    types = {"string": "BYTES", "long": "INT64", "integer": "INT64"}
+    inputs = [{"name": f["name"], "datatype": types.get(f["type"], "FP64"), "shape": [len(records)],
+               "data": [r[f["name"]] for r in records]} for f in service.manifest["inputs"]]
+    answer = client.post(f"/v2/models/{service.manifest['model']['name']}/infer", json={"inputs": inputs})
+    assert answer.status_code == 200, answer.text
+    return {o["name"]: o for o in answer.json()["outputs"]}
+
+
+def test_every_protocol_answers_what_the_mlflow_pyfunc_answers(served):
+    case, service = served
+    frame, manifest = service.frame, service.manifest
+    expected = mlflow.pyfunc.load_model(service.uri).predict(frame)
+    raw = mlflow.sklearn.load_model(service.uri)
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        invoked = _invoke(client, frame)
+        predicted = client.post("/predict", json={"records": json.loads(frame.to_json(orient="records"))}).json()
+        tensors = _v2(client, service)
+    predictions = predicted["predictions"]
+    if manifest["task"] == "regression":
+        values = np.asarray(expected, dtype=np.float64).reshape(-1)
+        assert np.allclose(invoked, values, rtol=TOLERANCE, atol=0)
+        assert np.allclose([p["prediction"] for p in predictions], values, rtol=TOLERANCE, atol=0)
+        assert tensors["prediction"]["data"] == [p["prediction"] for p in predictions]
+        assert tensors["prediction"]["datatype"] == "FP64"
+        return
+    classes = manifest["classes"]
+    assert classes == np.asarray(raw.classes_).tolist()
+    assert invoked == np.asarray(expected).tolist(), "labels, in their own types, as the pyfunc answers"
+    probabilities = raw.predict_proba(frame)
+    assert [p["label"] for p in predictions] == invoked
+    assert tensors["label"]["data"] == invoked
+    assert tensors["label"]["datatype"] == ("BYTES" if isinstance(classes[0], str) else "INT64")
+    if manifest["task"] == "binary":
+        got = [p["probability"] for p in predictions]
+        assert np.max(np.abs(np.asarray(got) - probabilities[:, 1])) <= TOLERANCE
+        assert tensors["probability"]["data"] == got
+    else:
+        got = np.array([[p["probabilities"][str(c)] for c in classes] for p in predictions])
+        assert np.max(np.abs(got - probabilities)) <= TOLERANCE
+        matrix = tensors["probabilities"]
+        assert matrix["shape"] == [len(frame), len(classes)] and matrix["parameters"] == {"classes": classes}
+        assert np.array_equal(np.asarray(matrix["data"]).reshape(len(frame), -1), got)
+
+
+def test_the_smoke_test_and_the_request_log_follow_the_task(served, capsys):
+    case, service = served
+    smoke.run(service.url)
+    assert f"records, {case.task}:" in capsys.readouterr().out
+    log = Path(service.process.args[-1]).parent / "requests.jsonl"  # --out's folder holds the request log
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not log.read_bytes():
+        time.sleep(0.1)
+    lines = log.read_bytes().splitlines()
+    assert lines and all(line.startswith(b"{") for line in lines), "stdout is the request log and nothing else"
+    outputs = json.loads(lines[-1])["outputs"][0]
+    assert set(outputs) == {"binary": {"probability", "label"}, "multiclass": {"label", "probabilities"},
+                            "regression": {"prediction"}}[case.task]
+
+
+# ---- the regression example this project ships, trained by training.train ----
+
+@pytest.fixture(scope="module")
+def house_prices(tmp_path_factory):
+    from training import contract, data
+    from training import train as training
+
+    model = contract.load("house-prices")
+    root = tmp_path_factory.mktemp("house-prices")
+    table = root / "table.parquet"
+    data.write_table(data.example_table(model, 1500, seed=3), table)
+    tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
+    summary = training.main(["--model-module", model.module, "--data", str(table), "--tracking-uri", tracking_uri,
+                             "--registry-uri", tracking_uri, "--model-name", "house-prices-test", "--artifact-root", (root / "artifacts").as_uri(),
+                             "--environment", "test"])
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    frame = data.example_table(model, 20, seed=4)[model.contract.feature_names]
+    frame = frame.dropna(subset=[c.name for c in model.contract.categories]).reset_index(drop=True)
+    service = started(f"models:/house-prices-test/{summary['version']}", tracking_uri, root / "serve", frame)
+    yield model, service
+    stop_service(service.process.pid)
+
+
+def test_the_house_prices_regressor_is_served_with_its_contract(house_prices):
+    model, service = house_prices
+    manifest = service.manifest
+    print(f"\nhouse-prices: runtime {manifest['runtime']}: {manifest['runtime_reason']}")
+    assert (manifest["task"], manifest["classes"], manifest["decision_threshold"]) == ("regression", None, None)
+    assert manifest["contract"]["target"]["name"] == model.contract.target.name
+    expected = np.asarray(mlflow.pyfunc.load_model(service.uri).predict(service.frame), dtype=np.float64)
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        invoked = _invoke(client, service.frame)
+        records = json.loads(service.frame.to_json(orient="records"))
+        predicted = [p["prediction"] for p in client.post("/predict", json={"records": records}).json()["predictions"]]
+        tensors = _v2(client, service)
+        document = client.get("/openapi.json").json()
+    assert np.allclose(invoked, expected, rtol=TOLERANCE, atol=0)
+    assert np.allclose(predicted, expected, rtol=TOLERANCE, atol=0)
+    assert tensors["prediction"]["data"] == predicted
+    assert model.contract.target.description in document["info"]["description"]
+    assert list(document["components"]["schemas"]["Prediction"]["properties"]) == ["prediction"]
