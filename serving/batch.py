@@ -25,6 +25,9 @@ as a number where the text is one), any feature may be null (the pipeline impute
 A row that breaks a rule goes to the rejects table with every reason, and the run goes on; a run in
 which no row could be scored fails (exit 4), so its failure e-mail is sent. A column the model needs
 missing from the table is a failure of the whole run before anything is written (exit 2).
+
+Why one module: it is one Spark job read top to bottom (the model, the row rules, the scoring and its output columns,
+the tables written), and it is shipped to the cluster's executors as the one module their functions live in.
 """
 
 from __future__ import annotations

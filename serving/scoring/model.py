@@ -30,6 +30,9 @@ Manifest format (model/manifest.json, `format_version` 2; written by serving/con
   sklearn           {path, format, trusted_types} of the skops file (sklearn runtime), else null
   pyfunc            {path} of the MLflow model directory (pyfunc runtime), else null
   missing_category, equivalence, mlflow_version, content_sha256
+
+Why one module: the manifest and the three runtimes' scorers are read together by the app, the batch job and
+packaging's equivalence check; apart, each would import the others.
 """
 
 from __future__ import annotations

@@ -229,7 +229,7 @@ def _v2(client: httpx.Client, service: Served) -> dict:
 
 
 def test_every_protocol_answers_what_the_mlflow_pyfunc_answers(served):
-    case, service = served
+    _, service = served
     frame, manifest = service.frame, service.manifest
     expected = mlflow.pyfunc.load_model(service.uri).predict(frame)
     raw = mlflow.sklearn.load_model(service.uri)
@@ -292,8 +292,8 @@ def house_prices(tmp_path_factory):
     data.write_table(data.example_table(model, 1500, seed=3), table)
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     summary = training.main(["--model-module", model.module, "--data", str(table), "--tracking-uri", tracking_uri,
-                             "--registry-uri", tracking_uri, "--model-name", "house-prices-test", "--artifact-root", (root / "artifacts").as_uri(),
-                             "--environment", "test"])
+                             "--registry-uri", tracking_uri, "--model-name", "house-prices-test",
+                             "--artifact-root", (root / "artifacts").as_uri(), "--environment", "test"])
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     frame = data.example_table(model, 20, seed=4)[model.contract.feature_names]
