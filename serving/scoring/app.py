@@ -133,6 +133,7 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
 
 def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any) -> list[ScoringRoute]:
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
+    integers = frozenset(f.name for f in path.manifest.inputs if f.type in ("long", "integer"))
     task = path.manifest.task
     mlflow_version = docs.mlflow_version(path.manifest)
 
@@ -143,7 +144,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
         if refused:
             return Reply(415, refused.encode(), "text/plain")
         try:
-            candidates = mlflow_protocol.decode(body, content_type, numeric)
+            candidates = mlflow_protocol.decode(body, content_type, numeric, integers)
             scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
         except InputError as error:
             return Reply(400, mlflow_protocol.error_body(error))

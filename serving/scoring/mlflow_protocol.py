@@ -52,11 +52,11 @@ def refused_content_type(content_type: str) -> str | None:
     return None
 
 
-def decode(body: bytes, content_type: str, numeric: frozenset[str]) -> list:
-    """The body as candidate records (not yet validated)."""
+def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list:
+    """The body as candidate records (not yet validated); `integers`, the numeric columns of integer type."""
     kind = media_type(content_type)
     if kind in CSV_TYPES:
-        return decode_csv(body, numeric)
+        return decode_csv(body, numeric, integers)
     if kind in JSON_TYPES:
         return decode_json(body)
     raise InputError.one(f"unsupported content type {kind or '(none)'!r}: use application/json or text/csv",
@@ -126,8 +126,9 @@ def _instances(payload: object, key: str) -> list:
     raise InputError.one(f"'{key}' must be a list of records or an object of columns", field=key, kind="format")
 
 
-def decode_csv(body: bytes, numeric: frozenset[str]) -> list[dict]:
-    """Header row + rows; numeric columns as numbers (an empty cell is missing), others as strings."""
+def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list[dict]:
+    """Header row + rows; numeric columns as numbers (an integer column's whole numbers as ints; an empty cell is
+    missing), others as strings."""
     try:
         reader = csv.reader(io.StringIO(body.decode("utf-8-sig")))
         header = next(reader, None)
@@ -141,15 +142,18 @@ def decode_csv(body: bytes, numeric: frozenset[str]) -> list[dict]:
             continue
         if len(row) != len(header):
             raise InputError.one(f"row has {len(row)} values for {len(header)} columns", kind="csv_invalid", record=index)
-        records.append({name: _csv_value(name, cell, name in numeric, index) for name, cell in zip(header, row, strict=True)})
+        records.append({name: _csv_value(name, cell, name in numeric, index, name in integers)
+                        for name, cell in zip(header, row, strict=True)})
     return records
 
 
-def _csv_value(name: str, cell: str, is_number: bool, record: int) -> object:
+def _csv_value(name: str, cell: str, is_number: bool, record: int, is_integer: bool = False) -> object:
     if cell == "":
         return None
     if not is_number:
         return cell
+    if is_integer and cell.strip().lstrip("+-").isdigit():
+        return int(cell)
     try:
         value = float(cell)
     except ValueError:

@@ -20,8 +20,11 @@ import cloudpickle
 import httpx
 import mlflow
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
+from mlflow.tracking import MlflowClient
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import RandomForestClassifier
@@ -31,11 +34,15 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from serving import smoke
+from serving.context import assemble_build_context
 from serving.localrun import free_port, stop_service
+from serving.scoring.app import create_app
+from serving.scoring.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLERANCE = 1e-5
 ROWS = 240
+DESCRIPTION = "Asking prices of sold listings, for the valuation desk."
 
 
 class MedianVote(ClassifierMixin, BaseEstimator):
@@ -209,17 +216,25 @@ def test_packaging_chose_the_runtime_and_said_why(served):
     assert f"context: runtime {manifest['runtime']}: {reason}" in service.stderr
     assert manifest["contract"] is None and manifest["input_example_source"] == "version"
     assert manifest["decision_threshold"] is None and manifest["predict_fn"] == "predict"
+    pins = (Path(service.process.args[-1]) / f"{case.name}-1" / "requirements.txt").read_text()
+    extras = {"onnx": [], "sklearn": ["scikit-learn==", "pandas==", "skops=="], "pyfunc": ["mlflow-skinny=="]}
+    assert all(pin in pins for pin in extras[manifest["runtime"]]) and ("mlflow" in pins) == (case.runtime == "pyfunc")
+
+
+def records_of(frame: pd.DataFrame) -> list[dict]:
+    """The rows as a JSON client sends them: every float's exact digits (pandas' to_json keeps 10), NaN as null."""
+    return orjson.loads(orjson.dumps(frame.to_dict(orient="records")))
 
 
 def _invoke(client: httpx.Client, frame: pd.DataFrame) -> list:
-    body = {"dataframe_split": json.loads(frame.to_json(orient="split", index=False))}
+    body = {"dataframe_split": {"columns": list(frame.columns), "data": [list(r.values()) for r in records_of(frame)]}}
     answer = client.post("/invocations", json=body)
     assert answer.status_code == 200, answer.text
     return answer.json()["predictions"]
 
 
 def _v2(client: httpx.Client, service: Served) -> dict:
-    records = json.loads(service.frame.to_json(orient="records"))
+    records = records_of(service.frame)
     types = {"string": "BYTES", "long": "INT64", "integer": "INT64"}
     inputs = [{"name": f["name"], "datatype": types.get(f["type"], "FP64"), "shape": [len(records)],
                "data": [r[f["name"]] for r in records]} for f in service.manifest["inputs"]]
@@ -235,8 +250,10 @@ def test_every_protocol_answers_what_the_mlflow_pyfunc_answers(served):
     raw = mlflow.sklearn.load_model(service.uri)
     with httpx.Client(base_url=service.url, timeout=30) as client:
         invoked = _invoke(client, frame)
-        predicted = client.post("/predict", json={"records": json.loads(frame.to_json(orient="records"))}).json()
+        as_csv = client.post("/invocations", content=frame.to_csv(index=False), headers={"content-type": "text/csv"})
+        predicted = client.post("/predict", json={"records": records_of(frame)}).json()
         tensors = _v2(client, service)
+    assert as_csv.status_code == 200 and as_csv.json()["predictions"] == invoked, as_csv.text
     predictions = predicted["predictions"]
     if manifest["task"] == "regression":
         values = np.asarray(expected, dtype=np.float64).reshape(-1)
@@ -296,6 +313,7 @@ def house_prices(tmp_path_factory):
                              "--artifact-root", (root / "artifacts").as_uri(), "--environment", "test"])
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
+    MlflowClient().update_registered_model("house-prices-test", description=DESCRIPTION)
     frame = data.example_table(model, 20, seed=4)[model.contract.feature_names]
     frame = frame.dropna(subset=[c.name for c in model.contract.categories]).reset_index(drop=True)
     service = started(f"models:/house-prices-test/{summary['version']}", tracking_uri, root / "serve", frame)
@@ -312,7 +330,7 @@ def test_the_house_prices_regressor_is_served_with_its_contract(house_prices):
     expected = np.asarray(mlflow.pyfunc.load_model(service.uri).predict(service.frame), dtype=np.float64)
     with httpx.Client(base_url=service.url, timeout=30) as client:
         invoked = _invoke(client, service.frame)
-        records = json.loads(service.frame.to_json(orient="records"))
+        records = records_of(service.frame)
         predicted = [p["prediction"] for p in client.post("/predict", json={"records": records}).json()["predictions"]]
         tensors = _v2(client, service)
         document = client.get("/openapi.json").json()
@@ -320,4 +338,43 @@ def test_the_house_prices_regressor_is_served_with_its_contract(house_prices):
     assert np.allclose(predicted, expected, rtol=TOLERANCE, atol=0)
     assert tensors["prediction"]["data"] == predicted
     assert model.contract.target.description in document["info"]["description"]
+    assert DESCRIPTION in document["info"]["description"] and manifest["model"]["description"] == DESCRIPTION
     assert list(document["components"]["schemas"]["Prediction"]["properties"]) == ["prediction"]
+
+
+# ---- a model with no scikit-learn flavor, from a run, without an input example ----
+
+class Doubler(mlflow.pyfunc.PythonModel):
+    """A pyfunc of a team's own: MLflow alone knows how to load it."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input["x1"].to_numpy() * 2 + model_input["x2"].to_numpy()
+
+
+def test_a_pyfunc_only_model_from_a_run_without_an_input_example(outside_registry, tmp_path):
+    mlflow.set_tracking_uri(outside_registry)
+    mlflow.set_registry_uri(outside_registry)
+    frame = numbers(8, 11)
+    signature = mlflow.models.infer_signature(frame, Doubler().predict(None, frame))
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=Doubler(), signature=signature)
+    said: list[str] = []
+    context = assemble_build_context(f"runs:/{run.info.run_id}/model", tmp_path / "ctx", wheelhouse=False,
+                                     progress=said.append)
+    manifest = context.manifest
+    print(f"\npyfunc-only: runtime {manifest['runtime']}: {manifest['runtime_reason']}")
+    assert (manifest["runtime"], manifest["task"], manifest["input_example_source"]) == ("pyfunc", "regression", "signature")
+    assert manifest["runtime_reason"] == "the model has no scikit-learn flavor (flavors: python_function)"
+    assert f"context: runtime pyfunc: {manifest['runtime_reason']}" in said
+    assert (manifest["model"]["name"], manifest["model"]["version"]) == ("model", run.info.run_id)
+    pins = [line for line in (context.path / "requirements.txt").read_text().splitlines() if not line.startswith("#")]
+    assert f"mlflow-skinny=={mlflow.__version__}" in pins and not [p for p in pins if p.startswith("mlflow==")]
+    expected = mlflow.pyfunc.load_model(f"runs:/{run.info.run_id}/model").predict(frame)
+    records = records_of(frame)
+    with TestClient(create_app(Settings(context.path / "model", max_records=10, request_log=False))) as client:
+        assert client.get("/ready").json()["runtime"] == "pyfunc"
+        predicted = [p["prediction"] for p in client.post("/predict", json={"records": records}).json()["predictions"]]
+        invoked = client.post("/invocations", json={"dataframe_records": records}).json()["predictions"]
+        example = client.get("/openapi.json").json()["components"]["schemas"]["PredictRequest"]["examples"][0]
+    assert np.allclose(predicted, expected, rtol=TOLERANCE, atol=0) and invoked == np.asarray(expected).tolist()
+    assert example == {"records": [dict.fromkeys(frame.columns, 1.0)]}

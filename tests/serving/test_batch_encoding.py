@@ -1,13 +1,16 @@
 """The batch job's vectorised encoding (serving/batch.py `encoded`, from Spark's Arrow batches) builds the very float
-matrix the service's Encoding builds record by record: same matrix, so the same probabilities."""
+matrix the service's Encoding builds record by record: same matrix, so the same probabilities; and its output columns
+hold the service's outputs for each task."""
 
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pytest
 
-from serving.batch import encoded
-from serving.scoring.model import Encoding
+from serving.batch import encoded, output_arrays, output_columns
+from serving.scoring.core import Outputs
+from serving.scoring.model import Encoding, Manifest
 
 ENCODING = Encoding([
     {"column": "height", "fill": 40.0},
@@ -42,3 +45,36 @@ def test_one_row_and_every_row_alike():
     for row in range(5):
         one = {name: values[row:row + 1] for name, values in COLUMNS.items()}
         assert np.array_equal(encoded(ENCODING, arrow_batch(COLUMNS).slice(row, 1)), ENCODING.matrix(one))
+
+
+def _manifest(task: str, classes: list | None, threshold: float | None = None) -> Manifest:
+    return Manifest.from_dict({"model": {"name": "m", "version": "1"}, "runtime": "onnx", "task": task,
+                               "classes": classes, "decision_threshold": threshold, "inputs": [], "input_example": []})
+
+
+@pytest.mark.parametrize(("task", "classes", "threshold"), [
+    ("binary", [0, 1], 0.3), ("binary", ["no", "yes"], None), ("multiclass", ["low", "mid", "high"], None),
+    ("multiclass", [3, 5, 8], None), ("regression", None, None)])
+def test_the_batch_outputs_are_the_services_by_task(task, classes, threshold):
+    """serving/batch.py's output columns, vectorised, hold the service's outputs (scoring/core.py Outputs) for the
+    same scores: the same labels by the same rule, each class's probability in its own column."""
+    manifest = _manifest(task, classes, threshold)
+    rng = np.random.default_rng(len(str(classes)))
+    if task == "regression":
+        array = rng.normal(100, 30, 7)
+    else:
+        array = rng.dirichlet(np.ones(len(classes)), 7)
+        array[0] = [1 / len(classes)] * len(classes)  # a tie goes to the first class, as argmax
+    _, _, service = Outputs(manifest).build(array)
+    names = [name for name, _ in output_columns(manifest)]
+    table = pa.Table.from_arrays(output_arrays(manifest, array), names=names).to_pylist()
+    if task == "regression":
+        assert names == ["prediction"] and table == service
+    elif task == "binary":
+        assert names == ["probability", "label"] and table == service
+        assert dict(output_columns(manifest))["label"] == ("int" if isinstance(classes[0], int) else "string")
+    else:
+        assert names == ["label", *(f"probability_{c}" for c in classes)]
+        assert [row["label"] for row in table] == [row["label"] for row in service]
+        assert [[row[f"probability_{c}"] for c in classes] for row in table] == [
+            list(row["probabilities"].values()) for row in service]
