@@ -153,6 +153,22 @@ class Served:
     frame: pd.DataFrame  # what the pyfunc and the service are both asked about
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _restore_mlflow_uris():
+    """This module points MLflow at registries of its own; the session's fixtures find theirs again after it."""
+    tracking, registry = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    yield
+    mlflow.set_tracking_uri(tracking)
+    mlflow.set_registry_uri(registry)
+
+
+def use(registry: str) -> None:
+    """Log into `registry` (tracking and registry store, and an experiment of its own there)."""
+    mlflow.set_tracking_uri(registry)
+    mlflow.set_registry_uri(registry)
+    mlflow.set_experiment("outside-team")
+
+
 @pytest.fixture(scope="module")
 def outside_registry(tmp_path_factory) -> str:
     """A registry of its own, as a team outside this project would have."""
@@ -192,8 +208,7 @@ def started(uri: str, tracking_uri: str, out: Path, frame: pd.DataFrame) -> Serv
 @pytest.fixture(scope="module", params=CASES, ids=lambda case: case.name)
 def served(request, outside_registry, tmp_path_factory):
     case: Case = request.param
-    mlflow.set_tracking_uri(outside_registry)
-    mlflow.set_registry_uri(outside_registry)
+    use(outside_registry)
     model, frame, options = case.build()
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", input_example=frame.head(), registered_model_name=case.name,
@@ -352,8 +367,7 @@ class Doubler(mlflow.pyfunc.PythonModel):
 
 
 def test_a_pyfunc_only_model_from_a_run_without_an_input_example(outside_registry, tmp_path):
-    mlflow.set_tracking_uri(outside_registry)
-    mlflow.set_registry_uri(outside_registry)
+    use(outside_registry)
     frame = numbers(8, 11)
     signature = mlflow.models.infer_signature(frame, Doubler().predict(None, frame))
     with mlflow.start_run() as run:
