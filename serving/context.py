@@ -172,11 +172,19 @@ def prepare_model(resolved: ResolvedModel, model_dir: Path, client: MlflowClient
     mlflow_model = Model.load(str(mlflow_dir))
     contract_path = mlflow_dir / CONTRACT_ARTIFACT
     contract = json.loads(contract_path.read_text()) if contract_path.is_file() else None
-    estimator = mlflow.sklearn.load_model(str(mlflow_dir)) if "sklearn" in mlflow_model.flavors else None
+    estimator = _load_estimator(mlflow_dir) if "sklearn" in mlflow_model.flavors else None
     pyfunc = None if estimator is not None else _load_pyfunc(mlflow_dir)
     manifest = build_manifest(resolved, mlflow_model, mlflow_dir, client, contract, estimator, pyfunc)
     manifest.update(choose_runtime(estimator, manifest, probe, model_dir, mlflow_model, progress))
     return manifest
+
+
+def _load_estimator(mlflow_dir: Path) -> Any:
+    try:
+        return mlflow.sklearn.load_model(str(mlflow_dir))
+    except Exception as error:
+        raise PackagingError(f"MLflow cannot load its scikit-learn model here ({type(error).__name__}: {error}): "
+                             "packaging needs the model's own libraries installed") from error
 
 
 def _load_pyfunc(mlflow_dir: Path) -> Any:

@@ -52,7 +52,7 @@ def outputs(manifest: Manifest) -> dict[str, dict]:
     label = {"name": "label", "datatype": label_datatype(classes), "shape": [-1]}
     if manifest.task == "binary":
         return {"probability": {"name": "probability", "datatype": "FP64", "shape": [-1],
-                                "parameters": {"class": classes[1]}}, "label": label}
+                                "parameters": {"positive_class": classes[1]}}, "label": label}
     return {"label": label, "probabilities": {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)],
                                               "parameters": {"classes": classes}}}
 
