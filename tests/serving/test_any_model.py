@@ -311,6 +311,16 @@ def test_the_smoke_test_and_the_request_log_follow_the_task(served, capsys):
                             "regression": {"prediction"}}[case.task]
 
 
+def test_make_serve_runs_serve_model_with_its_port_and_workers():
+    """`make serve` is this module's path: the same command, the request log alone on its stdout (no echo)."""
+    dry = subprocess.run(["make", "-s", "-n", "serve", "MODEL_URI=models:/m@champion", "PORT=8123", "WORKERS=2"],
+                         cwd=ROOT, capture_output=True, text=True, check=True, timeout=60)
+    assert dry.stdout.strip().splitlines()[-1].endswith(
+        '-m serving.serve_model "models:/m@champion" --port 8123 --workers 2')
+    help_text = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    assert "make serve MODEL_URI=" in help_text
+
+
 # ---- the regression example this project ships, trained by training.train ----
 
 @pytest.fixture(scope="module")
