@@ -261,3 +261,51 @@ def test_a_1000_record_request_is_logged_in_whole_lines_under_16_kib(image: Imag
     assert key[1] == image.context.model_version
     assert [r[number] for r in window.records[key]] == [float(1000 + i) for i in range(1000)]
     assert window.probabilities[key] == probabilities
+
+
+class _Doubler(mlflow.pyfunc.PythonModel):
+    """A model of a team's own with no scikit-learn flavor: the pyfunc runtime serves it, MLflow inside the image."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input["x1"].to_numpy() * 2.0 + model_input["x2"].to_numpy()
+
+
+def test_a_pyfunc_model_is_served_from_its_image_by_mlflow_skinny(tmp_path):
+    """The pyfunc runtime's image: mlflow-skinny at the model's MLflow version and the model's own requirements,
+    hashed from the wheels downloaded for them; read-only root filesystem; the same smoke test."""
+    import sys
+
+    import cloudpickle
+    import pandas as pd
+
+    if os.geteuid() != 0 or not container.engine_available():
+        pytest.fail("the image tests need root and a usable buildah/podman/runc: run `make image-test`")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the class travels inside the model
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment("pyfunc-image")
+    frame = pd.DataFrame({"x1": [1.0, 2.5], "x2": [0.5, -1.0]})
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=_Doubler(), input_example=frame)
+    context = assemble_build_context(f"runs:/{run.info.run_id}/model", tmp_path / "context", wheelhouse=True)
+    assert context.manifest["runtime"] == "pyfunc"
+    pins = (context.path / "requirements.txt").read_text()
+    assert f"mlflow-skinny=={mlflow.__version__} --hash=sha256:" in pins
+    tag, name, port = "localhost/mlops-scoring:pyfunc-image-test", f"scoring-pyfunc-test-{os.getpid()}", free_port()
+    container.build_image(context.path, tag, container.BASE_IMAGE)
+    try:
+        container.run_container(tag, port, name, read_only=True)
+        url = f"http://127.0.0.1:{port}"
+        smoke.wait_for(url, "/ready", 90)
+        smoke.run(url, context.path / "model" / "manifest.json")
+        request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"dataframe_split": json.loads(
+            frame.to_json(orient="split", index=False))}).encode(), headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["predictions"] == [2.5, 4.0]
+        with container.mounted_image(tag) as rootfs:
+            installed = {p.name.split("-")[0].lower() for p in (rootfs / "opt/venv/lib/python3.11/site-packages").iterdir()}
+        assert "mlflow_skinny" in installed and "sklearn" not in installed
+    finally:
+        container.stop_container(name)
+        container.remove_image(tag)
