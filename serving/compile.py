@@ -8,9 +8,9 @@ compiles to `label` and `probabilities` (no zipmap), a regressor to one value pe
 Equivalence is checked with the serving code itself (scoring.model's scorers, the registered estimator in-process
 as the reference) on the version's equivalence records (training drew them from the drift baseline: random draws,
 every quantile edge and the float below it, each category, unseen and missing values; no row of a real person) or
-on probes built from the input example (serving/context.py). A classifier must give the same labels and
+on probes built from the input example (serving/runtime.py). A classifier must give the same labels and
 probabilities within EQUIVALENCE_TOLERANCE, a regressor values within it relative to the value (or, for values near
-zero, to a thousandth of the largest). A model that fails is served by the next runtime (serving/context.py).
+zero, to a thousandth of the largest). A model that fails is served by the next runtime (serving/runtime.py).
 """
 
 from __future__ import annotations
