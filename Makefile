@@ -6,12 +6,15 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help local stop traffic drift test test-fast image-test databricks-test bench bench-spark lint typecheck clean plan actionlint kusto promote-local supply-chain lock
+.PHONY: help serve local stop traffic drift test test-fast image-test databricks-test bench bench-spark lint typecheck clean plan actionlint kusto promote-local supply-chain lock
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
 	@echo "                 (MODEL=house-prices: another model module, default the dev stack's name; DATA=table.parquet: your table)"
 	@echo "make stop        stop the service 'make local' started"
+	@echo "make serve MODEL_URI=models:/<name>@<alias> [PORT=8000] [WORKERS=1]  package any MLflow model (models:/, runs:/ or"
+	@echo "                 a model directory) as the image would and serve it in the foreground on 127.0.0.1; stdout is the"
+	@echo "                 request log. Stores: MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, else .local/mlflow.db"
 	@echo "make traffic     send realistic requests to the local service (SHIFT='<number>=3 <category>=<value>' shifts features)"
 	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
@@ -27,16 +30,24 @@ help:
 	@echo "make lock        re-hash serving/requirements.txt, serving/pip.txt and requirements-checkov.txt after a pin changed"
 	@echo "make promote-local  copy .local's @champion into a local prod registry (.local/prod) with lineage, and check it"
 
+# Progress on stderr: `make serve`'s stdout is the request log's alone.
 $(STAMP): requirements.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) >&2
+	@echo "installing requirements.txt into $(VENV)" >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip >&2
+	@$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.txt >&2
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 local: $(STAMP)
 	$(PY) -m scripts.local_journey --port $(PORT) $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA))
+
+# Foreground, as the image runs it; packaging progress on stderr, the request log alone on stdout (hence the @).
+WORKERS ?= 1
+serve: $(STAMP)
+	@test -n "$(MODEL_URI)" || { echo "usage: make serve MODEL_URI=models:/<name>@<alias> [PORT=8000] [WORKERS=1]" >&2; exit 2; }
+	@$(PY) -m serving.serve_model "$(MODEL_URI)" --port $(PORT) --workers $(WORKERS)
 
 stop: $(STAMP)
 	$(PY) -m scripts.local_journey stop

@@ -54,7 +54,8 @@ from serving.localrun import free_port, stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-MODEL_NAME = "credit-default"
+MODEL_NAME = "credit-default"  # the example this project ships: the benchmark trains it through its model module
+MODEL_MODULE = "models.credit_default"
 TRAIN_ROWS, TRAIN_SEED = 20_000, 7
 BATCH_SIZES = (1, 100)
 CONCURRENCY = (1, 8)
@@ -615,7 +616,7 @@ def prepare(state: Path) -> Prepared:
     from training.local_registry import ensure_champion
 
     tracking_uri, version = ensure_champion(state, MODEL_NAME, rows=TRAIN_ROWS, seed=TRAIN_SEED, environment="bench",
-                                            say=lambda text: say(f"prepare: {text}"))
+                                            module=MODEL_MODULE, say=lambda text: say(f"prepare: {text}"))
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the mlflow server it launches resolves the model here
     mlflow.set_tracking_uri(tracking_uri)
 
@@ -877,11 +878,10 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
         return dict(zip(path.names, zip(*map(path.row, records), strict=True), strict=True))
 
     def outputs_of(array: Any) -> list[dict]:
-        threshold = manifest.decision_threshold
-        return [{"probability": p, "label": 1 if p >= threshold else 0} for p in array.tolist()]
+        return path.outputs.build(array)[2]  # the service's own outputs by task (scoring/core.py Outputs)
 
     def observe(array: Any, outputs: list[dict]) -> None:
-        metrics.observe_probabilities(histogram, array)
+        metrics.observe_probabilities(histogram, array[:, 1])
         counter.inc(len(outputs))
 
     def log(records: list[dict], outputs: list[dict]) -> None:

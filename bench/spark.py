@@ -180,8 +180,9 @@ def no_model(spark, model, path: str):
     return ours(spark, model, path, partition=constant_partition)
 
 
-def constant_partition(model, fields, keys: list[str], threshold: float):
-    """score_partition's shape, answering probability 0 and label 0 for every row without looking at it."""
+def constant_partition(model, manifest, keys: list[str]):
+    """score_partition's shape (a binary model's), answering probability 0 and label 0 for every row without looking
+    at it."""
     from serving.batch import LABEL, PROBABILITY
 
     def answer(batches):
@@ -201,11 +202,10 @@ def mlflow_udf(spark, model_uri: str, path: str):
     import mlflow
     from pyspark.sql import functions as fn
 
-    from training import schema
-
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="array<double>", env_manager="local")
     frame = spark.read.parquet(path)
-    return frame.select("customer_id", udf(*[fn.col(c) for c in schema.FEATURES])[1].alias("probability"))
+    columns = mlflow.models.get_model_info(model_uri).signature.inputs.input_names()
+    return frame.select("customer_id", udf(*[fn.col(c) for c in columns])[1].alias("probability"))
 
 
 def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], rounds: int) -> dict:
@@ -268,7 +268,7 @@ def profile_batch(model, path: str, rows: int = PROFILE_ROWS, repeats: int = 30)
     stages = {
         "encode (Arrow -> float matrix)": lambda: batch.encoded(scorer.encoding, arrow),
         "onnxruntime (the trees)": lambda: scorer.run({batch.FEATURES_INPUT: matrix}),
-        "output (Arrow batch)": lambda: next(batch.score_partition(model, fields, keys, 0.5)(iter([arrow]))),
+        "output (Arrow batch)": lambda: next(batch.score_partition(model, model.manifest, keys)(iter([arrow]))),
         "was: Arrow -> pandas": lambda: arrow.to_pandas(),
         "was: columns_of + Encoding.matrix": lambda: scorer.encoding.matrix(batch.columns_of(arrow.to_pandas(), fields)),
     }

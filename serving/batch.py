@@ -1,16 +1,23 @@
 """Batch scoring: a whole table, on the job cluster's Spark, with the model the stack serves.
 
-The `credit-batch` entry point of the job wheel (infra/databricks.py declares the scheduled job):
+The batch entry point of the job wheel (infra/databricks.py declares the scheduled job and its name):
 
-    credit-batch --input-table prod.credit.card_holders --output-table prod.credit.predictions \
-        --rejects-table prod.credit.prediction_rejects --key customer_id \
-        --model-uri models:/prod.credit.credit_default/3 --job-run-id 123
+    <entry point> --input-table prod.sales.rows --output-table prod.sales.predictions \
+        --rejects-table prod.sales.prediction_rejects --model-uri models:/prod.sales.my_model/3 --job-run-id 123
 
 The model is prepared by serving/context.py's `prepare_model`, the function that prepares the scoring
-image's model: the registered pipeline compiled to ONNX and checked against it on the version's
-equivalence records (a version that fails the check is refused here as it is there). Executors score
-with serving.scoring.model's scorer, the image's, in `mapInArrow` (one scorer per Python worker, the compiled
+image's model, with the same runtime (onnx, sklearn or pyfunc) after the same equivalence check. Executors score
+with serving.scoring.model's scorer, the image's, in `mapInArrow` (one scorer per Python worker; the compiled
 model's float matrix built from the Arrow columns): batch and online answers agree.
+
+Output columns: the row's ids, then the model's outputs by task (as /predict's, scoring/core.py Outputs), then
+model_name, model_version, scoring_run_id, scored_at:
+  binary      probability (double: of the positive class), label (the classes' type: int, or string, ...)
+  multiclass  label, and one column per class, `probability_<class>` (double; a character outside letters, digits
+              and _ in the class becomes _): flat columns that SQL and a BI tool read as they are, unlike a map
+  regression  prediction (double)
+The ids are the version's contract's (`ids` of extra_files/contract.json); `--key` (repeatable) names them for a
+version without a contract, or overrides them.
 
 Rows are checked with the scoring service's rules before scoring: a value must have its column's type
 (text for a text column, a finite number for a number column; a number column stored as text is read
@@ -18,12 +25,16 @@ as a number where the text is one), any feature may be null (the pipeline impute
 A row that breaks a rule goes to the rejects table with every reason, and the run goes on; a run in
 which no row could be scored fails (exit 4), so its failure e-mail is sent. A column the model needs
 missing from the table is a failure of the whole run before anything is written (exit 2).
+
+Why one module: it is one Spark job read top to bottom (the model, the row rules, the scoring and its output columns,
+the tables written), and it is shipped to the cluster's executors as the one module their functions live in.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 import time
@@ -43,6 +54,7 @@ from serving.scoring.model import (
     InputField,
     Manifest,
     OnnxScorer,
+    PyfuncScorer,
     Scorer,
     SklearnScorer,
 )
@@ -53,7 +65,7 @@ if TYPE_CHECKING:  # an executor's worker imports neither for the compiled model
 
 REASON = "reject_reason"
 RECORD = "record"
-PROBABILITY, LABEL = "probability", "label"
+PROBABILITY, LABEL, PREDICTION = "probability", "label", "prediction"
 PROVENANCE = ("model_name", "model_version", "scoring_run_id", "scored_at")
 NUMERIC_TYPES = ("byte", "short", "int", "bigint", "long", "integer", "float", "double", "decimal")
 NOTHING_SCORED = 4
@@ -66,16 +78,17 @@ SESSION_CONF = {"spark.sql.execution.arrow.maxBytesPerBatch": str(2**31 - 1)}
 
 
 class BatchError(RuntimeError):
-    """The table cannot be scored at all (a column the model needs is missing): the run fails, naming it."""
+    """The table cannot be scored at all (a column the model needs is missing, no ids): the run fails, naming it."""
 
 
 @dataclass(frozen=True)
 class BatchModel:
-    """What the executors need to score: the manifest, and the compiled graph (or, for a model that does not
-    compile, the pipeline the image's sklearn runtime would load)."""
+    """What the executors need to score: the manifest, and the compiled graph (onnx runtime), the estimator the
+    image's sklearn runtime loads, or the MLflow model directory's files (pyfunc runtime, loaded on each worker)."""
     manifest_raw: dict
     onnx_bytes: bytes | None
     pipeline: object | None = None
+    pyfunc_files: tuple[tuple[str, bytes], ...] | None = None  # (path under the model directory, content)
 
     @property
     def manifest(self) -> Manifest:
@@ -84,6 +97,12 @@ class BatchModel:
     def scorer(self) -> Scorer:
         if self.onnx_bytes is not None:
             return OnnxScorer(self.onnx_bytes, self.manifest)
+        if self.pyfunc_files is not None:
+            model_dir = Path(tempfile.mkdtemp(prefix="batch-model-"))  # the worker's, for the life of the worker
+            for relative, content in self.pyfunc_files:
+                (model_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+                (model_dir / relative).write_bytes(content)
+            return PyfuncScorer.load(model_dir, self.manifest)
         return SklearnScorer(self.pipeline, self.manifest)
 
 
@@ -100,8 +119,20 @@ def load_model(model_uri: str, progress: Callable[[str], None] = print) -> Batch
         manifest = prepare_model(resolved, model_dir, client, progress)
         if manifest["runtime"] == "onnx":
             return BatchModel(manifest, (model_dir / ONNX_FILE).read_bytes())
+        if manifest["runtime"] == "pyfunc":
+            files = tuple((path.relative_to(model_dir).as_posix(), path.read_bytes())
+                          for path in sorted(model_dir.rglob("*")) if path.is_file())
+            return BatchModel(manifest, None, pyfunc_files=files)
         parsed = Manifest.from_dict(manifest)
         return BatchModel(manifest, None, SklearnScorer.load(model_dir, parsed).model)
+
+
+def id_columns(manifest: Manifest, keys: list[str] | None) -> list[str]:
+    """The columns that identify a row: `--key` when given, else the version's contract's ids."""
+    ids = list(keys or (manifest.contract or {}).get("ids") or [])
+    if not ids:
+        raise BatchError("no id columns: the version carries no contract.json with ids; name them with --key")
+    return ids
 
 
 # ---- the rules a row must meet (the scoring service's, serving/scoring/schemas.py) ----
@@ -163,10 +194,12 @@ def checked(source, fields: tuple[InputField, ...], keys: list[str]):
 
 # ---- scoring ----
 
-def score_partition(model, fields: tuple[InputField, ...], keys: list[str],
-                    threshold: float) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def score_partition(model, manifest: Manifest,
+                    keys: list[str]) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The function mapInArrow runs on each executor: the worker's scorer, one call per Arrow batch.
     `model` is a Spark broadcast of a BatchModel (or a BatchModel)."""
+    fields, names = manifest.inputs, [name for name, _ in output_columns(manifest)]
+
     def score(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         import pyarrow as pa
 
@@ -174,11 +207,52 @@ def score_partition(model, fields: tuple[InputField, ...], keys: list[str],
         for batch in batches:
             if not batch.num_rows:
                 continue
-            probability = probabilities(scorer, batch, fields)
-            label = (probability >= threshold).astype(np.int32)  # as the service labels: >= the threshold
-            yield pa.RecordBatch.from_arrays([*(batch.column(k) for k in keys), pa.array(probability), pa.array(label)],
-                                             names=[*keys, PROBABILITY, LABEL])
+            outputs = output_arrays(manifest, scores(scorer, batch, fields))
+            yield pa.RecordBatch.from_arrays([*(batch.column(k) for k in keys), *outputs], names=[*keys, *names])
     return score
+
+
+def output_columns(manifest: Manifest) -> list[tuple[str, str]]:
+    """(column, Spark SQL type) of the model's outputs by task (see the module's docstring)."""
+    if manifest.task == "regression":
+        return [(PREDICTION, "double")]
+    label = (LABEL, _label_type(manifest.classes or ()))
+    if manifest.task == "binary":
+        return [(PROBABILITY, "double"), label]
+    return [label, *((probability_column(c), "double") for c in manifest.classes or ())]
+
+
+def probability_column(value: Any) -> str:
+    return "probability_" + re.sub(r"[^A-Za-z0-9_]", "_", str(value))
+
+
+def _label_type(classes: tuple) -> str:
+    if all(isinstance(c, bool) for c in classes):
+        return "boolean"
+    if all(isinstance(c, int) for c in classes):
+        return "int" if all(-2**31 <= c < 2**31 for c in classes) else "bigint"
+    return "double" if all(isinstance(c, int | float) for c in classes) else "string"
+
+
+ARROW_TYPES = {"double": "float64", "int": "int32", "bigint": "int64", "boolean": "bool_", "string": "string"}
+
+
+def output_arrays(manifest: Manifest, array: np.ndarray) -> list:
+    """The Arrow columns of output_columns() from a scorer's array, vectorised: labels by the service's rule (a
+    binary model's decision threshold, else the likelier class; a multiclass model's likeliest class)."""
+    import pyarrow as pa
+
+    if manifest.task == "regression":
+        return [pa.array(array, type=pa.float64())]
+    classes = list(manifest.classes or ())
+    kind = getattr(pa, ARROW_TYPES[_label_type(tuple(classes))])()
+    values = np.asarray(classes, dtype=object)
+    if manifest.task == "binary":
+        probability, threshold = array[:, 1], manifest.decision_threshold
+        positive = probability >= threshold if threshold is not None else probability > array[:, 0]
+        return [pa.array(probability, type=pa.float64()), pa.array(values[positive.astype(np.intp)].tolist(), type=kind)]
+    labels = pa.array(values[array.argmax(axis=1)].tolist(), type=kind)
+    return [labels, *(pa.array(np.ascontiguousarray(array[:, i]), type=pa.float64()) for i in range(len(classes)))]
 
 
 _scorer: tuple[BatchModel, Scorer] | None = None  # the Python worker's: Spark reuses a worker for task after task
@@ -193,12 +267,13 @@ def worker_scorer(model: BatchModel) -> Scorer:
     return _scorer[1]
 
 
-def probabilities(scorer: Scorer, batch: pa.RecordBatch, fields: tuple[InputField, ...]) -> np.ndarray:
-    """P(default) per row of an Arrow batch. A compiled model with an Encoding gets its float matrix straight from
-    the Arrow columns; any other scorer gets the service's column-major input."""
+def scores(scorer: Scorer, batch: pa.RecordBatch, fields: tuple[InputField, ...]) -> np.ndarray:
+    """The scorer's array for the rows of an Arrow batch (a classifier's probabilities, a regressor's values). A
+    compiled model with an Encoding gets its float matrix straight from the Arrow columns; any other scorer gets the
+    service's column-major input."""
     if isinstance(scorer, OnnxScorer) and scorer.encoding is not None:
         return scorer.run({FEATURES_INPUT: encoded(scorer.encoding, batch)})
-    return scorer.predict_proba(columns_of(batch.to_pandas(), fields))
+    return scorer.predict(columns_of(batch.to_pandas(), fields))
 
 
 def encoded(encoding: Encoding, batch: pa.RecordBatch) -> np.ndarray:
@@ -240,17 +315,19 @@ def columns_of(batch: pd.DataFrame, fields: tuple[InputField, ...]) -> Columns:
 
 def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime,
                 partition: Callable[..., Any] | None = None):
-    """Valid rows -> keys, probability, label, model name and version, scoring run id, scored_at. `partition`
-    stands in for score_partition (bench/spark.py times the same query with a model that takes no time)."""
+    """Valid rows -> keys, the model's outputs (output_columns), model name and version, scoring run id, scored_at.
+    `partition` stands in for score_partition (bench/spark.py times the same query with a model that takes no time)."""
     from pyspark.sql import functions as fn
-    from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
+    from pyspark.sql import types
 
     fields = manifest.inputs
     typed = valid.select(*keys, *(fn.col(f.name) if f.is_string else as_number(f.name, dict(valid.dtypes)[f.name])
                                   .alias(f.name) for f in fields))
-    schema = StructType([*(typed.schema[k] for k in keys), StructField(PROBABILITY, DoubleType(), False),
-                         StructField(LABEL, IntegerType(), False)])
-    scored = typed.mapInArrow((partition or score_partition)(model, fields, keys, manifest.decision_threshold), schema)
+    spark_types = {"double": types.DoubleType(), "int": types.IntegerType(), "bigint": types.LongType(),
+                   "boolean": types.BooleanType(), "string": types.StringType()}
+    schema = types.StructType([*(typed.schema[k] for k in keys), *(types.StructField(name, spark_types[kind], False)
+                                                                   for name, kind in output_columns(manifest))])
+    scored = typed.mapInArrow((partition or score_partition)(model, manifest, keys), schema)
     return with_provenance(scored, manifest, run_id, scored_at)
 
 
@@ -286,7 +363,7 @@ class Outcome:
                 "seconds": round(self.seconds, 1)}
 
 
-def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str],
+def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str] | None,
         run_id: str) -> Outcome:
     """Score `input_table` into `output_table` (appended), its bad rows into `rejects_table` (appended). The rows
     and rejects are counted while the predictions are written (a Spark Observation), not in a pass of their own: the
@@ -297,6 +374,7 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     started = time.perf_counter()
     name = lambda table: table_name(spark, table)  # noqa: E731
     manifest, scored_at = model.manifest, datetime.now(UTC)
+    keys = id_columns(manifest, keys)
     frame = checked(spark.read.table(name(input_table)), manifest.inputs, keys)
     observed = Observation("batch_counts")
     counted = frame.observe(observed, fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected"))
@@ -328,7 +406,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--input-table", required=True, help="the table to score (catalog.schema.table)")
     parser.add_argument("--output-table", required=True, help="predictions are appended here")
     parser.add_argument("--rejects-table", required=True, help="rows that cannot be scored are appended here, with why")
-    parser.add_argument("--key", action="append", required=True, help="a key column, copied to both outputs (repeat)")
+    parser.add_argument("--key", action="append", help="an id column, copied to both outputs (repeat); default: the "
+                                                       "version's contract's ids")
     parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (the version the stack serves)")
     parser.add_argument("--job-run-id", required=True, help="the scoring run id written with every row")
     return parser.parse_args(argv)
@@ -357,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def cli() -> None:
-    """The `credit-batch` entry point (a python_wheel_task calls it with no arguments; argv holds the parameters)."""
+    """The job wheel's batch entry point (a python_wheel_task calls it with no arguments; argv holds the parameters)."""
     raise SystemExit(main())
 
 

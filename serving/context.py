@@ -1,19 +1,27 @@
-"""Assemble the docker build context for one registered model version.
+"""Assemble the docker build context for one MLflow model version: any tabular model, from its MLflow files alone.
 
-This is the one implementation used by `make local`, by the Pulumi program's docker Image, and
-by CI. Given `models:/<name>@<alias>` or `models:/<name>/<version>`, it writes:
+This is the one implementation used by `make local`, `make serve`, the Pulumi program's docker Image, the batch
+job and CI. Given `models:/<name>@<alias>`, `models:/<name>/<version>`, `runs:/<run id>/<path>` or a local MLflow
+model directory, it writes:
 
     <out>/Dockerfile           serving/Dockerfile
-    <out>/requirements.txt     the hash-locked serving runtime, serving/requirements.txt (plus scikit-learn & co.
-                               for the fallback runtime, hashed when their wheels are downloaded)
+    <out>/requirements.txt     the hash-locked serving runtime, serving/requirements.txt, plus the runtime's own
+                               packages at the model's pins (sklearn: scikit-learn, pandas, skops; pyfunc:
+                               mlflow-skinny and the model's requirements), hashed when their wheels are downloaded
     <out>/pip.sha256           the hash of the pip wheel the build runs from (serving/pip.txt), for sha256sum
     <out>/wheels/              every wheel the image installs: the build needs no network
     <out>/scoring/             the FastAPI app
-    <out>/model/manifest.json  name, version, run id, source URI, runtime, input schema, content hash
-    <out>/model/model.onnx     the compiled pipeline (onnx runtime only)
-    <out>/model/mlflow/        the MLflow model directory (MLmodel, model.skops, drift baseline, ...)
+    <out>/model/manifest.json  what the app serves and how (format: serving/scoring/model.py)
+    <out>/model/model.onnx     the compiled model (onnx runtime only)
+    <out>/model/pipeline.skops the estimator re-saved with skops (sklearn runtime, when the version's is a pickle)
+    <out>/model/mlflow/        the MLflow model directory (MLmodel, contract, drift baseline, ...)
 
-    python -m serving.context models:/credit-default@champion .local/context
+    python -m serving.context models:/my-model@champion .local/context
+
+The runtime (onnx, else sklearn, else pyfunc) is chosen by serving/runtime.py, which prints why. The task: the
+version's contract.json when it has one (checked against the estimator); else a scikit-learn estimator's
+is_classifier and len(classes_); else (a pyfunc-only model) a classifier when its raw model has classes_ and
+predict_proba, and a regressor otherwise.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -37,29 +46,23 @@ from mlflow.tracking import MlflowClient
 
 from serving import compile as compiler
 from serving import lock
-from serving.scoring.model import MANIFEST_FILE, ONNX_FILE, Manifest
+from serving.manifest import CONTRACT_ARTIFACT, build_manifest
+from serving.runtime import MLFLOW_SUBDIR, PackagingError, choose_runtime
+from serving.scoring.model import MANIFEST_FILE
 
 SERVING_DIR = Path(__file__).resolve().parent
 APP_PACKAGE = SERVING_DIR / "scoring"
 RUNTIME_REQUIREMENTS = SERVING_DIR / "requirements.txt"
 DOCKERFILE = SERVING_DIR / "Dockerfile"
-MLFLOW_SUBDIR = "mlflow"
-SKOPS_FILE = "pipeline.skops"  # a pickled version, re-saved for the fallback runtime
 # Records drawn by training from the drift baseline's aggregates (training/baseline.py equivalence_records), which
 # the compiled model is checked on: used here, never shipped. A version carries no row of a real person.
 EQUIVALENCE_ARTIFACT = "extra_files/equivalence_records.parquet"
 FALLBACK_PACKAGES = ("scikit-learn", "pandas", "skops")
-MANIFEST_FORMAT_VERSION = 1
-DEFAULT_THRESHOLD = 0.5
 
 # The image is CPython 3.11 on x86-64 Linux, whatever machine assembles the context (serving/lock.py hashes the
 # same wheels).
 WHEEL_PLATFORM_ARGS = lock.WHEEL_PLATFORM_ARGS
 DEFAULT_WHEEL_CACHE = Path(os.environ.get("WHEEL_CACHE", Path.home() / ".cache" / "mlops-wheelhouse"))
-
-
-class PackagingError(RuntimeError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -68,10 +71,12 @@ class ResolvedModel:
     version: str
     run_id: str | None  # None for a version registered from a path rather than a run
     source_uri: str
+    artifact_uri: str | None = None  # what to download: the registered version's URI unless given
+    registered: bool = True
 
     @property
     def version_uri(self) -> str:
-        return f"models:/{self.name}/{self.version}"
+        return self.artifact_uri or f"models:/{self.name}/{self.version}"
 
 
 @dataclass(frozen=True)
@@ -85,14 +90,25 @@ class BuildContext:
 
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^@/]+(?:\.[^@/]+)*)(?:@(?P<alias>[\w-]+)|/(?P<version>\d+))$")
+RUN_URI = re.compile(r"^runs:/(?P<run>[0-9a-zA-Z]+)/(?P<path>.+)$")
+URI_FORMS = "models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path> or a local model directory"
 
 
 def resolve_model(model_uri: str, client: MlflowClient | None = None) -> ResolvedModel:
-    """`models:/name@alias` or `models:/name/version` -> a concrete registered version."""
+    """A model URI -> a concrete model: a registered version (by alias or number), a run's model (named after its
+    artifact path, versioned by the run id) or a local MLflow model directory (named after it, version "local")."""
+    run = RUN_URI.match(model_uri)
+    if run:
+        path = run["path"].strip("/")
+        return ResolvedModel(name=path.split("/")[-1], version=run["run"], run_id=run["run"], source_uri=model_uri,
+                             artifact_uri=model_uri, registered=False)
+    local = Path(model_uri.removeprefix("file://"))
+    if not model_uri.startswith(("models:/", "runs:/")) and (local / "MLmodel").is_file():
+        return ResolvedModel(name=local.resolve().name, version="local", run_id=None, source_uri=model_uri,
+                             artifact_uri=str(local.resolve()), registered=False)
     match = MODEL_URI.match(model_uri)
     if not match:
-        raise PackagingError(f"model URI must look like models:/<name>@<alias> or models:/<name>/<version>, "
-                             f"got {model_uri!r}")
+        raise PackagingError(f"model URI must be one of {URI_FORMS}, got {model_uri!r}")
     client = client or MlflowClient()
     name = match["name"]
     version = (client.get_model_version_by_alias(name, match["alias"]) if match["alias"]
@@ -127,11 +143,11 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
     manifest = prepare_model(resolved, model_dir, client, progress)
     shutil.copytree(APP_PACKAGE, out_dir / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     shutil.copy2(DOCKERFILE, out_dir / "Dockerfile")
-    locked, extras = _requirements(manifest["runtime"], model_dir / MLFLOW_SUBDIR)
+    locked, extras = _requirements(manifest, model_dir / MLFLOW_SUBDIR)
     (out_dir / "wheels").mkdir()
     if wheelhouse:
         extras = _fill_wheelhouse(locked, extras, out_dir / "wheels", wheel_cache, progress)
-    (out_dir / "requirements.txt").write_text(_render(manifest["runtime"], locked, extras))
+    (out_dir / "requirements.txt").write_text(_render(manifest["runtime"], locked, extras, hashed=wheelhouse))
     (out_dir / "pip.sha256").write_text("".join(f"{pin.hashes[0]}  {pin.wheel}\n" for pin in lock.pins(lock.PIP_LOCK)))
 
     manifest["content_sha256"] = content_hash(out_dir)
@@ -141,34 +157,42 @@ def _assemble(resolved: ResolvedModel, out_dir: Path, client: MlflowClient, whee
 
 def prepare_model(resolved: ResolvedModel, model_dir: Path, client: MlflowClient,
                   progress: Callable[[str], None] = print) -> dict:
-    """The version's files in `model_dir` (the MLflow model, model.onnx when it compiles) and its manifest (without
-    the content hash): the image's model, and the batch job's (serving/batch.py), from this one function, so both
-    score with the same compiled graph after the same equivalence check."""
+    """The version's files in `model_dir` (the MLflow model; model.onnx or pipeline.skops by runtime) and its manifest
+    (without the content hash): the image's model, and the batch job's (serving/batch.py), from this one function, so
+    both score with the same runtime after the same equivalence check."""
+    mlflow_dir = model_dir / MLFLOW_SUBDIR
     with tempfile.TemporaryDirectory() as tmp:
-        downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
+        if resolved.registered or resolved.artifact_uri is None or not Path(resolved.artifact_uri).is_dir():
+            downloaded = Path(mlflow.artifacts.download_artifacts(resolved.version_uri, dst_path=tmp))
+        else:
+            downloaded = Path(resolved.artifact_uri)
         probe = _read_equivalence_records(downloaded)
-        shutil.copytree(downloaded, model_dir / MLFLOW_SUBDIR,
+        shutil.copytree(downloaded, mlflow_dir,
                         ignore=lambda d, names: [n for n in names if Path(d, n) == downloaded / EQUIVALENCE_ARTIFACT])
-    mlflow_model = Model.load(str(model_dir / MLFLOW_SUBDIR))
-    manifest = _manifest(resolved, mlflow_model, model_dir / MLFLOW_SUBDIR, client)
-
-    pipeline = mlflow.sklearn.load_model(str(model_dir / MLFLOW_SUBDIR))
-    if manifest["sklearn"]["format"] != "skops":
-        manifest["sklearn"] = _resave_with_skops(pipeline, manifest["sklearn"], model_dir, progress)
-    manifest.update(_compile(pipeline, manifest, probe, model_dir, progress))
+    mlflow_model = Model.load(str(mlflow_dir))
+    contract_path = mlflow_dir / CONTRACT_ARTIFACT
+    contract = json.loads(contract_path.read_text()) if contract_path.is_file() else None
+    estimator = _load_estimator(mlflow_dir) if "sklearn" in mlflow_model.flavors else None
+    pyfunc = None if estimator is not None else _load_pyfunc(mlflow_dir)
+    manifest = build_manifest(resolved, mlflow_model, mlflow_dir, client, contract, estimator, pyfunc)
+    manifest.update(choose_runtime(estimator, manifest, probe, model_dir, mlflow_model, progress))
     return manifest
 
 
-def _resave_with_skops(pipeline, sklearn: dict, model_dir: Path, progress: Callable[[str], None]) -> dict:
-    """A (cloud)pickled version (what the Databricks runtime's MLflow writes) goes into the image as skops, and
-    its pickle not at all: the image's fallback runtime loads only the types listed, never arbitrary code."""
-    import skops.io
+def _load_estimator(mlflow_dir: Path) -> Any:
+    try:
+        return mlflow.sklearn.load_model(str(mlflow_dir))
+    except Exception as error:
+        raise PackagingError(f"MLflow cannot load its scikit-learn model here ({type(error).__name__}: {error}): "
+                             "packaging needs the model's own libraries installed") from error
 
-    pickled = model_dir / sklearn["path"]
-    skops.io.dump(pipeline, model_dir / SKOPS_FILE)
-    pickled.unlink(missing_ok=True)
-    progress(f"context: the version is {sklearn['format']}-serialized; the image gets it re-saved with skops")
-    return {"path": SKOPS_FILE, "format": "skops", "trusted_types": skops.io.get_untrusted_types(file=model_dir / SKOPS_FILE)}
+
+def _load_pyfunc(mlflow_dir: Path) -> Any:
+    try:
+        return mlflow.pyfunc.load_model(str(mlflow_dir))
+    except Exception as error:
+        raise PackagingError(f"MLflow cannot load the model here ({type(error).__name__}: {error}), so neither can "
+                             "the image") from error
 
 
 def _read_equivalence_records(model_dir: Path) -> pd.DataFrame | None:
@@ -176,71 +200,50 @@ def _read_equivalence_records(model_dir: Path) -> pd.DataFrame | None:
     return pd.read_parquet(path) if path.exists() else None
 
 
-def _manifest(resolved: ResolvedModel, mlflow_model: Model, mlflow_dir: Path, client: MlflowClient) -> dict:
-    if mlflow_model.signature is None or mlflow_model.signature.inputs is None:
-        raise PackagingError(f"{resolved.version_uri} has no signature: the API schema is generated from it")
-    inputs = [{"name": spec.name, "type": spec.type.name} for spec in mlflow_model.signature.inputs.inputs]
-    example = mlflow_model.load_input_example(str(mlflow_dir))
-    if example is None:
-        raise PackagingError(f"{resolved.version_uri} has no input example: the smoke test and /docs use it")
-    example_records = json.loads(pd.DataFrame(example).to_json(orient="records"))
-    sklearn_flavor = mlflow_model.flavors.get("sklearn", {})
-    tags = client.get_model_version(resolved.name, resolved.version).tags
-    return {
-        "format_version": MANIFEST_FORMAT_VERSION,
-        "model": {"name": resolved.name, "version": resolved.version, "run_id": resolved.run_id,
-                  "source_uri": resolved.source_uri, "version_uri": resolved.version_uri},
-        "decision_threshold": float(tags.get("decision_threshold", DEFAULT_THRESHOLD)),
-        "mlflow_version": mlflow_model.mlflow_version,  # what /version answers, as `mlflow models serve` does
-        "inputs": inputs,
-        "input_example": example_records,
-        "sklearn": {"path": f"{MLFLOW_SUBDIR}/{sklearn_flavor.get('pickled_model', 'model.skops')}",
-                    "format": sklearn_flavor.get("serialization_format", "skops"),
-                    "trusted_types": sklearn_flavor.get("skops_trusted_types") or []},
-        "drift_baseline": f"{MLFLOW_SUBDIR}/extra_files/drift_baseline.json",
-    }
-
-
-def _compile(pipeline, manifest: dict, probe: pd.DataFrame | None, model_dir: Path,
-             progress: Callable[[str], None]) -> dict:
-    provisional = Manifest.from_dict({**manifest, "runtime": "sklearn", "missing_category": None})
-    try:
-        compiled = compiler.compile_pipeline(pipeline, provisional.inputs)
-    except compiler.CompileError as error:
-        progress(f"context: WARNING {error}; serving with the sklearn runtime (slower)")
-        return {"runtime": "sklearn", "missing_category": None, "equivalence": None}
-    sample = probe if probe is not None else pd.DataFrame(manifest["input_example"])
-    checked = Manifest.from_dict({**manifest, "runtime": "onnx", "missing_category": compiled.missing_category})
-    difference = compiler.check_equivalence(pipeline, compiled, checked, sample)
-    (model_dir / ONNX_FILE).write_bytes(compiled.onnx_bytes)
-    progress(f"context: compiled to ONNX; max |dp| {difference:.2e} on {len(sample)} records drawn from the baseline")
-    return {"runtime": "onnx", "missing_category": compiled.missing_category,
-            "equivalence": {"max_abs_probability_difference": difference, "rows": len(sample),
-                            "tolerance": compiler.EQUIVALENCE_TOLERANCE}}
-
-
 def _package_name(requirement: str) -> str:
     return re.split(r"[=<>!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower()
 
 
-def _requirements(runtime: str, mlflow_dir: Path) -> tuple[list[str], list[str]]:
-    """(the hash-locked serving runtime's lines, the model's own pins of what the fallback runtime loads)."""
+def _requirements(manifest: dict, mlflow_dir: Path) -> tuple[list[str], list[str]]:
+    """(the hash-locked serving runtime's lines, the runtime's own packages at the model's pins): nothing for onnx;
+    scikit-learn, pandas and skops for sklearn; mlflow-skinny at the model's MLflow version and the model's own
+    requirements for pyfunc. A package the lock pins keeps the lock's version (the app runs on it)."""
     locked = [line for line in RUNTIME_REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    extras: list[str] = []
+    present = {_package_name(line) for line in locked}
+    runtime = manifest["runtime"]
+    if runtime == "onnx":
+        return locked, []
+    model_pins = _model_requirements(mlflow_dir)
     if runtime == "sklearn":
-        present = {_package_name(line) for line in locked}
-        model_pins = (mlflow_dir / "requirements.txt").read_text().splitlines()
-        extras = [pin for pin in model_pins
-                  if _package_name(pin) in FALLBACK_PACKAGES and _package_name(pin) not in present]
-    return locked, extras
+        import sklearn
+        import skops
+
+        installed = {"scikit-learn": sklearn.__version__, "pandas": pd.__version__, "skops": skops.__version__}
+        pinned = {_package_name(pin): pin for pin in model_pins if _package_name(pin) in FALLBACK_PACKAGES}
+        # skops loads what this process saved: at this process's version unless the model pins its own.
+        extras = [pinned.get(name, f"{name}=={installed[name]}") for name in FALLBACK_PACKAGES]
+        return locked, [pin for pin in extras if _package_name(pin) not in present]
+    skinny = f"mlflow-skinny=={manifest['mlflow_version']}" if manifest.get("mlflow_version") else "mlflow-skinny"
+    extras = [skinny, *(pin for pin in model_pins if _package_name(pin) not in ("mlflow", "mlflow-skinny"))]
+    return locked, [pin for pin in dict.fromkeys(extras) if _package_name(pin) not in present]
 
 
-def _render(runtime: str, locked: list[str], extras: list[str]) -> str:
+def _model_requirements(mlflow_dir: Path) -> list[str]:
+    """The model's requirements.txt, requirement lines only (no options, comments or includes)."""
+    path = mlflow_dir / "requirements.txt"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [line.split("#")[0].strip() for line in lines
+            if line.split("#")[0].strip() and not line.strip().startswith(("-", "#"))]
+
+
+def _render(runtime: str, locked: list[str], extras: list[str], hashed: bool = True) -> str:
     text = f"# generated by serving.context for the {runtime} runtime from serving/requirements.txt (hash-locked)\n"
     text += "\n".join(locked) + "\n"
     if extras:
-        text += ("# The fallback runtime's packages, at the model's pins: not in the lock, so hashed when their wheels were\n"
-                 "# downloaded for this context (the image build still installs them with --require-hashes).\n")
+        text += (f"# The {runtime} runtime's packages, at the model's pins: not in the lock, so hashed when their wheels "
+                 "were\n# downloaded for this context (the image build still installs them with --require-hashes).\n"
+                 if hashed else f"# The {runtime} runtime's packages, at the model's pins (no wheelhouse: not hashed, "
+                 "a local run only).\n")
         text += "\n".join(extras) + "\n"
     return text
 
@@ -299,7 +302,7 @@ def content_hash(root: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model_uri", help="models:/<name>@<alias> or models:/<name>/<version>")
+    parser.add_argument("model_uri", help=URI_FORMS)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI"))
     parser.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI"))

@@ -1,7 +1,7 @@
 """Run a build context's scoring service as a local process on 127.0.0.1 (no container engine).
 
-Used by `make local`, the end-to-end tests and the benchmark, so all three start the service
-the same way: the context's own copy of the app, the context's model, loopback only.
+Used by `make local`, `make serve` (serving/serve_model.py), the end-to-end tests and the benchmark, so all start
+the service the same way: the context's own copy of the app, the context's model, loopback only.
 """
 
 from __future__ import annotations
@@ -23,11 +23,17 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def service_env(context: Path, port: int, workers: int = 1, extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the image's CMD runs with, for a context on this machine: its own copy of the app first on
+    the path, its model, loopback only (serving/serve_model.py serves `make serve` with it too)."""
+    return {**os.environ, "PYTHONPATH": str(context), "MODEL_DIR": str(context / "model"),
+            "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers), **(extra_env or {})}
+
+
 def start_service(context: Path, port: int, stdout: IO | int | None = subprocess.DEVNULL,
                   stderr: IO | int | None = subprocess.DEVNULL, workers: int = 1,
                   extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(context), "MODEL_DIR": str(context / "model"),
-           "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers), **(extra_env or {})}
+    env = service_env(context, port, workers, extra_env)
     return subprocess.Popen([sys.executable, "-m", "scoring.serve"], cwd=context, env=env,
                             stdout=stdout, stderr=stderr, start_new_session=True)
 

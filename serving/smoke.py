@@ -3,9 +3,11 @@
     python -m serving.smoke http://127.0.0.1:8000 [--example model/manifest.json] [--expect-version 3]
     python -m serving.smoke https://<app>.azurecontainerapps.io --token-from-azure-cli api://<API client id>
 
-Checks /health, /ready (waiting up to --wait seconds), /predict with the model's input example
-(taken from the service's own OpenAPI schema unless a manifest is given), and one bad request
-that must get a 4xx naming the field. Exits non-zero naming the first check that failed.
+Checks /health, /ready (waiting up to --wait seconds; it names the model's task and classes), /predict with the
+model's input example (taken from the service's own OpenAPI schema unless a manifest is given), whose outputs must
+be the task's (binary: a probability in [0, 1] and one of the two classes; multiclass: one of the classes and a
+probability per class summing to 1; regression: a finite number), and one bad request that must get a 4xx naming
+the field. Exits non-zero naming the first check that failed.
 
 Against an endpoint behind Entra authentication every request carries a bearer token: from the
 environment variable SMOKE_BEARER_TOKEN (never an argument: arguments show in process lists and
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -113,10 +116,13 @@ def run(base: str, manifest: Path | None = None, expect_version: str | None = No
     if scored.status != 200:
         raise SmokeFailure(f"/predict: expected 200 for the input example, got {scored.status}: {scored.body}")
     predictions = scored.body.get("predictions", []) if isinstance(scored.body, dict) else []
-    if len(predictions) != len(records) or not all(0.0 <= p.get("probability", -1) <= 1.0 and p.get("label") in (0, 1)
-                                                    for p in predictions):
-        raise SmokeFailure(f"/predict: expected {len(records)} probabilities in [0, 1] with 0/1 labels, got {scored.body}")
-    say(f"ok   /predict ({len(records)} records, probabilities {[round(p['probability'], 4) for p in predictions]})")
+    body = ready.body if isinstance(ready.body, dict) else {}
+    task, classes = body.get("task", "binary"), body.get("classes") or [0, 1]  # a service that predates the task
+    wrong = [p for p in predictions if problem(p, task, classes)]
+    if len(predictions) != len(records) or wrong:
+        raise SmokeFailure(f"/predict: expected {len(records)} {task} predictions, got {scored.body}"
+                           + (f" ({problem(wrong[0], task, classes)})" if wrong else ""))
+    say(f"ok   /predict ({len(records)} records, {task}: {[summary(p, task) for p in predictions]})")
 
     field = next(iter(records[0]))
     bad = {"records": [{**records[0], field: {"not": "a value"}}]}
@@ -127,6 +133,37 @@ def run(base: str, manifest: Path | None = None, expect_version: str | None = No
     say(f"ok   /predict rejects a bad '{field}' with {rejected.status}")
     if token:
         check_anonymous_refused(base, records, say)
+
+
+def problem(prediction: object, task: str, classes: list) -> str | None:
+    """What is wrong with one prediction for the model's task, or None."""
+    if not isinstance(prediction, dict):
+        return "a prediction must be an object"
+    if task == "regression":
+        value = prediction.get("prediction")
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        return None if ok else f"prediction {value!r} is not a finite number"
+    if prediction.get("label") not in classes or type(prediction.get("label")) not in {type(c) for c in classes}:
+        return f"label {prediction.get('label')!r} is not one of the classes {classes}"
+    if task == "binary":
+        probability = prediction.get("probability")
+        ok = isinstance(probability, float | int) and 0.0 <= probability <= 1.0
+        return None if ok else f"probability {probability!r} is not in [0, 1]"
+    probabilities = prediction.get("probabilities")
+    if not isinstance(probabilities, dict) or list(probabilities) != [str(c) for c in classes]:
+        return f"probabilities must name the classes {classes} in order"
+    if not all(isinstance(p, float | int) and 0.0 <= p <= 1.0 for p in probabilities.values()) \
+            or abs(sum(probabilities.values()) - 1.0) > 1e-4:
+        return "probabilities must be in [0, 1] and sum to 1"
+    return None
+
+
+def summary(prediction: dict, task: str) -> object:
+    if task == "regression":
+        return round(prediction["prediction"], 4)
+    if task == "binary":
+        return round(prediction["probability"], 4)
+    return prediction["label"]
 
 
 def check_anonymous_refused(base: str, records: list[dict], say=print) -> None:

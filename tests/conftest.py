@@ -32,8 +32,10 @@ def registry(model, tmp_path_factory) -> dict:
     data.write_table(data.example_table(model, TRAIN_ROWS, seed=11), data_path)
     tracking_uri = f"sqlite:///{root / 'mlflow.db'}"
     mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
     summary = training.main(["--model-module", model.module, "--data", str(data_path), "--tracking-uri", tracking_uri,
-                             "--model-name", MODEL_NAME, "--artifact-root", (root / "artifacts").as_uri(),
+                             "--registry-uri", tracking_uri, "--model-name", MODEL_NAME,
+                             "--artifact-root", (root / "artifacts").as_uri(),
                              "--environment", "test"])
     return {"root": root, "tracking_uri": tracking_uri, "data": data_path, "model_name": MODEL_NAME,
             "version": summary["version"], "summary": summary, "model": model}

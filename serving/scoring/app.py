@@ -1,12 +1,14 @@
 """The FastAPI scoring app: three protocols around one scoring path (scoring/core.py).
 
-    POST /predict                       our protocol: {"records": [...]} -> probability and label per record
+    POST /predict                       our protocol: {"records": [...]} -> the model's outputs per record (by task:
+                                        binary probability + label, multiclass label + probabilities, regression
+                                        prediction; scoring/core.py Outputs)
     POST /invocations                   MLflow's scoring protocol (`mlflow models serve`, Databricks Model Serving)
     GET  /ping, /version                as `mlflow models serve` has them
     POST /v2/models/{name}[/versions/{version}]/infer   Open Inference Protocol (KServe V2)
     GET  /v2, /v2/health/live, /v2/health/ready, /v2/models/{name}[/versions/{version}][/ready]
     GET  /health                        the process is alive
-    GET  /ready                         the model is loaded and a warm-up prediction passed
+    GET  /ready                         the model is loaded and a warm-up prediction passed (with its task and classes)
     GET  /metrics                       Prometheus metrics (text exposition format; scraped on AKS only: infra/prometheus.py)
     GET  /docs                          OpenAPI UI: every route, with examples
 
@@ -31,8 +33,8 @@ from pydantic import ValidationError
 from . import docs, metrics, mlflow_protocol, requestlog, v2
 from .core import InputError, NotReady, ScoringPath, describe_error
 from .front import Handler, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
-from .model import Manifest, load_scorer, records_to_columns
-from .schemas import PredictResponse, columns_adapter, records_adapter, request_adapter, request_schemas
+from .model import Manifest, check_outputs, load_scorer, records_to_columns
+from .schemas import columns_adapter, predict_response, records_adapter, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
@@ -45,9 +47,7 @@ def load_model(path: ScoringPath, model_dir: Any) -> None:
     try:
         scorer = load_scorer(model_dir, manifest)
         example = records_to_columns(manifest.input_example, manifest.input_names)
-        probabilities = scorer.predict_proba(example)
-        if len(probabilities) != len(manifest.input_example) or not ((probabilities >= 0) & (probabilities <= 1)).all():
-            raise ValueError(f"warm-up returned invalid probabilities {probabilities!r}")
+        check_outputs(scorer.predict(example), manifest, len(manifest.input_example))
     except Exception as error:  # keep serving /health so the failure can be seen and probed
         path.problem = f"warm-up failed: {type(error).__name__}: {error}"
         log.exception("model warm-up failed")
@@ -71,14 +71,8 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
         load_model(path, settings.model_dir)
         yield
 
-    app = FastAPI(
-        title=f"{manifest.model_name} scoring API",
-        version=manifest.model_version,
-        description=f"Model `{manifest.model_name}` version {manifest.model_version} ({manifest.runtime} runtime). "
-                    "Three protocols share one validation and scoring path: `/predict`, MLflow's `/invocations` "
-                    "and the Open Inference Protocol (`/v2/...`).",
-        lifespan=lifespan,
-    )
+    app = FastAPI(title=f"{manifest.model_name} scoring API", version=manifest.model_version,
+                  description=docs.description(manifest), lifespan=lifespan)
     app.state.model = path
     log_failure = functools.partial(requestlog.error_line, model_name=manifest.model_name,
                                     model_version=manifest.model_version)
@@ -132,13 +126,15 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
             return not_ready(scope, log_failure, error, {"error": "not ready", "problem": str(error)})
         return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": scored.outputs}))
 
-    return [declare(app, "/predict", predict, response_model=PredictResponse, openapi_extra=docs.predict_body(),
+    return [declare(app, "/predict", predict, response_model=predict_response(manifest), openapi_extra=docs.predict_body(),
                     responses={422: {"description": "invalid input: each problem names the record and field"},
                                503: {"description": "the model is not ready"}})]
 
 
 def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any) -> list[ScoringRoute]:
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
+    integers = frozenset(f.name for f in path.manifest.inputs if f.type in ("long", "integer"))
+    task = path.manifest.task
     mlflow_version = docs.mlflow_version(path.manifest)
 
     def invocations(scope: Scope, body: bytes) -> Reply:
@@ -148,14 +144,14 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
         if refused:
             return Reply(415, refused.encode(), "text/plain")
         try:
-            candidates = mlflow_protocol.decode(body, content_type, numeric)
-            scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started)
+            candidates = mlflow_protocol.decode(body, content_type, numeric, integers)
+            scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
         except InputError as error:
             return Reply(400, mlflow_protocol.error_body(error))
         except NotReady as error:
             return not_ready(scope, log_failure, error,
                              {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"not ready: {error}"})
-        return Reply(200, mlflow_protocol.encode(scored))
+        return Reply(200, mlflow_protocol.encode(scored, task))
 
     @app.get("/ping", responses=docs.text_response("\n", "200 once the model is loaded, 404 before (as MLflow)"))
     async def ping() -> Response:
@@ -166,12 +162,12 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
         return Response(mlflow_version, media_type=JSON)
 
     return [declare(app, "/invocations", invocations, openapi_extra=docs.invocations_body(path.manifest),
-                    responses=docs.invocations_responses())]
+                    responses=docs.invocations_responses(path.manifest))]
 
 
 def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[ScoringRoute]:
     manifest = path.manifest
-    meta, expected = v2.metadata(manifest), v2.input_types(manifest)
+    meta, expected, known = v2.metadata(manifest), v2.input_types(manifest), v2.outputs(manifest)
 
     def unknown(name: str, version: str | None) -> Reply | None:
         if name != manifest.model_name or version not in (None, manifest.model_version):
@@ -189,7 +185,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             return Reply(400, v2.error_body("the binary tensor extension is not supported: send JSON tensors "
                                             "(tritonclient: binary_data=False)"))
         try:
-            candidates, inference_id, requested = v2.decode(body, expected)
+            candidates, inference_id, requested = v2.decode(body, expected, known)
             columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
             records = v2.records(columns) if columns is not None else path.validate(v2.records(candidates))
             scored = path.score(records, request_id, "v2", started, columns)
@@ -197,9 +193,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             return Reply(400, v2.error_body(str(error)))
         except NotReady as error:
             return not_ready(scope, log_failure, error, {"error": f"not ready: {error}"})
-        return Reply(200, v2.encode(scored, manifest, inference_id, requested))
+        return Reply(200, v2.encode(scored, manifest, inference_id, requested, known))
 
-    infer_docs = {"openapi_extra": docs.v2_infer_body(manifest), "responses": docs.v2_infer_responses(manifest)}
+    infer_docs = {"openapi_extra": docs.v2_infer_body(manifest), "responses": docs.v2_infer_responses(manifest, known)}
     routes = [declare(app, "/v2/models/{name}/infer", infer, **infer_docs),
               declare(app, "/v2/models/{name}/versions/{version}/infer", infer, **infer_docs)]
 
@@ -241,7 +237,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
 def add_service_routes(app: FastAPI, path: ScoringPath) -> None:
     manifest = path.manifest
     model_ref = {"name": manifest.model_name, "version": manifest.model_version}
-    ready_example = {"status": "ready", "model": model_ref, "runtime": manifest.runtime}
+    ready_example = {"status": "ready", "model": model_ref, "runtime": manifest.runtime, "task": manifest.task,
+                     "classes": list(manifest.classes) if manifest.classes is not None else None,
+                     "outputs": docs.output_names(manifest)}
 
     @app.get("/health", responses=docs.json_response({"status": "alive"}, "the process is alive"))
     async def health() -> dict:

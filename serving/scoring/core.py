@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from . import metrics, requestlog
@@ -86,9 +87,47 @@ def describe_error(error: Any, records_key: str | None = "records") -> Problem:
 
 class Scored(NamedTuple):  # built on every request: a NamedTuple is cheaper to make than a frozen dataclass
     request_id: str
-    probabilities: list[float]  # P(default) per record
-    labels: list[int]  # 1 when the probability reaches the model's decision threshold
-    outputs: list[dict]  # {"probability", "label"} per record: /predict's answer and the request log's, built once
+    values: list  # binary: P(classes[1]) per record; multiclass: each record's probabilities; regression: its value
+    labels: list | None  # a classifier's label per record (/predict's rule); None for a regressor
+    outputs: list[dict]  # /predict's answer per record and the request log's, built once (see Outputs)
+    answer: Any = None  # what MLflow's pyfunc answers, when it is not `values` (MLflow's protocol asked for it)
+
+
+class Outputs:
+    """The model's outputs per record, by task: one implementation for every protocol and the request log.
+
+        binary      {"probability": P(classes[1]), "label": class}: with a decision threshold, classes[1] iff the
+                    probability reaches it; without one, the estimator's own rule (classes[1] iff p1 > p0)
+        multiclass  {"label": the likeliest class, "probabilities": {"<class>": p, ...}}
+        regression  {"prediction": value}
+    Labels keep the classes' JSON types (0/1 stay numbers)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.task, self.threshold = manifest.task, manifest.decision_threshold
+        self.classes = list(manifest.classes or ())
+        self.keys = [str(c) for c in self.classes]
+        self.build = {"binary": self.binary, "multiclass": self.multiclass, "regression": self.regression}[self.task]
+
+    def binary(self, array: np.ndarray) -> tuple[list, list, list[dict]]:
+        probabilities = array[:, 1].tolist()
+        negative, positive = self.classes
+        if self.threshold is not None:
+            threshold = self.threshold  # float64 compared either way; no numpy call
+            labels = [positive if p >= threshold else negative for p in probabilities]
+        else:
+            labels = [positive if p1 > p0 else negative for p0, p1 in zip(array[:, 0].tolist(), probabilities, strict=True)]
+        return probabilities, labels, [{"probability": p, "label": label}
+                                       for p, label in zip(probabilities, labels, strict=True)]
+
+    def multiclass(self, array: np.ndarray) -> tuple[list, list, list[dict]]:
+        rows, classes, keys = array.tolist(), self.classes, self.keys
+        labels = [classes[i] for i in array.argmax(axis=1).tolist()]
+        return rows, labels, [{"label": label, "probabilities": dict(zip(keys, row, strict=True))}
+                              for label, row in zip(labels, rows, strict=True)]
+
+    def regression(self, array: np.ndarray) -> tuple[list, None, list[dict]]:
+        values = array.tolist()
+        return values, None, [{"prediction": v} for v in values]
 
 
 class ScoringPath:
@@ -97,14 +136,19 @@ class ScoringPath:
     def __init__(self, settings: Settings, manifest: Manifest, records: TypeAdapter,
                  columns: TypeAdapter | None = None) -> None:
         self.settings, self.manifest, self.records, self.columns = settings, manifest, records, columns
-        self.names, self.threshold = manifest.input_names, manifest.decision_threshold
+        self.names = manifest.input_names
+        self.outputs = Outputs(manifest)
         # A record's values in signature order, in C (itemgetter of one name returns the bare value).
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
-        self.probability = metrics.PROBABILITY.labels(manifest.model_name, manifest.model_version)
+        # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).
+        self.probability = (metrics.PROBABILITY.labels(manifest.model_name, manifest.model_version)
+                            if manifest.task == "binary" else None)
         self.records_scored = {protocol: metrics.RECORDS.labels(manifest.model_name, manifest.model_version, protocol)
                                for protocol in set(metrics.PROTOCOLS.values())}
+        # What MLflow's pyfunc answers comes from the scores unless it is something else (a classifier's labels).
+        self.own_answer = manifest.predict_fn != ("predict_proba" if manifest.is_classifier else "predict")
 
     def validate(self, candidates: object, records: TypeAdapter | None = None,
                  lenient: TypeAdapter | None = None) -> list[dict]:
@@ -132,23 +176,23 @@ class ScoringPath:
             return None
 
     def score(self, records: list[dict], request_id: str, protocol: str, started: float,
-              columns: Columns | None = None) -> Scored:
+              columns: Columns | None = None, answer: bool = False) -> Scored:
         """Score validated records (plain dicts holding exactly the signature's fields); `columns`, the same
-        values by column, when the protocol has them already."""
+        values by column, when the protocol has them already; `answer`, also what MLflow's pyfunc answers when
+        that is not the scores (a second call of the model: MLflow's protocol only)."""
         if self.scorer is None:
             raise NotReady(self.problem)
         if columns is None:
             columns = dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
-        array = self.scorer.predict_proba(columns)
-        probabilities = array.tolist()
-        threshold = self.threshold
-        labels = [1 if p >= threshold else 0 for p in probabilities]  # float64 compared either way; no numpy call
-        outputs = [{"probability": p, "label": label} for p, label in zip(probabilities, labels, strict=True)]
-        metrics.observe_probabilities(self.probability, array)
-        self.records_scored[protocol].inc(len(labels))
+        array = self.scorer.predict(columns)
+        values, labels, outputs = self.outputs.build(array)
+        own = self.scorer.answer(self.manifest.predict_fn, columns) if answer and self.own_answer else None
+        if self.probability is not None:
+            metrics.observe_probabilities(self.probability, array[:, 1])
+        self.records_scored[protocol].inc(len(outputs))
         if self.settings.request_log:
             requestlog.write_line(requestlog.prediction_lines(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
                 runtime=self.manifest.runtime, protocol=protocol, inputs=records, outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000))
-        return Scored(request_id, probabilities, labels, outputs)
+        return Scored(request_id, values, labels, outputs, own)

@@ -7,8 +7,11 @@ Accepted like MLflow's scoring server does for a model with a column-based signa
                     {"inputs": [{...}, ...] or {"col": [...], ...}}
                     exactly one of these keys (other keys, "params" included, are ignored as MLflow does)
   text/csv          a header row and one row per record; an empty cell is a missing value
-Answered like MLflow answers for this model's pyfunc (logged with predict_fn="predict_proba"):
-  {"predictions": [[P(no default), P(default)], ...]}
+Answered as MLflow's scoring server answers for the version's pyfunc (`mlflow.pyfunc.load_model(uri).predict`,
+written as {"predictions": <its array as nested lists>}), by the MLmodel's predict_fn:
+  predict_proba   a classifier's probabilities, one list per record in the classes' order (binary: [1 - p, p])
+  predict         a classifier's labels (their own JSON type), a regressor's values
+  anything else   what the runtime's model answers to that method (scoring/model.py Scorer.answer)
 Columns that are not in the signature are ignored and a number in a string column is taken as its text,
 as MLflow does; a missing column or text in a numeric column is refused.
 Errors in MLflow's shape: {"error_code": "BAD_REQUEST", "message": "..."} with status 400.
@@ -49,11 +52,11 @@ def refused_content_type(content_type: str) -> str | None:
     return None
 
 
-def decode(body: bytes, content_type: str, numeric: frozenset[str]) -> list:
-    """The body as candidate records (not yet validated)."""
+def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list:
+    """The body as candidate records (not yet validated); `integers`, the numeric columns of integer type."""
     kind = media_type(content_type)
     if kind in CSV_TYPES:
-        return decode_csv(body, numeric)
+        return decode_csv(body, numeric, integers)
     if kind in JSON_TYPES:
         return decode_json(body)
     raise InputError.one(f"unsupported content type {kind or '(none)'!r}: use application/json or text/csv",
@@ -123,8 +126,9 @@ def _instances(payload: object, key: str) -> list:
     raise InputError.one(f"'{key}' must be a list of records or an object of columns", field=key, kind="format")
 
 
-def decode_csv(body: bytes, numeric: frozenset[str]) -> list[dict]:
-    """Header row + rows; numeric columns as numbers (an empty cell is missing), others as strings."""
+def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list[dict]:
+    """Header row + rows; numeric columns as numbers (an integer column's whole numbers as ints; an empty cell is
+    missing), others as strings."""
     try:
         reader = csv.reader(io.StringIO(body.decode("utf-8-sig")))
         header = next(reader, None)
@@ -138,15 +142,18 @@ def decode_csv(body: bytes, numeric: frozenset[str]) -> list[dict]:
             continue
         if len(row) != len(header):
             raise InputError.one(f"row has {len(row)} values for {len(header)} columns", kind="csv_invalid", record=index)
-        records.append({name: _csv_value(name, cell, name in numeric, index) for name, cell in zip(header, row, strict=True)})
+        records.append({name: _csv_value(name, cell, name in numeric, index, name in integers)
+                        for name, cell in zip(header, row, strict=True)})
     return records
 
 
-def _csv_value(name: str, cell: str, is_number: bool, record: int) -> object:
+def _csv_value(name: str, cell: str, is_number: bool, record: int, is_integer: bool = False) -> object:
     if cell == "":
         return None
     if not is_number:
         return cell
+    if is_integer and cell.strip().lstrip("+-").isdigit():
+        return int(cell)
     try:
         value = float(cell)
     except ValueError:
@@ -155,8 +162,13 @@ def _csv_value(name: str, cell: str, is_number: bool, record: int) -> object:
     return None if math.isnan(value) else value
 
 
-def encode(scored: Scored) -> bytes:
-    return orjson.dumps({"predictions": [[1.0 - p, p] for p in scored.probabilities]})
+def encode(scored: Scored, task: str) -> bytes:
+    """`scored.answer` when the path computed the pyfunc's own answer (scoring/core.py), else the scores."""
+    if scored.answer is not None:
+        return orjson.dumps({"predictions": scored.answer})
+    if task == "binary":
+        return orjson.dumps({"predictions": [[1.0 - p, p] for p in scored.values]})
+    return orjson.dumps({"predictions": scored.values})
 
 
 def error_body(error: InputError) -> bytes:

@@ -1,9 +1,38 @@
 """The model baked into the image: its manifest and the scorer that runs it.
 
-Two runtimes score the same way from the same column-major input:
-- `onnx`: the pipeline compiled at packaging time (fast; the default),
-- `sklearn`: the original pipeline loaded with skops, for models that cannot be compiled.
-Packaging proves they agree (serving/compile.py) through these very classes.
+Three runtimes score the same way from the same column-major input (serving/context.py chooses one at packaging,
+and says why, in the manifest's `runtime_reason`):
+- `onnx`: the model compiled at packaging time by skl2onnx (XGBoost and LightGBM through onnxmltools' converters):
+  the fastest; needs onnxruntime and numpy only,
+- `sklearn`: the original scikit-learn estimator, re-saved and loaded with skops (only scikit-learn's own types),
+  for models that do not compile or whose compiled graph disagrees with them,
+- `pyfunc`: the MLflow model loaded with `mlflow.pyfunc.load_model` in this process (mlflow imported here only),
+  for anything else: a custom estimator class, a model skops cannot save, a flavor other than scikit-learn.
+Packaging proves onnx and sklearn agree with the registered model through these very classes.
+
+What a scorer answers depends on the model's task (the manifest's `task`):
+- `binary`, `multiclass`: `predict` gives the probability of each class, [n, k] float64 in `classes` order,
+- `regression`: `predict` gives the predicted value, [n] float64;
+and `answer(predict_fn, ...)` gives what the version's MLflow pyfunc answers with that predict_fn (the labels of
+`predict` for a classifier), for MLflow's protocol when it is not the probabilities or values themselves.
+
+Manifest format (model/manifest.json, `format_version` 2; written by serving/context.py):
+  model             {name, version, run_id, source_uri, version_uri, description}
+  task, classes     binary | multiclass | regression; the classes in the order of the probabilities (null: regression)
+  decision_threshold  a binary model's cut for its label (the version's tag), or null: the estimator's own rule
+  predict_fn        what the MLflow pyfunc (and so /invocations) answers: "predict_proba", "predict", ...
+  runtime, runtime_reason   onnx | sklearn | pyfunc, and one sentence saying why
+  inputs            the signature's columns, each {name, type} plus, from the contract when the version has one,
+                    description, minimum, maximum, greater_than, less_than, values
+  input_example     records (the version's own example, or one built from the signature: input_example_source)
+  contract          the version's extra_files/contract.json, or null
+  drift_baseline    the path of the drift baseline under model/, or null
+  sklearn           {path, format, trusted_types} of the skops file (sklearn runtime), else null
+  pyfunc            {path} of the MLflow model directory (pyfunc runtime), else null
+  missing_category, equivalence, mlflow_version, content_sha256
+
+Why one module: the manifest and the three runtimes' scorers are read together by the app, the batch job and
+packaging's equivalence check; apart, each would import the others.
 """
 
 from __future__ import annotations
@@ -20,8 +49,12 @@ import numpy as np
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"
 PROBABILITY_OUTPUT = "probabilities"
+LABEL_OUTPUT = "label"
 ENCODING_KEY = "scoring.encoding"  # ONNX metadata: the Encoding of the single-input form
 FEATURES_INPUT = "features"  # that form's one input: [n, Encoding.width] float32
+TASKS = ("binary", "multiclass", "regression")
+RUNTIMES = ("onnx", "sklearn", "pyfunc")
+CLASSIFIERS = ("binary", "multiclass")
 
 Columns = Mapping[str, Sequence[Any]]  # column name -> one value per record (None = missing)
 
@@ -30,24 +63,42 @@ Columns = Mapping[str, Sequence[Any]]  # column name -> one value per record (No
 class InputField:
     name: str
     type: str  # MLflow type: "string", "double", "float", "long", "integer", "boolean"
+    description: str = ""
+    minimum: float | None = None  # inclusive bounds and exclusive ones, from the contract: documented, not enforced
+    maximum: float | None = None
+    greater_than: float | None = None
+    less_than: float | None = None
+    values: tuple[str, ...] | None = None  # a category's allowed values (documented: an unseen one is still scored)
 
     @property
     def is_string(self) -> bool:
         return self.type == "string"
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> InputField:
+        values = raw.get("values")
+        return cls(raw["name"], raw["type"], raw.get("description") or "", raw.get("minimum"), raw.get("maximum"),
+                   raw.get("greater_than"), raw.get("less_than"), tuple(values) if values is not None else None)
 
 
 @dataclass(frozen=True)
 class Manifest:
     model_name: str
     model_version: str
-    run_id: str
+    run_id: str | None
     runtime: str
-    decision_threshold: float
+    task: str
+    classes: tuple[Any, ...] | None
+    decision_threshold: float | None
+    predict_fn: str
     inputs: tuple[InputField, ...]
     input_example: list[dict]
     missing_category: str | None
-    sklearn_model_path: str
+    sklearn_model_path: str | None
     skops_trusted_types: tuple[str, ...]
+    pyfunc_path: str | None
+    description: str
+    contract: dict | None
     raw: dict
 
     @classmethod
@@ -57,17 +108,29 @@ class Manifest:
     @classmethod
     def from_dict(cls, raw: dict) -> Manifest:
         model = raw["model"]
+        task = raw.get("task", "binary")  # format 1 knew binary classifiers only
+        if task not in TASKS:
+            raise ValueError(f"manifest 'task' must be one of {', '.join(TASKS)}, got {task!r}")
+        classes = raw.get("classes", [0, 1] if "task" not in raw else None)
+        threshold = raw.get("decision_threshold")
+        sklearn, pyfunc = raw.get("sklearn") or {}, raw.get("pyfunc") or {}
         return cls(
             model_name=model["name"],
             model_version=str(model["version"]),
-            run_id=model["run_id"],
+            run_id=model.get("run_id"),
             runtime=raw["runtime"],
-            decision_threshold=float(raw["decision_threshold"]),
-            inputs=tuple(InputField(f["name"], f["type"]) for f in raw["inputs"]),
+            task=task,
+            classes=tuple(classes) if classes is not None else None,
+            decision_threshold=float(threshold) if threshold is not None else None,
+            predict_fn=raw.get("predict_fn") or ("predict_proba" if "task" not in raw else "predict"),
+            inputs=tuple(InputField.from_dict(f) for f in raw["inputs"]),
             input_example=raw["input_example"],
             missing_category=raw.get("missing_category"),
-            sklearn_model_path=raw["sklearn"]["path"],
-            skops_trusted_types=tuple(raw["sklearn"]["trusted_types"]),
+            sklearn_model_path=sklearn.get("path"),
+            skops_trusted_types=tuple(sklearn.get("trusted_types") or ()),
+            pyfunc_path=pyfunc.get("path"),
+            description=model.get("description") or "",
+            contract=raw.get("contract"),
             raw=raw,
         )
 
@@ -75,9 +138,37 @@ class Manifest:
     def input_names(self) -> list[str]:
         return [field.name for field in self.inputs]
 
+    @property
+    def is_classifier(self) -> bool:
+        return self.task in CLASSIFIERS
+
+    @property
+    def target(self) -> dict:
+        """The contract's target ({name, task, classes, description}), or what the manifest tells of it."""
+        if self.contract and self.contract.get("target"):
+            return self.contract["target"]
+        return {"name": "prediction", "task": self.task, "classes": list(self.classes or []) or None, "description": ""}
+
 
 class Scorer(Protocol):
-    def predict_proba(self, columns: Columns) -> np.ndarray: ...
+    def predict(self, columns: Columns) -> np.ndarray:
+        """A classifier's probabilities [n, k] (float64, in `classes` order), a regressor's values [n] (float64)."""
+
+    def answer(self, predict_fn: str, columns: Columns) -> Any:
+        """What the version's MLflow pyfunc answers with `predict_fn`, as JSON-able values (MLflow's own rule)."""
+
+
+def jsonable(value: Any) -> Any:
+    """The JSON form MLflow's scoring server gives a prediction (mlflow.utils.proto_json_utils._get_jsonable_obj):
+    an array as nested lists, a DataFrame as records, a Series as the records of its one-column frame."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    kind = type(value).__name__
+    if kind == "DataFrame":
+        return json.loads(value.to_json(orient="records"))
+    if kind == "Series":
+        return json.loads(value.to_frame().to_json(orient="records"))
+    return value
 
 
 class Encoding:
@@ -149,7 +240,8 @@ class OnnxScorer:
     """Runs the compiled graph. With an Encoding in the model's metadata (serving/compile.py writes one when
     the pipeline's preprocessing is imputers and one-hot encoders), the graph is the estimator alone and
     takes one [n, width] float tensor built here; otherwise each column is its own [n, 1] tensor, the way
-    skl2onnx compiled the whole pipeline."""
+    skl2onnx compiled the whole pipeline. A classifier's graph answers `label` and `probabilities` (no zipmap),
+    a regressor's one [n, 1] output."""
 
     def __init__(self, onnx_model: bytes | Path, manifest: Manifest) -> None:
         import onnxruntime
@@ -173,6 +265,10 @@ class OnnxScorer:
         self.numbers = [f.name for f in manifest.inputs if not f.is_string]
         # The pipeline's constant imputer for strings was folded into this substitution at compile time.
         self.missing_category = manifest.missing_category or ""
+        outputs = [o.name for o in self.session.get_outputs()]
+        self.classifier = manifest.is_classifier
+        self.output = [PROBABILITY_OUTPUT if self.classifier else outputs[-1]]
+        self.classes = list(manifest.classes or ())
 
     def feeds(self, columns: Columns) -> dict[str, np.ndarray]:
         if self.encoding is not None:
@@ -194,35 +290,122 @@ class OnnxScorer:
     def _filled(self, values: Sequence) -> Sequence:
         return [self.missing_category if v is None else v for v in values] if None in values else values
 
-    def predict_proba(self, columns: Columns) -> np.ndarray:
+    def predict(self, columns: Columns) -> np.ndarray:
         return self.run(self.feeds(columns))
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
-        """P(default) per record, from feeds() (apart so that the benchmark's profile can time each)."""
-        return self._run([PROBABILITY_OUTPUT], feeds, self._run_options)[0][:, 1].astype(np.float64)
+        """The task's array from feeds() (apart so that the benchmark's profile can time each)."""
+        found = self._run(self.output, feeds, self._run_options)[0]
+        return found.astype(np.float64) if self.classifier else found.reshape(-1).astype(np.float64)
+
+    def labels(self, columns: Columns) -> list:
+        """The compiled estimator's own labels (its `predict`), in the classes' JSON types."""
+        found = self._run([LABEL_OUTPUT], self.feeds(columns), self._run_options)[0]
+        return [self.classes[i] for i in _class_indices(found, self.classes)]
+
+    def answer(self, predict_fn: str, columns: Columns) -> Any:
+        if predict_fn == "predict" and self.classifier:
+            return self.labels(columns)
+        if predict_fn == "predict" or predict_fn == "predict_proba":
+            return self.predict(columns).tolist()
+        raise ValueError(f"the onnx runtime answers predict and predict_proba, not {predict_fn}")
 
 
-class SklearnScorer:
-    """The uncompiled pipeline (needs pandas, scikit-learn and skops in the image)."""
+def _class_indices(labels: np.ndarray, classes: list) -> list[int]:
+    """Each label's position in `classes` (an ONNX label is the class value, typed int64 or string)."""
+    position = {str(c): i for i, c in enumerate(classes)}
+    return [position[str(label)] for label in labels.tolist()]
+
+
+class FrameScorer:
+    """A runtime that scores a pandas DataFrame built the way MLflow's schema enforcement builds it from the
+    signature: text as object, double as float64, float as float32, long/integer as int64/int32 (float64 when a
+    value is missing), boolean as bool (object when one is missing)."""
 
     def __init__(self, model: Any, manifest: Manifest) -> None:
         self.model = model
         self.fields = manifest.inputs
+        self.classifier = manifest.is_classifier
+
+    def frame(self, columns: Columns) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame({f.name: pd.Series(list(columns[f.name]), dtype=_dtype(f.type, columns[f.name]))
+                             for f in self.fields})
+
+    def predict(self, columns: Columns) -> np.ndarray:
+        frame = self.frame(columns)
+        if self.classifier:
+            return np.asarray(self.model.predict_proba(frame), dtype=np.float64)
+        return np.asarray(self.model.predict(frame), dtype=np.float64).reshape(-1)
+
+    def answer(self, predict_fn: str, columns: Columns) -> Any:
+        return jsonable(getattr(self.model, predict_fn)(self.frame(columns)))
+
+
+def _dtype(kind: str, values: Sequence) -> Any:
+    if kind == "string":
+        return object
+    missing = any(v is None or v != v for v in values)  # None, or NaN (the batch job's missing number)
+    if kind in ("long", "integer"):
+        return np.float64 if missing else (np.int64 if kind == "long" else np.int32)
+    if kind == "boolean":
+        return object if missing else bool
+    return np.float32 if kind == "float" else np.float64
+
+
+class SklearnScorer(FrameScorer):
+    """The uncompiled estimator, loaded with skops trusting only the types packaging listed (needs pandas,
+    scikit-learn and skops in the image)."""
 
     @classmethod
     def load(cls, model_dir: Path, manifest: Manifest) -> SklearnScorer:
         import skops.io
 
+        if manifest.sklearn_model_path is None:
+            raise ValueError("the manifest names no skops file for the sklearn runtime")
         model = skops.io.load(model_dir / manifest.sklearn_model_path, trusted=list(manifest.skops_trusted_types))
         return cls(model, manifest)
 
-    def predict_proba(self, columns: Columns) -> np.ndarray:
-        import pandas as pd
 
-        frame = pd.DataFrame({
-            f.name: pd.Series(columns[f.name], dtype=object if f.is_string else np.float64) for f in self.fields
-        })
-        return np.asarray(self.model.predict_proba(frame)[:, 1], dtype=np.float64)
+class PyfuncScorer(FrameScorer):
+    """The MLflow model itself (`mlflow.pyfunc.load_model`; the image has mlflow-skinny and the model's own
+    requirements). Outputs come from the raw model's predict_proba/predict where it has them (a scikit-learn-like
+    estimator: `get_raw_model()`), else from the pyfunc's predict; MLflow's protocol gets the pyfunc's own answer."""
+
+    def __init__(self, pyfunc: Any, manifest: Manifest) -> None:
+        try:
+            raw = pyfunc.get_raw_model()
+        except Exception:  # a flavor without a raw model to hand
+            raw = None
+        sklearn_like = raw is not None and callable(getattr(raw, "predict_proba" if manifest.is_classifier else "predict",
+                                                           None)) and not _is_python_model(raw)
+        super().__init__(raw if sklearn_like else None, manifest)
+        self.pyfunc, self.predict_fn = pyfunc, manifest.predict_fn
+
+    @classmethod
+    def load(cls, model_dir: Path, manifest: Manifest) -> PyfuncScorer:
+        import mlflow.pyfunc  # only this runtime imports mlflow (mlflow-skinny in its image)
+
+        if manifest.pyfunc_path is None:
+            raise ValueError("the manifest names no MLflow model directory for the pyfunc runtime")
+        return cls(mlflow.pyfunc.load_model(str(model_dir / manifest.pyfunc_path)), manifest)
+
+    def predict(self, columns: Columns) -> np.ndarray:
+        if self.model is not None:
+            return super().predict(columns)
+        answer = np.asarray(self.pyfunc.predict(self.frame(columns)), dtype=np.float64)
+        return answer if self.classifier else answer.reshape(-1)
+
+    def answer(self, predict_fn: str, columns: Columns) -> Any:
+        if self.model is not None and predict_fn in ("predict", "predict_proba"):
+            return super().answer(predict_fn, columns)
+        return jsonable(self.pyfunc.predict(self.frame(columns)))
+
+
+def _is_python_model(raw: Any) -> bool:
+    """An mlflow.pyfunc.PythonModel: its predict takes (context, model_input), unlike an estimator's."""
+    return any(base.__name__ == "PythonModel" and base.__module__.startswith("mlflow") for base in type(raw).__mro__)
 
 
 def load_scorer(model_dir: Path, manifest: Manifest) -> Scorer:
@@ -230,7 +413,19 @@ def load_scorer(model_dir: Path, manifest: Manifest) -> Scorer:
         return OnnxScorer(model_dir / ONNX_FILE, manifest)
     if manifest.runtime == "sklearn":
         return SklearnScorer.load(model_dir, manifest)
-    raise ValueError(f"manifest 'runtime' must be 'onnx' or 'sklearn', got {manifest.runtime!r}")
+    if manifest.runtime == "pyfunc":
+        return PyfuncScorer.load(model_dir, manifest)
+    raise ValueError(f"manifest 'runtime' must be one of {', '.join(RUNTIMES)}, got {manifest.runtime!r}")
+
+
+def check_outputs(array: np.ndarray, manifest: Manifest, rows: int) -> None:
+    """The warm-up's check of a scorer's answer: its shape, and probabilities in [0, 1] for a classifier."""
+    if manifest.is_classifier:
+        width = len(manifest.classes or ())
+        if array.shape != (rows, width) or not ((array >= 0) & (array <= 1)).all():
+            raise ValueError(f"expected {rows} x {width} probabilities in [0, 1], got {array!r}")
+    elif array.shape != (rows,):
+        raise ValueError(f"expected {rows} values, got an array of shape {array.shape}")
 
 
 def records_to_columns(records: list[dict], names: list[str]) -> Columns:

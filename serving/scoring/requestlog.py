@@ -4,8 +4,10 @@ Format (schema version 1), one object per line:
   {"log_type": "prediction", "schema_version": 1, "ts": "2026-11-23T16:20:15.123456Z",
    "request_id": "...", "model_name": "...", "model_version": "3", "runtime": "onnx", "protocol": "predict",
    "n_records": 1, "latency_ms": 0.41, "part": 1, "parts": 1, "first_record": 0,
-   "inputs": [{"sex": "female", ..., "age": 34.0, ...}],
+   "inputs": [{"colour": "red", ..., "size": 34.0, ...}],
    "outputs": [{"probability": 0.1234, "label": 0}]}
+`outputs` holds /predict's outputs by the model's task (scoring/core.py Outputs), the fields the drift job reads:
+  binary {"probability", "label"}, multiclass {"label", "probabilities": {"<class>": p}}, regression {"prediction"}.
 
 No line is longer than MAX_LINE_BYTES (16 KiB, newline included): container runtimes (containerd,
 CRI-O) split longer stdout lines into fragments that Log Analytics stores as separate rows. A larger

@@ -1,4 +1,5 @@
-"""Request and response models, generated from the model's MLflow signature (via the manifest).
+"""Request and response models, generated from the model (via the manifest): the records from its MLflow
+signature (each field described from the contract, when the version carries one), the response by its task.
 
 Strict on purpose: a string where a number belongs, a boolean, NaN/Infinity, an unknown field or a
 missing one are all rejected rather than coerced. Values may be null: the pipeline imputes them.
@@ -8,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter, create_model
 from typing_extensions import TypedDict
 
-from .model import Manifest
+from .model import InputField, Manifest
 
 PYTHON_TYPES: dict[str, Any] = {
     "string": str,
@@ -31,15 +32,50 @@ class ModelRef(BaseModel):
     version: str
 
 
-class Prediction(BaseModel):
-    probability: float = Field(description="predicted probability of default next month")
-    label: int = Field(description="1 when probability >= the model's decision threshold")
+def _label_type(classes: tuple) -> Any:
+    """The classes as a Literal (an enum in the schema) when JSON can say them, else their common type."""
+    if all(isinstance(c, str | int) for c in classes):
+        literal: Any = Literal  # the classes are known only at run time
+        return literal[classes]
+    return float if all(isinstance(c, int | float) for c in classes) else Any
 
 
-class PredictResponse(BaseModel):
-    request_id: str
-    model: ModelRef
-    predictions: list[Prediction]
+def prediction_fields(manifest: Manifest) -> dict[str, Any]:
+    """One prediction's fields by task, each described from the contract's target (what a prediction means)."""
+    target, classes = manifest.target, tuple(manifest.classes or ())
+    meaning = f": {target['description']}" if target.get("description") else ""
+    if manifest.task == "regression":
+        return {"prediction": (float, Field(description=f"the predicted {target['name']}{meaning}"))}
+    label = _label_type(classes)
+    if manifest.task == "multiclass":
+        return {"label": (label, Field(description=f"the likeliest class of {target['name']}{meaning}")),
+                "probabilities": (dict[str, float], Field(description=f"each class's probability, by class: {list(classes)}"))}
+    rule = (f"{classes[1]!r} when probability >= the model's decision threshold ({manifest.decision_threshold:g}), else "
+            f"{classes[0]!r}" if manifest.decision_threshold is not None else "the likelier class (the estimator's rule)")
+    return {"probability": (float, Field(description=f"the probability that {target['name']} is {classes[1]!r}{meaning}")),
+            "label": (label, Field(description=rule))}
+
+
+def predict_response(manifest: Manifest) -> type[BaseModel]:
+    """/predict's response model for this model's task (OpenAPI documents it; the answer is built by scoring/core.py)."""
+    prediction: Any = create_model("Prediction", **prediction_fields(manifest))
+    return create_model("PredictResponse", request_id=(str, ...), model=(ModelRef, ...),
+                        predictions=(list[prediction], ...))
+
+
+def field_description(field: InputField) -> str:
+    """The contract's description of a column, its training bounds and allowed values (documented: a value outside
+    them is still scored, as the model scores it), and that null means unknown."""
+    parts = [field.description] if field.description else []
+    bounds = [f"{words} {value:g}" for value, words in ((field.minimum, "at least"), (field.maximum, "at most"),
+                                                        (field.greater_than, "greater than"),
+                                                        (field.less_than, "less than")) if value is not None]
+    if bounds:
+        parts.append(f"in training {' and '.join(bounds)}")
+    if field.values is not None:
+        parts.append(f"one of {', '.join(field.values)} (another value is scored as one the model never saw)")
+    parts.append(f"{field.type}, or null if unknown")
+    return "; ".join(parts)
 
 
 def _number_as_text(value: object) -> object:
@@ -76,7 +112,7 @@ def record_type(manifest: Manifest, extra: Extra = "forbid", mlflow_lax: bool = 
         kind = PYTHON_TYPES[field.type]
         converter = _number_as_text if kind is str else _boolean_as_number
         converters = [BeforeValidator(converter)] if mlflow_lax else []
-        fields[field.name] = Annotated[kind | None, *converters, Field(description=f"{field.type}, or null if unknown")]
+        fields[field.name] = Annotated[kind | None, *converters, Field(description=field_description(field))]
     config: ConfigDict = {**RECORD_CONFIG, "extra": extra}
     return _typed_dict("Record", fields, config)
 

@@ -1,13 +1,17 @@
 """Open Inference Protocol (KServe V2, spoken by KServe, MLServer, Triton): decoder and encoder.
 
 Request: one tensor per signature column, named after it, shape [n] or [n, 1]:
-  {"id": "optional", "inputs": [{"name": "sex", "datatype": "BYTES", "shape": [2], "data": ["female", "male"]},
-                                {"name": "age", "datatype": "FP64", "shape": [2, 1], "data": [31, null]}, ...],
-   "outputs": [{"name": "probability"}]}           # optional: which outputs to return (default both)
-BYTES for string columns, FP64 for numeric ones; `null` is a missing value (the pipeline imputes it).
-Response: {"model_name", "model_version", "id", "outputs": [
-  {"name": "probability", "datatype": "FP64", "shape": [n], "data": [...]},
-  {"name": "label", "datatype": "INT64", "shape": [n], "data": [...]}]}
+  {"id": "optional", "inputs": [{"name": "colour", "datatype": "BYTES", "shape": [2], "data": ["red", "blue"]},
+                                {"name": "size", "datatype": "FP64", "shape": [2, 1], "data": [31, null]}, ...],
+   "outputs": [{"name": "label"}]}                 # optional: which outputs to return (default all)
+BYTES for string columns, FP64 for numeric ones (INT64 for integer ones, BOOL for booleans); `null` is a missing
+value (the pipeline imputes it).
+Response: {"model_name", "model_version", "id", "outputs": [...]}, the outputs describing the model's task:
+  binary      probability FP64 [n] (of the positive class, classes[1]), label [n]
+  multiclass  label [n], probabilities FP64 [n, k] (row-major; its "parameters" name the k classes in order)
+  regression  prediction FP64 [n]
+A label is INT64 for integer classes, BYTES for text ones (BOOL, FP64 for those); the model metadata lists the
+outputs, and its "parameters" say the task and the classes.
 Errors: {"error": "..."} with 400 (an unknown model or version: 404), naming the input.
 Only the JSON encoding is spoken: the binary tensor extension is refused with a 400 that says so.
 """
@@ -20,25 +24,51 @@ from .core import InputError, Scored
 from .model import Manifest
 
 BINARY_HEADER = "inference-header-content-length"
-OUTPUTS = {"probability": "FP64", "label": "INT64"}
-PLATFORM = "onnxruntime_onnx"
+PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn", "pyfunc": "mlflow"}
+SERVER_NAME = "mlops-scoring"
+INPUT_TYPES = {"string": "BYTES", "long": "INT64", "integer": "INT64", "boolean": "BOOL"}
 
 
 def datatype(field_type: str) -> str:
-    return "BYTES" if field_type == "string" else "FP64"
+    return INPUT_TYPES.get(field_type, "FP64")
+
+
+def label_datatype(classes: tuple | list) -> str:
+    """The V2 datatype of a classifier's labels: the classes' own JSON type."""
+    if all(isinstance(c, bool) for c in classes):
+        return "BOOL"
+    if all(isinstance(c, int) and not isinstance(c, bool) for c in classes):
+        return "INT64"
+    if all(isinstance(c, int | float) and not isinstance(c, bool) for c in classes):
+        return "FP64"
+    return "BYTES"
+
+
+def outputs(manifest: Manifest) -> dict[str, dict]:
+    """The model's output tensors by name (metadata form: name, datatype, shape, and parameters where useful)."""
+    if manifest.task == "regression":
+        return {"prediction": {"name": "prediction", "datatype": "FP64", "shape": [-1]}}
+    classes = list(manifest.classes or ())
+    label = {"name": "label", "datatype": label_datatype(classes), "shape": [-1]}
+    if manifest.task == "binary":
+        return {"probability": {"name": "probability", "datatype": "FP64", "shape": [-1],
+                                "parameters": {"positive_class": classes[1]}}, "label": label}
+    return {"label": label, "probabilities": {"name": "probabilities", "datatype": "FP64", "shape": [-1, len(classes)],
+                                              "parameters": {"classes": classes}}}
 
 
 def server_metadata() -> dict:
-    return {"name": "credit-default-scoring", "version": "2", "extensions": []}
+    return {"name": SERVER_NAME, "version": "2", "extensions": []}
 
 
 def metadata(manifest: Manifest) -> dict:
     return {
         "name": manifest.model_name,
         "versions": [manifest.model_version],
-        "platform": PLATFORM if manifest.runtime == "onnx" else "sklearn",
+        "platform": PLATFORMS.get(manifest.runtime, manifest.runtime),
         "inputs": [{"name": f.name, "datatype": datatype(f.type), "shape": [-1]} for f in manifest.inputs],
-        "outputs": [{"name": name, "datatype": kind, "shape": [-1]} for name, kind in OUTPUTS.items()],
+        "outputs": list(outputs(manifest).values()),
+        "parameters": {"task": manifest.task, **({"classes": list(manifest.classes)} if manifest.classes else {})},
     }
 
 
@@ -47,8 +77,9 @@ def input_types(manifest: Manifest) -> dict[str, str]:
     return {f.name: datatype(f.type) for f in manifest.inputs}
 
 
-def decode(body: bytes, expected: dict[str, str]) -> tuple[dict[str, list], str | None, list[str]]:
-    """(candidate columns, request id or None, requested output names); `expected` from input_types()."""
+def decode(body: bytes, expected: dict[str, str], known: dict[str, dict]) -> tuple[dict[str, list], str | None, list[str]]:
+    """(candidate columns, request id or None, requested output names); `expected` from input_types(), `known`
+    from outputs()."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -74,7 +105,7 @@ def decode(body: bytes, expected: dict[str, str]) -> tuple[dict[str, list], str 
     if len(lengths) > 1:
         raise InputError.one(f"every input must hold the same number of records, got {sorted(lengths)}", kind="shape")
     request_id = document.get("id")
-    return columns, request_id if isinstance(request_id, str) else None, _requested(document.get("outputs"))
+    return columns, request_id if isinstance(request_id, str) else None, _requested(document.get("outputs"), known)
 
 
 def records(columns: dict[str, list]) -> list[dict]:
@@ -123,22 +154,33 @@ def _tensor(tensor: object, expected: dict[str, str]) -> tuple[str, list]:
     return name, data
 
 
-def _requested(outputs: object) -> list[str]:
-    if outputs is None:
-        return list(OUTPUTS)
-    names = [o.get("name") for o in outputs] if isinstance(outputs, list) and all(isinstance(o, dict) for o in outputs) else None
-    if names is None or any(name not in OUTPUTS for name in names):
-        raise InputError.one(f"requested outputs must be among {list(OUTPUTS)}, got {outputs!r}", field="outputs",
+def _requested(requested: object, known: dict[str, dict]) -> list[str]:
+    if requested is None:
+        return list(known)
+    names = ([o.get("name") for o in requested]
+             if isinstance(requested, list) and all(isinstance(o, dict) for o in requested) else None)
+    if names is None or any(name not in known for name in names):
+        raise InputError.one(f"requested outputs must be among {list(known)}, got {requested!r}", field="outputs",
                              kind="unknown_output")
     return names
 
 
-def encode(scored: Scored, manifest: Manifest, request_id: str | None, requested: list[str]) -> bytes:
-    data = {"probability": scored.probabilities, "label": scored.labels}
-    n = len(scored.labels)
-    answer: dict = {"model_name": manifest.model_name, "model_version": manifest.model_version,
-                    "outputs": [{"name": name, "datatype": OUTPUTS[name], "shape": [n], "data": data[name]}
-                                for name in requested]}
+def encode(scored: Scored, manifest: Manifest, request_id: str | None, requested: list[str],
+           known: dict[str, dict]) -> bytes:
+    n = len(scored.outputs)
+    if manifest.task == "multiclass":
+        data = {"label": scored.labels, "probabilities": [p for row in scored.values for p in row]}
+        shapes = {"label": [n], "probabilities": [n, len(manifest.classes or ())]}
+    else:
+        data = {"probability": scored.values, "label": scored.labels, "prediction": scored.values}
+        shapes = {key: [n] for key in data}
+    tensors = []
+    for name in requested:
+        tensor = {"name": name, "datatype": known[name]["datatype"], "shape": shapes[name], "data": data[name]}
+        if "parameters" in known[name]:
+            tensor["parameters"] = known[name]["parameters"]
+        tensors.append(tensor)
+    answer: dict = {"model_name": manifest.model_name, "model_version": manifest.model_version, "outputs": tensors}
     if request_id is not None:
         answer["id"] = request_id
     return orjson.dumps(answer)

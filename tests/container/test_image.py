@@ -28,7 +28,7 @@ pytestmark = pytest.mark.container
 
 ROOT = Path(__file__).resolve().parents[2]
 REPORT = ROOT / ".local" / "image-report.json"
-IMAGE_TAG = "localhost/credit-default-scoring:image-test"
+IMAGE_TAG = "localhost/mlops-scoring:image-test"
 IMAGE_SIZE_BUDGET_MB = 400  # 314 MB measured: 121 MB Debian base + onnxruntime, numpy, fastapi & co.
 UID = 10001
 LOOPBACK_HEX = "0100007F"  # 127.0.0.1 as /proc/net/tcp writes it
@@ -138,7 +138,7 @@ def test_image_builds_from_the_dockerfile_on_the_local_base(image: Image) -> Non
     assert inspected["Id"].removeprefix("sha256:") == image.image_id
     base_layers = container.image_inspect(image.base.tag)["RootFS"]["Layers"]
     assert inspected["RootFS"]["Layers"][:len(base_layers)] == base_layers, "the image is not built on the local base"
-    assert inspected["Labels"].get("org.opencontainers.image.title") == "credit-default scoring API"
+    assert inspected["Labels"].get("org.opencontainers.image.title") == "MLflow model scoring API"
 
 
 def test_container_on_host_network_passes_the_smoke_test(image: Image, running: Running) -> None:
@@ -238,7 +238,8 @@ def test_a_1000_record_request_is_logged_in_whole_lines_under_16_kib(image: Imag
 
     request_id = f"image-test-large-{uuid.uuid4().hex}"
     example = json.loads(image.manifest_path.read_text())["input_example"]
-    records = [dict(example[i % len(example)], credit_limit=float(1000 + i)) for i in range(1000)]
+    number = next(f["name"] for f in json.loads(image.manifest_path.read_text())["inputs"] if f["type"] != "string")
+    records = [dict(example[i % len(example)], **{number: float(1000 + i)}) for i in range(1000)]
     request = urllib.request.Request(f"{running.url}/predict", data=json.dumps({"records": records}).encode(),
                                      headers={"content-type": "application/json", "x-request-id": request_id})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -258,5 +259,53 @@ def test_a_1000_record_request_is_logged_in_whole_lines_under_16_kib(image: Imag
     assert window.counts["predictions"] == 1 and window.counts.get("malformed", 0) == 0
     [key] = window.records
     assert key[1] == image.context.model_version
-    assert [r["credit_limit"] for r in window.records[key]] == [float(1000 + i) for i in range(1000)]
+    assert [r[number] for r in window.records[key]] == [float(1000 + i) for i in range(1000)]
     assert window.probabilities[key] == probabilities
+
+
+class _Doubler(mlflow.pyfunc.PythonModel):
+    """A model of a team's own with no scikit-learn flavor: the pyfunc runtime serves it, MLflow inside the image."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input["x1"].to_numpy() * 2.0 + model_input["x2"].to_numpy()
+
+
+def test_a_pyfunc_model_is_served_from_its_image_by_mlflow_skinny(tmp_path):
+    """The pyfunc runtime's image: mlflow-skinny at the model's MLflow version and the model's own requirements,
+    hashed from the wheels downloaded for them; read-only root filesystem; the same smoke test."""
+    import sys
+
+    import cloudpickle
+    import pandas as pd
+
+    if os.geteuid() != 0 or not container.engine_available():
+        pytest.fail("the image tests need root and a usable buildah/podman/runc: run `make image-test`")
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the class travels inside the model
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment("pyfunc-image")
+    frame = pd.DataFrame({"x1": [1.0, 2.5], "x2": [0.5, -1.0]})
+    with mlflow.start_run() as run:
+        mlflow.pyfunc.log_model(name="model", python_model=_Doubler(), input_example=frame)
+    context = assemble_build_context(f"runs:/{run.info.run_id}/model", tmp_path / "context", wheelhouse=True)
+    assert context.manifest["runtime"] == "pyfunc"
+    pins = (context.path / "requirements.txt").read_text()
+    assert f"mlflow-skinny=={mlflow.__version__} --hash=sha256:" in pins
+    tag, name, port = "localhost/mlops-scoring:pyfunc-image-test", f"scoring-pyfunc-test-{os.getpid()}", free_port()
+    container.build_image(context.path, tag, container.BASE_IMAGE)
+    try:
+        container.run_container(tag, port, name, read_only=True)
+        url = f"http://127.0.0.1:{port}"
+        smoke.wait_for(url, "/ready", 90)
+        smoke.run(url, context.path / "model" / "manifest.json")
+        request = urllib.request.Request(f"{url}/invocations", data=json.dumps({"dataframe_split": json.loads(
+            frame.to_json(orient="split", index=False))}).encode(), headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read())["predictions"] == [2.5, 4.0]
+        with container.mounted_image(tag) as rootfs:
+            installed = {p.name.split("-")[0].lower() for p in (rootfs / "opt/venv/lib/python3.11/site-packages").iterdir()}
+        assert "mlflow_skinny" in installed and "sklearn" not in installed
+    finally:
+        container.stop_container(name)
+        container.remove_image(tag)

@@ -42,6 +42,17 @@ def example(manifest) -> list[dict]:
     return [dict(record) for record in manifest.input_example]
 
 
+@pytest.fixture(scope="module")
+def number(manifest) -> str:
+    """A numeric input of the session's model (its contract names them; the tests do not)."""
+    return next(f.name for f in manifest.inputs if not f.is_string)
+
+
+@pytest.fixture(scope="module")
+def text(manifest) -> str:
+    return next(f.name for f in manifest.inputs if f.is_string)
+
+
 def problems(response) -> list[tuple]:
     return [(p["record"], p["field"], p["type"]) for p in response.json()["problems"]]
 
@@ -52,6 +63,8 @@ def test_health_and_ready(client, manifest):
     assert ready.status_code == 200
     assert ready.json()["model"] == {"name": manifest.model_name, "version": manifest.model_version}
     assert ready.json()["runtime"] == "onnx"
+    assert ready.json()["task"] == manifest.task and ready.json()["classes"] == list(manifest.classes)
+    assert ready.json()["outputs"] == ["probability", "label"]
 
 
 def test_predict_matches_the_registered_pipeline(client, manifest, registry, example):
@@ -64,11 +77,15 @@ def test_predict_matches_the_registered_pipeline(client, manifest, registry, exa
     expected = pipeline.predict_proba(pd.DataFrame(example)[list(manifest.input_names)])[:, 1]
     got = np.array([p["probability"] for p in body["predictions"]])
     assert np.max(np.abs(got - expected)) <= 1e-5
-    assert [p["label"] for p in body["predictions"]] == [int(p >= manifest.decision_threshold) for p in got]
+    negative, positive = manifest.classes
+    assert [p["label"] for p in body["predictions"]] == [positive if p >= manifest.decision_threshold else negative
+                                                         for p in got]
 
 
-def test_missing_values_are_accepted_as_null(client, example):
-    record = {**example[0], "education": None, "age": None, "bill_amount_3": None}
+def test_missing_values_are_accepted_as_null(client, example, manifest):
+    numbers = [f.name for f in manifest.inputs if not f.is_string]
+    text = next(f.name for f in manifest.inputs if f.is_string)
+    record = {**example[0], text: None, numbers[0]: None, numbers[-1]: None}
     response = client.post("/predict", json={"records": [record]})
     assert response.status_code == 200 and 0 <= response.json()["predictions"][0]["probability"] <= 1
 
@@ -79,25 +96,26 @@ def test_request_id_header_is_echoed(client, example):
 
 
 @pytest.mark.parametrize(("mutate", "expected"), [
-    (lambda r: r.pop("age"), (1, "age", "missing")),
-    (lambda r: r.update(age="forty"), (1, "age", "float_type")),
-    (lambda r: r.update(sex=1), (1, "sex", "string_type")),
-    (lambda r: r.update(credit_limit=True), (1, "credit_limit", "float_type")),
-    (lambda r: r.update(nickname="bob"), (1, "nickname", "extra_forbidden")),
+    (lambda r, n, t: r.pop(n), (1, "<number>", "missing")),
+    (lambda r, n, t: r.update({n: "forty"}), (1, "<number>", "float_type")),
+    (lambda r, n, t: r.update({t: 1}), (1, "<text>", "string_type")),
+    (lambda r, n, t: r.update({n: True}), (1, "<number>", "float_type")),
+    (lambda r, n, t: r.update(nickname="bob"), (1, "nickname", "extra_forbidden")),
 ])
-def test_bad_record_names_index_and_field(client, example, mutate, expected):
+def test_bad_record_names_index_and_field(client, example, number, text, mutate, expected):
     bad = dict(example[0])
-    mutate(bad)
+    mutate(bad, number, text)
     response = client.post("/predict", json={"records": [example[0], bad]})
     assert response.status_code == 422
-    assert expected in problems(response)
+    named = {"<number>": number, "<text>": text}
+    assert (expected[0], named.get(expected[1], expected[1]), expected[2]) in problems(response)
     assert all(p["problem"] for p in response.json()["problems"])
 
 
-def test_every_problem_in_a_record_is_reported(client, example):
-    bad = {k: v for k, v in example[0].items() if k != "sex"} | {"age": "x", "extra": 1}
+def test_every_problem_in_a_record_is_reported(client, example, number, text):
+    bad = {k: v for k, v in example[0].items() if k != text} | {number: "x", "extra": 1}
     response = client.post("/predict", json={"records": [bad]})
-    assert {(0, "sex", "missing"), (0, "age", "float_type"), (0, "extra", "extra_forbidden")} <= set(problems(response))
+    assert {(0, text, "missing"), (0, number, "float_type"), (0, "extra", "extra_forbidden")} <= set(problems(response))
 
 
 @pytest.mark.parametrize(("body", "expected"), [
@@ -120,23 +138,23 @@ def test_too_many_records_names_the_limit(client, example):
     assert "at most 5" in response.json()["problems"][0]["problem"]
 
 
-@pytest.mark.parametrize("raw", [b"{not json", b'{"records": [{"age": NaN}]}', b""])
+@pytest.mark.parametrize("raw", [b"{not json", b'{"records": [{"x": NaN}]}', b""])
 def test_malformed_json_is_a_4xx_not_a_500(client, raw):
     response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
     assert 400 <= response.status_code < 500
     assert response.json()["error"] == "invalid request"
 
 
-def test_non_finite_numbers_are_rejected(client, example):
-    raw = json.dumps({"records": [{**example[0], "age": float("inf")}]}).encode()  # Python writes Infinity
+def test_non_finite_numbers_are_rejected(client, example, number):
+    raw = json.dumps({"records": [{**example[0], number: float("inf")}]}).encode()  # Python writes Infinity
     response = client.post("/predict", content=raw, headers={"content-type": "application/json"})
-    assert response.status_code == 422 and (0, "age", "finite_number") in problems(response)
+    assert response.status_code == 422 and (0, number, "finite_number") in problems(response)
 
 
-def test_service_keeps_serving_after_bad_input(client, example):
+def test_service_keeps_serving_after_bad_input(client, example, number):
     for _ in range(3):
         client.post("/predict", content=b"garbage", headers={"content-type": "application/json"})
-        client.post("/predict", json={"records": [{"age": "x"}]})
+        client.post("/predict", json={"records": [{number: "x"}]})
     assert client.post("/predict", json={"records": example}).status_code == 200
 
 
@@ -184,12 +202,23 @@ def test_one_json_log_line_per_scored_request(client, service, manifest, example
     assert (line["protocol"], line["part"], line["parts"], line["first_record"]) == ("predict", 1, 1, 0)
 
 
-def test_docs_carry_the_generated_schema_and_example(client, manifest):
+def test_docs_carry_the_generated_schema_and_example(client, manifest, model):
     assert client.get("/docs").status_code == 200
-    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    document = client.get("/openapi.json").json()
+    schema = document["components"]["schemas"]
     assert set(schema["Record"]["properties"]) == set(manifest.input_names)
     assert schema["Record"]["additionalProperties"] is False
     assert schema["PredictRequest"]["examples"][0]["records"] == manifest.input_example
+    # Described from the model: its contract's words, its target's meaning, its task's outputs.
+    contract = model.contract
+    for feature in contract.features:
+        assert schema["Record"]["properties"][feature.name]["description"].startswith(feature.description)
+    assert contract.target.description in document["info"]["description"]
+    assert contract.description in document["info"]["description"]
+    prediction = schema["Prediction"]["properties"]
+    assert list(prediction) == ["probability", "label"]
+    assert contract.target.description in prediction["probability"]["description"]
+    assert prediction["label"]["enum"] == list(contract.target.classes)
 
 
 def test_a_model_that_fails_warm_up_is_not_ready_but_alive(context, tmp_path, example):

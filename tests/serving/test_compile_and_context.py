@@ -1,5 +1,6 @@
-"""Packaging: the build context's contents and manifest, the compiled model's equivalence (and the
-refusal when it does not hold), and the sklearn fallback for pipelines ONNX cannot express."""
+"""Packaging: the build context's contents and manifest, the compiled model's equivalence (and the fallback to
+the next runtime when it does not hold), and the sklearn runtime for pipelines ONNX cannot express. Columns come
+from the session model's contract (`model`), never from its names."""
 
 from __future__ import annotations
 
@@ -22,13 +23,26 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder
 from serving import compile as compiler
 from serving.context import PackagingError, assemble_build_context, content_hash, resolve_model
 from serving.scoring.app import create_app
-from serving.scoring.model import FEATURES_INPUT, Manifest, OnnxScorer, SklearnScorer, records_to_columns
+from serving.scoring.model import FEATURES_INPUT, FrameScorer, Manifest, OnnxScorer, records_to_columns
 from serving.scoring.settings import Settings
-from training import data, schema
+from training import data
 from training import train as training
 from training.baseline import build_baseline, equivalence_records
+from training.evaluation import predictions
 from training.loader import validate_frame
-from training.pipeline import build_pipeline, features_of
+from training.search import features_of
+
+
+def _features(model, frame: pd.DataFrame) -> pd.DataFrame:
+    return features_of(frame, model.contract)
+
+
+def _target(model, frame: pd.DataFrame) -> pd.Series:
+    return frame[model.contract.target.name]
+
+
+def _fresh(model, rows: int, seed: int) -> pd.DataFrame:
+    return validate_frame(data.example_table(model, rows, seed), model.contract)
 
 
 def test_context_holds_everything_the_image_needs(context, registry):
@@ -47,12 +61,22 @@ def test_manifest_names_the_model_and_its_lineage(context, registry):
     version = MlflowClient().get_model_version(registry["model_name"], registry["version"])
     assert manifest["model"] == {"name": registry["model_name"], "version": registry["version"], "run_id": version.run_id,
                                  "source_uri": f"models:/{registry['model_name']}@champion",
-                                 "version_uri": f"models:/{registry['model_name']}/{registry['version']}"}
-    assert manifest["runtime"] == "onnx" and manifest["missing_category"] == "missing"
-    assert [f["name"] for f in manifest["inputs"]] == list(schema.FEATURES)
+                                 "version_uri": f"models:/{registry['model_name']}/{registry['version']}",
+                                 "description": ""}
+    assert manifest["format_version"] == 2 and manifest["runtime"] == "onnx" and manifest["missing_category"] == "missing"
+    assert manifest["runtime_reason"].startswith("compiled to ONNX, equal to the registered model")
+    contract = registry["model"].contract
+    assert [f["name"] for f in manifest["inputs"]] == contract.feature_names
+    assert manifest["task"] == contract.task and manifest["classes"] == list(contract.target.classes)
+    assert manifest["decision_threshold"] == float(version.tags["decision_threshold"])
+    assert manifest["predict_fn"] == "predict_proba" and manifest["input_example_source"] == "version"
+    assert manifest["contract"] == json.loads((context.path / "model/mlflow/extra_files/contract.json").read_text())
+    assert manifest["drift_baseline"] == "mlflow/extra_files/drift_baseline.json"
+    described = {f.name: f.description for f in contract.features}
+    assert all(f.get("description", "") == described[f["name"]] for f in manifest["inputs"])
     assert manifest["content_sha256"] == content_hash(context.path)
     assert manifest["equivalence"]["max_abs_probability_difference"] <= 1e-5
-    assert manifest["equivalence"]["rows"] > 500
+    assert manifest["equivalence"]["labels_differing"] == 0 and manifest["equivalence"]["rows"] > 500
 
 
 def test_content_hash_changes_with_any_file(context, tmp_path):
@@ -77,7 +101,7 @@ def test_compiled_model_matches_pipeline_on_records_it_never_saw(registry, conte
     """Checked at packaging on records drawn from the baseline; here on fresh people-like rows as well."""
     uri = f"models:/{registry['model_name']}/{registry['version']}"
     pipeline = mlflow.sklearn.load_model(uri)
-    holdout = validate_frame(data.generate(800, seed=5))
+    holdout = _fresh(registry["model"], 800, seed=5)
     manifest = Manifest.read(context.path / "model")
     compiled = compiler.Compiled((context.path / "model/model.onnx").read_bytes(), manifest.missing_category)
     assert compiler.max_probability_difference(pipeline, compiled, manifest, holdout) <= 1e-5
@@ -100,88 +124,103 @@ def test_missing_and_unknown_values_score_as_the_pipeline_scores_them(registry, 
     (no one-hot column set): the one-record path and the many-record path agree with scikit-learn."""
     pipeline = mlflow.sklearn.load_model(f"models:/{registry['model_name']}/{registry['version']}")
     manifest = Manifest.read(context.path / "model")
+    texts = [f.name for f in manifest.inputs if f.is_string]
+    numbers = [f.name for f in manifest.inputs if not f.is_string]
     records = [dict(record) for record in manifest.input_example] * 3
-    records[0].update(age=None, sex=None, education="martian")
+    records[0].update({numbers[0]: None, texts[0]: None, texts[1]: "martian"})
     records[1].update({name: None for name in manifest.input_names})
-    records[2].update(marriage="", repayment_status_1="no such status")
-    compiled, reference = OnnxScorer(context.path / "model/model.onnx", manifest), SklearnScorer(pipeline, manifest)
-    together = compiled.predict_proba(records_to_columns(records, manifest.input_names))
-    one_by_one = [compiled.predict_proba(records_to_columns([r], manifest.input_names))[0] for r in records]
-    expected = reference.predict_proba(records_to_columns(records, manifest.input_names))
-    assert np.max(np.abs(together - expected)) <= 1e-5 and np.array_equal(together, one_by_one)
+    records[2].update({texts[2]: "", texts[-1]: "no such value"})
+    compiled, reference = OnnxScorer(context.path / "model/model.onnx", manifest), FrameScorer(pipeline, manifest)
+    together = compiled.predict(records_to_columns(records, manifest.input_names))
+    one_by_one = [compiled.predict(records_to_columns([r], manifest.input_names))[0] for r in records]
+    expected = reference.predict(records_to_columns(records, manifest.input_names))
+    assert np.max(np.abs(together - expected)) <= 1e-5 and np.array_equal(together, np.array(one_by_one))
 
 
-def test_other_preprocessing_compiles_to_one_input_per_column(context, small_frame):
+def test_other_preprocessing_compiles_to_one_input_per_column(context, small_frame, model):
     """Preprocessing compile_pipeline does not recognise as imputers and one-hot encoders (here a numeric step
     wrapped in a Pipeline of its own) keeps the whole-pipeline graph, one input per column."""
     manifest = Manifest.read(context.path / "model")
+    contract = model.contract
     numeric = Pipeline([("impute", SimpleImputer(strategy="median"))])
     categorical = Pipeline([("impute", SimpleImputer(missing_values=None, strategy="constant", fill_value="missing")),
                             ("one_hot", OneHotEncoder(handle_unknown="ignore", sparse_output=False))])
-    features = ColumnTransformer([("numeric", numeric, list(schema.NUMERIC)),
-                                  ("categorical", categorical, list(schema.CATEGORICAL))])
+    features = ColumnTransformer([("numeric", numeric, [f.name for f in contract.numbers]),
+                                  ("categorical", categorical, [f.name for f in contract.categories])])
     pipeline = Pipeline([("features", features), ("classifier", HistGradientBoostingClassifier(max_iter=30))])
-    pipeline.fit(features_of(small_frame), small_frame[schema.TARGET])
+    pipeline.fit(_features(model, small_frame), _target(model, small_frame))
     compiled = compiler.compile_pipeline(pipeline, manifest.inputs)
     scorer = OnnxScorer(compiled.onnx_bytes, manifest)
     assert scorer.encoding is None and [i.name for i in scorer.session.get_inputs()] == manifest.input_names
-    assert compiler.check_equivalence(pipeline, compiled, manifest, small_frame.head(300)) <= 1e-5
+    found = compiler.check_equivalence(FrameScorer(pipeline, manifest), scorer, manifest, small_frame.head(300))
+    assert found["max_abs_probability_difference"] <= 1e-5 and found["labels_differing"] == 0
 
 
-def test_a_disagreeing_compiled_model_is_refused(registry, context):
+def test_a_disagreeing_compiled_model_is_caught(registry, context, model):
     uri = f"models:/{registry['model_name']}/{registry['version']}"
     pipeline = mlflow.sklearn.load_model(uri)
-    other_data = validate_frame(data.generate(1500, seed=99))
-    other = build_pipeline({"learning_rate": 0.3, "max_leaf_nodes": 7}).fit(features_of(other_data), other_data[schema.TARGET])
+    other_data = _fresh(model, 1500, seed=99)
+    other = model.build({"learning_rate": 0.3, "max_leaf_nodes": 7}, 3).fit(_features(model, other_data),
+                                                                           _target(model, other_data))
     manifest = Manifest.read(context.path / "model")
-    wrong = compiler.compile_pipeline(other, manifest.inputs)
-    with pytest.raises(compiler.EquivalenceError, match="refusing to package"):
-        compiler.check_equivalence(pipeline, wrong, manifest, other_data.head(300))
+    wrong = OnnxScorer(compiler.compile_pipeline(other, manifest.inputs).onnx_bytes, manifest)
+    with pytest.raises(compiler.EquivalenceError, match="differs from the registered model on 300 records"):
+        compiler.check_equivalence(FrameScorer(pipeline, manifest), wrong, manifest, other_data.head(300))
 
 
-def _register(pipeline: Pipeline, frame: pd.DataFrame, name: str, training_rows: pd.DataFrame) -> str:
+def _register(model, pipeline: Pipeline, name: str, training_rows: pd.DataFrame) -> str:
     """Register a pipeline the way training does (signature, example, skops, the baseline of `training_rows` and
     the records drawn from it)."""
-    baseline = build_baseline(features_of(training_rows), pipeline.predict_proba(features_of(training_rows))[:, 1])
+    contract = model.contract
+    features = _features(model, training_rows)
+    baseline = build_baseline(features, predictions(pipeline, features, contract), contract)
     with tempfile.TemporaryDirectory() as tmp, mlflow.start_run():
         equivalence = Path(tmp, training.EQUIVALENCE_FILE)
         equivalence_records(baseline).to_parquet(equivalence, index=False)
         info = mlflow.sklearn.log_model(
-            pipeline, name="model", signature=training.signature(), input_example=training.input_example(baseline),
-            pip_requirements=training.pip_requirements(), serialization_format="skops",
-            skops_trusted_types=training.trusted_types(pipeline), pyfunc_predict_fn="predict_proba",
-            registered_model_name=name, extra_files=[str(equivalence)])
+            pipeline, name="model", signature=training.signature(pipeline, contract),
+            input_example=training.input_example(baseline), pip_requirements=training.pip_requirements(),
+            serialization_format="skops", skops_trusted_types=training.trusted_types(pipeline),
+            pyfunc_predict_fn="predict_proba", registered_model_name=name, extra_files=[str(equivalence)])
     version = str(info.registered_model_version)
     MlflowClient().set_model_version_tag(name, version, "decision_threshold", "0.4")
     return version
 
 
 @pytest.fixture(scope="module")
-def small_frame() -> pd.DataFrame:
-    return validate_frame(data.generate(1500, seed=21))
+def small_frame(model) -> pd.DataFrame:
+    return _fresh(model, 1500, seed=21)
 
 
-def test_float32_precision_loss_is_caught_at_packaging(registry, small_frame, tmp_path):
-    """Money beyond float32's 24-bit mantissa: the compiled graph would misroute records, so packaging refuses."""
+def test_float32_precision_loss_falls_back_to_the_sklearn_runtime(registry, small_frame, tmp_path, model):
+    """Numbers beyond float32's 24-bit mantissa: the compiled graph would misroute records, so packaging serves the
+    estimator itself, saying why."""
     frame = small_frame.copy()
-    frame["credit_limit"] = np.where(np.arange(len(frame)) % 2 == 0, 16_777_216.0, 16_777_217.0)
-    frame[schema.TARGET] = (np.arange(len(frame)) % 2).astype(int)
-    pipeline = build_pipeline({"learning_rate": 0.1, "max_leaf_nodes": 7}).fit(features_of(frame), frame[schema.TARGET])
-    version = _register(pipeline, frame, "precision-trap", frame)
-    with pytest.raises(compiler.EquivalenceError, match=r"differs from the registered pipeline by 0?\.?\d+ in probability"):
-        assemble_build_context(f"models:/precision-trap/{version}", tmp_path / "ctx", wheelhouse=False)
-    assert not (tmp_path / "ctx").exists() and not (tmp_path / "ctx.partial").exists()  # nothing half-built
+    number, target = model.contract.numbers[0].name, model.contract.target.name
+    frame[number] = np.where(np.arange(len(frame)) % 2 == 0, 16_777_216.0, 16_777_217.0)
+    frame[target] = np.asarray(model.contract.target.classes)[np.arange(len(frame)) % 2]
+    pipeline = model.build({"learning_rate": 0.1, "max_leaf_nodes": 7}, 3).fit(_features(model, frame), frame[target])
+    version = _register(model, pipeline, "precision-trap", frame)
+    said: list[str] = []
+    context = assemble_build_context(f"models:/precision-trap/{version}", tmp_path / "ctx", wheelhouse=False,
+                                     progress=said.append)
+    assert context.manifest["runtime"] == "sklearn" and not (context.path / "model/model.onnx").exists()
+    assert context.manifest["runtime_reason"].startswith("the compiled model differs from the registered model")
+    assert f"context: runtime sklearn: {context.manifest['runtime_reason']}" in said
+    assert not (tmp_path / "ctx.partial").exists()
 
 
-def test_uncompilable_pipeline_is_served_by_the_sklearn_fallback(registry, small_frame, tmp_path):
+def test_uncompilable_pipeline_is_served_by_the_sklearn_runtime(registry, small_frame, tmp_path, model):
+    numbers = [f.name for f in model.contract.numbers]
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("cube_root", FunctionTransformer(np.cbrt))])
-    features = ColumnTransformer([("numeric", numeric, list(schema.NUMERIC))])
+    features = ColumnTransformer([("numeric", numeric, numbers)])
     pipeline = Pipeline([("features", features), ("classifier", HistGradientBoostingClassifier(max_iter=30))])
-    pipeline.fit(features_of(small_frame), small_frame[schema.TARGET])
-    version = _register(pipeline, small_frame, "uncompilable", small_frame)
+    pipeline.fit(_features(model, small_frame), _target(model, small_frame))
+    version = _register(model, pipeline, "uncompilable", small_frame)
 
     context = assemble_build_context(f"models:/uncompilable/{version}", tmp_path / "ctx", wheelhouse=False)
     assert context.manifest["runtime"] == "sklearn" and not (context.path / "model/model.onnx").exists()
+    assert context.manifest["runtime_reason"].startswith("cannot compile: ")
     pins = (context.path / "requirements.txt").read_text()
     assert "scikit-learn==" in pins and "skops==" in pins and "pandas==" in pins and "mlflow" not in pins
 
@@ -189,19 +228,20 @@ def test_uncompilable_pipeline_is_served_by_the_sklearn_fallback(registry, small
     with TestClient(create_app(Settings(context.path / "model", max_records=10, request_log=False))) as client:
         assert client.get("/ready").json()["runtime"] == "sklearn"
         got = [p["probability"] for p in client.post("/predict", json={"records": records}).json()["predictions"]]
-    expected = pipeline.predict_proba(pd.DataFrame(records)[list(schema.FEATURES)])[:, 1]
+    expected = pipeline.predict_proba(pd.DataFrame(records)[model.contract.feature_names])[:, 1]
     assert np.allclose(got, expected, atol=1e-12)
 
 
-def test_a_cloudpickled_version_reaches_the_image_as_skops_never_as_a_pickle(registry, small_frame, tmp_path):
+def test_a_cloudpickled_version_reaches_the_image_as_skops_never_as_a_pickle(registry, small_frame, tmp_path, model):
     """What the Databricks runtime's MLflow (no skops flavor) registers: the image must not unpickle it."""
+    numbers = [f.name for f in model.contract.numbers]
     numeric = Pipeline([("impute", SimpleImputer(strategy="median")), ("cube_root", FunctionTransformer(np.cbrt))])
-    pipeline = Pipeline([("features", ColumnTransformer([("numeric", numeric, list(schema.NUMERIC))])),
+    pipeline = Pipeline([("features", ColumnTransformer([("numeric", numeric, numbers)])),
                          ("classifier", HistGradientBoostingClassifier(max_iter=30))])
-    pipeline.fit(features_of(small_frame), small_frame[schema.TARGET])  # uncompilable: the fallback runtime serves it
+    pipeline.fit(_features(model, small_frame), _target(model, small_frame))  # uncompilable: the sklearn runtime
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(pipeline, name="model", signature=training.signature(),
-                                        input_example=features_of(small_frame).dropna().head(3),
+        info = mlflow.sklearn.log_model(pipeline, name="model", signature=training.signature(pipeline, model.contract),
+                                        input_example=_features(model, small_frame).dropna().head(3),
                                         serialization_format="cloudpickle", pyfunc_predict_fn="predict_proba",
                                         registered_model_name="pickled")
     context = assemble_build_context(f"models:/pickled/{info.registered_model_version}", tmp_path / "ctx",
@@ -211,12 +251,12 @@ def test_a_cloudpickled_version_reaches_the_image_as_skops_never_as_a_pickle(reg
     records = context.manifest["input_example"]
     with TestClient(create_app(Settings(context.path / "model", max_records=10, request_log=False))) as client:
         got = [p["probability"] for p in client.post("/predict", json={"records": records}).json()["predictions"]]
-    expected = pipeline.predict_proba(pd.DataFrame(records)[list(schema.FEATURES)])[:, 1]
+    expected = pipeline.predict_proba(pd.DataFrame(records)[model.contract.feature_names])[:, 1]
     assert np.allclose(got, expected, atol=1e-12)
 
 
-def test_training_logs_skops_where_mlflow_has_it_and_cloudpickle_on_the_runtimes_mlflow(monkeypatch):
-    model = build_pipeline({"learning_rate": 0.1, "max_leaf_nodes": 7})
+def test_training_logs_skops_where_mlflow_has_it_and_cloudpickle_on_the_runtimes_mlflow(monkeypatch, model):
+    model = model.build({"learning_rate": 0.1, "max_leaf_nodes": 7}, 3)
     assert training.serialization(model)["serialization_format"] == "skops"
     monkeypatch.delattr(mlflow.sklearn, "SERIALIZATION_FORMAT_SKOPS")  # as MLflow 3.8.1 (Databricks 18 LTS ML)
     assert training.serialization(model) == {"serialization_format": "cloudpickle"}
@@ -229,10 +269,20 @@ def test_resolve_by_alias_and_by_version(registry):
     assert by_alias.run_id == by_version.run_id == registry["summary"]["run_id"]
 
 
-@pytest.mark.parametrize("uri", ["runs:/abc/model", "models:/name", "models:/name@", "s3://bucket/model"])
+@pytest.mark.parametrize("uri", ["models:/name", "models:/name@", "s3://bucket/model", "runs:/abc", "no/such/dir"])
 def test_bad_model_uri_is_explained(uri):
-    with pytest.raises(PackagingError, match="models:/<name>@<alias> or models:/<name>/<version>"):
+    with pytest.raises(PackagingError, match="models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<path>"):
         resolve_model(uri)
+
+
+def test_a_run_and_a_directory_resolve_to_a_model_of_their_own(registry, tmp_path):
+    run = resolve_model("runs:/0123abcd/model")
+    assert (run.name, run.version, run.run_id, run.version_uri, run.registered) == (
+        "model", "0123abcd", "0123abcd", "runs:/0123abcd/model", False)
+    local = tmp_path / "my_model"
+    mlflow.artifacts.download_artifacts(f"models:/{registry['model_name']}/{registry['version']}", dst_path=str(local))
+    found = resolve_model(str(local))
+    assert (found.name, found.version, found.registered) == ("my_model", "local", False)
 
 
 def test_unknown_alias_is_an_error(registry, tmp_path):

@@ -27,11 +27,22 @@ def manifest(context) -> Manifest:
 
 
 @pytest.fixture(scope="module")
-def frame(manifest) -> pd.DataFrame:
+def numbers(manifest) -> list[str]:
+    """The session model's numeric inputs (from its signature: the tests name no column of their own)."""
+    return [f.name for f in manifest.inputs if not f.is_string]
+
+
+@pytest.fixture(scope="module")
+def texts(manifest) -> list[str]:
+    return [f.name for f in manifest.inputs if f.is_string]
+
+
+@pytest.fixture(scope="module")
+def frame(manifest, numbers) -> pd.DataFrame:
     """The input example plus a row with missing numbers, in the signature's column order. (A missing
     string is not in it: MLflow's schema enforcement turns it into NaN, which the pipeline then refuses.)"""
     rows = [dict(r) for r in manifest.input_example]
-    rows.append({**rows[0], "age": None, "bill_amount_3": None})
+    rows.append({**rows[0], numbers[0]: None, numbers[-1]: None})
     return pd.DataFrame(rows)[manifest.input_names]
 
 
@@ -97,13 +108,15 @@ def test_invocations_ignores_columns_and_keys_mlflow_ignores(http, mlflow_server
     assert np.max(np.abs(np.asarray(ours.json()["predictions"]) - np.asarray(theirs.json()["predictions"]))) <= TOLERANCE
 
 
-def test_invocations_takes_numbers_for_text_and_booleans_for_numbers_as_mlflow_does(http, mlflow_server, frame):
+def test_invocations_takes_numbers_for_text_and_booleans_for_numbers_as_mlflow_does(http, mlflow_server, frame,
+                                                                                   numbers, texts):
     records = records_of(frame)
-    body = {"dataframe_records": [{**records[0], "education": 3, "payment_amount_1": True}]}
+    lax = {**records[0], texts[0]: 3, numbers[0]: True}
+    body = {"dataframe_records": [lax]}
     ours, theirs = http.post("/invocations", json=body), mlflow_server.post("/invocations", json=body)
     assert ours.status_code == theirs.status_code == 200
     assert np.max(np.abs(np.asarray(ours.json()["predictions"]) - np.asarray(theirs.json()["predictions"]))) <= TOLERANCE
-    strict = http.post("/predict", json={"records": [{**records[0], "education": 3, "payment_amount_1": True}]})
+    strict = http.post("/predict", json={"records": [lax]})
     assert strict.status_code == 422  # our own protocol stays strict
 
 
@@ -111,17 +124,22 @@ def _without(records: list[dict], column: str) -> list[dict]:
     return [{k: v for k, v in r.items() if k != column} for r in records]
 
 
+def _split_with_text_last(rs: list[dict], number: str) -> dict:
+    columns = [c for c in rs[0] if c != number] + [number]
+    return {"dataframe_split": {"columns": columns, "data": [[*(rs[0][c] for c in columns[:-1]), "x"]]}}
+
+
 @pytest.mark.parametrize(("name", "make", "named"), [
-    ("missing column", lambda rs: {"dataframe_records": _without(rs, "age")}, "age"),
-    ("text for a number", lambda rs: {"dataframe_records": [{**rs[0], "credit_limit": "lots"}]}, "credit_limit"),
-    ("text for a number, split", lambda rs: {"dataframe_split": {"columns": list(rs[0]),
-                                                                 "data": [[*list(rs[0].values())[:-1], "x"]]}},
-     "payment_amount_6"),
-    ("no format key", lambda rs: {"records": rs}, "dataframe_split"),
-    ("two format keys", lambda rs: {"instances": rs, "inputs": rs}, "dataframe_records"),
+    ("missing column", lambda rs, n: {"dataframe_records": _without(rs, n)}, "<number>"),
+    ("text for a number", lambda rs, n: {"dataframe_records": [{**rs[0], n: "lots"}]}, "<number>"),
+    ("text for a number, split", _split_with_text_last, "<number>"),
+    ("no format key", lambda rs, n: {"records": rs}, "dataframe_split"),
+    ("two format keys", lambda rs, n: {"instances": rs, "inputs": rs}, "dataframe_records"),
 ])
-def test_bad_invocations_get_mlflow_error_shape_naming_the_column(http, mlflow_server, frame, name, make, named):
-    body = make(records_of(frame))
+def test_bad_invocations_get_mlflow_error_shape_naming_the_column(http, mlflow_server, frame, numbers, name, make,
+                                                                  named):
+    body = make(records_of(frame), numbers[-1])
+    named = numbers[-1] if named == "<number>" else named
     ours, theirs = http.post("/invocations", json=body), mlflow_server.post("/invocations", json=body)
     assert ours.status_code == 400, ours.text
     assert 400 <= theirs.status_code < 500, f"MLflow itself accepts {name}"
@@ -133,11 +151,12 @@ def test_bad_invocations_get_mlflow_error_shape_naming_the_column(http, mlflow_s
 @pytest.mark.parametrize(("content_type", "body", "status"), [
     ("application/json", b"{not json", 400),
     ("application/json", b"[1, 2]", 400),
-    ("text/csv", b"sex,age\nfemale,forty\n", 400),
+    ("text/csv", b"<text>,<number>\nsome,forty\n", 400),
     ("text/plain", b"hello", 415),
     ("application/json; charset=latin-1", b"{}", 415),
 ])
-def test_malformed_invocations_are_4xx_as_in_mlflow(http, mlflow_server, content_type, body, status):
+def test_malformed_invocations_are_4xx_as_in_mlflow(http, mlflow_server, numbers, texts, content_type, body, status):
+    body = body.replace(b"<text>", texts[0].encode()).replace(b"<number>", numbers[0].encode())
     ours = http.post("/invocations", content=body, headers={"content-type": content_type})
     theirs = mlflow_server.post("/invocations", content=body, headers={"content-type": content_type})
     assert ours.status_code == status and 400 <= theirs.status_code < 500
@@ -188,6 +207,8 @@ def test_v2_health_and_metadata_through_tritonclient(triton_client, manifest):
     assert [(i["name"], i["datatype"]) for i in meta["inputs"]] == [
         (f.name, "BYTES" if f.is_string else "FP64") for f in manifest.inputs]
     assert [(o["name"], o["datatype"]) for o in meta["outputs"]] == [("probability", "FP64"), ("label", "INT64")]
+    assert meta["parameters"] == {"task": "binary", "classes": list(manifest.classes)}
+    assert triton_client.get_server_metadata()["name"] == "mlops-scoring"
 
 
 def test_v2_infer_through_tritonclient_matches_predict(triton_client, http, manifest, frame):
@@ -227,32 +248,34 @@ def _mutate(body: dict, name: str, **changes) -> dict:
 
 
 @pytest.mark.parametrize(("case", "change", "named"), [
-    ("wrong datatype", lambda b: _mutate(b, "age", datatype="BYTES"), "age"),
-    ("wrong shape", lambda b: _mutate(b, "credit_limit", shape=[1, 3]), "credit_limit"),
-    ("shape and data disagree", lambda b: _mutate(b, "sex", shape=[7]), "sex"),
-    ("unknown input", lambda b: {"inputs": [*b["inputs"], {"name": "nickname", "datatype": "BYTES", "shape": [1],
-                                                          "data": ["bob"]}]}, "nickname"),
-    ("missing input", lambda b: {"inputs": [t for t in b["inputs"] if t["name"] != "marriage"]}, "marriage"),
-    ("wrong value type", lambda b: _mutate(b, "age", data=["forty"]), "age"),
-    ("unknown output", lambda b: {**b, "outputs": [{"name": "score"}]}, "outputs"),
-    ("boolean in the shape", lambda b: _mutate(b, "age", shape=[True]), "age"),
-    ("input given twice", lambda b: {"inputs": [*b["inputs"], next(t for t in b["inputs"] if t["name"] == "sex")]},
-     "sex"),
+    ("wrong datatype", lambda b, n, t: _mutate(b, n[0], datatype="BYTES"), "n0"),
+    ("wrong shape", lambda b, n, t: _mutate(b, n[1], shape=[1, 3]), "n1"),
+    ("shape and data disagree", lambda b, n, t: _mutate(b, t[0], shape=[7]), "t0"),
+    ("unknown input", lambda b, n, t: {"inputs": [*b["inputs"], {"name": "nickname", "datatype": "BYTES", "shape": [1],
+                                                                "data": ["bob"]}]}, "nickname"),
+    ("missing input", lambda b, n, t: {"inputs": [x for x in b["inputs"] if x["name"] != t[-1]]}, "t-1"),
+    ("wrong value type", lambda b, n, t: _mutate(b, n[0], data=["forty"]), "n0"),
+    ("unknown output", lambda b, n, t: {**b, "outputs": [{"name": "score"}]}, "outputs"),
+    ("boolean in the shape", lambda b, n, t: _mutate(b, n[0], shape=[True]), "n0"),
+    ("input given twice", lambda b, n, t: {"inputs": [*b["inputs"], next(x for x in b["inputs"] if x["name"] == t[0])]},
+     "t0"),
 ])
-def test_bad_v2_requests_are_400_naming_the_input(http, triton_client, manifest, frame, case, change, named):
-    body = change(_v2_body(frame.iloc[:1], manifest))
+def test_bad_v2_requests_are_400_naming_the_input(http, triton_client, manifest, frame, numbers, texts, case, change,
+                                                  named):
+    body = change(_v2_body(frame.iloc[:1], manifest), numbers, texts)
+    named = {"n0": numbers[0], "n1": numbers[1], "t0": texts[0], "t-1": texts[-1]}.get(named, named)
     answer = http.post(f"/v2/models/{manifest.model_name}/versions/{manifest.model_version}/infer", json=body)
     assert answer.status_code == 400, f"{case}: {answer.text}"
     assert set(answer.json()) == {"error"} and named in answer.json()["error"]
     assert triton_client.is_server_ready()  # the process keeps serving
 
 
-def test_v2_wrong_datatype_through_tritonclient_names_the_input(triton_client, manifest, frame):
+def test_v2_wrong_datatype_through_tritonclient_names_the_input(triton_client, manifest, frame, numbers):
     tensors = triton_inputs(frame.iloc[:1], manifest)
-    bad = triton.InferInput("age", [1], "INT64")
+    bad = triton.InferInput(numbers[0], [1], "INT64")
     bad.set_data_from_numpy(np.array([31], dtype=np.int64), binary_data=False)
-    tensors = [bad if t.name() == "age" else t for t in tensors]
-    with pytest.raises(InferenceServerException, match="age"):
+    tensors = [bad if t.name() == numbers[0] else t for t in tensors]
+    with pytest.raises(InferenceServerException, match=numbers[0]):
         triton_client.infer(manifest.model_name, tensors)
 
 

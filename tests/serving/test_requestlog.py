@@ -15,7 +15,7 @@ from serving.scoring import metrics, requestlog
 
 def lines_for(records: list[dict], request_id: str = "r" * 128) -> list[bytes]:
     outputs = [{"probability": random.random(), "label": random.randint(0, 1)} for _ in records]
-    raw = requestlog.prediction_lines(request_id=request_id, model_name="credit-default", model_version="12",
+    raw = requestlog.prediction_lines(request_id=request_id, model_name="my-model", model_version="12",
                                       runtime="onnx", protocol="mlflow", inputs=records, outputs=outputs,
                                       latency_ms=1.5)
     return raw.splitlines(keepends=True)
@@ -23,7 +23,7 @@ def lines_for(records: list[dict], request_id: str = "r" * 128) -> list[bytes]:
 
 def test_a_small_request_is_one_line_and_a_large_one_parts_under_the_limit():
     rng = random.Random(3)
-    records = [{"sex": rng.choice(["female", "male"]), "age": rng.uniform(18, 100), "note": "x" * rng.randint(0, 200)}
+    records = [{"shape": rng.choice(["round", "square"]), "height": rng.uniform(18, 100), "note": "x" * rng.randint(0, 200)}
                for _ in range(3000)]
     [single] = lines_for(records[:5])
     assert json.loads(single)["parts"] == 1
@@ -38,13 +38,13 @@ def test_a_small_request_is_one_line_and_a_large_one_parts_under_the_limit():
 
 
 def test_a_record_too_big_for_any_line_has_its_long_texts_cut_in_the_log():
-    records = [{"sex": "female", "age": 30.0}, {"sex": "é" * 50_000, "age": 40.0}, {"sex": "male", "age": 50.0}]
+    records = [{"shape": "round", "height": 30.0}, {"shape": "é" * 50_000, "height": 40.0}, {"shape": "square", "height": 50.0}]
     lines = lines_for(records)
     assert max(len(line) for line in lines) <= requestlog.MAX_LINE_BYTES
     logged = [r for line in lines for r in json.loads(line)["inputs"]]
-    assert logged[1]["sex"] == "é" * requestlog.MAX_LOGGED_STRING + "…" and logged[1]["age"] == 40.0
+    assert logged[1]["shape"] == "é" * requestlog.MAX_LOGGED_STRING + "…" and logged[1]["height"] == 40.0
     assert logged[0] == records[0] and logged[2] == records[2]
-    assert records[1]["sex"] == "é" * 50_000  # the caller's records (what was scored) are untouched
+    assert records[1]["shape"] == "é" * 50_000  # the caller's records (what was scored) are untouched
 
 
 @pytest.mark.parametrize("count", [1, 2, 30, 100, 400])
@@ -52,8 +52,8 @@ def test_lines_are_the_bytes_of_one_dict_per_part(count):
     """Inputs and outputs are serialised once and the parts assembled from those bytes: the result must be the
     bytes orjson gives for each part's dict, strings that look like record boundaries included."""
     rng = random.Random(count)
-    texts = ["female", "},{", 'a"},{"b', "é", "x" * 300]
-    records = [{"sex": rng.choice(texts), "age": rng.choice([None, rng.uniform(0, 1e6), 1e-5])} for _ in range(count)]
+    texts = ["round", "},{", 'a"},{"b', "é", "x" * 300]
+    records = [{"shape": rng.choice(texts), "height": rng.choice([None, rng.uniform(0, 1e6), 1e-5])} for _ in range(count)]
     lines = lines_for(records)
     for line in lines:
         part = json.loads(line)

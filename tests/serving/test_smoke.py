@@ -126,3 +126,19 @@ def test_smoke_takes_the_token_from_the_azure_cli(guarded, monkeypatch, tmp_path
     az.write_text("#!/bin/sh\necho 'Please run az login' >&2\nexit 1\n")
     assert smoke.main([url, "--token-from-azure-cli", "api://x"]) == 1
     assert "no token for api://x: Please run az login" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("prediction", "task", "classes", "wrong"), [
+    ({"probability": 0.2, "label": 0}, "binary", [0, 1], None),
+    ({"probability": 1.2, "label": 0}, "binary", [0, 1], "probability 1.2 is not in [0, 1]"),
+    ({"probability": 0.2, "label": "0"}, "binary", [0, 1], "label '0' is not one of the classes [0, 1]"),
+    ({"label": "b", "probabilities": {"a": 0.3, "b": 0.7}}, "multiclass", ["a", "b"], None),
+    ({"label": "b", "probabilities": {"b": 0.7, "a": 0.3}}, "multiclass", ["a", "b"], "in order"),
+    ({"label": "b", "probabilities": {"a": 0.3, "b": 0.3}}, "multiclass", ["a", "b"], "sum to 1"),
+    ({"prediction": 3.5}, "regression", [], None),
+    ({"prediction": None}, "regression", [], "None is not a finite number"),
+    ({"prediction": True}, "regression", [], "True is not a finite number"),
+])
+def test_the_smoke_test_checks_outputs_by_task(prediction, task, classes, wrong):
+    found = smoke.problem(prediction, task, classes)
+    assert (found is None) if wrong is None else (found is not None and wrong in found)
