@@ -5,8 +5,8 @@
     python -m bench.serving --duration 8 --rounds 3 --state .local/bench
 
 What it does, all on 127.0.0.1:
-1. prepares (or reuses) a sqlite registry under --state: 20000 generated rows, `credit-default` trained,
-   registered and promoted to @champion; assembles a build context from models:/credit-default@champion
+1. prepares (or reuses) a sqlite registry under --state: 20000 rows of the dev stack's model's example data, that
+   model trained, registered and promoted to @champion; assembles a build context from models:/<name>@champion
    afresh every run, so what is measured is the current serving/scoring;
 2. cold start of each server (launch -> first 200 on /ready, or /ping for mlflow), median of --launches;
 3. checks one request of every body it will send gets a 200 with one prediction per record;
@@ -54,8 +54,13 @@ from serving.localrun import free_port, stop_service
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-MODEL_NAME = "credit-default"  # the example this project ships: the benchmark trains it through its model module
-MODEL_MODULE = "models.credit_default"
+
+
+def model_name() -> str:
+    """The model benchmarked: the dev stack's (its `name`), trained through its model module."""
+    from infra import stack_files
+
+    return stack_files.project("dev")
 TRAIN_ROWS, TRAIN_SEED = 20_000, 7
 BATCH_SIZES = (1, 100)
 CONCURRENCY = (1, 8)
@@ -615,8 +620,9 @@ def prepare(state: Path) -> Prepared:
 
     from training.local_registry import ensure_champion
 
-    tracking_uri, version = ensure_champion(state, MODEL_NAME, rows=TRAIN_ROWS, seed=TRAIN_SEED, environment="bench",
-                                            module=MODEL_MODULE, say=lambda text: say(f"prepare: {text}"))
+    name = model_name()
+    tracking_uri, version = ensure_champion(state, name, rows=TRAIN_ROWS, seed=TRAIN_SEED, environment="bench",
+                                            module=name, say=lambda text: say(f"prepare: {text}"))
     os.environ["MLFLOW_TRACKING_URI"] = tracking_uri  # the mlflow server it launches resolves the model here
     mlflow.set_tracking_uri(tracking_uri)
 
@@ -624,8 +630,8 @@ def prepare(state: Path) -> Prepared:
     from serving.context import assemble_build_context
 
     context = state / "context"
-    say(f"prepare: assembling the build context from models:/{MODEL_NAME}@champion (current serving/scoring)")
-    manifest = assemble_build_context(f"models:/{MODEL_NAME}@champion", context, wheelhouse=False,
+    say(f"prepare: assembling the build context from models:/{name}@champion (current serving/scoring)")
+    manifest = assemble_build_context(f"models:/{name}@champion", context, wheelhouse=False,
                                       progress=lambda text: say(f"prepare: {text}")).manifest
     return Prepared(tracking_uri, version, context, manifest)
 
@@ -644,7 +650,7 @@ def servers(prepared: Prepared, logs: Path, cpus: set[int] | None) -> dict[str, 
     def mlflow(port: int, log: Path) -> subprocess.Popen:
         env = {**os.environ, "MLFLOW_TRACKING_URI": prepared.tracking_uri,
                "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}  # it execs `uvicorn` from PATH
-        command = [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{MODEL_NAME}/{prepared.version}",
+        command = [str(bin_dir / "mlflow"), "models", "serve", "-m", f"models:/{model_name()}/{prepared.version}",
                    "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
         with log.open("wb") as out:
             return subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
@@ -770,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
                 if launch < args.launches - 1:
                     server.stop()
         idle_rss = {s.name: rss_report(s.process.pid, s.worker_pid()) for s in order}
-        loaded = [all_servers["ours"], *protocol_routes(all_servers["ours"], MODEL_NAME), all_servers["mlflow"],
+        loaded = [all_servers["ours"], *protocol_routes(all_servers["ours"], model_name()), all_servers["mlflow"],
                   all_servers[BARE]]
         runs = {server.name: {} for server in loaded}
 
@@ -826,7 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     checks = check_targets(summary, cold_median["ours"], rss["ours"]["worker_mb"], total_errors, profile)
     import mlflow
 
-    meta = {"model": MODEL_NAME, "version": prepared.version, "runtime": prepared.manifest.get("runtime"),
+    meta = {"model": model_name(), "version": prepared.version, "runtime": prepared.manifest.get("runtime"),
             "duration": args.duration, "rounds": args.rounds, "launches": args.launches, "pinning": pinning,
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "mlflow": mlflow.__version__,
             "python": sys.version.split()[0], "request_log": "REQUEST_LOG=true, stdout to a regular file",

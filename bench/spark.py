@@ -7,7 +7,8 @@
 It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1 and Spark 4.1), on
 `local[2]`, one Python thread per Spark task (OMP_NUM_THREADS=1, onnxruntime's one thread):
 
-1. trains (or reuses) `credit-default` on 20,000 generated rows in a sqlite registry under --state;
+1. trains (or reuses) the dev stack's model (--model: another binary model module) on 20,000 rows of its example
+   data in a sqlite registry under --state;
 2. batch scoring of 10⁵ and 10⁶ generated rows (Parquet, 4 files, 2 input partitions for both methods):
    serving/batch.py's path (the service's row checks, the image's ONNX model in mapInArrow) against
    `mlflow.pyfunc.spark_udf` of the same registered version on the same rows, both written to Spark's
@@ -17,7 +18,7 @@ It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1
    10,000-row batch, stage by stage, without Spark (profile_batch); and how far the ratio could go here (bounds):
    spark_udf against the same query with a model that takes no time (no_model), and against that query's CPU
    seconds plus the trees' spread over the 2 cores;
-3. the search (every candidate of training/pipeline.py's grid fitted and scored) on 2·10⁴, 2·10⁵ and
+3. the search (every candidate of the model module's grid fitted and scored: training/search.py) on 2·10⁴, 2·10⁵ and
    10⁶ rows: one candidate after another in the driver against the candidates as Spark tasks
    (training/tuning.py), one thread each (scikit-learn's OpenMP threads on 2 shared cores beside Spark's
    JVM spin: 10x slower in a trial run); the grid and max_iter are the training job's own (4 candidates,
@@ -42,13 +43,16 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.contract import ModelModule
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before numpy/sklearn load: Spark's Python workers inherit it
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 CHART = ROOT / "docs" / "spark_scaling.png"
-MODEL_NAME = "credit-default"
 TRAIN_ROWS, SEED = 20_000, 7
 BATCH_SIZES = (100_000, 1_000_000)
 SEARCH_SIZES = (20_000, 200_000, 1_000_000)
@@ -105,36 +109,45 @@ def spark_session(state: Path):
     return builder.getOrCreate()
 
 
-def registered_model(state: Path) -> str:
-    """models:/credit-default/<version>, trained once per --state (the training job's own code, sequential)."""
+def binary_model(name: str) -> ModelModule:
+    """The model module measured: a binary classifier (the comparison is of probabilities), with an id column."""
+    from training import contract
+
+    model = contract.load(name)
+    if model.contract.task != "binary" or not model.contract.ids or model.example_data is None:
+        raise SystemExit(f"bench-spark compares a binary model's probabilities, row by row, on its example data: "
+                         f"{model.module} is {model.contract.task}, ids {list(model.contract.ids)}")
+    return model
+
+
+def registered_model(state: Path, model: ModelModule) -> str:
+    """models:/<name>/<version>, trained once per --state (the training job's own code, sequential)."""
     import mlflow
     from mlflow.tracking import MlflowClient
 
     from training import data, train
 
-    uri = f"sqlite:///{state / 'mlflow.db'}"
+    uri, name = f"sqlite:///{state / 'mlflow.db'}", model.module.split(".")[-1]
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
-    versions = MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'") if (state / "mlflow.db").exists() else []
+    versions = MlflowClient().search_model_versions(f"name = '{name}'") if (state / "mlflow.db").exists() else []
     if not versions:
         table = state / "train.parquet"
-        data.write_table(data.generate(TRAIN_ROWS, seed=SEED), table)
-        train.main(["--data", str(table), "--model-name", MODEL_NAME, "--experiment", "bench-spark",
-                    "--artifact-root", (state / "artifacts").as_uri(), "--skip-gate"])
-        versions = MlflowClient().search_model_versions(f"name = '{MODEL_NAME}'")
-    return f"models:/{MODEL_NAME}/{max(int(v.version) for v in versions)}"
+        data.write_table(data.example_table(model, TRAIN_ROWS, seed=SEED), table)
+        train.main(["--model-module", model.module, "--data", str(table), "--model-name", name, "--experiment",
+                    "bench-spark", "--artifact-root", (state / "artifacts").as_uri(), "--skip-gate"])
+        versions = MlflowClient().search_model_versions(f"name = '{name}'")
+    return f"models:/{name}/{max(int(v.version) for v in versions)}"
 
 
-def portfolio_table(spark, state: Path, rows: int) -> str:
-    """`rows` generated card holders with a customer_id, as PARTITIONS Parquet files (both methods read the same)."""
-    import numpy as np
+def portfolio_table(spark, state: Path, rows: int, model: ModelModule) -> str:
+    """`rows` of the model's example data with their ids and without the target, as PARTITIONS Parquet files (both
+    methods read the same)."""
+    from training import data
 
-    from training import data, schema
-
-    path = state / f"portfolio-{rows}"
+    path = state / f"portfolio-{model.module}-{rows}"
     if not (path / "_SUCCESS").exists():
-        frame = data.generate(rows, seed=12).drop(columns=[schema.TARGET])
-        frame.insert(0, "customer_id", np.arange(1, rows + 1, dtype=np.int64))
+        frame = data.example_table(model, rows, seed=12).drop(columns=[model.contract.target.name])
         spark.createDataFrame(frame).repartition(PARTITIONS).write.mode("overwrite").parquet(str(path))
     return str(path)
 
@@ -167,9 +180,10 @@ def ours(spark, model, path: str, partition=None):
 
     from serving import batch
 
-    frame = batch.checked(spark.read.parquet(path), model.manifest.inputs, ["customer_id"])
+    keys = batch.id_columns(model.manifest, None)
+    frame = batch.checked(spark.read.parquet(path), model.manifest.inputs, keys)
     valid = frame.where(fn.col(batch.REASON).isNull()).drop(batch.REASON)
-    return batch.predictions(valid, spark.sparkContext.broadcast(model), model.manifest, ["customer_id"], "bench",
+    return batch.predictions(valid, spark.sparkContext.broadcast(model), model.manifest, keys, "bench",
                              datetime.now(UTC), partition=partition)
 
 
@@ -197,7 +211,7 @@ def constant_partition(model, manifest, keys: list[str]):
     return answer
 
 
-def mlflow_udf(spark, model_uri: str, path: str):
+def mlflow_udf(spark, model_uri: str, path: str, keys: list[str]):
     """The same rows through mlflow.pyfunc.spark_udf of the same registered version (its predict_proba)."""
     import mlflow
     from pyspark.sql import functions as fn
@@ -205,23 +219,24 @@ def mlflow_udf(spark, model_uri: str, path: str):
     udf = mlflow.pyfunc.spark_udf(spark, model_uri, result_type="array<double>", env_manager="local")
     frame = spark.read.parquet(path)
     columns = mlflow.models.get_model_info(model_uri).signature.inputs.input_names()
-    return frame.select("customer_id", udf(*[fn.col(c) for c in columns])[1].alias("probability"))
+    return frame.select(*keys, udf(*[fn.col(c) for c in columns])[1].alias("probability"))
 
 
-def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], rounds: int) -> dict:
+def bench_batch(spark, model_uri: str, state: Path, sizes: tuple[int, ...], rounds: int, module: ModelModule) -> dict:
     from serving import batch
 
     model = batch.load_model(model_uri, progress=lambda line: print(f"  {line}", flush=True))
-    smallest = portfolio_table(spark, state, sizes[0])
+    smallest = portfolio_table(spark, state, sizes[0], module)
+    keys = batch.id_columns(model.manifest, None)
     profile = profile_batch(model, smallest)
     results: dict = {}
     for rows in sizes:
-        path = portfolio_table(spark, state, rows)
+        path = portfolio_table(spark, state, rows, module)
         runs: dict[str, list[float]] = {"onnx_mapInArrow": [], "mlflow_spark_udf": [], NO_MODEL: []}
         cpu: dict[str, list[float]] = {method: [] for method in runs}
         for round_ in range(rounds):  # interleaved, so a busy minute of the shared machine hits all three
             for method, frame in (("onnx_mapInArrow", ours(spark, model, path)),
-                                  ("mlflow_spark_udf", mlflow_udf(spark, model_uri, path)),
+                                  ("mlflow_spark_udf", mlflow_udf(spark, model_uri, path, keys)),
                                   (NO_MODEL, no_model(spark, model, path))):
                 before = spark_cpu_seconds()
                 seconds = timed(lambda f=frame: f.write.format("noop").mode("overwrite").save())
@@ -259,7 +274,7 @@ def profile_batch(model, path: str, rows: int = PROFILE_ROWS, repeats: int = 30)
 
     from serving import batch
 
-    fields, keys = model.manifest.inputs, ["customer_id"]
+    fields, keys = model.manifest.inputs, batch.id_columns(model.manifest, None)
     table = pq.read_table(path, columns=[*keys, *(f.name for f in fields)])  # a --quick table may hold fewer rows
     arrow = table.slice(0, rows).combine_chunks().to_batches()[0]
     scorer = batch.worker_scorer(model)
@@ -293,30 +308,34 @@ def _median_ms(action, repeats: int) -> float:
 def probability_difference(spark, model, model_uri: str, path: str) -> float:
     from pyspark.sql import functions as fn
 
-    joined = ours(spark, model, path).select("customer_id", fn.col("probability").alias("p_ours")).join(
-        mlflow_udf(spark, model_uri, path).withColumnRenamed("probability", "p_mlflow"), "customer_id")
+    from serving import batch
+
+    keys = batch.id_columns(model.manifest, None)
+    joined = ours(spark, model, path).select(*keys, fn.col("probability").alias("p_ours")).join(
+        mlflow_udf(spark, model_uri, path, keys).withColumnRenamed("probability", "p_mlflow"), keys)
     row = joined.agg(fn.max(fn.abs(fn.col("p_ours") - fn.col("p_mlflow"))).alias("d"), fn.count(fn.lit(1)).alias("n")).first()
     print(f"  probabilities: max |dp| {row['d']:.2e} over {row['n']:,} rows (tolerance {TOLERANCE:g})", flush=True)
     return float(row["d"])
 
 
-def bench_search(spark, state: Path, sizes: tuple[int, ...], rounds: int) -> dict:
-    from training import data, pipeline, tuning
+def bench_search(spark, state: Path, sizes: tuple[int, ...], rounds: int, model: ModelModule) -> dict:
+    from training import data, search, tuning
     from training.loader import validate_frame
 
     results: dict = {}
+    c = model.contract
     for rows in sizes:
-        splits = pipeline.split(validate_frame(data.generate(rows, seed=SEED)))  # as the training job loads it
+        splits = search.split(validate_frame(data.example_table(model, rows, seed=SEED), c), c)  # as the job loads it
         runs: dict[str, list[float]] = {"sequential": [], "spark_tasks": []}
         chosen = {}
         for round_ in range(rounds if rows <= 200_000 else 1):  # 10⁶ rows: one round (minutes each)
             started = time.perf_counter()  # one thread, like each Spark task: OpenMP on 2 shared cores spins (README)
-            chosen["sequential"] = pipeline.search(splits, SEED, progress=lambda _: None).params
+            chosen["sequential"] = search.search(model, splits, SEED, progress=lambda _: None).params
             runs["sequential"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            chosen["spark_tasks"] = pipeline.search(splits, SEED, progress=lambda _: None,
-                                                    runner=tuning.spark_runner(spark),
-                                                    fit=tuning.broadcast_fit(spark, splits, SEED)).params
+            chosen["spark_tasks"] = search.search(model, splits, SEED, progress=lambda _: None,
+                                                  runner=tuning.spark_runner(spark),
+                                                  fit=tuning.broadcast_fit(spark, splits, SEED, model.module)).params
             runs["spark_tasks"].append(time.perf_counter() - started)
             print(f"  search {rows:>9,} rows  round {round_ + 1}: sequential {runs['sequential'][-1]:6.1f} s, "
                   f"spark tasks {runs['spark_tasks'][-1]:6.1f} s  load {os.getloadavg()[0]:.2f}", flush=True)
@@ -402,20 +421,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-train-rows", type=int, default=max(SEARCH_SIZES))
     parser.add_argument("--quick", action="store_true", help="10⁴/2·10⁴ rows, one round: does the benchmark run?")
     parser.add_argument("--only", choices=("batch", "search"), help="run one part (default: both)")
+    parser.add_argument("--model", help="a binary model module or project name (default: the dev stack's name)")
     args = parser.parse_args(argv)
     args.state.mkdir(parents=True, exist_ok=True)
     batch_sizes, search_sizes = ((10_000, 20_000), (5_000, 10_000)) if args.quick else (
         BATCH_SIZES, tuple(n for n in SEARCH_SIZES if n <= args.max_train_rows))
     rounds = 1 if args.quick else args.rounds
+    from infra import stack_files
+
     results: dict = {"load_before": os.getloadavg()}
     with LoadSampler() as load:
-        model_uri = registered_model(args.state)
+        model = binary_model(args.model or stack_files.project("dev"))
+        model_uri = registered_model(args.state, model)
         spark = spark_session(args.state)
         print(f"bench-spark: {model_uri}, Spark {spark.version} local[2], load {os.getloadavg()}", flush=True)
         if args.only in (None, "batch"):
-            results["batch"] = bench_batch(spark, model_uri, args.state, batch_sizes, rounds)
+            results["batch"] = bench_batch(spark, model_uri, args.state, batch_sizes, rounds, model)
         if args.only in (None, "search"):
-            results["search"] = bench_search(spark, args.state, search_sizes, rounds)
+            results["search"] = bench_search(spark, args.state, search_sizes, rounds, model)
         spark.stop()
     results.update(load=load.summary(), load_samples=load.samples, load_after=os.getloadavg(), quick=args.quick)
     RESULTS.mkdir(parents=True, exist_ok=True)
