@@ -51,7 +51,7 @@ def test_the_wheel_holds_exactly_what_the_entry_points_import(wheel):
     # and scorer, not the app), no Pulumi program, no data generator
     assert {n for n in code if n.startswith("serving/")} == {
         "serving/__init__.py", "serving/batch.py", "serving/compile.py", "serving/context.py", "serving/lock.py",
-        "serving/scoring/__init__.py", "serving/scoring/model.py"}
+        "serving/manifest.py", "serving/runtime.py", "serving/scoring/__init__.py", "serving/scoring/model.py"}
     assert not {n for n in code if n.startswith("scripts/")}
     assert not {"infra/databricks.py", "infra/program.py", "training/data.py", "monitoring/traffic.py"} & code
     assert not any(b"dbutils" in zipfile.ZipFile(wheel.path).read(n) for n in code), "no task may need dbutils"
