@@ -109,11 +109,11 @@ def test_train_then_gate_moves_the_champion(workspace, first_run):
 def test_a_second_run_gates_against_the_champion(workspace, first_run, model):
     local, declared = workspace
     job = declared.jobs["databricks-job"]
-    model = parameter(job.tasks[0], "--model-name")
+    name = parameter(job.tasks[0], "--model-name")
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
-    before = client.get_model_version_by_alias(model, "champion").version
+    before = client.get_model_version_by_alias(name, "champion").version
     succeeded(local.run_job(job, "1002", say=lambda _: None))
-    [second] = [v for v in client.search_model_versions(f"name = '{model}'") if v.tags.get(JOB_RUN_TAG) == "1002"]
+    [second] = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get(JOB_RUN_TAG) == "1002"]
     assert second.version != before
     run = client.get_run(second.run_id).data
     assert run.tags["gate.champion_version"] == str(before)  # judged against the champion, on the same holdout
@@ -155,13 +155,13 @@ def test_drift_job_runs_against_a_local_log_source(workspace, first_run, model, 
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
     version = str(client.get_model_version_by_alias(name, "champion").version)
     outcomes = {}
-    for name, factor, seed in (("clean", 1.0, 101), ("shifted", 3.0, 102)):
-        log = tmp_path / f"{name}.jsonl"
+    for window, factor, seed in (("clean", 1.0, 101), ("shifted", 3.0, 102)):
+        log = tmp_path / f"{window}.jsonl"
         request_log(log, name, version, local.tracking_uri, model, seed=seed, factor=factor)
         [result] = local.run_job(job, "2001", extra_env={"DRIFT_LOCAL_LOG_ANALYTICS": str(log)}, say=lambda _: None)
         records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith('{"log_type": "drift"')]
         assert [r["model_version"] for r in records] == [version], result.stderr[-3000:]
-        outcomes[name] = (result.returncode, records[0])
+        outcomes[window] = (result.returncode, records[0])
     assert outcomes["clean"][0] == 0 and outcomes["clean"][1]["status"] == "no drift"
     # exit 3 fails the task, and so the job run: that is what e-mails the stack's failure addresses
     assert outcomes["shifted"][0] == 3 and model.contract.numbers[0].name in outcomes["shifted"][1]["drifted"]
