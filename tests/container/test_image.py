@@ -260,7 +260,7 @@ def test_a_1000_record_request_is_logged_in_whole_lines_under_16_kib(image: Imag
     [key] = window.records
     assert key[1] == image.context.model_version
     assert [r[number] for r in window.records[key]] == [float(1000 + i) for i in range(1000)]
-    assert window.probabilities[key] == probabilities
+    assert [o["probability"] for o in window.outputs[key]] == probabilities
 
 
 class _Doubler(mlflow.pyfunc.PythonModel):
