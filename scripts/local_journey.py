@@ -118,6 +118,18 @@ def train(layout: Layout, module: str, table: Path, seed: int) -> dict:
     ])
 
 
+def has_champion(layout: Layout) -> bool:
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=layout.tracking_uri, registry_uri=layout.tracking_uri)
+    try:
+        client.get_model_version_by_alias(layout.name, "champion")
+    except MlflowException:
+        return False
+    return True
+
+
 def stop_recorded_service(layout: Layout) -> bool:
     """Stop what the last run started: a local process group or a container."""
     if not layout.service_file.exists():
@@ -197,6 +209,12 @@ def run(args: argparse.Namespace) -> int:
     table = ensure_data(layout, model.module, args.data, args.rows, args.seed)
     banner("2/6 train, register and gate")
     summary = train(layout, model.module, table, args.seed)
+    if not has_champion(layout):
+        reason = summary.get("gate", {}).get("reason", "the gate did not run")
+        print(f"\nno champion to serve: the gate rejected {layout.name} v{summary['version']} ({reason}) and no earlier "
+              f"version is champion. Change the model or its GATE in {model.module}, or train on other data, and run "
+              "`make local` again.", file=sys.stderr)
+        return 1
     in_container = container_mode(args.mode)
     banner(f"3/6 build the candidate from models:/{layout.name}@champion")
     use_local_registry(layout)

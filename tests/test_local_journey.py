@@ -3,6 +3,7 @@ same journey by its one switch (`--model`, `make local MODEL=...`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import httpx
@@ -81,3 +82,20 @@ def test_the_regression_example_runs_the_same_journey(tmp_path, capsys):
         assert [set(p) for p in answer["predictions"]] == [{"prediction"}] and answer["predictions"][0]["prediction"] > 0
     finally:
         local_journey.main(["stop", "--state", str(state)])
+
+
+def test_a_first_version_the_gate_rejects_leaves_nothing_to_serve_and_says_why(tmp_path, capsys, monkeypatch):
+    """No champion yet and the gate rejects the first version: the journey stops before packaging, naming the gate's
+    reason and what to change, instead of failing to resolve @champion."""
+    from training import contract
+    from training.contract import Gate
+
+    real = contract.load
+    strict = lambda name: dataclasses.replace(real(name), gate=Gate(real(name).gate.measure, floor=0.0))  # noqa: E731
+    monkeypatch.setattr(contract, "load", strict)
+    state = tmp_path / "state"
+    assert local_journey.main(["--state", str(state), "--port", str(free_port()), "--rows", "1000", "--mode", "process",
+                               "--model", "house-prices"]) == 1
+    err = capsys.readouterr().err
+    assert "no champion to serve: the gate rejected house-prices v1 (mape" in err and "above the ceiling" in err
+    assert "models.house_prices" in err and not (state / "service.json").exists()
