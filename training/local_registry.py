@@ -1,5 +1,6 @@
-"""A local sqlite MLflow registry holding a champion trained on generated data: what `make plan`
-and `make bench` need before they can resolve `models:/<name>@champion` (trained once, then reused)."""
+"""A local sqlite MLflow registry holding a champion trained on the model module's example data (or a table given):
+what `make plan` and `make bench` need before they can resolve `models:/<name>@champion` (trained once, then
+reused)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,9 @@ from pathlib import Path
 
 
 def ensure_champion(state: Path, model_name: str, *, rows: int, seed: int, environment: str, module: str,
-                    say: Callable[[str], None] = print) -> tuple[str, str]:
-    """(tracking URI, champion version) of the registry under `state`, training `module`'s model on its example data
-    if the registry has none."""
+                    table: Path | None = None, say: Callable[[str], None] = print) -> tuple[str, str]:
+    """(tracking URI, champion version) of the registry under `state`, training `module`'s model on `table` (default:
+    its example data) if the registry has none."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -27,10 +28,14 @@ def ensure_champion(state: Path, model_name: str, *, rows: int, seed: int, envir
     from training import train as training
 
     model = contract.load(module)
-    table = state / "data" / f"{model.module.split('.')[-1]}.parquet"
-    if not table.exists():
-        data.write_table(data.example_table(model, rows, seed), table)
-    say(f"training {model_name} on {rows} generated rows into {uri} (once)")
+    if table is None:
+        if model.example_data is None:
+            raise contract.ContractError(f"{model.module} has no example_data(rows, seed) to train a local champion on: "
+                                         "give your table (make plan DATA=your_table.parquet)")
+        table = state / "data" / f"{model.module.split('.')[-1]}.parquet"
+        if not table.exists():
+            data.write_table(data.example_table(model, rows, seed), table)
+    say(f"training {model_name} on {table} into {uri} (once)")
     with contextlib.redirect_stdout(io.StringIO()):  # the training log is not this caller's output
         training.main(["--data", str(table), "--tracking-uri", uri, "--model-name", model_name, "--seed", str(seed),
                        "--model-module", model.module,
