@@ -160,7 +160,9 @@ def test_names_derive_from_the_one_name_and_settable_ones_default_to_it():
         "crhousepricesdev", "house_prices", "models.house_prices", "house-prices-scoring")
     assert (s.databricks.experiment, s.databricks.files_root, s.databricks.code_volume, s.drift.secret_scope) == (
         "/Shared/house-prices-dev", "/Shared/house-prices/dev", "house_prices_job_code", "house-prices-dev")
-    assert load("staging").registry.name == stack_files.stack_values("staging")["registry"]["name"], "an override wins"
+    staging = load("staging")
+    assert staging.registry.name == f"cr{staging.project_name.replace('-', '')}staging"  # the stack files set none
+    assert load("staging", {"registry.name": "crtakenelsewhere"}).registry.name == "crtakenelsewhere", "an override wins"
 
 
 @pytest.mark.parametrize(("overrides", "message"), [
