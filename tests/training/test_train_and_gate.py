@@ -224,9 +224,8 @@ def test_a_gate_refuses_a_floor_outside_its_metrics_range():
 
 
 @pytest.fixture(scope="module")
-def gated_registry(tmp_path_factory) -> dict:
+def gated_registry(model, tmp_path_factory) -> dict:
     """A registry of its own (these tests move aliases), trained with the session's model module."""
-    model = contract.load("credit-default")
     root = tmp_path_factory.mktemp("gated")
     good = root / "good.parquet"
     data.write_table(data.example_table(model, 3000, seed=5), good)
