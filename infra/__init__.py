@@ -3,8 +3,9 @@ Databricks, image, Container Apps, AKS, promotion). The mocked cloud that evalua
 the checks of what the platform refuses, are test tooling (testing/).
 
 Owns: everything the Pulumi program declares. May import: serving (serving.context assembles the image's build
-context; promotion hashes a model the same way). The jobs' code (training, monitoring) is packaged by name
-(infra/jobwheel.py), never imported.
+context; promotion hashes a model the same way) and training.code alone (the import walk the jobs' wheel shares
+with each model version's code; standard library only). The jobs' code (training, monitoring) is otherwise packaged
+by name (infra/jobwheel.py), never imported.
 """
 
 # Import order matters for speed. Packaging loads the registered model with skops, and importing
@@ -13,4 +14,4 @@ context; promotion hashes a model the same way). The jobs' code (training, monit
 # scanned: importing skops after azure-native costs ~20 s instead of ~2 s. So skops comes first.
 import skops.io  # noqa: F401
 
-MAY_IMPORT: tuple[str, ...] = ("serving",)
+MAY_IMPORT: tuple[str, ...] = ("serving", "training")

@@ -21,14 +21,13 @@ This module imports no Pulumi package: the local job run (tests/databricks) buil
 from __future__ import annotations
 
 import base64
-import dis
-import functools
 import hashlib
 import io
-import types
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from training import code
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_VERSION = "1.0.0"
@@ -38,7 +37,7 @@ ENTRY_POINTS = {
     "mlops-drift": "monitoring.drift:cli",
     "mlops-batch": "serving.batch:cli",
 }
-FIRST_PARTY = ("training", "monitoring", "infra", "serving", "scripts", "models")
+FIRST_PARTY = code.FIRST_PARTY
 # Installed with the wheel (its Requires-Dist) because the runtime does not bundle them; everything else
 # the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark, joblib) is the runtime's own,
 # and infra/runtime.py checks that our pins agree with it. The batch job compiles and runs the image's ONNX model
@@ -71,77 +70,23 @@ def pins(names: tuple[str, ...], requirements: Path = REQUIREMENTS) -> list[str]
 
 
 def module_file(name: str, root: Path = ROOT) -> Path | None:
-    base = root / name.replace(".", "/")
-    if base.with_suffix(".py").is_file():
-        return base.with_suffix(".py")
-    return base / "__init__.py" if (base / "__init__.py").is_file() else None
-
-
-@functools.lru_cache(maxsize=512)
-def _imports(source: str, filename: str) -> tuple[tuple[int, str, tuple[str, ...]], ...]:
-    """(level, module, names imported from it) for every import statement, nested functions included, read from
-    the compiled bytecode. Not `ast.parse`: CPython 3.11 keeps the AST constructor's recursion depth in state shared
-    by all threads, so a parse while another thread formats a traceback (3.11's traceback module parses source for
-    its ^^^ carets) fails with "AST constructor recursion depth mismatch" (python/cpython#106905). `compile` to
-    bytecode never builds Python AST objects. Cached: every stack evaluation builds the wheel."""
-    found: list[tuple[int, str, tuple[str, ...]]] = []
-    codes = [compile(source, filename, "exec", dont_inherit=True)]
-    while codes:
-        code = codes.pop()
-        codes.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
-        instructions = list(dis.get_instructions(code))
-        for i, ins in enumerate(instructions):
-            if ins.opname != "IMPORT_NAME":
-                continue
-            level = instructions[i - 2].argval  # LOAD_CONST level, LOAD_CONST fromlist, IMPORT_NAME module
-            names = []
-            for after in instructions[i + 1:]:
-                if after.opname == "IMPORT_FROM":
-                    names.append(after.argval)
-                elif after.opname not in ("STORE_NAME", "STORE_FAST", "STORE_GLOBAL", "STORE_DEREF", "COPY",
-                                          "SWAP", "POP_TOP", "IMPORT_STAR"):
-                    break
-            found.append((level, ins.argval, tuple(names)))
-    return tuple(found)
+    return code.module_file(name, root)
 
 
 def first_party_imports(path: Path, root: Path = ROOT, *, relative: bool = False) -> set[str]:
-    """Modules of ours that `path` imports anywhere in its body (`from a import b` may name module a.b).
-    `relative`: resolve relative imports (serving/scoring uses them: it is a top-level package in the image)
-    instead of refusing them, as the wheel must."""
-    found: set[str] = set()
-    for level, module, imported in _imports(path.read_text(), str(path)):
-        if level and relative:
-            package = path.relative_to(root).parent.parts
-            module = ".".join([*package[:len(package) - (level - 1)], *([module] if module else [])])
-        elif level:
-            raise ValueError(f"{path}: relative imports are not used in this project; write the absolute module")
-        names = [module, *(f"{module}.{name}" for name in imported)]
-        found.update(n for n in names if n.split(".")[0] in FIRST_PARTY and module_file(n, root))
-        if module.split(".")[0] in FIRST_PARTY and not module_file(module, root):
-            raise ImportError(f"{path} imports {module}, which is not a module of this project")
-    return found
+    return code.first_party_imports(path, root, relative=relative)
 
 
 def modules(entry_points: dict[str, str] = ENTRY_POINTS, root: Path = ROOT,
             imported_by_name: tuple[str, ...] = ()) -> dict[str, Path]:
     """Module name -> file: the entry points' modules, the modules the tasks import by name at run time
     (`imported_by_name`: the model's module), what they import, and their parent packages."""
-    todo = [*(target.split(":")[0] for target in entry_points.values()), *imported_by_name]
-    found: dict[str, Path] = {}
-    while todo:
-        name = todo.pop()
-        if name in found:
-            continue
-        path = module_file(name, root)
-        if path is None:
-            what = "the model's module" if name in imported_by_name else "entry point module"
-            raise ImportError(f"{what} {name} is not a module of this project")
-        found[name] = path
-        parts = name.split(".")
-        todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # importing a.b runs a/__init__.py
-        todo.extend(first_party_imports(path, root))
-    return dict(sorted(found.items()))
+    starts = [*(target.split(":")[0] for target in entry_points.values()), *imported_by_name]
+    missing = [name for name in starts if module_file(name, root) is None]
+    if missing:
+        what = "the model's module" if missing[0] in imported_by_name else "entry point module"
+        raise ImportError(f"{what} {missing[0]} is not a module of this project")
+    return code.closure(starts, lambda name: module_file(name, root), root)
 
 
 def _record_hash(data: bytes) -> str:

@@ -206,7 +206,7 @@ def _package_name(requirement: str) -> str:
 
 def _requirements(manifest: dict, mlflow_dir: Path) -> tuple[list[str], list[str]]:
     """(the hash-locked serving runtime's lines, the runtime's own packages at the model's pins): nothing for onnx;
-    scikit-learn, pandas and skops for sklearn; mlflow-skinny at the model's MLflow version and the model's own
+    scikit-learn, pandas and skops for sklearn; mlflow-skinny at packaging's MLflow version and the model's own
     requirements for pyfunc. A package the lock pins keeps the lock's version (the app runs on it)."""
     locked = [line for line in RUNTIME_REQUIREMENTS.read_text().splitlines() if line.strip() and not line.startswith("#")]
     present = {_package_name(line) for line in locked}
@@ -223,7 +223,10 @@ def _requirements(manifest: dict, mlflow_dir: Path) -> tuple[list[str], list[str
         # skops loads what this process saved: at this process's version unless the model pins its own.
         extras = [pinned.get(name, f"{name}=={installed[name]}") for name in FALLBACK_PACKAGES]
         return locked, [pin for pin in extras if _package_name(pin) not in present]
-    skinny = f"mlflow-skinny=={manifest['mlflow_version']}" if manifest.get("mlflow_version") else "mlflow-skinny"
+    # The MLflow that packaging loaded and checked the model with, not the one that logged it: the image's lock and
+    # this process's MLflow were resolved together, while an older logger's (a job cluster's MLflow 3.8.1) requires
+    # packages below what the lock pins (importlib-metadata<9, packaging<26): its pin could never install beside it.
+    skinny = f"mlflow-skinny=={mlflow.__version__}"
     extras = [skinny, *(pin for pin in model_pins if _package_name(pin) not in ("mlflow", "mlflow-skinny"))]
     return locked, [pin for pin in dict.fromkeys(extras) if _package_name(pin) not in present]
 

@@ -16,6 +16,11 @@ elsewhere, probes built from its input example (probe_groups).
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -115,18 +120,38 @@ def _drop_pickles(mlflow_dir: Path) -> None:
 
 
 def _pyfunc(manifest: dict, model_dir: Path, why: str, progress: Callable[[str], None]) -> dict:
-    """MLflow loads the model in the scoring process; proven here by a warm-up prediction of the input example."""
-    from serving.scoring.model import PyfuncScorer, check_outputs, records_to_columns
-
-    checked = Manifest.from_dict({**manifest, "runtime": "pyfunc", "pyfunc": {"path": MLFLOW_SUBDIR}})
-    try:
-        scorer = PyfuncScorer.load(model_dir, checked)
-        check_outputs(scorer.predict(records_to_columns(checked.input_example, checked.input_names)), checked,
-                      len(checked.input_example))
-    except Exception as error:
-        raise PackagingError(f"the pyfunc runtime cannot serve it either: {type(error).__name__}: {error}") from error
+    """MLflow loads the model in the scoring process; proven here by a warm-up prediction of the input example in a
+    process that sees what the image sees: the scoring app and the model's files, not this repository (a class the
+    model's pickle names by module must come with the model, as MLflow `code_paths` do, or the image could not load
+    it)."""
+    checked = {**manifest, "runtime": "pyfunc", "pyfunc": {"path": MLFLOW_SUBDIR}}
+    with tempfile.TemporaryDirectory() as work:
+        manifest_file = Path(work, "manifest.json")
+        manifest_file.write_text(json.dumps(checked, default=str))
+        result = subprocess.run([sys.executable, "-P", "-c", PYFUNC_WARM_UP, str(model_dir), str(manifest_file)],
+                                cwd=work, env={**os.environ, "PYTHONPATH": str(SCORING_PARENT)}, capture_output=True,
+                                text=True, check=False)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no message"])[-1]
+        raise PackagingError(f"the pyfunc runtime cannot serve it either, in a process without this repository (as "
+                             f"in the image): {last}")
     progress(f"context: runtime pyfunc: {why}")
     return {"runtime": "pyfunc", "runtime_reason": why, "pyfunc": {"path": MLFLOW_SUBDIR}}
+
+
+# The pyfunc runtime's warm-up, as the image runs it: the scoring package on the path (the image's top-level
+# `scoring`), the model directory, nothing of this repository.
+PYFUNC_WARM_UP = """
+import json, sys
+from pathlib import Path
+from scoring.model import Manifest, PyfuncScorer, check_outputs, records_to_columns
+model_dir, manifest_file = sys.argv[1:]
+manifest = Manifest.from_dict(json.loads(Path(manifest_file).read_text()))
+scorer = PyfuncScorer.load(Path(model_dir), manifest)
+check_outputs(scorer.predict(records_to_columns(manifest.input_example, manifest.input_names)), manifest,
+              len(manifest.input_example))
+"""
+SCORING_PARENT = Path(__file__).resolve().parent  # holds scoring/
 
 
 def _measure(found: dict) -> str:

@@ -33,7 +33,7 @@ import sklearn
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema, TensorSpec
 
-from training import gate, tuning
+from training import code, gate, tuning
 from training.baseline import BASELINE_FILE, build_baseline, equivalence_records, typical_records
 from training.contract import CONTRACT_FILE, Contract, ModelModule
 from training.evaluation import decision_threshold, evaluate, predictions
@@ -58,6 +58,18 @@ def pyfunc_predict_fn(contract: Contract) -> str:
     """What the version's MLflow pyfunc (and so `/invocations`) answers: a classifier's probabilities, a regressor's
     values."""
     return "predict" if contract.task == "regression" else "predict_proba"
+
+
+def model_code(module: str, out: Path) -> list[str]:
+    """The model module and what it imports of ours, copied into packages under `out`: the version's MLflow
+    `code_paths`, which MLflow puts on the path wherever it loads the model. So a class of the team's own (pickled by
+    reference, as a job cluster's MLflow does, or saved by skops by name) loads in an image that has no repository."""
+    files = code.closure([module], code.imported, out)
+    for name, path in files.items():
+        target = out / code.relative_file(name, path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    return sorted(str(out / top) for top in {name.split(".")[0] for name in files})
 
 
 def estimator_params(model: Any) -> dict[str, Any]:
@@ -195,7 +207,8 @@ def log_and_register(args: argparse.Namespace, model: ModelModule, frame: pd.Dat
     if args.artifact_root and mlflow.get_experiment_by_name(args.experiment) is None:
         mlflow.create_experiment(args.experiment, artifact_location=args.artifact_root)
     mlflow.set_experiment(args.experiment)
-    with tempfile.TemporaryDirectory() as tmp, mlflow.start_run(run_name=f"train-{args.environment}") as run:
+    with tempfile.TemporaryDirectory() as tmp, tempfile.TemporaryDirectory() as sources, \
+            mlflow.start_run(run_name=f"train-{args.environment}") as run:
         # The version carries aggregates only: the gate re-reads its held-out rows from the table (behind its grants),
         # packaging checks the compiled model on records drawn from the baseline (training/baseline.py).
         extra = Path(tmp, "extra_files")
@@ -221,7 +234,7 @@ def log_and_register(args: argparse.Namespace, model: ModelModule, frame: pd.Dat
         info = mlflow.sklearn.log_model(
             result.model, name="model", signature=signature(result.model, contract), input_example=input_example(baseline),
             pip_requirements=pip_requirements(), **serialization(result.model),
-            pyfunc_predict_fn=pyfunc_predict_fn(contract))
+            pyfunc_predict_fn=pyfunc_predict_fn(contract), code_paths=model_code(model.module, Path(sources)))
         # The contract and the baseline go into the model's own artifacts (models:/<name>/<version>/extra_files/...)
         # before it is registered, since Unity Catalog copies a version's files when it is created. Not through
         # log_model(extra_files=...): the runtime's MLflow 3.8.1 sklearn flavor has no such argument.

@@ -322,3 +322,24 @@ def test_compiled_model_is_byte_identical_whatever_the_hash_seed(registry, conte
     with ThreadPoolExecutor(2) as pool:
         digests = dict(zip(range(12), pool.map(compile_with, range(12)), strict=True))
     assert len(set(digests.values())) == 1, digests
+
+
+def test_the_pyfunc_runtime_installs_the_packaging_mlflow_whatever_mlflow_logged_the_model(tmp_path):
+    """A version a job cluster logged says mlflow_version 3.8.1, whose mlflow-skinny requires importlib-metadata<9 and
+    packaging<26: beside the image's lock it could never install. The image gets the mlflow-skinny packaging loaded
+    and checked the model with, and every requirement of it that the lock pins is met by the lock's version."""
+    from importlib.metadata import requires
+
+    from packaging.requirements import Requirement
+
+    from serving import context, lock
+
+    mlflow_dir = tmp_path / "mlflow"
+    mlflow_dir.mkdir()
+    (mlflow_dir / "requirements.txt").write_text("mlflow==3.8.1\nscikit-learn==1.9.1\ncloudpickle==3.1.3\n")
+    _, extras = context._requirements({"runtime": "pyfunc", "mlflow_version": "3.8.1"}, mlflow_dir)
+    assert extras[0] == f"mlflow-skinny=={mlflow.__version__}" and "mlflow==3.8.1" not in extras
+    pinned = {pin.name: pin.version for pin in lock.pins(context.RUNTIME_REQUIREMENTS)}
+    needs = [Requirement(line) for line in requires("mlflow-skinny") or [] if "extra ==" not in line]
+    unmet = [str(r) for r in needs if r.name.lower() in pinned and not r.specifier.contains(pinned[r.name.lower()])]
+    assert unmet == [], f"mlflow-skinny {mlflow.__version__} needs what the image's lock does not pin: {unmet}"
