@@ -131,6 +131,7 @@ def merged(wanted: list[Wanted]) -> list[Wanted]:
 
 class Databricks(pulumi.ComponentResource):
     workspace_url: pulumi.Output[str]
+    run_as_rules: databricks.AccessControlRuleSet | None
     secrets: list[pulumi.CustomResource]
     job_id: pulumi.Output[str]
 
@@ -187,12 +188,18 @@ class Databricks(pulumi.ComponentResource):
         admin, no cluster creation: job clusters are created by the job, not by the principal)."""
         if args.settings.job_principal:
             self.service_principal = None
+            self.run_as_rules = None
             return pulumi.Output.from_input(args.settings.job_principal)
         self.service_principal = databricks.ServicePrincipal(
             f"{name}-job-principal", display_name=args.names.jobs_principal, allow_cluster_create=False,
             databricks_sql_access=False, workspace_access=True, opts=opts)
         self.run_as_rules = self._run_as_rules(name, args, self.service_principal.application_id, opts)
         return self.service_principal.application_id
+
+    def _may_run_as(self) -> list[pulumi.Resource]:
+        """What a job with run_as waits for: the rule set that gives the deployer Service Principal User on the jobs'
+        principal (the Jobs API refuses run_as without it), when the stack declares that principal."""
+        return [self.run_as_rules] if self.run_as_rules is not None else []
 
     def _run_as_rules(self, name: str, args: DatabricksArgs, principal: pulumi.Output[str],
                       opts: pulumi.ResourceOptions) -> databricks.AccessControlRuleSet:
@@ -332,7 +339,7 @@ class Databricks(pulumi.ComponentResource):
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(job.failure_emails))
                                  if job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, self.experiment, self.registered_model])))
+                depends_on=[*self.code, *self.grants, *self._may_run_as(), self.experiment, self.registered_model])))
 
     def _connection_string_secret(self, name: str, drift: DriftJobArgs, opts: pulumi.ResourceOptions) -> str:
         """A secret scope of this stack holding the Application Insights connection string; only the jobs'
@@ -409,7 +416,7 @@ class Databricks(pulumi.ComponentResource):
                                                 pause_status="PAUSED" if drift.paused else "UNPAUSED"),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(d.notify)) if d.notify else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self.secrets, self.experiment])))
+                depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), self.experiment])))
 
     def declare_batch_job(self, model_version: pulumi.Input[str]) -> databricks.Job | None:
         """The scheduled batch scoring job (serving/batch.py), scoring with `model_version` of the stack's registered
@@ -435,7 +442,7 @@ class Databricks(pulumi.ComponentResource):
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(s.job.failure_emails))
                                  if s.job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, self.registered_model])))
+                depends_on=[*self.code, *self.grants, *self._may_run_as(), self.registered_model])))
         self.permissions.append(databricks.Permissions(f"{name}-batch-job-permissions", job_id=self.batch_job.id,
                                                        access_controls=self._job_acls(args), opts=opts))
         return self.batch_job

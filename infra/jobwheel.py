@@ -12,7 +12,7 @@ one workspace; the entry points are generic (mlops-train, mlops-gate, mlops-drif
 
 The build is deterministic (fixed timestamps, sorted entries): the same code gives the same bytes and
 the same file name, so an unchanged wheel is no diff for Pulumi, and a changed one gets a new name
-(its version carries a hash of the code, the pins and the metadata), which keeps a cluster from reusing a cached
+(its version, 1.0.0.dev<n>, carries a hash of the code, the pins and the metadata), which keeps a cluster from reusing a cached
 older wheel: renamed entry points with unchanged code make a new name too.
 
 This module imports no Pulumi package: the local job run (tests/databricks) builds with it too.
@@ -116,7 +116,10 @@ def build(out_dir: Path, distribution: str, model_module: str, root: Path = ROOT
     digest.update("".join(pins(REQUIRES)).encode())
     # The metadata too: the same code under other entry points or another name is another wheel for a cluster.
     digest.update("\0".join([distribution, model_module, *(f"{k}={v}" for k, v in sorted(ENTRY_POINTS.items()))]).encode())
-    version = f"{BASE_VERSION}+{digest.hexdigest()[:12]}"
+    # The content hash as a dev release number, not a local version label (`+<hash>`): a Unity Catalog volume's Files
+    # API reads a `+` in a file name as a space (pulumi/pulumi-databricks#589, terraform-provider-databricks#4039), so
+    # the file a job names would not be the file uploaded.
+    version = f"{BASE_VERSION}.dev{int(digest.hexdigest()[:12], 16)}"
     dist_info = f"{distribution}-{version}.dist-info"
     files.update({f"{dist_info}/{name}": data for name, data in _metadata(distribution, version, model_module).items()})
     record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in sorted(files.items()))

@@ -301,19 +301,25 @@ def jobs_run_as_a_service_principal(ev: Evaluation) -> list[str]:
     """Without run_as a job runs as whoever deployed it last: a person's rights, and gone when they leave. With it,
     Databricks refuses the job unless the deployer holds Service Principal User on that principal, a role the
     principal's creator does not inherit from Manager. The stack's rule set is authoritative: it must keep the
-    deployer's Manager role too, or the next `up` cannot change it."""
+    deployer's Manager role too, or the next `up` cannot change it. And the job waits for it: it needs only the
+    principal's application id, which exists before the rule set does."""
     problems = [f"{job.name}: declares no run_as service principal" for job in ev.of_type(JOB)
                 if not _get(job.inputs, "runAs", "servicePrincipalName")]
     declared = {sp.outputs.get("applicationId") for sp in ev.of_type("databricks:index/servicePrincipal:ServicePrincipal")}
-    rules = {r.inputs.get("name", ""): r.inputs.get("grantRules") or [] for r in ev.of_type(RULE_SET)}
+    rules = {r.inputs.get("name", ""): r for r in ev.of_type(RULE_SET)}
     for job in ev.of_type(JOB):
         principal = _get(job.inputs, "runAs", "servicePrincipalName")
         if principal not in declared:
             continue  # configured (databricks.jobPrincipal): its roles are managed where it was created
-        grants = next((g for name, g in rules.items() if name.endswith(f"/servicePrincipals/{principal}/ruleSets/default")), None)
-        if grants is None:
+        rule_set = next((r for name, r in rules.items() if name.endswith(f"/servicePrincipals/{principal}/ruleSets/default")),
+                        None)
+        if rule_set is None:
             problems.append(f"{job.name}: no rule set gives the deployer Service Principal User on {principal}")
             continue
+        if rule_set.urn not in job.dependencies:  # the job needs only the principal's id, which exists first
+            problems.append(f"{job.name}: is created without waiting for the rule set on {principal}: the Jobs API "
+                            "refuses its run_as until the deployer holds Service Principal User")
+        grants = rule_set.inputs.get("grantRules") or []
         holders = {role: {p for g in grants if g.get("role") == role for p in g.get("principals") or []}
                    for role in ("roles/servicePrincipal.user", "roles/servicePrincipal.manager")}
         if not holders["roles/servicePrincipal.user"] & holders["roles/servicePrincipal.manager"]:
@@ -372,14 +378,16 @@ def job_schedules(ev: Evaluation) -> list[str]:
     return problems
 
 
-WHEEL_NAME = re.compile(r"(?P<name>[A-Za-z0-9_.]+)-(?P<version>[^-]+\+[0-9a-f]{8,})-py3-none-any\.whl")
+WHEEL_NAME = re.compile(r"(?P<name>[A-Za-z0-9_]+)-(?P<version>[0-9]+(\.[0-9]+)*\.dev[0-9]{9,})-py3-none-any\.whl")
 FILES = ("databricks:index/file:File", "databricks:index/workspaceFile:WorkspaceFile")
 
 
 def job_wheels_versioned_by_content(ev: Evaluation) -> list[str]:
     """A cluster installs a wheel as pip does and cannot swap a library's version in place: a changed wheel must be a
-    new file with a new version. Each task's wheel is a file the stack uploads, named by PEP 427 with a local
-    version label of hex digits (the content hash), and the version inside (METADATA) is the one in the name."""
+    new file with a new version. Each task's wheel is a file the stack uploads, named by PEP 427 with a dev release
+    number that carries the content hash, and the version inside (METADATA) is the one in the name. No `+` (a local
+    version label): a volume's Files API reads it as a space (pulumi/pulumi-databricks#589), so the uploaded file
+    would not be the one the job names."""
     import base64
     import io
     import zipfile
@@ -394,7 +402,8 @@ def job_wheels_versioned_by_content(ev: Evaluation) -> list[str]:
                     continue
                 found = WHEEL_NAME.fullmatch(path.rsplit("/", 1)[-1])
                 if found is None:
-                    problems.append(f"{job.name}: {path} is not <name>-<version>+<content hash>-py3-none-any.whl")
+                    problems.append(f"{job.name}: {path} is not <name>-<version>.dev<content hash>-py3-none-any.whl "
+                                    "(no '+': a volume upload reads it as a space)")
                 elif path not in uploaded:
                     problems.append(f"{job.name}: {path} is not a file this stack uploads")
                 else:

@@ -229,7 +229,7 @@ def test_actions_are_pinned(path):
 
 def test_model_build_runs_the_staging_job_and_reports_the_gate():
     doc = load("model-build.yml")
-    assert "workflow_dispatch" in doc["on"] and doc["on"]["push"]["paths"] == ["training/**"]
+    assert "workflow_dispatch" in doc["on"] and doc["on"]["push"]["paths"] == ["training/**", "models/**"]
     train = doc["jobs"]["train"]
     assert train["environment"] == "staging"
     text = "\n".join(s.get("run", "") for s in steps(train))

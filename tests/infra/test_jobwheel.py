@@ -83,7 +83,8 @@ def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path, monkeypatc
         (project / relative).write_text("def cli():\n    pass\n")
     first, again = build(tmp_path / "a", project), build(tmp_path / "b", project)
     assert first.name == again.name and first.path.read_bytes() == again.path.read_bytes()
-    assert build(tmp_path / "d", project, "q_jobs").name.startswith("q_jobs-1.0.0+"), "the project's distribution"
+    assert build(tmp_path / "d", project, "q_jobs").name.startswith("q_jobs-1.0.0.dev"), "the project's distribution"
+    assert "+" not in build(tmp_path / "e", project).name, "a volume upload would read a '+' as a space"
     # renamed entry points with the same code: a new name, or a cluster keeps the cached wheel that lacks them
     monkeypatch.setattr(jobwheel, "ENTRY_POINTS", {**jobwheel.ENTRY_POINTS, "other-train": "training.train:cli"})
     assert build(tmp_path / "e", project).name != first.name

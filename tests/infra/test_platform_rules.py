@@ -112,8 +112,12 @@ def test_a_declared_run_as_principal_without_the_deployers_roles_is_caught():
             {"role": "roles/servicePrincipal.manager", "principals": ["servicePrincipals/ci"]}]
     rules = resource(platform_rules.RULE_SET, "rules", {"name": "accounts/a/servicePrincipals/app-id/ruleSets/default",
                                                         "grantRules": both})
+    job.dependencies = [rules.urn]
     assert not problems("databricks-jobs-run-as", fake(principal, job, rules))
     assert "no rule set" in problems("databricks-jobs-run-as", fake(principal, job))[0]
+    job.dependencies = []  # created beside the rule set: the Jobs API may see run_as before the role exists
+    assert "without waiting for the rule set" in problems("databricks-jobs-run-as", fake(principal, job, rules))[0]
+    job.dependencies = [rules.urn]
     rules.inputs["grantRules"] = both[:1]  # authoritative, without manager: the next `up` is locked out
     assert "manager role" in problems("databricks-jobs-run-as", fake(principal, job, rules))[0]
 
@@ -132,15 +136,18 @@ def wheel_file(path: str, version: str) -> Captured:
 
 def test_a_job_wheel_whose_version_does_not_follow_its_content_is_caught():
     """A cluster installs a wheel as pip does: the same name and version again would keep the old code."""
-    path = "/Volumes/c/s/job_code/pkg-1.0.0+0123456789ab-py3-none-any.whl"
+    path = "/Volumes/c/s/job_code/pkg-1.0.0.dev1250999896491-py3-none-any.whl"
     job = resource(platform_rules.JOB, "job", {"tasks": [{"libraries": [{"whl": path}]}]})
-    assert not problems("databricks-job-wheel-versioned", fake(job, wheel_file(path, "1.0.0+0123456789ab")))
+    assert not problems("databricks-job-wheel-versioned", fake(job, wheel_file(path, "1.0.0.dev1250999896491")))
     assert "holds another version" in problems("databricks-job-wheel-versioned",
-                                               fake(job, wheel_file(path, "1.0.0+ffffffffffff")))[0]
+                                               fake(job, wheel_file(path, "1.0.0.dev281474976710655")))[0]
     assert "not a file this stack uploads" in problems("databricks-job-wheel-versioned", fake(job))[0]
     fixed = "/Volumes/c/s/job_code/pkg-1.0.0-py3-none-any.whl"  # no content hash: a new build keeps the name
     job.inputs["tasks"][0]["libraries"] = [{"whl": fixed}]
     assert "content hash" in problems("databricks-job-wheel-versioned", fake(job, wheel_file(fixed, "1.0.0")))[0]
+    plus = "/Volumes/c/s/job_code/pkg-1.0.0+0123456789ab-py3-none-any.whl"  # a volume upload reads '+' as a space
+    job.inputs["tasks"][0]["libraries"] = [{"whl": plus}]
+    assert "no '+'" in problems("databricks-job-wheel-versioned", fake(job, wheel_file(plus, "1.0.0+0123456789ab")))[0]
 
 
 def test_entra_only_app_insights_without_a_publisher_is_caught():
