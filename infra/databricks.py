@@ -427,10 +427,12 @@ class Databricks(pulumi.ComponentResource):
         if b is None:
             return None
         uri = pulumi.Output.concat("models:/", args.model.full_name, "/", model_version)
-        # No --key: the ids copied beside each prediction are the contract's, which the scored version carries.
+        # The ids copied beside each prediction are the contract's, which the scored version carries; --key only for a
+        # version without one (databricks.batch.idColumns).
+        keys = [part for column in b.id_columns for part in ("--key", column)]
         task = self._wheel_task("batch", "mlops-batch", [
             "--input-table", b.input_table, "--output-table", b.output_table, "--rejects-table", b.rejects_table,
-            "--model-uri", uri, "--job-run-id", JOB_RUN_ID], b.timeout_seconds, "batch")
+            *keys, "--model-uri", uri, "--job-run-id", JOB_RUN_ID], b.timeout_seconds, "batch")
         self.batch_job = databricks.Job(
             f"{name}-batch-job", name=args.names.job("batch"), max_concurrent_runs=1,
             timeout_seconds=b.timeout_seconds, tags=args.tags, tasks=[task],

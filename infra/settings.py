@@ -164,6 +164,10 @@ class BatchSettings(Section):
                               "version carries), the prediction, model name and version, scoring run id, scored_at (the "
                               "job creates it and owns it)")
     rejects_table: Table = key("where the job appends rows it could not score, with every reason and the row as JSON")
+    # idColumns: any name with "key" in it (keys, keyColumns) reads as a credential to secret scanners.
+    id_columns: tuple[Annotated[str, matching(IDENT, "a column name")], ...] = key(
+        "only for a model version that carries no contract (one trained elsewhere): the input's id column(s); a "
+        "version trained here names its own (its contract's ids)", ())
     schedule: Cron = key("Quartz cron of the batch job", "0 0 2 * * ?", shown="0 0 2 * * ? (02:00 every day)")
     timezone: str = key("Java/IANA time zone of the schedule", "UTC")
     paused: bool = key("declare the batch job with its schedule paused", False)

@@ -16,8 +16,8 @@ model_name, model_version, scoring_run_id, scored_at:
   multiclass  label, and one column per class, `probability_<class>` (double; a character outside letters, digits
               and _ in the class becomes _): flat columns that SQL and a BI tool read as they are, unlike a map
   regression  prediction (double)
-The ids are the version's contract's (`ids` of extra_files/contract.json); `--key` (repeatable) names them for a
-version without a contract, or overrides them.
+The ids are the version's contract's (`ids` of extra_files/contract.json); `--key` (repeatable,
+databricks.batch.idColumns) names them for a version without a contract.
 
 Rows are checked with the scoring service's rules before scoring: a value must have its column's type
 (text for a text column, a finite number for a number column; a number column stored as text is read
@@ -128,11 +128,16 @@ def load_model(model_uri: str, progress: Callable[[str], None] = print) -> Batch
 
 
 def id_columns(manifest: Manifest, keys: list[str] | None) -> list[str]:
-    """The columns that identify a row: `--key` when given, else the version's contract's ids."""
-    ids = list(keys or (manifest.contract or {}).get("ids") or [])
-    if not ids:
-        raise BatchError("no id columns: the version carries no contract.json with ids; name them with --key")
-    return ids
+    """The columns that identify a row: the version's contract's ids; `--key` for a version without a contract (one
+    trained elsewhere). Both, and different, is a mistake said as such, not a choice made silently."""
+    ids, given = list((manifest.contract or {}).get("ids") or []), list(keys or [])
+    if ids and given and given != ids:
+        raise BatchError(f"--key names {given}, but the version's contract names its ids {ids}: drop "
+                         "databricks.batch.idColumns (it is for versions without a contract)")
+    if not (ids or given):
+        raise BatchError("no id columns: the version carries no contract.json with ids; name them with --key "
+                         "(databricks.batch.idColumns)")
+    return ids or given
 
 
 # ---- the rules a row must meet (the scoring service's, serving/scoring/schemas.py) ----

@@ -566,6 +566,9 @@ def test_the_batch_job_scores_with_the_version_the_stack_serves(evaluate, stack)
     assert [params[params.index(flag) + 1] for flag in ("--input-table", "--output-table", "--rejects-table")] == [
         batch["inputTable"], batch["outputTable"], batch["rejectsTable"]]
     assert "--key" not in params, "the ids are the contract's, which the scored version carries"
+    with_ids = evaluate(stack, {"databricks.batch.idColumns": ["row_id", "day"]})  # a version trained elsewhere
+    _, given = wheel_task(with_ids.named(JOB, "databricks-batch-job").inputs["tasks"][0])
+    assert [given[i + 1] for i, flag in enumerate(given) if flag == "--key"] == ["row_id", "day"]
     assert params[params.index("--job-run-id") + 1] == "{{job.run_id}}"
     assert job.inputs["schedule"] == {"quartzCronExpression": batch["schedule"], "timezoneId": batch["timezone"],
                                       "pauseStatus": "PAUSED" if batch.get("paused") else "UNPAUSED"}
@@ -601,8 +604,8 @@ def test_batch_settings_errors_name_the_key():
     key = "mlops:databricks.batch"
     with pytest.raises(ConfigError, match=rf"{key}\.inputTable is 'portfolio'; it must be catalog\.schema\.table"):
         load("staging", {"databricks.batch.inputTable": "portfolio"})
-    with pytest.raises(ConfigError, match=rf"{key}: unknown key\(s\) idColumns"):  # the contract's ids, not config
-        load("staging", {"databricks.batch.idColumns": ["customer_id"]})
+    with pytest.raises(ConfigError, match=rf"{key}\.idColumns holds '1d'; each item must be a column name"):
+        load("staging", {"databricks.batch.idColumns": ["1d"]})
     with pytest.raises(ConfigError, match=rf"{key}\.timezone is 'Mars/Olympus'; it must be an IANA time zone"):
         load("staging", {"databricks.batch.timezone": "Mars/Olympus"})
     with pytest.raises(ConfigError, match=rf"{key}\.schedule is 'nightly'; it must be a Quartz cron"):

@@ -78,3 +78,19 @@ def test_the_batch_outputs_are_the_services_by_task(task, classes, threshold):
         assert [row["label"] for row in table] == [row["label"] for row in service]
         assert [[row[f"probability_{c}"] for c in classes] for row in table] == [
             list(row["probabilities"].values()) for row in service]
+
+
+def test_the_batch_ids_are_the_versions_contracts_and_idcolumns_only_stands_in_for_a_missing_one(context):
+    import dataclasses
+
+    from serving.batch import BatchError, id_columns
+
+    manifest = Manifest.read(context.path / "model")
+    ids = manifest.contract["ids"]
+    assert id_columns(manifest, None) == ids and id_columns(manifest, list(ids)) == ids
+    with pytest.raises(BatchError, match=r"drop databricks\.batch\.idColumns"):
+        id_columns(manifest, ["row_number"])
+    elsewhere = dataclasses.replace(manifest, contract=None)  # a version trained outside this project
+    assert id_columns(elsewhere, ["row_number"]) == ["row_number"]
+    with pytest.raises(BatchError, match="no id columns"):
+        id_columns(elsewhere, None)
