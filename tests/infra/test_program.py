@@ -261,7 +261,7 @@ def test_one_wheel_holds_every_task_and_is_uploaded_to_the_stack_volume(stack):
     s = settings_of(stack.stack)
     catalog, schema, volume_name = s.databricks.catalog, s.databricks.schema, s.databricks.code_volume
     assert volume_name == s.names.code_volume
-    wheel_name = rf"{s.names.wheel_distribution}-1\.0\.0\+[0-9a-f]{{12}}-py3-none-any\.whl"
+    wheel_name = rf"{s.names.wheel_distribution}-1\.0\.0\.dev[0-9]{{9,15}}-py3-none-any\.whl"  # no '+': see jobwheel
     assert re.fullmatch(rf"/Volumes/{catalog}/{schema}/{volume_name}/{wheel_name}", path)
     volume = stack.one("databricks:index/volume:Volume")
     assert [volume.inputs[k] for k in ("catalogName", "schemaName", "name")] == [catalog, schema, volume_name]
