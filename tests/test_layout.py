@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import importlib
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from infra import jobwheel
+from training import code
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("infra", "serving", "training", "models", "monitoring", "policy", "scripts", "bench", "testing")
@@ -107,3 +109,14 @@ def test_the_machinery_names_no_example_model():
                     found.setdefault(match.group(1).lower(), []).append(f"{file.relative_to(ROOT)}:{number}")
     assert found == {}, f"the machinery names an example model's words ({found}): derive them from the stack's " \
                         "`name`, the model's module or its registered version instead"
+
+
+def test_infra_imports_of_training_only_the_import_walk():
+    """infra may import training for training.code alone (standard library, shared with each version's code): never the
+    training machinery, which would load MLflow and scikit-learn into every `pulumi up`."""
+    modules = {m for path in sorted((ROOT / "infra").rglob("*.py"))
+               for m in jobwheel.first_party_imports(path, ROOT, relative=True) if m.split(".")[0] == "training"}
+    assert modules <= {"training", "training.code"}, modules
+    path = ROOT / "training" / "code.py"
+    third_party = {name.split(".")[0] for _, name, _ in code._imports(path.read_text(), str(path))} - set(sys.stdlib_module_names)
+    assert third_party == set(), f"training/code.py imports {third_party}: infra would load them on every `up`"
