@@ -131,7 +131,7 @@ def id_columns(manifest: Manifest, keys: list[str] | None) -> list[str]:
     """The columns that identify a row: the version's contract's ids; `--key` for a version without a contract (one
     trained elsewhere). Both, and different, is a mistake said as such, not a choice made silently."""
     ids, given = list((manifest.contract or {}).get("ids") or []), list(keys or [])
-    if ids and given and given != ids:
+    if ids and given and set(given) != set(ids):
         raise BatchError(f"--key names {given}, but the version's contract names its ids {ids}: drop "
                          "databricks.batch.idColumns (it is for versions without a contract)")
     if not (ids or given):

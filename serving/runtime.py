@@ -121,16 +121,17 @@ def _drop_pickles(mlflow_dir: Path) -> None:
 
 def _pyfunc(manifest: dict, model_dir: Path, why: str, progress: Callable[[str], None]) -> dict:
     """MLflow loads the model in the scoring process; proven here by a warm-up prediction of the input example in a
-    process that sees what the image sees: the scoring app and the model's files, not this repository (a class the
-    model's pickle names by module must come with the model, as MLflow `code_paths` do, or the image could not load
-    it)."""
+    process that sees the scoring app and the model's files, not this repository (a class the model's pickle names by
+    module must come with the model, as MLflow `code_paths` do, or the image could not load it). Its packages are
+    this environment's: the image's are the lock's and the model's requirements (training pins what the model
+    module imports), which only the image build itself proves."""
     checked = {**manifest, "runtime": "pyfunc", "pyfunc": {"path": MLFLOW_SUBDIR}}
     with tempfile.TemporaryDirectory() as work:
         manifest_file = Path(work, "manifest.json")
         manifest_file.write_text(json.dumps(checked, default=str))
         result = subprocess.run([sys.executable, "-P", "-c", PYFUNC_WARM_UP, str(model_dir), str(manifest_file)],
                                 cwd=work, env={**os.environ, "PYTHONPATH": str(SCORING_PARENT)}, capture_output=True,
-                                text=True, check=False)
+                                text=True, check=False, timeout=WARM_UP_SECONDS)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no message"])[-1]
         raise PackagingError(f"the pyfunc runtime cannot serve it either, in a process without this repository (as "
@@ -152,6 +153,7 @@ check_outputs(scorer.predict(records_to_columns(manifest.input_example, manifest
               len(manifest.input_example))
 """
 SCORING_PARENT = Path(__file__).resolve().parent  # holds scoring/
+WARM_UP_SECONDS = 600  # loading MLflow and a large model takes seconds; a hang must not hold `pulumi up` forever
 
 
 def _measure(found: dict) -> str:

@@ -108,3 +108,22 @@ def relative_file(name: str, path: Path) -> str:
     """Where module `name` (at `path`) goes in a tree of packages: a/b.py, or a/b/__init__.py for a package."""
     stem = name.replace(".", "/")
     return f"{stem}/__init__.py" if path.name == "__init__.py" else f"{stem}.py"
+
+
+def distributions(module: str) -> dict[str, str]:
+    """{distribution: installed version} of what module `module` and its first-party imports import from outside the
+    standard library and this project (scikit-learn for `sklearn`, lightgbm, ...)."""
+    import importlib.metadata
+    import sys
+
+    names = set()
+    for name, path in closure([module], imported, Path("/")).items():
+        names |= {imported_name.split(".")[0] for level, imported_name, _ in _imports(path.read_text(), str(path))
+                  if not level and imported_name}
+    third_party = names - set(sys.stdlib_module_names) - set(FIRST_PARTY)
+    owners = importlib.metadata.packages_distributions()
+    found = {}
+    for top in sorted(third_party):
+        for distribution in owners.get(top, []):
+            found[distribution.lower()] = importlib.metadata.version(distribution)
+    return found

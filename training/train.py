@@ -78,12 +78,15 @@ def estimator_params(model: Any) -> dict[str, Any]:
     return {k: v for k, v in final.get_params(deep=False).items() if isinstance(v, str | int | float | bool | None)}
 
 
-def pip_requirements() -> list[str]:
-    """What loading the model needs, pinned to what trained it; never the test tools of this venv."""
+def pip_requirements(module: str) -> list[str]:
+    """What loading the model needs, pinned to what trained it; never the test tools of this venv. Beside scikit-learn
+    and its kin, every distribution the model module's code imports (lightgbm, say): an image that loads a class of
+    the team's own, which travels with the version (model_code), installs what that class imports."""
     import skops
 
-    return [f"scikit-learn=={sklearn.__version__}", f"numpy=={np.__version__}",
-            f"pandas=={pd.__version__}", f"skops=={skops.__version__}", f"mlflow=={mlflow.__version__}"]
+    pins = {"scikit-learn": sklearn.__version__, "numpy": np.__version__, "pandas": pd.__version__,
+            "skops": skops.__version__, "mlflow": mlflow.__version__}
+    return [f"{name}=={version}" for name, version in {**pins, **code.distributions(module)}.items()]
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
@@ -233,7 +236,7 @@ def log_and_register(args: argparse.Namespace, model: ModelModule, frame: pd.Dat
         log_candidates(result, valid_key(model))
         info = mlflow.sklearn.log_model(
             result.model, name="model", signature=signature(result.model, contract), input_example=input_example(baseline),
-            pip_requirements=pip_requirements(), **serialization(result.model),
+            pip_requirements=pip_requirements(model.module), **serialization(result.model),
             pyfunc_predict_fn=pyfunc_predict_fn(contract), code_paths=model_code(model.module, Path(sources)))
         # The contract and the baseline go into the model's own artifacts (models:/<name>/<version>/extra_files/...)
         # before it is registered, since Unity Catalog copies a version's files when it is created. Not through

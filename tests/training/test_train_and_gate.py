@@ -366,3 +366,21 @@ def test_a_model_module_that_misses_a_declaration_is_named(tmp_path, monkeypatch
         contract.load("fraud")
     broken = dataclasses.replace(contract.load("credit-default"), search={})
     assert broken.grid() == [{}]  # an empty search fits build({}, seed) once
+
+
+def test_the_version_requires_what_the_model_modules_code_imports(tmp_path, monkeypatch):
+    """A module that imports lightgbm (in a function, too) gets it pinned in the version's requirements, beside
+    scikit-learn and its kin: the image that loads a class of the team's own installs what that class needs."""
+    import lightgbm
+
+    import models
+    from training import code
+
+    (tmp_path / "boosted.py").write_text("from models.house_prices import CONTRACT, GATE\n"
+                                         "def build(params, seed):\n    import lightgbm\n    return lightgbm.LGBMRegressor()\n")
+    monkeypatch.setattr(models, "__path__", [*models.__path__, str(tmp_path)])
+    found = code.distributions("models.boosted")
+    assert found["lightgbm"] == lightgbm.__version__ and "scikit-learn" in found  # house_prices' own, imported by it
+    assert not {"models", "training", "sys", "os"} & set(found)
+    assert f"lightgbm=={lightgbm.__version__}" in training.pip_requirements("models.boosted")
+    assert not [r for r in training.pip_requirements("models.credit_default") if r.startswith("lightgbm")]
