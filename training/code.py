@@ -117,7 +117,7 @@ def distributions(module: str) -> dict[str, str]:
     import sys
 
     names = set()
-    for name, path in closure([module], imported, Path("/")).items():
+    for path in closure([module], imported, Path("/")).values():
         names |= {imported_name.split(".")[0] for level, imported_name, _ in _imports(path.read_text(), str(path))
                   if not level and imported_name}
     third_party = names - set(sys.stdlib_module_names) - set(FIRST_PARTY)
