@@ -179,7 +179,7 @@ def _register(model, pipeline: Pipeline, name: str, training_rows: pd.DataFrame)
         equivalence_records(baseline).to_parquet(equivalence, index=False)
         info = mlflow.sklearn.log_model(
             pipeline, name="model", signature=training.signature(pipeline, contract),
-            input_example=training.input_example(baseline), pip_requirements=training.pip_requirements(),
+            input_example=training.input_example(baseline), pip_requirements=training.pip_requirements(model.module),
             serialization_format="skops", skops_trusted_types=training.trusted_types(pipeline),
             pyfunc_predict_fn="predict_proba", registered_model_name=name, extra_files=[str(equivalence)])
     version = str(info.registered_model_version)
