@@ -61,6 +61,7 @@ traffic: $(STAMP)
 
 # Exit code 3 means drift; make reports it as an error on purpose.
 drift: $(STAMP)
+	@$(PY) -m scripts.local_journey logs
 	$(PY) -m monitoring.drift --log .local/logs/requests.jsonl --context .local/context --out .local/drift \
 		$(if $(WINDOW_HOURS),--window-hours $(WINDOW_HOURS)) $(if $(PSI),--psi-threshold $(PSI)) \
 		$(if $(MIN_RECORDS),--min-records $(MIN_RECORDS))

@@ -12,6 +12,7 @@ a failed one leaves the champion serving.
     python -m scripts.local_journey --model house-prices     # another model module (default: the dev stack's name)
     python -m scripts.local_journey --data my_table.parquet  # train on your own table (default: the module's example)
     python -m scripts.local_journey stop       # stop the service it started
+    python -m scripts.local_journey logs       # the container's request log into .local/logs/requests.jsonl
 
 State lives in .local/ (data, mlflow.db, artifacts, context, logs). The service runs in a container
 (buildah build, podman run on the host network, 127.0.0.1) when those tools work here and the base
@@ -116,6 +117,21 @@ def train(layout: Layout, module: str, table: Path, seed: int) -> dict:
         "--artifact-root", layout.artifact_root, "--environment", "local", "--seed", str(seed),
         "--summary-out", str(layout.state / "last_training.json"),
     ])
+
+
+def collect_logs(layout: Layout) -> None:
+    """A container's request log (its stdout) into the file a local process writes, where `make drift` reads it; a
+    local process has written it there already."""
+    if not layout.service_file.exists():
+        return
+    service = json.loads(layout.service_file.read_text())
+    if service["kind"] != "container":
+        return
+    from serving import container
+
+    layout.request_log.parent.mkdir(parents=True, exist_ok=True)
+    layout.request_log.write_text(container.container_logs(service["name"]).stdout)
+    print(f"the request log of container {service['name']} is in {layout.request_log}")
 
 
 def has_champion(layout: Layout) -> bool:
@@ -264,7 +280,7 @@ gate {'promoted it' if gate.get('promoted') else 'kept the champion'}
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", nargs="?", default="run", choices=["run", "stop"])
+    parser.add_argument("command", nargs="?", default="run", choices=["run", "stop", "logs"])
     parser.add_argument("--state", type=Path, default=ROOT / ".local")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", 8000)))
     parser.add_argument("--rows", type=int, default=20_000)
@@ -278,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         if not stop_recorded_service(Layout(args.state.resolve(), "")):
             print("no scoring service was running")
+        return 0
+    if args.command == "logs":
+        collect_logs(Layout(args.state.resolve(), ""))
         return 0
     if args.model is None:
         from infra import stack_files

@@ -216,7 +216,8 @@ def test_image_size_is_recorded_and_within_budget(image: Image) -> None:
 
 @pytest.mark.container
 def test_make_local_serves_from_a_container(tmp_path):
-    """`make local --mode container`: the journey builds the image and serves it with podman."""
+    """`make local --mode container`: the journey builds the image and serves it with podman; `make drift` gets the
+    container's request log."""
     from scripts import local_journey
 
     state, port = tmp_path / "state", free_port()
@@ -225,6 +226,10 @@ def test_make_local_serves_from_a_container(tmp_path):
         service = json.loads((state / "service.json").read_text())
         assert service["kind"] == "container" and container.container_running(service["name"])
         smoke.run(f"http://127.0.0.1:{port}", expect_version="1", say=lambda _: None)
+        assert local_journey.main(["logs", "--state", str(state)]) == 0  # what `make drift` reads, from the container
+        logged = [json.loads(line) for line in (state / "logs" / "requests.jsonl").read_text().splitlines()
+                  if line.startswith("{")]
+        assert logged and {entry["log_type"] for entry in logged} == {"prediction"}  # the smoke test's requests
     finally:
         local_journey.main(["stop", "--state", str(state)])
     gone = subprocess.run(container.podman_cmd("container", "exists", service["name"]), check=False)
