@@ -25,6 +25,7 @@ from infra.promote import PromotionError
 from infra.promotion import ImageImportProvider, ModelPromotionProvider
 from infra.settings import ConfigError
 from testing import mockcloud
+from testing.unity_catalog import searching_like_uc
 from tests.infra.conftest import settings_of
 
 # Every name from the stacks' settings: these tests hold for any project `name`.
@@ -239,7 +240,9 @@ def test_promotion_config_is_validated(prod, overrides, message):
 
 # ---- the dynamic providers' real work, against local stand-ins ----
 
-def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tmp_path):
+def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tmp_path, monkeypatch):
+    unpatched = promote.Registry.client  # prod's registry is databricks-uc: its searches return no tags
+    monkeypatch.setattr(promote.Registry, "client", lambda self: searching_like_uc(unpatched(self)))
     prod_uri = f"sqlite:///{tmp_path / 'prod.db'}"
     props = {"source_tracking_uri": registry["tracking_uri"], "source_registry_uri": "",
              "source_model": registry["model_name"], "source_version": registry["version"], "source_workspace": "staging-ws",
