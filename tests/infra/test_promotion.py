@@ -102,7 +102,9 @@ def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
     [job] = [j for j in promoted.of_type("databricks:index/job:Job") if j.name == "databricks-drift-job"]
     assert job.inputs["schedule"]["quartzCronExpression"] == stack_files.stack_values("prod")["drift"]["schedule"]
     params = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
-    assert "--model-name" not in params  # the log names staging's version
+    # the log names staging's model and version; prod's jobs read prod's copies of it, never staging's model
+    assert params[params.index("--model-name") + 1] == PROD_SETTINGS.model.full_name
+    assert not any(STAGING_SETTINGS.model.full_name in str(p) for p in params)
     workspace = promoted.one("azure-native:operationalinsights:Workspace")
     assert params[params.index("--workspace-id") + 1] == workspace.outputs["customerId"]
     assert params[params.index("--app-name") + 1] == PROD_SETTINGS.names.container_app
