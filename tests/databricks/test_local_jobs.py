@@ -113,7 +113,8 @@ def test_a_second_run_gates_against_the_champion(workspace, first_run, model):
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
     before = client.get_model_version_by_alias(name, "champion").version
     succeeded(local.run_job(job, "1002", say=lambda _: None))
-    [second] = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get(JOB_RUN_TAG) == "1002"]
+    versions = [client.get_model_version(name, v.version) for v in client.search_model_versions(f"name = '{name}'")]
+    [second] = [v for v in versions if v.tags.get(JOB_RUN_TAG) == "1002"]  # Unity Catalog's search returns no tags
     assert second.version != before
     run = client.get_run(second.run_id).data
     assert run.tags["gate.champion_version"] == str(before)  # judged against the champion, on the same holdout
