@@ -76,6 +76,7 @@ class DriftJobArgs:
     registry_uri: str  # where the model versions named in the request log (and their baselines) are registered
     log_analytics_workspace_id: pulumi.Input[str] = ""  # ARM id: the one scope the drift identity may read
     app_insights_id: pulumi.Input[str] = ""  # ARM id: the one component the drift identity may publish to
+    model_name: str = ""  # a promotion target's model: baselines come from its copies, not the source model the log names
 
 
 def mlflow_env(registry_uri: str) -> dict[str, str]:
@@ -392,14 +393,15 @@ class Databricks(pulumi.ComponentResource):
         if args.drift is None:
             return None
         s, d, drift = args.settings, args.drift, args.drift.settings
-        # No --model-name: the request log names the model and version the image was built from (staging's,
-        # in a promotion target), and that registered version holds the training baseline.
+        # The request log names the model and version the image was built from; in a promotion target that is the
+        # source's (staging's), which this stack's jobs may not read: --model-name points at this stack's copies.
         parameters: list[pulumi.Input[str]] = [
             "--workspace-id", d.log_analytics_customer_id, "--target", d.target,
             "--app-name", d.app_name, "--namespace", d.namespace, "--window-hours", f"{drift.window_hours:g}",
             "--experiment", f"{s.experiment}-drift",
             "--psi-threshold", f"{drift.psi_threshold:g}", "--p-value", f"{drift.p_value:g}",
-            "--min-records", str(drift.min_records), "--out", "/tmp/drift"]
+            "--min-records", str(drift.min_records), "--out", "/tmp/drift",
+            *(["--model-name", d.model_name] if d.model_name else [])]
         connection_string = self._connection_string_secret(name, d, opts)
         credential = self._log_reader(name, args, d, opts)
         parameters += ["--service-credential", credential]

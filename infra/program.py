@@ -96,14 +96,15 @@ def log_source(s: StackSettings) -> kql.LogSource:
 def drift_job(s: StackSettings, observability: Observability) -> DriftJobArgs:
     """The drift job reads this stack's request log where log_source(s) says it lands."""
     source = log_source(s)
-    # Inside the workspace the registry is the workspace's own; a promotion target's request log names the
-    # source (staging) model version, which one Unity Catalog metastore holds for both stacks.
+    # Inside the workspace the registry is the workspace's own. A promotion target's request log names the source
+    # (staging) model version, in a catalog this stack's jobs cannot read: its baseline comes from this stack's copy.
     registry = "databricks-uc" if s.databricks.unity_catalog else "databricks"
     notify = tuple(dict.fromkeys((*s.observability.alert_emails, *s.databricks.job.failure_emails)))
     return DriftJobArgs(settings=s.drift, log_analytics_customer_id=observability.customer_id,
                         app_insights_connection_string=observability.connection_string, target=s.serving.target,
                         app_name=source.app_name, namespace=s.serving.aks.namespace, notify=notify, registry_uri=registry,
-                        log_analytics_workspace_id=observability.workspace_id, app_insights_id=observability.app_insights_id)
+                        log_analytics_workspace_id=observability.workspace_id, app_insights_id=observability.app_insights_id,
+                        model_name=s.model.full_name if s.promotion.enabled else "")
 
 
 def container_env(s: StackSettings) -> dict[str, str]:

@@ -144,18 +144,22 @@ def signature_of(model_dir: Path) -> dict | None:
 
 
 def find_promoted(target: ModelTarget, source: ModelSource) -> Any | None:
-    """An earlier copy of the same source version in the target (re-run, or rollback to it): reuse, don't copy twice."""
+    """An earlier copy of the same source version in the target (re-run, or rollback to it): reuse, don't copy twice.
+
+    Unity Catalog's search returns versions without tags (ModelVersionSearch: `tags` is a method that raises), so
+    each version's tags come from get_model_version, newest version first."""
     from mlflow.exceptions import MlflowException
 
     client = target.registry.client()
     try:
-        versions = client.search_model_versions(f"name='{target.name}'")
+        numbers = sorted((int(found.version) for found in client.search_model_versions(f"name='{target.name}'")),
+                         reverse=True)
     except MlflowException:
         return None
     wanted = {"source_workspace": source.workspace, "source_model": source.name, "source_version": str(source.version)}
-    for version in sorted(versions, key=lambda v: int(v.version), reverse=True):
-        tags = version.tags or client.get_model_version(target.name, version.version).tags
-        if all(tags.get(k) == v for k, v in wanted.items()):
+    for number in numbers:
+        version = client.get_model_version(target.name, str(number))
+        if all((version.tags or {}).get(k) == v for k, v in wanted.items()):
             return version
     return None
 
@@ -221,15 +225,15 @@ def promote_model_version(source: ModelSource, target: ModelTarget, image_digest
     and the files travel through this process (`_copy`). Where one registry holds both, MLflow copies."""
     client = target.registry.client()
     existing = find_promoted(target, source)
-    if existing is None and shares_registry(source.registry, target.registry):
-        version = _copy_in_registry(source, target, image_digest)
-    elif existing is None:
-        version, _ = _copy(source, target, image_digest)
+    if existing is None:
+        version = (_copy_in_registry(source, target, image_digest) if shares_registry(source.registry, target.registry)
+                   else _copy(source, target, image_digest)[0])
+        check = verify_copy(source, target.registry, target.name, str(version.version))
     else:
         version = existing
         if image_digest:
             client.set_model_version_tag(target.name, version.version, IMAGE_DIGEST_TAG, image_digest)
-    check = verify_copy(source, target.registry, target.name, str(version.version))
+        check = verify_reused(source, target.registry, target.name, str(version.version))
     if check.problems:
         raise PromotionError(f"the copy {target.name} v{version.version} of {source.name} v{source.version} differs: "
                              + "; ".join(check.problems))
@@ -261,12 +265,32 @@ def verify_copy(source: ModelSource, target: Registry, target_name: str, target_
         problems.append(f"content sha256 {dst_hash[:12]} != source {src_hash[:12]}")
     if not same_signature:
         problems.append("signatures differ")
+    return CopyCheck(src_hash, dst_hash, same_signature, tags, problems + lineage_problems(tags, source))
+
+
+def verify_reused(source: ModelSource, target: Registry, target_name: str, target_version: str) -> CopyCheck:
+    """An earlier copy, checked without the source: its files still hash to the `content_sha256` recorded when it was
+    copied and checked against the source (MLmodel, and so the signature, is among the files hashed). A rollback to it
+    must not depend on staging being up (infra/promotion.py). A copy without the record (its promotion stopped before
+    recording it) is checked against the source."""
+    tags = dict(target.client().get_model_version(target_name, target_version).tags or {})
+    recorded = tags.get("content_sha256")
+    if not recorded:
+        return verify_copy(source, target, target_name, target_version)
+    with tempfile.TemporaryDirectory() as tmp:
+        dst_hash = files_hash(download_version(target, target_name, target_version, Path(tmp) / "target"))
+    problems = [] if dst_hash == recorded else [f"content sha256 {dst_hash[:12]} != recorded {recorded[:12]}"]
+    return CopyCheck(recorded, dst_hash, dst_hash == recorded, tags, problems + lineage_problems(tags, source))
+
+
+def lineage_problems(tags: dict[str, str], source: ModelSource) -> list[str]:
+    problems = []
     missing = [key for key in LINEAGE if not tags.get(key)]
     if missing:
         problems.append(f"lineage tags missing: {', '.join(missing)}")
     if tags.get("source_version") not in (None, str(source.version)):
         problems.append(f"source_version tag is {tags['source_version']}, expected {source.version}")
-    return CopyCheck(src_hash, dst_hash, same_signature, tags, problems)
+    return problems
 
 
 # ---- image import (ACR, server side) ----

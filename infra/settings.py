@@ -160,10 +160,10 @@ class BatchSettings(Section):
     """The scheduled batch scoring job (serving/batch.py on the job cluster): `databricks.batch`."""
     input_table: Table = key("the batch scoring job's input: scored with the model version this stack serves (omit "
                              "databricks.batch for no batch job)")
-    output_table: Table = key("where the job appends predictions: the row's ids (those of the contract the model "
-                              "version carries), the prediction, model name and version, scoring run id, scored_at (the "
-                              "job creates it and owns it)")
-    rejects_table: Table = key("where the job appends rows it could not score, with every reason and the row as JSON")
+    output_table: Table = key("where the job writes predictions, each run's rows as its partition: the row's ids "
+                              "(those of the contract the model version carries), the prediction, model name and version, "
+                              "source version, scored_at, scoring run id (the job creates it and owns it)")
+    rejects_table: Table = key("where the job writes rows it could not score, with every reason and the row as JSON")
     # idColumns: any name with "key" in it (keys, keyColumns) reads as a credential to secret scanners.
     id_columns: tuple[Annotated[str, matching(IDENT, "a column name")], ...] = key(
         "only for a model version that carries no contract (one trained elsewhere): the input's id column(s); a "

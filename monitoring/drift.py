@@ -237,7 +237,7 @@ def model_files(args: argparse.Namespace, model_name: str, version: str):
         mlflow.set_tracking_uri(args.tracking_uri)
         if args.registry_uri:
             mlflow.set_registry_uri(args.registry_uri)
-        uri = f"models:/{args.model_name or model_name}/{version}"
+        uri = "models:/{}/{}".format(*registered_version(args, model_name, version))
 
         def download(name: str) -> Path:
             try:
@@ -246,6 +246,26 @@ def model_files(args: argparse.Namespace, model_name: str, version: str):
                 raise DriftInputError(f"no {name} for {uri}: {error}") from error
         return download
     raise DriftInputError("no baseline source: give --baseline, --context or --tracking-uri")
+
+
+def registered_version(args: argparse.Namespace, logged_name: str, logged_version: str) -> tuple[str, str]:
+    """The registered model and version that hold the baseline of a version the log names: that version itself, or,
+    where --model-name names another model, that model's copy of it. A promotion target (prod) serves the source
+    stack's image, so its log names staging's model, which prod's jobs may not read; prod's copy of it is the version
+    whose source_model and source_version tags (infra/promote.py's lineage) name the logged one."""
+    if not args.model_name or args.model_name == logged_name:
+        return logged_name or args.model_name, logged_version
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.registry_uri or args.tracking_uri)
+    numbers = sorted((int(found.version) for found in client.search_model_versions(f"name='{args.model_name}'")),
+                     reverse=True)
+    for number in numbers:  # Unity Catalog's search results carry no tags: each version's come from a get
+        tags = client.get_model_version(args.model_name, str(number)).tags or {}
+        if tags.get("source_model") == logged_name and tags.get("source_version") == str(logged_version):
+            return args.model_name, str(number)
+    raise DriftInputError(f"{args.model_name} holds no copy of {logged_name} v{logged_version} (no version tagged "
+                          "source_model and source_version with it): was it promoted to this stack?")
 
 
 def _existing(path: Path) -> Path:
@@ -508,16 +528,33 @@ def send_to_app_insights(connection_string: str, records: list[dict], credential
         raise DriftDeliveryError(f"Application Insights did not accept the drift record: {exporter.failures}")
 
 
-def job_credential(service_credential: str | None):  # pragma: no cover - the Databricks branch needs a cluster
+def job_credential(service_credential: str | None):
     """The identity the job reads Log Analytics and writes Application Insights with: the Unity Catalog service
     credential on Databricks (a managed identity, no client secret), DefaultAzureCredential elsewhere."""
     if service_credential:
-        from databricks.service_credentials import getServiceCredentialsProvider  # Databricks Runtime 15.4+
-
-        return getServiceCredentialsProvider(service_credential)
+        return service_credentials_provider(service_credential)
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
+
+
+def service_credentials_provider(name: str):
+    """A Unity Catalog service credential's Azure TokenCredential, by the API that works where the code runs: on the
+    driver (the drift job calls from there) dbutils.credentials.getServiceCredentialsProvider, which a wheel task
+    reaches through pyspark.dbutils.DBUtils (it has no `dbutils` global); inside a Spark task (a UDF), where dbutils
+    is not available, the module databricks.service_credentials. The module is the UDF-only API, not the driver's:
+    learn.microsoft.com/azure/databricks/connect/unity-catalog/cloud-services/use-service-credentials (Databricks
+    Runtime 15.4+)."""
+    from pyspark import TaskContext
+
+    if TaskContext.get() is not None:
+        from databricks.service_credentials import getServiceCredentialsProvider
+
+        return getServiceCredentialsProvider(name)
+    from pyspark.dbutils import DBUtils  # the Databricks Runtime's pyspark; open-source pyspark has no dbutils
+    from pyspark.sql import SparkSession
+
+    return DBUtils(SparkSession.builder.getOrCreate()).credentials.getServiceCredentialsProvider(name)
 
 
 # ---------------------------------------------------------------- the job
@@ -558,8 +595,9 @@ def run(args: argparse.Namespace, lines=None) -> tuple[int, dict]:
         result = compare(baseline, records, window.outputs.get((name, version), []), psi_threshold=args.psi_threshold,
                          alpha=args.p_value, min_records=args.min_records)
         target = (baseline.get("contract") or {}).get("target")
-        report["versions"].append({"model_name": args.model_name or name, "model_version": version, "target": target,
-                                   **result})
+        # The version the log names (what was served: in prod, staging's), whichever registered model holds its baseline
+        report["versions"].append({"model_name": name or args.model_name or "", "model_version": version,
+                                   "target": target, **result})
     if not report["versions"]:
         report["versions"].append({"model_name": args.model_name or "", "model_version": str(args.model_version or ""),
                                    "records": 0, "features": {}, "drifted": [], "drifted_features": [],
@@ -599,7 +637,9 @@ def parser() -> argparse.ArgumentParser:
     base.add_argument("--tracking-uri", help="MLflow: download models:/<name>/<version>/extra_files/drift_baseline.json, "
                                              "and log the drift metrics there (with --workspace-id: $MLFLOW_TRACKING_URI)")
     base.add_argument("--registry-uri", help="(with --workspace-id: $MLFLOW_REGISTRY_URI)")
-    base.add_argument("--model-name", help="registered model name (default: model_name in the log lines)")
+    base.add_argument("--model-name", help="the registered model that holds the baselines (default: model_name in the "
+                                           "log lines); a version the log names under another model is read from its "
+                                           "copy here (the version tagged source_model/source_version with it)")
     base.add_argument("--model-version", help="only this version (default: every version in the window)")
     p.add_argument("--psi-threshold", type=float, default=0.2)
     p.add_argument("--p-value", type=float, default=0.01)

@@ -11,13 +11,19 @@ with serving.scoring.model's scorer, the image's, in `mapInArrow` (one scorer pe
 model's float matrix built from the Arrow columns): batch and online answers agree.
 
 Output columns: the row's ids, then the model's outputs by task (as /predict's, scoring/core.py Outputs), then
-model_name, model_version, scoring_run_id, scored_at:
+model_name, model_version, source_version, scored_at, scoring_run_id:
   binary      probability (double: of the positive class), label (the classes' type: int, or string, ...)
   multiclass  label, and one column per class, `probability_<class>` (double; a character outside letters, digits
               and _ in the class becomes _): flat columns that SQL and a BI tool read as they are, unlike a map
   regression  prediction (double)
 The ids are the version's contract's (`ids` of extra_files/contract.json); `--key` (repeatable,
-databricks.batch.idColumns) names them for a version without a contract.
+databricks.batch.idColumns) names them for a version without a contract. `source_version` is the version the online
+request log names: a promotion target's copy (prod) scores with its own version number, and its image logs the source
+(staging) version it was copied from, the copy's `source_version` tag; elsewhere the version itself.
+
+Both tables are partitioned by scoring_run_id, and a run replaces its own partition (INSERT OVERWRITE ... PARTITION):
+a retried or repaired run with the same id writes its rows once, whatever an earlier attempt left. The statement is
+the same for Unity Catalog's Delta tables and the local stand-in's Parquet ones (tests/databricks runs it).
 
 Rows are checked with the scoring service's rules before scoring: a value must have its column's type
 (text for a text column, a finite number for a number column; a number column stored as text is read
@@ -66,7 +72,9 @@ if TYPE_CHECKING:  # an executor's worker imports neither for the compiled model
 REASON = "reject_reason"
 RECORD = "record"
 PROBABILITY, LABEL, PREDICTION = "probability", "label", "prediction"
-PROVENANCE = ("model_name", "model_version", "scoring_run_id", "scored_at")
+PROVENANCE = ("model_name", "model_version", "source_version", "scored_at", "scoring_run_id")
+RUN_COLUMN = "scoring_run_id"  # the partition a run replaces
+RUN_VIEW = "mlops_batch_run_rows"  # the session's temporary view of the rows one run writes
 NUMERIC_TYPES = ("byte", "short", "int", "bigint", "long", "integer", "float", "double", "decimal")
 NOTHING_SCORED = 4
 MISSING_COLUMN = 2
@@ -89,6 +97,7 @@ class BatchModel:
     onnx_bytes: bytes | None
     pipeline: object | None = None
     pyfunc_files: tuple[tuple[str, bytes], ...] | None = None  # (path under the model directory, content)
+    source_version: str | None = None  # the version the request log names (a promoted copy's source); None: its own
 
     @property
     def manifest(self) -> Manifest:
@@ -114,17 +123,19 @@ def load_model(model_uri: str, progress: Callable[[str], None] = print) -> Batch
 
     client = MlflowClient()
     resolved = resolve_model(model_uri, client)
+    source = (client.get_model_version(resolved.name, resolved.version).tags or {}).get("source_version") \
+        if resolved.registered else None
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         manifest = prepare_model(resolved, model_dir, client, progress)
         if manifest["runtime"] == "onnx":
-            return BatchModel(manifest, (model_dir / ONNX_FILE).read_bytes())
+            return BatchModel(manifest, (model_dir / ONNX_FILE).read_bytes(), source_version=source)
         if manifest["runtime"] == "pyfunc":
             files = tuple((path.relative_to(model_dir).as_posix(), path.read_bytes())
                           for path in sorted(model_dir.rglob("*")) if path.is_file())
-            return BatchModel(manifest, None, pyfunc_files=files)
+            return BatchModel(manifest, None, pyfunc_files=files, source_version=source)
         parsed = Manifest.from_dict(manifest)
-        return BatchModel(manifest, None, SklearnScorer.load(model_dir, parsed).model)
+        return BatchModel(manifest, None, SklearnScorer.load(model_dir, parsed).model, source_version=source)
 
 
 def id_columns(manifest: Manifest, keys: list[str] | None) -> list[str]:
@@ -319,9 +330,9 @@ def columns_of(batch: pd.DataFrame, fields: tuple[InputField, ...]) -> Columns:
 
 
 def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime,
-                partition: Callable[..., Any] | None = None):
-    """Valid rows -> keys, the model's outputs (output_columns), model name and version, scoring run id, scored_at.
-    `partition` stands in for score_partition (bench/spark.py times the same query with a model that takes no time)."""
+                partition: Callable[..., Any] | None = None, source_version: str | None = None):
+    """Valid rows -> keys, the model's outputs (output_columns), then PROVENANCE. `partition` stands in for
+    score_partition (bench/spark.py times the same query with a model that takes no time)."""
     from pyspark.sql import functions as fn
     from pyspark.sql import types
 
@@ -333,26 +344,29 @@ def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, 
     schema = types.StructType([*(typed.schema[k] for k in keys), *(types.StructField(name, spark_types[kind], False)
                                                                    for name, kind in output_columns(manifest))])
     scored = typed.mapInArrow((partition or score_partition)(model, manifest, keys), schema)
-    return with_provenance(scored, manifest, run_id, scored_at)
+    return with_provenance(scored, manifest, run_id, scored_at, source_version)
 
 
-def with_provenance(frame, manifest: Manifest, run_id: str, scored_at: datetime):
+def with_provenance(frame, manifest: Manifest, run_id: str, scored_at: datetime, source_version: str | None = None):
+    """The PROVENANCE columns, the run's id (the partition) last."""
     from pyspark.sql import functions as fn
 
     return (frame.withColumn("model_name", fn.lit(manifest.model_name))
             .withColumn("model_version", fn.lit(manifest.model_version))
-            .withColumn("scoring_run_id", fn.lit(run_id))
-            .withColumn("scored_at", fn.lit(scored_at).cast("timestamp")))
+            .withColumn("source_version", fn.lit(source_version or manifest.model_version))
+            .withColumn("scored_at", fn.lit(scored_at).cast("timestamp"))
+            .withColumn(RUN_COLUMN, fn.lit(run_id)))
 
 
-def rejects(frame, keys: list[str], manifest: Manifest, run_id: str, scored_at: datetime):
+def rejects(frame, keys: list[str], manifest: Manifest, run_id: str, scored_at: datetime,
+            source_version: str | None = None):
     """Rejected rows: keys, every reason, the whole input row as JSON (to fix it and score it again), provenance."""
     from pyspark.sql import functions as fn
 
     columns = [c for c in frame.columns if c != REASON]
     bad = frame.where(fn.col(REASON).isNotNull())
     return with_provenance(bad.select(*keys, REASON, fn.to_json(fn.struct(*columns)).alias(RECORD)), manifest, run_id,
-                           scored_at)
+                           scored_at, source_version)
 
 
 @dataclass(frozen=True)
@@ -370,9 +384,9 @@ class Outcome:
 
 def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str] | None,
         run_id: str) -> Outcome:
-    """Score `input_table` into `output_table` (appended), its bad rows into `rejects_table` (appended). The rows
-    and rejects are counted while the predictions are written (a Spark Observation), not in a pass of their own: the
-    table is read once on a night without bad rows, twice with some."""
+    """Score `input_table` into `output_table`, its bad rows into `rejects_table`, each in the run's own partition
+    (replace_run). The rows and rejects are counted while the predictions are written (a Spark Observation), not in a
+    pass of their own: the table is read once on a night without bad rows, twice with some."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as fn
 
@@ -385,11 +399,41 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     counted = frame.observe(observed, fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected"))
     shared = spark.sparkContext.broadcast(model)
     valid = counted.where(fn.col(REASON).isNull()).drop(REASON)
-    predictions(valid, shared, manifest, keys, run_id, scored_at).write.mode("append").saveAsTable(name(output_table))
+    replace_run(spark, predictions(valid, shared, manifest, keys, run_id, scored_at, source_version=model.source_version),
+                name(output_table), run_id)
     counts = observed.get
     if counts["rejected"]:
-        rejects(frame, keys, manifest, run_id, scored_at).write.mode("append").saveAsTable(name(rejects_table))
+        replace_run(spark, rejects(frame, keys, manifest, run_id, scored_at, model.source_version), name(rejects_table),
+                    run_id)
     return Outcome(counts["rows"], counts["rows"] - counts["rejected"], counts["rejected"], time.perf_counter() - started)
+
+
+def replace_run(spark, frame, table: str, run_id: str) -> None:
+    """Write `frame` (one run's rows) as the run's partition of `table`, replacing what an earlier attempt of the same
+    run wrote there: INSERT OVERWRITE with a static partition truncates that partition only (Delta and Parquet alike:
+    docs.databricks.com/sql/language-manual/sql-ref-syntax-dml-insert-into). The table is created empty, partitioned
+    by the run, on the first run (from the schema alone: running `frame` here would spend its Observation)."""
+    if not spark.catalog.tableExists(table):
+        spark.createDataFrame([], frame.schema).write.partitionBy(RUN_COLUMN).saveAsTable(table)
+    columns = ", ".join(quoted(column) for column in frame.columns if column != RUN_COLUMN)
+    target = ".".join(quoted(part) for part in table.split("."))
+    frame.createOrReplaceTempView(RUN_VIEW)
+    try:
+        spark.sql(f"INSERT OVERWRITE TABLE {target} PARTITION ({RUN_COLUMN} = '{run_id}') ({columns}) "
+                  f"SELECT {columns} FROM {RUN_VIEW}")
+    finally:
+        spark.catalog.dropTempView(RUN_VIEW)
+
+
+def quoted(column: str) -> str:
+    return "`" + column.replace("`", "``") + "`"
+
+
+def run_id_arg(value: str) -> str:
+    """The run id names the partition in a SQL statement: letters, digits, '_', '.' and '-' only."""
+    if not re.fullmatch(r"[\w.-]+", value):
+        raise argparse.ArgumentTypeError(f"a scoring run id is letters, digits, '_', '.' or '-', got {value!r}")
+    return value
 
 
 CATALOG_AS_DATABASE = "spark.mlops.catalogAsDatabase"  # set only in a local Spark's spark-defaults.conf
@@ -409,12 +453,13 @@ def table_name(spark, table: str) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--input-table", required=True, help="the table to score (catalog.schema.table)")
-    parser.add_argument("--output-table", required=True, help="predictions are appended here")
-    parser.add_argument("--rejects-table", required=True, help="rows that cannot be scored are appended here, with why")
+    parser.add_argument("--output-table", required=True, help="predictions go here (the run's partition)")
+    parser.add_argument("--rejects-table", required=True, help="rows that cannot be scored go here, with why")
     parser.add_argument("--key", action="append", help="an id column, copied to both outputs (repeat); default: the "
                                                        "version's contract's ids")
     parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (the version the stack serves)")
-    parser.add_argument("--job-run-id", required=True, help="the scoring run id written with every row")
+    parser.add_argument("--job-run-id", required=True, type=run_id_arg,
+                        help="the scoring run id written with every row (the partition the run replaces)")
     return parser.parse_args(argv)
 
 

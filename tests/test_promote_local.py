@@ -1,5 +1,8 @@
 """`make promote-local`: a version of the session's trained registry copied into a separate local
-"prod" registry with lineage, re-aliased, and checked; the check fails when the copy differs."""
+"prod" registry with lineage, re-aliased, and checked; the check fails when the copy differs.
+
+Every registry client here searches as Unity Catalog's does (testing/unity_catalog.py): search results carry no
+tags, as on Databricks, where prod's registry is `databricks-uc`."""
 
 from __future__ import annotations
 
@@ -9,6 +12,22 @@ import pytest
 
 from infra import promote
 from scripts import promote_local
+from testing.unity_catalog import searching_like_uc
+
+
+@pytest.fixture(scope="module", autouse=True)
+def unity_catalog_searches():
+    unpatched = promote.Registry.client
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(promote.Registry, "client", lambda self: searching_like_uc(unpatched(self)))
+        yield
+
+
+class Unreachable(promote.Registry):
+    """Staging's registry, down: every call to it fails."""
+
+    def client(self):
+        raise ConnectionError(f"{self.tracking_uri} is unreachable")
 
 
 @pytest.fixture(scope="module")
@@ -49,6 +68,34 @@ def test_promoting_again_reuses_the_copy(registry, promoted):
     assert code == 0
     versions = promoted["client"].search_model_versions("name='scoring-model-prod'")
     assert [str(v.version) for v in versions] == ["1"]
+
+
+def rollback(registry, promoted) -> promote.PromotedModel:
+    """Promote the same source version again (prod's pinned rollback to it) while staging's registry is down."""
+    down = promote.ModelSource(Unreachable(registry["tracking_uri"]), registry["model_name"], registry["version"],
+                               f"local:{promoted['source_db'].resolve()}")
+    target = promote.ModelTarget(promote.Registry(promote_local.sqlite_uri(promoted["target"] / "mlflow.db")),
+                                 "scoring-model-prod", experiment="promotions")
+    return promote.promote_model_version(down, target, image_digest="sha256:" + "cd" * 32)
+
+
+def test_a_rollback_to_an_earlier_copy_does_not_need_staging(registry, promoted):
+    again = rollback(registry, promoted)
+    assert again.reused and again.version == "1" and again.source_version == registry["version"]
+    assert again.content_sha256 == promoted["client"].get_model_version("scoring-model-prod", "1").tags["content_sha256"]
+
+
+def test_a_tampered_earlier_copy_fails_the_rollback(registry, promoted):
+    """Checked against the hash recorded when it was copied (and checked against staging), not against staging."""
+    uri = promoted["client"].get_model_version_download_uri("scoring-model-prod", "1")
+    mlmodel = Path(uri.removeprefix("file://")) / "MLmodel"
+    original = mlmodel.read_text()
+    try:
+        mlmodel.write_text(original + "\n# edited\n")
+        with pytest.raises(promote.PromotionError, match="!= recorded"):
+            rollback(registry, promoted)
+    finally:
+        mlmodel.write_text(original)
 
 
 def test_a_tampered_copy_fails_the_check(registry, promoted):

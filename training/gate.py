@@ -171,20 +171,22 @@ def job_run_id(value: str) -> str:
 
 
 class VersionNotFound(LookupError):
-    """No version, or more than one, of the model was registered by the given job run."""
+    """No version of the model was registered by the given job run."""
 
 
 def version_of_job_run(client: MlflowClient, model_name: str, experiment: str, run_id: str) -> str:
     """The version the train task of job run `run_id` registered: its MLflow run carries the tag, and a
-    version is looked up by run id (the one filter besides the name that Unity Catalog's registry supports)."""
+    version is looked up by run id (the one filter besides the name that Unity Catalog's registry supports; its
+    results carry name and version, no tags). A repaired train task keeps {{job.run_id}} and registers again: the
+    newest tagged version is the one the repaired run made, and the one to judge."""
     found = client.get_experiment_by_name(experiment)
     runs = client.search_runs([found.experiment_id], f"tags.{JOB_RUN_TAG} = '{run_id}'") if found else []
-    versions = [mv for run in runs for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'")
+    versions = [int(mv.version) for run in runs for mv in client.search_model_versions(f"run_id = '{run.info.run_id}'")
                 if mv.name == model_name]
-    if len(versions) != 1:
-        raise VersionNotFound(f"job run {run_id} registered {len(versions)} version(s) of {model_name} in experiment "
-                              f"{experiment} (expected exactly 1): did its train task succeed?")
-    return str(versions[0].version)
+    if not versions:
+        raise VersionNotFound(f"job run {run_id} registered no version of {model_name} in experiment {experiment}: "
+                              "did its train task succeed?")
+    return str(max(versions))
 
 
 def add_gate_args(parser: argparse.ArgumentParser) -> None:

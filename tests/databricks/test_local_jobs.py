@@ -113,7 +113,8 @@ def test_a_second_run_gates_against_the_champion(workspace, first_run, model):
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
     before = client.get_model_version_by_alias(name, "champion").version
     succeeded(local.run_job(job, "1002", say=lambda _: None))
-    [second] = [v for v in client.search_model_versions(f"name = '{name}'") if v.tags.get(JOB_RUN_TAG) == "1002"]
+    versions = [client.get_model_version(name, v.version) for v in client.search_model_versions(f"name = '{name}'")]
+    [second] = [v for v in versions if v.tags.get(JOB_RUN_TAG) == "1002"]  # Unity Catalog's search returns no tags
     assert second.version != before
     run = client.get_run(second.run_id).data
     assert run.tags["gate.champion_version"] == str(before)  # judged against the champion, on the same holdout
@@ -216,8 +217,10 @@ def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_servic
     predictions = local.read_table(parameter(task, "--output-table"))
     assert len(predictions) == BATCH_ROWS - 3
     outputs = OUTPUTS[c.task]
-    assert list(predictions.columns) == [*c.ids, *outputs, "model_name", "model_version", "scoring_run_id", "scored_at"]
+    assert list(predictions.columns) == [*c.ids, *outputs, "model_name", "model_version", "source_version", "scored_at",
+                                         "scoring_run_id"]
     assert set(predictions["model_name"]) == {name} and set(predictions["model_version"]) == {version}
+    assert set(predictions["source_version"]) == {version}  # not a promoted copy: the version the service logs
     assert set(predictions["scoring_run_id"]) == {"3001"}
     key = c.ids[0]
     sample = frame.dropna(subset=[key]).drop(index=[11, 12]).sample(SAMPLE, random_state=5)
@@ -264,6 +267,18 @@ def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(works
     first = c.categories[0]
     assert json.loads(rejects["record"].iloc[0])[first.name] in (*(first.values or ()), None)  # the whole row
     assert set(rejects["scoring_run_id"]) == {"3001"}
+
+
+def test_a_retried_batch_run_replaces_its_own_rows(workspace, batch_run):
+    """A retry or a repair keeps the run id: the run's partition is replaced, not appended to; another run adds its
+    own. (Runs after the two tests above, which read run 3001's first attempt.)"""
+    local, _ = workspace
+    job = batch_run[0]
+    succeeded(local.run_job(job, "3001", say=lambda _: None))  # the same run again
+    succeeded(local.run_job(job, "3002", say=lambda _: None))
+    for table, rows in (("--output-table", BATCH_ROWS - 3), ("--rejects-table", 3)):
+        written = local.read_table(parameter(job.tasks[0], table))
+        assert written.groupby("scoring_run_id").size().to_dict() == {"3001": rows, "3002": rows}, table
 
 
 def test_the_search_ran_as_spark_tasks_each_candidate_a_child_run(workspace, first_run, model):

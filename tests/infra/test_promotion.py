@@ -25,6 +25,7 @@ from infra.promote import PromotionError
 from infra.promotion import ImageImportProvider, ModelPromotionProvider
 from infra.settings import ConfigError
 from testing import mockcloud
+from testing.unity_catalog import searching_like_uc
 from tests.infra.conftest import settings_of
 
 # Every name from the stacks' settings: these tests hold for any project `name`.
@@ -101,7 +102,9 @@ def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
     [job] = [j for j in promoted.of_type("databricks:index/job:Job") if j.name == "databricks-drift-job"]
     assert job.inputs["schedule"]["quartzCronExpression"] == stack_files.stack_values("prod")["drift"]["schedule"]
     params = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
-    assert "--model-name" not in params  # the log names staging's version
+    # the log names staging's model and version; prod's jobs read prod's copies of it, never staging's model
+    assert params[params.index("--model-name") + 1] == PROD_SETTINGS.model.full_name
+    assert not any(STAGING_SETTINGS.model.full_name in str(p) for p in params)
     workspace = promoted.one("azure-native:operationalinsights:Workspace")
     assert params[params.index("--workspace-id") + 1] == workspace.outputs["customerId"]
     assert params[params.index("--app-name") + 1] == PROD_SETTINGS.names.container_app
@@ -239,7 +242,9 @@ def test_promotion_config_is_validated(prod, overrides, message):
 
 # ---- the dynamic providers' real work, against local stand-ins ----
 
-def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tmp_path):
+def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tmp_path, monkeypatch):
+    unpatched = promote.Registry.client  # prod's registry is databricks-uc: its searches return no tags
+    monkeypatch.setattr(promote.Registry, "client", lambda self: searching_like_uc(unpatched(self)))
     prod_uri = f"sqlite:///{tmp_path / 'prod.db'}"
     props = {"source_tracking_uri": registry["tracking_uri"], "source_registry_uri": "",
              "source_model": registry["model_name"], "source_version": registry["version"], "source_workspace": "staging-ws",

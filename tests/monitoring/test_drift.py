@@ -8,9 +8,12 @@ import re
 import time
 
 import pytest
+from mlflow import tracking
 from mlflow.tracking import MlflowClient
 
+from infra import promote
 from monitoring import drift, traffic
+from testing.unity_catalog import searching_like_uc
 
 
 def run(log, out, *extra) -> tuple[int, dict]:
@@ -194,3 +197,38 @@ def test_a_request_with_a_lost_part_is_incomplete_not_malformed(large_requests, 
     assert code == drift.EXIT_OK and only_version(report)["records"] == 1000
     assert report["lines"]["incomplete"] == 1 and report["lines"]["predictions"] == 1
     assert "malformed" not in report["lines"]
+
+
+def test_a_promotion_target_reads_the_baseline_of_its_own_copy(window, registry, tmp_path, monkeypatch):
+    """Prod serves staging's image, so its request log names staging's model and version; prod's jobs read prod's
+    registry only. With --model-name, the baseline comes from prod's copy of the logged version (its source_model and
+    source_version tags), found with Unity Catalog's search results (no tags), and never from staging's model."""
+    prod = promote.Registry(f"sqlite:///{tmp_path / 'prod.db'}")
+    client = prod.client()
+    experiment = client.create_experiment("promotions", artifact_location=(tmp_path / "art").as_uri())
+    older = client.create_run(experiment)  # an earlier version of prod's model: the copy's number is not staging's
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "MLmodel").write_text("artifact_path: model\n")
+    client.log_artifacts(older.info.run_id, str(tmp_path / "older"), artifact_path="model")
+    client.create_registered_model("prod-model")
+    client.create_model_version("prod-model", f"{older.info.artifact_uri}/model", run_id=older.info.run_id)
+    source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"], registry["version"],
+                                 "staging")
+    copy = promote.promote_model_version(source, promote.ModelTarget(prod, "prod-model", experiment="promotions"))
+    assert copy.version != str(registry["version"])
+    local = tracking.MlflowClient
+    monkeypatch.setattr(tracking, "MlflowClient", lambda *a, **k: searching_like_uc(local(*a, **k)))
+
+    code, report = run(window("clean"), tmp_path / "out", "--tracking-uri", prod.tracking_uri,
+                       "--registry-uri", prod.tracking_uri, "--model-name", "prod-model", "--experiment", "drift")
+    version = only_version(report)
+    assert code == drift.EXIT_OK and version["status"] == "no drift"
+    # the record names what was served (the log's version, as the request-log queries do), read from the copy
+    assert (version["model_name"], version["model_version"]) == (registry["model_name"], str(registry["version"]))
+
+
+def test_a_version_with_no_copy_in_the_named_model_is_exit_2(window, tmp_path, capsys):
+    prod = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert drift.main(["--log", str(window("clean")), "--out", str(tmp_path), "--tracking-uri", prod,
+                       "--model-name", "prod-model"]) == drift.EXIT_ERROR
+    assert "holds no copy of" in capsys.readouterr().err

@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from sklearn.metrics import mean_absolute_error
 
+from testing.unity_catalog import searching_like_uc
 from training import contract, data, gate, search
 from training import train as training
 from training.baseline import PREDICTION_OUTPUT
@@ -292,12 +293,13 @@ def test_gate_cli_regates_a_version_from_its_own_holdout(gated_registry, capsys)
     assert gate.current_champion(client, "gated") == champion_before
 
 
-def _job_run_version(client: MlflowClient, experiment_id: str, job_run: str, source_version: str) -> str:
+def _job_run_version(client: MlflowClient, experiment_id: str, job_run: str, source_version: str,
+                     model: str = "handover") -> str:
     """What a train task of job run `job_run` leaves: a tagged MLflow run and a version registered from it."""
     run = client.create_run(experiment_id, tags={gate.JOB_RUN_TAG: job_run})
     client.set_terminated(run.info.run_id)
     source = client.get_model_version("gated", source_version)
-    return str(client.create_model_version("handover", source.source, run_id=run.info.run_id).version)
+    return str(client.create_model_version(model, source.source, run_id=run.info.run_id).version)
 
 
 def test_gate_judges_the_version_of_its_own_job_run(gated_registry, capsys):
@@ -323,11 +325,30 @@ def test_gate_judges_the_version_of_its_own_job_run(gated_registry, capsys):
     assert f"gate: v{second} REJECTED" in capsys.readouterr().out
     assert gate.current_champion(client, "handover") == first
 
-    with pytest.raises(gate.VersionNotFound, match="job run 333 registered 0 version"):
+    with pytest.raises(gate.VersionNotFound, match="job run 333 registered no version"):
         gate.main([*args, "--job-run-id", "333"])
     with pytest.raises(SystemExit):  # a reference Databricks did not resolve is refused, not looked up
         gate.main([*args, "--job-run-id", "{{tasks.train.values.model_version}}"])
     assert "unresolved dynamic value reference" in capsys.readouterr().err
+
+
+def test_a_repaired_train_task_is_judged_by_its_newest_version(gated_registry, capsys, monkeypatch):
+    """A repair keeps {{job.run_id}}: the repaired train task registers a second version with the same tag, and the
+    gate judges the newest one (the repaired run's), with a client that searches as Unity Catalog's does."""
+    client = MlflowClient(tracking_uri=gated_registry["uri"])
+    good = gate.current_champion(client, "gated")
+    experiment = client.create_experiment("repaired", artifact_location=gated_registry["artifacts"])
+    client.create_registered_model("repaired")
+    first_attempt = _job_run_version(client, experiment, "444", good, model="repaired")
+    repaired = _job_run_version(client, experiment, "444", good, model="repaired")
+    local = gate.MlflowClient
+    monkeypatch.setattr(gate, "MlflowClient", lambda *a, **k: searching_like_uc(local(*a, **k)))
+    _, lenient = _unreachable_and_lenient(gated_registry["model"].gate)
+    assert gate.main(["--tracking-uri", gated_registry["uri"], "--model-module", gated_registry["model"].module,
+                      "--model-name", "repaired", "--experiment", "repaired", "--gate-floor", lenient,
+                      "--data", str(gated_registry["good"]), "--job-run-id", "444"]) == 0
+    assert f"gate: v{repaired} PROMOTED" in capsys.readouterr().out
+    assert "gate.decision" not in client.get_model_version("repaired", first_attempt).tags
 
 
 def test_the_regressor_is_gated_by_its_own_lower_is_better_metric(regression_registry, tmp_path):
