@@ -85,7 +85,7 @@ def conflicts(requirements: list[str], spark_version: str, installed: Requires |
     pins = {_name(r): str(Requirement(r).specifier).removeprefix("==") for r in requirements}
     requires = installed or installed_requires(pins)
     found = [f"{r} replaces the runtime's {_name(r)}=={runtime[_name(r)]}" for r in requirements if _name(r) in runtime]
-    environment = {**default_environment(), "extra": ""}
+    environment = {**{k: str(v) for k, v in default_environment().items()}, "extra": ""}
     seen: set[str] = set()
     todo = [(r, r) for r in requirements]  # (requirement, the pin that brings it)
     while todo:
