@@ -55,7 +55,7 @@ def test_the_exporter_the_audit_found_conflicts_with_the_runtime():
 
 def test_a_pinned_package_installed_at_another_version_cannot_be_checked():
     requires = runtime.installed_requires({"pytest": "0.0.1"})
-    with pytest.raises(RuntimeError, match="pytest .* is installed, requirements.txt pins 0.0.1"):
+    with pytest.raises(RuntimeError, match=r"pytest .* is installed, requirements\.txt pins 0\.0\.1"):
         requires("pytest")
 
 
