@@ -567,7 +567,8 @@ class Databricks(pulumi.ComponentResource):
             access(args.settings.deployer, "CAN_USE"), access(self.job_principal, "CAN_USE")], opts=self._on_workspace)
         self.policies += [policy, usage]
         return databricks.JobJobClusterNewClusterArgs(
-            spark_version=job.spark_version, node_type_id=node_type, num_workers=workers, policy_id=policy.id,
+            spark_version=job.spark_version, node_type_id=node_type, driver_node_type_id=node_type, num_workers=workers,
+            policy_id=policy.id,
             # Unity Catalog needs an access mode; dedicated (single user) runs arbitrary Python, as the run-as principal.
             data_security_mode="SINGLE_USER" if args.settings.unity_catalog else None,
             spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"} if single_node else None,
