@@ -21,6 +21,8 @@ principal, the wheel and the grants; split up, each part would take all of them 
 from __future__ import annotations
 
 import base64
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,13 +36,14 @@ import pulumi_databricks as databricks
 from infra import jobwheel, runtime
 from infra.naming import Names
 from infra.registry import role_definition_id
-from infra.settings import BatchSettings, DatabricksSettings, DriftSettings, ModelSettings
+from infra.settings import UUID, BatchSettings, DatabricksSettings, DriftSettings, ModelSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEEL_DIR = ROOT / ".local" / "jobwheel"
 DRIFT_TIMEOUT_SECONDS = 3600
 JOB_RUN_ID = "{{job.run_id}}"  # a dynamic value reference Databricks resolves in task parameters
 CONNECTION_STRING_KEY = "appinsights-connection-string"
+RETRY_INTERVAL_MS = 60_000  # a retried task waits a minute: long enough for a transient API error to pass
 SERVICE_PRINCIPAL_USER = "roles/servicePrincipal.user"  # may set the principal as a job's run_as
 SERVICE_PRINCIPAL_MANAGER = "roles/servicePrincipal.manager"  # may change the principal's rule set
 LOG_ANALYTICS_READER_ROLE_ID = "73c42c96-874c-492b-b04d-ab87d138a893"  # built-in Log Analytics Reader
@@ -77,6 +80,41 @@ class DriftJobArgs:
     log_analytics_workspace_id: pulumi.Input[str] = ""  # ARM id: the one scope the drift identity may read
     app_insights_id: pulumi.Input[str] = ""  # ARM id: the one component the drift identity may publish to
     model_name: str = ""  # a promotion target's model: baselines come from its copies, not the source model the log names
+
+
+def is_service_principal(principal: str) -> bool:
+    """An application id (a UUID), not a user name (an e-mail address)."""
+    return re.fullmatch(UUID, principal) is not None
+
+
+def acl_principal(principal: str) -> str:
+    """How an account rule set names a service principal (application id) or a user (user name)."""
+    return f"servicePrincipals/{principal}" if is_service_principal(principal) else f"users/{principal}"
+
+
+def access(principal: pulumi.Input[str], level: str) -> databricks.PermissionsAccessControlArgs:
+    """One ACL entry for a service principal (application id) or a user (user name)."""
+    if isinstance(principal, str) and not is_service_principal(principal):
+        return databricks.PermissionsAccessControlArgs(user_name=principal, permission_level=level)
+    return databricks.PermissionsAccessControlArgs(service_principal_name=principal, permission_level=level)
+
+
+def policy_definition(spark_version: str, node_type: str, workers: int, max_dbu_per_hour: float,
+                      unity_catalog: bool) -> str:
+    """A job cluster policy (Databricks' policy definition language): exactly this runtime, node type and size, a job
+    cluster only, at most this many DBU per hour. A job cluster ends with its run (bounded by the job's timeout), so
+    there is no autotermination to set: clusters of the all-purpose kind are refused by `cluster_type`."""
+    definition: dict[str, Any] = {
+        "cluster_type": {"type": "fixed", "value": "job"},
+        "spark_version": {"type": "fixed", "value": spark_version},
+        "node_type_id": {"type": "fixed", "value": node_type},
+        "driver_node_type_id": {"type": "fixed", "value": node_type},
+        "num_workers": {"type": "range", "minValue": 0, "maxValue": workers},
+        "dbus_per_hour": {"type": "range", "maxValue": max_dbu_per_hour},
+    }
+    if unity_catalog:
+        definition["data_security_mode"] = {"type": "fixed", "value": "SINGLE_USER"}
+    return json.dumps(definition, sort_keys=True)
 
 
 def mlflow_env(registry_uri: str) -> dict[str, str]:
@@ -145,11 +183,14 @@ class Databricks(pulumi.ComponentResource):
         on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
         self._name, self._args, self._on_workspace = name, args, on_workspace
         self.batch_job: databricks.Job | None = None
+        self.policies: list[pulumi.CustomResource] = []  # the jobs' cluster policies and who may use them (_cluster)
         self.job_principal = self._job_principal(name, args, on_workspace)
+        self.members = self._members(name, args, on_workspace)
+        self.folder = self._folder(name, args, on_workspace)
         purpose = "training" if args.trains else "promotions"
         self.experiment = databricks.MlflowExperiment(f"{name}-experiment", name=s.experiment,
                                                       description=f"{args.names.project} {purpose} ({args.environment})",
-                                                      opts=on_workspace)
+                                                      opts=self._in_folder(on_workspace))
         self.catalog = self._catalog(name, args, on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
         conflicts = runtime.conflicts(jobwheel.pins(jobwheel.REQUIRES), s.job.spark_version)
@@ -163,7 +204,7 @@ class Databricks(pulumi.ComponentResource):
         self.job_id = self.job.id if self.job else pulumi.Output.from_input("")
         self.drift_job = self._drift_job(name, args, on_workspace)
         self.drift_job_id = self.drift_job.id if self.drift_job else pulumi.Output.from_input("")
-        self.permissions = self._permissions(name, args, on_workspace)
+        self.permissions = self._permissions(args, on_workspace)
         self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id, "drift_job_id": self.drift_job_id})
 
     def _workspace(self, name: str, args: DatabricksArgs) -> pulumi.Output[str]:
@@ -202,14 +243,41 @@ class Databricks(pulumi.ComponentResource):
         principal (the Jobs API refuses run_as without it), when the stack declares that principal."""
         return [self.run_as_rules] if self.run_as_rules is not None else []
 
+    def _members(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[databricks.ServicePrincipal]:
+        """The identities of other stacks' deployers (promotionReaders) and CI's preview (previewReader) as members of
+        this workspace: Unity Catalog grants are account-wide, but its API answers only a workspace's members. A
+        workspace admin (the deployer) adds an account service principal by its application id (identity federation);
+        `force` takes over one an admin already added."""
+        s = args.settings
+        readers = [*((f"reader{n}", r) for n, r in enumerate(s.promotion_readers)),
+                   *([("preview", s.preview_reader)] if s.preview_reader else [])]
+        return [databricks.ServicePrincipal(f"{name}-member-{key}", application_id=app_id, force=True,
+                                            workspace_access=True, allow_cluster_create=False,
+                                            databricks_sql_access=False, opts=opts) for key, app_id in readers]
+
+    def _folder(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+        """The stack's workspace folder, with authoritative permissions: the experiments (the training one, and the
+        drift one the job creates at run time) and, with the workspace registry, the wheel live in it. Objects inherit
+        their folder's permissions, and under /Shared every user may manage everything, so the folder lies outside it:
+        the deployer and the jobs' principal manage it, workspace users read it (admins keep their implicit rights)."""
+        s = args.settings
+        folder = databricks.Directory(f"{name}-folder", path=s.folder, opts=opts)
+        acl = databricks.Permissions(f"{name}-folder-permissions", directory_path=folder.path, access_controls=[
+            access(s.deployer, "CAN_MANAGE"), access(self.job_principal, "CAN_MANAGE"),
+            databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_READ")], opts=opts)
+        return [folder, acl]
+
+    def _in_folder(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+        return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=self.folder))
+
     def _run_as_rules(self, name: str, args: DatabricksArgs, principal: pulumi.Output[str],
                       opts: pulumi.ResourceOptions) -> databricks.AccessControlRuleSet:
         """Setting a job's run_as to a service principal needs the Service Principal User role on it, which its
         creator does not inherit from the Manager role creating gives. The rule set is authoritative, so it keeps
-        the deployer's Manager role too: without it the next `up` could not update these rules."""
-        deployer = (pulumi.Output.from_input(f"servicePrincipals/{args.settings.deployer}") if args.settings.deployer
-                    else databricks.get_current_user_output(opts=pulumi.InvokeOutputOptions(
-                        provider=self.provider, depends_on=[self.workspace] if self.workspace else None)).acl_principal_id)
+        the deployer's Manager role too: without it the next `up` could not update these rules. The deployer is the
+        configured one (databricks.deployer), never whoever runs this program: a preview or a second identity would
+        otherwise rewrite the rule set to itself, and strip the real deployer's roles if it could."""
+        deployer = acl_principal(args.settings.deployer)
         account = args.settings.account_id
         rule_set = principal.apply(lambda app_id: f"accounts/{account}/servicePrincipals/{app_id}/ruleSets/default")
         return databricks.AccessControlRuleSet(
@@ -219,23 +287,20 @@ class Databricks(pulumi.ComponentResource):
 
     def _catalog(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
         """With databricks.createCatalog: the catalog, isolated (only bound workspaces reach it, so another stack's
-        workspace cannot write it), bound read-write to this stack's workspace, and the schema."""
+        workspace cannot write it; ISOLATED binds the workspace that creates it, this stack's, read-write, so no
+        WorkspaceBinding of ours competes with that binding), with its own managed storage (databricks.storageRoot:
+        a metastore Unity Catalog enabled automatically has no metastore-level storage), and the schema."""
         s = args.settings
         if not s.create_catalog:
             return []
         catalog = databricks.Catalog(f"{name}-catalog", name=s.catalog, isolation_mode="ISOLATED",
+                                     storage_root=s.storage_root,
                                      comment=f"{args.names.project} ({args.environment})", properties=args.tags,
                                      opts=opts)
         schema = databricks.Schema(f"{name}-schema", catalog_name=catalog.name, name=s.schema,
                                    comment=f"{args.names.project} data, model and job code", properties=args.tags,
                                    opts=opts)
-        created: list[pulumi.CustomResource] = [catalog, schema]
-        if self.workspace is not None:  # an existing workspace: ISOLATED binds the creating workspace itself
-            created.append(databricks.WorkspaceBinding(
-                f"{name}-catalog-binding", securable_name=catalog.name, securable_type="catalog",
-                workspace_id=self.workspace.workspace_id,  # a string, as the SDK types it
-                binding_type="BINDING_TYPE_READ_WRITE", opts=opts))
-        return created
+        return [catalog, schema]
 
     def _in_schema(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=self.catalog))
@@ -246,9 +311,12 @@ class Databricks(pulumi.ComponentResource):
         # registry instead of being deleted with it. Protected stacks refuse the replacement outright.
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True, protect=args.protect))
         if s.unity_catalog:
-            # Owned by the jobs' principal: the owner registers versions and moves aliases, nobody else needs to.
+            # Owned by whoever writes versions and aliases (Unity Catalog lets only the owner or a metastore admin move
+            # an alias): the jobs' principal where train and gate do, the deployer where the promotion does (it runs in
+            # this program). The other one reads with EXECUTE (_grants).
+            owner = self.job_principal if args.trains else s.deployer
             return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
-                                              schema_name=s.schema, owner=self.job_principal,
+                                              schema_name=s.schema, owner=owner,
                                               comment=f"{args.names.project} model", opts=self._in_schema(opts))
         return databricks.MlflowModel(f"{name}-model", name=model.short_name, description=f"{args.names.project} model",
                                       tags=[databricks.MlflowModelTagArgs(key=k, value=v) for k, v in args.tags.items()],
@@ -269,7 +337,7 @@ class Databricks(pulumi.ComponentResource):
                                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])))
             return path, [volume, file]
         path = f"{s.files_root}/{self.wheel.name}"
-        file = databricks.WorkspaceFile(f"{name}-wheel", path=path, content_base64=content, opts=opts)
+        file = databricks.WorkspaceFile(f"{name}-wheel", path=path, content_base64=content, opts=self._in_folder(opts))
         return f"/Workspace{path}", [file]
 
     def _grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
@@ -290,26 +358,33 @@ class Databricks(pulumi.ComponentResource):
             wanted.append(("jobs-schema-model", {"schema": f"{s.catalog}.{s.schema}"}, jobs, ["CREATE_MODEL"]))
             if len(s.job.data_table.split(".")) == 3:
                 wanted.append(("jobs-table", {"table": s.job.data_table}, jobs, ["SELECT"]))
-        if s.deployer:  # the deployer reads the model it packages (EXECUTE = read a model's versions and files)
-            wanted += [("deployer-catalog", {"catalog": s.catalog}, s.deployer, ["USE_CATALOG"]),
-                       ("deployer-schema", {"schema": f"{s.catalog}.{s.schema}"}, s.deployer, ["USE_SCHEMA"]),
-                       ("deployer-model", {"model": model.full_name}, s.deployer, ["EXECUTE"])]
-        for number, reader in enumerate(s.promotion_readers):  # another stack's deployer copies versions out
-            wanted += [(f"reader{number}-catalog", {"catalog": s.catalog}, reader, ["USE_CATALOG"]),
-                       (f"reader{number}-schema", {"schema": f"{s.catalog}.{s.schema}"}, reader, ["USE_SCHEMA"]),
-                       (f"reader{number}-model", {"model": model.full_name}, reader, ["EXECUTE"])]
+        # Whoever reads the model's versions and files holds EXECUTE on it, unless it owns it (EXECUTE = read a
+        # model; owning the catalog or schema does not give it): the deployer packages the version (and the model-build
+        # workflow reports on it), another stack's deployer copies versions out (promotionReaders), CI's preview
+        # reads what it would package (previewReader), and where the deployer owns the model, the jobs read it.
+        readers = [("deployer", s.deployer), *((f"reader{n}", r) for n, r in enumerate(s.promotion_readers)),
+                   *([("preview", s.preview_reader)] if s.preview_reader else [])]
+        for key, reader in readers:
+            wanted += [(f"{key}-catalog", {"catalog": s.catalog}, reader, ["USE_CATALOG"]),
+                       (f"{key}-schema", {"schema": f"{s.catalog}.{s.schema}"}, reader, ["USE_SCHEMA"])]
+            if args.trains or key != "deployer":  # a promotion target's deployer owns the model
+                wanted.append((f"{key}-model", {"model": model.full_name}, reader, ["EXECUTE"]))
+        if not args.trains:  # the batch and drift jobs read the copies the deployer owns
+            wanted.append(("jobs-model", {"model": model.full_name}, jobs, ["EXECUTE"]))
         if s.batch is not None:
             wanted += batch_grants(s.batch, s.catalog, s.schema, jobs)
         for key, securable, principal, privileges in merged(wanted):
             depends = [*self.catalog, self.registered_model] if key.endswith("model") else [*self.catalog, *self.code]
+            depends += self.members  # a member of this workspace before the grant names it
             grants.append(databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,
                                            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends))))
         return grants
 
     def _wheel_task(self, key: str, entry_point: str, parameters: list[pulumi.Input[str]], timeout: int, cluster: str,
-                    depends_on: list[str] | None = None) -> databricks.JobTaskArgs:
+                    depends_on: list[str] | None = None, retries: int = 0) -> databricks.JobTaskArgs:
         return databricks.JobTaskArgs(
             task_key=key, job_cluster_key=cluster, timeout_seconds=timeout,
+            max_retries=retries or None, min_retry_interval_millis=RETRY_INTERVAL_MS if retries else None,
             libraries=[databricks.JobTaskLibraryArgs(whl=self.wheel_path)],  # its Requires-Dist come with it
             depends_ons=[databricks.JobTaskDependsOnArgs(task_key=k) for k in depends_on or []] or None,
             python_wheel_task=databricks.JobTaskPythonWheelTaskArgs(package_name=self.wheel.distribution,
@@ -327,20 +402,24 @@ class Databricks(pulumi.ComponentResource):
                                  job.timeout_seconds, "training")
         # The gate judges exactly the version this run's train task registered: it finds it by the job run id.
         # and scores it on the table's held-out split, read from the table itself: no version carries rows of people.
+        # Only the gate retries: it judges the one version tagged with the run id and moves the alias to it, the same
+        # outcome twice. A retried train registers a second version with that tag (the gate then refuses), a retried
+        # batch appends its rows again, and drift fails on purpose on drift (exit 3), which a retry would report twice.
         gate = self._wheel_task("gate", "mlops-gate", ["--data", job.data_table, *common], job.timeout_seconds,
-                                "training", depends_on=["train"])
+                                "training", depends_on=["train"], retries=1)
         return databricks.Job(
             f"{name}-job", name=args.names.job("train"), max_concurrent_runs=1,
             timeout_seconds=job.timeout_seconds, tags=args.tags, tasks=[train, gate],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
             job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="training", new_cluster=self._cluster(
-                args, env=mlflow_env("databricks-uc" if s.unity_catalog else "databricks")))],
+                name, "train", args, env=mlflow_env("databricks-uc" if s.unity_catalog else "databricks")))],
             schedule=(databricks.JobScheduleArgs(quartz_cron_expression=job.schedule, timezone_id=job.timezone)
                       if job.schedule else None),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(job.failure_emails))
                                  if job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self._may_run_as(), self.experiment, self.registered_model])))
+                depends_on=[*self.code, *self.grants, *self._may_run_as(), *self.policies, self.experiment,
+                            self.registered_model])))
 
     def _connection_string_secret(self, name: str, drift: DriftJobArgs, opts: pulumi.ResourceOptions) -> str:
         """A secret scope of this stack holding the Application Insights connection string; only the jobs'
@@ -379,6 +458,9 @@ class Databricks(pulumi.ComponentResource):
         credential = databricks.Credential(
             f"{name}-log-reader-credential", name=credential_name, purpose="SERVICE",
             comment="drift job: reads Log Analytics, publishes to Application Insights",
+            # Usable from this stack's workspace only: OPEN would let any workspace of the metastore use it once a
+            # principal there holds ACCESS. ISOLATED binds the creating workspace (the provider's, this stack's).
+            isolation_mode="ISOLATION_MODE_ISOLATED",
             azure_managed_identity=databricks.CredentialAzureManagedIdentityArgs(access_connector_id=connector.id),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[role, publisher])))
         access = databricks.Grant(f"{name}-grant-jobs-log-reader", credential=credential.name, principal=self.job_principal,
@@ -412,13 +494,14 @@ class Databricks(pulumi.ComponentResource):
             f"{name}-drift-job", name=args.names.job("drift"), max_concurrent_runs=1,
             timeout_seconds=DRIFT_TIMEOUT_SECONDS, tags=args.tags, tasks=[task],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
-            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="drift",
-                                                       new_cluster=self._cluster(args, workers=0, env=env))],
+            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="drift", new_cluster=self._cluster(
+                name, "drift", args, workers=0, env=env, node_type=drift.node_type))],
             schedule=databricks.JobScheduleArgs(quartz_cron_expression=drift.schedule, timezone_id=s.job.timezone,
                                                 pause_status="PAUSED" if drift.paused else "UNPAUSED"),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(d.notify)) if d.notify else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), self.experiment])))
+                depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), *self.policies,
+                            self.experiment])))
 
     def declare_batch_job(self, model_version: pulumi.Input[str]) -> databricks.Job | None:
         """The scheduled batch scoring job (serving/batch.py), scoring with `model_version` of the stack's registered
@@ -440,50 +523,54 @@ class Databricks(pulumi.ComponentResource):
             timeout_seconds=b.timeout_seconds, tags=args.tags, tasks=[task],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
             job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="batch", new_cluster=self._cluster(
-                args, env=mlflow_env("databricks-uc" if s.unity_catalog else "databricks")))],
+                name, "batch", args, env=mlflow_env("databricks-uc" if s.unity_catalog else "databricks")))],
             schedule=databricks.JobScheduleArgs(quartz_cron_expression=b.schedule, timezone_id=b.timezone,
                                                 pause_status="PAUSED" if b.paused else "UNPAUSED"),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(s.job.failure_emails))
                                  if s.job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self._may_run_as(), self.registered_model])))
+                depends_on=[*self.code, *self.grants, *self._may_run_as(), *self.policies, self.registered_model])))
         self.permissions.append(databricks.Permissions(f"{name}-batch-job-permissions", job_id=self.batch_job.id,
                                                        access_controls=self._job_acls(args), opts=opts))
         return self.batch_job
 
-    def _permissions(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[databricks.Permissions]:
-        """Authoritative ACLs: the job definitions and the experiment are not editable by every workspace user.
-        The jobs' principal logs to the experiment; the deployer (if configured) manages the jobs; workspace
-        admins keep their implicit rights."""
-        jobs = databricks.PermissionsAccessControlArgs(service_principal_name=self.job_principal, permission_level="CAN_MANAGE")
-        deployer = ([databricks.PermissionsAccessControlArgs(service_principal_name=args.settings.deployer,
-                                                             permission_level="CAN_MANAGE")]
-                    if args.settings.deployer else [])
-        readers = databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_READ")
-        created = [databricks.Permissions(f"{name}-experiment-permissions", experiment_id=self.experiment.id,
-                                          access_controls=[jobs, *deployer, readers], opts=opts)]
+    def _permissions(self, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[databricks.Permissions]:
+        """Authoritative ACLs: the job definitions are not editable by every workspace user (the experiment is the
+        folder's: _folder). The deployer manages the jobs; workspace admins keep their implicit rights."""
+        created = []
         for key, job in (("job", self.job), ("drift-job", self.drift_job)):
             if job is not None:
-                created.append(databricks.Permissions(f"{name}-{key}-permissions", job_id=job.id,
+                created.append(databricks.Permissions(f"{self._name}-{key}-permissions", job_id=job.id,
                                                       access_controls=self._job_acls(args), opts=opts))
         return created
 
     @staticmethod
     def _job_acls(args: DatabricksArgs) -> list[databricks.PermissionsAccessControlArgs]:
-        """A job's ACL: the deployer (if configured) manages it, workspace users see it."""
-        deployer = ([databricks.PermissionsAccessControlArgs(service_principal_name=args.settings.deployer,
-                                                             permission_level="CAN_MANAGE")]
-                    if args.settings.deployer else [])
-        return [*deployer, databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_VIEW")]
+        """A job's ACL: the deployer manages it, workspace users see it."""
+        return [access(args.settings.deployer, "CAN_MANAGE"),
+                databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_VIEW")]
 
-    @staticmethod
-    def _cluster(args: DatabricksArgs, workers: int | None = None,
-                 env: Mapping[str, pulumi.Input[str]] | None = None) -> databricks.JobJobClusterNewClusterArgs:
+    def _cluster(self, name: str, kind: str, args: DatabricksArgs, workers: int | None = None,
+                 env: Mapping[str, pulumi.Input[str]] | None = None,
+                 node_type: str | None = None) -> databricks.JobJobClusterNewClusterArgs:
+        """A job's cluster, under a cluster policy of its own that admits exactly this cluster (runtime, node type,
+        size, DBU per hour): a job edited in the workspace cannot grow past it. The jobs' principal and the deployer
+        may use the policy."""
         job = args.settings.job
         workers = job.workers if workers is None else workers
+        node_type = node_type or job.node_type
         single_node = workers == 0
+        policy = databricks.ClusterPolicy(
+            f"{name}-{kind}-policy", name=args.names.cluster_policy(kind),
+            description=f"{args.names.project} {kind} job cluster ({args.environment})",
+            definition=policy_definition(job.spark_version, node_type, workers, job.max_dbu_per_hour,
+                                         args.settings.unity_catalog), opts=self._on_workspace)
+        usage = databricks.Permissions(f"{name}-{kind}-policy-permissions", cluster_policy_id=policy.id, access_controls=[
+            access(args.settings.deployer, "CAN_USE"), access(self.job_principal, "CAN_USE")], opts=self._on_workspace)
+        self.policies += [policy, usage]
         return databricks.JobJobClusterNewClusterArgs(
-            spark_version=job.spark_version, node_type_id=job.node_type, num_workers=workers, policy_id=job.policy_id,
+            spark_version=job.spark_version, node_type_id=node_type, driver_node_type_id=node_type, num_workers=workers,
+            policy_id=policy.id,
             # Unity Catalog needs an access mode; dedicated (single user) runs arbitrary Python, as the run-as principal.
             data_security_mode="SINGLE_USER" if args.settings.unity_catalog else None,
             spark_conf={"spark.databricks.cluster.profile": "singleNode", "spark.master": "local[*]"} if single_node else None,

@@ -39,11 +39,12 @@ ENTRY_POINTS = {
 }
 FIRST_PARTY = code.FIRST_PARTY
 # Installed with the wheel (its Requires-Dist) because the runtime does not bundle them; everything else
-# the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark, joblib) is the runtime's own,
-# and infra/runtime.py checks that our pins agree with it. The batch job compiles and runs the image's ONNX model
-# (skl2onnx, onnx, onnxruntime); the search runs its candidates as Spark tasks through joblibspark.
-REQUIRES = ("skops", "azure-identity", "azure-monitor-query", "azure-monitor-opentelemetry-exporter", "skl2onnx", "onnx",
-            "onnxruntime", "joblibspark")
+# the code imports (mlflow, scikit-learn, numpy, pandas, scipy, matplotlib, pyspark, joblib, joblibspark, azure-identity)
+# is the runtime's own, and infra/runtime.py checks that neither these pins nor anything they depend on replaces it.
+# The batch job compiles and runs the image's ONNX model (skl2onnx, onnx, onnxruntime); prettytable is skops's, pinned
+# to a version that takes the runtime's wcwidth.
+REQUIRES = ("skops", "prettytable", "azure-monitor-query", "azure-monitor-opentelemetry-exporter", "skl2onnx", "onnx",
+            "onnxruntime")
 REQUIREMENTS = ROOT / "requirements.txt"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 

@@ -302,12 +302,21 @@ class Names:
         return f"{self.project}-{kind}-{self.environment}"
 
     @property
+    def workspace_folder(self) -> str:
+        """The stack's workspace folder: outside /Shared, whose every object all users may manage by inheritance."""
+        return f"/{self.project}/{self.environment}"
+
+    @property
     def experiment(self) -> str:
-        return f"/Shared/{self.project}-{self.environment}"
+        return f"{self.workspace_folder}/{self.project}-{self.environment}"
 
     @property
     def files_root(self) -> str:
-        return f"/Shared/{self.project}/{self.environment}"
+        return f"{self.workspace_folder}/code"
+
+    def cluster_policy(self, kind: str) -> str:
+        """train, drift, batch: the job's cluster policy (workspace-wide name)."""
+        return f"{self.project}-{kind}-{self.environment}"
 
     @property
     def code_volume(self) -> str:

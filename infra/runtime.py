@@ -1,36 +1,57 @@
 """The Databricks Runtime ML the job clusters run, and the library versions it bundles.
 
-A Databricks Runtime ML bundles its own mlflow (and numpy, pandas, scikit-learn, ...). Installing other
-versions on top replaces them underneath compiled libraries and the runtime's own integrations, so the
-jobs install only what the runtime lacks (infra.jobwheel.REQUIRES, the wheel's Requires-Dist), and
-`conflicts` names any job requirement that would replace a bundled library.
+A Databricks Runtime ML bundles its own mlflow (and numpy, pandas, scikit-learn, opentelemetry, azure-core, ...).
+Installing other versions on top replaces them underneath compiled libraries and the runtime's own integrations
+(MLflow's tracing runs on the runtime's OpenTelemetry), so the jobs install only what the runtime lacks
+(infra.jobwheel.REQUIRES, the wheel's Requires-Dist), and `conflicts` names every job requirement, or dependency of
+one at any depth, that would replace a bundled library.
 
-BUNDLED holds, per runtime, only versions read from Databricks' documentation (the MLflow-Databricks
-Runtime compatibility matrix and the supported-releases table, https://docs.databricks.com/aws/en/release-notes/runtime/ ).
-A runtime's numpy/pandas/scikit-learn versions are in its "Python libraries" release-notes table, which was
-not reachable when this was written: add them from there before relying on them (a package missing here is
-not checked). The local job run (requirements-runtime.txt, make databricks-test) runs the jobs on the
-default runtime's MLflow and Spark, so code that needs a newer MLflow fails there, not on a cluster.
+BUNDLED holds, per runtime key, the versions read from Databricks' documentation: mlflow from the MLflow-Databricks
+Runtime compatibility matrix, pyspark from the supported-releases table (RELEASE_NOTES), and every other Python library
+from the runtime's release-notes library table (infra/runtimes/<file>.txt says where it was read).
+
+The runtime key (N10 of the Databricks audit): 18 LTS is a major line with point releases (18.0 was its Beta, out of
+support since 2026-06-09); Databricks names the line's ML CPU runtime `18.x-cpu-ml-scala2.13`, the identifier its
+environments repository mirrors from the platform (github.com/databricks/environments: "directory names mirror the
+identifiers the Databricks platform exposes (spark_version for classic clusters)").
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from importlib import metadata
+from pathlib import Path
 
+from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.version import Version
 
 RELEASE_NOTES = "https://docs.databricks.com/aws/en/release-notes/runtime/"
-DEFAULT = "18.0.x-cpu-ml-scala2.13"  # 18 LTS ML (Apache Spark 4.1): the newest LTS, MLflow 3.8.1
+TABLES = Path(__file__).resolve().parent / "runtimes"
+DEFAULT = "18.x-cpu-ml-scala2.13"  # 18 LTS ML (Apache Spark 4.1, Python 3.12): the newest LTS, MLflow 3.8.1
+
+
+def _table(name: str) -> dict[str, str]:
+    """A runtime's library table (infra/runtimes/<name>.txt, name==version lines)."""
+    lines = (line.split("#", 1)[0].strip() for line in (TABLES / name).read_text().splitlines())
+    return {_name(pin): pin.split("==", 1)[1] for pin in lines if pin}
+
+
+def _name(requirement: str) -> str:
+    return re.sub(r"[-_.]+", "-", Requirement(requirement).name).lower()
+
+
+_ML_18 = {**_table("18-cpu-ml.txt"), "mlflow": "3.8.1", "pyspark": "4.1.0"}
 BUNDLED: dict[str, dict[str, str]] = {
-    # MLflow: the MLflow-Databricks Runtime compatibility matrix; pyspark: the runtime's Apache Spark version (the
-    # supported-releases table). A job requirement naming either would replace the runtime's own.
-    "18.0.x-cpu-ml-scala2.13": {"mlflow": "3.8.1", "pyspark": "4.1.0"},
+    # 17.3 and older: only MLflow (the compatibility matrix) and pyspark (the runtime's Apache Spark) are recorded, so
+    # a job requirement naming another library those runtimes bundle is not caught there.
+    "18.x-cpu-ml-scala2.13": _ML_18,
     "17.3.x-cpu-ml-scala2.13": {"mlflow": "3.0.1", "pyspark": "4.0.0"},
     "16.4.x-cpu-ml-scala2.12": {"mlflow": "2.21.3", "pyspark": "3.5.2"},
     "15.4.x-cpu-ml-scala2.12": {"mlflow": "2.13.1", "pyspark": "3.5.0"},
 }
+Requires = Callable[[str], "list[str] | None"]  # a distribution's Requires-Dist, as importlib.metadata.requires
 
 
 def bundled(spark_version: str) -> dict[str, str]:
@@ -40,21 +61,47 @@ def bundled(spark_version: str) -> dict[str, str]:
     return BUNDLED[spark_version]
 
 
-def _name(requirement: str) -> str:
-    return re.sub(r"[-_.]+", "-", Requirement(requirement).name).lower()
+def installed_requires(pins: dict[str, str]) -> Requires:
+    """The Requires-Dist of what is installed here, refusing a pinned distribution installed at another version: its
+    dependencies would be another version's (reinstall requirements.txt)."""
+    def requires(name: str) -> list[str] | None:
+        try:
+            version = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+        pinned = pins.get(_name(name))
+        if pinned is not None and Version(version) != Version(pinned):
+            raise RuntimeError(f"{name} {version} is installed, requirements.txt pins {pinned}: its dependencies "
+                               "cannot be checked against the runtime (reinstall requirements.txt)")
+        return metadata.requires(name)
+    return requires
 
 
-def conflicts(requirements: list[str], spark_version: str, installed=metadata.requires) -> list[str]:
-    """What installing `requirements` (name==version pins) on the runtime would change underneath it: a pin of
-    a bundled library, or a pinned package whose own dependencies exclude the bundled version."""
+def conflicts(requirements: list[str], spark_version: str, installed: Requires | None = None) -> list[str]:
+    """What installing `requirements` (name==version pins) on the runtime would change underneath it: a pin of a
+    bundled library, or a requirement at any depth (the pins' dependencies, theirs, ...) that excludes the bundled
+    version. `installed` gives a distribution's Requires-Dist (default: this environment's, at the pinned versions)."""
     runtime = bundled(spark_version)
+    pins = {_name(r): str(Requirement(r).specifier).removeprefix("==") for r in requirements}
+    requires = installed or installed_requires(pins)
     found = [f"{r} replaces the runtime's {_name(r)}=={runtime[_name(r)]}" for r in requirements if _name(r) in runtime]
-    for requirement in requirements:
-        for dependency in installed(Requirement(requirement).name) or []:
+    environment = {**{k: str(v) for k, v in default_environment().items()}, "extra": ""}
+    seen: set[str] = set()
+    todo = [(r, r) for r in requirements]  # (requirement, the pin that brings it)
+    while todo:
+        requirement, via = todo.pop()
+        name = Requirement(requirement).name
+        if _name(name) in seen:
+            continue
+        seen.add(_name(name))
+        for dependency in requires(name) or []:
             needed = Requirement(dependency)
-            if needed.marker is not None and not needed.marker.evaluate({"extra": ""}):
+            if needed.marker is not None and not needed.marker.evaluate(environment):
                 continue
             have = runtime.get(_name(dependency))
-            if have and not needed.specifier.contains(Version(have), prereleases=True):
-                found.append(f"{requirement} needs {needed}, the runtime bundles {_name(dependency)}=={have}")
+            if have is None:
+                todo.append((dependency, via))  # installed with the wheel: its own dependencies count too
+            elif not needed.specifier.contains(Version(have), prereleases=True):
+                through = "" if _name(via) == _name(name) else f" (through {name})"
+                found.append(f"{via} needs {needed}{through}, the runtime bundles {_name(dependency)}=={have}")
     return found

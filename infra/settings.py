@@ -62,6 +62,8 @@ Cron = Annotated[str, matching(r"\S+( \S+){5,6}", "a Quartz cron expression (6-7
 Email = Annotated[str, matching(r"[^@\s]+@[^@\s]+\.[^@\s]+", "an e-mail address")]
 UUID = r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 AppId = Annotated[str, matching(UUID, "a service principal's application id (a UUID)")]
+Deployer = Annotated[str, matching(rf"{UUID}|[^@\s]+@[^@\s]+\.[^@\s]+",
+                                   "a service principal's application id (a UUID) or a user name (an e-mail address)")]
 IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 Table = Annotated[str, matching(rf"{IDENT}\.{IDENT}\.{IDENT}",
                                 "catalog.schema.table (Unity Catalog names tables in three parts)")]
@@ -149,7 +151,8 @@ class JobSettings(Section):
     spark_version: SparkVersion = key("job cluster Databricks Runtime ML, one whose bundled libraries infra/runtime.py "
                                       "records", runtime.DEFAULT)
     workers: int = key("job cluster workers, 0 (single node) .. 100", 0, ge=0, le=100)
-    policy_id: str | None = key("cluster policy id for the job cluster", None)
+    max_dbu_per_hour: float = key("the jobs' cluster policies cap a cluster at this many DBU per hour, 0.5..500", 10,
+                                  ge=0.5, le=500)
     schedule: Cron | None = key("Quartz cron for scheduled training (omit for manual runs)", None)
     timezone: str = key("time zone of the schedule", "UTC")
     failure_emails: tuple[Email, ...] = key("e-mail addresses notified when the job fails", ())
@@ -203,18 +206,31 @@ class DatabricksSettings(JobSettings):
         shown="<name with '_' for '-'>_job_code")
     job_principal: AppId | None = key("application id of an existing service principal the jobs run as (omit: the "
                                       "stack declares <name>-jobs-<environment>)", None)
-    deployer: AppId | None = key("application id of the service principal that runs `pulumi up` (CI): it may read the "
-                                 "model and manage the jobs; omit when a person deploys", None)
+    deployer: Deployer = key("who runs `pulumi up` for this stack, as Databricks knows it: a service principal's "
+                             "application id (CI's DATABRICKS_CLIENT_ID) or a user name (e-mail). It alone manages the "
+                             "jobs' principal and the stack's folder, reads the model, and owns it where a promotion "
+                             "writes it; named, not looked up, so a second identity running `up` (a preview) changes "
+                             "nothing")
+    preview_reader: AppId | None = key("application id of CI's pull-request preview identity: a member of this workspace "
+                                       "that reads the model version a preview packages (EXECUTE on the model)", None)
     account_id: Annotated[str, matching(UUID, "an account id (a UUID)")] | None = key(
         "Azure Databricks account id (account console): names the rule set that lets the deployer run jobs as the "
         "jobs' principal (Service Principal User)", None, shown="required unless jobPrincipal")
     promotion_readers: tuple[AppId, ...] = key(
         "application ids of the deployers of stacks that promote this stack's model versions (prod's CI): each may "
         "read the registered model, nothing else", ())
+    storage_root: Annotated[str, matching(r"abfss://[^@\s]+@[^/\s]+\.dfs\.core\.windows\.net(/\S*)?",
+                                          "abfss://<container>@<account>.dfs.core.windows.net/<path>")] | None = key(
+        "managed storage of the catalog the stack creates (createCatalog): a path inside an external location an admin "
+        "created, on which the deployer holds CREATE MANAGED STORAGE", None, shown="required with createCatalog")
+    folder: WorkspacePath = key("the stack's workspace folder (the jobs' principal manages it, workspace users read it): "
+                                "it holds the experiments and, with the workspace registry, the wheel; never under "
+                                "/Shared, where every user may manage everything", shown="/<name>/<environment>")
     experiment: Annotated[str, matching(r"/.+", "a workspace path")] = key(
-        "MLflow experiment path (the drift job's runs go to <experiment>-drift)", shown="/Shared/<name>-<environment>")
-    files_root: WorkspacePath = key("workspace folder of the jobs' wheel (workspace registry only)",
-                                    shown="/Shared/<name>/<environment>")
+        "MLflow experiment path, inside folder (the drift job's runs go to <experiment>-drift)",
+        shown="<folder>/<name>-<environment>")
+    files_root: WorkspacePath = key("workspace folder of the jobs' wheel, inside folder (workspace registry only)",
+                                    shown="<folder>/code")
     batch: BatchSettings | None = None  # the batch scoring job's keys (databricks.batch.*); None: no batch job
 
     def rules(self) -> None:
@@ -227,6 +243,13 @@ class DatabricksSettings(JobSettings):
             rule(not value or self.unity_catalog, f"@{name} needs @modelRegistry unityCatalog, got {self.model_registry}")
         rule(not self.existing_workspace_resource_id or bool(self.existing_workspace_url),
              "@existingWorkspaceResourceId needs @existingWorkspaceUrl too")
+        rule(not self.create_catalog or bool(self.storage_root), "@createCatalog needs @storageRoot: a catalog the stack "
+             "creates needs managed storage (a metastore created with Unity Catalog's automatic enablement has none)")
+        rule(not (self.folder + "/").startswith("/Shared/"), f"@folder is {self.folder!r}; it must not be under /Shared "
+             "(every workspace user may manage what is there)")
+        for name, path in (("experiment", self.experiment), ("filesRoot", self.files_root)):
+            rule(path.startswith(self.folder.rstrip("/") + "/"), f"@{name} is {path!r}; it must be inside @folder "
+                 f"({self.folder}), whose permissions the stack declares")
 
     @property
     def schema(self) -> str | None:  # type: ignore[override]  # BaseModel.schema is pydantic v1's, deprecated
@@ -247,6 +270,8 @@ class DriftSettings(Section):
     schedule: Cron = key("Quartz cron of the stack's Databricks drift job", "0 0 0/6 * * ?",
                          shown="0 0 0/6 * * ? (every 6 hours)")
     paused: bool = key("declare the drift job with its schedule paused (runs only when started by hand)", False)
+    node_type: str = key("node type of the drift job's single-node cluster: a KQL query and a PSI over at most a "
+                         "window of requests, not training (databricks.nodeType)", "Standard_F4s")
     window_hours: float = key("the drift job compares the requests of the last N hours with the training baseline, "
                               "1..720", 24, ge=1, le=720)
     psi_threshold: float = key("a column drifts when its PSI exceeds this, 0.01..10", 0.2, ge=0.01, le=10)
@@ -609,7 +634,8 @@ def from_values(stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -
     registry = model.get("registryUri", "databricks-uc" if unity_catalog and tracking == "databricks" else None)
     computed = {  # the README shows these defaults as the `shown` of their keys
         "registry": {"name": names.registry},
-        "databricks": {"experiment": names.experiment, "filesRoot": names.files_root, "codeVolume": names.code_volume},
+        "databricks": {"folder": names.workspace_folder, "experiment": names.experiment, "filesRoot": names.files_root,
+                       "codeVolume": names.code_volume},
         "drift": {"secretScope": names.secret_scope},
         "image": {"repository": names.repository, "contextDir": f".local/pulumi/{stack}/context"},
         "model": {"name": names.registered_model, "module": names.model_module, "registryUri": registry},

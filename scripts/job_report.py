@@ -2,7 +2,7 @@
 moved @champion. Used by .github/workflows/model-build.yml.
 
     python -m scripts.job_report --job-id 123 --model-name staging.credit.credit_default \\
-        --experiment /Shared/credit-default-staging [--tracking-uri databricks --registry-uri databricks-uc]
+        --experiment /credit-default/staging/credit-default-staging [--tracking-uri databricks --registry-uri databricks-uc]
 
 Exit 1 when the run does not succeed, or when it registered no version. The verdict comes from the registry,
 not from logs: @champion before and after the run, and the `gate.decision` tag of exactly the version this

@@ -23,7 +23,7 @@ from typing import Any
 
 import pulumi_azure_native
 
-from infra import jobwheel, kql, naming
+from infra import jobwheel, kql, naming, stack_files
 from testing.mockcloud import Evaluation
 
 APP = "azure-native:app:ContainerApp"
@@ -453,6 +453,150 @@ def _table_access(job: str, principal: str, table: list[str], use: str, held: di
     return [f"{job}: its principal needs {m} to {use} {'.'.join(table)}" for m in missing]
 
 
+MODEL = "databricks:index/registeredModel:RegisteredModel"
+WRITERS = ("training.train:cli", "training.gate:cli")  # the entry points that register versions and move aliases
+
+
+def _models(ev: Evaluation) -> dict[str, Any]:
+    return {".".join(str(m.inputs.get(k)) for k in ("catalogName", "schemaName", "name")): m for m in ev.of_type(MODEL)}
+
+
+def _entry_points(job: Any) -> set[str]:
+    return {jobwheel.ENTRY_POINTS.get(str(_get(t, "pythonWheelTask", "entryPoint")), "") for t in job.inputs.get("tasks") or []}
+
+
+def _deployer(ev: Evaluation) -> str | None:
+    return (ev.config.get("databricks") or {}).get("deployer")
+
+
+def model_written_by_its_owner(ev: Evaluation) -> list[str]:
+    """Unity Catalog: creating a model version goes with the model's owner, and setting an alias needs its owner (or a
+    metastore admin; MANAGE is not ownership). So whoever writes versions and aliases owns the model: the jobs'
+    principal where train and gate run, the deployer where the promotion runs (inside `up`)."""
+    problems = []
+    promotes = bool((ev.config.get("promotion") or {}).get("sourceStack"))
+    writers = {str(_get(job.inputs, "runAs", "servicePrincipalName")) for job in ev.of_type(JOB)
+               if _entry_points(job) & set(WRITERS)}
+    if promotes:
+        writers.add(str(_deployer(ev)))
+    for name, model in _models(ev).items():
+        owner = str(model.inputs.get("owner"))
+        for writer in sorted(writers - {owner}):
+            problems.append(f"{model.name}: {writer} writes versions or aliases of {name}, which {owner} owns")
+    return problems
+
+
+def _held(ev: Evaluation) -> dict[tuple[str, str, str], set[str]]:
+    held: dict[tuple[str, str, str], set[str]] = {}
+    for grant in ev.of_type(GRANT):
+        kind, name = _securable(grant.inputs)
+        held.setdefault((str(grant.inputs.get("principal")), kind, name), set()).update(grant.inputs.get("privileges") or [])
+    return held
+
+
+def model_readers_hold_execute(ev: Evaluation) -> list[str]:
+    """Unity Catalog: reading a model's versions and files needs EXECUTE on it (and USE_CATALOG, USE_SCHEMA), unless
+    one owns it; owning its catalog or schema does not give it. The readers: the deployer (it packages the version),
+    CI's preview identity (it reads what a preview would package), a job that scores with the model, and, for a
+    promotion target, its deployer on the source stack's model (that stack's promotionReaders)."""
+    databricks = ev.config.get("databricks") or {}
+    if databricks.get("modelRegistry", "unityCatalog") != "unityCatalog":
+        return []
+    held, problems = _held(ev), []
+    deployer = _deployer(ev)
+    if not deployer:
+        return ["databricks.deployer is not set: the identity that runs `up` reads the model with no EXECUTE on it"]
+    readers = {deployer: "the deployer", **({databricks["previewReader"]: "the preview"}
+                                           if databricks.get("previewReader") else {})}
+    for job in ev.of_type(JOB):
+        for task in job.inputs.get("tasks") or []:
+            params = [str(p) for p in _get(task, "pythonWheelTask", "parameters") or []]
+            if "--model-uri" in params:
+                uri = params[params.index("--model-uri") + 1]
+                readers.setdefault(str(_get(job.inputs, "runAs", "servicePrincipalName")), f"{job.name}'s principal")
+                if not uri.startswith("models:/"):
+                    problems.append(f"{job.name}: --model-uri {uri} is not a models:/ URI")
+    for name, model in _models(ev).items():
+        catalog, schema, _ = name.split(".")
+        for reader, who in readers.items():
+            if reader == str(model.inputs.get("owner")):
+                continue
+            for privilege, kind, securable in (("USE_CATALOG", "catalog", catalog),
+                                               ("USE_SCHEMA", "schema", f"{catalog}.{schema}"),
+                                               ("EXECUTE", "model", name)):
+                if not {privilege, "ALL_PRIVILEGES"} & held.get((reader, kind, securable), set()):
+                    problems.append(f"{model.name}: {who} ({reader}) reads {name} without {privilege} on {securable}")
+    source = (ev.config.get("promotion") or {}).get("sourceStack")
+    if source and source in stack_files.stacks():
+        readers_there = (stack_files.stack_values(source).get("databricks") or {}).get("promotionReaders") or []
+        if deployer not in readers_there:
+            problems.append(f"the deployer {deployer} copies versions out of {source}'s model, whose "
+                            "databricks.promotionReaders does not list it (no EXECUTE there, no workspace membership)")
+    return problems
+
+
+def catalog_has_managed_location(ev: Evaluation) -> list[str]:
+    """A metastore Unity Catalog enabled automatically has no metastore-level managed storage: a catalog created
+    without its own (storageRoot) cannot hold managed tables, volumes or model versions."""
+    return [f"{c.name}: catalog {c.inputs.get('name')} declares no storageRoot" for c in
+            ev.of_type("databricks:index/catalog:Catalog") if not c.inputs.get("storageRoot")]
+
+
+DIRECTORY = "databricks:index/directory:Directory"
+PERMISSIONS = "databricks:index/permissions:Permissions"
+
+
+def experiments_in_a_governed_folder(ev: Evaluation) -> list[str]:
+    """Objects inherit their folder's permissions, and in /Shared every user has Can Manage: an experiment's own ACL
+    adds rights, it cannot take inherited ones away. So the experiments (the declared one and the drift job's, which
+    it creates at run time) live in a folder the stack declares with authoritative permissions, outside /Shared."""
+    governed = {str(p.inputs.get("directoryPath")) for p in ev.of_type(PERMISSIONS) if p.inputs.get("directoryPath")}
+    folders = [str(d.inputs.get("path")).rstrip("/") for d in ev.of_type(DIRECTORY)
+               if str(d.inputs.get("path")) in governed and not str(d.inputs.get("path")).startswith("/Shared")]
+    paths = [(e.name, str(e.inputs.get("name"))) for e in ev.of_type("databricks:index/mlflowExperiment:MlflowExperiment")]
+    for job in ev.of_type(JOB):
+        for task in job.inputs.get("tasks") or []:
+            params = [str(p) for p in _get(task, "pythonWheelTask", "parameters") or []]
+            if "--experiment" in params:
+                paths.append((job.name, params[params.index("--experiment") + 1]))
+    return [f"{owner}: experiment {path} is not inside a folder the stack declares with its permissions (outside "
+            "/Shared)" for owner, path in sorted(set(paths)) if not any(path.startswith(f"{f}/") for f in folders)]
+
+
+POLICY = "databricks:index/clusterPolicy:ClusterPolicy"
+
+
+def job_clusters_under_a_policy(ev: Evaluation) -> list[str]:
+    """A job cluster without a cluster policy is whatever its definition says, edited in the workspace or not: each
+    job cluster names a policy the stack declares, and the policy admits that cluster (runtime, node type). The drift
+    job (a KQL query and a PSI) does not run on the training node type unless the stack says so (drift.nodeType)."""
+    policies = {p.id: json.loads(str(p.inputs.get("definition") or "{}")) for p in ev.of_type(POLICY)}
+    problems = []
+    for job in ev.of_type(JOB):
+        for cluster in job.inputs.get("jobClusters") or []:
+            spec, key = cluster.get("newCluster") or {}, cluster.get("jobClusterKey")
+            policy = policies.get(str(spec.get("policyId")))
+            if policy is None:
+                problems.append(f"{job.name}: cluster {key} has no cluster policy the stack declares")
+                continue
+            for attribute, field_name in (("spark_version", "sparkVersion"), ("node_type_id", "nodeTypeId")):
+                allowed = policy.get(attribute) or {}
+                if allowed.get("type") == "fixed" and allowed.get("value") != spec.get(field_name):
+                    problems.append(f"{job.name}: cluster {key}'s {field_name} {spec.get(field_name)} is not what its "
+                                    f"policy fixes ({allowed.get('value')})")
+            if "dbus_per_hour" not in policy:
+                problems.append(f"{job.name}: cluster {key}'s policy does not cap its DBU per hour")
+    training = (ev.config.get("databricks") or {}).get("nodeType", "Standard_DS3_v2")
+    configured = (ev.config.get("drift") or {}).get("nodeType")
+    for job in ev.of_type(JOB):
+        if "monitoring.drift:cli" in _entry_points(job) and configured != training:
+            for cluster in job.inputs.get("jobClusters") or []:
+                if (cluster.get("newCluster") or {}).get("nodeTypeId") == training:
+                    problems.append(f"{job.name}: the drift cluster runs on the training node type {training} "
+                                    "(set drift.nodeType to choose it on purpose)")
+    return problems
+
+
 def entra_only_ingestion_has_a_publisher(ev: Evaluation) -> list[str]:
     """With local auth off, Application Insights accepts telemetry only with a token of an identity holding
     Monitoring Metrics Publisher on the component: the drift job's record would be refused without it."""
@@ -836,6 +980,23 @@ RULES: tuple[Rule, ...] = (
     Rule("app-insights-entra-ingestion", "with local auth disabled, telemetry needs an Entra token of an identity with "
          "Monitoring Metrics Publisher on the component",
          "https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication", entra_only_ingestion_has_a_publisher),
+    Rule("unity-catalog-model-owner-writes", "creating a model version and moving an alias take the registered model's "
+         "owner (or a metastore admin): whoever writes versions or aliases owns the model",
+         "https://docs.databricks.com/api/uc-registered-models/v1/set-registered-model-alias", model_written_by_its_owner),
+    Rule("unity-catalog-model-execute", "reading a model's versions and files needs EXECUTE on it and USE_CATALOG, "
+         "USE_SCHEMA on the way, unless one owns it; catalog or schema ownership does not give it",
+         "https://databricks-sdk-py.readthedocs.io/en/latest/workspace/catalog/registered_models.html",
+         model_readers_hold_execute),
+    Rule("unity-catalog-managed-location", "a catalog needs managed storage of its own when the metastore has none "
+         "(metastores of automatically enabled workspaces)",
+         "https://learn.microsoft.com/azure/databricks/connect/unity-catalog/managed-storage",
+         catalog_has_managed_location),
+    Rule("databricks-experiment-folder", "workspace objects inherit their folder's permissions; in /Shared all users "
+         "have Can Manage", "https://docs.azure.cn/zh-cn/databricks/security/access-control/workspace-acl",
+         experiments_in_a_governed_folder),
+    Rule("databricks-job-cluster-policy", "a cluster policy limits what a cluster may be (runtime, node type, size, DBU "
+         "per hour); a job cluster without one is whatever its definition says",
+         "https://learn.microsoft.com/azure/databricks/admin/clusters/policy-definition", job_clusters_under_a_policy),
     Rule("databricks-jobs-run-as", "a job runs as its owner unless run_as names a service principal (the deployer "
          "needs the Service Principal User role on it)", "https://docs.databricks.com/jobs/privileges.html",
          jobs_run_as_a_service_principal),

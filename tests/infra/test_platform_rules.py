@@ -4,6 +4,7 @@ and each rule catches the mistake it is there for (a rule that cannot fail prove
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 
@@ -424,3 +425,106 @@ def test_a_job_table_without_its_privileges_is_caught():
     assert "batch: its principal needs CREATE_TABLE on c.out to write c.out.rejects" in found
     assert problems("unity-catalog-table-access", fake(job, enough[0], enough[1], enough[3])) == [
         "batch: its principal needs SELECT on c.s.portfolio to read c.s.portfolio"]
+
+
+# ---- Unity Catalog models, the stack's folder, cluster policies (Databricks audit N2, N5, N7, N8, N14) ----
+
+MODEL = {"catalogName": "prod", "schemaName": "credit", "name": "m"}
+OWNER_DEPLOYER, JOBS = "00000000-0000-0000-0000-0000000000d3", "jobs-app-id"
+
+
+def wheel_job(name: str, entry_point: str, parameters: list[str], principal: str = JOBS, **spec) -> Captured:
+    return resource(platform_rules.JOB, name, {"runAs": {"servicePrincipalName": principal}, "tasks": [
+        {"taskKey": "t", "pythonWheelTask": {"entryPoint": entry_point, "parameters": parameters}}], **spec})
+
+
+def test_a_promotion_writing_a_model_the_jobs_own_is_caught():
+    """Databricks N2: prod's promotion (the deployer, inside `up`) writes versions and aliases of a model the jobs'
+    principal owned; Unity Catalog refuses the alias to anyone but the owner."""
+    config = {"promotion": {"sourceStack": "staging"}, "databricks": {"deployer": OWNER_DEPLOYER}}
+    owned_by_jobs = resource(platform_rules.MODEL, "model", {**MODEL, "owner": JOBS})
+    assert f"{OWNER_DEPLOYER} writes versions or aliases of prod.credit.m, which {JOBS} owns" in problems(
+        "unity-catalog-model-owner-writes", fake(owned_by_jobs, config=config))[0]
+    owned_by_deployer = resource(platform_rules.MODEL, "model", {**MODEL, "owner": OWNER_DEPLOYER})
+    assert not problems("unity-catalog-model-owner-writes", fake(owned_by_deployer, config=config))
+    train = wheel_job("train", "mlops-train", [])  # a training stack: the jobs write
+    assert problems("unity-catalog-model-owner-writes", fake(owned_by_deployer, train, config={}))
+
+
+def test_a_reader_without_execute_on_the_model_is_caught():
+    """Databricks N5: the deployer packages the version, the preview reads it, the batch job scores with it; each
+    needs EXECUTE (and USE on the way) unless it owns the model."""
+    model = resource(platform_rules.MODEL, "model", {**MODEL, "owner": OWNER_DEPLOYER})
+    batch = wheel_job("batch", "mlops-batch", ["--model-uri", "models:/prod.credit.m/1"])
+    config = {"databricks": {"deployer": OWNER_DEPLOYER}}
+    found = problems("unity-catalog-model-execute", fake(model, batch, config=config))
+    assert {line.split(" without ")[1] for line in found} == {"USE_CATALOG on prod", "USE_SCHEMA on prod.credit",
+                                                              "EXECUTE on prod.credit.m"}
+    grants = [grant("g1", JOBS, ["USE_CATALOG"], catalog="prod"), grant("g2", JOBS, ["USE_SCHEMA"], schema="prod.credit"),
+              grant("g3", JOBS, ["EXECUTE"], model="prod.credit.m")]
+    assert not problems("unity-catalog-model-execute", fake(model, batch, *grants, config=config))
+    assert "databricks.deployer is not set" in problems("unity-catalog-model-execute", fake(model, *grants))[0]
+    preview = {"databricks": {"deployer": OWNER_DEPLOYER, "previewReader": "preview-app-id"}}
+    assert "the preview (preview-app-id) reads" in problems("unity-catalog-model-execute",
+                                                            fake(model, batch, *grants, config=preview))[0]
+
+
+def test_a_promotion_target_whose_deployer_the_source_does_not_list_is_caught():
+    """Prod's deployer copies versions out of staging's model: staging's promotionReaders must name it."""
+    listed = settings_of_stack_readers("staging")
+    assert listed, "staging lists prod's deployer in databricks.promotionReaders"
+    for deployer, found in ((listed[0], []), ("someone-else", ["promotionReaders does not list it"])):
+        model = resource(platform_rules.MODEL, "model", {**MODEL, "owner": deployer})  # prod's model: its own
+        config = {"promotion": {"sourceStack": "staging"}, "databricks": {"deployer": deployer}}
+        assert [p.rsplit(", whose databricks.", 1)[-1][:33] for p in problems("unity-catalog-model-execute",
+                                                                             fake(model, config=config))] == found
+
+
+def settings_of_stack_readers(stack: str) -> list[str]:
+    return (stack_files.stack_values(stack).get("databricks") or {}).get("promotionReaders") or []
+
+
+def test_a_catalog_without_managed_storage_is_caught(evaluate):
+    """Databricks N8: with createCatalog the catalog needs a storageRoot (the settings require one)."""
+    catalog = {"name": "staging", "isolationMode": "ISOLATED"}
+    assert problems("unity-catalog-managed-location", fake(resource("databricks:index/catalog:Catalog", "c", catalog)))
+    root = "abfss://uc@stmlopsstaging.dfs.core.windows.net/staging"
+    ev = evaluate("staging", {"databricks.createCatalog": True, "databricks.storageRoot": root})
+    assert not problems("unity-catalog-managed-location", ev)
+    assert ev.one("databricks:index/catalog:Catalog").inputs["storageRoot"] == root
+    assert not ev.of_type("databricks:index/workspaceBinding:WorkspaceBinding")  # ISOLATED binds the creator (N11)
+
+
+def test_an_experiment_under_shared_is_caught():
+    """Databricks N7: objects inherit their folder's permissions, and in /Shared every user has Can Manage."""
+    experiment = resource("databricks:index/mlflowExperiment:MlflowExperiment", "e", {"name": "/Shared/x-prod"})
+    assert problems("databricks-experiment-folder", fake(experiment))
+    folder = resource(platform_rules.DIRECTORY, "f", {"path": "/x/prod"})
+    acl = resource(platform_rules.PERMISSIONS, "p", {"directoryPath": "/x/prod", "accessControls": []})
+    inside = resource("databricks:index/mlflowExperiment:MlflowExperiment", "e", {"name": "/x/prod/x-prod"})
+    assert not problems("databricks-experiment-folder", fake(folder, acl, inside))
+    assert problems("databricks-experiment-folder", fake(folder, inside))  # a folder without declared permissions
+    drift = wheel_job("drift", "mlops-drift", ["--experiment", "/Shared/x-prod-drift"])
+    assert "drift: experiment /Shared/x-prod-drift" in problems("databricks-experiment-folder",
+                                                                fake(folder, acl, inside, drift))[0]
+
+
+def test_a_job_cluster_without_its_policy_or_drift_on_the_training_node_is_caught():
+    """Databricks N14: every job cluster names a declared policy that admits it; drift runs on its own node type."""
+    policy = resource(platform_rules.POLICY, "policy", {"definition": json.dumps({
+        "spark_version": {"type": "fixed", "value": "18.x-cpu-ml-scala2.13"},
+        "node_type_id": {"type": "fixed", "value": "Standard_F4s"}, "dbus_per_hour": {"type": "range", "maxValue": 10}})})
+    cluster = {"jobClusterKey": "drift", "newCluster": {"sparkVersion": "18.x-cpu-ml-scala2.13",
+                                                        "nodeTypeId": "Standard_F4s", "policyId": policy.id}}
+    drift = wheel_job("drift", "mlops-drift", [], jobClusters=[cluster])
+    config = {"databricks": {"nodeType": "Standard_DS4_v2"}}
+    assert not problems("databricks-job-cluster-policy", fake(policy, drift, config=config))
+    assert "no cluster policy" in problems("databricks-job-cluster-policy", fake(drift, config=config))[0]
+    cluster["newCluster"]["nodeTypeId"] = "Standard_DS4_v2"
+    drift = wheel_job("drift", "mlops-drift", [], jobClusters=[cluster])
+    found = problems("databricks-job-cluster-policy", fake(policy, drift, config=config))
+    assert any("not what its policy fixes" in p for p in found)
+    assert any("runs on the training node type Standard_DS4_v2" in p for p in found)
+    chosen = {**config, "drift": {"nodeType": "Standard_DS4_v2"}}  # on purpose: the training node type is fine
+    assert not any("training node type" in p for p in problems("databricks-job-cluster-policy",
+                                                                fake(policy, drift, config=chosen)))

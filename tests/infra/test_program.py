@@ -300,14 +300,18 @@ def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
         f"volume {schema}.{s.databricks.code_volume}": ["READ_VOLUME"], f"table {s.databricks.data_table}": ["SELECT"],
         f"table {s.databricks.batch.input_table}": ["SELECT"], f"credential {s.names.logs_credential}": ["ACCESS"]}
     model = dev.one("databricks:index/registeredModel:RegisteredModel")
-    assert model.inputs["owner"] == app_id  # registers versions and moves aliases; nobody else needs to
-    # job definitions and the experiment: not editable by every workspace user
+    assert model.inputs["owner"] == app_id  # train and gate register versions and move aliases
+    # job definitions and the stack's folder (the experiments): not editable by every workspace user
+    deployer = {"userName": s.databricks.deployer, "permissionLevel": "CAN_MANAGE"}  # dev: a person deploys
     acls = {r.name: r.inputs["accessControls"] for r in dev.of_type("databricks:index/permissions:Permissions")}
-    assert acls["databricks-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
-    assert acls["databricks-drift-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
-    assert acls["databricks-batch-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
-    assert acls["databricks-experiment-permissions"] == [
-        {"servicePrincipalName": app_id, "permissionLevel": "CAN_MANAGE"}, {"groupName": "users", "permissionLevel": "CAN_READ"}]
+    for job in ("job", "drift-job", "batch-job"):
+        assert acls[f"databricks-{job}-permissions"] == [deployer, {"groupName": "users", "permissionLevel": "CAN_VIEW"}]
+    folder = dev.one("databricks:index/directory:Directory")
+    assert folder.inputs["path"] == s.databricks.folder and s.databricks.experiment.startswith(f"{s.databricks.folder}/")
+    assert acls["databricks-folder-permissions"] == [deployer, {"servicePrincipalName": app_id, "permissionLevel": "CAN_MANAGE"},
+                                                     {"groupName": "users", "permissionLevel": "CAN_READ"}]
+    experiment = dev.one("databricks:index/mlflowExperiment:MlflowExperiment")
+    assert folder.urn in experiment.dependencies  # created in the folder, which exists first
     assert not dev.of_type("databricks:index/catalog:Catalog")  # existing catalog and schema by default
 
 
@@ -316,10 +320,13 @@ def test_the_deployer_may_run_jobs_as_the_principal_it_declares(evaluate):
     dev = evaluate("dev")
     app_id = dev.one("databricks:index/servicePrincipal:ServicePrincipal").outputs["applicationId"]
     rules = dev.one("databricks:index/accessControlRuleSet:AccessControlRuleSet")
-    assert rules.inputs["name"] == f"accounts/00000000-0000-0000-0000-000000000000/servicePrincipals/{app_id}/ruleSets/default"
-    deployer = f"servicePrincipals/{mockcloud.DEPLOYER_APPLICATION_ID}"  # who runs `up`, as Databricks sees it
+    account = settings_of("dev").databricks.account_id
+    assert rules.inputs["name"] == f"accounts/{account}/servicePrincipals/{app_id}/ruleSets/default"
+    # the configured deployer (dev: a person), not whoever runs this evaluation (mockcloud's get_current_user)
+    deployer = f"users/{settings_of('dev').databricks.deployer}"
     assert {(g["role"], tuple(g["principals"])) for g in rules.inputs["grantRules"]} == {
         ("roles/servicePrincipal.user", (deployer,)), ("roles/servicePrincipal.manager", (deployer,))}
+    assert not any(token.endswith("getCurrentUser") for token, _ in dev.calls)  # a preview evaluates the same rules
     configured = evaluate("dev", {"databricks.deployer": DEPLOYER})
     rules = configured.one("databricks:index/accessControlRuleSet:AccessControlRuleSet")
     assert {p for g in rules.inputs["grantRules"] for p in g["principals"]} == {f"servicePrincipals/{DEPLOYER}"}
@@ -346,20 +353,20 @@ PROD_DEPLOYER = "77777777-8888-9999-aaaa-bbbbbbbbbbbb"
 
 
 def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(evaluate):
-    ev = evaluate("staging", {"databricks.createCatalog": True, "databricks.jobPrincipal": JOBS_SP,
-                              "databricks.deployer": DEPLOYER})
-    assert not ev.of_type("databricks:index/servicePrincipal:ServicePrincipal")
+    root = "abfss://uc@stcreditstaging.dfs.core.windows.net/staging"
+    ev = evaluate("staging", {"databricks.createCatalog": True, "databricks.storageRoot": root,
+                              "databricks.jobPrincipal": JOBS_SP, "databricks.deployer": DEPLOYER})
+    assert [sp.name for sp in ev.of_type("databricks:index/servicePrincipal:ServicePrincipal")] == [
+        "databricks-member-reader0", "databricks-member-preview"]  # members, not a principal the jobs run as
     assert {job.inputs["runAs"]["servicePrincipalName"] for job in ev.of_type(JOB)} == {JOBS_SP}
     s = settings_of("staging")
     catalog = ev.one("databricks:index/catalog:Catalog")
-    assert (catalog.inputs["name"], catalog.inputs["isolationMode"]) == (s.databricks.catalog, "ISOLATED")
+    assert (catalog.inputs["name"], catalog.inputs["isolationMode"], catalog.inputs["storageRoot"]) == (
+        s.databricks.catalog, "ISOLATED", root)
     schema = ev.one("databricks:index/schema:Schema")
     assert (schema.inputs["catalogName"], schema.inputs["name"]) == (s.databricks.catalog, s.databricks.schema)
-    binding = ev.one("databricks:index/workspaceBinding:WorkspaceBinding")
-    workspace = ev.one("azure-native:databricks:Workspace")
-    assert binding.inputs == {"securableName": s.databricks.catalog, "securableType": "catalog",
-                              "bindingType": "BINDING_TYPE_READ_WRITE",
-                              "workspaceId": workspace.outputs["workspaceId"]}  # a string, as the SDK types it
+    # ISOLATED binds the creating workspace (this stack's) itself: a WorkspaceBinding beside it would only compete
+    assert not ev.of_type("databricks:index/workspaceBinding:WorkspaceBinding")
     volume = ev.one("databricks:index/volume:Volume")
     assert catalog.urn in volume.dependencies and schema.urn in volume.dependencies
     assert grants_of(ev, DEPLOYER) == model_readers_grants("staging")
@@ -375,6 +382,13 @@ def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(eva
     ({"databricks.codeVolume": "job code"}, r"databricks\.codeVolume is 'job code'; it must be a volume identifier"),
     ({"databricks.accountId": stack_files.DELETE}, r"databricks\.accountId is required when the stack declares the jobs'"),
     ({"databricks.promotionReaders": ["prod-ci"]}, r"databricks\.promotionReaders holds 'prod-ci'; each item must be a "),
+    # N9: the run-as rule set, the grants and the ACLs name the deployer; none follows whoever runs `up`
+    ({"databricks.deployer": stack_files.DELETE}, r"databricks\.deployer is required"),
+    ({"databricks.deployer": "ci"}, r"databricks\.deployer is 'ci'; it must be a service principal's application id "),
+    ({"databricks.createCatalog": True}, r"databricks\.createCatalog needs mlops:databricks\.storageRoot"),
+    ({"databricks.folder": "/Shared/credit"}, r"databricks\.folder is '/Shared/credit'; it must not be under /Shared"),
+    ({"databricks.experiment": "/Shared/credit-dev"}, r"databricks\.experiment is '/Shared/credit-dev'; it must be "
+                                                      r"inside mlops:databricks\.folder"),
 ])
 def test_bad_unity_catalog_config_names_the_key(evaluate, overrides, message):
     with pytest.raises(settings.ConfigError, match=rf"mlops:{message}"):
@@ -575,7 +589,7 @@ def test_the_batch_job_scores_with_the_version_the_stack_serves(evaluate, stack)
     assert ev.outputs["databricks_batch_job_id"] == job.id
     cluster = job.inputs["jobClusters"][0]["newCluster"]
     assert cluster["sparkEnvVars"] == {"MLFLOW_TRACKING_URI": "databricks", "MLFLOW_REGISTRY_URI": "databricks-uc"}
-    app_id = ev.one("databricks:index/servicePrincipal:ServicePrincipal").outputs["applicationId"]
+    app_id = ev.named("databricks:index/servicePrincipal:ServicePrincipal", "databricks-job-principal").outputs["applicationId"]
     assert job.inputs["runAs"] == {"servicePrincipalName": app_id}
     granted = grants_of(ev, app_id)
     assert granted[f"table {batch['inputTable']}"] == ["SELECT"]
@@ -616,3 +630,44 @@ def test_batch_settings_errors_name_the_key():
         load("staging", {"databricks.batch.outputTable": batch.input_table})
     with pytest.raises(ConfigError, match=rf"{key}: unknown key\(s\) outputTabel"):
         load("staging", {"databricks.batch.outputTabel": batch.output_table})
+
+
+def test_prods_promotion_owns_the_model_it_writes_and_its_jobs_read_it(evaluate):
+    """Databricks N2/N5: in a promotion target the deployer writes versions and aliases (the promotion runs in `up`),
+    so it owns the model; the jobs' principal reads the copies (batch) with EXECUTE. Staging's model: the jobs own it,
+    the deployer, prod's deployer and the preview read it, each a member of staging's workspace (B1)."""
+    prod, staging = evaluate("prod"), evaluate("staging")
+    s, source = settings_of("prod"), settings_of("staging")
+    model = prod.one("databricks:index/registeredModel:RegisteredModel")
+    assert model.inputs["owner"] == s.databricks.deployer
+    jobs = prod.named("databricks:index/servicePrincipal:ServicePrincipal", "databricks-job-principal").outputs["applicationId"]
+    assert grants_of(prod, jobs)[f"model {s.model.full_name}"] == ["EXECUTE"]
+    assert f"model {s.model.full_name}" not in grants_of(prod, s.databricks.deployer)  # the owner
+    for reader in (source.databricks.deployer, s.databricks.deployer, source.databricks.preview_reader):
+        assert grants_of(staging, reader) == model_readers_grants("staging"), reader
+    members = {sp.inputs["applicationId"] for sp in staging.of_type("databricks:index/servicePrincipal:ServicePrincipal")
+               if sp.name.startswith("databricks-member-")}
+    assert members == {s.databricks.deployer, source.databricks.preview_reader}
+
+
+def test_each_job_cluster_runs_under_its_own_policy_and_drift_on_a_small_node(evaluate):
+    """Databricks N14: a declared cluster policy per job (runtime, node type, size, DBU/h fixed or capped), which the
+    jobs' principal and the deployer may use; prod's hourly drift run no longer starts its DS4_v2."""
+    import json
+
+    prod = evaluate("prod")
+    s = settings_of("prod")
+    policies = {p.id: p for p in prod.of_type("databricks:index/clusterPolicy:ClusterPolicy")}
+    for job in prod.of_type(JOB):
+        cluster = job.inputs["jobClusters"][0]["newCluster"]
+        definition = json.loads(policies[cluster["policyId"]].inputs["definition"])
+        assert definition["node_type_id"] == {"type": "fixed", "value": cluster["nodeTypeId"]}, job.name
+        assert definition["dbus_per_hour"] == {"type": "range", "maxValue": s.databricks.max_dbu_per_hour}
+        assert definition["cluster_type"] == {"type": "fixed", "value": "job"}
+    drift = prod.named(JOB, "databricks-drift-job").inputs["jobClusters"][0]["newCluster"]
+    assert (drift["nodeTypeId"], s.databricks.node_type) == (s.drift.node_type, "Standard_DS4_v2")
+    assert drift["nodeTypeId"] != s.databricks.node_type
+    train = evaluate("staging").named(JOB, "databricks-job").inputs["tasks"]
+    assert [(t["taskKey"], t.get("maxRetries")) for t in train] == [("train", None), ("gate", 1)]
+    credential = prod.one("databricks:index/credential:Credential")
+    assert credential.inputs["isolationMode"] == "ISOLATION_MODE_ISOLATED"  # N15: this workspace only

@@ -159,7 +159,8 @@ def test_names_derive_from_the_one_name_and_settable_ones_default_to_it():
     assert (s.registry.name, s.model.short_name, s.model.module, s.image.repository) == (
         "crhousepricesdev", "house_prices", "models.house_prices", "house-prices-scoring")
     assert (s.databricks.experiment, s.databricks.files_root, s.databricks.code_volume, s.drift.secret_scope) == (
-        "/Shared/house-prices-dev", "/Shared/house-prices/dev", "house_prices_job_code", "house-prices-dev")
+        "/house-prices/dev/house-prices-dev", "/house-prices/dev/code", "house_prices_job_code", "house-prices-dev")
+    assert s.databricks.folder == "/house-prices/dev"  # outside /Shared, where every user may manage everything
     staging = load("staging")
     assert staging.registry.name == f"cr{staging.project_name.replace('-', '')}staging"  # the stack files set none
     assert load("staging", {"registry.name": "crtakenelsewhere"}).registry.name == "crtakenelsewhere", "an override wins"
