@@ -733,7 +733,8 @@ WORKSPACE_READS = {
 
 
 def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
-    target = ev.outputs.get("serving_target", "containerapps")
+    # From the config: a preview's outputs stay unknown while any of them is (the image's name, say).
+    target = _get(ev.config, "serving", "target") or ev.outputs.get("serving_target", "containerapps")
     problems = []
     for token, _ in ev.calls:
         if token in WORKSPACE_READS:

@@ -242,6 +242,21 @@ def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
         assert tokens == {"azure-native:containerservice:listManagedClusterUserCredentials"}
 
 
+def test_a_preview_downloads_no_model(base_overrides, tmp_path, monkeypatch):
+    """What a preview may download: nothing. The PR preview's identity may browse the registry, not read a model
+    version's files (Unity Catalog's EXECUTE), so a preview resolves the version and assembles no build context."""
+    import mlflow.artifacts
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a preview downloaded {args or kwargs}")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", refuse)
+    overrides = {**base_overrides("staging"), "image.contextDir": str(tmp_path / "context")}
+    ev = mockcloud.evaluate("staging", overrides, env={}, preview=True)
+    assert ev.of_type("docker:index/image:Image"), "the version is resolved and the image still shows, its name unknown"
+    assert not (tmp_path / "context").exists()
+
+
 def test_a_container_apps_error_rate_blind_to_the_ingress_is_caught():
     """The app's error lines alone miss every 5xx the ingress answered itself; HTTP logs need their category."""
     env = resource(platform_rules.ENVIRONMENT, "env", {"appLogsConfiguration": {"destination": "azure-monitor"}})

@@ -187,7 +187,7 @@ def test_observability_alerts_and_queries(evaluate):
         else:
             # the azure-monitor destination's table (not ContainerAppConsoleLogs_CL): see tests/infra/test_kql_bind.py
             assert re.search(r"\bContainerAppConsoleLogs\b", query) or key == "restarts"
-    assert rules["no-traffic"].inputs["windowSize"] == "PT30M"
+    assert (rules["no-traffic"].inputs["windowSize"], rules["no-traffic"].inputs["severity"]) == ("PT60M", 3)
     drift = rules["drift"].inputs
     assert drift["enabled"] is True and drift["windowSize"] == "PT60M"
     condition = drift["criteria"]["allOf"][0]
