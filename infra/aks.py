@@ -25,7 +25,7 @@ import pulumi_kubernetes as k8s
 from infra import k8s_manifests
 from infra.naming import Names
 from infra.prometheus import ManagedPrometheus, PrometheusArgs
-from infra.registry import grant_acr_pull
+from infra.registry import RbacPropagation, grant_acr_pull
 from infra.settings import ObservabilitySettings, ServingSettings
 
 
@@ -91,6 +91,8 @@ class AksService(pulumi.ComponentResource):
         # Nodes pull with the kubelet identity, not the cluster identity.
         kubelet_object_id = self.cluster.identity_profile.apply(_kubelet_object_id)
         self.acr_pull = grant_acr_pull(f"{name}-kubelet-acr-pull", args.registry, kubelet_object_id, self)
+        self.pull_ready = RbacPropagation(f"{name}-kubelet-acr-pull-propagation", self.acr_pull,
+                                          opts=pulumi.ResourceOptions(parent=self))
         credentials = containerservice.list_managed_cluster_user_credentials_output(
             resource_group_name=args.resource_group_name, resource_name=self.cluster.name,
             opts=pulumi.InvokeOutputOptions(parent=self))
@@ -133,7 +135,7 @@ class AksService(pulumi.ComponentResource):
         in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=manifests["Deployment"]["metadata"], spec=manifests["Deployment"]["spec"],
-            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.acr_pull])))
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.pull_ready])))
         objects: dict[str, pulumi.CustomResource] = {"Namespace": namespace, "Deployment": deployment}
         kinds = {"Service": k8s.core.v1.Service, "HorizontalPodAutoscaler": k8s.autoscaling.v2.HorizontalPodAutoscaler,
                  "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget, "NetworkPolicy": k8s.networking.v1.NetworkPolicy}

@@ -36,9 +36,11 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_azure_native.app as app
+import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.monitor as monitor
 
 from infra import kql
+from infra.registry import RbacPropagation
 from infra.settings import AuthSettings, ContainerAppSettings, ServingSettings
 
 CONTAINER_NAME = "scoring"
@@ -55,7 +57,7 @@ class ContainerAppArgs:
     image: pulumi.Input[str]             # repo digest: <server>/<repo>@sha256:...
     registry_server: pulumi.Input[str]
     pull_identity_id: pulumi.Input[str]  # user-assigned identity holding AcrPull
-    acr_pull_role_assignment: pulumi.Resource
+    acr_pull_role_assignment: authorization.RoleAssignment
     env: dict[str, str]
     tags: dict[str, str]
 
@@ -151,6 +153,9 @@ class ContainerAppService(pulumi.ComponentResource):
             logs=[monitor.DiagnosticsLogSettingsArgs(category=category, enabled=True) for category in LOG_CATEGORIES],
             opts=pulumi.ResourceOptions(parent=self))
         image = pulumi.Output.from_input(args.image)
+        # The first revision pulls at once: wait until the identity's AcrPull has propagated (N12).
+        self.pull_ready = RbacPropagation(f"{name}-acr-pull-propagation", args.acr_pull_role_assignment,
+                                          opts=pulumi.ResourceOptions(parent=self))
         self.app = app.ContainerApp(
             f"{name}-app", container_app_name=args.app_name, resource_group_name=args.resource_group_name,
             location=args.location, managed_environment_id=self.environment.id,
@@ -169,9 +174,9 @@ class ContainerAppService(pulumi.ComponentResource):
                 scale=app.ScaleArgs(min_replicas=s.min_replicas, max_replicas=s.max_replicas, rules=[app.ScaleRuleArgs(
                     name="http-concurrency", http=app.HttpScaleRuleArgs(metadata={"concurrentRequests": str(s.concurrency)}))])),
             tags=args.tags,
-            # The identity must hold AcrPull before the first revision pulls its image, and the logs have a
-            # destination before the first revision writes any.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.acr_pull_role_assignment, self.diagnostics]))
+            # The identity must hold AcrPull (propagated) before the first revision pulls its image, and the logs
+            # have a destination before the first revision writes any.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.pull_ready, self.diagnostics]))
         self.auth_config = self._auth_config(name, args)
         self.endpoint_url = self.app.configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
         self.latest_revision_name = self.app.latest_revision_name

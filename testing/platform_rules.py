@@ -44,6 +44,7 @@ PROM_RULES = "azure-native:alertsmanagement:PrometheusRuleGroup"
 AUTH_CONFIG = "azure-native:app:ContainerAppsAuthConfig"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ERROR_RATE_ALERT = "-alert-error-rate"  # infra/observability.py names each log alert <component>-alert-<key>
 
 
@@ -203,13 +204,27 @@ def consumption_allocation(ev: Evaluation) -> list[str]:
     return problems
 
 
+RBAC_WAIT = "pulumi-python:dynamic/mlops:RbacPropagation"
+
+
+def _propagated_grants(ev: Evaluation, dependencies: list[str]) -> list[Any]:
+    """The AcrPull assignments a resource waits for through a propagation wait (infra/registry.py RbacPropagation)."""
+    waits = [w for w in ev.of_type(RBAC_WAIT) if w.urn in dependencies]
+    return [r for r in ev.of_type(ROLE) for w in waits if r.urn in w.dependencies
+            and str(r.inputs.get("roleDefinitionId", "")).endswith(ACR_PULL_ROLE)]
+
+
 def pull_identity_ready_before_first_revision(ev: Evaluation) -> list[str]:
+    """A new assignment takes minutes to take effect: the first pull waits for it, not only for its creation."""
     problems = []
     for app in ev.of_type(APP):
         for registry in _get(app.inputs, "configuration", "registries") or []:
-            grants = [r for r in ev.of_type(ROLE) if r.urn in app.dependencies]
-            if registry.get("identity") and not grants:
-                problems.append(f"{app.name}: pulls with an identity but does not wait for its AcrPull assignment")
+            if registry.get("identity") and not _propagated_grants(ev, app.dependencies):
+                problems.append(f"{app.name}: pulls with an identity but does not wait for its AcrPull assignment to "
+                                "propagate (an RbacPropagation after the assignment)")
+    if ev.of_type(CLUSTER):
+        problems += [f"{d.name}: pulls with the kubelet identity but does not wait for its AcrPull assignment to "
+                     "propagate" for d in ev.of_type(DEPLOYMENT) if not _propagated_grants(ev, d.dependencies)]
     return problems
 
 
@@ -798,9 +813,10 @@ RULES: tuple[Rule, ...] = (
          "https://learn.microsoft.com/azure/container-apps/traffic-splitting", traffic_labels_and_weights),
     Rule("container-apps-allocation", "Consumption: 0.25..4 vCPU in 0.25 steps with 2 GiB per vCPU",
          "https://learn.microsoft.com/azure/container-apps/containers#allocations", consumption_allocation),
-    Rule("container-apps-identity-pull", "a revision pulling with a managed identity needs its AcrPull assignment "
-         "first", "https://learn.microsoft.com/azure/container-apps/managed-identity-image-pull",
-         pull_identity_ready_before_first_revision),
+    Rule("container-apps-identity-pull", "a revision (or pod) pulling with a managed identity needs its AcrPull "
+         "assignment first, and propagated: a new assignment takes minutes to take effect",
+         "https://learn.microsoft.com/azure/role-based-access-control/troubleshooting"
+         "#symptom---role-assignment-changes-are-not-being-detected", pull_identity_ready_before_first_revision),
     Rule("container-apps-auth-config", "an app's auth config is named 'current'; Entra's client id and allowed "
          "applications are application (client) ids; the auth sidecar sees only requests through the app's ingress",
          "https://learn.microsoft.com/azure/templates/microsoft.app/containerapps/authconfigs", auth_configs),

@@ -242,6 +242,17 @@ def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
         assert tokens == {"azure-native:containerservice:listManagedClusterUserCredentials"}
 
 
+def test_a_first_pull_that_does_not_wait_for_propagation_is_caught():
+    """The old declaration: the app depended on the AcrPull assignment's creation only."""
+    role = resource(platform_rules.ROLE, "acr-pull", {"roleDefinitionId": f"/x/{platform_rules.ACR_PULL_ROLE}"})
+    app = resource(platform_rules.APP, "app", {"configuration": {"registries": [{"identity": "/uai"}]}})
+    app.dependencies = [role.urn]
+    assert "propagate" in problems("container-apps-identity-pull", fake(role, app))[0]
+    wait = resource(platform_rules.RBAC_WAIT, "wait", {})
+    wait.dependencies, app.dependencies = [role.urn], [wait.urn]
+    assert not problems("container-apps-identity-pull", fake(role, wait, app))
+
+
 def test_a_preview_downloads_no_model(base_overrides, tmp_path, monkeypatch):
     """What a preview may download: nothing. The PR preview's identity may browse the registry, not read a model
     version's files (Unity Catalog's EXECUTE), so a preview resolves the version and assembles no build context."""
