@@ -727,12 +727,14 @@ INVOKE_ACTIONS = {
     "azure-native:operationalinsights:getSharedKeys": "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
 }
 # The preview identity's roles, per serving target: Reader, and on AKS the built-in role that lets a principal
-# fetch the user kubeconfig (the Kubernetes provider needs it even to diff).
+# fetch the user kubeconfig (the Kubernetes provider needs it even to diff) and, inside the cluster (Azure RBAC for
+# Kubernetes, rule aks-entra-only), Azure Kubernetes Service RBAC Reader: read-only, no secrets.
 PREVIEW_ROLES = {
     "containerapps": {"Reader": "*/read"},
     "aks": {"Reader": "*/read",
             "Azure Kubernetes Service Cluster User Role":
-                "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action"},
+                "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+            "Azure Kubernetes Service RBAC Reader": "Microsoft.ContainerService/managedClusters/*/read (data actions)"},
 }
 
 
@@ -760,6 +762,32 @@ def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
         elif not preview_allows(target, action):
             problems.append(f"invoke {token} needs {action}, which the preview roles "
                             f"({', '.join(PREVIEW_ROLES[target])}) do not grant")
+    return problems
+
+
+# ---- AKS access ----
+
+def aks_entra_only(ev: Evaluation) -> list[str]:
+    """Without Entra integration and with local accounts on, listClusterUserCredential returns the cluster's static
+    credential, which has full rights: the PR preview's identity (it must fetch the kubeconfig to diff) would hold an
+    admin's. With Entra, Azure RBAC and no local accounts the kubeconfig carries no credential, only the endpoint and a
+    kubelogin call, and the caller's Azure roles on the cluster decide; so the provider's kubeconfig must hold no
+    token, password or client key of its own."""
+    import yaml
+
+    problems = []
+    for cluster in ev.of_type(CLUSTER):
+        aad = cluster.inputs.get("aadProfile") or {}
+        if not (aad.get("managed") and aad.get("enableAzureRBAC") and cluster.inputs.get("disableLocalAccounts")):
+            problems.append(f"{cluster.name}: needs aadProfile.managed, aadProfile.enableAzureRBAC and "
+                            "disableLocalAccounts, or its user kubeconfig is an admin credential")
+    for provider in ev.of_type("pulumi:providers:kubernetes"):
+        config = yaml.safe_load(str(provider.inputs.get("kubeconfig") or "")) or {}
+        for user in config.get("users") or [] if isinstance(config, dict) else []:
+            held = {"token", "password", "client-key-data", "client-key"} & set(user.get("user") or {})
+            if held:
+                problems.append(f"{provider.name}: kubeconfig user {user.get('name')} holds {sorted(held)}: use an "
+                                "Entra login (kubelogin), not a static credential")
     return problems
 
 
@@ -825,6 +853,9 @@ RULES: tuple[Rule, ...] = (
     Rule("aks-network-policy-engine", "NetworkPolicy is enforced only by a network policy engine (none: accepted and "
          "ignored); Cilium's needs the Cilium dataplane on Azure CNI; chosen at creation, changed later only by "
          "Azure's migration steps", "https://learn.microsoft.com/azure/aks/use-network-policies", network_policy_engine),
+    Rule("aks-entra-only", "a cluster without Entra integration and local accounts disabled hands its static admin "
+         "credential to anyone allowed listClusterUserCredential", "https://learn.microsoft.com/azure/aks/"
+         "control-kubeconfig-access", aks_entra_only),
     Rule("resource-names", "each resource type has its own name length and characters (infra/naming.py: each rule "
          "with its own source; a violation names it)",
          "https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules", resource_names),

@@ -253,6 +253,16 @@ def test_a_first_pull_that_does_not_wait_for_propagation_is_caught():
     assert not problems("container-apps-identity-pull", fake(role, wait, app))
 
 
+def test_an_aks_cluster_with_local_accounts_is_caught():
+    """The old cluster: RBAC on, no Entra integration, local accounts on; and a kubeconfig with a static token."""
+    old = resource(platform_rules.CLUSTER, "aks", {"enableRBAC": True})
+    assert "disableLocalAccounts" in problems("aks-entra-only", fake(old))[0]
+    entra = {"aadProfile": {"managed": True, "enableAzureRBAC": True}, "disableLocalAccounts": True}
+    assert not problems("aks-entra-only", fake(resource(platform_rules.CLUSTER, "aks", entra)))
+    static = resource("pulumi:providers:kubernetes", "k8s", {"kubeconfig": "users: [{name: u, user: {token: t}}]"})
+    assert "token" in problems("aks-entra-only", fake(static))[0]
+
+
 def test_a_preview_downloads_no_model(base_overrides, tmp_path, monkeypatch):
     """What a preview may download: nothing. The PR preview's identity may browse the registry, not read a model
     version's files (Unity Catalog's EXECUTE), so a preview resolves the version and assembles no build context."""
