@@ -39,7 +39,7 @@ import pulumi_azure_native.app as app
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.monitor as monitor
 
-from infra import kql
+from infra import ingress_opener, kql
 from infra.registry import RbacPropagation
 from infra.settings import AuthSettings, ContainerAppSettings, ServingSettings
 
@@ -153,6 +153,11 @@ class ContainerAppService(pulumi.ComponentResource):
             logs=[monitor.DiagnosticsLogSettingsArgs(category=category, enabled=True) for category in LOG_CATEGORIES],
             opts=pulumi.ResourceOptions(parent=self))
         image = pulumi.Output.from_input(args.image)
+        # Entra: a new app stays closed until its auth config exists (infra/ingress_opener.py).
+        restrictions: pulumi.Input[list | None] = None
+        if args.serving.auth.entra:
+            restrictions = pulumi.Output.from_input(args.resource_group_name).apply(
+                lambda group: ingress_opener.app_exists(group, args.app_name)).apply(ingress_opener.closed)
         # The first revision pulls at once: wait until the identity's AcrPull has propagated (N12).
         self.pull_ready = RbacPropagation(f"{name}-acr-pull-propagation", args.acr_pull_role_assignment,
                                           opts=pulumi.ResourceOptions(parent=self))
@@ -163,7 +168,7 @@ class ContainerAppService(pulumi.ComponentResource):
             configuration=app.ConfigurationArgs(
                 active_revisions_mode=revisions_mode(s),
                 ingress=app.IngressArgs(external=True, target_port=args.serving.port, allow_insecure=False, transport="auto",
-                                        traffic=traffic(s)),
+                                        traffic=traffic(s), ip_security_restrictions=restrictions),
                 # Pull by identity: no password, no secret in the app.
                 registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)]),
             template=app.TemplateArgs(
@@ -193,7 +198,10 @@ class ContainerAppService(pulumi.ComponentResource):
         if not args.serving.auth.entra:
             return None
         # container_app_name from the app's output: the auth config is created after the app, on that app.
-        return app.ContainerAppsAuthConfig(
+        auth = app.ContainerAppsAuthConfig(
             f"{name}-auth", auth_config_name=AUTH_CONFIG_NAME, container_app_name=self.app.name,
             resource_group_name=args.resource_group_name, **entra_auth(args.serving.auth),
             opts=pulumi.ResourceOptions(parent=self))
+        self.opener = ingress_opener.IngressOpener(f"{name}-open-ingress", self.app.id, auth,
+                                                   opts=pulumi.ResourceOptions(parent=self))
+        return auth

@@ -216,6 +216,8 @@ class CloudMocks(pulumi.runtime.Mocks):
         self.calls.append((args.token, dict(args.args)))
         if args.token == "azure-native:databricks:getWorkspace":
             return self._lookup(args.args, "Microsoft.Databricks/workspaces", args.args.get("workspaceName", ""))
+        if args.token == "azure-native:app:getContainerApp":  # a new app unless the test says it exists
+            return self._lookup(args.args, "Microsoft.App/containerApps", args.args.get("containerAppName", ""))
         if args.token == "azure-native:operationalinsights:getSharedKeys":
             return {"primarySharedKey": "bW9jay1wcmltYXJ5LWtleQ==", "secondarySharedKey": "bW9jay1zZWNvbmRhcnk="}, []
         if args.token == "azure-native:containerservice:listManagedClusterUserCredentials":

@@ -250,6 +250,28 @@ def auth_configs(ev: Evaluation) -> list[str]:
     return problems
 
 
+OPENER = "pulumi-python:dynamic/mlops:IngressOpener"
+
+
+def closed_until_auth(ev: Evaluation) -> list[str]:
+    """An app's auth config can be created only after the app; an app created with external ingress answers anyone
+    until then. So an app this `up` creates is closed (a deny-all IP restriction) and opened by something that waits
+    for its auth config; an app declared open must be one the program found existing (its lookup)."""
+    problems = []
+    apps = {app.urn: app for app in ev.of_type(APP)}
+    looked_up = {str(args.get("containerAppName")) for token, args in ev.calls if token == "azure-native:app:getContainerApp"}
+    for auth in ev.of_type(AUTH_CONFIG):
+        for app in (apps[d] for d in auth.dependencies if d in apps):
+            if not any(auth.urn in opener.dependencies for opener in ev.of_type(OPENER)):
+                problems.append(f"{app.name}: nothing opens its ingress after {auth.name} exists")
+            rules = _get(app.inputs, "configuration", "ingress", "ipSecurityRestrictions") or []
+            deny_all = any(r.get("action") == "Deny" and r.get("ipAddressRange") == "0.0.0.0/0" for r in rules)
+            if not deny_all and str(app.inputs.get("containerAppName")) not in looked_up:
+                problems.append(f"{app.name}: may be created public before {auth.name} exists (no deny-all restriction, "
+                                "and the program did not look it up)")
+    return problems
+
+
 def internal_environment_subnet(ev: Evaluation) -> list[str]:
     """An internal environment has no public IP: it must be given the subnet its internal load balancer lives in."""
     return [f"{env.name}: vnetConfiguration.internal needs infrastructureSubnetId" for env in ev.of_type(ENVIRONMENT)
@@ -722,6 +744,7 @@ def api_versions_reviewed(ev: Evaluation) -> list[str]:
 # Invoke token -> the ARM action it needs. Reader holds every */read action and no POST (list*/action) one.
 INVOKE_ACTIONS = {
     "azure-native:databricks:getWorkspace": "Microsoft.Databricks/workspaces/read",
+    "azure-native:app:getContainerApp": "Microsoft.App/containerApps/read",
     "azure-native:containerservice:listManagedClusterUserCredentials":
         "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
     "azure-native:operationalinsights:getSharedKeys": "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
@@ -848,6 +871,9 @@ RULES: tuple[Rule, ...] = (
     Rule("container-apps-auth-config", "an app's auth config is named 'current'; Entra's client id and allowed "
          "applications are application (client) ids; the auth sidecar sees only requests through the app's ingress",
          "https://learn.microsoft.com/azure/templates/microsoft.app/containerapps/authconfigs", auth_configs),
+    Rule("container-apps-closed-until-auth", "an app's auth config is a child created after the app: a new app with "
+         "external ingress answers anonymous callers until then, so it is created closed and opened after",
+         "https://learn.microsoft.com/azure/templates/microsoft.app/containerapps/authconfigs", closed_until_auth),
     Rule("container-apps-internal-environment", "an internal environment (no public IP) needs infrastructureSubnetId",
          "https://learn.microsoft.com/azure/container-apps/networking#accessibility-level", internal_environment_subnet),
     Rule("aks-network-policy-engine", "NetworkPolicy is enforced only by a network policy engine (none: accepted and "

@@ -263,6 +263,19 @@ def test_an_aks_cluster_with_local_accounts_is_caught():
     assert "token" in problems("aks-entra-only", fake(static))[0]
 
 
+def test_an_app_public_before_its_auth_config_is_caught():
+    """The old declaration: external ingress, no restriction, nothing opening it after the auth config."""
+    app = resource(platform_rules.APP, "app", {"containerAppName": "ca-x", "configuration": {"ingress": {"external": True}}})
+    auth = resource(platform_rules.AUTH_CONFIG, "auth", {})
+    auth.dependencies = [app.urn]
+    found = problems("container-apps-closed-until-auth", fake(app, auth))
+    assert len(found) == 2 and "nothing opens" in found[0] and "public" in found[1]
+    app.inputs["configuration"]["ingress"]["ipSecurityRestrictions"] = [{"action": "Deny", "ipAddressRange": "0.0.0.0/0"}]
+    opener = resource(platform_rules.OPENER, "open", {})
+    opener.dependencies = [auth.urn]
+    assert not problems("container-apps-closed-until-auth", fake(app, auth, opener))
+
+
 def test_a_preview_downloads_no_model(base_overrides, tmp_path, monkeypatch):
     """What a preview may download: nothing. The PR preview's identity may browse the registry, not read a model
     version's files (Unity Catalog's EXECUTE), so a preview resolves the version and assembles no build context."""
