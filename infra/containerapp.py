@@ -156,8 +156,9 @@ class ContainerAppService(pulumi.ComponentResource):
         # Entra: a new app stays closed until its auth config exists (infra/ingress_opener.py).
         restrictions: pulumi.Input[list | None] = None
         if args.serving.auth.entra:
-            restrictions = pulumi.Output.from_input(args.resource_group_name).apply(
-                lambda group: ingress_opener.app_exists(group, args.app_name)).apply(ingress_opener.closed)
+            group: pulumi.Output[str] = pulumi.Output.from_input(args.resource_group_name)
+            exists: pulumi.Output[bool] = group.apply(lambda g: ingress_opener.app_exists(g, args.app_name))
+            restrictions = exists.apply(ingress_opener.closed)
         # The first revision pulls at once: wait until the identity's AcrPull has propagated (N12).
         self.pull_ready = RbacPropagation(f"{name}-acr-pull-propagation", args.acr_pull_role_assignment,
                                           opts=pulumi.ResourceOptions(parent=self))

@@ -68,7 +68,7 @@ class IngressOpenerProvider(dynamic.ResourceProvider):
 
 
 class IngressOpener(dynamic.Resource, module="mlops", name="IngressOpener"):
-    def __init__(self, name: str, app_id: pulumi.Input[str], auth_config: pulumi.Resource,
+    def __init__(self, name: str, app_id: pulumi.Input[str], auth_config: pulumi.CustomResource,
                  opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__(IngressOpenerProvider(), name, {"app_id": app_id, "auth_config_id": auth_config.id},
                          pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[auth_config])))

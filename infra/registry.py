@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pulumi
@@ -56,8 +56,8 @@ def propagation_wait(created_on: str | None, seconds: float, now: datetime | Non
         return seconds
     created = datetime.fromisoformat(created_on.replace("Z", "+00:00"))
     if created.tzinfo is None:
-        created = created.replace(tzinfo=timezone.utc)
-    elapsed = ((now or datetime.now(timezone.utc)) - created).total_seconds()
+        created = created.replace(tzinfo=UTC)
+    elapsed = ((now or datetime.now(UTC)) - created).total_seconds()
     return max(0.0, min(seconds, seconds - elapsed))
 
 

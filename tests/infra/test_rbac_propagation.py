@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from infra.registry import RbacPropagationProvider, propagation_wait
 
-NOW = datetime(2026, 12, 6, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
 
 
 def test_a_new_assignment_waits_the_rest_of_the_propagation_time():
