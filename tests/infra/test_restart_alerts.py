@@ -59,3 +59,18 @@ def container_apps_restarts(rows: list[dict]) -> int:
 def test_container_apps_restarts_count_crashes_not_releases_or_probes():
     assert container_apps_restarts(RELEASE) == 0
     assert container_apps_restarts(CRASH) == 2
+
+
+def test_no_log_alert_before_the_workload_and_a_missing_table_counts_zero():
+    """Bootstrap declares no log alert (their tables do not exist yet; Azure disables a rule failing for a week);
+    the error-rate union tolerates a table still missing."""
+    from infra.observability import ObservabilityArgs, alert_rules
+    from tests.infra.conftest import settings_of
+
+    s = settings_of("prod")
+    args = ObservabilityArgs(resource_group_name="rg", location="westeurope", names=s.names, settings=s.observability,
+                             log_source=kql.container_apps("ca-x"), serving_deployed=False, tags={})
+    assert alert_rules(args) == []
+    serving = alert_rules(ObservabilityArgs(**{**args.__dict__, "serving_deployed": True}))
+    assert {r.key for r in serving} == {"error-rate", "p95-latency", "restarts", "drift", "no-traffic"}
+    assert kql.alert_error_rate(kql.container_apps("ca-x")).startswith("union isfuzzy=true ")
