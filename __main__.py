@@ -5,7 +5,8 @@ export the outputs CI and promotion use. The body lives in infra/program.py so t
 
 import pulumi
 
-from infra import program
+from infra import program, settings
 
+settings.refuse_placeholders(settings.load())  # a real deployment only: tests and `make plan` show the stack files
 for name, value in program.run().items():
     pulumi.export(name, value)

@@ -13,6 +13,8 @@ import json
 import urllib.parse
 import urllib.request
 
+from infra import azure_credential
+
 TOKEN_USERNAME = "00000000-0000-0000-0000-000000000000"  # ACR's user name for refresh-token logins
 ARM_SCOPE = "https://management.azure.com/.default"
 
@@ -22,10 +24,8 @@ class AcrAuthError(RuntimeError):
 
 
 def refresh_token(login_server: str, timeout_s: float = 30.0) -> str:
-    """Entra token (DefaultAzureCredential) -> ACR refresh token for `login_server`."""
-    from azure.identity import DefaultAzureCredential  # imported here: only a real deployment needs it
-
-    access_token = DefaultAzureCredential().get_token(ARM_SCOPE).token
+    """Entra token (infra/azure_credential.py: renewable in CI) -> ACR refresh token for `login_server`."""
+    access_token = azure_credential.arm_credential().get_token(ARM_SCOPE).token
     body = urllib.parse.urlencode({"grant_type": "access_token", "service": login_server,
                                    "access_token": access_token}).encode()
     request = urllib.request.Request(f"https://{login_server}/oauth2/exchange", data=body, method="POST",

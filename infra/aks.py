@@ -21,11 +21,12 @@ import pulumi_azure_native.containerregistry as containerregistry
 import pulumi_azure_native.containerservice as containerservice
 import pulumi_azure_native.monitor as monitor
 import pulumi_kubernetes as k8s
+import yaml
 
 from infra import k8s_manifests
 from infra.naming import Names
 from infra.prometheus import ManagedPrometheus, PrometheusArgs
-from infra.registry import grant_acr_pull
+from infra.registry import RbacPropagation, grant_acr_pull
 from infra.settings import ObservabilitySettings, ServingSettings
 
 
@@ -51,8 +52,31 @@ NETWORK_PROFILE = containerservice.ContainerServiceNetworkProfileArgs(
     network_plugin="azure", network_plugin_mode="overlay", network_dataplane="cilium", network_policy="cilium")
 
 
+# The Entra application every AKS cluster's API server accepts tokens for (learn.microsoft.com/azure/aks/kubelogin-
+# authentication: "--server-id ... 6dae42f8-4368-4678-94ff-3960e28e3630", the same for every cluster).
+AKS_SERVER_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
+# kubelogin's non-interactive login from the Azure CLI's context (az login; in CI azure/login): the same identity that
+# runs `up`. The user kubeconfig of an Entra cluster asks for `--login devicecode`, which would wait for a person.
+KUBELOGIN = {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "kubelogin",
+             "args": ["get-token", "--login", "azurecli", "--server-id", AKS_SERVER_ID],
+             "interactiveMode": "Never", "provideClusterInfo": False}
+
+
 def kubeconfig(credentials: containerservice.ListManagedClusterUserCredentialsResult) -> str:
-    return base64.b64decode(credentials.kubeconfigs[0].value).decode()
+    """The cluster's user kubeconfig, its users logging in with kubelogin from the CLI's identity: with local accounts
+    disabled it holds no credential of its own, only the endpoint, so the caller's Azure RBAC roles on the cluster
+    decide what the Kubernetes provider may do (the PR preview: Azure Kubernetes Service RBAC Reader)."""
+    config = yaml.safe_load(base64.b64decode(credentials.kubeconfigs[0].value).decode())
+    config["users"] = [{"name": user["name"], "user": {"exec": dict(KUBELOGIN)}} for user in config.get("users") or []]
+    return yaml.safe_dump(config, sort_keys=False)
+
+
+def auto_upgrade(version: str | None) -> containerservice.ManagedClusterAutoUpgradeProfileArgs:
+    """Patch releases and node images on AKS's schedule, so the cluster stays in support. A version pinned to a patch
+    (1.33.2) is the team's own choice: AKS would move past it and the next `up` ask for a downgrade, which is refused."""
+    pinned_patch = version is not None and version.count(".") == 2
+    return containerservice.ManagedClusterAutoUpgradeProfileArgs(
+        upgrade_channel="none" if pinned_patch else "patch", node_os_upgrade_channel="NodeImage")
 
 
 class AksService(pulumi.ComponentResource):
@@ -68,6 +92,12 @@ class AksService(pulumi.ComponentResource):
             location=args.location, dns_prefix=cluster_name, kubernetes_version=s.kubernetes_version,
             identity=containerservice.ManagedClusterIdentityArgs(type=containerservice.ResourceIdentityType.SYSTEM_ASSIGNED),
             enable_rbac=True,
+            # Entra only: no static cluster credential (a user kubeconfig is an admin's without this), Kubernetes
+            # rights from Azure role assignments (learn.microsoft.com/azure/aks/manage-azure-rbac,
+            # learn.microsoft.com/azure/aks/manage-local-accounts-managed-azure-ad).
+            aad_profile=containerservice.ManagedClusterAADProfileArgs(managed=True, enable_azure_rbac=True),
+            disable_local_accounts=True,
+            auto_upgrade_profile=auto_upgrade(s.kubernetes_version),
             network_profile=NETWORK_PROFILE,
             sku=containerservice.ManagedClusterSKUArgs(name="Base", tier=s.sku_tier),
             agent_pool_profiles=[containerservice.ManagedClusterAgentPoolProfileArgs(
@@ -91,8 +121,10 @@ class AksService(pulumi.ComponentResource):
         # Nodes pull with the kubelet identity, not the cluster identity.
         kubelet_object_id = self.cluster.identity_profile.apply(_kubelet_object_id)
         self.acr_pull = grant_acr_pull(f"{name}-kubelet-acr-pull", args.registry, kubelet_object_id, self)
+        self.pull_ready = RbacPropagation(f"{name}-kubelet-acr-pull-propagation", self.acr_pull,
+                                          opts=pulumi.ResourceOptions(parent=self))
         credentials = containerservice.list_managed_cluster_user_credentials_output(
-            resource_group_name=args.resource_group_name, resource_name=self.cluster.name,
+            resource_group_name=args.resource_group_name, resource_name=self.cluster.name, format="exec",
             opts=pulumi.InvokeOutputOptions(parent=self))
         user_kubeconfig: pulumi.Output[str] = pulumi.Output.secret(credentials.apply(kubeconfig))
         self.provider = k8s.Provider(f"{name}-k8s", kubeconfig=user_kubeconfig, opts=pulumi.ResourceOptions(parent=self))
@@ -133,7 +165,7 @@ class AksService(pulumi.ComponentResource):
         in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
         deployment = k8s.apps.v1.Deployment(
             f"{name}-deployment", metadata=manifests["Deployment"]["metadata"], spec=manifests["Deployment"]["spec"],
-            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.acr_pull])))
+            opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.pull_ready])))
         objects: dict[str, pulumi.CustomResource] = {"Namespace": namespace, "Deployment": deployment}
         kinds = {"Service": k8s.core.v1.Service, "HorizontalPodAutoscaler": k8s.autoscaling.v2.HorizontalPodAutoscaler,
                  "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget, "NetworkPolicy": k8s.networking.v1.NetworkPolicy}

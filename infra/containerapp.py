@@ -36,9 +36,11 @@ from dataclasses import dataclass
 
 import pulumi
 import pulumi_azure_native.app as app
+import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.monitor as monitor
 
-from infra import kql
+from infra import ingress_opener, kql
+from infra.registry import RbacPropagation
 from infra.settings import AuthSettings, ContainerAppSettings, ServingSettings
 
 CONTAINER_NAME = "scoring"
@@ -55,7 +57,7 @@ class ContainerAppArgs:
     image: pulumi.Input[str]             # repo digest: <server>/<repo>@sha256:...
     registry_server: pulumi.Input[str]
     pull_identity_id: pulumi.Input[str]  # user-assigned identity holding AcrPull
-    acr_pull_role_assignment: pulumi.Resource
+    acr_pull_role_assignment: authorization.RoleAssignment
     env: dict[str, str]
     tags: dict[str, str]
 
@@ -151,6 +153,15 @@ class ContainerAppService(pulumi.ComponentResource):
             logs=[monitor.DiagnosticsLogSettingsArgs(category=category, enabled=True) for category in LOG_CATEGORIES],
             opts=pulumi.ResourceOptions(parent=self))
         image = pulumi.Output.from_input(args.image)
+        # Entra: a new app stays closed until its auth config exists (infra/ingress_opener.py).
+        restrictions: pulumi.Input[list | None] = None
+        if args.serving.auth.entra:
+            group: pulumi.Output[str] = pulumi.Output.from_input(args.resource_group_name)
+            exists: pulumi.Output[bool] = group.apply(lambda g: ingress_opener.app_exists(g, args.app_name))
+            restrictions = exists.apply(ingress_opener.closed)
+        # The first revision pulls at once: wait until the identity's AcrPull has propagated (N12).
+        self.pull_ready = RbacPropagation(f"{name}-acr-pull-propagation", args.acr_pull_role_assignment,
+                                          opts=pulumi.ResourceOptions(parent=self))
         self.app = app.ContainerApp(
             f"{name}-app", container_app_name=args.app_name, resource_group_name=args.resource_group_name,
             location=args.location, managed_environment_id=self.environment.id,
@@ -158,7 +169,7 @@ class ContainerAppService(pulumi.ComponentResource):
             configuration=app.ConfigurationArgs(
                 active_revisions_mode=revisions_mode(s),
                 ingress=app.IngressArgs(external=True, target_port=args.serving.port, allow_insecure=False, transport="auto",
-                                        traffic=traffic(s)),
+                                        traffic=traffic(s), ip_security_restrictions=restrictions),
                 # Pull by identity: no password, no secret in the app.
                 registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)]),
             template=app.TemplateArgs(
@@ -169,9 +180,9 @@ class ContainerAppService(pulumi.ComponentResource):
                 scale=app.ScaleArgs(min_replicas=s.min_replicas, max_replicas=s.max_replicas, rules=[app.ScaleRuleArgs(
                     name="http-concurrency", http=app.HttpScaleRuleArgs(metadata={"concurrentRequests": str(s.concurrency)}))])),
             tags=args.tags,
-            # The identity must hold AcrPull before the first revision pulls its image, and the logs have a
-            # destination before the first revision writes any.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.acr_pull_role_assignment, self.diagnostics]))
+            # The identity must hold AcrPull (propagated) before the first revision pulls its image, and the logs
+            # have a destination before the first revision writes any.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.pull_ready, self.diagnostics]))
         self.auth_config = self._auth_config(name, args)
         self.endpoint_url = self.app.configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
         self.latest_revision_name = self.app.latest_revision_name
@@ -188,7 +199,10 @@ class ContainerAppService(pulumi.ComponentResource):
         if not args.serving.auth.entra:
             return None
         # container_app_name from the app's output: the auth config is created after the app, on that app.
-        return app.ContainerAppsAuthConfig(
+        auth = app.ContainerAppsAuthConfig(
             f"{name}-auth", auth_config_name=AUTH_CONFIG_NAME, container_app_name=self.app.name,
             resource_group_name=args.resource_group_name, **entra_auth(args.serving.auth),
             opts=pulumi.ResourceOptions(parent=self))
+        self.opener = ingress_opener.IngressOpener(f"{name}-open-ingress", self.app.id, auth,
+                                                   opts=pulumi.ResourceOptions(parent=self))
+        return auth

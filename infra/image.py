@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import pulumi
 import pulumi_docker as docker
@@ -38,7 +39,7 @@ class ModelRef:
 @dataclass(frozen=True)
 class Resolution:
     model: ModelRef | None
-    context_dir: Path | None
+    context_dir: Path | None  # None also in a preview, which assembles no context (see _resolve)
     bootstrap_message: str  # "" when a version was found
 
 
@@ -124,6 +125,11 @@ def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str
         return no_model(model, f"{where} holds none: {error.message}")
     except (OSError, ValueError) as error:  # connection refused, no credentials for the host (Databricks SDK)
         raise unreachable(model, where, error) from None
+    if pulumi.runtime.is_dry_run():
+        # A preview builds nothing, and may run as an identity that can browse the model but not download it (the
+        # PR preview): the version decides what the stack declares, the context only what an `up` would build.
+        progress(f"preview: {model.uri} is version {resolved.version}; the image is built by `up`, not assembled here")
+        return Resolution(ModelRef(resolved.name, resolved.version, resolved.run_id, content_sha256=""), None, "")
     context_dir = Path(image.context_dir)
     if not context_dir.is_absolute():
         context_dir = ROOT / context_dir
@@ -144,6 +150,11 @@ def image_tag(model: ModelRef) -> str:
     return f"{model.version}-{model.content_sha256[:12]}"
 
 
+def unknown() -> pulumi.Output[str]:
+    """A value only an `up` can know: the preview shows it as unknown and computes nothing from it."""
+    return pulumi.Output.from_input("").apply(lambda _: cast(str, pulumi.output.UNKNOWN))
+
+
 def _stable(path: Path) -> Path:
     """Relative to the project (Pulumi runs there): the same inputs on a laptop and in CI, no spurious diff."""
     try:
@@ -158,17 +169,26 @@ class ScoringImage(pulumi.ComponentResource):
     def __init__(self, name: str, args: ImageArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlops:infra:ScoringImage", name, None, opts)
         model, context = args.resolution.model, args.resolution.context_dir
-        if model is None or context is None:
+        if model is None:
             raise ValueError("ScoringImage needs a resolved model; the program skips it in the bootstrap case")
-        context = _stable(context)
         server = pulumi.Output.from_input(args.login_server)
         # Never in state in plain text; and never fetched by a preview, which pushes nothing and may run as a Reader.
         password: pulumi.Output[str] = pulumi.Output.secret(
             server.apply(lambda s: "" if pulumi.runtime.is_dry_run() else args.token(s)))
+        image_name: pulumi.Output[str] = server.apply(lambda s: f"{s}/{args.settings.repository}:{image_tag(model)}")
+        build_context: pulumi.Input[str]
+        if context is None:  # a preview: what the context holds, and so the tag, is known only to an `up`
+            if not pulumi.runtime.is_dry_run():
+                raise ValueError("ScoringImage needs an assembled build context outside a preview")
+            image_name, build_context = unknown(), unknown()
+            dockerfile: pulumi.Input[str] = unknown()
+        else:
+            context = _stable(context)
+            build_context, dockerfile = str(context), str(context / "Dockerfile")
         self.image = docker.Image(
             f"{name}-image",
-            image_name=server.apply(lambda s: f"{s}/{args.settings.repository}:{image_tag(model)}"),
-            build=docker.DockerBuildArgs(context=str(context), dockerfile=str(context / "Dockerfile"), platform=PLATFORM,
+            image_name=image_name,
+            build=docker.DockerBuildArgs(context=build_context, dockerfile=dockerfile, platform=PLATFORM,
                                          args={"BASE_IMAGE": args.settings.base_image}),
             registry=docker.RegistryArgs(server=server, username=acr_auth.TOKEN_USERNAME, password=password),
             opts=pulumi.ResourceOptions(parent=self))

@@ -47,10 +47,12 @@ class LogSource:
     app_name: str        # its value for the scoring service
     restarts: str        # a query with one `restarts` column over the window, for the restart alert
     ingress: str | None = None  # the platform's log of every request it answered for the app, where there is one
+    scope: str = ""  # a further filter on `table` (AKS: the namespace)
 
     @property
     def lines(self) -> str:
-        return f"{self.table}\n| where {self.app_column} == '{self.app_name}'"
+        scope = f" and {self.scope}" if self.scope else ""
+        return f"{self.table}\n| where {self.app_column} == '{self.app_name}'{scope}"
 
 
 # The managed environment's appLogsConfiguration.destination. `azure-monitor` (a diagnostic setting sends the
@@ -65,29 +67,44 @@ HTTP_LOGS = "ContainerAppHTTPLogs"
 FROM_APP = "via_upstream"
 
 
+# ContainerAppSystemLogs reasons that mean a container failed (azureossd.github.io, "Container Apps - Backoff restarts
+# and container exits"), and the exit codes of a container that was stopped, not crashed.
+CRASH_REASONS = ("ContainerCrashing", "ContainerBackOff", "BackOff")
+CLEAN_EXITS = ("0", "143")
+
+
 def container_apps(app_name: str, destination: str = CONTAINER_APPS_DESTINATION) -> LogSource:
     if destination not in DESTINATIONS:
         raise ValueError(f"Container Apps log destination {destination!r}: expected one of {', '.join(DESTINATIONS)}")
     table, column = ("_CL", "_s") if destination == "log-analytics" else ("", "")
     # HTTP logs come only through a diagnostic setting (the azure-monitor destination); log-analytics has none.
     ingress = None if destination == "log-analytics" else f"{HTTP_LOGS}\n| where ContainerAppName == '{app_name}'"
+    # Crashes only: a back-off (the container keeps failing to start) or a termination with a failure exit code.
+    # Not ProbeFailed (a replica warming its model fails readiness) nor a clean stop: a release deactivating the old
+    # revision and every scale-in terminate containers with exit code 0 (or 143, SIGTERM) and are no restart.
     restarts = (f"ContainerAppSystemLogs{table}\n"
                 f"| where ContainerAppName{column} == '{app_name}'\n"
-                f"| where Reason{column} in ('ContainerCrashing', 'ContainerTerminated', 'BackOff', 'ProbeFailed')\n"
+                f"| extend reason = Reason{column}, exit_code = extract(@\"exit code '(-?[0-9]+)'\", 1, Log{column})\n"
+                f"| where reason in ({', '.join(map(repr, CRASH_REASONS))})\n"
+                f"    or (reason == 'ContainerTerminated' and exit_code !in ('', {', '.join(map(repr, CLEAN_EXITS))}))\n"
                 "| summarize restarts = count()")
     return LogSource(f"ContainerAppConsoleLogs{table}", f"Log{column}", f"ContainerAppName{column}", app_name, restarts,
                      ingress)
 
 
 def aks(container_name: str, namespace: str) -> LogSource:
-    # KubePodInventory carries a cumulative restart count per container: the increase is the restarts.
+    # KubePodInventory carries a cumulative restart count per container: the increase is the restarts. Grouped by
+    # ContainerName (<pod uid>/<container>), which a restart keeps; ContainerID is the runtime id of the current
+    # container, new on every restart, so a group by it never sees the count rise.
     # Not `first`/`last` as names: they are KQL keywords, and the parser rejects them unbracketed.
     restarts = ("KubePodInventory\n"
-                f"| where Namespace == '{namespace}' and ContainerName endswith '{container_name}'\n"
+                f"| where Namespace == '{namespace}' and ContainerName endswith '/{container_name}'\n"
                 "| summarize first_count = min(ContainerRestartCount), last_count = max(ContainerRestartCount)"
-                " by ContainerID\n"
+                " by ContainerName\n"
                 "| summarize restarts = sum(last_count - first_count)")
-    return LogSource("ContainerLogV2", "LogMessage", "ContainerName", container_name, restarts)
+    # ContainerLogV2 by namespace too: another namespace's container of the same name is not this service.
+    return LogSource("ContainerLogV2", "LogMessage", "ContainerName", container_name, restarts,
+                     scope=f"PodNamespace == '{namespace}'")
 
 
 def predictions(source: LogSource, every_part: bool = False) -> str:
@@ -152,7 +169,9 @@ def _error_counts(source: LogSource, time_bin: str | None) -> str:
     else:
         counted = ("| extend failed = platform_failed + max_of(app_lines, app_answered_5xx)\n"
                    "| extend requests = max_of(answered, ok + failed)\n")
-    return ("union " + ",\n    ".join(parts) + "\n"
+    # isfuzzy: a table that does not exist yet (no HTTP log before the first request) counts 0 instead of failing the
+    # whole query, which Azure would disable after a week of failures.
+    return ("union isfuzzy=true " + ",\n    ".join(parts) + "\n"
             f"| summarize {sums}{' by TimeGenerated' if time_bin else ''}\n{counted}"
             f"| project {'TimeGenerated, ' if time_bin else ''}requests, failed, platform_failed,\n"
             "    error_rate_percent = iff(requests == 0, 0.0, 100.0 * failed / requests)")

@@ -23,7 +23,7 @@ class ObservabilityArgs:
     names: Names  # the stack's names (infra/naming.py): workspace, component, action group, alert rules
     settings: ObservabilitySettings
     log_source: kql.LogSource
-    serving_deployed: bool  # no workload yet (bootstrap): the no-traffic alert would fire forever
+    serving_deployed: bool  # no workload yet (bootstrap): no log alert rules (see alert_rules)
     tags: dict[str, str]
     protect: bool = False  # the workspace holds the request log history
 
@@ -38,6 +38,7 @@ class AlertRule:
     threshold: float
     aggregation: str
     window_minutes: int
+    severity: int | None = None  # None: the stack's observability.alertSeverity
 
 
 class Observability(pulumi.ComponentResource):
@@ -83,13 +84,13 @@ class Observability(pulumi.ComponentResource):
     def _alert(self, name: str, rule: AlertRule, args: ObservabilityArgs) -> monitor.ScheduledQueryRule:
         s = args.settings
         window = f"PT{rule.window_minutes}M"
-        enabled = args.serving_deployed or rule.key != "no-traffic"
         return monitor.ScheduledQueryRule(
             f"{name}-alert-{rule.key}", rule_name=args.names.alert_rule(rule.key),
             resource_group_name=args.resource_group_name, location=args.location,
             display_name=f"{args.names.project} ({args.names.environment}) {rule.display}", description=rule.display,
             kind="LogAlert",
-            severity=s.alert_severity, enabled=enabled, scopes=[self.workspace.id],
+            severity=rule.severity if rule.severity is not None else s.alert_severity, enabled=True,
+            scopes=[self.workspace.id],
             evaluation_frequency="PT5M", window_size=window, auto_mitigate=True,
             # ARM checks the query at create time, and the tables it reads appear only with their first log line
             # ("Failed to resolve table" on a first up). The queries are bound offline instead (tests/infra).
@@ -114,8 +115,19 @@ class Observability(pulumi.ComponentResource):
             for key, (display, query) in queries.items()}
 
 
+# Silence alone is no outage (the error-rate and restart alerts see failures) and a quiet night is normal: the
+# no-traffic alert is Informational (3), a notice on the action group, never a page at the stack's severity.
+NO_TRAFFIC_SEVERITY = 3
+
+
 def alert_rules(args: ObservabilityArgs) -> list[AlertRule]:
-    """The rules the stack's values ask for: errors, latency, restarts, drift; no-traffic only where noTrafficMinutes > 0."""
+    """The rules the stack's values ask for: errors, latency, restarts, drift; no-traffic only where noTrafficMinutes > 0.
+    None before the stack serves (bootstrap): their tables (ContainerApp*Logs, KubePodInventory, AppTraces) appear
+    only with the workload's first log line, and Azure disables a rule whose query has failed for a week
+    (microsoft/AzureMonitorCommunity#175) without anything re-enabling it; the `up` that deploys the workload
+    declares them."""
+    if not args.serving_deployed:
+        return []
     s, source, window = args.settings, args.log_source, args.settings.window_minutes
     rules = [
         AlertRule("error-rate", f"5xx rate above {s.error_rate_percent:g}%", kql.alert_error_rate(source),
@@ -131,5 +143,6 @@ def alert_rules(args: ObservabilityArgs) -> list[AlertRule]:
                            "drifted_versions", "GreaterThan", 0, "Maximum", DRIFT_WINDOW_MINUTES))
     if s.no_traffic_minutes:  # the rule's window is the silence that counts as "no traffic"
         rules.append(AlertRule("no-traffic", f"no requests for {s.no_traffic_minutes} min", kql.alert_traffic(source),
-                               "requests", "LessThan", 1, "Maximum", s.no_traffic_minutes))
+                               "requests", "LessThan", 1, "Maximum", s.no_traffic_minutes,
+                               max(NO_TRAFFIC_SEVERITY, s.alert_severity)))
     return rules

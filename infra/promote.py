@@ -316,9 +316,9 @@ def parse_image_ref(ref: str) -> ImageRef:
 
 
 def arm_credential() -> Any:
-    from azure.identity import DefaultAzureCredential  # CI: the federated identity (OIDC); a laptop: az login
+    from infra.azure_credential import arm_credential as credential  # CI: a fresh GitHub OIDC token; a laptop: az login
 
-    return DefaultAzureCredential()
+    return credential()
 
 
 def import_image(target_registry_id: str, source_registry_id: str, source_image: str, target_tags: list[str], *,

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
 import pulumi
+import pulumi.dynamic as dynamic
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.containerregistry as containerregistry
 import pulumi_azure_native.managedidentity as managedidentity
@@ -13,6 +17,10 @@ import pulumi_azure_native.monitor as monitor
 from infra.settings import RegistrySettings
 
 ACR_PULL_ROLE_ID = "7f951dda-4ed3-4680-a7ca-43fe172d538d"  # built-in AcrPull: pull only, nothing broader
+# A new role assignment takes effect within minutes, not at once (microsoft/GitHub-Copilot-for-Azure#1701: "1-5
+# minutes"; learn.microsoft.com/azure/role-based-access-control/troubleshooting#role-assignment-changes-are-not-being-
+# detected). A revision that pulls before then fails, and Container Apps retries it until the deployment times out.
+RBAC_PROPAGATION_SECONDS = 300
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,42 @@ def grant_acr_pull(name: str, registry: containerregistry.Registry, principal_id
         name, principal_id=principal_id, principal_type="ServicePrincipal", scope=registry.id,
         role_definition_id=registry.id.apply(role_definition_id), description="pull scoring images",
         opts=pulumi.ResourceOptions(parent=parent))
+
+
+def propagation_wait(created_on: str | None, seconds: float, now: datetime | None = None) -> float:
+    """What is left of `seconds` since the assignment was created (ARM's createdOn): all of it without one."""
+    if not created_on:
+        return seconds
+    created = datetime.fromisoformat(created_on.replace("Z", "+00:00"))
+    if created.tzinfo is None:
+        created = created.replace(tzinfo=UTC)
+    elapsed = ((now or datetime.now(UTC)) - created).total_seconds()
+    return max(0.0, min(seconds, seconds - elapsed))
+
+
+class RbacPropagationProvider(dynamic.ResourceProvider):
+    """Waits, once per assignment, until a new role assignment has had time to propagate: no cloud call."""
+
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
+        time.sleep(propagation_wait(props.get("created_on"), float(props["seconds"])))
+        return dynamic.CreateResult(id_=str(props["assignment_id"]), outs=props)
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        changed = olds.get("assignment_id") != news.get("assignment_id")  # a new assignment waits again
+        return dynamic.DiffResult(changes=changed, replaces=["assignment_id"] if changed else [],
+                                  delete_before_replace=True)
+
+
+class RbacPropagation(dynamic.Resource, module="mlops", name="RbacPropagation"):
+    """Depend on this, not on the assignment, for anything that acts with the granted role at once (the first
+    revision's image pull). It waits only on the `up` that creates the assignment, and only for what is left of
+    RBAC_PROPAGATION_SECONDS (an assignment an earlier `up` made, staging's bootstrap say, has propagated)."""
+
+    def __init__(self, name: str, assignment: authorization.RoleAssignment, seconds: float = RBAC_PROPAGATION_SECONDS,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        props = {"assignment_id": assignment.id, "created_on": assignment.created_on, "seconds": seconds}
+        super().__init__(RbacPropagationProvider(), name, props,
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[assignment])))
 
 
 class Registry(pulumi.ComponentResource):

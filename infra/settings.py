@@ -738,3 +738,26 @@ def readme_table(sections: tuple[str, ...]) -> str:
     """The markdown rows of the keys under these top-level names ("" = the top-level scalars)."""
     rows = [(k, d, s) for k, (d, s) in KEYS.items() if (k.split(".")[0] if "." in k else "") in sections]
     return "\n".join(f"| `{k}` | {d.replace('|', ' or ')} | {s} |" for k, d, s in rows)
+
+
+# The stack files ship GUIDs of zeros where each team puts its own (the API registration, its callers, the Databricks
+# account): they validate as GUIDs, and EasyAuth would then answer 401 to everyone.
+PLACEHOLDER_GUID = re.compile(r"00000000-0000-0000-0000-[0-9a-fA-F]{12}")
+
+
+def placeholders(s: StackSettings) -> list[str]:
+    """The keys of `s` that still hold a placeholder GUID."""
+    auth = s.serving.auth
+    values = {f"{NAMESPACE}:serving.auth.tenantId": auth.tenant_id, f"{NAMESPACE}:serving.auth.clientId": auth.client_id,
+              f"{NAMESPACE}:databricks.accountId": s.databricks.account_id}
+    values |= {f"{NAMESPACE}:serving.auth.allowedClientApplications[{i}]": app
+               for i, app in enumerate(auth.allowed_client_applications)}
+    return [key for key, value in values.items() if value and PLACEHOLDER_GUID.fullmatch(value)]
+
+
+def refuse_placeholders(s: StackSettings) -> None:
+    """Only where a stack is really deployed (`pulumi preview|up`, __main__.py): tests and `make plan` evaluate the
+    stack files as committed, under mocks, where a placeholder is what they should show."""
+    if found := placeholders(s):
+        raise ConfigError(f"{', '.join(found)}: still the stack file's placeholder (a GUID of zeros); set the real "
+                          "id (README: 'The API's app registration', and the Databricks account console)")

@@ -44,6 +44,7 @@ PROM_RULES = "azure-native:alertsmanagement:PrometheusRuleGroup"
 AUTH_CONFIG = "azure-native:app:ContainerAppsAuthConfig"
 NETWORK_POLICY = "kubernetes:networking.k8s.io/v1:NetworkPolicy"
 GUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+ACR_PULL_ROLE = "7f951dda-4ed3-4680-a7ca-43fe172d538d"
 ERROR_RATE_ALERT = "-alert-error-rate"  # infra/observability.py names each log alert <component>-alert-<key>
 
 
@@ -203,13 +204,27 @@ def consumption_allocation(ev: Evaluation) -> list[str]:
     return problems
 
 
+RBAC_WAIT = "pulumi-python:dynamic/mlops:RbacPropagation"
+
+
+def _propagated_grants(ev: Evaluation, dependencies: list[str]) -> list[Any]:
+    """The AcrPull assignments a resource waits for through a propagation wait (infra/registry.py RbacPropagation)."""
+    waits = [w for w in ev.of_type(RBAC_WAIT) if w.urn in dependencies]
+    return [r for r in ev.of_type(ROLE) for w in waits if r.urn in w.dependencies
+            and str(r.inputs.get("roleDefinitionId", "")).endswith(ACR_PULL_ROLE)]
+
+
 def pull_identity_ready_before_first_revision(ev: Evaluation) -> list[str]:
+    """A new assignment takes minutes to take effect: the first pull waits for it, not only for its creation."""
     problems = []
     for app in ev.of_type(APP):
         for registry in _get(app.inputs, "configuration", "registries") or []:
-            grants = [r for r in ev.of_type(ROLE) if r.urn in app.dependencies]
-            if registry.get("identity") and not grants:
-                problems.append(f"{app.name}: pulls with an identity but does not wait for its AcrPull assignment")
+            if registry.get("identity") and not _propagated_grants(ev, app.dependencies):
+                problems.append(f"{app.name}: pulls with an identity but does not wait for its AcrPull assignment to "
+                                "propagate (an RbacPropagation after the assignment)")
+    if ev.of_type(CLUSTER):
+        problems += [f"{d.name}: pulls with the kubelet identity but does not wait for its AcrPull assignment to "
+                     "propagate" for d in ev.of_type(DEPLOYMENT) if not _propagated_grants(ev, d.dependencies)]
     return problems
 
 
@@ -232,6 +247,28 @@ def auth_configs(ev: Evaluation) -> list[str]:
             problems.append(f"{auth.name}: belongs to no container app of this stack")
         problems += [f"{auth.name}: {app.name} has no ingress, so no request passes the auth sidecar" for app in guarded
                      if not _get(app.inputs, "configuration", "ingress")]
+    return problems
+
+
+OPENER = "pulumi-python:dynamic/mlops:IngressOpener"
+
+
+def closed_until_auth(ev: Evaluation) -> list[str]:
+    """An app's auth config can be created only after the app; an app created with external ingress answers anyone
+    until then. So an app this `up` creates is closed (a deny-all IP restriction) and opened by something that waits
+    for its auth config; an app declared open must be one the program found existing (its lookup)."""
+    problems = []
+    apps = {app.urn: app for app in ev.of_type(APP)}
+    looked_up = {str(args.get("containerAppName")) for token, args in ev.calls if token == "azure-native:app:getContainerApp"}
+    for auth in ev.of_type(AUTH_CONFIG):
+        for app in (apps[d] for d in auth.dependencies if d in apps):
+            if not any(auth.urn in opener.dependencies for opener in ev.of_type(OPENER)):
+                problems.append(f"{app.name}: nothing opens its ingress after {auth.name} exists")
+            rules = _get(app.inputs, "configuration", "ingress", "ipSecurityRestrictions") or []
+            deny_all = any(r.get("action") == "Deny" and r.get("ipAddressRange") == "0.0.0.0/0" for r in rules)
+            if not deny_all and str(app.inputs.get("containerAppName")) not in looked_up:
+                problems.append(f"{app.name}: may be created public before {auth.name} exists (no deny-all restriction, "
+                                "and the program did not look it up)")
     return problems
 
 
@@ -851,17 +888,20 @@ def api_versions_reviewed(ev: Evaluation) -> list[str]:
 # Invoke token -> the ARM action it needs. Reader holds every */read action and no POST (list*/action) one.
 INVOKE_ACTIONS = {
     "azure-native:databricks:getWorkspace": "Microsoft.Databricks/workspaces/read",
+    "azure-native:app:getContainerApp": "Microsoft.App/containerApps/read",
     "azure-native:containerservice:listManagedClusterUserCredentials":
         "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
     "azure-native:operationalinsights:getSharedKeys": "Microsoft.OperationalInsights/workspaces/sharedKeys/action",
 }
 # The preview identity's roles, per serving target: Reader, and on AKS the built-in role that lets a principal
-# fetch the user kubeconfig (the Kubernetes provider needs it even to diff).
+# fetch the user kubeconfig (the Kubernetes provider needs it even to diff) and, inside the cluster (Azure RBAC for
+# Kubernetes, rule aks-entra-only), Azure Kubernetes Service RBAC Reader: read-only, no secrets.
 PREVIEW_ROLES = {
     "containerapps": {"Reader": "*/read"},
     "aks": {"Reader": "*/read",
             "Azure Kubernetes Service Cluster User Role":
-                "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action"},
+                "Microsoft.ContainerService/managedClusters/listClusterUserCredential/action",
+            "Azure Kubernetes Service RBAC Reader": "Microsoft.ContainerService/managedClusters/*/read (data actions)"},
 }
 
 
@@ -877,7 +917,8 @@ WORKSPACE_READS = {
 
 
 def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
-    target = ev.outputs.get("serving_target", "containerapps")
+    # From the config: a preview's outputs stay unknown while any of them is (the image's name, say).
+    target = _get(ev.config, "serving", "target") or ev.outputs.get("serving_target", "containerapps")
     problems = []
     for token, _ in ev.calls:
         if token in WORKSPACE_READS:
@@ -888,6 +929,32 @@ def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
         elif not preview_allows(target, action):
             problems.append(f"invoke {token} needs {action}, which the preview roles "
                             f"({', '.join(PREVIEW_ROLES[target])}) do not grant")
+    return problems
+
+
+# ---- AKS access ----
+
+def aks_entra_only(ev: Evaluation) -> list[str]:
+    """Without Entra integration and with local accounts on, listClusterUserCredential returns the cluster's static
+    credential, which has full rights: the PR preview's identity (it must fetch the kubeconfig to diff) would hold an
+    admin's. With Entra, Azure RBAC and no local accounts the kubeconfig carries no credential, only the endpoint and a
+    kubelogin call, and the caller's Azure roles on the cluster decide; so the provider's kubeconfig must hold no
+    token, password or client key of its own."""
+    import yaml
+
+    problems = []
+    for cluster in ev.of_type(CLUSTER):
+        aad = cluster.inputs.get("aadProfile") or {}
+        if not (aad.get("managed") and aad.get("enableAzureRBAC") and cluster.inputs.get("disableLocalAccounts")):
+            problems.append(f"{cluster.name}: needs aadProfile.managed, aadProfile.enableAzureRBAC and "
+                            "disableLocalAccounts, or its user kubeconfig is an admin credential")
+    for provider in ev.of_type("pulumi:providers:kubernetes"):
+        config = yaml.safe_load(str(provider.inputs.get("kubeconfig") or "")) or {}
+        for user in config.get("users") or [] if isinstance(config, dict) else []:
+            held = {"token", "password", "client-key-data", "client-key"} & set(user.get("user") or {})
+            if held:
+                problems.append(f"{provider.name}: kubeconfig user {user.get('name')} holds {sorted(held)}: use an "
+                                "Entra login (kubelogin), not a static credential")
     return problems
 
 
@@ -941,17 +1008,24 @@ RULES: tuple[Rule, ...] = (
          "https://learn.microsoft.com/azure/container-apps/traffic-splitting", traffic_labels_and_weights),
     Rule("container-apps-allocation", "Consumption: 0.25..4 vCPU in 0.25 steps with 2 GiB per vCPU",
          "https://learn.microsoft.com/azure/container-apps/containers#allocations", consumption_allocation),
-    Rule("container-apps-identity-pull", "a revision pulling with a managed identity needs its AcrPull assignment "
-         "first", "https://learn.microsoft.com/azure/container-apps/managed-identity-image-pull",
-         pull_identity_ready_before_first_revision),
+    Rule("container-apps-identity-pull", "a revision (or pod) pulling with a managed identity needs its AcrPull "
+         "assignment first, and propagated: a new assignment takes minutes to take effect",
+         "https://learn.microsoft.com/azure/role-based-access-control/troubleshooting"
+         "#symptom---role-assignment-changes-are-not-being-detected", pull_identity_ready_before_first_revision),
     Rule("container-apps-auth-config", "an app's auth config is named 'current'; Entra's client id and allowed "
          "applications are application (client) ids; the auth sidecar sees only requests through the app's ingress",
          "https://learn.microsoft.com/azure/templates/microsoft.app/containerapps/authconfigs", auth_configs),
+    Rule("container-apps-closed-until-auth", "an app's auth config is a child created after the app: a new app with "
+         "external ingress answers anonymous callers until then, so it is created closed and opened after",
+         "https://learn.microsoft.com/azure/templates/microsoft.app/containerapps/authconfigs", closed_until_auth),
     Rule("container-apps-internal-environment", "an internal environment (no public IP) needs infrastructureSubnetId",
          "https://learn.microsoft.com/azure/container-apps/networking#accessibility-level", internal_environment_subnet),
     Rule("aks-network-policy-engine", "NetworkPolicy is enforced only by a network policy engine (none: accepted and "
          "ignored); Cilium's needs the Cilium dataplane on Azure CNI; chosen at creation, changed later only by "
          "Azure's migration steps", "https://learn.microsoft.com/azure/aks/use-network-policies", network_policy_engine),
+    Rule("aks-entra-only", "a cluster without Entra integration and local accounts disabled hands its static admin "
+         "credential to anyone allowed listClusterUserCredential", "https://learn.microsoft.com/azure/aks/"
+         "control-kubeconfig-access", aks_entra_only),
     Rule("resource-names", "each resource type has its own name length and characters (infra/naming.py: each rule "
          "with its own source; a violation names it)",
          "https://learn.microsoft.com/azure/azure-resource-manager/management/resource-name-rules", resource_names),

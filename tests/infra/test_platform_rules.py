@@ -243,6 +243,55 @@ def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
         assert tokens == {"azure-native:containerservice:listManagedClusterUserCredentials"}
 
 
+def test_a_first_pull_that_does_not_wait_for_propagation_is_caught():
+    """The old declaration: the app depended on the AcrPull assignment's creation only."""
+    role = resource(platform_rules.ROLE, "acr-pull", {"roleDefinitionId": f"/x/{platform_rules.ACR_PULL_ROLE}"})
+    app = resource(platform_rules.APP, "app", {"configuration": {"registries": [{"identity": "/uai"}]}})
+    app.dependencies = [role.urn]
+    assert "propagate" in problems("container-apps-identity-pull", fake(role, app))[0]
+    wait = resource(platform_rules.RBAC_WAIT, "wait", {})
+    wait.dependencies, app.dependencies = [role.urn], [wait.urn]
+    assert not problems("container-apps-identity-pull", fake(role, wait, app))
+
+
+def test_an_aks_cluster_with_local_accounts_is_caught():
+    """The old cluster: RBAC on, no Entra integration, local accounts on; and a kubeconfig with a static token."""
+    old = resource(platform_rules.CLUSTER, "aks", {"enableRBAC": True})
+    assert "disableLocalAccounts" in problems("aks-entra-only", fake(old))[0]
+    entra = {"aadProfile": {"managed": True, "enableAzureRBAC": True}, "disableLocalAccounts": True}
+    assert not problems("aks-entra-only", fake(resource(platform_rules.CLUSTER, "aks", entra)))
+    static = resource("pulumi:providers:kubernetes", "k8s", {"kubeconfig": "users: [{name: u, user: {token: t}}]"})
+    assert "token" in problems("aks-entra-only", fake(static))[0]
+
+
+def test_an_app_public_before_its_auth_config_is_caught():
+    """The old declaration: external ingress, no restriction, nothing opening it after the auth config."""
+    app = resource(platform_rules.APP, "app", {"containerAppName": "ca-x", "configuration": {"ingress": {"external": True}}})
+    auth = resource(platform_rules.AUTH_CONFIG, "auth", {})
+    auth.dependencies = [app.urn]
+    found = problems("container-apps-closed-until-auth", fake(app, auth))
+    assert len(found) == 2 and "nothing opens" in found[0] and "public" in found[1]
+    app.inputs["configuration"]["ingress"]["ipSecurityRestrictions"] = [{"action": "Deny", "ipAddressRange": "0.0.0.0/0"}]
+    opener = resource(platform_rules.OPENER, "open", {})
+    opener.dependencies = [auth.urn]
+    assert not problems("container-apps-closed-until-auth", fake(app, auth, opener))
+
+
+def test_a_preview_downloads_no_model(base_overrides, tmp_path, monkeypatch):
+    """What a preview may download: nothing. The PR preview's identity may browse the registry, not read a model
+    version's files (Unity Catalog's EXECUTE), so a preview resolves the version and assembles no build context."""
+    import mlflow.artifacts
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a preview downloaded {args or kwargs}")
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", refuse)
+    overrides = {**base_overrides("staging"), "image.contextDir": str(tmp_path / "context")}
+    ev = mockcloud.evaluate("staging", overrides, env={}, preview=True)
+    assert ev.of_type("docker:index/image:Image"), "the version is resolved and the image still shows, its name unknown"
+    assert not (tmp_path / "context").exists()
+
+
 def test_a_container_apps_error_rate_blind_to_the_ingress_is_caught():
     """The app's error lines alone miss every 5xx the ingress answered itself; HTTP logs need their category."""
     env = resource(platform_rules.ENVIRONMENT, "env", {"appLogsConfiguration": {"destination": "azure-monitor"}})

@@ -121,7 +121,8 @@ def test_container_app_https_identity_probes_and_logs(stack):
     probes = {p["type"]: p["httpGet"]["path"] for p in app.inputs["template"]["containers"][0]["probes"]}
     assert probes == {"Startup": "/health", "Liveness": "/health", "Readiness": "/ready"}
     role = acr_pull_role(stack)
-    assert role.urn in app.dependencies, "the app must wait for its AcrPull assignment"
+    wait = stack.one("pulumi-python:dynamic/mlops:RbacPropagation")
+    assert role.urn in wait.dependencies and wait.urn in app.dependencies, "the app waits for AcrPull to propagate"
     environment = stack.one("azure-native:app:ManagedEnvironment")
     assert environment.inputs["appLogsConfiguration"] == {"destination": "azure-monitor"}
     workspace = stack.one("azure-native:operationalinsights:Workspace")
@@ -187,7 +188,7 @@ def test_observability_alerts_and_queries(evaluate):
         else:
             # the azure-monitor destination's table (not ContainerAppConsoleLogs_CL): see tests/infra/test_kql_bind.py
             assert re.search(r"\bContainerAppConsoleLogs\b", query) or key == "restarts"
-    assert rules["no-traffic"].inputs["windowSize"] == "PT30M"
+    assert (rules["no-traffic"].inputs["windowSize"], rules["no-traffic"].inputs["severity"]) == ("PT60M", 3)
     drift = rules["drift"].inputs
     assert drift["enabled"] is True and drift["windowSize"] == "PT60M"
     condition = drift["criteria"]["allOf"][0]
@@ -541,7 +542,8 @@ def test_aks_target(aks):
     assert association.inputs["resourceUri"] == cluster.id and association.inputs["dataCollectionRuleId"] == rule.id
     assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert kubelet.urn in deployment.dependencies
+    wait = aks.one("pulumi-python:dynamic/mlops:RbacPropagation")
+    assert kubelet.urn in wait.dependencies and wait.urn in deployment.dependencies
     assert aks.outputs["endpoint_url"] == "http://20.50.60.70"
     assert any(t == "azure-native:containerservice:listManagedClusterUserCredentials" for t, _ in aks.calls)
     rule = next(r for r in aks.of_type("azure-native:monitor:ScheduledQueryRule") if r.name.endswith("p95-latency"))

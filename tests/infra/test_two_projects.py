@@ -145,6 +145,9 @@ EXTRACTORS: dict[str, Callable[[mockcloud.Captured, mockcloud.Evaluation], Names
     "azure-native:monitor:DataCollectionRuleAssociation": _scoped("resourceUri", "associationName"),
     "azure-native:alertsmanagement:PrometheusRuleGroup": _inputs("ruleGroupName"),
     "docker:index/image:Image": _image,
+    # Dynamic resources that name nothing in the cloud: a wait, and a patch of the project's own app.
+    **dict.fromkeys(("pulumi-python:dynamic/mlops:RbacPropagation", "pulumi-python:dynamic/mlops:IngressOpener"),
+                    lambda r, ev: iter(())),
     "databricks:index/servicePrincipal:ServicePrincipal": _inputs("displayName"),
     "databricks:index/accessControlRuleSet:AccessControlRuleSet": _inputs("name"),
     "databricks:index/mlflowExperiment:MlflowExperiment": _inputs("name"),

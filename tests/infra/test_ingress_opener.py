@@ -1,0 +1,45 @@
+"""A new Container App is closed until its auth config exists, then opened once (infra/ingress_opener.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from infra import ingress_opener
+from testing import mockcloud
+
+APP_ID = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.App/containerApps/ca-x"
+
+
+def restrictions(ev: mockcloud.Evaluation) -> list:
+    app = ev.one("azure-native:app:ContainerApp")
+    return app.inputs["configuration"]["ingress"].get("ipSecurityRestrictions") or []
+
+
+def test_a_new_app_is_closed_and_opened_after_its_auth_config(base_overrides):
+    ev = mockcloud.evaluate("staging", base_overrides("staging"), env={})
+    assert [r["action"] for r in restrictions(ev)] == ["Deny"]
+    opener = ev.one("pulumi-python:dynamic/mlops:IngressOpener")
+    assert ev.one("azure-native:app:ContainerAppsAuthConfig").urn in opener.dependencies
+
+
+def test_an_existing_app_is_declared_open(base_overrides):
+    from tests.infra.conftest import settings_of
+
+    name = settings_of("staging").names.container_app
+    ev = mockcloud.evaluate("staging", base_overrides("staging"), env={}, existing={name: {}})
+    assert restrictions(ev) == []
+
+
+def test_opening_patches_the_ingress_and_waits():
+    sent: list[tuple] = []
+    states = iter(["InProgress", "Succeeded"])
+
+    def send(method, path, body):
+        sent.append((method, path, body))
+        return {"properties": {"provisioningState": next(states)}} if method == "GET" else {}
+
+    ingress_opener.open_ingress(APP_ID, send, poll_s=0)
+    assert sent[0] == ("PATCH", APP_ID, {"properties": {"configuration": {"ingress": {"ipSecurityRestrictions": []}}}})
+    assert [m for m, _, _ in sent] == ["PATCH", "GET", "GET"]
+    with pytest.raises(ingress_opener.IngressOpenError):
+        ingress_opener.open_ingress(APP_ID, lambda m, p, b: {"properties": {"provisioningState": "Failed"}}, poll_s=0)
