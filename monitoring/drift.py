@@ -484,12 +484,17 @@ def send_to_app_insights(connection_string: str, records: list[dict], credential
 
     from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
     from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-    from opentelemetry.sdk._logs.export import LogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
 
-    class Checked(LogRecordExporter):
+    try:  # OpenTelemetry 1.39+ (here)
+        from opentelemetry.sdk._logs.export import LogRecordExporter as Exporter
+    except ImportError:  # 1.38, which Databricks Runtime 18 ML ships (infra/runtimes/18-cpu-ml.txt), names it so
+        from opentelemetry.sdk._logs.export import LogExporter as Exporter  # type: ignore[assignment]
+
+    class Checked(Exporter):
         """The exporter, remembering every export that did not succeed."""
 
-        def __init__(self, exporter: LogRecordExporter) -> None:
+        def __init__(self, exporter: Exporter) -> None:
             self.exporter = exporter
             self.failures: list[str] = []
 
