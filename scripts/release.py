@@ -4,50 +4,36 @@
     python -m scripts.release --stack <org>/prod \\
         --config promotion.testedDigest=sha256:... --config promotion.testedModelVersion=7 --expect-digest sha256:...
 
-The state a release starts in is read from the stack's outputs (what the last run left), never assumed:
+A release starts in the state the last one left, read from the stack's outputs (start_state):
 
   idle              nothing in flight: one revision serves 100 % (or no app yet, or AKS: no revisions)
-  failed candidate  a candidate at 0 % beside the stable revision: its smoke test failed, or a failed shift
-                    was rolled back
-  failed shift      a candidate still holding a step's traffic: the job stopped (cancelled, or the rollback `up`
-                    was refused) before moving it back
+  failed candidate  a candidate at 0 % beside the stable revision (its smoke test failed, or a shift was rolled back)
+  failed shift      a candidate still holding a step's traffic (the job was cancelled, or the rollback refused)
 
-Each state below is entered by its action; the smoke test's result is the event that picks the next one (NEXT):
+Each next state is entered by its action, and the smoke test's result is the event that picks the one after (NEXT):
 
-  candidate  `up` with serving.containerApp.stableRevision=<the stable revision>, latestWeight=0: the new revision
-             is labelled `candidate`, takes no traffic, and is smoke-tested alone at its label URL
-  shift      `up` with the next of serving.containerApp.releaseSteps as latestWeight; smoke test of the app's URL
-  complete   `up` without stableRevision: Single mode, the candidate takes 100 % and the stable revision is
-             deactivated; smoke test of the app's URL
-  update     one `up` and the smoke test of the endpoint: no new revision, the first deploy, AKS
+  candidate  `up` with serving.containerApp.stableRevision=<stable revision>, latestWeight=0: the new revision,
+             labelled `candidate`, takes no traffic; smoke test at its label URL
+  shift      `up` with the next of serving.containerApp.releaseSteps as latestWeight; smoke test of the app
+  complete   `up` without stableRevision: Single mode, the candidate 100 %, the stable revision deactivated; smoke test
+  update     one `up` and the smoke test: no new revision (nothing in the template changed), the first deploy, AKS
   rollback   `up` with latestWeight=0: the stable revision serves 100 % again; the job fails
 
-A failed candidate or shift found at the start always goes through `candidate` again, whatever the update: a
-re-run with the same config (GitHub "Re-run failed jobs"), a workflow_dispatch or a push that changes only alerts
-re-tests the candidate at 0 % and never gives it traffic untested.
+A failed candidate or shift always goes through `candidate` again, whatever the next run changes (GitHub's "Re-run
+failed jobs", a workflow_dispatch, a push of alerts only): a candidate never takes traffic untested. Fixed at the
+start for every `up`: the version @champion names (model.version), and while a candidate is in flight the version
+the stable revision serves (serving.containerApp.stableModelVersion: the batch job and prod's @champion stay on it).
+Every `up` refreshes first. The smoke test runs where the endpoint is reachable (scripts/smoke_from.py).
 
-Fixed once, at the start, for every `up` of the release:
-  - the model version `@champion` names now (model.version): a training run that moves the alias mid-release
-    does not change what the next step builds;
-  - the version the stable revision serves (serving.containerApp.stableModelVersion, while a candidate is in
-    flight): the batch job, and prod's registry alias, move to the candidate only when the release completes.
-
-Each `up` refreshes first (state Azure changed, such as an alert rule the platform disabled, is put back). The
-smoke test runs where the endpoint is reachable: from the runner for a public endpoint, inside the cluster
-(`az aks command invoke`) on AKS; an internal Container Apps environment needs a self-hosted runner in its VNet.
-The Pulumi Automation API drives the stack (the Pulumi CLI must be installed); tests/infra/test_release.py drives
-the same `Release` against the mocked cloud's stateful evaluation, so the sequence CI runs is the one the tests prove.
+The Pulumi Automation API drives the stack (the Pulumi CLI must be installed); tests/infra/test_release.py drives the
+same `Release` against the mocked cloud's stateful evaluation, so the sequence CI runs is the one the tests prove.
 """
-
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import shlex
-import subprocess
 import sys
-import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
@@ -56,6 +42,7 @@ from typing import Any, Protocol
 
 from infra import model_source, settings, stack_files
 from infra.settings import PromotionSettings, StackSettings
+from scripts import smoke_from
 
 ROOT = Path(__file__).resolve().parent.parent
 APP_TYPE = "azure-native:app:ContainerApp"
@@ -120,7 +107,7 @@ class Stack(Protocol):
         """The stack's settings for this run (its stack file and this run's config), validated as the program does."""
 
 
-Smoke = Callable[[str, Mapping[str, str]], None]  # (base URL, the stack outputs it must serve); raises on failure
+Smoke = smoke_from.Smoke
 
 
 def start_state(outputs: Mapping[str, str]) -> State:
@@ -221,7 +208,7 @@ class Release:
 
     def update(self) -> Event:
         self.outputs = self.up(self.fixed)
-        self.note(f"one update ({'no revision serves yet' if not self.stable else 'no new revision, or none on the target'})")
+        self.note(f"one update ({'the first deploy' if not self.stable else 'no new revision, or none on the target'})")
         if not self.outputs.get("endpoint_url"):
             self.note("no endpoint (bootstrap: no model version yet): nothing to smoke test")
             return Event.LAST_PASSED
@@ -345,76 +332,6 @@ class PulumiStack:
         return settings.from_values(stack, stack_files.apply_overrides(stack_files.stack_values(stack), self.config), {})
 
 
-def github_oidc_token(audience: str) -> str:
-    """GitHub's OIDC token for this job (needs `id-token: write`), requested fresh for every exchange: an Entra
-    token from it can always be renewed, unlike a CLI login from a token that expires after a few minutes."""
-    url, bearer = os.environ["ACTIONS_ID_TOKEN_REQUEST_URL"], os.environ["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
-    request = urllib.request.Request(f"{url}&audience={audience}", headers={"Authorization": f"bearer {bearer}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["value"]
-
-
-def smoke_with_entra(client_id: str, tenant_id: str) -> Smoke:
-    """The smoke test (serving/smoke.py) from this runner, as the smoke-test identity: it holds no Azure role, it is
-    only one of serving.auth.allowedClientApplications. Its Entra token comes from this job's GitHub OIDC token."""
-    from serving import smoke
-
-    def run(url: str, outputs: Mapping[str, str]) -> None:
-        token = None
-        if outputs.get("auth_audience"):
-            from azure.identity import ClientAssertionCredential
-
-            credential = ClientAssertionCredential(tenant_id, client_id,
-                                                   lambda: github_oidc_token("api://AzureADTokenExchange"))
-            token = credential.get_token(f"{outputs['auth_audience']}/.default").token
-        smoke.run(url, expect_version=outputs.get("model_version") or None, wait=300, token=token)
-    return run
-
-
-SMOKE_MODULE = ROOT / "serving" / "smoke.py"  # standard library only: it runs on the scoring image's Python
-SMOKE_NAMESPACE = "default"  # not the scoring namespace: its NetworkPolicy allows its pods no egress at all
-
-
-def in_cluster_command(image: str, url: str, version: str | None) -> str:
-    """The shell command `az aks command invoke` runs in its pod (kubectl, and the attached smoke.py in its working
-    directory): a pod of the scoring image runs the smoke test against the Service; kubectl returns its exit code."""
-    args = " ".join(shlex.quote(a) for a in (url, "--wait", "300", *(("--expect-version", version) if version else ())))
-    return (f"kubectl run smoke-test -n {SMOKE_NAMESPACE} --image={shlex.quote(image)} --restart=Never --rm --attach "
-            f'--quiet --pod-running-timeout=5m --command -- python -c "$(cat smoke.py)" {args}')
-
-
-Run = Callable[[list[str]], str]  # argv -> stdout; raises on a non-zero exit
-
-
-def run_command(argv: list[str]) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-
-
-def smoke_in_cluster(resource_group: str, cluster: str, run: Run = run_command) -> Smoke:
-    """AKS serves on an internal load balancer or a ClusterIP, which a GitHub-hosted runner cannot reach: the smoke
-    test runs inside the cluster. `az aks command invoke` (the AKS Run Command API: runcommand/action and
-    commandResults/read on the cluster, both in the deployer's Contributor on the resource group) needs no route from
-    the runner to the cluster, not even to its API server."""
-    def smoke(url: str, outputs: Mapping[str, str]) -> None:
-        command = in_cluster_command(outputs["image_ref"], url, outputs.get("model_version") or None)
-        result = json.loads(run(["az", "aks", "command", "invoke", "--resource-group", resource_group, "--name",
-                                 cluster, "--file", str(SMOKE_MODULE), "--command", command, "--output", "json"]))
-        if result.get("exitCode") != 0:
-            raise AssertionError(f"in-cluster smoke test exited {result.get('exitCode')}: {result.get('logs', '')[-2000:]}")
-    return smoke
-
-
-def smoke_for(s: StackSettings, env: Mapping[str, str], run: Run = run_command) -> Smoke:
-    """The smoke test from where the endpoint is reachable; refused (before any `up`) where it is not."""
-    if s.serving.target == "aks":
-        return smoke_in_cluster(s.names.resource_group, s.names.aks_cluster, run)
-    if s.serving.auth.mode == "internal" and env.get("RUNNER_ENVIRONMENT") != "self-hosted":
-        raise ReleaseFailed("serving.auth.mode internal: the environment has no public endpoint, and a GitHub-hosted "
-                            "runner has no route into its VNet. Run the deploy jobs on a self-hosted runner in that VNet "
-                            "(the repository variable DEPLOY_RUNNER names its label; README, Delivery)")
-    return smoke_with_entra(env.get("SMOKE_CLIENT_ID", ""), env.get("AZURE_TENANT_ID", ""))
-
-
 def write_github(outputs: Mapping[str, str], lines: list[str], ok: bool) -> None:
     """Job outputs for the next job, and what happened for the person reading the run."""
     if os.environ.get("GITHUB_OUTPUT"):
@@ -452,7 +369,7 @@ def main(argv: list[str] | None = None, stack_for: Callable[[str, dict[str, str]
     outputs: dict[str, str] = {}
     try:
         s = stack.settings()
-        release.smoke = smoke or smoke_for(s, os.environ)
+        release.smoke = smoke or smoke_from.smoke_for(s, os.environ)
         digest, version = expected_artifact(s.promotion, args.expect_digest, args.expect_model_version, release.note)
         outputs = release.run()
         check_promoted(outputs, digest, version)
