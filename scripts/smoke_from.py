@@ -74,7 +74,9 @@ def smoke_in_cluster(resource_group: str, cluster: str, run: Run = run_command) 
     """AKS serves on an internal load balancer or a ClusterIP, which a GitHub-hosted runner cannot reach: the smoke
     test runs inside the cluster. `az aks command invoke` (the AKS Run Command API: runcommand/action and
     commandResults/read on the cluster, both in the deployer's Contributor on the resource group) needs no route from
-    the runner to the cluster, not even to its API server."""
+    the runner to the cluster, not even to its API server. Sources: https://learn.microsoft.com/azure/aks/access-private-cluster
+    (command invoke, attached files), https://learn.microsoft.com/rest/api/aks/managed-clusters/run-command (the
+    result's exitCode and logs, which `--output json` returns)."""
     def smoke(url: str, outputs: Mapping[str, str]) -> None:
         command = in_cluster_command(outputs["image_ref"], url, outputs.get("model_version") or None)
         result = json.loads(run(["az", "aks", "command", "invoke", "--resource-group", resource_group, "--name",
