@@ -24,6 +24,8 @@ from dataclasses import dataclass
 
 import pulumi
 
+from infra.settings import ModelSettings
+
 # ARM's codes for "there is no such thing (yet)": the workspace, or its resource group, on a first up.
 NOT_FOUND_MARKERS = ("ResourceNotFound", "ResourceGroupNotFound", "NotFound", "404")
 
@@ -93,3 +95,22 @@ def pinned_to(workspace: Workspace | None) -> Iterator[None]:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+def alias_version(model: ModelSettings, workspace: Workspace | None) -> str | None:
+    """The version `model.alias` names now, read once by a release (scripts/release.py) so every `up` of it serves
+    that version (model.version) even if training moves the alias meanwhile. None: no registry (the stack's
+    workspace is not deployed yet) or no version yet; the release's one `up` then resolves it, as a first one does."""
+    if model.in_stack_workspace and workspace is None:
+        return None
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    with pinned_to(workspace):
+        client = MlflowClient(tracking_uri=model.tracking_uri, registry_uri=model.registry_uri)
+        try:
+            return str(client.get_model_version_by_alias(model.full_name, model.alias).version)
+        except MlflowException as error:
+            if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(error).lower():
+                return None
+            raise ModelSourceError(f"cannot read {model.uri} from {workspace or model.tracking_uri}: {error}") from None

@@ -55,15 +55,16 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         return {**outputs, **promoted(s, group, observability, registry, databricks)}
     if resolution.model is None:
         pulumi.log.warn(resolution.bootstrap_message)
-        empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "image_ref", "model_version",
-                 "model_run_id", "promoted_from")
+        empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "candidate_weight",
+                 "image_ref", "model_version", "model_run_id", "promoted_from", "batch_model_version")
         return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, token=acr_token))
     served = serve(s, image.repo_digest, group, observability, registry)
-    batch = databricks.declare_batch_job(resolution.model.version)  # the version the image serves
-    return {**outputs, **served, **batch_output(batch), "image_ref": image.repo_digest,
+    version = batch_version(s, resolution.model.version)  # the version the image serves
+    batch = databricks.declare_batch_job(version)
+    return {**outputs, **served, **batch_output(batch, version), "image_ref": image.repo_digest,
             "model_version": resolution.model.version,
             "model_run_id": resolution.model.run_id, "bootstrap": "", "promoted_from": ""}
 
@@ -74,17 +75,31 @@ def promoted(s: StackSettings, group: resources.ResourceGroup, observability: Ob
     promotion = Promotion("promotion", PromotionArgs(
         settings=s.promotion, model=s.model, image=s.image, experiment=s.databricks.experiment,
         registry_id=registry.registry.id, login_server=registry.login_server, workspace_url=databricks.workspace_url,
-        registered_model=databricks.registered_model))
+        registered_model=databricks.registered_model, in_flight=in_flight(s)))
     served = serve(s, promotion.deployable_image, group, observability, registry)
-    batch = databricks.declare_batch_job(promotion.registry_model_version)  # the promoted copy in this stack's registry
-    return {**served, **batch_output(batch), "image_ref": promotion.image_ref, "image_digest": promotion.digest,
+    version = batch_version(s, promotion.registry_model_version)  # the promoted copy in this stack's registry
+    batch = databricks.declare_batch_job(version)
+    return {**served, **batch_output(batch, version), "image_ref": promotion.image_ref, "image_digest": promotion.digest,
             "model_name": promotion.model_name, "model_version": promotion.model_version,
             "model_run_id": promotion.model_run_id, "registry_model_version": promotion.registry_model_version,
             "source_image_ref": promotion.source_image_ref, "promoted_from": promotion.source_stack, "bootstrap": ""}
 
 
-def batch_output(job) -> dict[str, Any]:
-    return {"databricks_batch_job_id": job.id if job is not None else ""}
+def in_flight(s: StackSettings) -> bool:
+    """A release is in flight (scripts/release.py): the candidate is not yet what the stack serves."""
+    return s.serving.container_app.stable_revision is not None
+
+
+def batch_version(s: StackSettings, candidate: pulumi.Input[str]) -> pulumi.Input[str]:
+    """The batch job scores with the version the stack serves: the stable revision's while a release is in flight,
+    so a candidate that fails its smoke test never scores a batch."""
+    held = s.serving.container_app.stable_model_version
+    return held if in_flight(s) and held else candidate
+
+
+def batch_output(job, version: pulumi.Input[str]) -> dict[str, Any]:
+    return {"databricks_batch_job_id": job.id if job is not None else "",
+            "batch_model_version": version if job is not None else ""}
 
 
 def log_source(s: StackSettings) -> kql.LogSource:
@@ -125,7 +140,7 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
             env=container_env(s), tags=s.tags, alerts=s.observability, action_group_id=observability.action_group.id))
         none = pulumi.Output.from_input("")
         return {"endpoint_url": aks.endpoint_url, "latest_revision_name": none, "candidate_url": none,
-                "serving_revision": none}
+                "serving_revision": none, "candidate_weight": none}
     from infra.containerapp import ContainerAppArgs, ContainerAppService
 
     service = ContainerAppService("containerapp", ContainerAppArgs(
@@ -135,4 +150,6 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
         registry_server=registry.login_server, pull_identity_id=registry.pull_identity.id,
         acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), tags=s.tags))
     return {"endpoint_url": service.endpoint_url, "latest_revision_name": service.latest_revision_name,
-            "candidate_url": service.candidate_url, "serving_revision": service.serving_revision}
+            "candidate_url": service.candidate_url, "serving_revision": service.serving_revision,
+            # what a release left: the candidate's traffic (scripts/release.py reads a failed shift from it)
+            "candidate_weight": pulumi.Output.from_input(str(s.serving.container_app.latest_weight) if in_flight(s) else "")}

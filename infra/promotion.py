@@ -5,6 +5,7 @@ tested, and never builds or trains.
         ─► ImageImport: ACR import of <repo>@sha256:... into this stack's registry (same digest)
         ─► ModelPromotion: the same model version copied into this stack's MLflow registry with its
            lineage (source_workspace, source_model, source_version, source_run_id), alias @champion
+           (@candidate while a release is in flight: @champion moves when it completes)
         ─► the serving workload runs <this registry>/<repo>@<same digest>
 
 Rollback: `promotion.pinnedDigest` + `promotion.pinnedModelVersion` deploy an earlier artifact that
@@ -29,6 +30,9 @@ from infra import promote
 from infra.promote import PromotionError
 from infra.settings import ImageSettings, ModelSettings, PromotionSettings
 
+# While a release is in flight the copy is made and verified before any traffic, under this alias; @champion (what
+# the registry says prod serves) moves to it only in the release's last `up`, so a failed candidate never holds it.
+CANDIDATE_ALIAS = "candidate"
 REQUIRED_OUTPUTS = ("image_ref", "model_name", "model_version", "model_run_id", "registry_id")
 
 
@@ -171,6 +175,7 @@ class PromotionArgs:
     login_server: pulumi.Input[str]
     workspace_url: pulumi.Input[str]  # this stack's Databricks workspace: the target registry of the model copy
     registered_model: pulumi.Resource | None = None  # the copy registers into it, so it must exist first
+    in_flight: bool = False  # a release's candidate: the copy takes CANDIDATE_ALIAS; model.alias moves when it completes
 
 
 class Promotion(pulumi.ComponentResource):
@@ -213,7 +218,8 @@ class Promotion(pulumi.ComponentResource):
             "source_workspace": source.apply(lambda a: a.workspace), "source_run_id": source.apply(lambda a: a.run_id),
             "target_tracking_uri": m.tracking_uri, "target_registry_uri": m.registry_uri or "",
             "target_workspace": args.workspace_url,
-            "target_model": m.full_name, "alias": m.alias, "experiment": args.experiment, "image_digest": self.digest,
+            "target_model": m.full_name, "alias": CANDIDATE_ALIAS if args.in_flight else m.alias,
+            "experiment": args.experiment, "image_digest": self.digest,
         }, opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in (self.import_, args.registered_model) if r]))
         self.model_name = pulumi.Output.from_input(m.full_name)
         self.model_version = source.apply(lambda a: a.model_version)

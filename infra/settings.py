@@ -299,6 +299,8 @@ class ModelSettings(Section):
     registry_uri: str | None = key("MLflow registry URI", None,
                                    shown="databricks-uc for unityCatalog, else the tracking URI")
     allow_bootstrap: bool = key("with no version yet, deploy without image and workload instead of failing", True)
+    version: ModelVersion | None = key("the registered version to serve instead of the one @alias names (set by "
+                                       "scripts/release.py, which resolves the alias once per release)", None)
     _full_name: str = PrivateAttr("")
 
     def model_post_init(self, context: Any) -> None:
@@ -317,7 +319,8 @@ class ModelSettings(Section):
 
     @property
     def uri(self) -> str:
-        return f"models:/{self.full_name}@{self.alias}"
+        """What the stack serves: the pinned version, else the version the alias names."""
+        return f"models:/{self.full_name}/{self.version}" if self.version else f"models:/{self.full_name}@{self.alias}"
 
     @property
     def in_stack_workspace(self) -> bool:
@@ -357,6 +360,10 @@ class ContainerAppSettings(Section):
     stable_revision: Revision | None = key(
         "a release in progress (set by scripts/release.py from serving_revision): this revision, labelled stable, keeps "
         "100 - latestWeight %; the new one is labelled candidate (URL: candidate_url)", None)
+    stable_model_version: ModelVersion | None = key(
+        "with stableRevision (set by scripts/release.py from batch_model_version): the registered version the stable "
+        "revision serves; the batch job keeps it, and a promotion target's registry alias stays on it, until the "
+        "release completes", None)
     release_steps: tuple[int, ...] = key("traffic % the candidate takes in turn after its smoke test passed, each step "
                                          "smoke-tested before the next, then 100 (scripts/release.py); [] moves all "
                                          "traffic at once", ())
@@ -384,6 +391,8 @@ class ContainerAppSettings(Section):
              "@zoneRedundant needs @infrastructureSubnetId (Azure requires a VNet)")
         total = self.latest_weight + sum(p.weight for p in self.pinned_revisions)
         rule(total == 100, f"@latestWeight + @pinnedRevisions weights must sum to 100, got {total}")
+        rule(self.stable_model_version is None or self.stable_revision is not None,
+             "@stableModelVersion goes with @stableRevision: it is what the stable revision serves during a release")
         steps = list(self.release_steps)
         rule(all(0 < step < 100 for step in steps) and sorted(set(steps)) == steps, "@releaseSteps must be increasing "
              f"traffic percentages between 1 and 99 (e.g. [10, 50]; 100 comes last by itself), got {steps}")
@@ -509,8 +518,8 @@ class PromotionSettings(Section):
     pinned_digest: Digest | None = key("rollback: deploy this digest (sha256:...) from this stack's registry instead of "
                                        "the source's current image", None)
     tested_digest: Digest | None = key("the image digest (sha256:...) the same workflow run's staging job deployed and "
-                                       "smoke-tested; the program refuses when staging now serves another (set by CI)",
-                                       None)
+                                       "smoke-tested; the program refuses when staging now serves another (set by CI; "
+                                       "ignored while pinnedDigest is set: a rollback serves the pin)", None)
     tested_model_version: ModelVersion | None = key("the model version staging tested with testedDigest (set with it, "
                                                     "by CI)", None)
     pinned_model_version: ModelVersion | None = key("rollback: the source model version the pinned digest serves (set "
@@ -519,8 +528,6 @@ class PromotionSettings(Section):
     def rules(self) -> None:
         rule((self.tested_digest is None) == (self.tested_model_version is None), "@testedDigest and "
              "@testedModelVersion go together: staging tested one image serving one model version")
-        rule(not (self.tested_digest and self.pinned), "@testedDigest and @pinnedDigest exclude each other: a rollback "
-             "deploys what this stack already served, not what staging tested")
         rule((self.pinned_digest is None) == (self.pinned_model_version is None), "@pinnedDigest and "
              "@pinnedModelVersion go together: a rollback names the image and the model version it serves")
         rule(not self.pinned or self.enabled, "@pinnedDigest needs @sourceStack: only a promotion target can pin")

@@ -312,7 +312,7 @@ def test_the_github_oidc_token_is_requested_with_the_jobs_bearer_for_the_audienc
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from scripts import release
+    from scripts import smoke_from
     seen = []
 
     class Actions(BaseHTTPRequestHandler):
@@ -331,7 +331,7 @@ def test_the_github_oidc_token_is_requested_with_the_jobs_bearer_for_the_audienc
     try:
         monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", f"http://127.0.0.1:{server.server_port}/token?api-version=2.0")
         monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "job-bearer")
-        assert release.github_oidc_token("api://AzureADTokenExchange") == "github-jwt"
+        assert smoke_from.github_oidc_token("api://AzureADTokenExchange") == "github-jwt"
     finally:
         server.shutdown()
     assert seen == [("/token?api-version=2.0&audience=api://AzureADTokenExchange", "bearer job-bearer")]

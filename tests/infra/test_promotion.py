@@ -226,8 +226,6 @@ def test_an_image_missing_from_the_source_registry_is_refused(tls):
 @pytest.mark.parametrize(("overrides", "message"), [
     ({"promotion.pinnedDigest": OLD_DIGEST}, "go together"),
     ({"promotion.testedDigest": DIGEST}, "testedDigest and .*testedModelVersion go together"),
-    ({"promotion.testedDigest": DIGEST, "promotion.testedModelVersion": 7, "promotion.pinnedDigest": OLD_DIGEST,
-      "promotion.pinnedModelVersion": 5}, "exclude each other"),
     ({"promotion.pinnedDigest": "sha256:abc", "promotion.pinnedModelVersion": 1}, "sha256:<64 hex digits>"),
     ({"promotion.sourceStack": stack_files.DELETE, "promotion.pinnedDigest": OLD_DIGEST,
       "promotion.pinnedModelVersion": 1}, "only a promotion target can pin"),

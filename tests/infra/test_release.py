@@ -6,16 +6,21 @@ reaches, and whether that revision's container passes the smoke test."""
 from __future__ import annotations
 
 import json
+import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from infra import stack_files
+from infra.promotion import CANDIDATE_ALIAS
 from infra.settings import StackSettings, from_values
-from scripts import release
-from scripts.release import Release, ReleaseFailed
+from scripts import release, smoke_from
+from scripts.release import Release, ReleaseFailed, State
 from testing import mockcloud
 from testing.platform_rules import APP, RevisionHistory
 from tests.infra.conftest import settings_of
@@ -35,8 +40,10 @@ class CloudStack:
     stack: str
     config: dict[str, Any]
     history: RevisionHistory
+    base: dict[str, Any] = field(default_factory=dict)  # what differs from a real deployment (the local registry)
     state: mockcloud.Evaluation | None = None
     weights: list[dict[str, int]] = field(default_factory=list)  # the app's traffic after each `up`
+    deployed: list[dict[str, str]] = field(default_factory=list)  # the outputs of each `up`
     name: str = STAGING
 
     def outputs(self) -> dict[str, str]:
@@ -59,10 +66,11 @@ class CloudStack:
         self.history.apply(evaluation.one(APP).inputs)  # Azure refuses here, or routes as told
         self.state = evaluation
         self.weights.append(dict(self.history.weights))
+        self.deployed.append(self.outputs())
         return self.outputs()
 
     def settings(self) -> StackSettings:
-        values = stack_files.apply_overrides(stack_files.stack_values(self.stack), self.config)
+        values = stack_files.apply_overrides(stack_files.stack_values(self.stack), {**self.base, **self.config})
         return from_values(self.stack, values, {})
 
 
@@ -89,10 +97,11 @@ class Platform:
 
 @pytest.fixture
 def cloud(base_overrides):
-    def make(**config) -> CloudStack:
+    def make(stack: str = "staging", **config) -> CloudStack:
         def evaluate(stack: str, overrides: dict) -> mockcloud.Evaluation:
             return mockcloud.evaluate(stack, {**base_overrides(stack), **overrides}, env={})
-        return CloudStack(evaluate, "staging", dict(config), RevisionHistory(settings_of("staging").names.container_app))
+        return CloudStack(evaluate, stack, dict(config), RevisionHistory(settings_of(stack).names.container_app),
+                          base=base_overrides(stack), name=STAGING.replace("/staging", f"/{stack}"))
     return make
 
 
@@ -213,3 +222,272 @@ def test_config_values_for_one_run_must_be_key_value():
         "promotion.testedModelVersion": "7", "a.b": "x=y"}
     with pytest.raises(SystemExit, match="expected key=value"):
         release.parse_config(["promotion.testedDigest"])
+
+
+# ---- the transition table (scripts/release.py NEXT), state by state, re-runs included ----
+
+BROKEN = 1.5  # Platform(broken_cpu=...): a revision with this CPU fails its smoke test
+
+
+def test_the_start_state_is_what_the_last_run_left():
+    assert release.start_state({}) is State.IDLE  # the first deploy
+    assert release.start_state({"serving_revision": "", "latest_revision_name": ""}) is State.IDLE  # AKS: no revisions
+    assert release.start_state({"serving_revision": "app--a", "latest_revision_name": "app--a"}) is State.IDLE
+    unfinished = {"serving_revision": "app--a", "latest_revision_name": "app--b"}
+    assert release.start_state({**unfinished, "candidate_weight": "0"}) is State.FAILED_CANDIDATE
+    assert release.start_state({**unfinished, "candidate_weight": "10"}) is State.FAILED_SHIFT
+
+
+def failed_candidate(stack: CloudStack) -> tuple[str, str]:
+    """(stable, failed): a deployed stack whose next candidate failed its smoke test at 0 %."""
+    stable = deployed(stack)
+    stack.config.update(CPU_1_5)
+    with pytest.raises(ReleaseFailed, match="failed its smoke test"):
+        Release(stack, Platform(stack, broken_cpu=BROKEN).smoke, say=lambda line: None).run()
+    return stable, stack.history.revisions[-1][0]
+
+
+RERUNS = {  # what the next run changes: nothing for GitHub's "Re-run failed jobs" or a workflow_dispatch
+    "re-run failed jobs or workflow_dispatch": {},
+    "a push that changes only an alert": {"observability.p95LatencyMs": 300},
+}
+
+
+@pytest.mark.parametrize("rerun", RERUNS)
+def test_a_rerun_after_a_failed_candidate_tests_it_again_at_0_percent_and_never_gives_it_traffic_untested(cloud, rerun):
+    """(failed candidate, rerun) -> candidate. azure.md N1: today's code gave the failed candidate 100 % at once."""
+    stack = cloud()
+    stable, failed = failed_candidate(stack)
+    assert release.start_state(stack.outputs()) is State.FAILED_CANDIDATE
+    stack.config.update(RERUNS[rerun])
+    with pytest.raises(ReleaseFailed, match=rf"candidate {failed} failed its smoke test .*{stable} still serves 100 %"):
+        Release(stack, Platform(stack, broken_cpu=BROKEN).smoke, say=lambda line: None).run()
+    assert stack.weights[-1] == {stable: 100, failed: 0} and len(stack.history.revisions) == 2
+    # the failure was the platform's, not the revision's: the next re-run passes it at 0 % first, then moves traffic
+    platform = Platform(stack)
+    Release(stack, platform.smoke, say=lambda line: None).run()
+    assert stack.weights[-2:] == [{stable: 100, failed: 0}, {failed: 100}] and platform.smoked[0] == failed
+
+
+def fails_once_users_share_it(platform: Platform) -> release.Smoke:
+    def smoke(url: str, outputs: Mapping[str, str]) -> None:
+        platform.smoke(url, outputs)
+        if len(platform.revisions_behind(url)) > 1:
+            raise AssertionError("/predict: 502")
+    return smoke
+
+
+@pytest.mark.parametrize("rerun", RERUNS)
+def test_a_rerun_after_a_failed_shift_starts_again_from_the_candidate_at_0_percent(cloud, rerun):
+    """(shift, failed) -> rollback, which leaves a failed candidate; its re-run never skips the candidate step."""
+    stack = cloud(**{"serving.containerApp.releaseSteps": [10]})
+    stable = deployed(stack)
+    stack.config.update(CPU_2)
+    with pytest.raises(ReleaseFailed, match="traffic moved back"):
+        Release(stack, fails_once_users_share_it(Platform(stack)), say=lambda line: None).run()
+    candidate = stack.history.revisions[-1][0]
+    stack.config.update(RERUNS[rerun])
+    with pytest.raises(ReleaseFailed, match="traffic moved back"):
+        Release(stack, fails_once_users_share_it(Platform(stack)), say=lambda line: None).run()
+    assert stack.weights[-3:] == [{stable: 100, candidate: 0}, {stable: 90, candidate: 10}, {stable: 100, candidate: 0}]
+    assert all(weights.get(candidate, 0) <= 10 for weights in stack.weights)
+
+
+def test_a_shift_left_holding_traffic_is_moved_back_to_0_percent_before_anything_else(cloud):
+    """(failed shift, rerun) -> candidate: the job was cancelled during a shift, the candidate kept its 10 %."""
+    stack = cloud(**{"serving.containerApp.releaseSteps": [10, 50]})
+    stable = deployed(stack)
+    stack.config.update(CPU_2)
+    platform = Platform(stack)
+
+    def cancelled_during_the_shift(url: str, outputs: Mapping[str, str]) -> None:
+        platform.smoke(url, outputs)
+        if len(platform.revisions_behind(url)) > 1:
+            raise KeyboardInterrupt  # GitHub cancels the job: nothing runs after this
+    with pytest.raises(KeyboardInterrupt):
+        Release(stack, cancelled_during_the_shift, say=lambda line: None).run()
+    candidate = stack.history.revisions[-1][0]
+    assert release.start_state(stack.outputs()) is State.FAILED_SHIFT
+    said: list[str] = []
+    Release(stack, Platform(stack).smoke, say=said.append).run()
+    assert stack.weights[-4:] == [{stable: 100, candidate: 0}, {stable: 90, candidate: 10}, {stable: 50, candidate: 50},
+                                  {candidate: 100}]
+    assert ": failed shift;" in said[0]
+
+
+def test_a_refused_rollback_says_the_candidate_still_takes_its_share(cloud):
+    """(shift, failed) -> rollback, whose `up` Azure refuses: the job says so, and the next run starts from there."""
+    stack = cloud(**{"serving.containerApp.releaseSteps": [10]})
+    deployed(stack)
+    stack.config.update(CPU_2)
+    up = stack.up
+
+    def refused_at_0(config: Mapping[str, Any]) -> dict[str, str]:
+        if config.get(release.WEIGHT) == 0 and len(stack.weights) > 2:
+            raise RuntimeError("429 Too Many Requests")
+        return up(config)
+    stack.up = refused_at_0  # type: ignore[method-assign]
+    with pytest.raises(ReleaseFailed, match=r"moving the traffic back was refused .*still takes 10 %"):
+        Release(stack, fails_once_users_share_it(Platform(stack)), say=lambda line: None).run()
+    assert release.start_state(stack.outputs()) is State.FAILED_SHIFT
+
+
+# ---- what is fixed at the start: the model version (azure.md N6), and what the stable revision serves (N7) ----
+
+@pytest.fixture
+def champion(stack_registry):
+    """move(): what a training run does meanwhile, a new version of staging's model under @champion; put back after."""
+    uri = stack_registry["tracking_uri"]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = settings_of("staging").model.full_name
+    original = client.get_model_version_by_alias(name, "champion")
+
+    def move() -> str:
+        version = client.create_model_version(name, original.source, run_id=original.run_id, tags=original.tags)
+        client.set_registered_model_alias(name, "champion", version.version)
+        return str(version.version)
+    yield move
+    client.set_registered_model_alias(name, "champion", original.version)
+
+
+def test_every_step_serves_the_model_version_fixed_at_the_start_though_champion_moves_mid_release(cloud, champion):
+    stack = cloud(**{"serving.containerApp.releaseSteps": [10]})
+    deployed(stack)
+    stack.config.update(CPU_2)
+    started = stack.outputs()["model_version"]
+    platform, moved = Platform(stack), []
+
+    def training_moves_champion(url: str, outputs: Mapping[str, str]) -> None:
+        platform.smoke(url, outputs)
+        moved.append(champion())  # after each smoke test, a training run moves @champion again
+    Release(stack, training_moves_champion, say=lambda line: None).run()
+    assert moved and started not in moved
+    assert [outputs["model_version"] for outputs in stack.deployed[1:]] == [started] * 3
+    assert len(stack.history.revisions) == 2, "no step built another model than the one the candidate step tested"
+
+
+def batch_scores_with(evaluation: mockcloud.Evaluation) -> str:
+    job = evaluation.named("databricks:index/job:Job", "databricks-batch-job")
+    parameters = job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]
+    return parameters[parameters.index("--model-uri") + 1].rsplit("/", 1)[1]
+
+
+def test_the_batch_job_moves_to_the_new_model_version_only_when_the_release_completes(cloud, champion):
+    stack = cloud()
+    deployed(stack)
+    stable_version = stack.outputs()["model_version"]
+    new_version = champion()
+    stack.config.update(CPU_1_5)  # and a broken CPU: this candidate fails its smoke test
+    with pytest.raises(ReleaseFailed, match="failed its smoke test"):
+        Release(stack, Platform(stack, broken_cpu=BROKEN).smoke, say=lambda line: None).run()
+    assert stack.state is not None and stack.outputs()["model_version"] == new_version
+    assert batch_scores_with(stack.state) == stable_version == stack.outputs()["batch_model_version"]
+    stack.config.update(CPU_2)
+    Release(stack, Platform(stack).smoke, say=lambda line: None).run()
+    assert batch_scores_with(stack.state) == new_version == stack.outputs()["batch_model_version"]
+
+
+def test_prods_registry_alias_and_batch_job_stay_on_the_stable_version_while_a_candidate_is_in_flight(evaluate):
+    """azure.md N7: the candidate's copy is registered and verified before any traffic, under @candidate."""
+    model_promotion = mockcloud.MODEL_PROMOTION
+    in_flight = evaluate("prod", {release.STABLE: "app--stable", release.WEIGHT: 0, release.STABLE_MODEL: "4"})
+    assert in_flight.one(model_promotion).inputs["alias"] == CANDIDATE_ALIAS
+    assert batch_scores_with(in_flight) == "4" == in_flight.outputs["batch_model_version"]
+    complete = evaluate("prod")
+    assert complete.one(model_promotion).inputs["alias"] == settings_of("prod").model.alias
+    assert batch_scores_with(complete) == complete.outputs["registry_model_version"]
+
+
+# ---- the documented prod rollback (azure.md N2) ----
+
+def test_a_rollback_pull_request_releases_the_pin_with_the_tested_keys_ci_adds(cloud):
+    pin = {"promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6"}
+    tested = {"promotion.testedDigest": "sha256:" + "ab" * 32, "promotion.testedModelVersion": "7"}
+    assert settings_of("prod", {**pin, **tested}).promotion.pinned  # azure.md's reproduction: no ConfigError
+    prod = cloud("prod", **pin)  # Pulumi.prod.yaml as the merged pull request left it
+
+    def with_run_config(name: str, config: dict[str, str]) -> CloudStack:
+        prod.config.update(config)
+        return prod
+    argv = ["--stack", prod.name, *(f"--config={key}={value}" for key, value in tested.items()),
+            "--expect-digest", tested["promotion.testedDigest"], "--expect-model-version", "7"]  # deploy.yml's prod job
+    assert release.main(argv, stack_for=with_run_config, smoke=Platform(prod).smoke) == 0
+    assert release.image_digest(prod.outputs()) == pin["promotion.pinnedDigest"] and prod.outputs()["model_version"] == "6"
+
+
+# ---- every `up` refreshes (azure.md N8): what Azure changed is seen and put back ----
+
+@dataclass
+class RecordingAutomationStack:
+    calls: list[tuple[str, dict]] = field(default_factory=list)
+
+    def set_config(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def up(self, **kwargs: Any) -> Any:
+        self.calls.append(("up", kwargs))
+        return SimpleNamespace(outputs={})
+
+    def preview(self, **kwargs: Any) -> None:
+        self.calls.append(("preview", kwargs))
+
+
+def test_each_up_and_preview_of_a_release_refreshes_first(tmp_path, monkeypatch):
+    from pulumi import automation
+
+    recording = RecordingAutomationStack()
+    monkeypatch.setattr(automation, "select_stack", lambda name, work_dir: recording)
+    monkeypatch.setattr(release, "ROOT", tmp_path)
+    (tmp_path / "Pulumi.staging.yaml").write_text("config: {}\n")
+    stack = release.PulumiStack(STAGING, {})
+    stack.template_changes({})
+    stack.up({})
+    assert [(call, kwargs.get("refresh")) for call, kwargs in recording.calls] == [("preview", True), ("up", True)]
+
+
+# ---- the smoke test runs where the endpoint is reachable (azure.md N11) ----
+
+def test_on_aks_the_smoke_test_runs_inside_the_cluster_through_run_command(tmp_path):
+    s = settings_of("staging", {"serving.target": "aks"})
+    calls: list[list[str]] = []
+
+    def az(argv: list[str]) -> str:
+        calls.append(argv)
+        return json.dumps({"exitCode": 0, "logs": "smoke test passed"})
+    smoke = smoke_from.smoke_for(s, {"RUNNER_ENVIRONMENT": "github-hosted"}, run=az)
+    image = "cr.azurecr.io/scoring@sha256:" + "ab" * 32
+    smoke("http://scoring.scoring.svc.cluster.local", {"image_ref": image, "model_version": "3"})
+    argv = calls[0]
+    assert argv[:4] == ["az", "aks", "command", "invoke"]
+    assert argv[argv.index("--resource-group") + 1] == s.names.resource_group
+    assert argv[argv.index("--name") + 1] == s.names.aks_cluster
+    assert Path(argv[argv.index("--file") + 1]).name == "smoke.py"
+    # the command, run by a shell beside the attached smoke.py, starts a pod of the scoring image running smoke.py
+    (tmp_path / "smoke.py").write_text(smoke_from.SMOKE_MODULE.read_text())
+    (tmp_path / "kubectl").write_text('#!/usr/bin/env python3\nimport json, sys\nprint(json.dumps(sys.argv[1:]))\n')
+    (tmp_path / "kubectl").chmod(0o755)
+    shell = subprocess.run(["bash", "-c", argv[argv.index("--command") + 1]], cwd=tmp_path, capture_output=True,
+                           text=True, check=True, env={"PATH": f"{tmp_path}:/usr/bin:/bin"})
+    kubectl = json.loads(shell.stdout)
+    assert kubectl[:2] == ["run", "smoke-test"] and f"--image={image}" in kubectl and "--rm" in kubectl
+    assert kubectl[kubectl.index("--") + 1:] == ["python", "-c", smoke_from.SMOKE_MODULE.read_text().rstrip("\n"),
+                                                 "http://scoring.scoring.svc.cluster.local", "--wait", "300",
+                                                 "--expect-version", "3"]
+    calls.clear()
+    failing = smoke_from.smoke_in_cluster("rg", "aks", run=lambda argv: json.dumps({"exitCode": 1, "logs": "FAIL /ready"}))
+    with pytest.raises(AssertionError, match="exited 1: FAIL /ready"):
+        failing("http://10.0.0.4", {"image_ref": image})
+
+
+INTERNAL = {"serving.auth.mode": "internal", "serving.containerApp.infrastructureSubnetId":
+            "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Network/virtualNetworks/v/subnets/aca"}
+
+
+def test_an_internal_container_apps_endpoint_is_never_released_from_a_github_hosted_runner(cloud, monkeypatch):
+    with pytest.raises(smoke_from.Unreachable, match="self-hosted runner in that VNet"):
+        smoke_from.smoke_for(settings_of("staging", INTERNAL), {"RUNNER_ENVIRONMENT": "github-hosted"})
+    assert callable(smoke_from.smoke_for(settings_of("staging", INTERNAL), {"RUNNER_ENVIRONMENT": "self-hosted"}))
+    stack = cloud(**INTERNAL)
+    monkeypatch.setenv("RUNNER_ENVIRONMENT", "github-hosted")
+    assert release.main(["--stack", STAGING], stack_for=lambda name, config: stack) == 1
+    assert stack.deployed == [], "refused before any `up`"

@@ -1,0 +1,97 @@
+"""Where a release's smoke test (serving/smoke.py) runs: where the endpoint is reachable from.
+
+  public endpoint (Entra)            from the runner, with the smoke-test identity's token from GitHub's OIDC
+  AKS (internal LB or ClusterIP)     inside the cluster: `az aks command invoke` runs a pod of the scoring image
+  internal Container Apps            from a self-hosted runner in the environment's VNet (refused elsewhere)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import urllib.request
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+from infra.settings import StackSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+Smoke = Callable[[str, Mapping[str, str]], None]  # (base URL, the stack outputs it must serve); raises on failure
+
+
+class Unreachable(RuntimeError):
+    """No smoke test can reach the endpoint from here: the release refuses before any `up`."""
+
+
+def github_oidc_token(audience: str) -> str:
+    """GitHub's OIDC token for this job (needs `id-token: write`), requested fresh for every exchange: an Entra
+    token from it can always be renewed, unlike a CLI login from a token that expires after a few minutes."""
+    url, bearer = os.environ["ACTIONS_ID_TOKEN_REQUEST_URL"], os.environ["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
+    request = urllib.request.Request(f"{url}&audience={audience}", headers={"Authorization": f"bearer {bearer}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)["value"]
+
+
+def smoke_with_entra(client_id: str, tenant_id: str) -> Smoke:
+    """The smoke test (serving/smoke.py) from this runner, as the smoke-test identity: it holds no Azure role, it is
+    only one of serving.auth.allowedClientApplications. Its Entra token comes from this job's GitHub OIDC token."""
+    from serving import smoke
+
+    def run(url: str, outputs: Mapping[str, str]) -> None:
+        token = None
+        if outputs.get("auth_audience"):
+            from azure.identity import ClientAssertionCredential
+
+            credential = ClientAssertionCredential(tenant_id, client_id,
+                                                   lambda: github_oidc_token("api://AzureADTokenExchange"))
+            token = credential.get_token(f"{outputs['auth_audience']}/.default").token
+        smoke.run(url, expect_version=outputs.get("model_version") or None, wait=300, token=token)
+    return run
+
+
+SMOKE_MODULE = ROOT / "serving" / "smoke.py"  # standard library only: it runs on the scoring image's Python
+SMOKE_NAMESPACE = "default"  # not the scoring namespace: its NetworkPolicy allows its pods no egress at all
+
+
+def in_cluster_command(image: str, url: str, version: str | None) -> str:
+    """The shell command `az aks command invoke` runs in its pod (kubectl, and the attached smoke.py in its working
+    directory): a pod of the scoring image runs the smoke test against the Service; kubectl returns its exit code."""
+    args = " ".join(shlex.quote(a) for a in (url, "--wait", "300", *(("--expect-version", version) if version else ())))
+    return (f"kubectl run smoke-test -n {SMOKE_NAMESPACE} --image={shlex.quote(image)} --restart=Never --rm --attach "
+            f'--quiet --pod-running-timeout=5m --command -- python -c "$(cat smoke.py)" {args}')
+
+
+Run = Callable[[list[str]], str]  # argv -> stdout; raises on a non-zero exit
+
+
+def run_command(argv: list[str]) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
+def smoke_in_cluster(resource_group: str, cluster: str, run: Run = run_command) -> Smoke:
+    """AKS serves on an internal load balancer or a ClusterIP, which a GitHub-hosted runner cannot reach: the smoke
+    test runs inside the cluster. `az aks command invoke` (the AKS Run Command API: runcommand/action and
+    commandResults/read on the cluster, both in the deployer's Contributor on the resource group) needs no route from
+    the runner to the cluster, not even to its API server. Sources: https://learn.microsoft.com/azure/aks/access-private-cluster
+    (command invoke, attached files), https://learn.microsoft.com/rest/api/aks/managed-clusters/run-command (the
+    result's exitCode and logs, which `--output json` returns)."""
+    def smoke(url: str, outputs: Mapping[str, str]) -> None:
+        command = in_cluster_command(outputs["image_ref"], url, outputs.get("model_version") or None)
+        result = json.loads(run(["az", "aks", "command", "invoke", "--resource-group", resource_group, "--name",
+                                 cluster, "--file", str(SMOKE_MODULE), "--command", command, "--output", "json"]))
+        if result.get("exitCode") != 0:
+            raise AssertionError(f"in-cluster smoke test exited {result.get('exitCode')}: {result.get('logs', '')[-2000:]}")
+    return smoke
+
+
+def smoke_for(s: StackSettings, env: Mapping[str, str], run: Run = run_command) -> Smoke:
+    """The smoke test from where the endpoint is reachable; refused (before any `up`) where it is not."""
+    if s.serving.target == "aks":
+        return smoke_in_cluster(s.names.resource_group, s.names.aks_cluster, run)
+    if s.serving.auth.mode == "internal" and env.get("RUNNER_ENVIRONMENT") != "self-hosted":
+        raise Unreachable("serving.auth.mode internal: the environment has no public endpoint, and a GitHub-hosted "
+                            "runner has no route into its VNet. Run the deploy jobs on a self-hosted runner in that VNet "
+                            "(the repository variable DEPLOY_RUNNER names its label; README, Delivery)")
+    return smoke_with_entra(env.get("SMOKE_CLIENT_ID", ""), env.get("AZURE_TENANT_ID", ""))
