@@ -489,7 +489,7 @@ def send_to_app_insights(connection_string: str, records: list[dict], credential
     try:  # OpenTelemetry 1.39+ (here)
         from opentelemetry.sdk._logs.export import LogRecordExporter as Exporter
     except ImportError:  # 1.38, which Databricks Runtime 18 ML ships (infra/runtimes/18-cpu-ml.txt), names it so
-        from opentelemetry.sdk._logs.export import LogExporter as Exporter  # type: ignore[assignment]
+        from opentelemetry.sdk._logs.export import LogExporter as Exporter
 
     class Checked(Exporter):
         """The exporter, remembering every export that did not succeed."""
@@ -510,9 +510,16 @@ def send_to_app_insights(connection_string: str, records: list[dict], credential
         def shutdown(self) -> None:
             self.exporter.shutdown()
 
+    class Flushing(AzureMonitorLogExporter):
+        """The exporter whose OpenTelemetry range admits the runtime's 1.38 (b45) predates 1.39's abstract
+        force_flush; SimpleLogRecordProcessor sends each record synchronously, so there is nothing to flush."""
+
+        def force_flush(self, timeout_millis: int = 30000) -> bool:
+            return True
+
     # The exporter's own usage telemetry ("statsbeat") would go to Microsoft's endpoints: nothing but the record leaves.
     os.environ.setdefault("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
-    exporter = Checked(AzureMonitorLogExporter(connection_string=connection_string, credential=credential,
+    exporter = Checked(Flushing(connection_string=connection_string, credential=credential,
                                                disable_offline_storage=True))
     provider = LoggerProvider()
     provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
