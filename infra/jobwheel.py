@@ -43,8 +43,7 @@ FIRST_PARTY = code.FIRST_PARTY
 # is the runtime's own, and infra/runtime.py checks that neither these pins nor anything they depend on replaces it.
 # The batch job compiles and runs the image's ONNX model (skl2onnx, onnx, onnxruntime); prettytable is skops's, pinned
 # to a version that takes the runtime's wcwidth.
-REQUIRES = ("skops", "prettytable", "azure-monitor-query", "azure-monitor-opentelemetry-exporter", "skl2onnx", "onnx",
-            "onnxruntime")
+REQUIRES = ("skops", "prettytable", "azure-monitor-query", "skl2onnx", "onnx", "onnxruntime")
 REQUIREMENTS = ROOT / "requirements.txt"
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 

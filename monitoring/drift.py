@@ -476,68 +476,53 @@ def log_to_mlflow(args: argparse.Namespace, report: dict, out: Path) -> None:
             mlflow.log_artifacts(str(out), artifact_path="drift_report")
 
 
+# Application Insights' ingestion ("track") endpoint, with an Entra ID token for this audience: the documented path
+# when the resource disables local (instrumentation-key) auth (learn.microsoft.com/azure/azure-monitor/app/
+# azure-ad-authentication). Sent by hand rather than through azure-monitor-opentelemetry-exporter: that beta pins
+# OpenTelemetry versions the job cluster's runtime bundles at others (infra/runtime.py), and one POST of a few
+# records needs none of it.
+INGESTION_SCOPE = "https://monitor.azure.com//.default"
+SEVERITY = {"drift": 2}  # Warning for a drifted version; Information (1) otherwise
+
+
+def app_insights_envelope(instrumentation_key: str, record: dict) -> dict:
+    """One trace (AppTraces.Message = the record as JSON, what infra/kql.alert_drift parses)."""
+    return {"ver": 1, "name": "Microsoft.ApplicationInsights.Message", "time": record.get("ts") or _now(),
+            "iKey": instrumentation_key, "tags": {"ai.cloud.role": "mlops-drift"},
+            "data": {"baseType": "MessageData", "baseData": {
+                "ver": 2, "message": json.dumps(record), "severityLevel": SEVERITY.get(record.get("status", ""), 1),
+                "properties": {"log_type": record.get("log_type", "drift")}}}}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
 def send_to_app_insights(connection_string: str, records: list[dict], credential=None) -> None:
-    """One trace per drift record (AppTraces.Message = the record) through Azure Monitor's exporter, authenticated with Entra ID
-    (`credential`, a TokenCredential: the job's service credential on Databricks), so it keeps working when the
-    Application Insights resource disables local (instrumentation-key) auth. Sent synchronously, then flushed."""
-    import logging
+    """The drift records, one trace each, in one POST to the resource's ingestion endpoint with an Entra ID token
+    (`credential`, a TokenCredential: the job's service credential on Databricks). A record the service does not
+    accept fails the run: a lost record would leave the drift alert silent."""
+    import requests
 
-    from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
-    from opentelemetry.sdk._logs import LoggerProvider, LoggingHandler
-    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
-
-    try:  # OpenTelemetry 1.39+ (here)
-        from opentelemetry.sdk._logs.export import LogRecordExporter as Exporter
-    except ImportError:  # 1.38, which Databricks Runtime 18 ML ships (infra/runtimes/18-cpu-ml.txt), names it so
-        from opentelemetry.sdk._logs.export import LogExporter as Exporter
-
-    class Checked(Exporter):
-        """The exporter, remembering every export that did not succeed."""
-
-        def __init__(self, exporter: Exporter) -> None:
-            self.exporter = exporter
-            self.failures: list[str] = []
-
-        def export(self, batch):
-            result = self.exporter.export(batch)
-            if result.name != "SUCCESS":
-                self.failures.append(result.name)
-            return result
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-        def shutdown(self) -> None:
-            self.exporter.shutdown()
-
-    class Flushing(AzureMonitorLogExporter):
-        """The exporter whose OpenTelemetry range admits the runtime's 1.38 (b45) predates 1.39's abstract
-        force_flush; SimpleLogRecordProcessor sends each record synchronously, so there is nothing to flush."""
-
-        def force_flush(self, timeout_millis: int = 30000) -> bool:
-            return True
-
-    # The exporter's own usage telemetry ("statsbeat") would go to Microsoft's endpoints: nothing but the record leaves.
-    os.environ.setdefault("APPLICATIONINSIGHTS_STATSBEAT_DISABLED_ALL", "true")
-    exporter = Checked(Flushing(connection_string=connection_string, credential=credential,
-                                               disable_offline_storage=True))
-    provider = LoggerProvider()
-    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
-    logger = logging.getLogger("mlops-drift.app-insights")
-    logger.propagate = False
-    logger.setLevel(logging.INFO)  # else the root's WARNING drops every "no drift" record before it is exported
-    handler = LoggingHandler(logger_provider=provider)
-    logger.addHandler(handler)
+    parts = dict(part.split("=", 1) for part in connection_string.split(";") if "=" in part)
+    key, endpoint = parts.get("InstrumentationKey"), parts.get("IngestionEndpoint")
+    if not key or not endpoint:
+        raise DriftDeliveryError("the Application Insights connection string names no InstrumentationKey or "
+                                 "IngestionEndpoint")
+    token = (credential or job_credential(None)).get_token(INGESTION_SCOPE).token
+    body = [app_insights_envelope(key, record) for record in records]
     try:
-        for record in records:
-            level = logging.WARNING if record["status"] == "drift" else logging.INFO
-            logger.log(level, json.dumps(record), extra={"log_type": "drift"})
-        provider.force_flush()
-    finally:
-        logger.removeHandler(handler)
-        provider.shutdown()
-    if exporter.failures:  # the processor drops a failed export silently; a lost record must fail the job instead
-        raise DriftDeliveryError(f"Application Insights did not accept the drift record: {exporter.failures}")
+        response = requests.post(f"{endpoint.rstrip('/')}/v2.1/track", json=body, timeout=60,
+                                 headers={"Authorization": f"Bearer {token}"})
+    except requests.RequestException as error:
+        raise DriftDeliveryError(f"Application Insights did not accept the drift record: {error}") from error
+    try:
+        accepted = response.json().get("itemsAccepted") if response.ok else None
+    except ValueError:  # not the service's JSON answer (a proxy's page, say)
+        accepted = None
+    if accepted != len(body):
+        raise DriftDeliveryError(f"Application Insights did not accept the drift record: HTTP {response.status_code}, "
+                                 f"{accepted} of {len(body)} accepted: {response.text[:500]}")
 
 
 def job_credential(service_credential: str | None):

@@ -8,13 +8,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import subprocess
-import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
+from infra import azure_credential
 from infra.settings import StackSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -25,15 +24,6 @@ class Unreachable(RuntimeError):
     """No smoke test can reach the endpoint from here: the release refuses before any `up`."""
 
 
-def github_oidc_token(audience: str) -> str:
-    """GitHub's OIDC token for this job (needs `id-token: write`), requested fresh for every exchange: an Entra
-    token from it can always be renewed, unlike a CLI login from a token that expires after a few minutes."""
-    url, bearer = os.environ["ACTIONS_ID_TOKEN_REQUEST_URL"], os.environ["ACTIONS_ID_TOKEN_REQUEST_TOKEN"]
-    request = urllib.request.Request(f"{url}&audience={audience}", headers={"Authorization": f"bearer {bearer}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)["value"]
-
-
 def smoke_with_entra(client_id: str, tenant_id: str) -> Smoke:
     """The smoke test (serving/smoke.py) from this runner, as the smoke-test identity: it holds no Azure role, it is
     only one of serving.auth.allowedClientApplications. Its Entra token comes from this job's GitHub OIDC token."""
@@ -42,10 +32,7 @@ def smoke_with_entra(client_id: str, tenant_id: str) -> Smoke:
     def run(url: str, outputs: Mapping[str, str]) -> None:
         token = None
         if outputs.get("auth_audience"):
-            from azure.identity import ClientAssertionCredential
-
-            credential = ClientAssertionCredential(tenant_id, client_id,
-                                                   lambda: github_oidc_token("api://AzureADTokenExchange"))
+            credential = azure_credential.federated(client_id, tenant_id)
             token = credential.get_token(f"{outputs['auth_audience']}/.default").token
         smoke.run(url, expect_version=outputs.get("model_version") or None, wait=300, token=token)
     return run

@@ -280,7 +280,7 @@ def test_job_report_fails_when_its_run_registered_no_version(job_registry, monke
         return job_report.JobRun(1003, True, "TERMINATED/SUCCESS", "https://adb/run/1003")
     assert job_report.main(["--job-id", "12", "--model-name", "m", "--experiment", EXPERIMENT],
                            runner=succeeded) == 1
-    assert "job run 1003 registered 0 version(s) of m" in capsys.readouterr().err
+    assert "job run 1003 registered no version of m" in capsys.readouterr().err
 
 
 def test_job_report_fails_on_a_failed_run(job_registry, monkeypatch, tmp_path, capsys):
@@ -312,7 +312,7 @@ def test_the_github_oidc_token_is_requested_with_the_jobs_bearer_for_the_audienc
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
-    from scripts import smoke_from
+    from infra import azure_credential
     seen = []
 
     class Actions(BaseHTTPRequestHandler):
@@ -331,7 +331,7 @@ def test_the_github_oidc_token_is_requested_with_the_jobs_bearer_for_the_audienc
     try:
         monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_URL", f"http://127.0.0.1:{server.server_port}/token?api-version=2.0")
         monkeypatch.setenv("ACTIONS_ID_TOKEN_REQUEST_TOKEN", "job-bearer")
-        assert smoke_from.github_oidc_token("api://AzureADTokenExchange") == "github-jwt"
+        assert azure_credential.github_oidc_token("api://AzureADTokenExchange") == "github-jwt"
     finally:
         server.shutdown()
     assert seen == [("/token?api-version=2.0&audience=api://AzureADTokenExchange", "bearer job-bearer")]

@@ -1,5 +1,5 @@
-"""The drift record reaches Application Insights through Azure Monitor's exporter with an Entra ID token, as it must
-once the resource disables local auth: sent here to a collector on 127.0.0.1 that records what arrives."""
+"""The drift record reaches Application Insights' ingestion endpoint with an Entra ID token, as it must once the
+resource disables local auth: sent here to a collector on 127.0.0.1 that records what arrives."""
 
 from __future__ import annotations
 
