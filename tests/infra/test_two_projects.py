@@ -30,7 +30,9 @@ SHARED = {
 def other_overrides() -> dict:
     catalog = settings_of("dev").databricks.catalog
     table = f"{catalog}.{OTHER_SCHEMA}"
-    return {"name": OTHER, "databricks.schema": OTHER_SCHEMA, "databricks.dataTable": f"{table}.listings",
+    # Another team deploys as its own identity: a Grant is authoritative for its principal on its securable, so two
+    # projects granting one deployer USE_CATALOG on the shared catalog would each revoke it when destroyed.
+    return {"name": OTHER, "databricks.deployer": f"{OTHER}-dev@example.com", "databricks.schema": OTHER_SCHEMA, "databricks.dataTable": f"{table}.listings",
             "databricks.batch.inputTable": f"{table}.listings_for_sale",
             "databricks.batch.outputTable": f"{table}.price_predictions",
             "databricks.batch.rejectsTable": f"{table}.price_prediction_rejects"}
@@ -103,7 +105,7 @@ def _job(r: mockcloud.Captured, ev: mockcloud.Evaluation) -> Names:
 
 
 def _permissions(r: mockcloud.Captured, ev: mockcloud.Evaluation) -> Names:
-    yield "acl of " + " ".join(f"{k} {v}" for k, v in r.inputs.items() if k.endswith("Id"))
+    yield "acl of " + " ".join(f"{k} {v}" for k, v in r.inputs.items() if k.endswith(("Id", "Path")))
 
 
 def _image(r: mockcloud.Captured, ev: mockcloud.Evaluation) -> Names:
@@ -151,6 +153,8 @@ EXTRACTORS: dict[str, Callable[[mockcloud.Captured, mockcloud.Evaluation], Names
     "databricks:index/servicePrincipal:ServicePrincipal": _inputs("displayName"),
     "databricks:index/accessControlRuleSet:AccessControlRuleSet": _inputs("name"),
     "databricks:index/mlflowExperiment:MlflowExperiment": _inputs("name"),
+    "databricks:index/directory:Directory": _inputs("path"),
+    "databricks:index/clusterPolicy:ClusterPolicy": _inputs("name"),
     "databricks:index/mlflowModel:MlflowModel": _inputs("name"),
     "databricks:index/registeredModel:RegisteredModel": _unity_catalog,
     "databricks:index/volume:Volume": _unity_catalog,
