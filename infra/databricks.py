@@ -305,22 +305,31 @@ class Databricks(pulumi.ComponentResource):
     def _in_schema(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=self.catalog))
 
-    def _registered_model(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+    def _registered_model(self, name: str, args: DatabricksArgs,
+                          opts: pulumi.ResourceOptions) -> pulumi.CustomResource | None:
         s, model = args.settings, args.model
         # A renamed model (model.name) replaces this resource: retained, the old model and its versions stay in the
         # registry instead of being deleted with it. Protected stacks refuse the replacement outright.
         opts = pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(retain_on_delete=True, protect=args.protect))
         if s.unity_catalog:
             # Owned by whoever writes versions and aliases (Unity Catalog lets only the owner or a metastore admin move
-            # an alias): the jobs' principal where train and gate do, the deployer where the promotion does (it runs in
-            # this program). The other one reads with EXECUTE (_grants).
-            owner = self.job_principal if args.trains else s.deployer
+            # an alias), and owned from its creation: only a metastore admin may give a model to another principal
+            # (testing/platform_rules.py, unity-catalog-model-owner-writes). Where train and gate write, the jobs'
+            # principal creates it at its first registration (CREATE MODEL on the schema) and nobody declares it;
+            # the readers hold EXECUTE on the schema, which its models inherit (_grants). Where the promotion writes
+            # (inside this program), the deployer creates it here and owns it.
+            if args.trains:
+                return None
             return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
-                                              schema_name=s.schema, owner=owner,
+                                              schema_name=s.schema, owner=s.deployer,
                                               comment=f"{args.names.project} model", opts=self._in_schema(opts))
         return databricks.MlflowModel(f"{name}-model", name=model.short_name, description=f"{args.names.project} model",
                                       tags=[databricks.MlflowModelTagArgs(key=k, value=v) for k, v in args.tags.items()],
                                       opts=opts)
+
+    def _model(self) -> list[pulumi.CustomResource]:
+        """The declared registered model, to depend on ([] where the jobs' principal creates it)."""
+        return [self.registered_model] if self.registered_model is not None else []
 
     def _upload_wheel(self, name: str, args: DatabricksArgs,
                       opts: pulumi.ResourceOptions) -> tuple[str, list[pulumi.CustomResource]]:
@@ -354,7 +363,8 @@ class Databricks(pulumi.ComponentResource):
             ("jobs-code", {"volume": f"{s.catalog}.{s.schema}.{s.code_volume}"}, jobs, ["READ_VOLUME"]),
         ]
         if args.trains:
-            # A three-part table name: the training table (read only); CREATE MODEL for the model if it is ever recreated.
+            # CREATE MODEL: the jobs' principal creates the model at its first registration, and so owns it; a three-part
+            # table name: the training table (read only).
             wanted.append(("jobs-schema-model", {"schema": f"{s.catalog}.{s.schema}"}, jobs, ["CREATE_MODEL"]))
             if len(s.job.data_table.split(".")) == 3:
                 wanted.append(("jobs-table", {"table": s.job.data_table}, jobs, ["SELECT"]))
@@ -367,14 +377,16 @@ class Databricks(pulumi.ComponentResource):
         for key, reader in readers:
             wanted += [(f"{key}-catalog", {"catalog": s.catalog}, reader, ["USE_CATALOG"]),
                        (f"{key}-schema", {"schema": f"{s.catalog}.{s.schema}"}, reader, ["USE_SCHEMA"])]
-            if args.trains or key != "deployer":  # a promotion target's deployer owns the model
+            if args.trains:  # the model does not exist before the first training: EXECUTE on the schema, inherited
+                wanted.append((f"{key}-schema-execute", {"schema": f"{s.catalog}.{s.schema}"}, reader, ["EXECUTE"]))
+            elif key != "deployer":  # a promotion target's deployer owns the model
                 wanted.append((f"{key}-model", {"model": model.full_name}, reader, ["EXECUTE"]))
         if not args.trains:  # the batch and drift jobs read the copies the deployer owns
             wanted.append(("jobs-model", {"model": model.full_name}, jobs, ["EXECUTE"]))
         if s.batch is not None:
             wanted += batch_grants(s.batch, s.catalog, s.schema, jobs)
         for key, securable, principal, privileges in merged(wanted):
-            depends = [*self.catalog, self.registered_model] if key.endswith("model") else [*self.catalog, *self.code]
+            depends = [*self.catalog, *self._model()] if key.endswith("model") else [*self.catalog, *self.code]
             depends += self.members  # a member of this workspace before the grant names it
             grants.append(databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,
                                            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends))))
@@ -419,7 +431,7 @@ class Databricks(pulumi.ComponentResource):
                                  if job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[*self.code, *self.grants, *self._may_run_as(), *self.policies, self.experiment,
-                            self.registered_model])))
+                            *self._model()])))
 
     def _connection_string_secret(self, name: str, drift: DriftJobArgs, opts: pulumi.ResourceOptions) -> str:
         """A secret scope of this stack holding the Application Insights connection string; only the jobs'
@@ -529,7 +541,7 @@ class Databricks(pulumi.ComponentResource):
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(s.job.failure_emails))
                                  if s.job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self._may_run_as(), *self.policies, self.registered_model])))
+                depends_on=[*self.code, *self.grants, *self._may_run_as(), *self.policies, *self._model()])))
         self.permissions.append(databricks.Permissions(f"{name}-batch-job-permissions", job_id=self.batch_job.id,
                                                        access_controls=self._job_acls(args), opts=opts))
         return self.batch_job

@@ -502,6 +502,22 @@ def _entry_points(job: Any) -> set[str]:
     return {jobwheel.ENTRY_POINTS.get(str(_get(t, "pythonWheelTask", "entryPoint")), "") for t in job.inputs.get("tasks") or []}
 
 
+def _job_principals(ev: Evaluation) -> set[str]:
+    return {str(_get(job.inputs, "runAs", "servicePrincipalName")) for job in ev.of_type(JOB)}
+
+
+def _trained_models(ev: Evaluation) -> set[str]:
+    """The models train and gate register into (their --model-name)."""
+    names = set()
+    for job in ev.of_type(JOB):
+        for task in job.inputs.get("tasks") or []:
+            params = [str(p) for p in _get(task, "pythonWheelTask", "parameters") or []]
+            if jobwheel.ENTRY_POINTS.get(str(_get(task, "pythonWheelTask", "entryPoint")), "") in WRITERS \
+                    and "--model-name" in params:
+                names.add(params[params.index("--model-name") + 1])
+    return names
+
+
 def _deployer(ev: Evaluation) -> str | None:
     return (ev.config.get("databricks") or {}).get("deployer")
 
@@ -509,17 +525,24 @@ def _deployer(ev: Evaluation) -> str | None:
 def model_written_by_its_owner(ev: Evaluation) -> list[str]:
     """Unity Catalog: creating a model version goes with the model's owner, and setting an alias needs its owner (or a
     metastore admin; MANAGE is not ownership). So whoever writes versions and aliases owns the model: the jobs'
-    principal where train and gate run, the deployer where the promotion runs (inside `up`)."""
+    principal where train and gate run, the deployer where the promotion runs (inside `up`). And it owns it from the
+    creation: only a metastore admin may give a model to another principal (an owner or a MANAGE holder only to
+    itself or a group it belongs to), and the deployer is none. So a declared model is the deployer's, and where the
+    jobs write, nobody declares it: they create it at their first registration."""
     problems = []
     promotes = bool((ev.config.get("promotion") or {}).get("sourceStack"))
     writers = {str(_get(job.inputs, "runAs", "servicePrincipalName")) for job in ev.of_type(JOB)
                if _entry_points(job) & set(WRITERS)}
+    deployer = str(_deployer(ev))
     if promotes:
-        writers.add(str(_deployer(ev)))
+        writers.add(deployer)
     for name, model in _models(ev).items():
         owner = str(model.inputs.get("owner"))
         for writer in sorted(writers - {owner}):
             problems.append(f"{model.name}: {writer} writes versions or aliases of {name}, which {owner} owns")
+        if owner != deployer:
+            problems.append(f"{model.name}: the deployer {deployer} creates {name} and cannot give it to {owner} "
+                            "(a transfer to another principal takes a metastore admin)")
     return problems
 
 
@@ -553,16 +576,20 @@ def model_readers_hold_execute(ev: Evaluation) -> list[str]:
                 readers.setdefault(str(_get(job.inputs, "runAs", "servicePrincipalName")), f"{job.name}'s principal")
                 if not uri.startswith("models:/"):
                     problems.append(f"{job.name}: --model-uri {uri} is not a models:/ URI")
-    for name, model in _models(ev).items():
+    owners = {name: str(model.inputs.get("owner")) for name, model in _models(ev).items()}
+    for name in sorted({*owners, *_trained_models(ev)}):  # a trained model is its jobs' own (they create it)
         catalog, schema, _ = name.split(".")
         for reader, who in readers.items():
-            if reader == str(model.inputs.get("owner")):
+            if reader == owners.get(name) or (name not in owners and reader in _job_principals(ev)):
                 continue
-            for privilege, kind, securable in (("USE_CATALOG", "catalog", catalog),
-                                               ("USE_SCHEMA", "schema", f"{catalog}.{schema}"),
-                                               ("EXECUTE", "model", name)):
-                if not {privilege, "ALL_PRIVILEGES"} & held.get((reader, kind, securable), set()):
-                    problems.append(f"{model.name}: {who} ({reader}) reads {name} without {privilege} on {securable}")
+            for privilege, scopes in (("USE_CATALOG", [("catalog", catalog)]),
+                                      ("USE_SCHEMA", [("schema", f"{catalog}.{schema}")]),
+                                      # inherited: EXECUTE on the schema or catalog holds for every model in it
+                                      ("EXECUTE", [("model", name), ("schema", f"{catalog}.{schema}"),
+                                                   ("catalog", catalog)])):
+                if not any({privilege, "ALL_PRIVILEGES"} & held.get((reader, kind, securable), set())
+                           for kind, securable in scopes):
+                    problems.append(f"{name}: {who} ({reader}) reads {name} without {privilege} on {scopes[0][1]}")
     source = (ev.config.get("promotion") or {}).get("sourceStack")
     if source and source in stack_files.stacks():
         readers_there = (stack_files.stack_values(source).get("databricks") or {}).get("promotionReaders") or []
@@ -1055,7 +1082,9 @@ RULES: tuple[Rule, ...] = (
          "Monitoring Metrics Publisher on the component",
          "https://learn.microsoft.com/azure/azure-monitor/app/azure-ad-authentication", entra_only_ingestion_has_a_publisher),
     Rule("unity-catalog-model-owner-writes", "creating a model version and moving an alias take the registered model's "
-         "owner (or a metastore admin): whoever writes versions or aliases owns the model",
+         "owner (or a metastore admin): whoever writes versions or aliases owns the model; only a metastore admin gives "
+         "a model to another principal (learn.microsoft.com/azure/databricks/data-governance/unity-catalog/"
+         "manage-privileges/ownership), so it is its writer's from the creation",
          "https://docs.databricks.com/api/uc-registered-models/v1/set-registered-model-alias", model_written_by_its_owner),
     Rule("unity-catalog-model-execute", "reading a model's versions and files needs EXECUTE on it and USE_CATALOG, "
          "USE_SCHEMA on the way, unless one owns it; catalog or schema ownership does not give it",

@@ -66,3 +66,20 @@ def test_readme_names_every_role_of_the_table():
     for name, role_id in {k: v for subject in DEPLOYER.values() for r in roles(subject)
                           for k, v in ((r.get("condition") or {}).get("may_assign") or {}).items()}.items():
         assert name in readme and role_id in readme, f"README's condition lacks {name} ({role_id})"
+
+
+# What creating a Unity Catalog securable takes of the metastore, by the resource that creates it (Unity Catalog
+# privileges: learn.microsoft.com/azure/databricks/data-governance/unity-catalog/manage-privileges/privileges).
+METASTORE_PRIVILEGE = {"databricks:index/credential:Credential": "CREATE SERVICE CREDENTIAL",
+                       "databricks:index/catalog:Catalog": "CREATE CATALOG"}
+
+
+@pytest.mark.parametrize("stack", sorted(DEPLOYER))
+def test_each_deployer_holds_the_metastore_privileges_its_stack_needs(evaluate, stack):
+    """The drift job's service credential is created by the deployer on every stack's first `up`: the table that says
+    who CI is must give it CREATE SERVICE CREDENTIAL (and CREATE CATALOG where a stack creates its catalog)."""
+    ev = evaluate(stack)
+    rights = " ".join(IDENTITIES[DEPLOYER[stack]]["databricks_rights"])
+    needed = {privilege for typ, privilege in METASTORE_PRIVILEGE.items() if ev.of_type(typ)}
+    assert "CREATE SERVICE CREDENTIAL" in needed, "the stack creates the drift job's service credential"
+    assert {p for p in needed if p not in rights} == set()

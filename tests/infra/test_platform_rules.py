@@ -498,6 +498,22 @@ def test_a_promotion_writing_a_model_the_jobs_own_is_caught():
     assert not problems("unity-catalog-model-owner-writes", fake(owned_by_deployer, config=config))
     train = wheel_job("train", "mlops-train", [])  # a training stack: the jobs write
     assert problems("unity-catalog-model-owner-writes", fake(owned_by_deployer, train, config={}))
+    # ... and a model declared for them is the deployer's at creation: only a metastore admin could give it to them
+    given = problems("unity-catalog-model-owner-writes", fake(owned_by_jobs, train, config=config))
+    assert any("cannot give it to" in p for p in given), given
+    assert not problems("unity-catalog-model-owner-writes", fake(train, config={"databricks": {"deployer": OWNER_DEPLOYER}}))
+
+
+def test_a_trained_models_readers_may_hold_execute_on_the_schema():
+    """The jobs create a training stack's model, so no grant can name it before: EXECUTE on the schema is inherited."""
+    train = wheel_job("train", "mlops-train", ["--model-name", "prod.credit.m"])
+    config = {"databricks": {"deployer": OWNER_DEPLOYER}}
+    found = problems("unity-catalog-model-execute", fake(train, config=config))
+    assert {line.split(" without ")[1] for line in found} == {"USE_CATALOG on prod", "USE_SCHEMA on prod.credit",
+                                                              "EXECUTE on prod.credit.m"}
+    grants = [grant("g1", OWNER_DEPLOYER, ["USE_CATALOG"], catalog="prod"),
+              grant("g2", OWNER_DEPLOYER, ["USE_SCHEMA", "EXECUTE"], schema="prod.credit")]
+    assert not problems("unity-catalog-model-execute", fake(train, *grants, config=config))
 
 
 def test_a_reader_without_execute_on_the_model_is_caught():
