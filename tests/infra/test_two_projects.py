@@ -32,7 +32,8 @@ def other_overrides() -> dict:
     table = f"{catalog}.{OTHER_SCHEMA}"
     # Another team deploys as its own identity: a Grant is authoritative for its principal on its securable, so two
     # projects granting one deployer USE_CATALOG on the shared catalog would each revoke it when destroyed.
-    return {"name": OTHER, "databricks.deployer": f"{OTHER}-dev@example.com", "databricks.schema": OTHER_SCHEMA, "databricks.dataTable": f"{table}.listings",
+    return {"name": OTHER, "databricks.deployer": f"{OTHER}-dev@example.com", "databricks.schema": OTHER_SCHEMA,
+            "databricks.dataTable": f"{table}.listings",
             "databricks.batch.inputTable": f"{table}.listings_for_sale",
             "databricks.batch.outputTable": f"{table}.price_predictions",
             "databricks.batch.rejectsTable": f"{table}.price_prediction_rejects"}
