@@ -756,9 +756,13 @@ def placeholders(s: StackSettings) -> list[str]:
     """The keys of `s` that still hold a placeholder GUID."""
     auth = s.serving.auth
     values = {f"{NAMESPACE}:serving.auth.tenantId": auth.tenant_id, f"{NAMESPACE}:serving.auth.clientId": auth.client_id,
-              f"{NAMESPACE}:databricks.accountId": s.databricks.account_id}
+              f"{NAMESPACE}:databricks.accountId": s.databricks.account_id,
+              f"{NAMESPACE}:databricks.deployer": s.databricks.deployer,
+              f"{NAMESPACE}:databricks.previewReader": s.databricks.preview_reader}
     values |= {f"{NAMESPACE}:serving.auth.allowedClientApplications[{i}]": app
                for i, app in enumerate(auth.allowed_client_applications)}
+    values |= {f"{NAMESPACE}:databricks.promotionReaders[{i}]": reader
+               for i, reader in enumerate(s.databricks.promotion_readers)}
     return [key for key, value in values.items() if value and PLACEHOLDER_GUID.fullmatch(value)]
 
 
