@@ -41,6 +41,28 @@ def registry(model, tmp_path_factory) -> dict:
             "version": summary["version"], "summary": summary, "model": model}
 
 
+@pytest.fixture
+def promoted_copy(registry, tmp_path):
+    """Prod's registry (`prod-model`, experiment `promotions`) holding an earlier version and then the copy of the
+    session's version: the copy's number is not the source's, as in a promotion target. (prod Registry, the copy)"""
+    from infra import promote
+
+    prod = promote.Registry(f"sqlite:///{tmp_path / 'prod.db'}")
+    client = prod.client()
+    experiment = client.create_experiment("promotions", artifact_location=(tmp_path / "art").as_uri())
+    older = client.create_run(experiment)
+    (tmp_path / "older").mkdir()
+    (tmp_path / "older" / "MLmodel").write_text("artifact_path: model\n")
+    client.log_artifacts(older.info.run_id, str(tmp_path / "older"), artifact_path="model")
+    client.create_registered_model("prod-model")
+    client.create_model_version("prod-model", f"{older.info.artifact_uri}/model", run_id=older.info.run_id)
+    source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"], registry["version"],
+                                 "staging")
+    copy = promote.promote_model_version(source, promote.ModelTarget(prod, "prod-model", experiment="promotions"))
+    assert copy.version != str(registry["version"])
+    return prod, copy
+
+
 @pytest.fixture(scope="session")
 def context(registry, tmp_path_factory) -> BuildContext:
     """A build context (no wheelhouse) for the registry's champion."""

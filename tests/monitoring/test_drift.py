@@ -11,7 +11,6 @@ import pytest
 from mlflow import tracking
 from mlflow.tracking import MlflowClient
 
-from infra import promote
 from monitoring import drift, traffic
 from testing.unity_catalog import searching_like_uc
 
@@ -199,22 +198,11 @@ def test_a_request_with_a_lost_part_is_incomplete_not_malformed(large_requests, 
     assert "malformed" not in report["lines"]
 
 
-def test_a_promotion_target_reads_the_baseline_of_its_own_copy(window, registry, tmp_path, monkeypatch):
+def test_a_promotion_target_reads_the_baseline_of_its_own_copy(window, registry, promoted_copy, tmp_path, monkeypatch):
     """Prod serves staging's image, so its request log names staging's model and version; prod's jobs read prod's
     registry only. With --model-name, the baseline comes from prod's copy of the logged version (its source_model and
     source_version tags), found with Unity Catalog's search results (no tags), and never from staging's model."""
-    prod = promote.Registry(f"sqlite:///{tmp_path / 'prod.db'}")
-    client = prod.client()
-    experiment = client.create_experiment("promotions", artifact_location=(tmp_path / "art").as_uri())
-    older = client.create_run(experiment)  # an earlier version of prod's model: the copy's number is not staging's
-    (tmp_path / "older").mkdir()
-    (tmp_path / "older" / "MLmodel").write_text("artifact_path: model\n")
-    client.log_artifacts(older.info.run_id, str(tmp_path / "older"), artifact_path="model")
-    client.create_registered_model("prod-model")
-    client.create_model_version("prod-model", f"{older.info.artifact_uri}/model", run_id=older.info.run_id)
-    source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"], registry["version"],
-                                 "staging")
-    copy = promote.promote_model_version(source, promote.ModelTarget(prod, "prod-model", experiment="promotions"))
+    prod, copy = promoted_copy
     assert copy.version != str(registry["version"])
     local = tracking.MlflowClient
     monkeypatch.setattr(tracking, "MlflowClient", lambda *a, **k: searching_like_uc(local(*a, **k)))
