@@ -6,6 +6,8 @@ tags, as on Databricks, where prod's registry is `databricks-uc`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -85,32 +87,32 @@ def test_a_rollback_to_an_earlier_copy_does_not_need_staging(registry, promoted)
     assert again.content_sha256 == promoted["client"].get_model_version("scoring-model-prod", "1").tags["content_sha256"]
 
 
-def test_a_tampered_earlier_copy_fails_the_rollback(registry, promoted):
-    """Checked against the hash recorded when it was copied (and checked against staging), not against staging."""
+@contextmanager
+def tampered_copy(promoted) -> Iterator[None]:
+    """Prod's copy (version 1) with its MLmodel edited, put back afterwards."""
     uri = promoted["client"].get_model_version_download_uri("scoring-model-prod", "1")
     mlmodel = Path(uri.removeprefix("file://")) / "MLmodel"
     original = mlmodel.read_text()
     try:
         mlmodel.write_text(original + "\n# edited\n")
-        with pytest.raises(promote.PromotionError, match="!= recorded"):
-            rollback(registry, promoted)
+        yield
     finally:
         mlmodel.write_text(original)
 
 
+def test_a_tampered_earlier_copy_fails_the_rollback(registry, promoted):
+    """Checked against the hash recorded when it was copied (and checked against staging), not against staging."""
+    with tampered_copy(promoted), pytest.raises(promote.PromotionError, match="!= recorded"):
+        rollback(registry, promoted)
+
+
 def test_a_tampered_copy_fails_the_check(registry, promoted):
-    uri = promoted["client"].get_model_version_download_uri("scoring-model-prod", "1")
-    mlmodel = Path(uri.removeprefix("file://")) / "MLmodel"
-    original = mlmodel.read_text()
-    try:
-        mlmodel.write_text(original + "\n# edited\n")
+    with tampered_copy(promoted):
         source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"],
                                      registry["version"], "s")
         check = promote.verify_copy(source, promote.Registry(promote_local.sqlite_uri(promoted["target"] / "mlflow.db")),
                                     "scoring-model-prod", "1")
         assert any("content sha256" in problem for problem in check.problems)
-    finally:
-        mlmodel.write_text(original)
 
 
 def test_missing_source_or_version_is_a_clear_error(registry, tmp_path, capsys):

@@ -147,13 +147,8 @@ def test_a_smoke_test_failing_during_a_shift_moves_the_traffic_back(cloud):
     stable = deployed(stack)
     stack.config.update(CPU_2)
     platform = Platform(stack)
-
-    def fails_once_users_share_it(url: str, outputs: Mapping[str, str]) -> None:
-        platform.smoke(url, outputs)
-        if len(platform.revisions_behind(url)) > 1:
-            raise AssertionError("/predict: 502")
     with pytest.raises(ReleaseFailed, match=rf"with 10 % on .*traffic moved back: {stable} serves 100 % again"):
-        Release(stack, fails_once_users_share_it, say=lambda line: None).run()
+        Release(stack, fails_once_users_share_it(platform), say=lambda line: None).run()
     candidate = stack.history.revisions[-1][0]
     assert stack.weights[1:] == [{stable: 100, candidate: 0}, {stable: 90, candidate: 10}, {stable: 100, candidate: 0}]
 
@@ -269,11 +264,12 @@ def test_a_rerun_after_a_failed_candidate_tests_it_again_at_0_percent_and_never_
     assert stack.weights[-2:] == [{stable: 100, failed: 0}, {failed: 100}] and platform.smoked[0] == failed
 
 
-def fails_once_users_share_it(platform: Platform) -> release.Smoke:
+def fails_once_users_share_it(platform: Platform, error: BaseException | None = None) -> release.Smoke:
+    """The smoke test passes on a lone revision and raises `error` (a 502) once the URL reaches two."""
     def smoke(url: str, outputs: Mapping[str, str]) -> None:
         platform.smoke(url, outputs)
         if len(platform.revisions_behind(url)) > 1:
-            raise AssertionError("/predict: 502")
+            raise error or AssertionError("/predict: 502")
     return smoke
 
 
@@ -299,11 +295,7 @@ def test_a_shift_left_holding_traffic_is_moved_back_to_0_percent_before_anything
     stable = deployed(stack)
     stack.config.update(CPU_2)
     platform = Platform(stack)
-
-    def cancelled_during_the_shift(url: str, outputs: Mapping[str, str]) -> None:
-        platform.smoke(url, outputs)
-        if len(platform.revisions_behind(url)) > 1:
-            raise KeyboardInterrupt  # GitHub cancels the job: nothing runs after this
+    cancelled_during_the_shift = fails_once_users_share_it(platform, KeyboardInterrupt())  # GitHub cancels the job
     with pytest.raises(KeyboardInterrupt):
         Release(stack, cancelled_during_the_shift, say=lambda line: None).run()
     candidate = stack.history.revisions[-1][0]
