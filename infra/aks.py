@@ -12,6 +12,7 @@ namespace's policy admits only the app's port and no egress.
 from __future__ import annotations
 
 import base64
+import inspect
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import cast
@@ -23,7 +24,7 @@ import pulumi_azure_native.monitor as monitor
 import pulumi_kubernetes as k8s
 import yaml
 
-from infra import k8s_manifests
+from infra import azure_credential, k8s_manifests
 from infra.naming import Names
 from infra.prometheus import ManagedPrometheus, PrometheusArgs
 from infra.registry import RbacPropagation, grant_acr_pull
@@ -55,19 +56,20 @@ NETWORK_PROFILE = containerservice.ContainerServiceNetworkProfileArgs(
 # The Entra application every AKS cluster's API server accepts tokens for (learn.microsoft.com/azure/aks/kubelogin-
 # authentication: "--server-id ... 6dae42f8-4368-4678-94ff-3960e28e3630", the same for every cluster).
 AKS_SERVER_ID = "6dae42f8-4368-4678-94ff-3960e28e3630"
-# kubelogin's non-interactive login from the Azure CLI's context (az login; in CI azure/login): the same identity that
-# runs `up`. The user kubeconfig of an Entra cluster asks for `--login devicecode`, which would wait for a person.
-KUBELOGIN = {"apiVersion": "client.authentication.k8s.io/v1beta1", "command": "kubelogin",
-             "args": ["get-token", "--login", "azurecli", "--server-id", AKS_SERVER_ID],
-             "interactiveMode": "Never", "provideClusterInfo": False}
+# The provider's login as whoever runs `up` or a preview: in a workflow from the job's GitHub OIDC token, fresh for each
+# token (a long `up` outlives the Azure CLI's), elsewhere from `az login`. The source travels in the kubeconfig and runs
+# with python3 alone: a refresh runs the state's copy on whatever machine refreshes (infra/azure_credential.py).
+EXEC_LOGIN = {"apiVersion": azure_credential.EXEC_API_VERSION, "command": "python3",
+              "args": ["-c", inspect.getsource(azure_credential), f"{AKS_SERVER_ID}/.default"],
+              "interactiveMode": "Never", "provideClusterInfo": False}
 
 
 def kubeconfig(credentials: containerservice.ListManagedClusterUserCredentialsResult) -> str:
-    """The cluster's user kubeconfig, its users logging in with kubelogin from the CLI's identity: with local accounts
-    disabled it holds no credential of its own, only the endpoint, so the caller's Azure RBAC roles on the cluster
-    decide what the Kubernetes provider may do (the PR preview: Azure Kubernetes Service RBAC Reader)."""
+    """The cluster's user kubeconfig, its users logging in with EXEC_LOGIN: with local accounts disabled it holds no
+    credential of its own, only the endpoint, so the caller's Azure RBAC roles on the cluster decide what the
+    Kubernetes provider may do (the PR preview: Azure Kubernetes Service RBAC Reader)."""
     config = yaml.safe_load(base64.b64decode(credentials.kubeconfigs[0].value).decode())
-    config["users"] = [{"name": user["name"], "user": {"exec": dict(KUBELOGIN)}} for user in config.get("users") or []]
+    config["users"] = [{"name": user["name"], "user": {"exec": dict(EXEC_LOGIN)}} for user in config.get("users") or []]
     return yaml.safe_dump(config, sort_keys=False)
 
 

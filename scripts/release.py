@@ -4,29 +4,21 @@
     python -m scripts.release --stack <org>/prod \\
         --config promotion.testedDigest=sha256:... --config promotion.testedModelVersion=7 --expect-digest sha256:...
 
-A release starts in the state the last one left, read from the stack's outputs (start_state):
+It starts where the last one left (start_state): idle (one revision serves 100 %, or no app yet, or AKS), a failed
+candidate (at 0 % beside the stable revision) or a failed shift (a candidate still holding traffic). Each state's
+action is one `up` and a smoke test, whose result picks the next state (NEXT):
 
-  idle              nothing in flight: one revision serves 100 % (or no app yet, or AKS: no revisions)
-  failed candidate  a candidate at 0 % beside the stable revision (its smoke test failed, or a shift was rolled back)
-  failed shift      a candidate still holding a step's traffic (the job was cancelled, or the rollback refused)
+  candidate  stableRevision=<stable>, latestWeight=0: the new revision, labelled `candidate`, is tested at its label
+  shift      the next of serving.containerApp.releaseSteps as latestWeight; the app is tested
+  complete   no stableRevision: the candidate serves 100 %, the stable revision is deactivated
+  update     the first deploy, no new revision, or AKS: one `up`
+  rollback   latestWeight=0: the stable revision serves 100 % again; the job fails
 
-Each next state is entered by its action, and the smoke test's result is the event that picks the one after (NEXT):
-
-  candidate  `up` with serving.containerApp.stableRevision=<stable revision>, latestWeight=0: the new revision,
-             labelled `candidate`, takes no traffic; smoke test at its label URL
-  shift      `up` with the next of serving.containerApp.releaseSteps as latestWeight; smoke test of the app
-  complete   `up` without stableRevision: Single mode, the candidate 100 %, the stable revision deactivated; smoke test
-  update     one `up` and the smoke test: no new revision (nothing in the template changed), the first deploy, AKS
-  rollback   `up` with latestWeight=0: the stable revision serves 100 % again; the job fails
-
-A failed candidate or shift always goes through `candidate` again, whatever the next run changes (GitHub's "Re-run
-failed jobs", a workflow_dispatch, a push of alerts only): a candidate never takes traffic untested. Fixed at the
-start for every `up`: the version @champion names (model.version), and while a candidate is in flight the version
-the stable revision serves (serving.containerApp.stableModelVersion: the batch job and prod's @champion stay on it).
-Every `up` refreshes first. The smoke test runs where the endpoint is reachable (scripts/smoke_from.py).
-
-The Pulumi Automation API drives the stack (the Pulumi CLI must be installed); tests/infra/test_release.py drives the
-same `Release` against the mocked cloud's stateful evaluation, so the sequence CI runs is the one the tests prove.
+A failed candidate or shift goes through `candidate` again whatever the next run changes: a candidate never takes
+traffic untested. Fixed once at the start: the version @champion names (model.version) and, while a candidate is in
+flight, the one the stable revision serves (stableModelVersion: the batch job and prod's @champion stay on it). Every
+`up` refreshes first; the smoke test runs where the endpoint is reachable (scripts/smoke_from.py).
+tests/infra/test_release.py drives this `Release` against the mocked cloud's stateful evaluation, state by state.
 """
 from __future__ import annotations
 
@@ -128,22 +120,38 @@ def pinned_version(s: StackSettings, outputs: Mapping[str, str]) -> str | None:
     return model_source.alias_version(s.model, workspace)
 
 
+SAYS = {  # what each action's `up` did, for the job's log and summary
+    State.CANDIDATE: "candidate {r.revision} at 0 % beside {r.stable} (100 %)",
+    State.SHIFT: "shift: {r.revision} {r.weight} %, {r.stable} {r.rest} %",
+    State.COMPLETE: "complete: {r.revision} serves 100 %; {r.stable} is deactivated",
+    State.UPDATE: "one update: the first deploy, no new revision, or none on the target"}
+FAILED_IN = {  # where a failed release ends, and what serves then
+    State.FAILED_CANDIDATE: "candidate {r.revision} failed its smoke test ({r.error}); it never took a request: "
+                            "{r.stable} still serves 100 %. Fix and push again, or re-run: the next release tests "
+                            "the candidate again at 0 %.",
+    State.ROLLBACK: "the smoke test failed with {r.weight} % on {r.revision} ({r.error}); traffic moved back: "
+                    "{r.stable} serves 100 % again"}
+AFTER_100 = "the smoke test failed after the update ({r.error}); it serves 100 %: roll back by config (README, Delivery)"
+
+
 @dataclass
 class Release:
     stack: Stack
     smoke: Smoke
     say: Callable[[str], None] = print
     log: list[str] = field(default_factory=list)
-    # fixed at the start of run()
-    stable: str = field(default="", init=False)  # the revision serving 100 % (labelled `stable` while in flight)
-    fixed: dict[str, Any] = field(default_factory=dict, init=False)  # config of every `up`: the model version
-    in_flight: dict[str, Any] = field(default_factory=dict, init=False)  # ... and of every `up` beside the stable one
-    steps: list[int] = field(default_factory=list, init=False)  # the shifts still to come
-    # what the last state's action left
-    outputs: dict[str, str] = field(default_factory=dict, init=False)
-    revision: str = field(default="?", init=False)
-    weight: int = field(default=0, init=False)
-    error: Exception | None = field(default=None, init=False)
+    stable: str = ""  # fixed at the start: the revision serving 100 % (labelled `stable` while in flight)
+    fixed: dict[str, Any] = field(default_factory=dict)  # config of every `up`: the model version
+    in_flight: dict[str, Any] = field(default_factory=dict)  # ... and of every `up` beside the stable revision
+    steps: list[int] = field(default_factory=list)  # the shifts still to come
+    outputs: dict[str, str] = field(default_factory=dict)  # what the last action left
+    revision: str = "?"
+    weight: int = 0
+    error: Exception | None = None
+
+    @property
+    def rest(self) -> int:
+        return 100 - self.weight
 
     def note(self, line: str) -> None:
         self.log.append(line)
@@ -152,15 +160,11 @@ class Release:
     def run(self) -> dict[str, str]:
         before = self.stack.outputs()
         self.stable = before.get("serving_revision") or ""
-        try:
-            s = self.stack.settings()
-        except Exception as error:  # the program would refuse the config the same way
-            raise refused(error, self.stable) from error
+        s = self.guard(self.stack.settings)  # the program would refuse the config the same way
         version = pinned_version(s, before)
         self.fixed = {MODEL_VERSION: version} if version else {}
-        self.in_flight = {**self.fixed, STABLE: self.stable}
-        if before.get("batch_model_version"):
-            self.in_flight[STABLE_MODEL] = before["batch_model_version"]
+        stable_model = {STABLE_MODEL: before["batch_model_version"]} if before.get("batch_model_version") else {}
+        self.in_flight = {**self.fixed, STABLE: self.stable, **stable_model}
         self.steps = [*s.serving.container_app.release_steps]
         state = start_state(before)
         self.note(f"{self.stack.name}: {state.value}" + (f"; model version {version}, fixed for this release"
@@ -169,50 +173,41 @@ class Release:
         while (state, event) in NEXT:
             state = NEXT[state, event]
             event = self.enter(state) or event
-        return self.end(state, event)
+        if event is Event.FAILED:
+            raise ReleaseFailed(FAILED_IN.get(state, AFTER_100).format(r=self))
+        return self.outputs
 
     def first_event(self, state: State) -> Event:
         if state is not State.IDLE:
             return Event.RERUN
-        if not self.stable:
-            return Event.NO_NEW_REVISION
-        try:
-            changes = self.stack.template_changes({**self.in_flight, WEIGHT: 0})
-        except Exception as error:  # the preview already fails: the update would
-            raise refused(error, self.stable) from error
+        changes = self.stable and self.guard(lambda: self.stack.template_changes({**self.in_flight, WEIGHT: 0}))
         return Event.NEW_REVISION if changes is True else Event.NO_NEW_REVISION
 
     def enter(self, state: State) -> Event | None:
-        """The state's action (an `up`, then the smoke test whose result is the next event); None: a state where the
-        release stops, with nothing to do (a failed candidate never took a request)."""
-        action = {State.CANDIDATE: self.candidate, State.SHIFT: self.shift, State.COMPLETE: self.complete,
-                  State.UPDATE: self.update, State.ROLLBACK: self.rollback}.get(state)
-        return action() if action else None
-
-    def candidate(self) -> Event:
-        self.outputs = self.up({**self.in_flight, WEIGHT: 0})
+        """The state's action: an `up`, then the smoke test whose result is the next event. None: the release stops
+        here with nothing to do (a failed candidate never took a request)."""
+        if state is State.ROLLBACK:
+            return self.rollback()
+        if state not in SAYS:
+            return None
+        self.weight = self.steps.pop(0) if state is State.SHIFT else 0
+        beside_stable = state in (State.CANDIDATE, State.SHIFT)
+        self.outputs = self.guard(lambda: self.stack.up({**self.in_flight, WEIGHT: self.weight} if beside_stable
+                                                        else self.fixed))
         self.revision = self.outputs.get("latest_revision_name", "?")
-        self.note(f"candidate {self.revision} at 0 % beside {self.stable} (100 %), at {self.outputs['candidate_url']}")
-        return self.smoke_test(self.outputs["candidate_url"], f"candidate {self.revision}")
-
-    def shift(self) -> Event:
-        self.weight = self.steps.pop(0)
-        self.outputs = self.up({**self.in_flight, WEIGHT: self.weight})
-        self.note(f"shift: {self.revision} {self.weight} %, {self.stable} {100 - self.weight} %")
-        return self.smoke_test(self.outputs["endpoint_url"], f"the app at {self.weight} % to {self.revision}")
-
-    def complete(self) -> Event:
-        self.outputs = self.up(self.fixed)
-        self.note(f"complete: {self.outputs.get('latest_revision_name')} serves 100 %; {self.stable} is deactivated")
-        return self.smoke_test(self.outputs["endpoint_url"], "the endpoint")
-
-    def update(self) -> Event:
-        self.outputs = self.up(self.fixed)
-        self.note(f"one update ({'the first deploy' if not self.stable else 'no new revision, or none on the target'})")
-        if not self.outputs.get("endpoint_url"):
+        self.note(SAYS[state].format(r=self))
+        url = self.outputs.get("candidate_url" if state is State.CANDIDATE else "endpoint_url")
+        if not url:  # the first `up` of a bootstrap declares no workload
             self.note("no endpoint (bootstrap: no model version yet): nothing to smoke test")
             return Event.LAST_PASSED
-        return self.smoke_test(self.outputs["endpoint_url"], "the endpoint")
+        try:
+            self.smoke(url, self.outputs)
+        except Exception as error:
+            self.error = error
+            self.note(f"smoke test FAILED: {state.value} ({url}): {error}")
+            return Event.FAILED
+        self.note(f"smoke test passed: {state.value} ({url}) serves model version {self.outputs.get('model_version')}")
+        return Event.PASSED if self.steps else Event.LAST_PASSED
 
     def rollback(self) -> Event:
         try:
@@ -223,33 +218,10 @@ class Release:
         self.note(f"rollback: {self.stable} serves 100 % again")
         return Event.FAILED
 
-    def smoke_test(self, url: str, what: str) -> Event:
+    def guard(self, call: Callable[[], Any]) -> Any:
+        """A preview or `up` refused (by the program, the policy pack or Azure) changed nothing that serves."""
         try:
-            self.smoke(url, self.outputs)
-        except Exception as error:
-            self.error = error
-            self.note(f"smoke test FAILED: {what} ({url}): {error}")
-            return Event.FAILED
-        self.note(f"smoke test passed: {what} ({url}) serves model version {self.outputs.get('model_version')}")
-        return Event.PASSED if self.steps else Event.LAST_PASSED
-
-    def end(self, state: State, event: Event) -> dict[str, str]:
-        if event is not Event.FAILED:
-            return self.outputs
-        if state is State.FAILED_CANDIDATE:
-            raise ReleaseFailed(f"candidate {self.revision} failed its smoke test ({self.error}); it never took a "
-                                f"request: {self.stable} still serves 100 %. Fix and push again, or re-run: the next "
-                                "release tests the candidate again at 0 %.")
-        if state is State.ROLLBACK:
-            raise ReleaseFailed(f"the smoke test failed with {self.weight} % on {self.revision} ({self.error}); traffic "
-                                f"moved back: {self.stable} serves 100 % again")
-        raise ReleaseFailed(f"the smoke test failed after the update ({self.error}); it serves 100 %: roll back by "
-                            "config (README, Delivery)")
-
-    def up(self, config: Mapping[str, Any]) -> dict[str, str]:
-        """One `up`. Refused (by the program, the policy pack or Azure), it changed nothing that serves."""
-        try:
-            return self.stack.up(config)
+            return call()
         except Exception as error:
             raise refused(error, self.stable) from error
 

@@ -57,7 +57,18 @@ def run_command(argv: list[str]) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
-def smoke_in_cluster(resource_group: str, cluster: str, run: Run = run_command) -> Smoke:
+def renew_cli_login(env: Mapping[str, str], run: Run) -> None:
+    """In a workflow, sign the Azure CLI in again with a fresh GitHub OIDC token. `az aks command invoke` on an Entra
+    cluster asks Entra for a token of the cluster's server application (azure-cli's aks_runcommand passes it as
+    clusterToken, so the command runs as the caller), and the assertion azure/login gave the CLI has expired by the
+    end of a long `up` (Azure/login#180, AADSTS700024)."""
+    if azure_credential.in_github_actions(env) and env.get("ARM_CLIENT_ID") and env.get("ARM_TENANT_ID"):
+        run(["az", "login", "--service-principal", "--username", env["ARM_CLIENT_ID"], "--tenant", env["ARM_TENANT_ID"],
+             "--federated-token", azure_credential.github_oidc_token(env=env), "--allow-no-subscriptions",
+             "--output", "none"])
+
+
+def smoke_in_cluster(resource_group: str, cluster: str, env: Mapping[str, str], run: Run = run_command) -> Smoke:
     """AKS serves on an internal load balancer or a ClusterIP, which a GitHub-hosted runner cannot reach: the smoke
     test runs inside the cluster. `az aks command invoke` (the AKS Run Command API: runcommand/action and
     commandResults/read on the cluster, both in the deployer's Contributor on the resource group) needs no route from
@@ -66,8 +77,11 @@ def smoke_in_cluster(resource_group: str, cluster: str, run: Run = run_command) 
     result's exitCode and logs, which `--output json` returns)."""
     def smoke(url: str, outputs: Mapping[str, str]) -> None:
         command = in_cluster_command(outputs["image_ref"], url, outputs.get("model_version") or None)
-        result = json.loads(run(["az", "aks", "command", "invoke", "--resource-group", resource_group, "--name",
-                                 cluster, "--file", str(SMOKE_MODULE), "--command", command, "--output", "json"]))
+        renew_cli_login(env, run)
+        subscription = ["--subscription", env["ARM_SUBSCRIPTION_ID"]] if env.get("ARM_SUBSCRIPTION_ID") else []
+        result = json.loads(run(["az", "aks", "command", "invoke", *subscription, "--resource-group", resource_group,
+                                 "--name", cluster, "--file", str(SMOKE_MODULE), "--command", command,
+                                 "--output", "json"]))
         if result.get("exitCode") != 0:
             raise AssertionError(f"in-cluster smoke test exited {result.get('exitCode')}: {result.get('logs', '')[-2000:]}")
     return smoke
@@ -76,7 +90,7 @@ def smoke_in_cluster(resource_group: str, cluster: str, run: Run = run_command) 
 def smoke_for(s: StackSettings, env: Mapping[str, str], run: Run = run_command) -> Smoke:
     """The smoke test from where the endpoint is reachable; refused (before any `up`) where it is not."""
     if s.serving.target == "aks":
-        return smoke_in_cluster(s.names.resource_group, s.names.aks_cluster, run)
+        return smoke_in_cluster(s.names.resource_group, s.names.aks_cluster, env, run)
     if s.serving.auth.mode == "internal" and env.get("RUNNER_ENVIRONMENT") != "self-hosted":
         raise Unreachable("serving.auth.mode internal: the environment has no public endpoint, and a GitHub-hosted "
                             "runner has no route into its VNet. Run the deploy jobs on a self-hosted runner in that VNet "

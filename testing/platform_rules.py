@@ -964,9 +964,11 @@ def preview_needs_only_its_roles(ev: Evaluation) -> list[str]:
 def aks_entra_only(ev: Evaluation) -> list[str]:
     """Without Entra integration and with local accounts on, listClusterUserCredential returns the cluster's static
     credential, which has full rights: the PR preview's identity (it must fetch the kubeconfig to diff) would hold an
-    admin's. With Entra, Azure RBAC and no local accounts the kubeconfig carries no credential, only the endpoint and a
-    kubelogin call, and the caller's Azure roles on the cluster decide; so the provider's kubeconfig must hold no
-    token, password or client key of its own."""
+    admin's. With Entra, Azure RBAC and no local accounts the kubeconfig carries no credential, only the endpoint and an
+    exec login, and the caller's Azure roles on the cluster decide; so the provider's kubeconfig must hold no token,
+    password or client key of its own. And the exec command is a name on PATH: `up --refresh` refreshes with the
+    kubeconfig as the state holds it, before the program runs, on whatever machine refreshes (client-go runs the
+    command as given: kubernetes.io/docs/reference/access-authn-authz/authentication/#configuration)."""
     import yaml
 
     problems = []
@@ -979,9 +981,14 @@ def aks_entra_only(ev: Evaluation) -> list[str]:
         config = yaml.safe_load(str(provider.inputs.get("kubeconfig") or "")) or {}
         for user in config.get("users") or [] if isinstance(config, dict) else []:
             held = {"token", "password", "client-key-data", "client-key"} & set(user.get("user") or {})
+            command = str(((user.get("user") or {}).get("exec") or {}).get("command", ""))
             if held:
                 problems.append(f"{provider.name}: kubeconfig user {user.get('name')} holds {sorted(held)}: use an "
-                                "Entra login (kubelogin), not a static credential")
+                                "Entra login (an exec plugin), not a static credential")
+            elif not command or "/" in command:
+                problems.append(f"{provider.name}: kubeconfig user {user.get('name')} logs in with "
+                                f"{command or 'no exec plugin'}: an exec command found on PATH, not a path on the "
+                                "machine that ran `up`")
     return problems
 
 
@@ -1051,7 +1058,8 @@ RULES: tuple[Rule, ...] = (
          "ignored); Cilium's needs the Cilium dataplane on Azure CNI; chosen at creation, changed later only by "
          "Azure's migration steps", "https://learn.microsoft.com/azure/aks/use-network-policies", network_policy_engine),
     Rule("aks-entra-only", "a cluster without Entra integration and local accounts disabled hands its static admin "
-         "credential to anyone allowed listClusterUserCredential", "https://learn.microsoft.com/azure/aks/"
+         "credential to anyone allowed listClusterUserCredential; the kubeconfig's exec login is a command on PATH, as "
+         "a refresh runs the state's copy anywhere", "https://learn.microsoft.com/azure/aks/"
          "control-kubeconfig-access", aks_entra_only),
     Rule("resource-names", "each resource type has its own name length and characters (infra/naming.py: each rule "
          "with its own source; a violation names it)",

@@ -262,6 +262,9 @@ def test_an_aks_cluster_with_local_accounts_is_caught():
     assert not problems("aks-entra-only", fake(resource(platform_rules.CLUSTER, "aks", entra)))
     static = resource("pulumi:providers:kubernetes", "k8s", {"kubeconfig": "users: [{name: u, user: {token: t}}]"})
     assert "token" in problems("aks-entra-only", fake(static))[0]
+    venv = "users: [{name: u, user: {exec: {command: /home/me/proj/.venv/bin/python, args: [-m, login]}}}]"
+    by_path = resource("pulumi:providers:kubernetes", "k8s", {"kubeconfig": venv})
+    assert "found on PATH" in problems("aks-entra-only", fake(by_path))[0]
 
 
 def test_an_app_public_before_its_auth_config_is_caught():

@@ -466,9 +466,34 @@ def test_on_aks_the_smoke_test_runs_inside_the_cluster_through_run_command(tmp_p
                                                  "http://scoring.scoring.svc.cluster.local", "--wait", "300",
                                                  "--expect-version", "3"]
     calls.clear()
-    failing = smoke_from.smoke_in_cluster("rg", "aks", run=lambda argv: json.dumps({"exitCode": 1, "logs": "FAIL /ready"}))
+    failing = smoke_from.smoke_in_cluster("rg", "aks", {}, run=lambda argv: json.dumps({"exitCode": 1, "logs": "FAIL /ready"}))
     with pytest.raises(AssertionError, match="exited 1: FAIL /ready"):
         failing("http://10.0.0.4", {"image_ref": image})
+
+
+def test_in_a_workflow_the_cli_signs_in_again_before_run_command(monkeypatch):
+    """`az aks command invoke` gets a token for the cluster's server application when it runs, after the `up`: in a
+    workflow the CLI first signs in again with a fresh GitHub assertion (azure/login's has expired by then), and the
+    command names the deploy's subscription rather than whichever the login picked."""
+    env = {"ACTIONS_ID_TOKEN_REQUEST_URL": "https://token.actions.example/?x=1", "ACTIONS_ID_TOKEN_REQUEST_TOKEN": "b",
+           "ARM_CLIENT_ID": "deployer", "ARM_TENANT_ID": "tenant", "ARM_SUBSCRIPTION_ID": "sub"}
+    assertions = iter(["fresh-1", "fresh-2"])
+    monkeypatch.setattr(smoke_from.azure_credential, "github_oidc_token", lambda env: next(assertions))
+    calls: list[list[str]] = []
+
+    def az(argv: list[str]) -> str:
+        calls.append(argv)
+        return json.dumps({"exitCode": 0, "logs": ""})
+    smoke = smoke_from.smoke_in_cluster("rg", "aks", env, run=az)
+    for _ in range(2):
+        smoke("http://10.0.0.4", {"image_ref": "cr.azurecr.io/s@sha256:" + "ab" * 32})
+    logins = [argv for argv in calls if argv[:2] == ["az", "login"]]
+    assert [argv[argv.index("--federated-token") + 1] for argv in logins] == ["fresh-1", "fresh-2"]
+    assert all(argv[argv.index("--username") + 1] == "deployer" and argv[argv.index("--tenant") + 1] == "tenant"
+               for argv in logins)
+    assert [argv[1] for argv in calls] == ["login", "aks", "login", "aks"]  # each invoke after its own login
+    invokes = [argv for argv in calls if argv[:4] == ["az", "aks", "command", "invoke"]]
+    assert all(argv[argv.index("--subscription") + 1] == "sub" for argv in invokes)
 
 
 INTERNAL = {"serving.auth.mode": "internal", "serving.containerApp.infrastructureSubnetId":
