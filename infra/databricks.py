@@ -331,6 +331,12 @@ class Databricks(pulumi.ComponentResource):
         """The declared registered model, to depend on ([] where the jobs' principal creates it)."""
         return [self.registered_model] if self.registered_model is not None else []
 
+    @property
+    def promotion_writes_into(self) -> list[pulumi.CustomResource]:
+        """What a promotion's copy writes into: its run goes to the experiment (in the folder, under the folder's
+        permissions), its version to the model. Without these as dependencies a first `up` may race them (audit B2)."""
+        return [self.experiment, *self.folder, *self._model()]
+
     def _upload_wheel(self, name: str, args: DatabricksArgs,
                       opts: pulumi.ResourceOptions) -> tuple[str, list[pulumi.CustomResource]]:
         """The wheel goes to a Unity Catalog volume (readable by grant, writable only by its owner, the deployer),

@@ -24,7 +24,7 @@ APP_API_VERSION = "2025-01-01"  # Container Apps' GA API: PATCH is a JSON Merge 
 ARM_SCOPE = "https://management.azure.com/.default"
 CLOSED_RULE = "closed-until-auth"
 NOT_FOUND_MARKERS = ("ResourceNotFound", "ResourceGroupNotFound", "404")
-DONE_STATES = ("Succeeded", "Failed", "Canceled")
+FAILED_STATES = ("Failed", "Canceled")
 
 
 class IngressOpenError(RuntimeError):
@@ -45,14 +45,17 @@ def arm_send(method: str, path: str, body: dict | None) -> dict:
 
 
 def open_ingress(app_id: str, send: Send = arm_send, timeout_s: float = 600, poll_s: float = 5) -> None:
-    """Remove the app's IP restrictions (the closed rule), and wait until the app has applied it."""
+    """Remove the app's IP restrictions (the closed rule), and wait until the app has applied it: Succeeded with no
+    restriction left. A GET right after the PATCH may still show the old Succeeded, before the update starts."""
     send("PATCH", app_id, {"properties": {"configuration": {"ingress": {"ipSecurityRestrictions": []}}}})
     deadline = time.monotonic() + timeout_s
     while True:
-        state = (send("GET", app_id, None).get("properties") or {}).get("provisioningState")
-        if state == "Succeeded":
+        properties = send("GET", app_id, None).get("properties") or {}
+        state = properties.get("provisioningState")
+        ingress = (properties.get("configuration") or {}).get("ingress") or {}
+        if state == "Succeeded" and not ingress.get("ipSecurityRestrictions"):
             return
-        if state in DONE_STATES or time.monotonic() > deadline:
+        if state in FAILED_STATES or time.monotonic() > deadline:
             raise IngressOpenError(f"opening {app_id}'s ingress ended {state or 'without a state'}")
         time.sleep(poll_s)
 

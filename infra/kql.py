@@ -221,8 +221,10 @@ def prediction_lines(source: LogSource) -> str:
 
 
 def alert_drift(table: str = "AppTraces") -> str:
-    """The drift job's record (monitoring/drift.py sends it as an Application Insights trace): drifted versions."""
-    return (f"{table}\n"
+    """The drift job's record (monitoring/drift.py sends it as an Application Insights trace): drifted versions.
+    isfuzzy with an empty table of the same column: before the first drift record there is no `table`, and a rule
+    whose query fails for a week is disabled by Azure (microsoft/AzureMonitorCommunity#175)."""
+    return (f"union isfuzzy=true ({table}), (datatable(Message:string)[])\n"
             "| extend entry = parse_json(Message)\n"
             "| where tostring(entry.log_type) == 'drift' and tostring(entry.status) == 'drift'\n"
             "| summarize drifted_versions = dcount(tostring(entry.model_version))")

@@ -75,7 +75,7 @@ def promoted(s: StackSettings, group: resources.ResourceGroup, observability: Ob
     promotion = Promotion("promotion", PromotionArgs(
         settings=s.promotion, model=s.model, image=s.image, experiment=s.databricks.experiment,
         registry_id=registry.registry.id, login_server=registry.login_server, workspace_url=databricks.workspace_url,
-        registered_model=databricks.registered_model, in_flight=in_flight(s)))
+        writes_into=databricks.promotion_writes_into, in_flight=in_flight(s)))
     served = serve(s, promotion.deployable_image, group, observability, registry)
     version = batch_version(s, promotion.registry_model_version)  # the promoted copy in this stack's registry
     batch = databricks.declare_batch_job(version)

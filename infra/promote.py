@@ -328,7 +328,8 @@ def import_image(target_registry_id: str, source_registry_id: str, source_image:
     or Location, Retry-After, retries on throttling and token refresh: the SDK's, not ours).
 
     The source is named by its ARM resource id, so ARM authorises the copy with the caller's Entra
-    identity (it needs pull rights on the source, import rights on the target): no registry password."""
+    identity (it needs Reader on the source registry, registries/read, and import rights on the target): no
+    registry password."""
     from azure.core.exceptions import HttpResponseError, ResourceNotFoundError
     from azure.mgmt.containerregistry import ContainerRegistryManagementClient
     from azure.mgmt.containerregistry.models import ImportImageParameters, ImportMode, ImportSource

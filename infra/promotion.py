@@ -19,7 +19,7 @@ Deleting either resource deletes nothing: images and model versions stay for lat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,7 +174,9 @@ class PromotionArgs:
     registry_id: pulumi.Input[str]
     login_server: pulumi.Input[str]
     workspace_url: pulumi.Input[str]  # this stack's Databricks workspace: the target registry of the model copy
-    registered_model: pulumi.Resource | None = None  # the copy registers into it, so it must exist first
+    # what the copy writes into, so they exist first: the experiment (its promotion run) with its folder and
+    # permissions, and the registered model where the stack declares it
+    writes_into: Sequence[pulumi.Resource] = ()
     in_flight: bool = False  # a release's candidate: the copy takes CANDIDATE_ALIAS; model.alias moves when it completes
 
 
@@ -220,7 +222,7 @@ class Promotion(pulumi.ComponentResource):
             "target_workspace": args.workspace_url,
             "target_model": m.full_name, "alias": CANDIDATE_ALIAS if args.in_flight else m.alias,
             "experiment": args.experiment, "image_digest": self.digest,
-        }, opts=pulumi.ResourceOptions(parent=self, depends_on=[r for r in (self.import_, args.registered_model) if r]))
+        }, opts=pulumi.ResourceOptions(parent=self, depends_on=[*([self.import_] if self.import_ else []), *args.writes_into]))
         self.model_name = pulumi.Output.from_input(m.full_name)
         self.model_version = source.apply(lambda a: a.model_version)
         self.model_run_id = source.apply(lambda a: a.run_id)

@@ -4,6 +4,10 @@ moved @champion. Used by .github/workflows/model-build.yml.
     python -m scripts.job_report --job-id 123 --model-name staging.credit.credit_default \\
         --experiment /credit-default/staging/credit-default-staging [--tracking-uri databricks --registry-uri databricks-uc]
 
+With --wait-for-wheel-of <stack>, it first waits until the job runs the wheel this checkout builds: a push that changes
+the model or the training code starts this workflow and the deploy together, and the job has the new code only once
+the deploy's `up` has uploaded it (audit B3).
+
 Exit 1 when the run does not succeed, or when it registered no version. The verdict comes from the registry,
 not from logs: @champion before and after the run, and the `gate.decision` tag of exactly the version this
 job run registered (found by its job run id, as the gate task finds it: not the newest version, which a
@@ -16,9 +20,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 
+from infra import jobwheel, settings, stack_files
 from infra.promote import Registry
 
 CHAMPION = "champion"  # training/gate.py's alias
@@ -59,9 +68,36 @@ def run_job(job_id: int, timeout: timedelta) -> JobRun:
     run = WorkspaceClient().jobs.run_now(job_id=job_id).result(timeout=timeout)
     state = run.state
     result = state.result_state if state else None
-    return JobRun(run.run_id, result == RunResultState.SUCCESS,
+    return JobRun(run.run_id or 0, result == RunResultState.SUCCESS,
                   f"{state.life_cycle_state.value if state and state.life_cycle_state else '?'}/"
                   f"{result.value if result else '?'}", run.run_page_url or "")
+
+
+def pushed_wheel(stack: str) -> str:
+    """The file name of the jobs' wheel this checkout builds for `stack`, as its `up` does (infra/databricks.py)."""
+    s = settings.from_values(stack, stack_files.stack_values(stack), {})
+    with tempfile.TemporaryDirectory() as tmp:
+        return jobwheel.build(Path(tmp), s.names.wheel_distribution, s.model.module).name
+
+
+def job_wheels(job_id: int) -> set[str]:
+    """The wheels the job's tasks install now (file names)."""
+    from databricks.sdk import WorkspaceClient
+
+    job = WorkspaceClient().jobs.get(job_id)
+    tasks = (job.settings.tasks if job.settings else None) or []
+    return {Path(library.whl).name for task in tasks for library in task.libraries or [] if library.whl}
+
+
+def wait_for_wheel(job_id: int, wheel: str, timeout: timedelta, wheels: Callable[[int], set[str]] = job_wheels,
+                   sleep: Callable[[float], None] = time.sleep) -> None:
+    """Until the job installs `wheel`; a deploy that fails or never comes leaves the job on older code: refuse."""
+    deadline = time.monotonic() + timeout.total_seconds()
+    while wheel not in (found := wheels(job_id)):
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"job {job_id} still installs {', '.join(sorted(found)) or 'no wheel'}, not {wheel} "
+                               f"after {timeout}: the deploy of this commit has not reached staging (failed, or waits)")
+        sleep(30)
 
 
 def champion(client, model_name: str) -> str | None:
@@ -82,7 +118,8 @@ def gate_report(client, model_name: str, experiment: str, job_run_id: int, champ
     return GateReport(champion_before, champion(client, model_name), version, decision)
 
 
-def main(argv: list[str] | None = None, runner=run_job) -> int:
+def main(argv: list[str] | None = None, runner=run_job, wheels: Callable[[int], set[str]] = job_wheels,
+         sleep: Callable[[float], None] = time.sleep) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--job-id", type=int, required=True)
     parser.add_argument("--model-name", required=True, help="registered model (catalog.schema.name with Unity Catalog)")
@@ -90,7 +127,17 @@ def main(argv: list[str] | None = None, runner=run_job) -> int:
     parser.add_argument("--tracking-uri", default=os.environ.get("MLFLOW_TRACKING_URI", "databricks"))
     parser.add_argument("--registry-uri", default=os.environ.get("MLFLOW_REGISTRY_URI", "databricks-uc"))
     parser.add_argument("--timeout-minutes", type=float, default=120)
+    parser.add_argument("--wait-for-wheel-of", metavar="STACK", help="first wait until the job installs the wheel "
+                        "this checkout builds for STACK (the deploy of this commit)")
+    parser.add_argument("--wheel-timeout-minutes", type=float, default=60)
     args = parser.parse_args(argv)
+    if args.wait_for_wheel_of:
+        try:
+            wait_for_wheel(args.job_id, pushed_wheel(args.wait_for_wheel_of),
+                           timedelta(minutes=args.wheel_timeout_minutes), wheels, sleep)
+        except TimeoutError as error:
+            print(error, file=sys.stderr)
+            return 1
     client = Registry(args.tracking_uri, args.registry_uri).client()
     before = champion(client, args.model_name)
     run = runner(args.job_id, timedelta(minutes=args.timeout_minutes))

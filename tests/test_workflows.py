@@ -114,6 +114,18 @@ def test_deploy_runs_never_interleave_and_nothing_is_killed_half_way():
     assert train["cancel-in-progress"] is False and "staging" in train["group"]
 
 
+def test_a_cancelled_deploy_job_unlocks_its_own_stack():
+    """GitHub kills a cancelled or timed-out job's process: Pulumi leaves the update "in progress" and the stack locked,
+    and the next run's first preview would fail until someone ran `pulumi cancel` (audit B1). The last step of each
+    deploy job runs only then, on the job's own stack, after the release step."""
+    for name, job in load("deploy.yml")["jobs"].items():
+        names = [step.get("id") or step.get("name", "") for step in steps(job)]
+        last = steps(job)[-1]
+        assert last["if"] == "cancelled()" and last["run"].startswith('pulumi cancel --stack "$STACK" --yes'), name
+        assert names.index(next(n for n in names if n == "release" or "Release" in n)) < len(names) - 1, name
+        assert job["env"]["STACK"].endswith(f"/{name}"), name
+
+
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 def test_no_long_lived_azure_secret_or_registry_password(path):
     text = path.read_text()
@@ -269,6 +281,33 @@ def test_job_report_judges_the_version_its_job_run_registered_not_the_newest(job
     register("1002", "promoted", champion=True)  # v4
     report = job_report.gate_report(client, "m", EXPERIMENT, 1002, "1")
     assert report.moved and report.summary("m") == "gate PROMOTED m v4 to @champion (was v1)"
+
+
+def test_model_build_trains_only_once_the_job_runs_this_commits_wheel(job_registry, monkeypatch, capsys):
+    """A push to the model starts model-build and the deploy together: the job is run only once the deploy has given it
+    the wheel this checkout builds, never the previous deploy's; a deploy that never comes fails the build (B3)."""
+    client, register = job_registry
+    monkeypatch.setattr(job_report, "Registry", lambda *a: SimpleNamespace(client=lambda: client))
+    new = job_report.pushed_wheel("staging")
+    seen: list[str] = []
+
+    def wheels(job_id: int) -> set[str]:  # the job's libraries as Databricks returns them: old twice, then new
+        seen.append("poll")
+        return {new} if len(seen) > 2 else {"mlops_jobs-1.0.0.dev1-py3-none-any.whl"}
+
+    def runner(job_id: int, timeout: timedelta) -> job_report.JobRun:
+        seen.append("run")
+        register("1004", "promoted", champion=True)
+        return job_report.JobRun(1004, True, "TERMINATED/SUCCESS", "https://adb/run/1004")
+    argv = ["--job-id", "12", "--model-name", "m", "--experiment", EXPERIMENT, "--wait-for-wheel-of", "staging"]
+    assert job_report.main(argv, runner=runner, wheels=wheels, sleep=lambda s: None) == 0
+    assert seen == ["poll", "poll", "poll", "run"]
+    seen.clear()
+    stale = job_report.main([*argv, "--wheel-timeout-minutes", "0"], runner=runner,
+                            wheels=lambda job_id: {"old.whl"}, sleep=lambda s: None)
+    assert stale == 1 and seen == [] and f"still installs old.whl, not {new}" in capsys.readouterr().err
+    build = load("model-build.yml")["jobs"]["train"]
+    assert "--wait-for-wheel-of staging" in steps(build)[-1]["run"]
 
 
 def test_job_report_fails_when_its_run_registered_no_version(job_registry, monkeypatch, capsys):

@@ -32,14 +32,19 @@ def test_an_existing_app_is_declared_open(base_overrides):
 
 def test_opening_patches_the_ingress_and_waits():
     sent: list[tuple] = []
-    states = iter(["InProgress", "Succeeded"])
+    closed = {"ingress": {"ipSecurityRestrictions": [{"name": ingress_opener.CLOSED_RULE, "action": "Deny"}]}}
+    # the first GET may answer before the update starts: the old Succeeded, still closed (audit N-4)
+    states = iter([("Succeeded", closed), ("InProgress", closed), ("Succeeded", {"ingress": {}})])
 
     def send(method, path, body):
         sent.append((method, path, body))
-        return {"properties": {"provisioningState": next(states)}} if method == "GET" else {}
+        if method != "GET":
+            return {}
+        state, configuration = next(states)
+        return {"properties": {"provisioningState": state, "configuration": configuration}}
 
     ingress_opener.open_ingress(APP_ID, send, poll_s=0)
     assert sent[0] == ("PATCH", APP_ID, {"properties": {"configuration": {"ingress": {"ipSecurityRestrictions": []}}}})
-    assert [m for m, _, _ in sent] == ["PATCH", "GET", "GET"]
+    assert [m for m, _, _ in sent] == ["PATCH", "GET", "GET", "GET"]
     with pytest.raises(ingress_opener.IngressOpenError):
         ingress_opener.open_ingress(APP_ID, lambda m, p, b: {"properties": {"provisioningState": "Failed"}}, poll_s=0)

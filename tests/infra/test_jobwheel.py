@@ -146,3 +146,12 @@ def test_wheel_paths_are_what_the_module_finder_sees():
     assert jobwheel.module_file("training.train") == Path(jobwheel.ROOT, "training", "train.py")
     assert jobwheel.module_file("training") == Path(jobwheel.ROOT, "training", "__init__.py")
     assert jobwheel.module_file("training.nothing") is None
+
+
+def test_model_build_waits_for_the_wheel_the_deploy_gives_the_job(evaluate):
+    """scripts/job_report.py's --wait-for-wheel-of names the wheel the staging program gives its training job."""
+    from scripts import job_report
+
+    job = evaluate("staging").named("databricks:index/job:Job", "databricks-job")
+    installed = {Path(lib["whl"]).name for task in job.inputs["tasks"] for lib in task.get("libraries") or []}
+    assert installed == {job_report.pushed_wheel("staging")}

@@ -236,3 +236,13 @@ def test_the_script_refuses_a_bad_schema(node):
         result = subprocess.run([node, str(SCRIPT)], input=json.dumps({"tables": tables, "queries": []}),
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 2 and "bad schema" in result.stderr, (tables, result.stderr)
+
+
+def test_the_drift_rule_binds_before_the_first_drift_record(node):
+    """AppTraces appears with the drift job's first record (days after the rule, or never on a quiet stack): the
+    drift rule must not fail without it, or Azure disables the rule after a week of failures (audit B4)."""
+    tables = {name: columns for name, columns in log_tables.schemas().items() if name != "AppTraces"}
+    result = bind(node, {"alert_drift": kql.alert_drift()}, tables)
+    assert not result["alert_drift"]["errors"], failures(result, {"alert_drift": kql.alert_drift()})
+    plain = "AppTraces\n" + kql.alert_drift().split("\n", 1)[1]  # the same rule without the fuzzy union
+    assert bind(node, {"plain": plain}, tables)["plain"]["errors"], "the parser must see the missing table"

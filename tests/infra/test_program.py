@@ -186,7 +186,7 @@ def test_observability_alerts_and_queries(evaluate):
         assert rule.inputs["actions"]["actionGroups"] == [group.id]
         query = rule.inputs["criteria"]["allOf"][0]["query"]
         if key == "drift":  # the drift job's record, sent through Application Insights
-            assert query.startswith("AppTraces") and "'drift'" in query
+            assert query.startswith("union isfuzzy=true (AppTraces)") and "'drift'" in query
         else:
             # the azure-monitor destination's table (not ContainerAppConsoleLogs_CL): see tests/infra/test_kql_bind.py
             assert re.search(r"\bContainerAppConsoleLogs\b", query) or key == "restarts"

@@ -111,7 +111,7 @@ def test_prod_runs_the_drift_job_on_its_own_request_log(promoted):
     assert job.inputs["emailNotifications"]["onFailures"] == ["ml-platform-oncall@example.com"]
     assert promoted.outputs["databricks_drift_job_id"] == job.id
     rule = next(r for r in promoted.of_type("azure-native:monitor:ScheduledQueryRule") if r.name.endswith("alert-drift"))
-    assert rule.inputs["criteria"]["allOf"][0]["query"].startswith("AppTraces")
+    assert rule.inputs["criteria"]["allOf"][0]["query"].startswith("union isfuzzy=true (AppTraces)")
 
 
 def test_prod_registers_the_same_version_with_lineage_before_serving(promoted):
@@ -127,6 +127,10 @@ def test_prod_registers_the_same_version_with_lineage_before_serving(promoted):
     assert registration.urn in app.dependencies and copy.urn in app.dependencies
     model = promoted.one("databricks:index/registeredModel:RegisteredModel")
     assert model.urn in registration.dependencies
+    # its run goes to the declared experiment, in the stack's folder: both exist before the copy (audit B2)
+    for typ in ("databricks:index/mlflowExperiment:MlflowExperiment", "databricks:index/directory:Directory",
+                "databricks:index/permissions:Permissions"):
+        assert {r.urn for r in promoted.of_type(typ)} & set(registration.dependencies), typ
     assert promoted.outputs["registry_model_version"] == "1"
 
 
