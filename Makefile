@@ -78,8 +78,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
+# The suite on TEST_WORKERS processes (pytest-xdist; worksteal balances the long files): each worker has its own
+# session fixtures, every test its own folders and ports.
+TEST_WORKERS ?= 2
 test: $(STAMP) lint typecheck actionlint kusto supply-chain
-	$(PY) -m pytest -m "not container and not databricks" -q
+	$(PY) -m pytest -m "not container and not databricks" -q -n $(TEST_WORKERS) --dist worksteal
 
 # The declared Databricks jobs on local PySpark, in a second venv standing in for the job cluster's Python (the
 # runtime's MLflow and Spark, requirements-runtime.txt); Java from apt (Debian's OpenJDK 17) when missing.

@@ -23,6 +23,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,5 +134,7 @@ def build(out_dir: Path, distribution: str, model_module: str, root: Path = ROOT
             archive.writestr(info, data)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{distribution}-{version}-py3-none-any.whl"
-    path.write_bytes(buffer.getvalue())
+    partial = path.with_name(f".{path.name}.{os.getpid()}")  # whole or absent: two programs may build the same wheel
+    partial.write_bytes(buffer.getvalue())
+    partial.replace(path)
     return Wheel(path, tuple(found), distribution)

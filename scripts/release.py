@@ -1,43 +1,32 @@
 """One release of one stack, as a small state machine: what CI's staging and prod jobs run.
 
     python -m scripts.release --stack <org>/staging
-    python -m scripts.release --stack <org>/prod \\
-        --config promotion.testedDigest=sha256:... --config promotion.testedModelVersion=7 --expect-digest sha256:...
+    python -m scripts.release --stack <org>/prod --config promotion.testedDigest=sha256:... \\
+        --config promotion.testedModelVersion=7 --expect-digest sha256:... --expect-model-version 7
 
-It starts where the last one left (start_state): idle (one revision serves 100 %, or no app yet, or AKS), a failed
-candidate (at 0 % beside the stable revision) or a failed shift (a candidate still holding traffic). Each state's
-action is one `up` and a smoke test, whose result picks the next state (NEXT):
-
-  candidate  stableRevision=<stable>, latestWeight=0: the new revision, labelled `candidate`, is tested at its label
-  shift      the next of serving.containerApp.releaseSteps as latestWeight; the app is tested
-  complete   no stableRevision: the candidate serves 100 %, the stable revision is deactivated
-  update     the first deploy, no new revision, or AKS: one `up`
-  rollback   latestWeight=0: the stable revision serves 100 % again; the job fails
-
-A failed candidate or shift goes through `candidate` again whatever the next run changes: a candidate never takes
-traffic untested. Fixed once at the start: the version @champion names (model.version) and, while a candidate is in
-flight, the one the stable revision serves (stableModelVersion: the batch job and prod's @champion stay on it). Every
-`up` refreshes first; the smoke test runs where the endpoint is reachable (scripts/smoke_from.py).
-tests/infra/test_release.py drives this `Release` against the mocked cloud's stateful evaluation, state by state.
+It starts where the last one left (start_state: idle, a failed candidate at 0 %, or a failed shift still holding
+traffic). Each state's action is one `up` and the smoke test, whose result picks the next state (NEXT): candidate
+(the new revision at 0 % behind the label `candidate`, tested there), shift (the next of releaseSteps), complete (the
+candidate at 100 %), update (the first deploy, no new revision, or AKS), rollback (back to 0 %; the job fails). A
+failed candidate or shift goes through `candidate` again, whatever the next run changes. Fixed once at the start:
+the version @champion names and, while in flight, the one the stable revision serves (the batch job's). Every `up`
+refreshes first; the smoke test runs where the endpoint is reachable (scripts/smoke_from.py).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, Protocol
 
-from infra import model_source, settings, stack_files
+from infra import model_source
 from infra.settings import PromotionSettings, StackSettings
 from scripts import smoke_from
+from scripts.pulumi_stack import PulumiStack
 
-ROOT = Path(__file__).resolve().parent.parent
-APP_TYPE = "azure-native:app:ContainerApp"
 STABLE, WEIGHT = "serving.containerApp.stableRevision", "serving.containerApp.latestWeight"
 STABLE_MODEL, MODEL_VERSION = "serving.containerApp.stableModelVersion", "model.version"
 
@@ -84,19 +73,15 @@ NEXT: dict[tuple[State, Event], State] = {
 
 
 class Stack(Protocol):
+    """outputs(): as last deployed ({} before the first deploy). template_changes(config): would `up` with it change
+    the Container App's revision template (None: no app yet)? up(config): deploy with these values on top of the stack
+    file and the run's own; the outputs. settings(): validated as the program does."""
     name: str
 
-    def outputs(self) -> dict[str, str]:
-        """The stack's outputs as last deployed ({} before the first deploy)."""
-
-    def template_changes(self, config: Mapping[str, Any]) -> bool | None:
-        """Would `up` with `config` change the Container App's revision template? None: there is no app yet."""
-
-    def up(self, config: Mapping[str, Any]) -> dict[str, str]:
-        """Deploy with these config values set (on top of the stack file and the run's own values); the outputs."""
-
-    def settings(self) -> StackSettings:
-        """The stack's settings for this run (its stack file and this run's config), validated as the program does."""
+    def outputs(self) -> dict[str, str]: ...
+    def template_changes(self, config: Mapping[str, Any]) -> bool | None: ...
+    def up(self, config: Mapping[str, Any]) -> dict[str, str]: ...
+    def settings(self) -> StackSettings: ...
 
 
 Smoke = smoke_from.Smoke
@@ -223,12 +208,8 @@ class Release:
         try:
             return call()
         except Exception as error:
-            raise refused(error, self.stable) from error
-
-
-def refused(error: Exception, serving: str) -> ReleaseFailed:
-    return ReleaseFailed(f"the update was refused ({error}); "
-                         f"{serving + ' still serves 100 %' if serving else 'nothing was serving'}")
+            serving = f"{self.stable} still serves 100 %" if self.stable else "nothing was serving"
+            raise ReleaseFailed(f"the update was refused ({error}); {serving}") from error
 
 
 def image_digest(outputs: Mapping[str, str]) -> str:
@@ -254,56 +235,6 @@ def check_promoted(outputs: Mapping[str, str], expect_digest: str | None, expect
         raise ReleaseFailed(f"deployed model version {outputs.get('model_version')} is not the tested {expect_version}")
 
 
-# ---- the real cloud: Pulumi Automation API, smoke test with an Entra token from GitHub's OIDC ----
-
-@dataclass
-class PulumiStack:
-    """A stack of this project driven by the Automation API; `config` (the run's own values, e.g. the tested digest)
-    is set before every operation, as `pulumi config set --path` would."""
-    name: str
-    config: Mapping[str, Any]
-    policy_packs: tuple[str, ...] = ("policy",)
-
-    def __post_init__(self) -> None:
-        from pulumi import automation
-
-        self._auto = automation
-        self._stack = automation.select_stack(self.name, work_dir=str(ROOT))
-        self._file = ROOT / f"Pulumi.{self.name.rsplit('/', 1)[-1]}.yaml"
-        self._committed = self._file.read_text()
-
-    def _set(self, config: Mapping[str, Any]) -> None:
-        """The stack file as committed plus this step's values: a step never inherits the one before's."""
-        self._file.write_text(self._committed)
-        for key, value in {**self.config, **config}.items():
-            self._stack.set_config(f"{stack_files.NAMESPACE}:{key}", self._auto.ConfigValue(json.dumps(value) if not
-                                   isinstance(value, str) else value), path=True)
-
-    def outputs(self) -> dict[str, str]:
-        return {key: str(value.value) for key, value in self._stack.outputs().items()}
-
-    def template_changes(self, config: Mapping[str, Any]) -> bool | None:
-        self._set(config)
-        found: list[bool] = []
-
-        def on_event(event: Any) -> None:
-            pre = getattr(event, "resource_pre_event", None)
-            if pre and pre.metadata.type == APP_TYPE:
-                found.append(pre.metadata.op.value == "create" or "template" in (pre.metadata.diffs or []))
-        self._stack.preview(on_event=on_event, policy_packs=list(self.policy_packs), refresh=True)
-        return any(found) if found else None
-
-    def up(self, config: Mapping[str, Any]) -> dict[str, str]:
-        self._set(config)
-        # refresh: what Azure changed since the last `up` (an alert rule the platform disabled) is seen and put back
-        result = self._stack.up(on_output=print, policy_packs=list(self.policy_packs), refresh=True)
-        return {key: str(value.value) for key, value in result.outputs.items()}
-
-    def settings(self) -> StackSettings:
-        stack = self.name.rsplit("/", 1)[-1]
-        return settings.from_values(stack, stack_files.apply_overrides(stack_files.stack_values(stack), self.config), {})
-
-
 def write_github(outputs: Mapping[str, str], lines: list[str], ok: bool) -> None:
     """Job outputs for the next job, and what happened for the person reading the run."""
     if os.environ.get("GITHUB_OUTPUT"):
@@ -317,13 +248,9 @@ def write_github(outputs: Mapping[str, str], lines: list[str], ok: bool) -> None
 
 
 def parse_config(pairs: list[str]) -> dict[str, str]:
-    config = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--config {pair!r}: expected key=value, e.g. promotion.testedModelVersion=7")
-        config[key] = value
-    return config
+    if bad := [pair for pair in pairs if not pair.partition("=")[0] or "=" not in pair]:
+        raise SystemExit(f"--config {bad[0]!r}: expected key=value, e.g. promotion.testedModelVersion=7")
+    return dict(pair.split("=", 1) for pair in pairs)
 
 
 def main(argv: list[str] | None = None, stack_for: Callable[[str, dict[str, str]], Stack] = PulumiStack,

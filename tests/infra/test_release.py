@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from infra import stack_files
 from infra.promotion import CANDIDATE_ALIAS
 from infra.settings import StackSettings, from_values
-from scripts import release, smoke_from
+from scripts import pulumi_stack, release, smoke_from
 from scripts.release import Release, ReleaseFailed, State
 from testing import mockcloud
 from testing.platform_rules import APP, RevisionHistory
@@ -429,9 +429,9 @@ def test_each_up_and_preview_of_a_release_refreshes_first(tmp_path, monkeypatch)
 
     recording = RecordingAutomationStack()
     monkeypatch.setattr(automation, "select_stack", lambda name, work_dir: recording)
-    monkeypatch.setattr(release, "ROOT", tmp_path)
+    monkeypatch.setattr(pulumi_stack, "ROOT", tmp_path)
     (tmp_path / "Pulumi.staging.yaml").write_text("config: {}\n")
-    stack = release.PulumiStack(STAGING, {})
+    stack = pulumi_stack.PulumiStack(STAGING, {})
     stack.template_changes({})
     stack.up({})
     assert [(call, kwargs.get("refresh")) for call, kwargs in recording.calls] == [("preview", True), ("up", True)]
