@@ -64,6 +64,9 @@ class DatabricksArgs:
     trains: bool = True  # False in a promotion target (prod): no training job
     wheel_dir: Path = WHEEL_DIR
     protect: bool = False  # the workspace and the registered model (its versions) survive destroy and replacement
+    # The first `up` creates the workspace and nothing in it: nobody is a member of a workspace the same `up` creates
+    # (GitHub OIDC federation adds no one), so every call inside it would be refused (bootstrap_message).
+    workspace_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -178,6 +181,10 @@ class Databricks(pulumi.ComponentResource):
         super().__init__("mlops:infra:Databricks", name, None, opts)
         s = args.settings
         host = self._workspace(name, args)
+        if args.workspace_only:
+            self.job_id = self.drift_job_id = pulumi.Output.from_input("")
+            self.register_outputs({"workspace_url": self.workspace_url})
+            return
         self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
                                             opts=pulumi.ResourceOptions(parent=self))
         on_workspace = pulumi.ResourceOptions(parent=self, provider=self.provider)
@@ -554,7 +561,7 @@ class Databricks(pulumi.ComponentResource):
 
     def _permissions(self, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[databricks.Permissions]:
         """Authoritative ACLs: the job definitions are not editable by every workspace user (the experiment is the
-        folder's: _folder). The deployer manages the jobs; workspace admins keep their implicit rights."""
+        folder's: _folder). The deployer owns the jobs (_job_acls); workspace admins keep their implicit rights."""
         created = []
         for key, job in (("job", self.job), ("drift-job", self.drift_job)):
             if job is not None:
@@ -564,9 +571,11 @@ class Databricks(pulumi.ComponentResource):
 
     @staticmethod
     def _job_acls(args: DatabricksArgs) -> list[databricks.PermissionsAccessControlArgs]:
-        """A job's ACL: the deployer manages it, workspace users see it."""
-        return [access(args.settings.deployer, "CAN_MANAGE"),
-                databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_VIEW")]
+        """A job's ACL: workspace users see it. Its owner is the deployer, named by nobody: a job has exactly one
+        IS_OWNER, and the provider makes whoever runs `up` the owner when the list names none (terraform-provider-
+        databricks docs/resources/permissions.md, "Job usage"); naming the deployer again with CAN_MANAGE gives one
+        principal two entries, which the API refuses ("The job must have exactly one owner", databricks/cli#4466)."""
+        return [databricks.PermissionsAccessControlArgs(group_name="users", permission_level="CAN_VIEW")]
 
     def _cluster(self, name: str, kind: str, args: DatabricksArgs, workers: int | None = None,
                  env: Mapping[str, pulumi.Input[str]] | None = None,

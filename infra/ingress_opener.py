@@ -37,7 +37,8 @@ Send = Callable[[str, str, dict | None], dict]  # (method, ARM path, body) -> th
 def arm_send(method: str, path: str, body: dict | None) -> dict:
     token = azure_credential.arm_credential().get_token(ARM_SCOPE).token
     request = urllib.request.Request(f"{ARM}{path}?api-version={APP_API_VERSION}", method=method,
-                                     data=json.dumps(body).encode() if body is not None else None,
+                                     # a POST without a body still says Content-Length: 0 (ARM answers 411 without)
+                                     data=json.dumps(body).encode() if body is not None else b"" if method == "POST" else None,
                                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         text = response.read()

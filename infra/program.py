@@ -26,20 +26,22 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
     group = resources.ResourceGroup("resource-group", resource_group_name=names.resource_group, location=s.location,
                                     tags=s.tags, opts=pulumi.ResourceOptions(protect=s.protect))
     promoting = s.promotion.enabled  # a promotion target (prod) neither resolves nor builds: it imports
-    resolution = None if promoting else resolve(s.model, s.image, locate=lambda: model_source.locate(
-        names.resource_group, names.databricks_workspace, s.databricks.existing_workspace_url,
-        s.databricks.existing_workspace_resource_id))
+    # A read-only ARM lookup: the stack's own workspace (or databricks.existingWorkspaceUrl), None before it exists.
+    workspace = model_source.locate(names.resource_group, names.databricks_workspace,
+                                    s.databricks.existing_workspace_url, s.databricks.existing_workspace_resource_id)
+    first_up = workspace is None  # this `up` creates the workspace and nothing inside it (workspace_bootstrap)
+    resolution = None if promoting or first_up else resolve(s.model, s.image, locate=lambda: workspace)
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, names=names, settings=s.observability,
-        log_source=log_source(s), serving_deployed=resolution is None or resolution.model is not None, tags=s.tags,
-        protect=s.protect))
+        log_source=log_source(s), serving_deployed=not first_up and (resolution is None or resolution.model is not None),
+        tags=s.tags, protect=s.protect))
     registry = Registry("registry", RegistryArgs(
         resource_group_name=group.name, location=s.location, identity_name=names.pull_identity, settings=s.registry,
         log_analytics_workspace_id=observability.workspace_id, tags=s.tags, protect=s.protect))
     databricks = Databricks("databricks", DatabricksArgs(
         resource_group_name=group.name, resource_group_id=group.id, location=s.location, names=names,
         settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability),
-        trains=not promoting, protect=s.protect))
+        trains=not promoting, protect=s.protect, workspace_only=first_up))
 
     outputs: dict[str, Any] = {
         "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,
@@ -51,13 +53,12 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         # What a client (and CI's smoke test) needs to call the endpoint: the mode, and the audience to ask a token for.
         "auth_mode": s.serving.auth.mode, "auth_audience": s.serving.auth.audience if s.serving.auth.entra else "",
     }
+    if first_up:
+        return bootstrapped(outputs, workspace_bootstrap(s))
     if resolution is None:
         return {**outputs, **promoted(s, group, observability, registry, databricks)}
     if resolution.model is None:
-        pulumi.log.warn(resolution.bootstrap_message)
-        empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "candidate_weight",
-                 "image_ref", "model_version", "model_run_id", "promoted_from", "batch_model_version")
-        return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": resolution.bootstrap_message}
+        return bootstrapped(outputs, resolution.bootstrap_message)
 
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, token=acr_token))
@@ -67,6 +68,21 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
     return {**outputs, **served, **batch_output(batch, version), "image_ref": image.repo_digest,
             "model_version": resolution.model.version,
             "model_run_id": resolution.model.run_id, "bootstrap": "", "promoted_from": ""}
+
+
+def workspace_bootstrap(s: StackSettings) -> str:
+    return (f"BOOTSTRAP: this `up` creates the stack's Databricks workspace {s.names.databricks_workspace} and nothing "
+            f"in it: a workspace the same `up` creates has no members, so the deployer ({s.databricks.deployer}) could "
+            "declare no job, grant or model there. An account admin now adds the deployer to the workspace as admin "
+            "(README, Deploying for real, first `up`); then run `pulumi up` again.")
+
+
+def bootstrapped(outputs: dict[str, Any], message: str) -> dict[str, Any]:
+    """No image and no workload yet: the outputs say why (the release and the prod job read `bootstrap`)."""
+    pulumi.log.warn(message)
+    empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "candidate_weight",
+             "image_ref", "model_version", "model_run_id", "promoted_from", "batch_model_version")
+    return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": message}
 
 
 def promoted(s: StackSettings, group: resources.ResourceGroup, observability: Observability, registry: Registry,

@@ -143,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides["model.allowBootstrap"] = True
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            evaluation = mockcloud.evaluate(args.stack, overrides)
+            evaluation = mockcloud.evaluate(args.stack, overrides, greenfield=args.greenfield)
     except RunError as error:  # what `pulumi up` would print, without a traceback
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ mocked cloud's stateful evaluation instead.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,15 @@ class PulumiStack:
         # refresh: what Azure changed since the last `up` (an alert rule the platform disabled) is seen and put back
         result = self._stack.up(on_output=print, policy_packs=list(self.policy_packs), refresh=True)
         return {key: str(value.value) for key, value in result.outputs.items()}
+
+    def deactivate(self, revision: str) -> None:
+        """ARM's revisions/{name}/deactivate (in the deployer's Contributor on the resource group)."""
+        from infra import ingress_opener
+
+        s = self.settings()
+        app = (f"/subscriptions/{os.environ['ARM_SUBSCRIPTION_ID']}/resourceGroups/{s.names.resource_group}"
+               f"/providers/Microsoft.App/containerApps/{s.names.container_app}")
+        ingress_opener.arm_send("POST", f"{app}/revisions/{revision}/deactivate", None)
 
     def settings(self) -> StackSettings:
         stack = self.name.rsplit("/", 1)[-1]

@@ -75,16 +75,15 @@ NEXT: dict[tuple[State, Event], State] = {
 class Stack(Protocol):
     """outputs(): as last deployed ({} before the first deploy). template_changes(config): would `up` with it change
     the Container App's revision template (None: no app yet)? up(config): deploy with these values on top of the stack
-    file and the run's own; the outputs. settings(): validated as the program does."""
+    file and the run's own; the outputs. settings(): validated as the program does. deactivate(revision): stop a
+    revision that neither serves nor is tested (Azure refuses one with traffic or a label)."""
     name: str
 
     def outputs(self) -> dict[str, str]: ...
     def template_changes(self, config: Mapping[str, Any]) -> bool | None: ...
     def up(self, config: Mapping[str, Any]) -> dict[str, str]: ...
     def settings(self) -> StackSettings: ...
-
-
-Smoke = smoke_from.Smoke
+    def deactivate(self, revision: str) -> None: ...
 
 
 def start_state(outputs: Mapping[str, str]) -> State:
@@ -107,7 +106,7 @@ def pinned_version(s: StackSettings, outputs: Mapping[str, str]) -> str | None:
 
 SAYS = {  # what each action's `up` did, for the job's log and summary
     State.CANDIDATE: "candidate {r.revision} at 0 % beside {r.stable} (100 %)",
-    State.SHIFT: "shift: {r.revision} {r.weight} %, {r.stable} {r.rest} %",
+    State.SHIFT: "shift: {r.revision} {r.weight} %, {r.stable} the rest",
     State.COMPLETE: "complete: {r.revision} serves 100 %; {r.stable} is deactivated",
     State.UPDATE: "one update: the first deploy, no new revision, or none on the target"}
 FAILED_IN = {  # where a failed release ends, and what serves then
@@ -122,7 +121,7 @@ AFTER_100 = "the smoke test failed after the update ({r.error}); it serves 100 %
 @dataclass
 class Release:
     stack: Stack
-    smoke: Smoke
+    smoke: smoke_from.Smoke
     say: Callable[[str], None] = print
     log: list[str] = field(default_factory=list)
     stable: str = ""  # fixed at the start: the revision serving 100 % (labelled `stable` while in flight)
@@ -133,10 +132,6 @@ class Release:
     revision: str = "?"
     weight: int = 0
     error: Exception | None = None
-
-    @property
-    def rest(self) -> int:
-        return 100 - self.weight
 
     def note(self, line: str) -> None:
         self.log.append(line)
@@ -152,6 +147,8 @@ class Release:
         self.in_flight = {**self.fixed, STABLE: self.stable, **stable_model}
         self.steps = [*s.serving.container_app.release_steps]
         state = start_state(before)
+        if state is not State.IDLE:
+            self.revision = before.get("latest_revision_name") or "?"  # the failed candidate
         self.note(f"{self.stack.name}: {state.value}" + (f"; model version {version}, fixed for this release"
                                                           if version else ""))
         event = self.first_event(state)
@@ -179,11 +176,13 @@ class Release:
         beside_stable = state in (State.CANDIDATE, State.SHIFT)
         self.outputs = self.guard(lambda: self.stack.up({**self.in_flight, WEIGHT: self.weight} if beside_stable
                                                         else self.fixed))
-        self.revision = self.outputs.get("latest_revision_name", "?")
+        self.revision, replaced = self.outputs.get("latest_revision_name", "?"), self.revision
         self.note(SAYS[state].format(r=self))
+        if state is State.CANDIDATE and replaced not in ("?", self.stable, self.revision):
+            self.retire(replaced)
         url = self.outputs.get("candidate_url" if state is State.CANDIDATE else "endpoint_url")
-        if not url:  # the first `up` of a bootstrap declares no workload
-            self.note("no endpoint (bootstrap: no model version yet): nothing to smoke test")
+        if not url:  # a bootstrap `up` (no workspace yet, or no model version) declares no workload
+            self.note(f"no endpoint, nothing to smoke test: {self.outputs.get('bootstrap') or 'no workload declared'}")
             return Event.LAST_PASSED
         try:
             self.smoke(url, self.outputs)
@@ -193,6 +192,15 @@ class Release:
             return Event.FAILED
         self.note(f"smoke test passed: {state.value} ({url}) serves model version {self.outputs.get('model_version')}")
         return Event.PASSED if self.steps else Event.LAST_PASSED
+
+    def retire(self, revision: str) -> None:
+        """A failed candidate the new one replaced: in Multiple mode it stays active at 0 %, minReplicas running, until
+        a release completes; stop it now. A refusal costs replicas, not correctness: noted, not failed."""
+        try:
+            self.stack.deactivate(revision)
+            self.note(f"deactivated {revision}, the failed candidate this one replaces")
+        except Exception as error:
+            self.note(f"could not deactivate {revision} ({error}); it stops when this release completes")
 
     def rollback(self) -> Event:
         try:
@@ -254,7 +262,7 @@ def parse_config(pairs: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None, stack_for: Callable[[str, dict[str, str]], Stack] = PulumiStack,
-         smoke: Smoke | None = None) -> int:
+         smoke: smoke_from.Smoke | None = None) -> int:
     """`stack_for` and `smoke` are the real cloud's unless a test gives the mocked cloud's."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--stack", required=True, help="<org>/<stack> (the project is Pulumi.yaml's), or <org>/<project>/<stack>")

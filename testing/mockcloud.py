@@ -16,6 +16,7 @@ import gc
 import hashlib
 import json
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -90,13 +91,16 @@ class CloudMocks(pulumi.runtime.Mocks):
     outputs; a stack not in it reads as one with no outputs, like a stack that was never deployed."""
 
     def __init__(self, stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
-                 existing: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+                 existing: Mapping[str, Mapping[str, Any]] | None = None, greenfield: bool = False) -> None:
         self.resources: list[Captured] = []
         self.calls: list[tuple[str, dict]] = []
         self.stack_outputs = {name: dict(outputs) for name, outputs in (stack_outputs or {}).items()}
         # What already exists in the subscription before this run (name -> properties), for the program's lookups;
         # empty: a greenfield subscription, where every lookup answers 404 as ARM does.
         self.existing = {name: dict(props) for name, props in (existing or {}).items()}
+        # The stack's Databricks workspace exists (a stack's every `up` after its first) unless this is the very
+        # first `up` on an empty subscription (make plan GREENFIELD=1), where only `existing` exists.
+        self.greenfield = greenfield
 
     def arm_id(self, provider: str, kind: str, name: str, group: str = "rg-mock") -> str:
         return f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{provider}/{kind}/{name}"
@@ -215,7 +219,10 @@ class CloudMocks(pulumi.runtime.Mocks):
         """(the function's result, its failures as (property, reason): none but a lookup's 404)."""
         self.calls.append((args.token, dict(args.args)))
         if args.token == "azure-native:databricks:getWorkspace":
-            return self._lookup(args.args, "Microsoft.Databricks/workspaces", args.args.get("workspaceName", ""))
+            name = args.args.get("workspaceName", "")
+            if not self.greenfield and name not in self.existing:
+                self.existing[name] = {"workspaceUrl": f"adb-{zlib.crc32(name.encode())}.1.azuredatabricks.net"}
+            return self._lookup(args.args, "Microsoft.Databricks/workspaces", name)
         if args.token == "azure-native:app:getContainerApp":  # a new app unless the test says it exists
             return self._lookup(args.args, "Microsoft.App/containerApps", args.args.get("containerAppName", ""))
         if args.token == "azure-native:operationalinsights:getSharedKeys":
@@ -302,7 +309,8 @@ class Evaluation:
 
 
 def source_outputs(values: Mapping[str, Any], overrides: Mapping[str, Any], env: Mapping[str, str] | None,
-                   acr_token: Callable[[str], str]) -> dict[str, dict[str, Any]]:
+                   acr_token: Callable[[str], str], existing: Mapping[str, Mapping[str, Any]] | None = None,
+                   greenfield: bool = False) -> dict[str, dict[str, Any]]:
     """A promotion target's StackReference, answered by evaluating the source stack of this project under
     mocks with the same overrides (minus promotion.*): prod then imports what staging's mocks exported."""
     name = (values.get("promotion") or {}).get("sourceStack")
@@ -310,9 +318,10 @@ def source_outputs(values: Mapping[str, Any], overrides: Mapping[str, Any], env:
         return {}
     source = f"{ORGANIZATION}/{pulumi_project()}/{name}"
     own = {k: v for k, v in overrides.items() if not k.startswith("promotion.") and k != "promotion"}
-    key = json.dumps([source, own, dict(env or {})], sort_keys=True, default=str)
+    key = json.dumps([source, own, dict(env or {}), dict(existing or {}), greenfield], sort_keys=True, default=str)
     if key not in _SOURCE_OUTPUTS:
-        _SOURCE_OUTPUTS[key] = evaluate(name, own, env=env, acr_token=acr_token).outputs
+        _SOURCE_OUTPUTS[key] = evaluate(name, own, env=env, acr_token=acr_token, existing=existing,
+                                        greenfield=greenfield).outputs
     return {source: copy.deepcopy(_SOURCE_OUTPUTS[key])}
 
 
@@ -341,7 +350,8 @@ def retire_abandoned_futures() -> None:
 def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Mapping[str, str] | None = None,
              acr_token: Callable[[str], str] = lambda server: FAKE_ACR_TOKEN,
              stack_outputs: Mapping[str, Mapping[str, Any]] | None = None,
-             existing: Mapping[str, Mapping[str, Any]] | None = None, preview: bool = False) -> Evaluation:
+             existing: Mapping[str, Mapping[str, Any]] | None = None, preview: bool = False,
+             greenfield: bool = False) -> Evaluation:
     """Run infra.program.run() for `stack` (its real Pulumi.<stack>.yaml plus overrides) under fresh mocks.
 
     `stack_outputs`: what StackReferences read ({stack name: outputs}); by default a promotion target's
@@ -351,10 +361,10 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Map
     project = pulumi_project()
     values = apply_overrides(stack_values(stack), overrides or {})
     if stack_outputs is None:
-        stack_outputs = source_outputs(values, overrides or {}, env, acr_token)
+        stack_outputs = source_outputs(values, overrides or {}, env, acr_token, existing, greenfield)
     started = time.perf_counter()
     pulumi.runtime.set_all_config(to_pulumi_config(values))
-    cloud = CloudMocks(stack_outputs, existing)
+    cloud = CloudMocks(stack_outputs, existing, greenfield)
     pulumi.runtime.settings.reset_options(project=project, stack=stack, preview=preview, organization=ORGANIZATION)
     pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=preview, organization=ORGANIZATION,
                              monitor=CapturingMonitor(cloud))

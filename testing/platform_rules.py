@@ -554,6 +554,22 @@ def _held(ev: Evaluation) -> dict[tuple[str, str, str], set[str]]:
     return held
 
 
+def job_has_one_owner(ev: Evaluation) -> list[str]:
+    """A job has exactly one IS_OWNER. The provider adds whoever runs `up` as the owner when a job's ACL names none,
+    so an ACL that names the deployer (at any level) or an owner of its own ends with two entries for one principal
+    or two owners, which the permissions API refuses."""
+    deployer, problems = _deployer(ev), []
+    for acl in ev.of_type("databricks:index/permissions:Permissions"):
+        if not acl.inputs.get("jobId"):
+            continue
+        for entry in acl.inputs.get("accessControls") or []:
+            who = entry.get("servicePrincipalName") or entry.get("userName") or entry.get("groupName")
+            if entry.get("permissionLevel") == "IS_OWNER" or (deployer and who == deployer):
+                problems.append(f"{acl.name}: names {who} ({entry.get('permissionLevel')}); the job's one owner is "
+                                "the identity that runs `up`, which the provider adds itself")
+    return problems
+
+
 def model_readers_hold_execute(ev: Evaluation) -> list[str]:
     """Unity Catalog: reading a model's versions and files needs EXECUTE on it (and USE_CATALOG, USE_SCHEMA), unless
     one owns it; owning its catalog or schema does not give it. The readers: the deployer (it packages the version),
@@ -1094,6 +1110,10 @@ RULES: tuple[Rule, ...] = (
          "a model to another principal (learn.microsoft.com/azure/databricks/data-governance/unity-catalog/"
          "manage-privileges/ownership), so it is its writer's from the creation",
          "https://docs.databricks.com/api/uc-registered-models/v1/set-registered-model-alias", model_written_by_its_owner),
+    Rule("databricks-job-one-owner", "a job has exactly one owner; the provider makes the identity that runs `up` its "
+         "owner when the ACL names none, so naming it again gives one principal two entries (databricks/cli#4466)",
+         "https://registry.terraform.io/providers/databricks/databricks/latest/docs/resources/permissions#job-usage",
+         job_has_one_owner),
     Rule("unity-catalog-model-execute", "reading a model's versions and files needs EXECUTE on it and USE_CATALOG, "
          "USE_SCHEMA on the way, unless one owns it; catalog or schema ownership does not give it",
          "https://databricks-sdk-py.readthedocs.io/en/latest/workspace/catalog/registered_models.html",
@@ -1236,6 +1256,12 @@ class RevisionHistory:
         if sum(weights.values()) != 100:
             raise RevisionRefused(f"traffic weights of {self.app} sum to {sum(weights.values())}, not 100")
         self.weights, self.labels = weights, labels
+
+    def deactivate(self, name: str) -> None:
+        """POST revisions/{name}/deactivate: refused for a revision that has traffic or a label."""
+        if self.weights.get(name) or name in self.labels.values():
+            raise RevisionRefused(f"{name} has traffic or a label: it cannot be deactivated")
+        self.active.discard(name)
 
     def serving(self) -> set[str]:
         """The revisions that receive any of the app's traffic."""

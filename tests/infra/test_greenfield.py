@@ -1,8 +1,9 @@
 """A first `pulumi up` on an empty subscription: no Databricks workspace, no DATABRICKS_HOST, no MLflow URI.
 
-The program must resolve the model in the stack's own workspace (not wherever the deployer's shell points),
-take the bootstrap path in dev and staging with a message that says why, and fail prod with a message that
-names what to set, as a `pulumi.RunError` (the engine prints it without a traceback)."""
+The first `up` of every stack creates its workspace and nothing inside it (nobody is a member of a workspace the
+same `up` creates), and says what the account admin does before the next. Later, the program resolves the model in
+the stack's own workspace (not wherever the deployer's shell points); prod fails with a message that names what to
+set, as a `pulumi.RunError` (the engine prints it without a traceback)."""
 
 from __future__ import annotations
 
@@ -29,33 +30,45 @@ def greenfield(tmp_path_factory):
     def run(stack: str, overrides: dict | None = None, existing: dict | None = None) -> mockcloud.Evaluation:
         # No model.trackingUri override: the stack files' defaults, as on a real first `up`.
         return mockcloud.evaluate(stack, {"image.wheelhouse": False, "image.contextDir": str(root / stack),
-                                          **(overrides or {})}, env=dict(GREENFIELD_ENV), existing=existing)
+                                          **(overrides or {})}, env=dict(GREENFIELD_ENV), existing=existing,
+                                 greenfield=True)
     return run
 
 
-@pytest.mark.parametrize("stack", ["dev", "staging"])
-def test_dev_and_staging_bootstrap_when_their_workspace_does_not_exist(greenfield, stack):
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_the_first_up_creates_the_workspace_and_nothing_in_it(greenfield, stack):
+    """audit F1: the deployer is no member of a workspace the same `up` creates, so every Databricks call of that
+    `up` would be refused. The first `up` declares the workspace and no resource of the workspace's own provider."""
     ev = greenfield(stack)
     lookups = [args for token, args in ev.calls if token == "azure-native:databricks:getWorkspace"]
     s = settings_of(stack)
-    assert lookups == [{"resourceGroupName": s.names.resource_group, "workspaceName": s.names.databricks_workspace}]
-    assert ev.outputs["bootstrap"].startswith(f"BOOTSTRAP: {s.model.uri} has no "
-                                              "registered version yet (the stack's Databricks workspace does not exist yet")
+    assert {"resourceGroupName": s.names.resource_group, "workspaceName": s.names.databricks_workspace} in lookups
+    assert ev.outputs["bootstrap"].startswith("BOOTSTRAP: this `up` creates the stack's Databricks workspace "
+                                              f"{s.names.databricks_workspace} and nothing in it")
+    assert s.databricks.deployer in ev.outputs["bootstrap"] and "account admin" in ev.outputs["bootstrap"]
     types = {r.typ for r in ev.custom}
-    assert "azure-native:databricks:Workspace" in types and "databricks:index/job:Job" in types
+    assert "azure-native:databricks:Workspace" in types
+    assert not [r for r in ev.custom if r.typ.startswith("databricks:")], "nothing inside the new workspace"
+    assert not [r for r in ev.custom if r.typ in (mockcloud.MODEL_PROMOTION, mockcloud.IMAGE_IMPORT)]
     assert "docker:index/image:Image" not in types and "azure-native:app:ContainerApp" not in types
-    assert ev.outputs["image_ref"] == "" and ev.outputs["endpoint_url"] == ""
+    assert "azure-native:monitor:ScheduledQueryRule" not in types  # no log alert before the workload
+    assert ev.outputs["image_ref"] == "" and ev.outputs["endpoint_url"] == "" and ev.outputs["databricks_job_id"] == ""
 
 
 def test_prod_with_staging_in_bootstrap_fails_naming_what_to_set(greenfield):
+    """Prod's workspace exists (its first `up` was done), staging's does not: nothing to promote yet."""
+    prod = settings_of("prod").names.databricks_workspace
     with pytest.raises(PromotionError, match=r"has no image to promote .*bootstrap.*promotion\.pinnedDigest") as error:
-        greenfield("prod")
+        greenfield("prod", existing={prod: {"workspaceUrl": "adb-2.2.azuredatabricks.net"}})
     assert isinstance(error.value, pulumi.RunError)
 
 
-def test_prod_building_itself_never_bootstraps_and_says_what_to_set(greenfield):
-    with pytest.raises(pulumi.RunError, match=r"workspace does not exist yet.*allowBootstrap: false.*promotion\.sourceStack"):
-        greenfield("prod", {"promotion": stack_files.DELETE})
+def test_prod_building_itself_never_bootstraps_and_says_what_to_set(greenfield, tmp_path):
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"  # its workspace exists, its registry holds no version
+    prod = settings_of("prod").names.databricks_workspace
+    with pytest.raises(pulumi.RunError, match=r"has no version to serve.*allowBootstrap: false.*promotion\.sourceStack"):
+        greenfield("prod", {"promotion": stack_files.DELETE, "model.trackingUri": empty, "model.registryUri": empty},
+                   existing={prod: {"workspaceUrl": "adb-2.2.azuredatabricks.net"}})
 
 
 def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(greenfield, monkeypatch):
@@ -79,16 +92,14 @@ def test_an_existing_workspace_is_the_one_resolved_against_not_databricks_host(g
 
 
 def test_make_plan_on_a_greenfield_machine(tmp_path):
-    """What CI runs: no Databricks host, no MLflow URI, a fresh HOME; dev and staging print the bootstrap plan,
-    prod prints the error and exits 1, without a traceback."""
+    """What CI runs: no Databricks host, no MLflow URI, a fresh HOME; every stack prints its first `up`: the
+    workspace and nothing in it, and what the account admin does next, without a traceback."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABRICKS_", "MLFLOW_", "ARM_", "AZURE_"))}
     env["HOME"] = str(tmp_path)
     for stack in ("dev", "staging", "prod"):
         result = subprocess.run([sys.executable, "-m", "scripts.plan", "--stack", stack, "--greenfield"], env=env,
                                 capture_output=True, text=True, timeout=300, cwd=stack_files.ROOT)
         assert "Traceback" not in result.stderr + result.stdout, result.stderr
-        if stack == "prod":
-            assert result.returncode == 1 and "error: promotion source stack" in result.stderr, result.stderr
-        else:
-            assert result.returncode == 0, result.stderr
-            assert "BOOTSTRAP:" in result.stdout and "does not exist yet" in result.stdout
+        assert result.returncode == 0, result.stderr
+        workspace = settings_of(stack).names.databricks_workspace
+        assert f"BOOTSTRAP: this `up` creates the stack's Databricks workspace {workspace}" in result.stdout

@@ -239,8 +239,11 @@ def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
     assert platform_rules.preview_needs_only_its_roles(ev) == []
     tokens = {call for call, _ in ev.calls} - set(platform_rules.WORKSPACE_READS)  # Databricks' own reads of itself
     assert tokens <= set(platform_rules.INVOKE_ACTIONS)
+    posts = {token for token in tokens if not platform_rules.INVOKE_ACTIONS[token].endswith("/read")}
     if target == "aks":  # the one POST a preview needs, granted by the role README asks for
-        assert tokens == {"azure-native:containerservice:listManagedClusterUserCredentials"}
+        assert posts == {"azure-native:containerservice:listManagedClusterUserCredentials"}
+    else:
+        assert posts == set()
 
 
 def test_a_first_pull_that_does_not_wait_for_propagation_is_caught():
@@ -505,6 +508,24 @@ def test_a_promotion_writing_a_model_the_jobs_own_is_caught():
     given = problems("unity-catalog-model-owner-writes", fake(owned_by_jobs, train, config=config))
     assert any("cannot give it to" in p for p in given), given
     assert not problems("unity-catalog-model-owner-writes", fake(train, config={"databricks": {"deployer": OWNER_DEPLOYER}}))
+
+
+def test_a_job_acl_naming_its_deployer_is_caught():
+    """audit F2: the provider adds whoever runs `up` as the job's IS_OWNER when the ACL names no owner; the old ACL
+    named the deployer with CAN_MANAGE as well, two entries for one principal ("exactly one owner")."""
+    config = {"databricks": {"deployer": OWNER_DEPLOYER}}
+    users = {"groupName": "users", "permissionLevel": "CAN_VIEW"}
+    old = resource("databricks:index/permissions:Permissions", "job-acl", {"jobId": "1", "accessControls": [
+        {"servicePrincipalName": OWNER_DEPLOYER, "permissionLevel": "CAN_MANAGE"}, users]})
+    assert "the job's one owner is the identity that runs `up`" in problems("databricks-job-one-owner",
+                                                                           fake(old, config=config))[0]
+    owner = resource("databricks:index/permissions:Permissions", "job-acl", {"jobId": "1", "accessControls": [
+        {"userName": "someone@example.com", "permissionLevel": "IS_OWNER"}, users]})
+    assert problems("databricks-job-one-owner", fake(owner, config=config))
+    now = resource("databricks:index/permissions:Permissions", "job-acl", {"jobId": "1", "accessControls": [users]})
+    folder = resource("databricks:index/permissions:Permissions", "folder-acl", {"directoryPath": "/x", "accessControls": [
+        {"servicePrincipalName": OWNER_DEPLOYER, "permissionLevel": "CAN_MANAGE"}]})  # a folder has no owner
+    assert not problems("databricks-job-one-owner", fake(now, folder, config=config))
 
 
 def test_a_trained_models_readers_may_hold_execute_on_the_schema():

@@ -63,11 +63,15 @@ class CloudStack:
 
     def up(self, config: Mapping[str, Any]) -> dict[str, str]:
         evaluation = self._run(config)
-        self.history.apply(evaluation.one(APP).inputs)  # Azure refuses here, or routes as told
+        for app in evaluation.of_type(APP):  # none in a bootstrap `up`
+            self.history.apply(app.inputs)  # Azure refuses here, or routes as told
         self.state = evaluation
         self.weights.append(dict(self.history.weights))
         self.deployed.append(self.outputs())
         return self.outputs()
+
+    def deactivate(self, revision: str) -> None:
+        self.history.deactivate(revision)
 
     def settings(self) -> StackSettings:
         values = stack_files.apply_overrides(stack_files.stack_values(self.stack), {**self.base, **self.config})
@@ -142,6 +146,25 @@ def test_a_candidate_failing_its_smoke_test_never_takes_a_request_and_the_next_r
     assert failed not in stack.history.active
 
 
+def test_a_failed_candidate_replaced_by_the_next_one_is_deactivated(cloud):
+    """audit W2: in Multiple mode a failed candidate at 0 % stays active (minReplicas running) until a release
+    completes; the next candidate's release deactivates it once it has lost its label."""
+    stack = cloud()
+    stable = deployed(stack)
+    stack.config.update(CPU_1_5)
+    with pytest.raises(ReleaseFailed, match="failed its smoke test"):
+        Release(stack, Platform(stack, broken_cpu=1.5).smoke, say=lambda line: None).run()
+    first = stack.history.revisions[-1][0]
+    stack.config.update({"serving.webConcurrency": 3})  # another push, still broken: a second candidate
+    said: list[str] = []
+    with pytest.raises(ReleaseFailed, match="failed its smoke test"):
+        Release(stack, Platform(stack, broken_cpu=1.5).smoke, say=said.append).run()
+    second = stack.history.revisions[-1][0]
+    assert second != first and stack.history.active == {stable, second}
+    assert f"deactivated {first}, the failed candidate this one replaces" in said
+    assert stack.history.serving() == {stable}
+
+
 def test_a_smoke_test_failing_during_a_shift_moves_the_traffic_back(cloud):
     stack = cloud(**{"serving.containerApp.releaseSteps": [10]})
     stable = deployed(stack)
@@ -151,6 +174,20 @@ def test_a_smoke_test_failing_during_a_shift_moves_the_traffic_back(cloud):
         Release(stack, fails_once_users_share_it(platform), say=lambda line: None).run()
     candidate = stack.history.revisions[-1][0]
     assert stack.weights[1:] == [{stable: 100, candidate: 0}, {stable: 90, candidate: 10}, {stable: 100, candidate: 0}]
+
+
+def test_a_new_stacks_first_release_is_one_up_that_says_what_comes_next(cloud, base_overrides):
+    """The first `up` on an empty subscription creates the workspace and no workload (audit F1): the release passes
+    without a smoke test, and its summary carries what the account admin does before the next run."""
+    stack = cloud()
+    stack.evaluate = lambda name, overrides: mockcloud.evaluate(name, {**base_overrides(name), **overrides}, env={},
+                                                                greenfield=True)
+    said: list[str] = []
+    smoked: list[str] = []
+    outputs = Release(stack, lambda url, outputs: smoked.append(url), say=said.append).run()
+    assert smoked == [] and outputs["endpoint_url"] == "" and stack.history.revisions == []
+    assert outputs["bootstrap"].startswith("BOOTSTRAP: this `up` creates the stack's Databricks workspace")
+    assert f"no endpoint, nothing to smoke test: {outputs['bootstrap']}" in said
 
 
 def test_an_update_without_a_new_revision_is_one_up_and_stays_in_single_mode(cloud):
@@ -264,7 +301,7 @@ def test_a_rerun_after_a_failed_candidate_tests_it_again_at_0_percent_and_never_
     assert stack.weights[-2:] == [{stable: 100, failed: 0}, {failed: 100}] and platform.smoked[0] == failed
 
 
-def fails_once_users_share_it(platform: Platform, error: BaseException | None = None) -> release.Smoke:
+def fails_once_users_share_it(platform: Platform, error: BaseException | None = None) -> smoke_from.Smoke:
     """The smoke test passes on a lone revision and raises `error` (a 502) once the URL reaches two."""
     def smoke(url: str, outputs: Mapping[str, str]) -> None:
         platform.smoke(url, outputs)
