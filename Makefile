@@ -78,11 +78,11 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-# The suite on TEST_WORKERS processes (pytest-xdist; worksteal balances the long files): each worker has its own
-# session fixtures, every test its own folders and ports.
+# The suite on TEST_WORKERS processes (pytest-xdist), a file to a worker: its tests run in file order, as they
+# would alone (a module fixture shared by its tests), each worker with its own session fixtures.
 TEST_WORKERS ?= 2
 test: $(STAMP) lint typecheck actionlint kusto supply-chain
-	$(PY) -m pytest -m "not container and not databricks" -q -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -m "not container and not databricks" -q -n $(TEST_WORKERS) --dist loadfile
 
 # The declared Databricks jobs on local PySpark, in a second venv standing in for the job cluster's Python (the
 # runtime's MLflow and Spark, requirements-runtime.txt); Java from apt (Debian's OpenJDK 17) when missing.

@@ -20,7 +20,7 @@ from typing import cast
 import pulumi
 import pulumi_docker as docker
 
-from infra import acr_auth
+from infra import acr_auth, model_source
 from infra.model_source import ModelSourceError, Workspace, pinned_to
 from infra.settings import ImageSettings, ModelSettings
 
@@ -120,7 +120,7 @@ def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str
     try:
         resolved = resolve_model(model.uri, client)
     except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST" and "not found" not in str(error).lower():
+        if not model_source.no_such_model(error):
             raise unreachable(model, where, error) from None  # an outage or no permission is not "no model yet"
         return no_model(model, f"{where} holds none: {error.message}")
     except (OSError, ValueError) as error:  # connection refused, no credentials for the host (Databricks SDK)
@@ -141,7 +141,9 @@ def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str
 
 def unreachable(model: ModelSettings, where: str, error: Exception) -> ModelSourceError:
     return ModelSourceError(f"cannot read {model.uri} from {where}: {type(error).__name__}: {error}. The deploying "
-                            "identity needs to reach that workspace (az login, or ARM_* / OIDC in CI) and read the model.")
+                            "identity needs to reach that workspace (az login, or ARM_* / OIDC in CI) as a member, with "
+                            "USE CATALOG, USE SCHEMA and EXECUTE on the model's schema (README, Deploying for real: "
+                            "before the second `up`).")
 
 
 def image_tag(model: ModelRef) -> str:

@@ -17,13 +17,12 @@ from typing import Any
 import pulumi
 import pulumi.dynamic as dynamic
 
-from infra import azure_credential
+from infra import arm, azure_credential
 
 ARM = "https://management.azure.com"
 APP_API_VERSION = "2025-01-01"  # Container Apps' GA API: PATCH is a JSON Merge Patch of the app
 ARM_SCOPE = "https://management.azure.com/.default"
 CLOSED_RULE = "closed-until-auth"
-NOT_FOUND_MARKERS = ("ResourceNotFound", "ResourceGroupNotFound", "404")
 FAILED_STATES = ("Failed", "Canceled")
 
 
@@ -84,7 +83,7 @@ async def app_exists(resource_group_name: str, app_name: str) -> bool:
         await pulumi.runtime.invoke_async("azure-native:app:getContainerApp",
                                           {"resourceGroupName": resource_group_name, "containerAppName": app_name})
     except Exception as error:  # the engine raises a plain Exception naming the ARM error code
-        if any(marker in str(error) for marker in NOT_FOUND_MARKERS):
+        if arm.not_found(error):
             return False
         raise
     return True

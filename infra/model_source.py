@@ -24,10 +24,8 @@ from dataclasses import dataclass
 
 import pulumi
 
+from infra import arm
 from infra.settings import ModelSettings
-
-# ARM's codes for "there is no such thing (yet)": the workspace, or its resource group, on a first up.
-NOT_FOUND_MARKERS = ("ResourceNotFound", "ResourceGroupNotFound", "NotFound", "404")
 
 
 class ModelSourceError(pulumi.RunError):
@@ -57,7 +55,7 @@ def locate(resource_group_name: str, workspace_name: str, existing_url: str | No
     try:
         found = azure_databricks.get_workspace(resource_group_name=resource_group_name, workspace_name=workspace_name)
     except Exception as error:  # the engine raises a plain Exception naming the ARM error code
-        if any(marker in str(error) for marker in NOT_FOUND_MARKERS):
+        if arm.not_found(error):
             return None
         raise ModelSourceError(f"looking up the Databricks workspace {workspace_name} in {resource_group_name} failed: "
                                f"{error}. The deploying identity needs read access to the resource group "
@@ -111,6 +109,17 @@ def alias_version(model: ModelSettings, workspace: Workspace | None) -> str | No
         try:
             return str(client.get_model_version_by_alias(model.full_name, model.alias).version)
         except MlflowException as error:
-            if error.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(error).lower():
+            if no_such_model(error):
                 return None
-            raise ModelSourceError(f"cannot read {model.uri} from {workspace or model.tracking_uri}: {error}") from None
+            raise ModelSourceError(f"cannot read {model.uri} from {workspace or model.tracking_uri}: {error} (the "
+                                   "deployer needs to be a member of the workspace with USE CATALOG, USE SCHEMA and "
+                                   "EXECUTE: README, Deploying for real)") from None
+
+
+def no_such_model(error: Exception) -> bool:
+    """The registry answers that the model, its alias or its schema does not exist (yet): a stack before its first
+    training run. By the answer's code, MLflow's (RESOURCE_DOES_NOT_EXIST) or Unity Catalog's REST code passed on
+    (NOT_FOUND), or a local store's "not found"; never by other words in the text (a credential error's text says
+    "does not exist" of an environment variable)."""
+    code = getattr(error, "error_code", "")
+    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(error).lower()

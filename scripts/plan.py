@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         return bench(imported)
     overrides: dict[str, Any] = {"image.wheelhouse": False, "image.contextDir": str(STATE / args.stack / "context")}
     if args.greenfield:
-        uri = "the stack's own Databricks workspace"
+        uri = "the stack's own Databricks workspace, once it exists"
     else:
         if args.bootstrap:
             uri = f"sqlite:///{STATE / 'empty.db'}"

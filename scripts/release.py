@@ -237,6 +237,8 @@ def expected_artifact(promotion: PromotionSettings, digest: str | None, version:
 
 def check_promoted(outputs: Mapping[str, str], expect_digest: str | None, expect_version: str | None) -> None:
     """A promotion deploys exactly what staging tested: fail, never warn, on any difference."""
+    if (expect_digest or expect_version) and outputs.get("bootstrap"):
+        raise ReleaseFailed(f"nothing promoted yet: {outputs['bootstrap']}")
     if expect_digest and image_digest(outputs) != expect_digest:
         raise ReleaseFailed(f"deployed digest {image_digest(outputs) or '(none)'} is not the tested {expect_digest}")
     if expect_version and str(outputs.get("model_version")) != str(expect_version):

@@ -215,6 +215,9 @@ def test_a_promotion_fails_unless_it_deployed_what_staging_tested():
         release.check_promoted(outputs, "sha256:" + "0f" * 32, "7")
     with pytest.raises(ReleaseFailed, match="deployed model version 7 is not the tested 6"):
         release.check_promoted(outputs, tested, "6")
+    first = {"image_ref": "", "model_version": "", "bootstrap": "BOOTSTRAP: this `up` creates the stack's workspace"}
+    with pytest.raises(ReleaseFailed, match="nothing promoted yet: BOOTSTRAP: this `up` creates"):  # prod's first
+        release.check_promoted(first, tested, "7")
 
 
 def test_a_pinned_prod_must_serve_its_pin_not_what_staging_tested():
