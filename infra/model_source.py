@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -117,9 +118,14 @@ def alias_version(model: ModelSettings, workspace: Workspace | None) -> str | No
 
 
 def no_such_model(error: Exception) -> bool:
-    """The registry answers that the model, its alias or its schema does not exist (yet): a stack before its first
-    training run. By the answer's code, MLflow's (RESOURCE_DOES_NOT_EXIST) or Unity Catalog's REST code passed on
-    (NOT_FOUND), or a local store's "not found"; never by other words in the text (a credential error's text says
-    "does not exist" of an environment variable)."""
-    code = getattr(error, "error_code", "")
-    return code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND") or "not found" in str(error).lower()
+    """The registry answers that the model, its alias, its schema or its catalog does not exist (yet): a stack before
+    its first training run. Decided by the answer's codes: MLflow's (RESOURCE_DOES_NOT_EXIST, or a missing alias's
+    INVALID_PARAMETER_VALUE "... alias ... not found"), and the REST code Unity Catalog sent (NOT_FOUND,
+    CATALOG_DOES_NOT_EXIST, ...), which MLflow keeps at the start of the message when it does not know it
+    (mlflow/exceptions.py RestException). Never by other words: a credential error's text says "does not exist" of
+    an environment variable, and a refusal is not "no model yet"."""
+    message = str(getattr(error, "message", error))
+    sent = re.match(r"([A-Z_]+): ", message)
+    codes = {str(getattr(error, "error_code", "")), sent.group(1) if sent else ""}
+    return (bool(codes & {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}) or any(c.endswith("_DOES_NOT_EXIST") for c in codes)
+            or ("INVALID_PARAMETER_VALUE" in codes and re.search(r"\balias\b.*\bnot found\b", message, re.I) is not None))

@@ -246,9 +246,11 @@ class CloudMocks(pulumi.runtime.Mocks):
             group = args.get("resourceGroupName", "rg-mock")
             namespace, kind_name = kind.split("/")
             return {"id": self.arm_id(namespace, kind_name, name, group), "name": name, **self.existing[name]}, []
-        return {}, [("", f"GET https://management.azure.com/subscriptions/{SUBSCRIPTION}/resourceGroups/"
-                         f"{args.get('resourceGroupName')}/providers/{kind}/{name}\nRESPONSE 404: 404 Not Found\n"
-                         "ERROR CODE: ResourceGroupNotFound")]
+        # pulumi-azure-native's own text for a failed GET (since Dec 2024; azcore's multi-line form before)
+        group = args.get("resourceGroupName")
+        return {}, [("", f"request failed /subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/{kind}/{name}: "
+                         f'Status=404 Code="ResourceGroupNotFound" Message="Resource group \'{group}\' could not be '
+                         'found."')]
 
 
 class CapturingMonitor(pulumi_mocks.MockMonitor):

@@ -5,21 +5,22 @@ from __future__ import annotations
 
 from infra import arm
 
-# The engine's message for a failed invoke: azcore's ResponseError text, as azure-native passes it on.
-MISSING = ("invoke of azure-native:databricks:getWorkspace failed: GET https://management.azure.com/subscriptions/"
-           "s/resourceGroups/rg/providers/Microsoft.Databricks/workspaces/dbw\n"
-           "--------------------------------------------------------------------------------\n"
-           "RESPONSE 404: 404 Not Found\nERROR CODE: ResourceNotFound\n")
-NO_GROUP = MISSING.replace("ERROR CODE: ResourceNotFound", "ERROR CODE: ResourceGroupNotFound")
-THROTTLED = ("invoke failed: GET https://management.azure.com/subscriptions/404NotFound-0000/resourceGroups/rg-404\n"
-             "RESPONSE 429: 429 Too Many Requests\nERROR CODE: TooManyRequests\n"
-             "x-ms-request-id: 00404000-NotFound-ResourceNotFound\n")
-FORBIDDEN = MISSING.replace("RESPONSE 404: 404 Not Found", "RESPONSE 403: 403 Forbidden").replace(
-    "ERROR CODE: ResourceNotFound", "ERROR CODE: AuthorizationFailed")
+# The engine's message for a failed invoke, as the Python SDK raises it: pulumi-azure-native's own one line (since
+# Dec 2024, pulumi/pulumi-azure-native#3783), and azcore's multi-line ResponseError text that it passed on before.
+PREFIX = ("invoke of azure-native:databricks:getWorkspace failed: invocation of azure-native:databricks:getWorkspace "
+          "returned an error: request failed /subscriptions/s/resourceGroups/rg/providers/Microsoft.Databricks/"
+          "workspaces/dbw: ")
+MISSING = PREFIX + 'Status=404 Code="ResourceNotFound" Message="The Resource ... was not found."'
+NO_GROUP = PREFIX + 'Status=404 Code="ResourceGroupNotFound" Message="Resource group \'rg\' could not be found."'
+AZCORE = (PREFIX + "GET https://management.azure.com/subscriptions/s/resourceGroups/rg/providers/"
+          "Microsoft.Databricks/workspaces/dbw\n" + "-" * 80 + "\nRESPONSE 404: 404 Not Found\nERROR CODE: ResourceNotFound\n")
+THROTTLED = ("invoke failed: request failed /subscriptions/404NotFound-0000/resourceGroups/rg-404-ResourceNotFound: "
+             'Status=429 Code="TooManyRequests" Message="x-ms-request-id 00404000-NotFound"')
+FORBIDDEN = PREFIX + 'Status=403 Code="AuthorizationFailed" Message="... does not have authorization ..."'
 
 
 def test_only_a_404_or_its_codes_mean_not_deployed_yet():
-    assert arm.not_found(Exception(MISSING)) and arm.not_found(Exception(NO_GROUP))
+    assert arm.not_found(Exception(MISSING)) and arm.not_found(Exception(NO_GROUP)) and arm.not_found(Exception(AZCORE))
     assert not arm.not_found(Exception(THROTTLED)), "ids and request ids that hold 404 or NotFound are not answers"
     assert not arm.not_found(Exception(FORBIDDEN))
 
@@ -39,6 +40,18 @@ def test_no_model_yet_is_known_by_the_registrys_code_not_by_words():
                                                       error_code=codes.RESOURCE_DOES_NOT_EXIST))
     assert not model_source.no_such_model(MlflowException("User does not have USE CATALOG on Catalog 'prod'.",
                                                           error_code=codes.PERMISSION_DENIED))
+    # what MLflow makes of Unity Catalog's own codes it does not know: INTERNAL_ERROR, the code kept in the message
+    from mlflow.exceptions import RestException
+
+    assert model_source.no_such_model(RestException({"error_code": "CATALOG_DOES_NOT_EXIST",
+                                                     "message": "Catalog 'prod' does not exist."}))
+    assert model_source.no_such_model(RestException({"error_code": "NOT_FOUND", "message": "Model prod.s.m not found"}))
+    assert not model_source.no_such_model(RestException({"error_code": "PERMISSION_DENIED",
+                                                         "message": "User does not have USE CATALOG"}))
+    assert model_source.no_such_model(MlflowException("Registered model alias champion not found.",
+                                                      error_code=codes.INVALID_PARAMETER_VALUE))
+    assert not model_source.no_such_model(MlflowException("Invalid value 'x' for parameter 'version': not found in "
+                                                          "the list", error_code=codes.INVALID_PARAMETER_VALUE))
     assert not model_source.no_such_model(MlflowException(
         "Reading Databricks credential configuration failed ... 'DATABRICKS_CONFIG_PROFILE' environment variable does "
         "not exist", error_code=codes.INTERNAL_ERROR))
