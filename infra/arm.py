@@ -11,9 +11,16 @@ from __future__ import annotations
 
 import re
 
-NOT_FOUND = re.compile(r'\bStatus=404\b|\bRESPONSE 404:|\bCode="(ResourceNotFound|ResourceGroupNotFound)"'
-                       r"|\bERROR CODE: (ResourceNotFound|ResourceGroupNotFound)\b")
+STATUS = re.compile(r"\bStatus=(\d{3})\b|\bRESPONSE (\d{3}):")
+CODE = re.compile(r'\bCode="(\w+)"|\bERROR CODE: (\w+)')
+NOT_DEPLOYED = ("ResourceNotFound", "ResourceGroupNotFound")  # not SubscriptionNotFound: a wrong subscription
 
 
 def not_found(error: BaseException) -> bool:
-    return NOT_FOUND.search(str(error)) is not None
+    """The answer's own status (the first one in the text: a 502 may quote an inner 404) is 404, and its code, when
+    it has one, says the resource or its group does not exist."""
+    text = str(error)
+    status, code = STATUS.search(text), CODE.search(text)
+    first_status = next(g for g in status.groups() if g) if status else None
+    first_code = next(g for g in code.groups() if g) if code else None
+    return first_status == "404" and (first_code is None or first_code in NOT_DEPLOYED)

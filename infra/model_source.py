@@ -119,13 +119,16 @@ def alias_version(model: ModelSettings, workspace: Workspace | None) -> str | No
 
 def no_such_model(error: Exception) -> bool:
     """The registry answers that the model, its alias, its schema or its catalog does not exist (yet): a stack before
-    its first training run. Decided by the answer's codes: MLflow's (RESOURCE_DOES_NOT_EXIST, or a missing alias's
-    INVALID_PARAMETER_VALUE "... alias ... not found"), and the REST code Unity Catalog sent (NOT_FOUND,
-    CATALOG_DOES_NOT_EXIST, ...), which MLflow keeps at the start of the message when it does not know it
-    (mlflow/exceptions.py RestException). Never by other words: a credential error's text says "does not exist" of
-    an environment variable, and a refusal is not "no model yet"."""
+    its first training run. Decided by the answer's code: the exception's, or the REST code Unity Catalog sent, which
+    MLflow keeps at the start of the message (mlflow/exceptions.py RestException) when it does not know it; a missing
+    alias is INVALID_PARAMETER_VALUE naming the alias. Never by other words (a credential error's text says "does not
+    exist" of an environment variable), and never a metastore that is missing: that is the admin's, not "no model"."""
     message = str(getattr(error, "message", error))
     sent = re.match(r"([A-Z_]+): ", message)
     codes = {str(getattr(error, "error_code", "")), sent.group(1) if sent else ""}
-    return (bool(codes & {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"}) or any(c.endswith("_DOES_NOT_EXIST") for c in codes)
-            or ("INVALID_PARAMETER_VALUE" in codes and re.search(r"\balias\b.*\bnot found\b", message, re.I) is not None))
+    alias_missing = re.search(r"\balias\b.*\b(not found|does not exist)\b", message, re.I) is not None
+    return bool(codes & NO_MODEL_YET) or ("INVALID_PARAMETER_VALUE" in codes and alias_missing)
+
+
+# The codes of "not there yet" for a model, its schema or its catalog (MLflow's, and Unity Catalog's REST codes).
+NO_MODEL_YET = {"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "CATALOG_DOES_NOT_EXIST", "SCHEMA_DOES_NOT_EXIST"}

@@ -17,12 +17,18 @@ AZCORE = (PREFIX + "GET https://management.azure.com/subscriptions/s/resourceGro
 THROTTLED = ("invoke failed: request failed /subscriptions/404NotFound-0000/resourceGroups/rg-404-ResourceNotFound: "
              'Status=429 Code="TooManyRequests" Message="x-ms-request-id 00404000-NotFound"')
 FORBIDDEN = PREFIX + 'Status=403 Code="AuthorizationFailed" Message="... does not have authorization ..."'
+NO_CODE = PREFIX + "Status=404 Message=\"\""
+GATEWAY = PREFIX + 'Status=502 Code="BadGateway" Message="upstream said Status=404 Code=\\"ResourceNotFound\\""'
+WRONG_SUBSCRIPTION = PREFIX + 'Status=404 Code="SubscriptionNotFound" Message="The subscription \'s\' could not be found."'
 
 
 def test_only_a_404_or_its_codes_mean_not_deployed_yet():
     assert arm.not_found(Exception(MISSING)) and arm.not_found(Exception(NO_GROUP)) and arm.not_found(Exception(AZCORE))
     assert not arm.not_found(Exception(THROTTLED)), "ids and request ids that hold 404 or NotFound are not answers"
     assert not arm.not_found(Exception(FORBIDDEN))
+    assert arm.not_found(Exception(NO_CODE))
+    assert not arm.not_found(Exception(GATEWAY)), "the answer's own status decides, not one it quotes"
+    assert not arm.not_found(Exception(WRONG_SUBSCRIPTION)), "a wrong subscription is an error, not a first up"
 
 
 def test_no_model_yet_is_known_by_the_registrys_code_not_by_words():
@@ -40,7 +46,7 @@ def test_no_model_yet_is_known_by_the_registrys_code_not_by_words():
                                                       error_code=codes.RESOURCE_DOES_NOT_EXIST))
     assert not model_source.no_such_model(MlflowException("User does not have USE CATALOG on Catalog 'prod'.",
                                                           error_code=codes.PERMISSION_DENIED))
-    # what MLflow makes of Unity Catalog's own codes it does not know: INTERNAL_ERROR, the code kept in the message
+    # Unity Catalog's REST answers as MLflow raises them (its code kept, or at the message's start when unknown)
     from mlflow.exceptions import RestException
 
     assert model_source.no_such_model(RestException({"error_code": "CATALOG_DOES_NOT_EXIST",
@@ -50,6 +56,10 @@ def test_no_model_yet_is_known_by_the_registrys_code_not_by_words():
                                                          "message": "User does not have USE CATALOG"}))
     assert model_source.no_such_model(MlflowException("Registered model alias champion not found.",
                                                       error_code=codes.INVALID_PARAMETER_VALUE))
+    assert model_source.no_such_model(RestException({"error_code": "INVALID_PARAMETER_VALUE",
+                                                     "message": "Alias champion does not exist for model prod.s.m"}))
+    assert not model_source.no_such_model(RestException({"error_code": "METASTORE_DOES_NOT_EXIST",
+                                                         "message": "No metastore assigned for the current workspace."}))
     assert not model_source.no_such_model(MlflowException("Invalid value 'x' for parameter 'version': not found in "
                                                           "the list", error_code=codes.INVALID_PARAMETER_VALUE))
     assert not model_source.no_such_model(MlflowException(
