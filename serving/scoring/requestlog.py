@@ -9,8 +9,10 @@ Format (schema version 1), one object per line:
 `outputs` holds /predict's outputs by the model's task (scoring/core.py Outputs), the fields the drift job reads:
   binary {"probability", "label"}, multiclass {"label", "probabilities": {"<class>": p}}, regression {"prediction"}.
 
-No line is longer than MAX_LINE_BYTES (16 KiB, newline included): container runtimes (containerd,
-CRI-O) split longer stdout lines into fragments that Log Analytics stores as separate rows. A larger
+No line is longer than MAX_LINE_BYTES (PIPE_BUF, 4,096 bytes on Linux, newline included), and each line is one
+write(): the workers of a service share one stdout pipe, and only a write of at most PIPE_BUF bytes to a pipe is
+atomic (pipe(7)); a longer one, while the reader is slow, is split and another worker's bytes land inside it. (Container
+runtimes also split stdout lines over 16 KiB into fragments that Log Analytics stores as separate rows.) A larger
 request is written as `parts` lines sharing its request id, numbered `part` 1..parts; each carries
 the whole header and its own slice of inputs/outputs starting at record `first_record`, so each
 part is self-describing and usable on its own, and the reader can reassemble the request.
@@ -18,13 +20,14 @@ part is self-describing and usable on its own, and the reader can reassemble the
 A request the service fails to answer (5xx) gets an error line instead, for the error-rate alert:
   {"log_type": "error", "schema_version": 1, "ts": "...", "request_id": "...", "model_name": "...",
    "model_version": "3", "route": "/predict", "status": 503, "error": "not ready: ..."}
-Each line is written with a single write() so lines from concurrent requests never interleave
-within one process.
+Each line is written with its own single write(), so lines from concurrent requests and workers never
+interleave.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import time
 from datetime import UTC, datetime
 
@@ -33,7 +36,7 @@ import orjson
 LOG_TYPE = "prediction"
 ERROR_LOG_TYPE = "error"
 SCHEMA_VERSION = 1
-MAX_LINE_BYTES = 16 * 1024
+MAX_LINE_BYTES = select.PIPE_BUF
 # Room for what a part adds to the header: "part", "parts", "first_record", the slices' keys and brackets.
 HEADER_RESERVE = 256
 MAX_LOGGED_STRING = 256  # a longer string value is cut in the log (never in scoring): one record must fit a line
@@ -157,8 +160,13 @@ def _now() -> str:
     return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
 
 
-def write_line(line: bytes, fd: int = 1) -> None:
-    """One write() per call (a loop only for short writes): the lines of one request stay together."""
-    view = memoryview(line)
-    while view:
-        view = view[os.write(fd, view):]
+def write_line(lines: bytes, fd: int = 1) -> None:
+    """Each line (at most PIPE_BUF bytes) in one write(): whole on a pipe shared by several workers. A loop only for
+    a short write, which a pipe never makes of a write this size (a file or a terminal may)."""
+    start = 0
+    while start < len(lines):
+        end = lines.find(b"\n", start) + 1 or len(lines)
+        view = memoryview(lines)[start:end]
+        while view:
+            view = view[os.write(fd, view):]
+        start = end
