@@ -38,9 +38,11 @@ def github_oidc_token(audience: str = ENTRA_AUDIENCE, env: Mapping[str, str] | N
         return json.load(response)["value"]
 
 
-def in_github_actions(env: Mapping[str, str]) -> bool:
-    """A job that may ask GitHub for OIDC tokens."""
-    return bool(env.get("ACTIONS_ID_TOKEN_REQUEST_URL") and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN"))
+def workflow_identity(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(ARM_CLIENT_ID, ARM_TENANT_ID) in a GitHub Actions job that may ask for OIDC tokens; None anywhere else."""
+    may_ask = env.get("ACTIONS_ID_TOKEN_REQUEST_URL") and env.get("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
+    client_id, tenant_id = env.get("ARM_CLIENT_ID"), env.get("ARM_TENANT_ID")
+    return (client_id, tenant_id) if may_ask and client_id and tenant_id else None
 
 
 def federated(client_id: str, tenant_id: str, env: Mapping[str, str] | None = None) -> Any:
@@ -54,9 +56,9 @@ def arm_credential(env: Mapping[str, str] | None = None) -> Any:
     """The deploying identity (ARM_CLIENT_ID in ARM_TENANT_ID, the workflows' variables) in GitHub Actions;
     DefaultAzureCredential anywhere else."""
     env = os.environ if env is None else env
-    client_id, tenant_id = env.get("ARM_CLIENT_ID"), env.get("ARM_TENANT_ID")
-    if in_github_actions(env) and client_id and tenant_id:
-        return federated(client_id, tenant_id, env)
+    identity = workflow_identity(env)
+    if identity:
+        return federated(*identity, env)
     from azure.identity import DefaultAzureCredential
 
     return DefaultAzureCredential()
@@ -95,8 +97,7 @@ def cli_token(scope: str, run: Callable[[list[str]], str]) -> tuple[str, int | N
 def exec_credential(scope: str, env: Mapping[str, str], run: Callable[[list[str]], str]) -> dict[str, Any]:
     """The ExecCredential client-go reads on stdout: from GitHub OIDC in a workflow (ARM_CLIENT_ID and ARM_TENANT_ID
     name the identity, as for the providers), from the Azure CLI elsewhere."""
-    in_workflow = in_github_actions(env) and env.get("ARM_CLIENT_ID") and env.get("ARM_TENANT_ID")
-    token, expires = federated_token(scope, env) if in_workflow else cli_token(scope, run)
+    token, expires = federated_token(scope, env) if workflow_identity(env) else cli_token(scope, run)
     status: dict[str, str] = {"token": token}
     if expires is not None:
         status["expirationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires))

@@ -62,8 +62,9 @@ def renew_cli_login(env: Mapping[str, str], run: Run) -> None:
     cluster asks Entra for a token of the cluster's server application (azure-cli's aks_runcommand passes it as
     clusterToken, so the command runs as the caller), and the assertion azure/login gave the CLI has expired by the
     end of a long `up` (Azure/login#180, AADSTS700024)."""
-    if azure_credential.in_github_actions(env) and env.get("ARM_CLIENT_ID") and env.get("ARM_TENANT_ID"):
-        run(["az", "login", "--service-principal", "--username", env["ARM_CLIENT_ID"], "--tenant", env["ARM_TENANT_ID"],
+    identity = azure_credential.workflow_identity(env)
+    if identity:
+        run(["az", "login", "--service-principal", "--username", identity[0], "--tenant", identity[1],
              "--federated-token", azure_credential.github_oidc_token(env=env), "--allow-no-subscriptions",
              "--output", "none"])
 
