@@ -70,7 +70,7 @@ def _input(name: str, kind: str, described: dict | None) -> dict:
     field: dict[str, Any] = {"name": name, "type": kind}
     if described:
         field["description"] = described.get("description") or ""
-        for key in ("minimum", "maximum", "greater_than", "less_than", "values"):
+        for key in ("minimum", "maximum", "greater_than", "less_than", "values", "open"):
             if described.get(key) is not None:
                 field[key] = described[key]
     return field

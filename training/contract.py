@@ -74,16 +74,19 @@ class Number:
 
 @dataclass(frozen=True)
 class Category:
-    """A text feature. With `values`, anything else in the training table is an error (a typo trains a wrong model)."""
+    """A text feature. With `values`, anything else in the training table is an error (a typo trains a wrong model),
+    and the scoring API refuses any other value unless the column is `open` (new values are expected, as a merchant
+    name: the model scores an unseen one as it was trained to, by the one-hot encoder's unknown-value rule)."""
     name: str
     values: tuple[str, ...] | None = None
     description: str = ""
+    open: bool = False
 
     kind = "category"
 
     def as_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, "values": list(self.values) if self.values is not None else None,
-                "description": self.description}
+                "description": self.description, "open": self.open}
 
 
 Feature = Number | Category
@@ -153,7 +156,7 @@ class Contract:
             else:
                 values = item.get("values")
                 features.append(Category(item["name"], tuple(values) if values is not None else None,
-                                         item.get("description", "")))
+                                         item.get("description", ""), bool(item.get("open", False))))
         target = raw["target"]
         return cls(tuple(features), Target(target["name"], target["task"],
                                            tuple(target["classes"]) if target.get("classes") else None,

@@ -23,7 +23,7 @@ Manifest format (model/manifest.json, `format_version` 2; written by serving/con
   predict_fn        what the MLflow pyfunc (and so /invocations) answers: "predict_proba", "predict", ...
   runtime, runtime_reason   onnx | sklearn | pyfunc, and one sentence saying why
   inputs            the signature's columns, each {name, type} plus, from the contract when the version has one,
-                    description, minimum, maximum, greater_than, less_than, values
+                    description, minimum, maximum, greater_than, less_than, values, open
   input_example     records (the version's own example, or one built from the signature: input_example_source)
   contract          the version's extra_files/contract.json, or null
   drift_baseline    the path of the drift baseline under model/, or null
@@ -68,7 +68,8 @@ class InputField:
     maximum: float | None = None
     greater_than: float | None = None
     less_than: float | None = None
-    values: tuple[str, ...] | None = None  # a category's allowed values (documented: an unseen one is still scored)
+    values: tuple[str, ...] | None = None  # a category's allowed values
+    open: bool = False  # the contract expects values beyond `values` (an unseen one is scored as the model scores it)
 
     @property
     def is_string(self) -> bool:
@@ -78,7 +79,8 @@ class InputField:
     def from_dict(cls, raw: Mapping[str, Any]) -> InputField:
         values = raw.get("values")
         return cls(raw["name"], raw["type"], raw.get("description") or "", raw.get("minimum"), raw.get("maximum"),
-                   raw.get("greater_than"), raw.get("less_than"), tuple(values) if values is not None else None)
+                   raw.get("greater_than"), raw.get("less_than"), tuple(values) if values is not None else None,
+                   bool(raw.get("open", False)))
 
 
 @dataclass(frozen=True)
