@@ -35,6 +35,7 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type: str = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # more response headers (V2's binary answers say where the JSON ends)
 
 
 Scope = MutableMapping[str, Any]  # an ASGI connection scope (as starlette.types.Scope)
@@ -115,7 +116,8 @@ class ScoringFront:
             reply = Reply(500, orjson.dumps({"error": "internal error", "request_id": scope["request_id"]}))
         await send({"type": "http.response.start", "status": reply.status, "headers": [
             (b"content-type", CONTENT_TYPES.get(reply.content_type) or reply.content_type.encode()),
-            (b"content-length", b"%d" % len(reply.body)), (REQUEST_ID_HEADER, scope["request_id"].encode())]})
+            (b"content-length", b"%d" % len(reply.body)), (REQUEST_ID_HEADER, scope["request_id"].encode()),
+            *reply.headers]})
         await send({"type": "http.response.body", "body": reply.body})
         return reply.status
 
