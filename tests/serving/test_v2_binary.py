@@ -4,6 +4,7 @@ compared with the JSON V2 and /predict answers for the same records."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import struct
@@ -192,10 +193,8 @@ def test_random_damage_to_a_binary_request_is_an_input_error_or_a_request_never_
         for position in rng.integers(0, len(body), size=rng.integers(1, 4)):
             damaged[position] = int(rng.integers(0, 256))
         cut = len(damaged) - int(rng.integers(0, 3))
-        try:
+        with contextlib.suppress(InputError):  # anything else (an IndexError, a TypeError...) fails the test
             v2_binary.decode(bytes(damaged[:cut]), str(int(length) + int(rng.integers(-2, 3))), EXPECTED, KNOWN)
-        except InputError:
-            pass
 
 
 # ------------------------------------------------------------------ encoding
