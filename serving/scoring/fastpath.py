@@ -1,0 +1,104 @@
+"""The fast path for valid input: msgspec decodes and validates a body in one pass into typed records.
+
+msgspec does what pydantic-core does for the records (scoring/schemas.py), several times faster (bench/serving.py's
+profile), but its error says only the first problem. So a body msgspec refuses is validated again by the pydantic
+adapter: that gives the full report (every record and field at fault) in the one error format, and whatever
+pydantic accepts that msgspec does not (stricter here and there, see below) is still served as before. msgspec never
+accepts what pydantic refuses: tests/serving/test_fastpath.py compares them value by value.
+
+The rules, per input of the manifest (scoring/model.py InputField), as schemas.py states them:
+  string -> str, double/float -> float, long/integer -> int, boolean -> bool; each may be null (the pipeline imputes)
+  strict: no boolean for a number, no number for a string, an integer is taken for a float (as a float),
+          NaN and +-Infinity refused (not JSON; a float literal beyond the float range would be infinity)
+  the contract's bounds: minimum -> ge, maximum -> le, greater_than -> gt, less_than -> lt
+  a closed category (values given, not `open`) -> one of its values; an open one, any string
+  no unknown field, no missing one; 1..max_records records
+Records are msgspec Structs in the signature's order: a column is one attribute per record, and msgspec encodes them
+for the request log without a dict per record.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec.structs import astuple
+
+from .model import Columns, InputField, Manifest
+
+TYPES: dict[str, type] = {"string": str, "double": float, "float": float, "long": int, "integer": int, "boolean": bool}
+
+
+def _bounds(field: InputField, finite: bool) -> dict[str, float]:
+    """msgspec.Meta's bounds: the contract's (the stricter of an inclusive and an exclusive one on the same side),
+    and for a float, the float range (msgspec takes at most one bound per side)."""
+    least, most = (-sys.float_info.max, sys.float_info.max) if finite else (None, None)
+    bounds: dict[str, float] = {}
+    for inclusive, exclusive, key, strict, pick in ((field.minimum, field.greater_than, "ge", "gt", max),
+                                                    (field.maximum, field.less_than, "le", "lt", min)):
+        fallback = least if key == "ge" else most
+        if exclusive is not None and (inclusive is None or pick(inclusive, exclusive) == exclusive):
+            bounds[strict] = exclusive
+        elif inclusive is not None:
+            bounds[key] = inclusive
+        elif fallback is not None:
+            bounds[key] = fallback
+    return bounds
+
+
+def value_type(field: InputField) -> Any:
+    """One input's type: its JSON type with the contract's bounds or closed values, or null."""
+    kind = TYPES[field.type]
+    if kind is str and field.values is not None and not field.open:
+        literal: Any = Literal  # the values are known only at run time
+        return literal[tuple(field.values)] | None
+    bounds = _bounds(field, finite=kind is float) if kind in (int, float) else {}
+    return Annotated[kind, msgspec.Meta(**bounds)] | None if bounds else kind | None
+
+
+def record_struct(manifest: Manifest, forbid_unknown: bool = True) -> type[msgspec.Struct]:
+    """A Struct per the signature: every field required (null allowed), unknown ones refused or ignored."""
+    fields = [(field.name, value_type(field)) for field in manifest.inputs]
+    return msgspec.defstruct("Record", fields, forbid_unknown_fields=forbid_unknown)
+
+
+class FastRecords:
+    """Decoders for one manifest: /predict's body, and a list of records already parsed (the other protocols)."""
+
+    def __init__(self, manifest: Manifest, max_records: int, forbid_unknown: bool = True) -> None:
+        self.names = manifest.input_names
+        self.record = record_struct(manifest, forbid_unknown)
+        self.records_type: Any = Annotated[list[self.record], msgspec.Meta(min_length=1, max_length=max_records)]
+        envelope = msgspec.defstruct("PredictRequest", [("records", self.records_type)], forbid_unknown_fields=True)
+        self.decoder = msgspec.json.Decoder(envelope)
+        self.columns_type = msgspec.defstruct("Columns", [
+            (field.name, Annotated[list[value_type(field)], msgspec.Meta(min_length=1, max_length=max_records)])
+            for field in manifest.inputs], forbid_unknown_fields=True)
+
+    def decode(self, body: bytes) -> list | None:
+        """/predict's records, or None when msgspec refuses the body (then pydantic says why, or accepts)."""
+        try:
+            return self.decoder.decode(body).records
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+
+    def convert(self, candidates: object) -> list | None:
+        """Parsed records (dicts) as typed records, or None when msgspec refuses them."""
+        try:
+            return msgspec.convert(candidates, self.records_type, strict=True)
+        except (msgspec.ValidationError, UnicodeEncodeError):  # a lone surrogate in a string: pydantic says
+            return None
+
+    def convert_columns(self, columns: dict[str, list]) -> dict[str, list] | None:
+        """Columns (name -> one value per record, V2's form) validated by the record rules, or None when msgspec
+        refuses them."""
+        try:
+            return dict(zip(self.names, astuple(msgspec.convert(columns, self.columns_type, strict=True)),
+                            strict=True))
+        except (msgspec.ValidationError, UnicodeEncodeError):
+            return None
+
+    def columns(self, records: list) -> Columns:
+        """Typed records' values by column: each record's tuple (in signature order), transposed."""
+        return dict(zip(self.names, zip(*map(astuple, records), strict=True), strict=True))
