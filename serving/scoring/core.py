@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from . import metrics, requestlog
-from .fastpath import FastRecords
+from .fastpath import FastMlflow, FastRecords
 from .model import Columns, Manifest, Scorer
 from .settings import Settings
 
@@ -144,6 +144,7 @@ class ScoringPath:
         # given to validate() is MLflow's variant, which ignores unknown columns); pydantic says why when they refuse.
         self.fast = FastRecords(manifest, settings.max_records)
         self.fast_ignoring = FastRecords(manifest, settings.max_records, forbid_unknown=False)
+        self.fast_mlflow = FastMlflow(self.fast_ignoring, settings.max_records)
         # A record's values in signature order, in C (itemgetter of one name returns the bare value).
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
         # What the request log holds of the validated records (records -> records): the place for a privacy step.
@@ -197,9 +198,11 @@ class ScoringPath:
             raise NotReady(self.problem)
         if columns is None:
             columns = self.columns_of(records)
-        array = self.scorer.predict(columns)
+        if answer and self.own_answer:  # both from one call of the model where the runtime can
+            array, own = self.scorer.predict_and_answer(self.manifest.predict_fn, columns)
+        else:
+            array, own = self.scorer.predict(columns), None
         values, labels, outputs = self.outputs.build(array)
-        own = self.scorer.answer(self.manifest.predict_fn, columns) if answer and self.own_answer else None
         if self.probability is not None:
             metrics.observe_probabilities(self.probability, array[:, 1])
         self.records_scored[protocol].inc(len(outputs))

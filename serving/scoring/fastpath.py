@@ -20,6 +20,7 @@ for the request log without a dict per record.
 from __future__ import annotations
 
 import sys
+from itertools import starmap
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -60,7 +61,8 @@ def value_type(field: InputField) -> Any:
 def record_struct(manifest: Manifest, forbid_unknown: bool = True) -> type[msgspec.Struct]:
     """A Struct per the signature: every field required (null allowed), unknown ones refused or ignored."""
     fields = [(field.name, value_type(field)) for field in manifest.inputs]
-    return msgspec.defstruct("Record", fields, forbid_unknown_fields=forbid_unknown)
+    # gc=False: a record holds only strings and numbers (no cycles), so the collector need not track 100s per request.
+    return msgspec.defstruct("Record", fields, forbid_unknown_fields=forbid_unknown, gc=False)
 
 
 class FastRecords:
@@ -68,6 +70,7 @@ class FastRecords:
 
     def __init__(self, manifest: Manifest, max_records: int, forbid_unknown: bool = True) -> None:
         self.names = manifest.input_names
+        self.value_types = [value_type(field) for field in manifest.inputs]
         self.record = record_struct(manifest, forbid_unknown)
         self.records_type: Any = Annotated[list[self.record], msgspec.Meta(min_length=1, max_length=max_records)]
         envelope = msgspec.defstruct("PredictRequest", [("records", self.records_type)], forbid_unknown_fields=True)
@@ -99,6 +102,61 @@ class FastRecords:
         except (msgspec.ValidationError, UnicodeEncodeError):
             return None
 
+    def records_of(self, columns: Columns) -> list:
+        """Validated columns (in signature order) as typed records: what the request log holds."""
+        return list(starmap(self.record, zip(*(columns[name] for name in self.names), strict=True)))
+
     def columns(self, records: list) -> Columns:
         """Typed records' values by column: each record's tuple (in signature order), transposed."""
         return dict(zip(self.names, zip(*map(astuple, records), strict=True), strict=True))
+
+
+class FastMlflow:
+    """MLflow's JSON body (scoring/mlflow_protocol.py) decoded and validated in one pass, for the common forms:
+    {"dataframe_records": [...]} and {"dataframe_split": {"columns": <the signature's names, in order>, "data": ...}},
+    other keys ignored as MLflow does. Anything else (another format, two formats, other columns or order, NaN, a
+    value msgspec refuses) is None: the protocol's own decoder and validate() take it, as before."""
+
+    def __init__(self, fast: FastRecords, max_records: int) -> None:
+        self.fast, self.names = fast, fast.names
+        absent = msgspec.Raw()  # an empty Raw: the key was not there (msgspec takes no Raw in a union)
+        self.body = msgspec.json.Decoder(msgspec.defstruct("MlflowBody", [
+            (key, msgspec.Raw, absent) for key in ("dataframe_records", "dataframe_split", "instances", "inputs")]))
+        self.split = msgspec.json.Decoder(msgspec.defstruct("Split", [("columns", list[str]), ("data", msgspec.Raw)]))
+        self.max_records = max_records
+        self.types = dict(zip(self.names, fast.value_types, strict=True))
+        self.row_decoders: dict[tuple[str, ...], Any] = {}  # by the order of the columns a client sends
+        self.records = msgspec.json.Decoder(fast.records_type)
+
+    def rows(self, columns: list[str]) -> Any:
+        """A decoder of dataframe_split's rows with these columns (the signature's, in any order): each value typed by
+        its column, in one pass. At most a few orders are kept (a client sends one)."""
+        order = tuple(columns)
+        decoder = self.row_decoders.get(order)
+        if decoder is None:
+            row: Any = tuple[tuple(self.types[name] for name in order)]  # known at run time
+            decoder = msgspec.json.Decoder(Annotated[list[row], msgspec.Meta(min_length=1, max_length=self.max_records)])
+            if len(self.row_decoders) < 8:
+                self.row_decoders[order] = decoder
+        return decoder
+
+    def decode(self, body: bytes) -> tuple[list, Columns | None] | None:
+        """(typed records, their columns when decoded by column), or None (see the class)."""
+        try:
+            document = self.body.decode(body)
+            given = [document.dataframe_records, document.dataframe_split, document.instances, document.inputs]
+            if sum(len(raw) > 0 for raw in given) != 1:  # none, or two formats: MLflow's decoder says what is wrong
+                return None
+            if document.dataframe_records:
+                return self.records.decode(document.dataframe_records), None
+            if not document.dataframe_split:
+                return None
+            split = self.split.decode(document.dataframe_split)
+            if len(split.columns) != len(self.names) or set(split.columns) != set(self.names):
+                return None  # other columns (MLflow ignores them), or some missing: the protocol's decoder
+            rows = self.rows(split.columns).decode(split.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        given = dict(zip(split.columns, map(list, zip(*rows, strict=True)), strict=True))
+        columns = {name: given[name] for name in self.names}
+        return self.fast.records_of(columns), columns

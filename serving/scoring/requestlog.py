@@ -62,7 +62,7 @@ def prediction_lines(*, request_id: str, model_name: str, model_version: str, ru
         "latency_ms": round(latency_ms, 3),
     }
     head = orjson.dumps(header)
-    records, results = _encode(inputs), orjson.dumps(outputs)
+    records, results = (orjson.dumps if type(inputs[0]) is dict else _encode)(inputs), orjson.dumps(outputs)
     if len(head) + len(records) + len(results) + PART_KEYS_BYTES <= MAX_LINE_BYTES:
         return _line(head, 1, 1, 0, records, results)  # the common case
     budget = MAX_LINE_BYTES - HEADER_RESERVE - len(head)
@@ -112,7 +112,7 @@ def _slices(costs: list[int], budget: int) -> list[tuple[int, int]]:
     return slices
 
 
-_encode = msgspec.json.Encoder().encode  # compact like orjson; Structs as objects in field order
+_encode = msgspec.json.Encoder().encode  # compact like orjson, Structs as objects in field order (orjson: dicts, faster)
 
 
 def _split(header: dict, inputs: list, outputs: list[dict]) -> bytes:

@@ -95,10 +95,14 @@ def same(fast: list[dict] | None, slow: list[dict] | None) -> bool:
             for a, b in zip(f.values(), s.values(), strict=True) if isinstance(a, float) and isinstance(b, float))
 
 
+def with_value(name: str, literal: str) -> bytes:
+    """/predict's body of one valid record but for `name`, whose value is the JSON `literal`."""
+    fields = [f"{json.dumps(key)}:{literal if key == name else json.dumps(value)}" for key, value in VALID.items()]
+    return f'{{"records":[{{{",".join(fields)}}}]}}'.encode()
+
+
 def bodies() -> list[tuple[str, bytes]]:
-    base = json.dumps(VALID)[1:-1]
-    cases = [(f"{name}={literal}", f'{{"records":[{{{base.replace(json.dumps(name) + ": " + json.dumps(VALID[name]), json.dumps(name) + ": " + literal)}}}]}}'.encode())
-             for name in VALID for literal in LITERALS]
+    cases = [(f"{name}={literal}", with_value(name, literal)) for name in VALID for literal in LITERALS]
     missing = {k: v for k, v in VALID.items() if k != "age"}
     cases += [
         ("valid", orjson.dumps({"records": [VALID]})),
@@ -179,7 +183,8 @@ def test_refused_body_gets_pydantics_full_report(manifest):
 def test_typed_records_log_as_the_dicts_did(manifest):
     """The request log's bytes from msgspec's records equal those from pydantic's dicts (one line and split)."""
     body = orjson.dumps({"records": [VALID] * MAX_RECORDS})
-    fast, slow = FastRecords(manifest, MAX_RECORDS).decode(body), request_adapter(manifest, MAX_RECORDS).validate_json(body)["records"]
+    fast = FastRecords(manifest, MAX_RECORDS).decode(body)
+    slow = request_adapter(manifest, MAX_RECORDS).validate_json(body)["records"]
     outputs = [{"prediction": 1.0}] * MAX_RECORDS
 
     def lines(inputs: list) -> list[dict]:
@@ -188,3 +193,54 @@ def test_typed_records_log_as_the_dicts_did(manifest):
         return [{k: v for k, v in json.loads(line).items() if k != "ts"} for line in raw.splitlines()]
 
     assert fast is not None and lines(fast) == lines(slow)
+
+
+def mlflow_bodies() -> list[tuple[str, bytes]]:
+    names = list(VALID)
+    row = [VALID[name] for name in names]
+    split = {"columns": names, "data": [row, row]}
+    cases = [("records", {"dataframe_records": [VALID, VALID]}), ("split", {"dataframe_split": split}),
+             ("split, columns in another order", {"dataframe_split": {"columns": names[::-1], "data": [row[::-1]]}}),
+             ("split with an index", {"dataframe_split": {**split, "index": [0, 1]}}),
+             ("params ignored", {"dataframe_records": [VALID], "params": {"x": 1}}),
+             ("unknown column ignored", {"dataframe_records": [{**VALID, "extra": 1}]}),
+             ("split with another column", {"dataframe_split": {"columns": [*names, "extra"], "data": [[*row, 1]]}}),
+             ("split missing a column", {"dataframe_split": {"columns": names[1:], "data": [row[1:]]}}),
+             ("split row too short", {"dataframe_split": {"columns": names, "data": [row[1:]]}}),
+             ("two formats", {"dataframe_records": [VALID], "instances": [VALID]}),
+             ("a format and a null one", {"dataframe_records": [VALID], "dataframe_split": None}),
+             ("null records", {"dataframe_records": None}), ("no records", {"dataframe_records": []}),
+             ("too many records", {"dataframe_records": [VALID] * (MAX_RECORDS + 1)}),
+             ("instances", {"instances": [VALID]}), ("inputs as columns", {"inputs": {k: [v] for k, v in VALID.items()}}),
+             ("a number for a string (MLflow takes its text)", {"dataframe_records": [{**VALID, "text": 5}]}),
+             ("out of contract", {"dataframe_records": [{**VALID, "age": 17}]}),
+             ("closed category", {"dataframe_split": {**split, "data": [[*row[:-3], "green", *row[-2:]]]}})]
+    return [(case, orjson.dumps(document)) for case, document in cases] + [
+        ("NaN", orjson.dumps({"dataframe_records": [VALID]}).replace(b"1.5", b"NaN")), ("not JSON", b"{")]
+
+
+@pytest.mark.parametrize(("case", "body"), mlflow_bodies(), ids=[case for case, _ in mlflow_bodies()])
+def test_invocations_fast_path_takes_only_what_mlflows_decoder_and_the_rules_accept(manifest, case, body):
+    """The fast path answers a body only when the protocol's own decoder and validate() would have accepted it, with
+    the same records; anything else it leaves to them (None)."""
+    from serving.scoring import mlflow_protocol
+    from serving.scoring.core import InputError
+
+    path = ScoringPath(Settings(model_dir=None, max_records=MAX_RECORDS, request_log=False),  # type: ignore[arg-type]
+                       manifest, records_adapter(manifest, MAX_RECORDS), columns_adapter(manifest, MAX_RECORDS))
+    try:
+        candidates = mlflow_protocol.decode(body, "application/json", frozenset())
+        strict = records_adapter(manifest, MAX_RECORDS, "ignore").validate_python(candidates)  # MLflow's, not lax
+        expected = reference(manifest, parsed=strict)
+    except (InputError, ValidationError):
+        expected = None
+    fast = path.fast_mlflow.decode(body)
+    if fast is None:
+        assert case not in ("records", "split", "split, columns in another order", "split with an index",
+                            "params ignored", "unknown column ignored"), "the common forms take the fast path"
+        return
+    records, columns = fast
+    assert expected is not None and same(as_dicts(records), expected), (case, records, expected)
+    if columns is not None:
+        assert list(columns) == list(VALID) and [dict(zip(columns, r, strict=True))
+                                                 for r in zip(*columns.values(), strict=True)] == as_dicts(records)
