@@ -193,7 +193,8 @@ class ScoringPath:
               columns: Columns | None = None, answer: bool = False) -> Scored:
         """Score validated records (fastpath's typed records, or plain dicts holding exactly the signature's
         fields); `columns`, the same values by column, when the protocol has them already; `answer`, also what
-        MLflow's pyfunc answers when that is not the scores (a second call of the model: MLflow's protocol only)."""
+        MLflow's pyfunc answers when that is not the scores (from the same call of the model where the runtime
+        can: MLflow's protocol only)."""
         if self.scorer is None:
             raise NotReady(self.problem)
         if columns is None:

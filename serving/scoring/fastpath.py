@@ -55,7 +55,13 @@ def value_type(field: InputField) -> Any:
         literal: Any = Literal  # the values are known only at run time
         return literal[tuple(field.values)] | None
     bounds = _bounds(field, finite=kind is float) if kind in (int, float) else {}
-    return Annotated[kind, msgspec.Meta(**bounds)] | None if bounds else kind | None
+    meta: Any = msgspec.Meta  # its overloads want literal keywords; these are known at run time
+    return Annotated[kind, meta(**bounds)] | None if bounds else kind | None
+
+
+def bounded_list(item: Any, max_records: int) -> Any:
+    """list[item] of 1 to max_records items (a type built at run time: Any to a static checker)."""
+    return Annotated[list[item], msgspec.Meta(min_length=1, max_length=max_records)]
 
 
 def record_struct(manifest: Manifest, forbid_unknown: bool = True) -> type[msgspec.Struct]:
@@ -71,18 +77,19 @@ class FastRecords:
     def __init__(self, manifest: Manifest, max_records: int, forbid_unknown: bool = True) -> None:
         self.names = manifest.input_names
         self.value_types = [value_type(field) for field in manifest.inputs]
-        self.record = record_struct(manifest, forbid_unknown)
-        self.records_type: Any = Annotated[list[self.record], msgspec.Meta(min_length=1, max_length=max_records)]
+        self.record: Any = record_struct(manifest, forbid_unknown)  # a Struct type made at run time
+        self.records_type = bounded_list(self.record, max_records)
         envelope = msgspec.defstruct("PredictRequest", [("records", self.records_type)], forbid_unknown_fields=True)
         self.decoder = msgspec.json.Decoder(envelope)
         self.columns_type = msgspec.defstruct("Columns", [
-            (field.name, Annotated[list[value_type(field)], msgspec.Meta(min_length=1, max_length=max_records)])
-            for field in manifest.inputs], forbid_unknown_fields=True)
+            (field.name, bounded_list(value_type(field), max_records)) for field in manifest.inputs],
+            forbid_unknown_fields=True)
 
     def decode(self, body: bytes) -> list | None:
         """/predict's records, or None when msgspec refuses the body (then pydantic says why, or accepts)."""
         try:
-            return self.decoder.decode(body).records
+            envelope: Any = self.decoder.decode(body)  # a Struct type made at run time
+            return envelope.records
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
 
@@ -134,8 +141,9 @@ class FastMlflow:
         order = tuple(columns)
         decoder = self.row_decoders.get(order)
         if decoder is None:
-            row: Any = tuple[tuple(self.types[name] for name in order)]  # known at run time
-            decoder = msgspec.json.Decoder(Annotated[list[row], msgspec.Meta(min_length=1, max_length=self.max_records)])
+            tuple_of: Any = tuple  # the row's types, known at run time
+            decoder = msgspec.json.Decoder(bounded_list(tuple_of[tuple(self.types[name] for name in order)],
+                                                        self.max_records))
             if len(self.row_decoders) < 8:
                 self.row_decoders[order] = decoder
         return decoder
@@ -143,7 +151,7 @@ class FastMlflow:
     def decode(self, body: bytes) -> tuple[list, Columns | None] | None:
         """(typed records, their columns when decoded by column), or None (see the class)."""
         try:
-            document = self.body.decode(body)
+            document: Any = self.body.decode(body)  # Struct types made at run time
             given = [document.dataframe_records, document.dataframe_split, document.instances, document.inputs]
             if sum(len(raw) > 0 for raw in given) != 1:  # none, or two formats: MLflow's decoder says what is wrong
                 return None
@@ -151,12 +159,12 @@ class FastMlflow:
                 return self.records.decode(document.dataframe_records), None
             if not document.dataframe_split:
                 return None
-            split = self.split.decode(document.dataframe_split)
+            split: Any = self.split.decode(document.dataframe_split)
             if len(split.columns) != len(self.names) or set(split.columns) != set(self.names):
                 return None  # other columns (MLflow ignores them), or some missing: the protocol's decoder
             rows = self.rows(split.columns).decode(split.data)
         except (msgspec.ValidationError, msgspec.DecodeError):
             return None
-        given = dict(zip(split.columns, map(list, zip(*rows, strict=True)), strict=True))
-        columns = {name: given[name] for name in self.names}
+        by_name = dict(zip(split.columns, map(list, zip(*rows, strict=True)), strict=True))
+        columns = {name: by_name[name] for name in self.names}
         return self.fast.records_of(columns), columns
