@@ -20,7 +20,7 @@ help:
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make databricks-test  run the Databricks jobs the dev stack declares, from its wheel, on local PySpark"
-	@echo "make bench       our three protocols vs 'mlflow models serve' and a bare FastAPI endpoint, loaded by wrk"
+	@echo "make bench       our three protocols vs 'mlflow models serve', a bare FastAPI endpoint and a baseline commit's, by wrk"
 	@echo "make bench-spark batch scoring and the search on local Spark (2 cores): rows/s vs mlflow spark_udf, time vs rows"
 	@echo "make plan STACK=dev [TARGET=aks] [GREENFIELD=1] [DATA=table]  what a stack declares under mocks (no cloud), and the"
 	@echo "                 platform rules (DATA: the table its local champion trains on, for a model without example data)"
@@ -148,9 +148,17 @@ image-test: $(STAMP)
 	$(PY) -m serving.container base-image
 	$(PY) -m pytest -m container -q -s
 
+# The baseline loaded beside our service: BENCH_BASELINE=<a checkout>, or else a worktree of BENCH_BASELINE_REF (the
+# commit issue 21 started from) made under .local/ once. DURATION/ROUNDS shorten a run (QUICK=1: 2s x 1 round).
+BENCH_BASELINE_REF ?= 231c9ea
+BENCH_BASELINE_DIR := .local/bench-baseline-$(BENCH_BASELINE_REF)
 bench: $(STAMP)
 	bash scripts/install_bench_tools.sh
-	$(PY) -m bench.serving
+	@if [ -z "$(BENCH_BASELINE)" ] && [ ! -d "$(BENCH_BASELINE_DIR)" ]; then \
+	  echo "bench: making a worktree of $(BENCH_BASELINE_REF) in $(BENCH_BASELINE_DIR) (the baseline; BENCH_BASELINE=<path> to pick another)"; \
+	  git worktree add --detach "$(BENCH_BASELINE_DIR)" "$(BENCH_BASELINE_REF)"; fi
+	$(PY) -m bench.serving --baseline "$(or $(BENCH_BASELINE),$(BENCH_BASELINE_DIR))" $(if $(QUICK),--quick) \
+	  $(if $(DURATION),--duration $(DURATION)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # On local Spark in the job cluster's stand-in (.venv-runtime); minutes, mostly the 10^6-row search. Results:
 # bench/results/spark.{json,md} and the chart docs/spark_scaling.png (README "Batch scoring and tuning on Spark").

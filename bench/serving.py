@@ -3,6 +3,7 @@
     make bench                                   # = bash scripts/install_bench_tools.sh; python -m bench.serving
     python -m bench.serving --quick              # a short smoke of the benchmark itself
     python -m bench.serving --duration 8 --rounds 3 --state .local/bench
+    python -m bench.serving --baseline ../checkout-of-an-older-commit   # or BENCH_BASELINE=<path>
 
 What it does, all on 127.0.0.1:
 1. prepares (or reuses) a sqlite registry under --state: 20000 rows of the dev stack's model's example data, that
@@ -13,7 +14,10 @@ What it does, all on 127.0.0.1:
 4. loads, with wrk (-t1, keep-alive) for {1, 100} records x {1, 8} connections, interleaved (and reversed
    every other round) for --rounds rounds, medians: our /predict, our /invocations and our V2 infer (the
    same process, the same records), `mlflow models serve`, and the bare endpoint (bench/bare_app.py:
-   FastAPI + uvicorn reading the body and returning a constant: the framework's speed limit);
+   FastAPI + uvicorn reading the body and returning a constant: the framework's speed limit), and, given a
+   baseline checkout (--baseline or BENCH_BASELINE; `make bench` makes a worktree of BENCH_BASELINE_REF), that
+   code's /predict: the same model directory and build context with the checkout's serving/scoring, launched
+   the same way, in the same interleaved rounds;
 5. RSS of each server's process tree after the load (from /proc), every ratio, and the targets, PASS/FAIL;
 6. a profile of one /predict request (parse + validate, score, log, metrics, respond), timed in-process
    with the service's own code; the rest of 1 / req/s at one connection is the framework's.
@@ -67,10 +71,11 @@ CONCURRENCY = (1, 8)
 VARIANTS = {1: 16, 100: 4}  # distinct request bodies per batch size, cycled by wrk
 WRK_MARKER = "WRK_JSON "
 BARE, V2 = "bare", "v2"  # the bare FastAPI endpoint; our Open Inference Protocol route
+BASELINE = "baseline"  # /predict of the baseline checkout's code (--baseline), the same model
 OURS_MLFLOW, OURS_V2 = "ours-invocations", "ours-v2"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 # Profile stages the ceiling is made of (profile_request): parsing alone is a reference, not a stage of its own.
-PARSE_ONLY, SCORE = "parse (orjson alone, for reference)", "score (onnxruntime)"
+PARSE_ONLY, SCORE = "parse (msgspec into the records, the fastest parser here; for reference)", "score (onnxruntime)"
 
 # Targets: (key, description). Checked by check_targets().
 TARGET_SINGLE_RATIO = 20.0
@@ -83,7 +88,10 @@ TARGET_SINGLE_OF_BARE = 0.70
 TARGET_BATCH_OF_BARE = 0.30
 TARGET_MLFLOW_OF_PREDICT = 0.90
 TARGET_MLFLOW_ROUTE_VS_MLFLOW = 20.0
-TARGET_V2_OF_PREDICT = 0.85
+TARGET_V2_OF_PREDICT = 0.90
+# Issue 21: /predict against the code the issue started from (the baseline), worst of the connection counts.
+TARGET_BATCH_OF_BASELINE = 1.8
+TARGET_SINGLE_OF_BASELINE = 1.0
 
 
 def say(text: str) -> None:
@@ -258,6 +266,7 @@ def check_targets(summary: dict[str, dict[str, dict]], cold_start_s: float, rss_
     checks.append(Check("RSS per worker after load", f"<= {TARGET_RSS_MB:g} MB", f"{rss_mb_per_worker:.0f} MB",
                         rss_mb_per_worker <= TARGET_RSS_MB))
     checks += framework_checks(summary, profile)
+    checks += baseline_checks(summary)
     checks.append(Check("errors (non-2xx + socket) under load", "0", str(total_errors), total_errors == 0))
     return checks
 
@@ -266,8 +275,9 @@ def ceiling(summary: dict[str, dict[str, dict]], profile: dict[int, dict[str, fl
             connections: int) -> str:
     """The most of the bare endpoint's throughput a server answering these records could reach on this machine if
     it did nothing but the two steps no scoring server can skip, by CPU per request: the bare endpoint's own cost,
-    parsing the body (orjson, the fastest JSON parser for Python) and running the model (onnxruntime), with nothing
-    validated, encoded, logged or counted. "" without a profile of that many records."""
+    parsing the body (msgspec straight into the records, the fastest JSON parser for Python: faster than orjson's
+    dicts) and running the model (onnxruntime), with nothing else encoded, logged or counted. "" without a profile
+    of that many records."""
     stages = profile.get(records, {})
     if PARSE_ONLY not in stages or SCORE not in stages or "cpu_us" not in summary[BARE][load_key(records, connections)]:
         return ""
@@ -303,6 +313,39 @@ def framework_checks(summary: dict[str, dict[str, dict]], profile: dict[int, dic
     checks.append(Check(f"/invocations vs mlflow models serve, 1 record, {c8} conn",
                         f">= {TARGET_MLFLOW_ROUTE_VS_MLFLOW:g}x", f"{versus:.1f}x", versus >= TARGET_MLFLOW_ROUTE_VS_MLFLOW))
     return checks
+
+
+def baseline_checks(summary: dict[str, dict[str, dict]]) -> list[Check]:
+    """Issue 21's targets against the baseline checkout's /predict: the worst of the connection counts."""
+    if BASELINE not in summary:
+        return []
+    checks = []
+    for records, target in ((1, TARGET_SINGLE_OF_BASELINE), (100, TARGET_BATCH_OF_BASELINE)):
+        shares = {c: ratio(summary["ours"][load_key(records, c)]["rps"], summary[BASELINE][load_key(records, c)]["rps"])
+                  for c in CONCURRENCY}
+        checks.append(Check(f"/predict vs the baseline's, {records} record{'s' if records > 1 else ''}",
+                            f">= {target:g}x", ", ".join(f"c{c} {share:.2f}x" for c, share in shares.items()),
+                            min(shares.values()) >= target))
+    return checks
+
+
+def render_baseline(summary: dict[str, dict[str, dict]]) -> list[str]:
+    """/predict now against the baseline's, by req/s and by the server's CPU per request, and both against the
+    bare endpoint."""
+    if BASELINE not in summary or BARE not in summary:
+        return []
+    lines = ["", "Against the baseline (the same model and build context, the baseline checkout's serving/scoring):", "",
+             "| load | /predict req/s | baseline req/s | **ours / baseline** | ours / bare | baseline / bare "
+             "| CPU µs per request, ours / baseline |", "|---|--:|--:|--:|--:|--:|--:|"]
+    for records in BATCH_SIZES:
+        for connections in CONCURRENCY:
+            key = load_key(records, connections)
+            ours, base, bare = (summary[n][key] for n in ("ours", BASELINE, BARE))
+            lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours['rps']:,.0f} | "
+                         f"{base['rps']:,.0f} | **{ratio(ours['rps'], base['rps']):.2f}x** | "
+                         f"{ratio(ours['rps'], bare['rps']):.0%} | {ratio(base['rps'], bare['rps']):.0%} | "
+                         f"{ours.get('cpu_us', 0):,.0f} / {base.get('cpu_us', 0):,.0f} |")
+    return lines
 
 
 def render_protocols(summary: dict[str, dict[str, dict]]) -> list[str]:
@@ -375,7 +418,8 @@ def render_markdown(summary: dict[str, dict[str, dict]], cold: dict[str, float],
         f"Model `{meta['model']}` v{meta['version']} ({meta['runtime']} runtime in ours), one worker each, "
         f"127.0.0.1, wrk -t1, {meta['duration']:g}s x {meta['rounds']} interleaved rounds, medians; "
         f"{meta['pinning']}; {meta['cpus']} CPUs, {meta['date']}. Other processes used up to "
-        f"{background(summary):.2f} cores during the measured runs (the machine is shared).",
+        f"{background(summary):.2f} cores during the measured runs (the machine is shared)."
+        + (f" Baseline: {meta['baseline']}." if meta.get("baseline") else ""),
         "",
         "| load | ours req/s | mlflow req/s | ours / mlflow | ours p50 / p99 ms | mlflow p50 / p99 ms | errors (ours, mlflow) |",
         "|---|--:|--:|--:|--:|--:|--:|",
@@ -392,6 +436,7 @@ def render_markdown(summary: dict[str, dict[str, dict]], cold: dict[str, float],
         lines.append(f"| control: ours `GET /health`, 1 conn | {control['rps']:,.0f} | | | "
                      f"{control['p50_ms']:.2f} / {control['p99_ms']:.2f} | | {control['errors']} |")
     lines += render_protocols(summary)
+    lines += render_baseline(summary)
     lines += render_profile(profile or {}, summary)
     lines += [
         "",
@@ -636,16 +681,31 @@ def prepare(state: Path) -> Prepared:
     return Prepared(tracking_uri, version, context, manifest)
 
 
-def servers(prepared: Prepared, logs: Path, cpus: set[int] | None) -> dict[str, Server]:
+def baseline_context(context: Path, checkout: Path, out: Path) -> Path:
+    """Our build context (the same model directory) with the baseline checkout's app (its serving/scoring)."""
+    app = checkout / "serving" / "scoring"
+    if not (app / "app.py").is_file():
+        raise FileNotFoundError(f"{checkout} is not a checkout of this project: no serving/scoring/app.py")
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.copytree(context, out, ignore=shutil.ignore_patterns("scoring", "wheels", "__pycache__"))
+    shutil.copytree(app, out / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return out
+
+
+def servers(prepared: Prepared, logs: Path, cpus: set[int] | None, baseline: Path | None = None) -> dict[str, Server]:
+    """Ours, mlflow, the bare endpoint and, given a baseline build context, the baseline (served as ours is)."""
     from serving.localrun import start_service
 
     bin_dir = Path(sys.executable).parent
     logs.mkdir(parents=True, exist_ok=True)
 
-    def ours(port: int, log: Path) -> subprocess.Popen:
-        with log.open("wb") as out, log.with_suffix(".stderr.log").open("wb") as err:
-            return start_service(prepared.context, port, stdout=out, stderr=err, workers=1,
-                                 extra_env={"REQUEST_LOG": "true"})
+    def scoring_service(context: Path) -> Callable[[int, Path], subprocess.Popen]:
+        def launch(port: int, log: Path) -> subprocess.Popen:
+            with log.open("wb") as out, log.with_suffix(".stderr.log").open("wb") as err:
+                return start_service(context, port, stdout=out, stderr=err, workers=1, extra_env={"REQUEST_LOG": "true"})
+        return launch
+
+    ours = scoring_service(prepared.context)
 
     def mlflow(port: int, log: Path) -> subprocess.Popen:
         env = {**os.environ, "MLFLOW_TRACKING_URI": prepared.tracking_uri,
@@ -665,6 +725,8 @@ def servers(prepared: Prepared, logs: Path, cpus: set[int] | None) -> dict[str, 
         "ours": Server("ours", "/ready", "/predict", "records", ours, logs / "ours-requests.jsonl", cpus),
         "mlflow": Server("mlflow", "/ping", "/invocations", "dataframe_records", mlflow, logs / "mlflow-server.log", cpus),
         BARE: Server(BARE, "/ready", "/predict", BARE, bare, logs / "bare-server.log", cpus),
+        **({BASELINE: Server(BASELINE, "/ready", "/predict", "records", scoring_service(baseline),
+                             logs / "baseline-requests.jsonl", cpus)} if baseline is not None else {}),
     }
 
 
@@ -734,6 +796,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="short run: 2s, 1 round, 1 launch, 1s warm-up")
     parser.add_argument("--context", type=Path, help="serve this build context (same model version) instead of the one "
                         "under --state: to measure a change to the scoring app on a copy")
+    parser.add_argument("--baseline", type=Path, default=os.environ.get("BENCH_BASELINE") or None,
+                        help="a checkout of an older commit (default $BENCH_BASELINE): its /predict is loaded too, "
+                        "on the same model, and compared (`make bench` makes a worktree of BENCH_BASELINE_REF)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = parser.parse_args(argv)
@@ -761,7 +826,11 @@ def main(argv: list[str] | None = None) -> int:
         prepared = Prepared(prepared.tracking_uri, prepared.version, args.context.resolve(), manifest)
         say(f"serving the build context {prepared.context}")
     example = prepared.manifest["input_example"]
-    all_servers = servers(prepared, state / "logs", server_cpus)
+    baseline = None
+    if args.baseline:
+        baseline = baseline_context(prepared.context, args.baseline.resolve(), state / "baseline-context")
+        say(f"baseline: {args.baseline} ({git_describe(args.baseline)}) served from {baseline}")
+    all_servers = servers(prepared, state / "logs", server_cpus, baseline)
     order = list(all_servers.values())  # processes: launched, measured and stopped
     cold: dict[str, list[float]] = {name: [] for name in all_servers}
     runs: dict[str, dict[str, list[WrkResult]]] = {name: {} for name in all_servers}
@@ -777,7 +846,7 @@ def main(argv: list[str] | None = None) -> int:
                     server.stop()
         idle_rss = {s.name: rss_report(s.process.pid, s.worker_pid()) for s in order}
         loaded = [all_servers["ours"], *protocol_routes(all_servers["ours"], model_name()), all_servers["mlflow"],
-                  all_servers[BARE]]
+                  all_servers[BARE], *([all_servers[BASELINE]] if BASELINE in all_servers else [])]
         runs = {server.name: {} for server in loaded}
 
         scripts: dict[tuple[str, int], Path] = {}
@@ -836,7 +905,8 @@ def main(argv: list[str] | None = None) -> int:
             "duration": args.duration, "rounds": args.rounds, "launches": args.launches, "pinning": pinning,
             "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"), "mlflow": mlflow.__version__,
             "python": sys.version.split()[0], "request_log": "REQUEST_LOG=true, stdout to a regular file",
-            "context": str(prepared.context)}
+            "context": str(prepared.context),
+            "baseline": f"{args.baseline} ({git_describe(args.baseline)})" if args.baseline else None}
     markdown = render_markdown(summary, cold_median, rss, checks, meta, control_summary, profile)
     out.mkdir(parents=True, exist_ok=True)
     (out / "serving.md").write_text(markdown)
@@ -857,17 +927,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def profile_request(model_dir: Path, example: list[dict], records: int, iterations: int = 300) -> dict[str, float]:
     """Median microseconds of each stage of one /predict request, run with the service's own code (the steps
-    of ScoringPath.score, each timed on its own)."""
+    of the /predict handler and ScoringPath.score, each timed on its own)."""
     import orjson
 
     from serving.scoring import metrics, requestlog
     from serving.scoring.core import ScoringPath
     from serving.scoring.model import Manifest, load_scorer
-    from serving.scoring.schemas import records_adapter, request_adapter
+    from serving.scoring.schemas import records_adapter
     from serving.scoring.settings import Settings
 
     manifest = Manifest.read(model_dir)
-    envelope, scorer = request_adapter(manifest, 1000), load_scorer(model_dir, manifest)
+    scorer = load_scorer(model_dir, manifest)
     path = ScoringPath(Settings(model_dir, 1000, True), manifest, records_adapter(manifest, 1000))
     body = json.dumps({"records": make_records(example, records, seed=records)}).encode()
     histogram, counter = metrics.PROBABILITY.labels("profile", "0"), metrics.RECORDS.labels("profile", "0", "predict")
@@ -880,9 +950,6 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
         timings.setdefault(stage, []).append((time.perf_counter() - started) * 1e6)
         return value
 
-    def columns_of(records: list[dict]) -> dict[str, tuple]:
-        return dict(zip(path.names, zip(*map(path.row, records), strict=True), strict=True))
-
     def outputs_of(array: Any) -> list[dict]:
         return path.outputs.build(array)[2]  # the service's own outputs by task (scoring/core.py Outputs)
 
@@ -890,16 +957,16 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
         metrics.observe_probabilities(histogram, array[:, 1])
         counter.inc(len(outputs))
 
-    def log(records: list[dict], outputs: list[dict]) -> None:
+    def log(records: list, outputs: list[dict]) -> None:
         requestlog.write_line(requestlog.prediction_lines(
             request_id="x" * 32, model_name="m", model_version="1", runtime="onnx", protocol="predict",
-            inputs=records, outputs=outputs, latency_ms=0.5), sink)
+            inputs=path.logged(records), outputs=outputs, latency_ms=0.5), sink)
 
     try:
         for _ in range(iterations):
-            timed(PARSE_ONLY, orjson.loads, body)
-            parsed = timed("parse + validate (pydantic-core, one pass)", envelope.validate_json, body)["records"]
-            columns = timed("records to columns", columns_of, parsed)
+            timed(PARSE_ONLY, path.fast.decoder.decode, body)
+            parsed = timed("parse + validate (msgspec, one pass)", path.fast.decode, body)
+            columns = timed("records to columns", path.columns_of, parsed)
             feeds = timed("features (one float32 matrix)", scorer.feeds, columns)
             array = timed(SCORE, scorer.run, feeds)
             outputs = timed("outputs (probability, label)", outputs_of, array)
@@ -909,6 +976,11 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
     finally:
         os.close(sink)
     return {stage: statistics.median(values) for stage, values in timings.items()}
+
+
+def git_describe(checkout: Path) -> str:
+    done = subprocess.run(["git", "-C", str(checkout), "log", "-1", "--format=%h %s"], capture_output=True, text=True)
+    return done.stdout.strip()[:80] if done.returncode == 0 else "not a git checkout"
 
 
 def _flatten(items: Iterable[Iterable]) -> list:

@@ -115,11 +115,13 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
     model_ref = {"name": manifest.model_name, "version": manifest.model_version}
 
     def predict(scope: Scope, body: bytes) -> Reply:
-        # The raw body is parsed and validated in one pass by pydantic-core (no json.loads, then
-        # per-record models): the same record rules as the other protocols' validate_python.
+        # The raw body is parsed and validated in one pass by msgspec (scoring/fastpath.py); a body it refuses, by
+        # pydantic-core, which names every record and field at fault (or accepts what msgspec is stricter about).
         started, request_id = time.perf_counter(), scope["request_id"]
         try:
-            records = envelope.validate_json(body)["records"]
+            records = path.fast.decode(body)
+            if records is None:
+                records = envelope.validate_json(body)["records"]
             scored = path.score(records, request_id, "predict", started)
         except ValidationError as error:
             return invalid_request(request_id, InputError.from_pydantic(error))
@@ -145,6 +147,10 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
         if refused:
             return Reply(415, refused.encode(), "text/plain")
         try:
+            typed = path.fast_mlflow.decode(body) if mlflow_protocol.media_type(content_type) == JSON else None
+            if typed is not None:  # the common JSON forms, valid: decoded and validated in one pass
+                scored = path.score(typed[0], request_id, "mlflow", started, typed[1], answer=True)
+                return Reply(200, mlflow_protocol.encode(scored, task))
             candidates = mlflow_protocol.decode(body, content_type, numeric, integers)
             scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
         except InputError as error:
@@ -189,7 +195,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             else:
                 candidates, inference_id, requested = v2.decode(body, expected, known)
             columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
-            records = v2.records(columns) if columns is not None else path.validate(v2.records(candidates))
+            records = path.fast.records_of(columns) if columns is not None else path.validate(v2.records(candidates))
             scored = path.score(records, request_id, "v2", started, columns)
         except InputError as error:
             return Reply(400, v2.error_body(str(error)))

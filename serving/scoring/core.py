@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import operator
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -17,6 +18,7 @@ import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
 from . import metrics, requestlog
+from .fastpath import FastMlflow, FastRecords
 from .model import Columns, Manifest, Scorer
 from .settings import Settings
 
@@ -138,8 +140,15 @@ class ScoringPath:
         self.settings, self.manifest, self.records, self.columns = settings, manifest, records, columns
         self.names = manifest.input_names
         self.outputs = Outputs(manifest)
+        # msgspec's decoders for valid input (scoring/fastpath.py): /predict's and the other protocols' (`records`
+        # given to validate() is MLflow's variant, which ignores unknown columns); pydantic says why when they refuse.
+        self.fast = FastRecords(manifest, settings.max_records)
+        self.fast_ignoring = FastRecords(manifest, settings.max_records, forbid_unknown=False)
+        self.fast_mlflow = FastMlflow(self.fast_ignoring, settings.max_records)
         # A record's values in signature order, in C (itemgetter of one name returns the bare value).
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
+        # What the request log holds of the validated records (records -> records): the place for a privacy step.
+        self.logged: Callable[[list], list] = lambda records: records
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).
@@ -151,10 +160,14 @@ class ScoringPath:
         self.own_answer = manifest.predict_fn != ("predict_proba" if manifest.is_classifier else "predict")
 
     def validate(self, candidates: object, records: TypeAdapter | None = None,
-                 lenient: TypeAdapter | None = None) -> list[dict]:
-        """Strict validation of decoded records (Python objects) against the signature. `records` is a
+                 lenient: TypeAdapter | None = None) -> list:
+        """Strict validation of decoded records (Python objects) against the signature: msgspec's typed records
+        (fastpath.py), or when msgspec refuses, pydantic's dicts or its full report. `records` is a
         variant of the same rules (MLflow's protocol ignores unknown columns); `lenient`, when the strict
         rules refuse, is tried before giving up (MLflow's conversions, too slow to run on every value)."""
+        typed = (self.fast if records is None else self.fast_ignoring).convert(candidates)
+        if typed is not None:
+            return typed
         try:
             return (records or self.records).validate_python(candidates)
         except ValidationError as error:
@@ -168,31 +181,41 @@ class ScoringPath:
     def valid_columns(self, columns: dict[str, list]) -> dict[str, list] | None:
         """The columns, validated by the record rules in one call per request, or None when some value breaks
         them: then validate() on the records says which record and field, in the one error format."""
-        if self.columns is None:
-            return None
+        typed = self.fast.convert_columns(columns)
+        if typed is not None or self.columns is None:
+            return typed
         try:
             return self.columns.validate_python(columns)
         except ValidationError:
             return None
 
-    def score(self, records: list[dict], request_id: str, protocol: str, started: float,
+    def score(self, records: list, request_id: str, protocol: str, started: float,
               columns: Columns | None = None, answer: bool = False) -> Scored:
-        """Score validated records (plain dicts holding exactly the signature's fields); `columns`, the same
-        values by column, when the protocol has them already; `answer`, also what MLflow's pyfunc answers when
-        that is not the scores (a second call of the model: MLflow's protocol only)."""
+        """Score validated records (fastpath's typed records, or plain dicts holding exactly the signature's
+        fields); `columns`, the same values by column, when the protocol has them already; `answer`, also what
+        MLflow's pyfunc answers when that is not the scores (from the same call of the model where the runtime
+        can: MLflow's protocol only)."""
         if self.scorer is None:
             raise NotReady(self.problem)
         if columns is None:
-            columns = dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
-        array = self.scorer.predict(columns)
+            columns = self.columns_of(records)
+        if answer and self.own_answer:  # both from one call of the model where the runtime can
+            array, own = self.scorer.predict_and_answer(self.manifest.predict_fn, columns)
+        else:
+            array, own = self.scorer.predict(columns), None
         values, labels, outputs = self.outputs.build(array)
-        own = self.scorer.answer(self.manifest.predict_fn, columns) if answer and self.own_answer else None
         if self.probability is not None:
             metrics.observe_probabilities(self.probability, array[:, 1])
         self.records_scored[protocol].inc(len(outputs))
         if self.settings.request_log:
             requestlog.write_line(requestlog.prediction_lines(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
-                runtime=self.manifest.runtime, protocol=protocol, inputs=records, outputs=outputs,
+                runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(records), outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000))
         return Scored(request_id, values, labels, outputs, own)
+
+    def columns_of(self, records: list) -> Columns:
+        """The validated records' values by column: a typed record's as its tuple, a dict's by the signature."""
+        if records and type(records[0]) is not dict:
+            return self.fast.columns(records)
+        return dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))

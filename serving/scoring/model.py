@@ -41,6 +41,7 @@ import json
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -159,6 +160,9 @@ class Scorer(Protocol):
     def answer(self, predict_fn: str, columns: Columns) -> Any:
         """What the version's MLflow pyfunc answers with `predict_fn`, as JSON-able values (MLflow's own rule)."""
 
+    def predict_and_answer(self, predict_fn: str, columns: Columns) -> tuple[np.ndarray, Any]:
+        """predict() and answer() together (a runtime that can, in one call of the model)."""
+
 
 def jsonable(value: Any) -> Any:
     """The JSON form MLflow's scoring server gives a prediction (mlflow.utils.proto_json_utils._get_jsonable_obj):
@@ -182,11 +186,11 @@ class Encoding:
 
     def __init__(self, blocks: list[dict]) -> None:
         self.numbers: list[tuple[str, int, float]] = []  # (column, matrix position, fill for a missing value)
-        self.one_hot: list[tuple[str, dict[str | None, int]]] = []  # (column, value -> matrix position)
+        self.one_hot: list[tuple[str, _Slots]] = []  # (column, value -> matrix position)
         position = 0
         for block in blocks:
             if "categories" in block:
-                lookup: dict[str | None, int] = {c: position + i for i, c in enumerate(block["categories"])}
+                lookup = _Slots({c: position + i for i, c in enumerate(block["categories"])})
                 if block.get("missing") in lookup:
                     lookup[None] = lookup[block["missing"]]  # the imputer's fill value, folded in
                 self.one_hot.append((block["column"], lookup))
@@ -195,6 +199,8 @@ class Encoding:
                 self.numbers.append((block["column"], position, float(block["fill"])))
                 position += 1
         self.width = position
+        for _, slots in self.one_hot:
+            slots.spare = position  # an unknown value's slot: _rows' spare last column
         self._zeros = array("f", bytes(4 * position))
         self._number_names = [name for name, _, _ in self.numbers]
         self._number_positions = np.array([p for _, p, _ in self.numbers], dtype=np.intp)
@@ -231,11 +237,20 @@ class Encoding:
                 block = np.where(missing, self._fills, block)
             matrix[:, self._number_positions] = block.T
         if self.one_hot:
-            spare = self.width
-            hot = np.fromiter((lookup.get(value, spare) for name, lookup in self.one_hot for value in columns[name]),
+            hot = np.fromiter(chain.from_iterable(map(lookup.__getitem__, columns[name]) for name, lookup in self.one_hot),
                               dtype=np.intp, count=n * len(self.one_hot))
             matrix[np.tile(np.arange(n), len(self.one_hot)), hot] = 1.0
         return np.ascontiguousarray(matrix[:, :self.width])
+
+
+class _Slots(dict[str | None, int]):
+    """A one-hot block's value -> matrix position; an unknown value -> `spare` (a column dropped afterwards). Looked up
+    with map(__getitem__): C per value, Python (__missing__) only for an unknown one."""
+
+    spare = 0
+
+    def __missing__(self, value: object) -> int:
+        return self.spare
 
 
 class OnnxScorer:
@@ -305,6 +320,14 @@ class OnnxScorer:
         found = self._run([LABEL_OUTPUT], self.feeds(columns), self._run_options)[0]
         return [self.classes[i] for i in _class_indices(found, self.classes)]
 
+    def predict_and_answer(self, predict_fn: str, columns: Columns) -> tuple[np.ndarray, Any]:
+        """A classifier's probabilities and its own labels from one run of the graph (one features matrix)."""
+        if predict_fn != "predict" or not self.classifier:
+            array = self.predict(columns)
+            return array, self.answer(predict_fn, columns)
+        probabilities, found = self._run([PROBABILITY_OUTPUT, LABEL_OUTPUT], self.feeds(columns), self._run_options)
+        return probabilities.astype(np.float64), [self.classes[i] for i in _class_indices(found, self.classes)]
+
     def answer(self, predict_fn: str, columns: Columns) -> Any:
         if predict_fn == "predict" and self.classifier:
             return self.labels(columns)
@@ -343,6 +366,9 @@ class FrameScorer:
 
     def answer(self, predict_fn: str, columns: Columns) -> Any:
         return jsonable(getattr(self.model, predict_fn)(self.frame(columns)))
+
+    def predict_and_answer(self, predict_fn: str, columns: Columns) -> tuple[np.ndarray, Any]:
+        return self.predict(columns), self.answer(predict_fn, columns)
 
 
 def _dtype(kind: str, values: Sequence) -> Any:

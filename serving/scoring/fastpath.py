@@ -1,0 +1,170 @@
+"""The fast path for valid input: msgspec decodes and validates a body in one pass into typed records.
+
+msgspec does what pydantic-core does for the records (scoring/schemas.py), several times faster (bench/serving.py's
+profile), but its error says only the first problem. So a body msgspec refuses is validated again by the pydantic
+adapter: that gives the full report (every record and field at fault) in the one error format, and whatever
+pydantic accepts that msgspec does not (stricter here and there, see below) is still served as before. msgspec never
+accepts what pydantic refuses: tests/serving/test_fastpath.py compares them value by value.
+
+The rules, per input of the manifest (scoring/model.py InputField), as schemas.py states them:
+  string -> str, double/float -> float, long/integer -> int, boolean -> bool; each may be null (the pipeline imputes)
+  strict: no boolean for a number, no number for a string, an integer is taken for a float (as a float),
+          NaN and +-Infinity refused (not JSON; a float literal beyond the float range would be infinity)
+  the contract's bounds: minimum -> ge, maximum -> le, greater_than -> gt, less_than -> lt
+  a closed category (values given, not `open`) -> one of its values; an open one, any string
+  no unknown field, no missing one; 1..max_records records
+Records are msgspec Structs in the signature's order: a column is one attribute per record, and msgspec encodes them
+for the request log without a dict per record.
+"""
+
+from __future__ import annotations
+
+import sys
+from itertools import starmap
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec.structs import astuple
+
+from .model import Columns, InputField, Manifest
+
+TYPES: dict[str, type] = {"string": str, "double": float, "float": float, "long": int, "integer": int, "boolean": bool}
+
+
+def _bounds(field: InputField, finite: bool) -> dict[str, float]:
+    """msgspec.Meta's bounds: the contract's (the stricter of an inclusive and an exclusive one on the same side),
+    and for a float, the float range (msgspec takes at most one bound per side)."""
+    least, most = (-sys.float_info.max, sys.float_info.max) if finite else (None, None)
+    bounds: dict[str, float] = {}
+    for inclusive, exclusive, key, strict, pick in ((field.minimum, field.greater_than, "ge", "gt", max),
+                                                    (field.maximum, field.less_than, "le", "lt", min)):
+        fallback = least if key == "ge" else most
+        if exclusive is not None and (inclusive is None or pick(inclusive, exclusive) == exclusive):
+            bounds[strict] = exclusive
+        elif inclusive is not None:
+            bounds[key] = inclusive
+        elif fallback is not None:
+            bounds[key] = fallback
+    return bounds
+
+
+def value_type(field: InputField) -> Any:
+    """One input's type: its JSON type with the contract's bounds or closed values, or null."""
+    kind = TYPES[field.type]
+    if kind is str and field.values is not None and not field.open:
+        literal: Any = Literal  # the values are known only at run time
+        return literal[tuple(field.values)] | None
+    bounds = _bounds(field, finite=kind is float) if kind in (int, float) else {}
+    meta: Any = msgspec.Meta  # its overloads want literal keywords; these are known at run time
+    return Annotated[kind, meta(**bounds)] | None if bounds else kind | None
+
+
+def bounded_list(item: Any, max_records: int) -> Any:
+    """list[item] of 1 to max_records items (a type built at run time: Any to a static checker)."""
+    return Annotated[list[item], msgspec.Meta(min_length=1, max_length=max_records)]
+
+
+def record_struct(manifest: Manifest, forbid_unknown: bool = True) -> type[msgspec.Struct]:
+    """A Struct per the signature: every field required (null allowed), unknown ones refused or ignored."""
+    fields = [(field.name, value_type(field)) for field in manifest.inputs]
+    # gc=False: a record holds only strings and numbers (no cycles), so the collector need not track 100s per request.
+    return msgspec.defstruct("Record", fields, forbid_unknown_fields=forbid_unknown, gc=False)
+
+
+class FastRecords:
+    """Decoders for one manifest: /predict's body, and a list of records already parsed (the other protocols)."""
+
+    def __init__(self, manifest: Manifest, max_records: int, forbid_unknown: bool = True) -> None:
+        self.names = manifest.input_names
+        self.value_types = [value_type(field) for field in manifest.inputs]
+        self.record: Any = record_struct(manifest, forbid_unknown)  # a Struct type made at run time
+        self.records_type = bounded_list(self.record, max_records)
+        envelope = msgspec.defstruct("PredictRequest", [("records", self.records_type)], forbid_unknown_fields=True)
+        self.decoder = msgspec.json.Decoder(envelope)
+        self.columns_type = msgspec.defstruct("Columns", [
+            (field.name, bounded_list(value_type(field), max_records)) for field in manifest.inputs],
+            forbid_unknown_fields=True)
+
+    def decode(self, body: bytes) -> list | None:
+        """/predict's records, or None when msgspec refuses the body (then pydantic says why, or accepts)."""
+        try:
+            envelope: Any = self.decoder.decode(body)  # a Struct type made at run time
+            return envelope.records
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+
+    def convert(self, candidates: object) -> list | None:
+        """Parsed records (dicts) as typed records, or None when msgspec refuses them."""
+        try:
+            return msgspec.convert(candidates, self.records_type, strict=True)
+        except (msgspec.ValidationError, UnicodeEncodeError):  # a lone surrogate in a string: pydantic says
+            return None
+
+    def convert_columns(self, columns: dict[str, list]) -> dict[str, list] | None:
+        """Columns (name -> one value per record, V2's form) validated by the record rules, or None when msgspec
+        refuses them."""
+        try:
+            return dict(zip(self.names, astuple(msgspec.convert(columns, self.columns_type, strict=True)),
+                            strict=True))
+        except (msgspec.ValidationError, UnicodeEncodeError):
+            return None
+
+    def records_of(self, columns: Columns) -> list:
+        """Validated columns (in signature order) as typed records: what the request log holds."""
+        return list(starmap(self.record, zip(*(columns[name] for name in self.names), strict=True)))
+
+    def columns(self, records: list) -> Columns:
+        """Typed records' values by column: each record's tuple (in signature order), transposed."""
+        return dict(zip(self.names, zip(*map(astuple, records), strict=True), strict=True))
+
+
+class FastMlflow:
+    """MLflow's JSON body (scoring/mlflow_protocol.py) decoded and validated in one pass, for the common forms:
+    {"dataframe_records": [...]} and {"dataframe_split": {"columns": <the signature's names, in order>, "data": ...}},
+    other keys ignored as MLflow does. Anything else (another format, two formats, other columns or order, NaN, a
+    value msgspec refuses) is None: the protocol's own decoder and validate() take it, as before."""
+
+    def __init__(self, fast: FastRecords, max_records: int) -> None:
+        self.fast, self.names = fast, fast.names
+        absent = msgspec.Raw()  # an empty Raw: the key was not there (msgspec takes no Raw in a union)
+        self.body = msgspec.json.Decoder(msgspec.defstruct("MlflowBody", [
+            (key, msgspec.Raw, absent) for key in ("dataframe_records", "dataframe_split", "instances", "inputs")]))
+        self.split = msgspec.json.Decoder(msgspec.defstruct("Split", [("columns", list[str]), ("data", msgspec.Raw)]))
+        self.max_records = max_records
+        self.types = dict(zip(self.names, fast.value_types, strict=True))
+        self.row_decoders: dict[tuple[str, ...], Any] = {}  # by the order of the columns a client sends
+        self.records = msgspec.json.Decoder(fast.records_type)
+
+    def rows(self, columns: list[str]) -> Any:
+        """A decoder of dataframe_split's rows with these columns (the signature's, in any order): each value typed by
+        its column, in one pass. At most a few orders are kept (a client sends one)."""
+        order = tuple(columns)
+        decoder = self.row_decoders.get(order)
+        if decoder is None:
+            tuple_of: Any = tuple  # the row's types, known at run time
+            decoder = msgspec.json.Decoder(bounded_list(tuple_of[tuple(self.types[name] for name in order)],
+                                                        self.max_records))
+            if len(self.row_decoders) < 8:
+                self.row_decoders[order] = decoder
+        return decoder
+
+    def decode(self, body: bytes) -> tuple[list, Columns | None] | None:
+        """(typed records, their columns when decoded by column), or None (see the class)."""
+        try:
+            document: Any = self.body.decode(body)  # Struct types made at run time
+            given = [document.dataframe_records, document.dataframe_split, document.instances, document.inputs]
+            if sum(len(raw) > 0 for raw in given) != 1:  # none, or two formats: MLflow's decoder says what is wrong
+                return None
+            if document.dataframe_records:
+                return self.records.decode(document.dataframe_records), None
+            if not document.dataframe_split:
+                return None
+            split: Any = self.split.decode(document.dataframe_split)
+            if len(split.columns) != len(self.names) or set(split.columns) != set(self.names):
+                return None  # other columns (MLflow ignores them), or some missing: the protocol's decoder
+            rows = self.rows(split.columns).decode(split.data)
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            return None
+        by_name = dict(zip(split.columns, map(list, zip(*rows, strict=True)), strict=True))
+        columns = {name: by_name[name] for name in self.names}
+        return self.fast.records_of(columns), columns

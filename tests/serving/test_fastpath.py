@@ -1,0 +1,246 @@
+"""msgspec's fast path (scoring/fastpath.py) accepts exactly what the pydantic rules accept, with the same values.
+
+The reference is schemas.request_adapter (pydantic: types, strictness, null, unknown/missing fields, 1..max records)
+AND the contract's rules stated here (`in_contract`: numeric bounds, closed categories), which the pydantic side
+enforces as well once the contract lands there. Every input type and every contract rule is in the manifest below;
+each edge value is tried in each field of an otherwise valid record, in /predict's body and as parsed records (the
+other protocols), and as V2's columns."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from serving.scoring import requestlog
+from serving.scoring.core import ScoringPath
+from serving.scoring.fastpath import FastRecords
+from serving.scoring.model import InputField, Manifest
+from serving.scoring.schemas import columns_adapter, records_adapter, request_adapter
+from serving.scoring.settings import Settings
+
+MAX_RECORDS = 5
+INPUTS = [
+    {"name": "free_double", "type": "double"},
+    {"name": "bounded_double", "type": "double", "minimum": 0, "maximum": 100},
+    {"name": "open_interval", "type": "float", "greater_than": 0, "less_than": 1},
+    {"name": "both_lower", "type": "double", "minimum": 0, "greater_than": 0.5},
+    {"name": "free_long", "type": "long"},
+    {"name": "age", "type": "integer", "minimum": 18, "maximum": 120},
+    {"name": "exclusive_int", "type": "long", "greater_than": -3, "less_than": 3},
+    {"name": "flag", "type": "boolean"},
+    {"name": "closed", "type": "string", "values": ["red", "blue"]},
+    {"name": "open", "type": "string", "values": ["red", "blue"], "open": True},
+    {"name": "text", "type": "string"},
+]
+VALID = {"free_double": 1.5, "bounded_double": 50.0, "open_interval": 0.5, "both_lower": 0.75, "free_long": 7,
+         "age": 40, "exclusive_int": 0, "flag": True, "closed": "red", "open": "red", "text": "x"}
+NUMBERS = ["0", "-0", "-0.0", "1", "5", "5.0", "5.5", "100", "100.0", "100.0000001", "99.9999999", "18", "17", "120",
+           "121", "17.5", "0.5", "0.50000001", "1e-300", "-1e-300", "1", "0.9999999999", "-3", "-2", "2", "3", "1e2",
+           "-1", "1e400", "-1e400", "1.7976931348623157e308", "12345678901234567890123", "-12345678901234567890123",
+           "9223372036854775808", "19", "119", "18.5", "-3.5", "-2.5", "2.5", "3.5", "-4", "4", "0.4999999",
+           "1.0000001", "-0.0000001", "0.0000001"]
+OTHERS = ["NaN", "Infinity", "-Infinity", "true", "false", "null", '"5"', '"red"', '"blue"', '"Red"', '"green"', '""',
+          '"\\u00e9"', '"\\ud800"', "[1]", "{}", '["red"]']
+LITERALS = NUMBERS + OTHERS
+
+
+@pytest.fixture(scope="module")
+def manifest() -> Manifest:
+    return Manifest.from_dict({"model": {"name": "m", "version": "1"}, "runtime": "onnx", "task": "regression",
+                               "inputs": INPUTS, "input_example": [VALID]})
+
+
+def in_contract(field: InputField, value: Any) -> bool:
+    """The contract's rules (issue 21 point 4), as the pydantic side states them: bounds, closed categories."""
+    if value is None:
+        return True
+    if field.values is not None and not field.open:
+        return value in field.values
+    if isinstance(value, str | bool):
+        return True
+    return ((field.minimum is None or value >= field.minimum) and (field.maximum is None or value <= field.maximum)
+            and (field.greater_than is None or value > field.greater_than)
+            and (field.less_than is None or value < field.less_than))
+
+
+def reference(manifest: Manifest, body: bytes | None = None, parsed: object = None) -> list[dict] | None:
+    """What the pydantic adapter (of /predict's body, or of records parsed already) and the contract accept: the
+    records, or None."""
+    try:
+        records = (request_adapter(manifest, MAX_RECORDS).validate_json(body)["records"] if body is not None
+                   else records_adapter(manifest, MAX_RECORDS).validate_python(parsed))
+    except ValidationError:
+        return None
+    fields = {f.name: f for f in manifest.inputs}
+    ok = all(in_contract(fields[name], value) for record in records for name, value in record.items())
+    return records if ok else None
+
+
+def as_dicts(records: list) -> list[dict]:
+    return [{name: getattr(r, name) for name in r.__struct_fields__} for r in records]
+
+
+def same(fast: list[dict] | None, slow: list[dict] | None) -> bool:
+    """Equal records, each value of the same type (5 and 5.0 differ; -0.0 and 0.0 differ)."""
+    if fast is None or slow is None:
+        return fast is slow
+    return json.dumps(fast) == json.dumps(slow) and [[type(v) for v in r.values()] for r in fast] == \
+        [[type(v) for v in r.values()] for r in slow] and all(
+            math.copysign(1, a) == math.copysign(1, b) for f, s in zip(fast, slow, strict=True)
+            for a, b in zip(f.values(), s.values(), strict=True) if isinstance(a, float) and isinstance(b, float))
+
+
+def with_value(name: str, literal: str) -> bytes:
+    """/predict's body of one valid record but for `name`, whose value is the JSON `literal`."""
+    fields = [f"{json.dumps(key)}:{literal if key == name else json.dumps(value)}" for key, value in VALID.items()]
+    return f'{{"records":[{{{",".join(fields)}}}]}}'.encode()
+
+
+def bodies() -> list[tuple[str, bytes]]:
+    cases = [(f"{name}={literal}", with_value(name, literal)) for name in VALID for literal in LITERALS]
+    missing = {k: v for k, v in VALID.items() if k != "age"}
+    cases += [
+        ("valid", orjson.dumps({"records": [VALID]})),
+        ("unknown field", orjson.dumps({"records": [{**VALID, "extra": 1}]})),
+        ("missing field", orjson.dumps({"records": [missing]})),
+        ("no records", b'{"records": []}'),
+        ("max records", orjson.dumps({"records": [VALID] * MAX_RECORDS})),
+        ("too many records", orjson.dumps({"records": [VALID] * (MAX_RECORDS + 1)})),
+        ("unknown envelope key", orjson.dumps({"records": [VALID], "params": {}})),
+        ("no envelope", orjson.dumps([VALID])),
+        ("records not a list", orjson.dumps({"records": VALID})),
+        ("record not an object", b'{"records": [1]}'),
+        ("duplicate key", b'{"records": [' + orjson.dumps(VALID)[:-1] + b', "age": 200}]}'),
+        ("not JSON", b'{"records": ['),
+        ("empty", b""),
+        ("trailing", orjson.dumps({"records": [VALID]}) + b" x"),
+    ]
+    return cases
+
+
+def test_every_edge_value_is_in_the_table(manifest):
+    """The table covers each field at, just inside and just outside each of its bounds."""
+    parsed = [json.loads(n) for n in NUMBERS]
+    for field in manifest.inputs:
+        for bound in (field.minimum, field.maximum, field.greater_than, field.less_than):
+            if bound is not None:
+                assert bound in parsed and any(bound - 1 <= p < bound for p in parsed) \
+                    and any(bound < p <= bound + 1 for p in parsed), (field.name, bound)
+
+
+@pytest.mark.parametrize(("case", "body"), bodies(), ids=[case for case, _ in bodies()])
+def test_predict_body_accepted_exactly_as_pydantic_and_the_contract(manifest, case, body):
+    fast = FastRecords(manifest, MAX_RECORDS).decode(body)
+    expected = reference(manifest, body)
+    assert same(as_dicts(fast) if fast is not None else None, expected), (case, fast, expected)
+
+
+@pytest.mark.parametrize(("case", "body"), bodies(), ids=[case for case, _ in bodies()])
+def test_parsed_records_and_columns_accepted_exactly_as_pydantic_and_the_contract(manifest, case, body):
+    """The other protocols validate records parsed already (MLflow's) or columns (V2's) by the same rules."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return
+    if not isinstance(document, dict) or set(document) != {"records"}:
+        return
+    candidates = document["records"]
+    fast = FastRecords(manifest, MAX_RECORDS).convert(candidates)
+    expected = reference(manifest, parsed=candidates)
+    assert same(as_dicts(fast) if fast is not None else None, expected), (case, fast, expected)
+    if isinstance(candidates, list) and candidates and all(isinstance(r, dict) and set(r) == set(VALID)
+                                                              for r in candidates):
+        columns = {name: [r[name] for r in candidates] for name in VALID}
+        fast_columns = FastRecords(manifest, MAX_RECORDS).convert_columns(columns)
+        rows = None if fast_columns is None else [dict(zip(fast_columns, row, strict=True))
+                                                  for row in zip(*fast_columns.values(), strict=True)]
+        assert same(rows, expected), (case, rows, expected)
+
+
+def test_mlflow_variant_ignores_unknown_columns(manifest):
+    ignoring = FastRecords(manifest, MAX_RECORDS, forbid_unknown=False).convert([{**VALID, "extra": 1}])
+    slow = records_adapter(manifest, MAX_RECORDS, extra="ignore").validate_python([{**VALID, "extra": 1}])
+    assert ignoring is not None and same(as_dicts(ignoring), slow)
+
+
+def test_refused_body_gets_pydantics_full_report(manifest):
+    """msgspec stops at the first problem; the service's answer still names every record and field (pydantic's)."""
+    path = ScoringPath(Settings(model_dir=None, max_records=MAX_RECORDS, request_log=False),  # type: ignore[arg-type]
+                       manifest, records_adapter(manifest, MAX_RECORDS), columns_adapter(manifest, MAX_RECORDS))
+    bad = [{**VALID, "free_double": "x"}, {**VALID, "free_long": 1.5, "text": 3}]
+    from serving.scoring.core import InputError
+
+    with pytest.raises(InputError) as refused:
+        path.validate(bad)
+    assert {(p.record, p.field) for p in refused.value.problems} == {(0, "free_double"), (1, "free_long"), (1, "text")}
+
+
+def test_typed_records_log_as_the_dicts_did(manifest):
+    """The request log's bytes from msgspec's records equal those from pydantic's dicts (one line and split)."""
+    body = orjson.dumps({"records": [VALID] * MAX_RECORDS})
+    fast = FastRecords(manifest, MAX_RECORDS).decode(body)
+    slow = request_adapter(manifest, MAX_RECORDS).validate_json(body)["records"]
+    outputs = [{"prediction": 1.0}] * MAX_RECORDS
+
+    def lines(inputs: list) -> list[dict]:
+        raw = requestlog.prediction_lines(request_id="r", model_name="m", model_version="1", runtime="onnx",
+                                          protocol="predict", inputs=inputs, outputs=outputs, latency_ms=1.0)
+        return [{k: v for k, v in json.loads(line).items() if k != "ts"} for line in raw.splitlines()]
+
+    assert fast is not None and lines(fast) == lines(slow)
+
+
+def mlflow_bodies() -> list[tuple[str, bytes]]:
+    names = list(VALID)
+    row = [VALID[name] for name in names]
+    split = {"columns": names, "data": [row, row]}
+    cases = [("records", {"dataframe_records": [VALID, VALID]}), ("split", {"dataframe_split": split}),
+             ("split, columns in another order", {"dataframe_split": {"columns": names[::-1], "data": [row[::-1]]}}),
+             ("split with an index", {"dataframe_split": {**split, "index": [0, 1]}}),
+             ("params ignored", {"dataframe_records": [VALID], "params": {"x": 1}}),
+             ("unknown column ignored", {"dataframe_records": [{**VALID, "extra": 1}]}),
+             ("split with another column", {"dataframe_split": {"columns": [*names, "extra"], "data": [[*row, 1]]}}),
+             ("split missing a column", {"dataframe_split": {"columns": names[1:], "data": [row[1:]]}}),
+             ("split row too short", {"dataframe_split": {"columns": names, "data": [row[1:]]}}),
+             ("two formats", {"dataframe_records": [VALID], "instances": [VALID]}),
+             ("a format and a null one", {"dataframe_records": [VALID], "dataframe_split": None}),
+             ("null records", {"dataframe_records": None}), ("no records", {"dataframe_records": []}),
+             ("too many records", {"dataframe_records": [VALID] * (MAX_RECORDS + 1)}),
+             ("instances", {"instances": [VALID]}), ("inputs as columns", {"inputs": {k: [v] for k, v in VALID.items()}}),
+             ("a number for a string (MLflow takes its text)", {"dataframe_records": [{**VALID, "text": 5}]}),
+             ("out of contract", {"dataframe_records": [{**VALID, "age": 17}]}),
+             ("closed category", {"dataframe_split": {**split, "data": [[*row[:-3], "green", *row[-2:]]]}})]
+    return [(case, orjson.dumps(document)) for case, document in cases] + [
+        ("NaN", orjson.dumps({"dataframe_records": [VALID]}).replace(b"1.5", b"NaN")), ("not JSON", b"{")]
+
+
+@pytest.mark.parametrize(("case", "body"), mlflow_bodies(), ids=[case for case, _ in mlflow_bodies()])
+def test_invocations_fast_path_takes_only_what_mlflows_decoder_and_the_rules_accept(manifest, case, body):
+    """The fast path answers a body only when the protocol's own decoder and validate() would have accepted it, with
+    the same records; anything else it leaves to them (None)."""
+    from serving.scoring import mlflow_protocol
+    from serving.scoring.core import InputError
+
+    path = ScoringPath(Settings(model_dir=None, max_records=MAX_RECORDS, request_log=False),  # type: ignore[arg-type]
+                       manifest, records_adapter(manifest, MAX_RECORDS), columns_adapter(manifest, MAX_RECORDS))
+    try:
+        candidates = mlflow_protocol.decode(body, "application/json", frozenset())
+        strict = records_adapter(manifest, MAX_RECORDS, "ignore").validate_python(candidates)  # MLflow's, not lax
+        expected = reference(manifest, parsed=strict)
+    except (InputError, ValidationError):
+        expected = None
+    fast = path.fast_mlflow.decode(body)
+    if fast is None:
+        assert case not in ("records", "split", "split, columns in another order", "split with an index",
+                            "params ignored", "unknown column ignored"), "the common forms take the fast path"
+        return
+    records, columns = fast
+    assert expected is not None and same(as_dicts(records), expected), (case, records, expected)
+    if columns is not None:
+        assert list(columns) == list(VALID) and [dict(zip(columns, r, strict=True))
+                                                 for r in zip(*columns.values(), strict=True)] == as_dicts(records)
