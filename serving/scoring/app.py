@@ -300,7 +300,7 @@ def invalid_request(request_id: str, error: InputError) -> Reply:
 
 
 async def validation_error_handler(request: Request, error: RequestValidationError) -> Response:
-    reply = invalid_request(request.scope.get("request_id"), InputError([describe_error(e) for e in error.errors()]))
+    reply = invalid_request(request.scope.get("request_id", ""), InputError([describe_error(e) for e in error.errors()]))
     return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
 

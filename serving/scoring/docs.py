@@ -120,8 +120,8 @@ PROBLEM = {"type": "object", "required": ["record", "field", "problem", "type"],
                           "type": {"type": "string", "description": "a stable code (pydantic's error types and ours)"}}}
 COMMON_REFUSAL = {"request_id": {"type": "string"}, "problems": {"type": "array", "items": PROBLEM, "minItems": 1}}
 STRING = {"type": "string"}
-SCALAR = {"type": ["string", "number", "boolean"]}
-PARAMETERS = {"type": "object", "additionalProperties": SCALAR, "description": "the protocol's parameters (none read)"}
+PARAMETERS = {"type": "object", "additionalProperties": {}, "description": "the protocol's parameters: any, none read"}
+ANY = {"description": "any JSON value: ignored, as MLflow ignores it"}
 
 
 def _object(properties: dict, required: list[str] | None = None, **extra: object) -> dict:
@@ -174,8 +174,8 @@ def _lax(schema: dict) -> dict:
 
 
 def mlflow_record(values: dict[str, dict]) -> dict:
-    # Columns outside the signature are ignored by MLflow's protocol; the schema lists the ones read.
-    return _object({name: _lax(schema) for name, schema in values.items()})
+    # Columns outside the signature are ignored by MLflow's protocol, whatever they hold.
+    return {**_object({name: _lax(schema) for name, schema in values.items()}), "additionalProperties": ANY}
 
 
 def invocations_request(manifest: Manifest, values: dict[str, dict], max_records: int) -> dict:
@@ -187,14 +187,17 @@ def invocations_request(manifest: Manifest, values: dict[str, dict], max_records
     names = manifest.input_names
     row = {"type": "array", "prefixItems": [_lax(values[n]) for n in names], "minItems": len(names),
            "maxItems": len(names)}
-    split = _object({"columns": {"type": "array", "prefixItems": [{"const": n} for n in names],
-                                 "minItems": len(names), "maxItems": len(names)},
-                     "data": {"type": "array", "items": row, "minItems": 1, "maxItems": max_records}})
-    one_column = _object({n: {"type": "array", "items": _lax(values[n]), "minItems": 1, "maxItems": 1}
-                          for n in names})
+    split = {**_object({"columns": {"type": "array", "prefixItems": [{"const": n} for n in names],
+                                    "minItems": len(names), "maxItems": len(names)},
+                        "data": {"type": "array", "items": row, "minItems": 1, "maxItems": max_records}}),
+             "additionalProperties": ANY}  # pandas' "index" among them
+    one = {"type": "array", "minItems": 1, "maxItems": 1}
+    one_column = {**_object({n: {**one, "items": _lax(values[n])} for n in names}), "additionalProperties": one}
     formats = {"dataframe_split": split, "dataframe_records": records,
                "instances": {"oneOf": [records, one_column]}, "inputs": {"oneOf": [records, one_column]}}
-    return {"oneOf": [{**_object({key: schema}), "title": key} for key, schema in formats.items()],
+    # Other top-level keys ("params" among them) are ignored, as MLflow does; another format's key is refused.
+    return {"oneOf": [{**_object({key: schema, **{other: False for other in formats if other != key}}, required=[key]),
+                       "additionalProperties": ANY, "title": key} for key, schema in formats.items()],
             "description": "exactly one of dataframe_split, dataframe_records, instances, inputs (as `mlflow models "
                            "serve`); NaN is read as a missing value; columns outside the signature are ignored"}
 

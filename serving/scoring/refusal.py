@@ -76,7 +76,7 @@ def loads(body: bytes, nan_is_missing: bool, where: Where) -> object:
     except ValueError as error:  # UnicodeDecodeError is one
         raise InputError.one(f"body is not valid JSON: {error}", kind="json_invalid") from None
     found = _first(document, lambda v: isinstance(v, _NonFinite) and not (nan_is_missing and v.word == "NaN"))
-    if found is not None:
+    if found is not None and isinstance(found[1], float):
         record, field = where(document, found[0])
         raise InputError([Problem(record, field, non_finite_problem(found[1]), NON_FINITE)])
     if nan_is_missing:

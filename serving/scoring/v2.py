@@ -111,7 +111,9 @@ def decode(body: bytes, expected: dict[str, str], known: dict[str, dict]) -> tup
     if len(lengths) > 1:
         raise InputError.one(f"every input must hold the same number of records, got {sorted(lengths)}", kind="shape")
     request_id = document.get("id")
-    return columns, request_id if isinstance(request_id, str) else None, _requested(document.get("outputs"), known)
+    if "id" in document and not isinstance(request_id, str):
+        raise InputError.one(f"id must be a string, got {request_id!r}", field="id", kind="format")
+    return columns, request_id, _requested(document["outputs"], known) if "outputs" in document else list(known)
 
 
 def _where(document: object, path: list) -> tuple[int | None, str | None]:
@@ -140,7 +142,7 @@ def _plain_tensor(tensor: object, expected: dict[str, str]) -> str | None:
     """The name of a well-formed input tensor with flat data ([n] or [n, 1], ints not booleans), else None.
     A few exact type checks, inlined: 23 tensors per request, and the full checks (_tensor) cost more than
     scoring one record did. Anything else takes _tensor."""
-    if type(tensor) is not dict or not tensor.keys() <= TENSOR_KEYS:
+    if type(tensor) is not dict or not tensor.keys() <= TENSOR_KEYS or type(tensor.get("parameters", {})) is not dict:
         return None
     name, shape, data = tensor.get("name"), tensor.get("shape"), tensor.get("data")
     if type(name) is not str or type(data) is not list or type(shape) is not list or not shape:
@@ -181,16 +183,16 @@ def _tensor(tensor: object, expected: dict[str, str]) -> tuple[str, list]:
 
 
 def _requested(requested: object, known: dict[str, dict]) -> list[str]:
-    if requested is None:
-        return list(known)
-    names = ([o.get("name") for o in requested]
-             if isinstance(requested, list) and all(isinstance(o, dict) for o in requested) else None)
-    if names is None or not all(isinstance(name, str) and name in known for name in names):
+    outputs = requested if isinstance(requested, list) and all(isinstance(o, dict) for o in requested) else None
+    if outputs is None or not all(isinstance(o.get("name"), str) and o["name"] in known for o in outputs):
         raise InputError.one(f"requested outputs must be among {list(known)}, got {requested!r}", field="outputs",
                              kind="unknown_output")
-    for output in requested:
+    for output in outputs:
         _known_keys(output, OUTPUT_KEYS, f"requested output '{output['name']}'")
-    return names
+        if not isinstance(output.get("parameters", {}), dict):
+            raise InputError.one(f"requested output '{output['name']}': parameters must be an object", field="outputs",
+                                 kind="format")
+    return [output["name"] for output in outputs]
 
 
 def encode(scored: Scored, manifest: Manifest, request_id: str | None, requested: list[str],
