@@ -14,7 +14,9 @@ written as {"predictions": <its array as nested lists>}), by the MLmodel's predi
   anything else   what the runtime's model answers to that method (scoring/model.py Scorer.answer)
 Columns that are not in the signature are ignored and a number in a string column is taken as its text,
 as MLflow does; a missing column or text in a numeric column is refused.
-Errors in MLflow's shape: {"error_code": "BAD_REQUEST", "message": "..."} with status 400.
+NaN is read as a missing value (MLflow parses with json.loads); Infinity is refused, naming the record and column.
+Errors in MLflow's shape: {"error_code": "BAD_REQUEST", "message": "..."} with status 400 (415 for a content type
+not taken), plus the request id and problems every protocol's refusal carries (scoring/refusal.py).
 """
 
 from __future__ import annotations
