@@ -198,13 +198,14 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         params = scope.get("path_params", {})
         if (missing := unknown(params.get("name", ""), params.get("version"), request_id)) is not None:
             return missing
-        if header(scope, v2.BINARY_HEADER.encode()) is not None:
+        binary = header(scope, v2.BINARY_HEADER.encode()) is not None
+        # A binary-extension request carries its own content type: the JSON rule applies only without its header.
+        if not binary and (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None:
+            return Reply(415, v2.error_body(refused, request_id))
+        if binary:
             return Reply(400, v2.error_body(InputError.one(
                 "the binary tensor extension is not supported: send JSON tensors (tritonclient: binary_data=False)",
                 field=v2.BINARY_HEADER, kind="binary_extension"), request_id))
-        # Checked after the binary extension's header: a request with it sends the binary extension's content type.
-        if (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None:
-            return Reply(415, v2.error_body(refused, request_id))
         try:
             candidates, inference_id, requested = v2.decode(body, expected, known)
             columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault

@@ -274,3 +274,10 @@ def test_every_protocol_refuses_with_the_same_problems_and_request_id_plus_its_o
         assert document["error_code"] == "BAD_REQUEST" and served.number in document["message"]
     if protocol == "v2":
         assert served.number in document["error"]
+
+
+def test_v2_content_type_rule_leaves_the_binary_extension_to_its_own_handling(http, served):
+    """The binary tensor extension sends its own content type with its header: not a 415 (its decoder answers)."""
+    answer = http.post(served.infer, content=b"{}", headers={"inference-header-content-length": "2",
+                                                             "content-type": "application/octet-stream"})
+    assert answer.status_code != 415 and answer.status_code < 500
