@@ -30,7 +30,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from . import docs, metrics, mlflow_protocol, requestlog, v2, v2_binary
+from . import docs, metrics, mlflow_protocol, refusal, requestlog, v2, v2_binary
 from .core import InputError, NotReady, ScoringPath, describe_error
 from .front import Handler, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, check_outputs, load_scorer, records_to_columns
@@ -39,6 +39,7 @@ from .settings import Settings
 
 log = logging.getLogger("scoring")
 JSON = "application/json"
+TEXT = "text/plain; charset=utf-8"
 
 
 def load_model(path: ScoringPath, model_dir: Any) -> None:
@@ -83,7 +84,7 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
     routes = [*predict_routes(app, path, envelope, log_failure),
               *mlflow_routes(app, path, (records_adapter(manifest, settings.max_records, extra="ignore"),
                                          records_adapter(manifest, settings.max_records, "ignore", mlflow_lax=True)),
-                             log_failure),
+                             log_failure, settings.max_records),
               *v2_routes(app, path, log_failure)]
     add_service_routes(app, path)
     # FastAPI's documented way to extend the document; mypy refuses any assignment to a method.
@@ -118,6 +119,8 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
         # The raw body is parsed and validated in one pass by msgspec (scoring/fastpath.py); a body it refuses, by
         # pydantic-core, which names every record and field at fault (or accepts what msgspec is stricter about).
         started, request_id = time.perf_counter(), scope["request_id"]
+        if (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None:
+            return Reply(415, refusal.body(refused, request_id, error="unsupported media type"))
         try:
             records = path.fast.decode(body)
             if records is None:
@@ -130,11 +133,22 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
         return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": scored.outputs}))
 
     return [declare(app, "/predict", predict, response_model=predict_response(manifest), openapi_extra=docs.predict_body(),
-                    responses={422: {"description": "invalid input: each problem names the record and field"},
-                               503: {"description": "the model is not ready"}})]
+                    responses=docs.predict_responses(manifest))]
 
 
-def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any) -> list[ScoringRoute]:
+def refused_content_type(scope: Scope, accepted: tuple[str, ...], none_is_json: bool) -> InputError | None:
+    """The same Content-Type rule on every protocol (scoring/refusal.py); None when the request's is taken."""
+    problem = refusal.content_type_problem(header(scope, b"content-type"), accepted, none_is_json)
+    return None if problem is None else InputError([problem])
+
+
+def input_values(path: ScoringPath) -> dict[str, dict]:
+    """Each input's value schema, as /predict's Record documents it: the other protocols' documents reuse it."""
+    return docs.value_schemas(request_schemas(request_adapter(path.manifest, 1))["Record"])
+
+
+def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any,
+                  max_records: int) -> list[ScoringRoute]:
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
     integers = frozenset(f.name for f in path.manifest.inputs if f.type in ("long", "integer"))
     task = path.manifest.task
@@ -142,11 +156,10 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
 
     def invocations(scope: Scope, body: bytes) -> Reply:
         started, request_id = time.perf_counter(), scope["request_id"]
-        content_type = header(scope, b"content-type") or ""
-        refused = mlflow_protocol.refused_content_type(content_type)
-        if refused:
-            return Reply(415, refused.encode(), "text/plain")
+        if (refused := refused_content_type(scope, mlflow_protocol.CONTENT_TYPES, none_is_json=False)) is not None:
+            return Reply(415, mlflow_protocol.error_body(refused, request_id))
         try:
+            content_type = header(scope, b"content-type") or ""
             typed = path.fast_mlflow.decode(body) if mlflow_protocol.media_type(content_type) == JSON else None
             if typed is not None:  # the common JSON forms, valid: decoded and validated in one pass
                 scored = path.score(typed[0], request_id, "mlflow", started, typed[1], answer=True)
@@ -154,21 +167,24 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
             candidates = mlflow_protocol.decode(body, content_type, numeric, integers)
             scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
         except InputError as error:
-            return Reply(400, mlflow_protocol.error_body(error))
+            return Reply(400, mlflow_protocol.error_body(error, request_id))
         except NotReady as error:
             return not_ready(scope, log_failure, error,
                              {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"not ready: {error}"})
         return Reply(200, mlflow_protocol.encode(scored, task))
 
-    @app.get("/ping", responses=docs.text_response("\n", "200 once the model is loaded, 404 before (as MLflow)"))
+    # Text, not JSON (MLflow labels "\n" as JSON; its clients read only /ping's status and /version's text).
+    @app.get("/ping", response_class=Response, responses=docs.ping_responses())
     async def ping() -> Response:
-        return Response("\n", status_code=200 if path.scorer is not None else 404, media_type=JSON)
+        return Response("\n", status_code=200 if path.scorer is not None else 404, media_type=TEXT)
 
-    @app.get("/version", responses=docs.text_response(mlflow_version, "the MLflow version that logged the model"))
+    @app.get("/version", response_class=Response,
+             responses=docs.text_response(mlflow_version, "the MLflow version that logged the model"))
     async def version() -> Response:
-        return Response(mlflow_version, media_type=JSON)
+        return Response(mlflow_version, media_type=TEXT)
 
-    return [declare(app, "/invocations", invocations, openapi_extra=docs.invocations_body(path.manifest),
+    return [declare(app, "/invocations", invocations,
+                    openapi_extra=docs.invocations_body(path.manifest, input_values(path), max_records),
                     responses=docs.invocations_responses(path.manifest))]
 
 
@@ -176,19 +192,24 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
     manifest = path.manifest
     meta, expected, known = v2.metadata(manifest), v2.input_types(manifest), v2.outputs(manifest)
 
-    def unknown(name: str, version: str | None) -> Reply | None:
+    def unknown(name: str, version: str | None, request_id: str) -> Reply | None:
         if name != manifest.model_name or version not in (None, manifest.model_version):
             found = f"model '{name}'" + (f" version '{version}'" if version is not None else "")
-            return Reply(404, v2.error_body(f"unknown {found}: this server serves '{manifest.model_name}' "
-                                            f"version '{manifest.model_version}'"))
+            error = InputError.one(f"unknown {found}: this server serves '{manifest.model_name}' version "
+                                   f"'{manifest.model_version}'", field="name" if name != manifest.model_name
+                                   else "version", kind="not_found")
+            return Reply(404, v2.error_body(error, request_id))
         return None
 
     def infer(scope: Scope, body: bytes) -> Reply:
         started, request_id = time.perf_counter(), scope["request_id"]
         params = scope.get("path_params", {})
-        if (missing := unknown(params.get("name", ""), params.get("version"))) is not None:
+        if (missing := unknown(params.get("name", ""), params.get("version"), request_id)) is not None:
             return missing
         json_length, binary = header(scope, v2.BINARY_HEADER.encode()), frozenset[str]()
+        # A binary-extension request carries its own content type: the JSON rule applies only without its header.
+        if json_length is None and (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None:
+            return Reply(415, v2.error_body(refused, request_id))
         try:
             if v2_binary.applies(body, json_length):  # tritonclient's default: binary tensors in, binary outputs out
                 candidates, inference_id, requested, binary = v2_binary.decode(body, json_length, expected, known)
@@ -198,7 +219,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             records = path.fast.records_of(columns) if columns is not None else path.validate(v2.records(candidates))
             scored = path.score(records, request_id, "v2", started, columns)
         except InputError as error:
-            return Reply(400, v2.error_body(str(error)))
+            return Reply(400, v2.error_body(error, request_id))
         except NotReady as error:
             return not_ready(scope, log_failure, error, {"error": f"not ready: {error}"})
         if binary:
@@ -206,38 +227,45 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             return Reply(200, answer, v2_binary.CONTENT_TYPE, ((v2.BINARY_HEADER.encode(), b"%d" % length),))
         return Reply(200, v2.encode(scored, manifest, inference_id, requested, known))
 
-    infer_docs = {"openapi_extra": docs.v2_infer_body(manifest), "responses": docs.v2_infer_responses(manifest, known)}
-    routes = [declare(app, "/v2/models/{name}/infer", infer, **infer_docs),
-              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, **infer_docs)]
+    values, responses = input_values(path), docs.v2_infer_responses(manifest, known)
+    routes = [declare(app, "/v2/models/{name}/infer", infer, responses=responses,
+                      openapi_extra=docs.v2_infer_body(manifest, values, known)),
+              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, responses=responses,
+                      openapi_extra=docs.v2_versioned_infer_body(manifest, values, known))]
 
     def as_response(reply: Reply | None) -> Response | None:
         return None if reply is None else Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
-    async def model_metadata(name: str, version: str | None = None) -> Response:
-        return as_response(unknown(name, version)) or JSONResponse(meta)
+    # The path parameters are read from the request, not the signature: FastAPI would add a 422 that never happens.
+    def missing(request: Request) -> Response | None:
+        params = request.path_params
+        return as_response(unknown(params["name"], params.get("version"), request.scope["request_id"]))
 
-    async def model_ready(name: str, version: str | None = None) -> Response:
-        if (missing := as_response(unknown(name, version))) is not None:
-            return missing
+    async def model_metadata(request: Request) -> Response:
+        return missing(request) or JSONResponse(meta)
+
+    async def model_ready(request: Request) -> Response:
+        if (unknown_model := missing(request)) is not None:
+            return unknown_model
         ready = path.scorer is not None
-        return JSONResponse({"name": name, "ready": ready}, status_code=200 if ready else 503)
+        return JSONResponse({"name": manifest.model_name, "ready": ready}, status_code=200 if ready else 503)
 
-    meta_docs = docs.json_response(meta, "model metadata: inputs (one tensor per column) and outputs")
-    app.get("/v2/models/{name}", responses=meta_docs)(model_metadata)
-    app.get("/v2/models/{name}/versions/{version}", responses=meta_docs)(model_metadata)
-    ready_docs = docs.json_response({"name": manifest.model_name, "ready": True}, "200 ready, 503 not yet")
-    app.get("/v2/models/{name}/ready", responses=ready_docs)(model_ready)
-    app.get("/v2/models/{name}/versions/{version}/ready", responses=ready_docs)(model_ready)
+    for template, handler, responses in [("", model_metadata, docs.v2_metadata_responses(meta)),
+                                         ("/ready", model_ready, docs.v2_ready_responses(manifest.model_name))]:
+        app.get("/v2/models/{name}" + template, responses=responses, response_class=JSONResponse,
+                openapi_extra={"parameters": docs.V2_PATH})(handler)
+        app.get("/v2/models/{name}/versions/{version}" + template, responses=responses, response_class=JSONResponse,
+                openapi_extra={"parameters": [*docs.V2_PATH, docs.V2_VERSION]})(handler)
 
-    @app.get("/v2", responses=docs.json_response(v2.server_metadata(), "server metadata"))
+    @app.get("/v2", responses=docs.v2_server_responses(v2.server_metadata()))
     async def server_metadata() -> Response:
         return JSONResponse(v2.server_metadata())
 
-    @app.get("/v2/health/live", responses=docs.json_response({"live": True}, "the process is alive"))
+    @app.get("/v2/health/live", responses=docs.flag_responses("live", "the process is alive", not_yet=False))
     async def live() -> Response:
         return JSONResponse({"live": True})
 
-    @app.get("/v2/health/ready", responses=docs.json_response({"ready": True}, "200 ready, 503 not yet"))
+    @app.get("/v2/health/ready", responses=docs.flag_responses("ready", "the model is ready", not_yet=True))
     async def v2_ready() -> Response:
         ready = path.scorer is not None
         return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
@@ -252,12 +280,11 @@ def add_service_routes(app: FastAPI, path: ScoringPath) -> None:
                      "classes": list(manifest.classes) if manifest.classes is not None else None,
                      "outputs": docs.output_names(manifest)}
 
-    @app.get("/health", responses=docs.json_response({"status": "alive"}, "the process is alive"))
+    @app.get("/health", response_class=JSONResponse, responses=docs.health_responses())
     async def health() -> dict:
         return {"status": "alive"}
 
-    @app.get("/ready", responses={**docs.json_response(ready_example, "the model is loaded and warmed up"),
-                                  503: {"description": "model not loaded or warm-up failed"}})
+    @app.get("/ready", response_class=JSONResponse, responses=docs.ready_responses(ready_example))
     async def ready() -> Response:
         if path.scorer is None:
             return JSONResponse({"status": "not ready", "problem": path.problem}, status_code=503)
@@ -279,13 +306,12 @@ def openapi_with_request_schemas(app: FastAPI, schemas: dict[str, dict]) -> dict
     return app.openapi_schema
 
 
-def invalid_request(request_id: str | None, error: InputError) -> Reply:
-    return Reply(422, orjson.dumps({"error": "invalid request", "request_id": request_id,
-                                    "problems": [p.as_dict() for p in error.problems]}))
+def invalid_request(request_id: str, error: InputError) -> Reply:
+    return Reply(422, refusal.body(error, request_id, error="invalid request"))
 
 
 async def validation_error_handler(request: Request, error: RequestValidationError) -> Response:
-    reply = invalid_request(request.scope.get("request_id"), InputError([describe_error(e) for e in error.errors()]))
+    reply = invalid_request(request.scope.get("request_id", ""), InputError([describe_error(e) for e in error.errors()]))
     return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
 

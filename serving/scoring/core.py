@@ -8,6 +8,7 @@ record, field, problem), scores them, observes the metrics and writes the reques
 
 from __future__ import annotations
 
+import math
 import operator
 import time
 from collections.abc import Callable
@@ -56,6 +57,15 @@ class InputError(Exception):
         return cls([describe_error(e, records_key) for e in error.errors()])
 
 
+NON_FINITE = "finite_number"  # pydantic's error type for NaN/Infinity, kept for the same refusal by every protocol
+
+
+def non_finite_problem(value: float) -> str:
+    """NaN/Infinity are not JSON numbers; a client that writes them usually means a missing value."""
+    word = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    return f"{word} is not a number this service takes: send null for a missing value"
+
+
 class NotReady(Exception):
     """The model is not loaded (or its warm-up failed): a 503."""
 
@@ -78,6 +88,8 @@ def describe_error(error: Any, records_key: str | None = "records") -> Problem:
         problem = "field required"
     elif not location and kind in {"dict_type", "model_attributes_type"}:
         problem = 'the body must be a JSON object: {"records": [...]}'
+    elif isinstance(error.get("input"), float) and not math.isfinite(error["input"]):
+        problem = non_finite_problem(error["input"])
     elif kind == "json_invalid":
         field, problem = None, f"body is not valid JSON: {error.get('ctx', {}).get('error', '')}".rstrip(": ")
     else:

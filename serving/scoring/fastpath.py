@@ -90,7 +90,7 @@ class FastRecords:
         try:
             envelope: Any = self.decoder.decode(body)  # a Struct type made at run time
             return envelope.records
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # the slow path says what is wrong
             return None
 
     def convert(self, candidates: object) -> list | None:
@@ -163,7 +163,7 @@ class FastMlflow:
             if len(split.columns) != len(self.names) or set(split.columns) != set(self.names):
                 return None  # other columns (MLflow ignores them), or some missing: the protocol's decoder
             rows = self.rows(split.columns).decode(split.data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # the slow path says what is wrong
             return None
         by_name = dict(zip(split.columns, map(list, zip(*rows, strict=True)), strict=True))
         columns = {name: by_name[name] for name in self.names}

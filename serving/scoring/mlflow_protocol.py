@@ -14,42 +14,31 @@ written as {"predictions": <its array as nested lists>}), by the MLmodel's predi
   anything else   what the runtime's model answers to that method (scoring/model.py Scorer.answer)
 Columns that are not in the signature are ignored and a number in a string column is taken as its text,
 as MLflow does; a missing column or text in a numeric column is refused.
-Errors in MLflow's shape: {"error_code": "BAD_REQUEST", "message": "..."} with status 400.
+NaN is read as a missing value (MLflow parses with json.loads); Infinity is refused, naming the record and column.
+Errors in MLflow's shape: {"error_code": "BAD_REQUEST", "message": "..."} with status 400 (415 for a content type
+not taken), plus the request id and problems every protocol's refusal carries (scoring/refusal.py).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 
 import orjson
 
+from . import refusal
 from .core import InputError, Scored
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPES = ("application/json",)
 CSV_TYPES = ("text/csv",)
+CONTENT_TYPES = (*JSON_TYPES, *CSV_TYPES)
 BAD_REQUEST = "BAD_REQUEST"
 
 
 def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
-
-
-def refused_content_type(content_type: str) -> str | None:
-    """MLflow's 415 text for a content type, charset or parameter it does not take; None if accepted."""
-    kind, *pairs = [part.strip() for part in content_type.split(";")]
-    parameters = {key.strip().lower(): value.strip() for key, _, value in (pair.partition("=") for pair in pairs if pair)}
-    if parameters.get("charset", "utf-8").lower() != "utf-8":
-        return "The scoring server only supports UTF-8"
-    if set(parameters) - {"charset"}:
-        return f"Unrecognized content type parameters: {', '.join(sorted(set(parameters) - {'charset'}))}."
-    if kind.lower() not in (*JSON_TYPES, *CSV_TYPES):
-        return (f"This predictor only supports the following content types: Types: {[*JSON_TYPES, *CSV_TYPES]}. "
-                f"Got '{content_type}'.")
-    return None
 
 
 def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list:
@@ -64,7 +53,8 @@ def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: fr
 
 
 def decode_json(body: bytes) -> list:
-    document = _loads(body)
+    # MLflow parses with json.loads, which reads NaN (a missing value to pandas): so does this, nothing else of it.
+    document = refusal.loads(body, nan_is_missing=True, where=_where)
     # Like MLflow: other top-level keys ("params" included: this model takes none) are ignored.
     if not isinstance(document, dict) or len([key for key in document if key in FORMATS]) != 1:
         received = list(document) if isinstance(document, dict) else f"a {type(document).__name__}"
@@ -81,23 +71,22 @@ def decode_json(body: bytes) -> list:
     return _instances(payload, key)
 
 
-def _loads(body: bytes) -> object:
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        # MLflow parses with json.loads, which reads NaN (a missing value to pandas). orjson does not.
-        if b"NaN" not in body:
-            raise InputError.one(f"body is not valid JSON: {error}", kind="json_invalid") from None
-    try:
-        return json.loads(body, parse_constant=_nan_only)
-    except ValueError as error:
-        raise InputError.one(f"body is not valid JSON: {error}", kind="json_invalid") from None
-
-
-def _nan_only(constant: str) -> None:
-    if constant != "NaN":
-        raise ValueError(f"{constant} is not a valid value (only NaN, meaning missing, is accepted)")
-    return None
+def _where(document: object, path: list) -> tuple[int | None, str | None]:
+    """The record and column of a value at `path` in one of the four JSON formats (for a refusal naming them)."""
+    key, rest = (path[0], path[1:]) if path else (None, [])
+    if not isinstance(key, str):
+        return None, None
+    payload = document.get(key) if isinstance(document, dict) else None
+    if key == "dataframe_split" and rest[:1] == ["data"] and len(rest) > 2:
+        columns = payload.get("columns") if isinstance(payload, dict) else None
+        index = rest[2]
+        named = columns[index] if isinstance(columns, list) and isinstance(index, int) and index < len(columns) else None
+        return rest[1], named if isinstance(named, str) else str(index)
+    if isinstance(payload, list) and len(rest) > 1 and isinstance(rest[1], str):
+        return rest[0], rest[1]
+    if isinstance(payload, dict) and len(rest) > 1 and isinstance(rest[1], int):
+        return rest[1], rest[0]
+    return None, key
 
 
 def _split_records(payload: object) -> list:
@@ -106,6 +95,10 @@ def _split_records(payload: object) -> list:
         raise InputError.one('dataframe_split must be {"columns": [...], "data": [[...], ...]}',
                              field="dataframe_split", kind="format")
     columns, rows = payload["columns"], payload["data"]
+    wrong = next((index for index, name in enumerate(columns) if not isinstance(name, str)), None)
+    if wrong is not None:
+        raise InputError.one(f"column names must be strings: column {wrong} is {type(columns[wrong]).__name__} "
+                             f"{columns[wrong]!r}", field="dataframe_split", kind="format")
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
             raise InputError.one(f"row has {len(row) if isinstance(row, list) else 'no'} values for "
@@ -136,15 +129,26 @@ def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = 
         raise InputError.one(f"body is not UTF-8 CSV: {error}", kind="csv_invalid") from None
     if not header:
         raise InputError.one("the CSV body has no header row", kind="csv_invalid")
-    records = []
-    for index, row in enumerate(reader):
-        if not row:
-            continue
-        if len(row) != len(header):
-            raise InputError.one(f"row has {len(row)} values for {len(header)} columns", kind="csv_invalid", record=index)
-        records.append({name: _csv_value(name, cell, name in numeric, index, name in integers)
-                        for name, cell in zip(header, row, strict=True)})
+    records: list[dict] = []
+    try:
+        for index, row in enumerate(reader):
+            if not row:
+                continue
+            if len(row) != len(header):
+                raise InputError.one(f"row has {len(row)} values for {len(header)} columns", kind="csv_invalid",
+                                     record=index)
+            records.append({name: _csv_value(name, cell, name in numeric, index, name in integers)
+                            for name, cell in zip(header, row, strict=True)})
+    except csv.Error as error:  # raised by the reader while rows are read: a cell over its limit, a NUL byte
+        raise InputError.one(f"CSV row {reader.line_num - 1} cannot be read: {_csv_reason(error)}", kind="csv_invalid",
+                             record=len(records)) from None
     return records
+
+
+def _csv_reason(error: csv.Error) -> str:
+    if "field larger than field limit" in str(error):
+        return f"a cell is longer than {csv.field_size_limit()} characters"
+    return str(error)
 
 
 def _csv_value(name: str, cell: str, is_number: bool, record: int, is_integer: bool = False) -> object:
@@ -171,5 +175,6 @@ def encode(scored: Scored, task: str) -> bytes:
     return orjson.dumps({"predictions": scored.values})
 
 
-def error_body(error: InputError) -> bytes:
-    return orjson.dumps({"error_code": BAD_REQUEST, "message": f"Invalid input. {error}"})
+def error_body(error: InputError, request_id: str) -> bytes:
+    """MLflow's error shape, plus the request id and the problems every protocol's refusal carries."""
+    return refusal.body(error, request_id, error_code=BAD_REQUEST, message=f"Invalid input. {error}")

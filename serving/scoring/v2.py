@@ -12,7 +12,8 @@ Response: {"model_name", "model_version", "id", "outputs": [...]}, the outputs d
   regression  prediction FP64 [n]
 A label is INT64 for integer classes, BYTES for text ones (BOOL, FP64 for those); the model metadata lists the
 outputs, and its "parameters" say the task and the classes.
-Errors: {"error": "..."} with 400 (an unknown model or version: 404), naming the input.
+Errors: {"error": "...", "request_id", "problems": [...]} with 400 (an unknown model or version: 404), naming the
+input (scoring/refusal.py). A key outside the protocol's, NaN and Infinity (send null) are refused, naming them.
 The binary tensor data extension (tritonclient's default: binary inputs after the JSON, binary outputs when asked
 for) is v2_binary.py's, on top of this decoder and encoder.
 """
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import orjson
 
+from . import refusal
 from .core import InputError, Scored
 from .model import Manifest
 
@@ -28,6 +30,10 @@ BINARY_HEADER = "inference-header-content-length"
 PLATFORMS = {"onnx": "onnxruntime_onnx", "sklearn": "sklearn", "pyfunc": "mlflow"}
 SERVER_NAME = "mlops-scoring"
 INPUT_TYPES = {"string": "BYTES", "long": "INT64", "integer": "INT64", "boolean": "BOOL"}
+# The keys the protocol defines; any other is refused, naming it (as /predict refuses an unknown field).
+REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
+TENSOR_KEYS = frozenset({"name", "datatype", "shape", "data", "parameters"})
+OUTPUT_KEYS = frozenset({"name", "parameters"})
 
 
 def datatype(field_type: str) -> str:
@@ -81,13 +87,13 @@ def input_types(manifest: Manifest) -> dict[str, str]:
 def decode(body: bytes, expected: dict[str, str], known: dict[str, dict]) -> tuple[dict[str, list], str | None, list[str]]:
     """(candidate columns, request id or None, requested output names); `expected` from input_types(), `known`
     from outputs()."""
-    try:
-        document = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise InputError.one(f"body is not valid JSON: {error}", kind="json_invalid") from None
+    document = refusal.loads(body, nan_is_missing=False, where=_where)
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise InputError.one('the body must be an inference request: {"inputs": [{"name", "datatype", "shape", "data"}]}',
                              field="inputs", kind="format")
+    _known_keys(document, REQUEST_KEYS, "the inference request")
+    if not isinstance(document.get("parameters", {}), dict):
+        raise InputError.one("parameters must be an object", field="parameters", kind="format")
     columns: dict[str, list] = {}
     for tensor in document["inputs"]:
         name = _plain_tensor(tensor, expected)
@@ -106,7 +112,26 @@ def decode(body: bytes, expected: dict[str, str], known: dict[str, dict]) -> tup
     if len(lengths) > 1:
         raise InputError.one(f"every input must hold the same number of records, got {sorted(lengths)}", kind="shape")
     request_id = document.get("id")
-    return columns, request_id if isinstance(request_id, str) else None, _requested(document.get("outputs"), known)
+    if "id" in document and not isinstance(request_id, str):
+        raise InputError.one(f"id must be a string, got {request_id!r}", field="id", kind="format")
+    return columns, request_id, _requested(document["outputs"], known) if "outputs" in document else list(known)
+
+
+def _where(document: object, path: list) -> tuple[int | None, str | None]:
+    """The record and input named by a value at `path` (["inputs", k, "data", i, ...]), for a refusal."""
+    inputs = document.get("inputs") if isinstance(document, dict) else None
+    if len(path) > 3 and path[0] == "inputs" and path[2] == "data" and isinstance(inputs, list):
+        tensor = inputs[path[1]]
+        name = tensor.get("name") if isinstance(tensor, dict) else None
+        return path[3], name if isinstance(name, str) else f"inputs[{path[1]}]"
+    return None, str(path[0]) if path else None
+
+
+def _known_keys(found: dict, known: frozenset[str], what: str) -> None:
+    unknown = [key for key in found if key not in known]
+    if unknown:
+        raise InputError([InputError.one(f"unknown field: not a key of {what} (keys: {', '.join(sorted(known))})",
+                                         field=key, kind="extra_forbidden").problems[0] for key in unknown])
 
 
 def records(columns: dict[str, list]) -> list[dict]:
@@ -118,7 +143,7 @@ def _plain_tensor(tensor: object, expected: dict[str, str]) -> str | None:
     """The name of a well-formed input tensor with flat data ([n] or [n, 1], ints not booleans), else None.
     A few exact type checks, inlined: 23 tensors per request, and the full checks (_tensor) cost more than
     scoring one record did. Anything else takes _tensor."""
-    if type(tensor) is not dict:
+    if type(tensor) is not dict or not tensor.keys() <= TENSOR_KEYS or type(tensor.get("parameters", {})) is not dict:
         return None
     name, shape, data = tensor.get("name"), tensor.get("shape"), tensor.get("data")
     if type(name) is not str or type(data) is not list or type(shape) is not list or not shape:
@@ -137,8 +162,11 @@ def _tensor(tensor: object, expected: dict[str, str]) -> tuple[str, list]:
         raise InputError.one("each input must be an object with a name, datatype, shape and data", field="inputs",
                              kind="format")
     name = tensor["name"]
+    _known_keys(tensor, TENSOR_KEYS, f"input tensor '{name}'")
+    if not isinstance(tensor.get("parameters", {}), dict):
+        raise InputError.one(f"input '{name}': parameters must be an object", field=name, kind="format")
     if name not in expected:
-        raise InputError.one(f"input '{name}' is not an input of this model", field=name, kind="unknown_input")
+        raise InputError.one(f"unknown input '{name}': not an input of this model", field=name, kind="unknown_input")
     if tensor.get("datatype") != expected[name]:
         raise InputError.one(f"input '{name}' must have datatype {expected[name]}, got {tensor.get('datatype')!r}",
                              field=name, kind="datatype")
@@ -156,14 +184,16 @@ def _tensor(tensor: object, expected: dict[str, str]) -> tuple[str, list]:
 
 
 def _requested(requested: object, known: dict[str, dict]) -> list[str]:
-    if requested is None:
-        return list(known)
-    names = ([o.get("name") for o in requested]
-             if isinstance(requested, list) and all(isinstance(o, dict) for o in requested) else None)
-    if names is None or any(name not in known for name in names):
+    outputs = requested if isinstance(requested, list) and all(isinstance(o, dict) for o in requested) else None
+    if outputs is None or not all(isinstance(o.get("name"), str) and o["name"] in known for o in outputs):
         raise InputError.one(f"requested outputs must be among {list(known)}, got {requested!r}", field="outputs",
                              kind="unknown_output")
-    return names
+    for output in outputs:
+        _known_keys(output, OUTPUT_KEYS, f"requested output '{output['name']}'")
+        if not isinstance(output.get("parameters", {}), dict):
+            raise InputError.one(f"requested output '{output['name']}': parameters must be an object", field="outputs",
+                                 kind="format")
+    return [output["name"] for output in outputs]
 
 
 def encode(scored: Scored, manifest: Manifest, request_id: str | None, requested: list[str],
@@ -187,5 +217,6 @@ def encode(scored: Scored, manifest: Manifest, request_id: str | None, requested
     return orjson.dumps(answer)
 
 
-def error_body(message: str) -> bytes:
-    return orjson.dumps({"error": message})
+def error_body(error: InputError, request_id: str) -> bytes:
+    """V2's {"error": message}, plus the request id and the problems every protocol's refusal carries."""
+    return refusal.body(error, request_id, error=str(error))

@@ -144,8 +144,8 @@ def test_bad_invocations_get_mlflow_error_shape_naming_the_column(http, mlflow_s
     assert ours.status_code == 400, ours.text
     assert 400 <= theirs.status_code < 500, f"MLflow itself accepts {name}"
     answer = ours.json()
-    assert set(answer) == {"error_code", "message"} and answer["error_code"] == "BAD_REQUEST"
-    assert named in answer["message"]
+    assert set(answer) == {"error_code", "message", "request_id", "problems"} and answer["error_code"] == "BAD_REQUEST"
+    assert named in answer["message"] and any(named in p["problem"] or named == p["field"] for p in answer["problems"])
 
 
 @pytest.mark.parametrize(("content_type", "body", "status"), [
@@ -266,7 +266,8 @@ def test_bad_v2_requests_are_400_naming_the_input(http, triton_client, manifest,
     named = {"n0": numbers[0], "n1": numbers[1], "t0": texts[0], "t-1": texts[-1]}.get(named, named)
     answer = http.post(f"/v2/models/{manifest.model_name}/versions/{manifest.model_version}/infer", json=body)
     assert answer.status_code == 400, f"{case}: {answer.text}"
-    assert set(answer.json()) == {"error"} and named in answer.json()["error"]
+    assert set(answer.json()) == {"error", "request_id", "problems"} and named in answer.json()["error"]
+    assert named in [p["field"] for p in answer.json()["problems"]]
     assert triton_client.is_server_ready()  # the process keeps serving
 
 
