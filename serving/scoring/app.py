@@ -32,13 +32,15 @@ from pydantic import ValidationError
 
 from . import docs, metrics, mlflow_protocol, requestlog, v2
 from .core import InputError, NotReady, ScoringPath, describe_error
-from .front import Handler, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
+from .front import BodyLimits, Handler, Refusal, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, check_outputs, load_scorer, records_to_columns
 from .schemas import columns_adapter, predict_response, records_adapter, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
 JSON = "application/json"
+LIMIT_RESPONSES = {408: {"description": "the body did not arrive whole within BODY_TIMEOUT_S"},
+                   413: {"description": "the body is over MAX_BODY_BYTES, or holds more records than MAX_RECORDS"}}
 
 
 def load_model(path: ScoringPath, model_dir: Any) -> None:
@@ -88,10 +90,11 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
     add_service_routes(app, path)
     # FastAPI's documented way to extend the document; mypy refuses any assignment to a method.
     app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))  # type: ignore[method-assign]
-    return ScoringFront(app, routes=routes, log_failure=log_failure)
+    return ScoringFront(app, routes=routes, log_failure=log_failure,
+                        limits=BodyLimits(settings.max_body_bytes, settings.body_timeout_s))
 
 
-def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any) -> ScoringRoute:
+def declare(app: FastAPI, template: str, handler: Handler, refusal: Refusal, **documentation: Any) -> ScoringRoute:
     """A scoring route: answered by ScoringFront; declared on FastAPI too, for OpenAPI (and, should a
     request ever reach the router, answered by the same handler)."""
     async def endpoint(request: Request) -> Response:
@@ -99,8 +102,9 @@ def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any)
         return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
 
     endpoint.__name__ = handler.__name__
+    documentation["responses"] = {**LIMIT_RESPONSES, **documentation.get("responses", {})}
     app.post(template, **documentation)(endpoint)
-    return scoring_route(template, handler)
+    return scoring_route(template, handler, refusal)
 
 
 def not_ready(scope: Scope, log_failure: Any, error: NotReady, body: dict) -> Reply:
@@ -126,7 +130,11 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
             return not_ready(scope, log_failure, error, {"error": "not ready", "problem": str(error)})
         return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": scored.outputs}))
 
-    return [declare(app, "/predict", predict, response_model=predict_response(manifest), openapi_extra=docs.predict_body(),
+    def refusal(scope: Scope, problem: str, kind: str) -> bytes:
+        return invalid_request(scope["request_id"], InputError.one(problem, kind=kind)).body
+
+    return [declare(app, "/predict", predict, refusal, response_model=predict_response(manifest),
+                    openapi_extra=docs.predict_body(),
                     responses={422: {"description": "invalid input: each problem names the record and field"},
                                503: {"description": "the model is not ready"}})]
 
@@ -147,7 +155,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
             candidates = mlflow_protocol.decode(body, content_type, numeric, integers)
             scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
         except InputError as error:
-            return Reply(400, mlflow_protocol.error_body(error))
+            return Reply(input_status(error, 400), mlflow_protocol.error_body(error))
         except NotReady as error:
             return not_ready(scope, log_failure, error,
                              {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"not ready: {error}"})
@@ -161,7 +169,10 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
     async def version() -> Response:
         return Response(mlflow_version, media_type=JSON)
 
-    return [declare(app, "/invocations", invocations, openapi_extra=docs.invocations_body(path.manifest),
+    def refusal(scope: Scope, problem: str, kind: str) -> bytes:
+        return mlflow_protocol.error_body(InputError.one(problem, kind=kind))
+
+    return [declare(app, "/invocations", invocations, refusal, openapi_extra=docs.invocations_body(path.manifest),
                     responses=docs.invocations_responses(path.manifest))]
 
 
@@ -190,14 +201,17 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             records = v2.records(columns) if columns is not None else path.validate(v2.records(candidates))
             scored = path.score(records, request_id, "v2", started, columns)
         except InputError as error:
-            return Reply(400, v2.error_body(str(error)))
+            return Reply(input_status(error, 400), v2.error_body(str(error)))
         except NotReady as error:
             return not_ready(scope, log_failure, error, {"error": f"not ready: {error}"})
         return Reply(200, v2.encode(scored, manifest, inference_id, requested, known))
 
     infer_docs = {"openapi_extra": docs.v2_infer_body(manifest), "responses": docs.v2_infer_responses(manifest, known)}
-    routes = [declare(app, "/v2/models/{name}/infer", infer, **infer_docs),
-              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, **infer_docs)]
+    def refusal(_: Scope, problem: str, kind: str) -> bytes:
+        return v2.error_body(problem)
+
+    routes = [declare(app, "/v2/models/{name}/infer", infer, refusal, **infer_docs),
+              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, refusal, **infer_docs)]
 
     def as_response(reply: Reply | None) -> Response | None:
         return None if reply is None else Response(reply.body, status_code=reply.status, media_type=reply.content_type)
@@ -268,8 +282,14 @@ def openapi_with_request_schemas(app: FastAPI, schemas: dict[str, dict]) -> dict
     return app.openapi_schema
 
 
+def input_status(error: InputError, status: int) -> int:
+    """413 for more records than MAX_RECORDS (pydantic's too_long on the record list itself, which names the
+    limit), on every protocol; else the protocol's own status for bad input."""
+    return 413 if any(p.type == "too_long" and p.record is None for p in error.problems) else status
+
+
 def invalid_request(request_id: str | None, error: InputError) -> Reply:
-    return Reply(422, orjson.dumps({"error": "invalid request", "request_id": request_id,
+    return Reply(input_status(error, 422), orjson.dumps({"error": "invalid request", "request_id": request_id,
                                     "problems": [p.as_dict() for p in error.problems]}))
 
 

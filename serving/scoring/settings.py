@@ -30,11 +30,20 @@ def _flag(name: str, default: bool) -> bool:
     return raw in {"true", "1"}
 
 
+# The largest valid request of the example model (credit-default: MAX_RECORDS=1000 records of its 23 columns, every
+# number in a double's longest form, every category its longest value) is 0.88 MB as compact JSON and 1.07 MB
+# indented; 4 MiB leaves room for wider rows. Computed by tests/serving/test_limits.py, which keeps it true.
+MAX_BODY_BYTES = 4 * 1024 * 1024
+BODY_TIMEOUT_S = 30  # a 4 MiB body needs about 3 s at 10 Mbit/s
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
     max_records: int
     request_log: bool
+    max_body_bytes: int = MAX_BODY_BYTES  # a longer body is answered 413 before it is read whole
+    body_timeout_s: int = BODY_TIMEOUT_S  # a body not received whole by then is answered 408
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +51,8 @@ class Settings:
             model_dir=Path(os.environ.get("MODEL_DIR", "/opt/model")),
             max_records=_int("MAX_RECORDS", 1000, 1, 100_000),
             request_log=_flag("REQUEST_LOG", True),
+            max_body_bytes=_int("MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 64 * 1024 * 1024),
+            body_timeout_s=_int("BODY_TIMEOUT_S", BODY_TIMEOUT_S, 1, 600),
         )
 
 
