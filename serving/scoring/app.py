@@ -31,7 +31,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from . import docs, metrics, mlflow_protocol, requestlog, v2
-from .core import InputError, NotReady, ScoringPath, describe_error
+from .core import InputError, NotReady, ScoringPath, describe_error, too_many_records
 from .front import BodyLimits, Handler, Refusal, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, check_outputs, load_scorer, records_to_columns
 from .schemas import columns_adapter, predict_response, records_adapter, request_adapter, request_schemas
@@ -142,7 +142,7 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
 def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any) -> list[ScoringRoute]:
     numeric = frozenset(f.name for f in path.manifest.inputs if not f.is_string)
     integers = frozenset(f.name for f in path.manifest.inputs if f.type in ("long", "integer"))
-    task = path.manifest.task
+    task, max_records = path.manifest.task, path.settings.max_records
     mlflow_version = docs.mlflow_version(path.manifest)
 
     def invocations(scope: Scope, body: bytes) -> Reply:
@@ -152,7 +152,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
         if refused:
             return Reply(415, refused.encode(), "text/plain")
         try:
-            candidates = mlflow_protocol.decode(body, content_type, numeric, integers)
+            candidates = mlflow_protocol.decode(body, content_type, numeric, integers, max_records)
             scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
         except InputError as error:
             return Reply(input_status(error, 400), mlflow_protocol.error_body(error))
@@ -197,6 +197,8 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
                                             "(tritonclient: binary_data=False)"))
         try:
             candidates, inference_id, requested = v2.decode(body, expected, known)
+            if (count := len(next(iter(candidates.values()), []))) > path.settings.max_records:
+                raise too_many_records(path.settings.max_records, count)  # before a record is built
             columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
             records = v2.records(columns) if columns is not None else path.validate(v2.records(candidates))
             scored = path.score(records, request_id, "v2", started, columns)

@@ -26,7 +26,7 @@ import math
 
 import orjson
 
-from .core import InputError, Scored
+from .core import InputError, Scored, too_many_records
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPES = ("application/json",)
@@ -52,18 +52,20 @@ def refused_content_type(content_type: str) -> str | None:
     return None
 
 
-def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list:
-    """The body as candidate records (not yet validated); `integers`, the numeric columns of integer type."""
+def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: frozenset[str] = frozenset(),
+           max_records: int = 100_000) -> list:
+    """The body as candidate records (not yet validated); `integers`, the numeric columns of integer type; more than
+    `max_records` rows or columns' values are refused before records are built from them."""
     kind = media_type(content_type)
     if kind in CSV_TYPES:
-        return decode_csv(body, numeric, integers)
+        return decode_csv(body, numeric, integers, max_records)
     if kind in JSON_TYPES:
-        return decode_json(body)
+        return decode_json(body, max_records)
     raise InputError.one(f"unsupported content type {kind or '(none)'!r}: use application/json or text/csv",
                          kind="content_type")
 
 
-def decode_json(body: bytes) -> list:
+def decode_json(body: bytes, max_records: int = 100_000) -> list:
     document = _loads(body)
     # Like MLflow: other top-level keys ("params" included: this model takes none) are ignored.
     if not isinstance(document, dict) or len([key for key in document if key in FORMATS]) != 1:
@@ -73,12 +75,12 @@ def decode_json(body: bytes) -> list:
     key = next(key for key in document if key in FORMATS)
     payload = document[key]
     if key == "dataframe_split":
-        return _split_records(payload)
+        return _split_records(payload, max_records)
     if key == "dataframe_records":
         if not isinstance(payload, list):
             raise InputError.one("dataframe_records must be a list of records", field=key, kind="format")
         return payload
-    return _instances(payload, key)
+    return _instances(payload, key, max_records)
 
 
 def _loads(body: bytes) -> object:
@@ -100,12 +102,14 @@ def _nan_only(constant: str) -> None:
     return None
 
 
-def _split_records(payload: object) -> list:
+def _split_records(payload: object, max_records: int) -> list:
     if not isinstance(payload, dict) or not isinstance(payload.get("columns"), list) \
             or not isinstance(payload.get("data"), list):
         raise InputError.one('dataframe_split must be {"columns": [...], "data": [[...], ...]}',
                              field="dataframe_split", kind="format")
     columns, rows = payload["columns"], payload["data"]
+    if len(rows) > max_records:
+        raise too_many_records(max_records, len(rows))
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
             raise InputError.one(f"row has {len(row) if isinstance(row, list) else 'no'} values for "
@@ -113,7 +117,7 @@ def _split_records(payload: object) -> list:
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-def _instances(payload: object, key: str) -> list:
+def _instances(payload: object, key: str, max_records: int) -> list:
     if isinstance(payload, list):
         return payload
     if isinstance(payload, dict) and all(isinstance(v, list) for v in payload.values()):
@@ -121,12 +125,15 @@ def _instances(payload: object, key: str) -> list:
         if len(lengths) > 1:
             raise InputError.one(f"the columns of '{key}' have different lengths {sorted(lengths)}", field=key,
                                  kind="format")
+        if lengths and (count := lengths.pop()) > max_records:
+            raise too_many_records(max_records, count)
         names = list(payload)
         return [dict(zip(names, row, strict=True)) for row in zip(*payload.values(), strict=True)]
     raise InputError.one(f"'{key}' must be a list of records or an object of columns", field=key, kind="format")
 
 
-def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list[dict]:
+def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = frozenset(),
+               max_records: int = 100_000) -> list[dict]:
     """Header row + rows; numeric columns as numbers (an integer column's whole numbers as ints; an empty cell is
     missing), others as strings."""
     try:
@@ -136,10 +143,12 @@ def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = 
         raise InputError.one(f"body is not UTF-8 CSV: {error}", kind="csv_invalid") from None
     if not header:
         raise InputError.one("the CSV body has no header row", kind="csv_invalid")
-    records = []
+    records: list[dict] = []
     for index, row in enumerate(reader):
         if not row:
             continue
+        if len(records) == max_records:
+            raise too_many_records(max_records)
         if len(row) != len(header):
             raise InputError.one(f"row has {len(row)} values for {len(header)} columns", kind="csv_invalid", record=index)
         records.append({name: _csv_value(name, cell, name in numeric, index, name in integers)

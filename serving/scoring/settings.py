@@ -35,6 +35,11 @@ def _flag(name: str, default: bool) -> bool:
 # admits it twice over (tests/serving/test_limits.py sends it). Not more: a body is parsed whole, and JSON of tiny
 # values swells about 50 times as Python objects (4 MiB of `{},` took 210 MiB).
 MAX_BODY_BYTES = 2 * 1024 * 1024
+# Each connection may hold a body up to MAX_BODY_BYTES while it arrives, so a worker holds at most this many of them:
+# 100 x 2 MiB + one body parsed (at most ~110 MiB, above) + the process (~100-140 MiB with the example model) stays
+# under 512 MiB, the smallest share of a worker in any stack (AKS's 1Gi limit, 2 workers). Measured by
+# tests/serving/test_limits.py. Container Apps scales out at 20-30 concurrent requests per replica, far below it.
+MAX_CONNECTIONS = 100
 BODY_TIMEOUT_S = 30  # a 2 MiB body takes under 2 s at 10 Mbit/s
 
 
@@ -62,6 +67,7 @@ class ServerSettings:
     host: str
     port: int
     workers: int
+    max_connections: int  # per worker, uvicorn's limit_concurrency: more are answered 503
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -69,4 +75,5 @@ class ServerSettings:
             host=os.environ.get("HOST", "0.0.0.0"),
             port=_int("PORT", 8000, 1, 65535),
             workers=_int("WEB_CONCURRENCY", 1, 1, 64),
+            max_connections=_int("MAX_CONNECTIONS", MAX_CONNECTIONS, 1, 10_000),
         )

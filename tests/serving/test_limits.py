@@ -20,7 +20,7 @@ from infra import stack_files
 from serving.localrun import stop_service
 from serving.scoring import v2
 from serving.scoring.model import InputField, Manifest
-from serving.scoring.settings import MAX_BODY_BYTES, Settings, SettingsError
+from serving.scoring.settings import MAX_BODY_BYTES, MAX_CONNECTIONS, Settings, SettingsError
 from tests.serving.conftest import launch
 
 MAX_RECORDS = 5
@@ -244,6 +244,31 @@ def test_other_routes_never_read_a_large_body(service, client, manifest, method,
     assert response.status_code < 500
     assert rss.peak - rss.before < HUGE / 4
     valid_answer(client, manifest)
+
+
+def test_bodies_arriving_at_once_stay_within_a_workers_share(context, manifest, tmp_path):
+    """MAX_CONNECTIONS bodies of just under MAX_BODY_BYTES, all still arriving (the defaults: the most a worker
+    buffers), keep it within the smallest container share of any worker; one connection more is a 503."""
+    service = launch(context.path, tmp_path / "requests.jsonl")
+    port, budget = int(service.url.rsplit(":", 1)[1]), smallest_worker_share()
+    head = (f"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            f"content-length: {MAX_BODY_BYTES}\r\n\r\n").encode()
+    held: list[socket.socket] = []
+    try:
+        with PeakRss(service.process.pid) as rss:
+            for _ in range(MAX_CONNECTIONS):
+                held.append(socket.create_connection(("127.0.0.1", port), timeout=30))
+                held[-1].sendall(head + b"[" * (MAX_BODY_BYTES - 1))
+            time.sleep(1)
+            with httpx.Client(base_url=service.url, timeout=30) as client:
+                assert client.get("/health").status_code == 503  # one more than the worker takes
+        assert rss.peak < budget, f"peak RSS {rss.peak / 2 ** 20:.0f} MiB, over a worker's share {budget >> 20} MiB"
+    finally:
+        for connection in held:
+            connection.close()
+    with httpx.Client(base_url=service.url, timeout=30) as client:
+        valid_answer(client, manifest)
+    stop_service(service.process.pid)
 
 
 @pytest.mark.parametrize(("name", "raw", "message"), [
