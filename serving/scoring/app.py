@@ -30,7 +30,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from . import docs, metrics, mlflow_protocol, requestlog, v2
+from . import docs, metrics, mlflow_protocol, requestlog, v2, v2_binary
 from .core import InputError, NotReady, ScoringPath, describe_error, too_many_records
 from .front import BodyLimits, Handler, Refusal, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, check_outputs, load_scorer, records_to_columns
@@ -99,7 +99,8 @@ def declare(app: FastAPI, template: str, handler: Handler, refusal: Refusal, **d
     request ever reach the router, answered by the same handler)."""
     async def endpoint(request: Request) -> Response:
         reply = handler(request.scope, await request.body())
-        return Response(reply.body, status_code=reply.status, media_type=reply.content_type)
+        return Response(reply.body, status_code=reply.status, media_type=reply.content_type,
+                        headers={name.decode(): value.decode() for name, value in reply.headers})
 
     endpoint.__name__ = handler.__name__
     documentation["responses"] = {**LIMIT_RESPONSES, **documentation.get("responses", {})}
@@ -192,11 +193,12 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         params = scope.get("path_params", {})
         if (missing := unknown(params.get("name", ""), params.get("version"))) is not None:
             return missing
-        if header(scope, v2.BINARY_HEADER.encode()) is not None:
-            return Reply(400, v2.error_body("the binary tensor extension is not supported: send JSON tensors "
-                                            "(tritonclient: binary_data=False)"))
+        json_length, binary = header(scope, v2.BINARY_HEADER.encode()), frozenset[str]()
         try:
-            candidates, inference_id, requested = v2.decode(body, expected, known)
+            if v2_binary.applies(body, json_length):  # tritonclient's default: binary tensors in, binary outputs out
+                candidates, inference_id, requested, binary = v2_binary.decode(body, json_length, expected, known)
+            else:
+                candidates, inference_id, requested = v2.decode(body, expected, known)
             if (count := len(next(iter(candidates.values()), []))) > path.settings.max_records:
                 raise too_many_records(path.settings.max_records, count)  # before a record is built
             columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
@@ -206,6 +208,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             return Reply(input_status(error, 400), v2.error_body(str(error)))
         except NotReady as error:
             return not_ready(scope, log_failure, error, {"error": f"not ready: {error}"})
+        if binary:
+            answer, length = v2_binary.encode(scored, manifest, inference_id, requested, known, binary)
+            return Reply(200, answer, v2_binary.CONTENT_TYPE, ((v2.BINARY_HEADER.encode(), b"%d" % length),))
         return Reply(200, v2.encode(scored, manifest, inference_id, requested, known))
 
     infer_docs = {"openapi_extra": docs.v2_infer_body(manifest), "responses": docs.v2_infer_responses(manifest, known)}

@@ -43,6 +43,7 @@ class Reply(NamedTuple):
     status: int
     body: bytes
     content_type: str = JSON
+    headers: tuple[tuple[bytes, bytes], ...] = ()  # more response headers (V2's binary answers say where the JSON ends)
 
 
 Scope = MutableMapping[str, Any]  # an ASGI connection scope (as starlette.types.Scope)
@@ -156,7 +157,7 @@ class ScoringFront:
 
     async def refuse(self, route: ScoringRoute, scope: Scope, send: Any, status: int, problem: str, kind: str) -> int:
         """A body refused before it was read whole: the rest of it is never read, so the connection closes."""
-        await respond(send, scope, Reply(status, route.refusal(scope, problem, kind)), ((b"connection", b"close"),))
+        await respond(send, scope, Reply(status, route.refusal(scope, problem, kind), JSON, ((b"connection", b"close"),)))
         return status
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
@@ -171,11 +172,11 @@ class ScoringFront:
         self.timers[route].observe(time.perf_counter() - started)
 
 
-async def respond(send: Any, scope: Scope, reply: Reply, extra_headers: tuple = ()) -> None:
+async def respond(send: Any, scope: Scope, reply: Reply) -> None:
     await send({"type": "http.response.start", "status": reply.status, "headers": [
         (b"content-type", CONTENT_TYPES.get(reply.content_type) or reply.content_type.encode()),
         (b"content-length", b"%d" % len(reply.body)), (REQUEST_ID_HEADER, scope["request_id"].encode()),
-        *extra_headers]})
+        *reply.headers]})
     await send({"type": "http.response.body", "body": reply.body})
 
 

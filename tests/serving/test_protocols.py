@@ -286,12 +286,6 @@ def test_v2_unknown_model_or_version_is_404(http, manifest, frame):
     assert http.get(f"/v2/models/{manifest.model_name}/versions/999").status_code == 404
 
 
-def test_v2_binary_tensor_extension_is_refused_clearly(http, manifest):
-    answer = http.post(f"/v2/models/{manifest.model_name}/infer", content=b"{}",
-                       headers={"inference-header-content-length": "2", "content-type": "application/octet-stream"})
-    assert answer.status_code == 400 and "binary_data=False" in answer.json()["error"]
-
-
 # ------------------------------------------------------------------ one path
 
 def test_three_protocols_share_scores_log_format_and_metrics(live, http, manifest, frame):
