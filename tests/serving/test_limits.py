@@ -263,12 +263,14 @@ def test_bodies_arriving_at_once_stay_within_a_workers_share(context, manifest, 
             with httpx.Client(base_url=service.url, timeout=30) as client:
                 assert client.get("/health").status_code == 503  # one more than the worker takes
         assert rss.peak < budget, f"peak RSS {rss.peak / 2 ** 20:.0f} MiB, over a worker's share {budget >> 20} MiB"
+        for connection in held:
+            connection.close()
+        with httpx.Client(base_url=service.url, timeout=30) as client:
+            valid_answer(client, manifest)
     finally:
         for connection in held:
             connection.close()
-    with httpx.Client(base_url=service.url, timeout=30) as client:
-        valid_answer(client, manifest)
-    stop_service(service.process.pid)
+        stop_service(service.process.pid)
 
 
 @pytest.mark.parametrize(("name", "raw", "message"), [
