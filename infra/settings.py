@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from infra import naming, runtime, stack_files
 from infra.stack_files import NAMESPACE, ROOT
+from serving.scoring.settings import BODY_TIMEOUT_S, MAX_BODY_BYTES
 
 CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
 CONTAINER_UID = 10001  # serving/Dockerfile: USER 10001
@@ -476,6 +477,11 @@ class ServingSettings(Section):
     target: Literal["containerapps", "aks"] = key("serving platform: containerapps|aks", "containerapps")
     web_concurrency: int = key("uvicorn workers per container, 1..16", 1, ge=1, le=16)
     max_records: int = key("largest /predict batch, 1..10000", 1000, ge=1, le=10000)
+    max_body_bytes: int = key("largest request body in bytes, 1024..67108864: a longer one is answered 413 before it "
+                              "is read (the default admits 1000 records of the example model twice over)",
+                              MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
+    body_timeout_seconds: int = key("seconds a request body may take to arrive whole, 1..600: then it is answered 408",
+                                    BODY_TIMEOUT_S, ge=1, le=600)
     container_app: ContainerAppSettings = SECTION
     aks: AksSettings = SECTION
     auth: AuthSettings = SECTION

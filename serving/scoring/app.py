@@ -31,8 +31,8 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from . import docs, metrics, mlflow_protocol, refusal, requestlog, v2, v2_binary
-from .core import InputError, NotReady, ScoringPath, describe_error
-from .front import Handler, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
+from .core import InputError, NotReady, ScoringPath, describe_error, too_many_records
+from .front import BodyLimits, Handler, Refusal, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, check_outputs, load_scorer, records_to_columns
 from .schemas import columns_adapter, predict_response, records_adapter, request_adapter, request_schemas
 from .settings import Settings
@@ -89,10 +89,11 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
     add_service_routes(app, path)
     # FastAPI's documented way to extend the document; mypy refuses any assignment to a method.
     app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))  # type: ignore[method-assign]
-    return ScoringFront(app, routes=routes, log_failure=log_failure)
+    return ScoringFront(app, routes=routes, log_failure=log_failure,
+                        limits=BodyLimits(settings.max_body_bytes, settings.body_timeout_s))
 
 
-def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any) -> ScoringRoute:
+def declare(app: FastAPI, template: str, handler: Handler, limit_refusal: Refusal, **documentation: Any) -> ScoringRoute:
     """A scoring route: answered by ScoringFront; declared on FastAPI too, for OpenAPI (and, should a
     request ever reach the router, answered by the same handler)."""
     async def endpoint(request: Request) -> Response:
@@ -102,7 +103,7 @@ def declare(app: FastAPI, template: str, handler: Handler, **documentation: Any)
 
     endpoint.__name__ = handler.__name__
     app.post(template, **documentation)(endpoint)
-    return scoring_route(template, handler)
+    return scoring_route(template, handler, limit_refusal)
 
 
 def not_ready(scope: Scope, log_failure: Any, error: NotReady, body: dict) -> Reply:
@@ -132,8 +133,11 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
             return not_ready(scope, log_failure, error, {"error": "not ready", "problem": str(error)})
         return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": scored.outputs}))
 
-    return [declare(app, "/predict", predict, response_model=predict_response(manifest), openapi_extra=docs.predict_body(),
-                    responses=docs.predict_responses(manifest))]
+    def limit_refusal(scope: Scope, problem: str, kind: str) -> bytes:
+        return invalid_request(scope["request_id"], InputError.one(problem, kind=kind)).body
+
+    return [declare(app, "/predict", predict, limit_refusal, response_model=predict_response(manifest),
+                    openapi_extra=docs.predict_body(), responses=docs.predict_responses(manifest))]
 
 
 def refused_content_type(scope: Scope, accepted: tuple[str, ...], none_is_json: bool) -> InputError | None:
@@ -164,10 +168,10 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
             if typed is not None:  # the common JSON forms, valid: decoded and validated in one pass
                 scored = path.score(typed[0], request_id, "mlflow", started, typed[1], answer=True)
                 return Reply(200, mlflow_protocol.encode(scored, task))
-            candidates = mlflow_protocol.decode(body, content_type, numeric, integers)
+            candidates = mlflow_protocol.decode(body, content_type, numeric, integers, max_records)
             scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
         except InputError as error:
-            return Reply(400, mlflow_protocol.error_body(error, request_id))
+            return Reply(input_status(error, 400), mlflow_protocol.error_body(error, request_id))
         except NotReady as error:
             return not_ready(scope, log_failure, error,
                              {"error_code": "TEMPORARILY_UNAVAILABLE", "message": f"not ready: {error}"})
@@ -183,7 +187,10 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
     async def version() -> Response:
         return Response(mlflow_version, media_type=TEXT)
 
-    return [declare(app, "/invocations", invocations,
+    def limit_refusal(scope: Scope, problem: str, kind: str) -> bytes:
+        return mlflow_protocol.error_body(InputError.one(problem, kind=kind), scope["request_id"])
+
+    return [declare(app, "/invocations", invocations, limit_refusal,
                     openapi_extra=docs.invocations_body(path.manifest, input_values(path), max_records),
                     responses=docs.invocations_responses(path.manifest))]
 
@@ -215,11 +222,13 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
                 candidates, inference_id, requested, binary = v2_binary.decode(body, json_length, expected, known)
             else:
                 candidates, inference_id, requested = v2.decode(body, expected, known)
+            if (count := len(next(iter(candidates.values()), []))) > path.settings.max_records:
+                raise too_many_records(path.settings.max_records, count)  # before a record is built
             columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
             records = path.fast.records_of(columns) if columns is not None else path.validate(v2.records(candidates))
             scored = path.score(records, request_id, "v2", started, columns)
         except InputError as error:
-            return Reply(400, v2.error_body(error, request_id))
+            return Reply(input_status(error, 400), v2.error_body(error, request_id))
         except NotReady as error:
             return not_ready(scope, log_failure, error, {"error": f"not ready: {error}"})
         if binary:
@@ -227,10 +236,13 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             return Reply(200, answer, v2_binary.CONTENT_TYPE, ((v2.BINARY_HEADER.encode(), b"%d" % length),))
         return Reply(200, v2.encode(scored, manifest, inference_id, requested, known))
 
+    def limit_refusal(scope: Scope, problem: str, kind: str) -> bytes:
+        return v2.error_body(InputError.one(problem, kind=kind), scope["request_id"])
+
     values, responses = input_values(path), docs.v2_infer_responses(manifest, known)
-    routes = [declare(app, "/v2/models/{name}/infer", infer, responses=responses,
+    routes = [declare(app, "/v2/models/{name}/infer", infer, limit_refusal, responses=responses,
                       openapi_extra=docs.v2_infer_body(manifest, values, known)),
-              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, responses=responses,
+              declare(app, "/v2/models/{name}/versions/{version}/infer", infer, limit_refusal, responses=responses,
                       openapi_extra=docs.v2_versioned_infer_body(manifest, values, known))]
 
     def as_response(reply: Reply | None) -> Response | None:
@@ -306,8 +318,14 @@ def openapi_with_request_schemas(app: FastAPI, schemas: dict[str, dict]) -> dict
     return app.openapi_schema
 
 
+def input_status(error: InputError, status: int) -> int:
+    """413 for more records than MAX_RECORDS (pydantic's too_long on the record list itself, which names the
+    limit), on every protocol; else the protocol's own status for bad input."""
+    return 413 if any(p.type == "too_long" and p.record is None for p in error.problems) else status
+
+
 def invalid_request(request_id: str, error: InputError) -> Reply:
-    return Reply(422, refusal.body(error, request_id, error="invalid request"))
+    return Reply(input_status(error, 422), refusal.body(error, request_id, error="invalid request"))
 
 
 async def validation_error_handler(request: Request, error: RequestValidationError) -> Response:

@@ -66,6 +66,13 @@ def non_finite_problem(value: float) -> str:
     return f"{word} is not a number this service takes: send null for a missing value"
 
 
+def too_many_records(max_records: int, count: int | None = None) -> InputError:
+    """More records than MAX_RECORDS (a 413 on every protocol), refused before they are built: a column or CSV row of
+    tiny values per record would swell to a million dicts within the body limit."""
+    found = f"{count} records" if count is not None else f"more than {max_records} records"
+    return InputError.one(f"{found}: at most {max_records} per request (MAX_RECORDS)", kind="too_long")
+
+
 class NotReady(Exception):
     """The model is not loaded (or its warm-up failed): a 503."""
 

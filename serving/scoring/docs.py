@@ -148,7 +148,8 @@ def _json(schema: dict, description: str, example: object = None) -> dict:
 def refusals(schema: dict, status: int) -> dict:
     """The refusals every scoring route shares besides its own status for bad input (`status`)."""
     return {status: _json(schema, "bad input: each problem names the record and field, and what was wrong"),
-            413: _json(schema, "the body is larger than this service takes"),
+            408: _json(schema, "the body did not arrive whole within BODY_TIMEOUT_S"),
+            413: _json(schema, "the body is over MAX_BODY_BYTES, or holds more records than MAX_RECORDS"),
             415: _json(schema, "a Content-Type not taken: the problem names the accepted ones")}
 
 

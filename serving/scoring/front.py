@@ -7,10 +7,18 @@ and these routes need none of it — their handlers take the raw body and return
 still declares the same routes (OpenAPI documents them, with examples, from those declarations)
 and serves every other route. One layer, no BaseHTTPMiddleware, and the outermost one (create_app returns
 it): a scoring request meets uvicorn and this class, nothing else.
+
+Bounded work per request: a scoring body is read here, so it is bounded here. A Content-Length above
+MAX_BODY_BYTES is answered 413 before any of the body is read; a body without one (chunked) is counted as it
+arrives and answered 413 as soon as the count passes the limit, so a worker holds at most MAX_BODY_BYTES of
+any one body. A body that does not arrive whole within BODY_TIMEOUT_S is answered 408 (a client that declares
+a body and never sends it, or stops half-way, holds a connection, not the worker). Both answers close the
+connection: what is left of that body is never read. Other routes (FastAPI's) take no body and never read one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -40,6 +48,21 @@ class Reply(NamedTuple):
 
 Scope = MutableMapping[str, Any]  # an ASGI connection scope (as starlette.types.Scope)
 Handler = Callable[[Scope, bytes], Reply]  # (ASGI scope with request_id and path_params, raw body) -> reply
+Refusal = Callable[[Scope, str, str], bytes]  # (scope, problem, its type) -> the protocol's own error body
+
+
+class BodyTooLarge(Exception):
+    """The body passed the limit before it was read whole."""
+
+
+@dataclass(frozen=True)
+class BodyLimits:
+    max_bytes: int  # a longer body is answered 413
+    timeout_s: float  # a body not received whole by then is answered 408
+
+
+def plain_refusal(scope: Scope, problem: str, kind: str) -> bytes:
+    return orjson.dumps({"error": problem, "type": kind, "request_id": scope["request_id"]})
 
 
 @dataclass(frozen=True)
@@ -47,18 +70,20 @@ class ScoringRoute:
     template: str  # the route as OpenAPI and the metrics name it
     pattern: re.Pattern
     handler: Handler
+    refusal: Refusal = plain_refusal  # the body of a 408 or 413, in the route's protocol's error shape
 
 
-def scoring_route(template: str, handler: Handler) -> ScoringRoute:
+def scoring_route(template: str, handler: Handler, refusal: Refusal = plain_refusal) -> ScoringRoute:
     pattern = re.compile("^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template) + "$")
-    return ScoringRoute(template, pattern, handler)
+    return ScoringRoute(template, pattern, handler, refusal)
 
 
 class ScoringFront:
     """Pure ASGI: scoring routes answered directly, the rest passed to FastAPI; metrics for both."""
 
-    def __init__(self, app: Any, routes: list[ScoringRoute], log_failure: Callable[..., bytes]) -> None:
-        self.app, self.log_failure = app, log_failure
+    def __init__(self, app: Any, routes: list[ScoringRoute], log_failure: Callable[..., bytes],
+                 limits: BodyLimits) -> None:
+        self.app, self.log_failure, self.limits = app, log_failure, limits
         self.exact = {r.template: r for r in routes if "{" not in r.template}
         self.patterns = [r for r in routes if "{" in r.template]
         self.counters: dict[tuple[str, str, int], Any] = {}  # (route, method, status) -> counter child
@@ -104,7 +129,20 @@ class ScoringFront:
         return None
 
     async def answer(self, route: ScoringRoute, scope: Scope, receive: Any, send: Any) -> int:
-        body = await read_body(receive)
+        limit = self.limits.max_bytes
+        declared = header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            return await self.refuse(route, scope, send, 413, f"the body is {declared} bytes, more than the limit "
+                                     f"of {limit} bytes: send fewer records per request", "body_too_large")
+        try:
+            async with asyncio.timeout(self.limits.timeout_s):
+                body = await read_body(receive, limit)
+        except BodyTooLarge:
+            return await self.refuse(route, scope, send, 413, f"the body is more than the limit of {limit} bytes: "
+                                     f"send fewer records per request", "body_too_large")
+        except TimeoutError:
+            return await self.refuse(route, scope, send, 408, f"the body did not arrive whole within "
+                                     f"{self.limits.timeout_s:g} s", "body_timeout")
         if body is None:  # the client went away: nothing to answer
             return 499
         try:
@@ -114,12 +152,13 @@ class ScoringFront:
             requestlog.write_line(self.log_failure(request_id=scope["request_id"], route=scope["path"], status=500,
                                                    error=f"{type(error).__name__}: {error}"))
             reply = Reply(500, orjson.dumps({"error": "internal error", "request_id": scope["request_id"]}))
-        await send({"type": "http.response.start", "status": reply.status, "headers": [
-            (b"content-type", CONTENT_TYPES.get(reply.content_type) or reply.content_type.encode()),
-            (b"content-length", b"%d" % len(reply.body)), (REQUEST_ID_HEADER, scope["request_id"].encode()),
-            *reply.headers]})
-        await send({"type": "http.response.body", "body": reply.body})
+        await respond(send, scope, reply)
         return reply.status
+
+    async def refuse(self, route: ScoringRoute, scope: Scope, send: Any, status: int, problem: str, kind: str) -> int:
+        """A body refused before it was read whole: the rest of it is never read, so the connection closes."""
+        await respond(send, scope, Reply(status, route.refusal(scope, problem, kind), JSON, ((b"connection", b"close"),)))
+        return status
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         """Counter and histogram children are cached: labels() costs a lock and a dict lookup per call."""
@@ -133,19 +172,35 @@ class ScoringFront:
         self.timers[route].observe(time.perf_counter() - started)
 
 
-async def read_body(receive: Any) -> bytes | None:
+async def respond(send: Any, scope: Scope, reply: Reply) -> None:
+    await send({"type": "http.response.start", "status": reply.status, "headers": [
+        (b"content-type", CONTENT_TYPES.get(reply.content_type) or reply.content_type.encode()),
+        (b"content-length", b"%d" % len(reply.body)), (REQUEST_ID_HEADER, scope["request_id"].encode()),
+        *reply.headers]})
+    await send({"type": "http.response.body", "body": reply.body})
+
+
+async def read_body(receive: Any, limit: int) -> bytes | None:
+    """The whole body, or None when the client went away; BodyTooLarge as soon as more than `limit` bytes came
+    (a chunked body has no Content-Length to refuse it by: it is counted as it arrives)."""
     message = await receive()
     if message["type"] == "http.disconnect":
         return None
     body = message.get("body", b"")
+    if len(body) > limit:
+        raise BodyTooLarge
     if not message.get("more_body", False):
         return body  # the common case: the whole body in one message
-    chunks = [body]
+    chunks, size = [body], len(body)
     while message.get("more_body", False):
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
     return b"".join(chunks)
 
 

@@ -28,7 +28,7 @@ import math
 import orjson
 
 from . import refusal
-from .core import InputError, Scored
+from .core import InputError, Scored, too_many_records
 
 FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
 JSON_TYPES = ("application/json",)
@@ -41,18 +41,20 @@ def media_type(content_type: str) -> str:
     return content_type.split(";", 1)[0].strip().lower()
 
 
-def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list:
-    """The body as candidate records (not yet validated); `integers`, the numeric columns of integer type."""
+def decode(body: bytes, content_type: str, numeric: frozenset[str], integers: frozenset[str] = frozenset(),
+           max_records: int = 100_000) -> list:
+    """The body as candidate records (not yet validated); `integers`, the numeric columns of integer type; more than
+    `max_records` rows or columns' values are refused before records are built from them."""
     kind = media_type(content_type)
     if kind in CSV_TYPES:
-        return decode_csv(body, numeric, integers)
+        return decode_csv(body, numeric, integers, max_records)
     if kind in JSON_TYPES:
-        return decode_json(body)
+        return decode_json(body, max_records)
     raise InputError.one(f"unsupported content type {kind or '(none)'!r}: use application/json or text/csv",
                          kind="content_type")
 
 
-def decode_json(body: bytes) -> list:
+def decode_json(body: bytes, max_records: int = 100_000) -> list:
     # MLflow parses with json.loads, which reads NaN (a missing value to pandas): so does this, nothing else of it.
     document = refusal.loads(body, nan_is_missing=True, where=_where)
     # Like MLflow: other top-level keys ("params" included: this model takes none) are ignored.
@@ -63,12 +65,12 @@ def decode_json(body: bytes) -> list:
     key = next(key for key in document if key in FORMATS)
     payload = document[key]
     if key == "dataframe_split":
-        return _split_records(payload)
+        return _split_records(payload, max_records)
     if key == "dataframe_records":
         if not isinstance(payload, list):
             raise InputError.one("dataframe_records must be a list of records", field=key, kind="format")
         return payload
-    return _instances(payload, key)
+    return _instances(payload, key, max_records)
 
 
 def _where(document: object, path: list) -> tuple[int | None, str | None]:
@@ -89,7 +91,7 @@ def _where(document: object, path: list) -> tuple[int | None, str | None]:
     return None, key
 
 
-def _split_records(payload: object) -> list:
+def _split_records(payload: object, max_records: int) -> list:
     if not isinstance(payload, dict) or not isinstance(payload.get("columns"), list) \
             or not isinstance(payload.get("data"), list):
         raise InputError.one('dataframe_split must be {"columns": [...], "data": [[...], ...]}',
@@ -99,6 +101,8 @@ def _split_records(payload: object) -> list:
     if wrong is not None:
         raise InputError.one(f"column names must be strings: column {wrong} is {type(columns[wrong]).__name__} "
                              f"{columns[wrong]!r}", field="dataframe_split", kind="format")
+    if len(rows) > max_records:
+        raise too_many_records(max_records, len(rows))
     for index, row in enumerate(rows):
         if not isinstance(row, list) or len(row) != len(columns):
             raise InputError.one(f"row has {len(row) if isinstance(row, list) else 'no'} values for "
@@ -106,7 +110,7 @@ def _split_records(payload: object) -> list:
     return [dict(zip(columns, row, strict=True)) for row in rows]
 
 
-def _instances(payload: object, key: str) -> list:
+def _instances(payload: object, key: str, max_records: int) -> list:
     if isinstance(payload, list):
         return payload
     if isinstance(payload, dict) and all(isinstance(v, list) for v in payload.values()):
@@ -114,12 +118,15 @@ def _instances(payload: object, key: str) -> list:
         if len(lengths) > 1:
             raise InputError.one(f"the columns of '{key}' have different lengths {sorted(lengths)}", field=key,
                                  kind="format")
+        if lengths and (count := lengths.pop()) > max_records:
+            raise too_many_records(max_records, count)
         names = list(payload)
         return [dict(zip(names, row, strict=True)) for row in zip(*payload.values(), strict=True)]
     raise InputError.one(f"'{key}' must be a list of records or an object of columns", field=key, kind="format")
 
 
-def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = frozenset()) -> list[dict]:
+def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = frozenset(),
+               max_records: int = 100_000) -> list[dict]:
     """Header row + rows; numeric columns as numbers (an integer column's whole numbers as ints; an empty cell is
     missing), others as strings."""
     try:
@@ -134,6 +141,8 @@ def decode_csv(body: bytes, numeric: frozenset[str], integers: frozenset[str] = 
         for index, row in enumerate(reader):
             if not row:
                 continue
+            if len(records) == max_records:
+                raise too_many_records(max_records)
             if len(row) != len(header):
                 raise InputError.one(f"row has {len(row)} values for {len(header)} columns", kind="csv_invalid",
                                      record=index)

@@ -30,11 +30,26 @@ def _flag(name: str, default: bool) -> bool:
     return raw in {"true", "1"}
 
 
+# The largest valid request of the example model (credit-default: MAX_RECORDS=1000 records of its 23 columns, each
+# category its longest value, each number 17 significant digits) is 0.80 MB as compact JSON and 1.0 MB indented: 2 MiB
+# admits it twice over (tests/serving/test_limits.py sends it). Not more: a body is parsed whole, and JSON of tiny
+# values swells about 50 times as Python objects (4 MiB of `{},` took 210 MiB).
+MAX_BODY_BYTES = 2 * 1024 * 1024
+# Each connection may hold a body up to MAX_BODY_BYTES while it arrives, so a worker holds at most this many of them:
+# 100 x 2 MiB + one body parsed (at most ~110 MiB, above) + the process (~100-140 MiB with the example model) stays
+# under 512 MiB, the smallest share of a worker in any stack (AKS's 1Gi limit, 2 workers). Measured by
+# tests/serving/test_limits.py. Container Apps scales out at 20-30 concurrent requests per replica, far below it.
+MAX_CONNECTIONS = 100
+BODY_TIMEOUT_S = 30  # a 2 MiB body takes under 2 s at 10 Mbit/s
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
     max_records: int
     request_log: bool
+    max_body_bytes: int = MAX_BODY_BYTES  # a longer body is answered 413 before it is read whole
+    body_timeout_s: int = BODY_TIMEOUT_S  # a body not received whole by then is answered 408
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +57,8 @@ class Settings:
             model_dir=Path(os.environ.get("MODEL_DIR", "/opt/model")),
             max_records=_int("MAX_RECORDS", 1000, 1, 100_000),
             request_log=_flag("REQUEST_LOG", True),
+            max_body_bytes=_int("MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 64 * 1024 * 1024),
+            body_timeout_s=_int("BODY_TIMEOUT_S", BODY_TIMEOUT_S, 1, 600),
         )
 
 
@@ -50,6 +67,7 @@ class ServerSettings:
     host: str
     port: int
     workers: int
+    max_connections: int  # per worker, uvicorn's limit_concurrency: more are answered 503
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -57,4 +75,5 @@ class ServerSettings:
             host=os.environ.get("HOST", "0.0.0.0"),
             port=_int("PORT", 8000, 1, 65535),
             workers=_int("WEB_CONCURRENCY", 1, 1, 64),
+            max_connections=_int("MAX_CONNECTIONS", MAX_CONNECTIONS, 1, 10_000),
         )
