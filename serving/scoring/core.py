@@ -78,11 +78,28 @@ def describe_error(error: Any, records_key: str | None = "records") -> Problem:
         problem = 'the body must be a JSON object: {"records": [...]}'
     elif kind == "json_invalid":
         field, problem = None, f"body is not valid JSON: {error.get('ctx', {}).get('error', '')}".rstrip(": ")
+    elif kind in CONTRACT_ERRORS:
+        problem = f"{contract_problem(kind, error.get('ctx', {}))} (got {error.get('input')!r})"
     else:
         problem = error.get("msg", "invalid value")
         if "input" in error and kind not in {"too_short", "too_long"} and not isinstance(error["input"], dict | list):
             problem += f" (got {error['input']!r})"
     return Problem(record, None if field is None else str(field), problem, kind)
+
+
+# pydantic's error types for a value outside the contract (schemas.value_type) -> (context key, what is allowed).
+CONTRACT_ERRORS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most"),
+                   "greater_than": ("gt", "greater than"), "less_than": ("lt", "less than"),
+                   "literal_error": ("expected", "one of")}
+
+
+def contract_problem(kind: str, context: dict) -> str:
+    """'must be at least 18', 'must be one of 'a', 'b' or 'c'': the bound or the values the contract allows."""
+    key, words = CONTRACT_ERRORS[kind]
+    allowed = context.get(key)
+    if isinstance(allowed, float) and allowed.is_integer():
+        allowed = int(allowed)  # 18, not 18.0: the contract's bound as its author wrote it
+    return f"must be {words} {allowed}"
 
 
 class Scored(NamedTuple):  # built on every request: a NamedTuple is cheaper to make than a frozen dataclass
