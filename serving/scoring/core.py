@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from . import metrics, requestlog
+from . import metrics, privacy, requestlog
 from .model import Columns, Manifest, Scorer
 from .settings import Settings
 
@@ -155,6 +155,7 @@ class ScoringPath:
         self.settings, self.manifest, self.records, self.columns = settings, manifest, records, columns
         self.names = manifest.input_names
         self.outputs = Outputs(manifest)
+        self.loggable = privacy.for_log(settings.request_log_personal, manifest, settings.request_log_pseudonym_key)
         # A record's values in signature order, in C (itemgetter of one name returns the bare value).
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
         self.scorer: Scorer | None = None
@@ -210,6 +211,6 @@ class ScoringPath:
         if self.settings.request_log:
             requestlog.write_line(requestlog.prediction_lines(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
-                runtime=self.manifest.runtime, protocol=protocol, inputs=records, outputs=outputs,
+                runtime=self.manifest.runtime, protocol=protocol, inputs=self.loggable(records), outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000))
         return Scored(request_id, values, labels, outputs, own)

@@ -110,8 +110,10 @@ def value_type(field: InputField) -> Any:
     if field.is_string and field.values is not None and not field.open:
         literal: Any = Literal  # the values are known only at run time
         return literal[field.values]
-    constraints = bounds(field)
-    return Annotated[kind, Field(**constraints)] if constraints else kind
+    found = bounds(field)
+    if not found:
+        return kind
+    return Annotated[kind, Field(ge=found.get("ge"), le=found.get("le"), gt=found.get("gt"), lt=found.get("lt"))]
 
 
 def _number_as_text(value: object) -> object:

@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .privacy import MODES as PERSONAL_MODES
+
+MIN_PSEUDONYM_KEY_CHARS = 32
 
 class SettingsError(ValueError):
     pass
@@ -30,11 +33,29 @@ def _flag(name: str, default: bool) -> bool:
     return raw in {"true", "1"}
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, default).strip().lower()
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+    return raw
+
+
+def _pseudonym_key(mode: str) -> bytes | None:
+    """REQUEST_LOG_PSEUDONYM_KEY (a secret the stack provides), required when the personal columns are pseudonymised."""
+    raw = os.environ.get("REQUEST_LOG_PSEUDONYM_KEY", "")
+    if mode == "pseudonymise" and len(raw) < MIN_PSEUDONYM_KEY_CHARS:
+        raise SettingsError(f"REQUEST_LOG_PSEUDONYM_KEY must be a secret of at least {MIN_PSEUDONYM_KEY_CHARS} "
+                            f"characters when REQUEST_LOG_PERSONAL is pseudonymise; got {len(raw)} characters")
+    return raw.encode() if mode == "pseudonymise" else None
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
     max_records: int
     request_log: bool
+    request_log_personal: str = "drop"  # the contract's personal columns in the request log (scoring/privacy.py)
+    request_log_pseudonym_key: bytes | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -42,6 +63,8 @@ class Settings:
             model_dir=Path(os.environ.get("MODEL_DIR", "/opt/model")),
             max_records=_int("MAX_RECORDS", 1000, 1, 100_000),
             request_log=_flag("REQUEST_LOG", True),
+            request_log_personal=(personal := _choice("REQUEST_LOG_PERSONAL", "drop", PERSONAL_MODES)),
+            request_log_pseudonym_key=_pseudonym_key(personal),
         )
 
 
