@@ -42,8 +42,7 @@ def for_log(mode: str, manifest: Manifest, key: bytes | None = None) -> Callable
     if mode == "keep" or not columns:
         return _unchanged
     if mode == "drop":
-        kept = [name for name in manifest.input_names if name not in columns]
-        return lambda records: [{name: record[name] for name in kept} for record in records]
+        return Dropper(columns)
     if not key:
         raise ValueError("pseudonymise needs a key")
     return Pseudonymiser(columns, key)
@@ -53,19 +52,48 @@ def _unchanged(records: Records) -> Records:
     return records
 
 
-class Pseudonymiser:
-    def __init__(self, columns: list[str], key: bytes) -> None:
-        self.columns = frozenset(columns)
-        self.key = key
-
-    def pseudonym(self, column: str, value: object) -> str | None:
-        if value is None:
-            return None
-        message = column.encode() + b"\x00" + orjson.dumps(value)
-        return hmac.new(self.key, message, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
+class Dropper:
+    def __init__(self, columns: list[str]) -> None:
+        self.columns = tuple(columns)
 
     def __call__(self, records: Records) -> Records:
-        columns = self.columns
-        return [{(name + PSEUDONYM_SUFFIX if name in columns else name):
-                 (self.pseudonym(name, value) if name in columns else value) for name, value in record.items()}
-                for record in records]
+        """A copy of each record without the columns (validated records hold every input): a C copy and a few
+        deletions cost a quarter of building each record again key by key."""
+        out = []
+        for record in records:
+            kept = record.copy()
+            for name in self.columns:
+                del kept[name]
+            out.append(kept)
+        return out
+
+
+class Pseudonymiser:
+    CACHE_SIZE = 100_000  # pseudonyms remembered: personal columns repeat their values (sex, age, ...)
+
+    def __init__(self, columns: list[str], key: bytes) -> None:
+        self.columns = tuple(columns)
+        self.key = key
+        self.cache: dict[tuple[str, type, object], str | None] = {}
+
+    def pseudonym(self, column: str, value: object) -> str | None:
+        """Remembered by (column, the value's type, the value): 1, 1.0 and True are equal keys of a dict."""
+        cached = (column, type(value), value)
+        if cached in self.cache:
+            return self.cache[cached]
+        if len(self.cache) >= self.CACHE_SIZE:
+            self.cache.clear()
+        found = None if value is None else hmac.new(self.key, column.encode() + b"\x00" + orjson.dumps(value),
+                                                    hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
+        self.cache[cached] = found
+        return found
+
+    def __call__(self, records: Records) -> Records:
+        """Each record with its personal columns replaced by `<column>#hmac` (at the end of the record)."""
+        out = []
+        for record in records:
+            logged = record.copy()
+            for name in self.columns:
+                logged[name + PSEUDONYM_SUFFIX] = self.pseudonym(name, logged.pop(name))
+            out.append(logged)
+        return out
