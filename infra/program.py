@@ -141,7 +141,8 @@ def drift_job(s: StackSettings, observability: Observability) -> DriftJobArgs:
 def container_env(s: StackSettings) -> dict[str, str]:
     return {"PORT": str(s.serving.port), "WEB_CONCURRENCY": str(s.serving.web_concurrency),
             "MAX_RECORDS": str(s.serving.max_records), "MAX_BODY_BYTES": str(s.serving.max_body_bytes),
-            "BODY_TIMEOUT_S": str(s.serving.body_timeout_seconds), "REQUEST_LOG": "true", "MLOPS_ENVIRONMENT": s.environment}
+            "BODY_TIMEOUT_S": str(s.serving.body_timeout_seconds), "REQUEST_LOG": "true", "MLOPS_ENVIRONMENT": s.environment,
+            "REQUEST_LOG_PERSONAL": s.observability.request_log_personal}
 
 
 def serve(s: StackSettings, image: pulumi.Output[str], group: resources.ResourceGroup, observability: Observability,

@@ -128,6 +128,11 @@ class ObservabilitySettings(Section):
     no_traffic_minutes: int = key("alert when no request is logged for this many minutes; 0 = no alert", 0, ge=0,
                                   le=1440)
     alert_severity: int = key("severity of the alert rules, 0 (critical) .. 4 (verbose)", 2, ge=0, le=4)
+    # The safe default in every environment: a team that wants personal values in its log (and governs who reads
+    # it for how long) says so; pseudonymise is the service's (REQUEST_LOG_PSEUDONYM_KEY), not yet wired here.
+    request_log_personal: Literal["drop", "keep"] = key(
+        "the request log's copy of the columns the model's contract marks personal: drop (left out) or keep (logged "
+        "as sent: the log then holds personal data); README, Personal data in the request log", "drop")
 
     def rules(self) -> None:
         rule(not 0 < self.no_traffic_minutes < 5,

@@ -21,7 +21,9 @@ profiled: a binary model's probability, a multiclass model's label, a regressor'
   baseline keeps bins, not the raw training values.
 A column is drifted when PSI > --psi-threshold AND the chi-square p-value < --p-value (the test
 keeps small windows' sampling noise from being called drift; with a few hundred records and more,
-any PSI above 0.2 is also significant). Fewer than --min-records records: "not enough data".
+any PSI above 0.2 is also significant). Fewer than --min-records records: "not enough data". A feature the log
+does not carry under its name (personal data the service drops or pseudonymises, serving/scoring/privacy.py) in at
+least --min-records records is not compared: the report lists it as `not_logged`, and the rest is compared.
 
 Outputs: drift_report.json + drift_report.html (summary table, one chart per drifted column) in
 --out; one `{"log_type": "drift", ...}` JSON line per model version on stdout; with
@@ -373,9 +375,13 @@ def compare(baseline: dict, records: list[dict], outputs: list[dict], *, psi_thr
     result: dict[str, Any] = {"records": len(records), "features": {}, "drifted": [], "drifted_features": []}
     if len(records) < min_records:
         return {**result, "status": "not enough data"}
+    result["not_logged"] = []
     for column in compared_columns(baseline):
-        result["features"][column] = compare_column(column, baseline["features"][column], [r.get(column) for r in records],
-                                                    psi_threshold, alpha)
+        values = [r[column] for r in records if column in r]  # null is a missing value; an absent key, not logged
+        if len(values) < min_records:  # personal data the service drops or pseudonymises (scoring/privacy.py)
+            result["not_logged"].append(column)
+            continue
+        result["features"][column] = compare_column(column, baseline["features"][column], values, psi_threshold, alpha)
     output = prediction_output(baseline)
     result["prediction_output"] = output
     result["features"][PREDICTION] = compare_column(PREDICTION, baseline["prediction"], [o.get(output) for o in outputs],
@@ -433,6 +439,9 @@ def render_html(report: dict) -> str:
                          f"{': ' + html.escape(target['description']) if target.get('description') else ''}; the row "
                          f"<code>{PREDICTION}</code> compares its output <code>{html.escape(version['prediction_output'])}"
                          "</code>.</p>")
+        if version.get("not_logged"):
+            parts.append(f"<p>Not in the request log (personal data, dropped or pseudonymised), not compared: "
+                         f"{html.escape(', '.join(version['not_logged']))}</p>")
         if not version["features"]:
             continue
         parts.append("<table><tr><th>column</th><th>type</th><th>PSI</th><th>chi-square p</th>"

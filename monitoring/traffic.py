@@ -8,7 +8,8 @@
 Records come from the model module's example_data (the training distribution, --model: the dev stack's model by
 default) with their own seed; the contract says which columns are numbers and which categories. Only loopback URLs
 (127.0.0.1, localhost, ::1) are accepted; the run is bounded by --requests and --max-seconds. Prints progress, and a
-summary line at the end.
+summary line at the end with the answers' statuses: a numeric shift that leaves the contract's bounds is refused by the
+service (422) and counted there; a category shifted to a value a closed column does not list is refused here.
 """
 
 from __future__ import annotations
@@ -56,8 +57,12 @@ class Shift:
             except ValueError:
                 raise ValueError(f"--shift {text!r}: {feature} is numeric, give a factor like {feature}=3") from None
             return cls(feature, factor=factor)
-        if isinstance(kinds.get(feature), Category):
+        category = kinds.get(feature)
+        if isinstance(category, Category):
             value, _, share = spec.partition(":")
+            if category.values is not None and not category.open and value not in category.values:
+                raise ValueError(f"--shift {text!r}: the service refuses a {feature} outside its contract; "
+                                 f"use one of {', '.join(category.values)}")
             share_value = float(share) if share else 1.0
             if not 0 < share_value <= 1:
                 raise ValueError(f"--shift {text!r}: the share must be in (0, 1]")

@@ -27,7 +27,8 @@ the same for Unity Catalog's Delta tables and the local stand-in's Parquet ones 
 
 Rows are checked with the scoring service's rules before scoring: a value must have its column's type
 (text for a text column, a finite number for a number column; a number column stored as text is read
-as a number where the text is one), any feature may be null (the pipeline imputes it), a key may not.
+as a number where the text is one) and be within the contract (a number within its column's bounds, a text value
+among a closed category's values), any feature may be null (the pipeline imputes it), a key may not.
 A row that breaks a rule goes to the rejects table with every reason, and the run goes on; a run in
 which no row could be scored fails (exit 4), so its failure e-mail is sent. A column the model needs
 missing from the table is a failure of the whole run before anything is written (exit 2).
@@ -165,7 +166,36 @@ def problems(source, fields: tuple[InputField, ...], keys: list[str]) -> list:
     found = [fn.when(fn.col(k).isNull(), fn.lit(f"column '{k}': the key is missing")) for k in keys]
     for field in fields:
         found.append(_field_problem(field, types[field.name]))
+        found.extend(_contract_problems(field, types[field.name]))
     return [p for p in found if p is not None]
+
+
+# The contract's bounds as the service words them (serving/scoring/core.py CONTRACT_ERRORS): (attribute, words, holds).
+BOUNDS = (("minimum", "at least", lambda v, b: v >= b), ("maximum", "at most", lambda v, b: v <= b),
+          ("greater_than", "greater than", lambda v, b: v > b), ("less_than", "less than", lambda v, b: v < b))
+
+
+def _contract_problems(field: InputField, spark_type: str) -> list:
+    """The service's contract rules (serving/scoring/schemas.py value_type), from the same InputField: a finite number
+    outside a bound, a text value a closed category does not list. A value of the wrong type has its own problem."""
+    from pyspark.sql import functions as fn
+
+    column, name = fn.col(field.name), field.name
+    if field.is_string:
+        if field.values is None or field.open or spark_type != "string":
+            return []
+        allowed = ", ".join(repr(v) for v in field.values)
+        return [fn.when(column.isNotNull() & ~column.isin(list(field.values)),
+                        fn.concat(fn.lit(f"column '{name}': must be one of {allowed} (got '"), column, fn.lit("')")))]
+    numeric = spark_type.split("(")[0] in NUMERIC_TYPES
+    if field.type == "boolean" or not (numeric or spark_type == "string"):
+        return []
+    value = as_number(name, spark_type)
+    finite = value.isNotNull() & ~fn.isnan(value) & (fn.abs(value) != float("inf"))
+    return [fn.when(finite & ~holds(value, bound),
+                    fn.concat(fn.lit(f"column '{name}': must be {words} {bound:g} (got "), value.cast("string"),
+                              fn.lit(")")))
+            for attribute, words, holds in BOUNDS if (bound := getattr(field, attribute)) is not None]
 
 
 def _field_problem(field: InputField, spark_type: str):

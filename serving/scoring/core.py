@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pydantic import TypeAdapter, ValidationError
 
-from . import metrics, requestlog
+from . import metrics, privacy, requestlog
 from .fastpath import FastMlflow, FastRecords
 from .model import Columns, Manifest, Scorer
 from .settings import Settings
@@ -99,11 +99,28 @@ def describe_error(error: Any, records_key: str | None = "records") -> Problem:
         problem = non_finite_problem(error["input"])
     elif kind == "json_invalid":
         field, problem = None, f"body is not valid JSON: {error.get('ctx', {}).get('error', '')}".rstrip(": ")
+    elif kind in CONTRACT_ERRORS:
+        problem = f"{contract_problem(kind, error.get('ctx', {}))} (got {error.get('input')!r})"
     else:
         problem = error.get("msg", "invalid value")
         if "input" in error and kind not in {"too_short", "too_long"} and not isinstance(error["input"], dict | list):
             problem += f" (got {error['input']!r})"
     return Problem(record, None if field is None else str(field), problem, kind)
+
+
+# pydantic's error types for a value outside the contract (schemas.value_type) -> (context key, what is allowed).
+CONTRACT_ERRORS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most"),
+                   "greater_than": ("gt", "greater than"), "less_than": ("lt", "less than"),
+                   "literal_error": ("expected", "one of")}
+
+
+def contract_problem(kind: str, context: dict) -> str:
+    """'must be at least 18', 'must be one of 'a', 'b' or 'c'': the bound or the values the contract allows."""
+    key, words = CONTRACT_ERRORS[kind]
+    allowed = context.get(key)
+    if isinstance(allowed, float) and allowed.is_integer():
+        allowed = int(allowed)  # 18, not 18.0: the contract's bound as its author wrote it
+    return f"must be {words} {allowed}"
 
 
 class Scored(NamedTuple):  # built on every request: a NamedTuple is cheaper to make than a frozen dataclass
@@ -166,8 +183,10 @@ class ScoringPath:
         self.fast_mlflow = FastMlflow(self.fast_ignoring, settings.max_records)
         # A record's values in signature order, in C (itemgetter of one name returns the bare value).
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
-        # What the request log holds of the validated records (records -> records): the place for a privacy step.
-        self.logged: Callable[[list], list] = lambda records: records
+        # What the request log holds of the validated records: the contract's personal columns kept, dropped or
+        # pseudonymised (scoring/privacy.py).
+        self.logged: Callable[[list], list] = privacy.for_log(settings.request_log_personal, manifest,
+                                                              settings.request_log_pseudonym_key)
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).

@@ -65,7 +65,7 @@ class InputField:
     name: str
     type: str  # MLflow type: "string", "double", "float", "long", "integer", "boolean"
     description: str = ""
-    minimum: float | None = None  # inclusive bounds and exclusive ones, from the contract: documented, not enforced
+    minimum: float | None = None  # inclusive bounds and exclusive ones, from the contract: enforced (schemas.py)
     maximum: float | None = None
     greater_than: float | None = None
     less_than: float | None = None

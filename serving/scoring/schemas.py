@@ -3,10 +3,15 @@ signature (each field described from the contract, when the version carries one)
 
 Strict on purpose: a string where a number belongs, a boolean, NaN/Infinity, an unknown field or a
 missing one are all rejected rather than coerced. Values may be null: the pipeline imputes them.
+
+The contract is enforced here, for every protocol: a number outside its column's bounds (minimum/maximum inclusive,
+greater_than/less_than exclusive) and a text value outside its column's `values` (unless the column is `open`) are
+refused, so the model never scores a value it was not built for as if it were an ordinary one.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter, create_model
@@ -22,6 +27,8 @@ PYTHON_TYPES: dict[str, Any] = {
     "integer": int,
     "boolean": bool,
 }
+NUMBER_TYPES = ("double", "float", "long", "integer")  # the types a contract's bounds apply to (not boolean)
+INTEGER_TYPES = ("long", "integer")
 
 RECORD_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 Extra = Literal["forbid", "ignore"]
@@ -64,18 +71,49 @@ def predict_response(manifest: Manifest) -> type[BaseModel]:
 
 
 def field_description(field: InputField) -> str:
-    """The contract's description of a column, its training bounds and allowed values (documented: a value outside
-    them is still scored, as the model scores it), and that null means unknown."""
+    """The contract's description of a column, its bounds and allowed values (a value outside them is refused;
+    an open column's listed values are the known ones, another is accepted), and that null means unknown."""
     parts = [field.description] if field.description else []
     bounds = [f"{words} {value:g}" for value, words in ((field.minimum, "at least"), (field.maximum, "at most"),
                                                         (field.greater_than, "greater than"),
                                                         (field.less_than, "less than")) if value is not None]
-    if bounds:
-        parts.append(f"in training {' and '.join(bounds)}")
-    if field.values is not None:
-        parts.append(f"one of {', '.join(field.values)} (another value is scored as one the model never saw)")
+    if bounds and field.type in NUMBER_TYPES:
+        parts.append(f"{' and '.join(bounds)} (another value is refused)")
+    if field.values is not None and field.is_string:
+        parts.append(f"known values {', '.join(field.values)} (another is accepted: scored as a value the model never "
+                     "saw)" if field.open else f"one of {', '.join(field.values)} (another value is refused)")
     parts.append(f"{field.type}, or null if unknown")
     return "; ".join(parts)
+
+
+def bounds(field: InputField) -> dict[str, float]:
+    """The column's bounds as pydantic's constraints (ge, le, gt, lt). For an integer column, each bound is made the
+    integer one that admits the same integers (pydantic's int validator takes integer bounds only):
+    ge 17.5 -> ge 18, le 99.5 -> le 99, gt 0.5 -> gt 0, lt 2.5 -> lt 3."""
+    if field.type not in NUMBER_TYPES:
+        return {}
+    found = {key: value for key, value in (("ge", field.minimum), ("le", field.maximum), ("gt", field.greater_than),
+                                           ("lt", field.less_than)) if value is not None}
+    if field.type in INTEGER_TYPES:
+        rounding = {"ge": math.ceil, "le": math.floor, "gt": math.floor, "lt": math.ceil}
+        return {key: rounding[key](value) for key, value in found.items()}
+    return found
+
+
+def value_type(field: InputField) -> Any:
+    """One value of the column, as the contract allows it (not null: the caller adds it): a closed category's
+    values as a Literal (an enum in the schema), a number within its bounds."""
+    if field.type not in PYTHON_TYPES:
+        raise ValueError(f"input '{field.name}' has unsupported type {field.type!r}; "
+                         f"supported: {', '.join(PYTHON_TYPES)}")
+    kind = PYTHON_TYPES[field.type]
+    if field.is_string and field.values is not None and not field.open:
+        literal: Any = Literal  # the values are known only at run time
+        return literal[field.values]
+    found = bounds(field)
+    if not found:
+        return kind
+    return Annotated[kind, Field(ge=found.get("ge"), le=found.get("le"), gt=found.get("gt"), lt=found.get("lt"))]
 
 
 def _number_as_text(value: object) -> object:
@@ -101,18 +139,16 @@ def _bounded_list(item: Any, max_records: int, **field: Any) -> Any:
 
 
 def record_type(manifest: Manifest, extra: Extra = "forbid", mlflow_lax: bool = False) -> type:
-    """A TypedDict per the signature: validated records stay plain dicts (no per-record objects to build).
-    `mlflow_lax` accepts what MLflow's schema enforcement lets through: a number where a string belongs
-    (as its text: the model sees an unknown category) and a boolean where a number belongs (as 1.0/0.0)."""
+    """A TypedDict per the signature and the contract (value_type): validated records stay plain dicts (no
+    per-record objects to build). `mlflow_lax` accepts what MLflow's schema enforcement lets through: a number where
+    a string belongs (as its text, then under the column's values) and a boolean where a number belongs (as 1.0/0.0,
+    then under its bounds)."""
     fields: dict[str, Any] = {}
     for field in manifest.inputs:
-        if field.type not in PYTHON_TYPES:
-            raise ValueError(f"input '{field.name}' has unsupported type {field.type!r}; "
-                             f"supported: {', '.join(PYTHON_TYPES)}")
-        kind = PYTHON_TYPES[field.type]
-        converter = _number_as_text if kind is str else _boolean_as_number
+        converter = _number_as_text if field.is_string else _boolean_as_number
         converters = [BeforeValidator(converter)] if mlflow_lax else []
-        fields[field.name] = Annotated[kind | None, *converters, Field(description=field_description(field))]
+        fields[field.name] = Annotated[value_type(field) | None, *converters,
+                                       Field(description=field_description(field))]
     config: ConfigDict = {**RECORD_CONFIG, "extra": extra}
     return _typed_dict("Record", fields, config)
 
@@ -137,7 +173,7 @@ def records_adapter(manifest: Manifest, max_records: int, extra: Extra = "forbid
 def columns_adapter(manifest: Manifest, max_records: int) -> TypeAdapter:
     """The signature's columns (name -> one value per record), each value under the record rules above and
     as many records as they allow: for protocols that decode to columns (V2), with no records to build."""
-    fields = {f.name: _bounded_list(PYTHON_TYPES[f.type] | None, max_records) for f in manifest.inputs}
+    fields = {f.name: _bounded_list(value_type(f) | None, max_records) for f in manifest.inputs}
     return TypeAdapter(_typed_dict("Columns", fields, RECORD_CONFIG))
 
 

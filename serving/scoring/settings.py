@@ -7,6 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .privacy import MODES as PERSONAL_MODES
+
+MIN_PSEUDONYM_KEY_CHARS = 32
 
 class SettingsError(ValueError):
     pass
@@ -43,6 +46,22 @@ MAX_CONNECTIONS = 100
 BODY_TIMEOUT_S = 30  # a 2 MiB body takes under 2 s at 10 Mbit/s
 
 
+def _choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
+    raw = os.environ.get(name, default).strip().lower()
+    if raw not in allowed:
+        raise SettingsError(f"{name} must be one of {', '.join(allowed)}; got {raw!r}")
+    return raw
+
+
+def _pseudonym_key(mode: str) -> bytes | None:
+    """REQUEST_LOG_PSEUDONYM_KEY (a secret the stack provides), required when the personal columns are pseudonymised."""
+    raw = os.environ.get("REQUEST_LOG_PSEUDONYM_KEY", "")
+    if mode == "pseudonymise" and len(raw) < MIN_PSEUDONYM_KEY_CHARS:
+        raise SettingsError(f"REQUEST_LOG_PSEUDONYM_KEY must be a secret of at least {MIN_PSEUDONYM_KEY_CHARS} "
+                            f"characters when REQUEST_LOG_PERSONAL is pseudonymise; got {len(raw)} characters")
+    return raw.encode() if mode == "pseudonymise" else None
+
+
 @dataclass(frozen=True)
 class Settings:
     model_dir: Path
@@ -50,6 +69,8 @@ class Settings:
     request_log: bool
     max_body_bytes: int = MAX_BODY_BYTES  # a longer body is answered 413 before it is read whole
     body_timeout_s: int = BODY_TIMEOUT_S  # a body not received whole by then is answered 408
+    request_log_personal: str = "drop"  # the contract's personal columns in the request log (scoring/privacy.py)
+    request_log_pseudonym_key: bytes | None = None
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -59,6 +80,8 @@ class Settings:
             request_log=_flag("REQUEST_LOG", True),
             max_body_bytes=_int("MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 64 * 1024 * 1024),
             body_timeout_s=_int("BODY_TIMEOUT_S", BODY_TIMEOUT_S, 1, 600),
+            request_log_personal=(personal := _choice("REQUEST_LOG_PERSONAL", "drop", PERSONAL_MODES)),
+            request_log_pseudonym_key=_pseudonym_key(personal),
         )
 
 

@@ -174,6 +174,7 @@ def test_drift_job_runs_against_a_local_log_source(workspace, first_run, model, 
 # ---- the batch scoring job and the search on Spark ----
 
 BATCH_ROWS = 3000
+BAD_ROWS = 4  # no id, text that is no number, Infinity, a number outside the contract (batch_run)
 SAMPLE = 300
 
 
@@ -194,6 +195,7 @@ def batch_run(workspace, first_run, model):
     frame.loc[10, key] = pd.NA  # no id
     frame.loc[11, as_text] = "forty"  # text that is no number, in the number column stored as text
     frame.loc[12, other] = float("inf")  # JSON could not even carry it; the service refuses it too
+    frame.loc[13, other] = c.numbers[1].minimum - 1  # outside the contract: the service refuses it too
     frame.to_parquet(parquet, index=False)
     local.create_table(parameter(job.tasks[0], "--input-table"), parquet)
     [result] = local.run_job(job, "3001", say=lambda _: None)
@@ -215,7 +217,7 @@ def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_servic
     assert f"from {local.site}/serving/batch.py" in result.stdout
     assert "runtime onnx" in result.stdout  # the image's runtime and equivalence check, on the cluster
     predictions = local.read_table(parameter(task, "--output-table"))
-    assert len(predictions) == BATCH_ROWS - 3
+    assert len(predictions) == BATCH_ROWS - BAD_ROWS
     outputs = OUTPUTS[c.task]
     assert list(predictions.columns) == [*c.ids, *outputs, "model_name", "model_version", "source_version", "scored_at",
                                          "scoring_run_id"]
@@ -223,7 +225,7 @@ def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_servic
     assert set(predictions["source_version"]) == {version}  # not a promoted copy: the version the service logs
     assert set(predictions["scoring_run_id"]) == {"3001"}
     key = c.ids[0]
-    sample = frame.dropna(subset=[key]).drop(index=[11, 12]).sample(SAMPLE, random_state=5)
+    sample = frame.dropna(subset=[key]).drop(index=[11, 12, 13]).sample(SAMPLE, random_state=5)
     served = service_answers(local.root / "context", sample, c)
     assert served["model"] == {"name": name, "version": version}
     batch = predictions.set_index(key).loc[sample[key].astype(int)]
@@ -256,14 +258,16 @@ def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(works
     c = model.contract
     key, as_text, other = c.ids[0], c.numbers[0].name, c.numbers[1].name
     summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"log_type": "batch"')))
-    assert (summary["rows"], summary["scored"], summary["rejected"]) == (BATCH_ROWS, BATCH_ROWS - 3, 3)
-    assert "rejected 3 of 3000 rows" in result.stdout
+    assert (summary["rows"], summary["scored"], summary["rejected"]) == (BATCH_ROWS, BATCH_ROWS - BAD_ROWS, BAD_ROWS)
+    assert f"rejected {BAD_ROWS} of 3000 rows" in result.stdout
     rejects = local.read_table(parameter(job.tasks[0], "--rejects-table"))
     keys = [None if pd.isna(k) else int(k) for k in rejects[key]]
     assert dict(zip(keys, rejects["reject_reason"], strict=True)) == {
         None: f"column '{key}': the key is missing",
         int(frame.loc[11, key]): f"column '{as_text}': 'forty' is not a number",
-        int(frame.loc[12, key]): f"column '{other}': Infinity is not a finite number"}
+        int(frame.loc[12, key]): f"column '{other}': Infinity is not a finite number",
+        int(frame.loc[13, key]): f"column '{other}': must be at least {c.numbers[1].minimum:g} "
+                                 f"(got {float(c.numbers[1].minimum - 1)})"}
     first = c.categories[0]
     assert json.loads(rejects["record"].iloc[0])[first.name] in (*(first.values or ()), None)  # the whole row
     assert set(rejects["scoring_run_id"]) == {"3001"}
@@ -276,7 +280,7 @@ def test_a_retried_batch_run_replaces_its_own_rows(workspace, batch_run):
     job = batch_run[0]
     succeeded(local.run_job(job, "3001", say=lambda _: None))  # the same run again
     succeeded(local.run_job(job, "3002", say=lambda _: None))
-    for table, rows in (("--output-table", BATCH_ROWS - 3), ("--rejects-table", 3)):
+    for table, rows in (("--output-table", BATCH_ROWS - BAD_ROWS), ("--rejects-table", BAD_ROWS)):
         written = local.read_table(parameter(job.tasks[0], table))
         assert written.groupby("scoring_run_id").size().to_dict() == {"3001": rows, "3002": rows}, table
 

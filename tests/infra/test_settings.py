@@ -67,12 +67,22 @@ def test_unity_catalog_model_name_and_uris():
       "serving.containerApp.pinnedRevisions": [{"revision": "ca--v0", "weight": 90}]},
      f"{PROJECT}:serving.containerApp.stableRevision", "exclude each other"),
     ({"serving.containerApp.stableRevision": "CA v1"}, f"{PROJECT}:serving.containerApp.stableRevision", "a revision name"),
+    ({"observability.requestLogPersonal": "hide"}, f"{PROJECT}:observability.requestLogPersonal", "drop, keep"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key, allowed):
     with pytest.raises(ConfigError) as raised:
         load("dev", overrides)
     assert key in str(raised.value)
     assert allowed in str(raised.value)
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_the_contracts_personal_columns_are_dropped_from_the_request_log_unless_a_stack_keeps_them(stack):
+    from infra import program
+
+    assert program.container_env(load(stack))["REQUEST_LOG_PERSONAL"] == "drop"
+    kept = load(stack, {"observability.requestLogPersonal": "keep"})
+    assert program.container_env(kept)["REQUEST_LOG_PERSONAL"] == "keep"
 
 
 def test_numbers_from_cli_strings_are_accepted():

@@ -25,7 +25,10 @@ def service(context, tmp_path_factory):
     log = root / "requests.jsonl"
     port = free_port()
     with log.open("ab") as out:
-        process = start_service(context.path, port, stdout=out, stderr=subprocess.DEVNULL)
+        # Every feature logged, so every one is compared (test_drift_personal.py: the personal ones dropped or
+        # pseudonymised).
+        process = start_service(context.path, port, stdout=out, stderr=subprocess.DEVNULL,
+                                extra_env={"REQUEST_LOG_PERSONAL": "keep"})
     url = f"http://127.0.0.1:{port}"
     try:
         smoke.wait_for(url, "/ready", 120)

@@ -100,7 +100,8 @@ def test_shifts_parse_and_apply(model, shifts):
     assert traffic.Shift.parse(numeric, c) == traffic.Shift(number, factor=3.0)
     assert traffic.Shift.parse(f"{number}=x1.5", c).factor == 1.5
     assert traffic.Shift.parse(f"{categorical}:0.5", c) == traffic.Shift(category, value=value, share=0.5)
-    for bad in (f"{number}=lots", "nickname=3", category, f"{categorical}:2"):
+    closed = not next(f for f in c.categories if f.name == category).open  # the service refuses an unlisted value
+    for bad in (f"{number}=lots", "nickname=3", category, f"{categorical}:2", *[f"{category}=unlisted"] * closed):
         with pytest.raises(ValueError):
             traffic.Shift.parse(bad, c)
     plain = traffic.records(model, 400, 5, [])

@@ -39,8 +39,10 @@ class LiveService:
 
 def launch(context_path: Path, log: Path, extra_env: dict[str, str] | None = None, ready: bool = True) -> LiveService:
     port = free_port()
+    # The tests compare the logged inputs with what they sent: the personal columns kept (test_privacy.py: the rest).
+    env = {"REQUEST_LOG_PERSONAL": "keep", **(extra_env or {})}
     with log.open("ab") as out:
-        process = start_service(context_path, port, stdout=out, stderr=subprocess.DEVNULL, extra_env=extra_env)
+        process = start_service(context_path, port, stdout=out, stderr=subprocess.DEVNULL, extra_env=env)
     service = LiveService(f"http://127.0.0.1:{port}", log, process)
     smoke.wait_for(service.url, "/ready" if ready else "/health", 120)
     # free_port() can race with another process taking the port: then /ready answered for someone else.

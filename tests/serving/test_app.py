@@ -98,17 +98,18 @@ def test_request_id_header_is_echoed(client, example):
 @pytest.mark.parametrize(("mutate", "expected"), [
     (lambda r, n, t: r.pop(n), (1, "<number>", "missing")),
     (lambda r, n, t: r.update({n: "forty"}), (1, "<number>", "float_type")),
-    (lambda r, n, t: r.update({t: 1}), (1, "<text>", "string_type")),
+    (lambda r, n, t: r.update({t: 1}), (1, "<text>", "<text's type error>")),
     (lambda r, n, t: r.update({n: True}), (1, "<number>", "float_type")),
     (lambda r, n, t: r.update(nickname="bob"), (1, "nickname", "extra_forbidden")),
 ])
-def test_bad_record_names_index_and_field(client, example, number, text, mutate, expected):
+def test_bad_record_names_index_and_field(client, manifest, example, number, text, mutate, expected):
     bad = dict(example[0])
     mutate(bad, number, text)
     response = client.post("/predict", json={"records": [example[0], bad]})
     assert response.status_code == 422
-    named = {"<number>": number, "<text>": text}
-    assert (expected[0], named.get(expected[1], expected[1]), expected[2]) in problems(response)
+    closed = next(f for f in manifest.inputs if f.name == text).values is not None  # a Literal: not in its values
+    named = {"<number>": number, "<text>": text, "<text's type error>": "literal_error" if closed else "string_type"}
+    assert (expected[0], named.get(expected[1], expected[1]), named.get(expected[2], expected[2])) in problems(response)
     assert all(p["problem"] for p in response.json()["problems"])
 
 
