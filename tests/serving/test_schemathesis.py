@@ -32,7 +32,8 @@ def service(context, tmp_path_factory):
 def test_schemathesis_all_checks_find_nothing(service, tmp_path):
     schemathesis = Path(sys.executable).with_name("schemathesis")
     since = service.log_offset()
-    run = subprocess.run([str(schemathesis), "--config-file", str(CONFIG), "run", f"{service.url}/openapi.json", "--checks", "all",
+    run = subprocess.run([str(schemathesis), "--config-file", str(CONFIG), "run", f"{service.url}/openapi.json",
+                          "--checks", "all",
                           "--max-examples", str(MAX_EXAMPLES), "--generation-deterministic", "--continue-on-failure",
                           "--request-timeout", "10", "--no-color"],
                          capture_output=True, text=True, timeout=WALL_TIME_S, cwd=tmp_path, check=False)
