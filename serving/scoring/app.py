@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
     # FastAPI's documented way to extend the document; mypy refuses any assignment to a method.
     app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))  # type: ignore[method-assign]
     return ScoringFront(app, routes=routes, log_failure=log_failure,
-                        limits=BodyLimits(settings.max_body_bytes, settings.body_timeout_s))
+                        limits=BodyLimits(settings.max_body_bytes, settings.body_timeout_s, settings.max_in_flight))
 
 
 def declare(app: FastAPI, template: str, handler: Handler, limit_refusal: Refusal, **documentation: Any) -> ScoringRoute:

@@ -12,8 +12,10 @@ Bounded work per request: a scoring body is read here, so it is bounded here. A 
 MAX_BODY_BYTES is answered 413 before any of the body is read; a body without one (chunked) is counted as it
 arrives and answered 413 as soon as the count passes the limit, so a worker holds at most MAX_BODY_BYTES of
 any one body. A body that does not arrive whole within BODY_TIMEOUT_S is answered 408 (a client that declares
-a body and never sends it, or stops half-way, holds a connection, not the worker). Both answers close the
-connection: what is left of that body is never read. Other routes (FastAPI's) take no body and never read one.
+a body and never sends it, or stops half-way, holds a connection, not the worker). After either answer uvicorn
+drops what is left of that body. A worker takes at most MAX_IN_FLIGHT scoring requests at once (each may hold a body
+arriving): more are answered 503 with Retry-After, the health routes never. Other routes (FastAPI's) take no body
+and never read one.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class BodyTooLarge(Exception):
 class BodyLimits:
     max_bytes: int  # a longer body is answered 413
     timeout_s: float  # a body not received whole by then is answered 408
+    max_in_flight: int = 100  # scoring requests in progress at once (each may hold a body arriving); more: 503
 
 
 def plain_refusal(scope: Scope, problem: str, kind: str) -> bytes:
@@ -88,6 +91,7 @@ class ScoringFront:
         self.patterns = [r for r in routes if "{" in r.template]
         self.counters: dict[tuple[str, str, int], Any] = {}  # (route, method, status) -> counter child
         self.timers: dict[str, Any] = {}  # route -> histogram child
+        self.in_flight = 0  # scoring requests in progress in this worker (its event loop: no lock needed)
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -97,7 +101,13 @@ class ScoringFront:
         scope["request_id"] = request_id = _request_id(scope)
         route = self.match(scope) if scope["method"] == "POST" else None
         if route is not None:
-            status = await self.answer(route, scope, receive, send)
+            status = await self.busy(route, scope, send) if self.in_flight >= self.limits.max_in_flight else None
+            if status is None:
+                self.in_flight += 1
+                try:
+                    status = await self.answer(route, scope, receive, send)
+                finally:
+                    self.in_flight -= 1
             self.observe(route.template, scope["method"], status, started)
             return
         status = 500
@@ -156,9 +166,20 @@ class ScoringFront:
         return reply.status
 
     async def refuse(self, route: ScoringRoute, scope: Scope, send: Any, status: int, problem: str, kind: str) -> int:
-        """A body refused before it was read whole: the rest of it is never read, so the connection closes."""
-        await respond(send, scope, Reply(status, route.refusal(scope, problem, kind), JSON, ((b"connection", b"close"),)))
+        """A body refused before it was read whole. The connection stays open: uvicorn reads and drops the rest of
+        the body (a completed request's body bytes are ignored), so the client is not reset mid-upload, which an
+        ingress proxy would turn into a 503; its keep-alive timeout closes a connection left idle."""
+        await respond(send, scope, Reply(status, route.refusal(scope, problem, kind)))
         return status
+
+    async def busy(self, route: ScoringRoute, scope: Scope, send: Any) -> int:
+        """More scoring requests in progress than MAX_IN_FLIGHT: a 503 with Retry-After, and an error line (what the
+        error-rate alert counts). Health and metrics routes are never refused: a busy replica is not a dead one."""
+        problem = f"this worker has {self.limits.max_in_flight} scoring requests in progress: retry shortly"
+        requestlog.write_line(self.log_failure(request_id=scope["request_id"], route=scope["path"], status=503,
+                                               error=problem))
+        await respond(send, scope, Reply(503, route.refusal(scope, problem, "busy"), JSON, ((b"retry-after", b"1"),)))
+        return 503
 
     def observe(self, route: str, method: str, status: int, started: float) -> None:
         """Counter and histogram children are cached: labels() costs a lock and a dict lookup per call."""

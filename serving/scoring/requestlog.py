@@ -29,7 +29,9 @@ from __future__ import annotations
 import os
 import select
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 import orjson
@@ -38,8 +40,6 @@ LOG_TYPE = "prediction"
 ERROR_LOG_TYPE = "error"
 SCHEMA_VERSION = 1
 MAX_LINE_BYTES = select.PIPE_BUF
-# Room for what a part adds to the header: "part", "parts", "first_record", the slices' keys and brackets.
-HEADER_RESERVE = 256
 MAX_LOGGED_STRING = 256  # a longer string value is cut in the log (never in scoring): one record must fit a line
 
 
@@ -47,8 +47,8 @@ def prediction_lines(*, request_id: str, model_name: str, model_version: str, ru
                      inputs: list, outputs: list[dict], latency_ms: float) -> bytes:
     """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (joined, each ending in \\n).
     The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "outputs"}), but
-    inputs and outputs are serialised once, whether the request makes one line or several. `inputs` are dicts or
-    msgspec Structs (scoring/fastpath.py's typed records: encoded by msgspec, no dict per record)."""
+    each record is serialised once (a few more to size the lines), whether the request makes one line or several.
+    `inputs` are dicts or msgspec Structs (scoring/fastpath.py's typed records: encoded by msgspec, no dict per record)."""
     header = {
         "log_type": LOG_TYPE,
         "schema_version": SCHEMA_VERSION,
@@ -62,26 +62,23 @@ def prediction_lines(*, request_id: str, model_name: str, model_version: str, ru
         "latency_ms": round(latency_ms, 3),
     }
     head = orjson.dumps(header)
-    records, results = (orjson.dumps if type(inputs[0]) is dict else _encode)(inputs), orjson.dumps(outputs)
-    if len(head) + len(records) + len(results) + PART_KEYS_BYTES <= MAX_LINE_BYTES:
-        return _line(head, 1, 1, 0, records, results)  # the common case
-    budget = MAX_LINE_BYTES - HEADER_RESERVE - len(head)
-    pieces, answers = _objects(records), _objects(results)
-    if len(pieces) != len(inputs) or len(answers) != len(outputs):
-        return _split(header, inputs, outputs)  # a string ending in `},{`: see SEPARATOR
-    costs = [len(a) + len(b) + 2 * OBJECT_OVERHEAD + 2 for a, b in zip(pieces, answers, strict=True)]  # as _split's
-    if max(costs) > budget:
-        return _split(header, inputs, outputs)  # a record too big for a line (huge strings): cut, slowly
-    return b"".join(_line(head, number, len(slices), lo, _array(pieces[lo:hi]), _array(answers[lo:hi]))
-                    for slices in [_slices(costs, budget)] for number, (lo, hi) in enumerate(slices, start=1))
+    encode = orjson.dumps if type(inputs[0]) is dict else _encode
+    budget = MAX_LINE_BYTES - PART_KEYS_BYTES - len(head)
+    sample = max(1, min(len(inputs), SAMPLE_RECORDS))
+    per_record = (len(encode(inputs[:sample])) + len(orjson.dumps(outputs[:sample]))) / sample
+    if per_record * len(inputs) <= budget * 0.9:  # one line, most likely: one encoding of each, checked below
+        records, results = encode(inputs), orjson.dumps(outputs)
+        if len(records) + len(results) <= budget:
+            return _line(head, 1, 1, 0, records, results)  # the common case
+    parts = _parts(inputs, outputs, encode, budget, max(1, int(budget // (per_record * 1.05))))
+    if parts is None:
+        return _split(head, inputs, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
+    return _lines(head, parts)
 
 
 # What _line adds to the header's bytes, the numbers aside: "part", "parts", "first_record", the keys and "\n".
 PART_KEYS_BYTES = len(b',"part":,"parts":,"first_record":,"inputs":,"outputs":}\n') + 3 * 20
-# Between two objects of a JSON array of non-empty flat objects: `},{"`. Inside an object it occurs only in a
-# string ending in `},{`; then the split yields more pieces than objects and _split's way is taken instead.
-SEPARATOR = b'},{"'
-OBJECT_OVERHEAD = len(b'{"}')  # what _objects strips from each object's bytes
+SAMPLE_RECORDS = 4  # records encoded to estimate a record's bytes (and so how many fit a line)
 
 
 def _line(head: bytes, part: int, parts: int, first: int, records: bytes, results: bytes) -> bytes:
@@ -90,46 +87,46 @@ def _line(head: bytes, part: int, parts: int, first: int, records: bytes, result
         head[:-1], part, parts, first, records, results)
 
 
-def _objects(array: bytes) -> list[bytes]:
-    """A JSON array of flat objects as each object's bytes without its leading `{"` and closing `}`."""
-    return array[3:-2].split(SEPARATOR) if len(array) > 2 else []
-
-
-def _array(pieces: list[bytes]) -> bytes:
-    return b'[{"' + SEPARATOR.join(pieces) + b"}]"
-
-
-def _slices(costs: list[int], budget: int) -> list[tuple[int, int]]:
-    """Consecutive records per line, each line filled until the next record would exceed the budget."""
-    slices: list[tuple[int, int]] = []
-    start, size = 0, 0
-    for index, cost in enumerate(costs):
-        if size + cost > budget and index > start:
-            slices.append((start, index))
-            start, size = index, 0
-        size += cost
-    slices.append((start, len(costs)))
-    return slices
+def _parts(inputs: list, outputs: list[dict], encode: Callable[[Any], bytes], budget: int,
+           size: int) -> list[tuple[int, bytes, bytes]] | None:
+    """(first record, its slice's inputs and outputs as JSON) per line: `size` records at a time, each slice encoded on
+    its own (no encoding of the whole request to cut afterwards); a slice over the budget (records larger than the
+    estimate) is cut in proportion until it fits, and each slice's bytes per record size the next. None when a single
+    record does not fit a line."""
+    parts, first, count = [], 0, len(inputs)
+    while first < count:
+        end = min(count, first + size)
+        while True:
+            records, results = encode(inputs[first:end]), orjson.dumps(outputs[first:end])
+            used = len(records) + len(results)
+            if used <= budget:
+                break
+            if end - first == 1:
+                return None
+            end = first + max(1, min(end - first - 1, int((end - first) * budget / used)))
+        parts.append((first, records, results))
+        size = max(1, int((end - first) * budget / used * 0.97))  # the next slice sized by this one's bytes per record
+        first = end
+    return parts
 
 
 _encode = msgspec.json.Encoder().encode  # compact like orjson, Structs as objects in field order (orjson: dicts, faster)
 
 
-def _split(header: dict, inputs: list, outputs: list[dict]) -> bytes:
-    budget = MAX_LINE_BYTES - HEADER_RESERVE - len(orjson.dumps(header))
-    inputs = msgspec.to_builtins(inputs)  # dicts (a new list: a record cut for the log never touches the caller's)
-    costs = []
-    for index, (record, output) in enumerate(zip(inputs, outputs, strict=True)):
-        cost = len(orjson.dumps(record)) + len(orjson.dumps(output)) + 2  # two commas
-        if cost > budget:  # a record too big for any line: only possible with huge strings
-            inputs[index] = record = {k: _cut(v) for k, v in record.items()}
-            cost = len(orjson.dumps(record)) + len(orjson.dumps(output)) + 2
-        costs.append(cost)
-    slices = _slices(costs, budget)
-    return b"".join(
-        orjson.dumps({**header, "part": number, "parts": len(slices), "first_record": lo,
-                      "inputs": inputs[lo:hi], "outputs": outputs[lo:hi]}) + b"\n"
-        for number, (lo, hi) in enumerate(slices, start=1))
+def _split(head: bytes, inputs: list, outputs: list[dict], budget: int) -> bytes:
+    """The lines of a request with a record too big for a line (huge strings): its long strings cut for the log (a
+    copy: never the caller's records), then as many records per line as fit (one per line if even a cut one does
+    not fit: that line is longer, rather than the record lost)."""
+    records = [{key: _cut(value) for key, value in record.items()} for record in msgspec.to_builtins(inputs)]
+    parts = _parts(records, outputs, orjson.dumps, budget, 1) or [
+        (index, orjson.dumps([record]), orjson.dumps([output]))
+        for index, (record, output) in enumerate(zip(records, outputs, strict=True))]
+    return _lines(head, parts)
+
+
+def _lines(head: bytes, parts: list[tuple[int, bytes, bytes]]) -> bytes:
+    return b"".join(_line(head, number, len(parts), first, records, results)
+                    for number, (first, records, results) in enumerate(parts, start=1))
 
 
 def _cut(value: object) -> object:

@@ -1,10 +1,10 @@
 """Start the scoring service: `python -m scoring.serve`.
 
 HOST (default 0.0.0.0 in the image; 127.0.0.1 for local runs), PORT (8000), WEB_CONCURRENCY
-(uvicorn workers, 1), MAX_CONNECTIONS (per worker, 100: uvicorn's limit_concurrency, more are answered 503, so
-that bodies arriving at once cannot hold more than MAX_CONNECTIONS x MAX_BODY_BYTES; settings.py says why).
-The body's size and pace are bounded by scoring/front.py. What uvicorn bounds by itself: an idle keep-alive
-connection (5 s), and with MAX_CONNECTIONS how many connections; not the size or pace of the request line and
+(uvicorn workers, 1). The body's size and pace, and how many scoring requests a worker takes at once
+(MAX_IN_FLIGHT), are bounded by scoring/front.py, not by uvicorn's limit_concurrency: that one also answers the
+health probes 503 under load, and the platform would restart a busy replica. What uvicorn bounds by itself: an idle
+keep-alive connection (5 s); not the size or pace of the request line and
 headers (httptools has no limit): Container Apps' Envoy ingress receives those first, and on AKS the service is
 internal only. With several workers, Prometheus metrics are aggregated through a
 multiprocess directory under /tmp (writable even with a read-only root filesystem and an
@@ -49,7 +49,7 @@ def main() -> int:
     if server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
     uvicorn.run(f"{__package__}.app:create_app", factory=True, host=server.host, port=server.port,
-                workers=server.workers, limit_concurrency=server.max_connections, **UVICORN_FLAGS)
+                workers=server.workers, **UVICORN_FLAGS)
     return 0
 
 

@@ -33,16 +33,17 @@ def _flag(name: str, default: bool) -> bool:
     return raw in {"true", "1"}
 
 
-# The largest valid request of the example model (credit-default: MAX_RECORDS=1000 records of its 23 columns, each
+# The largest valid request of the example model (the shipped example: MAX_RECORDS=1000 records of its 23 columns, each
 # category its longest value, each number 17 significant digits) is 0.80 MB as compact JSON and 1.0 MB indented: 2 MiB
 # admits it twice over (tests/serving/test_limits.py sends it). Not more: a body is parsed whole, and JSON of tiny
 # values swells about 50 times as Python objects (4 MiB of `{},` took 210 MiB).
 MAX_BODY_BYTES = 2 * 1024 * 1024
-# Each connection may hold a body up to MAX_BODY_BYTES while it arrives, so a worker holds at most this many of them:
+# Each scoring request in progress may hold a body up to MAX_BODY_BYTES while it arrives, so a worker takes at most this
+# many at once (more are answered 503; its health routes never are):
 # 100 x 2 MiB + one body parsed (at most ~110 MiB, above) + the process (~100-140 MiB with the example model) stays
 # under 512 MiB, the smallest share of a worker in any stack (AKS's 1Gi limit, 2 workers). Measured by
 # tests/serving/test_limits.py. Container Apps scales out at 20-30 concurrent requests per replica, far below it.
-MAX_CONNECTIONS = 100
+MAX_IN_FLIGHT = 100
 BODY_TIMEOUT_S = 30  # a 2 MiB body takes under 2 s at 10 Mbit/s
 
 
@@ -69,6 +70,7 @@ class Settings:
     request_log: bool
     max_body_bytes: int = MAX_BODY_BYTES  # a longer body is answered 413 before it is read whole
     body_timeout_s: int = BODY_TIMEOUT_S  # a body not received whole by then is answered 408
+    max_in_flight: int = MAX_IN_FLIGHT  # scoring requests in progress per worker; more are answered 503
     request_log_personal: str = "drop"  # the contract's personal columns in the request log (scoring/privacy.py)
     request_log_pseudonym_key: bytes | None = None
 
@@ -80,6 +82,7 @@ class Settings:
             request_log=_flag("REQUEST_LOG", True),
             max_body_bytes=_int("MAX_BODY_BYTES", MAX_BODY_BYTES, 1024, 64 * 1024 * 1024),
             body_timeout_s=_int("BODY_TIMEOUT_S", BODY_TIMEOUT_S, 1, 600),
+            max_in_flight=_int("MAX_IN_FLIGHT", MAX_IN_FLIGHT, 1, 10_000),
             request_log_personal=(personal := _choice("REQUEST_LOG_PERSONAL", "drop", PERSONAL_MODES)),
             request_log_pseudonym_key=_pseudonym_key(personal),
         )
@@ -90,7 +93,6 @@ class ServerSettings:
     host: str
     port: int
     workers: int
-    max_connections: int  # per worker, uvicorn's limit_concurrency: more are answered 503
 
     @classmethod
     def from_env(cls) -> ServerSettings:
@@ -98,5 +100,4 @@ class ServerSettings:
             host=os.environ.get("HOST", "0.0.0.0"),
             port=_int("PORT", 8000, 1, 65535),
             workers=_int("WEB_CONCURRENCY", 1, 1, 64),
-            max_connections=_int("MAX_CONNECTIONS", MAX_CONNECTIONS, 1, 10_000),
         )

@@ -20,7 +20,7 @@ from infra import stack_files
 from serving.localrun import stop_service
 from serving.scoring import v2
 from serving.scoring.model import InputField, Manifest
-from serving.scoring.settings import MAX_BODY_BYTES, MAX_CONNECTIONS, Settings, SettingsError
+from serving.scoring.settings import MAX_BODY_BYTES, MAX_IN_FLIGHT, Settings, SettingsError
 from tests.serving.conftest import launch
 
 MAX_RECORDS = 5
@@ -135,18 +135,22 @@ def test_a_declared_body_over_the_limit_is_refused_before_any_of_it_is_sent(serv
                     f"\r\ncontent-length: {MAX_BODY_BYTES + 1}\r\n\r\n".encode())
         head, _, body = read_response(raw).partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
-    assert b"connection: close" in head.lower()
+    assert b"connection: close" not in head.lower()  # the rest of the body is dropped, not reset
     assert str(MAX_BODY_BYTES).encode() in body
     shape = {"/predict": "problems", "/invocations": "error_code"}.get(template, "error")
     assert shape in json.loads(body)
 
 
 def read_response(raw: socket.socket) -> bytes:
-    """Everything the server sends until it closes the connection (refusals close it)."""
+    """One response: its head, then as many bytes as its Content-Length says (refusals leave the connection open)."""
     received = b""
-    while chunk := raw.recv(65536):
+    while b"\r\n\r\n" not in received and (chunk := raw.recv(65536)):
         received += chunk
-    return received
+    head, _, body = received.partition(b"\r\n\r\n")
+    length = int(next(line.split(b":", 1)[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    while len(body) < length and (chunk := raw.recv(65536)):
+        body += chunk
+    return head + b"\r\n\r\n" + body
 
 
 @pytest.mark.parametrize("sent", [b"", b'{"records": ['], ids=["never-sent", "stops-half-way"])
@@ -247,8 +251,9 @@ def test_other_routes_never_read_a_large_body(service, client, manifest, method,
 
 
 def test_bodies_arriving_at_once_stay_within_a_workers_share(context, manifest, tmp_path):
-    """MAX_CONNECTIONS bodies of just under MAX_BODY_BYTES, all still arriving (the defaults: the most a worker
-    buffers), keep it within the smallest container share of any worker; one connection more is a 503."""
+    """MAX_IN_FLIGHT bodies of just under MAX_BODY_BYTES, all still arriving (the defaults: the most a worker
+    buffers), keep it within the smallest container share of any worker; one scoring request more is a 503 with
+    Retry-After, while the health routes still answer (a busy replica is not restarted by its probes)."""
     service = launch(context.path, tmp_path / "requests.jsonl")
     port, budget = int(service.url.rsplit(":", 1)[1]), smallest_worker_share()
     head = (f"POST /predict HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
@@ -256,12 +261,14 @@ def test_bodies_arriving_at_once_stay_within_a_workers_share(context, manifest, 
     held: list[socket.socket] = []
     try:
         with PeakRss(service.process.pid) as rss:
-            for _ in range(MAX_CONNECTIONS):
+            for _ in range(MAX_IN_FLIGHT):
                 held.append(socket.create_connection(("127.0.0.1", port), timeout=30))
                 held[-1].sendall(head + b"[" * (MAX_BODY_BYTES - 1))
             time.sleep(1)
             with httpx.Client(base_url=service.url, timeout=30) as client:
-                assert client.get("/health").status_code == 503  # one more than the worker takes
+                assert client.get("/health").status_code == 200 and client.get("/ready").status_code == 200
+                busy = client.post("/predict", json={"records": manifest.input_example})
+                assert busy.status_code == 503 and busy.headers["retry-after"] == "1", busy.text
         assert rss.peak < budget, f"peak RSS {rss.peak / 2 ** 20:.0f} MiB, over a worker's share {budget >> 20} MiB"
         for connection in held:
             connection.close()
