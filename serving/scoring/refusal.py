@@ -23,6 +23,8 @@ Where = Callable[[object, list], tuple[int | None, str | None]]  # (document, pa
 
 def content_type_problem(content_type: str | None, accepted: tuple[str, ...], none_is_json: bool) -> Problem | None:
     """None when the Content-Type is taken, else the Problem a 415 names."""
+    if content_type in accepted:  # the common case, as clients send it: nothing to parse
+        return None
     if not content_type:
         return None if none_is_json else _refused(content_type, accepted, "no Content-Type")
     kind, *pairs = [part.strip() for part in content_type.split(";")]

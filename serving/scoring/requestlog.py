@@ -64,12 +64,13 @@ def prediction_lines(*, request_id: str, model_name: str, model_version: str, ru
     head = orjson.dumps(header)
     encode = orjson.dumps if type(inputs[0]) is dict else _encode
     budget = MAX_LINE_BYTES - PART_KEYS_BYTES - len(head)
-    sample = max(1, min(len(inputs), SAMPLE_RECORDS))
-    per_record = (len(encode(inputs[:sample])) + len(orjson.dumps(outputs[:sample]))) / sample
-    if per_record * len(inputs) <= budget * 0.9:  # one line, most likely: one encoding of each, checked below
+    records, results = encode(inputs[:SAMPLE_RECORDS]), orjson.dumps(outputs[:SAMPLE_RECORDS])
+    sample = min(len(inputs), SAMPLE_RECORDS)
+    per_record = (len(records) + len(results)) / sample
+    if sample < len(inputs) and per_record * len(inputs) <= budget * 0.9:  # one line, most likely: checked below
         records, results = encode(inputs), orjson.dumps(outputs)
-        if len(records) + len(results) <= budget:
-            return _line(head, 1, 1, 0, records, results)  # the common case
+    if per_record * len(inputs) <= budget * 0.9 and len(records) + len(results) <= budget:
+        return _line(head, 1, 1, 0, records, results)  # the common case: one line
     parts = _parts(inputs, outputs, encode, budget, max(1, int(budget // (per_record * 1.05))))
     if parts is None:
         return _split(head, inputs, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
