@@ -32,6 +32,7 @@ from pydantic import ValidationError
 
 from . import docs, metrics, mlflow_protocol, refusal, requestlog, v2, v2_binary
 from .core import InputError, NotReady, ScoringPath, describe_error, too_many_records
+from .fastpath import FastV2
 from .front import BodyLimits, Handler, Refusal, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
 from .model import Manifest, check_outputs, load_scorer, records_to_columns
 from .schemas import columns_adapter, predict_response, records_adapter, request_adapter, request_schemas
@@ -198,6 +199,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
 def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[ScoringRoute]:
     manifest = path.manifest
     meta, expected, known = v2.metadata(manifest), v2.input_types(manifest), v2.outputs(manifest)
+    fast, every_output = FastV2(manifest, expected, path.settings.max_records), list(known)
 
     def unknown(name: str, version: str | None, request_id: str) -> Reply | None:
         if name != manifest.model_name or version not in (None, manifest.model_version):
@@ -218,6 +220,11 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         if json_length is None and (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None:
             return Reply(415, v2.error_body(refused, request_id))
         try:
+            typed = fast.decode(body) if json_length is None else None
+            if typed is not None:  # the common JSON form, valid: decoded and validated in one pass
+                scored = path.score(path.fast.records_of(typed[0]), request_id, "v2", started, typed[0])
+                inference_id = typed[1]
+                return Reply(200, v2.encode(scored, manifest, inference_id, every_output, known))
             if v2_binary.applies(body, json_length):  # tritonclient's default: binary tensors in, binary outputs out
                 candidates, inference_id, requested, binary = v2_binary.decode(body, json_length, expected, known)
             else:

@@ -16,9 +16,9 @@ import orjson
 import pytest
 from pydantic import ValidationError
 
-from serving.scoring import requestlog
-from serving.scoring.core import ScoringPath
-from serving.scoring.fastpath import FastRecords
+from serving.scoring import requestlog, v2
+from serving.scoring.core import InputError, ScoringPath
+from serving.scoring.fastpath import FastRecords, FastV2
 from serving.scoring.model import InputField, Manifest
 from serving.scoring.schemas import columns_adapter, records_adapter, request_adapter
 from serving.scoring.settings import Settings
@@ -244,3 +244,51 @@ def test_invocations_fast_path_takes_only_what_mlflows_decoder_and_the_rules_acc
     if columns is not None:
         assert list(columns) == list(VALID) and [dict(zip(columns, r, strict=True))
                                                  for r in zip(*columns.values(), strict=True)] == as_dicts(records)
+
+
+def v2_bodies() -> list[tuple[str, bytes]]:
+    """V2 requests: every edge value in each input (as bodies() does), and the request's own shapes."""
+    types = v2.input_types(Manifest.from_dict({"model": {"name": "m", "version": "1"}, "runtime": "onnx",
+                                               "task": "regression", "inputs": INPUTS, "input_example": [VALID]}))
+
+    def tensor(name: str, data: str, **change: Any) -> str:
+        fields = {"name": json.dumps(name), "datatype": json.dumps(types[name]), "shape": "[1]", "data": data, **change}
+        return "{" + ", ".join(f'"{key}": {value}' for key, value in fields.items()) + "}"
+
+    def request(*tensors: str, rest: str = "") -> bytes:
+        return f'{{"inputs": [{", ".join(tensors)}]{rest}}}'.encode()
+
+    valid = [tensor(name, json.dumps([value])) for name, value in VALID.items()]
+    cases = [("valid", request(*valid)), ("with an id", request(*valid, rest=', "id": "a"')),
+             ("null id", request(*valid, rest=', "id": null')), ("outputs", request(*valid, rest=', "outputs": []')),
+             ("an input missing", request(*valid[1:])), ("an input twice", request(valid[0], *valid)),
+             ("shape [1, 1]", request(tensor(INPUTS[0]["name"], "[1.5]", shape="[1, 1]"), *valid[1:])),
+             ("shape [1, 2]", request(tensor(INPUTS[0]["name"], "[1.5]", shape="[1, 2]"), *valid[1:])),
+             ("shape [2]", request(tensor(INPUTS[0]["name"], "[1.5]", shape="[2]"), *valid[1:])),
+             ("nested data", request(tensor(INPUTS[0]["name"], "[[1.5]]", shape="[1, 1]"), *valid[1:])),
+             ("another datatype", request(tensor(INPUTS[0]["name"], "[1.5]", datatype='"FP32"'), *valid[1:])),
+             ("parameters", request(tensor(INPUTS[0]["name"], "[1.5]", parameters="{}"), *valid[1:])),
+             ("two records in one input", request(tensor(INPUTS[0]["name"], "[1.5, 2.5]", shape="[2]"), *valid[1:]))]
+    for index, field in enumerate(INPUTS):
+        for literal in LITERALS:
+            changed = [*valid[:index], tensor(field["name"], f"[{literal}]"), *valid[index + 1:]]
+            cases.append((f"{field['name']}={literal}", request(*changed)))
+    return cases
+
+
+@pytest.mark.parametrize(("case", "body"), v2_bodies(), ids=[case for case, _ in v2_bodies()])
+def test_v2_fast_path_takes_only_what_v2s_decoder_and_the_rules_accept(manifest, case, body):
+    """FastV2 answers a body only when v2.decode and the record rules (with the contract) accept it, with the same
+    columns and id; whatever it does not take goes to them (None), so refusals keep their full report."""
+    expected, known = v2.input_types(manifest), v2.outputs(manifest)
+    typed = FastV2(manifest, expected, MAX_RECORDS).decode(body)
+    try:
+        columns, identity, _ = v2.decode(body, expected, known)
+        slow = columns_adapter(manifest, MAX_RECORDS).validate_python(columns)
+        accepted = all(in_contract(field, value) for field in manifest.inputs for value in slow[field.name])
+    except (InputError, ValidationError):
+        accepted = False
+    if typed is not None:
+        assert accepted, f"{case}: the fast path took what the protocol refuses"
+        assert typed == ({name: list(values) for name, values in slow.items()}, identity)
+    assert typed is not None or case not in ("valid", "with an id", "shape [1, 1]"), f"{case}: the common form missed"
