@@ -86,3 +86,15 @@ def use_registry(registry: dict) -> None:
 
 def model_dir(context: BuildContext) -> Path:
     return context.path / "model"
+
+
+@pytest.fixture(scope="session")
+def personal(context) -> list[str]:
+    """The session model's inputs its contract marks personal (what the request log drops or pseudonymises)."""
+    from serving.scoring import privacy
+    from serving.scoring.model import Manifest
+
+    names = privacy.personal_inputs(Manifest.read(context.path / "model"))
+    if not names:
+        pytest.skip("the session model's contract marks no input personal")
+    return names

@@ -29,14 +29,6 @@ def manifest(context) -> Manifest:
     return Manifest.read(context.path / "model")
 
 
-@pytest.fixture(scope="module")
-def personal(manifest) -> list[str]:
-    names = privacy.personal_inputs(manifest)
-    if not names:
-        pytest.skip("the session model's contract marks no input personal")
-    return names
-
-
 @pytest.mark.parametrize("mode", ["drop", "pseudonymise"])
 def test_personal_columns_are_left_out_and_the_rest_compared(window, context, manifest, personal, model, tmp_path,
                                                             mode):

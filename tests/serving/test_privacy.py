@@ -24,14 +24,6 @@ def manifest(context) -> Manifest:
     return Manifest.read(context.path / "model")
 
 
-@pytest.fixture(scope="module")
-def personal(manifest) -> list[str]:
-    names = privacy.personal_inputs(manifest)
-    if not names:
-        pytest.skip("the session model's contract marks no input personal")
-    return names
-
-
 @pytest.fixture
 def example(manifest) -> list[dict]:
     return [dict(record) for record in manifest.input_example]
