@@ -246,7 +246,7 @@ class ScoringPath:
             metrics.observe_probabilities(self.probability, array[:, 1])
         self.records_scored[protocol].inc(len(outputs))
         if self.settings.request_log:
-            requestlog.write_line(requestlog.prediction_lines(
+            requestlog.write_lines(requestlog.prediction_parts(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
                 runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(records), outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000))

@@ -186,7 +186,7 @@ class FastV2:
             ("datatype", literal[expected[field.name]]), ("shape", list[int]),
             ("data", bounded_list(value_type(field, int64=True), max_records))], tag_field="name", tag=field.name,
             forbid_unknown_fields=True, gc=False) for index, field in enumerate(manifest.inputs)]
-        self.name_of = {tensor: field.name for tensor, field in zip(tensors, manifest.inputs, strict=True)}
+        self.tensors = tensors  # in the signature's order: one Struct type per input
         union: Any = Union[tuple(tensors)]  # noqa: UP007 (a union built at run time)
         identity: Any = str | msgspec.UnsetType  # present or absent; null is v2.decode's to refuse
         self.request = msgspec.json.Decoder(msgspec.defstruct(
@@ -198,12 +198,15 @@ class FastV2:
             request: Any = self.request.decode(body)  # a Struct type made at run time
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return None
-        found = {self.name_of[type(tensor)]: tensor for tensor in request.inputs}
-        if len(found) != len(self.names) or len(request.inputs) != len(self.names):
+        inputs = request.inputs
+        by_type = {type(tensor): tensor for tensor in inputs}
+        if len(by_type) != len(self.tensors) or len(inputs) != len(self.tensors):
             return None  # an input missing or given twice
-        counts = {len(tensor.data) for tensor in request.inputs}
-        count = counts.pop()
-        if counts or not {tuple(tensor.shape) for tensor in request.inputs} <= {(count,), (count, 1)}:
-            return None  # inputs of different lengths, or a shape other than [n] or [n, 1]
+        count = len(inputs[0].data)
+        one, column = [count], [count, 1]
+        for tensor in inputs:
+            if len(tensor.data) != count or (tensor.shape != one and tensor.shape != column):
+                return None  # inputs of different lengths, or a shape other than [n] or [n, 1]
         identity = request.id
-        return {name: found[name].data for name in self.names}, None if identity is msgspec.UNSET else identity
+        return ({name: by_type[tensor].data for name, tensor in zip(self.names, self.tensors, strict=True)},
+                None if identity is msgspec.UNSET else identity)

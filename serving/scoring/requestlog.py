@@ -29,7 +29,7 @@ from __future__ import annotations
 import os
 import select
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,9 +43,15 @@ MAX_LINE_BYTES = select.PIPE_BUF
 MAX_LOGGED_STRING = 256  # a longer string value is cut in the log (never in scoring): one record must fit a line
 
 
-def prediction_lines(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
-                     inputs: list, outputs: list[dict], latency_ms: float) -> bytes:
-    """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (joined, each ending in \\n).
+def prediction_lines(**request: Any) -> bytes:
+    """prediction_parts' lines joined (the arguments are the same)."""
+    return b"".join(prediction_parts(**request))
+
+
+def prediction_parts(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
+                     inputs: list, outputs: list[dict], latency_ms: float) -> list[bytes]:
+    """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (each ending in \\n; kept
+    apart: write_lines writes each as it is, no copy of the whole request joined and split again).
     The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "outputs"}), but
     each record is serialised once (a few more to size the lines), whether the request makes one line or several.
     `inputs` are dicts or msgspec Structs (scoring/fastpath.py's typed records: encoded by msgspec, no dict per record)."""
@@ -70,7 +76,7 @@ def prediction_lines(*, request_id: str, model_name: str, model_version: str, ru
     if sample < len(inputs) and per_record * len(inputs) <= budget * 0.9:  # one line, most likely: checked below
         records, results = encode(inputs), orjson.dumps(outputs)
     if per_record * len(inputs) <= budget * 0.9 and len(records) + len(results) <= budget:
-        return _line(head, 1, 1, 0, records, results)  # the common case: one line
+        return [_line(head, 1, 1, 0, records, results)]  # the common case: one line
     parts = _parts(inputs, outputs, encode, budget, max(1, int(budget // (per_record * 1.05))))
     if parts is None:
         return _split(head, inputs, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
@@ -114,7 +120,7 @@ def _parts(inputs: list, outputs: list[dict], encode: Callable[[Any], bytes], bu
 _encode = msgspec.json.Encoder().encode  # compact like orjson, Structs as objects in field order (orjson: dicts, faster)
 
 
-def _split(head: bytes, inputs: list, outputs: list[dict], budget: int) -> bytes:
+def _split(head: bytes, inputs: list, outputs: list[dict], budget: int) -> list[bytes]:
     """The lines of a request with a record too big for a line (huge strings): its long strings cut for the log (a
     copy: never the caller's records), then as many records per line as fit (one per line if even a cut one does
     not fit: that line is longer, rather than the record lost)."""
@@ -125,9 +131,9 @@ def _split(head: bytes, inputs: list, outputs: list[dict], budget: int) -> bytes
     return _lines(head, parts)
 
 
-def _lines(head: bytes, parts: list[tuple[int, bytes, bytes]]) -> bytes:
-    return b"".join(_line(head, number, len(parts), first, records, results)
-                    for number, (first, records, results) in enumerate(parts, start=1))
+def _lines(head: bytes, parts: list[tuple[int, bytes, bytes]]) -> list[bytes]:
+    return [_line(head, number, len(parts), first, records, results)
+            for number, (first, records, results) in enumerate(parts, start=1)]
 
 
 def _cut(value: object) -> object:
@@ -163,13 +169,17 @@ def _now() -> str:
     return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
 
 
-def write_line(lines: bytes, fd: int = 1) -> None:
+def write_line(line: bytes, fd: int = 1) -> None:
+    """One line (an error line, or a few that fit PIPE_BUF together) in one write(): see write_lines."""
+    write_lines((line,), fd)
+
+
+def write_lines(lines: Iterable[bytes], fd: int = 1) -> None:
     """Each line (at most PIPE_BUF bytes) in one write(): whole on a pipe shared by several workers. A loop only for
     a short write, which a pipe never makes of a write this size (a file or a terminal may)."""
-    start = 0
-    while start < len(lines):
-        end = lines.find(b"\n", start) + 1 or len(lines)
-        view = memoryview(lines)[start:end]
-        while view:
-            view = view[os.write(fd, view):]
-        start = end
+    for line in lines:
+        written = os.write(fd, line)
+        if written < len(line):
+            view = memoryview(line)[written:]
+            while view:
+                view = view[os.write(fd, view):]
