@@ -59,6 +59,7 @@ class ContainerAppArgs:
     pull_identity_id: pulumi.Input[str]  # user-assigned identity holding AcrPull
     acr_pull_role_assignment: authorization.RoleAssignment
     env: dict[str, str]
+    secret_env: dict[str, pulumi.Output[str]]  # variable -> secret value (infra/program.py secret_env)
     tags: dict[str, str]
 
 
@@ -125,6 +126,27 @@ def label_url(app_fqdn: str, label: str) -> str:
     return f"https://{name}---{label}.{domain}"
 
 
+def secret_name(variable: str) -> str:
+    """An app secret's name for a container variable: lowercase letters, digits and '-' (REQUEST_LOG_PSEUDONYM_KEY ->
+    request-log-pseudonym-key), what Azure accepts (testing/platform_rules.py container-apps-secret-names)."""
+    return variable.lower().replace("_", "-")
+
+
+def secrets(secret_env: dict[str, pulumi.Output[str]]) -> list[app.SecretArgs] | None:
+    """The app's secrets, one per secret variable. Container Apps makes no new revision when a secret's value changes,
+    and a running revision keeps the value it started with until it is restarted (learn.microsoft.com/azure/
+    container-apps/manage-secrets: "An updated or deleted secret doesn't automatically affect existing revisions");
+    replicas started later read the new one. So a new pseudonym key takes effect with the next revision (a new image),
+    or restart the active revisions after the `up` (README, Personal data in the request log)."""
+    return [app.SecretArgs(name=secret_name(variable), value=value) for variable, value in secret_env.items()] or None
+
+
+def env_vars(args: ContainerAppArgs) -> list[app.EnvironmentVarArgs]:
+    """Plain values as such, secrets by reference to the app's secret of that name."""
+    return [*(app.EnvironmentVarArgs(name=k, value=v) for k, v in args.env.items()),
+            *(app.EnvironmentVarArgs(name=k, secret_ref=secret_name(k)) for k in args.secret_env)]
+
+
 def probes(port: int) -> list[app.ContainerAppProbeArgs]:
     """Startup waits for the process; liveness restarts a hung one; readiness gates traffic on the warmed model."""
     def http(kind: str, path: str, period: int, failures: int, initial: int = 0) -> app.ContainerAppProbeArgs:
@@ -171,12 +193,13 @@ class ContainerAppService(pulumi.ComponentResource):
                 ingress=app.IngressArgs(external=True, target_port=args.serving.port, allow_insecure=False, transport="auto",
                                         traffic=traffic(s), ip_security_restrictions=restrictions),
                 # Pull by identity: no password, no secret in the app.
-                registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)]),
+                registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)],
+                secrets=secrets(args.secret_env)),
             template=app.TemplateArgs(
                 containers=[app.ContainerArgs(
                     name=CONTAINER_NAME, image=image, probes=probes(args.serving.port),
                     resources=app.ContainerResourcesArgs(cpu=s.cpu, memory=f"{s.memory_gi:g}Gi"),
-                    env=[app.EnvironmentVarArgs(name=k, value=v) for k, v in args.env.items()])],
+                    env=env_vars(args))],
                 scale=app.ScaleArgs(min_replicas=s.min_replicas, max_replicas=s.max_replicas, rules=[app.ScaleRuleArgs(
                     name="http-concurrency", http=app.HttpScaleRuleArgs(metadata={"concurrentRequests": str(s.concurrency)}))])),
             tags=args.tags,
@@ -184,10 +207,12 @@ class ContainerAppService(pulumi.ComponentResource):
             # have a destination before the first revision writes any.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.pull_ready, self.diagnostics]))
         self.auth_config = self._auth_config(name, args)
-        self.endpoint_url = self.app.configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
+        # The configuration holds the secrets, so Pulumi marks all of it secret; the host names in it are not.
+        configuration = pulumi.Output.unsecret(self.app.configuration)
+        self.endpoint_url = configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
         self.latest_revision_name = self.app.latest_revision_name
         releasing = s.stable_revision is not None
-        self.candidate_url = self.app.configuration.apply(
+        self.candidate_url = configuration.apply(
             lambda c: label_url(c.ingress.fqdn, CANDIDATE_LABEL) if releasing and c and c.ingress else "")
         # What serves if the release in progress fails: the stable revision until the release completes.
         self.serving_revision = (pulumi.Output.from_input(s.stable_revision) if s.stable_revision is not None
