@@ -483,13 +483,14 @@ class AuthSettings(Section):
 
 
 MIB = 1024 * 1024
-# What a container holds, in MiB, measured with the example model (issue 21's audit, uvicorn's RSS): the supervisor
-# process (it imports numpy, msgspec and orjson through scoring.settings) and one worker at rest per runtime (the app,
-# its runtime's libraries and the model: onnx 97; sklearn 224 with pandas, scikit-learn and skops; pyfunc at least
-# that). A request body is held whole while it arrives, and its parse holds about 50 times the body as Python objects
-# (serving/scoring/settings.py: 4 MiB of `{},` took 210 MiB). infra/program.py checks again with the runtime the
-# image's manifest names; the settings check the smallest, which every model needs.
-SUPERVISOR_MIB = 39
+# What a container holds, in MiB, measured as RSS with the example model (issue 21's audit; again 2026-12-06, uvicorn
+# at rest): with several workers the supervisor (40: it imports numpy, msgspec and orjson through scoring.settings)
+# and multiprocessing's resource tracker (12); one worker runs in the supervisor's process. A worker at rest per
+# runtime (the app, its runtime's libraries and the model): onnx 97; sklearn 224 with pandas, scikit-learn and skops;
+# pyfunc at least that. A request body is held whole while it arrives, and its parse holds about 50 times the body as
+# Python objects (serving/scoring/settings.py: 4 MiB of `{},` took 210 MiB). infra/program.py checks again with the
+# runtime the image's manifest names; the settings check the smallest, which every model needs.
+SUPERVISOR_MIB = 52
 WORKER_MIB = {"onnx": 97, "sklearn": 224, "pyfunc": 224}
 PARSE_FACTOR = 50
 SMALLEST_RUNTIME = "onnx"
@@ -547,14 +548,15 @@ class ServingSettings(Section):
         """What the bodies a container may hold, their parses and its processes take fits its memory (the OOM killer
         takes the whole container, the requests of every worker in it)."""
         body, worker = self.max_body_bytes / MIB, WORKER_MIB.get(runtime, max(WORKER_MIB.values()))
-        need = SUPERVISOR_MIB + self.web_concurrency * (worker + (self.max_in_flight + PARSE_FACTOR) * body)
+        supervisor = SUPERVISOR_MIB if self.web_concurrency > 1 else 0
+        need = supervisor + self.web_concurrency * (worker + (self.max_in_flight + PARSE_FACTOR) * body)
         if self.target == "aks":
             memory, memory_key, need = quantity_mib(self.aks.memory_limit), "@aks.memoryLimit", need + POD_TMPFS_MIB
         else:
             memory, memory_key = self.container_app.memory_gi * 1024, "@containerApp.memoryGi"
         rule(need <= memory, f"@webConcurrency ({self.web_concurrency}) x (a {runtime} worker ~{worker} MiB + "
              f"(@maxInFlight {self.max_in_flight} + {PARSE_FACTOR} for a parse) x @maxBodyBytes {body:.1f} MiB) + the "
-             f"supervisor {SUPERVISOR_MIB} MiB{f' + /tmp {POD_TMPFS_MIB} MiB' if self.target == 'aks' else ''} needs "
+             f"supervisor {supervisor} MiB{f' + /tmp {POD_TMPFS_MIB} MiB' if self.target == 'aks' else ''} needs "
              f"{need:.0f} MiB, more than {memory_key} ({memory:.0f} MiB): lower @maxInFlight, @maxBodyBytes or "
              "@webConcurrency, or give the container more memory")
 

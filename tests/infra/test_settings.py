@@ -166,7 +166,7 @@ def test_a_container_that_cannot_hold_its_bodies_names_the_keys_the_need_and_the
     overrides = {"serving.maxBodyBytes": 8 * MIB}  # dev: 1 worker, 1 Gi
     with pytest.raises(ConfigError) as error:
         load("dev", overrides)
-    need = settings.SUPERVISOR_MIB + settings.WORKER_MIB["onnx"] + (MAX_IN_FLIGHT + settings.PARSE_FACTOR) * 8
+    need = settings.WORKER_MIB["onnx"] + (MAX_IN_FLIGHT + settings.PARSE_FACTOR) * 8  # one worker: no supervisor
     for part in (f"{PROJECT}:serving.webConcurrency (1)", f"{PROJECT}:serving.maxInFlight {MAX_IN_FLIGHT}",
                  f"{PROJECT}:serving.maxBodyBytes 8.0 MiB", f"needs {need} MiB",
                  f"more than {PROJECT}:serving.containerApp.memoryGi (1024 MiB)"):
@@ -178,7 +178,7 @@ def test_a_container_that_cannot_hold_its_bodies_names_the_keys_the_need_and_the
 
 
 def test_the_program_checks_memory_again_with_the_runtime_the_model_runs_on():
-    """AKS staging: 2 workers in 1Gi hold the onnx runtime's, not the sklearn runtime's (the audit: 1151 MiB)."""
+    """AKS staging: 2 workers in 1Gi hold the onnx runtime's, not the sklearn runtime's (the audit: over 1 GiB)."""
     s = load("staging", {"serving.target": "aks"})
     settings.check_memory(s, "onnx")
     with pytest.raises(ConfigError) as error:
