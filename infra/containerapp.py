@@ -32,9 +32,12 @@ Who may call it (serving.auth.mode):
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
+import pulumi.dynamic as dynamic
 import pulumi_azure_native.app as app
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.monitor as monitor
@@ -133,17 +136,45 @@ def secret_name(variable: str) -> str:
 
 
 def secrets(secret_env: dict[str, pulumi.Output[str]]) -> list[app.SecretArgs] | None:
-    """The app's secrets, one per secret variable. Container Apps makes no new revision when a secret's value changes,
-    and a running revision keeps the value it started with until it is restarted (learn.microsoft.com/azure/
-    container-apps/manage-secrets: "An updated or deleted secret doesn't automatically affect existing revisions");
-    replicas started later read the new one. So a new pseudonym key takes effect with the next revision (a new image),
-    or restart the active revisions after the `up` (README, Personal data in the request log)."""
+    """The app's secrets, one per secret variable."""
     return [app.SecretArgs(name=secret_name(variable), value=value) for variable, value in secret_env.items()] or None
 
 
-def env_vars(args: ContainerAppArgs) -> list[app.EnvironmentVarArgs]:
-    """Plain values as such, secrets by reference to the app's secret of that name."""
-    return [*(app.EnvironmentVarArgs(name=k, value=v) for k, v in args.env.items()),
+# Container Apps makes no new revision when a secret's value changes, and a running revision keeps the value it started
+# with until it is restarted (learn.microsoft.com/azure/container-apps/manage-secrets: "An updated or deleted secret
+# doesn't automatically affect existing revisions"), while replicas it starts later read the new one: a rotated key
+# would not take effect, and one revision would log two keys' pseudonyms. So the template carries a version of the
+# secrets, new whenever they change: the changed template makes a new revision, which reads the new values.
+SECRETS_VERSION = "MLOPS_SECRETS_VERSION"  # read by nobody: only its change matters
+
+
+class SecretsVersionProvider(dynamic.ResourceProvider):
+    """A random version, drawn again whenever the secrets change: nothing derived from them. No cloud call."""
+
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
+        return dynamic.CreateResult(id_=uuid.uuid4().hex, outs={**props, "version": uuid.uuid4().hex})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        return dynamic.DiffResult(changes=olds.get("secrets") != news.get("secrets"))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
+        return dynamic.UpdateResult(outs={**news, "version": uuid.uuid4().hex})
+
+
+class SecretsVersion(dynamic.Resource, module="mlops", name="SecretsVersion"):
+    version: pulumi.Output[str]
+
+    def __init__(self, name: str, secret_env: dict[str, pulumi.Output[str]],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(SecretsVersionProvider(), name, {"secrets": secret_env, "version": None},
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["secrets"])))
+
+
+def env_vars(args: ContainerAppArgs, secrets_version: pulumi.Output[str] | None) -> list[app.EnvironmentVarArgs]:
+    """Plain values as such, secrets by reference to the app's secret of that name, and their version."""
+    versioned = ([app.EnvironmentVarArgs(name=SECRETS_VERSION, value=secrets_version)]
+                 if secrets_version is not None else [])
+    return [*(app.EnvironmentVarArgs(name=k, value=v) for k, v in args.env.items()), *versioned,
             *(app.EnvironmentVarArgs(name=k, secret_ref=secret_name(k)) for k in args.secret_env)]
 
 
@@ -184,6 +215,8 @@ class ContainerAppService(pulumi.ComponentResource):
         # The first revision pulls at once: wait until the identity's AcrPull has propagated (N12).
         self.pull_ready = RbacPropagation(f"{name}-acr-pull-propagation", args.acr_pull_role_assignment,
                                           opts=pulumi.ResourceOptions(parent=self))
+        secrets_version = (SecretsVersion(f"{name}-secrets-version", args.secret_env,
+                                          opts=pulumi.ResourceOptions(parent=self)).version if args.secret_env else None)
         self.app = app.ContainerApp(
             f"{name}-app", container_app_name=args.app_name, resource_group_name=args.resource_group_name,
             location=args.location, managed_environment_id=self.environment.id,
@@ -199,7 +232,7 @@ class ContainerAppService(pulumi.ComponentResource):
                 containers=[app.ContainerArgs(
                     name=CONTAINER_NAME, image=image, probes=probes(args.serving.port),
                     resources=app.ContainerResourcesArgs(cpu=s.cpu, memory=f"{s.memory_gi:g}Gi"),
-                    env=env_vars(args))],
+                    env=env_vars(args, secrets_version))],
                 scale=app.ScaleArgs(min_replicas=s.min_replicas, max_replicas=s.max_replicas, rules=[app.ScaleRuleArgs(
                     name="http-concurrency", http=app.HttpScaleRuleArgs(metadata={"concurrentRequests": str(s.concurrency)}))])),
             tags=args.tags,

@@ -84,6 +84,7 @@ def _digest(*parts: str) -> str:
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
 IMAGE_IMPORT = "pulumi-python:dynamic/mlops:ImageImport"
 MODEL_PROMOTION = "pulumi-python:dynamic/mlops:ModelPromotion"
+SECRETS_VERSION = "pulumi-python:dynamic/mlops:SecretsVersion"
 
 
 class CloudMocks(pulumi.runtime.Mocks):
@@ -124,6 +125,8 @@ class CloudMocks(pulumi.runtime.Mocks):
                     "secretOutputNames": []}
         if typ == IMAGE_IMPORT:
             return {"id": inputs.get("image_ref", name)}
+        if typ == SECRETS_VERSION:  # a new version when the secrets change (infra/containerapp.py)
+            return {"version": _digest(json.dumps(inputs.get("secrets"), sort_keys=True))[:32]}
         if typ == MODEL_PROMOTION:  # the first version of the model in the target registry
             return {"id": f"{inputs.get('target_model')}/1", "version": "1",
                     "content_sha256": _digest(str(inputs.get("source_model")), str(inputs.get("source_version"))),

@@ -10,7 +10,7 @@ import zipfile
 import pulumi
 import pytest
 
-from infra import jobwheel, k8s_manifests, naming, settings, stack_files
+from infra import containerapp, jobwheel, k8s_manifests, naming, settings, stack_files
 from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID, METRICS_PUBLISHER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
@@ -713,9 +713,28 @@ def test_container_apps_passes_the_key_as_an_app_secret_the_variable_refers_to(e
     assert env["REQUEST_LOG_PERSONAL"]["value"] == "pseudonymise"
     assert env["REQUEST_LOG_PSEUDONYM_KEY"] == {"name": "REQUEST_LOG_PSEUDONYM_KEY", "secretRef": secret["name"]}
     assert secret["value"] == PSEUDONYM_KEY
-    assert the_key_is_secret_wherever_it_goes(ev) == [f"{APP} configuration.secrets[0].value"]
+    assert set(the_key_is_secret_wherever_it_goes(ev)) == {f"{APP} configuration.secrets[0].value",
+                                                           f"{mockcloud.SECRETS_VERSION} secrets.REQUEST_LOG_PSEUDONYM_KEY"}
     assert ev.outputs["endpoint_url"].startswith("https://"), "the app's other outputs are not secrets"
-    assert "secrets" not in evaluate("dev").one(APP).inputs["configuration"], "drop: no secret at all"
+    # A changed secret makes no revision by itself: the template carries the secrets' version, which a new key changes.
+    version = env[containerapp.SECRETS_VERSION]["value"]
+    assert version == ev.one(mockcloud.SECRETS_VERSION).outputs["version"]
+    rotated = evaluate("dev", {**PSEUDONYMISE, "requestLogPseudonymKey": "n" * 40}).one(APP)
+    assert {var["name"]: var.get("value") for var in rotated.inputs["template"]["containers"][0]["env"]}[
+        containerapp.SECRETS_VERSION] != version
+    plain = evaluate("dev").one(APP)
+    assert "secrets" not in plain.inputs["configuration"], "drop: no secret at all"
+    assert containerapp.SECRETS_VERSION not in str(plain.inputs["template"])
+
+
+def test_the_secrets_version_is_drawn_again_only_when_the_secrets_change():
+    provider = containerapp.SecretsVersionProvider()
+    created = provider.create({"secrets": {"KEY": "a" * 40}, "version": None}).outs
+    assert "a" * 40 not in created["version"]
+    assert not provider.diff("id", created, {"secrets": {"KEY": "a" * 40}, "version": None}).changes
+    assert provider.diff("id", created, {"secrets": {"KEY": "b" * 40}, "version": None}).changes
+    updated = provider.update("id", created, {"secrets": {"KEY": "b" * 40}, "version": None}).outs
+    assert updated["version"] != created["version"]
 
 
 def test_aks_passes_the_key_in_a_secret_and_rolls_the_pods_when_it_changes(evaluate):
