@@ -3,7 +3,8 @@ workspace through a diagnostic setting (the `azure-monitor` destination: no shar
 Reader can preview), and the scoring app.
 
 Revisions. Any change to the template (image, CPU, memory, replicas, probes, environment) makes a new
-revision; anything else (ingress, traffic) does not. The template sets no revision suffix: Azure gives
+revision; anything else (ingress, traffic, a secret's value) does not: the template carries a version of
+the secrets for that (SECRETS_VERSION). The template sets no revision suffix: Azure gives
 each new revision a unique one, because a suffix can never be reused in an app (a rollback to an
 earlier image, or a CPU change without a new image, would otherwise send an old suffix again and be
 refused). An unchanged template sends nothing, so a no-op `up` makes no revision. The stack output
@@ -131,7 +132,7 @@ def label_url(app_fqdn: str, label: str) -> str:
 
 def secret_name(variable: str) -> str:
     """An app secret's name for a container variable: lowercase letters, digits and '-' (REQUEST_LOG_PSEUDONYM_KEY ->
-    request-log-pseudonym-key), what Azure accepts (testing/platform_rules.py container-apps-secret-names)."""
+    request-log-pseudonym-key), what Azure accepts (testing/platform_rules.py container-apps-secrets)."""
     return variable.lower().replace("_", "-")
 
 

@@ -46,6 +46,9 @@ else:  # the runtimes infra/runtime.py records, as choices (built at run time, s
 
 
 PSEUDONYM_KEY = "requestLogPseudonymKey"  # the one secret key: read by `load` only with `pulumi config set --secret`
+# What the scripts that read Pulumi.<stack>.yaml itself (release, plan, job report) see of it: `{secure: v1:...}`,
+# ciphertext only the engine decrypts. Set and secret, so its rules hold; `load` reads the real value.
+ENCRYPTED = "<encrypted in Pulumi.<stack>.yaml: only the Pulumi engine reads it>"
 
 
 class ConfigError(RunError, ValueError):
@@ -714,6 +717,8 @@ def from_values(stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -
     First `name`, `environment` and `location`, then every name they derive (infra/naming.py, each against its
     service's rule; the ones another key sets are that key's to check), then everything else."""
     raw = {k: v for k, v in values.items() if v is not None}
+    if isinstance(raw.get(PSEUDONYM_KEY), Mapping) and "secure" in raw[PSEUDONYM_KEY]:
+        raw[PSEUDONYM_KEY] = ENCRYPTED
     try:
         identity = Identity.model_validate({k: raw[k] for k in keys_of(Identity) if k in raw})
     except ValidationError as error:

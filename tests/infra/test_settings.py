@@ -133,6 +133,12 @@ def test_a_pseudonymising_stack_starts_the_service_with_its_key(stack, monkeypat
     assert service.max_in_flight == s.serving.max_in_flight and service.max_body_bytes == s.serving.max_body_bytes
 
 
+def test_the_scripts_that_read_the_stack_file_take_an_encrypted_key_as_set():
+    """The release reads Pulumi.<stack>.yaml itself, where `pulumi config set --secret` leaves ciphertext."""
+    s = load("prod", {**PSEUDONYMISE, "requestLogPseudonymKey": {"secure": "v1:c2VjcmV0LWNpcGhlcnRleHQ="}})
+    assert s.request_log_pseudonym_key is not None and "v1:" not in s.request_log_pseudonym_key.get_secret_value()
+
+
 def test_the_pseudonym_key_is_read_only_as_a_config_secret():
     """`pulumi config set` without --secret writes the key in plain text into Pulumi.<stack>.yaml: refused."""
     import pulumi
