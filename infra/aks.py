@@ -41,6 +41,7 @@ class AksArgs:
     registry: containerregistry.Registry
     image: pulumi.Input[str]  # repo digest
     env: dict[str, str]
+    secret_env: dict[str, pulumi.Output[str]]  # variable -> secret value (infra/program.py secret_env)
     tags: dict[str, str]
     alerts: ObservabilitySettings  # thresholds of the Prometheus alerts (the log alerts' own)
     action_group_id: pulumi.Input[str]
@@ -161,14 +162,20 @@ class AksService(pulumi.ComponentResource):
     def _objects(self, name: str, args: AksArgs) -> dict[str, pulumi.CustomResource]:
         manifests = k8s_manifests.build(k8s_manifests.ManifestArgs(
             namespace=args.serving.aks.namespace, image=args.image, port=args.serving.port, settings=args.serving.aks,
-            env=args.env, labels={"app.kubernetes.io/part-of": args.names.part_of, "environment": args.tags["environment"]}))
+            env=args.env, labels={"app.kubernetes.io/part-of": args.names.part_of, "environment": args.tags["environment"]},
+            secret_env=args.secret_env))
         on_cluster = pulumi.ResourceOptions(parent=self, provider=self.provider)
         namespace = k8s.core.v1.Namespace(f"{name}-namespace", metadata=manifests["Namespace"]["metadata"], opts=on_cluster)
         in_namespace = pulumi.ResourceOptions.merge(on_cluster, pulumi.ResourceOptions(depends_on=[namespace]))
-        deployment = k8s.apps.v1.Deployment(
-            f"{name}-deployment", metadata=manifests["Deployment"]["metadata"], spec=manifests["Deployment"]["spec"],
+        objects: dict[str, pulumi.CustomResource] = {"Namespace": namespace}
+        spec = manifests["Deployment"]
+        if manifest := manifests.get("Secret"):
+            secret = k8s.core.v1.Secret(f"{name}-secrets", metadata=manifest["metadata"], type=manifest["type"],
+                                        string_data=manifest["stringData"], opts=in_namespace)
+            spec, objects["Secret"] = k8s_manifests.rolled_on(spec, secret.metadata.resource_version), secret
+        objects["Deployment"] = k8s.apps.v1.Deployment(
+            f"{name}-deployment", metadata=spec["metadata"], spec=spec["spec"],
             opts=pulumi.ResourceOptions.merge(in_namespace, pulumi.ResourceOptions(depends_on=[self.pull_ready])))
-        objects: dict[str, pulumi.CustomResource] = {"Namespace": namespace, "Deployment": deployment}
         kinds = {"Service": k8s.core.v1.Service, "HorizontalPodAutoscaler": k8s.autoscaling.v2.HorizontalPodAutoscaler,
                  "PodDisruptionBudget": k8s.policy.v1.PodDisruptionBudget, "NetworkPolicy": k8s.networking.v1.NetworkPolicy}
         for kind, resource in kinds.items():

@@ -3,7 +3,8 @@ workspace through a diagnostic setting (the `azure-monitor` destination: no shar
 Reader can preview), and the scoring app.
 
 Revisions. Any change to the template (image, CPU, memory, replicas, probes, environment) makes a new
-revision; anything else (ingress, traffic) does not. The template sets no revision suffix: Azure gives
+revision; anything else (ingress, traffic, a secret's value) does not: the template carries a version of
+the secrets for that (SECRETS_VERSION). The template sets no revision suffix: Azure gives
 each new revision a unique one, because a suffix can never be reused in an app (a rollback to an
 earlier image, or a CPU change without a new image, would otherwise send an old suffix again and be
 refused). An unchanged template sends nothing, so a no-op `up` makes no revision. The stack output
@@ -32,9 +33,12 @@ Who may call it (serving.auth.mode):
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pulumi
+import pulumi.dynamic as dynamic
 import pulumi_azure_native.app as app
 import pulumi_azure_native.authorization as authorization
 import pulumi_azure_native.monitor as monitor
@@ -59,6 +63,7 @@ class ContainerAppArgs:
     pull_identity_id: pulumi.Input[str]  # user-assigned identity holding AcrPull
     acr_pull_role_assignment: authorization.RoleAssignment
     env: dict[str, str]
+    secret_env: dict[str, pulumi.Output[str]]  # variable -> secret value (infra/program.py secret_env)
     tags: dict[str, str]
 
 
@@ -125,6 +130,55 @@ def label_url(app_fqdn: str, label: str) -> str:
     return f"https://{name}---{label}.{domain}"
 
 
+def secret_name(variable: str) -> str:
+    """An app secret's name for a container variable: lowercase letters, digits and '-' (REQUEST_LOG_PSEUDONYM_KEY ->
+    request-log-pseudonym-key), what Azure accepts (testing/platform_rules.py container-apps-secrets)."""
+    return variable.lower().replace("_", "-")
+
+
+def secrets(secret_env: dict[str, pulumi.Output[str]]) -> list[app.SecretArgs] | None:
+    """The app's secrets, one per secret variable."""
+    return [app.SecretArgs(name=secret_name(variable), value=value) for variable, value in secret_env.items()] or None
+
+
+# Container Apps makes no new revision when a secret's value changes, and a running revision keeps the value it started
+# with until it is restarted (learn.microsoft.com/azure/container-apps/manage-secrets: "An updated or deleted secret
+# doesn't automatically affect existing revisions"), while replicas it starts later read the new one: a rotated key
+# would not take effect, and one revision would log two keys' pseudonyms. So the template carries a version of the
+# secrets, new whenever they change: the changed template makes a new revision, which reads the new values.
+SECRETS_VERSION = "MLOPS_SECRETS_VERSION"  # read by nobody: only its change matters
+
+
+class SecretsVersionProvider(dynamic.ResourceProvider):
+    """A random version, drawn again whenever the secrets change: nothing derived from them. No cloud call."""
+
+    def create(self, props: dict[str, Any]) -> dynamic.CreateResult:
+        return dynamic.CreateResult(id_=uuid.uuid4().hex, outs={**props, "version": uuid.uuid4().hex})
+
+    def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dynamic.DiffResult:
+        return dynamic.DiffResult(changes=olds.get("secrets") != news.get("secrets"))
+
+    def update(self, _id: str, _olds: dict[str, Any], news: dict[str, Any]) -> dynamic.UpdateResult:
+        return dynamic.UpdateResult(outs={**news, "version": uuid.uuid4().hex})
+
+
+class SecretsVersion(dynamic.Resource, module="mlops", name="SecretsVersion"):
+    version: pulumi.Output[str]
+
+    def __init__(self, name: str, secret_env: dict[str, pulumi.Output[str]],
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(SecretsVersionProvider(), name, {"secrets": secret_env, "version": None},
+                         pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(additional_secret_outputs=["secrets"])))
+
+
+def env_vars(args: ContainerAppArgs, secrets_version: pulumi.Output[str] | None) -> list[app.EnvironmentVarArgs]:
+    """Plain values as such, secrets by reference to the app's secret of that name, and their version."""
+    versioned = ([app.EnvironmentVarArgs(name=SECRETS_VERSION, value=secrets_version)]
+                 if secrets_version is not None else [])
+    return [*(app.EnvironmentVarArgs(name=k, value=v) for k, v in args.env.items()), *versioned,
+            *(app.EnvironmentVarArgs(name=k, secret_ref=secret_name(k)) for k in args.secret_env)]
+
+
 def probes(port: int) -> list[app.ContainerAppProbeArgs]:
     """Startup waits for the process; liveness restarts a hung one; readiness gates traffic on the warmed model."""
     def http(kind: str, path: str, period: int, failures: int, initial: int = 0) -> app.ContainerAppProbeArgs:
@@ -162,6 +216,8 @@ class ContainerAppService(pulumi.ComponentResource):
         # The first revision pulls at once: wait until the identity's AcrPull has propagated (N12).
         self.pull_ready = RbacPropagation(f"{name}-acr-pull-propagation", args.acr_pull_role_assignment,
                                           opts=pulumi.ResourceOptions(parent=self))
+        secrets_version = (SecretsVersion(f"{name}-secrets-version", args.secret_env,
+                                          opts=pulumi.ResourceOptions(parent=self)).version if args.secret_env else None)
         self.app = app.ContainerApp(
             f"{name}-app", container_app_name=args.app_name, resource_group_name=args.resource_group_name,
             location=args.location, managed_environment_id=self.environment.id,
@@ -171,12 +227,13 @@ class ContainerAppService(pulumi.ComponentResource):
                 ingress=app.IngressArgs(external=True, target_port=args.serving.port, allow_insecure=False, transport="auto",
                                         traffic=traffic(s), ip_security_restrictions=restrictions),
                 # Pull by identity: no password, no secret in the app.
-                registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)]),
+                registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)],
+                secrets=secrets(args.secret_env)),
             template=app.TemplateArgs(
                 containers=[app.ContainerArgs(
                     name=CONTAINER_NAME, image=image, probes=probes(args.serving.port),
                     resources=app.ContainerResourcesArgs(cpu=s.cpu, memory=f"{s.memory_gi:g}Gi"),
-                    env=[app.EnvironmentVarArgs(name=k, value=v) for k, v in args.env.items()])],
+                    env=env_vars(args, secrets_version))],
                 scale=app.ScaleArgs(min_replicas=s.min_replicas, max_replicas=s.max_replicas, rules=[app.ScaleRuleArgs(
                     name="http-concurrency", http=app.HttpScaleRuleArgs(metadata={"concurrentRequests": str(s.concurrency)}))])),
             tags=args.tags,
@@ -184,10 +241,12 @@ class ContainerAppService(pulumi.ComponentResource):
             # have a destination before the first revision writes any.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.pull_ready, self.diagnostics]))
         self.auth_config = self._auth_config(name, args)
-        self.endpoint_url = self.app.configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
+        # The configuration holds the secrets, so Pulumi marks all of it secret; the host names in it are not.
+        configuration = pulumi.Output.unsecret(self.app.configuration)
+        self.endpoint_url = configuration.apply(lambda c: f"https://{c.ingress.fqdn}" if c and c.ingress else "")
         self.latest_revision_name = self.app.latest_revision_name
         releasing = s.stable_revision is not None
-        self.candidate_url = self.app.configuration.apply(
+        self.candidate_url = configuration.apply(
             lambda c: label_url(c.ingress.fqdn, CANDIDATE_LABEL) if releasing and c and c.ingress else "")
         # What serves if the release in progress fails: the stable revision until the release completes.
         self.serving_revision = (pulumi.Output.from_input(s.stable_revision) if s.stable_revision is not None

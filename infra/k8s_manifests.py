@@ -6,7 +6,7 @@ Pure so that tests can validate them against the Kubernetes schema offline (kube
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from infra.settings import CONTAINER_UID, AksSettings
@@ -19,6 +19,11 @@ METRICS_SETTINGS_NAMESPACE = "kube-system"
 # Azure's cloud provider gives a LoadBalancer Service a private frontend IP in the cluster's VNet with this annotation:
 # the scoring endpoint is never on a public IP (plain HTTP inside the VNet; callers reach it by peering or VPN).
 INTERNAL_LB = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}
+SECRET = f"{APP}-secrets"  # the container's secret variables, one key each
+# The pod template's annotation that rolls the Deployment when the Secret changes: pods read a Secret's value into
+# their environment once, at start. Its value is the Secret's resourceVersion (a counter of the API server), nothing
+# derived from the secret.
+SECRET_VERSION = "mlops.io/secrets-version"
 
 
 @dataclass(frozen=True)
@@ -29,16 +34,19 @@ class ManifestArgs:
     settings: AksSettings
     env: dict[str, str]
     labels: dict[str, str]
+    secret_env: dict[str, Any] = field(default_factory=dict)  # variable -> secret value (an Output in the program)
 
 
 def build(args: ManifestArgs) -> dict[str, dict]:
     """kind -> manifest for Namespace, Deployment, Service (internal), HorizontalPodAutoscaler, PodDisruptionBudget,
-    NetworkPolicy, and the ConfigMap that turns on the metrics add-on's scraping of the annotated pods in this
-    namespace."""
+    NetworkPolicy, the ConfigMap that turns on the metrics add-on's scraping of the annotated pods in this
+    namespace, and the Secret of the secret variables (only when there are any)."""
     selector = {"app.kubernetes.io/name": APP}
     labels = {**selector, **args.labels}
     meta = {"name": APP, "namespace": args.namespace, "labels": labels}
-    return {
+    secret = {"Secret": {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "stringData": dict(args.secret_env),
+                         "metadata": {"name": SECRET, "namespace": args.namespace, "labels": labels}}}
+    return ({**secret} if args.secret_env else {}) | {
         "Namespace": {"apiVersion": "v1", "kind": "Namespace",
                       "metadata": {"name": args.namespace, "labels": {**args.labels,
                                                                       "pod-security.kubernetes.io/enforce": "restricted"}}},
@@ -64,6 +72,14 @@ def build(args: ManifestArgs) -> dict[str, dict]:
         "NetworkPolicy": network_policy(args.namespace, args.port, args.labels),
         "ConfigMap": metrics_settings(args.namespace),
     }
+
+
+def rolled_on(deployment: dict, secrets_version: Any) -> dict:
+    """The Deployment with its pod template annotated with the Secret's version: a new version rolls the pods."""
+    template = deployment["spec"]["template"]
+    annotations = {**template["metadata"].get("annotations", {}), SECRET_VERSION: secrets_version}
+    return {**deployment, "spec": {**deployment["spec"], "template": {
+        **template, "metadata": {**template["metadata"], "annotations": annotations}}}}
 
 
 def service_metadata(meta: dict, service_type: str) -> dict:
@@ -100,7 +116,8 @@ def _pod(args: ManifestArgs) -> dict:
     container = {
         "name": APP, "image": args.image, "imagePullPolicy": "IfNotPresent",
         "ports": [{"name": "http", "containerPort": port, "protocol": "TCP"}],
-        "env": [{"name": k, "value": v} for k, v in args.env.items()],
+        "env": [*({"name": k, "value": v} for k, v in args.env.items()),
+                *({"name": k, "valueFrom": {"secretKeyRef": {"name": SECRET, "key": k}}} for k in args.secret_env)],
         "resources": {"requests": {"cpu": args.settings.cpu_request, "memory": args.settings.memory_request},
                       "limits": {"cpu": args.settings.cpu_limit, "memory": args.settings.memory_limit}},
         "startupProbe": {"httpGet": http, "periodSeconds": 2, "failureThreshold": 30, "timeoutSeconds": 3},

@@ -3,6 +3,7 @@ per stack under mocks. Returns the stack outputs (stable names used by CI and pr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,6 +17,7 @@ from infra.observability import Observability, ObservabilityArgs
 from infra.promotion import Promotion, PromotionArgs
 from infra.registry import Registry, RegistryArgs
 from infra.settings import StackSettings
+from serving.scoring.model import MANIFEST_FILE
 
 CONTAINER_NAME = "scoring"
 
@@ -60,6 +62,8 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
     if resolution.model is None:
         return bootstrapped(outputs, resolution.bootstrap_message)
 
+    if resolution.context_dir is not None:  # an `up`: the context's manifest names the runtime (a preview has none)
+        settings.check_memory(s, json.loads((resolution.context_dir / "model" / MANIFEST_FILE).read_text())["runtime"])
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, token=acr_token))
     served = serve(s, image.repo_digest, group, observability, registry)
@@ -142,7 +146,14 @@ def container_env(s: StackSettings) -> dict[str, str]:
     return {"PORT": str(s.serving.port), "WEB_CONCURRENCY": str(s.serving.web_concurrency),
             "MAX_RECORDS": str(s.serving.max_records), "MAX_BODY_BYTES": str(s.serving.max_body_bytes),
             "BODY_TIMEOUT_S": str(s.serving.body_timeout_seconds), "REQUEST_LOG": "true", "MLOPS_ENVIRONMENT": s.environment,
-            "REQUEST_LOG_PERSONAL": s.observability.request_log_personal}
+            "REQUEST_LOG_PERSONAL": s.observability.request_log_personal, "MAX_IN_FLIGHT": str(s.serving.max_in_flight)}
+
+
+def secret_env(s: StackSettings) -> dict[str, pulumi.Output[str]]:
+    """The container variables whose values are secrets: secret Outputs, encrypted in the state, and on each target a
+    platform secret the container variable refers to, never a plain value in the app's or pod's definition."""
+    key = s.request_log_pseudonym_key
+    return {} if key is None else {"REQUEST_LOG_PSEUDONYM_KEY": pulumi.Output.secret(key.get_secret_value())}
 
 
 def serve(s: StackSettings, image: pulumi.Output[str], group: resources.ResourceGroup, observability: Observability,
@@ -155,7 +166,8 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
         aks = AksService("aks", AksArgs(
             resource_group_name=group.name, location=s.location, names=s.names, serving=s.serving,
             log_analytics_workspace_id=observability.workspace_id, registry=registry.registry, image=image,
-            env=container_env(s), tags=s.tags, alerts=s.observability, action_group_id=observability.action_group.id))
+            env=container_env(s), secret_env=secret_env(s), tags=s.tags, alerts=s.observability,
+            action_group_id=observability.action_group.id))
         none = pulumi.Output.from_input("")
         return {"endpoint_url": aks.endpoint_url, "latest_revision_name": none, "candidate_url": none,
                 "serving_revision": none, "candidate_weight": none}
@@ -166,7 +178,8 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
         app_name=s.names.container_app,
         serving=s.serving, log_analytics_workspace_id=observability.workspace_id, image=image,
         registry_server=registry.login_server, pull_identity_id=registry.pull_identity.id,
-        acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), tags=s.tags))
+        acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), secret_env=secret_env(s),
+        tags=s.tags))
     return {"endpoint_url": service.endpoint_url, "latest_revision_name": service.latest_revision_name,
             "candidate_url": service.candidate_url, "serving_revision": service.serving_revision,
             # what a release left: the candidate's traffic (scripts/release.py reads a failed shift from it)

@@ -25,14 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pulumi.errors import RunError
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
 from infra import naming, runtime, stack_files
 from infra.stack_files import NAMESPACE, ROOT
-from serving.scoring.settings import BODY_TIMEOUT_S, MAX_BODY_BYTES
+from serving.scoring.settings import BODY_TIMEOUT_S, MAX_BODY_BYTES, MAX_IN_FLIGHT, MIN_PSEUDONYM_KEY_CHARS
 
 CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
 CONTAINER_UID = 10001  # serving/Dockerfile: USER 10001
@@ -43,6 +43,12 @@ if TYPE_CHECKING:
     SparkVersion = str
 else:  # the runtimes infra/runtime.py records, as choices (built at run time, so the type checker sees a str)
     SparkVersion = Literal[tuple(runtime.BUNDLED)]
+
+
+PSEUDONYM_KEY = "requestLogPseudonymKey"  # the one secret key: read by `load` only with `pulumi config set --secret`
+# What the scripts that read Pulumi.<stack>.yaml itself (release, plan, job report) see of it: `{secure: v1:...}`,
+# ciphertext only the engine decrypts. Set and secret, so its rules hold; `load` reads the real value.
+ENCRYPTED = "<encrypted in Pulumi.<stack>.yaml: only the Pulumi engine reads it>"
 
 
 class ConfigError(RunError, ValueError):
@@ -129,10 +135,11 @@ class ObservabilitySettings(Section):
                                   le=1440)
     alert_severity: int = key("severity of the alert rules, 0 (critical) .. 4 (verbose)", 2, ge=0, le=4)
     # The safe default in every environment: a team that wants personal values in its log (and governs who reads
-    # it for how long) says so; pseudonymise is the service's (REQUEST_LOG_PSEUDONYM_KEY), not yet wired here.
-    request_log_personal: Literal["drop", "keep"] = key(
-        "the request log's copy of the columns the model's contract marks personal: drop (left out) or keep (logged "
-        "as sent: the log then holds personal data); README, Personal data in the request log", "drop")
+    # it for how long) says so. The modes are serving/scoring/privacy.py's MODES (tests/infra/test_settings.py).
+    request_log_personal: Literal["drop", "keep", "pseudonymise"] = key(
+        "the request log's copy of the columns the model's contract marks personal: drop (left out), keep (logged "
+        "as sent: the log then holds personal data) or pseudonymise (a keyed HMAC under requestLogPseudonymKey); "
+        "README, Personal data in the request log", "drop")
 
     def rules(self) -> None:
         rule(not 0 < self.no_traffic_minutes < 5,
@@ -478,13 +485,44 @@ class AuthSettings(Section):
         return f"https://login.microsoftonline.com/{self.tenant_id}/v2.0"
 
 
+MIB = 1024 * 1024
+# What a container holds, in MiB, measured as RSS with the example model (issue 21's audit; again 2026-12-06, uvicorn
+# at rest): with several workers the supervisor (40: it imports numpy, msgspec and orjson through scoring.settings)
+# and multiprocessing's resource tracker (12); one worker runs in the supervisor's process. A worker at rest per
+# runtime (the app, its runtime's libraries and the model): onnx 97; sklearn 224 with pandas, scikit-learn and skops;
+# pyfunc at least that. A request body is held whole while it arrives, and its parse holds about 50 times the body as
+# Python objects (serving/scoring/settings.py: 4 MiB of `{},` took 210 MiB). infra/program.py checks again with the
+# runtime the image's manifest names; the settings check the smallest, which every model needs.
+SUPERVISOR_MIB = 52
+WORKER_MIB = {"onnx": 97, "sklearn": 224, "pyfunc": 224}
+PARSE_FACTOR = 50
+SMALLEST_RUNTIME = "onnx"
+POD_TMPFS_MIB = 64  # AKS: the pod's /tmp (infra/k8s_manifests.py, emptyDir in memory) counts against its limit
+# The example model's largest valid record, twice over (serving/scoring/settings.py sizes MAX_BODY_BYTES for 1000).
+BODY_BYTES_PER_RECORD = MAX_BODY_BYTES // 1000
+_QUANTITY_MIB = {"": 1 / MIB, "m": 1 / MIB / 1000, "Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+
+
+def quantity_mib(quantity: str) -> float:
+    """A Kubernetes memory quantity (the Quantity pattern's suffixes) in MiB."""
+    number, unit = re.fullmatch(r"(\d+(?:\.\d+)?)(m|Mi|Gi|Ki)?", quantity).groups()  # type: ignore[union-attr]
+    return float(number) * _QUANTITY_MIB[unit or ""]
+
+
 class ServingSettings(Section):
     target: Literal["containerapps", "aks"] = key("serving platform: containerapps|aks", "containerapps")
     web_concurrency: int = key("uvicorn workers per container, 1..16", 1, ge=1, le=16)
     max_records: int = key("largest /predict batch, 1..10000", 1000, ge=1, le=10000)
-    max_body_bytes: int = key("largest request body in bytes, 1024..67108864: a longer one is answered 413 before it "
-                              "is read (the default admits 1000 records of the example model twice over)",
-                              MAX_BODY_BYTES, ge=1024, le=64 * 1024 * 1024)
+    max_body_bytes: int = key(
+        "largest request body in bytes, 1024..67108864: a longer one is answered 413 before it is read. Size it for "
+        "maxRecords of your model's records: their compact JSON with every value at its longest, twice over (indented "
+        "JSON; the example model: 0.8 MB per 1000 records). The default does that for the example's records",
+        shown=f"{BODY_BYTES_PER_RECORD} x maxRecords, at least {MAX_BODY_BYTES}", ge=1024, le=64 * MIB,
+        factory=lambda above: max(MAX_BODY_BYTES, BODY_BYTES_PER_RECORD * above.get("max_records", 1000)))
+    max_in_flight: int = key("scoring requests a worker takes at once, 1..10000 (more are answered 503 with "
+                             "Retry-After): each may hold a body of maxBodyBytes, so the container's memory bounds it: "
+                             f"webConcurrency x (worker + (maxInFlight + {PARSE_FACTOR}) x maxBodyBytes) + supervisor "
+                             "must fit", MAX_IN_FLIGHT, ge=1, le=10_000)
     body_timeout_seconds: int = key("seconds a request body may take to arrive whole, 1..600: then it is answered 408",
                                     BODY_TIMEOUT_S, ge=1, le=600)
     container_app: ContainerAppSettings = SECTION
@@ -507,10 +545,36 @@ class ServingSettings(Section):
              bool(self.container_app.infrastructure_subnet_id), "@auth.mode internal needs "
              "serving.containerApp.infrastructureSubnetId: an internal environment lives in a VNet subnet (Azure "
              "refuses it without one)")
+        self.check_memory(SMALLEST_RUNTIME)
+
+    def check_memory(self, runtime: str) -> None:
+        """What the bodies a container may hold, their parses and its processes take fits its memory (the OOM killer
+        takes the whole container, the requests of every worker in it)."""
+        body, worker = self.max_body_bytes / MIB, WORKER_MIB.get(runtime, max(WORKER_MIB.values()))
+        supervisor = SUPERVISOR_MIB if self.web_concurrency > 1 else 0
+        need = supervisor + self.web_concurrency * (worker + (self.max_in_flight + PARSE_FACTOR) * body)
+        if self.target == "aks":
+            memory, memory_key, need = quantity_mib(self.aks.memory_limit), "@aks.memoryLimit", need + POD_TMPFS_MIB
+        else:
+            memory, memory_key = self.container_app.memory_gi * 1024, "@containerApp.memoryGi"
+        rule(need <= memory, f"@webConcurrency ({self.web_concurrency}) x (a {runtime} worker ~{worker} MiB + "
+             f"(@maxInFlight {self.max_in_flight} + {PARSE_FACTOR} for a parse) x @maxBodyBytes {body:.1f} MiB) + the "
+             f"supervisor {supervisor} MiB{f' + /tmp {POD_TMPFS_MIB} MiB' if self.target == 'aks' else ''} needs "
+             f"{need:.0f} MiB, more than {memory_key} ({memory:.0f} MiB): lower @maxInFlight, @maxBodyBytes or "
+             "@webConcurrency, or give the container more memory")
 
     @property
     def port(self) -> int:
         return CONTAINER_PORT
+
+
+def check_memory(s: StackSettings, runtime: str) -> None:
+    """The memory rule again with the runtime the image's model runs on (known once the build context is assembled)."""
+    try:
+        s.serving.check_memory(runtime)
+    except ValueError as error:
+        raise ConfigError(re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{NAMESPACE}:serving.{m[1]}", str(error)) +
+                          f" (the model version this stack serves runs on the {runtime} runtime)") from None
 
 
 class PromotionSettings(Section):
@@ -583,7 +647,27 @@ class StackSettings(Identity):
     serving: ServingSettings = SECTION
     promotion: PromotionSettings = SECTION
     drift: DriftSettings = SECTION
+    # A SecretStr: never in a repr or an error message; the program hands it on only as a secret Output.
+    request_log_pseudonym_key: SecretStr | None = key(
+        f"a secret, set with `pulumi config set --secret {NAMESPACE}:{PSEUDONYM_KEY} <value>` (e.g. `openssl rand "
+        f"-hex 32`): the HMAC key of observability.requestLogPersonal pseudonymise, at least {MIN_PSEUDONYM_KEY_CHARS} "
+        "characters; refused with drop or keep. A new key gives every value a new pseudonym", None,
+        shown="required for pseudonymise")
     _stack: str = PrivateAttr("")
+
+    def rules(self) -> None:
+        """The pseudonym key goes with pseudonymise: required there, and refused elsewhere, where it would only
+        suggest that the log is pseudonymised while it is not (keep it outside the stack while it is unused)."""
+        mode, secret = self.observability.request_log_personal, self.request_log_pseudonym_key
+        rule(secret is not None or mode != "pseudonymise", f"@{PSEUDONYM_KEY} is required with "
+             f"@observability.requestLogPersonal pseudonymise: set it with `pulumi config set --secret "
+             f"{NAMESPACE}:{PSEUDONYM_KEY} <at least {MIN_PSEUDONYM_KEY_CHARS} random characters>`")
+        rule(secret is None or mode == "pseudonymise", f"@{PSEUDONYM_KEY} is set but @observability.requestLogPersonal "
+             f"is {mode}: the key is used only with pseudonymise (allowed values: drop, keep, pseudonymise); set "
+             f"pseudonymise or `pulumi config rm {NAMESPACE}:{PSEUDONYM_KEY}`")
+        length = len(secret.get_secret_value()) if secret is not None else MIN_PSEUDONYM_KEY_CHARS
+        rule(length >= MIN_PSEUDONYM_KEY_CHARS, f"@{PSEUDONYM_KEY} must be a secret of at least "
+             f"{MIN_PSEUDONYM_KEY_CHARS} characters, got {length}")
 
     def model_post_init(self, context: Any) -> None:
         self._stack = context["stack"]
@@ -619,6 +703,10 @@ def load(env: Mapping[str, str] | None = None) -> StackSettings:
     config = pulumi.Config(NAMESPACE)
     values = {k: config.get_object(k) if k == "tags" or _section_of(f) else config.get(k)
               for k, f in keys_of(StackSettings).items()}
+    if values.get(PSEUDONYM_KEY) is not None and not runtime_config.is_config_secret(f"{NAMESPACE}:{PSEUDONYM_KEY}"):
+        raise ConfigError(f"{NAMESPACE}:{PSEUDONYM_KEY} is in plain text in the stack's config: remove it and set it "
+                          f"with `pulumi config set --secret {NAMESPACE}:{PSEUDONYM_KEY} <value>` (encrypted), and "
+                          "choose a new key: the old one may have been read")
     return from_values(pulumi.get_stack(), values, os.environ if env is None else env)
 
 
@@ -629,6 +717,8 @@ def from_values(stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -
     First `name`, `environment` and `location`, then every name they derive (infra/naming.py, each against its
     service's rule; the ones another key sets are that key's to check), then everything else."""
     raw = {k: v for k, v in values.items() if v is not None}
+    if isinstance(raw.get(PSEUDONYM_KEY), Mapping) and "secure" in raw[PSEUDONYM_KEY]:
+        raw[PSEUDONYM_KEY] = ENCRYPTED
     try:
         identity = Identity.model_validate({k: raw[k] for k in keys_of(Identity) if k in raw})
     except ValidationError as error:

@@ -27,6 +27,9 @@ from infra.settings import PromotionSettings, StackSettings
 from scripts import smoke_from
 from scripts.pulumi_stack import PulumiStack
 
+# The scoring image's label naming the REQUEST_LOG_PERSONAL modes it honours (serving/Dockerfile). Not read here: the
+# release knows a pinned image by its digest only, and reading its config would take a registry pull.
+PERSONAL_LABEL = "io.mlops.request-log-personal"
 STABLE, WEIGHT = "serving.containerApp.stableRevision", "serving.containerApp.latestWeight"
 STABLE_MODEL, MODEL_VERSION = "serving.containerApp.stableModelVersion", "model.version"
 
@@ -231,7 +234,8 @@ def expected_artifact(promotion: PromotionSettings, digest: str | None, version:
     if not promotion.pinned:
         return digest, version
     say(f"pinned to {promotion.pinned_digest} (model version {promotion.pinned_model_version}): a rollback by "
-        "config; what staging tested is not promoted until the pin is removed")
+        "config; what staging tested is not promoted until the pin is removed. An image without the label "
+        f"{PERSONAL_LABEL} logs the personal columns whatever observability.requestLogPersonal says (README, Roll back)")
     return promotion.pinned_digest, promotion.pinned_model_version
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import pulumi
 from pulumi.runtime import mocks as pulumi_mocks
 
+from infra.settings import PSEUDONYM_KEY
 from infra.stack_files import NAMESPACE, apply_overrides, pulumi_project, stack_values, stacks
 
 SUBSCRIPTION = "00000000-1111-2222-3333-444444444444"
@@ -38,6 +39,7 @@ def to_pulumi_config(values: Mapping[str, Any], namespace: str = NAMESPACE) -> d
     return {f"{namespace}:{key}": value if isinstance(value, str) else json.dumps(value) for key, value in values.items()}
 
 
+SECRET_KEYS = (PSEUDONYM_KEY,)
 SECRET_SIG = "4dabf18193072939515e22adb298388d"  # Pulumi's wire marker of a secret value
 SECRET_SIG_VALUE = "1b47061264138c4ac30d75fd1eb44270"
 
@@ -82,6 +84,7 @@ def _digest(*parts: str) -> str:
 STACK_REFERENCE = "pulumi:pulumi:StackReference"
 IMAGE_IMPORT = "pulumi-python:dynamic/mlops:ImageImport"
 MODEL_PROMOTION = "pulumi-python:dynamic/mlops:ModelPromotion"
+SECRETS_VERSION = "pulumi-python:dynamic/mlops:SecretsVersion"
 
 
 class CloudMocks(pulumi.runtime.Mocks):
@@ -122,6 +125,8 @@ class CloudMocks(pulumi.runtime.Mocks):
                     "secretOutputNames": []}
         if typ == IMAGE_IMPORT:
             return {"id": inputs.get("image_ref", name)}
+        if typ == SECRETS_VERSION:  # a new version when the secrets change (infra/containerapp.py)
+            return {"version": _digest(json.dumps(inputs.get("secrets"), sort_keys=True))[:32]}
         if typ == MODEL_PROMOTION:  # the first version of the model in the target registry
             return {"id": f"{inputs.get('target_model')}/1", "version": "1",
                     "content_sha256": _digest(str(inputs.get("source_model")), str(inputs.get("source_version"))),
@@ -187,6 +192,9 @@ class CloudMocks(pulumi.runtime.Mocks):
         if typ == "azure-native:monitor:DataCollectionRule":
             dcr = inputs.get("dataCollectionRuleName", name)
             return {"id": self.arm_id("Microsoft.Insights", "dataCollectionRules", dcr, group), "name": dcr}
+        if typ == "kubernetes:core/v1:Secret":  # the API server's version of the object: a new one on every change
+            return {"metadata": {**(inputs.get("metadata") or {}),
+                                 "resourceVersion": str(zlib.crc32(json.dumps(inputs, sort_keys=True).encode()))}}
         if typ == "kubernetes:core/v1:Service":
             return {"status": {"loadBalancer": {"ingress": [{"ip": "20.50.60.70"}]}}}
         if typ == "databricks:index/servicePrincipal:ServicePrincipal":  # Databricks assigns the application id
@@ -365,7 +373,8 @@ def evaluate(stack: str, overrides: Mapping[str, Any] | None = None, *, env: Map
     if stack_outputs is None:
         stack_outputs = source_outputs(values, overrides or {}, env, acr_token, existing, greenfield)
     started = time.perf_counter()
-    pulumi.runtime.set_all_config(to_pulumi_config(values))
+    # Secret keys as `pulumi config set --secret` leaves them: marked secret (infra/settings.py reads them only so).
+    pulumi.runtime.set_all_config(to_pulumi_config(values), [f"{NAMESPACE}:{k}" for k in values if k in SECRET_KEYS])
     cloud = CloudMocks(stack_outputs, existing, greenfield)
     pulumi.runtime.settings.reset_options(project=project, stack=stack, preview=preview, organization=ORGANIZATION)
     pulumi.runtime.set_mocks(cloud, project=project, stack=stack, preview=preview, organization=ORGANIZATION,

@@ -23,7 +23,7 @@ from typing import Any
 
 import pulumi_azure_native
 
-from infra import jobwheel, kql, naming, stack_files
+from infra import jobwheel, k8s_manifests, kql, naming, stack_files
 from testing.mockcloud import Evaluation
 
 APP = "azure-native:app:ContainerApp"
@@ -189,6 +189,50 @@ def traffic_labels_and_weights(ev: Evaluation) -> list[str]:
                                 f"{name}---{label} one DNS label of at most 63 characters")
         if labels and _get(app.inputs, "configuration", "activeRevisionsMode") != "Multiple":
             problems.append(f"{app.name}: traffic labels need Multiple revision mode")
+    return problems
+
+
+SECRET_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,251}[a-z0-9])?")
+
+
+def container_app_secrets(ev: Evaluation) -> list[str]:
+    """A secret's name is lowercase letters, digits and '-', starts and ends with a letter or digit, at most 253
+    characters (ContainerAppInvalidSecretName); a variable's secretRef names a secret of the app."""
+    problems = []
+    for app in ev.of_type(APP):
+        names = [str(secret.get("name")) for secret in _get(app.inputs, "configuration", "secrets") or []]
+        problems += [f"{app.name}: secret name {name!r} must be lowercase letters, digits and '-', starting and ending "
+                     "with a letter or digit, at most 253 characters" for name in names if not SECRET_NAME.fullmatch(name)]
+        for container in _get(app.inputs, "template", "containers") or []:
+            problems += [f"{app.name}: {var.get('name')} refers to secret {var['secretRef']!r}, which the app does not "
+                         "declare" for var in container.get("env") or [] if var.get("secretRef") and
+                         var["secretRef"] not in names]
+    return problems
+
+
+def pod_secret_refs(ev: Evaluation) -> list[str]:
+    """A pod whose variable refers to a missing Secret or key does not start (CreateContainerConfigError): the Secret
+    is declared in the Deployment's namespace with that key, and the Deployment rolls when it changes (pods read
+    it at start)."""
+    problems = []
+    secrets = {(_get(s.inputs, "metadata", "namespace"), _get(s.inputs, "metadata", "name")): s
+               for s in ev.of_type("kubernetes:core/v1:Secret")}
+    for deployment in ev.of_type(DEPLOYMENT):
+        namespace = _get(deployment.inputs, "metadata", "namespace")
+        template = _get(deployment.inputs, "spec", "template") or {}
+        for container in _get(template, "spec", "containers") or []:
+            for var in container.get("env") or []:
+                ref = _get(var, "valueFrom", "secretKeyRef")
+                if not ref:
+                    continue
+                secret = secrets.get((namespace, ref.get("name")))
+                if secret is None or ref.get("key") not in {**(secret.inputs.get("stringData") or {}),
+                                                           **(secret.inputs.get("data") or {})}:
+                    problems.append(f"{deployment.name}: {var.get('name')} refers to key {ref.get('key')!r} of Secret "
+                                    f"{ref.get('name')!r}, which {namespace} does not hold")
+                elif not (_get(template, "metadata", "annotations") or {}).get(k8s_manifests.SECRET_VERSION):
+                    problems.append(f"{deployment.name}: reads Secret {ref.get('name')!r} but does not roll when it "
+                                    f"changes (no {k8s_manifests.SECRET_VERSION} annotation)")
     return problems
 
 
@@ -1056,6 +1100,13 @@ RULES: tuple[Rule, ...] = (
     Rule("container-apps-traffic-labels", "traffic weights sum to 100; labels are unique DNS name parts, reached at "
          "<app>---<label>.<domain>, and need Multiple mode",
          "https://learn.microsoft.com/azure/container-apps/traffic-splitting", traffic_labels_and_weights),
+    Rule("container-apps-secrets", "a secret's name is lowercase letters, digits and '-' (at most 253); a variable "
+         "refers to a secret of its app; a changed secret makes no new revision",
+         "https://learn.microsoft.com/azure/container-apps/manage-secrets", container_app_secrets),
+    Rule("kubernetes-secret-refs", "a pod's secretKeyRef names a Secret and key of its namespace or the pod does not "
+         "start; a pod reads the value at start only",
+         "https://kubernetes.io/docs/concepts/configuration/secret/#using-secrets-as-environment-variables",
+         pod_secret_refs),
     Rule("container-apps-allocation", "Consumption: 0.25..4 vCPU in 0.25 steps with 2 GiB per vCPU",
          "https://learn.microsoft.com/azure/container-apps/containers#allocations", consumption_allocation),
     Rule("container-apps-identity-pull", "a revision (or pod) pulling with a managed identity needs its AcrPull "

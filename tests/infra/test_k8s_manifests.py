@@ -100,3 +100,24 @@ def test_a_network_policy_typo_fails_strict_validation():
     policy["spec"]["egres"] = []
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+
+
+def test_a_secret_variable_comes_from_the_secret_and_its_version_rolls_the_pods():
+    s = settings.from_values("prod", stack_files.stack_values("prod"), {})
+    objects = k8s_manifests.build(k8s_manifests.ManifestArgs(
+        namespace=s.serving.aks.namespace, image=f"cr.azurecr.io/scoring@sha256:{'a' * 64}", port=s.serving.port,
+        settings=s.serving.aks, env={"PORT": "8000"}, labels={"environment": "prod"},
+        secret_env={"REQUEST_LOG_PSEUDONYM_KEY": "k" * 40}))
+    secret = objects["Secret"]
+    deployment = k8s_manifests.rolled_on(objects["Deployment"], "4711")
+    for manifest in (secret, deployment):
+        kubernetes_validate.validate(manifest, K8S_VERSION, strict=True)
+    assert secret["metadata"]["namespace"] == objects["Namespace"]["metadata"]["name"]
+    env = deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "REQUEST_LOG_PSEUDONYM_KEY", "valueFrom": {"secretKeyRef": {
+        "name": secret["metadata"]["name"], "key": "REQUEST_LOG_PSEUDONYM_KEY"}}} in env
+    assert "k" * 40 not in str(deployment), "the value lives in the Secret only"
+    annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+    assert annotations[k8s_manifests.SECRET_VERSION] == "4711"
+    assert annotations["prometheus.io/scrape"] == "true", "the scrape annotations stay"
+    assert "Secret" not in manifests("prod"), "no secret variable, no Secret"

@@ -617,3 +617,27 @@ def test_a_job_cluster_without_its_policy_or_drift_on_the_training_node_is_caugh
     chosen = {**config, "drift": {"nodeType": "Standard_DS4_v2"}}  # on purpose: the training node type is fine
     assert not any("training node type" in p for p in problems("databricks-job-cluster-policy",
                                                                 fake(policy, drift, config=chosen)))
+
+
+def test_a_bad_container_app_secret_name_or_a_dangling_secret_ref_is_caught():
+    app = {"configuration": {"secrets": [{"name": "request-log-pseudonym-key", "value": "x"}]},
+           "template": {"containers": [{"env": [{"name": "KEY", "secretRef": "request-log-pseudonym-key"}]}]}}
+    assert not problems("container-apps-secrets", fake(resource(platform_rules.APP, "a", app)))
+    app["configuration"]["secrets"][0]["name"] = "REQUEST_LOG_PSEUDONYM_KEY"
+    found = problems("container-apps-secrets", fake(resource(platform_rules.APP, "a", app)))
+    assert "must be lowercase letters, digits and '-'" in found[0] and "does not declare" in found[1]
+
+
+def test_a_pod_reading_a_missing_secret_key_or_not_rolling_with_its_secret_is_caught():
+    secret = resource("kubernetes:core/v1:Secret", "s", {"metadata": {"name": "scoring-secrets", "namespace": "scoring"},
+                                                         "stringData": {"KEY": "x"}})
+    ref = {"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "scoring-secrets", "key": "KEY"}}}
+    template = {"metadata": {"annotations": {k8s_manifests.SECRET_VERSION: "1"}},
+                "spec": {"containers": [{"env": [ref]}]}}
+    deployment = {"metadata": {"namespace": "scoring"}, "spec": {"template": template}}
+    assert not problems("kubernetes-secret-refs", fake(secret, resource(platform_rules.DEPLOYMENT, "d", deployment)))
+    assert "does not hold" in problems("kubernetes-secret-refs",
+                                       fake(resource(platform_rules.DEPLOYMENT, "d", deployment)))[0]
+    template["metadata"]["annotations"] = {}
+    assert "does not roll" in problems("kubernetes-secret-refs",
+                                       fake(secret, resource(platform_rules.DEPLOYMENT, "d", deployment)))[0]

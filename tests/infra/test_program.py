@@ -10,11 +10,11 @@ import zipfile
 import pulumi
 import pytest
 
-from infra import jobwheel, naming, settings, stack_files
+from infra import containerapp, jobwheel, k8s_manifests, naming, settings, stack_files
 from infra.databricks import LOG_ANALYTICS_READER_ROLE_ID, METRICS_PUBLISHER_ROLE_ID
 from infra.registry import ACR_PULL_ROLE_ID
 from policy.rules import TAGGABLE
-from testing import mockcloud
+from testing import mockcloud, platform_rules
 from tests.infra.conftest import settings_of
 
 STACKS = ("dev", "staging", "prod")
@@ -677,3 +677,85 @@ def test_each_job_cluster_runs_under_its_own_policy_and_drift_on_a_small_node(ev
     assert [(t["taskKey"], t.get("maxRetries")) for t in train] == [("train", None), ("gate", 1)]
     credential = prod.one("databricks:index/credential:Credential")
     assert credential.inputs["isolationMode"] == "ISOLATION_MODE_ISOLATED"  # N15: this workspace only
+
+
+# ---- observability.requestLogPersonal pseudonymise: the key a secret from config to container ----
+
+PSEUDONYM_KEY = "pseudonym-key-" + "7" * 30  # what `pulumi config set --secret mlops:requestLogPseudonymKey` holds
+PSEUDONYMISE = {"observability.requestLogPersonal": "pseudonymise", "requestLogPseudonymKey": PSEUDONYM_KEY}
+
+
+def plain_copies(value, path: str = "") -> list[str]:
+    """The paths where the key appears in a resource's inputs."""
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in plain_copies(v, f"{path}.{k}" if path else k)]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in plain_copies(v, f"{path}[{i}]")]
+    return [path] if PSEUDONYM_KEY in str(value) else []
+
+
+def the_key_is_secret_wherever_it_goes(ev: mockcloud.Evaluation) -> list[str]:
+    """Every place of the key is a secret input (encrypted in the state); none in the stack's outputs."""
+    assert PSEUDONYM_KEY not in str(ev.outputs)
+    places = [(r, path) for r in ev.resources for path in plain_copies(r.inputs)]
+    exposed = [f"{r.name}: {path}" for r, path in places
+               if not any(path == s or path.startswith((f"{s}.", f"{s}[")) for s in r.secrets)]
+    assert exposed == []
+    return [f"{r.typ} {path}" for r, path in places]
+
+
+def test_container_apps_passes_the_key_as_an_app_secret_the_variable_refers_to(evaluate):
+    ev = evaluate("dev", PSEUDONYMISE)
+    app = ev.one(APP)
+    [secret] = app.inputs["configuration"]["secrets"]
+    container = app.inputs["template"]["containers"][0]
+    env = {var["name"]: var for var in container["env"]}
+    assert env["REQUEST_LOG_PERSONAL"]["value"] == "pseudonymise"
+    assert env["REQUEST_LOG_PSEUDONYM_KEY"] == {"name": "REQUEST_LOG_PSEUDONYM_KEY", "secretRef": secret["name"]}
+    assert secret["value"] == PSEUDONYM_KEY
+    assert set(the_key_is_secret_wherever_it_goes(ev)) == {f"{APP} configuration.secrets[0].value",
+                                                           f"{mockcloud.SECRETS_VERSION} secrets.REQUEST_LOG_PSEUDONYM_KEY"}
+    assert ev.outputs["endpoint_url"].startswith("https://"), "the app's other outputs are not secrets"
+    # A changed secret makes no revision by itself: the template carries the secrets' version, which a new key changes.
+    version = env[containerapp.SECRETS_VERSION]["value"]
+    assert version == ev.one(mockcloud.SECRETS_VERSION).outputs["version"]
+    rotated = evaluate("dev", {**PSEUDONYMISE, "requestLogPseudonymKey": "n" * 40}).one(APP)
+    assert {var["name"]: var.get("value") for var in rotated.inputs["template"]["containers"][0]["env"]}[
+        containerapp.SECRETS_VERSION] != version
+    plain = evaluate("dev").one(APP)
+    assert "secrets" not in plain.inputs["configuration"], "drop: no secret at all"
+    assert containerapp.SECRETS_VERSION not in str(plain.inputs["template"])
+
+
+def test_the_secrets_version_is_drawn_again_only_when_the_secrets_change():
+    provider = containerapp.SecretsVersionProvider()
+    created = provider.create({"secrets": {"KEY": "a" * 40}, "version": None}).outs
+    assert "a" * 40 not in created["version"]
+    assert not provider.diff("id", created, {"secrets": {"KEY": "a" * 40}, "version": None}).changes
+    assert provider.diff("id", created, {"secrets": {"KEY": "b" * 40}, "version": None}).changes
+    updated = provider.update("id", created, {"secrets": {"KEY": "b" * 40}, "version": None}).outs
+    assert updated["version"] != created["version"]
+
+
+def test_aks_passes_the_key_in_a_secret_and_rolls_the_pods_when_it_changes(evaluate):
+    ev = evaluate("dev", {**PSEUDONYMISE, "serving.target": "aks"})
+    secret = ev.one("kubernetes:core/v1:Secret")
+    deployment = ev.one("kubernetes:apps/v1:Deployment")
+    template = deployment.inputs["spec"]["template"]
+    env = {var["name"]: var for var in template["spec"]["containers"][0]["env"]}
+    assert env["REQUEST_LOG_PSEUDONYM_KEY"]["valueFrom"]["secretKeyRef"] == {
+        "name": secret.inputs["metadata"]["name"], "key": "REQUEST_LOG_PSEUDONYM_KEY"}
+    assert secret.inputs["metadata"]["namespace"] == deployment.inputs["metadata"]["namespace"]
+    assert the_key_is_secret_wherever_it_goes(ev) == ["kubernetes:core/v1:Secret stringData.REQUEST_LOG_PSEUDONYM_KEY"]
+    # The pods roll on the Secret's version, which the API server bumps on every change: nothing of the key's.
+    version = template["metadata"]["annotations"][k8s_manifests.SECRET_VERSION]
+    assert version == secret.outputs["metadata"]["resourceVersion"]
+    rotated = evaluate("dev", {**PSEUDONYMISE, "serving.target": "aks", "requestLogPseudonymKey": "n" * 40})
+    assert rotated.one("kubernetes:apps/v1:Deployment").inputs["spec"]["template"]["metadata"]["annotations"][
+        k8s_manifests.SECRET_VERSION] != version
+
+
+@pytest.mark.parametrize("target", ["containerapps", "aks"])
+def test_a_pseudonymising_stack_keeps_every_platform_rule(evaluate, target):
+    results = platform_rules.check(evaluate("dev", {**PSEUDONYMISE, "serving.target": target}))
+    assert all(r.ok for r in results), platform_rules.report(results)

@@ -6,6 +6,7 @@ reaches, and whether that revision's container passes the smoke test."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from infra import stack_files
 from infra.promotion import CANDIDATE_ALIAS
-from infra.settings import StackSettings, from_values
+from infra.settings import PromotionSettings, StackSettings, from_values
 from scripts import pulumi_stack, release, smoke_from
 from scripts.release import Release, ReleaseFailed, State
 from testing import mockcloud
@@ -548,3 +549,18 @@ def test_an_internal_container_apps_endpoint_is_never_released_from_a_github_hos
     monkeypatch.setenv("RUNNER_ENVIRONMENT", "github-hosted")
     assert release.main(["--stack", STAGING], stack_for=lambda name, config: stack) == 1
     assert stack.deployed == [], "refused before any `up`"
+
+
+def test_the_image_declares_the_personal_modes_it_honours_and_a_pinned_release_says_to_check_it():
+    """A rollback to an image built before REQUEST_LOG_PERSONAL logs the personal columns (issue 21, audit #3): the
+    image says which modes it honours, the release names that label when it deploys a pin."""
+    from serving.scoring.privacy import MODES
+
+    dockerfile = Path(release.__file__).resolve().parents[1].joinpath("serving", "Dockerfile").read_text()
+    found = re.search(rf'{re.escape(release.PERSONAL_LABEL)}="([^"]*)"', dockerfile)
+    assert found and set(found[1].split()) == set(MODES)
+    said: list[str] = []
+    pinned = PromotionSettings(source_stack="staging", pinned_digest="sha256:" + "a" * 64,
+                                        pinned_model_version="3")
+    release.expected_artifact(pinned, None, None, said.append)
+    assert release.PERSONAL_LABEL in said[0] and "requestLogPersonal" in said[0]

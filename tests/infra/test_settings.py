@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 
 from infra import settings, stack_files
-from infra.settings import ConfigError
+from infra.settings import MIB, ConfigError
+from serving.scoring.privacy import MODES as PERSONAL_MODES
+from serving.scoring.settings import MAX_BODY_BYTES, MAX_IN_FLIGHT, MIN_PSEUDONYM_KEY_CHARS
+from serving.scoring.settings import Settings as ServiceSettings
 
 PROJECT = settings.NAMESPACE  # every key is mlops:<key>, whatever Pulumi.yaml names the Pulumi project
 
@@ -67,7 +72,8 @@ def test_unity_catalog_model_name_and_uris():
       "serving.containerApp.pinnedRevisions": [{"revision": "ca--v0", "weight": 90}]},
      f"{PROJECT}:serving.containerApp.stableRevision", "exclude each other"),
     ({"serving.containerApp.stableRevision": "CA v1"}, f"{PROJECT}:serving.containerApp.stableRevision", "a revision name"),
-    ({"observability.requestLogPersonal": "hide"}, f"{PROJECT}:observability.requestLogPersonal", "drop, keep"),
+    ({"observability.requestLogPersonal": "hide"}, f"{PROJECT}:observability.requestLogPersonal",
+     "drop, keep, pseudonymise"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key, allowed):
     with pytest.raises(ConfigError) as raised:
@@ -83,6 +89,133 @@ def test_the_contracts_personal_columns_are_dropped_from_the_request_log_unless_
     assert program.container_env(load(stack))["REQUEST_LOG_PERSONAL"] == "drop"
     kept = load(stack, {"observability.requestLogPersonal": "keep"})
     assert program.container_env(kept)["REQUEST_LOG_PERSONAL"] == "keep"
+
+
+# ---- observability.requestLogPersonal pseudonymise: its key a config secret ----
+
+KEY = "k" * MIN_PSEUDONYM_KEY_CHARS
+PSEUDONYMISE = {"observability.requestLogPersonal": "pseudonymise"}
+
+
+def test_the_stack_offers_every_mode_the_service_has():
+    field = settings.ObservabilitySettings.model_fields["request_log_personal"]
+    assert set(get_args(field.annotation)) == set(PERSONAL_MODES)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (PSEUDONYMISE, f"{PROJECT}:requestLogPseudonymKey is required with {PROJECT}:observability.requestLogPersonal "
+                   f"pseudonymise: set it with `pulumi config set --secret {PROJECT}:requestLogPseudonymKey"),
+    ({**PSEUDONYMISE, "requestLogPseudonymKey": "short-key"},
+     f"{PROJECT}:requestLogPseudonymKey must be a secret of at least {MIN_PSEUDONYM_KEY_CHARS} characters, got 9"),
+    ({"requestLogPseudonymKey": KEY}, f"{PROJECT}:requestLogPseudonymKey is set but "
+                                      f"{PROJECT}:observability.requestLogPersonal is drop: the key is used only with "
+                                      "pseudonymise (allowed values: drop, keep, pseudonymise)"),
+])
+def test_the_pseudonym_key_is_required_with_pseudonymise_only_and_long_enough(overrides, message):
+    with pytest.raises(ConfigError) as error:
+        load("dev", overrides)
+    assert message in str(error.value)
+    assert "short-key" not in str(error.value), "an error message never shows the secret"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_a_pseudonymising_stack_starts_the_service_with_its_key(stack, monkeypatch):
+    """What the stack passes (the plain variables and the secret one) is what the service accepts."""
+    from infra import program
+
+    s = load(stack, {**PSEUDONYMISE, "requestLogPseudonymKey": KEY})
+    assert KEY not in repr(s) and KEY not in str(program.container_env(s))
+    for name, value in program.container_env(s).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("REQUEST_LOG_PSEUDONYM_KEY", s.request_log_pseudonym_key.get_secret_value())
+    service = ServiceSettings.from_env()
+    assert (service.request_log_personal, service.request_log_pseudonym_key) == ("pseudonymise", KEY.encode())
+    assert service.max_in_flight == s.serving.max_in_flight and service.max_body_bytes == s.serving.max_body_bytes
+
+
+def test_the_scripts_that_read_the_stack_file_take_an_encrypted_key_as_set():
+    """The release reads Pulumi.<stack>.yaml itself, where `pulumi config set --secret` leaves ciphertext."""
+    s = load("prod", {**PSEUDONYMISE, "requestLogPseudonymKey": {"secure": "v1:c2VjcmV0LWNpcGhlcnRleHQ="}})
+    assert s.request_log_pseudonym_key is not None and "v1:" not in s.request_log_pseudonym_key.get_secret_value()
+
+
+def test_the_pseudonym_key_is_read_only_as_a_config_secret():
+    """`pulumi config set` without --secret writes the key in plain text into Pulumi.<stack>.yaml: refused."""
+    import pulumi
+
+    from testing.mockcloud import to_pulumi_config
+
+    values = stack_files.apply_overrides(stack_files.stack_values("dev"), {**PSEUDONYMISE,
+                                                                           "requestLogPseudonymKey": KEY})
+    config, secret = to_pulumi_config(values), [f"{PROJECT}:requestLogPseudonymKey"]
+    try:
+        pulumi.runtime.settings.reset_options(project=stack_files.pulumi_project(), stack="dev")
+        pulumi.runtime.set_all_config(config)
+        with pytest.raises(ConfigError, match=rf"{PROJECT}:requestLogPseudonymKey is in plain text in the stack's "
+                                              rf"config: remove it and set it with `pulumi config set --secret"):
+            settings.load({})
+        pulumi.runtime.set_all_config(config, secret)
+        assert settings.load({}).request_log_pseudonym_key.get_secret_value() == KEY
+    finally:
+        pulumi.runtime.set_all_config({})
+
+
+# ---- the memory a container's bodies and parses may take (issue 21, audit #6) and the body per record (#7) ----
+
+@pytest.mark.parametrize("target", ["containerapps", "aks"])
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_every_stack_fits_its_memory_with_the_runtime_the_example_model_uses(stack, target):
+    load(stack, {"serving.target": target}).serving.check_memory("onnx")
+
+
+def test_a_container_that_cannot_hold_its_bodies_names_the_keys_the_need_and_the_memory():
+    overrides = {"serving.maxBodyBytes": 8 * MIB}  # dev: 1 worker, 1 Gi
+    with pytest.raises(ConfigError) as error:
+        load("dev", overrides)
+    need = settings.WORKER_MIB["onnx"] + (MAX_IN_FLIGHT + settings.PARSE_FACTOR) * 8  # one worker: no supervisor
+    for part in (f"{PROJECT}:serving.webConcurrency (1)", f"{PROJECT}:serving.maxInFlight {MAX_IN_FLIGHT}",
+                 f"{PROJECT}:serving.maxBodyBytes 8.0 MiB", f"needs {need} MiB",
+                 f"more than {PROJECT}:serving.containerApp.memoryGi (1024 MiB)"):
+        assert part in str(error.value)
+    assert load("dev", {**overrides, "serving.maxInFlight": 10}).serving.max_in_flight == 10  # fewer bodies fit
+    with pytest.raises(ConfigError, match=rf"more than {PROJECT}:serving.aks.memoryLimit \(1024 MiB\)"):
+        load("dev", {**overrides, "serving.target": "aks"})
+    assert load("dev", {**overrides, "serving.target": "aks", "serving.aks.memoryLimit": "2Gi"})
+
+
+def test_the_program_checks_memory_again_with_the_runtime_the_model_runs_on():
+    """AKS staging: 2 workers in 1Gi hold the onnx runtime's, not the sklearn runtime's (the audit: over 1 GiB)."""
+    s = load("staging", {"serving.target": "aks"})
+    settings.check_memory(s, "onnx")
+    with pytest.raises(ConfigError) as error:
+        settings.check_memory(s, "sklearn")
+    body = MAX_BODY_BYTES / MIB
+    need = settings.SUPERVISOR_MIB + settings.POD_TMPFS_MIB + 2 * (
+        settings.WORKER_MIB["sklearn"] + (MAX_IN_FLIGHT + settings.PARSE_FACTOR) * body)
+    assert f"needs {need:.0f} MiB, more than {PROJECT}:serving.aks.memoryLimit (1024 MiB)" in str(error.value)
+    assert "runs on the sklearn runtime" in str(error.value)
+
+
+def test_the_in_flight_cap_is_a_stack_key_passed_to_the_service():
+    from infra import program
+
+    assert load("dev").serving.max_in_flight == MAX_IN_FLIGHT  # the service's own default
+    assert program.container_env(load("dev", {"serving.maxInFlight": 20}))["MAX_IN_FLIGHT"] == "20"
+    with pytest.raises(ConfigError, match=rf"{PROJECT}:serving.maxInFlight must be a whole number in 1..10000"):
+        load("dev", {"serving.maxInFlight": 0})
+
+
+def test_the_default_body_limit_admits_max_records_of_the_example_model():
+    """A stack with maxRecords 10000 and the 2 MiB default refused valid requests above ~2,500 records (audit #7)."""
+    assert load("dev").serving.max_body_bytes == MAX_BODY_BYTES
+    assert load("dev", {"serving.maxRecords": 10}).serving.max_body_bytes == MAX_BODY_BYTES
+    big = load("dev", {"serving.maxRecords": 10000, "serving.maxInFlight": 10,
+                       "serving.containerApp.cpu": 1, "serving.containerApp.memoryGi": 2}).serving
+    assert big.max_body_bytes == 10_000 * (MAX_BODY_BYTES // 1000)  # the service's 2 MiB per 1000 records, x 10
+    assert load("dev", {"serving.maxRecords": 10000, "serving.maxInFlight": 10, "serving.maxBodyBytes": 4 * MIB,
+                        }).serving.max_body_bytes == 4 * MIB, "a body limit the stack sets wins"
+    with pytest.raises(ConfigError, match=rf"more than {PROJECT}:serving.containerApp.memoryGi"):
+        load("dev", {"serving.maxRecords": 10000})  # 100 bodies of 20 MiB in flight do not fit 1 Gi
 
 
 def test_numbers_from_cli_strings_are_accepted():
