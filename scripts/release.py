@@ -28,7 +28,8 @@ from scripts import smoke_from
 from scripts.pulumi_stack import PulumiStack
 
 # The scoring image's label naming the REQUEST_LOG_PERSONAL modes it honours (serving/Dockerfile). Not read here: the
-# release knows a pinned image by its digest only, and reading its config would take a registry pull.
+# release knows a pinned image by its digest only, and reading its config would take a registry pull. What enforces it:
+# the smoke test (scripts/smoke_from.py), which refuses a candidate whose /ready does not report the stack's mode.
 PERSONAL_LABEL = "io.mlops.request-log-personal"
 STABLE, WEIGHT = "serving.containerApp.stableRevision", "serving.containerApp.latestWeight"
 STABLE_MODEL, MODEL_VERSION = "serving.containerApp.stableModelVersion", "model.version"
@@ -235,7 +236,8 @@ def expected_artifact(promotion: PromotionSettings, digest: str | None, version:
         return digest, version
     say(f"pinned to {promotion.pinned_digest} (model version {promotion.pinned_model_version}): a rollback by "
         "config; what staging tested is not promoted until the pin is removed. An image without the label "
-        f"{PERSONAL_LABEL} logs the personal columns whatever observability.requestLogPersonal says (README, Roll back)")
+        f"{PERSONAL_LABEL} logs the personal columns whatever observability.requestLogPersonal says: its smoke test "
+        "fails unless the stack keeps them (README, Roll back)")
     return promotion.pinned_digest, promotion.pinned_model_version
 
 

@@ -101,7 +101,7 @@ def example_records(base: str, manifest: Path | None, token: str | None = None) 
 
 
 def run(base: str, manifest: Path | None = None, expect_version: str | None = None, wait: float = 30.0,
-        say=print, token: str | None = None) -> None:
+        say=print, token: str | None = None, expect_personal: str | None = None) -> None:
     base = base.rstrip("/")
     wait_for(base, "/health", wait, token)
     say("ok   /health")
@@ -110,6 +110,7 @@ def run(base: str, manifest: Path | None = None, expect_version: str | None = No
     if expect_version is not None and str(version) != str(expect_version):
         raise SmokeFailure(f"/ready: serving model version {version}, expected {expect_version}")
     say(f"ok   /ready (model version {version})")
+    check_personal(ready.body if isinstance(ready.body, dict) else {}, expect_personal, say)
 
     records = example_records(base, manifest, token)
     scored = call(f"{base}/predict", "POST", {"records": records}, token=token)
@@ -133,6 +134,20 @@ def run(base: str, manifest: Path | None = None, expect_version: str | None = No
     say(f"ok   /predict rejects a bad '{field}' with {rejected.status}")
     if token:
         check_anonymous_refused(base, records, say)
+
+
+def check_personal(ready: dict, expected: str | None, say=print) -> None:
+    """The request log keeps of the personal columns what the stack says (observability.requestLogPersonal). An image
+    built before that setting (a rollback's pin, say) reports nothing and logs them whole: refused unless the stack
+    keeps them anyway."""
+    if expected is None or expected == "keep":
+        return
+    found = ready.get("request_log_personal")
+    if found != expected:
+        raise SmokeFailure(f"/ready: the request log's personal columns are "
+                           f"{repr(found) if found else 'not reported (an image older than the setting: it logs them whole)'}"
+                           f", the stack says {expected!r}")
+    say(f"ok   /ready (request log personal columns: {found})")
 
 
 def problem(prediction: object, task: str, classes: list) -> str | None:
@@ -180,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("url", help="base URL of the service, e.g. http://127.0.0.1:8000")
     parser.add_argument("--manifest", type=Path, help="build-context manifest.json whose input example to send")
     parser.add_argument("--expect-version", help="fail unless /ready reports this model version")
+    parser.add_argument("--expect-personal", choices=("keep", "drop", "pseudonymise"),
+                        help="fail unless /ready reports that the request log treats personal columns this way "
+                             "(keep: no check)")
     parser.add_argument("--wait", type=float, default=30.0, help="seconds to wait for /ready")
     parser.add_argument("--token-from-azure-cli", metavar="AUDIENCE",
                         help=f"send a bearer token for this audience (api://<API client id>) from the logged-in Azure "
@@ -187,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         token = azure_cli_token(args.token_from_azure_cli) if args.token_from_azure_cli else os.environ.get(TOKEN_ENV)
-        run(args.url, args.manifest, args.expect_version, args.wait, token=token or None)
+        run(args.url, args.manifest, args.expect_version, args.wait, token=token or None,
+            expect_personal=args.expect_personal)
     except SmokeFailure as failure:
         print(f"FAIL {failure}", file=sys.stderr)
         return 1

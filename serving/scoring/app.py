@@ -297,7 +297,10 @@ def add_service_routes(app: FastAPI, path: ScoringPath) -> None:
     model_ref = {"name": manifest.model_name, "version": manifest.model_version}
     ready_example = {"status": "ready", "model": model_ref, "runtime": manifest.runtime, "task": manifest.task,
                      "classes": list(manifest.classes) if manifest.classes is not None else None,
-                     "outputs": docs.output_names(manifest)}
+                     "outputs": docs.output_names(manifest),
+                     # what the request log keeps of the personal columns: the release's smoke test checks it is the
+                     # stack's (an image built before the setting logs them whole, whatever the stack says)
+                     "request_log_personal": path.settings.request_log_personal}
 
     @app.get("/health", response_class=JSONResponse, responses=docs.health_responses())
     async def health() -> dict:

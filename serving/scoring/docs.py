@@ -384,7 +384,8 @@ def health_responses() -> dict:
 def ready_responses(example: dict) -> dict:
     model = _object({"name": STRING, "version": STRING})
     ready = _object({"status": {"const": "ready"}, "model": model, "runtime": STRING, "task": {"enum": list(TASK_WORDS)},
-                     "classes": {"type": ["array", "null"]}, "outputs": {"type": "array", "items": STRING}})
+                     "classes": {"type": ["array", "null"]}, "outputs": {"type": "array", "items": STRING},
+                     "request_log_personal": {"enum": ["keep", "drop", "pseudonymise"]}})
     not_ready = _object({"status": {"const": "not ready"}, "problem": {"type": ["string", "null"]}})
     return {200: _json(ready, "the model is loaded and warmed up", example),
             503: _json(not_ready, "model not loaded or warm-up failed")}

@@ -505,7 +505,8 @@ def test_on_aks_the_smoke_test_runs_inside_the_cluster_through_run_command(tmp_p
     assert kubectl[:2] == ["run", "smoke-test"] and f"--image={image}" in kubectl and "--rm" in kubectl
     assert kubectl[kubectl.index("--") + 1:] == ["python", "-c", smoke_from.SMOKE_MODULE.read_text().rstrip("\n"),
                                                  "http://scoring.scoring.svc.cluster.local", "--wait", "300",
-                                                 "--expect-version", "3"]
+                                                 "--expect-version", "3", "--expect-personal",
+                                                 s.observability.request_log_personal]
     calls.clear()
     failing = smoke_from.smoke_in_cluster("rg", "aks", {}, run=lambda argv: json.dumps({"exitCode": 1, "logs": "FAIL /ready"}))
     with pytest.raises(AssertionError, match="exited 1: FAIL /ready"):

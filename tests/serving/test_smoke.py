@@ -142,3 +142,18 @@ def test_smoke_takes_the_token_from_the_azure_cli(guarded, monkeypatch, tmp_path
 def test_the_smoke_test_checks_outputs_by_task(prediction, task, classes, wrong):
     found = smoke.problem(prediction, task, classes)
     assert (found is None) if wrong is None else (found is not None and wrong in found)
+
+
+def test_smoke_checks_the_request_log_treats_personal_columns_as_the_stack_says(service, capsys):
+    """A rollback to an image older than REQUEST_LOG_PERSONAL logs the personal columns whole: its /ready reports no
+    mode, and the release's smoke test refuses it unless the stack keeps them (issue 21, audit #3)."""
+    mode = smoke.call(f"{service}/ready").body["request_log_personal"]
+    assert mode in ("keep", "drop", "pseudonymise")
+    assert smoke.main([service, "--expect-personal", mode]) == 0
+    assert f"request log personal columns: {mode}" in capsys.readouterr().out
+    other = next(m for m in ("drop", "pseudonymise") if m != mode)
+    assert smoke.main([service, "--expect-personal", other]) == 1
+    assert f"the stack says '{other}'" in capsys.readouterr().err
+    with pytest.raises(smoke.SmokeFailure, match=r"not reported \(an image older than the setting: it logs them whole\)"):
+        smoke.check_personal({"status": "ready"}, "drop")
+    smoke.check_personal({"status": "ready"}, "keep")  # keeping them: any image does
