@@ -410,8 +410,9 @@ class Outcome:
 def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str] | None,
         run_id: str) -> Outcome:
     """Score `input_table` into `output_table`, its bad rows into `rejects_table`, each in the run's own partition
-    (replace_run). The rows and rejects are counted while the predictions are written (a Spark Observation), not in a
-    pass of their own: the table is read once on a night without bad rows, twice with some."""
+    (replace_run; the rejects' with no rows when none is rejected). The rows and rejects are counted while the
+    predictions are written (a Spark Observation), not in a pass of their own: the table is read once on a night without
+    bad rows, twice with some."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as fn
 
@@ -427,9 +428,11 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     replace_run(spark, predictions(valid, shared, manifest, keys, run_id, scored_at, source_version=model.source_version),
                 name(output_table), run_id)
     counts = observed.get
-    if counts["rejected"]:
-        replace_run(spark, rejects(frame, keys, manifest, run_id, scored_at, model.source_version), name(rejects_table),
-                    run_id)
+    if counts["rejected"] or spark.catalog.tableExists(name(rejects_table)):
+        bad = rejects(frame, keys, manifest, run_id, scored_at, model.source_version)
+        # None rejected: the partition replaced by no rows (limit 0 reads nothing), so a repaired run keeps no rejects
+        # of its failed attempt.
+        replace_run(spark, bad if counts["rejected"] else bad.limit(0), name(rejects_table), run_id)
     return Outcome(counts["rows"], counts["rows"] - counts["rejected"], counts["rejected"], time.perf_counter() - started)
 
 
