@@ -27,7 +27,8 @@ least --min-records records is not compared: the report lists it as `not_logged`
 
 Outputs: drift_report.json + drift_report.html (summary table, one chart per drifted column) in
 --out; one `{"log_type": "drift", ...}` JSON line per model version on stdout; with
---tracking-uri, an MLflow run per model version (experiment --experiment) with psi_<column> metrics;
+--tracking-uri, an MLflow run per model version (experiment --experiment) with psi_<column> metrics (and
+the tag `not_logged`: the columns without one);
 with $APPLICATIONINSIGHTS_CONNECTION_STRING, the same drift record as an Application Insights
 trace (AppTraces in the stack's Log Analytics workspace, where the stack's drift alert looks).
 
@@ -475,6 +476,8 @@ def log_to_mlflow(args: argparse.Namespace, report: dict, out: Path) -> None:
     for version in report["versions"]:
         tags = {"model_name": version["model_name"], "model_version": version["model_version"],
                 "drift_status": version["status"]}
+        if "not_logged" in version:  # why a psi_<column> series stops: the column is no longer in the log
+            tags["not_logged"] = ", ".join(version["not_logged"])
         with mlflow.start_run(run_name=f"drift {version['model_name']} v{version['model_version']}", tags=tags):
             mlflow.log_params({"psi_threshold": args.psi_threshold, "p_value": args.p_value,
                                "min_records": args.min_records, "window_hours": args.window_hours})

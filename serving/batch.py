@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import operator
 import re
 import sys
 import tempfile
@@ -64,6 +65,7 @@ from serving.scoring.model import (
     PyfuncScorer,
     Scorer,
     SklearnScorer,
+    rule_text,
 )
 
 if TYPE_CHECKING:  # an executor's worker imports neither for the compiled model's path
@@ -170,32 +172,25 @@ def problems(source, fields: tuple[InputField, ...], keys: list[str]) -> list:
     return [p for p in found if p is not None]
 
 
-# The contract's bounds as the service words them (serving/scoring/core.py CONTRACT_ERRORS): (attribute, words, holds).
-BOUNDS = (("minimum", "at least", lambda v, b: v >= b), ("maximum", "at most", lambda v, b: v <= b),
-          ("greater_than", "greater than", lambda v, b: v > b), ("less_than", "less than", lambda v, b: v < b))
-
-
 def _contract_problems(field: InputField, spark_type: str) -> list:
-    """The service's contract rules (serving/scoring/schemas.py value_type), from the same InputField: a finite number
+    """The service's contract rules (InputField's bounds() and closed_values, in rule_text's words): a finite number
     outside a bound, a text value a closed category does not list. A value of the wrong type has its own problem."""
     from pyspark.sql import functions as fn
 
-    column, name = fn.col(field.name), field.name
-    if field.is_string:
-        if field.values is None or field.open or spark_type != "string":
-            return []
-        allowed = ", ".join(repr(v) for v in field.values)
-        return [fn.when(column.isNotNull() & ~column.isin(list(field.values)),
-                        fn.concat(fn.lit(f"column '{name}': must be one of {allowed} (got '"), column, fn.lit("')")))]
-    numeric = spark_type.split("(")[0] in NUMERIC_TYPES
-    if field.type == "boolean" or not (numeric or spark_type == "string"):
+    column, name, bounds = fn.col(field.name), field.name, field.bounds()
+    if field.closed_values is not None and spark_type == "string":
+        allowed = rule_text("in", ", ".join(repr(v) for v in field.closed_values))
+        return [fn.when(column.isNotNull() & ~column.isin(list(field.closed_values)),
+                        fn.concat(fn.lit(f"column '{name}': must be {allowed} (got '"), column, fn.lit("')")))]
+    if not bounds or not (spark_type.split("(")[0] in NUMERIC_TYPES or spark_type == "string"):
         return []
     value = as_number(name, spark_type)
     finite = value.isNotNull() & ~fn.isnan(value) & (fn.abs(value) != float("inf"))
-    return [fn.when(finite & ~holds(value, bound),
-                    fn.concat(fn.lit(f"column '{name}': must be {words} {bound:g} (got "), value.cast("string"),
+    # getattr(operator, "ge") is >=, and so on: the bounds' keys are the operators' names.
+    return [fn.when(finite & ~getattr(operator, op)(value, bound),
+                    fn.concat(fn.lit(f"column '{name}': must be {rule_text(op, bound)} (got "), value.cast("string"),
                               fn.lit(")")))
-            for attribute, words, holds in BOUNDS if (bound := getattr(field, attribute)) is not None]
+            for op, bound in bounds.items()]
 
 
 def _field_problem(field: InputField, spark_type: str):
@@ -415,8 +410,9 @@ class Outcome:
 def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str] | None,
         run_id: str) -> Outcome:
     """Score `input_table` into `output_table`, its bad rows into `rejects_table`, each in the run's own partition
-    (replace_run). The rows and rejects are counted while the predictions are written (a Spark Observation), not in a
-    pass of their own: the table is read once on a night without bad rows, twice with some."""
+    (replace_run; the rejects' with no rows when none is rejected). The rows and rejects are counted while the
+    predictions are written (a Spark Observation), not in a pass of their own: the table is read once on a night without
+    bad rows, twice with some."""
     from pyspark.sql import Observation
     from pyspark.sql import functions as fn
 
@@ -432,9 +428,11 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     replace_run(spark, predictions(valid, shared, manifest, keys, run_id, scored_at, source_version=model.source_version),
                 name(output_table), run_id)
     counts = observed.get
-    if counts["rejected"]:
-        replace_run(spark, rejects(frame, keys, manifest, run_id, scored_at, model.source_version), name(rejects_table),
-                    run_id)
+    if counts["rejected"] or spark.catalog.tableExists(name(rejects_table)):
+        bad = rejects(frame, keys, manifest, run_id, scored_at, model.source_version)
+        # None rejected: the partition replaced by no rows (limit 0 reads nothing), so a repaired run keeps no rejects
+        # of its failed attempt.
+        replace_run(spark, bad if counts["rejected"] else bad.limit(0), name(rejects_table), run_id)
     return Outcome(counts["rows"], counts["rows"] - counts["rejected"], counts["rejected"], time.perf_counter() - started)
 
 

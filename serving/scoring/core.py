@@ -20,7 +20,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from . import metrics, privacy, requestlog
 from .fastpath import FastMlflow, FastRecords
-from .model import Columns, Manifest, Scorer
+from .model import Columns, Manifest, Scorer, rule_text
 from .settings import Settings
 
 
@@ -108,19 +108,15 @@ def describe_error(error: Any, records_key: str | None = "records") -> Problem:
     return Problem(record, None if field is None else str(field), problem, kind)
 
 
-# pydantic's error types for a value outside the contract (schemas.value_type) -> (context key, what is allowed).
-CONTRACT_ERRORS = {"greater_than_equal": ("ge", "at least"), "less_than_equal": ("le", "at most"),
-                   "greater_than": ("gt", "greater than"), "less_than": ("lt", "less than"),
-                   "literal_error": ("expected", "one of")}
+# pydantic's error types for a value outside the contract (schemas.value_type) -> the rule (model.RULE_WORDS).
+CONTRACT_ERRORS = {"greater_than_equal": "ge", "less_than_equal": "le", "greater_than": "gt", "less_than": "lt",
+                   "literal_error": "in"}
 
 
 def contract_problem(kind: str, context: dict) -> str:
     """'must be at least 18', 'must be one of 'a', 'b' or 'c'': the bound or the values the contract allows."""
-    key, words = CONTRACT_ERRORS[kind]
-    allowed = context.get(key)
-    if isinstance(allowed, float) and allowed.is_integer():
-        allowed = int(allowed)  # 18, not 18.0: the contract's bound as its author wrote it
-    return f"must be {words} {allowed}"
+    rule = CONTRACT_ERRORS[kind]
+    return f"must be {rule_text(rule, context.get('expected' if rule == 'in' else rule))}"
 
 
 class Scored(NamedTuple):  # built on every request: a NamedTuple is cheaper to make than a frozen dataclass

@@ -10,8 +10,8 @@ The rules, per input of the manifest (scoring/model.py InputField), as schemas.p
   string -> str, double/float -> float, long/integer -> int, boolean -> bool; each may be null (the pipeline imputes)
   strict: no boolean for a number, no number for a string, an integer is taken for a float (as a float),
           NaN and +-Infinity refused (not JSON; a float literal beyond the float range would be infinity)
-  the contract's bounds: minimum -> ge, maximum -> le, greater_than -> gt, less_than -> lt
-  a closed category (values given, not `open`) -> one of its values; an open one, any string
+  the contract's bounds as InputField.bounds() gives them (ge/gt, le/lt: one a side)
+  a closed category (InputField.closed_values) -> one of its values; an open one, any string
   no unknown field, no missing one; 1..max_records records
 Records are msgspec Structs in the signature's order: a column is one attribute per record, and msgspec encodes them
 for the request log without a dict per record.
@@ -33,28 +33,24 @@ TYPES: dict[str, type] = {"string": str, "double": float, "float": float, "long"
 
 
 def _bounds(field: InputField, finite: bool, int64: bool = False) -> dict[str, float]:
-    """msgspec.Meta's bounds: the contract's (the stricter of an inclusive and an exclusive one on the same side),
-    and for a float, the float range (msgspec takes at most one bound per side)."""
-    least, most = (-sys.float_info.max, sys.float_info.max) if finite else INT64 if int64 else (None, None)
-    bounds: dict[str, float] = {}
-    for inclusive, exclusive, key, strict, pick in ((field.minimum, field.greater_than, "ge", "gt", max),
-                                                    (field.maximum, field.less_than, "le", "lt", min)):
-        fallback = least if key == "ge" else most
-        if exclusive is not None and (inclusive is None or pick(inclusive, exclusive) == exclusive):
-            bounds[strict] = exclusive
-        elif inclusive is not None:
-            bounds[key] = inclusive
-        elif fallback is not None:
-            bounds[key] = fallback
+    """msgspec.Meta's bounds: the contract's (InputField.bounds, one a side as msgspec takes them), and on a side
+    without one, for a float the float range (a literal beyond it is infinity), for V2's integers the 64-bit range."""
+    bounds = field.bounds()
+    if finite or int64:
+        least, most = (-sys.float_info.max, sys.float_info.max) if finite else INT64
+        if not bounds.keys() & {"ge", "gt"}:
+            bounds["ge"] = least
+        if not bounds.keys() & {"le", "lt"}:
+            bounds["le"] = most
     return bounds
 
 
 def value_type(field: InputField, int64: bool = False) -> Any:
     """One input's type: its JSON type with the contract's bounds or closed values, or null."""
     kind = TYPES[field.type]
-    if kind is str and field.values is not None and not field.open:
+    if field.closed_values is not None:
         literal: Any = Literal  # the values are known only at run time
-        return literal[tuple(field.values)] | None
+        return literal[field.closed_values] | None
     bounds = _bounds(field, finite=kind is float, int64=int64) if kind in (int, float) else {}
     meta: Any = msgspec.Meta  # its overloads want literal keywords; these are known at run time
     return Annotated[kind, meta(**bounds)] | None if bounds else kind | None

@@ -38,6 +38,7 @@ packaging's equivalence check; apart, each would import the others.
 from __future__ import annotations
 
 import json
+import math
 from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,17 @@ RUNTIMES = ("onnx", "sklearn", "pyfunc")
 CLASSIFIERS = ("binary", "multiclass")
 
 Columns = Mapping[str, Sequence[Any]]  # column name -> one value per record (None = missing)
+NUMBER_TYPES = ("double", "float", "long", "integer")  # the types a contract's bounds apply to (not boolean)
+WHOLE = {"ge": math.ceil, "le": math.floor, "gt": math.floor, "lt": math.ceil}  # an integer column's (see bounds())
+# The contract's rules as every refusal words them (the service's, scoring/core.py, and the batch job's).
+RULE_WORDS = {"ge": "at least", "le": "at most", "gt": "greater than", "lt": "less than", "in": "one of"}
+
+
+def rule_text(rule: str, allowed: object) -> str:
+    """'at least 18' (not 18.0: as the contract's author wrote it), "one of 'a', 'b'": a rule of RULE_WORDS."""
+    if isinstance(allowed, float) and allowed.is_integer():
+        allowed = int(allowed)
+    return f"{RULE_WORDS[rule]} {allowed}"
 
 
 @dataclass(frozen=True)
@@ -65,7 +77,7 @@ class InputField:
     name: str
     type: str  # MLflow type: "string", "double", "float", "long", "integer", "boolean"
     description: str = ""
-    minimum: float | None = None  # inclusive bounds and exclusive ones, from the contract: enforced (schemas.py)
+    minimum: float | None = None  # inclusive bounds and exclusive ones, from the contract: enforced as bounds() says
     maximum: float | None = None
     greater_than: float | None = None
     less_than: float | None = None
@@ -75,6 +87,27 @@ class InputField:
     @property
     def is_string(self) -> bool:
         return self.type == "string"
+
+    @property
+    def closed_values(self) -> tuple[str, ...] | None:
+        """The only values a text column takes (its contract lists them and is not `open`), else None."""
+        return self.values if self.is_string and self.values is not None and not self.open else None
+
+    def bounds(self) -> dict[str, float]:
+        """The bounds a number must meet, as every consumer enforces them (schemas.py, fastpath.py, serving/batch.py):
+        {"ge" or "gt": lower, "le" or "lt": upper}, a side's stricter one (msgspec takes one a side); an integer
+        column's, the integer one that admits the same integers (pydantic's int takes no other): ge 17.5 -> ge 18,
+        le 99.5 -> le 99, gt 0.5 -> gt 0, lt 2.5 -> lt 3. Empty for text and booleans."""
+        if self.type not in NUMBER_TYPES:
+            return {}
+        whole, found = self.type in ("long", "integer"), dict[str, float]()
+        for sign, side in ((1, (("ge", self.minimum), ("gt", self.greater_than))),
+                           (-1, (("le", self.maximum), ("lt", self.less_than)))):
+            given = [(op, WHOLE[op](value) if whole else value) for op, value in side if value is not None]
+            if given:  # the further in; at a tie, the exclusive one
+                *_, op, bound = max((sign * bound, op in ("gt", "lt"), op, bound) for op, bound in given)
+                found[op] = bound
+        return found
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> InputField:

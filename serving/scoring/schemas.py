@@ -11,13 +11,12 @@ refused, so the model never scores a value it was not built for as if it were an
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter, create_model
 from typing_extensions import TypedDict
 
-from .model import InputField, Manifest
+from .model import InputField, Manifest, rule_text
 
 PYTHON_TYPES: dict[str, Any] = {
     "string": str,
@@ -27,9 +26,6 @@ PYTHON_TYPES: dict[str, Any] = {
     "integer": int,
     "boolean": bool,
 }
-NUMBER_TYPES = ("double", "float", "long", "integer")  # the types a contract's bounds apply to (not boolean)
-INTEGER_TYPES = ("long", "integer")
-
 RECORD_CONFIG = ConfigDict(strict=True, extra="forbid", allow_inf_nan=False)
 Extra = Literal["forbid", "ignore"]
 
@@ -74,11 +70,8 @@ def field_description(field: InputField) -> str:
     """The contract's description of a column, its bounds and allowed values (a value outside them is refused;
     an open column's listed values are the known ones, another is accepted), and that null means unknown."""
     parts = [field.description] if field.description else []
-    bounds = [f"{words} {value:g}" for value, words in ((field.minimum, "at least"), (field.maximum, "at most"),
-                                                        (field.greater_than, "greater than"),
-                                                        (field.less_than, "less than")) if value is not None]
-    if bounds and field.type in NUMBER_TYPES:
-        parts.append(f"{' and '.join(bounds)} (another value is refused)")
+    if bounds := field.bounds():
+        parts.append(f"{' and '.join(rule_text(op, bound) for op, bound in bounds.items())} (another value is refused)")
     if field.values is not None and field.is_string:
         parts.append(f"known values {', '.join(field.values)} (another is accepted: scored as a value the model never "
                      "saw)" if field.open else f"one of {', '.join(field.values)} (another value is refused)")
@@ -86,34 +79,19 @@ def field_description(field: InputField) -> str:
     return "; ".join(parts)
 
 
-def bounds(field: InputField) -> dict[str, float]:
-    """The column's bounds as pydantic's constraints (ge, le, gt, lt). For an integer column, each bound is made the
-    integer one that admits the same integers (pydantic's int validator takes integer bounds only):
-    ge 17.5 -> ge 18, le 99.5 -> le 99, gt 0.5 -> gt 0, lt 2.5 -> lt 3."""
-    if field.type not in NUMBER_TYPES:
-        return {}
-    found = {key: value for key, value in (("ge", field.minimum), ("le", field.maximum), ("gt", field.greater_than),
-                                           ("lt", field.less_than)) if value is not None}
-    if field.type in INTEGER_TYPES:
-        rounding = {"ge": math.ceil, "le": math.floor, "gt": math.floor, "lt": math.ceil}
-        return {key: rounding[key](value) for key, value in found.items()}
-    return found
-
-
 def value_type(field: InputField) -> Any:
     """One value of the column, as the contract allows it (not null: the caller adds it): a closed category's
-    values as a Literal (an enum in the schema), a number within its bounds."""
+    values as a Literal (an enum in the schema), a number within its bounds (InputField.bounds)."""
     if field.type not in PYTHON_TYPES:
         raise ValueError(f"input '{field.name}' has unsupported type {field.type!r}; "
                          f"supported: {', '.join(PYTHON_TYPES)}")
     kind = PYTHON_TYPES[field.type]
-    if field.is_string and field.values is not None and not field.open:
+    if field.closed_values is not None:
         literal: Any = Literal  # the values are known only at run time
-        return literal[field.values]
-    found = bounds(field)
-    if not found:
+        return literal[field.closed_values]
+    if not (bounds := field.bounds()):
         return kind
-    return Annotated[kind, Field(ge=found.get("ge"), le=found.get("le"), gt=found.get("gt"), lt=found.get("lt"))]
+    return Annotated[kind, Field(ge=bounds.get("ge"), le=bounds.get("le"), gt=bounds.get("gt"), lt=bounds.get("lt"))]
 
 
 def _number_as_text(value: object) -> object:

@@ -285,6 +285,22 @@ def test_a_retried_batch_run_replaces_its_own_rows(workspace, batch_run):
         assert written.groupby("scoring_run_id").size().to_dict() == {"3001": rows, "3002": rows}, table
 
 
+
+def test_a_repaired_batch_run_keeps_no_rejects_of_its_failed_attempt(workspace, batch_run):
+    """A repair keeps the run id: once the input is fixed, the run's rejects are gone (none of its rows is both scored
+    and rejected) and every row is scored. (Runs after the tests above, which read the bad rows' attempts.)"""
+    local, _ = workspace
+    job, _, frame = batch_run
+    task = job.tasks[0]
+    fixed = local.root / "data" / "portfolio-fixed.parquet"
+    frame.drop(index=[10, 11, 12, 13]).to_parquet(fixed, index=False)  # batch_run's bad rows left out
+    local.create_table(parameter(task, "--input-table"), fixed)
+    succeeded(local.run_job(job, "3001", say=lambda _: None))  # the repair of run 3001
+    rejects = local.read_table(parameter(task, "--rejects-table")).groupby("scoring_run_id").size().to_dict()
+    assert rejects == {"3002": BAD_ROWS}  # another run's rejects stay
+    predictions = local.read_table(parameter(task, "--output-table")).groupby("scoring_run_id").size().to_dict()
+    assert predictions == {"3001": BATCH_ROWS - BAD_ROWS, "3002": BATCH_ROWS - BAD_ROWS}
+
 def test_the_search_ran_as_spark_tasks_each_candidate_a_child_run(workspace, first_run, model):
     local, declared = workspace
     train = declared.jobs["databricks-job"].tasks[0]

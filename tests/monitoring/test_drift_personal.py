@@ -67,3 +67,16 @@ def test_a_window_logged_partly_before_the_change_compares_the_records_that_carr
     [version] = json.loads((tmp_path / "out" / "drift_report.json").read_text())["versions"]
     assert version["status"] == "no drift" and version["not_logged"] == []
     assert all(version["features"][name]["missing_fraction_window"] < 0.2 for name in personal)
+
+
+def test_the_mlflow_run_says_which_columns_were_not_logged(window, registry, manifest, personal, tmp_path):
+    """A dropped personal column has no psi_<column> metric: the run's `not_logged` tag says why the series stops."""
+    from mlflow.tracking import MlflowClient
+
+    log = rewritten(window("clean"), tmp_path / "dropped.jsonl", "drop", manifest)
+    drift.main(["--log", str(log), "--out", str(tmp_path / "out"), "--tracking-uri", registry["tracking_uri"],
+                "--experiment", "drift-not-logged-test"])
+    client = MlflowClient(tracking_uri=registry["tracking_uri"])
+    [run] = client.search_runs([client.get_experiment_by_name("drift-not-logged-test").experiment_id])
+    assert run.data.tags["not_logged"] == ", ".join(personal)
+    assert not {f"psi_{name}" for name in personal} & set(run.data.metrics)

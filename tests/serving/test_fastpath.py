@@ -32,17 +32,18 @@ INPUTS = [
     {"name": "free_long", "type": "long"},
     {"name": "age", "type": "integer", "minimum": 18, "maximum": 120},
     {"name": "exclusive_int", "type": "long", "greater_than": -3, "less_than": 3},
+    {"name": "rounded_int", "type": "long", "greater_than": 0.5, "maximum": 99.5},  # bounds made integers
     {"name": "flag", "type": "boolean"},
     {"name": "closed", "type": "string", "values": ["red", "blue"]},
     {"name": "open", "type": "string", "values": ["red", "blue"], "open": True},
     {"name": "text", "type": "string"},
 ]
 VALID = {"free_double": 1.5, "bounded_double": 50.0, "open_interval": 0.5, "both_lower": 0.75, "free_long": 7,
-         "age": 40, "exclusive_int": 0, "flag": True, "closed": "red", "open": "red", "text": "x"}
+         "age": 40, "exclusive_int": 0, "rounded_int": 40, "flag": True, "closed": "red", "open": "red", "text": "x"}
 NUMBERS = ["0", "-0", "-0.0", "1", "5", "5.0", "5.5", "100", "100.0", "100.0000001", "99.9999999", "18", "17", "120",
            "121", "17.5", "0.5", "0.50000001", "1e-300", "-1e-300", "1", "0.9999999999", "-3", "-2", "2", "3", "1e2",
            "-1", "1e400", "-1e400", "1.7976931348623157e308", "12345678901234567890123", "-12345678901234567890123",
-           "9223372036854775808", "19", "119", "18.5", "-3.5", "-2.5", "2.5", "3.5", "-4", "4", "0.4999999",
+           "9223372036854775808", "19", "119", "18.5", "99", "99.5", "-3.5", "-2.5", "2.5", "3.5", "-4", "4", "0.4999999",
            "1.0000001", "-0.0000001", "0.0000001"]
 OTHERS = ["NaN", "Infinity", "-Infinity", "true", "false", "null", '"5"', '"red"', '"blue"', '"Red"', '"green"', '""',
           '"\\u00e9"', '"\\ud800"', "[1]", "{}", '["red"]']
