@@ -34,7 +34,7 @@ Who may call it (serving.auth.mode):
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pulumi
@@ -65,6 +65,8 @@ class ContainerAppArgs:
     env: dict[str, str]
     secret_env: dict[str, pulumi.Output[str]]  # variable -> secret value (infra/program.py secret_env)
     tags: dict[str, str]
+    # declared, no variable refers to them: a secret an old revision may still use (infra/program.py retired_secrets)
+    retired_secrets: dict[str, pulumi.Output[str]] = field(default_factory=dict)
 
 
 # The managed environment's log categories, each its own table: console (the request log), system (restarts) and
@@ -228,7 +230,7 @@ class ContainerAppService(pulumi.ComponentResource):
                                         traffic=traffic(s), ip_security_restrictions=restrictions),
                 # Pull by identity: no password, no secret in the app.
                 registries=[app.RegistryCredentialsArgs(server=args.registry_server, identity=args.pull_identity_id)],
-                secrets=secrets(args.secret_env)),
+                secrets=secrets({**args.retired_secrets, **args.secret_env})),
             template=app.TemplateArgs(
                 containers=[app.ContainerArgs(
                     name=CONTAINER_NAME, image=image, probes=probes(args.serving.port),

@@ -153,7 +153,21 @@ def secret_env(s: StackSettings) -> dict[str, pulumi.Output[str]]:
     """The container variables whose values are secrets: secret Outputs, encrypted in the state, and on each target a
     platform secret the container variable refers to, never a plain value in the app's or pod's definition."""
     key = s.request_log_pseudonym_key
-    return {} if key is None else {"REQUEST_LOG_PSEUDONYM_KEY": pulumi.Output.secret(key.get_secret_value())}
+    if key is None or s.observability.request_log_personal != "pseudonymise":
+        return {}
+    return {"REQUEST_LOG_PSEUDONYM_KEY": pulumi.Output.secret(key.get_secret_value())}
+
+
+def retired_secrets(s: StackSettings) -> dict[str, pulumi.Output[str]]:
+    """Secrets no variable refers to any more but still declared: the pseudonym key of a stack leaving pseudonymise.
+    Container Apps refuses to delete a secret an active revision refers to ("Before you delete a secret, deploy a new
+    revision that no longer references the old secret. Then deactivate all revisions that reference the secret":
+    learn.microsoft.com/azure/container-apps/manage-secrets; hashicorp/terraform-provider-azurerm#22493), and during a
+    release the stable revision still does. The user removes the key once that release has completed."""
+    key = s.request_log_pseudonym_key
+    if key is None or s.observability.request_log_personal == "pseudonymise":
+        return {}
+    return {"REQUEST_LOG_PSEUDONYM_KEY": pulumi.Output.secret(key.get_secret_value())}
 
 
 def serve(s: StackSettings, image: pulumi.Output[str], group: resources.ResourceGroup, observability: Observability,
@@ -179,7 +193,7 @@ def serve(s: StackSettings, image: pulumi.Output[str], group: resources.Resource
         serving=s.serving, log_analytics_workspace_id=observability.workspace_id, image=image,
         registry_server=registry.login_server, pull_identity_id=registry.pull_identity.id,
         acr_pull_role_assignment=registry.pull_role_assignment, env=container_env(s), secret_env=secret_env(s),
-        tags=s.tags))
+        retired_secrets=retired_secrets(s), tags=s.tags))
     return {"endpoint_url": service.endpoint_url, "latest_revision_name": service.latest_revision_name,
             "candidate_url": service.candidate_url, "serving_revision": service.serving_revision,
             # what a release left: the candidate's traffic (scripts/release.py reads a failed shift from it)

@@ -546,6 +546,14 @@ class ServingSettings(Section):
              "serving.containerApp.infrastructureSubnetId: an internal environment lives in a VNet subnet (Azure "
              "refuses it without one)")
         self.check_memory(SMALLEST_RUNTIME)
+        # Container Apps scales out at `concurrency` requests in progress per replica; a replica whose workers refuse
+        # (503) before that never makes the scaler add one. Twice over: the kernel spreads connections, not requests,
+        # over the workers, so one worker meets its cap before the replica's total does.
+        cap = self.max_in_flight * self.web_concurrency
+        rule(self.target != "containerapps" or cap >= 2 * self.container_app.concurrency,
+             f"@maxInFlight x @webConcurrency ({cap}) must be at least twice @containerApp.concurrency "
+             f"({self.container_app.concurrency}), the requests per replica at which Container Apps scales out: "
+             "a replica would refuse requests (503) before a new one is added")
 
     def check_memory(self, runtime: str) -> None:
         """What the bodies a container may hold, their parses and its processes take fits its memory (the OOM killer
@@ -599,6 +607,11 @@ class PromotionSettings(Section):
                                                     "by CI)", None)
     pinned_model_version: ModelVersion | None = key("rollback: the source model version the pinned digest serves (set "
                                                     "with pinnedDigest)", None)
+    pinned_personal_checked: bool = key("rollback: you checked that the pinned image honours "
+                                        "observability.requestLogPersonal (README, Roll back): an image older than its "
+                                        "/ready report of it is then not refused by the smoke test; on AKS, where the "
+                                        "pin serves before its smoke test, a pin without it is refused (true|false)",
+                                        False)
 
     def rules(self) -> None:
         rule((self.tested_digest is None) == (self.tested_model_version is None), "@testedDigest and "
@@ -606,6 +619,8 @@ class PromotionSettings(Section):
         rule((self.pinned_digest is None) == (self.pinned_model_version is None), "@pinnedDigest and "
              "@pinnedModelVersion go together: a rollback names the image and the model version it serves")
         rule(not self.pinned or self.enabled, "@pinnedDigest needs @sourceStack: only a promotion target can pin")
+        rule(self.pinned or not self.pinned_personal_checked, "@pinnedPersonalChecked is about a pinned image: set it "
+             "with @pinnedDigest, and remove it with the pin")
 
     @property
     def enabled(self) -> bool:
@@ -651,20 +666,20 @@ class StackSettings(Identity):
     request_log_pseudonym_key: SecretStr | None = key(
         f"a secret, set with `pulumi config set --secret {NAMESPACE}:{PSEUDONYM_KEY} <value>` (e.g. `openssl rand "
         f"-hex 32`): the HMAC key of observability.requestLogPersonal pseudonymise, at least {MIN_PSEUDONYM_KEY_CHARS} "
-        "characters; refused with drop or keep. A new key gives every value a new pseudonym", None,
+        "characters. A new key gives every value a new pseudonym. Leaving pseudonymise, keep it set until that "
+        "release has completed, then remove it: with drop or keep it stays declared (unused) on Container Apps, "
+        "which refuses to delete a secret an active revision still refers to", None,
         shown="required for pseudonymise")
     _stack: str = PrivateAttr("")
 
     def rules(self) -> None:
-        """The pseudonym key goes with pseudonymise: required there, and refused elsewhere, where it would only
-        suggest that the log is pseudonymised while it is not (keep it outside the stack while it is unused)."""
+        """The pseudonym key goes with pseudonymise: required there. With drop or keep it may stay set while a stack
+        leaves pseudonymise (infra/program.py retired_secrets: Container Apps keeps it declared, unused, because
+        it refuses to delete a secret the stable revision still refers to during the release)."""
         mode, secret = self.observability.request_log_personal, self.request_log_pseudonym_key
         rule(secret is not None or mode != "pseudonymise", f"@{PSEUDONYM_KEY} is required with "
              f"@observability.requestLogPersonal pseudonymise: set it with `pulumi config set --secret "
              f"{NAMESPACE}:{PSEUDONYM_KEY} <at least {MIN_PSEUDONYM_KEY_CHARS} random characters>`")
-        rule(secret is None or mode == "pseudonymise", f"@{PSEUDONYM_KEY} is set but @observability.requestLogPersonal "
-             f"is {mode}: the key is used only with pseudonymise (allowed values: drop, keep, pseudonymise); set "
-             f"pseudonymise or `pulumi config rm {NAMESPACE}:{PSEUDONYM_KEY}`")
         length = len(secret.get_secret_value()) if secret is not None else MIN_PSEUDONYM_KEY_CHARS
         rule(length >= MIN_PSEUDONYM_KEY_CHARS, f"@{PSEUDONYM_KEY} must be a secret of at least "
              f"{MIN_PSEUDONYM_KEY_CHARS} characters, got {length}")

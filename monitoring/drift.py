@@ -476,7 +476,7 @@ def log_to_mlflow(args: argparse.Namespace, report: dict, out: Path) -> None:
     for version in report["versions"]:
         tags = {"model_name": version["model_name"], "model_version": version["model_version"],
                 "drift_status": version["status"]}
-        if "not_logged" in version:  # why a psi_<column> series stops: the column is no longer in the log
+        if version.get("not_logged"):  # why a psi_<column> series stops: the column is no longer in the log
             tags["not_logged"] = ", ".join(version["not_logged"])
         with mlflow.start_run(run_name=f"drift {version['model_name']} v{version['model_version']}", tags=tags):
             mlflow.log_params({"psi_threshold": args.psi_threshold, "p_value": args.p_value,

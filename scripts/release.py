@@ -23,7 +23,7 @@ from enum import Enum
 from typing import Any, Protocol
 
 from infra import model_source
-from infra.settings import PromotionSettings, StackSettings
+from infra.settings import StackSettings
 from scripts import smoke_from
 from scripts.pulumi_stack import PulumiStack
 
@@ -228,16 +228,24 @@ def image_digest(outputs: Mapping[str, str]) -> str:
     return outputs.get("image_digest") or outputs.get("image_ref", "").rpartition("@")[2]
 
 
-def expected_artifact(promotion: PromotionSettings, digest: str | None, version: str | None,
+def expected_artifact(s: StackSettings, digest: str | None, version: str | None,
                       say: Callable[[str], None]) -> tuple[str | None, str | None]:
     """What the stack must serve after the release: what staging tested, or, while the stack is pinned (a
-    rollback by config), the pinned digest and version."""
+    rollback by config), the pinned digest and version. A pin on AKS must say its image was checked for the personal
+    columns first (promotion.pinnedPersonalChecked): the Deployment rolls to it before any smoke test can look."""
+    promotion = s.promotion
     if not promotion.pinned:
         return digest, version
+    if s.serving.target == "aks" and s.observability.request_log_personal != "keep" \
+            and not promotion.pinned_personal_checked:
+        raise ReleaseFailed(f"a pin on AKS serves before its smoke test, and an image older than {PERSONAL_LABEL} may "
+                            "log the personal columns whatever observability.requestLogPersonal says: check the pinned "
+                            "image (README, Roll back), then set promotion.pinnedPersonalChecked: true")
     say(f"pinned to {promotion.pinned_digest} (model version {promotion.pinned_model_version}): a rollback by "
-        "config; what staging tested is not promoted until the pin is removed. An image without the label "
-        f"{PERSONAL_LABEL} logs the personal columns whatever observability.requestLogPersonal says: its smoke test "
-        "fails unless the stack keeps them (README, Roll back)")
+        "config; what staging tested is not promoted until the pin is removed"
+        + ("" if promotion.pinned_personal_checked else
+           f". An image older than {PERSONAL_LABEL} does not report how it logs the personal columns: its smoke test "
+           "fails unless promotion.pinnedPersonalChecked says you checked it (README, Roll back)"))
     return promotion.pinned_digest, promotion.pinned_model_version
 
 
@@ -285,7 +293,7 @@ def main(argv: list[str] | None = None, stack_for: Callable[[str, dict[str, str]
     try:
         s = stack.settings()
         release.smoke = smoke or smoke_from.smoke_for(s, os.environ)
-        digest, version = expected_artifact(s.promotion, args.expect_digest, args.expect_model_version, release.note)
+        digest, version = expected_artifact(s, args.expect_digest, args.expect_model_version, release.note)
         outputs = release.run()
         check_promoted(outputs, digest, version)
     except Exception as failure:  # a refused `up` included: say what serves, fail the job

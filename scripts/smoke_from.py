@@ -94,7 +94,8 @@ def smoke_in_cluster(resource_group: str, cluster: str, env: Mapping[str, str], 
 def smoke_for(s: StackSettings, env: Mapping[str, str], run: Run = run_command) -> Smoke:
     """The smoke test from where the endpoint is reachable; refused (before any `up`) where it is not. It also checks
     the service treats the personal columns as the stack says (a pinned image older than the setting logs them)."""
-    personal = s.observability.request_log_personal
+    # A pin the operator checked (promotion.pinnedPersonalChecked) may be older than /ready's report: not refused for it.
+    personal = None if s.promotion.pinned and s.promotion.pinned_personal_checked else s.observability.request_log_personal
     if s.serving.target == "aks":
         return smoke_in_cluster(s.names.resource_group, s.names.aks_cluster, env, run, personal)
     if s.serving.auth.mode == "internal" and env.get("RUNNER_ENVIRONMENT") != "self-hosted":

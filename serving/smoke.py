@@ -138,15 +138,16 @@ def run(base: str, manifest: Path | None = None, expect_version: str | None = No
 
 def check_personal(ready: dict, expected: str | None, say=print) -> None:
     """The request log keeps of the personal columns what the stack says (observability.requestLogPersonal). An image
-    built before that setting (a rollback's pin, say) reports nothing and logs them whole: refused unless the stack
-    keeps them anyway."""
+    that does not report it is older than this check: those built before the setting log the columns whole, those
+    after it honour it but cannot say so. Refused unless the stack keeps them (or the release was told the pinned
+    image was checked: promotion.pinnedPersonalChecked, scripts/smoke_from.py)."""
     if expected is None or expected == "keep":
         return
     found = ready.get("request_log_personal")
     if found != expected:
-        raise SmokeFailure(f"/ready: the request log's personal columns are "
-                           f"{repr(found) if found else 'not reported (an image older than the setting: it logs them whole)'}"
-                           f", the stack says {expected!r}")
+        said = repr(found) if found else ("not reported (an image older than this check: it may log them whole; "
+                                          "check it, README Roll back)")
+        raise SmokeFailure(f"/ready: the request log's personal columns are {said}, the stack says {expected!r}")
     say(f"ok   /ready (request log personal columns: {found})")
 
 

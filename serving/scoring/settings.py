@@ -4,7 +4,7 @@ names the variable and what it accepts."""
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .privacy import MODES as PERSONAL_MODES
@@ -72,7 +72,7 @@ class Settings:
     body_timeout_s: int = BODY_TIMEOUT_S  # a body not received whole by then is answered 408
     max_in_flight: int = MAX_IN_FLIGHT  # scoring requests in progress per worker; more are answered 503
     request_log_personal: str = "drop"  # the contract's personal columns in the request log (scoring/privacy.py)
-    request_log_pseudonym_key: bytes | None = None
+    request_log_pseudonym_key: bytes | None = field(default=None, repr=False)  # a secret: never in a repr or a log
 
     @classmethod
     def from_env(cls) -> Settings:

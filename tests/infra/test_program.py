@@ -727,6 +727,23 @@ def test_container_apps_passes_the_key_as_an_app_secret_the_variable_refers_to(e
     assert containerapp.SECRETS_VERSION not in str(plain.inputs["template"])
 
 
+def test_leaving_pseudonymise_keeps_the_secret_declared_until_the_key_is_removed(evaluate):
+    """Container Apps refuses to delete a secret an active revision refers to, and during a release the stable
+    (pseudonymising) revision does: the change that leaves pseudonymise keeps the key declared, no variable refers to
+    it, and its removal comes in a later change (audit 2 #1)."""
+    for mode in ("drop", "keep"):
+        ev = evaluate("dev", {**PSEUDONYMISE, "observability.requestLogPersonal": mode})
+        app = ev.one(APP)
+        [secret] = app.inputs["configuration"]["secrets"]
+        assert secret["value"] == PSEUDONYM_KEY
+        env = {var["name"]: var for var in app.inputs["template"]["containers"][0]["env"]}
+        assert "REQUEST_LOG_PSEUDONYM_KEY" not in env and env["REQUEST_LOG_PERSONAL"]["value"] == mode
+        assert containerapp.SECRETS_VERSION not in env, "no variable refers to a secret: no version to roll on"
+        assert set(the_key_is_secret_wherever_it_goes(ev)) == {f"{APP} configuration.secrets[0].value"}
+    aks = evaluate("dev", {**PSEUDONYMISE, "observability.requestLogPersonal": "drop", "serving.target": "aks"})
+    assert not aks.of_type("kubernetes:core/v1:Secret"), "AKS deletes a Secret a running pod uses without refusing"
+
+
 def test_the_secrets_version_is_drawn_again_only_when_the_secrets_change():
     provider = containerapp.SecretsVersionProvider()
     created = provider.create({"secrets": {"KEY": "a" * 40}, "version": None}).outs

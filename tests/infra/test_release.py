@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 
 from infra import stack_files
 from infra.promotion import CANDIDATE_ALIAS
-from infra.settings import PromotionSettings, StackSettings, from_values
+from infra.settings import ConfigError, StackSettings, from_values
 from scripts import pulumi_stack, release, smoke_from
 from scripts.release import Release, ReleaseFailed, State
 from testing import mockcloud
@@ -225,11 +225,11 @@ def test_a_pinned_prod_must_serve_its_pin_not_what_staging_tested():
     """A rollback by config (promotion.pinnedDigest) goes through the same release: the check follows the pin."""
     values = stack_files.apply_overrides(stack_files.stack_values("prod"), {
         "promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6"})
-    pinned = from_values("prod", values, {}).promotion
+    pinned = from_values("prod", values, {})
     said: list[str] = []
     assert release.expected_artifact(pinned, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "0f" * 32, "6")
     assert said and "a rollback by config" in said[0]
-    following = from_values("prod", stack_files.stack_values("prod"), {}).promotion
+    following = from_values("prod", stack_files.stack_values("prod"), {})
     assert release.expected_artifact(following, "sha256:" + "ab" * 32, "7", said.append) == ("sha256:" + "ab" * 32, "7")
 
 
@@ -560,8 +560,29 @@ def test_the_image_declares_the_personal_modes_it_honours_and_a_pinned_release_s
     dockerfile = Path(release.__file__).resolve().parents[1].joinpath("serving", "Dockerfile").read_text()
     found = re.search(rf'{re.escape(release.PERSONAL_LABEL)}="([^"]*)"', dockerfile)
     assert found and set(found[1].split()) == set(MODES)
+    pin = {"promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6"}
     said: list[str] = []
-    pinned = PromotionSettings(source_stack="staging", pinned_digest="sha256:" + "a" * 64,
-                                        pinned_model_version="3")
-    release.expected_artifact(pinned, None, None, said.append)
-    assert release.PERSONAL_LABEL in said[0] and "requestLogPersonal" in said[0]
+    release.expected_artifact(from_values("prod", stack_files.apply_overrides(stack_files.stack_values("prod"), pin), {}),
+                              None, None, said.append)
+    assert release.PERSONAL_LABEL in said[0] and "promotion.pinnedPersonalChecked" in said[0]
+
+
+def test_a_pin_on_aks_is_refused_before_any_up_unless_its_image_was_checked():
+    """On AKS the Deployment rolls to the pin before its smoke test can ask /ready how it logs the personal columns:
+    the release refuses an unchecked pin before any `up` (audit 2 #3); checked, or with the columns kept, it goes on."""
+    pin = {"promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6", "serving.target": "aks"}
+
+    def settings(extra: dict) -> StackSettings:
+        return from_values("prod", stack_files.apply_overrides(stack_files.stack_values("prod"), {**pin, **extra}), {})
+    with pytest.raises(ReleaseFailed, match=r"a pin on AKS serves before its smoke test.*pinnedPersonalChecked: true"):
+        release.expected_artifact(settings({}), None, None, print)
+    for extra in ({"promotion.pinnedPersonalChecked": True}, {"observability.requestLogPersonal": "keep"}):
+        assert release.expected_artifact(settings(extra), None, None, print) == ("sha256:" + "0f" * 32, "6")
+    checked = settings({"promotion.pinnedPersonalChecked": True})
+    command = []
+    smoke_from.smoke_for(checked, {}, run=lambda argv: command.append(argv) or json.dumps({"exitCode": 0}))(
+        "http://10.0.0.4", {"image_ref": "cr.azurecr.io/s@sha256:" + "0f" * 32})
+    assert "--expect-personal" not in command[-1][command[-1].index("--command") + 1], "a checked pin: not asked again"
+    with pytest.raises(ConfigError, match="pinnedPersonalChecked is about a pinned image"):
+        from_values("prod", stack_files.apply_overrides(stack_files.stack_values("prod"),
+                                                        {"promotion.pinnedPersonalChecked": True}), {})

@@ -107,9 +107,6 @@ def test_the_stack_offers_every_mode_the_service_has():
                    f"pseudonymise: set it with `pulumi config set --secret {PROJECT}:requestLogPseudonymKey"),
     ({**PSEUDONYMISE, "requestLogPseudonymKey": "short-key"},
      f"{PROJECT}:requestLogPseudonymKey must be a secret of at least {MIN_PSEUDONYM_KEY_CHARS} characters, got 9"),
-    ({"requestLogPseudonymKey": KEY}, f"{PROJECT}:requestLogPseudonymKey is set but "
-                                      f"{PROJECT}:observability.requestLogPersonal is drop: the key is used only with "
-                                      "pseudonymise (allowed values: drop, keep, pseudonymise)"),
 ])
 def test_the_pseudonym_key_is_required_with_pseudonymise_only_and_long_enough(overrides, message):
     with pytest.raises(ConfigError) as error:
@@ -150,14 +147,14 @@ def test_the_pseudonym_key_is_read_only_as_a_config_secret():
     config, secret = to_pulumi_config(values), [f"{PROJECT}:requestLogPseudonymKey"]
     try:
         pulumi.runtime.settings.reset_options(project=stack_files.pulumi_project(), stack="dev")
-        pulumi.runtime.set_all_config(config)
+        pulumi.runtime.set_all_config(config, [])  # no secret key (None would keep the last test's list)
         with pytest.raises(ConfigError, match=rf"{PROJECT}:requestLogPseudonymKey is in plain text in the stack's "
                                               rf"config: remove it and set it with `pulumi config set --secret"):
             settings.load({})
         pulumi.runtime.set_all_config(config, secret)
         assert settings.load({}).request_log_pseudonym_key.get_secret_value() == KEY
     finally:
-        pulumi.runtime.set_all_config({})
+        pulumi.runtime.set_all_config({}, [])
 
 
 # ---- the memory a container's bodies and parses may take (issue 21, audit #6) and the body per record (#7) ----
@@ -177,7 +174,9 @@ def test_a_container_that_cannot_hold_its_bodies_names_the_keys_the_need_and_the
                  f"{PROJECT}:serving.maxBodyBytes 8.0 MiB", f"needs {need} MiB",
                  f"more than {PROJECT}:serving.containerApp.memoryGi (1024 MiB)"):
         assert part in str(error.value)
-    assert load("dev", {**overrides, "serving.maxInFlight": 10}).serving.max_in_flight == 10  # fewer bodies fit
+    # fewer bodies fit (and the replica scales out before its workers refuse: test_workers_take_twice_the_requests...)
+    assert load("dev", {**overrides, "serving.maxInFlight": 10,
+                        "serving.containerApp.concurrency": 5}).serving.max_in_flight == 10
     with pytest.raises(ConfigError, match=rf"more than {PROJECT}:serving.aks.memoryLimit \(1024 MiB\)"):
         load("dev", {**overrides, "serving.target": "aks"})
     assert load("dev", {**overrides, "serving.target": "aks", "serving.aks.memoryLimit": "2Gi"})
@@ -200,7 +199,7 @@ def test_the_in_flight_cap_is_a_stack_key_passed_to_the_service():
     from infra import program
 
     assert load("dev").serving.max_in_flight == MAX_IN_FLIGHT  # the service's own default
-    assert program.container_env(load("dev", {"serving.maxInFlight": 20}))["MAX_IN_FLIGHT"] == "20"
+    assert program.container_env(load("dev", {"serving.maxInFlight": 60}))["MAX_IN_FLIGHT"] == "60"
     with pytest.raises(ConfigError, match=rf"{PROJECT}:serving.maxInFlight must be a whole number in 1..10000"):
         load("dev", {"serving.maxInFlight": 0})
 
@@ -209,10 +208,11 @@ def test_the_default_body_limit_admits_max_records_of_the_example_model():
     """A stack with maxRecords 10000 and the 2 MiB default refused valid requests above ~2,500 records (audit #7)."""
     assert load("dev").serving.max_body_bytes == MAX_BODY_BYTES
     assert load("dev", {"serving.maxRecords": 10}).serving.max_body_bytes == MAX_BODY_BYTES
-    big = load("dev", {"serving.maxRecords": 10000, "serving.maxInFlight": 10,
+    few = {"serving.maxInFlight": 10, "serving.containerApp.concurrency": 5}  # big bodies: fewer at once, earlier scaling
+    big = load("dev", {"serving.maxRecords": 10000, **few,
                        "serving.containerApp.cpu": 1, "serving.containerApp.memoryGi": 2}).serving
     assert big.max_body_bytes == 10_000 * (MAX_BODY_BYTES // 1000)  # the service's 2 MiB per 1000 records, x 10
-    assert load("dev", {"serving.maxRecords": 10000, "serving.maxInFlight": 10, "serving.maxBodyBytes": 4 * MIB,
+    assert load("dev", {"serving.maxRecords": 10000, **few, "serving.maxBodyBytes": 4 * MIB,
                         }).serving.max_body_bytes == 4 * MIB, "a body limit the stack sets wins"
     with pytest.raises(ConfigError, match=rf"more than {PROJECT}:serving.containerApp.memoryGi"):
         load("dev", {"serving.maxRecords": 10000})  # 100 bodies of 20 MiB in flight do not fit 1 Gi
@@ -369,3 +369,13 @@ def test_the_program_reads_the_mlops_namespace_whatever_pulumi_yaml_names_the_pr
     finally:
         pulumi.runtime.set_all_config({})
         pulumi.runtime.settings.reset_options(project=stack_files.pulumi_project(), stack="dev")
+
+
+def test_workers_take_twice_the_requests_at_which_container_apps_scales_out():
+    """Fewer requests in progress than the scale rule's threshold and a replica answers 503 before Container Apps adds
+    one (audit 2 #6)."""
+    with pytest.raises(ConfigError, match=r"maxInFlight x .*webConcurrency \(30\) must be at least twice "
+                                          r".*containerApp.concurrency \(20\)"):
+        load("dev", {"serving.maxInFlight": 30})
+    assert load("dev", {"serving.maxInFlight": 40}).serving.max_in_flight == 40
+    assert load("dev", {"serving.maxInFlight": 30, "serving.target": "aks"}).serving.max_in_flight == 30

@@ -80,3 +80,8 @@ def test_the_mlflow_run_says_which_columns_were_not_logged(window, registry, man
     [run] = client.search_runs([client.get_experiment_by_name("drift-not-logged-test").experiment_id])
     assert run.data.tags["not_logged"] == ", ".join(personal)
     assert not {f"psi_{name}" for name in personal} & set(run.data.metrics)
+    kept = rewritten(window("clean"), tmp_path / "kept.jsonl", "keep", manifest)
+    drift.main(["--log", str(kept), "--out", str(tmp_path / "out-kept"), "--tracking-uri", registry["tracking_uri"],
+                "--experiment", "drift-all-logged-test"])
+    [run] = client.search_runs([client.get_experiment_by_name("drift-all-logged-test").experiment_id])
+    assert "not_logged" not in run.data.tags, "every column logged: no empty tag on every run"

@@ -90,6 +90,7 @@ def test_a_bad_mode_or_a_missing_key_stops_start_up_naming_the_variable(tmp_path
         Settings.from_env()
     monkeypatch.setenv("REQUEST_LOG_PSEUDONYM_KEY", KEY)
     assert Settings.from_env().request_log_pseudonym_key == KEY.encode()
+    assert KEY not in repr(Settings.from_env()), "the key is a secret: never in a repr (nor so in a log or a traceback)"
     monkeypatch.setenv("REQUEST_LOG_PERSONAL", "drop")
     assert Settings.from_env().request_log_pseudonym_key is None  # a key is read only when it is used
 
