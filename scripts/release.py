@@ -231,21 +231,16 @@ def image_digest(outputs: Mapping[str, str]) -> str:
 def expected_artifact(s: StackSettings, digest: str | None, version: str | None,
                       say: Callable[[str], None]) -> tuple[str | None, str | None]:
     """What the stack must serve after the release: what staging tested, or, while the stack is pinned (a
-    rollback by config), the pinned digest and version. A pin on AKS must say its image was checked for the personal
-    columns first (promotion.pinnedPersonalChecked): the Deployment rolls to it before any smoke test can look."""
+    rollback by config), the pinned digest and version."""
     promotion = s.promotion
     if not promotion.pinned:
         return digest, version
-    if s.serving.target == "aks" and s.observability.request_log_personal != "keep" \
-            and not promotion.pinned_personal_checked:
-        raise ReleaseFailed(f"a pin on AKS serves before its smoke test, and an image older than {PERSONAL_LABEL} may "
-                            "log the personal columns whatever observability.requestLogPersonal says: check the pinned "
-                            "image (README, Roll back), then set promotion.pinnedPersonalChecked: true")
     say(f"pinned to {promotion.pinned_digest} (model version {promotion.pinned_model_version}): a rollback by "
         "config; what staging tested is not promoted until the pin is removed"
         + ("" if promotion.pinned_personal_checked else
-           f". An image older than {PERSONAL_LABEL} does not report how it logs the personal columns: its smoke test "
-           "fails unless promotion.pinnedPersonalChecked says you checked it (README, Roll back)"))
+           ". An image older than /ready's report of how it logs the personal columns (request_log_personal) fails "
+           f"its smoke test unless promotion.pinnedPersonalChecked says you checked it (label {PERSONAL_LABEL}, or "
+           "when it was built: README, Roll back)"))
     return promotion.pinned_digest, promotion.pinned_model_version
 
 

@@ -24,7 +24,7 @@ class Unreachable(RuntimeError):
     """No smoke test can reach the endpoint from here: the release refuses before any `up`."""
 
 
-def smoke_with_entra(client_id: str, tenant_id: str, personal: str | None = None) -> Smoke:
+def smoke_with_entra(client_id: str, tenant_id: str, personal: str | None = None, unreported_ok: bool = False) -> Smoke:
     """The smoke test (serving/smoke.py) from this runner, as the smoke-test identity: it holds no Azure role, it is
     only one of serving.auth.allowedClientApplications. Its Entra token comes from this job's GitHub OIDC token."""
     from serving import smoke
@@ -35,7 +35,7 @@ def smoke_with_entra(client_id: str, tenant_id: str, personal: str | None = None
             credential = azure_credential.federated(client_id, tenant_id)
             token = credential.get_token(f"{outputs['auth_audience']}/.default").token
         smoke.run(url, expect_version=outputs.get("model_version") or None, wait=300, token=token,
-                  expect_personal=personal)
+                  expect_personal=personal, unreported_ok=unreported_ok)
     return run
 
 
@@ -43,11 +43,13 @@ SMOKE_MODULE = ROOT / "serving" / "smoke.py"  # standard library only: it runs o
 SMOKE_NAMESPACE = "default"  # not the scoring namespace: its NetworkPolicy allows its pods no egress at all
 
 
-def in_cluster_command(image: str, url: str, version: str | None, personal: str | None = None) -> str:
+def in_cluster_command(image: str, url: str, version: str | None, personal: str | None = None,
+                       unreported_ok: bool = False) -> str:
     """The shell command `az aks command invoke` runs in its pod (kubectl, and the attached smoke.py in its working
     directory): a pod of the scoring image runs the smoke test against the Service; kubectl returns its exit code."""
     args = " ".join(shlex.quote(a) for a in (url, "--wait", "300", *(("--expect-version", version) if version else ()),
-                                             *(("--expect-personal", personal) if personal else ())))
+                                             *(("--expect-personal", personal) if personal else ()),
+                                             *(("--personal-unreported-ok",) if unreported_ok else ())))
     return (f"kubectl run smoke-test -n {SMOKE_NAMESPACE} --image={shlex.quote(image)} --restart=Never --rm --attach "
             f'--quiet --pod-running-timeout=5m --command -- python -c "$(cat smoke.py)" {args}')
 
@@ -72,7 +74,7 @@ def renew_cli_login(env: Mapping[str, str], run: Run) -> None:
 
 
 def smoke_in_cluster(resource_group: str, cluster: str, env: Mapping[str, str], run: Run = run_command,
-                     personal: str | None = None) -> Smoke:
+                     personal: str | None = None, unreported_ok: bool = False) -> Smoke:
     """AKS serves on an internal load balancer or a ClusterIP, which a GitHub-hosted runner cannot reach: the smoke
     test runs inside the cluster. `az aks command invoke` (the AKS Run Command API: runcommand/action and
     commandResults/read on the cluster, both in the deployer's Contributor on the resource group) needs no route from
@@ -80,7 +82,8 @@ def smoke_in_cluster(resource_group: str, cluster: str, env: Mapping[str, str], 
     (command invoke, attached files), https://learn.microsoft.com/rest/api/aks/managed-clusters/run-command (the
     result's exitCode and logs, which `--output json` returns)."""
     def smoke(url: str, outputs: Mapping[str, str]) -> None:
-        command = in_cluster_command(outputs["image_ref"], url, outputs.get("model_version") or None, personal)
+        command = in_cluster_command(outputs["image_ref"], url, outputs.get("model_version") or None, personal,
+                                     unreported_ok)
         renew_cli_login(env, run)
         subscription = ["--subscription", env["ARM_SUBSCRIPTION_ID"]] if env.get("ARM_SUBSCRIPTION_ID") else []
         result = json.loads(run(["az", "aks", "command", "invoke", *subscription, "--resource-group", resource_group,
@@ -94,12 +97,14 @@ def smoke_in_cluster(resource_group: str, cluster: str, env: Mapping[str, str], 
 def smoke_for(s: StackSettings, env: Mapping[str, str], run: Run = run_command) -> Smoke:
     """The smoke test from where the endpoint is reachable; refused (before any `up`) where it is not. It also checks
     the service treats the personal columns as the stack says (a pinned image older than the setting logs them)."""
-    # A pin the operator checked (promotion.pinnedPersonalChecked) may be older than /ready's report: not refused for it.
-    personal = None if s.promotion.pinned and s.promotion.pinned_personal_checked else s.observability.request_log_personal
+    # A pin the operator checked (promotion.pinnedPersonalChecked) may be older than /ready's report: not refused for
+    # reporting nothing; a mode it does report must still be the stack's.
+    personal = s.observability.request_log_personal
+    unreported_ok = s.promotion.pinned and s.promotion.pinned_personal_checked
     if s.serving.target == "aks":
-        return smoke_in_cluster(s.names.resource_group, s.names.aks_cluster, env, run, personal)
+        return smoke_in_cluster(s.names.resource_group, s.names.aks_cluster, env, run, personal, unreported_ok)
     if s.serving.auth.mode == "internal" and env.get("RUNNER_ENVIRONMENT") != "self-hosted":
         raise Unreachable("serving.auth.mode internal: the environment has no public endpoint, and a GitHub-hosted "
                             "runner has no route into its VNet. Run the deploy jobs on a self-hosted runner in that VNet "
                             "(the repository variable DEPLOY_RUNNER names its label; README, Delivery)")
-    return smoke_with_entra(env.get("SMOKE_CLIENT_ID", ""), env.get("AZURE_TENANT_ID", ""), personal)
+    return smoke_with_entra(env.get("SMOKE_CLIENT_ID", ""), env.get("AZURE_TENANT_ID", ""), personal, unreported_ok)

@@ -567,22 +567,24 @@ def test_the_image_declares_the_personal_modes_it_honours_and_a_pinned_release_s
     assert release.PERSONAL_LABEL in said[0] and "promotion.pinnedPersonalChecked" in said[0]
 
 
-def test_a_pin_on_aks_is_refused_before_any_up_unless_its_image_was_checked():
-    """On AKS the Deployment rolls to the pin before its smoke test can ask /ready how it logs the personal columns:
-    the release refuses an unchecked pin before any `up` (audit 2 #3); checked, or with the columns kept, it goes on."""
+def test_a_pin_on_aks_is_refused_unless_its_image_was_checked():
+    """On AKS the Deployment rolls to the pin before its smoke test can ask /ready how it logs the personal columns: the
+    settings refuse an unchecked pin, so a preview, `make plan` and a hand-run `up` do too (audits 2 #3, 3 #2); checked,
+    or with the columns kept, it goes on, and the smoke test then accepts an image that reports no mode, not a wrong one."""
     pin = {"promotion.pinnedDigest": "sha256:" + "0f" * 32, "promotion.pinnedModelVersion": "6", "serving.target": "aks"}
 
     def settings(extra: dict) -> StackSettings:
         return from_values("prod", stack_files.apply_overrides(stack_files.stack_values("prod"), {**pin, **extra}), {})
-    with pytest.raises(ReleaseFailed, match=r"a pin on AKS serves before its smoke test.*pinnedPersonalChecked: true"):
-        release.expected_artifact(settings({}), None, None, print)
+    with pytest.raises(ConfigError, match=r"pinnedDigest on AKS needs .*pinnedPersonalChecked: true"):
+        settings({})
     for extra in ({"promotion.pinnedPersonalChecked": True}, {"observability.requestLogPersonal": "keep"}):
         assert release.expected_artifact(settings(extra), None, None, print) == ("sha256:" + "0f" * 32, "6")
-    checked = settings({"promotion.pinnedPersonalChecked": True})
     command = []
-    smoke_from.smoke_for(checked, {}, run=lambda argv: command.append(argv) or json.dumps({"exitCode": 0}))(
+    smoke_from.smoke_for(settings({"promotion.pinnedPersonalChecked": True}), {},
+                         run=lambda argv: command.append(argv) or json.dumps({"exitCode": 0}))(
         "http://10.0.0.4", {"image_ref": "cr.azurecr.io/s@sha256:" + "0f" * 32})
-    assert "--expect-personal" not in command[-1][command[-1].index("--command") + 1], "a checked pin: not asked again"
+    shell = command[-1][command[-1].index("--command") + 1]
+    assert "--expect-personal drop --personal-unreported-ok" in shell, "a checked pin: a reported mode still counts"
     with pytest.raises(ConfigError, match="pinnedPersonalChecked is about a pinned image"):
         from_values("prod", stack_files.apply_overrides(stack_files.stack_values("prod"),
                                                         {"promotion.pinnedPersonalChecked": True}), {})

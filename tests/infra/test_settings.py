@@ -174,9 +174,7 @@ def test_a_container_that_cannot_hold_its_bodies_names_the_keys_the_need_and_the
                  f"{PROJECT}:serving.maxBodyBytes 8.0 MiB", f"needs {need} MiB",
                  f"more than {PROJECT}:serving.containerApp.memoryGi (1024 MiB)"):
         assert part in str(error.value)
-    # fewer bodies fit (and the replica scales out before its workers refuse: test_workers_take_twice_the_requests...)
-    assert load("dev", {**overrides, "serving.maxInFlight": 10,
-                        "serving.containerApp.concurrency": 5}).serving.max_in_flight == 10
+    assert load("dev", {**overrides, "serving.maxInFlight": 10}).serving.max_in_flight == 10  # fewer bodies fit
     with pytest.raises(ConfigError, match=rf"more than {PROJECT}:serving.aks.memoryLimit \(1024 MiB\)"):
         load("dev", {**overrides, "serving.target": "aks"})
     assert load("dev", {**overrides, "serving.target": "aks", "serving.aks.memoryLimit": "2Gi"})
@@ -208,7 +206,7 @@ def test_the_default_body_limit_admits_max_records_of_the_example_model():
     """A stack with maxRecords 10000 and the 2 MiB default refused valid requests above ~2,500 records (audit #7)."""
     assert load("dev").serving.max_body_bytes == MAX_BODY_BYTES
     assert load("dev", {"serving.maxRecords": 10}).serving.max_body_bytes == MAX_BODY_BYTES
-    few = {"serving.maxInFlight": 10, "serving.containerApp.concurrency": 5}  # big bodies: fewer at once, earlier scaling
+    few = {"serving.maxInFlight": 10}  # bodies of 20 MiB: fewer at once
     big = load("dev", {"serving.maxRecords": 10000, **few,
                        "serving.containerApp.cpu": 1, "serving.containerApp.memoryGi": 2}).serving
     assert big.max_body_bytes == 10_000 * (MAX_BODY_BYTES // 1000)  # the service's 2 MiB per 1000 records, x 10
@@ -370,12 +368,3 @@ def test_the_program_reads_the_mlops_namespace_whatever_pulumi_yaml_names_the_pr
         pulumi.runtime.set_all_config({})
         pulumi.runtime.settings.reset_options(project=stack_files.pulumi_project(), stack="dev")
 
-
-def test_workers_take_twice_the_requests_at_which_container_apps_scales_out():
-    """Fewer requests in progress than the scale rule's threshold and a replica answers 503 before Container Apps adds
-    one (audit 2 #6)."""
-    with pytest.raises(ConfigError, match=r"maxInFlight x .*webConcurrency \(30\) must be at least twice "
-                                          r".*containerApp.concurrency \(20\)"):
-        load("dev", {"serving.maxInFlight": 30})
-    assert load("dev", {"serving.maxInFlight": 40}).serving.max_in_flight == 40
-    assert load("dev", {"serving.maxInFlight": 30, "serving.target": "aks"}).serving.max_in_flight == 30
