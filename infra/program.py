@@ -149,13 +149,16 @@ def container_env(s: StackSettings) -> dict[str, str]:
             "REQUEST_LOG_PERSONAL": s.observability.request_log_personal, "MAX_IN_FLIGHT": str(s.serving.max_in_flight)}
 
 
-def secret_env(s: StackSettings) -> dict[str, pulumi.Output[str]]:
-    """The container variables whose values are secrets: secret Outputs, encrypted in the state, and on each target a
-    platform secret the container variable refers to, never a plain value in the app's or pod's definition."""
+def secret_values(s: StackSettings) -> dict[str, pulumi.Output[str]]:
+    """The stack's secrets by the container variable each is for: secret Outputs, encrypted in the state."""
     key = s.request_log_pseudonym_key
-    if key is None or s.observability.request_log_personal != "pseudonymise":
-        return {}
-    return {"REQUEST_LOG_PSEUDONYM_KEY": pulumi.Output.secret(key.get_secret_value())}
+    return {} if key is None else {"REQUEST_LOG_PSEUDONYM_KEY": pulumi.Output.secret(key.get_secret_value())}
+
+
+def secret_env(s: StackSettings) -> dict[str, pulumi.Output[str]]:
+    """The container variables whose values are secrets: on each target a platform secret the container variable
+    refers to, never a plain value in the app's or pod's definition."""
+    return secret_values(s) if s.observability.request_log_personal == "pseudonymise" else {}
 
 
 def retired_secrets(s: StackSettings) -> dict[str, pulumi.Output[str]]:
@@ -164,10 +167,7 @@ def retired_secrets(s: StackSettings) -> dict[str, pulumi.Output[str]]:
     revision that no longer references the old secret. Then deactivate all revisions that reference the secret":
     learn.microsoft.com/azure/container-apps/manage-secrets; hashicorp/terraform-provider-azurerm#22493), and during a
     release the stable revision still does. The user removes the key once that release has completed."""
-    key = s.request_log_pseudonym_key
-    if key is None or s.observability.request_log_personal == "pseudonymise":
-        return {}
-    return {"REQUEST_LOG_PSEUDONYM_KEY": pulumi.Output.secret(key.get_secret_value())}
+    return {} if s.observability.request_log_personal == "pseudonymise" else secret_values(s)
 
 
 def serve(s: StackSettings, image: pulumi.Output[str], group: resources.ResourceGroup, observability: Observability,

@@ -573,7 +573,7 @@ def check_memory(s: StackSettings, runtime: str) -> None:
     try:
         s.serving.check_memory(runtime)
     except ValueError as error:
-        raise ConfigError(re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{NAMESPACE}:serving.{m[1]}", str(error)) +
+        raise ConfigError(named_keys(str(error), ("serving",)) +
                           f" (the model version this stack serves runs on the {runtime} runtime)") from None
 
 
@@ -800,13 +800,18 @@ def _field(loc: tuple) -> Any:
     return found
 
 
+def named_keys(message: str, section: tuple, namespace: str = NAMESPACE) -> str:
+    """A rule's message with each @key written as its full key, the key of `section` (where the rule was raised)."""
+    return re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{namespace}:{_path((*section, m[1]))}", message)
+
+
 def explain(error: Mapping[str, Any], namespace: str = NAMESPACE) -> str:
     """One pydantic error as this project says it: the full key first, then what is allowed."""
     loc, kind, value = tuple(error["loc"]), error["type"], error.get("input")
     item = bool(loc) and isinstance(loc[-1], int)
     name = f"{namespace}:{_path(loc[:-1] if item else loc)}"
     if kind == "value_error":  # a rule of ours: @key names a key of the section it was raised in
-        return re.sub(r"@([A-Za-z][\w.]*)", lambda m: f"{namespace}:{_path((*loc, m[1]))}", str(error["ctx"]["error"]))
+        return named_keys(str(error["ctx"]["error"]), loc, namespace)
     if kind == "config":
         return f"{name} holds {value!r}; each item {error['msg']}" if item else f"{name} is {value!r}; it {error['msg']}"
     if kind == "missing":
