@@ -979,10 +979,10 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
         metrics.observe_probabilities(histogram, array[:, 1])
         counter.inc(len(outputs))
 
-    def log(records: list, outputs: list[dict]) -> None:
+    def log(columns: Any, outputs: list[dict]) -> None:
         requestlog.write_lines(requestlog.prediction_parts(
             request_id="x" * 32, model_name="m", model_version="1", runtime="onnx", protocol="predict",
-            inputs=path.logged(records), outputs=outputs, latency_ms=0.5), sink)
+            inputs=path.logged(columns), outputs=outputs, latency_ms=0.5), sink)
 
     try:
         for _ in range(iterations):
@@ -993,7 +993,7 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
             array = timed(SCORE, scorer.run, feeds)
             outputs = timed("outputs (probability, label)", outputs_of, array)
             timed("metrics", observe, array, outputs)
-            timed("request log (serialise + write)", log, parsed, outputs)
+            timed("request log (serialise + write)", log, columns, outputs)
             timed("respond (serialise)", orjson.dumps, {"request_id": "x" * 32, "predictions": outputs})
     finally:
         os.close(sink)

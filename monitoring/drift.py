@@ -5,8 +5,9 @@
     python -m monitoring.drift --workspace-id <LA workspace GUID> --target containerapps --app-name <container app> \\
         --window-hours 24 --tracking-uri databricks --registry-uri databricks-uc --model-name <catalog.schema.model>
 
-Input: the request log (serving/scoring/requestlog.py), from a JSON-lines file or from Log Analytics
-(azure-monitor-query, DefaultAzureCredential; the KQL is infra/kql.py's `prediction_lines`). Lines
+Input: the request log (serving/scoring/requestlog.py; either version, monitoring/logformat.py), from a JSON-lines
+file or from Log Analytics (azure-monitor-query, DefaultAzureCredential; the KQL is infra/kql.py's
+`prediction_lines`). Lines
 that are not JSON, lack fields, or are not `log_type: "prediction"` are counted and skipped. A request
 logged in several parts (lines over 4 KiB, PIPE_BUF, are split by the service, see serving/scoring/requestlog.py)
 is reassembled from its parts; if some part never arrived, the request is counted as "incomplete".
@@ -59,6 +60,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from monitoring import logformat
 from training.baseline import BASELINE_FILE, bin_counts
 from training.contract import CONTRACT_FILE
 
@@ -148,14 +150,15 @@ def _prediction_entry(raw: str | bytes, counts: Counter) -> dict | None:
     if log_type != "prediction":
         counts["error_lines" if log_type == "error" else "other_log_type"] += 1
         return None
-    inputs, outputs = entry.get("inputs"), entry.get("outputs")
+    outputs = entry.get("outputs")
     part, parts = entry.get("part", 1), entry.get("parts", 1)
-    if (_parse_ts(entry.get("ts")) is None or any(f not in entry for f in REQUIRED_FIELDS) or not isinstance(inputs, list)
-            or not isinstance(outputs, list) or len(inputs) != len(outputs)
-            or not all(isinstance(r, dict) for r in inputs) or not all(isinstance(o, dict) for o in outputs)
+    inputs = logformat.records(entry.get("inputs"), len(outputs)) if isinstance(outputs, list) else None
+    if (_parse_ts(entry.get("ts")) is None or any(f not in entry for f in REQUIRED_FIELDS) or inputs is None
+            or not all(isinstance(o, dict) for o in entry["outputs"])
             or not isinstance(part, int) or not isinstance(parts, int) or not 1 <= part <= parts):
         counts["malformed"] += 1
         return None
+    entry["inputs"] = inputs  # one dict per record, whichever version wrote the line (monitoring/logformat.py)
     return entry
 
 

@@ -1249,6 +1249,16 @@ def changes(before: Evaluation, after: Evaluation) -> dict[str, str]:
     return plan
 
 
+def _secret_refs(value: Any) -> set[str]:
+    """Every `secretRef` a template holds (containers' env, volumes)."""
+    if isinstance(value, dict):
+        found = {value["secretRef"]} if isinstance(value.get("secretRef"), str) else set()
+        return found.union(*(_secret_refs(item) for item in value.values()))
+    if isinstance(value, list):
+        return set().union(*(_secret_refs(item) for item in value))
+    return set()
+
+
 class RevisionRefused(RuntimeError):
     """What ARM answers: the update is refused and nothing changes."""
 
@@ -1263,18 +1273,36 @@ class RevisionHistory:
     generated: int = 0
     weights: dict[str, int] = field(default_factory=dict)  # revision -> % of the app's traffic
     labels: dict[str, str] = field(default_factory=dict)  # label -> revision (its URL reaches it at any weight)
+    # microsoft/azure-container-apps#679: a switch to Single mode (no new revision) once left an older revision active.
+    # True: such a switch deactivates nothing (only an explicit deactivate does), to check a release does not rely on it.
+    single_keeps_others_active: bool = False
 
     def apply(self, inputs: dict[str, Any]) -> str | None:
         """PUT the app; returns the new revision's name, or None when no revision was made."""
+        self._secrets_kept(inputs)
         made = self._revision(inputs)
         self._route(inputs)
         return made
+
+    def _secrets_kept(self, inputs: dict[str, Any]) -> None:
+        """In Multiple mode a secret an active revision refers to cannot be removed (learn.microsoft.com/azure/
+        container-apps/manage-secrets: "deploy a new revision that no longer references the old secret. Then deactivate
+        all revisions that reference the secret"; microsoft/vscode-azurecontainerapps#1098: "In Multiple mode deletion
+        is blocked, while in Single mode deletion succeeds"; hashicorp/terraform-provider-azurerm#22493: a 400)."""
+        if (_get(inputs, "configuration", "activeRevisionsMode") or "Single") == "Single":
+            return
+        declared = {secret.get("name") for secret in _get(inputs, "configuration", "secrets") or []}
+        for name, template in self.revisions:
+            missing = sorted(_secret_refs(json.loads(template)) - declared) if name in self.active else []
+            if missing:
+                raise RevisionRefused(f"secret {missing[0]!r} is in use by the active revision {name}: it cannot be "
+                                      "removed in Multiple mode")
 
     def _revision(self, inputs: dict[str, Any]) -> str | None:
         template = json.dumps(inputs.get("template") or {}, sort_keys=True)
         single = (_get(inputs, "configuration", "activeRevisionsMode") or "Single") == "Single"
         if self.revisions and self.revisions[-1][1] == template:
-            if single:  # switching to Single mode leaves only the latest revision active
+            if single and not self.single_keeps_others_active:  # a switch to Single leaves only the latest active
                 self.active = {self.revisions[-1][0]}
             return None
         suffix = (inputs.get("template") or {}).get("revisionSuffix")

@@ -127,7 +127,7 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
             records = path.fast.decode(body)
             if records is None:
                 records = envelope.validate_json(body)["records"]
-            scored = path.score(records, request_id, "predict", started)
+            scored = path.score_records(records, request_id, "predict", started)
         except ValidationError as error:
             return invalid_request(request_id, InputError.from_pydantic(error))
         except NotReady as error:
@@ -167,10 +167,11 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
             content_type = header(scope, b"content-type") or ""
             typed = path.fast_mlflow.decode(body) if mlflow_protocol.media_type(content_type) == JSON else None
             if typed is not None:  # the common JSON forms, valid: decoded and validated in one pass
-                scored = path.score(typed[0], request_id, "mlflow", started, typed[1], answer=True)
+                scored = path.score(typed, request_id, "mlflow", started, answer=True)
                 return Reply(200, mlflow_protocol.encode(scored, task))
             candidates = mlflow_protocol.decode(body, content_type, numeric, integers, max_records)
-            scored = path.score(path.validate(candidates, *records), request_id, "mlflow", started, answer=True)
+            scored = path.score_records(path.validate(candidates, *records), request_id, "mlflow", started,
+                                        answer=True)
         except InputError as error:
             return Reply(input_status(error, 400), mlflow_protocol.error_body(error, request_id))
         except NotReady as error:
@@ -222,7 +223,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         try:
             typed = fast.decode(body) if json_length is None else None
             if typed is not None:  # the common JSON form, valid: decoded and validated in one pass
-                scored = path.score(path.fast.records_of(typed[0]), request_id, "v2", started, typed[0])
+                scored = path.score(typed[0], request_id, "v2", started)
                 inference_id = typed[1]
                 return Reply(200, v2.encode(scored, manifest, inference_id, every_output, known))
             if v2_binary.applies(body, json_length):  # tritonclient's default: binary tensors in, binary outputs out
@@ -231,9 +232,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
                 candidates, inference_id, requested = v2.decode(body, expected, known)
             if (count := len(next(iter(candidates.values()), []))) > path.settings.max_records:
                 raise too_many_records(path.settings.max_records, count)  # before a record is built
-            columns = path.valid_columns(candidates)  # None: validate() names the record and field at fault
-            records = path.fast.records_of(columns) if columns is not None else path.validate(v2.records(candidates))
-            scored = path.score(records, request_id, "v2", started, columns)
+            valid = path.valid_columns(candidates)  # None: validate() names the record and field at fault
+            columns = valid if valid is not None else path.columns_of(path.validate(v2.records(candidates)))
+            scored = path.score(columns, request_id, "v2", started)
         except InputError as error:
             return Reply(input_status(error, 400), v2.error_body(error, request_id))
         except NotReady as error:

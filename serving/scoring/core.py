@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 import operator
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -181,7 +180,7 @@ class ScoringPath:
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
         # What the request log holds of the validated records: the contract's personal columns kept, dropped or
         # pseudonymised (scoring/privacy.py).
-        self.logged: Callable[[list], list] = privacy.for_log(settings.request_log_personal, manifest,
+        self.logged: privacy.Logged = privacy.for_log(settings.request_log_personal, manifest,
                                                               settings.request_log_pseudonym_key)
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
@@ -223,16 +222,18 @@ class ScoringPath:
         except ValidationError:
             return None
 
-    def score(self, records: list, request_id: str, protocol: str, started: float,
-              columns: Columns | None = None, answer: bool = False) -> Scored:
-        """Score validated records (fastpath's typed records, or plain dicts holding exactly the signature's
-        fields); `columns`, the same values by column, when the protocol has them already; `answer`, also what
-        MLflow's pyfunc answers when that is not the scores (from the same call of the model where the runtime
-        can: MLflow's protocol only)."""
+    def score_records(self, records: list, request_id: str, protocol: str, started: float,
+                      answer: bool = False) -> Scored:
+        """score() for validated records: fastpath's typed records, or plain dicts holding exactly the signature's
+        fields."""
+        return self.score(self.columns_of(records), request_id, protocol, started, answer)
+
+    def score(self, columns: Columns, request_id: str, protocol: str, started: float, answer: bool = False) -> Scored:
+        """Score validated columns (the signature's names -> one value per record); `answer`, also what MLflow's
+        pyfunc answers when that is not the scores (from the same call of the model where the runtime can: MLflow's
+        protocol only)."""
         if self.scorer is None:
             raise NotReady(self.problem)
-        if columns is None:
-            columns = self.columns_of(records)
         if answer and self.own_answer:  # both from one call of the model where the runtime can
             array, own = self.scorer.predict_and_answer(self.manifest.predict_fn, columns)
         else:
@@ -244,7 +245,7 @@ class ScoringPath:
         if self.settings.request_log:
             requestlog.write_lines(requestlog.prediction_parts(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
-                runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(records), outputs=outputs,
+                runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(columns), outputs=outputs,
                 latency_ms=(time.perf_counter() - started) * 1000))
         return Scored(request_id, values, labels, outputs, own)
 

@@ -20,7 +20,6 @@ for the request log without a dict per record.
 from __future__ import annotations
 
 import sys
-from itertools import starmap
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -106,10 +105,6 @@ class FastRecords:
         except (msgspec.ValidationError, UnicodeEncodeError):
             return None
 
-    def records_of(self, columns: Columns) -> list:
-        """Validated columns (in signature order) as typed records: what the request log holds."""
-        return list(starmap(self.record, zip(*(columns[name] for name in self.names), strict=True)))
-
     def columns(self, records: list) -> Columns:
         """Typed records' values by column: each record's tuple (in signature order), transposed."""
         return dict(zip(self.names, zip(*map(astuple, records), strict=True), strict=True))
@@ -145,15 +140,15 @@ class FastMlflow:
                 self.row_decoders[order] = decoder
         return decoder
 
-    def decode(self, body: bytes) -> tuple[list, Columns | None] | None:
-        """(typed records, their columns when decoded by column), or None (see the class)."""
+    def decode(self, body: bytes) -> Columns | None:
+        """The validated columns in the signature's order, or None (see the class)."""
         try:
             document: Any = self.body.decode(body)  # Struct types made at run time
             given = [document.dataframe_records, document.dataframe_split, document.instances, document.inputs]
             if sum(len(raw) > 0 for raw in given) != 1:  # none, or two formats: MLflow's decoder says what is wrong
                 return None
             if document.dataframe_records:
-                return self.records.decode(document.dataframe_records), None
+                return self.fast.columns(self.records.decode(document.dataframe_records))
             if not document.dataframe_split:
                 return None
             split: Any = self.split.decode(document.dataframe_split)
@@ -163,8 +158,7 @@ class FastMlflow:
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # the slow path says what is wrong
             return None
         by_name = dict(zip(split.columns, map(list, zip(*rows, strict=True)), strict=True))
-        columns = {name: by_name[name] for name in self.names}
-        return self.fast.records_of(columns), columns
+        return {name: by_name[name] for name in self.names}
 
 
 class FastV2:

@@ -166,6 +166,52 @@ def test_a_failed_candidate_replaced_by_the_next_one_is_deactivated(cloud):
     assert stack.history.serving() == {stable}
 
 
+def test_completing_deactivates_the_replaced_revision_even_if_the_switch_to_single_mode_does_not(cloud):
+    """audit 3 #5: Single mode should leave one revision active, but once left the old one running
+    (microsoft/azure-container-apps#679); the release does not rely on it."""
+    stack = cloud()
+    stable = deployed(stack)
+    stack.history.single_keeps_others_active = True
+    stack.config.update(CPU_2)
+    said: list[str] = []
+    Release(stack, Platform(stack).smoke, say=said.append).run()
+    candidate = stack.history.revisions[-1][0]
+    assert stack.history.active == {candidate} and stack.history.serving() == {candidate}
+    assert f"deactivated {stable}, the revision this release replaced" in said
+
+
+PSEUDONYM_KEY = "pseudonym-key-" + "7" * 30  # what `pulumi config set --secret mlops:requestLogPseudonymKey` holds
+PSEUDONYMISE = {"observability.requestLogPersonal": "pseudonymise", "requestLogPseudonymKey": PSEUDONYM_KEY}
+
+
+def test_leaving_pseudonymise_keeps_the_key_until_no_active_revision_refers_to_it(cloud):
+    """audit 2 #1 and 3 #4, over the release's real states: in Multiple mode Azure refuses to remove a secret an active
+    revision refers to (platform_rules.RevisionHistory). Leaving pseudonymise with its key still set passes the
+    release; the key's removal afterwards is an application-scope change (no revision) and passes too."""
+    stack = cloud(**PSEUDONYMISE)
+    stable = deployed(stack)
+    stack.config["observability.requestLogPersonal"] = "drop"
+    Release(stack, Platform(stack).smoke, say=lambda line: None).run()
+    dropping = stack.history.revisions[-1][0]
+    assert dropping != stable and stack.history.active == {dropping}
+    del stack.config["requestLogPseudonymKey"]
+    Release(stack, Platform(stack).smoke, say=lambda line: None).run()
+    assert stack.history.revisions[-1][0] == dropping and not stack.state.one(APP).inputs["configuration"].get("secrets")
+
+
+def test_removing_the_key_with_the_mode_is_refused_while_the_stable_revision_uses_it(cloud):
+    """What the README's order prevents: the mode and the key in one change make the candidate's `up` remove a secret
+    the stable (pseudonymising) revision refers to; Azure refuses it and the stable revision keeps serving."""
+    stack = cloud(**PSEUDONYMISE)
+    stable = deployed(stack)
+    stack.config["observability.requestLogPersonal"] = "drop"
+    del stack.config["requestLogPseudonymKey"]
+    with pytest.raises(ReleaseFailed, match=rf"refused \(secret '[a-z-]+' is in use by the active revision {stable}.*"
+                                            rf"{stable} still serves 100 %"):
+        Release(stack, Platform(stack).smoke, say=lambda line: None).run()
+    assert stack.history.serving() == {stable}
+
+
 def test_a_smoke_test_failing_during_a_shift_moves_the_traffic_back(cloud):
     stack = cloud(**{"serving.containerApp.releaseSteps": [10]})
     stable = deployed(stack)

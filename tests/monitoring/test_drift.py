@@ -96,14 +96,39 @@ def test_malformed_lines_are_counted_and_skipped(window, context, tmp_path):
            json.dumps({k: v for k, v in good.items() if k != "inputs"}),
            json.dumps({**good, "ts": "yesterday"}),
            json.dumps({**good, "outputs": []}),
+           json.dumps({**good, "inputs": {**good["inputs"], "extra": [1] * (len(good["outputs"]) + 1)}}),
+           json.dumps({**good, "inputs": {name: 3 for name in good["inputs"]}}),
            "INFO:     127.0.0.1:5555 - \"POST /predict HTTP/1.1\" 200 OK",
            json.dumps({"log_type": "error", "ts": good["ts"], "status": 503, "error": "not ready"})]
     log = tmp_path / "messy.jsonl"
     log.write_text("\n".join(clean[:100] + bad + clean[100:]) + "\n")
     code, report = run(log, tmp_path / "out", "--context", str(context.path))
     assert code == drift.EXIT_OK and only_version(report)["records"] == 1000
-    assert report["lines"]["malformed"] == 6 and report["lines"]["other_log_type"] == 1
+    assert report["lines"]["malformed"] == 8 and report["lines"]["other_log_type"] == 1
     assert report["lines"]["error_lines"] == 1 and report["lines"]["predictions"] == 200
+
+
+def test_a_window_spanning_the_log_format_change_reads_both_versions(window, context, shifts, tmp_path):
+    """Lines written before the log's columns (schema version 1: a list of records) and after (version 2: by column)
+    in one window give the report the same lines give in either version alone."""
+    shift, _ = shifts["categorical"]
+    lines = [json.loads(line) for line in window(shift, shift).read_text().splitlines()]
+    assert {line["schema_version"] for line in lines} == {2} and all(isinstance(line["inputs"], dict) for line in lines)
+
+    def as_version_1(line: dict) -> dict:
+        rows = [dict(zip(line["inputs"], values, strict=True)) for values in zip(*line["inputs"].values(), strict=True)]
+        return {**line, "schema_version": 1, "inputs": rows}
+
+    mixed = [as_version_1(line) if index % 2 else line for index, line in enumerate(lines)]
+    reports = {}
+    for name, written in (("v2", lines), ("mixed", mixed), ("v1", [as_version_1(line) for line in lines])):
+        log = tmp_path / f"{name}.jsonl"
+        log.write_text("".join(json.dumps(line) + "\n" for line in written))
+        code, reports[name] = run(log, tmp_path / name, "--context", str(context.path))
+        assert code == drift.EXIT_DRIFT and "malformed" not in reports[name]["lines"]
+    assert only_version(reports["mixed"])["records"] == only_version(reports["v2"])["records"] == 1000
+    assert psi_table(only_version(reports["mixed"])) == psi_table(only_version(reports["v2"])) == psi_table(
+        only_version(reports["v1"]))
 
 
 def test_thresholds_and_version_filter(window, context, shifts, tmp_path):

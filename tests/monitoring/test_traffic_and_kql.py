@@ -71,7 +71,7 @@ def test_prediction_queries_read_real_lines(real_lines, source, model):
         assert "todouble(output.probability)" in kql.probability_distribution(source)
         assert evaluate(kql.errors(source), row) is None
         lines = evaluate(kql.prediction_lines(source), row)
-        assert json.loads(lines["line"])["inputs"][0].keys() == set(model.contract.feature_names)
+        assert json.loads(lines["line"])["inputs"].keys() == set(model.contract.feature_names)
     error_row = {source.message_column: error, source.app_column: source.app_name}
     assert evaluate(kql.predictions(source), error_row) is None
     assert evaluate(kql.prediction_lines(source), error_row) is None
@@ -126,9 +126,9 @@ def test_traffic_reaches_the_service_and_is_bounded(service, model):
 def test_a_request_logged_in_parts_counts_once_and_keeps_every_output(real_lines, source):
     """The 5xx-rate, latency and traffic queries count a 1000-record request once, not once per 16 KiB part;
     the probability histogram and the drift job's query see every part's records."""
-    record = real_lines[0][0]["inputs"][0]
+    first = {name: values[0] for name, values in real_lines[0][0]["inputs"].items()}  # a real line's first record
     lines = requestlog.prediction_lines(request_id="big", model_name="m", model_version="3", runtime="onnx",
-                                        protocol="predict", inputs=[record] * 1000,
+                                        protocol="predict", inputs={name: [v] * 1000 for name, v in first.items()},
                                         outputs=[{"probability": 0.25, "label": 0}] * 1000, latency_ms=12.5)
     rows = [{source.message_column: line, source.app_column: source.app_name} for line in lines.decode().splitlines()]
     assert len(rows) > 10

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monitoring import logformat
 from serving.compile import frame_to_columns
 from serving.localrun import stop_service
 from serving.scoring.model import InputField, Manifest
@@ -194,10 +195,10 @@ def test_one_json_log_line_per_scored_request(client, service, manifest, example
     lines = service.log_entries(since, 1)
     assert len(lines) == 1
     line = lines[0]
-    assert line["log_type"] == "prediction" and line["schema_version"] == 1
+    assert line["log_type"] == "prediction" and line["schema_version"] == 2
     assert line["request_id"] == "log-me"
     assert (line["model_name"], line["model_version"]) == (manifest.model_name, manifest.model_version)
-    assert line["inputs"] == example and len(line["outputs"]) == len(example)
+    assert logformat.records(line["inputs"], len(line["outputs"])) == example and len(line["outputs"]) == len(example)
     assert line["latency_ms"] > 0 and line["ts"].endswith("Z") and line["n_records"] == len(example)
     assert (line["protocol"], line["part"], line["parts"], line["first_record"]) == ("predict", 1, 1, 0)
 

@@ -14,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
+from monitoring import logformat
 from serving import smoke
 from serving.localrun import free_port, start_service, stop_service
 from serving.scoring.model import Manifest
@@ -70,7 +71,8 @@ def test_two_workers_on_a_slow_pipe_write_only_whole_lines(context):
             broken.append(line[:120])
             continue
         if entry.get("log_type") == "prediction":
-            logged[entry["request_id"]] = logged.get(entry["request_id"], 0) + len(entry["inputs"])
+            records = logformat.records(entry["inputs"], len(entry["outputs"])) or []
+            logged[entry["request_id"]] = logged.get(entry["request_id"], 0) + len(records)
     assert broken == [], f"{len(broken)} of {len(lines)} lines broken, e.g. {broken[:2]}"
     assert sorted(answered) == sorted(logged), "every answered request is in the log"
     assert set(logged.values()) == {RECORDS}, "with all its records, across its parts"

@@ -11,6 +11,7 @@ import orjson
 import pytest
 from fastapi.testclient import TestClient
 
+from monitoring import logformat
 from serving.scoring import privacy
 from serving.scoring.app import create_app
 from serving.scoring.model import Manifest
@@ -42,7 +43,7 @@ def logged(context, env: dict[str, str], records: list[dict], capfd) -> tuple[di
         assert answer.status_code == 200, answer.text
     lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
     [line] = [entry for entry in lines if entry.get("log_type") == "prediction"]
-    return answer.json(), line["inputs"]
+    return answer.json(), logformat.records(line["inputs"], len(line["outputs"]))
 
 
 def test_personal_columns_are_dropped_from_the_log_by_default(context, manifest, personal, example, capfd,
@@ -98,6 +99,7 @@ def test_a_bad_mode_or_a_missing_key_stops_start_up_naming_the_variable(tmp_path
 def test_a_model_without_personal_inputs_logs_its_records_unchanged(manifest):
     raw = {**manifest.raw, "contract": {**(manifest.contract or {}), "personal": []}}
     plain = Manifest.from_dict(raw)
-    records = [dict(r) for r in manifest.input_example]
+    columns = {name: tuple(r[name] for r in manifest.input_example) for name in manifest.input_names}
     for mode in privacy.MODES:
-        assert privacy.for_log(mode, plain, KEY.encode())(records) is records
+        logged = privacy.for_log(mode, plain, KEY.encode())(columns)
+        assert list(logged) == manifest.input_names and all(logged[name] is columns[name] for name in columns)

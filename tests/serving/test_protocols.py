@@ -17,6 +17,7 @@ from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 from pydantic import TypeAdapter, ValidationError
 from tritonclient.utils import InferenceServerException
 
+from monitoring import logformat
 from serving.scoring.model import Manifest
 from serving.scoring.schemas import value_type
 
@@ -341,9 +342,9 @@ def test_large_request_is_logged_in_parts_under_16_kib(live, http, manifest, fra
     assert len(parts) > 1 and max(len(line) for line in raw) <= 16 * 1024
     assert [p["part"] for p in parts] == list(range(1, len(parts) + 1)) and {p["parts"] for p in parts} == {len(parts)}
     assert all(p["n_records"] == 1000 and p["model_version"] == manifest.model_version for p in parts)
-    assert [r for p in parts for r in p["inputs"]] == records
+    assert [r for p in parts for r in logformat.records(p["inputs"], len(p["outputs"])) or []] == records
     assert [o["probability"] for p in parts for o in p["outputs"]] == [pair[1] for pair in answer.json()["predictions"]]
-    assert [p["first_record"] for p in parts] == [sum(len(q["inputs"]) for q in parts[:i]) for i in range(len(parts))]
+    assert [p["first_record"] for p in parts] == [sum(len(q["outputs"]) for q in parts[:i]) for i in range(len(parts))]
 
 
 def test_every_route_is_documented_with_an_example(http):

@@ -10,15 +10,23 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Histogram
 
+from monitoring import logformat
 from serving.scoring import metrics, requestlog
 
 
 def lines_for(records: list[dict], request_id: str = "r" * 128) -> list[bytes]:
     outputs = [{"probability": random.random(), "label": random.randint(0, 1)} for _ in records]
+    columns = {name: tuple(record[name] for record in records) for name in records[0]}
     raw = requestlog.prediction_lines(request_id=request_id, model_name="my-model", model_version="12",
-                                      runtime="onnx", protocol="mlflow", inputs=records, outputs=outputs,
+                                      runtime="onnx", protocol="mlflow", inputs=columns, outputs=outputs,
                                       latency_ms=1.5)
     return raw.splitlines(keepends=True)
+
+
+def logged(lines: list[bytes]) -> list[dict]:
+    """The records the lines hold, one dict each, in order."""
+    parts = [json.loads(line) for line in lines]
+    return [record for part in parts for record in logformat.records(part["inputs"], len(part["outputs"])) or []]
 
 
 def test_a_small_request_is_one_line_and_a_large_one_parts_under_the_limit():
@@ -32,7 +40,8 @@ def test_a_small_request_is_one_line_and_a_large_one_parts_under_the_limit():
     assert max(len(line) for line in lines) <= requestlog.MAX_LINE_BYTES and len(lines) > 10
     assert all(line.endswith(b"\n") and line.count(b"\n") == 1 for line in lines)
     assert [p["part"] for p in parts] == list(range(1, len(parts) + 1)) and {p["parts"] for p in parts} == {len(parts)}
-    assert [r for p in parts for r in p["inputs"]] == records and {p["n_records"] for p in parts} == {3000}
+    assert logged(lines) == records and {p["n_records"] for p in parts} == {3000}
+    assert all(list(p["inputs"]) == ["shape", "height", "note"] for p in parts)  # by column, each name once a line
     # Parts are filled: the next record would not have fitted (so lines are not needlessly many).
     assert min(len(line) for line in lines[:-1]) > requestlog.MAX_LINE_BYTES - 2000
 
@@ -41,9 +50,9 @@ def test_a_record_too_big_for_any_line_has_its_long_texts_cut_in_the_log():
     records = [{"shape": "round", "height": 30.0}, {"shape": "é" * 50_000, "height": 40.0}, {"shape": "square", "height": 50.0}]
     lines = lines_for(records)
     assert max(len(line) for line in lines) <= requestlog.MAX_LINE_BYTES
-    logged = [r for line in lines for r in json.loads(line)["inputs"]]
-    assert logged[1]["shape"] == "é" * requestlog.MAX_LOGGED_STRING + "…" and logged[1]["height"] == 40.0
-    assert logged[0] == records[0] and logged[2] == records[2]
+    found = logged(lines)
+    assert found[1]["shape"] == "é" * requestlog.MAX_LOGGED_STRING + "…" and found[1]["height"] == 40.0
+    assert found[0] == records[0] and found[2] == records[2]
     assert records[1]["shape"] == "é" * 50_000  # the caller's records (what was scored) are untouched
 
 
@@ -58,7 +67,7 @@ def test_lines_are_the_bytes_of_one_dict_per_part(count):
     for line in lines:
         part = json.loads(line)
         assert line == orjson.dumps(part) + b"\n"
-    assert [r for line in lines for r in json.loads(line)["inputs"]] == records
+    assert logged(lines) == records
 
 
 @pytest.mark.parametrize("count", [1, 5, 300])
