@@ -12,7 +12,7 @@ import pulumi_azure_native.resources as resources
 
 from infra import acr_auth, kql, model_source, settings
 from infra.databricks import Databricks, DatabricksArgs, DriftJobArgs
-from infra.image import ImageArgs, ScoringImage, resolve
+from infra.image import ImageArgs, Resolution, ScoringImage, resolve
 from infra.observability import Observability, ObservabilityArgs
 from infra.promotion import Promotion, PromotionArgs
 from infra.registry import Registry, RegistryArgs
@@ -33,6 +33,9 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
                                     s.databricks.existing_workspace_url, s.databricks.existing_workspace_resource_id)
     first_up = workspace is None  # this `up` creates the workspace and nothing inside it (workspace_bootstrap)
     resolution = None if promoting or first_up else resolve(s.model, s.image, locate=lambda: workspace)
+    runtime = image_runtime(resolution)
+    if runtime:  # before any resource: a container too small for this runtime stops the `up` with nothing changed
+        settings.check_memory(s, runtime)
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, names=names, settings=s.observability,
         log_source=log_source(s), serving_deployed=not first_up and (resolution is None or resolution.model is not None),
@@ -62,16 +65,22 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
     if resolution.model is None:
         return bootstrapped(outputs, resolution.bootstrap_message)
 
-    if resolution.context_dir is not None:  # an `up`: the context's manifest names the runtime (a preview has none)
-        settings.check_memory(s, json.loads((resolution.context_dir / "model" / MANIFEST_FILE).read_text())["runtime"])
     image = ScoringImage("scoring-image", ImageArgs(login_server=registry.login_server, settings=s.image,
                                                     resolution=resolution, token=acr_token))
     served = serve(s, image.repo_digest, group, observability, registry)
     version = batch_version(s, resolution.model.version)  # the version the image serves
     batch = databricks.declare_batch_job(version)
     return {**outputs, **served, **batch_output(batch, version), "image_ref": image.repo_digest,
-            "model_version": resolution.model.version,
+            "image_runtime": runtime, "model_version": resolution.model.version,
             "model_run_id": resolution.model.run_id, "bootstrap": "", "promoted_from": ""}
+
+
+def image_runtime(resolution: Resolution | None) -> str:
+    """The runtime the image's model runs on (onnx, sklearn, ...), from the build context's manifest: known in an `up`,
+    "" in a preview (no context is assembled) and where nothing is built."""
+    if resolution is None or resolution.context_dir is None:
+        return ""
+    return str(json.loads((resolution.context_dir / "model" / MANIFEST_FILE).read_text())["runtime"])
 
 
 def workspace_bootstrap(s: StackSettings) -> str:
@@ -85,7 +94,7 @@ def bootstrapped(outputs: dict[str, Any], message: str) -> dict[str, Any]:
     """No image and no workload yet: the outputs say why (the release and the prod job read `bootstrap`)."""
     pulumi.log.warn(message)
     empty = ("endpoint_url", "latest_revision_name", "candidate_url", "serving_revision", "candidate_weight",
-             "image_ref", "model_version", "model_run_id", "promoted_from", "batch_model_version")
+             "image_ref", "image_runtime", "model_version", "model_run_id", "promoted_from", "batch_model_version")
     return {**outputs, **dict.fromkeys(empty, ""), "bootstrap": message}
 
 
@@ -95,11 +104,13 @@ def promoted(s: StackSettings, group: resources.ResourceGroup, observability: Ob
     promotion = Promotion("promotion", PromotionArgs(
         settings=s.promotion, model=s.model, image=s.image, experiment=s.databricks.experiment,
         registry_id=registry.registry.id, login_server=registry.login_server, workspace_url=databricks.workspace_url,
-        writes_into=databricks.promotion_writes_into, in_flight=in_flight(s)))
+        writes_into=databricks.promotion_writes_into, in_flight=in_flight(s),
+        check_runtime=lambda runtime: settings.check_memory(s, runtime)))
     served = serve(s, promotion.deployable_image, group, observability, registry)
     version = batch_version(s, promotion.registry_model_version)  # the promoted copy in this stack's registry
     batch = databricks.declare_batch_job(version)
     return {**served, **batch_output(batch, version), "image_ref": promotion.image_ref, "image_digest": promotion.digest,
+            "image_runtime": promotion.runtime,
             "model_name": promotion.model_name, "model_version": promotion.model_version,
             "model_run_id": promotion.model_run_id, "registry_model_version": promotion.registry_model_version,
             "source_image_ref": promotion.source_image_ref, "promoted_from": promotion.source_stack, "bootstrap": ""}

@@ -19,7 +19,7 @@ Deleting either resource deletes nothing: images and model versions stay for lat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +46,7 @@ class SourceArtifact:
     model_version: str
     run_id: str  # "" when pinned: the registry knows the pinned version's run
     workspace: str
+    runtime: str = ""  # what the image's model runs on (the source's image_runtime); "" when pinned or not exported
 
     def image_to_import(self) -> promote.ImageRef:
         """The source's image: every promotion but a pinned one (a rollback) imports it."""
@@ -81,7 +82,16 @@ def source_artifact(stack: str, outputs: Mapping[str, Any], settings: PromotionS
             f"{settings.tested_model_version}). A later deploy replaced it while this promotion waited: nothing is "
             "promoted; promote the newer run once its smoke test passed.")
     return SourceArtifact(stack, image, str(outputs["registry_id"]), str(outputs["model_name"]),
-                          str(outputs["model_version"]), str(outputs["model_run_id"]), workspace)
+                          str(outputs["model_version"]), str(outputs["model_run_id"]), workspace,
+                          str(outputs.get("image_runtime") or ""))
+
+
+def fitting(artifact: SourceArtifact, check_runtime: Callable[[str], None]) -> SourceArtifact:
+    """The artifact, once this stack's containers are known to hold its runtime's workers (a pinned rollback's
+    runtime is not known: its image was checked when it was promoted, against this stack's settings of then)."""
+    if artifact.runtime:
+        check_runtime(artifact.runtime)
+    return artifact
 
 
 # ---- dynamic resources: the two cloud steps ----
@@ -178,6 +188,9 @@ class PromotionArgs:
     # permissions, and the registered model where the stack declares it
     writes_into: Sequence[pulumi.Resource] = ()
     in_flight: bool = False  # a release's candidate: the copy takes CANDIDATE_ALIAS; model.alias moves when it completes
+    # this stack's memory rule for the runtime the source's image runs on (settings.check_memory): the source checked
+    # it for its own containers, which may be larger than this stack's
+    check_runtime: Callable[[str], None] = lambda runtime: None
 
 
 class Promotion(pulumi.ComponentResource):
@@ -188,6 +201,7 @@ class Promotion(pulumi.ComponentResource):
     registry_model_version: pulumi.Output[str]  # its copy's version in this stack's registry
     model_run_id: pulumi.Output[str]
     source_image_ref: pulumi.Output[str]
+    runtime: pulumi.Output[str]  # the source's image_runtime ("" when pinned)
 
     def __init__(self, name: str, args: PromotionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("mlops:infra:Promotion", name, None, opts)
@@ -197,7 +211,8 @@ class Promotion(pulumi.ComponentResource):
         stack = f"{pulumi.get_organization()}/{pulumi.get_project()}/{s.source_stack}"
         self.source_stack = stack
         self.reference = pulumi.StackReference(f"{name}-source", stack_name=stack, opts=child)
-        source = self.reference.outputs.apply(lambda outputs: source_artifact(stack, outputs or {}, s))
+        source = self.reference.outputs.apply(lambda outputs: fitting(source_artifact(stack, outputs or {}, s),
+                                                                      args.check_runtime))
         self.digest = source.apply(lambda a: a.image.digest if a.image else str(s.pinned_digest))
         server = pulumi.Output.from_input(args.login_server)
         target_ref = pulumi.Output.all(server, self.digest).apply(lambda v: f"{v[0]}/{args.image.repository}@{v[1]}")
@@ -226,6 +241,7 @@ class Promotion(pulumi.ComponentResource):
         self.model_name = pulumi.Output.from_input(m.full_name)
         self.model_version = source.apply(lambda a: a.model_version)
         self.model_run_id = source.apply(lambda a: a.run_id)
+        self.runtime = source.apply(lambda a: a.runtime)
         self.registry_model_version = self.registration.version
         # The workload waits for both: prod's registry says what prod serves before it serves it.
         self.deployable_image = pulumi.Output.all(self.image_ref, self.registration.version).apply(lambda v: v[0])

@@ -187,6 +187,22 @@ def test_a_never_deployed_or_outdated_staging_fails_naming_what_is_missing(prod)
         prod(staging_outputs(image_ref=f"{STAGING_SETTINGS.registry.name}.azurecr.io/{REPOSITORY}:latest"))
 
 
+def test_prod_checks_its_own_memory_for_the_runtime_stagings_image_runs_on(prod, base_overrides):
+    """audit 2 #5: staging checks its containers for the runtime its image's model runs on (infra/program.py
+    image_runtime); prod's may be smaller (AKS, 1Gi): prod checks them again with the runtime staging exports, in its
+    preview too (a StackReference's outputs are known there), before any resource of the promotion."""
+    on_aks = {"serving.target": "aks", "serving.aks.memoryLimit": "1Gi"}
+    for preview in (False, True):
+        # raised in the StackReference's apply: the engine reports it as the program's error (the test runner wraps it)
+        with pytest.raises(ValueError, match=r"more than mlops:serving\.aks\.memoryLimit \(1024 MiB\).*runs on the "
+                                              r"sklearn runtime"):
+            mockcloud.evaluate("prod", {**base_overrides("prod"), **on_aks}, env={}, preview=preview,
+                               stack_outputs={STAGING: staging_outputs(image_runtime="sklearn")})
+    assert prod(staging_outputs(image_runtime="onnx"), **on_aks).outputs["image_runtime"] == "onnx"
+    assert prod(staging_outputs(), **on_aks).outputs["image_runtime"] == "", "a staging from before the output"
+    assert prod(staging_outputs(image_runtime="sklearn")).outputs["image_digest"] == DIGEST, "4 Gi hold it"
+
+
 def test_prod_refuses_when_staging_no_longer_serves_what_this_run_tested(prod):
     """A later push redeployed staging while this run waited for approval: prod must not promote the newer image."""
     tested = {"promotion.testedDigest": OLD_DIGEST, "promotion.testedModelVersion": "6"}
