@@ -111,7 +111,7 @@ def pinned_version(s: StackSettings, outputs: Mapping[str, str]) -> str | None:
 SAYS = {  # what each action's `up` did, for the job's log and summary
     State.CANDIDATE: "candidate {r.revision} at 0 % beside {r.stable} (100 %)",
     State.SHIFT: "shift: {r.revision} {r.weight} %, {r.stable} the rest",
-    State.COMPLETE: "complete: {r.revision} serves 100 % (Single mode; {r.stable} is deactivated once it passes)",
+    State.COMPLETE: "complete: {r.revision} serves 100 % (Single mode)",
     State.UPDATE: "one update: the first deploy, no new revision, or none on the target"}
 FAILED_IN = {  # where a failed release ends, and what serves then
     State.FAILED_CANDIDATE: "candidate {r.revision} failed its smoke test ({r.error}); it never took a request: "
@@ -184,6 +184,8 @@ class Release:
         self.note(SAYS[state].format(r=self))
         if state is State.CANDIDATE and replaced not in ("?", self.stable, self.revision):
             self.retire(replaced, "the failed candidate this one replaces", "it stops when this release completes")
+        if state is State.COMPLETE:  # before the smoke test, which then checks the app serves without it
+            self.retire(self.stable, "the revision this release replaced")
         url = self.outputs.get("candidate_url" if state is State.CANDIDATE else "endpoint_url")
         if not url:  # a bootstrap `up` (no workspace yet, or no model version) declares no workload
             self.note(f"no endpoint, nothing to smoke test: {self.outputs.get('bootstrap') or 'no workload declared'}")
@@ -195,11 +197,10 @@ class Release:
             self.note(f"smoke test FAILED: {state.value} ({url}): {error}")
             return Event.FAILED
         self.note(f"smoke test passed: {state.value} ({url}) serves model version {self.outputs.get('model_version')}")
-        if state is State.COMPLETE:
-            self.retire(self.stable, "the revision this release replaced")
         return Event.PASSED if self.steps else Event.LAST_PASSED
 
-    def retire(self, revision: str, what: str, after: str = "deactivate it by hand") -> None:
+    def retire(self, revision: str, what: str,
+               after: str = "if `az containerapp revision list` still shows it active, deactivate it by hand") -> None:
         """Deactivate a revision no traffic reaches: a failed candidate the new one replaced (in Multiple mode it stays
         active at 0 %, minReplicas running, until a release completes), or at completion the replaced stable one. The
         switch to Single mode should stop that one, but did not always (microsoft/azure-container-apps#679), and while

@@ -1288,7 +1288,9 @@ class RevisionHistory:
         """In Multiple mode a secret an active revision refers to cannot be removed (learn.microsoft.com/azure/
         container-apps/manage-secrets: "deploy a new revision that no longer references the old secret. Then deactivate
         all revisions that reference the secret"; microsoft/vscode-azurecontainerapps#1098: "In Multiple mode deletion
-        is blocked, while in Single mode deletion succeeds"; hashicorp/terraform-provider-azurerm#22493: a 400)."""
+        is blocked, while in Single mode deletion succeeds"; hashicorp/terraform-provider-azurerm#22493: a 400). Not
+        documented, so not modelled: which mode applies when one PUT switches mode and removes a secret (the mode it
+        asks for is taken here), and inactive revisions (taken as not referring)."""
         if (_get(inputs, "configuration", "activeRevisionsMode") or "Single") == "Single":
             return
         declared = {secret.get("name") for secret in _get(inputs, "configuration", "secrets") or []}

@@ -199,6 +199,39 @@ def test_leaving_pseudonymise_keeps_the_key_until_no_active_revision_refers_to_i
     assert stack.history.revisions[-1][0] == dropping and not stack.state.one(APP).inputs["configuration"].get("secrets")
 
 
+def test_the_key_goes_with_a_template_change_once_the_leaving_release_deactivated_the_old_revision(cloud):
+    """Even where the switch to Single mode leaves the pseudonymising revision active (#679), the completed release
+    deactivated it: the key's removal may come with a new template, whose candidate runs in Multiple mode."""
+    stack = cloud(**PSEUDONYMISE)
+    deployed(stack)
+    stack.history.single_keeps_others_active = True
+    stack.config["observability.requestLogPersonal"] = "drop"
+    Release(stack, Platform(stack).smoke, say=lambda line: None).run()
+    dropping = stack.history.revisions[-1][0]
+    del stack.config["requestLogPseudonymKey"]
+    stack.config.update(CPU_2)
+    Release(stack, Platform(stack).smoke, say=lambda line: None).run()
+    assert stack.history.revisions[-1][0] != dropping and stack.history.active == {stack.history.revisions[-1][0]}
+
+
+def test_the_key_stays_while_a_failed_leaving_release_leaves_the_old_revision_serving(cloud):
+    """A leaving release whose candidate failed leaves the pseudonymising revision serving: a next push that removes
+    the key too is refused (and changes nothing) until a leaving release completes."""
+    stack = cloud(**PSEUDONYMISE)
+    stable = deployed(stack)
+    stack.config.update({"observability.requestLogPersonal": "drop", **CPU_1_5})
+    with pytest.raises(ReleaseFailed, match="failed its smoke test"):
+        Release(stack, Platform(stack, broken_cpu=1.5).smoke, say=lambda line: None).run()
+    del stack.config["requestLogPseudonymKey"]
+    stack.config.update(CPU_2)  # the fix, with the key removed as well
+    with pytest.raises(ReleaseFailed, match=rf"secret '[a-z-]+' is in use by the active revision {stable}"):
+        Release(stack, Platform(stack, broken_cpu=1.5).smoke, say=lambda line: None).run()
+    assert stack.history.serving() == {stable}
+    stack.config["requestLogPseudonymKey"] = PSEUDONYM_KEY  # the README's order: the key stays until it completes
+    Release(stack, Platform(stack, broken_cpu=1.5).smoke, say=lambda line: None).run()
+    assert stack.history.serving() == {stack.history.revisions[-1][0]} != {stable}
+
+
 def test_removing_the_key_with_the_mode_is_refused_while_the_stable_revision_uses_it(cloud):
     """What the README's order prevents: the mode and the key in one change make the candidate's `up` remove a secret
     the stable (pseudonymising) revision refers to; Azure refuses it and the stable revision keeps serving."""
