@@ -25,17 +25,20 @@ CONTAINER_NAME = "scoring"
 def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     s = settings.load(env)
     names = s.names  # every name below derives from the config key `name` (infra/naming.py)
-    group = resources.ResourceGroup("resource-group", resource_group_name=names.resource_group, location=s.location,
-                                    tags=s.tags, opts=pulumi.ResourceOptions(protect=s.protect))
     promoting = s.promotion.enabled  # a promotion target (prod) neither resolves nor builds: it imports
     # A read-only ARM lookup: the stack's own workspace (or databricks.existingWorkspaceUrl), None before it exists.
     workspace = model_source.locate(names.resource_group, names.databricks_workspace,
                                     s.databricks.existing_workspace_url, s.databricks.existing_workspace_resource_id)
     first_up = workspace is None  # this `up` creates the workspace and nothing inside it (workspace_bootstrap)
     resolution = None if promoting or first_up else resolve(s.model, s.image, locate=lambda: workspace)
-    runtime = image_runtime(resolution)
-    if runtime:  # before any resource: a container too small for this runtime stops the `up` with nothing changed
+    # Before any resource: a container too small for the runtime the image's model runs on stops the `up` with nothing
+    # changed (a promotion target: the runtime staging tested, passed by CI with its digest; infra/promotion.py checks
+    # staging's output again where no one passed it).
+    runtime = image_runtime(resolution) or s.promotion.tested_runtime or ""
+    if runtime:
         settings.check_memory(s, runtime)
+    group = resources.ResourceGroup("resource-group", resource_group_name=names.resource_group, location=s.location,
+                                    tags=s.tags, opts=pulumi.ResourceOptions(protect=s.protect))
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, names=names, settings=s.observability,
         log_source=log_source(s), serving_deployed=not first_up and (resolution is None or resolution.model is not None),

@@ -494,6 +494,7 @@ MIB = 1024 * 1024
 # Python objects (serving/scoring/settings.py: 4 MiB of `{},` took 210 MiB). infra/program.py checks again with the
 # runtime the image's manifest names; the settings check the smallest, which every model needs.
 SUPERVISOR_MIB = 52
+Runtime = Literal["onnx", "sklearn", "pyfunc"]  # what a model version's image runs it on (serving/compile.py)
 WORKER_MIB = {"onnx": 97, "sklearn": 224, "pyfunc": 224}
 PARSE_FACTOR = 50
 SMALLEST_RUNTIME = "onnx"
@@ -599,6 +600,9 @@ class PromotionSettings(Section):
                                                     "by CI)", None)
     pinned_model_version: ModelVersion | None = key("rollback: the source model version the pinned digest serves (set "
                                                     "with pinnedDigest)", None)
+    tested_runtime: Runtime | None = key(
+        "the runtime the image staging tested runs on (set by CI with testedDigest): this stack's memory rule runs for "
+        "it before any resource changes", None)
     pinned_personal_checked: bool = key("rollback: you checked that the pinned image honours "
                                         "observability.requestLogPersonal (README, Roll back): an image older than its "
                                         "/ready report of it is then not refused by the smoke test; on AKS, where the "

@@ -266,7 +266,8 @@ def write_github(outputs: Mapping[str, str], lines: list[str], ok: bool) -> None
     """Job outputs for the next job, and what happened for the person reading the run."""
     if os.environ.get("GITHUB_OUTPUT"):
         with open(os.environ["GITHUB_OUTPUT"], "a") as out:
-            for key in ("endpoint_url", "model_version", "image_ref", "auth_audience", "latest_revision_name"):
+            for key in ("endpoint_url", "model_version", "image_ref", "image_runtime", "auth_audience",
+                        "latest_revision_name"):
                 out.write(f"{key}={outputs.get(key, '')}\n")
             out.write(f"image_digest={image_digest(outputs)}\n")
     if os.environ.get("GITHUB_STEP_SUMMARY"):

@@ -93,11 +93,14 @@ def test_each_deploy_is_a_release_and_prod_needs_staging_and_the_protected_envir
 def test_prod_deploys_exactly_what_the_staging_job_tested_and_fails_otherwise():
     jobs = load("deploy.yml")["jobs"]
     release = release_step(jobs["staging"])
-    assert jobs["staging"]["outputs"] == {"image_digest": f"${{{{ steps.{release['id']}.outputs.image_digest }}}}",
-                                          "model_version": f"${{{{ steps.{release['id']}.outputs.model_version }}}}"}
+    assert jobs["staging"]["outputs"] == {key: f"${{{{ steps.{release['id']}.outputs.{key} }}}}"
+                                          for key in ("image_digest", "model_version", "image_runtime")}
     env, run = jobs["prod"]["env"], release_step(jobs["prod"])["run"]
     assert env["TESTED_DIGEST"] == "${{ needs.staging.outputs.image_digest }}"
     assert env["TESTED_MODEL_VERSION"] == "${{ needs.staging.outputs.model_version }}"
+    # the runtime staging's image runs on: prod's memory rule before any resource (absent from an older staging)
+    assert env["TESTED_RUNTIME"] == "${{ needs.staging.outputs.image_runtime }}"
+    assert '${TESTED_RUNTIME:+--config "promotion.testedRuntime=$TESTED_RUNTIME"}' in run
     for flag in ('--config "promotion.testedDigest=$TESTED_DIGEST"',
                  '--config "promotion.testedModelVersion=$TESTED_MODEL_VERSION"',
                  '--expect-digest "$TESTED_DIGEST"', '--expect-model-version "$TESTED_MODEL_VERSION"'):

@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import ClassVar
+from typing import ClassVar, get_args
 
 import pytest
 from azure.core.credentials import AccessToken
@@ -23,7 +23,8 @@ from pulumi.dynamic.dynamic import serialize_provider
 from infra import promote, stack_files
 from infra.promote import PromotionError
 from infra.promotion import ImageImportProvider, ModelPromotionProvider
-from infra.settings import ConfigError
+from infra.settings import ConfigError, Runtime
+from serving.scoring.model import RUNTIMES
 from testing import mockcloud
 from testing.unity_catalog import searching_like_uc
 from tests.infra.conftest import settings_of
@@ -199,6 +200,11 @@ def test_prod_checks_its_own_memory_for_the_runtime_stagings_image_runs_on(prod,
             mockcloud.evaluate("prod", {**base_overrides("prod"), **on_aks}, env={}, preview=preview,
                                stack_outputs={STAGING: staging_outputs(image_runtime="sklearn")})
     assert prod(staging_outputs(image_runtime="onnx"), **on_aks).outputs["image_runtime"] == "onnx"
+    # CI passes the runtime staging tested (promotion.testedRuntime): refused before any resource is declared
+    with pytest.raises(ConfigError, match=r"runs on the sklearn runtime"):
+        prod(**on_aks, **{"promotion.testedRuntime": "sklearn"})
+    assert settings_of("prod").promotion.tested_runtime is None
+    assert get_args(Runtime) == RUNTIMES, "the runtimes a manifest names are those the memory rule knows"
     assert prod(staging_outputs(), **on_aks).outputs["image_runtime"] == "", "a staging from before the output"
     assert prod(staging_outputs(image_runtime="sklearn")).outputs["image_digest"] == DIGEST, "4 Gi hold it"
 

@@ -327,8 +327,9 @@ def test_the_job_fails_and_its_summary_says_what_serves(cloud, tmp_path, monkeyp
     assert "image_digest=\n" in (tmp_path / "GITHUB_OUTPUT").read_text(), "a failed release hands prod nothing"
     stack.config.update(CPU_2)
     assert release.main(["--stack", STAGING], stack_for=lambda name, config: stack, smoke=platform.smoke) == 0
-    handed = dict(line.split("=", 1) for line in (tmp_path / "GITHUB_OUTPUT").read_text().splitlines()[-6:])
+    handed = dict(line.split("=", 1) for line in (tmp_path / "GITHUB_OUTPUT").read_text().splitlines()[-7:])
     assert handed["image_digest"].startswith("sha256:") and handed["model_version"] == stack.outputs()["model_version"]
+    assert handed["image_runtime"] == stack.outputs()["image_runtime"] == "onnx", "prod checks its memory for it"
     assert "### Release done" in (tmp_path / "GITHUB_STEP_SUMMARY").read_text()
 
 
