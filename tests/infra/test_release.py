@@ -23,7 +23,7 @@ from infra.settings import ConfigError, StackSettings, from_values
 from scripts import pulumi_stack, release, smoke_from
 from scripts.release import Release, ReleaseFailed, State
 from testing import mockcloud
-from testing.platform_rules import APP, RevisionHistory
+from testing.platform_rules import APP, RevisionHistory, RevisionRefused
 from tests.infra.conftest import settings_of
 
 STAGING = f"{mockcloud.ORGANIZATION}/{stack_files.pulumi_project()}/staging"
@@ -178,6 +178,26 @@ def test_completing_deactivates_the_replaced_revision_even_if_the_switch_to_sing
     candidate = stack.history.revisions[-1][0]
     assert stack.history.active == {candidate} and stack.history.serving() == {candidate}
     assert f"deactivated {stable}, the revision this release replaced" in said
+
+
+def test_a_refused_deactivate_at_completion_is_noted_and_the_release_still_completes(cloud, monkeypatch):
+    """audit 5 #6: the replaced revision's deactivation is hardening (Single mode should already have stopped it): a
+    refusal costs replicas, not correctness, so the job says it and passes."""
+    stack = cloud()
+    stable = deployed(stack)
+    stack.history.single_keeps_others_active = True
+
+    def refused(revision: str) -> None:
+        raise RevisionRefused(f"{revision}: the revision is being updated")
+
+    monkeypatch.setattr(stack.history, "deactivate", refused)
+    stack.config.update(CPU_2)
+    said: list[str] = []
+    outputs = Release(stack, Platform(stack).smoke, say=said.append).run()
+    candidate = stack.history.revisions[-1][0]
+    assert outputs["serving_revision"] == candidate and stack.history.serving() == {candidate}
+    assert any(line.startswith(f"could not deactivate {stable}, the revision this release replaced") and
+               "deactivate it by hand" in line for line in said)
 
 
 PSEUDONYM_KEY = "pseudonym-key-" + "7" * 30  # what `pulumi config set --secret mlops:requestLogPseudonymKey` holds
