@@ -1,4 +1,4 @@
-"""A new Container App is created closed and opened once its auth config exists (N14).
+"""A new Container App is created closed and opened once its auth config exists (N14); ARM calls on its revisions.
 
 Azure creates an app's auth config only after the app (it is a child resource), and an app created with external
 ingress answers anyone until then. So the program creates a new app with a deny-all IP restriction, and this dynamic
@@ -42,6 +42,25 @@ def arm_send(method: str, path: str, body: dict | None) -> dict:
     with urllib.request.urlopen(request, timeout=60) as response:
         text = response.read()
     return json.loads(text) if text else {}
+
+
+class RevisionStillActive(RuntimeError):
+    pass
+
+
+def deactivate_revision(app_id: str, revision: str, send: Send = arm_send, timeout_s: float = 180,
+                        poll_s: float = 5) -> None:
+    """POST revisions/{revision}/deactivate, then wait until the revision reads inactive (`properties.active`): the
+    deactivation takes effect after the POST returns (Azure/azure-powershell#26748; `active` is RevisionProperties'
+    read-only flag in the Microsoft.App API), and what comes next (the release's last smoke test, the key's removal)
+    should meet the app without it."""
+    path = f"{app_id}/revisions/{revision}"
+    send("POST", f"{path}/deactivate", None)
+    deadline = time.monotonic() + timeout_s
+    while (send("GET", path, None).get("properties") or {}).get("active", True):
+        if time.monotonic() > deadline:
+            raise RevisionStillActive(f"{revision} still reads active {timeout_s:g} s after its deactivation")
+        time.sleep(poll_s)
 
 
 def open_ingress(app_id: str, send: Send = arm_send, timeout_s: float = 600, poll_s: float = 5) -> None:

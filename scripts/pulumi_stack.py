@@ -62,13 +62,13 @@ class PulumiStack:
         return {key: str(value.value) for key, value in result.outputs.items()}
 
     def deactivate(self, revision: str) -> None:
-        """ARM's revisions/{name}/deactivate (in the deployer's Contributor on the resource group)."""
+        """ARM's revisions/{name}/deactivate, waited for (in the deployer's Contributor on the resource group)."""
         from infra import ingress_opener
 
         s = self.settings()
         app = (f"/subscriptions/{os.environ['ARM_SUBSCRIPTION_ID']}/resourceGroups/{s.names.resource_group}"
                f"/providers/Microsoft.App/containerApps/{s.names.container_app}")
-        ingress_opener.arm_send("POST", f"{app}/revisions/{revision}/deactivate", None)
+        ingress_opener.deactivate_revision(app, revision)
 
     def settings(self) -> StackSettings:
         stack = self.name.rsplit("/", 1)[-1]

@@ -48,3 +48,22 @@ def test_opening_patches_the_ingress_and_waits():
     assert [m for m, _, _ in sent] == ["PATCH", "GET", "GET", "GET"]
     with pytest.raises(ingress_opener.IngressOpenError):
         ingress_opener.open_ingress(APP_ID, lambda m, p, b: {"properties": {"provisioningState": "Failed"}}, poll_s=0)
+
+
+def test_a_deactivation_is_waited_for_until_the_revision_reads_inactive():
+    """scripts/pulumi_stack.py deactivate: the POST returns before the revision stops (Azure/azure-powershell#26748);
+    the release's next step waits for `properties.active` false, and a revision that stays active is an error (the
+    release notes it)."""
+    sent: list[tuple] = []
+    answers = iter([True, True, False])
+
+    def send(method, path, body):
+        sent.append((method, path))
+        return {"properties": {"active": next(answers)}} if method == "GET" else {}
+
+    ingress_opener.deactivate_revision(APP_ID, "ca-x--old", send, poll_s=0)
+    revision = f"{APP_ID}/revisions/ca-x--old"
+    assert sent == [("POST", f"{revision}/deactivate"), ("GET", revision), ("GET", revision), ("GET", revision)]
+    with pytest.raises(ingress_opener.RevisionStillActive, match="ca-x--old still reads active"):
+        ingress_opener.deactivate_revision(APP_ID, "ca-x--old", lambda m, p, b: {"properties": {"active": True}},
+                                           timeout_s=0, poll_s=0)
