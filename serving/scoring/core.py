@@ -178,10 +178,10 @@ class ScoringPath:
         self.fast_mlflow = FastMlflow(self.fast_ignoring, settings.max_records)
         # A record's values in signature order, in C (itemgetter of one name returns the bare value).
         self.row = operator.itemgetter(*self.names) if len(self.names) > 1 else lambda r: (r[self.names[0]],)
-        # What the request log holds of the validated records: the contract's personal columns kept, dropped or
+        # What the request log holds of the validated columns: the contract's personal ones kept, dropped or
         # pseudonymised (scoring/privacy.py).
         self.logged: privacy.Logged = privacy.for_log(settings.request_log_personal, manifest,
-                                                              settings.request_log_pseudonym_key)
+                                                      settings.request_log_pseudonym_key)
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).
