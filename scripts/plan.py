@@ -13,6 +13,7 @@ program's evaluation time. A stack the program refuses prints the error and exit
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import io
 import json
@@ -167,5 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.ok for r in results) else 2
 
 
+def close_event_loop() -> None:
+    """Close the loop Pulumi's mocks ran on while the interpreter still stands. Left to its shutdown, the loop's
+    __del__ may run after its self-pipe socket was freed and print a ValueError traceback (a run of
+    tests/infra/test_greenfield.py caught one), though the plan itself was printed whole."""
+    loop = asyncio.get_event_loop_policy().get_event_loop()
+    if not loop.is_closed() and not loop.is_running():
+        loop.close()
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        code = main()
+    finally:
+        close_event_loop()
+    raise SystemExit(code)
