@@ -8,8 +8,10 @@ per app: the next `up` finds the app (a read, so a Reader's preview may look) an
 
 from __future__ import annotations
 
+import functools
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -33,8 +35,14 @@ class IngressOpenError(RuntimeError):
 Send = Callable[[str, str, dict | None], dict]  # (method, ARM path, body) -> the JSON answer
 
 
+@functools.cache
+def _credential() -> Any:
+    """One credential per process: it caches its token, so a wait's polls make no new token exchange each."""
+    return azure_credential.arm_credential()
+
+
 def arm_send(method: str, path: str, body: dict | None) -> dict:
-    token = azure_credential.arm_credential().get_token(ARM_SCOPE).token
+    token = _credential().get_token(ARM_SCOPE).token
     request = urllib.request.Request(f"{ARM}{path}?api-version={APP_API_VERSION}", method=method,
                                      # a POST without a body still says Content-Length: 0 (ARM answers 411 without)
                                      data=json.dumps(body).encode() if body is not None else b"" if method == "POST" else None,
@@ -50,17 +58,28 @@ class RevisionStillActive(RuntimeError):
 
 def deactivate_revision(app_id: str, revision: str, send: Send = arm_send, timeout_s: float = 180,
                         poll_s: float = 5) -> None:
-    """POST revisions/{revision}/deactivate, then wait until the revision reads inactive (`properties.active`): the
-    deactivation takes effect after the POST returns (Azure/azure-powershell#26748; `active` is RevisionProperties'
-    read-only flag in the Microsoft.App API), and what comes next (the release's last smoke test, the key's removal)
-    should meet the app without it."""
+    """POST revisions/{revision}/deactivate (synchronous in the Microsoft.App spec: 200), then wait until the revision
+    reads inactive (`properties.active`, RevisionProperties' read-only flag): Azure's record of the deactivation, read
+    back before what comes next (the release's last smoke test, the key's removal). A throttled (429), failing (5xx)
+    or unreachable read during the wait is read again until the deadline: the deactivate itself has succeeded."""
     path = f"{app_id}/revisions/{revision}"
     send("POST", f"{path}/deactivate", None)
     deadline = time.monotonic() + timeout_s
-    while (send("GET", path, None).get("properties") or {}).get("active", True):
+    while _reads_active(send, path):
         if time.monotonic() > deadline:
             raise RevisionStillActive(f"{revision} still reads active {timeout_s:g} s after its deactivation")
         time.sleep(poll_s)
+
+
+def _reads_active(send: Send, path: str) -> bool:
+    try:
+        return bool((send("GET", path, None).get("properties") or {}).get("active", True))
+    except urllib.error.HTTPError as error:
+        if error.code == 429 or error.code >= 500:
+            return True  # read again after the poll interval
+        raise
+    except (urllib.error.URLError, TimeoutError):
+        return True
 
 
 def open_ingress(app_id: str, send: Send = arm_send, timeout_s: float = 600, poll_s: float = 5) -> None:

@@ -19,6 +19,7 @@ import io
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -172,7 +173,12 @@ def close_event_loop() -> None:
     """Close the loop Pulumi's mocks ran on while the interpreter still stands. Left to its shutdown, the loop's
     __del__ may run after its self-pipe socket was freed and print a ValueError traceback (a run of
     tests/infra/test_greenfield.py caught one), though the plan itself was printed whole."""
-    loop = asyncio.get_event_loop_policy().get_event_loop()
+    with warnings.catch_warnings():  # the policy API is deprecated from Python 3.14 (CI runs 3.11)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        try:
+            loop = asyncio.get_event_loop_policy().get_event_loop()
+        except (RuntimeError, AttributeError):  # no loop was ever set (--help, a bad argument), or the API is gone
+            return
     if not loop.is_closed() and not loop.is_running():
         loop.close()
 

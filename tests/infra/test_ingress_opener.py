@@ -51,8 +51,8 @@ def test_opening_patches_the_ingress_and_waits():
 
 
 def test_a_deactivation_is_waited_for_until_the_revision_reads_inactive():
-    """scripts/pulumi_stack.py deactivate: the POST returns before the revision stops (Azure/azure-powershell#26748);
-    the release's next step waits for `properties.active` false, and a revision that stays active is an error (the
+    """scripts/pulumi_stack.py deactivate: the release's next step waits until ARM reads the revision inactive
+    (`properties.active` false, Azure's record of the deactivation), and a revision that stays active is an error (the
     release notes it)."""
     sent: list[tuple] = []
     answers = iter([True, True, False])
@@ -67,3 +67,33 @@ def test_a_deactivation_is_waited_for_until_the_revision_reads_inactive():
     with pytest.raises(ingress_opener.RevisionStillActive, match="ca-x--old still reads active"):
         ingress_opener.deactivate_revision(APP_ID, "ca-x--old", lambda m, p, b: {"properties": {"active": True}},
                                            timeout_s=0, poll_s=0)
+
+
+def test_a_throttled_or_failing_read_during_the_wait_is_read_again():
+    """Audit 6 #2: the deactivate succeeded; a 429 or a 5xx on a status read is no reason to report it failed."""
+    import urllib.error
+
+    answers = iter([urllib.error.HTTPError("u", 429, "Too Many Requests", {}, None),  # type: ignore[arg-type]
+                    urllib.error.HTTPError("u", 503, "Service Unavailable", {}, None),  # type: ignore[arg-type]
+                    urllib.error.URLError("reset"), {"properties": {"active": False}}])
+    reads = []
+
+    def send(method, path, body):
+        if method == "POST":
+            return {}
+        reads.append(path)
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    ingress_opener.deactivate_revision(APP_ID, "ca-x--old", send, poll_s=0)
+    assert len(reads) == 4
+
+    def refused(method, path, body):
+        if method == "GET":
+            raise urllib.error.HTTPError("u", 403, "Forbidden", {}, None)  # type: ignore[arg-type]
+        return {}
+
+    with pytest.raises(urllib.error.HTTPError):  # a refusal is not transient: it is reported at once
+        ingress_opener.deactivate_revision(APP_ID, "ca-x--old", refused, poll_s=0)
