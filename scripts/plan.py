@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import io
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -169,23 +169,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(r.ok for r in results) else 2
 
 
-def close_event_loop() -> None:
-    """Close the loop Pulumi's mocks ran on while the interpreter still stands. Left to its shutdown, the loop's
-    __del__ may run after its self-pipe socket was freed and print a ValueError traceback (a run of
-    tests/infra/test_greenfield.py caught one), though the plan itself was printed whole."""
-    with warnings.catch_warnings():  # the policy API is deprecated from Python 3.14 (CI runs 3.11)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        try:
-            loop = asyncio.get_event_loop_policy().get_event_loop()
-        except (RuntimeError, AttributeError):  # no loop was ever set (--help, a bad argument), or the API is gone
-            return
-    if not loop.is_closed() and not loop.is_running():
-        loop.close()
+def close_event_loops() -> None:
+    """Close the loops Pulumi's mocks ran on (the main thread's and its worker threads') while the interpreter still
+    stands. Left to its shutdown, a loop's __del__ may run after its self-pipe socket was freed and print a ValueError
+    traceback (runs of tests/infra/test_greenfield.py caught one), though the plan itself was printed whole."""
+    for found in gc.get_objects():
+        if isinstance(found, asyncio.AbstractEventLoop) and not found.is_closed() and not found.is_running():
+            found.close()
 
 
 if __name__ == "__main__":
     try:
         code = main()
     finally:
-        close_event_loop()
+        close_event_loops()
     raise SystemExit(code)
