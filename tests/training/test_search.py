@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
 
 from training import data, search
 from training.contract import Gate, Metric
@@ -20,8 +21,11 @@ def threads(fit, candidates):
 
 def test_a_concurrent_runner_chooses_what_the_sequential_search_does(model):
     splits = search.split(validate_frame(data.example_table(model, 1500, seed=3), model.contract), model.contract)
-    one_by_one = search.search(model, splits, 7, progress=lambda _: None)
-    concurrent = search.search(model, splits, 7, progress=lambda _: None, runner=threads)
+    # One OpenMP thread a fit, as a Spark task has its core: four threads of fits each starting an OpenMP thread per
+    # CPU oversubscribe a small machine (158 s of CI time here, 2 CPUs).
+    with threadpool_limits(limits=1):
+        one_by_one = search.search(model, splits, 7, progress=lambda _: None)
+        concurrent = search.search(model, splits, 7, progress=lambda _: None, runner=threads)
     key = search.valid_key(model)
     assert concurrent.params == one_by_one.params
     assert [c[key] for c in concurrent.candidates] == [c[key] for c in one_by_one.candidates]
