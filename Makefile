@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help serve local stop traffic drift test test-fast image-test databricks-test bench bench-spark lint typecheck clean plan actionlint kusto promote-local supply-chain lock
+.PHONY: help serve local stop traffic drift quality test test-fast image-test databricks-test bench bench-spark lint typecheck clean plan actionlint kusto promote-local supply-chain lock
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -17,6 +17,8 @@ help:
 	@echo "                 request log. Stores: MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, else .local/mlflow.db"
 	@echo "make traffic     send realistic requests to the local service (SHIFT='<number>=3 <category>=<value>' shifts features)"
 	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
+	@echo "make quality     model quality from the request log and traffic's labels, per version and window (exit 3 = retrain)"
+	@echo "                 (make traffic DEGRADE=0.6 LABEL_DELAY=30 UNLABELLED=0.1 makes labels that show a model getting worse)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make databricks-test  run the Databricks jobs the dev stack declares, from its wheel, on local PySpark"
@@ -55,9 +57,11 @@ stop: $(STAMP)
 
 REQUESTS ?= 300
 RATE ?= 50
+LABEL_DELAY ?= 0
 traffic: $(STAMP)
 	$(PY) -m monitoring.traffic --url http://127.0.0.1:$(PORT) --requests $(REQUESTS) --rate $(RATE) $(if $(MODEL),--model $(MODEL)) \
-		$(foreach s,$(SHIFT),--shift $(s))
+		$(foreach s,$(SHIFT),--shift $(s)) --labels .local/quality/labels.jsonl --label-delay $(LABEL_DELAY) \
+		$(if $(UNLABELLED),--unlabelled $(UNLABELLED)) $(if $(DEGRADE),--degrade $(DEGRADE))
 
 # Exit code 3 means drift; make reports it as an error on purpose.
 drift: $(STAMP)
@@ -65,6 +69,13 @@ drift: $(STAMP)
 	$(PY) -m monitoring.drift --log .local/logs/requests.jsonl --context .local/context --out .local/drift \
 		$(if $(WINDOW_HOURS),--window-hours $(WINDOW_HOURS)) $(if $(PSI),--psi-threshold $(PSI)) \
 		$(if $(MIN_RECORDS),--min-records $(MIN_RECORDS))
+
+# Exit code 3 means the loop would retrain (quality below the rule, or drift that persists); make reports it as an error.
+quality: $(STAMP)
+	@$(PY) -m scripts.local_journey logs
+	$(PY) -m monitoring.quality_job $(if $(MODEL),--model $(MODEL)) $(if $(WINDOW),--window $(WINDOW)) \
+		$(if $(AS_OF),--as-of $(AS_OF)) $(if $(WINDOWS),--windows $(WINDOWS)) $(if $(MARGIN),--margin $(MARGIN)) \
+		$(if $(MIN_LABELLED),--min-labelled $(MIN_LABELLED))
 
 STACK ?= dev
 plan: $(STAMP)

@@ -47,6 +47,8 @@ CONTRACT = Contract(
     ),
     ids=("customer_id",),
     personal=("customer_id", "sex", "education", "marriage", "age"),
+    # Model quality is also reported per value of these (monitoring/quality.py): last month's repayment status.
+    slices=("repayment_status_1",),
 )
 
 # EDIT: the search space. Every combination is fitted on the training rows; the best on the validation rows by

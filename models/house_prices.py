@@ -41,6 +41,7 @@ CONTRACT = Contract(
     ),
     ids=("listing_id",),
     personal=(),  # a listing holds no personal data
+    slices=("property_type",),  # model quality is also reported per type of property
 )
 
 # EDIT: the search space: the ridge penalty.

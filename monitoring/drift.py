@@ -69,7 +69,6 @@ EPSILON = 1e-4
 EXIT_OK, EXIT_ERROR, EXIT_DRIFT = 0, 2, 3
 PREDICTION = "prediction"
 MISSING, UNSEEN = "missing", "unseen"
-REQUIRED_FIELDS = ("ts", "model_version", "inputs", "outputs")
 # A JSON-lines file that stands in for the stack's Log Analytics where there is none (the local run of the
 # declared Databricks job, tests/databricks): the job's parameters stay exactly as declared.
 LOCAL_LOG_ANALYTICS = "DRIFT_LOCAL_LOG_ANALYTICS"
@@ -95,16 +94,6 @@ class Window:
     end: datetime | None = None
 
 
-def _parse_ts(value: object) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def read_window(lines, start: datetime | None = None, end: datetime | None = None) -> Window:
     """Parse request-log lines; never raises on a bad line (it is counted under counts["malformed"]).
     A request logged in parts (requestlog.py: "part" i of "parts" n, same request_id) counts once, when
@@ -112,7 +101,7 @@ def read_window(lines, start: datetime | None = None, end: datetime | None = Non
     window = Window(start=start, end=end)
     pending: dict[tuple, dict[int, dict]] = {}
     for raw in lines:
-        entry = _prediction_entry(raw, window.counts)
+        entry = logformat.prediction_entry(raw, window.counts)
         if entry is None:
             continue
         parts = entry.get("parts", 1)
@@ -131,37 +120,6 @@ def read_window(lines, start: datetime | None = None, end: datetime | None = Non
     return window
 
 
-def _prediction_entry(raw: str | bytes, counts: Counter) -> dict | None:
-    """One line as a well-formed prediction entry (or part), else None with the reason counted."""
-    if isinstance(raw, bytes):
-        raw = raw.decode("utf-8", errors="replace")
-    if not raw.strip():
-        return None
-    counts["lines"] += 1
-    try:
-        entry = json.loads(raw)
-    except ValueError:
-        counts["malformed"] += 1
-        return None
-    if not isinstance(entry, dict):
-        counts["malformed"] += 1
-        return None
-    log_type = entry.get("log_type")
-    if log_type != "prediction":
-        counts["error_lines" if log_type == "error" else "other_log_type"] += 1
-        return None
-    outputs = entry.get("outputs")
-    part, parts = entry.get("part", 1), entry.get("parts", 1)
-    inputs = logformat.records(entry.get("inputs"), len(outputs)) if isinstance(outputs, list) else None
-    if (_parse_ts(entry.get("ts")) is None or any(f not in entry for f in REQUIRED_FIELDS) or inputs is None
-            or not all(isinstance(o, dict) for o in entry["outputs"])
-            or not isinstance(part, int) or not isinstance(parts, int) or not 1 <= part <= parts):
-        counts["malformed"] += 1
-        return None
-    entry["inputs"] = inputs  # one dict per record, whichever version wrote the line (monitoring/logformat.py)
-    return entry
-
-
 def _reassemble(received: dict[int, dict]) -> dict:
     ordered = [received[number] for number in sorted(received)]
     return {**ordered[0], "inputs": [r for p in ordered for r in p["inputs"]],
@@ -169,8 +127,8 @@ def _reassemble(received: dict[int, dict]) -> dict:
 
 
 def _add(window: Window, entry: dict) -> None:
-    ts, counts = _parse_ts(entry["ts"]), window.counts
-    assert ts is not None, "_prediction_entry admits only entries whose ts parses"
+    ts, counts = logformat.parse_ts(entry["ts"]), window.counts
+    assert ts is not None, "prediction_entry admits only entries whose ts parses"
     if (window.start and ts < window.start) or (window.end and ts > window.end):
         counts["outside_window"] += 1
         return

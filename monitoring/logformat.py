@@ -8,6 +8,9 @@ Either way "outputs" is one object per record.
 
 from __future__ import annotations
 
+import json
+from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -22,3 +25,56 @@ def records(inputs: Any, count: int) -> list[dict] | None:
     names = list(inputs)
     return [dict(zip(names, values, strict=True)) for values in zip(*inputs.values(), strict=True)] if names else [
         {} for _ in range(count)]
+
+
+REQUIRED_FIELDS = ("ts", "model_version", "inputs", "outputs")
+
+
+def parse_ts(value: object) -> datetime | None:
+    """A line's `ts` (ISO 8601, `Z` or an offset) as an aware datetime, or None."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def prediction_entry(raw: str | bytes, counts: Counter) -> dict | None:
+    """One line as a well-formed prediction entry (or part), its `inputs` as one dict per record; else None, the reason
+    counted in `counts` (lines, malformed, error_lines, other_log_type). Never raises on a bad line."""
+    if isinstance(raw, bytes):
+        raw = raw.decode("utf-8", errors="replace")
+    if not raw.strip():
+        return None
+    counts["lines"] += 1
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        counts["malformed"] += 1
+        return None
+    if not isinstance(entry, dict):
+        counts["malformed"] += 1
+        return None
+    log_type = entry.get("log_type")
+    if log_type != "prediction":
+        counts["error_lines" if log_type == "error" else "other_log_type"] += 1
+        return None
+    outputs = entry.get("outputs")
+    part, parts = entry.get("part", 1), entry.get("parts", 1)
+    inputs = records(entry.get("inputs"), len(outputs)) if isinstance(outputs, list) else None
+    if (parse_ts(entry.get("ts")) is None or any(f not in entry for f in REQUIRED_FIELDS) or inputs is None
+            or not all(isinstance(o, dict) for o in entry["outputs"])
+            or not isinstance(part, int) or not isinstance(parts, int) or not 1 <= part <= parts):
+        counts["malformed"] += 1
+        return None
+    entry["inputs"] = inputs
+    return entry
+
+
+def ids(logged: Any, count: int) -> list[dict]:
+    """A line's `ids` ({"<id column>": [value per record]}, as the service logs the contract's ids) as one dict per
+    record; absent or not well formed: no ids ({} each)."""
+    rows = records(logged, count) if isinstance(logged, dict) else None
+    return rows if rows is not None else [{} for _ in range(count)]

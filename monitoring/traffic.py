@@ -10,6 +10,14 @@ default) with their own seed; the contract says which columns are numbers and wh
 (127.0.0.1, localhost, ::1) are accepted; the run is bounded by --requests and --max-seconds. Prints progress, and a
 summary line at the end with the answers' statuses: a numeric shift that leaves the contract's bounds is refused by the
 service (422) and counted there; a category shifted to a value a closed column does not list is refused here.
+
+The quality loop's labels (monitoring/quality_job.py, `make quality`): each record carries the contract's ids (unique to
+this run: --id-base plus its number), and with --labels the true outcome of every record the service answered is
+appended to that file (JSON lines: the ids, the target, `known_at`), as a business learns it later:
+    --label-delay 60        known 60 s after the request (a label after the report's --as-of is not used yet)
+    --unlabelled 0.1        a tenth of the records never get one
+    --degrade 0.6           the outcome stops following the model: a share of the labels, rising from 0 at the first
+                            request to 0.6 at the last, is another class (a regressor's value is scaled by 0.5-1.5)
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -82,16 +91,69 @@ def apply_shifts(frame: pd.DataFrame, shifts: list[Shift], seed: int) -> pd.Data
     return frame
 
 
-def records(model: ModelModule, count: int, seed: int, shifts: list[Shift]) -> list[dict]:
-    """`count` records of the training distribution (nulls for missing values), shifted as asked."""
+def records(model: ModelModule, count: int, seed: int, shifts: list[Shift], id_base: int | None = None) -> list[dict]:
+    """`count` records of the training distribution (nulls for missing values), shifted as asked; with `id_base`, each
+    carries the contract's ids (id_base plus its number: unique to the run)."""
+    return labelled(model, count, seed, shifts, id_base)[0]
+
+
+def labelled(model: ModelModule, count: int, seed: int, shifts: list[Shift],
+             id_base: int | None = None) -> tuple[list[dict], list]:
+    """records() and each record's true outcome (the example table's target)."""
     contract = model.contract
-    frame = apply_shifts(data.example_table(model, count, seed)[contract.feature_names], shifts, seed)
+    table = data.example_table(model, count, seed)
+    frame = apply_shifts(table[contract.feature_names], shifts, seed)
     numbers = {f.name for f in contract.numbers}
-    out = []
-    for row in frame.to_dict(orient="records"):
-        out.append({k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else
-                        float(v) if k in numbers else str(v)) for k, v in row.items()})
-    return out
+    out: list[dict] = []
+    for number, row in enumerate(frame.to_dict(orient="records")):
+        record: dict[str, object] = {name: id_base + number for name in contract.ids} if id_base is not None else {}
+        record.update({str(k): (None if v is None or (isinstance(v, float) and math.isnan(v)) else
+                                float(v) if k in numbers else str(v)) for k, v in row.items()})
+        out.append(record)
+    return out, [_plain(v) for v in table[contract.target.name]]
+
+
+def _plain(value: object) -> object:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Where and how the true outcomes are written (see the module's docstring)."""
+    path: Path
+    delay_s: float = 0.0
+    unlabelled: float = 0.0
+    degrade: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("unlabelled", "degrade"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name} must be a share in 0..1, got {getattr(self, name)}")
+        if self.delay_s < 0:
+            raise ValueError(f"--label-delay must be 0 or more seconds, got {self.delay_s}")
+
+    def lines(self, model: ModelModule, batch: list[dict], truths: list, sent_at: float, progress: float,
+              rng: np.random.Generator) -> list[str]:
+        """The batch's label lines: `progress` (0 at the first request, 1 at the last) scales the degraded share."""
+        contract, known = model.contract, datetime.fromtimestamp(sent_at + self.delay_s, UTC).isoformat()
+        out = []
+        for record, truth in zip(batch, truths, strict=True):
+            if rng.random() < self.unlabelled:
+                continue
+            if rng.random() < self.degrade * progress:
+                truth = _other(contract, truth, rng)
+            out.append(json.dumps({**{name: record[name] for name in contract.ids}, contract.target.name: truth,
+                                   "known_at": known}))
+        return out
+
+
+def _other(contract: Contract, truth: object, rng: np.random.Generator) -> object:
+    """An outcome the model did not learn: another class, or the value scaled by 0.5-1.5."""
+    classes = list(contract.target.classes or ())
+    if not classes:
+        return float(truth) * float(rng.uniform(0.5, 1.5))  # type: ignore[arg-type]
+    others = [c for c in classes if c != truth]
+    return others[int(rng.integers(len(others)))]
 
 
 def served_model(state: Path = ROOT / ".local") -> str | None:
@@ -121,11 +183,18 @@ def post(url: str, batch: list[dict], timeout: float) -> int:
 
 
 def send(model: ModelModule, url: str, requests: int, rate: float, batch: int = 1, seed: int = 2024,
-         shifts: list[Shift] | None = None, max_seconds: float = 300, timeout: float = 10, progress=print) -> dict:
+         shifts: list[Shift] | None = None, max_seconds: float = 300, timeout: float = 10, progress=print,
+         labels: Labels | None = None, id_base: int | None = None) -> dict:
     url = check_url(url)
     if not 1 <= requests <= MAX_REQUESTS:
         raise ValueError(f"--requests must be in 1..{MAX_REQUESTS}")
-    pool = records(model, requests * batch, seed, shifts or [])
+    if id_base is None and model.contract.ids:
+        id_base = int(time.time() * 1000) * 1000  # unique to the run: a label joins only its own run's predictions
+    pool, truths = labelled(model, requests * batch, seed, shifts or [], id_base)
+    rng = np.random.default_rng(seed + 2)
+    written = 0
+    if labels is not None:
+        labels.path.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     statuses: dict[int, int] = {}
     sent = 0
@@ -138,17 +207,24 @@ def send(model: ModelModule, url: str, requests: int, rate: float, batch: int = 
             delay = started + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
+        chunk = slice(i * batch, (i + 1) * batch)
         try:
-            status = post(url, pool[i * batch:(i + 1) * batch], timeout)
+            sent_at, status = time.time(), post(url, pool[chunk], timeout)
         except (urllib.error.URLError, OSError) as error:
             raise ConnectionError(f"{url} does not answer ({error}); start the service with `make local`") from error
         statuses[status] = statuses.get(status, 0) + 1
+        if labels is not None and status == 200:  # only what was scored has an outcome to learn
+            lines = labels.lines(model, pool[chunk], truths[chunk], sent_at, i / max(1, requests - 1), rng)
+            with labels.path.open("a") as out:
+                out.writelines(line + "\n" for line in lines)
+            written += len(lines)
         sent += 1
         if sent % every == 0 or sent == requests:
             progress(f"{sent}/{requests} requests ({sent * batch} records) in {time.monotonic() - started:.1f}s; "
                      f"status {dict(sorted(statuses.items()))}")
     return {"requests": sent, "records": sent * batch, "seconds": round(time.monotonic() - started, 2),
-            "statuses": statuses, "shifts": [s.__dict__ for s in shifts or []]}
+            "statuses": statuses, "shifts": [s.__dict__ for s in shifts or []], "id_base": id_base,
+            "labels": {"file": str(labels.path), "written": written} if labels is not None else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,11 +240,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shift", action="append", default=[],
                    help="numeric feature=factor (multiply), categorical feature=value[:share]; repeatable")
     p.add_argument("--max-seconds", type=float, default=300)
+    p.add_argument("--labels", type=Path, help="append the true outcomes here (JSON lines; make quality reads them)")
+    p.add_argument("--label-delay", type=float, default=0.0, help="seconds until an outcome is known")
+    p.add_argument("--unlabelled", type=float, default=0.0, help="share of records never labelled")
+    p.add_argument("--degrade", type=float, default=0.0, help="share of labels made wrong by the last request")
+    p.add_argument("--id-base", type=int, help="the first record's id (default: from the clock, unique to the run)")
     args = p.parse_args(argv)
     try:
         model = contracts.load(args.model or served_model() or stack_files.project("dev"))
         shifts = [Shift.parse(text, model.contract) for text in args.shift]
-        summary = send(model, args.url, args.requests, args.rate, args.batch, args.seed, shifts, args.max_seconds)
+        labels = Labels(args.labels, args.label_delay, args.unlabelled, args.degrade) if args.labels else None
+        summary = send(model, args.url, args.requests, args.rate, args.batch, args.seed, shifts, args.max_seconds,
+                       labels=labels, id_base=args.id_base)
     except (ValueError, ConnectionError) as error:
         print(f"traffic: {error}", file=sys.stderr)
         return 2

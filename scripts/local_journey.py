@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -77,6 +78,22 @@ class Layout:
     @property
     def service_file(self) -> Path:
         return self.state / "service.json"
+
+    @property
+    def pseudonym_key(self) -> Path:
+        return self.state / "pseudonym.key"
+
+
+def request_log_env(layout: Layout) -> dict[str, str]:
+    """The service pseudonymises the contract's personal columns and ids in its log, as a stack does (the drift job
+    compares the rest; `make quality` joins the labels by the ids' pseudonyms), with a key made once for this
+    machine (.local/pseudonym.key, readable by its owner only; never in the repository)."""
+    if not layout.pseudonym_key.exists():
+        layout.state.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(layout.pseudonym_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(secrets.token_hex(32))
+    return {"REQUEST_LOG_PERSONAL": "pseudonymise", "REQUEST_LOG_PSEUDONYM_KEY": layout.pseudonym_key.read_text()}
 
 
 def banner(text: str) -> None:
@@ -168,11 +185,12 @@ def start_process(layout: Layout, context: Path, port: int, log: Path) -> dict:
     """The context's own app and model, as a local uvicorn process bound to 127.0.0.1 only."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out, layout.server_log.open("ab") as err:
-        process = start_service(context, port, stdout=out, stderr=err)
+        process = start_service(context, port, stdout=out, stderr=err, extra_env=request_log_env(layout))
     return {"kind": "process", "pid": process.pid, "where": f"as a local process (pid {process.pid}); request log {log}"}
 
 
-def start_container(context: Path, port: int, model_version: str, name: str, build: bool, project: str) -> dict:
+def start_container(context: Path, port: int, model_version: str, name: str, build: bool, project: str,
+                    env: dict[str, str]) -> dict:
     """Build the context into an image (buildah) and run it (podman, host network, 127.0.0.1)."""
     from serving import container
 
@@ -180,7 +198,7 @@ def start_container(context: Path, port: int, model_version: str, name: str, bui
     if build:
         container.ensure_base_image()
         container.build_image(context, tag)
-    container.run_container(tag, port, name)
+    container.run_container(tag, port, name, env)
     return {"kind": "container", "name": name, "image": tag,
             "where": f"in container {name} from image {tag}; request log: podman logs {name}"}
 
@@ -197,7 +215,7 @@ def stop(service: dict) -> None:
 def serve(layout: Layout, context: Path, port: int, version: str, in_container: bool, name: str, log: Path,
           build: bool = True) -> dict:
     """The context on `port`: its image (built unless `build` is False: the switch runs the image it tested)."""
-    return (start_container(context, port, version, name, build, layout.name) if in_container
+    return (start_container(context, port, version, name, build, layout.name, request_log_env(layout)) if in_container
             else start_process(layout, context, port, log))
 
 

@@ -118,6 +118,7 @@ class Contract:
     ids: tuple[str, ...] = ()
     personal: tuple[str, ...] = ()
     description: str = ""
+    slices: tuple[str, ...] = ()  # categories whose values model quality is also reported by (monitoring/quality.py)
 
     def __post_init__(self) -> None:
         problems = list(_contract_problems(self))
@@ -143,7 +144,7 @@ class Contract:
     def to_dict(self, gate: Gate | None = None) -> dict:
         """The JSON form every registered version carries (extra_files/contract.json)."""
         return {"format_version": FORMAT_VERSION, "description": self.description, "target": self.target.as_dict(),
-                "ids": list(self.ids), "personal": list(self.personal),
+                "ids": list(self.ids), "personal": list(self.personal), "slices": list(self.slices),
                 "features": [f.as_dict() for f in self.features], "gate": gate.as_dict() if gate else None}
 
     @classmethod
@@ -161,7 +162,8 @@ class Contract:
         return cls(tuple(features), Target(target["name"], target["task"],
                                            tuple(target["classes"]) if target.get("classes") else None,
                                            target.get("description", "")),
-                   tuple(raw.get("ids", ())), tuple(raw.get("personal", ())), raw.get("description", ""))
+                   tuple(raw.get("ids", ())), tuple(raw.get("personal", ())), raw.get("description", ""),
+                   tuple(raw.get("slices", ())))
 
 
 def _contract_problems(contract: Contract):
@@ -179,6 +181,11 @@ def _contract_problems(contract: Contract):
     unknown = [n for n in contract.personal if n not in names]
     if unknown:
         yield f"personal names {', '.join(unknown)}, which are not columns of the contract"
+    categories = {c.name for c in contract.categories}
+    not_categories = [n for n in contract.slices if n not in categories]
+    if not_categories:
+        yield (f"slices names {', '.join(not_categories)}: a slice is a category of the contract "
+               f"({', '.join(sorted(categories)) or 'it has none'})")
     for number in contract.numbers:
         low = max((b for b in (number.minimum, number.greater_than) if b is not None), default=-math.inf)
         high = min((b for b in (number.maximum, number.less_than) if b is not None), default=math.inf)

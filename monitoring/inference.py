@@ -1,0 +1,174 @@
+"""The inference table: one row per prediction, online or batch, and the labels joined to it when they arrive.
+
+A row: `request_id` and `record` (the record's place in its request; a batch run's id and the row's place), the id
+columns the contract names (as the request log holds them: `<id>#hmac` when pseudonymised), `model_name`,
+`model_version`, `source` (the protocol, or `batch`), `scored_at`, the inputs the log keeps, and the outputs by task
+(binary `probability`, `label`; multiclass `label`, `probabilities`; regression `prediction`).
+
+Exactly once: (request_id, record) is the row's key. Appending rows whose key the table holds already adds nothing, so
+reading the same window of the log twice, or a window that overlaps the last one, leaves one row per prediction.
+
+Labels (a table named in the stack file; a file here): the contract's id columns, the target, and `known_at`, when the
+outcome became known. The ids name a prediction's event (an application, a transaction): every prediction of those ids
+gets the label. A label that arrives twice counts once; one corrected later (a later `known_at`) replaces the earlier;
+one not yet known at the report's `as_of` is not used; a prediction with no label is counted, not scored.
+When the request log pseudonymises an id (serving/scoring/privacy.py), the labels' ids are pseudonymised the same way
+(the same key) before the join, so the table never holds the id itself.
+
+Locally the table is a Parquet file (LocalTable); on Databricks a Delta table, appended by a MERGE on the same key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from monitoring import logformat
+
+KEY = ("request_id", "record")
+KNOWN_AT = "known_at"
+PSEUDONYM_SUFFIX = "#hmac"  # serving/scoring/privacy.py's
+PSEUDONYM_HEX_DIGITS = 32
+OUTPUT_COLUMNS = {"binary": ("probability", "label"), "multiclass": ("label", "probabilities"),
+                  "regression": ("prediction",)}
+PROVENANCE = ("model_name", "model_version", "source", "scored_at")
+
+
+class InferenceError(ValueError):
+    """The labels or the table cannot be used: the message names the column or file."""
+
+
+# ---------------------------------------------------------------- rows from the request log
+
+def rows_from_log(lines: Iterable[str | bytes], task: str, counts: Counter | None = None) -> Iterator[dict]:
+    """One row per record of each well-formed prediction line (or part: each carries its records' place,
+    `first_record`), whichever log version wrote it; what is skipped is counted as monitoring/drift.py counts it."""
+    counts = Counter() if counts is None else counts
+    outputs_of = OUTPUT_COLUMNS[task]
+    for raw in lines:
+        entry = logformat.prediction_entry(raw, counts)
+        if entry is None:
+            continue
+        first = entry.get("first_record", 0) if isinstance(entry.get("first_record", 0), int) else 0
+        ids = logformat.ids(entry.get("ids"), len(entry["outputs"]))
+        base = {"request_id": str(entry["request_id"]), "model_name": str(entry.get("model_name") or ""),
+                "model_version": str(entry["model_version"]), "source": str(entry.get("protocol") or "online"),
+                "scored_at": entry["ts"]}
+        for offset, (inputs, output) in enumerate(zip(entry["inputs"], entry["outputs"], strict=True)):
+            row = {**base, "record": first + offset, **ids[offset], **inputs}
+            for name in outputs_of:
+                value = output.get(name)
+                row[name] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
+            yield row
+
+
+# ---------------------------------------------------------------- the table
+
+@dataclass
+class LocalTable:
+    """The inference table as one Parquet file, appended exactly once by KEY (written whole, then renamed)."""
+    path: Path
+
+    def read(self) -> pd.DataFrame:
+        if not self.path.exists():
+            return pd.DataFrame(columns=[*KEY, *PROVENANCE])
+        return pd.read_parquet(self.path)
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Add the rows whose key is new (and each key once); return how many were added."""
+        new = pd.DataFrame(list(rows))
+        if new.empty:
+            return 0
+        new = new.drop_duplicates(list(KEY), keep="first")
+        table = self.read()
+        if not table.empty:
+            held = pd.MultiIndex.from_frame(table[list(KEY)].astype({"record": "int64"}))
+            new = new[~pd.MultiIndex.from_frame(new[list(KEY)].astype({"record": "int64"})).isin(held)]
+        if new.empty:
+            return 0
+        combined = pd.concat([table, new], ignore_index=True) if not table.empty else new
+        combined["scored_at"] = pd.to_datetime(combined["scored_at"], utc=True, format="ISO8601")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staging = self.path.with_suffix(".parquet.tmp")
+        combined.to_parquet(staging, index=False)
+        os.replace(staging, self.path)
+        return len(new)
+
+
+# ---------------------------------------------------------------- labels
+
+def pseudonym(key: bytes, column: str, value: object) -> str | None:
+    """serving/scoring/privacy.py's pseudonym of an id (a string or an integer), without the service's packages."""
+    if value is None:
+        return None
+    encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+    return hmac.new(key, column.encode() + b"\x00" + encoded, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """A labels file: CSV, JSON lines or Parquet, by its suffix."""
+    if not path.exists():
+        raise InferenceError(f"labels file {path} does not exist")
+    if path.suffix == ".parquet":
+        return pd.read_parquet(path)
+    if path.suffix in (".jsonl", ".json"):
+        return pd.read_json(path, lines=True, dtype=False)
+    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+
+
+def latest_labels(labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.Timestamp) -> pd.DataFrame:
+    """One label per ids: the latest known at `as_of` (a correction replaces the first; a repeat changes nothing)."""
+    missing = [name for name in (*ids, target, KNOWN_AT) if name not in labels.columns]
+    if missing:
+        raise InferenceError(f"the labels lack the column(s) {', '.join(missing)}: they need the contract's ids "
+                             f"({', '.join(ids)}), the target {target!r} and {KNOWN_AT!r}")
+    known = labels.assign(**{KNOWN_AT: pd.to_datetime(labels[KNOWN_AT], utc=True, format="ISO8601")})
+    known = known[known[KNOWN_AT] <= as_of]
+    return known.sort_values(KNOWN_AT, kind="stable").drop_duplicates(ids, keep="last")[[*ids, target, KNOWN_AT]]
+
+
+def join_labels(table: pd.DataFrame, labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.Timestamp,
+                key: bytes | None = None) -> pd.DataFrame:
+    """The table with `target` and `known_at` from the labels known at `as_of` (null where none is): on the ids as the
+    table holds them (a `<id>#hmac` column is matched with the labels' ids pseudonymised by `key`). An id matches as
+    a number or as text alike (a CSV has no types: its 123 meets an id sent as 123 or as "123")."""
+    held = [name if name in table.columns else name + PSEUDONYM_SUFFIX for name in ids]
+    absent = [name for name in held if name not in table.columns]
+    if absent:
+        raise InferenceError(f"the inference table holds no id column {', '.join(absent)}: the request log drops it "
+                             "(observability.requestLogPersonal drop); pseudonymise or keep it to join labels")
+    latest = latest_labels(labels, ids, target, as_of)
+    for name, column in zip(ids, held, strict=True):
+        if column.endswith(PSEUDONYM_SUFFIX) and not key:
+            raise InferenceError(f"{column} is pseudonymised: the labels' {name} needs the log's pseudonym key")
+        latest[column] = latest[name].map(_id_forms)
+        latest = latest.explode(column)
+        if column.endswith(PSEUDONYM_SUFFIX):
+            assert key is not None
+            latest[column] = [pseudonym(key, name, value) for value in latest[column]]
+    latest = latest.drop(columns=[name for name in ids if name not in held]).dropna(subset=held)
+    left = table.drop(columns=[c for c in (target, KNOWN_AT) if c in table.columns]).astype({c: object for c in held})
+    return left.merge(latest.astype({c: object for c in held}), on=held, how="left")
+
+
+def _id_forms(value: object) -> list:
+    """The forms an id may have been sent in: an integer and its digits (without leading zeros) are the same id."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return [None]
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return [int(value), str(int(value))]
+    if isinstance(value, float) and value.is_integer():
+        return [int(value), str(int(value))]
+    if isinstance(value, str) and value.lstrip("-").isdigit() and str(int(value)) == value:
+        return [value, int(value)]
+    return [value]
