@@ -240,11 +240,13 @@ def test_invocations_fast_path_takes_only_what_mlflows_decoder_and_the_rules_acc
         expected = reference(manifest, parsed=strict)
     except (InputError, ValidationError):
         expected = None
-    fast = path.fast_mlflow.decode(body)
-    if fast is None:
+    decoded = path.fast_mlflow.decode(body)
+    if decoded is None:
         assert case not in ("records", "split", "split, columns in another order", "split with an index",
                             "params ignored", "unknown column ignored"), "the common forms take the fast path"
         return
+    fast, found = decoded
+    assert found is None, "this contract names no ids"
     records = [dict(zip(fast, r, strict=True)) for r in zip(*fast.values(), strict=True)]
     assert list(fast) == list(VALID), "the signature's columns, in its order"
     assert expected is not None and same(records, expected), (case, records, expected)
@@ -287,12 +289,12 @@ def test_v2_fast_path_takes_only_what_v2s_decoder_and_the_rules_accept(manifest,
     expected, known = v2.input_types(manifest), v2.outputs(manifest)
     typed = FastV2(manifest, expected, MAX_RECORDS).decode(body)
     try:
-        columns, identity, _ = v2.decode(body, expected, known)
+        columns, identity, _, _ = v2.decode(body, expected, known)
         slow = columns_adapter(manifest, MAX_RECORDS).validate_python(columns)
         accepted = all(in_contract(field, value) for field in manifest.inputs for value in slow[field.name])
     except (InputError, ValidationError):
         accepted = False
     if typed is not None:
         assert accepted, f"{case}: the fast path took what the protocol refuses"
-        assert typed == ({name: list(values) for name, values in slow.items()}, identity)
+        assert typed == ({name: list(values) for name, values in slow.items()}, identity, None)
     assert typed is not None or case not in ("valid", "with an id", "shape [1, 1]"), f"{case}: the common form missed"
