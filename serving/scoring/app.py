@@ -149,7 +149,12 @@ def refused_content_type(scope: Scope, accepted: tuple[str, ...], none_is_json: 
 
 def input_values(path: ScoringPath) -> dict[str, dict]:
     """Each input's value schema, as /predict's Record documents it: the other protocols' documents reuse it."""
-    return docs.value_schemas(request_schemas(request_adapter(path.manifest, 1))["Record"])
+    return docs.value_schemas(request_schemas(request_adapter(path.manifest, 1))["Record"], path.names)
+
+
+def id_values(path: ScoringPath) -> dict[str, dict]:
+    """Each contract id's value schema, as /predict's Record documents it (scoring/ids.py)."""
+    return docs.value_schemas(request_schemas(request_adapter(path.manifest, 1))["Record"], path.ids)
 
 
 def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any,
@@ -193,7 +198,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
         return mlflow_protocol.error_body(InputError.one(problem, kind=kind), scope["request_id"])
 
     return [declare(app, "/invocations", invocations, limit_refusal,
-                    openapi_extra=docs.invocations_body(path.manifest, input_values(path), max_records),
+                    openapi_extra=docs.invocations_body(path.manifest, input_values(path), max_records, id_values(path)),
                     responses=docs.invocations_responses(path.manifest))]
 
 
@@ -251,9 +256,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
 
     values, responses = input_values(path), docs.v2_infer_responses(manifest, known)
     routes = [declare(app, "/v2/models/{name}/infer", infer, limit_refusal, responses=responses,
-                      openapi_extra=docs.v2_infer_body(manifest, values, known)),
+                      openapi_extra=docs.v2_infer_body(manifest, values, known, id_values(path))),
               declare(app, "/v2/models/{name}/versions/{version}/infer", infer, limit_refusal, responses=responses,
-                      openapi_extra=docs.v2_versioned_infer_body(manifest, values, known))]
+                      openapi_extra=docs.v2_versioned_infer_body(manifest, values, known, id_values(path)))]
 
     def as_response(reply: Reply | None) -> Response | None:
         return None if reply is None else Response(reply.body, status_code=reply.status, media_type=reply.content_type)
