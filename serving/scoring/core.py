@@ -72,11 +72,10 @@ def too_many_records(max_records: int, count: int | None = None) -> InputError:
     return InputError.one(f"{found}: at most {max_records} per request (MAX_RECORDS)", kind="too_long")
 
 
-def id_problems(found: ids.Ids) -> list[Problem]:
-    """Each wrong id (scoring/ids.py) of decoded id columns, naming its record and id column."""
+def id_problems(name: str, values: list) -> list[Problem]:
+    """Each wrong id (scoring/ids.py, as taken) of a decoded id column, naming its record and the id."""
     return [Problem(record, name, f"{problem} (got {value!r:.80})", "id_type")
-            for name, values in found.items() for record, value in enumerate(values or ())
-            if (problem := ids.problem(value)) is not None]
+            for record, value in enumerate(values) if (problem := ids.problem(value)) is not None]
 
 
 class NotReady(Exception):

@@ -177,19 +177,20 @@ def _lax(schema: dict) -> dict:
     return schema
 
 
-def mlflow_record(values: dict[str, dict], id_values: dict[str, dict] | None = None) -> dict:
-    # Columns outside the signature are ignored by MLflow's protocol, whatever they hold, but for the contract's ids
-    # (optional, and held to their own rule: no lax conversion).
-    properties = {**{name: _lax(schema) for name, schema in values.items()}, **(id_values or {})}
-    return {**_object(properties, required=list(values)), "additionalProperties": ANY}
+def mlflow_record(values: dict[str, dict]) -> dict:
+    # Columns outside the signature are ignored by MLflow's protocol, whatever they hold (the contract's ids aside:
+    # said in the request's description, not as properties here, see invocations_request).
+    return {**_object({name: _lax(schema) for name, schema in values.items()}), "additionalProperties": ANY}
 
 
 def invocations_request(manifest: Manifest, values: dict[str, dict], max_records: int,
                         id_values: dict[str, dict] | None = None) -> dict:
     """The four JSON formats as oneOf, each with its real shape. Shapes JSON Schema cannot relate (a split's rows as
     long as its columns, columns of equal length) are shown for one record in the signature's order; any equal
-    length and order is accepted."""
-    record = mlflow_record(values, id_values)
+    length and order is accepted. The contract's ids are told in the description: as properties of the record they
+    would change what the fuzzer draws for this operation's CSV body too, whose pattern knows no bounds (a number
+    below a column's minimum would be drawn as valid)."""
+    record = mlflow_record(values)
     records = {"type": "array", "items": record, "minItems": 1, "maxItems": max_records}
     names = manifest.input_names
     row = {"type": "array", "prefixItems": [_lax(values[n]) for n in names], "minItems": len(names),

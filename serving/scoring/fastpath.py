@@ -28,8 +28,9 @@ import msgspec
 from msgspec.structs import astuple
 
 from . import ids as contract_ids
-from .ids import INT64  # V2's integers: beyond 64 bits refused, as scoring/refusal.py's parser does
 from .model import Columns, InputField, Manifest
+
+INT64 = (-2 ** 63, 2 ** 63 - 1)  # V2's integers: beyond 64 bits refused, as scoring/refusal.py's parser does
 
 TYPES: dict[str, type] = {"string": str, "double": float, "float": float, "long": int, "integer": int, "boolean": bool}
 
@@ -59,9 +60,10 @@ def value_type(field: InputField, int64: bool = False) -> Any:
 
 
 def id_type() -> Any:
-    """One id (scoring/ids.py): a short string, a 64-bit integer, or null."""
+    """One id (scoring/ids.py): a short string, a 64-bit integer, or null (a whole number written 303.0 is
+    pydantic's to take: msgspec refuses it, rarely sent)."""
     return (Annotated[str, msgspec.Meta(max_length=contract_ids.MAX_ID_CHARS)]
-            | Annotated[int, msgspec.Meta(ge=INT64[0], le=INT64[1])] | None)
+            | Annotated[int, msgspec.Meta(ge=contract_ids.ID_RANGE[0], le=contract_ids.ID_RANGE[1])] | None)
 
 
 def bounded_list(item: Any, max_records: int) -> Any:

@@ -132,13 +132,14 @@ def _bounded_list(item: Any, max_records: int, **field: Any) -> Any:
 
 def _valid_id(value: object) -> object:
     """One rule and one refusal for an id (scoring/ids.py), rather than a union's error per alternative."""
-    if (problem := ids.problem(value)) is not None:
+    taken = ids.taken(value)
+    if (problem := ids.problem(taken)) is not None:
         raise PydanticCustomError("id_type", problem)
-    return value
+    return taken
 
 
 ID_SCHEMA = {"anyOf": [{"type": "string", "maxLength": ids.MAX_ID_CHARS},
-                       {"type": "integer", "minimum": ids.INT64[0], "maximum": ids.INT64[1]}, {"type": "null"}],
+                       {"type": "integer", "minimum": ids.ID_RANGE[0], "maximum": ids.ID_RANGE[1]}, {"type": "null"}],
              "description": ids.DESCRIPTION}
 ID_FIELD: Any = NotRequired[Annotated[str | int | None, PlainValidator(_valid_id), WithJsonSchema(ID_SCHEMA)]]
 

@@ -26,7 +26,7 @@ from collections.abc import Collection
 
 import orjson
 
-from . import refusal
+from . import ids, refusal
 from .core import InputError, Problem, Scored, id_problems
 from .model import Manifest
 
@@ -135,18 +135,18 @@ def _id_tensor(tensor: dict, found: dict[str, list]) -> tuple[str, list]:
     name, datatype = tensor["name"], tensor.get("datatype")
     if name in found:
         raise InputError.one(f"input '{name}' is given twice", field=name, kind="duplicate")
-    if datatype not in ID_TYPES:
+    if not isinstance(datatype, str) or datatype not in ID_TYPES:  # a dict key: an object or a list is no datatype
         raise InputError.one(f"id '{name}' must have datatype BYTES (strings) or INT64 (integers), got {datatype!r}",
                              field=name, kind="datatype")
     _, values = _tensor(tensor, {name: datatype})
-    check_ids(name, datatype, values)
-    return name, values
+    return name, checked_ids(name, datatype, values)
 
 
-def check_ids(name: str, datatype: str, values: list) -> None:
-    """An id tensor's values: ids (scoring/ids.py), each of its datatype's kind, or the InputError naming each
-    record at fault."""
-    problems = id_problems({name: values})
+def checked_ids(name: str, datatype: str, values: list) -> list:
+    """An id tensor's values as ids (scoring/ids.py: 303.0 is 303), each of its datatype's kind, or the InputError
+    naming each record at fault."""
+    values = [ids.taken(value) for value in values] if datatype == "INT64" else values
+    problems = id_problems(name, values)
     wanted = ID_TYPES[datatype]
     wrong = {problem.record for problem in problems}
     problems += [Problem(record, name, f"id '{name}' has datatype {datatype}: each value must be "
@@ -156,6 +156,7 @@ def check_ids(name: str, datatype: str, values: list) -> None:
                  if record not in wrong and value is not None and type(value) is not wanted]
     if problems:
         raise InputError(sorted(problems, key=lambda problem: problem.record or 0))
+    return values
 
 
 def _where(document: object, path: list) -> tuple[int | None, str | None]:

@@ -89,8 +89,7 @@ def decode(body: bytes, header_length: str | None, expected: dict[str, str], kno
         if name in expected:
             columns[name] = _values(chunk, datatype, expected[name], count, name)
         else:  # an id: its own datatype, BYTES or INT64
-            found[name] = _values(chunk, datatype, datatype, count, name)
-            v2.check_ids(name, datatype, found[name])
+            found[name] = v2.checked_ids(name, datatype, _values(chunk, datatype, datatype, count, name))
         offset += size
     if offset != len(data):
         raise InputError.one(f"the body holds {len(data) - offset} bytes beyond the inputs' binary_data_size",
