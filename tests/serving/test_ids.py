@@ -172,7 +172,7 @@ def personal_id(manifest) -> str:
 @pytest.mark.parametrize("mode", privacy.MODES)
 def test_a_personal_id_is_kept_dropped_or_pseudonymised_as_a_personal_input(context, manifest, personal_id, mode,
                                                                             capfd):
-    sent = ["A-17", 42, None]
+    sent = ["A-17-personal", 7_031_977_123_457, None]  # values no other field of the line could hold
     batch = with_ids(records(manifest, 3), personal_id, sent)
     env = {"REQUEST_LOG_PERSONAL": mode, "REQUEST_LOG_PSEUDONYM_KEY": KEY}
     with serving(context.path / "model", env) as client:
