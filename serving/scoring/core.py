@@ -193,6 +193,7 @@ class ScoringPath:
         self.logged_ids = (privacy.for_ids(settings.request_log_personal, manifest, settings.request_log_pseudonym_key)
                            if self.ids else None)
         self.no_ids: ids.Ids = dict.fromkeys(self.ids)
+        self.logged_no_ids = None if self.logged_ids is None else self.logged_ids(self.no_ids)  # the common case, once
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).
@@ -264,9 +265,9 @@ class ScoringPath:
 
     def log_ids(self, found: ids.Ids | None) -> dict | None:
         """The line's `ids`: None when the contract names none (no key), else each id column's values or None."""
-        if self.logged_ids is None:
-            return None
-        return self.logged_ids(self.no_ids if found is None else {**self.no_ids, **found})
+        if self.logged_ids is None or found is None:
+            return self.logged_no_ids
+        return self.logged_ids({**self.no_ids, **found})
 
     def columns_of(self, records: list) -> Columns:
         """The validated records' values by column: a typed record's as its tuple, a dict's by the signature."""
