@@ -89,10 +89,10 @@ def input_types(manifest: Manifest) -> dict[str, str]:
     return {f.name: datatype(f.type) for f in manifest.inputs}
 
 
-def decode(body: bytes, expected: dict[str, str], known: dict[str, dict], ids: Collection[str] = (),
+def decode(body: bytes, expected: dict[str, str], known: dict[str, dict], id_names: Collection[str] = (),
            ) -> tuple[dict[str, list], str | None, list[str], dict[str, list]]:
     """(candidate columns, request id or None, requested output names, the id tensors' checked values by id);
-    `expected` from input_types(), `known` from outputs(), `ids` the contract's ids a tensor may be named after."""
+    `expected` from input_types(), `known` from outputs(), `id_names` the contract's ids a tensor may be named after."""
     document = refusal.loads(body, nan_is_missing=False, where=_where)
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise InputError.one('the body must be an inference request: {"inputs": [{"name", "datatype", "shape", "data"}]}',
@@ -103,7 +103,7 @@ def decode(body: bytes, expected: dict[str, str], known: dict[str, dict], ids: C
     columns: dict[str, list] = {}
     found: dict[str, list] = {}
     for tensor in document["inputs"]:
-        if ids and type(tensor) is dict and tensor.get("name") in ids:
+        if id_names and type(tensor) is dict and tensor.get("name") in id_names:
             id_name, values = _id_tensor(tensor, found)
             found[id_name] = values
             continue

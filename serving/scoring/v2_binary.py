@@ -64,9 +64,9 @@ def applies(body: bytes, header_length: str | None) -> bool:
 
 
 def decode(body: bytes, header_length: str | None, expected: dict[str, str], known: dict[str, dict],
-           ids: Collection[str] = ()) -> Request:
+           id_names: Collection[str] = ()) -> Request:
     """The request's columns, id, requested outputs, those to answer as binary, and the id tensors' values; `expected`
-    from v2.input_types(), `known` from v2.outputs(), `ids` the contract's. The JSON inputs and outputs are
+    from v2.input_types(), `known` from v2.outputs(), `id_names` the contract's ids. The JSON inputs and outputs are
     v2.decode's."""
     split = _json_length(header_length, len(body))
     document = _document(body[:split])
@@ -79,7 +79,7 @@ def decode(body: bytes, header_length: str | None, expected: dict[str, str], kno
         if size is None:
             json_inputs.append(tensor)
             continue
-        name, datatype, count = _binary_tensor(tensor, {**expected, **{i: ID_ACCEPTED for i in ids}})
+        name, datatype, count = _binary_tensor(tensor, {**expected, **dict.fromkeys(id_names, ID_ACCEPTED)})
         if name in columns or name in found:
             raise InputError.one(f"input '{name}' is given twice", field=name, kind="duplicate")
         if offset + size > len(data):
@@ -99,7 +99,7 @@ def decode(body: bytes, header_length: str | None, expected: dict[str, str], kno
             raise InputError.one(f"input '{tensor['name']}' is given twice", field=tensor["name"], kind="duplicate")
     rest = orjson.dumps({**document, "inputs": json_inputs})
     json_columns, request_id, requested, json_ids = v2.decode(
-        rest, {n: t for n, t in expected.items() if n not in columns}, known, [i for i in ids if i not in found])
+        rest, {n: t for n, t in expected.items() if n not in columns}, known, [name for name in id_names if name not in found])
     columns.update(json_columns)
     found.update(json_ids)
     lengths = {len(values) for values in [*columns.values(), *found.values()]}
