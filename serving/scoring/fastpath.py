@@ -13,7 +13,7 @@ The rules, per input of the manifest (scoring/model.py InputField), as schemas.p
   the contract's bounds as InputField.bounds() gives them (ge/gt, le/lt: one a side)
   a closed category (InputField.closed_values) -> one of its values; an open one, any string
   no unknown field, no missing one; 1..max_records records
-  the contract's ids (scoring/ids.py), each optional: a string of at most 256 characters, a 64-bit integer, or null
+  the contract's ids (scoring/ids.py), each optional: a string of at most 256 characters, an integer in ID_RANGE, or null
 Records are msgspec Structs in the signature's order (then the ids): a column is one attribute per record, and msgspec
 encodes them for the request log without a dict per record. A body without ids is decoded by a Struct without them
 (tried first): the ids cost such a request nothing, not even a column of nulls.
@@ -60,7 +60,7 @@ def value_type(field: InputField, int64: bool = False) -> Any:
 
 
 def id_type() -> Any:
-    """One id (scoring/ids.py): a short string, a 64-bit integer, or null (a whole number written 303.0 is
+    """One id (scoring/ids.py): a short string, an integer in ID_RANGE, or null (a whole number written 303.0 is
     pydantic's to take: msgspec refuses it, rarely sent)."""
     return (Annotated[str, msgspec.Meta(max_length=contract_ids.MAX_ID_CHARS)]
             | Annotated[int, msgspec.Meta(ge=contract_ids.ID_RANGE[0], le=contract_ids.ID_RANGE[1])] | None)
