@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
 from . import ids, metrics, privacy, requestlog
@@ -193,7 +194,8 @@ class ScoringPath:
         self.logged_ids = (privacy.for_ids(settings.request_log_personal, manifest, settings.request_log_pseudonym_key)
                            if self.ids else None)
         self.no_ids: ids.Ids = dict.fromkeys(self.ids)
-        self.logged_no_ids = None if self.logged_ids is None else self.logged_ids(self.no_ids)  # the common case, once
+        # The common case, a request without ids: its `ids` JSON made once (the same for every part of every line).
+        self.logged_no_ids = None if self.logged_ids is None else orjson.dumps(self.logged_ids(self.no_ids))
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).
@@ -263,7 +265,7 @@ class ScoringPath:
                 latency_ms=(time.perf_counter() - started) * 1000, ids=self.log_ids(found_ids)))
         return Scored(request_id, values, labels, outputs, own)
 
-    def log_ids(self, found: ids.Ids | None) -> dict | None:
+    def log_ids(self, found: ids.Ids | None) -> dict | bytes | None:
         """The line's `ids`: None when the contract names none (no key), else each id column's values or None."""
         if self.logged_ids is None or found is None:
             return self.logged_no_ids

@@ -59,11 +59,13 @@ def prediction_lines(**request: Any) -> bytes:
 
 
 def prediction_parts(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
-                     inputs: Columns, outputs: list[dict], latency_ms: float, ids: Ids | None = None) -> list[bytes]:
+                     inputs: Columns, outputs: list[dict], latency_ms: float,
+                     ids: Ids | bytes | None = None) -> list[bytes]:
     """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (each ending in \\n; kept
     apart: write_lines writes each as it is). `inputs` are the logged columns, in the order the line lists them
     (lists or tuples of JSON values); `outputs` one dict per record; `ids` the logged ids (a column None when no
-    record had one), None when the contract names none (no `ids` key).
+    record had one), or their JSON object when it is every part's (no record had one: encoded once, not per part),
+    None when the contract names none (no `ids` key).
     The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "ids", "outputs"}),
     each part's slice of the columns encoded once (a few records more to size the lines)."""
     count = len(outputs)
@@ -105,25 +107,31 @@ PART_KEYS_BYTES = len(b',"part":,"parts":,"first_record":,"inputs":,"outputs":}\
 SAMPLE_RECORDS = 4  # records encoded to estimate a record's bytes (and so how many fit a line)
 
 
-def _names_bytes(inputs: Columns, ids: Ids | None) -> int:
+def _names_bytes(inputs: Columns, ids: Ids | bytes | None) -> int:
     """What a line's `inputs` (and `ids`) cost besides the values: each column's quoted name, colon, brackets and
     commas."""
     names = sum(map(len, inputs)) + 6 * len(inputs) + 2  # map in C: a generator per call cost a microsecond
-    return names if ids is None else names + sum(map(len, ids)) + 6 * len(ids) + 9
+    if ids is None:
+        return names
+    if isinstance(ids, bytes):
+        return names + len(ids) + 7
+    return names + sum(map(len, ids)) + 6 * len(ids) + 9
 
 
-def _encode(inputs: Columns, ids: Ids | None, first: int, end: int) -> bytes:
+def _encode(inputs: Columns, ids: Ids | bytes | None, first: int, end: int) -> bytes:
     """The columns' records first..end-1 as JSON: {"<column>": [values], ...}, then `,"ids":{...}` the same way."""
     records = orjson.dumps({name: values[first:end] for name, values in inputs.items()})
     if ids is None:
         return records
+    if isinstance(ids, bytes):
+        return b'%s,"ids":%s' % (records, ids)
     return b'%s,"ids":%s' % (records, orjson.dumps(
         {name: None if values is None else values[first:end] for name, values in ids.items()}))
 
 
-def _whole(inputs: Columns, ids: Ids) -> bytes:
+def _whole(inputs: Columns, ids: Ids | bytes) -> bytes:
     """_encode of every record, without slicing."""
-    return b'%s,"ids":%s' % (orjson.dumps(inputs), orjson.dumps(ids))
+    return b'%s,"ids":%s' % (orjson.dumps(inputs), ids if isinstance(ids, bytes) else orjson.dumps(ids))
 
 
 def _line(head: bytes, part: int, parts: int, first: int, records: bytes, results: bytes) -> bytes:
@@ -133,7 +141,7 @@ def _line(head: bytes, part: int, parts: int, first: int, records: bytes, result
         head[:-1], part, parts, first, records, results)
 
 
-def _parts(inputs: Columns, ids: Ids | None, outputs: list[dict], budget: int,
+def _parts(inputs: Columns, ids: Ids | bytes | None, outputs: list[dict], budget: int,
            size: int) -> list[tuple[int, bytes, bytes]] | None:
     """(first record, its slice's inputs and outputs as JSON) per line: `size` records at a time, each slice encoded on
     its own (no encoding of the whole request to cut afterwards); a slice over the budget (records larger than the
@@ -164,7 +172,7 @@ def _even(count: int, most: int) -> int:
     return -(-count // lines) if lines else most
 
 
-def _split(head: bytes, inputs: Columns, ids: Ids | None, outputs: list[dict], budget: int) -> list[bytes]:
+def _split(head: bytes, inputs: Columns, ids: Ids | bytes | None, outputs: list[dict], budget: int) -> list[bytes]:
     """The lines of a request with a record too big for a line (huge strings): its long strings cut for the log (a
     copy: never the caller's columns), then as many records per line as fit (one per line if even a cut one does
     not fit: that line is longer, rather than the record lost)."""

@@ -93,6 +93,15 @@ def test_ids_are_sliced_with_the_records_of_each_part(count):
             "order": order[part["first_record"]:part["first_record"] + size], "account": [None] * size}
         joined += part["ids"]["order"]
     assert joined == order and logged(lines) == records
+    # A request without ids gives its ids' JSON once (ScoringPath): the same lines as from the columns of nulls.
+    nulls = {"order": None, "account": None}
+    by_columns, by_json = (requestlog.prediction_lines(
+        request_id="r", model_name="m", model_version="1", runtime="onnx", protocol="predict",
+        inputs={n: [r[n] for r in records] for n in records[0]}, outputs=[{"prediction": 1.0}] * count,
+        latency_ms=1.0, ids=given).splitlines() for given in (nulls, orjson.dumps(nulls)))
+    assert [line.split(b',"request_id"')[1] for line in by_json] == [line.split(b',"request_id"')[1] for line in
+                                                                      by_columns]  # all but the time
+    assert all(json.loads(line)["ids"] == nulls for line in by_json)
     without = requestlog.prediction_lines(request_id="r", model_name="m", model_version="1", runtime="onnx",
                                           protocol="predict", inputs={"shape": ["round"]}, outputs=[{"prediction": 1.0}],
                                           latency_ms=1.0)
