@@ -60,7 +60,7 @@ def rows_from_log(lines: Iterable[str | bytes], task: str, counts: Counter | Non
         if entry is None:
             continue
         first = entry.get("first_record", 0) if isinstance(entry.get("first_record", 0), int) else 0
-        ids = logformat.ids(entry.get("ids"), len(entry["outputs"]))
+        ids = _records_of(logformat.ids(entry.get("ids"), len(entry["outputs"])), len(entry["outputs"]))
         base = {"request_id": str(entry["request_id"]), "model_name": str(entry.get("model_name") or ""),
                 "model_version": str(entry["model_version"]), "source": str(entry.get("protocol") or "online"),
                 "scored_at": entry["ts"]}
@@ -70,6 +70,14 @@ def rows_from_log(lines: Iterable[str | bytes], task: str, counts: Counter | Non
                 value = output.get(name)
                 row[name] = json.dumps(value, sort_keys=True) if isinstance(value, dict) else value
             yield row
+
+
+def _records_of(columns: dict[str, list] | None, count: int) -> list[dict]:
+    """The line's ids per record (none when the line holds none, or holds them malformed)."""
+    if not columns:
+        return [{} for _ in range(count)]
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 # ---------------------------------------------------------------- the table

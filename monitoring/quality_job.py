@@ -49,7 +49,7 @@ def window_length(text: str, scored_at: pd.Series) -> pd.Timedelta:
         return length
     times = pd.to_datetime(scored_at, utc=True, format="ISO8601")
     span = (times.max() - times.min()) if len(times) else pd.Timedelta(0)
-    return max(pd.Timedelta(seconds=1), pd.Timedelta(seconds=math.ceil(span.total_seconds() / AUTO_WINDOWS) or 1))
+    return max(pd.Timedelta(milliseconds=1), (span / AUTO_WINDOWS).ceil("ms"))
 
 
 def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str) -> dict[str, float]:

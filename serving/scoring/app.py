@@ -30,7 +30,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from . import docs, metrics, mlflow_protocol, refusal, requestlog, v2, v2_binary
+from . import docs, ids, metrics, mlflow_protocol, refusal, requestlog, v2, v2_binary
 from .core import InputError, NotReady, ScoringPath, describe_error, too_many_records
 from .fastpath import FastV2
 from .front import BodyLimits, Handler, Refusal, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
@@ -149,7 +149,12 @@ def refused_content_type(scope: Scope, accepted: tuple[str, ...], none_is_json: 
 
 def input_values(path: ScoringPath) -> dict[str, dict]:
     """Each input's value schema, as /predict's Record documents it: the other protocols' documents reuse it."""
-    return docs.value_schemas(request_schemas(request_adapter(path.manifest, 1))["Record"])
+    return docs.value_schemas(request_schemas(request_adapter(path.manifest, 1))["Record"], path.names)
+
+
+def id_values(path: ScoringPath) -> dict[str, dict]:
+    """Each contract id's value schema, as /predict's Record documents it (scoring/ids.py)."""
+    return docs.value_schemas(request_schemas(request_adapter(path.manifest, 1))["Record"], path.ids)
 
 
 def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log_failure: Any,
@@ -167,7 +172,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
             content_type = header(scope, b"content-type") or ""
             typed = path.fast_mlflow.decode(body) if mlflow_protocol.media_type(content_type) == JSON else None
             if typed is not None:  # the common JSON forms, valid: decoded and validated in one pass
-                scored = path.score(typed, request_id, "mlflow", started, answer=True)
+                scored = path.score(typed[0], request_id, "mlflow", started, answer=True, found_ids=typed[1])
                 return Reply(200, mlflow_protocol.encode(scored, task))
             candidates = mlflow_protocol.decode(body, content_type, numeric, integers, max_records)
             scored = path.score_records(path.validate(candidates, *records), request_id, "mlflow", started,
@@ -193,7 +198,7 @@ def mlflow_routes(app: FastAPI, path: ScoringPath, records: tuple[Any, Any], log
         return mlflow_protocol.error_body(InputError.one(problem, kind=kind), scope["request_id"])
 
     return [declare(app, "/invocations", invocations, limit_refusal,
-                    openapi_extra=docs.invocations_body(path.manifest, input_values(path), max_records),
+                    openapi_extra=docs.invocations_body(path.manifest, input_values(path), max_records, id_values(path)),
                     responses=docs.invocations_responses(path.manifest))]
 
 
@@ -223,18 +228,20 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         try:
             typed = fast.decode(body) if json_length is None else None
             if typed is not None:  # the common JSON form, valid: decoded and validated in one pass
-                scored = path.score(typed[0], request_id, "v2", started)
+                scored = path.score(typed[0], request_id, "v2", started, found_ids=typed[2])
                 inference_id = typed[1]
                 return Reply(200, v2.encode(scored, manifest, inference_id, every_output, known))
             if v2_binary.applies(body, json_length):  # tritonclient's default: binary tensors in, binary outputs out
-                candidates, inference_id, requested, binary = v2_binary.decode(body, json_length, expected, known)
+                candidates, inference_id, requested, binary, found = v2_binary.decode(body, json_length, expected, known,
+                                                                                      path.ids)
             else:
-                candidates, inference_id, requested = v2.decode(body, expected, known)
+                candidates, inference_id, requested, found = v2.decode(body, expected, known, path.ids)
             if (count := len(next(iter(candidates.values()), []))) > path.settings.max_records:
                 raise too_many_records(path.settings.max_records, count)  # before a record is built
             valid = path.valid_columns(candidates)  # None: validate() names the record and field at fault
             columns = valid if valid is not None else path.columns_of(path.validate(v2.records(candidates)))
-            scored = path.score(columns, request_id, "v2", started)
+            scored = path.score(columns, request_id, "v2", started, found_ids={
+                name: ids.present(values) for name, values in found.items()})
         except InputError as error:
             return Reply(input_status(error, 400), v2.error_body(error, request_id))
         except NotReady as error:
@@ -249,9 +256,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
 
     values, responses = input_values(path), docs.v2_infer_responses(manifest, known)
     routes = [declare(app, "/v2/models/{name}/infer", infer, limit_refusal, responses=responses,
-                      openapi_extra=docs.v2_infer_body(manifest, values, known)),
+                      openapi_extra=docs.v2_infer_body(manifest, values, known, id_values(path))),
               declare(app, "/v2/models/{name}/versions/{version}/infer", infer, limit_refusal, responses=responses,
-                      openapi_extra=docs.v2_versioned_infer_body(manifest, values, known))]
+                      openapi_extra=docs.v2_versioned_infer_body(manifest, values, known, id_values(path)))]
 
     def as_response(reply: Reply | None) -> Response | None:
         return None if reply is None else Response(reply.body, status_code=reply.status, media_type=reply.content_type)

@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import orjson
 from pydantic import TypeAdapter, ValidationError
 
-from . import metrics, privacy, requestlog
+from . import ids, metrics, privacy, requestlog
 from .fastpath import FastMlflow, FastRecords
 from .model import Columns, Manifest, Scorer, rule_text
 from .settings import Settings
@@ -70,6 +71,12 @@ def too_many_records(max_records: int, count: int | None = None) -> InputError:
     tiny values per record would swell to a million dicts within the body limit."""
     found = f"{count} records" if count is not None else f"more than {max_records} records"
     return InputError.one(f"{found}: at most {max_records} per request (MAX_RECORDS)", kind="too_long")
+
+
+def id_problems(name: str, values: list) -> list[Problem]:
+    """Each wrong id (scoring/ids.py, as taken) of a decoded id column, naming its record and the id."""
+    return [Problem(record, name, f"{problem} (got {value!r:.80})", "id_type")
+            for record, value in enumerate(values) if (problem := ids.problem(value)) is not None]
 
 
 class NotReady(Exception):
@@ -182,6 +189,13 @@ class ScoringPath:
         # pseudonymised (scoring/privacy.py).
         self.logged: privacy.Logged = privacy.for_log(settings.request_log_personal, manifest,
                                                       settings.request_log_pseudonym_key)
+        # The contract's ids, logged by the same rule (never scored); a request without any logs a null per id.
+        self.ids = ids.names(manifest)
+        self.logged_ids = (privacy.for_ids(settings.request_log_personal, manifest, settings.request_log_pseudonym_key)
+                           if self.ids else None)
+        self.no_ids: ids.Ids = dict.fromkeys(self.ids)
+        # The common case, a request without ids: its `ids` JSON made once (the same for every part of every line).
+        self.logged_no_ids = None if self.logged_ids is None else orjson.dumps(self.logged_ids(self.no_ids))
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).
@@ -224,14 +238,16 @@ class ScoringPath:
 
     def score_records(self, records: list, request_id: str, protocol: str, started: float,
                       answer: bool = False) -> Scored:
-        """score() for validated records: fastpath's typed records, or plain dicts holding exactly the signature's
-        fields."""
-        return self.score(self.columns_of(records), request_id, protocol, started, answer)
+        """score() for validated records: fastpath's typed records, or plain dicts holding the signature's fields
+        (and maybe the contract's ids)."""
+        columns, found = self.columns_and_ids(records)
+        return self.score(columns, request_id, protocol, started, answer, found)
 
-    def score(self, columns: Columns, request_id: str, protocol: str, started: float, answer: bool = False) -> Scored:
+    def score(self, columns: Columns, request_id: str, protocol: str, started: float, answer: bool = False,
+              found_ids: ids.Ids | None = None) -> Scored:
         """Score validated columns (the signature's names -> one value per record); `answer`, also what MLflow's
         pyfunc answers when that is not the scores (from the same call of the model where the runtime can: MLflow's
-        protocol only)."""
+        protocol only). `found_ids` (validated, by id column) are only logged; None: no record had one."""
         if self.scorer is None:
             raise NotReady(self.problem)
         if answer and self.own_answer:  # both from one call of the model where the runtime can
@@ -246,11 +262,25 @@ class ScoringPath:
             requestlog.write_lines(requestlog.prediction_parts(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
                 runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(columns), outputs=outputs,
-                latency_ms=(time.perf_counter() - started) * 1000))
+                latency_ms=(time.perf_counter() - started) * 1000, ids=self.log_ids(found_ids)))
         return Scored(request_id, values, labels, outputs, own)
+
+    def log_ids(self, found: ids.Ids | None) -> dict | bytes | None:
+        """The line's `ids`: None when the contract names none (no key), else each id column's values or None."""
+        if self.logged_ids is None or found is None:
+            return self.logged_no_ids
+        return self.logged_ids({**self.no_ids, **found})
 
     def columns_of(self, records: list) -> Columns:
         """The validated records' values by column: a typed record's as its tuple, a dict's by the signature."""
+        return self.columns_and_ids(records)[0]
+
+    def columns_and_ids(self, records: list) -> tuple[Columns, ids.Ids | None]:
+        """The validated records' values by column, and their ids by id column (None: the contract names none, or the
+        records are typed without them)."""
         if records and type(records[0]) is not dict:
-            return self.fast.columns(records)
-        return dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
+            return self.fast.split(records)
+        columns = dict(zip(self.names, zip(*map(self.row, records), strict=True), strict=True))
+        if not self.ids:
+            return columns, None
+        return columns, {name: ids.present([record.get(name) for record in records]) for name in self.ids}

@@ -11,7 +11,7 @@ import re
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from . import v2
+from . import ids, v2
 from .model import Manifest
 
 JSON = "application/json"
@@ -38,6 +38,9 @@ def description(manifest: Manifest) -> str:
     lines.append(prediction_meaning(manifest))
     lines.append("Three protocols share one validation and scoring path: `/predict`, MLflow's `/invocations` "
                  "and the Open Inference Protocol (`/v2/...`).")
+    if names := ids.names(manifest):
+        lines.append(f"Each record may carry its id ({', '.join(f'`{name}`' for name in names)}: a field of the record, "
+                     f"a column, or a V2 tensor of that name, BYTES or INT64): {ids.DESCRIPTION}.")
     return "\n\n".join(lines)
 
 
@@ -153,10 +156,10 @@ def refusals(schema: dict, status: int) -> dict:
             415: _json(schema, "a Content-Type not taken: the problem names the accepted ones")}
 
 
-def value_schemas(record_schema: dict) -> dict[str, dict]:
-    """Each input's value schema (type, bounds, categories, nullable) from the /predict Record schema."""
-    return {name: {k: v for k, v in schema.items() if k != "title"}
-            for name, schema in record_schema["properties"].items()}
+def value_schemas(record_schema: dict, names: list[str] | tuple[str, ...]) -> dict[str, dict]:
+    """Each named field's value schema (an input's type, bounds, categories, nullable; an id's) from the /predict
+    Record schema."""
+    return {name: {k: v for k, v in record_schema["properties"][name].items() if k != "title"} for name in names}
 
 
 def _lax(schema: dict) -> dict:
@@ -175,14 +178,18 @@ def _lax(schema: dict) -> dict:
 
 
 def mlflow_record(values: dict[str, dict]) -> dict:
-    # Columns outside the signature are ignored by MLflow's protocol, whatever they hold.
+    # Columns outside the signature are ignored by MLflow's protocol, whatever they hold (the contract's ids aside:
+    # said in the request's description, not as properties here, see invocations_request).
     return {**_object({name: _lax(schema) for name, schema in values.items()}), "additionalProperties": ANY}
 
 
-def invocations_request(manifest: Manifest, values: dict[str, dict], max_records: int) -> dict:
+def invocations_request(manifest: Manifest, values: dict[str, dict], max_records: int,
+                        id_values: dict[str, dict] | None = None) -> dict:
     """The four JSON formats as oneOf, each with its real shape. Shapes JSON Schema cannot relate (a split's rows as
     long as its columns, columns of equal length) are shown for one record in the signature's order; any equal
-    length and order is accepted."""
+    length and order is accepted. The contract's ids are told in the description: as properties of the record they
+    would change what the fuzzer draws for this operation's CSV body too, whose pattern knows no bounds (a number
+    below a column's minimum would be drawn as valid)."""
     record = mlflow_record(values)
     records = {"type": "array", "items": record, "minItems": 1, "maxItems": max_records}
     names = manifest.input_names
@@ -200,7 +207,9 @@ def invocations_request(manifest: Manifest, values: dict[str, dict], max_records
     return {"oneOf": [{**_object({key: schema, **{other: False for other in formats if other != key}}, required=[key]),
                        "additionalProperties": ANY, "title": key} for key, schema in formats.items()],
             "description": "exactly one of dataframe_split, dataframe_records, instances, inputs (as `mlflow models "
-                           "serve`); NaN is read as a missing value; columns outside the signature are ignored"}
+                           "serve`); NaN is read as a missing value; columns outside the signature are ignored, but "
+                           "for the contract's ids: " + (", ".join(id_values) if id_values else "none") +
+                           f" ({ids.DESCRIPTION}; in CSV, text)"}
 
 
 def csv_pattern(manifest: Manifest, values: dict[str, dict]) -> str:
@@ -217,12 +226,13 @@ def csv_pattern(manifest: Manifest, values: dict[str, dict]) -> str:
     return f"^{header}\\r?\\n({','.join(cells)}\\r?\\n)+$"
 
 
-def invocations_body(manifest: Manifest, values: dict[str, dict], max_records: int) -> dict:
+def invocations_body(manifest: Manifest, values: dict[str, dict], max_records: int,
+                     id_values: dict[str, dict] | None = None) -> dict:
     names, rows = _columns(manifest)
     records = manifest.input_example
     csv_lines = [",".join(names)] + [",".join("" if v is None else str(v) for v in row) for row in rows]
     return {"requestBody": {"required": True, "content": {
-        JSON: {"schema": invocations_request(manifest, values, max_records),
+        JSON: {"schema": invocations_request(manifest, values, max_records, id_values),
                "examples": {
                    "dataframe_split": {"value": {"dataframe_split": {"columns": names, "data": rows}}},
                    "dataframe_records": {"value": {"dataframe_records": records}},
@@ -287,28 +297,43 @@ def v2_tensor(name: str, datatype: str, value: dict) -> dict:
                     "parameters": PARAMETERS}, required=["name", "datatype", "shape", "data"])
 
 
-def v2_infer_request(manifest: Manifest, values: dict[str, dict], outputs: dict[str, dict]) -> dict:
+def v2_id_tensor(name: str, value: dict) -> dict:
+    """A tensor named after a contract id: BYTES of strings or INT64 of integers (null: no id)."""
+    alternatives = value["anyOf"]
+    text = [a for a in alternatives if a.get("type") in ("string", "null")]
+    number = [a for a in alternatives if a.get("type") in ("integer", "null")]
+    return {"oneOf": [v2_tensor(name, "BYTES", {"anyOf": text}), v2_tensor(name, "INT64", {"anyOf": number})],
+            "description": f"the record's `{name}`: {ids.DESCRIPTION}"}
+
+
+def v2_infer_request(manifest: Manifest, values: dict[str, dict], outputs: dict[str, dict],
+                     id_values: dict[str, dict] | None = None) -> dict:
     tensors = [v2_tensor(f.name, v2.datatype(f.type), values[f.name]) for f in manifest.inputs]
+    id_tensors = [v2_id_tensor(name, value) for name, value in (id_values or {}).items()]
     requested = _object({"name": {"enum": list(outputs)}, "parameters": PARAMETERS}, required=["name"])
-    return _object({"id": STRING, "parameters": PARAMETERS,
-                    "inputs": {"type": "array", "prefixItems": tensors, "minItems": len(tensors),
-                               "maxItems": len(tensors)},
+    inputs = {"type": "array", "prefixItems": tensors, "minItems": len(tensors),
+              "maxItems": len(tensors) + len(id_tensors), **({"items": {"anyOf": id_tensors}} if id_tensors else {})}
+    return _object({"id": STRING, "parameters": PARAMETERS, "inputs": inputs,
                     "outputs": {"type": "array", "items": requested}}, required=["inputs"],
                    description="Open Inference Protocol inference request: one tensor per column, each named once, "
                                "in any order, all of one length n with shape [n] or [n, 1] (shown for n = 1, in the "
-                               "signature's order); null is a missing value; NaN and Infinity are refused")
+                               "signature's order); null is a missing value; NaN and Infinity are refused. A tensor "
+                               "per contract id may follow, named after it (not scored: logged to join labels)")
 
 
-def v2_infer_body(manifest: Manifest, values: dict[str, dict], outputs: dict[str, dict]) -> dict:
+def v2_infer_body(manifest: Manifest, values: dict[str, dict], outputs: dict[str, dict],
+                  id_values: dict[str, dict] | None = None) -> dict:
     _, rows = _columns(manifest)
     tensors = [{"name": field.name, "datatype": v2.datatype(field.type), "shape": [len(rows)],
                 "data": [row[index] for row in rows]} for index, field in enumerate(manifest.inputs)]
     return {"parameters": V2_PATH, "requestBody": {"required": True, "content": {JSON: {
-        "schema": v2_infer_request(manifest, values, outputs), "example": {"id": "request-1", "inputs": tensors}}}}}
+        "schema": v2_infer_request(manifest, values, outputs, id_values),
+        "example": {"id": "request-1", "inputs": tensors}}}}}
 
 
-def v2_versioned_infer_body(manifest: Manifest, values: dict[str, dict], outputs: dict[str, dict]) -> dict:
-    return {**v2_infer_body(manifest, values, outputs), "parameters": [*V2_PATH, V2_VERSION]}
+def v2_versioned_infer_body(manifest: Manifest, values: dict[str, dict], outputs: dict[str, dict],
+                            id_values: dict[str, dict] | None = None) -> dict:
+    return {**v2_infer_body(manifest, values, outputs, id_values), "parameters": [*V2_PATH, V2_VERSION]}
 
 
 def v2_output_tensor(outputs: dict[str, dict], manifest: Manifest) -> dict:

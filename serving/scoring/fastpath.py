@@ -13,8 +13,10 @@ The rules, per input of the manifest (scoring/model.py InputField), as schemas.p
   the contract's bounds as InputField.bounds() gives them (ge/gt, le/lt: one a side)
   a closed category (InputField.closed_values) -> one of its values; an open one, any string
   no unknown field, no missing one; 1..max_records records
-Records are msgspec Structs in the signature's order: a column is one attribute per record, and msgspec encodes them
-for the request log without a dict per record.
+  the contract's ids (scoring/ids.py), each optional: a string of at most 256 characters, an integer in ID_RANGE, or null
+Records are msgspec Structs in the signature's order (then the ids): a column is one attribute per record, and msgspec
+encodes them for the request log without a dict per record. A body without ids is decoded by a Struct without them
+(tried first): the ids cost such a request nothing, not even a column of nulls.
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from typing import Annotated, Any, Literal, Union
 import msgspec
 from msgspec.structs import astuple
 
+from . import ids as contract_ids
 from .model import Columns, InputField, Manifest
 
 INT64 = (-2 ** 63, 2 ** 63 - 1)  # V2's integers: beyond 64 bits refused, as scoring/refusal.py's parser does
+
 TYPES: dict[str, type] = {"string": str, "double": float, "float": float, "long": int, "integer": int, "boolean": bool}
 
 
@@ -55,46 +59,66 @@ def value_type(field: InputField, int64: bool = False) -> Any:
     return Annotated[kind, meta(**bounds)] | None if bounds else kind | None
 
 
+def id_type() -> Any:
+    """One id (scoring/ids.py): a short string, an integer in ID_RANGE, or null (a whole number written 303.0 is
+    pydantic's to take: msgspec refuses it, rarely sent)."""
+    return (Annotated[str, msgspec.Meta(max_length=contract_ids.MAX_ID_CHARS)]
+            | Annotated[int, msgspec.Meta(ge=contract_ids.ID_RANGE[0], le=contract_ids.ID_RANGE[1])] | None)
+
+
 def bounded_list(item: Any, max_records: int) -> Any:
     """list[item] of 1 to max_records items (a type built at run time: Any to a static checker)."""
     return Annotated[list[item], msgspec.Meta(min_length=1, max_length=max_records)]
 
 
-def record_struct(manifest: Manifest, forbid_unknown: bool = True) -> type[msgspec.Struct]:
-    """A Struct per the signature: every field required (null allowed), unknown ones refused or ignored."""
-    fields = [(field.name, value_type(field)) for field in manifest.inputs]
+def record_struct(manifest: Manifest, forbid_unknown: bool = True, ids: tuple[str, ...] = ()) -> type[msgspec.Struct]:
+    """A Struct per the signature: every field required (null allowed), then the `ids`, each optional (null when
+    absent); unknown ones refused or ignored."""
+    fields: list[tuple] = [(field.name, value_type(field)) for field in manifest.inputs]
+    fields += [(name, id_type(), None) for name in ids]
     # gc=False: a record holds only strings and numbers (no cycles), so the collector need not track 100s per request.
     return msgspec.defstruct("Record", fields, forbid_unknown_fields=forbid_unknown, gc=False)
 
 
 class FastRecords:
-    """Decoders for one manifest: /predict's body, and a list of records already parsed (the other protocols)."""
+    """Decoders for one manifest: /predict's body, and a list of records already parsed (the other protocols).
+    Records come as one of two Struct types: `record` (the signature's fields only) or, when the contract names ids,
+    `identified` (its ids too). Refusing unknown fields, a body is tried without ids first (the common case, as fast
+    as without a contract); ignoring them (MLflow's variant), the ids must be read, so only `identified` is used."""
 
     def __init__(self, manifest: Manifest, max_records: int, forbid_unknown: bool = True) -> None:
-        self.names = manifest.input_names
+        self.names, self.ids = manifest.input_names, contract_ids.names(manifest)
         self.value_types = [value_type(field) for field in manifest.inputs]
         self.record: Any = record_struct(manifest, forbid_unknown)  # a Struct type made at run time
-        self.records_type = bounded_list(self.record, max_records)
-        envelope = msgspec.defstruct("PredictRequest", [("records", self.records_type)], forbid_unknown_fields=True)
-        self.decoder = msgspec.json.Decoder(envelope)
+        self.identified: Any = record_struct(manifest, forbid_unknown, self.ids) if self.ids else self.record
+        self.records_type = bounded_list(self.identified, max_records)  # what the ids-aware decoders take
+        plain = bounded_list(self.record, max_records)
+        self.attempts = [self.records_type] if not forbid_unknown or not self.ids else [plain, self.records_type]
+        self.decoders = [msgspec.json.Decoder(msgspec.defstruct("PredictRequest", [("records", records)],
+                                                                forbid_unknown_fields=True))
+                         for records in self.attempts]
         self.columns_type = msgspec.defstruct("Columns", [
             (field.name, bounded_list(value_type(field), max_records)) for field in manifest.inputs],
             forbid_unknown_fields=True)
 
     def decode(self, body: bytes) -> list | None:
         """/predict's records, or None when msgspec refuses the body (then pydantic says why, or accepts)."""
-        try:
-            envelope: Any = self.decoder.decode(body)  # a Struct type made at run time
-            return envelope.records
-        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # the slow path says what is wrong
-            return None
+        for decoder in self.decoders:
+            try:
+                envelope: Any = decoder.decode(body)  # a Struct type made at run time
+                return envelope.records
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # the slow path says what is wrong
+                continue
+        return None
 
     def convert(self, candidates: object) -> list | None:
         """Parsed records (dicts) as typed records, or None when msgspec refuses them."""
-        try:
-            return msgspec.convert(candidates, self.records_type, strict=True)
-        except (msgspec.ValidationError, UnicodeEncodeError):  # a lone surrogate in a string: pydantic says
-            return None
+        for records in self.attempts:
+            try:
+                return msgspec.convert(candidates, records, strict=True)
+            except (msgspec.ValidationError, UnicodeEncodeError):  # a lone surrogate in a string: pydantic says
+                continue
+        return None
 
     def convert_columns(self, columns: dict[str, list]) -> dict[str, list] | None:
         """Columns (name -> one value per record, V2's form) validated by the record rules, or None when msgspec
@@ -107,23 +131,33 @@ class FastRecords:
 
     def columns(self, records: list) -> Columns:
         """Typed records' values by column: each record's tuple (in signature order), transposed."""
-        return dict(zip(self.names, zip(*map(astuple, records), strict=True), strict=True))
+        return self.split(records)[0]
+
+    def split(self, records: list) -> tuple[Columns, contract_ids.Ids | None]:
+        """Typed records' values by column, and their ids by id column (None: records without ids)."""
+        if not self.ids or type(records[0]) is self.record:  # decoded without ids: none was sent
+            return dict(zip(self.names, zip(*map(astuple, records), strict=True), strict=True)), None
+        values = list(zip(*map(astuple, records), strict=True))
+        count = len(self.names)
+        return (dict(zip(self.names, values[:count], strict=True)),
+                {name: contract_ids.present(column) for name, column in zip(self.ids, values[count:], strict=True)})
 
 
 class FastMlflow:
     """MLflow's JSON body (scoring/mlflow_protocol.py) decoded and validated in one pass, for the common forms:
-    {"dataframe_records": [...]} and {"dataframe_split": {"columns": <the signature's names, in order>, "data": ...}},
-    other keys ignored as MLflow does. Anything else (another format, two formats, other columns or order, NaN, a
-    value msgspec refuses) is None: the protocol's own decoder and validate() take it, as before."""
+    {"dataframe_records": [...]} and {"dataframe_split": {"columns": <the signature's names, then any of the
+    contract's ids, in any order>, "data": ...}}, other keys ignored as MLflow does. Anything else (another format, two
+    formats, other columns, NaN, a value msgspec refuses) is None: the protocol's own decoder and validate() take it, as
+    before."""
 
     def __init__(self, fast: FastRecords, max_records: int) -> None:
-        self.fast, self.names = fast, fast.names
+        self.fast, self.names, self.ids = fast, fast.names, fast.ids
         absent = msgspec.Raw()  # an empty Raw: the key was not there (msgspec takes no Raw in a union)
         self.body = msgspec.json.Decoder(msgspec.defstruct("MlflowBody", [
             (key, msgspec.Raw, absent) for key in ("dataframe_records", "dataframe_split", "instances", "inputs")]))
         self.split = msgspec.json.Decoder(msgspec.defstruct("Split", [("columns", list[str]), ("data", msgspec.Raw)]))
         self.max_records = max_records
-        self.types = dict(zip(self.names, fast.value_types, strict=True))
+        self.types = {**dict(zip(self.names, fast.value_types, strict=True)), **dict.fromkeys(self.ids, id_type())}
         self.row_decoders: dict[tuple[str, ...], Any] = {}  # by the order of the columns a client sends
         self.records = msgspec.json.Decoder(fast.records_type)
 
@@ -140,34 +174,42 @@ class FastMlflow:
                 self.row_decoders[order] = decoder
         return decoder
 
-    def decode(self, body: bytes) -> Columns | None:
-        """The validated columns in the signature's order, or None (see the class)."""
+    def decode(self, body: bytes) -> tuple[Columns, contract_ids.Ids | None] | None:
+        """(the validated columns in the signature's order, the ids or None), or None (see the class)."""
         try:
             document: Any = self.body.decode(body)  # Struct types made at run time
             given = [document.dataframe_records, document.dataframe_split, document.instances, document.inputs]
             if sum(len(raw) > 0 for raw in given) != 1:  # none, or two formats: MLflow's decoder says what is wrong
                 return None
             if document.dataframe_records:
-                return self.fast.columns(self.records.decode(document.dataframe_records))
+                return self.fast.split(self.records.decode(document.dataframe_records))
             if not document.dataframe_split:
                 return None
             split: Any = self.split.decode(document.dataframe_split)
-            if len(split.columns) != len(self.names) or set(split.columns) != set(self.names):
+            if not self.takes(split.columns):
                 return None  # other columns (MLflow ignores them), or some missing: the protocol's decoder
             rows = self.rows(split.columns).decode(split.data)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # the slow path says what is wrong
             return None
         by_name = dict(zip(split.columns, map(list, zip(*rows, strict=True)), strict=True))
-        return {name: by_name[name] for name in self.names}
+        found = {name: contract_ids.present(by_name[name]) for name in self.ids if name in by_name}
+        return {name: by_name[name] for name in self.names}, found or None
+
+    def takes(self, columns: list[str]) -> bool:
+        """The signature's columns, each once, and maybe some of the contract's ids, in any order."""
+        if len(columns) == len(self.names):
+            return set(columns) == set(self.names)
+        given = set(columns)
+        return len(given) == len(columns) and given >= set(self.names) and given - set(self.names) <= set(self.ids)
 
 
 class FastV2:
     """Open Inference Protocol's JSON request (scoring/v2.py) decoded and validated in one pass, for its common form:
-    {"inputs": [...], "id": "..."} with each of the model's inputs once, its own datatype, shape [n] or [n, 1], flat
-    data. Anything else (requested outputs, parameters, nested data, another datatype, NaN, a value msgspec refuses)
-    is None: v2.decode and the record rules take it and name what is wrong, as before. Each input is its own Struct,
-    told apart by its name (a tagged union), so its data is decoded by its column's type and contract in the same
-    pass and the columns need no second validation."""
+    {"inputs": [...], "id": "..."} with each of the model's inputs once (and maybe a tensor per contract id, BYTES of
+    strings or INT64 of integers), its own datatype, shape [n] or [n, 1], flat data. Anything else (requested outputs,
+    parameters, nested data, another datatype, NaN, a value msgspec refuses) is None: v2.decode and the record rules
+    take it and name what is wrong, as before. Each input is its own Struct, told apart by its name (a tagged union), so
+    its data is decoded by its column's type and contract in the same pass and the columns need no second validation."""
 
     def __init__(self, manifest: Manifest, expected: dict[str, str], max_records: int) -> None:
         self.names = list(expected)
@@ -177,26 +219,46 @@ class FastV2:
             ("data", bounded_list(value_type(field, int64=True), max_records))], tag_field="name", tag=field.name,
             forbid_unknown_fields=True, gc=False) for index, field in enumerate(manifest.inputs)]
         self.tensors = tensors  # in the signature's order: one Struct type per input
-        union: Any = Union[tuple(tensors)]  # noqa: UP007 (a union built at run time)
+        self.ids = {msgspec.defstruct(f"Id{index}", [
+            ("datatype", Literal["BYTES", "INT64"]), ("shape", list[int]), ("data", bounded_list(id_type(), max_records))],
+            tag_field="name", tag=name, forbid_unknown_fields=True, gc=False): name
+            for index, name in enumerate(contract_ids.names(manifest))}
+        union: Any = Union[(*tensors, *self.ids)]  # a union built at run time
         identity: Any = str | msgspec.UnsetType  # present or absent; null is v2.decode's to refuse
         self.request = msgspec.json.Decoder(msgspec.defstruct(
             "InferenceRequest", [("inputs", list[union]), ("id", identity, msgspec.UNSET)], forbid_unknown_fields=True))
 
-    def decode(self, body: bytes) -> tuple[dict[str, list], str | None] | None:
-        """(the validated columns in the signature's order, the request's id), or None (see the class)."""
+    def decode(self, body: bytes) -> tuple[dict[str, list], str | None, contract_ids.Ids | None] | None:
+        """(the validated columns in the signature's order, the request's id, the ids or None), or None (see the
+        class)."""
         try:
             request: Any = self.request.decode(body)  # a Struct type made at run time
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return None
         inputs = request.inputs
         by_type = {type(tensor): tensor for tensor in inputs}
-        if len(by_type) != len(self.tensors) or len(inputs) != len(self.tensors):
+        if len(by_type) != len(inputs) or len(inputs) != len(self.tensors) + len(by_type.keys() & self.ids.keys()):
             return None  # an input missing or given twice
         count = len(inputs[0].data)
         one, column = [count], [count, 1]
         for tensor in inputs:
             if len(tensor.data) != count or (tensor.shape != one and tensor.shape != column):
                 return None  # inputs of different lengths, or a shape other than [n] or [n, 1]
+        found = None
+        if len(inputs) > len(self.tensors) and (found := self.found_ids(by_type)) is None:
+            return None
         identity = request.id
         return ({name: by_type[tensor].data for name, tensor in zip(self.names, self.tensors, strict=True)},
-                None if identity is msgspec.UNSET else identity)
+                None if identity is msgspec.UNSET else identity, found)
+
+    def found_ids(self, by_type: dict) -> contract_ids.Ids | None:
+        """The id tensors' data by id, or None when one holds values of the other datatype (v2.decode says which)."""
+        found: dict[str, Any] = {}
+        for kind, name in self.ids.items():
+            tensor = by_type.get(kind)
+            if tensor is not None:
+                wanted = str if tensor.datatype == "BYTES" else int
+                if any(value is not None and type(value) is not wanted for value in tensor.data):
+                    return None
+                found[name] = contract_ids.present(tensor.data)
+        return found

@@ -9,17 +9,21 @@ REQUEST_LOG_PERSONAL says it (serving/scoring/settings.py; the stack's observabi
                 can test a guess (a column of 100 possible values: a plain hash would be reversed by trying them all).
 Scoring always sees the values as sent; only the log line changes. A dropped or pseudonymised column is absent from
 the log under its own name, so the drift job (monitoring/drift.py) leaves it out and compares the rest.
+The contract's ids (scoring/ids.py, the log line's `ids`) follow the same rule when the contract marks them personal:
+kept, left out, or logged as `<id>#hmac` with the same HMAC (a pseudonymised id still joins labels whose ids are
+pseudonymised with the same key). An id column no record had (None) stays None.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import orjson
 
+from . import ids
 from .model import Columns, Manifest
 
 MODES = ("keep", "drop", "pseudonymise")
@@ -27,27 +31,45 @@ PSEUDONYM_SUFFIX = "#hmac"  # '#' is in no contract column name (training/contra
 PSEUDONYM_HEX_DIGITS = 32  # 128 bits: no two values of a column meet by chance, half the log bytes of 64
 
 Logged = Callable[[Columns], dict[str, Sequence[Any]]]
+LoggedIds = Callable[[ids.Ids], dict[str, Sequence[Any] | None]]  # an id column no record had stays None
 
 
 def personal_inputs(manifest: Manifest) -> list[str]:
-    """The model's inputs its contract marks personal (ids are not inputs: the request log never holds them)."""
+    """The model's inputs its contract marks personal."""
+    return _personal(manifest, manifest.input_names)
+
+
+def personal_ids(manifest: Manifest) -> list[str]:
+    """The contract's ids it marks personal."""
+    return _personal(manifest, list(ids.names(manifest)))
+
+
+def _personal(manifest: Manifest, names: list[str]) -> list[str]:
     personal = set((manifest.contract or {}).get("personal") or ())
-    return [name for name in manifest.input_names if name in personal]
+    return [name for name in names if name in personal]
 
 
 def for_log(mode: str, manifest: Manifest, key: bytes | None = None) -> Logged:
     """The validated columns -> the columns the request log holds, for `mode` (one of MODES): the signature's columns in
     its order, the personal ones kept, left out, or replaced by their pseudonyms (after the others)."""
+    return _for_columns(mode, manifest.input_names, personal_inputs(manifest), key)
+
+
+def for_ids(mode: str, manifest: Manifest, key: bytes | None = None) -> LoggedIds:
+    """The ids (id column -> values, or None) -> the line's `ids`, by the same rule as for_log."""
+    return _for_columns(mode, list(ids.names(manifest)), personal_ids(manifest), key)
+
+
+def _for_columns(mode: str, names: list[str], personal: list[str], key: bytes | None) -> Kept | Pseudonymiser:
     if mode not in MODES:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-    personal = personal_inputs(manifest)
     if mode == "keep" or not personal:
-        return Kept(manifest.input_names)
+        return Kept(names)
     if mode == "drop":
-        return Kept([name for name in manifest.input_names if name not in personal])
+        return Kept([name for name in names if name not in personal])
     if not key:
         raise ValueError("pseudonymise needs a key")
-    return Pseudonymiser(manifest.input_names, personal, key)
+    return Pseudonymiser(names, personal, key)
 
 
 class Kept:
@@ -56,7 +78,7 @@ class Kept:
     def __init__(self, names: list[str]) -> None:
         self.names = tuple(names)
 
-    def __call__(self, columns: Columns) -> dict[str, Sequence[Any]]:
+    def __call__(self, columns: Mapping[str, Any]) -> dict[str, Any]:
         return {name: columns[name] for name in self.names}
 
 
@@ -81,9 +103,10 @@ class Pseudonymiser:
         self.cache[cached] = found
         return found
 
-    def __call__(self, columns: Columns) -> dict[str, Sequence[Any]]:
+    def __call__(self, columns: Mapping[str, Any]) -> dict[str, Any]:
         """The other columns, then each personal one as `<column>#hmac`: its values' pseudonyms."""
         logged = self.kept(columns)
         for name in self.columns:
-            logged[name + PSEUDONYM_SUFFIX] = [self.pseudonym(name, value) for value in columns[name]]
+            values = columns[name]
+            logged[name + PSEUDONYM_SUFFIX] = None if values is None else [self.pseudonym(name, v) for v in values]
         return logged

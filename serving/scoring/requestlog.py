@@ -5,13 +5,17 @@ Format (schema version 2), one object per line:
    "request_id": "...", "model_name": "...", "model_version": "3", "runtime": "onnx", "protocol": "predict",
    "n_records": 2, "latency_ms": 0.41, "part": 1, "parts": 1, "first_record": 0,
    "inputs": {"colour": ["red", null], ..., "size": [34.0, 12.5], ...},
+   "ids": {"order_id": ["A-17", null], "account_id": null},
    "outputs": [{"probability": 0.1234, "label": 0}, {"probability": 0.8, "label": 1}]}
 `inputs` holds the line's records by column (the signature's columns the log keeps, each a list of one value per
 record): a column's name once per line instead of once per record, under half of version 1's bytes (44 % for the
 example model; its `inputs` were a list of records), and so of the lines written and ingested. `outputs` stays a list
 per record (the KQL expands it): /predict's outputs by the model's task (scoring/core.py Outputs), the fields the drift job reads:
   binary {"probability", "label"}, multiclass {"label", "probabilities": {"<class>": p}}, regression {"prediction"}.
-Readers take both versions (monitoring/logformat.py).
+`ids` is there whenever the model's contract names ids (scoring/ids.py; absent otherwise): by id column, the line's
+records' ids sliced as `inputs` is (a value or null per record), or a single null for an id no record of the request
+had (not a null per record: most clients send none). What joins labels to predictions; personal ids as
+scoring/privacy.py says (kept, left out, or `<id>#hmac`). Readers take both versions (monitoring/logformat.py).
 
 No line is longer than MAX_LINE_BYTES (PIPE_BUF, 4,096 bytes on Linux, newline included), and each line is one
 write(): the workers of a service share one stdout pipe, and only a write of at most PIPE_BUF bytes to a pipe is
@@ -46,6 +50,7 @@ MAX_LINE_BYTES = select.PIPE_BUF
 MAX_LOGGED_STRING = 256  # a longer string value is cut in the log (never in scoring): one record must fit a line
 
 Columns = Mapping[str, Sequence[Any]]  # column name -> one value per record, every column as long
+Ids = Mapping[str, Sequence[Any] | None]  # id column -> one value per record, or None: no record had one
 
 
 def prediction_lines(**request: Any) -> bytes:
@@ -54,12 +59,15 @@ def prediction_lines(**request: Any) -> bytes:
 
 
 def prediction_parts(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
-                     inputs: Columns, outputs: list[dict], latency_ms: float) -> list[bytes]:
+                     inputs: Columns, outputs: list[dict], latency_ms: float,
+                     ids: Ids | bytes | None = None) -> list[bytes]:
     """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (each ending in \\n; kept
     apart: write_lines writes each as it is). `inputs` are the logged columns, in the order the line lists them
-    (lists or tuples of JSON values); `outputs` one dict per record.
-    The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "outputs"}), each
-    part's slice of the columns encoded once (a few records more to size the lines)."""
+    (lists or tuples of JSON values); `outputs` one dict per record; `ids` the logged ids (a column None when no
+    record had one), or their JSON object when it is every part's (no record had one: encoded once, not per part),
+    None when the contract names none (no `ids` key).
+    The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "ids", "outputs"}),
+    each part's slice of the columns encoded once (a few records more to size the lines)."""
     count = len(outputs)
     header = {
         "log_type": LOG_TYPE,
@@ -75,22 +83,22 @@ def prediction_parts(*, request_id: str, model_name: str, model_version: str, ru
     }
     head = orjson.dumps(header)
     budget = MAX_LINE_BYTES - PART_KEYS_BYTES - len(head)
-    names = _names_bytes(inputs)
+    names = _names_bytes(inputs, ids)
     if count <= SAMPLE_RECORDS:  # a few records: encoded whole, and they most likely fit
-        records, results = orjson.dumps(inputs), orjson.dumps(outputs)
+        records, results = orjson.dumps(inputs) if ids is None else _whole(inputs, ids), orjson.dumps(outputs)
         per_record = (len(records) + len(results) - names) / count
         fits = True
     else:  # a sample's bytes say whether the whole fits a line, or how many records a line takes
-        records, results = _encode(inputs, 0, SAMPLE_RECORDS), orjson.dumps(outputs[:SAMPLE_RECORDS])
+        records, results = _encode(inputs, ids, 0, SAMPLE_RECORDS), orjson.dumps(outputs[:SAMPLE_RECORDS])
         per_record = (len(records) + len(results) - names) / SAMPLE_RECORDS
         fits = names + per_record * count <= budget * 0.9
         if fits:
-            records, results = orjson.dumps(inputs), orjson.dumps(outputs)
+            records, results = orjson.dumps(inputs) if ids is None else _whole(inputs, ids), orjson.dumps(outputs)
     if fits and len(records) + len(results) <= budget:
         return [_line(head, 1, 1, 0, records, results)]  # the common case: one line
-    parts = _parts(inputs, outputs, budget, _even(count, int((budget - names) // (per_record * 1.05))))
+    parts = _parts(inputs, ids, outputs, budget, _even(count, int((budget - names) // (per_record * 1.05))))
     if parts is None:
-        return _split(head, inputs, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
+        return _split(head, inputs, ids, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
     return _lines(head, parts)
 
 
@@ -99,23 +107,42 @@ PART_KEYS_BYTES = len(b',"part":,"parts":,"first_record":,"inputs":,"outputs":}\
 SAMPLE_RECORDS = 4  # records encoded to estimate a record's bytes (and so how many fit a line)
 
 
-def _names_bytes(inputs: Columns) -> int:
-    """What a line's `inputs` cost besides the values: each column's quoted name, colon, brackets and commas."""
-    return sum(len(name) + 6 for name in inputs) + 2
+def _names_bytes(inputs: Columns, ids: Ids | bytes | None) -> int:
+    """What a line's `inputs` (and `ids`) cost besides the values: each column's quoted name, colon, brackets and
+    commas."""
+    names = sum(map(len, inputs)) + 6 * len(inputs) + 2  # map in C: a generator per call cost a microsecond
+    if ids is None:
+        return names
+    if isinstance(ids, bytes):
+        return names + len(ids) + 7
+    return names + sum(map(len, ids)) + 6 * len(ids) + 9
 
 
-def _encode(inputs: Columns, first: int, end: int) -> bytes:
-    """The columns' records first..end-1 as JSON: {"<column>": [values], ...}."""
-    return orjson.dumps({name: values[first:end] for name, values in inputs.items()})
+def _encode(inputs: Columns, ids: Ids | bytes | None, first: int, end: int) -> bytes:
+    """The columns' records first..end-1 as JSON: {"<column>": [values], ...}, then `,"ids":{...}` the same way."""
+    records = orjson.dumps({name: values[first:end] for name, values in inputs.items()})
+    if ids is None:
+        return records
+    if isinstance(ids, bytes):
+        return b'%s,"ids":%s' % (records, ids)
+    return b'%s,"ids":%s' % (records, orjson.dumps(
+        {name: None if values is None else values[first:end] for name, values in ids.items()}))
+
+
+def _whole(inputs: Columns, ids: Ids | bytes) -> bytes:
+    """_encode of every record, without slicing."""
+    return b'%s,"ids":%s' % (orjson.dumps(inputs), ids if isinstance(ids, bytes) else orjson.dumps(ids))
 
 
 def _line(head: bytes, part: int, parts: int, first: int, records: bytes, results: bytes) -> bytes:
-    """orjson.dumps({**header, "part": part, ...}) + b"\\n", from the header's and the inputs' and outputs' bytes."""
+    """orjson.dumps({**header, "part": part, ...}) + b"\\n", from the header's and the inputs' (and ids') and outputs'
+    bytes."""
     return b"%s,\"part\":%d,\"parts\":%d,\"first_record\":%d,\"inputs\":%s,\"outputs\":%s}\n" % (
         head[:-1], part, parts, first, records, results)
 
 
-def _parts(inputs: Columns, outputs: list[dict], budget: int, size: int) -> list[tuple[int, bytes, bytes]] | None:
+def _parts(inputs: Columns, ids: Ids | bytes | None, outputs: list[dict], budget: int,
+           size: int) -> list[tuple[int, bytes, bytes]] | None:
     """(first record, its slice's inputs and outputs as JSON) per line: `size` records at a time, each slice encoded on
     its own (no encoding of the whole request to cut afterwards); a slice over the budget (records larger than the
     estimate) is cut in proportion until it fits, and each slice's bytes per record size the next. None when a single
@@ -124,7 +151,7 @@ def _parts(inputs: Columns, outputs: list[dict], budget: int, size: int) -> list
     while first < count:
         end = min(count, first + size)
         while True:
-            records, results = _encode(inputs, first, end), orjson.dumps(outputs[first:end])
+            records, results = _encode(inputs, ids, first, end), orjson.dumps(outputs[first:end])
             used = len(records) + len(results)
             if used <= budget:
                 break
@@ -145,13 +172,14 @@ def _even(count: int, most: int) -> int:
     return -(-count // lines) if lines else most
 
 
-def _split(head: bytes, inputs: Columns, outputs: list[dict], budget: int) -> list[bytes]:
+def _split(head: bytes, inputs: Columns, ids: Ids | bytes | None, outputs: list[dict], budget: int) -> list[bytes]:
     """The lines of a request with a record too big for a line (huge strings): its long strings cut for the log (a
     copy: never the caller's columns), then as many records per line as fit (one per line if even a cut one does
     not fit: that line is longer, rather than the record lost)."""
     cut = {name: [_cut(value) for value in values] for name, values in inputs.items()}
-    parts = _parts(cut, outputs, budget, 1) or [
-        (index, _encode(cut, index, index + 1), orjson.dumps(outputs[index:index + 1])) for index in range(len(outputs))]
+    parts = _parts(cut, ids, outputs, budget, 1) or [
+        (index, _encode(cut, ids, index, index + 1), orjson.dumps(outputs[index:index + 1]))
+        for index in range(len(outputs))]
     return _lines(head, parts)
 
 

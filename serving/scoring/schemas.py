@@ -7,15 +7,29 @@ missing one are all rejected rather than coerced. Values may be null: the pipeli
 The contract is enforced here, for every protocol: a number outside its column's bounds (minimum/maximum inclusive,
 greater_than/less_than exclusive) and a text value outside its column's `values` (unless the column is `open`) are
 refused, so the model never scores a value it was not built for as if it were an ordinary one.
+
+The contract's ids (scoring/ids.py) are optional fields of every record: never scored, only logged.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NotRequired
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue, TypeAdapter, create_model
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    PlainValidator,
+    TypeAdapter,
+    WithJsonSchema,
+    create_model,
+)
+from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict
 
+from . import ids
 from .model import InputField, Manifest, rule_text
 
 PYTHON_TYPES: dict[str, Any] = {
@@ -116,6 +130,20 @@ def _bounded_list(item: Any, max_records: int, **field: Any) -> Any:
     return Annotated[list[item], Field(min_length=1, max_length=max_records, **field)]
 
 
+def _valid_id(value: object) -> object:
+    """One rule and one refusal for an id (scoring/ids.py), rather than a union's error per alternative."""
+    taken = ids.taken(value)
+    if (problem := ids.problem(taken)) is not None:
+        raise PydanticCustomError("id_type", problem)
+    return taken
+
+
+ID_SCHEMA = {"anyOf": [{"type": "string", "maxLength": ids.MAX_ID_CHARS},
+                       {"type": "integer", "minimum": ids.ID_RANGE[0], "maximum": ids.ID_RANGE[1]}, {"type": "null"}],
+             "description": ids.DESCRIPTION}
+ID_FIELD: Any = NotRequired[Annotated[str | int | None, PlainValidator(_valid_id), WithJsonSchema(ID_SCHEMA)]]
+
+
 def record_type(manifest: Manifest, extra: Extra = "forbid", mlflow_lax: bool = False) -> type:
     """A TypedDict per the signature and the contract (value_type): validated records stay plain dicts (no
     per-record objects to build). `mlflow_lax` accepts what MLflow's schema enforcement lets through: a number where
@@ -127,6 +155,7 @@ def record_type(manifest: Manifest, extra: Extra = "forbid", mlflow_lax: bool = 
         converters = [BeforeValidator(converter)] if mlflow_lax else []
         fields[field.name] = Annotated[value_type(field) | None, *converters,
                                        Field(description=field_description(field))]
+    fields.update(dict.fromkeys(ids.names(manifest), ID_FIELD))  # the ids: the same rule for every protocol
     config: ConfigDict = {**RECORD_CONFIG, "extra": extra}
     return _typed_dict("Record", fields, config)
 

@@ -5,7 +5,9 @@ Request: one tensor per signature column, named after it, shape [n] or [n, 1]:
                                 {"name": "size", "datatype": "FP64", "shape": [2, 1], "data": [31, null]}, ...],
    "outputs": [{"name": "label"}]}                 # optional: which outputs to return (default all)
 BYTES for string columns, FP64 for numeric ones (INT64 for integer ones, BOOL for booleans); `null` is a missing
-value (the pipeline imputes it).
+value (the pipeline imputes it). A tensor may also be named after one of the contract's ids (scoring/ids.py): BYTES
+of strings or INT64 of integers, null for a record without one, shape [n] or [n, 1] as the inputs; never scored, only
+logged (to join labels).
 Response: {"model_name", "model_version", "id", "outputs": [...]}, the outputs describing the model's task:
   binary      probability FP64 [n] (of the positive class, classes[1]), label [n]
   multiclass  label [n], probabilities FP64 [n, k] (row-major; its "parameters" name the k classes in order)
@@ -20,10 +22,12 @@ for) is v2_binary.py's, on top of this decoder and encoder.
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import orjson
 
-from . import refusal
-from .core import InputError, Scored
+from . import ids, refusal
+from .core import InputError, Problem, Scored, id_problems
 from .model import Manifest
 
 BINARY_HEADER = "inference-header-content-length"
@@ -34,6 +38,7 @@ INPUT_TYPES = {"string": "BYTES", "long": "INT64", "integer": "INT64", "boolean"
 REQUEST_KEYS = frozenset({"id", "parameters", "inputs", "outputs"})
 TENSOR_KEYS = frozenset({"name", "datatype", "shape", "data", "parameters"})
 OUTPUT_KEYS = frozenset({"name", "parameters"})
+ID_TYPES = {"BYTES": str, "INT64": int}  # an id tensor's datatypes, and what its values must be
 
 
 def datatype(field_type: str) -> str:
@@ -84,9 +89,10 @@ def input_types(manifest: Manifest) -> dict[str, str]:
     return {f.name: datatype(f.type) for f in manifest.inputs}
 
 
-def decode(body: bytes, expected: dict[str, str], known: dict[str, dict]) -> tuple[dict[str, list], str | None, list[str]]:
-    """(candidate columns, request id or None, requested output names); `expected` from input_types(), `known`
-    from outputs()."""
+def decode(body: bytes, expected: dict[str, str], known: dict[str, dict], id_names: Collection[str] = (),
+           ) -> tuple[dict[str, list], str | None, list[str], dict[str, list]]:
+    """(candidate columns, request id or None, requested output names, the id tensors' checked values by id);
+    `expected` from input_types(), `known` from outputs(), `id_names` the contract's ids a tensor may be named after."""
     document = refusal.loads(body, nan_is_missing=False, where=_where)
     if not isinstance(document, dict) or not isinstance(document.get("inputs"), list):
         raise InputError.one('the body must be an inference request: {"inputs": [{"name", "datatype", "shape", "data"}]}',
@@ -95,7 +101,12 @@ def decode(body: bytes, expected: dict[str, str], known: dict[str, dict]) -> tup
     if not isinstance(document.get("parameters", {}), dict):
         raise InputError.one("parameters must be an object", field="parameters", kind="format")
     columns: dict[str, list] = {}
+    found: dict[str, list] = {}
     for tensor in document["inputs"]:
+        if id_names and type(tensor) is dict and tensor.get("name") in id_names:
+            id_name, values = _id_tensor(tensor, found)
+            found[id_name] = values
+            continue
         name = _plain_tensor(tensor, expected)
         if name is not None and name not in columns:
             columns[name] = tensor["data"]
@@ -108,13 +119,44 @@ def decode(body: bytes, expected: dict[str, str], known: dict[str, dict]) -> tup
         missing = [name for name in expected if name not in columns]
         raise InputError([InputError.one(f"input '{name}' is missing", field=name, kind="missing").problems[0]
                           for name in missing])
-    lengths = {len(values) for values in columns.values()}
+    lengths = {len(values) for values in [*columns.values(), *found.values()]}
     if len(lengths) > 1:
         raise InputError.one(f"every input must hold the same number of records, got {sorted(lengths)}", kind="shape")
     request_id = document.get("id")
     if "id" in document and not isinstance(request_id, str):
         raise InputError.one(f"id must be a string, got {request_id!r}", field="id", kind="format")
-    return columns, request_id, _requested(document["outputs"], known) if "outputs" in document else list(known)
+    requested = _requested(document["outputs"], known) if "outputs" in document else list(known)
+    return columns, request_id, requested, found
+
+
+def _id_tensor(tensor: dict, found: dict[str, list]) -> tuple[str, list]:
+    """(name, values) of a tensor named after an id, or the InputError naming what is wrong: the input tensors' form
+    (_tensor), a datatype of ID_TYPES, and values that are ids of that datatype."""
+    name, datatype = tensor["name"], tensor.get("datatype")
+    if name in found:
+        raise InputError.one(f"input '{name}' is given twice", field=name, kind="duplicate")
+    if not isinstance(datatype, str) or datatype not in ID_TYPES:  # a dict key: an object or a list is no datatype
+        raise InputError.one(f"id '{name}' must have datatype BYTES (strings) or INT64 (integers), got {datatype!r}",
+                             field=name, kind="datatype")
+    _, values = _tensor(tensor, {name: datatype})
+    return name, checked_ids(name, datatype, values)
+
+
+def checked_ids(name: str, datatype: str, values: list) -> list:
+    """An id tensor's values as ids (scoring/ids.py: 303.0 is 303), each of its datatype's kind, or the InputError
+    naming each record at fault."""
+    values = [ids.taken(value) for value in values] if datatype == "INT64" else values
+    problems = id_problems(name, values)
+    wanted = ID_TYPES[datatype]
+    wrong = {problem.record for problem in problems}
+    problems += [Problem(record, name, f"id '{name}' has datatype {datatype}: each value must be "
+                                       f"{'a string' if wanted is str else 'an integer'} or null (got {value!r:.80})",
+                         "id_type")
+                 for record, value in enumerate(values)
+                 if record not in wrong and value is not None and type(value) is not wanted]
+    if problems:
+        raise InputError(sorted(problems, key=lambda problem: problem.record or 0))
+    return values
 
 
 def _where(document: object, path: list) -> tuple[int | None, str | None]:

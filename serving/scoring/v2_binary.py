@@ -6,6 +6,7 @@ each input whose "parameters" hold "binary_data_size", in input order, without p
 binary ones may be mixed in one request.
   numbers, BOOL   little-endian, row-major, each element its native size (BOOL: one byte, 0 or 1)
   BYTES           each element a 4-byte little-endian length, then that many bytes (UTF-8 text here)
+A tensor named after one of the contract's ids may be binary too: BYTES or INT64 (v2.py).
 A binary input may have the model's own datatype (v2.input_types) or any whose values that datatype holds exactly:
   FP64 input   FP64, FP32, FP16, or any integer type (values within ±2**53); tritonclient users often send float32
   INT64 input  any integer type (values within int64)
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Collection
 from typing import NamedTuple
 
 import numpy as np
@@ -40,7 +42,9 @@ DTYPES = {datatype: np.dtype(code) for datatype, code in {
     "FP64": "<f8", "FP32": "<f4", "FP16": "<f2", "INT64": "<i8", "INT32": "<i4", "INT16": "<i2", "INT8": "i1",
     "UINT64": "<u8", "UINT32": "<u4", "UINT16": "<u2", "UINT8": "u1", "BOOL": "u1"}.items()}
 INTEGERS = ("INT64", "INT32", "INT16", "INT8", "UINT64", "UINT32", "UINT16", "UINT8")
-ACCEPTED = {"FP64": ("FP64", "FP32", "FP16", *INTEGERS), "INT64": INTEGERS, "BOOL": ("BOOL",), "BYTES": ("BYTES",)}
+ACCEPTED = {"FP64": ("FP64", "FP32", "FP16", *INTEGERS), "INT64": INTEGERS, "BOOL": ("BOOL",), "BYTES": ("BYTES",),
+            "ID": ("BYTES", "INT64")}
+ID_ACCEPTED = "ID"  # an id tensor's key in ACCEPTED: its own datatype among those
 EXACT_FLOAT_INTEGER = 2**53  # beyond it a float64 no longer holds every integer
 LENGTH = struct.Struct("<I")
 
@@ -50,6 +54,7 @@ class Request(NamedTuple):
     request_id: str | None
     requested: list[str]
     binary: frozenset[str]  # the requested outputs to answer as binary data
+    ids: dict[str, list]  # the id tensors' checked values, by id (v2.decode's)
 
 
 def applies(body: bytes, header_length: str | None) -> bool:
@@ -58,41 +63,50 @@ def applies(body: bytes, header_length: str | None) -> bool:
     return header_length is not None or b'"binary_data' in body
 
 
-def decode(body: bytes, header_length: str | None, expected: dict[str, str], known: dict[str, dict]) -> Request:
-    """The request's columns, id, requested outputs and those to answer as binary; `expected` from
-    v2.input_types(), `known` from v2.outputs(). The JSON inputs and outputs are v2.decode's."""
+def decode(body: bytes, header_length: str | None, expected: dict[str, str], known: dict[str, dict],
+           id_names: Collection[str] = ()) -> Request:
+    """The request's columns, id, requested outputs, those to answer as binary, and the id tensors' values; `expected`
+    from v2.input_types(), `known` from v2.outputs(), `id_names` the contract's ids. The JSON inputs and outputs are
+    v2.decode's."""
     split = _json_length(header_length, len(body))
     document = _document(body[:split])
     data, offset = memoryview(body)[split:], 0
     columns: dict[str, list] = {}
+    found: dict[str, list] = {}
     json_inputs = []
     for tensor in document["inputs"]:
         size = _binary_size(tensor)
         if size is None:
             json_inputs.append(tensor)
             continue
-        name, datatype, count = _binary_tensor(tensor, expected)
-        if name in columns:
+        name, datatype, count = _binary_tensor(tensor, {**expected, **dict.fromkeys(id_names, ID_ACCEPTED)})
+        if name in columns or name in found:
             raise InputError.one(f"input '{name}' is given twice", field=name, kind="duplicate")
         if offset + size > len(data):
             raise InputError.one(f"input '{name}' has binary_data_size {size} but only {len(data) - offset} bytes of "
                                  "binary data are left", field=name, kind="binary_size")
-        columns[name] = _values(data[offset:offset + size], datatype, expected[name], count, name)
+        chunk = data[offset:offset + size]
+        if name in expected:
+            columns[name] = _values(chunk, datatype, expected[name], count, name)
+        else:  # an id: its own datatype, BYTES or INT64
+            found[name] = v2.checked_ids(name, datatype, _values(chunk, datatype, datatype, count, name))
         offset += size
     if offset != len(data):
         raise InputError.one(f"the body holds {len(data) - offset} bytes beyond the inputs' binary_data_size",
                              field="inputs", kind="binary_size")
     for tensor in json_inputs:
-        if isinstance(tensor, dict) and isinstance(tensor.get("name"), str) and tensor["name"] in columns:
+        if isinstance(tensor, dict) and isinstance(tensor.get("name"), str) and tensor["name"] in {*columns, *found}:
             raise InputError.one(f"input '{tensor['name']}' is given twice", field=tensor["name"], kind="duplicate")
     rest = orjson.dumps({**document, "inputs": json_inputs})
-    json_columns, request_id, requested = v2.decode(rest, {n: t for n, t in expected.items() if n not in columns}, known)
+    json_columns, request_id, requested, json_ids = v2.decode(
+        rest, {n: t for n, t in expected.items() if n not in columns}, known, [name for name in id_names if name not in found])
     columns.update(json_columns)
-    lengths = {len(values) for values in columns.values()}
+    found.update(json_ids)
+    lengths = {len(values) for values in [*columns.values(), *found.values()]}
     if len(lengths) > 1:
         raise InputError.one(f"every input must hold the same number of records, got {sorted(lengths)}", kind="shape")
     ordered = {name: columns[name] for name in expected}  # the signature's order, as JSON clients mostly send it
-    return Request(ordered, request_id, requested, _binary_outputs(document, requested))
+    return Request(ordered, request_id, requested, _binary_outputs(document, requested), found)
 
 
 def _json_length(header_length: str | None, body_length: int) -> int:
@@ -144,7 +158,8 @@ def _binary_tensor(tensor: dict, expected: dict[str, str]) -> tuple[str, str, in
         raise InputError.one(f"input '{name}' is not an input of this model", field=name, kind="unknown_input")
     accepted = ACCEPTED[expected[name]]
     if datatype not in accepted:
-        raise InputError.one(f"input '{name}' must have datatype {expected[name]} (binary data: one of {list(accepted)}), "
+        wanted = " or ".join(accepted) if expected[name] == ID_ACCEPTED else expected[name]
+        raise InputError.one(f"input '{name}' must have datatype {wanted} (binary data: one of {list(accepted)}), "
                              f"got {datatype!r}", field=name, kind="datatype")
     if (type(shape) is not list or len(shape) not in (1, 2) or type(shape[0]) is not int or shape[0] < 0
             or (len(shape) == 2 and (type(shape[1]) is not int or shape[1] != 1))):

@@ -207,7 +207,9 @@ def test_docs_carry_the_generated_schema_and_example(client, manifest, model):
     assert client.get("/docs").status_code == 200
     document = client.get("/openapi.json").json()
     schema = document["components"]["schemas"]
-    assert set(schema["Record"]["properties"]) == set(manifest.input_names)
+    # The signature's inputs, required; the contract's ids beside them, optional (never scored: scoring/ids.py).
+    assert set(schema["Record"]["properties"]) == {*manifest.input_names, *model.contract.ids}
+    assert set(schema["Record"]["required"]) == set(manifest.input_names)
     assert schema["Record"]["additionalProperties"] is False
     assert schema["PredictRequest"]["examples"][0]["records"] == manifest.input_example
     # Described from the model: its contract's words, its target's meaning, its task's outputs.

@@ -240,11 +240,13 @@ def test_invocations_fast_path_takes_only_what_mlflows_decoder_and_the_rules_acc
         expected = reference(manifest, parsed=strict)
     except (InputError, ValidationError):
         expected = None
-    fast = path.fast_mlflow.decode(body)
-    if fast is None:
+    decoded = path.fast_mlflow.decode(body)
+    if decoded is None:
         assert case not in ("records", "split", "split, columns in another order", "split with an index",
                             "params ignored", "unknown column ignored"), "the common forms take the fast path"
         return
+    fast, found = decoded
+    assert found is None, "this contract names no ids"
     records = [dict(zip(fast, r, strict=True)) for r in zip(*fast.values(), strict=True)]
     assert list(fast) == list(VALID), "the signature's columns, in its order"
     assert expected is not None and same(records, expected), (case, records, expected)
@@ -287,12 +289,112 @@ def test_v2_fast_path_takes_only_what_v2s_decoder_and_the_rules_accept(manifest,
     expected, known = v2.input_types(manifest), v2.outputs(manifest)
     typed = FastV2(manifest, expected, MAX_RECORDS).decode(body)
     try:
-        columns, identity, _ = v2.decode(body, expected, known)
+        columns, identity, _, _ = v2.decode(body, expected, known)
         slow = columns_adapter(manifest, MAX_RECORDS).validate_python(columns)
         accepted = all(in_contract(field, value) for field in manifest.inputs for value in slow[field.name])
     except (InputError, ValidationError):
         accepted = False
     if typed is not None:
         assert accepted, f"{case}: the fast path took what the protocol refuses"
-        assert typed == ({name: list(values) for name, values in slow.items()}, identity)
+        assert typed == ({name: list(values) for name, values in slow.items()}, identity, None)
     assert typed is not None or case not in ("valid", "with an id", "shape [1, 1]"), f"{case}: the common form missed"
+
+
+# The contract's ids (scoring/ids.py): optional fields of every record, a string of at most 256 characters or an
+# integer within JSON's exact ones (a whole number written 303.0 is 303: pydantic's to take, msgspec refuses it).
+ID_NAMES = ["order_ref", "account_no"]
+EMOJI = "\\ud83d\\ude00"  # one character, two UTF-16 escapes: lengths count characters
+ID_LITERALS = ['"x"', '""', '"' + "x" * 256 + '"', '"' + "x" * 257 + '"', '"' + EMOJI * 256 + '"',
+               '"' + EMOJI * 257 + '"', '"\\ud800"', "0", "-1", "9007199254740991", "9007199254740992",
+               "-9007199254740991", "-9007199254740992", "9223372036854775807", "18446744073709551616", "303.0", "3e2",
+               "1.5", "-0.0", "1e400", "true", "false", "null", "{}", "[]", '["x"]']
+
+
+@pytest.fixture(scope="module")
+def identified() -> Manifest:
+    return Manifest.from_dict({"model": {"name": "m", "version": "1"}, "runtime": "onnx", "task": "regression",
+                               "inputs": INPUTS, "input_example": [VALID],
+                               "contract": {"ids": ID_NAMES, "personal": [ID_NAMES[1]]}})
+
+
+def id_bodies() -> list[tuple[str, bytes]]:
+    cases = [(f"{name}={literal}", f'{{"records":[{orjson.dumps(VALID).decode()[:-1]},"{name}":{literal}}}]}}'.encode())
+             for name in ID_NAMES for literal in ID_LITERALS]
+    both = [{**VALID, ID_NAMES[0]: "a", ID_NAMES[1]: 7}, {**VALID, ID_NAMES[1]: None}, VALID]
+    return [*cases, ("no ids", orjson.dumps({"records": [VALID]})), ("ids in some records", orjson.dumps({"records": both})),
+            ("an unknown field beside the ids", orjson.dumps({"records": [{**VALID, ID_NAMES[0]: "a", "extra": 1}]}))]
+
+
+def with_ids(record: Any, names: list[str]) -> dict:
+    """A typed record (either Struct) or a validated dict as a dict with every id (None when absent)."""
+    found = as_dicts([record])[0] if not isinstance(record, dict) else dict(record)
+    return {**{key: value for key, value in found.items() if key not in names}, **{name: found.get(name) for name in names}}
+
+
+@pytest.mark.parametrize(("case", "body"), id_bodies(), ids=[case for case, _ in id_bodies()])
+def test_ids_accepted_exactly_as_pydantic_takes_them(identified, case, body):
+    """/predict's body and parsed records (the other protocols): msgspec takes an id only when pydantic does, with
+    the same value; pydantic may take more (303.0 as 303)."""
+    fast = FastRecords(identified, MAX_RECORDS).decode(body)
+    try:
+        slow = request_adapter(identified, MAX_RECORDS).validate_json(body)["records"]
+    except ValidationError:
+        slow = None
+    assert fast is None or slow is not None, f"{case}: msgspec took what pydantic refuses"
+    if fast is not None and slow is not None:
+        assert same([with_ids(r, ID_NAMES) for r in fast], [with_ids(r, ID_NAMES) for r in slow]), case
+    if slow is not None:
+        assert all(type(v) in (str, int, type(None)) for r in slow for n, v in r.items() if n in ID_NAMES), case
+    parsed = json.loads(body) if b"\\ud800" not in body and b"1e400" not in body else None
+    if parsed is not None:
+        converted = FastRecords(identified, MAX_RECORDS).convert(parsed["records"])
+        try:
+            reference_records = records_adapter(identified, MAX_RECORDS).validate_python(parsed["records"])
+        except ValidationError:
+            reference_records = None
+        assert converted is None or reference_records is not None, case
+        if converted is not None and reference_records is not None:
+            assert same([with_ids(r, ID_NAMES) for r in converted], [with_ids(r, ID_NAMES) for r in reference_records])
+
+
+def test_ids_never_reach_the_models_columns_and_are_told_apart(identified):
+    path = ScoringPath(Settings(model_dir=None, max_records=MAX_RECORDS, request_log=False),  # type: ignore[arg-type]
+                       identified, records_adapter(identified, MAX_RECORDS), columns_adapter(identified, MAX_RECORDS))
+    body = orjson.dumps({"records": [{**VALID, ID_NAMES[0]: "a"}, VALID]})
+    for records in (path.fast.decode(body), request_adapter(identified, MAX_RECORDS).validate_json(body)["records"]):
+        columns, found = path.columns_and_ids(records)
+        assert list(columns) == list(VALID) and found == {ID_NAMES[0]: ("a", None) if not isinstance(
+            records[0], dict) else ["a", None], ID_NAMES[1]: None}
+    columns, found = path.columns_and_ids(path.fast.decode(orjson.dumps({"records": [VALID]})))
+    assert list(columns) == list(VALID) and found is None
+
+
+def test_mlflow_and_v2_fast_paths_take_ids_as_their_slow_paths_do(identified):
+    path = ScoringPath(Settings(model_dir=None, max_records=MAX_RECORDS, request_log=False),  # type: ignore[arg-type]
+                       identified, records_adapter(identified, MAX_RECORDS), columns_adapter(identified, MAX_RECORDS))
+    names = list(VALID)
+    split = {"dataframe_split": {"columns": [ID_NAMES[1], *names], "data": [[5, *VALID.values()], [None, *VALID.values()]]}}
+    decoded = path.fast_mlflow.decode(orjson.dumps(split))
+    assert decoded is not None and decoded[1] == {ID_NAMES[1]: [5, None]} and list(decoded[0]) == names
+    records = path.fast_mlflow.decode(orjson.dumps({"dataframe_records": [{**VALID, ID_NAMES[0]: "a"}]}))
+    assert records is not None and records[1] == {ID_NAMES[0]: ("a",), ID_NAMES[1]: None}
+    for wrong in (1.5, True, "x" * 257):
+        bad = {"dataframe_split": {"columns": [*names, ID_NAMES[0]], "data": [[*VALID.values(), wrong]]}}
+        assert path.fast_mlflow.decode(orjson.dumps(bad)) is None  # the slow path refuses, naming it
+    expected, known = v2.input_types(identified), v2.outputs(identified)
+    fast = FastV2(identified, expected, MAX_RECORDS)
+    tensors = [{"name": n, "datatype": expected[n], "shape": [1], "data": [VALID[n]]} for n in names]
+    for datatype, data, taken in [("BYTES", ["a"], ["a"]), ("INT64", [7], [7]), ("INT64", [None], None),
+                                  ("BYTES", [7], "refused"), ("INT64", ["7"], "refused"), ("INT64", [303.0], [303])]:
+        body = orjson.dumps({"inputs": [*tensors, {"name": ID_NAMES[0], "datatype": datatype, "shape": [1],
+                                                   "data": data}]})
+        typed = fast.decode(body)
+        try:
+            slow = v2.decode(body, expected, known, ID_NAMES)[3][ID_NAMES[0]]
+        except InputError:
+            slow = "refused"
+        assert slow == ("refused" if taken == "refused" else [None] if taken is None else taken), (datatype, data)
+        if typed is not None:
+            assert taken != "refused" and typed[2] == {ID_NAMES[0]: taken}, (datatype, data, typed)
+        else:
+            assert taken == "refused" or data == [303.0], (datatype, data)

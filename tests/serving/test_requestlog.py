@@ -70,6 +70,44 @@ def test_lines_are_the_bytes_of_one_dict_per_part(count):
     assert logged(lines) == records
 
 
+@pytest.mark.parametrize("count", [1, 3, 400])
+def test_ids_are_sliced_with_the_records_of_each_part(count):
+    """`ids` by id column, each part's slice beside its inputs (a whole request when it fits a line); an id no record
+    had is one null a line; the bytes are still those of one dict per part, `ids` after `inputs`."""
+    rng = random.Random(count)
+    records = [{"shape": rng.choice(["round", "square"]), "height": rng.uniform(0, 100)} for _ in range(count)]
+    order = [f"o-{i}" if i % 4 else None for i in range(count)]
+    found = {"order": order, "account": None}
+    raw = requestlog.prediction_lines(request_id="r", model_name="m", model_version="1", runtime="onnx",
+                                      protocol="predict", inputs={n: [r[n] for r in records] for n in records[0]},
+                                      outputs=[{"prediction": 1.0}] * count, latency_ms=1.0, ids=found)
+    lines = raw.splitlines(keepends=True)
+    assert (len(lines) > 1) == (count == 400) and max(len(line) for line in lines) <= requestlog.MAX_LINE_BYTES
+    joined: list = []
+    for line in lines:
+        part = json.loads(line)
+        assert line == orjson.dumps(part) + b"\n" and list(part)[-2:] == ["ids", "outputs"]
+        assert part["ids"]["account"] is None
+        size = len(part["outputs"])
+        assert logformat.ids(part["ids"], size, ["order", "account"]) == {
+            "order": order[part["first_record"]:part["first_record"] + size], "account": [None] * size}
+        joined += part["ids"]["order"]
+    assert joined == order and logged(lines) == records
+    # A request without ids gives its ids' JSON once (ScoringPath): the same lines as from the columns of nulls.
+    nulls = {"order": None, "account": None}
+    by_columns, by_json = (requestlog.prediction_lines(
+        request_id="r", model_name="m", model_version="1", runtime="onnx", protocol="predict",
+        inputs={n: [r[n] for r in records] for n in records[0]}, outputs=[{"prediction": 1.0}] * count,
+        latency_ms=1.0, ids=given).splitlines() for given in (nulls, orjson.dumps(nulls)))
+    assert [line.split(b',"request_id"')[1] for line in by_json] == [line.split(b',"request_id"')[1] for line in
+                                                                      by_columns]  # all but the time
+    assert all(json.loads(line)["ids"] == nulls for line in by_json)
+    without = requestlog.prediction_lines(request_id="r", model_name="m", model_version="1", runtime="onnx",
+                                          protocol="predict", inputs={"shape": ["round"]}, outputs=[{"prediction": 1.0}],
+                                          latency_ms=1.0)
+    assert "ids" not in json.loads(without)  # a contract without ids: no key
+
+
 @pytest.mark.parametrize("count", [1, 5, 300])
 def test_bulk_probability_observation_equals_one_observe_per_value(count):
     """metrics.observe_probabilities (numpy for large batches) must leave the histogram exactly as observe() does."""
