@@ -288,6 +288,8 @@ gate {'promoted it' if gate.get('promoted') else 'kept the champion'}
                 -d @{layout.state / 'example_request.json'}
   runs        {where}
   MLflow UI   .venv/bin/mlflow ui --backend-store-uri {layout.tracking_uri} --host 127.0.0.1
+  watch       make traffic && make drift       (inputs against the training baseline)
+              make traffic DEGRADE=0.6 && make quality   (the answers against their labels; exit 3: retrain)
   stop        make stop
   cloud       a deployed endpoint wants an Entra token (README "Security"):
                 python -m serving.smoke <endpoint_url> --token-from-azure-cli <auth_audience>
