@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from infra import naming, runtime, stack_files
 from infra.stack_files import NAMESPACE, ROOT
+from monitoring.granularity import GRANULARITIES
 from serving.scoring.settings import BODY_TIMEOUT_S, MAX_BODY_BYTES, MAX_IN_FLIGHT, MIN_PSEUDONYM_KEY_CHARS
 
 CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
@@ -296,10 +297,6 @@ class DriftSettings(Section):
         "the jobs' principal may read it)", shown="<name>-<environment>")
 
 
-# Lakehouse Monitoring's granularities our windows can also be (a fixed length: "1 month" and "1 year" are not, so the
-# job's windows and the monitor's would differ): docs.databricks.com/aws/en/lakehouse-monitoring/create-monitor-api.
-GRANULARITIES = {"5 minutes": "5min", "30 minutes": "30min", "1 hour": "1h", "1 day": "1D", "1 week": "7D",
-                 "2 weeks": "14D", "3 weeks": "21D", "4 weeks": "28D"}
 if TYPE_CHECKING:
     Granularity = str
 else:  # the granularities, as choices (an error names them)

@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from monitoring import delta_table, drift, inference, quality, quality_job
+from monitoring import granularity as granularity_durations
 from training import contract as contracts
 from training.contract import Contract
 
@@ -176,10 +177,8 @@ def _pseudonym_key() -> bytes | None:
 
 
 def quality_job_window(granularity: str) -> str:
-    """Lakehouse Monitoring's granularity as a pandas duration (infra/settings.py GRANULARITIES)."""
-    from infra.settings import GRANULARITIES
-
-    return GRANULARITIES[granularity]
+    """Lakehouse Monitoring's granularity as a pandas duration."""
+    return granularity_durations.GRANULARITIES[granularity]
 
 
 def parser() -> argparse.ArgumentParser:
