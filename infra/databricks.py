@@ -101,6 +101,10 @@ class QualityJobArgs:
     pseudonym_key: pulumi.Input[str] | None = None  # with pseudonymise: the labels' ids are pseudonymised with it
 
 
+def training_job_flag(job_id: pulumi.Output[str]) -> list[pulumi.Input[str]]:
+    return ["--training-job-id", job_id]
+
+
 def pd_hours(duration: str) -> float:
     """A pandas duration (monitoring/granularity.py) in hours."""
     import pandas as pd
@@ -617,7 +621,8 @@ class Databricks(pulumi.ComponentResource):
             f"{name}-quality-monitor", table_name=full, output_schema_name=f"{s.catalog}.{s.schema}",
             assets_dir=f"{s.folder}/quality-monitor",  # in the stack's governed folder (_folder), not /Shared
             inference_log=databricks.QualityMonitorInferenceLogArgs(
-                problem_type=delta_table.PROBLEM_TYPES[contract.task], prediction_col=delta_table.PREDICTION_COLUMN[contract.task],
+                problem_type=delta_table.PROBLEM_TYPES[contract.task],
+                prediction_col=delta_table.PREDICTION_COLUMN[contract.task],
                 label_col=contract.target.name, model_id_col=delta_table.MODEL_ID, timestamp_col=delta_table.TIMESTAMP,
                 granularities=[q.window]),
             slicing_exprs=delta_table.slicing_exprs(contract, args.quality.personal) or None,
@@ -649,7 +654,7 @@ class Databricks(pulumi.ComponentResource):
             "--window", q.window, "--windows", str(q.windows), "--min-labelled", str(q.min_labelled),
             "--drift-windows", str(q.drift_windows), *(["--margin", f"{q.margin:g}"] if q.margin is not None else []),
             # Retraining starts the stack's own training job; prod has none (a promotion target): it alerts only.
-            *(["--training-job-id", self.job.id] if self.job is not None else [])]
+            *(training_job_flag(self.job.id) if self.job is not None else [])]
         task = self._wheel_task("quality", "mlops-quality", parameters, QUALITY_TIMEOUT_SECONDS, "quality")
         return databricks.Job(
             f"{name}-quality-job", name=args.names.job("quality"), max_concurrent_runs=1,
