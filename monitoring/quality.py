@@ -380,3 +380,22 @@ def decide(table: pd.DataFrame, gate_name: str, rule: QualityRule, references: d
 
 def _version_order(version: str) -> tuple[int, str]:
     return (int(version), "") if str(version).isdigit() else (-1, str(version))
+
+
+def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str) -> dict[str, float]:
+    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it)."""
+    if not tracking_uri:
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    found = {}
+    for version in versions:
+        try:
+            run_id = client.get_model_version(model_name, version).run_id
+            value = client.get_run(run_id).data.metrics.get(f"gate_challenger_{gate_name}") if run_id else None
+        except Exception:  # a version this registry does not hold (another model's copy): no reference
+            value = None
+        if value is not None:
+            found[version] = float(value)
+    return found

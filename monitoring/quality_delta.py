@@ -30,7 +30,7 @@ from typing import Any
 
 import pandas as pd
 
-from monitoring import delta_table, drift, inference, quality, quality_job
+from monitoring import delta_table, drift, inference, quality
 from monitoring import granularity as granularity_durations
 from training import contract as contracts
 from training.contract import Contract
@@ -153,7 +153,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     if labelled:
         scored = quality.quality_table(joined, contract, gate.measure, window, args.min_labelled, args.resamples)
         versions = sorted(joined["model_version"].astype(str).unique())
-        refs = quality_job.references(args.tracking_uri, args.model_name or model_name, versions, gate.name)
+        refs = quality.references(args.tracking_uri, args.model_name or model_name, versions, gate.name)
         decision = quality.decide(scored, gate.name, rule, refs, {})
         retrain, reasons = decision.retrain, [*reasons, *decision.reasons]
     started = None
