@@ -81,7 +81,7 @@ def label_rows(labels: pd.DataFrame, contract: Contract, personal: str, as_of: p
     out = pd.DataFrame({c.name: [None if _missing(v) else _text(v) for v in latest[c.logged_as]] for c in held})
     out[target] = (pd.to_numeric(latest[target]).astype("float64").to_numpy() if contract.task == "regression"
                    else [None if _missing(v) else _text(v) for v in latest[target]])
-    out[inference.KNOWN_AT] = pd.to_datetime(latest[inference.KNOWN_AT], utc=True).to_numpy()
+    out[inference.KNOWN_AT] = list(pd.to_datetime(latest[inference.KNOWN_AT], utc=True))
     return out.drop_duplicates([c.name for c in held], keep="last").reset_index(drop=True)
 
 
