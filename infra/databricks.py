@@ -652,7 +652,8 @@ class Databricks(pulumi.ComponentResource):
             "--model-module", args.model.module, "--model-name", args.model.full_name, "--inference-table", full,
             *(["--labels-table", q.labels_table] if q.labels_table else []), "--personal", args.quality.personal,
             "--window", q.window, "--windows", str(q.windows), "--min-labelled", str(q.min_labelled),
-            "--drift-windows", str(q.drift_windows), *(["--margin", f"{q.margin:g}"] if q.margin is not None else []),
+            "--drift-windows", str(q.drift_windows), "--min-records", str(d.settings.min_records),
+            *(["--margin", f"{q.margin:g}"] if q.margin is not None else []),
             # Retraining starts the stack's own training job; prod has none (a promotion target): it alerts only.
             *(training_job_flag(self.job.id) if self.job is not None else [])]
         task = self._wheel_task("quality", "mlops-quality", parameters, QUALITY_TIMEOUT_SECONDS, "quality")

@@ -399,3 +399,27 @@ def references(tracking_uri: str | None, model_name: str, versions: list[str], g
         if value is not None:
             found[version] = float(value)
     return found
+
+
+def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | None, window: pd.Timedelta,
+                    min_records: int) -> dict[str, list[str]]:
+    """Per version, each window's drift status (monitoring/drift.py compare on that window's records)."""
+    from monitoring import drift, inference  # drift's own test; imported here: drift imports nothing of this module
+    if not baseline:
+        return {}
+    features = [name for name in contract.feature_names if name in joined.columns]
+    outputs = [name for name in inference.OUTPUT_COLUMNS[contract.task] if name in joined.columns]
+    frame = joined.assign(window=windows_of(joined["scored_at"], window))
+    found: dict[str, list[str]] = {}
+    for (version, _), group in frame.groupby(["model_version", "window"], sort=True):
+        records = _plain(group[features].to_dict(orient="records"))
+        answers = [{k: (json.loads(v) if k == "probabilities" and isinstance(v, str) else v) for k, v in row.items()}
+                   for row in _plain(group[outputs].to_dict(orient="records"))]
+        result = drift.compare(baseline, records, answers, psi_threshold=0.2, alpha=0.01, min_records=min_records)
+        found.setdefault(str(version), []).append(result["status"])
+    return found
+
+
+def _plain(rows: list[dict]) -> list[dict]:
+    """Table rows as the log held them: NaN back to null."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]

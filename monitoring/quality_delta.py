@@ -150,11 +150,12 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     rule = quality.QualityRule(gate.floor, gate.measure.greater_is_better, args.margin, args.windows,
                                args.min_labelled, args.drift_windows)
     retrain, reasons, model_name = False, list(notes), str(joined["model_name"].iloc[0]) if len(joined) else ""
-    if labelled:
+    drifted = drift_by_version(args, joined, contract, model_name, window, reasons)
+    if labelled or drifted:
         scored = quality.quality_table(joined, contract, gate.measure, window, args.min_labelled, args.resamples)
         versions = sorted(joined["model_version"].astype(str).unique())
         refs = quality.references(args.tracking_uri, args.model_name or model_name, versions, gate.name)
-        decision = quality.decide(scored, gate.name, rule, refs, {})
+        decision = quality.decide(scored, gate.name, rule, refs, drifted)
         retrain, reasons = decision.retrain, [*reasons, *decision.reasons]
     started = None
     if retrain and args.training_job_id:
@@ -169,6 +170,25 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     print(json.dumps(record, default=str), flush=True)
     send([record])
     return (EXIT_RETRAIN if retrain else EXIT_OK), record
+
+
+def drift_by_version(args: argparse.Namespace, joined: pd.DataFrame, contract: Contract, model_name: str,
+                     window: pd.Timedelta, notes: list[str]) -> dict[str, list[str]]:
+    """Each version's drift status per window, by the drift job's own test against the version's training baseline
+    (read from the registry as the drift job reads it); a version without one is noted, and judged on quality only."""
+    if not args.tracking_uri or joined.empty:
+        return {}
+    source = argparse.Namespace(baseline=None, context=None, tracking_uri=args.tracking_uri,
+                                registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"), model_name=args.model_name)
+    found: dict[str, list[str]] = {}
+    for version, group in joined.groupby(joined["model_version"].astype(str), sort=True):
+        try:
+            baseline = drift.load_baseline(source, model_name, str(version))
+        except drift.DriftInputError as error:
+            notes.append(f"version {version}: no drift baseline, judged on quality only ({error})")
+            continue
+        found.update(quality.drift_by_window(group, contract, baseline, window, args.min_records))
+    return found
 
 
 def _pseudonym_key() -> bytes | None:
@@ -202,6 +222,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, default=None)
     p.add_argument("--min-labelled", type=int, default=50)
     p.add_argument("--drift-windows", type=int, default=3)
+    p.add_argument("--min-records", type=int, default=200, help="records a window needs for the drift test")
     p.add_argument("--lookback-windows", type=int, default=30, help="windows of the table read to judge the rule")
     p.add_argument("--resamples", type=int, default=quality.BOOTSTRAP)
     p.add_argument("--as-of", help="labels known at this time (default: now)")

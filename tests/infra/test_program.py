@@ -171,7 +171,7 @@ def test_observability_alerts_and_queries(evaluate):
     insights = prod.one("azure-native:applicationinsights:Component")
     assert insights.inputs["workspaceResourceId"] == workspace.id and insights.inputs["ingestionMode"] == "LogAnalytics"
     rules = {r.name.rsplit("alert-", 1)[1]: r for r in prod.of_type("azure-native:monitor:ScheduledQueryRule")}
-    assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "no-traffic"} == set(naming.ALERT_KEYS)
+    assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "quality", "no-traffic"} == set(naming.ALERT_KEYS)
     assert {r.name for r in dev.of_type("azure-native:monitor:ScheduledQueryRule")} == {
         "observability-alert-error-rate", "observability-alert-p95-latency", "observability-alert-restarts",
         "observability-alert-drift"}
