@@ -174,7 +174,7 @@ def test_observability_alerts_and_queries(evaluate):
     assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "quality", "no-traffic"} == set(naming.ALERT_KEYS)
     assert {r.name for r in dev.of_type("azure-native:monitor:ScheduledQueryRule")} == {
         "observability-alert-error-rate", "observability-alert-p95-latency", "observability-alert-restarts",
-        "observability-alert-drift"}
+        "observability-alert-drift", "observability-alert-quality"}
     names = settings_of("prod").names
     assert {r.inputs["ruleName"] for r in rules.values()} == {names.alert_rule(key) for key in rules}
     group = prod.one("azure-native:monitor:ActionGroup")
@@ -185,8 +185,8 @@ def test_observability_alerts_and_queries(evaluate):
         assert rule.inputs["scopes"] == [workspace.id]
         assert rule.inputs["actions"]["actionGroups"] == [group.id]
         query = rule.inputs["criteria"]["allOf"][0]["query"]
-        if key == "drift":  # the drift job's record, sent through Application Insights
-            assert query.startswith("union isfuzzy=true (AppTraces)") and "'drift'" in query
+        if key in ("drift", "quality"):  # the drift or quality job's record, sent through Application Insights
+            assert query.startswith("union isfuzzy=true (AppTraces)") and f"'{key}'" in query
         else:
             # the azure-monitor destination's table (not ContainerAppConsoleLogs_CL): see tests/infra/test_kql_bind.py
             assert re.search(r"\bContainerAppConsoleLogs\b", query) or key == "restarts"

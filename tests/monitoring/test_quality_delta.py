@@ -139,3 +139,27 @@ def test_the_merges_key_on_request_and_record_and_replace_only_older_labels():
     labels = delta_table.merge_labels("c.s.t", "l", ["id_hmac"], "y")
     assert "WHEN MATCHED AND (t.`known_at` IS NULL OR t.`known_at` < s.`known_at`)" in labels
     assert "WHEN NOT MATCHED" not in labels  # a label of no prediction adds no row
+
+
+def named(lines: list[bytes], name: str, version: str) -> list[bytes]:
+    """The log lines as the served version writes them (its registered name and version)."""
+    import json
+
+    return [json.dumps({**json.loads(line), "model_name": name, "model_version": version}).encode() for line in lines]
+
+
+def test_drift_that_persists_retrains_by_the_drift_jobs_test_and_the_versions_baseline(model, registry, monkeypatch):
+    """No labels yet, inputs far from the version's training baseline: the drift job's own test, on the baseline the
+    version carries in the registry, says retrain once the drift holds for quality.driftWindows windows, not before."""
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry["tracking_uri"])
+    rows = data.example_table(model, 240, seed=8)
+    number = model.contract.numbers[0].name
+    shifted = rows.assign(**{number: rows[number] * 50 + 1000})
+    lines = named(log_lines(model, shifted, "req").splitlines(), registry["model_name"], str(registry["version"]))
+    for windows, retrains in ((1, True), (2, False)):  # the log spans one window: drift in one, not yet in two
+        store = FrameStore(delta_table.columns(model.contract, "keep"))
+        code, record, _ = run(model, store, lines, None, tracking_uri=registry["tracking_uri"], min_records=100,
+                              drift_windows=windows)
+        assert record["retrain"] is retrains, record["reasons"]
+        assert code == (quality_delta.EXIT_RETRAIN if retrains else quality_delta.EXIT_OK)
+        assert any("drifted" in reason for reason in record["reasons"]) is retrains
