@@ -607,7 +607,9 @@ class Databricks(pulumi.ComponentResource):
             f"{name}-inference-table", catalog_name=s.catalog, schema_name=s.schema, name=q.inference_table,
             table_type="MANAGED", owner=s.deployer, warehouse_id=q.warehouse_id,
             comment=f"{args.names.project}: every prediction, online and batch, and its label once known",
-            columns=[databricks.SqlTableColumnArgs(name=c.name, type=c.type, nullable=c.nullable)
+            # lowercase types: the provider reads them back lowercase, and an uppercase one fails every later `up` with
+            # "changing the 'type' of an existing column is not supported" (terraform-provider-databricks#3490)
+            columns=[databricks.SqlTableColumnArgs(name=c.name, type=c.type.lower(), nullable=c.nullable)
                      for c in delta_table.columns(contract, args.quality.personal)],
             # Lakehouse Monitoring's inference profile reads the table incrementally through its change data feed
             properties={CHANGE_DATA_FEED: "true"},

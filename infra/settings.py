@@ -307,8 +307,8 @@ class QualitySettings(Section):
     """The quality loop on Databricks (docs/model-quality.md): the inference table, its monitor and the quality job."""
     labels_table: Table | None = key(
         "the labels table (catalog.schema.table): the contract's ids, the target and known_at, written when outcomes "
-        "become known; omit it and the quality job fills the inference table and says each run that it has no labels "
-        "(nothing is scored, nothing retrains on quality)", None)
+        "become known; it exists before `up` (the stack grants the jobs SELECT on it). Omit it and the quality job "
+        "fills the inference table and says each run that it has no labels (nothing is scored on quality)", None)
     inference_table: Annotated[str, matching(IDENT, "a table identifier")] = key(
         "the inference table's name in databricks.catalog.schema (the stack declares it: one row per prediction, "
         "Change Data Feed on)", "inference_log")

@@ -1161,6 +1161,13 @@ def delta_columns_plain(ev: Evaluation) -> list[str]:
             for c in t.inputs.get("columns") or [] if not PLAIN_COLUMN.fullmatch(str(c.get("name")))]
 
 
+def sql_table_column_types_lowercase(ev: Evaluation) -> list[str]:
+    """The provider keeps a table's column types as the metastore returns them, lowercase: a type declared in capitals
+    reads as a type change on the next plan, which it refuses for an existing column, so every later `up` fails."""
+    return [f"{t.name}: column {c.get('name')!r} type {c.get('type')!r} is not lowercase" for t in ev.of_type(SQL_TABLE)
+            for c in t.inputs.get("columns") or [] if str(c.get("type") or "") != str(c.get("type") or "").lower()]
+
+
 def job_starters_may_run_only(ev: Evaluation) -> list[str]:
     """Starting a job (Jobs API run-now) takes Can Manage Run on it; Can Manage would also let the starter edit the
     job and its ACL. A task that starts a job (--training-job-id) runs as a principal holding exactly Can Manage Run."""
@@ -1326,6 +1333,9 @@ RULES: tuple[Rule, ...] = (
     Rule("delta-column-names", "a Delta table without column mapping refuses ' ,;{}()\\n\\t=' in column names; other "
          "characters outside [A-Za-z0-9_] need quoting everywhere", "https://docs.databricks.com/aws/en/delta/column-mapping",
          delta_columns_plain),
+    Rule("databricks-sql-table-column-types", "a SqlTable's column types are read back lowercase; one declared otherwise "
+         "is a type change on the next plan, which the provider refuses for an existing column",
+         "https://github.com/databricks/terraform-provider-databricks/issues/3490", sql_table_column_types_lowercase),
     Rule("databricks-run-now-permission", "starting a job takes Can Manage Run on it (Can Manage also edits it and its "
          "permissions)", "https://docs.databricks.com/aws/en/jobs/privileges", job_starters_may_run_only),
 )

@@ -108,7 +108,7 @@ def test_the_quality_alert_is_routed_like_the_drift_alert(evaluate):
 def test_the_loop_rules_catch_their_mistakes(evaluate):
     ev = evaluate("staging")
     for key in ("lakehouse-monitor-creator", "lakehouse-monitor-inference-profile", "delta-column-names",
-                "databricks-run-now-permission"):
+                "databricks-sql-table-column-types", "databricks-run-now-permission"):
         assert problems(key, ev) == [], key
     table, monitor = one(ev, platform_rules.SQL_TABLE), one(ev, platform_rules.QUALITY_MONITOR)
     config = ev.config
@@ -128,6 +128,10 @@ def test_the_loop_rules_catch_their_mistakes(evaluate):
     found = problems("lakehouse-monitor-inference-profile", fake(broken, watched))
     assert any("ChangeDataFeed" in p for p in found) and any("differ in type" in p for p in found)
     assert problems("delta-column-names", fake(broken))
+    shouting = copy.deepcopy(table.inputs)
+    shouting["columns"][0]["type"] = "STRING"
+    assert problems("databricks-sql-table-column-types",
+                    fake(resource(platform_rules.SQL_TABLE, table.name, shouting)))
     # a quality job that starts training with Can Manage
     job = quality_job(ev)
     started = params(job)["--training-job-id"]
