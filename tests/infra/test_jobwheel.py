@@ -102,7 +102,8 @@ def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path, monkeypatc
 def test_an_import_that_is_not_a_module_fails_the_build(tmp_path):
     project = tmp_path / "project"
     for relative in ("training/__init__.py", "training/gate.py", "monitoring/__init__.py", "monitoring/drift.py",
-                     "monitoring/quality_delta.py", "serving/__init__.py", "serving/batch.py", "models/__init__.py", "models/p.py"):
+                     "monitoring/quality_delta.py", "serving/__init__.py", "serving/batch.py", "models/__init__.py",
+                     "models/p.py"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text("")
     (project / "training" / "train.py").write_text("def cli():\n    from training.helpers import thing\n")
