@@ -255,9 +255,15 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
             drift.send_to_app_insights(connection, records, drift.job_credential(args.service_credential))
 
     def start_training(job_id: int) -> Any:
+        """Run-now (CAN_MANAGE_RUN), unless a run is active: a re-run of this job, or the next day's run while the last
+        training still runs, starts no second one (listing runs takes CAN_VIEW, which workspace users hold)."""
         from databricks.sdk import WorkspaceClient
 
-        return WorkspaceClient().jobs.run_now(job_id=job_id).run_id
+        client = WorkspaceClient()
+        active = next(iter(client.jobs.list_runs(job_id=job_id, active_only=True)), None)
+        if active is not None:
+            return f"{active.run_id} (already running: none started)"
+        return client.jobs.run_now(job_id=job_id).run_id
 
     try:
         code, _ = run(args, store, lines, labels, send, start_training)

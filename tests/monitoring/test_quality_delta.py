@@ -29,7 +29,7 @@ class FrameStore:
     def append(self, rows: pd.DataFrame) -> int:
         held = set(zip(self.frame["request_id"], self.frame["record"], strict=True))
         new = rows.drop_duplicates(list(inference.KEY))
-        new = new[[key not in held for key in zip(new["request_id"], new["record"], strict=True)]]
+        new = new[np.array([key not in held for key in zip(new["request_id"], new["record"], strict=True)], dtype=bool)]
         self.frame = pd.concat([self.frame, new], ignore_index=True) if len(self.frame) else new.reset_index(drop=True)
         return len(new)
 
@@ -99,6 +99,12 @@ def test_a_rerun_adds_nothing_and_labels_late_twice_or_corrected_count_once(mode
     held = store.frame.set_index(contract.ids[0])[contract.target.name]
     expected = {str(k): str(v) for k, v in right.set_index(contract.ids[0])[contract.target.name].items()}
     assert {str(k): str(v) for k, v in held.items()} == expected
+
+
+def test_a_first_run_before_any_traffic_records_nothing_and_says_so(model):
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    code, record, started = run(model, store, [], None, training_job_id="42")
+    assert code == quality_delta.EXIT_OK and record["added"] == 0 and record["predictions"] == 0 and started == []
 
 
 def test_quality_below_the_floor_starts_the_training_job_and_nothing_else(model, rows):
