@@ -7,7 +7,9 @@ task values (only notebooks can set them): both receive the job run id (`{{job.r
 the version it registers with it, and the gate looks the version up by it. Where MLflow lives is the
 cluster's environment (MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI), not a task parameter, so the very
 parameters declared here also run locally against a local store (tests/databricks). The batch scoring job
-(mlops-batch) is declared once the program knows the version the stack serves (`declare_batch_job`).
+(mlops-batch) is declared once the program knows the version the stack serves (`declare_batch_job`). The quality
+loop (`_quality`, docs/model-quality.md) is the inference table, its Lakehouse monitor and the quality job
+(mlops-quality), which reads the log as drift does and may start the training job (Can Manage Run on it, no more).
 
 Train and gate name the model's module (`--model-module`, model.module): its contract, how it is built and its
 gate (metric, floor, tolerance) are the module's, not the stack's. The drift and batch jobs read the contract (the
