@@ -17,6 +17,10 @@ has predictions in the last window), the last `windows` windows with at least `m
 the gate's floor or below the version's approval score by more than `margin`; or when its inputs drifted (the drift
 job's test, monitoring/drift.py `compare`) in each of the last `drift_windows` windows with enough records. Retraining
 starts the training job; the new version goes through the same gate, staging and approval: nothing here promotes.
+
+Why one module: the metrics, the rule and what the rule reads (each version's approval score, each window's drift
+status) are one judgement, shared as it is by `make quality` (monitoring/quality_job.py) and the Databricks job
+(monitoring/quality_delta.py), so the two cannot judge differently.
 """
 
 from __future__ import annotations
