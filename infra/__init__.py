@@ -4,8 +4,10 @@ the checks of what the platform refuses, are test tooling (testing/).
 
 Owns: everything the Pulumi program declares. May import: serving (serving.context assembles the image's build
 context; promotion hashes a model the same way) and training.code alone (the import walk the jobs' wheel shares
-with each model version's code; standard library only). The jobs' code (training, monitoring) is otherwise packaged
-by name (infra/jobwheel.py), never imported.
+with each model version's code; standard library only), the model's contract (training.contract) and, for the quality
+loop, monitoring.delta_table and monitoring.granularity: the inference table the stack declares and the rows the
+quality job writes into it are one definition, so they cannot disagree. The jobs' code is otherwise packaged by name
+(infra/jobwheel.py), never imported.
 """
 
 # Import order matters for speed. Packaging loads the registered model with skops, and importing
@@ -14,4 +16,4 @@ by name (infra/jobwheel.py), never imported.
 # scanned: importing skops after azure-native costs ~20 s instead of ~2 s. So skops comes first.
 import skops.io  # noqa: F401
 
-MAY_IMPORT: tuple[str, ...] = ("serving", "training")
+MAY_IMPORT: tuple[str, ...] = ("serving", "training", "monitoring")

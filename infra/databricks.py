@@ -7,7 +7,9 @@ task values (only notebooks can set them): both receive the job run id (`{{job.r
 the version it registers with it, and the gate looks the version up by it. Where MLflow lives is the
 cluster's environment (MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI), not a task parameter, so the very
 parameters declared here also run locally against a local store (tests/databricks). The batch scoring job
-(mlops-batch) is declared once the program knows the version the stack serves (`declare_batch_job`).
+(mlops-batch) is declared once the program knows the version the stack serves (`declare_batch_job`). The quality
+loop (`_quality`, docs/model-quality.md) is the inference table, its Lakehouse monitor and the quality job
+(mlops-quality), which reads the log as drift does and may start the training job (Can Manage Run on it, no more).
 
 Train and gate name the model's module (`--model-module`, model.module): its contract, how it is built and its
 gate (metric, floor, tolerance) are the module's, not the stack's. The drift and batch jobs read the contract (the
@@ -36,13 +38,19 @@ import pulumi_databricks as databricks
 from infra import jobwheel, runtime
 from infra.naming import Names
 from infra.registry import role_definition_id
-from infra.settings import UUID, BatchSettings, DatabricksSettings, DriftSettings, ModelSettings
+from infra.settings import UUID, BatchSettings, DatabricksSettings, DriftSettings, ModelSettings, QualitySettings
+from monitoring import delta_table
+from monitoring.granularity import GRANULARITIES
+from training import contract as contracts
 
 ROOT = Path(__file__).resolve().parent.parent
 WHEEL_DIR = ROOT / ".local" / "jobwheel"
 DRIFT_TIMEOUT_SECONDS = 3600
 JOB_RUN_ID = "{{job.run_id}}"  # a dynamic value reference Databricks resolves in task parameters
 CONNECTION_STRING_KEY = "appinsights-connection-string"
+PSEUDONYM_SECRET_KEY = "request-log-pseudonym-key"  # the quality job pseudonymises the labels' ids with it
+QUALITY_TIMEOUT_SECONDS = 3600
+CHANGE_DATA_FEED = "delta.enableChangeDataFeed"
 RETRY_INTERVAL_MS = 60_000  # a retried task waits a minute: long enough for a transient API error to pass
 SERVICE_PRINCIPAL_USER = "roles/servicePrincipal.user"  # may set the principal as a job's run_as
 SERVICE_PRINCIPAL_MANAGER = "roles/servicePrincipal.manager"  # may change the principal's rule set
@@ -61,6 +69,7 @@ class DatabricksArgs:
     environment: str
     tags: dict[str, str]
     drift: DriftJobArgs | None = None  # None: no drift job
+    quality: QualityJobArgs | None = None  # None: no inference table, monitor or quality job (needs drift's log reader)
     trains: bool = True  # False in a promotion target (prod): no training job
     wheel_dir: Path = WHEEL_DIR
     protect: bool = False  # the workspace and the registered model (its versions) survive destroy and replacement
@@ -83,6 +92,26 @@ class DriftJobArgs:
     log_analytics_workspace_id: pulumi.Input[str] = ""  # ARM id: the one scope the drift identity may read
     app_insights_id: pulumi.Input[str] = ""  # ARM id: the one component the drift identity may publish to
     model_name: str = ""  # a promotion target's model: baselines come from its copies, not the source model the log names
+
+
+@dataclass(frozen=True)
+class QualityJobArgs:
+    """What the quality loop needs besides the drift job's log reader: its settings, which columns the request log
+    keeps (observability.requestLogPersonal: the inference table holds the same), and the log's pseudonym key."""
+    settings: QualitySettings
+    personal: str  # keep|drop|pseudonymise
+    pseudonym_key: pulumi.Input[str] | None = None  # with pseudonymise: the labels' ids are pseudonymised with it
+
+
+def training_job_flag(job_id: pulumi.Output[str]) -> list[pulumi.Input[str]]:
+    return ["--training-job-id", job_id]
+
+
+def pd_hours(duration: str) -> float:
+    """A pandas duration (monitoring/granularity.py) in hours."""
+    import pandas as pd
+
+    return pd.Timedelta(duration) / pd.Timedelta(hours=1)
 
 
 def is_service_principal(principal: str) -> bool:
@@ -150,6 +179,32 @@ def batch_grants(batch: BatchSettings, catalog: str, schema: str, principal: pul
     return wanted
 
 
+def quality_declared(args: DatabricksArgs) -> bool:
+    """The quality loop needs Unity Catalog (a Delta table, a monitor) and the drift job's log reader."""
+    return args.quality is not None and args.drift is not None and args.settings.unity_catalog
+
+
+def quality_grants(args: DatabricksArgs, catalog: str, schema: str, principal: pulumi.Input[str]) -> list[Wanted]:
+    """Who does what in the quality loop, with what right (the table's own grants come with it: _quality):
+    the deployer creates the inference table in the stack's schema and the monitor, whose metric tables go to the same
+    schema (CREATE_TABLE there, USE_CATALOG and USE_SCHEMA it holds as a reader); the jobs' principal reads the labels
+    table (SELECT, and USE_CATALOG / USE_SCHEMA on its path where it lies outside the stack's schema)."""
+    assert args.quality is not None
+    wanted: list[Wanted] = [("deployer-schema", {"schema": f"{catalog}.{schema}"}, args.settings.deployer,
+                             ["USE_SCHEMA", "CREATE_TABLE"])]
+    labels = args.quality.settings.labels_table
+    if labels:
+        table_catalog, table_schema, _ = labels.split(".")
+        slug = f"{table_catalog}-{table_schema}".replace("_", "-")
+        if table_catalog != catalog:
+            wanted.append((f"quality-catalog-{table_catalog}", {"catalog": table_catalog}, principal, ["USE_CATALOG"]))
+        if (table_catalog, table_schema) != (catalog, schema):
+            wanted.append((f"quality-schema-{slug}", {"schema": f"{table_catalog}.{table_schema}"}, principal,
+                           ["USE_SCHEMA"]))
+        wanted.append(("quality-labels", {"table": labels}, principal, ["SELECT"]))
+    return wanted
+
+
 def principal_of(identity: Any) -> str:
     """The principal id of a system-assigned identity (Azure sets it on create)."""
     if identity is None or not identity.principal_id:
@@ -182,7 +237,7 @@ class Databricks(pulumi.ComponentResource):
         s = args.settings
         host = self._workspace(name, args)
         if args.workspace_only:
-            self.job_id = self.drift_job_id = pulumi.Output.from_input("")
+            self.job_id = self.drift_job_id = self.quality_job_id = pulumi.Output.from_input("")
             self.register_outputs({"workspace_url": self.workspace_url})
             return
         self.provider = databricks.Provider(f"{name}-provider", host=host, azure_workspace_resource_id=self.workspace_resource_id,
@@ -211,8 +266,11 @@ class Databricks(pulumi.ComponentResource):
         self.job_id = self.job.id if self.job else pulumi.Output.from_input("")
         self.drift_job = self._drift_job(name, args, on_workspace)
         self.drift_job_id = self.drift_job.id if self.drift_job else pulumi.Output.from_input("")
+        self.quality_job = self._quality(name, args, on_workspace)
+        self.quality_job_id = self.quality_job.id if self.quality_job else pulumi.Output.from_input("")
         self.permissions = self._permissions(args, on_workspace)
-        self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id, "drift_job_id": self.drift_job_id})
+        self.register_outputs({"workspace_url": self.workspace_url, "job_id": self.job_id, "drift_job_id": self.drift_job_id,
+                               "quality_job_id": self.quality_job_id})
 
     def _workspace(self, name: str, args: DatabricksArgs) -> pulumi.Output[str]:
         s = args.settings
@@ -398,6 +456,8 @@ class Databricks(pulumi.ComponentResource):
             wanted.append(("jobs-model", {"model": model.full_name}, jobs, ["EXECUTE"]))
         if s.batch is not None:
             wanted += batch_grants(s.batch, s.catalog, s.schema, jobs)
+        if quality_declared(args):
+            wanted += quality_grants(args, s.catalog, s.schema, jobs)
         for key, securable, principal, privileges in merged(wanted):
             depends = [*self.catalog, *self._model()] if key.endswith("model") else [*self.catalog, *self.code]
             depends += self.members  # a member of this workspace before the grant names it
@@ -456,7 +516,8 @@ class Databricks(pulumi.ComponentResource):
         acl = databricks.SecretAcl(f"{name}-secret-acl-jobs", scope=scope.name, principal=self.job_principal,
                                    permission="READ", opts=opts)
         self.secrets = [scope, secret, acl]
-        return f"{{{{secrets/{scope_name}/{CONNECTION_STRING_KEY}}}}}"
+        self.secret_refs = {"connection": f"{{{{secrets/{scope_name}/{CONNECTION_STRING_KEY}}}}}"}
+        return self.secret_refs["connection"]
 
     def _log_reader(self, name: str, args: DatabricksArgs, drift: DriftJobArgs, opts: pulumi.ResourceOptions) -> str:
         """How the drift job reads Log Analytics without a client secret: an access connector's managed identity,
@@ -511,6 +572,7 @@ class Databricks(pulumi.ComponentResource):
             *(["--model-name", d.model_name] if d.model_name else [])]
         connection_string = self._connection_string_secret(name, d, opts)
         credential = self._log_reader(name, args, d, opts)
+        self.log_credential = credential
         parameters += ["--service-credential", credential]
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}
@@ -527,6 +589,90 @@ class Databricks(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), *self.policies,
                             self.experiment])))
+
+    def _quality(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job | None:
+        """The quality loop (docs/model-quality.md): the inference table, its Lakehouse monitor and the quality job.
+
+        The table is declared here (a databricks.SqlTable), not created by the job as the batch job creates its outputs:
+        the monitor is declared on it in the same `up`, and a monitor needs its table to exist. The deployer creates both
+        and owns the table (CREATE_TABLE on the schema: _grants), which is what creating a monitor asks (the table's
+        owner, USE_CATALOG, USE_SCHEMA); its refreshes write the metric tables to the same schema. The jobs' principal
+        appends and labels rows (SELECT, MODIFY on the table) and reads the labels (SELECT: _grants)."""
+        self.inference_table = self.quality_monitor = None
+        if not quality_declared(args):
+            return None
+        assert args.quality is not None and args.drift is not None
+        s, q, d = args.settings, args.quality.settings, args.drift
+        contract = contracts.load(args.model.module).contract
+        full = f"{s.catalog}.{s.schema}.{q.inference_table}"
+        self.inference_table = databricks.SqlTable(
+            f"{name}-inference-table", catalog_name=s.catalog, schema_name=s.schema, name=q.inference_table,
+            table_type="MANAGED", owner=s.deployer, warehouse_id=q.warehouse_id,
+            comment=f"{args.names.project}: every prediction, online and batch, and its label once known",
+            # lowercase types: the provider reads them back lowercase, and an uppercase one fails every later `up` with
+            # "changing the 'type' of an existing column is not supported" (terraform-provider-databricks#3490)
+            columns=[databricks.SqlTableColumnArgs(name=c.name, type=c.type.lower(), nullable=c.nullable)
+                     for c in delta_table.columns(contract, args.quality.personal)],
+            # Lakehouse Monitoring's inference profile reads the table incrementally through its change data feed
+            properties={CHANGE_DATA_FEED: "true"},
+            opts=pulumi.ResourceOptions.merge(self._in_schema(opts), pulumi.ResourceOptions(depends_on=self.grants)))
+        table_grant = databricks.Grant(f"{name}-grant-jobs-inference", table=full, principal=self.job_principal,
+                                       privileges=["MODIFY", "SELECT"], opts=pulumi.ResourceOptions.merge(
+                                           opts, pulumi.ResourceOptions(depends_on=[self.inference_table, *self.members])))
+        self.grants.append(table_grant)
+        pause = "PAUSED" if q.paused else "UNPAUSED"
+        self.quality_monitor = databricks.QualityMonitor(
+            f"{name}-quality-monitor", table_name=full, output_schema_name=f"{s.catalog}.{s.schema}",
+            assets_dir=f"{s.folder}/quality-monitor",  # in the stack's governed folder (_folder), not /Shared
+            inference_log=databricks.QualityMonitorInferenceLogArgs(
+                problem_type=delta_table.PROBLEM_TYPES[contract.task],
+                prediction_col=delta_table.PREDICTION_COLUMN[contract.task],
+                label_col=contract.target.name, model_id_col=delta_table.MODEL_ID, timestamp_col=delta_table.TIMESTAMP,
+                granularities=[q.window]),
+            slicing_exprs=delta_table.slicing_exprs(contract, args.quality.personal) or None,
+            schedule=databricks.QualityMonitorScheduleArgs(quartz_cron_expression=q.schedule, timezone_id=s.job.timezone,
+                                                           pause_status=pause),
+            # A dashboard needs a SQL warehouse; without one named, the first running one would be taken, or none found
+            skip_builtin_dashboard=q.warehouse_id is None, warehouse_id=q.warehouse_id,
+            notifications=(databricks.QualityMonitorNotificationsArgs(on_failure=databricks.QualityMonitorNotificationsOnFailureArgs(
+                email_addresses=list(d.notify))) if d.notify else None),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[self.inference_table, *self.grants, *self.folder])))
+        env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
+                                             "APPLICATIONINSIGHTS_CONNECTION_STRING": self.secret_refs["connection"]}
+        scope = d.settings.secret_scope
+        if args.quality.personal == "pseudonymise" and args.quality.pseudonym_key is not None:
+            self.secrets.append(databricks.Secret(
+                f"{name}-secret-pseudonym-key", scope=scope, key=PSEUDONYM_SECRET_KEY,
+                string_value=pulumi.Output.secret(args.quality.pseudonym_key),
+                opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=self.secrets[:1]))))
+            env["REQUEST_LOG_PSEUDONYM_KEY"] = f"{{{{secrets/{scope}/{PSEUDONYM_SECRET_KEY}}}}}"
+        # The log is read over twice the window: a run that overlaps the last adds nothing (the MERGE), a missed run is
+        # caught up by the next.
+        hours = max(24.0, 2 * pd_hours(GRANULARITIES[q.window]))
+        parameters: list[pulumi.Input[str]] = [
+            "--workspace-id", d.log_analytics_customer_id, "--target", d.target, "--app-name", d.app_name,
+            "--namespace", d.namespace, "--window-hours", f"{hours:g}", "--service-credential", self.log_credential,
+            "--model-module", args.model.module, "--model-name", args.model.full_name, "--inference-table", full,
+            *(["--labels-table", q.labels_table] if q.labels_table else []), "--personal", args.quality.personal,
+            "--window", q.window, "--windows", str(q.windows), "--min-labelled", str(q.min_labelled),
+            "--drift-windows", str(q.drift_windows), "--min-records", str(d.settings.min_records),
+            *(["--margin", f"{q.margin:g}"] if q.margin is not None else []),
+            # Retraining starts the stack's own training job; prod has none (a promotion target): it alerts only.
+            *(training_job_flag(self.job.id) if self.job is not None else [])]
+        task = self._wheel_task("quality", "mlops-quality", parameters, QUALITY_TIMEOUT_SECONDS, "quality")
+        return databricks.Job(
+            f"{name}-quality-job", name=args.names.job("quality"), max_concurrent_runs=1,
+            timeout_seconds=QUALITY_TIMEOUT_SECONDS, tags=args.tags, tasks=[task],
+            run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
+            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="quality", new_cluster=self._cluster(
+                name, "quality", args, workers=0, env=env, node_type=d.settings.node_type))],
+            schedule=databricks.JobScheduleArgs(quartz_cron_expression=q.schedule, timezone_id=s.job.timezone,
+                                                pause_status=pause),
+            email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(d.notify)) if d.notify else None),
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), *self.policies,
+                            self.inference_table])))
 
     def declare_batch_job(self, model_version: pulumi.Input[str]) -> databricks.Job | None:
         """The scheduled batch scoring job (serving/batch.py), scoring with `model_version` of the stack's registered
@@ -563,10 +709,16 @@ class Databricks(pulumi.ComponentResource):
         """Authoritative ACLs: the job definitions are not editable by every workspace user (the experiment is the
         folder's: _folder). The deployer owns the jobs (_job_acls); workspace admins keep their implicit rights."""
         created = []
-        for key, job in (("job", self.job), ("drift-job", self.drift_job)):
+        for key, job in (("job", self.job), ("drift-job", self.drift_job), ("quality-job", self.quality_job)):
             if job is not None:
+                acls = self._job_acls(args)
+                if key == "job" and self.quality_job is not None:
+                    # The quality job starts the training job (Jobs API run-now) as the jobs' principal: Can Manage Run
+                    # lets it start and cancel runs, not edit the job or its ACL (Can Manage would). One Permissions per
+                    # job: the resource is authoritative for the job's whole ACL.
+                    acls.append(access(self.job_principal, "CAN_MANAGE_RUN"))
                 created.append(databricks.Permissions(f"{self._name}-{key}-permissions", job_id=job.id,
-                                                      access_controls=self._job_acls(args), opts=opts))
+                                                      access_controls=acls, opts=opts))
         return created
 
     @staticmethod

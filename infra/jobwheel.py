@@ -8,7 +8,8 @@ model's module (models/<name>.py): train and gate import it by name at run time 
 import statement shows, so it is added by name, and its own imports are found like the others'.
 
 The distribution is the project's (`<name with _>_jobs`, infra/naming.py), so two projects' wheels never meet in
-one workspace; the entry points are generic (mlops-train, mlops-gate, mlops-drift, mlops-batch).
+one workspace; the entry points are generic (mlops-train, mlops-gate, mlops-drift, mlops-batch,
+mlops-quality).
 
 The build is deterministic (fixed timestamps, sorted entries): the same code gives the same bytes and
 the same file name, so an unchanged wheel is no diff for Pulumi, and a changed one gets a new name
@@ -37,6 +38,7 @@ ENTRY_POINTS = {
     "mlops-gate": "training.gate:cli",
     "mlops-drift": "monitoring.drift:cli",
     "mlops-batch": "serving.batch:cli",
+    "mlops-quality": "monitoring.quality_delta:cli",
 }
 FIRST_PARTY = code.FIRST_PARTY
 # Installed with the wheel (its Requires-Dist) because the runtime does not bundle them; everything else

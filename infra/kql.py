@@ -228,3 +228,12 @@ def alert_drift(table: str = "AppTraces") -> str:
             "| extend entry = parse_json(Message)\n"
             "| where tostring(entry.log_type) == 'drift' and tostring(entry.status) == 'drift'\n"
             "| summarize drifted_versions = dcount(tostring(entry.model_version))")
+
+
+def alert_quality(table: str = "AppTraces") -> str:
+    """The quality job's record (monitoring/quality_delta.py): model names whose quality says retrain. The same fuzzy
+    union as alert_drift: AppTraces may not exist before the first record, and a failing rule is disabled."""
+    return (f"union isfuzzy=true ({table}), (datatable(Message:string)[])\n"
+            "| extend entry = parse_json(Message)\n"
+            "| where tostring(entry.log_type) == 'quality' and tobool(entry.retrain)\n"
+            "| summarize retraining_models = dcount(tostring(entry.model_name))")

@@ -156,7 +156,7 @@ RULES: tuple[NameRule, ...] = (
     CONTAINER_APP_ENVIRONMENT, CONTAINER_APP, AKS_CLUSTER, AKS_NODE_RESOURCE_GROUP, AKS_DNS_PREFIX, MONITOR_WORKSPACE,
     DATA_COLLECTION_ENDPOINT, DATA_COLLECTION_RULE, PROMETHEUS_RULE_GROUP, DATABRICKS_WORKSPACE, ACCESS_CONNECTOR,
     SECRET_SCOPE, UNITY_CATALOG, UNITY_CATALOG_IDENTIFIER, JOB_NAME, REPOSITORY, LABEL_VALUE, DISTRIBUTION, MODULE)
-ALERT_KEYS = ("error-rate", "p95-latency", "restarts", "drift", "no-traffic")  # infra/observability.py's alert rules
+ALERT_KEYS = ("error-rate", "p95-latency", "restarts", "drift", "quality", "no-traffic")  # infra/observability.py's alert rules
 
 
 def _article(words: str) -> str:
@@ -315,7 +315,7 @@ class Names:
         return f"{self.workspace_folder}/code"
 
     def cluster_policy(self, kind: str) -> str:
-        """train, drift, batch: the job's cluster policy (workspace-wide name)."""
+        """train, drift, batch, quality: the job's cluster policy (workspace-wide name)."""
         return f"{self.project}-{kind}-{self.environment}"
 
     @property
@@ -370,7 +370,7 @@ class Names:
             Derived("access connector", self.access_connector, ACCESS_CONNECTOR),
             Derived("service credential", self.logs_credential, UNITY_CATALOG),
             Derived("secret scope", self.secret_scope, SECRET_SCOPE, "drift.secretScope"),
-            *(Derived(f"{kind} job", self.job(kind), JOB_NAME) for kind in ("train", "drift", "batch")),
+            *(Derived(f"{kind} job", self.job(kind), JOB_NAME) for kind in ("train", "drift", "batch", "quality")),
             Derived("code volume", self.code_volume, UNITY_CATALOG_IDENTIFIER, "databricks.codeVolume"),
             Derived("registered model", self.registered_model, UNITY_CATALOG_IDENTIFIER, "model.name"),
             Derived("image repository", self.repository, REPOSITORY, "image.repository"),

@@ -141,6 +141,10 @@ def alert_rules(args: ObservabilityArgs) -> list[AlertRule]:
     # Insights; a drifted one alerts once: the window is shorter than any sensible schedule.
     rules.append(AlertRule("drift", "input or prediction drift (drift job)", kql.alert_drift(),
                            "drifted_versions", "GreaterThan", 0, "Maximum", DRIFT_WINDOW_MINUTES))
+    # The quality job (monitoring/quality_delta.py) sends one record per run; one that says retrain alerts once, on the
+    # same action group: where a training job exists it has also started it, in prod people decide.
+    rules.append(AlertRule("quality", "model quality says retrain (quality job)", kql.alert_quality(),
+                           "retraining_models", "GreaterThan", 0, "Maximum", DRIFT_WINDOW_MINUTES))
     if s.no_traffic_minutes:  # the rule's window is the silence that counts as "no traffic"
         rules.append(AlertRule("no-traffic", f"no requests for {s.no_traffic_minutes} min", kql.alert_traffic(source),
                                "requests", "LessThan", 1, "Maximum", s.no_traffic_minutes,

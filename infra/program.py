@@ -11,7 +11,7 @@ import pulumi
 import pulumi_azure_native.resources as resources
 
 from infra import acr_auth, kql, model_source, settings
-from infra.databricks import Databricks, DatabricksArgs, DriftJobArgs
+from infra.databricks import Databricks, DatabricksArgs, DriftJobArgs, QualityJobArgs
 from infra.image import ImageArgs, Resolution, ScoringImage, resolve
 from infra.observability import Observability, ObservabilityArgs
 from infra.promotion import Promotion, PromotionArgs
@@ -49,6 +49,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
     databricks = Databricks("databricks", DatabricksArgs(
         resource_group_name=group.name, resource_group_id=group.id, location=s.location, names=names,
         settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability),
+        quality=quality_job(s),
         trains=not promoting, protect=s.protect, workspace_only=first_up))
 
     outputs: dict[str, Any] = {
@@ -56,6 +57,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         "registry_login_server": registry.login_server, "model_uri": s.model.uri, "model_name": s.model.full_name,
         "databricks_workspace_url": databricks.workspace_url, "databricks_job_id": databricks.job_id,
         "databricks_experiment": s.databricks.experiment, "databricks_drift_job_id": databricks.drift_job_id,
+        "databricks_quality_job_id": databricks.quality_job_id,
         "databricks_batch_job_id": "",  # declared once the stack serves a version (below)
         "log_analytics_workspace_id": observability.workspace_id, "registry_id": registry.registry.id,
         # What a client (and CI's smoke test) needs to call the endpoint: the mode, and the audience to ask a token for.
@@ -154,6 +156,13 @@ def drift_job(s: StackSettings, observability: Observability) -> DriftJobArgs:
                         app_name=source.app_name, namespace=s.serving.aks.namespace, notify=notify, registry_uri=registry,
                         log_analytics_workspace_id=observability.workspace_id, app_insights_id=observability.app_insights_id,
                         model_name=s.model.full_name if s.promotion.enabled else "")
+
+
+def quality_job(s: StackSettings) -> QualityJobArgs:
+    """The quality loop's table holds what the request log keeps; with pseudonymise its job needs the log's key."""
+    mode = s.observability.request_log_personal
+    return QualityJobArgs(settings=s.quality, personal=mode,
+                          pseudonym_key=secret_values(s).get("REQUEST_LOG_PSEUDONYM_KEY") if mode == "pseudonymise" else None)
 
 
 def container_env(s: StackSettings) -> dict[str, str]:

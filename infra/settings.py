@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 
 from infra import naming, runtime, stack_files
 from infra.stack_files import NAMESPACE, ROOT
+from monitoring.granularity import GRANULARITIES
 from serving.scoring.settings import BODY_TIMEOUT_S, MAX_BODY_BYTES, MAX_IN_FLIGHT, MIN_PSEUDONYM_KEY_CHARS
 
 CONTAINER_PORT = 8000  # serving/Dockerfile: PORT=8000
@@ -294,6 +295,37 @@ class DriftSettings(Section):
     secret_scope: Annotated[str, matching(r"[A-Za-z0-9_.@-]{1,128}", "a Databricks secret scope name")] = key(
         "Databricks secret scope the stack declares for the drift job's Application Insights connection string (only "
         "the jobs' principal may read it)", shown="<name>-<environment>")
+
+
+if TYPE_CHECKING:
+    Granularity = str
+else:  # the granularities, as choices (an error names them)
+    Granularity = Literal[tuple(GRANULARITIES)]
+
+
+class QualitySettings(Section):
+    """The quality loop on Databricks (docs/model-quality.md): the inference table, its monitor and the quality job."""
+    labels_table: Table | None = key(
+        "the labels table (catalog.schema.table): the contract's ids, the target and known_at, written when outcomes "
+        "become known; it exists before `up` (the stack grants the jobs SELECT on it). Omit it and the quality job "
+        "fills the inference table and says each run that it has no labels (nothing is scored on quality)", None)
+    inference_table: Annotated[str, matching(IDENT, "a table identifier")] = key(
+        "the inference table's name in databricks.catalog.schema (the stack declares it: one row per prediction, "
+        "Change Data Feed on)", "inference_log")
+    window: Granularity = key(
+        f"a window of time the quality is judged by, and the monitor's granularity: {' or '.join(GRANULARITIES)}",
+        "1 day")
+    windows: int = key("labelled windows in a row below the rule to retrain, 1..100", 3, ge=1, le=100)
+    margin: float | None = key("retrain also when a version is worse than at its approval by more than this, "
+                               "0..1 (omit: the gate's floor only)", None, ge=0, le=1)
+    min_labelled: int = key("labels a window needs to be judged, 1..1000000", 50, ge=1, le=1_000_000)
+    drift_windows: int = key("windows in a row with drift to retrain, 1..100", 3, ge=1, le=100)
+    schedule: Cron = key("Quartz cron of the quality job and of the monitor's refresh", "0 0 7 * * ?",
+                         shown="0 0 7 * * ? (07:00 every day)")
+    paused: bool = key("declare the quality job and the monitor with their schedules paused", False)
+    warehouse_id: Annotated[str, matching(r"[0-9a-f]{16}", "a SQL warehouse id (16 hex digits)")] | None = key(
+        "SQL warehouse that creates the inference table and the monitor's dashboard (omit: the provider starts a "
+        "cluster for the table, and the monitor has no dashboard, its metric tables only)", None)
 
 
 class ModelSettings(Section):
@@ -658,6 +690,7 @@ class StackSettings(Identity):
     serving: ServingSettings = SECTION
     promotion: PromotionSettings = SECTION
     drift: DriftSettings = SECTION
+    quality: QualitySettings = SECTION
     # A SecretStr: never in a repr or an error message; the program hands it on only as a secret Output.
     request_log_pseudonym_key: SecretStr | None = key(
         f"a secret, set with `pulumi config set --secret {NAMESPACE}:{PSEUDONYM_KEY} <value>` (e.g. `openssl rand "
@@ -861,7 +894,7 @@ def _shown(info: FieldInfo) -> str:
 
 
 KEYS: dict[str, tuple[str, str]] = {key: (info.description or "", _shown(info)) for key, info in fields()}
-MAIN_TABLE = ("", "observability", "registry", "databricks", "model", "image", "serving", "drift")
+MAIN_TABLE = ("", "observability", "registry", "databricks", "model", "image", "serving", "drift", "quality")
 PROMOTION_TABLE = ("promotion",)  # README's "Delivery" section
 
 

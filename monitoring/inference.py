@@ -155,6 +155,15 @@ def join_labels(table: pd.DataFrame, labels: pd.DataFrame, ids: list[str], targe
     if absent:
         raise InferenceError(f"the inference table holds no id column {', '.join(absent)}: the request log drops it "
                              "(observability.requestLogPersonal drop); pseudonymise or keep it to join labels")
+    latest = labels_by_held_ids(labels, ids, held, target, as_of, key)
+    left = table.drop(columns=[c for c in (target, KNOWN_AT) if c in table.columns]).astype({c: object for c in held})
+    return left.merge(latest.astype({c: object for c in held}), on=held, how="left")
+
+
+def labels_by_held_ids(labels: pd.DataFrame, ids: list[str], held: list[str], target: str, as_of: pd.Timestamp,
+                       key: bytes | None = None) -> pd.DataFrame:
+    """The latest label per ids known at `as_of`, keyed by the ids as the table holds them (`held`: each id's name,
+    or `<id>#hmac` pseudonymised with `key`), one row per form an id may have been sent in (_id_forms)."""
     latest = latest_labels(labels, ids, target, as_of)
     for name, column in zip(ids, held, strict=True):
         if column.endswith(PSEUDONYM_SUFFIX) and not key:
@@ -164,9 +173,7 @@ def join_labels(table: pd.DataFrame, labels: pd.DataFrame, ids: list[str], targe
         if column.endswith(PSEUDONYM_SUFFIX):
             assert key is not None
             latest[column] = [pseudonym(key, name, value) for value in latest[column]]
-    latest = latest.drop(columns=[name for name in ids if name not in held]).dropna(subset=held)
-    left = table.drop(columns=[c for c in (target, KNOWN_AT) if c in table.columns]).astype({c: object for c in held})
-    return left.merge(latest.astype({c: object for c in held}), on=held, how="left")
+    return latest.drop(columns=[name for name in ids if name not in held]).dropna(subset=held)
 
 
 def _id_forms(value: object) -> list:

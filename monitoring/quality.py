@@ -17,6 +17,10 @@ has predictions in the last window), the last `windows` windows with at least `m
 the gate's floor or below the version's approval score by more than `margin`; or when its inputs drifted (the drift
 job's test, monitoring/drift.py `compare`) in each of the last `drift_windows` windows with enough records. Retraining
 starts the training job; the new version goes through the same gate, staging and approval: nothing here promotes.
+
+Why one module: the metrics, the rule and what the rule reads (each version's approval score, each window's drift
+status) are one judgement, shared as it is by `make quality` (monitoring/quality_job.py) and the Databricks job
+(monitoring/quality_delta.py), so the two cannot judge differently.
 """
 
 from __future__ import annotations
@@ -380,3 +384,46 @@ def decide(table: pd.DataFrame, gate_name: str, rule: QualityRule, references: d
 
 def _version_order(version: str) -> tuple[int, str]:
     return (int(version), "") if str(version).isdigit() else (-1, str(version))
+
+
+def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str) -> dict[str, float]:
+    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it)."""
+    if not tracking_uri:
+        return {}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    found = {}
+    for version in versions:
+        try:
+            run_id = client.get_model_version(model_name, version).run_id
+            value = client.get_run(run_id).data.metrics.get(f"gate_challenger_{gate_name}") if run_id else None
+        except Exception:  # a version this registry does not hold (another model's copy): no reference
+            value = None
+        if value is not None:
+            found[version] = float(value)
+    return found
+
+
+def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | None, window: pd.Timedelta,
+                    min_records: int) -> dict[str, list[str]]:
+    """Per version, each window's drift status (monitoring/drift.py compare on that window's records)."""
+    from monitoring import drift, inference  # drift's own test; imported here: drift imports nothing of this module
+    if not baseline:
+        return {}
+    features = [name for name in contract.feature_names if name in joined.columns]
+    outputs = [name for name in inference.OUTPUT_COLUMNS[contract.task] if name in joined.columns]
+    frame = joined.assign(window=windows_of(joined["scored_at"], window))
+    found: dict[str, list[str]] = {}
+    for (version, _), group in frame.groupby(["model_version", "window"], sort=True):
+        records = _plain(group[features].to_dict(orient="records"))
+        answers = [{k: (json.loads(v) if k == "probabilities" and isinstance(v, str) else v) for k, v in row.items()}
+                   for row in _plain(group[outputs].to_dict(orient="records"))]
+        result = drift.compare(baseline, records, answers, psi_threshold=0.2, alpha=0.01, min_records=min_records)
+        found.setdefault(str(version), []).append(result["status"])
+    return found
+
+
+def _plain(rows: list[dict]) -> list[dict]:
+    """Table rows as the log held them: NaN back to null."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]

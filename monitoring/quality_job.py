@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections import Counter
@@ -24,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from monitoring import drift, inference, quality, quality_report
+from monitoring import inference, quality, quality_report
 from training import contract as contracts
 from training.contract import Contract, ContractError, ModelModule
 
@@ -52,46 +51,10 @@ def window_length(text: str, scored_at: pd.Series) -> pd.Timedelta:
     return max(pd.Timedelta(milliseconds=1), (span / AUTO_WINDOWS).ceil("ms"))
 
 
-def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str) -> dict[str, float]:
-    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it)."""
-    if not tracking_uri:
-        return {}
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    found = {}
-    for version in versions:
-        try:
-            run_id = client.get_model_version(model_name, version).run_id
-            value = client.get_run(run_id).data.metrics.get(f"gate_challenger_{gate_name}") if run_id else None
-        except Exception:  # a version this registry does not hold (another model's copy): no reference
-            value = None
-        if value is not None:
-            found[version] = float(value)
-    return found
+references = quality.references  # each version's score at approval (monitoring/quality.py)
 
 
-def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | None, window: pd.Timedelta,
-                    min_records: int) -> dict[str, list[str]]:
-    """Per version, each window's drift status (monitoring/drift.py compare on that window's records)."""
-    if not baseline:
-        return {}
-    features = [name for name in contract.feature_names if name in joined.columns]
-    outputs = [name for name in inference.OUTPUT_COLUMNS[contract.task] if name in joined.columns]
-    frame = joined.assign(window=quality.windows_of(joined["scored_at"], window))
-    found: dict[str, list[str]] = {}
-    for (version, _), group in frame.groupby(["model_version", "window"], sort=True):
-        records = _plain(group[features].to_dict(orient="records"))
-        answers = [{k: (json.loads(v) if k == "probabilities" and isinstance(v, str) else v) for k, v in row.items()}
-                   for row in _plain(group[outputs].to_dict(orient="records"))]
-        result = drift.compare(baseline, records, answers, psi_threshold=0.2, alpha=0.01, min_records=min_records)
-        found.setdefault(str(version), []).append(result["status"])
-    return found
-
-
-def _plain(rows: list[dict]) -> list[dict]:
-    """Table rows as the log held them: NaN back to null."""
-    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()} for row in rows]
+drift_by_window = quality.drift_by_window  # per version, each window's drift status
 
 
 def run(args: argparse.Namespace, model: ModelModule) -> tuple[int, dict]:

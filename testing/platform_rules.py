@@ -496,7 +496,8 @@ def job_wheels_versioned_by_content(ev: Evaluation) -> list[str]:
     return problems
 
 
-TABLE_FLAGS = {"--data": "read", "--input-table": "read", "--output-table": "write", "--rejects-table": "write"}
+TABLE_FLAGS = {"--data": "read", "--input-table": "read", "--output-table": "write", "--rejects-table": "write",
+               "--labels-table": "read", "--inference-table": "modify"}
 
 
 def job_tables_granted(ev: Evaluation) -> list[str]:
@@ -527,10 +528,13 @@ def _table_access(job: str, principal: str, table: list[str], use: str, held: di
         missing.append(f"USE_CATALOG on {catalog}")
     if not {"USE_SCHEMA", "ALL_PRIVILEGES"} & (has("schema", f"{catalog}.{schema}") | has("catalog", catalog)):
         missing.append(f"USE_SCHEMA on {catalog}.{schema}")
-    wanted, where = ("SELECT", [("table", ".".join(table)), ("schema", f"{catalog}.{schema}"), ("catalog", catalog)]) \
-        if use == "read" else ("CREATE_TABLE", [("schema", f"{catalog}.{schema}"), ("catalog", catalog)])
-    if not any({wanted, "ALL_PRIVILEGES"} & has(kind, name) for kind, name in where):
-        missing.append(f"{wanted} on {'.'.join(table) if use == 'read' else f'{catalog}.{schema}'}")
+    scopes = [("table", ".".join(table)), ("schema", f"{catalog}.{schema}"), ("catalog", catalog)]
+    # read: SELECT; modify (MERGE into a table another principal owns): SELECT and MODIFY; write: create it
+    needs = {"read": ["SELECT"], "modify": ["SELECT", "MODIFY"], "write": ["CREATE_TABLE"]}[use]
+    for wanted in needs:
+        where = scopes if use != "write" else scopes[1:]
+        if not any({wanted, "ALL_PRIVILEGES"} & has(kind, name) for kind, name in where):
+            missing.append(f"{wanted} on {'.'.join(table) if use != 'write' else f'{catalog}.{schema}'}")
     return [f"{job}: its principal needs {m} to {use} {'.'.join(table)}" for m in missing]
 
 
@@ -1077,6 +1081,115 @@ def network_policy_engine(ev: Evaluation) -> list[str]:
     return problems
 
 
+
+SQL_TABLE = "databricks:index/sqlTable:SqlTable"
+QUALITY_MONITOR = "databricks:index/qualityMonitor:QualityMonitor"
+PLAIN_COLUMN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _table_name(table: Any) -> str:
+    return ".".join(str(table.inputs.get(k)) for k in ("catalogName", "schemaName", "name"))
+
+
+def monitor_created_by_the_tables_owner(ev: Evaluation) -> list[str]:
+    """Creating a monitor takes, of the identity that runs `up` (the deployer): USE_CATALOG on the table's catalog,
+    USE_SCHEMA on its schema, and owning the table (or owning the schema or catalog with SELECT on the table); its
+    metric tables are created in the output schema, which takes CREATE_TABLE and USE_SCHEMA there."""
+    deployer, held, problems = str(_deployer(ev)), _held(ev), []
+    tables = {_table_name(t): t for t in ev.of_type(SQL_TABLE)}
+    has = lambda kind, name: held.get((deployer, kind, name), set())  # noqa: E731
+    for monitor in ev.of_type(QUALITY_MONITOR):
+        name = str(monitor.inputs.get("tableName"))
+        catalog, schema, _ = name.split(".")
+        table = tables.get(name)
+        if table is None or str(table.inputs.get("owner") or deployer) != deployer:
+            problems.append(f"{monitor.name}: {name} is not a table the deployer {deployer} owns (declared with it)")
+        for privilege, kind, securable in (("USE_CATALOG", "catalog", catalog), ("USE_SCHEMA", "schema", f"{catalog}.{schema}")):
+            if not {privilege, "ALL_PRIVILEGES"} & has(kind, securable):
+                problems.append(f"{monitor.name}: the deployer lacks {privilege} on {securable}")
+        output = str(monitor.inputs.get("outputSchemaName"))
+        out_catalog = output.split(".")[0]
+        if not {"CREATE_TABLE", "ALL_PRIVILEGES"} & (has("schema", output) | has("catalog", out_catalog)):
+            problems.append(f"{monitor.name}: the deployer lacks CREATE_TABLE on the output schema {output}")
+        if table is not None and monitor.urn and table.urn not in monitor.dependencies:
+            problems.append(f"{monitor.name}: is created without waiting for its table {name}")
+    return problems
+
+
+PROBLEM_TYPES = {"PROBLEM_TYPE_CLASSIFICATION", "PROBLEM_TYPE_REGRESSION"}
+MONITOR_GRANULARITIES = {"5 minutes", "30 minutes", "1 hour", "1 day", "1 week", "2 weeks", "3 weeks", "4 weeks",
+                         "1 month", "1 year"}
+
+
+def inference_profile_columns(ev: Evaluation) -> list[str]:
+    """An inference-log monitor names a problem type, the prediction, label, model id and timestamp columns of its
+    table (the timestamp a TIMESTAMP, the prediction and the label of one type) and granularities from a fixed list;
+    its inference profile reads the table's change data feed, which must be on for incremental refreshes."""
+    tables = {_table_name(t): t for t in ev.of_type(SQL_TABLE)}
+    problems = []
+    for monitor in ev.of_type(QUALITY_MONITOR):
+        log = monitor.inputs.get("inferenceLog") or {}
+        table = tables.get(str(monitor.inputs.get("tableName")))
+        if not log or table is None:
+            problems.append(f"{monitor.name}: no inference log profile on a table the stack declares")
+            continue
+        types = {c.get("name"): str(c.get("type") or "").upper() for c in table.inputs.get("columns") or []}
+        if log.get("problemType") not in PROBLEM_TYPES:
+            problems.append(f"{monitor.name}: problemType {log.get('problemType')!r} is not one of {sorted(PROBLEM_TYPES)}")
+        for key in ("predictionCol", "labelCol", "modelIdCol", "timestampCol"):
+            if log.get(key) not in types:
+                problems.append(f"{monitor.name}: {key} {log.get(key)!r} is no column of {monitor.inputs.get('tableName')}")
+        if types.get(log.get("timestampCol")) != "TIMESTAMP":
+            problems.append(f"{monitor.name}: the timestamp column is not a TIMESTAMP")
+        if log.get("labelCol") in types and types.get(log.get("predictionCol")) != types.get(log.get("labelCol")):
+            problems.append(f"{monitor.name}: the prediction and the label columns differ in type")
+        if not set(log.get("granularities") or []) or not set(log.get("granularities") or []) <= MONITOR_GRANULARITIES:
+            problems.append(f"{monitor.name}: granularities {log.get('granularities')} are not Lakehouse Monitoring's")
+        for expression in monitor.inputs.get("slicingExprs") or []:
+            if expression not in types:
+                problems.append(f"{monitor.name}: slicing expression {expression!r} is no column of the table")
+        if str((table.inputs.get("properties") or {}).get("delta.enableChangeDataFeed")).lower() != "true":
+            problems.append(f"{table.name}: a monitored inference table without delta.enableChangeDataFeed")
+    return problems
+
+
+def delta_columns_plain(ev: Evaluation) -> list[str]:
+    """A Delta table without column mapping refuses ' ,;{}()\\n\\t=' in a column name, and a name outside
+    [A-Za-z0-9_] must be quoted in every MERGE, slicing expression and query: the stack's tables use plain names
+    (the request log's `<column>#hmac` is `<column>_hmac` there)."""
+    return [f"{t.name}: column {c.get('name')!r} is not a plain identifier" for t in ev.of_type(SQL_TABLE)
+            for c in t.inputs.get("columns") or [] if not PLAIN_COLUMN.fullmatch(str(c.get("name")))]
+
+
+def sql_table_column_types_lowercase(ev: Evaluation) -> list[str]:
+    """The provider keeps a table's column types as the metastore returns them, lowercase: a type declared in capitals
+    reads as a type change on the next plan, which it refuses for an existing column, so every later `up` fails."""
+    return [f"{t.name}: column {c.get('name')!r} type {c.get('type')!r} is not lowercase" for t in ev.of_type(SQL_TABLE)
+            for c in t.inputs.get("columns") or [] if str(c.get("type") or "") != str(c.get("type") or "").lower()]
+
+
+def job_starters_may_run_only(ev: Evaluation) -> list[str]:
+    """Starting a job (Jobs API run-now) takes Can Manage Run on it; Can Manage would also let the starter edit the
+    job and its ACL. A task that starts a job (--training-job-id) runs as a principal holding exactly Can Manage Run."""
+    acls: dict[str, dict[str, str]] = {}
+    for acl in ev.of_type(PERMISSIONS):
+        if acl.inputs.get("jobId"):
+            acls[str(acl.inputs["jobId"])] = {str(e.get("servicePrincipalName") or e.get("userName") or e.get("groupName")):
+                                              str(e.get("permissionLevel")) for e in acl.inputs.get("accessControls") or []}
+    problems = []
+    for job in ev.of_type(JOB):
+        principal = str(_get(job.inputs, "runAs", "servicePrincipalName"))
+        for task in job.inputs.get("tasks") or []:
+            params = [str(p) for p in _get(task, "pythonWheelTask", "parameters") or []]
+            if "--training-job-id" in params:
+                started = params[params.index("--training-job-id") + 1]
+                level = acls.get(started, {}).get(principal)
+                if level != "CAN_MANAGE_RUN":
+                    problems.append(f"{job.name}: its principal {principal} starts job {started} with {level or 'no right'}"
+                                    " (CAN_MANAGE_RUN: to start runs, and no more)")
+    return problems
+
+
 RULES: tuple[Rule, ...] = (
     Rule("log-alert-skip-query-validation", "ARM validates a log alert's query at creation; tables without data "
          "yet fail it", "https://learn.microsoft.com/rest/api/monitor/scheduled-query-rules/create-or-update",
@@ -1210,6 +1323,21 @@ RULES: tuple[Rule, ...] = (
     Rule("preview-permissions", "a Reader can run reads, not POST actions such as listing keys or credentials",
          "https://learn.microsoft.com/azure/role-based-access-control/built-in-roles/general#reader",
          preview_needs_only_its_roles),
+    Rule("lakehouse-monitor-creator", "creating a monitor takes USE_CATALOG, USE_SCHEMA and the table's ownership "
+         "(or MANAGE and SELECT) of the caller; its metric tables need CREATE_TABLE on the output schema",
+         "https://docs.databricks.com/api/workspace/qualitymonitors/create", monitor_created_by_the_tables_owner),
+    Rule("lakehouse-monitor-inference-profile", "an inference-log monitor names its problem type, the prediction, label, "
+         "model id and timestamp columns of its table and fixed granularities; incremental refreshes read the table's "
+         "change data feed", "https://docs.databricks.com/aws/en/lakehouse-monitoring/create-monitor-api",
+         inference_profile_columns),
+    Rule("delta-column-names", "a Delta table without column mapping refuses ' ,;{}()\\n\\t=' in column names; other "
+         "characters outside [A-Za-z0-9_] need quoting everywhere", "https://docs.databricks.com/aws/en/delta/column-mapping",
+         delta_columns_plain),
+    Rule("databricks-sql-table-column-types", "a SqlTable's column types are read back lowercase; one declared otherwise "
+         "is a type change on the next plan, which the provider refuses for an existing column",
+         "https://github.com/databricks/terraform-provider-databricks/issues/3490", sql_table_column_types_lowercase),
+    Rule("databricks-run-now-permission", "starting a job takes Can Manage Run on it (Can Manage also edits it and its "
+         "permissions)", "https://docs.databricks.com/aws/en/jobs/privileges", job_starters_may_run_only),
 )
 
 

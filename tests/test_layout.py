@@ -112,11 +112,14 @@ def test_the_machinery_names_no_example_model():
 
 
 def test_infra_imports_of_training_only_the_import_walk():
-    """infra may import training for training.code alone (standard library, shared with each version's code): never the
-    training machinery, which would load MLflow and scikit-learn into every `pulumi up`."""
+    """infra may import training for training.code (standard library, shared with each version's code) and
+    training.contract (the quality loop's inference table has the contract's columns; it and the model module it loads
+    bring scikit-learn, which every `up` loads already for skops: infra/__init__.py), never the training machinery,
+    which would load MLflow's training side into every `pulumi up`."""
     modules = {m for path in sorted((ROOT / "infra").rglob("*.py"))
                for m in jobwheel.first_party_imports(path, ROOT, relative=True) if m.split(".")[0] == "training"}
-    assert modules <= {"training", "training.code"}, modules
-    path = ROOT / "training" / "code.py"
-    third_party = {name.split(".")[0] for _, name, _ in code._imports(path.read_text(), str(path))} - set(sys.stdlib_module_names)
-    assert third_party == set(), f"training/code.py imports {third_party}: infra would load them on every `up`"
+    assert modules <= {"training", "training.code", "training.contract"}, modules
+    for name, allowed in (("code", set()), ("contract", {"sklearn"})):
+        path = ROOT / "training" / f"{name}.py"
+        third_party = {n.split(".")[0] for _, n, _ in code._imports(path.read_text(), str(path))} - set(sys.stdlib_module_names)
+        assert third_party <= allowed, f"training/{name}.py imports {third_party}: infra would load them on every `up`"

@@ -81,8 +81,8 @@ def test_installed_wheel_imports_and_loads_every_entry_point_without_the_reposit
 def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path, monkeypatch):
     project = tmp_path / "project"
     for relative in ("training/__init__.py", "training/train.py", "training/gate.py", "monitoring/__init__.py",
-                     "monitoring/drift.py", "serving/__init__.py", "serving/batch.py", "models/__init__.py",
-                     "models/p.py"):
+                     "monitoring/drift.py", "monitoring/quality_delta.py", "serving/__init__.py", "serving/batch.py",
+                     "models/__init__.py", "models/p.py"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text("def cli():\n    pass\n")
     first, again = build(tmp_path / "a", project), build(tmp_path / "b", project)
@@ -102,7 +102,8 @@ def test_the_build_is_deterministic_and_a_change_renames_it(tmp_path, monkeypatc
 def test_an_import_that_is_not_a_module_fails_the_build(tmp_path):
     project = tmp_path / "project"
     for relative in ("training/__init__.py", "training/gate.py", "monitoring/__init__.py", "monitoring/drift.py",
-                     "serving/__init__.py", "serving/batch.py", "models/__init__.py", "models/p.py"):
+                     "monitoring/quality_delta.py", "serving/__init__.py", "serving/batch.py", "models/__init__.py",
+                     "models/p.py"):
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text("")
     (project / "training" / "train.py").write_text("def cli():\n    from training.helpers import thing\n")
@@ -117,14 +118,16 @@ def test_an_import_that_is_not_a_module_fails_the_build(tmp_path):
 def test_a_module_imported_anywhere_is_packaged(tmp_path):
     project = tmp_path / "project"
     files = {"training/__init__.py": "", "training/gate.py": "", "training/extra.py": "", "monitoring/__init__.py": "",
-             "monitoring/drift.py": "", "infra/__init__.py": "", "infra/kql.py": "", "serving/__init__.py": "",
+             "monitoring/drift.py": "", "monitoring/quality_delta.py": "", "infra/__init__.py": "", "infra/kql.py": "",
+             "serving/__init__.py": "",
              "serving/batch.py": "",
              "training/train.py": "def cli():\n    import training.extra\n    from infra import kql\n"}
     for relative, text in files.items():
         (project / relative).parent.mkdir(parents=True, exist_ok=True)
         (project / relative).write_text(text)
     assert set(jobwheel.modules(root=project)) == {"training", "training.train", "training.gate", "training.extra",
-                                                   "monitoring", "monitoring.drift", "infra", "infra.kql", "serving",
+                                                   "monitoring", "monitoring.drift", "monitoring.quality_delta", "infra",
+                                                   "infra.kql", "serving",
                                                    "serving.batch"}
     # a module the tasks import by name (the model's), and what it imports
     (project / "models").mkdir()

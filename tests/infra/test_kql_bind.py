@@ -100,8 +100,9 @@ def program_queries(evaluate) -> dict[str, tuple[str, str]]:
             evaluation = evaluate(stack, overrides or None)
             reads = "aks" if target == "aks" else "azure-monitor"  # the program's Container Apps source: the default
             found = declared_queries(evaluation)
-            # error-rate, p95-latency, restarts, drift (+ no-traffic where configured); 3 saved queries; the drift job.
-            assert sum(" rule " in n for n in found) >= 4 and sum(" saved " in n for n in found) == 3, sorted(found)
+            # error-rate, p95-latency, restarts, drift, quality (+ no-traffic where configured); 3 saved queries; the
+            # drift job.
+            assert sum(" rule " in n for n in found) >= 5 and sum(" saved " in n for n in found) == 3, sorted(found)
             queries.update({f"{target} {name}": (text, reads) for name, text in found.items()})
     return queries
 
@@ -134,6 +135,7 @@ SOURCES = {"azure-monitor": kql.container_apps(APP_NAME, "azure-monitor"),
 def test_both_container_apps_destinations_and_aks_bind_and_read_only_their_tables(node):
     queries = {f"{kind} {name}": text for kind, source in SOURCES.items() for name, text in source_queries(source).items()}
     queries["alert_drift"] = kql.alert_drift()
+    queries["alert_quality"] = kql.alert_quality()
     results = bind(node, queries)
     assert not any(r["errors"] for r in results.values()), failures(results, queries)
     for kind in SOURCES:
@@ -142,6 +144,7 @@ def test_both_container_apps_destinations_and_aks_bind_and_read_only_their_table
         # logs (azure-monitor only) for the error rate
         assert read == READS[kind] - {"AppTraces"}, (kind, read)
     assert results["alert_drift"]["tables"] == ["AppTraces"]
+    assert results["alert_quality"]["tables"] == ["AppTraces"]
     for name in ("alert_error_rate", "error_rate"):
         assert "ContainerAppHTTPLogs" in results[f"azure-monitor {name}"]["tables"], name
     # The destinations differ in table and column names only (and log-analytics has no HTTP logs): the same query
@@ -246,3 +249,13 @@ def test_the_drift_rule_binds_before_the_first_drift_record(node):
     assert not result["alert_drift"]["errors"], failures(result, {"alert_drift": kql.alert_drift()})
     plain = "AppTraces\n" + kql.alert_drift().split("\n", 1)[1]  # the same rule without the fuzzy union
     assert bind(node, {"plain": plain}, tables)["plain"]["errors"], "the parser must see the missing table"
+
+
+def test_the_quality_rule_binds_before_the_first_quality_record(node):
+    """The quality job's first record comes a day or more after the rule: like the drift rule, the quality rule binds
+    without AppTraces, and reads only AppTraces once it exists."""
+    tables = {name: columns for name, columns in log_tables.schemas().items() if name != "AppTraces"}
+    result = bind(node, {"alert_quality": kql.alert_quality()}, tables)
+    assert not result["alert_quality"]["errors"], failures(result, {"alert_quality": kql.alert_quality()})
+    result = bind(node, {"alert_quality": kql.alert_quality()})
+    assert not result["alert_quality"]["errors"] and result["alert_quality"]["tables"] == ["AppTraces"]

@@ -171,10 +171,10 @@ def test_observability_alerts_and_queries(evaluate):
     insights = prod.one("azure-native:applicationinsights:Component")
     assert insights.inputs["workspaceResourceId"] == workspace.id and insights.inputs["ingestionMode"] == "LogAnalytics"
     rules = {r.name.rsplit("alert-", 1)[1]: r for r in prod.of_type("azure-native:monitor:ScheduledQueryRule")}
-    assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "no-traffic"} == set(naming.ALERT_KEYS)
+    assert set(rules) == {"error-rate", "p95-latency", "restarts", "drift", "quality", "no-traffic"} == set(naming.ALERT_KEYS)
     assert {r.name for r in dev.of_type("azure-native:monitor:ScheduledQueryRule")} == {
         "observability-alert-error-rate", "observability-alert-p95-latency", "observability-alert-restarts",
-        "observability-alert-drift"}
+        "observability-alert-drift", "observability-alert-quality"}
     names = settings_of("prod").names
     assert {r.inputs["ruleName"] for r in rules.values()} == {names.alert_rule(key) for key in rules}
     group = prod.one("azure-native:monitor:ActionGroup")
@@ -185,8 +185,8 @@ def test_observability_alerts_and_queries(evaluate):
         assert rule.inputs["scopes"] == [workspace.id]
         assert rule.inputs["actions"]["actionGroups"] == [group.id]
         query = rule.inputs["criteria"]["allOf"][0]["query"]
-        if key == "drift":  # the drift job's record, sent through Application Insights
-            assert query.startswith("union isfuzzy=true (AppTraces)") and "'drift'" in query
+        if key in ("drift", "quality"):  # the drift or quality job's record, sent through Application Insights
+            assert query.startswith("union isfuzzy=true (AppTraces)") and f"'{key}'" in query
         else:
             # the azure-monitor destination's table (not ContainerAppConsoleLogs_CL): see tests/infra/test_kql_bind.py
             assert re.search(r"\bContainerAppConsoleLogs\b", query) or key == "restarts"
@@ -301,7 +301,9 @@ def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
     assert grants_of(dev, app_id) == {
         f"catalog {catalog}": ["USE_CATALOG"], f"schema {schema}": ["CREATE_MODEL", "CREATE_TABLE", "USE_SCHEMA"],
         f"volume {schema}.{s.databricks.code_volume}": ["READ_VOLUME"], f"table {s.databricks.data_table}": ["SELECT"],
-        f"table {s.databricks.batch.input_table}": ["SELECT"], f"credential {s.names.logs_credential}": ["ACCESS"]}
+        f"table {s.databricks.batch.input_table}": ["SELECT"], f"credential {s.names.logs_credential}": ["ACCESS"],
+        # the quality job appends to the inference table the deployer owns, and reads the labels
+        f"table {schema}.{s.quality.inference_table}": ["MODIFY", "SELECT"], f"table {s.quality.labels_table}": ["SELECT"]}
     # train and gate register versions and move aliases, so the jobs' principal owns the model: it creates it at its
     # first registration (CREATE_MODEL above); a declared one would be the deployer's, which only a metastore admin
     # could give away
@@ -309,8 +311,11 @@ def test_jobs_run_as_their_own_service_principal_with_least_privilege(evaluate):
     # job definitions and the stack's folder (the experiments): not editable by every workspace user
     deployer = {"userName": s.databricks.deployer, "permissionLevel": "CAN_MANAGE"}  # dev: a person deploys
     acls = {r.name: r.inputs["accessControls"] for r in dev.of_type("databricks:index/permissions:Permissions")}
-    for job in ("job", "drift-job", "batch-job"):  # owned by the deployer, which the provider adds (one owner)
+    for job in ("drift-job", "batch-job", "quality-job"):  # owned by the deployer, which the provider adds (one owner)
         assert acls[f"databricks-{job}-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"}]
+    # the quality job starts training runs (Can Manage Run), nothing more
+    assert acls["databricks-job-permissions"] == [{"groupName": "users", "permissionLevel": "CAN_VIEW"},
+                                                  {"servicePrincipalName": app_id, "permissionLevel": "CAN_MANAGE_RUN"}]
     folder = dev.one("databricks:index/directory:Directory")
     assert folder.inputs["path"] == s.databricks.folder and s.databricks.experiment.startswith(f"{s.databricks.folder}/")
     assert acls["databricks-folder-permissions"] == [deployer, {"servicePrincipalName": app_id, "permissionLevel": "CAN_MANAGE"},
@@ -353,6 +358,14 @@ def model_readers_grants(stack: str) -> dict[str, list[str]]:
             f"schema {s.databricks.catalog}.{s.databricks.schema}": ["EXECUTE", "USE_SCHEMA"]}
 
 
+def deployer_grants(stack: str) -> dict[str, list[str]]:
+    """The deployer reads the model as the readers do, and creates the inference table and its monitor, whose metric
+    tables go to the same schema (CREATE_TABLE)."""
+    s = settings_of(stack)
+    return {**model_readers_grants(stack),
+            f"schema {s.databricks.catalog}.{s.databricks.schema}": ["CREATE_TABLE", "EXECUTE", "USE_SCHEMA"]}
+
+
 DEPLOYER, JOBS_SP = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
 PROD_DEPLOYER = "77777777-8888-9999-aaaa-bbbbbbbbbbbb"
 
@@ -374,7 +387,7 @@ def test_configured_principals_and_a_created_catalog_bound_to_this_workspace(eva
     assert not ev.of_type("databricks:index/workspaceBinding:WorkspaceBinding")
     volume = ev.one("databricks:index/volume:Volume")
     assert catalog.urn in volume.dependencies and schema.urn in volume.dependencies
-    assert grants_of(ev, DEPLOYER) == model_readers_grants("staging")
+    assert grants_of(ev, DEPLOYER) == deployer_grants("staging")
     job_acl = next(r for r in ev.of_type("databricks:index/permissions:Permissions") if r.name == "databricks-job-permissions")
     assert DEPLOYER not in str(job_acl.inputs["accessControls"])  # its owner, added by the provider
 
@@ -649,8 +662,9 @@ def test_prods_promotion_owns_the_model_it_writes_and_its_jobs_read_it(evaluate)
     jobs = prod.named("databricks:index/servicePrincipal:ServicePrincipal", "databricks-job-principal").outputs["applicationId"]
     assert grants_of(prod, jobs)[f"model {s.model.full_name}"] == ["EXECUTE"]
     assert f"model {s.model.full_name}" not in grants_of(prod, s.databricks.deployer)  # the owner
-    for reader in (source.databricks.deployer, s.databricks.deployer, source.databricks.preview_reader):
+    for reader in (s.databricks.deployer, source.databricks.preview_reader):
         assert grants_of(staging, reader) == model_readers_grants("staging"), reader
+    assert grants_of(staging, source.databricks.deployer) == deployer_grants("staging")
     members = {sp.inputs["applicationId"] for sp in staging.of_type("databricks:index/servicePrincipal:ServicePrincipal")
                if sp.name.startswith("databricks-member-")}
     assert members == {s.databricks.deployer, source.databricks.preview_reader}
@@ -694,6 +708,9 @@ def plain_copies(value, path: str = "") -> list[str]:
     return [path] if PSEUDONYM_KEY in str(value) else []
 
 
+DATABRICKS_SECRET = "databricks:index/secret:Secret"
+
+
 def the_key_is_secret_wherever_it_goes(ev: mockcloud.Evaluation) -> list[str]:
     """Every place of the key is a secret input (encrypted in the state); none in the stack's outputs."""
     assert PSEUDONYM_KEY not in str(ev.outputs)
@@ -713,8 +730,10 @@ def test_container_apps_passes_the_key_as_an_app_secret_the_variable_refers_to(e
     assert env["REQUEST_LOG_PERSONAL"]["value"] == "pseudonymise"
     assert env["REQUEST_LOG_PSEUDONYM_KEY"] == {"name": "REQUEST_LOG_PSEUDONYM_KEY", "secretRef": secret["name"]}
     assert secret["value"] == PSEUDONYM_KEY
+    # and in the stack's Databricks secret scope: the quality job pseudonymises the labels' ids with it
     assert set(the_key_is_secret_wherever_it_goes(ev)) == {f"{APP} configuration.secrets[0].value",
-                                                           f"{mockcloud.SECRETS_VERSION} secrets.REQUEST_LOG_PSEUDONYM_KEY"}
+                                                           f"{mockcloud.SECRETS_VERSION} secrets.REQUEST_LOG_PSEUDONYM_KEY",
+                                                           f"{DATABRICKS_SECRET} stringValue"}
     assert ev.outputs["endpoint_url"].startswith("https://"), "the app's other outputs are not secrets"
     # A changed secret makes no revision by itself: the template carries the secrets' version, which a new key changes.
     version = env[containerapp.SECRETS_VERSION]["value"]
@@ -763,7 +782,8 @@ def test_aks_passes_the_key_in_a_secret_and_rolls_the_pods_when_it_changes(evalu
     assert env["REQUEST_LOG_PSEUDONYM_KEY"]["valueFrom"]["secretKeyRef"] == {
         "name": secret.inputs["metadata"]["name"], "key": "REQUEST_LOG_PSEUDONYM_KEY"}
     assert secret.inputs["metadata"]["namespace"] == deployment.inputs["metadata"]["namespace"]
-    assert the_key_is_secret_wherever_it_goes(ev) == ["kubernetes:core/v1:Secret stringData.REQUEST_LOG_PSEUDONYM_KEY"]
+    assert sorted(the_key_is_secret_wherever_it_goes(ev)) == [
+        f"{DATABRICKS_SECRET} stringValue", "kubernetes:core/v1:Secret stringData.REQUEST_LOG_PSEUDONYM_KEY"]
     # The pods roll on the Secret's version, which the API server bumps on every change: nothing of the key's.
     version = template["metadata"]["annotations"][k8s_manifests.SECRET_VERSION]
     assert version == secret.outputs["metadata"]["resourceVersion"]

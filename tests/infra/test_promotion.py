@@ -87,12 +87,14 @@ def test_prod_imports_by_digest_server_side(promoted):
 def test_prod_never_builds_and_never_trains(promoted):
     types = {r.typ for r in promoted.resources}
     assert "docker:index/image:Image" not in types
-    # the drift job (prod is where the traffic is) and the batch scoring job: no task of prod runs an entry point that
-    # trains
+    # the drift and quality jobs (prod is where the traffic is) and the batch scoring job: no task of prod runs an entry
+    # point that trains, and the quality job starts none (prod has no training job: it alerts)
     jobs = {job.inputs["name"]: job for job in promoted.of_type("databricks:index/job:Job")}
-    assert set(jobs) == {PROD_SETTINGS.names.job("drift"), PROD_SETTINGS.names.job("batch")}
+    assert set(jobs) == {PROD_SETTINGS.names.job(kind) for kind in ("drift", "batch", "quality")}
     assert {t["pythonWheelTask"]["entryPoint"] for job in jobs.values() for t in job.inputs["tasks"]} == {
-        "mlops-drift", "mlops-batch"}
+        "mlops-drift", "mlops-batch", "mlops-quality"}
+    assert not any("--training-job-id" in t["pythonWheelTask"]["parameters"] for job in jobs.values()
+                   for t in job.inputs["tasks"])
     # kept: the workspace, the experiment (promotion runs) and the registered model the copy goes into
     assert {"azure-native:databricks:Workspace", "databricks:index/mlflowExperiment:MlflowExperiment",
             "databricks:index/registeredModel:RegisteredModel"} <= types

@@ -72,5 +72,5 @@ def test_no_log_alert_before_the_workload_and_a_missing_table_counts_zero():
                              log_source=kql.container_apps("ca-x"), serving_deployed=False, tags={})
     assert alert_rules(args) == []
     serving = alert_rules(ObservabilityArgs(**{**args.__dict__, "serving_deployed": True}))
-    assert {r.key for r in serving} == {"error-rate", "p95-latency", "restarts", "drift", "no-traffic"}
+    assert {r.key for r in serving} == {"error-rate", "p95-latency", "restarts", "drift", "quality", "no-traffic"}
     assert kql.alert_error_rate(kql.container_apps("ca-x")).startswith("union isfuzzy=true ")

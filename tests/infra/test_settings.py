@@ -74,6 +74,12 @@ def test_unity_catalog_model_name_and_uris():
     ({"serving.containerApp.stableRevision": "CA v1"}, f"{PROJECT}:serving.containerApp.stableRevision", "a revision name"),
     ({"observability.requestLogPersonal": "hide"}, f"{PROJECT}:observability.requestLogPersonal",
      "drop, keep, pseudonymise"),
+    ({"quality.window": "2 days"}, f"{PROJECT}:quality.window", "5 minutes, 30 minutes, 1 hour, 1 day, 1 week"),
+    ({"quality.labelsTable": "outcomes"}, f"{PROJECT}:quality.labelsTable", "catalog.schema.table"),
+    ({"quality.windows": 0}, f"{PROJECT}:quality.windows", "1..100"),
+    ({"quality.margin": 2}, f"{PROJECT}:quality.margin", "0..1"),
+    ({"quality.schedule": "daily"}, f"{PROJECT}:quality.schedule", "Quartz cron"),
+    ({"quality.warehouseId": "my-warehouse"}, f"{PROJECT}:quality.warehouseId", "16 hex digits"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key, allowed):
     with pytest.raises(ConfigError) as raised:
@@ -368,3 +374,8 @@ def test_the_program_reads_the_mlops_namespace_whatever_pulumi_yaml_names_the_pr
         pulumi.runtime.set_all_config({})
         pulumi.runtime.settings.reset_options(project=stack_files.pulumi_project(), stack="dev")
 
+
+
+def test_without_a_labels_table_the_loop_runs_and_says_so():
+    """quality.labelsTable is optional: the job then records predictions and judges nothing (its record says why)."""
+    assert load("dev", {"quality.labelsTable": stack_files.DELETE}).quality.labels_table is None

@@ -133,3 +133,14 @@ def test_traffic_to_a_revision_that_is_not_active_is_refused(run):
     with pytest.raises(platform_rules.RevisionRefused, match="not an active revision"):
         history.apply(run("staging", {**NEW_IMAGE, "serving.containerApp.stableRevision": f"{STAGING_APP}--gone",
                                       "serving.containerApp.latestWeight": 0}).one(APP).inputs)
+
+
+def test_a_new_quality_window_updates_the_monitor_and_the_job_and_keeps_the_inference_table(run):
+    """The loop's settings are the monitor's and the job's: changing them leaves the inference table (every prediction
+    and label so far) untouched, and a second `up` of the same settings changes nothing of the loop."""
+    before = run("staging")
+    after = run("staging", {"quality.window": "1 hour", "quality.windows": 5, "quality.margin": 0.05})
+    assert changes(before, after) == {f"{platform_rules.QUALITY_MONITOR} databricks-quality-monitor": "update",
+                                      f"{platform_rules.JOB} databricks-quality-job": "update"}
+    again = run("staging", {"quality.window": "1 hour", "quality.windows": 5, "quality.margin": 0.05})
+    assert changes(after, again) == {}

@@ -36,7 +36,8 @@ def other_overrides() -> dict:
             "databricks.dataTable": f"{table}.listings",
             "databricks.batch.inputTable": f"{table}.listings_for_sale",
             "databricks.batch.outputTable": f"{table}.price_predictions",
-            "databricks.batch.rejectsTable": f"{table}.price_prediction_rejects"}
+            "databricks.batch.rejectsTable": f"{table}.price_prediction_rejects",
+            "quality.labelsTable": f"{table}.sale_prices"}
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +160,8 @@ EXTRACTORS: dict[str, Callable[[mockcloud.Captured, mockcloud.Evaluation], Names
     "databricks:index/mlflowModel:MlflowModel": _inputs("name"),
     "databricks:index/registeredModel:RegisteredModel": _unity_catalog,
     "databricks:index/volume:Volume": _unity_catalog,
+    "databricks:index/sqlTable:SqlTable": _unity_catalog,
+    "databricks:index/qualityMonitor:QualityMonitor": lambda r, ev: iter([f"monitor {r.inputs['tableName']}"]),
     "databricks:index/file:File": _inputs("path"),
     "databricks:index/workspaceFile:WorkspaceFile": _inputs("path"),
     "databricks:index/grant:Grant": _grant,

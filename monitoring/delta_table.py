@@ -1,0 +1,111 @@
+"""The inference table on Databricks: its columns for a model's contract, and the SQL that fills it exactly once.
+
+One module for both sides, so the table the stack declares (infra/databricks.py, a databricks.SqlTable) and the rows
+the quality job writes into it (monitoring/quality_delta.py) cannot disagree: the columns are monitoring/inference.py's
+(the local table's), typed for Delta.
+
+Names: the request log calls a pseudonymised column `<column>#hmac` (serving/scoring/privacy.py). `#` is no character
+of a plain SQL identifier: every MERGE, every slicing expression of the monitor and every analyst's query would have to
+quote it, and a Delta table without column mapping takes it only quoted too. So the table calls it `<column>_hmac`
+(`delta_name`); a contract column that already ends in `_hmac` would meet it, and is refused (`columns`).
+
+Types: ids are STRING whatever the log held (an id sent as 123 and one sent as "123" are one id, as the local join
+says; a pseudonym is text anyway); numbers DOUBLE, categories STRING; classification outputs and the target STRING
+(Lakehouse Monitoring compares the prediction and the label column as values of one type), regression DOUBLE; the
+multiclass probabilities a JSON string (the log's object); `scored_at` and `known_at` TIMESTAMP.
+
+This module imports no Spark: the Pulumi program imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from monitoring import inference
+from training.contract import Category, Contract
+
+HMAC_SUFFIX = "_hmac"  # the table's name for the log's `#hmac`
+PERSONAL_MODES = ("keep", "drop", "pseudonymise")  # observability.requestLogPersonal
+PROBLEM_TYPES = {"binary": "PROBLEM_TYPE_CLASSIFICATION", "multiclass": "PROBLEM_TYPE_CLASSIFICATION",
+                 "regression": "PROBLEM_TYPE_REGRESSION"}
+PREDICTION_COLUMN = {"binary": "label", "multiclass": "label", "regression": "prediction"}
+MODEL_ID, TIMESTAMP = "model_version", "scored_at"
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str  # the table's
+    type: str  # Delta SQL type
+    logged_as: str  # the request log's (and monitoring/inference.py's) name
+    nullable: bool = True
+
+
+def delta_name(logged: str) -> str:
+    """The table's name of a column the log names `logged` (`<column>#hmac` -> `<column>_hmac`)."""
+    if logged.endswith(inference.PSEUDONYM_SUFFIX):
+        return logged[: -len(inference.PSEUDONYM_SUFFIX)] + HMAC_SUFFIX
+    return logged
+
+
+def _logged(name: str, contract: Contract, personal: str) -> str | None:
+    """How the log holds a contract column: as sent, pseudonymised, or not at all (dropped)."""
+    if name not in contract.personal or personal == "keep":
+        return name
+    return name + inference.PSEUDONYM_SUFFIX if personal == "pseudonymise" else None
+
+
+def columns(contract: Contract, personal: str) -> list[Column]:
+    """The inference table's columns for this contract and the stack's observability.requestLogPersonal."""
+    if personal not in PERSONAL_MODES:
+        raise ValueError(f"requestLogPersonal {personal!r}: one of {', '.join(PERSONAL_MODES)}")
+    clash = [name for name in (*contract.ids, *contract.feature_names) if name.endswith(HMAC_SUFFIX)]
+    if clash:
+        raise ValueError(f"the contract's column(s) {', '.join(clash)} end in {HMAC_SUFFIX}, the inference table's name "
+                         "for a pseudonymised column: rename them")
+    found = [Column("request_id", "STRING", "request_id", False), Column("record", "BIGINT", "record", False)]
+    for name in contract.ids:
+        if (logged := _logged(name, contract, personal)) is not None:
+            found.append(Column(delta_name(logged), "STRING", logged))
+    found += [Column(name, "STRING" if name != TIMESTAMP else "TIMESTAMP", name) for name in inference.PROVENANCE]
+    for feature in contract.features:
+        if (logged := _logged(feature.name, contract, personal)) is not None:
+            plain = isinstance(feature, Category) or logged != feature.name
+            found.append(Column(delta_name(logged), "STRING" if plain else "DOUBLE", logged))
+    regression = contract.task == "regression"
+    for name in inference.OUTPUT_COLUMNS[contract.task]:
+        found.append(Column(name, "DOUBLE" if name in ("probability", "prediction") else "STRING", name))
+    found += [Column(contract.target.name, "DOUBLE" if regression else "STRING", contract.target.name),
+              Column(inference.KNOWN_AT, "TIMESTAMP", inference.KNOWN_AT)]
+    return found
+
+
+def id_columns(contract: Contract, personal: str) -> list[Column]:
+    """The id columns the table holds (a dropped id is none: no label can be joined to it)."""
+    names = {delta_name(name) for name in (_logged(i, contract, personal) for i in contract.ids) if name}
+    return [c for c in columns(contract, personal) if c.name in names]
+
+
+def slicing_exprs(contract: Contract, personal: str) -> list[str]:
+    """The monitor's slices: the contract's `slices` by the table's names (a dropped column is no slice)."""
+    held = {c.logged_as: c.name for c in columns(contract, personal)}
+    return [held[logged] for name in contract.slices if (logged := _logged(name, contract, personal)) in held]
+
+
+def quote(name: str) -> str:
+    return f"`{name.replace('`', '``')}`"
+
+
+def merge_predictions(table: str, source: str) -> str:
+    """Append the rows of `source` whose key the table lacks: a re-run, or an overlapping window, adds nothing."""
+    key = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in inference.KEY)
+    return f"MERGE INTO {table} t USING {source} s ON {key} WHEN NOT MATCHED THEN INSERT *"
+
+
+def merge_labels(table: str, source: str, ids: list[str], target: str) -> str:
+    """Set each prediction's label from `source` (one latest label per ids, monitoring/inference.py latest_labels):
+    a label already held and as recent changes nothing (twice = once); a later one replaces it (a correction)."""
+    on = " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
+    known = quote(inference.KNOWN_AT)
+    return (f"MERGE INTO {table} t USING {source} s ON {on} "
+            f"WHEN MATCHED AND (t.{known} IS NULL OR t.{known} < s.{known}) "
+            f"THEN UPDATE SET t.{quote(target)} = s.{quote(target)}, t.{known} = s.{known}")

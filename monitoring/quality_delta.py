@@ -1,0 +1,282 @@
+"""`mlops-quality`: the quality loop on Databricks, the stack's scheduled quality job (infra/databricks.py).
+
+Each run, as the jobs' service principal:
+  1. reads the request log's window from Log Analytics (as the drift job does, with the same service credential);
+  2. appends its predictions to the inference table, a Delta table the stack declares (monitoring/delta_table.py), by
+     a MERGE on (request_id, record): a re-run, or a window that overlaps the last, adds nothing;
+  3. with a labels table (quality.labelsTable), merges the latest label known per ids into the target column: a label
+     that arrives late is joined then, one that arrives twice changes nothing, a correction (a later known_at)
+     replaces it (monitoring/inference.py labels_by_held_ids, the local loop's own join);
+  4. scores the table's recent windows as `make quality` does (monitoring/quality.py) and judges the rule;
+  5. sends a `log_type: quality` record to Application Insights (the quality alert reads it);
+  6. when the rule says retrain and the stack has a training job (--training-job-id), starts it (Jobs API run-now:
+     CAN_MANAGE_RUN on that job, nothing more). The new version then goes through the gate, staging and approval:
+     nothing here promotes. Prod has no training job: the alert and the failed run (exit 3) tell people.
+Lakehouse Monitoring (the stack's QualityMonitor on the same table) computes its own profile and drift tables from it.
+
+Exit codes: 0 the rule holds (or no labels to judge), 3 retrain, 2 bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import pandas as pd
+
+from monitoring import delta_table, drift, inference, quality
+from monitoring import granularity as granularity_durations
+from training import contract as contracts
+from training.contract import Contract
+
+EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRAIN = 0, 2, 3
+NEW_ROWS, LATEST_LABELS = "quality_new_predictions", "quality_latest_labels"
+
+
+def table_rows(rows: Iterable[dict], columns: list[delta_table.Column]) -> pd.DataFrame:
+    """monitoring/inference.py's rows as the Delta table's: its names (`#hmac` -> `_hmac`), its columns only (a
+    column the log has and the table does not, a personal one the stack drops, is not written), ids as text."""
+    frame = pd.DataFrame(list(rows))
+    out = pd.DataFrame({c.name: frame[c.logged_as] if c.logged_as in frame.columns else None for c in columns},
+                       index=frame.index)
+    for c in columns:
+        if c.type == "STRING":
+            out[c.name] = [None if _missing(v) else _text(v) for v in out[c.name]]
+        elif c.type == "DOUBLE":
+            out[c.name] = pd.to_numeric(out[c.name], errors="coerce").astype("float64")
+        elif c.type == "BIGINT":
+            out[c.name] = out[c.name].astype("int64")
+        elif c.type == "TIMESTAMP":
+            out[c.name] = pd.to_datetime(out[c.name], utc=True, format="ISO8601")
+    return out
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)
+
+
+def _text(value: Any) -> str:
+    """An id or a class as the table holds it: 123, 123.0 and "123" are one."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
+
+
+def label_rows(labels: pd.DataFrame, contract: Contract, personal: str, as_of: pd.Timestamp,
+               key: bytes | None) -> pd.DataFrame:
+    """One row per held ids and form: the table's id columns, the target (as the table types it) and known_at."""
+    held = delta_table.id_columns(contract, personal)
+    if not held:
+        raise inference.InferenceError("the inference table holds none of the contract's ids (requestLogPersonal "
+                                       "drop): no label can be joined; pseudonymise or keep them")
+    ids = [i for i in contract.ids if any(c.logged_as in (i, i + inference.PSEUDONYM_SUFFIX) for c in held)]
+    latest = inference.labels_by_held_ids(labels, ids, [c.logged_as for c in held], contract.target.name, as_of, key)
+    target = contract.target.name
+    out = pd.DataFrame({c.name: [None if _missing(v) else _text(v) for v in latest[c.logged_as]] for c in held})
+    out[target] = (pd.to_numeric(latest[target]).astype("float64").to_numpy() if contract.task == "regression"
+                   else [None if _missing(v) else _text(v) for v in latest[target]])
+    out[inference.KNOWN_AT] = list(pd.to_datetime(latest[inference.KNOWN_AT], utc=True))
+    return out.drop_duplicates([c.name for c in held], keep="last").reset_index(drop=True)
+
+
+def as_logged(table: pd.DataFrame, contract: Contract, personal: str) -> pd.DataFrame:
+    """The Delta table's rows with monitoring/inference.py's names and values, for monitoring/quality.py."""
+    columns = delta_table.columns(contract, personal)
+    frame = table.rename(columns={c.name: c.logged_as for c in columns})
+    if contract.task != "regression" and contract.target.classes:
+        classes = {_text(c): c for c in contract.target.classes}
+        for name in {contract.target.name, "label"} & set(frame.columns):
+            frame[name] = [None if _missing(v) else classes.get(str(v), v) for v in frame[name]]
+    return frame
+
+
+class Store:
+    """The inference table behind the three calls the job makes (a Delta table through Spark SQL on Databricks)."""
+
+    def __init__(self, spark: Any, table: str, columns: list[delta_table.Column]) -> None:
+        self.spark, self.table, self.columns = spark, table, columns
+
+    def _view(self, frame: pd.DataFrame, name: str, columns: list[delta_table.Column]) -> None:
+        schema = ", ".join(f"{delta_table.quote(c.name)} {c.type}" for c in columns)
+        self.spark.createDataFrame(frame[[c.name for c in columns]], schema=schema).createOrReplaceTempView(name)
+
+    def append(self, rows: pd.DataFrame) -> int:
+        if rows.empty:
+            return 0
+        before = self.spark.table(self.table).count()
+        self._view(rows.drop_duplicates(list(inference.KEY)), NEW_ROWS, self.columns)
+        self.spark.sql(delta_table.merge_predictions(self.table, NEW_ROWS))
+        return int(self.spark.table(self.table).count() - before)
+
+    def label(self, labels: pd.DataFrame, ids: list[str], target: str) -> None:
+        if labels.empty:
+            return
+        wanted = [c for c in self.columns if c.name in (*ids, target, inference.KNOWN_AT)]
+        self._view(labels, LATEST_LABELS, wanted)
+        self.spark.sql(delta_table.merge_labels(self.table, LATEST_LABELS, ids, target))
+
+    def read(self, since: pd.Timestamp) -> pd.DataFrame:
+        rows = self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
+        return rows.toPandas()
+
+
+def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
+        send: Callable[[list[dict]], None], start_training: Callable[[int], Any]) -> tuple[int, dict]:
+    model = contracts.load(args.model_module)
+    contract, gate = model.contract, model.gate
+    columns = delta_table.columns(contract, args.personal)
+    counts: Counter = Counter()
+    added = store.append(table_rows(inference.rows_from_log(lines, contract.task, counts), columns))
+    as_of = pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)
+    as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
+    window = pd.Timedelta(quality_job_window(args.window))
+    notes = []
+    if labels is None:
+        notes.append("no labels table (quality.labelsTable): predictions are recorded, no quality is judged")
+    else:
+        held = [c.name for c in delta_table.id_columns(contract, args.personal)]
+        store.label(label_rows(labels, contract, args.personal, as_of, _pseudonym_key()), held,
+                    contract.target.name)
+    since = as_of - window * args.lookback_windows
+    joined = as_logged(store.read(since), contract, args.personal)
+    target = contract.target.name
+    labelled = int(joined[target].notna().sum()) if target in joined.columns and len(joined) else 0
+    rule = quality.QualityRule(gate.floor, gate.measure.greater_is_better, args.margin, args.windows,
+                               args.min_labelled, args.drift_windows)
+    retrain, reasons, model_name = False, list(notes), str(joined["model_name"].iloc[0]) if len(joined) else ""
+    drifted = drift_by_version(args, joined, contract, model_name, window, reasons)
+    if labelled or drifted:
+        scored = quality.quality_table(joined, contract, gate.measure, window, args.min_labelled, args.resamples)
+        versions = sorted(joined["model_version"].astype(str).unique())
+        refs = quality.references(args.tracking_uri, args.model_name or model_name, versions, gate.name)
+        decision = quality.decide(scored, gate.name, rule, refs, drifted)
+        retrain, reasons = decision.retrain, [*reasons, *decision.reasons]
+    started = None
+    if retrain and args.training_job_id:
+        started = start_training(int(args.training_job_id))
+        reasons.append(f"started the training job {args.training_job_id} (run {started})")
+    elif retrain:
+        reasons.append("no training job in this stack: retrain where the model is trained (it never promotes itself)")
+    record = {"log_type": "quality", "model_name": model_name, "retrain": retrain, "reasons": reasons,
+              "added": added, "predictions": len(joined), "labelled": labelled, "window": args.window,
+              "labels": labels is not None, "training_run": started, "lines": dict(counts),
+              "ts": datetime.now(UTC).isoformat()}
+    print(json.dumps(record, default=str), flush=True)
+    send([record])
+    return (EXIT_RETRAIN if retrain else EXIT_OK), record
+
+
+def drift_by_version(args: argparse.Namespace, joined: pd.DataFrame, contract: Contract, model_name: str,
+                     window: pd.Timedelta, notes: list[str]) -> dict[str, list[str]]:
+    """Each version's drift status per window, by the drift job's own test against the version's training baseline
+    (read from the registry as the drift job reads it); a version without one is noted, and judged on quality only."""
+    if not args.tracking_uri or joined.empty:
+        return {}
+    source = argparse.Namespace(baseline=None, context=None, tracking_uri=args.tracking_uri,
+                                registry_uri=os.environ.get("MLFLOW_REGISTRY_URI"), model_name=args.model_name)
+    found: dict[str, list[str]] = {}
+    for version, group in joined.groupby(joined["model_version"].astype(str), sort=True):
+        try:
+            baseline = drift.load_baseline(source, model_name, str(version))
+        except drift.DriftInputError as error:
+            notes.append(f"version {version}: no drift baseline, judged on quality only ({error})")
+            continue
+        found.update(quality.drift_by_window(group, contract, baseline, window, args.min_records))
+    return found
+
+
+def _pseudonym_key() -> bytes | None:
+    """The request log's pseudonym key: the stack's secret, which the job's cluster sets from its secret scope."""
+    return os.environ.get("REQUEST_LOG_PSEUDONYM_KEY", "").encode() or None
+
+
+def quality_job_window(granularity: str) -> str:
+    """Lakehouse Monitoring's granularity as a pandas duration."""
+    return granularity_durations.GRANULARITIES[granularity]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mlops-quality", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--workspace-id", required=True, help="Log Analytics workspace (customer) id")
+    p.add_argument("--target", choices=("containerapps", "aks"), default="containerapps")
+    p.add_argument("--app-name", required=True)
+    p.add_argument("--namespace", default="scoring")
+    p.add_argument("--service-credential", help="the Unity Catalog service credential that reads Log Analytics")
+    p.add_argument("--window-hours", type=float, default=24, help="the request log's last N hours to append")
+    p.add_argument("--model-module", required=True, help="the model's module: its contract and gate")
+    p.add_argument("--model-name", default="", help="the registered model whose versions' approval scores are the "
+                                                    "reference (default: the name the log holds)")
+    p.add_argument("--inference-table", required=True, help="catalog.schema.table (the stack declares it)")
+    p.add_argument("--labels-table", help="catalog.schema.table of labels (omit: no labels)")
+    p.add_argument("--personal", choices=delta_table.PERSONAL_MODES, default="drop",
+                   help="observability.requestLogPersonal: which columns the table holds")
+    p.add_argument("--window", default="1 day", help="a Lakehouse Monitoring granularity (infra/settings.py)")
+    p.add_argument("--windows", type=int, default=3)
+    p.add_argument("--margin", type=float, default=None)
+    p.add_argument("--min-labelled", type=int, default=50)
+    p.add_argument("--drift-windows", type=int, default=3)
+    p.add_argument("--min-records", type=int, default=200, help="records a window needs for the drift test")
+    p.add_argument("--lookback-windows", type=int, default=30, help="windows of the table read to judge the rule")
+    p.add_argument("--resamples", type=int, default=quality.BOOTSTRAP)
+    p.add_argument("--as-of", help="labels known at this time (default: now)")
+    p.add_argument("--training-job-id", help="the stack's training job, started when the rule says retrain")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluster's Spark, Azure and the Jobs API
+    args = parser().parse_args(argv)
+    args.tracking_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    from pyspark.sql import SparkSession
+
+    from infra import kql
+
+    spark = SparkSession.builder.getOrCreate()
+    model = contracts.load(args.model_module)
+    store = Store(spark, args.inference_table, delta_table.columns(model.contract, args.personal))
+    source = kql.container_apps(args.app_name) if args.target == "containerapps" else kql.aks(args.app_name, args.namespace)
+    local = os.environ.get(drift.LOCAL_LOG_ANALYTICS)
+    lines = (drift.file_lines(__import__("pathlib").Path(local)) if local
+             else drift.log_analytics_lines(args.workspace_id, source, args.window_hours, args.service_credential))
+    labels = None
+    if args.labels_table:
+        wanted = [*model.contract.ids, model.contract.target.name, inference.KNOWN_AT]
+        labels = spark.table(args.labels_table).select(*wanted).toPandas()
+    connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+
+    def send(records: list[dict]) -> None:
+        if connection:
+            drift.send_to_app_insights(connection, records, drift.job_credential(args.service_credential))
+
+    def start_training(job_id: int) -> Any:
+        """Run-now (CAN_MANAGE_RUN), unless a run is active: a re-run of this job, or the next day's run while the last
+        training still runs, starts no second one (listing runs takes CAN_VIEW, which workspace users hold)."""
+        from databricks.sdk import WorkspaceClient
+
+        client = WorkspaceClient()
+        active = next(iter(client.jobs.list_runs(job_id=job_id, active_only=True)), None)
+        if active is not None:
+            return f"{active.run_id} (already running: none started)"
+        return client.jobs.run_now(job_id=job_id).run_id
+
+    try:
+        code, _ = run(args, store, lines, labels, send, start_training)
+    except (inference.InferenceError, contracts.ContractError, drift.DriftInputError) as error:
+        print(f"quality: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    return code
+
+
+def cli() -> None:
+    """The `mlops-quality` entry point (python_wheel_task): exit 3 (retrain) or 2 fails the task, and so the run."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The quality job on Databricks (monitoring/quality_delta.py): what it writes into the inference table and what it
+decides, run over the service's own log lines.
+
+The Delta MERGEs cannot run here (Delta Lake's jars come from Maven Central, which this machine does not reach; the
+delta-spark wheel on PyPI holds only Python), so `FrameStore` stands in for the Delta table: it applies the two
+MERGEs' documented semantics (monitoring/delta_table.py: insert the rows whose (request_id, record) is new; set a
+row's label from the one latest label of its ids when the row has none or an older one). Their SQL text is checked
+on its own."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring import delta_table, inference, quality_delta
+from tests.monitoring.loglines import log_lines
+from training import data
+
+
+class FrameStore:
+    def __init__(self, columns: list[delta_table.Column]) -> None:
+        self.columns = columns
+        self.frame = pd.DataFrame(columns=[c.name for c in columns])
+
+    def append(self, rows: pd.DataFrame) -> int:
+        held = set(zip(self.frame["request_id"], self.frame["record"], strict=True))
+        new = rows.drop_duplicates(list(inference.KEY))
+        new = new[np.array([key not in held for key in zip(new["request_id"], new["record"], strict=True)], dtype=bool)]
+        self.frame = pd.concat([self.frame, new], ignore_index=True) if len(self.frame) else new.reset_index(drop=True)
+        return len(new)
+
+    def label(self, labels: pd.DataFrame, ids: list[str], target: str) -> None:
+        assert not labels.duplicated(ids).any(), "a MERGE refuses two source rows for one target row"
+        self.frame = self.frame.astype({inference.KNOWN_AT: object, target: object})
+        for _, label in labels.iterrows():
+            match = np.logical_and.reduce([self.frame[i] == label[i] for i in ids])
+            older = self.frame[inference.KNOWN_AT].isna() | (pd.to_datetime(self.frame[inference.KNOWN_AT], utc=True)
+                                                             < label[inference.KNOWN_AT])
+            self.frame.loc[match & older, [target, inference.KNOWN_AT]] = [label[target], label[inference.KNOWN_AT]]
+
+    def read(self, since: pd.Timestamp) -> pd.DataFrame:
+        return self.frame[pd.to_datetime(self.frame["scored_at"], utc=True) >= since].copy()
+
+
+NOW = datetime.now(UTC)
+
+
+def args(model, **given) -> argparse.Namespace:
+    values = {"model_module": model.module, "model_name": "", "personal": "keep", "window": "1 hour", "windows": 1,
+              "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200, "lookback_windows": 30, "resamples": 20,
+              "as_of": (NOW + timedelta(minutes=30)).isoformat(), "training_job_id": None, "tracking_uri": None,
+              **given}
+    return argparse.Namespace(**values)
+
+
+@pytest.fixture(scope="module")
+def rows(model):
+    return data.example_table(model, 120, seed=5)
+
+
+def labels_for(model, rows, right: bool) -> pd.DataFrame:
+    """Each row's true label: the one the logged probability calls (right) or the other (wrong)."""
+    negative, positive = model.contract.target.classes
+    spread = np.linspace(0.05, 0.95, len(rows))
+    called = [positive if p >= 0.5 else negative for p in spread]
+    truth = called if right else [negative if c == positive else positive for c in called]
+    return pd.DataFrame({model.contract.ids[0]: [int(v) for v in rows[model.contract.ids[0]]],
+                         model.contract.target.name: truth, inference.KNOWN_AT: NOW.isoformat()})
+
+
+def run(model, store, lines, labels, **given):
+    sent, started = [], []
+    code, record = quality_delta.run(args(model, **given), store, lines, labels, sent.extend,
+                                     lambda job: started.append(job) or 77)
+    assert sent == [record] and record["log_type"] == "quality"
+    return code, record, started
+
+
+def test_a_rerun_adds_nothing_and_labels_late_twice_or_corrected_count_once(model, rows):
+    contract = model.contract
+    store = FrameStore(delta_table.columns(contract, "keep"))
+    lines = log_lines(model, rows, "req").splitlines()
+    _, first, _ = run(model, store, lines, None)
+    assert first["added"] == len(rows) and not first["labels"] and "no labels table" in first["reasons"][0]
+    _, again, _ = run(model, store, lines, None)
+    assert again["added"] == 0 and len(store.frame) == len(rows)  # a re-run, or an overlapping window
+    wrong, right = labels_for(model, rows, right=False), labels_for(model, rows, right=True)
+    late = wrong.assign(**{inference.KNOWN_AT: (NOW + timedelta(days=1)).isoformat()})  # after as_of: not yet
+    run(model, store, [], late)
+    assert store.frame[contract.target.name].isna().all()
+    run(model, store, [], pd.concat([wrong, wrong]))  # twice: once
+    assert store.frame[contract.target.name].notna().sum() == len(rows)
+    corrected = right.assign(**{inference.KNOWN_AT: (NOW + timedelta(minutes=1)).isoformat()})
+    run(model, store, [], pd.concat([wrong, corrected]))
+    held = store.frame.set_index(contract.ids[0])[contract.target.name]
+    expected = {str(k): str(v) for k, v in right.set_index(contract.ids[0])[contract.target.name].items()}
+    assert {str(k): str(v) for k, v in held.items()} == expected
+
+
+def test_a_first_run_before_any_traffic_records_nothing_and_says_so(model):
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    code, record, started = run(model, store, [], None, training_job_id="42")
+    assert code == quality_delta.EXIT_OK and record["added"] == 0 and record["predictions"] == 0 and started == []
+
+
+def test_quality_below_the_floor_starts_the_training_job_and_nothing_else(model, rows):
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    lines = log_lines(model, rows, "req").splitlines()
+    code, record, started = run(model, store, lines, labels_for(model, rows, right=False), training_job_id="42")
+    assert code == quality_delta.EXIT_RETRAIN and record["retrain"] and started == [42]
+    assert record["training_run"] == 77 and any("started the training job 42" in r for r in record["reasons"])
+    # prod: no training job, the record (and the alert on it) only
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    code, record, started = run(model, store, lines, labels_for(model, rows, right=False))
+    assert code == quality_delta.EXIT_RETRAIN and started == [] and "no training job" in record["reasons"][-1]
+    # good answers: no retraining
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    code, record, started = run(model, store, lines, labels_for(model, rows, right=True), training_job_id="42")
+    assert code == quality_delta.EXIT_OK and not record["retrain"] and started == []
+
+
+def test_pseudonymised_ids_are_held_as_hmac_columns_and_join_with_the_logs_key(model, rows, monkeypatch):
+    contract = model.contract
+    id_name = contract.ids[0]
+    if id_name not in contract.personal:
+        pytest.skip("the model's ids are not personal")
+    key = b"k" * 32
+    monkeypatch.setenv("REQUEST_LOG_PSEUDONYM_KEY", key.decode())
+    labels = labels_for(model, rows, right=True)
+    frame = quality_delta.label_rows(labels, contract, "pseudonymise", pd.Timestamp(NOW) + pd.Timedelta("1h"), key)
+    assert f"{id_name}_hmac" in frame.columns and id_name not in frame.columns
+    assert frame[f"{id_name}_hmac"].iloc[0] == inference.pseudonym(key, id_name, int(labels[id_name].iloc[0]))
+    with pytest.raises(inference.InferenceError, match="drop"):
+        quality_delta.label_rows(labels, contract, "drop", pd.Timestamp(NOW), key)
+
+
+def test_the_merges_key_on_request_and_record_and_replace_only_older_labels():
+    sql = delta_table.merge_predictions("c.s.t", "v")
+    assert "ON t.`request_id` = s.`request_id` AND t.`record` = s.`record`" in sql
+    assert sql.endswith("WHEN NOT MATCHED THEN INSERT *") and "WHEN MATCHED" not in sql
+    labels = delta_table.merge_labels("c.s.t", "l", ["id_hmac"], "y")
+    assert "WHEN MATCHED AND (t.`known_at` IS NULL OR t.`known_at` < s.`known_at`)" in labels
+    assert "WHEN NOT MATCHED" not in labels  # a label of no prediction adds no row
+
+
+def named(lines: list[bytes], name: str, version: str) -> list[bytes]:
+    """The log lines as the served version writes them (its registered name and version)."""
+    import json
+
+    return [json.dumps({**json.loads(line), "model_name": name, "model_version": version}).encode() for line in lines]
+
+
+def test_drift_that_persists_retrains_by_the_drift_jobs_test_and_the_versions_baseline(model, registry, monkeypatch):
+    """No labels yet, inputs far from the version's training baseline: the drift job's own test, on the baseline the
+    version carries in the registry, says retrain once the drift holds for quality.driftWindows windows, not before."""
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", registry["tracking_uri"])
+    rows = data.example_table(model, 240, seed=8)
+    number = model.contract.numbers[0].name
+    shifted = rows.assign(**{number: rows[number] * 50 + 1000})
+    lines = named(log_lines(model, shifted, "req").splitlines(), registry["model_name"], str(registry["version"]))
+    for windows, retrains in ((1, True), (2, False)):  # the log spans one window: drift in one, not yet in two
+        store = FrameStore(delta_table.columns(model.contract, "keep"))
+        code, record, _ = run(model, store, lines, None, tracking_uri=registry["tracking_uri"], min_records=100,
+                              drift_windows=windows)
+        assert record["retrain"] is retrains, record["reasons"]
+        assert code == (quality_delta.EXIT_RETRAIN if retrains else quality_delta.EXIT_OK)
+        assert any("drifted" in reason for reason in record["reasons"]) is retrains
