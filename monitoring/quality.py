@@ -386,19 +386,23 @@ def _version_order(version: str) -> tuple[int, str]:
     return (int(version), "") if str(version).isdigit() else (-1, str(version))
 
 
-def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str) -> dict[str, float]:
-    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it)."""
+def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str,
+               registry_uri: str | None = None) -> dict[str, float]:
+    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it). The
+    registry is `registry_uri` where it is not the tracking store: on Databricks the runs are the workspace's
+    (`databricks`) and the versions Unity Catalog's (`databricks-uc`)."""
     if not tracking_uri:
         return {}
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
     found = {}
     for version in versions:
         try:
             run_id = client.get_model_version(model_name, version).run_id
             value = client.get_run(run_id).data.metrics.get(f"gate_challenger_{gate_name}") if run_id else None
-        except Exception:  # a version this registry does not hold (another model's copy): no reference
+        except MlflowException:  # a version or run this store does not hold (a copy whose run is elsewhere): none
             value = None
         if value is not None:
             found[version] = float(value)
