@@ -127,7 +127,7 @@ class Store:
 
 
 def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
-        send: Callable[[list[dict]], None], start_training: Callable[[int], Any]) -> tuple[int, dict]:
+        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any]) -> tuple[int, dict]:
     model = contracts.load(args.model_module)
     contract, gate = model.contract, model.gate
     columns = delta_table.columns(contract, args.personal)
@@ -160,8 +160,9 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
         retrain, reasons = decision.retrain, [*reasons, *decision.reasons]
     started = None
     if retrain and args.training_job_id:
-        started = start_training(int(args.training_job_id))
-        reasons.append(f"started the training job {args.training_job_id} (run {started})")
+        job_id = int(args.training_job_id)
+        started = start(job_id, as_of - window * args.windows, f"mlops-quality-{job_id}-{as_of.floor(window):%Y%m%dT%H%M}")
+        reasons.append(f"the training job {args.training_job_id}: run {started}")
     elif retrain:
         reasons.append("no training job in this stack: retrain where the model is trained (it never promotes itself)")
     record = {"log_type": "quality", "model_name": model_name, "retrain": retrain, "reasons": reasons,
@@ -171,6 +172,21 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     print(json.dumps(record, default=str), flush=True)
     send([record])
     return (EXIT_RETRAIN if retrain else EXIT_OK), record
+
+
+def start_training(jobs: Any, job_id: int, since: pd.Timestamp, token: str) -> str:
+    """Start the stack's training job (Jobs API run-now, as the jobs' principal: CAN_MANAGE_RUN), once per fall: not
+    while a run of it is active, nor when one started within the windows the rule judged (its version is on its way
+    through the gate, staging and approval, or failed the gate; a fall that persists starts one run per `windows`
+    windows at most). The idempotency token (one per window) makes a retried task start one run at most. Listing
+    runs takes CAN_VIEW. `jobs` is databricks-sdk's JobsAPI."""
+    active = next(iter(jobs.list_runs(job_id=job_id, active_only=True, limit=1)), None)
+    if active is not None:
+        return f"{active.run_id} (running: none started)"
+    recent = next(iter(jobs.list_runs(job_id=job_id, start_time_from=int(since.timestamp() * 1000), limit=1)), None)
+    if recent is not None:
+        return f"{recent.run_id} (started within the windows judged: none started)"
+    return f"{jobs.run_now(job_id, idempotency_token=token).run_id} (started)"
 
 
 def drift_by_version(args: argparse.Namespace, joined: pd.DataFrame, contract: Contract, model_name: str,
@@ -255,19 +271,13 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
         if connection:
             drift.send_to_app_insights(connection, records, drift.job_credential(args.service_credential))
 
-    def start_training(job_id: int) -> Any:
-        """Run-now (CAN_MANAGE_RUN), unless a run is active: a re-run of this job, or the next day's run while the last
-        training still runs, starts no second one (listing runs takes CAN_VIEW, which workspace users hold)."""
+    def start(job_id: int, since: pd.Timestamp, token: str) -> str:
         from databricks.sdk import WorkspaceClient
 
-        client = WorkspaceClient()
-        active = next(iter(client.jobs.list_runs(job_id=job_id, active_only=True)), None)
-        if active is not None:
-            return f"{active.run_id} (already running: none started)"
-        return client.jobs.run_now(job_id=job_id).run_id
+        return start_training(WorkspaceClient().jobs, job_id, since, token)
 
     try:
-        code, _ = run(args, store, lines, labels, send, start_training)
+        code, _ = run(args, store, lines, labels, send, start)
     except (inference.InferenceError, contracts.ContractError, drift.DriftInputError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
