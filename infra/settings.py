@@ -298,6 +298,8 @@ class DriftSettings(Section):
 
 
 if TYPE_CHECKING:
+    from training.contract import Contract
+
     Granularity = str
 else:  # the granularities, as choices (an error names them)
     Granularity = Literal[tuple(GRANULARITIES)]
@@ -320,12 +322,16 @@ class QualitySettings(Section):
                                "0..1 (omit: the gate's floor only)", None, ge=0, le=1)
     min_labelled: int = key("labels a window needs to be judged, 1..1000000", 50, ge=1, le=1_000_000)
     drift_windows: int = key("windows in a row with drift to retrain, 1..100", 3, ge=1, le=100)
-    schedule: Cron = key("Quartz cron of the quality job and of the monitor's refresh", "0 0 7 * * ?",
-                         shown="0 0 7 * * ? (07:00 every day)")
-    paused: bool = key("declare the quality job and the monitor with their schedules paused", False)
+    schedule: Cron = key("Quartz cron of the quality job", "0 0 7 * * ?", shown="0 0 7 * * ? (07:00 every day)")
+    monitor: bool = key("declare the Lakehouse monitor (its refreshes need serverless compute in the workspace's "
+                        "region: false where there is none; the table, the job and the alert stay)", True)
+    monitor_schedule: Cron = key("Quartz cron of the monitor's refresh: after the quality job's run, so it sees that "
+                                 "run's rows and labels", "0 0 9 * * ?", shown="0 0 9 * * ? (09:00 every day)")
+    paused: bool = key("declare the quality job paused and the monitor without a schedule (refreshed when asked)",
+                       False)
     warehouse_id: Annotated[str, matching(r"[0-9a-f]{16}", "a SQL warehouse id (16 hex digits)")] | None = key(
-        "SQL warehouse that creates the inference table and the monitor's dashboard (omit: the provider starts a "
-        "cluster for the table, and the monitor has no dashboard, its metric tables only)", None)
+        "SQL warehouse that runs the inference table's DDL and the monitor's dashboard (omit: the stack declares a "
+        "2X-Small serverless one that stops after 10 idle minutes)", None)
 
 
 class ModelSettings(Section):
@@ -709,6 +715,10 @@ class StackSettings(Identity):
         rule(secret is not None or mode != "pseudonymise", f"@{PSEUDONYM_KEY} is required with "
              f"@observability.requestLogPersonal pseudonymise: set it with `pulumi config set --secret "
              f"{NAMESPACE}:{PSEUDONYM_KEY} <at least {MIN_PSEUDONYM_KEY_CHARS} random characters>`")
+        rule(not self.quality.labels_table or self._labels_join(), "@quality.labelsTable joins labels by the contract's "
+             f"ids ({', '.join(self._contract().ids) or 'none'}), and @observability.requestLogPersonal {mode} leaves "
+             "none of them in the inference table (they are personal): set it to pseudonymise (with "
+             f"@{PSEUDONYM_KEY}) or keep, or omit @quality.labelsTable")
         length = len(secret.get_secret_value()) if secret is not None else MIN_PSEUDONYM_KEY_CHARS
         rule(length >= MIN_PSEUDONYM_KEY_CHARS, f"@{PSEUDONYM_KEY} must be a secret of at least "
              f"{MIN_PSEUDONYM_KEY_CHARS} characters, got {length}")
@@ -722,6 +732,16 @@ class StackSettings(Identity):
 
     def model_post_init(self, context: Any) -> None:
         self._stack = context["stack"]
+
+    def _contract(self) -> Contract:
+        from training import contract as contracts  # the model's module: imported only for this rule
+
+        return contracts.load(self.model.module).contract
+
+    def _labels_join(self) -> bool:
+        """Some id of the contract reaches the inference table: labels can be joined by it."""
+        contract, mode = self._contract(), self.observability.request_log_personal
+        return any(name not in contract.personal or mode != "drop" for name in contract.ids)
 
     @property
     def stack(self) -> str:

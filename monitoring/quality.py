@@ -410,8 +410,9 @@ def references(tracking_uri: str | None, model_name: str, versions: list[str], g
 
 
 def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | None, window: pd.Timedelta,
-                    min_records: int) -> dict[str, list[str]]:
-    """Per version, each window's drift status (monitoring/drift.py compare on that window's records)."""
+                    min_records: int, psi_threshold: float = 0.2, alpha: float = 0.01) -> dict[str, list[str]]:
+    """Per version, each window's drift status (monitoring/drift.py compare on that window's records, with the drift
+    job's thresholds: the stack's drift.psiThreshold and drift.pValue)."""
     from monitoring import drift, inference  # drift's own test; imported here: drift imports nothing of this module
     if not baseline:
         return {}
@@ -423,7 +424,8 @@ def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | N
         records = _plain(group[features].to_dict(orient="records"))
         answers = [{k: (json.loads(v) if k == "probabilities" and isinstance(v, str) else v) for k, v in row.items()}
                    for row in _plain(group[outputs].to_dict(orient="records"))]
-        result = drift.compare(baseline, records, answers, psi_threshold=0.2, alpha=0.01, min_records=min_records)
+        result = drift.compare(baseline, records, answers, psi_threshold=psi_threshold, alpha=alpha,
+                                min_records=min_records)
         found.setdefault(str(version), []).append(result["status"])
     return found
 

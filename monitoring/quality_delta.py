@@ -204,7 +204,8 @@ def drift_by_version(args: argparse.Namespace, joined: pd.DataFrame, contract: C
         except drift.DriftInputError as error:
             notes.append(f"version {version}: no drift baseline, judged on quality only ({error})")
             continue
-        found.update(quality.drift_by_window(group, contract, baseline, window, args.min_records))
+        found.update(quality.drift_by_window(group, contract, baseline, window, args.min_records, args.psi_threshold,
+                                             args.p_value))
     return found
 
 
@@ -240,6 +241,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-labelled", type=int, default=50)
     p.add_argument("--drift-windows", type=int, default=3)
     p.add_argument("--min-records", type=int, default=200, help="records a window needs for the drift test")
+    p.add_argument("--psi-threshold", type=float, default=0.2, help="drift.psiThreshold: the drift job's PSI bound")
+    p.add_argument("--p-value", type=float, default=0.01, help="drift.pValue: the drift job's chi-square bound")
     p.add_argument("--lookback-windows", type=int, default=30, help="windows of the table read to judge the rule")
     p.add_argument("--resamples", type=int, default=quality.BOOTSTRAP)
     p.add_argument("--as-of", help="labels known at this time (default: now)")
@@ -263,8 +266,13 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
              else drift.log_analytics_lines(args.workspace_id, source, args.window_hours, args.service_credential))
     labels = None
     if args.labels_table:
+        # Only the labels of the windows read: older ones were merged by earlier runs (filtered in Spark, not on the
+        # driver: a labels table grows without end).
         wanted = [*model.contract.ids, model.contract.target.name, inference.KNOWN_AT]
-        labels = spark.table(args.labels_table).select(*wanted).toPandas()
+        lookback = pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
+        since = (pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)) - lookback
+        labels = (spark.table(args.labels_table).select(*wanted)
+                  .where(f"{delta_table.quote(inference.KNOWN_AT)} >= '{since.isoformat()}'").toPandas())
     connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
 
     def send(records: list[dict]) -> None:

@@ -1168,6 +1168,21 @@ def sql_table_column_types_lowercase(ev: Evaluation) -> list[str]:
             for c in t.inputs.get("columns") or [] if str(c.get("type") or "") != str(c.get("type") or "").lower()]
 
 
+def monitor_schedule_without_pause_status(ev: Evaluation) -> list[str]:
+    """The provider reads a monitor's schedule pause status back and refuses it configured ("Invalid Configuration for
+    Read-Only Attribute"): a paused monitor is one declared without a schedule."""
+    return [f"{m.name}: schedule.pauseStatus is read-only (declare no schedule to pause the monitor)"
+            for m in ev.of_type(QUALITY_MONITOR) if (m.inputs.get("schedule") or {}).get("pauseStatus") is not None]
+
+
+def sql_tables_name_their_compute(ev: Evaluation) -> list[str]:
+    """A SqlTable's DDL runs on the warehouse or cluster it names; without one the provider creates and starts an
+    all-purpose cluster of its own (`terraform-sql-table`, latest runtime, outside every cluster policy, one name for
+    the whole workspace) on each create, change and delete."""
+    return [f"{t.name}: names neither warehouseId nor clusterId" for t in ev.of_type(SQL_TABLE)
+            if not t.inputs.get("warehouseId") and not t.inputs.get("clusterId")]
+
+
 def job_starters_may_run_only(ev: Evaluation) -> list[str]:
     """Starting a job (Jobs API run-now) takes Can Manage Run on it; Can Manage would also let the starter edit the
     job and its ACL. A task that starts a job (--training-job-id) runs as a principal holding exactly Can Manage Run."""
@@ -1333,9 +1348,15 @@ RULES: tuple[Rule, ...] = (
     Rule("delta-column-names", "a Delta table without column mapping refuses ' ,;{}()\\n\\t=' in column names; other "
          "characters outside [A-Za-z0-9_] need quoting everywhere", "https://docs.databricks.com/aws/en/delta/column-mapping",
          delta_columns_plain),
-    Rule("databricks-sql-table-column-types", "a SqlTable's column types are read back lowercase; one declared otherwise "
-         "is a type change on the next plan, which the provider refuses for an existing column",
+    Rule("databricks-sql-table-column-types", "a SqlTable's column types are read back lowercase; in providers before "
+         "the fix of #3490 one declared otherwise is a type change on the next plan, refused for an existing column",
          "https://github.com/databricks/terraform-provider-databricks/issues/3490", sql_table_column_types_lowercase),
+    Rule("databricks-quality-monitor-schedule", "a quality monitor's schedule pause status is read-only in the "
+         "provider: configured, the plan fails", "https://github.com/databricks/terraform-provider-databricks/blob/main/"
+         "docs/resources/quality_monitor.md", monitor_schedule_without_pause_status),
+    Rule("databricks-sql-table-compute", "a SqlTable without warehouse_id or cluster_id makes the provider create an "
+         "all-purpose cluster `terraform-sql-table` for its DDL", "https://registry.terraform.io/providers/databricks/"
+         "databricks/latest/docs/resources/sql_table", sql_tables_name_their_compute),
     Rule("databricks-run-now-permission", "starting a job takes Can Manage Run on it (Can Manage also edits it and its "
          "permissions)", "https://docs.databricks.com/aws/en/jobs/privileges", job_starters_may_run_only),
 )

@@ -51,7 +51,8 @@ NOW = datetime.now(UTC)
 
 def args(model, **given) -> argparse.Namespace:
     values = {"model_module": model.module, "model_name": "", "personal": "keep", "window": "1 hour", "windows": 1,
-              "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200, "lookback_windows": 30, "resamples": 20,
+              "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200,
+              "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "resamples": 20,
               "as_of": (NOW + timedelta(minutes=30)).isoformat(), "training_job_id": None, "tracking_uri": None,
               **given}
     return argparse.Namespace(**values)
