@@ -203,6 +203,9 @@ def quality_grants(args: DatabricksArgs, catalog: str, schema: str, principal: p
             wanted.append((f"quality-schema-{slug}", {"schema": f"{table_catalog}.{table_schema}"}, principal,
                            ["USE_SCHEMA"]))
         wanted.append(("quality-labels", {"table": labels}, principal, ["SELECT"]))
+    for n, reader in enumerate(args.quality.settings.readers):  # their tables' SELECT: _quality_readers
+        wanted.append((f"quality-reader{n}-catalog", {"catalog": catalog}, reader, ["USE_CATALOG"]))
+        wanted.append((f"quality-reader{n}-schema", {"schema": f"{catalog}.{schema}"}, reader, ["USE_SCHEMA"]))
     return wanted
 
 
@@ -630,6 +633,7 @@ class Databricks(pulumi.ComponentResource):
         pause = "PAUSED" if q.paused else "UNPAUSED"
         if q.monitor:
             self.quality_monitor = self._quality_monitor(name, args, contract, full, warehouse, opts)
+        self._quality_readers(name, args, full, opts)
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": self.secret_refs["connection"]}
         scope = d.settings.secret_scope
@@ -648,7 +652,8 @@ class Databricks(pulumi.ComponentResource):
             "--model-module", args.model.module, "--model-name", args.model.full_name, "--inference-table", full,
             *(["--labels-table", q.labels_table] if q.labels_table else []), "--personal", args.quality.personal,
             "--window", q.window, "--windows", str(q.windows), "--min-labelled", str(q.min_labelled),
-            "--drift-windows", str(q.drift_windows), "--min-records", str(d.settings.min_records),
+            "--drift-windows", str(q.drift_windows), "--retention-days", str(q.retention_days),
+            "--min-records", str(d.settings.min_records),
             "--psi-threshold", f"{d.settings.psi_threshold:g}", "--p-value", f"{d.settings.p_value:g}",
             *(["--margin", f"{q.margin:g}"] if q.margin is not None else []),
             # Retraining starts the stack's own training job; prod has none (a promotion target): it alerts only.
@@ -684,6 +689,20 @@ class Databricks(pulumi.ComponentResource):
             opts=opts)
         self.quality_warehouse = warehouse
         return warehouse.id
+
+    def _quality_readers(self, name: str, args: DatabricksArgs, full: str, opts: pulumi.ResourceOptions) -> None:
+        """quality.readers read the inference table and the two metric tables the monitor creates beside it
+        (`<table>_profile_metrics`, `<table>_drift_metrics`, owned by the monitor's creator, the deployer, who grants);
+        nothing else. Their USE_CATALOG and USE_SCHEMA come with the stack's grants (quality_grants)."""
+        assert args.quality is not None
+        tables: list[tuple[str, str, Any]] = [("inference", full, self.inference_table)]
+        if self.quality_monitor is not None:
+            tables += [(kind, f"{full}_{kind}_metrics", self.quality_monitor) for kind in ("profile", "drift")]
+        for n, reader in enumerate(args.quality.settings.readers):
+            for kind, table, made_by in tables:
+                self.grants.append(databricks.Grant(
+                    f"{name}-grant-quality-reader{n}-{kind}", table=table, principal=reader, privileges=["SELECT"],
+                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[made_by, *self.members]))))
 
     def _quality_monitor(self, name: str, args: DatabricksArgs, contract: Any, full: str,
                          warehouse: pulumi.Input[str], opts: pulumi.ResourceOptions) -> databricks.QualityMonitor:

@@ -322,6 +322,12 @@ class QualitySettings(Section):
                                "0..1 (omit: the gate's floor only)", None, ge=0, le=1)
     min_labelled: int = key("labels a window needs to be judged, 1..1000000", 50, ge=1, le=1_000_000)
     drift_windows: int = key("windows in a row with drift to retrain, 1..100", 3, ge=1, le=100)
+    readers: tuple[Annotated[str, matching(r"[^\s,][^,]*", "a principal: a group, a user name or an application id")], ...] = key(
+        "principals (account groups, users, application ids) who read what the loop computes: SELECT on the inference "
+        "table and the monitor's metric tables, USE_CATALOG and USE_SCHEMA on the stack's schema", ())
+    retention_days: int = key("days a prediction stays in the inference table (the job deletes older ones: it holds "
+                              "the request log's columns, pseudonymised ids included, longer than the log), 30..3650",
+                              730, ge=30, le=3650)
     schedule: Cron = key("Quartz cron of the quality job", "0 0 7 * * ?", shown="0 0 7 * * ? (07:00 every day)")
     monitor: bool = key("declare the Lakehouse monitor (its refreshes need serverless compute in the workspace's "
                         "region: false where there is none; the table, the job and the alert stay)", True)

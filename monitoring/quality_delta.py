@@ -125,6 +125,15 @@ class Store:
         rows = self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
         return rows.toPandas()
 
+    def forget(self, before: pd.Timestamp) -> int:
+        """Delete the predictions scored before `before` (quality.retentionDays); Delta's file retention then removes
+        the files that held them."""
+        older = f"{delta_table.TIMESTAMP} < '{before.isoformat()}'"
+        count = self.spark.table(self.table).where(older).count()
+        if count:
+            self.spark.sql(f"DELETE FROM {self.table} WHERE {older}")
+        return int(count)
+
 
 def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
         send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any]) -> tuple[int, dict]:
@@ -135,6 +144,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     added = store.append(table_rows(inference.rows_from_log(lines, contract.task, counts), columns))
     as_of = pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)
     as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
+    removed = store.forget(as_of - pd.Timedelta(days=args.retention_days))
     window = pd.Timedelta(quality_job_window(args.window))
     notes = []
     if labels is None:
@@ -166,7 +176,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     elif retrain:
         reasons.append("no training job in this stack: retrain where the model is trained (it never promotes itself)")
     record = {"log_type": "quality", "model_name": model_name, "retrain": retrain, "reasons": reasons,
-              "added": added, "predictions": len(joined), "labelled": labelled, "window": args.window,
+              "added": added, "removed": removed, "predictions": len(joined), "labelled": labelled, "window": args.window,
               "labels": labels is not None, "training_run": started, "lines": dict(counts),
               "ts": datetime.now(UTC).isoformat()}
     print(json.dumps(record, default=str), flush=True)
@@ -243,6 +253,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-records", type=int, default=200, help="records a window needs for the drift test")
     p.add_argument("--psi-threshold", type=float, default=0.2, help="drift.psiThreshold: the drift job's PSI bound")
     p.add_argument("--p-value", type=float, default=0.01, help="drift.pValue: the drift job's chi-square bound")
+    p.add_argument("--retention-days", type=int, default=730, help="quality.retentionDays: older predictions are "
+                                                                   "deleted from the inference table")
     p.add_argument("--lookback-windows", type=int, default=30, help="windows of the table read to judge the rule")
     p.add_argument("--resamples", type=int, default=quality.BOOTSTRAP)
     p.add_argument("--as-of", help="labels known at this time (default: now)")

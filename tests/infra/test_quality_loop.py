@@ -90,6 +90,7 @@ def test_the_quality_job_reads_the_log_as_drift_does_and_starts_training_only_wh
         assert got[flag] == theirs[flag], flag
     assert got["--inference-table"] == f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
     assert got.get("--labels-table") == s.quality.labels_table
+    assert got["--retention-days"] == str(s.quality.retention_days)
     trains = [j for j in ev.of_type(platform_rules.JOB)
               if j.inputs["tasks"][0]["pythonWheelTask"]["entryPoint"] == "mlops-train"]
     if stack == "prod":
@@ -211,3 +212,18 @@ def test_each_shipped_stacks_quality_job_runs_with_its_own_parameters(evaluate, 
     code, record = quality_delta.run(args, store, log_lines(model, rows, "req").splitlines(), labels, sent.extend,
                                      lambda *_: "never")
     assert code == quality_delta.EXIT_OK and sent == [record] and record["added"] == 50
+
+
+def test_quality_readers_read_the_table_and_the_monitors_metrics_and_nothing_else(evaluate):
+    group = "credit-analysts"
+    s, ev = settings_of("staging"), evaluate("staging", {"quality.readers": [group]})
+    held = {(kind, name): privileges for (principal, kind, name), privileges in platform_rules._held(ev).items()
+            if principal == group}
+    table = f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
+    assert held == {("catalog", s.databricks.catalog): {"USE_CATALOG"},
+                    ("schema", f"{s.databricks.catalog}.{s.databricks.schema}"): {"USE_SCHEMA"},
+                    ("table", table): {"SELECT"}, ("table", f"{table}_profile_metrics"): {"SELECT"},
+                    ("table", f"{table}_drift_metrics"): {"SELECT"}}
+    monitor = one(ev, platform_rules.QUALITY_MONITOR)
+    metrics = [g for g in ev.of_type("databricks:index/grant:Grant") if str(g.inputs.get("table", "")).endswith("_metrics")]
+    assert metrics and all(monitor.urn in g.dependencies for g in metrics)  # they exist once the monitor does

@@ -45,6 +45,11 @@ class FrameStore:
     def read(self, since: pd.Timestamp) -> pd.DataFrame:
         return self.frame[pd.to_datetime(self.frame["scored_at"], utc=True) >= since].copy()
 
+    def forget(self, before: pd.Timestamp) -> int:
+        older = pd.to_datetime(self.frame["scored_at"], utc=True) < before
+        self.frame = self.frame[~older].reset_index(drop=True)
+        return int(older.sum())
+
 
 NOW = datetime.now(UTC)
 
@@ -52,7 +57,7 @@ NOW = datetime.now(UTC)
 def args(model, **given) -> argparse.Namespace:
     values = {"model_module": model.module, "model_name": "", "personal": "keep", "window": "1 hour", "windows": 1,
               "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200,
-              "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "resamples": 20,
+              "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "retention_days": 730, "resamples": 20,
               "as_of": (NOW + timedelta(minutes=30)).isoformat(), "training_job_id": None, "tracking_uri": None,
               **given}
     return argparse.Namespace(**values)
@@ -222,3 +227,14 @@ def test_the_run_asks_to_start_training_since_the_windows_judged_with_one_token_
     [(job_id, since, token)] = asked
     assert job_id == 42 and since == pd.Timestamp(as_of) - pd.Timedelta(hours=1)  # windows=1 of 1 hour
     assert token == f"mlops-quality-42-{pd.Timestamp(as_of).floor('1h'):%Y%m%dT%H%M}" and len(token) <= 64
+
+
+def test_predictions_older_than_the_retention_are_deleted_and_the_rest_kept(model, rows):
+    """quality.retentionDays: the table keeps the log's columns (personal ones pseudonymised where kept) no longer."""
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    lines = log_lines(model, rows, "req").splitlines()
+    later = NOW + timedelta(days=40)
+    _, record, _ = run(model, store, lines, None, as_of=later.isoformat(), retention_days=60)
+    assert record["removed"] == 0 and len(store.frame) == len(rows)
+    _, record, _ = run(model, store, lines, None, as_of=later.isoformat(), retention_days=30)
+    assert record["removed"] == len(rows) and store.frame.empty and record["added"] == 0
