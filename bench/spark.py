@@ -25,7 +25,8 @@ It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1
    200 iterations); --rounds rounds up to 2·10⁵ rows, one at 10⁶, bounded by --max-train-rows;
 4. the machine's load (os.getloadavg) before, every 5 s during, and after the run;
 5. bench/results/spark.json, bench/results/spark.md and the chart docs/spark_scaling.png (with --only, one
-   part's results in bench/results/spark-<part>.json and .md, and no chart: it draws both parts).
+   part's results in bench/results/spark-<part>.json and .md, and no chart: it draws both parts); a full run then
+   writes docs/performance.md (bench/report.py).
 
 Why one module: one run read top to bottom (the model, the session, batch scoring and its bounds, the search,
 the report and the chart), each a section, as bench/serving.py is for the scoring service.
@@ -447,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{name}.md").write_text(report(results))
     if not args.only:  # the chart draws both parts
         chart(results, RESULTS / "spark-quick.png" if args.quick else CHART)
+    if not args.only and not args.quick:  # a full run: the documentation's page follows it
+        from bench import report
+
+        print(f"wrote {report.write(RESULTS)}")
     print(report(results))
     return 0
 
