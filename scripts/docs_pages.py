@@ -1,4 +1,5 @@
 """The documentation site's generated parts, written from the code they describe (`python -m scripts.docs_pages`):
+the home page (the README, its links made relative),
 the config keys (infra/settings.py), the `make` verbs (the Makefile), the platform rules
 (testing/platform_rules.py RULES) and each alert's query (infra/observability.py's rules over infra/kql.py). A page
 holds each part between `<!-- generated: NAME -->` and `<!-- end: NAME -->`; the rest of the page is prose.
@@ -134,11 +135,19 @@ def generate() -> dict[str, str]:
     return {name: make() for name, make in generators().items()}
 
 
+def index_page() -> str:
+    """The site's home is the README, its links made relative to docs/ (one text, read on GitHub and on the site)."""
+    return README.read_text().replace("](docs/", "](").replace(SITE_LINE, "")
+
+
+SITE_LINE = "The same pages, with navigation and search: `make docs`.\n"
+
+
 def stale(made: dict[str, str] | None = None) -> list[str]:
     """The generated parts that differ from the code (or that no page holds), as `page: part`."""
     made = made if made is not None else generate()
     found: dict[str, str] = {}
-    problems = []
+    problems = [] if (DOCS / "index.md").read_text() == index_page() else ["docs/index.md: the README"]
     for page in pages():
         for name, body in blocks(page.read_text()).items():
             found[name] = str(page.relative_to(ROOT))
@@ -153,6 +162,9 @@ def stale(made: dict[str, str] | None = None) -> list[str]:
 def write() -> list[Path]:
     made = generate()
     changed = []
+    if (DOCS / "index.md").read_text() != index_page():
+        (DOCS / "index.md").write_text(index_page())
+        changed.append(DOCS / "index.md")
     for page in pages():
         text = page.read_text()
         if (new := render(text, made)) != text:
