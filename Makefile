@@ -181,7 +181,7 @@ bench: $(STAMP)
 	  $(if $(DURATION),--duration $(DURATION)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # On local Spark in the job cluster's stand-in (.venv-runtime); minutes, mostly the 10^6-row search. Results:
-# bench/results/spark.{json,md} and the chart docs/spark_scaling.png (README "Batch scoring and tuning on Spark").
+# bench/results/spark.{json,md} and the chart docs/spark_scaling.png (docs/performance.md, written from them: bench/report.py).
 bench-spark: $(SPARK_STAMP)
 	$(RUNTIME_VENV)/bin/python -m bench.spark $(if $(QUICK),--quick)
 

@@ -78,7 +78,7 @@ SPARK_RECORDED = """!!! note "Recorded, not generated"
 | 10⁵ | 0.93 s = 108,000 rows/s | 1.71 s = 58,500 rows/s | 1.8× (missed) |
 | 10⁶ | 4.05 s = 246,800 rows/s | 10.7 s = 93,700 rows/s | 2.6× (missed) |
 
-| search (4 candidates × 200 iterations), rows | one after another, 1 thread | candidates as Spark tasks, 2 slots | speedup | same choice |
+| search (4 candidates × 200 iterations), rows | one after another | as Spark tasks, 2 slots | speedup | same choice |
 |---|---|---|---|---|
 | 2·10⁴ | 7.2 s | 4.5 s | 1.60× | yes |
 | 2·10⁵ | 64.1 s | 35.8 s | 1.79× | yes |

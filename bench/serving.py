@@ -946,9 +946,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + markdown, flush=True)
     say(f"wrote {out / 'serving.md'} and {out / 'serving.json'} in {time.perf_counter() - started:.0f}s")
     if not args.quick and out == RESULTS:  # a full run of the default results: the documentation's page follows it
-        from bench import report
+        from bench import report as page
 
-        say(f"wrote {report.write(out)}")
+        say(f"wrote {page.write(out)}")
     return 1 if args.strict and not all(c.passed for c in checks) else 0
 
 

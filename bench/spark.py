@@ -330,7 +330,7 @@ def bench_search(spark, state: Path, sizes: tuple[int, ...], rounds: int, model:
         runs: dict[str, list[float]] = {"sequential": [], "spark_tasks": []}
         chosen = {}
         for round_ in range(rounds if rows <= 200_000 else 1):  # 10⁶ rows: one round (minutes each)
-            started = time.perf_counter()  # one thread, like each Spark task: OpenMP on 2 shared cores spins (README)
+            started = time.perf_counter()  # one thread, like each Spark task: OpenMP on 2 shared cores spins
             chosen["sequential"] = search.search(model, splits, SEED, progress=lambda _: None).params
             runs["sequential"].append(time.perf_counter() - started)
             started = time.perf_counter()
@@ -449,9 +449,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only:  # the chart draws both parts
         chart(results, RESULTS / "spark-quick.png" if args.quick else CHART)
     if not args.only and not args.quick:  # a full run: the documentation's page follows it
-        from bench import report
+        from bench import report as page
 
-        print(f"wrote {report.write(RESULTS)}")
+        print(f"wrote {page.write(RESULTS)}")
     print(report(results))
     return 0
 
