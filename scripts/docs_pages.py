@@ -11,6 +11,7 @@ reading minutes (words / 230). The performance page is written by the benchmarks
 from __future__ import annotations
 
 import argparse
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -77,6 +78,7 @@ def source_link(doc: str) -> str:
     return ", ".join(f"[{url.split('//', 1)[1].split('/', 1)[0]}]({url.rstrip('.,;)')})" for url in links)
 
 
+@functools.cache
 def alert_rules(target: str) -> dict:
     """{alert key: AlertRule} of the runbook stack on `target`, as infra/observability.py declares them."""
     from infra import observability, program, settings, stack_files
