@@ -36,8 +36,7 @@ def other_overrides() -> dict:
             "databricks.dataTable": f"{table}.listings",
             "databricks.batch.inputTable": f"{table}.listings_for_sale",
             "databricks.batch.outputTable": f"{table}.price_predictions",
-            "databricks.batch.rejectsTable": f"{table}.price_prediction_rejects",
-            "quality.labelsTable": f"{table}.sale_prices"}
+            "databricks.batch.rejectsTable": f"{table}.price_prediction_rejects"}
 
 
 @pytest.fixture(scope="module")
@@ -157,6 +156,7 @@ EXTRACTORS: dict[str, Callable[[mockcloud.Captured, mockcloud.Evaluation], Names
     "databricks:index/mlflowExperiment:MlflowExperiment": _inputs("name"),
     "databricks:index/directory:Directory": _inputs("path"),
     "databricks:index/clusterPolicy:ClusterPolicy": _inputs("name"),
+    "databricks:index/sqlEndpoint:SqlEndpoint": _inputs("name"),  # the quality loop's warehouse: workspace-wide names
     "databricks:index/mlflowModel:MlflowModel": _inputs("name"),
     "databricks:index/registeredModel:RegisteredModel": _unity_catalog,
     "databricks:index/volume:Volume": _unity_catalog,
