@@ -26,8 +26,8 @@ a retried or repaired run with the same id writes its rows once, whatever an ear
 the same for Unity Catalog's Delta tables and the local stand-in's Parquet ones (tests/databricks runs it).
 
 With --inference-table (the stack's quality loop, docs/model-quality.md), the scored rows (not the rejects) are also
-appended to the stack's inference table, after the output partition is written: request_id `batch-<run id>`, record the
-row's place in the run's input ordered by its ids, source `batch`, the ids and inputs --personal lets the table hold
+appended to the stack's inference table, after the output partition is written: request_id `batch-<run id>`, record a
+number the row's ids determine (record_of), source `batch`, the ids and inputs --personal lets the table hold
 (`<column>_hmac`: the service's pseudonym with REQUEST_LOG_PSEUDONYM_KEY) and the outputs, in the table's own columns
 and types. Only the rows whose (request_id, record) the table lacks are added (serving/inference_table.py): a retried
 or repaired run adds what an earlier attempt did not. A failed append fails the run; its re-run rewrites the output
@@ -90,7 +90,6 @@ PROVENANCE = ("model_name", "model_version", "source_version", "scored_at", "sco
 RUN_COLUMN = "scoring_run_id"  # the partition a run replaces
 RUN_VIEW = "mlops_batch_run_rows"  # the session's temporary view of the rows one run writes
 INFERENCE_VIEW = "mlops_batch_inference_rows"  # ... and of the rows it appends to the inference table
-ROW = "mlops_batch_record"  # a row's place in the run: the inference table's `record` (numbered)
 INFERENCE_SOURCE = "batch"  # the inference table's `source` (a protocol for the request log's rows)
 PERSONAL_MODES = ("keep", "drop", "pseudonymise")  # the stack's observability.requestLogPersonal
 NUMERIC_TYPES = ("byte", "short", "int", "bigint", "long", "integer", "float", "double", "decimal")
@@ -375,17 +374,17 @@ def columns_of(batch: pd.DataFrame, fields: tuple[InputField, ...]) -> Columns:
 
 def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime,
                 partition: Callable[..., Any] | None = None, source_version: str | None = None,
-                carry: tuple[str, ...] = (), inputs: bool = False):
-    """Valid rows -> keys, the `carry` columns, the model's inputs as scored (with `inputs`: numbers as double), the
-    model's outputs (output_columns), then PROVENANCE. `partition` stands in for score_partition (bench/spark.py times
+                inputs: bool = False):
+    """Valid rows -> keys, the model's inputs as scored (with `inputs`: numbers as double), the model's outputs
+    (output_columns), then PROVENANCE. `partition` stands in for score_partition (bench/spark.py times
     the same query with a model that takes no time)."""
     from pyspark.sql import functions as fn
     from pyspark.sql import types
 
     fields, types_of = manifest.inputs, dict(valid.dtypes)
-    typed = valid.select(*keys, *carry, *(fn.col(f.name) if f.is_string else as_number(f.name, types_of[f.name])
-                                          .alias(f.name) for f in fields))
-    passed = [*keys, *carry, *(f.name for f in fields if inputs)]  # what each Arrow batch passes through, as it came
+    typed = valid.select(*keys, *(fn.col(f.name) if f.is_string else as_number(f.name, types_of[f.name])
+                                  .alias(f.name) for f in fields))
+    passed = [*keys, *(f.name for f in fields if inputs)]  # what each Arrow batch passes through, as it came
     spark_types = {"double": types.DoubleType(), "int": types.IntegerType(), "bigint": types.LongType(),
                    "boolean": types.BooleanType(), "string": types.StringType()}
     schema = types.StructType([*(typed.schema[k] for k in passed), *(types.StructField(name, spark_types[kind], False)
@@ -447,12 +446,10 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     frame = checked(spark.read.table(name(input_table)), manifest.inputs, keys)
     observed = Observation("batch_counts")
     counted = frame.observe(observed, fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected"))
-    if inference is not None:
-        counted = numbered(spark, counted, keys, manifest.inputs)
     shared = spark.sparkContext.broadcast(model)
     valid = counted.where(fn.col(REASON).isNull()).drop(REASON)
     scored = predictions(valid, shared, manifest, keys, run_id, scored_at, source_version=model.source_version,
-                         carry=(ROW,) if inference else (), inputs=inference is not None)
+                         inputs=inference is not None)
     if inference is not None:
         scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
     try:
@@ -491,19 +488,6 @@ class InferenceTable:
                              "(the stack's requestLogPseudonymKey): without it no pseudonym would join a label")
 
 
-def numbered(spark, frame, keys: list[str], fields: tuple[InputField, ...]):
-    """Each input row's place in the run (ROW, from 0), ordered by its ids (missing ids last), then by its inputs:
-    the same rows number alike in a retry or a repair, whatever the table's files or the cluster's partitions, and a
-    row fixed in place keeps its number (rejected rows are numbered too). The numbering is one sort of the whole input
-    (a window without a partition); the rows are then spread again over the cluster's cores for scoring."""
-    from pyspark.sql import Window
-    from pyspark.sql import functions as fn
-
-    order = [fn.col(k).asc_nulls_last() for k in keys] + [fn.col(f.name).asc_nulls_last() for f in fields]
-    rows = frame.withColumn(ROW, fn.row_number().over(Window.orderBy(*order)) - fn.lit(1))
-    return rows.repartition(spark.sparkContext.defaultParallelism)
-
-
 def append_inference(spark, scored, table: str, model: BatchModel, keys: list[str], run_id: str,
                      inference: InferenceTable) -> None:
     """Append the run's scored rows to the inference table the stack declares, the rows whose (request_id, record) it
@@ -534,15 +518,16 @@ def append_inference(spark, scored, table: str, model: BatchModel, keys: list[st
 def inference_values(scored, model: BatchModel, keys: list[str], run_id: str,
                      inference: InferenceTable) -> dict[str, tuple[Any, str]]:
     """What the run offers the inference table, by the table's names: (Spark column, its type). As the request log's
-    rows hold a prediction: its request (the run: `batch-<run id>`) and place (ROW), the model's name and version as
-    the online log names them (a promoted copy's source), `source` batch, when it was scored, the ids and inputs the
-    contract lets it keep (a personal one kept, left out, or `<column>_hmac`: the service's pseudonym, so labels
-    join), and the outputs (a multiclass model's probabilities as one JSON object, as the log's)."""
+    rows hold a prediction: its request (the run: `batch-<run id>`) and record (the row's, record_of), the model's
+    name and version as the online log names them (a promoted copy's source), `source` batch, when it was scored, the
+    ids and inputs the contract lets it keep (a personal one kept, left out, or `<column>_hmac`: the service's
+    pseudonym, so labels join), and the outputs (a multiclass model's probabilities as one JSON object, as the
+    log's)."""
     from pyspark.sql import functions as fn
 
     manifest, types_of = model.manifest, dict(scored.dtypes)
     found: dict[str, tuple[Any, str]] = {
-        "request_id": (fn.lit(f"batch-{run_id}"), "string"), "record": (fn.col(ROW), "bigint"),
+        "request_id": (fn.lit(f"batch-{run_id}"), "string"), "record": (record_of(keys), "bigint"),
         "model_name": (fn.lit(model.source_model or manifest.model_name), "string"),
         "model_version": (fn.lit(model.source_version or manifest.model_version), "string"),
         "source": (fn.lit(INFERENCE_SOURCE), "string"), "scored_at": (fn.col("scored_at"), "timestamp")}
@@ -563,6 +548,18 @@ def inference_values(scored, model: BatchModel, keys: list[str], run_id: str,
         pairs = [part for c in classes for part in (fn.lit(str(c)), fn.col(probability_column(c)))]
         found["probabilities"] = (fn.to_json(fn.create_map(*pairs)), "string")
     return found
+
+
+def record_of(keys: list[str]):
+    """A row's record in its run: a number its ids determine (Spark's xxhash64 of them, seeded, the same on every
+    Spark), computed where the row is, with no sort of the whole run. A row number would do only while the input stays
+    the same: a repair that drops or fixes a row would give a held record to another row (kept out by the anti-join)
+    and a new one to a row already held (added twice). By its ids, a retried or repaired run adds exactly the rows it
+    did not hold. Rows that share their ids in one run (or, one chance in 2**64 a pair, their hash) share a record:
+    their first append adds each of them, a re-run none."""
+    from pyspark.sql import functions as fn
+
+    return fn.xxhash64(*(fn.col(k) for k in keys))
 
 
 def pseudonymised(column: str, key: bytes, whole: bool):
