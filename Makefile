@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8000
 
-.PHONY: help serve local stop traffic drift quality test test-fast image-test databricks-test bench bench-spark lint typecheck clean plan actionlint kusto promote-local supply-chain lock
+.PHONY: help serve local stop traffic drift quality test image-test databricks-test bench bench-spark lint typecheck clean plan actionlint kusto promote-local supply-chain lock docs
 
 help:
 	@echo "make local       train, register, gate, package and serve the model on 127.0.0.1:$(PORT), then smoke-test it"
@@ -32,6 +32,10 @@ help:
 	@echo "make supply-chain  zizmor and checkov, offline, on the workflows and serving/Dockerfile (part of make test)"
 	@echo "make lock        re-hash serving/requirements.txt, serving/pip.txt and requirements-checkov.txt after a pin changed"
 	@echo "make promote-local  copy .local's @champion into a local prod registry (.local/prod) with lineage, and check it"
+	@echo "make docs        serve the documentation site (mkdocs, docs/) on 127.0.0.1:$(DOCS_PORT); make test builds it --strict"
+	@echo "make kusto       install Microsoft's Kusto parser (npm) that the tests bind every KQL query with (part of make test)"
+	@echo "make clean       stop the local service and delete .local (registry, logs, reports, contexts)"
+	@echo "make help        this list"
 
 # Progress on stderr: `make serve`'s stdout is the request log's alone.
 $(STAMP): requirements.txt
@@ -151,6 +155,11 @@ supply-chain: $(STAMP) $(CHECKOV_STAMP)
 lock: $(STAMP)
 	$(PY) -m serving.lock
 
+# The documentation site, live-reloading while docs/ or mkdocs.yml change; tests/test_docs.py builds it with --strict.
+DOCS_PORT ?= 8001
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs serve -a 127.0.0.1:$(DOCS_PORT)
+
 promote-local: $(STAMP)
 	$(PY) -m scripts.promote_local $(if $(SOURCE),--source $(SOURCE)) $(if $(VERSION),--version $(VERSION)) $(if $(MODEL),--model $(MODEL))
 
@@ -172,7 +181,7 @@ bench: $(STAMP)
 	  $(if $(DURATION),--duration $(DURATION)) $(if $(ROUNDS),--rounds $(ROUNDS))
 
 # On local Spark in the job cluster's stand-in (.venv-runtime); minutes, mostly the 10^6-row search. Results:
-# bench/results/spark.{json,md} and the chart docs/spark_scaling.png (README "Batch scoring and tuning on Spark").
+# bench/results/spark.{json,md} and the chart docs/spark_scaling.png (docs/performance.md, written from them: bench/report.py).
 bench-spark: $(SPARK_STAMP)
 	$(RUNTIME_VENV)/bin/python -m bench.spark $(if $(QUICK),--quick)
 

@@ -32,7 +32,8 @@ the bound of what making the log cheaper can give.
 By default the server is pinned to one CPU and wrk to another (a worker is one core in the cluster
 too, and the load generator then does not steal the server's CPU); --no-pin turns that off.
 
-Results: bench/results/serving.json (everything, per round) and bench/results/serving.md (tables).
+Results: bench/results/serving.json (everything, per round) and bench/results/serving.md (tables); a full run
+then writes docs/performance.md and its chart (bench/report.py).
 
 Why one module: one run read top to bottom (prepare, launch, load, profile, report), each step a section; the
 report's tables are plain functions, tested by tests/test_bench_report.py.
@@ -944,6 +945,10 @@ def main(argv: list[str] | None = None) -> int:
     }, indent=2))
     print("\n" + markdown, flush=True)
     say(f"wrote {out / 'serving.md'} and {out / 'serving.json'} in {time.perf_counter() - started:.0f}s")
+    if not args.quick and out == RESULTS:  # a full run of the default results: the documentation's page follows it
+        from bench import report as page
+
+        say(f"wrote {page.write(out)}")
     return 1 if args.strict and not all(c.passed for c in checks) else 0
 
 

@@ -25,7 +25,8 @@ It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1
    200 iterations); --rounds rounds up to 2·10⁵ rows, one at 10⁶, bounded by --max-train-rows;
 4. the machine's load (os.getloadavg) before, every 5 s during, and after the run;
 5. bench/results/spark.json, bench/results/spark.md and the chart docs/spark_scaling.png (with --only, one
-   part's results in bench/results/spark-<part>.json and .md, and no chart: it draws both parts).
+   part's results in bench/results/spark-<part>.json and .md, and no chart: it draws both parts); a full run then
+   writes docs/performance.md (bench/report.py).
 
 Why one module: one run read top to bottom (the model, the session, batch scoring and its bounds, the search,
 the report and the chart), each a section, as bench/serving.py is for the scoring service.
@@ -329,7 +330,7 @@ def bench_search(spark, state: Path, sizes: tuple[int, ...], rounds: int, model:
         runs: dict[str, list[float]] = {"sequential": [], "spark_tasks": []}
         chosen = {}
         for round_ in range(rounds if rows <= 200_000 else 1):  # 10⁶ rows: one round (minutes each)
-            started = time.perf_counter()  # one thread, like each Spark task: OpenMP on 2 shared cores spins (README)
+            started = time.perf_counter()  # one thread, like each Spark task: OpenMP on 2 shared cores spins
             chosen["sequential"] = search.search(model, splits, SEED, progress=lambda _: None).params
             runs["sequential"].append(time.perf_counter() - started)
             started = time.perf_counter()
@@ -447,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     (RESULTS / f"{name}.md").write_text(report(results))
     if not args.only:  # the chart draws both parts
         chart(results, RESULTS / "spark-quick.png" if args.quick else CHART)
+    if not args.only and not args.quick:  # a full run: the documentation's page follows it
+        from bench import report as page
+
+        print(f"wrote {page.write(RESULTS)}")
     print(report(results))
     return 0
 

@@ -49,7 +49,7 @@ class AksArgs:
 
 INSIGHTS_STREAM = "Microsoft-ContainerInsights-Group-Default"  # ContainerLogV2, KubePodInventory, KubeEvents, ...
 # Azure CNI Powered by Cilium: Cilium enforces NetworkPolicy, no separate engine (Azure NPM, Calico) to install. Chosen
-# at creation: changing the plugin or engine later is a migration, not an update (README "Security").
+# at creation: changing the plugin or engine later is a migration, not an update (docs/design/security.md).
 NETWORK_PROFILE = containerservice.ContainerServiceNetworkProfileArgs(
     network_plugin="azure", network_plugin_mode="overlay", network_dataplane="cilium", network_policy="cilium")
 

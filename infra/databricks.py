@@ -50,6 +50,7 @@ JOB_RUN_ID = "{{job.run_id}}"  # a dynamic value reference Databricks resolves i
 CONNECTION_STRING_KEY = "appinsights-connection-string"
 PSEUDONYM_SECRET_KEY = "request-log-pseudonym-key"  # the quality job pseudonymises the labels' ids with it
 QUALITY_TIMEOUT_SECONDS = 3600
+QUALITY_WAREHOUSE_AUTO_STOP_MINUTES = 10  # the table's DDL and the dashboard's queries are rare: stop soon after
 CHANGE_DATA_FEED = "delta.enableChangeDataFeed"
 RETRY_INTERVAL_MS = 60_000  # a retried task waits a minute: long enough for a transient API error to pass
 SERVICE_PRINCIPAL_USER = "roles/servicePrincipal.user"  # may set the principal as a job's run_as
@@ -202,6 +203,9 @@ def quality_grants(args: DatabricksArgs, catalog: str, schema: str, principal: p
             wanted.append((f"quality-schema-{slug}", {"schema": f"{table_catalog}.{table_schema}"}, principal,
                            ["USE_SCHEMA"]))
         wanted.append(("quality-labels", {"table": labels}, principal, ["SELECT"]))
+    for n, reader in enumerate(args.quality.settings.readers):  # their tables' SELECT: _quality_readers
+        wanted.append((f"quality-reader{n}-catalog", {"catalog": catalog}, reader, ["USE_CATALOG"]))
+        wanted.append((f"quality-reader{n}-schema", {"schema": f"{catalog}.{schema}"}, reader, ["USE_SCHEMA"]))
     return wanted
 
 
@@ -598,7 +602,9 @@ class Databricks(pulumi.ComponentResource):
         and owns the table (CREATE_TABLE on the schema: _grants), which is what creating a monitor asks (the table's
         owner, USE_CATALOG, USE_SCHEMA); its refreshes write the metric tables to the same schema. The jobs' principal
         appends and labels rows (SELECT, MODIFY on the table) and reads the labels (SELECT: _grants)."""
-        self.inference_table = self.quality_monitor = None
+        self.inference_table: databricks.SqlTable | None = None
+        self.quality_monitor: databricks.QualityMonitor | None = None
+        self.quality_warehouse: databricks.SqlEndpoint | None = None
         self.inference_writer: tuple[list[pulumi.Input[str]], dict[str, pulumi.Input[str]], list[pulumi.Resource]] = (
             [], {}, [])  # what a job that appends to the table adds: parameters, cluster env, what it waits for
         if not quality_declared(args):
@@ -607,9 +613,10 @@ class Databricks(pulumi.ComponentResource):
         s, q, d = args.settings, args.quality.settings, args.drift
         contract = contracts.load(args.model.module).contract
         full = f"{s.catalog}.{s.schema}.{q.inference_table}"
+        warehouse = self._quality_warehouse(name, args, opts)
         self.inference_table = databricks.SqlTable(
             f"{name}-inference-table", catalog_name=s.catalog, schema_name=s.schema, name=q.inference_table,
-            table_type="MANAGED", owner=s.deployer, warehouse_id=q.warehouse_id,
+            table_type="MANAGED", owner=s.deployer, warehouse_id=warehouse,
             comment=f"{args.names.project}: every prediction, online and batch, and its label once known",
             # lowercase types: the provider reads them back lowercase, and an uppercase one fails every later `up` with
             # "changing the 'type' of an existing column is not supported" (terraform-provider-databricks#3490)
@@ -617,29 +624,18 @@ class Databricks(pulumi.ComponentResource):
                      for c in delta_table.columns(contract, args.quality.personal)],
             # Lakehouse Monitoring's inference profile reads the table incrementally through its change data feed
             properties={CHANGE_DATA_FEED: "true"},
-            opts=pulumi.ResourceOptions.merge(self._in_schema(opts), pulumi.ResourceOptions(depends_on=self.grants)))
+            # A new name is a new table (the provider would otherwise rename nothing and lose track of the old one); the
+            # old table, every prediction and label so far, stays in the metastore (retained), and prod's is protected.
+            opts=pulumi.ResourceOptions.merge(self._in_schema(opts), pulumi.ResourceOptions(
+                depends_on=self.grants, replace_on_changes=["name"], retain_on_delete=True, protect=args.protect)))
         table_grant = databricks.Grant(f"{name}-grant-jobs-inference", table=full, principal=self.job_principal,
                                        privileges=["MODIFY", "SELECT"], opts=pulumi.ResourceOptions.merge(
                                            opts, pulumi.ResourceOptions(depends_on=[self.inference_table, *self.members])))
         self.grants.append(table_grant)
         pause = "PAUSED" if q.paused else "UNPAUSED"
-        self.quality_monitor = databricks.QualityMonitor(
-            f"{name}-quality-monitor", table_name=full, output_schema_name=f"{s.catalog}.{s.schema}",
-            assets_dir=f"{s.folder}/quality-monitor",  # in the stack's governed folder (_folder), not /Shared
-            inference_log=databricks.QualityMonitorInferenceLogArgs(
-                problem_type=delta_table.PROBLEM_TYPES[contract.task],
-                prediction_col=delta_table.PREDICTION_COLUMN[contract.task],
-                label_col=contract.target.name, model_id_col=delta_table.MODEL_ID, timestamp_col=delta_table.TIMESTAMP,
-                granularities=[q.window]),
-            slicing_exprs=delta_table.slicing_exprs(contract, args.quality.personal) or None,
-            schedule=databricks.QualityMonitorScheduleArgs(quartz_cron_expression=q.schedule, timezone_id=s.job.timezone,
-                                                           pause_status=pause),
-            # A dashboard needs a SQL warehouse; without one named, the first running one would be taken, or none found
-            skip_builtin_dashboard=q.warehouse_id is None, warehouse_id=q.warehouse_id,
-            notifications=(databricks.QualityMonitorNotificationsArgs(on_failure=databricks.QualityMonitorNotificationsOnFailureArgs(
-                email_addresses=list(d.notify))) if d.notify else None),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[self.inference_table, *self.grants, *self.folder])))
+        if q.monitor:
+            self.quality_monitor = self._quality_monitor(name, args, contract, full, warehouse, opts)
+        self._quality_readers(name, args, full, opts)
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": self.secret_refs["connection"]}
         scope, key_needs = d.settings.secret_scope, []
@@ -665,7 +661,9 @@ class Databricks(pulumi.ComponentResource):
             "--model-module", args.model.module, "--model-name", args.model.full_name, "--inference-table", full,
             *(["--labels-table", q.labels_table] if q.labels_table else []), "--personal", args.quality.personal,
             "--window", q.window, "--windows", str(q.windows), "--min-labelled", str(q.min_labelled),
-            "--drift-windows", str(q.drift_windows), "--min-records", str(d.settings.min_records),
+            "--drift-windows", str(q.drift_windows), "--retention-days", str(q.retention_days),
+            "--min-records", str(d.settings.min_records),
+            "--psi-threshold", f"{d.settings.psi_threshold:g}", "--p-value", f"{d.settings.p_value:g}",
             *(["--margin", f"{q.margin:g}"] if q.margin is not None else []),
             # Retraining starts the stack's own training job; prod has none (a promotion target): it alerts only.
             *(training_job_flag(self.job.id) if self.job is not None else [])]
@@ -682,6 +680,65 @@ class Databricks(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), *self.policies,
                             self.inference_table])))
+
+    def _quality_warehouse(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> pulumi.Input[str]:
+        """The SQL warehouse that runs the inference table's DDL and the monitor's dashboard: quality.warehouseId, or a
+        small serverless one the stack declares. Without either the provider would start an all-purpose cluster of its
+        own (`terraform-sql-table`: the latest runtime, outside the stack's cluster policies, shared by name across the
+        workspace) for every create, change and delete of the table."""
+        q = args.quality.settings if args.quality else None
+        assert q is not None
+        if q.warehouse_id:
+            return q.warehouse_id
+        warehouse = databricks.SqlEndpoint(
+            f"{name}-quality-warehouse", name=args.names.sql_warehouse, cluster_size="2X-Small", min_num_clusters=1,
+            max_num_clusters=1, auto_stop_mins=QUALITY_WAREHOUSE_AUTO_STOP_MINUTES, enable_serverless_compute=True,
+            warehouse_type="PRO", tags=databricks.SqlEndpointTagsArgs(custom_tags=[
+                databricks.SqlEndpointTagsCustomTagArgs(key=k, value=v) for k, v in sorted(args.tags.items())]),
+            opts=opts)
+        self.quality_warehouse = warehouse
+        return warehouse.id
+
+    def _quality_readers(self, name: str, args: DatabricksArgs, full: str, opts: pulumi.ResourceOptions) -> None:
+        """quality.readers read the inference table and the two metric tables the monitor creates beside it
+        (`<table>_profile_metrics`, `<table>_drift_metrics`, owned by the monitor's creator, the deployer, who grants);
+        nothing else. Their USE_CATALOG and USE_SCHEMA come with the stack's grants (quality_grants)."""
+        assert args.quality is not None
+        tables: list[tuple[str, str, Any]] = [("inference", full, self.inference_table)]
+        if self.quality_monitor is not None:
+            tables += [(kind, f"{full}_{kind}_metrics", self.quality_monitor) for kind in ("profile", "drift")]
+        for n, reader in enumerate(args.quality.settings.readers):
+            for kind, table, made_by in tables:
+                self.grants.append(databricks.Grant(
+                    f"{name}-grant-quality-reader{n}-{kind}", table=table, principal=reader, privileges=["SELECT"],
+                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[made_by, *self.members]))))
+
+    def _quality_monitor(self, name: str, args: DatabricksArgs, contract: Any, full: str,
+                         warehouse: pulumi.Input[str], opts: pulumi.ResourceOptions) -> databricks.QualityMonitor:
+        """Lakehouse Monitoring's inference profile of the table. Its refreshes run on serverless compute. Its schedule
+        takes no pause status (the provider reads it back, and refuses it configured): `paused` declares none, so it
+        refreshes only when asked. It refreshes after the quality job's run (quality.monitorSchedule), so its metrics
+        include that run's rows and labels."""
+        assert args.quality is not None and args.drift is not None
+        s, q, d = args.settings, args.quality.settings, args.drift
+        return databricks.QualityMonitor(
+            f"{name}-quality-monitor", table_name=full, output_schema_name=f"{s.catalog}.{s.schema}",
+            assets_dir=f"{s.folder}/quality-monitor",  # in the stack's governed folder (_folder), not /Shared
+            inference_log=databricks.QualityMonitorInferenceLogArgs(
+                problem_type=delta_table.PROBLEM_TYPES[contract.task],
+                prediction_col=delta_table.PREDICTION_COLUMN[contract.task],
+                label_col=contract.target.name, model_id_col=delta_table.MODEL_ID, timestamp_col=delta_table.TIMESTAMP,
+                granularities=[q.window]),
+            slicing_exprs=delta_table.slicing_exprs(contract, args.quality.personal) or None,
+            schedule=None if q.paused else databricks.QualityMonitorScheduleArgs(
+                quartz_cron_expression=q.monitor_schedule, timezone_id=s.job.timezone),
+            warehouse_id=warehouse,
+            notifications=(databricks.QualityMonitorNotificationsArgs(on_failure=databricks.QualityMonitorNotificationsOnFailureArgs(
+                email_addresses=list(d.notify))) if d.notify else None),
+            # the API cannot move a monitor to another table or assets folder: a new one replaces it
+            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                depends_on=[*filter(None, [self.inference_table]), *self.grants, *self.folder],
+                replace_on_changes=["tableName", "assetsDir"])))
 
     def declare_batch_job(self, model_version: pulumi.Input[str]) -> databricks.Job | None:
         """The scheduled batch scoring job (serving/batch.py), scoring with `model_version` of the stack's registered

@@ -142,7 +142,7 @@ def _resolve(model: ModelSettings, image: ImageSettings, progress: Callable[[str
 def unreachable(model: ModelSettings, where: str, error: Exception) -> ModelSourceError:
     return ModelSourceError(f"cannot read {model.uri} from {where}: {type(error).__name__}: {error}. The deploying "
                             "identity needs to reach that workspace (az login, or ARM_* / OIDC in CI) as a member, with "
-                            "USE CATALOG, USE SCHEMA and EXECUTE on the model's schema (README, Deploying for real: "
+                            "USE CATALOG, USE SCHEMA and EXECUTE on the model's schema (docs/deploy.md, Before the second `up`: "
                             "before the second `up`).")
 
 

@@ -114,7 +114,7 @@ def alias_version(model: ModelSettings, workspace: Workspace | None) -> str | No
                 return None
             raise ModelSourceError(f"cannot read {model.uri} from {workspace or model.tracking_uri}: {error} (the "
                                    "deployer needs to be a member of the workspace with USE CATALOG, USE SCHEMA and "
-                                   "EXECUTE: README, Deploying for real)") from None
+                                   "EXECUTE: docs/deploy.md, Before the second `up`)") from None
 
 
 def no_such_model(error: Exception) -> bool:

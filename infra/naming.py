@@ -135,6 +135,10 @@ UNITY_CATALOG_IDENTIFIER = NameRule(
 JOB_NAME = NameRule(
     "Databricks job name", r".{1,4096}", "at most 4096 characters", 4096,
     "https://docs.databricks.com/api/azure/workspace/jobs/create (name)", (("databricks:index/job:Job", "name"),))
+SQL_WAREHOUSE = NameRule(
+    "Databricks SQL warehouse name", r".{1,99}", "under 100 characters", 99,
+    "https://docs.databricks.com/api/azure/workspace/warehouses/create (name)",
+    (("databricks:index/sqlEndpoint:SqlEndpoint", "name"),))
 REPOSITORY = NameRule(
     "image repository", r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*",
     "lowercase letters and digits, parts joined by '.', '_', '__' or '-' (and '/' between path components)", 256,
@@ -155,7 +159,7 @@ RULES: tuple[NameRule, ...] = (
     RESOURCE_GROUP, LOG_ANALYTICS, APP_INSIGHTS, ACTION_GROUP, ACTION_GROUP_SHORT, ALERT_RULE, IDENTITY, REGISTRY,
     CONTAINER_APP_ENVIRONMENT, CONTAINER_APP, AKS_CLUSTER, AKS_NODE_RESOURCE_GROUP, AKS_DNS_PREFIX, MONITOR_WORKSPACE,
     DATA_COLLECTION_ENDPOINT, DATA_COLLECTION_RULE, PROMETHEUS_RULE_GROUP, DATABRICKS_WORKSPACE, ACCESS_CONNECTOR,
-    SECRET_SCOPE, UNITY_CATALOG, UNITY_CATALOG_IDENTIFIER, JOB_NAME, REPOSITORY, LABEL_VALUE, DISTRIBUTION, MODULE)
+    SECRET_SCOPE, UNITY_CATALOG, UNITY_CATALOG_IDENTIFIER, JOB_NAME, SQL_WAREHOUSE, REPOSITORY, LABEL_VALUE, DISTRIBUTION, MODULE)
 ALERT_KEYS = ("error-rate", "p95-latency", "restarts", "drift", "quality", "no-traffic")  # infra/observability.py's alert rules
 
 
@@ -314,6 +318,11 @@ class Names:
     def files_root(self) -> str:
         return f"{self.workspace_folder}/code"
 
+    @property
+    def sql_warehouse(self) -> str:
+        """The quality loop's SQL warehouse (workspace-wide name)."""
+        return f"{self.project}-quality-{self.environment}"
+
     def cluster_policy(self, kind: str) -> str:
         """train, drift, batch, quality: the job's cluster policy (workspace-wide name)."""
         return f"{self.project}-{kind}-{self.environment}"
@@ -370,6 +379,7 @@ class Names:
             Derived("access connector", self.access_connector, ACCESS_CONNECTOR),
             Derived("service credential", self.logs_credential, UNITY_CATALOG),
             Derived("secret scope", self.secret_scope, SECRET_SCOPE, "drift.secretScope"),
+            Derived("SQL warehouse", self.sql_warehouse, SQL_WAREHOUSE),
             *(Derived(f"{kind} job", self.job(kind), JOB_NAME) for kind in ("train", "drift", "batch", "quality")),
             Derived("code volume", self.code_volume, UNITY_CATALOG_IDENTIFIER, "databricks.codeVolume"),
             Derived("registered model", self.registered_model, UNITY_CATALOG_IDENTIFIER, "model.name"),

@@ -92,7 +92,7 @@ def workspace_bootstrap(s: StackSettings) -> str:
     return (f"BOOTSTRAP: this `up` creates the stack's Databricks workspace {s.names.databricks_workspace} and nothing "
             f"in it: a workspace the same `up` creates has no members, so the deployer ({s.databricks.deployer}) could "
             "declare no job, grant or model there. An account admin now adds the deployer to the workspace as admin "
-            "(README, Deploying for real, first `up`); then run `pulumi up` again.")
+            "(docs/deploy.md, Before the second `up`); then run `pulumi up` again.")
 
 
 def bootstrapped(outputs: dict[str, Any], message: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Every per-environment difference is a value in Pulumi.<stack>.yaml, read here into frozen pydantic models, one per
 config section, with the stack files' camelCase names; no other module reads `pulumi.Config` or compares the stack
-name. A field's description is its row of README's config-key table (`readme_table`; tests/infra/test_readme.py
+name. A field's description is its row of the config-key table (`readme_table`; tests/infra/test_readme.py
 keeps the two equal), so adding a key is adding one field. A missing, unknown or bad value raises `ConfigError`
 naming the full key (`mlops:<key>.<nested.path>`) and what is allowed: a rule that relates two keys is a model
 validator whose message names them as `@key`. Defaults that depend on another section are filled in `from_values`.
@@ -12,8 +12,8 @@ why). Every name the stack gives something derives from the key `name` (infra/na
 `name`, `environment` and `location` first, then every name they make against its service's rule, and only then
 the rest, so an error about a derived name always names `name` and the rule it broke.
 
-Why one module: no other module reads config, so every key and rule is here; each key's description is its README
-row, and those ~110 documented keys are most of its length.
+Why one module: no other module reads config, so every key and rule is here; each key's description is its row
+in docs/reference/config.md, and those ~110 documented keys are most of its length.
 """
 
 from __future__ import annotations
@@ -140,7 +140,7 @@ class ObservabilitySettings(Section):
     request_log_personal: Literal["drop", "keep", "pseudonymise"] = key(
         "the request log's copy of the columns the model's contract marks personal: drop (left out), keep (logged "
         "as sent: the log then holds personal data) or pseudonymise (a keyed HMAC under requestLogPseudonymKey); "
-        "README, Personal data in the request log", "drop")
+        "docs/reference/request-log.md, Personal data", "drop")
 
     def rules(self) -> None:
         rule(not 0 < self.no_traffic_minutes < 5,
@@ -298,6 +298,8 @@ class DriftSettings(Section):
 
 
 if TYPE_CHECKING:
+    from training.contract import Contract
+
     Granularity = str
 else:  # the granularities, as choices (an error names them)
     Granularity = Literal[tuple(GRANULARITIES)]
@@ -320,12 +322,22 @@ class QualitySettings(Section):
                                "0..1 (omit: the gate's floor only)", None, ge=0, le=1)
     min_labelled: int = key("labels a window needs to be judged, 1..1000000", 50, ge=1, le=1_000_000)
     drift_windows: int = key("windows in a row with drift to retrain, 1..100", 3, ge=1, le=100)
-    schedule: Cron = key("Quartz cron of the quality job and of the monitor's refresh", "0 0 7 * * ?",
-                         shown="0 0 7 * * ? (07:00 every day)")
-    paused: bool = key("declare the quality job and the monitor with their schedules paused", False)
+    readers: tuple[Annotated[str, matching(r"[^\s,][^,]*", "a principal: a group, a user name or an application id")], ...] = key(
+        "principals (account groups, users, application ids) who read what the loop computes: SELECT on the inference "
+        "table and the monitor's metric tables, USE_CATALOG and USE_SCHEMA on the stack's schema", ())
+    retention_days: int = key("days a prediction stays in the inference table (the job deletes older ones: it holds "
+                              "the request log's columns, pseudonymised ids included, longer than the log), 30..3650",
+                              730, ge=30, le=3650)
+    schedule: Cron = key("Quartz cron of the quality job", "0 0 7 * * ?", shown="0 0 7 * * ? (07:00 every day)")
+    monitor: bool = key("declare the Lakehouse monitor (its refreshes need serverless compute in the workspace's "
+                        "region: false where there is none; the table, the job and the alert stay)", True)
+    monitor_schedule: Cron = key("Quartz cron of the monitor's refresh: after the quality job's run, so it sees that "
+                                 "run's rows and labels", "0 0 9 * * ?", shown="0 0 9 * * ? (09:00 every day)")
+    paused: bool = key("declare the quality job paused and the monitor without a schedule (refreshed when asked)",
+                       False)
     warehouse_id: Annotated[str, matching(r"[0-9a-f]{16}", "a SQL warehouse id (16 hex digits)")] | None = key(
-        "SQL warehouse that creates the inference table and the monitor's dashboard (omit: the provider starts a "
-        "cluster for the table, and the monitor has no dashboard, its metric tables only)", None)
+        "SQL warehouse that runs the inference table's DDL and the monitor's dashboard (omit: the stack declares a "
+        "2X-Small serverless one that stops after 10 idle minutes)", None)
 
 
 class ModelSettings(Section):
@@ -636,7 +648,7 @@ class PromotionSettings(Section):
         "the runtime the image staging tested runs on (set by CI with testedDigest): this stack's memory rule runs for "
         "it before any resource changes", None)
     pinned_personal_checked: bool = key("rollback: you checked that the pinned image honours "
-                                        "observability.requestLogPersonal (README, Roll back): an image older than its "
+                                        "observability.requestLogPersonal (docs/operate.md, Roll back): an image older than its "
                                         "/ready report of it is then not refused by the smoke test; on AKS, where the "
                                         "pin serves before its smoke test, a pin without it is refused (true|false)",
                                         False)
@@ -709,6 +721,10 @@ class StackSettings(Identity):
         rule(secret is not None or mode != "pseudonymise", f"@{PSEUDONYM_KEY} is required with "
              f"@observability.requestLogPersonal pseudonymise: set it with `pulumi config set --secret "
              f"{NAMESPACE}:{PSEUDONYM_KEY} <at least {MIN_PSEUDONYM_KEY_CHARS} random characters>`")
+        rule(not self.quality.labels_table or self._labels_join(), "@quality.labelsTable joins labels by the contract's "
+             f"ids ({', '.join(self._contract().ids) or 'none'}), and @observability.requestLogPersonal {mode} leaves "
+             "none of them in the inference table (they are personal): set it to pseudonymise (with "
+             f"@{PSEUDONYM_KEY}) or keep, or omit @quality.labelsTable")
         length = len(secret.get_secret_value()) if secret is not None else MIN_PSEUDONYM_KEY_CHARS
         rule(length >= MIN_PSEUDONYM_KEY_CHARS, f"@{PSEUDONYM_KEY} must be a secret of at least "
              f"{MIN_PSEUDONYM_KEY_CHARS} characters, got {length}")
@@ -718,10 +734,20 @@ class StackSettings(Identity):
              or self.promotion.pinned_personal_checked, "@promotion.pinnedDigest on AKS needs "
              "@promotion.pinnedPersonalChecked: true: the pin serves before its smoke test can ask how it logs the "
              "personal columns, and an image older than that report may log them whole whatever "
-             "@observability.requestLogPersonal says; check the image (README, Roll back), then set it")
+             "@observability.requestLogPersonal says; check the image (docs/operate.md, Roll back), then set it")
 
     def model_post_init(self, context: Any) -> None:
         self._stack = context["stack"]
+
+    def _contract(self) -> Contract:
+        from training import contract as contracts  # the model's module: imported only for this rule
+
+        return contracts.load(self.model.module).contract
+
+    def _labels_join(self) -> bool:
+        """Some id of the contract reaches the inference table: labels can be joined by it."""
+        contract, mode = self._contract(), self.observability.request_log_personal
+        return any(name not in contract.personal or mode != "drop" for name in contract.ids)
 
     @property
     def stack(self) -> str:
@@ -791,7 +817,7 @@ def from_values(stack: str, values: Mapping[str, Any], env: Mapping[str, str]) -
     unity_catalog = databricks.get("modelRegistry", "unityCatalog") == "unityCatalog"
     tracking = model.get("trackingUri", "databricks")
     registry = model.get("registryUri", "databricks-uc" if unity_catalog and tracking == "databricks" else None)
-    computed = {  # the README shows these defaults as the `shown` of their keys
+    computed = {  # the config-key table shows these defaults as the `shown` of their keys
         "registry": {"name": names.registry},
         "databricks": {"folder": names.workspace_folder, "experiment": names.experiment, "filesRoot": names.files_root,
                        "codeVolume": names.code_volume},
@@ -875,7 +901,7 @@ def explain(error: Mapping[str, Any], namespace: str = NAMESPACE) -> str:
     return f"{name}: {error['msg']}, got {value!r}"
 
 
-# ---- the README's config-key table ----
+# ---- the config-key table (docs/reference/config.md) ----
 
 def bounds_of(info: FieldInfo) -> list[Any]:
     """A number's [lowest, highest] allowed (ge, le), or [] for a field without bounds."""
@@ -895,7 +921,7 @@ def _shown(info: FieldInfo) -> str:
 
 KEYS: dict[str, tuple[str, str]] = {key: (info.description or "", _shown(info)) for key, info in fields()}
 MAIN_TABLE = ("", "observability", "registry", "databricks", "model", "image", "serving", "drift", "quality")
-PROMOTION_TABLE = ("promotion",)  # README's "Delivery" section
+PROMOTION_TABLE = ("promotion",)  # docs/reference/config.md, Promotion keys
 
 
 def readme_table(sections: tuple[str, ...]) -> str:
@@ -928,4 +954,4 @@ def refuse_placeholders(s: StackSettings) -> None:
     stack files as committed, under mocks, where a placeholder is what they should show."""
     if found := placeholders(s):
         raise ConfigError(f"{', '.join(found)}: still the stack file's placeholder (a GUID of zeros); set the real "
-                          "id (README: 'The API's app registration', and the Databricks account console)")
+                          "id (docs/deploy.md: 'The API's app registration', and the Databricks account console)")

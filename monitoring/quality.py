@@ -386,19 +386,23 @@ def _version_order(version: str) -> tuple[int, str]:
     return (int(version), "") if str(version).isdigit() else (-1, str(version))
 
 
-def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str) -> dict[str, float]:
-    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it)."""
+def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str,
+               registry_uri: str | None = None) -> dict[str, float]:
+    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it). The
+    registry is `registry_uri` where it is not the tracking store: on Databricks the runs are the workspace's
+    (`databricks`) and the versions Unity Catalog's (`databricks-uc`)."""
     if not tracking_uri:
         return {}
+    from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
     found = {}
     for version in versions:
         try:
             run_id = client.get_model_version(model_name, version).run_id
             value = client.get_run(run_id).data.metrics.get(f"gate_challenger_{gate_name}") if run_id else None
-        except Exception:  # a version this registry does not hold (another model's copy): no reference
+        except MlflowException:  # a version or run this store does not hold (a copy whose run is elsewhere): none
             value = None
         if value is not None:
             found[version] = float(value)
@@ -406,8 +410,9 @@ def references(tracking_uri: str | None, model_name: str, versions: list[str], g
 
 
 def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | None, window: pd.Timedelta,
-                    min_records: int) -> dict[str, list[str]]:
-    """Per version, each window's drift status (monitoring/drift.py compare on that window's records)."""
+                    min_records: int, psi_threshold: float = 0.2, alpha: float = 0.01) -> dict[str, list[str]]:
+    """Per version, each window's drift status (monitoring/drift.py compare on that window's records, with the drift
+    job's thresholds: the stack's drift.psiThreshold and drift.pValue)."""
     from monitoring import drift, inference  # drift's own test; imported here: drift imports nothing of this module
     if not baseline:
         return {}
@@ -419,7 +424,8 @@ def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | N
         records = _plain(group[features].to_dict(orient="records"))
         answers = [{k: (json.loads(v) if k == "probabilities" and isinstance(v, str) else v) for k, v in row.items()}
                    for row in _plain(group[outputs].to_dict(orient="records"))]
-        result = drift.compare(baseline, records, answers, psi_threshold=0.2, alpha=0.01, min_records=min_records)
+        result = drift.compare(baseline, records, answers, psi_threshold=psi_threshold, alpha=alpha,
+                                min_records=min_records)
         found.setdefault(str(version), []).append(result["status"])
     return found
 

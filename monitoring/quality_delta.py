@@ -126,9 +126,18 @@ class Store:
         rows = self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
         return rows.toPandas()
 
+    def forget(self, before: pd.Timestamp) -> int:
+        """Delete the predictions scored before `before` (quality.retentionDays); Delta's file retention then removes
+        the files that held them."""
+        older = f"{delta_table.TIMESTAMP} < '{before.isoformat()}'"
+        count = self.spark.table(self.table).where(older).count()
+        if count:
+            self.spark.sql(f"DELETE FROM {self.table} WHERE {older}")
+        return int(count)
+
 
 def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
-        send: Callable[[list[dict]], None], start_training: Callable[[int], Any]) -> tuple[int, dict]:
+        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any]) -> tuple[int, dict]:
     model = contracts.load(args.model_module)
     contract, gate = model.contract, model.gate
     columns = delta_table.columns(contract, args.personal)
@@ -136,6 +145,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     added = store.append(table_rows(inference.rows_from_log(lines, contract.task, counts), columns))
     as_of = pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)
     as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
+    removed = store.forget(as_of - pd.Timedelta(days=args.retention_days))
     window = pd.Timedelta(quality_job_window(args.window))
     notes = []
     if labels is None:
@@ -155,22 +165,39 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     if labelled or drifted:
         scored = quality.quality_table(joined, contract, gate.measure, window, args.min_labelled, args.resamples)
         versions = sorted(joined["model_version"].astype(str).unique())
-        refs = quality.references(args.tracking_uri, args.model_name or model_name, versions, gate.name)
+        refs = quality.references(args.tracking_uri, args.model_name or model_name, versions, gate.name,
+                                  os.environ.get("MLFLOW_REGISTRY_URI"))
         decision = quality.decide(scored, gate.name, rule, refs, drifted)
         retrain, reasons = decision.retrain, [*reasons, *decision.reasons]
     started = None
     if retrain and args.training_job_id:
-        started = start_training(int(args.training_job_id))
-        reasons.append(f"started the training job {args.training_job_id} (run {started})")
+        job_id = int(args.training_job_id)
+        started = start(job_id, as_of - window * args.windows, f"mlops-quality-{job_id}-{as_of.floor(window):%Y%m%dT%H%M}")
+        reasons.append(f"the training job {args.training_job_id}: run {started}")
     elif retrain:
         reasons.append("no training job in this stack: retrain where the model is trained (it never promotes itself)")
     record = {"log_type": "quality", "model_name": model_name, "retrain": retrain, "reasons": reasons,
-              "added": added, "predictions": len(joined), "labelled": labelled, "window": args.window,
+              "added": added, "removed": removed, "predictions": len(joined), "labelled": labelled, "window": args.window,
               "labels": labels is not None, "training_run": started, "lines": dict(counts),
               "ts": datetime.now(UTC).isoformat()}
     print(json.dumps(record, default=str), flush=True)
     send([record])
     return (EXIT_RETRAIN if retrain else EXIT_OK), record
+
+
+def start_training(jobs: Any, job_id: int, since: pd.Timestamp, token: str) -> str:
+    """Start the stack's training job (Jobs API run-now, as the jobs' principal: CAN_MANAGE_RUN), once per fall: not
+    while a run of it is active, nor when one started within the windows the rule judged (its version is on its way
+    through the gate, staging and approval, or failed the gate; a fall that persists starts one run per `windows`
+    windows at most). The idempotency token (one per window) makes a retried task start one run at most. Listing
+    runs takes CAN_VIEW. `jobs` is databricks-sdk's JobsAPI."""
+    active = next(iter(jobs.list_runs(job_id=job_id, active_only=True, limit=1)), None)
+    if active is not None:
+        return f"{active.run_id} (running: none started)"
+    recent = next(iter(jobs.list_runs(job_id=job_id, start_time_from=int(since.timestamp() * 1000), limit=1)), None)
+    if recent is not None:
+        return f"{recent.run_id} (started within the windows judged: none started)"
+    return f"{jobs.run_now(job_id, idempotency_token=token).run_id} (started)"
 
 
 def drift_by_version(args: argparse.Namespace, joined: pd.DataFrame, contract: Contract, model_name: str,
@@ -188,7 +215,8 @@ def drift_by_version(args: argparse.Namespace, joined: pd.DataFrame, contract: C
         except drift.DriftInputError as error:
             notes.append(f"version {version}: no drift baseline, judged on quality only ({error})")
             continue
-        found.update(quality.drift_by_window(group, contract, baseline, window, args.min_records))
+        found.update(quality.drift_by_window(group, contract, baseline, window, args.min_records, args.psi_threshold,
+                                             args.p_value))
     return found
 
 
@@ -224,6 +252,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-labelled", type=int, default=50)
     p.add_argument("--drift-windows", type=int, default=3)
     p.add_argument("--min-records", type=int, default=200, help="records a window needs for the drift test")
+    p.add_argument("--psi-threshold", type=float, default=0.2, help="drift.psiThreshold: the drift job's PSI bound")
+    p.add_argument("--p-value", type=float, default=0.01, help="drift.pValue: the drift job's chi-square bound")
+    p.add_argument("--retention-days", type=int, default=730, help="quality.retentionDays: older predictions are "
+                                                                   "deleted from the inference table")
     p.add_argument("--lookback-windows", type=int, default=30, help="windows of the table read to judge the rule")
     p.add_argument("--resamples", type=int, default=quality.BOOTSTRAP)
     p.add_argument("--as-of", help="labels known at this time (default: now)")
@@ -247,27 +279,26 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
              else drift.log_analytics_lines(args.workspace_id, source, args.window_hours, args.service_credential))
     labels = None
     if args.labels_table:
+        # Only the labels of the windows read: older ones were merged by earlier runs (filtered in Spark, not on the
+        # driver: a labels table grows without end).
         wanted = [*model.contract.ids, model.contract.target.name, inference.KNOWN_AT]
-        labels = spark.table(args.labels_table).select(*wanted).toPandas()
+        lookback = pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
+        since = (pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)) - lookback
+        labels = (spark.table(args.labels_table).select(*wanted)
+                  .where(f"{delta_table.quote(inference.KNOWN_AT)} >= '{since.isoformat()}'").toPandas())
     connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
 
     def send(records: list[dict]) -> None:
         if connection:
             drift.send_to_app_insights(connection, records, drift.job_credential(args.service_credential))
 
-    def start_training(job_id: int) -> Any:
-        """Run-now (CAN_MANAGE_RUN), unless a run is active: a re-run of this job, or the next day's run while the last
-        training still runs, starts no second one (listing runs takes CAN_VIEW, which workspace users hold)."""
+    def start(job_id: int, since: pd.Timestamp, token: str) -> str:
         from databricks.sdk import WorkspaceClient
 
-        client = WorkspaceClient()
-        active = next(iter(client.jobs.list_runs(job_id=job_id, active_only=True)), None)
-        if active is not None:
-            return f"{active.run_id} (already running: none started)"
-        return client.jobs.run_now(job_id=job_id).run_id
+        return start_training(WorkspaceClient().jobs, job_id, since, token)
 
     try:
-        code, _ = run(args, store, lines, labels, send, start_training)
+        code, _ = run(args, store, lines, labels, send, start)
     except (inference.InferenceError, contracts.ContractError, drift.DriftInputError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -291,7 +291,7 @@ gate {'promoted it' if gate.get('promoted') else 'kept the champion'}
   watch       make traffic && make drift       (inputs against the training baseline)
               make traffic DEGRADE=0.6 && make quality   (the answers against their labels; exit 3: retrain)
   stop        make stop
-  cloud       a deployed endpoint wants an Entra token (README "Security"):
+  cloud       a deployed endpoint wants an Entra token (docs/design/security.md):
                 python -m serving.smoke <endpoint_url> --token-from-azure-cli <auth_audience>
 """)
     (layout.state / "example_request.json").write_text(json.dumps({"records": context.manifest["input_example"][:1]}))

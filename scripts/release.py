@@ -119,7 +119,8 @@ FAILED_IN = {  # where a failed release ends, and what serves then
                             "the candidate again at 0 %.",
     State.ROLLBACK: "the smoke test failed with {r.weight} % on {r.revision} ({r.error}); traffic moved back: "
                     "{r.stable} serves 100 % again"}
-AFTER_100 = "the smoke test failed after the update ({r.error}); it serves 100 %: roll back by config (README, Delivery)"
+AFTER_100 = ("the smoke test failed after the update ({r.error}); it serves 100 %: roll back by config "
+             "(docs/operate.md, Roll back)")
 
 
 @dataclass
@@ -205,7 +206,7 @@ class Release:
         active at 0 %, minReplicas running, until a release completes), or at completion the replaced stable one. The
         switch to Single mode should stop that one, but did not always (microsoft/azure-container-apps#679), and while
         it runs it holds on to the app's secrets: leaving pseudonymise removes the key only once no active revision
-        refers to it (README). A refusal costs replicas, not correctness: noted, not failed."""
+        refers to it (docs/operate.md, A release). A refusal costs replicas, not correctness: noted, not failed."""
         if not revision or revision == self.revision:
             return
         try:
@@ -248,7 +249,7 @@ def expected_artifact(s: StackSettings, digest: str | None, version: str | None,
         + ("" if promotion.pinned_personal_checked else
            ". An image older than /ready's report of how it logs the personal columns (request_log_personal) fails "
            f"its smoke test unless promotion.pinnedPersonalChecked says you checked it (label {PERSONAL_LABEL}, or "
-           "when it was built: README, Roll back)"))
+           "when it was built: docs/operate.md, Roll back)"))
     return promotion.pinned_digest, promotion.pinned_model_version
 
 

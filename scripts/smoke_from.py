@@ -106,5 +106,5 @@ def smoke_for(s: StackSettings, env: Mapping[str, str], run: Run = run_command) 
     if s.serving.auth.mode == "internal" and env.get("RUNNER_ENVIRONMENT") != "self-hosted":
         raise Unreachable("serving.auth.mode internal: the environment has no public endpoint, and a GitHub-hosted "
                             "runner has no route into its VNet. Run the deploy jobs on a self-hosted runner in that VNet "
-                            "(the repository variable DEPLOY_RUNNER names its label; README, Delivery)")
+                            "(the repository variable DEPLOY_RUNNER names its label; docs/operate.md, Where the smoke test runs)")
     return smoke_with_entra(env.get("SMOKE_CLIENT_ID", ""), env.get("AZURE_TENANT_ID", ""), personal, unreported_ok)

@@ -150,7 +150,7 @@ def check_personal(ready: dict, expected: str | None, say=print, unreported_ok: 
         return
     if found != expected:
         said = repr(found) if found else ("not reported (an image older than this check: it may log them whole; "
-                                          "check it, README Roll back)")
+                                          "check it, docs/operate.md, Roll back)")
         raise SmokeFailure(f"/ready: the request log's personal columns are {said}, the stack says {expected!r}")
     say(f"ok   /ready (request log personal columns: {found})")
 

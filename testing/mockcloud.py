@@ -71,6 +71,7 @@ class Captured:
     secrets: list[str] = field(default_factory=list)  # input paths that were secret
     protect: bool = False  # the engine refuses to delete it (and so to replace it)
     retain_on_delete: bool = False  # deleting it from the stack leaves it in the cloud
+    replace_on_changes: list[str] = field(default_factory=list)  # inputs whose change replaces it
 
     @property
     def id(self) -> str:
@@ -276,6 +277,7 @@ class CapturingMonitor(pulumi_mocks.MockMonitor):
                 captured.urn, captured.parent = response.urn, request.parent
                 captured.dependencies = list(request.dependencies)
                 captured.protect, captured.retain_on_delete = bool(request.protect), bool(request.retainOnDelete)
+                captured.replace_on_changes = list(request.replaceOnChanges)
                 break
         return response
 

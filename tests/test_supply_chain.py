@@ -101,7 +101,7 @@ def test_the_base_image_is_pinned_by_digest_wherever_the_build_gets_it():
     froms = re.findall(r"^FROM\s+(\S+)", DOCKERFILE.read_text(), flags=re.MULTILINE)
     assert froms and set(froms) == {"${BASE_IMAGE}"}, "every stage starts from the pinned BASE_IMAGE"
     assert base == settings.DEFAULT_BASE_IMAGE, "the Pulumi program passes BASE_IMAGE: the same pinned default"
-    assert base[:len("python:3.11-slim@sha256:") + 8] in settings.KEYS["image.baseImage"][1]  # README's table
+    assert base[:len("python:3.11-slim@sha256:") + 8] in settings.KEYS["image.baseImage"][1]  # docs/reference/config.md
 
 
 def test_a_stack_cannot_configure_a_base_image_by_tag():

@@ -1,6 +1,6 @@
 """.github/identities.yaml against what the stacks declare: every role assignment a stack makes is one its deploying
 identity's User Access Administrator condition allows (ARM refuses any other with AuthorizationFailed, on the first
-`up`), a promotion target's deployer may read the source registry its image import names, and README's table names
+`up`), a promotion target's deployer may read the source registry its image import names, and docs/deploy.md names
 the same roles."""
 
 from __future__ import annotations
@@ -54,18 +54,18 @@ def test_a_promotion_targets_deployer_may_read_the_source_registry(evaluate):
 
 
 def test_no_deployer_holds_a_role_on_the_subscription():
-    """The resource group is created by an administrator and adopted (README), so every role is on a group."""
+    """The resource group is created by an administrator and adopted (docs/deploy.md), so every role is on a group."""
     for subject in IDENTITIES:
         assert all("subscription" not in r["scope"] for r in roles(subject)), subject
 
 
-def test_readme_names_every_role_of_the_table():
-    readme = (ROOT / "README.md").read_text()
+def test_the_deploy_page_names_every_role_of_the_table():
+    readme = (ROOT / "docs" / "deploy.md").read_text()
     missing = {r["role"] for subject in IDENTITIES for r in roles(subject) if r["role"] not in readme}
-    assert not missing, f"README does not name {missing}"
+    assert not missing, f"docs/deploy.md does not name {missing}"
     for name, role_id in {k: v for subject in DEPLOYER.values() for r in roles(subject)
                           for k, v in ((r.get("condition") or {}).get("may_assign") or {}).items()}.items():
-        assert name in readme and role_id in readme, f"README's condition lacks {name} ({role_id})"
+        assert name in readme and role_id in readme, f"docs/deploy.md's condition lacks {name} ({role_id})"
 
 
 # What creating a Unity Catalog securable takes of the metastore, by the resource that creates it (Unity Catalog

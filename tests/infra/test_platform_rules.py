@@ -194,7 +194,7 @@ def test_a_resource_provider_nobody_registers_is_caught(monkeypatch):
     registry = resource("azure-native:containerregistry:Registry", "acr", {})
     monkeypatch.delitem(platform_rules.PROVIDERS, "Microsoft.ContainerRegistry")
     assert problems("resource-providers", fake(registry)) == [
-        "Microsoft.ContainerRegistry is not in PROVIDERS (README's first-time steps register those)"]
+        "Microsoft.ContainerRegistry is not in PROVIDERS (docs/deploy.md's first-time steps register those)"]
 
 
 def test_a_post_action_in_preview_is_caught():
@@ -240,7 +240,7 @@ def test_a_preview_runs_with_the_preview_roles_only(base_overrides, target):
     tokens = {call for call, _ in ev.calls} - set(platform_rules.WORKSPACE_READS)  # Databricks' own reads of itself
     assert tokens <= set(platform_rules.INVOKE_ACTIONS)
     posts = {token for token in tokens if not platform_rules.INVOKE_ACTIONS[token].endswith("/read")}
-    if target == "aks":  # the one POST a preview needs, granted by the role README asks for
+    if target == "aks":  # the one POST a preview needs, granted by the role docs/deploy.md asks for
         assert posts == {"azure-native:containerservice:listManagedClusterUserCredentials"}
     else:
         assert posts == set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 
+import pandas as pd
 import pytest
 
 from infra import kql
@@ -15,6 +16,13 @@ from tests.infra.test_platform_rules import fake, problems, resource
 from training import contract as contracts
 
 STACKS = ("dev", "staging", "prod")
+KEY = "pseudonym-key-" + "3" * 30  # what `pulumi config set --secret mlops:requestLogPseudonymKey` holds
+
+
+def labelled(stack: str) -> dict:
+    """A stack that names its labels table, with the ids it joins by pseudonymised (the example's ids are personal)."""
+    return {"observability.requestLogPersonal": "pseudonymise", "requestLogPseudonymKey": KEY,
+            "quality.labelsTable": f"{stack}.credit.outcomes"}
 
 
 def one(ev, typ):
@@ -59,23 +67,30 @@ def test_the_monitor_profiles_the_table_by_the_contract(evaluate, stack):
     assert log["problemType"] == delta_table.PROBLEM_TYPES[contract.task]
     assert (log["labelCol"], log["modelIdCol"], log["timestampCol"]) == (contract.target.name, "model_version", "scored_at")
     assert log["granularities"] == [s.quality.window]
-    assert monitor.inputs["schedule"]["quartzCronExpression"] == s.quality.schedule
+    if s.quality.paused:  # refreshed when asked: a monitor's schedule cannot be paused
+        assert not monitor.inputs.get("schedule")
+    else:
+        assert monitor.inputs["schedule"] == {"quartzCronExpression": s.quality.monitor_schedule,
+                                              "timezoneId": s.databricks.job.timezone}
+    assert monitor.inputs["warehouseId"] == one(ev, platform_rules.SQL_TABLE).inputs["warehouseId"]
     assert monitor.inputs["slicingExprs"] == delta_table.slicing_exprs(contract, s.observability.request_log_personal)
     assert monitor.inputs["assetsDir"].startswith(s.databricks.folder + "/")
 
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_the_quality_job_reads_the_log_as_drift_does_and_starts_training_only_where_it_exists(evaluate, stack):
-    s, ev = settings_of(stack), evaluate(stack)
+    s, ev = settings_of(stack, labelled(stack)), evaluate(stack, labelled(stack))
     job = quality_job(ev)
     drift = next(j for j in ev.of_type(platform_rules.JOB)
                  if j.inputs["tasks"][0]["pythonWheelTask"]["entryPoint"] == "mlops-drift")
     assert job.inputs["runAs"] == drift.inputs["runAs"]
     got, theirs = params(job), params(drift)
-    for flag in ("--workspace-id", "--target", "--app-name", "--service-credential"):
+    for flag in ("--workspace-id", "--target", "--app-name", "--service-credential", "--min-records", "--psi-threshold",
+                 "--p-value"):
         assert got[flag] == theirs[flag], flag
     assert got["--inference-table"] == f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
     assert got.get("--labels-table") == s.quality.labels_table
+    assert got["--retention-days"] == str(s.quality.retention_days)
     trains = [j for j in ev.of_type(platform_rules.JOB)
               if j.inputs["tasks"][0]["pythonWheelTask"]["entryPoint"] == "mlops-train"]
     if stack == "prod":
@@ -87,7 +102,7 @@ def test_the_quality_job_reads_the_log_as_drift_does_and_starts_training_only_wh
 
 @pytest.mark.parametrize("stack", STACKS)
 def test_least_privilege_for_every_call_of_the_loop(evaluate, stack):
-    s, ev = settings_of(stack), evaluate(stack)
+    s, ev = settings_of(stack, labelled(stack)), evaluate(stack, labelled(stack))
     principal = str(quality_job(ev).inputs["runAs"]["servicePrincipalName"])
     held = platform_rules._held(ev)
     table = f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
@@ -108,7 +123,8 @@ def test_the_quality_alert_is_routed_like_the_drift_alert(evaluate):
 def test_the_loop_rules_catch_their_mistakes(evaluate):
     ev = evaluate("staging")
     for key in ("lakehouse-monitor-creator", "lakehouse-monitor-inference-profile", "delta-column-names",
-                "databricks-sql-table-column-types", "databricks-run-now-permission"):
+                "databricks-sql-table-column-types", "databricks-run-now-permission", "databricks-quality-monitor-schedule",
+                "databricks-sql-table-compute"):
         assert problems(key, ev) == [], key
     table, monitor = one(ev, platform_rules.SQL_TABLE), one(ev, platform_rules.QUALITY_MONITOR)
     config = ev.config
@@ -139,6 +155,78 @@ def test_the_loop_rules_catch_their_mistakes(evaluate):
     acl = resource(platform_rules.PERMISSIONS, "acl", {"jobId": started, "accessControls": [
         {"servicePrincipalName": principal, "permissionLevel": "CAN_MANAGE"}]})
     assert problems("databricks-run-now-permission", fake(resource(platform_rules.JOB, job.name, job.inputs), acl))
+
+
+def test_the_monitor_is_paused_without_a_schedule_and_the_tables_ddl_runs_on_the_stacks_warehouse(evaluate):
+    ev = evaluate("staging")
+    table, monitor = one(ev, platform_rules.SQL_TABLE), one(ev, platform_rules.QUALITY_MONITOR)
+    warehouse = one(ev, "databricks:index/sqlEndpoint:SqlEndpoint")
+    assert table.inputs["warehouseId"] == warehouse.id and warehouse.inputs["enableServerlessCompute"] is True
+    assert warehouse.inputs["autoStopMins"] == 10 and warehouse.inputs["maxNumClusters"] == 1
+    paused = copy.deepcopy(monitor.inputs)
+    paused["schedule"]["pauseStatus"] = "PAUSED"
+    assert problems("databricks-quality-monitor-schedule", fake(resource(platform_rules.QUALITY_MONITOR, "m", paused)))
+    unnamed = {k: v for k, v in table.inputs.items() if k != "warehouseId"}
+    assert problems("databricks-sql-table-compute", fake(resource(platform_rules.SQL_TABLE, "t", unnamed)))
+    # a warehouse of the team's own: none declared
+    own = evaluate("staging", {"quality.warehouseId": "0123456789abcdef"})
+    assert not own.of_type("databricks:index/sqlEndpoint:SqlEndpoint")
+    assert one(own, platform_rules.SQL_TABLE).inputs["warehouseId"] == "0123456789abcdef"
+
+
+def test_a_renamed_table_is_a_new_one_and_the_old_one_is_kept(evaluate):
+    ev = evaluate("prod")
+    table, monitor = one(ev, platform_rules.SQL_TABLE), one(ev, platform_rules.QUALITY_MONITOR)
+    assert table.replace_on_changes == ["name"] and table.retain_on_delete
+    assert table.protect  # prod's history of predictions and labels
+    assert set(monitor.replace_on_changes) == {"tableName", "assetsDir"}
+
+
+def test_without_serverless_the_stack_declares_no_monitor_and_keeps_the_rest(evaluate):
+    ev = evaluate("staging", {"quality.monitor": False})
+    assert not ev.of_type(platform_rules.QUALITY_MONITOR)
+    assert one(ev, platform_rules.SQL_TABLE) and quality_job(ev)
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_each_shipped_stacks_quality_job_runs_with_its_own_parameters(evaluate, stack, tmp_path):
+    """The job as each stack declares it (its --personal, its labels table or none) over the service's log lines:
+    it appends, judges what it can and sends its record; it never fails on the stack's own settings."""
+    from monitoring import quality_delta
+    from tests.monitoring.loglines import log_lines
+    from tests.monitoring.test_quality_delta import FrameStore
+    from training import data
+
+    s, ev = settings_of(stack), evaluate(stack)
+    model = contracts.load(s.model.module)
+    given = params(quality_job(ev))
+    argv = [*(x for k, v in given.items() if k not in ("--training-job-id", "--service-credential") for x in (k, v))]
+    args = quality_delta.parser().parse_args(argv)
+    args.tracking_uri = None
+    store = FrameStore(delta_table.columns(model.contract, args.personal))
+    rows = data.example_table(model, 50, seed=3)
+    sent: list = []
+    c = model.contract
+    labels = pd.DataFrame({**{i: rows[i] for i in c.ids}, c.target.name: rows[c.target.name],
+                           "known_at": pd.Timestamp.now(tz="UTC")}) if args.labels_table else None
+    code, record = quality_delta.run(args, store, log_lines(model, rows, "req").splitlines(), labels, sent.extend,
+                                     lambda *_: "never")
+    assert code == quality_delta.EXIT_OK and sent == [record] and record["added"] == 50
+
+
+def test_quality_readers_read_the_table_and_the_monitors_metrics_and_nothing_else(evaluate):
+    group = "credit-analysts"
+    s, ev = settings_of("staging"), evaluate("staging", {"quality.readers": [group]})
+    held = {(kind, name): privileges for (principal, kind, name), privileges in platform_rules._held(ev).items()
+            if principal == group}
+    table = f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
+    assert held == {("catalog", s.databricks.catalog): {"USE_CATALOG"},
+                    ("schema", f"{s.databricks.catalog}.{s.databricks.schema}"): {"USE_SCHEMA"},
+                    ("table", table): {"SELECT"}, ("table", f"{table}_profile_metrics"): {"SELECT"},
+                    ("table", f"{table}_drift_metrics"): {"SELECT"}}
+    monitor = one(ev, platform_rules.QUALITY_MONITOR)
+    metrics = [g for g in ev.of_type("databricks:index/grant:Grant") if str(g.inputs.get("table", "")).endswith("_metrics")]
+    assert metrics and all(monitor.urn in g.dependencies for g in metrics)  # they exist once the monitor does
 
 
 def batch_job(ev):

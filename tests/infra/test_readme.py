@@ -1,17 +1,19 @@
-"""README's config-key tables are the settings models' field descriptions, generated: no second table to keep in
-step by hand. After changing a key, paste `python -c "from infra import settings; print(settings.readme_table(
-settings.MAIN_TABLE))"` (or PROMOTION_TABLE) over the table's rows."""
+"""The config-key tables of docs/reference/config.md are the settings models' field descriptions, generated: no second
+table to keep in step by hand. After changing a key, run `python -m scripts.docs_pages`, which writes them (and the
+site's other generated parts) from `settings.readme_table(settings.MAIN_TABLE)` and `PROMOTION_TABLE`."""
 
 import re
 from pathlib import Path
 
 from infra import settings
 
+CONFIG_PAGE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "config.md"
 
-def test_the_readme_config_tables_are_the_settings_models():
-    readme = Path(__file__).resolve().parents[2].joinpath("README.md").read_text()
+
+def test_the_config_reference_tables_are_the_settings_models():
+    page = CONFIG_PAGE.read_text()
     for sections in (settings.MAIN_TABLE, settings.PROMOTION_TABLE):
-        assert settings.readme_table(sections) in readme, f"README's table of {sections} differs from the models"
+        assert settings.readme_table(sections) in page, f"docs/reference/config.md's table of {sections} differs from the models"
 
 
 def test_every_key_is_in_one_table():

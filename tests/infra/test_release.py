@@ -247,13 +247,13 @@ def test_the_key_stays_while_a_failed_leaving_release_leaves_the_old_revision_se
     with pytest.raises(ReleaseFailed, match=rf"secret '[a-z-]+' is in use by the active revision {stable}"):
         Release(stack, Platform(stack, broken_cpu=1.5).smoke, say=lambda line: None).run()
     assert stack.history.serving() == {stable}
-    stack.config["requestLogPseudonymKey"] = PSEUDONYM_KEY  # the README's order: the key stays until it completes
+    stack.config["requestLogPseudonymKey"] = PSEUDONYM_KEY  # docs/operate.md's order: the key stays until it completes
     Release(stack, Platform(stack, broken_cpu=1.5).smoke, say=lambda line: None).run()
     assert stack.history.serving() == {stack.history.revisions[-1][0]} != {stable}
 
 
 def test_removing_the_key_with_the_mode_is_refused_while_the_stable_revision_uses_it(cloud):
-    """What the README's order prevents: the mode and the key in one change make the candidate's `up` remove a secret
+    """What docs/operate.md's order prevents: the mode and the key in one change make the candidate's `up` remove a secret
     the stable (pseudonymising) revision refers to; Azure refuses it and the stable revision keeps serving."""
     stack = cloud(**PSEUDONYMISE)
     stable = deployed(stack)

@@ -80,6 +80,9 @@ def test_unity_catalog_model_name_and_uris():
     ({"quality.margin": 2}, f"{PROJECT}:quality.margin", "0..1"),
     ({"quality.schedule": "daily"}, f"{PROJECT}:quality.schedule", "Quartz cron"),
     ({"quality.warehouseId": "my-warehouse"}, f"{PROJECT}:quality.warehouseId", "16 hex digits"),
+    ({"quality.labelsTable": "dev.credit.outcomes"}, f"{PROJECT}:quality.labelsTable",
+     "set it to pseudonymise (with mlops:requestLogPseudonymKey) or keep"),  # the example's ids are personal, dropped
+    ({"quality.monitorSchedule": "daily"}, f"{PROJECT}:quality.monitorSchedule", "Quartz cron"),
 ])
 def test_bad_values_name_the_key_and_what_is_allowed(overrides, key, allowed):
     with pytest.raises(ConfigError) as raised:
@@ -379,3 +382,10 @@ def test_the_program_reads_the_mlops_namespace_whatever_pulumi_yaml_names_the_pr
 def test_without_a_labels_table_the_loop_runs_and_says_so():
     """quality.labelsTable is optional: the job then records predictions and judges nothing (its record says why)."""
     assert load("dev", {"quality.labelsTable": stack_files.DELETE}).quality.labels_table is None
+
+
+@pytest.mark.parametrize("mode", ["keep", "pseudonymise"])
+def test_a_labels_table_joins_where_the_ids_reach_the_inference_table(mode):
+    key = {"requestLogPseudonymKey": "k" * 40} if mode == "pseudonymise" else {}
+    loaded = load("dev", {"quality.labelsTable": "dev.credit.outcomes", "observability.requestLogPersonal": mode, **key})
+    assert loaded.quality.labels_table == "dev.credit.outcomes"

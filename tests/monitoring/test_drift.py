@@ -34,7 +34,7 @@ def test_training_distribution_is_not_flagged(window, context, model, tmp_path, 
     code, report = run(window("clean"), tmp_path, "--context", str(context.path))
     version = only_version(report)
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    print("PSI", json.dumps(psi_table(version)))  # shown with -s: the figures quoted in the README
+    print("PSI", json.dumps(psi_table(version)))  # shown with -s: the figures quoted in docs/monitoring.md
     assert code == drift.EXIT_OK
     assert version["status"] == "no drift" and version["drifted"] == []
     assert version["records"] == 1000 and version["model_version"] == context.model_version

@@ -228,3 +228,23 @@ def test_a_bootstrap_draws_metrics_are_scikit_learns(model, seed):
     assert fast.keys() == slow.keys()
     for name, value in slow.items():
         assert fast[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+
+
+def test_references_read_the_versions_from_the_registry_and_their_runs_from_the_tracking_store(tmp_path):
+    """On Databricks the gate's runs are the workspace's and the versions Unity Catalog's: two stores. A version whose
+    run or number the stores do not hold has no reference, and the others still do."""
+    from mlflow.tracking import MlflowClient
+
+    tracking, registry = f"sqlite:///{tmp_path / 'runs.db'}", f"sqlite:///{tmp_path / 'models.db'}"
+    runs = MlflowClient(tracking_uri=tracking)
+    experiment = runs.create_experiment("gate", artifact_location=(tmp_path / "art").as_uri())
+    approved = runs.create_run(experiment).info.run_id
+    runs.log_metric(approved, "gate_challenger_roc_auc", 0.81)
+    models = MlflowClient(tracking_uri=tracking, registry_uri=registry)
+    models.create_registered_model("m")
+    models.create_model_version("m", (tmp_path / "art" / "m").as_uri(), run_id=approved)  # version 1
+    models.create_model_version("m", (tmp_path / "art" / "n").as_uri(), run_id="0" * 32)  # 2: its run is elsewhere
+
+    assert quality.references(tracking, "m", ["1", "2", "3"], "roc_auc", registry_uri=registry) == {"1": 0.81}
+    assert quality.references(tracking, "m", ["1"], "roc_auc") == {}  # the tracking store holds no versions
+    assert quality.references(None, "m", ["1"], "roc_auc", registry_uri=registry) == {}

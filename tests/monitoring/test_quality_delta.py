@@ -4,10 +4,11 @@ decides, run over the service's own log lines.
 The append is an anti-join INSERT (serving/inference_table.py), which runs on a plain Parquet table too: the job's
 `Store.append` runs it for real on the runtime's local Spark (test_the_append_adds_each_prediction_once_on_spark, with
 `make databricks-test`). The labels' MERGE cannot run here: it needs Delta Lake, whose jars come from Maven Central,
-which this machine does not reach (the delta-spark wheel on PyPI holds only Python). So `FrameStore` stands in for the
-Delta table in the job's tests, because of that MERGE: its `label` applies the MERGE's documented semantics (set a
-row's label from the one latest label of its ids when the row has none or an older one; the SQL text is checked on
-its own), its `append` the anti-join's, which the Spark test holds to the real statement."""
+which this machine does not reach (the delta-spark wheel on PyPI holds only Python), and so does the retention's
+DELETE. So `FrameStore` stands in for the Delta table in the job's tests, because of those two: its `label` applies
+the MERGE's documented semantics (set a row's label from the one latest label of its ids when the row has none or an
+older one; the SQL text is checked on its own), its `forget` the DELETE's, its `append` the anti-join's, which the
+Spark test holds to the real statement."""
 
 from __future__ import annotations
 
@@ -29,8 +30,8 @@ from training import data
 
 
 class FrameStore:
-    """The inference table for quality_delta.run, without Delta Lake: only because the labels' MERGE needs Delta (see
-    the module's docstring); the append's statement runs on a real Spark below."""
+    """The inference table for quality_delta.run, without Delta Lake: only because the labels' MERGE and the
+    retention's DELETE need Delta (see the module's docstring); the append's statement runs on a real Spark below."""
 
     def __init__(self, columns: list[delta_table.Column]) -> None:
         self.columns = columns
@@ -55,13 +56,19 @@ class FrameStore:
     def read(self, since: pd.Timestamp) -> pd.DataFrame:
         return self.frame[pd.to_datetime(self.frame["scored_at"], utc=True) >= since].copy()
 
+    def forget(self, before: pd.Timestamp) -> int:
+        older = pd.to_datetime(self.frame["scored_at"], utc=True) < before
+        self.frame = self.frame[~older].reset_index(drop=True)
+        return int(older.sum())
+
 
 NOW = datetime.now(UTC)
 
 
 def args(model, **given) -> argparse.Namespace:
     values = {"model_module": model.module, "model_name": "", "personal": "keep", "window": "1 hour", "windows": 1,
-              "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200, "lookback_windows": 30, "resamples": 20,
+              "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200,
+              "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "retention_days": 730, "resamples": 20,
               "as_of": (NOW + timedelta(minutes=30)).isoformat(), "training_job_id": None, "tracking_uri": None,
               **given}
     return argparse.Namespace(**values)
@@ -85,7 +92,7 @@ def labels_for(model, rows, right: bool) -> pd.DataFrame:
 def run(model, store, lines, labels, **given):
     sent, started = [], []
     code, record = quality_delta.run(args(model, **given), store, lines, labels, sent.extend,
-                                     lambda job: started.append(job) or 77)
+                                     lambda job, since, token: started.append(job) or 77)
     assert sent == [record] and record["log_type"] == "quality"
     return code, record, started
 
@@ -122,7 +129,7 @@ def test_quality_below_the_floor_starts_the_training_job_and_nothing_else(model,
     lines = log_lines(model, rows, "req").splitlines()
     code, record, started = run(model, store, lines, labels_for(model, rows, right=False), training_job_id="42")
     assert code == quality_delta.EXIT_RETRAIN and record["retrain"] and started == [42]
-    assert record["training_run"] == 77 and any("started the training job 42" in r for r in record["reasons"])
+    assert record["training_run"] == 77 and any("the training job 42: run 77" in r for r in record["reasons"])
     # prod: no training job, the record (and the alert on it) only
     store = FrameStore(delta_table.columns(model.contract, "keep"))
     code, record, started = run(model, store, lines, labels_for(model, rows, right=False))
@@ -182,6 +189,69 @@ def test_drift_that_persists_retrains_by_the_drift_jobs_test_and_the_versions_ba
         assert record["retrain"] is retrains, record["reasons"]
         assert code == (quality_delta.EXIT_RETRAIN if retrains else quality_delta.EXIT_OK)
         assert any("drifted" in reason for reason in record["reasons"]) is retrains
+
+
+class Jobs:
+    """databricks-sdk's JobsAPI as far as start_training calls it, answering with the SDK's own classes: runs newest
+    first, `active_only` those not yet terminated, `start_time_from` in epoch milliseconds."""
+
+    def __init__(self, *runs: tuple[int, datetime, bool]) -> None:
+        from databricks.sdk.service import jobs
+
+        self.runs = [jobs.BaseRun(run_id=run_id, start_time=int(at.timestamp() * 1000), state=jobs.RunState(
+            life_cycle_state=jobs.RunLifeCycleState.RUNNING if active else jobs.RunLifeCycleState.TERMINATED))
+            for run_id, at, active in runs]
+        self.started: list[tuple[int, str | None]] = []
+
+    def list_runs(self, *, job_id: int, active_only: bool | None = None, start_time_from: int | None = None,
+                  limit: int | None = None):
+        from databricks.sdk.service import jobs
+
+        for run in self.runs:
+            running = run.state is not None and run.state.life_cycle_state == jobs.RunLifeCycleState.RUNNING
+            if (not active_only or running) and (start_time_from is None or (run.start_time or 0) >= start_time_from):
+                yield run
+
+    def run_now(self, job_id: int, *, idempotency_token: str | None = None):
+        from databricks.sdk.service._internal import Wait
+        from databricks.sdk.service.jobs import RunNowResponse
+
+        self.started.append((job_id, idempotency_token))
+        return Wait(lambda **_: None, response=RunNowResponse(run_id=900), run_id=900)
+
+
+def test_training_starts_once_per_fall_not_while_a_run_is_active_nor_again_within_the_windows_judged():
+    since = pd.Timestamp(NOW - timedelta(days=3))
+    idle = Jobs((5, NOW - timedelta(days=10), False))
+    assert quality_delta.start_training(idle, 42, since, "t1") == "900 (started)"
+    assert idle.started == [(42, "t1")]
+    running = Jobs((6, NOW - timedelta(days=5), True))
+    assert "none started" in quality_delta.start_training(running, 42, since, "t2") and running.started == []
+    recent = Jobs((7, NOW - timedelta(days=1), False), (5, NOW - timedelta(days=10), False))
+    assert quality_delta.start_training(recent, 42, since, "t3").startswith("7 ") and recent.started == []
+
+
+def test_the_run_asks_to_start_training_since_the_windows_judged_with_one_token_per_window(model, rows):
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    asked: list = []
+    as_of = NOW + timedelta(minutes=30)
+    quality_delta.run(args(model, training_job_id="42", as_of=as_of.isoformat()), store,
+                      log_lines(model, rows, "req").splitlines(), labels_for(model, rows, right=False), lambda _: None,
+                      lambda *given: asked.append(given) or "1 (started)")
+    [(job_id, since, token)] = asked
+    assert job_id == 42 and since == pd.Timestamp(as_of) - pd.Timedelta(hours=1)  # windows=1 of 1 hour
+    assert token == f"mlops-quality-42-{pd.Timestamp(as_of).floor('1h'):%Y%m%dT%H%M}" and len(token) <= 64
+
+
+def test_predictions_older_than_the_retention_are_deleted_and_the_rest_kept(model, rows):
+    """quality.retentionDays: the table keeps the log's columns (personal ones pseudonymised where kept) no longer."""
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    lines = log_lines(model, rows, "req").splitlines()
+    later = NOW + timedelta(days=40)
+    _, record, _ = run(model, store, lines, None, as_of=later.isoformat(), retention_days=60)
+    assert record["removed"] == 0 and len(store.frame) == len(rows)
+    _, record, _ = run(model, store, lines, None, as_of=later.isoformat(), retention_days=30)
+    assert record["removed"] == len(rows) and store.frame.empty and record["added"] == 0
 
 
 APPEND_ON_SPARK = """
