@@ -605,6 +605,8 @@ class Databricks(pulumi.ComponentResource):
         self.inference_table: databricks.SqlTable | None = None
         self.quality_monitor: databricks.QualityMonitor | None = None
         self.quality_warehouse: databricks.SqlEndpoint | None = None
+        self.inference_writer: tuple[list[pulumi.Input[str]], dict[str, pulumi.Input[str]], list[pulumi.Resource]] = (
+            [], {}, [])  # what a job that appends to the table adds: parameters, cluster env, what it waits for
         if not quality_declared(args):
             return None
         assert args.quality is not None and args.drift is not None
@@ -636,14 +638,21 @@ class Databricks(pulumi.ComponentResource):
         self._quality_readers(name, args, full, opts)
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": self.secret_refs["connection"]}
-        scope = d.settings.secret_scope
+        scope, key_needs = d.settings.secret_scope, []
         if args.quality.personal == "pseudonymise" and args.quality.pseudonym_key is not None:
             self.secrets.append(databricks.Secret(
                 f"{name}-secret-pseudonym-key", scope=scope, key=PSEUDONYM_SECRET_KEY,
                 string_value=pulumi.Output.secret(args.quality.pseudonym_key),
                 opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=self.secrets[:1]))))
             env["REQUEST_LOG_PSEUDONYM_KEY"] = f"{{{{secrets/{scope}/{PSEUDONYM_SECRET_KEY}}}}}"
-        # The log is read over twice the window: a run that overlaps the last adds nothing (the MERGE), a missed run is
+            key_needs = [self.secrets[-1], *(r for r in self.secrets if isinstance(r, databricks.SecretAcl))]
+        # The batch job appends its scored rows to the same table (declare_batch_job): as the same principal, holding
+        # the same columns (--personal), pseudonymised with the same key, once the table and its grant exist.
+        self.inference_writer = (
+            ["--inference-table", full, "--personal", args.quality.personal],
+            {k: v for k, v in env.items() if k == "REQUEST_LOG_PSEUDONYM_KEY"},
+            [self.inference_table, table_grant, *key_needs])
+        # The log is read over twice the window: a run that overlaps the last adds nothing (the anti-join), a missed run is
         # caught up by the next.
         hours = max(24.0, 2 * pd_hours(GRANULARITIES[q.window]))
         parameters: list[pulumi.Input[str]] = [
@@ -743,21 +752,25 @@ class Databricks(pulumi.ComponentResource):
         # The ids copied beside each prediction are the contract's, which the scored version carries; --key only for a
         # version without one (databricks.batch.idColumns).
         keys = [part for column in b.id_columns for part in ("--key", column)]
+        # With the quality loop, the scored rows go to the stack's inference table too (_quality: inference_writer).
+        inference, inference_env, inference_needs = self.inference_writer
         task = self._wheel_task("batch", "mlops-batch", [
             "--input-table", b.input_table, "--output-table", b.output_table, "--rejects-table", b.rejects_table,
-            *keys, "--model-uri", uri, "--job-run-id", JOB_RUN_ID], b.timeout_seconds, "batch")
+            *keys, "--model-uri", uri, "--job-run-id", JOB_RUN_ID, *inference], b.timeout_seconds, "batch")
         self.batch_job = databricks.Job(
             f"{name}-batch-job", name=args.names.job("batch"), max_concurrent_runs=1,
             timeout_seconds=b.timeout_seconds, tags=args.tags, tasks=[task],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
             job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="batch", new_cluster=self._cluster(
-                name, "batch", args, env=mlflow_env("databricks-uc" if s.unity_catalog else "databricks")))],
+                name, "batch", args, env={**mlflow_env("databricks-uc" if s.unity_catalog else "databricks"),
+                                          **inference_env}))],
             schedule=databricks.JobScheduleArgs(quartz_cron_expression=b.schedule, timezone_id=b.timezone,
                                                 pause_status="PAUSED" if b.paused else "UNPAUSED"),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(s.job.failure_emails))
                                  if s.job.failure_emails else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self._may_run_as(), *self.policies, *self._model()])))
+                depends_on=[*self.code, *self.grants, *self._may_run_as(), *self.policies, *self._model(),
+                            *inference_needs])))
         self.permissions.append(databricks.Permissions(f"{name}-batch-job-permissions", job_id=self.batch_job.id,
                                                        access_controls=self._job_acls(args), opts=opts))
         return self.batch_job

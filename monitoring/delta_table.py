@@ -2,7 +2,8 @@
 
 One module for both sides, so the table the stack declares (infra/databricks.py, a databricks.SqlTable) and the rows
 the quality job writes into it (monitoring/quality_delta.py) cannot disagree: the columns are monitoring/inference.py's
-(the local table's), typed for Delta.
+(the local table's), typed for Delta. The batch job (serving/batch.py) writes into the table as it finds it, by the same
+names and with the same statement (serving/inference_table.py).
 
 Names: the request log calls a pseudonymised column `<column>#hmac` (serving/scoring/privacy.py). `#` is no character
 of a plain SQL identifier: every MERGE, every slicing expression of the monitor and every analyst's query would have to
@@ -22,9 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from monitoring import inference
+from serving import inference_table
 from training.contract import Category, Contract
 
-HMAC_SUFFIX = "_hmac"  # the table's name for the log's `#hmac`
+HMAC_SUFFIX = inference_table.HMAC_SUFFIX  # the table's name for the log's `#hmac` (the batch job's too)
 PERSONAL_MODES = ("keep", "drop", "pseudonymise")  # observability.requestLogPersonal
 PROBLEM_TYPES = {"binary": "PROBLEM_TYPE_CLASSIFICATION", "multiclass": "PROBLEM_TYPE_CLASSIFICATION",
                  "regression": "PROBLEM_TYPE_REGRESSION"}
@@ -91,14 +93,13 @@ def slicing_exprs(contract: Contract, personal: str) -> list[str]:
     return [held[logged] for name in contract.slices if (logged := _logged(name, contract, personal)) in held]
 
 
-def quote(name: str) -> str:
-    return f"`{name.replace('`', '``')}`"
+quote = inference_table.quote
 
 
-def merge_predictions(table: str, source: str) -> str:
-    """Append the rows of `source` whose key the table lacks: a re-run, or an overlapping window, adds nothing."""
-    key = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in inference.KEY)
-    return f"MERGE INTO {table} t USING {source} s ON {key} WHEN NOT MATCHED THEN INSERT *"
+def append_predictions(table: str, source: str, columns: list[Column]) -> str:
+    """Append the rows of `source` whose key the table lacks: a re-run, or an overlapping window, adds nothing. The
+    batch job's statement (serving/inference_table.py append_new): one exactly-once rule for both writers."""
+    return inference_table.append_new(table, source, [c.name for c in columns])
 
 
 def merge_labels(table: str, source: str, ids: list[str], target: str) -> str:

@@ -15,13 +15,12 @@ one not yet known at the report's `as_of` is not used; a prediction with no labe
 When the request log pseudonymises an id (serving/scoring/privacy.py), the labels' ids are pseudonymised the same way
 (the same key) before the join, so the table never holds the id itself.
 
-Locally the table is a Parquet file (LocalTable); on Databricks a Delta table, appended by a MERGE on the same key.
+Locally the table is a Parquet file (LocalTable); on Databricks a Delta table, appended on the same key by an
+anti-join (serving/inference_table.py append_new), by the quality job and the batch job alike.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import os
 from collections import Counter
@@ -34,11 +33,12 @@ import numpy as np
 import pandas as pd
 
 from monitoring import logformat
+from serving import inference_table
+from serving.inference_table import pseudonym  # the service's pseudonym, the batch job's too
 
-KEY = ("request_id", "record")
+KEY = inference_table.KEY
 KNOWN_AT = "known_at"
 PSEUDONYM_SUFFIX = "#hmac"  # serving/scoring/privacy.py's
-PSEUDONYM_HEX_DIGITS = 32
 OUTPUT_COLUMNS = {"binary": ("probability", "label"), "multiclass": ("label", "probabilities"),
                   "regression": ("prediction",)}
 PROVENANCE = ("model_name", "model_version", "source", "scored_at")
@@ -114,14 +114,6 @@ class LocalTable:
 
 
 # ---------------------------------------------------------------- labels
-
-def pseudonym(key: bytes, column: str, value: object) -> str | None:
-    """serving/scoring/privacy.py's pseudonym of an id (a string or an integer), without the service's packages."""
-    if value is None:
-        return None
-    encoded = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
-    return hmac.new(key, column.encode() + b"\x00" + encoded, hashlib.sha256).hexdigest()[:PSEUDONYM_HEX_DIGITS]
-
 
 def read_labels(path: Path) -> pd.DataFrame:
     """A labels file: CSV, JSON lines or Parquet, by its suffix."""

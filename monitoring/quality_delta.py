@@ -2,8 +2,9 @@
 
 Each run, as the jobs' service principal:
   1. reads the request log's window from Log Analytics (as the drift job does, with the same service credential);
-  2. appends its predictions to the inference table, a Delta table the stack declares (monitoring/delta_table.py), by
-     a MERGE on (request_id, record): a re-run, or a window that overlaps the last, adds nothing;
+  2. appends its predictions to the inference table, a Delta table the stack declares (monitoring/delta_table.py), the
+     rows whose (request_id, record) it lacks (an anti-join, the batch job's statement): a re-run, or a window that
+     overlaps the last, adds nothing;
   3. with a labels table (quality.labelsTable), merges the latest label known per ids into the target column: a label
      that arrives late is joined then, one that arrives twice changes nothing, a correction (a later known_at)
      replaces it (monitoring/inference.py labels_by_held_ids, the local loop's own join);
@@ -111,7 +112,7 @@ class Store:
             return 0
         before = self.spark.table(self.table).count()
         self._view(rows.drop_duplicates(list(inference.KEY)), NEW_ROWS, self.columns)
-        self.spark.sql(delta_table.merge_predictions(self.table, NEW_ROWS))
+        self.spark.sql(delta_table.append_predictions(self.table, NEW_ROWS, self.columns))
         return int(self.spark.table(self.table).count() - before)
 
     def label(self, labels: pd.DataFrame, ids: list[str], target: str) -> None:

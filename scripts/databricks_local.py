@@ -13,6 +13,9 @@ nothing else:
   Unity Catalog table c.s.t           Parquet table s.t in database `c_s` of Spark's local catalog (Delta's
                                       jars come from Maven, unreachable here); spark.mlops.catalogAsDatabase
                                       tells training.loader to read c.s.t there
+  a table the stack declares          the same, created empty with the SqlTable's columns and types before a job
+    (databricks.SqlTable: the           runs (a Parquet table enforces no NOT NULL: tests/databricks checks the
+    inference table)                    rows instead)
   workspace MLflow (databricks,       an MLflow server on 127.0.0.1 run by the runtime's MLflow over sqlite: the
     databricks-uc)                    cluster's MLFLOW_* env values are replaced, the task parameters are not
   {{job.run_id}}                      a run id chosen here, resolved as Databricks resolves it
@@ -50,9 +53,10 @@ JOB = "databricks:index/job:Job"
 JOB_RUN_ID = "{{job.run_id}}"
 WORKSPACE_MLFLOW = {"databricks", "databricks-uc"}
 JOBS = {"train": "databricks-job", "drift": "databricks-drift-job", "batch": "databricks-batch-job"}
-# Not the quality job (mlops-quality): its MERGEs need Delta Lake, whose jars Spark fetches from Maven Central
+SQL_TABLE = "databricks:index/sqlTable:SqlTable"
+# Not the quality job (mlops-quality): its labels' MERGE needs Delta Lake, whose jars Spark fetches from Maven Central
 # (delta-spark's configure_spark_with_delta_pip; the PyPI wheel holds only Python), which this machine cannot reach.
-# Its logic runs in tests/monitoring/test_quality_delta.py over a stand-in for the table.
+# Its logic runs in tests/monitoring/test_quality_delta.py (its append on a local Spark, its labels over a stand-in).
 
 # Databricks imports the entry point named in the wheel's metadata and calls it with the task parameters as argv.
 RUNNER = """
@@ -73,6 +77,15 @@ import sys
 from pyspark.sql import SparkSession
 table, out = sys.argv[1:]
 SparkSession.builder.getOrCreate().read.table(table).toPandas().to_parquet(out, index=False)
+"""
+
+DECLARE_TABLE = """
+import sys
+from pyspark.sql import SparkSession
+database, table, columns = sys.argv[1:]
+spark = SparkSession.builder.getOrCreate()
+spark.sql(f"CREATE DATABASE IF NOT EXISTS {database}")
+spark.sql(f"CREATE TABLE IF NOT EXISTS {database}.{table} ({columns}) USING parquet")
 """
 
 CREATE_TABLE = """
@@ -108,6 +121,7 @@ class Declared:
     jobs: dict[str, DeclaredJob]  # logical resource name -> job
     wheel_path: str  # where the program uploads it
     wheel: bytes  # exactly the declared content
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # catalog.schema.table -> its SqlTable's columns
 
 
 def declared(stack: str, overrides: dict | None = None) -> Declared:
@@ -118,7 +132,9 @@ def declared(stack: str, overrides: dict | None = None) -> Declared:
     files = evaluation.of_type("databricks:index/file:File") + evaluation.of_type("databricks:index/workspaceFile:WorkspaceFile")
     [wheel] = [f for f in files if f.inputs["path"].endswith(".whl")]
     jobs = {job.name: _job(job.inputs) for job in evaluation.of_type(JOB)}
-    return Declared(jobs, wheel.inputs["path"], base64.b64decode(wheel.inputs["contentBase64"]))
+    tables = {".".join(t.inputs[k] for k in ("catalogName", "schemaName", "name")): list(t.inputs["columns"])
+              for t in evaluation.of_type(SQL_TABLE)}
+    return Declared(jobs, wheel.inputs["path"], base64.b64decode(wheel.inputs["contentBase64"]), tables)
 
 
 def _job(inputs: dict) -> DeclaredJob:
@@ -259,6 +275,19 @@ class LocalWorkspace:
         subprocess.run([self.python, "-c", CREATE_TABLE, str(parquet), database, name], check=True, cwd=work,
                        env=self.env({}))
 
+    def declare_tables(self, tables: dict[str, list[dict]]) -> None:
+        """The tables the stack declares (the inference table), as `up` creates them: empty, with the declared columns
+        and types, before any job writes into them; one that exists already (an earlier run here) is kept."""
+        from training.loader import spark_table_name
+
+        work = self.root / "work"
+        work.mkdir(parents=True, exist_ok=True)
+        for table, columns in tables.items():
+            database, name = spark_table_name("true", table).split(".")
+            ddl = ", ".join(f"`{c['name']}` {c['type']}{'' if c.get('nullable', True) else ' NOT NULL'}" for c in columns)
+            subprocess.run([self.python, "-c", DECLARE_TABLE, database, name, ddl], check=True, cwd=work,
+                           env=self.env({}))
+
     def read_table(self, table: str) -> pd.DataFrame:
         """A table of Spark's local catalog under its configured name (what a job wrote), read by the cluster's Spark."""
         from training.loader import spark_table_name
@@ -352,6 +381,7 @@ def run_locally(args: argparse.Namespace, parser: argparse.ArgumentParser, works
     if args.job == "train":
         table = job.tasks[0].parameters[job.tasks[0].parameters.index("--data") + 1]
         workspace.create_table(table, training_table(module, args.rows, 11, args.root / "data" / "training.parquet"))
+    workspace.declare_tables(jobs.tables)  # the batch job appends to the stack's inference table
     if args.job == "batch":
         task = job.tasks[0]
         table = task.parameters[task.parameters.index("--input-table") + 1]

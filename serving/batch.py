@@ -25,6 +25,14 @@ Both tables are partitioned by scoring_run_id, and a run replaces its own partit
 a retried or repaired run with the same id writes its rows once, whatever an earlier attempt left. The statement is
 the same for Unity Catalog's Delta tables and the local stand-in's Parquet ones (tests/databricks runs it).
 
+With --inference-table (the stack's quality loop, docs/model-quality.md), the scored rows (not the rejects) are also
+appended to the stack's inference table, after the output partition is written: request_id `batch-<run id>`, record a
+number the row's ids determine (record_of), source `batch`, the ids and inputs --personal lets the table hold
+(`<column>_hmac`: the service's pseudonym with REQUEST_LOG_PSEUDONYM_KEY) and the outputs, in the table's own columns
+and types. Only the rows whose (request_id, record) the table lacks are added (serving/inference_table.py): a retried
+or repaired run adds what an earlier attempt did not. A failed append fails the run; its re-run rewrites the output
+partition and appends what is missing.
+
 Rows are checked with the scoring service's rules before scoring: a value must have its column's type
 (text for a text column, a finite number for a number column; a number column stored as text is read
 as a number where the text is one) and be within the contract (a number within its column's bounds, a text value
@@ -41,7 +49,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import operator
+import os
 import re
 import sys
 import tempfile
@@ -54,6 +64,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from serving import inference_table
 from serving.scoring.model import (
     FEATURES_INPUT,
     ONNX_FILE,
@@ -78,6 +89,9 @@ PROBABILITY, LABEL, PREDICTION = "probability", "label", "prediction"
 PROVENANCE = ("model_name", "model_version", "source_version", "scored_at", "scoring_run_id")
 RUN_COLUMN = "scoring_run_id"  # the partition a run replaces
 RUN_VIEW = "mlops_batch_run_rows"  # the session's temporary view of the rows one run writes
+INFERENCE_VIEW = "mlops_batch_inference_rows"  # ... and of the rows it appends to the inference table
+INFERENCE_SOURCE = "batch"  # the inference table's `source` (a protocol for the request log's rows)
+PERSONAL_MODES = ("keep", "drop", "pseudonymise")  # the stack's observability.requestLogPersonal
 NUMERIC_TYPES = ("byte", "short", "int", "bigint", "long", "integer", "float", "double", "decimal")
 NOTHING_SCORED = 4
 MISSING_COLUMN = 2
@@ -101,6 +115,7 @@ class BatchModel:
     pipeline: object | None = None
     pyfunc_files: tuple[tuple[str, bytes], ...] | None = None  # (path under the model directory, content)
     source_version: str | None = None  # the version the request log names (a promoted copy's source); None: its own
+    source_model: str | None = None  # the model the request log names (a promoted copy's source); None: its own
 
     @property
     def manifest(self) -> Manifest:
@@ -126,19 +141,22 @@ def load_model(model_uri: str, progress: Callable[[str], None] = print) -> Batch
 
     client = MlflowClient()
     resolved = resolve_model(model_uri, client)
-    source = (client.get_model_version(resolved.name, resolved.version).tags or {}).get("source_version") \
-        if resolved.registered else None
+    tags = (client.get_model_version(resolved.name, resolved.version).tags or {}) if resolved.registered else {}
+    source = {"source_version": tags.get("source_version"), "source_model": tags.get("source_model")}  # lineage
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp) / "model"
         manifest = prepare_model(resolved, model_dir, client, progress)
         if manifest["runtime"] == "onnx":
-            return BatchModel(manifest, (model_dir / ONNX_FILE).read_bytes(), source_version=source)
+            return BatchModel(manifest, (model_dir / ONNX_FILE).read_bytes(), source_version=source["source_version"],
+                              source_model=source["source_model"])
         if manifest["runtime"] == "pyfunc":
             files = tuple((path.relative_to(model_dir).as_posix(), path.read_bytes())
                           for path in sorted(model_dir.rglob("*")) if path.is_file())
-            return BatchModel(manifest, None, pyfunc_files=files, source_version=source)
+            return BatchModel(manifest, None, pyfunc_files=files, source_version=source["source_version"],
+                              source_model=source["source_model"])
         parsed = Manifest.from_dict(manifest)
-        return BatchModel(manifest, None, SklearnScorer.load(model_dir, parsed).model, source_version=source)
+        return BatchModel(manifest, None, SklearnScorer.load(model_dir, parsed).model,
+                          source_version=source["source_version"], source_model=source["source_model"])
 
 
 def id_columns(manifest: Manifest, keys: list[str] | None) -> list[str]:
@@ -355,20 +373,23 @@ def columns_of(batch: pd.DataFrame, fields: tuple[InputField, ...]) -> Columns:
 
 
 def predictions(valid, model, manifest: Manifest, keys: list[str], run_id: str, scored_at: datetime,
-                partition: Callable[..., Any] | None = None, source_version: str | None = None):
-    """Valid rows -> keys, the model's outputs (output_columns), then PROVENANCE. `partition` stands in for
-    score_partition (bench/spark.py times the same query with a model that takes no time)."""
+                partition: Callable[..., Any] | None = None, source_version: str | None = None,
+                inputs: bool = False):
+    """Valid rows -> keys, the model's inputs as scored (with `inputs`: numbers as double), the model's outputs
+    (output_columns), then PROVENANCE. `partition` stands in for score_partition (bench/spark.py times
+    the same query with a model that takes no time)."""
     from pyspark.sql import functions as fn
     from pyspark.sql import types
 
-    fields = manifest.inputs
-    typed = valid.select(*keys, *(fn.col(f.name) if f.is_string else as_number(f.name, dict(valid.dtypes)[f.name])
+    fields, types_of = manifest.inputs, dict(valid.dtypes)
+    typed = valid.select(*keys, *(fn.col(f.name) if f.is_string else as_number(f.name, types_of[f.name])
                                   .alias(f.name) for f in fields))
+    passed = [*keys, *(f.name for f in fields if inputs)]  # what each Arrow batch passes through, as it came
     spark_types = {"double": types.DoubleType(), "int": types.IntegerType(), "bigint": types.LongType(),
                    "boolean": types.BooleanType(), "string": types.StringType()}
-    schema = types.StructType([*(typed.schema[k] for k in keys), *(types.StructField(name, spark_types[kind], False)
-                                                                   for name, kind in output_columns(manifest))])
-    scored = typed.mapInArrow((partition or score_partition)(model, manifest, keys), schema)
+    schema = types.StructType([*(typed.schema[k] for k in passed), *(types.StructField(name, spark_types[kind], False)
+                                                                     for name, kind in output_columns(manifest))])
+    scored = typed.mapInArrow((partition or score_partition)(model, manifest, passed), schema)
     return with_provenance(scored, manifest, run_id, scored_at, source_version)
 
 
@@ -408,11 +429,13 @@ class Outcome:
 
 
 def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_table: str, keys: list[str] | None,
-        run_id: str) -> Outcome:
+        run_id: str, inference: InferenceTable | None = None) -> Outcome:
     """Score `input_table` into `output_table`, its bad rows into `rejects_table`, each in the run's own partition
-    (replace_run; the rejects' with no rows when none is rejected). The rows and rejects are counted while the
-    predictions are written (a Spark Observation), not in a pass of their own: the table is read once on a night without
-    bad rows, twice with some."""
+    (replace_run; the rejects' with no rows when none is rejected), then, with `inference`, append the scored rows to the
+    stack's inference table (append_inference). The rows and rejects are counted while the predictions are written (a
+    Spark Observation), not in a pass of their own: the table is read once on a night without bad rows, twice with
+    some. With an inference table the scored rows are kept (persist) for both writes: the model scores each row once."""
+    from pyspark import StorageLevel
     from pyspark.sql import Observation
     from pyspark.sql import functions as fn
 
@@ -425,15 +448,148 @@ def run(spark, model: BatchModel, input_table: str, output_table: str, rejects_t
     counted = frame.observe(observed, fn.count(fn.lit(1)).alias("rows"), fn.count(REASON).alias("rejected"))
     shared = spark.sparkContext.broadcast(model)
     valid = counted.where(fn.col(REASON).isNull()).drop(REASON)
-    replace_run(spark, predictions(valid, shared, manifest, keys, run_id, scored_at, source_version=model.source_version),
-                name(output_table), run_id)
-    counts = observed.get
-    if counts["rejected"] or spark.catalog.tableExists(name(rejects_table)):
-        bad = rejects(frame, keys, manifest, run_id, scored_at, model.source_version)
-        # None rejected: the partition replaced by no rows (limit 0 reads nothing), so a repaired run keeps no rejects
-        # of its failed attempt.
-        replace_run(spark, bad if counts["rejected"] else bad.limit(0), name(rejects_table), run_id)
+    scored = predictions(valid, shared, manifest, keys, run_id, scored_at, source_version=model.source_version,
+                         inputs=inference is not None)
+    if inference is not None:
+        scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        replace_run(spark, scored.select(*keys, *(c for c, _ in output_columns(manifest)), *PROVENANCE),
+                    name(output_table), run_id)
+        counts = observed.get
+        if counts["rejected"] or spark.catalog.tableExists(name(rejects_table)):
+            bad = rejects(frame, keys, manifest, run_id, scored_at, model.source_version)
+            # None rejected: the partition replaced by no rows (limit 0 reads nothing), so a repaired run keeps no
+            # rejects of its failed attempt.
+            replace_run(spark, bad if counts["rejected"] else bad.limit(0), name(rejects_table), run_id)
+        if inference is not None:
+            append_inference(spark, scored, name(inference.table), model, keys, run_id, inference)
+    finally:
+        if inference is not None:
+            scored.unpersist()
     return Outcome(counts["rows"], counts["rows"] - counts["rejected"], counts["rejected"], time.perf_counter() - started)
+
+
+# ---- the stack's inference table (issue 22: every prediction, online and batch, in one table) ----
+
+@dataclass(frozen=True)
+class InferenceTable:
+    """Where the run's scored rows go besides its output (--inference-table), which columns the contract marks personal
+    it holds (--personal: the stack's observability.requestLogPersonal, as the request log's rows) and the request log's
+    pseudonym key (REQUEST_LOG_PSEUDONYM_KEY, with pseudonymise)."""
+    table: str
+    personal: str = "drop"
+    key: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if self.personal not in PERSONAL_MODES:
+            raise BatchError(f"--personal {self.personal!r}: one of {', '.join(PERSONAL_MODES)}")
+        if self.personal == "pseudonymise" and not self.key:
+            raise BatchError("--personal pseudonymise needs the request log's pseudonym key in REQUEST_LOG_PSEUDONYM_KEY "
+                             "(the stack's requestLogPseudonymKey): without it no pseudonym would join a label")
+
+
+def append_inference(spark, scored, table: str, model: BatchModel, keys: list[str], run_id: str,
+                     inference: InferenceTable) -> None:
+    """Append the run's scored rows to the inference table the stack declares, the rows whose (request_id, record) it
+    lacks (serving/inference_table.py append_new, the quality job's statement): a retried or repaired run with the same
+    id adds what its earlier attempt did not. Its columns are the table's own, in its types: what the run offers
+    (inference_values) by the table's names, text where the table holds text (as the quality job writes the log's
+    values), null where the run has nothing (the label, until it is known). A failure fails the run."""
+    from pyspark.sql import functions as fn
+
+    offered = inference_values(scored, model, keys, run_id, inference)
+    held = spark.table(table).schema
+    missing = [k for k in inference_table.KEY if k not in held.fieldNames()]
+    if missing:
+        raise BatchError(f"the inference table {table} has no column(s) {', '.join(missing)}: is it the stack's?")
+    columns = []
+    for field in held.fields:
+        kind = field.dataType.simpleString()
+        value, spark_type = offered.get(field.name, (fn.lit(None), "void"))
+        columns.append((as_text(value, spark_type) if kind == "string" else value.cast(kind)).alias(field.name))
+    scored.select(*columns).createOrReplaceTempView(INFERENCE_VIEW)
+    target = ".".join(quoted(part) for part in table.split("."))
+    try:
+        spark.sql(inference_table.append_new(target, INFERENCE_VIEW, held.fieldNames()))
+    finally:
+        spark.catalog.dropTempView(INFERENCE_VIEW)
+
+
+def inference_values(scored, model: BatchModel, keys: list[str], run_id: str,
+                     inference: InferenceTable) -> dict[str, tuple[Any, str]]:
+    """What the run offers the inference table, by the table's names: (Spark column, its type). As the request log's
+    rows hold a prediction: its request (the run: `batch-<run id>`) and record (the row's, record_of), the model's
+    name and version as the online log names them (a promoted copy's source), `source` batch, when it was scored, the
+    ids and inputs the contract lets it keep (a personal one kept, left out, or `<column>_hmac`: the service's
+    pseudonym, so labels join), and the outputs (a multiclass model's probabilities as one JSON object, as the
+    log's)."""
+    from pyspark.sql import functions as fn
+
+    manifest, types_of = model.manifest, dict(scored.dtypes)
+    found: dict[str, tuple[Any, str]] = {
+        "request_id": (fn.lit(f"batch-{run_id}"), "string"), "record": (record_of(keys), "bigint"),
+        "model_name": (fn.lit(model.source_model or manifest.model_name), "string"),
+        "model_version": (fn.lit(model.source_version or manifest.model_version), "string"),
+        "source": (fn.lit(INFERENCE_SOURCE), "string"), "scored_at": (fn.col("scored_at"), "timestamp")}
+    personal = set((manifest.contract or {}).get("personal") or ())
+    whole = {*keys, *(f.name for f in manifest.inputs if f.type in ("long", "integer"))}  # sent as integers
+    for column in [*keys, *(f.name for f in manifest.inputs)]:
+        if column not in personal or inference.personal == "keep":
+            found[column] = (fn.col(column), types_of[column])
+        elif inference.personal == "pseudonymise":
+            assert inference.key is not None  # InferenceTable says so
+            found[column + inference_table.HMAC_SUFFIX] = (pseudonymised(column, inference.key, column in whole),
+                                                           "string")
+    for column, _ in output_columns(manifest):
+        if not column.startswith("probability_"):
+            found[column] = (fn.col(column), types_of[column])
+    if manifest.task == "multiclass":
+        classes = manifest.classes or ()
+        pairs = [part for c in classes for part in (fn.lit(str(c)), fn.col(probability_column(c)))]
+        found["probabilities"] = (fn.to_json(fn.create_map(*pairs)), "string")
+    return found
+
+
+def record_of(keys: list[str]):
+    """A row's record in its run: a number its ids determine (Spark's xxhash64 of them, seeded, the same on every
+    Spark), computed where the row is, with no sort of the whole run. A row number would do only while the input stays
+    the same: a repair that drops or fixes a row would give a held record to another row (kept out by the anti-join)
+    and a new one to a row already held (added twice). By its ids, a retried or repaired run adds exactly the rows it
+    did not hold. Rows that share their ids in one run (or, one chance in 2**64 a pair, their hash) share a record:
+    their first append adds each of them, a re-run none."""
+    from pyspark.sql import functions as fn
+
+    return fn.xxhash64(*(fn.col(k) for k in keys))
+
+
+def pseudonymised(column: str, key: bytes, whole: bool):
+    """The service's pseudonym of each value (serving/scoring/privacy.py), of the value as the service received it: an
+    id or an integer input as an integer (a whole number stored as double is that integer, scoring/ids.py's rule),
+    another number as a float, text as text; null stays null."""
+    from pyspark.sql import functions as fn
+
+    def of(value: Any) -> str | None:
+        if isinstance(value, float) and math.isnan(value):  # a missing number (the service's null)
+            return None
+        if isinstance(value, float) and whole and value.is_integer():
+            value = int(value)
+        return inference_table.pseudonym(key, column, value)
+
+    # Rows as Python values, not Arrow's pandas batches: an integer column with a null would arrive as floats.
+    return fn.udf(of, "string", useArrow=False)(fn.col(column))
+
+
+def as_text(value, spark_type: str):
+    """A value as the inference table holds text (monitoring/quality_delta.py's rule for the log's values): a whole
+    number without a fraction (123.0 and 123 are one id), a boolean as Python writes it."""
+    from pyspark.sql import functions as fn
+
+    if spark_type in ("double", "float"):
+        whole = value.isNotNull() & (fn.abs(value) < 2.0**53) & (value == fn.floor(value))
+        return fn.when(whole, value.cast("bigint").cast("string")).otherwise(value.cast("string"))
+    if spark_type == "boolean":
+        return fn.when(value, fn.lit("True")).when(~value, fn.lit("False"))
+    return value.cast("string")
 
 
 def replace_run(spark, frame, table: str, run_id: str) -> None:
@@ -488,6 +644,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--model-uri", required=True, help="models:/<name>/<version> (the version the stack serves)")
     parser.add_argument("--job-run-id", required=True, type=run_id_arg,
                         help="the scoring run id written with every row (the partition the run replaces)")
+    parser.add_argument("--inference-table", help="the stack's inference table (catalog.schema.table): the scored rows "
+                                                  "are appended to it too, once (omit: not)")
+    parser.add_argument("--personal", choices=PERSONAL_MODES, default="drop",
+                        help="observability.requestLogPersonal: the contract's personal columns in the inference table "
+                             "kept, left out or pseudonymised (key: env REQUEST_LOG_PSEUDONYM_KEY)")
     return parser.parse_args(argv)
 
 
@@ -495,12 +656,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from pyspark.sql import SparkSession
 
+    try:
+        inference = (InferenceTable(args.inference_table, args.personal, pseudonym_key())
+                     if args.inference_table else None)
+    except BatchError as error:  # before the model is loaded: a run that could not append scores nothing
+        print(f"batch scoring failed: {error}", file=sys.stderr)
+        return MISSING_COLUMN
     model = load_model(args.model_uri)
     spark = SparkSession.builder.getOrCreate()  # a wheel task has no `spark` global
     for key, value in SESSION_CONF.items():
         spark.conf.set(key, value)
     try:
-        outcome = run(spark, model, args.input_table, args.output_table, args.rejects_table, args.key, args.job_run_id)
+        outcome = run(spark, model, args.input_table, args.output_table, args.rejects_table, args.key, args.job_run_id,
+                      inference)
     except BatchError as error:
         print(f"batch scoring failed: {error}", file=sys.stderr)
         return MISSING_COLUMN
@@ -511,6 +679,11 @@ def main(argv: list[str] | None = None) -> int:
         print("batch scoring failed: every row was rejected", file=sys.stderr)
         return NOTHING_SCORED
     return 0
+
+
+def pseudonym_key() -> bytes | None:
+    """The request log's pseudonym key: the stack's secret, which the job's cluster sets from its secret scope."""
+    return os.environ.get("REQUEST_LOG_PSEUDONYM_KEY", "").encode() or None
 
 
 def cli() -> None:

@@ -181,10 +181,12 @@ SAMPLE = 300
 @pytest.fixture(scope="module")
 def batch_run(workspace, first_run, model):
     """The stack evaluated again now that it serves the champion (the program declares the batch job with that
-    version and assembles the image's build context for it), a portfolio table with three bad rows, the job run."""
+    version and assembles the image's build context for it), the tables it declares (the inference table), a
+    portfolio table with three bad rows, the job run."""
     local, declared = workspace
     serving_now = databricks_local.declared(STACK, overrides(local))
     assert serving_now.wheel == declared.wheel  # the wheel installed in the workspace
+    local.declare_tables(serving_now.tables)
     job = serving_now.jobs["databricks-batch-job"]
     assert "--key" not in job.tasks[0].parameters  # the ids are the version's contract's
     parquet = databricks_local.portfolio(model.module, BATCH_ROWS, 12, local.root / "data" / "portfolio.parquet")
@@ -200,7 +202,7 @@ def batch_run(workspace, first_run, model):
     local.create_table(parameter(job.tasks[0], "--input-table"), parquet)
     [result] = local.run_job(job, "3001", say=lambda _: None)
     succeeded([result])
-    return job, result, frame
+    return job, result, frame, serving_now.tables
 
 
 OUTPUTS = {"binary": ["probability", "label"], "regression": ["prediction"]}
@@ -208,7 +210,7 @@ OUTPUTS = {"binary": ["probability", "label"], "regression": ["prediction"]}
 
 def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_service(workspace, batch_run, model):
     local, _ = workspace
-    job, result, frame = batch_run
+    job, result, frame, _ = batch_run
     task, c = job.tasks[0], model.contract
     model_uri = parameter(task, "--model-uri")
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
@@ -254,7 +256,7 @@ def service_answers(context: Path, sample: pd.DataFrame, c: contract.Contract) -
 
 def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(workspace, batch_run, model):
     local, _ = workspace
-    job, result, frame = batch_run
+    job, result, frame, _ = batch_run
     c = model.contract
     key, as_text, other = c.ids[0], c.numbers[0].name, c.numbers[1].name
     summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"log_type": "batch"')))
@@ -273,13 +275,61 @@ def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(works
     assert set(rejects["scoring_run_id"]) == {"3001"}
 
 
+PANDAS_KINDS = {"string": "O", "bigint": "i", "double": "f", "timestamp": "M"}  # a declared type as pandas reads it
+
+
+def inference_rows(local, job, tables) -> tuple[pd.DataFrame, list[dict]]:
+    """The inference table the batch job appends to (its --inference-table), and the columns the stack declares."""
+    table = parameter(job.tasks[0], "--inference-table")
+    return local.read_table(table), tables[table]
+
+
+def test_the_batch_runs_scored_rows_are_in_the_inference_table_once_as_it_declares_them(workspace, batch_run, model):
+    """Issue 22: the batch run's scored rows (not its rejects) in the stack's inference table, once, in the columns and
+    types the SqlTable declares, each with its own inputs and outputs; the personal columns left out (--personal drop,
+    the dev stack's)."""
+    local, _ = workspace
+    job, _, frame, tables = batch_run
+    c, task = model.contract, job.tasks[0]
+    assert parameter(task, "--personal") == "drop"
+    held, declared = inference_rows(local, job, tables)
+    assert list(held.columns) == [column["name"] for column in declared]
+    assert {n: held[n].dtype.kind for n in held.columns} == {d["name"]: PANDAS_KINDS[d["type"]] for d in declared}
+    assert len(held) == BATCH_ROWS - BAD_ROWS and not held.duplicated(["request_id", "record"]).any()
+    assert held[["request_id", "record", "model_name", "model_version", "source", "scored_at"]].notna().all().all()
+    predictions = local.read_table(parameter(task, "--output-table"))
+    assert set(held["request_id"]) == {"batch-3001"} and set(held["source"]) == {"batch"}
+    assert set(held["model_version"]) == set(predictions["source_version"])  # the version the service logs
+    assert set(held["model_name"]) == set(predictions["model_name"])
+    assert not set(c.personal) & set(held.columns) and not any(n.endswith("_hmac") for n in held.columns)
+    # each row: the inputs it was scored with and its outputs (matched through its id in the input and the output)
+    kept = [n for n in c.feature_names if n not in c.personal]
+    key = c.ids[0]
+    scored = frame.dropna(subset=[key]).drop(index=[11, 12, 13]).assign(**{key: lambda f: f[key].astype(int)})
+    expected = scored.merge(predictions.assign(**{key: predictions[key].astype(int)}), on=key)
+    numbers = [n for n in kept if n in {f.name for f in c.numbers}]  # one stored as text: held as the number scored
+    assert row_values(held, kept, numbers, OUTPUTS[c.task]) == row_values(expected, kept, numbers, OUTPUTS[c.task])
+
+
+def row_values(frame: pd.DataFrame, inputs: list[str], numbers: list[str], outputs: list[str]) -> list[tuple]:
+    """Each row's inputs and outputs as comparable values (numbers as floats, the rest as text, missing as None),
+    sorted: the rows of two tables, whatever their order and column types."""
+    def value(column: str, v: object) -> object:
+        if pd.isna(v):
+            return None
+        return float(v) if column in numbers or column in ("probability", "prediction") else str(v)
+    columns = [*inputs, *outputs]
+    return sorted((tuple(value(n, v) for n, v in zip(columns, row, strict=True))
+                   for row in frame[columns].itertuples(index=False)), key=repr)
+
+
 def test_a_repaired_batch_run_replaces_its_own_rows_and_keeps_no_rejects_of_its_failed_attempt(workspace, batch_run):
     """A retry or a repair keeps the run id: the run's partitions are replaced, not appended to, and another run adds
     its own. Repaired once its input is fixed, run 3001 keeps no rejects of its failed attempt (none of its rows both
     scored and rejected) and every row is scored. One repair shows both (a job run here is a Spark job: each costs CI
     time). (Runs after the tests above, which read run 3001's first attempt.)"""
     local, _ = workspace
-    job, _, frame = batch_run
+    job, _, frame, _ = batch_run
     task = job.tasks[0]
     succeeded(local.run_job(job, "3002", say=lambda _: None))  # another run, with the bad rows
     fixed = local.root / "data" / "portfolio-fixed.parquet"
@@ -290,6 +340,11 @@ def test_a_repaired_batch_run_replaces_its_own_rows_and_keeps_no_rejects_of_its_
     assert rejects == {"3002": BAD_ROWS}  # 3001's are gone, another run's stay
     predictions = local.read_table(parameter(task, "--output-table")).groupby("scoring_run_id").size().to_dict()
     assert predictions == {"3001": BATCH_ROWS - BAD_ROWS, "3002": BATCH_ROWS - BAD_ROWS}  # replaced, not appended
+    # The inference table is appended to, once: the repair of 3001 scored the same ids, and adds none of them again.
+    held = local.read_table(parameter(task, "--inference-table"))
+    assert held.groupby("request_id").size().to_dict() == {"batch-3001": BATCH_ROWS - BAD_ROWS,
+                                                           "batch-3002": BATCH_ROWS - BAD_ROWS}
+    assert not held.duplicated(["request_id", "record"]).any()
 
 
 def test_the_search_ran_as_spark_tasks_each_candidate_a_child_run(workspace, first_run, model):
@@ -322,3 +377,39 @@ def test_the_parallel_search_chooses_what_the_sequential_one_does(workspace, fir
     on_spark = {tuple(c.data.params[k] for k in model.search): c.data.metrics[score] for c in children}
     for candidate in sequential.candidates:
         assert on_spark[tuple(str(candidate[k]) for k in model.search)] == pytest.approx(candidate[score], abs=1e-12)
+
+
+PSEUDONYM_KEY = "batch-pseudonym-key-" + "5" * 24  # what `pulumi config set --secret mlops:requestLogPseudonymKey` holds
+
+
+def test_a_pseudonymising_stack_holds_the_services_pseudonyms_so_labels_join(workspace, batch_run, model):
+    """With observability.requestLogPersonal pseudonymise the batch job holds each personal column as `<column>_hmac`,
+    the service's pseudonym under the stack's key (the cluster's secret, given here as the env value it resolves to):
+    the quality job's labels, pseudonymised with the same key, meet the batch rows. (A table, output and rejects of
+    their own: the stack's other tables keep the runs above.)"""
+    from monitoring import inference, quality_delta
+
+    local, _ = workspace
+    _, _, frame, _ = batch_run
+    c = model.contract
+    pseudonymising = databricks_local.declared(STACK, {
+        **overrides(local), "observability.requestLogPersonal": "pseudonymise", "requestLogPseudonymKey": PSEUDONYM_KEY,
+        "quality.inferenceTable": "inference_pseudonymised", "databricks.batch.outputTable": "dev.credit.predictions_p",
+        "databricks.batch.rejectsTable": "dev.credit.prediction_rejects_p"})
+    local.declare_tables(pseudonymising.tables)
+    job = pseudonymising.jobs["databricks-batch-job"]
+    assert parameter(job.tasks[0], "--personal") == "pseudonymise"
+    assert job.cluster_env["REQUEST_LOG_PSEUDONYM_KEY"].startswith("{{secrets/")  # resolved by the cluster
+    succeeded(local.run_job(job, "3101", extra_env={"REQUEST_LOG_PSEUDONYM_KEY": PSEUDONYM_KEY}, say=lambda _: None))
+    held, declared = inference_rows(local, job, pseudonymising.tables)
+    assert list(held.columns) == [column["name"] for column in declared] and len(held) == BATCH_ROWS - BAD_ROWS
+    key, secret = c.ids[0], PSEUDONYM_KEY.encode()
+    assert key in c.personal and key not in held.columns and f"{key}_hmac" in held.columns
+    scored = frame.dropna(subset=[key]).drop(index=[11, 12, 13])
+    assert sorted(held[f"{key}_hmac"]) == sorted(inference.pseudonym(secret, key, int(v)) for v in scored[key])
+    for name in set(c.personal) & set(c.feature_names):  # held pseudonymised, never as sent
+        assert name not in held.columns and held[f"{name}_hmac"].notna().any()
+    labels = pd.DataFrame({key: [int(v) for v in scored[key]], c.target.name: c.target.classes[0],
+                           inference.KNOWN_AT: datetime.now(UTC).isoformat()})
+    joined = quality_delta.label_rows(labels, c, "pseudonymise", pd.Timestamp.now(tz=UTC), secret)
+    assert set(held[f"{key}_hmac"]) <= set(joined[f"{key}_hmac"])  # every batch row meets its label

@@ -227,3 +227,41 @@ def test_quality_readers_read_the_table_and_the_monitors_metrics_and_nothing_els
     monitor = one(ev, platform_rules.QUALITY_MONITOR)
     metrics = [g for g in ev.of_type("databricks:index/grant:Grant") if str(g.inputs.get("table", "")).endswith("_metrics")]
     assert metrics and all(monitor.urn in g.dependencies for g in metrics)  # they exist once the monitor does
+
+
+def batch_job(ev):
+    return next(j for j in ev.of_type(platform_rules.JOB)
+                if j.inputs["tasks"][0]["pythonWheelTask"]["entryPoint"] == "mlops-batch")
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_the_batch_job_appends_to_the_stacks_inference_table_as_the_quality_job_does(evaluate, stack):
+    """Issue 22: every prediction, batch too, in the one table: the same table, columns (--personal) and principal as
+    the quality job, once the table and the principal's MODIFY on it exist; the table-access rule holds it."""
+    s, ev = settings_of(stack), evaluate(stack)
+    batch, quality = batch_job(ev), quality_job(ev)
+    full = f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
+    got = params(batch)
+    assert got["--inference-table"] == params(quality)["--inference-table"] == full
+    assert got["--personal"] == params(quality)["--personal"] == s.observability.request_log_personal
+    assert batch.inputs["runAs"] == quality.inputs["runAs"]
+    table = one(ev, platform_rules.SQL_TABLE)
+    [grant] = [g for g in ev.of_type(platform_rules.GRANT) if g.inputs.get("table") == full]
+    assert {table.urn, grant.urn} <= set(batch.dependencies)
+    assert problems("unity-catalog-table-access", ev) == []
+    ungranted = [g for g in ev.of_type(platform_rules.GRANT) if g is not grant]
+    found = problems("unity-catalog-table-access", fake(batch, *ungranted))
+    assert any(batch.name in p and f"MODIFY on {full}" in p for p in found), found
+
+
+def test_a_pseudonymising_stack_gives_the_batch_job_the_quality_jobs_key(evaluate):
+    ev = evaluate("dev", {"observability.requestLogPersonal": "pseudonymise", "requestLogPseudonymKey": "k" * 40})
+    batch, quality = batch_job(ev), quality_job(ev)
+    assert params(batch)["--personal"] == "pseudonymise"
+    env = batch.inputs["jobClusters"][0]["newCluster"]["sparkEnvVars"]
+    key = quality.inputs["jobClusters"][0]["newCluster"]["sparkEnvVars"]["REQUEST_LOG_PSEUDONYM_KEY"]
+    assert env["REQUEST_LOG_PSEUDONYM_KEY"] == key and key.startswith("{{secrets/")
+    [secret] = [r for r in ev.of_type("databricks:index/secret:Secret") if r.name.endswith("secret-pseudonym-key")]
+    [acl] = ev.of_type("databricks:index/secretAcl:SecretAcl")
+    assert acl.inputs["principal"] == batch.inputs["runAs"]["servicePrincipalName"] and acl.inputs["permission"] == "READ"
+    assert {secret.urn, acl.urn} <= set(batch.dependencies)

@@ -1,27 +1,38 @@
 """The quality job on Databricks (monitoring/quality_delta.py): what it writes into the inference table and what it
 decides, run over the service's own log lines.
 
-The Delta MERGEs cannot run here (Delta Lake's jars come from Maven Central, which this machine does not reach; the
-delta-spark wheel on PyPI holds only Python), so `FrameStore` stands in for the Delta table: it applies the two
-MERGEs' documented semantics (monitoring/delta_table.py: insert the rows whose (request_id, record) is new; set a
-row's label from the one latest label of its ids when the row has none or an older one). Their SQL text is checked
-on its own."""
+The append is an anti-join INSERT (serving/inference_table.py), which runs on a plain Parquet table too: the job's
+`Store.append` runs it for real on the runtime's local Spark (test_the_append_adds_each_prediction_once_on_spark, with
+`make databricks-test`). The labels' MERGE cannot run here: it needs Delta Lake, whose jars come from Maven Central,
+which this machine does not reach (the delta-spark wheel on PyPI holds only Python), and so does the retention's
+DELETE. So `FrameStore` stands in for the Delta table in the job's tests, because of those two: its `label` applies
+the MERGE's documented semantics (set a row's label from the one latest label of its ids when the row has none or an
+older one; the SQL text is checked on its own), its `forget` the DELETE's, its `append` the anti-join's, which the
+Spark test holds to the real statement."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from monitoring import delta_table, inference, quality_delta
+from scripts import databricks_local
 from tests.monitoring.loglines import log_lines
 from training import data
 
 
 class FrameStore:
+    """The inference table for quality_delta.run, without Delta Lake: only because the labels' MERGE and the
+    retention's DELETE need Delta (see the module's docstring); the append's statement runs on a real Spark below."""
+
     def __init__(self, columns: list[delta_table.Column]) -> None:
         self.columns = columns
         self.frame = pd.DataFrame(columns=[c.name for c in columns])
@@ -144,10 +155,13 @@ def test_pseudonymised_ids_are_held_as_hmac_columns_and_join_with_the_logs_key(m
         quality_delta.label_rows(labels, contract, "drop", pd.Timestamp(NOW), key)
 
 
-def test_the_merges_key_on_request_and_record_and_replace_only_older_labels():
-    sql = delta_table.merge_predictions("c.s.t", "v")
-    assert "ON t.`request_id` = s.`request_id` AND t.`record` = s.`record`" in sql
-    assert sql.endswith("WHEN NOT MATCHED THEN INSERT *") and "WHEN MATCHED" not in sql
+def test_the_append_names_its_columns_and_the_labels_merge_replaces_only_older_labels(model):
+    columns = delta_table.columns(model.contract, "keep")
+    sql = delta_table.append_predictions("c.s.t", "v", columns)
+    named = ", ".join(f"`{c.name}`" for c in columns)
+    assert sql.startswith(f"INSERT INTO c.s.t ({named}) SELECT s.`request_id`, s.`record`, ")
+    assert sql.endswith("WHERE NOT EXISTS (SELECT 1 FROM c.s.t t WHERE t.`request_id` = s.`request_id` AND "
+                        "t.`record` = s.`record`)")
     labels = delta_table.merge_labels("c.s.t", "l", ["id_hmac"], "y")
     assert "WHEN MATCHED AND (t.`known_at` IS NULL OR t.`known_at` < s.`known_at`)" in labels
     assert "WHEN NOT MATCHED" not in labels  # a label of no prediction adds no row
@@ -238,3 +252,45 @@ def test_predictions_older_than_the_retention_are_deleted_and_the_rest_kept(mode
     assert record["removed"] == 0 and len(store.frame) == len(rows)
     _, record, _ = run(model, store, lines, None, as_of=later.isoformat(), retention_days=30)
     assert record["removed"] == len(rows) and store.frame.empty and record["added"] == 0
+
+
+APPEND_ON_SPARK = """
+import json, sys
+import pandas as pd
+from pyspark.sql import SparkSession
+from monitoring import delta_table, inference, quality_delta
+from training import contract
+module, log, warehouse = sys.argv[1:]
+spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+         .config("spark.sql.warehouse.dir", warehouse).getOrCreate())
+task = contract.load(module).contract
+columns = delta_table.columns(task, "keep")
+spark.sql("CREATE TABLE t (" + ", ".join(f"{delta_table.quote(c.name)} {c.type}" for c in columns) + ") USING parquet")
+store = quality_delta.Store(spark, "t", columns)
+rows = quality_delta.table_rows(inference.rows_from_log(open(log, "rb"), task.task), columns)
+half = rows.iloc[: len(rows) // 2]
+added = [store.append(half), store.append(rows), store.append(rows), store.append(pd.concat([half, half]))]
+held = spark.table("t").toPandas()
+print(json.dumps({"added": added, "held": len(held), "keys": len(held[["request_id", "record"]].drop_duplicates()),
+                  "columns": list(held.columns), "rows": len(rows)}))
+"""
+
+
+@pytest.mark.databricks
+def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
+    """quality_delta.Store.append, as the job runs it, on the runtime's Spark (.venv-runtime, as tests/databricks) over a
+    Parquet table with the declared columns: a window, then one that overlaps it, then the same again, then duplicates
+    of rows held: each prediction is held once, and a re-run adds nothing."""
+    python = databricks_local.runtime_python()
+    assert python == str(databricks_local.RUNTIME_PYTHON), "run `make databricks-test`: it builds .venv-runtime"
+    log = tmp_path / "log.jsonl"
+    log.write_bytes(log_lines(model, rows, "req"))
+    env = {**os.environ, "PYTHONPATH": str(Path(databricks_local.ROOT)), "PYSPARK_PYTHON": python}
+    result = subprocess.run([python, "-c", APPEND_ON_SPARK, model.module, str(log), str(tmp_path / "warehouse")],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-5000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    half = found["rows"] // 2
+    assert found["added"] == [half, found["rows"] - half, 0, 0]
+    assert found["held"] == found["keys"] == found["rows"] == len(rows)
+    assert found["columns"] == [c.name for c in delta_table.columns(model.contract, "keep")]

@@ -16,3 +16,5 @@ def test_a_promoted_copy_scores_as_the_source_version_the_service_logs(registry,
     model = batch.load_model(f"models:/prod-model/{copy.version}", progress=lambda _: None)
     assert model.manifest.model_version == copy.version != str(registry["version"])
     assert model.source_version == str(registry["version"])
+    # the inference table names the batch rows as the service names its own: the source model too (issue 22)
+    assert model.source_model == registry["model_name"] != model.manifest.model_name
