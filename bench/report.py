@@ -1,7 +1,7 @@
 """docs/performance.md and its serving chart, written from the benchmarks' JSON results: `make bench` and
 `make bench-spark` call `write()` when a full run ends, and `python -m bench.report` writes the page again from
 bench/results/ (serving.json, spark.json). Nothing on the page is pasted by hand: the tables are the benchmarks' own
-(bench/serving.py render_markdown, bench/spark.py report), the prose around them says how to read them. A part whose
+(bench/serving_report.py render_markdown, bench/spark.py report), the prose around them says how to read them. A part whose
 JSON is missing says so; the Spark part then shows the figures recorded before this page was generated, marked as
 such, until the next `make bench-spark` replaces them. tests/test_docs.py renders the page from fixture JSON.
 """
@@ -118,11 +118,11 @@ def read(path: Path) -> dict | None:
 
 def serving_tables(results: dict) -> str:
     """bench/serving.py's own report, from its JSON (what it printed when the run ended)."""
-    from bench import serving
+    from bench import serving_report
 
     profile = {int(records): stages for records, stages in (results.get("profile_us") or {}).items()}
-    return serving.render_markdown(results["summary"], results["cold_start_median_s"], results["rss_after_load"],
-                                   [serving.Check(**c) for c in results["checks"]], results["meta"],
+    return serving_report.render_markdown(results["summary"], results["cold_start_median_s"], results["rss_after_load"],
+                                   [serving_report.Check(**c) for c in results["checks"]], results["meta"],
                                    (results.get("control_ours_health_c1") or {}).get("summary"), profile)
 
 

@@ -29,7 +29,8 @@ It runs in the job cluster's stand-in (.venv-runtime: the runtime's MLflow 3.8.1
    writes docs/performance.md (bench/report.py).
 
 Why one module: one run read top to bottom (the model, the session, batch scoring and its bounds, the search,
-the report and the chart), each a section, as bench/serving.py is for the scoring service.
+the report and the chart), each a section; it starts no servers, and its report is 70 lines of functions of the
+results (tests/test_bench_spark_report.py), too few to stand apart as bench/serving_report.py does.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""Where each part runs: one Pulumi component per Azure concern (settings, observability, registry,
+"""Product: the Pulumi program (with __main__.py and Pulumi.*.yaml) that declares each stack on Azure and Databricks.
+
+Where each part runs: one Pulumi component per Azure concern (settings, observability, registry,
 Databricks, image, Container Apps, AKS, promotion). The mocked cloud that evaluates the program without one, and
 the checks of what the platform refuses, are test tooling (testing/).
 

@@ -134,7 +134,7 @@ def label_url(app_fqdn: str, label: str) -> str:
 
 def secret_name(variable: str) -> str:
     """An app secret's name for a container variable: lowercase letters, digits and '-' (REQUEST_LOG_PSEUDONYM_KEY ->
-    request-log-pseudonym-key), what Azure accepts (testing/platform_rules.py container-apps-secrets)."""
+    request-log-pseudonym-key), what Azure accepts (testing/platform_rules/ container-apps-secrets)."""
     return variable.lower().replace("_", "-")
 
 

@@ -3,12 +3,15 @@ and the environment; and each service's naming rule those names must meet, with 
 
 So two projects (two `name`s) share no name when they share a subscription, a Databricks workspace or a Unity
 Catalog metastore (tests/infra/test_two_projects.py). infra/settings.py checks every derived name against its rule
-before anything is declared, and says which name `name` made and which rule it broke; testing/platform_rules.py
+before anything is declared, and says which name `name` made and which rule it broke; testing/platform_rules/
 checks what the program declared against the same rules. A few names can be set instead (registry.name, model.name,
 model.module, image.repository, databricks.experiment, .filesRoot, .codeVolume, drift.secretScope): the settings
 check those keys themselves, and the rule here only when the derived default is used.
 
 This module imports nothing of Pulumi's: the settings, the jobs' wheel and the tests use it as it is.
+
+Why one module: each derived name sits next to the service's rule it must meet, so the two are read and changed
+together; the rules with their sources are most of its length.
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The models this project trains and serves: one module per model, named after the stack files' `name`
+"""Product: the model modules (the two shipped examples; a team adds its own).
+
+The models this project trains and serves: one module per model, named after the stack files' `name`
 (`credit-default` -> models/credit_default.py). Each declares its data contract, how it is built and searched, and
 the gate's metric (training/contract.py says what, docs/bring-your-own-model.md how). The two modules here are the
 examples the project ships; a team adds its own beside them.

@@ -1,4 +1,6 @@
-"""Watching the model in production: the drift job and the local traffic generator.
+"""Product: the drift and model-quality jobs and their reports.
+
+Watching the model in production: the drift job and the local traffic generator.
 
 Owns: the drift statistics and report, the synthetic traffic. May import: training (the data contract and the
 drift baseline's bins, so serving-time records are binned as the baseline was) and infra (infra.kql: the drift

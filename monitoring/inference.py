@@ -52,7 +52,7 @@ class InferenceError(ValueError):
 
 def rows_from_log(lines: Iterable[str | bytes], task: str, counts: Counter | None = None) -> Iterator[dict]:
     """One row per record of each well-formed prediction line (or part: each carries its records' place,
-    `first_record`), whichever log version wrote it; what is skipped is counted as monitoring/drift.py counts it."""
+    `first_record`), whichever log version wrote it; what is skipped is counted as monitoring/drift_sources.py counts it."""
     counts = Counter() if counts is None else counts
     outputs_of = OUTPUT_COLUMNS[task]
     for raw in lines:

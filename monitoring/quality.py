@@ -15,7 +15,7 @@ is left out. The reference is each version's own score at approval (its gate run
 The rule (QualityRule; the stack's `quality` settings on Databricks): retrain when, for a version still serving (it
 has predictions in the last window), the last `windows` windows with at least `min_labelled` labels all fall below
 the gate's floor or below the version's approval score by more than `margin`; or when its inputs drifted (the drift
-job's test, monitoring/drift.py `compare`) in each of the last `drift_windows` windows with enough records. Retraining
+job's test, monitoring/drift_stats.py `compare`) in each of the last `drift_windows` windows with enough records. Retraining
 starts the training job; the new version goes through the same gate, staging and approval: nothing here promotes.
 
 Why one module: the metrics, the rule and what the rule reads (each version's approval score, each window's drift
@@ -411,9 +411,9 @@ def references(tracking_uri: str | None, model_name: str, versions: list[str], g
 
 def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | None, window: pd.Timedelta,
                     min_records: int, psi_threshold: float = 0.2, alpha: float = 0.01) -> dict[str, list[str]]:
-    """Per version, each window's drift status (monitoring/drift.py compare on that window's records, with the drift
+    """Per version, each window's drift status (monitoring/drift_stats.py compare on that window's records, with the drift
     job's thresholds: the stack's drift.psiThreshold and drift.pValue)."""
-    from monitoring import drift, inference  # drift's own test; imported here: drift imports nothing of this module
+    from monitoring import drift_stats, inference  # drift's own test; imported here: drift_stats imports nothing of this module
     if not baseline:
         return {}
     features = [name for name in contract.feature_names if name in joined.columns]
@@ -424,7 +424,7 @@ def drift_by_window(joined: pd.DataFrame, contract: Contract, baseline: dict | N
         records = _plain(group[features].to_dict(orient="records"))
         answers = [{k: (json.loads(v) if k == "probabilities" and isinstance(v, str) else v) for k, v in row.items()}
                    for row in _plain(group[outputs].to_dict(orient="records"))]
-        result = drift.compare(baseline, records, answers, psi_threshold=psi_threshold, alpha=alpha,
+        result = drift_stats.compare(baseline, records, answers, psi_threshold=psi_threshold, alpha=alpha,
                                 min_records=min_records)
         found.setdefault(str(version), []).append(result["status"])
     return found

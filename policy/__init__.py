@@ -1,4 +1,4 @@
-"""The Pulumi policy pack (`pulumi up --policy-pack policy`): what no stack may declare, checked by the engine.
+"""Product: the Pulumi policy pack (`pulumi up --policy-pack policy`): what no stack may declare, checked by the engine.
 
 Owns: the mandatory policies. May import: nothing else of ours (the engine loads the pack in its own process).
 """

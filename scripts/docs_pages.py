@@ -1,7 +1,7 @@
 """The documentation site's generated parts, written from the code they describe (`python -m scripts.docs_pages`):
 the home page (the README, its links made relative),
 the config keys (infra/settings.py), the `make` verbs (the Makefile), the platform rules
-(testing/platform_rules.py RULES) and each alert's query (infra/observability.py's rules over infra/kql.py). A page
+(testing/platform_rules/ RULES) and each alert's query (infra/observability.py's rules over infra/kql.py). A page
 holds each part between `<!-- generated: NAME -->` and `<!-- end: NAME -->`; the rest of the page is prose.
 tests/test_docs.py fails while a part differs from what this writes (`--check` says which, without writing), so a
 changed key, verb, rule or query changes its page in the same commit. `--reading` prints each page's words and
@@ -66,8 +66,10 @@ def make_table() -> str:
 def platform_rules_table() -> str:
     from testing.platform_rules import RULES
 
-    rows = [f"| `{r.key}` | {r.says.replace('|', '&#124;')} | {source_link(r.doc)} |" for r in RULES]
-    return f"{len(RULES)} rules.\n\n| rule | what the platform does | source |\n|---|---|---|\n" + "\n".join(rows) + "\n"
+    rows = [f"| `{r.key}` | {r.says.replace('|', '&#124;')} | {source_link(r.doc)} | `{r.check.__module__.rsplit('.', 1)[1]}` |"
+            for r in RULES]
+    return (f"{len(RULES)} rules, each checked in its platform's module of `testing/platform_rules/`.\n\n"
+            "| rule | what the platform does | source | module |\n|---|---|---|---|\n" + "\n".join(rows) + "\n")
 
 
 def source_link(doc: str) -> str:

@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     for key, value in sorted(evaluation.outputs.items()):
         print(f"  {key:28} {value}")
     results = platform_rules.check(evaluation)
-    print(f"\nplatform rules (testing/platform_rules.py): {sum(r.ok for r in results)} of {len(results)} hold")
+    print(f"\nplatform rules (testing/platform_rules/): {sum(r.ok for r in results)} of {len(results)} hold")
     print(platform_rules.report(results))
     print(f"\nevaluation: {evaluation.seconds:.2f} s under mocks (plus {imported:.2f} s importing the mock layer)")
     return 0 if all(r.ok for r in results) else 2

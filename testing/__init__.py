@@ -1,4 +1,6 @@
-"""Test tooling: the cloud, stood in for on this machine. Nothing `pulumi up` runs imports it.
+"""Tooling (not shipped): the cloud stood in for on this machine (mockcloud) and the platform rules.
+
+Test tooling: the cloud, stood in for on this machine. Nothing `pulumi up` runs imports it.
 
 - mockcloud: the Pulumi program evaluated for one stack with Azure's and Databricks' APIs replaced by Pulumi's
   mocks (config validation, model resolution and the build context run for real);

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import serving as bench
-from bench.serving import WrkResult
+from bench import servers, serving_report
+from bench import serving as bench_serving
+from bench.serving_report import BARE, BATCH_SIZES, CONCURRENCY, OURS_MLFLOW, OURS_V2, WrkResult
 
 EXAMPLE = [
     {"sex": "male", "age": 43.0, "credit_limit": 100000.0, "flag": True},
@@ -38,15 +39,15 @@ def result(rps: float, p99_ms: float = 1.0, errors: int = 0, background: float =
 def summary_with(single_ratio: float, batch_ratio: float, p99_ms: float = 1.0, errors: int = 0) -> dict:
     runs: dict[str, dict[str, list[WrkResult]]] = {"ours": {}, "mlflow": {}}
     for records, ratio in ((1, single_ratio), (100, batch_ratio)):
-        for connections in bench.CONCURRENCY:
-            key = bench.load_key(records, connections)
+        for connections in CONCURRENCY:
+            key = serving_report.load_key(records, connections)
             runs["mlflow"][key] = [result(50.0)]
             runs["ours"][key] = [result(50.0 * ratio, p99_ms=p99_ms, errors=errors)]
-    return bench.summarize(runs)
+    return serving_report.summarize(runs)
 
 
 def test_make_records_cycles_the_example_and_nudges_only_numbers():
-    records = bench.make_records(EXAMPLE, 5, seed=3)
+    records = bench_serving.make_records(EXAMPLE, 5, seed=3)
     assert len(records) == 5
     assert [r["sex"] for r in records] == ["male", "female", "male", "female", "male"]
     assert [r["flag"] for r in records] == [True, False, True, False, True]  # booleans are not numbers here
@@ -56,17 +57,17 @@ def test_make_records_cycles_the_example_and_nudges_only_numbers():
             assert isinstance(record[name], float)
             assert abs(record[name] - source[name]) <= 0.05 * source[name] + 0.05
     assert records[0]["credit_limit"] != records[2]["credit_limit"]  # varied, not copies
-    assert bench.make_records(EXAMPLE, 5, seed=3) == records
-    assert bench.make_records(EXAMPLE, 5, seed=4) != records
+    assert bench_serving.make_records(EXAMPLE, 5, seed=3) == records
+    assert bench_serving.make_records(EXAMPLE, 5, seed=4) != records
 
 
 def test_make_records_needs_an_example():
     with pytest.raises(ValueError, match="no input example"):
-        bench.make_records([], 1, seed=0)
+        bench_serving.make_records([], 1, seed=0)
 
 
 def test_parse_wrk_reads_the_json_summary():
-    parsed = bench.parse_wrk(WRK_OUTPUT)
+    parsed = serving_report.parse_wrk(WRK_OUTPUT)
     assert parsed.requests == 16692
     assert parsed.seconds == pytest.approx(8.013338)
     assert parsed.rps == pytest.approx(16692 / 8.013338)
@@ -77,19 +78,19 @@ def test_parse_wrk_reads_the_json_summary():
 def test_parse_wrk_takes_errors_from_the_text_report_when_it_says_more():
     quiet_json = WRK_OUTPUT.replace('"read":2,"write":1,"status":7,', '"read":0,"write":0,"status":0,').replace(
         '"timeout":3,', '"timeout":0,')
-    parsed = bench.parse_wrk(quiet_json)
+    parsed = serving_report.parse_wrk(quiet_json)
     assert (parsed.non_2xx, parsed.socket_errors) == (7, 6)
 
 
 def test_parse_wrk_without_the_summary_line_fails_loudly():
     with pytest.raises(ValueError, match="WRK_JSON"):
-        bench.parse_wrk("Running 8s test @ http://127.0.0.1:1/\nRequests/sec: 10\n")
+        serving_report.parse_wrk("Running 8s test @ http://127.0.0.1:1/\nRequests/sec: 10\n")
 
 
 def test_summarize_takes_medians_sums_errors_and_finds_the_quietest_round():
     runs = {"ours": {"1rec_c1": [result(100, p99_ms=9.0, background=1.2), result(300, p99_ms=1.0, background=0.1),
                                  result(200, p99_ms=5.0, errors=2, background=0.8)]}}
-    summary = bench.summarize(runs)["ours"]["1rec_c1"]
+    summary = serving_report.summarize(runs)["ours"]["1rec_c1"]
     assert summary["rps"] == 200 and summary["p99_ms"] == 5.0
     assert (summary["rps_min"], summary["rps_max"], summary["rounds"]) == (100, 300, 3)
     assert summary["errors"] == 2
@@ -98,19 +99,19 @@ def test_summarize_takes_medians_sums_errors_and_finds_the_quietest_round():
 
 
 def test_ratio():
-    assert bench.ratio(1000, 50) == 20
-    assert bench.ratio(1, 0) == float("inf")
+    assert serving_report.ratio(1000, 50) == 20
+    assert serving_report.ratio(1, 0) == float("inf")
 
 
 def test_targets_pass_at_their_limits():
-    checks = bench.check_targets(summary_with(20.0, 10.0, p99_ms=3.0), cold_start_s=1.5, rss_mb_per_worker=150,
+    checks = serving_report.check_targets(summary_with(20.0, 10.0, p99_ms=3.0), cold_start_s=1.5, rss_mb_per_worker=150,
                                  total_errors=0)
     assert [c.passed for c in checks] == [True] * 6
     assert checks[0].measured == "c1 20.0x, c8 20.0x"
 
 
 def test_targets_fail_just_past_their_limits():
-    checks = bench.check_targets(summary_with(19.9, 9.9, p99_ms=3.01), cold_start_s=1.51, rss_mb_per_worker=151,
+    checks = serving_report.check_targets(summary_with(19.9, 9.9, p99_ms=3.01), cold_start_s=1.51, rss_mb_per_worker=151,
                                  total_errors=1)
     assert [c.passed for c in checks] == [False] * 6
     assert "3.01 ms" in checks[2].measured
@@ -118,8 +119,8 @@ def test_targets_fail_just_past_their_limits():
 
 def test_the_worst_concurrency_decides_a_ratio_target():
     summary = summary_with(25.0, 12.0)
-    summary["ours"][bench.load_key(100, 8)]["rps"] = 50.0 * 9.0
-    checks = {c.name: c for c in bench.check_targets(summary, 0.5, 90, 0)}
+    summary["ours"][serving_report.load_key(100, 8)]["rps"] = 50.0 * 9.0
+    checks = {c.name: c for c in serving_report.check_targets(summary, 0.5, 90, 0)}
     assert checks["100-record throughput vs mlflow"].passed is False
     assert checks["100-record throughput vs mlflow"].measured == "c1 12.0x, c8 9.0x"
     assert checks["single-record throughput vs mlflow"].passed is True
@@ -127,13 +128,13 @@ def test_the_worst_concurrency_decides_a_ratio_target():
 
 def test_render_markdown_has_every_load_the_ratios_and_the_verdicts():
     summary = summary_with(30.0, 8.0)
-    checks = bench.check_targets(summary, 0.6, 97, 0)
+    checks = serving_report.check_targets(summary, 0.6, 97, 0)
     rss = {"ours": {"worker_mb": 97.0, "tree_mb": 97.0, "processes": 1},
            "mlflow": {"worker_mb": 280.0, "tree_mb": 520.0, "processes": 2}}
     meta = {"model": "credit-default", "version": "1", "runtime": "onnx", "duration": 8.0, "rounds": 3, "launches": 3,
             "pinning": "not pinned", "cpus": 2, "date": "2026-11-23"}
     control = {"rps": 5000.0, "p50_ms": 0.15, "p99_ms": 0.4, "errors": 0}
-    markdown = bench.render_markdown(summary, {"ours": 0.6, "mlflow": 6.0}, rss, checks, meta, control)
+    markdown = serving_report.render_markdown(summary, {"ours": 0.6, "mlflow": 6.0}, rss, checks, meta, control)
     rows = [line for line in markdown.splitlines() if line.startswith("| 1") and "conn" in line]
     assert len(rows) == 4
     assert rows[0].startswith("| 1 record, 1 conn | 1,500 | 50 | **30.0x** |")
@@ -145,11 +146,11 @@ def test_render_markdown_has_every_load_the_ratios_and_the_verdicts():
 
 
 def test_lua_script_posts_each_body_or_sends_one_bodiless_request():
-    post = bench.lua_script("/invocations", Path("/tmp/x.bodies"))
+    post = bench_serving.lua_script("/invocations", Path("/tmp/x.bodies"))
     assert 'io.lines("/tmp/x.bodies")' in post
     assert 'wrk.format("POST", "/invocations",' in post and '"application/json"' in post
-    assert bench.WRK_MARKER in post and "latency:percentile(99)" in post
-    get = bench.lua_script("/health", None, "GET")
+    assert serving_report.WRK_MARKER in post and "latency:percentile(99)" in post
+    get = bench_serving.lua_script("/health", None, "GET")
     assert 'requests[1] = wrk.format("GET", "/health")' in get and "io.lines" not in get
 
 
@@ -168,21 +169,21 @@ def test_lua_script_posts_each_body_or_sends_one_bodiless_request():
     ("bare", 500, {}, 1, False),
 ])
 def test_check_response_wants_a_200_with_one_probability_per_record(envelope, status, payload, count, ok):
-    server = bench.Server("x", "/ready", "/predict", envelope, launcher=None, log=Path("/dev/null"), cpus=None)
-    problem = bench.check_response(server, status, json.dumps(payload).encode(), count)
+    server = servers.Server("x", "/ready", "/predict", envelope, launcher=None, log=Path("/dev/null"), cpus=None)
+    problem = servers.check_response(server, status, json.dumps(payload).encode(), count)
     assert (problem is None) == ok
     if status != 200:
         assert problem.startswith(f"status {status}")
 
 
 def test_server_body_uses_its_envelope():
-    server = bench.Server("mlflow", "/ping", "/invocations", "dataframe_records", launcher=None, log=Path("/dev/null"),
+    server = servers.Server("mlflow", "/ping", "/invocations", "dataframe_records", launcher=None, log=Path("/dev/null"),
                           cpus=None)
     assert json.loads(server.body(EXAMPLE[:1])) == {"dataframe_records": EXAMPLE[:1]}
 
 
 def test_v2_body_has_one_typed_tensor_per_column():
-    server = bench.Server("ours-v2", "/ready", "/v2/models/m/infer", bench.V2, launcher=None, log=Path("/dev/null"),
+    server = servers.Server("ours-v2", "/ready", "/v2/models/m/infer", serving_report.V2, launcher=None, log=Path("/dev/null"),
                           cpus=None)
     body = json.loads(server.body(EXAMPLE))
     assert [(t["name"], t["datatype"], t["shape"]) for t in body["inputs"]] == [
@@ -193,8 +194,8 @@ def test_v2_body_has_one_typed_tensor_per_column():
 def with_protocols(summary: dict, predict_of_bare: float, invocations_of_predict: float, v2_of_predict: float) -> dict:
     """Add the bare endpoint and our other two protocols to a summary, at the given shares of /predict."""
     summary = json.loads(json.dumps(summary))
-    for name, share in ((bench.BARE, 1 / predict_of_bare), (bench.OURS_MLFLOW, invocations_of_predict),
-                        (bench.OURS_V2, v2_of_predict)):
+    for name, share in ((BARE, 1 / predict_of_bare), (OURS_MLFLOW, invocations_of_predict),
+                        (OURS_V2, v2_of_predict)):
         summary[name] = {key: {**value, "rps": value["rps"] * share} for key, value in summary["ours"].items()}
     return summary
 
@@ -202,24 +203,24 @@ def with_protocols(summary: dict, predict_of_bare: float, invocations_of_predict
 def test_framework_targets_pass_at_their_limits_and_fail_past_them():
     passing = with_protocols(summary_with(30.0, 12.0), predict_of_bare=0.70, invocations_of_predict=0.90,
                              v2_of_predict=0.90)
-    checks = {c.name: c for c in bench.framework_checks(passing)}
+    checks = {c.name: c for c in serving_report.framework_checks(passing)}
     assert len(checks) == 5 and all(c.passed for c in checks.values()), checks
     assert checks["/predict vs bare FastAPI endpoint, 1 record, 8 conn"].measured.startswith("70% (1,500 vs 2,143 req/s)")
     assert checks["/invocations vs mlflow models serve, 1 record, 8 conn"].measured == "27.0x"
     failing = with_protocols(summary_with(21.0, 12.0), predict_of_bare=0.29, invocations_of_predict=0.89,
                              v2_of_predict=0.89)
-    assert [c.passed for c in bench.framework_checks(failing)] == [False] * 5
-    assert bench.framework_checks(summary_with(30.0, 12.0)) == []  # a run without those servers has no such checks
+    assert [c.passed for c in serving_report.framework_checks(failing)] == [False] * 5
+    assert serving_report.framework_checks(summary_with(30.0, 12.0)) == []  # a run without those servers has no such checks
 
 
 def test_cpu_per_request_compares_protocols_by_what_a_request_costs_the_server():
-    runs = {name: {bench.load_key(n, c): [dataclasses.replace(result(rps), server_cores=cores)]
-                   for n in bench.BATCH_SIZES for c in bench.CONCURRENCY}
-            for name, rps, cores in (("ours", 1000.0, 0.5), (bench.OURS_MLFLOW, 1000.0, 0.55),
-                                     (bench.OURS_V2, 500.0, 0.3), (bench.BARE, 2000.0, 0.6), ("mlflow", 50.0, 1.0))}
-    summary = bench.summarize(runs)
+    runs = {name: {serving_report.load_key(n, c): [dataclasses.replace(result(rps), server_cores=cores)]
+                   for n in BATCH_SIZES for c in CONCURRENCY}
+            for name, rps, cores in (("ours", 1000.0, 0.5), (OURS_MLFLOW, 1000.0, 0.55),
+                                     (OURS_V2, 500.0, 0.3), (BARE, 2000.0, 0.6), ("mlflow", 50.0, 1.0))}
+    summary = serving_report.summarize(runs)
     assert summary["ours"]["1rec_c8"]["cpu_us"] == pytest.approx(500.0)  # 0.5 cores / 1000 req/s
-    rows = [line for line in bench.render_cpu(summary) if line.startswith("| 1 record, 8 conn")]
+    rows = [line for line in serving_report.render_cpu(summary) if line.startswith("| 1 record, 8 conn")]
     # bare 300 µs vs ours 500: 60 %; /invocations 550 µs: 91 %; V2 600 µs: 83 %.
     assert rows == ["| 1 record, 8 conn | 500 | 550 | 600 | 300 | **60%** | 91% | 83% |"]
 
@@ -232,8 +233,8 @@ def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
            "mlflow": {"worker_mb": 280.0, "tree_mb": 520.0, "processes": 2}}
     meta = {"model": "credit-default", "version": "1", "runtime": "onnx", "duration": 8.0, "rounds": 3, "launches": 3,
             "pinning": "not pinned", "cpus": 2, "date": "2026-11-23"}
-    markdown = bench.render_markdown(summary, {"ours": 0.6, "mlflow": 6.0}, rss, bench.check_targets(summary, 0.6, 97, 0),
-                                     meta, None, profile)
+    checks = serving_report.check_targets(summary, 0.6, 97, 0)
+    markdown = serving_report.render_markdown(summary, {"ours": 0.6, "mlflow": 6.0}, rss, checks, meta, None, profile)
     assert "| 1 record, 8 conn | 1,500 | 1,425 | 1,350 | 3,000 | **50%** | 95% | 90% | 28.5x |" in markdown
     # 1,500 req/s at 1 connection = 667 µs per request: score 100 µs (15%), metrics 50 (7.5%), the rest the framework.
     assert "| score (onnxruntime) | 100 (15%) | 500 (" in markdown
@@ -242,23 +243,23 @@ def test_render_markdown_prints_every_protocol_ratio_and_the_profile():
 
 def test_the_bare_endpoint_checks_say_the_ceiling_a_server_could_reach_here():
     """The ceiling: the bare endpoint's CPU per request + parsing the body + the model, nothing else."""
-    runs = {name: {bench.load_key(n, c): [dataclasses.replace(result(rps), server_cores=cores)]
-                   for n in bench.BATCH_SIZES for c in bench.CONCURRENCY}
-            for name, rps, cores in (("ours", 1000.0, 0.5), (bench.OURS_MLFLOW, 1000.0, 0.5),
-                                     (bench.OURS_V2, 1000.0, 0.5), (bench.BARE, 5000.0, 0.5), ("mlflow", 50.0, 1.0))}
-    summary = bench.summarize(runs)  # bare: 0.5 cores / 5000 req/s = 100 µs of CPU per request
-    profile = {1: {bench.PARSE_ONLY: 5.0, bench.SCORE: 20.0, "metrics": 3.0},
-               100: {bench.PARSE_ONLY: 120.0, bench.SCORE: 230.0, "metrics": 30.0}}
-    checks = {c.name: c for c in bench.framework_checks(summary, profile)}
+    runs = {name: {serving_report.load_key(n, c): [dataclasses.replace(result(rps), server_cores=cores)]
+                   for n in BATCH_SIZES for c in CONCURRENCY}
+            for name, rps, cores in (("ours", 1000.0, 0.5), (OURS_MLFLOW, 1000.0, 0.5),
+                                     (OURS_V2, 1000.0, 0.5), (BARE, 5000.0, 0.5), ("mlflow", 50.0, 1.0))}
+    summary = serving_report.summarize(runs)  # bare: 0.5 cores / 5000 req/s = 100 µs of CPU per request
+    profile = {1: {serving_report.PARSE_ONLY: 5.0, serving_report.SCORE: 20.0, "metrics": 3.0},
+               100: {serving_report.PARSE_ONLY: 120.0, serving_report.SCORE: 230.0, "metrics": 30.0}}
+    checks = {c.name: c for c in serving_report.framework_checks(summary, profile)}
     batch = checks["/predict vs bare FastAPI endpoint, 100 records, 8 conn"]
     # 100 / (100 + 120 + 230) = 22 %: below a 30 % target whatever the server does besides.
     assert batch.measured == ("20% (1,000 vs 5,000 req/s); ceiling here 22%: the bare endpoint's 100 µs of CPU + "
                               "parsing the body 120 + the model 230, nothing else")
     assert "ceiling here 80%" in checks["/predict vs bare FastAPI endpoint, 1 record, 8 conn"].measured
-    assert "ceiling" not in bench.framework_checks(summary)[0].measured  # no profile, no ceiling
+    assert "ceiling" not in serving_report.framework_checks(summary)[0].measured  # no profile, no ceiling
     # The parse-only reference is part of parse + validate: not a row of the profile, not in its sum.
-    profile_rows = bench.render_profile(profile, summary)
-    assert not any(bench.PARSE_ONLY in line for line in profile_rows)
+    profile_rows = serving_report.render_profile(profile, summary)
+    assert not any(serving_report.PARSE_ONLY in line for line in profile_rows)
     assert "| framework: HTTP, uvicorn, ScoringFront | 977 (98%) | 740 (74%) |" in profile_rows
 
 
@@ -267,16 +268,16 @@ def test_baseline_targets_and_table_compare_our_predict_with_the_baselines():
     decides; the table gives each ratio and both against the bare endpoint."""
     summary = with_protocols(summary_with(30.0, 12.0), predict_of_bare=0.5, invocations_of_predict=0.95,
                              v2_of_predict=0.9)
-    assert bench.baseline_checks(summary) == []  # a run without a baseline has no such checks
+    assert serving_report.baseline_checks(summary) == []  # a run without a baseline has no such checks
     for single, batch, passed in ((1.0, 1.8, [True, True]), (0.99, 1.79, [False, False])):
         factor = {key: single if key.startswith("1rec") else batch for key in summary["ours"]}
-        with_base = {**summary, bench.BASELINE: {key: {**value, "rps": value["rps"] / factor[key],
+        with_base = {**summary, serving_report.BASELINE: {key: {**value, "rps": value["rps"] / factor[key],
                                                        "cpu_us": value["cpu_us"] * factor[key]}
                                                  for key, value in summary["ours"].items()}}
-        checks = bench.baseline_checks(with_base)
+        checks = serving_report.baseline_checks(with_base)
         assert [c.passed for c in checks] == passed, checks
     assert checks[1].measured == "c1 1.79x, c8 1.79x"
-    rows = [line for line in bench.render_baseline(with_base) if line.startswith("| 100 records, 8 conn")]
+    rows = [line for line in serving_report.render_baseline(with_base) if line.startswith("| 100 records, 8 conn")]
     # ours 600 req/s (12x mlflow's 50), the baseline 600 / 1.79 = 335, bare 1,200.
     assert rows == ["| 100 records, 8 conn | 600 | 335 | **1.79x** | 50% | 28% | 1,500 / 2,685 |"], rows
 
@@ -286,13 +287,13 @@ def test_the_run_without_the_request_log_is_reported_beside_the_baseline_ratios(
     measured text and as the table's last column; it decides no target."""
     summary = with_protocols(summary_with(30.0, 12.0), predict_of_bare=0.5, invocations_of_predict=0.95,
                              v2_of_predict=0.9)
-    with_base = {**summary, bench.BASELINE: {key: {**value, "rps": value["rps"] / 1.5}
+    with_base = {**summary, serving_report.BASELINE: {key: {**value, "rps": value["rps"] / 1.5}
                                              for key, value in summary["ours"].items()},
-                 bench.NO_LOG: {key: {**value, "rps": value["rps"] * 1.2} for key, value in summary["ours"].items()}}
-    checks = bench.baseline_checks(with_base)
+                 serving_report.NO_LOG: {key: {**value, "rps": value["rps"] * 1.2} for key, value in summary["ours"].items()}}
+    checks = serving_report.baseline_checks(with_base)
     assert checks[1].measured == "c1 1.50x, c8 1.50x; without the request log c1 1.80x, c8 1.80x"
     assert [c.passed for c in checks] == [True, False]  # the bound is reported, not counted
-    rows = [line for line in bench.render_baseline(with_base) if line.startswith("| 100 records, 8 conn")]
+    rows = [line for line in serving_report.render_baseline(with_base) if line.startswith("| 100 records, 8 conn")]
     assert rows == ["| 100 records, 8 conn | 600 | 400 | **1.50x** | 50% | 33% | 1,500 / 1,500 | 1.80x |"], rows
 
 
@@ -304,8 +305,8 @@ def test_baseline_context_serves_the_same_model_with_the_baselines_app(tmp_path)
     (context / "scoring" / "app.py").write_text("ours")
     (checkout / "serving" / "scoring").mkdir(parents=True)
     (checkout / "serving" / "scoring" / "app.py").write_text("baseline")
-    out = bench.baseline_context(context, checkout, tmp_path / "out")
+    out = servers.baseline_context(context, checkout, tmp_path / "out")
     assert (out / "scoring" / "app.py").read_text() == "baseline"
     assert (out / "model" / "manifest.json").read_text() == "{}"
     with pytest.raises(FileNotFoundError, match="not a checkout"):
-        bench.baseline_context(context, tmp_path / "nowhere", tmp_path / "out2")
+        servers.baseline_context(context, tmp_path / "nowhere", tmp_path / "out2")

@@ -14,8 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bench import report
-from bench import serving as bench_serving
+from bench import report, serving_report
 from bench import spark as bench_spark
 from infra import naming
 from scripts import docs_pages
@@ -170,16 +169,16 @@ def test_every_route_of_the_app_is_in_the_api_reference(context):
 
 def serving_results() -> dict:
     runs: dict = {name: {} for name in ("ours", "mlflow", "ours-invocations", "ours-v2", "bare")}
-    for records in bench_serving.BATCH_SIZES:
-        for connections in bench_serving.CONCURRENCY:
-            key = bench_serving.load_key(records, connections)
+    for records in serving_report.BATCH_SIZES:
+        for connections in serving_report.CONCURRENCY:
+            key = serving_report.load_key(records, connections)
             for name, rps in (("ours", 4321.0), ("mlflow", 61.0), ("ours-invocations", 4000.0), ("ours-v2", 3900.0),
                               ("bare", 7654.0)):
-                runs[name][key] = [bench_serving.WrkResult(
+                runs[name][key] = [serving_report.WrkResult(
                     requests=int(rps * 6), seconds=6.0, rps=rps, p50_ms=0.21, p90_ms=0.3, p99_ms=0.69, max_ms=2.0,
                     non_2xx=0, socket_errors=0, server_cores=0.9, background_cores=0.01)]
-    summary = bench_serving.summarize(runs)
-    check = bench_serving.Check("cold start (launch to /ready 200)", "<= 1.5 s", "0.69 s", True)
+    summary = serving_report.summarize(runs)
+    check = serving_report.Check("cold start (launch to /ready 200)", "<= 1.5 s", "0.69 s", True)
     return {"meta": {"model": "m", "version": "7", "runtime": "onnx", "duration": 6.0, "rounds": 1, "launches": 1,
                      "pinning": "not pinned", "cpus": 2, "date": "2026-12-07"},
             "summary": summary, "cold_start_median_s": {"ours": 0.69, "mlflow": 7.06},

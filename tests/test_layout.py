@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from training import code
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("infra", "serving", "training", "models", "monitoring", "policy", "scripts", "bench", "testing")
-LONG = 420  # lines
+LONG = 400  # lines
 
 
 def imports_of(files: list[Path]) -> dict[str, set[str]]:
@@ -69,6 +70,55 @@ def test_long_modules_say_why_in_their_opening_comment():
                 if "Why one module:" not in doc:
                     long[str(path.relative_to(ROOT))] = len(lines)
     assert long == {}, "each module over ~400 lines needs `Why one module: ...` in its docstring"
+
+
+
+# ---- the product apart from its tooling ----
+
+PRODUCT = ("infra", "serving", "training", "monitoring", "policy", "models")  # and __main__.py, Pulumi.*.yaml
+TOOLS = ("bench", "scripts", "testing", "tests")  # never shipped, never imported by the product
+OPENING = {"product": "Product: ", "tool": "Tooling (not shipped): "}
+LAYOUT = ROOT / "docs" / "design" / "architecture.md"
+
+
+def layout_table() -> dict[str, str]:
+    """{top-level folder: product or tool}, read from the Layout table of the architecture page."""
+    section = LAYOUT.read_text().split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")] for line in section.splitlines()
+            if line.startswith("| `")]
+    return {re.match(r"`([^`]+)/`", folder).group(1): kind for folder, kind, *_ in rows}  # type: ignore[union-attr]
+
+
+def top_level_folders() -> set[str]:
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    return {path.split("/")[0] for path in tracked.splitlines() if "/" in path and not path.startswith(".")}
+
+
+def test_every_folder_is_in_the_layout_table_as_product_or_tool():
+    table = layout_table()
+    assert set(table) == top_level_folders(), "docs/design/architecture.md#layout names each top-level folder once"
+    assert {folder: kind for folder, kind in table.items() if kind not in OPENING} == {}
+    assert {f for f, kind in table.items() if kind == "product"} == set(PRODUCT)
+    assert {f for f, kind in table.items() if kind == "tool"} >= set(TOOLS)
+
+
+@pytest.mark.parametrize("package", PRODUCT + TOOLS)
+def test_each_package_opens_by_saying_product_or_tooling(package):
+    kind = "product" if package in PRODUCT else "tool"
+    doc = importlib.import_module(package).__doc__ or ""
+    assert doc.startswith(OPENING[kind]), f"{package}/__init__.py's docstring opens with {OPENING[kind]!r}"
+
+
+def test_no_product_module_imports_a_tool():
+    """Read from the source, not through imports_of: the jobs' wheel's import walk (training/code.py FIRST_PARTY) knows
+    only the packages it may ship, so it does not see an import of a tool at all."""
+    for package in PRODUCT:
+        assert set(importlib.import_module(package).MAY_IMPORT).isdisjoint(TOOLS), f"{package} may import a tool"
+    files = [ROOT / "__main__.py", *(path for package in PRODUCT for path in sorted((ROOT / package).rglob("*.py")))]
+    found = {f"{path.relative_to(ROOT)}: {module}" for path in files
+             for level, module, _ in code._imports(path.read_text(), str(path))
+             if not level and module.split(".")[0] in TOOLS}
+    assert found == set(), "the product imports tooling it does not ship"
 
 
 # ---- any model: the machinery names no model ----

@@ -1,4 +1,6 @@
-"""Training side of the data path, around a model module (models/<name>.py, which declares what the model is:
+"""Product: the training, search and gate jobs, run on Databricks (from the jobs' wheel) and on a laptop.
+
+Training side of the data path, around a model module (models/<name>.py, which declares what the model is:
 training/contract.py): load and validate its table, search, evaluate, log the MLflow run, register, gate, and the
 drift baseline every version carries.
 

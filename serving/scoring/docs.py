@@ -3,6 +3,9 @@ prediction means), examples built from its own input example and outputs shaped 
 
 The bodies are read and validated by our decoders (not by FastAPI's parameter parsing, which would cost a
 pydantic model per record), so FastAPI cannot infer these documents by itself.
+
+Why one module: the routes' schemas are built from the same few pieces (records, refusals, examples) and read
+as one API document (tests/serving/test_schemathesis.py holds it to what the app does).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ class UvicornFlags(TypedDict):
 
 # Named, not left to uvicorn's "auto" (which silently falls back to asyncio and h11 when uvloop or httptools
 # is missing: slower). No access log: the request log (scoring/requestlog.py) is ours.
-# bench/serving.py runs its bare FastAPI endpoint with these same flags.
+# bench/servers.py runs the benchmark's bare FastAPI endpoint with these same flags.
 UVICORN_FLAGS: UvicornFlags = {"http": "httptools", "loop": "uvloop", "lifespan": "on", "access_log": False,
                                "server_header": False, "log_level": "info"}
 

@@ -54,11 +54,11 @@ def test_the_wheel_holds_exactly_what_the_entry_points_import(wheel):
         "serving/manifest.py", "serving/runtime.py", "serving/scoring/__init__.py", "serving/scoring/model.py"}
     assert not {n for n in code if n.startswith("scripts/")}
     assert not {"infra/databricks.py", "infra/program.py", "training/data.py", "monitoring/traffic.py"} & code
-    # task values can be set only from notebooks (testing/platform_rules.py, databricks-task-values): no task uses
+    # task values can be set only from notebooks (testing/platform_rules/, databricks-task-values): no task uses
     # dbutils.jobs; the one dbutils a task reaches is the drift job's service credential on the driver
     sources = {n: zipfile.ZipFile(wheel.path).read(n) for n in code}
     assert not any(b"dbutils.jobs" in text or b"taskValues" in text for text in sources.values())
-    assert {n for n, text in sources.items() if b"DBUtils(" in text} == {"monitoring/drift.py"}
+    assert {n for n, text in sources.items() if b"DBUtils(" in text} == {"monitoring/drift_sources.py"}
     dist_info = f"{wheel.distribution}-{wheel.path.name.split('-')[1]}.dist-info"
     entry_points = zipfile.ZipFile(wheel.path).read(f"{dist_info}/entry_points.txt").decode()
     assert "mlops-train = training.train:cli" in entry_points and "mlops-drift = monitoring.drift:cli" in entry_points

@@ -1,4 +1,4 @@
-"""The platform's rules (testing/platform_rules.py) hold for what every stack declares on both serving targets,
+"""The platform's rules (testing/platform_rules/) hold for what every stack declares on both serving targets,
 and each rule catches the mistake it is there for (a rule that cannot fail proves nothing)."""
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import pytest
 from mlflow import tracking
 from mlflow.tracking import MlflowClient
 
-from monitoring import drift, traffic
+from monitoring import drift, drift_stats, traffic
 from testing.unity_catalog import searching_like_uc
 
 
@@ -169,14 +169,14 @@ def test_psi_and_chi_square_units():
     import numpy as np
 
     same = np.array([0.25, 0.25, 0.5])
-    assert drift.psi(same, same) == 0
-    assert drift.psi(same, np.array([0.5, 0.25, 0.25])) == pytest.approx(2 * 0.25 * np.log(2))
-    assert drift.chi_square(same, np.array([250.0, 250, 500])) == pytest.approx(1.0)
-    assert drift.chi_square(same, np.array([500.0, 250, 250])) < 1e-10
-    labels, expected, counts = drift.categorical_buckets(
+    assert drift_stats.psi(same, same) == 0
+    assert drift_stats.psi(same, np.array([0.5, 0.25, 0.25])) == pytest.approx(2 * 0.25 * np.log(2))
+    assert drift_stats.chi_square(same, np.array([250.0, 250, 500])) == pytest.approx(1.0)
+    assert drift_stats.chi_square(same, np.array([500.0, 250, 250])) < 1e-10
+    labels, expected, counts = drift_stats.categorical_buckets(
         {"frequencies": {"a": 0.5, "b": 0.5}, "missing_fraction": 0.0}, ["a", "c", None, "b"])
     assert labels == ["a", "b", "unseen", "missing"] and list(counts) == [1, 1, 1, 1]
-    labels, expected, counts = drift.numeric_buckets(
+    labels, expected, counts = drift_stats.numeric_buckets(
         {"edges": [1.0, 2.0], "fractions": [0.2, 0.3, 0.5], "missing_fraction": 0.1}, [0.5, 1.0, 2.5, None, "x"])
     assert list(counts) == [1, 1, 1, 2] and expected == pytest.approx([0.18, 0.27, 0.45, 0.1])
 

@@ -14,7 +14,7 @@ import types
 
 import pytest
 
-from monitoring import drift
+from monitoring import drift, drift_sources
 
 
 class Provider:
@@ -74,5 +74,5 @@ def test_on_the_driver_the_service_credential_comes_from_dbutils(runtime):
 
 def test_inside_a_spark_task_it_comes_from_the_udf_module(runtime, monkeypatch):
     monkeypatch.setattr(runtime, "current", object())
-    provider = drift.service_credentials_provider("mlops-logs-prod")
+    provider = drift_sources.service_credentials_provider("mlops-logs-prod")
     assert (provider.api, provider.name) == ("databricks.service_credentials", "mlops-logs-prod")
