@@ -383,8 +383,8 @@ class Databricks(pulumi.ComponentResource):
         if s.unity_catalog:
             # Owned by whoever writes versions and aliases (Unity Catalog lets only the owner or a metastore admin move
             # an alias), and owned from its creation: only a metastore admin may give a model to another principal
-            # (testing/platform_rules/databricks_catalog.py, unity-catalog-model-owner-writes). Where train and gate write, the jobs'
-            # principal creates it at its first registration (CREATE MODEL on the schema) and nobody declares it;
+            # (testing/platform_rules/databricks_catalog.py, unity-catalog-model-owner-writes). Where train and gate write,
+            # the jobs' principal creates it at its first registration (CREATE MODEL on the schema) and nobody declares it;
             # the readers hold EXECUTE on the schema, which its models inherit (_grants). Where the promotion writes
             # (inside this program), the deployer creates it here and owns it.
             if args.trains:
