@@ -132,6 +132,15 @@ def access(principal: pulumi.Input[str], level: str) -> databricks.PermissionsAc
     return databricks.PermissionsAccessControlArgs(service_principal_name=principal, permission_level=level)
 
 
+def reader_access(principal: str, level: str) -> databricks.PermissionsAccessControlArgs:
+    """One ACL entry for a reader: an application id, a user name (an e-mail address) or else a group."""
+    if is_service_principal(principal):
+        return databricks.PermissionsAccessControlArgs(service_principal_name=principal, permission_level=level)
+    if "@" in principal:
+        return databricks.PermissionsAccessControlArgs(user_name=principal, permission_level=level)
+    return databricks.PermissionsAccessControlArgs(group_name=principal, permission_level=level)
+
+
 def policy_definition(spark_version: str, node_type: str, workers: int, max_dbu_per_hour: float,
                       unity_catalog: bool) -> str:
     """A job cluster policy (Databricks' policy definition language): exactly this runtime, node type and size, a job
@@ -700,18 +709,21 @@ class Databricks(pulumi.ComponentResource):
         return warehouse.id
 
     def _quality_readers(self, name: str, args: DatabricksArgs, full: str, opts: pulumi.ResourceOptions) -> None:
-        """quality.readers read the inference table and the two metric tables the monitor creates beside it
-        (`<table>_profile_metrics`, `<table>_drift_metrics`, owned by the monitor's creator, the deployer, who grants);
-        nothing else. Their USE_CATALOG and USE_SCHEMA come with the stack's grants (quality_grants)."""
+        """quality.readers read the inference table and open the monitor's dashboard on the stack's warehouse (CAN_USE);
+        nothing else. Their USE_CATALOG and USE_SCHEMA come with the stack's grants (quality_grants). The monitor's
+        metric tables are not granted here: they appear with its first refresh, after this `up` (docs/model-quality.md
+        says how to grant them)."""
         assert args.quality is not None
-        tables: list[tuple[str, str, Any]] = [("inference", full, self.inference_table)]
-        if self.quality_monitor is not None:
-            tables += [(kind, f"{full}_{kind}_metrics", self.quality_monitor) for kind in ("profile", "drift")]
-        for n, reader in enumerate(args.quality.settings.readers):
-            for kind, table, made_by in tables:
-                self.grants.append(databricks.Grant(
-                    f"{name}-grant-quality-reader{n}-{kind}", table=table, principal=reader, privileges=["SELECT"],
-                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[made_by, *self.members]))))
+        readers = args.quality.settings.readers
+        for n, reader in enumerate(readers):
+            self.grants.append(databricks.Grant(
+                f"{name}-grant-quality-reader{n}-inference", table=full, principal=reader, privileges=["SELECT"],
+                opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
+                    depends_on=[*filter(None, [self.inference_table]), *self.members]))))
+        if readers and self.quality_warehouse is not None:
+            self.quality_warehouse_acl = (databricks.Permissions(
+                f"{name}-quality-warehouse-permissions", sql_endpoint_id=self.quality_warehouse.id,
+                access_controls=[reader_access(r, "CAN_USE") for r in readers], opts=opts))
 
     def _quality_monitor(self, name: str, args: DatabricksArgs, contract: Any, full: str,
                          warehouse: pulumi.Input[str], opts: pulumi.ResourceOptions) -> databricks.QualityMonitor:
@@ -735,10 +747,12 @@ class Databricks(pulumi.ComponentResource):
             warehouse_id=warehouse,
             notifications=(databricks.QualityMonitorNotificationsArgs(on_failure=databricks.QualityMonitorNotificationsOnFailureArgs(
                 email_addresses=list(d.notify))) if d.notify else None),
-            # the API cannot move a monitor to another table or assets folder: a new one replaces it
+            # the API cannot move a monitor to another table or assets folder, nor change its warehouse: a new one
+            # replaces it
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
                 depends_on=[*filter(None, [self.inference_table]), *self.grants, *self.folder],
-                replace_on_changes=["tableName", "assetsDir"])))
+                # one monitor per table: the old one goes first
+                replace_on_changes=["tableName", "assetsDir", "warehouseId"], delete_before_replace=True)))
 
     def declare_batch_job(self, model_version: pulumi.Input[str]) -> databricks.Job | None:
         """The scheduled batch scoring job (serving/batch.py), scoring with `model_version` of the stack's registered

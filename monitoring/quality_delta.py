@@ -38,6 +38,7 @@ from training.contract import Contract
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRAIN = 0, 2, 3
 NEW_ROWS, LATEST_LABELS = "quality_new_predictions", "quality_latest_labels"
+SAMPLE_SEED = 7  # the same rows on a re-run of the same day
 
 
 def table_rows(rows: Iterable[dict], columns: list[delta_table.Column]) -> pd.DataFrame:
@@ -122,8 +123,13 @@ class Store:
         self._view(labels, LATEST_LABELS, wanted)
         self.spark.sql(delta_table.merge_labels(self.table, LATEST_LABELS, ids, target))
 
-    def read(self, since: pd.Timestamp) -> pd.DataFrame:
+    def read(self, since: pd.Timestamp, max_rows: int) -> pd.DataFrame:
+        """The predictions scored since `since`, at most about `max_rows` of them (a uniform sample, drawn in Spark):
+        the driver holds what it judges, and a nightly batch of the whole portfolio would not fit it whole."""
         rows = self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
+        count = rows.count()
+        if count > max_rows:
+            rows = rows.sample(fraction=max_rows / count, seed=SAMPLE_SEED)
         return rows.toPandas()
 
     def forget(self, before: pd.Timestamp) -> int:
@@ -155,7 +161,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
         store.label(label_rows(labels, contract, args.personal, as_of, _pseudonym_key()), held,
                     contract.target.name)
     since = as_of - window * args.lookback_windows
-    joined = as_logged(store.read(since), contract, args.personal)
+    joined = as_logged(store.read(since, args.max_rows), contract, args.personal)
     target = contract.target.name
     labelled = int(joined[target].notna().sum()) if target in joined.columns and len(joined) else 0
     rule = quality.QualityRule(gate.floor, gate.measure.greater_is_better, args.margin, args.windows,
@@ -254,6 +260,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--min-records", type=int, default=200, help="records a window needs for the drift test")
     p.add_argument("--psi-threshold", type=float, default=0.2, help="drift.psiThreshold: the drift job's PSI bound")
     p.add_argument("--p-value", type=float, default=0.01, help="drift.pValue: the drift job's chi-square bound")
+    p.add_argument("--max-rows", type=int, default=500_000, help="predictions judged at most (a uniform sample of the "
+                                                                 "windows read beyond it: the driver's memory)")
     p.add_argument("--retention-days", type=int, default=730, help="quality.retentionDays: older predictions are "
                                                                    "deleted from the inference table")
     p.add_argument("--lookback-windows", type=int, default=30, help="windows of the table read to judge the rule")

@@ -27,6 +27,8 @@ nothing else:
     python -m scripts.databricks_local --stack dev --job drift --log requests.jsonl
     python -m scripts.databricks_local --stack dev --job batch --rows 100000   # after --job train: scores the
                                                    # generated portfolio with the version the stack then serves
+
+Why one module: the stand-ins above are one table of what Databricks is here, and each job's run uses all of them.
 """
 
 from __future__ import annotations

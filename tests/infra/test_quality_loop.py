@@ -179,7 +179,7 @@ def test_a_renamed_table_is_a_new_one_and_the_old_one_is_kept(evaluate):
     table, monitor = one(ev, platform_rules.SQL_TABLE), one(ev, platform_rules.QUALITY_MONITOR)
     assert table.replace_on_changes == ["name"] and table.retain_on_delete
     assert table.protect  # prod's history of predictions and labels
-    assert set(monitor.replace_on_changes) == {"tableName", "assetsDir"}
+    assert set(monitor.replace_on_changes) == {"tableName", "assetsDir", "warehouseId"}
 
 
 def test_without_serverless_the_stack_declares_no_monitor_and_keeps_the_rest(evaluate):
@@ -214,7 +214,7 @@ def test_each_shipped_stacks_quality_job_runs_with_its_own_parameters(evaluate, 
     assert code == quality_delta.EXIT_OK and sent == [record] and record["added"] == 50
 
 
-def test_quality_readers_read_the_table_and_the_monitors_metrics_and_nothing_else(evaluate):
+def test_quality_readers_read_the_table_and_open_the_dashboard_and_nothing_else(evaluate):
     group = "credit-analysts"
     s, ev = settings_of("staging"), evaluate("staging", {"quality.readers": [group]})
     held = {(kind, name): privileges for (principal, kind, name), privileges in platform_rules._held(ev).items()
@@ -222,11 +222,11 @@ def test_quality_readers_read_the_table_and_the_monitors_metrics_and_nothing_els
     table = f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
     assert held == {("catalog", s.databricks.catalog): {"USE_CATALOG"},
                     ("schema", f"{s.databricks.catalog}.{s.databricks.schema}"): {"USE_SCHEMA"},
-                    ("table", table): {"SELECT"}, ("table", f"{table}_profile_metrics"): {"SELECT"},
-                    ("table", f"{table}_drift_metrics"): {"SELECT"}}
-    monitor = one(ev, platform_rules.QUALITY_MONITOR)
-    metrics = [g for g in ev.of_type("databricks:index/grant:Grant") if str(g.inputs.get("table", "")).endswith("_metrics")]
-    assert metrics and all(monitor.urn in g.dependencies for g in metrics)  # they exist once the monitor does
+                    ("table", table): {"SELECT"}}  # the metric tables come with the first refresh: granted then
+    warehouse = one(ev, "databricks:index/sqlEndpoint:SqlEndpoint")
+    [acl] = [r for r in ev.of_type(platform_rules.PERMISSIONS) if r.inputs.get("sqlEndpointId") == warehouse.id]
+    assert acl.inputs["accessControls"] == [{"groupName": group, "permissionLevel": "CAN_USE"}]
+
 
 
 def batch_job(ev):

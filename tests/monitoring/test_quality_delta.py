@@ -53,8 +53,9 @@ class FrameStore:
                                                              < label[inference.KNOWN_AT])
             self.frame.loc[match & older, [target, inference.KNOWN_AT]] = [label[target], label[inference.KNOWN_AT]]
 
-    def read(self, since: pd.Timestamp) -> pd.DataFrame:
-        return self.frame[pd.to_datetime(self.frame["scored_at"], utc=True) >= since].copy()
+    def read(self, since: pd.Timestamp, max_rows: int) -> pd.DataFrame:
+        rows = self.frame[pd.to_datetime(self.frame["scored_at"], utc=True) >= since]
+        return rows.sample(max_rows, random_state=7) if len(rows) > max_rows else rows.copy()
 
     def forget(self, before: pd.Timestamp) -> int:
         older = pd.to_datetime(self.frame["scored_at"], utc=True) < before
@@ -68,7 +69,8 @@ NOW = datetime.now(UTC)
 def args(model, **given) -> argparse.Namespace:
     values = {"model_module": model.module, "model_name": "", "personal": "keep", "window": "1 hour", "windows": 1,
               "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200,
-              "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "retention_days": 730, "resamples": 20,
+              "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "retention_days": 730,
+              "max_rows": 500_000, "resamples": 20,
               "as_of": (NOW + timedelta(minutes=30)).isoformat(), "training_job_id": None, "tracking_uri": None,
               **given}
     return argparse.Namespace(**values)
@@ -294,3 +296,9 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
     assert found["added"] == [half, found["rows"] - half, 0, 0]
     assert found["held"] == found["keys"] == found["rows"] == len(rows)
     assert found["columns"] == [c.name for c in delta_table.columns(model.contract, "keep")]
+
+
+def test_the_job_judges_a_bounded_sample_when_the_windows_hold_more_than_max_rows(model, rows):
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    _, record, _ = run(model, store, log_lines(model, rows, "req").splitlines(), None, max_rows=50)
+    assert record["added"] == len(rows) and record["predictions"] == 50

@@ -51,6 +51,9 @@ def frame(manifest, numbers) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def pyfunc(registry, manifest):
+    # the session's registry by name: a test file before this one in the same worker may have pointed MLflow elsewhere
+    mlflow.set_tracking_uri(registry["tracking_uri"])
+    mlflow.set_registry_uri(registry["tracking_uri"])
     return mlflow.pyfunc.load_model(f"models:/{manifest.model_name}/{manifest.model_version}")
 
 
