@@ -31,7 +31,7 @@ from typing import Any
 
 import pandas as pd
 
-from monitoring import delta_table, drift, inference, quality
+from monitoring import delta_table, drift, drift_sources, inference, quality
 from monitoring import granularity as granularity_durations
 from training import contract as contracts
 from training.contract import Contract
@@ -217,8 +217,8 @@ def drift_by_version(args: argparse.Namespace, joined: pd.DataFrame, contract: C
     found: dict[str, list[str]] = {}
     for version, group in joined.groupby(joined["model_version"].astype(str), sort=True):
         try:
-            baseline = drift.load_baseline(source, model_name, str(version))
-        except drift.DriftInputError as error:
+            baseline = drift_sources.load_baseline(source, model_name, str(version))
+        except drift_sources.DriftInputError as error:
             notes.append(f"version {version}: no drift baseline, judged on quality only ({error})")
             continue
         found.update(quality.drift_by_window(group, contract, baseline, window, args.min_records, args.psi_threshold,
@@ -283,8 +283,8 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
     store = Store(spark, args.inference_table, delta_table.columns(model.contract, args.personal))
     source = kql.container_apps(args.app_name) if args.target == "containerapps" else kql.aks(args.app_name, args.namespace)
     local = os.environ.get(drift.LOCAL_LOG_ANALYTICS)
-    lines = (drift.file_lines(__import__("pathlib").Path(local)) if local
-             else drift.log_analytics_lines(args.workspace_id, source, args.window_hours, args.service_credential))
+    lines = (drift_sources.file_lines(__import__("pathlib").Path(local)) if local
+             else drift_sources.log_analytics_lines(args.workspace_id, source, args.window_hours, args.service_credential))
     labels = None
     if args.labels_table:
         # Only the labels of the windows read: older ones were merged by earlier runs (filtered in Spark, not on the
@@ -298,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
 
     def send(records: list[dict]) -> None:
         if connection:
-            drift.send_to_app_insights(connection, records, drift.job_credential(args.service_credential))
+            drift.send_to_app_insights(connection, records, drift_sources.job_credential(args.service_credential))
 
     def start(job_id: int, since: pd.Timestamp, token: str) -> str:
         from databricks.sdk import WorkspaceClient
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
 
     try:
         code, _ = run(args, store, lines, labels, send, start)
-    except (inference.InferenceError, contracts.ContractError, drift.DriftInputError) as error:
+    except (inference.InferenceError, contracts.ContractError, drift_sources.DriftInputError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return code

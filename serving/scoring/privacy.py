@@ -8,7 +8,7 @@ REQUEST_LOG_PERSONAL says it (serving/scoring/settings.py; the stack's observabi
                 The same value gives the same pseudonym (requests can be joined, counted), no one without the key
                 can test a guess (a column of 100 possible values: a plain hash would be reversed by trying them all).
 Scoring always sees the values as sent; only the log line changes. A dropped or pseudonymised column is absent from
-the log under its own name, so the drift job (monitoring/drift.py) leaves it out and compares the rest.
+the log under its own name, so the drift job (monitoring/drift_stats.py compare) leaves it out and compares the rest.
 The contract's ids (scoring/ids.py, the log line's `ids`) follow the same rule when the contract marks them personal:
 kept, left out, or logged as `<id>#hmac` with the same HMAC (a pseudonymised id still joins labels whose ids are
 pseudonymised with the same key). An id column no record had (None) stays None.
