@@ -19,6 +19,7 @@ help:
 	@echo "make drift       compare the local request log with the served model's training baseline (exit 3 = drift)"
 	@echo "make quality     model quality from the request log and traffic's labels, per version and window (exit 3 = retrain)"
 	@echo "                 (make traffic DEGRADE=0.6 LABEL_DELAY=30 UNLABELLED=0.1 makes labels that show a model getting worse)"
+	@echo "                 (LABEL_HORIZON=90D: a label judges only the predictions of its ids scored within 90 days before it)"
 	@echo "make test        the test suite (unit, service, journey end to end)"
 	@echo "make image-test  build the real image with buildah, run it with podman, smoke-test it"
 	@echo "make databricks-test  run the Databricks jobs the dev stack declares, from its wheel, on local PySpark"
@@ -79,7 +80,7 @@ quality: $(STAMP)
 	@$(PY) -m scripts.local_journey logs
 	$(PY) -m monitoring.quality_job $(if $(MODEL),--model $(MODEL)) $(if $(WINDOW),--window $(WINDOW)) \
 		$(if $(AS_OF),--as-of $(AS_OF)) $(if $(WINDOWS),--windows $(WINDOWS)) $(if $(MARGIN),--margin $(MARGIN)) \
-		$(if $(MIN_LABELLED),--min-labelled $(MIN_LABELLED))
+		$(if $(MIN_LABELLED),--min-labelled $(MIN_LABELLED)) $(if $(LABEL_HORIZON),--label-horizon $(LABEL_HORIZON))
 
 STACK ?= dev
 plan: $(STAMP)

@@ -674,6 +674,7 @@ class Databricks(pulumi.ComponentResource):
             "--min-records", str(d.settings.min_records),
             "--psi-threshold", f"{d.settings.psi_threshold:g}", "--p-value", f"{d.settings.p_value:g}",
             *(["--margin", f"{q.margin:g}"] if q.margin is not None else []),
+            *(["--label-horizon", f"{q.label_horizon_days}D"] if q.label_horizon_days is not None else []),
             # Retraining starts the stack's own training job; prod has none (a promotion target): it alerts only.
             *(training_job_flag(self.job.id) if self.job is not None else [])]
         task = self._wheel_task("quality", "mlops-quality", parameters, QUALITY_TIMEOUT_SECONDS, "quality")

@@ -317,6 +317,10 @@ class QualitySettings(Section):
     window: Granularity = key(
         f"a window of time the quality is judged by, and the monitor's granularity: {' or '.join(GRANULARITIES)}",
         "1 day")
+    label_horizon_days: int | None = key(
+        "a label applies to the predictions of its ids scored within this many days before its outcome was known, "
+        "1..3650 (omit: every one scored before; set it where the same ids are scored again and again, as a "
+        "portfolio scored nightly)", None, ge=1, le=3650)
     windows: int = key("labelled windows in a row below the rule to retrain, 1..100", 3, ge=1, le=100)
     margin: float | None = key("retrain also when a version is worse than at its approval by more than this, "
                                "0..1 (omit: the gate's floor only)", None, ge=0, le=1)

@@ -21,17 +21,21 @@ This module imports no Spark: the Pulumi program imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from monitoring import inference
 from serving import inference_table
 from training.contract import Category, Contract
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 HMAC_SUFFIX = inference_table.HMAC_SUFFIX  # the table's name for the log's `#hmac` (the batch job's too)
 PERSONAL_MODES = ("keep", "drop", "pseudonymise")  # observability.requestLogPersonal
 PROBLEM_TYPES = {"binary": "PROBLEM_TYPE_CLASSIFICATION", "multiclass": "PROBLEM_TYPE_CLASSIFICATION",
                  "regression": "PROBLEM_TYPE_REGRESSION"}
 PREDICTION_COLUMN = {"binary": "label", "multiclass": "label", "regression": "prediction"}
-MODEL_ID, TIMESTAMP = "model_version", "scored_at"
+MODEL_ID, TIMESTAMP = "model_version", inference_table.SCORED_AT
 
 
 @dataclass(frozen=True)
@@ -96,17 +100,30 @@ def slicing_exprs(contract: Contract, personal: str) -> list[str]:
 quote = inference_table.quote
 
 
-def append_predictions(table: str, source: str, columns: list[Column]) -> str:
+def append_predictions(table: str, source: str, columns: list[Column], since: pd.Timestamp) -> str:
     """Append the rows of `source` whose key the table lacks: a re-run, or an overlapping window, adds nothing. The
-    batch job's statement (serving/inference_table.py append_new): one exactly-once rule for both writers."""
-    return inference_table.append_new(table, source, [c.name for c in columns])
+    batch job's statement (serving/inference_table.py append_new): one exactly-once rule for both writers. `since`,
+    the oldest new row's scored_at, bounds what the anti-join reads: a log line holds its time, so a row the table
+    already holds has the same scored_at as the new one of its key."""
+    return inference_table.append_new(table, source, [c.name for c in columns], since.isoformat())
 
 
-def merge_labels(table: str, source: str, ids: list[str], target: str) -> str:
-    """Set each prediction's label from `source` (one latest label per ids, monitoring/inference.py latest_labels):
-    a label already held and as recent changes nothing (twice = once); a later one replaces it (a correction)."""
-    on = " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
+def label_applies(ids: list[str], horizon: pd.Timedelta | None = None) -> str:
+    """The labels' MERGE condition between a prediction `t` and a label `s`: the same ids, and the label applies to it
+    (monitoring/inference.py applies: scored at or before the outcome was first known, and within `horizon`)."""
+    same = " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
+    first, scored = quote(inference.FIRST_KNOWN_AT), quote(TIMESTAMP)
+    within = (f" AND t.{scored} > s.{first} - INTERVAL {int(horizon.total_seconds())} SECONDS"
+              if horizon is not None else "")
+    return f"{same} AND t.{scored} <= s.{first}{within}"
+
+
+def merge_labels(table: str, source: str, ids: list[str], target: str, horizon: pd.Timedelta | None = None) -> str:
+    """Set the label of each prediction it applies to from `source` (one latest label per ids, monitoring/inference.py
+    latest_labels): scored before the outcome was first known (`first_known_at`), and within `horizon` before it when
+    given (monitoring/inference.py applies). A label already held and as recent changes nothing (twice = once); a
+    later one replaces it (a correction)."""
     known = quote(inference.KNOWN_AT)
-    return (f"MERGE INTO {table} t USING {source} s ON {on} "
+    return (f"MERGE INTO {table} t USING {source} s ON {label_applies(ids, horizon)} "
             f"WHEN MATCHED AND (t.{known} IS NULL OR t.{known} < s.{known}) "
             f"THEN UPDATE SET t.{quote(target)} = s.{quote(target)}, t.{known} = s.{known}")

@@ -9,9 +9,12 @@ Exactly once: (request_id, record) is the row's key. Appending rows whose key th
 reading the same window of the log twice, or a window that overlaps the last one, leaves one row per prediction.
 
 Labels (a table named in the stack file; a file here): the contract's id columns, the target, and `known_at`, when the
-outcome became known. The ids name a prediction's event (an application, a transaction): every prediction of those ids
-gets the label. A label that arrives twice counts once; one corrected later (a later `known_at`) replaces the earlier;
-one not yet known at the report's `as_of` is not used; a prediction with no label is counted, not scored.
+outcome became known. The ids name a prediction's event (an application, a transaction, a customer): the predictions of
+those ids scored before the outcome was first known get the label, and, with a horizon (quality.labelHorizonDays),
+only those scored within it before then. A prediction scored once the outcome was known is no test of the model (its
+inputs may already show the outcome), and a customer scored every night would otherwise count every night's
+prediction. A label that arrives twice counts once; one corrected later (a later `known_at`) replaces the earlier's
+value; one not yet known at the report's `as_of` is not used; a prediction with no label is counted, not scored.
 When the request log pseudonymises an id (serving/scoring/privacy.py), the labels' ids are pseudonymised the same way
 (the same key) before the join, so the table never holds the id itself.
 
@@ -38,6 +41,7 @@ from serving.inference_table import pseudonym  # the service's pseudonym, the ba
 
 KEY = inference_table.KEY
 KNOWN_AT = "known_at"
+FIRST_KNOWN_AT = "first_known_at"  # the labels' own: when the ids' outcome was first known (not a table column)
 PSEUDONYM_SUFFIX = "#hmac"  # serving/scoring/privacy.py's
 OUTPUT_COLUMNS = {"binary": ("probability", "label"), "multiclass": ("label", "probabilities"),
                   "regression": ("prediction",)}
@@ -127,21 +131,47 @@ def read_labels(path: Path) -> pd.DataFrame:
 
 
 def latest_labels(labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.Timestamp) -> pd.DataFrame:
-    """One label per ids: the latest known at `as_of` (a correction replaces the first; a repeat changes nothing)."""
+    """One label per ids: the latest known at `as_of` (a correction replaces the first; a repeat changes nothing), with
+    `first_known_at`, when the first of them was known: the predictions it applies to were scored before then."""
     missing = [name for name in (*ids, target, KNOWN_AT) if name not in labels.columns]
     if missing:
         raise InferenceError(f"the labels lack the column(s) {', '.join(missing)}: they need the contract's ids "
                              f"({', '.join(ids)}), the target {target!r} and {KNOWN_AT!r}")
     known = labels.assign(**{KNOWN_AT: pd.to_datetime(labels[KNOWN_AT], utc=True, format="ISO8601")})
-    known = known[known[KNOWN_AT] <= as_of]
-    return known.sort_values(KNOWN_AT, kind="stable").drop_duplicates(ids, keep="last")[[*ids, target, KNOWN_AT]]
+    known = known[known[KNOWN_AT] <= as_of].sort_values(KNOWN_AT, kind="stable")
+    first = known.drop_duplicates(ids, keep="first")[[*ids, KNOWN_AT]].rename(columns={KNOWN_AT: FIRST_KNOWN_AT})
+    latest = known.drop_duplicates(ids, keep="last")[[*ids, target, KNOWN_AT]]
+    return latest.merge(first, on=ids, how="left", validate="one_to_one")
+
+
+def horizon(text: str | None) -> pd.Timedelta | None:
+    """--label-horizon: a duration (90D, 12h), or none (every prediction scored before the outcome was known)."""
+    if not text:
+        return None
+    try:
+        length = pd.Timedelta(text)
+    except ValueError:
+        raise InferenceError(f"--label-horizon {text!r}: a duration such as 90D or 12h") from None
+    if length <= pd.Timedelta(0):
+        raise InferenceError(f"--label-horizon {text!r} must be longer than 0")
+    return length
+
+
+def applies(scored_at: pd.Series, first_known_at: pd.Series, horizon: pd.Timedelta | None) -> pd.Series:
+    """Whether a label applies to a prediction: scored before its outcome was first known (at that instant too: the
+    outcome may be recorded with the answer's own time), and within `horizon` before it when there is one."""
+    scored = pd.to_datetime(scored_at, utc=True, format="ISO8601")
+    known = pd.to_datetime(first_known_at, utc=True)
+    before = scored <= known
+    return before & (scored > known - horizon) if horizon is not None else before
 
 
 def join_labels(table: pd.DataFrame, labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.Timestamp,
-                key: bytes | None = None) -> pd.DataFrame:
-    """The table with `target` and `known_at` from the labels known at `as_of` (null where none is): on the ids as the
-    table holds them (a `<id>#hmac` column is matched with the labels' ids pseudonymised by `key`). An id matches as
-    a number or as text alike (a CSV has no types: its 123 meets an id sent as 123 or as "123")."""
+                key: bytes | None = None, horizon: pd.Timedelta | None = None) -> pd.DataFrame:
+    """The table with `target` and `known_at` from the labels known at `as_of` that apply to each prediction (null where
+    none does: `applies`): on the ids as the table holds them (a `<id>#hmac` column is matched with the labels' ids
+    pseudonymised by `key`). An id matches as a number or as text alike (a CSV has no types: its 123 meets an id sent
+    as 123 or as "123")."""
     held = [name if name in table.columns else name + PSEUDONYM_SUFFIX for name in ids]
     absent = [name for name in held if name not in table.columns]
     if absent:
@@ -149,7 +179,12 @@ def join_labels(table: pd.DataFrame, labels: pd.DataFrame, ids: list[str], targe
                              "(observability.requestLogPersonal drop); pseudonymise or keep it to join labels")
     latest = labels_by_held_ids(labels, ids, held, target, as_of, key)
     left = table.drop(columns=[c for c in (target, KNOWN_AT) if c in table.columns]).astype({c: object for c in held})
-    return left.merge(latest.astype({c: object for c in held}), on=held, how="left")
+    joined = left.merge(latest.astype({c: object for c in held}), on=held, how="left")
+    labelled = joined[FIRST_KNOWN_AT].notna()
+    late = labelled & ~applies(joined["scored_at"], joined[FIRST_KNOWN_AT], horizon).fillna(False)
+    for column in (target, KNOWN_AT):
+        joined[column] = joined[column].where(~late)
+    return joined.drop(columns=[FIRST_KNOWN_AT])
 
 
 def labels_by_held_ids(labels: pd.DataFrame, ids: list[str], held: list[str], target: str, as_of: pd.Timestamp,

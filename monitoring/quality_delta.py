@@ -5,9 +5,10 @@ Each run, as the jobs' service principal:
   2. appends its predictions to the inference table, a Delta table the stack declares (monitoring/delta_table.py), the
      rows whose (request_id, record) it lacks (an anti-join, the batch job's statement): a re-run, or a window that
      overlaps the last, adds nothing;
-  3. with a labels table (quality.labelsTable), merges the latest label known per ids into the target column: a label
-     that arrives late is joined then, one that arrives twice changes nothing, a correction (a later known_at)
-     replaces it (monitoring/inference.py labels_by_held_ids, the local loop's own join);
+  3. with a labels table (quality.labelsTable), merges the latest label known per ids into the target column of the
+     predictions it applies to (scored before the outcome was first known, within quality.labelHorizonDays when set):
+     a label that arrives late is joined then, one that arrives twice changes nothing, a correction (a later known_at)
+     replaces it (monitoring/inference.py labels_by_held_ids and applies, the local loop's own join);
   4. scores the table's recent windows as `make quality` does (monitoring/quality.py) and judges the rule;
   5. sends a `log_type: quality` record to Application Insights (the quality alert reads it);
   6. when the rule says retrain and the stack has a training job (--training-job-id), starts it (Jobs API run-now:
@@ -72,7 +73,8 @@ def _text(value: Any) -> str:
 
 def label_rows(labels: pd.DataFrame, contract: Contract, personal: str, as_of: pd.Timestamp,
                key: bytes | None) -> pd.DataFrame:
-    """One row per held ids and form: the table's id columns, the target (as the table types it) and known_at."""
+    """One row per held ids and form: the table's id columns, the target (as the table types it), known_at and
+    first_known_at (the MERGE's bound on the predictions a label applies to)."""
     held = delta_table.id_columns(contract, personal)
     if not held:
         raise inference.InferenceError("the inference table holds none of the contract's ids (requestLogPersonal "
@@ -83,7 +85,8 @@ def label_rows(labels: pd.DataFrame, contract: Contract, personal: str, as_of: p
     out = pd.DataFrame({c.name: [None if _missing(v) else _text(v) for v in latest[c.logged_as]] for c in held})
     out[target] = (pd.to_numeric(latest[target]).astype("float64").to_numpy() if contract.task == "regression"
                    else [None if _missing(v) else _text(v) for v in latest[target]])
-    out[inference.KNOWN_AT] = list(pd.to_datetime(latest[inference.KNOWN_AT], utc=True))
+    for name in (inference.KNOWN_AT, inference.FIRST_KNOWN_AT):
+        out[name] = list(pd.to_datetime(latest[name], utc=True))
     return out.drop_duplicates([c.name for c in held], keep="last").reset_index(drop=True)
 
 
@@ -109,19 +112,26 @@ class Store:
         self.spark.createDataFrame(frame[[c.name for c in columns]], schema=schema).createOrReplaceTempView(name)
 
     def append(self, rows: pd.DataFrame) -> int:
+        """Append the rows the table lacks, and count them: both read only the predictions scored since the oldest
+        new one (Delta skips the files before it by their statistics), not the whole table."""
         if rows.empty:
             return 0
-        before = self.spark.table(self.table).count()
         self._view(rows.drop_duplicates(list(inference.KEY)), NEW_ROWS, self.columns)
-        self.spark.sql(delta_table.append_predictions(self.table, NEW_ROWS, self.columns))
-        return int(self.spark.table(self.table).count() - before)
+        since = pd.Timestamp(rows[delta_table.TIMESTAMP].min())
+        before = self._count_since(since)
+        self.spark.sql(delta_table.append_predictions(self.table, NEW_ROWS, self.columns, since))
+        return self._count_since(since) - before
 
-    def label(self, labels: pd.DataFrame, ids: list[str], target: str) -> None:
+    def _count_since(self, since: pd.Timestamp) -> int:
+        return int(self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'").count())
+
+    def label(self, labels: pd.DataFrame, ids: list[str], target: str, horizon: pd.Timedelta | None) -> None:
         if labels.empty:
             return
         wanted = [c for c in self.columns if c.name in (*ids, target, inference.KNOWN_AT)]
-        self._view(labels, LATEST_LABELS, wanted)
-        self.spark.sql(delta_table.merge_labels(self.table, LATEST_LABELS, ids, target))
+        first = delta_table.Column(inference.FIRST_KNOWN_AT, "TIMESTAMP", inference.FIRST_KNOWN_AT)
+        self._view(labels, LATEST_LABELS, [*wanted, first])
+        self.spark.sql(delta_table.merge_labels(self.table, LATEST_LABELS, ids, target, horizon))
 
     def read(self, since: pd.Timestamp, max_rows: int) -> pd.DataFrame:
         """The predictions scored since `since`, at most about `max_rows` of them (a uniform sample, drawn in Spark):
@@ -159,7 +169,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     else:
         held = [c.name for c in delta_table.id_columns(contract, args.personal)]
         store.label(label_rows(labels, contract, args.personal, as_of, _pseudonym_key()), held,
-                    contract.target.name)
+                    contract.target.name, inference.horizon(args.label_horizon))
     since = as_of - window * args.lookback_windows
     joined = as_logged(store.read(since, args.max_rows), contract, args.personal)
     target = contract.target.name
@@ -264,6 +274,8 @@ def parser() -> argparse.ArgumentParser:
                                                                  "windows read beyond it: the driver's memory)")
     p.add_argument("--retention-days", type=int, default=730, help="quality.retentionDays: older predictions are "
                                                                    "deleted from the inference table")
+    p.add_argument("--label-horizon", help="quality.labelHorizonDays as a duration (90D): a label applies to the "
+                                           "predictions scored within it before the outcome was known (omit: all)")
     p.add_argument("--lookback-windows", type=int, default=30, help="windows of the table read to judge the rule")
     p.add_argument("--resamples", type=int, default=quality.BOOTSTRAP)
     p.add_argument("--as-of", help="labels known at this time (default: now)")

@@ -72,7 +72,7 @@ def run(args: argparse.Namespace, model: ModelModule) -> tuple[int, dict]:
     as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
     key = pseudonym_key(Path(args.pseudonym_key_file))
     joined = inference.join_labels(table, inference.read_labels(Path(args.labels)), list(contract.ids),
-                                   contract.target.name, as_of, key)
+                                   contract.target.name, as_of, key, inference.horizon(args.label_horizon))
     window = window_length(args.window, joined["scored_at"])
     rule = quality.QualityRule(gate.floor, gate.measure.greater_is_better, args.margin, args.windows,
                                args.min_labelled, args.drift_windows)
@@ -132,6 +132,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=str(local / "quality"))
     p.add_argument("--window", default="auto", help="a duration (30s, 10min, 1h, 1D) or auto (the span in 8)")
     p.add_argument("--as-of", help="use the labels known at this time (ISO 8601; default: now)")
+    p.add_argument("--label-horizon", help="a label applies to the predictions scored within this duration (90D, 1h) "
+                                           "before its outcome was known (default: all scored before)")
     p.add_argument("--windows", type=int, default=3, help="labelled windows in a row below the rule to retrain")
     p.add_argument("--margin", type=float, default=None,
                    help="retrain also when worse than the version's score at approval by more than this")

@@ -14,7 +14,7 @@ service (422) and counted there; a category shifted to a value a closed column d
 The quality loop's labels (monitoring/quality_job.py, `make quality`): each record carries the contract's ids (unique to
 this run: --id-base plus its number), and with --labels the true outcome of every record the service answered is
 appended to that file (JSON lines: the ids, the target, `known_at`), as a business learns it later:
-    --label-delay 60        known 60 s after the request (a label after the report's --as-of is not used yet)
+    --label-delay 60        known 60 s after the answer (a label after the report's --as-of is not used yet)
     --unlabelled 0.1        a tenth of the records never get one
     --degrade 0.6           the outcome stops following the model: a share of the labels, rising from 0 at the first
                             request to 0.6 at the last, is another class (a regressor's value is scaled by 0.5-1.5)
@@ -132,10 +132,10 @@ class Labels:
         if self.delay_s < 0:
             raise ValueError(f"--label-delay must be 0 or more seconds, got {self.delay_s}")
 
-    def lines(self, model: ModelModule, batch: list[dict], truths: list, sent_at: float, progress: float,
+    def lines(self, model: ModelModule, batch: list[dict], truths: list, answered_at: float, progress: float,
               rng: np.random.Generator) -> list[str]:
         """The batch's label lines: `progress` (0 at the first request, 1 at the last) scales the degraded share."""
-        contract, known = model.contract, datetime.fromtimestamp(sent_at + self.delay_s, UTC).isoformat()
+        contract, known = model.contract, datetime.fromtimestamp(answered_at + self.delay_s, UTC).isoformat()
         out = []
         for record, truth in zip(batch, truths, strict=True):
             if rng.random() < self.unlabelled:
@@ -209,12 +209,14 @@ def send(model: ModelModule, url: str, requests: int, rate: float, batch: int = 
                 time.sleep(delay)
         chunk = slice(i * batch, (i + 1) * batch)
         try:
-            sent_at, status = time.time(), post(url, pool[chunk], timeout)
+            status = post(url, pool[chunk], timeout)
         except (urllib.error.URLError, OSError) as error:
             raise ConnectionError(f"{url} does not answer ({error}); start the service with `make local`") from error
         statuses[status] = statuses.get(status, 0) + 1
         if labels is not None and status == 200:  # only what was scored has an outcome to learn
-            lines = labels.lines(model, pool[chunk], truths[chunk], sent_at, i / max(1, requests - 1), rng)
+            # known once answered (the service's scored_at is before this), plus the delay: a label applies only to
+            # predictions scored before its outcome was known (monitoring/inference.py applies)
+            lines = labels.lines(model, pool[chunk], truths[chunk], time.time(), i / max(1, requests - 1), rng)
             with labels.path.open("a") as out:
                 out.writelines(line + "\n" for line in lines)
             written += len(lines)

@@ -14,6 +14,7 @@ import json
 from collections.abc import Sequence
 
 KEY = ("request_id", "record")  # a prediction: its request (or batch run) and its place there
+SCORED_AT = "scored_at"
 HMAC_SUFFIX = "_hmac"  # the table's name for a pseudonymised column (the request log's `<column>#hmac`)
 PSEUDONYM_HEX_DIGITS = 32  # serving/scoring/privacy.py's
 
@@ -22,15 +23,20 @@ def quote(name: str) -> str:
     return f"`{name.replace('`', '``')}`"
 
 
-def append_new(table: str, source: str, columns: Sequence[str]) -> str:
+def append_new(table: str, source: str, columns: Sequence[str], since: str | None = None) -> str:
     """Insert the rows of `source` whose (request_id, record) `table` does not hold: a re-run, an overlapping window of
     the log or a repaired batch run adds nothing. An anti-join, not a MERGE: Delta runs an insert-only MERGE as this
     very anti-join (docs.databricks.com/delta/merge, "Data deduplication when writing into Delta tables": an
     insert-only merge), and this one also runs on a plain Parquet
     table, so the local Spark of tests/databricks runs the statement the cluster runs. The columns are named, so the
-    source's order does not matter; `source` holds each key once (its writers make sure)."""
+    source's order does not matter; `source` holds each key once (its writers make sure). `since` (an ISO timestamp)
+    bounds the rows the anti-join reads to those scored since then, for a writer whose held rows cannot be older (the
+    quality job's: a key's scored_at is its log line's); a batch run's repair, whose first attempt scored earlier,
+    reads the whole table."""
     named = ", ".join(quote(c) for c in columns)
     held = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in KEY)
+    if since is not None:
+        held += f" AND t.{quote(SCORED_AT)} >= '{since}'"
     return (f"INSERT INTO {table} ({named}) SELECT {', '.join(f's.{quote(c)}' for c in columns)} FROM {source} s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {table} t WHERE {held})")
 

@@ -91,6 +91,7 @@ def test_the_quality_job_reads_the_log_as_drift_does_and_starts_training_only_wh
     assert got["--inference-table"] == f"{s.databricks.catalog}.{s.databricks.schema}.{s.quality.inference_table}"
     assert got.get("--labels-table") == s.quality.labels_table
     assert got["--retention-days"] == str(s.quality.retention_days)
+    assert "--label-horizon" not in got  # unset: every prediction scored before the outcome
     trains = [j for j in ev.of_type(platform_rules.JOB)
               if j.inputs["tasks"][0]["pythonWheelTask"]["entryPoint"] == "mlops-train"]
     if stack == "prod":
@@ -98,6 +99,17 @@ def test_the_quality_job_reads_the_log_as_drift_does_and_starts_training_only_wh
     else:
         [train] = trains
         assert got["--training-job-id"] == train.id
+
+
+def test_a_label_horizon_reaches_the_job_as_a_duration_its_parser_takes(evaluate):
+    from monitoring import inference, quality_delta
+
+    given = {**labelled("staging"), "quality.labelHorizonDays": 365}
+    job = quality_job(evaluate("staging", given))
+    assert params(job)["--label-horizon"] == "365D"
+    values = [str(p) for p in job.inputs["tasks"][0]["pythonWheelTask"]["parameters"]]
+    parsed = quality_delta.parser().parse_args(values)
+    assert inference.horizon(parsed.label_horizon) == pd.Timedelta(days=365)
 
 
 @pytest.mark.parametrize("stack", STACKS)

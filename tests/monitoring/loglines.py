@@ -11,9 +11,9 @@ from serving.scoring import requestlog
 
 
 def log_lines(model, rows: pd.DataFrame, request_id: str, ids_column: str | None = None, version: str = "1",
-              probabilities: np.ndarray | None = None) -> bytes:
+              probabilities: np.ndarray | None = None, scored_at: str | None = None) -> bytes:
     """The request's log lines as the service writes them, with the contract's ids (as `ids`, by column): a binary
-    model's outputs (`probabilities`, else evenly spread)."""
+    model's outputs (`probabilities`, else evenly spread), written at `scored_at` (ISO 8601; default: now)."""
     contract = model.contract
     negative, positive = contract.target.classes
     columns = {name: list(rows[name].astype(object).where(rows[name].notna(), None)) for name in contract.feature_names}
@@ -27,5 +27,7 @@ def log_lines(model, rows: pd.DataFrame, request_id: str, ids_column: str | None
         first, count = entry["first_record"], len(entry["outputs"])
         name = ids_column or contract.ids[0]
         entry["ids"] = {name: [int(v) for v in rows[contract.ids[0]].iloc[first:first + count]]}
+        if scored_at is not None:
+            entry["ts"] = scored_at
         lines.append(json.dumps(entry).encode() + b"\n")
     return b"".join(lines)

@@ -6,9 +6,10 @@ The append is an anti-join INSERT (serving/inference_table.py), which runs on a 
 `make databricks-test`). The labels' MERGE cannot run here: it needs Delta Lake, whose jars come from Maven Central,
 which this machine does not reach (the delta-spark wheel on PyPI holds only Python), and so does the retention's
 DELETE. So `FrameStore` stands in for the Delta table in the job's tests, because of those two: its `label` applies
-the MERGE's documented semantics (set a row's label from the one latest label of its ids when the row has none or an
-older one; the SQL text is checked on its own), its `forget` the DELETE's, its `append` the anti-join's, which the
-Spark test holds to the real statement."""
+the MERGE's documented semantics (set the label of each row of its ids that it applies to, when the row has none or an
+older one), its `forget` the DELETE's, its `append` the anti-join's. The Spark test holds the append to the real
+statement, and the MERGE's condition (which predictions a label applies to) to monitoring/inference.py's, as a join
+on the same Spark; the rest of the MERGE's text is checked on its own."""
 
 from __future__ import annotations
 
@@ -44,11 +45,12 @@ class FrameStore:
         self.frame = pd.concat([self.frame, new], ignore_index=True) if len(self.frame) else new.reset_index(drop=True)
         return len(new)
 
-    def label(self, labels: pd.DataFrame, ids: list[str], target: str) -> None:
+    def label(self, labels: pd.DataFrame, ids: list[str], target: str, horizon: pd.Timedelta | None) -> None:
         assert not labels.duplicated(ids).any(), "a MERGE refuses two source rows for one target row"
         self.frame = self.frame.astype({inference.KNOWN_AT: object, target: object})
         for _, label in labels.iterrows():
-            match = np.logical_and.reduce([self.frame[i] == label[i] for i in ids])
+            match = np.logical_and.reduce([self.frame[i] == label[i] for i in ids]) & inference.applies(
+                self.frame["scored_at"], pd.Series(label[inference.FIRST_KNOWN_AT], index=self.frame.index), horizon)
             older = self.frame[inference.KNOWN_AT].isna() | (pd.to_datetime(self.frame[inference.KNOWN_AT], utc=True)
                                                              < label[inference.KNOWN_AT])
             self.frame.loc[match & older, [target, inference.KNOWN_AT]] = [label[target], label[inference.KNOWN_AT]]
@@ -64,13 +66,14 @@ class FrameStore:
 
 
 NOW = datetime.now(UTC)
+SCORED = (NOW - timedelta(minutes=5)).isoformat()  # the log lines' time: before the labels' (NOW)
 
 
 def args(model, **given) -> argparse.Namespace:
     values = {"model_module": model.module, "model_name": "", "personal": "keep", "window": "1 hour", "windows": 1,
               "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200,
               "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "retention_days": 730,
-              "max_rows": 500_000, "resamples": 20,
+              "max_rows": 500_000, "resamples": 20, "label_horizon": None,
               "as_of": (NOW + timedelta(minutes=30)).isoformat(), "training_job_id": None, "tracking_uri": None,
               **given}
     return argparse.Namespace(**values)
@@ -102,7 +105,7 @@ def run(model, store, lines, labels, **given):
 def test_a_rerun_adds_nothing_and_labels_late_twice_or_corrected_count_once(model, rows):
     contract = model.contract
     store = FrameStore(delta_table.columns(contract, "keep"))
-    lines = log_lines(model, rows, "req").splitlines()
+    lines = log_lines(model, rows, "req", scored_at=SCORED).splitlines()
     _, first, _ = run(model, store, lines, None)
     assert first["added"] == len(rows) and not first["labels"] and "no labels table" in first["reasons"][0]
     _, again, _ = run(model, store, lines, None)
@@ -120,6 +123,22 @@ def test_a_rerun_adds_nothing_and_labels_late_twice_or_corrected_count_once(mode
     assert {str(k): str(v) for k, v in held.items()} == expected
 
 
+def test_a_label_marks_only_the_predictions_scored_before_its_outcome_was_known_within_the_horizon(model, rows):
+    """The same ids scored two hours before the outcome was known, five minutes before, and five minutes after (a
+    portfolio scored again and again): the label is the earlier ones', and with a one-hour horizon the nearest one's."""
+    contract = model.contract
+    target = contract.target.name
+    times = {"early": NOW - timedelta(hours=2), "near": NOW - timedelta(minutes=5), "after": NOW + timedelta(minutes=5)}
+    lines = [line for name, at in times.items()
+             for line in log_lines(model, rows, name, scored_at=at.isoformat()).splitlines()]
+    for horizon, labelled in ((None, {"early", "near"}), ("1h", {"near"})):
+        store = FrameStore(delta_table.columns(contract, "keep"))
+        _, record, _ = run(model, store, lines, labels_for(model, rows, right=True), label_horizon=horizon)
+        held = store.frame.groupby("request_id")[target].count().to_dict()
+        assert held == {name: len(rows) if name in labelled else 0 for name in times}, horizon
+        assert record["labelled"] == len(rows) * len(labelled)
+
+
 def test_a_first_run_before_any_traffic_records_nothing_and_says_so(model):
     store = FrameStore(delta_table.columns(model.contract, "keep"))
     code, record, started = run(model, store, [], None, training_job_id="42")
@@ -128,7 +147,7 @@ def test_a_first_run_before_any_traffic_records_nothing_and_says_so(model):
 
 def test_quality_below_the_floor_starts_the_training_job_and_nothing_else(model, rows):
     store = FrameStore(delta_table.columns(model.contract, "keep"))
-    lines = log_lines(model, rows, "req").splitlines()
+    lines = log_lines(model, rows, "req", scored_at=SCORED).splitlines()
     code, record, started = run(model, store, lines, labels_for(model, rows, right=False), training_job_id="42")
     assert code == quality_delta.EXIT_RETRAIN and record["retrain"] and started == [42]
     assert record["training_run"] == 77 and any("the training job 42: run 77" in r for r in record["reasons"])
@@ -159,13 +178,16 @@ def test_pseudonymised_ids_are_held_as_hmac_columns_and_join_with_the_logs_key(m
 
 def test_the_append_names_its_columns_and_the_labels_merge_replaces_only_older_labels(model):
     columns = delta_table.columns(model.contract, "keep")
-    sql = delta_table.append_predictions("c.s.t", "v", columns)
+    sql = delta_table.append_predictions("c.s.t", "v", columns, pd.Timestamp("2026-12-01T00:00:00Z"))
     named = ", ".join(f"`{c.name}`" for c in columns)
     assert sql.startswith(f"INSERT INTO c.s.t ({named}) SELECT s.`request_id`, s.`record`, ")
     assert sql.endswith("WHERE NOT EXISTS (SELECT 1 FROM c.s.t t WHERE t.`request_id` = s.`request_id` AND "
-                        "t.`record` = s.`record`)")
+                        "t.`record` = s.`record` AND t.`scored_at` >= '2026-12-01T00:00:00+00:00')")  # Delta skips files
     labels = delta_table.merge_labels("c.s.t", "l", ["id_hmac"], "y")
+    assert " ON t.`id_hmac` = s.`id_hmac` AND t.`scored_at` <= s.`first_known_at` WHEN MATCHED" in labels
     assert "WHEN MATCHED AND (t.`known_at` IS NULL OR t.`known_at` < s.`known_at`)" in labels
+    within = delta_table.merge_labels("c.s.t", "l", ["id_hmac"], "y", pd.Timedelta(days=90))
+    assert "AND t.`scored_at` > s.`first_known_at` - INTERVAL 7776000 SECONDS WHEN MATCHED" in within
     assert "WHEN NOT MATCHED" not in labels  # a label of no prediction adds no row
 
 
@@ -183,7 +205,8 @@ def test_drift_that_persists_retrains_by_the_drift_jobs_test_and_the_versions_ba
     rows = data.example_table(model, 240, seed=8)
     number = model.contract.numbers[0].name
     shifted = rows.assign(**{number: rows[number] * 50 + 1000})
-    lines = named(log_lines(model, shifted, "req").splitlines(), registry["model_name"], str(registry["version"]))
+    lines = named(log_lines(model, shifted, "req", scored_at=SCORED).splitlines(), registry["model_name"],
+                  str(registry["version"]))
     for windows, retrains in ((1, True), (2, False)):  # the log spans one window: drift in one, not yet in two
         store = FrameStore(delta_table.columns(model.contract, "keep"))
         code, record, _ = run(model, store, lines, None, tracking_uri=registry["tracking_uri"], min_records=100,
@@ -238,8 +261,8 @@ def test_the_run_asks_to_start_training_since_the_windows_judged_with_one_token_
     asked: list = []
     as_of = NOW + timedelta(minutes=30)
     quality_delta.run(args(model, training_job_id="42", as_of=as_of.isoformat()), store,
-                      log_lines(model, rows, "req").splitlines(), labels_for(model, rows, right=False), lambda _: None,
-                      lambda *given: asked.append(given) or "1 (started)")
+                      log_lines(model, rows, "req", scored_at=SCORED).splitlines(), labels_for(model, rows, right=False),
+                      lambda _: None, lambda *given: asked.append(given) or "1 (started)")
     [(job_id, since, token)] = asked
     assert job_id == 42 and since == pd.Timestamp(as_of) - pd.Timedelta(hours=1)  # windows=1 of 1 hour
     assert token == f"mlops-quality-42-{pd.Timestamp(as_of).floor('1h'):%Y%m%dT%H%M}" and len(token) <= 64
@@ -248,7 +271,7 @@ def test_the_run_asks_to_start_training_since_the_windows_judged_with_one_token_
 def test_predictions_older_than_the_retention_are_deleted_and_the_rest_kept(model, rows):
     """quality.retentionDays: the table keeps the log's columns (personal ones pseudonymised where kept) no longer."""
     store = FrameStore(delta_table.columns(model.contract, "keep"))
-    lines = log_lines(model, rows, "req").splitlines()
+    lines = log_lines(model, rows, "req", scored_at=SCORED).splitlines()
     later = NOW + timedelta(days=40)
     _, record, _ = run(model, store, lines, None, as_of=later.isoformat(), retention_days=60)
     assert record["removed"] == 0 and len(store.frame) == len(rows)
@@ -273,8 +296,35 @@ rows = quality_delta.table_rows(inference.rows_from_log(open(log, "rb"), task.ta
 half = rows.iloc[: len(rows) // 2]
 added = [store.append(half), store.append(rows), store.append(rows), store.append(pd.concat([half, half]))]
 held = spark.table("t").toPandas()
+# The labels' MERGE condition, as a join on this Spark: the predictions each label applies to. Each row's ids scored at
+# base + i minutes, its label first known OFFSETS[i % 4] minutes later (before it, at that instant, or 5 or 40 minutes
+# after), known again later with the other class (a correction); `first` there is bounded by the first.
+base = pd.Timestamp("2026-12-01T00:00:00Z")
+spread = rows.assign(scored_at=[base + pd.Timedelta(minutes=i) for i in range(len(rows))])
+spark.sql("CREATE TABLE u (" + ", ".join(f"{delta_table.quote(c.name)} {c.type}" for c in columns) + ") USING parquet")
+quality_delta.Store(spark, "u", columns).append(spread)
+key, target = task.ids[0], task.target.name
+first = [base + pd.Timedelta(minutes=i + [-1, 0, 5, 40][i % 4]) for i in range(len(rows))]
+labels = pd.concat([pd.DataFrame({key: spread[key].astype("int64"), target: task.target.classes[0], "known_at": first}),
+                    pd.DataFrame({key: spread[key].astype("int64"), target: task.target.classes[1],
+                                  "known_at": [f + pd.Timedelta(hours=2) for f in first]})])
+as_of = base + pd.Timedelta(days=1)
+source = quality_delta.label_rows(labels.assign(known_at=labels["known_at"].map(pd.Timestamp.isoformat)), task, "keep",
+                                  as_of, None)
+wanted = [c for c in columns if c.name in (key, target, inference.KNOWN_AT)]
+first_column = delta_table.Column(inference.FIRST_KNOWN_AT, "TIMESTAMP", inference.FIRST_KNOWN_AT)
+quality_delta.Store(spark, "u", columns)._view(source, "l", [*wanted, first_column])
+applied = {}
+for horizon in (None, "30min", "3650D"):
+    on = delta_table.label_applies([key], inference.horizon(horizon))
+    on_spark = spark.sql(f"SELECT t.record FROM u t JOIN l s ON {on}").toPandas()["record"]
+    local = inference.join_labels(spread.astype({key: object}), labels.astype({"known_at": str}), [key], target, as_of,
+                                  None, inference.horizon(horizon))
+    applied[str(horizon)] = {"spark": sorted(int(r) for r in on_spark),
+                             "local": sorted(int(r) for r in local.loc[local[target].notna(), "record"]),
+                             "value": sorted({quality_delta._text(v) for v in local[target].dropna()})}
 print(json.dumps({"added": added, "held": len(held), "keys": len(held[["request_id", "record"]].drop_duplicates()),
-                  "columns": list(held.columns), "rows": len(rows)}))
+                  "columns": list(held.columns), "rows": len(rows), "applied": applied}))
 """
 
 
@@ -286,7 +336,7 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
     python = databricks_local.runtime_python()
     assert python == str(databricks_local.RUNTIME_PYTHON), "run `make databricks-test`: it builds .venv-runtime"
     log = tmp_path / "log.jsonl"
-    log.write_bytes(log_lines(model, rows, "req"))
+    log.write_bytes(log_lines(model, rows, "req", scored_at=SCORED))
     env = {**os.environ, "PYTHONPATH": str(Path(databricks_local.ROOT)), "PYSPARK_PYTHON": python}
     result = subprocess.run([python, "-c", APPEND_ON_SPARK, model.module, str(log), str(tmp_path / "warehouse")],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
@@ -296,9 +346,17 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
     assert found["added"] == [half, found["rows"] - half, 0, 0]
     assert found["held"] == found["keys"] == found["rows"] == len(rows)
     assert found["columns"] == [c.name for c in delta_table.columns(model.contract, "keep")]
+    # Issue 22, audit pass 2 #8: a label applies to the predictions of its ids scored before its outcome was first known
+    # (at that instant too), within the horizon; the MERGE's condition on Spark and the local join agree on which.
+    records = range(len(rows))
+    expected = {"None": [r for r in records if r % 4 != 0], "30min": [r for r in records if r % 4 in (1, 2)],
+                "3650D": [r for r in records if r % 4 != 0]}
+    for horizon, applied in found["applied"].items():
+        assert applied["spark"] == applied["local"] == expected[horizon], horizon
+        assert applied["value"] == [quality_delta._text(model.contract.target.classes[1])]  # the correction's value
 
 
 def test_the_job_judges_a_bounded_sample_when_the_windows_hold_more_than_max_rows(model, rows):
     store = FrameStore(delta_table.columns(model.contract, "keep"))
-    _, record, _ = run(model, store, log_lines(model, rows, "req").splitlines(), None, max_rows=50)
+    _, record, _ = run(model, store, log_lines(model, rows, "req", scored_at=SCORED).splitlines(), None, max_rows=50)
     assert record["added"] == len(rows) and record["predictions"] == 50
