@@ -202,7 +202,17 @@ def batch_run(workspace, first_run, model):
     local.create_table(parameter(job.tasks[0], "--input-table"), parquet)
     [result] = local.run_job(job, "3001", say=lambda _: None)
     succeeded([result])
-    return job, result, frame, serving_now.tables
+    written = local.read_tables(*(parameter(job.tasks[0], flag) for flag in WRITTEN))  # one Spark process for the three
+    return job, result, frame, serving_now.tables, written
+
+
+WRITTEN = ("--output-table", "--rejects-table", "--inference-table")  # what the batch job writes
+
+
+def written_by(batch_run, flag: str) -> pd.DataFrame:
+    """A table as run 3001 left it: its output, rejects or inference table."""
+    job, _, _, _, written = batch_run
+    return written[parameter(job.tasks[0], flag)]
 
 
 OUTPUTS = {"binary": ["probability", "label"], "regression": ["prediction"]}
@@ -210,7 +220,7 @@ OUTPUTS = {"binary": ["probability", "label"], "regression": ["prediction"]}
 
 def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_service(workspace, batch_run, model):
     local, _ = workspace
-    job, result, frame, _ = batch_run
+    job, result, frame, _, _ = batch_run
     task, c = job.tasks[0], model.contract
     model_uri = parameter(task, "--model-uri")
     client = MlflowClient(tracking_uri=local.tracking_uri, registry_uri=local.tracking_uri)
@@ -218,7 +228,7 @@ def test_the_batch_job_scores_with_the_served_version_and_agrees_with_the_servic
     assert version == client.get_model_version_by_alias(name, "champion").version  # what dev serves
     assert f"from {local.site}/serving/batch.py" in result.stdout
     assert "runtime onnx" in result.stdout  # the image's runtime and equivalence check, on the cluster
-    predictions = local.read_table(parameter(task, "--output-table"))
+    predictions = written_by(batch_run, "--output-table")
     assert len(predictions) == BATCH_ROWS - BAD_ROWS
     outputs = OUTPUTS[c.task]
     assert list(predictions.columns) == [*c.ids, *outputs, "model_name", "model_version", "source_version", "scored_at",
@@ -254,15 +264,14 @@ def service_answers(context: Path, sample: pd.DataFrame, c: contract.Contract) -
         stop_service(process.pid)
 
 
-def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(workspace, batch_run, model):
-    local, _ = workspace
-    job, result, frame, _ = batch_run
+def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(batch_run, model):
+    _, result, frame, _, _ = batch_run
     c = model.contract
     key, as_text, other = c.ids[0], c.numbers[0].name, c.numbers[1].name
     summary = json.loads(next(line for line in result.stdout.splitlines() if line.startswith('{"log_type": "batch"')))
     assert (summary["rows"], summary["scored"], summary["rejected"]) == (BATCH_ROWS, BATCH_ROWS - BAD_ROWS, BAD_ROWS)
     assert f"rejected {BAD_ROWS} of 3000 rows" in result.stdout
-    rejects = local.read_table(parameter(job.tasks[0], "--rejects-table"))
+    rejects = written_by(batch_run, "--rejects-table")
     keys = [None if pd.isna(k) else int(k) for k in rejects[key]]
     assert dict(zip(keys, rejects["reject_reason"], strict=True)) == {
         None: f"column '{key}': the key is missing",
@@ -278,26 +287,20 @@ def test_bad_rows_go_to_the_rejects_table_with_reasons_and_the_run_goes_on(works
 PANDAS_KINDS = {"string": "O", "bigint": "i", "double": "f", "timestamp": "M"}  # a declared type as pandas reads it
 
 
-def inference_rows(local, job, tables) -> tuple[pd.DataFrame, list[dict]]:
-    """The inference table the batch job appends to (its --inference-table), and the columns the stack declares."""
-    table = parameter(job.tasks[0], "--inference-table")
-    return local.read_table(table), tables[table]
 
-
-def test_the_batch_runs_scored_rows_are_in_the_inference_table_once_as_it_declares_them(workspace, batch_run, model):
+def test_the_batch_runs_scored_rows_are_in_the_inference_table_once_as_it_declares_them(batch_run, model):
     """Issue 22: the batch run's scored rows (not its rejects) in the stack's inference table, once, in the columns and
     types the SqlTable declares, each with its own inputs and outputs; the personal columns left out (--personal drop,
     the dev stack's)."""
-    local, _ = workspace
-    job, _, frame, tables = batch_run
+    job, _, frame, tables, _ = batch_run
     c, task = model.contract, job.tasks[0]
     assert parameter(task, "--personal") == "drop"
-    held, declared = inference_rows(local, job, tables)
+    held, declared = written_by(batch_run, "--inference-table"), tables[parameter(task, "--inference-table")]
     assert list(held.columns) == [column["name"] for column in declared]
     assert {n: held[n].dtype.kind for n in held.columns} == {d["name"]: PANDAS_KINDS[d["type"]] for d in declared}
     assert len(held) == BATCH_ROWS - BAD_ROWS and not held.duplicated(["request_id", "record"]).any()
     assert held[["request_id", "record", "model_name", "model_version", "source", "scored_at"]].notna().all().all()
-    predictions = local.read_table(parameter(task, "--output-table"))
+    predictions = written_by(batch_run, "--output-table")
     assert set(held["request_id"]) == {"batch-3001"} and set(held["source"]) == {"batch"}
     assert set(held["model_version"]) == set(predictions["source_version"])  # the version the service logs
     assert set(held["model_name"]) == set(predictions["model_name"])
@@ -329,19 +332,21 @@ def test_a_repaired_batch_run_replaces_its_own_rows_and_keeps_no_rejects_of_its_
     scored and rejected) and every row is scored. One repair shows both (a job run here is a Spark job: each costs CI
     time). (Runs after the tests above, which read run 3001's first attempt.)"""
     local, _ = workspace
-    job, _, frame, _ = batch_run
+    job, _, frame, _, _ = batch_run
     task = job.tasks[0]
     succeeded(local.run_job(job, "3002", say=lambda _: None))  # another run, with the bad rows
     fixed = local.root / "data" / "portfolio-fixed.parquet"
     frame.drop(index=[10, 11, 12, 13]).to_parquet(fixed, index=False)  # batch_run's bad rows left out
     local.create_table(parameter(task, "--input-table"), fixed)
     succeeded(local.run_job(job, "3001", say=lambda _: None))  # the repair of run 3001
-    rejects = local.read_table(parameter(task, "--rejects-table")).groupby("scoring_run_id").size().to_dict()
+    output, rejects_table, inference_table = (parameter(task, flag) for flag in WRITTEN)
+    now = local.read_tables(output, rejects_table, inference_table)
+    rejects = now[rejects_table].groupby("scoring_run_id").size().to_dict()
     assert rejects == {"3002": BAD_ROWS}  # 3001's are gone, another run's stay
-    predictions = local.read_table(parameter(task, "--output-table")).groupby("scoring_run_id").size().to_dict()
+    predictions = now[output].groupby("scoring_run_id").size().to_dict()
     assert predictions == {"3001": BATCH_ROWS - BAD_ROWS, "3002": BATCH_ROWS - BAD_ROWS}  # replaced, not appended
     # The inference table is appended to, once: the repair of 3001 scored the same ids, and adds none of them again.
-    held = local.read_table(parameter(task, "--inference-table"))
+    held = now[inference_table]
     assert held.groupby("request_id").size().to_dict() == {"batch-3001": BATCH_ROWS - BAD_ROWS,
                                                            "batch-3002": BATCH_ROWS - BAD_ROWS}
     assert not held.duplicated(["request_id", "record"]).any()
@@ -390,7 +395,7 @@ def test_a_pseudonymising_stack_holds_the_services_pseudonyms_so_labels_join(wor
     from monitoring import inference, quality_delta
 
     local, _ = workspace
-    _, _, frame, _ = batch_run
+    _, _, frame, _, _ = batch_run
     c = model.contract
     pseudonymising = databricks_local.declared(STACK, {
         **overrides(local), "observability.requestLogPersonal": "pseudonymise", "requestLogPseudonymKey": PSEUDONYM_KEY,
@@ -401,7 +406,8 @@ def test_a_pseudonymising_stack_holds_the_services_pseudonyms_so_labels_join(wor
     assert parameter(job.tasks[0], "--personal") == "pseudonymise"
     assert job.cluster_env["REQUEST_LOG_PSEUDONYM_KEY"].startswith("{{secrets/")  # resolved by the cluster
     succeeded(local.run_job(job, "3101", extra_env={"REQUEST_LOG_PSEUDONYM_KEY": PSEUDONYM_KEY}, say=lambda _: None))
-    held, declared = inference_rows(local, job, pseudonymising.tables)
+    inference_table = parameter(job.tasks[0], "--inference-table")
+    held, declared = local.read_table(inference_table), pseudonymising.tables[inference_table]
     assert list(held.columns) == [column["name"] for column in declared] and len(held) == BATCH_ROWS - BAD_ROWS
     key, secret = c.ids[0], PSEUDONYM_KEY.encode()
     assert key in c.personal and key not in held.columns and f"{key}_hmac" in held.columns
