@@ -661,8 +661,8 @@ class Databricks(pulumi.ComponentResource):
             ["--inference-table", full, "--personal", args.quality.personal],
             {k: v for k, v in env.items() if k == "REQUEST_LOG_PSEUDONYM_KEY"},
             [self.inference_table, table_grant, *key_needs])
-        # The log is read over twice the window: a run that overlaps the last adds nothing (the anti-join), a missed run is
-        # caught up by the next.
+        # The log is read over twice the window: a run that overlaps the last adds nothing (the anti-join); after missed
+        # runs the job reads back to the newest prediction it holds, as far as the windows it judges (hours_to_read).
         hours = max(24.0, 2 * pd_hours(GRANULARITIES[q.window]))
         parameters: list[pulumi.Input[str]] = [
             "--workspace-id", d.log_analytics_customer_id, "--target", d.target, "--app-name", d.app_name,

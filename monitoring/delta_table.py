@@ -21,14 +21,12 @@ This module imports no Spark: the Pulumi program imports it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+
+import pandas as pd
 
 from monitoring import inference
 from serving import inference_table
 from training.contract import Category, Contract
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 HMAC_SUFFIX = inference_table.HMAC_SUFFIX  # the table's name for the log's `#hmac` (the batch job's too)
 PERSONAL_MODES = ("keep", "drop", "pseudonymise")  # observability.requestLogPersonal
@@ -36,6 +34,7 @@ PROBLEM_TYPES = {"binary": "PROBLEM_TYPE_CLASSIFICATION", "multiclass": "PROBLEM
                  "regression": "PROBLEM_TYPE_REGRESSION"}
 PREDICTION_COLUMN = {"binary": "label", "multiclass": "label", "regression": "prediction"}
 MODEL_ID, TIMESTAMP = "model_version", inference_table.SCORED_AT
+RETRY_SPAN = pd.Timedelta(days=1)  # how far back a client's retry may share a request id (append_predictions)
 
 
 @dataclass(frozen=True)
@@ -102,28 +101,38 @@ quote = inference_table.quote
 
 def append_predictions(table: str, source: str, columns: list[Column], since: pd.Timestamp) -> str:
     """Append the rows of `source` whose key the table lacks: a re-run, or an overlapping window, adds nothing. The
-    batch job's statement (serving/inference_table.py append_new): one exactly-once rule for both writers. `since`,
-    the oldest new row's scored_at, bounds what the anti-join reads: a log line holds its time, so a row the table
-    already holds has the same scored_at as the new one of its key."""
+    batch job's statement (serving/inference_table.py append_new): one exactly-once rule for both writers. `since`
+    bounds what the anti-join reads: the oldest new row's scored_at less RETRY_SPAN. A log line holds its time, so a
+    row read again has the scored_at it had; a request id can also come from the client (x-request-id), and a
+    client's retry with the same id within RETRY_SPAN is still the same prediction, kept once."""
     return inference_table.append_new(table, source, [c.name for c in columns], since.isoformat())
 
 
 def label_applies(ids: list[str], horizon: pd.Timedelta | None = None) -> str:
-    """The labels' MERGE condition between a prediction `t` and a label `s`: the same ids, and the label applies to it
-    (monitoring/inference.py applies: scored at or before the outcome was first known, and within `horizon`)."""
+    """Between a prediction `t` and a label `s`: the same ids, and the label applies to it (`applies_in_time`)."""
     same = " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
+    return f"{same} AND {applies_in_time(horizon)}"
+
+
+def applies_in_time(horizon: pd.Timedelta | None = None) -> str:
+    """monitoring/inference.py applies, in SQL: `t` scored at or before `s`'s outcome was first known, and within
+    `horizon` before it when given."""
     first, scored = quote(inference.FIRST_KNOWN_AT), quote(TIMESTAMP)
     within = (f" AND t.{scored} > s.{first} - INTERVAL {int(horizon.total_seconds())} SECONDS"
               if horizon is not None else "")
-    return f"{same} AND t.{scored} <= s.{first}{within}"
+    return f"t.{scored} <= s.{first}{within}"
 
 
 def merge_labels(table: str, source: str, ids: list[str], target: str, horizon: pd.Timedelta | None = None) -> str:
-    """Set the label of each prediction it applies to from `source` (one latest label per ids, monitoring/inference.py
-    latest_labels): scored before the outcome was first known (`first_known_at`), and within `horizon` before it when
-    given (monitoring/inference.py applies). A label already held and as recent changes nothing (twice = once); a
-    later one replaces it (a correction)."""
-    known = quote(inference.KNOWN_AT)
-    return (f"MERGE INTO {table} t USING {source} s ON {label_applies(ids, horizon)} "
-            f"WHEN MATCHED AND (t.{known} IS NULL OR t.{known} < s.{known}) "
-            f"THEN UPDATE SET t.{quote(target)} = s.{quote(target)}, t.{known} = s.{known}")
+    """Set the label of each prediction of its ids that it applies to from `source` (one latest label per ids,
+    monitoring/inference.py latest_labels, with `first_known_at`): a label already held and as recent changes nothing
+    (twice = once), a later one replaces it (a correction). A held label that no longer applies (a horizon set or
+    shortened since, or set before labels kept to the predictions before the outcome) is taken off, so the table
+    holds what the local join computes afresh."""
+    same = " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
+    known, applies = quote(inference.KNOWN_AT), applies_in_time(horizon)
+    return (f"MERGE INTO {table} t USING {source} s ON {same} "
+            f"WHEN MATCHED AND {applies} AND (t.{known} IS NULL OR t.{known} < s.{known}) "
+            f"THEN UPDATE SET t.{quote(target)} = s.{quote(target)}, t.{known} = s.{known} "
+            f"WHEN MATCHED AND NOT ({applies}) AND t.{known} IS NOT NULL "
+            f"THEN UPDATE SET t.{quote(target)} = NULL, t.{known} = NULL")

@@ -10,7 +10,7 @@ import argparse
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from monitoring import logformat
@@ -85,23 +85,40 @@ def file_lines(path: Path):
         yield from handle
 
 
+SLICE = timedelta(hours=1)  # one Log Analytics query per hour of log: each answer stays within the query limits
+
+
+def time_slices(hours: float, now: datetime, length: timedelta = SLICE) -> list[tuple[datetime, datetime]]:
+    """The last `hours` before `now` as consecutive (start, end) spans of `length` at most, oldest first."""
+    start, spans = now - timedelta(hours=hours), []
+    while start < now:
+        end = min(start + length, now)
+        spans.append((start, end))
+        start = end
+    return spans
+
+
 def log_analytics_lines(workspace_id: str, source, hours: float,
                         service_credential: str | None = None):  # pragma: no cover - needs Azure
-    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call). On Databricks the
-    identity is a Unity Catalog service credential (a managed identity: no client secret); elsewhere whatever
-    DefaultAzureCredential finds (`az login`, a workload identity)."""
+    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call), an hour a query: one
+    query over days of a busy service would pass the service's limits on a query's answer (rows and bytes), which it
+    then cuts short (a partial answer, refused here). On Databricks the identity is a Unity Catalog service credential
+    (a managed identity: no client secret); elsewhere whatever DefaultAzureCredential finds (`az login`, a workload
+    identity)."""
     from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
     from infra import kql
 
     client = LogsQueryClient(job_credential(service_credential))
-    response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=timedelta(hours=hours))
-    if response.status != LogsQueryStatus.SUCCESS:
-        raise DriftInputError(f"Log Analytics query failed or was partial: {getattr(response, 'partial_error', response)}")
-    for table in response.tables:
-        column = list(table.columns).index("line")
-        for row in table.rows:
-            yield row[column]
+    for span in time_slices(hours, datetime.now(UTC)):
+        response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=span)
+        if response.status != LogsQueryStatus.SUCCESS:
+            raise DriftInputError(f"Log Analytics query of {span[0]:%Y-%m-%d %H:%M}..{span[1]:%H:%M} UTC failed or was "
+                                  f"partial: {getattr(response, 'partial_error', response)}")
+        for table in response.tables:
+            column = list(table.columns).index("line")
+            for row in table.rows:
+                yield row[column]
 
 
 def load_baseline(args: argparse.Namespace, model_name: str, version: str) -> dict:

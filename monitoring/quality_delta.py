@@ -40,6 +40,7 @@ from training.contract import Contract
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRAIN = 0, 2, 3
 NEW_ROWS, LATEST_LABELS = "quality_new_predictions", "quality_latest_labels"
 SAMPLE_SEED = 7  # the same rows on a re-run of the same day
+MAX_REASONS, MAX_REASON_CHARS = 20, 500  # the record stays well under App Insights' 32 KiB message
 
 
 def table_rows(rows: Iterable[dict], columns: list[delta_table.Column]) -> pd.DataFrame:
@@ -113,11 +114,12 @@ class Store:
 
     def append(self, rows: pd.DataFrame) -> int:
         """Append the rows the table lacks, and count them: both read only the predictions scored since the oldest
-        new one (Delta skips the files before it by their statistics), not the whole table."""
+        new one, less delta_table.RETRY_SPAN (Delta skips the files before it by their statistics), not the whole
+        table."""
         if rows.empty:
             return 0
         self._view(rows.drop_duplicates(list(inference.KEY)), NEW_ROWS, self.columns)
-        since = pd.Timestamp(rows[delta_table.TIMESTAMP].min())
+        since = pd.Timestamp(rows[delta_table.TIMESTAMP].min()) - delta_table.RETRY_SPAN
         before = self._count_since(since)
         self.spark.sql(delta_table.append_predictions(self.table, NEW_ROWS, self.columns, since))
         return self._count_since(since) - before
@@ -142,6 +144,12 @@ class Store:
             rows = rows.sample(fraction=max_rows / count, seed=SAMPLE_SEED)
         return rows.toPandas()
 
+    def newest_online(self) -> pd.Timestamp | None:
+        """When the newest prediction appended from the request log was scored (None before the first)."""
+        newest = (self.spark.table(self.table).where(f"{delta_table.quote('source')} <> 'batch'")
+                  .agg({delta_table.TIMESTAMP: "max"}).collect()[0][0])
+        return None if newest is None else pd.Timestamp(newest, tz=UTC) if newest.tzinfo is None else pd.Timestamp(newest)
+
     def forget(self, before: pd.Timestamp) -> int:
         """Delete the predictions scored before `before` (quality.retentionDays); Delta's file retention then removes
         the files that held them."""
@@ -153,7 +161,8 @@ class Store:
 
 
 def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
-        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any]) -> tuple[int, dict]:
+        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any],
+        read_note: str | None = None) -> tuple[int, dict]:
     model = contracts.load(args.model_module)
     contract, gate = model.contract, model.gate
     columns = delta_table.columns(contract, args.personal)
@@ -163,7 +172,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
     removed = store.forget(as_of - pd.Timedelta(days=args.retention_days))
     window = pd.Timedelta(quality_job_window(args.window))
-    notes = []
+    notes = [read_note] if read_note else []
     if labels is None:
         notes.append("no labels table (quality.labelsTable): predictions are recorded, no quality is judged")
     else:
@@ -192,6 +201,9 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
         reasons.append(f"the training job {args.training_job_id}: run {started}")
     elif retrain:
         reasons.append("no training job in this stack: retrain where the model is trained (it never promotes itself)")
+    if len(reasons) > MAX_REASONS:  # App Insights cuts a message at 32 KiB, and a cut record is no JSON for the alert
+        reasons = [*reasons[:MAX_REASONS], f"... and {len(reasons) - MAX_REASONS} more"]
+    reasons = [r if len(r) <= MAX_REASON_CHARS else r[:MAX_REASON_CHARS - 3] + "..." for r in reasons]
     record = {"log_type": "quality", "model_name": model_name, "retrain": retrain, "reasons": reasons,
               "added": added, "removed": removed, "predictions": len(joined), "labelled": labelled, "window": args.window,
               "labels": labels is not None, "training_run": started, "lines": dict(counts),
@@ -199,6 +211,36 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     print(json.dumps(record, default=str), flush=True)
     send([record])
     return (EXIT_RETRAIN if retrain else EXIT_OK), record
+
+
+def hours_to_read(newest: pd.Timestamp | None, now: pd.Timestamp, window_hours: float,
+                  most_hours: float) -> tuple[float, str | None]:
+    """The request log's hours the run reads: its --window-hours, or back to the newest prediction the table holds
+    from the log when that is older (runs were missed: a paused job, a failing cluster), at most the windows the job
+    judges; and a note when predictions older than that were never appended."""
+    if newest is None:
+        return window_hours, None
+    behind = (now - newest) / pd.Timedelta(hours=1) + 1  # an hour's margin: lines reach Log Analytics minutes late
+    if behind <= window_hours:
+        return window_hours, None
+    if behind <= most_hours:
+        return behind, None
+    return most_hours, (f"the request log was last read {behind - 1:.0f} h ago: this run reads its last {most_hours:g} h "
+                        "(the windows judged); predictions before that are not in the inference table")
+
+
+def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp) -> pd.DataFrame:
+    """The labels known since `since` (older ones were merged by earlier runs; filtered in Spark, not on the driver:
+    a labels table grows without end), each with `first_known_at`, when its ids' outcome was first known over the
+    whole table: a label repeated or corrected after the lookback still applies only to the predictions before the
+    first (an aggregate on the ids and known_at columns)."""
+    from pyspark.sql import functions
+
+    ids, known = list(contract.ids), inference.KNOWN_AT
+    labels = spark.table(table)
+    first = labels.groupBy(*ids).agg(functions.min(known).alias(inference.FIRST_KNOWN_AT))
+    recent = labels.select(*ids, contract.target.name, known).where(f"{delta_table.quote(known)} >= '{since.isoformat()}'")
+    return recent.join(first, on=ids, how="left").toPandas()
 
 
 def start_training(jobs: Any, job_id: int, since: pd.Timestamp, token: str) -> str:
@@ -295,17 +337,16 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
     store = Store(spark, args.inference_table, delta_table.columns(model.contract, args.personal))
     source = kql.container_apps(args.app_name) if args.target == "containerapps" else kql.aks(args.app_name, args.namespace)
     local = os.environ.get(drift.LOCAL_LOG_ANALYTICS)
+    hours, read_note = hours_to_read(store.newest_online(), pd.Timestamp.now(tz=UTC), args.window_hours,
+                                     pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
+                                     / pd.Timedelta(hours=1))
     lines = (drift_sources.file_lines(__import__("pathlib").Path(local)) if local
-             else drift_sources.log_analytics_lines(args.workspace_id, source, args.window_hours, args.service_credential))
+             else drift_sources.log_analytics_lines(args.workspace_id, source, hours, args.service_credential))
     labels = None
     if args.labels_table:
-        # Only the labels of the windows read: older ones were merged by earlier runs (filtered in Spark, not on the
-        # driver: a labels table grows without end).
-        wanted = [*model.contract.ids, model.contract.target.name, inference.KNOWN_AT]
         lookback = pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
         since = (pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)) - lookback
-        labels = (spark.table(args.labels_table).select(*wanted)
-                  .where(f"{delta_table.quote(inference.KNOWN_AT)} >= '{since.isoformat()}'").toPandas())
+        labels = read_labels(spark, args.labels_table, model.contract, since)
     connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
 
     def send(records: list[dict]) -> None:
@@ -318,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
         return start_training(WorkspaceClient().jobs, job_id, since, token)
 
     try:
-        code, _ = run(args, store, lines, labels, send, start)
+        code, _ = run(args, store, lines, labels, send, start, read_note)
     except (inference.InferenceError, contracts.ContractError, drift_sources.DriftInputError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

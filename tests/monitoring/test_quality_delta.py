@@ -49,11 +49,14 @@ class FrameStore:
         assert not labels.duplicated(ids).any(), "a MERGE refuses two source rows for one target row"
         self.frame = self.frame.astype({inference.KNOWN_AT: object, target: object})
         for _, label in labels.iterrows():
-            match = np.logical_and.reduce([self.frame[i] == label[i] for i in ids]) & inference.applies(
-                self.frame["scored_at"], pd.Series(label[inference.FIRST_KNOWN_AT], index=self.frame.index), horizon)
-            older = self.frame[inference.KNOWN_AT].isna() | (pd.to_datetime(self.frame[inference.KNOWN_AT], utc=True)
-                                                             < label[inference.KNOWN_AT])
-            self.frame.loc[match & older, [target, inference.KNOWN_AT]] = [label[target], label[inference.KNOWN_AT]]
+            match = np.logical_and.reduce([self.frame[i] == label[i] for i in ids])
+            applies = inference.applies(self.frame["scored_at"],
+                                        pd.Series(label[inference.FIRST_KNOWN_AT], index=self.frame.index), horizon)
+            held = self.frame[inference.KNOWN_AT].notna()
+            older = ~held | (pd.to_datetime(self.frame[inference.KNOWN_AT], utc=True) < label[inference.KNOWN_AT])
+            self.frame.loc[match & applies & older, [target, inference.KNOWN_AT]] = [label[target],
+                                                                                     label[inference.KNOWN_AT]]
+            self.frame.loc[match & ~applies & held, [target, inference.KNOWN_AT]] = [None, None]
 
     def read(self, since: pd.Timestamp, max_rows: int) -> pd.DataFrame:
         rows = self.frame[pd.to_datetime(self.frame["scored_at"], utc=True) >= since]
@@ -137,6 +140,10 @@ def test_a_label_marks_only_the_predictions_scored_before_its_outcome_was_known_
         held = store.frame.groupby("request_id")[target].count().to_dict()
         assert held == {name: len(rows) if name in labelled else 0 for name in times}, horizon
         assert record["labelled"] == len(rows) * len(labelled)
+    # a horizon set later (a config-only change): the labels it no longer covers are taken off, as the local join has it
+    run(model, store := FrameStore(delta_table.columns(contract, "keep")), lines, labels_for(model, rows, right=True))
+    run(model, store, [], labels_for(model, rows, right=True), label_horizon="1h")
+    assert store.frame.groupby("request_id")[target].count().to_dict() == {"early": 0, "near": len(rows), "after": 0}
 
 
 def test_a_first_run_before_any_traffic_records_nothing_and_says_so(model):
@@ -184,10 +191,12 @@ def test_the_append_names_its_columns_and_the_labels_merge_replaces_only_older_l
     assert sql.endswith("WHERE NOT EXISTS (SELECT 1 FROM c.s.t t WHERE t.`request_id` = s.`request_id` AND "
                         "t.`record` = s.`record` AND t.`scored_at` >= '2026-12-01T00:00:00+00:00')")  # Delta skips files
     labels = delta_table.merge_labels("c.s.t", "l", ["id_hmac"], "y")
-    assert " ON t.`id_hmac` = s.`id_hmac` AND t.`scored_at` <= s.`first_known_at` WHEN MATCHED" in labels
-    assert "WHEN MATCHED AND (t.`known_at` IS NULL OR t.`known_at` < s.`known_at`)" in labels
+    assert (" ON t.`id_hmac` = s.`id_hmac` WHEN MATCHED AND t.`scored_at` <= s.`first_known_at` AND "
+            "(t.`known_at` IS NULL OR t.`known_at` < s.`known_at`) THEN UPDATE SET t.`y` = s.`y`") in labels
+    assert ("WHEN MATCHED AND NOT (t.`scored_at` <= s.`first_known_at`) AND t.`known_at` IS NOT NULL "
+            "THEN UPDATE SET t.`y` = NULL, t.`known_at` = NULL") in labels  # one that no longer applies is taken off
     within = delta_table.merge_labels("c.s.t", "l", ["id_hmac"], "y", pd.Timedelta(days=90))
-    assert "AND t.`scored_at` > s.`first_known_at` - INTERVAL 7776000 SECONDS WHEN MATCHED" in within
+    assert "t.`scored_at` > s.`first_known_at` - INTERVAL 7776000 SECONDS AND (t.`known_at` IS NULL" in within
     assert "WHEN NOT MATCHED" not in labels  # a label of no prediction adds no row
 
 
@@ -296,6 +305,7 @@ rows = quality_delta.table_rows(inference.rows_from_log(open(log, "rb"), task.ta
 half = rows.iloc[: len(rows) // 2]
 added = [store.append(half), store.append(rows), store.append(rows), store.append(pd.concat([half, half]))]
 held = spark.table("t").toPandas()
+newest = store.newest_online().isoformat()  # the next run reads the log back to it (hours_to_read)
 # The labels' MERGE condition, as a join on this Spark: the predictions each label applies to. Each row's ids scored at
 # base + i minutes, its label first known OFFSETS[i % 4] minutes later (before it, at that instant, or 5 or 40 minutes
 # after), known again later with the other class (a correction); `first` there is bounded by the first.
@@ -323,8 +333,16 @@ for horizon in (None, "30min", "3650D"):
     applied[str(horizon)] = {"spark": sorted(int(r) for r in on_spark),
                              "local": sorted(int(r) for r in local.loc[local[target].notna(), "record"]),
                              "value": sorted({quality_delta._text(v) for v in local[target].dropna()})}
+# The job's labels read (read_labels): only the lookback's labels, each with its ids' first known time over all of them.
+times = [pd.Timestamp(day, tz="UTC") for day in ("2026-01-01", "2026-02-01", "2026-03-01", "2026-03-01")]
+spark.createDataFrame(pd.DataFrame({key: [7, 7, 7, 8], target: [task.target.classes[0]] * 4, "known_at": times})
+                      ).write.saveAsTable("outcomes")
+read = quality_delta.read_labels(spark, "outcomes", task, pd.Timestamp("2026-02-15", tz="UTC"))
+latest = inference.latest_labels(read, [key], target, pd.Timestamp("2026-03-15", tz="UTC"))
+first_known = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(latest[key], latest[inference.FIRST_KNOWN_AT])}
 print(json.dumps({"added": added, "held": len(held), "keys": len(held[["request_id", "record"]].drop_duplicates()),
-                  "columns": list(held.columns), "rows": len(rows), "applied": applied}))
+                  "columns": list(held.columns), "rows": len(rows), "applied": applied, "read": len(read),
+                  "first_known": first_known, "newest": newest, "scored": rows["scored_at"].max().isoformat()}))
 """
 
 
@@ -354,6 +372,38 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
     for horizon, applied in found["applied"].items():
         assert applied["spark"] == applied["local"] == expected[horizon], horizon
         assert applied["value"] == [quality_delta._text(model.contract.target.classes[1])]  # the correction's value
+    assert found["newest"] == found["scored"]
+    # audit 3 W1: a label repeated after the job's lookback still dates from when its outcome was first known
+    assert found["read"] == 2 and found["first_known"] == {"7": "2026-01-01T00:00:00+00:00",
+                                                           "8": "2026-03-01T00:00:00+00:00"}
+
+
+def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_held_within_the_windows_judged():
+    """Audit 3 W3: a week without a run (a paused job, a failing cluster) is caught up, as far as the windows judged;
+    what lies beyond is named in the record, not lost in silence. The log is read an hour a query (F1)."""
+    from monitoring import drift_sources
+
+    now = pd.Timestamp("2026-12-08T07:00:00Z")
+    assert quality_delta.hours_to_read(None, now, 48, 720) == (48, None)  # the first run
+    assert quality_delta.hours_to_read(now - pd.Timedelta(hours=24), now, 48, 720) == (48, None)  # on schedule
+    assert quality_delta.hours_to_read(now - pd.Timedelta(days=7), now, 48, 720) == (7 * 24 + 1, None)
+    hours, note = quality_delta.hours_to_read(now - pd.Timedelta(days=40), now, 48, 720)
+    assert hours == 720 and note is not None and "960 h ago" in note and "not in the inference table" in note
+    spans = drift_sources.time_slices(2.5, now.to_pydatetime())
+    assert [(a.isoformat(), b.isoformat()) for a, b in spans] == [
+        ("2026-12-08T04:30:00+00:00", "2026-12-08T05:30:00+00:00"), ("2026-12-08T05:30:00+00:00", "2026-12-08T06:30:00+00:00"),
+        ("2026-12-08T06:30:00+00:00", "2026-12-08T07:00:00+00:00")]
+
+
+def test_the_missed_runs_note_reaches_the_record(model, rows):
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    sent: list = []
+    _, record = quality_delta.run(args(model), store, log_lines(model, rows, "req", scored_at=SCORED).splitlines(), None,
+                                  sent.extend, lambda *_: None, read_note="the request log was last read 960 h ago")
+    assert record["reasons"][0] == "the request log was last read 960 h ago" and sent == [record]
+    # the record stays one App Insights message (32 KiB), whatever the notes: else the alert reads no JSON
+    _, record = quality_delta.run(args(model), store, [], None, sent.extend, lambda *_: None, read_note="x" * 40_000)
+    assert len(json.dumps(record)) < 32_768 and record["reasons"][0].endswith("...")
 
 
 def test_the_job_judges_a_bounded_sample_when_the_windows_hold_more_than_max_rows(model, rows):
