@@ -151,14 +151,17 @@ def latest_labels(labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.T
 
 def horizon(text: str | None) -> pd.Timedelta | None:
     """--label-horizon: a duration (90D, 12h), or none (every prediction scored before the outcome was known)."""
-    if not text:
-        return None
+    return positive_duration("--label-horizon", text, "90D or 12h") if text else None
+
+
+def positive_duration(flag: str, text: str, examples: str) -> pd.Timedelta:
+    """A flag's duration in pandas' words (30s, 10min, 1h, 90D), longer than 0, or the error that names the flag."""
     try:
         length = pd.Timedelta(text)
     except ValueError:
-        raise InferenceError(f"--label-horizon {text!r}: a duration such as 90D or 12h") from None
+        raise InferenceError(f"{flag} {text!r}: a duration such as {examples}") from None
     if length <= pd.Timedelta(0):
-        raise InferenceError(f"--label-horizon {text!r} must be longer than 0")
+        raise InferenceError(f"{flag} {text!r} must be longer than 0")
     return length
 
 

@@ -39,13 +39,7 @@ class QualityInputError(ValueError):
 def window_length(text: str, scored_at: pd.Series) -> pd.Timedelta:
     """--window: a duration ("1h", "1D", "30s"), or auto: the span of the predictions in AUTO_WINDOWS windows."""
     if text != "auto":
-        try:
-            length = pd.Timedelta(text)
-        except ValueError:
-            raise QualityInputError(f"--window {text!r}: a duration such as 30s, 10min, 1h or 1D, or auto") from None
-        if length <= pd.Timedelta(0):
-            raise QualityInputError(f"--window {text!r} must be longer than 0")
-        return length
+        return inference.positive_duration("--window", text, "30s, 10min, 1h or 1D, or auto")
     times = pd.to_datetime(scored_at, utc=True, format="ISO8601")
     span = (times.max() - times.min()) if len(times) else pd.Timedelta(0)
     return max(pd.Timedelta(milliseconds=1), (span / AUTO_WINDOWS).ceil("ms"))
