@@ -100,25 +100,47 @@ def time_slices(hours: float, now: datetime, length: timedelta = SLICE) -> list[
 
 def log_analytics_lines(workspace_id: str, source, hours: float,
                         service_credential: str | None = None):  # pragma: no cover - needs Azure
-    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call), an hour a query: one
-    query over days of a busy service would pass the service's limits on a query's answer (rows and bytes), which it
-    then cuts short (a partial answer, refused here). On Databricks the identity is a Unity Catalog service credential
-    (a managed identity: no client secret); elsewhere whatever DefaultAzureCredential finds (`az login`, a workload
-    identity)."""
+    """The raw request-log lines of the last `hours` from Log Analytics (the only cloud call), an hour a query, a
+    query whose answer comes back partial asked again in halves (sliced): one query over days of a busy service would
+    pass the service's limits on a query's answer (rows and bytes). On Databricks the identity is a Unity Catalog
+    service credential (a managed identity: no client secret); elsewhere whatever DefaultAzureCredential finds
+    (`az login`, a workload identity)."""
     from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
     from infra import kql
 
     client = LogsQueryClient(job_credential(service_credential))
-    for span in time_slices(hours, datetime.now(UTC)):
+
+    def query(span: tuple[datetime, datetime]) -> list | None:
         response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=span)
+        if response.status == LogsQueryStatus.PARTIAL:
+            return None
         if response.status != LogsQueryStatus.SUCCESS:
-            raise DriftInputError(f"Log Analytics query of {span[0]:%Y-%m-%d %H:%M}..{span[1]:%H:%M} UTC failed or was "
-                                  f"partial: {getattr(response, 'partial_error', response)}")
-        for table in response.tables:
-            column = list(table.columns).index("line")
-            for row in table.rows:
-                yield row[column]
+            raise DriftInputError(f"Log Analytics query of {span[0]:%Y-%m-%d %H:%M}..{span[1]:%H:%M} UTC failed: "
+                                  f"{response}")
+        return [row[list(table.columns).index("line")] for table in response.tables for row in table.rows]
+
+    yield from sliced(query, time_slices(hours, datetime.now(UTC)))
+
+
+SMALLEST_SLICE = timedelta(minutes=1)
+
+
+def sliced(query, spans: list[tuple[datetime, datetime]]):
+    """The lines `query` answers for each span, oldest first; a span it answers only in part (None) is asked again as
+    two halves, down to SMALLEST_SLICE, below which the run stops with an error that says so."""
+    pending = list(reversed(spans))
+    while pending:
+        start, end = pending.pop()
+        lines = query((start, end))
+        if lines is None:
+            if end - start <= SMALLEST_SLICE:
+                raise DriftInputError(f"Log Analytics answers {start:%Y-%m-%d %H:%M}..{end:%H:%M} UTC only in part, "
+                                      "even a minute at a time: more request-log lines than one query may return")
+            middle = start + (end - start) / 2
+            pending += [(middle, end), (start, middle)]
+            continue
+        yield from lines
 
 
 def load_baseline(args: argparse.Namespace, model_name: str, version: str) -> dict:

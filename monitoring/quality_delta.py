@@ -22,6 +22,7 @@ Exit codes: 0 the rule holds (or no labels to judge), 3 retrain, 2 bad input.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
@@ -40,7 +41,9 @@ from training.contract import Contract
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRAIN = 0, 2, 3
 NEW_ROWS, LATEST_LABELS = "quality_new_predictions", "quality_latest_labels"
 SAMPLE_SEED = 7  # the same rows on a re-run of the same day
-MAX_REASONS, MAX_REASON_CHARS = 20, 500  # the record stays well under App Insights' 32 KiB message
+MAX_NOTES, MAX_REASONS, MAX_REASON_CHARS = 5, 20, 500  # the record stays well under App Insights' 32 KiB message
+APPEND_ROWS = 200_000  # predictions appended at a time
+CATCH_UP_HOURS = 7 * 24.0  # the most of the log a run reads back after missed runs
 
 
 def table_rows(rows: Iterable[dict], columns: list[delta_table.Column]) -> pd.DataFrame:
@@ -144,9 +147,11 @@ class Store:
             rows = rows.sample(fraction=max_rows / count, seed=SAMPLE_SEED)
         return rows.toPandas()
 
-    def newest_online(self) -> pd.Timestamp | None:
-        """When the newest prediction appended from the request log was scored (None before the first)."""
-        newest = (self.spark.table(self.table).where(f"{delta_table.quote('source')} <> 'batch'")
+    def newest_online(self, since: pd.Timestamp) -> pd.Timestamp | None:
+        """When the newest prediction appended from the request log since `since` was scored (None if none was:
+        older ones do not matter to the catch-up, and Delta skips their files)."""
+        newest = (self.spark.table(self.table).where(f"{delta_table.quote('source')} <> 'batch' AND "
+                                                     f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
                   .agg({delta_table.TIMESTAMP: "max"}).collect()[0][0])
         return None if newest is None else pd.Timestamp(newest, tz=UTC) if newest.tzinfo is None else pd.Timestamp(newest)
 
@@ -161,18 +166,22 @@ class Store:
 
 
 def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
-        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any],
-        read_note: str | None = None) -> tuple[int, dict]:
+        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any]) -> tuple[int, dict]:
     model = contracts.load(args.model_module)
     contract, gate = model.contract, model.gate
     columns = delta_table.columns(contract, args.personal)
     counts: Counter = Counter()
-    added = store.append(table_rows(inference.rows_from_log(lines, contract.task, counts), columns))
+    added = 0
+    rows = inference.rows_from_log(lines, contract.task, counts)
+    # In parts: the driver holds one part at a time, and a run that fails later has kept what it appended (the
+    # append is exactly once, so the next run adds only the rest).
+    while part := list(itertools.islice(rows, APPEND_ROWS)):
+        added += store.append(table_rows(part, columns))
     as_of = pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)
     as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
     removed = store.forget(as_of - pd.Timedelta(days=args.retention_days))
     window = pd.Timedelta(quality_job_window(args.window))
-    notes = [read_note] if read_note else []
+    notes: list[str] = []  # first in the record, capped apart: the rule's own reasons always fit
     if labels is None:
         notes.append("no labels table (quality.labelsTable): predictions are recorded, no quality is judged")
     else:
@@ -185,8 +194,9 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     labelled = int(joined[target].notna().sum()) if target in joined.columns and len(joined) else 0
     rule = quality.QualityRule(gate.floor, gate.measure.greater_is_better, args.margin, args.windows,
                                args.min_labelled, args.drift_windows)
-    retrain, reasons, model_name = False, list(notes), str(joined["model_name"].iloc[0]) if len(joined) else ""
-    drifted = drift_by_version(args, joined, contract, model_name, window, reasons)
+    model_name = str(joined["model_name"].iloc[0]) if len(joined) else ""
+    drifted = drift_by_version(args, joined, contract, model_name, window, notes)
+    retrain, reasons = False, capped(notes, MAX_NOTES)
     if labelled or drifted:
         scored = quality.quality_table(joined, contract, gate.measure, window, args.min_labelled, args.resamples)
         versions = sorted(joined["model_version"].astype(str).unique())
@@ -201,9 +211,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
         reasons.append(f"the training job {args.training_job_id}: run {started}")
     elif retrain:
         reasons.append("no training job in this stack: retrain where the model is trained (it never promotes itself)")
-    if len(reasons) > MAX_REASONS:  # App Insights cuts a message at 32 KiB, and a cut record is no JSON for the alert
-        reasons = [*reasons[:MAX_REASONS], f"... and {len(reasons) - MAX_REASONS} more"]
-    reasons = [r if len(r) <= MAX_REASON_CHARS else r[:MAX_REASON_CHARS - 3] + "..." for r in reasons]
+    reasons = capped(reasons, MAX_REASONS)
     record = {"log_type": "quality", "model_name": model_name, "retrain": retrain, "reasons": reasons,
               "added": added, "removed": removed, "predictions": len(joined), "labelled": labelled, "window": args.window,
               "labels": labels is not None, "training_run": started, "lines": dict(counts),
@@ -213,20 +221,22 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     return (EXIT_RETRAIN if retrain else EXIT_OK), record
 
 
-def hours_to_read(newest: pd.Timestamp | None, now: pd.Timestamp, window_hours: float,
-                  most_hours: float) -> tuple[float, str | None]:
+def capped(reasons: list[str], most: int) -> list[str]:
+    """At most `most` reasons of at most MAX_REASON_CHARS characters: App Insights cuts a message at 32 KiB, and a cut
+    record is no JSON for the alert."""
+    kept = [*reasons[:most], f"... and {len(reasons) - most} more"] if len(reasons) > most else reasons
+    return [r if len(r) <= MAX_REASON_CHARS else r[:MAX_REASON_CHARS - 3] + "..." for r in kept]
+
+
+def hours_to_read(newest: pd.Timestamp | None, now: pd.Timestamp, window_hours: float, most_hours: float) -> float:
     """The request log's hours the run reads: its --window-hours, or back to the newest prediction the table holds
-    from the log when that is older (runs were missed: a paused job, a failing cluster), at most the windows the job
-    judges; and a note when predictions older than that were never appended."""
+    from the log when that is older (missed runs: a paused job, a failing cluster), at most `most_hours`
+    (CATCH_UP_HOURS: the queries and the run's time stay bounded); all of those when it holds none from then (the
+    first run, an idle service, or more missed runs than that: docs/model-quality.md)."""
     if newest is None:
-        return window_hours, None
+        return most_hours
     behind = (now - newest) / pd.Timedelta(hours=1) + 1  # an hour's margin: lines reach Log Analytics minutes late
-    if behind <= window_hours:
-        return window_hours, None
-    if behind <= most_hours:
-        return behind, None
-    return most_hours, (f"the request log was last read {behind - 1:.0f} h ago: this run reads its last {most_hours:g} h "
-                        "(the windows judged); predictions before that are not in the inference table")
+    return min(max(window_hours, behind), most_hours)
 
 
 def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp) -> pd.DataFrame:
@@ -238,7 +248,8 @@ def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp)
 
     ids, known = list(contract.ids), inference.KNOWN_AT
     labels = spark.table(table)
-    first = labels.groupBy(*ids).agg(functions.min(known).alias(inference.FIRST_KNOWN_AT))
+    # as a timestamp: the earliest of a text column would be the first in alphabetical order
+    first = labels.groupBy(*ids).agg(functions.min(functions.col(known).cast("timestamp")).alias(inference.FIRST_KNOWN_AT))
     recent = labels.select(*ids, contract.target.name, known).where(f"{delta_table.quote(known)} >= '{since.isoformat()}'")
     return recent.join(first, on=ids, how="left").toPandas()
 
@@ -337,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
     store = Store(spark, args.inference_table, delta_table.columns(model.contract, args.personal))
     source = kql.container_apps(args.app_name) if args.target == "containerapps" else kql.aks(args.app_name, args.namespace)
     local = os.environ.get(drift.LOCAL_LOG_ANALYTICS)
-    hours, read_note = hours_to_read(store.newest_online(), pd.Timestamp.now(tz=UTC), args.window_hours,
-                                     pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
-                                     / pd.Timedelta(hours=1))
+    now = pd.Timestamp.now(tz=UTC)
+    most = max(args.window_hours, CATCH_UP_HOURS)
+    hours = hours_to_read(store.newest_online(now - pd.Timedelta(hours=most)), now, args.window_hours, most)
     lines = (drift_sources.file_lines(__import__("pathlib").Path(local)) if local
              else drift_sources.log_analytics_lines(args.workspace_id, source, hours, args.service_credential))
     labels = None
@@ -359,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
         return start_training(WorkspaceClient().jobs, job_id, since, token)
 
     try:
-        code, _ = run(args, store, lines, labels, send, start, read_note)
+        code, _ = run(args, store, lines, labels, send, start)
     except (inference.InferenceError, contracts.ContractError, drift_sources.DriftInputError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -30,9 +30,9 @@ def append_new(table: str, source: str, columns: Sequence[str], since: str | Non
     insert-only merge), and this one also runs on a plain Parquet
     table, so the local Spark of tests/databricks runs the statement the cluster runs. The columns are named, so the
     source's order does not matter; `source` holds each key once (its writers make sure). `since` (an ISO timestamp)
-    bounds the rows the anti-join reads to those scored since then, for a writer whose held rows cannot be older (the
-    quality job's: a key's scored_at is its log line's); a batch run's repair, whose first attempt scored earlier,
-    reads the whole table."""
+    bounds the rows the anti-join reads to those scored since then, for a writer whose held rows of the same keys are
+    not older (the quality job's: a key's scored_at is its log line's, monitoring/delta_table.py append_predictions
+    with its retry span); a batch run's repair, whose first attempt scored earlier, reads the whole table."""
     named = ", ".join(quote(c) for c in columns)
     held = " AND ".join(f"t.{quote(k)} = s.{quote(k)}" for k in KEY)
     if since is not None:

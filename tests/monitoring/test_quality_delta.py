@@ -305,7 +305,7 @@ rows = quality_delta.table_rows(inference.rows_from_log(open(log, "rb"), task.ta
 half = rows.iloc[: len(rows) // 2]
 added = [store.append(half), store.append(rows), store.append(rows), store.append(pd.concat([half, half]))]
 held = spark.table("t").toPandas()
-newest = store.newest_online().isoformat()  # the next run reads the log back to it (hours_to_read)
+newest = store.newest_online(pd.Timestamp("2020-01-01", tz="UTC")).isoformat()  # what hours_to_read takes
 # The labels' MERGE condition, as a join on this Spark: the predictions each label applies to. Each row's ids scored at
 # base + i minutes, its label first known OFFSETS[i % 4] minutes later (before it, at that instant, or 5 or 40 minutes
 # after), known again later with the other class (a correction); `first` there is bounded by the first.
@@ -378,32 +378,55 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
                                                            "8": "2026-03-01T00:00:00+00:00"}
 
 
-def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_held_within_the_windows_judged():
-    """Audit 3 W3: a week without a run (a paused job, a failing cluster) is caught up, as far as the windows judged;
-    what lies beyond is named in the record, not lost in silence. The log is read an hour a query (F1)."""
+def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_held_for_a_week_at_most():
+    """Audit 3 W3: missed runs (a paused job, a failing cluster) are caught up, a week back at most (audit 4 C1: the
+    queries and the run's time stay bounded); the log is read an hour a query (F1)."""
     from monitoring import drift_sources
 
-    now = pd.Timestamp("2026-12-08T07:00:00Z")
-    assert quality_delta.hours_to_read(None, now, 48, 720) == (48, None)  # the first run
-    assert quality_delta.hours_to_read(now - pd.Timedelta(hours=24), now, 48, 720) == (48, None)  # on schedule
-    assert quality_delta.hours_to_read(now - pd.Timedelta(days=7), now, 48, 720) == (7 * 24 + 1, None)
-    hours, note = quality_delta.hours_to_read(now - pd.Timedelta(days=40), now, 48, 720)
-    assert hours == 720 and note is not None and "960 h ago" in note and "not in the inference table" in note
+    now, week = pd.Timestamp("2026-12-08T07:00:00Z"), quality_delta.CATCH_UP_HOURS
+    assert quality_delta.hours_to_read(now - pd.Timedelta(hours=24), now, 48, week) == 48  # on schedule
+    assert quality_delta.hours_to_read(now - pd.Timedelta(days=5), now, 48, week) == 5 * 24 + 1
+    assert quality_delta.hours_to_read(now - pd.Timedelta(days=6, hours=23, minutes=30), now, 48, week) == week
+    assert quality_delta.hours_to_read(None, now, 48, week) == week  # none held in the week: the first run, or idle
     spans = drift_sources.time_slices(2.5, now.to_pydatetime())
     assert [(a.isoformat(), b.isoformat()) for a, b in spans] == [
         ("2026-12-08T04:30:00+00:00", "2026-12-08T05:30:00+00:00"), ("2026-12-08T05:30:00+00:00", "2026-12-08T06:30:00+00:00"),
         ("2026-12-08T06:30:00+00:00", "2026-12-08T07:00:00+00:00")]
 
 
-def test_the_missed_runs_note_reaches_the_record(model, rows):
+def test_a_span_answered_in_part_is_asked_again_in_halves_in_order():
+    """Audit 4 F1: Log Analytics answers a query only in part past its limits; the job asks again for each half."""
+    from monitoring import drift_sources
+
+    now = pd.Timestamp("2026-12-08T07:00:00Z").to_pydatetime()
+    asked: list = []
+
+    def query(span):  # at most 20 minutes per answer; a line a minute
+        asked.append(span)
+        minutes = int((span[1] - span[0]).total_seconds() // 60)
+        return None if minutes > 20 else [f"{(span[0] + timedelta(minutes=m)):%H:%M}" for m in range(minutes)]
+
+    lines = list(drift_sources.sliced(query, drift_sources.time_slices(2, now)))
+    assert lines == [f"{(now - timedelta(minutes=120 - m)):%H:%M}" for m in range(120)]  # each minute once, in order
+    assert max(b - a for a, b in asked) == timedelta(hours=1) and len(asked) == 2 + 2 * 2 + 2 * 4
+    with pytest.raises(drift_sources.DriftInputError, match="only in part, even a minute at a time"):
+        list(drift_sources.sliced(lambda span: None, drift_sources.time_slices(1, now)))
+
+
+def test_the_record_stays_one_app_insights_message_and_keeps_the_rules_reasons():
+    """App Insights cuts a message at 32 KiB, and a cut record is no JSON for the alert (audit 3 N1, 4 N6)."""
+    notes = quality_delta.capped([f"version {v}: no drift baseline, " + "x" * 40_000 for v in range(30)],
+                                 quality_delta.MAX_NOTES)
+    reasons = quality_delta.capped([*notes, "version 3: roc_auc below the floor in 3 windows"], quality_delta.MAX_REASONS)
+    assert len(json.dumps(reasons)) < 8_000 and reasons[-1] == "version 3: roc_auc below the floor in 3 windows"
+    assert reasons[quality_delta.MAX_NOTES] == "... and 25 more" and reasons[0].endswith("...")
+
+
+def test_a_long_log_is_appended_in_parts_each_once(model, rows, monkeypatch):
+    monkeypatch.setattr(quality_delta, "APPEND_ROWS", 7)
     store = FrameStore(delta_table.columns(model.contract, "keep"))
-    sent: list = []
-    _, record = quality_delta.run(args(model), store, log_lines(model, rows, "req", scored_at=SCORED).splitlines(), None,
-                                  sent.extend, lambda *_: None, read_note="the request log was last read 960 h ago")
-    assert record["reasons"][0] == "the request log was last read 960 h ago" and sent == [record]
-    # the record stays one App Insights message (32 KiB), whatever the notes: else the alert reads no JSON
-    _, record = quality_delta.run(args(model), store, [], None, sent.extend, lambda *_: None, read_note="x" * 40_000)
-    assert len(json.dumps(record)) < 32_768 and record["reasons"][0].endswith("...")
+    _, record, _ = run(model, store, log_lines(model, rows, "req", scored_at=SCORED).splitlines(), None)
+    assert record["added"] == len(rows) == len(store.frame.drop_duplicates(["request_id", "record"]))
 
 
 def test_the_job_judges_a_bounded_sample_when_the_windows_hold_more_than_max_rows(model, rows):
