@@ -590,18 +590,28 @@ class Databricks(pulumi.ComponentResource):
         env: dict[str, pulumi.Input[str]] = {**mlflow_env(d.registry_uri),
                                              "APPLICATIONINSIGHTS_CONNECTION_STRING": connection_string}
         task = self._wheel_task("drift", "mlops-drift", parameters, DRIFT_TIMEOUT_SECONDS, "drift")
+        return self._scheduled_job(name, "drift", args, task, env, drift.node_type, DRIFT_TIMEOUT_SECONDS,
+                                   drift.schedule, drift.paused, self.experiment, opts)
+
+    def _scheduled_job(self, name: str, key: str, args: DatabricksArgs, task: databricks.JobTaskArgs,
+                       env: dict[str, pulumi.Input[str]], node_type: str, timeout: int, cron: str, paused: bool,
+                       after: pulumi.Resource, opts: pulumi.ResourceOptions) -> databricks.Job:
+        """A watching job (drift, quality): one task on a single-node cluster of its own, as the jobs' principal, on
+        its schedule, one run at a time; a failed run e-mails drift.notify. It waits for the code, the grants, the
+        secrets, the right to run as the principal, the policies and `after` (what it reads or writes)."""
+        d = args.drift
+        assert d is not None
         return databricks.Job(
-            f"{name}-drift-job", name=args.names.job("drift"), max_concurrent_runs=1,
-            timeout_seconds=DRIFT_TIMEOUT_SECONDS, tags=args.tags, tasks=[task],
+            f"{name}-{key}-job", name=args.names.job(key), max_concurrent_runs=1,
+            timeout_seconds=timeout, tags=args.tags, tasks=[task],
             run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
-            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="drift", new_cluster=self._cluster(
-                name, "drift", args, workers=0, env=env, node_type=drift.node_type))],
-            schedule=databricks.JobScheduleArgs(quartz_cron_expression=drift.schedule, timezone_id=s.job.timezone,
-                                                pause_status="PAUSED" if drift.paused else "UNPAUSED"),
+            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key=key, new_cluster=self._cluster(
+                name, key, args, workers=0, env=env, node_type=node_type))],
+            schedule=databricks.JobScheduleArgs(quartz_cron_expression=cron, timezone_id=args.settings.job.timezone,
+                                                pause_status="PAUSED" if paused else "UNPAUSED"),
             email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(d.notify)) if d.notify else None),
             opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), *self.policies,
-                            self.experiment])))
+                depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), *self.policies, after])))
 
     def _quality(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> databricks.Job | None:
         """The quality loop (docs/model-quality.md): the inference table, its Lakehouse monitor and the quality job.
@@ -641,7 +651,6 @@ class Databricks(pulumi.ComponentResource):
                                        privileges=["MODIFY", "SELECT"], opts=pulumi.ResourceOptions.merge(
                                            opts, pulumi.ResourceOptions(depends_on=[self.inference_table, *self.members])))
         self.grants.append(table_grant)
-        pause = "PAUSED" if q.paused else "UNPAUSED"
         if q.monitor:
             self.quality_monitor = self._quality_monitor(name, args, contract, full, warehouse, opts)
         self._quality_readers(name, args, full, opts)
@@ -678,18 +687,8 @@ class Databricks(pulumi.ComponentResource):
             # Retraining starts the stack's own training job; prod has none (a promotion target): it alerts only.
             *(training_job_flag(self.job.id) if self.job is not None else [])]
         task = self._wheel_task("quality", "mlops-quality", parameters, QUALITY_TIMEOUT_SECONDS, "quality")
-        return databricks.Job(
-            f"{name}-quality-job", name=args.names.job("quality"), max_concurrent_runs=1,
-            timeout_seconds=QUALITY_TIMEOUT_SECONDS, tags=args.tags, tasks=[task],
-            run_as=databricks.JobRunAsArgs(service_principal_name=self.job_principal),
-            job_clusters=[databricks.JobJobClusterArgs(job_cluster_key="quality", new_cluster=self._cluster(
-                name, "quality", args, workers=0, env=env, node_type=d.settings.node_type))],
-            schedule=databricks.JobScheduleArgs(quartz_cron_expression=q.schedule, timezone_id=s.job.timezone,
-                                                pause_status=pause),
-            email_notifications=(databricks.JobEmailNotificationsArgs(on_failures=list(d.notify)) if d.notify else None),
-            opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(
-                depends_on=[*self.code, *self.grants, *self.secrets, *self._may_run_as(), *self.policies,
-                            self.inference_table])))
+        return self._scheduled_job(name, "quality", args, task, env, d.settings.node_type, QUALITY_TIMEOUT_SECONDS,
+                                   q.schedule, q.paused, self.inference_table, opts)
 
     def _quality_warehouse(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> pulumi.Input[str]:
         """The SQL warehouse that runs the inference table's DDL and the monitor's dashboard: quality.warehouseId, or a
