@@ -40,7 +40,6 @@ from infra.naming import Names
 from infra.registry import role_definition_id
 from infra.settings import UUID, BatchSettings, DatabricksSettings, DriftSettings, ModelSettings, QualitySettings
 from monitoring import delta_table
-from monitoring.granularity import GRANULARITIES
 from training import contract as contracts
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,6 +49,7 @@ JOB_RUN_ID = "{{job.run_id}}"  # a dynamic value reference Databricks resolves i
 CONNECTION_STRING_KEY = "appinsights-connection-string"
 PSEUDONYM_SECRET_KEY = "request-log-pseudonym-key"  # the quality job pseudonymises the labels' ids with it
 QUALITY_TIMEOUT_SECONDS = 3600
+QUALITY_LOG_HOURS = 48.0  # the request log a quality run reads (then the catch-up: hours_to_read)
 QUALITY_WAREHOUSE_AUTO_STOP_MINUTES = 10  # the table's DDL and the dashboard's queries are rare: stop soon after
 CHANGE_DATA_FEED = "delta.enableChangeDataFeed"
 RETRY_INTERVAL_MS = 60_000  # a retried task waits a minute: long enough for a transient API error to pass
@@ -106,13 +106,6 @@ class QualityJobArgs:
 
 def training_job_flag(job_id: pulumi.Output[str]) -> list[pulumi.Input[str]]:
     return ["--training-job-id", job_id]
-
-
-def pd_hours(duration: str) -> float:
-    """A pandas duration (monitoring/granularity.py) in hours."""
-    import pandas as pd
-
-    return pd.Timedelta(duration) / pd.Timedelta(hours=1)
 
 
 def is_service_principal(principal: str) -> bool:
@@ -670,9 +663,10 @@ class Databricks(pulumi.ComponentResource):
             ["--inference-table", full, "--personal", args.quality.personal],
             {k: v for k, v in env.items() if k == "REQUEST_LOG_PSEUDONYM_KEY"},
             [self.inference_table, table_grant, *key_needs])
-        # The log is read over twice the window: a run that overlaps the last adds nothing (the anti-join); after missed
-        # runs the job reads back to the newest prediction it holds, as far as the windows it judges (hours_to_read).
-        hours = max(24.0, 2 * pd_hours(GRANULARITIES[q.window]))
+        # Two days of the log a run, whatever the window judged: a run that overlaps the last adds nothing (the
+        # anti-join); after missed runs, or on a schedule rarer than daily, the job reads back to the newest prediction
+        # it holds, a week at most (monitoring/quality_delta.py hours_to_read).
+        hours = QUALITY_LOG_HOURS
         parameters: list[pulumi.Input[str]] = [
             "--workspace-id", d.log_analytics_customer_id, "--target", d.target, "--app-name", d.app_name,
             "--namespace", d.namespace, "--window-hours", f"{hours:g}", "--service-credential", self.log_credential,

@@ -140,7 +140,7 @@ def latest_labels(labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.T
     known = labels.assign(**{KNOWN_AT: pd.to_datetime(labels[KNOWN_AT], utc=True, format="ISO8601")})
     known = known[known[KNOWN_AT] <= as_of].sort_values(KNOWN_AT, kind="stable")
     # A reader that holds only the recent labels (the job's lookback) gives each row its ids' first_known_at over all
-    # of them (quality_delta.read_labels); else the labels given are all there are.
+    # of them (delta_store.read_labels); else the labels given are all there are.
     earliest = (pd.to_datetime(known[FIRST_KNOWN_AT], utc=True, format="ISO8601").fillna(known[KNOWN_AT]).where(
         lambda e: e <= known[KNOWN_AT], known[KNOWN_AT]) if FIRST_KNOWN_AT in known.columns else known[KNOWN_AT])
     first = (known.assign(**{FIRST_KNOWN_AT: earliest}).groupby(ids, dropna=False, sort=False)[FIRST_KNOWN_AT].min()

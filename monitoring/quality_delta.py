@@ -33,14 +33,12 @@ from typing import Any
 
 import pandas as pd
 
-from monitoring import delta_table, drift, drift_sources, inference, quality
+from monitoring import delta_store, delta_table, drift, drift_sources, inference, quality
 from monitoring import granularity as granularity_durations
 from training import contract as contracts
 from training.contract import Contract
 
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRAIN = 0, 2, 3
-NEW_ROWS, LATEST_LABELS = "quality_new_predictions", "quality_latest_labels"
-SAMPLE_SEED = 7  # the same rows on a re-run of the same day
 MAX_NOTES, MAX_REASONS, MAX_REASON_CHARS = 5, 20, 500  # the record stays well under App Insights' 32 KiB message
 APPEND_ROWS = 200_000  # predictions appended at a time
 CATCH_UP_HOURS = 7 * 24.0  # the most of the log a run reads back after missed runs
@@ -105,68 +103,9 @@ def as_logged(table: pd.DataFrame, contract: Contract, personal: str) -> pd.Data
     return frame
 
 
-class Store:
-    """The inference table behind the three calls the job makes (a Delta table through Spark SQL on Databricks)."""
-
-    def __init__(self, spark: Any, table: str, columns: list[delta_table.Column]) -> None:
-        self.spark, self.table, self.columns = spark, table, columns
-
-    def _view(self, frame: pd.DataFrame, name: str, columns: list[delta_table.Column]) -> None:
-        schema = ", ".join(f"{delta_table.quote(c.name)} {c.type}" for c in columns)
-        self.spark.createDataFrame(frame[[c.name for c in columns]], schema=schema).createOrReplaceTempView(name)
-
-    def append(self, rows: pd.DataFrame) -> int:
-        """Append the rows the table lacks, and count them: both read only the predictions scored since the oldest
-        new one, less delta_table.RETRY_SPAN (Delta skips the files before it by their statistics), not the whole
-        table."""
-        if rows.empty:
-            return 0
-        self._view(rows.drop_duplicates(list(inference.KEY)), NEW_ROWS, self.columns)
-        since = pd.Timestamp(rows[delta_table.TIMESTAMP].min()) - delta_table.RETRY_SPAN
-        before = self._count_since(since)
-        self.spark.sql(delta_table.append_predictions(self.table, NEW_ROWS, self.columns, since))
-        return self._count_since(since) - before
-
-    def _count_since(self, since: pd.Timestamp) -> int:
-        return int(self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'").count())
-
-    def label(self, labels: pd.DataFrame, ids: list[str], target: str, horizon: pd.Timedelta | None) -> None:
-        if labels.empty:
-            return
-        wanted = [c for c in self.columns if c.name in (*ids, target, inference.KNOWN_AT)]
-        first = delta_table.Column(inference.FIRST_KNOWN_AT, "TIMESTAMP", inference.FIRST_KNOWN_AT)
-        self._view(labels, LATEST_LABELS, [*wanted, first])
-        self.spark.sql(delta_table.merge_labels(self.table, LATEST_LABELS, ids, target, horizon))
-
-    def read(self, since: pd.Timestamp, max_rows: int) -> pd.DataFrame:
-        """The predictions scored since `since`, at most about `max_rows` of them (a uniform sample, drawn in Spark):
-        the driver holds what it judges, and a nightly batch of the whole portfolio would not fit it whole."""
-        rows = self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
-        count = rows.count()
-        if count > max_rows:
-            rows = rows.sample(fraction=max_rows / count, seed=SAMPLE_SEED)
-        return rows.toPandas()
-
-    def newest_online(self, since: pd.Timestamp) -> pd.Timestamp | None:
-        """When the newest prediction appended from the request log since `since` was scored (None if none was:
-        older ones do not matter to the catch-up, and Delta skips their files)."""
-        newest = (self.spark.table(self.table).where(f"{delta_table.quote('source')} <> 'batch' AND "
-                                                     f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
-                  .agg({delta_table.TIMESTAMP: "max"}).collect()[0][0])
-        return None if newest is None else pd.Timestamp(newest, tz=UTC) if newest.tzinfo is None else pd.Timestamp(newest)
-
-    def forget(self, before: pd.Timestamp) -> int:
-        """Delete the predictions scored before `before` (quality.retentionDays); Delta's file retention then removes
-        the files that held them."""
-        older = f"{delta_table.TIMESTAMP} < '{before.isoformat()}'"
-        count = self.spark.table(self.table).where(older).count()
-        if count:
-            self.spark.sql(f"DELETE FROM {self.table} WHERE {older}")
-        return int(count)
-
-
 def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
-        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any]) -> tuple[int, dict]:
+        send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any],
+        read_note: str | None = None) -> tuple[int, dict]:
     model = contracts.load(args.model_module)
     contract, gate = model.contract, model.gate
     columns = delta_table.columns(contract, args.personal)
@@ -181,7 +120,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
     removed = store.forget(as_of - pd.Timedelta(days=args.retention_days))
     window = pd.Timedelta(quality_job_window(args.window))
-    notes: list[str] = []  # first in the record, capped apart: the rule's own reasons always fit
+    notes = [read_note] if read_note else []  # first in the record, capped apart: the rule's own reasons always fit
     if labels is None:
         notes.append("no labels table (quality.labelsTable): predictions are recorded, no quality is judged")
     else:
@@ -239,19 +178,13 @@ def hours_to_read(newest: pd.Timestamp | None, now: pd.Timestamp, window_hours: 
     return min(max(window_hours, behind), most_hours)
 
 
-def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp) -> pd.DataFrame:
-    """The labels known since `since` (older ones were merged by earlier runs; filtered in Spark, not on the driver:
-    a labels table grows without end), each with `first_known_at`, when its ids' outcome was first known over the
-    whole table: a label repeated or corrected after the lookback still applies only to the predictions before the
-    first (an aggregate on the ids and known_at columns)."""
-    from pyspark.sql import functions
-
-    ids, known = list(contract.ids), inference.KNOWN_AT
-    labels = spark.table(table)
-    # as a timestamp: the earliest of a text column would be the first in alphabetical order
-    first = labels.groupBy(*ids).agg(functions.min(functions.col(known).cast("timestamp")).alias(inference.FIRST_KNOWN_AT))
-    recent = labels.select(*ids, contract.target.name, known).where(f"{delta_table.quote(known)} >= '{since.isoformat()}'")
-    return recent.join(first, on=ids, how="left").toPandas()
+def gap_note(newest: pd.Timestamp | None, now: pd.Timestamp, most_hours: float) -> str | None:
+    """What the record says when the table's newest prediction from the log is older than the catch-up reads."""
+    if newest is None or (now - newest) <= pd.Timedelta(hours=most_hours):
+        return None
+    return (f"the newest prediction held from the request log is {(now - newest) / pd.Timedelta(hours=1):.0f} h old: "
+            f"this run reads the log's last {most_hours:g} h; if the service answered before that (missed runs, not an "
+            "idle service), those predictions are not in the inference table")
 
 
 def start_training(jobs: Any, job_id: int, since: pd.Timestamp, token: str) -> str:
@@ -345,19 +278,22 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
 
     spark = SparkSession.builder.getOrCreate()
     model = contracts.load(args.model_module)
-    store = Store(spark, args.inference_table, delta_table.columns(model.contract, args.personal))
+    store = delta_store.Store(spark, args.inference_table, delta_table.columns(model.contract, args.personal))
     source = kql.container_apps(args.app_name) if args.target == "containerapps" else kql.aks(args.app_name, args.namespace)
     local = os.environ.get(drift.LOCAL_LOG_ANALYTICS)
     now = pd.Timestamp.now(tz=UTC)
     most = max(args.window_hours, CATCH_UP_HOURS)
-    hours = hours_to_read(store.newest_online(now - pd.Timedelta(hours=most)), now, args.window_hours, most)
+    newest = store.newest_online(now - pd.Timedelta(hours=most))
+    hours = hours_to_read(newest, now, args.window_hours, most)
+    # None: the first run, an idle service, or more missed runs than the catch-up reads (then said in the record)
+    read_note = gap_note(store.newest_online(None), now, most) if newest is None else None
     lines = (drift_sources.file_lines(__import__("pathlib").Path(local)) if local
              else drift_sources.log_analytics_lines(args.workspace_id, source, hours, args.service_credential))
     labels = None
     if args.labels_table:
         lookback = pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
         since = (pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)) - lookback
-        labels = read_labels(spark, args.labels_table, model.contract, since)
+        labels = delta_store.read_labels(spark, args.labels_table, model.contract, since)
     connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
 
     def send(records: list[dict]) -> None:
@@ -370,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
         return start_training(WorkspaceClient().jobs, job_id, since, token)
 
     try:
-        code, _ = run(args, store, lines, labels, send, start)
+        code, _ = run(args, store, lines, labels, send, start, read_note)
     except (inference.InferenceError, contracts.ContractError, drift_sources.DriftInputError) as error:
         print(f"quality: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT

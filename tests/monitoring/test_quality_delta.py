@@ -292,7 +292,7 @@ APPEND_ON_SPARK = """
 import json, sys
 import pandas as pd
 from pyspark.sql import SparkSession
-from monitoring import delta_table, inference, quality_delta
+from monitoring import delta_store, delta_table, inference, quality_delta
 from training import contract
 module, log, warehouse = sys.argv[1:]
 spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
@@ -300,7 +300,7 @@ spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "fal
 task = contract.load(module).contract
 columns = delta_table.columns(task, "keep")
 spark.sql("CREATE TABLE t (" + ", ".join(f"{delta_table.quote(c.name)} {c.type}" for c in columns) + ") USING parquet")
-store = quality_delta.Store(spark, "t", columns)
+store = delta_store.Store(spark, "t", columns)
 rows = quality_delta.table_rows(inference.rows_from_log(open(log, "rb"), task.task), columns)
 half = rows.iloc[: len(rows) // 2]
 added = [store.append(half), store.append(rows), store.append(rows), store.append(pd.concat([half, half]))]
@@ -312,7 +312,7 @@ newest = store.newest_online(pd.Timestamp("2020-01-01", tz="UTC")).isoformat()  
 base = pd.Timestamp("2026-12-01T00:00:00Z")
 spread = rows.assign(scored_at=[base + pd.Timedelta(minutes=i) for i in range(len(rows))])
 spark.sql("CREATE TABLE u (" + ", ".join(f"{delta_table.quote(c.name)} {c.type}" for c in columns) + ") USING parquet")
-quality_delta.Store(spark, "u", columns).append(spread)
+delta_store.Store(spark, "u", columns).append(spread)
 key, target = task.ids[0], task.target.name
 first = [base + pd.Timedelta(minutes=i + [-1, 0, 5, 40][i % 4]) for i in range(len(rows))]
 labels = pd.concat([pd.DataFrame({key: spread[key].astype("int64"), target: task.target.classes[0], "known_at": first}),
@@ -323,7 +323,7 @@ source = quality_delta.label_rows(labels.assign(known_at=labels["known_at"].map(
                                   as_of, None)
 wanted = [c for c in columns if c.name in (key, target, inference.KNOWN_AT)]
 first_column = delta_table.Column(inference.FIRST_KNOWN_AT, "TIMESTAMP", inference.FIRST_KNOWN_AT)
-quality_delta.Store(spark, "u", columns)._view(source, "l", [*wanted, first_column])
+delta_store.Store(spark, "u", columns)._view(source, "l", [*wanted, first_column])
 applied = {}
 for horizon in (None, "30min", "3650D"):
     on = delta_table.label_applies([key], inference.horizon(horizon))
@@ -337,18 +337,25 @@ for horizon in (None, "30min", "3650D"):
 times = [pd.Timestamp(day, tz="UTC") for day in ("2026-01-01", "2026-02-01", "2026-03-01", "2026-03-01")]
 spark.createDataFrame(pd.DataFrame({key: [7, 7, 7, 8], target: [task.target.classes[0]] * 4, "known_at": times})
                       ).write.saveAsTable("outcomes")
-read = quality_delta.read_labels(spark, "outcomes", task, pd.Timestamp("2026-02-15", tz="UTC"))
+read = delta_store.read_labels(spark, "outcomes", task, pd.Timestamp("2026-02-15", tz="UTC"))
 latest = inference.latest_labels(read, [key], target, pd.Timestamp("2026-03-15", tz="UTC"))
 first_known = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(latest[key], latest[inference.FIRST_KNOWN_AT])}
+# known_at as text, one old row malformed: no time (try_cast), not a run that fails every day
+spark.createDataFrame(pd.DataFrame({key: [7, 7, 9], target: [task.target.classes[0]] * 3,
+                                    "known_at": ["2026-01-01T00:00:00", "01/02/2026", "2026-03-01T00:00:00"]})
+                      ).write.saveAsTable("outcomes_text")
+text = delta_store.read_labels(spark, "outcomes_text", task, pd.Timestamp("2026-02-15", tz="UTC"))
+first_known_text = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(text[key], text[inference.FIRST_KNOWN_AT])}
 print(json.dumps({"added": added, "held": len(held), "keys": len(held[["request_id", "record"]].drop_duplicates()),
                   "columns": list(held.columns), "rows": len(rows), "applied": applied, "read": len(read),
-                  "first_known": first_known, "newest": newest, "scored": rows["scored_at"].max().isoformat()}))
+                  "first_known": first_known, "first_known_text": first_known_text, "newest": newest,
+                  "scored": rows["scored_at"].max().isoformat()}))
 """
 
 
 @pytest.mark.databricks
 def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
-    """quality_delta.Store.append, as the job runs it, on the runtime's Spark (.venv-runtime, as tests/databricks) over a
+    """delta_store.Store.append, as the job runs it, on the runtime's Spark (.venv-runtime, as tests/databricks) over a
     Parquet table with the declared columns: a window, then one that overlaps it, then the same again, then duplicates
     of rows held: each prediction is held once, and a re-run adds nothing."""
     python = databricks_local.runtime_python()
@@ -376,6 +383,7 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
     # audit 3 W1: a label repeated after the job's lookback still dates from when its outcome was first known
     assert found["read"] == 2 and found["first_known"] == {"7": "2026-01-01T00:00:00+00:00",
                                                            "8": "2026-03-01T00:00:00+00:00"}
+    assert found["first_known_text"] == {"9": "2026-03-01T00:00:00"}  # audit 5 C3: the malformed row fails nothing
 
 
 def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_held_for_a_week_at_most():
@@ -388,6 +396,10 @@ def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_hel
     assert quality_delta.hours_to_read(now - pd.Timedelta(days=5), now, 48, week) == 5 * 24 + 1
     assert quality_delta.hours_to_read(now - pd.Timedelta(days=6, hours=23, minutes=30), now, 48, week) == week
     assert quality_delta.hours_to_read(None, now, 48, week) == week  # none held in the week: the first run, or idle
+    assert quality_delta.gap_note(None, now, week) is None  # the first run
+    assert quality_delta.gap_note(now - pd.Timedelta(days=3), now, week) is None
+    note = quality_delta.gap_note(now - pd.Timedelta(days=40), now, week)  # audit 5 M3: a longer gap is said
+    assert note is not None and "960 h old" in note and "not an idle service" in note
     spans = drift_sources.time_slices(2.5, now.to_pydatetime())
     assert [(a.isoformat(), b.isoformat()) for a, b in spans] == [
         ("2026-12-08T04:30:00+00:00", "2026-12-08T05:30:00+00:00"), ("2026-12-08T05:30:00+00:00", "2026-12-08T06:30:00+00:00"),
@@ -411,6 +423,14 @@ def test_a_span_answered_in_part_is_asked_again_in_halves_in_order():
     assert max(b - a for a, b in asked) == timedelta(hours=1) and len(asked) == 2 + 2 * 2 + 2 * 4
     with pytest.raises(drift_sources.DriftInputError, match="only in part, even a minute at a time"):
         list(drift_sources.sliced(lambda span: None, drift_sources.time_slices(1, now)))
+
+
+def test_the_gap_note_reaches_the_record(model, rows):
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    sent: list = []
+    _, record = quality_delta.run(args(model), store, log_lines(model, rows, "req", scored_at=SCORED).splitlines(), None,
+                                  sent.extend, lambda *_: None, read_note="the newest prediction held ... 960 h old")
+    assert record["reasons"][0] == "the newest prediction held ... 960 h old" and sent == [record]
 
 
 def test_the_record_stays_one_app_insights_message_and_keeps_the_rules_reasons():

@@ -1,0 +1,94 @@
+"""The inference table and the labels table as the quality job reaches them: Spark SQL on the cluster (a Delta table
+the stack declares, monitoring/delta_table.py; the labels table the stack names). Spark is the cluster's: this module
+is imported by the job only, and its calls run for real on local Spark in tests/monitoring/test_quality_delta.py
+(but the labels' MERGE and the retention's DELETE, which need Delta Lake)."""
+
+from __future__ import annotations
+
+from datetime import UTC
+from typing import Any
+
+import pandas as pd
+
+from monitoring import delta_table, inference
+from training.contract import Contract
+
+NEW_ROWS, LATEST_LABELS = "quality_new_predictions", "quality_latest_labels"
+SAMPLE_SEED = 7  # the same rows on a re-run of the same day
+
+
+class Store:
+    """The inference table behind the three calls the job makes (a Delta table through Spark SQL on Databricks)."""
+
+    def __init__(self, spark: Any, table: str, columns: list[delta_table.Column]) -> None:
+        self.spark, self.table, self.columns = spark, table, columns
+
+    def _view(self, frame: pd.DataFrame, name: str, columns: list[delta_table.Column]) -> None:
+        schema = ", ".join(f"{delta_table.quote(c.name)} {c.type}" for c in columns)
+        self.spark.createDataFrame(frame[[c.name for c in columns]], schema=schema).createOrReplaceTempView(name)
+
+    def append(self, rows: pd.DataFrame) -> int:
+        """Append the rows the table lacks, and count them: both read only the predictions scored since the oldest
+        new one, less delta_table.RETRY_SPAN (Delta skips the files before it by their statistics), not the whole
+        table."""
+        if rows.empty:
+            return 0
+        self._view(rows.drop_duplicates(list(inference.KEY)), NEW_ROWS, self.columns)
+        since = pd.Timestamp(rows[delta_table.TIMESTAMP].min()) - delta_table.RETRY_SPAN
+        before = self._count_since(since)
+        self.spark.sql(delta_table.append_predictions(self.table, NEW_ROWS, self.columns, since))
+        return self._count_since(since) - before
+
+    def _count_since(self, since: pd.Timestamp) -> int:
+        return int(self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'").count())
+
+    def label(self, labels: pd.DataFrame, ids: list[str], target: str, horizon: pd.Timedelta | None) -> None:
+        if labels.empty:
+            return
+        wanted = [c for c in self.columns if c.name in (*ids, target, inference.KNOWN_AT)]
+        first = delta_table.Column(inference.FIRST_KNOWN_AT, "TIMESTAMP", inference.FIRST_KNOWN_AT)
+        self._view(labels, LATEST_LABELS, [*wanted, first])
+        self.spark.sql(delta_table.merge_labels(self.table, LATEST_LABELS, ids, target, horizon))
+
+    def read(self, since: pd.Timestamp, max_rows: int) -> pd.DataFrame:
+        """The predictions scored since `since`, at most about `max_rows` of them (a uniform sample, drawn in Spark):
+        the driver holds what it judges, and a nightly batch of the whole portfolio would not fit it whole."""
+        rows = self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
+        count = rows.count()
+        if count > max_rows:
+            rows = rows.sample(fraction=max_rows / count, seed=SAMPLE_SEED)
+        return rows.toPandas()
+
+    def newest_online(self, since: pd.Timestamp | None) -> pd.Timestamp | None:
+        """When the newest prediction appended from the request log since `since` (or ever) was scored; None if none
+        was. Bounded, Delta skips the files before `since`."""
+        after = f" AND {delta_table.TIMESTAMP} >= '{since.isoformat()}'" if since is not None else ""
+        newest = (self.spark.table(self.table).where(f"{delta_table.quote('source')} <> 'batch'{after}")
+                  .agg({delta_table.TIMESTAMP: "max"}).collect()[0][0])
+        return None if newest is None else pd.Timestamp(newest, tz=UTC) if newest.tzinfo is None else pd.Timestamp(newest)
+
+    def forget(self, before: pd.Timestamp) -> int:
+        """Delete the predictions scored before `before` (quality.retentionDays); Delta's file retention then removes
+        the files that held them."""
+        older = f"{delta_table.TIMESTAMP} < '{before.isoformat()}'"
+        count = self.spark.table(self.table).where(older).count()
+        if count:
+            self.spark.sql(f"DELETE FROM {self.table} WHERE {older}")
+        return int(count)
+
+
+def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp) -> pd.DataFrame:
+    """The labels known since `since` (older ones were merged by earlier runs; filtered in Spark, not on the driver:
+    a labels table grows without end), each with `first_known_at`, when its ids' outcome was first known over the
+    whole table: a label repeated or corrected after the lookback still applies only to the predictions before the
+    first (an aggregate on the ids and known_at columns)."""
+    from pyspark.sql import functions
+
+    ids, known = list(contract.ids), inference.KNOWN_AT
+    labels = spark.table(table)
+    # as a timestamp: the earliest of a text column would be the first in alphabetical order
+    # try_cast: a malformed known_at in an old row is no time (null), not a run that fails every day (ANSI casts raise)
+    when = functions.expr(f"try_cast({delta_table.quote(known)} AS TIMESTAMP)")
+    first = labels.groupBy(*ids).agg(functions.min(when).alias(inference.FIRST_KNOWN_AT))
+    recent = labels.select(*ids, contract.target.name, known).where(f"{delta_table.quote(known)} >= '{since.isoformat()}'")
+    return recent.join(first, on=ids, how="left").toPandas()
