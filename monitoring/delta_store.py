@@ -86,9 +86,10 @@ def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp)
 
     ids, known = list(contract.ids), inference.KNOWN_AT
     labels = spark.table(table)
-    # as a timestamp: the earliest of a text column would be the first in alphabetical order
-    # try_cast: a malformed known_at in an old row is no time (null), not a run that fails every day (ANSI casts raise)
+    # known_at as a timestamp, whatever the column's type: a text column would compare and sort as text; try_cast: a
+    # value that is no time is left out (null), not a run that fails every day (an ANSI cast raises)
     when = functions.expr(f"try_cast({delta_table.quote(known)} AS TIMESTAMP)")
     first = labels.groupBy(*ids).agg(functions.min(when).alias(inference.FIRST_KNOWN_AT))
-    recent = labels.select(*ids, contract.target.name, known).where(f"{delta_table.quote(known)} >= '{since.isoformat()}'")
+    recent = (labels.select(*ids, contract.target.name, when.alias(known))
+              .where(functions.col(known) >= functions.lit(since.to_pydatetime())))
     return recent.join(first, on=ids, how="left").toPandas()

@@ -105,7 +105,7 @@ def log_analytics_lines(workspace_id: str, source, hours: float,
     pass the service's limits on a query's answer (rows and bytes). On Databricks the identity is a Unity Catalog
     service credential (a managed identity: no client secret); elsewhere whatever DefaultAzureCredential finds
     (`az login`, a workload identity)."""
-    from azure.core.exceptions import HttpResponseError
+    from azure.core.exceptions import AzureError
     from azure.monitor.query import LogsQueryClient, LogsQueryStatus
 
     from infra import kql
@@ -115,9 +115,9 @@ def log_analytics_lines(workspace_id: str, source, hours: float,
     def query(span: tuple[datetime, datetime]) -> list | None:
         try:  # a failed query raises (azure-monitor-query); a partial one returns its cut rows, asked again in halves
             response = client.query_workspace(workspace_id, kql.prediction_lines(source), timespan=span)
-        except HttpResponseError as error:
+        except AzureError as error:  # refused, or no answer (a connection, a timeout): exit 2, naming the hour
             raise DriftInputError(f"Log Analytics query of {span[0]:%Y-%m-%d %H:%M}..{span[1]:%H:%M} UTC failed: "
-                                  f"{error.message}") from error
+                                  f"{error}") from error
         if response.status == LogsQueryStatus.PARTIAL:
             return None
         if response.status != LogsQueryStatus.SUCCESS:

@@ -137,7 +137,10 @@ def latest_labels(labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.T
     if missing:
         raise InferenceError(f"the labels lack the column(s) {', '.join(missing)}: they need the contract's ids "
                              f"({', '.join(ids)}), the target {target!r} and {KNOWN_AT!r}")
-    known = labels.assign(**{KNOWN_AT: pd.to_datetime(labels[KNOWN_AT], utc=True, format="ISO8601")})
+    try:
+        known = labels.assign(**{KNOWN_AT: pd.to_datetime(labels[KNOWN_AT], utc=True, format="ISO8601")})
+    except (ValueError, TypeError) as error:
+        raise InferenceError(f"the labels' {KNOWN_AT} must be times (ISO 8601): {error}") from None
     known = known[known[KNOWN_AT] <= as_of].sort_values(KNOWN_AT, kind="stable")
     # A reader that holds only the recent labels (the job's lookback) gives each row its ids' first_known_at over all
     # of them (delta_store.read_labels); else the labels given are all there are.

@@ -41,7 +41,7 @@ from training.contract import Contract
 EXIT_OK, EXIT_BAD_INPUT, EXIT_RETRAIN = 0, 2, 3
 MAX_NOTES, MAX_REASONS, MAX_REASON_CHARS = 5, 20, 500  # the record stays well under App Insights' 32 KiB message
 APPEND_ROWS = 200_000  # predictions appended at a time
-CATCH_UP_HOURS = 7 * 24.0  # the most of the log a run reads back after missed runs
+CATCH_UP_HOURS = 8 * 24.0  # the most of the log a run reads back after missed runs: a week and a day's margin
 
 
 def table_rows(rows: Iterable[dict], columns: list[delta_table.Column]) -> pd.DataFrame:

@@ -154,6 +154,13 @@ def test_the_jobs_pseudonym_is_the_services(value):
         "some_id", value)
 
 
+def test_a_known_at_that_is_no_time_is_refused_naming_the_column(model):
+    contract = model.contract
+    labels = labels_frame(model, [1, 2], list(contract.target.classes), ["2026-12-01T00:00:00Z", "N/A"])
+    with pytest.raises(inference.InferenceError, match="known_at must be times"):
+        inference.latest_labels(labels, list(contract.ids), contract.target.name, AS_OF)
+
+
 def test_labels_without_the_ids_or_the_target_are_refused_naming_them(model):
     contract = model.contract
     with pytest.raises(inference.InferenceError, match=contract.target.name):

@@ -342,7 +342,7 @@ latest = inference.latest_labels(read, [key], target, pd.Timestamp("2026-03-15",
 first_known = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(latest[key], latest[inference.FIRST_KNOWN_AT])}
 # known_at as text, one old row malformed: no time (try_cast), not a run that fails every day
 spark.createDataFrame(pd.DataFrame({key: [7, 7, 9], target: [task.target.classes[0]] * 3,
-                                    "known_at": ["2026-01-01T00:00:00", "01/02/2026", "2026-03-01T00:00:00"]})
+                                    "known_at": ["2026-01-01T00:00:00", "unknown", "2026-03-01T00:00:00"]})
                       ).write.saveAsTable("outcomes_text")
 text = delta_store.read_labels(spark, "outcomes_text", task, pd.Timestamp("2026-02-15", tz="UTC"))
 first_known_text = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(text[key], text[inference.FIRST_KNOWN_AT])}
@@ -386,15 +386,18 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
     assert found["first_known_text"] == {"9": "2026-03-01T00:00:00"}  # audit 5 C3: the malformed row fails nothing
 
 
-def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_held_for_a_week_at_most():
-    """Audit 3 W3: missed runs (a paused job, a failing cluster) are caught up, a week back at most (audit 4 C1: the
-    queries and the run's time stay bounded); the log is read an hour a query (F1)."""
+def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_held_for_eight_days_at_most():
+    """Audit 3 W3: missed runs (a paused job, a failing cluster) are caught up, eight days back at most (audit 4 C1: the
+    queries and the run's time stay bounded; audit 6 W5: a weekly schedule finds its last run's rows); the log is read
+    an hour a query (F1)."""
     from monitoring import drift_sources
 
     now, week = pd.Timestamp("2026-12-08T07:00:00Z"), quality_delta.CATCH_UP_HOURS
     assert quality_delta.hours_to_read(now - pd.Timedelta(hours=24), now, 48, week) == 48  # on schedule
     assert quality_delta.hours_to_read(now - pd.Timedelta(days=5), now, 48, week) == 5 * 24 + 1
-    assert quality_delta.hours_to_read(now - pd.Timedelta(days=6, hours=23, minutes=30), now, 48, week) == week
+    assert quality_delta.hours_to_read(now - pd.Timedelta(days=7, minutes=5), now, 48, week) == pytest.approx(
+        7 * 24 + 1 + 5 / 60)  # a weekly schedule: back to its last run's newest row, with an hour's margin
+    assert quality_delta.hours_to_read(now - pd.Timedelta(days=7, hours=23, minutes=30), now, 48, week) == week
     assert quality_delta.hours_to_read(None, now, 48, week) == week  # none held in the week: the first run, or idle
     assert quality_delta.gap_note(None, now, week) is None  # the first run
     assert quality_delta.gap_note(now - pd.Timedelta(days=3), now, week) is None
