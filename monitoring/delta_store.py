@@ -77,9 +77,10 @@ class Store:
         return int(count)
 
 
-def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp) -> pd.DataFrame:
-    """The labels known since `since` (older ones were merged by earlier runs; filtered in Spark, not on the driver:
-    a labels table grows without end), each with `first_known_at`, when its ids' outcome was first known over the
+def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp, until: pd.Timestamp) -> pd.DataFrame:
+    """The labels known from `since` to `until` (older ones were merged by earlier runs; later ones are not known yet,
+    and a placeholder such as 9999-12-31 is beyond what the driver's pandas holds; filtered in Spark, not on the
+    driver: a labels table grows without end), each with `first_known_at`, when its ids' outcome was first known over the
     whole table: a label repeated or corrected after the lookback still applies only to the predictions before the
     first (an aggregate on the ids and known_at columns)."""
     from pyspark.sql import functions
@@ -91,5 +92,6 @@ def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp)
     when = functions.expr(f"try_cast({delta_table.quote(known)} AS TIMESTAMP)")
     first = labels.groupBy(*ids).agg(functions.min(when).alias(inference.FIRST_KNOWN_AT))
     recent = (labels.select(*ids, contract.target.name, when.alias(known))
-              .where(functions.col(known) >= functions.lit(since.to_pydatetime())))
+              .where(functions.col(known).between(functions.lit(since.to_pydatetime()),
+                                                  functions.lit(until.to_pydatetime()))))
     return recent.join(first, on=ids, how="left").toPandas()

@@ -105,7 +105,7 @@ def as_logged(table: pd.DataFrame, contract: Contract, personal: str) -> pd.Data
 
 def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.DataFrame | None,
         send: Callable[[list[dict]], None], start: Callable[[int, pd.Timestamp, str], Any],
-        read_note: str | None = None) -> tuple[int, dict]:
+        notes: Iterable[str] = ()) -> tuple[int, dict]:
     model = contracts.load(args.model_module)
     contract, gate = model.contract, model.gate
     columns = delta_table.columns(contract, args.personal)
@@ -120,9 +120,10 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
     removed = store.forget(as_of - pd.Timedelta(days=args.retention_days))
     window = pd.Timedelta(quality_job_window(args.window))
-    notes = [read_note] if read_note else []  # first in the record, capped apart: the rule's own reasons always fit
-    if labels is None:
-        notes.append("no labels table (quality.labelsTable): predictions are recorded, no quality is judged")
+    notes = list(notes)  # first in the record, capped apart: the rule's own reasons always fit
+    if labels is None:  # none named (else the labels table could not be read: its note says so)
+        if not args.labels_table:
+            notes.append("no labels table (quality.labelsTable): predictions are recorded, no quality is judged")
     else:
         held = [c.name for c in delta_table.id_columns(contract, args.personal)]
         store.label(label_rows(labels, contract, args.personal, as_of, _pseudonym_key()), held,
@@ -289,11 +290,17 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
     read_note = gap_note(store.newest_online(None), now, most) if newest is None else None
     lines = (drift_sources.file_lines(__import__("pathlib").Path(local)) if local
              else drift_sources.log_analytics_lines(args.workspace_id, source, hours, args.service_credential))
-    labels = None
+    labels, labels_problem = None, None
     if args.labels_table:
+        from pyspark.errors import AnalysisException
+
+        as_of = pd.Timestamp(args.as_of) if args.as_of else now
+        as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
         lookback = pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
-        since = (pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)) - lookback
-        labels = delta_store.read_labels(spark, args.labels_table, model.contract, since)
+        try:
+            labels = delta_store.read_labels(spark, args.labels_table, model.contract, as_of - lookback, as_of)
+        except AnalysisException as error:  # no table, no SELECT on it, a column missing: the predictions go in still
+            labels_problem = f"the labels table {args.labels_table} cannot be read: {str(error)[:MAX_REASON_CHARS - 80]}"
     connection = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
 
     def send(records: list[dict]) -> None:
@@ -305,10 +312,14 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
 
         return start_training(WorkspaceClient().jobs, job_id, since, token)
 
+    notes = [note for note in (labels_problem, read_note) if note]
     try:
-        code, _ = run(args, store, lines, labels, send, start, read_note)
+        code, _ = run(args, store, lines, labels, send, start, notes)
     except (inference.InferenceError, contracts.ContractError, drift_sources.DriftInputError) as error:
         print(f"quality: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if labels_problem:  # the run appended and judged what it could; the failed task says the labels need a look
+        print(f"quality: {labels_problem}", file=sys.stderr)
         return EXIT_BAD_INPUT
     return code
 

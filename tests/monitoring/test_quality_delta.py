@@ -76,7 +76,7 @@ def args(model, **given) -> argparse.Namespace:
     values = {"model_module": model.module, "model_name": "", "personal": "keep", "window": "1 hour", "windows": 1,
               "margin": None, "min_labelled": 20, "drift_windows": 3, "min_records": 200,
               "psi_threshold": 0.2, "p_value": 0.01, "lookback_windows": 30, "retention_days": 730,
-              "max_rows": 500_000, "resamples": 20, "label_horizon": None,
+              "max_rows": 500_000, "resamples": 20, "label_horizon": None, "labels_table": None,
               "as_of": (NOW + timedelta(minutes=30)).isoformat(), "training_job_id": None, "tracking_uri": None,
               **given}
     return argparse.Namespace(**values)
@@ -337,14 +337,17 @@ for horizon in (None, "30min", "3650D"):
 times = [pd.Timestamp(day, tz="UTC") for day in ("2026-01-01", "2026-02-01", "2026-03-01", "2026-03-01")]
 spark.createDataFrame(pd.DataFrame({key: [7, 7, 7, 8], target: [task.target.classes[0]] * 4, "known_at": times})
                       ).write.saveAsTable("outcomes")
-read = delta_store.read_labels(spark, "outcomes", task, pd.Timestamp("2026-02-15", tz="UTC"))
+read = delta_store.read_labels(spark, "outcomes", task, pd.Timestamp("2026-02-15", tz="UTC"),
+                              pd.Timestamp("2026-03-15", tz="UTC"))
 latest = inference.latest_labels(read, [key], target, pd.Timestamp("2026-03-15", tz="UTC"))
 first_known = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(latest[key], latest[inference.FIRST_KNOWN_AT])}
-# known_at as text, one old row malformed: no time (try_cast), not a run that fails every day
-spark.createDataFrame(pd.DataFrame({key: [7, 7, 9], target: [task.target.classes[0]] * 3,
-                                    "known_at": ["2026-01-01T00:00:00", "unknown", "2026-03-01T00:00:00"]})
+# known_at as text: one row no time (try_cast), one a placeholder beyond pandas' range (until): neither fails the run
+spark.createDataFrame(pd.DataFrame({key: [7, 7, 9, 9], target: [task.target.classes[0]] * 4,
+                                    "known_at": ["2026-01-01T00:00:00", "unknown", "2026-03-01T00:00:00",
+                                                 "9999-12-31T00:00:00"]})
                       ).write.saveAsTable("outcomes_text")
-text = delta_store.read_labels(spark, "outcomes_text", task, pd.Timestamp("2026-02-15", tz="UTC"))
+text = delta_store.read_labels(spark, "outcomes_text", task, pd.Timestamp("2026-02-15", tz="UTC"),
+                              pd.Timestamp("2026-03-15", tz="UTC"))
 first_known_text = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(text[key], text[inference.FIRST_KNOWN_AT])}
 print(json.dumps({"added": added, "held": len(held), "keys": len(held[["request_id", "record"]].drop_duplicates()),
                   "columns": list(held.columns), "rows": len(rows), "applied": applied, "read": len(read),
@@ -432,8 +435,19 @@ def test_the_gap_note_reaches_the_record(model, rows):
     store = FrameStore(delta_table.columns(model.contract, "keep"))
     sent: list = []
     _, record = quality_delta.run(args(model), store, log_lines(model, rows, "req", scored_at=SCORED).splitlines(), None,
-                                  sent.extend, lambda *_: None, read_note="the newest prediction held ... 960 h old")
+                                  sent.extend, lambda *_: None, ["the newest prediction held ... 960 h old"])
     assert record["reasons"][0] == "the newest prediction held ... 960 h old" and sent == [record]
+
+
+def test_a_labels_table_that_cannot_be_read_is_said_and_the_predictions_still_go_in(model, rows):
+    """Audit 7 W7: main() reads the labels before run(); a table dropped or its grant gone is a note (and exit 2 after
+    the run), not a run that appends nothing."""
+    store = FrameStore(delta_table.columns(model.contract, "keep"))
+    problem = "the labels table c.s.outcomes cannot be read: [TABLE_OR_VIEW_NOT_FOUND]"
+    code, record = quality_delta.run(args(model, labels_table="c.s.outcomes"), store,
+                                     log_lines(model, rows, "req", scored_at=SCORED).splitlines(), None, lambda _: None,
+                                     lambda *_: None, [problem])
+    assert record["added"] == len(rows) and record["reasons"] == [problem] and code == quality_delta.EXIT_OK
 
 
 def test_the_record_stays_one_app_insights_message_and_keeps_the_rules_reasons():
