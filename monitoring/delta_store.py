@@ -5,7 +5,6 @@ is imported by the job only, and its calls run for real on local Spark in tests/
 
 from __future__ import annotations
 
-from datetime import UTC
 from typing import Any
 
 import pandas as pd
@@ -18,7 +17,7 @@ SAMPLE_SEED = 7  # the same rows on a re-run of the same day
 
 
 class Store:
-    """The inference table behind the three calls the job makes (a Delta table through Spark SQL on Databricks)."""
+    """The inference table behind the calls the job makes (a Delta table through Spark SQL on Databricks)."""
 
     def __init__(self, spark: Any, table: str, columns: list[delta_table.Column]) -> None:
         self.spark, self.table, self.columns = spark, table, columns
@@ -40,7 +39,11 @@ class Store:
         return self._count_since(since) - before
 
     def _count_since(self, since: pd.Timestamp) -> int:
-        return int(self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'").count())
+        return int(self._scored_since(since).count())
+
+    def _scored_since(self, since: pd.Timestamp) -> Any:
+        """The predictions scored since `since`: a literal bound, so Delta skips the files before it."""
+        return self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
 
     def label(self, labels: pd.DataFrame, ids: list[str], target: str, horizon: pd.Timedelta | None) -> None:
         if labels.empty:
@@ -53,7 +56,7 @@ class Store:
     def read(self, since: pd.Timestamp, max_rows: int) -> pd.DataFrame:
         """The predictions scored since `since`, at most about `max_rows` of them (a uniform sample, drawn in Spark):
         the driver holds what it judges, and a nightly batch of the whole portfolio would not fit it whole."""
-        rows = self.spark.table(self.table).where(f"{delta_table.TIMESTAMP} >= '{since.isoformat()}'")
+        rows = self._scored_since(since)
         count = rows.count()
         if count > max_rows:
             rows = rows.sample(fraction=max_rows / count, seed=SAMPLE_SEED)
@@ -62,10 +65,9 @@ class Store:
     def newest_online(self, since: pd.Timestamp | None) -> pd.Timestamp | None:
         """When the newest prediction appended from the request log since `since` (or ever) was scored; None if none
         was. Bounded, Delta skips the files before `since`."""
-        after = f" AND {delta_table.TIMESTAMP} >= '{since.isoformat()}'" if since is not None else ""
-        newest = (self.spark.table(self.table).where(f"{delta_table.quote('source')} <> 'batch'{after}")
-                  .agg({delta_table.TIMESTAMP: "max"}).collect()[0][0])
-        return None if newest is None else pd.Timestamp(newest, tz=UTC) if newest.tzinfo is None else pd.Timestamp(newest)
+        rows = self._scored_since(since) if since is not None else self.spark.table(self.table)
+        newest = rows.where(f"{delta_table.quote('source')} <> 'batch'").agg({delta_table.TIMESTAMP: "max"}).collect()[0][0]
+        return None if newest is None else inference.utc(newest)
 
     def forget(self, before: pd.Timestamp) -> int:
         """Delete the predictions scored before `before` (quality.retentionDays); Delta's file retention then removes

@@ -108,10 +108,9 @@ def append_predictions(table: str, source: str, columns: list[Column], since: pd
     return inference_table.append_new(table, source, [c.name for c in columns], since.isoformat())
 
 
-def label_applies(ids: list[str], horizon: pd.Timedelta | None = None) -> str:
-    """Between a prediction `t` and a label `s`: the same ids, and the label applies to it (`applies_in_time`)."""
-    same = " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
-    return f"{same} AND {applies_in_time(horizon)}"
+def same_ids(ids: list[str]) -> str:
+    """A prediction `t` and a label `s` of the same ids (the labels' MERGE condition, with applies_in_time)."""
+    return " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
 
 
 def applies_in_time(horizon: pd.Timedelta | None = None) -> str:
@@ -129,9 +128,8 @@ def merge_labels(table: str, source: str, ids: list[str], target: str, horizon: 
     (twice = once), a later one replaces it (a correction). A held label that no longer applies (a horizon set or
     shortened since, or set before labels kept to the predictions before the outcome) is taken off, so the table
     holds what the local join computes afresh."""
-    same = " AND ".join(f"t.{quote(i)} = s.{quote(i)}" for i in ids)
     known, applies = quote(inference.KNOWN_AT), applies_in_time(horizon)
-    return (f"MERGE INTO {table} t USING {source} s ON {same} "
+    return (f"MERGE INTO {table} t USING {source} s ON {same_ids(ids)} "
             f"WHEN MATCHED AND {applies} AND (t.{known} IS NULL OR t.{known} < s.{known}) "
             f"THEN UPDATE SET t.{quote(target)} = s.{quote(target)}, t.{known} = s.{known} "
             f"WHEN MATCHED AND NOT ({applies}) AND t.{known} IS NOT NULL "

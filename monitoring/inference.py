@@ -29,6 +29,7 @@ import os
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -144,12 +145,25 @@ def latest_labels(labels: pd.DataFrame, ids: list[str], target: str, as_of: pd.T
     known = known[known[KNOWN_AT] <= as_of].sort_values(KNOWN_AT, kind="stable")
     # A reader that holds only the recent labels (the job's lookback) gives each row its ids' first_known_at over all
     # of them (delta_store.read_labels); else the labels given are all there are.
-    earliest = (pd.to_datetime(known[FIRST_KNOWN_AT], utc=True, format="ISO8601").fillna(known[KNOWN_AT]).where(
-        lambda e: e <= known[KNOWN_AT], known[KNOWN_AT]) if FIRST_KNOWN_AT in known.columns else known[KNOWN_AT])
+    earliest = known[KNOWN_AT]
+    if FIRST_KNOWN_AT in known.columns:
+        given = pd.to_datetime(known[FIRST_KNOWN_AT], utc=True, format="ISO8601")
+        earliest = given.where(given < earliest, earliest)  # none given (NaT) or a later one: the row's own
     first = (known.assign(**{FIRST_KNOWN_AT: earliest}).groupby(ids, dropna=False, sort=False)[FIRST_KNOWN_AT].min()
              .reset_index())
     latest = known.drop_duplicates(ids, keep="last")[[*ids, target, KNOWN_AT]]
     return latest.merge(first, on=ids, how="left", validate="one_to_one")
+
+
+def utc(value: str | datetime) -> pd.Timestamp:
+    """A time as a UTC timestamp: one without a zone is taken as UTC (Spark's session time on Databricks)."""
+    stamp = pd.Timestamp(value)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp
+
+
+def as_of_time(text: str | None) -> pd.Timestamp:
+    """--as-of: an ISO time (UTC when it names no zone), or now."""
+    return utc(text) if text else pd.Timestamp.now(tz="UTC")
 
 
 def horizon(text: str | None) -> pd.Timedelta | None:

@@ -116,8 +116,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
     # append is exactly once, so the next run adds only the rest).
     while part := list(itertools.islice(rows, APPEND_ROWS)):
         added += store.append(table_rows(part, columns))
-    as_of = pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)
-    as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
+    as_of = inference.as_of_time(args.as_of)
     removed = store.forget(as_of - pd.Timedelta(days=args.retention_days))
     window = pd.Timedelta(quality_job_window(args.window))
     notes = list(notes)  # first in the record, capped apart: the rule's own reasons always fit
@@ -294,8 +293,7 @@ def main(argv: list[str] | None = None) -> int:  # pragma: no cover - the cluste
     if args.labels_table:
         from pyspark.errors import AnalysisException
 
-        as_of = pd.Timestamp(args.as_of) if args.as_of else now
-        as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
+        as_of = inference.as_of_time(args.as_of)
         lookback = pd.Timedelta(quality_job_window(args.window)) * args.lookback_windows
         try:
             labels = delta_store.read_labels(spark, args.labels_table, model.contract, as_of - lookback, as_of)

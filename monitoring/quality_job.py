@@ -62,8 +62,7 @@ def run(args: argparse.Namespace, model: ModelModule) -> tuple[int, dict]:
     table = inference.LocalTable(Path(args.table)).read()
     if table.empty:
         raise QualityInputError(f"no predictions in {log} (lines: {dict(counts)})")
-    as_of = pd.Timestamp(args.as_of) if args.as_of else pd.Timestamp.now(tz=UTC)
-    as_of = as_of.tz_localize(UTC) if as_of.tzinfo is None else as_of
+    as_of = inference.as_of_time(args.as_of)
     key = pseudonym_key(Path(args.pseudonym_key_file))
     joined = inference.join_labels(table, inference.read_labels(Path(args.labels)), list(contract.ids),
                                    contract.target.name, as_of, key, inference.horizon(args.label_horizon))

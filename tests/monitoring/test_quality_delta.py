@@ -326,7 +326,7 @@ first_column = delta_table.Column(inference.FIRST_KNOWN_AT, "TIMESTAMP", inferen
 delta_store.Store(spark, "u", columns)._view(source, "l", [*wanted, first_column])
 applied = {}
 for horizon in (None, "30min", "3650D"):
-    on = delta_table.label_applies([key], inference.horizon(horizon))
+    on = f"{delta_table.same_ids([key])} AND {delta_table.applies_in_time(inference.horizon(horizon))}"
     on_spark = spark.sql(f"SELECT t.record FROM u t JOIN l s ON {on}").toPandas()["record"]
     local = inference.join_labels(spread.astype({key: object}), labels.astype({"known_at": str}), [key], target, as_of,
                                   None, inference.horizon(horizon))
