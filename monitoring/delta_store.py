@@ -5,6 +5,7 @@ is imported by the job only, and its calls run for real on local Spark in tests/
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
@@ -14,6 +15,7 @@ from training.contract import Contract
 
 NEW_ROWS, LATEST_LABELS = "quality_new_predictions", "quality_latest_labels"
 SAMPLE_SEED = 7  # the same rows on a re-run of the same day
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class Store:
@@ -92,7 +94,10 @@ def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp,
     # known_at as a timestamp, whatever the column's type: a text column would compare and sort as text; try_cast: a
     # value that is no time is left out (null), not a run that fails every day (an ANSI cast raises)
     when = functions.expr(f"try_cast({delta_table.quote(known)} AS TIMESTAMP)")
-    first = labels.groupBy(*ids).agg(functions.min(when).alias(inference.FIRST_KNOWN_AT))
+    # at 1970 at the earliest: a 0001-01-01 placeholder is beyond what the driver's pandas holds, and a label first known
+    # before any prediction applies to none either way
+    first = labels.groupBy(*ids).agg(functions.greatest(functions.min(when), functions.lit(EPOCH)).alias(
+        inference.FIRST_KNOWN_AT))
     recent = (labels.select(*ids, contract.target.name, when.alias(known))
               .where(functions.col(known).between(functions.lit(since.to_pydatetime()),
                                                   functions.lit(until.to_pydatetime()))))

@@ -342,9 +342,9 @@ read = delta_store.read_labels(spark, "outcomes", task, pd.Timestamp("2026-02-15
 latest = inference.latest_labels(read, [key], target, pd.Timestamp("2026-03-15", tz="UTC"))
 first_known = {str(k): pd.Timestamp(v).isoformat() for k, v in zip(latest[key], latest[inference.FIRST_KNOWN_AT])}
 # known_at as text: one row no time (try_cast), one a placeholder beyond pandas' range (until): neither fails the run
-spark.createDataFrame(pd.DataFrame({key: [7, 7, 9, 9], target: [task.target.classes[0]] * 4,
+spark.createDataFrame(pd.DataFrame({key: [7, 7, 9, 9, 11, 11], target: [task.target.classes[0]] * 6,
                                     "known_at": ["2026-01-01T00:00:00", "unknown", "2026-03-01T00:00:00",
-                                                 "9999-12-31T00:00:00"]})
+                                                 "9999-12-31T00:00:00", "0001-01-01T00:00:00", "2026-03-02T00:00:00"]})
                       ).write.saveAsTable("outcomes_text")
 text = delta_store.read_labels(spark, "outcomes_text", task, pd.Timestamp("2026-02-15", tz="UTC"),
                               pd.Timestamp("2026-03-15", tz="UTC"))
@@ -386,7 +386,8 @@ def test_the_append_adds_each_prediction_once_on_spark(model, rows, tmp_path):
     # audit 3 W1: a label repeated after the job's lookback still dates from when its outcome was first known
     assert found["read"] == 2 and found["first_known"] == {"7": "2026-01-01T00:00:00+00:00",
                                                            "8": "2026-03-01T00:00:00+00:00"}
-    assert found["first_known_text"] == {"9": "2026-03-01T00:00:00"}  # audit 5 C3: the malformed row fails nothing
+    assert found["first_known_text"] == {"9": "2026-03-01T00:00:00",  # audit 5 C3: the malformed row fails nothing
+                                         "11": "1970-01-01T00:00:00"}  # audit 8 C5: nor a 0001-01-01 placeholder
 
 
 def test_a_run_after_missed_runs_reads_the_log_back_to_the_newest_prediction_held_for_eight_days_at_most():
