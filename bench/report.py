@@ -49,7 +49,8 @@ called at C level with one reusable `RunOptions`; `ScoringFront` is the outermos
 never enters FastAPI's middleware stack; `/predict` and `/invocations`' JSON forms are decoded and validated in one
 msgspec pass into typed records (`scoring/fastpath.py`; a body it refuses is validated again by pydantic, for the full
 report of every field), whose columns feed the matrix; the request log encodes each line's slice of those columns
-once, by column; V2's JSON form is decoded in one msgspec pass too.
+once, by column, in lines of up to 16 KiB, and writes a request's lines in one `write()` (under a lock shared by the
+workers when longer than PIPE_BUF: scoring/requestlog.py); V2's JSON form is decoded in one msgspec pass too.
 
 **The ceiling**, printed beside each bare-endpoint target from the run's own measurements: the share of the bare
 endpoint's throughput a server could reach here if it did nothing but what no scoring server can skip, by CPU per

@@ -277,6 +277,7 @@ def servers(prepared: Prepared, logs: Path, cpus: set[int] | None, baseline: Pat
 
     bin_dir = Path(sys.executable).parent
     logs.mkdir(parents=True, exist_ok=True)
+    reader_cpus = (os.sched_getaffinity(0) - cpus) if cpus else set()  # where the request log's reader runs
 
     def scoring_service(context: Path, request_log: bool = True) -> Callable[[int, Path], subprocess.Popen]:
         def launch(port: int, log: Path) -> subprocess.Popen:
@@ -285,6 +286,8 @@ def servers(prepared: Prepared, logs: Path, cpus: set[int] | None, baseline: Pat
                 # writes cost what they cost in production (a write to a regular file costs several times more).
                 collector = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=out, start_new_session=True)
                 assert collector.stdin is not None
+                if reader_cpus:  # the shim runs outside the pod's CPU: the reader never takes the server's
+                    os.sched_setaffinity(collector.pid, reader_cpus)
                 try:
                     return start_service(context, port, stdout=collector.stdin, stderr=err, workers=1,
                                          extra_env={"REQUEST_LOG": "true" if request_log else "false"})

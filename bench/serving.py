@@ -23,11 +23,11 @@ What it does, all on 127.0.0.1:
    with the service's own code; the rest of 1 / req/s at one connection is the framework's.
 
 Our service runs with REQUEST_LOG=true and its stdout a pipe, read by another process that writes the file (as
-a container runtime reads a container's stdout: containerd's shim, outside the pod's CPU): it writes its request
-log as in production, lines of at most PIPE_BUF bytes each in one write(), and the benchmark checks the file has a
-line per answered request. MLflow's uvicorn writes its access log line per request to a file. Given a baseline, ours
-is also run with REQUEST_LOG=false (`ours-no-log`): how fast /predict would be with a request log that cost nothing,
-the bound of what making the log cheaper can give.
+a container runtime reads a container's stdout: containerd's shim, outside the pod's CPU, so the reader is pinned
+off the server's CPU): it writes its request log as in production, lines of at most 16 KiB, a request's in one
+write(), and the benchmark checks the file has a line per answered request. MLflow's uvicorn writes its access log
+line per request to a file. Given a baseline, ours is also run with REQUEST_LOG=false (`ours-no-log`): how fast
+/predict would be with a request log that cost nothing, the bound of what making the log cheaper can give.
 
 By default the server is pinned to one CPU and wrk to another (a worker is one core in the cluster
 too, and the load generator then does not steal the server's CPU); --no-pin turns that off.

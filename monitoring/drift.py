@@ -9,7 +9,7 @@ Input: the request log (serving/scoring/requestlog.py; either version, monitorin
 file or from Log Analytics (azure-monitor-query, DefaultAzureCredential; the KQL is infra/kql.py's
 `prediction_lines`). Lines
 that are not JSON, lack fields, or are not `log_type: "prediction"` are counted and skipped. A request
-logged in several parts (lines over 4 KiB, PIPE_BUF, are split by the service, see serving/scoring/requestlog.py)
+logged in several parts (lines over 16 KiB are split by the service, see serving/scoring/requestlog.py)
 is reassembled from its parts; if some part never arrived, the request is counted as "incomplete".
 
 Per model version in the window, per feature of its contract and for its prediction (the output the baseline

@@ -196,6 +196,7 @@ class ScoringPath:
         self.no_ids: ids.Ids = dict.fromkeys(self.ids)
         # The common case, a request without ids: its `ids` JSON made once (the same for every part of every line).
         self.logged_no_ids = None if self.logged_ids is None else orjson.dumps(self.logged_ids(self.no_ids))
+        self.log_stream = requestlog.stream()  # stdout, and how long its lines may be
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).
@@ -259,10 +260,11 @@ class ScoringPath:
             metrics.observe_probabilities(self.probability, array[:, 1])
         self.records_scored[protocol].inc(len(outputs))
         if self.settings.request_log:
-            requestlog.write_lines(requestlog.prediction_parts(
+            log = self.log_stream
+            log.write(requestlog.prediction_parts(
                 request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
                 runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(columns), outputs=outputs,
-                latency_ms=(time.perf_counter() - started) * 1000, ids=self.log_ids(found_ids)))
+                latency_ms=(time.perf_counter() - started) * 1000, ids=self.log_ids(found_ids), max_line=log.max_line))
         return Scored(request_id, values, labels, outputs, own)
 
     def log_ids(self, found: ids.Ids | None) -> dict | bytes | None:

@@ -17,27 +17,34 @@ records' ids sliced as `inputs` is (a value or null per record), or a single nul
 had (not a null per record: most clients send none). What joins labels to predictions; personal ids as
 scoring/privacy.py says (kept, left out, or `<id>#hmac`). Readers take both versions (monitoring/logformat.py).
 
-No line is longer than MAX_LINE_BYTES (PIPE_BUF, 4,096 bytes on Linux, newline included), and each line is one
-write(): the workers of a service share one stdout pipe, and only a write of at most PIPE_BUF bytes to a pipe is
-atomic (pipe(7)); a longer one, while the reader is slow, is split and another worker's bytes land inside it. (Container
-runtimes also split stdout lines over 16 KiB into fragments that Log Analytics stores as separate rows.) A larger
-request is written as `parts` lines sharing its request id, numbered `part` 1..parts; each carries
-the whole header and its own slice of every column and of the outputs, starting at record `first_record`, so each
-part is self-describing and usable on its own, and the reader can reassemble the request.
+No line is longer than MAX_LINE_BYTES (16 KiB, newline included): container runtimes (containerd, CRI-O) split
+a longer stdout line into fragments that Log Analytics stores as separate rows. A larger request is written as `parts`
+lines sharing its request id, numbered `part` 1..parts; each carries the whole header and its own slice of every
+column and of the outputs, starting at record `first_record`, so each part is self-describing and usable on its own,
+and the reader can reassemble the request.
+
+All of a request's lines go out in one write(). The workers of a service share one stdout pipe, and a pipe write is
+atomic only up to PIPE_BUF (4,096 bytes, pipe(7)): a longer one, while the reader is slow, is split and another
+worker's bytes land inside it. So a write over PIPE_BUF is made holding an exclusive flock() on a lock file named
+after the stream (its device and inode, in the temporary directory), which every process writing to that pipe
+opens: one writer at a time, whatever started the workers, and the kernel lets go of a lock whose holder dies.
+Where no lock file can be made (no writable temporary directory), lines are at most PIPE_BUF bytes, each its own
+write(): whole without a lock, at the cost of more lines and writes.
 
 A request the service fails to answer (5xx) gets an error line instead, for the error-rate alert:
   {"log_type": "error", "schema_version": 2, "ts": "...", "request_id": "...", "model_name": "...",
    "model_version": "3", "route": "/predict", "status": 503, "error": "not ready: ..."}
-Each line is written with its own single write(), so lines from concurrent requests and workers never
-interleave.
+An error line is shorter than PIPE_BUF: one write, whole.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
+import tempfile
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,7 +53,8 @@ import orjson
 LOG_TYPE = "prediction"
 ERROR_LOG_TYPE = "error"
 SCHEMA_VERSION = 2
-MAX_LINE_BYTES = select.PIPE_BUF
+MAX_LINE_BYTES = 16 * 1024  # container runtimes split a longer stdout line
+ATOMIC_BYTES = select.PIPE_BUF  # a longer write to a pipe may be interleaved with another process's (pipe(7))
 MAX_LOGGED_STRING = 256  # a longer string value is cut in the log (never in scoring): one record must fit a line
 
 Columns = Mapping[str, Sequence[Any]]  # column name -> one value per record, every column as long
@@ -60,9 +68,9 @@ def prediction_lines(**request: Any) -> bytes:
 
 def prediction_parts(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
                      inputs: Columns, outputs: list[dict], latency_ms: float,
-                     ids: Ids | bytes | None = None) -> list[bytes]:
-    """The request's log line, or its parts when one line would exceed MAX_LINE_BYTES (each ending in \\n; kept
-    apart: write_lines writes each as it is). `inputs` are the logged columns, in the order the line lists them
+                     ids: Ids | bytes | None = None, max_line: int = MAX_LINE_BYTES) -> list[bytes]:
+    """The request's log line, or its parts when one line would exceed `max_line` bytes (each ending in \\n; kept
+    apart: Stream.write writes them whole). `inputs` are the logged columns, in the order the line lists them
     (lists or tuples of JSON values); `outputs` one dict per record; `ids` the logged ids (a column None when no
     record had one), or their JSON object when it is every part's (no record had one: encoded once, not per part),
     None when the contract names none (no `ids` key).
@@ -82,7 +90,7 @@ def prediction_parts(*, request_id: str, model_name: str, model_version: str, ru
         "latency_ms": round(latency_ms, 3),
     }
     head = orjson.dumps(header)
-    budget = MAX_LINE_BYTES - PART_KEYS_BYTES - len(head)
+    budget = max_line - PART_KEYS_BYTES - len(head)
     names = _names_bytes(inputs, ids)
     if count <= SAMPLE_RECORDS:  # a few records: encoded whole, and they most likely fit
         records, results = orjson.dumps(inputs) if ids is None else _whole(inputs, ids), orjson.dumps(outputs)
@@ -221,17 +229,66 @@ def _now() -> str:
     return f"{_second[1]}.{int((now - second) * 1e6):06d}Z"
 
 
+class Stream:
+    """Where the log goes (a file descriptor: stdout), and how long its lines may be: MAX_LINE_BYTES when the lock
+    file serialises the writes over PIPE_BUF, ATOMIC_BYTES when none could be made (see the module's docstring)."""
+
+    def __init__(self, fd: int = 1) -> None:
+        self.fd = fd
+        self.lock = _lock_file(fd)
+        self.max_line = ATOMIC_BYTES if self.lock is None else MAX_LINE_BYTES
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        """The lines (each at most max_line bytes) in one write(), whole among every process writing to the stream."""
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        if len(data) <= ATOMIC_BYTES:
+            _write_all(self.fd, data)  # atomic by itself: the common single-record case takes no lock
+        elif self.lock is None:
+            for line in lines:  # each at most ATOMIC_BYTES: each whole
+                _write_all(self.fd, line)
+        else:
+            fcntl.flock(self.lock, fcntl.LOCK_EX)
+            try:
+                _write_all(self.fd, data)
+            finally:
+                fcntl.flock(self.lock, fcntl.LOCK_UN)
+
+
+def _lock_file(fd: int) -> int | None:
+    """The descriptor of the stream's lock file, the same file for every process writing to the stream (named by its
+    device and inode), or None when there is no stream or no writable temporary directory."""
+    try:
+        status = os.fstat(fd)
+        path = os.path.join(tempfile.gettempdir(), f"scoring-request-log-{status.st_dev}-{status.st_ino}.lock")
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:  # gettempdir's FileNotFoundError too: no writable directory
+        return None
+
+
+_streams: dict[int, Stream] = {}
+
+
+def stream(fd: int = 1) -> Stream:
+    """This process's Stream for `fd` (its lock file opened once)."""
+    found = _streams.get(fd)
+    if found is None:
+        found = _streams[fd] = Stream(fd)
+    return found
+
+
 def write_line(line: bytes, fd: int = 1) -> None:
-    """One line (an error line, or a few that fit PIPE_BUF together) in one write(): see write_lines."""
-    write_lines((line,), fd)
+    """One line (an error line: shorter than PIPE_BUF) in one write()."""
+    stream(fd).write((line,))
 
 
-def write_lines(lines: Iterable[bytes], fd: int = 1) -> None:
-    """Each line (at most PIPE_BUF bytes) in one write(): whole on a pipe shared by several workers. A loop only for
-    a short write, which a pipe never makes of a write this size (a file or a terminal may)."""
-    for line in lines:
-        written = os.write(fd, line)
-        if written < len(line):
-            view = memoryview(line)[written:]
-            while view:
-                view = view[os.write(fd, view):]
+def write_lines(lines: Sequence[bytes], fd: int = 1) -> None:
+    stream(fd).write(lines)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """A loop only for a short write, which a blocking pipe never makes (a file or a terminal may)."""
+    written = os.write(fd, data)
+    if written < len(data):
+        view = memoryview(data)[written:]
+        while view:
+            view = view[os.write(fd, view):]

@@ -26,7 +26,7 @@ def rows(model):
 
 def test_each_prediction_is_one_row_however_often_the_log_is_read(model, rows, tmp_path):
     table = inference.LocalTable(tmp_path / "inference.parquet")
-    big = log_lines(model, rows.iloc[:200], "req-big", scored_at=SCORED)  # split over several lines (PIPE_BUF)
+    big = log_lines(model, rows.iloc[:200], "req-big", scored_at=SCORED)  # split over several lines (16 KiB each)
     small = log_lines(model, rows.iloc[200:203], "req-small", scored_at=SCORED)
     assert big.count(b"\n") > 1
     assert table.append(inference.rows_from_log(big.splitlines(), model.contract.task)) == 200

@@ -184,7 +184,7 @@ def test_refused_body_gets_pydantics_full_report(manifest):
 def test_typed_records_log_as_the_dicts_did(manifest):
     """The request log's bytes from msgspec's records equal those from pydantic's dicts (one line and split): both
     reach it as columns (ScoringPath.columns_of), the same values of the same types."""
-    count = 200  # several lines
+    count = 800  # several lines
     body = orjson.dumps({"records": [VALID] * count})
     path = ScoringPath(Settings(model_dir=None, max_records=count, request_log=False),  # type: ignore[arg-type]
                        manifest, records_adapter(manifest, count), columns_adapter(manifest, count))

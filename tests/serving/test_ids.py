@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from monitoring import logformat
-from serving.scoring import ids, privacy, v2
+from serving.scoring import ids, privacy, requestlog, v2
 from serving.scoring.app import create_app
 from serving.scoring.model import Manifest
 
@@ -152,7 +152,7 @@ def test_ids_stay_aligned_with_their_records_across_parts(client, manifest, id_n
     answer = client.post("/predict", json={"records": with_ids(batch, id_name, sent)})
     assert answer.status_code == 200, answer.text
     lines = prediction_lines(capfd)
-    assert len(lines) > 1 and all(len(orjson.dumps(line)) < 4096 for line in lines)
+    assert len(lines) > 1 and all(len(orjson.dumps(line)) < requestlog.MAX_LINE_BYTES for line in lines)
     for line in lines:
         first, found = line["first_record"], logformat.ids(line["ids"], len(line["outputs"]), [id_name])
         assert found is not None and found[id_name] == sent[first:first + len(line["outputs"])]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import tempfile
 
 import numpy as np
 import orjson
@@ -42,8 +44,8 @@ def test_a_small_request_is_one_line_and_a_large_one_parts_under_the_limit():
     assert [p["part"] for p in parts] == list(range(1, len(parts) + 1)) and {p["parts"] for p in parts} == {len(parts)}
     assert logged(lines) == records and {p["n_records"] for p in parts} == {3000}
     assert all(list(p["inputs"]) == ["shape", "height", "note"] for p in parts)  # by column, each name once a line
-    # Parts are filled: the next record would not have fitted (so lines are not needlessly many).
-    assert min(len(line) for line in lines[:-1]) > requestlog.MAX_LINE_BYTES - 2000
+    # Parts are filled (sized by the records before them, the last few spread evenly): not needlessly many lines.
+    assert len(lines) <= sum(map(len, lines)) / (0.85 * requestlog.MAX_LINE_BYTES) + 1
 
 
 def test_a_record_too_big_for_any_line_has_its_long_texts_cut_in_the_log():
@@ -106,6 +108,43 @@ def test_ids_are_sliced_with_the_records_of_each_part(count):
                                           protocol="predict", inputs={"shape": ["round"]}, outputs=[{"prediction": 1.0}],
                                           latency_ms=1.0)
     assert "ids" not in json.loads(without)  # a contract without ids: no key
+
+
+def test_a_stream_writes_a_requests_lines_at_once_under_its_lock_or_each_whole_without_one(tmp_path, monkeypatch):
+    """With a lock file (one per stream: every process writing to the same pipe finds the same one), lines of up to
+    16 KiB go out in one write; without a writable temporary directory, lines are at most PIPE_BUF, each whole."""
+    rng = random.Random(5)
+    records = [{"shape": rng.choice(["round", "square"]), "height": rng.uniform(0, 100)} for _ in range(1500)]
+    columns = {name: [record[name] for record in records] for name in records[0]}
+    read_end, write_end = os.pipe()
+    try:
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+        locked, again = requestlog.Stream(write_end), requestlog.Stream(write_end)
+        assert locked.max_line == requestlog.MAX_LINE_BYTES and os.path.samestat(
+            os.fstat(locked.lock), os.fstat(again.lock))  # the same file for every writer of the stream
+        monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+        unlocked = requestlog.Stream(write_end)
+        assert unlocked.lock is None and unlocked.max_line == requestlog.ATOMIC_BYTES
+        for stream in (locked, unlocked):
+            writes: list[int] = []
+
+            def write(fd: int, data: bytes, writes: list[int] = writes) -> int:
+                writes.append(len(data))
+                return len(data)
+            monkeypatch.setattr(requestlog.os, "write", write)
+            lines = requestlog.prediction_parts(request_id="r", model_name="m", model_version="1", runtime="onnx",
+                                                protocol="predict", inputs=columns, outputs=[{"prediction": 1.0}] * 1500,
+                                                latency_ms=1.0, max_line=stream.max_line)
+            stream.write(lines)
+            monkeypatch.undo()
+            assert max(map(len, lines)) <= stream.max_line and logged(lines) == records
+            assert writes == ([sum(map(len, lines))] if stream is locked else list(map(len, lines)))
+        assert len(lines) > 3 * len(requestlog.prediction_parts(
+            request_id="r", model_name="m", model_version="1", runtime="onnx", protocol="predict", inputs=columns,
+            outputs=[{"prediction": 1.0}] * 1500, latency_ms=1.0))  # PIPE_BUF lines: over three times as many
+    finally:
+        os.close(read_end)
+        os.close(write_end)
 
 
 @pytest.mark.parametrize("count", [1, 5, 300])
