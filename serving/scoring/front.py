@@ -53,6 +53,9 @@ Handler = Callable[[Scope, bytes], Reply]  # (ASGI scope with request_id and pat
 Refusal = Callable[[Scope, str, str], bytes]  # (scope, problem, its type) -> the protocol's own error body
 
 
+MATCHED_PATHS = 64  # paths whose route match is kept (a model name or version not served is matched each time)
+
+
 class BodyTooLarge(Exception):
     """The body passed the limit before it was read whole."""
 
@@ -89,6 +92,7 @@ class ScoringFront:
         self.app, self.log_failure, self.limits = app, log_failure, limits
         self.exact = {r.template: r for r in routes if "{" not in r.template}
         self.patterns = [r for r in routes if "{" in r.template]
+        self.matched: dict[str, tuple[ScoringRoute, dict[str, str]]] = {}  # path -> its route and parameters
         self.counters: dict[tuple[str, str, int], Any] = {}  # (route, method, status) -> counter child
         self.timers: dict[str, Any] = {}  # route -> histogram child
         self.in_flight = 0  # scoring requests in progress in this worker (its event loop: no lock needed)
@@ -132,10 +136,16 @@ class ScoringFront:
             scope["path_params"] = {}
             return route
         if path.startswith("/v2/"):
+            known = self.matched.get(path)  # a client sends one path: matched once
+            if known is not None:
+                scope["path_params"] = dict(known[1])
+                return known[0]
             for route in self.patterns:
                 found = route.pattern.match(path)
                 if found:
                     scope["path_params"] = found.groupdict()
+                    if len(self.matched) < MATCHED_PATHS:
+                        self.matched[path] = (route, scope["path_params"].copy())
                     return route
         return None
 

@@ -4,6 +4,7 @@ the service's own routes). With several uvicorn workers, prometheus_client's mul
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import MutableMapping
 from typing import Any
@@ -60,11 +61,23 @@ def observe_probabilities(histogram: Histogram, values: np.ndarray) -> None:
         for value in values.tolist():
             histogram.observe(value)
         return
-    bounds = histogram._upper_bounds  # pinned prometheus-client; tests/serving compare with observe()
-    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
-    for index in np.flatnonzero(counts):
-        histogram._buckets[index].inc(int(counts[index]))
+    bounds = _bounds(histogram)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds)).tolist()
+    buckets = histogram._buckets  # pinned prometheus-client; tests/serving compare with observe()
+    for index, count in enumerate(counts):
+        if count:
+            buckets[index].inc(count)
     histogram._sum.inc(float(values.sum()))
+
+
+@functools.cache
+def _bounds_array(bounds: tuple[float, ...]) -> np.ndarray:
+    return np.array(bounds)
+
+
+def _bounds(histogram: Histogram) -> np.ndarray:
+    """The histogram's upper bounds as an array, made once per set of bounds."""
+    return _bounds_array(tuple(histogram._upper_bounds))
 
 
 def exposition() -> tuple[bytes, str]:

@@ -232,12 +232,10 @@ class Encoding:
                 self.numbers.append((block["column"], position, float(block["fill"])))
                 position += 1
         self.width = position
-        for _, slots in self.one_hot:
-            slots.spare = position  # an unknown value's slot: _rows' spare last column
         self._zeros = array("f", bytes(4 * position))
         self._number_names = [name for name, _, _ in self.numbers]
         self._number_positions = np.array([p for _, p, _ in self.numbers], dtype=np.intp)
-        self._fills = np.array([f for _, _, f in self.numbers], dtype=np.float64).reshape(-1, 1)
+        self._fills = np.array([f for _, _, f in self.numbers], dtype=np.float32).reshape(-1, 1)
 
     @classmethod
     def from_json(cls, text: str) -> Encoding:
@@ -262,28 +260,36 @@ class Encoding:
         return np.frombuffer(row, dtype=np.float32).reshape(1, self.width)
 
     def _rows(self, columns: Columns, n: int) -> np.ndarray:
-        matrix = np.zeros((n, self.width + 1), dtype=np.float32)  # a spare last column takes unknown values
+        """The matrix's first n rows of a zeroed (n + 1, width) buffer: a value no one-hot block knows lands in the
+        spare last row, so the rows returned are a contiguous view, no copy. Numbers convert straight to float32
+        (None -> NaN, then the fill; a double rounds to float32 the same either way)."""
+        width = self.width
+        flat = np.zeros((n + 1) * width, dtype=np.float32)
+        matrix = flat.reshape(n + 1, width)
         if self.numbers:
-            block = np.array([columns[name] for name in self._number_names], dtype=np.float64)  # None -> NaN
+            block = np.array([columns[name] for name in self._number_names], dtype=np.float32)
             missing = np.isnan(block)
             if missing.any():
                 block = np.where(missing, self._fills, block)
-            matrix[:, self._number_positions] = block.T
+            matrix[:n, self._number_positions] = block.T
         if self.one_hot:
             hot = np.fromiter(chain.from_iterable(map(lookup.__getitem__, columns[name]) for name, lookup in self.one_hot),
                               dtype=np.intp, count=n * len(self.one_hot))
-            matrix[np.tile(np.arange(n), len(self.one_hot)), hot] = 1.0
-        return np.ascontiguousarray(matrix[:, :self.width])
+            hot.reshape(len(self.one_hot), n)[:] += np.arange(0, n * width, width, dtype=np.intp)  # + each row's start
+            np.minimum(hot, n * width, out=hot)  # an unknown value (UNKNOWN_SLOT) -> the spare row
+            flat[hot] = 1.0
+        return matrix[:n]
+
+
+UNKNOWN_SLOT = np.iinfo(np.intp).max // 4  # past any row: _rows sends it to its spare row
 
 
 class _Slots(dict[str | None, int]):
-    """A one-hot block's value -> matrix position; an unknown value -> `spare` (a column dropped afterwards). Looked up
-    with map(__getitem__): C per value, Python (__missing__) only for an unknown one."""
-
-    spare = 0
+    """A one-hot block's value -> matrix position; an unknown value -> UNKNOWN_SLOT. Looked up with map(__getitem__):
+    C per value, Python (__missing__) only for an unknown one."""
 
     def __missing__(self, value: object) -> int:
-        return self.spare
+        return UNKNOWN_SLOT
 
 
 class OnnxScorer:

@@ -40,6 +40,7 @@ An error line is shorter than PIPE_BUF: one write, whole.
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
 import select
 import tempfile
@@ -77,37 +78,41 @@ def prediction_parts(*, request_id: str, model_name: str, model_version: str, ru
     The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "ids", "outputs"}),
     each part's slice of the columns encoded once (a few records more to size the lines)."""
     count = len(outputs)
-    header = {
-        "log_type": LOG_TYPE,
-        "schema_version": SCHEMA_VERSION,
-        "ts": _now(),
-        "request_id": request_id,
-        "model_name": model_name,
-        "model_version": model_version,
-        "runtime": runtime,
-        "protocol": protocol,
-        "n_records": count,
-        "latency_ms": round(latency_ms, 3),
-    }
-    head = orjson.dumps(header)
+    head = b"%s%s\",\"request_id\":%s%s%d,\"latency_ms\":%s}" % (
+        HEAD_START, _now().encode(), orjson.dumps(request_id), _head_middle(model_name, model_version, runtime, protocol),
+        count, orjson.dumps(round(latency_ms, 3)))
     budget = max_line - PART_KEYS_BYTES - len(head)
-    names = _names_bytes(inputs, ids)
     if count <= SAMPLE_RECORDS:  # a few records: encoded whole, and they most likely fit
         records, results = orjson.dumps(inputs) if ids is None else _whole(inputs, ids), orjson.dumps(outputs)
+        if len(records) + len(results) <= budget:
+            return [_line(head, 1, 1, 0, records, results)]  # the common case: one line
+        names = _names_bytes(inputs, ids)
         per_record = (len(records) + len(results) - names) / count
-        fits = True
     else:  # a sample's bytes say whether the whole fits a line, or how many records a line takes
+        names = _names_bytes(inputs, ids)
         records, results = _encode(inputs, ids, 0, SAMPLE_RECORDS), orjson.dumps(outputs[:SAMPLE_RECORDS])
         per_record = (len(records) + len(results) - names) / SAMPLE_RECORDS
-        fits = names + per_record * count <= budget * 0.9
-        if fits:
+        if names + per_record * count <= budget * 0.9:
             records, results = orjson.dumps(inputs) if ids is None else _whole(inputs, ids), orjson.dumps(outputs)
-    if fits and len(records) + len(results) <= budget:
-        return [_line(head, 1, 1, 0, records, results)]  # the common case: one line
+            if len(records) + len(results) <= budget:
+                return [_line(head, 1, 1, 0, records, results)]
     parts = _parts(inputs, ids, outputs, budget, _even(count, int((budget - names) // (per_record * 1.05))))
     if parts is None:
         return _split(head, inputs, ids, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
     return _lines(head, parts)
+
+
+# The header's bytes are orjson.dumps of {"log_type", "schema_version", "ts", "request_id", "model_name",
+# "model_version", "runtime", "protocol", "n_records", "latency_ms"} (tests/serving/test_requestlog.py compares), the
+# keys and the service's constants encoded once.
+HEAD_START = b'{"log_type":"%s","schema_version":%d,"ts":"' % (LOG_TYPE.encode(), SCHEMA_VERSION)
+
+
+@functools.cache
+def _head_middle(model_name: str, model_version: str, runtime: str, protocol: str) -> bytes:
+    """The header's bytes from after the request id to the record count: the same for every line of a route."""
+    return b',"model_name":%s,"model_version":%s,"runtime":%s,"protocol":%s,"n_records":' % tuple(
+        map(orjson.dumps, (model_name, model_version, runtime, protocol)))
 
 
 # What _line adds to the header's bytes, the numbers aside: "part", "parts", "first_record", the keys and "\n".
