@@ -205,7 +205,7 @@ class ScoringFront:
             counter = self.counters[key] = metrics.REQUESTS.labels(route, method, str(status), protocol)
             self.timers.setdefault(route, metrics.LATENCY.labels(route, protocol))
         counter.inc()
-        self.timers[route].observe(time.perf_counter() - started)
+        metrics.observe(self.timers[route], time.perf_counter() - started)
 
 
 async def respond(send: Any, scope: Scope, reply: Reply) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import os
+from bisect import bisect_left
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -53,13 +54,20 @@ def protocol_of(route: str) -> str:
     return PROTOCOLS.get(route, NO_PROTOCOL)
 
 
+def observe(histogram: Histogram, value: float) -> None:
+    """histogram.observe(value) (no exemplar) with the bucket found by bisection in C: observe() compares the value
+    with each bound in a Python loop, a few microseconds per request for the latency histogram alone."""
+    histogram._sum.inc(value)  # pinned prometheus-client; tests/serving compare with observe()
+    histogram._buckets[bisect_left(histogram._upper_bounds, value)].inc(1)
+
+
 def observe_probabilities(histogram: Histogram, values: np.ndarray) -> None:
     """Same result as histogram.observe(v) for each v, in one numpy pass (100 observe() calls cost ~10 %
     of a 100-record request). prometheus_client keeps per-bucket (not cumulative) counts: each value
     lands in the first bucket whose upper bound is >= the value."""
     if len(values) <= SMALL_BATCH:  # numpy's fixed cost is larger than a few observe() calls
         for value in values.tolist():
-            histogram.observe(value)
+            observe(histogram, value)
         return
     bounds = _bounds(histogram)
     counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds)).tolist()

@@ -147,6 +147,20 @@ def test_a_stream_writes_a_requests_lines_at_once_under_its_lock_or_each_whole_w
         os.close(write_end)
 
 
+def test_one_observation_is_prometheus_clients_own():
+    """metrics.observe (bisection) leaves a histogram exactly as Histogram.observe does, values on a bound and past the
+    last finite one included (the latency histogram's, whose last bound is 2.5 s)."""
+    values = [0.0, 0.0005, 0.0007, 0.001, 0.3, 2.5, 2.6, 40.0]
+    registry = CollectorRegistry()
+    buckets = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+    theirs, ours = (Histogram(name, name, buckets=buckets, registry=registry) for name in ("a", "b"))
+    for value in values:
+        theirs.observe(value)
+        metrics.observe(ours, value)
+    assert [s.value for s in ours.collect()[0].samples if not s.name.endswith("_created")] == [
+        s.value for s in theirs.collect()[0].samples if not s.name.endswith("_created")]
+
+
 @pytest.mark.parametrize("count", [1, 5, 300])
 def test_bulk_probability_observation_equals_one_observe_per_value(count):
     """metrics.observe_probabilities (numpy for large batches) must leave the histogram exactly as observe() does."""
