@@ -65,10 +65,14 @@ def test_lines_are_the_bytes_of_one_dict_per_part(count):
     rng = random.Random(count)
     texts = ["round", "},{", 'a"},{"b', "é", "x" * 300]
     records = [{"shape": rng.choice(texts), "height": rng.choice([None, rng.uniform(0, 1e6), 1e-5])} for _ in range(count)]
-    lines = lines_for(records)
+    lines = lines_for(records, request_id='r"\\é')  # a request id JSON must escape
     for line in lines:
         part = json.loads(line)
         assert line == orjson.dumps(part) + b"\n"
+        assert list(part) == ["log_type", "schema_version", "ts", "request_id", "model_name", "model_version", "runtime",
+                              "protocol", "n_records", "latency_ms", "part", "parts", "first_record", "inputs", "outputs"]
+        assert (part["log_type"], part["schema_version"], part["request_id"], part["model_name"], part["protocol"],
+                part["n_records"], part["latency_ms"]) == ("prediction", 2, 'r"\\é', "my-model", "mlflow", count, 1.5)
     assert logged(lines) == records
 
 
