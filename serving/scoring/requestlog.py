@@ -27,7 +27,8 @@ All of a request's lines go out in one write(). The workers of a service share o
 atomic only up to PIPE_BUF (4,096 bytes, pipe(7)): a longer one, while the reader is slow, is split and another
 worker's bytes land inside it. So a write over PIPE_BUF is made holding an exclusive flock() on a lock file named
 after the stream (its device and inode, in the temporary directory), which every process writing to that pipe
-opens: one writer at a time, whatever started the workers, and the kernel lets go of a lock whose holder dies.
+opens (a forked worker opens its own: an flock belongs to the open file description): one writer at a time, whatever
+started the workers, and the kernel lets go of a lock whose holder dies.
 Where no lock file can be made (no writable temporary directory), lines are at most PIPE_BUF bytes, each its own
 write(): whole without a lock, at the cost of more lines and writes.
 
@@ -45,6 +46,7 @@ import os
 import select
 import tempfile
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -242,6 +244,16 @@ class Stream:
         self.fd = fd
         self.lock = _lock_file(fd)
         self.max_line = ATOMIC_BYTES if self.lock is None else MAX_LINE_BYTES
+        _opened.add(self)
+
+    def reopen(self) -> None:
+        """A lock of the process's own, in a forked child (workers forked after the app was made: gunicorn's
+        --preload). An flock belongs to the open file description, which fork shares, so a parent's and a child's
+        writes would not exclude each other."""
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = _lock_file(self.fd)
+            self.max_line = ATOMIC_BYTES if self.lock is None else MAX_LINE_BYTES
 
     def write(self, lines: Sequence[bytes]) -> None:
         """The lines (each at most max_line bytes) in one write(), whole among every process writing to the stream."""
@@ -271,6 +283,15 @@ def _lock_file(fd: int) -> int | None:
 
 
 _streams: dict[int, Stream] = {}
+_opened: weakref.WeakSet[Stream] = weakref.WeakSet()  # every Stream of the process, reopened in a forked child
+
+
+def _reopen_after_fork() -> None:
+    for opened in list(_opened):
+        opened.reopen()
+
+
+os.register_at_fork(after_in_child=_reopen_after_fork)
 
 
 def stream(fd: int = 1) -> Stream:

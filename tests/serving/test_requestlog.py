@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import random
@@ -149,6 +150,32 @@ def test_a_stream_writes_a_requests_lines_at_once_under_its_lock_or_each_whole_w
     finally:
         os.close(read_end)
         os.close(write_end)
+
+
+def test_a_forked_writer_takes_a_lock_of_its_own(tmp_path, monkeypatch):
+    """Workers forked after the app was made (gunicorn's --preload) inherit its Stream: each must hold a lock of its
+    own, or the parent's and the child's long writes would not exclude each other (an flock belongs to the open file
+    description, which fork shares)."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    read_end, write_end = os.pipe()
+    parent = requestlog.Stream(write_end)
+    assert parent.lock is not None
+    fcntl.flock(parent.lock, fcntl.LOCK_EX)
+    try:
+        child = os.fork()
+        if child == 0:  # the child: its lock is refused while the parent holds the stream's
+            refused = False
+            try:
+                fcntl.flock(parent.lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                refused = True
+            os._exit(0 if refused else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "the child took the lock the parent holds"
+    finally:
+        fcntl.flock(parent.lock, fcntl.LOCK_UN)
+        for fd in (read_end, write_end):
+            os.close(fd)
 
 
 def test_one_observation_is_prometheus_clients_own():
