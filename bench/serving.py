@@ -336,10 +336,12 @@ def profile_request(model_dir: Path, example: list[dict], records: int, iteratio
         metrics.observe_probabilities(histogram, array[:, 1])
         counter.inc(len(outputs))
 
-    def log(columns: Any, outputs: list[dict]) -> None:
-        requestlog.write_lines(requestlog.prediction_parts(
+    log_stream = requestlog.Stream(sink)
+
+    def log(columns: Any, outputs: list[dict]) -> None:  # as ScoringPath.score logs
+        log_stream.write(requestlog.prediction_parts(
             request_id="x" * 32, model_name="m", model_version="1", runtime="onnx", protocol="predict",
-            inputs=path.logged(columns), outputs=outputs, latency_ms=0.5), sink)
+            inputs=path.logged(columns), outputs=outputs, latency_ms=0.5, max_line=log_stream.max_line))
 
     try:
         for _ in range(iterations):

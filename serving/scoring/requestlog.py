@@ -84,20 +84,17 @@ def prediction_parts(*, request_id: str, model_name: str, model_version: str, ru
         HEAD_START, _now().encode(), orjson.dumps(request_id), _head_middle(model_name, model_version, runtime, protocol),
         count, orjson.dumps(round(latency_ms, 3)))
     budget = max_line - PART_KEYS_BYTES - len(head)
-    if count <= SAMPLE_RECORDS:  # a few records: encoded whole, and they most likely fit
-        records, results = orjson.dumps(inputs) if ids is None else _whole(inputs, ids), orjson.dumps(outputs)
+    sampled = count > SAMPLE_RECORDS
+    if sampled:  # a sample's bytes say whether the whole most likely fits a line, or how many records a line takes
+        names = _names_bytes(inputs, ids)
+        sample = len(_encode(inputs, ids, 0, SAMPLE_RECORDS)) + len(orjson.dumps(outputs[:SAMPLE_RECORDS]))
+        per_record = (sample - names) / SAMPLE_RECORDS
+    if not sampled or names + per_record * count <= budget * 0.9:  # a few records, or most likely one line
+        records, results = _whole(inputs, ids), orjson.dumps(outputs)
         if len(records) + len(results) <= budget:
             return [_line(head, 1, 1, 0, records, results)]  # the common case: one line
         names = _names_bytes(inputs, ids)
         per_record = (len(records) + len(results) - names) / count
-    else:  # a sample's bytes say whether the whole fits a line, or how many records a line takes
-        names = _names_bytes(inputs, ids)
-        records, results = _encode(inputs, ids, 0, SAMPLE_RECORDS), orjson.dumps(outputs[:SAMPLE_RECORDS])
-        per_record = (len(records) + len(results) - names) / SAMPLE_RECORDS
-        if names + per_record * count <= budget * 0.9:
-            records, results = orjson.dumps(inputs) if ids is None else _whole(inputs, ids), orjson.dumps(outputs)
-            if len(records) + len(results) <= budget:
-                return [_line(head, 1, 1, 0, records, results)]
     parts = _parts(inputs, ids, outputs, budget, _even(count, int((budget - names) // (per_record * 1.05))))
     if parts is None:
         return _split(head, inputs, ids, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
@@ -144,8 +141,10 @@ def _encode(inputs: Columns, ids: Ids | bytes | None, first: int, end: int) -> b
         {name: None if values is None else values[first:end] for name, values in ids.items()}))
 
 
-def _whole(inputs: Columns, ids: Ids | bytes) -> bytes:
+def _whole(inputs: Columns, ids: Ids | bytes | None) -> bytes:
     """_encode of every record, without slicing."""
+    if ids is None:
+        return orjson.dumps(inputs)
     return b'%s,"ids":%s' % (orjson.dumps(inputs), ids if isinstance(ids, bytes) else orjson.dumps(ids))
 
 
@@ -305,10 +304,6 @@ def stream(fd: int = 1) -> Stream:
 def write_line(line: bytes, fd: int = 1) -> None:
     """One line (an error line: shorter than PIPE_BUF) in one write()."""
     stream(fd).write((line,))
-
-
-def write_lines(lines: Sequence[bytes], fd: int = 1) -> None:
-    stream(fd).write(lines)
 
 
 def _write_all(fd: int, data: bytes) -> None:
