@@ -108,7 +108,7 @@ def aks(container_name: str, namespace: str) -> LogSource:
 
 
 def predictions(source: LogSource, every_part: bool = False) -> str:
-    """One row per scored request, typed. A request of more than ~4 KiB is logged in `parts` lines that each
+    """One row per scored request, typed. A request of more than ~16 KiB is logged in `parts` lines that each
     carry the whole header and a slice of the outputs: counts and latencies take part 1 only (lines older than
     the split have no part); `every_part` keeps every slice, for what sums over records."""
     parts = "" if every_part else "| where tostring(entry.part) in ('', '1')\n"

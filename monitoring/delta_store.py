@@ -95,7 +95,8 @@ def read_labels(spark: Any, table: str, contract: Contract, since: pd.Timestamp,
     # value that is no time is left out (null), not a run that fails every day (an ANSI cast raises)
     when = functions.expr(f"try_cast({delta_table.quote(known)} AS TIMESTAMP)")
     # at 1970 at the earliest: a 0001-01-01 placeholder is beyond what the driver's pandas holds, and a label first known
-    # before any prediction applies to none either way
+    # before any prediction applies to none either way (greatest skips nulls: an id whose every known_at is no time gets
+    # 1970, and no row of it is recent, so it never reaches the join)
     first = labels.groupBy(*ids).agg(functions.greatest(functions.min(when), functions.lit(EPOCH)).alias(
         inference.FIRST_KNOWN_AT))
     recent = (labels.select(*ids, contract.target.name, when.alias(known))

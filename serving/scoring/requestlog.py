@@ -25,17 +25,18 @@ and the reader can reassemble the request.
 
 All of a request's lines go out in one write(). The workers of a service share one stdout pipe, and a pipe write is
 atomic only up to PIPE_BUF (4,096 bytes, pipe(7)): a longer one, while the reader is slow, is split and another
-worker's bytes land inside it. So a write over PIPE_BUF is made holding an exclusive flock() on a lock file named
-after the stream (its device and inode, in the temporary directory), which every process writing to that pipe
-opens (a forked worker opens its own: an flock belongs to the open file description): one writer at a time, whatever
-started the workers, and the kernel lets go of a lock whose holder dies.
+worker's bytes land inside it, a short atomic write too. So every write is made holding an exclusive flock() (about a
+microsecond uncontended) on a lock file named after the stream (its device and inode, in the temporary directory),
+which every process writing to that pipe opens (a forked worker opens its own: an flock belongs to the open file
+description): one writer at a time, whatever started the workers, and the kernel lets go of a lock whose holder dies.
 Where no lock file can be made (no writable temporary directory), lines are at most PIPE_BUF bytes, each its own
-write(): whole without a lock, at the cost of more lines and writes.
+write(): whole without a lock, at the cost of more lines and writes (should one worker fail to open the file that
+another opened, its short lines could still land inside the other's longer writes).
 
 A request the service fails to answer (5xx) gets an error line instead, for the error-rate alert:
   {"log_type": "error", "schema_version": 2, "ts": "...", "request_id": "...", "model_name": "...",
    "model_version": "3", "route": "/predict", "status": 503, "error": "not ready: ..."}
-An error line is shorter than PIPE_BUF: one write, whole.
+An error line goes out the same way.
 """
 
 from __future__ import annotations
@@ -237,7 +238,7 @@ def _now() -> str:
 
 class Stream:
     """Where the log goes (a file descriptor: stdout), and how long its lines may be: MAX_LINE_BYTES when the lock
-    file serialises the writes over PIPE_BUF, ATOMIC_BYTES when none could be made (see the module's docstring)."""
+    file serialises the writes, ATOMIC_BYTES when none could be made (see the module's docstring)."""
 
     def __init__(self, fd: int = 1) -> None:
         self.fd = fd
@@ -256,13 +257,11 @@ class Stream:
 
     def write(self, lines: Sequence[bytes]) -> None:
         """The lines (each at most max_line bytes) in one write(), whole among every process writing to the stream."""
-        data = lines[0] if len(lines) == 1 else b"".join(lines)
-        if len(data) <= ATOMIC_BYTES:
-            _write_all(self.fd, data)  # atomic by itself: the common single-record case takes no lock
-        elif self.lock is None:
+        if self.lock is None:
             for line in lines:  # each at most ATOMIC_BYTES: each whole
                 _write_all(self.fd, line)
-        else:
+        else:  # every write, a short one too: an atomic write would land inside another worker's longer one
+            data = lines[0] if len(lines) == 1 else b"".join(lines)
             fcntl.flock(self.lock, fcntl.LOCK_EX)
             try:
                 _write_all(self.fd, data)
@@ -302,7 +301,7 @@ def stream(fd: int = 1) -> Stream:
 
 
 def write_line(line: bytes, fd: int = 1) -> None:
-    """One line (an error line: shorter than PIPE_BUF) in one write()."""
+    """One line (an error line) in one write(), as Stream.write makes it."""
     stream(fd).write((line,))
 
 
