@@ -4,15 +4,18 @@ evaluations cached per (stack, overrides) so each program variant is evaluated o
 
 from __future__ import annotations
 
+import copy
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
 from infra import settings, stack_files
+from serving import context as serving_context
 from testing import mockcloud
 
 STACKS = ("dev", "staging", "prod")
@@ -52,6 +55,29 @@ def base_overrides(stack_registry, tmp_path_factory) -> Callable[[str], dict]:
         return {"model.trackingUri": uri, "model.registryUri": uri, "image.wheelhouse": False,
                 "image.contextDir": str(root / stack)}
     return overrides
+
+
+@pytest.fixture(scope="module", autouse=True)
+def contexts_assembled_once() -> Iterator[None]:
+    """A registered version's build context, assembled by the real serving.context.assemble_build_context the first
+    time a module's `up`s need it, and kept while its folder holds it. A version's artifacts never change, so assembling
+    again would write the same files (tests/serving proves the context byte-identical); these tests are about what the
+    program declares from it. Assembling took two thirds of a second an `up`, a fifth of tests/infra's time."""
+    real = serving_context.assemble_build_context
+    assembled: dict[tuple[str, str, str, bool], serving_context.BuildContext] = {}
+
+    def assemble(model_uri: str, out_dir: Path, **options: Any) -> serving_context.BuildContext:
+        key = (mlflow.get_registry_uri(), model_uri, str(out_dir), options.get("wheelhouse", True))
+        kept = assembled.get(key)
+        manifest = Path(out_dir) / "model" / serving_context.MANIFEST_FILE
+        if kept is not None and manifest.is_file() and json.loads(manifest.read_text()) == kept.manifest:
+            return serving_context.BuildContext(kept.path, copy.deepcopy(kept.manifest))
+        context = assembled[key] = real(model_uri, out_dir, **options)
+        return serving_context.BuildContext(context.path, copy.deepcopy(context.manifest))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(serving_context, "assemble_build_context", assemble)
+        yield
 
 
 @pytest.fixture(scope="session")
