@@ -17,12 +17,14 @@ ENCODING = Encoding([
     {"column": "colour", "categories": ["blue", "green", "missing", "red"], "missing": "missing"},
     {"column": "weight", "fill": 50000.0},
     {"column": "shape", "categories": ["round", "square"]},  # no imputer: a missing value sets no column
+    {"column": "age", "fill": 30.0},  # never missing: read in one pass (integers and doubles rounding to float32)
 ])
 COLUMNS = {  # missing numbers, missing text, a category the model never saw, repeats
     "height": [34.0, None, 51.0, 22.0, None],
     "colour": ["red", None, "purple", "blue", "red"],
     "weight": [20000.0, 150000.0, None, 1e6, 5.5],
     "shape": ["round", "square", None, "oval", "square"],
+    "age": [18, 0.1, 1e6 + 0.3, 33.333333333, 2 ** 40 + 1],
 }
 
 
@@ -34,8 +36,11 @@ def arrow_batch(columns: dict) -> pa.RecordBatch:
 def test_the_batch_encoding_is_the_services_matrix_bit_for_bit():
     service = ENCODING.matrix(COLUMNS)
     batch = encoded(ENCODING, arrow_batch(COLUMNS))
-    assert batch.dtype == service.dtype == np.float32 and batch.shape == service.shape == (5, 8)
+    assert batch.dtype == service.dtype == np.float32 and batch.shape == service.shape == (5, 9)
     assert np.array_equal(batch, service)
+    assert np.array_equal(ENCODING.matrix({name: tuple(values) for name, values in COLUMNS.items()}), service), \
+        "the columns as the fast path gives them (tuples)"
+    assert batch[:, 8].tolist() == np.array(COLUMNS["age"], dtype=np.float32).tolist()
     assert batch[1, 1 + 2] == 1.0, "a missing colour takes the imputer's category"
     assert batch[2, 1:5].sum() == 0 and batch[3, 6:8].sum() == 0, "an unknown value sets no column"
     assert batch[2, 6:8].sum() == 0, "a missing value of a column without an imputer sets none either"
