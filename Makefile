@@ -108,11 +108,15 @@ test: $(STAMP) lint typecheck actionlint kusto supply-chain
 # runtime's MLflow and Spark, requirements-runtime.txt); Java from apt (Debian's OpenJDK 17) when missing.
 RUNTIME_VENV := .venv-runtime
 SPARK_STAMP := $(RUNTIME_VENV)/.installed
-# A venv made before uv installed the pins has none: the other venvs' installs fetch it.
-$(UV): $(STAMP)
-	@test -x $(UV) || $(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2
+# uv at UV_VERSION, stamped by version: a venv made before uv installed the pins has none, and one made before
+# UV_VERSION moved has an older one; either gets the pinned uv once. Order-only for the venvs uv installs into: which uv
+# installs their pins changes nothing in them, so a new uv rebuilds none.
+UV_STAMP := $(VENV)/.uv-$(UV_VERSION)
+$(UV_STAMP): $(STAMP)
+	@$(PY) -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION) >&2
+	@touch $(UV_STAMP)
 
-$(SPARK_STAMP): $(STAMP) $(UV) requirements-runtime.txt
+$(SPARK_STAMP): $(STAMP) requirements-runtime.txt | $(UV_STAMP)
 	@command -v java >/dev/null 2>&1 || bash scripts/apt_install.sh "make databricks-test" openjdk-17-jre-headless
 	@test -x $(RUNTIME_VENV)/bin/python || $(PYTHON) -m venv $(RUNTIME_VENV)
 	$(UV) pip install --quiet --python $(RUNTIME_VENV)/bin/python -r requirements-runtime.txt
@@ -148,7 +152,7 @@ kusto: $(KUSTO)
 # with the project's. checkov takes about 5 s.
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
-$(CHECKOV_STAMP): $(STAMP) $(UV) requirements-checkov.txt
+$(CHECKOV_STAMP): $(STAMP) requirements-checkov.txt | $(UV_STAMP)
 	@test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
 	$(UV) pip install --quiet --python $(CHECKOV_VENV)/bin/python --require-hashes --only-binary :all: \
 		-r requirements-checkov.txt
