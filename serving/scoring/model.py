@@ -268,7 +268,8 @@ class Encoding:
         flat = np.zeros((n + 1) * width, dtype=np.float32)
         matrix = flat.reshape(n + 1, width)
         if self.numbers:
-            block = np.frombuffer(b"".join([_doubles(columns[name], n) for name in self._number_names]),
+            doubles = f"{n}d"  # struct's format for a column
+            block = np.frombuffer(b"".join([_doubles(columns[name], doubles) for name in self._number_names]),
                                   dtype=np.float64).reshape(len(self.numbers), n)
             missing = np.isnan(block)
             if missing.any():
@@ -283,12 +284,13 @@ class Encoding:
         return matrix[:n]
 
 
-def _doubles(values: Sequence, n: int) -> bytes:
-    """A column's n numbers as doubles: struct packs a list or tuple of floats (and ints) in one C loop, several times
-    faster than numpy reads Python floats; a None (missing), or anything struct refuses, through numpy (None -> NaN)."""
-    if type(values) is tuple or type(values) is list:
+def _doubles(values: Sequence, doubles: str) -> bytes:
+    """A column's numbers as doubles (`doubles`: "<n>d"): struct packs a list or tuple of floats (and ints) in one C
+    loop, several times faster than numpy reads Python floats; a None (missing), or anything struct refuses, through
+    numpy (None -> NaN)."""
+    if type(values) in (tuple, list):
         try:
-            return struct.pack(f"{n}d", *values)
+            return struct.pack(doubles, *values)
         except struct.error:
             pass
     return np.asarray(values, dtype=np.float64).tobytes()

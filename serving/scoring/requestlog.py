@@ -242,9 +242,12 @@ class Stream:
 
     def __init__(self, fd: int = 1) -> None:
         self.fd = fd
-        self.lock = _lock_file(fd)
-        self.max_line = ATOMIC_BYTES if self.lock is None else MAX_LINE_BYTES
+        self._open()
         _opened.add(self)
+
+    def _open(self) -> None:
+        self.lock = _lock_file(self.fd)
+        self.max_line = ATOMIC_BYTES if self.lock is None else MAX_LINE_BYTES
 
     def reopen(self) -> None:
         """A lock of the process's own, in a forked child (workers forked after the app was made: gunicorn's
@@ -252,8 +255,7 @@ class Stream:
         writes would not exclude each other."""
         if self.lock is not None:
             os.close(self.lock)
-            self.lock = _lock_file(self.fd)
-            self.max_line = ATOMIC_BYTES if self.lock is None else MAX_LINE_BYTES
+            self._open()
 
     def write(self, lines: Sequence[bytes]) -> None:
         """The lines (each at most max_line bytes) in one write(), whole among every process writing to the stream."""
