@@ -33,8 +33,9 @@ The same registered model version served by the image's app (`/predict`, `/invoc
 process and the same records), by `mlflow models serve --env-manager local` (what a user would otherwise pick), and by
 a bare FastAPI + uvicorn endpoint that reads the body and returns a constant (`bench/bare_app.py`: the framework's
 speed limit), one worker each, on 127.0.0.1, loaded by wrk in interleaved rounds; medians. Beside them, the
-**baseline**: the same build context with the app of another commit (`BENCH_BASELINE=<checkout>`, else a worktree of
-`BENCH_BASELINE_REF` made under `.local/`). A full run takes about 12 minutes (`QUICK=1`, or `DURATION=3 ROUNDS=1`,
+**baseline**: another commit's whole path, the build context its own packaging makes of the same registered version
+(its compiled graph, manifest and app; `BENCH_BASELINE=<checkout>`, else a worktree of `BENCH_BASELINE_REF` made
+under `.local/`). A full run takes about 12 minutes (`QUICK=1`, or `DURATION=3 ROUNDS=1`,
 for a short one, which does not rewrite this page).
 
 **How the servers run.** Ours exactly as the image runs it: `python -m scoring.serve` from the build context (uvicorn
@@ -44,13 +45,16 @@ The bare endpoint runs with the same flags. Besides req/s the report gives the s
 on a shared machine a neighbour's load moves req/s far more than it moves what a request costs the server.
 
 **What makes a request fast.** The compiled graph is the estimator alone on one float32 matrix: the imputers' fill
-values and the one-hot categories travel in the model's ONNX metadata and the scorer builds the matrix; the session is
+values and the one-hot categories travel in the model's ONNX metadata and the scorer builds the matrix; a boosted
+binary classifier's trees run as a one-target ensemble of the raw score, a logistic after (serving/graph_rewrite.py:
+onnxruntime's two-class kernel took a third longer on 100 records); the session is
 called at C level with one reusable `RunOptions`; `ScoringFront` is the outermost ASGI layer, so a scoring request
 never enters FastAPI's middleware stack; `/predict` and `/invocations`' JSON forms are decoded and validated in one
 msgspec pass into typed records (`scoring/fastpath.py`; a body it refuses is validated again by pydantic, for the full
 report of every field), whose columns feed the matrix; the request log encodes each line's slice of those columns
 once, by column, in lines of up to 16 KiB, and writes a request's lines in one `write()` (under a lock shared by the
-workers when longer than PIPE_BUF: scoring/requestlog.py); V2's JSON form is decoded in one msgspec pass too.
+workers when longer than PIPE_BUF: scoring/requestlog.py), and /predict answers the outputs as the log's lines encoded
+them; V2's JSON form is decoded in one msgspec pass too.
 
 **The ceiling**, printed beside each bare-endpoint target from the run's own measurements: the share of the bare
 endpoint's throughput a server could reach here if it did nothing but what no scoring server can skip, by CPU per

@@ -260,14 +260,19 @@ def prepare(state: Path) -> Prepared:
     return Prepared(tracking_uri, version, context, manifest)
 
 
-def baseline_context(context: Path, checkout: Path, out: Path) -> Path:
-    """Our build context (the same model directory) with the baseline checkout's app (its serving/scoring)."""
-    app = checkout / "serving" / "scoring"
-    if not (app / "app.py").is_file():
+def baseline_context(prepared: Prepared, checkout: Path, out: Path) -> Path:
+    """The build context the baseline checkout's own packaging makes of the same registered version (its compiled
+    graph and manifest, serving/context.py, and its app), as an image built from that commit would hold: the baseline
+    is that commit's whole path, packaging included, not its app on our model directory."""
+    if not (checkout / "serving" / "scoring" / "app.py").is_file():
         raise FileNotFoundError(f"{checkout} is not a checkout of this project: no serving/scoring/app.py")
     shutil.rmtree(out, ignore_errors=True)
-    shutil.copytree(context, out, ignore=shutil.ignore_patterns("scoring", "wheels", "__pycache__"))
-    shutil.copytree(app, out / "scoring", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    version_uri = f"models:/{prepared.manifest['model']['name']}/{prepared.version}"
+    assemble = ("import sys; from pathlib import Path; from serving.context import assemble_build_context; "
+                "assemble_build_context(sys.argv[1], Path(sys.argv[2]), wheelhouse=False, progress=lambda text: None)")
+    # The checkout first on the path (`-c` puts the working directory there): its serving package, not ours.
+    subprocess.run([sys.executable, "-c", assemble, version_uri, str(out)], cwd=checkout, check=True,
+                   env={**os.environ, "MLFLOW_TRACKING_URI": prepared.tracking_uri, "PYTHONPATH": str(checkout)})
     return out
 
 

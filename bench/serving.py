@@ -16,8 +16,8 @@ What it does, all on 127.0.0.1:
    same process, the same records), `mlflow models serve`, and the bare endpoint (bench/bare_app.py:
    FastAPI + uvicorn reading the body and returning a constant: the framework's speed limit), and, given a
    baseline checkout (--baseline or BENCH_BASELINE; `make bench` makes a worktree of BENCH_BASELINE_REF), that
-   code's /predict: the same model directory and build context with the checkout's serving/scoring, launched
-   the same way, in the same interleaved rounds;
+   code's /predict: the build context the checkout's own packaging makes of the same registered version (its
+   compiled graph, manifest and app), launched the same way, in the same interleaved rounds;
 5. RSS of each server's process tree after the load (from /proc), every ratio, and the targets, PASS/FAIL;
 6. a profile of one /predict request (parse + validate, score, log, metrics, respond), timed in-process
    with the service's own code; the rest of 1 / req/s at one connection is the framework's.
@@ -203,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     example = prepared.manifest["input_example"]
     baseline = None
     if args.baseline:
-        baseline = servers.baseline_context(prepared.context, args.baseline.resolve(), state / "baseline-context")
+        baseline = servers.baseline_context(prepared, args.baseline.resolve(), state / "baseline-context")
         say(f"baseline: {args.baseline} ({git_describe(args.baseline)}) served from {baseline}")
     all_servers = servers.servers(prepared, state / "logs", server_cpus, baseline)
     order = list(all_servers.values())  # processes: launched, measured and stopped

@@ -224,7 +224,7 @@ def render_baseline(summary: dict[str, dict[str, dict]]) -> list[str]:
     if BASELINE not in summary or BARE not in summary:
         return []
     no_log = NO_LOG in summary
-    lines = ["", "Against the baseline (the same model and build context, the baseline checkout's serving/scoring):", "",
+    lines = ["", "Against the baseline (the same registered version, packaged and served by the baseline checkout's code):", "",
              "| load | /predict req/s | baseline req/s | **ours / baseline** | ours / bare | baseline / bare "
              "| CPU µs per request, ours / baseline |" + (" ours without the request log / baseline |" if no_log else ""),
              "|---|--:|--:|--:|--:|--:|--:|" + ("--:|" if no_log else "")]

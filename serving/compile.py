@@ -27,6 +27,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
 
+from serving.graph_rewrite import binary_trees_as_logit
 from serving.scoring.model import (
     ENCODING_KEY,
     FEATURES_INPUT,
@@ -137,16 +138,21 @@ def _float_type(shape: list):
 
 
 def _to_onnx(model, initial_types: list, pipeline: Any, classifier: bool = True):
+    """skl2onnx's graph, a boosted binary classifier's rewritten to the form onnxruntime scores faster
+    (serving/graph_rewrite.py)."""
     from skl2onnx import to_onnx
 
     model = _booster_without_feature_names(model)
     final = model.steps[-1][1] if isinstance(model, Pipeline) else model
     try:
-        return to_onnx(model, initial_types=initial_types, options={id(final): {"zipmap": False}} if classifier else None,
-                       target_opset=ONNX_OPSETS)
+        graph = to_onnx(model, initial_types=initial_types, options={id(final): {"zipmap": False}} if classifier else None,
+                        target_opset=ONNX_OPSETS)
     except Exception as error:  # skl2onnx raises many types for "no converter"
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CompileError(f"{type(pipeline).__name__}: {reason[:300]}") from error
+    if classifier:
+        binary_trees_as_logit(graph)
+    return graph
 
 
 def _booster_without_feature_names(model: Any) -> Any:

@@ -297,16 +297,22 @@ def test_the_run_without_the_request_log_is_reported_beside_the_baseline_ratios(
     assert rows == ["| 100 records, 8 conn | 600 | 400 | **1.50x** | 50% | 33% | 1,500 / 1,500 | 1.80x |"], rows
 
 
-def test_baseline_context_serves_the_same_model_with_the_baselines_app(tmp_path):
-    context, checkout = tmp_path / "context", tmp_path / "checkout"
-    (context / "model").mkdir(parents=True)
-    (context / "model" / "manifest.json").write_text("{}")
-    (context / "scoring").mkdir()
-    (context / "scoring" / "app.py").write_text("ours")
+def test_the_baseline_is_served_from_its_own_packaging_of_the_same_version(tmp_path):
+    """The baseline checkout's serving/context.py packages the version (its compiled graph, manifest and app), not
+    ours: a checkout whose packaging writes down what it was asked for."""
+    checkout = tmp_path / "checkout"
     (checkout / "serving" / "scoring").mkdir(parents=True)
+    (checkout / "serving" / "__init__.py").write_text("")
     (checkout / "serving" / "scoring" / "app.py").write_text("baseline")
-    out = servers.baseline_context(context, checkout, tmp_path / "out")
-    assert (out / "scoring" / "app.py").read_text() == "baseline"
-    assert (out / "model" / "manifest.json").read_text() == "{}"
+    (checkout / "serving" / "context.py").write_text(
+        "import json, os\n"
+        "def assemble_build_context(model_uri, out_dir, *, wheelhouse=True, progress=print):\n"
+        "    (out_dir / 'model').mkdir(parents=True)\n"
+        "    made_by = [model_uri, wheelhouse, os.environ['MLFLOW_TRACKING_URI'], __file__]\n"
+        "    (out_dir / 'model' / 'made-by.json').write_text(json.dumps(made_by))\n")
+    prepared = servers.Prepared("sqlite:///registry.db", "7", tmp_path / "ours", {"model": {"name": "credit-default"}})
+    out = servers.baseline_context(prepared, checkout, tmp_path / "out")
+    made_by = json.loads((out / "model" / "made-by.json").read_text())
+    assert made_by == ["models:/credit-default/7", False, "sqlite:///registry.db", str(checkout / "serving" / "context.py")]
     with pytest.raises(FileNotFoundError, match="not a checkout"):
-        servers.baseline_context(context, tmp_path / "nowhere", tmp_path / "out2")
+        servers.baseline_context(prepared, tmp_path / "nowhere", tmp_path / "out2")

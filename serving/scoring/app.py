@@ -115,7 +115,7 @@ def not_ready(scope: Scope, log_failure: Any, error: NotReady, body: dict) -> Re
 
 def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: Any) -> list[ScoringRoute]:
     manifest = path.manifest
-    model_ref = {"name": manifest.model_name, "version": manifest.model_version}
+    model_ref = orjson.dumps({"name": manifest.model_name, "version": manifest.model_version})
 
     def predict(scope: Scope, body: bytes) -> Reply:
         # The raw body is parsed and validated in one pass by msgspec (scoring/fastpath.py); a body it refuses, by
@@ -132,7 +132,10 @@ def predict_routes(app: FastAPI, path: ScoringPath, envelope: Any, log_failure: 
             return invalid_request(request_id, InputError.from_pydantic(error))
         except NotReady as error:
             return not_ready(scope, log_failure, error, {"error": "not ready", "problem": str(error)})
-        return Reply(200, orjson.dumps({"request_id": request_id, "model": model_ref, "predictions": scored.outputs}))
+        # orjson.dumps({"request_id", "model", "predictions"}), the predictions as the request log encoded them
+        predictions = scored.outputs_json or orjson.dumps(scored.outputs)
+        return Reply(200, b'{"request_id":%s,"model":%s,"predictions":%s}' % (orjson.dumps(request_id), model_ref,
+                                                                               predictions))
 
     def limit_refusal(scope: Scope, problem: str, kind: str) -> bytes:
         return invalid_request(scope["request_id"], InputError.one(problem, kind=kind)).body

@@ -131,6 +131,7 @@ class Scored(NamedTuple):  # built on every request: a NamedTuple is cheaper to 
     labels: list | None  # a classifier's label per record (/predict's rule); None for a regressor
     outputs: list[dict]  # /predict's answer per record and the request log's, built once (see Outputs)
     answer: Any = None  # what MLflow's pyfunc answers, when it is not `values` (MLflow's protocol asked for it)
+    outputs_json: bytes | None = None  # orjson.dumps(outputs), as the request log encoded them (None: no log)
 
 
 class Outputs:
@@ -259,13 +260,15 @@ class ScoringPath:
         if self.probability is not None:
             metrics.observe_probabilities(self.probability, array[:, 1])
         self.records_scored[protocol].inc(len(outputs))
-        if self.settings.request_log:
-            log = self.log_stream
-            log.write(requestlog.prediction_parts(
-                request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
-                runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(columns), outputs=outputs,
-                latency_ms=(time.perf_counter() - started) * 1000, ids=self.log_ids(found_ids), max_line=log.max_line))
-        return Scored(request_id, values, labels, outputs, own)
+        if not self.settings.request_log:
+            return Scored(request_id, values, labels, outputs, own)
+        log = self.log_stream
+        lines, outputs_json = requestlog.prediction_log(
+            request_id=request_id, model_name=self.manifest.model_name, model_version=self.manifest.model_version,
+            runtime=self.manifest.runtime, protocol=protocol, inputs=self.logged(columns), outputs=outputs,
+            latency_ms=(time.perf_counter() - started) * 1000, ids=self.log_ids(found_ids), max_line=log.max_line)
+        log.write(lines)
+        return Scored(request_id, values, labels, outputs, own, outputs_json)
 
     def log_ids(self, found: ids.Ids | None) -> dict | bytes | None:
         """The line's `ids`: None when the contract names none (no key), else each id column's values or None."""

@@ -70,14 +70,20 @@ def prediction_lines(**request: Any) -> bytes:
     return b"".join(prediction_parts(**request))
 
 
-def prediction_parts(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
-                     inputs: Columns, outputs: list[dict], latency_ms: float,
-                     ids: Ids | bytes | None = None, max_line: int = MAX_LINE_BYTES) -> list[bytes]:
-    """The request's log line, or its parts when one line would exceed `max_line` bytes (each ending in \\n; kept
-    apart: Stream.write writes them whole). `inputs` are the logged columns, in the order the line lists them
-    (lists or tuples of JSON values); `outputs` one dict per record; `ids` the logged ids (a column None when no
-    record had one), or their JSON object when it is every part's (no record had one: encoded once, not per part),
-    None when the contract names none (no `ids` key).
+def prediction_parts(**request: Any) -> list[bytes]:
+    """The request's log line, or its parts (prediction_log's lines; the arguments are the same)."""
+    return prediction_log(**request)[0]
+
+
+def prediction_log(*, request_id: str, model_name: str, model_version: str, runtime: str, protocol: str,
+                   inputs: Columns, outputs: list[dict], latency_ms: float,
+                   ids: Ids | bytes | None = None, max_line: int = MAX_LINE_BYTES) -> tuple[list[bytes], bytes]:
+    """(the request's log line, or its parts when one line would exceed `max_line` bytes, each ending in \\n and kept
+    apart: Stream.write writes them whole; orjson.dumps(outputs), from the lines' own slices: what /predict answers,
+    not encoded twice). `inputs` are the logged columns, in the order the line lists them (lists or tuples of JSON
+    values); `outputs` one dict per record; `ids` the logged ids (a column None when no record had one), or their JSON
+    object when it is every part's (no record had one: encoded once, not per part), None when the contract names none
+    (no `ids` key).
     The bytes are those of orjson.dumps({**header, "part", "parts", "first_record", "inputs", "ids", "outputs"}),
     each part's slice of the columns encoded once (a few records more to size the lines)."""
     count = len(outputs)
@@ -93,13 +99,13 @@ def prediction_parts(*, request_id: str, model_name: str, model_version: str, ru
     if not sampled or names + per_record * count <= budget * 0.9:  # a few records, or most likely one line
         records, results = _whole(inputs, ids), orjson.dumps(outputs)
         if len(records) + len(results) <= budget:
-            return [_line(head, 1, 1, 0, records, results)]  # the common case: one line
+            return [_line(head, 1, 1, 0, records, results)], results  # the common case: one line
         names = _names_bytes(inputs, ids)
         per_record = (len(records) + len(results) - names) / count
     parts = _parts(inputs, ids, outputs, budget, _even(count, int((budget - names) // (per_record * 1.05))))
-    if parts is None:
-        return _split(head, inputs, ids, outputs, budget)  # a record too big for a line (huge strings): cut, slowly
-    return _lines(head, parts)
+    if parts is None:  # a record too big for a line (huge strings): cut, slowly
+        parts = _split(inputs, ids, outputs, budget)
+    return _lines(head, parts), _joined(parts)
 
 
 # The header's bytes are orjson.dumps of {"log_type", "schema_version", "ts", "request_id", "model_name",
@@ -187,20 +193,26 @@ def _even(count: int, most: int) -> int:
     return -(-count // lines) if lines else most
 
 
-def _split(head: bytes, inputs: Columns, ids: Ids | bytes | None, outputs: list[dict], budget: int) -> list[bytes]:
-    """The lines of a request with a record too big for a line (huge strings): its long strings cut for the log (a
+def _split(inputs: Columns, ids: Ids | bytes | None, outputs: list[dict], budget: int) -> list[tuple[int, bytes, bytes]]:
+    """The parts of a request with a record too big for a line (huge strings): its long strings cut for the log (a
     copy: never the caller's columns), then as many records per line as fit (one per line if even a cut one does
     not fit: that line is longer, rather than the record lost)."""
     cut = {name: [_cut(value) for value in values] for name, values in inputs.items()}
-    parts = _parts(cut, ids, outputs, budget, 1) or [
+    return _parts(cut, ids, outputs, budget, 1) or [
         (index, _encode(cut, ids, index, index + 1), orjson.dumps(outputs[index:index + 1]))
         for index in range(len(outputs))]
-    return _lines(head, parts)
 
 
 def _lines(head: bytes, parts: list[tuple[int, bytes, bytes]]) -> list[bytes]:
     return [_line(head, number, len(parts), first, records, results)
             for number, (first, records, results) in enumerate(parts, start=1)]
+
+
+def _joined(parts: list[tuple[int, bytes, bytes]]) -> bytes:
+    """The whole request's outputs as JSON, from its parts' slices (each a non-empty JSON list)."""
+    if len(parts) == 1:
+        return parts[0][2]
+    return b"[%s]" % b",".join([results[1:-1] for _, _, results in parts])
 
 
 def _cut(value: object) -> object:

@@ -9,12 +9,15 @@ import shutil
 import httpx
 import mlflow
 import numpy as np
+import orjson
 import pandas as pd
 import pytest
+from fastapi.testclient import TestClient
 
 from monitoring import logformat
 from serving.compile import frame_to_columns
 from serving.localrun import stop_service
+from serving.scoring.app import create_app
 from serving.scoring.model import InputField, Manifest
 from serving.scoring.settings import Settings, SettingsError
 from tests.serving.conftest import launch
@@ -201,6 +204,32 @@ def test_one_json_log_line_per_scored_request(client, service, manifest, example
     assert logformat.records(line["inputs"], len(line["outputs"])) == example and len(line["outputs"]) == len(example)
     assert line["latency_ms"] > 0 and line["ts"].endswith("Z") and line["n_records"] == len(example)
     assert (line["protocol"], line["part"], line["parts"], line["first_record"]) == ("predict", 1, 1, 0)
+
+
+@pytest.mark.parametrize("count", [1, 300])
+def test_predict_answers_the_same_bytes_with_the_request_log_on_or_off(context, example, count, capfd):
+    """With the log on, /predict answers the outputs as the log's lines encoded them (one line, or several parts
+    for 300 records): the bytes must be those it answers without the log, and orjson's of the parsed answer."""
+    records = [example[index % len(example)] for index in range(count)]
+    answers = {}
+    for request_log in ("true", "false"):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("MODEL_DIR", str(context.path / "model"))
+            patch.setenv("REQUEST_LOG", request_log)
+            app = create_app()
+        with TestClient(app) as in_process:
+            capfd.readouterr()
+            answer = in_process.post("/predict", json={"records": records}, headers={"x-request-id": "same-id"})
+            assert answer.status_code == 200, answer.text
+            answers[request_log] = answer.content
+        lines = [json.loads(line) for line in capfd.readouterr().out.splitlines() if line.startswith("{")]
+        parts = [line for line in lines if line.get("log_type") == "prediction"]
+        if request_log == "true":
+            assert len(parts) == parts[0]["parts"] and (len(parts) > 1) == (count > 1)  # one line, or several
+        else:
+            assert not parts
+    assert answers["true"] == answers["false"] == orjson.dumps(json.loads(answers["true"]))
+    assert len(json.loads(answers["true"])["predictions"]) == count
 
 
 def test_docs_carry_the_generated_schema_and_example(client, manifest, model):

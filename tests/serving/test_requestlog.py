@@ -77,6 +77,21 @@ def test_lines_are_the_bytes_of_one_dict_per_part(count):
     assert logged(lines) == records
 
 
+@pytest.mark.parametrize(("count", "long_text"), [(1, 0), (30, 0), (400, 0), (3, 50_000), (2, 20_000)])
+def test_the_outputs_json_given_with_the_lines_is_orjsons_whatever_the_split(count, long_text):
+    """/predict answers the outputs as the log encoded them (not encoded twice): joined from the parts' slices, they
+    must be exactly orjson.dumps(outputs), for one line, several, and the lines of records cut for the log."""
+    rng = random.Random(count)
+    outputs = [{"probability": rng.random(), "label": rng.choice([0, 1, "x},{y"])} for _ in range(count)]
+    columns = {"note": tuple("é" * long_text if index == 1 else "short" for index in range(count)),
+               "height": tuple(rng.uniform(0, 1e6) for _ in range(count))}
+    lines, encoded = requestlog.prediction_log(request_id="r", model_name="m", model_version="1", runtime="onnx",
+                                               protocol="predict", inputs=columns, outputs=outputs, latency_ms=1.0)
+    assert encoded == orjson.dumps(outputs)
+    assert [record for line in lines for record in json.loads(line)["outputs"]] == outputs
+    assert (len(lines) > 1) == (count == 400 or long_text > 0)  # each case splits as meant
+
+
 @pytest.mark.parametrize("count", [1, 3, 400])
 def test_ids_are_sliced_with_the_records_of_each_part(count):
     """`ids` by id column, each part's slice beside its inputs (a whole request when it fits a line); an id no record

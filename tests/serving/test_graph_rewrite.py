@@ -1,0 +1,89 @@
+"""A boosted binary classifier's compiled graph, rewritten (serving/graph_rewrite.py), answers what skl2onnx's own
+graph answers: the same labels, the same probabilities to float32's precision, for each estimator the rewrite
+applies to, with integer or text classes and missing values; any other classifier's graph is left as it is."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnxruntime
+import pytest
+from lightgbm import LGBMClassifier
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier, RandomForestClassifier
+from xgboost import XGBClassifier
+
+from serving.compile import _float_type, register_converters
+from serving.graph_rewrite import binary_trees_as_logit
+
+WIDTH = 6
+
+
+def skl2onnx_graph(estimator):
+    """skl2onnx's graph of `estimator` as serving/compile.py asks for it (no zipmap), before any rewrite."""
+    from skl2onnx import to_onnx
+
+    register_converters()
+    return to_onnx(estimator, initial_types=[("features", _float_type([None, WIDTH]))],
+                   options={id(estimator): {"zipmap": False}}, target_opset={"": 18, "ai.onnx.ml": 3})
+
+
+def run(graph, rows: np.ndarray) -> tuple[list, np.ndarray]:
+    session = onnxruntime.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
+    label, probabilities = session.run(["label", "probabilities"], {"features": rows})
+    return label.tolist(), probabilities
+
+
+def data(seed: int, missing: bool) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    rows = rng.normal(size=(600, WIDTH)).astype(np.float32)
+    target = rows[:, 0] + 0.5 * rows[:, 1] * rows[:, 2] + rng.normal(scale=0.7, size=len(rows)) > 0
+    if missing:
+        rows[rng.random(rows.shape) < 0.1] = np.nan
+    return rows, target
+
+
+ESTIMATORS = {
+    "hist_gradient_boosting": (lambda: HistGradientBoostingClassifier(max_iter=40, random_state=0), True),
+    "gradient_boosting": (lambda: GradientBoostingClassifier(n_estimators=40, random_state=0), False),
+    "lightgbm": (lambda: LGBMClassifier(n_estimators=40, verbose=-1, random_state=0), True),
+    "xgboost": (lambda: XGBClassifier(n_estimators=40, random_state=0), True),
+}
+
+
+CLASSES = {"0-1": (0, 1), "text": ("approved", "declined"), "3-7": (3, 7)}
+CASES = [(kind, classes) for kind in ESTIMATORS for classes in CLASSES
+         if kind != "xgboost" or classes == "0-1"]  # XGBClassifier takes classes 0..k-1 only
+
+
+@pytest.mark.parametrize(("kind", "classes"), CASES, ids=[f"{kind}-{classes}" for kind, classes in CASES])
+def test_a_boosted_binary_classifier_answers_the_same_rewritten(kind, classes):
+    make, takes_missing = ESTIMATORS[kind]
+    classes = CLASSES[classes]
+    rows, target = data(seed=len(kind), missing=takes_missing)
+    estimator = make().fit(rows, np.where(target, classes[1], classes[0]))
+    original = skl2onnx_graph(estimator)
+    rewritten = copy.deepcopy(original)
+    assert binary_trees_as_logit(rewritten)
+    assert "TreeEnsembleClassifier" not in [node.op_type for node in rewritten.graph.node]
+    probes = np.vstack([rows, np.zeros((1, WIDTH), dtype=np.float32), np.full((1, WIDTH), np.nan, dtype=np.float32)])
+    expected_labels, expected = run(original, probes)
+    labels, probabilities = run(rewritten, probes)
+    assert labels == expected_labels and set(labels) == set(classes)  # both classes answered
+    assert probabilities.dtype == np.float32 and probabilities.shape == expected.shape
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=3e-7)
+    assert labels == [classes[1] if p1 > 0.5 else classes[0] for p1 in probabilities[:, 1].tolist()]
+    # the estimator's own labels and probabilities, as packaging's equivalence check compares them
+    assert labels == estimator.predict(probes[:-1]).tolist() + labels[-1:]
+    np.testing.assert_allclose(probabilities[:-1], estimator.predict_proba(probes[:-1]), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("make", [lambda: RandomForestClassifier(n_estimators=5, random_state=0),
+                                  lambda: HistGradientBoostingClassifier(max_iter=10)], ids=["forest", "multiclass"])
+def test_any_other_classifier_graph_is_left_as_it_is(make):
+    rows, target = data(seed=1, missing=False)
+    labels = target.astype(int) + (rows[:, 3] > 1)  # three classes for the multiclass model; the forest's too
+    original = skl2onnx_graph(make().fit(rows, labels))
+    graph = copy.deepcopy(original)
+    assert not binary_trees_as_logit(graph)
+    assert graph == original
