@@ -218,6 +218,23 @@ def principal_of(identity: Any) -> str:
     return identity.principal_id
 
 
+def deployer_privileges(catalog: str, schema: str, deployer: str, declares_model: bool) -> list[Wanted]:
+    """Everything the deployer uses on the stack's catalog and schema: a databricks Grant is authoritative for its
+    principal (pulumi_databricks grant.py: it OVERWRITES the principal's grants there), so a privilege left out would
+    be revoked by the deployer's own Grant. MANAGE: it grants the jobs, the readers and itself there (an owner holds
+    it anyway); CREATE_VOLUME: the code volume; CREATE_MODEL where it declares the model (a promotion target). Its
+    reads (EXECUTE) and the quality loop's CREATE_TABLE merge in beside (_wanted_grants). Audit s11, F1 and F2."""
+    schema_privileges = ["USE_SCHEMA", "MANAGE", "CREATE_VOLUME", *(["CREATE_MODEL"] if declares_model else [])]
+    return [("deployer-catalog", {"catalog": catalog}, deployer, ["USE_CATALOG", "MANAGE"]),
+            ("deployer-schema", {"schema": f"{catalog}.{schema}"}, deployer, schema_privileges)]
+
+
+def deployers_own(wanted: Wanted, deployer: str) -> bool:
+    """A Grant to the deployer on the stack's catalog or schema (one of _deployer_grants)."""
+    principal, securable = wanted[2], wanted[1]
+    return isinstance(principal, str) and principal == deployer and securable.keys() <= {"catalog", "schema"}
+
+
 def merged(wanted: list[Wanted]) -> list[Wanted]:
     """One Grant per principal and securable, holding all its privileges: a databricks Grant is authoritative for its
     principal on its securable, so two of them for the same pair overwrite each other on every `up`."""
@@ -260,6 +277,8 @@ class Databricks(pulumi.ComponentResource):
                                                       description=f"{args.names.project} {purpose} ({args.environment})",
                                                       opts=self._in_folder(on_workspace))
         self.catalog = self._catalog(name, args, on_workspace)
+        # The deployer's own privileges first: the model and the code volume it creates need them (audit s11 F1).
+        self.deployer_grants = self._deployer_grants(name, args, on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
         conflicts = runtime.conflicts(jobwheel.pins(jobwheel.REQUIRES), s.job.spark_version)
         if conflicts:  # installing them would replace the runtime's libraries underneath it
@@ -267,7 +286,7 @@ class Databricks(pulumi.ComponentResource):
         self.wheel = jobwheel.build(args.wheel_dir, distribution=args.names.wheel_distribution,
                                     model_module=args.model.module)
         self.wheel_path, self.code = self._upload_wheel(name, args, on_workspace)
-        self.grants = self._grants(name, args, on_workspace)
+        self.grants = [*self.deployer_grants, *self._grants(name, args, on_workspace)]
         self.job = self._job(name, args, on_workspace) if args.trains else None
         self.job_id = self.job.id if self.job else pulumi.Output.from_input("")
         self.drift_job = self._drift_job(name, args, on_workspace)
@@ -376,6 +395,10 @@ class Databricks(pulumi.ComponentResource):
     def _in_schema(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
         return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=self.catalog))
 
+    def _created_by_deployer(self, opts: pulumi.ResourceOptions) -> pulumi.ResourceOptions:
+        """In the schema, after the deployer's own Grants (CREATE_VOLUME, CREATE_MODEL: _deployer_privileges)."""
+        return pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[*self.catalog, *self.deployer_grants]))
+
     def _registered_model(self, name: str, args: DatabricksArgs,
                           opts: pulumi.ResourceOptions) -> pulumi.CustomResource | None:
         s, model = args.settings, args.model
@@ -393,7 +416,7 @@ class Databricks(pulumi.ComponentResource):
                 return None
             return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
                                               schema_name=s.schema, owner=s.deployer,
-                                              comment=f"{args.names.project} model", opts=self._in_schema(opts))
+                                              comment=f"{args.names.project} model", opts=self._created_by_deployer(opts))
         return databricks.MlflowModel(f"{name}-model", name=model.short_name, description=f"{args.names.project} model",
                                       tags=[databricks.MlflowModelTagArgs(key=k, value=v) for k, v in args.tags.items()],
                                       opts=opts)
@@ -417,7 +440,7 @@ class Databricks(pulumi.ComponentResource):
         if s.unity_catalog:
             volume = databricks.Volume(f"{name}-code-volume", catalog_name=s.catalog, schema_name=s.schema,
                                        name=s.code_volume, volume_type="MANAGED", comment="the Databricks jobs' wheel",
-                                       opts=self._in_schema(opts))
+                                       opts=self._created_by_deployer(opts))
             path = f"/Volumes/{s.catalog}/{s.schema}/{s.code_volume}/{self.wheel.name}"
             file: pulumi.CustomResource = databricks.File(f"{name}-wheel", path=path, content_base64=content,
                                    opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=[volume])))
@@ -426,18 +449,19 @@ class Databricks(pulumi.ComponentResource):
         file = databricks.WorkspaceFile(f"{name}-wheel", path=path, content_base64=content, opts=self._in_folder(opts))
         return f"/Workspace{path}", [file]
 
-    def _grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
-        """Least privilege in Unity Catalog. Each Grant adds one principal's privileges on one securable and leaves
-        other principals' grants alone (the catalog and the training table are usually shared)."""
+    def _wanted_grants(self, args: DatabricksArgs) -> list[Wanted]:
+        """Least privilege in Unity Catalog, one entry per principal and securable (merged). Each Grant adds one
+        principal's privileges on one securable and leaves other principals' grants alone (the catalog and the training
+        table are usually shared)."""
         s, model = args.settings, args.model
         if not s.unity_catalog or s.catalog is None or s.schema is None:  # settings require both with unityCatalog
             return []
         jobs = self.job_principal
-        grants: list[pulumi.CustomResource] = []
-        wanted: list[tuple[str, dict[str, str], pulumi.Input[str], list[str]]] = [
+        wanted: list[Wanted] = [
             ("jobs-catalog", {"catalog": s.catalog}, jobs, ["USE_CATALOG"]),
             ("jobs-schema", {"schema": f"{s.catalog}.{s.schema}"}, jobs, ["USE_SCHEMA"]),
             ("jobs-code", {"volume": f"{s.catalog}.{s.schema}.{s.code_volume}"}, jobs, ["READ_VOLUME"]),
+            *deployer_privileges(s.catalog, s.schema, s.deployer, declares_model=not args.trains),
         ]
         if args.trains:
             # CREATE MODEL: the jobs' principal creates the model at its first registration, and so owns it; a three-part
@@ -464,12 +488,29 @@ class Databricks(pulumi.ComponentResource):
             wanted += batch_grants(s.batch, s.catalog, s.schema, jobs)
         if quality_declared(args):
             wanted += quality_grants(args, s.catalog, s.schema, jobs)
-        for key, securable, principal, privileges in merged(wanted):
-            depends = [*self.catalog, *self._model()] if key.endswith("model") else [*self.catalog, *self.code]
-            depends += self.members  # a member of this workspace before the grant names it
-            grants.append(databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,
-                                           opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends))))
+        return merged(wanted)
+
+    def _deployer_grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+        """The deployer's own Grants on the stack's catalog and schema, before anything it creates there: a Grant is
+        authoritative for its principal, so these hold every privilege the deployer uses there (deployer_privileges)."""
+        return [self._grant(name, wanted, [*self.catalog, *self.members], opts) for wanted in self._wanted_grants(args)
+                if deployers_own(wanted, args.settings.deployer)]
+
+    def _grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+        """Every other Grant: after the code volume they name (or the model), and after the deployer's own."""
+        grants = []
+        for wanted in self._wanted_grants(args):
+            if not deployers_own(wanted, args.settings.deployer):
+                on = [*self.catalog, *self._model()] if wanted[0].endswith("model") else [*self.catalog, *self.code]
+                grants.append(self._grant(name, wanted, [*on, *self.deployer_grants, *self.members], opts))
         return grants
+
+    def _grant(self, name: str, wanted: Wanted, depends: list[pulumi.Resource],
+               opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
+        key, securable, principal, privileges = wanted
+        # a member of this workspace (self.members) before the grant names it
+        return databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,
+                                opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)))
 
     def _wheel_task(self, key: str, entry_point: str, parameters: list[pulumi.Input[str]], timeout: int, cluster: str,
                     depends_on: list[str] | None = None, retries: int = 0) -> databricks.JobTaskArgs:

@@ -46,7 +46,7 @@ from testing.platform_rules.common import (
 )
 from testing.platform_rules.container_apps import OPENER, RBAC_WAIT
 from testing.platform_rules.databricks import DIRECTORY, PERMISSIONS, POLICY
-from testing.platform_rules.databricks_catalog import GRANT, MODEL, QUALITY_MONITOR, SQL_TABLE, _held
+from testing.platform_rules.databricks_catalog import GRANT, MODEL, QUALITY_MONITOR, SQL_TABLE, VOLUME, _held
 from testing.platform_rules.engine import changes
 from testing.platform_rules.revisions import RevisionHistory, RevisionRefused
 
@@ -54,7 +54,7 @@ __all__ = [
     "ACR_PULL_ROLE", "API_VERSIONS", "APP", "AUTH_CONFIG", "CLUSTER", "CONFIG_MAP", "DCR", "DCRA", "DEPLOYMENT",
     "DIAGNOSTICS", "DIRECTORY", "ENVIRONMENT", "GRANT", "HPA", "INVOKE_ACTIONS", "JOB", "MODEL", "MONITOR_WORKSPACE",
     "NETWORK_POLICY", "OPENER", "PERMISSIONS", "POLICY", "PROM_RULES", "PROVIDERS", "QUALITY_MONITOR", "QUERY_RULE",
-    "RBAC_WAIT", "ROLE", "RULES", "RULE_SET", "SQL_TABLE", "WORKSPACE_READS", "Result", "RevisionHistory",
+    "RBAC_WAIT", "ROLE", "RULES", "RULE_SET", "SQL_TABLE", "VOLUME", "WORKSPACE_READS", "Result", "RevisionHistory",
     "RevisionRefused", "Rule", "_held", "changes", "check", "preview_needs_only_its_roles", "report",
 ]
 

@@ -133,6 +133,39 @@ def _held(ev: Evaluation) -> dict[tuple[str, str, str], set[str]]:
     return held
 
 
+VOLUME = "databricks:index/volume:Volume"
+CREATE_PRIVILEGE = {VOLUME: "CREATE_VOLUME", MODEL: "CREATE_MODEL"}
+
+
+def deployer_holds_what_it_creates_with(ev: Evaluation) -> list[str]:
+    """The deployer creates the code volume (CREATE_VOLUME on its schema, or its catalog) and, in a promotion target,
+    the registered model (CREATE_MODEL), after its own Grant there; a Grant being authoritative for its principal, the
+    deployer's own Grant on a catalog or schema where it grants others keeps MANAGE, or revokes what those Grants
+    need (audit s11, F1 and F2)."""
+    deployer, held = str(_deployer(ev)), _held(ev)
+    if not held:
+        return []  # the workspace registry: no Unity Catalog grants
+    grants = {(str(g.inputs.get("principal")), *_securable(g.inputs)): g for g in ev.of_type(GRANT)}
+    problems = []
+    for typ, privilege in CREATE_PRIVILEGE.items():
+        for created in ev.of_type(typ):
+            catalog, schema = str(created.inputs.get("catalogName")), str(created.inputs.get("schemaName"))
+            where = f"{catalog}.{schema}"
+            own = grants.get((deployer, "schema", where))
+            if not {privilege, "ALL_PRIVILEGES"} & (held.get((deployer, "schema", where), set())
+                                                     | held.get((deployer, "catalog", catalog), set())):
+                problems.append(f"{created.name}: the deployer {deployer} lacks {privilege} on {where}")
+            elif own is not None and created.urn and own.urn not in created.dependencies:
+                problems.append(f"{created.name}: created without waiting for the deployer's own Grant on {where}")
+    for (principal, kind, name), grant in grants.items():
+        others = [p for p, k, n in grants if (k, n) == (kind, name) and p != deployer]
+        if principal == deployer and kind in ("catalog", "schema") and others \
+                and "MANAGE" not in (grant.inputs.get("privileges") or []):
+            problems.append(f"{grant.name}: the deployer's own Grant on {kind} {name} leaves out MANAGE, which it needs "
+                            f"to grant {len(others)} other principal(s) there")
+    return problems
+
+
 def model_readers_hold_execute(ev: Evaluation) -> list[str]:
     """Unity Catalog: reading a model's versions and files needs EXECUTE on it (and USE_CATALOG, USE_SCHEMA), unless
     one owns it; owning its catalog or schema does not give it. The readers: the deployer (it packages the version),
@@ -308,6 +341,11 @@ RULES: tuple[Rule, ...] = (
          "(metastores of automatically enabled workspaces)",
          "https://learn.microsoft.com/azure/databricks/connect/unity-catalog/managed-storage",
          catalog_has_managed_location),
+    Rule("unity-catalog-deployer-creates", "creating a managed volume takes CREATE_VOLUME on its schema and a model "
+         "CREATE_MODEL; granting takes MANAGE (or ownership); a Grant is authoritative for its principal, so the "
+         "deployer's own lists all it uses there, and what it creates waits for it",
+         "https://learn.microsoft.com/azure/databricks/data-governance/unity-catalog/manage-privileges/privileges",
+         deployer_holds_what_it_creates_with),
     Rule("lakehouse-monitor-creator", "creating a monitor takes USE_CATALOG, USE_SCHEMA and the table's ownership "
          "(or MANAGE and SELECT) of the caller; its metric tables need CREATE_TABLE on the output schema",
          "https://docs.databricks.com/api/workspace/qualitymonitors/create", monitor_created_by_the_tables_owner),

@@ -50,7 +50,8 @@ def test_the_wheel_holds_exactly_what_the_entry_points_import(wheel):
     # nothing the tasks do not import: of serving, only what the batch job scores with (the image's model preparation
     # and scorer, not the app), no Pulumi program, no data generator
     assert {n for n in code if n.startswith("serving/")} == {
-        "serving/__init__.py", "serving/batch.py", "serving/compile.py", "serving/context.py", "serving/lock.py",
+        "serving/__init__.py", "serving/batch.py", "serving/compile.py", "serving/graph_rewrite.py", "serving/context.py",
+        "serving/lock.py",
         "serving/manifest.py", "serving/runtime.py", "serving/scoring/__init__.py", "serving/scoring/model.py",
         "serving/inference_table.py"}  # the batch job's append to the stack's inference table
     assert not {n for n in code if n.startswith("scripts/")}

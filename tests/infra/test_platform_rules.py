@@ -528,6 +528,28 @@ def test_a_job_acl_naming_its_deployer_is_caught():
     assert not problems("databricks-job-one-owner", fake(now, folder, config=config))
 
 
+def test_a_deployer_creating_without_create_privileges_or_revoking_its_own_manage_is_caught():
+    """Audit s11 F1, F2: the deployer creates the code volume and a promotion target's model with CREATE_VOLUME and
+    CREATE_MODEL on the schema, after its own Grant; that Grant, authoritative for it, keeps MANAGE where it grants
+    others."""
+    config = {"databricks": {"deployer": OWNER_DEPLOYER}}
+    volume = resource(platform_rules.VOLUME, "code", {"catalogName": "prod", "schemaName": "credit", "name": "code"})
+    model = resource(platform_rules.MODEL, "model", {"catalogName": "prod", "schemaName": "credit", "name": "m"})
+    jobs = grant("jobs", JOBS, ["USE_SCHEMA"], schema="prod.credit")
+    narrow = grant("own", OWNER_DEPLOYER, ["USE_SCHEMA", "EXECUTE"], schema="prod.credit")
+    found = problems("unity-catalog-deployer-creates", fake(volume, model, jobs, narrow, config=config))
+    assert found == [f"code: the deployer {OWNER_DEPLOYER} lacks CREATE_VOLUME on prod.credit",
+                     f"model: the deployer {OWNER_DEPLOYER} lacks CREATE_MODEL on prod.credit",
+                     "own: the deployer's own Grant on schema prod.credit leaves out MANAGE, which it needs to grant 1 "
+                     "other principal(s) there"]
+    full = grant("own", OWNER_DEPLOYER, ["USE_SCHEMA", "CREATE_VOLUME", "CREATE_MODEL", "MANAGE"], schema="prod.credit")
+    assert problems("unity-catalog-deployer-creates", fake(volume, model, jobs, full, config=config)) == [
+        "code: created without waiting for the deployer's own Grant on prod.credit",
+        "model: created without waiting for the deployer's own Grant on prod.credit"]
+    volume.dependencies, model.dependencies = [full.urn], [full.urn]
+    assert not problems("unity-catalog-deployer-creates", fake(volume, model, jobs, full, config=config))
+
+
 def test_a_trained_models_readers_may_hold_execute_on_the_schema():
     """The jobs create a training stack's model, so no grant can name it before: EXECUTE on the schema is inherited."""
     train = wheel_job("train", "mlops-train", ["--model-name", "prod.credit.m"])

@@ -360,11 +360,13 @@ def model_readers_grants(stack: str) -> dict[str, list[str]]:
 
 
 def deployer_grants(stack: str) -> dict[str, list[str]]:
-    """The deployer reads the model as the readers do, and creates the inference table and its monitor, whose metric
-    tables go to the same schema (CREATE_TABLE)."""
+    """The deployer reads the model as the readers do, creates the code volume (CREATE_VOLUME), the inference table and
+    its monitor, whose metric tables go to the same schema (CREATE_TABLE), and grants there (MANAGE): all of it declared,
+    since its own Grant is authoritative for it (audit s11 F1, F2)."""
     s = settings_of(stack)
-    return {**model_readers_grants(stack),
-            f"schema {s.databricks.catalog}.{s.databricks.schema}": ["CREATE_TABLE", "EXECUTE", "USE_SCHEMA"]}
+    return {f"catalog {s.databricks.catalog}": ["MANAGE", "USE_CATALOG"],
+            f"schema {s.databricks.catalog}.{s.databricks.schema}": ["CREATE_TABLE", "CREATE_VOLUME", "EXECUTE", "MANAGE",
+                                                                     "USE_SCHEMA"]}
 
 
 DEPLOYER, JOBS_SP = "11111111-2222-3333-4444-555555555555", "66666666-7777-8888-9999-000000000000"
