@@ -18,5 +18,11 @@ if ! command -v apt-get >/dev/null 2>&1; then
     exit 1
 fi
 echo "$what: installing $* with apt-get"
-$SUDO apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+# One apt at a time: .ci/run starts `make test` and `make databricks-test` together, and on a fresh machine each may
+# install something (Node for one, Java for the other); a second apt-get would fail on the first's dpkg lock.
+lock="${TMPDIR:-/tmp}/mlops-apt-install.lock"
+(
+    flock -w 900 9 || { echo "$what: another install held $lock for 15 minutes" >&2; exit 1; }
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
+) 9>"$lock"
