@@ -224,8 +224,9 @@ def _is_nan(value: object) -> bool:
 def canonical_bytes(model) -> bytes:
     """The same bytes for the same pipeline in every process. skl2onnx writes opset_import in set order, which
     follows PYTHONHASHSEED: unsorted, about one `pulumi up` in ten saw a new model.onnx, a new build context, a
-    rebuilt image and a new revision with nothing changed."""
-    imports = sorted((o.domain, o.version) for o in model.opset_import)
+    rebuilt image and a new revision with nothing changed. Each (domain, version) once: skl2onnx lists ("", 18) twice,
+    which onnxruntime and the checker accept but a stricter reader need not (audit s11 F9)."""
+    imports = sorted({(o.domain, o.version) for o in model.opset_import})
     del model.opset_import[:]
     for domain, version in imports:
         model.opset_import.add(domain=domain, version=version)

@@ -87,3 +87,19 @@ def test_any_other_classifier_graph_is_left_as_it_is(make):
     graph = copy.deepcopy(original)
     assert not binary_trees_as_logit(graph)
     assert graph == original
+
+
+def test_packaging_compiles_a_boosted_binary_classifier_rewritten_with_each_opset_once():
+    """serving/compile.py's own path: the rewrite applied, and the opset list canonical (each domain once, sorted)."""
+    import onnx
+
+    from serving.compile import compile_pipeline
+    from serving.scoring.model import InputField
+
+    rows, target = data(seed=2, missing=True)
+    estimator = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows, target)
+    inputs = tuple(InputField(name=f"x{index}", type="double") for index in range(WIDTH))
+    model = onnx.load_from_string(compile_pipeline(estimator, inputs).onnx_bytes)
+    assert [node.op_type for node in model.graph.node][0] == "TreeEnsembleRegressor"
+    imports = [(o.domain, o.version) for o in model.opset_import]
+    assert imports == sorted(set(imports)) and len({domain for domain, _ in imports}) == len(imports)
