@@ -110,6 +110,24 @@ def lineage_tags(source: ModelSource, run_id: str, image_digest: str = "") -> di
     return {**tags, IMAGE_DIGEST_TAG: image_digest} if image_digest else tags
 
 
+APPROVAL_METRICS = "gate_challenger_"  # training/gate.py's score at approval, which the quality job compares with
+
+
+def approval_scores(client: Any, run_id: str | None) -> dict[str, float]:
+    """The source version's scores at approval (its run's gate_challenger_<metric>), for the copy's run: the target's
+    quality job reads its reference there (monitoring/quality.py references). None readable: none copied (the quality
+    rule then keeps its floor, as before)."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return {}
+    try:
+        metrics = client.get_run(run_id).data.metrics
+    except MlflowException:
+        return {}
+    return {key: float(value) for key, value in metrics.items() if key.startswith(APPROVAL_METRICS)}
+
+
 def download_version(registry: Registry, name: str, version: str, dst: Path) -> Path:
     """The version's files, exactly as stored (no `registered_model_meta` added, unlike a models:/ download)."""
     repo: ArtifactRepository
@@ -192,6 +210,8 @@ def _copy(source: ModelSource, target: ModelTarget, image_digest: str) -> tuple[
         digest = files_hash(local)
         run = client.create_run(_experiment_id(client, target), run_name=f"promote-{source.name}-v{source.version}",
                                 tags={**lineage_tags(source, source_version.run_id, image_digest), "content_sha256": digest})
+        for key, value in approval_scores(source_client, source_version.run_id).items():
+            client.log_metric(run.info.run_id, key, value)
         client.log_artifacts(run.info.run_id, str(local), artifact_path="model")
         client.set_terminated(run.info.run_id)
     _ensure_registered_model(client, target.name)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from monitoring import logformat
+from monitoring import lineage, logformat
 from training.baseline import BASELINE_FILE
 from training.contract import CONTRACT_FILE
 
@@ -199,12 +199,9 @@ def registered_version(args: argparse.Namespace, logged_name: str, logged_versio
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.registry_uri or args.tracking_uri)
-    numbers = sorted((int(found.version) for found in client.search_model_versions(f"name='{args.model_name}'")),
-                     reverse=True)
-    for number in numbers:  # Unity Catalog's search results carry no tags: each version's come from a get
-        tags = client.get_model_version(args.model_name, str(number)).tags or {}
-        if tags.get("source_model") == logged_name and tags.get("source_version") == str(logged_version):
-            return args.model_name, str(number)
+    copy = lineage.copies_of(client, args.model_name, logged_name).get(str(logged_version))
+    if copy is not None:
+        return args.model_name, copy
     raise DriftInputError(f"{args.model_name} holds no copy of {logged_name} v{logged_version} (no version tagged "
                           "source_model and source_version with it): was it promoted to this stack?")
 

@@ -46,6 +46,7 @@ from sklearn.metrics import (
     root_mean_squared_error,
 )
 
+from monitoring import lineage
 from training.contract import Contract, Metric
 
 ALL = "all"  # the slice of every prediction
@@ -387,20 +388,31 @@ def _version_order(version: str) -> tuple[int, str]:
 
 
 def references(tracking_uri: str | None, model_name: str, versions: list[str], gate_name: str,
-               registry_uri: str | None = None) -> dict[str, float]:
-    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it). The
-    registry is `registry_uri` where it is not the tracking store: on Databricks the runs are the workspace's
-    (`databricks`) and the versions Unity Catalog's (`databricks-uc`)."""
+               registry_uri: str | None = None, logged_name: str = "") -> dict[str, float]:
+    """Each version's score at approval: its gate run's gate_challenger_<metric> (training/gate.py records it; a
+    promotion copies it onto its own run, infra/promote.py). The registry is `registry_uri` where it is not the
+    tracking store: on Databricks the runs are the workspace's (`databricks`) and the versions Unity Catalog's
+    (`databricks-uc`). Where the log names another model (`logged_name`: a promotion target serves the source's image),
+    `versions` are that model's and each is read from `model_name`'s copy of it (monitoring/lineage.py)."""
     if not tracking_uri:
         return {}
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+    copies = None
+    if logged_name and logged_name != model_name:
+        try:
+            copies = lineage.copies_of(client, model_name, logged_name)
+        except MlflowException:  # no such model in this registry: no references
+            return {}
     found = {}
     for version in versions:
+        number = version if copies is None else copies.get(str(version))
+        if number is None:
+            continue
         try:
-            run_id = client.get_model_version(model_name, version).run_id
+            run_id = client.get_model_version(model_name, number).run_id
             value = client.get_run(run_id).data.metrics.get(f"gate_challenger_{gate_name}") if run_id else None
         except MlflowException:  # a version or run this store does not hold (a copy whose run is elsewhere): none
             value = None

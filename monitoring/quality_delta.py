@@ -140,7 +140,7 @@ def run(args: argparse.Namespace, store: Any, lines: Iterable[Any], labels: pd.D
         scored = quality.quality_table(joined, contract, gate.measure, window, args.min_labelled, args.resamples)
         versions = sorted(joined["model_version"].astype(str).unique())
         refs = quality.references(args.tracking_uri, args.model_name or model_name, versions, gate.name,
-                                  os.environ.get("MLFLOW_REGISTRY_URI"))
+                                  os.environ.get("MLFLOW_REGISTRY_URI"), logged_name=model_name)
         decision = quality.decide(scored, gate.name, rule, refs, drifted)
         retrain, reasons = decision.retrain, [*reasons, *decision.reasons]
     started = None

@@ -285,6 +285,10 @@ def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tm
     client = promote.Registry(prod_uri).client()
     copy = client.get_model_version_by_alias("promoted-copy", "champion")
     assert copy.tags["source_run_id"] == registry["summary"]["run_id"] and copy.tags["image_digest"] == DIGEST
+    # the source's score at approval, on the copy's run: prod's quality job reads its reference there (audit s11 F3)
+    source_run = promote.Registry(registry["tracking_uri"]).client().get_run(registry["summary"]["run_id"])
+    approval = {k: v for k, v in source_run.data.metrics.items() if k.startswith("gate_challenger_")}
+    assert approval and client.get_run(copy.run_id).data.metrics == approval
     again = provider.update(created.id, created.outs, dict(props))
     assert again.outs["version"] == "1" and again.outs["reused"] is True, "re-running must not copy twice"
     with pytest.raises(PromotionError, match="outputs are stale"):

@@ -230,6 +230,27 @@ def test_a_bootstrap_draws_metrics_are_scikit_learns(model, seed):
         assert fast[name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
 
 
+def test_a_promotion_targets_references_are_its_copies_of_the_logged_versions(tmp_path):
+    """Audit s11 F3: prod serves staging's image, so its log names staging's model and versions; the reference of each
+    is the approval score on prod's copy of it (the version whose lineage tags name it; numbered on its own)."""
+    from mlflow.tracking import MlflowClient
+
+    tracking = f"sqlite:///{tmp_path / 'prod.db'}"
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)  # not an MLFLOW_REGISTRY_URI left in the env
+    experiment = client.create_experiment("promotions", artifact_location=(tmp_path / "art").as_uri())
+    client.create_registered_model("prod-model")
+    for source_version, score in (("7", 0.74), ("9", 0.79)):  # prod's versions 1 and 2
+        run = client.create_run(experiment).info.run_id
+        client.log_metric(run, "gate_challenger_roc_auc", score)
+        client.create_model_version("prod-model", (tmp_path / "art" / source_version).as_uri(), run_id=run,
+                                    tags={"source_model": "staging-model", "source_version": source_version})
+    refs = quality.references(tracking, "prod-model", ["7", "9", "8"], "roc_auc", logged_name="staging-model")
+    assert refs == {"7": 0.74, "9": 0.79}  # 8 was never promoted: no reference
+    # without the logged name the same numbers would be read as prod's own versions (there is no version 7 or 9)
+    assert quality.references(tracking, "prod-model", ["7", "9"], "roc_auc") == {}
+    assert quality.references(tracking, "no-such-model", ["7"], "roc_auc", logged_name="staging-model") == {}
+
+
 def test_references_read_the_versions_from_the_registry_and_their_runs_from_the_tracking_store(tmp_path):
     """On Databricks the gate's runs are the workspace's and the versions Unity Catalog's: two stores. A version whose
     run or number the stores do not hold has no reference, and the others still do."""

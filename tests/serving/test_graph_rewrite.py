@@ -100,6 +100,6 @@ def test_packaging_compiles_a_boosted_binary_classifier_rewritten_with_each_opse
     estimator = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows, target)
     inputs = tuple(InputField(name=f"x{index}", type="double") for index in range(WIDTH))
     model = onnx.load_from_string(compile_pipeline(estimator, inputs).onnx_bytes)
-    assert [node.op_type for node in model.graph.node][0] == "TreeEnsembleRegressor"
+    assert model.graph.node[0].op_type == "TreeEnsembleRegressor"
     imports = [(o.domain, o.version) for o in model.opset_import]
     assert imports == sorted(set(imports)) and len({domain for domain, _ in imports}) == len(imports)

@@ -1,0 +1,19 @@
+"""Which of a model's versions copy which version of another: a promotion target (prod) serves the source stack's
+image, so its request log names the source's model and version, while its jobs read prod's copies, which carry the
+source_model and source_version tags of infra/promote.py's lineage."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def copies_of(client: Any, model_name: str, source_model: str) -> dict[str, str]:
+    """{source version: the newest version of `model_name` that copies it} (an MlflowClient whose registry holds
+    `model_name`). Unity Catalog's search results carry no tags: each version's come from a get."""
+    numbers = sorted((int(found.version) for found in client.search_model_versions(f"name='{model_name}'")), reverse=True)
+    copies: dict[str, str] = {}
+    for number in numbers:
+        tags = client.get_model_version(model_name, str(number)).tags or {}
+        if tags.get("source_model") == source_model and tags.get("source_version"):
+            copies.setdefault(str(tags["source_version"]), str(number))
+    return copies
