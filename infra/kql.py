@@ -51,25 +51,9 @@ class LogSource:
 
     @property
     def lines(self) -> str:
-        """The app's stdout lines. A union with an empty table of the columns the queries read: a diagnostic table
-        appears with its first row (Azure/bicep#11378, microsoft/AzureMonitorCommunity#67), and a query naming a missing
-        one fails, so until the service logs, the drift and quality jobs would exit 2 on every run and the alert rules
-        fail their evaluations (audit s11 F4)."""
         scope = f" and {self.scope}" if self.scope else ""
-        # the table's own columns and types (a union of two types makes two columns, neither with the name), so a query
-        # that reads a column the table lacks still fails to bind
-        columns = ", ".join(f"{name}:{kind}" for name, kind in {"TimeGenerated": "datetime", **LINE_COLUMNS[self.table]}.items())
-        return (f"union isfuzzy=true ({self.table}), (datatable({columns})[])\n"
-                f"| where {self.app_column} == '{self.app_name}'{scope}")
+        return f"{self.table}\n| where {self.app_column} == '{self.app_name}'{scope}"
 
-
-# What the queries read of each table the app's stdout lands in, with the documented types (tests/infra/test_kql_bind.py
-# binds every query against those schemas): the empty leg of LogSource.lines.
-LINE_COLUMNS = {
-    "ContainerAppConsoleLogs": {"ContainerAppName": "string", "Log": "string"},
-    "ContainerAppConsoleLogs_CL": {"ContainerAppName_s": "string", "Log_s": "string"},
-    "ContainerLogV2": {"ContainerName": "string", "LogMessage": "dynamic", "PodNamespace": "string"},
-}
 
 # The managed environment's appLogsConfiguration.destination. `azure-monitor` (a diagnostic setting sends the
 # logs; no shared key is read) lands in Azure tables with plain column names; `log-analytics` (the environment

@@ -175,10 +175,9 @@ def test_the_checker_fails_what_arm_would_refuse(node):
         "unknown table": ("ContainerAppConsoleLogs_V2\n| count", "ContainerAppConsoleLogs_V2", "KS204"),
         "unknown function": ("AppTraces\n| extend entry = parse_jsonn(Message)", "parse_jsonn", "KS211"),
         "keyword as a name (the old AKS restart query)": (restarts_with_keywords, "first", "KS228"),
-        # A _CL column asked of the azure-monitor table: the mistake a destination switch would make (the union's
-        # empty leg, LogSource.lines, declares the table's own columns, so it does not hide it).
+        # A _CL column asked of the azure-monitor table: the mistake a destination switch would make.
         "log-analytics column on an azure-monitor table": (
-            kql.alert_traffic(dataclasses.replace(SOURCES["log-analytics"], table="ContainerAppConsoleLogs")),
+            kql.alert_traffic(SOURCES["log-analytics"]).replace("ContainerAppConsoleLogs_CL", "ContainerAppConsoleLogs"),
             "ContainerAppName_s", "KS142"),
     }
     queries = {name: text for name, (text, _, _) in cases.items()}
@@ -204,19 +203,6 @@ def test_the_schema_is_what_decides(node):
     del tables["ContainerAppSystemLogs_CL"]["Reason_s"]
     errors = bind(node, query, tables)["restarts"]["errors"]
     assert [(e["excerpt"], e["code"]) for e in errors] == [("Reason_s", "KS142")]
-
-
-@pytest.mark.parametrize("destination", sorted(SOURCES))
-def test_the_stdout_queries_bind_before_the_table_exists(node, destination):
-    """Audit s11 F4: a diagnostic table appears with its first row, so until the service logs there is none; the
-    drift job's and the alerts' queries read the app's lines through a fuzzy union with an empty table of the same
-    columns, and still bind (the same query on the bare table name does not)."""
-    source = SOURCES[destination]
-    queries = {"lines": kql.prediction_lines(source), "traffic": kql.alert_traffic(source)}
-    before = {name: table for name, table in log_tables.schemas().items() if name != source.table}
-    assert {name: result["errors"] for name, result in bind(node, queries, before).items()} == {"lines": [], "traffic": []}
-    bare = {name: text.replace(source.lines.splitlines()[0], source.table) for name, text in queries.items()}
-    assert all(result["errors"] for result in bind(node, bare, before).values())
 
 
 def test_the_http_log_schema_is_what_decides(node):
