@@ -77,6 +77,10 @@ class DatabricksArgs:
     # The first `up` creates the workspace and nothing in it: nobody is a member of a workspace the same `up` creates
     # (GitHub OIDC federation adds no one), so every call inside it would be refused (bootstrap_message).
     workspace_only: bool = False
+    # Whether this `up` declares the scoring service (staging waits for its first model in bootstrap `up`s): until it
+    # does, no request log exists to read (Log Analytics creates a table with its first row: a query naming it fails),
+    # so the drift and quality jobs are declared paused, not failing and e-mailing every run (audit s11 F4).
+    serving: bool = True
 
 
 @dataclass(frozen=True)
@@ -631,10 +635,12 @@ class Databricks(pulumi.ComponentResource):
                        env: dict[str, pulumi.Input[str]], node_type: str, timeout: int, cron: str, paused: bool,
                        after: pulumi.Resource, opts: pulumi.ResourceOptions) -> databricks.Job:
         """A watching job (drift, quality): one task on a single-node cluster of its own, as the jobs' principal, on
-        its schedule, one run at a time; a failed run e-mails drift.notify. It waits for the code, the grants, the
-        secrets, the right to run as the principal, the policies and `after` (what it reads or writes)."""
+        its schedule (paused as configured, or while the stack serves nothing: DatabricksArgs.serving), one run at a
+        time; a failed run e-mails drift.notify. It waits for the code, the grants, the secrets, the right to run as
+        the principal, the policies and `after` (what it reads or writes)."""
         d = args.drift
         assert d is not None
+        paused = paused or not args.serving
         return databricks.Job(
             f"{name}-{key}-job", name=args.names.job(key), max_concurrent_runs=1,
             timeout_seconds=timeout, tags=args.tags, tasks=[task],

@@ -39,10 +39,10 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         settings.check_memory(s, runtime)
     group = resources.ResourceGroup("resource-group", resource_group_name=names.resource_group, location=s.location,
                                     tags=s.tags, opts=pulumi.ResourceOptions(protect=s.protect))
+    serving = not first_up and (resolution is None or resolution.model is not None)  # this `up` declares the service
     observability = Observability("observability", ObservabilityArgs(
         resource_group_name=group.name, location=s.location, names=names, settings=s.observability,
-        log_source=log_source(s), serving_deployed=not first_up and (resolution is None or resolution.model is not None),
-        tags=s.tags, protect=s.protect))
+        log_source=log_source(s), serving_deployed=serving, tags=s.tags, protect=s.protect))
     registry = Registry("registry", RegistryArgs(
         resource_group_name=group.name, location=s.location, identity_name=names.pull_identity, settings=s.registry,
         log_analytics_workspace_id=observability.workspace_id, tags=s.tags, protect=s.protect))
@@ -50,7 +50,7 @@ def run(acr_token: Callable[[str], str] = acr_auth.refresh_token, env: Mapping[s
         resource_group_name=group.name, resource_group_id=group.id, location=s.location, names=names,
         settings=s.databricks, model=s.model, environment=s.environment, tags=s.tags, drift=drift_job(s, observability),
         quality=quality_job(s),
-        trains=not promoting, protect=s.protect, workspace_only=first_up))
+        trains=not promoting, protect=s.protect, workspace_only=first_up, serving=serving))
 
     outputs: dict[str, Any] = {
         "environment": s.environment, "serving_target": s.serving.target, "resource_group_name": group.name,

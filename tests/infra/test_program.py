@@ -577,6 +577,15 @@ def test_bootstrap_without_a_version(evaluate, empty_registry):
     assert "azure-native:containerregistry:Registry" in types and "databricks:index/job:Job" in types
     assert ev.outputs["bootstrap"].startswith(f"BOOTSTRAP: {settings_of('dev').model.uri} has no registered version")
     assert ev.outputs["image_ref"] == "" and ev.outputs["endpoint_url"] == ""
+    # Nothing serves, so no request log exists to read (Log Analytics makes the table with its first row): the watching
+    # jobs wait paused instead of failing every run; the training job keeps its schedule (audit s11 F4).
+    def schedules(evaluation) -> dict[str, str]:
+        return {job.name: job.inputs["schedule"]["pauseStatus"] for job in evaluation.of_type("databricks:index/job:Job")
+                if job.inputs.get("schedule")}
+
+    assert schedules(ev) == {"databricks-drift-job": "PAUSED", "databricks-quality-job": "PAUSED"}
+    s = settings_of("dev")
+    assert not s.drift.paused and schedules(evaluate("dev"))["databricks-drift-job"] == "UNPAUSED"  # once it serves
 
 
 def test_prod_refuses_to_bootstrap(evaluate, empty_registry):
