@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -497,7 +497,7 @@ class Databricks(pulumi.ComponentResource):
     def _deployer_grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
         """The deployer's own Grants on the stack's catalog and schema, before anything it creates there: a Grant is
         authoritative for its principal, so these hold every privilege the deployer uses there (deployer_privileges)."""
-        return [self._grant(name, wanted, [*self.catalog, *self.members], opts) for wanted in self._wanted_grants(args)
+        return [self._grant(name, wanted, self.catalog, opts) for wanted in self._wanted_grants(args)
                 if deployers_own(wanted, args.settings.deployer)]
 
     def _grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
@@ -506,13 +506,13 @@ class Databricks(pulumi.ComponentResource):
         for wanted in self._wanted_grants(args):
             if not deployers_own(wanted, args.settings.deployer):
                 on = [*self.catalog, *self._model()] if wanted[0].endswith("model") else [*self.catalog, *self.code]
+                # ... and a member of this workspace (self.members) before the grant names it
                 grants.append(self._grant(name, wanted, [*on, *self.deployer_grants, *self.members], opts))
         return grants
 
-    def _grant(self, name: str, wanted: Wanted, depends: list[pulumi.Resource],
+    def _grant(self, name: str, wanted: Wanted, depends: Sequence[pulumi.Resource],
                opts: pulumi.ResourceOptions) -> pulumi.CustomResource:
         key, securable, principal, privileges = wanted
-        # a member of this workspace (self.members) before the grant names it
         return databricks.Grant(f"{name}-grant-{key}", principal=principal, privileges=privileges, **securable,
                                 opts=pulumi.ResourceOptions.merge(opts, pulumi.ResourceOptions(depends_on=depends)))
 
