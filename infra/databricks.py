@@ -281,8 +281,9 @@ class Databricks(pulumi.ComponentResource):
                                                       description=f"{args.names.project} {purpose} ({args.environment})",
                                                       opts=self._in_folder(on_workspace))
         self.catalog = self._catalog(name, args, on_workspace)
+        wanted = self._wanted_grants(args)
         # The deployer's own privileges first: the model and the code volume it creates need them (audit s11 F1).
-        self.deployer_grants = self._deployer_grants(name, args, on_workspace)
+        self.deployer_grants = self._deployer_grants(name, args, wanted, on_workspace)
         self.registered_model = self._registered_model(name, args, on_workspace)
         conflicts = runtime.conflicts(jobwheel.pins(jobwheel.REQUIRES), s.job.spark_version)
         if conflicts:  # installing them would replace the runtime's libraries underneath it
@@ -290,7 +291,7 @@ class Databricks(pulumi.ComponentResource):
         self.wheel = jobwheel.build(args.wheel_dir, distribution=args.names.wheel_distribution,
                                     model_module=args.model.module)
         self.wheel_path, self.code = self._upload_wheel(name, args, on_workspace)
-        self.grants = [*self.deployer_grants, *self._grants(name, args, on_workspace)]
+        self.grants = [*self.deployer_grants, *self._grants(name, args, wanted, on_workspace)]
         self.job = self._job(name, args, on_workspace) if args.trains else None
         self.job_id = self.job.id if self.job else pulumi.Output.from_input("")
         self.drift_job = self._drift_job(name, args, on_workspace)
@@ -494,20 +495,23 @@ class Databricks(pulumi.ComponentResource):
             wanted += quality_grants(args, s.catalog, s.schema, jobs)
         return merged(wanted)
 
-    def _deployer_grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
-        """The deployer's own Grants on the stack's catalog and schema, before anything it creates there: a Grant is
-        authoritative for its principal, so these hold every privilege the deployer uses there (deployer_privileges)."""
-        return [self._grant(name, wanted, self.catalog, opts) for wanted in self._wanted_grants(args)
-                if deployers_own(wanted, args.settings.deployer)]
+    def _deployer_grants(self, name: str, args: DatabricksArgs, wanted: list[Wanted],
+                         opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+        """The deployer's own Grants on the stack's catalog and schema (of `wanted`, _wanted_grants), before anything it
+        creates there: a Grant is authoritative for its principal, so these hold every privilege the deployer uses
+        there (deployer_privileges)."""
+        return [self._grant(name, grant, self.catalog, opts) for grant in wanted
+                if deployers_own(grant, args.settings.deployer)]
 
-    def _grants(self, name: str, args: DatabricksArgs, opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
-        """Every other Grant: after the code volume they name (or the model), and after the deployer's own."""
+    def _grants(self, name: str, args: DatabricksArgs, wanted: list[Wanted],
+                opts: pulumi.ResourceOptions) -> list[pulumi.CustomResource]:
+        """Every other Grant of `wanted`: after the code volume they name (or the model), and after the deployer's own."""
         grants = []
-        for wanted in self._wanted_grants(args):
-            if not deployers_own(wanted, args.settings.deployer):
-                on = [*self.catalog, *self._model()] if wanted[0].endswith("model") else [*self.catalog, *self.code]
+        for grant in wanted:
+            if not deployers_own(grant, args.settings.deployer):
+                on = [*self.catalog, *self._model()] if grant[0].endswith("model") else [*self.catalog, *self.code]
                 # ... and a member of this workspace (self.members) before the grant names it
-                grants.append(self._grant(name, wanted, [*on, *self.deployer_grants, *self.members], opts))
+                grants.append(self._grant(name, grant, [*on, *self.deployer_grants, *self.members], opts))
         return grants
 
     def _grant(self, name: str, wanted: Wanted, depends: Sequence[pulumi.Resource],

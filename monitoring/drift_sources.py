@@ -199,7 +199,7 @@ def registered_version(args: argparse.Namespace, logged_name: str, logged_versio
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=args.tracking_uri, registry_uri=args.registry_uri or args.tracking_uri)
-    copy = lineage.copies_of(client, args.model_name, logged_name).get(str(logged_version))
+    copy = lineage.copies_of(client, args.model_name, logged_name, wanted=str(logged_version)).get(str(logged_version))
     if copy is not None:
         return args.model_name, copy
     raise DriftInputError(f"{args.model_name} holds no copy of {logged_name} v{logged_version} (no version tagged "

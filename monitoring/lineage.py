@@ -7,13 +7,16 @@ from __future__ import annotations
 from typing import Any
 
 
-def copies_of(client: Any, model_name: str, source_model: str) -> dict[str, str]:
+def copies_of(client: Any, model_name: str, source_model: str, wanted: str | None = None) -> dict[str, str]:
     """{source version: the newest version of `model_name` that copies it} (an MlflowClient whose registry holds
-    `model_name`). Unity Catalog's search results carry no tags: each version's come from a get."""
+    `model_name`), newest first, stopping at the copy of `wanted` where one source version is asked for. Unity
+    Catalog's search results carry no tags: each version's come from a get (one call per version read)."""
     numbers = sorted((int(found.version) for found in client.search_model_versions(f"name='{model_name}'")), reverse=True)
     copies: dict[str, str] = {}
     for number in numbers:
         tags = client.get_model_version(model_name, str(number)).tags or {}
         if tags.get("source_model") == source_model and tags.get("source_version"):
             copies.setdefault(str(tags["source_version"]), str(number))
+            if str(tags["source_version"]) == wanted:
+                break
     return copies
