@@ -115,17 +115,34 @@ APPROVAL_METRICS = "gate_challenger_"  # training/gate.py's score at approval, w
 
 def approval_scores(client: Any, run_id: str | None) -> dict[str, float]:
     """The source version's scores at approval (its run's gate_challenger_<metric>), for the copy's run: the target's
-    quality job reads its reference there (monitoring/quality.py references). None readable: none copied (the quality
-    rule then keeps its floor, as before)."""
+    quality job reads its reference there (monitoring/quality.py references). A run that no longer exists has none
+    (the quality rule then keeps its floor, as before); any other refusal fails the promotion, to be retried, rather
+    than leave a copy without them."""
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     if not run_id:
         return {}
     try:
         metrics = client.get_run(run_id).data.metrics
-    except MlflowException:
+    except MlflowException as error:
+        if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
         return {}
     return {key: float(value) for key, value in metrics.items() if key.startswith(APPROVAL_METRICS)}
+
+
+def carry_approval(source: ModelSource, client: Any, copy: Any) -> None:
+    """The source's scores at approval on the copy's run, those it lacks: a new copy, and one an earlier promotion made
+    (reused by a re-run, a new image of the same version, or a rollback) before copies carried them."""
+    if not copy.run_id:
+        return
+    source_client = source.registry.client()
+    scores = approval_scores(source_client, source_client.get_model_version(source.name, source.version).run_id)
+    held = client.get_run(copy.run_id).data.metrics
+    for key, value in scores.items():
+        if key not in held:
+            client.log_metric(copy.run_id, key, value)
 
 
 def download_version(registry: Registry, name: str, version: str, dst: Path) -> Path:
@@ -210,8 +227,6 @@ def _copy(source: ModelSource, target: ModelTarget, image_digest: str) -> tuple[
         digest = files_hash(local)
         run = client.create_run(_experiment_id(client, target), run_name=f"promote-{source.name}-v{source.version}",
                                 tags={**lineage_tags(source, source_version.run_id, image_digest), "content_sha256": digest})
-        for key, value in approval_scores(source_client, source_version.run_id).items():
-            client.log_metric(run.info.run_id, key, value)
         client.log_artifacts(run.info.run_id, str(local), artifact_path="model")
         client.set_terminated(run.info.run_id)
     _ensure_registered_model(client, target.name)
@@ -254,6 +269,7 @@ def promote_model_version(source: ModelSource, target: ModelTarget, image_digest
         if image_digest:
             client.set_model_version_tag(target.name, version.version, IMAGE_DIGEST_TAG, image_digest)
         check = verify_reused(source, target.registry, target.name, str(version.version))
+    carry_approval(source, client, version)
     if check.problems:
         raise PromotionError(f"the copy {target.name} v{version.version} of {source.name} v{source.version} differs: "
                              + "; ".join(check.problems))

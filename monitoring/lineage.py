@@ -14,8 +14,10 @@ def copies_of(client: Any, model_name: str, source_model: str, wanted: str | Non
     numbers = sorted((int(found.version) for found in client.search_model_versions(f"name='{model_name}'")), reverse=True)
     copies: dict[str, str] = {}
     for number in numbers:
-        tags = client.get_model_version(model_name, str(number)).tags or {}
-        if tags.get("source_model") == source_model and tags.get("source_version"):
+        found = client.get_model_version(model_name, str(number))
+        tags = found.tags or {}
+        # READY only: Unity Catalog creates a version, with its tags, before its files arrive (an interrupted copy)
+        if found.status == "READY" and tags.get("source_model") == source_model and tags.get("source_version"):
             copies.setdefault(str(tags["source_version"]), str(number))
             if str(tags["source_version"]) == wanted:
                 break

@@ -295,6 +295,40 @@ def test_model_promotion_provider_copies_into_a_local_prod_registry(registry, tm
         provider.create({**props, "source_run_id": "some-other-run"})
 
 
+def test_a_reused_copy_gets_the_approval_scores_it_lacks_once(registry, tmp_path):
+    """Audit s11 F3: a copy made before copies carried the source's scores at approval (reused by a re-run, a new image
+    of the same version, or a rollback) gets them when promoted again; a copy that holds them is left alone."""
+    source = promote.ModelSource(promote.Registry(registry["tracking_uri"]), registry["model_name"], registry["version"],
+                                 "staging-ws")
+    prod_uri = f"sqlite:///{tmp_path / 'prod.db'}"
+    client = promote.Registry(prod_uri).client()
+    experiment = client.create_experiment("promotions", artifact_location=(tmp_path / "art").as_uri())
+    old_run = client.create_run(experiment).info.run_id  # an older copy's promotion run: no scores
+    client.create_registered_model("copy")
+    copy = client.create_model_version("copy", (tmp_path / "art" / "m").as_uri(), run_id=old_run)
+    expected = promote.approval_scores(source.registry.client(), registry["summary"]["run_id"])
+    assert expected  # the gated source version has its score
+    promote.carry_approval(source, client, copy)
+    promote.carry_approval(source, client, copy)  # again: nothing logged twice
+    assert client.get_run(old_run).data.metrics == expected
+    assert len(client.get_metric_history(old_run, next(iter(expected)))) == 1
+
+
+def test_approval_scores_of_a_missing_run_are_none_and_a_refusal_fails(registry):
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
+
+    client = promote.Registry(registry["tracking_uri"]).client()
+    assert promote.approval_scores(client, "0" * 32) == {}  # no such run: no score to carry
+
+    class Refusing:  # the tracking server refuses (a permission, throttling): retried, not a copy without scores
+        def get_run(self, run_id):
+            raise MlflowException("denied", error_code=PERMISSION_DENIED)
+
+    with pytest.raises(MlflowException, match="denied"):
+        promote.approval_scores(Refusing(), "0" * 32)
+
+
 class Entra:
     """Stands in for Entra ID (azure-identity): the token the ARM client sends."""
     def get_token(self, *scopes, **kwargs) -> AccessToken:

@@ -251,6 +251,28 @@ def test_a_promotion_targets_references_are_its_copies_of_the_logged_versions(tm
     assert quality.references(tracking, "no-such-model", ["7"], "roc_auc", logged_name="staging-model") == {}
 
 
+def test_a_copy_not_ready_is_no_copy():
+    """Unity Catalog creates a version with its tags before its files arrive: an interrupted promotion leaves one
+    PENDING_REGISTRATION, which is no copy to read (the newest READY one is)."""
+    from types import SimpleNamespace
+
+    from monitoring import lineage
+
+    lineage_tags = {"source_model": "staging-model", "source_version": "7"}
+    versions = {"1": SimpleNamespace(version="1", status="READY", tags=lineage_tags),
+                "2": SimpleNamespace(version="2", status="PENDING_REGISTRATION", tags=lineage_tags)}
+
+    class UnityCatalog:  # its search results carry no tags; a get does
+        def search_model_versions(self, query):
+            return [SimpleNamespace(version=v.version, tags={}) for v in versions.values()]
+
+        def get_model_version(self, name, version):
+            return versions[version]
+
+    assert lineage.copies_of(UnityCatalog(), "prod-model", "staging-model") == {"7": "1"}
+    assert lineage.copies_of(UnityCatalog(), "prod-model", "staging-model", wanted="7") == {"7": "1"}
+
+
 def test_references_read_the_versions_from_the_registry_and_their_runs_from_the_tracking_store(tmp_path):
     """On Databricks the gate's runs are the workspace's and the versions Unity Catalog's: two stores. A version whose
     run or number the stores do not hold has no reference, and the others still do."""
