@@ -7,10 +7,14 @@
 
 The Pulumi program calls them from dynamic resources (infra/promotion.py) and `make promote-local`
 calls `promote_model_version` with two local sqlite registries: one implementation for both.
+
+Why one module: the two steps share the registries' clients, the lineage tags and the checks of a copy; apart, the
+copy, its verification and the image import would each import the others.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,12 +138,15 @@ def approval_scores(client: Any, run_id: str | None) -> dict[str, float]:
 
 def carry_approval(source: ModelSource, client: Any, copy: Any) -> None:
     """The source's scores at approval on the copy's run, those it lacks: a new copy, and one an earlier promotion made
-    (reused by a re-run, a new image of the same version, or a rollback) before copies carried them."""
+    (reused by a re-run, a new image of the same version, or a rollback) before copies carried them. A copy that holds
+    them does not ask the source."""
     if not copy.run_id:
+        return
+    held = client.get_run(copy.run_id).data.metrics
+    if any(key.startswith(APPROVAL_METRICS) for key in held):
         return
     source_client = source.registry.client()
     scores = approval_scores(source_client, source_client.get_model_version(source.name, source.version).run_id)
-    held = client.get_run(copy.run_id).data.metrics
     for key, value in scores.items():
         if key not in held:
             client.log_metric(copy.run_id, key, value)
@@ -258,18 +265,22 @@ def promote_model_version(source: ModelSource, target: ModelTarget, image_digest
     Staging and prod are two workspaces, and each stack's catalog is ISOLATED to its own: prod's workspace cannot
     read staging's model by name, so MLflow's copy_model_version (which runs in the target) cannot reach the source
     and the files travel through this process (`_copy`). Where one registry holds both, MLflow copies."""
+    from mlflow.exceptions import MlflowException
+
     client = target.registry.client()
     existing = find_promoted(target, source)
     if existing is None:
         version = (_copy_in_registry(source, target, image_digest) if shares_registry(source.registry, target.registry)
                    else _copy(source, target, image_digest)[0])
         check = verify_copy(source, target.registry, target.name, str(version.version))
+        carry_approval(source, client, version)
     else:
         version = existing
         if image_digest:
             client.set_model_version_tag(target.name, version.version, IMAGE_DIGEST_TAG, image_digest)
         check = verify_reused(source, target.registry, target.name, str(version.version))
-    carry_approval(source, client, version)
+        with contextlib.suppress(OSError, MlflowException):  # a rollback needs no staging: a copy whose source
+            carry_approval(source, client, version)  # cannot be read keeps what its run holds
     if check.problems:
         raise PromotionError(f"the copy {target.name} v{version.version} of {source.name} v{source.version} differs: "
                              + "; ".join(check.problems))
