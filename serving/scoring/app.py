@@ -90,7 +90,7 @@ def create_app(settings: Settings | None = None) -> ScoringFront:
     add_service_routes(app, path)
     # FastAPI's documented way to extend the document; mypy refuses any assignment to a method.
     app.openapi = functools.partial(openapi_with_request_schemas, app, request_schemas(envelope))  # type: ignore[method-assign]
-    return ScoringFront(app, routes=routes, log_failure=log_failure,
+    return ScoringFront(app, routes=routes, log_failure=log_failure, log=path.log_stream,
                         limits=BodyLimits(settings.max_body_bytes, settings.body_timeout_s, settings.max_in_flight))
 
 

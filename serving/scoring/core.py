@@ -197,7 +197,7 @@ class ScoringPath:
         self.no_ids: ids.Ids = dict.fromkeys(self.ids)
         # The common case, a request without ids: its `ids` JSON made once (the same for every part of every line).
         self.logged_no_ids = None if self.logged_ids is None else orjson.dumps(self.logged_ids(self.no_ids))
-        self.log_stream = requestlog.stream()  # stdout, and how long its lines may be
+        self.log_stream = requestlog.Turn(requestlog.stream())  # stdout, a write per turn of the event loop
         self.scorer: Scorer | None = None
         self.problem: str | None = "model not loaded yet"
         # The predicted-probability histogram is a binary model's (no per-class or per-value metrics are invented).

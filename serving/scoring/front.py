@@ -16,6 +16,9 @@ a body and never sends it, or stops half-way, holds a connection, not the worker
 drops what is left of that body. A worker takes at most MAX_IN_FLIGHT scoring requests at once (each may hold a body
 arriving): more are answered 503 with Retry-After, the health routes never. Other routes (FastAPI's) take no body
 and never read one.
+
+Logged before answered: a handler's request-log lines may be gathered with those of the other requests of its turn of
+the event loop, in one write (scoring/requestlog.py Turn); its answer waits for that write.
 """
 
 from __future__ import annotations
@@ -88,8 +91,8 @@ class ScoringFront:
     """Pure ASGI: scoring routes answered directly, the rest passed to FastAPI; metrics for both."""
 
     def __init__(self, app: Any, routes: list[ScoringRoute], log_failure: Callable[..., bytes],
-                 limits: BodyLimits) -> None:
-        self.app, self.log_failure, self.limits = app, log_failure, limits
+                 limits: BodyLimits, log: requestlog.Turn) -> None:
+        self.app, self.log_failure, self.limits, self.log = app, log_failure, limits, log
         self.exact = {r.template: r for r in routes if "{" not in r.template}
         self.patterns = [r for r in routes if "{" in r.template]
         self.matched: dict[str, tuple[ScoringRoute, dict[str, str]]] = {}  # path -> its route and parameters
@@ -172,7 +175,10 @@ class ScoringFront:
             return 499
         try:
             reply = route.handler(scope, body)
-        except Exception as error:  # a bug, not bad input: a 500 with an error line, and keep serving
+            if (written := self.log.written) is not None:  # this turn's log lines go out before its answers
+                await asyncio.sleep(0)  # the turn's write was queued before this task's next step: it has run
+                written.result()  # or raises its error
+        except Exception as error:  # a bug or a broken stdout, not bad input: a 500 with an error line, and keep serving
             log.exception("unexpected error on %s", scope["path"])
             requestlog.write_line(self.log_failure(request_id=scope["request_id"], route=scope["path"], status=500,
                                                    error=f"{type(error).__name__}: {error}"))

@@ -23,12 +23,14 @@ lines sharing its request id, numbered `part` 1..parts; each carries the whole h
 column and of the outputs, starting at record `first_record`, so each part is self-describing and usable on its own,
 and the reader can reassemble the request.
 
-All of a request's lines go out in one write(). The workers of a service share one stdout pipe, and a pipe write is
-atomic only up to PIPE_BUF (4,096 bytes, pipe(7)): a longer one, while the reader is slow, is split and another
-worker's bytes land inside it, a short atomic write too. So every write is made holding an exclusive flock() (about a
-microsecond uncontended) on a lock file named after the stream (its device and inode, in the temporary directory),
-which every process writing to that pipe opens (a forked worker opens its own: an flock belongs to the open file
-description): one writer at a time, whatever started the workers, and the kernel lets go of a lock whose holder dies.
+All of a request's lines go out in one write(), under load with those of the other requests its worker took in the
+same turn of the event loop (Turn, below: they are answered after it). The workers of a service share one stdout
+pipe, and a pipe write is atomic only up to PIPE_BUF (4,096 bytes, pipe(7)): a longer one, while the reader is slow,
+is split and another worker's bytes land inside it, a short atomic write too. So every write is made holding an
+exclusive flock() (about a microsecond uncontended) on a lock file named after the stream (its device and inode, in
+the temporary directory), which every process writing to that pipe opens (a forked worker opens its own: an flock
+belongs to the open file description): one writer at a time, whatever started the workers, and the kernel lets go of
+a lock whose holder dies.
 Where no lock file can be made (no writable temporary directory), lines are at most PIPE_BUF bytes, each its own
 write(): whole without a lock, at the cost of more lines and writes (should one worker fail to open the file that
 another opened, its short lines could still land inside the other's longer writes).
@@ -41,6 +43,7 @@ An error line goes out the same way.
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import functools
 import os
@@ -312,6 +315,62 @@ def stream(fd: int = 1) -> Stream:
     if found is None:
         found = _streams[fd] = Stream(fd)
     return found
+
+
+class Turn:
+    """A Stream's writes gathered per turn of the event loop, when requests come several a turn: their lines go out in
+    one write() queued behind them, and they are answered after it (scoring/front.py awaits `written`): logged
+    before answered, still.
+
+    Why: the reader of stdout (the container runtime's shim) sleeps between writes, and waking it costs the writer
+    about 8 µs a write(), as much as building a one-record line. Under load a worker's event loop takes several
+    requests a turn; they share one write and one wake-up. A request alone in its turn (a light load) is not made to
+    wait a turn for company that does not come: its lines go out at once, and the turn is watched for another
+    write, which switches to gathering; a gathered write of a single request's lines switches back.
+    Outside a running event loop (a script, a test calling a handler), a write goes out at once."""
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+        self.lines: list[bytes] = []
+        self.written: asyncio.Future | None = None  # the gathered write queued this turn, done once the lines are out
+        self.writers = 0  # requests whose lines are gathered (written is set) or written at once, this turn
+        self.gathering = False  # whether the last turns had more than one request writing
+
+    @property
+    def max_line(self) -> int:
+        return self.stream.max_line
+
+    def write(self, lines: Sequence[bytes]) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.stream.write(lines)
+            return
+        self.writers += 1
+        if self.written is not None:  # joins this turn's write
+            self.lines += lines
+        elif self.gathering:
+            self.lines, self.written = list(lines), loop.create_future()
+            loop.call_soon(self.flush)
+        else:  # alone lately: out at once, and the end of the turn says whether it was alone
+            self.stream.write(lines)
+            if self.writers == 1:
+                loop.call_soon(self.end_turn)
+
+    def end_turn(self) -> None:
+        self.gathering, self.writers = self.writers > 1, 0
+
+    def flush(self) -> None:
+        lines, written = self.lines, self.written
+        assert written is not None
+        self.gathering = self.writers > 1
+        self.lines, self.written, self.writers = [], None, 0
+        try:
+            self.stream.write(lines)
+        except Exception as error:  # a broken stdout: each request waiting answers 500 (scoring/front.py)
+            written.set_exception(error)
+            return
+        written.set_result(None)
 
 
 def write_line(line: bytes, fd: int = 1) -> None:
