@@ -41,6 +41,7 @@ from .settings import Settings
 log = logging.getLogger("scoring")
 JSON = "application/json"
 TEXT = "text/plain; charset=utf-8"
+NO_BINARY: frozenset[str] = frozenset()  # a JSON request: no output asked for in binary
 
 
 def load_model(path: ScoringPath, model_dir: Any) -> None:
@@ -209,6 +210,8 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
     manifest = path.manifest
     meta, expected, known = v2.metadata(manifest), v2.input_types(manifest), v2.outputs(manifest)
     fast, every_output = FastV2(manifest, expected, path.settings.max_records), list(known)
+    answers = v2.Answer(manifest)  # the JSON answer's constant parts, encoded once
+    binary_header = v2.BINARY_HEADER.encode()
 
     def unknown(name: str, version: str | None, request_id: str) -> Reply | None:
         if name != manifest.model_name or version not in (None, manifest.model_version):
@@ -224,7 +227,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         params = scope.get("path_params", {})
         if (missing := unknown(params.get("name", ""), params.get("version"), request_id)) is not None:
             return missing
-        json_length, binary = header(scope, v2.BINARY_HEADER.encode()), frozenset[str]()
+        json_length, binary = header(scope, binary_header), NO_BINARY
         # A binary-extension request carries its own content type: the JSON rule applies only without its header.
         if json_length is None and (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None:
             return Reply(415, v2.error_body(refused, request_id))
@@ -233,7 +236,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
             if typed is not None:  # the common JSON form, valid: decoded and validated in one pass
                 scored = path.score(typed[0], request_id, "v2", started, found_ids=typed[2])
                 inference_id = typed[1]
-                return Reply(200, v2.encode(scored, manifest, inference_id, every_output, known))
+                return Reply(200, answers.json(scored, inference_id, every_output))
             if v2_binary.applies(body, json_length):  # tritonclient's default: binary tensors in, binary outputs out
                 candidates, inference_id, requested, binary, found = v2_binary.decode(body, json_length, expected, known,
                                                                                       path.ids)
@@ -252,7 +255,7 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         if binary:
             answer, length = v2_binary.encode(scored, manifest, inference_id, requested, known, binary)
             return Reply(200, answer, v2_binary.CONTENT_TYPE, ((v2.BINARY_HEADER.encode(), b"%d" % length),))
-        return Reply(200, v2.encode(scored, manifest, inference_id, requested, known))
+        return Reply(200, answers.json(scored, inference_id, requested))
 
     def limit_refusal(scope: Scope, problem: str, kind: str) -> bytes:
         return v2.error_body(InputError.one(problem, kind=kind), scope["request_id"])

@@ -243,23 +243,22 @@ class FastV2:
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
             return None
         inputs = request.inputs
-        if list(map(type, inputs)) == self.tensors:  # the signature's inputs in its order, no ids: the common case
-            tensors, by_type = inputs, None
-        else:
+        data = list(map(DATA, inputs))
+        count, shapes = len(data[0]), list(map(SHAPE, inputs))
+        if list(map(len, data)).count(count) != len(inputs) or (
+                shapes.count(one := [count]) != len(inputs) and shapes.count(one) + shapes.count([count, 1]) != len(inputs)):
+            return None  # inputs of different lengths, or a shape other than [n] or [n, 1] (checked in C: no loop)
+        found = None
+        if list(map(type, inputs)) != self.tensors:  # not the signature's inputs in its order without ids (the common case)
             by_type = dict(zip(map(type, inputs), inputs, strict=True))
             if len(by_type) != len(inputs) or len(inputs) != len(self.tensors) + len(by_type.keys() & self.ids.keys()):
                 return None  # an input missing or given twice
-            tensors = [by_type[kind] for kind in self.tensors]
-        count, shapes = len(inputs[0].data), list(map(SHAPE, inputs))
-        if (list(map(len, map(DATA, inputs))).count(count) != len(inputs)
-                or shapes.count([count]) + shapes.count([count, 1]) != len(inputs)):
-            return None  # inputs of different lengths, or a shape other than [n] or [n, 1] (checked in C: no loop)
-        found = None
-        if by_type is not None and len(inputs) > len(self.tensors) and (found := self.found_ids(by_type)) is None:
-            return None
+            data = [by_type[kind].data for kind in self.tensors]
+            if len(inputs) > len(self.tensors) and (found := self.found_ids(by_type)) is None:
+                return None
         identity = request.id
-        return (dict(zip(self.names, map(DATA, tensors), strict=True)), None if identity is msgspec.UNSET else identity,
-                found)
+        # the names and data are as long: the signature's inputs, one tensor each
+        return dict(zip(self.names, data, strict=False)), None if identity is msgspec.UNSET else identity, found
 
     def found_ids(self, by_type: dict) -> contract_ids.Ids | None:
         """The id tensors' data by id, or None when one holds values of the other datatype (v2.decode says which)."""

@@ -5,11 +5,13 @@ compared with the JSON V2 and /predict answers for the same records."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import struct
 
 import numpy as np
+import orjson
 import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException, np_to_triton_dtype, serialize_byte_tensor
@@ -227,6 +229,28 @@ def test_binary_answer_parses_in_tritonclient_as_the_json_answer(manifest):
         got = result.as_numpy(output["name"])
         assert list(got.shape) == output["shape"]
         assert [v.decode() if isinstance(v, bytes) else v for v in got.ravel().tolist()] == output["data"]
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+@pytest.mark.parametrize("count", [1, 7])
+def test_the_json_answer_is_orjsons_of_the_v2_answer_object(manifest, task, count):
+    """v2.Answer writes the constant parts once: its bytes must be those of the answer as a dict, whatever the task,
+    the outputs asked for (in the order asked) and the request's id."""
+    classes = {"binary": manifest.classes, "multiclass": ["low", "mid", "high"], "regression": None}[task]
+    model = dataclasses.replace(manifest, task=task, classes=classes)
+    known, scored = v2.outputs(model), _scored(model, count)
+    data = {"probability": scored.values, "prediction": scored.values, "label": scored.labels}
+    if task == "multiclass":  # a record's probabilities, flat, in the classes' order
+        data["probabilities"] = [p for row in scored.values for p in row]
+    shapes = {"probabilities": [count, len(classes or ())]}
+    for requested in (list(known), list(known)[::-1], list(known)[:1]):
+        for request_id in ("r-2", None):
+            tensors = [{"name": name, "datatype": known[name]["datatype"], "shape": shapes.get(name, [count]),
+                        "data": data[name], **({"parameters": known[name]["parameters"]}
+                                               if "parameters" in known[name] else {})} for name in requested]
+            expected = {"model_name": model.model_name, "model_version": model.model_version, "outputs": tensors,
+                        **({"id": request_id} if request_id is not None else {})}
+            assert v2.Answer(model).json(scored, request_id, requested) == orjson.dumps(expected)
 
 
 # ------------------------------------------------------------------ the real service, through tritonclient
