@@ -189,19 +189,24 @@ def find_promoted(target: ModelTarget, source: ModelSource) -> Any | None:
     """An earlier copy of the same source version in the target (re-run, or rollback to it): reuse, don't copy twice.
 
     Unity Catalog's search returns versions without tags (ModelVersionSearch: `tags` is a method that raises), so
-    each version's tags come from get_model_version, newest version first."""
+    each version's tags come from get_model_version, newest version first. READY only: Unity Catalog creates a version,
+    with its tags, before its files arrive, so an interrupted copy stays PENDING_REGISTRATION or FAILED, and reusing
+    it would fail every re-run (as monitoring/lineage.copies_of skips it). A target model that does not exist yet has
+    no copy; any other refusal fails the promotion, to be retried, rather than make a second copy."""
     from mlflow.exceptions import MlflowException
 
     client = target.registry.client()
     try:
         numbers = sorted((int(found.version) for found in client.search_model_versions(f"name='{target.name}'")),
                          reverse=True)
-    except MlflowException:
-        return None
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
     wanted = {"source_workspace": source.workspace, "source_model": source.name, "source_version": str(source.version)}
     for number in numbers:
         version = client.get_model_version(target.name, str(number))
-        if all((version.tags or {}).get(k) == v for k, v in wanted.items()):
+        if version.status == "READY" and all((version.tags or {}).get(k) == v for k, v in wanted.items()):
             return version
     return None
 

@@ -329,6 +329,45 @@ def test_approval_scores_of_a_missing_run_are_none_and_a_refusal_fails(registry)
         promote.approval_scores(Refusing(), "0" * 32)
 
 
+def test_an_interrupted_copy_is_not_reused_and_only_a_missing_model_means_no_copy():
+    """Audit s12 F1: a copy interrupted before its files arrived (PENDING_REGISTRATION, FAILED) is no copy: the newest
+    READY one is reused, else a new copy is made; the target model not existing yet means no copy, any other refusal
+    fails (a second copy of the same version would split the lineage)."""
+    from types import SimpleNamespace
+
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
+
+    source = promote.ModelSource(promote.Registry("unused"), "main.staging.credit", "4", "https://adb-1")
+    lineage = {"source_workspace": "https://adb-1", "source_model": "main.staging.credit", "source_version": "4"}
+
+    class Prod:
+        def __init__(self, statuses: dict[str, str], refusal: int | None = None) -> None:
+            self.statuses, self.refusal = statuses, refusal
+
+        def client(self):
+            return self
+
+        def search_model_versions(self, query: str) -> list:
+            if self.refusal is not None:
+                raise MlflowException("refused", error_code=self.refusal)
+            return [SimpleNamespace(version=number) for number in self.statuses]  # no tags, as Unity Catalog's
+
+        def get_model_version(self, name: str, version: str):
+            return SimpleNamespace(version=version, status=self.statuses[version], tags=lineage)
+
+    def found(registry: Prod) -> str | None:
+        copy = promote.find_promoted(promote.ModelTarget(registry, "main.prod.credit", "promotions"), source)
+        return None if copy is None else copy.version
+
+    assert found(Prod({"1": "READY", "2": "PENDING_REGISTRATION"})) == "1"
+    assert found(Prod({"1": "FAILED_REGISTRATION", "2": "PENDING_REGISTRATION"})) is None
+    assert found(Prod({"1": "READY", "2": "READY"})) == "2"
+    assert found(Prod({}, refusal=RESOURCE_DOES_NOT_EXIST)) is None
+    with pytest.raises(MlflowException, match="refused"):
+        found(Prod({}, refusal=TEMPORARILY_UNAVAILABLE))
+
+
 class Entra:
     """Stands in for Entra ID (azure-identity): the token the ARM client sends."""
     def get_token(self, *scopes, **kwargs) -> AccessToken:
