@@ -21,6 +21,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,39 @@ def _onnx(estimator: Any, manifest: dict, reference: FrameScorer, records: pd.Da
             "equivalence": found}
 
 
+def canonical_skops(path: Path) -> None:
+    """The skops file rewritten to bytes that depend on the estimator alone. skops names its arrays' files and its
+    shared objects by id() (and bytes' files by a uuid), and stamps each zip entry with the time: the same estimator
+    gave other bytes in another process, so another content hash, image and revision on every `up` (audit s12 F2;
+    serving/compile.py canonical_bytes does the same for an ONNX graph). Here the ids and files are numbered in the
+    schema's order, the entries written in that order, each dated 1980-01-01."""
+    numbers: dict[int, int] = {}  # id() -> its number
+    files: dict[str, str] = {}  # file name -> its new name (the same extension)
+
+    def renumber(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "__id__" and isinstance(value, int):
+                    node[key] = numbers.setdefault(value, len(numbers))
+                elif key == "file" and isinstance(value, str):
+                    node[key] = files.setdefault(value, f"{len(files)}{Path(value).suffix}")
+                else:
+                    renumber(value)
+        elif isinstance(node, list):
+            for value in node:
+                renumber(value)
+
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+        renumber(schema)
+        contents = {new: archive.read(old) for old, new in files.items()}
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        for name, data in [("schema.json", json.dumps(schema, indent=2).encode()), *contents.items()]:
+            entry = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            entry.external_attr = 0o644 << 16
+            archive.writestr(entry, data)
+
+
 def _sklearn(estimator: Any, manifest: dict, reference: FrameScorer, records: pd.DataFrame, model_dir: Path,
              why_not_onnx: str, progress: Callable[[str], None]) -> dict:
     """The estimator re-saved with skops (the image never unpickles), loaded back trusting exactly its types, which
@@ -90,6 +124,7 @@ def _sklearn(estimator: Any, manifest: dict, reference: FrameScorer, records: pd
     path = model_dir / SKOPS_FILE
     try:
         skops.io.dump(estimator, path)
+        canonical_skops(path)
         trusted = skops.io.get_untrusted_types(file=path)
     except Exception as error:
         path.unlink(missing_ok=True)

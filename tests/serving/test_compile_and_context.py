@@ -324,6 +324,52 @@ def test_compiled_model_is_byte_identical_whatever_the_hash_seed(registry, conte
     assert len(set(digests.values())) == 1, digests
 
 
+SKOPS_IN_A_FRESH_PROCESS = """
+import pickle, sys
+from pathlib import Path
+import skops.io
+from serving.runtime import canonical_skops
+pipeline = pickle.load(open(sys.argv[1], "rb"))
+skops.io.dump(pipeline, sys.argv[2])
+if sys.argv[3] == "canonical":
+    canonical_skops(Path(sys.argv[2]))
+"""
+
+
+def test_the_sklearn_runtimes_file_is_byte_identical_in_every_process(registry, context, tmp_path):
+    """Audit s12 F2: skops names arrays and shared objects by id() and dates each zip entry, so the same estimator
+    saved in two processes gave two files: for a model on the sklearn runtime, another content hash, image and
+    revision on every `up`. canonical_skops' file is the same in every process and loads to the same predictions."""
+    import pickle
+    import subprocess
+    import sys
+    import time
+
+    import skops.io
+
+    from serving.runtime import canonical_skops
+
+    pipeline = mlflow.sklearn.load_model(f"models:/{registry['model_name']}/{registry['version']}")
+    (tmp_path / "pipeline.pkl").write_bytes(pickle.dumps(pipeline))
+
+    def saved(name: str, form: str) -> bytes:
+        time.sleep(1.1)  # a zip entry's date has a 2-second resolution: two saves in other seconds
+        subprocess.run([sys.executable, "-c", SKOPS_IN_A_FRESH_PROCESS, str(tmp_path / "pipeline.pkl"),
+                        str(tmp_path / name), form], check=True, timeout=300, cwd=Path(__file__).resolve().parents[2])
+        return (tmp_path / name).read_bytes()
+
+    assert saved("a.skops", "as skops writes it") != saved("b.skops", "as skops writes it")  # why the rewrite exists
+    first, second = saved("c.skops", "canonical"), saved("d.skops", "canonical")
+    assert first == second
+    again = tmp_path / "again.skops"  # this process too, loading the estimator the same way (what it shares is kept)
+    skops.io.dump(pickle.loads((tmp_path / "pipeline.pkl").read_bytes()), again)
+    canonical_skops(again)
+    assert again.read_bytes() == first
+    loaded = skops.io.load(tmp_path / "c.skops", trusted=skops.io.get_untrusted_types(file=tmp_path / "c.skops"))
+    records = pd.DataFrame(Manifest.read(context.path / "model").input_example)
+    assert np.array_equal(loaded.predict_proba(records), pipeline.predict_proba(records))
+
+
 def test_the_pyfunc_runtime_installs_the_packaging_mlflow_whatever_mlflow_logged_the_model(tmp_path):
     """A version a job cluster logged says mlflow_version 3.8.1, whose mlflow-skinny requires importlib-metadata<9 and
     packaging<26: beside the image's lock it could never install. The image gets the mlflow-skinny packaging loaded
