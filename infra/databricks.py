@@ -419,9 +419,13 @@ class Databricks(pulumi.ComponentResource):
             # (inside this program), the deployer creates it here and owns it.
             if args.trains:
                 return None
+            # Its aliases (@champion, @candidate) are the promotion's and the gate's to move, never the stack's: a
+            # provider that manages them (databricks/terraform-provider-databricks PR 5448) would delete them.
             return databricks.RegisteredModel(f"{name}-model", name=model.short_name, catalog_name=s.catalog,
                                               schema_name=s.schema, owner=s.deployer,
-                                              comment=f"{args.names.project} model", opts=self._created_by_deployer(opts))
+                                              comment=f"{args.names.project} model", opts=pulumi.ResourceOptions.merge(
+                                                  self._created_by_deployer(opts),
+                                                  pulumi.ResourceOptions(ignore_changes=["aliases"])))
         return databricks.MlflowModel(f"{name}-model", name=model.short_name, description=f"{args.names.project} model",
                                       tags=[databricks.MlflowModelTagArgs(key=k, value=v) for k, v in args.tags.items()],
                                       opts=opts)

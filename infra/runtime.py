@@ -51,6 +51,10 @@ BUNDLED: dict[str, dict[str, str]] = {
     "16.4.x-cpu-ml-scala2.12": {"mlflow": "2.21.3", "pyspark": "3.5.2"},
     "15.4.x-cpu-ml-scala2.12": {"mlflow": "2.13.1", "pyspark": "3.5.0"},
 }
+# Each runtime's Python (the release notes' "System environment"): a dependency's markers are evaluated for it, not for
+# the Python that runs `up`.
+PYTHON = {"18.x-cpu-ml-scala2.13": "3.12.3", "17.3.x-cpu-ml-scala2.13": "3.12.3", "16.4.x-cpu-ml-scala2.12": "3.12.3",
+          "15.4.x-cpu-ml-scala2.12": "3.11.0"}
 Requires = Callable[[str], "list[str] | None"]  # a distribution's Requires-Dist, as importlib.metadata.requires
 
 
@@ -85,7 +89,9 @@ def conflicts(requirements: list[str], spark_version: str, installed: Requires |
     pins = {_name(r): str(Requirement(r).specifier).removeprefix("==") for r in requirements}
     requires = installed or installed_requires(pins)
     found = [f"{r} replaces the runtime's {_name(r)}=={runtime[_name(r)]}" for r in requirements if _name(r) in runtime]
-    environment = {**{k: str(v) for k, v in default_environment().items()}, "extra": ""}
+    python = PYTHON[spark_version]
+    environment = {**{k: str(v) for k, v in default_environment().items()}, "extra": "",
+                   "python_version": ".".join(python.split(".")[:2]), "python_full_version": python}
     seen: set[str] = set()
     todo = [(r, r) for r in requirements]  # (requirement, the pin that brings it)
     while todo:

@@ -72,6 +72,7 @@ class Captured:
     protect: bool = False  # the engine refuses to delete it (and so to replace it)
     retain_on_delete: bool = False  # deleting it from the stack leaves it in the cloud
     replace_on_changes: list[str] = field(default_factory=list)  # inputs whose change replaces it
+    ignore_changes: list[str] = field(default_factory=list)  # inputs the stack never sets back (the cloud's to change)
 
     @property
     def id(self) -> str:
@@ -278,6 +279,7 @@ class CapturingMonitor(pulumi_mocks.MockMonitor):
                 captured.dependencies = list(request.dependencies)
                 captured.protect, captured.retain_on_delete = bool(request.protect), bool(request.retainOnDelete)
                 captured.replace_on_changes = list(request.replaceOnChanges)
+                captured.ignore_changes = list(request.ignoreChanges)
                 break
         return response
 

@@ -137,6 +137,13 @@ def test_prod_registers_the_same_version_with_lineage_before_serving(promoted):
     assert promoted.outputs["registry_model_version"] == "1"
 
 
+def test_the_registered_models_aliases_are_never_the_stacks(promoted):
+    """Audit s12 F6: @champion and @candidate are moved by the promotion and the gate; a provider that manages a
+    registered model's aliases would delete them on the next `up` unless the stack leaves them alone."""
+    [model] = promoted.of_type("databricks:index/registeredModel:RegisteredModel")
+    assert model.ignore_changes == ["aliases"] and "aliases" not in model.inputs
+
+
 def test_prod_batch_scores_with_the_promoted_copy_prod_serves(promoted):
     """Prod's batch job names prod's own copy of the version staging tested (registry_model_version), not an alias
     that a later promotion could move under a night's run."""

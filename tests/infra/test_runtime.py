@@ -27,6 +27,17 @@ def test_a_requirement_whose_dependencies_exclude_the_bundled_version_conflicts(
     assert runtime.conflicts(["some-plugin==1.0"], "17.3.x-cpu-ml-scala2.13", installed={"some-plugin": ["mlflow<3.1"]}.get) == []
 
 
+def test_a_dependencys_markers_are_those_of_the_runtimes_python():
+    """Audit s12 F7: DBR 18 ML runs Python 3.12, whatever Python runs `up`: a requirement only for 3.12 counts there,
+    one only for older Pythons does not."""
+    assert runtime.PYTHON[runtime.DEFAULT].startswith("3.12.") and set(runtime.PYTHON) == set(runtime.BUNDLED)
+    requires = {"some-plugin": ['mlflow>=3.10; python_version >= "3.12"', 'pyspark>=4; python_version < "3.12"']}
+    found = runtime.conflicts(["some-plugin==1.0"], runtime.DEFAULT, installed=requires.get)
+    assert found == ['some-plugin==1.0 needs mlflow>=3.10; python_version >= "3.12", the runtime bundles mlflow==3.8.1']
+    assert runtime.conflicts(["some-plugin==1.0"], "15.4.x-cpu-ml-scala2.12", installed=requires.get) == [
+        'some-plugin==1.0 needs pyspark>=4; python_version < "3.12", the runtime bundles pyspark==3.5.0']
+
+
 def test_the_default_runtime_records_its_whole_library_table():
     """DBR 18 ML's release-notes table, not only mlflow and pyspark: what the wheel's dependencies meet there."""
     libraries = runtime.bundled(runtime.DEFAULT)
