@@ -31,7 +31,7 @@ import pandas as pd
 from mlflow.models import Model
 
 from serving import compile as compiler
-from serving.scoring.model import ONNX_FILE, FrameScorer, Manifest, OnnxScorer, SklearnScorer
+from serving.scoring.model import FEW_RECORDS_ONNX_FILE, ONNX_FILE, FrameScorer, Manifest, OnnxScorer, SklearnScorer
 
 MLFLOW_SUBDIR = "mlflow"
 SKOPS_FILE = "pipeline.skops"  # the estimator, (re-)saved for the sklearn runtime
@@ -73,10 +73,16 @@ def _onnx(estimator: Any, manifest: dict, reference: FrameScorer, records: pd.Da
     provisional = Manifest.from_dict({**manifest, "runtime": "onnx"})
     compiled = compiler.compile_pipeline(estimator, provisional.inputs, classifier=provisional.is_classifier)
     checked = Manifest.from_dict({**manifest, "runtime": "onnx", "missing_category": compiled.missing_category})
-    found = compiler.check_equivalence(reference, OnnxScorer(compiled.onnx_bytes, checked), checked, records)
-    (model_dir / ONNX_FILE).write_bytes(compiled.onnx_bytes)
+    graphs = {ONNX_FILE: compiled.onnx_bytes}
+    if compiled.few_records_bytes is not None:  # skl2onnx's graph too, for a few records: each is checked
+        graphs[FEW_RECORDS_ONNX_FILE] = compiled.few_records_bytes
+    found = max((compiler.check_equivalence(reference, OnnxScorer(graph, checked), checked, records)
+                 for graph in graphs.values()), key=_farthest)
+    for name, graph in graphs.items():
+        (model_dir / name).write_bytes(graph)
     _drop_pickles(model_dir / MLFLOW_SUBDIR)
-    reason = f"compiled to ONNX, equal to the registered model on {len(records)} records ({_measure(found)})"
+    form = "" if len(graphs) == 1 else "; two graphs, each checked: skl2onnx's for a few records, one rewritten for many"
+    reason = f"compiled to ONNX, equal to the registered model on {len(records)} records ({_measure(found)}){form}"
     progress(f"context: runtime onnx: {reason}")
     return {"runtime": "onnx", "runtime_reason": reason, "missing_category": compiled.missing_category,
             "equivalence": found}
@@ -189,6 +195,10 @@ check_outputs(scorer.predict(records_to_columns(manifest.input_example, manifest
 """
 SCORING_PARENT = Path(__file__).resolve().parent  # holds scoring/
 WARM_UP_SECONDS = 600  # loading MLflow and a large model takes seconds; a hang must not hold `pulumi up` forever
+
+
+def _farthest(found: dict) -> float:
+    return float(found.get("max_abs_probability_difference", found.get("max_relative_difference", 0.0)))
 
 
 def _measure(found: dict) -> str:

@@ -103,3 +103,37 @@ def test_packaging_compiles_a_boosted_binary_classifier_rewritten_with_each_opse
     assert model.graph.node[0].op_type == "TreeEnsembleRegressor"
     imports = [(o.domain, o.version) for o in model.opset_import]
     assert imports == sorted(set(imports)) and len({domain for domain, _ in imports}) == len(imports)
+
+
+def test_a_few_records_are_scored_by_skl2onnxs_graph_and_many_by_the_rewritten_one(tmp_path):
+    """onnxruntime's two-class kernel scores a few records faster, the rewritten graph many: packaging keeps skl2onnx's
+    graph beside the rewritten one (and nothing beside any other classifier's), and the scorer takes it for requests of
+    at most FEW_RECORDS records. Both answer the estimator's probabilities and labels, on either side of the cut."""
+    import onnx
+
+    from serving.compile import compile_pipeline
+    from serving.scoring.model import FEW_RECORDS, FEW_RECORDS_ONNX_FILE, ONNX_FILE, Manifest, OnnxScorer, load_scorer
+
+    rows, target = data(seed=4, missing=True)
+    estimator = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows, target)
+    names = [f"x{index}" for index in range(WIDTH)]
+    manifest = Manifest.from_dict({"model": {"name": "m", "version": "1"}, "task": "binary", "classes": [0, 1],
+                                   "runtime": "onnx", "predict_fn": "predict_proba", "input_example": [],
+                                   "inputs": [{"name": name, "type": "double"} for name in names]})
+    compiled = compile_pipeline(estimator, manifest.inputs)
+    assert compiled.few_records_bytes is not None
+    assert onnx.load_from_string(compiled.few_records_bytes).graph.node[0].op_type == "TreeEnsembleClassifier"
+    forest = RandomForestClassifier(n_estimators=3, random_state=0).fit(rows, target)
+    assert compile_pipeline(forest, manifest.inputs).few_records_bytes is None  # nothing rewritten: one graph
+    (tmp_path / ONNX_FILE).write_bytes(compiled.onnx_bytes)
+    (tmp_path / FEW_RECORDS_ONNX_FILE).write_bytes(compiled.few_records_bytes)
+    scorer = load_scorer(tmp_path, manifest)
+    assert isinstance(scorer, OnnxScorer)
+    for count in (1, FEW_RECORDS, FEW_RECORDS + 1, 60):
+        columns = {name: [float(v) if not np.isnan(v) else None for v in rows[:count, index]]
+                   for index, name in enumerate(names)}
+        feeds = scorer.feeds(columns)
+        assert (scorer.graph_for(feeds) is scorer._few_run) == (count <= FEW_RECORDS)
+        expected = estimator.predict_proba(rows[:count])
+        assert np.abs(scorer.predict(columns) - expected).max() < 3e-6
+        assert scorer.labels(columns) == estimator.predict(rows[:count]).tolist()
