@@ -175,7 +175,8 @@ class ScoringFront:
             return 499
         try:
             reply = route.handler(scope, body)
-            if (written := self.log.written) is not None:  # this turn's log lines go out before its answers
+            # A scored request's log lines (every 200 has some) go out before its answer: in this turn's write.
+            if reply.status == 200 and (written := self.log.written) is not None:
                 await asyncio.sleep(0)  # the turn's write was queued before this task's next step: it has run
                 written.result()  # or raises its error
         except Exception as error:  # a bug or a broken stdout, not bad input: a 500 with an error line, and keep serving

@@ -327,6 +327,9 @@ class Turn:
     requests a turn; they share one write and one wake-up. A request alone in its turn (a light load) is not made to
     wait a turn for company that does not come: its lines go out at once, and the turn is watched for another
     write, which switches to gathering; a gathered write of a single request's lines switches back.
+    Large requests' lines are gathered too: fewer, larger writes cost less CPU (100 records at 8 connections: 614 µs a
+    request against 645 µs with them written at once), and a slow reader holds the worker as long either way (the
+    same bytes to take).
     Outside a running event loop (a script, a test calling a handler), a write goes out at once."""
 
     def __init__(self, stream: Stream) -> None:

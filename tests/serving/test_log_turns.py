@@ -121,3 +121,4 @@ def test_outside_an_event_loop_a_write_goes_out_at_once():
     turn = requestlog.Turn(Recorder(events))  # type: ignore[arg-type]
     turn.write([b'{"request_id":"x"}\n'])
     assert events == [("logged", "x")] and turn.written is None
+
