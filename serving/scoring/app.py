@@ -34,12 +34,13 @@ from . import docs, ids, metrics, mlflow_protocol, refusal, requestlog, v2, v2_b
 from .core import InputError, NotReady, ScoringPath, describe_error, too_many_records
 from .fastpath import FastV2
 from .front import BodyLimits, Handler, Refusal, Reply, Scope, ScoringFront, ScoringRoute, header, scoring_route
-from .model import Manifest, check_outputs, load_scorer, records_to_columns
+from .model import FEW_RECORDS, Manifest, check_outputs, load_scorer, records_to_columns
 from .schemas import columns_adapter, predict_response, records_adapter, request_adapter, request_schemas
 from .settings import Settings
 
 log = logging.getLogger("scoring")
 JSON = "application/json"
+WARM_UP_RECORDS = 4 * FEW_RECORDS  # the warm-up's second prediction: a request past the few-records graph
 JSON_BYTES = JSON.encode()  # as a client sends it: taken without parsing
 TEXT = "text/plain; charset=utf-8"
 NO_BINARY: frozenset[str] = frozenset()  # a JSON request: no output asked for in binary
@@ -50,8 +51,11 @@ def load_model(path: ScoringPath, model_dir: Any) -> None:
     manifest = path.manifest
     try:
         scorer = load_scorer(model_dir, manifest)
-        example = records_to_columns(manifest.input_example, manifest.input_names)
-        check_outputs(scorer.predict(example), manifest, len(manifest.input_example))
+        example = manifest.input_example
+        # The example as is, and cycled to more records than FEW_RECORDS: a model with a graph for a few records has
+        # both graphs run (and proved) before the first request, not on it.
+        for records in (example, [example[i % len(example)] for i in range(WARM_UP_RECORDS)] if example else []):
+            check_outputs(scorer.predict(records_to_columns(records, manifest.input_names)), manifest, len(records))
     except Exception as error:  # keep serving /health so the failure can be seen and probed
         path.problem = f"warm-up failed: {type(error).__name__}: {error}"
         log.exception("model warm-up failed")

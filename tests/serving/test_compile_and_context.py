@@ -368,6 +368,11 @@ def test_the_sklearn_runtimes_file_is_byte_identical_in_every_process(registry, 
     loaded = skops.io.load(tmp_path / "c.skops", trusted=skops.io.get_untrusted_types(file=tmp_path / "c.skops"))
     records = pd.DataFrame(Manifest.read(context.path / "model").input_example)
     assert np.array_equal(loaded.predict_proba(records), pipeline.predict_proba(records))
+    shared = np.arange(5.0)  # what the estimator shares stays shared (skops reads an __id__ of 0 as none)
+    skops.io.dump({"first": shared, "again": shared}, tmp_path / "shared.skops")
+    canonical_skops(tmp_path / "shared.skops")
+    both = skops.io.load(tmp_path / "shared.skops", trusted=skops.io.get_untrusted_types(file=tmp_path / "shared.skops"))
+    assert both["first"] is both["again"]
 
 
 def test_the_pyfunc_runtime_installs_the_packaging_mlflow_whatever_mlflow_logged_the_model(tmp_path):

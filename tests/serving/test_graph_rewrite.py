@@ -137,3 +137,51 @@ def test_a_few_records_are_scored_by_skl2onnxs_graph_and_many_by_the_rewritten_o
         expected = estimator.predict_proba(rows[:count])
         assert np.abs(scorer.predict(columns) - expected).max() < 3e-6
         assert scorer.labels(columns) == estimator.predict(rows[:count]).tolist()
+
+
+def test_packaging_drops_a_few_records_graph_that_fails_its_check_and_the_warm_up_runs_both(tmp_path, monkeypatch):
+    """Each graph is proved: a few-records graph that differs from the model is left out (the rewritten one serves
+    every request, as before it existed), and the warm-up at start-up runs both graphs, so a broken one makes the
+    service not ready instead of failing the first request of more than FEW_RECORDS records."""
+    import dataclasses
+
+    import onnx
+    import pandas as pd
+
+    from serving import compile as compiler
+    from serving import runtime
+    from serving.compile import compile_pipeline
+    from serving.scoring.app import create_app, load_model
+    from serving.scoring.model import FEW_RECORDS_ONNX_FILE, ONNX_FILE, FrameScorer, Manifest
+
+    rows, target = data(seed=5, missing=False)
+    estimator = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows, target)
+    other = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(rows, 1 - target)  # the opposite model
+    names = [f"x{index}" for index in range(WIDTH)]
+    example = [dict(zip(names, map(float, row), strict=True)) for row in rows[:3]]
+    raw = {"model": {"name": "m", "version": "1"}, "task": "binary", "classes": [0, 1], "predict_fn": "predict_proba",
+           "input_example": example, "inputs": [{"name": name, "type": "double"} for name in names]}
+    manifest = Manifest.from_dict({**raw, "runtime": "sklearn"})
+    wrong = compile_pipeline(other, manifest.inputs).few_records_bytes
+    real = compiler.compile_pipeline
+    monkeypatch.setattr(compiler, "compile_pipeline",
+                        lambda *args, **kwargs: dataclasses.replace(real(*args, **kwargs), few_records_bytes=wrong))
+    records = pd.DataFrame(rows[:200], columns=names)
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow" / "MLmodel").write_text("flavors: {}\n")
+    found = runtime._onnx(estimator, raw, FrameScorer(estimator, manifest), records, tmp_path, lambda text: None)
+    assert found["runtime"] == "onnx" and (tmp_path / ONNX_FILE).exists()
+    assert not (tmp_path / FEW_RECORDS_ONNX_FILE).exists()
+
+    served = Manifest.from_dict({**raw, "runtime": "onnx"})
+    (tmp_path / "manifest.json").write_text(__import__("json").dumps({**raw, "runtime": "onnx"}))
+    (tmp_path / FEW_RECORDS_ONNX_FILE).write_bytes(real(estimator, served.inputs).few_records_bytes)
+    broken = onnx.load_from_string(real(estimator, served.inputs).onnx_bytes)  # raw scores, not probabilities:
+    for node in broken.graph.node:  # what only a request past FEW_RECORDS would have found
+        if node.op_type == "Sigmoid":
+            node.op_type = "Identity"
+    (tmp_path / ONNX_FILE).write_bytes(broken.SerializeToString())
+    monkeypatch.setenv("MODEL_DIR", str(tmp_path))
+    path = create_app().app.state.model
+    load_model(path, tmp_path)
+    assert path.scorer is None and "warm-up failed" in (path.problem or "")
