@@ -90,8 +90,11 @@ def conflicts(requirements: list[str], spark_version: str, installed: Requires |
     requires = installed or installed_requires(pins)
     found = [f"{r} replaces the runtime's {_name(r)}=={runtime[_name(r)]}" for r in requirements if _name(r) in runtime]
     python = PYTHON[spark_version]
-    environment = {**{k: str(v) for k, v in default_environment().items()}, "extra": "",
-                   "python_version": ".".join(python.split(".")[:2]), "python_full_version": python}
+    environment = {**{k: str(v) for k, v in default_environment().items()}, "extra": "",  # the cluster's, not ours:
+                   "python_version": ".".join(python.split(".")[:2]), "python_full_version": python,
+                   "implementation_name": "cpython", "implementation_version": python,
+                   "platform_python_implementation": "CPython", "os_name": "posix", "sys_platform": "linux",
+                   "platform_system": "Linux", "platform_machine": "x86_64"}
     seen: set[str] = set()
     todo = [(r, r) for r in requirements]  # (requirement, the pin that brings it)
     while todo:

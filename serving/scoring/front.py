@@ -24,6 +24,7 @@ the event loop, in one write (scoring/requestlog.py Turn); its answer waits for 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import re
@@ -181,8 +182,9 @@ class ScoringFront:
                 written.result()  # or raises its error
         except Exception as error:  # a bug or a broken stdout, not bad input: a 500 with an error line, and keep serving
             log.exception("unexpected error on %s", scope["path"])
-            requestlog.write_line(self.log_failure(request_id=scope["request_id"], route=scope["path"], status=500,
-                                                   error=f"{type(error).__name__}: {error}"))
+            with contextlib.suppress(OSError):  # a broken stdout: no line can go out, the 500 still can
+                requestlog.write_line(self.log_failure(request_id=scope["request_id"], route=scope["path"],
+                                                       status=500, error=f"{type(error).__name__}: {error}"))
             reply = Reply(500, orjson.dumps({"error": "internal error", "request_id": scope["request_id"]}))
         await respond(send, scope, reply)
         return reply.status

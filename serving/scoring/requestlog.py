@@ -356,9 +356,9 @@ class Turn:
             self.lines, self.written = list(lines), loop.create_future()
             loop.call_soon(self.flush)
         else:  # alone lately: out at once, and the end of the turn says whether it was alone
-            self.stream.write(lines)
-            if self.writers == 1:
+            if self.writers == 1:  # queued before the write, which may raise: the count is reset whatever happens
                 loop.call_soon(self.end_turn)
+            self.stream.write(lines)
 
     def end_turn(self) -> None:
         self.gathering, self.writers = self.writers > 1, 0
@@ -372,7 +372,8 @@ class Turn:
             self.stream.write(lines)
         except Exception as error:  # a broken stdout: each request waiting answers 500 (scoring/front.py)
             written.set_exception(error)
-            return
+            written.exception()  # read here: with no request waiting (each failed or was cancelled), asyncio need not
+            return  # report it as never retrieved
         written.set_result(None)
 
 

@@ -28,10 +28,11 @@ def test_a_requirement_whose_dependencies_exclude_the_bundled_version_conflicts(
 
 
 def test_a_dependencys_markers_are_those_of_the_runtimes_python():
-    """Audit s12 F7: DBR 18 ML runs Python 3.12, whatever Python runs `up`: a requirement only for 3.12 counts there,
-    one only for older Pythons does not."""
+    """Audit s12 F7: DBR 18 ML runs Python 3.12 on x86-64 Linux, whatever runs `up` (3.11, a Mac, an arm64 laptop): a
+    requirement only for 3.12 counts there, one only for older Pythons, macOS or arm64 does not."""
     assert runtime.PYTHON[runtime.DEFAULT].startswith("3.12.") and set(runtime.PYTHON) == set(runtime.BUNDLED)
-    requires = {"some-plugin": ['mlflow>=3.10; python_version >= "3.12"', 'pyspark>=4; python_version < "3.12"']}
+    requires = {"some-plugin": ['mlflow>=3.10; python_version >= "3.12"', 'pyspark>=4; python_version < "3.12"',
+                                'mlflow<3; sys_platform == "darwin"', 'mlflow<2; platform_machine == "arm64"']}
     found = runtime.conflicts(["some-plugin==1.0"], runtime.DEFAULT, installed=requires.get)
     assert found == ['some-plugin==1.0 needs mlflow>=3.10; python_version >= "3.12", the runtime bundles mlflow==3.8.1']
     assert runtime.conflicts(["some-plugin==1.0"], "15.4.x-cpu-ml-scala2.12", installed=requires.get) == [
