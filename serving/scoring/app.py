@@ -41,7 +41,6 @@ from .settings import Settings
 log = logging.getLogger("scoring")
 JSON = "application/json"
 WARM_UP_RECORDS = 4 * FEW_RECORDS  # the warm-up's second prediction: a request past the few-records graph
-JSON_BYTES = JSON.encode()  # as a client sends it: taken without parsing
 TEXT = "text/plain; charset=utf-8"
 NO_BINARY: frozenset[str] = frozenset()  # a JSON request: no output asked for in binary
 
@@ -232,15 +231,9 @@ def v2_routes(app: FastAPI, path: ScoringPath, log_failure: Any) -> list[Scoring
         params = scope.get("path_params", {})
         if (missing := unknown(params.get("name", ""), params.get("version"), request_id)) is not None:
             return missing
-        json_length, content_type, binary = None, None, NO_BINARY
-        for key, value in scope["headers"]:  # both headers in one pass (the first of each, as header()'s)
-            if key == binary_header and json_length is None:
-                json_length = value.decode("latin-1")
-            elif key == b"content-type" and content_type is None:
-                content_type = value
+        json_length, binary = header(scope, binary_header), NO_BINARY
         # A binary-extension request carries its own content type: the JSON rule applies only without its header.
-        if (json_length is None and content_type != JSON_BYTES
-                and (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None):
+        if json_length is None and (refused := refused_content_type(scope, (JSON,), none_is_json=True)) is not None:
             return Reply(415, v2.error_body(refused, request_id))
         try:
             typed = fast.decode(body) if json_length is None else None
