@@ -18,7 +18,9 @@ What it does, all on 127.0.0.1:
    baseline checkout (--baseline or BENCH_BASELINE; `make bench` makes a worktree of BENCH_BASELINE_REF), that
    code's /predict: the build context the checkout's own packaging makes of the same registered version (its
    compiled graph, manifest and app), launched the same way, in the same interleaved rounds;
-5. RSS of each server's process tree after the load (from /proc), every ratio, and the targets, PASS/FAIL;
+5. RSS of each server's process tree after the load (from /proc), every ratio, and the targets, PASS/FAIL: a ratio
+   of two servers' req/s is the median of the rounds' ratios (a round runs them one after another, so a slow
+   spell of the shared machine lowers both sides of the same round);
 6. a profile of one /predict request (parse + validate, score, log, metrics, respond), timed in-process
    with the service's own code; the rest of 1 / req/s at one connection is the framework's.
 

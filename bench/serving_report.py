@@ -92,6 +92,7 @@ def summarize(runs: dict[str, dict[str, list[WrkResult]]]) -> dict[str, dict[str
             summary[server][key] = {
                 "rounds": len(results),
                 "rps": statistics.median(r.rps for r in results),
+                "rps_rounds": [r.rps for r in results],  # in round order: paired with another server's (rps_ratio)
                 "p50_ms": statistics.median(r.p50_ms for r in results),
                 "p99_ms": statistics.median(r.p99_ms for r in results),
                 "rps_min": min(r.rps for r in results),
@@ -122,6 +123,13 @@ def ratio(ours: float, theirs: float) -> float:
     return ours / theirs if theirs > 0 else float("inf")
 
 
+def rps_ratio(ours: dict, theirs: dict) -> float:
+    """Two servers' req/s at one load, compared round by round: the median of each round's ratio. A round runs the
+    servers one after another, so a slow spell of the shared machine (they last tens of seconds to minutes) lowers
+    both sides of a round's ratio; the ratio of the two medians would take each side from a different round."""
+    return statistics.median(ratio(a, b) for a, b in zip(ours["rps_rounds"], theirs["rps_rounds"], strict=True))
+
+
 @dataclass
 class Check:
     name: str
@@ -135,8 +143,8 @@ def check_targets(summary: dict[str, dict[str, dict]], cold_start_s: float, rss_
     ours, mlflow = summary["ours"], summary["mlflow"]
     checks = []
     for records, target in ((1, TARGET_SINGLE_RATIO), (100, TARGET_BATCH_RATIO)):
-        worst = min(ratio(ours[load_key(records, c)]["rps"], mlflow[load_key(records, c)]["rps"]) for c in CONCURRENCY)
-        per_c = ", ".join(f"c{c} {ratio(ours[load_key(records, c)]['rps'], mlflow[load_key(records, c)]['rps']):.1f}x"
+        worst = min(rps_ratio(ours[load_key(records, c)], mlflow[load_key(records, c)]) for c in CONCURRENCY)
+        per_c = ", ".join(f"c{c} {rps_ratio(ours[load_key(records, c)], mlflow[load_key(records, c)]):.1f}x"
                           for c in CONCURRENCY)
         label = "single-record" if records == 1 else f"{records}-record"
         checks.append(Check(f"{label} throughput vs mlflow", f">= {target:g}x", per_c, worst >= target))
@@ -182,18 +190,18 @@ def framework_checks(summary: dict[str, dict[str, dict]], profile: dict[int, dic
     checks = []
     for records, target in ((1, TARGET_SINGLE_OF_BARE), (100, TARGET_BATCH_OF_BARE)):
         key = load_key(records, c8)
-        share = ratio(ours[key]["rps"], bare[key]["rps"])
+        share = rps_ratio(ours[key], bare[key])
         checks.append(Check(f"/predict vs bare FastAPI endpoint, {records} record{'s' if records > 1 else ''}, {c8} conn",
                             f">= {target:.0%}", f"{share:.0%} ({ours[key]['rps']:,.0f} vs {bare[key]['rps']:,.0f} req/s)"
                             + ceiling(summary, profile or {}, records, c8), share >= target))
     for name, target, label in ((OURS_MLFLOW, TARGET_MLFLOW_OF_PREDICT, "/invocations"),
                                 (OURS_V2, TARGET_V2_OF_PREDICT, "V2 infer")):
-        shares = {key: ratio(summary[name][key]["rps"], ours[key]["rps"]) for key in ours if key in summary[name]}
+        shares = {key: rps_ratio(summary[name][key], ours[key]) for key in ours if key in summary[name]}
         checks.append(Check(f"{label} vs /predict, same records", f">= {target:.0%}",
                             ", ".join(f"{key} {share:.0%}" for key, share in shares.items()),
                             min(shares.values()) >= target))
     key = load_key(1, c8)
-    versus = ratio(summary[OURS_MLFLOW][key]["rps"], summary["mlflow"][key]["rps"])
+    versus = rps_ratio(summary[OURS_MLFLOW][key], summary["mlflow"][key])
     checks.append(Check(f"/invocations vs mlflow models serve, 1 record, {c8} conn",
                         f">= {TARGET_MLFLOW_ROUTE_VS_MLFLOW:g}x", f"{versus:.1f}x", versus >= TARGET_MLFLOW_ROUTE_VS_MLFLOW))
     return checks
@@ -206,12 +214,12 @@ def baseline_checks(summary: dict[str, dict[str, dict]]) -> list[Check]:
         return []
     checks = []
     for records, target in ((1, TARGET_SINGLE_OF_BASELINE), (100, TARGET_BATCH_OF_BASELINE)):
-        shares = {c: ratio(summary["ours"][load_key(records, c)]["rps"], summary[BASELINE][load_key(records, c)]["rps"])
+        shares = {c: rps_ratio(summary["ours"][load_key(records, c)], summary[BASELINE][load_key(records, c)])
                   for c in CONCURRENCY}
         measured = ", ".join(f"c{c} {share:.2f}x" for c, share in shares.items())
         if NO_LOG in summary:
             measured += "; without the request log " + ", ".join(
-                f"c{c} {ratio(summary[NO_LOG][load_key(records, c)]['rps'], summary[BASELINE][load_key(records, c)]['rps']):.2f}x"
+                f"c{c} {rps_ratio(summary[NO_LOG][load_key(records, c)], summary[BASELINE][load_key(records, c)]):.2f}x"
                 for c in CONCURRENCY)
         checks.append(Check(f"/predict vs the baseline's, {records} record{'s' if records > 1 else ''}",
                             f">= {target:g}x", measured, min(shares.values()) >= target))
@@ -233,10 +241,10 @@ def render_baseline(summary: dict[str, dict[str, dict]]) -> list[str]:
             key = load_key(records, connections)
             ours, base, bare = (summary[n][key] for n in ("ours", BASELINE, BARE))
             lines.append(f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {ours['rps']:,.0f} | "
-                         f"{base['rps']:,.0f} | **{ratio(ours['rps'], base['rps']):.2f}x** | "
-                         f"{ratio(ours['rps'], bare['rps']):.0%} | {ratio(base['rps'], bare['rps']):.0%} | "
+                         f"{base['rps']:,.0f} | **{rps_ratio(ours, base):.2f}x** | "
+                         f"{rps_ratio(ours, bare):.0%} | {rps_ratio(base, bare):.0%} | "
                          f"{ours.get('cpu_us', 0):,.0f} / {base.get('cpu_us', 0):,.0f} |"
-                         + (f" {ratio(summary[NO_LOG][key]['rps'], base['rps']):.2f}x |" if no_log else ""))
+                         + (f" {rps_ratio(summary[NO_LOG][key], base):.2f}x |" if no_log else ""))
     return lines
 
 
@@ -247,8 +255,10 @@ def render_protocols(summary: dict[str, dict[str, dict]]) -> list[str]:
     lines = ["", "| load | /predict | /invocations | V2 infer | bare FastAPI | /predict / bare | /invocations / /predict "
                  "| V2 / /predict | /invocations / mlflow |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for load, key, (ours, inv, v2, bare) in _protocol_rows(summary, "rps"):
-        lines.append(f"| {load} | {ours:,.0f} | {inv:,.0f} | {v2:,.0f} | {bare:,.0f} | **{ratio(ours, bare):.0%}** | "
-                     f"{ratio(inv, ours):.0%} | {ratio(v2, ours):.0%} | {ratio(inv, summary['mlflow'][key]['rps']):.1f}x |")
+        entry = {name: summary[name][key] for name in ("ours", OURS_MLFLOW, OURS_V2, BARE, "mlflow")}
+        lines.append(f"| {load} | {ours:,.0f} | {inv:,.0f} | {v2:,.0f} | {bare:,.0f} | "
+                     f"**{rps_ratio(entry['ours'], entry[BARE]):.0%}** | {rps_ratio(entry[OURS_MLFLOW], entry['ours']):.0%} | "
+                     f"{rps_ratio(entry[OURS_V2], entry['ours']):.0%} | {rps_ratio(entry[OURS_MLFLOW], entry['mlflow']):.1f}x |")
     return lines + render_cpu(summary)
 
 
@@ -308,7 +318,8 @@ def render_markdown(summary: dict[str, dict[str, dict]], cold: dict[str, float],
     ours, mlflow = summary["ours"], summary["mlflow"]
     lines = [
         f"Model `{meta['model']}` v{meta['version']} ({meta['runtime']} runtime in ours), one worker each, "
-        f"127.0.0.1, wrk -t1, {meta['duration']:g}s x {meta['rounds']} interleaved rounds, medians; "
+        f"127.0.0.1, wrk -t1, {meta['duration']:g}s x {meta['rounds']} interleaved rounds, medians (a ratio of req/s: "
+        f"the median of the rounds' ratios); "
         f"{meta['pinning']}; {meta['cpus']} CPUs, {meta['date']}. Other processes used up to "
         f"{background(summary):.2f} cores during the measured runs (the machine is shared)."
         + (f" Baseline: {meta['baseline']}." if meta.get("baseline") else ""),
@@ -322,7 +333,7 @@ def render_markdown(summary: dict[str, dict[str, dict]], cold: dict[str, float],
             a, b = ours[key], mlflow[key]
             lines.append(
                 f"| {records} record{'s' if records > 1 else ''}, {connections} conn | {a['rps']:,.0f} | {b['rps']:,.0f} | "
-                f"**{ratio(a['rps'], b['rps']):.1f}x** | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
+                f"**{rps_ratio(a, b):.1f}x** | {a['p50_ms']:.2f} / {a['p99_ms']:.2f} | "
                 f"{b['p50_ms']:.2f} / {b['p99_ms']:.2f} | {a['errors']}, {b['errors']} |")
     if control:
         lines.append(f"| control: ours `GET /health`, 1 conn | {control['rps']:,.0f} | | | "

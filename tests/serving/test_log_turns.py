@@ -122,3 +122,34 @@ def test_outside_an_event_loop_a_write_goes_out_at_once():
     turn.write([b'{"request_id":"x"}\n'])
     assert events == [("logged", "x")] and turn.written is None
 
+
+
+def test_requests_one_a_turn_every_turn_are_gathered_and_a_quiet_turn_switches_back(front, manifest):
+    """A busy worker writing at once answers each request in its own turn, so the next requests come one a turn: no
+    turn has two writers, yet the loop never waits. A turn that writes right after one that wrote is busy too, so the
+    worker gathers (else it stays in whichever state it started in). After a quiet turn a lone request is written at
+    once again."""
+    body = orjson.dumps({"records": [dict(manifest.input_example[0])]})
+    events: list[tuple[str, str]] = []
+    statuses: dict[str, int] = {}
+    recorder = front.log.stream = Recorder(events)
+    ids = [f"r{number}" for number in range(8)]
+
+    async def one_a_turn() -> tuple[list[bool], bool]:
+        tasks, gathering = [], []
+        for request_id in ids:  # each request's first step in the turn after the one before it
+            tasks.append(asyncio.create_task(call(front, body, request_id, events, statuses)))
+            await asyncio.sleep(0)
+            gathering.append(front.log.gathering)
+        await asyncio.gather(*tasks)
+        for _ in range(4):
+            await asyncio.sleep(0)  # quiet turns
+        await call(front, body, "lone", events, statuses)
+        return gathering, front.log.written is None
+
+    gathering, lone_at_once = asyncio.run(one_a_turn())
+    # Busy seen: gathering holds while a request comes every turn (here each gathered write still holds one request's
+    # lines, as the test spaces them; a real client's next requests come together once answers leave together).
+    assert gathering[-4:] == [True] * 4
+    assert recorder.writes[-1] == ["lone"] and lone_at_once
+    assert set(statuses.values()) == {200} and logged_before_answered(events, [*ids, "lone"])
