@@ -6,11 +6,11 @@
 
 It starts where the last one left (start_state: idle, a failed candidate at 0 %, or a failed shift still holding
 traffic). Each state's action is one `up` and the smoke test, whose result picks the next state (NEXT): candidate
-(the new revision at 0 % behind the label `candidate`, tested there), shift (the next of releaseSteps), complete (the
-candidate at 100 %), update (the first deploy, no new revision, or AKS), rollback (back to 0 %; the job fails). A
-failed candidate or shift goes through `candidate` again, whatever the next run changes. Fixed once at the start:
-the version @champion names and, while in flight, the one the stable revision serves (the batch job's). Every `up`
-refreshes first; the smoke test runs where the endpoint is reachable (scripts/smoke_from.py).
+(the new revision at 0 % behind the label `candidate`, tested there), shift (the next of releaseSteps, tested there
+too), complete (the candidate at 100 %), update (the first deploy, no new revision, or AKS), rollback (back to 0 %;
+the job fails). A failed candidate or shift goes through `candidate` again, whatever the next run changes. Fixed
+once at the start: the version @champion names and, while in flight, the one the stable revision serves (the batch
+job's). Every `up` refreshes first; the smoke test runs where the endpoint is reachable (scripts/smoke_from.py).
 """
 from __future__ import annotations
 
@@ -187,7 +187,9 @@ class Release:
             self.retire(replaced, "the failed candidate this one replaces", "it stops when this release completes")
         if state is State.COMPLETE:  # before the smoke test, which then checks the app serves without it
             self.retire(self.stable, "the revision this release replaced")
-        url = self.outputs.get("candidate_url" if state is State.CANDIDATE else "endpoint_url")
+        # Beside the stable revision, the candidate's label URL: the app's URL splits requests by weight, so at 10 %
+        # the stable revision would answer most of a smoke test that expects the candidate's model version (audit R1).
+        url = self.outputs.get("candidate_url" if beside_stable else "endpoint_url")
         if not url:  # a bootstrap `up` (no workspace yet, or no model version) declares no workload
             self.note(f"no endpoint, nothing to smoke test: {self.outputs.get('bootstrap') or 'no workload declared'}")
             return Event.LAST_PASSED

@@ -4,11 +4,10 @@ HOST (default 0.0.0.0 in the image; 127.0.0.1 for local runs), PORT (8000), WEB_
 (uvicorn workers, 1). The body's size and pace, and how many scoring requests a worker takes at once
 (MAX_IN_FLIGHT), are bounded by scoring/front.py, not by uvicorn's limit_concurrency: that one also answers the
 health probes 503 under load, and the platform would restart a busy replica. What uvicorn bounds by itself: an idle
-keep-alive connection (5 s); not the size or pace of the request line and
-headers (httptools has no limit): Container Apps' Envoy ingress receives those first, and on AKS the service is
-internal only. With several workers, Prometheus metrics are aggregated through a
-multiprocess directory under /tmp (writable even with a read-only root filesystem and an
-emptyDir on /tmp).
+keep-alive connection (KEEP_ALIVE_S, 300 s, settings.py); not the size or pace of the request line and headers
+(httptools has no limit): Container Apps' Envoy ingress receives those first, and on AKS the service is internal
+only. With several workers, Prometheus metrics are aggregated through a multiprocess directory under /tmp (writable
+even with a read-only root filesystem and an emptyDir on /tmp).
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ from typing import Literal, TypedDict
 
 import uvicorn
 
+from . import requestlog
 from .settings import ServerSettings, Settings, SettingsError
 
 
@@ -48,8 +48,10 @@ def main() -> int:
         return 2
     if server.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-")
+    if server.workers == 1:  # uvicorn serves in this process, the only one writing to its stdout
+        requestlog.sole_writer()
     uvicorn.run(f"{__package__}.app:create_app", factory=True, host=server.host, port=server.port,
-                workers=server.workers, **UVICORN_FLAGS)
+                workers=server.workers, timeout_keep_alive=server.keep_alive_s, **UVICORN_FLAGS)
     return 0
 
 

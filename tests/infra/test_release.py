@@ -45,6 +45,7 @@ class CloudStack:
     state: mockcloud.Evaluation | None = None
     weights: list[dict[str, int]] = field(default_factory=list)  # the app's traffic after each `up`
     deployed: list[dict[str, str]] = field(default_factory=list)  # the outputs of each `up`
+    served: dict[str, str] = field(default_factory=dict)  # revision -> the model version it serves (fixed at creation)
     name: str = STAGING
 
     def outputs(self) -> dict[str, str]:
@@ -69,6 +70,8 @@ class CloudStack:
         self.state = evaluation
         self.weights.append(dict(self.history.weights))
         self.deployed.append(self.outputs())
+        if self.history.revisions:
+            self.served.setdefault(self.history.revisions[-1][0], self.deployed[-1]["model_version"])
         return self.outputs()
 
     def deactivate(self, revision: str) -> None:
@@ -82,7 +85,9 @@ class CloudStack:
 @dataclass
 class Platform:
     """Where a URL lands (a label URL: its revision; the app URL: every revision with traffic) and whether those
-    revisions pass the smoke test: the ones whose template carries a `broken` CPU value fail it."""
+    revisions pass the smoke test: the ones whose template carries a `broken` CPU value fail it, and, as
+    serving/smoke.py reads /ready, any that serves another model version than the one expected (Azure splits the app
+    URL's requests by weight: any revision behind it may answer)."""
     cloud: CloudStack
     broken_cpu: float | None = None
     smoked: list[str] = field(default_factory=list)
@@ -98,6 +103,9 @@ class Platform:
         templates = dict(self.cloud.history.revisions)
         if any(self.broken_cpu is not None and f'"cpu": {self.broken_cpu}' in templates[r] for r in reached):
             raise AssertionError(f"/ready: no 200 from {url}")
+        others = {self.cloud.served[r] for r in reached} - {outputs["model_version"]}
+        if others:
+            raise AssertionError(f"/ready: model version {sorted(others)}, expected {outputs['model_version']}")
 
 
 @pytest.fixture
@@ -125,8 +133,8 @@ def test_a_release_moves_traffic_only_after_the_candidates_smoke_test_and_in_the
     candidate = stack.history.revisions[-1][0]
     assert stack.weights[1:] == [{stable: 100, candidate: 0}, {stable: 90, candidate: 10}, {stable: 50, candidate: 50},
                                  {candidate: 100}]
-    # the first smoke test reached the candidate alone, through its label, while users reached only the stable one
-    assert platform.smoked == [candidate, f"{stable},{candidate}", f"{stable},{candidate}", candidate]
+    # every smoke test reached the candidate alone, through its label while users shared the two, then the app's URL
+    assert platform.smoked == [candidate] * 4
     assert stack.history.active == {candidate} and outputs["serving_revision"] == candidate
 
 
@@ -406,10 +414,11 @@ def test_a_rerun_after_a_failed_candidate_tests_it_again_at_0_percent_and_never_
 
 
 def fails_once_users_share_it(platform: Platform, error: BaseException | None = None) -> smoke_from.Smoke:
-    """The smoke test passes on a lone revision and raises `error` (a 502) once the URL reaches two."""
+    """The smoke test passes while the candidate takes no users' traffic and raises `error` (a 502: it does not hold
+    its share of the load) once it takes some."""
     def smoke(url: str, outputs: Mapping[str, str]) -> None:
         platform.smoke(url, outputs)
-        if len(platform.revisions_behind(url)) > 1:
+        if platform.cloud.history.weights.get(platform.cloud.history.revisions[-1][0], 0) not in (0, 100):
             raise error or AssertionError("/predict: 502")
     return smoke
 
@@ -481,6 +490,21 @@ def champion(stack_registry):
         return str(version.version)
     yield move
     client.set_registered_model_alias(name, "champion", original.version)
+
+
+def test_a_new_model_version_released_in_steps_is_smoke_tested_at_its_label_at_every_step(cloud, champion):
+    """Audit R1: at 10 % the app's URL reaches the stable revision nine times in ten, which serves the old model
+    version; a shift step's smoke test, which expects the candidate's version, tests the candidate at its label."""
+    stack = cloud(**{"serving.containerApp.releaseSteps": [10, 50]})
+    stable = deployed(stack)
+    version = champion()
+    stack.config.update(CPU_2)
+    platform = Platform(stack)
+    outputs = Release(stack, platform.smoke, say=lambda line: None).run()
+    candidate = stack.history.revisions[-1][0]
+    assert stack.served[stable] != version == stack.served[candidate] == outputs["model_version"]
+    assert stack.weights[-3:] == [{stable: 90, candidate: 10}, {stable: 50, candidate: 50}, {candidate: 100}]
+    assert platform.smoked == [candidate] * 4
 
 
 def test_every_step_serves_the_model_version_fixed_at_the_start_though_champion_moves_mid_release(cloud, champion):

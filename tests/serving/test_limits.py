@@ -20,7 +20,7 @@ from infra import stack_files
 from serving.localrun import stop_service
 from serving.scoring import v2
 from serving.scoring.model import InputField, Manifest
-from serving.scoring.settings import MAX_BODY_BYTES, MAX_IN_FLIGHT, Settings, SettingsError
+from serving.scoring.settings import MAX_BODY_BYTES, MAX_IN_FLIGHT, ServerSettings, Settings, SettingsError
 from tests.serving.conftest import launch
 
 MAX_RECORDS = 5
@@ -289,3 +289,27 @@ def test_bad_limits_stop_start_up_naming_the_variable(monkeypatch, name, raw, me
     monkeypatch.setenv(name, raw)
     with pytest.raises(SettingsError, match=message):
         Settings.from_env()
+
+
+def test_an_idle_connection_stays_open_past_uvicorns_own_keep_alive(live):
+    """Audit K1: uvicorn closes an idle connection after 5 s by default, before the proxy in front stops reusing it
+    (a request sent as it closes is a 502). The service keeps it KEEP_ALIVE_S (300 s): one connection, a request, 6 s
+    idle, and a second request on the same connection is answered."""
+    port = int(live.url.rsplit(":", 1)[1])
+    request = b"GET /ready HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        answers = []
+        for pause in (0, 6):
+            time.sleep(pause)
+            connection.sendall(request)
+            answers.append(read_response(connection).split(b"\r\n", 1)[0])  # a closed connection: no head
+    assert answers == [b"HTTP/1.1 200 OK"] * 2
+
+
+
+def test_the_keep_alive_is_longer_than_the_proxies_and_a_bad_one_stops_start_up(monkeypatch):
+    monkeypatch.delenv("KEEP_ALIVE_S", raising=False)
+    assert ServerSettings.from_env().keep_alive_s == 300  # ingress-nginx 60 s, Azure Load Balancer 240 s
+    monkeypatch.setenv("KEEP_ALIVE_S", "0")
+    with pytest.raises(SettingsError, match="KEEP_ALIVE_S must be an integer between 1 and 3600, got 0"):
+        ServerSettings.from_env()

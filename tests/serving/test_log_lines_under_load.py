@@ -14,6 +14,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import psutil
 
 from monitoring import logformat
 from serving import smoke
@@ -63,6 +64,8 @@ def test_two_workers_on_a_slow_pipe_write_only_whole_lines(context):
                 return reply.headers["x-request-id"]
             with ThreadPoolExecutor(CLIENTS) as pool:
                 answered = list(pool.map(call, range(REQUESTS)))
+        locked = [child for child in psutil.Process(process.pid).children() if lock_files(child)]
+        assert len(locked) == 2, "each worker writes under the lock"  # (multiprocessing's resource tracker: none)
     finally:
         stop_service(process.pid)
         stop.set()
@@ -83,3 +86,14 @@ def test_two_workers_on_a_slow_pipe_write_only_whole_lines(context):
     assert broken == [], f"{len(broken)} of {len(lines)} lines broken, e.g. {broken[:2]}"
     assert sorted(answered) == sorted(logged), "every answered request is in the log"
     assert logged == {f"load-{i}": size(i) for i in range(REQUESTS)}, "with all its records, across its parts"
+
+
+def lock_files(process: psutil.Process) -> list[str]:
+    return [f.path for f in process.open_files() if "scoring-request-log-" in f.path]
+
+
+def test_one_worker_writes_alone_without_the_lock(live):
+    """scoring/serve.py with one worker (the dev stack, the benchmark): uvicorn serves in the process it started, the
+    only one writing to its stdout, which then opens no lock file (its lines still go out whole: test_requestlog.py)."""
+    assert lock_files(psutil.Process(live.process.pid)) == []
+

@@ -193,6 +193,37 @@ def test_a_forked_writer_takes_a_lock_of_its_own(tmp_path, monkeypatch):
             os.close(fd)
 
 
+def test_a_process_writing_alone_takes_no_lock_and_a_forked_child_takes_one(tmp_path, monkeypatch):
+    """scoring/serve.py with one worker: the only process writing to its stdout writes without the lock (3 µs a write
+    saved), its lines still up to MAX_LINE_BYTES in one write(); a child forked from it has company, so it locks."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(requestlog, "_sole_writer", False)  # put back after the test
+    requestlog.sole_writer()
+    read_end, write_end = os.pipe()
+    try:
+        alone = requestlog.Stream(write_end)
+        assert alone.lock is None and alone.max_line == requestlog.MAX_LINE_BYTES
+        lines = [b"a" * 9000 + b"\n", b"b" * 9000 + b"\n"]  # each past PIPE_BUF
+        writes: list[int] = []
+        real_write = os.write
+
+        def write(fd: int, data: bytes) -> int:
+            writes.append(len(data))
+            return real_write(fd, data)
+        monkeypatch.setattr(requestlog.os, "write", write)
+        alone.write(lines)
+        monkeypatch.setattr(requestlog.os, "write", real_write)
+        assert writes == [18002] and os.read(read_end, 65536) == b"".join(lines)
+        child = os.fork()
+        if child == 0:  # the child: at fork it takes a lock of its own
+            os._exit(0 if alone.lock is not None and not requestlog._sole_writer else 1)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, "a forked child wrote without the lock"
+    finally:
+        for fd in (read_end, write_end):
+            os.close(fd)
+
+
 def test_one_observation_is_prometheus_clients_own():
     """metrics.observe (bisection) leaves a histogram exactly as Histogram.observe does, values on a bound and past the
     last finite one included (the latency histogram's, whose last bound is 2.5 s)."""
