@@ -113,7 +113,15 @@ def test_two_servers_are_compared_round_by_round():
     # Rounds: 1.11, 0.95, 1.2; median 1.11. The medians' ratio would say 200 / 210 = 0.95.
     assert serving_report.rps_ratio(summary["ours"]["1rec_c1"], summary["mlflow"]["1rec_c1"]) == pytest.approx(100 / 90)
     with pytest.raises(ValueError):  # rounds that do not pair up are a broken run, not a ratio
-        serving_report.rps_ratio(summary["ours"]["1rec_c1"], {"rps_rounds": [1.0]})
+        serving_report.rps_ratio(summary["ours"]["1rec_c1"], {"rps": 1.0, "rps_rounds": [1.0]})
+    # Four rounds: a/b is exactly 1/(b/a) (the middle pair's geometric mean, not its average).
+    even = {"ours": {"k": [result(rps) for rps in (100.0, 200.0, 300.0, 400.0)]},
+            "mlflow": {"k": [result(rps) for rps in (200.0, 100.0, 200.0, 100.0)]}}
+    four = serving_report.summarize(even)
+    there, back = (serving_report.rps_ratio(four[a]["k"], four[b]["k"]) for a, b in (("ours", "mlflow"), ("mlflow", "ours")))
+    assert there == pytest.approx(1 / back) and there == pytest.approx((2.0 * 1.5) ** 0.5)
+    # A summary written before the rounds were kept (a local serving.json): the medians' ratio.
+    assert serving_report.rps_ratio({"rps": 300.0}, {"rps": 200.0}) == 1.5
 
 
 def test_targets_pass_at_their_limits():
@@ -224,7 +232,7 @@ def test_framework_targets_pass_at_their_limits_and_fail_past_them():
                              v2_of_predict=0.90)
     checks = {c.name: c for c in serving_report.framework_checks(passing)}
     assert len(checks) == 5 and all(c.passed for c in checks.values()), checks
-    assert checks["/predict vs bare FastAPI endpoint, 1 record, 8 conn"].measured.startswith("70% (1,500 vs 2,143 req/s)")
+    assert checks["/predict vs bare FastAPI endpoint, 1 record, 8 conn"].measured.startswith("70% (medians 1,500 vs 2,143 req/s)")
     assert checks["/invocations vs mlflow models serve, 1 record, 8 conn"].measured == "27.0x"
     failing = with_protocols(summary_with(21.0, 12.0), predict_of_bare=0.29, invocations_of_predict=0.89,
                              v2_of_predict=0.89)
@@ -272,7 +280,7 @@ def test_the_bare_endpoint_checks_say_the_ceiling_a_server_could_reach_here():
     checks = {c.name: c for c in serving_report.framework_checks(summary, profile)}
     batch = checks["/predict vs bare FastAPI endpoint, 100 records, 8 conn"]
     # 100 / (100 + 120 + 230) = 22 %: below a 30 % target whatever the server does besides.
-    assert batch.measured == ("20% (1,000 vs 5,000 req/s); ceiling here 22%: the bare endpoint's 100 µs of CPU + "
+    assert batch.measured == ("20% (medians 1,000 vs 5,000 req/s); ceiling here 22%: the bare endpoint's 100 µs of CPU + "
                               "parsing the body 120 + the model 230, nothing else")
     assert "ceiling here 80%" in checks["/predict vs bare FastAPI endpoint, 1 record, 8 conn"].measured
     assert "ceiling" not in serving_report.framework_checks(summary)[0].measured  # no profile, no ceiling

@@ -190,10 +190,13 @@ class ScoringFront:
         return reply.status
 
     async def refuse(self, route: ScoringRoute, scope: Scope, send: Any, status: int, problem: str, kind: str) -> int:
-        """A body refused before it was read whole. The connection stays open: uvicorn reads and drops the rest of
-        the body (a completed request's body bytes are ignored), so the client is not reset mid-upload, which an
-        ingress proxy would turn into a 503; its keep-alive timeout closes a connection left idle."""
-        await respond(send, scope, Reply(status, route.refusal(scope, problem, kind)))
+        """A body refused before it was read whole. After a 413 the connection stays open: uvicorn reads and drops the
+        rest of the body (a completed request's body bytes are ignored), so the client is not reset mid-upload, which
+        an ingress proxy would turn into a 503. Those bytes stop uvicorn's keep-alive timer for good
+        (httptools_impl's data_received), so that connection lasts until the client or the proxy closes it. A 408's
+        client stopped sending: its connection is closed after the answer."""
+        closing = ((b"connection", b"close"),) if status == 408 else ()
+        await respond(send, scope, Reply(status, route.refusal(scope, problem, kind), JSON, closing))
         return status
 
     async def busy(self, route: ScoringRoute, scope: Scope, send: Any) -> int:

@@ -257,7 +257,7 @@ _sole_writer = False  # set by scoring/serve.py when it serves in one process: n
 def sole_writer() -> None:
     """This process is the only one writing to its stdout (scoring/serve.py with one worker: uvicorn serves in the
     process it started): its writes need no lock, which costs about 3 µs a write (flock and unlock), 2 % of a
-    single-record request. Streams made after this call take no lock file; a forked child takes one again."""
+    single-record request. Streams made after this call take no lock file; after a fork, child and parent take one."""
     global _sole_writer
     _sole_writer = True
 
@@ -323,7 +323,16 @@ def _reopen_after_fork() -> None:
         opened.reopen()
 
 
-os.register_at_fork(after_in_child=_reopen_after_fork)
+def _lock_after_fork() -> None:
+    """The parent of a fork has company too: a stream that wrote alone takes the lock (one that held it keeps it)."""
+    global _sole_writer
+    _sole_writer = False
+    for opened in list(_opened):
+        if opened.alone:
+            opened.reopen()
+
+
+os.register_at_fork(after_in_child=_reopen_after_fork, after_in_parent=_lock_after_fork)
 
 
 def stream(fd: int = 1) -> Stream:
@@ -348,8 +357,9 @@ class Turn:
     matter: gathering makes answers leave together, so the next requests come together (several a turn); writing at
     once spreads them out, one a turn, every turn. Reading only the first, a worker at 8 connections could stay in
     whichever state it started in. A turn that writes after a quiet one, with a single request, switches back to
-    writing at once. Watching a turn costs a callback, which shares a pass of the loop with what uvicorn schedules
-    after an answer, and the turn after it one more pass (0.7 µs). Not read from the thread's CPU time against the
+    writing at once (that request's own lines are still gathered when the turns before the quiet one were busy).
+    Watching a turn costs a callback, which shares a pass of the loop with what uvicorn schedules after an answer,
+    and the turn after it one more pass (0.7 µs). Not read from the thread's CPU time against the
     clock: a worker sharing its core (two workers on one CPU, a throttled container) would never look busy.
     Large requests' lines are gathered too: fewer, larger writes cost less CPU (100 records at 8 connections: 614 µs a
     request against 645 µs with them written at once), and a slow reader holds the worker as long either way (the

@@ -4,7 +4,8 @@ HOST (default 0.0.0.0 in the image; 127.0.0.1 for local runs), PORT (8000), WEB_
 (uvicorn workers, 1). The body's size and pace, and how many scoring requests a worker takes at once
 (MAX_IN_FLIGHT), are bounded by scoring/front.py, not by uvicorn's limit_concurrency: that one also answers the
 health probes 503 under load, and the platform would restart a busy replica. What uvicorn bounds by itself: an idle
-keep-alive connection (KEEP_ALIVE_S, 300 s, settings.py); not the size or pace of the request line and headers
+keep-alive connection after an answer (KEEP_ALIVE_S, 300 s, settings.py; not one after a 413, nor one that never
+sent a request: the proxy in front closes those); not the size or pace of the request line and headers
 (httptools has no limit): Container Apps' Envoy ingress receives those first, and on AKS the service is internal
 only. With several workers, Prometheus metrics are aggregated through a multiprocess directory under /tmp (writable
 even with a read-only root filesystem and an emptyDir on /tmp).

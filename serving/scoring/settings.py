@@ -88,11 +88,10 @@ class Settings:
         )
 
 
-# How long an idle keep-alive connection stays open: longer than the proxy in front keeps it, so the proxy closes an
-# idle pooled connection first. A server closing one as the proxy sends a request on it makes a 502/503
-# (lsst-sqre/phalanx#5103, basetenlabs/truss#2648). uvicorn's own default is 5 s. ingress-nginx keeps upstream
-# connections 60 s, Azure Load Balancer 4 minutes; Container Apps' Envoy does not say (it ends a request at 240 s;
-# microsoft/azure-container-apps#1821), so 300 s makes the race rarer there, not impossible.
+# How long an idle keep-alive connection stays open. A server closing one as the proxy in front sends a request on it
+# makes a 502/503 (lsst-sqre/phalanx#5103, basetenlabs/truss#2648); uvicorn's own default is 5 s. ingress-nginx keeps
+# upstream connections 60 s. Container Apps' Envoy does not say (microsoft/azure-container-apps#1821; Envoy's own
+# default is an hour), nor does its auth sidecar, so 300 s makes the race rarer there, not impossible.
 KEEP_ALIVE_S = 300
 
 
@@ -109,5 +108,5 @@ class ServerSettings:
             host=os.environ.get("HOST", "0.0.0.0"),
             port=_int("PORT", 8000, 1, 65535),
             workers=_int("WEB_CONCURRENCY", 1, 1, 64),
-            keep_alive_s=_int("KEEP_ALIVE_S", KEEP_ALIVE_S, 1, 3600),
+            keep_alive_s=_int("KEEP_ALIVE_S", KEEP_ALIVE_S, 1, 86_400),
         )

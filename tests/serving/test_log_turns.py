@@ -24,12 +24,17 @@ class Recorder:
     def __init__(self, events: list[tuple[str, str]]) -> None:
         self.events, self.broken = events, False
         self.writes: list[list[str]] = []
+        self.at_once: list[bool] = []  # each write: made in a request's own step (at once), or by the turn's flush
 
     def write(self, lines: Sequence[bytes]) -> None:
         if self.broken:
             raise BrokenPipeError("stdout closed")
         ids = [orjson.loads(line)["request_id"] for line in lines]
         self.writes.append(ids)
+        try:
+            self.at_once.append(asyncio.current_task() is not None)
+        except RuntimeError:  # no event loop
+            self.at_once.append(True)
         self.events += [("logged", request_id) for request_id in ids]
 
 
@@ -144,12 +149,13 @@ def test_requests_one_a_turn_every_turn_are_gathered_and_a_quiet_turn_switches_b
         await asyncio.gather(*tasks)
         for _ in range(4):
             await asyncio.sleep(0)  # quiet turns
-        await call(front, body, "lone", events, statuses)
-        return gathering, front.log.written is None
+        for request_id in ("lone1", "lone2"):  # the first switches back (its own lines may still be gathered)
+            await call(front, body, request_id, events, statuses)
+        return gathering, recorder.at_once[-1]
 
     gathering, lone_at_once = asyncio.run(one_a_turn())
     # Busy seen: gathering holds while a request comes every turn (here each gathered write still holds one request's
     # lines, as the test spaces them; a real client's next requests come together once answers leave together).
     assert gathering[-4:] == [True] * 4
-    assert recorder.writes[-1] == ["lone"] and lone_at_once
-    assert set(statuses.values()) == {200} and logged_before_answered(events, [*ids, "lone"])
+    assert recorder.writes[-1] == ["lone2"] and lone_at_once
+    assert set(statuses.values()) == {200} and logged_before_answered(events, [*ids, "lone1", "lone2"])

@@ -195,7 +195,7 @@ def test_a_forked_writer_takes_a_lock_of_its_own(tmp_path, monkeypatch):
 
 def test_a_process_writing_alone_takes_no_lock_and_a_forked_child_takes_one(tmp_path, monkeypatch):
     """scoring/serve.py with one worker: the only process writing to its stdout writes without the lock (3 µs a write
-    saved), its lines still up to MAX_LINE_BYTES in one write(); a child forked from it has company, so it locks."""
+    saved), its lines still up to MAX_LINE_BYTES in one write(); after a fork, child and parent have company: both lock."""
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     monkeypatch.setattr(requestlog, "_sole_writer", False)  # put back after the test
     requestlog.sole_writer()
@@ -219,6 +219,7 @@ def test_a_process_writing_alone_takes_no_lock_and_a_forked_child_takes_one(tmp_
             os._exit(0 if alone.lock is not None and not requestlog._sole_writer else 1)
         _, status = os.waitpid(child, 0)
         assert os.waitstatus_to_exitcode(status) == 0, "a forked child wrote without the lock"
+        assert alone.lock is not None and not alone.alone, "the parent of a fork has company too: it locks"
     finally:
         for fd in (read_end, write_end):
             os.close(fd)
