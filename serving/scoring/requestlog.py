@@ -39,6 +39,9 @@ A request the service fails to answer (5xx) gets an error line instead, for the 
   {"log_type": "error", "schema_version": 2, "ts": "...", "request_id": "...", "model_name": "...",
    "model_version": "3", "route": "/predict", "status": 503, "error": "not ready: ..."}
 An error line goes out the same way.
+
+Why one module: how long a line may be is decided by how it is written (MAX_LINE_BYTES under the lock or writing
+alone, PIPE_BUF without), and the lines are cut to that length; the format and the writing are read together.
 """
 
 from __future__ import annotations
