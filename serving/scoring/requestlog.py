@@ -290,13 +290,14 @@ class Stream:
 
     def write(self, lines: Sequence[bytes]) -> None:
         """The lines (each at most max_line bytes) in one write(), whole among every process writing to the stream."""
-        if self.alone:
-            _write_all(self.fd, lines[0] if len(lines) == 1 else b"".join(lines))
-        elif self.lock is None:
+        if self.lock is None and not self.alone:
             for line in lines:  # each at most ATOMIC_BYTES: each whole
                 _write_all(self.fd, line)
+            return
+        data = lines[0] if len(lines) == 1 else b"".join(lines)
+        if self.lock is None:  # alone
+            _write_all(self.fd, data)
         else:  # every write, a short one too: an atomic write would land inside another worker's longer one
-            data = lines[0] if len(lines) == 1 else b"".join(lines)
             fcntl.flock(self.lock, fcntl.LOCK_EX)
             try:
                 _write_all(self.fd, data)
@@ -319,23 +320,18 @@ _streams: dict[int, Stream] = {}
 _opened: weakref.WeakSet[Stream] = weakref.WeakSet()  # every Stream of the process, reopened in a forked child
 
 
-def _reopen_after_fork() -> None:
+def _after_fork(child: bool) -> None:
+    """After a fork both processes have company: the child takes a lock of its own for every stream, the parent one
+    for each stream that wrote alone (one that held a lock keeps it)."""
     global _sole_writer
     _sole_writer = False
     for opened in list(_opened):
-        opened.reopen()
-
-
-def _lock_after_fork() -> None:
-    """The parent of a fork has company too: a stream that wrote alone takes the lock (one that held it keeps it)."""
-    global _sole_writer
-    _sole_writer = False
-    for opened in list(_opened):
-        if opened.alone:
+        if child or opened.alone:
             opened.reopen()
 
 
-os.register_at_fork(after_in_child=_reopen_after_fork, after_in_parent=_lock_after_fork)
+os.register_at_fork(after_in_child=functools.partial(_after_fork, True),
+                    after_in_parent=functools.partial(_after_fork, False))
 
 
 def stream(fd: int = 1) -> Stream:

@@ -86,8 +86,9 @@ class CloudStack:
 class Platform:
     """Where a URL lands (a label URL: its revision; the app URL: every revision with traffic) and whether those
     revisions pass the smoke test: the ones whose template carries a `broken` CPU value fail it, and, as
-    serving/smoke.py reads /ready, any that serves another model version than the one expected (Azure splits the app
-    URL's requests by weight: any revision behind it may answer)."""
+    serving/smoke.py reads /ready, any that serves another model version than the one expected. Azure splits the app
+    URL's requests by weight, so any revision behind it may answer, and a label's URL reaches its one revision
+    whatever the weights (learn.microsoft.com/azure/container-apps/traffic-splitting, "Use cases" and labels)."""
     cloud: CloudStack
     broken_cpu: float | None = None
     smoked: list[str] = field(default_factory=list)
