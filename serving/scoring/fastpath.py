@@ -136,13 +136,15 @@ class FastRecords:
         return self.split(records)[0]
 
     def split(self, records: list) -> tuple[Columns, contract_ids.Ids | None]:
-        """Typed records' values by column, and their ids by id column (None: records without ids)."""
+        """Typed records' values by column, and their ids by id column: only the ids some record has, None when no
+        record has one (the request log then writes its constant line part, scoring/core.py log_ids)."""
         if not self.ids or type(records[0]) is self.record:  # decoded without ids: none was sent
             return dict(zip(self.names, zip(*map(astuple, records), strict=True), strict=True)), None
         values = list(zip(*map(astuple, records), strict=True))
-        count = len(self.names)
-        return (dict(zip(self.names, values[:count], strict=True)),
-                {name: contract_ids.present(column) for name, column in zip(self.ids, values[count:], strict=True)})
+        found = {name: present for name, column in zip(self.ids, values[len(self.names):], strict=True)
+                 if (present := contract_ids.present(column)) is not None}
+        # zip stops at the signature's end; no id in any record is None, as for records decoded without ids
+        return dict(zip(self.names, values, strict=False)), found or None
 
 
 class FastMlflow:
@@ -183,16 +185,14 @@ class FastMlflow:
         """(the validated columns in the signature's order, the ids or None), or None (see the class)."""
         try:
             document: Any = self.body.decode(body)  # Struct types made at run time
-            records = document.dataframe_records
-            given = [records is not msgspec.UNSET, *(len(raw) > 0 for raw in (document.dataframe_split,
-                                                                               document.instances, document.inputs))]
-            if sum(given) != 1:  # none, or two formats: MLflow's decoder says what is wrong
-                return None
+            records, split_raw = document.dataframe_records, document.dataframe_split  # an absent Raw is empty
+            if (records is not msgspec.UNSET) + bool(split_raw) + bool(document.instances) + bool(document.inputs) != 1:
+                return None  # none, or two formats: MLflow's decoder says what is wrong
             if records is not msgspec.UNSET:
                 return self.fast.split(records)
-            if not document.dataframe_split:
+            if not split_raw:
                 return None
-            split: Any = self.split.decode(document.dataframe_split)
+            split: Any = self.split.decode(split_raw)
             if not self.takes(split.columns):
                 return None  # other columns (MLflow ignores them), or some missing: the protocol's decoder
             rows = self.rows(split.columns).decode(split.data)
@@ -216,31 +216,45 @@ class FastV2:
     strings or INT64 of integers), its own datatype, shape [n] or [n, 1], flat data. Anything else (requested outputs,
     parameters, nested data, another datatype, NaN, a value msgspec refuses) is None: v2.decode and the record rules
     take it and name what is wrong, as before. Each input is its own Struct, told apart by its name (a tagged union), so
-    its data is decoded by its column's type and contract in the same pass and the columns need no second validation."""
+    its data is decoded by its column's type and contract in the same pass and the columns need no second validation.
+
+    One record with the inputs in the signature's order and shape [1] (what a client scoring one at a time sends) is
+    tried first, by types that say all of it: a tuple of the inputs in order, each shape [1] and data of one value. Its
+    columns need no check afterwards (the lengths, the shapes, the order), which were a third of its decode. Any other
+    body is decoded as any order and count: a body of more records stops the first attempt at its first shape; one with
+    id tensors or in another order is decoded twice."""
 
     def __init__(self, manifest: Manifest, expected: dict[str, str], max_records: int) -> None:
         self.names = list(expected)
-        literal: Any = Literal  # the datatypes are known only at run time
-        tensors = [msgspec.defstruct(f"Input{index}", [
-            ("datatype", literal[expected[field.name]]), ("shape", list[int]),
-            ("data", bounded_list(value_type(field, int64=True), max_records))], tag_field="name", tag=field.name,
-            forbid_unknown_fields=True, gc=False) for index, field in enumerate(manifest.inputs)]
+        literal: Any = Literal  # types known only at run time
+        tensors = [tensor_struct(f"Input{index}", field.name, literal[expected[field.name]], list[int],
+                                 bounded_list(value_type(field, int64=True), max_records))
+                   for index, field in enumerate(manifest.inputs)]
         self.tensors = tensors  # in the signature's order: one Struct type per input
-        self.ids = {msgspec.defstruct(f"Id{index}", [
-            ("datatype", Literal["BYTES", "INT64"]), ("shape", list[int]), ("data", bounded_list(id_type(), max_records))],
-            tag_field="name", tag=name, forbid_unknown_fields=True, gc=False): name
-            for index, name in enumerate(contract_ids.names(manifest))}
-        union: Any = Union[(*tensors, *self.ids)]  # a union built at run time
-        identity: Any = str | msgspec.UnsetType  # present or absent; null is v2.decode's to refuse
-        self.request = msgspec.json.Decoder(msgspec.defstruct(
-            "InferenceRequest", [("inputs", list[union]), ("id", identity, msgspec.UNSET)], forbid_unknown_fields=True))
+        self.ids = {tensor_struct(f"Id{index}", name, Literal["BYTES", "INT64"], list[int],
+                                  bounded_list(id_type(), max_records)): name
+                    for index, name in enumerate(contract_ids.names(manifest))}
+        # Its name a field, not a tag: outside a union msgspec takes a tagged Struct without its tag.
+        one_record = [msgspec.defstruct(f"One{index}", [
+            ("name", literal[field.name]), ("datatype", literal[expected[field.name]]), ("shape", tuple[Literal[1]]),
+            ("data", tuple[value_type(field, int64=True)])], forbid_unknown_fields=True, gc=False)
+            for index, field in enumerate(manifest.inputs)]
+        union: Any = Union[(*tensors, *self.ids)]
+        ordered: Any = tuple[tuple(one_record)]
+        self.one_record, self.request = (request_decoder(inputs) for inputs in (
+            ordered, Annotated[list[union], msgspec.Meta(min_length=1)]))  # no inputs: v2.decode names them
 
-    def decode(self, body: bytes) -> tuple[dict[str, list], str | None, contract_ids.Ids | None] | None:
+    def decode(self, body: bytes) -> tuple[Columns, str | None, contract_ids.Ids | None] | None:
         """(the validated columns in the signature's order, the request's id, the ids or None), or None (see the
         class)."""
         try:
-            request: Any = self.request.decode(body)  # a Struct type made at run time
+            one: Any = self.one_record.decode(body)
+            return dict(zip(self.names, map(DATA, one.inputs), strict=True)), identity(one), None
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            pass  # any other form, or bad input
+        try:
+            request: Any = self.request.decode(body)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):  # the slow path says what is wrong
             return None
         inputs = request.inputs
         data = list(map(DATA, inputs))
@@ -249,16 +263,15 @@ class FastV2:
                 shapes.count(one := [count]) != len(inputs) and shapes.count(one) + shapes.count([count, 1]) != len(inputs)):
             return None  # inputs of different lengths, or a shape other than [n] or [n, 1] (checked in C: no loop)
         found = None
-        if list(map(type, inputs)) != self.tensors:  # not the signature's inputs in its order without ids (the common case)
+        if list(map(type, inputs)) != self.tensors:  # not the signature's inputs in its order without ids
             by_type = dict(zip(map(type, inputs), inputs, strict=True))
             if len(by_type) != len(inputs) or len(inputs) != len(self.tensors) + len(by_type.keys() & self.ids.keys()):
                 return None  # an input missing or given twice
             data = [by_type[kind].data for kind in self.tensors]
             if len(inputs) > len(self.tensors) and (found := self.found_ids(by_type)) is None:
                 return None
-        identity = request.id
         # the names and data are as long: the signature's inputs, one tensor each
-        return dict(zip(self.names, data, strict=False)), None if identity is msgspec.UNSET else identity, found
+        return dict(zip(self.names, data, strict=False)), identity(request), found
 
     def found_ids(self, by_type: dict) -> contract_ids.Ids | None:
         """The id tensors' data by id, or None when one holds values of the other datatype (v2.decode says which)."""
@@ -271,3 +284,21 @@ class FastV2:
                     return None
                 found[name] = contract_ids.present(tensor.data)
         return found
+
+
+def tensor_struct(kind: str, name: str, datatype: Any, shape: Any, data: Any) -> Any:
+    """A V2 tensor named `name`, the tag of a union of them, with these types: a Struct type made at run time."""
+    return msgspec.defstruct(kind, [("datatype", datatype), ("shape", shape), ("data", data)], tag_field="name", tag=name,
+                             forbid_unknown_fields=True, gc=False)
+
+
+def request_decoder(inputs: Any) -> msgspec.json.Decoder:
+    """A decoder of V2's inference request whose inputs are of this type; its id present or absent (null is
+    v2.decode's to refuse)."""
+    return msgspec.json.Decoder(msgspec.defstruct("InferenceRequest", [
+        ("inputs", inputs), ("id", str | msgspec.UnsetType, msgspec.UNSET)], forbid_unknown_fields=True))
+
+
+def identity(request: Any) -> str | None:
+    """A decoded request's id, None when it has none."""
+    return None if request.id is msgspec.UNSET else request.id

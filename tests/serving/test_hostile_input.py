@@ -144,6 +144,7 @@ HOSTILE: dict[str, tuple[Case, int, str | None, int | None, str]] = {
         lambda m: (m.infer, J, dumps({"inputs": m.tensors([m.record]), "outputs": [{"name": {"a": 1}}]})),
         400, "outputs", None, "outputs"),
     # and their neighbours
+    "V2 without inputs": (lambda m: (m.infer, J, dumps({"inputs": []})), 400, None, None, "missing"),
     "instances that are not records": (
         lambda m: ("/invocations", J, dumps({"instances": [[1, 2]]})), 400, None, 0, ""),
     "inputs columns of unknown names": (
