@@ -235,12 +235,13 @@ class FastV2:
                                   bounded_list(id_type(), max_records)): name
                     for index, name in enumerate(contract_ids.names(manifest))}
         # Its name a field, not a tag: outside a union msgspec takes a tagged Struct without its tag.
+        one_value: Any = tuple  # a tuple type of types known at run time
         one_record = [msgspec.defstruct(f"One{index}", [
             ("name", literal[field.name]), ("datatype", literal[expected[field.name]]), ("shape", tuple[Literal[1]]),
-            ("data", tuple[value_type(field, int64=True)])], forbid_unknown_fields=True, gc=False)
+            ("data", one_value[value_type(field, int64=True)])], forbid_unknown_fields=True, gc=False)
             for index, field in enumerate(manifest.inputs)]
         union: Any = Union[(*tensors, *self.ids)]
-        ordered: Any = tuple[tuple(one_record)]
+        ordered: Any = one_value[tuple(one_record)]
         self.one_record, self.request = (request_decoder(inputs) for inputs in (
             ordered, Annotated[list[union], msgspec.Meta(min_length=1)]))  # no inputs: v2.decode names them
 
