@@ -1,6 +1,7 @@
 """The framework's speed limit: a bare FastAPI + uvicorn endpoint that reads the body and returns a
 constant JSON answer, served exactly as ours is: one worker and the service's own uvicorn flags
-(scoring/serve.py's UVICORN_FLAGS: httptools, uvloop, lifespan on, no access log, no server header).
+(scoring/serve.py's UVICORN_FLAGS: httptools with scoring/wire.py's joined writes, uvloop, lifespan on, no access
+log, no server header).
 
     python -m bench.bare_app --port 8010
 """

@@ -39,10 +39,12 @@ under `.local/`). A full run takes about 12 minutes (`QUICK=1`, or `DURATION=3 R
 for a short one, which does not rewrite this page).
 
 **How the servers run.** Ours exactly as the image runs it: `python -m scoring.serve` from the build context (uvicorn
-with `serving/scoring/serve.py`'s `UVICORN_FLAGS`: `--http httptools --loop uvloop --lifespan on`, no access log, no
-server header), with the request log on and stdout a pipe another process drains, as a container runtime reads it.
-The bare endpoint runs with the same flags. Besides req/s the report gives the server's **CPU time per request**:
-on a shared machine a neighbour's load moves req/s far more than it moves what a request costs the server.
+with `serving/scoring/serve.py`'s `UVICORN_FLAGS`: httptools sending a response's head and body in one write
+(`scoring/wire.py`), `--loop uvloop --lifespan on`, no access log, no server header), with the request log on and
+stdout a pipe another process drains, as a container runtime reads it. The bare endpoint runs with the same flags; the
+baseline with its own commit's (httptools writing the head and the body apart). Besides req/s the report gives the
+server's **CPU time per request**: on a shared machine a neighbour's load moves req/s far more than it moves what a
+request costs the server.
 
 **What makes a request fast.** The compiled graph is the estimator alone on one float32 matrix: the imputers' fill
 values and the one-hot categories travel in the model's ONNX metadata and the scorer builds the matrix; a boosted

@@ -34,10 +34,11 @@ class UvicornFlags(TypedDict):
 
 
 # Named, not left to uvicorn's "auto" (which silently falls back to asyncio and h11 when uvloop or httptools
-# is missing: slower). No access log: the request log (scoring/requestlog.py) is ours.
-# bench/servers.py runs the benchmark's bare FastAPI endpoint with these same flags.
-UVICORN_FLAGS: UvicornFlags = {"http": "httptools", "loop": "uvloop", "lifespan": "on", "access_log": False,
-                               "server_header": False, "log_level": "info"}
+# is missing: slower): httptools, sending a response's head and body in one write (scoring/wire.py). No access log:
+# the request log (scoring/requestlog.py) is ours. bench/bare_app.py runs the benchmark's bare FastAPI endpoint with
+# these same flags.
+UVICORN_FLAGS: UvicornFlags = {"http": f"{__package__}.wire:HttpToolsHeldWrites", "loop": "uvloop", "lifespan": "on",
+                               "access_log": False, "server_header": False, "log_level": "info"}
 
 
 def main() -> int:
