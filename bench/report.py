@@ -56,7 +56,8 @@ msgspec pass into typed records (`scoring/fastpath.py`; a body it refuses is val
 report of every field), whose columns feed the matrix; the request log encodes each line's slice of those columns
 once, by column, in lines of up to 16 KiB, and writes a request's lines in one `write()` (under a lock shared by the
 workers when longer than PIPE_BUF: scoring/requestlog.py), and /predict answers the outputs as the log's lines encoded
-them; V2's JSON form is decoded in one msgspec pass too.
+them; V2's JSON form is decoded in one msgspec pass too (one record in the signature's order by types that leave
+nothing to check afterwards); and a response's head and body leave in one write (`scoring/wire.py`).
 
 **The ceiling**, printed beside each bare-endpoint target from the run's own measurements: the share of the bare
 endpoint's throughput a server could reach here if it did nothing but what no scoring server can skip, by CPU per

@@ -18,7 +18,14 @@ METRICS_SETTINGS = "ama-metrics-settings-configmap"
 METRICS_SETTINGS_NAMESPACE = "kube-system"
 # Azure's cloud provider gives a LoadBalancer Service a private frontend IP in the cluster's VNet with this annotation:
 # the scoring endpoint is never on a public IP (plain HTTP inside the VNet; callers reach it by peering or VPN).
-INTERNAL_LB = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}
+# Its rule's idle timeout is 4 minutes unless the Service says otherwise (learn.microsoft.com/azure/load-balancer/
+# load-balancer-tcp-idle-timeout; the annotation: kubernetes/kubernetes#66045, cloud-provider-azure's LoadBalancer
+# annotations), shorter than the service's keep-alive (KEEP_ALIVE_S, 300 s, serving/scoring/settings.py): the load
+# balancer would end an idle connection first, silently where its TCP reset is off, and a client reusing it would wait
+# for nothing. Longer than the keep-alive, the service closes it first, with a FIN the client sees.
+LB_IDLE_MINUTES = 10
+INTERNAL_LB = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true",
+               "service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout": str(LB_IDLE_MINUTES)}
 SECRET = f"{APP}-secrets"  # the container's secret variables, one key each
 # The pod template's annotation that rolls the Deployment when the Secret changes: pods read a Secret's value into
 # their environment once, at start. Its value is the Secret's resourceVersion (a counter of the API server), nothing

@@ -89,9 +89,11 @@ class Settings:
 
 
 # How long an idle keep-alive connection stays open. A server closing one as the proxy in front sends a request on it
-# makes a 502/503 (lsst-sqre/phalanx#5103, basetenlabs/truss#2648); uvicorn's own default is 5 s. ingress-nginx keeps
-# upstream connections 60 s. Container Apps' Envoy does not say (microsoft/azure-container-apps#1821; Envoy's own
-# default is an hour), nor does its auth sidecar, so 300 s makes the race rarer there, not impossible.
+# makes a 502/503 (lsst-sqre/phalanx#5103, basetenlabs/truss#2648); uvicorn's own default is 5 s. Container Apps' Envoy
+# does not say how long it keeps one (microsoft/azure-container-apps#1821; Envoy's own default is an hour), nor does
+# its auth sidecar, so 300 s makes the race rarer there, not impossible. On AKS the clients' connections cross an Azure
+# load balancer, whose idle timeout the Service sets longer than this (infra/k8s_manifests.py LB_IDLE_MINUTES): the
+# service, not the balancer, ends an idle connection, with a FIN its client sees.
 KEEP_ALIVE_S = 300
 
 

@@ -7,6 +7,7 @@ import pytest
 from kubernetes_validate.utils import all_versions, major_minor
 
 from infra import k8s_manifests, settings, stack_files
+from serving.scoring.settings import KEEP_ALIVE_S
 
 K8S_VERSION = "1.33"
 
@@ -70,7 +71,18 @@ def test_the_load_balancer_is_internal(stack):
     """Azure's cloud provider gives the Service a private IP only with this annotation (a string, not a YAML bool)."""
     service = manifests(stack)["Service"]
     assert service["spec"]["type"] == "LoadBalancer"
-    assert service["metadata"]["annotations"] == {"service.beta.kubernetes.io/azure-load-balancer-internal": "true"}
+    assert service["metadata"]["annotations"]["service.beta.kubernetes.io/azure-load-balancer-internal"] == "true"
+
+
+@pytest.mark.parametrize("stack", ["dev", "staging", "prod"])
+def test_the_load_balancer_keeps_an_idle_connection_longer_than_the_service_does(stack):
+    """The Azure load balancer's idle timeout (4 minutes unless annotated, learn.microsoft.com/azure/load-balancer/
+    load-balancer-tcp-idle-timeout; 4 to 100 minutes) outlasts the service's keep-alive: the service ends an idle
+    connection with a FIN its client sees, not the balancer silently."""
+    annotations = manifests(stack)["Service"]["metadata"]["annotations"]
+    minutes = annotations["service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout"]
+    assert minutes.isdigit() and 4 <= int(minutes) <= 100, "a whole number of minutes, as a string"
+    assert int(minutes) * 60 > KEEP_ALIVE_S, f"{minutes} minutes, the service keeps one {KEEP_ALIVE_S} s"
 
 
 def test_a_cluster_ip_service_needs_no_annotation():
