@@ -1,5 +1,6 @@
 """Kubernetes on AKS: pods' secret references, the HPA, Container Insights and managed Prometheus (their data
-collection rules, scraping, rule groups), Entra-only cluster access and the network policy engine.
+collection rules, scraping, rule groups), Entra-only cluster access, the network policy engine and the load
+balancer's idle timeout.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import json
 import re
 
 from infra import k8s_manifests
+from serving.scoring.settings import KEEP_ALIVE_S
 from testing.mockcloud import Evaluation
 from testing.platform_rules.common import (
     CLUSTER,
@@ -188,6 +190,32 @@ def aks_entra_only(ev: Evaluation) -> list[str]:
     return problems
 
 
+LB_IDLE = "service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout"
+LB_DEFAULT_IDLE_MINUTES = 4
+
+
+def lb_outlasts_keep_alive(ev: Evaluation) -> list[str]:
+    """An Azure load balancer ends a flow idle longer than its rule's timeout (4 minutes unless the Service's
+    annotation says 4..100), silently where its TCP reset is off: the service behind it must end an idle keep-alive
+    connection first (KEEP_ALIVE_S, its container's variable or serving/scoring/settings.py's default)."""
+    keep_alive = {_get(d.inputs, "metadata", "namespace"): max(
+        [int(var.get("value") or KEEP_ALIVE_S) for c in _get(d.inputs, "spec", "template", "spec", "containers") or []
+         for var in c.get("env") or [] if var.get("name") == "KEEP_ALIVE_S"] or [KEEP_ALIVE_S])
+        for d in ev.of_type(DEPLOYMENT)}
+    problems = []
+    for service in ev.of_type("kubernetes:core/v1:Service"):
+        if _get(service.inputs, "spec", "type") != "LoadBalancer":
+            continue
+        value = str((_get(service.inputs, "metadata", "annotations") or {}).get(LB_IDLE, LB_DEFAULT_IDLE_MINUTES))
+        seconds = keep_alive.get(_get(service.inputs, "metadata", "namespace"), KEEP_ALIVE_S)
+        if not value.isdigit() or not 4 <= int(value) <= 100:
+            problems.append(f"{service.name}: {LB_IDLE} is {value!r}: a whole number of minutes, 4..100")
+        elif int(value) * 60 <= seconds:
+            problems.append(f"{service.name}: the load balancer ends idle connections after {value} minutes, before "
+                            f"the service's keep-alive of {seconds} s: set {LB_IDLE} above it")
+    return problems
+
+
 POLICY_ENGINES = {"azure", "calico", "cilium"}
 
 
@@ -216,6 +244,10 @@ RULES: tuple[Rule, ...] = (
          "start; a pod reads the value at start only",
          "https://kubernetes.io/docs/concepts/configuration/secret/#using-secrets-as-environment-variables",
          pod_secret_refs),
+    Rule("aks-lb-idle-timeout", "an Azure load balancer drops a flow idle longer than its rule's timeout (4 minutes "
+         "unless the Service's annotation sets 4..100), silently where TCP reset is off: longer than the service's "
+         "keep-alive, the service closes first", "https://learn.microsoft.com/azure/load-balancer/"
+         "load-balancer-tcp-idle-timeout", lb_outlasts_keep_alive),
     Rule("aks-network-policy-engine", "NetworkPolicy is enforced only by a network policy engine (none: accepted and "
          "ignored); Cilium's needs the Cilium dataplane on Azure CNI; chosen at creation, changed later only by "
          "Azure's migration steps", "https://learn.microsoft.com/azure/aks/use-network-policies", network_policy_engine),

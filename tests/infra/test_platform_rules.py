@@ -51,6 +51,24 @@ def test_a_log_alert_validated_at_creation_is_caught():
     assert problems("log-alert-window", fake(resource(platform_rules.QUERY_RULE, "r", {**rule, "windowSize": "PT7M"})))
 
 
+def test_a_load_balancer_ending_idle_connections_before_the_service_is_caught():
+    def service(annotations: dict) -> Captured:
+        return resource("kubernetes:core/v1:Service", "svc", {"metadata": {"namespace": "s", "annotations": annotations},
+                                                             "spec": {"type": "LoadBalancer"}})
+
+    def deployment(keep_alive: str) -> Captured:
+        return resource("kubernetes:apps/v1:Deployment", "app", {"metadata": {"namespace": "s"}, "spec": {"template": {
+            "spec": {"containers": [{"env": [{"name": "KEEP_ALIVE_S", "value": keep_alive}]}]}}}})
+
+    idle = "service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout"
+    assert "before the service's keep-alive of 300 s" in problems("aks-lb-idle-timeout", fake(service({})))[0]
+    assert not problems("aks-lb-idle-timeout", fake(service({idle: "10"})))
+    assert problems("aks-lb-idle-timeout", fake(service({idle: "10"}), deployment("900")))
+    assert problems("aks-lb-idle-timeout", fake(service({idle: "ten"})))
+    assert not problems("aks-lb-idle-timeout", fake(resource("kubernetes:core/v1:Service", "c", {
+        "metadata": {"namespace": "s"}, "spec": {"type": "ClusterIP"}})))
+
+
 def test_multiple_revision_mode_without_a_split_is_caught():
     app = {"configuration": {"activeRevisionsMode": "Multiple", "ingress": {"traffic": [{"latestRevision": True,
                                                                                          "weight": 100}]}}}
