@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from infra.settings import CONTAINER_UID, AksSettings
+from serving.scoring.settings import KEEP_ALIVE_S
 
 APP = "scoring"
 SERVICE_PORT = 80
@@ -23,7 +24,7 @@ METRICS_SETTINGS_NAMESPACE = "kube-system"
 # annotations), shorter than the service's keep-alive (KEEP_ALIVE_S, 300 s, serving/scoring/settings.py): the load
 # balancer would end an idle connection first, silently where its TCP reset is off, and a client reusing it would wait
 # for nothing. Longer than the keep-alive, the service closes it first, with a FIN the client sees.
-LB_IDLE_MINUTES = 10
+LB_IDLE_MINUTES = min(100, 2 * KEEP_ALIVE_S // 60)  # twice the service's default keep-alive: 10 minutes (4..100)
 INTERNAL_LB = {"service.beta.kubernetes.io/azure-load-balancer-internal": "true",
                "service.beta.kubernetes.io/azure-load-balancer-tcp-idle-timeout": str(LB_IDLE_MINUTES)}
 SECRET = f"{APP}-secrets"  # the container's secret variables, one key each

@@ -9,7 +9,6 @@ import json
 import re
 
 from infra import k8s_manifests
-from serving.scoring.settings import KEEP_ALIVE_S
 from testing.mockcloud import Evaluation
 from testing.platform_rules.common import (
     CLUSTER,
@@ -198,16 +197,17 @@ def lb_outlasts_keep_alive(ev: Evaluation) -> list[str]:
     """An Azure load balancer ends a flow idle longer than its rule's timeout (4 minutes unless the Service's
     annotation says 4..100), silently where its TCP reset is off: the service behind it must end an idle keep-alive
     connection first (KEEP_ALIVE_S, its container's variable or serving/scoring/settings.py's default)."""
+    default = k8s_manifests.KEEP_ALIVE_S
     keep_alive = {_get(d.inputs, "metadata", "namespace"): max(
-        [int(var.get("value") or KEEP_ALIVE_S) for c in _get(d.inputs, "spec", "template", "spec", "containers") or []
-         for var in c.get("env") or [] if var.get("name") == "KEEP_ALIVE_S"] or [KEEP_ALIVE_S])
+        [int(var.get("value") or default) for c in _get(d.inputs, "spec", "template", "spec", "containers") or []
+         for var in c.get("env") or [] if var.get("name") == "KEEP_ALIVE_S"] or [default])
         for d in ev.of_type(DEPLOYMENT)}
     problems = []
     for service in ev.of_type("kubernetes:core/v1:Service"):
         if _get(service.inputs, "spec", "type") != "LoadBalancer":
             continue
         value = str((_get(service.inputs, "metadata", "annotations") or {}).get(LB_IDLE, LB_DEFAULT_IDLE_MINUTES))
-        seconds = keep_alive.get(_get(service.inputs, "metadata", "namespace"), KEEP_ALIVE_S)
+        seconds = keep_alive.get(_get(service.inputs, "metadata", "namespace"), default)
         if not value.isdigit() or not 4 <= int(value) <= 100:
             problems.append(f"{service.name}: {LB_IDLE} is {value!r}: a whole number of minutes, 4..100")
         elif int(value) * 60 <= seconds:
